@@ -1,0 +1,45 @@
+# pybuild: `make demo` and `make test` on a fresh Debian machine, as root.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYBUILD := $(VENV)/bin/pybuild
+APT_PACKAGES := busybox-static runc skopeo umoci docker.io docker-registry iptables nftables \
+	iproute2 uidmap ca-certificates git
+DEMO_ROOT ?= /tmp/pybuild-demo
+
+.PHONY: install apt venv demo test bench lint clean
+
+install: apt venv
+
+apt:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt-get install:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping apt packages ($(APT_PACKAGES))"; fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: install
+	PYBUILD_ROOT=$(DEMO_ROOT) bash testdata/demo.sh $(PYBUILD)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: venv
+	$(VENV)/bin/ruff check grammar registry builder tests bench
+	$(VENV)/bin/mypy registry builder
+
+clean:
+	rm -rf $(VENV) build *.egg-info

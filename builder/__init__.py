@@ -1,0 +1,1 @@
+"""Making and running containers: Dockerfile front end, build graph, execution core."""

@@ -1,0 +1,119 @@
+"""The ``pybuild`` command line: click commands that parse flags, make one library call, render.
+
+This package is the only place that prints, draws progress or exits. Each command group lives
+in its own module and is imported only when invoked, so start-up stays lean.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+# command name -> "module:attribute"; the module is imported only when the command runs.
+COMMANDS: dict[str, str] = {
+    "images": "builder.cli.images:images",
+    "image": "builder.cli.images:image",
+    "import": "builder.cli.images:import_",
+    "tag": "builder.cli.images:tag",
+    "rmi": "builder.cli.images:rmi",
+    "inspect": "builder.cli.images:inspect",
+    "history": "builder.cli.images:history",
+    "save": "builder.cli.images:save",
+    "load": "builder.cli.images:load",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are resolved from ``COMMANDS`` on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            module_name, attr = self._lazy[cmd_name].split(":")
+            cmd = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(cmd, click.Command)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="PYBUILD_ROOT",
+    help="State root (default /var/lib/pybuild as root, ~/.local/share/pybuild otherwise).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
+    """pybuild: build, push, pull and run OCI images without a daemon."""
+    ctx.obj = Globals(root=root, debug=debug)
+
+
+class Globals:
+    """What every command gets through ``@click.pass_obj``."""
+
+    def __init__(self, *, root: str | None, debug: bool) -> None:
+        self.root_path = root
+        self.debug = debug
+        self._state: Any = None
+
+    @property
+    def state(self) -> Any:
+        """The ``builder.state.StateRoot``, opened on first use."""
+        if self._state is None:
+            from builder.state import StateRoot
+
+            self._state = StateRoot.open(self.root_path)
+        return self._state
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``Error: message`` on stderr and exit with *code*."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI, turning library errors into one line and a code."""
+    from builder.errors import BuildError
+    from registry.errors import RegistryError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="pybuild", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        # Docker's CLI exits 125 on a usage error of `run`; 1 elsewhere (click uses 2).
+        sys.exit(e.exit_code)
+    except BuildError as e:
+        if debug:
+            raise
+        render = getattr(e, "render", None)
+        click.echo(f"Error: {render() if render else e}", err=True)
+        sys.exit(e.exit_code)
+    except RegistryError as e:
+        if debug:
+            raise
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        os._exit(0)

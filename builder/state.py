@@ -1,0 +1,93 @@
+"""The state root (``--root``, ``PYBUILD_ROOT``) and where everything lives under it, plus file locks.
+
+Every other module asks a ``StateRoot`` for its paths; none builds them by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_root() -> Path:
+    """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` as root, else ``~/.local/share/pybuild``."""
+    env = os.environ.get("PYBUILD_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/pybuild")
+    return Path.home() / ".local" / "share" / "pybuild"
+
+
+@dataclass(frozen=True)
+class StateRoot:
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> StateRoot:
+        root = cls(Path(path) if path is not None else default_root())
+        root.path.mkdir(parents=True, exist_ok=True)
+        return root
+
+    # -- areas -------------------------------------------------------------------------------
+    @property
+    def store(self) -> Path:
+        """The OCI image layout (``registry.store``)."""
+        return self.path / "store"
+
+    @property
+    def layers(self) -> Path:
+        """Unpacked layers by diff_id, shared by every sandbox (``builder.rootfs``)."""
+        return self.path / "layers"
+
+    @property
+    def cache(self) -> Path:
+        """Build cache records (``builder.cache``)."""
+        return self.path / "cache"
+
+    @property
+    def containers(self) -> Path:
+        return self.path / "containers"
+
+    @property
+    def volumes(self) -> Path:
+        return self.path / "volumes"
+
+    @property
+    def networks(self) -> Path:
+        return self.path / "networks"
+
+    @property
+    def run(self) -> Path:
+        """Short-lived per-sandbox state: overlay upper/work dirs, hosts files, mount points."""
+        return self.path / "run"
+
+    @property
+    def tmp(self) -> Path:
+        return self.path / "tmp"
+
+    def area(self, name: str) -> Path:
+        p = self.path / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
+        """An advisory ``flock`` on ``<root>/locks/<name>.lock``, held for the ``with`` body."""
+        with file_lock(self.area("locks") / f"{name}.lock", shared=shared):
+            yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory ``flock`` on *path* (created if missing) for the ``with`` body."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""The Lark grammars of pybuild and the one loader that builds (and caches) their parsers."""
