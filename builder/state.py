@@ -6,11 +6,16 @@ Every other module asks a ``StateRoot`` for its paths; none builds them by hand.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from registry.store import file_lock
+
+if TYPE_CHECKING:
+    from registry.store import Store
 
 
 def default_root() -> Path:
@@ -38,6 +43,12 @@ class StateRoot:
     def store(self) -> Path:
         """The OCI image layout (``registry.store``)."""
         return self.path / "store"
+
+    def image_store(self) -> Store:
+        """The ``registry.store.Store`` over ``store``."""
+        from registry.store import Store
+
+        return Store(self.store)
 
     @property
     def layers(self) -> Path:
@@ -81,13 +92,3 @@ class StateRoot:
         with file_lock(self.area("locks") / f"{name}.lock", shared=shared):
             yield
 
-
-@contextlib.contextmanager
-def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold an advisory ``flock`` on *path* (created if missing) for the ``with`` body."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

@@ -1,0 +1,109 @@
+"""The ``Digest`` value type: parsed and validated once, then passed around typed.
+
+Also hashing of bytes and streams, and a reader that verifies size and digest as it is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from registry.errors import DigestError
+
+_ALGORITHMS = {"sha256": 64, "sha512": 128}
+_ENCODED = re.compile(r"^[a-f0-9]+$")
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    """``algorithm:hex``; only sha256 and sha512, lowercase hex of the right length."""
+
+    algorithm: str
+    encoded: str
+
+    def __post_init__(self) -> None:
+        length = _ALGORITHMS.get(self.algorithm)
+        if length is None:
+            raise DigestError(f"unsupported digest algorithm {self.algorithm!r}")
+        if len(self.encoded) != length or not _ENCODED.match(self.encoded):
+            raise DigestError(f"invalid {self.algorithm} digest {self.algorithm}:{self.encoded}")
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        algorithm, sep, encoded = text.partition(":")
+        if not sep:
+            raise DigestError(f"invalid digest {text!r}: expected algorithm:hex")
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        return cls("sha256", hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def of_stream(cls, stream: BinaryIO) -> tuple[Digest, int]:
+        """Hash a stream to its end; returns the digest and the byte count."""
+        h = hashlib.sha256()
+        size = 0
+        while chunk := stream.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+        return cls("sha256", h.hexdigest()), size
+
+    def new_hasher(self) -> hashlib._Hash:
+        return hashlib.new(self.algorithm)
+
+    @property
+    def hex(self) -> str:
+        return self.encoded
+
+    @property
+    def short(self) -> str:
+        """The 12-character form Docker shows as an image ID."""
+        return self.encoded[:12]
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.encoded}"
+
+
+class VerifyingReader:
+    """Wraps a stream; raises ``DigestError`` at EOF if the bytes read do not match."""
+
+    def __init__(self, stream: BinaryIO, expected: Digest, size: int | None = None) -> None:
+        self._stream = stream
+        self._expected = expected
+        self._size = size
+        self._hash = expected.new_hasher()
+        self._read = 0
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if data:
+            self._hash.update(data)
+            self._read += len(data)
+            if self._size is not None and self._read > self._size:
+                raise DigestError(
+                    f"blob {self._expected}: more than the expected {self._size} bytes"
+                )
+        elif not self._done and n != 0:
+            self._done = True
+            self.verify()
+        return data
+
+    def verify(self) -> None:
+        if self._size is not None and self._read != self._size:
+            raise DigestError(
+                f"blob {self._expected}: got {self._read} bytes, expected {self._size}"
+            )
+        actual = self._hash.hexdigest()
+        if actual != self._expected.encoded:
+            raise DigestError(
+                f"digest mismatch: expected {self._expected}, got {self._expected.algorithm}:{actual}"
+            )
+
+    @property
+    def bytes_read(self) -> int:
+        return self._read

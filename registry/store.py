@@ -1,0 +1,506 @@
+"""The local image store: an OCI image layout on disk with atomic, verified blob writes and tags.
+
+Tags are ``index.json`` entries annotated ``org.opencontainers.image.ref.name`` (the full
+reference); each entry also carries the image ID, created time and size so listing is one read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from registry import mediatypes as mt
+from registry.digest import CHUNK, Digest
+from registry.errors import BlobUnknown, DigestError, InvalidReference, NotFound, StoreError
+from registry.model import Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json
+from registry.reference import Reference
+
+REF_NAME = "org.opencontainers.image.ref.name"
+IMAGE_ID = "io.pybuild.image.id"
+IMAGE_CREATED = "io.pybuild.image.created"
+IMAGE_SIZE = "io.pybuild.image.size"
+LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory ``flock`` on *path* (created if missing) for the ``with`` body."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write *data* to a temp file beside *path*, fsync, then rename over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class BlobWriter:
+    """A blob being written: bytes go to a temp file; ``commit`` verifies and publishes it.
+
+    Leaving the ``with`` block without ``commit`` (or on an error) removes the temp file, so a
+    reader never sees a partial blob.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        fd, self._tmp = tempfile.mkstemp(dir=store.ingest_dir, prefix="blob-")
+        self._file = os.fdopen(fd, "wb")
+        self._hash = Digest("sha256", "0" * 64).new_hasher()
+        self.size = 0
+        self.digest: Digest | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        self._file.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def copy_from(self, stream: BinaryIO) -> None:
+        while chunk := stream.read(CHUNK):
+            self.write(chunk)
+
+    def commit(self, expected: Digest | None = None, size: int | None = None) -> Digest:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        actual = Digest("sha256", self._hash.hexdigest())
+        if expected is not None and expected.algorithm != "sha256":
+            actual = self._rehash(expected.algorithm)
+        if size is not None and size != self.size:
+            self.abort()
+            raise DigestError(f"blob {expected or actual}: size {self.size}, expected {size}")
+        if expected is not None and expected != actual:
+            self.abort()
+            raise DigestError(f"digest mismatch: expected {expected}, got {actual}")
+        target = self._store.blob_path(actual)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._tmp, 0o644)
+        os.rename(self._tmp, target)
+        self.digest = actual
+        return actual
+
+    def _rehash(self, algorithm: str) -> Digest:
+        import hashlib
+
+        h = hashlib.new(algorithm)
+        with open(self._tmp, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        return Digest(algorithm, h.hexdigest())
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.digest is None:
+            self.abort()
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One ``index.json`` entry: a tag (or none, for a dangling image) and what it points at."""
+
+    descriptor: Descriptor
+
+    @property
+    def reference(self) -> Reference | None:
+        name = self.descriptor.annotation(REF_NAME)
+        return Reference.parse(name) if name else None
+
+    @property
+    def image_id(self) -> Digest | None:
+        v = self.descriptor.annotation(IMAGE_ID)
+        return Digest.parse(v) if v else None
+
+    @property
+    def created(self) -> str | None:
+        return self.descriptor.annotation(IMAGE_CREATED)
+
+    @property
+    def size(self) -> int:
+        return int(self.descriptor.annotation(IMAGE_SIZE) or 0)
+
+
+@dataclass(frozen=True)
+class Image:
+    """A resolved single-platform image: its manifest, its config, and how it was named."""
+
+    descriptor: Descriptor
+    manifest: Manifest
+    config: ImageConfig
+    reference: Reference | None = None
+
+    @property
+    def id(self) -> Digest:
+        return self.manifest.config.digest
+
+    @property
+    def layers(self) -> list[Descriptor]:
+        return self.manifest.layers
+
+    @property
+    def diff_ids(self) -> list[Digest]:
+        return self.config.diff_ids
+
+
+class Store:
+    """An OCI image layout at *path*: ``oci-layout``, ``index.json``, ``blobs/<alg>/<hex>``.
+
+    Blob calls: ``has_blob``, ``blob_path``, ``open_blob``, ``read_blob``, ``writer``, ``put_bytes``,
+    ``put_stream``. Image calls: ``images``, ``put_image``, ``tag``, ``untag``, ``resolve``,
+    ``remove``, ``gc``. Writers of several blobs that will be referenced later hold ``lease()``
+    so that a concurrent ``gc`` does not take them.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    # -- layout --------------------------------------------------------------------------------
+    @property
+    def ingest_dir(self) -> Path:
+        d = self.path / "ingest"
+        if not d.is_dir():
+            self._init()
+        return d
+
+    def _init(self) -> None:
+        (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (self.path / "ingest").mkdir(exist_ok=True)
+        if not (self.path / "oci-layout").exists():
+            write_atomic(self.path / "oci-layout", LAYOUT)
+        if not (self.path / "index.json").exists():
+            self._write_index([])
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.path / ".lock"):
+            yield
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Keep ``gc`` away while blobs are written that nothing references yet."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.path / ".gc.lock", shared=True):
+            yield
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def blob_path(self, digest: Digest) -> Path:
+        return self.path / "blobs" / digest.algorithm / digest.encoded
+
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def blob_size(self, digest: Digest) -> int:
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobUnknown(f"blob unknown to the local store: {digest}") from None
+
+    def open_blob(self, digest: Digest) -> BinaryIO:
+        try:
+            return open(self.blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise BlobUnknown(f"blob unknown to the local store: {digest}") from None
+
+    def read_blob(self, digest: Digest) -> bytes:
+        """A small blob (manifest, config) in memory, verified against its digest."""
+        with self.open_blob(digest) as f:
+            data = f.read()
+        h = digest.new_hasher()
+        h.update(data)
+        if h.hexdigest() != digest.encoded:
+            raise DigestError(f"store blob {digest} is corrupt (content does not match its digest)")
+        return data
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self)
+
+    def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
+        if expected is None:
+            expected = Digest.of(data)
+        if self.has_blob(expected):
+            return expected
+        with self.writer() as w:
+            w.write(data)
+            return w.commit(expected, len(data))
+
+    def put_stream(
+        self, stream: BinaryIO, expected: Digest | None = None, size: int | None = None
+    ) -> tuple[Digest, int]:
+        with self.writer() as w:
+            w.copy_from(stream)
+            return w.commit(expected, size), w.size
+
+    # -- index.json ----------------------------------------------------------------------------
+    def _read_index(self) -> list[Descriptor]:
+        try:
+            raw = (self.path / "index.json").read_bytes()
+        except FileNotFoundError:
+            return []
+        return Index.parse(raw, mt.OCI_INDEX).manifests
+
+    def _write_index(self, entries: list[Descriptor]) -> None:
+        data: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [d.to_dict() for d in entries],
+        }
+        write_atomic(self.path / "index.json", json.dumps(data, indent=2, sort_keys=True).encode())
+
+    def images(self) -> list[ImageRecord]:
+        return [ImageRecord(d) for d in self._read_index()]
+
+    # -- images --------------------------------------------------------------------------------
+    def put_manifest(self, doc: Manifest | Index) -> Descriptor:
+        """Store a manifest or index whose referenced blobs are all present already."""
+        if isinstance(doc, Manifest):
+            missing = [d for d in [doc.config, *doc.layers] if not self.has_blob(d.digest)]
+        else:
+            missing = [d for d in doc.manifests if not self.has_blob(d.digest)]
+        if missing:
+            raise BlobUnknown(f"manifest references blobs missing from the store: {missing[0].digest}")
+        self.put_bytes(doc.raw)
+        return doc.descriptor()
+
+    def put_image(self, manifest: Manifest, config: ImageConfig) -> Descriptor:
+        self.put_bytes(config.raw, manifest.config.digest)
+        return self.put_manifest(manifest)
+
+    def _describe(self, desc: Descriptor) -> Descriptor:
+        """The entry for *desc* with ID/created/size annotations filled in."""
+        raw = self.read_blob(desc.digest)
+        doc = Manifest.parse(raw, desc.media_type) if mt.is_manifest(desc.media_type) else Index.parse(raw, desc.media_type)
+        if isinstance(doc, Index):
+            chosen = doc.select(Platform.host()) or (doc.manifests[0] if doc.manifests else None)
+            if chosen is None:
+                return desc
+            doc = Manifest.parse(self.read_blob(chosen.digest), chosen.media_type)
+        config = ImageConfig.parse(self.read_blob(doc.config.digest))
+        size = sum(layer.size for layer in doc.layers)
+        return desc.with_annotations(
+            **{IMAGE_ID: str(doc.config.digest), IMAGE_CREATED: config.created or "",
+               IMAGE_SIZE: str(size)}
+        )
+
+    def add(self, desc: Descriptor, reference: Reference | None = None) -> None:
+        """Record an image (a manifest or index already stored), tagged or dangling."""
+        entry = self._describe(desc).with_annotations(
+            **{REF_NAME: str(reference) if reference else None}
+        )
+        with self._locked():
+            self._init()
+            entries = self._read_index()
+            out: list[Descriptor] = []
+            for e in entries:
+                name = e.annotation(REF_NAME)
+                if reference is not None and name == str(reference):
+                    if e.digest != desc.digest:
+                        out.append(e.with_annotations(**{REF_NAME: None}))  # now dangling
+                    continue
+                if name is None and e.digest == desc.digest:
+                    continue  # tagged or re-added: drop the dangling duplicate
+                out.append(e)
+            if reference is None and any(e.digest == desc.digest for e in out):
+                return
+            out.append(entry)
+            self._write_index(self._dedupe_dangling(out))
+
+    @staticmethod
+    def _dedupe_dangling(entries: list[Descriptor]) -> list[Descriptor]:
+        tagged = {e.digest for e in entries if e.annotation(REF_NAME)}
+        seen: set[Digest] = set()
+        out = []
+        for e in entries:
+            if e.annotation(REF_NAME) is None:
+                if e.digest in tagged or e.digest in seen:
+                    continue
+                seen.add(e.digest)
+            out.append(e)
+        return out
+
+    def tag(self, source: str, target: Reference) -> None:
+        self.add(self.lookup(source).descriptor, target)
+
+    def untag(self, reference: Reference) -> Descriptor:
+        with self._locked():
+            entries = self._read_index()
+            keep = [e for e in entries if e.annotation(REF_NAME) != str(reference)]
+            if len(keep) == len(entries):
+                raise NotFound(f"No such image: {reference.familiar}")
+            self._write_index(keep)
+        return next(e for e in entries if e.annotation(REF_NAME) == str(reference))
+
+    def lookup(self, text: str) -> ImageRecord:
+        """The index entry named by a reference, ``name@digest``, or an image ID (or prefix)."""
+        entries = self._read_index()
+        ident = text.removeprefix("sha256:")
+        if 3 <= len(ident) <= 64 and all(c in "0123456789abcdef" for c in ident):
+            by_id = {e.annotation(IMAGE_ID): e for e in entries}
+            hits = [e for i, e in by_id.items() if i and i.removeprefix("sha256:").startswith(ident)]
+            if len(hits) == 1:
+                return ImageRecord(hits[0])
+            if len(hits) > 1 and len({e.annotation(IMAGE_ID) for e in hits}) > 1:
+                raise NotFound(f"ambiguous image ID prefix: {text}")
+            if hits:
+                return ImageRecord(hits[0])
+        try:
+            ref = Reference.parse(text)
+        except InvalidReference:
+            if ":" in text or "/" in text or text.lower() != text:
+                raise
+            raise NotFound(f"No such image: {text}") from None
+        for e in entries:
+            if ref.digest is not None:
+                if e.digest == ref.digest and (e.annotation(REF_NAME) or "").startswith(ref.name + ":"):
+                    return ImageRecord(e)
+            elif e.annotation(REF_NAME) == str(ref):
+                return ImageRecord(e)
+        if ref.digest is not None:
+            for e in entries:
+                if e.digest == ref.digest:
+                    return ImageRecord(e)
+        raise NotFound(f"No such image: {ref.familiar}")
+
+    def resolve(self, text: str, *, platform: Platform | None = None) -> Image:
+        """Lookup, then load manifest and config (choosing *platform* from an index)."""
+        record = self.lookup(text)
+        return self.image(record.descriptor, platform=platform, reference=record.reference)
+
+    def image(self, desc: Descriptor, *, platform: Platform | None = None,
+              reference: Reference | None = None) -> Image:
+        raw = self.read_blob(desc.digest)
+        if mt.is_index(desc.media_type):
+            index = Index.parse(raw, desc.media_type)
+            want = platform or Platform.host()
+            chosen = index.select(want)
+            if chosen is None:
+                raise NotFound(f"no image for platform {want} in {reference.familiar if reference else desc.digest}")
+            desc = chosen
+            raw = self.read_blob(desc.digest)
+        manifest = Manifest.parse(raw, desc.media_type)
+        config = ImageConfig.parse(self.read_blob(manifest.config.digest))
+        return Image(desc, manifest, config, reference)
+
+    def remove(self, text: str, *, force: bool = False) -> list[str]:
+        """``rmi``: untag a reference, or drop every tag of an image ID. Returns what was done
+        (``Untagged: …`` / ``Deleted: …`` lines); blobs go in ``gc``."""
+        record = self.lookup(text)
+        done: list[str] = []
+        with self._locked():
+            entries = self._read_index()
+            by_ref = record.reference is not None and not _looks_like_id(text)
+            if by_ref:
+                target = [e for e in entries if e.annotation(REF_NAME) == str(record.reference)]
+            else:
+                same = [e for e in entries if e.digest == record.descriptor.digest]
+                if len([e for e in same if e.annotation(REF_NAME)]) > 1 and not force:
+                    raise StoreError(
+                        f"conflict: unable to delete {text} (must be forced) - image is referenced in multiple repositories"
+                    )
+                target = same
+            keep = [e for e in entries if e not in target]
+            for e in target:
+                if e.annotation(REF_NAME):
+                    done.append(f"Untagged: {Reference.parse(e.annotation(REF_NAME) or '').familiar}")
+            if not any(e.digest == record.descriptor.digest for e in keep):
+                done.append(f"Deleted: {record.image_id or record.descriptor.digest}")
+            self._write_index(keep)
+        return done
+
+    # -- garbage collection --------------------------------------------------------------------
+    def referenced(self, roots: Iterable[Descriptor] | None = None) -> set[Digest]:
+        """Every blob reachable from the index (or from *roots*)."""
+        seen: set[Digest] = set()
+        stack = list(roots if roots is not None else self._read_index())
+        while stack:
+            d = stack.pop()
+            if d.digest in seen:
+                continue
+            seen.add(d.digest)
+            if not (mt.is_index(d.media_type) or mt.is_manifest(d.media_type)):
+                continue
+            try:
+                raw = self.read_blob(d.digest)
+            except (BlobUnknown, DigestError):
+                continue
+            if mt.is_index(d.media_type):
+                stack.extend(Index.parse(raw, d.media_type).manifests)
+            else:
+                m = Manifest.parse(raw, d.media_type)
+                stack.extend([m.config, *m.layers])
+        return seen
+
+    def gc(self, *, keep: Iterable[Digest] = ()) -> tuple[int, int]:
+        """Delete unreferenced blobs and stale ingest files; returns (blobs removed, bytes)."""
+        if not (self.path / "blobs").is_dir():
+            return 0, 0
+        with file_lock(self.path / ".gc.lock"), self._locked():
+            live = self.referenced() | set(keep)
+            removed = freed = 0
+            for alg_dir in (self.path / "blobs").iterdir():
+                for blob in alg_dir.iterdir():
+                    try:
+                        d = Digest(alg_dir.name, blob.name)
+                    except DigestError:
+                        continue
+                    if d not in live:
+                        freed += blob.stat().st_size
+                        blob.unlink()
+                        removed += 1
+            cutoff = time.time() - 3600
+            for tmp in (self.path / "ingest").glob("blob-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    if tmp.stat().st_mtime < cutoff:
+                        tmp.unlink()
+        return removed, freed
+
+
+def _looks_like_id(text: str) -> bool:
+    t = text.removeprefix("sha256:")
+    return 3 <= len(t) <= 64 and all(c in "0123456789abcdef" for c in t) and (
+        text.startswith("sha256:") or len(t) >= 12
+    )
+
+
+def empty_config(platform: Platform | None = None) -> dict[str, Any]:
+    """The config of an image with no layers yet, as ``FROM scratch`` starts it."""
+    p = platform or Platform.host()
+    return {"architecture": p.architecture, "os": p.os, "config": {},
+            "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+
+
+__all__ = ["Store", "BlobWriter", "Image", "ImageRecord", "file_lock", "write_atomic",
+           "empty_config", "canonical_json"]
