@@ -1,0 +1,95 @@
+"""Container networking: ``bridge`` (veth, IPAM, NAT, published ports), ``host``, ``none``,
+``container:<id>`` and ``macvlan`` networks, with name resolution through hosts files.
+
+The contract with ``sandbox`` and ``containers``
+------------------------------------------------
+* Records: ``<root>/networks/<id>.json`` (Docker's ``network inspect`` shape), written
+  atomically (temp + rename) under ``StateRoot.lock("networks")``. ``bridge``, ``host`` and
+  ``none`` are created on first use. Endpoints live in the record's ``Containers`` map, keyed
+  by container id; each carries its netns path, interface, address, ports and proxy pid.
+* ``attach(state, cid, net, name=, aliases=, ip=, hostname=, ports=) -> Endpoint`` makes the
+  container's network namespace ``<root>/run/netns/<cid>`` (a bind-mounted nsfs file, like
+  ``ip netns add``) on first use, with ``lo`` up; for ``bridge`` a veth pair (host end
+  ``pbv<hash>`` in the bridge, container end ``eth0``, ``eth1``… in order of connection), an
+  address from the network's subnet and the default route via the gateway (first network
+  only); for ``macvlan`` a macvlan child of ``-o parent=IFACE``; for ``none`` just ``lo``; for
+  ``host`` nothing (``Endpoint.netns is None``: the sandbox stays in the host namespace).
+  The sandbox joins ``Endpoint.netns`` by path (``setns``); ``connect`` is the same call.
+* ``--network container:<name>``: resolve the name, then ``shared_netns(state, other_id)``
+  gives the path to join; reuse that container's hosts/resolv files.
+* Published ports (``parse_publish``/``publish_exposed`` → ``PortMapping``; pass them to
+  ``attach``): the host sockets are bound first (a used port fails before anything is made),
+  then a DNAT rule for traffic from outside and a userland proxy process
+  (``python -m builder.network.proxy``, started detached, pid in ``Endpoint.proxy_pid``) for
+  connections to 127.0.0.1, as docker-proxy does.
+* ``/etc/hosts`` and ``/etc/resolv.conf``: ``Endpoint.hosts_path`` / ``resolv_path``
+  (``<root>/run/net/<cid>/``) are written by ``attach``; bind-mount them. Hosts files of every
+  container on a network are rewritten in place (same inode) whenever one attaches or
+  detaches, so peers on user-defined networks resolve each other by name, alias and short id
+  (Docker's default ``bridge`` has no such resolution). ``hosts_entries``/``resolv_conf``
+  return the same content.
+* ``detach(state, cid, net)`` undoes one endpoint (the netns stays); ``release(state, cid)``
+  undoes all of them and removes the netns file, its mount and the hosts files. Call it when
+  a container is removed or its supervisor finds it dead.
+* Netfilter: rules only in our chains (``PYBUILD-FORWARD``, ``PYBUILD-ISOLATION-1/2`` hooked
+  from FORWARD; ``PYBUILD`` from nat PREROUTING/OUTPUT; ``PYBUILD-POSTROUTING``), each tagged
+  ``pybuild:<net12>[:<cid12>]`` so removal is exact; hooks and chains go with the last rule.
+  They work whatever the FORWARD policy (dockerd sets DROP); networks are isolated from each
+  other; outbound traffic is masqueraded (not for ``--internal`` networks).
+"""
+
+from __future__ import annotations
+
+from builder.network.core import (
+    attach,
+    create_network,
+    detach,
+    endpoints,
+    get_network,
+    hosts_entries,
+    hosts_path,
+    list_networks,
+    netns_path,
+    prune_networks,
+    release,
+    remove_network,
+    reset,
+    resolv_conf,
+    resolv_path,
+    shared_netns,
+)
+from builder.network.model import (
+    Endpoint,
+    Network,
+    PortBinding,
+    PortMapping,
+    parse_publish,
+    parse_publish_all,
+    publish_exposed,
+)
+
+__all__ = [
+    "Endpoint",
+    "Network",
+    "PortBinding",
+    "PortMapping",
+    "attach",
+    "create_network",
+    "detach",
+    "endpoints",
+    "get_network",
+    "hosts_entries",
+    "hosts_path",
+    "list_networks",
+    "netns_path",
+    "parse_publish",
+    "parse_publish_all",
+    "prune_networks",
+    "publish_exposed",
+    "release",
+    "remove_network",
+    "reset",
+    "resolv_conf",
+    "resolv_path",
+    "shared_netns",
+]

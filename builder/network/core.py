@@ -1,0 +1,681 @@
+"""Network records and the attach/detach lifecycle that ties netns, links, rules and proxies.
+
+Records are JSON under ``StateRoot.networks``, changed only under ``StateRoot.lock("networks")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from builder.errors import NetworkError
+from builder.network import firewall, ipam, links
+from builder.network.model import DRIVERS, PREDEFINED, Endpoint, Network, PortBinding, PortMapping
+from builder.state import StateRoot
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
+
+HOSTS_HEADER = """127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+"""
+
+
+# -- paths --------------------------------------------------------------------------------------
+
+
+def netns_path(state: StateRoot, container_id: str) -> Path:
+    """The container's persistent network namespace file (what the sandbox ``setns``-es into)."""
+    return state.run / "netns" / container_id
+
+
+def _files_dir(state: StateRoot, container_id: str) -> Path:
+    return state.run / "net" / container_id
+
+
+def hosts_path(state: StateRoot, container_id: str) -> Path:
+    """The file to bind-mount at ``/etc/hosts``; rewritten in place (same inode) on changes."""
+    return _files_dir(state, container_id) / "hosts"
+
+
+def resolv_path(state: StateRoot, container_id: str) -> Path:
+    """The file to bind-mount at ``/etc/resolv.conf``."""
+    return _files_dir(state, container_id) / "resolv.conf"
+
+
+# -- records ------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _record_path(state: StateRoot, network_id: str) -> Path:
+    return state.networks / f"{network_id}.json"
+
+
+def _save(state: StateRoot, net: Network) -> None:
+    _write_json_atomic(_record_path(state, net.id), net.to_json())
+
+
+def _load_all(state: StateRoot) -> list[Network]:
+    out = []
+    if state.networks.is_dir():
+        for p in sorted(state.networks.glob("*.json")):
+            try:
+                out.append(Network.from_json(json.loads(p.read_text())))
+            except (OSError, ValueError, KeyError) as e:
+                raise NetworkError(f"corrupt network record {p}: {e}") from e
+    return out
+
+
+def _new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def _ensure_predefined(state: StateRoot, nets: list[Network]) -> list[Network]:
+    """``bridge``, ``host`` and ``none`` exist in every state root, as in Docker."""
+    have = {n.name for n in nets}
+    added: list[Network] = []
+    for name in PREDEFINED:
+        if name in have:
+            continue
+        nid = _new_id()
+        if name == "bridge":
+            subnet = ipam.choose_subnet(_used_subnets(nets + added), default_network=True)
+            net = Network(
+                id=nid, name=name, driver="bridge", created=_now(), subnet=str(subnet),
+                gateway=str(subnet.network_address + 1), bridge=f"pb-{nid[:12]}",
+            )
+        else:
+            net = Network(id=nid, name=name, driver=name, created=_now())
+        _save(state, net)
+        added.append(net)
+    return nets + added
+
+
+def _used_subnets(nets: Iterable[Network]) -> list[ipaddress.IPv4Network]:
+    used = [ipaddress.IPv4Network(n.subnet) for n in nets if n.subnet]
+    return used + links.host_routes()
+
+
+@contextlib.contextmanager
+def _locked(state: StateRoot) -> Iterator[list[Network]]:
+    with state.lock("networks"):
+        yield _ensure_predefined(state, _load_all(state))
+
+
+def _find(nets: Sequence[Network], ref: str) -> Network:
+    for n in nets:
+        if ref in (n.name, n.id):
+            return n
+    matches = [n for n in nets if len(ref) >= 1 and n.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise NetworkError(f"network {ref!r} is ambiguous ({len(matches)} matches)")
+    raise NetworkError(f"network {ref} not found")
+
+
+# -- networks -----------------------------------------------------------------------------------
+
+
+def list_networks(state: StateRoot) -> list[Network]:
+    with _locked(state) as nets:
+        return sorted(nets, key=lambda n: n.name)
+
+
+def get_network(state: StateRoot, ref: str) -> Network:
+    """By name, full id or unique id prefix."""
+    with _locked(state) as nets:
+        return _find(nets, ref)
+
+
+def create_network(
+    state: StateRoot,
+    name: str,
+    *,
+    driver: str = "bridge",
+    subnet: str | None = None,
+    gateway: str | None = None,
+    options: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    internal: bool = False,
+) -> Network:
+    """``network create``: a bridge network is materialised (bridge + rules) right away."""
+    options = dict(options or {})
+    if not NAME_RE.match(name):
+        raise NetworkError(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]+")
+    if driver == "overlay":
+        raise NetworkError(
+            "the overlay driver needs multi-host (swarm) networking, which pybuild does not "
+            "support yet: use bridge or macvlan"
+        )
+    if driver in ("host", "none"):
+        raise NetworkError(f"only one instance of {driver!r} network is allowed")
+    if driver not in DRIVERS:
+        raise NetworkError(f"unknown network driver {driver!r} (bridge, macvlan)")
+    if gateway and not subnet:
+        raise NetworkError("--gateway needs --subnet")
+    parent = ""
+    if driver == "macvlan":
+        parent = options.get("parent", "")
+        if not parent:
+            raise NetworkError("the macvlan driver needs -o parent=IFACE")
+        if options.get("macvlan_mode", "bridge") != "bridge":
+            raise NetworkError("only macvlan_mode=bridge is supported")
+        if not links.link_exists(parent):
+            raise NetworkError(f"macvlan parent interface {parent!r} not found")
+    with _locked(state) as nets:
+        if any(n.name == name for n in nets):
+            raise NetworkError(f"network with name {name} already exists")
+        if subnet:
+            net_, gw = ipam.parse_subnet(subnet, gateway)
+            for n in nets:
+                if n.subnet and ipaddress.IPv4Network(n.subnet).overlaps(net_):
+                    raise NetworkError(f"subnet {net_} overlaps network {n.name} ({n.subnet})")
+            if driver == "bridge":
+                for r in links.host_routes():
+                    if r.prefixlen > 0 and r.overlaps(net_):
+                        raise NetworkError(f"subnet {net_} overlaps a host route ({r})")
+        else:
+            net_ = ipam.choose_subnet(_used_subnets(nets))
+            gw = net_.network_address + 1
+        nid = _new_id()
+        bridge = ""
+        if driver == "bridge":
+            bridge = options.get(BRIDGE_NAME_OPT) or f"pb-{nid[:12]}"
+            if len(bridge) > 15 or not re.match(r"^[a-zA-Z0-9_.-]+$", bridge):
+                raise NetworkError(f"invalid bridge name {bridge!r}")
+            if any(n.bridge == bridge for n in nets) or links.link_exists(bridge):
+                raise NetworkError(f"bridge name {bridge} is already in use")
+        net = Network(
+            id=nid, name=name, driver=driver, created=_now(), subnet=str(net_), gateway=str(gw),
+            bridge=bridge, parent=parent, internal=internal, options=options,
+            labels=dict(labels or {}),
+        )
+        if driver == "bridge":
+            try:
+                _materialise(net)
+            except BaseException:
+                _dematerialise(net)
+                raise
+        _save(state, net)
+        return net
+
+
+def _materialise(net: Network) -> None:
+    """The bridge, its address and its rules (idempotent: after a reboot they come back)."""
+    prefixlen = ipaddress.IPv4Network(net.subnet).prefixlen
+    fresh = not links.link_exists(net.bridge)
+    links.ensure_bridge(net.bridge, net.gateway, prefixlen)
+    with firewall.locked():
+        if fresh or not firewall.has_tag(firewall.network_tag(net.id)):
+            firewall.ensure_base()
+            firewall.remove_tagged(firewall.network_tag(net.id))
+            firewall.ensure_base()
+            firewall.add(firewall.network_rules(net.id, net.bridge, net.subnet, internal=net.internal))
+
+
+def _dematerialise(net: Network) -> None:
+    if net.driver != "bridge":
+        return
+    with firewall.locked():
+        firewall.remove_tagged(firewall.network_tag(net.id))
+    links.delete_link(net.bridge)
+
+
+def remove_network(state: StateRoot, ref: str, *, _predefined: bool = False) -> Network:
+    """``network rm``: refused for the predefined networks and for networks in use."""
+    with _locked(state) as nets:
+        net = _find(nets, ref)
+        if net.predefined and not _predefined:
+            raise NetworkError(f"{net.name} is a pre-defined network and cannot be removed")
+        if net.containers:
+            raise NetworkError(
+                f"error while removing network: network {net.name} id {net.id[:12]} has active "
+                f"endpoints ({len(net.containers)})"
+            )
+        _dematerialise(net)
+        _record_path(state, net.id).unlink(missing_ok=True)
+        return net
+
+
+def prune_networks(state: StateRoot, *, label_filters: Sequence[str] = ()) -> list[str]:
+    """``network prune``: remove user-defined networks with no containers; returns names."""
+    removed = []
+    for net in list_networks(state):
+        if net.predefined or net.containers or not _labels_match(net.labels, label_filters):
+            continue
+        with contextlib.suppress(NetworkError):
+            remove_network(state, net.id)
+            removed.append(net.name)
+    return removed
+
+
+def _labels_match(labels: Mapping[str, str], filters: Sequence[str]) -> bool:
+    for f in filters:
+        k, sep, v = f.partition("=")
+        if k not in labels or (sep and labels[k] != v):
+            return False
+    return True
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+def endpoints(state: StateRoot, container_id: str) -> list[Endpoint]:
+    """Every network the container is attached to, in attach order of the record files."""
+    out = []
+    for net in list_networks(state):
+        d = net.containers.get(container_id)
+        if d is not None:
+            out.append(Endpoint.from_json(container_id, net, d))
+    return sorted(out, key=lambda e: e.ifname)
+
+
+def shared_netns(state: StateRoot, container_id: str) -> Path:
+    """``--network container:<id>``: the netns path of a container that has one (after
+    resolving the name, the caller joins it and reuses that container's hosts/resolv files)."""
+    p = netns_path(state, container_id)
+    if not links.is_netns(p):
+        raise NetworkError(f"container {container_id[:12]} has no network namespace (not running?)")
+    return p
+
+
+def _veth_name(container_id: str, network_id: str) -> str:
+    return "pbv" + hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()[:12]
+
+
+def attach(
+    state: StateRoot,
+    container_id: str,
+    network: str,
+    *,
+    name: str = "",
+    aliases: Sequence[str] = (),
+    ip: str | None = None,
+    hostname: str = "",
+    ports: Sequence[PortMapping] = (),
+) -> Endpoint:
+    """Connect a container to a network, creating its netns file on first use.
+
+    On failure nothing is left behind: sockets, proxy, rules, links and a netns made here go.
+    """
+    for a in aliases:
+        if not NAME_RE.match(a) and not re.match(r"^[a-zA-Z0-9]$", a):
+            raise NetworkError(f"invalid network alias {a!r}")
+    with _locked(state) as nets:
+        net = _find(nets, network)
+        mine = [n for n in nets if container_id in n.containers]
+        if net in mine:
+            raise NetworkError(f"container {name or container_id[:12]} is already connected to network {net.name}")
+        drivers = {n.driver for n in mine}
+        if net.driver == "host" and mine:
+            raise NetworkError("container cannot be connected to the host network and another one")
+        if "host" in drivers:
+            raise NetworkError(f"container uses the host network: cannot connect it to {net.name}")
+        if "none" in drivers or (net.driver == "none" and mine):
+            raise NetworkError("a container on network none cannot be connected to other networks")
+        if ip and not net.user_defined:
+            raise NetworkError("user specified IP address is supported on user defined networks only")
+        if aliases and not net.user_defined:
+            raise NetworkError("network-scoped aliases are supported for user-defined networks only")
+        ep = Endpoint(
+            container_id=container_id, network_id=net.id, network_name=net.name,
+            driver=net.driver, netns=None, name=name, hostname=hostname or container_id[:12],
+            aliases=tuple(aliases), hosts_path=hosts_path(state, container_id),
+            resolv_path=resolv_path(state, container_id),
+        )
+        if net.driver == "host":
+            return _commit(state, nets, net, ep)
+        ep = replace(ep, netns=netns_path(state, container_id))
+        undo: list[Callable[[], None]] = []
+        try:
+            assert ep.netns is not None
+            if not links.is_netns(ep.netns):
+                links.create_netns(ep.netns)
+                undo.append(lambda: links.remove_netns(netns_path(state, container_id)))
+            if net.driver in ("bridge", "macvlan"):
+                ep = _wire(state, net, ep, ip, ports, undo)
+            return _commit(state, nets, net, ep)
+        except BaseException:
+            for u in reversed(undo):
+                with contextlib.suppress(Exception):
+                    u()
+            raise
+
+
+def _wire(
+    state: StateRoot, net: Network, ep: Endpoint, ip: str | None,
+    ports: Sequence[PortMapping], undo: list[Callable[[], None]],
+) -> Endpoint:
+    netns = ep.netns
+    assert netns is not None
+    subnet = ipaddress.IPv4Network(net.subnet)
+    in_use = [str(d.get("IPv4Address", "")).partition("/")[0] for d in net.containers.values()]
+    addr = ipam.allocate(subnet, net.gateway, in_use, ip)
+    mac = ipam.mac_for(addr)
+    ifname = links.free_ifname(netns)
+    ep = replace(ep, ifname=ifname, ip=str(addr), prefixlen=subnet.prefixlen, gateway=net.gateway, mac=mac)
+    first = ifname == "eth0"  # the first network gives the default route, as in Docker
+    if net.driver == "macvlan":
+        links.add_macvlan(
+            parent=net.parent, netns=netns, ifname=ifname, ip=str(addr),
+            prefixlen=subnet.prefixlen, gateway=net.gateway, mac=mac, default_route=first,
+            tmp_name="pbm" + _veth_name(ep.container_id, net.id)[3:],
+        )
+        undo.append(lambda: links.remove_ifname_in(netns, ifname))
+        return ep
+    # bind published ports first: "port already in use" must fail before anything is made
+    socks = _bind_ports(ports)
+
+    def close_socks() -> None:
+        for s, _ in socks:
+            s.close()
+
+    undo.append(close_socks)
+    _materialise(net)
+    veth = _veth_name(ep.container_id, net.id)
+    links.add_veth(
+        host_name=veth, bridge=net.bridge, netns=netns, ifname=ifname, ip=str(addr),
+        prefixlen=subnet.prefixlen, gateway=net.gateway, mac=mac, default_route=first,
+    )
+    undo.append(lambda: None if links.delete_link(veth) else None)
+    ep = replace(ep, host_veth=veth)
+    if socks:
+        bindings = tuple(b for _, b in socks)
+        with firewall.locked():
+            firewall.add(
+                firewall.port_rules(
+                    net.id, ep.container_id, net.bridge, str(addr),
+                    [(b.protocol, b.host_ip, b.host_port, b.container_port) for b in bindings],
+                )
+            )
+        undo.append(lambda: _remove_port_rules(net.id, ep.container_id))
+        pid = _start_proxy(ep.container_id, str(addr), socks)
+        undo.append(lambda: _stop_proxy(pid, ep.container_id))
+        ep = replace(ep, ports=bindings, proxy_pid=pid)
+    return ep
+
+
+def _commit(state: StateRoot, nets: list[Network], net: Network, ep: Endpoint) -> Endpoint:
+    containers = dict(net.containers)
+    containers[ep.container_id] = ep.to_json()
+    updated = replace(net, containers=containers)
+    _save(state, updated)
+    nets = [updated if n.id == net.id else n for n in nets]
+    _sync_files(state, nets, net.id, also=ep.container_id)
+    return ep
+
+
+def detach(state: StateRoot, container_id: str, network: str) -> None:
+    """Disconnect: the interface, addresses, rules and proxy for this network go; the netns stays."""
+    with _locked(state) as nets:
+        net = _find(nets, network)
+        d = net.containers.get(container_id)
+        if d is None:
+            raise NetworkError(f"container {container_id[:12]} is not connected to network {net.name}")
+        ep = Endpoint.from_json(container_id, net, d)
+        _unwire(net, ep)
+        containers = {k: v for k, v in net.containers.items() if k != container_id}
+        updated = replace(net, containers=containers)
+        _save(state, updated)
+        nets = [updated if n.id == net.id else n for n in nets]
+        _sync_files(state, nets, net.id, also=container_id)
+
+
+def _unwire(net: Network, ep: Endpoint) -> None:
+    if ep.proxy_pid:
+        _stop_proxy(ep.proxy_pid, ep.container_id)
+    if ep.ports:
+        _remove_port_rules(net.id, ep.container_id)
+    if ep.netns is not None and ep.ifname:
+        with contextlib.suppress(NetworkError, OSError):
+            links.remove_ifname_in(ep.netns, ep.ifname)
+    if ep.host_veth:
+        with contextlib.suppress(NetworkError, OSError):
+            links.delete_link(ep.host_veth)
+
+
+def release(state: StateRoot, container_id: str) -> None:
+    """Undo everything networking did for a container: endpoints, netns file, hosts files."""
+    with _locked(state) as nets:
+        for net in nets:
+            d = net.containers.get(container_id)
+            if d is None:
+                continue
+            _unwire(net, Endpoint.from_json(container_id, net, d))
+            containers = {k: v for k, v in net.containers.items() if k != container_id}
+            updated = replace(net, containers=containers)
+            _save(state, updated)
+            nets = [updated if n.id == net.id else n for n in nets]
+            _sync_files(state, nets, net.id)
+        links.remove_netns(netns_path(state, container_id))
+        d_ = _files_dir(state, container_id)
+        for p in (hosts_path(state, container_id), resolv_path(state, container_id)):
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            d_.rmdir()
+
+
+def reset(state: StateRoot) -> None:
+    """Release every container and remove every network, predefined ones included
+    (tests, and a future ``system reset``): the host is left as before the first use."""
+    for net in list_networks(state):
+        for cid in list(net.containers):
+            release(state, cid)
+    for net in list_networks(state):
+        remove_network(state, net.id, _predefined=True)
+
+
+# -- published ports ----------------------------------------------------------------------------
+
+
+def _bind_ports(ports: Sequence[PortMapping]) -> list[tuple[socket.socket, PortBinding]]:
+    out: list[tuple[socket.socket, PortBinding]] = []
+    try:
+        for m in ports:
+            kind = socket.SOCK_STREAM if m.protocol == "tcp" else socket.SOCK_DGRAM
+            s = socket.socket(socket.AF_INET, kind)
+            out.append((s, PortBinding(m.container_port, m.protocol, m.host_ip, m.host_port)))
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            host = m.host_ip or "0.0.0.0"
+            try:
+                s.bind((host, m.host_port))
+            except OSError as e:
+                raise NetworkError(
+                    f"Bind for {host}:{m.host_port} failed: "
+                    + ("port is already allocated" if e.errno == 98 else e.strerror or str(e))
+                ) from None
+            if kind == socket.SOCK_STREAM:
+                s.listen(128)
+            port = s.getsockname()[1]
+            out[-1] = (s, PortBinding(m.container_port, m.protocol, m.host_ip, port))
+    except BaseException:
+        for s, _ in out:
+            s.close()
+        raise
+    return out
+
+
+def _start_proxy(container_id: str, ip: str, socks: list[tuple[socket.socket, PortBinding]]) -> int:
+    args = [f"{s.fileno()}/{b.protocol}/{ip}/{b.container_port}" for s, b in socks]
+    env = dict(os.environ)
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "builder.network.proxy", "--id", container_id, *args],
+            pass_fds=[s.fileno() for s, _ in socks], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            close_fds=True, env=env, cwd="/",
+        )
+    finally:
+        for s, _ in socks:
+            s.close()  # the proxy holds its own copies now
+    return proc.pid
+
+
+def _is_our_proxy(pid: int, container_id: str) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"builder.network.proxy" in cmd and container_id.encode() in cmd
+
+
+def _stop_proxy(pid: int, container_id: str) -> None:
+    if not _is_our_proxy(pid, container_id):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:  # reap it if we are its parent (a test, or the same CLI call); else init does
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:
+            if not Path(f"/proc/{pid}").exists() or _state_of(pid) in ("Z", "X", ""):
+                return
+        time.sleep(0.005)
+
+
+def _state_of(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _remove_port_rules(network_id: str, container_id: str) -> None:
+    with firewall.locked():
+        firewall.remove_tagged(firewall.endpoint_tag(network_id, container_id))
+
+
+# -- name resolution ----------------------------------------------------------------------------
+
+
+def _hosts_content(nets: Sequence[Network], container_id: str) -> str:
+    mine = [n for n in nets if container_id in n.containers]
+    if any(n.driver == "host" for n in mine):
+        try:
+            return Path("/etc/hosts").read_text()
+        except OSError:
+            return HOSTS_HEADER
+    lines = [HOSTS_HEADER]
+    seen: set[str] = set()
+    for net in mine:
+        ep = Endpoint.from_json(container_id, net, net.containers[container_id])
+        if ep.ip:
+            names = [ep.hostname]
+            if net.user_defined:
+                names += [ep.name, *ep.aliases]
+            lines.append(f"{ep.ip}\t{' '.join(dict.fromkeys(n for n in names if n))}\n")
+    for net in mine:
+        if not net.user_defined:
+            continue  # Docker's default bridge has no name resolution between containers
+        for other in net.endpoints():
+            if other.container_id == container_id or not other.ip:
+                continue
+            names = [n for n in (other.name, *other.aliases, other.container_id[:12]) if n and n not in seen]
+            seen.update(names)
+            if names:
+                lines.append(f"{other.ip}\t{' '.join(dict.fromkeys(names))}\n")
+    return "".join(lines)
+
+
+def hosts_entries(state: StateRoot, container_id: str) -> str:
+    """``/etc/hosts`` for a container: itself, plus its peers by name and alias on user networks."""
+    with _locked(state) as nets:
+        return _hosts_content(nets, container_id)
+
+
+def resolv_conf(state: StateRoot, container_id: str) -> str:
+    """``/etc/resolv.conf``: the host's, minus loopback nameservers off the host network
+    (unreachable from a netns), falling back to public resolvers like Docker does."""
+    with _locked(state) as nets:
+        host_mode = any(n.driver == "host" and container_id in n.containers for n in nets)
+    return _resolv_content(host_mode)
+
+
+def _resolv_content(host_mode: bool) -> str:
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        text = ""
+    if host_mode:
+        return text
+    kept, servers = [], 0
+    for line in text.splitlines():
+        f = line.split()
+        if f and f[0] == "nameserver" and len(f) > 1:
+            try:
+                if ipaddress.ip_address(f[1].split("%")[0]).is_loopback:
+                    continue
+            except ValueError:
+                continue
+            servers += 1
+        kept.append(line)
+    if not servers:
+        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(kept) + "\n"
+
+
+def _write_in_place(path: Path, text: str) -> None:
+    """Rewrite keeping the inode, so a bind mount of this file sees the new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        data = text.encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def _sync_files(state: StateRoot, nets: Sequence[Network], network_id: str, also: str = "") -> None:
+    """Rewrite the hosts file of every container on *network_id* (and *also*)."""
+    net = next(n for n in nets if n.id == network_id)
+    cids = set(net.containers)
+    if also:
+        cids.add(also)
+    for cid in sorted(cids):
+        _write_in_place(hosts_path(state, cid), _hosts_content(nets, cid))
+        rp = resolv_path(state, cid)
+        if not rp.exists():
+            host_mode = any(n.driver == "host" and cid in n.containers for n in nets)
+            _write_in_place(rp, _resolv_content(host_mode))

@@ -1,0 +1,244 @@
+"""Netfilter rules for bridge networks through ``iptables-save``/``iptables-restore`` batches.
+
+Every rule lives in our own chains and carries a ``pybuild:<net>[:<container>]`` comment, so
+removal deletes exactly what was added; the hook jumps and chains go when no rule is left.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shlex
+import subprocess
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import NetworkError
+
+FORWARD = "PYBUILD-FORWARD"
+ISOLATION1 = "PYBUILD-ISOLATION-1"
+ISOLATION2 = "PYBUILD-ISOLATION-2"
+DNAT_CHAIN = "PYBUILD"
+POSTROUTING = "PYBUILD-POSTROUTING"
+HOOK_TAG = "pybuild"
+
+CHAINS: dict[str, tuple[str, ...]] = {
+    "filter": (ISOLATION1, ISOLATION2, FORWARD),
+    "nat": (DNAT_CHAIN, POSTROUTING),
+}
+# (table, builtin chain, rule spec): inserted at the top, in this order, so ours run first
+# even under a FORWARD policy of DROP set by dockerd.
+HOOKS: tuple[tuple[str, str, str], ...] = (
+    ("filter", "FORWARD", f"-m comment --comment {HOOK_TAG} -j {FORWARD}"),
+    ("filter", "FORWARD", f"-m comment --comment {HOOK_TAG} -j {ISOLATION1}"),
+    ("nat", "PREROUTING", f"-m addrtype --dst-type LOCAL -m comment --comment {HOOK_TAG} -j {DNAT_CHAIN}"),
+    (
+        "nat",
+        "OUTPUT",
+        f"! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment {HOOK_TAG} -j {DNAT_CHAIN}",
+    ),
+    ("nat", "POSTROUTING", f"-m comment --comment {HOOK_TAG} -j {POSTROUTING}"),
+)
+OURS = {c for cs in CHAINS.values() for c in cs}
+LOCK = Path("/run/lock/pybuild-netfilter.lock")
+
+
+@dataclass(frozen=True)
+class Rule:
+    table: str
+    chain: str
+    spec: str
+    top: bool = False  # insert at position 1 rather than append
+
+
+def network_tag(network_id: str) -> str:
+    return f"pybuild:{network_id[:12]}"
+
+
+def endpoint_tag(network_id: str, container_id: str) -> str:
+    return f"{network_tag(network_id)}:{container_id[:12]}"
+
+
+def _c(tag: str) -> str:
+    return f"-m comment --comment {tag}"
+
+
+def network_rules(network_id: str, bridge: str, subnet: str, *, internal: bool) -> list[Rule]:
+    t = _c(network_tag(network_id))
+    rules = [
+        # traffic from a bridge never takes a DNAT shortcut: it reaches published ports via
+        # the userland proxy, like Docker with its userland proxy on
+        Rule("nat", DNAT_CHAIN, f"-i {bridge} {t} -j RETURN", top=True),
+        Rule("filter", FORWARD, f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {t} -j ACCEPT"),
+        Rule("filter", FORWARD, f"-i {bridge} -o {bridge} {t} -j ACCEPT"),
+        Rule("filter", ISOLATION2, f"-o {bridge} {t} -j DROP"),
+    ]
+    if internal:
+        rules += [
+            Rule("filter", ISOLATION1, f"-i {bridge} ! -o {bridge} {t} -j DROP"),
+            Rule("filter", ISOLATION1, f"-o {bridge} ! -i {bridge} {t} -j DROP"),
+        ]
+    else:
+        rules += [
+            Rule("nat", POSTROUTING, f"-s {subnet} ! -o {bridge} {t} -j MASQUERADE"),
+            Rule("filter", FORWARD, f"-i {bridge} ! -o {bridge} {t} -j ACCEPT"),
+            Rule("filter", ISOLATION1, f"-i {bridge} ! -o {bridge} {t} -j {ISOLATION2}"),
+        ]
+    return rules
+
+
+def port_rules(
+    network_id: str,
+    container_id: str,
+    bridge: str,
+    container_ip: str,
+    ports: Iterable[tuple[str, str, int, int]],
+) -> list[Rule]:
+    """DNAT + FORWARD accept for ``(proto, host_ip, host_port, container_port)`` tuples."""
+    t = _c(endpoint_tag(network_id, container_id))
+    rules: list[Rule] = []
+    for proto, host_ip, host_port, cport in ports:
+        dst = f"-d {host_ip}/32 " if host_ip and host_ip != "0.0.0.0" else ""
+        rules.append(
+            Rule(
+                "nat",
+                DNAT_CHAIN,
+                f"{dst}! -i {bridge} -p {proto} -m {proto} --dport {host_port} {t} "
+                f"-j DNAT --to-destination {container_ip}:{cport}",
+            )
+        )
+        rules.append(
+            Rule(
+                "filter",
+                FORWARD,
+                f"-d {container_ip}/32 ! -i {bridge} -o {bridge} -p {proto} -m {proto} "
+                f"--dport {cport} {t} -j ACCEPT",
+            )
+        )
+    return rules
+
+
+# -- running iptables ---------------------------------------------------------------------------
+
+
+@contextmanager
+def locked() -> Iterator[None]:
+    """Serialise our read-modify-write of the (host-global) rule set across state roots."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    try:
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise NetworkError(f"{argv[0]} not found: install the iptables package") from None
+    if p.returncode != 0:
+        msg = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        raise NetworkError(f"{argv[0]} failed: {msg}")
+    return p.stdout
+
+
+def _save(table: str) -> list[list[str]]:
+    """The table's rules as token lists (``-A CHAIN ...``)."""
+    out = _run(["iptables-save", "-t", table])
+    return [shlex.split(line) for line in out.splitlines() if line.startswith("-A ")]
+
+
+def _chains(table: str) -> set[str]:
+    out = _run(["iptables-save", "-t", table])
+    return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
+
+
+def _restore(lines_by_table: dict[str, list[str]]) -> None:
+    text = ""
+    for table, lines in lines_by_table.items():
+        if lines:
+            text += f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n"
+    if text:
+        _run(["iptables-restore", "-w", "--noflush"], stdin=text)
+
+
+def _join(tokens: list[str]) -> str:
+    """Back to restore syntax, which knows double quotes only (``shlex.join`` would quote ``!``)."""
+    return " ".join(f'"{t}"' if any(c.isspace() for c in t) else t for t in tokens)
+
+
+def _comment(tokens: list[str]) -> str:
+    for i, tok in enumerate(tokens[:-1]):
+        if tok == "--comment":
+            return tokens[i + 1]
+    return ""
+
+
+def enable_forwarding() -> None:
+    p = Path("/proc/sys/net/ipv4/ip_forward")
+    if p.read_text().strip() != "1":
+        p.write_text("1\n")
+
+
+def ensure_base() -> None:
+    """Create our chains and hook jumps if missing (idempotent); turn on IPv4 forwarding."""
+    enable_forwarding()
+    batch: dict[str, list[str]] = {"filter": [], "nat": []}
+    for table, chains in CHAINS.items():
+        have = _chains(table)
+        batch[table] += [f"-N {c}" for c in chains if c not in have]
+        present = {" ".join(t[1:]) for t in _save(table)}
+        for htable, builtin, spec in HOOKS:
+            if htable == table and f"{builtin} {' '.join(shlex.split(spec))}" not in present:
+                batch[table].append(f"-I {builtin} 1 {spec}")
+    _restore(batch)
+
+
+def add(rules: Iterable[Rule]) -> None:
+    batch: dict[str, list[str]] = {}
+    for r in rules:
+        cmd = f"-I {r.chain} 1" if r.top else f"-A {r.chain}"
+        batch.setdefault(r.table, []).append(f"{cmd} {r.spec}")
+    _restore(batch)
+
+
+def tagged(tag: str) -> dict[str, list[list[str]]]:
+    """Rules in our chains whose comment is *tag* or starts with ``tag:``."""
+    found: dict[str, list[list[str]]] = {}
+    for table, chains in CHAINS.items():
+        for toks in _save(table):
+            c = _comment(toks)
+            if toks[1] in chains and (c == tag or c.startswith(tag + ":")):
+                found.setdefault(table, []).append(toks)
+    return found
+
+
+def remove_tagged(tag: str) -> int:
+    """Delete every rule carrying *tag* (or a sub-tag); then drop the base if nothing is left."""
+    found = tagged(tag)
+    _restore({t: ["-D " + _join(toks[1:]) for toks in rules] for t, rules in found.items()})
+    _remove_base_if_empty()
+    return sum(len(v) for v in found.values())
+
+
+def _remove_base_if_empty() -> None:
+    batch: dict[str, list[str]] = {}
+    for table in CHAINS:
+        if any(t[1] in OURS for t in _save(table)):
+            return
+    for table, chains in CHAINS.items():
+        present = {" ".join(t[1:]) for t in _save(table)}
+        have = _chains(table)
+        for htable, builtin, spec in HOOKS:
+            if htable == table and f"{builtin} {' '.join(shlex.split(spec))}" in present:
+                batch.setdefault(table, []).append(f"-D {builtin} {spec}")
+        batch.setdefault(table, []).extend(f"-X {c}" for c in chains if c in have)
+    _restore(batch)
+
+
+def has_tag(tag: str) -> bool:
+    return bool(tagged(tag))

@@ -1,0 +1,88 @@
+"""Address management: pick a subnet no route on the host uses, hand out and check addresses.
+
+Pure functions over ``ipaddress`` values; the caller supplies the host's routes and the records.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from builder.errors import NetworkError
+
+IPv4Net = ipaddress.IPv4Network
+
+#: the default ``bridge`` network takes the first free /16 here (Docker uses 172.17.0.0/16,
+#: which too often collides with VPNs and cloud ranges)
+DEFAULT_POOL = [ipaddress.IPv4Network(f"10.{b}.0.0/16") for b in range(88, 96)]
+#: user-defined networks take the first free /24 out of these /16s
+USER_POOL = [ipaddress.IPv4Network(f"10.{b}.0.0/16") for b in range(89, 100)]
+
+
+def choose_subnet(
+    used: Iterable[IPv4Net], *, default_network: bool = False
+) -> IPv4Net:
+    """The first candidate that overlaps nothing in *used* (host routes + existing networks)."""
+    taken = [u for u in used if u.prefixlen > 0]  # a default route overlaps everything
+    candidates: Iterable[IPv4Net]
+    if default_network:
+        candidates = DEFAULT_POOL
+    else:
+        candidates = (s for pool in USER_POOL for s in pool.subnets(new_prefix=24))
+    for cand in candidates:
+        if not any(cand.overlaps(t) for t in taken):
+            return cand
+    raise NetworkError("no free subnet left in the address pool: pass --subnet")
+
+
+def parse_subnet(subnet: str, gateway: str | None) -> tuple[IPv4Net, ipaddress.IPv4Address]:
+    """Validate ``--subnet`` (CIDR, IPv4) and ``--gateway`` (in the subnet; first host by default)."""
+    try:
+        net = ipaddress.ip_network(subnet, strict=True)
+    except ValueError as e:
+        raise NetworkError(f"invalid subnet {subnet!r}: {e}") from None
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise NetworkError(f"invalid subnet {subnet!r}: only IPv4 is supported")
+    if net.prefixlen > 30:
+        raise NetworkError(f"invalid subnet {subnet!r}: too small (at most /30)")
+    if gateway:
+        try:
+            gw = ipaddress.ip_address(gateway)
+        except ValueError:
+            raise NetworkError(f"invalid gateway {gateway!r}") from None
+        if not isinstance(gw, ipaddress.IPv4Address) or gw not in net:
+            raise NetworkError(f"gateway {gateway} is not in subnet {subnet}")
+        if gw in (net.network_address, net.broadcast_address):
+            raise NetworkError(f"gateway {gateway} is not a usable address of {subnet}")
+    else:
+        gw = net.network_address + 1
+    return net, gw
+
+
+def allocate(
+    subnet: IPv4Net, gateway: str, in_use: Iterable[str], requested: str | None = None
+) -> ipaddress.IPv4Address:
+    """The requested address (checked) or the lowest free host address of *subnet*."""
+    taken = {ipaddress.IPv4Address(a) for a in in_use if a}
+    if gateway:
+        taken.add(ipaddress.IPv4Address(gateway))
+    if requested:
+        try:
+            addr = ipaddress.ip_address(requested)
+        except ValueError:
+            raise NetworkError(f"invalid IP address {requested!r}") from None
+        if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
+            raise NetworkError(f"address {requested} is not a usable address of {subnet}")
+        if addr in taken:
+            raise NetworkError(f"address {requested} is already in use on {subnet}")
+        assert isinstance(addr, ipaddress.IPv4Address)
+        return addr
+    for addr in subnet.hosts():
+        if addr not in taken:
+            return addr
+    raise NetworkError(f"no free address left in {subnet}")
+
+
+def mac_for(ip: ipaddress.IPv4Address) -> str:
+    """Docker's rule: ``02:42`` then the four bytes of the IPv4 address (stable, unique per net)."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)

@@ -1,0 +1,199 @@
+"""Kernel network objects through netlink (pyroute2): named netns files, bridges, veth, macvlan.
+
+pyroute2 is imported lazily (it costs ~0.1 s), so commands that never touch a link stay lean.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from builder.errors import NetworkError
+
+
+@contextmanager
+def _iproute(netns: Path | None = None) -> Iterator[Any]:
+    from pyroute2 import IPRoute
+
+    try:
+        ipr = IPRoute(netns=str(netns)) if netns is not None else IPRoute()
+    except OSError as e:
+        raise NetworkError(f"cannot open netlink{' in ' + str(netns) if netns else ''}: {e}") from e
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _netlink_error(what: str, e: Exception) -> NetworkError:
+    return NetworkError(f"{what}: {getattr(e, 'args', [None, str(e)])[-1] or e}")
+
+
+# -- named network namespaces -------------------------------------------------------------------
+
+
+def is_netns(path: Path) -> bool:
+    """True when *path* is a bind mount of a network namespace (an nsfs file)."""
+    try:
+        return os.stat(path).st_dev != os.stat(path.parent).st_dev
+    except OSError:
+        return False
+
+
+def create_netns(path: Path) -> None:
+    """A new network namespace kept alive by a bind mount on *path*, like ``ip netns add``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    try:
+        p = subprocess.run(["unshare", f"--net={path}", "true"], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise NetworkError(f"cannot create network namespace {path}: {p.stderr.strip()}")
+        with _iproute(path) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    except BaseException:
+        remove_netns(path)
+        raise
+
+
+def remove_netns(path: Path) -> None:
+    """Unmount and delete a netns file; the namespace dies with its last user."""
+    from pyroute2 import netns as _netns
+
+    if not path.exists():
+        return
+    if is_netns(path):
+        _netns.remove(str(path))  # umount2(MNT_DETACH) + unlink
+    else:
+        path.unlink()
+
+
+# -- host-side objects --------------------------------------------------------------------------
+
+
+def link_exists(ifname: str, netns: Path | None = None) -> bool:
+    with _iproute(netns) as ipr:
+        return bool(ipr.link_lookup(ifname=ifname))
+
+
+def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
+    """The bridge with the gateway address, up (idempotent: recreated after a reboot)."""
+    with _iproute() as ipr:
+        try:
+            idx = ipr.link_lookup(ifname=name)
+            if not idx:
+                ipr.link("add", ifname=name, kind="bridge")
+                idx = ipr.link_lookup(ifname=name)
+            index = idx[0]
+            have = {a.get("address") for a in ipr.get_addr(index=index, family=2)}
+            if gateway not in have:
+                ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
+            ipr.link("set", index=index, state="up")
+        except Exception as e:  # pyroute2 raises NetlinkError (an OSError) with errno + text
+            raise _netlink_error(f"cannot set up bridge {name}", e) from e
+
+
+def delete_link(ifname: str, netns: Path | None = None) -> bool:
+    with _iproute(netns) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            return False
+        ipr.link("del", index=idx[0])
+        return True
+
+
+def host_routes() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 destination the host routes or owns (to avoid picking a colliding subnet)."""
+    nets: list[ipaddress.IPv4Network] = []
+    with _iproute() as ipr:
+        for r in ipr.get_routes(family=2, table=254):
+            dst = r.get("dst")
+            if dst:
+                nets.append(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
+        for a in ipr.get_addr(family=2):
+            nets.append(ipaddress.IPv4Network(f"{a.get('address')}/{a['prefixlen']}", strict=False))
+    return nets
+
+
+# -- container-side -----------------------------------------------------------------------------
+
+
+def free_ifname(netns: Path) -> str:
+    """``eth0``, ``eth1``…: the next name unused in the namespace (Docker's order of connection)."""
+    with _iproute(netns) as ipr:
+        names = {link.get("ifname") for link in ipr.get_links()}
+    n = 0
+    while f"eth{n}" in names:
+        n += 1
+    return f"eth{n}"
+
+
+def add_veth(
+    *, host_name: str, bridge: str, netns: Path, ifname: str, ip: str, prefixlen: int,
+    gateway: str, mac: str, default_route: bool,
+) -> None:
+    """A veth pair: one end enslaved to *bridge*, the other *ifname* in *netns* with *ip*."""
+    tmp = "pbp" + host_name[3:]
+    with _iproute() as ipr:
+        try:
+            ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": tmp, "net_ns_fd": str(netns)})
+        except Exception as e:
+            raise _netlink_error(f"cannot create veth {host_name}", e) from e
+        try:
+            br = ipr.link_lookup(ifname=bridge)[0]
+            idx = ipr.link_lookup(ifname=host_name)[0]
+            ipr.link("set", index=idx, master=br, state="up")
+            _configure_inside(netns, tmp, ifname, ip, prefixlen, gateway, mac, default_route)
+        except BaseException as e:
+            ipr.link("del", index=ipr.link_lookup(ifname=host_name)[0])
+            if isinstance(e, Exception) and not isinstance(e, NetworkError):
+                raise _netlink_error(f"cannot configure {ifname} in {netns}", e) from e
+            raise
+
+
+def add_macvlan(
+    *, parent: str, netns: Path, ifname: str, ip: str, prefixlen: int, gateway: str,
+    mac: str, default_route: bool, tmp_name: str,
+) -> None:
+    with _iproute() as ipr:
+        found = ipr.link_lookup(ifname=parent)
+        if not found:
+            raise NetworkError(f"macvlan parent interface {parent!r} not found")
+        try:
+            ipr.link(
+                "add", ifname=tmp_name, kind="macvlan", link=found[0], macvlan_mode="bridge",
+                net_ns_fd=str(netns),
+            )
+        except Exception as e:
+            raise _netlink_error(f"cannot create macvlan on {parent}", e) from e
+    try:
+        _configure_inside(netns, tmp_name, ifname, ip, prefixlen, gateway, mac, default_route)
+    except BaseException:
+        delete_link(tmp_name, netns)
+        raise
+
+
+def _configure_inside(
+    netns: Path, tmp: str, ifname: str, ip: str, prefixlen: int, gateway: str, mac: str,
+    default_route: bool,
+) -> None:
+    with _iproute(netns) as ipr:
+        idx = ipr.link_lookup(ifname=tmp)[0]
+        ipr.link("set", index=idx, ifname=ifname, address=mac)
+        ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        ipr.link("set", index=idx, state="up")
+        if default_route and gateway:
+            routes = ipr.get_routes(family=2, table=254)
+            if not any(r.get("dst") is None and r["dst_len"] == 0 for r in routes):
+                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+def remove_ifname_in(netns: Path, ifname: str) -> None:
+    """Delete *ifname* inside *netns* (its veth peer on the host goes with it)."""
+    if is_netns(netns):
+        delete_link(ifname, netns)

@@ -1,0 +1,284 @@
+"""Network value types (networks, endpoints, published ports) and the pure ``-p`` spec parser.
+
+Nothing here touches the kernel: records are plain frozen dataclasses with JSON forms.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.errors import NetworkError
+
+PROTOCOLS = ("tcp", "udp")
+#: drivers `network create -d` accepts; `overlay` is refused with its own message
+DRIVERS = ("bridge", "macvlan")
+PREDEFINED = ("bridge", "host", "none")
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One parsed ``-p`` entry: host port 0 means "pick a free one"."""
+
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+    host_port: int = 0
+
+    def key(self) -> str:
+        return f"{self.container_port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """A published port as set up: the host side is always concrete."""
+
+    container_port: int
+    protocol: str
+    host_ip: str
+    host_port: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ContainerPort": self.container_port,
+            "Protocol": self.protocol,
+            "HostIp": self.host_ip,
+            "HostPort": self.host_port,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PortBinding:
+        return cls(int(d["ContainerPort"]), str(d["Protocol"]), str(d["HostIp"]), int(d["HostPort"]))
+
+    def __str__(self) -> str:
+        ip = self.host_ip or "0.0.0.0"
+        return f"{ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container's presence on one network: what the sandbox and ``ps``/``inspect`` need.
+
+    ``netns`` is the path the sandbox joins (``setns``); ``None`` means the host's namespace.
+    """
+
+    container_id: str
+    network_id: str
+    network_name: str
+    driver: str
+    netns: Path | None
+    ifname: str = ""
+    ip: str = ""
+    prefixlen: int = 0
+    gateway: str = ""
+    mac: str = ""
+    name: str = ""
+    hostname: str = ""
+    aliases: tuple[str, ...] = ()
+    ports: tuple[PortBinding, ...] = ()
+    host_veth: str = ""
+    proxy_pid: int = 0
+    hosts_path: Path | None = None
+    resolv_path: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "Name": self.name,
+            "Hostname": self.hostname,
+            "EndpointID": f"{self.network_id[:12]}-{self.container_id[:12]}",
+            "Driver": self.driver,
+            "Netns": str(self.netns) if self.netns else "",
+            "Interface": self.ifname,
+            "MacAddress": self.mac,
+            "IPv4Address": f"{self.ip}/{self.prefixlen}" if self.ip else "",
+            "Gateway": self.gateway,
+            "Aliases": list(self.aliases),
+            "Ports": [p.to_json() for p in self.ports],
+            "HostVeth": self.host_veth,
+            "ProxyPid": self.proxy_pid,
+            "HostsPath": str(self.hosts_path) if self.hosts_path else "",
+            "ResolvConfPath": str(self.resolv_path) if self.resolv_path else "",
+        }
+
+    @classmethod
+    def from_json(cls, container_id: str, net: Network, d: Mapping[str, Any]) -> Endpoint:
+        ip, _, plen = str(d.get("IPv4Address", "")).partition("/")
+        return cls(
+            container_id=container_id,
+            network_id=net.id,
+            network_name=net.name,
+            driver=net.driver,
+            netns=Path(d["Netns"]) if d.get("Netns") else None,
+            ifname=str(d.get("Interface", "")),
+            ip=ip,
+            prefixlen=int(plen or 0),
+            gateway=str(d.get("Gateway", "")),
+            mac=str(d.get("MacAddress", "")),
+            name=str(d.get("Name", "")),
+            hostname=str(d.get("Hostname", "")),
+            aliases=tuple(d.get("Aliases", ())),
+            ports=tuple(PortBinding.from_json(p) for p in d.get("Ports", ())),
+            host_veth=str(d.get("HostVeth", "")),
+            proxy_pid=int(d.get("ProxyPid", 0)),
+            hosts_path=Path(d["HostsPath"]) if d.get("HostsPath") else None,
+            resolv_path=Path(d["ResolvConfPath"]) if d.get("ResolvConfPath") else None,
+        )
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network record as stored in ``<root>/networks/<id>.json`` (Docker's inspect shape)."""
+
+    id: str
+    name: str
+    driver: str
+    created: str
+    subnet: str = ""
+    gateway: str = ""
+    bridge: str = ""
+    parent: str = ""
+    internal: bool = False
+    options: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    containers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def predefined(self) -> bool:
+        return self.name in PREDEFINED
+
+    @property
+    def user_defined(self) -> bool:
+        """Docker resolves container names only on user-defined networks."""
+        return not self.predefined
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint.from_json(cid, self, d) for cid, d in sorted(self.containers.items())]
+
+    def to_json(self) -> dict[str, Any]:
+        ipam_config = [{"Subnet": self.subnet, "Gateway": self.gateway}] if self.subnet else []
+        return {
+            "Name": self.name,
+            "Id": self.id,
+            "Created": self.created,
+            "Scope": "local",
+            "Driver": self.driver,
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config},
+            "Internal": self.internal,
+            "Attachable": False,
+            "Ingress": False,
+            "Bridge": self.bridge,
+            "Parent": self.parent,
+            "Containers": {k: dict(v) for k, v in sorted(self.containers.items())},
+            "Options": dict(self.options),
+            "Labels": dict(self.labels),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Network:
+        config = (d.get("IPAM") or {}).get("Config") or [{}]
+        return cls(
+            id=str(d["Id"]),
+            name=str(d["Name"]),
+            driver=str(d["Driver"]),
+            created=str(d.get("Created", "")),
+            subnet=str(config[0].get("Subnet", "")),
+            gateway=str(config[0].get("Gateway", "")),
+            bridge=str(d.get("Bridge", "")),
+            parent=str(d.get("Parent", "")),
+            internal=bool(d.get("Internal", False)),
+            options=dict(d.get("Options") or {}),
+            labels=dict(d.get("Labels") or {}),
+            containers=dict(d.get("Containers") or {}),
+        )
+
+
+# -- `-p` / `-P` ------------------------------------------------------------------------------
+
+
+def _port_range(text: str, spec: str, what: str) -> tuple[int, int]:
+    lo_s, sep, hi_s = text.partition("-")
+    try:
+        lo = int(lo_s)
+        hi = int(hi_s) if sep else lo
+    except ValueError:
+        raise NetworkError(f"invalid {what} port {text!r} in publish spec {spec!r}") from None
+    if not (1 <= lo <= 65535 and 1 <= hi <= 65535) or hi < lo:
+        raise NetworkError(f"invalid {what} port range {text!r} in publish spec {spec!r}")
+    return lo, hi
+
+
+def parse_publish(spec: str) -> list[PortMapping]:
+    """Parse one ``-p [ip:][hostPort:]containerPort[/proto]`` (ranges ``a-b`` allowed)."""
+    if not spec or spec != spec.strip():
+        raise NetworkError(f"invalid publish spec {spec!r}")
+    rest, sep, proto = spec.rpartition("/")
+    if not sep:
+        rest, proto = spec, "tcp"
+    proto = proto.lower()
+    if proto not in PROTOCOLS:
+        raise NetworkError(f"invalid protocol {proto!r} in publish spec {spec!r} (tcp or udp)")
+    host_ip = ""
+    if rest.startswith("["):
+        raise NetworkError(f"IPv6 host address in publish spec {spec!r} is not supported")
+    parts = rest.split(":")
+    if len(parts) == 1:
+        host_part, cont_part = "", parts[0]
+    elif len(parts) == 2:
+        host_part, cont_part = parts
+    elif len(parts) == 3:
+        host_ip, host_part, cont_part = parts
+        try:
+            addr = ipaddress.ip_address(host_ip)
+        except ValueError:
+            raise NetworkError(f"invalid host IP {host_ip!r} in publish spec {spec!r}") from None
+        if addr.version != 4:
+            raise NetworkError(f"IPv6 host address in publish spec {spec!r} is not supported")
+    else:
+        raise NetworkError(f"invalid publish spec {spec!r}: expected [ip:][hostPort:]containerPort[/proto]")
+    if not cont_part:
+        raise NetworkError(f"no container port in publish spec {spec!r}")
+    c_lo, c_hi = _port_range(cont_part, spec, "container")
+    count = c_hi - c_lo + 1
+    if host_part:
+        h_lo, h_hi = _port_range(host_part, spec, "host")
+        if h_hi - h_lo + 1 != count:
+            raise NetworkError(f"host and container port ranges differ in size in publish spec {spec!r}")
+        hosts = list(range(h_lo, h_hi + 1))
+    else:
+        hosts = [0] * count
+    return [
+        PortMapping(container_port=c, protocol=proto, host_ip=host_ip, host_port=h)
+        for c, h in zip(range(c_lo, c_hi + 1), hosts, strict=True)
+    ]
+
+
+def parse_publish_all(specs: Iterable[str]) -> list[PortMapping]:
+    """Parse several ``-p`` specs; the same host ip/port/proto twice is an error."""
+    out: list[PortMapping] = []
+    seen: set[tuple[str, int, str]] = set()
+    for spec in specs:
+        for m in parse_publish(spec):
+            if m.host_port:
+                k = (m.host_ip, m.host_port, m.protocol)
+                if k in seen:
+                    raise NetworkError(f"host port {m.host_port}/{m.protocol} is published twice")
+                seen.add(k)
+            out.append(m)
+    return out
+
+
+def publish_exposed(exposed: Iterable[str]) -> list[PortMapping]:
+    """``-P``: every image ``EXPOSE`` entry (``"80/tcp"``, ``"53/udp"``, ``"8080"``) to a random host port."""
+    out: list[PortMapping] = []
+    for entry in exposed:
+        port, _, proto = entry.partition("/")
+        proto = (proto or "tcp").lower()
+        if proto not in PROTOCOLS:
+            raise NetworkError(f"invalid exposed port {entry!r}")
+        lo, hi = _port_range(port, entry, "exposed")
+        out.extend(PortMapping(container_port=p, protocol=proto) for p in range(lo, hi + 1))
+    return out
