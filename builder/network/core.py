@@ -28,7 +28,7 @@ from builder.network import firewall, ipam, links
 from builder.network.model import DRIVERS, PREDEFINED, Endpoint, Network, PortBinding, PortMapping
 from builder.state import StateRoot
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
 
 HOSTS_HEADER = """127.0.0.1\tlocalhost
@@ -175,7 +175,7 @@ def create_network(
     """``network create``: a bridge network is materialised (bridge + rules) right away."""
     options = dict(options or {})
     if not NAME_RE.match(name):
-        raise NetworkError(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]+")
+        raise NetworkError(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
     if driver == "overlay":
         raise NetworkError(
             "the overlay driver needs multi-host (swarm) networking, which pybuild does not "
@@ -333,7 +333,7 @@ def attach(
     On failure nothing is left behind: sockets, proxy, rules, links and a netns made here go.
     """
     for a in aliases:
-        if not NAME_RE.match(a) and not re.match(r"^[a-zA-Z0-9]$", a):
+        if not NAME_RE.match(a):
             raise NetworkError(f"invalid network alias {a!r}")
     with _locked(state) as nets:
         net = _find(nets, network)
@@ -492,9 +492,11 @@ def release(state: StateRoot, container_id: str) -> None:
 def reset(state: StateRoot) -> None:
     """Release every container and remove every network, predefined ones included
     (tests, and a future ``system reset``): the host is left as before the first use."""
-    for net in list_networks(state):
-        for cid in list(net.containers):
-            release(state, cid)
+    cids = {cid for net in list_networks(state) for cid in net.containers}
+    if (state.run / "netns").is_dir():  # containers detached from every network keep a netns
+        cids.update(p.name for p in (state.run / "netns").iterdir())
+    for cid in sorted(cids):
+        release(state, cid)
     for net in list_networks(state):
         remove_network(state, net.id, _predefined=True)
 

@@ -1,0 +1,409 @@
+"""Networks on the real kernel: netns endpoints made by our API, traffic with busybox via
+nsenter, iptables rules and cleanup asserted against snapshots taken before each test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from builder import network as N
+from builder.errors import NetworkError
+from builder.network import firewall, links
+from builder.state import StateRoot
+
+CID_A, CID_B, CID_C = "a" * 64, "b" * 64, "c" * 64
+
+
+def _links() -> set[str]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return {str(link.get("ifname")) for link in ipr.get_links()}
+
+
+def _rules() -> list[str]:
+    out = []
+    for table in ("filter", "nat"):
+        text = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, check=True).stdout
+        out += [f"{table} {line}" for line in text.splitlines() if line.startswith(("-A", ":")) and "PYBUILD" in line]
+    return sorted(out)
+
+
+def _proxies() -> set[int]:
+    pids = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"builder.network.proxy" in (p / "cmdline").read_bytes():
+                    pids.add(int(p.name))
+    return pids
+
+
+def _mounts(root: Path) -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(root) in line]
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    return {"links": _links(), "rules": _rules(), "proxies": _proxies(), "mounts": _mounts(root)}
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateRoot]:
+    """A fresh state root; afterwards no link, rule, mount, netns or proxy may be left."""
+    before = snapshot(tmp_path)
+    st = StateRoot.open(tmp_path / "root")
+    try:
+        yield st
+    finally:
+        N.reset(st)
+        after = snapshot(tmp_path)
+        assert after == before
+        assert not list((st.run / "netns").glob("*")) if (st.run / "netns").exists() else True
+
+
+def sh(netns: Path | None, *argv: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    pre = ["nsenter", f"--net={netns}"] if netns else []
+    return subprocess.run([*pre, *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def ping(netns: Path | None, target: str) -> bool:
+    return sh(netns, "busybox", "ping", "-c1", "-W1", target).returncode == 0
+
+
+@contextlib.contextmanager
+def forward_policy(policy: str) -> Iterator[None]:
+    saved = "ACCEPT"
+    for line in subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("-P FORWARD"):
+            saved = line.split()[2]
+    subprocess.run(["iptables", "-P", "FORWARD", policy], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-P", "FORWARD", saved], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_http(netns: Path, root: Path) -> Iterator[None]:
+    root.mkdir(exist_ok=True)
+    (root / "index.html").write_text("hello from the container\n")
+    p = subprocess.Popen(["nsenter", f"--net={netns}", "busybox", "httpd", "-f", "-p", "80", "-h", str(root)])
+    try:
+        deadline = time.monotonic() + 5
+        while sh(netns, "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/").returncode != 0:
+            assert time.monotonic() < deadline, "httpd did not start"
+            time.sleep(0.02)
+        yield
+    finally:
+        p.kill()
+        p.wait()
+
+
+@contextlib.contextmanager
+def outside_netns(tmp_path: Path, host_ip: str, peer_ip: str) -> Iterator[Path]:
+    """A namespace that reaches the host through a plain veth: traffic 'from outside'."""
+    ns = tmp_path / "outside-ns"
+    links.create_netns(ns)
+    from pyroute2 import IPRoute
+
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname="pbtout0", kind="veth", peer={"ifname": "pbtout1", "net_ns_fd": str(ns)})
+            idx = ipr.link_lookup(ifname="pbtout0")[0]
+            ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
+            ipr.link("set", index=idx, state="up")
+        with IPRoute(netns=str(ns)) as ipr:
+            idx = ipr.link_lookup(ifname="pbtout1")[0]
+            ipr.addr("add", index=idx, address=peer_ip, prefixlen=30)
+            ipr.link("set", index=idx, state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
+        yield ns
+    finally:
+        links.delete_link("pbtout0")
+        links.remove_netns(ns)
+
+
+# -- records and kernel objects ----------------------------------------------------------------
+
+
+def test_predefined_create_inspect_rm(state: StateRoot) -> None:
+    names = [n.name for n in N.list_networks(state)]
+    assert names == ["bridge", "host", "none"]
+    net = N.create_network(state, "appnet", labels={"team": "a"})
+    assert net.bridge in _links()
+    assert net.subnet.endswith("/24") and net.gateway.endswith(".1")
+    assert firewall.has_tag(firewall.network_tag(net.id))
+    assert N.get_network(state, net.id[:6]).name == "appnet"
+    rec = (state.networks / f"{net.id}.json").read_text()
+    assert '"Name": "appnet"' in rec and '"Subnet"' in rec
+    with pytest.raises(NetworkError, match="network with name appnet already exists"):
+        N.create_network(state, "appnet")
+    with pytest.raises(NetworkError, match="pre-defined network"):
+        N.remove_network(state, "bridge")
+    N.remove_network(state, "appnet")
+    assert net.bridge not in _links()
+    assert not firewall.has_tag(firewall.network_tag(net.id))
+    with pytest.raises(NetworkError, match="network appnet not found"):
+        N.get_network(state, "appnet")
+
+
+def test_bad_create_leaves_nothing(state: StateRoot) -> None:
+    before = snapshot(state.path)
+    cases = [
+        ({"name": "x", "driver": "overlay"}, "overlay driver needs multi-host"),
+        ({"name": "x", "driver": "ipvlan"}, "unknown network driver 'ipvlan'"),
+        ({"name": "x", "driver": "host"}, "only one instance"),
+        ({"name": "bad name"}, "invalid network name"),
+        ({"name": "x", "subnet": "10.77.0.0/33"}, "invalid subnet"),
+        ({"name": "x", "subnet": _a_host_route()}, "overlaps a host route"),
+        ({"name": "x", "gateway": "10.77.0.1"}, "--gateway needs --subnet"),
+        ({"name": "x", "driver": "macvlan"}, "needs -o parent=IFACE"),
+        ({"name": "x", "driver": "macvlan", "options": {"parent": "nope0"}}, "parent interface 'nope0' not found"),
+        ({"name": "x", "options": {"com.docker.network.bridge.name": "lo"}}, "bridge name lo is already in use"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(NetworkError, match=message) as e:
+            N.create_network(state, **kwargs)  # type: ignore[arg-type]
+        assert "\n" not in str(e.value)
+    assert snapshot(state.path) == before
+    assert [n.name for n in N.list_networks(state)] == ["bridge", "host", "none"]
+    N.create_network(state, "one", subnet="10.77.0.0/24")
+    with pytest.raises(NetworkError, match="overlaps network one"):
+        N.create_network(state, "two", subnet="10.77.0.128/25")
+
+
+def _a_host_route() -> str:
+    return next(str(r) for r in links.host_routes() if 8 <= r.prefixlen <= 30)
+
+
+def test_subnet_choice_avoids_existing(state: StateRoot) -> None:
+    a = N.create_network(state, "a")
+    b = N.create_network(state, "b", subnet="10.78.5.0/24", gateway="10.78.5.254")
+    c = N.create_network(state, "c")
+    assert a.subnet != c.subnet
+    assert b.gateway == "10.78.5.254"
+    bridge = N.get_network(state, "bridge")
+    assert bridge.subnet.endswith("/16") and bridge.subnet not in (a.subnet, c.subnet)
+
+
+# -- traffic -----------------------------------------------------------------------------------
+
+
+def test_two_endpoints_reach_each_other_by_ip_and_name_isolated_from_other_network(
+    state: StateRoot,
+) -> None:
+    N.create_network(state, "appnet")
+    N.create_network(state, "othernet")
+    a = N.attach(state, CID_A, "appnet", name="web", aliases=("www",))
+    b = N.attach(state, CID_B, "appnet", name="client")
+    c = N.attach(state, CID_C, "othernet", name="intruder")
+    assert a.ifname == "eth0" and a.netns == N.netns_path(state, CID_A)
+    assert links.is_netns(a.netns)
+    assert ping(b.netns, a.ip)
+    assert not ping(c.netns, a.ip)
+    with forward_policy("DROP"):  # what dockerd leaves behind
+        assert ping(b.netns, a.ip)
+        assert ping(a.netns, b.ip)
+        assert not ping(c.netns, a.ip)
+    # by name and alias, with the hosts file mounted at /etc/hosts as the sandbox will
+    assert b.hosts_path is not None
+    hosts = b.hosts_path.read_text()
+    assert f"{a.ip}\tweb www {CID_A[:12]}" in hosts
+    assert "intruder" not in hosts
+    for name in ("web", "www"):
+        r = sh(b.netns, "unshare", "-m", "sh", "-c",
+               f"mount --bind {b.hosts_path} /etc/hosts && busybox ping -c1 -W1 {name}")
+        assert r.returncode == 0, r.stderr
+        assert f"({a.ip})" in r.stdout
+    assert N.hosts_entries(state, CID_B) == hosts
+    resolv = N.resolv_conf(state, CID_B)
+    assert "nameserver" in resolv and "nameserver 127." not in resolv
+
+
+def test_hosts_file_rewritten_in_place_on_attach_and_detach(state: StateRoot) -> None:
+    N.create_network(state, "appnet")
+    a = N.attach(state, CID_A, "appnet", name="first")
+    assert a.hosts_path is not None
+    inode = a.hosts_path.stat().st_ino
+    b = N.attach(state, CID_B, "appnet", name="second")
+    assert "second" in a.hosts_path.read_text()
+    assert a.hosts_path.stat().st_ino == inode
+    N.detach(state, CID_B, "appnet")
+    assert "second" not in a.hosts_path.read_text()
+    assert a.hosts_path.stat().st_ino == inode
+    assert b.netns is not None and links.is_netns(b.netns)  # detach keeps the namespace
+    assert not links.link_exists(b.host_veth)
+    N.release(state, CID_B)
+    assert not b.netns.exists()
+    assert b.hosts_path is not None and not b.hosts_path.exists()
+
+
+def test_connect_second_network_and_disconnect(state: StateRoot) -> None:
+    N.create_network(state, "front")
+    N.create_network(state, "back", subnet="10.79.0.0/24")
+    a = N.attach(state, CID_A, "front", name="app")
+    db = N.attach(state, CID_B, "back", name="db")
+    assert not ping(a.netns, db.ip)
+    a2 = N.attach(state, CID_A, "back", name="app", ip="10.79.0.100")
+    assert a2.ifname == "eth1" and a2.ip == "10.79.0.100" and a2.netns == a.netns
+    assert ping(a.netns, db.ip)
+    assert [e.network_name for e in N.endpoints(state, CID_A)] == ["front", "back"]
+    with pytest.raises(NetworkError, match="already connected to network back"):
+        N.attach(state, CID_A, "back")
+    with pytest.raises(NetworkError, match="already in use"):
+        N.attach(state, CID_C, "back", ip="10.79.0.100")
+    with pytest.raises(NetworkError, match="user defined networks only"):
+        N.attach(state, CID_C, "bridge", ip="10.88.0.9")
+    with pytest.raises(NetworkError, match="is in use|has active endpoints"):
+        N.remove_network(state, "back")
+    N.detach(state, CID_A, "back")
+    assert not ping(a.netns, db.ip)
+    assert not links.link_exists("eth1", a.netns)
+    with pytest.raises(NetworkError, match="is not connected to network back"):
+        N.detach(state, CID_A, "back")
+    assert not (N.netns_path(state, CID_C)).exists()  # failed attaches left nothing
+
+
+def test_default_bridge_outbound_nat_and_no_name_resolution(state: StateRoot, tmp_path: Path) -> None:
+    a = N.attach(state, CID_A, "bridge", name="one")
+    b = N.attach(state, CID_B, "bridge", name="two")
+    assert ping(a.netns, b.ip)
+    assert a.hosts_path is not None and "two" not in a.hosts_path.read_text()
+    # outbound: the "outside" network is reached through the host with MASQUERADE
+    with outside_netns(tmp_path, "10.231.0.1", "10.231.0.2") as out:
+        listener = subprocess.Popen(
+            ["nsenter", f"--net={out}", "busybox", "nc", "-l", "-p", "7777"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 5
+            while sh(a.netns, "sh", "-c", "echo hi | busybox nc -w1 10.231.0.2 7777").returncode != 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            got, _ = listener.communicate(timeout=5)
+            assert "hi" in got
+        finally:
+            listener.kill()
+            listener.wait()
+    with pytest.raises(NetworkError, match="user-defined networks only"):
+        N.attach(state, CID_C, "bridge", aliases=("x",))
+
+
+def test_published_port_via_proxy_and_dnat(state: StateRoot, tmp_path: Path) -> None:
+    N.create_network(state, "appnet")
+    port = free_port()
+    web = N.attach(state, CID_A, "appnet", name="web", ports=N.parse_publish(f"{port}:80"))
+    assert [str(p) for p in web.ports] == [f"0.0.0.0:{port}->80/tcp"]
+    assert web.proxy_pid in _proxies()
+    assert web.netns is not None
+    with serve_http(web.netns, tmp_path / "www"):
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        assert body == b"hello from the container\n"
+        with forward_policy("DROP"):
+            with outside_netns(tmp_path, "10.232.0.1", "10.232.0.2") as out:
+                r = sh(out, "busybox", "wget", "-q", "-O", "-", f"http://10.232.0.1:{port}/")
+                assert r.stdout == "hello from the container\n", r.stderr
+        assert _dnat_packets(port) > 0  # it went through the DNAT rule, not the proxy
+    # a random host port (-p 80) and UDP through the proxy
+    echo = subprocess.Popen(
+        ["nsenter", f"--net={web.netns}", "python3", "-c",
+         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\n"
+         "while True:\n d,a=s.recvfrom(100)\n s.sendto(d.upper(),a)"],
+    )
+    try:
+        b = N.attach(state, CID_B, "appnet", ports=N.parse_publish("53/udp") + N.parse_publish("80"))
+        assert all(p.host_port > 0 for p in b.ports)
+        N.detach(state, CID_B, "appnet")
+        assert b.proxy_pid not in _proxies()
+        uport = free_port()
+        N.detach(state, CID_A, "appnet")
+        web = N.attach(state, CID_A, "appnet", ports=N.parse_publish(f"127.0.0.1:{uport}:53/udp"))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            for _ in range(20):
+                s.sendto(b"ping", ("127.0.0.1", uport))
+                with contextlib.suppress(TimeoutError):
+                    assert s.recvfrom(100)[0] == b"PING"
+                    break
+            else:
+                pytest.fail("no UDP echo through the proxy")
+    finally:
+        echo.kill()
+        echo.wait()
+
+
+def _dnat_packets(port: int) -> int:
+    out = subprocess.run(
+        ["iptables", "-t", "nat", "-L", "PYBUILD", "-n", "-v", "-x"], capture_output=True, text=True, check=True
+    ).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines() if f"dpt:{port}" in line)
+
+
+def test_port_already_in_use_fails_before_anything_is_made(state: StateRoot) -> None:
+    N.create_network(state, "appnet")
+    before = snapshot(state.path)
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(NetworkError, match=f"Bind for 0.0.0.0:{port} failed: port is already allocated"):
+            N.attach(state, CID_A, "appnet", ports=N.parse_publish(f"{port}:80"))
+    assert snapshot(state.path) == before
+    assert not N.netns_path(state, CID_A).exists()
+    assert N.get_network(state, "appnet").containers == {}
+
+
+def test_none_host_and_shared_netns(state: StateRoot) -> None:
+    n = N.attach(state, CID_A, "none")
+    assert n.netns is not None and links.is_netns(n.netns)
+    r = sh(n.netns, "busybox", "ip", "-o", "link")
+    assert "lo:" in r.stdout and "eth0" not in r.stdout
+    with pytest.raises(NetworkError, match="network none cannot be connected"):
+        N.attach(state, CID_A, "bridge")
+    assert N.shared_netns(state, CID_A) == n.netns
+    with pytest.raises(NetworkError, match="has no network namespace"):
+        N.shared_netns(state, CID_C)
+    h = N.attach(state, CID_B, "host", hostname="hosty")
+    assert h.netns is None
+    assert h.hosts_path is not None and h.hosts_path.read_text() == Path("/etc/hosts").read_text()
+    with pytest.raises(NetworkError, match="uses the host network"):
+        N.attach(state, CID_B, "bridge")
+    N.release(state, CID_A)
+    assert not n.netns.exists()
+
+
+def test_macvlan_on_a_parent_interface(state: StateRoot) -> None:
+    from pyroute2 import IPRoute
+
+    # no `dummy` driver in this kernel: a veth pair stands in for the NIC and the LAN behind it
+    with IPRoute() as ipr:
+        ipr.link("add", ifname="pbtmv0", kind="veth", peer={"ifname": "pbtmv1"})
+        for name in ("pbtmv0", "pbtmv1"):
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        ipr.addr("add", index=ipr.link_lookup(ifname="pbtmv1")[0], address="10.233.0.1", prefixlen=24)
+    try:
+        N.create_network(state, "lan", driver="macvlan", subnet="10.233.0.0/24", options={"parent": "pbtmv0"})
+        a = N.attach(state, CID_A, "lan", name="a")
+        b = N.attach(state, CID_B, "lan", name="b", ip="10.233.0.77")
+        assert a.ip == "10.233.0.2" and b.ip == "10.233.0.77"
+        assert ping(a.netns, b.ip)
+        assert ping(a.netns, "10.233.0.1")  # the "LAN" behind the parent
+        N.release(state, CID_A)
+        N.release(state, CID_B)
+        N.remove_network(state, "lan")
+    finally:
+        links.delete_link("pbtmv0")
