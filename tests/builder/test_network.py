@@ -4,7 +4,6 @@ nsenter, iptables rules and cleanup asserted against snapshots taken before each
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import time

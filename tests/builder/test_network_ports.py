@@ -7,8 +7,7 @@ import ipaddress
 import pytest
 
 from builder.errors import NetworkError
-from builder.network import PortMapping, parse_publish, parse_publish_all, publish_exposed
-from builder.network import ipam
+from builder.network import PortMapping, ipam, parse_publish, parse_publish_all, publish_exposed
 
 GOOD = [
     ("80", [PortMapping(80, "tcp", "", 0)]),
