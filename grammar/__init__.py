@@ -1,1 +1,86 @@
-"""The Lark grammars of pybuild and the one loader that builds (and caches) their parsers."""
+"""The Lark grammars of pybuild and the one loader that builds (and caches) their parsers.
+
+Compiled LALR tables are kept in the user cache dir so a fresh process skips grammar analysis.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lark import Lark
+
+_HERE = Path(__file__).resolve().parent
+_PARSERS: dict[tuple[str, int, int], Lark] = {}
+
+
+def grammar_path(name: str) -> Path:
+    """The ``.lark`` file of grammar *name* (e.g. ``"dockerfile"``)."""
+    return _HERE / f"{name}.lark"
+
+
+def cache_dir() -> Path | None:
+    """Where compiled tables go: ``$PYBUILD_GRAMMAR_CACHE``, else ``$XDG_CACHE_HOME/pybuild``
+    or ``~/.cache/pybuild``; None when none of them can be created (then nothing is cached).
+
+    Never a shared temporary directory: Lark's cache is a pickle, and loading one that
+    another user could write would run their code.
+    """
+    explicit = os.environ.get("PYBUILD_GRAMMAR_CACHE")
+    if explicit is not None:
+        candidates = [Path(explicit)] if explicit else []
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        candidates = [Path(base) / "pybuild"]
+    for candidate in candidates:
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return None
+
+
+def load(name: str, *, lexer: type[Any], transformer: Any = None) -> Lark:
+    """The LALR parser of grammar *name*, built once per process and cached on disk.
+
+    *lexer* is the Lark ``Lexer`` subclass that feeds the grammar its tokens; *transformer*
+    (optional) runs inline while parsing, so no parse tree is built.
+    """
+    key = (name, id(lexer), id(transformer))
+    parser = _PARSERS.get(key)
+    if parser is not None:
+        return parser
+    from lark import Lark
+
+    text = grammar_path(name).read_text(encoding="utf-8")
+    directory = cache_dir()
+    if directory is None:
+        parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer)
+    else:
+        import hashlib
+
+        from lark import __version__ as lark_version
+
+        # Lark checks the hash inside the file too; naming the file after the grammar's hash
+        # keeps two checkouts with different grammars from rewriting each other's cache.
+        digest = hashlib.sha256((text + lark_version).encode()).hexdigest()[:16]
+        final = directory / f"grammar-{name}-{digest}.lark-cache"
+        try:
+            if final.exists():
+                parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer, cache=str(final))
+            else:
+                # written under a private name then renamed: a concurrent reader never sees
+                # half a file
+                tmp = directory / f".{final.name}.{os.getpid()}.tmp"
+                parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer, cache=str(tmp))
+                if tmp.exists():
+                    os.replace(tmp, final)
+        except OSError:
+            # an unreadable or unwritable cache must never stop a parse
+            parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer)
+    _PARSERS[key] = parser
+    return parser

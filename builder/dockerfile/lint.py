@@ -1,0 +1,288 @@
+"""Lint rules of ``pybuild dockerfile check``, named and worded as Docker's build checks.
+
+Works on the syntax tree (so it can speak about files the typed level would refuse too).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from builder.dockerfile.instructions import INSTRUCTIONS, Location, _suggest
+from builder.dockerfile.syntax import Node, SyntaxTree
+from builder.errors import ExpansionError
+
+# Variables a stage has without declaring them: Docker's automatic platform ARGs and proxy
+# ARGs, and what nearly every base image sets (we do not resolve the base image here).
+_PREDEFINED = frozenset(
+    {
+        "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
+        "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT",
+        "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+        "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
+        "PATH", "HOME", "HOSTNAME", "TERM",
+    }
+)  # fmt: skip
+_SECRET = re.compile(
+    r"(?:^|_)(?:apikey|auth|credential|credentials|key|password|passphrase|passwd|pword|secret|token)(?:_|$)",
+    re.IGNORECASE,
+)
+_NOT_SECRET = re.compile(r"(?:^|_)public(?:_|$)", re.IGNORECASE)
+_ABSOLUTE = re.compile(r"^(?:/|\$|[A-Za-z]:[\\/])")
+_SINGLE = ("cmd", "entrypoint", "healthcheck")
+# Which node fields the build expands, per keyword (the syntax-level view of EXPANDED_FIELDS)
+_EXPANDED = frozenset(
+    {"add", "copy", "env", "expose", "from", "label", "stopsignal", "user", "volume", "workdir", "arg"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LintWarning:
+    """One finding: Docker's ``rule`` name, its ``message`` and where."""
+
+    rule: str
+    message: str
+    location: Location
+
+    def render(self) -> str:
+        """Docker's form: ``WARN: Rule: message (line N)``."""
+        return f"WARN: {self.rule}: {self.message} (line {self.location.start_line})"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfig:
+    """The ``# check=skip=A,B;error=true`` directive."""
+
+    skip: frozenset[str] = frozenset()
+    skip_all: bool = False
+    error: bool = False
+
+    @classmethod
+    def parse(cls, value: str | None) -> CheckConfig:
+        if not value:
+            return cls()
+        skip: set[str] = set()
+        skip_all = False
+        error = False
+        for part in value.split(";"):
+            key, _, val = part.strip().partition("=")
+            key = key.strip().lower()
+            if key == "skip":
+                names = {v.strip() for v in val.split(",") if v.strip()}
+                if "all" in {n.lower() for n in names}:
+                    skip_all = True
+                skip |= names
+            elif key == "error":
+                error = val.strip().lower() == "true"
+        return cls(skip=frozenset(skip), skip_all=skip_all, error=error)
+
+
+def lint(tree: SyntaxTree) -> list[LintWarning]:
+    """Every finding for *tree*, in line order, minus those the ``check`` directive skips."""
+    config = CheckConfig.parse(tree.directives.check)
+    found = sorted(_run_rules(tree), key=lambda w: (w.location.start_line, w.rule))
+    if config.skip_all:
+        return []
+    return [w for w in found if w.rule not in config.skip]
+
+
+def _loc(tree: SyntaxTree, node: Node) -> Location:
+    return Location(tree.filename, node.start_line, node.end_line, node.column)
+
+
+def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
+    escape = tree.directives.escape
+    nodes = tree.nodes
+    for line in tree.empty_continuation_lines:
+        yield LintWarning(
+            "NoEmptyContinuation",
+            "Empty continuation line",
+            Location(tree.filename, line, line, 1),
+        )
+    # ConsistentInstructionCasing: against the majority of known keywords
+    known = [n for n in nodes if n.cmd in INSTRUCTIONS]
+    upper = sum(1 for n in known if n.keyword.isupper())
+    lower = sum(1 for n in known if n.keyword.islower())
+    majority = "uppercase" if upper >= lower else "lowercase"
+    for n in known:
+        if (majority == "uppercase" and not n.keyword.isupper()) or (
+            majority == "lowercase" and not n.keyword.islower()
+        ):
+            yield LintWarning(
+                "ConsistentInstructionCasing",
+                f"Command '{n.keyword}' should match the case of the command majority ({majority})",
+                _loc(tree, n),
+            )
+
+    global_args: set[str] = set()
+    global_defined: set[str] = set()
+    stage_names: dict[str, int] = {}
+    in_stage = False
+    stage_vars: set[str] = set()
+    workdir_absolute = False
+    counts: dict[str, list[Node]] = {}
+
+    def close_stage() -> Iterator[LintWarning]:
+        for cmd, seen in counts.items():
+            for extra in seen[:-1]:
+                yield LintWarning(
+                    "MultipleInstructionsDisallowed",
+                    f"Multiple {cmd.upper()} instructions should not be used in the same stage "
+                    "because only the last one will be used",
+                    _loc(tree, extra),
+                )
+
+    for n in nodes:
+        loc = _loc(tree, n)
+        node = n.sub if n.cmd == "onbuild" and n.sub is not None else n
+        if n.cmd == "from":
+            yield from close_stage()
+            counts = {}
+            in_stage = True
+            stage_vars = set()
+            workdir_absolute = False
+            args = n.args
+            for word in args[:1]:
+                yield from _undefined(tree, n, word, global_defined | _PREDEFINED, escape, from_line=True)
+            if len(args) == 3 and args[1].lower() == "as":
+                as_word, name = args[1], args[2]
+                if n.keyword.isupper() != as_word.isupper() or n.keyword.islower() != as_word.islower():
+                    yield LintWarning(
+                        "FromAsCasing",
+                        f"'{as_word}' and '{n.keyword}' keywords' casing do not match",
+                        loc,
+                    )
+                if name != name.lower():
+                    yield LintWarning(
+                        "StageNameCasing", f"Stage name '{name}' should be lowercase", loc
+                    )
+                low = name.lower()
+                if low in ("scratch", "context"):
+                    yield LintWarning(
+                        "ReservedStageName",
+                        f"'{low}' is reserved and should not be used as a stage name",
+                        loc,
+                    )
+                if low in stage_names:
+                    yield LintWarning(
+                        "DuplicateStageName",
+                        f"Duplicate stage name '{low}', stage names should be unique",
+                        loc,
+                    )
+                stage_names.setdefault(low, n.start_line)
+            continue
+        if n.cmd == "maintainer":
+            yield LintWarning(
+                "MaintainerDeprecated",
+                "Maintainer instruction is deprecated in favor of using label",
+                loc,
+            )
+        if n.cmd in ("arg", "env"):
+            names = [p.key for p in n.pairs] if n.cmd == "env" else [w.partition("=")[0] for w in n.args]
+            for name in names:
+                if _SECRET.search(name) and not _NOT_SECRET.search(name):
+                    yield LintWarning(
+                        "SecretsUsedInArgOrEnv",
+                        f"Do not use ARG or ENV instructions for sensitive data "
+                        f"({n.cmd.upper()} \"{name}\")",
+                        loc,
+                    )
+        if n.cmd in ("env", "label") and any(p.legacy for p in n.pairs):
+            yield LintWarning(
+                "LegacyKeyValueFormat",
+                f"\"{n.cmd.upper()} key=value\" should be used instead of legacy "
+                f"\"{n.cmd.upper()} key value\" format",
+                loc,
+            )
+        if n.cmd in ("cmd", "entrypoint") and n.args and not n.json:
+            yield LintWarning(
+                "JSONArgsRecommended",
+                f"JSON arguments recommended for {n.cmd.upper()} to prevent unintended behavior "
+                "related to OS signals",
+                loc,
+            )
+        if n.cmd in _SINGLE and in_stage:
+            counts.setdefault(n.cmd, []).append(n)
+        if not in_stage:
+            if n.cmd == "arg":
+                for word in n.args:
+                    name, eq, default = word.partition("=")
+                    if eq:
+                        yield from _undefined(tree, n, default, global_defined | _PREDEFINED, escape)
+                    global_args.add(name)
+                    global_defined.add(name)
+            continue
+        visible = stage_vars | _PREDEFINED
+        if node.cmd in _EXPANDED and node is n:
+            for text in _expanded_texts(node):
+                yield from _undefined(tree, n, text, visible, escape)
+        if n.cmd == "arg":
+            for word in n.args:
+                stage_vars.add(word.partition("=")[0])
+        elif n.cmd == "env":
+            stage_vars.update(p.key for p in n.pairs)
+        elif n.cmd == "workdir" and n.args:
+            path = n.args[0]
+            if _ABSOLUTE.match(path):
+                workdir_absolute = True
+            elif not workdir_absolute:
+                yield LintWarning(
+                    "WorkdirRelativePath",
+                    f"Relative workdir \"{path}\" can have unexpected results if the base image "
+                    "changes",
+                    loc,
+                )
+    yield from close_stage()
+
+
+def _expanded_texts(node: Node) -> list[str]:
+    if node.cmd in ("env", "label"):
+        return [p.value for p in node.pairs if not p.legacy] + [
+            p.value for p in node.pairs if p.legacy
+        ]
+    if node.cmd == "arg":
+        return [w.partition("=")[2] for w in node.args if "=" in w]
+    if node.cmd in ("add", "copy"):
+        return [a for a in node.args if not a.lstrip("0123456789").startswith("<<")]
+    return list(node.args)
+
+
+_WITH_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-+?]")
+
+
+def _undefined(
+    tree: SyntaxTree,
+    node: Node,
+    text: str,
+    visible: set[str] | frozenset[str],
+    escape: str,
+    *,
+    from_line: bool = False,
+) -> Iterator[LintWarning]:
+    from builder.expand import used_names
+
+    if "$" not in text:
+        return
+    try:
+        _, unset = used_names(text, {name: "" for name in visible}, escape=escape)
+    except ExpansionError:
+        return
+    # a name given a default or an alternative (${v:-x}, ${v+x}, ${v?msg}) is handled by the
+    # expression itself
+    defaulted = set(_WITH_DEFAULT.findall(text))
+    reported: set[str] = set()
+    for name in unset:
+        if name in defaulted or name in reported or not (name[0].isalpha() or name[0] == "_"):
+            continue
+        reported.add(name)
+        hint = _suggest(name, sorted(visible))
+        if from_line:
+            message = f"FROM argument '{name}' is not declared"
+            rule = "UndefinedArgInFrom"
+        else:
+            message = f"Usage of undefined variable '${name}'"
+            rule = "UndefinedVar"
+        if hint:
+            message += f" (did you mean ${hint}?)" if not from_line else f" (did you mean {hint}?)"
+        yield LintWarning(rule, message, _loc(tree, node))

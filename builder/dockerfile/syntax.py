@@ -1,0 +1,698 @@
+"""The lenient level: Docker's line rules feeding ``grammar/dockerfile.lark``, giving a ``SyntaxTree``.
+
+Directives, escape character, continuations, heredoc bodies and raw arguments, as BuildKit reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lark import Token, Transformer
+from lark.lexer import Lexer
+
+from builder.errors import DockerfileSyntaxError
+
+# Go's unicode.IsSpace: Python's str.isspace also counts \x1c-\x1f, Go does not.
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_GO_SPACE_SET = frozenset(GO_SPACE)
+# Docker splits the keyword and whitespace-delimited arguments on ASCII blanks only.
+_WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+_DIRECTIVE = re.compile(r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
+_KNOWN_DIRECTIVES = ("syntax", "escape", "check")
+_HEREDOC_WORD = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
+
+# keyword -> how Docker reads its arguments (BuildKit's dispatch table)
+_ARG_FORMS: dict[str, str] = {
+    "add": "json_or_words",
+    "copy": "json_or_words",
+    "volume": "json_or_words",
+    "arg": "name_or_pair",
+    "cmd": "json_or_text",
+    "entrypoint": "json_or_text",
+    "run": "json_or_text",
+    "shell": "json_or_text",
+    "env": "pairs",
+    "label": "pairs",
+    "expose": "words",
+    "from": "words",
+    "healthcheck": "health",
+    "maintainer": "text",
+    "stopsignal": "text",
+    "user": "text",
+    "workdir": "text",
+    "onbuild": "sub",
+}
+_HEREDOC_COMMANDS = frozenset({"add", "copy", "run"})
+
+
+@dataclass(frozen=True, slots=True)
+class Heredoc:
+    """A heredoc: ``name`` is the delimiter with quotes removed; ``content`` is the body verbatim
+    (every line with its newline, the delimiter line excluded); ``expand`` is False when the
+    delimiter was quoted; ``chomp`` is True for ``<<-``; ``fd`` is the ``3<<EOF`` descriptor (0
+    when none)."""
+
+    name: str
+    content: str
+    expand: bool = True
+    chomp: bool = False
+    fd: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "content": self.content,
+            "expand": self.expand,
+            "chomp": self.chomp,
+            "fd": self.fd,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One ENV/LABEL ``key=value`` (raw: quotes and ``$`` kept); ``legacy`` for ``ENV k v``."""
+
+    key: str
+    value: str
+    legacy: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value, "legacy": self.legacy}
+
+
+@dataclass(frozen=True, slots=True)
+class Directives:
+    """Parser directives: ``escape`` is always set (default ``\\``); the others when given."""
+
+    escape: str = "\\"
+    syntax: str | None = None
+    check: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        out = {"escape": self.escape}
+        if self.syntax is not None:
+            out["syntax"] = self.syntax
+        if self.check is not None:
+            out["check"] = self.check
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One instruction as read, nothing interpreted (see the package docstring)."""
+
+    cmd: str
+    keyword: str
+    flags: tuple[str, ...]
+    args: tuple[str, ...]
+    json: bool
+    pairs: tuple[Pair, ...]
+    heredocs: tuple[Heredoc, ...]
+    sub: Node | None
+    start_line: int
+    end_line: int
+    column: int
+    original: str
+
+    def to_json(self, *, nested: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "cmd": self.cmd,
+            "flags": list(self.flags),
+            "args": list(self.args),
+            "json": self.json,
+        }
+        if self.cmd in ("env", "label"):
+            out["pairs"] = [p.to_json() for p in self.pairs]
+        if self.cmd == "onbuild":
+            out["sub"] = self.sub.to_json(nested=True) if self.sub is not None else None
+        if not nested:
+            out["start_line"] = self.start_line
+            out["end_line"] = self.end_line
+            out["heredocs"] = [h.to_json() for h in self.heredocs]
+            out["original"] = self.original
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SyntaxTree:
+    """A parsed Dockerfile: directives, the instruction nodes, and the source lines (for
+    carets in error messages). ``empty_continuation_lines`` are the blank lines found inside
+    continued instructions (Docker warns about them)."""
+
+    filename: str
+    directives: Directives
+    nodes: tuple[Node, ...]
+    lines: tuple[str, ...]
+    empty_continuation_lines: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``pybuild dockerfile parse --json`` shape."""
+        return {
+            "directives": self.directives.to_json(),
+            "instructions": [n.to_json() for n in self.nodes],
+        }
+
+    def source_line(self, line: int) -> str | None:
+        """The text of 1-based *line*, or None outside the file."""
+        if 1 <= line <= len(self.lines):
+            return self.lines[line - 1]
+        return None
+
+
+def parse(text: str, *, filename: str = "Dockerfile") -> SyntaxTree:
+    """Read *text* as Docker does; raise ``DockerfileSyntaxError`` only for what cannot be read."""
+    from grammar import load
+
+    source = _Source(text, filename)
+    parser = load("dockerfile", lexer=_Lexer, transformer=_TreeBuilder())
+    directives, nodes = parser.parse(source)  # type: ignore[arg-type]
+    if not nodes:
+        last = max(len(source.lines), 1)
+        raise DockerfileSyntaxError(
+            "file with no instructions",
+            filename=filename,
+            line=last,
+            column=1,
+            source_line=source.lines[last - 1] if source.lines else "",
+        )
+    values: dict[str, str] = dict(directives)
+    return SyntaxTree(
+        filename=filename,
+        directives=Directives(
+            escape=source.escape, syntax=values.get("syntax"), check=values.get("check")
+        ),
+        nodes=tuple(nodes),
+        lines=tuple(source.lines),
+        empty_continuation_lines=tuple(source.empty_continuations),
+    )
+
+
+# --- the line pass -------------------------------------------------------------------------
+
+
+class _Tok(Token):
+    """A token that also carries a structured payload (line range, heredoc...)."""
+
+    __slots__ = ("payload",)
+
+    payload: Any
+
+
+def _tok(kind: str, value: str, line: int, payload: Any = None) -> _Tok:
+    tok = _Tok(kind, value)
+    tok.line = line
+    tok.payload = payload
+    return tok
+
+
+def _go_trim_space(s: str) -> str:
+    return s.strip(GO_SPACE)
+
+
+def _go_quote(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+class _Source:
+    """The text of one Dockerfile being read, with the state of the line pass."""
+
+    def __init__(self, text: str, filename: str) -> None:
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        self.filename = filename
+        # Docker splits on \n only and strips any trailing \r\n run from each line.
+        raw = text.split("\n")
+        if raw and raw[-1] == "":
+            raw.pop()
+        self.raw = [line + "\n" for line in raw]
+        if self.raw and not text.endswith("\n"):
+            self.raw[-1] = self.raw[-1][:-1]
+        self.lines = [line.rstrip("\r\n") for line in self.raw]
+        self.escape = "\\"
+        self._continuation = re.compile(r"\\[ \t]*\Z")
+        self.empty_continuations: list[int] = []
+        self._directives_done = False
+        self._seen_directives: set[str] = set()
+
+    def error(self, message: str, line: int, column: int = 1) -> DockerfileSyntaxError:
+        source_line = self.lines[line - 1] if 1 <= line <= len(self.lines) else ""
+        return DockerfileSyntaxError(
+            message, filename=self.filename, line=line, column=column, source_line=source_line
+        )
+
+    def column_of(self, needle: str, start: int, end: int, default: int = 1) -> tuple[int, int]:
+        """(line, column) of the first *needle* in lines start..end, else (start, default)."""
+        for n in range(start, min(end, len(self.lines)) + 1):
+            i = self.lines[n - 1].find(needle)
+            if i >= 0:
+                return n, i + 1
+        return start, default
+
+    def _directive(self, text: str, line: int) -> tuple[str, str] | None:
+        if self._directives_done:
+            return None
+        m = _DIRECTIVE.match(text)
+        if m is None or m.group(1).lower() not in _KNOWN_DIRECTIVES:
+            self._directives_done = True
+            return None
+        key = m.group(1).lower()
+        if key in self._seen_directives:
+            raise self.error(f"only one {key} parser directive can be used", line)
+        self._seen_directives.add(key)
+        value = m.group(2)
+        if key == "escape":
+            if value not in ("`", "\\"):
+                raise self.error(f"invalid escape token '{value}' does not match ` or \\", line)
+            self.escape = value
+            self._continuation = re.compile(re.escape(value) + r"[ \t]*\Z")
+        return key, value
+
+    def _trim_continuation(self, text: str) -> tuple[str, bool]:
+        m = self._continuation.search(text)
+        if m is None:
+            return text, True
+        return text[: m.start()], False
+
+    def tokens(self) -> Iterator[_Tok]:
+        lines = self.lines
+        total = len(lines)
+        i = 0
+        while i < total:
+            raw = lines[i]
+            stripped = raw.lstrip(GO_SPACE)
+            i += 1
+            start = i
+            directive = self._directive(stripped, start)
+            if directive is not None:
+                yield _tok("DIRECTIVE", directive[0], start, directive)
+            if stripped.startswith("#"):
+                continue
+            text, eol = self._trim_continuation(stripped)
+            if eol and not text:
+                continue
+            parts = [text]
+            while not eol and i < total:
+                raw = lines[i]
+                i += 1
+                self._directive(raw, i)
+                if raw.lstrip(GO_SPACE).startswith("#"):
+                    continue
+                if not raw.strip(GO_SPACE):
+                    self.empty_continuations.append(i)
+                    continue
+                text, eol = self._trim_continuation(raw)
+                parts.append(text)
+            line = "".join(parts)
+            if not _go_trim_space(line):
+                continue
+            end = i
+            column = len(lines[start - 1]) - len(lines[start - 1].lstrip(GO_SPACE)) + 1
+            cmd, flags, rest = _split_command(line)
+            kind = _ARG_FORMS.get(cmd.lower(), "ignore")
+            pending: list[_Tok] = [_tok("KEYWORD", cmd, start, (start, end, column, line))]
+            pending.extend(_tok("FLAG", f, start) for f in flags)
+            heredoc_cmd, is_json = self._arguments(pending, cmd.lower(), kind, rest, start, end)
+            yield from pending
+            if heredoc_cmd in _HEREDOC_COMMANDS and not is_json and "<<" in line:
+                i = yield from self._heredocs(line, i, start, end)
+            yield _tok("END", "", end)
+
+    def _arguments(
+        self, out: list[_Tok], cmd: str, kind: str, rest: str, start: int, end: int
+    ) -> tuple[str, bool]:
+        """Append the argument tokens of one instruction; return (the command that decides
+        heredocs, whether it used the exec form)."""
+        if kind == "json_or_text" or kind == "json_or_words":
+            if not rest:
+                return cmd, False
+            items = self._json(rest, start, end)
+            if items is not None:
+                out.append(_tok("JSON_OPEN", "[", start))
+                out.extend(_tok("JSON_STRING", s, start) for s in items)
+                out.append(_tok("JSON_CLOSE", "]", end))
+                return cmd, True
+            if kind == "json_or_text":
+                out.append(_tok("TEXT", rest, start))
+            else:
+                out.extend(_tok("WORD", w, start) for w in _WHITESPACE.split(rest))
+        elif kind == "words":
+            if rest:
+                out.extend(_tok("WORD", w, start) for w in _WHITESPACE.split(rest))
+        elif kind == "text":
+            if rest:
+                out.append(_tok("TEXT", rest, start))
+        elif kind == "name_or_pair":
+            out.extend(_tok("WORD", w, start) for w in parse_words(rest, self.escape))
+        elif kind == "pairs":
+            self._pairs(out, cmd.upper(), rest, start, end)
+        elif kind == "health":
+            self._health(out, rest, start, end)
+        elif kind == "sub":
+            if rest:
+                sub_cmd, sub_flags, sub_rest = _split_command(rest)
+                sub_kind = _ARG_FORMS.get(sub_cmd.lower(), "ignore")
+                column = self.column_of(sub_cmd, start, start)[1] if sub_cmd else 1
+                out.append(_tok("SUB_OPEN", "", start))
+                out.append(_tok("KEYWORD", sub_cmd, start, (start, end, column, rest)))
+                out.extend(_tok("FLAG", f, start) for f in sub_flags)
+                used = self._arguments(out, sub_cmd.lower(), sub_kind, sub_rest, start, end)
+                out.append(_tok("SUB_CLOSE", "", end))
+                return used
+        return cmd, False
+
+    def _json(self, rest: str, start: int, end: int) -> list[str] | None:
+        try:
+            return parse_json_array(rest)
+        except _NotStringArray:
+            line, column = self.column_of("[", start, end)
+            raise self.error(
+                "when using JSON array syntax, arrays must be comprised of strings only",
+                line,
+                column,
+            ) from None
+
+    def _pairs(self, out: list[_Tok], keyword: str, rest: str, start: int, end: int) -> None:
+        words = parse_words(rest, self.escape)
+        if not words:
+            return
+        if "=" not in words[0]:
+            parts = _WHITESPACE.split(rest, maxsplit=1)
+            if len(parts) < 2:
+                line, column = self.column_of(parts[0], start, end)
+                raise self.error(f"{keyword} must have two arguments", line, column)
+            out.append(_tok("LEGACY_KEY", parts[0], start))
+            out.append(_tok("VALUE", parts[1], start))
+            return
+        for word in words:
+            if "=" not in word:
+                line, column = self.column_of(word, start, end)
+                raise self.error(
+                    f"Syntax error - can't find = in {_go_quote(word)}. "
+                    "Must be of the form: name=value",
+                    line,
+                    column,
+                )
+            key, value = word.split("=", 1)
+            out.append(_tok("KEY", key, start))
+            out.append(_tok("VALUE", value, start))
+
+    def _health(self, out: list[_Tok], rest: str, start: int, end: int) -> None:
+        sep = 0
+        while sep < len(rest) and rest[sep] not in _GO_SPACE_SET:
+            sep += 1
+        if sep == 0:
+            return
+        nxt = sep
+        while nxt < len(rest) and rest[nxt] in _GO_SPACE_SET:
+            nxt += 1
+        out.append(_tok("HEALTH_TYPE", rest[:sep], start))
+        self._arguments(out, "healthcheck", "json_or_text", rest[nxt:], start, end)
+
+    def _heredocs(self, line: str, i: int, start: int, end: int) -> Iterator[_Tok]:
+        """Read the bodies of the heredocs named on *line* from line index *i*; return the
+        index after the last terminator (via ``yield from``)."""
+        from builder.expand import ExpansionError, heredoc_names
+
+        try:
+            found = heredoc_names(line)
+        except ExpansionError as e:
+            lno, column = self.column_of("<<", start, end)
+            raise self.error(str(e), lno, column) from None
+        for name, expand, chomp, fd in found:
+            body: list[str] = []
+            terminated = False
+            while i < len(self.raw):
+                raw = self.raw[i]
+                i += 1
+                candidate = raw.rstrip("\r\n")
+                if chomp:
+                    candidate = candidate.lstrip("\t")
+                if candidate == name:
+                    terminated = True
+                    break
+                body.append(raw)
+            if not terminated:
+                lno, column = self.column_of("<<", start, end)
+                raise self.error("unterminated heredoc", lno, column)
+            heredoc = Heredoc(name=name, content="".join(body), expand=expand, chomp=chomp, fd=fd)
+            yield _tok("HEREDOC", name, end, heredoc)
+        return i
+
+
+def _split_command(line: str) -> tuple[str, list[str], str]:
+    """Docker's splitCommand: (keyword, flags, rest of the line)."""
+    parts = _WHITESPACE.split(_go_trim_space(line), maxsplit=1)
+    if len(parts) < 2:
+        return parts[0], [], ""
+    rest, flags = _extract_flags(parts[1])
+    return parts[0], flags, _go_trim_space(rest)
+
+
+def _extract_flags(line: str) -> tuple[str, list[str]]:
+    """Leading ``--flag`` words (quotes and backslashes processed, as Docker does) and the
+    rest of the line."""
+    words: list[str] = []
+    n = len(line)
+    pos = 0
+    while True:
+        while pos < n and line[pos] in _GO_SPACE_SET:
+            pos += 1
+        if pos >= n:
+            return "", words
+        if not line.startswith("--", pos):
+            return line[pos:], words
+        word: list[str] = []
+        blank_ok = False
+        quote = ""
+        while pos < n:
+            ch = line[pos]
+            if quote:
+                if ch == quote:
+                    quote = ""
+                elif ch == "\\":
+                    if pos + 1 == n:
+                        quote = ""
+                    else:
+                        pos += 1
+                        word.append(line[pos])
+                else:
+                    word.append(ch)
+                pos += 1
+                continue
+            if ch in _GO_SPACE_SET:
+                break
+            if ch in "'\"":
+                quote = ch
+                blank_ok = True
+            elif ch == "\\":
+                if pos + 1 < n:
+                    pos += 1
+                    word.append(line[pos])
+            else:
+                word.append(ch)
+            pos += 1
+        text = "".join(word)
+        if pos < n and text == "--":
+            return line[pos:], words
+        if text != "--" and (blank_ok or text):
+            words.append(text)
+        if pos >= n:
+            return "", words
+
+
+def parse_words(rest: str, escape: str = "\\") -> list[str]:
+    """Docker's parseWords: whitespace-separated words, quotes and escapes kept as written
+    (used for ENV/LABEL pairs and ARG)."""
+    words: list[str] = []
+    word: list[str] = []
+    in_word = False
+    quote = ""
+    blank_ok = False
+    n = len(rest)
+    pos = 0
+    while pos < n:
+        ch = rest[pos]
+        if not in_word:
+            if ch in _GO_SPACE_SET:
+                pos += 1
+                continue
+            in_word = True
+        if quote:
+            if ch == quote:
+                quote = ""
+            if ch == escape and quote != "'":
+                if pos + 1 == n:
+                    quote = ""
+                    pos += 1
+                    continue
+                word.append(ch)
+                pos += 1
+                ch = rest[pos]
+            word.append(ch)
+            pos += 1
+            continue
+        if ch in _GO_SPACE_SET:
+            if blank_ok or word:
+                words.append("".join(word))
+            word = []
+            blank_ok = False
+            in_word = False
+            pos += 1
+            continue
+        if ch in "'\"":
+            quote = ch
+            blank_ok = True
+        if ch == escape:
+            if pos + 1 == n:
+                pos += 1
+                continue
+            word.append(ch)
+            pos += 1
+            ch = rest[pos]
+        word.append(ch)
+        pos += 1
+    if in_word and (blank_ok or word):
+        words.append("".join(word))
+    return words
+
+
+class _NotStringArray(Exception):
+    pass
+
+
+class _NotJSON(Exception):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJSON(name)  # Go's JSON has no NaN/Infinity
+
+
+def _finite_number(text: str) -> Any:
+    # Go decodes JSON numbers as float64 and fails (not our error) on overflow
+    if float(text) in (float("inf"), float("-inf")):
+        raise _NotJSON(text)
+    return None
+
+
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite_number, parse_int=_finite_number
+)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def parse_json_array(rest: str) -> list[str] | None:
+    """The exec form as Docker decides it: the items of a JSON array of strings, None when
+    *rest* is not a JSON array (shell form then); ``_NotStringArray`` when it is an array
+    holding anything but strings (a nested array, a number...)."""
+    rest = rest.lstrip(GO_SPACE)
+    if not rest.startswith("["):
+        return None
+    try:
+        value = _DECODER.decode(rest)
+    except (ValueError, _NotJSON, RecursionError):
+        return None
+    if not isinstance(value, list):
+        return None
+    items: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise _NotStringArray()
+        # Go replaces unpaired surrogate escapes with U+FFFD
+        items.append(_LONE_SURROGATE.sub("\ufffd", item))
+    return items
+
+
+# --- Lark glue -----------------------------------------------------------------------------
+
+
+class _Lexer(Lexer):
+    """Feeds the grammar the tokens of the line pass (Lark's custom-lexer interface)."""
+
+    def __init__(self, lexer_conf: Any) -> None:
+        pass
+
+    def lex(self, data: Any) -> Iterator[Token]:  # type: ignore[override]
+        assert isinstance(data, _Source)
+        return data.tokens()
+
+
+_Args = tuple[str, list[Any], bool]
+
+
+class _TreeBuilder(Transformer[Token, Any]):
+    """Runs inline in the LALR parser: reductions become ``Node`` objects directly."""
+
+    def start(self, children: list[Any]) -> tuple[list[tuple[str, str]], list[Node]]:
+        directives = [c for c in children if isinstance(c, tuple)]
+        nodes = [c for c in children if isinstance(c, Node)]
+        return directives, nodes
+
+    def directive(self, children: list[Any]) -> tuple[str, str]:
+        payload: tuple[str, str] = children[0].payload
+        return payload
+
+    def flags(self, children: list[Any]) -> list[str]:
+        return [str(c) for c in children]
+
+    def heredocs(self, children: list[Any]) -> list[Heredoc]:
+        return [c.payload for c in children]
+
+    def arguments(self, children: list[Any]) -> _Args:
+        if not children:
+            return ("none", [], False)
+        result: _Args = children[0]
+        return result
+
+    def exec_form(self, children: list[Any]) -> _Args:
+        return ("args", [str(c) for c in children[1:-1]], True)
+
+    def shell_form(self, children: list[Any]) -> _Args:
+        return ("args", [str(children[0])], False)
+
+    def words(self, children: list[Any]) -> _Args:
+        return ("args", [str(c) for c in children], False)
+
+    def pair(self, children: list[Any]) -> Pair:
+        return Pair(str(children[0]), str(children[1]), False)
+
+    def pairs(self, children: list[Any]) -> _Args:
+        return ("pairs", children, False)
+
+    def legacy_pair(self, children: list[Any]) -> _Args:
+        return ("pairs", [Pair(str(children[0]), str(children[1]), True)], False)
+
+    def health(self, children: list[Any]) -> _Args:
+        if len(children) == 1:
+            return ("args", [str(children[0])], False)
+        _, inner, is_json = children[1]
+        return ("args", [str(children[0]), *inner], is_json)
+
+    def sub(self, children: list[Any]) -> _Args:
+        return ("sub", [self._node(children[1], children[2], children[3], [])], False)
+
+    def instruction(self, children: list[Any]) -> Node:
+        return self._node(children[0], children[1], children[2], children[3])
+
+    @staticmethod
+    def _node(keyword: Any, flags: list[str], arguments: _Args, heredocs: list[Heredoc]) -> Node:
+        start, end, column, original = keyword.payload
+        kind, values, is_json = arguments
+        return Node(
+            cmd=str(keyword).lower(),
+            keyword=str(keyword),
+            flags=tuple(flags),
+            args=tuple(values) if kind == "args" else (),
+            json=is_json,
+            pairs=tuple(values) if kind == "pairs" else (),
+            heredocs=tuple(heredocs),
+            sub=values[0] if kind == "sub" else None,
+            start_line=start,
+            end_line=end,
+            column=column,
+            original=original,
+        )
