@@ -1,0 +1,376 @@
+"""Container lifecycle verbs over the records: list (with repair), stop, kill, wait, rm, prune.
+
+Nothing here keeps a process around: a running container is held by its supervisor; these
+calls read its state, signal its pids and wait for the supervisor to record the outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from builder.containers.options import parse_signal, rfc3339nano
+from builder.containers.record import Container, ContainerStore, State, alive
+from builder.errors import ContainerError
+from builder.state import StateRoot
+
+DEFAULT_STOP_TIMEOUT = 10
+
+
+def store(root: StateRoot) -> ContainerStore:
+    return ContainerStore(root)
+
+
+# -- the truth about a record ------------------------------------------------------------------
+def supervisor_alive(state: State) -> bool:
+    return alive(state.supervisor_pid, state.supervisor_start)
+
+
+def init_alive(state: State) -> bool:
+    return alive(state.pid, state.pid_start)
+
+
+def refresh(cs: ContainerStore, c: Container) -> Container:
+    """Make *c*'s state true: a running/restarting record whose supervisor is gone is repaired
+    (its container killed if it outlived the supervisor, exit code kept, resources released)."""
+    st = c.state
+    if not st.running and st.status != "removing":
+        return c
+    if supervisor_alive(st):
+        return c
+    with cs.lock(c.id):
+        st = cs.load_state(c.id)
+        if not st.running or supervisor_alive(st):
+            return c.with_state(st)
+        killed = False
+        if init_alive(st):
+            # the supervisor died under the container: nobody would reap or log it any more
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGKILL)
+            killed = True
+            _wait_gone(st.pid, st.pid_start, 5.0)
+        from builder.containers import runtime
+
+        runtime.teardown(cs.root, c, st)
+        exit_code = 137 if killed else st.exit_code
+        st = replace(
+            st,
+            status="exited",
+            exit_code=exit_code,
+            error=st.error or "supervisor ended unexpectedly",
+            finished_at=st.finished_at if st.finished_at.startswith("0001") is False else rfc3339nano(),
+            pid=0,
+            pid_start=0,
+            supervisor_pid=0,
+            supervisor_start=0,
+            sandbox={},
+        )
+        cs.save_state(c.id, st)
+    return c.with_state(st)
+
+
+def _wait_gone(pid: int, start: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while alive(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+def get(root: StateRoot, ref: str) -> Container:
+    cs = store(root)
+    return refresh(cs, cs.find(ref))
+
+
+# -- ps ----------------------------------------------------------------------------------------
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """``ps --filter``: several values of one key OR, different keys AND (Docker's rule)."""
+
+    items: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> Filters:
+        out: dict[str, list[str]] = {}
+        for spec in specs:
+            key, sep, value = spec.partition("=")
+            key = key.strip().lower()
+            if not sep or not key:
+                raise ContainerError(f"bad format of filter (expected name=value): {spec}")
+            if key not in ("name", "status", "label", "id", "exited", "ancestor", "health"):
+                raise ContainerError(f"invalid filter '{key}'")
+            if key == "status" and value not in STATUSES:
+                raise ContainerError(f"invalid filter 'status={value}'")
+            if key == "exited":
+                try:
+                    int(value)
+                except ValueError:
+                    raise ContainerError(f"invalid filter 'exited={value}'") from None
+            out.setdefault(key, []).append(value)
+        return cls({k: tuple(v) for k, v in out.items()})
+
+    def wants_all(self) -> bool:
+        """A status/exited filter implies ``-a`` (Docker's behaviour)."""
+        return "exited" in self.items or any(s != "running" for s in self.items.get("status", ()))
+
+    def match(self, c: Container) -> bool:
+        for key, values in self.items.items():
+            if not any(_match_one(key, v, c) for v in values):
+                return False
+        return True
+
+
+def _match_one(key: str, value: str, c: Container) -> bool:
+    if key == "name":
+        try:
+            return re.search(value, c.name) is not None
+        except re.error:
+            return value in c.name
+    if key == "status":
+        return c.state.status == value
+    if key == "id":
+        return c.id.startswith(value)
+    if key == "exited":
+        return c.state.status == "exited" and c.state.exit_code == int(value)
+    if key == "label":
+        k, sep, v = value.partition("=")
+        return k in c.labels and (not sep or c.labels[k] == v)
+    if key == "ancestor":
+        return c.image == value or c.image_id.removeprefix("sha256:").startswith(value.removeprefix("sha256:"))
+    if key == "health":
+        h = c.state.health
+        return (h.status if h else "none") == value
+    return False
+
+
+def list_containers(root: StateRoot, *, all: bool = False, filters: Filters | None = None) -> list[Container]:
+    """Newest first, as ``docker ps``; every running record checked against the process table."""
+    cs = store(root)
+    filters = filters or Filters({})
+    show_all = all or filters.wants_all()
+    out = []
+    for c in cs.all():
+        c = refresh(cs, c)
+        if not show_all and not c.state.running:
+            continue
+        if filters.match(c):
+            out.append(c)
+    out.sort(key=lambda c: c.created, reverse=True)
+    return out
+
+
+# -- signals -----------------------------------------------------------------------------------
+def kill(root: StateRoot, ref: str, sig: str | int = "KILL") -> Container:
+    """``docker kill``: deliver a signal to the container's init; KILL/TERM-family kills count as
+    a user stop (no restart), other signals are just forwarded."""
+    num = parse_signal(sig)
+    cs = store(root)
+    c = refresh(cs, cs.find(ref))
+    if c.state.status != "running" or not init_alive(c.state):
+        raise ContainerError(f"Cannot kill container: {ref}: container {c.id} is not running")
+    if num in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        cs.update_state(c.id, lambda s: replace(s, stopped_by_user=True))
+    try:
+        os.kill(c.state.pid, num)
+    except ProcessLookupError:
+        pass
+    return c
+
+
+def stop(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | None = None) -> Container:
+    """Send the stop signal, wait up to *timeout* seconds, then SIGKILL; returns the final record."""
+    cs = store(root)
+    c = refresh(cs, cs.find(ref))
+    st = c.state
+    if not st.running:
+        return c
+    cs.update_state(c.id, lambda s: replace(s, stopped_by_user=True))
+    if timeout is None:
+        t = c.config.get("StopTimeout")
+        timeout = int(t) if t is not None else DEFAULT_STOP_TIMEOUT
+    num = parse_signal(sig or c.config.get("StopSignal") or "SIGTERM")
+    if st.status == "running" and init_alive(st):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st.pid, num)
+        if not _wait_gone(st.pid, st.pid_start, max(timeout, 0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGKILL)
+            _wait_gone(st.pid, st.pid_start, 10.0)
+    return wait_not_running(cs, c.id)
+
+
+def wait_not_running(cs: ContainerStore, cid: str, *, timeout: float | None = None,
+                     poll: Callable[[], None] | None = None) -> Container:
+    """Block until the supervisor has recorded that the container is no longer running (or the
+    supervisor is gone, in which case the record is repaired)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        c = cs.load(cid)
+        c = refresh(cs, c)
+        if not c.state.running:
+            return c
+        if deadline is not None and time.monotonic() > deadline:
+            return c
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
+
+
+def wait(root: StateRoot, ref: str, *, condition: str = "not-running") -> int:
+    """``docker wait``: block until the container stops, return its exit code. With
+    ``--rm`` the record disappears: the last exit code is then taken from the supervisor's
+    farewell file."""
+    cs = store(root)
+    c = cs.find(ref)
+    cid = c.id
+    if condition == "next-exit":
+        # wait for a new FinishedAt, even if the container is stopped now
+        before = c.state.finished_at
+        while True:
+            try:
+                c = refresh(cs, cs.load(cid))
+            except ContainerError:
+                return _last_exit(root, cid)
+            if c.state.finished_at != before and not c.state.running:
+                return c.state.exit_code
+            time.sleep(0.05)
+    if condition == "removed":
+        while cs.dir(cid).exists():
+            with contextlib.suppress(ContainerError):
+                refresh(cs, cs.load(cid))
+            time.sleep(0.05)
+        return _last_exit(root, cid)
+    while True:
+        try:
+            c = wait_not_running(cs, cid, timeout=0.5)
+        except ContainerError:
+            return _last_exit(root, cid)
+        if not c.state.running:
+            return c.state.exit_code
+
+
+def _last_exit(root: StateRoot, cid: str) -> int:
+    p = root.containers / f".exit-{cid}"
+    try:
+        return int(p.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
+# -- rm / prune ---------------------------------------------------------------------------------
+def remove(root: StateRoot, ref: str, *, force: bool = False, volumes: bool = False) -> Container:
+    """``docker rm``: refuse a running container unless *force* (then SIGKILL it first)."""
+    cs = store(root)
+    c = refresh(cs, cs.find(ref))
+    if c.state.running:
+        if not force:
+            raise ContainerError(
+                f"cannot remove container \"/{c.name}\": container is {c.state.status}: "
+                "stop the container before removing or force remove"
+            )
+        cs.update_state(c.id, lambda s: replace(s, stopped_by_user=True))
+        # a forced rm must not wait for the restart policy: mark it, then kill
+        if init_alive(c.state):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.state.pid, signal.SIGKILL)
+        c = wait_not_running(cs, c.id, timeout=15)
+        if c.state.running:
+            sup = c.state
+            if supervisor_alive(sup):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(sup.supervisor_pid, signal.SIGKILL)
+            c = wait_not_running(cs, c.id, timeout=5)
+    destroy(root, c, volumes=volumes)
+    return c
+
+
+def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
+    """Remove a stopped container's record and everything it owns (container layer, anonymous
+    volumes with *volumes*, its log)."""
+    cs = store(root)
+    from builder.containers import runtime
+
+    with cs.lock(c.id):
+        runtime.teardown(root, c, c.state)
+        runtime.remove_storage(root, c, volumes=volumes)
+        cs.delete(c.id)
+
+
+def prune(root: StateRoot, *, filters: Filters | None = None) -> list[str]:
+    """``container prune``: remove every stopped container (matching *filters*); returns IDs."""
+    removed = []
+    for c in list_containers(root, all=True, filters=filters):
+        if c.state.running:
+            continue
+        with contextlib.suppress(ContainerError):
+            destroy(root, c, volumes=False)
+            removed.append(c.id)
+    return removed
+
+
+def rename(root: StateRoot, ref: str, new_name: str) -> Container:
+    return store(root).rename(ref, new_name)
+
+
+# -- top --------------------------------------------------------------------------------------
+def processes(c: Container) -> list[dict[str, Any]]:
+    """Host processes in the container's pid namespace (what ``docker top`` lists)."""
+    st = c.state
+    if st.status != "running" or not init_alive(st):
+        raise ContainerError(f"container {c.id} is not running")
+    try:
+        ns = os.readlink(f"/proc/{st.pid}/ns/pid")
+    except OSError as e:
+        raise ContainerError(f"container {c.id} is not running: {e.strerror}") from None
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") != ns:
+                continue
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            status = _status_fields(pid)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ESRCH):
+                continue
+            raise
+        rest = stat[stat.rfind(b")") + 2 :].split()
+        comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
+        args = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
+        out.append(
+            {
+                "UID": status.get("Uid", "0").split()[0],
+                "PID": pid,
+                "PPID": int(rest[1]),
+                "C": 0,
+                "STIME": int(rest[19]),
+                "TTY": "?",
+                "TIME": (int(rest[11]) + int(rest[12])) // os.sysconf("SC_CLK_TCK"),
+                "CMD": " ".join(args) if args else f"[{comm}]",
+            }
+        )
+    out.sort(key=lambda p: p["PID"])
+    return out
+
+
+def _status_fields(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}

@@ -1,0 +1,77 @@
+"""Container IDs (64 hex digits, 12 shown) and Docker-style random names (``adjective_surname``).
+
+Pure functions: the caller checks uniqueness under the containers lock.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+ADJECTIVES = (
+    "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "beautiful",
+    "blissful", "bold", "boring", "brave", "busy", "charming", "clever", "compassionate",
+    "competent", "condescending", "confident", "cool", "cranky", "crazy", "dazzling", "determined",
+    "distracted", "dreamy", "eager", "ecstatic", "elastic", "elated", "elegant", "eloquent",
+    "epic", "exciting", "fervent", "festive", "flamboyant", "focused", "friendly", "frosty",
+    "funny", "gallant", "gifted", "goofy", "gracious", "great", "happy", "hardcore", "heuristic",
+    "hopeful", "hungry", "infallible", "inspiring", "intelligent", "interesting", "jolly",
+    "jovial", "keen", "kind", "laughing", "loving", "lucid", "magical", "modest", "musing",
+    "mystifying", "naughty", "nervous", "nice", "nifty", "nostalgic", "objective", "optimistic",
+    "peaceful", "pedantic", "pensive", "practical", "priceless", "quirky", "quizzical",
+    "recursing", "relaxed", "reverent", "romantic", "sad", "serene", "sharp", "silly", "sleepy",
+    "stoic", "strange", "stupefied", "suspicious", "sweet", "tender", "thirsty", "trusting",
+    "unruffled", "upbeat", "vibrant", "vigilant", "vigorous", "wizardly", "wonderful",
+    "xenodochial", "youthful", "zealous", "zen",
+)
+
+# Scientists, engineers and mathematicians, as Docker's generator uses.
+SURNAMES = (
+    "agnesi", "albattani", "allen", "archimedes", "babbage", "banach", "bardeen", "bartik",
+    "bell", "bhabha", "blackwell", "bohr", "booth", "borg", "bose", "boyd", "brahmagupta",
+    "brattain", "brown", "burnell", "cannon", "carson", "cartwright", "cerf", "chandrasekhar",
+    "chatelet", "clarke", "cohen", "curie", "darwin", "davinci", "diffie", "dijkstra", "dirac",
+    "driscoll", "dubinsky", "easley", "einstein", "elbakyan", "elion", "engelbart", "euclid",
+    "euler", "faraday", "fermat", "fermi", "feynman", "franklin", "galileo", "gates", "goldberg",
+    "goldstine", "goldwasser", "goodall", "hamilton", "hawking", "heisenberg", "hellman",
+    "hermann", "hertz", "hodgkin", "hofstadter", "hopper", "hypatia", "jackson", "jang",
+    "jennings", "johnson", "joliot", "kalam", "kepler", "khorana", "kilby", "knuth", "kowalevski",
+    "lalande", "lamarr", "lamport", "leakey", "leavitt", "lehmann", "lewin", "lichterman",
+    "liskov", "lovelace", "lumiere", "mahavira", "margulis", "matsumoto", "maxwell", "mayer",
+    "mccarthy", "mcclintock", "meitner", "mendel", "mendeleev", "merkle", "mirzakhani", "moore",
+    "morse", "napier", "nash", "neumann", "newton", "nobel", "noether", "noyce", "ohm", "pascal",
+    "pasteur", "payne", "perlman", "pike", "poincare", "ptolemy", "raman", "ramanujan", "ride",
+    "ritchie", "rosalind", "saha", "sammet", "shannon", "shockley", "sinoussi", "snyder",
+    "spence", "stonebraker", "swanson", "swirles", "tesla", "thompson", "torvalds", "turing",
+    "varahamihira", "villani", "volhard", "wescoff", "wiles", "williams", "wilson", "wing",
+    "wozniak", "wright", "yalow", "yonath",
+)
+
+#: Docker's rule for user-given names: ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+ID_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def new_id() -> str:
+    """A random 64-hex ID whose 12-char short form is not all digits (Docker avoids those too)."""
+    while True:
+        cid = secrets.token_hex(32)
+        if not cid[:12].isdigit():
+            return cid
+
+
+def random_name(attempt: int = 0) -> str:
+    """``adjective_surname``; after a collision, Docker appends a digit: ``adjective_surname3``."""
+    name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(SURNAMES)}"
+    # "boring_wozniak" is not boring: Docker avoids it, and so do we
+    if name == "boring_wozniak":
+        return random_name(attempt)
+    return f"{name}{secrets.randbelow(10)}" if attempt else name
+
+
+def valid_name(name: str) -> bool:
+    return bool(NAME_RE.match(name))
+
+
+def short_id(cid: str) -> str:
+    return cid[:12]

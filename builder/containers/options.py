@@ -1,0 +1,281 @@
+"""Pure parsers for container options: restart policies, signals, sizes, durations, env files.
+
+Every parser raises ``ContainerError`` with a one-line message naming the bad value.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import signal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.errors import ContainerError
+
+RESTART_NAMES = ("no", "on-failure", "always", "unless-stopped")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """``--restart``: Docker's ``HostConfig.RestartPolicy``."""
+
+    name: str = "no"
+    maximum_retry_count: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> RestartPolicy:
+        name, sep, count = text.partition(":")
+        if name == "":
+            name = "no"
+        if name not in RESTART_NAMES:
+            raise ContainerError(f"invalid restart policy {text!r}: use no, on-failure[:N], always or unless-stopped")
+        if sep:
+            if name != "on-failure":
+                raise ContainerError(f"invalid restart policy {text!r}: maximum retry count only applies to on-failure")
+            try:
+                n = int(count)
+            except ValueError:
+                raise ContainerError(f"invalid restart policy {text!r}: bad retry count {count!r}") from None
+            if n < 0:
+                raise ContainerError(f"invalid restart policy {text!r}: retry count must not be negative")
+            return cls(name, n)
+        return cls(name, 0)
+
+    def should_restart(self, *, exit_code: int, restarts: int, stopped_by_user: bool) -> bool:
+        """Docker's rule, applied when the container's process ends."""
+        if stopped_by_user or self.name == "no":
+            return False
+        if self.name == "on-failure":
+            if exit_code == 0:
+                return False
+            return self.maximum_retry_count == 0 or restarts < self.maximum_retry_count
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Name": self.name, "MaximumRetryCount": self.maximum_retry_count}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> RestartPolicy:
+        d = d or {}
+        return cls(str(d.get("Name") or "no"), int(d.get("MaximumRetryCount") or 0))
+
+
+def parse_signal(text: str | int) -> int:
+    """``SIGTERM``, ``TERM``, ``term`` or ``15`` → 15."""
+    if isinstance(text, int):
+        value = text
+    else:
+        t = text.strip()
+        if t.isdigit():
+            value = int(t)
+        else:
+            name = t.upper()
+            if not name.startswith("SIG"):
+                name = "SIG" + name
+            try:
+                return int(signal.Signals[name])
+            except KeyError:
+                raise ContainerError(f"invalid signal: {text}") from None
+    if not 1 <= value < signal.NSIG:
+        raise ContainerError(f"invalid signal: {text}")
+    return value
+
+
+def signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return str(num)
+
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(b|i?b)?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_bytes(text: str, *, what: str = "memory") -> int:
+    """``64m``, ``1g``, ``512k``, ``1024`` → bytes (binary units, as Docker's ``RAMInBytes``)."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise ContainerError(f"invalid {what} size {text!r}: use a number with an optional unit b, k, m or g")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_cpus(text: str) -> int:
+    """``--cpus 1.5`` → NanoCpus (1.5e9)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise ContainerError(f"invalid --cpus value {text!r}: a decimal number of CPUs") from None
+    if v < 0:
+        raise ContainerError(f"invalid --cpus value {text!r}: must not be negative")
+    return int(round(v * 1e9))
+
+
+_DUR_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DUR_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def parse_duration(text: str) -> int:
+    """A Go duration (``1m30s``, ``500ms``, ``0``) → nanoseconds."""
+    t = text.strip()
+    if t == "0":
+        return 0
+    pos, total = 0, 0.0
+    for m in _DUR_RE.finditer(t):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DUR_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(t) or not t:
+        raise ContainerError(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms")
+    return int(total)
+
+
+def format_duration_ns(ns: int) -> str:
+    s = ns / 1e9
+    return f"{s:g}s"
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+def rfc3339nano(t: _dt.datetime | float | None = None, *, ns: int | None = None) -> str:
+    """``2024-05-01T12:00:00.123456789Z`` (Docker's timestamp form)."""
+    if ns is not None:
+        secs, frac = divmod(ns, 10**9)
+        base = _dt.datetime.fromtimestamp(secs, _dt.UTC)
+        return base.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    if t is None:
+        t = utcnow()
+    if isinstance(t, float | int):
+        return rfc3339nano(ns=int(t * 10**9))
+    t = t.astimezone(_dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{t.microsecond * 1000:09d}Z"
+
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+_TS_RE = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_timestamp_ns(text: str, *, now_ns: int | None = None) -> int:
+    """``--since``/``--until``: RFC 3339 (date, time, fraction, zone), Unix seconds[.frac], or a
+    duration relative to now (``10m``). Returns nanoseconds since the epoch."""
+    import time
+
+    t = text.strip()
+    now = now_ns if now_ns is not None else time.time_ns()
+    if re.fullmatch(r"\d+(\.\d{1,9})?", t):
+        secs, _, frac = t.partition(".")
+        return int(secs) * 10**9 + int((frac or "0").ljust(9, "0"))
+    m = _TS_RE.match(t)
+    if m:
+        date, clock, frac, zone = m.groups()
+        clock = clock or "00:00:00"
+        if clock.count(":") == 1:
+            clock += ":00"
+        tz = _dt.UTC
+        if zone and zone != "Z":
+            z = zone.replace(":", "")
+            sign = 1 if z[0] == "+" else -1
+            tz = _dt.timezone(sign * _dt.timedelta(hours=int(z[1:3]), minutes=int(z[3:5])))
+        elif zone is None and m.group(2) is not None:
+            tz = _dt.datetime.now().astimezone().tzinfo or _dt.UTC  # Docker: local time
+        base = _dt.datetime.fromisoformat(f"{date}T{clock}").replace(tzinfo=tz)
+        return int(base.timestamp()) * 10**9 + int((frac or "0").ljust(9, "0"))
+    try:
+        return now - parse_duration(t)
+    except ContainerError:
+        raise ContainerError(f"invalid time {text!r}: use RFC 3339, a Unix timestamp, or a duration like 10m") from None
+
+
+def parse_timestamp_text(text: str) -> int:
+    """A stored RFC 3339 timestamp (ours: always UTC, ``Z``) → nanoseconds."""
+    if not text or text.startswith("0001-"):
+        return 0
+    return parse_timestamp_ns(text)
+
+
+def parse_env(items: Iterable[str], *, environ: Mapping[str, str]) -> list[str]:
+    """``-e K=V`` as given; ``-e K`` takes K from the caller's environment (dropped if unset)."""
+    out: list[str] = []
+    for item in items:
+        if not item or item.startswith("="):
+            raise ContainerError(f"invalid environment variable: {item!r}")
+        if "=" in item:
+            out.append(item)
+        elif item in environ:
+            out.append(f"{item}={environ[item]}")
+    return out
+
+
+def read_env_file(path: str, *, environ: Mapping[str, str]) -> list[str]:
+    """``--env-file``: ``K=V`` lines, ``#`` comments and blank lines skipped, bare ``K`` from the
+    caller's environment; values are taken literally (no quotes removed), as Docker does."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ContainerError(f"open {path}: {e.strerror or e}") from None
+    out: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, _ = line.partition("=")
+        if not key or any(c.isspace() for c in key):
+            raise ContainerError(f"{path}:{lineno}: invalid variable name {key!r}")
+        if sep:
+            out.append(line)
+        elif key in environ:
+            out.append(f"{key}={environ[key]}")
+    return out
+
+
+def merge_env(image_env: Iterable[str], extra: Iterable[str]) -> list[str]:
+    """The image's ENV overridden by ``-e`` entries, keeping the image's order first."""
+    merged: dict[str, str] = {}
+    for item in [*image_env, *extra]:
+        k, _, v = item.partition("=")
+        merged[k] = v
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def parse_labels(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if not k:
+            raise ContainerError(f"invalid label {item!r}: use KEY=VALUE")
+        out[k] = v
+    return out
+
+
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+
+
+def parse_caps(items: Iterable[str]) -> list[str]:
+    """``--cap-add NET_ADMIN`` / ``cap_net_admin`` / ``ALL`` → canonical ``CAP_…`` names."""
+    out: list[str] = []
+    for item in items:
+        name = item.strip().upper()
+        if name == "ALL":
+            out.append("ALL")
+            continue
+        name = name.removeprefix("CAP_")
+        if name not in CAPABILITIES:
+            raise ContainerError(f"unknown capability: {item!r}")
+        out.append("CAP_" + name)
+    return out

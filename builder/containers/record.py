@@ -1,0 +1,352 @@
+"""Container records on disk: ``containers/<id>/container.json`` (config) and ``state.json``.
+
+Both are written atomically; names are unique under the ``containers`` lock; liveness is
+checked by pid *and* start time (``/proc/<pid>/stat``) so a reused pid is never mistaken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from builder.containers.names import ID_RE, new_id, random_name, valid_name
+from builder.containers.options import ZERO_TIME
+from builder.errors import ContainerError
+from builder.state import StateRoot
+from registry.store import write_atomic
+
+CONFIG_FILE = "container.json"
+STATE_FILE = "state.json"
+LOG_SUFFIX = "-json.log"
+
+
+class NoSuchContainer(ContainerError):
+    exit_code = 1  # docker: "Error response from daemon: No such container: x" exits 1
+
+
+def proc_start_time(pid: int) -> int:
+    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks), 0 if the pid is gone."""
+    if pid <= 0:
+        return 0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    # comm may hold spaces and parentheses: split after the last ')'
+    rest = data[data.rfind(b")") + 2 :].split()
+    if rest and rest[0] in (b"Z", b"X"):
+        return 0  # a zombie has already exited
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return 0
+
+
+def alive(pid: int, start: int) -> bool:
+    return pid > 0 and start > 0 and proc_start_time(pid) == start
+
+
+@dataclass(frozen=True)
+class Health:
+    status: str = "starting"  # starting | healthy | unhealthy
+    failing_streak: int = 0
+    log: tuple[Mapping[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Status": self.status, "FailingStreak": self.failing_streak, "Log": [dict(x) for x in self.log]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> Health | None:
+        if not d:
+            return None
+        return cls(str(d.get("Status", "starting")), int(d.get("FailingStreak", 0)), tuple(d.get("Log") or ()))
+
+
+@dataclass(frozen=True)
+class State:
+    """What changes while a container lives; Docker's ``State`` plus the pids we supervise."""
+
+    status: str = "created"  # created | running | restarting | exited | dead | removing
+    pid: int = 0
+    pid_start: int = 0
+    supervisor_pid: int = 0
+    supervisor_start: int = 0
+    exit_code: int = 0
+    oom_killed: bool = False
+    error: str = ""
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    restart_count: int = 0
+    #: set by stop/kill from the CLI: the restart policy must not bring it back
+    stopped_by_user: bool = False
+    health: Health | None = None
+    #: what the sandbox persisted so teardown can be redone after a crash
+    sandbox: Mapping[str, Any] = field(default_factory=dict)
+    #: network name -> ``Endpoint.to_json()`` while running (addresses, published ports)
+    endpoints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["health"] = self.health.to_json() if self.health else None
+        d["sandbox"] = dict(self.sandbox)
+        d["endpoints"] = {k: dict(v) for k, v in self.endpoints.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> State:
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["health"] = Health.from_json(d.get("health"))
+        return cls(**kw)
+
+    def docker(self) -> dict[str, Any]:
+        """Docker's ``inspect`` ``State`` object."""
+        out: dict[str, Any] = {
+            "Status": self.status,
+            "Running": self.status in ("running", "restarting"),
+            "Paused": False,
+            "Restarting": self.status == "restarting",
+            "OOMKilled": self.oom_killed,
+            "Dead": self.status == "dead",
+            "Pid": self.pid if self.status == "running" else 0,
+            "ExitCode": self.exit_code,
+            "Error": self.error,
+            "StartedAt": self.started_at,
+            "FinishedAt": self.finished_at,
+        }
+        if self.health is not None:
+            out["Health"] = self.health.to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class Container:
+    """``container.json``: what a container was created with, in Docker's inspect shapes.
+
+    ``config`` is Docker's ``Config`` (Cmd, Entrypoint, Env, WorkingDir, User, Labels, Tty,
+    OpenStdin, StopSignal, StopTimeout, Healthcheck, ExposedPorts, Volumes, Hostname, Image);
+    ``host_config`` is ``HostConfig``; ``mounts`` are the resolved mount records.
+    """
+
+    id: str
+    name: str  # without Docker's leading "/"
+    created: str
+    image: str  # as the user named it
+    image_id: str  # "sha256:…" config digest
+    path: str
+    args: tuple[str, ...]
+    config: Mapping[str, Any]
+    host_config: Mapping[str, Any]
+    mounts: tuple[Mapping[str, Any], ...] = ()
+    networks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    state: State = field(default_factory=State)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def command(self) -> list[str]:
+        return [self.path, *self.args] if self.path else list(self.args)
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.config.get("Labels") or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "Id": self.id,
+            "Name": "/" + self.name,
+            "Created": self.created,
+            "Image": self.image,
+            "ImageID": self.image_id,
+            "Path": self.path,
+            "Args": list(self.args),
+            "Config": dict(self.config),
+            "HostConfig": dict(self.host_config),
+            "Mounts": [dict(m) for m in self.mounts],
+            "Networks": {k: dict(v) for k, v in self.networks.items()},
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], state: State | None = None) -> Container:
+        return cls(
+            id=str(d["Id"]),
+            name=str(d["Name"]).lstrip("/"),
+            created=str(d.get("Created", ZERO_TIME)),
+            image=str(d.get("Image", "")),
+            image_id=str(d.get("ImageID", "")),
+            path=str(d.get("Path", "")),
+            args=tuple(d.get("Args") or ()),
+            config=dict(d.get("Config") or {}),
+            host_config=dict(d.get("HostConfig") or {}),
+            mounts=tuple(d.get("Mounts") or ()),
+            networks=dict(d.get("Networks") or {}),
+            state=state or State(),
+        )
+
+    def with_state(self, state: State) -> Container:
+        return replace(self, state=state)
+
+
+class ContainerStore:
+    """The ``containers/`` area of a state root: create, find, update and remove records."""
+
+    def __init__(self, root: StateRoot) -> None:
+        self.root = root
+        self.path = root.containers
+
+    def dir(self, cid: str) -> Path:
+        return self.path / cid
+
+    def log_path(self, cid: str) -> Path:
+        return self.path / cid / f"{cid}{LOG_SUFFIX}"
+
+    @contextlib.contextmanager
+    def names_lock(self) -> Iterator[None]:
+        with self.root.lock("containers"):
+            yield
+
+    @contextlib.contextmanager
+    def lock(self, cid: str) -> Iterator[None]:
+        """Serialises read-modify-write of one container's state (CLI and supervisor)."""
+        with self.root.lock(f"container-{cid[:12]}"):
+            yield
+
+    # -- reading ---------------------------------------------------------------------------------
+    def ids(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if ID_RE.match(p.name) and (p / CONFIG_FILE).is_file())
+
+    def load(self, cid: str) -> Container:
+        try:
+            raw = (self.dir(cid) / CONFIG_FILE).read_bytes()
+        except FileNotFoundError:
+            raise NoSuchContainer(f"No such container: {cid}") from None
+        return Container.from_json(json.loads(raw), self.load_state(cid))
+
+    def load_state(self, cid: str) -> State:
+        try:
+            return State.from_json(json.loads((self.dir(cid) / STATE_FILE).read_bytes()))
+        except FileNotFoundError:
+            return State()
+
+    def all(self) -> list[Container]:
+        out = []
+        for cid in self.ids():
+            with contextlib.suppress(NoSuchContainer, json.JSONDecodeError):
+                out.append(self.load(cid))
+        return out
+
+    def find(self, ref: str) -> Container:
+        """By full ID, then exact name (``/name`` accepted), then a unique ID prefix (Docker's order)."""
+        ref = ref.strip()
+        if not ref:
+            raise NoSuchContainer("No such container: ''")
+        if ID_RE.match(ref) and (self.dir(ref) / CONFIG_FILE).is_file():
+            return self.load(ref)
+        name = ref.lstrip("/")
+        containers = self.all()
+        for c in containers:
+            if c.name == name:
+                return c
+        hits = [c for c in containers if c.id.startswith(ref.lower())]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ContainerError(f"multiple IDs found with provided prefix: {ref}")
+        raise NoSuchContainer(f"No such container: {ref}")
+
+    # -- writing ---------------------------------------------------------------------------------
+    def create(self, build: Callable[[str, str], Container], *, name: str | None) -> Container:
+        """Allocate an ID and a unique name under the lock, then write the record built by
+        ``build(id, name)``. The directory appears complete or not at all."""
+        if name is not None:
+            name = name.lstrip("/")
+            if not valid_name(name):
+                raise ContainerError(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.names_lock():
+            taken = {c.name: c.id for c in self.all()}
+            if name is not None and name in taken:
+                raise ContainerError(
+                    f'Conflict. The container name "/{name}" is already in use by container "{taken[name]}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+            if name is None:
+                for attempt in range(50):
+                    name = random_name(attempt)
+                    if name not in taken:
+                        break
+            assert name is not None
+            cid = new_id()
+            container = build(cid, name)
+            tmp = self.path / f".tmp-{cid}"
+            tmp.mkdir()
+            try:
+                write_atomic(tmp / CONFIG_FILE, _dump(container.to_json()))
+                write_atomic(tmp / STATE_FILE, _dump(container.state.to_json()))
+                os.rename(tmp, self.dir(cid))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return container
+
+    def save_config(self, container: Container) -> None:
+        write_atomic(self.dir(container.id) / CONFIG_FILE, _dump(container.to_json()))
+
+    def save_state(self, cid: str, state: State) -> None:
+        d = self.dir(cid)
+        if not d.is_dir():
+            raise NoSuchContainer(f"No such container: {cid}")
+        write_atomic(d / STATE_FILE, _dump(state.to_json()))
+
+    def update_state(self, cid: str, fn: Callable[[State], State]) -> State:
+        """Apply *fn* to the current state under the container's lock and save the result."""
+        with self.lock(cid):
+            new = fn(self.load_state(cid))
+            self.save_state(cid, new)
+        return new
+
+    def rename(self, ref: str, new_name: str) -> Container:
+        new_name = new_name.lstrip("/")
+        if not valid_name(new_name):
+            raise ContainerError(f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        with self.names_lock():
+            c = self.find(ref)
+            if c.name == new_name:
+                raise ContainerError("Renaming a container with the same name as its current name")
+            for other in self.all():
+                if other.name == new_name:
+                    raise ContainerError(
+                        f'Conflict. The container name "/{new_name}" is already in use by container "{other.id}". '
+                        "You have to remove (or rename) that container to be able to reuse that name."
+                    )
+            c = replace(c, name=new_name)
+            self.save_config(c)
+        return c
+
+    def delete(self, cid: str) -> None:
+        """Remove the record directory (renamed away first, so a reader never sees half of it)."""
+        d = self.dir(cid)
+        if not d.exists():
+            return
+        trash = self.path / f".rm-{cid}"
+        os.rename(d, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
