@@ -24,6 +24,18 @@ COMMANDS: dict[str, str] = {
     "history": "builder.cli.images:history",
     "save": "builder.cli.images:save",
     "load": "builder.cli.images:load",
+    "ps": "builder.cli.containers:ps",
+    "logs": "builder.cli.containers:logs",
+    "stop": "builder.cli.containers:stop",
+    "kill": "builder.cli.containers:kill",
+    "start": "builder.cli.containers:start",
+    "restart": "builder.cli.containers:restart",
+    "rm": "builder.cli.containers:rm",
+    "wait": "builder.cli.containers:wait",
+    "port": "builder.cli.containers:port",
+    "top": "builder.cli.containers:top",
+    "rename": "builder.cli.containers:rename",
+    "container": "builder.cli.containers:container",
 }
 
 
