@@ -341,11 +341,13 @@ class Store:
     @staticmethod
     def _dedupe_dangling(entries: list[Descriptor]) -> list[Descriptor]:
         tagged = {e.digest for e in entries if e.annotation(REF_NAME)}
+        # One image ID is one image (as in Docker): a dangling manifest of a tagged config goes.
+        tagged_ids = {e.annotation(IMAGE_ID) for e in entries if e.annotation(REF_NAME)}
         seen: set[Digest] = set()
         out = []
         for e in entries:
             if e.annotation(REF_NAME) is None:
-                if e.digest in tagged or e.digest in seen:
+                if e.digest in tagged or e.digest in seen or e.annotation(IMAGE_ID) in tagged_ids:
                     continue
                 seen.add(e.digest)
             out.append(e)
@@ -384,7 +386,8 @@ class Store:
             raise NotFound(f"No such image: {text}") from None
         for e in entries:
             if ref.digest is not None:
-                if e.digest == ref.digest and (e.annotation(REF_NAME) or "").startswith(ref.name + ":"):
+                if e.annotation(REF_NAME) == str(ref) or (  # pulled by digest: tagged name@digest
+                        e.digest == ref.digest and (e.annotation(REF_NAME) or "").startswith(ref.name + ":")):
                     return ImageRecord(e)
             elif e.annotation(REF_NAME) == str(ref):
                 return ImageRecord(e)
@@ -421,11 +424,12 @@ class Store:
         done: list[str] = []
         with self._locked():
             entries = self._read_index()
-            by_ref = record.reference is not None and not _looks_like_id(text)
+            by_ref = record.reference is not None and not _looks_like_id(text, record.image_id)
             if by_ref:
                 target = [e for e in entries if e.annotation(REF_NAME) == str(record.reference)]
             else:
-                same = [e for e in entries if e.digest == record.descriptor.digest]
+                same = [e for e in entries if e.digest == record.descriptor.digest
+                        or (record.image_id and e.annotation(IMAGE_ID) == str(record.image_id))]
                 if len([e for e in same if e.annotation(REF_NAME)]) > 1 and not force:
                     raise StoreError(
                         f"conflict: unable to delete {text} (must be forced) - image is referenced in multiple repositories"
@@ -488,11 +492,11 @@ class Store:
         return removed, freed
 
 
-def _looks_like_id(text: str) -> bool:
+def _looks_like_id(text: str, image_id: Digest | None) -> bool:
+    """Whether *text* named the image by its ID (or an ID prefix, as ``lookup`` takes it)."""
     t = text.removeprefix("sha256:")
-    return 3 <= len(t) <= 64 and all(c in "0123456789abcdef" for c in t) and (
-        text.startswith("sha256:") or len(t) >= 12
-    )
+    return (image_id is not None and 3 <= len(t) <= 64 and image_id.encoded.startswith(t)
+            and all(c in "0123456789abcdef" for c in t))
 
 
 def empty_config(platform: Platform | None = None) -> dict[str, Any]:

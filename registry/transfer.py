@@ -1,0 +1,641 @@
+"""``copy(src, dst)``: the one code path of pull, push and copy, between a registry repository,
+the local store and an OCI layout directory; blobs move concurrently and report progress events.
+
+Ends are parsed from text by ``parse_end``; ``pull``/``push`` are the library calls others use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from registry import mediatypes as mt
+from registry.client import Fetched, Repository, client_for
+from registry.digest import CHUNK, Digest
+from registry.errors import (
+    BlobUnknown,
+    DigestError,
+    InvalidManifest,
+    InvalidReference,
+    NotFound,
+    RegistryError,
+    StoreError,
+)
+from registry.model import Descriptor, Index, Manifest, Platform, parse_manifest_or_index
+from registry.reference import Reference
+from registry.store import REF_NAME, Image, Store, file_lock, write_atomic
+
+DEFAULT_CONCURRENCY = 3
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress report. ``kind``: ``start`` (a blob begins; ``size`` known), ``progress``
+    (``current`` bytes of ``size``), ``exists`` (the destination had it), ``mounted`` (mounted
+    from ``detail``), ``done`` (a blob finished), ``retry`` (``detail`` says what failed),
+    ``manifest`` (a manifest or index was written: ``digest``, ``detail`` = tag or "")."""
+
+    kind: str
+    digest: Digest | None = None
+    size: int = 0
+    current: int = 0
+    media_type: str = ""
+    detail: str = ""
+
+
+Progress = Callable[[Event], None]
+
+
+def _ignore(_: Event) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """``digest``: what the source reference resolved to (an index digest when a platform was
+    chosen from it, as Docker reports); ``descriptor``: the root written at the destination."""
+
+    digest: Digest
+    descriptor: Descriptor
+    copied: int = 0
+    existing: int = 0
+    mounted: int = 0
+    bytes: int = 0
+
+
+# -- the ends ----------------------------------------------------------------------------------
+class End(Protocol):
+    """What ``copy`` asks of a source or a destination (each end implements both sides)."""
+
+    def describe(self) -> str: ...
+    def resolve(self) -> Fetched: ...
+    def get_manifest(self, desc: Descriptor) -> Fetched: ...
+    def has_blob(self, desc: Descriptor) -> bool: ...
+    def open_at(self, desc: Descriptor, offset: int) -> BinaryIO: ...
+    def put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None: ...
+    def put_manifest(self, doc: Fetched, *, root: bool) -> Descriptor: ...
+    def mount_sources(self, desc: Descriptor) -> list[str]: ...
+    def try_mount(self, desc: Descriptor, source: str) -> bool: ...
+    def begin(self, progress: Progress) -> None: ...
+    def end(self, ok: bool) -> None: ...
+
+
+class _Base:
+    def mount_sources(self, desc: Descriptor) -> list[str]:
+        return []
+
+    def try_mount(self, desc: Descriptor, source: str) -> bool:
+        return False
+
+    def begin(self, progress: Progress) -> None:
+        pass
+
+    def end(self, ok: bool) -> None:
+        pass
+
+
+class RemoteEnd(_Base):
+    """A repository of a registry at a tag or digest."""
+
+    def __init__(self, repo: Repository, reference: Reference) -> None:
+        self.repo = repo
+        self.reference = reference
+
+    def describe(self) -> str:
+        return str(self.reference)
+
+    def _ref(self) -> str | Digest:
+        if self.reference.digest is not None:
+            return self.reference.digest
+        return self.reference.tag or "latest"
+
+    def resolve(self) -> Fetched:
+        return self.repo.get_manifest(self._ref())
+
+    def get_manifest(self, desc: Descriptor) -> Fetched:
+        return self.repo.get_manifest(desc.digest)
+
+    def has_blob(self, desc: Descriptor) -> bool:
+        return self.repo.has_blob(desc.digest)
+
+    def open_at(self, desc: Descriptor, offset: int) -> BinaryIO:
+        return self.repo.open_blob(desc.digest, desc.size, offset)  # type: ignore[return-value]
+
+    def put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None:
+        self.repo.push_blob(desc.digest, desc.size, lambda off: src.open_at(desc, off), on_bytes)
+
+    def put_manifest(self, doc: Fetched, *, root: bool) -> Descriptor:
+        if root and self.reference.tag and self.reference.digest is None:
+            where: str | Digest = self.reference.tag
+        else:
+            where = doc.digest
+            if root and self.reference.digest is not None and self.reference.digest != doc.digest:
+                raise DigestError(f"{self.reference}: the image's digest is {doc.digest}")
+        self.repo.put_manifest(doc.raw, doc.media_type, where)
+        return Descriptor(doc.media_type, doc.digest, len(doc.raw))
+
+    def try_mount(self, desc: Descriptor, source: str) -> bool:
+        host, _, repo = source.partition("/")
+        if host != self.repo.host or repo == self.repo.path:
+            return False
+        return self.repo.mount_blob(desc.digest, repo)
+
+    def begin(self, progress: Progress) -> None:
+        def on_retry(attempt: int, wait_s: float, err: RegistryError) -> None:
+            progress(Event("retry", detail=f"{err} (retry {attempt} in {wait_s:.1f}s)"))
+
+        self.repo.client.on_retry = on_retry
+
+
+class StoreEnd(_Base):
+    """The local store: as a source, the image named *name* (reference, ID or ``name@digest``);
+    as a destination, tagged *reference* (or left untagged when None)."""
+
+    def __init__(self, store: Store, name: str, reference: Reference | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.reference = reference
+        self._written: list[Digest] = []
+        self._lock = threading.Lock()
+        self._lease: contextlib.ExitStack | None = None
+        self.sources = BlobSources(store)
+
+    def describe(self) -> str:
+        return f"local:{self.name}"
+
+    def resolve(self) -> Fetched:
+        record = self.store.lookup(self.name)
+        d = record.descriptor
+        return Fetched(self.store.read_blob(d.digest), d.media_type, d.digest)
+
+    def get_manifest(self, desc: Descriptor) -> Fetched:
+        try:
+            raw = self.store.read_blob(desc.digest)
+        except BlobUnknown:
+            raise NotFound(f"not found: manifest {desc.digest} ({desc.platform or 'no platform'}) "
+                           f"is not in the local store") from None
+        return Fetched(raw, desc.media_type, desc.digest)
+
+    def has_blob(self, desc: Descriptor) -> bool:
+        return self.store.has_blob(desc.digest)
+
+    def open_at(self, desc: Descriptor, offset: int) -> BinaryIO:
+        f = self.store.open_blob(desc.digest)
+        if offset:
+            f.seek(offset)
+        return f
+
+    def put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None:
+        with self.store.writer() as w, contextlib.closing(src.open_at(desc, 0)) as stream:
+            while True:
+                data = stream.read(CHUNK)
+                if not data:
+                    break
+                w.write(data)
+                if w.size > desc.size:
+                    raise DigestError(f"blob {desc.digest}: more than the expected {desc.size} bytes")
+                on_bytes(w.size)
+            w.commit(desc.digest, desc.size)
+        with self._lock:
+            self._written.append(desc.digest)
+
+    def put_manifest(self, doc: Fetched, *, root: bool) -> Descriptor:
+        existed = self.store.has_blob(doc.digest)
+        self.store.put_bytes(doc.raw, doc.digest)
+        if not existed:
+            with self._lock:
+                self._written.append(doc.digest)
+        desc = Descriptor(doc.media_type, doc.digest, len(doc.raw))
+        if root:
+            self.store.add(desc, self.reference)
+        return desc
+
+    def mount_sources(self, desc: Descriptor) -> list[str]:
+        return self.sources.get(desc.digest)
+
+    def begin(self, progress: Progress) -> None:
+        self._lease = contextlib.ExitStack()
+        self._lease.enter_context(self.store.lease())
+
+    def end(self, ok: bool) -> None:
+        if not ok:
+            # A failed copy leaves the store as it was: drop the blobs it added.
+            for d in self._written:
+                with contextlib.suppress(FileNotFoundError):
+                    self.store.blob_path(d).unlink()
+        self._written.clear()
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
+
+
+class LayoutEnd(StoreEnd):
+    """An OCI image layout directory (``oci:DIR[:tag]``), tags as ``ref.name`` annotations
+    holding just the tag, as skopeo and umoci write them."""
+
+    def __init__(self, path: Path, tag: str | None) -> None:
+        super().__init__(Store(path), tag or "")
+        self.path = path
+        self.tag = tag
+
+    def describe(self) -> str:
+        return f"oci:{self.path}" + (f":{self.tag}" if self.tag else "")
+
+    def _entries(self) -> list[dict[str, Any]]:
+        try:
+            data = json.loads((self.path / "index.json").read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError as e:
+            raise InvalidManifest(f"{self.path}/index.json: {e}") from None
+        return list(data.get("manifests") or [])
+
+    def resolve(self) -> Fetched:
+        if not (self.path / "index.json").is_file():
+            raise NotFound(f"not found: {self.path} is not an OCI layout (no index.json)")
+        entries = self._entries()
+        if self.tag:
+            hits = [e for e in entries if (e.get("annotations") or {}).get(REF_NAME) == self.tag]
+        else:
+            hits = entries
+        if len(hits) != 1:
+            raise NotFound(f"not found: {self.describe()}: "
+                           + ("no such tag" if not hits else "several images; name a tag"))
+        d = Descriptor.from_dict(hits[0])
+        return Fetched(self.store.read_blob(d.digest), d.media_type, d.digest)
+
+    def put_manifest(self, doc: Fetched, *, root: bool) -> Descriptor:
+        existed = self.store.has_blob(doc.digest)
+        self.store.put_bytes(doc.raw, doc.digest)
+        if not existed:
+            self._written.append(doc.digest)
+        desc = Descriptor(doc.media_type, doc.digest, len(doc.raw))
+        if root:
+            entry = desc.with_annotations(**{REF_NAME: self.tag}) if self.tag else desc
+            with file_lock(self.path / ".lock"):
+                kept = [e for e in self._entries()
+                        if not (self.tag and (e.get("annotations") or {}).get(REF_NAME) == self.tag)
+                        and not (not self.tag and e.get("digest") == str(doc.digest))]
+                kept.append(entry.to_dict())
+                write_atomic(self.path / "index.json", json.dumps(
+                    {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": kept},
+                    indent=2).encode())
+        return desc
+
+    def begin(self, progress: Progress) -> None:
+        super().begin(progress)
+        self.store.ingest_dir  # noqa: B018 - lays out oci-layout, index.json, blobs/
+
+    def end(self, ok: bool) -> None:
+        super().end(ok)
+        # The layout only needs oci-layout, index.json and blobs/: tidy our working files.
+        with contextlib.suppress(OSError):
+            (self.path / "ingest").rmdir()
+        for name in (".lock", ".gc.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+
+
+class BlobSources:
+    """Which repositories (``host/repo``) a blob was pulled from or pushed to, so that a push to
+    another repository of the same registry can mount it instead of uploading (as Docker's
+    distribution metadata does). Kept beside the store's blobs in ``blob-sources.json``."""
+
+    LIMIT = 8
+
+    def __init__(self, store: Store) -> None:
+        self.path = store.path / "blob-sources.json"
+        self._pending: dict[str, list[str]] = {}
+
+    def _load(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self.path.read_bytes())
+            return data if isinstance(data, dict) else {}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def get(self, digest: Digest) -> list[str]:
+        return list(self._load().get(str(digest), []))
+
+    def note(self, digest: Digest, repo: str) -> None:
+        self._pending.setdefault(str(digest), []).append(repo)
+
+    def save(self) -> None:
+        if not self._pending or not self.path.parent.is_dir():
+            return
+        with file_lock(self.path.parent / ".lock"):
+            data = self._load()
+            for d, repos in self._pending.items():
+                old = [r for r in data.get(d, []) if r not in repos]
+                data[d] = (repos + old)[: self.LIMIT]
+            write_atomic(self.path, json.dumps(data, sort_keys=True).encode())
+        self._pending.clear()
+
+
+# -- parsing ends ------------------------------------------------------------------------------
+def _has_registry_host(text: str) -> bool:
+    first, sep, _ = text.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
+
+def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
+              client_options: dict[str, Any] | None = None, role: str = "source") -> End:
+    """An end from text:
+
+    - ``docker://REF`` or a reference naming a registry host (``host[:port]/repo[:tag]``):
+      a registry repository;
+    - ``oci:DIR[:tag]``: an OCI image layout directory;
+    - ``local:NAME`` (also ``containers-storage:NAME``), or a bare name without a registry host
+      (``busybox``, ``app:1``, an image ID): the local store.
+    """
+    if text.startswith("docker://"):
+        return remote_end(text[len("docker://"):], tls_verify=tls_verify, **(client_options or {}))
+    if text.startswith("oci:"):
+        rest = text[4:]
+        path, tag = rest, None
+        head, sep, tail = rest.rpartition(":")
+        if sep and head and "/" not in tail:
+            path, tag = head, tail
+        if not path:
+            raise InvalidReference(f"invalid destination {text!r}: oci:DIR[:tag] needs a directory")
+        return LayoutEnd(Path(path), tag)
+    for prefix in ("oci-archive:", "docker-archive:"):
+        if text.startswith(prefix):
+            raise InvalidReference(
+                f"{text}: {prefix[:-1]} is not supported by copy yet; use pybuild save/load")
+    if store is None:
+        raise StoreError(f"{text}: no local store to copy from or to")
+    for prefix in ("local:", "containers-storage:"):
+        if text.startswith(prefix):
+            return _store_end(store, text[len(prefix):], role)
+    if _has_registry_host(text):
+        return remote_end(text, tls_verify=tls_verify, **(client_options or {}))
+    return _store_end(store, text, role)
+
+
+def _store_end(store: Store, name: str, role: str) -> StoreEnd:
+    if not name:
+        raise InvalidReference("invalid local image name: empty")
+    ref: Reference | None = None
+    if role == "destination":
+        ref = Reference.parse(name)
+    return StoreEnd(store, name, ref)
+
+
+def remote_end(text: str, *, tls_verify: bool = True, **client_options: Any) -> RemoteEnd:
+    ref = Reference.parse(text)
+    client = client_for(ref, tls_verify=tls_verify, **client_options)
+    return RemoteEnd(client.repository(ref.path), ref)
+
+
+# -- copy --------------------------------------------------------------------------------------
+def _parse(doc: Fetched) -> Manifest | Index:
+    return parse_manifest_or_index(doc.raw, doc.media_type or None)
+
+
+def _media_type(doc: Fetched, parsed: Manifest | Index) -> Fetched:
+    """The media type a document declares for itself wins over what the transport said."""
+    return Fetched(doc.raw, parsed.media_type, doc.digest)
+
+
+def copy(
+    src: End,
+    dst: End,
+    *,
+    platform: Platform | None = None,
+    all_platforms: bool = False,
+    max_concurrent: int = DEFAULT_CONCURRENCY,
+    progress: Progress | None = None,
+) -> CopyResult:
+    """Copy the image at *src* to *dst*: blobs the destination lacks (concurrently, mounting
+    across repositories where it can), then manifests, then the root under *dst*'s tag.
+
+    From an index: the manifest for *platform* (the host's by default), or the whole index
+    with ``all_platforms``. A failure leaves a local destination as it was.
+    """
+    report = progress or _ignore
+    if isinstance(dst, RemoteEnd):
+        dst.repo.want_push()
+    dst.begin(report)
+    src.begin(report)
+    ok = False
+    try:
+        result = _copy(src, dst, platform, all_platforms, max(max_concurrent, 1), report)
+        ok = True
+        return result
+    finally:
+        dst.end(ok)
+        src.end(ok)
+
+
+def _copy(src: End, dst: End, platform: Platform | None, all_platforms: bool,
+          workers: int, report: Progress) -> CopyResult:
+    top = src.resolve()
+    top_doc = _parse(top)
+    top = _media_type(top, top_doc)
+    manifests: list[tuple[Fetched, Manifest]] = []
+    if isinstance(top_doc, Index):
+        if all_platforms:
+            root = top
+            children = top_doc.manifests
+        else:
+            want = platform or Platform.host()
+            chosen = top_doc.select(want)
+            if chosen is None:
+                raise NotFound(f"not found: no matching manifest for {want} in the manifest list "
+                               f"entries of {src.describe()}")
+            children = [chosen]
+            root = None
+        for child in children:
+            fetched = src.get_manifest(child)
+            doc = _parse(fetched)
+            if not isinstance(doc, Manifest):
+                raise InvalidManifest(f"{src.describe()}: nested index {child.digest} is not supported")
+            manifests.append((_media_type(fetched, doc), doc))
+        if root is None:
+            root = manifests[0][0]
+    else:
+        root = top
+        manifests.append((top, top_doc))
+
+    blobs: list[Descriptor] = []
+    seen: set[Digest] = set()
+    for _, m in manifests:
+        for d in [m.config, *m.layers]:
+            if d.digest not in seen:
+                seen.add(d.digest)
+                blobs.append(d)
+
+    stats = _Stats()
+    _copy_blobs(src, dst, blobs, workers, report, stats)
+    for fetched, _ in manifests:
+        if fetched is not root:
+            dst.put_manifest(fetched, root=False)
+            report(Event("manifest", fetched.digest, len(fetched.raw), media_type=fetched.media_type))
+    desc = dst.put_manifest(root, root=True)
+    report(Event("manifest", root.digest, len(root.raw), media_type=root.media_type,
+                 detail=getattr(getattr(dst, "reference", None), "tag", None) or ""))
+    _note_sources(src, dst, blobs)
+    return CopyResult(top.digest, desc, stats.copied, stats.existing, stats.mounted, stats.bytes)
+
+
+@dataclass
+class _Stats:
+    copied: int = 0
+    existing: int = 0
+    mounted: int = 0
+    bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _copy_blobs(src: End, dst: End, blobs: list[Descriptor], workers: int, report: Progress,
+                stats: _Stats) -> None:
+    cancel = threading.Event()
+
+    def one(desc: Descriptor) -> None:
+        if cancel.is_set():
+            raise _Cancelled()
+        if dst.has_blob(desc):
+            report(Event("exists", desc.digest, desc.size, desc.size, desc.media_type))
+            with stats.lock:
+                stats.existing += 1
+            return
+        for source in _mount_candidates(src, dst, desc):
+            if dst.try_mount(desc, source):
+                report(Event("mounted", desc.digest, desc.size, desc.size, desc.media_type,
+                             source.partition("/")[2]))
+                with stats.lock:
+                    stats.mounted += 1
+                return
+        report(Event("start", desc.digest, desc.size, 0, desc.media_type))
+
+        def on_bytes(n: int) -> None:
+            if cancel.is_set():
+                raise _Cancelled()
+            report(Event("progress", desc.digest, desc.size, n, desc.media_type))
+
+        dst.put_blob(desc, src, on_bytes)
+        report(Event("done", desc.digest, desc.size, desc.size, desc.media_type))
+        with stats.lock:
+            stats.copied += 1
+            stats.bytes += desc.size
+
+    if workers == 1 or len(blobs) <= 1:
+        for d in blobs:
+            one(d)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pybuild-blob") as pool:
+        futures: list[Future[None]] = [pool.submit(one, d) for d in blobs]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            cancel.set()
+            for f in pending:
+                f.cancel()
+            wait(pending)
+            errors = [f.exception() for f in futures if f.done() and not f.cancelled()
+                      and f.exception() is not None]
+            real = [e for e in errors if not isinstance(e, _Cancelled)]
+            raise (real or errors)[0]  # type: ignore[misc]
+
+
+def _mount_candidates(src: End, dst: End, desc: Descriptor) -> list[str]:
+    if not isinstance(dst, RemoteEnd):
+        return []
+    out: list[str] = []
+    if isinstance(src, RemoteEnd) and src.repo.host == dst.repo.host and src.repo.path != dst.repo.path:
+        out.append(f"{src.repo.host}/{src.repo.path}")
+    out += [s for s in src.mount_sources(desc) if s not in out]
+    return [s for s in out if s.partition("/")[0] == dst.repo.host
+            and s.partition("/")[2] != dst.repo.path][:3]
+
+
+def _note_sources(src: End, dst: End, blobs: list[Descriptor]) -> None:
+    """Remember where the blobs live remotely, for later cross-repository mounts."""
+    remote = src if isinstance(src, RemoteEnd) else dst if isinstance(dst, RemoteEnd) else None
+    local = dst if isinstance(dst, StoreEnd) else src if isinstance(src, StoreEnd) else None
+    if remote is None or local is None or isinstance(local, LayoutEnd):
+        return
+    for d in blobs:
+        local.sources.note(d.digest, f"{remote.repo.host}/{remote.repo.path}")
+    with contextlib.suppress(OSError):
+        local.sources.save()
+
+
+# -- library calls -----------------------------------------------------------------------------
+def pull(
+    store: Store,
+    reference_text: str,
+    *,
+    platform: Platform | None = None,
+    progress: Progress | None = None,
+    tls_verify: bool = True,
+    all_platforms: bool = False,
+    max_concurrent: int = DEFAULT_CONCURRENCY,
+) -> Image:
+    """Pull an image into *store* (tagged as the reference names it) and return it resolved for
+    *platform*. Used by ``FROM`` for an image missing locally and by ``run --pull``."""
+    image, _ = pull_result(store, reference_text, platform=platform, progress=progress,
+                           tls_verify=tls_verify, all_platforms=all_platforms,
+                           max_concurrent=max_concurrent)
+    return image
+
+
+def pull_result(store: Store, reference_text: str, **kwargs: Any) -> tuple[Image, CopyResult]:
+    """``pull``, also returning the ``CopyResult`` (the CLI prints its digest and counts)."""
+    ref = Reference.parse(reference_text)
+    end = remote_end(str(ref), tls_verify=kwargs.pop("tls_verify", True),
+                     **kwargs.pop("client_options", {}))
+    platform = kwargs.get("platform")
+    try:
+        result = copy(end, StoreEnd(store, str(ref), ref), **kwargs)
+    finally:
+        end.repo.client.close()
+    return store.image(result.descriptor, platform=platform, reference=ref), result
+
+
+def push(
+    store: Store,
+    name: str,
+    destination: str | None = None,
+    *,
+    progress: Progress | None = None,
+    tls_verify: bool = True,
+    max_concurrent: int = DEFAULT_CONCURRENCY,
+    client_options: dict[str, Any] | None = None,
+) -> CopyResult:
+    """Push the local image *name* to *destination* (default: the reference *name* itself);
+    every platform of a stored index goes up."""
+    target = destination or name
+    end = remote_end(target, tls_verify=tls_verify, **(client_options or {}))
+    end.repo.want_push()
+    try:
+        return copy(StoreEnd(store, name), end, all_platforms=True,
+                    max_concurrent=max_concurrent, progress=progress)
+    finally:
+        end.repo.client.close()
+
+
+def local_tags(store: Store, repository: Reference) -> list[Reference]:
+    """The store's tags of *repository* (for ``push --all-tags``)."""
+    out = []
+    for record in store.images():
+        ref = record.reference
+        if ref is not None and ref.name == repository.name and ref.tag:
+            out.append(ref)
+    return out
+
+
+__all__ = ["copy", "pull", "push", "parse_end", "remote_end", "Event", "CopyResult", "End",
+           "RemoteEnd", "StoreEnd", "LayoutEnd", "BlobSources", "local_tags", "Progress",
+           "DEFAULT_CONCURRENCY"]
