@@ -1,0 +1,643 @@
+"""The image commands: images, image (ls/rm/prune/inspect/tag/history/import/save/load), import,
+tag, rmi, inspect, history, save, load; flag parsing, one library call, Docker-shaped output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+
+from builder.cli import Globals, fail
+
+# Only the light registry modules load at start-up; archive/compression load when used.
+from registry.digest import Digest
+from registry.errors import NotFound, RegistryError
+from registry.reference import Reference
+from registry.store import ImageRecord, Store
+
+pass_globals = click.pass_obj
+
+
+# -- formatting as Docker's CLI does (go-units, tabwriter, text/template subset) ------------------
+_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+
+
+def human_size(size: float, precision: int = 3) -> str:
+    """go-units ``HumanSizeWithPrecision``: decimal units, *precision* significant digits."""
+    i = 0
+    while size >= 1000 and i < len(_UNITS) - 1:
+        size /= 1000
+        i += 1
+    return f"{size:.{precision}g}{_UNITS[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """go-units ``HumanDuration``."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An RFC 3339 timestamp (nanoseconds allowed) or None."""
+    if not text:
+        return None
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text)
+    if not m:
+        return None
+    frac = (m.group(2) or "")[:7]
+    zone = m.group(3) or "Z"
+    try:
+        return datetime.fromisoformat(m.group(1) + frac + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+
+
+def since(text: str | None) -> str:
+    t = parse_time(text)
+    if t is None:
+        return "N/A"
+    return human_duration((datetime.now(UTC) - t).total_seconds()) + " ago"
+
+
+def created_at(text: str | None) -> str:
+    """Go's ``time.Time.String()`` as ``docker images --format '{{.CreatedAt}}'`` shows it."""
+    t = parse_time(text)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if t else ""
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Go ``tabwriter`` with Docker's settings: min width 10, padding 3, last column unpadded."""
+    widths = [max(10, max((len(r[i]) for r in [headers, *rows]), default=0) + 3)
+              for i in range(len(headers))]
+    lines = []
+    for r in [headers, *rows]:
+        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        lines.append("".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def go_value(v: Any) -> str:
+    """How Go's text/template prints a value."""
+    if v is None:
+        return "<no value>"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + " ".join(go_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "map[" + " ".join(f"{k}:{go_value(v[k])}" for k in sorted(v)) + "]"
+    return str(v)
+
+
+_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
+
+
+def render_template(template: str, obj: Any) -> str:
+    """The subset of Go templates people pass to ``--format``: ``{{.A.B}}``, ``{{json .A}}``,
+    ``{{index .A "k"}}``, ``{{join .A ","}}``, ``{{upper .A}}``, ``{{lower .A}}``."""
+
+    def path(expr: str) -> Any:
+        if expr == ".":
+            return obj
+        if not expr.startswith("."):
+            raise click.UsageError(f"template: unsupported expression {expr!r}")
+        value = obj
+        for part in expr[1:].split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    def action(m: re.Match[str]) -> str:
+        words = re.findall(r'"[^"]*"|\S+', m.group(1))
+        if not words:
+            return ""
+        fn, args = (words[0], words[1:]) if not words[0].startswith(".") else ("", words)
+        if fn == "" and len(args) == 1:
+            return go_value(path(args[0]))
+        if fn == "json" and len(args) == 1:
+            return str(json.dumps(path(args[0]), separators=(",", ":")))
+        if fn in ("upper", "lower") and len(args) == 1:
+            s = go_value(path(args[0]))
+            return s.upper() if fn == "upper" else s.lower()
+        if fn == "index" and len(args) == 2:
+            base = path(args[0])
+            return go_value(base.get(args[1].strip('"')) if isinstance(base, dict) else None)
+        if fn == "join" and len(args) == 2:
+            sep: str = args[1].strip('"')
+            return sep.join(go_value(x) for x in path(args[0]) or [])
+        raise click.UsageError(f"template: unsupported action {{{{{m.group(1)}}}}}")
+
+    return _ACTION.sub(action, template.replace("\\t", "\t").replace("\\n", "\n"))
+
+
+def _format_rows(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str]) -> str:
+    """``--format``: ``json`` (one object a line), ``table [TEMPLATE]`` or a bare TEMPLATE."""
+    if fmt == "json":
+        return "\n".join(json.dumps(r, separators=(",", ":")) for r in rows)
+    if fmt.startswith("table"):
+        template = fmt[len("table"):].strip()
+        fields = re.findall(r"\{\{\s*\.(\w+)\s*\}\}", template)
+        cells = [render_template(template, r).split("\t") for r in rows]
+        head = [headers.get(f, f.upper()) for f in fields]
+        return table(head, cells)
+    return "\n".join(render_template(fmt, r) for r in rows)
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+def _store(g: Globals) -> Store:
+    store: Store = g.state.image_store()
+    return store
+
+
+def _containers(g: Globals) -> list[dict[str, Any]]:
+    """Container records (``<root>/containers/<id>/container.json``) as written by ``containers``."""
+    out: list[dict[str, Any]] = []
+    base = Path(g.state.containers)
+    if not base.is_dir():
+        return out
+    for p in sorted(base.glob("*/container.json")):
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(p.read_bytes())
+            if isinstance(data, dict):
+                out.append(data)
+    return out
+
+
+def _users(g: Globals, image_id: Digest | None) -> list[dict[str, Any]]:
+    return [c for c in _containers(g) if image_id and c.get("ImageID") == str(image_id)]
+
+
+def _short(digest: Digest | None, no_trunc: bool = False) -> str:
+    if digest is None:
+        return "<none>"
+    return str(digest) if no_trunc else digest.short
+
+
+def _echo_lines(text: str) -> None:
+    if text:
+        click.echo(text)
+
+
+# -- images ------------------------------------------------------------------------------------
+_IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "Digest": "DIGEST",
+                  "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                  "Containers": "CONTAINERS", "VirtualSize": "VIRTUAL SIZE"}
+
+
+def _image_row(rec: ImageRecord, no_trunc: bool) -> dict[str, Any]:
+    ref = rec.reference
+    return {
+        "Containers": "N/A",
+        "CreatedAt": created_at(rec.created),
+        "CreatedSince": since(rec.created),
+        "Digest": str(rec.descriptor.digest),
+        "ID": _short(rec.image_id, no_trunc),
+        "Repository": ref.familiar_name if ref else "<none>",
+        "SharedSize": "N/A",
+        "Size": human_size(rec.size),
+        "Tag": (ref.tag or "<none>") if ref else "<none>",
+        "UniqueSize": "N/A",
+        "VirtualSize": human_size(rec.size),
+    }
+
+
+def _matches(rec: ImageRecord, pattern: str) -> bool:
+    ref = rec.reference
+    if ref is None:
+        return False
+    repo, _, tag = pattern.partition(":")
+    try:
+        want = Reference.parse(repo, default_tag=False)
+    except RegistryError:
+        return False
+    return ref.name == want.name and (not tag or ref.tag == tag)
+
+
+@click.command("images")
+@click.argument("repository", required=False)
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all images (no effect: no intermediates).")
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@click.option("--digests", is_flag=True, help="Show digests.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter: dangling=true|false, reference=PATTERN.")
+@click.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
+@pass_globals
+def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests: bool,
+           no_trunc: bool, filters: tuple[str, ...], fmt: str | None) -> None:
+    """List images."""
+    records = _store(g).images()
+    if repository:
+        records = [r for r in records if _matches(r, repository)]
+    for f in filters:
+        key, _, value = f.partition("=")
+        if key == "dangling" and value in ("true", "false"):
+            records = [r for r in records if (r.reference is None) == (value == "true")]
+        elif key == "reference":
+            records = [r for r in records if _reference_glob(r, value)]
+        else:
+            fail(f"invalid filter '{f}'")
+    records.sort(key=lambda r: (parse_time(r.created) or datetime.min.replace(tzinfo=UTC),
+                                str(r.reference or "")), reverse=True)
+    rows = [_image_row(r, no_trunc) for r in records]
+    if quiet:
+        ids = list(dict.fromkeys(r["ID"] for r in rows))
+        _echo_lines("\n".join(ids))
+        return
+    if fmt and fmt != "table":
+        _echo_lines(_format_rows(fmt, rows, _IMAGE_HEADERS))
+        return
+    cols = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
+    click.echo(table([_IMAGE_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
+
+
+def _reference_glob(rec: ImageRecord, pattern: str) -> bool:
+    import fnmatch
+
+    ref = rec.reference
+    if ref is None:
+        return False
+    return any(fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ":*")
+               for name in (ref.familiar, str(ref)))
+
+
+# -- tag / rmi / prune -------------------------------------------------------------------------
+@click.command("tag")
+@click.argument("source")
+@click.argument("target")
+@pass_globals
+def tag(g: Globals, source: str, target: str) -> None:
+    """Create a tag TARGET that refers to SOURCE."""
+    ref = Reference.parse(target)
+    if ref.digest is not None:
+        fail(f"refusing to create a tag with a digest reference: {target}")
+    _store(g).tag(source, ref)
+
+
+@click.command("rmi")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Force removal of the image.")
+@click.option("--no-prune", is_flag=True, help="Do not delete unreferenced blobs.")
+@pass_globals
+def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool) -> None:
+    """Remove one or more images."""
+    store = _store(g)
+    errors = 0
+    for name in names:
+        try:
+            for line in _remove(g, store, name, force):
+                click.echo(line)
+        except RegistryError as e:
+            click.echo(f"Error: {e}", err=True)
+            errors += 1
+    if not no_prune:
+        store.gc()
+    if errors:
+        sys.exit(1)
+
+
+def _remove(g: Globals, store: Store, name: str, force: bool) -> list[str]:
+    record = store.lookup(name)
+    image_id = record.image_id
+    users = _users(g, image_id)
+    others = [r for r in store.images() if r.image_id == image_id and r.reference is not None
+              and r.reference != record.reference]
+    if users and not others:
+        by_id = record.reference is None or not _is_ref(name, record)
+        c = users[0]
+        cid = str(c.get("Id", ""))[:12]
+        if not force:
+            if by_id:
+                raise _conflict(f"unable to delete {_short(image_id)} (must be forced) - image is "
+                                f"being used by stopped container {cid}")
+            raise _conflict(f'unable to remove repository reference "{name}" (must force) - '
+                            f"container {cid} is using its referenced image {_short(image_id)}")
+        # Docker keeps an image a container uses: it is only untagged, and stays as <none>.
+        lines = []
+        for r in [record, *others] if by_id else [record]:
+            if r.reference is not None:
+                store.untag(r.reference)
+                lines.append(f"Untagged: {r.reference.familiar}")
+        store.add(record.descriptor.with_annotations(**{"org.opencontainers.image.ref.name": None}))
+        return lines
+    return store.remove(name, force=force)
+
+
+def _is_ref(name: str, record: ImageRecord) -> bool:
+    hex_part = name.removeprefix("sha256:")
+    return not (record.image_id and all(c in "0123456789abcdef" for c in hex_part)
+                and record.image_id.encoded.startswith(hex_part))
+
+
+def _conflict(message: str) -> RegistryError:
+    from registry.errors import StoreError
+
+    return StoreError(f"conflict: {message}")
+
+
+@click.command("prune")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove all unused images, not just dangling ones.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@pass_globals
+def prune(g: Globals, all_: bool, force: bool) -> None:
+    """Remove unused images and unreferenced blobs."""
+    if not force:
+        what = ("all images without at least one container associated to them" if all_
+                else "all dangling images")
+        click.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?",
+                      abort=True)
+    store = _store(g)
+    used = {c.get("ImageID") for c in _containers(g)}
+    deleted: list[str] = []
+    for rec in store.images():
+        if rec.image_id is None or str(rec.image_id) in used:
+            continue
+        if rec.reference is None or all_:
+            with contextlib.suppress(NotFound):
+                if rec.reference is None:
+                    deleted += store.remove(str(rec.image_id), force=True)
+                else:
+                    deleted += store.remove(str(rec.reference), force=True)
+    _, freed = store.gc()
+    if deleted:
+        click.echo("Deleted Images:")
+        for line in deleted:
+            click.echo(line.replace("Untagged: ", "untagged: ").replace("Deleted: ", "deleted: "))
+        click.echo("")
+    click.echo(f"Total reclaimed space: {human_size(freed, 4)}")
+
+
+# -- inspect / history ---------------------------------------------------------------------------
+_CONFIG_ORDER = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
+                 "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck",
+                 "ArgsEscaped", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels",
+                 "StopSignal", "StopTimeout", "Shell")
+_CONFIG_DEFAULTS: dict[str, Any] = {"Hostname": "", "Domainname": "", "User": "",
+                                    "AttachStdin": False, "AttachStdout": False,
+                                    "AttachStderr": False, "Tty": False, "OpenStdin": False,
+                                    "StdinOnce": False, "Env": None, "Cmd": None, "Image": "",
+                                    "Volumes": None, "WorkingDir": "", "Entrypoint": None,
+                                    "OnBuild": None, "Labels": None}
+
+
+def _docker_config(config: dict[str, Any]) -> dict[str, Any]:
+    merged = {**_CONFIG_DEFAULTS, **config}
+    out = {k: merged[k] for k in _CONFIG_ORDER if k in merged}
+    out.update({k: v for k, v in merged.items() if k not in out})
+    return out
+
+
+def inspect_image(store: Store, record: ImageRecord) -> dict[str, Any]:
+    """``docker image inspect`` for one image."""
+    image = store.image(record.descriptor, reference=record.reference)
+    cfg = image.config.data
+    same = [r for r in store.images() if r.image_id == image.id and r.reference is not None]
+    tags = [r.reference.familiar for r in same if r.reference and r.reference.tag]
+    digests = sorted({f"{r.reference.familiar_name}@{r.descriptor.digest}" for r in same
+                      if r.reference})
+    out: dict[str, Any] = {
+        "Id": str(image.id),
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Parent": "",
+        "Comment": cfg.get("comment", ""),
+        "Created": cfg.get("created", ""),
+        "DockerVersion": cfg.get("docker_version", ""),
+        "Author": cfg.get("author", ""),
+        "Config": _docker_config(image.config.config),
+        "Architecture": cfg.get("architecture", ""),
+    }
+    if cfg.get("variant"):
+        out["Variant"] = cfg["variant"]
+    out.update({
+        "Os": cfg.get("os", ""),
+        "Size": sum(layer.size for layer in image.layers),
+        "RootFS": {"Type": "layers", "Layers": [str(d) for d in image.diff_ids]},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        "Descriptor": record.descriptor.with_annotations(
+            **{k: None for k, _ in record.descriptor.annotations}).to_dict(),
+    })
+    return out
+
+
+@click.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--format", "fmt", default=None, help="Format with a Go template.")
+@click.option("--type", "kind", type=click.Choice(["image", "container"]), default=None)
+@pass_globals
+def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | None) -> None:
+    """Return low-level information on images (or, failing that, containers)."""
+    store = _store(g)
+    results: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for name in names:
+        found: dict[str, Any] | None = None
+        if kind in (None, "image"):
+            with contextlib.suppress(NotFound):
+                found = inspect_image(store, store.lookup(name))
+        if found is None and kind in (None, "container"):
+            found = next((c for c in _containers(g) if name in (c.get("Name"), str(c.get("Name", "")).lstrip("/"))
+                          or str(c.get("Id", "")).startswith(name)), None)
+        if found is None:
+            missing.append(name)
+        else:
+            results.append(found)
+    if fmt:
+        for r in results:
+            click.echo(json.dumps(r, indent=4) if fmt == "json" else render_template(fmt, r))
+    else:
+        click.echo(json.dumps(results, indent=4))
+    for name in missing:
+        what = "image" if kind == "image" else "object"
+        click.echo(f"Error: No such {what}: {name}", err=True)
+    if missing:
+        sys.exit(1)
+
+
+_HISTORY_HEADERS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+                    "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}
+
+
+def _ellipsis(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@click.command("history")
+@click.argument("name")
+@click.option("-H", "--human", type=click.BOOL, default=True, show_default=True,
+              help="Print sizes and dates in human readable format.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@click.option("--format", "fmt", default=None, help="'table', 'json' or a Go TEMPLATE.")
+@pass_globals
+def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt: str | None) -> None:
+    """Show the history of an image."""
+    store = _store(g)
+    image = store.resolve(name)
+    sizes = iter(layer.size for layer in image.layers)
+    rows: list[dict[str, Any]] = []
+    entries = image.config.history
+    for i, h in enumerate(entries):
+        size = 0 if h.get("empty_layer") else next(sizes, 0)
+        top = i == len(entries) - 1
+        rows.append({
+            "Comment": h.get("comment", ""),
+            "CreatedAt": h.get("created", "") if not human else created_at(h.get("created")),
+            "CreatedBy": h.get("created_by", "") if no_trunc else _ellipsis(h.get("created_by", ""), 45),
+            "CreatedSince": since(h.get("created")) if human else h.get("created", ""),
+            "ID": _short(image.id, no_trunc) if top else "<missing>",
+            "Size": human_size(size) if human else str(size),
+        })
+    rows.reverse()
+    if quiet:
+        _echo_lines("\n".join(r["ID"] for r in rows))
+    elif fmt and fmt != "table":
+        _echo_lines(_format_rows(fmt, rows, _HISTORY_HEADERS))
+    else:
+        cols = ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
+        click.echo(table([_HISTORY_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
+
+
+# -- import / save / load ----------------------------------------------------------------------
+@click.command("import")
+@click.argument("source")
+@click.argument("repository", required=False)
+@click.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction to the image.")
+@click.option("-m", "--message", default=None, help="Set the commit message for the imported image.")
+@click.option("--platform", default=None, help="Set the platform (os/arch[/variant]).")
+@pass_globals
+def import_(g: Globals, source: str, repository: str | None, changes: tuple[str, ...],
+            message: str | None, platform: str | None) -> None:
+    """Import the contents of a tarball (or a directory) to create a filesystem image."""
+    from registry import archive
+    from registry.model import Platform
+
+    ref = Reference.parse(repository) if repository else None
+    archive.parse_changes(changes)  # refuse a bad --change before reading any input
+    try:
+        plat = Platform.parse(platform) if platform else None
+    except ValueError as e:
+        fail(str(e))
+        return
+    src: BinaryIO | Path
+    if source == "-":
+        src = sys.stdin.buffer
+    else:
+        src = Path(source)
+        if not src.exists():
+            fail(f"open {source}: no such file or directory")
+    result = archive.import_rootfs(_store(g), src, reference=ref, changes=changes,
+                                   message=message, platform=plat, source_name="-")
+    click.echo(str(result.config.digest))
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    """``-o FILE`` written to a temp file and renamed on success; else stdout (not a terminal)."""
+    if path is None or path == "-":
+        if sys.stdout.isatty():
+            fail("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.is_dir():
+        fail(f"open {path}: is a directory")
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@click.command("save")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-o", "--output", default=None, help="Write to a file, instead of STDOUT.")
+@click.option("--format", "fmt", type=click.Choice(["docker-archive", "oci-archive"]),
+              default="docker-archive", show_default=True)
+@pass_globals
+def save(g: Globals, names: tuple[str, ...], output: str | None, fmt: str) -> None:
+    """Save one or more images to a tar archive (streamed to STDOUT by default)."""
+    from registry import archive
+
+    store = _store(g)
+    for n in names:
+        store.lookup(n)  # fail before creating the output
+    with _output(output) as out:
+        archive.save(store, list(names), out, format=fmt)
+
+
+@click.command("load")
+@click.option("-i", "--input", "input_", default=None, help="Read from tar archive file, instead of STDIN.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress the load output.")
+@pass_globals
+def load(g: Globals, input_: str | None, quiet: bool) -> None:
+    """Load images from a docker-archive or oci-archive tarball (or STDIN)."""
+    from registry import archive
+
+    store = _store(g)
+    if input_ is None or input_ == "-":
+        if sys.stdin.isatty():
+            fail("requested load from stdin, but stdin is empty")
+        loaded = archive.load(store, sys.stdin.buffer, source="stdin")
+    else:
+        try:
+            f = open(input_, "rb")
+        except OSError as e:
+            fail(f"open {input_}: {e.strerror.lower() if e.strerror else e}")
+            return
+        with f:
+            loaded = archive.load(store, f, source=input_)
+    if not quiet:
+        for item in loaded:
+            if item.reference is not None:
+                click.echo(f"Loaded image: {item.reference.familiar}")
+            else:
+                click.echo(f"Loaded image ID: {item.image_id}")
+
+
+# -- the `image` group -------------------------------------------------------------------------
+@click.group("image")
+def image() -> None:
+    """Manage images."""
+
+
+for _name, _cmd in (("ls", images), ("list", images), ("rm", rmi), ("remove", rmi),
+                    ("prune", prune), ("inspect", inspect), ("tag", tag), ("history", history),
+                    ("import", import_), ("save", save), ("load", load)):
+    image.add_command(_cmd, _name)
