@@ -1,0 +1,220 @@
+"""``pybuild network create|ls|inspect|rm|connect|disconnect|prune``: parse, one
+``builder.network`` call, render (Docker's table and JSON shapes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from builder.cli import fail
+from builder.cli.volume import table
+
+
+def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not k or not sep:
+            fail(f"invalid {what} {item!r}: expected KEY=VALUE", 1)
+        out[k] = v
+    return out
+
+
+def _container(state: Any, ref: str) -> tuple[str, str, str]:
+    """(id, name, hostname) of a container from ``<root>/containers/*/container.json``."""
+    matches = []
+    root = Path(state.containers)
+    for rec in sorted(root.glob("*/container.json")) if root.is_dir() else []:
+        try:
+            d = json.loads(rec.read_text())
+        except (OSError, ValueError):
+            continue
+        cid = str(d.get("Id") or rec.parent.name)
+        name = str(d.get("Name", "")).lstrip("/")
+        hostname = str((d.get("Config") or {}).get("Hostname") or cid[:12])
+        if ref in (cid, name):
+            return cid, name, hostname
+        if cid.startswith(ref):
+            matches.append((cid, name, hostname))
+    if len(matches) == 1:
+        return matches[0]
+    fail(f"No such container: {ref}", 1)
+    raise AssertionError
+
+
+@click.group()
+def network() -> None:
+    """Manage networks."""
+
+
+@network.command("create")
+@click.argument("name")
+@click.option("-d", "--driver", default="bridge", show_default=True, help="bridge or macvlan.")
+@click.option("--subnet", default=None, help="Subnet in CIDR format, e.g. 10.50.0.0/24.")
+@click.option("--gateway", default=None, help="IPv4 gateway of the subnet.")
+@click.option("-o", "--opt", "opts", multiple=True, help="Driver options (parent=IFACE for macvlan).")
+@click.option("--label", "labels", multiple=True, help="Set metadata (KEY=VALUE).")
+@click.option("--internal", is_flag=True, help="Restrict external access to the network.")
+@click.pass_obj
+def create(obj: Any, name: str, driver: str, subnet: str | None, gateway: str | None,
+           opts: tuple[str, ...], labels: tuple[str, ...], internal: bool) -> None:
+    """Create a network."""
+    from builder import network as N
+    from builder.errors import NetworkError
+
+    try:
+        net = N.create_network(obj.state, name, driver=driver, subnet=subnet, gateway=gateway,
+                               options=_kv(opts, "option"), labels=_kv(labels, "label"),
+                               internal=internal)
+    except NetworkError as e:
+        fail(str(e), 1)
+    click.echo(net.id)
+
+
+@network.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
+@click.option("-f", "--filter", "filters", multiple=True, help="name=, id=, driver=, label=, type=custom|builtin")
+@click.option("--format", "fmt", default=None, help="'json' for one JSON object per line.")
+@click.pass_obj
+def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str | None) -> None:
+    """List networks."""
+    from builder import network as N
+
+    nets = N.list_networks(obj.state)
+    for f in filters:
+        k, sep, v = f.partition("=")
+        if not sep or k not in ("name", "id", "driver", "label", "type"):
+            fail(f"invalid filter {f!r} (name=, id=, driver=, label=, type=)", 1)
+        if k == "name":
+            nets = [n for n in nets if v in n.name]
+        elif k == "id":
+            nets = [n for n in nets if n.id.startswith(v)]
+        elif k == "driver":
+            nets = [n for n in nets if n.driver == v]
+        elif k == "type":
+            if v not in ("custom", "builtin"):
+                fail(f"invalid filter 'type={v}' (custom or builtin)", 1)
+            nets = [n for n in nets if n.predefined == (v == "builtin")]
+        else:
+            lk, lsep, lv = v.partition("=")
+            nets = [n for n in nets if lk in n.labels and (not lsep or n.labels[lk] == lv)]
+
+    def ident(i: str) -> str:
+        return i if no_trunc else i[:12]
+
+    if quiet:
+        for n in nets:
+            click.echo(ident(n.id))
+    elif fmt == "json":
+        for n in nets:
+            click.echo(json.dumps({"ID": ident(n.id), "Name": n.name, "Driver": n.driver, "Scope": "local",
+                                   "CreatedAt": n.created, "Internal": str(n.internal).lower()}))
+    elif fmt:
+        fail("only --format json is supported", 1)
+    else:
+        rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
+        rows += [[ident(n.id), n.name, n.driver, "local"] for n in nets]
+        click.echo(table(rows))
+
+
+@network.command("inspect")
+@click.argument("refs", nargs=-1, required=True)
+@click.pass_obj
+def inspect(obj: Any, refs: tuple[str, ...]) -> None:
+    """Display detailed information on one or more networks."""
+    from builder import network as N
+    from builder.errors import NetworkError
+
+    out, errors = [], []
+    for r in refs:
+        try:
+            out.append(N.get_network(obj.state, r).to_json())
+        except NetworkError as e:
+            errors.append(str(e))
+    click.echo(json.dumps(out, indent=4))
+    if errors:
+        fail(errors[0], 1)
+
+
+@network.command("rm")
+@click.argument("refs", nargs=-1, required=True)
+@click.pass_obj
+def rm(obj: Any, refs: tuple[str, ...]) -> None:
+    """Remove one or more networks (refused while containers are connected)."""
+    from builder import network as N
+    from builder.errors import NetworkError
+
+    errors = []
+    for r in refs:
+        try:
+            N.remove_network(obj.state, r)
+            click.echo(r)
+        except NetworkError as e:
+            errors.append(str(e))
+    if errors:
+        fail("; ".join(errors), 1)
+
+
+@network.command("connect")
+@click.argument("net")
+@click.argument("container")
+@click.option("--alias", "aliases", multiple=True, help="Network-scoped alias for the container.")
+@click.option("--ip", default=None, help="IPv4 address on the network.")
+@click.pass_obj
+def connect(obj: Any, net: str, container: str, aliases: tuple[str, ...], ip: str | None) -> None:
+    """Connect a running container to a network."""
+    from builder import network as N
+    from builder.errors import NetworkError
+
+    cid, name, hostname = _container(obj.state, container)
+    try:
+        N.shared_netns(obj.state, cid)
+        N.attach(obj.state, cid, net, name=name, aliases=aliases, ip=ip, hostname=hostname)
+    except NetworkError as e:
+        fail(str(e), 1)
+
+
+@network.command("disconnect")
+@click.argument("net")
+@click.argument("container")
+@click.option("-f", "--force", is_flag=True, help="Do not fail if the container is not connected.")
+@click.pass_obj
+def disconnect(obj: Any, net: str, container: str, force: bool) -> None:
+    """Disconnect a container from a network."""
+    from builder import network as N
+    from builder.errors import NetworkError
+
+    cid, _, _ = _container(obj.state, container)
+    try:
+        N.detach(obj.state, cid, net)
+    except NetworkError as e:
+        if not (force and "is not connected" in str(e)):
+            fail(str(e), 1)
+
+
+@network.command("prune")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.option("--filter", "filters", multiple=True, help="label=KEY[=VALUE]")
+@click.pass_obj
+def prune(obj: Any, force: bool, filters: tuple[str, ...]) -> None:
+    """Remove all unused user-defined networks."""
+    from builder import network as N
+
+    labels = []
+    for f in filters:
+        k, sep, v = f.partition("=")
+        if k != "label" or not sep:
+            fail(f"invalid filter {f!r} (label=KEY[=VALUE])", 1)
+        labels.append(v)
+    if not force:
+        click.confirm("WARNING! This will remove all custom networks not used by at least one container.\n"
+                      "Are you sure you want to continue?", abort=True)
+    removed = N.prune_networks(obj.state, label_filters=labels)
+    if removed:
+        click.echo("Deleted Networks:")
+        for n in removed:
+            click.echo(n)

@@ -1,0 +1,186 @@
+"""``pybuild volume create|ls|inspect|rm|prune``: parse, one ``builder.volume`` call, render."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from builder.cli import fail
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Docker's tabwriter layout: columns padded by 3, at least 10 wide, the last one bare."""
+    if not rows:
+        return ""
+    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + r[-1] for r in rows
+    )
+
+
+def human_size(n: float) -> str:
+    """Docker's ``units.HumanSize``: decimal units, four significant digits."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n /= 1000.0
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def _kv(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if not k:
+            fail(f"invalid {what} {item!r}: expected KEY=VALUE", 1)
+        out[k] = v
+    return out
+
+
+@click.group()
+def volume() -> None:
+    """Manage volumes."""
+
+
+@volume.command("create")
+@click.argument("name", required=False)
+@click.option("-d", "--driver", default="local", show_default=True, help="Volume driver.")
+@click.option("--label", "labels", multiple=True, help="Set metadata (KEY=VALUE).")
+@click.option("-o", "--opt", "opts", multiple=True, help="Driver options (KEY=VALUE).")
+@click.option("--name", "name_opt", default=None, help="Volume name (same as the argument).")
+@click.pass_obj
+def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opts: tuple[str, ...], name_opt: str | None) -> None:
+    """Create a volume."""
+    from builder import volume as V
+    from builder.errors import VolumeError
+
+    if name and name_opt and name != name_opt:
+        fail("conflicting options: either specify --name or provide positional arg, not both", 1)
+    try:
+        vol = V.create(obj.state, name or name_opt, driver=driver, labels=_kv(labels, "label"), options=_kv(opts, "option"))
+    except VolumeError as e:
+        fail(str(e), 1)
+    click.echo(vol.name)
+
+
+def _filters(items: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for f in items:
+        k, sep, v = f.partition("=")
+        if not sep or k not in ("dangling", "name", "label", "driver"):
+            fail(f"invalid filter {f!r} (dangling=, name=, label=, driver=)", 1)
+        if k == "dangling" and v.lower() not in ("true", "false", "1", "0"):
+            fail(f"invalid filter 'dangling={v}'", 1)
+        out.append((k, v))
+    return out
+
+
+@volume.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display volume names.")
+@click.option("-f", "--filter", "filters", multiple=True, help="dangling=, name=, label=, driver=")
+@click.option("--format", "fmt", default=None, help="'json' for one JSON object per line.")
+@click.pass_obj
+def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
+    """List volumes."""
+    from builder import volume as V
+
+    wanted = _filters(filters)
+    users = V.containers_using(obj.state)
+    vols = []
+    for vol in V.list_volumes(obj.state):
+        ok = True
+        for k, v in wanted:
+            if k == "dangling":
+                ok &= (vol.name not in users) == (v.lower() in ("true", "1"))
+            elif k == "name":
+                ok &= v in vol.name
+            elif k == "driver":
+                ok &= vol.driver == v
+            else:
+                lk, sep, lv = v.partition("=")
+                ok &= lk in vol.labels and (not sep or vol.labels[lk] == lv)
+        if ok:
+            vols.append(vol)
+    if quiet:
+        for vol in vols:
+            click.echo(vol.name)
+    elif fmt == "json":
+        for vol in vols:
+            d = vol.to_json()
+            click.echo(json.dumps({"Driver": d["Driver"], "Labels": ",".join(f"{k}={v}" for k, v in d["Labels"].items()),
+                                   "Mountpoint": d["Mountpoint"], "Name": d["Name"], "Scope": "local"}))
+    elif fmt:
+        fail("only --format json is supported", 1)
+    else:
+        click.echo(table([["DRIVER", "VOLUME NAME"], *[[v.driver, v.name] for v in vols]]))
+
+
+@volume.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def inspect(obj: Any, names: tuple[str, ...]) -> None:
+    """Display detailed information on one or more volumes."""
+    from builder import volume as V
+    from builder.errors import VolumeError
+
+    out, missing = [], []
+    for n in names:
+        try:
+            out.append(V.get(obj.state, n).to_json())
+        except VolumeError as e:
+            missing.append(str(e))
+    click.echo(json.dumps(out, indent=4))
+    if missing:
+        fail(missing[0], 1)
+
+
+@volume.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Do not fail on a missing volume.")
+@click.pass_obj
+def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
+    """Remove one or more volumes (refused while a container uses one)."""
+    from builder import volume as V
+    from builder.errors import VolumeError
+
+    errors = []
+    for n in names:
+        try:
+            V.remove(obj.state, n, force=force)
+            click.echo(n)
+        except VolumeError as e:
+            errors.append(str(e))
+    if errors:
+        fail(errors[0] if len(errors) == 1 else "; ".join(errors), 1)
+
+
+@volume.command("prune")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove all unused volumes, not just anonymous ones.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.option("--filter", "filters", multiple=True, help="label=KEY[=VALUE]")
+@click.pass_obj
+def prune(obj: Any, all_: bool, force: bool, filters: tuple[str, ...]) -> None:
+    """Remove unused local volumes."""
+    from builder import volume as V
+
+    labels = []
+    for f in filters:
+        k, sep, v = f.partition("=")
+        if k != "label" or not sep:
+            fail(f"invalid filter {f!r} (label=KEY[=VALUE])", 1)
+        labels.append(v)
+    if not force:
+        what = "all local volumes" if all_ else "anonymous local volumes"
+        click.confirm(f"WARNING! This will remove {what} not used by at least one container.\n"
+                      "Are you sure you want to continue?", abort=True)
+    removed, space = V.prune(obj.state, all_volumes=all_, label_filters=labels)
+    if removed:
+        click.echo("Deleted Volumes:")
+        for n in removed:
+            click.echo(n)
+        click.echo("")
+    click.echo(f"Total reclaimed space: {human_size(space)}")
