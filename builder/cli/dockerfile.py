@@ -1,0 +1,112 @@
+"""``pybuild dockerfile parse|check``: print a Dockerfile's syntax tree, or lint it.
+
+Syntax errors print ``FILE:LINE:COL: message`` and the line with a caret, and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from builder.errors import DockerfileSyntaxError
+
+
+def _read(path: str) -> tuple[str, str]:
+    """(text, display name) of *path*, ``-`` being stdin."""
+    if path == "-":
+        data = sys.stdin.buffer.read()
+        name = "<stdin>"
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            click.echo(f"Error: {path}: {e.strerror or e}", err=True)
+            sys.exit(1)
+        name = path
+    return data.decode("utf-8", errors="replace"), name
+
+
+def _syntax_error(e: DockerfileSyntaxError) -> None:
+    click.echo(e.render(), err=True)
+    sys.exit(1)
+
+
+@click.group("dockerfile")
+def dockerfile() -> None:
+    """Read Dockerfiles: print the syntax tree, run the build checks."""
+
+
+def _dump(node: object) -> str:
+    from builder.dockerfile import Node
+
+    assert isinstance(node, Node)
+    parts = [node.cmd]
+    if node.flags:
+        parts.append(json.dumps(list(node.flags)))
+    if node.json:
+        parts.append(json.dumps(list(node.args)))
+    else:
+        parts.extend(json.dumps(a) for a in node.args)
+    parts.extend(f"{json.dumps(p.key)}={json.dumps(p.value)}" for p in node.pairs)
+    if node.sub is not None:
+        parts.append(f"({_dump(node.sub)})")
+    for h in node.heredocs:
+        parts.append(f"<<{h.name}:{json.dumps(h.content)}")
+    return "(" + " ".join(parts) + ")"
+
+
+@dockerfile.command("parse")
+@click.option("--json", "as_json", is_flag=True, help="Print the tree as one JSON object.")
+@click.argument("file", type=str)
+def parse_cmd(as_json: bool, file: str) -> None:
+    """Print the syntax tree of FILE (``-`` for stdin)."""
+    from builder.dockerfile import parse
+
+    text, name = _read(file)
+    try:
+        tree = parse(text, filename=name)
+    except DockerfileSyntaxError as e:
+        _syntax_error(e)
+        return
+    if as_json:
+        click.echo(json.dumps(tree.to_json(), indent=2, ensure_ascii=False))
+        return
+    for key, value in tree.directives.to_json().items():
+        click.echo(f"# {key}={value}")
+    for node in tree.nodes:
+        lines = f"{node.start_line}" if node.start_line == node.end_line else f"{node.start_line}-{node.end_line}"
+        click.echo(f"{lines}: {_dump(node)}")
+
+
+@dockerfile.command("check")
+@click.option("--error", "fail_on_warning", is_flag=True, help="Exit 1 when there are warnings.")
+@click.argument("file", type=str)
+def check_cmd(fail_on_warning: bool, file: str) -> None:
+    """Run the typed level and the build checks on FILE; print warnings as Docker does."""
+    from builder.dockerfile import lint, parse, typed
+    from builder.dockerfile.lint import CheckConfig
+
+    text, name = _read(file)
+    try:
+        tree = parse(text, filename=name)
+    except DockerfileSyntaxError as e:
+        _syntax_error(e)
+        return
+    warnings = lint(tree)
+    for w in warnings:
+        click.echo(w.render())
+    try:
+        typed(tree)
+    except DockerfileSyntaxError as e:
+        _syntax_error(e)
+        return
+    if warnings:
+        n = len(warnings)
+        click.echo(f"Check complete, {n} warning{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} been found!")
+    else:
+        click.echo("Check complete, no warnings found.")
+    if warnings and (fail_on_warning or CheckConfig.parse(tree.directives.check).error):
+        sys.exit(1)
