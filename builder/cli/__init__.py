@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "top": "builder.cli.containers:top",
     "rename": "builder.cli.containers:rename",
     "container": "builder.cli.containers:container",
+    "dockerfile": "builder.cli.dockerfile:dockerfile",
     "network": "builder.cli.network:network",
     "volume": "builder.cli.volume:volume",
 }
