@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import RegistryError, TransportError, Unauthorized
+from registry.errors import CredentialHelperError, RegistryError, TransportError, Unauthorized
 from registry.reference import DOCKER_HUB, DOCKER_HUB_API
 
 if TYPE_CHECKING:
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 
 #: the key Docker files Docker Hub credentials under
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-
-
-class CredentialHelperError(RegistryError):
-    """A ``docker-credential-<name>`` helper is missing or failed."""
 
 
 @dataclass(frozen=True)

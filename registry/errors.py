@@ -9,6 +9,7 @@
     │   ├── BlobUnknown
     │   └── NameUnknown
     ├── Unauthorized               401, or a credential that the registry refused
+    ├── CredentialHelperError      a ``docker-credential-<name>`` helper is missing or failed
     ├── Denied                     403
     ├── ArchiveError               a tarball that is not a docker- or oci-archive, or is cut short
     ├── StoreError                 the local store refuses (image in use, lock, layout damage)
@@ -54,6 +55,10 @@ class NameUnknown(NotFound):
 
 
 class Unauthorized(RegistryError):
+    pass
+
+
+class CredentialHelperError(RegistryError):
     pass
 
 

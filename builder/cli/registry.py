@@ -1,0 +1,370 @@
+"""``login``, ``logout``, ``pull``, ``push``, ``copy``, ``manifest inspect``, ``tags``: flag parsing,
+one ``registry`` library call each, and the rendering of transfer progress (tqdm or plain lines).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from builder.cli import Globals
+
+if TYPE_CHECKING:
+    from registry.transfer import Event
+
+F = TypeVar("F", bound=Callable[..., Any])
+TLS_HELP = ("Require HTTPS with a verified certificate (default true); "
+            "--tls-verify=false also allows plain HTTP.")
+
+
+def _tls_option(name: str = "--tls-verify", help: str = TLS_HELP) -> Callable[[F], F]:
+    return click.option(name, type=click.BOOL, default=True, is_flag=False, flag_value=True,
+                        show_default=False, metavar="BOOL", help=help)
+
+
+class Renderer:
+    """Turns transfer ``Event``s into output: one tqdm bar per blob plus a total on a terminal,
+    plain lines otherwise, nothing with ``quiet``. Called from worker threads."""
+
+    def __init__(self, *, verb: str, quiet: bool = False, tty: bool | None = None) -> None:
+        self.verb = verb  # "Pulling"/"Pushing"/"Copying"
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self._lock = threading.Lock()
+        self._bars: dict[str, Any] = {}
+        self._total: Any = None
+        self._sizes: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
+
+    def __call__(self, ev: Event) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            self._render(ev)
+
+    def _render(self, ev: Event) -> None:
+        short = ev.digest.short if ev.digest else ""
+        if ev.kind == "retry":
+            self._line(f"Retrying: {ev.detail}")
+            return
+        if ev.kind == "exists":
+            self._line(f"{short}: {'Layer already exists' if self.verb == 'Pushing' else 'Already exists'}")
+            return
+        if ev.kind == "mounted":
+            self._line(f"{short}: Mounted from {ev.detail}")
+            return
+        if ev.kind == "manifest":
+            return
+        if not self.tty:
+            if ev.kind == "start":
+                self._line(f"{short}: {self.verb} {_size(ev.size)}")
+            elif ev.kind == "done":
+                self._line(f"{short}: {'Pushed' if self.verb == 'Pushing' else 'Download complete'}")
+            return
+        from tqdm import tqdm
+
+        key = str(ev.digest)
+        if ev.kind == "start":
+            self._sizes[key] = ev.size
+            self._done[key] = 0
+            if self._total is None:
+                self._total = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024,
+                                   desc="total", position=0, leave=False, file=sys.stderr)
+            self._total.total += ev.size
+            self._total.refresh()
+            self._bars[key] = tqdm(total=ev.size, unit="B", unit_scale=True, unit_divisor=1024,
+                                   desc=short, position=len(self._bars) + 1, leave=False,
+                                   file=sys.stderr)
+        elif ev.kind in ("progress", "done") and key in self._bars:
+            delta = ev.current - self._done[key]
+            self._done[key] = ev.current
+            self._bars[key].update(delta)
+            if self._total is not None:
+                self._total.update(delta)
+            if ev.kind == "done":
+                self._bars.pop(key).close()
+                self._line(f"{short}: {'Pushed' if self.verb == 'Pushing' else 'Download complete'}")
+
+    def close(self) -> None:
+        with self._lock:
+            for bar in self._bars.values():
+                bar.close()
+            self._bars.clear()
+            if self._total is not None:
+                self._total.close()
+                self._total = None
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def _client_options(max_concurrent: int) -> dict[str, Any]:
+    return {"pool_size": max(max_concurrent * 2, 4)}
+
+
+# -- login / logout ----------------------------------------------------------------------------
+def _server_domain(server: str | None) -> str:
+    from registry.reference import DOCKER_HUB, Reference
+
+    if not server:
+        return DOCKER_HUB
+    host = server.split("://", 1)[-1].split("/", 1)[0]
+    if host in ("index.docker.io", "registry-1.docker.io"):
+        return DOCKER_HUB
+    try:
+        return Reference.parse(f"{host}/x").domain
+    except Exception:
+        raise click.BadParameter(f"invalid registry address {server!r}", param_hint="SERVER") from None
+
+
+@click.command("login")
+@click.option("-u", "--username", help="Username.")
+@click.option("-p", "--password", help="Password (prefer --password-stdin).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@_tls_option()
+@click.argument("server", required=False)
+@click.pass_obj
+def login(obj: Globals, username: str | None, password: str | None, password_stdin: bool,
+          tls_verify: bool, server: str | None) -> None:
+    """Log in to a registry (Docker Hub by default), storing credentials as Docker does.
+
+    For Amazon ECR: aws ecr get-login-password | pybuild login -u AWS --password-stdin
+    <account>.dkr.ecr.<region>.amazonaws.com
+    """
+    from registry.auth import Credentials, DockerConfig
+    from registry.client import RegistryClient
+    from registry.reference import DOCKER_HUB, DOCKER_HUB_API
+
+    domain = _server_domain(server)
+    if password is not None and not password_stdin:
+        click.echo("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", err=True)
+    if password_stdin:
+        if password:
+            raise click.UsageError("--password and --password-stdin are mutually exclusive")
+        if not username:
+            raise click.UsageError("must provide --username with --password-stdin")
+        password = sys.stdin.read().rstrip("\r\n")
+    if not username:
+        username = click.prompt("Username")
+    if password is None:
+        password = click.prompt("Password", hide_input=True)
+    if not password:
+        raise click.UsageError("password is empty")
+    creds = Credentials(username, password)
+    host = DOCKER_HUB_API if domain == DOCKER_HUB else domain
+    with RegistryClient(host, credentials=creds, tls_verify=tls_verify) as client:
+        identity = client.verify_login()
+    config = DockerConfig.load()
+    config.store(domain, Credentials(username, identity_token=identity) if identity else creds)
+    click.echo("Login Succeeded")
+
+
+@click.command("logout")
+@click.argument("server", required=False)
+def logout(server: str | None) -> None:
+    """Remove stored credentials for a registry (Docker Hub by default)."""
+    from registry.auth import DockerConfig
+
+    domain = _server_domain(server)
+    if DockerConfig.load().erase(domain):
+        click.echo(f"Removing login credentials for {domain}")
+    else:
+        click.echo(f"Not logged in to {domain}")
+
+
+# -- pull / push / copy ------------------------------------------------------------------------
+@click.command("pull")
+@click.option("--platform", help="os/arch[/variant] to pull from a multi-platform image.")
+@click.option("-a", "--all-platforms", is_flag=True, help="Pull every platform of an index.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image reference.")
+@click.option("--max-concurrent-downloads", default=3, show_default=True, type=click.IntRange(1, 64))
+@_tls_option()
+@click.argument("name")
+@click.pass_obj
+def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
+         max_concurrent_downloads: int, tls_verify: bool, name: str) -> None:
+    """Pull an image from a registry into the local store."""
+    from registry.reference import Reference
+    from registry.transfer import pull_result
+
+    ref = Reference.parse(name)
+    plat = _platform(platform)
+    if not quiet:
+        click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_name}")
+    r = Renderer(verb="Pulling", quiet=quiet)
+    try:
+        _image, result = pull_result(
+            obj.state.image_store(), str(ref), platform=plat, all_platforms=all_platforms,
+            progress=r, tls_verify=tls_verify, max_concurrent=max_concurrent_downloads,
+            client_options=_client_options(max_concurrent_downloads))
+    finally:
+        r.close()
+    if quiet:
+        click.echo(str(ref))
+        return
+    click.echo(f"Digest: {result.digest}")
+    status = "Downloaded newer image for" if result.copied else "Image is up to date for"
+    click.echo(f"Status: {status} {ref.familiar}")
+    click.echo(str(ref))
+
+
+def _platform(text: str | None) -> Any:
+    from registry.model import Platform
+
+    if not text:
+        return None
+    try:
+        return Platform.parse(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--platform") from None
+
+
+@click.command("push")
+@click.option("-a", "--all-tags", is_flag=True, help="Push every local tag of the repository.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the pushed digest.")
+@click.option("--max-concurrent-uploads", default=3, show_default=True, type=click.IntRange(1, 64))
+@_tls_option()
+@click.argument("name")
+@click.argument("destination", required=False)
+@click.pass_obj
+def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int, tls_verify: bool,
+         name: str, destination: str | None) -> None:
+    """Push a local image to a registry (to DESTINATION if given, else to NAME itself)."""
+    from registry.errors import NotFound
+    from registry.reference import Reference
+    from registry.transfer import local_tags
+    from registry.transfer import push as push_image
+
+    store = obj.state.image_store()
+    if all_tags:
+        if destination:
+            raise click.UsageError("--all-tags takes no DESTINATION")
+        ref = Reference.parse(name, default_tag=False)
+        if ref.tag or ref.digest:
+            raise click.UsageError("tag can't be used with --all-tags/-a")
+        targets = [(str(t), str(t)) for t in local_tags(store, ref)]
+        if not targets:
+            raise NotFound(f"not found: no local tags of {ref.familiar_name}")
+    else:
+        dest = destination or name
+        targets = [(name, dest)]
+    if not quiet:
+        click.echo(f"The push refers to repository [{Reference.parse(targets[0][1]).name}]")
+    for source, dest in targets:
+        r = Renderer(verb="Pushing", quiet=quiet)
+        try:
+            result = push_image(store, source, dest, progress=r, tls_verify=tls_verify,
+                                max_concurrent=max_concurrent_uploads,
+                                client_options=_client_options(max_concurrent_uploads))
+        finally:
+            r.close()
+        if quiet:
+            click.echo(str(result.descriptor.digest))
+        else:
+            tag = Reference.parse(dest).tag or "latest"
+            click.echo(f"{tag}: digest: {result.descriptor.digest} size: {result.descriptor.size}")
+
+
+@click.command("copy")
+@click.option("--platform", help="os/arch[/variant] to copy from a multi-platform image.")
+@click.option("-a", "--all-platforms", "--all", is_flag=True, help="Copy an index with every platform.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the copied digest.")
+@click.option("--max-concurrent", default=3, show_default=True, type=click.IntRange(1, 64),
+              help="Blobs transferred at once.")
+@_tls_option()
+@_tls_option("--src-tls-verify", "Like --tls-verify, for the source only.")
+@_tls_option("--dest-tls-verify", "Like --tls-verify, for the destination only.")
+@click.argument("source")
+@click.argument("destination")
+@click.pass_obj
+def copy(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool, max_concurrent: int,
+         tls_verify: bool, src_tls_verify: bool, dest_tls_verify: bool,
+         source: str, destination: str) -> None:
+    """Copy an image between two of: a registry (docker://REF, or any REF naming a registry host),
+    the local store (local:NAME, or a bare NAME without a registry host), an OCI layout
+    (oci:DIR[:TAG]).
+    """
+    from registry.transfer import copy as copy_image
+    from registry.transfer import parse_end
+
+    store = obj.state.image_store()
+    options = _client_options(max_concurrent)
+    src = parse_end(source, store=store, tls_verify=tls_verify and src_tls_verify,
+                    client_options=options, role="source")
+    dst = parse_end(destination, store=store, tls_verify=tls_verify and dest_tls_verify,
+                    client_options=options, role="destination")
+    r = Renderer(verb="Copying", quiet=quiet)
+    try:
+        result = copy_image(src, dst, platform=_platform(platform), all_platforms=all_platforms,
+                            max_concurrent=max_concurrent, progress=r)
+    finally:
+        r.close()
+        for end in (src, dst):
+            repo = getattr(end, "repo", None)
+            if repo is not None:
+                repo.client.close()
+    if quiet:
+        click.echo(str(result.descriptor.digest))
+    else:
+        click.echo(f"Copied {src.describe()} to {dst.describe()}: {result.copied} copied, "
+                   f"{result.existing} existing, {result.mounted} mounted")
+        click.echo(f"Digest: {result.descriptor.digest}")
+
+
+# -- manifest inspect / tags -------------------------------------------------------------------
+@click.group("manifest")
+def manifest() -> None:
+    """Inspect manifests in a registry."""
+
+
+@manifest.command("inspect")
+@click.option("--raw", is_flag=True, help="Print the exact bytes the registry served.")
+@_tls_option()
+@click.argument("name")
+def manifest_inspect(raw: bool, tls_verify: bool, name: str) -> None:
+    """Print the manifest or index of NAME as the registry serves it (JSON)."""
+    from registry.transfer import remote_end
+
+    end = remote_end(name, tls_verify=tls_verify)
+    try:
+        fetched = end.resolve()
+    finally:
+        end.repo.client.close()
+    if raw:
+        sys.stdout.buffer.write(fetched.raw)
+        sys.stdout.buffer.flush()
+        return
+    click.echo(json.dumps(json.loads(fetched.raw), indent=3))
+
+
+@click.command("tags")
+@_tls_option()
+@click.argument("repository")
+def tags(tls_verify: bool, repository: str) -> None:
+    """List the tags of a repository in a registry."""
+    from registry.transfer import remote_end
+
+    end = remote_end(repository, tls_verify=tls_verify)
+    try:
+        for t in end.repo.tags():
+            click.echo(t)
+    finally:
+        end.repo.client.close()
