@@ -1,0 +1,323 @@
+"""``build()``: one library call from a build request to a tagged image and its outputs.
+
+Reads the Dockerfile, plans the graph, solves it, writes the image and tags it only when every
+step succeeded; exports ``--output`` (oci/docker archives, a tar or a directory of the rootfs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.context import HashMemo, Tree
+from builder.errors import BuildError, ContextError
+from builder.state import StateRoot
+from registry.digest import Digest
+from registry.model import Platform
+from registry.reference import Reference
+from registry.store import Image, Store
+
+
+@dataclass(frozen=True)
+class Output:
+    type: str  # oci | docker | tar | local | image
+    dest: str = ""
+
+
+@dataclass
+class BuildRequest:
+    context: str | None  # a directory; None: no context (``-``)
+    dockerfile: str | None = None  # path (relative to cwd), "-" for dockerfile_text
+    dockerfile_text: str | None = None
+    tags: tuple[str, ...] = ()
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: frozenset[str] = frozenset()
+    labels: dict[str, str] = field(default_factory=dict)
+    outputs: tuple[Output, ...] = ()
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    jobs: int = 2
+    compression: str = "gzip"
+    platform: str | None = None
+    network: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    image: Image
+    tags: tuple[str, ...]
+    warnings: tuple[str, ...]
+    executed: tuple[str, ...]
+    cached: tuple[str, ...]
+
+    @property
+    def image_id(self) -> Digest:
+        return self.image.id
+
+
+def parse_outputs(specs: tuple[str, ...] | list[str]) -> tuple[Output, ...]:
+    out = []
+    for spec in specs:
+        fields: dict[str, str] = {}
+        for part in spec.split(","):
+            k, sep, v = part.partition("=")
+            if not sep:
+                if not fields and spec == part:
+                    fields = {"type": "local", "dest": part}  # ``-o DIR``, as docker build
+                    break
+                raise BuildError(f"invalid --output {spec!r}: expected key=value pairs")
+            fields[k.strip()] = v.strip()
+        kind = fields.get("type", "local")
+        if kind not in ("oci", "docker", "tar", "local", "image"):
+            raise BuildError(f"invalid --output {spec!r}: unknown type {kind!r}")
+        if kind != "image" and not fields.get("dest"):
+            raise BuildError(f"invalid --output {spec!r}: dest is required")
+        out.append(Output(kind, fields.get("dest", "")))
+    return tuple(out)
+
+
+def parse_secrets(specs: tuple[str, ...] | list[str]) -> dict[str, bytes]:
+    """``id=x,src=file`` / ``id=x,env=VAR`` / ``id=x`` (env var x, else file x) → values."""
+    out: dict[str, bytes] = {}
+    for spec in specs:
+        fields = dict(p.partition("=")[::2] for p in spec.split(","))
+        sid = fields.get("id")
+        if not sid:
+            raise BuildError(f"invalid --secret {spec!r}: id is required")
+        src = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        try:
+            if src:
+                out[sid] = Path(src).expanduser().read_bytes()
+            elif env:
+                if env not in os.environ:
+                    raise BuildError(f"--secret {spec}: environment variable {env} is not set")
+                out[sid] = os.environ[env].encode()
+            elif sid in os.environ:
+                out[sid] = os.environ[sid].encode()
+            else:
+                out[sid] = Path(sid).read_bytes()
+        except OSError as e:
+            raise BuildError(f"--secret {spec}: {e.strerror}: {e.filename}") from None
+    return out
+
+
+class _Ignore:
+    """``.dockerignore`` as the context ``Tree`` asks it."""
+
+    def __init__(self, matcher: Any) -> None:
+        self.m = matcher
+
+    def __call__(self, rel: str, is_dir: bool) -> bool:
+        return bool(self.m.matches(rel))
+
+    def may_reinclude(self, path: str) -> bool:
+        return bool(self.m.has_exclusions)
+
+
+def _read_dockerfile(req: BuildRequest) -> tuple[str, str, str]:
+    """(text, display name, identity for miss explanations)."""
+    if req.dockerfile == "-" or (req.context is None and req.dockerfile is None):
+        if req.dockerfile_text is None:
+            raise BuildError("no Dockerfile given on stdin")
+        return req.dockerfile_text, "Dockerfile", "stdin"
+    if req.dockerfile is not None:
+        path = Path(req.dockerfile)
+        if not path.is_absolute() and not path.exists() and req.context:
+            path = Path(req.context) / req.dockerfile
+    else:
+        assert req.context is not None
+        path = Path(req.context) / "Dockerfile"
+        if not path.exists() and (Path(req.context) / "dockerfile").exists():
+            path = Path(req.context) / "dockerfile"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BuildError(f"failed to read dockerfile: open {path}: no such file or directory") from None
+    except IsADirectoryError:
+        raise BuildError(f"failed to read dockerfile: {path} is a directory") from None
+    return text, path.name, str(path.resolve())
+
+
+def image_resolver(store: Store, platform: Platform,
+                   progress: Callable[[str], None] | None = None) -> Callable[[str, str], Image]:
+    """Store first; else pull with ``registry.transfer`` when it is installed."""
+    from registry.errors import NotFound
+
+    def resolve(ref: str, where: str) -> Image:
+        try:
+            return store.resolve(ref, platform=platform)
+        except NotFound:
+            pass
+        try:
+            from registry import transfer
+        except ImportError:
+            raise BuildError(f"{where}: {ref}: not found locally (and pulling is not available)") from None
+        pull = getattr(transfer, "pull", None)
+        if pull is None:
+            raise BuildError(f"{where}: {ref}: not found locally (and pulling is not available)")
+        if progress is not None:
+            progress(f"pulling {ref}")
+        try:
+            img = pull(store, ref, platform=platform)
+        except Exception as e:  # noqa: BLE001 - a located one-liner for any registry fault
+            raise BuildError(f"{where}: {ref}: not found locally, and pulling failed: {e}") from None
+        assert isinstance(img, Image)
+        return img
+
+    return resolve
+
+
+def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], None] | None = None) -> BuildOutcome:
+    """Plan and solve *req*; tag and export only on success."""
+    from builder import dockerfile as df
+    from builder.graph import PlanOptions, plan
+    from builder.solver import Event, SolveOptions, Solver
+
+    emit = progress or (lambda e: None)
+    host = Platform.host()
+    if req.platform and not Platform.parse(req.platform).matches(host):
+        raise BuildError(f"--platform {req.platform}: only the host platform ({host}) can be built")
+    tags = []
+    for t in req.tags:
+        try:
+            tags.append(Reference.parse(t))
+        except Exception as e:  # noqa: BLE001
+            raise BuildError(f"invalid tag {t!r}: {e}") from None
+    text, name, origin = _read_dockerfile(req)
+    dockerfile = df.load(text, filename=name)
+
+    tree: Tree | None = None
+    memo = HashMemo(state.cache / "filehash.json")
+    if req.context is not None:
+        ctx = Path(req.context)
+        if not ctx.is_dir():
+            raise ContextError(f"unable to prepare context: path {req.context!r} not found")
+        from builder.ignore import read_dockerignore
+
+        dfname = req.dockerfile if req.dockerfile not in (None, "-") else None
+        if dfname is not None and not Path(dfname).is_absolute() and not (ctx / dfname).exists():
+            dfname = os.path.relpath(Path(dfname).resolve(), ctx.resolve())
+        matcher = read_dockerignore(ctx, dfname)
+        tree = Tree(ctx.resolve(), excluded=_Ignore(matcher) if matcher.patterns else None,
+                    memo=memo)
+
+    epoch_text = req.build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
+    epoch = None
+    if epoch_text:
+        try:
+            epoch = int(epoch_text)
+        except ValueError:
+            raise BuildError(f"invalid SOURCE_DATE_EPOCH {epoch_text!r}: seconds since 1970") from None
+    store = state.image_store()
+    graph = plan(dockerfile, context=tree,
+                 resolve_image=image_resolver(store, host),
+                 options=PlanOptions(build_args=req.build_args, target=req.target, platform=host,
+                                     epoch=epoch, network=req.network, origin=origin))
+    memo.save()
+    for w in graph.warnings:
+        emit(Event("warning", text=w))
+    solver = Solver(state, options=SolveOptions(
+        jobs=req.jobs, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter,
+        compression=req.compression, secrets=req.secrets), progress=progress, context=tree)
+    target, _results = solver.build(graph)
+    image = solver.assemble(graph, target, labels=req.labels)
+    names = []
+    if not any(o.type != "image" for o in req.outputs) or tags:
+        for ref in tags:
+            store.add(image.descriptor, ref)
+            names.append(ref.familiar if hasattr(ref, "familiar") else str(ref))
+        if not tags:
+            store.add(image.descriptor, None)
+    for out in req.outputs:
+        export(state, store, image, tags, out, target.layers, progress=emit)
+    return BuildOutcome(image, tuple(names), graph.warnings, tuple(solver.executed), tuple(solver.cached))
+
+
+def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], out: Output,
+           layers: Any, *, progress: Callable[[Any], None]) -> None:
+    """Write one ``--output``."""
+    from builder.solver import Event
+
+    if out.type == "image":
+        return
+    dest = Path(out.dest)
+    if out.type in ("oci", "docker"):
+        _archive(store, image, tags, dest, docker=out.type == "docker")
+    elif out.type in ("local", "tar"):
+        from builder.rootfs import prepare_root
+        from builder.workspace import layer_dirs, temp_dir
+
+        dirs = layer_dirs(state, store, list(layers))
+        with temp_dir(state.tmp) as tmp:
+            root = prepare_root(dirs, tmp / "c", overlay=False)
+            assert root.path is not None
+            if out.type == "local":
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(root.path, dest, symlinks=True, dirs_exist_ok=True)
+            else:
+                with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
+                    for p in sorted(Path(root.path).iterdir()):
+                        tf.add(p, arcname=p.name)
+    progress(Event("export", text=f"exporting to {out.type} {dest}"))
+
+
+def _archive(store: Store, image: Image, tags: list[Reference], dest: Path, *, docker: bool) -> None:
+    """An oci-archive (OCI layout in a tar) or a docker-archive (``docker load`` format)."""
+    from registry import mediatypes as mt
+
+    blobs = [image.manifest.config, *image.manifest.layers]
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
+        def add_bytes(name: str, data: bytes) -> None:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mode = 0o644
+            import io
+
+            tf.addfile(ti, io.BytesIO(data))
+
+        def add_blob(name: str, digest: Digest) -> None:
+            tf.add(store.blob_path(digest), arcname=name)
+
+        if docker:
+            layer_names = []
+            for d in image.manifest.layers:
+                name = f"blobs/sha256/{d.digest.encoded}"
+                add_blob(name, d.digest)
+                layer_names.append(name)
+            cfg_name = f"blobs/sha256/{image.config.digest.encoded}"
+            add_bytes(cfg_name, image.config.raw)
+            manifest = [{"Config": cfg_name,
+                         "RepoTags": [_docker_tag(t) for t in tags],
+                         "Layers": layer_names}]
+            add_bytes("manifest.json", json.dumps(manifest).encode())
+            return
+        add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        for d in blobs:
+            add_blob(f"blobs/sha256/{d.digest.encoded}", d.digest)
+        add_bytes(f"blobs/sha256/{image.manifest.digest.encoded}", image.manifest.raw)
+        desc = image.manifest.descriptor()
+        entries = []
+        for t in tags or [None]:
+            d = desc.to_dict()
+            if t is not None:
+                d["annotations"] = {"org.opencontainers.image.ref.name": str(t),
+                                    "io.containerd.image.name": str(t)}
+            entries.append(d)
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+        add_bytes("index.json", json.dumps(index).encode())
+
+
+def _docker_tag(ref: Reference) -> str:
+    fam = getattr(ref, "familiar", None)
+    text = str(fam) if fam else str(ref)
+    if ":" not in text.rsplit("/", 1)[-1]:
+        text += ":latest"
+    return text

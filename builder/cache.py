@@ -1,0 +1,233 @@
+"""The build cache: a step's content-derived key → the layer it made and its history entry.
+
+Records live under ``StateRoot.cache``; the layer blobs they name are hard-linked there too, so a
+store ``gc`` never strands a record, and ``prune`` is the only thing that frees cache space.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry.digest import Digest
+from registry.errors import DigestError
+from registry.model import Descriptor, canonical_json
+from registry.store import Store, write_atomic
+
+_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """What one filesystem step produced: a layer (or none, for an empty diff) and its history."""
+
+    key: str
+    layer: Descriptor | None
+    diff_id: Digest | None
+    created_by: str
+    #: what went into the key, by name, so a later miss can say which input changed
+    inputs: dict[str, str] = field(default_factory=dict, compare=False)
+    last_used: float = field(default=0.0, compare=False)
+
+    def to_json(self) -> bytes:
+        return canonical_json({
+            "schema": _SCHEMA,
+            "key": self.key,
+            "layer": self.layer.to_dict() if self.layer else None,
+            "diff_id": str(self.diff_id) if self.diff_id else None,
+            "created_by": self.created_by,
+            "inputs": self.inputs,
+        })
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, last_used: float = 0.0) -> CacheRecord:
+        d = json.loads(raw)
+        if d.get("schema") != _SCHEMA:
+            raise ValueError("unknown cache record schema")
+        return cls(
+            key=str(d["key"]),
+            layer=Descriptor.from_dict(d["layer"]) if d.get("layer") else None,
+            diff_id=Digest.parse(d["diff_id"]) if d.get("diff_id") else None,
+            created_by=str(d.get("created_by", "")),
+            inputs={str(k): str(v) for k, v in (d.get("inputs") or {}).items()},
+            last_used=last_used,
+        )
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    records: int
+    blobs: int
+    freed: int
+
+
+class BuildCache:
+    """Records by key under *path*; blobs hard-linked from *store* into ``path/blobs``.
+
+    Writers publish a record with an atomic rename after its blob is linked, so a concurrent
+    reader sees either no record or a complete one. ``prune`` holds the cache lock
+    exclusively; builds hold it shared (``using()``).
+    """
+
+    def __init__(self, path: Path, store: Store) -> None:
+        self.path = path
+        self.store = store
+
+    # -- layout --------------------------------------------------------------------------------
+    def _record_path(self, key: str) -> Path:
+        return self.path / "records" / key[:2] / f"{key}.json"
+
+    def _blob_path(self, digest: Digest) -> Path:
+        return self.path / "blobs" / digest.algorithm / digest.encoded
+
+    def _lock_path(self) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / ".lock"
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        """Held (shared) by a build for its whole run, so ``prune`` waits for it."""
+        from registry.store import file_lock
+
+        with file_lock(self._lock_path(), shared=True):
+            yield
+
+    # -- lookups -------------------------------------------------------------------------------
+    def get(self, key: str) -> CacheRecord | None:
+        """The record for *key* with its layer blob present in the store, or None."""
+        path = self._record_path(key)
+        try:
+            raw = path.read_bytes()
+            rec = CacheRecord.from_json(raw, last_used=time.time())
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, DigestError):
+            return None  # a damaged record is a miss; the rebuild overwrites it
+        if rec.layer is not None and not self._ensure_in_store(rec.layer.digest):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # last use, for prune's LRU order
+        return rec
+
+    def _ensure_in_store(self, digest: Digest) -> bool:
+        """The blob is in the store (re-linked from our copy if the store's gc took it)."""
+        if self.store.has_blob(digest):
+            return True
+        ours = self._blob_path(digest)
+        if not ours.is_file():
+            return False
+        target = self.store.blob_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.link(ours, target)
+        return True
+
+    def put(self, rec: CacheRecord) -> None:
+        """Publish *rec*; its layer blob must already be in the store."""
+        if rec.layer is not None:
+            ours = self._blob_path(rec.layer.digest)
+            if not ours.exists():
+                ours.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.link(self.store.blob_path(rec.layer.digest), ours)
+        path = self._record_path(rec.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, rec.to_json())
+
+    def inputs_index(self) -> Iterator[CacheRecord]:
+        """Every record (for the "why did this miss?" search and for listing)."""
+        root = self.path / "records"
+        if not root.is_dir():
+            return
+        for sub in sorted(root.iterdir()):
+            for f in sorted(sub.glob("*.json")):
+                try:
+                    yield CacheRecord.from_json(f.read_bytes(), last_used=f.stat().st_mtime)
+                except (OSError, ValueError, KeyError, TypeError, DigestError):
+                    continue
+
+    def usage(self) -> int:
+        """Bytes held by the cache's own blob links (what ``prune --all`` can free at most)."""
+        total = 0
+        for blob in self._blobs():
+            with contextlib.suppress(FileNotFoundError):
+                total += blob.stat().st_size
+        return total
+
+    def _blobs(self) -> list[Path]:
+        root = self.path / "blobs"
+        if not root.is_dir():
+            return []
+        return [b for alg in root.iterdir() for b in alg.iterdir()]
+
+    def referenced_blobs(self) -> set[Digest]:
+        """Layer digests named by records: what a store ``gc`` may pass as ``keep``."""
+        return {r.layer.digest for r in self.inputs_index() if r.layer is not None}
+
+    # -- prune ---------------------------------------------------------------------------------
+    def prune(self, *, all: bool = False, keep_storage: int | None = None) -> PruneResult:
+        """Drop records, least recently used first.
+
+        ``all``: every record. ``keep_storage``: until the blobs still linked total at most that
+        many bytes. Neither: records unused for 48 hours (Docker's default filter for
+        dangling cache). The store's own unreferenced blobs then go in a ``gc`` that keeps
+        what surviving records name.
+        """
+        from registry.store import file_lock
+
+        removed_records = removed_blobs = freed = 0
+        with file_lock(self._lock_path()):
+            records = sorted(self.inputs_index(), key=lambda r: r.last_used)
+            sizes = {r.layer.digest: r.layer.size for r in records if r.layer is not None}
+            if all:
+                doomed = records
+            elif keep_storage is not None:
+                doomed = []
+                total = sum(sizes.values())
+                live: dict[Digest, int] = {}
+                for r in records:
+                    if r.layer is not None:
+                        live[r.layer.digest] = live.get(r.layer.digest, 0) + 1
+                for r in records:
+                    if total <= keep_storage:
+                        break
+                    doomed.append(r)
+                    if r.layer is not None:
+                        live[r.layer.digest] -= 1
+                        if live[r.layer.digest] == 0:
+                            total -= sizes[r.layer.digest]
+            else:
+                cutoff = time.time() - 48 * 3600
+                doomed = [r for r in records if r.last_used < cutoff]
+            for r in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    self._record_path(r.key).unlink()
+                    removed_records += 1
+            keep = {r.layer.digest for r in records if r.layer is not None and r not in doomed}
+            in_images = self.store.referenced()
+            for blob in self._blobs():
+                try:
+                    d = Digest(blob.parent.name, blob.name)
+                except DigestError:
+                    continue
+                if d not in keep:
+                    with contextlib.suppress(FileNotFoundError):
+                        st = blob.stat()
+                        blob.unlink()
+                        removed_blobs += 1
+                        # The space comes back only if the store held no other link to it.
+                        if d not in in_images:
+                            freed += st.st_size
+            self.store.gc(keep=keep)
+        return PruneResult(removed_records, removed_blobs, freed)
+
+
+def record_inputs(**parts: Any) -> dict[str, str]:
+    """Stringify a step's named key inputs (values already canonical text or digests)."""
+    return {k: v if isinstance(v, str) else canonical_json(v).decode() for k, v in parts.items()}

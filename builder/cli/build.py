@@ -1,0 +1,293 @@
+"""``pybuild build`` and ``pybuild builder prune``: flags in, one library call, progress drawn.
+
+Progress: a live view on a terminal, ``#n`` lines as BuildKit prints them otherwise, or raw JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from builder.cli import Globals, fail
+
+if TYPE_CHECKING:
+    from builder.solver import Event
+
+
+# -- progress renderers ----------------------------------------------------------------------------
+class PlainProgress:
+    """BuildKit's plain output: ``#n name``, ``#n 0.123 log line``, ``#n DONE 0.1s``/``CACHED``."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.t0 = time.monotonic()
+        self.started: dict[int, float] = {}
+
+    def __call__(self, e: Event) -> None:
+        w = self.out.write
+        if e.kind in ("start", "cached", "done") and e.id not in self.started:
+            self.started[e.id] = time.monotonic()
+            w(f"\n#{e.id} {e.name}\n")
+        if e.kind == "cached":
+            w(f"#{e.id} CACHED\n")
+        elif e.kind == "done":
+            w(f"#{e.id} DONE {e.elapsed:.1f}s\n")
+        elif e.kind == "log":
+            w(f"#{e.id} {time.monotonic() - self.started.get(e.id, self.t0):.3f} {e.text}\n")
+        elif e.kind == "miss":
+            w(f"#{e.id} cache miss: {e.text}\n")
+        elif e.kind == "warning":
+            w(f"WARNING: {e.text}\n")
+        elif e.kind == "error":
+            w(f"#{e.id} ERROR: {e.text}\n")
+        elif e.kind == "export":
+            w(f"#{e.id or 0} {e.text}\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class JsonProgress:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, e: Event) -> None:
+        d = {"kind": e.kind, "id": e.id, "name": e.name, "stage": e.stage, "location": e.location,
+             "text": e.text, "elapsed": round(e.elapsed, 6), "time": e.time}
+        self.out.write(json.dumps(d, sort_keys=True) + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class TtyProgress:
+    """A live view redrawn in place: one line per step (status, elapsed, CACHED), the last log
+    lines of running steps under them."""
+
+    TAIL = 6
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.t0 = time.monotonic()
+        self.steps: dict[int, dict[str, Any]] = {}
+        self.warnings: list[str] = []
+        self.lines_drawn = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def __call__(self, e: Event) -> None:
+        with self.lock:
+            s = self.steps.setdefault(e.id, {"name": e.name, "state": "", "start": time.monotonic(),
+                                             "elapsed": None, "logs": [], "miss": ""})
+            if e.kind == "start":
+                s["state"] = "running"
+            elif e.kind == "cached":
+                s["state"] = "CACHED"
+            elif e.kind == "done":
+                s["state"] = "DONE"
+                s["elapsed"] = e.elapsed
+            elif e.kind == "log":
+                s["logs"] = (s["logs"] + [e.text])[-self.TAIL:]
+            elif e.kind == "miss":
+                s["miss"] = e.text
+            elif e.kind == "error":
+                s["state"] = "ERROR"
+            elif e.kind == "warning":
+                self.warnings.append(e.text)
+            elif e.kind == "export":
+                s["name"] = e.text
+                s["state"] = "DONE"
+
+    def _render(self) -> list[str]:
+        width = shutil.get_terminal_size((100, 20)).columns
+        now = time.monotonic()
+        lines = [f"[+] Building {now - self.t0:.1f}s"]
+        for _id, s in sorted(self.steps.items()):
+            if not s["name"]:
+                continue
+            el = s["elapsed"] if s["elapsed"] is not None else now - s["start"]
+            state = s["state"]
+            mark = "CACHED" if state == "CACHED" else f"{el:.1f}s"
+            prefix = " => " if state in ("DONE", "CACHED") else " => ERROR " if state == "ERROR" else " => "
+            text = f"{prefix}{s['name']}"
+            lines.append(text[: max(width - len(mark) - 2, 10)].ljust(max(width - len(mark) - 1, 10)) + mark)
+            if state == "running":
+                for log in s["logs"]:
+                    lines.append(f" => => # {log}"[: width - 1])
+        return lines
+
+    def _draw(self) -> None:
+        with self.lock:
+            lines = self._render()
+            buf = ""
+            if self.lines_drawn:
+                buf += f"\x1b[{self.lines_drawn}F"
+            for line in lines:
+                buf += "\x1b[2K" + line + "\n"
+            self.lines_drawn = len(lines)
+            self.out.write(buf)
+            self.out.flush()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            self._draw()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._draw()
+        for w in self.warnings:
+            self.out.write(f"WARNING: {w}\n")
+        self.out.flush()
+
+
+def make_progress(mode: str, quiet: bool) -> Any:
+    if quiet:
+        return None
+    out = sys.stderr
+    if mode == "auto":
+        mode = "tty" if out.isatty() and os.environ.get("TERM") != "dumb" else "plain"
+    if mode == "tty":
+        return TtyProgress(out)
+    if mode == "rawjson":
+        return JsonProgress(out)
+    return PlainProgress(out)
+
+
+# -- sizes -----------------------------------------------------------------------------------------
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text)
+    if not m:
+        raise click.BadParameter(f"invalid size {text!r} (e.g. 512MB, 2GB)")
+    mult = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    unit = (m.group(2) or "").lower().replace("i", "").rstrip("b") or ""
+    return int(float(m.group(1)) * mult[unit])
+
+
+def human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}TB"
+
+
+# -- commands --------------------------------------------------------------------------------------
+@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("context", metavar="PATH|-")
+@click.option("-t", "--tag", "tags", multiple=True, help="Name and optionally a tag (name:tag).")
+@click.option("-f", "--file", "dockerfile", default=None, help="Dockerfile (default PATH/Dockerfile; - for stdin).")
+@click.option("--build-arg", "build_args", multiple=True, help="Set a build-time variable (K=V or K).")
+@click.option("--target", default=None, help="The stage to build.")
+@click.option("--no-cache", is_flag=True, help="Do not use the cache.")
+@click.option("--no-cache-filter", "no_cache_filter", multiple=True, help="Do not cache these stages.")
+@click.option("--label", "labels", multiple=True, help="Set metadata (K=V).")
+@click.option("--progress", type=click.Choice(["auto", "tty", "plain", "rawjson"]), default="auto")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@click.option("--iidfile", default=None, help="Write the image ID to this file.")
+@click.option("-o", "--output", "outputs", multiple=True,
+              help="type=oci|docker|tar,dest=FILE or type=local,dest=DIR.")
+@click.option("--secret", "secrets", multiple=True, help="id=ID[,src=FILE|,env=VAR].")
+@click.option("--jobs", "-j", type=int, default=None, help="Stages built in parallel (default: cores).")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
+@click.option("--platform", default=None, help="Only the host platform is supported.")
+@click.option("--network", default=None, help="Default network mode of RUN (default|none|host).")
+@click.pass_obj
+def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | None,
+          build_args: tuple[str, ...], target: str | None, no_cache: bool,
+          no_cache_filter: tuple[str, ...], labels: tuple[str, ...], progress: str, quiet: bool,
+          iidfile: str | None, outputs: tuple[str, ...], secrets: tuple[str, ...],
+          jobs: int | None, compression: str, platform: str | None, network: str | None) -> None:
+    """Build an image from a Dockerfile and a context directory."""
+    from builder.build import BuildRequest, run_build, parse_outputs, parse_secrets
+
+    args: dict[str, str] = {}
+    for a in build_args:
+        k, sep, v = a.partition("=")
+        if not sep:
+            if k not in os.environ:
+                continue  # Docker: a bare name takes the environment's value, if any
+            v = os.environ[k]
+        args[k] = v
+    label_map: dict[str, str] = {}
+    for lab in labels:
+        k, _, v = lab.partition("=")
+        label_map[k] = v
+    stdin_text = None
+    if context == "-" or dockerfile == "-":
+        stdin_text = sys.stdin.read()
+    req = BuildRequest(
+        context=None if context == "-" else context,
+        dockerfile=dockerfile,
+        dockerfile_text=stdin_text,
+        tags=tuple(tags),
+        build_args=args,
+        target=target,
+        no_cache=no_cache,
+        no_cache_filter=frozenset(no_cache_filter),
+        labels=label_map,
+        outputs=parse_outputs(outputs),
+        secrets=parse_secrets(secrets),
+        jobs=jobs or os.cpu_count() or 1,
+        compression="none" if compression == "uncompressed" else compression,
+        platform=platform,
+        network=network,
+    )
+    renderer = make_progress(progress, quiet)
+    try:
+        outcome = run_build(g.state, req, progress=renderer)
+    finally:
+        if renderer is not None:
+            renderer.close()
+    if iidfile:
+        with open(iidfile, "w") as f:
+            f.write(str(outcome.image_id))
+    if quiet:
+        click.echo(str(outcome.image_id))
+    elif renderer is not None:
+        for w in outcome.warnings:
+            if not isinstance(renderer, TtyProgress):
+                pass
+        click.echo(f"Built {outcome.image_id}" + (f" as {', '.join(outcome.tags)}" if outcome.tags else ""),
+                   err=True)
+
+
+@click.group("builder")
+def builder_group() -> None:
+    """Manage the build cache."""
+
+
+@builder_group.command("prune")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove all build cache, not just old records.")
+@click.option("--keep-storage", default=None, help="Keep at most this much cache (e.g. 1GB).")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt (accepted for Docker compatibility).")
+@click.pass_obj
+def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None:
+    """Remove build cache records and the layers only they held."""
+    from builder.cache import BuildCache
+
+    state = g.state
+    cache = BuildCache(state.cache, state.image_store())
+    keep = parse_size(keep_storage) if keep_storage is not None else None
+    res = cache.prune(all=all_, keep_storage=keep)
+    click.echo(f"Deleted build cache objects: {res.records}")
+    click.echo(f"Total reclaimed space: {human(res.freed)}")
+
+
+builder = builder_group
+_ = fail

@@ -1,0 +1,272 @@
+"""The build context read in place: source selection for COPY/ADD, confinement, ``.dockerignore``.
+
+Checksums come from content, mode, owner, type and link target; a stat-keyed memo of file
+hashes under the cache dir spares re-reading unchanged files (the key never sees an mtime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import ContextError
+
+#: (relative path, is_dir) -> excluded?
+Excluder = Callable[[str, bool], bool]
+
+
+class HashMemo:
+    """``path → (dev, ino, size, mtime_ns, ctime_ns) → sha256``, persisted as one JSON file.
+
+    The stat tuple only decides whether a stored hash may be trusted; what goes into a cache key
+    is always the content hash. A file rewritten in place within one mtime tick still changes
+    ctime or size, so a stale hash is not served.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._data: dict[str, list[object]] = {}
+        self._dirty = False
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                loaded = json.loads(path.read_bytes())
+                if isinstance(loaded, dict):
+                    self._data = loaded
+
+    def sha256(self, path: str, st: os.stat_result) -> str:
+        sig = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        with self._lock:
+            hit = self._data.get(path)
+        if hit is not None and hit[:5] == sig:
+            return str(hit[5])
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        digest = h.hexdigest()
+        with self._lock:
+            self._data[path] = [*sig, digest]
+            self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        from registry.store import write_atomic
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            data = json.dumps(self._data, separators=(",", ":")).encode()
+        write_atomic(self.path, data)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file system object selected from the context (or a stage): where it goes."""
+
+    source: str  # absolute host path
+    dest: str  # path relative to the copy destination root ("" is the root itself)
+    st: os.stat_result
+    link: str | None = None
+
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def has_glob(text: str) -> bool:
+    return bool(_MAGIC.search(text))
+
+
+def clean(rel: str) -> str:
+    """A context-relative path in canonical form, refusing anything that climbs out."""
+    parts: list[str] = []
+    for p in rel.replace("\\", "/").split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if not parts:
+                raise ContextError(f"forbidden path outside the build context: {rel}")
+            parts.pop()
+            continue
+        parts.append(p)
+    return "/".join(parts)
+
+
+class Tree:
+    """A directory read in place (the build context, or a stage's mounted root) as a source.
+
+    *confined*: symlinks are resolved inside *root*, never outside it.
+    """
+
+    def __init__(self, root: Path | None, *, excluded: Excluder | None = None,
+                 memo: HashMemo | None = None, name: str = "build context") -> None:
+        self.root = root
+        self.excluded = excluded
+        self.memo = memo or HashMemo(None)
+        self.name = name
+
+    # -- path resolution -----------------------------------------------------------------------
+    def _resolve(self, rel: str, *, follow_last: bool = True) -> str:
+        """Resolve symlinks of *rel* confined to the root; returns a clean relative path."""
+        assert self.root is not None
+        out: list[str] = []
+        todo = [p for p in rel.split("/") if p]
+        hops = 0
+        while todo:
+            part = todo.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if out:
+                    out.pop()
+                continue
+            candidate = self.root.joinpath(*out, part)
+            if (todo or follow_last) and candidate.is_symlink():
+                hops += 1
+                if hops > 40:
+                    raise ContextError(f"too many levels of symbolic links: {rel}")
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    out = []
+                todo = [p for p in target.split("/") if p] + todo
+                continue
+            out.append(part)
+        return "/".join(out)
+
+    def _lstat(self, rel: str) -> os.stat_result | None:
+        assert self.root is not None
+        try:
+            return os.lstat(self.root / rel) if rel else os.stat(self.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _is_excluded(self, rel: str, is_dir: bool) -> bool:
+        return bool(rel) and self.excluded is not None and self.excluded(rel, is_dir)
+
+    # -- selection -----------------------------------------------------------------------------
+    def match(self, pattern: str) -> list[str]:
+        """Context-relative paths named by *pattern* (a path or a glob), sorted; [] if none."""
+        if self.root is None:
+            return []
+        rel = clean(pattern)
+        if not has_glob(rel):
+            resolved = self._resolve(rel)
+            st = self._lstat(resolved)
+            if st is None or self._is_excluded(resolved, stat.S_ISDIR(st.st_mode)):
+                return []
+            return [resolved]
+        parts = rel.split("/")
+        found = [""]
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            nxt: list[str] = []
+            for base in found:
+                if not has_glob(part):
+                    cand = f"{base}/{part}" if base else part
+                    cand = self._resolve(cand, follow_last=not last or True)
+                    if self._lstat(cand) is not None:
+                        nxt.append(cand)
+                    continue
+                d = self.root / base if base else self.root
+                try:
+                    names = sorted(os.listdir(d))
+                except (NotADirectoryError, FileNotFoundError):
+                    continue
+                for n in names:
+                    if fnmatch.fnmatchcase(n, part):
+                        cand = f"{base}/{n}" if base else n
+                        nxt.append(self._resolve(cand) if not last else cand)
+            found = nxt
+        out = []
+        for r in found:
+            st = self._lstat(r)
+            if st is not None and not self._is_excluded(r, stat.S_ISDIR(st.st_mode)):
+                out.append(r)
+        return sorted(set(out))
+
+    def walk(self, rel: str, *, excludes: list[str] = (), follow: bool = True) -> Iterator[Entry]:  # type: ignore[assignment]
+        """Entries of the source *rel*: a file gives itself (dest ""), a directory its contents
+        (dest relative to it), sorted, ``.dockerignore`` and ``--exclude`` applied."""
+        assert self.root is not None
+        top = self._resolve(rel) if follow else rel
+        st = self._lstat(top)
+        if st is None:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            yield self._entry(top, "", st)
+            return
+        ex = [clean(e) for e in excludes]
+
+        def skip(dest: str, path: str, is_dir: bool) -> bool:
+            if self._is_excluded(path, is_dir):
+                return True
+            return any(_path_match(e, dest) for e in ex)
+
+        stack = [("", top)]
+        while stack:
+            dest_dir, dir_rel = stack.pop()
+            try:
+                names = sorted(os.listdir(self.root / dir_rel if dir_rel else self.root),
+                               reverse=True)
+            except FileNotFoundError:
+                continue
+            children = []
+            for n in names:
+                path = f"{dir_rel}/{n}" if dir_rel else n
+                dest = f"{dest_dir}/{n}" if dest_dir else n
+                cst = os.lstat(self.root / path)
+                isdir = stat.S_ISDIR(cst.st_mode)
+                if skip(dest, path, isdir):
+                    # A later "!" exception may re-include something below an excluded dir.
+                    if isdir and self.excluded is not None and _may_reinclude(self.excluded, path):
+                        children.append((dest, path, cst, True))
+                    continue
+                children.append((dest, path, cst, False))
+            # emit in sorted order; recurse depth-first in sorted order
+            for dest, path, cst, implicit in sorted(children):
+                if not implicit:
+                    yield self._entry(path, dest, cst)
+            for dest, path, cst, _implicit in sorted(children, reverse=True):
+                if stat.S_ISDIR(cst.st_mode):
+                    stack.append((dest, path))
+
+    def _entry(self, path: str, dest: str, st: os.stat_result) -> Entry:
+        assert self.root is not None
+        full = str(self.root / path) if path else str(self.root)
+        link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else None
+        return Entry(full, dest, st, link)
+
+    def content_hash(self, e: Entry) -> str:
+        if stat.S_ISREG(e.st.st_mode):
+            return self.memo.sha256(e.source, e.st)
+        return ""
+
+
+def _path_match(pattern: str, rel: str) -> bool:
+    """``--exclude`` matching: the pattern matches the path or one of its parent dirs."""
+    parts = rel.split("/")
+    return any(fnmatch.fnmatchcase("/".join(parts[:i]), pattern)
+               for i in range(1, len(parts) + 1))
+
+
+def _may_reinclude(excluded: Excluder, path: str) -> bool:
+    probe = getattr(excluded, "may_reinclude", None)
+    return bool(probe(path)) if callable(probe) else False
+
+
+def entry_fingerprint(tree: Tree, e: Entry) -> str:
+    """One line of a selection checksum: dest, type, mode, owner, link target, content."""
+    st = e.st
+    kind = stat.S_IFMT(st.st_mode)
+    return (f"{e.dest}\0{kind:o}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}:{st.st_gid}\0"
+            f"{e.link or ''}\0{tree.content_hash(e)}\n")

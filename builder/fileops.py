@@ -1,0 +1,229 @@
+"""File steps of a build done from Python on a mounted root: COPY/ADD, WORKDIR's mkdir, users.
+
+Every path inside the image is resolved by ``in_root`` (symlinks followed inside the root,
+never on the host), so an image's ``/bin -> usr/bin`` or a hostile link cannot leak out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.context import Entry
+from builder.errors import BuildError, ContextError
+
+
+def in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
+    """The host path of image path *path* under *root*, symlinks resolved inside *root*."""
+    out: list[str] = []
+    todo = [p for p in path.split("/") if p]
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if out:
+                out.pop()
+            continue
+        cand = root.joinpath(*out, part)
+        if (todo or follow_last) and cand.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise BuildError(f"too many levels of symbolic links: {path}")
+            target = os.readlink(cand)
+            if target.startswith("/"):
+                out = []
+            todo = [p for p in target.split("/") if p] + todo
+            continue
+        out.append(part)
+    return root.joinpath(*out)
+
+
+def _lookup(file: Path, name: str, field: int) -> int | None:
+    try:
+        lines = file.read_text(errors="replace").splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for line in lines:
+        parts = line.split(":")
+        if len(parts) > field and parts[0] == name:
+            with contextlib.suppress(ValueError):
+                return int(parts[field])
+    return None
+
+
+def resolve_user(root: Path, spec: str, *, where: str = "") -> tuple[int, int]:
+    """``user[:group]`` (names or numbers) → uid, gid from the image's passwd/group files."""
+    user, _, group = spec.partition(":")
+    passwd = in_root(root, "/etc/passwd")
+    groups = in_root(root, "/etc/group")
+    if user.isdigit():
+        uid = int(user)
+        gid = None
+    else:
+        found = _lookup(passwd, user, 2)
+        if found is None:
+            raise BuildError(f"{where}unable to find user {user}: no matching entries in passwd file")
+        uid = found
+        gid = _lookup(passwd, user, 3)
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            g = _lookup(groups, group, 2)
+            if g is None:
+                raise BuildError(f"{where}unable to find group {group}: no matching entries in group file")
+            gid = g
+    elif gid is None:
+        # a numeric uid takes the primary group of a passwd line with that uid, else the uid
+        gid = uid
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for line in passwd.read_text(errors="replace").splitlines():
+                parts = line.split(":")
+                if len(parts) > 3 and parts[2] == str(uid) and parts[3].isdigit():
+                    gid = int(parts[3])
+                    break
+    return uid, gid
+
+
+def mkdir_p(root: Path, path: str, *, uid: int = 0, gid: int = 0, mode: int = 0o755) -> None:
+    """Create image directory *path* and missing parents (owned uid:gid), like ``mkdir -p``."""
+    parts = [p for p in path.split("/") if p]
+    cur = "/"
+    for p in parts:
+        cur = cur.rstrip("/") + "/" + p
+        host = in_root(root, cur)
+        if host.is_dir():
+            continue
+        if host.exists() or host.is_symlink():
+            raise BuildError(f"cannot create directory {cur}: a file is in the way")
+        os.mkdir(host, mode)
+        os.chmod(host, mode)
+        os.lchown(host, uid, gid)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    uid: int | None = None  # None: keep the source's (COPY --from) or root (context)
+    gid: int | None = None
+    chmod: int | None = None
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def copy_entry(root: Path, e: Entry, dest: str, own: Ownership, *, keep_owner: bool) -> None:
+    """Copy one selected entry to image path *dest* (its parents exist already)."""
+    target = in_root(root, dest, follow_last=False)
+    st = e.st
+    mode = stat.S_IMODE(st.st_mode)
+    if own.chmod is not None:
+        mode = own.chmod
+    uid = own.uid if own.uid is not None else (st.st_uid if keep_owner else 0)
+    gid = own.gid if own.gid is not None else (st.st_gid if keep_owner else 0)
+    if stat.S_ISDIR(st.st_mode):
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            _remove(target)
+        if not target.is_dir():
+            os.mkdir(target, 0o700)
+        os.chmod(target, mode)
+        os.lchown(target, uid, gid)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(e.link or "", target)
+        os.lchown(target, uid, gid)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        return
+    if stat.S_ISREG(st.st_mode):
+        with open(e.source, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    elif stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(target)
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        os.mknod(target, st.st_mode, st.st_rdev)
+    else:
+        return  # sockets are not copied, as Docker skips them
+    os.chown(target, uid, gid)
+    os.chmod(target, mode)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def copy_tree(root: Path, entries: Iterable[Entry], dest: str, own: Ownership, *,
+              keep_owner: bool, dest_is_dir_of: str | None = None) -> None:
+    """Copy *entries* (dest-relative) under image dir *dest*; a "" entry lands at *dest*."""
+    created: set[str] = set()
+    for e in entries:
+        path = dest.rstrip("/") + "/" + e.dest if e.dest else dest
+        parent = os.path.dirname(path.rstrip("/")) or "/"
+        if parent not in created:
+            mkdir_p(root, parent, uid=own.uid or 0, gid=own.gid or 0)
+            created.add(parent)
+        copy_entry(root, e, path, own, keep_owner=keep_owner)
+
+
+def extract_archive(root: Path, stream: BinaryIO, dest: str, *, where: str = "") -> None:
+    """Unpack a tar stream (already decompressed) under image dir *dest*, confined to *root*."""
+    mkdir_p(root, dest)
+    try:
+        tf = tarfile.open(fileobj=stream, mode="r|")
+    except tarfile.TarError as e:
+        raise ContextError(f"{where}not a tar archive: {e}") from None
+    with tf:
+        for m in tf:
+            name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
+            if not name or any(p == ".." for p in name.split("/")):
+                continue  # Docker refuses to write outside the destination; skip silently
+            path = dest.rstrip("/") + "/" + name
+            parent = os.path.dirname(path)
+            mkdir_p(root, parent)
+            target = in_root(root, path, follow_last=False)
+            if m.isdir():
+                if not target.is_dir():
+                    if target.exists() or target.is_symlink():
+                        _remove(target)
+                    os.mkdir(target)
+            else:
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+                if m.issym():
+                    os.symlink(m.linkname, target)
+                elif m.islnk():
+                    link_src = in_root(root, dest.rstrip("/") + "/" + m.linkname.lstrip("/"),
+                                       follow_last=False)
+                    os.link(link_src, target)
+                    continue
+                elif m.isfile():
+                    f = tf.extractfile(m)
+                    assert f is not None
+                    with open(target, "wb") as out:
+                        shutil.copyfileobj(f, out, 1 << 20)
+                elif m.isfifo():
+                    os.mkfifo(target)
+                elif m.ischr() or m.isblk():
+                    os.mknod(target, (stat.S_IFCHR if m.ischr() else stat.S_IFBLK) | m.mode,
+                             os.makedev(m.devmajor, m.devminor))
+                else:
+                    continue
+            os.lchown(target, m.uid, m.gid)
+            if not m.issym():
+                os.chmod(target, m.mode & 0o7777)
+                os.utime(target, (m.mtime, m.mtime))

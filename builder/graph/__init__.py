@@ -1,0 +1,37 @@
+"""Instructions → a DAG of ops (source, exec, copy, mkdir, meta), each with a content-derived key.
+
+``plan(dockerfile, context=…, resolve_image=…, options=…) -> Graph``; the ops live in ``ops``.
+"""
+
+from __future__ import annotations
+
+from builder.graph.ops import (
+    Base,
+    CopySource,
+    CopySpec,
+    ExecSpec,
+    Graph,
+    MkdirSpec,
+    MountSpec,
+    StagePlan,
+    Step,
+    key_of,
+)
+from builder.graph.planner import PlanError, PlanOptions, plan, platform_args
+
+__all__ = [
+    "Base",
+    "CopySource",
+    "CopySpec",
+    "ExecSpec",
+    "Graph",
+    "MkdirSpec",
+    "MountSpec",
+    "PlanError",
+    "PlanOptions",
+    "StagePlan",
+    "Step",
+    "key_of",
+    "plan",
+    "platform_args",
+]

@@ -1,0 +1,187 @@
+"""The ops a build graph is made of (source, exec, copy, mkdir, meta) and their cache keys.
+
+The solver sees only these: a key, a display name, what to execute, never Dockerfile syntax.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from registry.model import Platform
+from registry.store import Image
+
+
+def key_of(*parts: Any) -> str:
+    """A cache key: sha256 over the canonical JSON of *parts* (sorted keys, no floats)."""
+    raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Base:
+    """Where a stage starts: nothing (``scratch``), an image in the store, or an earlier stage."""
+
+    kind: Literal["scratch", "image", "stage"]
+    key: str
+    image: Image | None = None
+    stage: int | None = None
+    name: str = "scratch"  # as written in FROM, expanded
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """A ``RUN --mount`` with its values expanded and its source resolved."""
+
+    type: Literal["bind", "cache", "tmpfs", "secret", "ssh"]
+    target: str
+    source: str = ""
+    from_stage: int | None = None
+    from_image: Image | None = None
+    from_context: bool = False
+    readonly: bool = True
+    id: str = ""
+    sharing: str = "shared"
+    uid: int | None = None
+    gid: int | None = None
+    mode: int | None = None
+    size: int | None = None
+    required: bool = False
+    env: str | None = None  # secret exposed as an environment variable
+
+    def canonical(self) -> dict[str, Any]:
+        """What the key sees: never a secret's value (it is not known here anyway)."""
+        d: dict[str, Any] = {"type": self.type, "target": self.target, "source": self.source,
+                             "ro": self.readonly}
+        if self.type == "cache":
+            d |= {"id": self.id, "sharing": self.sharing, "uid": self.uid, "gid": self.gid,
+                  "mode": self.mode}
+        if self.type == "tmpfs":
+            d["size"] = self.size
+        if self.type == "secret":
+            d = {"type": "secret", "target": self.target, "id": self.id, "env": self.env}
+        return d
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: str
+    network: str = "default"
+    mounts: tuple[MountSpec, ...] = ()
+    security: str = "sandbox"
+
+
+@dataclass(frozen=True)
+class CopySource:
+    """One source word of COPY/ADD: from the context, a stage, an image, a URL or a heredoc."""
+
+    path: str
+    origin: Literal["context", "stage", "image", "url", "heredoc"]
+    stage: int | None = None
+    image: Image | None = None
+    content: str | None = None  # heredoc body, after expansion
+    checksum: str | None = None  # ADD --checksum for a URL
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    sources: tuple[CopySource, ...]
+    dest: str  # absolute, trailing "/" kept
+    chown: str | None = None
+    chmod: int | None = None
+    link: bool = False
+    parents: bool = False
+    excludes: tuple[str, ...] = ()
+    add: bool = False  # ADD: extract local archives, fetch URLs
+    cwd: str = "/"
+
+
+@dataclass(frozen=True)
+class MkdirSpec:
+    path: str
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op in a stage's chain.
+
+    ``key`` is the stage's filesystem key after the step (unchanged by ``meta``); ``inputs``
+    names what went into it so that a miss can say which input changed.
+    """
+
+    kind: Literal["exec", "copy", "mkdir", "meta"]
+    key: str
+    name: str  # e.g. "RUN echo hi"
+    location: str  # "Dockerfile:7"
+    created_by: str
+    payload: ExecSpec | CopySpec | MkdirSpec | None = None
+    inputs: dict[str, str] = field(default_factory=dict, compare=False)
+    #: per-file fingerprints of context sources, to say which file changed on a miss
+    files: dict[str, str] = field(default_factory=dict, compare=False)
+    slot: str = ""
+    comment: str = "buildkit.dockerfile.v0"
+    #: the filesystem key after the step when it differs from the cache key (``COPY --link``)
+    fs_key: str = ""
+
+    @property
+    def after(self) -> str:
+        return self.fs_key or self.key
+
+    @property
+    def changes_fs(self) -> bool:
+        return self.kind != "meta"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int
+    name: str | None
+    base: Base
+    steps: tuple[Step, ...]
+    #: the image config (architecture, os, config, history of the base) minus layers
+    config: dict[str, Any]
+    base_history: tuple[dict[str, Any], ...]
+    deps: frozenset[int]
+    platform: Platform
+
+    @property
+    def key(self) -> str:
+        return self.steps[-1].after if self.steps else self.base.key
+
+    @property
+    def display(self) -> str:
+        return self.name or f"stage-{self.index}"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The stages a target needs, in Dockerfile order; ``target`` is the last one built."""
+
+    stages: tuple[StagePlan, ...]
+    target: int
+    warnings: tuple[str, ...] = ()
+    epoch: int | None = None
+
+    def stage(self, index: int) -> StagePlan:
+        for s in self.stages:
+            if s.index == index:
+                return s
+        raise KeyError(index)
+
+    def needed(self) -> list[StagePlan]:
+        """The target and the stages it depends on, transitively, in Dockerfile order."""
+        want: set[int] = set()
+        todo = [self.target]
+        while todo:
+            i = todo.pop()
+            if i in want:
+                continue
+            want.add(i)
+            todo.extend(self.stage(i).deps)
+        return [s for s in self.stages if s.index in want]

@@ -1,0 +1,656 @@
+"""Typed Dockerfile stages → ``StagePlan``s of ops with cache keys, by Docker's semantics.
+
+Expands words in the ARG/ENV scope, resolves FROM/--from images, selects and checksums
+context files, runs ONBUILD triggers, and computes each stage's image config up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from builder import dockerfile as df
+from builder.context import Tree, entry_fingerprint, has_glob
+from builder.errors import BuildError, ContextError, ExpansionError
+from builder.expand import Scope, expand_word, expand_words
+from builder.graph.ops import (
+    Base,
+    CopySource,
+    CopySpec,
+    ExecSpec,
+    Graph,
+    MkdirSpec,
+    MountSpec,
+    StagePlan,
+    Step,
+    key_of,
+)
+from registry.model import Platform
+from registry.store import Image
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PROXY_ARGS = frozenset({
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+    "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
+})
+_URL = re.compile(r"^https?://", re.I)
+
+#: resolve an image reference to an ``Image`` (store, else pull) or raise
+ImageResolver = Callable[[str, str], Image]
+
+
+class PlanError(BuildError):
+    """A Dockerfile that cannot be planned: names the file and line at fault."""
+
+
+@dataclass
+class PlanOptions:
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    platform: Platform = field(default_factory=Platform.host)
+    epoch: int | None = None
+    network: str | None = None
+    #: an identity for "why did this miss?" records: the Dockerfile's absolute path
+    origin: str = ""
+
+
+def platform_args(p: Platform) -> dict[str, str]:
+    """BuildKit's automatic platform ARGs, target and build platform both the host's."""
+    out: dict[str, str] = {}
+    for prefix in ("TARGET", "BUILD"):
+        out[f"{prefix}PLATFORM"] = str(p)
+        out[f"{prefix}OS"] = p.os
+        out[f"{prefix}ARCH"] = p.architecture
+        out[f"{prefix}VARIANT"] = p.variant or ""
+    return out
+
+
+def _go_list(items: list[str]) -> str:
+    """Go's %q of a []string, as BuildKit writes CMD/ENTRYPOINT history: ``["a" "b"]``."""
+    return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
+
+
+def _go_map_keys(keys: list[str]) -> str:
+    return "map[" + " ".join(f"{k}:{{}}" for k in sorted(keys)) + "]"
+
+
+class Planner:
+    """Plans the stages a target needs (and only those), each once."""
+
+    def __init__(self, dockerfile: df.Dockerfile, *, context: Tree | None,
+                 resolve_image: ImageResolver, options: PlanOptions) -> None:
+        self.df = dockerfile
+        self.context = context
+        self.resolve_image = resolve_image
+        self.opts = options
+        self.escape = dockerfile.directives.escape
+        self.plans: dict[int, StagePlan] = {}
+        self.consumed: set[str] = set()
+        self.warnings: list[str] = []
+        auto = platform_args(options.platform)
+        self.scope = Scope(build_args={**auto, **dict(options.build_args)})
+        for a in dockerfile.global_args:
+            self.consumed.add(a.name)
+            default = self._expand(a.default, self.scope.for_from(), a) if a.default is not None else None
+            self.scope.declare_global(a.name, default)
+        # automatic platform ARGs are visible to FROM lines without a declaration
+        for k, v in auto.items():
+            self.scope.global_args.setdefault(k, v)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _err(self, ins: df.Instruction | None, message: str) -> PlanError:
+        loc = f"{ins.location}: " if ins is not None else ""
+        return PlanError(f"{loc}{message}")
+
+    def _expand(self, text: str, env: Mapping[str, str], ins: df.Instruction) -> str:
+        try:
+            return expand_word(text, env, escape=self.escape)
+        except ExpansionError as e:
+            raise self._err(ins, str(e)) from None
+
+    def _expand_words(self, text: str, env: Mapping[str, str], ins: df.Instruction) -> list[str]:
+        try:
+            return expand_words(text, env, escape=self.escape)
+        except ExpansionError as e:
+            raise self._err(ins, str(e)) from None
+
+    def find_stage(self, ref: str, before: int) -> df.Stage | None:
+        st = self.df.stage(ref)
+        if st is not None and st.index < before:
+            return st
+        return None
+
+    # -- entry -----------------------------------------------------------------------------------
+    def graph(self) -> Graph:
+        if self.opts.target is not None:
+            target = self.df.stage(self.opts.target)
+            if target is None or (self.opts.target.isdigit() and target.name is not None
+                                  and target.name != self.opts.target):
+                target = next((s for s in self.df.stages if s.name == self.opts.target.lower()), None)
+            if target is None:
+                raise PlanError(f"target stage {json.dumps(self.opts.target)} could not be found")
+        else:
+            target = self.df.stages[-1]
+        self._plan(target.index)
+        unused = sorted(set(self.opts.build_args) - self.consumed - PROXY_ARGS
+                        - set(platform_args(self.opts.platform)) - {"SOURCE_DATE_EPOCH"})
+        if unused:
+            self.warnings.append(
+                f"One or more build-args [{' '.join(unused)}] were not consumed")
+        return Graph(tuple(self.plans[i] for i in sorted(self.plans)), target.index,
+                     tuple(self.warnings), self.opts.epoch)
+
+    def _plan(self, index: int, chain: tuple[int, ...] = ()) -> StagePlan:
+        if index in self.plans:
+            return self.plans[index]
+        if index in chain:
+            raise PlanError(f"circular dependency between stages at stage {index}")
+        stage = self.df.stages[index]
+        plan = _StageBuilder(self, stage, chain + (index,)).run()
+        self.plans[index] = plan
+        return plan
+
+
+class _StageBuilder:
+    """Walks one stage's instructions, keeping the config and the filesystem key."""
+
+    def __init__(self, planner: Planner, stage: df.Stage, chain: tuple[int, ...]) -> None:
+        self.p = planner
+        self.stage = stage
+        self.chain = chain
+        self.deps: set[int] = set()
+        self.steps: list[Step] = []
+        self.display = stage.name or f"stage-{stage.index}"
+        self.ordinal = 0
+
+    # -- base ------------------------------------------------------------------------------------
+    def _base(self) -> tuple[Base, dict[str, Any], tuple[dict[str, Any], ...]]:
+        st = self.stage
+        name = self.p._expand(st.base, self.p.scope.for_from(), st.from_)
+        if not name:
+            raise self.p._err(st.from_, "base name (FROM) should not be blank")
+        if st.platform:
+            want = self.p._expand(st.platform, self.p.scope.for_from(), st.from_)
+            try:
+                plat = Platform.parse(want)
+            except ValueError as e:
+                raise self.p._err(st.from_, str(e)) from None
+            if not plat.matches(self.p.opts.platform):
+                raise self.p._err(st.from_, f"platform {plat} is not the host platform "
+                                  f"{self.p.opts.platform}: cross-platform builds are not supported")
+        if name.lower() == "scratch":
+            p = self.p.opts.platform
+            cfg: dict[str, Any] = {"architecture": p.architecture, "os": p.os, "config": {}}
+            if p.variant:
+                cfg["variant"] = p.variant
+            return Base("scratch", key_of("scratch", str(p)), name="scratch"), cfg, ()
+        ref = self.p.find_stage(name, st.index)
+        if ref is not None:
+            dep = self.p._plan(ref.index, self.chain)
+            self.deps.add(ref.index)
+            cfg = json.loads(json.dumps(dep.config))
+            return Base("stage", dep.key, stage=ref.index, name=name), cfg, ()
+        image = self._image(name, st.from_)
+        cfg = {k: v for k, v in image.config.data.items() if k not in ("rootfs", "history", "created")}
+        cfg = json.loads(json.dumps(cfg))
+        cfg.setdefault("config", {})
+        return (Base("image", key_of("image", str(image.id)), image=image, name=name), cfg,
+                tuple(image.config.history))
+
+    def _image(self, ref: str, ins: df.Instruction) -> Image:
+        try:
+            return self.p.resolve_image(ref, str(ins.location))
+        except BuildError:
+            raise
+        except Exception as e:  # noqa: BLE001 - registry errors become a located one-liner
+            raise self.p._err(ins, f"{ref}: {e}") from None
+
+    # -- run ---------------------------------------------------------------------------------------
+    def run(self) -> StagePlan:
+        base, cfg, base_history = self._base()
+        self.base = base
+        self.key = base.key
+        self.cfg = cfg
+        c = cfg.setdefault("config", {})
+        env_pairs = [tuple(e.split("=", 1)) if "=" in e else (e, "") for e in c.get("Env") or []]
+        self.scope = self.p.scope.new_stage([(k, v) for k, v in env_pairs])  # type: ignore[misc]
+        triggers = list(c.get("OnBuild") or [])
+        if base.kind != "scratch":
+            c.pop("OnBuild", None)
+        instructions: list[df.Instruction] = []
+        for t in triggers:
+            try:
+                sub = df.load(f"FROM scratch\n{t}\n", filename=f"ONBUILD trigger of {base.name}")
+            except BuildError as e:
+                raise self.p._err(self.stage.from_, f"bad ONBUILD trigger {t!r}: {e}") from None
+            instructions.extend(sub.stages[0].instructions)
+        instructions.extend(self.stage.instructions)
+        for ins in instructions:
+            self._instruction(ins)
+        if not any(e.startswith("PATH=") for e in c.get("Env") or []):
+            c["Env"] = [f"PATH={DEFAULT_PATH}", *(c.get("Env") or [])]
+        return StagePlan(self.stage.index, self.stage.name, base, tuple(self.steps), cfg,
+                         base_history, frozenset(self.deps), self.p.opts.platform)
+
+    @property
+    def c(self) -> dict[str, Any]:
+        return self.cfg["config"]  # type: ignore[no-any-return]
+
+    def _vars(self) -> dict[str, str]:
+        return self.scope.variables()
+
+    def _x(self, text: str, ins: df.Instruction) -> str:
+        return self.p._expand(text, self._vars(), ins)
+
+    def _slot(self) -> str:
+        self.ordinal += 1
+        return key_of("slot", self.p.opts.origin, self.display, self.ordinal)
+
+    def _meta(self, ins: df.Instruction, created_by: str, name: str | None = None) -> None:
+        self.steps.append(Step("meta", self.key, name or ins.original, str(ins.location),
+                               created_by, None, slot=self._slot()))
+
+    def _set_env(self, key: str, value: str) -> None:
+        env = [e for e in self.c.get("Env") or [] if e.split("=", 1)[0] != key]
+        env.append(f"{key}={value}")
+        self.c["Env"] = env
+        self.scope.set_env(key, value)
+
+    def _shell(self) -> list[str]:
+        return list(self.c.get("Shell") or ["/bin/sh", "-c"])
+
+    def _used_args(self) -> dict[str, str]:
+        """ARGs declared in this stage with a value, not shadowed by ENV (what RUN sees)."""
+        env_names = {e.split("=", 1)[0] for e in self.c.get("Env") or []}
+        return {k: v for k, v in sorted(self.scope.args.items()) if k not in env_names}
+
+    def _proxy_args(self) -> dict[str, str]:
+        return {k: v for k, v in sorted(self.p.opts.build_args.items()) if k in PROXY_ARGS}
+
+    def _cwd(self) -> str:
+        return str(self.c.get("WorkingDir") or "/")
+
+    def _abs(self, path: str) -> str:
+        if path.startswith("/"):
+            return path
+        base = self._cwd()
+        return (base.rstrip("/") + "/" + path) if path not in ("", ".") else base.rstrip("/") + "/"
+
+    # -- instructions ----------------------------------------------------------------------------
+    def _instruction(self, ins: df.Instruction) -> None:  # noqa: C901 - one branch per keyword
+        c = self.c
+        if isinstance(ins, df.Arg):
+            self.p.consumed.add(ins.name)
+            default = self._x(ins.default, ins) if ins.default is not None else None
+            self.scope.declare_arg(ins.name, default)
+            val = self.scope.args.get(ins.name)
+            self._meta(ins, f"ARG {ins.name}" + (f"={val}" if val is not None else ""))
+        elif isinstance(ins, df.Env):
+            shown = []
+            for pair in ins.pairs:
+                k = self._x(pair.key, ins)
+                v = self._x(pair.value, ins)
+                self._set_env(k, v)
+                shown.append(f"{k}={v}")
+            self._meta(ins, "ENV " + " ".join(shown))
+        elif isinstance(ins, df.Label):
+            labels = dict(c.get("Labels") or {})
+            shown = []
+            for pair in ins.pairs:
+                k = self._x(pair.key, ins)
+                v = self._x(pair.value, ins)
+                labels[k] = v
+                shown.append(f"{k}={v}")
+            c["Labels"] = labels
+            self._meta(ins, "LABEL " + " ".join(shown))
+        elif isinstance(ins, df.Maintainer):
+            self.cfg["author"] = ins.name
+            self._meta(ins, f"MAINTAINER {ins.name}")
+        elif isinstance(ins, df.Expose):
+            ports = dict(c.get("ExposedPorts") or {})
+            new = []
+            for word in ins.ports:
+                for p in self.p._expand_words(word, self._vars(), ins):
+                    num, _, proto = p.partition("/")
+                    if not num or not all(ch.isdigit() or ch == "-" for ch in num):
+                        raise self.p._err(ins, f"invalid containerPort: {num}")
+                    key = f"{num}/{(proto or 'tcp').lower()}"
+                    ports[key] = {}
+                    new.append(key)
+            c["ExposedPorts"] = ports
+            self._meta(ins, "EXPOSE " + _go_map_keys(new))
+        elif isinstance(ins, df.Volume):
+            vols = dict(c.get("Volumes") or {})
+            new = []
+            for word in ins.paths:
+                for v in self.p._expand_words(word, self._vars(), ins):
+                    if not v:
+                        raise self.p._err(ins, "VOLUME specified can not be an empty string")
+                    vols[v] = {}
+                    new.append(v)
+            c["Volumes"] = vols
+            self._meta(ins, "VOLUME [" + " ".join(new) + "]")
+        elif isinstance(ins, df.User):
+            c["User"] = self._x(ins.user, ins)
+            self._meta(ins, f"USER {c['User']}")
+        elif isinstance(ins, df.Stopsignal):
+            c["StopSignal"] = self._x(ins.signal, ins)
+            self._meta(ins, f"STOPSIGNAL {c['StopSignal']}")
+        elif isinstance(ins, df.Shell):
+            c["Shell"] = list(ins.shell)
+            self._meta(ins, "SHELL " + "[" + " ".join(ins.shell) + "]")
+        elif isinstance(ins, df.Cmd):
+            cmd = self._command(ins.command, ins.shell_form)
+            c["Cmd"] = cmd
+            self._meta(ins, f"CMD {_go_list(cmd)}")
+        elif isinstance(ins, df.Entrypoint):
+            ep = self._command(ins.command, ins.shell_form)
+            c["Entrypoint"] = ep or None
+            if c["Entrypoint"] is None:
+                c.pop("Entrypoint")
+            # Docker: setting ENTRYPOINT resets a CMD inherited from the base image
+            if not getattr(self, "_cmd_set_here", False):
+                c.pop("Cmd", None)
+            self._meta(ins, f"ENTRYPOINT {_go_list(ep)}")
+        elif isinstance(ins, df.Healthcheck):
+            hc: dict[str, Any] = {"Test": list(ins.test)}
+            for f_, k in (("interval", "Interval"), ("timeout", "Timeout"),
+                          ("start_period", "StartPeriod"), ("start_interval", "StartInterval"),
+                          ("retries", "Retries")):
+                v = getattr(ins, f_)
+                if v:
+                    hc[k] = v
+            c["Healthcheck"] = hc
+            self._meta(ins, f"HEALTHCHECK {ins.original.split(None, 1)[1] if ' ' in ins.original else ''}")
+        elif isinstance(ins, df.Onbuild):
+            c["OnBuild"] = [*(c.get("OnBuild") or []), ins.trigger]
+            self._meta(ins, f"ONBUILD {ins.trigger}")
+        elif isinstance(ins, df.Workdir):
+            path = self._x(ins.path, ins)
+            wd = os.path.normpath(self._abs(path))
+            wd = "/" + wd.lstrip("/")
+            c["WorkingDir"] = wd
+            self._fs(ins, "mkdir", MkdirSpec(wd, str(c.get("User") or "")),
+                     f"WORKDIR {wd}", {"instruction": f"WORKDIR {wd}"}, comment_buildkit=False)
+        elif isinstance(ins, df.Run):
+            self._run(ins)
+        elif isinstance(ins, df.Copy):  # Add derives from Copy
+            self._copy(ins)
+        elif isinstance(ins, df.From):
+            raise self.p._err(ins, "FROM inside a stage")
+        else:
+            raise self.p._err(ins, f"unsupported instruction {ins.keyword}")
+        if isinstance(ins, df.Cmd):
+            self._cmd_set_here = True
+
+    def _command(self, command: tuple[str, ...], shell_form: bool) -> list[str]:
+        if shell_form:
+            return [*self._shell(), command[0] if command else ""]
+        return list(command)
+
+    def _fs(self, ins: df.Instruction, kind: str, payload: Any, created_by: str,
+            inputs: dict[str, str], *, files: dict[str, str] | None = None,
+            comment_buildkit: bool = True, parent: str | None = None) -> None:
+        parent_key = self.key if parent is None else parent
+        inputs = {"parent": parent_key, **inputs}
+        self.key = key_of("step", kind, inputs)
+        name = ins.original if len(ins.original) < 200 else ins.original[:197] + "..."
+        self.steps.append(Step(kind, self.key, name, str(ins.location),  # type: ignore[arg-type]
+                               created_by + (" # buildkit" if comment_buildkit else ""),
+                               payload, inputs, files or {}, self._slot()))
+
+    # -- RUN ---------------------------------------------------------------------------------------
+    def _run(self, ins: df.Run) -> None:
+        if ins.shell_form:
+            line = ins.command[0] if ins.command else ""
+            if ins.heredocs:
+                only = line.strip()
+                if len(ins.heredocs) == 1 and re.fullmatch(r"<<-?['\"]?\w+['\"]?", only):
+                    script = ins.heredocs[0].content
+                else:
+                    script = line + "\n" + "".join(
+                        h.content + ("" if h.content.endswith("\n") else "\n") + h.name + "\n"
+                        for h in ins.heredocs)
+                argv = [*self._shell(), script]
+            else:
+                argv = [*self._shell(), line]
+        else:
+            argv = list(ins.command)
+        used = self._used_args()
+        env = list(self.c.get("Env") or [])
+        if not any(e.startswith("PATH=") for e in env):
+            env.insert(0, f"PATH={DEFAULT_PATH}")
+        run_env = env + [f"{k}={v}" for k, v in used.items()] + [
+            f"{k}={v}" for k, v in self._proxy_args().items()]
+        mounts = tuple(self._mount(m, ins) for m in ins.mounts)
+        network = ins.network or self.p.opts.network or "default"
+        spec = ExecSpec(tuple(argv), tuple(run_env), self._cwd(), str(self.c.get("User") or ""),
+                        network, mounts, ins.security or "sandbox")
+        prefix = f"|{len(used)} " + " ".join(f"{k}={v}" for k, v in used.items()) + " " if used else ""
+        created_by = "RUN " + prefix + " ".join(argv)
+        mount_inputs = []
+        for m in mounts:
+            d = m.canonical()
+            if m.from_stage is not None:
+                d["from"] = self.p.plans[m.from_stage].key
+            elif m.from_image is not None:
+                d["from"] = str(m.from_image.id)
+            elif m.type == "bind":
+                d["from"] = self._context_checksum([m.source or "."], ins)[0]
+            mount_inputs.append(d)
+        inputs = {
+            "instruction": "RUN " + json.dumps(argv),
+            "args": json.dumps(used, sort_keys=True),
+            "env": json.dumps(env),
+            "cwd": spec.cwd,
+            "user": spec.user,
+            "network": network,
+            "mounts": json.dumps(mount_inputs, sort_keys=True),
+            "security": spec.security,
+        }
+        self._fs(ins, "exec", spec, created_by, inputs)
+
+    def _mount(self, m: df.Mount, ins: df.Run) -> MountSpec:
+        if m.needs_expansion:
+            try:
+                m = df.parse_mount(m.spec, expand=lambda w: self._x(w, ins))
+            except ValueError as e:
+                raise self.p._err(ins, f"invalid --mount {m.spec}: {e}") from None
+        if m.type not in ("bind", "cache", "tmpfs", "secret"):
+            raise self.p._err(ins, f"unsupported --mount type {m.type!r} in {m.spec}")
+        target = m.target or ""
+        if m.type == "secret" and not target and m.env is None:
+            target = "/run/secrets/" + (m.id or os.path.basename(m.source or ""))
+        if not target and m.type != "secret":
+            raise self.p._err(ins, f"invalid --mount {m.spec}: target is required")
+        if target and not target.startswith("/"):
+            target = self._abs(target)
+        from_stage = None
+        from_image = None
+        from_context = False
+        if m.from_ and m.type in ("bind", "cache"):
+            ref = self.p.find_stage(m.from_, self.stage.index)
+            if ref is not None:
+                self.p._plan(ref.index, self.chain)
+                self.deps.add(ref.index)
+                from_stage = ref.index
+            else:
+                from_image = self._image(m.from_, ins)
+        elif m.type == "bind":
+            from_context = True
+            if self.p.context is None or self.p.context.root is None:
+                raise self.p._err(ins, "bind mount from the context, but the build has no context")
+        source = m.source or ""
+        if m.type == "bind" and from_context:
+            from builder.context import clean
+
+            try:
+                source = clean(source)
+            except ContextError as e:
+                raise self.p._err(ins, str(e)) from None
+        readonly = m.readonly if m.type == "bind" else False
+        if m.type == "bind" and not any(k in ("rw", "readwrite") for k, _ in m.options):
+            readonly = True
+        mode = m.mode
+        return MountSpec(
+            type=m.type,  # type: ignore[arg-type]
+            target=target, source=source, from_stage=from_stage, from_image=from_image,
+            from_context=from_context, readonly=readonly,
+            id=m.id or (target if m.type == "cache" else m.source or ""),
+            sharing=m.sharing or "shared", uid=m.uid, gid=m.gid, mode=mode, size=m.size,
+            required=m.required, env=m.env,
+        )
+
+    # -- COPY / ADD ----------------------------------------------------------------------------
+    def _context_checksum(self, patterns: list[str], ins: df.Instruction, *,
+                          excludes: tuple[str, ...] = (), parents: bool = False,
+                          keyword: str = "COPY") -> tuple[str, dict[str, str]]:
+        ctx = self.p.context
+        h = hashlib.sha256()
+        files: dict[str, str] = {}
+        for pat in patterns:
+            if ctx is None or ctx.root is None:
+                raise self.p._err(ins, f"{keyword} {pat}: no build context (it was given as -)")
+            try:
+                matches = ctx.match(pat)
+            except ContextError as e:
+                raise self.p._err(ins, f"{keyword} {pat}: {e}") from None
+            if not matches:
+                what = "no source files were specified" if has_glob(pat) else "not found"
+                raise self.p._err(ins, f"{keyword} {pat}: {what} in build context "
+                                  "(or excluded by .dockerignore)")
+            for m in matches:
+                h.update(f"match\0{m}\n".encode())
+                for e in ctx.walk(m, excludes=list(excludes)):
+                    line = entry_fingerprint(ctx, e)
+                    h.update(line.encode())
+                    files[f"{m}/{e.dest}" if e.dest else m] = hashlib.sha256(line.encode()).hexdigest()[:16]
+        return h.hexdigest(), files
+
+    def _copy(self, ins: df.Copy) -> None:
+        is_add = isinstance(ins, df.Add)
+        keyword = "ADD" if is_add else "COPY"
+        v = self._vars()
+        srcs: list[str] = []
+        for s in ins.sources:
+            srcs.extend(self.p._expand_words(s, v, ins) if not _URL.match(s) else [s])
+        dest_words = self.p._expand_words(ins.dest, v, ins)
+        if len(dest_words) != 1:
+            raise self.p._err(ins, f"{keyword}: the destination must be one path")
+        dest = self._abs(dest_words[0])
+        if dest_words[0].endswith("/") and not dest.endswith("/"):
+            dest += "/"
+        chown = self._x(ins.chown, ins) if ins.chown else None
+        chmod = None
+        if ins.chmod:
+            text = self._x(ins.chmod, ins)
+            try:
+                chmod = int(text, 8)
+                if chmod > 0o7777:
+                    raise ValueError
+            except ValueError:
+                raise self.p._err(ins, f"invalid chmod parameter {text!r}: octal modes only") from None
+        excludes = tuple(self._x(e, ins) for e in ins.excludes)
+        sources: list[CopySource] = []
+        inputs: dict[str, str] = {}
+        files: dict[str, str] = {}
+        from_ = self._x(ins.from_, ins) if ins.from_ else None
+        if from_:
+            ref = self.p.find_stage(from_, self.stage.index)
+            if ref is None and self.p.df.stage(from_) is not None:
+                raise self.p._err(ins, f"{keyword} --from={from_}: stage {from_} is not defined before this one")
+            if ref is not None:
+                dep = self.p._plan(ref.index, self.chain)
+                self.deps.add(ref.index)
+                sources = [CopySource(s, "stage", stage=ref.index) for s in srcs]
+                inputs["from"] = dep.key
+            else:
+                if from_.isdigit():
+                    raise self.p._err(ins, f"{keyword} --from={from_}: no stage with index {from_}")
+                img = self._image(from_, ins)
+                sources = [CopySource(s, "image", image=img) for s in srcs]
+                inputs["from"] = str(img.id)
+            inputs["sources"] = json.dumps(srcs)
+        else:
+            local = []
+            for s in srcs:
+                if _URL.match(s):
+                    if not is_add:
+                        raise self.p._err(ins, f"COPY {s}: source can't be a URL for COPY")
+                    sources.append(CopySource(s, "url", checksum=self._x(ins.checksum, ins) if ins.checksum else None))
+                elif s.startswith("git@") or s.endswith(".git"):
+                    raise self.p._err(ins, f"ADD {s}: git sources are not supported")
+                else:
+                    local.append(s)
+                    sources.append(CopySource(s, "context"))
+            if local:
+                csum, files = self._context_checksum(local, ins, excludes=excludes,
+                                                     parents=ins.parents, keyword=keyword)
+                inputs["files"] = csum
+            inputs["sources"] = json.dumps(srcs)
+            urls = [s for s in sources if s.origin == "url"]
+            if urls:
+                inputs["urls"] = json.dumps([[u.path, u.checksum] for u in urls])
+        for h in ins.heredocs:
+            content = self._x_heredoc(h, ins) if h.expand else h.content
+            sources.append(CopySource(h.name, "heredoc", content=content))
+            inputs.setdefault("heredocs", "")
+            inputs["heredocs"] += hashlib.sha256(f"{h.name}\0{content}".encode()).hexdigest()
+        if not sources:
+            raise self.p._err(ins, f"{keyword}: no source files were specified")
+        multi = len(sources) > 1 or any(has_glob(s.path) for s in sources if s.origin != "heredoc")
+        if multi and not dest.endswith("/") and len(sources) > 1:
+            raise self.p._err(ins, f"When using {keyword} with more than one source file, "
+                              "the destination must be a directory and end with a /")
+        spec = CopySpec(tuple(sources), dest, chown, chmod, ins.link, ins.parents, excludes,
+                        is_add and ins.unpack is not False, self._cwd())
+        inputs.update({
+            "instruction": f"{keyword} " + json.dumps([srcs, dest]),
+            "chown": chown or "", "chmod": "" if chmod is None else oct(chmod),
+            "opts": json.dumps([ins.link, ins.parents, list(excludes), spec.add]),
+        })
+        flags = "".join([f"--from={from_} " if from_ else "", f"--chown={chown} " if chown else "",
+                         f"--chmod={ins.chmod} " if ins.chmod else "",
+                         "--link " if ins.link else ""])
+        shown = [*srcs, *(f"<<{h.name}" for h in ins.heredocs)]
+        created_by = f"{keyword} {flags}{' '.join(shown)} {dest}"
+        # --link: the layer (and its cache key) does not depend on what is below it; the
+        # stage's filesystem after it still does.
+        parent = key_of("linked") if ins.link else None
+        below = self.key
+        self._fs(ins, "copy", spec, created_by, inputs, files=files, parent=parent)
+        if ins.link:
+            self.key = key_of("rebase", below, self.key)
+            self.steps[-1] = replace(self.steps[-1], fs_key=self.key)
+
+    def _x_heredoc(self, h: df.Heredoc, ins: df.Instruction) -> str:
+        # Only the $-expressions are expanded: quotes and backslashes of the file body stay.
+        vars_ = self._vars()
+
+        def one(m: re.Match[str]) -> str:
+            return self.p._expand(m.group(0), vars_, ins)
+
+        return _DOLLAR.sub(one, h.content)
+
+
+_DOLLAR = re.compile(r"\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
+
+
+def plan(dockerfile: df.Dockerfile, *, context: Tree | None, resolve_image: ImageResolver,
+         options: PlanOptions) -> Graph:
+    """The graph for ``options.target`` (default: the last stage) of *dockerfile*."""
+    return Planner(dockerfile, context=context, resolve_image=resolve_image, options=options).graph()
+
+
+def selection_mode(st: os.stat_result) -> str:
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+
+
+__all__ = ["PlanError", "PlanOptions", "Planner", "plan", "platform_args", "Path"]

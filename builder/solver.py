@@ -1,0 +1,333 @@
+"""Walks a build graph: cache lookup first, else execution; independent stages in parallel.
+
+Reports progress as ``Event`` values through a callback; writes layers, then the final config
+and manifest, to the store. Never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from builder import workspace
+from builder.cache import BuildCache, CacheRecord
+from builder.context import Tree
+from builder.errors import BuildError
+from builder.graph.ops import Graph, StagePlan, Step
+from builder.state import StateRoot
+from registry import mediatypes as mt
+from registry.compression import LayerEncoder
+from registry.digest import Digest
+from registry.model import Descriptor, ImageConfig, Manifest
+from registry.store import Image, Store
+
+EventKind = Literal["stage", "start", "cached", "done", "log", "miss", "warning", "error", "export"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One progress event. ``id`` numbers the vertex (step) as ``#n`` in plain output."""
+
+    kind: EventKind
+    id: int = 0
+    name: str = ""
+    stage: str = ""
+    location: str = ""
+    text: str = ""
+    elapsed: float = 0.0
+    time: float = field(default_factory=time.time)
+
+
+Progress = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    descriptor: Descriptor
+    diff_id: Digest
+
+
+@dataclass(frozen=True)
+class StageResult:
+    plan: StagePlan
+    layers: tuple[LayerRef, ...]
+    history: tuple[dict[str, Any], ...]
+
+    @property
+    def key(self) -> str:
+        return self.plan.key
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: Image
+    stage: StageResult
+    executed: tuple[str, ...]  # names of the steps that ran (cache misses)
+    cached: tuple[str, ...]
+
+    @property
+    def image_id(self) -> Digest:
+        return self.image.id
+
+
+@dataclass
+class SolveOptions:
+    jobs: int = 2
+    no_cache: bool = False
+    no_cache_filter: frozenset[str] = frozenset()
+    compression: str = "gzip"
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    explain: bool = True
+
+
+class Cancelled(BuildError):
+    exit_code = 130
+
+
+def rfc3339(epoch: float) -> str:
+    dt = datetime.fromtimestamp(epoch, UTC)
+    if epoch == int(epoch):
+        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Solver:
+    """Builds the stages of one ``Graph`` into layers in *state*'s store."""
+
+    def __init__(self, state: StateRoot, *, options: SolveOptions | None = None,
+                 progress: Progress | None = None, context: Tree | None = None) -> None:
+        self.state = state
+        self.context = context
+        self.store: Store = state.image_store()
+        self.cache = BuildCache(state.cache, self.store)
+        self.options = options or SolveOptions()
+        self._progress = progress or (lambda e: None)
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._cancel = threading.Event()
+        self.executed: list[str] = []
+        self.cached: list[str] = []
+        self.created = time.time()
+
+    # -- events ----------------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self._progress(event)
+
+    def _vertex(self) -> int:
+        with self._lock:
+            self._next_id += 1
+            return self._next_id
+
+    # -- whole build -----------------------------------------------------------------------------
+    def solve(self, graph: Graph) -> dict[int, StageResult]:
+        """Build every stage the target needs; returns results by stage index."""
+        needed = graph.needed()
+        results: dict[int, StageResult] = {}
+        pending = {s.index: s for s in needed}
+        running: dict[Future[StageResult], int] = {}
+        error: BaseException | None = None
+        with self.cache.using(), ThreadPoolExecutor(max_workers=max(self.options.jobs, 1)) as pool:
+            try:
+                while pending or running:
+                    if error is None:
+                        for idx, plan in sorted(pending.items()):
+                            if all(d in results for d in plan.deps):
+                                running[pool.submit(self._stage, graph, plan, results)] = idx
+                                del pending[idx]
+                    if not running:
+                        break
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        idx = running.pop(fut)
+                        try:
+                            results[idx] = fut.result()
+                        except BaseException as e:  # noqa: BLE001 - first error wins, others wait
+                            if error is None:
+                                error = e
+                            self._cancel.set()
+                            pending.clear()
+            except BaseException:
+                self._cancel.set()
+                raise
+        if error is not None:
+            raise error
+        return results
+
+    def build(self, graph: Graph) -> tuple[StageResult, dict[int, StageResult]]:
+        results = self.solve(graph)
+        return results[graph.target], results
+
+    # -- one stage -------------------------------------------------------------------------------
+    def _base(self, plan: StagePlan, results: dict[int, StageResult]) -> tuple[list[LayerRef], list[dict[str, Any]]]:
+        b = plan.base
+        if b.kind == "stage":
+            assert b.stage is not None
+            r = results[b.stage]
+            return list(r.layers), list(r.history)
+        if b.kind == "image":
+            assert b.image is not None
+            img = b.image
+            layers = [LayerRef(d, i) for d, i in zip(img.manifest.layers, img.config.diff_ids, strict=False)]
+            return layers, list(plan.base_history)
+        return [], []
+
+    def _stage(self, graph: Graph, plan: StagePlan, results: dict[int, StageResult]) -> StageResult:
+        layers, history = self._base(plan, results)
+        total = len(plan.steps) + 1
+        vid = self._vertex()
+        self.emit(Event("cached" if plan.base.kind != "scratch" else "done", vid,
+                        f"[{plan.display} 1/{total}] FROM {plan.base.name}", plan.display))
+        created = rfc3339(graph.epoch if graph.epoch is not None else self.created)
+        no_cache = self.options.no_cache or (plan.name or "") in self.options.no_cache_filter \
+            or str(plan.index) in self.options.no_cache_filter
+        missed = False
+        for n, step in enumerate(plan.steps, start=2):
+            if self._cancel.is_set():
+                raise Cancelled("build cancelled")
+            name = f"[{plan.display} {n}/{total}] {step.name}"
+            entry: dict[str, Any] = {"created": created, "created_by": step.created_by,
+                                     "comment": step.comment}
+            if not step.changes_fs:
+                entry["empty_layer"] = True
+                history.append(entry)
+                continue
+            vid = self._vertex()
+            rec = None if no_cache else self.cache.get(step.key)
+            if rec is not None:
+                self.emit(Event("cached", vid, name, plan.display, step.location))
+                with self._lock:
+                    self.cached.append(step.name)
+            else:
+                self.emit(Event("start", vid, name, plan.display, step.location))
+                if self.options.explain and not missed:
+                    reason = self._explain(step)
+                    if reason:
+                        self.emit(Event("miss", vid, name, plan.display, step.location, reason))
+                missed = True
+                t0 = time.monotonic()
+                rec = self._execute(graph, plan, step, layers, results, vid, name)
+                self.cache.put(rec)
+                self._remember(step)
+                self.emit(Event("done", vid, name, plan.display, step.location,
+                                elapsed=time.monotonic() - t0))
+                with self._lock:
+                    self.executed.append(step.name)
+            if rec.layer is not None and rec.diff_id is not None:
+                layers.append(LayerRef(rec.layer, rec.diff_id))
+            else:
+                entry["empty_layer"] = True
+            history.append(entry)
+        return StageResult(plan, tuple(layers), tuple(history))
+
+    # -- "why did this miss?" --------------------------------------------------------------------
+    def _slot_path(self, step: Step) -> Path:
+        return self.state.cache / "slots" / f"{step.slot}.json"
+
+    def _remember(self, step: Step) -> None:
+        if not step.slot:
+            return
+        import json
+
+        from registry.store import write_atomic
+
+        p = self._slot_path(step)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(p, json.dumps({"inputs": step.inputs, "files": step.files},
+                                   sort_keys=True).encode())
+
+    def _explain(self, step: Step) -> str:
+        """Which input changed since this step (same file, stage, position) last ran."""
+        import json
+
+        if not step.slot:
+            return ""
+        try:
+            last = json.loads(self._slot_path(step).read_bytes())
+        except (OSError, ValueError):
+            return "no previous build of this step"
+        before: dict[str, str] = last.get("inputs") or {}
+        now = step.inputs
+        reasons = []
+        if before.get("instruction") != now.get("instruction"):
+            reasons.append(f"instruction changed: {before.get('instruction')!r} -> {now.get('instruction')!r}")
+        if before.get("files") != now.get("files"):
+            old_files: dict[str, str] = last.get("files") or {}
+            changed = sorted(k for k in set(old_files) | set(step.files)
+                             if old_files.get(k) != step.files.get(k))
+            shown = ", ".join(changed[:5]) + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
+            reasons.append(f"files changed: {shown}" if changed else "files changed")
+        b_args = json.loads(before.get("args", "{}") or "{}")
+        n_args = json.loads(now.get("args", "{}") or "{}")
+        for k in sorted(set(b_args) | set(n_args)):
+            if b_args.get(k) != n_args.get(k):
+                reasons.append(f"build arg {k} changed: {b_args.get(k)!r} -> {n_args.get(k)!r}")
+        for k in sorted((set(before) | set(now)) - {"instruction", "files", "args", "parent"}):
+            if before.get(k) != now.get(k):
+                reasons.append(f"{k} changed")
+        if not reasons and before.get("parent") != now.get("parent"):
+            reasons.append("the step before it changed")
+        if not reasons:
+            reasons.append("cache record missing (pruned or --no-cache)")
+        return "; ".join(reasons)
+
+    # -- executing one filesystem step -----------------------------------------------------------
+    def _execute(self, graph: Graph, plan: StagePlan, step: Step, layers: list[LayerRef],
+                 results: dict[int, StageResult], vid: int, name: str) -> CacheRecord:
+        def log(line: str) -> None:
+            self.emit(Event("log", vid, name, plan.display, step.location, line))
+
+        lowers = [] if workspace.is_linked(step) else layers
+        with workspace.Workspace(self.state, self.store, lowers, platform=plan.platform,
+                                 context=self.context) as ws:
+            workspace.run_step(ws, step, results=results, secrets=self.options.secrets,
+                               log=log, cancel=self._cancel)
+            layer, diff_id = self._commit_diff(ws, graph.epoch)
+        return CacheRecord(step.key, layer, diff_id, step.created_by, dict(step.inputs))
+
+    def _commit_diff(self, ws: workspace.Workspace, epoch: int | None) -> tuple[Descriptor | None, Digest | None]:
+        comp = self.options.compression
+        with self.store.lease(), self.store.writer() as w:
+            enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
+            wrote = ws.diff(enc, source_date_epoch=epoch)
+            enc.close()
+            if not wrote:
+                return None, None
+            digest = w.commit()
+            desc = Descriptor(mt.layer_media_type(comp), digest, w.size)
+            return desc, enc.diff_id
+
+    # -- the image -------------------------------------------------------------------------------
+    def assemble(self, graph: Graph, result: StageResult, *, labels: dict[str, str] | None = None) -> Image:
+        """Write the final config and manifest for *result* to the store (untagged)."""
+        plan = result.plan
+        data = dict(plan.config)
+        cfg = dict(data.get("config") or {})
+        if labels:
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), **labels}
+        data["config"] = cfg
+        data["created"] = rfc3339(graph.epoch if graph.epoch is not None else self.created)
+        data["history"] = list(result.history)
+        data["rootfs"] = {"type": "layers", "diff_ids": [str(lr.diff_id) for lr in result.layers]}
+        config = ImageConfig.build(data)
+        cdesc = Descriptor(mt.OCI_CONFIG, config.digest, config.size)
+        manifest = Manifest.build(cdesc, [lr.descriptor for lr in result.layers])
+        desc = self.store.put_image(manifest, config)
+        return Image(desc, manifest, config)
+
+
+@contextlib.contextmanager
+def interruptible(solver: Solver) -> Iterator[None]:
+    """Ctrl-C cancels the steps not started yet; running sandboxes are torn down by their owner."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        solver._cancel.set()
+        raise
