@@ -46,6 +46,8 @@ COMMANDS: dict[str, str] = {
     "dockerfile": "builder.cli.dockerfile:dockerfile",
     "network": "builder.cli.network:network",
     "volume": "builder.cli.volume:volume",
+    "build": "builder.cli.build:build",
+    "builder": "builder.cli.build:builder",
 }
 
 
