@@ -7,7 +7,7 @@ APT_PACKAGES := busybox-static runc skopeo umoci docker.io docker-registry iptab
 	iproute2 uidmap ca-certificates git
 DEMO_ROOT ?= /tmp/pybuild-demo
 
-.PHONY: install apt venv demo test bench lint clean
+.PHONY: install apt venv demo test bench lint clean golden
 
 install: apt venv
 
@@ -36,6 +36,10 @@ test: install
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# regenerate the Dockerfile golden files; review the diff before committing
+golden: venv
+	$(PY) tests/builder/test_dockerfile_golden.py --regen
 
 lint: venv
 	$(VENV)/bin/ruff check grammar registry builder tests bench

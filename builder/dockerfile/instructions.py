@@ -311,7 +311,9 @@ def typed(tree: SyntaxTree) -> Dockerfile:
         if isinstance(first, From):
             if first.name is not None:
                 if first.name in names:
-                    raise _error(tree, node, f"duplicate stage name {_q(first.name)}", after="AS")
+                    raise _error(
+                        tree, node, f"duplicate stage name {_q(first.name)}", after=node.args[2]
+                    )
                 names[first.name] = first
             stages.append((first, []))
             continue
@@ -375,12 +377,13 @@ def _error(
     tree: SyntaxTree, node: Node, message: str, *, after: str | None = None
 ) -> InstructionError:
     """An error at *node*; the column points at *after* (a flag, a word) when it is found on
-    the instruction's lines, else at the keyword."""
+    the instruction's lines past the keyword, else at the keyword."""
     line, column = node.start_line, node.column
     if after:
         for n in range(node.start_line, node.end_line + 1):
             text = tree.source_line(n) or ""
-            i = text.find(after)
+            skip = node.column - 1 + len(node.keyword) if n == node.start_line else 0
+            i = text.find(after, skip)
             if i >= 0:
                 line, column = n, i + 1
                 break
