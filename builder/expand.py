@@ -50,26 +50,27 @@ class _Failure(Exception):
 
 
 class _Words:
-    """Docker's word accumulator: unquoted blanks split words, quoted text never does."""
+    """Docker's word accumulator: unquoted blanks split words, quoted text never does (an
+    empty quoted string makes no word of its own, as in Docker)."""
 
     __slots__ = ("word", "words", "in_word")
 
     def __init__(self) -> None:
-        self.word: list[str] = []
+        self.word = ""
         self.words: list[str] = []
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
         if ch in _SPACE:
             if self.in_word and self.word:
-                self.words.append("".join(self.word))
-                self.word = []
+                self.words.append(self.word)
+                self.word = ""
                 self.in_word = False
         else:
             self.add_raw_char(ch)
 
     def add_raw_char(self, ch: str) -> None:
-        self.word.append(ch)
+        self.word += ch
         self.in_word = True
 
     def add_string(self, text: str) -> None:
@@ -77,15 +78,13 @@ class _Words:
             self.add_char(ch)
 
     def add_raw_string(self, text: str) -> None:
-        self.word.append(text)
+        self.word += text
         self.in_word = True
 
     def result(self) -> list[str]:
         if self.word:
-            joined = "".join(self.word)
-            if joined:
-                self.words.append(joined)
-            self.word = []
+            self.words.append(self.word)
+            self.word = ""
             self.in_word = False
         return self.words
 
@@ -254,6 +253,9 @@ class _Lexer:
             raise _Failure("syntax error: bad substitution")
         name = self.name()
         ch = self.next()
+        if ch == _EOF:
+            # Docker reports "unsupported modifier (\ufffd)" here; say what is wrong instead
+            raise _Failure("syntax error: missing '}'")
         mod = ch
         null_is_unset = False
         if ch == "}":
