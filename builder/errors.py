@@ -7,6 +7,7 @@
     ├── IgnorePatternError           a bad ``.dockerignore`` pattern, with its line
     ├── ContextError                 a path outside the context, a missing COPY source
     ├── StepFailed                   a RUN step exited non-zero: location, exit code, log tail
+    ├── LayerError                   a layer tar that is malformed or reaches outside its root
     ├── SandboxError                 the execution core could not set a process up
     │   ├── CommandNotFound          exit 127: the command does not exist in the image
     │   └── CommandNotExecutable     exit 126: it exists but cannot be run
@@ -76,6 +77,10 @@ class StepFailed(BuildError):
         self.exit_status = exit_status
         self.location = location
         self.log_tail = log_tail or []
+
+
+class LayerError(BuildError):
+    exit_code = 125
 
 
 class SandboxError(BuildError):

@@ -1,0 +1,377 @@
+"""Root filesystems for sandboxes: the shared layer cache, overlayfs roots (copy fallback), diffs.
+
+``LayerCache`` unpacks each layer once by diff_id into ``<state>/layers/<hex>`` (temp dir, then
+rename; a per-layer lock makes concurrent processes safe); ``prepare_root`` gives a ``Root``
+(overlay of cached layers + fresh upper, or a copied tree); ``diff`` tars what a run changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+
+from builder import layers as _layers
+from builder.errors import LayerError, SandboxError
+from builder.state import StateRoot
+from registry.store import file_lock as _file_lock
+
+if TYPE_CHECKING:
+    from builder.syscalls import Syscalls
+
+#: overlayfs options that keep the upper dir a complete, plain diff (no redirects or metacopy)
+OVERLAY_OPTIONS = "redirect_dir=off,index=off,metacopy=off"
+
+
+@dataclass(frozen=True)
+class Root:
+    """The root filesystem of a sandbox.
+
+    Overlay form: ``layers`` (cached lower dirs, bottom first) + ``upper``/``work`` (writable,
+    same filesystem). Plain form: ``path``, a directory used as is (the copy fallback keeps the
+    layers it was made from in ``layers`` so that ``diff`` can compare). ``readonly`` mounts
+    the root read-only either way.
+    """
+
+    layers: tuple[str, ...] = ()
+    upper: str | None = None
+    work: str | None = None
+    path: str | None = None
+    readonly: bool = False
+
+    def __post_init__(self) -> None:
+        if self.path is None and not self.layers:
+            raise SandboxError("a root needs layers or a path")
+        if self.path is None and (self.upper is None) != (self.work is None):
+            raise SandboxError("an overlay root needs both upper and work dirs")
+        if self.path is None and self.upper is None and not self.readonly:
+            raise SandboxError("an overlay root without an upper dir must be read-only")
+
+    @property
+    def is_overlay(self) -> bool:
+        return self.path is None
+
+
+# -- the layer cache ---------------------------------------------------------------------------------
+def _hex(diff_id: str) -> str:
+    algo, _, hexpart = diff_id.partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        raise LayerError(f"bad diff_id {diff_id!r}")
+    return hexpart
+
+
+class LayerCache:
+    """Unpacked layers (overlay format) by diff_id under ``<state>/layers``."""
+
+    def __init__(self, state: StateRoot | Path | str) -> None:
+        root = state.layers if isinstance(state, StateRoot) else Path(state) / "layers"
+        self.dir = root
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)  # device nodes of images live here: host root only
+
+    def path(self, diff_id: str) -> Path:
+        return self.dir / _hex(diff_id)
+
+    def has(self, diff_id: str) -> bool:
+        return self.path(diff_id).is_dir()
+
+    def unpack(self, diff_id: str, open_stream: Callable[[], IO[bytes]]) -> Path:
+        """The directory of layer *diff_id*, unpacking ``open_stream()`` first if not cached.
+
+        The stream is the layer tar (gzip/zstd are detected); its sha256 must be *diff_id*.
+        """
+        final = self.path(diff_id)
+        if final.is_dir():
+            return final
+        with _file_lock(self.dir / f".{final.name}.lock"):
+            if final.is_dir():
+                return final
+            tmp = self.dir / f".tmp-{final.name[:16]}-{secrets.token_hex(4)}"
+            try:
+                with open_stream() as stream:
+                    got = _layers.apply_layer(stream, tmp)
+                if got != diff_id:
+                    raise LayerError(f"layer {diff_id}: its content hashes to {got}")
+                os.chmod(tmp, 0o755)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.dir / f".{final.name}.lock")
+        return final
+
+    def unpack_all(
+        self,
+        layers: Sequence[tuple[str, Callable[[], IO[bytes]]]],
+        *,
+        progress: Callable[[str, bool], None] | None = None,
+    ) -> list[Path]:
+        """Unpack (diff_id, opener) pairs, bottom first; *progress(diff_id, cached)* per layer."""
+        out = []
+        for diff_id, opener in layers:
+            cached = self.has(diff_id)
+            out.append(self.unpack(diff_id, opener))
+            if progress is not None:
+                progress(diff_id, cached)
+        return out
+
+    def remove(self, diff_id: str) -> None:
+        shutil.rmtree(self.path(diff_id), ignore_errors=True)
+
+
+def image_layers(store: Any, image: Any, cache: LayerCache) -> list[Path]:
+    """Unpack the layers of a ``registry.store.Image`` (``image.layers`` + ``image.diff_ids``)."""
+    from registry.compression import open_decompressed
+
+    descriptors = list(image.layers)
+    diff_ids = [str(d) for d in image.diff_ids]
+    if len(diff_ids) != len(descriptors):
+        raise LayerError(
+            f"image has {len(descriptors)} layers but {len(diff_ids)} diff_ids in its config"
+        )
+
+    def opener(desc: Any) -> Callable[[], IO[bytes]]:
+        def open_it() -> IO[bytes]:
+            return open_decompressed(store.open_blob(desc.digest))
+
+        return open_it
+
+    return cache.unpack_all([(d, opener(desc)) for d, desc in zip(diff_ids, descriptors, strict=True)])
+
+
+# -- overlay support -------------------------------------------------------------------------------
+_PROBED: dict[int, bool] = {}
+
+
+def overlay_supported(where: Path) -> bool:
+    """Whether an overlay with upper/work dirs on *where*'s filesystem mounts here (probed once)."""
+    where.mkdir(parents=True, exist_ok=True)
+    dev = os.stat(where).st_dev
+    if dev in _PROBED:
+        return _PROBED[dev]
+    if os.environ.get("PYBUILD_NO_OVERLAY") == "1":
+        _PROBED[dev] = False
+        return False
+    from builder import syscalls as sc
+
+    probe = where / f".overlay-probe-{secrets.token_hex(4)}"
+    for d in ("l", "u", "w", "m"):
+        (probe / d).mkdir(parents=True)
+    ok = False
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            try:
+                s = sc.real()
+                s.unshare(sc.CLONE_NEWNS)
+                s.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+                os.chdir(probe)
+                s.mount("overlay", "m", "overlay", 0, f"lowerdir=l,upperdir=u,workdir=w,{OVERLAY_OPTIONS}")
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        ok = os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    _PROBED[dev] = ok
+    return ok
+
+
+def prepare_root(
+    layer_dirs: Sequence[Path], container_dir: Path, *, overlay: bool | None = None, readonly: bool = False
+) -> Root:
+    """A fresh writable root over *layer_dirs* in *container_dir* (overlay, or a copy where not).
+
+    *overlay*: None probes the filesystem; False forces the copy fallback.
+    """
+    container_dir.mkdir(parents=True, exist_ok=True)
+    layers = tuple(str(p) for p in layer_dirs)
+    if overlay is None:
+        overlay = overlay_supported(container_dir)
+    if overlay and layers:
+        upper, work = container_dir / "upper", container_dir / "work"
+        upper.mkdir(exist_ok=True)
+        work.mkdir(exist_ok=True)
+        return Root(layers=layers, upper=str(upper), work=str(work), readonly=readonly)
+    tree = container_dir / "rootfs"
+    tree.mkdir(exist_ok=True)
+    os.chmod(tree, 0o755)
+    for d in layer_dirs:
+        _layers.apply_dir(Path(d), tree)
+    return Root(layers=layers, path=str(tree), readonly=readonly)
+
+
+def diff(root: Root, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None) -> bool:
+    """Tar what ran in *root* changed (``layers.write_diff`` / ``write_dir_diff``); False if nothing."""
+    if root.is_overlay:
+        if root.upper is None:
+            raise SandboxError("a read-only overlay root has no changes to tar")
+        return _layers.write_diff(Path(root.upper), out, source_date_epoch=source_date_epoch)
+    assert root.path is not None
+    return _layers.write_dir_diff(
+        [Path(p) for p in root.layers], Path(root.path), out, source_date_epoch=source_date_epoch
+    )
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a container dir (upper/work/copy) that no mount uses any more."""
+    if path.exists():
+        shutil.rmtree(path)
+
+
+# -- mount points: stub layer (overlay) or created-and-removed (plain) ---------------------------------
+def make_stub_layer(root: Root, targets: Sequence[tuple[str, bool]], stub_dir: Path) -> bool:
+    """Create in *stub_dir* the mount points missing from the overlay *root*.
+
+    *targets*: (absolute container path, is_file). The stub dir becomes the topmost lower
+    layer, so mount points never land in the upper dir (and so never in a diff). Directories
+    on the way copy the owner, mode and mtime of the image's own. Returns whether any stub
+    was made.
+    """
+    view = _layers.MergedView([*root.layers, *([root.upper] if root.upper else [])])  # bottom first
+    made = False
+    for target, is_file in targets:
+        comps = _layers.clean_name(target)
+        if not comps or view.lookup(comps) is not None:
+            continue
+        # every existing ancestor must be a directory in the view, else leave it to the kernel
+        ok = True
+        for i in range(1, len(comps)):
+            found = view.lookup(comps[:i])
+            if found is None:
+                break
+            if not stat.S_ISDIR(found[1].st_mode):
+                ok = False
+                break
+        if not ok:
+            continue
+        p = stub_dir
+        for i in range(1, len(comps) + 1):
+            p = p / comps[i - 1]
+            last = i == len(comps)
+            if p.exists() or p.is_symlink():
+                continue
+            found = view.lookup(comps[:i])
+            if last and is_file:
+                p.touch(mode=0o644)
+            else:
+                p.mkdir(mode=0o755)
+            if found is not None:
+                st = found[1]
+                os.chown(p, st.st_uid, st.st_gid)
+                os.chmod(p, stat.S_IMODE(st.st_mode))
+                os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        made = True
+    if made:
+        # ancestors' mtimes changed when their children were created: set them again
+        for dirpath, _dirs, _files in os.walk(stub_dir, topdown=False):
+            rel = os.path.relpath(dirpath, stub_dir)
+            if rel == ".":
+                continue
+            found = view.lookup(_layers.clean_name(rel))
+            if found is not None:
+                os.utime(dirpath, ns=(found[1].st_atime_ns, found[1].st_mtime_ns))
+    return made
+
+
+def make_mountpoints(tree: Path, targets: Sequence[tuple[str, bool]]) -> list[tuple[str, int, int]]:
+    """Create missing mount points in a plain root; returns what to undo with ``remove_mountpoints``."""
+    created: list[tuple[str, int, int]] = []
+    for target, is_file in targets:
+        comps = _layers.clean_name(target)
+        p = tree
+        for i, c in enumerate(comps):
+            parent = p
+            p = p / c
+            if p.is_symlink():
+                break  # resolved by the kernel inside the root
+            if p.exists():
+                continue
+            pst = os.lstat(parent)
+            if i == len(comps) - 1 and is_file:
+                p.touch(mode=0o644)
+            else:
+                p.mkdir(mode=0o755)
+            created.append((str(p), pst.st_atime_ns, pst.st_mtime_ns))
+    return created
+
+
+def remove_mountpoints(created: Sequence[tuple[str, int, int]]) -> None:
+    for path, atime, mtime in reversed(created):
+        p = Path(path)
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            elif p.stat().st_size == 0:
+                p.unlink()
+            os.utime(p.parent, ns=(atime, mtime))
+
+
+# -- in the sandbox's own mount namespace ---------------------------------------------------------
+def link_lowers(root: Root, run_dir: Path, stub_dir: Path | None) -> str:
+    """Short relative names for the overlay's dirs (the mount data is limited to one page).
+
+    Creates ``run_dir/l/<n>`` symlinks; returns the mount data, relative to *run_dir*.
+    """
+    ldir = run_dir / "l"
+    ldir.mkdir(exist_ok=True)
+    lowers = list(reversed(root.layers))  # overlayfs wants the topmost first
+    if stub_dir is not None:
+        lowers.insert(0, str(stub_dir))
+    names = []
+    for i, d in enumerate(lowers):
+        os.symlink(d, ldir / str(i))
+        names.append(f"l/{i}")
+    data = "lowerdir=" + ":".join(names)
+    if root.upper is not None and root.work is not None:
+        os.symlink(root.upper, run_dir / "u")
+        os.symlink(root.work, run_dir / "w")
+        data += ",upperdir=u,workdir=w"
+    data += "," + OVERLAY_OPTIONS
+    if len(data) >= 4096:
+        raise SandboxError(f"too many layers for one overlay mount ({len(lowers)})")
+    return data
+
+
+def mount_root(sys: Syscalls, root: Root, target: str, run_dir: str, data: str) -> None:
+    """Mount *root* on *target* (called in the sandbox's mount namespace)."""
+    from builder import syscalls as sc
+
+    if not root.is_overlay:
+        assert root.path is not None
+        sys.mount(root.path, target, None, sc.MS_BIND | sc.MS_REC)
+        return
+    if len(root.layers) == 1 and root.upper is None and "l/1" not in data:
+        sys.mount(root.layers[0], target, None, sc.MS_BIND | sc.MS_REC)
+        return
+    sys.chdir(run_dir)
+    try:
+        sys.mount("overlay", target, "overlay", sc.MS_NODEV, data)
+    except OSError as e:
+        if e.errno == errno.EINVAL and root.upper is None:
+            raise SandboxError("this kernel needs two or more layers for a read-only overlay") from e
+        raise
+    finally:
+        sys.chdir("/")
+
+
+@contextlib.contextmanager
+def scratch_dir(base: Path) -> Iterator[Path]:
+    """A temporary directory under *base*, removed afterwards."""
+    p = base / f".scratch-{secrets.token_hex(6)}"
+    p.mkdir(parents=True)
+    try:
+        yield p
+    finally:
+        shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,268 @@
+"""cgroups for sandboxes: detect v1/hybrid/v2 from mountinfo, create ``pybuild/<id>``, limit, kill, remove.
+
+v1 controllers (memory, cpu, pids, devices) each get ``<mount>/pybuild/<id>``; a controller-less
+v2 mount (hybrid) adds one there too, for ``cgroup.kill``; pure v2 enables controllers itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.errors import SandboxError
+from builder.sandbox.spec import Resources
+
+PARENT = "pybuild"
+V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
+
+#: Docker's default device rules (v1 devices controller): mknod anything, use only these
+DEVICE_RULES = (
+    "c *:* m", "b *:* m",
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the hierarchies are: v1 controller → mount point, and the cgroup2 mount (if any)."""
+
+    v1: dict[str, str]
+    v2: str | None
+    v2_controllers: tuple[str, ...]
+    v1_options: dict[str, str] = field(default_factory=dict)  # mount point → its controller options
+
+    @property
+    def version(self) -> int:
+        return 1 if self.v1 else (2 if self.v2 else 0)
+
+
+_LAYOUT: Layout | None = None
+
+
+def detect(mountinfo: str | None = None) -> Layout:
+    """Read ``/proc/self/mountinfo`` (cached): never assume systemd or a fixed layout."""
+    global _LAYOUT
+    if mountinfo is None and _LAYOUT is not None:
+        return _LAYOUT
+    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
+    v1: dict[str, str] = {}
+    v1_options: dict[str, str] = {}
+    v2: str | None = None
+    for line in text.splitlines():
+        pre, _, post = line.partition(" - ")
+        fields = pre.split()
+        rest = post.split()
+        if len(fields) < 5 or len(rest) < 3:
+            continue
+        point, fstype, opts = fields[4], rest[0], rest[2].split(",")
+        if fstype == "cgroup":
+            for c in V1_CONTROLLERS:
+                if c in opts and c not in v1:
+                    v1[c] = point
+            keep = [o for o in opts if o not in ("rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec")]
+            v1_options.setdefault(point, ",".join(keep))
+        elif fstype == "cgroup2" and v2 is None:
+            v2 = point
+    controllers: tuple[str, ...] = ()
+    if v2 is not None:
+        with contextlib.suppress(OSError):
+            controllers = tuple(Path(v2, "cgroup.controllers").read_text().split())
+    layout = Layout(v1=v1, v2=v2, v2_controllers=controllers, v1_options=v1_options)
+    if mountinfo is None:
+        _LAYOUT = layout
+    return layout
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise SandboxError(f"cgroup: cannot write {value!r} to {path}: {e.strerror}") from None
+
+
+@dataclass
+class Cgroup:
+    """The cgroup directories of one sandbox (one per v1 hierarchy, and/or the v2 one)."""
+
+    id: str
+    paths: list[str] = field(default_factory=list)
+    memory: str | None = None  # the dir holding memory.* files
+    v2: str | None = None  # the dir in the cgroup2 hierarchy (for cgroup.kill, v2 limits)
+    v2_limits: bool = False
+
+    # -- life cycle --------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, sandbox_id: str, resources: Resources, layout: Layout | None = None) -> Cgroup:
+        layout = layout or detect()
+        cg = cls(id=sandbox_id)
+        try:
+            seen: set[str] = set()
+            for ctrl in V1_CONTROLLERS:
+                mnt = layout.v1.get(ctrl)
+                if mnt is None or mnt in seen:
+                    continue
+                seen.add(mnt)
+                p = _mkdir(Path(mnt) / PARENT, sandbox_id)
+                cg.paths.append(str(p))
+                if ctrl == "memory":
+                    cg.memory = str(p)
+            if layout.v2 is not None:
+                wanted = [c for c in ("memory", "cpu", "pids") if c in layout.v2_controllers and c not in layout.v1]
+                if wanted:
+                    _write(Path(layout.v2, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
+                    parent = Path(layout.v2) / PARENT
+                    parent.mkdir(exist_ok=True)
+                    _write(parent / "cgroup.subtree_control", " ".join("+" + c for c in wanted))
+                    cg.v2_limits = True
+                p = _mkdir(Path(layout.v2) / PARENT, sandbox_id)
+                cg.v2 = str(p)
+                cg.paths.append(str(p))
+                if cg.memory is None and "memory" in layout.v2_controllers:
+                    cg.memory = str(p)
+            cg._limit(resources, layout)
+        except BaseException:
+            cg.remove()
+            raise
+        return cg
+
+    def _limit(self, r: Resources, layout: Layout) -> None:
+        for p in self.paths:
+            d = Path(p)
+            if (d / "memory.limit_in_bytes").exists():
+                if r.memory is not None:
+                    _write(d / "memory.limit_in_bytes", str(r.memory))
+                    if (d / "memory.memsw.limit_in_bytes").exists():
+                        swap = r.memory_swap if r.memory_swap is not None else 2 * r.memory
+                        _write(d / "memory.memsw.limit_in_bytes", str(-1 if swap < 0 else swap))
+            if (d / "cpu.cfs_quota_us").exists() and r.cpus is not None:
+                _write(d / "cpu.cfs_period_us", "100000")
+                _write(d / "cpu.cfs_quota_us", str(max(1000, int(r.cpus * 100000))))
+            if (d / "pids.max").exists() and r.pids is not None:
+                _write(d / "pids.max", "max" if r.pids < 0 else str(r.pids))
+            if (d / "devices.deny").exists():
+                _write(d / "devices.deny", "a")
+                for rule in DEVICE_RULES:
+                    _write(d / "devices.allow", rule)
+        if self.v2 is not None and self.v2_limits:
+            d = Path(self.v2)
+            if r.memory is not None and (d / "memory.max").exists():
+                _write(d / "memory.max", str(r.memory))
+                if (d / "memory.swap.max").exists():
+                    swap = r.memory_swap if r.memory_swap is not None else 2 * r.memory
+                    _write(d / "memory.swap.max", "max" if swap < 0 else str(max(0, swap - r.memory)))
+            if r.cpus is not None and (d / "cpu.max").exists():
+                _write(d / "cpu.max", f"{max(1000, int(r.cpus * 100000))} 100000")
+            if r.pids is not None and (d / "pids.max").exists():
+                _write(d / "pids.max", "max" if r.pids < 0 else str(r.pids))
+
+    @property
+    def procs_files(self) -> list[str]:
+        """The ``cgroup.procs`` files a new member writes ``0`` to (itself)."""
+        return [os.path.join(p, "cgroup.procs") for p in self.paths]
+
+    def pids(self) -> set[int]:
+        out: set[int] = set()
+        for f in self.procs_files:
+            with contextlib.suppress(OSError):
+                out.update(int(x) for x in Path(f).read_text().split())
+        return out
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed something in this cgroup."""
+        if self.memory is None:
+            return False
+        d = Path(self.memory)
+        for name in ("memory.oom_control", "memory.events"):
+            with contextlib.suppress(OSError):
+                for line in (d / name).read_text().splitlines():
+                    k, _, v = line.partition(" ")
+                    if k == "oom_kill" and int(v) > 0:
+                        return True
+        return False
+
+    def kill_all(self) -> None:
+        """SIGKILL every process left (``cgroup.kill`` where the kernel has it)."""
+        if self.v2 is not None and Path(self.v2, "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write(Path(self.v2, "cgroup.kill"), "1")
+        for _ in range(200):
+            left = self.pids()
+            if not left:
+                return
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+
+    def remove(self) -> None:
+        """Kill what is left and remove the directories (and ``pybuild/`` when empty)."""
+        self.kill_all()
+        for p in self.paths:
+            _rmdir_retry(Path(p))
+            with contextlib.suppress(OSError):
+                os.rmdir(Path(p).parent)  # pybuild/, when no other sandbox uses it
+        self.paths.clear()
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "paths": self.paths, "memory": self.memory, "v2": self.v2}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> Cgroup:
+        return cls(
+            id=str(d["id"]),
+            paths=[str(p) for p in d.get("paths", [])],  # type: ignore[attr-defined]
+            memory=d.get("memory"),  # type: ignore[arg-type]
+            v2=d.get("v2"),  # type: ignore[arg-type]
+        )
+
+
+def _mkdir(parent: Path, name: str) -> Path:
+    # another sandbox may remove an empty pybuild/ between our two mkdirs: retry
+    for _ in range(50):
+        parent.mkdir(exist_ok=True)
+        try:
+            (parent / name).mkdir()
+            return parent / name
+        except FileNotFoundError:
+            continue
+    raise SandboxError(f"cgroup: cannot create {parent / name}")
+
+
+def _rmdir_retry(p: Path) -> None:
+    for _ in range(400):
+        try:
+            os.rmdir(p)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise SandboxError(f"cgroup: cannot remove {p}: {e.strerror}") from None
+            time.sleep(0.005)
+    raise SandboxError(f"cgroup: {p} stays busy")
+
+
+def cgroup_paths_of(pid: int, layout: Layout | None = None) -> list[str]:
+    """The cgroup dirs of a running process (to join it, as ``exec`` does)."""
+    layout = layout or detect()
+    out: list[str] = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hid, _, rest = line.partition(":")
+        ctrls, _, path = rest.partition(":")
+        if hid == "0" and layout.v2:
+            mnt: str | None = layout.v2
+        else:
+            mnt = next((layout.v1[c] for c in ctrls.split(",") if c in layout.v1), None)
+        if mnt is None or path == "/":
+            continue
+        d = os.path.join(mnt, path.lstrip("/"))
+        if d not in out and os.path.isdir(d):
+            out.append(d)
+    return out

@@ -1,0 +1,299 @@
+"""Spec → kernel calls, run inside the sandbox's fresh namespaces before ``execve``.
+
+Every call goes through a ``Syscalls`` object (``builder.syscalls``), so that tests can run
+these functions against ``FakeSyscalls`` and check the actions a spec produces.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from builder import syscalls as sc
+from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
+from builder.rootfs import mount_root
+from builder.sandbox.spec import CAP_NUMBERS, DEFAULT_PATH, Mount, Process, Spec
+from builder.sandbox.users import User, resolve_user
+
+if TYPE_CHECKING:
+    from builder.sandbox.cgroups import Layout
+
+#: (name, major, minor) of the device nodes made in a tmpfs /dev
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+           ("urandom", 1, 9), ("tty", 5, 0))
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the child needs besides the spec, prepared by the parent."""
+
+    spec: Spec
+    rootfs: str  # the (empty) directory the root is mounted on
+    run_dir: str
+    overlay_data: str  # mount data for an overlay root, relative to run_dir
+    mask_node: str  # a 0/0 char device: opening it fails (ENXIO); bound over masked files
+    console: str | None = None  # the terminal's slave, bound onto /dev/console
+    cgroup_layout: Layout | None = None
+
+
+def mount_flags(options: tuple[str, ...]) -> tuple[int, int, str]:
+    """(flags, propagation flags, fs data) from OCI-style mount options."""
+    flags = 0
+    prop = 0
+    data: list[str] = []
+    for o in options:
+        if o in sc.MOUNT_FLAGS:
+            bit, clear = sc.MOUNT_FLAGS[o]
+            flags = flags & ~bit if clear else flags | bit
+        elif o in sc.PROPAGATION_FLAGS:
+            prop |= sc.PROPAGATION_FLAGS[o]
+        else:
+            data.append(o)
+    return flags, prop, ",".join(data)
+
+
+def secure_join(root: str, path: str) -> str:
+    """*path* inside *root*, following symlinks as if *root* were ``/`` (never out of it)."""
+    todo = [c for c in path.split("/") if c]
+    done: list[str] = []
+    links = 0
+    while todo:
+        c = todo.pop(0)
+        if c == ".":
+            continue
+        if c == "..":
+            if done:
+                done.pop()
+            continue
+        cand = os.path.join(root, *done, c)
+        try:
+            st = os.lstat(cand)
+        except (FileNotFoundError, NotADirectoryError):
+            done.append(c)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 40:
+                raise SandboxError(f"too many symlinks resolving {path}")
+            target = os.readlink(cand)
+            if target.startswith("/"):
+                done = []
+            todo = [x for x in target.split("/") if x] + todo
+            continue
+        done.append(c)
+    return os.path.join(root, *done)
+
+
+def _mkdirs(path: str) -> None:
+    os.makedirs(path, mode=0o755, exist_ok=True)
+
+
+def _make_target(dest: str, *, is_file: bool) -> None:
+    if os.path.lexists(dest):
+        return
+    _mkdirs(os.path.dirname(dest))
+    if is_file:
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    else:
+        os.mkdir(dest, 0o755)
+
+
+def do_mount(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, m: Mount, *, real: bool = True) -> None:
+    """Mount *m* under the new root (before ``pivot_root``)."""
+    dest = secure_join(plan.rootfs, m.destination)
+    flags, prop, data = mount_flags(m.options)
+    if m.type == "bind":
+        src_is_file = not os.path.isdir(m.source)
+        if real:
+            _make_target(dest, is_file=src_is_file)
+        rec = sc.MS_REC if "bind" not in m.options else 0
+        sys.mount(m.source, dest, None, sc.MS_BIND | rec)
+        extra = flags & ~(sc.MS_BIND | sc.MS_REC)
+        if extra:
+            sys.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_BIND | extra)
+    elif m.type == "cgroup":
+        if real:
+            _make_target(dest, is_file=False)
+        _mount_cgroups(sys, dest, flags, plan.cgroup_layout, real=real)
+    else:
+        if real:
+            _make_target(dest, is_file=False)
+        sys.mount(m.source or m.type, dest, m.type, flags, data or None)
+        if m.type == "tmpfs" and m.destination == "/dev":
+            _populate_dev(sys, dest, plan, real=real)
+    if prop:
+        sys.mount(None, dest, None, prop)
+
+
+def _mount_cgroups(
+    sys: sc.Syscalls | sc.FakeSyscalls, dest: str, flags: int, layout: Layout | None, *, real: bool
+) -> None:
+    """The sandbox's own cgroups (it has a cgroup namespace), read-only like Docker's."""
+    if layout is None or (not layout.v1 and layout.v2 is None):
+        return
+    if not layout.v1:
+        sys.mount("cgroup2", dest, "cgroup2", flags)
+        return
+    sys.mount("tmpfs", dest, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
+    for point, options in sorted(layout.v1_options.items()):
+        sub = os.path.join(dest, os.path.basename(point))
+        if real:
+            os.mkdir(sub, 0o555)
+        sys.mount("cgroup", sub, "cgroup", flags, options)
+    if flags & sc.MS_RDONLY:
+        sys.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_BIND | flags)
+
+
+def _populate_dev(sys: sc.Syscalls | sc.FakeSyscalls, dev: str, plan: Plan, *, real: bool) -> None:
+    for name, major, minor in DEVICES:
+        path = os.path.join(dev, name)
+        sys.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        if real:
+            os.chmod(path, 0o666)
+    for name, target in DEV_LINKS:
+        sys.symlink(target, os.path.join(dev, name))
+    if plan.console is not None:
+        console = os.path.join(dev, "console")
+        if real:
+            _make_target(console, is_file=True)
+        sys.mount(plan.console, console, None, sc.MS_BIND)
+
+
+def setup_root(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, *, real: bool = True) -> None:
+    """Mount the root and everything in it, mask paths, set the hostname, ``pivot_root``."""
+    spec = plan.spec
+    sys.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    mount_root(sys, spec.root, plan.rootfs, plan.run_dir, plan.overlay_data)  # type: ignore[arg-type]
+    for m in spec.mounts:
+        do_mount(sys, plan, m, real=real)
+    for p in spec.masked_paths:
+        target = secure_join(plan.rootfs, p)
+        if real and not os.path.lexists(target):
+            continue
+        if real and os.path.isdir(target):
+            sys.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY, "size=0")
+        else:
+            sys.mount(plan.mask_node, target, None, sc.MS_BIND)
+    for p in spec.readonly_paths:
+        target = secure_join(plan.rootfs, p)
+        if real and not os.path.lexists(target):
+            continue
+        sys.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
+        sys.mount(None, target, None,
+                  sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    if spec.hostname and spec.namespaces.uts != "host":
+        sys.sethostname(spec.hostname)
+    sys.chdir(plan.rootfs)
+    sys.pivot_root(".", ".")
+    sys.umount2(".", sc.MNT_DETACH)
+    sys.chdir("/")
+    if spec.root.readonly:
+        ro = sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY
+        sys.mount(None, "/", None, ro | (sc.MS_NODEV if spec.root.is_overlay else 0))
+
+
+def read_user(spec_user: str) -> User:
+    """Resolve *spec_user* from the files of the current root (we are inside it)."""
+
+    def read(path: str) -> str | None:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    return resolve_user(spec_user, read("/etc/passwd"), read("/etc/group"))
+
+
+def final_env(process: Process, user: User) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in process.env:
+        k, sep, v = item.partition("=")
+        if sep:
+            env[k] = v
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOME", user.home)
+    return env
+
+
+def find_executable(arg0: str, env: dict[str, str]) -> str:
+    """The path ``execve`` gets: *arg0* itself if it has a ``/``, else a ``$PATH`` search."""
+    if "/" in arg0:
+        if not os.path.lexists(arg0):
+            raise CommandNotFound(f'exec: "{arg0}": stat {arg0}: no such file or directory')
+        return arg0
+    for d in env.get("PATH", DEFAULT_PATH).split(":"):
+        cand = os.path.join(d or ".", arg0)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise CommandNotFound(f'exec: "{arg0}": executable file not found in $PATH')
+
+
+def set_rlimits(process: Process) -> None:
+    for r in process.rlimits:
+        num = getattr(resource, r.type)
+        _soft, hard = resource.getrlimit(num)
+        if hard != resource.RLIM_INFINITY and (r.hard == resource.RLIM_INFINITY or r.hard > hard):
+            raise SandboxError(
+                f"rlimit {r.type}: {r.hard} is above the inherited hard limit {hard} (it can only be lowered)"
+            )
+        resource.setrlimit(num, (min(r.soft, r.hard) if r.soft >= 0 else r.hard, r.hard))
+
+
+def drop_privileges(sys: sc.Syscalls | sc.FakeSyscalls, process: Process, user: User, last_cap: int) -> None:
+    """Bounding set, ids, capability sets, no_new_privs: Docker's order (caps last)."""
+    wanted = 0
+    for c in process.capabilities:
+        wanted |= 1 << CAP_NUMBERS[c]
+    for cap in range(last_cap + 1):
+        if not wanted & (1 << cap):
+            try:
+                sys.capbset_drop(cap)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+    sys.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    if isinstance(sys, sc.Syscalls):
+        os.setgroups(list(user.groups))
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+    if user.uid == 0:
+        sys.capset(sc.CapSets(wanted, wanted, wanted))
+    else:
+        sys.capset(sc.CapSets(0, 0, 0))
+    if process.no_new_privs:
+        sys.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def enter_cwd(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except FileNotFoundError:
+        # Docker creates a missing working directory
+        _mkdirs(cwd)
+        os.chdir(cwd)
+
+
+def exec_process(sys: sc.Syscalls, process: Process, last_cap: int) -> None:
+    """Resolve the user, set limits and privileges, and ``execve`` (does not return)."""
+    user = read_user(process.user)
+    env = final_env(process, user)
+    set_rlimits(process)
+    enter_cwd(process.cwd)
+    path = find_executable(process.args[0], env)
+    drop_privileges(sys, process, user, last_cap)
+    os.umask(0o022)
+    try:
+        os.execve(path, list(process.args), env)
+    except PermissionError as e:
+        raise CommandNotExecutable(f'exec: "{process.args[0]}": permission denied') from e
+    except FileNotFoundError as e:
+        raise CommandNotFound(f'exec: "{process.args[0]}": no such file or directory') from e
+    except OSError as e:
+        raise CommandNotExecutable(f'exec: "{process.args[0]}": {e.strerror}') from e

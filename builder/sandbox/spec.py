@@ -1,0 +1,200 @@
+"""The declarative sandbox spec: frozen dataclasses for the process, mounts, namespaces, resources.
+
+Nothing here acts: ``builder.sandbox.child`` turns a ``Spec`` into kernel calls, and
+``builder.sandbox.oci`` writes it as an OCI runtime-spec ``config.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from builder.errors import SandboxError
+from builder.rootfs import Root
+
+#: Docker's default capability set; everything else is dropped from every set.
+DEFAULT_CAPS: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+CAP_NUMBERS: dict[str, int] = {
+    name: i for i, name in enumerate((
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+        "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+        "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+        "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+        "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+        "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+        "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+        "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+        "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    ))
+}
+
+#: runc's (and Docker's) default masked and read-only paths
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+RLIMIT_NAMES = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
+                "RLIMIT_RSS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS",
+                "RLIMIT_LOCKS", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",
+                "RLIMIT_RTPRIO", "RLIMIT_RTTIME")
+
+
+def normalise_cap(name: str) -> str:
+    """``net_admin`` / ``NET_ADMIN`` / ``CAP_NET_ADMIN`` → ``CAP_NET_ADMIN`` (``ALL`` kept)."""
+    n = name.strip().upper()
+    if n == "ALL":
+        return n
+    if not n.startswith("CAP_"):
+        n = "CAP_" + n
+    if n not in CAP_NUMBERS:
+        raise SandboxError(f"unknown capability {name!r}")
+    return n
+
+
+def capabilities(add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Docker's ``--cap-add``/``--cap-drop`` over the default set (``ALL`` allowed in both)."""
+    adds = [normalise_cap(c) for c in add]
+    drops = [normalise_cap(c) for c in drop]
+    caps = set(DEFAULT_CAPS)
+    if "ALL" in drops:
+        caps = set()
+    if "ALL" in adds:
+        caps = set(CAP_NUMBERS)
+    caps |= {c for c in adds if c != "ALL"}
+    caps -= {c for c in drops if c != "ALL"}
+    return tuple(sorted(caps, key=CAP_NUMBERS.__getitem__))
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    type: str  # "RLIMIT_NOFILE" …
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class Process:
+    """What runs: args, env ("K=V"), cwd, user ("", "name", "uid", "uid:gid", "name:group")."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = (f"PATH={DEFAULT_PATH}",)
+    cwd: str = "/"
+    user: str = ""
+    terminal: bool = False
+    capabilities: tuple[str, ...] = DEFAULT_CAPS
+    no_new_privs: bool = True
+    rlimits: tuple[Rlimit, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.args:
+            raise SandboxError("no command given")
+        if not self.cwd.startswith("/"):
+            raise SandboxError(f"working directory {self.cwd!r} is not absolute")
+        for r in self.rlimits:
+            if r.type not in RLIMIT_NAMES:
+                raise SandboxError(f"unknown rlimit {r.type!r}")
+        for c in self.capabilities:
+            if c not in CAP_NUMBERS:
+                raise SandboxError(f"unknown capability {c!r}")
+
+
+MOUNT_TYPES = ("bind", "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mount inside the root: OCI style (``options`` mixes flags and fs data like ``size=``)."""
+
+    destination: str
+    type: str
+    source: str = ""
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.type not in MOUNT_TYPES:
+            raise SandboxError(f"unknown mount type {self.type!r} for {self.destination}")
+        if not self.destination.startswith("/"):
+            raise SandboxError(f"mount destination {self.destination!r} is not absolute")
+        if self.type == "bind" and not self.source.startswith("/"):
+            raise SandboxError(f"bind mount source {self.source!r} is not an absolute path")
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """Each of "new", "host", or the path of a namespace file to join (``/proc/PID/ns/net``,
+    a netns file the network code made). ``mount`` is always new; ``user`` stays the host's.
+    """
+
+    pid: str = "new"
+    uts: str = "new"
+    ipc: str = "new"
+    net: str = "new"
+    cgroup: str = "new"
+
+    def __post_init__(self) -> None:
+        for kind in ("pid", "uts", "ipc", "net", "cgroup"):
+            v = getattr(self, kind)
+            if v not in ("new", "host") and not v.startswith("/"):
+                raise SandboxError(f"{kind} namespace must be new, host or a path, not {v!r}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """cgroup limits: memory in bytes (swap: Docker's default of twice that), CPUs, pids."""
+
+    memory: int | None = None
+    memory_swap: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory is not None and self.memory < 6 * 1024 * 1024:
+            raise SandboxError("minimum memory limit is 6MB")
+        if self.cpus is not None and self.cpus <= 0:
+            raise SandboxError("cpus must be positive")
+        if self.pids is not None and self.pids == 0:
+            raise SandboxError("pids limit must not be 0")
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.memory, self.cpus, self.pids))
+
+
+def default_mounts(*, terminal: bool = False) -> tuple[Mount, ...]:
+    """Docker's defaults: /proc, /dev (tmpfs), /dev/pts, /dev/shm, /dev/mqueue, /sys (ro), cgroups (ro)."""
+    return (
+        Mount("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
+        Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
+        Mount("/dev/pts", "devpts", "devpts",
+              ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
+        Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
+        Mount("/sys/fs/cgroup", "cgroup", "cgroup", ("nosuid", "noexec", "nodev", "relatime", "ro")),
+        Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
+        Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
+    )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole sandbox. ``mounts`` are applied in order after the root is mounted."""
+
+    process: Process
+    root: Root
+    mounts: tuple[Mount, ...] = field(default_factory=default_mounts)
+    namespaces: Namespaces = Namespaces()
+    hostname: str = ""
+    resources: Resources = Resources()
+    masked_paths: tuple[str, ...] = MASKED_PATHS
+    readonly_paths: tuple[str, ...] = READONLY_PATHS
+    id: str = ""  # empty: the executor picks one

@@ -1,0 +1,346 @@
+"""The only module that reaches libc (through ctypes): namespaces, mounts, pivot_root, capabilities.
+
+``Syscalls`` is the real implementation; ``FakeSyscalls`` records every call so that the
+spec → actions code of ``builder.sandbox`` can be tested without privileges.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+# -- constants (x86_64 / generic Linux ABI) ------------------------------------------------------
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+MNT_FORCE = 1
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_SYS_PIVOT_ROOT = 155  # x86_64
+_SYS_CAPGET = 125
+_SYS_CAPSET = 126
+
+TIOCSCTTY = 0x540E
+TIOCGWINSZ = 0x5413
+TIOCSWINSZ = 0x5414
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+#: mount option words → (flag, clear?) as mount(8) understands them
+MOUNT_FLAGS: dict[str, tuple[int, bool]] = {
+    "ro": (MS_RDONLY, False),
+    "rw": (MS_RDONLY, True),
+    "nosuid": (MS_NOSUID, False),
+    "suid": (MS_NOSUID, True),
+    "nodev": (MS_NODEV, False),
+    "dev": (MS_NODEV, True),
+    "noexec": (MS_NOEXEC, False),
+    "exec": (MS_NOEXEC, True),
+    "sync": (MS_SYNCHRONOUS, False),
+    "async": (MS_SYNCHRONOUS, True),
+    "dirsync": (MS_DIRSYNC, False),
+    "noatime": (MS_NOATIME, False),
+    "atime": (MS_NOATIME, True),
+    "nodiratime": (MS_NODIRATIME, False),
+    "relatime": (MS_RELATIME, False),
+    "strictatime": (MS_STRICTATIME, False),
+    "bind": (MS_BIND, False),
+    "rbind": (MS_BIND | MS_REC, False),
+}
+
+PROPAGATION_FLAGS: dict[str, int] = {
+    "private": MS_PRIVATE,
+    "rprivate": MS_PRIVATE | MS_REC,
+    "slave": MS_SLAVE,
+    "rslave": MS_SLAVE | MS_REC,
+    "shared": MS_SHARED,
+    "rshared": MS_SHARED | MS_REC,
+    "unbindable": MS_UNBINDABLE,
+    "runbindable": MS_UNBINDABLE | MS_REC,
+}
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+@dataclass(frozen=True)
+class CapSets:
+    """Capability bit masks (bit n = capability number n)."""
+
+    effective: int
+    permitted: int
+    inheritable: int
+
+
+def _oserror(name: str, detail: str = "") -> OSError:
+    err = ctypes.get_errno()
+    what = f"{name}({detail})" if detail else name
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+class Syscalls:
+    """The real kernel calls. Every method raises ``OSError`` with the call named in the message."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.mount.argtypes = [
+            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p,
+        ]
+        self._libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        self._libc.unshare.argtypes = [ctypes.c_int]
+        self._libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+        self._libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self._libc.prctl.argtypes = [
+            ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+        ]
+        self._libc.syscall.restype = ctypes.c_long
+
+    # -- namespaces ----------------------------------------------------------------------------
+    def unshare(self, flags: int) -> None:
+        if self._libc.unshare(flags) != 0:
+            raise _oserror("unshare", hex(flags))
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        if self._libc.setns(fd, nstype) != 0:
+            raise _oserror("setns", str(nstype))
+
+    # -- mounts --------------------------------------------------------------------------------
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+    ) -> None:
+        enc = os.fsencode
+        rc = self._libc.mount(
+            enc(source) if source is not None else None,
+            enc(target),
+            enc(fstype) if fstype is not None else None,
+            flags,
+            enc(data) if data is not None else None,
+        )
+        if rc != 0:
+            raise _oserror("mount", f"{fstype or source} on {target}")
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        if self._libc.umount2(os.fsencode(target), flags) != 0:
+            raise _oserror("umount2", target)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        rc = self._libc.syscall(
+            _SYS_PIVOT_ROOT, ctypes.c_char_p(os.fsencode(new_root)), ctypes.c_char_p(os.fsencode(put_old))
+        )
+        if rc != 0:
+            raise _oserror("pivot_root", new_root)
+
+    def sethostname(self, name: str) -> None:
+        b = name.encode()
+        if self._libc.sethostname(b, len(b)) != 0:
+            raise _oserror("sethostname", name)
+
+    # -- process attributes --------------------------------------------------------------------
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        rc = int(self._libc.prctl(option, arg2, arg3, arg4, arg5))
+        if rc < 0:
+            raise _oserror("prctl", str(option))
+        return rc
+
+    def capget(self) -> CapSets:
+        hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        if self._libc.syscall(_SYS_CAPGET, ctypes.byref(hdr), ctypes.byref(data)) != 0:
+            raise _oserror("capget")
+        return CapSets(
+            effective=data[0].effective | data[1].effective << 32,
+            permitted=data[0].permitted | data[1].permitted << 32,
+            inheritable=data[0].inheritable | data[1].inheritable << 32,
+        )
+
+    def capset(self, caps: CapSets) -> None:
+        hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        for i in (0, 1):
+            shift = 32 * i
+            data[i].effective = (caps.effective >> shift) & 0xFFFFFFFF
+            data[i].permitted = (caps.permitted >> shift) & 0xFFFFFFFF
+            data[i].inheritable = (caps.inheritable >> shift) & 0xFFFFFFFF
+        if self._libc.syscall(_SYS_CAPSET, ctypes.byref(hdr), ctypes.byref(data)) != 0:
+            raise _oserror("capset")
+
+    def capbset_drop(self, cap: int) -> None:
+        self.prctl(PR_CAPBSET_DROP, cap)
+
+    def capbset_read(self, cap: int) -> bool:
+        return self.prctl(PR_CAPBSET_READ, cap) == 1
+
+    # -- plain os wrappers, here so that the fake can record them ------------------------------
+    def mknod(self, path: str, mode: int, device: int = 0) -> None:
+        os.mknod(path, mode, device)
+
+    def chdir(self, path: str) -> None:
+        os.chdir(path)
+
+    def chroot(self, path: str) -> None:
+        os.chroot(path)
+
+    def symlink(self, target: str, path: str) -> None:
+        os.symlink(target, path)
+
+    def set_loopback_up(self) -> None:
+        """``ip link set lo up`` in the current network namespace, through an ioctl."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            ifr = struct.pack("16sH14x", b"lo", 0)
+            flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr))[1]
+            fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+    def set_controlling_tty(self, fd: int) -> None:
+        os.setsid()
+        fcntl.ioctl(fd, TIOCSCTTY, 0)
+
+    def get_winsize(self, fd: int) -> tuple[int, int]:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8))
+        return rows, cols
+
+    def set_winsize(self, fd: int, rows: int, cols: int) -> None:
+        fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+@dataclass
+class FakeSyscalls:
+    """Records calls instead of making them: ``calls`` is a list of ``(name, args…)`` tuples."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    caps: CapSets = field(default_factory=lambda: CapSets((1 << 41) - 1, (1 << 41) - 1, 0))
+    fail: dict[str, int] = field(default_factory=dict)  # call name -> errno to raise
+
+    def _rec(self, name: str, *args: Any) -> None:
+        self.calls.append((name, *args))
+        if name in self.fail:
+            raise OSError(self.fail[name], f"{name}: {os.strerror(self.fail[name])}")
+
+    def unshare(self, flags: int) -> None:
+        self._rec("unshare", flags)
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        self._rec("setns", fd, nstype)
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+    ) -> None:
+        self._rec("mount", source, target, fstype, flags, data)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        self._rec("umount2", target, flags)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        self._rec("pivot_root", new_root, put_old)
+
+    def sethostname(self, name: str) -> None:
+        self._rec("sethostname", name)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        self._rec("prctl", option, arg2)
+        return 0
+
+    def capget(self) -> CapSets:
+        return self.caps
+
+    def capset(self, caps: CapSets) -> None:
+        self._rec("capset", caps)
+        self.caps = caps
+
+    def capbset_drop(self, cap: int) -> None:
+        self._rec("capbset_drop", cap)
+
+    def capbset_read(self, cap: int) -> bool:
+        return True
+
+    def mknod(self, path: str, mode: int, device: int = 0) -> None:
+        self._rec("mknod", path, mode, device)
+
+    def chdir(self, path: str) -> None:
+        self._rec("chdir", path)
+
+    def chroot(self, path: str) -> None:
+        self._rec("chroot", path)
+
+    def symlink(self, target: str, path: str) -> None:
+        self._rec("symlink", target, path)
+
+    def set_loopback_up(self) -> None:
+        self._rec("set_loopback_up")
+
+    def set_controlling_tty(self, fd: int) -> None:
+        self._rec("set_controlling_tty", fd)
+
+    def get_winsize(self, fd: int) -> tuple[int, int]:
+        return 24, 80
+
+    def set_winsize(self, fd: int, rows: int, cols: int) -> None:
+        self._rec("set_winsize", fd, rows, cols)
+
+
+_REAL: Syscalls | None = None
+
+
+def real() -> Syscalls:
+    """The process-wide real implementation (libc is opened once)."""
+    global _REAL
+    if _REAL is None:
+        _REAL = Syscalls()
+    return _REAL
+
+
+def is_mount_error_unsupported(e: OSError) -> bool:
+    """Whether a mount failure means "this filesystem cannot do that here" rather than a bug."""
+    return e.errno in (errno.ENODEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM)
