@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The end-to-end demo (`make demo`): $1 is the pybuild binary, PYBUILD_ROOT the state root.
+# Builds an offline busybox rootfs, imports it as busybox:latest and lists the images.
+set -euo pipefail
+PYBUILD=${1:?usage: demo.sh PATH/TO/pybuild}
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=$(dirname "$PYBUILD")/python
+[ -x "$PY" ] || PY=python3
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+echo "+ python3 testdata/mkbusybox.py --tar busybox.tar"
+"$PY" "$HERE/mkbusybox.py" --tar "$WORK/busybox.tar"
+echo "+ pybuild import --change 'CMD [\"sh\"]' busybox.tar busybox:latest"
+"$PYBUILD" import --change 'CMD ["sh"]' "$WORK/busybox.tar" busybox:latest
+echo "+ pybuild images"
+"$PYBUILD" images
