@@ -18,7 +18,7 @@ from builder.errors import IgnorePatternError
 __all__ = ["IgnoreMatcher", "IgnorePattern", "read_dockerignore"]
 
 # regex characters that mean nothing in a filepath.Match pattern
-_REGEX_SPECIAL = frozenset(".+(){}|^$")
+_REGEX_SPECIAL = frozenset(".+(){}|$")
 
 
 @dataclass(frozen=True, slots=True)
