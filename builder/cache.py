@@ -31,6 +31,8 @@ class CacheRecord:
     layer: Descriptor | None
     diff_id: Digest | None
     created_by: str
+    #: when the layer was first made (RFC 3339): cached rebuilds keep it, so their IDs stay
+    created: str = ""
     #: what went into the key, by name, so a later miss can say which input changed
     inputs: dict[str, str] = field(default_factory=dict, compare=False)
     last_used: float = field(default=0.0, compare=False)
@@ -42,6 +44,7 @@ class CacheRecord:
             "layer": self.layer.to_dict() if self.layer else None,
             "diff_id": str(self.diff_id) if self.diff_id else None,
             "created_by": self.created_by,
+            "created": self.created,
             "inputs": self.inputs,
         })
 
@@ -55,6 +58,7 @@ class CacheRecord:
             layer=Descriptor.from_dict(d["layer"]) if d.get("layer") else None,
             diff_id=Digest.parse(d["diff_id"]) if d.get("diff_id") else None,
             created_by=str(d.get("created_by", "")),
+            created=str(d.get("created", "")),
             inputs={str(k): str(v) for k, v in (d.get("inputs") or {}).items()},
             last_used=last_used,
         )

@@ -59,6 +59,7 @@ class StageResult:
     plan: StagePlan
     layers: tuple[LayerRef, ...]
     history: tuple[dict[str, Any], ...]
+    created: str = ""
 
     @property
     def key(self) -> str:
@@ -182,18 +183,22 @@ class Solver:
     def _stage(self, graph: Graph, plan: StagePlan, results: dict[int, StageResult]) -> StageResult:
         layers, history = self._base(plan, results)
         total = len(plan.steps) + 1
+        label = f"{plan.display} " if plan.name or len(graph.stages) > 1 else ""
         vid = self._vertex()
         self.emit(Event("cached" if plan.base.kind != "scratch" else "done", vid,
-                        f"[{plan.display} 1/{total}] FROM {plan.base.name}", plan.display))
-        created = rfc3339(graph.epoch if graph.epoch is not None else self.created)
+                        f"[{label}1/{total}] FROM {plan.base.name}", plan.display))
+        now = rfc3339(graph.epoch if graph.epoch is not None else self.created)
+        # History times come from when each layer was first made, so that a fully cached
+        # rebuild gives the same image ID, as BuildKit's does.
+        clock: str | None = now if graph.epoch is not None else self._base_time(plan, results)
         no_cache = self.options.no_cache or (plan.name or "") in self.options.no_cache_filter \
             or str(plan.index) in self.options.no_cache_filter
         missed = False
         for n, step in enumerate(plan.steps, start=2):
             if self._cancel.is_set():
                 raise Cancelled("build cancelled")
-            name = f"[{plan.display} {n}/{total}] {step.name}"
-            entry: dict[str, Any] = {"created": created, "created_by": step.created_by,
+            name = f"[{label}{n}/{total}] {step.name}"
+            entry: dict[str, Any] = {"created": clock or now, "created_by": step.created_by,
                                      "comment": step.comment}
             if not step.changes_fs:
                 entry["empty_layer"] = True
@@ -213,19 +218,29 @@ class Solver:
                         self.emit(Event("miss", vid, name, plan.display, step.location, reason))
                 missed = True
                 t0 = time.monotonic()
-                rec = self._execute(graph, plan, step, layers, results, vid, name)
+                rec = self._execute(graph, plan, step, layers, results, vid, name, now)
                 self.cache.put(rec)
                 self._remember(step)
                 self.emit(Event("done", vid, name, plan.display, step.location,
                                 elapsed=time.monotonic() - t0))
                 with self._lock:
                     self.executed.append(step.name)
+            if graph.epoch is None:
+                clock = rec.created or now
+                entry["created"] = clock
             if rec.layer is not None and rec.diff_id is not None:
                 layers.append(LayerRef(rec.layer, rec.diff_id))
             else:
                 entry["empty_layer"] = True
             history.append(entry)
-        return StageResult(plan, tuple(layers), tuple(history))
+        return StageResult(plan, tuple(layers), tuple(history), clock or now)
+
+    def _base_time(self, plan: StagePlan, results: dict[int, StageResult]) -> str | None:
+        if plan.base.kind == "image" and plan.base.image is not None:
+            return plan.base.image.config.created
+        if plan.base.kind == "stage" and plan.base.stage is not None:
+            return results[plan.base.stage].created
+        return None
 
     # -- "why did this miss?" --------------------------------------------------------------------
     def _slot_path(self, step: Step) -> Path:
@@ -280,7 +295,7 @@ class Solver:
 
     # -- executing one filesystem step -----------------------------------------------------------
     def _execute(self, graph: Graph, plan: StagePlan, step: Step, layers: list[LayerRef],
-                 results: dict[int, StageResult], vid: int, name: str) -> CacheRecord:
+                 results: dict[int, StageResult], vid: int, name: str, now: str) -> CacheRecord:
         def log(line: str) -> None:
             self.emit(Event("log", vid, name, plan.display, step.location, line))
 
@@ -290,7 +305,7 @@ class Solver:
             workspace.run_step(ws, step, results=results, secrets=self.options.secrets,
                                log=log, cancel=self._cancel)
             layer, diff_id = self._commit_diff(ws, graph.epoch)
-        return CacheRecord(step.key, layer, diff_id, step.created_by, dict(step.inputs))
+        return CacheRecord(step.key, layer, diff_id, step.created_by, now, dict(step.inputs))
 
     def _commit_diff(self, ws: workspace.Workspace, epoch: int | None) -> tuple[Descriptor | None, Digest | None]:
         comp = self.options.compression
@@ -313,7 +328,8 @@ class Solver:
         if labels:
             cfg["Labels"] = {**(cfg.get("Labels") or {}), **labels}
         data["config"] = cfg
-        data["created"] = rfc3339(graph.epoch if graph.epoch is not None else self.created)
+        data["created"] = (rfc3339(graph.epoch) if graph.epoch is not None
+                           else result.created or rfc3339(self.created))
         data["history"] = list(result.history)
         data["rootfs"] = {"type": "layers", "diff_ids": [str(lr.diff_id) for lr in result.layers]}
         config = ImageConfig.build(data)

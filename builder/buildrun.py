@@ -1,0 +1,259 @@
+"""A RUN step in the sandbox: its spec (process, network, ``--mount``s, secrets) and its run.
+
+The layer is what the process left in the overlay upper dir; mounts never reach it (their mount
+points live in the sandbox's stub layer), so secrets and caches stay out of every layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.errors import BuildError, SandboxError, StepFailed
+from builder.graph.ops import ExecSpec, MountSpec, Step
+
+if TYPE_CHECKING:
+    from builder.sandbox.spec import Mount
+    from builder.solver import StageResult
+    from builder.workspace import Workspace
+
+HOSTNAME = "buildkitsandbox"
+TAIL = 20
+
+
+class _Lines:
+    """Splits output chunks into lines for progress, keeping the last ``TAIL`` for errors."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.buf = b""
+        self.tail: deque[str] = deque(maxlen=TAIL)
+        self.lock = threading.Lock()
+
+    def __call__(self, chunk: bytes) -> None:
+        with self.lock:
+            self.buf += chunk
+            *lines, self.buf = self.buf.split(b"\n")
+            for raw in lines:
+                self._line(raw)
+
+    def _line(self, raw: bytes) -> None:
+        text = raw.decode(errors="replace").rstrip("\r")
+        self.tail.append(text)
+        self.log(text)
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.buf:
+                self._line(self.buf)
+                self.buf = b""
+
+
+def _cache_dir(ws: Workspace, m: MountSpec) -> Path:
+    base = ws.state.cache / "mounts"
+    d = base / hashlib.sha256(m.id.encode()).hexdigest()[:32]
+    if not d.is_dir():
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = base / f".new-{os.getpid()}-{threading.get_ident()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        os.chown(tmp, m.uid or 0, m.gid or 0)
+        os.chmod(tmp, m.mode if m.mode is not None else 0o755)
+        try:
+            os.rename(tmp, d)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another build made it first
+    return d
+
+
+@contextlib.contextmanager
+def _locked(path: Path, *, wait: bool) -> Iterator[bool]:
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            got = True
+        except BlockingIOError:
+            got = False
+        yield got
+    finally:
+        os.close(fd)
+
+
+def _host_tree(ws: Workspace, m: MountSpec, results: dict[int, StageResult], n: int) -> Path:
+    """A plain directory holding the root of the stage or image a bind/cache mount reads from."""
+    from builder.rootfs import prepare_root
+    from builder.solver import LayerRef
+    from builder.workspace import layer_dirs
+
+    if m.from_stage is not None:
+        lay = list(results[m.from_stage].layers)
+    else:
+        assert m.from_image is not None
+        img = m.from_image
+        lay = [LayerRef(d, i) for d, i in zip(img.manifest.layers, img.config.diff_ids, strict=False)]
+    dirs = layer_dirs(ws.state, ws.store, lay)
+    if len(dirs) == 1:
+        return dirs[0]  # bound read-only; a rw mount copies it first
+    root = prepare_root(dirs, ws.dir / f"from{n}", overlay=False)
+    assert root.path is not None
+    return Path(root.path)
+
+
+def _confined(base: Path, rel: str, what: str) -> Path:
+    from builder.fileops import in_root
+
+    return in_root(base, rel) if rel else base
+
+
+def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, StageResult],
+                 secrets: dict[str, bytes], stack: contextlib.ExitStack) -> tuple[list[Mount], list[str]]:
+    """The sandbox mounts for *spec*'s ``--mount``s, and env entries of ``env=`` secrets."""
+    from builder.sandbox.spec import Mount
+
+    mounts: list[Mount] = []
+    env: list[str] = []
+    for n, m in enumerate(spec.mounts):
+        if m.type == "tmpfs":
+            opts = ["nosuid", "nodev"]
+            if m.size:
+                opts.append(f"size={m.size}")
+            mounts.append(Mount(m.target, "tmpfs", "tmpfs", tuple(opts)))
+        elif m.type == "secret":
+            value = secrets.get(m.id)
+            if value is None:
+                if m.required:
+                    raise BuildError(f"{step.location}: secret {m.id} not provided (--secret id={m.id},src=…)")
+                continue
+            if m.env:
+                env.append(f"{m.env}={value.decode(errors='replace')}")
+                if not m.target:
+                    continue
+            sdir = ws.dir / "secrets"
+            sdir.mkdir(exist_ok=True, mode=0o700)
+            f = sdir / str(n)
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "wb") as out:
+                out.write(value)
+            os.chown(f, m.uid or 0, m.gid or 0)
+            os.chmod(f, m.mode if m.mode is not None else 0o400)
+            mounts.append(Mount(m.target, "bind", str(f), ("rbind", "ro", "nosuid", "nodev", "noexec")))
+        elif m.type == "cache":
+            if m.from_stage is not None or m.from_image is not None:
+                src = _confined(_host_tree(ws, m, results, n), m.source, "cache source")
+                d = ws.dir / f"cachecopy{n}"
+                shutil.copytree(src, d, symlinks=True)
+            else:
+                d = _cache_dir(ws, m)
+                if m.sharing == "locked":
+                    stack.enter_context(_locked(d, wait=True))
+                elif m.sharing == "private":
+                    got = stack.enter_context(_locked(d, wait=False))
+                    if not got:  # in use by another build: a throwaway one, as BuildKit does
+                        d = ws.dir / f"private{n}"
+                        d.mkdir()
+            mounts.append(Mount(m.target, "bind", str(d), ("rbind", "rw")))
+        elif m.type == "bind":
+            if m.from_context:
+                tree = ws.context
+                assert tree is not None and tree.root is not None
+                src = _confined(tree.root, m.source, "bind source")
+            else:
+                src = _confined(_host_tree(ws, m, results, n), m.source, "bind source")
+            if not src.exists():
+                raise BuildError(f"{step.location}: --mount source {m.source or '/'} not found")
+            if not m.readonly:
+                # rw: writes are discarded, so the process gets a copy
+                copy = ws.dir / f"rw{n}"
+                if src.is_dir():
+                    shutil.copytree(src, copy, symlinks=True)
+                else:
+                    shutil.copy2(src, copy)
+                src = copy
+            mounts.append(Mount(m.target, "bind", str(src),
+                                ("rbind", "ro" if m.readonly else "rw")))
+        else:
+            raise BuildError(f"{step.location}: unsupported --mount type {m.type}")
+    return mounts, env
+
+
+def _etc_files(ws: Workspace, network: str) -> list[Mount]:
+    from builder.sandbox.spec import Mount
+
+    etc = ws.dir / "etc"
+    etc.mkdir(exist_ok=True)
+    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    hosts += f"127.0.0.1\t{HOSTNAME}\n"
+    (etc / "hosts").write_text(hosts)
+    resolv = ""
+    if network == "host":
+        with contextlib.suppress(OSError):
+            resolv = Path("/etc/resolv.conf").read_text()
+    (etc / "resolv.conf").write_text(resolv)
+    return [Mount(f"/etc/{n}", "bind", str(etc / n), ("rbind", "ro"))
+            for n in ("hosts", "resolv.conf")]
+
+
+def run_exec(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, StageResult],
+             secrets: dict[str, bytes], log: Callable[[str], None], cancel: threading.Event) -> None:
+    """Run a RUN step in the sandbox over *ws*; raise ``StepFailed`` on a non-zero exit."""
+    from builder.sandbox.executor import Executor
+    from builder.sandbox.spec import Namespaces, Process, Spec, default_mounts
+
+    if spec.network not in ("default", "none", "host"):
+        raise BuildError(f"{step.location}: unsupported network mode {spec.network}")
+    lines = _Lines(log)
+    with contextlib.ExitStack() as stack:
+        mounts, secret_env = build_mounts(ws, step, spec, results=results, secrets=secrets, stack=stack)
+        process = Process(args=spec.args, env=tuple(spec.env) + tuple(secret_env),
+                          cwd=spec.cwd or "/", user=spec.user)
+        sandbox_spec = Spec(
+            process=process,
+            root=ws.root,
+            mounts=(*default_mounts(), *_etc_files(ws, spec.network), *mounts),
+            namespaces=Namespaces(net="host" if spec.network == "host" else "new"),
+            hostname=HOSTNAME,
+        )
+        ex = Executor(ws.state)
+        try:
+            box = ex.start(sandbox_spec, stdout=lines, stderr=lines)
+        except SandboxError as e:
+            code = getattr(e, "exit_code", 125)
+            raise StepFailed(
+                f"{step.location}: {step.name}: {e}", exit_status=code, location=step.location,
+                log_tail=list(lines.tail)) from None
+        done = threading.Event()
+
+        def watch() -> None:
+            # Ctrl-C or a failed sibling stage: stop this step's process too
+            while not done.is_set():
+                if cancel.wait(0.1):
+                    box.kill(9)
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            result = box.wait()
+        finally:
+            done.set()
+            watcher.join()
+            box.teardown()
+        lines.flush()
+    if cancel.is_set() and result.exit_status != 0:
+        from builder.solver import Cancelled
+
+        raise Cancelled(f"{step.location}: {step.name}: cancelled")
+    if result.exit_status != 0:
+        raise StepFailed(
+            f"{step.location}: {step.name}: process did not complete successfully: "
+            f"exit code: {result.exit_status}",
+            exit_status=result.exit_status, location=step.location, log_tail=list(lines.tail))
