@@ -13,7 +13,7 @@ from typing import Any
 
 from registry import mediatypes as mt
 from registry.digest import Digest
-from registry.errors import InvalidManifest
+from registry.errors import DigestError, InvalidManifest
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -111,7 +111,7 @@ class Descriptor:
                 urls=tuple(d.get("urls") or ()),
                 artifact_type=d.get("artifactType"),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, DigestError) as e:
             raise InvalidManifest(f"invalid descriptor {d!r}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
