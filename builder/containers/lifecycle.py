@@ -335,7 +335,7 @@ def processes(c: Container) -> list[dict[str, Any]]:
         ns = os.readlink(f"/proc/{st.pid}/ns/pid")
     except OSError as e:
         raise ContainerError(f"container {c.id} is not running: {e.strerror}") from None
-    out = []
+    out: list[dict[str, Any]] = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -349,8 +349,8 @@ def processes(c: Container) -> list[dict[str, Any]]:
                 cmdline = f.read()
             status = _status_fields(pid)
         except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ESRCH):
-                continue
+            if e.errno in (errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM):
+                continue  # gone meanwhile, or a host process we may not inspect (not ours)
             raise
         rest = stat[stat.rfind(b")") + 2 :].split()
         comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
@@ -367,7 +367,7 @@ def processes(c: Container) -> list[dict[str, Any]]:
                 "CMD": " ".join(args) if args else f"[{comm}]",
             }
         )
-    out.sort(key=lambda p: p["PID"])
+    out.sort(key=lambda p: int(str(p["PID"])))
     return out
 
 

@@ -180,7 +180,7 @@ def parse_timestamp_ns(text: str, *, now_ns: int | None = None) -> int:
         clock = clock or "00:00:00"
         if clock.count(":") == 1:
             clock += ":00"
-        tz = _dt.UTC
+        tz: _dt.tzinfo = _dt.UTC
         if zone and zone != "Z":
             z = zone.replace(":", "")
             sign = 1 if z[0] == "+" else -1

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,6 @@ from builder.containers.names import ID_RE, new_id, random_name, valid_name
 from builder.containers.options import ZERO_TIME
 from builder.errors import ContainerError
 from builder.state import StateRoot
-from registry.store import write_atomic
 
 CONFIG_FILE = "container.json"
 STATE_FILE = "state.json"
@@ -28,6 +28,10 @@ LOG_SUFFIX = "-json.log"
 
 class NoSuchContainer(ContainerError):
     exit_code = 1  # docker: "Error response from daemon: No such container: x" exits 1
+
+
+class NotRunning(ContainerError):
+    exit_code = 1  # docker exec/top/port on a stopped container
 
 
 def proc_start_time(pid: int) -> int:
@@ -346,6 +350,21 @@ class ContainerStore:
         trash = self.path / f".rm-{cid}"
         os.rename(d, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file + rename: readers see the old or the new file, never half of one. No fsync:
+    the state must be consistent for concurrent readers, and a host crash ends every
+    container anyway (``refresh`` then repairs the records)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _dump(obj: Any) -> bytes:

@@ -7,12 +7,24 @@ The supervisor and the CLI call these; only this module knows the sandbox's and 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from builder.containers.record import Container, ContainerStore, State
+from builder.errors import ContainerError
 from builder.state import StateRoot
+
+if TYPE_CHECKING:
+    from builder.sandbox.executor import Result, Sandbox
+    from builder.sandbox.spec import Mount, Spec
+
+#: where ``--init`` finds its init (tini, as Docker's docker-init is), first that exists
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
+INIT_PATH = "/sbin/docker-init"
 
 #: Docker's HEALTHCHECK defaults
 HEALTH_INTERVAL = 30.0
@@ -63,12 +75,16 @@ def healthcheck_of(c: Container) -> HealthConfig | None:
 def teardown(root: StateRoot, c: Container, state: State) -> None:
     """Undo what a start made (sandbox mounts/cgroup/processes, network endpoints, proxies);
     safe to call again, and after a crash, from the persisted state alone."""
-    if state.sandbox:
-        from builder import sandbox
+    run_dir = str(state.sandbox.get("run_dir") or "") if state.sandbox else ""
+    if not run_dir:
+        run_dir = str(root.run / c.id)  # where a start that crashed early may have left it
+    if os.path.isdir(run_dir):
+        from builder.sandbox.executor import teardown_run_dir
 
         with contextlib.suppress(Exception):
-            sandbox.teardown(state.sandbox)
-    if state.endpoints or _has_network_state(root, c.id):
+            teardown_run_dir(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if any(name != "none" for name in state.endpoints) or _has_network_state(root, c.id):
         from builder import network
 
         network.release(root, c.id)
@@ -97,6 +113,272 @@ def remove_storage(root: StateRoot, c: Container, *, volumes: bool) -> None:
         return
     from builder import volume
 
+    users = volume.containers_using(root)
     for m in anon:
+        name = str(m["Name"])
+        others: list[str] = [u for u in users.get(name, []) if u != c.id]
+
+        def in_use(_name: str, others: list[str] = others) -> list[str]:
+            return others
+
         with contextlib.suppress(Exception):
-            volume.remove_volume(root, str(m["Name"]), in_use_by=ContainerStore(root).ids())
+            volume.remove(root, name, in_use=in_use)
+
+
+# -- launching ---------------------------------------------------------------------------------
+@dataclass
+class Launched:
+    """A started container: the sandbox handle plus what the supervisor must keep or record."""
+
+    sandbox: Sandbox
+    endpoints: dict[str, dict[str, Any]]
+    netns: str
+    keep_fds: list[int] = field(default_factory=list)  # e.g. the held-open end of stdin
+
+    @property
+    def pid(self) -> int:
+        return self.sandbox.pid
+
+    def persisted(self) -> dict[str, Any]:
+        return {"run_dir": str(self.sandbox.run_dir), "netns": self.netns}
+
+    def wait(self) -> Result:
+        try:
+            return self.sandbox.wait()
+        finally:
+            for fd in self.keep_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.keep_fds = []
+
+
+def _hostname_file(root: StateRoot, c: Container) -> Path:
+    p = ContainerStore(root).dir(c.id) / "hostname"
+    if not p.exists():
+        p.write_text(str(c.config.get("Hostname") or c.id[:12]) + "\n")
+    return p
+
+
+def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[str, Any]], Path | None, Path | None]:
+    """Attach the container to its network: (net namespace for the spec, uts mode, endpoints
+    as JSON by network name, hosts file, resolv.conf)."""
+    from builder import network
+    from builder.containers.record import NoSuchContainer
+
+    mode = str(c.host_config.get("NetworkMode") or "default")
+    if mode.startswith("container:"):
+        ref = mode.partition(":")[2]
+        try:
+            other = ContainerStore(root).find(ref)
+        except NoSuchContainer:
+            raise ContainerError(f"cannot join network of a non running container: {ref}") from None
+        if other.state.status != "running":
+            raise ContainerError(f"cannot join network of a non running container: {other.name}")
+        if str(other.host_config.get("NetworkMode")) == "none":
+            hosts, resolv = _local_net_files(root, other)
+            return f"/proc/{other.state.pid}/ns/net", "new", {}, hosts, resolv
+        if str(other.host_config.get("NetworkMode")) == "host":
+            return "host", "host", {}, network.hosts_path(root, other.id), network.resolv_path(root, other.id)
+        ns = network.shared_netns(root, other.id)
+        return str(ns), "new", {}, network.hosts_path(root, other.id), network.resolv_path(root, other.id)
+    name = "bridge" if mode == "default" else mode
+    if name == "none":
+        # just a loopback: the sandbox's own new namespace does it, no netlink needed
+        hosts, resolv = _local_net_files(root, c)
+        return "new", "new", {"none": {"NetworkID": "", "Ports": []}}, hosts, resolv
+    from builder.network import PortMapping, parse_publish_all, publish_exposed
+
+    ports: list[PortMapping] = parse_publish_all(c.host_config.get("PublishSpecs") or [])
+    if c.host_config.get("PublishAllPorts"):
+        have = {p.key() for p in ports}
+        ports += [p for p in publish_exposed(c.config.get("ExposedPorts") or {}) if p.key() not in have]
+    ep = network.attach(
+        root, c.id, name, name=c.name, aliases=tuple(c.host_config.get("NetworkAliases") or ()),
+        ip=str(c.host_config.get("IPAddress") or "") or None, hostname=str(c.config.get("Hostname") or ""),
+        ports=ports,
+    )
+    endpoint = ep.to_json()
+    endpoint["NetworkID"] = ep.network_id
+    eps = {ep.network_name: endpoint}
+    if ep.netns is None:
+        return "host", "host", eps, ep.hosts_path, ep.resolv_path
+    return str(ep.netns), "new", eps, ep.hosts_path, ep.resolv_path
+
+
+def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
+    """/etc/hosts and /etc/resolv.conf of a container on no network (Docker's content)."""
+    d = ContainerStore(root).dir(c.id)
+    hosts, resolv = d / "hosts", d / "resolv.conf"
+    if not hosts.exists():
+        hostname = str(c.config.get("Hostname") or c.id[:12])
+        hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                         f"127.0.1.1\t{hostname}\n")
+    if not resolv.exists():
+        try:
+            text = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            text = ""
+        resolv.write_text(text)
+    return hosts, resolv
+
+
+def _init_binary() -> str:
+    for p in INIT_BINARIES:
+        if os.path.exists(p):
+            return p
+    raise ContainerError("--init needs tini (apt-get install tini): none of " + ", ".join(INIT_BINARIES))
+
+
+def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Path | None,
+               resolv: Path | None) -> Spec:
+    """The sandbox spec for a container record (its layers, upper dir, mounts, limits, user)."""
+    from builder.containers import mounts as _mounts
+    from builder.rootfs import LayerCache, image_layers, prepare_root
+    from builder.sandbox.spec import (
+        CAP_NUMBERS,
+        Mount,
+        Namespaces,
+        Process,
+        Resources,
+        Spec,
+        capabilities,
+        default_mounts,
+    )
+
+    store = root.image_store()
+    from registry.errors import NotFound
+
+    try:
+        image = store.resolve(c.image_id)
+    except NotFound:
+        raise ContainerError(f"the image {c.image} ({c.image_id[7:19]}) of container {c.name} is gone") from None
+    layers = image_layers(store, image, LayerCache(root))
+    read_only = bool(c.host_config.get("ReadonlyRootfs"))
+    rootfs = prepare_root(layers, ContainerStore(root).dir(c.id), readonly=read_only)
+    tty = bool(c.config.get("Tty"))
+    privileged = bool(c.host_config.get("Privileged"))
+    mounts: list[Mount] = list(default_mounts(terminal=tty))
+    if privileged:
+        # Docker's --privileged: /sys and the cgroup tree writable
+        mounts = [Mount(m.destination, m.type, m.source, tuple(o for o in m.options if o != "ro"))
+                  if m.destination in ("/sys", "/sys/fs/cgroup") else m for m in mounts]
+    for dst, src in (("/etc/hostname", _hostname_file(root, c)), ("/etc/hosts", hosts),
+                     ("/etc/resolv.conf", resolv)):
+        if src is not None and src.exists():
+            mounts.append(Mount(dst, "bind", str(src), ("rbind", "rprivate")))
+    mounts += _mounts.sandbox_mounts(c.mounts)
+    argv = list(c.command)
+    if c.host_config.get("Init"):
+        mounts.append(Mount(INIT_PATH, "bind", _init_binary(), ("bind", "ro")))
+        argv = [INIT_PATH, "--", *argv]
+    caps = tuple(CAP_NUMBERS) if privileged else capabilities(
+        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
+        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
+    )
+    process = Process(
+        args=tuple(argv),
+        env=tuple(c.config.get("Env") or ()),
+        cwd=str(c.config.get("WorkingDir") or "/"),
+        user=str(c.config.get("User") or ""),
+        terminal=tty,
+        capabilities=caps,
+        no_new_privs=not privileged,
+    )
+    memory = int(c.host_config.get("Memory") or 0) or None
+    nano = int(c.host_config.get("NanoCpus") or 0)
+    pids = c.host_config.get("PidsLimit")
+    resources = Resources(memory=memory, cpus=nano / 1e9 if nano else None,
+                          pids=int(pids) if pids and int(pids) > 0 else None)
+    kw: dict[str, Any] = {}
+    if privileged:
+        kw.update(masked_paths=(), readonly_paths=())
+    return Spec(
+        process=process, root=rootfs, mounts=tuple(mounts),
+        namespaces=Namespaces(net=netns, uts=uts), hostname=str(c.config.get("Hostname") or ""),
+        resources=resources, id=c.id, **kw,
+    )
+
+
+def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
+           stderr: Callable[[bytes], None], attach_stdin: int | None = None) -> Launched:
+    """Attach the network, build the spec and start the sandbox; on failure nothing is left."""
+    from builder.sandbox.executor import Executor
+
+    netns, uts, eps, hosts, resolv = _network(root, c)
+    keep: list[int] = []
+    try:
+        spec = build_spec(root, c, netns=netns, uts=uts, hosts=hosts, resolv=resolv)
+        stdin: int | None = attach_stdin
+        close_after: list[int] = []
+        if stdin is None and c.config.get("OpenStdin") and not spec.process.terminal:
+            # a detached -i container keeps an open, silent stdin (as dockerd holds it)
+            r, w = os.pipe()
+            stdin, close_after, keep = r, [r], [w]
+        try:
+            sb = Executor(root).start(spec, stdout=stdout, stderr=None if spec.process.terminal else stderr,
+                                      stdin=stdin)
+        finally:
+            for fd in close_after:
+                os.close(fd)
+    except BaseException:
+        for fd in keep:
+            os.close(fd)
+        with contextlib.suppress(Exception):
+            _release_network(root, c.id)
+        raise
+    return Launched(sb, eps, netns if netns != "host" else "", keep)
+
+
+def _release_network(root: StateRoot, cid: str) -> None:
+    from builder import network
+
+    network.release(root, cid)
+
+
+# -- exec --------------------------------------------------------------------------------------
+def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user: str | None = None,
+                 workdir: str | None = None, tty: bool = False, privileged: bool = False) -> Any:
+    """The ``Process`` for ``exec``: the container's env/user/workdir unless overridden."""
+    from builder.containers.options import merge_env
+    from builder.sandbox.spec import CAP_NUMBERS, Process, capabilities
+
+    if not argv:
+        raise ContainerError("no command specified")
+    base_env = list(c.config.get("Env") or ())
+    if tty and not any(e.startswith("TERM=") for e in base_env):
+        base_env.append("TERM=xterm")
+    caps = tuple(CAP_NUMBERS) if privileged or c.host_config.get("Privileged") else capabilities(
+        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
+        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
+    )
+    return Process(
+        args=tuple(argv), env=tuple(merge_env(base_env, env)),
+        cwd=workdir or str(c.config.get("WorkingDir") or "/"),
+        user=user if user is not None else str(c.config.get("User") or ""),
+        terminal=tty, capabilities=caps, no_new_privs=not (privileged or c.host_config.get("Privileged")),
+    )
+
+
+def exec_start(root: StateRoot, c: Container, process: Any, *, stdout: Any = None, stderr: Any = None,
+               stdin: Any = None) -> Sandbox:
+    """Start *process* in the running container *c* (its namespaces and cgroup)."""
+    from builder.sandbox.executor import Executor
+
+    st = c.state
+    if st.status != "running" or not st.pid:
+        raise ContainerError(f"container {c.id} is not running")
+    return Executor(root).exec_start(st.pid, process, stdout=stdout, stderr=stderr, stdin=stdin)
+
+
+def exec_capture(root: StateRoot, c: Container, argv: Sequence[str], *, timeout: float) -> tuple[int, str]:
+    """Run *argv* in the container (a healthcheck probe); (exit status, combined output)."""
+    out = bytearray()
+
+    def sink(b: bytes) -> None:
+        if len(out) < 65536:
+            out.extend(b)
+
+    proc = exec_process(c, argv)
+    h = exec_start(root, c, proc, stdout=sink, stderr=sink)
+    r = h.wait(timeout)
+    return (r.exit_status if not r.timed_out else -1), out.decode(errors="replace")

@@ -1,0 +1,234 @@
+"""``cp`` both ways with Docker's path rules, through a tar stream made or unpacked by a
+forked child confined to the container's root (``/proc/<init>/root`` while it runs, a private
+overlay mount of its layers and upper dir while it is stopped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import stat
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.containers.record import Container
+from builder.errors import ContainerError
+from builder.state import StateRoot
+
+
+def _enter_root(root: StateRoot, c: Container) -> None:
+    """In the forked child: chroot into the container's filesystem view."""
+    from builder import syscalls as sc
+
+    s = sc.real()
+    st = c.state
+    if st.status == "running" and st.pid:
+        os.chroot(f"/proc/{st.pid}/root")
+        os.chdir("/")
+        return
+    from builder.rootfs import LayerCache, image_layers
+
+    image = root.image_store().resolve(c.image_id)
+    layers = image_layers(root.image_store(), image, LayerCache(root))
+    cdir = root.containers / c.id
+    if (cdir / "rootfs").is_dir():  # the copy fallback: a plain tree
+        os.chroot(cdir / "rootfs")
+        os.chdir("/")
+        return
+    upper, work = cdir / "upper", cdir / "work"
+    upper.mkdir(exist_ok=True)
+    work.mkdir(exist_ok=True)
+    s.unshare(sc.CLONE_NEWNS)
+    s.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    target = tempfile.mkdtemp(prefix="cp-", dir=root.area("tmp"))
+    lower = ":".join(str(p) for p in reversed(layers))
+    s.mount("overlay", target, "overlay", 0,
+            f"lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,index=off,metacopy=off")
+    os.chroot(target)
+    os.chdir("/")
+
+
+def _fork(root: StateRoot, c: Container, job: str, path: str, fd: int, *, follow: bool = False) -> int:
+    """Run *job* ("read": tar *path* into *fd*; "write": untar *fd* under *path*) in a child
+    confined to the container; returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            _enter_root(root, c)
+            f = os.fdopen(fd, "wb" if job == "read" else "rb")
+            if job == "read":
+                _tar_path(path, f, follow=follow)
+            else:
+                _untar_into(path, f)
+            f.close()
+            code = 0
+        except ContainerError as e:
+            os.write(2, f"Error: {e}\n".encode())
+            code = 3
+        except OSError as e:
+            os.write(2, f"Error: {path}: {e.strerror}\n".encode())
+            code = 3
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _tar_path(path: str, out: BinaryIO, *, follow: bool) -> None:
+    contents_only = path.endswith("/.")
+    p = path.rstrip("/") if not contents_only else path[:-2]
+    p = p or "/"
+    try:
+        st = os.stat(p) if follow else os.lstat(p)
+    except FileNotFoundError:
+        raise ContainerError(f"Could not find the file {path} in container") from None
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        if contents_only and stat.S_ISDIR(st.st_mode):
+            for name in sorted(os.listdir(p)):
+                tf.add(os.path.join(p, name), arcname=name)
+        else:
+            name = os.path.basename(p.rstrip("/")) or "."
+            if follow and os.path.islink(p):
+                tf.add(os.path.realpath(p), arcname=name)
+            else:
+                tf.add(p, arcname=name)
+
+
+def _untar_into(dest_dir: str, f: BinaryIO) -> None:
+    if not os.path.isdir(dest_dir):
+        raise ContainerError(f"no such directory: {dest_dir}")
+    with tarfile.open(fileobj=f, mode="r|") as tf:
+        tf.extractall(dest_dir, filter="tar")
+
+
+def _wait(pid: int, what: str, stderr_note: str = "") -> None:
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise ContainerError(f"copying {what} failed{stderr_note}")
+
+
+def _stat_in(root: StateRoot, c: Container, path: str) -> str:
+    """``file``, ``dir`` or ``missing`` for *path* inside the container (via a tiny child)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(r)
+            _enter_root(root, c)
+            kind = b"missing"
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                kind = b"dir" if stat.S_ISDIR(os.stat(path).st_mode) else b"file"
+            os.write(w, kind)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = os.read(r, 16)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return data.decode() or "missing"
+
+
+def copy_from(root: StateRoot, c: Container, src: str, dest: str | BinaryIO, *, follow: bool = False) -> None:
+    """``cp CONTAINER:SRC DEST`` (DEST a host path, or a binary stream for ``-``)."""
+    if not src.startswith("/"):
+        src = "/" + src  # Docker: relative to the container's root
+    r, w = os.pipe()
+    pid = _fork(root, c, "read", src, w, follow=follow)
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as stream:
+            if not isinstance(dest, str):
+                shutil.copyfileobj(stream, dest)
+            else:
+                _extract_to_host(stream, src, Path(dest))
+    finally:
+        _wait(pid, f"{c.name}:{src}")
+
+
+def _extract_to_host(stream: BinaryIO, src: str, dest: Path) -> None:
+    data = io.BytesIO(stream.read())
+    with tarfile.open(fileobj=data, mode="r:") as tf:
+        members = tf.getmembers()
+        if not members:
+            return
+        contents_only = src.endswith("/.")
+        top = members[0]
+        src_is_dir = contents_only or top.isdir()
+        dest_str = str(dest)
+        if dest.is_dir():
+            if contents_only:
+                target_dir, rename = dest, None
+            else:
+                target_dir, rename = dest, None
+        else:
+            if dest_str.endswith("/"):
+                raise ContainerError(f"destination directory {dest} must exist")
+            if dest.exists() and src_is_dir:
+                raise ContainerError(f"cannot copy a directory to a file: {dest}")
+            if not dest.parent.is_dir():
+                raise ContainerError(f"destination directory {dest.parent} must exist")
+            if contents_only:
+                dest.mkdir()
+                target_dir, rename = dest, None
+            else:
+                target_dir, rename = dest.parent, (top.name, dest.name)
+        for m in members:
+            if rename and (m.name == rename[0] or m.name.startswith(rename[0] + "/")):
+                m.name = rename[1] + m.name[len(rename[0]):]
+            if rename and m.islnk() and (m.linkname == rename[0] or m.linkname.startswith(rename[0] + "/")):
+                m.linkname = rename[1] + m.linkname[len(rename[0]):]
+        tf.extractall(target_dir, members=members, filter="tar")
+
+
+def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> None:
+    """``cp SRC CONTAINER:DEST`` (SRC a host path, or a tar stream for ``-``)."""
+    if not dest.startswith("/"):
+        dest = "/" + dest
+    if isinstance(src, str):
+        sp = Path(src.rstrip("/") if not src.endswith("/.") else src[:-2])
+        if not sp.exists() and not sp.is_symlink():
+            raise ContainerError(f"no such file or directory: {src}")
+        kind = _stat_in(root, c, dest)
+        contents_only = src.endswith("/.")
+        if kind == "dir":
+            target_dir, arc = dest, sp.name
+            if contents_only:
+                arc = "."
+        else:
+            if dest.endswith("/"):
+                raise ContainerError(f"destination directory {dest} must exist")
+            if kind == "file" and sp.is_dir():
+                raise ContainerError(f"cannot copy a directory to a file: {dest}")
+            parent = os.path.dirname(dest.rstrip("/")) or "/"
+            if _stat_in(root, c, parent) != "dir":
+                raise ContainerError(f"destination directory {parent} must exist in the container")
+            target_dir, arc = parent, os.path.basename(dest.rstrip("/"))
+            if contents_only:
+                raise ContainerError(f"destination directory {dest} must exist")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            if arc == ".":
+                for child in sorted(sp.iterdir()):
+                    tf.add(child, arcname=child.name)
+            else:
+                tf.add(sp, arcname=arc)
+        payload: BinaryIO = io.BytesIO(buf.getvalue())
+    else:
+        target_dir, payload = dest, src
+    r, w = os.pipe()
+    pid = _fork(root, c, "write", target_dir, r)
+    os.close(r)
+    try:
+        with os.fdopen(w, "wb") as out:
+            with contextlib.suppress(BrokenPipeError):
+                shutil.copyfileobj(payload, out)
+    finally:
+        _wait(pid, f"to {c.name}:{dest}")

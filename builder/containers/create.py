@@ -1,0 +1,259 @@
+"""``run``/``create``: from the parsed flags and the image's config to a container record, the
+way Docker combines them (ENTRYPOINT/CMD interplay, ENV, WORKDIR, USER, EXPOSE, VOLUME, …).
+
+Nothing is started here; the record is written complete (status ``created``) or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from builder.containers.options import (
+    RestartPolicy,
+    merge_env,
+    parse_bytes,
+    parse_caps,
+    parse_cpus,
+    parse_duration,
+    parse_env,
+    parse_labels,
+    parse_signal,
+    read_env_file,
+    rfc3339nano,
+)
+from builder.containers.record import Container, ContainerStore, State
+from builder.errors import ContainerError
+from builder.state import StateRoot
+
+if TYPE_CHECKING:
+    from registry.store import Image
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PULL_POLICIES = ("missing", "always", "never")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every ``run``/``create`` flag, as given (parsing and validation happen in ``create``)."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    name: str | None = None
+    detach: bool = False
+    rm: bool = False
+    env: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ()
+    tmpfs: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    publish_all: bool = False
+    network: str = "bridge"
+    network_aliases: tuple[str, ...] = ()
+    ip: str | None = None
+    workdir: str | None = None
+    user: str | None = None
+    entrypoint: str | None = None
+    interactive: bool = False
+    tty: bool = False
+    hostname: str | None = None
+    memory: str | None = None
+    cpus: str | None = None
+    pids_limit: int | None = None
+    read_only: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    init: bool = False
+    restart: str = "no"
+    stop_signal: str | None = None
+    stop_timeout: int | None = None
+    labels: tuple[str, ...] = ()
+    pull: str = "missing"
+    health_cmd: str | None = None
+    health_interval: str | None = None
+    health_timeout: str | None = None
+    health_retries: int | None = None
+    health_start_period: str | None = None
+    no_healthcheck: bool = False
+    runtime: str | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing",
+                  progress: Any = None) -> Image:
+    """The image from the store, pulled first when missing (or always) per ``--pull``."""
+    from registry.errors import InvalidReference, NotFound
+
+    if pull not in PULL_POLICIES:
+        raise ContainerError(f'invalid pull option: "{pull}": must be one of "missing", "always" or "never"')
+    store = root.image_store()
+    if pull != "always":
+        try:
+            return store.resolve(ref)
+        except InvalidReference as e:
+            raise ContainerError(f"invalid reference format: {ref}: {e}") from None
+        except NotFound:
+            if pull == "never":
+                raise ContainerError(f"No such image: {ref}") from None
+    try:
+        from registry import transfer
+    except ImportError:
+        raise ContainerError(f"No such image: {ref}") from None
+    from registry.errors import RegistryError
+
+    try:
+        return transfer.pull(store, ref, progress=progress)
+    except RegistryError as e:
+        raise ContainerError(f"Unable to find image '{ref}' locally; pull failed: {e}") from None
+
+
+def healthcheck_config(image_hc: Mapping[str, Any] | None, o: RunOptions) -> dict[str, Any] | None:
+    """The image's HEALTHCHECK overridden by ``--health-*`` flags (Docker's merge)."""
+    if o.no_healthcheck:
+        if o.health_cmd:
+            raise ContainerError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    hc: dict[str, Any] = dict(image_hc or {})
+    if o.health_cmd is not None:
+        hc["Test"] = ["CMD-SHELL", o.health_cmd]
+    for flag, key in (("health_interval", "Interval"), ("health_timeout", "Timeout"),
+                      ("health_start_period", "StartPeriod")):
+        v = getattr(o, flag)
+        if v is not None:
+            ns = parse_duration(v)
+            if ns and ns < 1_000_000:
+                raise ContainerError(f"--{flag.replace('_', '-')} cannot be less than 1ms")
+            hc[key] = ns
+    if o.health_retries is not None:
+        if o.health_retries < 0:
+            raise ContainerError("--health-retries cannot be negative")
+        hc["Retries"] = o.health_retries
+    return hc or None
+
+
+def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapping[str, Any]] = ()) -> Container:
+    """Validate the flags against the image and write the record (status ``created``)."""
+    policy = RestartPolicy.parse(o.restart)
+    if o.rm and policy.name != "no":
+        raise ContainerError("Conflicting options: --restart and --rm")
+    img = dict(image.config.config)
+    # ENTRYPOINT/CMD: --entrypoint resets the image's CMD too (Docker's rule)
+    if o.entrypoint is not None:
+        entrypoint = [o.entrypoint] if o.entrypoint else []
+        cmd = list(o.command)
+    else:
+        entrypoint = list(img.get("Entrypoint") or [])
+        cmd = list(o.command) if o.command else list(img.get("Cmd") or [])
+    argv = entrypoint + cmd
+    if not argv:
+        raise ContainerError("no command specified")
+    env_extra = []
+    for f in o.env_files:
+        env_extra += read_env_file(f, environ=o.environ)
+    env_extra += parse_env(o.env, environ=o.environ)
+    env = merge_env(img.get("Env") or [], env_extra)
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, f"PATH={DEFAULT_PATH}")
+    if o.tty and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")
+    labels = dict(img.get("Labels") or {})
+    labels.update(parse_labels(o.labels))
+    stop_signal = o.stop_signal or img.get("StopSignal") or None
+    if stop_signal:
+        parse_signal(stop_signal)
+    if o.stop_timeout is not None and o.stop_timeout < -1:
+        raise ContainerError(f"invalid --stop-timeout {o.stop_timeout}")
+    memory = parse_bytes(o.memory) if o.memory else 0
+    if memory and memory < 6 * 1024 * 1024:
+        raise ContainerError("Minimum memory limit allowed is 6MB")
+    nano_cpus = parse_cpus(o.cpus) if o.cpus else 0
+    if nano_cpus and nano_cpus > (os.cpu_count() or 1) * 10**9:
+        raise ContainerError(
+            f"range of CPUs is from 0.01 to {os.cpu_count() or 1}.00, as there are only {os.cpu_count() or 1} CPUs available"
+        )
+    cap_add = parse_caps(o.cap_add)
+    cap_drop = parse_caps(o.cap_drop)
+    exposed = dict(img.get("ExposedPorts") or {})
+    network = o.network or "bridge"
+    if network.startswith("container:") and (o.publish or o.publish_all):
+        raise ContainerError("conflicting options: port publishing and the container type network mode")
+    if network in ("host", "none") and (o.publish or o.publish_all) and network == "none":
+        raise ContainerError("conflicting options: port publishing and the none network mode")
+    if o.network_aliases and network in ("bridge", "host", "none"):
+        raise ContainerError("network-scoped aliases are supported for user-defined networks only")
+    if o.hostname and (network == "host" or network.startswith("container:")):
+        raise ContainerError("conflicting options: hostname and the network mode")
+    from builder.network import parse_publish_all
+
+    port_maps = parse_publish_all(o.publish)
+    for pm in port_maps:
+        exposed.setdefault(pm.key(), {})
+    healthcheck = healthcheck_config(img.get("Healthcheck"), o)
+    created = rfc3339nano()
+
+    def make(cid: str, name: str) -> Container:
+        hostname = o.hostname or (os.uname().nodename if network == "host" else cid[:12])
+        config: dict[str, Any] = {
+            "Hostname": hostname,
+            "User": o.user if o.user is not None else img.get("User", ""),
+            "Env": env + ([f"HOSTNAME={hostname}"] if not any(e.startswith("HOSTNAME=") for e in env) else []),
+            "Cmd": cmd or None,
+            "Entrypoint": entrypoint or None,
+            "WorkingDir": o.workdir if o.workdir is not None else img.get("WorkingDir", ""),
+            "Image": o.image,
+            "Labels": labels,
+            "Tty": o.tty,
+            "OpenStdin": o.interactive,
+            "AttachStdin": o.interactive and not o.detach,
+            "AttachStdout": not o.detach,
+            "AttachStderr": not o.detach,
+            "StopSignal": stop_signal,
+            "StopTimeout": o.stop_timeout,
+            "ExposedPorts": exposed,
+            "Volumes": dict(img.get("Volumes") or {}) or None,
+            "Healthcheck": healthcheck,
+        }
+        host_config: dict[str, Any] = {
+            "AutoRemove": o.rm,
+            "RestartPolicy": policy.to_json(),
+            "NetworkMode": "default" if network == "bridge" and not o.network else network,
+            "PortBindings": {
+                pm.key(): [{"HostIp": pm.host_ip, "HostPort": str(pm.host_port or "")}]
+                for pm in port_maps
+            },
+            "PublishAllPorts": o.publish_all,
+            "Binds": list(o.volumes),
+            "Mounts": list(o.mounts),
+            "Tmpfs": {t.partition(":")[0]: t.partition(":")[2] for t in o.tmpfs},
+            "Memory": memory,
+            "NanoCpus": nano_cpus,
+            "PidsLimit": o.pids_limit,
+            "ReadonlyRootfs": o.read_only,
+            "CapAdd": cap_add,
+            "CapDrop": cap_drop,
+            "Privileged": o.privileged,
+            "Init": o.init,
+            "Runtime": o.runtime or "pybuild",
+            "NetworkAliases": list(o.network_aliases),
+            "IPAddress": o.ip or "",
+            "PublishSpecs": list(o.publish),
+        }
+        return Container(
+            id=cid,
+            name=name,
+            created=created,
+            image=o.image,
+            image_id=str(image.id),
+            path=argv[0],
+            args=tuple(argv[1:]),
+            config=config,
+            host_config=host_config,
+            mounts=tuple(dict(m) for m in mounts),
+            state=State(),
+        )
+
+    return ContainerStore(root).create(make, name=o.name)

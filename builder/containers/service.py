@@ -1,0 +1,104 @@
+"""The verbs that start containers: ``create``, ``run`` (detached or in the foreground),
+``start`` and ``restart``, on top of the record store and the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from builder.containers import lifecycle
+from builder.containers.create import RunOptions, build, resolve_image
+from builder.containers.record import Container, ContainerStore
+from builder.errors import BuildError, CommandNotExecutable, CommandNotFound, ContainerError
+from builder.state import StateRoot
+
+
+def _start_error(code: int, message: str) -> BuildError:
+    if code == 127:
+        return CommandNotFound(message)
+    if code == 126:
+        return CommandNotExecutable(message)
+    err = ContainerError(message)
+    err.exit_code = code or 125
+    return err
+
+
+def validate(o: RunOptions) -> None:
+    """Everything that can be refused before an image is looked at (bad -p/-v/--restart…)."""
+    from builder.containers.options import RestartPolicy
+    from builder.network import parse_publish_all
+
+    RestartPolicy.parse(o.restart)
+    parse_publish_all(o.publish)
+    from builder.containers import mounts
+
+    mounts.parse_all(o)
+
+
+def create(root: StateRoot, o: RunOptions, *, progress: Any = None) -> Container:
+    """``docker create``: validate, resolve (pull) the image, write the record."""
+    validate(o)
+    image = resolve_image(root, o.image, pull=o.pull, progress=progress)
+    from builder.containers import mounts
+
+    specs = mounts.parse_all(o, image_volumes=list(image.config.config.get("Volumes") or {}))
+    return build(root, o, image, mounts=mounts.records(root, specs, image))
+
+
+def start(root: StateRoot, ref: str) -> Container:
+    """Start a created or stopped container under a detached supervisor (no-op if running)."""
+    from builder.containers.supervisor import spawn
+
+    cs = ContainerStore(root)
+    c = lifecycle.refresh(cs, cs.find(ref))
+    if c.state.running:
+        return c
+    started = spawn(root, c.id)
+    if not started.ok:
+        raise _start_error(started.exit_code, started.error)
+    return cs.load(c.id)
+
+
+def run_detached(root: StateRoot, o: RunOptions, *, progress: Any = None) -> Container:
+    """``run -d``: create, then start; a failed start of an ``--rm`` container removes it."""
+    c = create(root, o, progress=progress)
+    try:
+        return start(root, c.id)
+    except BuildError:
+        if o.rm:
+            with contextlib.suppress(BuildError):
+                lifecycle.destroy(root, ContainerStore(root).load(c.id), volumes=True)
+        raise
+
+
+def run_foreground(root: StateRoot, o: RunOptions, *, progress: Any = None,
+                   on_created: Callable[[Container], None] | None = None) -> int:
+    """``run`` attached: supervise in this process; returns the container's exit status.
+    A restart policy needs a supervisor that outlives us: then the container runs detached
+    and we return when its first run ends (Docker's client does the same)."""
+    from builder.containers import supervisor
+
+    c = create(root, o, progress=progress)
+    if on_created is not None:
+        on_created(c)
+    failure: list[BuildError] = []
+
+    def started(s: supervisor.Started) -> None:
+        if not s.ok:
+            failure.append(_start_error(s.exit_code, s.error))
+
+    code = supervisor.run_foreground(root, c.id, interactive=o.interactive, tty_mode=o.tty,
+                                     on_started=started)
+    if failure:
+        if o.rm:
+            with contextlib.suppress(BuildError):
+                lifecycle.destroy(root, ContainerStore(root).load(c.id), volumes=True)
+        raise failure[0]
+    return code
+
+
+def restart(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | None = None) -> Container:
+    c = lifecycle.stop(root, ref, timeout=timeout, sig=sig)
+    return start(root, c.id)

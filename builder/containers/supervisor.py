@@ -1,0 +1,340 @@
+"""The per-container supervisor (conmon's role): holds the sandbox, logs its output, records
+its exit, applies the restart policy, runs the healthcheck, and tears everything down.
+
+``spawn()`` double-forks a detached supervisor (new session, stdio on /dev/null) and waits
+only for its "started" or "failed" word; ``Supervisor.run()`` is also what a foreground
+``run`` executes in-process, with the caller's terminal attached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import sys
+import termios
+import threading
+import time
+import tty
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from builder.containers import runtime
+from builder.containers.logs import LogWriter
+from builder.containers.options import RestartPolicy, rfc3339nano
+from builder.containers.record import Container, ContainerStore, Health, State, proc_start_time
+from builder.errors import BuildError, ContainerError
+from builder.state import StateRoot
+
+#: Docker's restart back-off: 100 ms doubling, reset after a run of 10 s or more
+BACKOFF_START = 0.1
+BACKOFF_MAX = 60.0
+BACKOFF_RESET_AFTER = 10.0
+
+#: signals a foreground ``run`` forwards to the container (Docker's --sig-proxy)
+PROXY_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass(frozen=True)
+class Attach:
+    """A foreground run's terminal: where output goes and whether stdin/a tty are wired."""
+
+    stdin: int | None  # fd to read from (``-i``), else None
+    stdout: int
+    stderr: int
+
+
+@dataclass(frozen=True)
+class Started:
+    ok: bool
+    exit_code: int = 0
+    error: str = ""
+
+
+class Supervisor:
+    def __init__(self, root: StateRoot, cid: str, *, attach: Attach | None = None) -> None:
+        self.root = root
+        self.cs = ContainerStore(root)
+        self.cid = cid
+        self.attach = attach
+        self.me = os.getpid()
+        self.me_start = proc_start_time(self.me)
+        self._health_stop = threading.Event()
+
+    # -- state helpers -------------------------------------------------------------------------
+    def _update(self, fn: Callable[[State], State]) -> State:
+        return self.cs.update_state(self.cid, fn)
+
+    def _stop_requested(self) -> bool:
+        try:
+            return self.cs.load_state(self.cid).stopped_by_user
+        except ContainerError:
+            return True
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _set(self, **changes: Any) -> State:
+        return self.cs.update_state(self.cid, lambda s: replace(s, **changes))
+
+    def run(self, ready: Callable[[Started], None]) -> int:
+        """Start the container and supervise it until it ends for good; returns its exit code.
+        *ready* is called once, after the first start succeeded or failed."""
+        c = self.cs.load(self.cid)
+        policy = RestartPolicy.from_json(c.host_config.get("RestartPolicy"))
+        self._set(supervisor_pid=self.me, supervisor_start=self.me_start, stopped_by_user=False, error="")
+        log = LogWriter(self.cs.log_path(self.cid))
+        first = True
+        backoff = BACKOFF_START
+        exit_code = 0
+        try:
+            while True:
+                began = time.monotonic()
+                try:
+                    proc = runtime.launch(self.root, c, stdout=self._sink(log, "stdout"),
+                                          stderr=self._sink(log, "stderr"),
+                                          attach_stdin=self.attach.stdin if self.attach else None)
+                except BuildError as e:
+                    code = e.exit_code
+                    if first:
+                        self._set(status="created", error=str(e), pid=0, pid_start=0,
+                                  supervisor_pid=0, supervisor_start=0)
+                        ready(Started(False, code, str(e)))
+                    else:
+                        self._set(status="exited", error=str(e), exit_code=code, pid=0, pid_start=0,
+                                  supervisor_pid=0, supervisor_start=0, finished_at=rfc3339nano())
+                    return code
+                hc = runtime.healthcheck_of(c)
+                self._set(status="running", pid=proc.pid, pid_start=proc_start_time(proc.pid),
+                          started_at=rfc3339nano(), exit_code=0, oom_killed=False, error="",
+                          sandbox=proc.persisted(), endpoints=proc.endpoints,
+                          health=Health() if hc is not None else None)
+                if first:
+                    ready(Started(True))
+                    first = False
+                health = self._start_health(c, hc) if hc is not None else None
+                try:
+                    outcome = proc.wait()
+                finally:
+                    if health is not None:
+                        self._health_stop.set()
+                        health.join()
+                        self._health_stop.clear()
+                    log.flush()
+                    with contextlib.suppress(Exception):
+                        runtime.teardown(self.root, c, self.cs.load_state(self.cid))
+                exit_code = outcome.exit_status
+                with self.cs.lock(self.cid):
+                    st = self.cs.load_state(self.cid)
+                    restart = policy.should_restart(exit_code=exit_code, restarts=st.restart_count,
+                                                    stopped_by_user=st.stopped_by_user)
+                    st = replace(
+                        st, status="restarting" if restart else "exited", exit_code=exit_code,
+                        oom_killed=outcome.oom_killed, finished_at=rfc3339nano(), pid=0, pid_start=0,
+                        sandbox={}, endpoints={}, restart_count=st.restart_count + int(restart),
+                        supervisor_pid=self.me if restart else 0,
+                        supervisor_start=self.me_start if restart else 0)
+                    self.cs.save_state(self.cid, st)
+                if not restart:
+                    break
+                if time.monotonic() - began >= BACKOFF_RESET_AFTER:
+                    backoff = BACKOFF_START
+                if self._sleep_unless_stopped(backoff):
+                    self._set(status="exited", supervisor_pid=0, supervisor_start=0)
+                    break
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                c = self.cs.load(self.cid)
+        finally:
+            log.close()
+        if c.host_config.get("AutoRemove"):
+            from builder.containers import lifecycle
+
+            # `wait` on an --rm container must still learn the exit code
+            with contextlib.suppress(OSError):
+                (self.root.containers / f".exit-{self.cid}").write_text(str(exit_code))
+            with contextlib.suppress(BuildError):
+                lifecycle.destroy(self.root, self.cs.load(self.cid), volumes=True)
+        return exit_code
+
+    def _sink(self, log: LogWriter, stream: str) -> Callable[[bytes], None]:
+        """Each chunk of output goes to the log, and to our terminal when attached."""
+        out = None
+        if self.attach is not None:
+            out = self.attach.stdout if stream == "stdout" else self.attach.stderr
+
+        def sink(data: bytes) -> None:
+            log.feed(stream, data)
+            if out is not None:
+                with contextlib.suppress(OSError):
+                    _write_all(out, data)
+
+        return sink
+
+    def _sleep_unless_stopped(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._stop_requested():
+                return True
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+        return self._stop_requested()
+
+    # -- healthcheck ---------------------------------------------------------------------------
+    def _start_health(self, c: Container, hc: runtime.HealthConfig) -> threading.Thread:
+        t = threading.Thread(target=self._health_loop, args=(c, hc), daemon=True)
+        t.start()
+        return t
+
+    def _health_loop(self, c: Container, hc: runtime.HealthConfig) -> None:
+        began = time.monotonic()
+        while not self._health_stop.wait(hc.interval):
+            start = rfc3339nano()
+            try:
+                code, output = runtime.exec_capture(self.root, self.cs.load(self.cid), hc.test, timeout=hc.timeout)
+            except BuildError as e:
+                code, output = -1, str(e)
+            end = rfc3339nano()
+            in_grace = time.monotonic() - began < hc.start_period
+            entry = {"Start": start, "End": end, "ExitCode": code, "Output": output[-4096:]}
+
+            def apply(s: State, code: int = code, entry: dict[str, Any] = entry,
+                      in_grace: bool = in_grace) -> State:
+                h = s.health or Health()
+                log = (*h.log, entry)[-5:]
+                if code == 0:
+                    return replace(s, health=Health("healthy", 0, log))
+                if in_grace:
+                    return replace(s, health=Health(h.status, h.failing_streak, log))
+                streak = h.failing_streak + 1
+                status = "unhealthy" if streak >= hc.retries else h.status
+                return replace(s, health=Health(status, streak, log))
+
+            with contextlib.suppress(ContainerError):
+                self._update(apply)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            time.sleep(0.001)
+            continue
+        view = view[n:]
+
+
+# -- detached supervisors ---------------------------------------------------------------------
+def spawn(root: StateRoot, cid: str) -> Started:
+    """Start *cid* under a detached supervisor; return once it reports the first start."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _detach_stdio(root, cid, keep=w)
+            code = _supervise_detached(root, cid, w)
+        except BaseException:  # noqa: B036 - the child must never return into the CLI
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    raw = b"".join(chunks)
+    if not raw:
+        raise ContainerError(f"the supervisor of container {cid[:12]} died before starting it "
+                             f"(see {ContainerStore(root).dir(cid) / 'supervisor.log'})")
+    d = json.loads(raw)
+    return Started(bool(d["ok"]), int(d.get("exit_code", 0)), str(d.get("error", "")))
+
+
+def _detach_stdio(root: StateRoot, cid: str, *, keep: int) -> None:
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(ContainerStore(root).dir(cid) / "supervisor.log",
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(err, 2)
+    # nothing of the CLI's may stay open here: a `$(pybuild run -d …)` waits for its pipe's EOF
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+    for s in PROXY_SIGNALS:
+        signal.signal(s, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+def _supervise_detached(root: StateRoot, cid: str, w: int) -> int:
+    def ready(s: Started) -> None:
+        nonlocal w
+        os.write(w, json.dumps({"ok": s.ok, "exit_code": s.exit_code, "error": s.error}).encode())
+        os.close(w)
+        w = -1
+
+    # A stop signal sent to the supervisor itself (e.g. a host shutdown) ends the container
+    # cleanly rather than orphaning it.
+    sup = Supervisor(root, cid)
+
+    def on_term(signum: int, frame: Any) -> None:
+        st = sup.cs.load_state(cid)
+        if st.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return sup.run(ready)
+    finally:
+        if w >= 0:
+            os.close(w)
+
+
+# -- a foreground run -------------------------------------------------------------------------
+def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bool,
+                   on_started: Callable[[Started], None]) -> int:
+    """``run`` without ``-d``: supervise in this process with our stdio attached; signals we
+    receive go to the container; a terminal is put in raw mode for ``-t``."""
+    attach = Attach(stdin=0 if interactive else None, stdout=1, stderr=2)
+    sup = Supervisor(root, cid, attach=attach)
+
+    def forward(signum: int, frame: Any) -> None:
+        st = sup.cs.load_state(cid)
+        if st.pid and st.status == "running":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signum)
+
+    old = {s: signal.signal(s, forward) for s in PROXY_SIGNALS}
+    saved_tty = None
+    if tty_mode and interactive and os.isatty(0):
+        saved_tty = termios.tcgetattr(0)
+        tty.setraw(0)
+    try:
+        return sup.run(on_started)
+    finally:
+        if saved_tty is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved_tty)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def window_size(fd: int) -> bytes | None:
+    try:
+        return fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+    except OSError:
+        return None
