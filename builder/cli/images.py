@@ -466,8 +466,9 @@ def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | Non
             with contextlib.suppress(NotFound):
                 found = inspect_image(store, store.lookup(name))
         if found is None and kind in (None, "container"):
-            found = next((c for c in _containers(g) if name in (c.get("Name"), str(c.get("Name", "")).lstrip("/"))
-                          or str(c.get("Id", "")).startswith(name)), None)
+            from builder.cli.containers import try_inspect  # containers' own inspect (with State)
+
+            found = try_inspect(g.state, name)
         if found is None:
             missing.append(name)
         else:
