@@ -1,0 +1,150 @@
+"""The local store: verified atomic blob writes, tags in index.json, lookup, rmi, gc, and
+concurrent writers on one root."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry import mediatypes as mt
+from registry.digest import Digest
+from registry.errors import BlobUnknown, DigestError, InvalidReference, NotFound, StoreError
+from registry.model import Descriptor, ImageConfig, Manifest
+from registry.reference import Reference
+from registry.store import IMAGE_ID, REF_NAME, Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_image(store: Store, seed: str) -> tuple[Descriptor, ImageConfig]:
+    layer = f"layer {seed}".encode() * 1000
+    diff_id = store.put_bytes(layer)
+    config = ImageConfig.build({"architecture": "amd64", "os": "linux", "created": "2024-05-01T00:00:00Z",
+                                "rootfs": {"type": "layers", "diff_ids": [str(diff_id)]},
+                                "config": {"Cmd": [seed]}})
+    manifest = Manifest.build(Descriptor(mt.OCI_CONFIG, config.digest, config.size),
+                              [Descriptor(mt.OCI_LAYER, diff_id, len(layer))])
+    return store.put_image(manifest, config), config
+
+
+def blob_files(store: Store) -> list[str]:
+    return sorted(p.name for p in (store.path / "blobs" / "sha256").iterdir())
+
+
+def test_blob_writes_are_verified_and_atomic(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    d = store.put_bytes(b"hello")
+    assert store.read_blob(d) == b"hello" and store.blob_size(d) == 5
+    assert store.put_bytes(b"hello") == d  # idempotent
+    with pytest.raises(DigestError, match="digest mismatch"):
+        store.put_bytes(b"hellO", Digest.of(b"hello2"))
+    with pytest.raises(DigestError, match="size"):
+        with store.writer() as w:
+            w.write(b"abc")
+            w.commit(Digest.of(b"abc"), 4)
+    with store.writer() as w:  # left without commit: nothing published
+        w.write(b"partial")
+    assert blob_files(store) == [d.encoded]
+    assert list((store.path / "ingest").iterdir()) == []
+    with pytest.raises(BlobUnknown):
+        store.open_blob(Digest.of(b"nope"))
+    (store.path / "blobs" / "sha256" / d.encoded).write_bytes(b"HELLO")
+    with pytest.raises(DigestError, match="corrupt"):
+        store.read_blob(d)
+
+
+def test_put_manifest_needs_its_blobs(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    m = Manifest.build(Descriptor(mt.OCI_CONFIG, Digest.of(b"{}"), 2), [])
+    with pytest.raises(BlobUnknown, match="missing from the store"):
+        store.put_manifest(m)
+
+
+def test_tags_lookup_and_index(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    desc, config = make_image(store, "one")
+    store.add(desc, Reference.parse("app:1"))
+    store.tag("app:1", Reference.parse("localhost:5000/app:2"))
+    index = json.loads((store.path / "index.json").read_bytes())
+    names = sorted(m["annotations"][REF_NAME] for m in index["manifests"])
+    assert names == ["docker.io/library/app:1", "localhost:5000/app:2"]
+    assert index["manifests"][0]["annotations"][IMAGE_ID] == str(config.digest)
+    assert json.loads((store.path / "oci-layout").read_bytes()) == {"imageLayoutVersion": "1.0.0"}
+    for text in ("app:1", "docker.io/library/app:1", config.digest.encoded[:12],
+                 str(config.digest), config.digest.encoded[:5], f"app@{desc.digest}"):
+        assert store.lookup(text).descriptor.digest == desc.digest, text
+    image = store.resolve("app:1")
+    assert image.id == config.digest and image.config.config == {"Cmd": ["one"]}
+    with pytest.raises(NotFound, match="No such image: app:3"):
+        store.lookup("app:3")
+    with pytest.raises(InvalidReference):
+        store.lookup("UPPER/case")
+
+
+def test_retag_leaves_the_old_image_dangling(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    one, _ = make_image(store, "one")
+    two, _ = make_image(store, "two")
+    store.add(one, Reference.parse("app:1"))
+    store.add(two, Reference.parse("app:1"))
+    records = store.images()
+    assert [(r.reference, r.descriptor.digest) for r in records] == [
+        (None, one.digest), (Reference.parse("app:1"), two.digest)]
+    store.add(two, None)  # already tagged: no dangling duplicate
+    assert len(store.images()) == 2
+
+
+def test_remove_and_gc(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    desc, config = make_image(store, "one")
+    store.add(desc, Reference.parse("app:1"))
+    store.add(desc, Reference.parse("app:2"))
+    orphan = store.put_bytes(b"orphan")
+    with pytest.raises(StoreError, match="must be forced"):
+        store.remove(config.digest.encoded[:12])
+    assert store.remove("app:2") == ["Untagged: app:2"]
+    assert store.gc() == (1, len(b"orphan"))
+    assert not store.has_blob(orphan) and store.has_blob(desc.digest)
+    assert store.remove(config.digest.encoded[:7]) == ["Untagged: app:1", f"Deleted: {config.digest}"]
+    removed, freed = store.gc()
+    assert removed == 3 and freed > 0 and blob_files(store) == []
+    with pytest.raises(NotFound):
+        store.remove("app:1")
+
+
+def test_gc_keeps_blobs_under_a_lease_holder(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    d = store.put_bytes(b"in flight")
+    code = ("import sys; from registry.store import Store; "
+            f"print(Store({str(store.path)!r}).gc())")
+    with store.lease():  # a concurrent gc waits for the lease to end
+        p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(timeout=1)
+        assert store.has_blob(d)
+    out, _ = p.communicate(timeout=30)
+    assert out.strip() == "(1, 9)" and not store.has_blob(d)
+
+
+def test_concurrent_writers_keep_every_tag(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    desc, _ = make_image(store, "base")
+    store.add(desc, Reference.parse("base:1"))
+    code = """
+import sys
+from registry.store import Store
+from registry.reference import Reference
+s = Store(sys.argv[1])
+for i in range(15):
+    s.tag("base:1", Reference.parse(f"w{sys.argv[2]}:{i}"))
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(store.path), str(n)], cwd=REPO)
+             for n in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    names = {str(r.reference) for r in store.images()}
+    assert len(names) == 1 + 4 * 15
+    assert "docker.io/library/w3:14" in names
