@@ -1,0 +1,100 @@
+"""Fixtures of the build tests: a private Docker engine (session) and build/inspect helpers.
+
+``dockerd``: a ``tests.dockerd.Dockerd`` started once per session and stopped at its end.
+``build_helpers``: ``build(pyb, ctx, *args)`` → (process, events) with ``--progress=rawjson``,
+``rootfs(pyb, ref, dest)`` merges an image's layers into *dest*, ``layer_names(...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dockerd import Dockerd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    d = Dockerd()
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def build(pyb: Any, ctx: Path | str, *args: str, check: bool = True,
+          env: dict[str, str] | None = None, input: str | None = None) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    """``pybuild build --progress=rawjson ARGS CTX``; returns the process and its events."""
+    r = pyb("build", "--progress=rawjson", *args, str(ctx), check=False, env=env, input=input,
+            timeout=300)
+    events = []
+    other = []
+    for line in r.stderr.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+        else:
+            other.append(line)
+    if check and r.returncode != 0:
+        raise AssertionError(f"build failed ({r.returncode}):\n" + "\n".join(other)
+                             + "\n" + "\n".join(e["text"] for e in events if e["kind"] == "log"))
+    return r, events
+
+
+def executed(events: list[dict[str, Any]]) -> list[str]:
+    """Names of the steps that ran (not cached)."""
+    return [e["name"] for e in events if e["kind"] == "start"]
+
+
+def cached(events: list[dict[str, Any]]) -> list[str]:
+    return [e["name"] for e in events if e["kind"] == "cached" and "FROM" not in e["name"]]
+
+
+def rootfs(pyb: Any, ref: str, dest: Path) -> Path:
+    """The image's layers applied in order onto *dest* (a plain tree, whiteouts applied)."""
+    from builder.layers import apply_layer
+
+    store = pyb.store()
+    img = store.resolve(ref)
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in img.manifest.layers:
+        with store.open_blob(d.digest) as f:
+            apply_layer(f, dest, overlay_format=False)
+    return dest
+
+
+def layer_names(pyb: Any, ref: str) -> list[list[str]]:
+    """Entry names of each layer of the image, bottom first."""
+    from registry.compression import open_decompressed
+
+    store = pyb.store()
+    img = store.resolve(ref)
+    out = []
+    for d in img.manifest.layers:
+        with store.open_blob(d.digest) as f, tarfile.open(fileobj=open_decompressed(f), mode="r|") as tf:
+            out.append([m.name for m in tf])
+    return out
+
+
+class BuildTools:
+    """The helpers above, handed to tests as the ``bt`` fixture."""
+
+    build = staticmethod(build)
+    executed = staticmethod(executed)
+    cached = staticmethod(cached)
+    rootfs = staticmethod(rootfs)
+    layer_names = staticmethod(layer_names)
+
+
+@pytest.fixture
+def bt() -> BuildTools:
+    return BuildTools()
