@@ -268,6 +268,8 @@ def remove_network(state: StateRoot, ref: str, *, _predefined: bool = False) -> 
                 f"error while removing network: network {net.name} id {net.id[:12]} has active "
                 f"endpoints ({len(net.containers)})"
             )
+        if net.dns_pid:
+            _stop(net.dns_pid, DNS, net.id)
         _dematerialise(net)
         _record_path(state, net.id).unlink(missing_ok=True)
         return net
@@ -370,6 +372,16 @@ def attach(
                 undo.append(lambda: links.remove_netns(netns_path(state, container_id)))
             if net.driver in ("bridge", "macvlan"):
                 ep = _wire(state, net, ep, ip, ports, undo)
+            if net.driver == "bridge" and net.user_defined:
+                before = net.dns_pid
+                net = _ensure_dns(state, net)
+                if net.dns_pid and net.dns_pid != before:
+                    started = net
+
+                    def stop_dns() -> None:
+                        _stop(started.dns_pid, DNS, started.id)
+
+                    undo.append(stop_dns)
             return _commit(state, nets, net, ep)
         except BaseException:
             for u in reversed(undo):
@@ -441,6 +453,17 @@ def _commit(state: StateRoot, nets: list[Network], net: Network, ep: Endpoint) -
     return ep
 
 
+def _drop(state: StateRoot, nets: list[Network], net: Network, container_id: str) -> list[Network]:
+    """The record without the container; the DNS server stops with the last container."""
+    containers = {k: v for k, v in net.containers.items() if k != container_id}
+    updated = replace(net, containers=containers)
+    if not containers and net.dns_pid:
+        _stop(net.dns_pid, DNS, net.id)
+        updated = replace(updated, dns_pid=0)
+    _save(state, updated)
+    return [updated if n.id == net.id else n for n in nets]
+
+
 def detach(state: StateRoot, container_id: str, network: str) -> None:
     """Disconnect: the interface, addresses, rules and proxy for this network go; the netns stays."""
     with _locked(state) as nets, links.session():
@@ -448,12 +471,8 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
         d = net.containers.get(container_id)
         if d is None:
             raise NetworkError(f"container {container_id[:12]} is not connected to network {net.name}")
-        ep = Endpoint.from_json(container_id, net, d)
-        _unwire(net, ep)
-        containers = {k: v for k, v in net.containers.items() if k != container_id}
-        updated = replace(net, containers=containers)
-        _save(state, updated)
-        nets = [updated if n.id == net.id else n for n in nets]
+        _unwire(net, Endpoint.from_json(container_id, net, d))
+        nets = _drop(state, nets, net, container_id)
         _sync_files(state, nets, net.id, also=container_id)
 
 
@@ -478,10 +497,7 @@ def release(state: StateRoot, container_id: str) -> None:
             if d is None:
                 continue
             _unwire(net, Endpoint.from_json(container_id, net, d))
-            containers = {k: v for k, v in net.containers.items() if k != container_id}
-            updated = replace(net, containers=containers)
-            _save(state, updated)
-            nets = [updated if n.id == net.id else n for n in nets]
+            nets = _drop(state, nets, net, container_id)
             _sync_files(state, nets, net.id)
         links.remove_netns(netns_path(state, container_id))
         d_ = _files_dir(state, container_id)
@@ -534,34 +550,50 @@ def _bind_ports(ports: Sequence[PortMapping]) -> list[tuple[socket.socket, PortB
     return out
 
 
-def _start_proxy(container_id: str, ip: str, socks: list[tuple[socket.socket, PortBinding]]) -> int:
-    args = [f"{s.fileno()}/{b.protocol}/{ip}/{b.container_port}" for s, b in socks]
+PROXY = "builder.network.proxy"
+DNS = "builder.network.dns"
+
+
+def _spawn(module: str, args: Sequence[str], socks: Sequence[socket.socket]) -> int:
+    """Start a detached helper (own session, no tty) that inherits the bound *socks*."""
     env = dict(os.environ)
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "builder.network.proxy", "--id", container_id, *args],
-            pass_fds=[s.fileno() for s, _ in socks], stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", module, *args],
+            pass_fds=[s.fileno() for s in socks], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             close_fds=True, env=env, cwd="/",
         )
     finally:
-        for s, _ in socks:
-            s.close()  # the proxy holds its own copies now
+        for s in socks:
+            s.close()  # the helper holds its own copies now
     return proc.pid
 
 
-def _is_our_proxy(pid: int, container_id: str) -> bool:
+def _start_proxy(container_id: str, ip: str, socks: list[tuple[socket.socket, PortBinding]]) -> int:
+    args = [f"{s.fileno()}/{b.protocol}/{ip}/{b.container_port}" for s, b in socks]
+    return _spawn(PROXY, ["--id", container_id, *args], [s for s, _ in socks])
+
+
+def _is_ours(pid: int, module: str, ident: str) -> bool:
+    """*pid* is our helper for *ident* (never signal a pid the system has reused)."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"builder.network.proxy" in cmd and container_id.encode() in cmd
+    return module.encode() in cmd and ident.encode() in cmd and _state_of(pid) not in ("Z", "X", "")
 
 
 def _stop_proxy(pid: int, container_id: str) -> None:
-    if not _is_our_proxy(pid, container_id):
+    _stop(pid, PROXY, container_id)
+
+
+def _stop(pid: int, module: str, ident: str) -> None:
+    if not _is_ours(pid, module, ident):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # a zombie child of ours: reap it
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -583,6 +615,32 @@ def _state_of(pid: int) -> str:
     except OSError:
         return ""
     return stat.rpartition(")")[2].split()[0]
+
+
+def _ensure_dns(state: StateRoot, net: Network) -> Network:
+    """The network's DNS server on gateway:53, started if not running. If the address cannot
+    be bound (another resolver holds port 53 on all addresses), names still resolve through
+    the hosts files and containers use the host's resolvers."""
+    if net.dns_pid and _is_ours(net.dns_pid, DNS, net.id):
+        return net
+    from builder.network.dns import upstream_servers
+
+    socks: list[socket.socket] = []
+    try:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            s = socket.socket(socket.AF_INET, kind)
+            socks.append(s)
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((net.gateway, 53))
+            if kind == socket.SOCK_STREAM:
+                s.listen(64)
+    except OSError:
+        for s in socks:
+            s.close()
+        return replace(net, dns_pid=0)
+    args = [str(state.networks), net.id, str(socks[0].fileno()), str(socks[1].fileno())]
+    return replace(net, dns_pid=_spawn(DNS, args + upstream_servers(), socks))
 
 
 def _remove_port_rules(network_id: str, container_id: str) -> None:
@@ -632,15 +690,33 @@ def resolv_conf(state: StateRoot, container_id: str) -> str:
     """``/etc/resolv.conf``: the host's, minus loopback nameservers off the host network
     (unreachable from a netns), falling back to public resolvers like Docker does."""
     with _locked(state) as nets:
-        host_mode = any(n.driver == "host" and container_id in n.containers for n in nets)
-    return _resolv_content(host_mode)
+        return _resolv_for(nets, container_id)
+
+
+def _resolv_for(nets: Sequence[Network], container_id: str) -> str:
+    mine = [n for n in nets if container_id in n.containers]
+    if any(n.driver == "host" for n in mine):
+        return _host_resolv()
+    dns = [
+        Endpoint.from_json(container_id, n, n.containers[container_id])
+        for n in mine if n.dns_pid and n.user_defined and n.driver == "bridge"
+    ]
+    if dns:  # our DNS server on the gateway of the first such network, as Docker's 127.0.0.11
+        first = min(dns, key=lambda e: e.ifname)
+        kept = [ln for ln in _host_resolv().splitlines() if ln.split()[:1] in (["search"], ["domain"])]
+        return "\n".join([f"nameserver {first.gateway}", *kept, "options ndots:0"]) + "\n"
+    return _resolv_content(False)
+
+
+def _host_resolv() -> str:
+    try:
+        return Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return ""
 
 
 def _resolv_content(host_mode: bool) -> str:
-    try:
-        text = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        text = ""
+    text = _host_resolv()
     if host_mode:
         return text
     kept, servers = [], 0
@@ -679,7 +755,4 @@ def _sync_files(state: StateRoot, nets: Sequence[Network], network_id: str, also
         cids.add(also)
     for cid in sorted(cids):
         _write_in_place(hosts_path(state, cid), _hosts_content(nets, cid))
-        rp = resolv_path(state, cid)
-        if not rp.exists():
-            host_mode = any(n.driver == "host" and cid in n.containers for n in nets)
-            _write_in_place(rp, _resolv_content(host_mode))
+        _write_in_place(resolv_path(state, cid), _resolv_for(nets, cid))

@@ -144,6 +144,8 @@ class Network:
     options: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     containers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the embedded DNS server of a user-defined bridge network, while it has containers
+    dns_pid: int = 0
 
     @property
     def predefined(self) -> bool:
@@ -175,6 +177,7 @@ class Network:
             "Containers": {k: dict(v) for k, v in sorted(self.containers.items())},
             "Options": dict(self.options),
             "Labels": dict(self.labels),
+            "DnsPid": self.dns_pid,
         }
 
     @classmethod
@@ -193,6 +196,7 @@ class Network:
             options=dict(d.get("Options") or {}),
             labels=dict(d.get("Labels") or {}),
             containers=dict(d.get("Containers") or {}),
+            dns_pid=int(d.get("DnsPid") or 0),
         )
 
 

@@ -41,7 +41,7 @@ def _proxies() -> set[int]:
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             with contextlib.suppress(OSError):
-                if b"builder.network.proxy" in (p / "cmdline").read_bytes():
+                if b"builder.network." in (p / "cmdline").read_bytes():  # proxies, DNS servers
                     pids.add(int(p.name))
     return pids
 
@@ -229,8 +229,20 @@ def test_two_endpoints_reach_each_other_by_ip_and_name_isolated_from_other_netwo
         assert r.returncode == 0, r.stderr
         assert f"({a.ip})" in r.stdout
     assert N.hosts_entries(state, CID_B) == hosts
+    # and by DNS: the network's embedded server on its gateway, as resolv.conf says
     resolv = N.resolv_conf(state, CID_B)
-    assert "nameserver" in resolv and "nameserver 127." not in resolv
+    assert b.resolv_path is not None and b.resolv_path.read_text() == resolv
+    assert resolv.startswith(f"nameserver {b.gateway}\n") and "options ndots:0" in resolv
+    for name in ("web", "www", "WEB.appnet", CID_A[:12]):
+        r = sh(b.netns, "busybox", "nslookup", name, b.gateway)
+        assert r.returncode == 0 and f"Address: {a.ip}" in r.stdout, (name, r.stdout)
+    assert N.resolv_conf(state, CID_C).startswith(f"nameserver {c.gateway}\n")
+    dns_pid = N.get_network(state, "appnet").dns_pid
+    assert dns_pid in _proxies()
+    N.release(state, CID_A)
+    N.release(state, CID_B)
+    assert dns_pid not in _proxies()  # the server stops with the network's last container
+    assert N.get_network(state, "appnet").dns_pid == 0
 
 
 def test_hosts_file_rewritten_in_place_on_attach_and_detach(state: StateRoot) -> None:
