@@ -142,8 +142,8 @@ class _Stdio:
         return out.fileno()  # type: ignore[union-attr]
 
     def _in(self, stdin: Input) -> int:
-        if stdin is None:
-            self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if stdin is None or (isinstance(stdin, int) and stdin < 0):
+            self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             self.close_in_parent.append(self.devnull)
             return self.devnull
         if isinstance(stdin, bytes):
@@ -156,6 +156,11 @@ class _Stdio:
     def _out(self, out: Output, default: int) -> int:
         if out is None:
             return default
+        if isinstance(out, int) and out < 0:  # subprocess.DEVNULL
+            if self.devnull is None:
+                self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                self.close_in_parent.append(self.devnull)
+            return self.devnull
         if isinstance(out, int):
             return out
         if callable(out) and not hasattr(out, "fileno"):
