@@ -84,7 +84,7 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
         "process": {
             "terminal": p.terminal,
             "user": {"uid": user.uid, "gid": user.gid,
-                     "additionalGids": [g for g in user.groups if g != user.gid]},
+                     "additionalGids": list(user.groups)},
             "args": list(p.args),
             "env": env,
             "cwd": p.cwd,
