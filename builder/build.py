@@ -308,7 +308,8 @@ def _archive(store: Store, image: Image, tags: list[Reference], dest: Path, *, d
         for t in tags or [None]:
             d = desc.to_dict()
             if t is not None:
-                d["annotations"] = {"org.opencontainers.image.ref.name": str(t),
+                # as BuildKit's oci exporter: the tag alone, the full name for containerd
+                d["annotations"] = {"org.opencontainers.image.ref.name": t.tag or "latest",
                                     "io.containerd.image.name": str(t)}
             entries.append(d)
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
