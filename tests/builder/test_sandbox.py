@@ -397,3 +397,29 @@ def test_many_layers_exceed_a_page_of_paths(
     code, out, err, _ = run(executor, spec_for(root, "sh", "-c", "ls /layers | wc -l; cat /layers/l119"))
     assert code == 0, err
     assert out.split() == ["120", "119"]
+
+
+def test_device_node_from_a_layer_is_unusable(
+    executor: Executor, state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot
+) -> None:
+    import io
+    import tarfile
+
+    disk = os.stat("/").st_dev
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind in (("evil/disk", tarfile.BLKTYPE), ("evil/mem", tarfile.CHRTYPE)):
+            ti = tarfile.TarInfo(name)
+            ti.type = kind
+            ti.mode = 0o666
+            ti.devmajor, ti.devminor = (os.major(disk), os.minor(disk)) if kind == tarfile.BLKTYPE else (1, 1)
+            tf.addfile(ti)
+    raw = buf.getvalue()
+    evil = LayerCache(state).unpack("sha256:" + hashlib.sha256(raw).hexdigest(), lambda: io.BytesIO(raw))
+    root = prepare_root([busybox_layer, evil], tmp_path / "dev")
+    code, out, _, _ = run(executor, spec_for(root, "sh", "-c",
+                                            "head -c 16 /evil/disk >/dev/null 2>&1 && echo disk-read; "
+                                            "head -c 16 /evil/mem >/dev/null 2>&1 && echo mem-read; "
+                                            "mknod /tmp/d b 8 0 && head -c 1 /tmp/d >/dev/null 2>&1 && echo mknod-read; "
+                                            "echo done"))
+    assert code == 0 and out.split() == ["done"]
