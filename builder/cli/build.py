@@ -248,9 +248,22 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
         platform=platform,
         network=network,
     )
+    from builder.errors import StepFailed
+
     renderer = make_progress(progress, quiet)
     try:
         outcome = run_build(g.state, req, progress=renderer)
+    except StepFailed as e:
+        if renderer is not None:
+            renderer.close()
+            renderer = None
+        # Docker's failure block: the step, then the last lines it printed
+        click.echo("------", err=True)
+        click.echo(f" > {e.location}:", err=True)
+        for line in e.log_tail:
+            click.echo(f"{line}", err=True)
+        click.echo("------", err=True)
+        raise
     finally:
         if renderer is not None:
             renderer.close()
@@ -259,10 +272,7 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
             f.write(str(outcome.image_id))
     if quiet:
         click.echo(str(outcome.image_id))
-    elif renderer is not None:
-        for w in outcome.warnings:
-            if not isinstance(renderer, TtyProgress):
-                pass
+    else:
         click.echo(f"Built {outcome.image_id}" + (f" as {', '.join(outcome.tags)}" if outcome.tags else ""),
                    err=True)
 
