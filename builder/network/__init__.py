@@ -26,8 +26,11 @@ The contract with ``sandbox`` and ``containers``
   (``<root>/run/net/<cid>/``) are written by ``attach``; bind-mount them. Hosts files of every
   container on a network are rewritten in place (same inode) whenever one attaches or
   detaches, so peers on user-defined networks resolve each other by name, alias and short id
-  (Docker's default ``bridge`` has no such resolution). ``hosts_entries``/``resolv_conf``
-  return the same content.
+  (Docker's default ``bridge`` has no such resolution). A user-defined bridge network also
+  runs an embedded DNS server on its gateway (``python -m builder.network.dns``, Docker's
+  127.0.0.11 role: names, aliases, ``name.network``; the rest forwarded to the host's
+  resolvers) while it has containers; their ``resolv.conf`` points at it.
+  ``hosts_entries``/``resolv_conf`` return the same content.
 * ``detach(state, cid, net)`` undoes one endpoint (the netns stays); ``release(state, cid)``
   undoes all of them and removes the netns file, its mount and the hosts files. Call it when
   a container is removed or its supervisor finds it dead.

@@ -370,6 +370,8 @@ def attach(
             if not links.is_netns(ep.netns):
                 links.create_netns(ep.netns)
                 undo.append(lambda: links.remove_netns(netns_path(state, container_id)))
+            if net.driver == "bridge" and not net.user_defined and not net.containers:
+                net = _refresh_default_subnet(state, nets, net)
             if net.driver in ("bridge", "macvlan"):
                 ep = _wire(state, net, ep, ip, ports, undo)
             if net.driver == "bridge" and net.user_defined:
@@ -388,6 +390,22 @@ def attach(
                 with contextlib.suppress(Exception):
                     u()
             raise
+
+
+def _refresh_default_subnet(state: StateRoot, nets: list[Network], net: Network) -> Network:
+    """The default bridge is materialised lazily: if, by then, its subnet has been taken by a
+    route (another tool, another state root), move it to a free one before first use."""
+    if links.link_exists(net.bridge):
+        return net
+    mine = ipaddress.IPv4Network(net.subnet)
+    routes = links.host_routes()
+    if not any(r.prefixlen > 0 and r.overlaps(mine) for r in routes):
+        return net
+    others = [ipaddress.IPv4Network(n.subnet) for n in nets if n.subnet and n.id != net.id]
+    subnet = ipam.choose_subnet(routes + others, default_network=True)
+    updated = replace(net, subnet=str(subnet), gateway=str(subnet.network_address + 1))
+    _save(state, updated, durable=True)
+    return updated
 
 
 def _wire(

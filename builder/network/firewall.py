@@ -22,10 +22,11 @@ ISOLATION1 = "PYBUILD-ISOLATION-1"
 ISOLATION2 = "PYBUILD-ISOLATION-2"
 DNAT_CHAIN = "PYBUILD"
 POSTROUTING = "PYBUILD-POSTROUTING"
+INPUT = "PYBUILD-INPUT"
 HOOK_TAG = "pybuild"
 
 CHAINS: dict[str, tuple[str, ...]] = {
-    "filter": (ISOLATION1, ISOLATION2, FORWARD),
+    "filter": (ISOLATION1, ISOLATION2, FORWARD, INPUT),
     "nat": (DNAT_CHAIN, POSTROUTING),
 }
 # (table, builtin chain, rule spec): inserted at the top, in this order, so ours run first
@@ -33,6 +34,7 @@ CHAINS: dict[str, tuple[str, ...]] = {
 HOOKS: tuple[tuple[str, str, str], ...] = (
     ("filter", "FORWARD", f"-m comment --comment {HOOK_TAG} -j {FORWARD}"),
     ("filter", "FORWARD", f"-m comment --comment {HOOK_TAG} -j {ISOLATION1}"),
+    ("filter", "INPUT", f"-m comment --comment {HOOK_TAG} -j {INPUT}"),
     ("nat", "PREROUTING", f"-m addrtype --dst-type LOCAL -m comment --comment {HOOK_TAG} -j {DNAT_CHAIN}"),
     (
         "nat",
@@ -74,6 +76,9 @@ def network_rules(network_id: str, bridge: str, subnet: str, *, internal: bool) 
         Rule("filter", FORWARD, f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {t} -j ACCEPT"),
         Rule("filter", FORWARD, f"-i {bridge} -o {bridge} {t} -j ACCEPT"),
         Rule("filter", ISOLATION2, f"-o {bridge} {t} -j DROP"),
+        # the network's DNS server on the gateway, whatever the INPUT policy
+        Rule("filter", INPUT, f"-i {bridge} -p udp -m udp --dport 53 {t} -j ACCEPT"),
+        Rule("filter", INPUT, f"-i {bridge} -p tcp -m tcp --dport 53 {t} -j ACCEPT"),
     ]
     if internal:
         rules += [

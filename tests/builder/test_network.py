@@ -36,14 +36,20 @@ def _rules() -> list[str]:
     return sorted(out)
 
 
-def _proxies() -> set[int]:
-    pids = set()
+def _helpers() -> dict[int, bytes]:
+    """Our detached helper processes (port proxies, DNS servers) by pid, with their cmdline."""
+    found = {}
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             with contextlib.suppress(OSError):
-                if b"builder.network." in (p / "cmdline").read_bytes():  # proxies, DNS servers
-                    pids.add(int(p.name))
-    return pids
+                cmd = (p / "cmdline").read_bytes()
+                if b"builder.network." in cmd:
+                    found[int(p.name)] = cmd
+    return found
+
+
+def _proxies() -> set[int]:
+    return set(_helpers())
 
 
 def _mounts(root: Path) -> list[str]:
@@ -51,21 +57,43 @@ def _mounts(root: Path) -> list[str]:
 
 
 def snapshot(root: Path) -> dict[str, object]:
+    """What a failed operation must leave unchanged (other engineers' tests may use the network
+    module concurrently, so compare snapshots only around single calls)."""
     return {"links": _links(), "rules": _rules(), "proxies": _proxies(), "mounts": _mounts(root)}
+
+
+def owned(st: StateRoot) -> tuple[set[str], set[str], set[str]]:
+    """(rule tags, interface names, process idents) this state root's records account for."""
+    tags, names, idents = set(), set(), {str(st.path)}
+    for net in N.list_networks(st):
+        tags.add(firewall.network_tag(net.id))
+        if net.bridge:
+            names.add(net.bridge)
+        for ep in net.endpoints():
+            idents.add(ep.container_id)
+            if ep.host_veth:
+                names.add(ep.host_veth)
+    return tags, names, idents
 
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[StateRoot]:
-    """A fresh state root; afterwards no link, rule, mount, netns or proxy may be left."""
-    before = snapshot(tmp_path)
+    """A fresh state root; afterwards none of its links, rules, mounts, netns files or helper
+    processes may be left (checked by what its records named, so concurrent users don't matter)."""
     st = StateRoot.open(tmp_path / "root")
     try:
         yield st
     finally:
+        tags, names, idents = owned(st)
         N.reset(st)
-        after = snapshot(tmp_path)
-        assert after == before
-        assert not list((st.run / "netns").glob("*")) if (st.run / "netns").exists() else True
+        assert not names & _links()
+        rules = _rules()
+        assert not [r for r in rules for t in tags if f'"{t}"' in r or f'"{t}:' in r]
+        assert not [c for c in _helpers().values() for i in idents if i.encode() in c]
+        assert _mounts(tmp_path) == []
+        assert not (st.run / "netns").exists() or not list((st.run / "netns").iterdir())
+        if not any(r.split()[1] == "-A" and r.split()[2].startswith("PYBUILD") for r in rules):
+            assert rules == []  # no rule of anyone left: hooks and chains are gone too
 
 
 def sh(netns: Path | None, *argv: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
