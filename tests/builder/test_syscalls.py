@@ -1,0 +1,156 @@
+"""The spec → actions code against ``FakeSyscalls``, and the real ctypes calls in a forked child."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from builder import syscalls as sc
+from builder.rootfs import Root, link_lowers
+from builder.sandbox.child import Plan, drop_privileges, mount_flags, secure_join, setup_root
+from builder.sandbox.spec import (
+    CAP_NUMBERS,
+    DEFAULT_CAPS,
+    Mount,
+    Namespaces,
+    Process,
+    Spec,
+    capabilities,
+    default_mounts,
+)
+from builder.sandbox.users import User
+
+
+def _plan(tmp_path: Path, **kw: object) -> Plan:
+    layers = []
+    for i in range(3):
+        d = tmp_path / f"layer{i}"
+        d.mkdir()
+        layers.append(str(d))
+    (tmp_path / "upper").mkdir()
+    (tmp_path / "work").mkdir()
+    root = Root(layers=tuple(layers), upper=str(tmp_path / "upper"), work=str(tmp_path / "work"),
+                readonly=bool(kw.pop("readonly", False)))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    data = link_lowers(root, run_dir, None)
+    spec = Spec(process=Process(args=("true",)), root=root, hostname="h1", **kw)  # type: ignore[arg-type]
+    return Plan(spec=spec, rootfs=str(run_dir / "rootfs"), run_dir=str(run_dir), overlay_data=data,
+                mask_node=str(run_dir / "mask"))
+
+
+def test_setup_root_actions(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    fake = sc.FakeSyscalls()
+    setup_root(fake, plan, real=False)
+    calls = fake.calls
+    rootfs = plan.rootfs
+    assert calls[0] == ("mount", None, "/", None, sc.MS_REC | sc.MS_PRIVATE, None)
+    assert calls[1] == ("chdir", plan.run_dir)
+    name, src, target, fstype, flags, data = calls[2]
+    assert (src, target, fstype, flags) == ("overlay", rootfs, "overlay", sc.MS_NODEV)
+    # short relative names, topmost layer first, overlay options that keep the upper a plain diff
+    assert data == "lowerdir=l/0:l/1:l/2,upperdir=u,workdir=w,redirect_dir=off,index=off,metacopy=off"
+    assert os.readlink(Path(plan.run_dir) / "l" / "0").endswith("layer2")
+    mounts = {c[2]: c for c in calls if c[0] == "mount"}
+    assert mounts[f"{rootfs}/proc"][3:5] == ("proc", sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV)
+    assert mounts[f"{rootfs}/sys"][4] & sc.MS_RDONLY
+    assert mounts[f"{rootfs}/dev"][5] == "mode=755,size=65536k"
+    assert mounts[f"{rootfs}/dev/pts"][5] == "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    assert {c[1].rsplit("/", 1)[1] for c in calls if c[0] == "mknod"} == {
+        "null", "zero", "full", "random", "urandom", "tty"}
+    assert ("symlink", "pts/ptmx", f"{rootfs}/dev/ptmx") in calls
+    assert ("mount", plan.mask_node, f"{rootfs}/proc/kcore", None, sc.MS_BIND, None) in calls
+    ro = [c for c in calls if c[0] == "mount" and c[2] == f"{rootfs}/proc/sys"]
+    assert ro[0][4] == sc.MS_BIND | sc.MS_REC and ro[1][4] & sc.MS_RDONLY and ro[1][4] & sc.MS_REMOUNT
+    tail = calls[-5:]
+    assert tail == [("sethostname", "h1"), ("chdir", rootfs), ("pivot_root", ".", "."),
+                    ("umount2", ".", sc.MNT_DETACH), ("chdir", "/")]
+
+
+def test_read_only_root_and_host_uts(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, readonly=True, namespaces=Namespaces(uts="host"), mounts=())
+    fake = sc.FakeSyscalls()
+    setup_root(fake, plan, real=False)
+    assert not any(c[0] == "sethostname" for c in fake.calls)
+    assert fake.calls[-1] == ("mount", None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NODEV, None)
+
+
+def test_bind_mount_options(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, mounts=(Mount("/data", "bind", str(tmp_path), ("ro", "nosuid", "rprivate")),))
+    fake = sc.FakeSyscalls()
+    setup_root(fake, plan, real=False)
+    m = [c for c in fake.calls if c[0] == "mount" and c[2] == f"{plan.rootfs}/data"]
+    assert m == [
+        ("mount", str(tmp_path), f"{plan.rootfs}/data", None, sc.MS_BIND | sc.MS_REC, None),
+        ("mount", None, f"{plan.rootfs}/data", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID, None),
+        ("mount", None, f"{plan.rootfs}/data", None, sc.MS_PRIVATE | sc.MS_REC, None),
+    ]
+
+
+def test_drop_privileges_root_and_user() -> None:
+    fake = sc.FakeSyscalls()
+    drop_privileges(fake, Process(args=("x",)), User(0, 0, (0,), "/root"), 40)
+    wanted = sum(1 << CAP_NUMBERS[c] for c in DEFAULT_CAPS)
+    dropped = {c[1] for c in fake.calls if c[0] == "capbset_drop"}
+    assert dropped == {n for n in range(41) if not wanted & (1 << n)}
+    assert CAP_NUMBERS["CAP_SYS_ADMIN"] in dropped and CAP_NUMBERS["CAP_CHOWN"] not in dropped
+    assert ("capset", sc.CapSets(wanted, wanted, wanted)) in fake.calls
+    assert fake.calls[-1] == ("prctl", sc.PR_SET_NO_NEW_PRIVS, 1)
+    fake2 = sc.FakeSyscalls()
+    drop_privileges(fake2, Process(args=("x",), no_new_privs=False), User(1000, 1000, (1000,), "/"), 40)
+    assert ("capset", sc.CapSets(0, 0, 0)) in fake2.calls
+    assert not any(c[:2] == ("prctl", sc.PR_SET_NO_NEW_PRIVS) for c in fake2.calls)
+
+
+def test_capability_arithmetic_and_flags() -> None:
+    assert "CAP_NET_ADMIN" in capabilities(add=("net_admin",))
+    assert "CAP_CHOWN" not in capabilities(drop=("chown",))
+    assert capabilities(drop=("ALL",), add=("KILL",)) == ("CAP_KILL",)
+    assert len(capabilities(add=("ALL",))) == len(CAP_NUMBERS)
+    assert mount_flags(("ro", "nosuid", "size=1m", "mode=700", "rslave")) == (
+        sc.MS_RDONLY | sc.MS_NOSUID, sc.MS_SLAVE | sc.MS_REC, "size=1m,mode=700")
+    assert default_mounts()[0].destination == "/proc"
+
+
+def test_secure_join_stays_inside(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "link").symlink_to("/../../../../tmp")
+    (root / "up").symlink_to("../../..")
+    assert secure_join(str(root), "/etc/link/x") == f"{root}/tmp/x"
+    assert secure_join(str(root), "../../up/etc") == f"{root}/etc"
+
+
+def test_real_calls_in_a_child() -> None:
+    """unshare + sethostname + mount + loopback through libc, in a forked child."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            s = sc.real()
+            s.unshare(sc.CLONE_NEWUTS | sc.CLONE_NEWNS | sc.CLONE_NEWNET)
+            s.sethostname("inchild")
+            s.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+            s.mount("tmpfs", "/mnt", "tmpfs", sc.MS_NOSUID, "size=1m")
+            s.set_loopback_up()
+            up = socket.if_nameindex() == [(1, "lo")]
+            caps = s.capget()
+            os.write(w, f"{socket.gethostname()} {os.path.ismount('/mnt')} {up} {caps.effective > 0}".encode())
+            s.umount2("/mnt")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = os.read(r, 200).decode()
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert data == "inchild True True True"
+    assert socket.gethostname() != "inchild" and not os.path.ismount("/mnt")
+    with pytest.raises(OSError, match="mount"):
+        sc.real().mount("none", "/nonexistent-dir-xyz", "tmpfs")
