@@ -445,7 +445,9 @@ def heredoc_names(line: str) -> list[tuple[str, bool, bool, int]]:
     words with quotes and escapes kept, and every word starting with ``<<`` or ``N<<``
     names one)."""
     try:
-        _, words, _ = _run(line, {}, escape="\\", raw_quotes=True, raw_escapes=True)
+        _, words, _ = _run(
+            line, {}, escape="\\", raw_quotes=True, raw_escapes=True, skip_unset=True
+        )
     except ExpansionError:
         return []
     found = []

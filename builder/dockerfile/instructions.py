@@ -413,7 +413,7 @@ class _Flags:
             name, eq, value = raw[2:].partition("=")
             kind = self.kinds.get(name)
             if kind is None:
-                hint = _suggest(name, list(self.kinds))
+                hint = suggest(name, sorted(self.kinds), case_sensitive=True)
                 msg = f"unknown flag: {name}"
                 if hint:
                     msg += f" (did you mean {hint}?)"
@@ -454,27 +454,47 @@ class _Flags:
         return tuple(self.values.get(name, ()))
 
 
-def _levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
+def _edit_distance(a: str, b: str, *, transpositions: bool = False) -> int:
+    """Levenshtein distance; with *transpositions*, swapping two neighbours costs 1 (OSA)."""
+    rows = [list(range(len(b) + 1))]
     for i, ca in enumerate(a, 1):
         cur = [i]
         for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+            cost = min(rows[-1][j] + 1, cur[j - 1] + 1, rows[-1][j - 1] + (ca != cb))
+            if transpositions and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, rows[-2][j - 2] + 1)
+            cur.append(cost)
+        rows.append(cur)
+    return rows[-1][-1]
 
 
-def _suggest(value: str, options: list[str]) -> str | None:
-    """The closest option, when it is close enough to be a likely typo."""
-    low = value.lower()
-    best: tuple[int, str] | None = None
+def suggest(value: str, options: list[str], *, case_sensitive: bool = False) -> str | None:
+    """BuildKit's "did you mean": the first option at edit distance below 3 (the closest
+    one wins), in the case style of *value* when matching ignores case; None on an exact
+    match (the value was not the problem) or when nothing is close."""
+    probe = value if case_sensitive else value.lower()
+    best: str | None = None
+    best_key = (3, 0, "")
     for option in options:
-        d = _levenshtein(low, option.lower())
-        if best is None or d < best[0]:
-            best = (d, option)
-    if best is None or best[0] > 2 or best[0] >= max(len(low), 1):
-        return None
-    return best[1]
+        candidate = option if case_sensitive else option.lower()
+        if candidate == probe:
+            return None
+        # BuildKit keeps the first option under distance 3 in map order (random); ties are
+        # broken here by the transposition-aware distance, then alphabetically
+        key = (
+            _edit_distance(probe, candidate),
+            _edit_distance(probe, candidate, transpositions=True),
+            candidate,
+        )
+        if key[0] < 3 and (best is None or key < best_key):
+            best, best_key = candidate, key
+    if best is None or case_sensitive:
+        return best
+    if value == value.lower():
+        return best.lower()
+    if value == value.upper():
+        return best.upper()
+    return best
 
 
 def _exactly_one(tree: SyntaxTree, node: Node) -> str:
@@ -499,10 +519,10 @@ def _typed_node(
     orig = node.original
     cmd = node.cmd
     if cmd not in INSTRUCTIONS:
-        hint = _suggest(node.keyword, list(INSTRUCTIONS))
+        hint = suggest(node.keyword, list(INSTRUCTIONS))
         msg = f"unknown instruction: {node.keyword}"
         if hint:
-            msg += f" (did you mean {hint if node.keyword.islower() else hint.upper()}?)"
+            msg += f" (did you mean {hint}?)"
         raise _error(tree, node, msg)
     handler = _HANDLERS[cmd]
     return handler(tree, node, loc, orig, heredocs)
@@ -606,9 +626,10 @@ def _label(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Her
 
 
 def _expose(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
-    _no_flags(tree, node)
     _at_least_one(tree, node, len(node.args))
-    return [Expose(loc, orig, ports=tuple(node.args))]
+    _no_flags(tree, node)
+    # Docker keeps the ports sorted (as strings)
+    return [Expose(loc, orig, ports=tuple(sorted(node.args)))]
 
 
 def _copy_like(kind: type[Copy]) -> _Handler:
@@ -687,8 +708,8 @@ def chomp_heredoc(content: str) -> str:
 
 
 def _volume(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
-    _no_flags(tree, node)
     _at_least_one(tree, node, len(node.args))
+    _no_flags(tree, node)
     for path in node.args:
         if not path.strip():
             raise _error(tree, node, "VOLUME specified can not be an empty string")
@@ -696,23 +717,26 @@ def _volume(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[He
 
 
 def _user(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+    value = _exactly_one(tree, node)
     _no_flags(tree, node)
-    return [User(loc, orig, user=_exactly_one(tree, node))]
+    return [User(loc, orig, user=value)]
 
 
 def _workdir(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+    value = _exactly_one(tree, node)
     _no_flags(tree, node)
-    return [Workdir(loc, orig, path=_exactly_one(tree, node))]
+    return [Workdir(loc, orig, path=value)]
 
 
 def _stopsignal(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
-    _no_flags(tree, node)
+    # BuildKit never parses STOPSIGNAL's flags: they are ignored, not refused
     return [Stopsignal(loc, orig, signal=_exactly_one(tree, node))]
 
 
 def _maintainer(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+    value = _exactly_one(tree, node)
     _no_flags(tree, node)
-    return [Maintainer(loc, orig, name=_exactly_one(tree, node))]
+    return [Maintainer(loc, orig, name=value)]
 
 
 def _arg(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
@@ -731,10 +755,10 @@ _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
 
 
 def _onbuild(tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple[Heredoc, ...]) -> list[Instruction]:
-    _no_flags(tree, node)
     sub = node.sub
     if sub is None:
         raise _error(tree, node, "ONBUILD requires at least one argument")
+    _no_flags(tree, node)
     trigger = sub.cmd.upper()
     if trigger == "ONBUILD":
         raise _error(tree, node, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", after=sub.keyword)
@@ -742,6 +766,9 @@ def _onbuild(tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: t
         raise _error(tree, node, f"{trigger} isn't allowed as an ONBUILD trigger", after=sub.keyword)
     made = _typed_node(tree, sub, heredocs)
     text = _ONBUILD_PREFIX.sub("", orig, count=1)
+    # the trigger stored in the image carries its heredoc bodies, as Docker stores it
+    for heredoc in heredocs:
+        text += "\n" + heredoc.content + heredoc.name
     return [Onbuild(loc, orig, trigger=text, instruction=made[0])]
 
 
@@ -804,9 +831,7 @@ def _healthcheck(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tup
             d = parse_go_duration(value)
         except ValueError as e:
             raise _error(tree, node, str(e), after=f"--{name}") from None
-        if d < 0:
-            raise _error(tree, node, f"Interval {_q(name)} cannot be negative", after=f"--{name}")
-        if 0 < d < 1_000_000:
+        if d != 0 and d < 1_000_000:
             raise _error(tree, node, f"Interval {_q(name)} cannot be less than 1ms", after=f"--{name}")
         durations[name] = d
     retries: int | None = None
@@ -950,7 +975,7 @@ def parse_mount(spec: str, *, expand: Callable[[str], str] | None = None) -> Mou
         if key == "type":
             low = value.lower()
             if low not in MOUNT_TYPES:
-                hint = _suggest(low, list(MOUNT_TYPES))
+                hint = suggest(low, list(MOUNT_TYPES), case_sensitive=True)
                 msg = f"unsupported mount type {_q(value)}"
                 raise ValueError(msg + (f" (did you mean {hint}?)" if hint else ""))
             values["type"] = low

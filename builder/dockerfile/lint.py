@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from builder.dockerfile.instructions import INSTRUCTIONS, Location, _suggest
+from builder.dockerfile.instructions import INSTRUCTIONS, Location, suggest
 from builder.dockerfile.syntax import Node, SyntaxTree
 from builder.errors import ExpansionError
 
@@ -24,11 +24,12 @@ _PREDEFINED = frozenset(
         "PATH", "HOME", "HOSTNAME", "TERM",
     }
 )  # fmt: skip
+# BuildKit's token lists: a secret-looking word between underscores or at either end
 _SECRET = re.compile(
-    r"(?:^|_)(?:apikey|auth|credential|credentials|key|password|passphrase|passwd|pword|secret|token)(?:_|$)",
+    r"(?:^|_)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)",
     re.IGNORECASE,
 )
-_NOT_SECRET = re.compile(r"(?:^|_)public(?:_|$)", re.IGNORECASE)
+_NOT_SECRET = re.compile(r"(?:^|_)(?:public|file|version)(?:_|$)", re.IGNORECASE)
 _ABSOLUTE = re.compile(r"^(?:/|\$|[A-Za-z]:[\\/])")
 _SINGLE = ("cmd", "entrypoint", "healthcheck")
 # Which node fields the build expands, per keyword (the syntax-level view of EXPANDED_FIELDS)
@@ -115,16 +116,14 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
                 _loc(tree, n),
             )
 
-    global_args: set[str] = set()
     global_defined: set[str] = set()
-    stage_names: dict[str, int] = {}
-    in_stage = False
-    stage_vars: set[str] = set()
-    workdir_absolute = False
-    counts: dict[str, list[Node]] = {}
+    stages: dict[str, _StageState] = {}
+    state: _StageState | None = None
 
-    def close_stage() -> Iterator[LintWarning]:
-        for cmd, seen in counts.items():
+    def close_stage(st: _StageState | None) -> Iterator[LintWarning]:
+        if st is None:
+            return
+        for cmd, seen in st.counts.items():
             for extra in seen[:-1]:
                 yield LintWarning(
                     "MultipleInstructionsDisallowed",
@@ -135,19 +134,30 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
 
     for n in nodes:
         loc = _loc(tree, n)
-        node = n.sub if n.cmd == "onbuild" and n.sub is not None else n
         if n.cmd == "from":
-            yield from close_stage()
-            counts = {}
-            in_stage = True
-            stage_vars = set()
-            workdir_absolute = False
+            yield from close_stage(state)
             args = n.args
-            for word in args[:1]:
-                yield from _undefined(tree, n, word, global_defined | _PREDEFINED, escape, from_line=True)
+            base = args[0] if args else ""
+            parent = stages.get(base.lower())
+            state = _StageState.inherit(parent)
+            from_visible = global_defined | _PREDEFINED
+            yield from _undefined(tree, n, base, from_visible, escape, from_line=True)
+            for flag in n.flags:
+                if flag.startswith("--platform="):
+                    platform = flag.partition("=")[2]
+                    yield from _undefined(tree, n, platform, from_visible, escape, from_line=True)
+                    if platform in ("$TARGETPLATFORM", "${TARGETPLATFORM}"):
+                        yield LintWarning(
+                            "RedundantTargetPlatform",
+                            f"Setting platform to predefined {platform} in FROM is redundant as "
+                            "this is the default behavior",
+                            loc,
+                        )
             if len(args) == 3 and args[1].lower() == "as":
                 as_word, name = args[1], args[2]
-                if n.keyword.isupper() != as_word.isupper() or n.keyword.islower() != as_word.islower():
+                if (n.keyword.isupper() and not as_word.isupper()) or (
+                    n.keyword.islower() and not as_word.islower()
+                ):
                     yield LintWarning(
                         "FromAsCasing",
                         f"'{as_word}' and '{n.keyword}' keywords' casing do not match",
@@ -161,16 +171,17 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
                 if low in ("scratch", "context"):
                     yield LintWarning(
                         "ReservedStageName",
-                        f"'{low}' is reserved and should not be used as a stage name",
+                        f"Stage name should not use the same name as reserved stage \"{low}\"",
                         loc,
                     )
-                if low in stage_names:
+                if low in stages:
                     yield LintWarning(
                         "DuplicateStageName",
-                        f"Duplicate stage name '{low}', stage names should be unique",
+                        f"Duplicate stage name \"{low}\", stage names should be unique",
                         loc,
                     )
-                stage_names.setdefault(low, n.start_line)
+                else:
+                    stages[low] = state
             continue
         if n.cmd == "maintainer":
             yield LintWarning(
@@ -195,45 +206,80 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
                 f"\"{n.cmd.upper()} key value\" format",
                 loc,
             )
-        if n.cmd in ("cmd", "entrypoint") and n.args and not n.json:
+        if n.cmd == "expose":
+            for port in n.args:
+                proto = port.partition("/")[2]
+                if proto and proto != proto.lower():
+                    yield LintWarning(
+                        "ExposeProtoCasing",
+                        f"Defined protocol '{port}' in EXPOSE instruction should be lowercase",
+                        loc,
+                    )
+        if state is None:
+            if n.cmd == "arg":
+                for word in n.args:
+                    name, eq, default = word.partition("=")
+                    if eq:
+                        yield from _undefined(tree, n, default, global_defined | _PREDEFINED, escape)
+                    global_defined.add(name)
+            continue
+        if n.cmd == "shell":
+            state.explicit_shell = True
+        if n.cmd in ("cmd", "entrypoint") and n.args and not n.json and not state.explicit_shell:
+            # an explicit SHELL says the shell form is wanted (Docker's documented escape hatch)
             yield LintWarning(
                 "JSONArgsRecommended",
                 f"JSON arguments recommended for {n.cmd.upper()} to prevent unintended behavior "
                 "related to OS signals",
                 loc,
             )
-        if n.cmd in _SINGLE and in_stage:
-            counts.setdefault(n.cmd, []).append(n)
-        if not in_stage:
-            if n.cmd == "arg":
-                for word in n.args:
-                    name, eq, default = word.partition("=")
-                    if eq:
-                        yield from _undefined(tree, n, default, global_defined | _PREDEFINED, escape)
-                    global_args.add(name)
-                    global_defined.add(name)
-            continue
-        visible = stage_vars | _PREDEFINED
-        if node.cmd in _EXPANDED and node is n:
-            for text in _expanded_texts(node):
+        if n.cmd in _SINGLE:
+            state.counts.setdefault(n.cmd, []).append(n)
+        if n.cmd in _EXPANDED:
+            visible = state.variables | _PREDEFINED
+            for text in _expanded_texts(n):
                 yield from _undefined(tree, n, text, visible, escape)
         if n.cmd == "arg":
             for word in n.args:
-                stage_vars.add(word.partition("=")[0])
+                state.variables.add(word.partition("=")[0])
         elif n.cmd == "env":
-            stage_vars.update(p.key for p in n.pairs)
+            state.variables.update(p.key for p in n.pairs)
+            state.env.update(p.key for p in n.pairs)
         elif n.cmd == "workdir" and n.args:
             path = n.args[0]
             if _ABSOLUTE.match(path):
-                workdir_absolute = True
-            elif not workdir_absolute:
+                state.workdir_absolute = True
+            elif not state.workdir_absolute:
                 yield LintWarning(
                     "WorkdirRelativePath",
                     f"Relative workdir \"{path}\" can have unexpected results if the base image "
                     "changes",
                     loc,
                 )
-    yield from close_stage()
+    yield from close_stage(state)
+
+
+@dataclass
+class _StageState:
+    """What lint tracks through a stage; a stage built on an earlier one inherits its ENV
+    names, its absolute WORKDIR and its SHELL (they live in the image config), not its ARGs."""
+
+    variables: set[str] = field(default_factory=set)
+    env: set[str] = field(default_factory=set)
+    workdir_absolute: bool = False
+    explicit_shell: bool = False
+    counts: dict[str, list[Node]] = field(default_factory=dict)
+
+    @classmethod
+    def inherit(cls, parent: _StageState | None) -> _StageState:
+        if parent is None:
+            return cls()
+        return cls(
+            variables=set(parent.env),
+            env=set(parent.env),
+            workdir_absolute=parent.workdir_absolute,
+            explicit_shell=parent.explicit_shell,
+        )
 
 
 def _expanded_texts(node: Node) -> list[str]:
@@ -276,7 +322,7 @@ def _undefined(
         if name in defaulted or name in reported or not (name[0].isalpha() or name[0] == "_"):
             continue
         reported.add(name)
-        hint = _suggest(name, sorted(visible))
+        hint = suggest(name, sorted(visible), case_sensitive=True)
         if from_line:
             message = f"FROM argument '{name}' is not declared"
             rule = "UndefinedArgInFrom"

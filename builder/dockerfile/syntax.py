@@ -233,7 +233,7 @@ class _Source:
             self.raw[-1] = self.raw[-1][:-1]
         self.lines = [line.rstrip("\r\n") for line in self.raw]
         self.escape = "\\"
-        self._continuation = re.compile(r"\\[ \t]*\Z")
+        self._continuation = _continuation_regex("\\")
         self.empty_continuations: list[int] = []
         self._directives_done = False
         self._seen_directives: set[str] = set()
@@ -268,14 +268,14 @@ class _Source:
             if value not in ("`", "\\"):
                 raise self.error(f"invalid escape token '{value}' does not match ` or \\", line)
             self.escape = value
-            self._continuation = re.compile(re.escape(value) + r"[ \t]*\Z")
+            self._continuation = _continuation_regex(value)
         return key, value
 
     def _trim_continuation(self, text: str) -> tuple[str, bool]:
         m = self._continuation.search(text)
         if m is None:
             return text, True
-        return text[: m.start()], False
+        return text[: m.start(1)], False
 
     def tokens(self) -> Iterator[_Tok]:
         lines = self.lines
@@ -441,6 +441,14 @@ class _Source:
             heredoc = Heredoc(name=name, content="".join(body), expand=expand, chomp=chomp, fd=fd)
             yield _tok("HEREDOC", name, end, heredoc)
         return i
+
+
+def _continuation_regex(escape: str) -> re.Pattern[str]:
+    """Docker's continuation rule: the escape character ends the line (blanks after it
+    allowed), alone or after anything but another escape character (``foo\\\\`` is an escaped
+    backslash, not a continuation)."""
+    e = re.escape(escape)
+    return re.compile(rf"(?:[^{e}]|^)({e}[ \t]*)\Z")
 
 
 def _split_command(line: str) -> tuple[str, list[str], str]:
