@@ -239,7 +239,17 @@ def make_stub_layer(root: Root, targets: Sequence[tuple[str, bool]], stub_dir: P
     on the way copy the owner, mode and mtime of the image's own. Returns whether any stub
     was made.
     """
-    view = _layers.MergedView([*root.layers, *([root.upper] if root.upper else [])])  # bottom first
+    full = _layers.MergedView([*root.layers, *([root.upper] if root.upper else [])])  # bottom first
+    memo: dict[tuple[str, ...], tuple[Path, os.stat_result] | None] = {}
+
+    class _Memo:
+        @staticmethod
+        def lookup(c: tuple[str, ...]) -> tuple[Path, os.stat_result] | None:
+            if c not in memo:
+                memo[c] = full.lookup(c)
+            return memo[c]
+
+    view = _Memo
     made = False
     for target, is_file in targets:
         comps = _layers.clean_name(target)

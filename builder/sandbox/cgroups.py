@@ -79,10 +79,13 @@ def detect(mountinfo: str | None = None) -> Layout:
     return layout
 
 
-def _write(path: Path, value: str) -> None:
+def _write(path: Path | str, value: str) -> None:
     try:
-        with open(path, "w") as f:
-            f.write(value)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise SandboxError(f"cgroup: cannot write {value!r} to {path}: {e.strerror}") from None
 

@@ -59,21 +59,31 @@ def _last_cap() -> int:
 def _pid_start(pid: int) -> int | None:
     """The start time of *pid* (field 22 of its stat), to tell a reused pid apart."""
     try:
-        data = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    return int(data.rpartition(")")[2].split()[19])
+    try:
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    return int(data.rpartition(b")")[2].split()[19])
 
 
 def _pid_alive(pid: int, start_time: int | None, *, zombie_ok: bool = False) -> bool:
     if start_time is None:
         return False
     try:
-        data = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
-    fields = data.rpartition(")")[2].split()
-    return int(fields[19]) == start_time and (zombie_ok or fields[0] != "Z")
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    fields = data.rpartition(b")")[2].split()
+    return int(fields[19]) == start_time and (zombie_ok or fields[0] != b"Z")
 
 
 def _status_result(status: int, *, oom: bool, timed_out: bool) -> Result:
