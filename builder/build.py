@@ -304,14 +304,15 @@ def _archive(store: Store, image: Image, tags: list[Reference], dest: Path, *, d
             add_blob(f"blobs/sha256/{d.digest.encoded}", d.digest)
         add_bytes(f"blobs/sha256/{image.manifest.digest.encoded}", image.manifest.raw)
         desc = image.manifest.descriptor()
-        entries = []
-        for t in tags or [None]:
-            d = desc.to_dict()
+        entries: list[dict[str, Any]] = []
+        named: list[Reference | None] = list(tags) or [None]
+        for t in named:
+            entry = desc.to_dict()
             if t is not None:
                 # as BuildKit's oci exporter: the tag alone, the full name for containerd
-                d["annotations"] = {"org.opencontainers.image.ref.name": t.tag or "latest",
-                                    "io.containerd.image.name": str(t)}
-            entries.append(d)
+                entry["annotations"] = {"org.opencontainers.image.ref.name": t.tag or "latest",
+                                        "io.containerd.image.name": str(t)}
+            entries.append(entry)
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
         add_bytes("index.json", json.dumps(index).encode())
 

@@ -17,7 +17,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from builder import fileops
 from builder.context import Entry, Tree, clean, has_glob
@@ -82,7 +82,7 @@ class Workspace:
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def diff(self, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None) -> bool:
+    def diff(self, out: Any, *, source_date_epoch: int | None) -> bool:
         from builder.rootfs import diff
 
         return diff(self.root, out, source_date_epoch=source_date_epoch)
@@ -269,16 +269,17 @@ def _copy(ws: Workspace, step: Step, spec: CopySpec, results: dict[int, StageRes
                     raise ContextError(f"{where}: {keyword} {s.path}: no build context")
                 keep_owner = False
             else:
-                tree = Tree(src_roots[stack_of[i]], name=f"--from source")
+                tree = Tree(src_roots[stack_of[i]], name="--from source")
                 keep_owner = True
             matches = tree.match(s.path)
             if not matches:
                 raise ContextError(f"{where}: {keyword} {s.path}: not found"
                                    + (" in build context" if s.origin == "context" else " in the source image"))
             many = multi or len(matches) > 1 or has_glob(s.path)
+            troot = tree.root
+            assert troot is not None
             for m in matches:
-                full = tree.root / m if m else tree.root  # type: ignore[operator]
-                st = os.stat(full) if m == "" else os.lstat(tree.root / tree._resolve(m))  # type: ignore[operator]
+                st = os.stat(troot) if m == "" else os.lstat(troot / tree._resolve(m))
                 is_dir = stat.S_ISDIR(st.st_mode)
                 if spec.parents:
                     base = dest.rstrip("/") + "/" + m
@@ -294,7 +295,7 @@ def _copy(ws: Workspace, step: Step, spec: CopySpec, results: dict[int, StageRes
                 if spec.add and s.origin == "context" and _is_archive(str(tree.root / tree._resolve(m))):  # type: ignore[operator]
                     from registry.compression import open_decompressed
 
-                    with open(tree.root / tree._resolve(m), "rb") as f:  # type: ignore[operator]
+                    with open(troot / tree._resolve(m), "rb") as f:
                         fileops.extract_archive(root, open_decompressed(f), dest.rstrip("/") or "/",
                                                 where=f"{where}: ")
                     continue

@@ -220,7 +220,7 @@ class _StageBuilder:
         self.cfg = cfg
         c = cfg.setdefault("config", {})
         env_pairs = [tuple(e.split("=", 1)) if "=" in e else (e, "") for e in c.get("Env") or []]
-        self.scope = self.p.scope.new_stage([(k, v) for k, v in env_pairs])  # type: ignore[misc]
+        self.scope = self.p.scope.new_stage([(k, v) for k, v in env_pairs])
         triggers = list(c.get("OnBuild") or [])
         if base.kind != "scratch":
             c.pop("OnBuild", None)
@@ -528,10 +528,10 @@ class _StageBuilder:
                                   "(or excluded by .dockerignore)")
             for m in matches:
                 h.update(f"match\0{m}\n".encode())
-                for e in ctx.walk(m, excludes=list(excludes)):
-                    line = entry_fingerprint(ctx, e)
+                for ent in ctx.walk(m, excludes=list(excludes)):
+                    line = entry_fingerprint(ctx, ent)
                     h.update(line.encode())
-                    files[f"{m}/{e.dest}" if e.dest else m] = hashlib.sha256(line.encode()).hexdigest()[:16]
+                    files[f"{m}/{ent.dest}" if ent.dest else m] = hashlib.sha256(line.encode()).hexdigest()[:16]
         return h.hexdigest(), files
 
     def _copy(self, ins: df.Copy) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_build_contexts import CASES_DIR, build_case
 
 RUN_CASES = sorted(p.name for p in CASES_DIR.iterdir()
