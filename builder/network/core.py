@@ -243,10 +243,9 @@ def _materialise(net: Network) -> None:
     if links.bridge_ready(net.bridge, net.gateway):
         return  # bridge and rules are made together; checking the rules costs 10 ms
     links.ensure_bridge(net.bridge, net.gateway, prefixlen)
+    rules = firewall.network_rules(net.id, net.bridge, net.subnet, internal=net.internal)
     with firewall.locked():
-        firewall.remove_tagged(firewall.network_tag(net.id))
-        firewall.ensure_base()
-        firewall.add(firewall.network_rules(net.id, net.bridge, net.subnet, internal=net.internal))
+        firewall.replace_tagged(firewall.network_tag(net.id), rules)
 
 
 def _dematerialise(net: Network) -> None:

@@ -151,15 +151,40 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
     return p.stdout
 
 
-def _save(table: str) -> list[list[str]]:
-    """The table's rules as token lists (``-A CHAIN ...``)."""
-    out = _run(["iptables-save", "-t", table])
-    return [shlex.split(line) for line in out.splitlines() if line.startswith("-A ")]
+@dataclass(frozen=True)
+class Snapshot:
+    """One ``iptables-save`` of the tables we use: rules as token lists, and chain names."""
 
+    rules: dict[str, list[list[str]]]
+    chains: dict[str, set[str]]
 
-def _chains(table: str) -> set[str]:
-    out = _run(["iptables-save", "-t", table])
-    return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
+    @classmethod
+    def take(cls) -> Snapshot:
+        rules: dict[str, list[list[str]]] = {t: [] for t in CHAINS}
+        chains: dict[str, set[str]] = {t: set() for t in CHAINS}
+        table = ""
+        for line in _run(["iptables-save"]).splitlines():
+            if line.startswith("*"):
+                table = line[1:].strip()
+            elif table in CHAINS and line.startswith(":"):
+                chains[table].add(line[1:].split()[0])
+            elif table in CHAINS and line.startswith("-A "):
+                rules[table].append(shlex.split(line))
+        return cls(rules, chains)
+
+    def tagged(self, tag: str) -> dict[str, list[list[str]]]:
+        """Rules in our chains whose comment is *tag* or starts with ``tag:``."""
+        found: dict[str, list[list[str]]] = {}
+        for table, chains in CHAINS.items():
+            for toks in self.rules[table]:
+                c = _comment(toks)
+                if toks[1] in chains and (c == tag or c.startswith(tag + ":")):
+                    found.setdefault(table, []).append(toks)
+        return found
+
+    def hook_present(self, table: str, builtin: str, spec: str) -> bool:
+        want = [builtin, *shlex.split(spec)]
+        return any(t[1:] == want for t in self.rules[table])
 
 
 def _restore(lines_by_table: dict[str, list[str]]) -> None:
@@ -189,21 +214,30 @@ def enable_forwarding() -> None:
         p.write_text("1\n")
 
 
-def ensure_base() -> None:
-    """Create our chains and hook jumps if missing (idempotent); turn on IPv4 forwarding."""
+def _deletions(found: dict[str, list[list[str]]]) -> dict[str, list[str]]:
+    return {t: ["-D " + _join(toks[1:]) for toks in rules] for t, rules in found.items()}
+
+
+def replace_tagged(tag: str, rules: Iterable[Rule]) -> None:
+    """In one ``iptables-restore``: drop any rule with *tag*, make the chains and hooks if
+    missing, add *rules*. IPv4 forwarding is turned on (as Docker does)."""
     enable_forwarding()
-    batch: dict[str, list[str]] = {"filter": [], "nat": []}
+    snap = Snapshot.take()
+    batch = _deletions(snap.tagged(tag))
     for table, chains in CHAINS.items():
-        have = _chains(table)
-        batch[table] += [f"-N {c}" for c in chains if c not in have]
-        present = {" ".join(t[1:]) for t in _save(table)}
+        lines = batch.setdefault(table, [])
+        lines += [f"-N {c}" for c in chains if c not in snap.chains[table]]
         for htable, builtin, spec in HOOKS:
-            if htable == table and f"{builtin} {' '.join(shlex.split(spec))}" not in present:
-                batch[table].append(f"-I {builtin} 1 {spec}")
+            if htable == table and not snap.hook_present(table, builtin, spec):
+                lines.append(f"-I {builtin} 1 {spec}")
+    for r in rules:
+        cmd = f"-I {r.chain} 1" if r.top else f"-A {r.chain}"
+        batch[r.table].append(f"{cmd} {r.spec}")
     _restore(batch)
 
 
 def add(rules: Iterable[Rule]) -> None:
+    """Append (or insert) *rules*; the chains must exist (a network's rules are in place)."""
     batch: dict[str, list[str]] = {}
     for r in rules:
         cmd = f"-I {r.chain} 1" if r.top else f"-A {r.chain}"
@@ -212,37 +246,26 @@ def add(rules: Iterable[Rule]) -> None:
 
 
 def tagged(tag: str) -> dict[str, list[list[str]]]:
-    """Rules in our chains whose comment is *tag* or starts with ``tag:``."""
-    found: dict[str, list[list[str]]] = {}
-    for table, chains in CHAINS.items():
-        for toks in _save(table):
-            c = _comment(toks)
-            if toks[1] in chains and (c == tag or c.startswith(tag + ":")):
-                found.setdefault(table, []).append(toks)
-    return found
+    return Snapshot.take().tagged(tag)
 
 
 def remove_tagged(tag: str) -> int:
-    """Delete every rule carrying *tag* (or a sub-tag); then drop the base if nothing is left."""
-    found = tagged(tag)
-    _restore({t: ["-D " + _join(toks[1:]) for toks in rules] for t, rules in found.items()})
-    _remove_base_if_empty()
-    return sum(len(v) for v in found.values())
-
-
-def _remove_base_if_empty() -> None:
-    batch: dict[str, list[str]] = {}
-    for table in CHAINS:
-        if any(t[1] in OURS for t in _save(table)):
-            return
-    for table, chains in CHAINS.items():
-        present = {" ".join(t[1:]) for t in _save(table)}
-        have = _chains(table)
-        for htable, builtin, spec in HOOKS:
-            if htable == table and f"{builtin} {' '.join(shlex.split(spec))}" in present:
-                batch.setdefault(table, []).append(f"-D {builtin} {spec}")
-        batch.setdefault(table, []).extend(f"-X {c}" for c in chains if c in have)
+    """Delete every rule carrying *tag* (or a sub-tag), and the hooks and chains too when no
+    rule of ours is left: one ``iptables-save``, one ``iptables-restore``."""
+    snap = Snapshot.take()
+    found = snap.tagged(tag)
+    batch = _deletions(found)
+    gone = {id(t) for rules in found.values() for t in rules}
+    left = any(t[1] in OURS and id(t) not in gone for rules in snap.rules.values() for t in rules)
+    if not left:
+        for table, chains in CHAINS.items():
+            lines = batch.setdefault(table, [])
+            for htable, builtin, spec in HOOKS:
+                if htable == table and snap.hook_present(table, builtin, spec):
+                    lines.append(f"-D {builtin} {spec}")
+            lines += [f"-X {c}" for c in chains if c in snap.chains[table]]
     _restore(batch)
+    return sum(len(v) for v in found.values())
 
 
 def has_tag(tag: str) -> bool:

@@ -324,17 +324,20 @@ def test_default_bridge_outbound_nat_and_no_name_resolution(state: StateRoot, tm
     assert a.hosts_path is not None and "two" not in a.hosts_path.read_text()
     # outbound: the "outside" network is reached through the host with MASQUERADE
     with outside_netns(tmp_path, "10.231.0.1", "10.231.0.2") as out:
+        server = (
+            "import socket\ns=socket.socket()\ns.bind(('0.0.0.0',7777))\ns.listen()\n"
+            "print('ready',flush=True)\nc,a=s.accept()\ndata=b''\n"
+            "while (d:=c.recv(100)):\n data+=d\nprint(a[0],data.decode().strip(),flush=True)"
+        )
         listener = subprocess.Popen(
-            ["nsenter", f"--net={out}", "busybox", "nc", "-l", "-p", "7777"],
-            stdout=subprocess.PIPE, text=True,
+            ["nsenter", f"--net={out}", "python3", "-c", server], stdout=subprocess.PIPE, text=True,
         )
         try:
-            deadline = time.monotonic() + 5
-            while sh(a.netns, "sh", "-c", "echo hi | busybox nc -w1 10.231.0.2 7777").returncode != 0:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            assert listener.stdout is not None and listener.stdout.readline() == "ready\n"
+            r = sh(a.netns, "sh", "-c", "echo hi | busybox nc 10.231.0.2 7777")
+            assert r.returncode == 0, r.stderr
             got, _ = listener.communicate(timeout=5)
-            assert "hi" in got
+            assert got == "10.231.0.1 hi\n"  # masqueraded behind the host's address
         finally:
             listener.kill()
             listener.wait()
