@@ -600,7 +600,11 @@ class Repository:
                 location = self._abs(resp.headers.get("Location") or location)
                 offset += n
                 failures = 0
+            except NotFound as err:  # the registry lost the session
+                raise _UploadLost(err) from None
             except TransportError as err:
+                if err.status in (400, 416):
+                    raise _UploadLost(err) from None
                 if not err.retryable:
                     raise
                 failures += 1
@@ -610,7 +614,14 @@ class Repository:
                 offset, location = self._upload_status(location, err)
                 if on_bytes:
                     on_bytes(offset)
-        self._put(location, digest, None)
+        try:
+            self._put(location, digest, None)
+        except NotFound as err:  # BLOB_UPLOAD_UNKNOWN
+            raise _UploadLost(err) from None
+        except TransportError as err:
+            if err.status in (400, 416):  # DIGEST_INVALID, BLOB_UPLOAD_INVALID
+                raise _UploadLost(err) from None
+            raise
 
     def _upload_status(self, location: str, cause: RegistryError) -> tuple[int, str]:
         """Where the registry's upload session stands: the next offset to send."""
@@ -619,9 +630,11 @@ class Repository:
         except (NotFound, TransportError) as e:
             raise _UploadLost(cause if isinstance(e, NotFound) else e) from None
         rng = resp.headers.get("Range", "")
-        end = rng.rpartition("-")[2]
+        start, _, end = rng.partition("-")
         try:
-            offset = int(end) + 1 if end else 0
+            # distribution says "0-0" for an empty upload (it never reports a 1-byte one
+            # differently), so "0-0" means start from 0.
+            offset = int(end) + 1 if end and (start, end) != ("0", "0") else 0
         except ValueError:
             raise _UploadLost(cause) from None
         return offset, self._abs(resp.headers.get("Location") or location)

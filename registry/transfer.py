@@ -369,14 +369,13 @@ def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
         if text.startswith(prefix):
             raise InvalidReference(
                 f"{text}: {prefix[:-1]} is not supported by copy yet; use pybuild save/load")
+    local = next((text[len(p):] for p in ("local:", "containers-storage:") if text.startswith(p)),
+                 None)
+    if local is None and _has_registry_host(text):
+        return remote_end(text, tls_verify=tls_verify, **(client_options or {}))
     if store is None:
         raise StoreError(f"{text}: no local store to copy from or to")
-    for prefix in ("local:", "containers-storage:"):
-        if text.startswith(prefix):
-            return _store_end(store, text[len(prefix):], role)
-    if _has_registry_host(text):
-        return remote_end(text, tls_verify=tls_verify, **(client_options or {}))
-    return _store_end(store, text, role)
+    return _store_end(store, text if local is None else local, role)
 
 
 def _store_end(store: Store, name: str, role: str) -> StoreEnd:

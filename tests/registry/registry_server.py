@@ -525,6 +525,11 @@ class FaultProxy:
     def _serve(self, conn: socket.socket) -> None:
         reader = conn.makefile("rb", buffering=1 << 16)
         try:
+            if reader.peek(1)[:1] == b"\x16":
+                # A TLS ClientHello: refuse it as an HTTP-only server does, so https-first
+                # clients fall back to http at once.
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                return
             while True:
                 head = _read_head(reader)
                 if head is None:
@@ -659,7 +664,7 @@ _BUSYBOX_TAR: bytes | None = None
 _BUSYBOX_LOCK = threading.Lock()
 
 
-def busybox_tar() -> bytes:
+def busybox_layer_tar() -> bytes:
     """The busybox rootfs of ``testdata/mkbusybox.py`` as an uncompressed tar (made once)."""
     global _BUSYBOX_TAR
     with _BUSYBOX_LOCK:
@@ -706,7 +711,7 @@ def make_image(store: Any, reference: str | None, *, layers: list[bytes] | None 
     from registry.reference import Reference
 
     plat = platform or Platform("linux", "amd64")
-    tars = [busybox_tar()] if layers is None else list(layers)
+    tars = [busybox_layer_tar()] if layers is None else list(layers)
     descs: list[Any] = []
     diff_ids: list[str] = []
     for tar in tars:
@@ -806,5 +811,5 @@ def fault_proxy(plain_registry: Registry) -> Iterator[FaultProxy]:
 
 __all__ = ["Registry", "TokenServer", "TokenUser", "FaultProxy", "Fault", "TLSFiles",
            "start_registry", "make_tls", "htpasswd_line", "libtrust_key_id", "free_port",
-           "unique_repo", "catalog", "BASIC_USERS", "TOKEN_USERS", "busybox_tar", "file_tar",
+           "unique_repo", "catalog", "BASIC_USERS", "TOKEN_USERS", "busybox_layer_tar", "file_tar",
            "make_image"]
