@@ -182,7 +182,9 @@ class _Lexer:
         while True:
             ch = self.next()
             if ch == _EOF:
-                raise _Failure("unexpected end of statement while looking for matching single-quote")
+                raise _Failure(
+                    "unexpected end of statement while looking for matching single-quote"
+                )
             if ch == "'":
                 if self.raw_quotes:
                     result.append(ch)
@@ -197,7 +199,9 @@ class _Lexer:
         while True:
             ch = self.peek()
             if ch == _EOF:
-                raise _Failure("unexpected end of statement while looking for matching double-quote")
+                raise _Failure(
+                    "unexpected end of statement while looking for matching double-quote"
+                )
             if ch == '"':
                 self.next()
                 if self.raw_quotes:
@@ -341,7 +345,9 @@ def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[
             nxt = pattern[i] if i < n else ""
             i += 1
             if nxt not in ("*", "?", "\\"):
-                raise _Failure(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{nxt}'")
+                raise _Failure(
+                    f"invalid pattern ({pattern}) in substitution: invalid escape '\\{nxt}'"
+                )
             ch = nxt
         out.append(re.escape(ch))
     return re.compile("".join(out))
@@ -413,7 +419,9 @@ def expand_words(text: str, env: Mapping[str, str], *, escape: str = "\\") -> li
     return _run(text, env, escape=escape)[1]
 
 
-def used_names(text: str, env: Mapping[str, str], *, escape: str = "\\") -> tuple[list[str], list[str]]:
+def used_names(
+    text: str, env: Mapping[str, str], *, escape: str = "\\"
+) -> tuple[list[str], list[str]]:
     """(names *text* refers to, those of them unset in *env*), in order of use; for lint."""
     lexer = _run(text, env, escape=escape)[2]
     return lexer.used, lexer.unset

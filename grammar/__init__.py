@@ -5,6 +5,7 @@ Compiled LALR tables are kept in the user cache dir so a fresh process skips gra
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,26 +62,47 @@ def load(name: str, *, lexer: type[Any], transformer: Any = None) -> Lark:
     if directory is None:
         parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer)
     else:
-        import hashlib
-
-        from lark import __version__ as lark_version
-
-        # Lark checks the hash inside the file too; naming the file after the grammar's hash
-        # keeps two checkouts with different grammars from rewriting each other's cache.
-        digest = hashlib.sha256((text + lark_version).encode()).hexdigest()[:16]
-        final = directory / f"grammar-{name}-{digest}.lark-cache"
-        try:
-            if final.exists():
-                parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer, cache=str(final))
-            else:
-                # written under a private name then renamed: a concurrent reader never sees
-                # half a file
-                tmp = directory / f".{final.name}.{os.getpid()}.tmp"
-                parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer, cache=str(tmp))
-                if tmp.exists():
-                    os.replace(tmp, final)
-        except OSError:
-            # an unreadable or unwritable cache must never stop a parse
-            parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer)
+        parser = _cached(directory, name, text, lexer, transformer)
     _PARSERS[key] = parser
+    return parser
+
+
+def _cached(directory: Path, name: str, text: str, lexer: type[Any], transformer: Any) -> Lark:
+    """Load the compiled parser from *directory*, or build it and save it there.
+
+    The file is named after a hash of everything the tables depend on (the grammar, the
+    Lark and Python versions, the lexer class), so a stale file is never read; it is written
+    under a private name and renamed, so a concurrent reader never sees half of it.
+    """
+    import hashlib
+    import sys
+
+    from lark import Lark
+    from lark import __version__ as lark_version
+
+    key = "\0".join(
+        [text, lark_version, sys.version.split()[0], f"{lexer.__module__}.{lexer.__qualname__}"]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    final = directory / f"grammar-{name}-{digest}.lark-cache"
+    try:
+        with open(final, "rb") as f:
+            # Lark.load() takes no options; _load() is what Lark's own cache= uses to attach
+            # the inline transformer to deserialised tables
+            loaded: Lark = Lark.__new__(Lark)._load(f, transformer=transformer)
+            return loaded
+    except FileNotFoundError:
+        pass
+    except Exception:  # noqa: BLE001 - a corrupt or foreign cache file: rebuild it
+        pass
+    parser = Lark(text, parser="lalr", lexer=lexer, transformer=transformer)
+    tmp = directory / f".{final.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            parser.save(f)
+        os.replace(tmp, final)
+    except OSError:
+        # an unwritable cache must never stop a parse
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     return parser

@@ -77,7 +77,11 @@ def parse_cmd(as_json: bool, file: str) -> None:
     for key, value in tree.directives.to_json().items():
         click.echo(f"# {key}={value}")
     for node in tree.nodes:
-        lines = f"{node.start_line}" if node.start_line == node.end_line else f"{node.start_line}-{node.end_line}"
+        lines = (
+            f"{node.start_line}"
+            if node.start_line == node.end_line
+            else f"{node.start_line}-{node.end_line}"
+        )
         click.echo(f"{lines}: {_dump(node)}")
 
 
@@ -105,7 +109,9 @@ def check_cmd(fail_on_warning: bool, file: str) -> None:
         return
     if warnings:
         n = len(warnings)
-        click.echo(f"Check complete, {n} warning{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} been found!")
+        click.echo(
+            f"Check complete, {n} warning{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} been found!"
+        )
     else:
         click.echo("Check complete, no warnings found.")
     if warnings and (fail_on_warning or CheckConfig.parse(tree.directives.check).error):

@@ -51,38 +51,61 @@ used by ``pybuild dockerfile check``; ``LintWarning.render()`` gives Docker's
 
 from __future__ import annotations
 
-from builder.dockerfile.instructions import (
-    EXPANDED_FIELDS,
-    Add,
-    Arg,
-    Cmd,
-    Copy,
-    Dockerfile,
-    Entrypoint,
-    Env,
-    Expose,
-    From,
-    Healthcheck,
-    Instruction,
-    Label,
-    Location,
-    Maintainer,
-    Mount,
-    Onbuild,
-    Run,
-    Shell,
-    Stage,
-    Stopsignal,
-    User,
-    Volume,
-    Workdir,
-    expanded_fields,
-    load,
-    parse_mount,
-    typed,
-)
-from builder.dockerfile.lint import LintWarning, lint
+from typing import TYPE_CHECKING, Any
+
 from builder.dockerfile.syntax import Directives, Heredoc, Node, Pair, SyntaxTree, parse
+
+if TYPE_CHECKING:
+    from builder.dockerfile.instructions import (
+        EXPANDED_FIELDS,
+        Add,
+        Arg,
+        Cmd,
+        Copy,
+        Dockerfile,
+        Entrypoint,
+        Env,
+        Expose,
+        From,
+        Healthcheck,
+        Instruction,
+        Label,
+        Location,
+        Maintainer,
+        Mount,
+        Onbuild,
+        Run,
+        Shell,
+        Stage,
+        Stopsignal,
+        User,
+        Volume,
+        Workdir,
+        expanded_fields,
+        load,
+        parse_mount,
+        typed,
+    )
+    from builder.dockerfile.lint import LintWarning, lint
+
+# The typed level and lint are imported on first use: ``parse`` alone (the CLI's
+# ``dockerfile parse``) then skips creating some thirty dataclasses at start-up.
+_LAZY = {
+    "LintWarning": "builder.dockerfile.lint",
+    "lint": "builder.dockerfile.lint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    module = _LAZY.get(name, "builder.dockerfile.instructions")
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "EXPANDED_FIELDS",

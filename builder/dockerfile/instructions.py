@@ -422,7 +422,9 @@ class _Flags:
                 raise _error(self.tree, self.node, f"duplicate flag specified: {name}", after=raw)
             if kind == "bool":
                 if eq and not value:
-                    raise _error(self.tree, self.node, f"missing a value on flag: {name}", after=raw)
+                    raise _error(
+                        self.tree, self.node, f"missing a value on flag: {name}", after=raw
+                    )
                 low = value.lower()
                 if low in ("true", ""):
                     self.values[name] = True
@@ -437,7 +439,9 @@ class _Flags:
                     )
             else:
                 if not eq:
-                    raise _error(self.tree, self.node, f"missing a value on flag: {name}", after=raw)
+                    raise _error(
+                        self.tree, self.node, f"missing a value on flag: {name}", after=raw
+                    )
                 if kind == "strings":
                     self.values.setdefault(name, []).append(value)
                 else:
@@ -512,9 +516,7 @@ def _no_flags(tree: SyntaxTree, node: Node) -> None:
     _Flags(tree, node).parse()
 
 
-def _typed_node(
-    tree: SyntaxTree, node: Node, heredocs: tuple[Heredoc, ...]
-) -> list[Instruction]:
+def _typed_node(tree: SyntaxTree, node: Node, heredocs: tuple[Heredoc, ...]) -> list[Instruction]:
     loc = Location(tree.filename, node.start_line, node.end_line, node.column)
     orig = node.original
     cmd = node.cmd
@@ -532,7 +534,9 @@ _Handler = Callable[[SyntaxTree, Node, Location, str, tuple[Heredoc, ...]], list
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9-_.]*\Z")
 
 
-def _from(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _from(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     args = node.args
     name: str | None = None
     if len(args) == 3 and args[1].lower() == "as":
@@ -557,7 +561,9 @@ _NETWORKS = ("default", "none", "host")
 _SECURITY = ("sandbox", "insecure")
 
 
-def _run(tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple[Heredoc, ...]) -> list[Instruction]:
+def _run(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple[Heredoc, ...]
+) -> list[Instruction]:
     flags = _Flags(tree, node)
     flags.declare("mount", "strings")
     flags.declare("network", "string")
@@ -592,14 +598,18 @@ def _run(tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple
 
 
 def _cmd_like(kind: type[Cmd] | type[Entrypoint]) -> _Handler:
-    def handler(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+    def handler(
+        tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+    ) -> list[Instruction]:
         _no_flags(tree, node)
         return [kind(loc, orig, command=tuple(node.args), shell_form=not node.json)]
 
     return handler
 
 
-def _shell(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _shell(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     _no_flags(tree, node)
     if not node.args:
         raise _error(tree, node, "SHELL requires at least one argument")
@@ -617,15 +627,21 @@ def _pairs(tree: SyntaxTree, node: Node) -> tuple[Pair, ...]:
     return node.pairs
 
 
-def _env(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _env(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     return [Env(loc, orig, pairs=_pairs(tree, node))]
 
 
-def _label(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _label(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     return [Label(loc, orig, pairs=_pairs(tree, node))]
 
 
-def _expose(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _expose(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     _at_least_one(tree, node, len(node.args))
     _no_flags(tree, node)
     # Docker keeps the ports sorted (as strings)
@@ -635,7 +651,9 @@ def _expose(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[He
 def _copy_like(kind: type[Copy]) -> _Handler:
     is_add = kind is Add
 
-    def handler(tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple[Heredoc, ...]) -> list[Instruction]:
+    def handler(
+        tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple[Heredoc, ...]
+    ) -> list[Instruction]:
         from builder.expand import parse_heredoc_word
 
         keyword = "ADD" if is_add else "COPY"
@@ -661,7 +679,9 @@ def _copy_like(kind: type[Copy]) -> _Handler:
         flags.parse()
         *srcs, dest = node.args
         if not node.json and parse_heredoc_word(dest) is not None:
-            raise _error(tree, node, f"{keyword} cannot accept a heredoc as a destination", after=dest)
+            raise _error(
+                tree, node, f"{keyword} cannot accept a heredoc as a destination", after=dest
+            )
         by_name = {h.name: h for h in heredocs}
         sources: list[str] = []
         contents: list[Heredoc] = []
@@ -707,7 +727,9 @@ def chomp_heredoc(content: str) -> str:
     return _LEADING_TABS.sub("", content)
 
 
-def _volume(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _volume(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     _at_least_one(tree, node, len(node.args))
     _no_flags(tree, node)
     for path in node.args:
@@ -716,30 +738,40 @@ def _volume(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[He
     return [Volume(loc, orig, paths=tuple(node.args))]
 
 
-def _user(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _user(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     value = _exactly_one(tree, node)
     _no_flags(tree, node)
     return [User(loc, orig, user=value)]
 
 
-def _workdir(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _workdir(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     value = _exactly_one(tree, node)
     _no_flags(tree, node)
     return [Workdir(loc, orig, path=value)]
 
 
-def _stopsignal(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _stopsignal(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     # BuildKit never parses STOPSIGNAL's flags: they are ignored, not refused
     return [Stopsignal(loc, orig, signal=_exactly_one(tree, node))]
 
 
-def _maintainer(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _maintainer(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     value = _exactly_one(tree, node)
     _no_flags(tree, node)
     return [Maintainer(loc, orig, name=value)]
 
 
-def _arg(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _arg(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     _no_flags(tree, node)
     _at_least_one(tree, node, len(node.args))
     out: list[Instruction] = []
@@ -754,16 +786,22 @@ def _arg(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Hered
 _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
 
 
-def _onbuild(tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple[Heredoc, ...]) -> list[Instruction]:
+def _onbuild(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple[Heredoc, ...]
+) -> list[Instruction]:
     sub = node.sub
     if sub is None:
         raise _error(tree, node, "ONBUILD requires at least one argument")
     _no_flags(tree, node)
     trigger = sub.cmd.upper()
     if trigger == "ONBUILD":
-        raise _error(tree, node, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", after=sub.keyword)
+        raise _error(
+            tree, node, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", after=sub.keyword
+        )
     if trigger in ("FROM", "MAINTAINER"):
-        raise _error(tree, node, f"{trigger} isn't allowed as an ONBUILD trigger", after=sub.keyword)
+        raise _error(
+            tree, node, f"{trigger} isn't allowed as an ONBUILD trigger", after=sub.keyword
+        )
     made = _typed_node(tree, sub, heredocs)
     text = _ONBUILD_PREFIX.sub("", orig, count=1)
     # the trigger stored in the image carries its heredoc bodies, as Docker stores it
@@ -803,7 +841,9 @@ def parse_go_duration(text: str) -> int:
     return sign * total
 
 
-def _healthcheck(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]) -> list[Instruction]:
+def _healthcheck(
+    tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
+) -> list[Instruction]:
     if not node.args:
         raise _error(tree, node, "HEALTHCHECK requires at least one argument")
     kind = node.args[0].upper()
@@ -817,7 +857,9 @@ def _healthcheck(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tup
         flags.declare(name, "string")
     flags.parse()
     if kind != "CMD":
-        raise _error(tree, node, f"Unknown type {_q(kind)} in HEALTHCHECK (try CMD)", after=node.args[0])
+        raise _error(
+            tree, node, f"Unknown type {_q(kind)} in HEALTHCHECK (try CMD)", after=node.args[0]
+        )
     if not rest:
         raise _error(tree, node, "Missing command after HEALTHCHECK CMD")
     test = ("CMD", *rest) if node.json else ("CMD-SHELL", " ".join(rest))
@@ -832,7 +874,9 @@ def _healthcheck(tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tup
         except ValueError as e:
             raise _error(tree, node, str(e), after=f"--{name}") from None
         if d != 0 and d < 1_000_000:
-            raise _error(tree, node, f"Interval {_q(name)} cannot be less than 1ms", after=f"--{name}")
+            raise _error(
+                tree, node, f"Interval {_q(name)} cannot be less than 1ms", after=f"--{name}"
+            )
         durations[name] = d
     retries: int | None = None
     raw_retries = flags.string("retries")

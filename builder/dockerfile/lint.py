@@ -34,7 +34,19 @@ _ABSOLUTE = re.compile(r"^(?:/|\$|[A-Za-z]:[\\/])")
 _SINGLE = ("cmd", "entrypoint", "healthcheck")
 # Which node fields the build expands, per keyword (the syntax-level view of EXPANDED_FIELDS)
 _EXPANDED = frozenset(
-    {"add", "copy", "env", "expose", "from", "label", "stopsignal", "user", "volume", "workdir", "arg"}
+    {
+        "add",
+        "copy",
+        "env",
+        "expose",
+        "from",
+        "label",
+        "stopsignal",
+        "user",
+        "volume",
+        "workdir",
+        "arg",
+    }
 )
 
 
@@ -171,13 +183,13 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
                 if low in ("scratch", "context"):
                     yield LintWarning(
                         "ReservedStageName",
-                        f"Stage name should not use the same name as reserved stage \"{low}\"",
+                        f'Stage name should not use the same name as reserved stage "{low}"',
                         loc,
                     )
                 if low in stages:
                     yield LintWarning(
                         "DuplicateStageName",
-                        f"Duplicate stage name \"{low}\", stage names should be unique",
+                        f'Duplicate stage name "{low}", stage names should be unique',
                         loc,
                     )
                 else:
@@ -190,20 +202,24 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
                 loc,
             )
         if n.cmd in ("arg", "env"):
-            names = [p.key for p in n.pairs] if n.cmd == "env" else [w.partition("=")[0] for w in n.args]
+            names = (
+                [p.key for p in n.pairs]
+                if n.cmd == "env"
+                else [w.partition("=")[0] for w in n.args]
+            )
             for name in names:
                 if _SECRET.search(name) and not _NOT_SECRET.search(name):
                     yield LintWarning(
                         "SecretsUsedInArgOrEnv",
                         f"Do not use ARG or ENV instructions for sensitive data "
-                        f"({n.cmd.upper()} \"{name}\")",
+                        f'({n.cmd.upper()} "{name}")',
                         loc,
                     )
         if n.cmd in ("env", "label") and any(p.legacy for p in n.pairs):
             yield LintWarning(
                 "LegacyKeyValueFormat",
-                f"\"{n.cmd.upper()} key=value\" should be used instead of legacy "
-                f"\"{n.cmd.upper()} key value\" format",
+                f'"{n.cmd.upper()} key=value" should be used instead of legacy '
+                f'"{n.cmd.upper()} key value" format',
                 loc,
             )
         if n.cmd == "expose":
@@ -220,7 +236,9 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
                 for word in n.args:
                     name, eq, default = word.partition("=")
                     if eq:
-                        yield from _undefined(tree, n, default, global_defined | _PREDEFINED, escape)
+                        yield from _undefined(
+                            tree, n, default, global_defined | _PREDEFINED, escape
+                        )
                     global_defined.add(name)
             continue
         if n.cmd == "shell":
@@ -252,7 +270,7 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
             elif not state.workdir_absolute:
                 yield LintWarning(
                     "WorkdirRelativePath",
-                    f"Relative workdir \"{path}\" can have unexpected results if the base image "
+                    f'Relative workdir "{path}" can have unexpected results if the base image '
                     "changes",
                     loc,
                 )

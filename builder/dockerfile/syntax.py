@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,9 @@ GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\
 _GO_SPACE_SET = frozenset(GO_SPACE)
 # Docker splits the keyword and whitespace-delimited arguments on ASCII blanks only.
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
-_DIRECTIVE = re.compile(r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
+_DIRECTIVE = re.compile(
+    r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
+)
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 _HEREDOC_WORD = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
 
@@ -168,8 +170,10 @@ def parse(text: str, *, filename: str = "Dockerfile") -> SyntaxTree:
     from grammar import load
 
     source = _Source(text, filename)
-    parser = load("dockerfile", lexer=_Lexer, transformer=_TreeBuilder())
-    directives, nodes = parser.parse(source)  # type: ignore[arg-type]
+    parser = load("dockerfile", lexer=_Lexer, transformer=_TREE_BUILDER)
+    result: Any = parser.parse(source)  # type: ignore[arg-type,unused-ignore]
+    directives: list[tuple[str, str]] = result[0]
+    nodes: list[Node] = result[1]
     if not nodes:
         last = max(len(source.lines), 1)
         raise DockerfileSyntaxError(
@@ -412,7 +416,7 @@ class _Source:
         out.append(_tok("HEALTH_TYPE", rest[:sep], start))
         self._arguments(out, "healthcheck", "json_or_text", rest[nxt:], start, end)
 
-    def _heredocs(self, line: str, i: int, start: int, end: int) -> Iterator[_Tok]:
+    def _heredocs(self, line: str, i: int, start: int, end: int) -> Generator[_Tok, None, int]:
         """Read the bodies of the heredocs named on *line* from line index *i*; return the
         index after the last terminator (via ``yield from``)."""
         from builder.expand import ExpansionError, heredoc_names
@@ -704,3 +708,7 @@ class _TreeBuilder(Transformer[Token, Any]):
             column=column,
             original=original,
         )
+
+
+# one instance: the grammar loader caches one parser per (lexer, transformer)
+_TREE_BUILDER = _TreeBuilder()

@@ -99,13 +99,22 @@ def test_invalid_case(name: str) -> None:
     assert render_invalid(case) == expected
 
 
-@pytest.mark.parametrize("name", ["nested-json", "unterminated-heredoc", "env-no-value", "unknown-flag"])
+@pytest.mark.parametrize(
+    "name", ["nested-json", "unterminated-heredoc", "env-no-value", "unknown-flag"]
+)
 def test_cli_reports_invalid_cases(name: str) -> None:
     """The CLI prints the same first line, then the source line with a caret, and exits 1."""
     case = INVALID / name
     command = "check" if name == "unknown-flag" else "parse"
     proc = subprocess.run(
-        [sys.executable, "-c", "from builder.cli import main; main()", "dockerfile", command, "Dockerfile"],
+        [
+            sys.executable,
+            "-c",
+            "from builder.cli import main; main()",
+            "dockerfile",
+            command,
+            "Dockerfile",
+        ],
         cwd=case,
         capture_output=True,
         text=True,
@@ -123,9 +132,13 @@ def test_cli_reports_invalid_cases(name: str) -> None:
 
 def regenerate() -> None:
     for name in VALID_CASES:
-        (VALID / name / "expected.json").write_text(_dump(render_valid(VALID / name)), encoding="utf-8")
+        (VALID / name / "expected.json").write_text(
+            _dump(render_valid(VALID / name)), encoding="utf-8"
+        )
     for name in INVALID_CASES:
-        (INVALID / name / "expected").write_text(render_invalid(INVALID / name) + "\n", encoding="utf-8")
+        (INVALID / name / "expected").write_text(
+            render_invalid(INVALID / name) + "\n", encoding="utf-8"
+        )
     print(f"regenerated {len(VALID_CASES)} valid and {len(INVALID_CASES)} invalid cases")
 
 

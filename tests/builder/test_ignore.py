@@ -28,7 +28,9 @@ def test_table_size() -> None:
     assert len(PAIRS) >= 80
 
 
-@pytest.mark.parametrize(("patterns", "path", "excluded"), PAIRS, ids=[f"{p}:{q}" for p, q, _ in PAIRS])
+@pytest.mark.parametrize(
+    ("patterns", "path", "excluded"), PAIRS, ids=[f"{p}:{q}" for p, q, _ in PAIRS]
+)
 def test_table(patterns: list[str], path: str, excluded: bool) -> None:
     assert IgnoreMatcher.from_lines(patterns).matches(path) is excluded
 
@@ -48,7 +50,9 @@ def _tree(root: Path, paths: list[str]) -> None:
 
 
 def test_walk_prunes_excluded_directories(tmp_path: Path) -> None:
-    _tree(tmp_path, [f"node_modules/pkg{i}/index.js" for i in range(50)] + ["src/a.py", "README.md"])
+    _tree(
+        tmp_path, [f"node_modules/pkg{i}/index.js" for i in range(50)] + ["src/a.py", "README.md"]
+    )
     matcher = IgnoreMatcher.from_lines(["node_modules"])
     got = list(matcher.walk(tmp_path))
     assert got == ["README.md", "src", "src/a.py"]
@@ -56,7 +60,9 @@ def test_walk_prunes_excluded_directories(tmp_path: Path) -> None:
     assert matcher.visited == 4
 
 
-def test_walk_enters_excluded_directory_only_when_an_exception_may_reinclude(tmp_path: Path) -> None:
+def test_walk_enters_excluded_directory_only_when_an_exception_may_reinclude(
+    tmp_path: Path,
+) -> None:
     _tree(tmp_path, ["dir/keep/x", "dir/drop/y", "dir/z", "other/w"])
     matcher = IgnoreMatcher.from_lines(["dir", "other", "!dir/keep"])
     assert list(matcher.walk(tmp_path)) == ["dir/keep", "dir/keep/x"]
