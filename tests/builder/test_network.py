@@ -449,3 +449,15 @@ def test_macvlan_on_a_parent_interface(state: StateRoot) -> None:
         N.remove_network(state, "lan")
     finally:
         links.delete_link("pbtmv0")
+
+
+def test_internal_network_has_no_way_out(state: StateRoot, tmp_path: Path) -> None:
+    net = N.create_network(state, "private", internal=True)
+    assert not [r for r in _rules() if "MASQUERADE" in r and firewall.network_tag(net.id) in r]
+    a = N.attach(state, CID_A, "private", name="a")
+    b = N.attach(state, CID_B, "private", name="b")
+    with outside_netns(tmp_path, "10.234.0.1", "10.234.0.2") as out:
+        assert ping(a.netns, b.ip)
+        assert ping(a.netns, a.gateway)
+        assert not ping(a.netns, "10.234.0.2")
+        assert not ping(out, a.ip)
