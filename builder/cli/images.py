@@ -7,10 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,6 +17,15 @@ from typing import Any, BinaryIO
 import click
 
 from builder.cli import Globals, fail
+from builder.cli.format import (
+    created_at,
+    format_rows,
+    human_size,
+    parse_time,
+    render_template,
+    since,
+    table,
+)
 
 # Only the light registry modules load at start-up; archive/compression load when used.
 from registry.digest import Digest
@@ -26,152 +34,6 @@ from registry.reference import Reference
 from registry.store import ImageRecord, Store
 
 pass_globals = click.pass_obj
-
-
-# -- formatting as Docker's CLI does (go-units, tabwriter, text/template subset) ------------------
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-
-
-def human_size(size: float, precision: int = 3) -> str:
-    """go-units ``HumanSizeWithPrecision``: decimal units, *precision* significant digits."""
-    i = 0
-    while size >= 1000 and i < len(_UNITS) - 1:
-        size /= 1000
-        i += 1
-    return f"{size:.{precision}g}{_UNITS[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units ``HumanDuration``."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """An RFC 3339 timestamp (nanoseconds allowed) or None."""
-    if not text:
-        return None
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text)
-    if not m:
-        return None
-    frac = (m.group(2) or "")[:7]
-    zone = m.group(3) or "Z"
-    try:
-        return datetime.fromisoformat(m.group(1) + frac + ("+00:00" if zone == "Z" else zone))
-    except ValueError:
-        return None
-
-
-def since(text: str | None) -> str:
-    t = parse_time(text)
-    if t is None:
-        return "N/A"
-    return human_duration((datetime.now(UTC) - t).total_seconds()) + " ago"
-
-
-def created_at(text: str | None) -> str:
-    """Go's ``time.Time.String()`` as ``docker images --format '{{.CreatedAt}}'`` shows it."""
-    t = parse_time(text)
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if t else ""
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Go ``tabwriter`` with Docker's settings: min width 10, padding 3, last column unpadded."""
-    widths = [max(10, max((len(r[i]) for r in [headers, *rows]), default=0) + 3)
-              for i in range(len(headers))]
-    lines = []
-    for r in [headers, *rows]:
-        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
-        lines.append("".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def go_value(v: Any) -> str:
-    """How Go's text/template prints a value."""
-    if v is None:
-        return "<no value>"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return "[" + " ".join(go_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "map[" + " ".join(f"{k}:{go_value(v[k])}" for k in sorted(v)) + "]"
-    return str(v)
-
-
-_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
-
-
-def render_template(template: str, obj: Any) -> str:
-    """The subset of Go templates people pass to ``--format``: ``{{.A.B}}``, ``{{json .A}}``,
-    ``{{index .A "k"}}``, ``{{join .A ","}}``, ``{{upper .A}}``, ``{{lower .A}}``."""
-
-    def path(expr: str) -> Any:
-        if expr == ".":
-            return obj
-        if not expr.startswith("."):
-            raise click.UsageError(f"template: unsupported expression {expr!r}")
-        value = obj
-        for part in expr[1:].split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        return value
-
-    def action(m: re.Match[str]) -> str:
-        words = re.findall(r'"[^"]*"|\S+', m.group(1))
-        if not words:
-            return ""
-        fn, args = (words[0], words[1:]) if not words[0].startswith(".") else ("", words)
-        if fn == "" and len(args) == 1:
-            return go_value(path(args[0]))
-        if fn == "json" and len(args) == 1:
-            return str(json.dumps(path(args[0]), separators=(",", ":")))
-        if fn in ("upper", "lower") and len(args) == 1:
-            s = go_value(path(args[0]))
-            return s.upper() if fn == "upper" else s.lower()
-        if fn == "index" and len(args) == 2:
-            base = path(args[0])
-            return go_value(base.get(args[1].strip('"')) if isinstance(base, dict) else None)
-        if fn == "join" and len(args) == 2:
-            sep: str = args[1].strip('"')
-            return sep.join(go_value(x) for x in path(args[0]) or [])
-        raise click.UsageError(f"template: unsupported action {{{{{m.group(1)}}}}}")
-
-    return _ACTION.sub(action, template.replace("\\t", "\t").replace("\\n", "\n"))
-
-
-def _format_rows(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str]) -> str:
-    """``--format``: ``json`` (one object a line), ``table [TEMPLATE]`` or a bare TEMPLATE."""
-    if fmt == "json":
-        return "\n".join(json.dumps(r, separators=(",", ":")) for r in rows)
-    if fmt.startswith("table"):
-        template = fmt[len("table"):].strip()
-        fields = re.findall(r"\{\{\s*\.(\w+)\s*\}\}", template)
-        cells = [render_template(template, r).split("\t") for r in rows]
-        head = [headers.get(f, f.upper()) for f in fields]
-        return table(head, cells)
-    return "\n".join(render_template(fmt, r) for r in rows)
 
 
 # -- shared helpers ----------------------------------------------------------------------------
@@ -275,7 +137,7 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
         _echo_lines("\n".join(ids))
         return
     if fmt and fmt != "table":
-        _echo_lines(_format_rows(fmt, rows, _IMAGE_HEADERS))
+        _echo_lines(format_rows(fmt, rows, _IMAGE_HEADERS))
         return
     cols = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
     click.echo(table([_IMAGE_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
@@ -523,7 +385,7 @@ def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt
     if quiet:
         _echo_lines("\n".join(r["ID"] for r in rows))
     elif fmt and fmt != "table":
-        _echo_lines(_format_rows(fmt, rows, _HISTORY_HEADERS))
+        _echo_lines(format_rows(fmt, rows, _HISTORY_HEADERS))
     else:
         cols = ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
         click.echo(table([_HISTORY_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))

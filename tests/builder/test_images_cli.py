@@ -241,7 +241,7 @@ def test_concurrent_tags_from_many_processes(busybox: Pybuild) -> None:
 
 
 def test_human_helpers() -> None:
-    from builder.cli.images import human_duration, human_size, table
+    from builder.cli.format import human_duration, human_size, table
 
     assert [human_size(n) for n in (0, 999, 1000, 4261550, 1_500_000_000)] == \
         ["0B", "999B", "1kB", "4.26MB", "1.5GB"]
