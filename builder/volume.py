@@ -523,7 +523,7 @@ def prepare(
                  volume=vol.name, anonymous=vol.anonymous, mode=mode)
 
 
-def _resolve_in_root(root: Path, path: str) -> Path | None:
+def resolve_in_root(root: Path, path: str) -> Path | None:
     """*path* inside *root* with symlinks followed but confined to *root* (None if missing)."""
     parts = [p for p in path.split("/") if p and p != "."]
     cur: list[str] = []
@@ -552,6 +552,9 @@ def _resolve_in_root(root: Path, path: str) -> Path | None:
     return root.joinpath(*cur)
 
 
+_resolve_in_root = resolve_in_root  # the name builder.containers first used
+
+
 def populate(volume: Volume, image_rootfs: Path, destination: str) -> bool:
     """Copy the image's content at *destination* into *volume* if the volume is empty (Docker's
     rule for a volume's first use), keeping owners, modes, times, links and special files.
@@ -559,7 +562,7 @@ def populate(volume: Volume, image_rootfs: Path, destination: str) -> bool:
     dst = volume.mountpoint
     if any(os.scandir(dst)):
         return False
-    src = _resolve_in_root(image_rootfs, destination)
+    src = resolve_in_root(image_rootfs, destination)
     if src is None or not src.is_dir():
         return False
     st = os.lstat(src)

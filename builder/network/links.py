@@ -97,12 +97,12 @@ def create_netns(path: Path) -> None:
 
 def remove_netns(path: Path) -> None:
     """Unmount and delete a netns file; the namespace dies with its last user."""
-    from pyroute2 import netns as _netns
-
     _forget(path)
     if not path.exists():
-        return
+        return  # nothing to do: do not pay for importing pyroute2
     if is_netns(path):
+        from pyroute2 import netns as _netns
+
         _netns.remove(str(path))  # umount2(MNT_DETACH) + unlink
     else:
         path.unlink()
