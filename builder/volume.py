@@ -195,7 +195,7 @@ def remove(state: StateRoot, name: str, *, force: bool = False, in_use: InUse | 
         users = _in_use_fn(state, in_use)(name)
         if users:
             raise VolumeError(
-                f"remove {name}: volume is in use - [{', '.join(u[:12] for u in users)}]"
+                f"remove {name}: volume is in use - [{', '.join(users)}]"
             )
         _delete(state, name)
 

@@ -134,7 +134,7 @@ def inspect(obj: Any, refs: tuple[str, ...]) -> None:
         try:
             out.append(N.get_network(obj.state, r).to_json())
         except NetworkError as e:
-            errors.append(str(e))
+            errors.append(f"No such network: {r}" if str(e).endswith("not found") else str(e))
     click.echo(json.dumps(out, indent=4))
     if errors:
         fail(errors[0], 1)

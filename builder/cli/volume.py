@@ -131,8 +131,8 @@ def inspect(obj: Any, names: tuple[str, ...]) -> None:
     for n in names:
         try:
             out.append(V.get(obj.state, n).to_json())
-        except VolumeError as e:
-            missing.append(str(e))
+        except VolumeError:
+            missing.append(f"No such volume: {n}")
     click.echo(json.dumps(out, indent=4))
     if missing:
         fail(missing[0], 1)

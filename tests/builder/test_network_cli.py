@@ -62,7 +62,7 @@ def test_network_cli_lifecycle(state: StateRoot) -> None:
         (("network", "create", "-d", "overlay", "ov"), "Error: the overlay driver needs multi-host"),
         (("network", "create", "--subnet", "10.81.0.0/25", "clash"), "Error: subnet 10.81.0.0/25 overlaps network appnet"),
         (("network", "rm", "host"), "Error: host is a pre-defined network and cannot be removed\n"),
-        (("network", "inspect", "nope"), "Error: network nope not found\n"),
+        (("network", "inspect", "nope"), "Error: No such network: nope\n"),
         (("network", "create", "-o", "parent", "-d", "macvlan", "m"), "Error: invalid option 'parent'"),
     ]:
         r = run_cli(state, *args)
