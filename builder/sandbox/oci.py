@@ -143,10 +143,24 @@ def run_oci(
     timeout: float | None = None,
 ) -> Result:
     """Run *spec* with the OCI runtime *runtime* (e.g. ``runc``) and report like ``Executor.run``."""
+    return start_oci(spec, runtime, state, stdout=stdout, stderr=stderr, stdin=stdin).wait(timeout)
+
+
+def start_oci(
+    spec: Spec,
+    runtime: str,
+    state: StateRoot,
+    *,
+    stdout: Output = None,
+    stderr: Output = None,
+    stdin: Input = None,
+) -> Sandbox:
+    """Start *spec* with the OCI runtime; the handle's ``pid`` is the container's init (signal it
+    with ``kill``), ``wait`` reports the exit status and OOM, then removes the bundle."""
     if spec.process.terminal:
         raise SandboxError("a terminal (-t) is not supported with --runtime")
     runtime_path = shutil.which(runtime) or runtime
-    if not os.access(runtime_path, os.X_OK):
+    if not os.access(runtime_path, os.X_OK) or os.path.isdir(runtime_path):
         raise SandboxError(f"OCI runtime {runtime!r} not found")
     sid = spec.id or secrets.token_hex(8)
     bundle = state.run / sid
@@ -189,13 +203,13 @@ def run_oci(
         handle = _OciHandle(id=sid, pid=int(line), run_dir=bundle, cgroup=None, helper=pid,
                             status_fd=status_r, stdio=stdio)
         handle._status_buf = line
-        stdio = None
-        return handle.wait(timeout)
-    finally:
+        return handle
+    except BaseException:
         if stdio is not None:
             stdio.close_all()
         shutil.rmtree(bundle, ignore_errors=True)
         _remove_empty_parents()
+        raise
 
 
 class _OciHandle(Sandbox):
@@ -207,7 +221,10 @@ class _OciHandle(Sandbox):
         return int(parts[1])
 
     def wait(self, timeout: float | None = None) -> Result:
-        res = super().wait(timeout)
+        try:
+            res = super().wait(timeout)
+        finally:
+            _remove_empty_parents()
         if getattr(self, "_oom", False) and not res.oom_killed:
             res = Result(res.exit_status, oom_killed=True, signal=res.signal, timed_out=res.timed_out)
             self._result = res

@@ -69,10 +69,10 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSnapshot]:
     snap.assert_same()
 
 
-def _spec(root: Root, tmp: Path, *args: str, user: str = "", resources: Resources = Resources()) -> Spec:
+def _spec(root: Root, tmp: Path, *args: str, user: str = "", resources: Resources | None = None) -> Spec:
     return Spec(process=Process(args=args, user=user, cwd="/home/app"), root=root, hostname="twin",
                 mounts=default_mounts() + etc_mounts(tmp / "etc", hostname="twin"),
-                resources=resources, id=new_id())
+                resources=resources or Resources(), id=new_id())
 
 
 def _both(state: StateRoot, layer: Path, tmp: Path, *args: str, **kw: object) -> tuple[tuple[int, str, bool, Path],

@@ -106,3 +106,27 @@ def tree_digest(root: Path) -> str:
 
 def new_id() -> str:
     return ID_PREFIX + secrets.token_hex(4)
+
+
+def all_pybuild_cgroups() -> set[str]:
+    """Every sandbox cgroup dir, whoever made it."""
+    out: set[str] = set()
+    for hier in CGROUP_BASE.iterdir():
+        base = hier / "pybuild"
+        if base.is_dir():
+            out.update(str(p) for p in base.iterdir() if p.is_dir())
+    return out
+
+
+def assert_no_new_cgroups(before: set[str], *, grace: float = 3.0) -> None:
+    """Cgroups made since *before* must be gone (others' short-lived sandboxes get *grace* s)."""
+    import time
+
+    deadline = time.monotonic() + grace
+    while True:
+        new = all_pybuild_cgroups() - before
+        if not new:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cgroups left behind: {sorted(new)}")
+        time.sleep(0.1)

@@ -1,0 +1,169 @@
+"""``pybuild run`` in the foreground: the lean issue-4 command (``python -m builder.cli.run``) and the
+registered ``pybuild run``, on an image imported into the store from the offline busybox tar.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_sandbox_support import (
+    all_pybuild_cgroups,
+    assert_no_new_cgroups,
+    descendants,
+    mountinfo,
+    tree_digest,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+LEAN = [sys.executable, "-m", "builder.cli.run"]
+
+ISOLATION = r"""
+echo "pid=$$"
+echo "hostname=$(hostname)"
+echo "links=$(ip -o link | awk -F': ' '{print $2}' | tr '\n' ' ')"
+set -- /proc/[0-9]*; echo "procs=$#"
+grep -q /work /proc/self/mountinfo && echo host-mounts-visible
+cat /proc/kcore >/dev/null 2>&1 && echo kcore-readable
+mount -t tmpfs x /tmp 2>/dev/null && echo mount-worked
+(echo 1 > /proc/sys/kernel/domainname) 2>/dev/null && echo proc-sys-writable
+echo "id=$(id)"
+echo "env=$FOO,$HOSTNAME,$BAR"
+echo "cwd=$(pwd)"
+echo data > /home/app/written && echo wrote
+"""
+
+
+@pytest.fixture
+def guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Mounts, cgroups and our child processes are back to what they were."""
+    scope = str(tmp_path_factory.getbasetemp())
+    mounts, cgroups, children = mountinfo(scope), all_pybuild_cgroups(), descendants()
+    yield
+    assert mountinfo(scope) == mounts
+    assert_no_new_cgroups(cgroups)
+    assert descendants() == children
+
+
+def lean(busybox: Any, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LEAN, "--root", str(busybox.root), *args], capture_output=True, text=True,
+                          input=input, timeout=timeout, cwd=REPO)
+
+
+def test_isolation_through_the_command(busybox: Any, tmp_path: Path, guard: None) -> None:
+    layers_before = tree_digest(busybox.root / "layers") if (busybox.root / "layers").exists() else ""
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nBAR=from-file\n\n")
+    r = lean(busybox, "--rm", "--hostname", "clibox", "-u", "app", "-e", "FOO=foo", "--env-file", str(env_file),
+             "-w", "/home/app", "busybox", "sh", "-c", ISOLATION)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    assert lines["pid"] == "1" and lines["hostname"] == "clibox"
+    assert lines["links"].split() == ["lo"]  # --network none is the default
+    assert lines["procs"] == "1"  # only the shell: the host's processes are invisible
+    for bad in ("host-mounts-visible", "kcore-readable", "mount-worked", "proc-sys-writable"):
+        assert bad not in r.stdout
+    assert lines["id"] == "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)"
+    assert lines["env"] == "foo,clibox,from-file" and lines["cwd"] == "/home/app"
+    assert "wrote" in r.stdout
+    # the write went to the container's own layer: the layer cache holds no trace of it
+    layer_dirs = list((busybox.root / "layers").iterdir())
+    assert not any((d / "home" / "app" / "written").exists() for d in layer_dirs)
+    if layers_before:
+        assert tree_digest(busybox.root / "layers") == layers_before
+    assert not list((busybox.root / "run").iterdir())
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_exit_codes(busybox: Any, code: int, guard: None) -> None:
+    r = lean(busybox, "busybox", "sh", "-c", f"exit {code}")
+    assert r.returncode == code
+
+
+def test_oom_gives_137(busybox: Any, guard: None) -> None:
+    r = lean(busybox, "--memory", "64m", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1")
+    assert r.returncode == 137
+
+
+def test_pids_limit_and_entrypoint(busybox: Any, guard: None) -> None:
+    r = lean(busybox, "--pids-limit", "10", "--entrypoint", "sh", "busybox", "-c",
+             "sh -c 'while :; do sleep 30 & done' 2>/dev/null; set -- /proc/[0-9]*; echo $#")
+    assert r.returncode == 0 and int(r.stdout) <= 10
+
+
+def _line(fd: int) -> str:
+    buf = b""
+    deadline = time.monotonic() + 15
+    while not buf.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, buf
+        chunk = os.read(fd, 1)
+        assert chunk, buf
+        buf += chunk
+    return buf.decode().strip()
+
+
+@pytest.mark.parametrize(("sig", "name"), [(signal.SIGTERM, "TERM"), (signal.SIGINT, "INT")])
+def test_signals_reach_the_container(busybox: Any, sig: int, name: str, guard: None) -> None:
+    script = f'trap "echo got-{name}; exit 42" {name}; echo ready; while :; do sleep 0.05; done'
+    p = subprocess.Popen([*LEAN, "--root", str(busybox.root), "busybox", "sh", "-c", script],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert p.stdout is not None
+        assert _line(p.stdout.fileno()) == "ready"
+        p.send_signal(sig)
+        assert _line(p.stdout.fileno()) == f"got-{name}"
+        assert p.wait(15) == 42
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()
+        p.stderr.close()
+
+
+def test_runtime_runc_gives_the_same_results(busybox: Any, guard: None) -> None:
+    script = ISOLATION.replace("echo data > /home/app/written && echo wrote", "exit 3")
+    ours = lean(busybox, "--hostname", "twin", "-u", "app", "-e", "FOO=x", "busybox", "sh", "-c", script)
+    runc = lean(busybox, "--runtime", "runc", "--hostname", "twin", "-u", "app", "-e", "FOO=x",
+                "busybox", "sh", "-c", script)
+    assert ours.returncode == runc.returncode == 3
+    assert ours.stdout == runc.stdout
+    oom = lean(busybox, "--runtime", "runc", "--memory", "64m", "busybox", "dd", "if=/dev/zero",
+               "of=/dev/null", "bs=200M", "count=1")
+    assert oom.returncode == 137
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["nosuch:latest", "true"], 125, "Unable to find image 'nosuch:latest'"),
+    (["busybox", "no-such-command"], 127, 'exec: "no-such-command": executable file not found'),
+    (["busybox", "/etc/passwd"], 126, "permission denied"),
+    (["-d", "busybox", "true"], 125, "--detach is not supported"),
+    (["--network", "bridge", "busybox", "true"], 125, "--network bridge is not supported"),
+    (["--memory", "lots", "busybox", "true"], 125, "invalid size: 'lots'"),
+    (["--env-file", "/nonexistent/env", "busybox", "true"], 125, "/nonexistent/env"),
+    (["-u", "ghost", "busybox", "true"], 125, "unable to find user ghost"),
+    (["--runtime", "/nonexistent/runc", "busybox", "true"], 125, "OCI runtime"),
+    (["--cap-add", "NOT_A_CAP", "busybox", "true"], 125, "unknown capability"),
+])
+def test_bad_input(busybox: Any, args: list[str], code: int, message: str, guard: None) -> None:
+    r = lean(busybox, *args)
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not list((busybox.root / "run").iterdir()) if (busybox.root / "run").exists() else True
+
+
+def test_registered_pybuild_run_uses_the_core(busybox: Any, guard: None) -> None:
+    r = busybox("run", "--rm", "--network", "none", "--hostname", "reg", "busybox", "sh", "-c",
+                "echo $$ $(hostname) $(ip -o link | wc -l); exit 3", check=False)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.split() == ["1", "reg", "1"]
