@@ -5,9 +5,10 @@ pyroute2 is imported lazily (it costs ~0.1 s), so commands that never touch a li
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
-import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,32 +81,44 @@ def is_netns(path: Path) -> bool:
 
 
 def create_netns(path: Path) -> None:
-    """A new network namespace kept alive by a bind mount on *path*, like ``ip netns add``."""
+    """A new network namespace kept alive by a bind mount on *path*, like ``ip netns add``,
+    with ``lo`` up. A short-lived thread unshares its own network namespace (threads may;
+    the rest of the process stays where it is) and bind-mounts it: no fork, no exec."""
+    from builder import syscalls
+
+    sc = syscalls.real()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
-    try:
-        p = subprocess.run(["unshare", f"--net={path}", "true"], capture_output=True, text=True)
-        if p.returncode != 0:
-            raise NetworkError(f"cannot create network namespace {path}: {p.stderr.strip()}")
-        with _iproute(path) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-    except BaseException:
+    failure: list[OSError] = []
+
+    def work() -> None:
+        try:
+            sc.unshare(syscalls.CLONE_NEWNET)
+            sc.set_loopback_up()
+            sc.mount("/proc/thread-self/ns/net", str(path), None, syscalls.MS_BIND)
+        except OSError as e:
+            failure.append(e)
+
+    t = threading.Thread(target=work, name="pybuild-netns")
+    t.start()
+    t.join()
+    if failure:
         remove_netns(path)
-        raise
+        raise NetworkError(f"cannot create network namespace {path}: {failure[0]}")
 
 
 def remove_netns(path: Path) -> None:
     """Unmount and delete a netns file; the namespace dies with its last user."""
+    from builder import syscalls
+
     _forget(path)
     if not path.exists():
-        return  # nothing to do: do not pay for importing pyroute2
+        return
     if is_netns(path):
-        from pyroute2 import netns as _netns
-
-        _netns.remove(str(path))  # umount2(MNT_DETACH) + unlink
-    else:
-        path.unlink()
+        with contextlib.suppress(OSError):
+            syscalls.real().umount2(str(path), syscalls.MNT_DETACH)
+    path.unlink(missing_ok=True)
 
 
 # -- host-side objects --------------------------------------------------------------------------
