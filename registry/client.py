@@ -240,6 +240,11 @@ class RegistryClient:
 
         self.host = host
         self.tls_verify = tls_verify
+        if not tls_verify:
+            import urllib3
+
+            # The user asked for unverified TLS: do not warn on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.backoff = backoff or Backoff()
         self.chunk_size = chunk_size
         self.timeout = timeout
@@ -502,9 +507,10 @@ class Repository:
             raise DigestError(f"registry stored manifest {header}, we sent {digest}")
         return digest
 
-    def tags(self) -> list[str]:
+    def tags(self, *, page_size: int = 1000) -> list[str]:
+        """Every tag, following the registry's ``Link: <…>; rel="next"`` pages."""
         out: list[str] = []
-        url: str | None = self._url("tags/list?n=1000")
+        url: str | None = self._url(f"tags/list?n={page_size}")
         while url:
             resp = self._req("GET", url, f"tags of {self.host}/{self.path}")
             out.extend(resp.json().get("tags") or [])
