@@ -1,6 +1,5 @@
-"""Kernel network objects through netlink (pyroute2): named netns files, bridges, veth, macvlan.
-
-pyroute2 is imported lazily (it costs ~0.1 s), so commands that never touch a link stay lean.
+"""Kernel network objects: named netns files (``builder.syscalls``), and bridges, veth, macvlan,
+addresses and routes through netlink (pyroute2, imported lazily: it costs ~0.1 s).
 """
 
 from __future__ import annotations
