@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 from registry.digest import Digest
 from registry.errors import DigestError
 from registry.model import Descriptor, canonical_json
-from registry.store import Store, write_atomic
+from registry.store import Store
 
 _SCHEMA = 1
 
@@ -142,7 +143,7 @@ class BuildCache:
                     os.link(self.store.blob_path(rec.layer.digest), ours)
         path = self._record_path(rec.key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, rec.to_json())
+        replace_file(path, rec.to_json())
 
     def inputs_index(self) -> Iterator[CacheRecord]:
         """Every record (for the "why did this miss?" search and for listing)."""
@@ -230,6 +231,22 @@ class BuildCache:
                             freed += st.st_size
             self.store.gc(keep=keep)
         return PruneResult(removed_records, removed_blobs, freed)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write a temp file beside *path* and rename it over: readers see old or new, never half.
+
+    No fsync: a record lost in a crash is only a cache miss, and a cut-short one fails to parse
+    (also a miss); syncing every step's records cost more than the steps themselves.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        tmp.write_bytes(data)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def record_inputs(**parts: Any) -> dict[str, str]:

@@ -62,12 +62,12 @@ class HashMemo:
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return
-        from registry.store import write_atomic
+        from builder.cache import replace_file
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             data = json.dumps(self._data, separators=(",", ":")).encode()
-        write_atomic(self.path, data)
+        replace_file(self.path, data)
 
 
 @dataclass(frozen=True)

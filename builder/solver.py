@@ -158,6 +158,8 @@ class Solver:
             except BaseException:
                 self._cancel.set()
                 raise
+            finally:
+                workspace.drain_trash()
         if error is not None:
             raise error
         return results
@@ -251,11 +253,11 @@ class Solver:
             return
         import json
 
-        from registry.store import write_atomic
+        from builder.cache import replace_file
 
         p = self._slot_path(step)
         p.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(p, json.dumps({"inputs": step.inputs, "files": step.files},
+        replace_file(p, json.dumps({"inputs": step.inputs, "files": step.files},
                                    sort_keys=True).encode())
 
     def _explain(self, step: Step) -> str:

@@ -80,7 +80,15 @@ class Workspace:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        # Removing an upper dir full of files is slow: rename it away now (it is out of every
+        # path at once) and delete it in the background; ``drain_trash`` waits for that.
+        trash = self.dir.with_name(f".trash-{self.dir.name}")
+        try:
+            os.rename(self.dir, trash)
+        except OSError:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        _TRASH.put(trash)
 
     def diff(self, out: Any, *, source_date_epoch: int | None) -> bool:
         from builder.rootfs import diff
@@ -156,6 +164,47 @@ class Workspace:
         p = self.dir / "empty"
         p.mkdir(exist_ok=True)
         return p
+
+
+class _Trash:
+    """One background thread deleting renamed-away workspaces."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[Path] = []
+        self._thread: threading.Thread | None = None
+
+    def put(self, path: Path) -> None:
+        with self._lock:
+            self._pending.append(path)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+                path = self._pending.pop()
+            shutil.rmtree(path, ignore_errors=True)
+
+    def drain(self) -> None:
+        while True:
+            with self._lock:
+                t = self._thread
+            if t is None:
+                return
+            t.join()
+
+
+_TRASH = _Trash()
+
+
+def drain_trash() -> None:
+    """Wait until every workspace handed to the background remover is gone."""
+    _TRASH.drain()
 
 
 # -- executing steps ---------------------------------------------------------------------------------
