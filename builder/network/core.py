@@ -732,10 +732,16 @@ def _host_resolv() -> str:
         return ""
 
 
-def _resolv_content(host_mode: bool) -> str:
-    text = _host_resolv()
+SYSTEMD_RESOLV = Path("/run/systemd/resolve/resolv.conf")
+
+
+def _resolv_content(host_mode: bool, host_text: str | None = None) -> str:
+    text = _host_resolv() if host_text is None else host_text
     if host_mode:
         return text
+    if host_text is None and _only_loopback_servers(text) and SYSTEMD_RESOLV.exists():
+        # systemd-resolved's stub (127.0.0.53) is unreachable from a netns: use its upstreams
+        return _resolv_content(False, SYSTEMD_RESOLV.read_text())
     kept, servers = [], 0
     for line in text.splitlines():
         f = line.split()
@@ -750,6 +756,14 @@ def _resolv_content(host_mode: bool) -> str:
     if not servers:
         kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
     return "\n".join(kept) + "\n"
+
+
+def _only_loopback_servers(text: str) -> bool:
+    servers = [ln.split()[1] for ln in text.splitlines() if ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1]
+    try:
+        return all(ipaddress.ip_address(x.split("%")[0]).is_loopback for x in servers)
+    except ValueError:
+        return False
 
 
 def _write_in_place(path: Path, text: str) -> None:

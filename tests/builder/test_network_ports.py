@@ -109,3 +109,13 @@ def test_parse_subnet_and_allocate() -> None:
     with pytest.raises(NetworkError, match="no free address"):
         ipam.allocate(tiny, "10.9.9.1", ["10.9.9.2"])
     assert ipam.mac_for(ipaddress.IPv4Address("10.89.0.2")) == "02:42:0a:59:00:02"
+
+
+def test_resolv_conf_drops_loopback_servers() -> None:
+    from builder.network.core import _resolv_content
+
+    host = "search corp.example\nnameserver 127.0.0.53\nnameserver 10.0.0.2\noptions edns0\n"
+    assert _resolv_content(False, host) == "search corp.example\nnameserver 10.0.0.2\noptions edns0\n"
+    assert _resolv_content(True, host) == host
+    only_local = "nameserver 127.0.0.1\n"
+    assert _resolv_content(False, only_local) == "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
