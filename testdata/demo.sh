@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end demo (`make demo`): $1 is the pybuild binary, PYBUILD_ROOT the state root.
-# Builds an offline busybox rootfs, imports it as busybox:latest and lists the images.
+# Builds an offline busybox rootfs, imports it as busybox:latest, builds an example image on it
+# (testdata/contexts/multistage), runs it and lists the images.
 set -euo pipefail
 PYBUILD=${1:?usage: demo.sh PATH/TO/pybuild}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -13,5 +14,9 @@ echo "+ python3 testdata/mkbusybox.py --tar busybox.tar"
 "$PY" "$HERE/mkbusybox.py" --tar "$WORK/busybox.tar"
 echo "+ pybuild import --change 'CMD [\"sh\"]' busybox.tar busybox:latest"
 "$PYBUILD" import --change 'CMD ["sh"]' "$WORK/busybox.tar" busybox:latest
+echo "+ pybuild build -t demo-app:latest testdata/contexts/multistage"
+"$PYBUILD" build --progress=plain -t demo-app:latest "$HERE/contexts/multistage"
+echo "+ pybuild run --rm demo-app:latest"
+"$PYBUILD" run --rm demo-app:latest
 echo "+ pybuild images"
 "$PYBUILD" images
