@@ -428,6 +428,9 @@ def used_names(
 
 
 _HEREDOC = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
+_SPECIAL_IN_WORD = re.compile("[\"'\\\\$" + "".join(sorted(_SPACE)) + "]")
+_BLANKS = re.compile("[" + "".join(sorted(_SPACE)) + "]+")
+_QUOTE_ESCAPE_DOLLAR = re.compile(r"[\"'\\$]")
 
 
 def parse_heredoc_word(word: str) -> tuple[str, bool, bool, int] | None:
@@ -437,6 +440,10 @@ def parse_heredoc_word(word: str) -> tuple[str, bool, bool, int] | None:
     if m is None or not m.group(3):
         return None
     rest = m.group(3)
+    fd = int(m.group(1)) if m.group(1) else 0
+    if not _SPECIAL_IN_WORD.search(rest):
+        # nothing for the lexer to do: the name is the word itself, unquoted
+        return rest, True, m.group(2) == "-", fd
     _, words, _ = _run(rest, {}, escape="\\", skip_unset=True)
     if len(words) != 1:
         return None
@@ -444,7 +451,6 @@ def parse_heredoc_word(word: str) -> tuple[str, bool, bool, int] | None:
     name = words[0]
     raw = raw_words[0] if raw_words else ""
     expand = name.count("'") + name.count('"') == raw.count("'") + raw.count('"')
-    fd = int(m.group(1)) if m.group(1) else 0
     return name, expand, m.group(2) == "-", fd
 
 
@@ -452,12 +458,16 @@ def heredoc_names(line: str) -> list[tuple[str, bool, bool, int]]:
     """The heredocs a RUN/COPY/ADD line opens, in order (Docker splits the whole line into
     words with quotes and escapes kept, and every word starting with ``<<`` or ``N<<``
     names one)."""
-    try:
-        _, words, _ = _run(
-            line, {}, escape="\\", raw_quotes=True, raw_escapes=True, skip_unset=True
-        )
-    except ExpansionError:
-        return []
+    if not _QUOTE_ESCAPE_DOLLAR.search(line):
+        # no quotes, escapes or $: the lexer would only split on blanks
+        words = [w for w in _BLANKS.split(line) if w]
+    else:
+        try:
+            _, words, _ = _run(
+                line, {}, escape="\\", raw_quotes=True, raw_escapes=True, skip_unset=True
+            )
+        except ExpansionError:
+            return []
     found = []
     for word in words:
         heredoc = parse_heredoc_word(word)

@@ -11,7 +11,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lark import Token, Transformer
+from lark import Transformer
 from lark.lexer import Lexer
 
 from builder.errors import DockerfileSyntaxError
@@ -21,6 +21,7 @@ GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\
 _GO_SPACE_SET = frozenset(GO_SPACE)
 # Docker splits the keyword and whitespace-delimited arguments on ASCII blanks only.
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+_GO_BLANKS = re.compile("[" + GO_SPACE + "]+")
 _DIRECTIVE = re.compile(
     r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
 )
@@ -198,19 +199,31 @@ def parse(text: str, *, filename: str = "Dockerfile") -> SyntaxTree:
 # --- the line pass -------------------------------------------------------------------------
 
 
-class _Tok(Token):
-    """A token that also carries a structured payload (line range, heredoc...)."""
+class _Tok:
+    """A token for the LALR parser: its ``type``, a display ``value`` and a structured
+    ``payload`` (the items of an argument form, a heredoc, a line range). Lark's parser only
+    reads ``type`` (and the position fields when it builds its end token); this is much
+    cheaper to make than a ``lark.Token``, which matters at one token per argument form."""
 
-    __slots__ = ("payload",)
+    __slots__ = ("type", "value", "payload", "line")
 
-    payload: Any
+    start_pos = 0
+    column = 1
+    end_line = 1
+    end_column = 1
+    end_pos = 0
+
+    def __init__(self, kind: str, value: str, line: int, payload: Any = None) -> None:
+        self.type = kind
+        self.value = value
+        self.line = line
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"_Tok({self.type!r}, {self.value!r})"
 
 
-def _tok(kind: str, value: str, line: int, payload: Any = None) -> _Tok:
-    tok = _Tok(kind, value)
-    tok.line = line
-    tok.payload = payload
-    return tok
+_tok = _Tok
 
 
 def _go_trim_space(s: str) -> str:
@@ -237,7 +250,6 @@ class _Source:
             self.raw[-1] = self.raw[-1][:-1]
         self.lines = [line.rstrip("\r\n") for line in self.raw]
         self.escape = "\\"
-        self._continuation = _continuation_regex("\\")
         self.empty_continuations: list[int] = []
         self._directives_done = False
         self._seen_directives: set[str] = set()
@@ -272,14 +284,21 @@ class _Source:
             if value not in ("`", "\\"):
                 raise self.error(f"invalid escape token '{value}' does not match ` or \\", line)
             self.escape = value
-            self._continuation = _continuation_regex(value)
         return key, value
 
     def _trim_continuation(self, text: str) -> tuple[str, bool]:
-        m = self._continuation.search(text)
-        if m is None:
+        """Docker's continuation rule: the escape character ends the line (blanks after it
+        allowed), alone or after anything but another escape character (``foo\\\\`` is an
+        escaped backslash, not a continuation). Returns (the line without its continuation
+        character, whether the instruction ends here)."""
+        stripped = text.rstrip(" \t")
+        escape = self.escape
+        if not stripped.endswith(escape):
             return text, True
-        return text[: m.start(1)], False
+        body = stripped[:-1]
+        if body.endswith(escape):
+            return text, True
+        return body, False
 
     def tokens(self) -> Iterator[_Tok]:
         lines = self.lines
@@ -318,12 +337,12 @@ class _Source:
             cmd, flags, rest = _split_command(line)
             kind = _ARG_FORMS.get(cmd.lower(), "ignore")
             pending: list[_Tok] = [_tok("KEYWORD", cmd, start, (start, end, column, line))]
-            pending.extend(_tok("FLAG", f, start) for f in flags)
+            if flags:
+                pending.append(_tok("FLAGS", flags[0], start, flags))
             heredoc_cmd, is_json = self._arguments(pending, cmd.lower(), kind, rest, start, end)
             yield from pending
             if heredoc_cmd in _HEREDOC_COMMANDS and not is_json and "<<" in line:
                 i = yield from self._heredocs(line, i, start, end)
-            yield _tok("END", "", end)
 
     def _arguments(
         self, out: list[_Tok], cmd: str, kind: str, rest: str, start: int, end: int
@@ -335,22 +354,22 @@ class _Source:
                 return cmd, False
             items = self._json(rest, start, end)
             if items is not None:
-                out.append(_tok("JSON_OPEN", "[", start))
-                out.extend(_tok("JSON_STRING", s, start) for s in items)
-                out.append(_tok("JSON_CLOSE", "]", end))
+                out.append(_tok("EXEC_FORM", rest, start, items))
                 return cmd, True
             if kind == "json_or_text":
                 out.append(_tok("TEXT", rest, start))
             else:
-                out.extend(_tok("WORD", w, start) for w in _WHITESPACE.split(rest))
+                out.append(_tok("WORDS", rest, start, _WHITESPACE.split(rest)))
         elif kind == "words":
             if rest:
-                out.extend(_tok("WORD", w, start) for w in _WHITESPACE.split(rest))
+                out.append(_tok("WORDS", rest, start, _WHITESPACE.split(rest)))
         elif kind == "text":
             if rest:
                 out.append(_tok("TEXT", rest, start))
         elif kind == "name_or_pair":
-            out.extend(_tok("WORD", w, start) for w in parse_words(rest, self.escape))
+            words = parse_words(rest, self.escape)
+            if words:
+                out.append(_tok("WORDS", rest, start, words))
         elif kind == "pairs":
             self._pairs(out, cmd.upper(), rest, start, end)
         elif kind == "health":
@@ -362,7 +381,8 @@ class _Source:
                 column = self.column_of(sub_cmd, start, start)[1] if sub_cmd else 1
                 out.append(_tok("SUB_OPEN", "", start))
                 out.append(_tok("KEYWORD", sub_cmd, start, (start, end, column, rest)))
-                out.extend(_tok("FLAG", f, start) for f in sub_flags)
+                if sub_flags:
+                    out.append(_tok("FLAGS", sub_flags[0], start, sub_flags))
                 used = self._arguments(out, sub_cmd.lower(), sub_kind, sub_rest, start, end)
                 out.append(_tok("SUB_CLOSE", "", end))
                 return used
@@ -388,9 +408,9 @@ class _Source:
             if len(parts) < 2:
                 line, column = self.column_of(parts[0], start, end)
                 raise self.error(f"{keyword} must have two arguments", line, column)
-            out.append(_tok("LEGACY_KEY", parts[0], start))
-            out.append(_tok("VALUE", parts[1], start))
+            out.append(_tok("LEGACY_PAIR", rest, start, [Pair(parts[0], parts[1], True)]))
             return
+        pairs: list[Pair] = []
         for word in words:
             if "=" not in word:
                 line, column = self.column_of(word, start, end)
@@ -401,8 +421,8 @@ class _Source:
                     column,
                 )
             key, value = word.split("=", 1)
-            out.append(_tok("KEY", key, start))
-            out.append(_tok("VALUE", value, start))
+            pairs.append(Pair(key, value, False))
+        out.append(_tok("PAIRS", rest, start, pairs))
 
     def _health(self, out: list[_Tok], rest: str, start: int, end: int) -> None:
         sep = 0
@@ -447,14 +467,6 @@ class _Source:
         return i
 
 
-def _continuation_regex(escape: str) -> re.Pattern[str]:
-    """Docker's continuation rule: the escape character ends the line (blanks after it
-    allowed), alone or after anything but another escape character (``foo\\\\`` is an escaped
-    backslash, not a continuation)."""
-    e = re.escape(escape)
-    return re.compile(rf"(?:[^{e}]|^)({e}[ \t]*)\Z")
-
-
 def _split_command(line: str) -> tuple[str, list[str], str]:
     """Docker's splitCommand: (keyword, flags, rest of the line)."""
     parts = _WHITESPACE.split(_go_trim_space(line), maxsplit=1)
@@ -467,6 +479,9 @@ def _split_command(line: str) -> tuple[str, list[str], str]:
 def _extract_flags(line: str) -> tuple[str, list[str]]:
     """Leading ``--flag`` words (quotes and backslashes processed, as Docker does) and the
     rest of the line."""
+    stripped = line.lstrip(GO_SPACE)
+    if not stripped.startswith("--"):
+        return stripped, []
     words: list[str] = []
     n = len(line)
     pos = 0
@@ -519,6 +534,9 @@ def _extract_flags(line: str) -> tuple[str, list[str]]:
 def parse_words(rest: str, escape: str = "\\") -> list[str]:
     """Docker's parseWords: whitespace-separated words, quotes and escapes kept as written
     (used for ENV/LABEL pairs and ARG)."""
+    if escape not in rest and "'" not in rest and '"' not in rest:
+        # nothing quoted or escaped: plain blank-separated words
+        return [w for w in _GO_BLANKS.split(rest) if w]
     words: list[str] = []
     word: list[str] = []
     in_word = False
@@ -628,16 +646,13 @@ class _Lexer(Lexer):
     def __init__(self, lexer_conf: Any) -> None:
         pass
 
-    def lex(self, data: Any) -> Iterator[Token]:  # type: ignore[override]
+    def lex(self, data: Any) -> Iterator[Any]:  # type: ignore[override]
         assert isinstance(data, _Source)
         return data.tokens()
 
 
-_Args = tuple[str, list[Any], bool]
-
-
-class _TreeBuilder(Transformer[Token, Any]):
-    """Runs inline in the LALR parser: reductions become ``Node`` objects directly."""
+class _TreeBuilder(Transformer[Any, Any]):
+    """Runs inline in the LALR parser: each reduction makes its ``Node`` directly."""
 
     def start(self, children: list[Any]) -> tuple[list[tuple[str, str]], list[Node]]:
         directives = [c for c in children if isinstance(c, tuple)]
@@ -648,66 +663,67 @@ class _TreeBuilder(Transformer[Token, Any]):
         payload: tuple[str, str] = children[0].payload
         return payload
 
-    def flags(self, children: list[Any]) -> list[str]:
-        return [str(c) for c in children]
-
-    def heredocs(self, children: list[Any]) -> list[Heredoc]:
-        return [c.payload for c in children]
-
-    def arguments(self, children: list[Any]) -> _Args:
-        if not children:
-            return ("none", [], False)
-        result: _Args = children[0]
-        return result
-
-    def exec_form(self, children: list[Any]) -> _Args:
-        return ("args", [str(c) for c in children[1:-1]], True)
-
-    def shell_form(self, children: list[Any]) -> _Args:
-        return ("args", [str(children[0])], False)
-
-    def words(self, children: list[Any]) -> _Args:
-        return ("args", [str(c) for c in children], False)
-
-    def pair(self, children: list[Any]) -> Pair:
-        return Pair(str(children[0]), str(children[1]), False)
-
-    def pairs(self, children: list[Any]) -> _Args:
-        return ("pairs", children, False)
-
-    def legacy_pair(self, children: list[Any]) -> _Args:
-        return ("pairs", [Pair(str(children[0]), str(children[1]), True)], False)
-
-    def health(self, children: list[Any]) -> _Args:
+    def health(self, children: list[Any]) -> tuple[str, list[str], bool]:
+        kind = children[0].value
         if len(children) == 1:
-            return ("args", [str(children[0])], False)
-        _, inner, is_json = children[1]
-        return ("args", [str(children[0]), *inner], is_json)
+            return ("args", [kind], False)
+        form = children[1]
+        if form.type == "EXEC_FORM":
+            return ("args", [kind, *form.payload], True)
+        return ("args", [kind, form.value], False)
 
-    def sub(self, children: list[Any]) -> _Args:
-        return ("sub", [self._node(children[1], children[2], children[3], [])], False)
+    def sub(self, children: list[Any]) -> tuple[str, list[Node], bool]:
+        return ("sub", [_node(children[1:-1])], False)
 
     def instruction(self, children: list[Any]) -> Node:
-        return self._node(children[0], children[1], children[2], children[3])
+        return _node(children)
 
-    @staticmethod
-    def _node(keyword: Any, flags: list[str], arguments: _Args, heredocs: list[Heredoc]) -> Node:
-        start, end, column, original = keyword.payload
-        kind, values, is_json = arguments
-        return Node(
-            cmd=str(keyword).lower(),
-            keyword=str(keyword),
-            flags=tuple(flags),
-            args=tuple(values) if kind == "args" else (),
-            json=is_json,
-            pairs=tuple(values) if kind == "pairs" else (),
-            heredocs=tuple(heredocs),
-            sub=values[0] if kind == "sub" else None,
-            start_line=start,
-            end_line=end,
-            column=column,
-            original=original,
-        )
+
+def _node(children: list[Any]) -> Node:
+    keyword = children[0]
+    start, end, column, original = keyword.payload
+    flags: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    pairs: tuple[Pair, ...] = ()
+    heredocs: list[Heredoc] = []
+    sub: Node | None = None
+    is_json = False
+    for child in children[1:]:
+        if isinstance(child, tuple):
+            kind, values, is_json = child
+            if kind == "sub":
+                sub = values[0]
+            else:
+                args = tuple(values)
+            continue
+        t = child.type
+        if t == "FLAGS":
+            flags = tuple(child.payload)
+        elif t == "TEXT":
+            args = (child.value,)
+        elif t == "WORDS":
+            args = tuple(child.payload)
+        elif t == "EXEC_FORM":
+            args = tuple(child.payload)
+            is_json = True
+        elif t == "PAIRS" or t == "LEGACY_PAIR":
+            pairs = tuple(child.payload)
+        elif t == "HEREDOC":
+            heredocs.append(child.payload)
+    return Node(
+        cmd=keyword.value.lower(),
+        keyword=keyword.value,
+        flags=flags,
+        args=args,
+        json=is_json,
+        pairs=pairs,
+        heredocs=tuple(heredocs),
+        sub=sub,
+        start_line=start,
+        end_line=end,
+        column=column,
+        original=original,
+    )
 
 
 # one instance: the grammar loader caches one parser per (lexer, transformer)
