@@ -6,6 +6,7 @@ Pure functions over ``ipaddress`` values; the caller supplies the host's routes 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable
 
 from builder.errors import NetworkError
@@ -24,11 +25,9 @@ def choose_subnet(
 ) -> IPv4Net:
     """The first candidate that overlaps nothing in *used* (host routes + existing networks)."""
     taken = [u for u in used if u.prefixlen > 0]  # a default route overlaps everything
-    candidates: Iterable[IPv4Net]
-    if default_network:
-        candidates = DEFAULT_POOL
-    else:
-        candidates = (s for pool in USER_POOL for s in pool.subnets(new_prefix=24))
+    slices = (s for pool in USER_POOL for s in pool.subnets(new_prefix=24))
+    # a default bridge whose /16s are all taken still gets a /24
+    candidates: Iterable[IPv4Net] = itertools.chain(DEFAULT_POOL, slices) if default_network else slices
     for cand in candidates:
         if not any(cand.overlaps(t) for t in taken):
             return cand

@@ -78,6 +78,8 @@ def test_choose_subnet_avoids_routes_and_networks() -> None:
     assert ipam.choose_subnet([net("10.89.0.0/24"), net("10.89.1.5/32")]) == net("10.89.2.0/24")
     with pytest.raises(NetworkError, match="no free subnet"):
         ipam.choose_subnet([net("10.0.0.0/8")])
+    taken = [net(f"10.{b}.0.0/16") for b in range(88, 96)] + [net("10.96.0.0/24")]
+    assert ipam.choose_subnet(taken, default_network=True) == net("10.96.1.0/24")
 
 
 def test_parse_subnet_and_allocate() -> None:
