@@ -131,6 +131,13 @@ class _Stdio:
             master, slave = os.openpty()
             self.pty_master = master
             self.console = os.ttyname(slave)
+            # the size of the caller's terminal from the start (as Docker's ConsoleSize)
+            source = stdin if isinstance(stdin, int) and stdin >= 0 else (
+                stdin.fileno() if stdin is not None and not isinstance(stdin, (bytes, int)) else 0)
+            with contextlib.suppress(OSError):
+                if os.isatty(source):
+                    rows, cols = sc.real().get_winsize(source)
+                    sc.real().set_winsize(slave, rows, cols)
             self.child = [slave, slave, slave]
             self.close_in_parent.append(slave)
             self.readers[master] = self._sink(stdout)

@@ -167,3 +167,42 @@ def test_registered_pybuild_run_uses_the_core(busybox: Any, guard: None) -> None
                 "echo $$ $(hostname) $(ip -o link | wc -l); exit 3", check=False)
     assert r.returncode == 3, r.stderr
     assert r.stdout.split() == ["1", "reg", "1"]
+
+
+def test_tty_and_interactive(busybox: Any, guard: None) -> None:
+    """-it on a terminal: the container gets a pty of our size; what we type reaches it."""
+    from builder.syscalls import real
+
+    master, slave = os.openpty()
+    real().set_winsize(slave, 33, 101)
+    p = subprocess.Popen([*LEAN, "--root", str(busybox.root), "-i", "-t", "busybox", "sh", "-c",
+                          "test -t 0 && echo is-a-tty; stty size; read line; echo got:$line"],
+                         stdin=slave, stdout=slave, stderr=slave, cwd=REPO, start_new_session=True)
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.monotonic() + 30
+        sent = False
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not sent and b"33 101" in out:
+                os.write(master, b"hello\r")
+                sent = True
+            if p.poll() is not None and not ready:
+                break
+        assert p.wait(15) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "is-a-tty" in text and "33 101" in text and "got:hello" in text

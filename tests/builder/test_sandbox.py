@@ -423,3 +423,56 @@ def test_device_node_from_a_layer_is_unusable(
                                             "mknod /tmp/d b 8 0 && head -c 1 /tmp/d >/dev/null 2>&1 && echo mknod-read; "
                                             "echo done"))
     assert code == 0 and out.split() == ["done"]
+
+
+def test_owner_killed_then_stale_sandbox_is_reaped(
+    executor: Executor, state: StateRoot, root: Root, host: HostSnapshot
+) -> None:
+    """The process that started a sandbox dies by SIGKILL: its processes die with it (parent-death
+    signals), and the next start in the same state root removes what is left (cgroups, run dir)."""
+    from builder.sandbox import reap_stale
+
+    spec = spec_for(root, "sleep", "60")
+    r_fd, w_fd = os.pipe()
+    owner = os.fork()
+    if owner == 0:  # pragma: no cover - the doomed owner
+        try:
+            sb = Executor(state).start(spec, stdout=subprocess.DEVNULL)
+            os.write(w_fd, f"{sb.pid}\n".encode())
+            time.sleep(60)
+        finally:
+            os._exit(1)
+    os.close(w_fd)
+    init_pid = int(_read_line(r_fd))
+    os.close(r_fd)
+    run_dir = state.run / spec.id
+    assert run_dir.is_dir() and Path(f"/proc/{init_pid}").exists()
+    os.kill(owner, signal.SIGKILL)
+    os.waitpid(owner, 0)
+    for _ in range(200):
+        if not Path(f"/proc/{init_pid}").exists():
+            break
+        time.sleep(0.01)
+    assert not Path(f"/proc/{init_pid}").exists()
+    assert run_dir.is_dir()  # nobody tore it down yet
+    assert spec.id in reap_stale(state)
+    assert not run_dir.exists()
+
+
+def test_exec_by_pid_and_bad_target(executor: Executor, root: Root, host: HostSnapshot) -> None:
+    r_fd, w_fd = os.pipe()
+    try:
+        sb = executor.start(spec_for(root, "sh", "-c", "echo ready; exec sleep 60"), stdout=w_fd)
+        os.close(w_fd)
+        assert _read_line(r_fd) == "ready"
+        out: list[bytes] = []
+        res = executor.exec(sb.pid, Process(args=("sh", "-c", "echo $$ >/dev/null; hostname")), stdout=out.append)
+        assert res.exit_status == 0 and b"".join(out) == b"box\n"
+        with pytest.raises(CommandNotFound):
+            executor.exec(sb.pid, Process(args=("nope",)))
+        sb.kill(signal.SIGKILL)
+        sb.wait(10)
+    finally:
+        os.close(r_fd)
+    with pytest.raises(SandboxError, match="no running sandbox"):
+        executor.exec(sb.pid, Process(args=("true",)))

@@ -154,3 +154,23 @@ def test_real_calls_in_a_child() -> None:
     assert socket.gethostname() != "inchild" and not os.path.ismount("/mnt")
     with pytest.raises(OSError, match="mount"):
         sc.real().mount("none", "/nonexistent-dir-xyz", "tmpfs")
+
+
+def test_cgroup_layout_detection() -> None:
+    from builder.sandbox.cgroups import detect
+
+    hybrid = (
+        "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n"
+        "31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:10 - cgroup cgroup rw,cpu,cpuacct\n"
+        "32 25 0:28 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
+        "33 25 0:29 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
+    )
+    lay = detect(hybrid)
+    assert lay.version == 1
+    assert lay.v1 == {"memory": "/sys/fs/cgroup/memory", "cpu": "/sys/fs/cgroup/cpu,cpuacct",
+                      "pids": "/sys/fs/cgroup/pids"}
+    assert lay.v1_options["/sys/fs/cgroup/cpu,cpuacct"] == "cpu,cpuacct"
+    assert lay.v2 == "/sys/fs/cgroup/unified"
+    v2 = detect("40 1 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n")
+    assert lay.version == 1 and v2.version == 2 and v2.v2 == "/sys/fs/cgroup" and v2.v1 == {}
+    assert detect("").version == 0
