@@ -597,7 +597,8 @@ class _StageBuilder:
             inputs["sources"] = json.dumps(srcs)
             urls = [s for s in sources if s.origin == "url"]
             if urls:
-                inputs["urls"] = json.dumps([[u.path, u.checksum] for u in urls])
+                inputs["urls"] = json.dumps([[u.path, u.checksum or self._url_version(u.path, ins)]
+                                             for u in urls])
         for h in ins.heredocs:
             content = self._x_heredoc(h, ins) if h.expand else h.content
             sources.append(CopySource(h.name, "heredoc", content=content))
@@ -629,6 +630,19 @@ class _StageBuilder:
         if ins.link:
             self.key = key_of("rebase", below, self.key)
             self.steps[-1] = replace(self.steps[-1], fs_key=self.key)
+
+    def _url_version(self, url: str, ins: df.Instruction) -> str:
+        """What the server says about *url* (ETag, Last-Modified, length): a changed remote
+        file changes the key even without ``--checksum``."""
+        import requests
+
+        try:
+            r = requests.head(url, allow_redirects=True, timeout=30)
+        except requests.RequestException as e:
+            raise self.p._err(ins, f"ADD {url}: download failed: {type(e).__name__}: {e}") from None
+        if r.status_code >= 400:
+            raise self.p._err(ins, f"ADD {url}: HTTP {r.status_code}")
+        return "|".join(r.headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length"))
 
     def _x_heredoc(self, h: df.Heredoc, ins: df.Instruction) -> str:
         # Only the $-expressions are expanded: quotes and backslashes of the file body stay.

@@ -55,8 +55,13 @@ def check_file(root: Path, rel: str, want: dict[str, Any]) -> None:
         assert stat.S_ISLNK(st.st_mode), f"{rel} is not a symlink"
         assert os.readlink(p) == want["target"]
         return
+    for field in ("uid", "gid"):
+        if field in want:
+            assert getattr(st, f"st_{field}") == want[field], f"{rel}: {field}"
     if kind == "dir":
         assert stat.S_ISDIR(st.st_mode), f"{rel} is not a directory"
+        if "mode" in want:
+            assert oct(stat.S_IMODE(st.st_mode)) == oct(int(want["mode"], 8)), f"{rel}: mode"
         return
     assert stat.S_ISREG(st.st_mode), f"{rel} is not a regular file"
     if "content" in want:
