@@ -791,7 +791,7 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
         import tty as _tty
 
         saved = termios.tcgetattr(0)
-        _tty.setraw(0)
+        _tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop typed-ahead input
     try:
         h = runtime.exec_start(root, c, process, stdin=0 if interactive else None)
         r = h.wait()

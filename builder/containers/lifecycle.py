@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from builder.containers.options import parse_signal, rfc3339nano
-from builder.containers.record import Container, ContainerStore, State, alive
+from builder.containers.record import Container, ContainerStore, NoSuchContainer, State, alive
 from builder.errors import ContainerError
 from builder.state import StateRoot
 
@@ -59,13 +59,17 @@ def refresh(cs: ContainerStore, c: Container) -> Container:
         from builder.containers import runtime
 
         runtime.teardown(cs.root, c, st)
-        exit_code = 137 if killed else st.exit_code
+        # a container still marked running died with its supervisor (the sandbox's helper kills
+        # it on the supervisor's death, or we just did): that is a SIGKILL, 137. A restarting
+        # one had already ended and recorded its own code.
+        was_running = st.status == "running"
+        exit_code = 137 if killed or was_running else st.exit_code
         st = replace(
             st,
             status="exited",
             exit_code=exit_code,
             error=st.error or "supervisor ended unexpectedly",
-            finished_at=st.finished_at if st.finished_at.startswith("0001") is False else rfc3339nano(),
+            finished_at=rfc3339nano() if was_running else st.finished_at,
             pid=0,
             pid_start=0,
             supervisor_pid=0,
@@ -234,7 +238,13 @@ def wait(root: StateRoot, ref: str, *, condition: str = "not-running") -> int:
     ``--rm`` the record disappears: the last exit code is then taken from the supervisor's
     farewell file."""
     cs = store(root)
-    c = cs.find(ref)
+    try:
+        c = cs.find(ref)
+    except NoSuchContainer:
+        # an --rm container may be gone already: its supervisor left the exit code behind
+        for p in root.containers.glob(f".exit-{ref}*") if len(ref) >= 12 else ():
+            return _last_exit(root, p.name.removeprefix(".exit-"))
+        raise
     cid = c.id
     if condition == "next-exit":
         # wait for a new FinishedAt, even if the container is stopped now
@@ -312,6 +322,11 @@ def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
 def prune(root: StateRoot, *, filters: Filters | None = None) -> list[str]:
     """``container prune``: remove every stopped container (matching *filters*); returns IDs."""
     removed = []
+    cutoff = time.time() - 60
+    for p in root.containers.glob(".exit-*") if root.containers.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if p.stat().st_mtime < cutoff:
+                p.unlink()  # exit codes of --rm containers, kept a while for `wait`
     for c in list_containers(root, all=True, filters=filters):
         if c.state.running:
             continue

@@ -323,7 +323,7 @@ def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bo
     saved_tty = None
     if tty_mode and interactive and os.isatty(0):
         saved_tty = termios.tcgetattr(0)
-        tty.setraw(0)
+        tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop typed-ahead input
     try:
         return sup.run(on_started)
     finally:

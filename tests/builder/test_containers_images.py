@@ -70,7 +70,7 @@ def make_image(root: StateRoot, ref: str, *, config: Mapping[str, Any] | None = 
     cfg = ImageConfig.build({
         "architecture": p.architecture, "os": p.os, "created": "2024-01-01T00:00:00Z",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                   **(config or {})},
+                   "Cmd": ["sh"], **(config or {})},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created_by": "test"} for _ in layers],
     })

@@ -161,7 +161,7 @@ def test_refresh_repairs_a_record_whose_supervisor_died(root: StateRoot) -> None
 
 def test_refresh_keeps_the_exit_code_when_the_container_had_ended(root: StateRoot) -> None:
     cs = ContainerStore(root)
-    st = State(status="running", pid=999999, pid_start=1, supervisor_pid=999998, supervisor_start=1,
+    st = State(status="restarting", pid=999999, pid_start=1, supervisor_pid=999998, supervisor_start=1,
                exit_code=3, started_at=rfc3339nano(), finished_at=rfc3339nano())
     c = make(cs, "gone", state=st)
     fixed = lifecycle.refresh(cs, cs.load(c.id))
