@@ -213,7 +213,13 @@ def run_step(ws: Workspace, step: Step, *, results: dict[int, StageResult],
              cancel: threading.Event) -> None:
     p = step.payload
     if isinstance(p, MkdirSpec):
-        ws.with_root(lambda root, _s: fileops.mkdir_p(root, p.path))
+        def mkdir(root: Path, _sources: list[Path]) -> None:
+            # as BuildKit: directories WORKDIR creates belong to the current USER
+            uid, gid = (fileops.resolve_user(root, p.user, where=f"{step.location}: ")
+                        if p.user else (0, 0))
+            fileops.mkdir_p(root, p.path, uid=uid, gid=gid)
+
+        ws.with_root(mkdir)
     elif isinstance(p, CopySpec):
         _copy(ws, step, p, results)
     elif isinstance(p, ExecSpec):
