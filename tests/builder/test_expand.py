@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from builder.errors import BuildError, ExpansionError
 from builder.expand import Scope, expand_word, expand_words, parse_heredoc_word, used_names
@@ -92,3 +94,48 @@ def test_scope_global_args_only_reach_from_unless_redeclared() -> None:
     stage.set_env("D", "env wins")
     assert stage.variables()["D"] == "env wins"
     assert expand_word("${E-unset}", stage.variables()) == "unset"
+
+
+_PIECES = st.sampled_from(
+    [
+        "$",
+        "{",
+        "}",
+        ":",
+        "-",
+        "+",
+        "?",
+        "#",
+        "%",
+        "/",
+        "'",
+        '"',
+        "\\",
+        "`",
+        " ",
+        "v",
+        "x",
+        "1",
+        "@",
+        "*",
+        "[",
+        "]",
+    ]
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(st.one_of(_PIECES, st.text(max_size=3)), max_size=16).map("".join),
+    st.sampled_from(["\\", "`"]),
+)
+def test_any_text_expands_or_raises_expansion_error(text: str, escape: str) -> None:
+    try:
+        word = expand_word(text, ENV, escape=escape)
+    except ExpansionError:
+        with pytest.raises(ExpansionError):
+            expand_words(text, ENV, escape=escape)
+        return
+    assert isinstance(word, str)
+    words = expand_words(text, ENV, escape=escape)
+    assert all(w for w in words)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from builder.errors import IgnorePatternError
 from builder.ignore import IgnoreMatcher, read_dockerignore
@@ -106,3 +108,50 @@ def test_read_dockerignore_bad_pattern_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(IgnorePatternError) as info:
         read_dockerignore(tmp_path, "Dockerfile")
     assert str(info.value) == f"{tmp_path}/.dockerignore:3: syntax error in pattern '[bad'"
+
+
+_TREE = [
+    "a.go", "README.md", "docs/x.md", "docs/img/p.png", "src/keep/gen_keep.go", "src/gen_x.go",
+    "src/sub/main.go", "node_modules/m/i.js", "build/o.o", "vendor/v/testdata/t.txt", ".git/HEAD",
+]  # fmt: skip
+_PATTERN_PIECES = st.sampled_from(
+    [
+        "*",
+        "**",
+        "?",
+        "/",
+        "src",
+        "docs",
+        "node_modules",
+        "build",
+        "keep",
+        "gen_*",
+        "*.go",
+        "*.md",
+        "[a-m]",
+        "!",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_PATTERN_PIECES, min_size=1, max_size=4).map("".join), max_size=5))
+def test_walk_agrees_with_matches(
+    tmp_path_factory: pytest.TempPathFactory, patterns: list[str]
+) -> None:
+    """Pruning never changes the answer: walk() yields exactly the entries matches() keeps."""
+    try:
+        matcher = IgnoreMatcher.from_lines(patterns)
+    except IgnorePatternError:
+        return
+    root = tmp_path_factory.getbasetemp() / "walk-tree"
+    if not root.exists():
+        _tree(root, _TREE)
+    expected = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for name in dirnames + filenames:
+            path = name if rel == "." else f"{rel}/{name}"
+            if not matcher.matches(path):
+                expected.add(path)
+    assert set(matcher.walk(root)) == expected
