@@ -87,6 +87,8 @@ def create_netns(path: Path) -> None:
 
     sc = syscalls.real()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not is_netns(path):
+        path.unlink()  # a stale mount point: the namespace it held died with a reboot
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
     failure: list[OSError] = []

@@ -461,3 +461,19 @@ def test_internal_network_has_no_way_out(state: StateRoot, tmp_path: Path) -> No
         assert ping(a.netns, a.gateway)
         assert not ping(a.netns, "10.234.0.2")
         assert not ping(out, a.ip)
+
+
+def test_stale_records_after_a_reboot_are_repaired(state: StateRoot) -> None:
+    """After a reboot the netns file is a plain file and the bridge is gone: attach recovers."""
+    net = N.create_network(state, "appnet")
+    a = N.attach(state, CID_A, "appnet", name="a")
+    assert a.netns is not None
+    N.release(state, CID_A)
+    links.delete_link(net.bridge)  # what a reboot does to kernel objects...
+    a.netns.parent.mkdir(parents=True, exist_ok=True)
+    a.netns.touch()  # ...while files under the state root stay
+    b = N.attach(state, CID_A, "appnet", name="a")
+    c = N.attach(state, CID_B, "appnet", name="c")
+    assert b.netns is not None and links.is_netns(b.netns)
+    assert links.link_exists(net.bridge) and firewall.has_tag(firewall.network_tag(net.id))
+    assert ping(c.netns, b.ip)
