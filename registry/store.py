@@ -31,11 +31,12 @@ LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold an advisory ``flock`` on *path* (created if missing) for the ``with`` body."""
+def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
+    """Hold an advisory ``flock`` on *path* (created if missing) for the ``with`` body;
+    with ``wait=False`` raise ``BlockingIOError`` at once if another holder has it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         yield
     finally:
         os.close(fd)
@@ -467,11 +468,19 @@ class Store:
                 stack.extend([m.config, *m.layers])
         return seen
 
-    def gc(self, *, keep: Iterable[Digest] = ()) -> tuple[int, int]:
-        """Delete unreferenced blobs and stale ingest files; returns (blobs removed, bytes)."""
+    def gc(self, *, keep: Iterable[Digest] = (), wait: bool = True) -> tuple[int, int]:
+        """Delete unreferenced blobs and stale ingest files; returns (blobs removed, bytes).
+
+        With ``wait=False`` (``rmi``) a gc that would wait for a lease holder (a build or a
+        pull in progress) is skipped, returning (0, 0): ``image prune`` collects later."""
         if not (self.path / "blobs").is_dir():
             return 0, 0
-        with file_lock(self.path / ".gc.lock"), self._locked():
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(file_lock(self.path / ".gc.lock", wait=wait))
+            except BlockingIOError:
+                return 0, 0
+            stack.enter_context(self._locked())
             live = self.referenced() | set(keep)
             removed = freed = 0
             for alg_dir in (self.path / "blobs").iterdir():

@@ -183,7 +183,7 @@ def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool) -> None
             click.echo(f"Error: {e}", err=True)
             errors += 1
     if not no_prune:
-        store.gc()
+        store.gc(wait=False)  # never block behind a build or pull holding a lease
     if errors:
         sys.exit(1)
 

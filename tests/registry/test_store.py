@@ -148,3 +148,15 @@ for i in range(15):
     names = {str(r.reference) for r in store.images()}
     assert len(names) == 1 + 4 * 15
     assert "docker.io/library/w3:14" in names
+
+
+def test_gc_without_waiting_skips_while_leased(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    d = store.put_bytes(b"in flight")
+    code = ("from registry.store import Store; "
+            f"print(Store({str(store.path)!r}).gc(wait=False))")
+    with store.lease():
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                             text=True, timeout=30).stdout
+        assert out.strip() == "(0, 0)" and store.has_blob(d)
+    assert store.gc(wait=False) == (1, 9)
