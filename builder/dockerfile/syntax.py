@@ -23,10 +23,9 @@ _GO_SPACE_SET = frozenset(GO_SPACE)
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _GO_BLANKS = re.compile("[" + GO_SPACE + "]+")
 _DIRECTIVE = re.compile(
-    r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
+    "#[" + GO_SPACE + r"]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
 )
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")
-_HEREDOC_WORD = re.compile(r"(\d*)<<(-?)([^<]*)\Z")
 
 # keyword -> how Docker reads its arguments (BuildKit's dispatch table)
 _ARG_FORMS: dict[str, str] = {
