@@ -654,8 +654,6 @@ def _copy_like(kind: type[Copy]) -> _Handler:
     def handler(
         tree: SyntaxTree, node: Node, loc: Location, orig: str, heredocs: tuple[Heredoc, ...]
     ) -> list[Instruction]:
-        from builder.expand import parse_heredoc_word
-
         keyword = "ADD" if is_add else "COPY"
         if len(node.args) < 2:
             raise _error(
@@ -678,7 +676,7 @@ def _copy_like(kind: type[Copy]) -> _Handler:
             flags.declare("parents", "bool")
         flags.parse()
         *srcs, dest = node.args
-        if not node.json and parse_heredoc_word(dest) is not None:
+        if _heredoc_marker(dest) is not None:
             raise _error(
                 tree, node, f"{keyword} cannot accept a heredoc as a destination", after=dest
             )
@@ -686,7 +684,7 @@ def _copy_like(kind: type[Copy]) -> _Handler:
         sources: list[str] = []
         contents: list[Heredoc] = []
         for src in srcs:
-            found = None if node.json else parse_heredoc_word(src)
+            found = _heredoc_marker(src)  # in exec form too, as Docker does
             if found is None:
                 sources.append(src)
                 continue
@@ -720,6 +718,17 @@ def _copy_like(kind: type[Copy]) -> _Handler:
 
 
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
+
+
+def _heredoc_marker(word: str) -> tuple[str, bool, bool, int] | None:
+    """``parse_heredoc_word``, a word it cannot read being no marker (Docker's
+    MustParseHeredoc)."""
+    from builder.expand import ExpansionError, parse_heredoc_word
+
+    try:
+        return parse_heredoc_word(word)
+    except ExpansionError:
+        return None
 
 
 def chomp_heredoc(content: str) -> str:
