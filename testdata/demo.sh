@@ -12,6 +12,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 echo "+ python3 testdata/mkbusybox.py --tar busybox.tar"
 "$PY" "$HERE/mkbusybox.py" --tar "$WORK/busybox.tar"
+"$PYBUILD" rmi busybox:latest >/dev/null 2>&1 || true  # a re-run replaces, leaving no <none>
 echo "+ pybuild import --change 'CMD [\"sh\"]' busybox.tar busybox:latest"
 "$PYBUILD" import --change 'CMD ["sh"]' "$WORK/busybox.tar" busybox:latest
 echo "+ pybuild build -t demo-app:latest testdata/contexts/multistage"
