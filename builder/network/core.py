@@ -596,10 +596,16 @@ def _start_proxy(container_id: str, ip: str, socks: list[tuple[socket.socket, Po
 
 def _is_ours(pid: int, module: str, ident: str) -> bool:
     """*pid* is our helper for *ident* (never signal a pid the system has reused)."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if raw or time.monotonic() > deadline or _state_of(pid) in ("Z", "X", ""):
+            break
+        time.sleep(0.002)  # empty while the helper is still in execve(): wait for it
+    cmd = raw.split(b"\0")
     return module.encode() in cmd and ident.encode() in cmd and _state_of(pid) not in ("Z", "X", "")
 
 
