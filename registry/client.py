@@ -44,8 +44,11 @@ if TYPE_CHECKING:
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
 USER_AGENT = "pybuild/0.1"
 READ_CHUNK = 1 << 20
-#: blobs up to this size go up in one PUT; larger ones in PATCH chunks of ``chunk_size``
-DEFAULT_CHUNK = 64 << 20
+#: blobs up to ``MONOLITHIC_MAX`` go up in one PUT; larger ones in PATCH chunks of ``chunk_size``
+#: (distribution 2.8 costs a lot per PATCH, so chunks are large; they only bound what a
+#: failure makes us send again)
+MONOLITHIC_MAX = 16 << 20
+DEFAULT_CHUNK = 128 << 20
 MAX_MANIFEST = 4 << 20
 DEFAULT_CERTS_DIRS = ("/etc/pybuild/certs.d", "/etc/docker/certs.d")
 
@@ -231,6 +234,7 @@ class RegistryClient:
         tls_verify: bool = True,
         backoff: Backoff | None = None,
         chunk_size: int = DEFAULT_CHUNK,
+        monolithic_max: int = MONOLITHIC_MAX,
         timeout: float = 60.0,
         on_retry: RetryHook | None = None,
         pool_size: int = 16,
@@ -247,6 +251,7 @@ class RegistryClient:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.backoff = backoff or Backoff()
         self.chunk_size = chunk_size
+        self.monolithic_max = min(monolithic_max, chunk_size)
         self.timeout = timeout
         self.on_retry = on_retry
         self.session = requests.Session()
@@ -560,13 +565,13 @@ class Repository:
 
     def push_blob(self, digest: Digest, size: int, open_at: Callable[[int], BinaryIO],
                   on_bytes: Callable[[int], None] | None = None) -> None:
-        """Upload a blob: one PUT up to ``chunk_size``, else PATCH chunks; after a failed chunk,
+        """Upload a blob: one PUT up to ``monolithic_max``, else PATCH chunks; after a failed chunk,
         continue from the offset the registry reports, or start a new upload if it lost it."""
         backoff = self.client.backoff
         for attempt in range(backoff.attempts):
             location = self._start_upload()
             try:
-                if size <= self.client.chunk_size:
+                if size <= self.client.monolithic_max:
                     self._put(location, digest, _Body(open_at, 0, size, on_bytes))
                 else:
                     self._chunked(location, digest, size, open_at, on_bytes)

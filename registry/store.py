@@ -82,6 +82,9 @@ class BlobWriter:
     def flush(self) -> None:
         self._file.flush()
 
+    def fileno(self) -> int:
+        return self._file.fileno()
+
     def copy_from(self, stream: BinaryIO) -> None:
         while chunk := stream.read(CHUNK):
             self.write(chunk)
