@@ -676,7 +676,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--health-retries", type=int, default=None, help="Consecutive failures needed to report unhealthy."),
         click.option("--health-start-period", default=None, help="Start period for the container to initialize."),
         click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."),
-        click.option("--runtime", default=None, help="Runtime to use for this container."),
+        click.option("--runtime", default=None, help="An OCI runtime (e.g. runc) to run the container with."),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -688,10 +688,6 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
     from builder.containers.create import RunOptions
 
-    if kw.get("runtime") not in (None, "pybuild"):
-        from builder.errors import ContainerError
-
-        raise ContainerError(f"unknown or invalid runtime name: {kw['runtime']} (containers run on pybuild's own executor)")
     return RunOptions(
         image=kw["image"], command=tuple(kw["command"]), name=kw["name"], detach=detach, rm=rm,
         env=kw["env"], env_files=kw["env_file"], volumes=kw["volumes"], mounts=kw["mounts"],

@@ -315,8 +315,14 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
             r, w = os.pipe()
             stdin, close_after, keep = r, [r], [w]
         try:
-            sb = Executor(root).start(spec, stdout=stdout, stderr=None if spec.process.terminal else stderr,
-                                      stdin=stdin)
+            rt = str(c.host_config.get("Runtime") or "pybuild")
+            if rt != "pybuild":
+                from builder.sandbox.oci import start_oci
+
+                sb = start_oci(spec, rt, root, stdout=stdout, stderr=stderr, stdin=stdin)
+            else:
+                sb = Executor(root).start(spec, stdout=stdout, stdin=stdin,
+                                          stderr=None if spec.process.terminal else stderr)
         finally:
             for fd in close_after:
                 os.close(fd)

@@ -9,7 +9,6 @@ only for its "started" or "failed" word; ``Supervisor.run()`` is also what a for
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -113,6 +112,8 @@ class Supervisor:
                 if first:
                     ready(Started(True))
                     first = False
+                if self.attach is not None and c.config.get("Tty"):
+                    _follow_window_size(proc.sandbox)
                 health = self._start_health(c, hc) if hc is not None else None
                 try:
                     outcome = proc.wait()
@@ -333,8 +334,20 @@ def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bo
             signal.signal(s, h)
 
 
-def window_size(fd: int) -> bytes | None:
-    try:
-        return fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
-    except OSError:
-        return None
+def _follow_window_size(sandbox: Any) -> None:
+    """Our terminal's size onto the container's pty, now and on every SIGWINCH."""
+    stdio = getattr(sandbox, "_stdio", None)  # the executor keeps the pty master there
+    master = getattr(stdio, "pty_master", None)
+    if master is None or not os.isatty(0):
+        return
+    from builder.syscalls import real
+
+    sys_ = real()
+
+    def resize(*_: Any) -> None:
+        with contextlib.suppress(OSError):
+            rows, cols = sys_.get_winsize(0)
+            sys_.set_winsize(master, rows, cols)
+
+    resize()
+    signal.signal(signal.SIGWINCH, resize)
