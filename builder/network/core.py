@@ -471,12 +471,17 @@ def _commit(state: StateRoot, nets: list[Network], net: Network, ep: Endpoint) -
 
 
 def _drop(state: StateRoot, nets: list[Network], net: Network, container_id: str) -> list[Network]:
-    """The record without the container; the DNS server stops with the last container."""
+    """The record without the container; the DNS server stops with the last container, and the
+    default bridge goes with its last container."""
     containers = {k: v for k, v in net.containers.items() if k != container_id}
     updated = replace(net, containers=containers)
     if not containers and net.dns_pid:
         _stop(net.dns_pid, DNS, net.id)
         updated = replace(updated, dns_pid=0)
+    if not containers and net.driver == "bridge" and not net.user_defined:
+        # the default bridge exists only while containers use it (made again on next use), so
+        # that removing the last container leaves no bridge or rule behind, as podman does
+        _dematerialise(updated)
     _save(state, updated)
     return [updated if n.id == net.id else n for n in nets]
 

@@ -223,8 +223,10 @@ def test_subnet_choice_avoids_existing(state: StateRoot) -> None:
     c = N.create_network(state, "c")
     assert a.subnet != c.subnet
     assert b.gateway == "10.78.5.254"
-    bridge = N.get_network(state, "bridge")
-    assert bridge.subnet.endswith("/16") and bridge.subnet not in (a.subnet, c.subnet)
+    import ipaddress
+
+    bridge = ipaddress.IPv4Network(N.get_network(state, "bridge").subnet)
+    assert not any(bridge.overlaps(ipaddress.IPv4Network(n.subnet)) for n in (a, b, c))
 
 
 # -- traffic -----------------------------------------------------------------------------------
@@ -318,8 +320,11 @@ def test_connect_second_network_and_disconnect(state: StateRoot) -> None:
 
 
 def test_default_bridge_outbound_nat_and_no_name_resolution(state: StateRoot, tmp_path: Path) -> None:
+    bridge = N.get_network(state, "bridge")
+    assert not links.link_exists(bridge.bridge)  # made on first use...
     a = N.attach(state, CID_A, "bridge", name="one")
     b = N.attach(state, CID_B, "bridge", name="two")
+    assert links.link_exists(bridge.bridge)
     assert ping(a.netns, b.ip)
     assert a.hosts_path is not None and "two" not in a.hosts_path.read_text()
     # outbound: the "outside" network is reached through the host with MASQUERADE
@@ -477,3 +482,16 @@ def test_stale_records_after_a_reboot_are_repaired(state: StateRoot) -> None:
     assert b.netns is not None and links.is_netns(b.netns)
     assert links.link_exists(net.bridge) and firewall.has_tag(firewall.network_tag(net.id))
     assert ping(c.netns, b.ip)
+
+
+def test_default_bridge_goes_with_its_last_container(state: StateRoot) -> None:
+    bridge = N.get_network(state, "bridge")
+    tag = firewall.network_tag(bridge.id)
+    N.attach(state, CID_A, "bridge")
+    N.attach(state, CID_B, "bridge")
+    N.release(state, CID_A)
+    assert links.link_exists(bridge.bridge) and firewall.has_tag(tag)
+    N.release(state, CID_B)
+    assert not links.link_exists(bridge.bridge) and not firewall.has_tag(tag)
+    again = N.attach(state, CID_C, "bridge")  # and comes back on next use
+    assert links.link_exists(bridge.bridge) and firewall.has_tag(tag) and again.ip
