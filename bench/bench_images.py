@@ -111,8 +111,8 @@ def bench_throughput(work: Path, mb: int) -> None:
         show(f"pybuild load -i ({fmt})", once([PYBUILD, "--root", str(fresh), "load", "-i", str(out)]))
         shutil.rmtree(fresh)
         fresh.mkdir()
-        show(f"pybuild load < stdin ({fmt})",
-             once(["sh", "-c", f'"{PYBUILD}" --root "{fresh}" load < "{out}"']))
+        show(f"cat | pybuild load (a pipe, {fmt})",
+             once(["sh", "-c", f'cat "{out}" | "{PYBUILD}" --root "{fresh}" load']))
         shutil.rmtree(fresh)
         if shutil.which("skopeo"):
             layout = work / f"layout-{fmt}"
