@@ -41,7 +41,7 @@ def _mkbusybox() -> object:
     return mod
 
 
-def median_time(fn: Callable[[], None], n: int) -> tuple[float, float]:
+def median_time(fn: Callable[[], object], n: int) -> tuple[float, float]:
     fn()  # warm-up
     times = []
     for _ in range(n):
@@ -93,13 +93,14 @@ def main() -> None:
         spec = Spec(process=Process(args=("/bin/true",)), root=root, mounts=mounts, hostname="bench")
         ex = Executor(state)
 
-        print(f"start-to-exit of /bin/true in busybox, median of {n}")
+        print(f"start-to-exit of /bin/true in busybox, median of {n} (runs interleaved, same load)")
+        contenders: dict[str, Callable[[], object]] = {}
 
         def lib() -> None:
             r = ex.run(spec)
             assert r.exit_status == 0
 
-        row("pybuild library Executor.run (in-process)", *median_time(lib, n))
+        contenders["pybuild library Executor.run (in-process)"] = lib
 
         # the same bundle for runc: a plain rootfs directory, our config.json
         rootfs = tmp / "bundle-rootfs"
@@ -118,25 +119,41 @@ def main() -> None:
                 subprocess.run([runc, "--root", str(tmp / "runc"), "run", "--bundle", str(bundle),
                                 f"bench{next(counter)}"], check=True, stdin=subprocess.DEVNULL)
 
-            row("runc run (same bundle)", *median_time(runc_run, n))
-        else:
-            row("runc run", None, note="runc not installed")
-
+            contenders["runc run (same bundle)"] = runc_run
         pybuild = Path(sys.executable).parent / "pybuild"
         croot = tmp / "cli-root"
         imp = subprocess.run([str(pybuild), "--root", str(croot), "import", str(bb), "busybox:latest"],
                              capture_output=True, text=True)
         if imp.returncode == 0:
+            def lean() -> None:
+                subprocess.run([sys.executable, "-m", "builder.cli.run", "--root", str(croot), "--rm",
+                                "busybox", "/bin/true"], check=True, stdin=subprocess.DEVNULL, cwd=REPO)
+
             def cli() -> None:
                 subprocess.run([str(pybuild), "--root", str(croot), "run", "--rm", "--network", "none",
                                 "busybox", "/bin/true"], check=True, stdin=subprocess.DEVNULL)
 
-            row("pybuild run --rm --network none (a process)", *median_time(cli, n))
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "pass"], check=True)
-            row("  (python -c pass, for scale)", time.perf_counter() - t, time.perf_counter() - t)
+            contenders["python -m builder.cli.run (lean foreground run)"] = lean
+            contenders["pybuild run --rm --network none (registered)"] = cli
+            contenders["  (python -c pass, for scale)"] = lambda: subprocess.run(
+                [sys.executable, "-c", "pass"], check=True)
+            contenders["  (imports of the lean run path, no run)"] = lambda: subprocess.run(
+                [sys.executable, "-c", "import builder.cli, builder.cli.run, builder.sandbox.executor, "
+                 "builder.rootfs, registry.store"], check=True, cwd=REPO)
         else:
             row("pybuild run", None, note=f"import failed: {imp.stderr.strip()[:80]}")
+        times: dict[str, list[float]] = {k: [] for k in contenders}
+        for fn in contenders.values():
+            fn()  # warm-up
+        for _ in range(n):
+            for name, fn in contenders.items():
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+        for name, ts in times.items():
+            row(name, statistics.median(ts), min(ts))
+        if not runc:
+            row("runc run", None, note="runc not installed")
 
         docker = shutil.which("docker")
         if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:

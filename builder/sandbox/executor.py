@@ -64,6 +64,8 @@ def _pid_start(pid: int) -> int | None:
         return None
     try:
         data = os.read(fd, 4096)
+    except OSError:  # it exited between open and read
+        return None
     finally:
         os.close(fd)
     return int(data.rpartition(b")")[2].split()[19])
