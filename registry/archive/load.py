@@ -317,7 +317,14 @@ def _walk(received: _Received, desc: Descriptor, plan: _Plan, what: str) -> tupl
         config = ImageConfig.parse(received.read(f"blobs/sha256/{manifest.config.digest.encoded}"))
     except InvalidManifest as e:
         raise ArchiveError(f"{what}: {e}") from None
-    _check_layers(config, [_need(received, d, plan, what) for d in manifest.layers], what)
+    entries = [_need(received, d, plan, what) for d in manifest.layers]
+    for d, entry in zip(manifest.layers, entries, strict=True):
+        if mt.is_layer(d.media_type) and entry.spool is not None:
+            kind = compression.detect(entry.spool.head)
+            if kind != mt.layer_compression(d.media_type):
+                raise ArchiveError(f"{what}: layer {d.digest} is {kind}-compressed, but its "
+                                   f"media type is {d.media_type}")
+    _check_layers(config, entries, what)
     return manifest.config.digest, f"blobs/sha256/{manifest.config.digest.encoded}"
 
 

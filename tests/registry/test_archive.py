@@ -342,3 +342,19 @@ def oci_or_small(busybox: Pybuild, tmp_path: Path) -> Path:
     small = tmp_path / "small.tar"
     busybox("save", "-o", str(small), "busybox")
     return small
+
+
+def test_layer_whose_media_type_lies_is_refused(busybox: Pybuild, oci_tar: Path) -> None:
+    members = tar_members(oci_tar)
+    index = json.loads(members["index.json"])
+    old = index["manifests"][0]["digest"]
+    manifest = json.loads(members["blobs/" + old.replace(":", "/")])
+    manifest["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
+    raw = json.dumps(manifest).encode()
+    new = "sha256:" + hashlib.sha256(raw).hexdigest()
+    members["blobs/" + new.replace(":", "/")] = raw
+    index["manifests"][0].update(digest=new, size=len(raw))
+    members["index.json"] = json.dumps(index).encode()
+    bad = oci_tar.with_name("lying.tar")
+    write_tar(bad, members)
+    _refused(busybox, bad.read_bytes(), "is none-compressed, but its media type is")
