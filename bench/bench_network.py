@@ -124,6 +124,13 @@ def main() -> None:
         })
         row("attach + release with -p 80", {"pybuild": median_ms(attach_release_port, runs)})
 
+        def default_bridge(i: int) -> None:  # the bridge and its rules come and go each time
+            cid = f"{i + 2000:064x}"
+            N.attach(state, cid, "bridge")
+            N.release(state, cid)
+
+        row("attach + release, default bridge", {"pybuild": median_ms(default_bridge, runs)})
+
         # -- HTTP through the proxy vs straight to the container --------------------------------
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
