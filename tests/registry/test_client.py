@@ -14,9 +14,9 @@ from registry import transfer
 from registry.client import (
     Backoff,
     RegistryClient,
-    _retry_after,
     certs_dirs,
     is_loopback,
+    retry_after,
 )
 from registry.digest import Digest
 from registry.errors import (
@@ -128,9 +128,9 @@ def test_chunked_upload_and_tag_pages(plain_registry: Registry, tmp_path: Path, 
 
 
 def test_retry_after_and_backoff() -> None:
-    assert _retry_after("3") == 3.0
-    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert _retry_after(None) is None and _retry_after("soon") is None
+    assert retry_after("3") == 3.0
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert retry_after(None) is None and retry_after("soon") is None
     b = Backoff(attempts=3, base=1.0, cap=4.0)
     assert b.delay(0, TooManyRequests("x", retry_after=2.5)) == 2.5
     assert 0.5 <= b.delay(0, TransportError("x")) <= 1.0

@@ -1,0 +1,334 @@
+"""``RegistryClient``: one registry host over a pooled ``requests`` session: ping and scheme
+choice, auth challenges, HTTP status and OCI error codes mapped to ``registry.errors``, retries."""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import random
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from registry import mediatypes as mt
+from registry.auth import Authenticator, Credentials, DockerConfig
+from registry.errors import (
+    BlobUnknown,
+    Denied,
+    ManifestUnknown,
+    NameUnknown,
+    NotFound,
+    RegistryError,
+    TooManyRequests,
+    TransportError,
+    Unauthorized,
+)
+from registry.reference import Reference
+
+if TYPE_CHECKING:
+    import requests
+
+    from registry.client.repository import Repository
+
+from registry.client.tls import TLSSettings, insecure_registries, is_loopback
+
+MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
+USER_AGENT = "pybuild/0.1"
+READ_CHUNK = 1 << 20
+#: blobs up to ``MONOLITHIC_MAX`` go up in one PUT; larger ones in PATCH chunks of ``chunk_size``
+#: (distribution 2.8 costs a lot per PATCH, so chunks are large; they only bound what a
+#: failure makes us send again)
+MONOLITHIC_MAX = 16 << 20
+DEFAULT_CHUNK = 128 << 20
+MAX_MANIFEST = 4 << 20
+
+#: (attempt, wait seconds, error) after a failure that will be retried
+RetryHook = Callable[[int, float, RegistryError], None]
+
+def retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def error_for(resp: requests.Response, what: str, *, host: str, name: str) -> RegistryError:
+    """Map an HTTP error response (status and OCI error codes) into the ``registry.errors`` tree."""
+    codes: list[tuple[str, str]] = []
+    if resp.request is not None and resp.request.method != "HEAD":
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            for e in resp.json().get("errors") or []:
+                codes.append((str(e.get("code") or ""), str(e.get("message") or "")))
+    code = codes[0][0] if codes else ""
+    message = codes[0][1] if codes else ""
+    s = resp.status_code
+    where = f"{host}/{name}" if name else host
+    if s == 401 or code == "UNAUTHORIZED":
+        return Unauthorized(f"unauthorized: authentication required for {where}; run pybuild login {host}")
+    if s == 403 or code == "DENIED":
+        return Denied(f"denied: requested access to {where} is denied" + (f" ({message})" if message else ""))
+    if s == 429 or code == "TOOMANYREQUESTS":
+        return TooManyRequests(f"toomanyrequests: {host} rate limit reached ({what})",
+                               retry_after=retry_after(resp.headers.get("Retry-After")))
+    if code == "NAME_UNKNOWN":
+        return NameUnknown(f"not found: repository {where} does not exist (NAME_UNKNOWN)")
+    if code == "MANIFEST_UNKNOWN" or (s == 404 and "manifest" in what):
+        return ManifestUnknown(f"not found: manifest unknown: {what}")
+    if code == "BLOB_UNKNOWN" or (s == 404 and "blob" in what):
+        return BlobUnknown(f"not found: blob unknown: {what}")
+    if s == 404:
+        return NotFound(f"not found: {what}")
+    detail = f"{code}: {message}" if code else (resp.reason or "")
+    if s >= 500:
+        return TransportError(f"{host}: HTTP {s} {detail} ({what})", retryable=True, status=s)
+    return TransportError(f"{host}: HTTP {s} {detail} ({what})", retryable=False, status=s)
+
+
+def _transport_error(e: Exception, url: str) -> TransportError:
+    import requests as rq
+
+    if isinstance(e, rq.exceptions.SSLError):
+        return TransportError(f"TLS error talking to {url}: {short_error(e)}", retryable=False)
+    return TransportError(f"connection error talking to {url}: {short_error(e)}", retryable=True)
+
+
+def short_error(e: Exception) -> str:
+    text = str(e)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "certificate verify failed (add the CA to certs.d or use --tls-verify=false)"
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: ``base * 2**attempt`` up to ``cap``; ``attempts`` tries."""
+
+    attempts: int = 5
+    base: float = 0.2
+    cap: float = 10.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, error: RegistryError) -> float:
+        if isinstance(error, TooManyRequests) and error.retry_after is not None:
+            return float(min(error.retry_after, self.max_retry_after))
+        return float(min(self.cap, self.base * 2.0**attempt) * (0.5 + random.random() / 2))
+
+
+class RegistryClient:
+    """One registry host. Thread-safe: blob transfers run from a thread pool over one session.
+
+    Scheme: HTTPS; plain HTTP is tried after HTTPS fails only for loopback hosts, hosts in
+    ``$PYBUILD_INSECURE_REGISTRIES``, or with ``tls_verify=False`` (which also skips
+    certificate checks), as Docker allows. CAs and client certificates come from
+    ``certs_dirs()``.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        credentials: Credentials | None = None,
+        tls_verify: bool = True,
+        backoff: Backoff | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+        monolithic_max: int = MONOLITHIC_MAX,
+        timeout: float = 60.0,
+        on_retry: RetryHook | None = None,
+        pool_size: int = 16,
+    ) -> None:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        self.host = host
+        self.tls_verify = tls_verify
+        if not tls_verify:
+            import urllib3
+
+            # The user asked for unverified TLS: do not warn on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.backoff = backoff or Backoff()
+        self.chunk_size = chunk_size
+        self.monolithic_max = min(monolithic_max, chunk_size)
+        self.timeout = timeout
+        self.on_retry = on_retry
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        if credentials is None:
+            credentials = DockerConfig.load().get(Reference.parse(f"{host}/x").domain)
+        self.credentials = credentials
+        self.auth = Authenticator(self.session, host, credentials, tls=self._tls_kwargs)
+        self._base: str | None = None
+        self._lock = threading.Lock()
+        self._tls: dict[str, TLSSettings] = {}
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _tls_kwargs(self, url: str) -> dict[str, Any]:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "https":
+            return {}
+        netloc = parts.netloc
+        if netloc not in self._tls:
+            verify = self.tls_verify or netloc != self.host
+            self._tls[netloc] = TLSSettings.for_host(netloc, verify=verify)
+        return self._tls[netloc].kwargs()
+
+    @property
+    def http_allowed(self) -> bool:
+        return not self.tls_verify or is_loopback(self.host) or self.host in insecure_registries()
+
+    @property
+    def base(self) -> str:
+        """``scheme://host``, found by pinging ``/v2/`` once (which also learns the challenge)."""
+        with self._lock:
+            if self._base is None:
+                self._base = self._ping()
+            return self._base
+
+    def _ping(self) -> str:
+        import requests as rq
+
+        schemes = ["https", "http"] if self.http_allowed else ["https"]
+        last: Exception | None = None
+        for scheme in schemes:
+            url = f"{scheme}://{self.host}/v2/"
+            for attempt in range(self.backoff.attempts):
+                try:
+                    r = self.session.get(url, timeout=self.timeout, **self._tls_kwargs(url))
+                except rq.exceptions.SSLError as e:
+                    last = e
+                    if "CERTIFICATE_VERIFY_FAILED" in str(e) or scheme == "http":
+                        raise _transport_error(e, url) from None
+                    break  # not TLS at all: try plain HTTP if allowed
+                except rq.RequestException as e:
+                    last = e
+                    break
+                if r.status_code in (429,) or r.status_code >= 500:
+                    err = error_for(r, "ping", host=self.host, name="")
+                    if attempt + 1 < self.backoff.attempts:
+                        self._sleep(attempt, err)
+                        continue
+                    raise err
+                if r.status_code == 401:
+                    self.auth.set_challenge(r.headers.get("WWW-Authenticate"))
+                elif r.status_code != 200:
+                    raise TransportError(f"{self.host} is not a registry: GET /v2/ answered HTTP {r.status_code}",
+                                         retryable=False, status=r.status_code)
+                return f"{scheme}://{self.host}"
+        assert last is not None
+        raise _transport_error(last, f"{schemes[0]}://{self.host}/v2/")
+
+    def _sleep(self, attempt: int, err: RegistryError) -> None:
+        wait = self.backoff.delay(attempt, err)
+        if self.on_retry:
+            self.on_retry(attempt + 1, wait, err)
+        time.sleep(wait)
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scopes: frozenset[str],
+        what: str,
+        name: str = "",
+        headers: dict[str, str] | None = None,
+        data: Callable[[], Any] | bytes | None = None,
+        params: dict[str, str] | None = None,
+        stream: bool = False,
+        ok: tuple[int, ...] = (200,),
+        retries: bool = True,
+    ) -> requests.Response:
+        """One API call: auth (answering a 401 challenge once), status mapping, and retries of
+        connection errors, 5xx and 429 (honouring ``Retry-After``) when *retries*."""
+        attempt = 0
+        while True:
+            try:
+                resp = self._once(method, path_or_url, scopes=scopes, headers=headers, data=data,
+                                  params=params, stream=stream)
+                if resp.status_code in ok:
+                    return resp
+                err = error_for(resp, what, host=self.host, name=name)
+                resp.close()
+            except TransportError as e:
+                err = e
+            if not (retries and err.retryable) or attempt + 1 >= self.backoff.attempts:
+                raise err
+            self._sleep(attempt, err)
+            attempt += 1
+
+    def _once(self, method: str, path_or_url: str, *, scopes: frozenset[str],
+              headers: dict[str, str] | None, data: Callable[[], Any] | bytes | None,
+              params: dict[str, str] | None, stream: bool) -> requests.Response:
+        import requests as rq
+
+        url = path_or_url if "://" in path_or_url else self.base + path_or_url
+        for auth_round in range(2):
+            h = dict(headers or {})
+            authz = self.auth.header(scopes)
+            if authz:
+                h["Authorization"] = authz
+            body = data() if callable(data) else data
+            try:
+                resp = self.session.request(method, url, headers=h, data=body, params=params,
+                                            stream=stream, timeout=self.timeout, allow_redirects=True,
+                                            **self._tls_kwargs(url))
+            except rq.RequestException as e:
+                raise _transport_error(e, url) from None
+            if resp.status_code == 401 and auth_round == 0:
+                challenge = resp.headers.get("WWW-Authenticate")
+                first = self.auth.challenge is None
+                self.auth.set_challenge(challenge)
+                if self.auth.challenge is None:
+                    return resp
+                if not first and self.auth.challenge.scheme == "basic" and authz:
+                    return resp  # the same credentials again would fail the same way
+                self.auth.invalidate(scopes)
+                resp.close()
+                continue
+            return resp
+        return resp
+
+    def repository(self, path: str) -> Repository:
+        from registry.client.repository import Repository
+
+        return Repository(self, path)
+
+    def verify_login(self) -> str | None:
+        """Check the credentials against ``/v2/`` (and the token server); returns an identity
+        token if the token server issued one. Raises ``Unauthorized`` when refused."""
+        _ = self.base
+        if self.auth.challenge is None:
+            return None
+        if self.auth.challenge.scheme == "bearer":
+            return self.auth.login_token()
+        self.request("GET", "/v2/", scopes=frozenset(), what="login")
+        return None
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def client_for(reference: Reference, *, tls_verify: bool = True, **kwargs: Any) -> RegistryClient:
+    """A ``RegistryClient`` for the registry a reference names, with its stored credentials."""
+    return RegistryClient(reference.registry, tls_verify=tls_verify,
+                          credentials=kwargs.pop("credentials", None) or
+                          DockerConfig.load().get(reference.domain), **kwargs)

@@ -1,0 +1,102 @@
+"""TLS for registries: ``certs.d`` directories (CA bundles and client certificates), loopback
+and insecure-registry rules that allow plain HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    pass
+
+DEFAULT_CERTS_DIRS = ("/etc/pybuild/certs.d", "/etc/docker/certs.d")
+
+
+def certs_dirs() -> list[Path]:
+    """``$PYBUILD_CERTS_D`` (a ``:``-separated list), else ``/etc/pybuild/certs.d`` then Docker's."""
+    env = os.environ.get("PYBUILD_CERTS_D")
+    return [Path(p) for p in (env.split(os.pathsep) if env else DEFAULT_CERTS_DIRS) if p]
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_registries() -> set[str]:
+    """``$PYBUILD_INSECURE_REGISTRIES``: comma-separated ``host[:port]`` allowed over plain HTTP
+    or with unverified TLS, as Docker's ``insecure-registries`` daemon setting."""
+    return {h.strip() for h in os.environ.get("PYBUILD_INSECURE_REGISTRIES", "").split(",") if h.strip()}
+
+
+_bundles: dict[tuple[str, ...], str] = {}
+_bundle_lock = threading.Lock()
+
+
+def _ca_bundle(cas: tuple[str, ...]) -> str:
+    """System CAs plus a registry's own ``*.crt`` in one file, as Docker adds them to the pool."""
+    with _bundle_lock:
+        if cas not in _bundles:
+            import certifi
+
+            parts = [Path(certifi.where()).read_bytes()] + [Path(c).read_bytes() for c in cas]
+            fd, path = tempfile.mkstemp(prefix="pybuild-ca-", suffix=".pem")
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\n".join(parts))
+            import atexit
+
+            atexit.register(_unlink_quietly, path)
+            _bundles[cas] = path
+        return _bundles[cas]
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """``requests`` keyword arguments for one host: ``verify`` and a client ``cert``."""
+
+    verify: bool | str = True
+    cert: tuple[str, str] | None = None
+
+    @classmethod
+    def for_host(cls, host: str, *, verify: bool = True) -> TLSSettings:
+        cas: list[str] = []
+        cert: tuple[str, str] | None = None
+        for base in certs_dirs():
+            d = base / host
+            if not d.is_dir():
+                continue
+            for f in sorted(d.iterdir()):
+                if f.suffix == ".crt":
+                    cas.append(str(f))
+                elif f.suffix == ".cert" and (d / (f.stem + ".key")).is_file():
+                    cert = (str(f), str(d / (f.stem + ".key")))
+            break  # the first directory that knows the host wins, as in Docker
+        v: bool | str = verify
+        if verify and cas:
+            v = _ca_bundle(tuple(cas))
+        return cls(v, cert)
+
+    def kwargs(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"verify": self.verify}
+        if self.cert:
+            d["cert"] = self.cert
+        return d
+
+

@@ -1,0 +1,23 @@
+"""``copy(src, dst)``: the one code path of pull, push and copy, between a registry repository,
+the local store and an OCI layout directory; blobs move concurrently and report progress events.
+
+``ends.py`` holds the ends and ``parse_end`` (text to an end), ``copier.py`` the copy itself and
+the ``pull``/``push`` library calls others use, ``events.py`` the progress events.
+"""
+
+from registry.transfer.copier import copy, local_tags, pull, pull_result, push
+from registry.transfer.ends import (
+    DEFAULT_CONCURRENCY,
+    BlobSources,
+    End,
+    LayoutEnd,
+    RemoteEnd,
+    StoreEnd,
+    parse_end,
+    remote_end,
+)
+from registry.transfer.events import CopyResult, Event, Progress
+
+__all__ = ["copy", "pull", "pull_result", "push", "parse_end", "remote_end", "Event",
+           "CopyResult", "End", "RemoteEnd", "StoreEnd", "LayoutEnd", "BlobSources", "local_tags",
+           "Progress", "DEFAULT_CONCURRENCY"]
