@@ -53,6 +53,10 @@ def _containers(g: Globals) -> list[dict[str, Any]]:
             data = json.loads(p.read_bytes())
             if isinstance(data, dict):
                 out.append(data)
+                # the lifecycle status lives beside it, in state.json ("status": "running"…)
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    status = json.loads((p.parent / "state.json").read_bytes()).get("status")
+                    data.setdefault("State", {"Status": status})
     return out
 
 
@@ -196,8 +200,12 @@ def _remove(g: Globals, store: Store, name: str, force: bool) -> list[str]:
               and r.reference != record.reference]
     if users and not others:
         by_id = record.reference is None or not _is_ref(name, record)
-        c = users[0]
+        running = [c for c in users if _running(c)]
+        c = (running or users)[0]
         cid = str(c.get("Id", ""))[:12]
+        if by_id and running:
+            raise _conflict(f"unable to delete {_short(image_id)} (cannot be forced) - image is "
+                            f"being used by running container {cid}")
         if not force:
             if by_id:
                 raise _conflict(f"unable to delete {_short(image_id)} (must be forced) - image is "
@@ -213,6 +221,13 @@ def _remove(g: Globals, store: Store, name: str, force: bool) -> list[str]:
         store.add(record.descriptor.with_annotations(**{"org.opencontainers.image.ref.name": None}))
         return lines
     return store.remove(name, force=force)
+
+
+def _running(container: dict[str, Any]) -> bool:
+    state = container.get("State")
+    if isinstance(state, dict):
+        return bool(state.get("Running")) or state.get("Status") == "running"
+    return state == "running"
 
 
 def _is_ref(name: str, record: ImageRecord) -> bool:

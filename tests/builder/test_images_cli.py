@@ -132,10 +132,18 @@ def test_rmi_by_id_with_several_tags_needs_force(busybox: Pybuild) -> None:
     assert out[2] == f"Deleted: {busybox.image_id}"
 
 
-def _container(p: Pybuild, image_id: str, cid: str = "c0ffee" * 10 + "abcd") -> None:
+def _container(p: Pybuild, image_id: str, cid: str = "c0ffee" * 10 + "abcd",
+               state: dict[str, Any] | None = None) -> None:
     d = p.root / "containers" / cid
     d.mkdir(parents=True)
-    (d / "container.json").write_text(json.dumps({"Id": cid, "Name": "web", "ImageID": image_id}))
+    (d / "container.json").write_text(json.dumps({"Id": cid, "Name": "/web", "ImageID": image_id}))
+    (d / "state.json").write_text(json.dumps(state or {"status": "exited"}))
+
+
+def test_rmi_never_deletes_an_image_a_running_container_uses(busybox: Pybuild) -> None:
+    _container(busybox, busybox.image_id, "feed" * 16, {"status": "running", "pid": 1})
+    refused(busybox, "rmi", "-f", busybox.image_id[7:19],
+            needle="(cannot be forced) - image is being used by running container feedfeedfeed")
 
 
 def test_rmi_refuses_an_image_a_container_uses(busybox: Pybuild) -> None:
