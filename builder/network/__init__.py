@@ -53,7 +53,6 @@ from builder.network.core import (
     endpoints,
     get_network,
     hosts_entries,
-    hosts_path,
     list_networks,
     netns_path,
     prune_networks,
@@ -61,7 +60,6 @@ from builder.network.core import (
     remove_network,
     reset,
     resolv_conf,
-    resolv_path,
     shared_netns,
 )
 from builder.network.model import (
@@ -73,6 +71,7 @@ from builder.network.model import (
     parse_publish_all,
     publish_exposed,
 )
+from builder.network.names import hosts_path, resolv_path
 
 __all__ = [
     "Endpoint",

@@ -12,11 +12,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -24,20 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import NetworkError
-from builder.network import firewall, ipam, links
-from builder.network.model import DRIVERS, PREDEFINED, Endpoint, Network, PortBinding, PortMapping
+from builder.network import firewall, helpers, ipam, links, names
+from builder.network.model import DRIVERS, PREDEFINED, Endpoint, Network, PortMapping
 from builder.state import StateRoot
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
 
-HOSTS_HEADER = """127.0.0.1\tlocalhost
-::1\tlocalhost ip6-localhost ip6-loopback
-fe00::0\tip6-localnet
-ff00::0\tip6-mcastprefix
-ff02::1\tip6-allnodes
-ff02::2\tip6-allrouters
-"""
 
 
 # -- paths --------------------------------------------------------------------------------------
@@ -46,20 +34,6 @@ ff02::2\tip6-allrouters
 def netns_path(state: StateRoot, container_id: str) -> Path:
     """The container's persistent network namespace file (what the sandbox ``setns``-es into)."""
     return state.run / "netns" / container_id
-
-
-def _files_dir(state: StateRoot, container_id: str) -> Path:
-    return state.run / "net" / container_id
-
-
-def hosts_path(state: StateRoot, container_id: str) -> Path:
-    """The file to bind-mount at ``/etc/hosts``; rewritten in place (same inode) on changes."""
-    return _files_dir(state, container_id) / "hosts"
-
-
-def resolv_path(state: StateRoot, container_id: str) -> Path:
-    """The file to bind-mount at ``/etc/resolv.conf``."""
-    return _files_dir(state, container_id) / "resolv.conf"
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -268,7 +242,7 @@ def remove_network(state: StateRoot, ref: str, *, _predefined: bool = False) -> 
                 f"endpoints ({len(net.containers)})"
             )
         if net.dns_pid:
-            _stop(net.dns_pid, DNS, net.id)
+            helpers.stop(net.dns_pid, helpers.DNS, net.id)
         _dematerialise(net)
         _record_path(state, net.id).unlink(missing_ok=True)
         return net
@@ -357,8 +331,8 @@ def attach(
         ep = Endpoint(
             container_id=container_id, network_id=net.id, network_name=net.name,
             driver=net.driver, netns=None, name=name, hostname=hostname or container_id[:12],
-            aliases=tuple(aliases), hosts_path=hosts_path(state, container_id),
-            resolv_path=resolv_path(state, container_id),
+            aliases=tuple(aliases), hosts_path=names.hosts_path(state, container_id),
+            resolv_path=names.resolv_path(state, container_id),
         )
         if net.driver == "host":
             return _commit(state, nets, net, ep)
@@ -375,12 +349,12 @@ def attach(
                 ep = _wire(state, net, ep, ip, ports, undo)
             if net.driver == "bridge" and net.user_defined:
                 before = net.dns_pid
-                net = _ensure_dns(state, net)
+                net = helpers.ensure_dns(state, net)
                 if net.dns_pid and net.dns_pid != before:
                     started = net
 
                     def stop_dns() -> None:
-                        _stop(started.dns_pid, DNS, started.id)
+                        helpers.stop(started.dns_pid, helpers.DNS, started.id)
 
                     undo.append(stop_dns)
             return _commit(state, nets, net, ep)
@@ -429,7 +403,7 @@ def _wire(
         undo.append(lambda: links.remove_ifname_in(netns, ifname))
         return ep
     # bind published ports first: "port already in use" must fail before anything is made
-    socks = _bind_ports(ports)
+    socks = helpers.bind_ports(ports)
 
     def close_socks() -> None:
         for s, _ in socks:
@@ -454,8 +428,8 @@ def _wire(
                 )
             )
         undo.append(lambda: _remove_port_rules(net.id, ep.container_id))
-        pid = _start_proxy(ep.container_id, str(addr), socks)
-        undo.append(lambda: _stop_proxy(pid, ep.container_id))
+        pid = helpers.start_proxy(ep.container_id, str(addr), socks)
+        undo.append(lambda: helpers.stop_proxy(pid, ep.container_id))
         ep = replace(ep, ports=bindings, proxy_pid=pid)
     return ep
 
@@ -466,7 +440,7 @@ def _commit(state: StateRoot, nets: list[Network], net: Network, ep: Endpoint) -
     updated = replace(net, containers=containers)
     _save(state, updated)
     nets = [updated if n.id == net.id else n for n in nets]
-    _sync_files(state, nets, net.id, also=ep.container_id)
+    names.sync_files(state, nets, net.id, also=ep.container_id)
     return ep
 
 
@@ -476,7 +450,7 @@ def _drop(state: StateRoot, nets: list[Network], net: Network, container_id: str
     containers = {k: v for k, v in net.containers.items() if k != container_id}
     updated = replace(net, containers=containers)
     if not containers and net.dns_pid:
-        _stop(net.dns_pid, DNS, net.id)
+        helpers.stop(net.dns_pid, helpers.DNS, net.id)
         updated = replace(updated, dns_pid=0)
     if not containers and net.driver == "bridge" and not net.user_defined:
         # the default bridge exists only while containers use it (made again on next use), so
@@ -495,12 +469,12 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
             raise NetworkError(f"container {container_id[:12]} is not connected to network {net.name}")
         _unwire(net, Endpoint.from_json(container_id, net, d))
         nets = _drop(state, nets, net, container_id)
-        _sync_files(state, nets, net.id, also=container_id)
+        names.sync_files(state, nets, net.id, also=container_id)
 
 
 def _unwire(net: Network, ep: Endpoint) -> None:
     if ep.proxy_pid:
-        _stop_proxy(ep.proxy_pid, ep.container_id)
+        helpers.stop_proxy(ep.proxy_pid, ep.container_id)
     if ep.ports:
         _remove_port_rules(net.id, ep.container_id)
     if ep.netns is not None and ep.ifname:
@@ -520,10 +494,10 @@ def release(state: StateRoot, container_id: str) -> None:
                 continue
             _unwire(net, Endpoint.from_json(container_id, net, d))
             nets = _drop(state, nets, net, container_id)
-            _sync_files(state, nets, net.id)
+            names.sync_files(state, nets, net.id)
         links.remove_netns(netns_path(state, container_id))
-        d_ = _files_dir(state, container_id)
-        for p in (hosts_path(state, container_id), resolv_path(state, container_id)):
+        d_ = names.files_dir(state, container_id)
+        for p in (names.hosts_path(state, container_id), names.resolv_path(state, container_id)):
             p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             d_.rmdir()
@@ -541,136 +515,6 @@ def reset(state: StateRoot) -> None:
         remove_network(state, net.id, _predefined=True)
 
 
-# -- published ports ----------------------------------------------------------------------------
-
-
-def _bind_ports(ports: Sequence[PortMapping]) -> list[tuple[socket.socket, PortBinding]]:
-    out: list[tuple[socket.socket, PortBinding]] = []
-    try:
-        for m in ports:
-            kind = socket.SOCK_STREAM if m.protocol == "tcp" else socket.SOCK_DGRAM
-            s = socket.socket(socket.AF_INET, kind)
-            out.append((s, PortBinding(m.container_port, m.protocol, m.host_ip, m.host_port)))
-            if kind == socket.SOCK_STREAM:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            host = m.host_ip or "0.0.0.0"
-            try:
-                s.bind((host, m.host_port))
-            except OSError as e:
-                raise NetworkError(
-                    f"Bind for {host}:{m.host_port} failed: "
-                    + ("port is already allocated" if e.errno == 98 else e.strerror or str(e))
-                ) from None
-            if kind == socket.SOCK_STREAM:
-                s.listen(128)
-            port = s.getsockname()[1]
-            out[-1] = (s, PortBinding(m.container_port, m.protocol, m.host_ip, port))
-    except BaseException:
-        for s, _ in out:
-            s.close()
-        raise
-    return out
-
-
-PROXY = "builder.network.proxy"
-DNS = "builder.network.dns"
-
-
-def _spawn(module: str, args: Sequence[str], socks: Sequence[socket.socket]) -> int:
-    """Start a detached helper (own session, no tty) that inherits the bound *socks*."""
-    env = dict(os.environ)
-    pkg_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            pass_fds=[s.fileno() for s in socks], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            close_fds=True, env=env, cwd="/",
-        )
-    finally:
-        for s in socks:
-            s.close()  # the helper holds its own copies now
-    return proc.pid
-
-
-def _start_proxy(container_id: str, ip: str, socks: list[tuple[socket.socket, PortBinding]]) -> int:
-    args = [f"{s.fileno()}/{b.protocol}/{ip}/{b.container_port}" for s, b in socks]
-    return _spawn(PROXY, ["--id", container_id, *args], [s for s, _ in socks])
-
-
-def _is_ours(pid: int, module: str, ident: str) -> bool:
-    """*pid* is our helper for *ident* (never signal a pid the system has reused)."""
-    deadline = time.monotonic() + 2
-    while True:
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        if raw or time.monotonic() > deadline or _state_of(pid) in ("Z", "X", ""):
-            break
-        time.sleep(0.002)  # empty while the helper is still in execve(): wait for it
-    cmd = raw.split(b"\0")
-    return module.encode() in cmd and ident.encode() in cmd and _state_of(pid) not in ("Z", "X", "")
-
-
-def _stop_proxy(pid: int, container_id: str) -> None:
-    _stop(pid, PROXY, container_id)
-
-
-def _stop(pid: int, module: str, ident: str) -> None:
-    if not _is_ours(pid, module, ident):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # a zombie child of ours: reap it
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:  # reap it if we are its parent (a test, or the same CLI call); else init does
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:
-            if not Path(f"/proc/{pid}").exists() or _state_of(pid) in ("Z", "X", ""):
-                return
-        time.sleep(0.005)
-
-
-def _state_of(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rpartition(")")[2].split()[0]
-
-
-def _ensure_dns(state: StateRoot, net: Network) -> Network:
-    """The network's DNS server on gateway:53, started if not running. If the address cannot
-    be bound (another resolver holds port 53 on all addresses), names still resolve through
-    the hosts files and containers use the host's resolvers."""
-    if net.dns_pid and _is_ours(net.dns_pid, DNS, net.id):
-        return net
-    from builder.network.dns import upstream_servers
-
-    socks: list[socket.socket] = []
-    try:
-        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            s = socket.socket(socket.AF_INET, kind)
-            socks.append(s)
-            if kind == socket.SOCK_STREAM:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((net.gateway, 53))
-            if kind == socket.SOCK_STREAM:
-                s.listen(64)
-    except OSError:
-        for s in socks:
-            s.close()
-        return replace(net, dns_pid=0)
-    args = [str(state.networks), net.id, str(socks[0].fileno()), str(socks[1].fileno())]
-    return replace(net, dns_pid=_spawn(DNS, args + upstream_servers(), socks))
-
-
 def _remove_port_rules(network_id: str, container_id: str) -> None:
     with firewall.locked():
         firewall.remove_tagged(firewall.endpoint_tag(network_id, container_id))
@@ -679,122 +523,14 @@ def _remove_port_rules(network_id: str, container_id: str) -> None:
 # -- name resolution ----------------------------------------------------------------------------
 
 
-def _hosts_content(nets: Sequence[Network], container_id: str) -> str:
-    mine = [n for n in nets if container_id in n.containers]
-    if any(n.driver == "host" for n in mine):
-        try:
-            return Path("/etc/hosts").read_text()
-        except OSError:
-            return HOSTS_HEADER
-    lines = [HOSTS_HEADER]
-    seen: set[str] = set()
-    for net in mine:
-        ep = Endpoint.from_json(container_id, net, net.containers[container_id])
-        if ep.ip:
-            names = [ep.hostname]
-            if net.user_defined:
-                names += [ep.name, *ep.aliases]
-            lines.append(f"{ep.ip}\t{' '.join(dict.fromkeys(n for n in names if n))}\n")
-    for net in mine:
-        if not net.user_defined:
-            continue  # Docker's default bridge has no name resolution between containers
-        for other in net.endpoints():
-            if other.container_id == container_id or not other.ip:
-                continue
-            names = [n for n in (other.name, *other.aliases, other.container_id[:12]) if n and n not in seen]
-            seen.update(names)
-            if names:
-                lines.append(f"{other.ip}\t{' '.join(dict.fromkeys(names))}\n")
-    return "".join(lines)
-
-
 def hosts_entries(state: StateRoot, container_id: str) -> str:
     """``/etc/hosts`` for a container: itself, plus its peers by name and alias on user networks."""
     with _locked(state) as nets:
-        return _hosts_content(nets, container_id)
+        return names.hosts_content(nets, container_id)
 
 
 def resolv_conf(state: StateRoot, container_id: str) -> str:
     """``/etc/resolv.conf``: the host's, minus loopback nameservers off the host network
     (unreachable from a netns), falling back to public resolvers like Docker does."""
     with _locked(state) as nets:
-        return _resolv_for(nets, container_id)
-
-
-def _resolv_for(nets: Sequence[Network], container_id: str) -> str:
-    mine = [n for n in nets if container_id in n.containers]
-    if any(n.driver == "host" for n in mine):
-        return _host_resolv()
-    dns = [
-        Endpoint.from_json(container_id, n, n.containers[container_id])
-        for n in mine if n.dns_pid and n.user_defined and n.driver == "bridge"
-    ]
-    if dns:  # our DNS server on the gateway of the first such network, as Docker's 127.0.0.11
-        first = min(dns, key=lambda e: e.ifname)
-        kept = [ln for ln in _host_resolv().splitlines() if ln.split()[:1] in (["search"], ["domain"])]
-        return "\n".join([f"nameserver {first.gateway}", *kept, "options ndots:0"]) + "\n"
-    return _resolv_content(False)
-
-
-def _host_resolv() -> str:
-    try:
-        return Path("/etc/resolv.conf").read_text()
-    except OSError:
-        return ""
-
-
-SYSTEMD_RESOLV = Path("/run/systemd/resolve/resolv.conf")
-
-
-def _resolv_content(host_mode: bool, host_text: str | None = None) -> str:
-    text = _host_resolv() if host_text is None else host_text
-    if host_mode:
-        return text
-    if host_text is None and _only_loopback_servers(text) and SYSTEMD_RESOLV.exists():
-        # systemd-resolved's stub (127.0.0.53) is unreachable from a netns: use its upstreams
-        return _resolv_content(False, SYSTEMD_RESOLV.read_text())
-    kept, servers = [], 0
-    for line in text.splitlines():
-        f = line.split()
-        if f and f[0] == "nameserver" and len(f) > 1:
-            try:
-                if ipaddress.ip_address(f[1].split("%")[0]).is_loopback:
-                    continue
-            except ValueError:
-                continue
-            servers += 1
-        kept.append(line)
-    if not servers:
-        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
-    return "\n".join(kept) + "\n"
-
-
-def _only_loopback_servers(text: str) -> bool:
-    servers = [ln.split()[1] for ln in text.splitlines() if ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1]
-    try:
-        return all(ipaddress.ip_address(x.split("%")[0]).is_loopback for x in servers)
-    except ValueError:
-        return False
-
-
-def _write_in_place(path: Path, text: str) -> None:
-    """Rewrite keeping the inode, so a bind mount of this file sees the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        data = text.encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-    finally:
-        os.close(fd)
-
-
-def _sync_files(state: StateRoot, nets: Sequence[Network], network_id: str, also: str = "") -> None:
-    """Rewrite the hosts file of every container on *network_id* (and *also*)."""
-    net = next(n for n in nets if n.id == network_id)
-    cids = set(net.containers)
-    if also:
-        cids.add(also)
-    for cid in sorted(cids):
-        _write_in_place(hosts_path(state, cid), _hosts_content(nets, cid))
-        _write_in_place(resolv_path(state, cid), _resolv_for(nets, cid))
+        return names.resolv_for(nets, container_id)
