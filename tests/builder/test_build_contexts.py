@@ -37,12 +37,13 @@ def build_args_for(expected: dict[str, Any], tmp_path: Path) -> list[str]:
     return args
 
 
-def build_case(busybox: Any, bt: Any, case: str, tmp_path: Path, tag: str) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+def build_case(busybox: Any, bt: Any, case: str, tmp_path: Path, tag: str,
+               *extra: str) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     ctx, expected = prepare(case, tmp_path)
     pre = expected.get("prebuild")
     if pre:
         bt.build(busybox, ctx, "-f", str(ctx / pre["dockerfile"]), "-t", pre["tag"])
-    _, events = bt.build(busybox, ctx, "-t", tag, *build_args_for(expected, tmp_path))
+    _, events = bt.build(busybox, ctx, "-t", tag, *build_args_for(expected, tmp_path), *extra)
     return ctx, expected, events
 
 

@@ -68,16 +68,15 @@ def runc_run(pyb: Any, ref: str, tmp: Path) -> str:
 @pytest.mark.parametrize("case", RUN_CASES)
 def test_docker_runc_and_own_run_agree(case: str, busybox: Any, bt: Any, dockerd: Any, tmp_path: Path) -> None:
     tag = f"judge-{case}:latest"
-    ctx, expected, _ = build_case(busybox, bt, case, tmp_path, tag)
+    archive = tmp_path / "docker.tar"
+    ctx, expected, _ = build_case(busybox, bt, case, tmp_path, tag, "-o", f"type=docker,dest={archive}",
+                                  "-o", f"type=oci,dest={tmp_path / 'oci.tar'}")
     want = expected["run"]["stdout"]
 
     ours = own_run(busybox, tag, tmp_path)
     assert ours == want
 
-    # the same image through Docker: export, load, run
-    archive = tmp_path / "docker.tar"
-    bt.build(busybox, ctx, "-t", tag, "-o", f"type=docker,dest={archive}",
-             *_args(expected, tmp_path))
+    # the same image through Docker: load, run
     dockerd.docker("load", "-i", str(archive))
     try:
         r = dockerd.docker("run", "--rm", "--network", "none", tag)
@@ -91,15 +90,7 @@ def test_docker_runc_and_own_run_agree(case: str, busybox: Any, bt: Any, dockerd
         dockerd.docker("rmi", "-f", tag, check=False)
 
     # umoci + runc as the third judge
-    bt.build(busybox, ctx, "-t", tag, "-o", f"type=oci,dest={tmp_path / 'oci.tar'}",
-             *_args(expected, tmp_path))
     assert runc_run(busybox, tag, tmp_path) == want
-
-
-def _args(expected: dict[str, Any], tmp_path: Path) -> list[str]:
-    from test_build_contexts import build_args_for
-
-    return build_args_for(expected, tmp_path)
 
 
 def test_docker_sees_identical_layers(busybox: Any, bt: Any, dockerd: Any, tmp_path: Path) -> None:
