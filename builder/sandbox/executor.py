@@ -257,9 +257,7 @@ class Sandbox:
             "cgroup": self.cgroup.to_json() if self.cgroup else None,
             "mountpoints": self._mountpoints,
         }
-        tmp = self.run_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(state))
-        os.rename(tmp, self.run_dir / "state.json")
+        _write_state(self.run_dir, state)
 
     @classmethod
     def attach(cls, run_dir: str | os.PathLike[str]) -> Sandbox:
@@ -452,6 +450,13 @@ class Sandbox:
         self._torn_down = True
 
 
+def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    """``state.json``, atomically: what ``attach``/``teardown_run_dir``/``reap_stale`` read."""
+    tmp = run_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(state))
+    os.rename(tmp, run_dir / "state.json")
+
+
 def _supervise(child: int, status_w: int, exit_file: Path | None) -> None:  # pragma: no cover
     """The helper's life after forking the child: report its pid, wait, report its status, exit.
 
@@ -527,6 +532,7 @@ class Executor:
         mountpoints: list[tuple[str, int, int]] = []
         try:
             cgroup = _cg.Cgroup.create(sid, spec.resources)
+            _write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
             rootfs_dir = run_dir / "rootfs"
             rootfs_dir.mkdir()
             targets = _mount_targets(spec)
@@ -539,6 +545,8 @@ class Executor:
             else:
                 assert spec.root.path is not None
                 mountpoints = _rootfs.make_mountpoints(Path(spec.root.path), targets)
+                _write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json(),
+                                       "mountpoints": mountpoints})
             mask = run_dir / "mask"
             os.mknod(mask, stat.S_IFCHR | 0o000, 0)
             stdio = _Stdio(stdin, stdout, stderr, terminal=spec.process.terminal)
@@ -819,6 +827,10 @@ def _mount_targets(spec: Spec) -> list[tuple[str, bool]]:
     return out
 
 
+#: seconds a run dir without a started process is left alone (another process may be starting it)
+_STARTING_GRACE = 60.0
+
+
 def reap_stale(state: StateRoot) -> list[str]:
     """Tear down sandboxes whose processes are all gone (their owner was killed); returns their ids."""
     gone: list[str] = []
@@ -835,6 +847,10 @@ def reap_stale(state: StateRoot) -> list[str]:
         helper, helper_start = sb._helper_state
         if sb.alive() or (helper is not None and _pid_alive(helper, helper_start, zombie_ok=True)):
             continue
+        if sb.pid == 0:  # a start in progress (or one whose process was killed mid-way)
+            with contextlib.suppress(OSError):
+                if time.time() - (d / "state.json").stat().st_mtime < _STARTING_GRACE:
+                    continue
         sb.teardown()
         gone.append(sb.id)
     return gone

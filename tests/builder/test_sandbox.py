@@ -490,3 +490,26 @@ def test_exec_by_pid_and_bad_target(executor: Executor, root: Root, host: HostSn
         os.close(r_fd)
     with pytest.raises(SandboxError, match="no running sandbox"):
         executor.exec(sb.pid, Process(args=("true",)))
+
+
+def test_start_killed_midway_is_torn_down_from_its_state(
+    state: StateRoot, root: Root, host: HostSnapshot
+) -> None:
+    """A start killed after making its cgroups (before any process) leaves a state that
+    ``teardown_run_dir`` can undo from another process."""
+    spec = spec_for(root, "true")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the doomed starter
+        ex = Executor(state)
+        ex._spawn = lambda *a, **k: os._exit(9)  # type: ignore[method-assign]
+        try:
+            ex.start(spec)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    run_dir = state.run / spec.id
+    leftover = [p for p in Path("/sys/fs/cgroup").glob(f"*/pybuild/{spec.id}")]
+    assert run_dir.is_dir() and leftover
+    teardown_run_dir(run_dir)
+    assert not run_dir.exists() and not [p for p in leftover if p.exists()]
