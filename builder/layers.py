@@ -1,19 +1,6 @@
 """The OCI layer format in one place: applying layer tars with no path escape, and writing diffs.
 
-Applying: ``apply_layer`` unpacks a (optionally gzip/zstd) tar into a directory, either in
-overlay format (whiteouts become 0/0 char devices, opaque dirs the ``trusted.overlay.opaque``
-xattr: a lowerdir for overlayfs) or merged onto an existing tree; ``apply_dir`` merges such an
-overlay-format directory onto a plain tree (the copy fallback). Every write goes through
-directory file descriptors opened with ``O_NOFOLLOW``: ``..`` above the root and hardlinks to
-paths outside the layer are refused, absolute names are taken relative to the root, and a
-symlink met where a directory is needed is replaced by a directory (what overlayfs shows),
-never followed. Device nodes are created (we run as root); the sandbox mounts roots ``nodev``.
-
-Writing: ``write_diff(upper, out)`` tars an overlayfs upper dir deterministically (sorted, PAX,
-numeric owners, xattrs incl. ``security.capability``, hardlinks, whiteouts → ``.wh.``, opaque →
-``.wh..wh..opq``, mtimes clamped to ``source_date_epoch``); ``write_dir_diff(lowers, new, out)``
-does the same by comparing a plain tree with the merged view of its lower layers. Both return
-whether any entry was written (an empty diff makes no layer).
+``apply_layer``/``apply_dir`` unpack (overlay format or merged); ``write_diff``/``write_dir_diff`` tar changes.
 """
 
 from __future__ import annotations
@@ -83,6 +70,13 @@ class _Entry:
     xattrs: dict[str, bytes] = field(default_factory=dict)
 
 
+# How a layer is kept inside its root: every write goes through directory fds opened with
+# O_NOFOLLOW. ``..`` above the root and hardlinks to paths outside the layer are refused,
+# absolute names are taken relative to the root, and a symlink met where a directory is needed
+# is replaced by a directory (what overlayfs would show), never followed. Device nodes are
+# created (we run as root); sandboxes mount their roots ``nodev`` so that they stay inert.
+# Diffs: sorted, PAX, numeric owners, xattrs (``security.capability``…), hardlinks, overlay
+# whiteouts → ``.wh.``, opaque dirs → ``.wh..wh..opq``, mtimes clamped to SOURCE_DATE_EPOCH.
 class _Tree:
     """A destination tree written only through directory fds (never following symlinks).
 

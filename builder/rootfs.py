@@ -1,8 +1,6 @@
 """Root filesystems for sandboxes: the shared layer cache, overlayfs roots (copy fallback), diffs.
 
-``LayerCache`` unpacks each layer once by diff_id into ``<state>/layers/<hex>`` (temp dir, then
-rename; a per-layer lock makes concurrent processes safe); ``prepare_root`` gives a ``Root``
-(overlay of cached layers + fresh upper, or a copied tree); ``diff`` tars what a run changed.
+``LayerCache`` (once per diff_id, atomic, concurrent-safe), ``prepare_root`` → ``Root``, ``diff``.
 """
 
 from __future__ import annotations
