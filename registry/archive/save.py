@@ -145,7 +145,9 @@ def save(store: Store, names: Sequence[str], out: BinaryIO, *, format: str = DOC
         if not sel.references:
             index.append(desc)
         for r in sel.references:
-            index.append(desc.with_annotations(**{CONTAINERD_NAME: str(r), REF_NAME: r.tag or None}))
+            # ref.name as skopeo and umoci take it (``oci-archive:x.tar:busybox:latest``), which
+            # tells apart images sharing a tag; Docker 25+ reads the containerd name first.
+            index.append(desc.with_annotations(**{CONTAINERD_NAME: str(r), REF_NAME: r.familiar}))
     tar.add_bytes("index.json", Index.build(index).raw)
     if format == DOCKER_ARCHIVE:
         tar.add_bytes("manifest.json", json.dumps(docker_items, separators=(",", ":")).encode())

@@ -87,17 +87,17 @@ def test_oci_archive_is_read_by_skopeo_and_unpacked_by_umoci(busybox: Pybuild, t
     busybox("save", "--format", "oci-archive", "-o", str(out), "busybox:latest")
     record = busybox.store().lookup("busybox")
     assert inspect(f"oci-archive:{out}")["Digest"] == str(record.descriptor.digest)
-    assert inspect(f"oci-archive:{out}:latest")["Digest"] == str(record.descriptor.digest)
+    assert inspect(f"oci-archive:{out}:busybox:latest")["Digest"] == str(record.descriptor.digest)
     layout = tmp_path / "layout"
     layout.mkdir()
     with tarfile.open(out) as tf:
         tf.extractall(layout, filter="data")
     index = json.loads((layout / "index.json").read_text())
     ann = index["manifests"][0]["annotations"]
-    assert ann["org.opencontainers.image.ref.name"] == "latest"
+    assert ann["org.opencontainers.image.ref.name"] == "busybox:latest"
     assert ann["io.containerd.image.name"] == "docker.io/library/busybox:latest"
     bundle = tmp_path / "bundle"
-    r = subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
+    r = subprocess.run(["umoci", "unpack", "--image", f"{layout}:busybox:latest", str(bundle)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (bundle / "rootfs/bin/busybox").is_file()
@@ -358,3 +358,24 @@ def test_layer_whose_media_type_lies_is_refused(busybox: Pybuild, oci_tar: Path)
     bad = oci_tar.with_name("lying.tar")
     write_tar(bad, members)
     _refused(busybox, bad.read_bytes(), "is none-compressed, but its media type is")
+
+
+def test_names_from_bare_tag_ref_names(busybox: Pybuild, tmp_path: Path,
+                                       pybuild_factory: Callable[[], Pybuild]) -> None:
+    """A ref.name that is only a tag names nothing (as Docker loads it) unless the archive's
+    manifest.json gives RepoTags for that config (Docker 25+ writes both files)."""
+    out = tmp_path / "d.tar"
+    busybox("save", "-o", str(out), "busybox")
+    members = tar_members(out)
+    index = json.loads(members["index.json"])
+    index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": "latest"}
+    members["index.json"] = json.dumps(index).encode()
+    with_tags = tmp_path / "with-tags.tar"
+    write_tar(with_tags, members)
+    del members["manifest.json"]
+    bare = tmp_path / "bare.tar"
+    write_tar(bare, members)
+    fresh = pybuild_factory()
+    assert fresh("load", "-i", str(with_tags)).stdout == "Loaded image: busybox:latest\n"
+    other = pybuild_factory()
+    assert other("load", "-i", str(bare)).stdout == f"Loaded image ID: {busybox.image_id}\n"
