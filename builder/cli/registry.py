@@ -300,7 +300,7 @@ def copy(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool, m
          source: str, destination: str) -> None:
     """Copy an image between two of: a registry (docker://REF, or any REF naming a registry host),
     the local store (local:NAME, or a bare NAME without a registry host), an OCI layout
-    (oci:DIR[:TAG]).
+    (oci:DIR[:TAG]), an archive (oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]).
     """
     from registry.transfer import copy as copy_image
     from registry.transfer import parse_end

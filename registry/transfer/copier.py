@@ -54,8 +54,7 @@ def copy(
     with ``all_platforms``. A failure leaves a local destination as it was.
     """
     report = progress or no_progress
-    if isinstance(dst, RemoteEnd):
-        dst.repo.want_push()
+    dst.as_destination()
     dst.begin(report)
     src.begin(report)
     ok = False

@@ -58,6 +58,7 @@ class End(Protocol):
     def put_manifest(self, doc: Fetched, *, root: bool) -> Descriptor: ...
     def mount_sources(self, desc: Descriptor) -> list[str]: ...
     def try_mount(self, desc: Descriptor, source: str) -> bool: ...
+    def as_destination(self) -> None: ...
     def begin(self, progress: Progress) -> None: ...
     def end(self, ok: bool) -> None: ...
 
@@ -68,6 +69,9 @@ class _Base:
 
     def try_mount(self, desc: Descriptor, source: str) -> bool:
         return False
+
+    def as_destination(self) -> None:
+        """Told by ``copy`` before it begins, to the end it writes to."""
 
     def begin(self, progress: Progress) -> None:
         pass
@@ -115,6 +119,9 @@ class RemoteEnd(_Base):
                 raise DigestError(f"{self.reference}: the image's digest is {doc.digest}")
         self.repo.put_manifest(doc.raw, doc.media_type, where)
         return Descriptor(doc.media_type, doc.digest, len(doc.raw))
+
+    def as_destination(self) -> None:
+        self.repo.want_push()
 
     def try_mount(self, desc: Descriptor, source: str) -> bool:
         host, _, repo = source.partition("/")
@@ -332,6 +339,7 @@ def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
     - ``docker://REF`` or a reference naming a registry host (``host[:port]/repo[:tag]``):
       a registry repository;
     - ``oci:DIR[:tag]``: an OCI image layout directory;
+    - ``oci-archive:FILE[:tag]``, ``docker-archive:FILE[:name:tag]``: image tarballs;
     - ``local:NAME`` (also ``containers-storage:NAME``), or a bare name without a registry host
       (``busybox``, ``app:1``, an image ID): the local store.
     """
@@ -346,10 +354,12 @@ def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
         if not path:
             raise InvalidReference(f"invalid destination {text!r}: oci:DIR[:tag] needs a directory")
         return LayoutEnd(Path(path), tag)
-    for prefix in ("oci-archive:", "docker-archive:"):
-        if text.startswith(prefix):
-            raise InvalidReference(
-                f"{text}: {prefix[:-1]} is not supported by copy yet; use pybuild save/load")
+    if text.startswith(("oci-archive:", "docker-archive:")):
+        from registry.transfer.archives import parse_archive
+
+        found = parse_archive(text, role)
+        assert found is not None
+        return found
     local = next((text[len(p):] for p in ("local:", "containers-storage:") if text.startswith(p)),
                  None)
     if local is None and _has_registry_host(text):

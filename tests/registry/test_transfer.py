@@ -375,3 +375,55 @@ def test_corrupted_manifest_is_rejected(fault_proxy: FaultProxy, plain_registry:
     with pytest.raises(DigestError):
         transfer.pull(dst, _proxy_ref(fault_proxy, repo))
     assert not dst.has_blob(image.descriptor.digest)
+
+
+# -- archives ------------------------------------------------------------------------------------
+def test_oci_archive_both_ways_judged_by_skopeo(plain_registry: Registry, env: Path) -> None:
+    store = Store(env / "store")
+    image = two_layer_image(store, "app:1")
+    archive = env / "app.oci.tar"
+    transfer.copy(transfer.StoreEnd(store, "app:1"), transfer.parse_end(f"oci-archive:{archive}:v1"))
+    assert sorted(p.name for p in env.iterdir() if p.name.startswith(".")) == []  # no staging left
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{archive}:v1"],
+                         check=True, capture_output=True, timeout=60).stdout
+    assert Digest.of(raw) == image.descriptor.digest
+    # skopeo writes one; we read it, straight to a registry.
+    theirs = env / "skopeo.oci.tar"
+    subprocess.run(["skopeo", "copy", f"oci-archive:{archive}:v1", f"oci-archive:{theirs}:t"],
+                   check=True, capture_output=True, timeout=60)
+    target = f"{plain_registry.addr}/{unique_repo()}:v1"
+    result = transfer.copy(transfer.parse_end(f"oci-archive:{theirs}:t"),
+                           transfer.parse_end(target, role="destination"))
+    assert result.descriptor.digest == image.descriptor.digest
+    assert transfer.pull(Store(env / "dst"), target).descriptor.digest == image.descriptor.digest
+
+
+def test_docker_archive_destination_and_source(plain_registry: Registry, env: Path) -> None:
+    store = Store(env / "store")
+    image = two_layer_image(store, "app:1")
+    target = f"{plain_registry.addr}/{unique_repo()}:v1"
+    transfer.push(store, "app:1", target)
+    archive = env / "app.docker.tar"
+    transfer.copy(transfer.parse_end(target),
+                  transfer.parse_end(f"docker-archive:{archive}:app:saved", role="destination"))
+    info = json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], check=True,
+                                     capture_output=True, timeout=60).stdout)
+    assert len(info["Layers"]) == 2
+    back = Store(env / "back")
+    transfer.copy(transfer.parse_end(f"docker-archive:{archive}:app:saved"),
+                  transfer.StoreEnd(back, "back:1", Reference.parse("back:1")))
+    assert back.resolve("back:1").diff_ids == image.diff_ids
+    with pytest.raises(NotFound, match="no such image in the archive"):
+        transfer.copy(transfer.parse_end(f"docker-archive:{archive}:other:1"),
+                      transfer.StoreEnd(back, "x:1", Reference.parse("x:1")))
+
+
+def test_archive_destination_in_missing_directory_writes_nothing(env: Path) -> None:
+    from registry.errors import ArchiveError
+
+    store = Store(env / "store")
+    two_layer_image(store, "app:1")
+    with pytest.raises(ArchiveError, match="does not exist"):
+        transfer.copy(transfer.StoreEnd(store, "app:1"),
+                      transfer.parse_end(f"oci-archive:{env}/missing/x.tar"))
+    assert not (env / "missing").exists()
