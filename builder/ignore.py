@@ -90,7 +90,7 @@ def _to_regex(pattern: str) -> str:
                 i += 1
                 if i < n and pattern[i] == "/":
                     i += 1
-                out.append(".*" if i >= n else "(.*/)?")
+                out.append(".*" if i >= n else "(?:.*/)?")
             else:
                 out.append("[^/]*")
         elif ch == "?":
@@ -119,7 +119,7 @@ def _compile(text: str) -> re.Pattern[str]:
 def _make_pattern(text: str, exclusion: bool, line: int) -> IgnorePattern:
     try:
         _check_syntax(text)
-        regex = _compile("^" + _to_regex(text) + "(/.*)?$")
+        regex = _compile("^" + _to_regex(text) + "(?:/.*)?$")
         parts: list[re.Pattern[str] | None] = []
         for segment in text.split("/"):
             parts.append(None if "**" in segment else _compile("^" + _to_regex(segment) + "$"))
@@ -136,6 +136,13 @@ class IgnoreMatcher:
         self.patterns: tuple[IgnorePattern, ...] = tuple(patterns)
         self.has_exclusions = any(p.exclusion for p in self.patterns)
         self.visited = 0
+        # one pass of C code tells whether any pattern matches at all, which for most paths
+        # of a context is the whole answer
+        self._any = (
+            _compile("|".join(f"(?:{p.regex.pattern})" for p in self.patterns))
+            if self.patterns
+            else None
+        )
 
     @classmethod
     def from_lines(cls, lines: Iterable[str], *, source: str = ".dockerignore") -> IgnoreMatcher:
@@ -193,16 +200,16 @@ class IgnoreMatcher:
                 matched = not pattern.exclusion
         return matched
 
-    def _step(self, path: str, inherited: tuple[bool, ...]) -> tuple[bool, tuple[bool, ...]]:
-        """(excluded?, per-pattern "matched here or above") for *path*, given its parent's."""
-        bits = []
-        matched = False
-        for pattern, above in zip(self.patterns, inherited, strict=True):
-            hit = above or bool(pattern.regex.match(path))
-            bits.append(hit)
-            if hit:
-                matched = not pattern.exclusion
-        return matched, tuple(bits)
+    def _excluded(self, path: str) -> bool:
+        """``matches`` without the parent-directory checks: a pattern that matches a parent
+        also matches everything below it (its regex accepts any ``/...`` suffix), so the
+        last pattern matching *path* itself decides."""
+        if self._any is None or not self._any.match(path):
+            return False
+        for pattern in reversed(self.patterns):
+            if pattern.regex.match(path):
+                return not pattern.exclusion
+        return False
 
     def _may_reinclude(self, path: str) -> bool:
         """Could an exclusion pattern match something below excluded directory *path*?"""
@@ -235,20 +242,19 @@ class IgnoreMatcher:
         looked at by the last walk."""
         root = os.fspath(context_dir)
         self.visited = 0
-        start = tuple(False for _ in self.patterns)
-        stack: list[tuple[str, str, tuple[bool, ...]]] = [(root, "", start)]
+        stack: list[tuple[str, str]] = [(root, "")]
         while stack:
-            directory, prefix, inherited = stack.pop()
+            directory, prefix = stack.pop()
             try:
                 with os.scandir(directory) as it:
                     entries = sorted(it, key=lambda e: e.name)
             except OSError:
                 continue
+            self.visited += len(entries)
             pushes = []
             for entry in entries:
-                self.visited += 1
                 rel = prefix + entry.name
-                excluded, bits = self._step(rel, inherited) if self.patterns else (False, start)
+                excluded = self._excluded(rel)
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
@@ -258,7 +264,7 @@ class IgnoreMatcher:
                         continue
                     if not excluded:
                         yield rel
-                    pushes.append((entry.path, rel + "/", bits))
+                    pushes.append((entry.path, rel + "/"))
                 elif not excluded:
                     yield rel
             stack.extend(reversed(pushes))
