@@ -187,9 +187,11 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         raise ContainerError("network-scoped aliases are supported for user-defined networks only")
     if o.hostname and (network == "host" or network.startswith("container:")):
         raise ContainerError("conflicting options: hostname and the network mode")
-    from builder.network import parse_publish_all
+    port_maps = []
+    if o.publish:
+        from builder.network import parse_publish_all
 
-    port_maps = parse_publish_all(o.publish)
+        port_maps = parse_publish_all(o.publish)
     for pm in port_maps:
         exposed.setdefault(pm.key(), {})
     healthcheck = healthcheck_config(img.get("Healthcheck"), o)

@@ -5,8 +5,8 @@ Pure functions: the caller checks uniqueness under the containers lock.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 
 ADJECTIVES = (
     "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "beautiful",
@@ -52,21 +52,26 @@ NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _below(n: int) -> int:
+    # os.urandom rather than `secrets`: the latter pulls hashlib/openssl into every `run`
+    return int.from_bytes(os.urandom(4), "big") % n
+
+
 def new_id() -> str:
     """A random 64-hex ID whose 12-char short form is not all digits (Docker avoids those too)."""
     while True:
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         if not cid[:12].isdigit():
             return cid
 
 
 def random_name(attempt: int = 0) -> str:
     """``adjective_surname``; after a collision, Docker appends a digit: ``adjective_surname3``."""
-    name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(SURNAMES)}"
+    name = f"{ADJECTIVES[_below(len(ADJECTIVES))]}_{SURNAMES[_below(len(SURNAMES))]}"
     # "boring_wozniak" is not boring: Docker avoids it, and so do we
     if name == "boring_wozniak":
         return random_name(attempt)
-    return f"{name}{secrets.randbelow(10)}" if attempt else name
+    return f"{name}{_below(10)}" if attempt else name
 
 
 def valid_name(name: str) -> bool:

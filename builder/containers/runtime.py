@@ -162,10 +162,16 @@ def _hostname_file(root: StateRoot, c: Container) -> Path:
 def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[str, Any]], Path | None, Path | None]:
     """Attach the container to its network: (net namespace for the spec, uts mode, endpoints
     as JSON by network name, hosts file, resolv.conf)."""
-    from builder import network
     from builder.containers.record import NoSuchContainer
 
     mode = str(c.host_config.get("NetworkMode") or "default")
+    name = "bridge" if mode == "default" else mode
+    if name == "none":
+        # just a loopback: the sandbox's own new namespace does it, no netlink needed
+        hosts, resolv = _local_net_files(root, c)
+        return "new", "new", {"none": {"NetworkID": "", "Ports": []}}, hosts, resolv
+    from builder import network
+
     if mode.startswith("container:"):
         ref = mode.partition(":")[2]
         try:
@@ -181,11 +187,6 @@ def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[st
             return "host", "host", {}, network.hosts_path(root, other.id), network.resolv_path(root, other.id)
         ns = network.shared_netns(root, other.id)
         return str(ns), "new", {}, network.hosts_path(root, other.id), network.resolv_path(root, other.id)
-    name = "bridge" if mode == "default" else mode
-    if name == "none":
-        # just a loopback: the sandbox's own new namespace does it, no netlink needed
-        hosts, resolv = _local_net_files(root, c)
-        return "new", "new", {"none": {"NetworkID": "", "Ports": []}}, hosts, resolv
     from builder.network import PortMapping, parse_publish_all, publish_exposed
 
     ports: list[PortMapping] = parse_publish_all(c.host_config.get("PublishSpecs") or [])
@@ -222,6 +223,26 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
     return hosts, resolv
 
 
+def _overlay_ok(root: StateRoot, cdir: Path) -> bool:
+    """Whether overlayfs works on the state root's filesystem: probed once per state root (the
+    probe forks a child; every foreground ``run`` would pay it) and remembered in a file."""
+    if (cdir / "upper").is_dir():
+        return True  # this container's root is an overlay already (a restart)
+    if (cdir / "rootfs").is_dir():
+        return False
+    marker = root.containers / ".overlay"
+    try:
+        return marker.read_text().strip() == "1"
+    except OSError:
+        pass
+    from builder.rootfs import overlay_supported
+
+    ok = overlay_supported(cdir)
+    with contextlib.suppress(OSError):
+        marker.write_text("1\n" if ok else "0\n")
+    return ok
+
+
 def _init_binary() -> str:
     for p in INIT_BINARIES:
         if os.path.exists(p):
@@ -254,7 +275,8 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
         raise ContainerError(f"the image {c.image} ({c.image_id[7:19]}) of container {c.name} is gone") from None
     layers = image_layers(store, image, LayerCache(root))
     read_only = bool(c.host_config.get("ReadonlyRootfs"))
-    rootfs = prepare_root(layers, ContainerStore(root).dir(c.id), readonly=read_only)
+    cdir = ContainerStore(root).dir(c.id)
+    rootfs = prepare_root(layers, cdir, readonly=read_only, overlay=_overlay_ok(root, cdir))
     tty = bool(c.config.get("Tty"))
     privileged = bool(c.host_config.get("Privileged"))
     mounts: list[Mount] = list(default_mounts(terminal=tty))

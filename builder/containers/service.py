@@ -28,23 +28,30 @@ def _start_error(code: int, message: str) -> BuildError:
 def validate(o: RunOptions) -> None:
     """Everything that can be refused before an image is looked at (bad -p/-v/--restart…)."""
     from builder.containers.options import RestartPolicy
-    from builder.network import parse_publish_all
 
     RestartPolicy.parse(o.restart)
-    parse_publish_all(o.publish)
-    from builder.containers import mounts
+    if o.publish:
+        from builder.network import parse_publish_all
 
-    mounts.parse_all(o)
+        parse_publish_all(o.publish)
+    if o.volumes or o.mounts or o.tmpfs:
+        from builder.containers import mounts
+
+        mounts.parse_all(o)
 
 
 def create(root: StateRoot, o: RunOptions, *, progress: Any = None) -> Container:
     """``docker create``: validate, resolve (pull) the image, write the record."""
     validate(o)
     image = resolve_image(root, o.image, pull=o.pull, progress=progress)
-    from builder.containers import mounts
+    image_volumes = list(image.config.config.get("Volumes") or {})
+    records: list[dict[str, Any]] = []
+    if o.volumes or o.mounts or o.tmpfs or image_volumes:
+        from builder.containers import mounts
 
-    specs = mounts.parse_all(o, image_volumes=list(image.config.config.get("Volumes") or {}))
-    return build(root, o, image, mounts=mounts.records(root, specs, image))
+        specs = mounts.parse_all(o, image_volumes=image_volumes)
+        records = mounts.records(root, specs, image)
+    return build(root, o, image, mounts=records)
 
 
 def start(root: StateRoot, ref: str) -> Container:

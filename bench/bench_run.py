@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Container lifecycle benchmark: ``pybuild run --rm IMG true`` (median of N) and ``run -d`` +
+``stop`` + ``rm`` of N containers, side by side with ``runc run`` of the same rootfs and with
+``docker run`` on a private engine (``tests/dockerd.py``) when ``dockerd`` is installed.
+
+Run as root: ``.venv/bin/python bench/bench_run.py [-n 20]``. Commands run with bytecode
+caching on (a user's normal environment), each as a whole process, as a user would type them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYBUILD = str(Path(sys.executable).parent / "pybuild")
+
+
+def _mkbusybox() -> object:
+    spec = importlib.util.spec_from_file_location("mkbusybox", REPO / "testdata" / "mkbusybox.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def timed(fn: Callable[[], object], n: int) -> tuple[float, float]:
+    fn()  # warm-up (layer unpack, bytecode, network creation)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+
+def row(name: str, value: tuple[float, float] | None, note: str = "") -> None:
+    if value is None:
+        print(f"  {name:<52} {'-':>9}     {note}")
+        return
+    med, best = value
+    print(f"  {name:<52} {med * 1000:8.1f} ms (min {best * 1000:6.1f} ms) {note}")
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout
+
+
+def lifecycle(start: Callable[[str], None], stop: Callable[[str], None], rm: Callable[[str], None],
+              n: int) -> tuple[float, float]:
+    """Per container: median and min of start+stop+rm over *n* containers."""
+    times = []
+    for i in range(n):
+        name = f"bench{i}"
+        t = time.perf_counter()
+        start(name)
+        stop(name)
+        rm(name)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=20)
+    args = ap.parse_args()
+    n = args.n
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (namespaces, cgroups, bridges)")
+    work = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYBUILD_ROOT"] = str(work / "state")
+    mk = _mkbusybox()
+    tar = work / "busybox.tar"
+    mk.make_tar(tar)  # type: ignore[attr-defined]
+    print(f"== container lifecycle, {n} runs each (busybox image, /bin/true)")
+    try:
+        pb = [PYBUILD]
+        run([*pb, "import", "-c", 'CMD ["sh"]', str(tar), "busybox:latest"], env)
+        print("pybuild:")
+        none = timed(lambda: run([*pb, "run", "--rm", "--network", "none", "busybox", "true"], env), n)
+        row("pybuild run --rm --network none busybox true", none)
+        bridge = timed(lambda: run([*pb, "run", "--rm", "busybox", "true"], env), n)
+        row("pybuild run --rm busybox true (default bridge)", bridge)
+        life = lifecycle(
+            lambda nm: run([*pb, "run", "-d", "--name", nm, "--network", "none", "busybox", "sleep", "1000"], env),
+            lambda nm: run([*pb, "stop", "-t", "0", nm], env),
+            lambda nm: run([*pb, "rm", nm], env), n)
+        row("pybuild run -d + stop + rm (--network none), per ctr", life)
+        life_b = lifecycle(
+            lambda nm: run([*pb, "run", "-d", "--name", nm, "busybox", "sleep", "1000"], env),
+            lambda nm: run([*pb, "stop", "-t", "0", nm], env),
+            lambda nm: run([*pb, "rm", nm], env), n)
+        row("pybuild run -d + stop + rm (bridge), per ctr", life_b)
+        ps = timed(lambda: run([*pb, "ps", "-a"], env), n)
+        row("pybuild ps -a", ps)
+
+        print("runc:")
+        if shutil.which("runc"):
+            bundle = work / "bundle"
+            mk.make_rootfs(bundle / "rootfs")  # type: ignore[attr-defined]
+            run(["runc", "spec", "--bundle", str(bundle)])
+            cfg = json.loads((bundle / "config.json").read_text())
+            cfg["process"]["args"] = ["true"]
+            cfg["process"]["terminal"] = False
+            (bundle / "config.json").write_text(json.dumps(cfg))
+            counter = iter(range(10**6))
+            row("runc run (no network setup)", timed(
+                lambda: run(["runc", "run", "--bundle", str(bundle), f"pbbench{next(counter)}"]), n))
+        else:
+            row("runc run", None, "(runc not installed)")
+
+        print("docker (a private dockerd, no bridge: --network none):")
+        dockerd = None
+        if shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd"):
+            sys.path.insert(0, str(REPO / "tests"))
+            from dockerd import Dockerd
+
+            dockerd = Dockerd()
+            try:
+                dockerd.start()
+                dockerd.docker("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
+                d = dockerd.docker
+                row("docker run --rm busybox true", timed(
+                    lambda: d("run", "--rm", "--network", "none", "busybox", "true"), n))
+                row("docker run -d + stop + rm, per ctr", lifecycle(
+                    lambda nm: d("run", "-d", "--name", nm, "--network", "none", "busybox", "sleep", "1000"),
+                    lambda nm: d("stop", "-t", "0", nm),
+                    lambda nm: d("rm", nm), n))
+            except Exception as e:  # noqa: BLE001 - the peer is optional; say why it is missing
+                row("docker run --rm busybox true", None, f"(dockerd failed: {str(e).splitlines()[0]})")
+            finally:
+                dockerd.stop()
+        else:
+            row("docker run --rm busybox true", None, "(dockerd not installed)")
+    finally:
+        subprocess.run([PYBUILD, "rm", "-f", *[f"bench{i}" for i in range(n)]], env=env, capture_output=True)
+        sys.path.insert(0, str(REPO))
+        from builder import network
+        from builder.state import StateRoot
+
+        network.reset(StateRoot.open(work / "state"))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
