@@ -45,13 +45,25 @@ _bundles: dict[tuple[str, ...], str] = {}
 _bundle_lock = threading.Lock()
 
 
+def system_ca_bundle() -> str:
+    """The system's CA bundle (``$SSL_CERT_FILE``, else OpenSSL's default file, as Docker uses the
+    system pool), falling back to certifi's where the system has none."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    import certifi
+
+    return str(certifi.where())
+
+
 def _ca_bundle(cas: tuple[str, ...]) -> str:
     """System CAs plus a registry's own ``*.crt`` in one file, as Docker adds them to the pool."""
     with _bundle_lock:
         if cas not in _bundles:
-            import certifi
-
-            parts = [Path(certifi.where()).read_bytes()] + [Path(c).read_bytes() for c in cas]
+            parts = [Path(system_ca_bundle()).read_bytes()] + [Path(c).read_bytes() for c in cas]
             fd, path = tempfile.mkstemp(prefix="pybuild-ca-", suffix=".pem")
             with os.fdopen(fd, "wb") as f:
                 f.write(b"\n".join(parts))
@@ -89,8 +101,8 @@ class TLSSettings:
                     cert = (str(f), str(d / (f.stem + ".key")))
             break  # the first directory that knows the host wins, as in Docker
         v: bool | str = verify
-        if verify and cas:
-            v = _ca_bundle(tuple(cas))
+        if verify:
+            v = _ca_bundle(tuple(cas)) if cas else system_ca_bundle()
         return cls(v, cert)
 
     def kwargs(self) -> dict[str, Any]:

@@ -268,3 +268,25 @@ def test_quiet_prints_only_the_result(pybuild: Any, plain_registry: Registry,
     assert r.stderr == "" and len(r.stdout.splitlines()) == 1
     r = pybuild("pull", "-q", target, env=env)
     assert r.stderr == "" and r.stdout.strip() == target
+
+
+def test_renderer_draws_bars_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from builder.cli.registry import Renderer
+    from registry.transfer import Event
+
+    r = Renderer(verb="Pulling", tty=True)
+    a, b, c = Digest.of(b"a"), Digest.of(b"b"), Digest.of(b"c")
+    r(Event("start", a, 2_000_000))
+    r(Event("progress", a, 2_000_000, 1_000_000))
+    r(Event("done", a, 2_000_000, 2_000_000))
+    r(Event("exists", b, 5, 5))
+    r(Event("mounted", c, 5, 5, detail="other/repo"))
+    r(Event("retry", detail="HTTP 503 (retry 1 in 0.2s)"))
+    r.close()
+    err = capsys.readouterr().err
+    assert f"{a.short}: Download complete" in err and "total" in err and "\r" in err
+    assert f"{b.short}: Already exists" in err and f"{c.short}: Mounted from other/repo" in err
+    assert "Retrying: HTTP 503" in err
+    quiet = Renderer(verb="Pulling", quiet=True, tty=True)
+    quiet(Event("start", a, 10))
+    assert capsys.readouterr().err == ""

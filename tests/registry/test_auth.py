@@ -138,3 +138,24 @@ def test_bearer_wrong_password_and_identity_token(token_registry: Registry) -> N
     stale = _authenticator(token_registry, Credentials(identity_token="revoked"))
     with pytest.raises(Unauthorized):
         stale.header(frozenset({scope_for("t/x", {"pull"})}))
+
+
+def test_rejected_cached_token_is_refreshed_on_401(token_registry: Registry) -> None:
+    import time
+
+    from registry.auth import _Token
+    from registry.client import RegistryClient
+    from registry.errors import NameUnknown
+
+    token = token_registry.token
+    assert token is not None
+    with RegistryClient(token_registry.addr,
+                        credentials=Credentials("alice", TOKEN_USERS["alice"][0])) as c:
+        repo = c.repository("t/refresh")
+        with pytest.raises(NameUnknown):
+            repo.tags()
+        n = len(token.requests)
+        c.auth._tokens[repo.scopes] = _Token("not-a-token", time.time() + 300)
+        with pytest.raises(NameUnknown):  # a 401, a fresh token, then the real answer
+            repo.tags()
+        assert len(token.requests) == n + 1

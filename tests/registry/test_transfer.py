@@ -175,6 +175,7 @@ def test_oci_layout_round_trip_judged_by_umoci(env: Path) -> None:
     layout = env / "layout"
     transfer.copy(transfer.StoreEnd(store, "app:1"), transfer.parse_end(f"oci:{layout}:v1"))
     assert sorted(p.name for p in layout.iterdir()) == ["blobs", "index.json", "oci-layout"]
+    assert _validate_layout(layout, "v1").digest == image.descriptor.digest
     index = json.loads((layout / "index.json").read_bytes())
     assert index["manifests"][0]["annotations"] == {"org.opencontainers.image.ref.name": "v1"}
     out = subprocess.run(["umoci", "stat", "--json", "--image", f"{layout}:v1"],
@@ -187,17 +188,44 @@ def test_oci_layout_round_trip_judged_by_umoci(env: Path) -> None:
     blobs_ok(back, back.resolve("again:1"))
 
 
+SCHEMAS = Path(__file__).resolve().parents[2] / "testdata" / "oci-schema"
+
+
+def schema_validate(doc: Any, schema_file: str) -> None:
+    """Validate a JSON document against the vendored OCI image-spec schema (refs resolved
+    from the same directory)."""
+    from jsonschema import Draft4Validator
+    from referencing import Registry as SchemaRegistry
+    from referencing import Resource
+    from referencing.jsonschema import DRAFT4
+
+    def retrieve(uri: str) -> Resource[Any]:
+        name = uri.rsplit("/", 1)[-1].split("#")[0]
+        return Resource.from_contents(json.loads((SCHEMAS / name).read_text()),
+                                      default_specification=DRAFT4)
+
+    schema = json.loads((SCHEMAS / schema_file).read_text())
+    Draft4Validator(schema, registry=SchemaRegistry(retrieve=retrieve)).validate(doc)
+
+
 def _validate_layout(layout: Path, tag: str) -> Manifest:
-    """An OCI layout as skopeo wrote it: every blob hashes to its name, the tag resolves."""
-    assert json.loads((layout / "oci-layout").read_bytes())["imageLayoutVersion"] == "1.0.0"
+    """An OCI layout validates: schemas for oci-layout, index, manifest and config; every blob
+    hashes to its name; the tag resolves; umoci reads it."""
+    schema_validate(json.loads((layout / "oci-layout").read_bytes()), "image-layout-schema.json")
     for blob in (layout / "blobs" / "sha256").iterdir():
         with open(blob, "rb") as f:
             assert Digest.of_stream(f)[0] == Digest("sha256", blob.name)
-    entries = json.loads((layout / "index.json").read_bytes())["manifests"]
-    entry = next(e for e in entries if e["annotations"]["org.opencontainers.image.ref.name"] == tag)
+    index = json.loads((layout / "index.json").read_bytes())
+    schema_validate(index, "image-index-schema.json")
+    entry = next(e for e in index["manifests"]
+                 if e["annotations"]["org.opencontainers.image.ref.name"] == tag)
     raw = (layout / "blobs" / "sha256" / Digest.parse(entry["digest"]).encoded).read_bytes()
+    schema_validate(json.loads(raw), "image-manifest-schema.json")
+    manifest = Manifest.parse(raw, entry["mediaType"])
+    config = (layout / "blobs" / "sha256" / manifest.config.digest.encoded).read_bytes()
+    schema_validate(json.loads(config), "config-schema.json")
     subprocess.run(["umoci", "stat", "--image", f"{layout}:{tag}"], capture_output=True, check=True)
-    return Manifest.parse(raw, entry["mediaType"])
+    return manifest
 
 
 @pytest.mark.parametrize("docker", [False, True], ids=["oci", "docker-v2"])
