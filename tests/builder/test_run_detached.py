@@ -458,3 +458,36 @@ def test_name_in_use_port_in_use_and_rm_running(env: Env) -> None:
     assert r.returncode == 1 and "container is running" in r.stderr
     env.pb("rm", "-f", "taken")
     assert env.pb("ps", "-q").stdout == ""
+
+
+def test_publish_all_container_and_host_networks(env: Env) -> None:
+    env.pb("run", "-d", "--name", "pa", "-P", "web:test")
+    line = env.pb("port", "pa", "80").stdout.strip()
+    host_port = int(line.rpartition(":")[2])
+    assert _get(f"http://127.0.0.1:{host_port}/") == HTTPD_INDEX
+    assert f"0.0.0.0:{host_port}->80/tcp" in env.pb("ps").stdout
+    # another container in pa's network namespace reaches it on loopback
+    out = env.pb("run", "--rm", "--network", "container:pa", "busybox", "wget", "-qO-", "http://127.0.0.1/").stdout
+    assert out == HTTPD_INDEX
+    host = env.pb("run", "--rm", "--network", "host", "busybox", "hostname").stdout.strip()
+    assert host == os.uname().nodename
+    r = env.pb("rmi", "web:test", check=False)
+    assert r.returncode != 0 and env.state("pa")["Id"][:12] in r.stderr  # type: ignore[index]
+    r = env.pb("port", "pa", "81", check=False)
+    assert r.returncode != 0 and "No public port '81/tcp'" in r.stderr
+
+
+def test_stop_signal_and_a_killed_init(env: Env) -> None:
+    env.pb("run", "-d", "--name", "polite", "--network", "none", "--stop-signal", "USR1", "busybox", "sh", "-c",
+           'trap "echo got USR1; exit 0" USR1; echo ready; while true; do sleep 0.1; done')
+    _wait_for(lambda: env.pb("logs", "polite").stdout == "ready\n")
+    t0 = time.monotonic()
+    env.pb("stop", "polite")  # the default 10 s timeout is not needed: the trap ends it
+    assert time.monotonic() - t0 < 5
+    assert env.pb("logs", "polite").stdout == "ready\ngot USR1\n"
+    assert env.state("polite")["State"]["ExitCode"] == 0  # type: ignore[index]
+    env.pb("run", "-d", "--name", "victim", "--network", "none", "busybox", "sleep", "1000")
+    os.kill(int(env.state("victim")["State"]["Pid"]), signal.SIGKILL)  # type: ignore[index]
+    _wait_for(lambda: env.state("victim")["State"]["Status"] == "exited")  # type: ignore[index]
+    assert env.state("victim")["State"]["ExitCode"] == 137  # type: ignore[index]
+    assert "Exited (137)" in env.pb("ps", "-a", "--filter", "name=victim").stdout
