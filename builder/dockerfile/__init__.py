@@ -46,7 +46,20 @@ Two levels, as Docker (BuildKit's ``parser`` and ``instructions``) has them:
 
 **Lint**: ``lint(tree) -> list[LintWarning]`` (rule, message, location; Docker's rule names),
 used by ``pybuild dockerfile check``; ``LintWarning.render()`` gives Docker's
-``WARN: Rule: message (line N)``.
+``WARN: Rule: message (line N)``. The ``# check=skip=...;error=true`` directive is honoured.
+
+Where we differ from Docker, on purpose:
+
+* Sequences are tuples (frozen records), not lists.
+* A continued instruction that joins to nothing (a lone ``\\`` line) is skipped; Docker makes
+  an instruction with an empty keyword of it.
+* ``RUN`` with no command is an error here; ONBUILD triggers are typed (and so checked)
+  when the Dockerfile is loaded, not when a child image triggers them.
+* ``${v`` (a missing ``}`` right after the name) says ``missing '}'``; Docker prints an
+  ``unsupported modifier`` with a replacement character.
+* "Did you mean" ties, which Docker breaks by map order, go to the closest match counting
+  transpositions, then alphabetically.
+* A duplicate stage name is both the ``DuplicateStageName`` warning and a typed error.
 """
 
 from __future__ import annotations
