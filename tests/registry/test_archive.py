@@ -379,3 +379,39 @@ def test_names_from_bare_tag_ref_names(busybox: Pybuild, tmp_path: Path,
     assert fresh("load", "-i", str(with_tags)).stdout == "Loaded image: busybox:latest\n"
     other = pybuild_factory()
     assert other("load", "-i", str(bare)).stdout == f"Loaded image ID: {busybox.image_id}\n"
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_stream_reads_what_tarfile_writes(fmt: int) -> None:
+    from registry.archive.tarstream import TarStream
+
+    deep = "d/" + "x" * 60 + "/" + "y" * 30  # > 100 characters with the file name: long-name headers
+    files = {f"{deep}/file-{i}": os.urandom(i * 700) for i in range(4)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name if fmt != tarfile.USTAR_FORMAT else name[-90:])
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        link = tarfile.TarInfo("short-link")
+        link.type, link.linkname = tarfile.SYMTYPE, "t" * 120 if fmt != tarfile.USTAR_FORMAT else "t"
+        tf.addfile(link)
+        d = tarfile.TarInfo("adir")
+        d.type = tarfile.DIRTYPE
+        tf.addfile(d)
+    raw = buf.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        want = [(m.name, m.type, m.linkname, tf.extractfile(m).read() if m.isreg() else b"")  # type: ignore[union-attr]
+                for m in tf]
+    got = []
+    stream = TarStream(io.BytesIO(raw))
+    for m in stream:
+        parts: list[bytes] = []
+        if m.isreg():
+            stream.copy_data(parts.append)
+        got.append((m.name, m.type, m.linkname, b"".join(parts)))
+    assert got == want
+    cut = TarStream(io.BytesIO(raw[:1500]))
+    with pytest.raises(tarfile.ReadError, match="unexpected end of data"):
+        for _ in cut:
+            cut.copy_data(lambda b: None)
