@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -91,7 +90,7 @@ class LayerCache:
         with _file_lock(self.dir / f".{final.name}.lock"):
             if final.is_dir():
                 return final
-            tmp = self.dir / f".tmp-{final.name[:16]}-{secrets.token_hex(4)}"
+            tmp = self.dir / f".tmp-{final.name[:16]}-{os.urandom(4).hex()}"
             try:
                 with open_stream() as stream:
                     got = _layers.apply_layer(stream, tmp)
@@ -161,7 +160,7 @@ def overlay_supported(where: Path) -> bool:
         return False
     from builder import syscalls as sc
 
-    probe = where / f".overlay-probe-{secrets.token_hex(4)}"
+    probe = where / f".overlay-probe-{os.urandom(4).hex()}"
     for d in ("l", "u", "w", "m"):
         (probe / d).mkdir(parents=True)
     ok = False
@@ -377,7 +376,7 @@ def mount_root(sys: Syscalls, root: Root, target: str, run_dir: str, data: str) 
 @contextlib.contextmanager
 def scratch_dir(base: Path) -> Iterator[Path]:
     """A temporary directory under *base*, removed afterwards."""
-    p = base / f".scratch-{secrets.token_hex(6)}"
+    p = base / f".scratch-{os.urandom(6).hex()}"
     p.mkdir(parents=True)
     try:
         yield p

@@ -125,7 +125,6 @@ def run(obj: Any, /, **kw: Any) -> None:
 
 
 def _run(state: Any, kw: dict[str, Any]) -> int:
-    import secrets
     import shutil
 
     from builder.rootfs import LayerCache, image_layers, prepare_root
@@ -154,7 +153,7 @@ def _run(state: Any, kw: dict[str, Any]) -> int:
         extra.extend(read_env_file(f))
     for item in kw["env"]:
         extra.extend(_env_item(item))
-    sid = secrets.token_hex(32)
+    sid = os.urandom(32).hex()
     host_net = kw["network"] == "host"
     hostname = kw["hostname"] or (os.uname().nodename if host_net else sid[:12])
     env = list(config.get("Env") or [])

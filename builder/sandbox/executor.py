@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import selectors
 import shutil
 import signal
@@ -519,7 +518,7 @@ class Executor:
     # -- start ---------------------------------------------------------------------------------------
     def start(self, spec: Spec, *, stdout: Output = None, stderr: Output = None, stdin: Input = None) -> Sandbox:
         """Start *spec*; returns once the process has been exec'd (or raises, with nothing left)."""
-        sid = spec.id or secrets.token_hex(8)
+        sid = spec.id or os.urandom(8).hex()
         reap_stale(self.state)
         run_dir = self.state.run / sid
         run_dir.parent.mkdir(parents=True, exist_ok=True)

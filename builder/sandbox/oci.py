@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -162,7 +161,7 @@ def start_oci(
     runtime_path = shutil.which(runtime) or runtime
     if not os.access(runtime_path, os.X_OK) or os.path.isdir(runtime_path):
         raise SandboxError(f"OCI runtime {runtime!r} not found")
-    sid = spec.id or secrets.token_hex(8)
+    sid = spec.id or os.urandom(8).hex()
     bundle = state.run / sid
     bundle.parent.mkdir(parents=True, exist_ok=True)
     bundle.mkdir()
