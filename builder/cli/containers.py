@@ -71,20 +71,20 @@ def status_text(c: Container) -> str:
     return st.status.capitalize()
 
 
-def ports_of(c: Container) -> list[dict[str, Any]]:
-    """Published ports from the network endpoints recorded on the container."""
+def ports_of(c: Container, eps: dict[str, Any]) -> list[dict[str, Any]]:
+    """Published ports from the container's network endpoints."""
     out: list[dict[str, Any]] = []
     if c.state.status != "running":
         return out
-    for ep in c.state.endpoints.values():
+    for ep in eps.values():
         for p in ep.get("Ports", ()):
             out.append(p)
     return out
 
 
-def ports_text(c: Container) -> str:
+def ports_text(c: Container, eps: dict[str, Any]) -> str:
     parts = []
-    published = ports_of(c)
+    published = ports_of(c, eps)
     seen = set()
     for p in published:
         parts.append(f"{p['HostIp'] or '0.0.0.0'}:{p['HostPort']}->{p['ContainerPort']}/{p['Protocol']}")
@@ -103,7 +103,7 @@ def command_text(c: Container, *, trunc: bool) -> str:
     return f'"{cmd}"'
 
 
-def _ps_row(c: Container, *, trunc: bool) -> dict[str, Any]:
+def _ps_row(c: Container, *, trunc: bool, eps: dict[str, Any]) -> dict[str, Any]:
     from builder.containers.options import parse_timestamp_text
 
     created_ns = parse_timestamp_text(c.created)
@@ -117,8 +117,8 @@ def _ps_row(c: Container, *, trunc: bool) -> dict[str, Any]:
         "LocalVolumes": str(sum(1 for m in c.mounts if m.get("Type") == "volume")),
         "Mounts": ",".join(str(m.get("Name") or m.get("Source", "")) for m in c.mounts),
         "Names": c.name,
-        "Networks": ",".join(sorted(c.state.endpoints or c.networks)),
-        "Ports": ports_text(c),
+        "Networks": ",".join(sorted(eps)),
+        "Ports": ports_text(c, eps),
         "RunningFor": f"{human_duration(_ago(c.created))} ago",
         "Size": "0B",
         "State": c.state.status,
@@ -197,21 +197,26 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
     if last >= 0:
         found = found[:last]
     trunc = not no_trunc
+    table = lifecycle.network_endpoints(_root(obj))
+
+    def row_of(c: Container) -> dict[str, Any]:
+        return _ps_row(c, trunc=trunc, eps=lifecycle.endpoints_of(c, table))
+
     if quiet:
         for c in found:
             click.echo(c.short_id if trunc else c.id)
         return
     if fmt == "json":
         for c in found:
-            click.echo(json.dumps(_ps_row(c, trunc=trunc), separators=(",", ":")))
+            click.echo(json.dumps(row_of(c), separators=(",", ":")))
         return
     if fmt and fmt != "table":
         for c in found:
-            click.echo(render_template(fmt, _ps_row(c, trunc=trunc)))
+            click.echo(render_template(fmt, row_of(c)))
         return
     rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
     for c in found:
-        r = _ps_row(c, trunc=trunc)
+        r = row_of(c)
         rows.append([r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]])
     click.echo(_table(rows))
 
@@ -425,7 +430,7 @@ def port(obj: Any, container: str, private_port: str | None) -> None:
     from builder.errors import ContainerError
 
     c = lifecycle.get(_root(obj), container)
-    published = ports_of(c)
+    published = ports_of(c, lifecycle.endpoints_of(c, lifecycle.network_endpoints(_root(obj))))
     if private_port:
         num, _, proto = private_port.partition("/")
         proto = proto or "tcp"
@@ -498,18 +503,24 @@ def inspect_json(root: Any, c: Container) -> dict[str, Any]:
         "HostConfig": d["HostConfig"],
         "Mounts": d["Mounts"],
         "Config": d["Config"],
-        "NetworkSettings": _network_settings(c),
+        "NetworkSettings": _network_settings(c, _endpoints(root, c)),
     }
     return out
 
 
-def _network_settings(c: Container) -> dict[str, Any]:
+def _endpoints(root: Any, c: Container) -> dict[str, Any]:
+    from builder.containers import lifecycle
+
+    return lifecycle.endpoints_of(c, lifecycle.network_endpoints(root))
+
+
+def _network_settings(c: Container, eps: dict[str, Any]) -> dict[str, Any]:
     running = c.state.running
     nets: dict[str, Any] = {}
     ports: dict[str, Any] = {}
     for k in c.config.get("ExposedPorts") or {}:
         ports[k if "/" in k else f"{k}/tcp"] = None
-    for name, ep in (c.state.endpoints or c.networks).items():
+    for name, ep in eps.items():
         ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")
         nets[name] = {
             "Aliases": ep.get("Aliases") or None,

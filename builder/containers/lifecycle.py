@@ -96,6 +96,35 @@ def get(root: StateRoot, ref: str) -> Container:
     return refresh(cs, cs.find(ref))
 
 
+# -- network endpoints, as the network records hold them now -----------------------------------
+def network_endpoints(root: StateRoot) -> dict[str, dict[str, dict[str, Any]]]:
+    """container id -> network name -> endpoint JSON, read straight from the network records
+    (so ``network connect``/``disconnect`` show at once; no netlink import)."""
+    import json
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    if not root.networks.is_dir():
+        return out
+    for p in sorted(root.networks.glob("*.json")):
+        try:
+            rec = json.loads(p.read_bytes())
+        except (OSError, ValueError):
+            continue
+        for cid, ep in (rec.get("Containers") or {}).items():
+            e = dict(ep)
+            e.setdefault("NetworkID", rec.get("Id", ""))
+            out.setdefault(cid, {})[str(rec.get("Name", ""))] = e
+    return out
+
+
+def endpoints_of(c: Container, table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """A running container's endpoints (the records' view, else what its start recorded)."""
+    if not c.state.running:
+        return {}
+    live = table.get(c.id)
+    return dict(live) if live else dict(c.state.endpoints)
+
+
 # -- ps ----------------------------------------------------------------------------------------
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
