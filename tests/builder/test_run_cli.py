@@ -206,3 +206,22 @@ def test_tty_and_interactive(busybox: Any, guard: None) -> None:
         os.close(master)
     text = out.decode(errors="replace")
     assert "is-a-tty" in text and "33 101" in text and "got:hello" in text
+
+
+def test_sigkill_of_the_container_gives_137(busybox: Any, guard: None) -> None:
+    p = subprocess.Popen([*LEAN, "--root", str(busybox.root), "busybox", "sh", "-c", "echo ready; sleep 60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert p.stdout is not None
+        assert _line(p.stdout.fileno()) == "ready"
+        inits = [pid for pid, comm in descendants(p.pid) if comm == "sh"]
+        assert len(inits) == 1
+        os.kill(inits[0], signal.SIGKILL)
+        assert p.wait(15) == 137
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()
+        p.stderr.close()
