@@ -40,21 +40,18 @@ def dockerfile() -> None:
 
 
 def _dump(node: object) -> str:
+    """One node as Docker's ``Node.Dump()`` prints it: ``(copy ["--from=b"] "a" "/b")``."""
     from builder.dockerfile import Node
 
     assert isinstance(node, Node)
     parts = [node.cmd]
     if node.flags:
-        parts.append(json.dumps(list(node.flags)))
-    if node.json:
-        parts.append(json.dumps(list(node.args)))
-    else:
-        parts.extend(json.dumps(a) for a in node.args)
-    parts.extend(f"{json.dumps(p.key)}={json.dumps(p.value)}" for p in node.pairs)
+        parts.append("[" + " ".join(json.dumps(f) for f in node.flags) + "]")
+    parts.extend(json.dumps(a) for a in node.args)
+    for p in node.pairs:
+        parts.extend((json.dumps(p.key), json.dumps(p.value), json.dumps("" if p.legacy else "=")))
     if node.sub is not None:
-        parts.append(f"({_dump(node.sub)})")
-    for h in node.heredocs:
-        parts.append(f"<<{h.name}:{json.dumps(h.content)}")
+        parts.append(_dump(node.sub))
     return "(" + " ".join(parts) + ")"
 
 
@@ -83,6 +80,8 @@ def parse_cmd(as_json: bool, file: str) -> None:
             else f"{node.start_line}-{node.end_line}"
         )
         click.echo(f"{lines}: {_dump(node)}")
+        for heredoc in node.heredocs:
+            click.echo(f"    <<{heredoc.name} {json.dumps(heredoc.content)}")
 
 
 @dockerfile.command("check")
