@@ -207,6 +207,8 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
 
     ref = Reference.parse(name)
     plat = _platform(platform)
+    if not quiet and Reference.parse(name, default_tag=False).tag is None and ref.digest is None:
+        click.echo("Using default tag: latest")
     if not quiet:
         click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_name}")
     r = Renderer(verb="Pulling", quiet=quiet)

@@ -181,7 +181,10 @@ class RegistryClient:
             return {}
         netloc = parts.netloc
         if netloc not in self._tls:
-            verify = self.tls_verify or netloc != self.host
+            # --tls-verify=false and insecure-registries skip certificate checks for the registry
+            # itself (as Docker does); a token realm elsewhere is always verified.
+            verify = netloc != self.host or (self.tls_verify and
+                                             self.host not in insecure_registries())
             self._tls[netloc] = TLSSettings.for_host(netloc, verify=verify)
         return self._tls[netloc].kwargs()
 

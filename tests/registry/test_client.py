@@ -39,13 +39,18 @@ def certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
-def test_tls_needs_the_ca_from_certs_d(tls_registry: Registry, certs: Path) -> None:
+def test_tls_needs_the_ca_from_certs_d(tls_registry: Registry, certs: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     with RegistryClient(tls_registry.addr) as c, pytest.raises(TransportError, match="certificate verify failed"):
         c.repository("x/y").tags()
     with RegistryClient(tls_registry.addr, tls_verify=False) as c:
         assert c.base == f"https://{tls_registry.addr}"
         with pytest.raises(NameUnknown):
             c.repository(unique_repo()).tags()
+    monkeypatch.setenv("PYBUILD_INSECURE_REGISTRIES", f"other:1,{tls_registry.addr}")
+    with RegistryClient(tls_registry.addr) as c, pytest.raises(NameUnknown):
+        c.repository(unique_repo()).tags()  # an insecure registry: its certificate is not checked
+    monkeypatch.delenv("PYBUILD_INSECURE_REGISTRIES")
     tls_registry.certs_d(certs)
     assert certs_dirs() == [certs]
     with RegistryClient(tls_registry.addr) as c:
