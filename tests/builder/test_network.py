@@ -4,6 +4,7 @@ nsenter, iptables rules and cleanup asserted against snapshots taken before each
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -360,6 +361,9 @@ def test_published_port_via_proxy_and_dnat(state: StateRoot, tmp_path: Path) -> 
     with serve_http(web.netns, tmp_path / "www"):
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
         assert body == b"hello from the container\n"
+        # the host's own address: the nat OUTPUT hook sends it through DNAT
+        body = urllib.request.urlopen(f"http://{_a_host_address()}:{port}/", timeout=5).read()
+        assert body == b"hello from the container\n"
         with forward_policy("DROP"):
             with outside_netns(tmp_path, "10.232.0.1", "10.232.0.2") as out:
                 r = sh(out, "busybox", "wget", "-q", "-O", "-", f"http://10.232.0.1:{port}/")
@@ -495,3 +499,42 @@ def test_default_bridge_goes_with_its_last_container(state: StateRoot) -> None:
     assert not links.link_exists(bridge.bridge) and not firewall.has_tag(tag)
     again = N.attach(state, CID_C, "bridge")  # and comes back on next use
     assert links.link_exists(bridge.bridge) and firewall.has_tag(tag) and again.ip
+
+
+def test_proxy_streams_large_bodies_and_honours_the_host_ip(state: StateRoot, tmp_path: Path) -> None:
+    N.create_network(state, "appnet")
+    port = free_port()
+    web = N.attach(state, CID_A, "appnet", ports=N.parse_publish(f"127.0.0.1:{port}:80"))
+    assert web.netns is not None
+    www = tmp_path / "www"
+    www.mkdir()
+    blob = os.urandom(3 * 1024 * 1024)
+    (www / "blob").write_bytes(blob)
+    with serve_http(web.netns, www):
+        urls = [f"http://127.0.0.1:{port}/blob"] * 4
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            bodies = list(pool.map(lambda u: urllib.request.urlopen(u, timeout=10).read(), urls))
+        assert all(b == blob for b in bodies)
+        # published on 127.0.0.1 only: the host's other addresses do not answer
+        host_ip = _a_host_address()
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((host_ip, port)) == 111  # ECONNREFUSED: no proxy, no DNAT there
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _a_host_address() -> str:
+    """An address of this host on a real interface (not loopback, not one of our bridges)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+        for a in ipr.get_addr(family=2):
+            name = str(names.get(a["index"], ""))
+            if name != "lo" and not name.startswith("pb"):
+                return str(a.get("address"))
+    raise AssertionError("no host address to test with")
