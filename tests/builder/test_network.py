@@ -267,6 +267,15 @@ def test_two_endpoints_reach_each_other_by_ip_and_name_isolated_from_other_netwo
     for name in ("web", "www", "WEB.appnet", CID_A[:12]):
         r = sh(b.netns, "busybox", "nslookup", name, b.gateway)
         assert r.returncode == 0 and f"Address: {a.ip}" in r.stdout, (name, r.stdout)
+    tcp_query = (
+        "import socket,struct\n"
+        "q=struct.pack('!HHHHHH',7,256,1,0,0,0)+b'\\x03www\\x00'+struct.pack('!HH',1,1)\n"
+        f"s=socket.create_connection(('{b.gateway}',53),timeout=3)\n"
+        "s.sendall(struct.pack('!H',len(q))+q)\nn=struct.unpack('!H',s.recv(2))[0]\n"
+        "print(socket.inet_ntoa(s.recv(n)[-4:]))"
+    )
+    r = sh(b.netns, "python3", "-c", tcp_query)  # DNS over TCP too
+    assert r.stdout == f"{a.ip}\n", r.stderr
     assert N.resolv_conf(state, CID_C).startswith(f"nameserver {c.gateway}\n")
     dns_pid = N.get_network(state, "appnet").dns_pid
     assert dns_pid in _proxies()
