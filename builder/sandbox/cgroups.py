@@ -269,3 +269,31 @@ def cgroup_paths_of(pid: int, layout: Layout | None = None) -> list[str]:
         if d not in out and os.path.isdir(d):
             out.append(d)
     return out
+
+
+def remove_orphans(*, min_age: float, layout: Layout | None = None) -> list[str]:
+    """Remove ``pybuild/<id>`` cgroups that hold no process and are older than *min_age* seconds.
+
+    What a sandbox whose owner was killed leaves when no run dir remains to say so (its state
+    root was removed). A sandbox being started holds its cgroup for well under *min_age*.
+    """
+    layout = layout or detect()
+    removed: list[str] = []
+    now = time.time()
+    for mnt in {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}:
+        base = Path(mnt) / PARENT
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            continue
+        for d in entries:
+            try:
+                if not d.is_dir() or now - d.stat().st_mtime < min_age:
+                    continue
+                if (d / "cgroup.procs").read_text().split():
+                    continue
+                os.rmdir(d)
+                removed.append(str(d))
+            except OSError:
+                continue
+    return removed

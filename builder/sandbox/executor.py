@@ -852,4 +852,5 @@ def reap_stale(state: StateRoot) -> list[str]:
                     continue
         sb.teardown()
         gone.append(sb.id)
+    _cg.remove_orphans(min_age=_STARTING_GRACE)
     return gone

@@ -513,3 +513,29 @@ def test_start_killed_midway_is_torn_down_from_its_state(
     assert run_dir.is_dir() and leftover
     teardown_run_dir(run_dir)
     assert not run_dir.exists() and not [p for p in leftover if p.exists()]
+
+
+def test_orphan_cgroups_are_removed_by_age(host: HostSnapshot) -> None:
+    """Empty ``pybuild/<id>`` cgroups left by a killed owner whose state root is gone."""
+    from builder.sandbox.cgroups import remove_orphans
+
+    old = Path("/sys/fs/cgroup/pids/pybuild") / new_id()
+    young = Path("/sys/fs/cgroup/memory/pybuild") / new_id()
+    for d in (old, young):
+        d.parent.mkdir(exist_ok=True)
+        d.mkdir()
+    try:
+        t = time.time() - 3600
+        os.utime(old, (t, t))
+        removed = remove_orphans(min_age=600)
+        assert str(old) in removed and not old.exists()
+        assert young.exists() and str(young) not in removed  # a start in progress is left alone
+    finally:
+        for d in (old, young):
+            if d.exists():
+                d.rmdir()
+        for parent in (old.parent, young.parent):
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
