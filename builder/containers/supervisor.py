@@ -247,14 +247,15 @@ def spawn(root: StateRoot, cid: str) -> Started:
             os._exit(code)
     os.close(w)
     os.waitpid(pid, 0)
-    chunks = []
-    while True:
+    # read one line, not to EOF: a forked helper of the container may hold a copy of the
+    # pipe's write end for as long as the container runs
+    raw = b""
+    while not raw.endswith(b"\n"):
         b = os.read(r, 65536)
         if not b:
             break
-        chunks.append(b)
+        raw += b
     os.close(r)
-    raw = b"".join(chunks)
     if not raw:
         raise ContainerError(f"the supervisor of container {cid[:12]} died before starting it "
                              f"(see {ContainerStore(root).dir(cid) / 'supervisor.log'})")
@@ -284,7 +285,7 @@ def _detach_stdio(root: StateRoot, cid: str, *, keep: int) -> None:
 def _supervise_detached(root: StateRoot, cid: str, w: int) -> int:
     def ready(s: Started) -> None:
         nonlocal w
-        os.write(w, json.dumps({"ok": s.ok, "exit_code": s.exit_code, "error": s.error}).encode())
+        os.write(w, json.dumps({"ok": s.ok, "exit_code": s.exit_code, "error": s.error}).encode() + b"\n")
         os.close(w)
         w = -1
 

@@ -491,3 +491,16 @@ def test_stop_signal_and_a_killed_init(env: Env) -> None:
     _wait_for(lambda: env.state("victim")["State"]["Status"] == "exited")  # type: ignore[index]
     assert env.state("victim")["State"]["ExitCode"] == 137  # type: ignore[index]
     assert "Exited (137)" in env.pb("ps", "-a", "--filter", "name=victim").stdout
+
+
+def test_detached_container_on_runc(env: Env) -> None:
+    t0 = time.monotonic()
+    env.pb("run", "-d", "--name", "viarunc", "--network", "none", "--runtime", "runc", "busybox",
+           "sh", "-c", "echo up; exec sleep 1000")
+    assert time.monotonic() - t0 < 10  # `run -d` returns while the container runs
+    assert env.state("viarunc")["State"]["Status"] == "running"  # type: ignore[index]
+    assert "sleep 1000" in env.pb("exec", "viarunc", "ps").stdout
+    _wait_for(lambda: env.pb("logs", "viarunc").stdout == "up\n")
+    env.pb("stop", "-t", "1", "viarunc")
+    assert env.state("viarunc")["State"]["ExitCode"] == 137  # type: ignore[index]
+    env.pb("rm", "viarunc")
