@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from registry.transfer import Event
 
 F = TypeVar("F", bound=Callable[..., Any])
+_CONFIGS = frozenset({"application/vnd.oci.image.config.v1+json",
+                      "application/vnd.docker.container.image.v1+json"})
 TLS_HELP = ("Require HTTPS with a verified certificate (default true); "
             "--tls-verify=false also allows plain HTTP.")
 
@@ -60,6 +62,8 @@ class Renderer:
         if ev.kind == "retry":
             self._line(f"Retrying: {ev.detail}")
             return
+        if ev.media_type in _CONFIGS:
+            return  # as Docker shows it: layers only
         if ev.kind == "exists":
             self._line(f"{short}: {'Layer already exists' if self.verb == 'Pushing' else 'Already exists'}")
             return
