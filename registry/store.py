@@ -205,7 +205,20 @@ class Store:
         if not (self.path / "oci-layout").exists():
             write_atomic(self.path / "oci-layout", LAYOUT)
         if not (self.path / "index.json").exists():
-            self._write_index([])
+            # Create-if-absent by link(2): this runs unlocked (from ``ingest_dir``), and a plain
+            # write could clobber an index.json another process has just filled.
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".index.json.")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(json.dumps({"manifests": [], "mediaType": mt.OCI_INDEX,
+                                        "schemaVersion": 2}, indent=2).encode())
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o644)
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, self.path / "index.json")
+            finally:
+                os.unlink(tmp)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

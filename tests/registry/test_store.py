@@ -160,3 +160,25 @@ def test_gc_without_waiting_skips_while_leased(tmp_path: Path) -> None:
                              text=True, timeout=30).stdout
         assert out.strip() == "(0, 0)" and store.has_blob(d)
     assert store.gc(wait=False) == (1, 9)
+
+
+def test_concurrent_first_use_of_a_fresh_store(tmp_path: Path) -> None:
+    """Processes racing to create the layout never lose each other's index entries."""
+    root = tmp_path / "fresh"
+    rootfs = tmp_path / "fs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "hostname").write_text("x\n")
+    code = """
+import sys
+from pathlib import Path
+from registry import archive
+from registry.reference import Reference
+from registry.store import Store
+archive.import_rootfs(Store(sys.argv[1]), Path(sys.argv[2]), reference=Reference.parse(f"p{sys.argv[3]}:1"))
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(rootfs), str(n)], cwd=REPO)
+             for n in range(6)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 6
+    names = sorted(str(r.reference) for r in Store(root).images())
+    assert names == [f"docker.io/library/p{n}:1" for n in range(6)]
+    assert json.loads((root / "oci-layout").read_bytes()) == {"imageLayoutVersion": "1.0.0"}
