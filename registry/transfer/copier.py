@@ -169,7 +169,13 @@ def _copy_blobs(src: End, dst: End, blobs: list[Descriptor], workers: int, repor
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pybuild-blob") as pool:
         futures: list[Future[None]] = [pool.submit(one, d) for d in blobs]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: stop the workers at their next chunk, not at blob end
+            cancel.set()
+            for f in futures:
+                f.cancel()
+            raise
         failed = [f for f in done if f.exception() is not None]
         if failed:
             cancel.set()

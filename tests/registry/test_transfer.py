@@ -455,3 +455,16 @@ def test_archive_destination_in_missing_directory_writes_nothing(env: Path) -> N
         transfer.copy(transfer.StoreEnd(store, "app:1"),
                       transfer.parse_end(f"oci-archive:{env}/missing/x.tar"))
     assert not (env / "missing").exists()
+
+
+def test_pull_by_digest_of_an_index_is_found_again(plain_registry: Registry, env: Path) -> None:
+    store = Store(env / "store")
+    index, images = _multi_platform(store, "multi:1")
+    repo = f"{plain_registry.addr}/{unique_repo()}"
+    transfer.copy(transfer.StoreEnd(store, "multi:1"), transfer.parse_end(f"{repo}:m"),
+                  all_platforms=True)
+    dst = Store(env / "dst")
+    by_digest = f"{repo}@{index.digest}"
+    img = transfer.pull(dst, by_digest, platform=Platform("linux", "arm64"))
+    assert img.descriptor.digest == images["arm64"].descriptor.digest
+    assert dst.resolve(by_digest).descriptor.digest == images["arm64"].descriptor.digest
