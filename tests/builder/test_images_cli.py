@@ -270,3 +270,13 @@ def test_image_group_lists_docker_aliases(pybuild: Pybuild) -> None:
 
 
 Factory = Callable[[], Pybuild]
+
+
+def test_images_filters_and_history_flags(busybox: Pybuild) -> None:
+    busybox("tag", "busybox", "tools/box:1")
+    out = busybox("images", "--filter", "reference=tools/*", "--format", "{{.Repository}}:{{.Tag}}")
+    assert out.stdout == "tools/box:1\n"
+    refused(busybox, "images", "--filter", "bogus=1", needle="invalid filter 'bogus=1'")
+    raw = busybox("history", "-H", "false", "--no-trunc", "--format", "{{.ID}} {{.Size}} {{.CreatedSince}}",
+                  "busybox").stdout.split()
+    assert raw[0] == busybox.image_id and raw[1].isdigit() and raw[2].endswith("Z")

@@ -415,3 +415,22 @@ def test_tar_stream_reads_what_tarfile_writes(fmt: int) -> None:
     with pytest.raises(tarfile.ReadError, match="unexpected end of data"):
         for _ in cut:
             cut.copy_data(lambda b: None)
+
+
+def test_several_images_in_one_archive(busybox: Pybuild, busybox_tar: Path, tmp_path: Path,
+                                       pybuild_factory: Callable[[], Pybuild]) -> None:
+    busybox("import", str(busybox_tar), "other:1", "-c", "USER app")
+    busybox("tag", "busybox", "busybox:stable")
+    for fmt in ("docker-archive", "oci-archive"):
+        out = tmp_path / f"both-{fmt}.tar"
+        busybox("save", "--format", fmt, "-o", str(out), "busybox", "other:1")
+        for name in ("busybox:latest", "busybox:stable", "other:1"):
+            want = busybox.store().resolve(name).id
+            raw = subprocess.run(["skopeo", "--insecure-policy", "inspect", "--config", "--raw",
+                                  f"{fmt}:{out}:{name}"], capture_output=True, check=True).stdout
+            assert "sha256:" + hashlib.sha256(raw).hexdigest() == str(want), (fmt, name)
+        fresh = pybuild_factory()
+        lines = fresh("load", "-i", str(out)).stdout.splitlines()
+        assert sorted(lines) == ["Loaded image: busybox:latest", "Loaded image: busybox:stable",
+                                 "Loaded image: other:1"]
+        assert fresh.store().resolve("other:1").config.config == {"User": "app"}
