@@ -251,9 +251,16 @@ def wait_not_running(cs: ContainerStore, cid: str, *, timeout: float | None = No
     supervisor is gone, in which case the record is repaired)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.002
+    last: Container | None = None
     while True:
-        c = cs.load(cid)
-        c = refresh(cs, c)
+        try:
+            c = refresh(cs, cs.load(cid))
+        except NoSuchContainer:
+            if last is None:
+                raise
+            # an --rm container: its supervisor removed it once it ended
+            return last.with_state(replace(last.state, status="exited", exit_code=_last_exit(cs.root, cid)))
+        last = c
         if not c.state.running:
             return c
         if deadline is not None and time.monotonic() > deadline:
@@ -343,9 +350,13 @@ def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
     from builder.containers import runtime
 
     with cs.lock(c.id):
+        if not cs.dir(c.id).exists():
+            return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
         runtime.teardown(root, c, c.state)
         runtime.remove_storage(root, c, volumes=volumes)
         cs.delete(c.id)
+    with contextlib.suppress(OSError):
+        cs.lock_path(c.id).unlink()
 
 
 def prune(root: StateRoot, *, filters: Filters | None = None) -> list[str]:

@@ -228,6 +228,9 @@ class ContainerStore:
         with self.root.lock(f"container-{cid[:12]}"):
             yield
 
+    def lock_path(self, cid: str) -> Path:
+        return self.root.path / "locks" / f"container-{cid[:12]}.lock"
+
     # -- reading ---------------------------------------------------------------------------------
     def ids(self) -> list[str]:
         if not self.path.is_dir():
@@ -348,7 +351,10 @@ class ContainerStore:
         if not d.exists():
             return
         trash = self.path / f".rm-{cid}"
-        os.rename(d, trash)
+        try:
+            os.rename(d, trash)
+        except FileNotFoundError:
+            return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
         shutil.rmtree(trash, ignore_errors=True)
 
 
