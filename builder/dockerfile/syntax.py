@@ -21,7 +21,8 @@ GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\
 _GO_SPACE_SET = frozenset(GO_SPACE)
 # Docker splits the keyword and whitespace-delimited arguments on ASCII blanks only.
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
-_GO_BLANKS = re.compile("[" + GO_SPACE + "]+")
+_GO_WORD = re.compile("[^" + GO_SPACE + "]+")
+_QUOTED_WORD = re.compile("(?:[^" + GO_SPACE + "\"']+|\"[^\"]*(?:\"|\\Z)|'[^']*(?:'|\\Z))+")
 _DIRECTIVE = re.compile(
     "#[" + GO_SPACE + r"]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
 )
@@ -300,6 +301,7 @@ class _Source:
         return body, False
 
     def tokens(self) -> Iterator[_Tok]:
+        # the hottest loop of the parser: method calls are inlined on purpose
         lines = self.lines
         total = len(lines)
         i = 0
@@ -308,37 +310,47 @@ class _Source:
             stripped = raw.lstrip(GO_SPACE)
             i += 1
             start = i
-            directive = self._directive(stripped, start)
-            if directive is not None:
-                yield _tok("DIRECTIVE", directive[0], start, directive)
-            if stripped.startswith("#"):
+            if not self._directives_done:
+                directive = self._directive(stripped, start)
+                if directive is not None:
+                    yield _tok("DIRECTIVE", directive[0], start, directive)
+            if not stripped or stripped[0] == "#":
                 continue
-            text, eol = self._trim_continuation(stripped)
-            if eol and not text:
-                continue
-            parts = [text]
+            escape = self.escape
+            body = stripped.rstrip(" \t")
+            if body.endswith(escape) and not body[:-1].endswith(escape):
+                parts = [body[:-1]]
+                eol = False
+            else:
+                parts = [stripped]
+                eol = True
             while not eol and i < total:
                 raw = lines[i]
                 i += 1
-                self._directive(raw, i)
-                if raw.lstrip(GO_SPACE).startswith("#"):
-                    continue
-                if not raw.strip(GO_SPACE):
+                if not self._directives_done:
+                    self._directive(raw, i)
+                left = raw.lstrip(GO_SPACE)
+                if not left:
                     self.empty_continuations.append(i)
+                    continue
+                if left[0] == "#":
                     continue
                 text, eol = self._trim_continuation(raw)
                 parts.append(text)
-            line = "".join(parts)
-            if not _go_trim_space(line):
+            line = "".join(parts) if len(parts) > 1 else parts[0]
+            trimmed = line.strip(GO_SPACE)
+            if not trimmed:
                 continue
             end = i
-            column = len(lines[start - 1]) - len(lines[start - 1].lstrip(GO_SPACE)) + 1
-            cmd, flags, rest = _split_command(line)
-            kind = _ARG_FORMS.get(cmd.lower(), "ignore")
+            column = len(lines[start - 1]) - len(stripped) + 1
+            cmd, flags, rest = _split_trimmed(trimmed)
+            low = cmd.lower()
             pending: list[_Tok] = [_tok("KEYWORD", cmd, start, (start, end, column, line))]
             if flags:
                 pending.append(_tok("FLAGS", flags[0], start, flags))
-            heredoc_cmd, is_json = self._arguments(pending, cmd.lower(), kind, rest, start, end)
+            heredoc_cmd, is_json = self._arguments(
+                pending, low, _ARG_FORMS.get(low, "ignore"), rest, start, end
+            )
             yield from pending
             if heredoc_cmd in _HEREDOC_COMMANDS and not is_json and "<<" in line:
                 i = yield from self._heredocs(line, i, start, end)
@@ -468,7 +480,11 @@ class _Source:
 
 def _split_command(line: str) -> tuple[str, list[str], str]:
     """Docker's splitCommand: (keyword, flags, rest of the line)."""
-    parts = _WHITESPACE.split(_go_trim_space(line), maxsplit=1)
+    return _split_trimmed(_go_trim_space(line))
+
+
+def _split_trimmed(line: str) -> tuple[str, list[str], str]:
+    parts = _WHITESPACE.split(line, maxsplit=1)
     if len(parts) < 2:
         return parts[0], [], ""
     rest, flags = _extract_flags(parts[1])
@@ -481,6 +497,17 @@ def _extract_flags(line: str) -> tuple[str, list[str]]:
     stripped = line.lstrip(GO_SPACE)
     if not stripped.startswith("--"):
         return stripped, []
+    if "'" not in line and '"' not in line and "\\" not in line:
+        # nothing quoted or escaped: flag words are blank-separated words
+        plain: list[str] = []
+        for m in _GO_WORD.finditer(line):
+            word = m.group()
+            if not word.startswith("--"):
+                return line[m.start() :], plain
+            if word == "--":
+                return line[m.end() :], plain
+            plain.append(word)
+        return "", plain
     words: list[str] = []
     n = len(line)
     pos = 0
@@ -533,9 +560,10 @@ def _extract_flags(line: str) -> tuple[str, list[str]]:
 def parse_words(rest: str, escape: str = "\\") -> list[str]:
     """Docker's parseWords: whitespace-separated words, quotes and escapes kept as written
     (used for ENV/LABEL pairs and ARG)."""
-    if escape not in rest and "'" not in rest and '"' not in rest:
-        # nothing quoted or escaped: plain blank-separated words
-        return [w for w in _GO_BLANKS.split(rest) if w]
+    if escape not in rest:
+        # no escapes: a word is a run of non-blanks and quoted spans (quotes kept; an
+        # unterminated quote runs to the end of the line)
+        return _QUOTED_WORD.findall(rest)
     words: list[str] = []
     word: list[str] = []
     in_word = False
