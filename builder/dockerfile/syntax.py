@@ -501,12 +501,12 @@ def _extract_flags(line: str) -> tuple[str, list[str]]:
         # nothing quoted or escaped: flag words are blank-separated words
         plain: list[str] = []
         for m in _GO_WORD.finditer(line):
-            word = m.group()
-            if not word.startswith("--"):
+            token = m.group()
+            if not token.startswith("--"):
                 return line[m.start() :], plain
-            if word == "--":
+            if token == "--":
                 return line[m.end() :], plain
-            plain.append(word)
+            plain.append(token)
         return "", plain
     words: list[str] = []
     n = len(line)
