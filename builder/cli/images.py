@@ -20,6 +20,7 @@ from builder.cli import Globals, fail
 from builder.cli.format import (
     created_at,
     format_rows,
+    human_duration,
     human_size,
     parse_time,
     render_template,
@@ -81,20 +82,25 @@ _IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "D
                   "Containers": "CONTAINERS", "VirtualSize": "VIRTUAL SIZE"}
 
 
-def _image_row(rec: ImageRecord, no_trunc: bool) -> dict[str, Any]:
+def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[datetime, dict[str, Any]]:
+    """Docker's ``images --format json`` object, and the created time to sort by (one parse
+    of each field: listing a large store stays cheap)."""
     ref = rec.reference
-    return {
+    created = parse_time(rec.created)
+    size = human_size(rec.size)
+    return created or datetime.min.replace(tzinfo=UTC), {
         "Containers": "N/A",
-        "CreatedAt": created_at(rec.created),
-        "CreatedSince": since(rec.created),
+        "CreatedAt": created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if created else "",
+        "CreatedSince": human_duration((datetime.now(UTC) - created).total_seconds()) + " ago"
+        if created else "N/A",
         "Digest": str(rec.descriptor.digest),
         "ID": _short(rec.image_id, no_trunc),
         "Repository": ref.familiar_name if ref else "<none>",
         "SharedSize": "N/A",
-        "Size": human_size(rec.size),
+        "Size": size,
         "Tag": (ref.tag or "<none>") if ref else "<none>",
         "UniqueSize": "N/A",
-        "VirtualSize": human_size(rec.size),
+        "VirtualSize": size,
     }
 
 
@@ -133,9 +139,9 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
             records = [r for r in records if _reference_glob(r, value)]
         else:
             fail(f"invalid filter '{f}'")
-    records.sort(key=lambda r: (parse_time(r.created) or datetime.min.replace(tzinfo=UTC),
-                                str(r.reference or "")), reverse=True)
-    rows = [_image_row(r, no_trunc) for r in records]
+    keyed = [_image_row(r, no_trunc) for r in records]
+    keyed.sort(key=lambda kr: (kr[0], kr[1]["Repository"], kr[1]["Tag"]), reverse=True)
+    rows = [row for _, row in keyed]
     if quiet:
         ids = list(dict.fromkeys(r["ID"] for r in rows))
         _echo_lines("\n".join(ids))
