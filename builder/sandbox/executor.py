@@ -189,11 +189,13 @@ class _Stdio:
         return out.fileno()  # type: ignore[union-attr]
 
     def in_child(self) -> None:
-        for target, fd in enumerate(self.child):
-            if fd != target:
-                os.dup2(fd, target)
-            else:
-                os.set_inheritable(fd, True)
+        # via high copies first: a plain dup2 chain breaks when sources and targets overlap
+        import fcntl
+
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in self.child]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)  # inheritable
+            os.close(fd)
 
     def after_fork(self) -> None:
         for fd in self.close_in_parent:

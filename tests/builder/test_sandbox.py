@@ -539,3 +539,13 @@ def test_orphan_cgroups_are_removed_by_age(host: HostSnapshot) -> None:
                 parent.rmdir()
             except OSError:
                 pass
+
+
+def test_swapped_stdout_and_stderr_fds(
+    executor: Executor, root: Root, host: HostSnapshot, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """stdout=2, stderr=1: the fds overlap the targets they are moved onto."""
+    r = executor.run(spec_for(root, "sh", "-c", "echo to-out; echo to-err >&2"), stdout=2, stderr=1)
+    assert r.exit_status == 0
+    captured = capfd.readouterr()
+    assert captured.out == "to-err\n" and captured.err == "to-out\n"
