@@ -127,6 +127,11 @@ def _ps_row(c: Container, *, trunc: bool, eps: dict[str, Any]) -> dict[str, Any]
 
 
 _TEMPLATE = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
+#: column titles of `ps --format "table …"`, as Docker prints them
+_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+            "RunningFor": "CREATED", "Ports": "PORTS", "Status": "STATUS", "Names": "NAMES",
+            "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS", "State": "STATE",
+            "Size": "SIZE", "LocalVolumes": "LOCAL VOLUMES"}
 
 
 def render_template(fmt: str, row: dict[str, Any]) -> str:
@@ -209,6 +214,13 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
     if fmt == "json":
         for c in found:
             click.echo(json.dumps(row_of(c), separators=(",", ":")))
+        return
+    if fmt and fmt.startswith("table "):
+        header = _TEMPLATE.sub(lambda m: _HEADERS.get(m.group(1), m.group(1).upper()),
+                               fmt[len("table "):].replace("\\t", "\t"))
+        lines = [header.split("\t")] + [render_template(fmt, row_of(c)).split("\t") for c in found]
+        width = max(len(x) for x in lines)
+        click.echo(_table([x + [""] * (width - len(x)) for x in lines]))
         return
     if fmt and fmt != "table":
         for c in found:

@@ -333,6 +333,10 @@ def test_cli_ps_and_logs_render(root: StateRoot) -> None:
     r = subprocess.run([*exe, "ps", "-a", "--format", "json", "--no-trunc"], env=env, capture_output=True, text=True)
     d = json.loads(r.stdout)
     assert d["ID"] == c.id and d["State"] == "exited" and d["Names"] == "shown"
+    r = subprocess.run([*exe, "ps", "-a", "--format", "table {{.ID}}\t{{.Names}}\t{{.State}}"], env=env,
+                       capture_output=True, text=True)
+    assert [line.split() for line in r.stdout.splitlines()] == [
+        ["CONTAINER", "ID", "NAMES", "STATE"], [c.id[:12], "shown", "exited"]]
     r = subprocess.run([*exe, "ps", "-aq"], env=env, capture_output=True, text=True)
     assert r.stdout == c.id[:12] + "\n"
     r = subprocess.run([*exe, "ps"], env=env, capture_output=True, text=True)
