@@ -77,7 +77,14 @@ def refresh(cs: ContainerStore, c: Container) -> Container:
             sandbox={},
         )
         cs.save_state(c.id, st)
-    return c.with_state(st)
+    c = c.with_state(st)
+    if c.host_config.get("AutoRemove"):
+        # --rm: what the dead supervisor would have done once the container ended
+        with contextlib.suppress(OSError):
+            (cs.root.containers / f".exit-{c.id}").write_text(str(st.exit_code))
+        destroy(cs.root, c, volumes=True)
+        c = c.with_state(replace(st, status="removing"))
+    return c
 
 
 def _wait_gone(pid: int, start: int, timeout: float) -> bool:
@@ -197,6 +204,8 @@ def list_containers(root: StateRoot, *, all: bool = False, filters: Filters | No
     out = []
     for c in cs.all():
         c = refresh(cs, c)
+        if c.state.status == "removing" and not cs.dir(c.id).exists():
+            continue
         if not show_all and not c.state.running:
             continue
         if filters.match(c):

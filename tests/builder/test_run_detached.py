@@ -504,3 +504,18 @@ def test_detached_container_on_runc(env: Env) -> None:
     env.pb("stop", "-t", "1", "viarunc")
     assert env.state("viarunc")["State"]["ExitCode"] == 137  # type: ignore[index]
     env.pb("rm", "viarunc")
+
+
+def test_a_killed_foreground_rm_run_is_cleaned_up_by_ps(env: Env) -> None:
+    p = subprocess.Popen([PYBUILD, "run", "--rm", "--name", "fg", "--network", "none", "busybox",
+                          "sleep", "1000"], env=env.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: "fg" in env.pb("ps", "--format", "{{.Names}}").stdout)
+    finally:
+        p.kill()  # SIGKILL: the CLI was the container's supervisor
+        p.wait()
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()
+        p.stderr.close()
+    _wait_for(lambda: env.pb("ps", "-a", "-q").stdout == "")
+    assert not any(x.name[:1] != "." for x in env.root.containers.iterdir() if x.is_dir())
