@@ -177,7 +177,10 @@ def login(obj: Globals, username: str | None, password: str | None, password_std
     with RegistryClient(host, credentials=creds, tls_verify=tls_verify) as client:
         identity = client.verify_login()
     config = DockerConfig.load()
-    config.store(domain, Credentials(username, identity_token=identity) if identity else creds)
+    where = config.store(domain, Credentials(username, identity_token=identity) if identity else creds)
+    if where == str(config.path):
+        click.echo(f"WARNING! Your credentials are stored unencrypted in '{where}'. "
+                   "Configure a credential helper (credsStore/credHelpers) to avoid this.", err=True)
     click.echo("Login Succeeded")
 
 
