@@ -307,6 +307,8 @@ class Solver:
             workspace.run_step(ws, step, results=results, secrets=self.options.secrets,
                                log=log, cancel=self._cancel)
             layer, diff_id = self._commit_diff(ws, graph.epoch)
+            if diff_id is not None:
+                ws.adopt_into_layer_cache(str(diff_id))
         return CacheRecord(step.key, layer, diff_id, step.created_by, now, dict(step.inputs))
 
     def _commit_diff(self, ws: workspace.Workspace, epoch: int | None) -> tuple[Descriptor | None, Digest | None]:

@@ -90,6 +90,26 @@ class Workspace:
             return
         _TRASH.put(trash)
 
+    def adopt_into_layer_cache(self, diff_id: str) -> None:
+        """Move the step's upper dir into the layer cache as the unpacked form of the layer just
+        tarred from it (same overlay format), so later steps need not unpack it again."""
+        from builder.rootfs import LayerCache
+
+        if self.root.is_overlay:
+            upper = self.root.upper
+        elif not self.root.layers:
+            upper = self.root.path  # a root with nothing below: the tree is the whole diff
+        else:
+            return
+        if upper is None:
+            return
+        cache = LayerCache(self.state)
+        if cache.has(diff_id):
+            return
+        with contextlib.suppress(OSError):  # another build got there first: keep theirs
+            os.chmod(upper, 0o755)
+            os.rename(upper, cache.path(diff_id))
+
     def diff(self, out: Any, *, source_date_epoch: int | None) -> bool:
         from builder.rootfs import diff
 
