@@ -181,7 +181,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     network = o.network or "bridge"
     if network.startswith("container:") and (o.publish or o.publish_all):
         raise ContainerError("conflicting options: port publishing and the container type network mode")
-    if network in ("host", "none") and (o.publish or o.publish_all) and network == "none":
+    if network == "none" and (o.publish or o.publish_all):
         raise ContainerError("conflicting options: port publishing and the none network mode")
     if o.network_aliases and network in ("bridge", "host", "none"):
         raise ContainerError("network-scoped aliases are supported for user-defined networks only")
