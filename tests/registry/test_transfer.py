@@ -365,6 +365,8 @@ def test_push_survives_failed_and_cut_chunks(fault_proxy: FaultProxy, plain_regi
     assert all(f.times == 0 for f in fault_proxy.faults), fault_proxy.faults
     patches = [e for e in fault_proxy.log if e[0] == "PATCH"]
     assert len(patches) > 5  # the big layer went up in chunks
+    # After the failed chunk the client asked the registry where the upload stood.
+    assert any(m == "GET" and "/blobs/uploads/" in t for m, t, _ in fault_proxy.log)
     # Straight from the registry (no proxy): the content is right.
     dst = Store(env / "dst")
     pulled = transfer.pull(dst, f"{plain_registry.addr}/{repo}:v1")
