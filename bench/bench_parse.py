@@ -193,6 +193,10 @@ def bench_fresh_process() -> None:
                 f"    `python -c pass`, whole process                   "
                 f"{min(c for c, _, _ in bare) * 1000:6.1f} ms  [{min(w for _, w, _ in bare) * 1000:.1f}]"
             )
+        no_cache = {**env, "PYBUILD_GRAMMAR_CACHE": ""}
+        no_cache.pop("PYTHONDONTWRITEBYTECODE", None)
+        uncached = [float(child_cpu([sys.executable, "-c", probe], no_cache)[2]) for _ in range(10)]
+        print(f"    same, grammar cache disabled (tables rebuilt)     {min(uncached):6.1f} ms")
         lark_probe = "import time; t = time.process_time()\nimport lark\nprint((time.process_time() - t) * 1000)"
         lark_times = [
             float(child_cpu([sys.executable, "-c", lark_probe], env)[2]) for _ in range(10)
