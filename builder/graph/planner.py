@@ -400,6 +400,9 @@ class _StageBuilder:
             comment_buildkit: bool = True, parent: str | None = None) -> None:
         parent_key = self.key if parent is None else parent
         inputs = {"parent": parent_key, **inputs}
+        if self.p.opts.epoch is not None:
+            # the layer's tar clamps times to it: a record made without it is another layer
+            inputs["source_date_epoch"] = str(self.p.opts.epoch)
         self.key = key_of("step", kind, inputs)
         name = ins.original if len(ins.original) < 200 else ins.original[:197] + "..."
         self.steps.append(Step(kind, self.key, name, str(ins.location),  # type: ignore[arg-type]
