@@ -1,0 +1,268 @@
+"""``run``, ``create``, ``exec`` and ``cp``: the container commands with many flags, apart from
+the listing and lifecycle verbs of ``builder.cli.containers``. Parse, one library call, render.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from builder.cli.containers import _follow_first_run, _root, _started_ns
+
+if TYPE_CHECKING:
+    from builder.containers.record import Container
+
+
+# -- run / create ------------------------------------------------------------------------------
+class DockerRunCommand(click.Command):
+    """Docker's CLI exits 125 when ``run``/``create`` flags do not parse."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            raise _RunUsageError(e.message, e.ctx) from None
+
+
+class _RunUsageError(click.UsageError):
+    exit_code = 125
+
+
+def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Every ``run``/``create`` flag (Docker's names), applied bottom-up."""
+    opts = [
+        click.option("--name", default=None, help="Assign a name to the container."),
+        click.option("-e", "--env", multiple=True, help="Set environment variables."),
+        click.option("--env-file", multiple=True, help="Read in a file of environment variables."),
+        click.option("-v", "--volume", "volumes", multiple=True, help="Bind mount a volume."),
+        click.option("--mount", "mounts", multiple=True, help="Attach a filesystem mount to the container."),
+        click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory."),
+        click.option("-p", "--publish", multiple=True, help="Publish a container's port(s) to the host."),
+        click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random ports."),
+        click.option("--network", "--net", "network", default=None, help="Connect a container to a network."),
+        click.option("--network-alias", "--net-alias", "network_aliases", multiple=True,
+                     help="Add network-scoped alias for the container."),
+        click.option("--ip", default=None, help="IPv4 address (e.g., 172.30.100.104)."),
+        click.option("-w", "--workdir", default=None, help="Working directory inside the container."),
+        click.option("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>])."),
+        click.option("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image."),
+        click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached."),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
+        click.option("-h", "--hostname", default=None, help="Container host name."),
+        click.option("-m", "--memory", default=None, help="Memory limit."),
+        click.option("--cpus", default=None, help="Number of CPUs."),
+        click.option("--pids-limit", type=int, default=None, help="Tune container pids limit (-1 for unlimited)."),
+        click.option("--read-only", is_flag=True, help="Mount the container's root filesystem as read only."),
+        click.option("--cap-add", multiple=True, help="Add Linux capabilities."),
+        click.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),
+        click.option("--privileged", is_flag=True, help="Give extended privileges to this container."),
+        click.option("--init", is_flag=True, help="Run an init inside the container that forwards signals and reaps processes."),
+        click.option("--restart", default="no", help="Restart policy to apply when a container exits."),
+        click.option("--stop-signal", default=None, help="Signal to stop the container."),
+        click.option("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container."),
+        click.option("-l", "--label", "labels", multiple=True, help="Set meta data on a container."),
+        click.option("--pull", default="missing", help='Pull image before running ("always", "missing", "never").'),
+        click.option("--health-cmd", default=None, help="Command to run to check health."),
+        click.option("--health-interval", default=None, help="Time between running the check (ms|s|m|h)."),
+        click.option("--health-timeout", default=None, help="Maximum time to allow one check to run (ms|s|m|h)."),
+        click.option("--health-retries", type=int, default=None, help="Consecutive failures needed to report unhealthy."),
+        click.option("--health-start-period", default=None, help="Start period for the container to initialize."),
+        click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."),
+        click.option("--runtime", default=None, help="An OCI runtime (e.g. runc) to run the container with."),
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
+    from builder.containers.create import RunOptions
+
+    return RunOptions(
+        image=kw["image"], command=tuple(kw["command"]), name=kw["name"], detach=detach, rm=rm,
+        env=kw["env"], env_files=kw["env_file"], volumes=kw["volumes"], mounts=kw["mounts"],
+        tmpfs=kw["tmpfs"], publish=kw["publish"], publish_all=kw["publish_all"],
+        network=kw["network"] or "", network_aliases=kw["network_aliases"], ip=kw["ip"],
+        workdir=kw["workdir"], user=kw["user"], entrypoint=kw["entrypoint"],
+        interactive=kw["interactive"], tty=kw["tty"], hostname=kw["hostname"], memory=kw["memory"],
+        cpus=kw["cpus"], pids_limit=kw["pids_limit"], read_only=kw["read_only"],
+        cap_add=kw["cap_add"], cap_drop=kw["cap_drop"], privileged=kw["privileged"], init=kw["init"],
+        restart=kw["restart"], stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
+        labels=kw["labels"], pull=kw["pull"], health_cmd=kw["health_cmd"],
+        health_interval=kw["health_interval"], health_timeout=kw["health_timeout"],
+        health_retries=kw["health_retries"], health_start_period=kw["health_start_period"],
+        no_healthcheck=kw["no_healthcheck"], runtime=kw["runtime"],
+    )
+
+
+@click.command("run", cls=DockerRunCommand, context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID.")
+@click.option("--rm", is_flag=True, help="Automatically remove the container when it exits.")
+@run_options
+@click.pass_obj
+def run(obj: Any, /, detach: bool, rm: bool, **kw: Any) -> None:
+    """Create and run a new container from an image."""
+    from builder.containers import service
+
+    o = _options(kw, detach=detach, rm=rm)
+    root = _root(obj)
+    if detach:
+        c = service.run_detached(root, o)
+        click.echo(c.id)
+        return
+    if o.restart not in ("no", ""):
+        # the restart policy outlives us: run detached, show this first run, exit with its code
+        c = service.run_detached(root, o)
+        sys.exit(_follow_first_run(root, c.id, since_ns=_started_ns(c)))
+    sys.stdout.flush()
+    code = service.run_foreground(root, o)
+    sys.exit(code)
+
+
+@click.command("create", cls=DockerRunCommand, context_settings={"allow_interspersed_args": False})
+@click.option("--rm", is_flag=True, help="Automatically remove the container when it exits.")
+@run_options
+@click.pass_obj
+def create(obj: Any, /, rm: bool, **kw: Any) -> None:
+    """Create a new container (without starting it)."""
+    from builder.containers import service
+
+    c = service.create(_root(obj), _options(kw, detach=True, rm=rm))
+    click.echo(c.id)
+
+
+# -- exec --------------------------------------------------------------------------------------
+@click.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Detached mode: run command in the background.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+@click.option("-e", "--env", multiple=True, help="Set environment variables.")
+@click.option("--env-file", multiple=True, help="Read in a file of environment variables.")
+@click.option("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>]).")
+@click.option("-w", "--workdir", default=None, help="Working directory inside the container.")
+@click.option("--privileged", is_flag=True, help="Give extended privileges to the command.")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...],
+          env_file: tuple[str, ...], user: str | None, workdir: str | None, privileged: bool,
+          container: str, command: tuple[str, ...]) -> None:
+    """Execute a command in a running container."""
+    import os
+
+    from builder.containers import lifecycle, runtime
+    from builder.containers.options import parse_env, read_env_file
+    from builder.errors import ContainerError
+
+    root = _root(obj)
+    c = lifecycle.get(root, container)
+    if c.state.status != "running":
+        from builder.containers.record import NotRunning
+
+        raise NotRunning(f"container {c.id} is not running")
+    extra: list[str] = []
+    for f in env_file:
+        extra += read_env_file(f, environ=os.environ)
+    extra += parse_env(env, environ=os.environ)
+    if workdir is not None and not workdir.startswith("/"):
+        raise ContainerError(f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
+    process = runtime.exec_process(c, command, env=extra, user=user, workdir=workdir, tty=tty,
+                                   privileged=privileged)
+    if detach:
+        _exec_detached(root, c, process)
+        return
+    saved = None
+    if tty and interactive and os.isatty(0):
+        import termios
+        import tty as _tty
+
+        saved = termios.tcgetattr(0)
+        _tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop typed-ahead input
+    try:
+        h = runtime.exec_start(root, c, process, stdin=0 if interactive else None)
+        r = h.wait()
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    sys.exit(r.exit_status)
+
+
+def _exec_detached(root: Any, c: Container, process: Any) -> None:
+    """``exec -d``: the process is owned by a detached helper, not by this CLI."""
+    import os
+
+    from builder.containers import runtime
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            try:
+                h = runtime.exec_start(root, c, process)
+                os.write(w, b"ok")
+            except Exception as e:  # noqa: BLE001 - reported to the parent as one line
+                os.write(w, str(e).encode() or b"exec failed")
+                os._exit(1)
+            os.close(w)
+            h.wait()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    msg = os.read(r, 4096)
+    os.close(r)
+    if msg != b"ok":
+        from builder.errors import ContainerError
+
+        raise ContainerError(msg.decode(errors="replace") or "exec failed")
+
+
+# -- cp ----------------------------------------------------------------------------------------
+@click.command("cp")
+@click.option("-L", "--follow-link", is_flag=True, help="Always follow symbol link in SRC_PATH.")
+@click.option("-a", "--archive", is_flag=True, help="Archive mode (copy all uid/gid information).")
+@click.argument("src")
+@click.argument("dest")
+@click.pass_obj
+def cp(obj: Any, follow_link: bool, archive: bool, src: str, dest: str) -> None:
+    """Copy files/folders between a container and the local filesystem (``-`` for a tar stream)."""
+    from builder.containers import copy, lifecycle
+    from builder.errors import ContainerError
+
+    root = _root(obj)
+
+    def split(arg: str) -> tuple[str | None, str]:
+        if arg.startswith(("/", ".")) or ":" not in arg:
+            return None, arg
+        name, _, path = arg.partition(":")
+        return name, path
+
+    sc, sp = split(src)
+    dc, dp = split(dest)
+    if (sc is None) == (dc is None):
+        raise ContainerError("copying between containers or between two local paths is not supported: "
+                             "one of SRC and DEST must be CONTAINER:PATH")
+    if sc is not None:
+        c = lifecycle.get(root, sc)
+        copy.copy_from(root, c, sp, sys.stdout.buffer if dp == "-" else dp, follow=follow_link)
+    else:
+        assert dc is not None
+        c = lifecycle.get(root, dc)
+        copy.copy_to(root, c, sys.stdin.buffer if sp == "-" else sp, dp)
+
