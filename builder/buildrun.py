@@ -121,6 +121,13 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int
 
     mounts: list[Mount] = []
     env: list[str] = []
+    for n, (path, content, mode) in enumerate(spec.files):
+        fdir = ws.dir / "files"
+        fdir.mkdir(exist_ok=True)
+        f = fdir / str(n)
+        f.write_text(content)
+        os.chmod(f, mode)
+        mounts.append(Mount(path, "bind", str(f), ("rbind", "ro", "nosuid", "nodev")))
     for n, m in enumerate(spec.mounts):
         if m.type == "tmpfs":
             opts = ["nosuid", "nodev"]

@@ -74,6 +74,8 @@ class ExecSpec:
     network: str = "default"
     mounts: tuple[MountSpec, ...] = ()
     security: str = "sandbox"
+    #: files put in place read-only for the process: (path, content, mode) — heredoc scripts
+    files: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)

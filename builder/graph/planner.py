@@ -411,17 +411,23 @@ class _StageBuilder:
 
     # -- RUN ---------------------------------------------------------------------------------------
     def _run(self, ins: df.Run) -> None:
+        files: list[tuple[str, str, int]] = []
         if ins.shell_form:
             line = ins.command[0] if ins.command else ""
             if ins.heredocs:
                 only = line.strip()
                 if len(ins.heredocs) == 1 and re.fullmatch(r"<<-?['\"]?\w+['\"]?", only):
                     script = ins.heredocs[0].content
+                    if script.startswith("#!"):
+                        # a script with its own interpreter runs as a file, as BuildKit does
+                        path = f"/dev/pipes/{ins.heredocs[0].name}"
+                        files.append((path, script, 0o755))
+                        script = ""
                 else:
                     script = line + "\n" + "".join(
                         h.content + ("" if h.content.endswith("\n") else "\n") + h.name + "\n"
                         for h in ins.heredocs)
-                argv = [*self._shell(), script]
+                argv = [files[0][0]] if files else [*self._shell(), script]
             else:
                 argv = [*self._shell(), line]
         else:
@@ -435,7 +441,7 @@ class _StageBuilder:
         mounts = tuple(self._mount(m, ins) for m in ins.mounts)
         network = ins.network or self.p.opts.network or "default"
         spec = ExecSpec(tuple(argv), tuple(run_env), self._cwd(), str(self.c.get("User") or ""),
-                        network, mounts, ins.security or "sandbox")
+                        network, mounts, ins.security or "sandbox", tuple(files))
         prefix = f"|{len(used)} " + " ".join(f"{k}={v}" for k, v in used.items()) + " " if used else ""
         created_by = "RUN " + prefix + " ".join(argv)
         mount_inputs = []
@@ -449,7 +455,7 @@ class _StageBuilder:
                 d["from"] = self._context_checksum([m.source or "."], ins)[0]
             mount_inputs.append(d)
         inputs = {
-            "instruction": "RUN " + json.dumps(argv),
+            "instruction": "RUN " + json.dumps(argv) + (json.dumps(files) if files else ""),
             "args": json.dumps(used, sort_keys=True),
             "env": json.dumps(env),
             "cwd": spec.cwd,
