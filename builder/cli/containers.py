@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -13,39 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from builder.cli import format as fmt_
+
 if TYPE_CHECKING:
     from builder.containers.record import Container
 
 
 # -- rendering ---------------------------------------------------------------------------------
-def human_duration(seconds: float) -> str:
-    """Docker's ``units.HumanDuration``."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
-
-
 def _ago(ts: str) -> float:
     from builder.containers.options import parse_timestamp_text
 
@@ -57,13 +30,13 @@ def status_text(c: Container) -> str:
     st = c.state
     if st.status == "running":
         health = f" ({st.health.status if st.health.status != 'starting' else 'health: starting'})" if st.health else ""
-        return f"Up {human_duration(_ago(st.started_at))}{health}"
+        return f"Up {fmt_.human_duration(_ago(st.started_at))}{health}"
     if st.status == "restarting":
-        return f"Restarting ({st.exit_code}) {human_duration(_ago(st.finished_at))} ago"
+        return f"Restarting ({st.exit_code}) {fmt_.human_duration(_ago(st.finished_at))} ago"
     if st.status == "exited":
         if st.finished_at.startswith("0001"):
             return f"Exited ({st.exit_code})"
-        return f"Exited ({st.exit_code}) {human_duration(_ago(st.finished_at))} ago"
+        return f"Exited ({st.exit_code}) {fmt_.human_duration(_ago(st.finished_at))} ago"
     if st.status == "created":
         return "Created"
     if st.status == "removing":
@@ -119,42 +92,18 @@ def _ps_row(c: Container, *, trunc: bool, eps: dict[str, Any]) -> dict[str, Any]
         "Names": c.name,
         "Networks": ",".join(sorted(eps)),
         "Ports": ports_text(c, eps),
-        "RunningFor": f"{human_duration(_ago(c.created))} ago",
+        "RunningFor": f"{fmt_.human_duration(_ago(c.created))} ago",
         "Size": "0B",
         "State": c.state.status,
         "Status": status_text(c),
     }
 
 
-_TEMPLATE = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
 #: column titles of `ps --format "table …"`, as Docker prints them
 _HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
             "RunningFor": "CREATED", "Ports": "PORTS", "Status": "STATUS", "Names": "NAMES",
             "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS", "State": "STATE",
             "Size": "SIZE", "LocalVolumes": "LOCAL VOLUMES"}
-
-
-def render_template(fmt: str, row: dict[str, Any]) -> str:
-    """The ``{{.Field}}`` subset of Go templates that ``--format`` users write for ``ps``."""
-    fmt = fmt.replace("\\t", "\t").replace("\\n", "\n")
-    if fmt.startswith("table "):
-        fmt = fmt[len("table "):]
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(1) not in row:
-            raise click.UsageError(f"template: can't evaluate field {m.group(1)}")
-        return str(row[m.group(1)])
-
-    return _TEMPLATE.sub(sub, fmt)
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for r in rows:
-        cells = [r[i].ljust(widths[i] + 3) if i < len(r) - 1 else r[i] for i in range(len(r))]
-        lines.append("".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -211,26 +160,14 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
         for c in found:
             click.echo(c.short_id if trunc else c.id)
         return
-    if fmt == "json":
-        for c in found:
-            click.echo(json.dumps(row_of(c), separators=(",", ":")))
-        return
-    if fmt and fmt.startswith("table "):
-        header = _TEMPLATE.sub(lambda m: _HEADERS.get(m.group(1), m.group(1).upper()),
-                               fmt[len("table "):].replace("\\t", "\t"))
-        lines = [header.split("\t")] + [render_template(fmt, row_of(c)).split("\t") for c in found]
-        width = max(len(x) for x in lines)
-        click.echo(_table([x + [""] * (width - len(x)) for x in lines]))
-        return
     if fmt and fmt != "table":
-        for c in found:
-            click.echo(render_template(fmt, row_of(c)))
+        click.echo(fmt_.format_rows(fmt, [row_of(c) for c in found], _HEADERS))
         return
-    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    rows = []
     for c in found:
         r = row_of(c)
         rows.append([r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]])
-    click.echo(_table(rows))
+    click.echo(fmt_.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows))
 
 
 # -- logs --------------------------------------------------------------------------------------
@@ -467,13 +404,13 @@ def top(obj: Any, container: str) -> None:
     procs = lifecycle.processes(c)
     ticks = __import__("os").sysconf("SC_CLK_TCK")
     boot = _boot_time()
-    rows = [["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]]
+    rows = []
     for p in procs:
         stime = time.strftime("%H:%M", time.localtime(boot + p["STIME"] / ticks))
         t = p["TIME"]
         rows.append([_user(p["UID"]), str(p["PID"]), str(p["PPID"]), "0", stime, p["TTY"],
                      f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}", p["CMD"]])
-    click.echo(_table(rows))
+    click.echo(fmt_.table(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], rows))
 
 
 def _boot_time() -> float:
@@ -564,36 +501,7 @@ def _format_inspect(objs: list[dict[str, Any]], fmt: str | None) -> None:
         click.echo(json.dumps(objs, indent=4))
         return
     for o in objs:
-        click.echo(render_go_template(fmt, o))
-
-
-_GO_FIELD = re.compile(r"\{\{\s*(json\s+)?((?:\.[A-Za-z0-9_]+)+|\.)\s*\}\}")
-
-
-def render_go_template(fmt: str, obj: Any) -> str:
-    """``{{.State.Status}}`` / ``{{json .Config}}`` / ``{{.}}`` lookups: the part of Go templates
-    that scripts use with ``inspect --format``."""
-
-    def sub(m: re.Match[str]) -> str:
-        value: Any = obj
-        path = m.group(2)
-        if path != ".":
-            for part in path.strip(".").split("."):
-                if isinstance(value, dict) and part in value:
-                    value = value[part]
-                else:
-                    raise click.UsageError(f"template: can't evaluate field {part}")
-        if m.group(1):
-            return json.dumps(value)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if value is None:
-            return "<no value>"
-        if isinstance(value, dict | list):
-            return json.dumps(value)
-        return str(value)
-
-    return _GO_FIELD.sub(sub, fmt.replace("\\n", "\n").replace("\\t", "\t"))
+        click.echo(fmt_.render_template(fmt, o))
 
 
 @click.command("inspect")
