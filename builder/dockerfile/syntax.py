@@ -682,13 +682,35 @@ class _TreeBuilder(Transformer[Any, Any]):
     """Runs inline in the LALR parser: each reduction makes its ``Node`` directly."""
 
     def start(self, children: list[Any]) -> tuple[list[tuple[str, str]], list[Node]]:
-        directives = [c for c in children if isinstance(c, tuple)]
-        nodes = [c for c in children if isinstance(c, Node)]
+        directives: list[tuple[str, str]] = []
+        nodes: list[Node] = []
+        for child in children:
+            if child and isinstance(child[0], Node):
+                nodes = child
+            else:
+                directives = child
         return directives, nodes
 
-    def directive(self, children: list[Any]) -> tuple[str, str]:
-        payload: tuple[str, str] = children[0].payload
-        return payload
+    def directives(self, children: list[Any]) -> list[tuple[str, str]]:
+        if len(children) == 1:
+            return [children[0].payload]
+        found: list[tuple[str, str]] = children[0]
+        found.append(children[1].payload)
+        return found
+
+    def instructions(self, children: list[Any]) -> list[Node]:
+        if len(children) == 1:
+            return [children[0]]
+        nodes: list[Node] = children[0]
+        nodes.append(children[1])
+        return nodes
+
+    def heredocs(self, children: list[Any]) -> list[Heredoc]:
+        if len(children) == 1:
+            return [children[0].payload]
+        found: list[Heredoc] = children[0]
+        found.append(children[1].payload)
+        return found
 
     def health(self, children: list[Any]) -> tuple[str, list[str], bool]:
         kind = children[0].value
@@ -723,6 +745,9 @@ def _node(children: list[Any]) -> Node:
             else:
                 args = tuple(values)
             continue
+        if isinstance(child, list):
+            heredocs = child
+            continue
         t = child.type
         if t == "FLAGS":
             flags = tuple(child.payload)
@@ -735,8 +760,6 @@ def _node(children: list[Any]) -> Node:
             is_json = True
         elif t == "PAIRS" or t == "LEGACY_PAIR":
             pairs = tuple(child.payload)
-        elif t == "HEREDOC":
-            heredocs.append(child.payload)
     return Node(
         cmd=keyword.value.lower(),
         keyword=keyword.value,
