@@ -136,6 +136,7 @@ class TtyProgress:
                 buf += f"\x1b[{self.lines_drawn}F"
             for line in lines:
                 buf += "\x1b[2K" + line + "\n"
+            buf += "\x1b[J"  # the view may have shrunk: clear what was drawn below it
             self.lines_drawn = len(lines)
             self.out.write(buf)
             self.out.flush()
