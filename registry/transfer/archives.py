@@ -63,6 +63,8 @@ class ArchiveEnd(_Base):
         self._tmp = Path(tempfile.mkdtemp(prefix=".pybuild-archive-", dir=parent))
         try:
             self._inner = self._open_source() if self.role == "source" else self._open_destination()
+            if self.role == "destination":
+                self._inner.as_destination()
             self._inner.begin(progress)
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -231,6 +232,8 @@ class LayoutEnd(StoreEnd):
         super().__init__(Store(path), tag or "")
         self.path = path
         self.tag = tag
+        self._destination = False
+        self._created = False
 
     def describe(self) -> str:
         return f"oci:{self.path}" + (f":{self.tag}" if self.tag else "")
@@ -276,12 +279,24 @@ class LayoutEnd(StoreEnd):
                     indent=2).encode())
         return desc
 
+    def as_destination(self) -> None:
+        self._destination = True
+
     def begin(self, progress: Progress) -> None:
-        super().begin(progress)
-        self.store.ingest_dir  # noqa: B018 - lays out oci-layout, index.json, blobs/
+        # No store lease: a layout has no gc. A source is only read; a destination is laid out.
+        if self._destination:
+            self._created = not self.path.exists()
+            self.store.ingest_dir  # noqa: B018 - lays out oci-layout, index.json, blobs/
+        elif not (self.path / "index.json").is_file():
+            raise NotFound(f"not found: {self.path} is not an OCI layout (no index.json)")
 
     def end(self, ok: bool) -> None:
         super().end(ok)
+        if not self._destination:
+            return
+        if not ok and self._created:
+            shutil.rmtree(self.path, ignore_errors=True)  # a failed copy leaves no layout behind
+            return
         # The layout only needs oci-layout, index.json and blobs/: tidy our working files.
         with contextlib.suppress(OSError):
             (self.path / "ingest").rmdir()

@@ -159,3 +159,14 @@ def test_rejected_cached_token_is_refreshed_on_401(token_registry: Registry) -> 
         with pytest.raises(NameUnknown):  # a 401, a fresh token, then the real answer
             repo.tags()
         assert len(token.requests) == n + 1
+
+
+def test_expired_token_is_fetched_again(token_registry: Registry) -> None:
+    token = token_registry.token
+    assert token is not None
+    a = _authenticator(token_registry, Credentials("alice", TOKEN_USERS["alice"][0]))
+    scopes = frozenset({scope_for("t/expiry", {"pull"})})
+    first = a.header(scopes)
+    n = len(token.requests)
+    a._tokens[scopes].expires = 0.0  # as if its lifetime had run out
+    assert a.header(scopes) != first and len(token.requests) == n + 1

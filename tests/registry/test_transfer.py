@@ -470,3 +470,21 @@ def test_pull_by_digest_of_an_index_is_found_again(plain_registry: Registry, env
     img = transfer.pull(dst, by_digest, platform=Platform("linux", "arm64"))
     assert img.descriptor.digest == images["arm64"].descriptor.digest
     assert dst.resolve(by_digest).descriptor.digest == images["arm64"].descriptor.digest
+
+
+def test_layout_with_several_images_needs_a_tag(env: Path) -> None:
+    store = Store(env / "store")
+    two_layer_image(store, "a:1")
+    two_layer_image(store, "b:1")
+    layout = env / "layout"
+    for name, tag in (("a:1", "one"), ("b:1", "two")):
+        transfer.copy(transfer.StoreEnd(store, name), transfer.parse_end(f"oci:{layout}:{tag}"))
+    with pytest.raises(NotFound, match="several images; name a tag"):
+        transfer.copy(transfer.parse_end(f"oci:{layout}"), transfer.parse_end(f"oci:{env}/x"))
+    with pytest.raises(NotFound, match="no such tag"):
+        transfer.copy(transfer.parse_end(f"oci:{layout}:three"), transfer.parse_end(f"oci:{env}/x"))
+    assert len(json.loads((layout / "index.json").read_text())["manifests"]) == 2
+    assert not (env / "x").exists()  # the failed copies left no half-made layout
+    with pytest.raises(NotFound, match="is not an OCI layout"):
+        transfer.copy(transfer.parse_end(f"oci:{env}/nowhere:1"), transfer.StoreEnd(store, "a:1"))
+    assert not (env / "nowhere").exists()
