@@ -248,15 +248,12 @@ def _terminal(handle: Any, interactive: bool) -> Any:
 
     from builder.syscalls import real
 
-    stdio = handle._stdio
-    master = stdio.pty_master if stdio is not None else None
-    if master is None or not os.isatty(0):
+    stdio = handle._stdio  # relay_in: our stdin, read by the handle's pump into the pty
+    if handle.pty_master is None or not os.isatty(0):
         return None
-    sys_ = real()
 
     def resize(*_: Any) -> None:
-        rows, cols = sys_.get_winsize(0)
-        sys_.set_winsize(master, rows, cols)
+        handle.resize(*real().get_winsize(0))
 
     resize()
     signal.signal(signal.SIGWINCH, resize)

@@ -278,6 +278,16 @@ class Sandbox:
         return sb
 
     # -- control -----------------------------------------------------------------------------------
+    @property
+    def pty_master(self) -> int | None:
+        """The master side of the terminal of a ``terminal=True`` process (owned handles only)."""
+        return self._stdio.pty_master if self._stdio is not None else None
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's size (the process gets SIGWINCH)."""
+        if self.pty_master is not None:
+            sc.real().set_winsize(self.pty_master, rows, cols)
+
     def alive(self) -> bool:
         """Whether the init process still runs (a zombie or a reused pid does not count)."""
         return _pid_alive(self.pid, self._start_time)

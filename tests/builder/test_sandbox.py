@@ -549,3 +549,19 @@ def test_swapped_stdout_and_stderr_fds(
     assert r.exit_status == 0
     captured = capfd.readouterr()
     assert captured.out == "to-err\n" and captured.err == "to-out\n"
+
+
+def test_terminal_resize(executor: Executor, root: Root, host: HostSnapshot) -> None:
+    out: list[bytes] = []
+    r_fd, w_fd = os.pipe()
+    try:
+        sb = executor.start(spec_for(root, "sh", "-c", "read x; stty size", terminal=True),
+                            stdin=r_fd, stdout=out.append)
+        assert sb.pty_master is not None
+        sb.resize(40, 120)
+        os.write(w_fd, b"go\n")
+        res = sb.wait(15)
+    finally:
+        os.close(w_fd)
+        os.close(r_fd)
+    assert res.exit_status == 0 and b"40 120" in b"".join(out)
