@@ -14,6 +14,7 @@ from registry.client.http import MANIFEST_ACCEPT, MAX_MANIFEST, READ_CHUNK, shor
 from registry.digest import Digest
 from registry.errors import (
     DigestError,
+    InvalidManifest,
     NotFound,
     RegistryError,
     TransportError,
@@ -65,22 +66,16 @@ class Repository:
     def get_manifest(self, ref: str | Digest) -> Fetched:
         """The manifest or index at a tag or digest, its digest verified against the bytes."""
         what = f"manifest {self.host}/{self.path}{'@' if isinstance(ref, Digest) else ':'}{ref}"
-        resp = self._req("GET", self._url(f"manifests/{ref}"), what,
-                         headers={"Accept": MANIFEST_ACCEPT}, stream=True)
-        try:
-            declared = int(resp.headers.get("Content-Length") or 0)
-            if declared > MAX_MANIFEST:
-                raise RegistryError(f"{what}: manifest of {declared} bytes is too large")
-            raw = resp.raw.read(MAX_MANIFEST + 1, decode_content=True)
-        except Exception as e:
-            import requests as rq
-            import urllib3
-
-            if isinstance(e, (rq.RequestException, urllib3.exceptions.HTTPError, OSError)):
-                raise TransportError(f"{what}: {e}") from None
-            raise
-        finally:
-            resp.close()
+        attempt = 0
+        while True:
+            try:
+                resp, raw = self._read_manifest(ref, what)
+                break
+            except TransportError as err:  # the body broke off: ask again
+                if not err.retryable or attempt + 1 >= self.client.backoff.attempts:
+                    raise
+                self.client._sleep(attempt, err)
+                attempt += 1
         media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
         if isinstance(ref, Digest):
             h = ref.new_hasher()
@@ -100,6 +95,27 @@ class Repository:
                     raise DigestError(f"{what}: manifest content does not match the digest the registry "
                                       f"announced ({expected})")
         return Fetched(raw, media_type, digest)
+
+    def _read_manifest(self, ref: str | Digest, what: str) -> tuple[requests.Response, bytes]:
+        import requests as rq
+        import urllib3
+
+        resp = self._req("GET", self._url(f"manifests/{ref}"), what,
+                         headers={"Accept": MANIFEST_ACCEPT}, stream=True)
+        try:
+            declared = int(resp.headers.get("Content-Length") or 0)
+            if declared > MAX_MANIFEST:
+                raise InvalidManifest(f"{what}: manifest of {declared} bytes is too large")
+            raw = resp.raw.read(MAX_MANIFEST + 1, decode_content=True)
+            if len(raw) > MAX_MANIFEST:
+                raise InvalidManifest(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
+            if declared and len(raw) != declared:
+                raise TransportError(f"{what}: got {len(raw)} of {declared} bytes")
+        except (rq.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            raise TransportError(f"{what}: {short_error(e)}") from None
+        finally:
+            resp.close()
+        return resp, raw
 
     def has_manifest(self, ref: str | Digest) -> bool:
         try:
