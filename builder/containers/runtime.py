@@ -243,6 +243,19 @@ def _overlay_ok(root: StateRoot, cdir: Path) -> bool:
     return ok
 
 
+def _bounding_caps() -> tuple[str, ...]:
+    """``--privileged``: every capability we hold in our bounding set (asking for more fails
+    here: this machine's bounding set lacks CAP_SYS_RESOURCE, for one)."""
+    from builder.sandbox.spec import CAP_NUMBERS
+
+    mask = 0
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+    return tuple(n for n, bit in CAP_NUMBERS.items() if mask >> bit & 1)
+
+
 def _init_binary() -> str:
     for p in INIT_BINARIES:
         if os.path.exists(p):
@@ -256,7 +269,6 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     from builder.containers import mounts as _mounts
     from builder.rootfs import LayerCache, image_layers, prepare_root
     from builder.sandbox.spec import (
-        CAP_NUMBERS,
         Mount,
         Namespaces,
         Process,
@@ -293,7 +305,7 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     if c.host_config.get("Init"):
         mounts.append(Mount(INIT_PATH, "bind", _init_binary(), ("bind", "ro")))
         argv = [INIT_PATH, "--", *argv]
-    caps = tuple(CAP_NUMBERS) if privileged else capabilities(
+    caps = _bounding_caps() if privileged else capabilities(
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
     )
@@ -368,14 +380,14 @@ def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), 
                  workdir: str | None = None, tty: bool = False, privileged: bool = False) -> Any:
     """The ``Process`` for ``exec``: the container's env/user/workdir unless overridden."""
     from builder.containers.options import merge_env
-    from builder.sandbox.spec import CAP_NUMBERS, Process, capabilities
+    from builder.sandbox.spec import Process, capabilities
 
     if not argv:
         raise ContainerError("no command specified")
     base_env = list(c.config.get("Env") or ())
     if tty and not any(e.startswith("TERM=") for e in base_env):
         base_env.append("TERM=xterm")
-    caps = tuple(CAP_NUMBERS) if privileged or c.host_config.get("Privileged") else capabilities(
+    caps = _bounding_caps() if privileged or c.host_config.get("Privileged") else capabilities(
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
     )

@@ -519,3 +519,20 @@ def test_a_killed_foreground_rm_run_is_cleaned_up_by_ps(env: Env) -> None:
         p.stderr.close()
     _wait_for(lambda: env.pb("ps", "-a", "-q").stdout == "")
     assert not any(x.name[:1] != "." for x in env.root.containers.iterdir() if x.is_dir())
+
+
+def test_capabilities_privileged_and_limits(env: Env) -> None:
+    def sh(*flags: str, script: str) -> str:
+        return env.pb("run", "--rm", "--network", "none", *flags, "busybox", "sh", "-c", script).stdout
+
+    assert sh(script="chown 1 /tmp && echo chowned") == "chowned\n"
+    assert sh("--cap-drop", "CHOWN", script="chown 1 /tmp 2>/dev/null || echo refused") == "refused\n"
+    assert sh(script="mount -t tmpfs x /tmp 2>/dev/null || echo refused") == "refused\n"
+    assert sh("--cap-add", "SYS_ADMIN", script="mount -t tmpfs x /tmp && echo mounted") == "mounted\n"
+    assert sh("--privileged", script="mount -t tmpfs x /tmp && echo mounted") == "mounted\n"
+    r = env.pb("run", "--rm", "--network", "none", "--pids-limit", "5", "busybox", "sh", "-c",
+               "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; echo all-forked", check=False)
+    assert "can't fork" in r.stderr and "all-forked" not in r.stdout
+    env.pb("create", "--name", "lim", "--cpus", "0.5", "--memory", "32m", "--pids-limit", "9", "busybox")
+    hc = env.state("lim")["HostConfig"]
+    assert (hc["NanoCpus"], hc["Memory"], hc["PidsLimit"]) == (500_000_000, 32 << 20, 9)  # type: ignore[index]
