@@ -536,3 +536,27 @@ def test_capabilities_privileged_and_limits(env: Env) -> None:
     env.pb("create", "--name", "lim", "--cpus", "0.5", "--memory", "32m", "--pids-limit", "9", "busybox")
     hc = env.state("lim")["HostConfig"]
     assert (hc["NanoCpus"], hc["Memory"], hc["PidsLimit"]) == (500_000_000, 32 << 20, 9)  # type: ignore[index]
+
+
+def test_run_flags_reach_the_container(env: Env, tmp_path: Path) -> None:
+    envfile = tmp_path / "env"
+    envfile.write_text("# settings\nFROM_FILE=yes\nSHARED=file\n")
+    src = tmp_path / "bind"
+    src.mkdir()
+    (src / "h").write_text("host data\n")
+    out = env.pb(
+        "run", "--rm", "--network", "none", "--hostname", "box1", "-w", "/var/www", "-u", "app",
+        "--env-file", str(envfile), "-e", "SHARED=flag", "--read-only", "-v", f"{src}:/mnt/bind:ro",
+        "--tmpfs", "/scratch:size=1m", "-l", "a=b", "busybox", "sh", "-c",
+        "echo $(hostname) $(pwd) $(id -un) $FROM_FILE $SHARED; cat /mnt/bind/h; "
+        "touch /mnt/bind/x 2>/dev/null || echo bind-ro; touch /x 2>/dev/null || echo root-ro; "
+        "echo ok > /scratch/f && cat /scratch/f; grep -c box1 /etc/hosts").stdout
+    assert out == "box1 /var/www app yes flag\nhost data\nbind-ro\nroot-ro\nok\n1\n"
+    # -v with a missing absolute source creates it, --mount refuses it
+    made = tmp_path / "made-by-v"
+    env.pb("run", "--rm", "--network", "none", "-v", f"{made}:/m", "busybox", "true")
+    assert made.is_dir()
+    r = env.pb("run", "--rm", "--network", "none", "--mount", f"type=bind,src={tmp_path / 'nope'},dst=/m",
+               "busybox", "true", check=False)
+    assert r.returncode == 125 and "does not exist" in r.stderr
+    assert env.pb("ps", "-aq").stdout == ""
