@@ -315,7 +315,11 @@ class Solver:
         comp = self.options.compression
         with self.store.lease(), self.store.writer() as w:
             enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
-            wrote = ws.diff(enc, source_date_epoch=epoch)
+            pipe = _Pipelined(enc)
+            try:
+                wrote = ws.diff(pipe, source_date_epoch=epoch)
+            finally:
+                pipe.close()
             enc.close()
             if not wrote:
                 return None, None
@@ -341,6 +345,57 @@ class Solver:
         manifest = Manifest.build(cdesc, [lr.descriptor for lr in result.layers])
         desc = self.store.put_image(manifest, config)
         return Image(desc, manifest, config)
+
+
+class _Pipelined:
+    """A write sink that hands 1 MiB batches to a thread running *sink*: the tar of a diff is
+    made (files read, headers packed) while the previous batch is hashed and compressed
+    (hashlib and ISA-L release the GIL), so a big layer uses both cores."""
+
+    BATCH = 1 << 20
+
+    def __init__(self, sink: Any) -> None:
+        import queue
+
+        self.sink = sink
+        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.buf = bytearray()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.closed = False
+
+    def _run(self) -> None:
+        while (chunk := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self.sink.write(chunk)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the writer's thread
+                    self.error = e
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.error is not None:
+            raise self.error
+        self.buf += data
+        if len(self.buf) >= self.BATCH:
+            self.q.put(bytes(self.buf))
+            self.buf.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.buf:
+            self.q.put(bytes(self.buf))
+            self.buf.clear()
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 @contextlib.contextmanager
