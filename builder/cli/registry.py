@@ -113,11 +113,13 @@ class Renderer:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
+    """Docker's units: ``454B``, ``1.2MB`` (powers of 1000)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1000
+    return f"{value:.1f}GB"
 
 
 def _client_options(max_concurrent: int) -> dict[str, Any]:
