@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -527,3 +528,17 @@ def test_parse_is_fast_on_a_large_file() -> None:
     elapsed = time.perf_counter() - start
     assert len(tree.nodes) == 3001
     assert elapsed < 5
+
+
+def test_a_token_sequence_the_grammar_refuses_is_still_a_syntax_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from builder.dockerfile import syntax
+
+    def broken(self: syntax._Source) -> Iterator[syntax._Tok]:
+        yield syntax._Tok("FLAGS", "--x", 1, ["--x"])  # flags with no keyword before them
+
+    monkeypatch.setattr(syntax._Source, "tokens", broken)
+    with pytest.raises(DockerfileSyntaxError) as info:
+        parse("FROM a\n")
+    assert str(info.value) == "Dockerfile:1:1: cannot parse this instruction (UnexpectedToken)"
