@@ -358,9 +358,20 @@ class Sandbox:
         deadline = None if timeout is None else time.monotonic() + timeout
         status_open = True
         try:
+            drain_until: float | None = None
             while status_open or any(k.data == "out" for k in sel.get_map().values()):
                 wait_for = None
-                if deadline is not None and not self._timed_out:
+                if not status_open:
+                    # the process has ended: what still holds its output (processes that outlived
+                    # it outside a pid namespace) is killed; then a short drain, never a hang
+                    if drain_until is None:
+                        drain_until = time.monotonic() + _DRAIN_SECONDS
+                        if self.cgroup is not None:
+                            self.cgroup.kill_all()
+                    wait_for = max(0.0, drain_until - time.monotonic())
+                    if wait_for == 0.0:
+                        break
+                elif deadline is not None and not self._timed_out:
                     wait_for = max(0.0, deadline - time.monotonic())
                     if wait_for == 0.0:
                         self._timed_out = True
@@ -837,6 +848,9 @@ def _mount_targets(spec: Spec) -> list[tuple[str, bool]]:
             covered.append(d)
     return out
 
+
+#: seconds output is still read after the process ended
+_DRAIN_SECONDS = 2.0
 
 #: seconds a run dir without a started process is left alone (another process may be starting it)
 _STARTING_GRACE = 60.0

@@ -565,3 +565,14 @@ def test_terminal_resize(executor: Executor, root: Root, host: HostSnapshot) -> 
         os.close(w_fd)
         os.close(r_fd)
     assert res.exit_status == 0 and b"40 120" in b"".join(out)
+
+
+def test_host_pid_namespace_leftovers_do_not_hang(executor: Executor, root: Root, host: HostSnapshot) -> None:
+    """Without a pid namespace a background child outlives the init and holds its stdout: the
+    run still ends (the cgroup is killed), and nothing is left."""
+    out: list[bytes] = []
+    t = time.monotonic()
+    r = executor.run(spec_for(root, "sh", "-c", "sleep 60 & echo started",
+                              namespaces=Namespaces(pid="host")), stdout=out.append, timeout=30)
+    assert r.exit_status == 0 and b"".join(out) == b"started\n"
+    assert time.monotonic() - t < 10
