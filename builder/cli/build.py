@@ -124,6 +124,8 @@ class TtyProgress:
             text = f"{prefix}{s['name']}"
             lines.append(text[: max(width - len(mark) - 2, 10)].ljust(max(width - len(mark) - 1, 10)) + mark)
             if state == "running":
+                if s["miss"]:
+                    lines.append(f" => => # cache miss: {s['miss']}"[: width - 1])
                 for log in s["logs"]:
                     lines.append(f" => => # {log}"[: width - 1])
         return lines

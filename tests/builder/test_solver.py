@@ -75,7 +75,7 @@ def test_outputs_iidfile_and_quiet(busybox: Any, tmp_path: Path) -> None:
     (ctx / "Dockerfile").write_text("FROM busybox\nCOPY f /f\nRUN ln -s f /l && mkdir /d\n")
     (ctx / "f").write_text("content\n")
     iid = tmp_path / "iid"
-    r = busybox("build", "-q", "--iidfile", str(iid), "-t", "o:1",
+    r = busybox("build", "-q", "--iidfile", str(iid), "-t", "o:1", "--label", "via=cli",
                 "-o", f"type=local,dest={tmp_path / 'local'}",
                 "-o", f"type=tar,dest={tmp_path / 'fs.tar'}",
                 "-o", f"type=oci,dest={tmp_path / 'oci.tar'}",
@@ -83,6 +83,7 @@ def test_outputs_iidfile_and_quiet(busybox: Any, tmp_path: Path) -> None:
     image_id = r.stdout.strip()
     assert image_id.startswith("sha256:") and len(image_id) == 71
     assert iid.read_text() == image_id
+    assert busybox.store().resolve("o:1").config.config["Labels"] == {"via": "cli"}
     assert (tmp_path / "local" / "f").read_text() == "content\n"
     assert os.readlink(tmp_path / "local" / "l") == "f"
     assert (tmp_path / "local" / "bin" / "busybox").exists()
