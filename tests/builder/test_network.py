@@ -263,7 +263,7 @@ def test_two_endpoints_reach_each_other_by_ip_and_name_isolated_from_other_netwo
     assert "intruder" not in hosts
     for name in ("web", "www"):
         r = sh(b.netns, "unshare", "-m", "sh", "-c",
-               f"mount --bind {b.hosts_path} /etc/hosts && busybox ping -c1 -W1 {name}")
+               f"mount --bind {b.hosts_path} /etc/hosts && busybox ping -c1 -W3 {name}")
         assert r.returncode == 0, r.stderr
         assert f"({a.ip})" in r.stdout
     assert N.hosts_entries(state, CID_B) == hosts
