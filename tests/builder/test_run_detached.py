@@ -125,10 +125,17 @@ def _wait_for(cond: object, timeout: float = 10.0) -> None:
 
 
 # -- the seed workflow -------------------------------------------------------------------------
+TESTDATA = Path(__file__).resolve().parents[2] / "testdata"
+
+
 def test_seed_web_workflow(env: Env) -> None:
-    cid = env.pb("run", "-d", "--name", "web", "-p", "18080:80", "web:test").stdout.strip()
+    env.pb("build", "-q", "-t", "web:built", str(TESTDATA / "contexts" / "httpd"))
+    cid = env.pb("run", "-d", "--name", "web", "-p", "18080:80", "web:built").stdout.strip()
     assert len(cid) == 64
-    assert _get("http://127.0.0.1:18080/") == HTTPD_INDEX
+    assert _get("http://127.0.0.1:18080/") == (TESTDATA / "contexts" / "httpd" / "index.html").read_text()
+    assert _get("http://127.0.0.1:18080/built.txt") == "built by pybuild build\n"  # its RUN step
+    # the image's HEALTHCHECK runs on its schedule
+    _wait_for(lambda: "(healthy)" in env.pb("ps").stdout, timeout=15)
     ps = env.pb("ps").stdout.splitlines()
     assert len(ps) == 2 and ps[1].startswith(cid[:12]) and ps[1].endswith("web")
     assert "0.0.0.0:18080->80/tcp" in ps[1] and "Up " in ps[1]
