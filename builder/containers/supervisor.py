@@ -62,12 +62,16 @@ class Supervisor:
         self.me = os.getpid()
         self.me_start = proc_start_time(self.me)
         self._health_stop = threading.Event()
+        #: set when the supervisor itself is told to end (SIGTERM): no restart then
+        self.terminating = False
 
     # -- state helpers -------------------------------------------------------------------------
     def _update(self, fn: Callable[[State], State]) -> State:
         return self.cs.update_state(self.cid, fn)
 
     def _stop_requested(self) -> bool:
+        if self.terminating:
+            return True
         try:
             return self.cs.load_state(self.cid).stopped_by_user
         except ContainerError:
@@ -129,7 +133,7 @@ class Supervisor:
                 with self.cs.lock(self.cid):
                     st = self.cs.load_state(self.cid)
                     restart = policy.should_restart(exit_code=exit_code, restarts=st.restart_count,
-                                                    stopped_by_user=st.stopped_by_user)
+                                                    stopped_by_user=st.stopped_by_user or self.terminating)
                     st = replace(
                         st, status="restarting" if restart else "exited", exit_code=exit_code,
                         oom_killed=outcome.oom_killed, finished_at=rfc3339nano(), pid=0, pid_start=0,
@@ -294,6 +298,8 @@ def _supervise_detached(root: StateRoot, cid: str, w: int) -> int:
     sup = Supervisor(root, cid)
 
     def on_term(signum: int, frame: Any) -> None:
+        # no file locks here (the main thread may hold one): a plain read of the state
+        sup.terminating = True
         st = sup.cs.load_state(cid)
         if st.pid:
             with contextlib.suppress(ProcessLookupError):
