@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from builder.dockerfile.instructions import INSTRUCTIONS, Location, suggest
 from builder.dockerfile.syntax import Node, SyntaxTree
 from builder.errors import ExpansionError
+from builder.expand import expand_word
 
 # Variables a stage has without declaring them: Docker's automatic platform ARGs and proxy
 # ARGs, and what nearly every base image sets (we do not resolve the base image here).
@@ -129,6 +130,8 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
             )
 
     global_defined: set[str] = set()
+    # what the global ARGs hold when no --build-arg is given (for InvalidDefaultArgInFrom)
+    global_defaults: dict[str, str] = dict(_PLATFORM_DEFAULTS)
     stages: dict[str, _StageState] = {}
     state: _StageState | None = None
 
@@ -154,6 +157,12 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
             state = _StageState.inherit(parent)
             from_visible = global_defined | _PREDEFINED
             yield from _undefined(tree, n, base, from_visible, escape, from_line=True)
+            if base and "$" in base and not _valid_reference(base, global_defaults, escape):
+                yield LintWarning(
+                    "InvalidDefaultArgInFrom",
+                    f"Default value for ARG {base} results in empty or invalid base image name",
+                    loc,
+                )
             for flag in n.flags:
                 if flag.startswith("--platform="):
                     platform = flag.partition("=")[2]
@@ -239,6 +248,14 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
                         yield from _undefined(
                             tree, n, default, global_defined | _PREDEFINED, escape
                         )
+                        try:
+                            global_defaults[name] = expand_word(
+                                default, global_defaults, escape=escape
+                            )
+                        except ExpansionError:
+                            global_defaults.pop(name, None)
+                    else:
+                        global_defaults.pop(name, None)
                     global_defined.add(name)
             continue
         if n.cmd == "shell":
@@ -275,6 +292,36 @@ def _run_rules(tree: SyntaxTree) -> Iterator[LintWarning]:
                     loc,
                 )
     yield from close_stage(state)
+
+
+# The automatic platform ARGs, as a linux/amd64 build sets them.
+_PLATFORM_DEFAULTS = {
+    "TARGETPLATFORM": "linux/amd64",
+    "TARGETOS": "linux",
+    "TARGETARCH": "amd64",
+    "TARGETVARIANT": "",
+    "BUILDPLATFORM": "linux/amd64",
+    "BUILDOS": "linux",
+    "BUILDARCH": "amd64",
+    "BUILDVARIANT": "",
+}
+
+
+def _valid_reference(base: str, env: dict[str, str], escape: str) -> bool:
+    """Whether FROM's *base*, expanded with the ARG defaults, is an image reference (or a
+    stage name, which is one too); an expression that cannot be expanded is not judged."""
+    from registry.errors import RegistryError
+    from registry.reference import Reference
+
+    try:
+        name = expand_word(base, env, escape=escape)
+    except ExpansionError:
+        return True
+    try:
+        Reference.parse(name)
+    except RegistryError:
+        return False
+    return True
 
 
 @dataclass
