@@ -98,14 +98,15 @@ class Supervisor:
                     proc = runtime.launch(self.root, c, stdout=self._sink(log, "stdout"),
                                           stderr=self._sink(log, "stderr"),
                                           attach_stdin=self.attach.stdin if self.attach else None)
-                except BuildError as e:
-                    code = e.exit_code
+                except Exception as e:  # noqa: BLE001 - any failure to start is reported, not raised
+                    code = e.exit_code if isinstance(e, BuildError) else 125
+                    msg = str(e) if isinstance(e, BuildError) else f"{type(e).__name__}: {e}"
                     if first:
-                        self._set(status="created", error=str(e), pid=0, pid_start=0,
+                        self._set(status="created", error=msg, pid=0, pid_start=0,
                                   supervisor_pid=0, supervisor_start=0)
-                        ready(Started(False, code, str(e)))
+                        ready(Started(False, code, msg))
                     else:
-                        self._set(status="exited", error=str(e), exit_code=code, pid=0, pid_start=0,
+                        self._set(status="exited", error=msg, exit_code=code, pid=0, pid_start=0,
                                   supervisor_pid=0, supervisor_start=0, finished_at=rfc3339nano())
                     return code
                 hc = runtime.healthcheck_of(c)

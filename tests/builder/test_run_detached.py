@@ -567,3 +567,12 @@ def test_run_flags_reach_the_container(env: Env, tmp_path: Path) -> None:
                "busybox", "true", check=False)
     assert r.returncode == 125 and "does not exist" in r.stderr
     assert env.pb("ps", "-aq").stdout == ""
+
+
+def test_sigterm_to_the_supervisor_ends_the_container_for_good(env: Env) -> None:
+    env.pb("run", "-d", "--name", "svc", "--network", "none", "--restart", "always", "busybox", "sleep", "1000")
+    st = json.loads(next(env.root.containers.glob("*/state.json")).read_text())
+    os.kill(st["supervisor_pid"], signal.SIGTERM)
+    _wait_for(lambda: not Path(f"/proc/{st['supervisor_pid']}").exists())
+    s = env.state("svc")
+    assert s["State"]["Status"] == "exited" and s["State"]["ExitCode"] == 137 and s["RestartCount"] == 0  # type: ignore[index]
