@@ -269,4 +269,23 @@ def entry_fingerprint(tree: Tree, e: Entry) -> str:
     st = e.st
     kind = stat.S_IFMT(st.st_mode)
     return (f"{e.dest}\0{kind:o}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}:{st.st_gid}\0"
-            f"{e.link or ''}\0{tree.content_hash(e)}\n")
+            f"{e.link or ''}\0{tree.content_hash(e)}{_xattrs(e)}\n")
+
+
+def _xattrs(e: Entry) -> str:
+    """Extended attributes are copied with the file, so they are part of what it is."""
+    if not stat.S_ISREG(e.st.st_mode):
+        return ""
+    try:
+        names = sorted(os.listxattr(e.source, follow_symlinks=False))
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    h = hashlib.sha256()
+    for n in names:
+        try:
+            h.update(n.encode() + b"\0" + os.getxattr(e.source, n, follow_symlinks=False) + b"\0")
+        except OSError:
+            continue
+    return "\0x" + h.hexdigest()

@@ -161,7 +161,23 @@ def copy_entry(root: Path, e: Entry, dest: str, own: Ownership, *, keep_owner: b
         return  # sockets are not copied, as Docker skips them
     os.chown(target, uid, gid)
     os.chmod(target, mode)
+    _copy_xattrs(e.source, target)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_xattrs(source: str, target: Path) -> None:
+    """Extended attributes travel with the file (``security.capability`` set after chown,
+    which clears it); overlay's own and SELinux labels do not."""
+    try:
+        names = os.listxattr(source, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("trusted.overlay.") or name == "security.selinux":
+            continue
+        with contextlib.suppress(OSError):
+            os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False),
+                        follow_symlinks=False)
 
 
 def copy_tree(root: Path, entries: Iterable[Entry], dest: str, own: Ownership, *,

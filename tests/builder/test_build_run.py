@@ -69,3 +69,25 @@ def test_run_semantics(busybox: Any, bt: Any, tmp_path: Path) -> None:
     with store.open_blob(last.digest) as f, tarfile.open(fileobj=open_decompressed(f), mode="r|") as tf:
         members = {m.name: m for m in tf}
     assert members["a"].isfile() and members["b"].islnk() and members["b"].linkname == "a"
+
+
+def test_copy_keeps_file_capabilities(busybox: Any, bt: Any, tmp_path: Path) -> None:
+    """``security.capability`` (set after chown, which would clear it) reaches the layer."""
+    import os
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY --chown=app ping /ping\n")
+    (ctx / "ping").write_bytes(b"#!/bin/sh\n")
+    cap = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw+ep
+    os.setxattr(ctx / "ping", "security.capability", cap)
+    bt.build(busybox, ctx, "-t", "cap:1")
+    from registry.compression import open_decompressed
+
+    store = busybox.store()
+    layer = store.resolve("cap:1").manifest.layers[-1]
+    with store.open_blob(layer.digest) as f, tarfile.open(fileobj=open_decompressed(f), mode="r|") as tf:
+        m = next(m for m in tf if m.name == "ping")
+    assert m.uid == 1000
+    assert m.pax_headers["SCHILY.xattr.security.capability"].encode("latin-1", "surrogateescape") == cap \
+        or m.pax_headers["SCHILY.xattr.security.capability"] == cap.decode("latin-1")
