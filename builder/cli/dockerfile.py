@@ -59,7 +59,7 @@ def _dump(node: object) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the tree as one JSON object.")
 @click.argument("file", type=str)
 def parse_cmd(as_json: bool, file: str) -> None:
-    """Print the syntax tree of FILE (``-`` for stdin)."""
+    """Print the syntax tree of FILE (- reads standard input)."""
     from builder.dockerfile import parse
 
     text, name = _read(file)
