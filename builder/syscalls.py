@@ -64,6 +64,8 @@ _SYS_CAPGET = 125
 _SYS_CAPSET = 126
 
 TIOCSCTTY = 0x540E
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
 TIOCGWINSZ = 0x5413
 TIOCSWINSZ = 0x5414
 SIOCGIFFLAGS = 0x8913
@@ -251,6 +253,17 @@ class Syscalls:
         rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8))
         return rows, cols
 
+    def open_pty(self, ptmx: str = "/dev/ptmx") -> tuple[int, str]:
+        """A new pty from the devpts instance behind *ptmx*: (master fd, slave path)."""
+        master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
+            n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+        except OSError:
+            os.close(master)
+            raise
+        return master, os.path.join(os.path.dirname(os.path.realpath(ptmx)), str(n))
+
     def set_winsize(self, fd: int, rows: int, cols: int) -> None:
         fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -325,6 +338,10 @@ class FakeSyscalls:
 
     def get_winsize(self, fd: int) -> tuple[int, int]:
         return 24, 80
+
+    def open_pty(self, ptmx: str = "/dev/ptmx") -> tuple[int, str]:
+        self._rec("open_pty", ptmx)
+        return 99, "/dev/pts/0"
 
     def set_winsize(self, fd: int, rows: int, cols: int) -> None:
         self._rec("set_winsize", fd, rows, cols)

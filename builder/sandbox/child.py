@@ -38,7 +38,6 @@ class Plan:
     run_dir: str
     overlay_data: str  # mount data for an overlay root, relative to run_dir
     mask_node: str  # a 0/0 char device: opening it fails (ENXIO); bound over masked files
-    console: str | None = None  # the terminal's slave, bound onto /dev/console
     cgroup_layout: Layout | None = None
 
 
@@ -158,11 +157,6 @@ def _populate_dev(sys: sc.Syscalls | sc.FakeSyscalls, dev: str, plan: Plan, *, r
             os.chmod(path, 0o666)
     for name, target in DEV_LINKS:
         sys.symlink(target, os.path.join(dev, name))
-    if plan.console is not None:
-        console = os.path.join(dev, "console")
-        if real:
-            _make_target(console, is_file=True)
-        sys.mount(plan.console, console, None, sc.MS_BIND)
 
 
 def setup_root(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, *, real: bool = True) -> None:
@@ -196,6 +190,32 @@ def setup_root(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, *, real: bool = T
     if spec.root.readonly:
         ro = sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY
         sys.mount(None, "/", None, ro | (sc.MS_NODEV if spec.root.is_overlay else 0))
+
+
+def open_console(
+    sys: sc.Syscalls | sc.FakeSyscalls, sock_fd: int, size: tuple[int, int] | None, *, bind: bool = True
+) -> None:
+    """Inside the root: a pty from its own devpts, the master sent to the parent over *sock_fd*,
+    the slave as controlling terminal and fds 0-2 (and bound onto ``/dev/console``)."""
+    import socket
+
+    master, slave_path = sys.open_pty("/dev/ptmx")
+    try:
+        if size is not None:
+            sys.set_winsize(master, *size)
+        with socket.socket(fileno=sock_fd) as s:
+            socket.send_fds(s, [b"m"], [master])
+    finally:
+        os.close(master)
+    slave = os.open(slave_path, os.O_RDWR)
+    sys.set_controlling_tty(slave)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+    if bind:
+        _make_target("/dev/console", is_file=True)
+        sys.mount(slave_path, "/dev/console", None, sc.MS_BIND)
 
 
 def read_user(spec_user: str) -> User:

@@ -12,6 +12,7 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from builder import rootfs as _rootfs
 from builder import syscalls as sc
 from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.sandbox import cgroups as _cg
-from builder.sandbox.child import Plan, exec_process, setup_root
+from builder.sandbox.child import Plan, exec_process, open_console, setup_root
 from builder.sandbox.spec import Process, Spec
 from builder.state import StateRoot
 
@@ -126,26 +127,27 @@ class _Stdio:
         self.feed: tuple[int, bytes] | None = None  # parent fd, bytes to write
         self.relay_in: int | None = None  # parent reads this fd into the pty
         self.pty_master: int | None = None
-        self.console: str | None = None
+        self.console_parent: socket.socket | None = None
+        self.console_child: int | None = None
+        self.console_size: tuple[int, int] | None = None
+        self._sink_out: Callable[[bytes], None] | int = 1
+        self._stdin: Input = None
         self.devnull: int | None = None
         if terminal:
-            master, slave = os.openpty()
-            self.pty_master = master
-            self.console = os.ttyname(slave)
+            # The pty comes from the sandbox's own devpts (as runc's console socket): the child
+            # opens it and sends the master over this socket pair (``receive_master``).
+            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.console_parent = parent_sock
+            self.console_child = child_sock.detach()
+            self.close_in_parent.append(self.console_child)
+            self._sink_out = self._sink(stdout)
+            self._stdin = stdin
             # the size of the caller's terminal from the start (as Docker's ConsoleSize)
             source = stdin if isinstance(stdin, int) and stdin >= 0 else (
                 stdin.fileno() if stdin is not None and not isinstance(stdin, (bytes, int)) else 0)
             with contextlib.suppress(OSError):
                 if os.isatty(source):
-                    rows, cols = sc.real().get_winsize(source)
-                    sc.real().set_winsize(slave, rows, cols)
-            self.child = [slave, slave, slave]
-            self.close_in_parent.append(slave)
-            self.readers[master] = self._sink(stdout)
-            if isinstance(stdin, bytes):
-                self.feed = (master, stdin)
-            elif stdin is not None:
-                self.relay_in = stdin if isinstance(stdin, int) else stdin.fileno()
+                    self.console_size = sc.real().get_winsize(source)
             return
         self.child = [self._in(stdin), self._out(stdout, 1), self._out(stderr, 2)]
 
@@ -188,7 +190,29 @@ class _Stdio:
             return w
         return out.fileno()  # type: ignore[union-attr]
 
+    def receive_master(self) -> None:
+        """Take the pty master the child sent (nothing if it died first)."""
+        assert self.console_parent is not None
+        try:
+            _, fds, _, _ = socket.recv_fds(self.console_parent, 16, 1)
+        finally:
+            self.console_parent.close()
+            self.console_parent = None
+        if not fds:
+            return
+        master = fds[0]
+        os.set_inheritable(master, False)
+        self.pty_master = master
+        self.readers[master] = self._sink_out
+        stdin = self._stdin
+        if isinstance(stdin, bytes):
+            self.feed = (master, stdin)
+        elif stdin is not None and not (isinstance(stdin, int) and stdin < 0):
+            self.relay_in = stdin if isinstance(stdin, int) else stdin.fileno()
+
     def in_child(self) -> None:
+        if not self.child:
+            return  # a terminal: set up by ``child.open_console`` once /dev/pts exists
         # via high copies first: a plain dup2 chain breaks when sources and targets overlap
         import fcntl
 
@@ -210,6 +234,9 @@ class _Stdio:
         return fds
 
     def close_all(self) -> None:
+        if self.console_parent is not None:
+            self.console_parent.close()
+            self.console_parent = None
         for fd in [*self.close_in_parent, *self.parent_fds()]:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -502,9 +529,12 @@ def _supervise(child: int, status_w: int, exit_file: Path | None) -> None:  # pr
         os._exit(0)
 
 
-def _close_other_fds(keep: int) -> None:  # pragma: no cover - in the child
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 20)
+def _close_other_fds(*keep: int | None) -> None:  # pragma: no cover - in the child
+    low = 3
+    for fd in sorted(k for k in keep if k is not None and k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -573,7 +603,7 @@ class Executor:
             os.mknod(mask, stat.S_IFCHR | 0o000, 0)
             stdio = _Stdio(stdin, stdout, stderr, terminal=spec.process.terminal)
             plan = Plan(spec=spec, rootfs=str(rootfs_dir), run_dir=str(run_dir), overlay_data=data,
-                        mask_node=str(mask), console=stdio.console, cgroup_layout=_cg.detect())
+                        mask_node=str(mask), cgroup_layout=_cg.detect())
             sandbox = self._spawn(plan, cgroup, stdio, run_dir, sid, mountpoints)
         except BaseException:
             if stdio is not None:
@@ -637,6 +667,8 @@ class Executor:
             err_r = -1
             if not pid_line:
                 raise SandboxError(err.decode(errors="replace") or "the sandbox helper died")
+            if stdio.console_parent is not None:
+                stdio.receive_master()
             sandbox = Sandbox(id=sid, pid=int(pid_line), run_dir=run_dir, cgroup=cgroup, helper=helper,
                               status_fd=status_r, stdio=stdio, mountpoints=mountpoints)
             sandbox._status_buf = pid_line
@@ -690,13 +722,14 @@ class Executor:
             if spec.namespaces.cgroup == "new":
                 self.sys.unshare(sc.CLONE_NEWCGROUP)
             stdio.in_child()
-            _close_other_fds(err_w)
-            if spec.process.terminal:
-                self.sys.set_controlling_tty(0)
+            _close_other_fds(err_w, stdio.console_child)
             if spec.namespaces.net == "new":
                 self.sys.set_loopback_up()
             os.umask(0)
             setup_root(self.sys, plan)
+            if spec.process.terminal:
+                assert stdio.console_child is not None
+                open_console(self.sys, stdio.console_child, stdio.console_size)
             exec_process(self.sys, spec.process, self._last_cap)
         except BaseException as e:
             _report_and_exit(err_w, e)
@@ -767,9 +800,10 @@ class Executor:
                 try:
                     self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
                     stdio.in_child()
-                    _close_other_fds(err_w)
+                    _close_other_fds(err_w, stdio.console_child)
                     if process.terminal:
-                        self.sys.set_controlling_tty(0)
+                        assert stdio.console_child is not None
+                        open_console(self.sys, stdio.console_child, stdio.console_size, bind=False)
                     os.chdir("/")
                     exec_process(self.sys, process, self._last_cap)
                 except BaseException as e:
@@ -788,6 +822,8 @@ class Executor:
             if not chunk:
                 break
             pid_line += chunk
+        if stdio.console_parent is not None:
+            stdio.receive_master()
         err = b""
         while True:
             chunk = os.read(err_r, 65536)

@@ -576,3 +576,22 @@ def test_host_pid_namespace_leftovers_do_not_hang(executor: Executor, root: Root
                               namespaces=Namespaces(pid="host")), stdout=out.append, timeout=30)
     assert r.exit_status == 0 and b"".join(out) == b"started\n"
     assert time.monotonic() - t < 10
+
+
+def test_terminals_come_from_the_sandbox_devpts(executor: Executor, root: Root, host: HostSnapshot) -> None:
+    r_fd, w_fd = os.pipe()
+    try:
+        out: list[bytes] = []
+        sb = executor.start(spec_for(root, "sh", "-c", "tty; read x", terminal=True), stdin=r_fd,
+                            stdout=out.append)
+        res = executor.exec(sb, Process(args=("sh", "-c", "tty; ls /dev/pts"), terminal=True),
+                            stdout=out.append)
+        exec_out = b"".join(out).decode()
+        os.write(w_fd, b"\n")
+        assert sb.wait(15).exit_status == 0 and res.exit_status == 0
+    finally:
+        os.close(w_fd)
+        os.close(r_fd)
+    text = b"".join(out).decode()
+    assert exec_out.split() == ["/dev/pts/1", "0", "1", "ptmx"]  # the sandbox's own devpts
+    assert text.split()[-1] == "/dev/pts/0"
