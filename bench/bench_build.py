@@ -165,7 +165,6 @@ class Buildah(Tool):
 
     def close(self) -> None:
         subprocess.run(["buildah", *self.opts, "rmi", "-a", "-f"], capture_output=True)
-        run("buildah", *self.opts, "unshare", "true") if False else None
         subprocess.run(["umount", "-R", self.opts[1] + "/overlay"], capture_output=True)
 
 
@@ -197,7 +196,7 @@ def main() -> None:
     run(PYBUILD, "--root", str(base / "pyb-prepared"), "build", "-q", "-t", "busybox:latest",
         "-o", f"type=docker,dest={docker_tar}", str(export))
     docker = buildah = None
-    if os.path.exists("/usr/bin/docker") and shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd"):
+    if os.path.exists("/usr/bin/docker") and (shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd")):
         docker = Docker(docker_tar)
         tools.append(docker)
     if shutil.which("buildah"):

@@ -6,7 +6,9 @@
     ├── ExpansionError               a malformed or failing ``${…}`` word expansion
     ├── IgnorePatternError           a bad ``.dockerignore`` pattern, with its line
     ├── ContextError                 a path outside the context, a missing COPY source
+    ├── PlanError                    a build that cannot be planned: unknown stage/target, bad flag value (located)
     ├── StepFailed                   a RUN step exited non-zero: location, exit code, log tail
+    ├── BuildCancelled               Ctrl-C or a failed sibling stage stopped the build (exit 130)
     ├── LayerError                   a layer tar that is malformed or reaches outside its root
     ├── SandboxError                 the execution core could not set a process up
     │   ├── CommandNotFound          exit 127: the command does not exist in the image
@@ -67,6 +69,14 @@ class IgnorePatternError(BuildError):
 
 class ContextError(BuildError):
     pass
+
+
+class PlanError(BuildError):
+    pass
+
+
+class BuildCancelled(BuildError):
+    exit_code = 130
 
 
 class StepFailed(BuildError):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from builder import workspace
 from builder.cache import BuildCache, CacheRecord
 from builder.context import Tree
-from builder.errors import BuildError
+from builder.errors import BuildCancelled
 from builder.graph.ops import Graph, StagePlan, Step
 from builder.state import StateRoot
 from registry import mediatypes as mt
@@ -88,8 +88,7 @@ class SolveOptions:
     explain: bool = True
 
 
-class Cancelled(BuildError):
-    exit_code = 130
+Cancelled = BuildCancelled
 
 
 def rfc3339(epoch: float) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from builder import dockerfile as df
 from builder.context import Tree, entry_fingerprint, has_glob
-from builder.errors import BuildError, ContextError, ExpansionError
+from builder.errors import BuildError, ContextError, ExpansionError, PlanError
 from builder.expand import Scope, expand_word, expand_words
 from builder.graph.ops import (
     Base,
@@ -44,10 +44,6 @@ _URL = re.compile(r"^https?://", re.I)
 
 #: resolve an image reference to an ``Image`` (store, else pull) or raise
 ImageResolver = Callable[[str, str], Image]
-
-
-class PlanError(BuildError):
-    """A Dockerfile that cannot be planned: names the file and line at fault."""
 
 
 @dataclass
