@@ -158,6 +158,13 @@ def overlay_supported(where: Path) -> bool:
     if os.environ.get("PYBUILD_NO_OVERLAY") == "1":
         _PROBED[dev] = False
         return False
+    # a probe costs a fork and a mount: remember a success beside *where* (per filesystem, boot)
+    memo = where.parent / ".overlay-ok"
+    stamp = f"{dev} {_boot_id()}"
+    with contextlib.suppress(OSError):
+        if memo.read_text() == stamp:
+            _PROBED[dev] = True
+            return True
     from builder import syscalls as sc
 
     probe = where / f".overlay-probe-{os.urandom(4).hex()}"
@@ -182,7 +189,19 @@ def overlay_supported(where: Path) -> bool:
     finally:
         shutil.rmtree(probe, ignore_errors=True)
     _PROBED[dev] = ok
+    if ok:
+        with contextlib.suppress(OSError):
+            tmp = memo.with_name(f".overlay-ok.{os.getpid()}")
+            tmp.write_text(stamp)
+            os.rename(tmp, memo)
     return ok
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def prepare_root(

@@ -173,6 +173,7 @@ def _run(state: Any, kw: dict[str, Any]) -> int:
     )
     resources = Resources(memory=parse_bytes(kw["memory"]) if kw["memory"] else None,
                           cpus=kw["cpus"], pids=kw["pids_limit"])
+    _reap_container_dirs(state.run)
     cdir = state.run / f"{sid[:16]}.ctr"
     try:
         root = prepare_root(layer_dirs, cdir, readonly=kw["read_only"])
@@ -192,6 +193,25 @@ def _run(state: Any, kw: dict[str, Any]) -> int:
             return _wait(handle, tty=kw["tty"], interactive=kw["interactive"])
     finally:
         shutil.rmtree(cdir, ignore_errors=True)
+
+
+def _reap_container_dirs(run: Any) -> None:
+    """Writable layers of earlier runs whose process was killed before removing them."""
+    import shutil
+    import time
+
+    try:
+        entries = list(run.glob("*.ctr"))
+    except OSError:
+        return
+    for d in entries:
+        sandbox_dir = d.with_suffix("")
+        try:
+            if time.time() - d.stat().st_mtime < 60 or sandbox_dir.exists():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _out(data: bytes) -> None:

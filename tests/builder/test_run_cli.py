@@ -231,3 +231,17 @@ def test_sigkill_of_the_container_gives_137(busybox: Any, guard: None) -> None:
         assert p.stdout is not None and p.stderr is not None
         p.stdout.close()
         p.stderr.close()
+
+
+def test_writable_layers_of_killed_runs_are_reaped(busybox: Any, guard: None) -> None:
+    run = busybox.root / "run"
+    run.mkdir(exist_ok=True)
+    old = run / "0123456789abcdef.ctr"
+    (old / "upper").mkdir(parents=True)
+    t = time.time() - 3600
+    os.utime(old, (t, t))
+    young = run / "fedcba9876543210.ctr"
+    young.mkdir()
+    r = lean(busybox, "busybox", "true")
+    assert r.returncode == 0 and not old.exists() and young.exists()
+    young.rmdir()
