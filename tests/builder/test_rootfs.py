@@ -127,3 +127,18 @@ def test_image_from_the_store(busybox: object, tmp_path: Path) -> None:
     spec = Spec(process=Process(args=("cat", "/etc/hostname")), root=root, id=new_id())
     assert Executor(state).run(spec, stdout=out.append).exit_status == 0
     assert b"".join(out) == b"localhost\n"
+
+
+def test_no_overlay_environment_forces_the_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder import rootfs
+
+    raw = _layer({"f": b"1"})
+    d = LayerCache(tmp_path).unpack(_did(raw), lambda: io.BytesIO(raw))
+    monkeypatch.setattr(rootfs, "_PROBED", {})
+    monkeypatch.setenv("PYBUILD_NO_OVERLAY", "1")
+    root = prepare_root([d], tmp_path / "c")
+    assert not root.is_overlay and root.path is not None and (Path(root.path) / "f").read_bytes() == b"1"
+    monkeypatch.setattr(rootfs, "_PROBED", {})
+    monkeypatch.delenv("PYBUILD_NO_OVERLAY")
+    assert prepare_root([d], tmp_path / "c2").is_overlay
+    assert (tmp_path / ".overlay-ok").exists()  # the probe's success is remembered
