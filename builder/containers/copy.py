@@ -6,7 +6,6 @@ overlay mount of its layers and upper dir while it is stopped).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import signal
@@ -154,38 +153,34 @@ def copy_from(root: StateRoot, c: Container, src: str, dest: str | BinaryIO, *, 
 
 
 def _extract_to_host(stream: BinaryIO, src: str, dest: Path) -> None:
-    data = io.BytesIO(stream.read())
-    with tarfile.open(fileobj=data, mode="r:") as tf:
-        members = tf.getmembers()
-        if not members:
-            return
-        contents_only = src.endswith("/.")
-        top = members[0]
-        src_is_dir = contents_only or top.isdir()
-        dest_str = str(dest)
-        if dest.is_dir():
-            if contents_only:
-                target_dir, rename = dest, None
-            else:
-                target_dir, rename = dest, None
-        else:
-            if dest_str.endswith("/"):
-                raise ContainerError(f"destination directory {dest} must exist")
-            if dest.exists() and src_is_dir:
-                raise ContainerError(f"cannot copy a directory to a file: {dest}")
-            if not dest.parent.is_dir():
-                raise ContainerError(f"destination directory {dest.parent} must exist")
-            if contents_only:
-                dest.mkdir()
-                target_dir, rename = dest, None
-            else:
-                target_dir, rename = dest.parent, (top.name, dest.name)
-        for m in members:
+    """Unpack the container's tar under *dest* by Docker's rules, streaming (the first entry
+    decides whether it lands in *dest* or is renamed to it). The ``data`` filter refuses
+    absolute paths, ``..`` and links out of *dest*: the tar comes from the container."""
+    contents_only = src.endswith("/.")
+    with tarfile.open(fileobj=stream, mode="r|") as tf:
+        rename: tuple[str, str] | None = None
+        target_dir = dest
+        for n, m in enumerate(tf):
+            if n == 0:
+                src_is_dir = contents_only or m.isdir()
+                if dest.is_dir():
+                    target_dir = dest
+                else:
+                    if str(dest).endswith("/"):
+                        raise ContainerError(f"destination directory {dest} must exist")
+                    if dest.exists() and src_is_dir:
+                        raise ContainerError(f"cannot copy a directory to a file: {dest}")
+                    if not dest.parent.is_dir():
+                        raise ContainerError(f"destination directory {dest.parent} must exist")
+                    if contents_only:
+                        dest.mkdir()
+                    else:
+                        target_dir, rename = dest.parent, (m.name, dest.name)
             if rename and (m.name == rename[0] or m.name.startswith(rename[0] + "/")):
                 m.name = rename[1] + m.name[len(rename[0]):]
             if rename and m.islnk() and (m.linkname == rename[0] or m.linkname.startswith(rename[0] + "/")):
                 m.linkname = rename[1] + m.linkname[len(rename[0]):]
-        tf.extractall(target_dir, members=members, filter="tar")
+            tf.extract(m, target_dir, filter="data")
 
 
 def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> None:
@@ -213,22 +208,24 @@ def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> No
             target_dir, arc = parent, os.path.basename(dest.rstrip("/"))
             if contents_only:
                 raise ContainerError(f"destination directory {dest} must exist")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            if arc == ".":
-                for child in sorted(sp.iterdir()):
-                    tf.add(child, arcname=child.name)
-            else:
-                tf.add(sp, arcname=arc)
-        payload: BinaryIO = io.BytesIO(buf.getvalue())
+        payload: BinaryIO | tuple[Path, str] = (sp, arc)
     else:
         target_dir, payload = dest, src
     r, w = os.pipe()
     pid = _fork(root, c, "write", target_dir, r)
     os.close(r)
     try:
-        with os.fdopen(w, "wb") as out:
-            with contextlib.suppress(BrokenPipeError):
+        with os.fdopen(w, "wb") as out, contextlib.suppress(BrokenPipeError):
+            if isinstance(payload, tuple):
+                # the tar is made as it is sent: nothing of it is held in memory
+                path, arc = payload
+                with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                    if arc == ".":
+                        for child in sorted(path.iterdir()):
+                            tf.add(child, arcname=child.name)
+                    else:
+                        tf.add(path, arcname=arc)
+            else:
                 shutil.copyfileobj(payload, out)
     finally:
         _wait(pid, f"to {c.name}:{dest}")

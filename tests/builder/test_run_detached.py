@@ -341,6 +341,23 @@ def test_cp_both_ways_running_and_stopped(env: Env, tmp_path: Path) -> None:
     assert (tmp_path / "pw").read_text().startswith("root:x:0:0")
     env.pb("cp", "files:/etc", str(tmp_path / "etc-copy"))
     assert (tmp_path / "etc-copy" / "group").exists()
+    # tar streams both ways with "-"
+    import io
+    import tarfile
+
+    out = subprocess.run([PYBUILD, "cp", "files:/etc/group", "-"], env=env.environ, capture_output=True,
+                         check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(out)) as tf:
+        assert tf.getnames() == ["group"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b"streamed in\n"
+        ti = tarfile.TarInfo("streamed.txt")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    subprocess.run([PYBUILD, "cp", "-", "files:/tmp"], env=env.environ, input=buf.getvalue(), check=True,
+                   capture_output=True)
+    assert env.pb("exec", "files", "cat", "/tmp/streamed.txt").stdout == "streamed in\n"
     env.pb("stop", "-t", "0", "files")
     env.pb("cp", "files:/tmp/in.txt", str(tmp_path / "back.txt"))
     assert (tmp_path / "back.txt").read_text() == "from host\n"
