@@ -260,7 +260,8 @@ def cp(obj: Any, follow_link: bool, archive: bool, src: str, dest: str) -> None:
                              "one of SRC and DEST must be CONTAINER:PATH")
     if sc is not None:
         c = lifecycle.get(root, sc)
-        copy.copy_from(root, c, sp, sys.stdout.buffer if dp == "-" else dp, follow=follow_link)
+        copy.copy_from(root, c, sp, sys.stdout.buffer if dp == "-" else dp, follow=follow_link,
+                       archive=archive)
     else:
         assert dc is not None
         c = lifecycle.get(root, dc)

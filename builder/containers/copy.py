@@ -12,6 +12,7 @@ import signal
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -135,7 +136,8 @@ def _stat_in(root: StateRoot, c: Container, path: str) -> str:
     return data.decode() or "missing"
 
 
-def copy_from(root: StateRoot, c: Container, src: str, dest: str | BinaryIO, *, follow: bool = False) -> None:
+def copy_from(root: StateRoot, c: Container, src: str, dest: str | BinaryIO, *, follow: bool = False,
+              archive: bool = False) -> None:
     """``cp CONTAINER:SRC DEST`` (DEST a host path, or a binary stream for ``-``)."""
     if not src.startswith("/"):
         src = "/" + src  # Docker: relative to the container's root
@@ -147,15 +149,29 @@ def copy_from(root: StateRoot, c: Container, src: str, dest: str | BinaryIO, *, 
             if not isinstance(dest, str):
                 shutil.copyfileobj(stream, dest)
             else:
-                _extract_to_host(stream, src, Path(dest))
+                _extract_to_host(stream, src, Path(dest), archive=archive)
     finally:
         _wait(pid, f"{c.name}:{src}")
 
 
-def _extract_to_host(stream: BinaryIO, src: str, dest: Path) -> None:
+def _host_filter(archive: bool) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo | None]:
+    """tarfile's ``tar`` filter (no absolute paths, nothing written outside the destination,
+    even through a symlink: the tar comes from the container), and, unless *archive* (``-a``),
+    files owned by whoever runs ``cp``, as Docker does."""
+
+    def f(m: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        out = tarfile.tar_filter(m, path)
+        if out is not None and not archive:
+            out = out.replace(uid=None, gid=None, uname=None, gname=None, deep=False)  # type: ignore[arg-type]
+        return out
+
+    return f
+
+
+def _extract_to_host(stream: BinaryIO, src: str, dest: Path, *, archive: bool = False) -> None:
     """Unpack the container's tar under *dest* by Docker's rules, streaming (the first entry
-    decides whether it lands in *dest* or is renamed to it). The ``data`` filter refuses
-    absolute paths, ``..`` and links out of *dest*: the tar comes from the container."""
+    decides whether it lands in *dest* or is renamed to it)."""
+    keep = _host_filter(archive)
     contents_only = src.endswith("/.")
     with tarfile.open(fileobj=stream, mode="r|") as tf:
         rename: tuple[str, str] | None = None
@@ -180,7 +196,7 @@ def _extract_to_host(stream: BinaryIO, src: str, dest: Path) -> None:
                 m.name = rename[1] + m.name[len(rename[0]):]
             if rename and m.islnk() and (m.linkname == rename[0] or m.linkname.startswith(rename[0] + "/")):
                 m.linkname = rename[1] + m.linkname[len(rename[0]):]
-            tf.extract(m, target_dir, filter="data")
+            tf.extract(m, target_dir, filter=keep)
 
 
 def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> None:

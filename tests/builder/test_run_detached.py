@@ -358,6 +358,13 @@ def test_cp_both_ways_running_and_stopped(env: Env, tmp_path: Path) -> None:
     subprocess.run([PYBUILD, "cp", "-", "files:/tmp"], env=env.environ, input=buf.getvalue(), check=True,
                    capture_output=True)
     assert env.pb("exec", "files", "cat", "/tmp/streamed.txt").stdout == "streamed in\n"
+    # owners: the caller's by default, the container's with -a; a symlink stays a symlink
+    env.pb("exec", "files", "sh", "-c", "echo o > /tmp/owned; chown 1000:1000 /tmp/owned; ln -s /etc /tmp/evil")
+    env.pb("cp", "files:/tmp/owned", str(tmp_path / "o1"))
+    env.pb("cp", "-a", "files:/tmp/owned", str(tmp_path / "o2"))
+    assert (tmp_path / "o1").stat().st_uid == os.getuid() and (tmp_path / "o2").stat().st_uid == 1000
+    env.pb("cp", "files:/tmp/evil", str(tmp_path / "link"))
+    assert os.readlink(tmp_path / "link") == "/etc"
     env.pb("stop", "-t", "0", "files")
     env.pb("cp", "files:/tmp/in.txt", str(tmp_path / "back.txt"))
     assert (tmp_path / "back.txt").read_text() == "from host\n"
