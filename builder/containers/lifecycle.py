@@ -16,7 +16,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from builder.containers.options import parse_signal, rfc3339nano
+from builder.containers.options import (
+    parse_signal,
+    parse_timestamp_ns,
+    parse_timestamp_text,
+    rfc3339nano,
+)
 from builder.containers.record import Container, ContainerStore, NoSuchContainer, State, alive
 from builder.errors import ContainerError
 from builder.state import StateRoot
@@ -150,7 +155,8 @@ class Filters:
             key = key.strip().lower()
             if not sep or not key:
                 raise ContainerError(f"bad format of filter (expected name=value): {spec}")
-            if key not in ("name", "status", "label", "id", "exited", "ancestor", "health"):
+            if key not in ("name", "status", "label", "id", "exited", "ancestor", "health", "until",
+                           "volume", "network"):
                 raise ContainerError(f"invalid filter '{key}'")
             if key == "status" and value not in STATUSES:
                 raise ContainerError(f"invalid filter 'status={value}'")
@@ -159,6 +165,8 @@ class Filters:
                     int(value)
                 except ValueError:
                     raise ContainerError(f"invalid filter 'exited={value}'") from None
+            if key == "until":
+                value = str(parse_timestamp_ns(value))  # validated (and made absolute) once
             out.setdefault(key, []).append(value)
         return cls({k: tuple(v) for k, v in out.items()})
 
@@ -190,6 +198,13 @@ def _match_one(key: str, value: str, c: Container) -> bool:
         return k in c.labels and (not sep or c.labels[k] == v)
     if key == "ancestor":
         return c.image == value or c.image_id.removeprefix("sha256:").startswith(value.removeprefix("sha256:"))
+    if key == "until":
+        return parse_timestamp_text(c.created) < int(value)
+    if key == "volume":
+        return any(value in (m.get("Name"), m.get("Destination"), m.get("Source")) for m in c.mounts)
+    if key == "network":
+        mode = str(c.host_config.get("NetworkMode") or "default")
+        return value in (mode, "bridge" if mode == "default" else mode) or value in c.state.endpoints
     if key == "health":
         h = c.state.health
         return (h.status if h else "none") == value

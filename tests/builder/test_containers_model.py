@@ -188,7 +188,10 @@ def test_ps_filters(root: StateRoot) -> None:
     assert names_of("status=created", "name=beta") == ["beta"]
     assert names_of("status=created") == ["alpha", "beta"]
     assert [c.name for c in lifecycle.list_containers(root, filters=F(["status=exited"]))] == ["gamma"]
-    for bad in ("status=sleepy", "colour=red", "name"):
+    assert names_of("until=2000-01-01T00:00:00Z") == []
+    assert names_of("until=1m", "name=alpha") == []  # created just now: not before a minute ago
+    assert len(names_of("until=" + str(int(time.time()) + 60))) == 3
+    for bad in ("status=sleepy", "colour=red", "name", "until=someday"):
         with pytest.raises(ContainerError):
             F([bad])
 
