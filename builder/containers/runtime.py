@@ -201,6 +201,17 @@ def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[st
     endpoint = ep.to_json()
     endpoint["NetworkID"] = ep.network_id
     eps = {ep.network_name: endpoint}
+    # networks joined later with `network connect` stay joined across restarts, as in Docker
+    for extra, conf in c.networks.items():
+        if extra in eps or ep.netns is None:
+            continue
+        try:
+            more = network.attach(root, c.id, extra, name=c.name, aliases=tuple(conf.get("Aliases") or ()),
+                                  hostname=str(c.config.get("Hostname") or ""))
+        except Exception:
+            network.release(root, c.id)
+            raise
+        eps[more.network_name] = {**more.to_json(), "NetworkID": more.network_id}
     if ep.netns is None:
         return "host", "host", eps, ep.hosts_path, ep.resolv_path
     return str(ep.netns), "new", eps, ep.hosts_path, ep.resolv_path
@@ -367,6 +378,24 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
             _release_network(root, c.id)
         raise
     return Launched(sb, eps, netns if netns != "host" else "", keep)
+
+
+def remember_networks(root: StateRoot, c: Container) -> Container:
+    """Record in ``container.json`` the networks the container is on now (``network connect``
+    adds some while it runs), so that its next start joins them again."""
+    from builder.containers.lifecycle import network_endpoints
+
+    now = network_endpoints(root).get(c.id) or {}
+    mode = str(c.host_config.get("NetworkMode") or "default")
+    primary = "bridge" if mode == "default" else mode
+    wanted = {name: {"Aliases": list(ep.get("Aliases") or [])} for name, ep in now.items() if name != primary}
+    if not now or wanted == {k: dict(v) for k, v in c.networks.items()}:
+        return c
+    from dataclasses import replace
+
+    updated = replace(c, networks=wanted)
+    ContainerStore(root).save_config(updated)
+    return updated
 
 
 def _release_network(root: StateRoot, cid: str) -> None:

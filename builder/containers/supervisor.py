@@ -129,6 +129,8 @@ class Supervisor:
                         self._health_stop.clear()
                     log.flush()
                     with contextlib.suppress(Exception):
+                        runtime.remember_networks(self.root, self.cs.load(self.cid))
+                    with contextlib.suppress(Exception):
                         runtime.teardown(self.root, c, self.cs.load_state(self.cid))
                 exit_code = outcome.exit_status
                 with self.cs.lock(self.cid):

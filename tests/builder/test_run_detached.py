@@ -177,6 +177,12 @@ def test_user_network_names_and_isolation(env: Env) -> None:
         assert r.returncode != 0  # and not reachable by address
         r = env.pb("network", "rm", "appnet", check=False)
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+        # connected later, the container stays on othernet across a restart (as in Docker)
+        env.pb("network", "connect", "othernet", "srv")
+        env.pb("restart", "-t", "0", "srv")
+        assert env.pb("ps", "--format", "{{.Networks}}").stdout == "appnet,othernet\n"
+        out = env.pb("run", "--rm", "--network", "othernet", "busybox", "wget", "-qO-", "http://srv/").stdout
+        assert out == HTTPD_INDEX
     finally:
         env.pb("rm", "-f", "srv", check=False)
         env.pb("network", "rm", "appnet", "othernet", check=False)
