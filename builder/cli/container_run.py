@@ -185,6 +185,10 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
         _tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop typed-ahead input
     try:
         h = runtime.exec_start(root, c, process, stdin=0 if interactive else None)
+        if tty:
+            from builder.containers.supervisor import follow_window_size
+
+            follow_window_size(h)
         r = h.wait()
     finally:
         if saved is not None:

@@ -118,7 +118,7 @@ class Supervisor:
                     ready(Started(True))
                     first = False
                 if self.attach is not None and c.config.get("Tty"):
-                    _follow_window_size(proc.sandbox)
+                    follow_window_size(proc.sandbox)
                 health = self._start_health(c, hc) if hc is not None else None
                 try:
                     outcome = proc.wait()
@@ -344,7 +344,7 @@ def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bo
             signal.signal(s, h)
 
 
-def _follow_window_size(sandbox: Any) -> None:
+def follow_window_size(sandbox: Any) -> None:
     """Our terminal's size onto the container's pty, now and on every SIGWINCH."""
     stdio = getattr(sandbox, "_stdio", None)  # the executor keeps the pty master there
     master = getattr(stdio, "pty_master", None)

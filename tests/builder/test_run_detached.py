@@ -230,7 +230,10 @@ def test_exec_sees_processes_and_filesystem(env: Env) -> None:
         os.environ.update(env.environ)
         os.execv(PYBUILD, [PYBUILD, "exec", "-it", "box", "sh"])
     try:
-        os.write(fd, b"echo $((6*7)); [ -t 0 ] && echo on-a-tty; exit 5\n")
+        from builder.syscalls import real
+
+        real().set_winsize(fd, 33, 101)  # our terminal's size reaches the exec'd process
+        os.write(fd, b"echo $((6*7)); [ -t 0 ] && echo on-a-tty; stty size; exit 5\n")
         buf = b""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -246,7 +249,7 @@ def test_exec_sees_processes_and_filesystem(env: Env) -> None:
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)
-    assert b"\r\n42\r\n" in buf and b"on-a-tty" in buf
+    assert b"\r\n42\r\n" in buf and b"on-a-tty" in buf and b"33 101" in buf
     assert os.waitstatus_to_exitcode(status) == 5
     env.pb("kill", "box")
     assert env.state("box")["State"]["Status"] in ("exited", "running")
