@@ -264,7 +264,10 @@ def test_run_it_under_a_pty(env: Env) -> None:
         os.environ.update(env.environ)
         os.execv(PYBUILD, [PYBUILD, "run", "--rm", "-it", "--network", "none", "busybox", "sh"])
     try:
-        os.write(fd, b"echo $((7*6))xyz; exit 3\n")
+        from builder.syscalls import real
+
+        real().set_winsize(fd, 41, 99)
+        os.write(fd, b"echo $((7*6))xyz; stty size; exit 3\n")
         buf = b""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -280,7 +283,7 @@ def test_run_it_under_a_pty(env: Env) -> None:
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)
-    assert b"42xyz" in buf
+    assert b"42xyz" in buf and b"41 99" in buf
     assert os.waitstatus_to_exitcode(status) == 3
     assert env.pb("ps", "-aq").stdout == ""  # --rm
 
