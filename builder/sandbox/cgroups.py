@@ -107,9 +107,14 @@ class Cgroup:
         cg = cls(id=sandbox_id)
         try:
             seen: set[str] = set()
+            # pids (to track and kill) and devices (to confine) always; memory and cpu only
+            # when limited: a memory cgroup is the slowest to remove, and an unlimited one
+            # would account nothing the caller asked for
+            skip = {c for c, limited in (("memory", resources.memory is not None),
+                                         ("cpu", resources.cpus is not None)) if not limited}
             for ctrl in V1_CONTROLLERS:
                 mnt = layout.v1.get(ctrl)
-                if mnt is None or mnt in seen:
+                if mnt is None or mnt in seen or ctrl in skip:
                     continue
                 seen.add(mnt)
                 p = _mkdir(Path(mnt) / PARENT, sandbox_id)
@@ -263,8 +268,8 @@ def cgroup_paths_of(pid: int, layout: Layout | None = None) -> list[str]:
             mnt: str | None = layout.v2
         else:
             mnt = next((layout.v1[c] for c in ctrls.split(",") if c in layout.v1), None)
-        if mnt is None or path == "/":
-            continue
+        if mnt is None or not path.startswith(f"/{PARENT}/"):
+            continue  # only the sandbox's own cgroups, not whatever its owner runs in
         d = os.path.join(mnt, path.lstrip("/"))
         if d not in out and os.path.isdir(d):
             out.append(d)
