@@ -24,7 +24,14 @@ from typing import Any
 from builder.containers import runtime
 from builder.containers.logs import LogWriter
 from builder.containers.options import RestartPolicy, rfc3339nano
-from builder.containers.record import Container, ContainerStore, Health, State, proc_start_time
+from builder.containers.record import (
+    Container,
+    ContainerStore,
+    Health,
+    State,
+    alive,
+    proc_start_time,
+)
 from builder.errors import BuildError, ContainerError
 from builder.state import StateRoot
 
@@ -86,7 +93,21 @@ class Supervisor:
         *ready* is called once, after the first start succeeded or failed."""
         c = self.cs.load(self.cid)
         policy = RestartPolicy.from_json(c.host_config.get("RestartPolicy"))
-        self._set(supervisor_pid=self.me, supervisor_start=self.me_start, stopped_by_user=False, error="")
+        other = False
+
+        def claim(st: State) -> State:
+            # two `start`s at once: the first supervisor to claim the record keeps it
+            nonlocal other
+            if st.supervisor_pid != self.me and alive(st.supervisor_pid, st.supervisor_start):
+                other = True
+                return st
+            return replace(st, supervisor_pid=self.me, supervisor_start=self.me_start,
+                           stopped_by_user=False, error="")
+
+        self._update(claim)
+        if other:
+            ready(Started(True))
+            return 0
         log = LogWriter(self.cs.log_path(self.cid))
         first = True
         backoff = BACKOFF_START

@@ -612,3 +612,16 @@ def test_sigterm_to_the_supervisor_ends_the_container_for_good(env: Env) -> None
     _wait_for(lambda: not Path(f"/proc/{st['supervisor_pid']}").exists())
     s = env.state("svc")
     assert s["State"]["Status"] == "exited" and s["State"]["ExitCode"] == 137 and s["RestartCount"] == 0  # type: ignore[index]
+
+
+def test_concurrent_starts_make_one_supervisor(env: Env) -> None:
+    env.pb("create", "--name", "once", "--network", "none", "busybox", "sleep", "1000")
+    procs = [subprocess.Popen([PYBUILD, "start", "once"], env=env.environ, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    st = env.state("once")
+    assert st["State"]["Status"] == "running"  # type: ignore[index]
+    top = env.pb("top", "once").stdout
+    assert top.count("sleep 1000") == 1
+    sleeps = subprocess.run(["pgrep", "-f", "-x", "sleep 1000"], capture_output=True, text=True).stdout.split()
+    assert str(st["State"]["Pid"]) in sleeps  # type: ignore[index]
