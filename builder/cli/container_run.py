@@ -100,6 +100,29 @@ def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
     )
 
 
+class _PullOutput:
+    """What ``run``/``create`` show when the image has to be pulled: Docker's line, then the
+    registry CLI's progress (bars on a terminal, plain lines otherwise), all on stderr."""
+
+    def __init__(self) -> None:
+        self.renderer: Any = None
+
+    def announce(self, ref: str, missing: bool) -> None:
+        from builder.cli.registry import Renderer
+
+        if missing:
+            click.echo(f"Unable to find image '{ref}' locally", err=True)
+        self.renderer = Renderer(verb="Pulling")
+
+    def __call__(self, ev: Any) -> None:
+        if self.renderer is not None:
+            self.renderer(ev)
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+
+
 @click.command("run", cls=DockerRunCommand, context_settings={"allow_interspersed_args": False})
 @click.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID.")
 @click.option("--rm", is_flag=True, help="Automatically remove the container when it exits.")
@@ -111,16 +134,26 @@ def run(obj: Any, /, detach: bool, rm: bool, **kw: Any) -> None:
 
     o = _options(kw, detach=detach, rm=rm)
     root = _root(obj)
-    if detach:
-        c = service.run_detached(root, o)
-        click.echo(c.id)
-        return
-    if o.restart not in ("no", ""):
+    pulled = _PullOutput()
+    if detach or o.restart not in ("no", ""):
+        try:
+            c = service.run_detached(root, o, progress=pulled, on_pull=pulled.announce)
+        finally:
+            pulled.close()
+        if detach:
+            click.echo(c.id)
+            return
         # the restart policy outlives us: run detached, show this first run, exit with its code
-        c = service.run_detached(root, o)
         sys.exit(_follow_first_run(root, c.id, since_ns=_started_ns(c)))
     sys.stdout.flush()
-    code = service.run_foreground(root, o)
+
+    def created(_c: Container) -> None:
+        pulled.close()
+
+    try:
+        code = service.run_foreground(root, o, progress=pulled, on_pull=pulled.announce, on_created=created)
+    finally:
+        pulled.close()
     sys.exit(code)
 
 
@@ -132,7 +165,12 @@ def create(obj: Any, /, rm: bool, **kw: Any) -> None:
     """Create a new container (without starting it)."""
     from builder.containers import service
 
-    c = service.create(_root(obj), _options(kw, detach=True, rm=rm))
+    pulled = _PullOutput()
+    try:
+        c = service.create(_root(obj), _options(kw, detach=True, rm=rm), progress=pulled,
+                           on_pull=pulled.announce)
+    finally:
+        pulled.close()
     click.echo(c.id)
 
 

@@ -7,7 +7,7 @@ Nothing is started here; the record is written complete (status ``created``) or 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -83,10 +83,11 @@ class RunOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
-def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing",
-                  progress: Any = None) -> Image:
-    """The image from the store, pulled first when missing (or always) per ``--pull``."""
-    from registry.errors import InvalidReference, NotFound
+def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing", progress: Any = None,
+                  on_pull: Callable[[str, bool], None] | None = None) -> Image:
+    """The image from the store, pulled first when missing (or always) per ``--pull``;
+    ``on_pull(ref, missing)`` is called just before a pull starts (the CLI says so, as Docker does)."""
+    from registry.errors import InvalidReference, NotFound, RegistryError
 
     if pull not in PULL_POLICIES:
         raise ContainerError(f'invalid pull option: "{pull}": must be one of "missing", "always" or "never"')
@@ -99,16 +100,14 @@ def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing",
         except NotFound:
             if pull == "never":
                 raise ContainerError(f"No such image: {ref}") from None
-    try:
-        from registry import transfer
-    except ImportError:
-        raise ContainerError(f"No such image: {ref}") from None
-    from registry.errors import RegistryError
+    from registry import transfer
 
+    if on_pull is not None:
+        on_pull(ref, pull != "always")
     try:
         return transfer.pull(store, ref, progress=progress)
     except RegistryError as e:
-        raise ContainerError(f"Unable to find image '{ref}' locally; pull failed: {e}") from None
+        raise ContainerError(f"pull of {ref} failed: {e}") from None
 
 
 def healthcheck_config(image_hc: Mapping[str, Any] | None, o: RunOptions) -> dict[str, Any] | None:

@@ -40,10 +40,11 @@ def validate(o: RunOptions) -> None:
         mounts.parse_all(o)
 
 
-def create(root: StateRoot, o: RunOptions, *, progress: Any = None) -> Container:
+def create(root: StateRoot, o: RunOptions, *, progress: Any = None,
+           on_pull: Callable[[str, bool], None] | None = None) -> Container:
     """``docker create``: validate, resolve (pull) the image, write the record."""
     validate(o)
-    image = resolve_image(root, o.image, pull=o.pull, progress=progress)
+    image = resolve_image(root, o.image, pull=o.pull, progress=progress, on_pull=on_pull)
     image_volumes = list(image.config.config.get("Volumes") or {})
     records: list[dict[str, Any]] = []
     if o.volumes or o.mounts or o.tmpfs or image_volumes:
@@ -68,9 +69,10 @@ def start(root: StateRoot, ref: str) -> Container:
     return cs.load(c.id)
 
 
-def run_detached(root: StateRoot, o: RunOptions, *, progress: Any = None) -> Container:
+def run_detached(root: StateRoot, o: RunOptions, *, progress: Any = None,
+                 on_pull: Callable[[str, bool], None] | None = None) -> Container:
     """``run -d``: create, then start; a failed start of an ``--rm`` container removes it."""
-    c = create(root, o, progress=progress)
+    c = create(root, o, progress=progress, on_pull=on_pull)
     try:
         return start(root, c.id)
     except BuildError:
@@ -81,13 +83,14 @@ def run_detached(root: StateRoot, o: RunOptions, *, progress: Any = None) -> Con
 
 
 def run_foreground(root: StateRoot, o: RunOptions, *, progress: Any = None,
+                   on_pull: Callable[[str, bool], None] | None = None,
                    on_created: Callable[[Container], None] | None = None) -> int:
     """``run`` attached: supervise in this process; returns the container's exit status.
     A restart policy needs a supervisor that outlives us: then the container runs detached
     and we return when its first run ends (Docker's client does the same)."""
     from builder.containers import supervisor
 
-    c = create(root, o, progress=progress)
+    c = create(root, o, progress=progress, on_pull=on_pull)
     if on_created is not None:
         on_created(c)
     failure: list[BuildError] = []

@@ -625,3 +625,35 @@ def test_concurrent_starts_make_one_supervisor(env: Env) -> None:
     assert top.count("sleep 1000") == 1
     sleeps = subprocess.run(["pgrep", "-f", "-x", "sleep 1000"], capture_output=True, text=True).stdout.split()
     assert str(st["State"]["Pid"]) in sleeps  # type: ignore[index]
+
+
+def test_missing_image_is_pulled(env: Env, tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "registry_server", Path(__file__).resolve().parents[1] / "registry" / "registry_server.py")
+    assert spec and spec.loader
+    rs = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("registry_server", rs)
+    spec.loader.exec_module(rs)
+    with rs.start_registry(tmp_path / "registry") as reg:
+        ref = f"{reg.addr}/pulled/web:1"
+        env.pb("tag", "web:test", ref)
+        env.pb("push", ref)
+        other = Env(StateRoot.open(tmp_path / "other"))
+        try:
+            r = other.pb("run", "--rm", "--network", "none", ref, "cat", "/var/www/index.html")
+            assert r.stdout == HTTPD_INDEX
+            assert f"Unable to find image '{ref}' locally" in r.stderr
+            assert other.pb("images", "-q").stdout.strip()  # it stays in the store
+            r = other.pb("run", "--rm", "--network", "none", "--pull", "always", ref, "true")
+            assert "Unable to find" not in r.stderr
+            r = other.pb("run", "--rm", "--network", "none", f"{reg.addr}/pulled/nosuch:1", "true",
+                         check=False)
+            assert r.returncode == 125
+            assert [x for x in r.stderr.splitlines() if x.startswith("Error")] == [
+                x for x in r.stderr.splitlines() if "pull of" in x]
+        finally:
+            from builder import network
+
+            network.reset(other.root)
