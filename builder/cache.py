@@ -145,6 +145,42 @@ class BuildCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_file(path, rec.to_json())
 
+    # -- the same layer in another compression ------------------------------------------------
+    def _variant_path(self, diff_id: Digest, comp: str) -> Path:
+        return self.path / "variants" / f"{diff_id.encoded}-{comp}.json"
+
+    def get_variant(self, diff_id: Digest, comp: str) -> Descriptor | None:
+        try:
+            desc = Descriptor.from_dict(json.loads(self._variant_path(diff_id, comp).read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        except Exception:  # noqa: BLE001 - a damaged variant record is a miss
+            return None
+        return desc if self._ensure_in_store(desc.digest) else None
+
+    def put_variant(self, diff_id: Digest, comp: str, desc: Descriptor) -> None:
+        ours = self._blob_path(desc.digest)
+        if not ours.exists():
+            ours.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.link(self.store.blob_path(desc.digest), ours)
+        path = self._variant_path(diff_id, comp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_file(path, canonical_json(desc.to_dict()))
+
+    def _variants(self) -> list[tuple[Path, str, Descriptor | None]]:
+        root = self.path / "variants"
+        if not root.is_dir():
+            return []
+        out: list[tuple[Path, str, Descriptor | None]] = []
+        for f in root.glob("*.json"):
+            try:
+                desc: Descriptor | None = Descriptor.from_dict(json.loads(f.read_bytes()))
+            except Exception:  # noqa: BLE001
+                desc = None
+            out.append((f, f.name.split("-", 1)[0], desc))
+        return out
+
     def inputs_index(self) -> Iterator[CacheRecord]:
         """Every record (for the "why did this miss?" search and for listing)."""
         root = self.path / "records"
@@ -215,6 +251,13 @@ class BuildCache:
                     self._record_path(r.key).unlink()
                     removed_records += 1
             keep = {r.layer.digest for r in records if r.layer is not None and r not in doomed}
+            kept_diffs = {r.diff_id.encoded for r in records if r.diff_id is not None and r not in doomed}
+            for f, diff_hex, desc in self._variants():
+                if diff_hex in kept_diffs and desc is not None:
+                    keep.add(desc.digest)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        f.unlink()
             in_images = self.store.referenced()
             for blob in self._blobs():
                 try:

@@ -52,6 +52,8 @@ Progress = Callable[[Event], None]
 class LayerRef:
     descriptor: Descriptor
     diff_id: Digest
+    #: made by a build step (so it may be recompressed for the image), not from a base image
+    built: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Solver:
         self.executed: list[str] = []
         self.cached: list[str] = []
         self.created = time.time()
+        self._image_stages: set[int] = set()
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -130,6 +133,15 @@ class Solver:
     def solve(self, graph: Graph) -> dict[int, StageResult]:
         """Build every stage the target needs; returns results by stage index."""
         needed = graph.needed()
+        # Stages whose layers end up in the image: the target and its FROM ancestors. The
+        # others (only copied or mounted from) keep their layers uncompressed, as BuildKit
+        # keeps snapshots: nothing spends time compressing what no image will carry.
+        self._image_stages = set()
+        i: int | None = graph.target
+        while i is not None:
+            self._image_stages.add(i)
+            base = graph.stage(i).base
+            i = base.stage if base.kind == "stage" else None
         results: dict[int, StageResult] = {}
         pending = {s.index: s for s in needed}
         running: dict[Future[StageResult], int] = {}
@@ -230,7 +242,7 @@ class Solver:
                 clock = rec.created or now
                 entry["created"] = clock
             if rec.layer is not None and rec.diff_id is not None:
-                layers.append(LayerRef(rec.layer, rec.diff_id))
+                layers.append(LayerRef(rec.layer, rec.diff_id, built=True))
             else:
                 entry["empty_layer"] = True
             history.append(entry)
@@ -305,13 +317,15 @@ class Solver:
                                  context=self.context) as ws:
             workspace.run_step(ws, step, results=results, secrets=self.options.secrets,
                                log=log, cancel=self._cancel)
-            layer, diff_id = self._commit_diff(ws, graph.epoch)
+            in_image = not self._image_stages or plan.index in self._image_stages
+            comp = self.options.compression if in_image else "none"
+            layer, diff_id = self._commit_diff(ws, graph.epoch, comp)
             if diff_id is not None:
                 ws.adopt_into_layer_cache(str(diff_id))
         return CacheRecord(step.key, layer, diff_id, step.created_by, now, dict(step.inputs))
 
-    def _commit_diff(self, ws: workspace.Workspace, epoch: int | None) -> tuple[Descriptor | None, Digest | None]:
-        comp = self.options.compression
+    def _commit_diff(self, ws: workspace.Workspace, epoch: int | None,
+                     comp: str) -> tuple[Descriptor | None, Digest | None]:
         with self.store.lease(), self.store.writer() as w:
             enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
             pipe = _Pipelined(enc)
@@ -327,6 +341,21 @@ class Solver:
             return desc, enc.diff_id
 
     # -- the image -------------------------------------------------------------------------------
+    def _in_compression(self, lr: LayerRef) -> Descriptor:
+        """The layer as the image carries it: built layers in the requested compression (a
+        cached or uncompressed intermediate one is re-encoded once, and remembered)."""
+        comp = self.options.compression
+        if not lr.built or mt.layer_compression(lr.descriptor.media_type) == comp:
+            return lr.descriptor
+        known = self.cache.get_variant(lr.diff_id, comp)
+        if known is not None:
+            return known
+        desc, diff_id = _recompress(self.store, lr.descriptor, comp)
+        if diff_id != lr.diff_id:
+            raise BuildCancelled(f"layer {lr.diff_id} re-encoded to different content {diff_id}")
+        self.cache.put_variant(lr.diff_id, comp, desc)
+        return desc
+
     def assemble(self, graph: Graph, result: StageResult, *, labels: dict[str, str] | None = None) -> Image:
         """Write the final config and manifest for *result* to the store (untagged)."""
         plan = result.plan
@@ -341,7 +370,8 @@ class Solver:
         data["rootfs"] = {"type": "layers", "diff_ids": [str(lr.diff_id) for lr in result.layers]}
         config = ImageConfig.build(data)
         cdesc = Descriptor(mt.OCI_CONFIG, config.digest, config.size)
-        manifest = Manifest.build(cdesc, [lr.descriptor for lr in result.layers])
+        layers = [self._in_compression(lr) for lr in result.layers]
+        manifest = Manifest.build(cdesc, layers)
         desc = self.store.put_image(manifest, config)
         return Image(desc, manifest, config)
 
@@ -395,6 +425,24 @@ class _Pipelined:
         self.thread.join()
         if self.error is not None:
             raise self.error
+
+
+def _recompress(store: Store, desc: Descriptor, comp: str) -> tuple[Descriptor, Digest]:
+    """*desc*'s layer re-encoded with *comp*; returns the new descriptor and its diff_id."""
+    from registry.compression import open_decompressed
+
+    with store.lease(), store.writer() as w, store.open_blob(desc.digest) as src:
+        enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
+        pipe = _Pipelined(enc)
+        try:
+            reader = open_decompressed(src)
+            while chunk := reader.read(1 << 20):
+                pipe.write(chunk)
+        finally:
+            pipe.close()
+        enc.close()
+        digest = w.commit()
+        return Descriptor(mt.layer_media_type(comp), digest, w.size), enc.diff_id
 
 
 @contextlib.contextmanager

@@ -159,3 +159,27 @@ def test_tty_progress_draws_a_live_view(busybox: Any, tmp_path: Path) -> None:
     r = busybox("build", "--progress=tty", "-t", "t:2", str(ctx))
     assert time.monotonic() - t0 < 30
     assert "[+] Building" in r.stderr and "CACHED" in r.stderr and "RUN echo hi > /hi" in r.stderr
+
+
+def test_layers_take_the_requested_compression_even_from_cache(busybox: Any, bt: Any,
+                                                                 tmp_path: Path) -> None:
+    from registry import mediatypes as mt
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(PARALLEL)
+    bt.build(busybox, ctx, "-t", "cz:gzip")
+    store = busybox.store()
+    gz = store.resolve("cz:gzip")
+    assert {d.media_type for d in gz.manifest.layers[1:]} == {mt.OCI_LAYER_GZIP}
+    # the stages only copied from keep their layer uncompressed (never in an image)
+    one = bt.build(busybox, ctx, "-t", "cz:one", "--target", "one")[1]
+    assert [e for e in one if e["kind"] == "start"] == []
+    assert store.resolve("cz:one").manifest.layers[-1].media_type == mt.OCI_LAYER_GZIP
+    _, ev = bt.build(busybox, ctx, "-t", "cz:zstd", "--compression", "zstd")
+    assert [e for e in ev if e["kind"] == "start"] == []  # all cached, still re-encoded
+    zs = store.resolve("cz:zstd")
+    assert {d.media_type for d in zs.manifest.layers[1:]} == {mt.OCI_LAYER_ZSTD}
+    assert zs.config.diff_ids == gz.config.diff_ids
+    root = bt.rootfs(busybox, "cz:zstd", tmp_path / "fs")
+    assert (root / "one").read_text() == "one\n"
