@@ -1,7 +1,7 @@
 """cgroups for sandboxes: detect v1/hybrid/v2 from mountinfo, create ``pybuild/<id>``, limit, kill, remove.
 
-v1 controllers (memory, cpu, pids, devices) each get ``<mount>/pybuild/<id>``; a controller-less
-v2 mount (hybrid) adds one there too, for ``cgroup.kill``; pure v2 enables controllers itself.
+v1 controllers (pids, devices; memory, cpu when limited) each get ``<mount>/pybuild/<id>``; pure v2
+(or a v2 mount with controllers) gets one there and has its controllers enabled.
 """
 
 from __future__ import annotations
@@ -121,7 +121,10 @@ class Cgroup:
                 cg.paths.append(str(p))
                 if ctrl == "memory":
                     cg.memory = str(p)
-            if layout.v2 is not None:
+            # a controller-less v2 mount beside v1 ones (hybrid) adds nothing but cgroup.kill,
+            # and joining each hierarchy costs an RCU grace period: use it only when it has
+            # controllers or is the only hierarchy
+            if layout.v2 is not None and (layout.v2_controllers or not cg.paths):
                 wanted = [c for c in ("memory", "cpu", "pids") if c in layout.v2_controllers and c not in layout.v1]
                 if wanted:
                     _write(Path(layout.v2, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
