@@ -100,7 +100,7 @@ def main() -> None:
             r = ex.run(spec)
             assert r.exit_status == 0
 
-        contenders["pybuild library Executor.run (in-process)"] = lib
+        contenders["pybuild library Executor.run (overlay root)"] = lib
 
         # the same bundle for runc: a plain rootfs directory, our config.json
         rootfs = tmp / "bundle-rootfs"
@@ -120,6 +120,12 @@ def main() -> None:
                                 f"bench{next(counter)}"], check=True, stdin=subprocess.DEVNULL)
 
             contenders["runc run (same bundle)"] = runc_run
+
+        def lib_plain() -> None:
+            r = ex.run(bspec)
+            assert r.exit_status == 0
+
+        contenders["pybuild library, the bundle's plain rootfs dir"] = lib_plain
         pybuild = Path(sys.executable).parent / "pybuild"
         croot = tmp / "cli-root"
         imp = subprocess.run([str(pybuild), "--root", str(croot), "import", str(bb), "busybox:latest"],
