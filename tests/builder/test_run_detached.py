@@ -576,6 +576,9 @@ def test_capabilities_privileged_and_limits(env: Env) -> None:
     r = env.pb("run", "--rm", "--network", "none", "--pids-limit", "5", "busybox", "sh", "-c",
                "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; echo all-forked", check=False)
     assert "can't fork" in r.stderr and "all-forked" not in r.stdout
+    # --init: tini is PID 1 and the command its child
+    ps = env.pb("run", "--rm", "--network", "none", "--init", "busybox", "ps", "-o", "pid,args").stdout
+    assert "1 /sbin/docker-init -- ps -o pid,args" in " ".join(ps.split())
     env.pb("create", "--name", "lim", "--cpus", "0.5", "--memory", "32m", "--pids-limit", "9", "busybox")
     hc = env.state("lim")["HostConfig"]
     assert (hc["NanoCpus"], hc["Memory"], hc["PidsLimit"]) == (500_000_000, 32 << 20, 9)  # type: ignore[index]
