@@ -595,3 +595,22 @@ def test_terminals_come_from_the_sandbox_devpts(executor: Executor, root: Root, 
     text = b"".join(out).decode()
     assert exec_out.split() == ["/dev/pts/1", "0", "1", "ptmx"]  # the sandbox's own devpts
     assert text.split()[-1] == "/dev/pts/0"
+
+
+def test_concurrent_runs_from_threads(executor: Executor, busybox_layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
+    """The build solver runs stages in threads: sandboxes started side by side do not hold each
+    other's pipes (each would otherwise wait for the other's end)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[int, str, float]:
+        root = prepare_root([busybox_layer], tmp_path / f"t{i}")
+        out: list[bytes] = []
+        t = time.monotonic()
+        naps = {1: "0.1", 2: "0.5", 3: "1", 4: "2.5"}
+        r = executor.run(spec_for(root, "sh", "-c", f"sleep {naps[i]}; echo {i}"), stdout=out.append, timeout=30)
+        return r.exit_status, b"".join(out).decode().strip(), time.monotonic() - t
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(1, 5)))
+    assert [(code, out) for code, out, _ in results] == [(0, str(i)) for i in range(1, 5)]
+    assert results[0][2] < 2.0  # the shortest did not wait for the longest (2.5 s)
