@@ -76,7 +76,7 @@ def command_text(c: Container, *, trunc: bool) -> str:
     return f'"{cmd}"'
 
 
-def _ps_row(c: Container, *, trunc: bool, eps: dict[str, Any]) -> dict[str, Any]:
+def _ps_row(c: Container, *, trunc: bool, eps: dict[str, Any], size: str = "0B") -> dict[str, Any]:
     from builder.containers.options import parse_timestamp_text
 
     created_ns = parse_timestamp_text(c.created)
@@ -93,7 +93,7 @@ def _ps_row(c: Container, *, trunc: bool, eps: dict[str, Any]) -> dict[str, Any]
         "Networks": ",".join(sorted(eps)),
         "Ports": ports_text(c, eps),
         "RunningFor": f"{fmt_.human_duration(_ago(c.created))} ago",
-        "Size": "0B",
+        "Size": size,
         "State": c.state.status,
         "Status": status_text(c),
     }
@@ -138,9 +138,10 @@ def _each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states).")
 @click.option("-l", "--latest", is_flag=True, help="Show the latest created container (includes all states).")
+@click.option("-s", "--size", is_flag=True, help="Display total file sizes.")
 @click.pass_obj
 def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool,
-       last: int, latest: bool) -> None:
+       last: int, latest: bool, size: bool) -> None:
     """List containers."""
     from builder.containers import lifecycle
 
@@ -154,7 +155,11 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
     table = lifecycle.network_endpoints(_root(obj))
 
     def row_of(c: Container) -> dict[str, Any]:
-        return _ps_row(c, trunc=trunc, eps=lifecycle.endpoints_of(c, table))
+        text = "0B"
+        if size:
+            rw, total = lifecycle.sizes(_root(obj), c)
+            text = f"{fmt_.human_size(rw)} (virtual {fmt_.human_size(total)})"
+        return _ps_row(c, trunc=trunc, eps=lifecycle.endpoints_of(c, table), size=text)
 
     if quiet:
         for c in found:
@@ -166,8 +171,10 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
     rows = []
     for c in found:
         r = row_of(c)
-        rows.append([r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]])
-    click.echo(fmt_.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows))
+        rows.append([r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]]
+                    + ([r["Size"]] if size else []))
+    click.echo(fmt_.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+                          + (["SIZE"] if size else []), rows))
 
 
 # -- logs --------------------------------------------------------------------------------------
@@ -518,7 +525,11 @@ def container_inspect(obj: Any, fmt: str | None, size: bool, containers: tuple[s
     objs, failed = [], False
     for ref in containers:
         try:
-            objs.append(inspect_json(root, lifecycle.get(root, ref)))
+            c = lifecycle.get(root, ref)
+            obj_ = inspect_json(root, c)
+            if size:
+                obj_["SizeRw"], obj_["SizeRootFs"] = lifecycle.sizes(root, c)
+            objs.append(obj_)
         except BuildError as e:
             click.echo(f"Error: {e}", err=True)
             failed = True

@@ -404,6 +404,29 @@ def rename(root: StateRoot, ref: str, new_name: str) -> Container:
     return store(root).rename(ref, new_name)
 
 
+# -- sizes ------------------------------------------------------------------------------------
+def sizes(root: StateRoot, c: Container) -> tuple[int, int]:
+    """(SizeRw, SizeRootFs): bytes in the container's writable layer, and that plus its image's
+    layers (what ``ps -s`` and ``inspect -s`` show)."""
+    cdir = store(root).dir(c.id)
+    rw = _du(cdir / "upper") if (cdir / "upper").is_dir() else _du(cdir / "rootfs")
+    image = 0
+    with contextlib.suppress(Exception):
+        img = root.image_store().resolve(c.image_id)
+        image = sum(layer.size for layer in img.layers)
+    return rw, rw + image
+
+
+def _du(path: Any) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for n in filenames + dirnames:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, n))
+                total += st.st_size if not os.path.isdir(os.path.join(dirpath, n)) else 0
+    return total
+
+
 # -- top --------------------------------------------------------------------------------------
 def processes(c: Container) -> list[dict[str, Any]]:
     """Host processes in the container's pid namespace (what ``docker top`` lists)."""

@@ -660,3 +660,10 @@ def test_missing_image_is_pulled(env: Env, tmp_path: Path) -> None:
             from builder import network
 
             network.reset(other.root)
+
+
+def test_sizes_of_the_writable_layer(env: Env) -> None:
+    env.pb("run", "--name", "sz", "--network", "none", "busybox", "sh", "-c", "head -c 100000 /dev/zero > /big")
+    assert env.pb("ps", "-a", "-s", "--format", "{{.Size}}").stdout.startswith("100kB (virtual ")
+    st = json.loads(env.pb("container", "inspect", "-s", "sz").stdout)[0]
+    assert st["SizeRw"] == 100000 and st["SizeRootFs"] > st["SizeRw"]
