@@ -315,11 +315,14 @@ class _StageBuilder:
             for word in ins.ports:
                 for p in self.p._expand_words(word, self._vars(), ins):
                     num, _, proto = p.partition("/")
-                    if not num or not all(ch.isdigit() or ch == "-" for ch in num):
+                    lo, dash, hi = num.partition("-")
+                    if not lo.isdigit() or (dash and not hi.isdigit()) or (dash and int(hi) < int(lo)):
                         raise self.p._err(ins, f"invalid containerPort: {num}")
-                    key = f"{num}/{(proto or 'tcp').lower()}"
-                    ports[key] = {}
-                    new.append(key)
+                    # a range is every port in it, as Docker records it
+                    for port in range(int(lo), int(hi if dash else lo) + 1):
+                        key = f"{port}/{(proto or 'tcp').lower()}"
+                        ports[key] = {}
+                        new.append(key)
             c["ExposedPorts"] = ports
             self._meta(ins, "EXPOSE " + _go_map_keys(new))
         elif isinstance(ins, df.Volume):

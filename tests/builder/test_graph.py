@@ -180,3 +180,11 @@ def test_hash_memo_serves_unchanged_files_without_reading(tmp_path: Path) -> Non
     os.chmod(f, 0o644)
     f.write_bytes(b"y" * 1000)  # same size, new content: ctime/mtime change invalidates
     assert memo2.sha256(str(f), os.stat(f)) != h1
+
+
+def test_expose_ranges_and_protocols(ctx: Path) -> None:
+    g = make_plan("FROM scratch\nEXPOSE 8000-8002/udp 80\n", ctx)
+    assert g.stages[0].config["config"]["ExposedPorts"] == {
+        "8000/udp": {}, "8001/udp": {}, "8002/udp": {}, "80/tcp": {}}
+    with pytest.raises(PlanError, match="invalid containerPort: 9-1"):
+        make_plan("FROM scratch\nEXPOSE 9-1\n", ctx)
