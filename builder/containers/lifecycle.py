@@ -262,7 +262,8 @@ def stop(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | No
     if st.status == "running" and init_alive(st):
         with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, num)
-        if not _wait_gone(st.pid, st.pid_start, max(timeout, 0)):
+        # Docker: a negative timeout waits for as long as it takes
+        if not _wait_gone(st.pid, st.pid_start, timeout if timeout >= 0 else float("inf")):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, signal.SIGKILL)
             _wait_gone(st.pid, st.pid_start, 10.0)
