@@ -91,9 +91,17 @@ def env(tmp_path: Path) -> Iterator[Env]:
         e.pb("rm", "-f", "-v", cid, check=False)
     from builder import network
 
+    nets = [json.loads(p.read_text()) for p in root.networks.glob("*.json")] if root.networks.is_dir() else []
     network.reset(root)
     assert _leftovers(root, ids) == []
     assert [line for line in _mounts().splitlines() if str(root.path) in line] == []
+    # and nothing of this root's networks: no bridge, no rule
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    for net in nets:
+        assert f"pybuild:{net['Id'][:12]}" not in rules
+        if net.get("Bridge"):
+            assert f" {net['Bridge']}:" not in links
 
 
 def _free_port() -> int:
