@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "Root": "builder.rootfs",
-    "Executor": "builder.sandbox.executor", "Result": "builder.sandbox.executor",
-    "Sandbox": "builder.sandbox.executor", "reap_stale": "builder.sandbox.executor",
-    "teardown_run_dir": "builder.sandbox.executor",
+    "Executor": "builder.sandbox.executor", "Result": "builder.sandbox.handle",
+    "Sandbox": "builder.sandbox.handle", "reap_stale": "builder.sandbox.handle",
+    "teardown_run_dir": "builder.sandbox.handle",
     "run_oci": "builder.sandbox.oci", "start_oci": "builder.sandbox.oci",
     "to_oci_bundle": "builder.sandbox.oci",
     "DEFAULT_CAPS": "builder.sandbox.spec", "Mount": "builder.sandbox.spec",
@@ -34,7 +34,8 @@ __all__ = [
 if TYPE_CHECKING:
     from builder.rootfs import Root
     from builder.sandbox.etc import etc_mounts
-    from builder.sandbox.executor import Executor, Result, Sandbox, reap_stale, teardown_run_dir
+    from builder.sandbox.executor import Executor
+    from builder.sandbox.handle import Result, Sandbox, reap_stale, teardown_run_dir
     from builder.sandbox.oci import run_oci, start_oci, to_oci_bundle
     from builder.sandbox.spec import (
         DEFAULT_CAPS,

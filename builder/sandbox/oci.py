@@ -20,8 +20,10 @@ from builder import syscalls as sc
 from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.layers import MergedView
 from builder.sandbox import cgroups as _cg
-from builder.sandbox.executor import Input, Output, Result, Sandbox, _mount_targets, _Stdio
+from builder.sandbox.executor import _mount_targets
+from builder.sandbox.handle import Result, Sandbox
 from builder.sandbox.spec import Spec
+from builder.sandbox.stdio import Input, Output, Stdio
 from builder.sandbox.users import resolve_user
 from builder.state import StateRoot
 
@@ -166,7 +168,7 @@ def start_oci(
     bundle.parent.mkdir(parents=True, exist_ok=True)
     bundle.mkdir()
     runc_root = state.run / ".runc"
-    stdio: _Stdio | None = None
+    stdio: Stdio | None = None
     try:
         to_oci_bundle(spec, bundle, sandbox_id=sid)
         data = ""
@@ -175,7 +177,7 @@ def start_oci(
             stub.mkdir()
             made = _rootfs.make_stub_layer(spec.root, _mount_targets(spec), stub)
             data = _rootfs.link_lowers(spec.root, bundle, stub if made else None)
-        stdio = _Stdio(stdin, stdout, stderr, terminal=False)
+        stdio = Stdio(stdin, stdout, stderr, terminal=False)
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
         parent = os.getpid()
@@ -251,7 +253,7 @@ def _runtime_log_error(log: Path) -> str:
 
 
 def _oci_main(
-    spec: Spec, runtime: str, runc_root: str, bundle: Path, sid: str, data: str, stdio: _Stdio,
+    spec: Spec, runtime: str, runc_root: str, bundle: Path, sid: str, data: str, stdio: Stdio,
     status_w: int, err_w: int, parent: int,
 ) -> None:  # pragma: no cover - forked supervisor
     code = 0
