@@ -1,6 +1,5 @@
-"""The OCI layer format in one place: applying layer tars with no path escape, and writing diffs.
-
-``apply_layer``/``apply_dir`` unpack (overlay format or merged); ``write_diff``/``write_dir_diff`` tar changes.
+"""Applying layers: a tar stream (``apply_layer``) or an overlay-format dir (``apply_dir``) into a
+directory, in overlay format or merged, never writing outside it.
 """
 
 from __future__ import annotations
@@ -11,49 +10,29 @@ import io
 import os
 import shutil
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING
 
 from builder.errors import LayerError
+from builder.layers.common import (
+    _COPY_CHUNK,
+    _DIR_FLAGS,
+    _XATTR_PAX,
+    OPAQUE_MARKER,
+    OVERLAY_OPAQUE_XATTR,
+    WHITEOUT_PREFIX,
+    _allowed_xattr,
+    _decompressed,
+    _get_xattr,
+    _is_whiteout_stat,
+    _xattrs,
+    clean_name,
+)
 
 if TYPE_CHECKING:
     import tarfile
-
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
-_OVERLAY_XATTR_PREFIX = "trusted.overlay."
-_XATTR_PAX = "SCHILY.xattr."
-_COPY_CHUNK = 1 << 20
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-# -- names ------------------------------------------------------------------------------------------
-def clean_name(name: str) -> tuple[str, ...]:
-    """Split a tar member name into components relative to the root.
-
-    Leading ``/`` and ``.`` components are dropped (the name is taken relative to the root);
-    ``..`` is resolved lexically and refused when it would climb above the root.
-    """
-    out: list[str] = []
-    for comp in name.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if not out:
-                raise LayerError(f"layer entry {name!r} points outside the layer root")
-            out.pop()
-            continue
-        out.append(comp)
-    return tuple(out)
-
-
-def _is_whiteout_stat(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
 
 # -- the safe writer ---------------------------------------------------------------------------------
 @dataclass
@@ -271,12 +250,6 @@ def _copy_to_fd(src: IO[bytes], fd: int, size: int) -> None:
         left -= len(chunk)
 
 
-def _allowed_xattr(key: str) -> bool:
-    # A layer must not forge overlayfs metadata (opaque, redirect, origin…): we write those.
-    return not key.startswith(_OVERLAY_XATTR_PREFIX)
-
-
-# -- applying tars -----------------------------------------------------------------------------------
 class _HashingReader(io.RawIOBase):
     """Reads *src* and hashes every byte that passes (the diff_id of an uncompressed layer)."""
 
@@ -302,34 +275,7 @@ class _HashingReader(io.RawIOBase):
             self.hash.update(data)
 
 
-def _decompressed(stream: IO[bytes]) -> IO[bytes]:
-    """Transparent gzip/zstd: peek at the magic number."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(_Raw(stream))
-    head = buffered.peek(4)[:4]
-    if head[:2] == b"\x1f\x8b":
-        import gzip
-
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
-    if head == b"\x28\xb5\x2f\xfd":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(buffered)
-    return buffered
-
-
-class _Raw(io.RawIOBase):
-    def __init__(self, src: IO[bytes]) -> None:
-        self._src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._src.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
+# -- applying tars -----------------------------------------------------------------------------------
 def _member_entry(m: tarfile.TarInfo) -> _Entry | None:
     import tarfile
 
@@ -450,24 +396,6 @@ def _entry_from_stat(comps: tuple[str, ...], st: os.stat_result, xattrs: dict[st
     return e
 
 
-def _xattrs(target: int | str, *, follow: bool = True) -> dict[str, bytes]:
-    try:
-        names = os.listxattr(target, follow_symlinks=follow)
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return {}
-        raise
-    out: dict[str, bytes] = {}
-    for k in sorted(names):
-        if not _allowed_xattr(k):
-            continue
-        try:
-            out[k] = os.getxattr(target, k, follow_symlinks=follow)
-        except OSError:
-            continue
-    return out
-
-
 def _apply_dir_walk(
     tree: _Tree, dfd: int, comps: tuple[str, ...], inodes: dict[tuple[int, int], tuple[str, ...]]
 ) -> None:
@@ -505,287 +433,6 @@ def _apply_dir_walk(
         if e.kind == "symlink":
             e.linkname = os.readlink(name, dir_fd=dfd)
         tree.put(e)
-
-
-def _get_xattr(target: int | str, key: str, *, follow: bool = True) -> bytes | None:
-    try:
-        return os.getxattr(target, key, follow_symlinks=follow)
-    except OSError:
-        return None
-
-
-# -- the merged view of lower layers -----------------------------------------------------------------
-class MergedView:
-    """Read-only lookups through a stack of overlay-format layer dirs (given bottom first)."""
-
-    def __init__(self, layers: Sequence[str | os.PathLike[str]]) -> None:
-        self.layers = [Path(p) for p in layers]
-
-    def _probe(self, layer: Path, comps: tuple[str, ...]) -> tuple[str, os.stat_result | None, Path]:
-        """("found", st, path) | ("hidden"…) | ("absent"…) | ("blocked"…): *comps* in one layer.
-
-        Components are checked one by one with lstat, so no symlink of a layer is followed.
-        "blocked" means absent here and hidden below (an opaque ancestor).
-        """
-        p = layer
-        opaque = False
-        for i, c in enumerate(comps):
-            p = p / c
-            try:
-                st = os.lstat(p)
-            except FileNotFoundError:
-                return ("blocked" if opaque else "absent"), None, p
-            if i == len(comps) - 1:
-                if _is_whiteout_stat(st):
-                    return "hidden", None, p
-                return "found", st, p
-            if not stat.S_ISDIR(st.st_mode):
-                return "hidden", None, p
-            if _get_xattr(str(p), OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
-                opaque = True
-        return "found", os.lstat(layer), layer
-
-    def lookup(self, comps: tuple[str, ...]) -> tuple[Path, os.stat_result] | None:
-        """(host path, lstat) of *comps* in the merged view, or None."""
-        for layer in reversed(self.layers):
-            state, st, p = self._probe(layer, comps)
-            if state == "found":
-                assert st is not None
-                return p, st
-            if state != "absent":
-                return None
-        return None
-
-    def listdir(self, comps: tuple[str, ...]) -> list[str]:
-        names: set[str] = set()
-        gone: set[str] = set()
-        for layer in reversed(self.layers):
-            state, st, p = self._probe(layer, comps)
-            if state == "absent":
-                continue
-            if state != "found" or st is None or not stat.S_ISDIR(st.st_mode):
-                break
-            for n in os.listdir(p):
-                if n in names or n in gone:
-                    continue
-                if _is_whiteout_stat(os.lstat(p / n)):
-                    gone.add(n)
-                else:
-                    names.add(n)
-            if _get_xattr(str(p), OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
-                break
-        return sorted(names)
-
-    def read_file(self, path: str, *, limit: int = 1 << 20) -> bytes | None:
-        """The bytes of a regular file (no symlink followed), or None."""
-        found = self.lookup(clean_name(path))
-        if found is None or not stat.S_ISREG(found[1].st_mode):
-            return None
-        fd = os.open(found[0], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            return f.read(limit)
-
-
-# -- writing diffs -----------------------------------------------------------------------------------
-@dataclass
-class _Record:
-    name: str
-    path: str | None  # host path to read (regular files, symlinks, xattrs); None for markers
-    st: os.stat_result | None
-    marker: bool = False  # an empty .wh. file
-    xattr_fd: bool = False
-
-
-class _TarWriter:
-    def __init__(self, out: BinaryIO | IO[bytes], source_date_epoch: int | None) -> None:
-        import tarfile
-
-        self.tarfile = tarfile
-        self.tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
-        self.sde = source_date_epoch
-        self.links: dict[tuple[int, int], str] = {}
-        self.count = 0
-
-    def _mtime(self, st: os.stat_result) -> int:
-        t = int(st.st_mtime)
-        return min(t, self.sde) if self.sde is not None else t
-
-    def _info(self, name: str, st: os.stat_result) -> tarfile.TarInfo:
-        ti = self.tarfile.TarInfo(name)
-        ti.mode = stat.S_IMODE(st.st_mode)
-        ti.uid, ti.gid = st.st_uid, st.st_gid
-        ti.uname = ti.gname = ""
-        ti.mtime = self._mtime(st)
-        return ti
-
-    def marker(self, name: str, st: os.stat_result | None) -> None:
-        ti = self.tarfile.TarInfo(name)
-        ti.type = self.tarfile.REGTYPE
-        ti.size = 0
-        if st is not None:
-            ti.mode = stat.S_IMODE(st.st_mode)
-            ti.uid, ti.gid = st.st_uid, st.st_gid
-            ti.mtime = self._mtime(st)
-        else:
-            ti.mode, ti.mtime = 0o644, 0
-        ti.uname = ti.gname = ""
-        self.tf.addfile(ti)
-        self.count += 1
-
-    def entry(self, name: str, path: str, st: os.stat_result) -> None:
-        t = self.tarfile
-        ti = self._info(name, st)
-        m = st.st_mode
-        xattr_target: int | str = path
-        follow = False
-        fobj: IO[bytes] | None = None
-        try:
-            if stat.S_ISDIR(m):
-                ti.type = t.DIRTYPE
-            elif stat.S_ISREG(m):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in self.links:
-                    ti.type, ti.linkname = t.LNKTYPE, self.links[key]
-                else:
-                    if st.st_nlink > 1:
-                        self.links[key] = name
-                    ti.type, ti.size = t.REGTYPE, st.st_size
-                    fobj = open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
-                    xattr_target, follow = fobj.fileno(), True
-            elif stat.S_ISLNK(m):
-                ti.type, ti.linkname = t.SYMTYPE, os.readlink(path)
-            elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
-                ti.type = t.CHRTYPE if stat.S_ISCHR(m) else t.BLKTYPE
-                ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            elif stat.S_ISFIFO(m):
-                ti.type = t.FIFOTYPE
-            else:
-                return  # sockets are not content
-            if ti.type != t.LNKTYPE:
-                ti.pax_headers = {
-                    _XATTR_PAX + k: v.decode("utf-8", "surrogateescape")
-                    for k, v in _xattrs(xattr_target, follow=follow).items()
-                }
-            self.tf.addfile(ti, fobj)
-            self.count += 1
-        finally:
-            if fobj is not None:
-                fobj.close()
-
-    def close(self) -> None:
-        self.tf.close()
-
-
-def write_diff(upper_dir: Path, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None) -> bool:
-    """Tar the overlayfs upper dir *upper_dir* to *out* (the tar is always complete).
-
-    Returns whether any entry was written: ``False`` means the step changed nothing.
-    """
-    w = _TarWriter(out, source_date_epoch)
-    try:
-        _walk_upper(w, str(upper_dir), "")
-    finally:
-        w.close()
-    return w.count > 0
-
-
-def _walk_upper(w: _TarWriter, top: str, rel: str) -> None:
-    base = os.path.join(top, rel) if rel else top
-    for name in sorted(os.listdir(base)):
-        path = os.path.join(base, name)
-        arc = f"{rel}{name}"
-        st = os.lstat(path)
-        if _is_whiteout_stat(st):
-            w.marker(f"{rel}{WHITEOUT_PREFIX}{name}", st)
-            continue
-        w.entry(arc, path, st)
-        if stat.S_ISDIR(st.st_mode):
-            if _get_xattr(path, OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
-                w.marker(f"{arc}/{OPAQUE_MARKER}", st)
-            _walk_upper(w, top, arc + "/")
-
-
-def write_dir_diff(
-    lowers: Sequence[Path], new: Path, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None
-) -> bool:
-    """Tar the changes of the plain tree *new* against the merged overlay-format *lowers* (bottom first).
-
-    Parents of changed entries are written too (so that applying keeps their owner and mode);
-    deleted entries become ``.wh.`` markers. Returns whether any entry was written.
-    """
-    view = MergedView(lowers)
-    records = _dir_changes(view, str(new), ())
-    w = _TarWriter(out, source_date_epoch)
-    try:
-        for r in records:
-            if r.marker:
-                w.marker(r.name, r.st)
-            else:
-                assert r.path is not None and r.st is not None
-                w.entry(r.name, r.path, r.st)
-    finally:
-        w.close()
-    return w.count > 0
-
-
-def _same(a: os.stat_result, b: os.stat_result, pa: str, pb: Path) -> bool:
-    if stat.S_IFMT(a.st_mode) != stat.S_IFMT(b.st_mode):
-        return False
-    if (a.st_mode, a.st_uid, a.st_gid) != (b.st_mode, b.st_uid, b.st_gid):
-        return False
-    if stat.S_ISLNK(a.st_mode):
-        return os.readlink(pa) == os.readlink(pb)
-    if stat.S_ISCHR(a.st_mode) or stat.S_ISBLK(a.st_mode):
-        return a.st_rdev == b.st_rdev
-    if not stat.S_ISDIR(a.st_mode) and (a.st_size != b.st_size or a.st_mtime_ns != b.st_mtime_ns):
-        return False
-    follow = not stat.S_ISLNK(a.st_mode)
-    return _xattrs(pa, follow=follow) == _xattrs(str(pb), follow=follow)
-
-
-def _dir_changes(view: MergedView, top: str, comps: tuple[str, ...]) -> list[_Record]:
-    base = os.path.join(top, *comps)
-    rel = "/".join(comps) + "/" if comps else ""
-    names = sorted(os.listdir(base))
-    have = set(names)
-    base_listing = view.listdir(comps)
-    out: list[tuple[str, list[_Record]]] = []
-    for name in base_listing:
-        if name not in have:
-            out.append((WHITEOUT_PREFIX + name, [_Record(f"{rel}{WHITEOUT_PREFIX}{name}", None, None, marker=True)]))
-    for name in names:
-        path = os.path.join(base, name)
-        st = os.lstat(path)
-        if stat.S_ISSOCK(st.st_mode):
-            continue
-        child = (*comps, name)
-        found = view.lookup(child)
-        changed = found is None or not _same(st, found[1], path, found[0])
-        sub: list[_Record] = []
-        if stat.S_ISDIR(st.st_mode):
-            if found is not None and stat.S_ISDIR(found[1].st_mode):
-                sub = _dir_changes(view, top, child)
-            else:
-                sub = _all_records(top, child)
-        if changed or sub:
-            out.append((name, [_Record(f"{rel}{name}", path, st), *sub]))
-    out.sort(key=lambda kv: kv[0])
-    return [r for _, recs in out for r in recs]
-
-
-def _all_records(top: str, comps: tuple[str, ...]) -> list[_Record]:
-    base = os.path.join(top, *comps)
-    rel = "/".join(comps) + "/"
-    recs: list[_Record] = []
-    for name in sorted(os.listdir(base)):
-        path = os.path.join(base, name)
-        st = os.lstat(path)
-        if stat.S_ISSOCK(st.st_mode):
-            continue
-        recs.append(_Record(f"{rel}{name}", path, st))
-        if stat.S_ISDIR(st.st_mode):
-            recs.extend(_all_records(top, (*comps, name)))
-    return recs
 
 
 def iter_tar_names(stream: IO[bytes]) -> Iterator[str]:

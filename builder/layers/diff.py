@@ -1,0 +1,229 @@
+"""Writing diffs: ``write_diff`` tars an overlayfs upper dir, ``write_dir_diff`` a copied tree
+against its lower layers; deterministic (sorted, PAX, numeric owners, clamped mtimes).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, BinaryIO
+
+from builder.layers.common import (
+    _XATTR_PAX,
+    OPAQUE_MARKER,
+    OVERLAY_OPAQUE_XATTR,
+    WHITEOUT_PREFIX,
+    _get_xattr,
+    _is_whiteout_stat,
+    _xattrs,
+)
+from builder.layers.view import MergedView
+
+if TYPE_CHECKING:
+    import tarfile
+
+# -- writing diffs -----------------------------------------------------------------------------------
+@dataclass
+class _Record:
+    name: str
+    path: str | None  # host path to read (regular files, symlinks, xattrs); None for markers
+    st: os.stat_result | None
+    marker: bool = False  # an empty .wh. file
+    xattr_fd: bool = False
+
+
+class _TarWriter:
+    def __init__(self, out: BinaryIO | IO[bytes], source_date_epoch: int | None) -> None:
+        import tarfile
+
+        self.tarfile = tarfile
+        self.tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+        self.sde = source_date_epoch
+        self.links: dict[tuple[int, int], str] = {}
+        self.count = 0
+
+    def _mtime(self, st: os.stat_result) -> int:
+        t = int(st.st_mtime)
+        return min(t, self.sde) if self.sde is not None else t
+
+    def _info(self, name: str, st: os.stat_result) -> tarfile.TarInfo:
+        ti = self.tarfile.TarInfo(name)
+        ti.mode = stat.S_IMODE(st.st_mode)
+        ti.uid, ti.gid = st.st_uid, st.st_gid
+        ti.uname = ti.gname = ""
+        ti.mtime = self._mtime(st)
+        return ti
+
+    def marker(self, name: str, st: os.stat_result | None) -> None:
+        ti = self.tarfile.TarInfo(name)
+        ti.type = self.tarfile.REGTYPE
+        ti.size = 0
+        if st is not None:
+            ti.mode = stat.S_IMODE(st.st_mode)
+            ti.uid, ti.gid = st.st_uid, st.st_gid
+            ti.mtime = self._mtime(st)
+        else:
+            ti.mode, ti.mtime = 0o644, 0
+        ti.uname = ti.gname = ""
+        self.tf.addfile(ti)
+        self.count += 1
+
+    def entry(self, name: str, path: str, st: os.stat_result) -> None:
+        t = self.tarfile
+        ti = self._info(name, st)
+        m = st.st_mode
+        xattr_target: int | str = path
+        follow = False
+        fobj: IO[bytes] | None = None
+        try:
+            if stat.S_ISDIR(m):
+                ti.type = t.DIRTYPE
+            elif stat.S_ISREG(m):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in self.links:
+                    ti.type, ti.linkname = t.LNKTYPE, self.links[key]
+                else:
+                    if st.st_nlink > 1:
+                        self.links[key] = name
+                    ti.type, ti.size = t.REGTYPE, st.st_size
+                    fobj = open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+                    xattr_target, follow = fobj.fileno(), True
+            elif stat.S_ISLNK(m):
+                ti.type, ti.linkname = t.SYMTYPE, os.readlink(path)
+            elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
+                ti.type = t.CHRTYPE if stat.S_ISCHR(m) else t.BLKTYPE
+                ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            elif stat.S_ISFIFO(m):
+                ti.type = t.FIFOTYPE
+            else:
+                return  # sockets are not content
+            if ti.type != t.LNKTYPE:
+                ti.pax_headers = {
+                    _XATTR_PAX + k: v.decode("utf-8", "surrogateescape")
+                    for k, v in _xattrs(xattr_target, follow=follow).items()
+                }
+            self.tf.addfile(ti, fobj)
+            self.count += 1
+        finally:
+            if fobj is not None:
+                fobj.close()
+
+    def close(self) -> None:
+        self.tf.close()
+
+
+def write_diff(upper_dir: Path, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None) -> bool:
+    """Tar the overlayfs upper dir *upper_dir* to *out* (the tar is always complete).
+
+    Returns whether any entry was written: ``False`` means the step changed nothing.
+    """
+    w = _TarWriter(out, source_date_epoch)
+    try:
+        _walk_upper(w, str(upper_dir), "")
+    finally:
+        w.close()
+    return w.count > 0
+
+
+def _walk_upper(w: _TarWriter, top: str, rel: str) -> None:
+    base = os.path.join(top, rel) if rel else top
+    for name in sorted(os.listdir(base)):
+        path = os.path.join(base, name)
+        arc = f"{rel}{name}"
+        st = os.lstat(path)
+        if _is_whiteout_stat(st):
+            w.marker(f"{rel}{WHITEOUT_PREFIX}{name}", st)
+            continue
+        w.entry(arc, path, st)
+        if stat.S_ISDIR(st.st_mode):
+            if _get_xattr(path, OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
+                w.marker(f"{arc}/{OPAQUE_MARKER}", st)
+            _walk_upper(w, top, arc + "/")
+
+
+def write_dir_diff(
+    lowers: Sequence[Path], new: Path, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None
+) -> bool:
+    """Tar the changes of the plain tree *new* against the merged overlay-format *lowers* (bottom first).
+
+    Parents of changed entries are written too (so that applying keeps their owner and mode);
+    deleted entries become ``.wh.`` markers. Returns whether any entry was written.
+    """
+    view = MergedView(lowers)
+    records = _dir_changes(view, str(new), ())
+    w = _TarWriter(out, source_date_epoch)
+    try:
+        for r in records:
+            if r.marker:
+                w.marker(r.name, r.st)
+            else:
+                assert r.path is not None and r.st is not None
+                w.entry(r.name, r.path, r.st)
+    finally:
+        w.close()
+    return w.count > 0
+
+
+def _same(a: os.stat_result, b: os.stat_result, pa: str, pb: Path) -> bool:
+    if stat.S_IFMT(a.st_mode) != stat.S_IFMT(b.st_mode):
+        return False
+    if (a.st_mode, a.st_uid, a.st_gid) != (b.st_mode, b.st_uid, b.st_gid):
+        return False
+    if stat.S_ISLNK(a.st_mode):
+        return os.readlink(pa) == os.readlink(pb)
+    if stat.S_ISCHR(a.st_mode) or stat.S_ISBLK(a.st_mode):
+        return a.st_rdev == b.st_rdev
+    if not stat.S_ISDIR(a.st_mode) and (a.st_size != b.st_size or a.st_mtime_ns != b.st_mtime_ns):
+        return False
+    follow = not stat.S_ISLNK(a.st_mode)
+    return _xattrs(pa, follow=follow) == _xattrs(str(pb), follow=follow)
+
+
+def _dir_changes(view: MergedView, top: str, comps: tuple[str, ...]) -> list[_Record]:
+    base = os.path.join(top, *comps)
+    rel = "/".join(comps) + "/" if comps else ""
+    names = sorted(os.listdir(base))
+    have = set(names)
+    base_listing = view.listdir(comps)
+    out: list[tuple[str, list[_Record]]] = []
+    for name in base_listing:
+        if name not in have:
+            out.append((WHITEOUT_PREFIX + name, [_Record(f"{rel}{WHITEOUT_PREFIX}{name}", None, None, marker=True)]))
+    for name in names:
+        path = os.path.join(base, name)
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode):
+            continue
+        child = (*comps, name)
+        found = view.lookup(child)
+        changed = found is None or not _same(st, found[1], path, found[0])
+        sub: list[_Record] = []
+        if stat.S_ISDIR(st.st_mode):
+            if found is not None and stat.S_ISDIR(found[1].st_mode):
+                sub = _dir_changes(view, top, child)
+            else:
+                sub = _all_records(top, child)
+        if changed or sub:
+            out.append((name, [_Record(f"{rel}{name}", path, st), *sub]))
+    out.sort(key=lambda kv: kv[0])
+    return [r for _, recs in out for r in recs]
+
+
+def _all_records(top: str, comps: tuple[str, ...]) -> list[_Record]:
+    base = os.path.join(top, *comps)
+    rel = "/".join(comps) + "/"
+    recs: list[_Record] = []
+    for name in sorted(os.listdir(base)):
+        path = os.path.join(base, name)
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode):
+            continue
+        recs.append(_Record(f"{rel}{name}", path, st))
+        if stat.S_ISDIR(st.st_mode):
+            recs.extend(_all_records(top, (*comps, name)))
+    return recs
+
+
