@@ -130,9 +130,14 @@ def network_endpoints(root: StateRoot) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def endpoints_of(c: Container, table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """A running container's endpoints (the records' view, else what its start recorded)."""
+    """A running container's endpoints (the records' view, else what its start recorded); for
+    a stopped one, the networks it will join, with nothing assigned (as Docker shows them)."""
     if not c.state.running:
-        return {}
+        mode = str(c.host_config.get("NetworkMode") or "default")
+        primary = "bridge" if mode == "default" else mode
+        if primary.startswith("container:"):
+            return {}
+        return {name: {} for name in [primary, *c.networks]}
     live = table.get(c.id)
     return dict(live) if live else dict(c.state.endpoints)
 
