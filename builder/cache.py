@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +37,9 @@ class CacheRecord:
     created: str = ""
     #: what went into the key, by name, so a later miss can say which input changed
     inputs: dict[str, str] = field(default_factory=dict, compare=False)
+    #: the layer lives only unpacked in the layer cache, under ``diff_id`` (a stand-in id):
+    #: a step of a stage no image carries, as BuildKit keeps a snapshot and no blob
+    snapshot: bool = False
     last_used: float = field(default=0.0, compare=False)
 
     def to_json(self) -> bytes:
@@ -47,6 +51,7 @@ class CacheRecord:
             "created_by": self.created_by,
             "created": self.created,
             "inputs": self.inputs,
+            "snapshot": self.snapshot,
         })
 
     @classmethod
@@ -62,6 +67,7 @@ class CacheRecord:
             created=str(d.get("created", "")),
             inputs={str(k): str(v) for k, v in (d.get("inputs") or {}).items()},
             last_used=last_used,
+            snapshot=bool(d.get("snapshot", False)),
         )
 
 
@@ -80,9 +86,11 @@ class BuildCache:
     exclusively; builds hold it shared (``using()``).
     """
 
-    def __init__(self, path: Path, store: Store) -> None:
+    def __init__(self, path: Path, store: Store, *, layers: Path | None = None) -> None:
         self.path = path
         self.store = store
+        #: the layer cache dir, where snapshot-only layers live (pruned with their records)
+        self.layers = layers
 
     # -- layout --------------------------------------------------------------------------------
     def _record_path(self, key: str) -> Path:
@@ -158,7 +166,8 @@ class BuildCache:
             return None
         return desc if self._ensure_in_store(desc.digest) else None
 
-    def put_variant(self, diff_id: Digest, comp: str, desc: Descriptor) -> None:
+    def put_variant(self, diff_id: Digest, comp: str, desc: Descriptor,
+                    real_diff_id: Digest | None = None) -> None:
         ours = self._blob_path(desc.digest)
         if not ours.exists():
             ours.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +175,20 @@ class BuildCache:
                 os.link(self.store.blob_path(desc.digest), ours)
         path = self._variant_path(diff_id, comp)
         path.parent.mkdir(parents=True, exist_ok=True)
-        replace_file(path, canonical_json(desc.to_dict()))
+        doc = desc.to_dict()
+        if real_diff_id is not None:
+            doc["io.pybuild.diff_id"] = str(real_diff_id)
+        replace_file(path, canonical_json(doc))
+
+    def get_materialized(self, snapshot_id: Digest, comp: str) -> tuple[Descriptor, Digest] | None:
+        """The blob made from a snapshot-only layer, with the diff_id of its tar."""
+        try:
+            doc = json.loads(self._variant_path(snapshot_id, comp).read_bytes())
+            real = Digest.parse(doc.pop("io.pybuild.diff_id"))
+            desc = Descriptor.from_dict(doc)
+        except Exception:  # noqa: BLE001 - a damaged or missing record is a miss
+            return None
+        return (desc, real) if self._ensure_in_store(desc.digest) else None
 
     def _variants(self) -> list[tuple[Path, str, Descriptor | None]]:
         root = self.path / "variants"
@@ -175,7 +197,9 @@ class BuildCache:
         out: list[tuple[Path, str, Descriptor | None]] = []
         for f in root.glob("*.json"):
             try:
-                desc: Descriptor | None = Descriptor.from_dict(json.loads(f.read_bytes()))
+                doc = json.loads(f.read_bytes())
+                doc.pop("io.pybuild.diff_id", None)
+                desc: Descriptor | None = Descriptor.from_dict(doc)
             except Exception:  # noqa: BLE001
                 desc = None
             out.append((f, f.name.split("-", 1)[0], desc))
@@ -250,6 +274,11 @@ class BuildCache:
                 with contextlib.suppress(FileNotFoundError):
                     self._record_path(r.key).unlink()
                     removed_records += 1
+                if r.snapshot and r.diff_id is not None and self.layers is not None:
+                    snap = self.layers / r.diff_id.encoded
+                    if snap.is_dir():
+                        freed += _tree_size(snap)
+                        shutil.rmtree(snap, ignore_errors=True)
             keep = {r.layer.digest for r in records if r.layer is not None and r not in doomed}
             kept_diffs = {r.diff_id.encoded for r in records if r.diff_id is not None and r not in doomed}
             for f, diff_hex, desc in self._variants():
@@ -274,6 +303,15 @@ class BuildCache:
                             freed += st.st_size
             self.store.gc(keep=keep)
         return PruneResult(removed_records, removed_blobs, freed)
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
 
 
 def replace_file(path: Path, data: bytes) -> None:

@@ -54,6 +54,8 @@ class LayerRef:
     diff_id: Digest
     #: made by a build step (so it may be recompressed for the image), not from a base image
     built: bool = False
+    #: only unpacked in the layer cache (``diff_id`` is a stand-in): no blob until an image needs it
+    snapshot: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Solver:
         self.state = state
         self.context = context
         self.store: Store = state.image_store()
-        self.cache = BuildCache(state.cache, self.store)
+        self.cache = BuildCache(state.cache, self.store, layers=state.layers)
         self.options = options or SolveOptions()
         self._progress = progress or (lambda e: None)
         self._lock = threading.Lock()
@@ -219,6 +221,8 @@ class Solver:
                 continue
             vid = self._vertex()
             rec = None if no_cache else self.cache.get(step.key)
+            if rec is not None and rec.snapshot and not self._snapshot_present(rec):
+                rec = None
             if rec is not None:
                 self.emit(Event("cached", vid, name, plan.display, step.location))
                 with self._lock:
@@ -241,12 +245,20 @@ class Solver:
             if graph.epoch is None:
                 clock = rec.created or now
                 entry["created"] = clock
-            if rec.layer is not None and rec.diff_id is not None:
+            if rec.snapshot and rec.diff_id is not None:
+                layers.append(LayerRef(Descriptor(mt.OCI_LAYER, rec.diff_id, 0), rec.diff_id,
+                                       built=True, snapshot=True))
+            elif rec.layer is not None and rec.diff_id is not None:
                 layers.append(LayerRef(rec.layer, rec.diff_id, built=True))
             else:
                 entry["empty_layer"] = True
             history.append(entry)
         return StageResult(plan, tuple(layers), tuple(history), clock or now)
+
+    def _snapshot_present(self, rec: CacheRecord) -> bool:
+        from builder.rootfs import LayerCache
+
+        return rec.diff_id is not None and LayerCache(self.state).has(str(rec.diff_id))
 
     def _base_time(self, plan: StagePlan, results: dict[int, StageResult]) -> str | None:
         if plan.base.kind == "image" and plan.base.image is not None:
@@ -318,6 +330,14 @@ class Solver:
             workspace.run_step(ws, step, results=results, secrets=self.options.secrets,
                                log=log, cancel=self._cancel)
             in_image = not self._image_stages or plan.index in self._image_stages
+            if not in_image and ws.can_adopt():
+                # nothing to tar: the upper dir itself becomes the layer, kept by the step key
+                if ws.is_unchanged():
+                    return CacheRecord(step.key, None, None, step.created_by, now, dict(step.inputs))
+                stand_in = Digest("sha256", step.key)
+                ws.adopt_into_layer_cache(str(stand_in))
+                return CacheRecord(step.key, None, stand_in, step.created_by, now,
+                                   dict(step.inputs), snapshot=True)
             comp = self.options.compression if in_image else "none"
             layer, diff_id = self._commit_diff(ws, graph.epoch, comp)
             if diff_id is not None:
@@ -341,6 +361,31 @@ class Solver:
             return desc, enc.diff_id
 
     # -- the image -------------------------------------------------------------------------------
+    def _for_image(self, lr: LayerRef, epoch: int | None) -> tuple[Descriptor, Digest]:
+        """(descriptor, diff_id) of the layer as the image carries it."""
+        if not lr.snapshot:
+            return self._in_compression(lr), lr.diff_id
+        comp = self.options.compression
+        known = self.cache.get_materialized(lr.diff_id, comp)
+        if known is not None:
+            return known
+        from builder.layers import write_diff
+        from builder.rootfs import LayerCache
+
+        src = LayerCache(self.state).path(str(lr.diff_id))
+        with self.store.lease(), self.store.writer() as w:
+            enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
+            pipe = _Pipelined(enc)
+            try:
+                write_diff(src, pipe, source_date_epoch=epoch)  # type: ignore[arg-type]
+            finally:
+                pipe.close()
+            enc.close()
+            digest = w.commit()
+        desc = Descriptor(mt.layer_media_type(comp), digest, w.size)
+        self.cache.put_variant(lr.diff_id, comp, desc, real_diff_id=enc.diff_id)
+        return desc, enc.diff_id
+
     def _in_compression(self, lr: LayerRef) -> Descriptor:
         """The layer as the image carries it: built layers in the requested compression (a
         cached or uncompressed intermediate one is re-encoded once, and remembered)."""
@@ -367,11 +412,11 @@ class Solver:
         data["created"] = (rfc3339(graph.epoch) if graph.epoch is not None
                            else result.created or rfc3339(self.created))
         data["history"] = list(result.history)
-        data["rootfs"] = {"type": "layers", "diff_ids": [str(lr.diff_id) for lr in result.layers]}
+        layers = [self._for_image(lr, graph.epoch) for lr in result.layers]
+        data["rootfs"] = {"type": "layers", "diff_ids": [str(i) for _, i in layers]}
         config = ImageConfig.build(data)
         cdesc = Descriptor(mt.OCI_CONFIG, config.digest, config.size)
-        layers = [self._in_compression(lr) for lr in result.layers]
-        manifest = Manifest.build(cdesc, layers)
+        manifest = Manifest.build(cdesc, [d for d, _ in layers])
         desc = self.store.put_image(manifest, config)
         return Image(desc, manifest, config)
 

@@ -90,17 +90,29 @@ class Workspace:
             return
         _TRASH.put(trash)
 
+    def _changes(self) -> str | None:
+        if self.root.is_overlay:
+            return self.root.upper
+        if not self.root.layers:
+            return self.root.path  # a root with nothing below: the tree is the whole diff
+        return None
+
+    def can_adopt(self) -> bool:
+        """Whether the step's changes are a dir the layer cache can take as a layer."""
+        return self._changes() is not None
+
+    def is_unchanged(self) -> bool:
+        changes = self._changes()
+        assert changes is not None
+        with os.scandir(changes) as it:
+            return next(it, None) is None
+
     def adopt_into_layer_cache(self, diff_id: str) -> None:
         """Move the step's upper dir into the layer cache as the unpacked form of the layer just
         tarred from it (same overlay format), so later steps need not unpack it again."""
         from builder.rootfs import LayerCache
 
-        if self.root.is_overlay:
-            upper = self.root.upper
-        elif not self.root.layers:
-            upper = self.root.path  # a root with nothing below: the tree is the whole diff
-        else:
-            return
+        upper = self._changes()
         if upper is None:
             return
         cache = LayerCache(self.state)

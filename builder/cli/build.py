@@ -295,7 +295,7 @@ def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None
     from builder.cache import BuildCache
 
     state = g.state
-    cache = BuildCache(state.cache, state.image_store())
+    cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
     keep = parse_size(keep_storage) if keep_storage is not None else None
     res = cache.prune(all=all_, keep_storage=keep)
     click.echo(f"Deleted build cache objects: {res.records}")

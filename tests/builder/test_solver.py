@@ -172,7 +172,15 @@ def test_layers_take_the_requested_compression_even_from_cache(busybox: Any, bt:
     store = busybox.store()
     gz = store.resolve("cz:gzip")
     assert {d.media_type for d in gz.manifest.layers[1:]} == {mt.OCI_LAYER_GZIP}
-    # the stages only copied from keep their layer uncompressed (never in an image)
+    # the stages only copied from keep their layer as a snapshot (unpacked, no blob), and
+    # an image that later needs it gets a blob made from the snapshot
+    from builder.cache import BuildCache
+
+    records = list(BuildCache(busybox.root / "cache", store).inputs_index())
+    snaps = [r for r in records if r.snapshot]
+    assert len(snaps) == 2
+    assert all((busybox.root / "layers" / r.diff_id.encoded).is_dir() for r in snaps)  # type: ignore[union-attr]
+    assert not any(store.has_blob(r.diff_id) for r in snaps if r.diff_id)
     one = bt.build(busybox, ctx, "-t", "cz:one", "--target", "one")[1]
     assert [e for e in one if e["kind"] == "start"] == []
     assert store.resolve("cz:one").manifest.layers[-1].media_type == mt.OCI_LAYER_GZIP
@@ -183,3 +191,7 @@ def test_layers_take_the_requested_compression_even_from_cache(busybox: Any, bt:
     assert zs.config.diff_ids == gz.config.diff_ids
     root = bt.rootfs(busybox, "cz:zstd", tmp_path / "fs")
     assert (root / "one").read_text() == "one\n"
+    root = bt.rootfs(busybox, "cz:one", tmp_path / "fs-one")
+    assert (root / "one").read_text() == "one\n" and not (root / "two").exists()
+    busybox("builder", "prune", "--all")
+    assert not any((busybox.root / "layers" / r.diff_id.encoded).exists() for r in snaps if r.diff_id)
