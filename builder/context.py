@@ -173,7 +173,7 @@ class Tree:
             for base in found:
                 if not has_glob(part):
                     cand = f"{base}/{part}" if base else part
-                    cand = self._resolve(cand, follow_last=not last or True)
+                    cand = self._resolve(cand)
                     if self._lstat(cand) is not None:
                         nxt.append(cand)
                     continue

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from builder import fileops
-from builder.context import Entry, Tree, clean, has_glob
-from builder.errors import BuildError, ContextError, StepFailed
-from builder.graph.ops import CopySource, CopySpec, ExecSpec, MkdirSpec, MountSpec, Step
+from builder.context import Entry, Tree, has_glob
+from builder.errors import BuildError, ContextError
+from builder.graph.ops import CopySpec, ExecSpec, MkdirSpec, Step
 from builder.state import StateRoot
 from registry.model import Descriptor, Platform
 from registry.store import Store
@@ -416,7 +416,3 @@ def temp_dir(base: Path) -> Iterator[Path]:
         yield p
     finally:
         shutil.rmtree(p, ignore_errors=True)
-
-
-__all__ = ["Workspace", "run_step", "is_linked", "layer_dirs", "clean", "MountSpec",
-           "StepFailed", "CopySource", "Any"]

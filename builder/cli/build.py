@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from builder.cli import Globals, fail
+from builder.cli import Globals
 
 if TYPE_CHECKING:
     from builder.solver import Event
@@ -303,4 +303,3 @@ def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None
 
 
 builder = builder_group
-_ = fail

@@ -10,10 +10,8 @@ import hashlib
 import json
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from builder import dockerfile as df
@@ -671,8 +669,4 @@ def plan(dockerfile: df.Dockerfile, *, context: Tree | None, resolve_image: Imag
     return Planner(dockerfile, context=context, resolve_image=resolve_image, options=options).graph()
 
 
-def selection_mode(st: os.stat_result) -> str:
-    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
-
-
-__all__ = ["PlanError", "PlanOptions", "Planner", "plan", "platform_args", "Path"]
+__all__ = ["PlanError", "PlanOptions", "Planner", "plan", "platform_args"]
