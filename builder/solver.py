@@ -216,8 +216,9 @@ class Solver:
             entry: dict[str, Any] = {"created": clock or now, "created_by": step.created_by,
                                      "comment": step.comment}
             if not step.changes_fs:
-                entry["empty_layer"] = True
-                history.append(entry)
+                if step.history:
+                    entry["empty_layer"] = True
+                    history.append(entry)
                 continue
             vid = self._vertex()
             rec = None if no_cache else self.cache.get(step.key)

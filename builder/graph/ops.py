@@ -130,6 +130,8 @@ class Step:
     comment: str = "buildkit.dockerfile.v0"
     #: the filesystem key after the step when it differs from the cache key (``COPY --link``)
     fs_key: str = ""
+    #: whether the step gets a history entry (ONBUILD does not)
+    history: bool = True
 
     @property
     def after(self) -> str:

@@ -71,6 +71,42 @@ def _go_list(items: list[str]) -> str:
     return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
 
 
+def _go_duration(ns: int | None) -> str:
+    """Go's ``time.Duration.String()``: ``30s``, ``1m30s``, ``1h0m0s``, ``500ms``, ``0s``."""
+    n = ns or 0
+    if n == 0:
+        return "0s"
+    if n < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if n >= size:
+                text = f"{n / size:.9f}".rstrip("0").rstrip(".")
+                return text + unit
+    secs = n / 1_000_000_000
+    h, rem = divmod(int(secs), 3600)
+    m = rem // 60
+    s = secs - h * 3600 - m * 60
+    s_text = f"{s:.9f}".rstrip("0").rstrip(".") + "s"
+    if h:
+        return f"{h}h{m}m{s_text}"
+    if m:
+        return f"{m}m{s_text}"
+    return s_text
+
+
+def _go_rune(n: int) -> str:
+    """Go's ``%q`` of an integer: a quoted character literal."""
+    if 32 <= n < 127 and chr(n) not in "'\\":
+        return f"'{chr(n)}'"
+    return f"'\\x{n:02x}'" if n < 256 else f"'\\u{n:04x}'"
+
+
+def _go_healthcheck(ins: df.Healthcheck) -> str:
+    """BuildKit writes the HEALTHCHECK history line with Go's ``%v`` of its config struct."""
+    return (f"&{{{_go_list(list(ins.test))} {json.dumps(_go_duration(ins.interval))} "
+            f"{json.dumps(_go_duration(ins.timeout))} {json.dumps(_go_duration(ins.start_period))} "
+            f"{_go_rune(ins.retries or 0)}}}")
+
+
 def _go_map_keys(keys: list[str]) -> str:
     return "map[" + " ".join(f"{k}:{{}}" for k in sorted(keys)) + "]"
 
@@ -365,10 +401,12 @@ class _StageBuilder:
                 if v:
                     hc[k] = v
             c["Healthcheck"] = hc
-            self._meta(ins, f"HEALTHCHECK {ins.original.split(None, 1)[1] if ' ' in ins.original else ''}")
+            self._meta(ins, "HEALTHCHECK " + _go_healthcheck(ins))
         elif isinstance(ins, df.Onbuild):
             c["OnBuild"] = [*(c.get("OnBuild") or []), ins.trigger]
-            self._meta(ins, f"ONBUILD {ins.trigger}")
+            # BuildKit records a trigger in the config only, with no history entry
+            self.steps.append(Step("meta", self.key, ins.original, str(ins.location),
+                                   f"ONBUILD {ins.trigger}", None, slot=self._slot(), history=False))
         elif isinstance(ins, df.Workdir):
             path = self._x(ins.path, ins)
             wd = os.path.normpath(self._abs(path))
@@ -623,11 +661,9 @@ class _StageBuilder:
             "chown": chown or "", "chmod": "" if chmod is None else oct(chmod),
             "opts": json.dumps([ins.link, ins.parents, list(excludes), spec.add]),
         })
-        flags = "".join([f"--from={from_} " if from_ else "", f"--chown={chown} " if chown else "",
-                         f"--chmod={ins.chmod} " if ins.chmod else "",
-                         "--link " if ins.link else ""])
+        # BuildKit's history line: the expanded sources and destination as written, no flags
         shown = [*srcs, *(f"<<{h.name}" for h in ins.heredocs)]
-        created_by = f"{keyword} {flags}{' '.join(shown)} {dest}"
+        created_by = f"{keyword} {' '.join(shown)} {dest_words[0]}"
         # --link: the layer (and its cache key) does not depend on what is below it; the
         # stage's filesystem after it still does.
         parent = key_of("linked") if ins.link else None

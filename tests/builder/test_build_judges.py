@@ -113,3 +113,43 @@ def test_docker_sees_identical_layers(busybox: Any, bt: Any, dockerd: Any, tmp_p
     finally:
         dockerd.docker("rmi", "-f", tag, check=False)
     assert expected == {}
+
+
+def test_config_and_history_match_buildkit(busybox: Any, bt: Any, dockerd: Any, tmp_path: Path) -> None:
+    """The same Dockerfile through Docker's BuildKit and through pybuild: identical config
+    and identical ``created_by`` history lines."""
+    import os
+
+    ctx = tmp_path / "ctx"
+    shutil.copytree(CASES_DIR / "config", ctx)
+    (ctx / "expected.json").unlink()
+    (ctx / "f.txt").write_text("f\n")
+    with open(ctx / "Dockerfile", "a") as f:
+        f.write("ARG A=1\nRUN echo $A > /tmp/a\nCOPY f.txt /tmp/x/\nADD f.txt /tmp/y\n"
+                "WORKDIR /tmp/w2\nCOPY --chown=app f.txt .\nHEALTHCHECK NONE\n")
+    base = tmp_path / "base.tar"
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Dockerfile").write_text("FROM busybox\n")
+    bt.build(busybox, export, "-t", "busybox:latest", "-o", f"type=docker,dest={base}")
+    dockerd.docker("load", "-i", str(base))
+    r = dockerd.docker("build", "--network", "none", "-t", "parity:1", str(ctx),
+                       env={"DOCKER_BUILDKIT": "1"})
+    assert r.returncode == 0
+    save = tmp_path / "docker-save.tar"
+    dockerd.docker("save", "-o", str(save), "parity:1")
+    with tarfile.open(save) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+        theirs = json.load(tf.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
+    bt.build(busybox, ctx, "-t", "parity:1")
+    ours = busybox.store().resolve("parity:1").config.data
+
+    def created(cfg: dict[str, Any]) -> list[str]:
+        return [h.get("created_by", "") for h in cfg["history"][1:]]
+
+    assert created(ours) == created(theirs)
+    keys = ("Env", "Cmd", "Entrypoint", "ExposedPorts", "Volumes", "WorkingDir", "User", "Labels",
+            "StopSignal", "Healthcheck", "Shell", "OnBuild")
+    assert {k: ours["config"].get(k) for k in keys} == {k: theirs["config"].get(k) for k in keys}
+    assert ours.get("author") == theirs.get("author")
+    assert os.path.exists(save)
