@@ -188,3 +188,13 @@ def test_expose_ranges_and_protocols(ctx: Path) -> None:
         "8000/udp": {}, "8001/udp": {}, "8002/udp": {}, "80/tcp": {}}
     with pytest.raises(PlanError, match="invalid containerPort: 9-1"):
         make_plan("FROM scratch\nEXPOSE 9-1\n", ctx)
+
+
+def test_proxy_args_reach_run_but_not_history_or_warnings(busybox: Any, ctx: Path) -> None:
+    g = make_plan("FROM busybox\nRUN wget example.com\n", ctx, store=busybox.store(),
+                  build_args={"HTTP_PROXY": "http://proxy:3128", "no_proxy": "local"})
+    run = g.stages[0].steps[-1]
+    assert "HTTP_PROXY=http://proxy:3128" in run.payload.env  # type: ignore[union-attr]
+    assert "no_proxy=local" in run.payload.env  # type: ignore[union-attr]
+    assert run.created_by == "RUN /bin/sh -c wget example.com # buildkit"
+    assert g.warnings == ()
