@@ -236,7 +236,12 @@ class Solver:
                         self.emit(Event("miss", vid, name, plan.display, step.location, reason))
                 missed = True
                 t0 = time.monotonic()
-                rec = self._execute(graph, plan, step, layers, results, vid, name, now)
+                try:
+                    rec = self._execute(graph, plan, step, layers, results, vid, name, now)
+                except Exception as e:
+                    self.emit(Event("error", vid, name, plan.display, step.location, str(e),
+                                    elapsed=time.monotonic() - t0))
+                    raise
                 self.cache.put(rec)
                 self._remember(step)
                 self.emit(Event("done", vid, name, plan.display, step.location,
