@@ -115,12 +115,17 @@ class Workspace:
         upper = self._changes()
         if upper is None:
             return
+        from registry.store import file_lock
+
         cache = LayerCache(self.state)
         if cache.has(diff_id):
             return
-        with contextlib.suppress(OSError):  # another build got there first: keep theirs
-            os.chmod(upper, 0o755)
-            os.rename(upper, cache.path(diff_id))
+        final = cache.path(diff_id)
+        # the lock ``LayerCache.unpack`` takes for the same layer, so the two never race
+        with file_lock(cache.dir / f".{final.name}.lock"), contextlib.suppress(OSError):
+            if not final.is_dir():  # else another build got there first: keep theirs
+                os.chmod(upper, 0o755)
+                os.rename(upper, final)
 
     def diff(self, out: Any, *, source_date_epoch: int | None) -> bool:
         from builder.rootfs import diff
