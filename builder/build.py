@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +262,8 @@ def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], 
                 dest.mkdir(parents=True, exist_ok=True)
                 shutil.copytree(root.path, dest, symlinks=True, dirs_exist_ok=True)
             else:
+                import tarfile
+
                 with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
                     for p in sorted(Path(root.path).iterdir()):
                         tf.add(p, arcname=p.name)
@@ -271,6 +272,8 @@ def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], 
 
 def _archive(store: Store, image: Image, tags: list[Reference], dest: Path, *, docker: bool) -> None:
     """An oci-archive (OCI layout in a tar) or a docker-archive (``docker load`` format)."""
+    import tarfile
+
     from registry import mediatypes as mt
 
     blobs = [image.manifest.config, *image.manifest.layers]

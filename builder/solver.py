@@ -14,9 +14,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from builder import workspace
 from builder.cache import BuildCache, CacheRecord
 from builder.context import Tree
 from builder.errors import BuildCancelled
@@ -24,6 +23,9 @@ from builder.graph.ops import Graph, StagePlan, Step
 from builder.state import StateRoot
 from registry import mediatypes as mt
 from registry.compression import LayerEncoder
+
+if TYPE_CHECKING:
+    from builder.workspace import Workspace
 from registry.digest import Digest
 from registry.model import Descriptor, ImageConfig, Manifest
 from registry.store import Image, Store
@@ -120,6 +122,7 @@ class Solver:
         self.cached: list[str] = []
         self.created = time.time()
         self._image_stages: set[int] = set()
+        self._used_workspace = False
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -172,7 +175,10 @@ class Solver:
                 self._cancel.set()
                 raise
             finally:
-                workspace.drain_trash()
+                if self._used_workspace:  # (a fully cached build never loads the module)
+                    from builder.workspace import drain_trash
+
+                    drain_trash()
         if error is not None:
             raise error
         return results
@@ -330,6 +336,9 @@ class Solver:
         def log(line: str) -> None:
             self.emit(Event("log", vid, name, plan.display, step.location, line))
 
+        from builder import workspace
+
+        self._used_workspace = True
         lowers = [] if workspace.is_linked(step) else layers
         with workspace.Workspace(self.state, self.store, lowers, platform=plan.platform,
                                  context=self.context) as ws:
@@ -350,7 +359,7 @@ class Solver:
                 ws.adopt_into_layer_cache(str(diff_id))
         return CacheRecord(step.key, layer, diff_id, step.created_by, now, dict(step.inputs))
 
-    def _commit_diff(self, ws: workspace.Workspace, epoch: int | None,
+    def _commit_diff(self, ws: Workspace, epoch: int | None,
                      comp: str) -> tuple[Descriptor | None, Digest | None]:
         with self.store.lease(), self.store.writer() as w:
             enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
