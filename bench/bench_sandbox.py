@@ -181,21 +181,16 @@ def main() -> None:
         imp = subprocess.run([str(pybuild), "--root", str(croot), "import", str(bb), "busybox:latest"],
                              capture_output=True, text=True)
         if imp.returncode == 0:
-            def lean() -> None:
-                subprocess.run([sys.executable, "-m", "builder.cli.run", "--root", str(croot), "--rm",
-                                "busybox", "/bin/true"], check=True, stdin=subprocess.DEVNULL, cwd=REPO)
-
             def cli() -> None:
                 subprocess.run([str(pybuild), "--root", str(croot), "run", "--rm", "--network", "none",
                                 "busybox", "/bin/true"], check=True, stdin=subprocess.DEVNULL)
 
-            contenders["python -m builder.cli.run (lean foreground run)"] = lean
             contenders["pybuild run --rm --network none (registered)"] = cli
             contenders["  (python -c pass, for scale)"] = lambda: subprocess.run(
                 [sys.executable, "-c", "pass"], check=True)
-            contenders["  (imports of the lean run path, no run)"] = lambda: subprocess.run(
-                [sys.executable, "-c", "import builder.cli, builder.cli.run, builder.sandbox.executor, "
-                 "builder.rootfs, registry.store"], check=True, cwd=REPO)
+            contenders["  (imports of the run path, no run)"] = lambda: subprocess.run(
+                [sys.executable, "-c", "import builder.cli, builder.cli.container_run, "
+                 "builder.containers.service, builder.containers.supervisor"], check=True, cwd=REPO)
         else:
             row("pybuild run", None, note=f"import failed: {imp.stderr.strip()[:80]}")
         times: dict[str, list[float]] = {k: [] for k in contenders}
