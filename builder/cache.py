@@ -137,18 +137,21 @@ class BuildCache:
             return False
         target = self.store.blob_path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            os.link(ours, target)
+        _link(ours, target)
         return True
+
+    def _keep_blob(self, digest: Digest) -> None:
+        """Hard-link the store's blob into the cache (once)."""
+        ours = self._blob_path(digest)
+        if ours.exists():
+            return
+        ours.parent.mkdir(parents=True, exist_ok=True)
+        _link(self.store.blob_path(digest), ours)
 
     def put(self, rec: CacheRecord) -> None:
         """Publish *rec*; its layer blob must already be in the store."""
         if rec.layer is not None:
-            ours = self._blob_path(rec.layer.digest)
-            if not ours.exists():
-                ours.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileExistsError):
-                    os.link(self.store.blob_path(rec.layer.digest), ours)
+            self._keep_blob(rec.layer.digest)
         path = self._record_path(rec.key)
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_file(path, rec.to_json())
@@ -168,11 +171,7 @@ class BuildCache:
 
     def put_variant(self, diff_id: Digest, comp: str, desc: Descriptor,
                     real_diff_id: Digest | None = None) -> None:
-        ours = self._blob_path(desc.digest)
-        if not ours.exists():
-            ours.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                os.link(self.store.blob_path(desc.digest), ours)
+        self._keep_blob(desc.digest)
         path = self._variant_path(diff_id, comp)
         path.parent.mkdir(parents=True, exist_ok=True)
         doc = desc.to_dict()
@@ -303,6 +302,21 @@ class BuildCache:
                             freed += st.st_size
             self.store.gc(keep=keep)
         return PruneResult(removed_records, removed_blobs, freed)
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``link(2)`` that tolerates *dst* existing, and *src* being renamed over meanwhile (a
+    concurrent writer of the same blob replaces its inode: link then fails with ENOENT)."""
+    for _ in range(10):
+        try:
+            os.link(src, dst)
+            return
+        except FileExistsError:
+            return
+        except FileNotFoundError:
+            if not src.exists():
+                raise
+    os.link(src, dst)
 
 
 def _tree_size(path: Path) -> int:
