@@ -142,7 +142,25 @@ def image_layers(store: Any, image: Any, cache: LayerCache) -> list[Path]:
 
         return open_it
 
-    return cache.unpack_all([(d, opener(desc)) for d, desc in zip(diff_ids, descriptors, strict=True)])
+    dirs = cache.unpack_all([(d, opener(desc)) for d, desc in zip(diff_ids, descriptors, strict=True)])
+    return [Path(p) for p in topmost_layers(dirs)]
+
+
+def topmost_layers(layer_dirs: Sequence[Path | str]) -> tuple[str, ...]:
+    """*layer_dirs* (bottom first) with a repeated layer kept only where it is topmost.
+
+    overlayfs refuses a lowerdir list naming one directory twice (ELOOP), and an image may
+    carry the same diff twice (a COPY, then a step producing the same diff). Dropping the
+    lower copies changes nothing: the top copy covers every path the lower one has, and the
+    layers in between are overridden by it on exactly those paths.
+    """
+    seen: set[str] = set()
+    kept: list[str] = []
+    for d in reversed([str(p) for p in layer_dirs]):
+        if d not in seen:
+            seen.add(d)
+            kept.append(d)
+    return tuple(reversed(kept))
 
 
 # -- overlay support -------------------------------------------------------------------------------
@@ -212,7 +230,7 @@ def prepare_root(
     *overlay*: None probes the filesystem; False forces the copy fallback.
     """
     container_dir.mkdir(parents=True, exist_ok=True)
-    layers = tuple(str(p) for p in layer_dirs)
+    layers = topmost_layers(layer_dirs)
     if overlay is None:
         overlay = overlay_supported(container_dir)
     if overlay and layers:
@@ -223,7 +241,7 @@ def prepare_root(
     tree = container_dir / "rootfs"
     tree.mkdir(exist_ok=True)
     os.chmod(tree, 0o755)
-    for d in layer_dirs:
+    for d in layers:
         _layers.apply_dir(Path(d), tree)
     return Root(layers=layers, path=str(tree), readonly=readonly)
 
@@ -352,7 +370,7 @@ def link_lowers(root: Root, run_dir: Path, stub_dir: Path | None) -> str:
     """
     ldir = run_dir / "l"
     ldir.mkdir(exist_ok=True)
-    lowers = list(reversed(root.layers))  # overlayfs wants the topmost first
+    lowers = list(reversed(topmost_layers(root.layers)))  # overlayfs wants the topmost first
     if stub_dir is not None:
         lowers.insert(0, str(stub_dir))
     names = []

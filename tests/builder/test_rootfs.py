@@ -142,3 +142,51 @@ def test_no_overlay_environment_forces_the_copy(tmp_path: Path, monkeypatch: pyt
     monkeypatch.delenv("PYBUILD_NO_OVERLAY")
     assert prepare_root([d], tmp_path / "c2").is_overlay
     assert (tmp_path / ".overlay-ok").exists()  # the probe's success is remembered
+
+
+def _whiteout_layer(files: dict[str, bytes], removed: list[str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        for name in removed:
+            head, _, base = name.rpartition("/")
+            tf.addfile(tarfile.TarInfo(f"{head}/.wh.{base}" if head else f".wh.{base}"))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("overlay", [True, False])
+def test_an_image_with_a_layer_twice_runs(busybox: object, tmp_path: Path, overlay: bool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers base, A, B, A (one diff_id twice): overlayfs refuses a lowerdir naming one
+    directory twice, so only the topmost A is kept; the merged view is the one of applying
+    all four in order (A's files win over B's, what B removed of A is back, B's own stays)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
+    from registry_server import busybox_layer_tar, make_image
+
+    if not overlay:
+        monkeypatch.setenv("PYBUILD_NO_OVERLAY", "1")
+    a = _layer({"data/shared": b"from-A", "data/a": b"a", "data/gone": b"kept"})
+    b = _whiteout_layer({"data/shared": b"from-B", "data/b": b"b"}, ["data/gone"])
+    store = busybox.store()  # type: ignore[attr-defined]
+    image = make_image(store, "twice:latest", layers=[busybox_layer_tar(), a, b, a])
+    assert image.diff_ids[1] == image.diff_ids[3]
+    state = StateRoot.open(busybox.root)  # type: ignore[attr-defined]
+    cache = LayerCache(state)
+    dirs = image_layers(store, image, cache)
+    assert dirs == [cache.path(str(image.diff_ids[i])) for i in (0, 2, 3)]
+    script = "cd /data && for f in *; do echo $f=$(cat $f); done"
+    r = busybox("run", "--rm", "--network", "none", "twice", "sh", "-c", script,  # type: ignore[operator]
+                env={"PYBUILD_NO_OVERLAY": "1"} if not overlay else None)
+    assert r.stdout.split() == ["a=a", "b=b", "gone=kept", "shared=from-A"]
+    # and through the library, on a root made from the list with the repeat still in it
+    root = prepare_root([dirs[0], dirs[2], dirs[1], dirs[2]], tmp_path / "c", overlay=overlay)  # base A B A
+    assert len(root.layers) == 3
+    out: list[bytes] = []
+    spec = Spec(process=Process(args=("sh", "-c", script)), root=root, id=new_id())
+    assert Executor(state).run(spec, stdout=out.append).exit_status == 0
+    assert b"".join(out).split() == [b"a=a", b"b=b", b"gone=kept", b"shared=from-A"]
