@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -241,7 +242,8 @@ def test_exec_sees_processes_and_filesystem(env: Env) -> None:
         from builder.syscalls import real
 
         real().set_winsize(fd, 33, 101)  # our terminal's size reaches the exec'd process
-        os.write(fd, b"echo $((6*7)); [ -t 0 ] && echo on-a-tty; stty size; exit 5\n")
+        # `tty` names the terminal only when it is one of the container's own /dev/pts
+        os.write(fd, b"echo $((6*7)); [ -t 0 ] && echo on-a-tty; echo tty=$(tty); stty size; exit 5\n")
         buf = b""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -258,6 +260,7 @@ def test_exec_sees_processes_and_filesystem(env: Env) -> None:
     finally:
         os.close(fd)
     assert b"\r\n42\r\n" in buf and b"on-a-tty" in buf and b"33 101" in buf
+    assert re.search(rb"tty=/dev/pts/\d+\r\n", buf), buf
     assert os.waitstatus_to_exitcode(status) == 5
     env.pb("kill", "box")
     assert env.state("box")["State"]["Status"] in ("exited", "running")
@@ -275,7 +278,7 @@ def test_run_it_under_a_pty(env: Env) -> None:
         from builder.syscalls import real
 
         real().set_winsize(fd, 41, 99)
-        os.write(fd, b"echo $((7*6))xyz; stty size; exit 3\n")
+        os.write(fd, b"echo $((7*6))xyz; echo tty=$(tty); stty size; exit 3\n")
         buf = b""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -292,6 +295,7 @@ def test_run_it_under_a_pty(env: Env) -> None:
     finally:
         os.close(fd)
     assert b"42xyz" in buf and b"41 99" in buf
+    assert re.search(rb"tty=/dev/pts/\d+\r\n", buf), buf
     assert os.waitstatus_to_exitcode(status) == 3
     assert env.pb("ps", "-aq").stdout == ""  # --rm
 
