@@ -17,6 +17,10 @@
 * ``store_listing(root)`` (fixture returning the function): every path under a directory with
   its size, sorted, for "the store is unchanged" checks.
 * ``Pybuild.command``: the argv prefix that runs the CLI, for tests that need ``Popen``.
+* ``host_leak_guard`` (session, autouse): the session fails at teardown if it left on the host
+  a ``pb-*`` bridge or ``pbv*`` veth, a rule in a ``PYBUILD*`` iptables chain, a mount under
+  the pytest base temp dir (or mentioning a pybuild state root), an empty cgroup under
+  ``*/pybuild/``, or a process whose command line mentions the base temp dir.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,3 +141,118 @@ def store_listing(root: Path) -> list[tuple[str, int]]:
             p = os.path.join(dirpath, f)
             out.append((os.path.relpath(p, root), os.lstat(p).st_size))
     return sorted(out)
+
+
+# -- the host is left as it was found -------------------------------------------------------------
+_CGROUP_BASE = Path("/sys/fs/cgroup")
+
+
+def _our_links() -> set[str]:
+    """Bridges (``pb-*``) and host-side veths (``pbv*``) of ours."""
+    out: set[str] = set()
+    for name in os.listdir("/sys/class/net"):
+        if name.startswith(("pb-", "pbv")):
+            out.add(name)
+    return out
+
+
+def _our_rules() -> set[str]:
+    """Rules in ``PYBUILD*`` chains, every table (``iptables-save``)."""
+    try:
+        text = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    table = ""
+    out: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith("-A PYBUILD"):
+            out.add(f"{table}: {line}")
+    return out
+
+
+def _our_mounts(scope: str) -> set[str]:
+    """Host mounts under the base temp dir or mentioning a pybuild state root (ids dropped)."""
+    out: set[str] = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        if scope in line or "pybuild" in line:
+            out.add(" ".join(line.split()[3:]))
+    return out
+
+
+def _empty_pybuild_cgroups() -> set[str]:
+    """Cgroup dirs under ``*/pybuild/`` holding no process (live ones may be another session's)."""
+    out: set[str] = set()
+    if not _CGROUP_BASE.is_dir():
+        return out
+    for hier in _CGROUP_BASE.iterdir():
+        base = hier / "pybuild"
+        if not base.is_dir():
+            continue
+        for dirpath, dirnames, _files in os.walk(base):
+            for d in dirnames:
+                p = os.path.join(dirpath, d)
+                try:
+                    procs = Path(p, "cgroup.procs").read_text().strip()
+                except OSError:
+                    continue
+                if not procs:
+                    out.add(p)
+    return out
+
+
+def _our_processes(scope: str) -> set[str]:
+    """Processes (other than this one and its ancestors) whose command line mentions *scope*."""
+    mine = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1:
+        mine.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    out: set[str] = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) in mine:
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if scope in cmd:
+            out.add(f"{d}: {cmd.strip()}")
+    return out
+
+
+def _host_state(scope: str) -> dict[str, set[str]]:
+    return {"links": _our_links(), "iptables rules": _our_rules(), "mounts": _our_mounts(scope),
+            "empty cgroups": _empty_pybuild_cgroups(), "processes": _our_processes(scope)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_leak_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the session (an error at teardown) if it left host state behind (see the docstring).
+
+    Made first and torn down last, after every other session fixture has stopped its servers.
+    What is new must still be there after a grace: helpers being stopped take a moment.
+    """
+    scope = str(tmp_path_factory.getbasetemp())
+    before = _host_state(scope)
+    yield
+    deadline = time.monotonic() + 10
+    seen: dict[str, set[str]] | None = None
+    while True:
+        after = _host_state(scope)
+        # new and still there at the previous look: another session's passing sandbox is not
+        fresh = {k: after[k] - before[k] for k in after}
+        if seen is not None:
+            fresh = {k: fresh[k] & seen[k] for k in fresh}
+        new = {k: sorted(v) for k, v in fresh.items() if v}
+        if not new or time.monotonic() > deadline:
+            break
+        seen = {k: after[k] - before[k] for k in after}
+        time.sleep(0.5)
+    if new:
+        lines = [f"{k}: {v}" for k, items in new.items() for v in items]
+        pytest.fail("the test session left host state behind:\n  " + "\n  ".join(lines), pytrace=False)
