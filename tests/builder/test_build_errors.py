@@ -54,19 +54,21 @@ def test_bad_build(case: str, busybox: Any, tmp_path: Path, store_listing: Any) 
     before_store = store_listing(busybox.root / "store")
     before_mounts = mounts(busybox.root)
     r = busybox("build", "--progress=plain", "-t", "bad:1", str(ctx), check=False)
-    assert r.returncode != 0
+    assert r.returncode != 0, r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error: ")]
     assert len(errors) == 1, r.stderr  # one line (syntax errors add the source line and a caret)
     last = errors[0]
     assert message in last, r.stderr
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
     # nothing tagged, nothing left behind
-    assert "bad" not in busybox("images").stdout
+    images = busybox("images").stdout
+    assert "bad" not in images, images
     after = [p for p in store_listing(busybox.root / "store") if not p[0].startswith("ingest")]
     assert [p for p in after if p[0] in ("index.json",)] == [p for p in before_store if p[0] == "index.json"]
     assert mounts(busybox.root) == before_mounts == []
     run_dir = busybox.root / "run"
-    assert not run_dir.exists() or not [p for p in run_dir.iterdir() if not p.name.startswith(".")]
+    left = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")] if run_dir.exists() else []
+    assert left == [], left
 
 
 def test_failing_run_shows_its_last_log_lines(busybox: Any, tmp_path: Path) -> None:
