@@ -10,7 +10,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,6 +239,8 @@ class Syscalls:
 
     def set_loopback_up(self) -> None:
         """``ip link set lo up`` in the current network namespace, through an ioctl."""
+        import socket  # here only: the module costs ~2 ms at start-up
+
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             ifr = struct.pack("16sH14x", b"lo", 0)
             flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr))[1]

@@ -95,23 +95,38 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _reset_networks(root: Path) -> None:
+    """The default bridge stays up between containers (as docker0): remove it, and every other
+    network of the root, when the test is over."""
+    if (root / "networks").is_dir():
+        from builder import network
+        from builder.state import StateRoot
+
+        network.reset(StateRoot.open(root))
+
+
 @pytest.fixture
-def pybuild(tmp_path: Path) -> Pybuild:
+def pybuild(tmp_path: Path) -> Iterator[Pybuild]:
     root = tmp_path / "root"
     root.mkdir()
-    return Pybuild(root)
+    yield Pybuild(root)
+    _reset_networks(root)
 
 
 @pytest.fixture
-def pybuild_factory(tmp_path: Path) -> Callable[[], Pybuild]:
+def pybuild_factory(tmp_path: Path) -> Iterator[Callable[[], Pybuild]]:
     count = iter(range(1, 1000))
+    made: list[Path] = []
 
     def make() -> Pybuild:
         root = tmp_path / f"root{next(count)}"
         root.mkdir()
+        made.append(root)
         return Pybuild(root)
 
-    return make
+    yield make
+    for root in made:
+        _reset_networks(root)
 
 
 @pytest.fixture
@@ -225,6 +240,37 @@ def _our_processes(scope: str) -> set[str]:
     return out
 
 
+def _foreign(scope: str) -> set[str]:
+    """Bridge, veth and rule-tag names that network records of other, concurrent pytest sessions
+    (siblings of our base temp dir) account for: theirs to clean, not ours."""
+    import glob
+    import json
+
+    base = Path(scope)
+    out: set[str] = set()
+    for depth in ("*", "*/*", "*/*/*"):
+        for rec in glob.glob(str(base.parent / "pytest-*" / depth / "networks" / "*.json")):
+            if rec.startswith(scope + os.sep):
+                continue
+            try:
+                d = json.loads(Path(rec).read_text())
+            except (OSError, ValueError):
+                continue
+            out.update({str(d.get("Bridge") or ""), f"pybuild:{str(d.get('Id', ''))[:12]}"})
+            for cid, ep in (d.get("Containers") or {}).items():
+                out.update({f"pybuild:{cid[:12]}", str((ep or {}).get("HostVeth") or "")})
+    out.discard("")
+    return out
+
+
+def _ours(kind: str, item: str, foreign: set[str]) -> bool:
+    if kind == "links":
+        return item not in foreign
+    if kind == "iptables rules":
+        return not any(f in item for f in foreign if f.startswith("pybuild:"))
+    return True
+
+
 def _host_state(scope: str) -> dict[str, set[str]]:
     return {"links": _our_links(), "iptables rules": _our_rules(), "mounts": _our_mounts(scope),
             "empty cgroups": _empty_pybuild_cgroups(), "processes": _our_processes(scope)}
@@ -248,7 +294,9 @@ def host_leak_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         fresh = {k: after[k] - before[k] for k in after}
         if seen is not None:
             fresh = {k: fresh[k] & seen[k] for k in fresh}
-        new = {k: sorted(v) for k, v in fresh.items() if v}
+        foreign = _foreign(scope) if any(fresh.values()) else set()
+        new = {k: sorted(i for i in v if _ours(k, i, foreign)) for k, v in fresh.items()}
+        new = {k: v for k, v in new.items() if v}
         if not new or time.monotonic() > deadline:
             break
         seen = {k: after[k] - before[k] for k in after}

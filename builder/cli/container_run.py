@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from builder.cli.containers import _follow_first_run, _root, _started_ns
-
 if TYPE_CHECKING:
     from builder.containers.record import Container
+
+
+def _root(obj: Any) -> Any:
+    return obj.state
 
 
 # -- run / create ------------------------------------------------------------------------------
@@ -144,6 +146,8 @@ def run(obj: Any, /, detach: bool, rm: bool, **kw: Any) -> None:
             click.echo(c.id)
             return
         # the restart policy outlives us: run detached, show this first run, exit with its code
+        from builder.cli.containers import _follow_first_run, _started_ns
+
         sys.exit(_follow_first_run(root, c.id, since_ns=_started_ns(c)))
     sys.stdout.flush()
 

@@ -13,10 +13,8 @@ import json
 import os
 import signal
 import sys
-import termios
 import threading
 import time
-import tty
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -354,12 +352,17 @@ def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bo
     old = {s: signal.signal(s, forward) for s in PROXY_SIGNALS}
     saved_tty = None
     if tty_mode and interactive and os.isatty(0):
+        import termios
+        import tty
+
         saved_tty = termios.tcgetattr(0)
         tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop typed-ahead input
     try:
         return sup.run(on_started)
     finally:
         if saved_tty is not None:
+            import termios
+
             termios.tcsetattr(0, termios.TCSADRAIN, saved_tty)
         for s, h in old.items():
             signal.signal(s, h)

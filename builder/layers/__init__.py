@@ -5,17 +5,40 @@
 
 from __future__ import annotations
 
-from builder.layers.apply import apply_dir, apply_layer, iter_tar_names
-from builder.layers.common import (
-    OPAQUE_MARKER,
-    OVERLAY_OPAQUE_XATTR,
-    WHITEOUT_PREFIX,
-    clean_name,
-)
-from builder.layers.diff import write_diff, write_dir_diff
-from builder.layers.view import MergedView
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# names load on first use: a container start needs only ``view``/``common``, not tar code
+_WHERE = {
+    "apply_dir": "builder.layers.apply", "apply_layer": "builder.layers.apply",
+    "iter_tar_names": "builder.layers.apply",
+    "OPAQUE_MARKER": "builder.layers.common", "OVERLAY_OPAQUE_XATTR": "builder.layers.common",
+    "WHITEOUT_PREFIX": "builder.layers.common", "clean_name": "builder.layers.common",
+    "write_diff": "builder.layers.diff", "write_dir_diff": "builder.layers.diff",
+    "MergedView": "builder.layers.view",
+}
 
 __all__ = [
     "OPAQUE_MARKER", "OVERLAY_OPAQUE_XATTR", "WHITEOUT_PREFIX", "MergedView", "apply_dir",
     "apply_layer", "clean_name", "iter_tar_names", "write_diff", "write_dir_diff",
 ]
+
+if TYPE_CHECKING:
+    from builder.layers.apply import apply_dir, apply_layer, iter_tar_names
+    from builder.layers.common import (
+        OPAQUE_MARKER,
+        OVERLAY_OPAQUE_XATTR,
+        WHITEOUT_PREFIX,
+        clean_name,
+    )
+    from builder.layers.diff import write_diff, write_dir_diff
+    from builder.layers.view import MergedView
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'builder.layers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from builder import syscalls as sc
+
+if TYPE_CHECKING:
+    import socket
 
 #: where output goes: None (inherit ours), an fd, a file object, or a callback given each chunk
 Output = None | int | IO[Any] | Callable[[bytes], None]
@@ -37,6 +39,8 @@ class Stdio:
         self._stdin: Input = None
         self.devnull: int | None = None
         if terminal:
+            import socket  # only with a terminal: the module costs ~2 ms at start-up
+
             # The pty comes from the sandbox's own devpts (as runc's console socket): the child
             # opens it and sends the master over this socket pair (``receive_master``).
             parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -97,6 +101,8 @@ class Stdio:
         """Take the pty master the child sent (nothing if it died first)."""
         assert self.console_parent is not None
         try:
+            import socket
+
             _, fds, _, _ = socket.recv_fds(self.console_parent, 16, 1)
         finally:
             self.console_parent.close()
