@@ -3,7 +3,9 @@
 ``stop`` + ``rm`` of N containers, side by side with ``runc run`` of the same rootfs and with
 ``docker run`` on a private engine (``tests/dockerd.py``) when ``dockerd`` is installed.
 
-Run as root: ``.venv/bin/python bench/bench_run.py [-n 20]``. Commands run with bytecode
+Run as root: ``.venv/bin/python bench/bench_run.py [-n 20] [--baseline DIR]``; ``--baseline``
+names an older source tree (e.g. ``git archive REV | tar -x -C DIR``) whose ``run --rm`` rows are
+measured interleaved with ours, on a state root of its own, for a before/after under one load. Commands run with bytecode
 caching on (a user's normal environment), each as a whole process, as a user would type them.
 """
 
@@ -59,6 +61,21 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> str:
     return r.stdout
 
 
+def interleaved(a: Callable[[], object], b: Callable[[], object], n: int
+                ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median and min of *a* and of *b*, run alternately (the same load for both)."""
+    a()
+    b()
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(n):
+        for fn, ts in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return (statistics.median(ta), min(ta)), (statistics.median(tb), min(tb))
+
+
 def lifecycle(start: Callable[[str], None], stop: Callable[[str], None], rm: Callable[[str], None],
               n: int) -> tuple[float, float]:
     """Per container: median and min of start+stop+rm over *n* containers."""
@@ -76,6 +93,7 @@ def lifecycle(start: Callable[[str], None], stop: Callable[[str], None], rm: Cal
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20)
+    ap.add_argument("--baseline", default=None, help="an older source tree to compare with")
     args = ap.parse_args()
     n = args.n
     if os.geteuid() != 0:
@@ -90,6 +108,17 @@ def main() -> None:
     try:
         pb = [PYBUILD]
         run([*pb, "import", "-c", 'CMD ["sh"]', str(tar), "busybox:latest"], env)
+        if args.baseline:
+            base_env = {**env, "PYBUILD_ROOT": str(work / "state-base"),
+                        "PYTHONPATH": str(Path(args.baseline).resolve())}
+            run([*pb, "import", "-c", 'CMD ["sh"]', str(tar), "busybox:latest"], base_env)
+            print(f"before/after, interleaved (baseline: {args.baseline}):")
+            for label, extra in (("--network none", ["--network", "none"]), ("default bridge", [])):
+                pair = interleaved(
+                    lambda x=extra: run([*pb, "run", "--rm", *x, "busybox", "true"], base_env),
+                    lambda x=extra: run([*pb, "run", "--rm", *x, "busybox", "true"], env), n)
+                row(f"  before: run --rm {label}", pair[0])
+                row(f"  after:  run --rm {label}", pair[1])
         print("pybuild:")
         none = timed(lambda: run([*pb, "run", "--rm", "--network", "none", "busybox", "true"], env), n)
         row("pybuild run --rm --network none busybox true", none)
@@ -153,6 +182,8 @@ def main() -> None:
         from builder.state import StateRoot
 
         network.reset(StateRoot.open(work / "state"))
+        if (work / "state-base").is_dir():
+            network.reset(StateRoot.open(work / "state-base"))
         shutil.rmtree(work, ignore_errors=True)
 
 
