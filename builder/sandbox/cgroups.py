@@ -201,7 +201,9 @@ class Cgroup:
     def kill_all(self) -> None:
         """SIGKILL every process left (``cgroup.kill`` where the kernel has it)."""
         if self.v2 is not None and Path(self.v2, "cgroup.kill").exists():
-            with contextlib.suppress(OSError):
+            # ``_write`` reports errors as SandboxError: a cgroup removed meanwhile (empty, and
+            # reaped by another process's ``remove_orphans``) has nothing left to kill
+            with contextlib.suppress(OSError, SandboxError):
                 _write(Path(self.v2, "cgroup.kill"), "1")
         for _ in range(200):
             left = self.pids()
