@@ -37,6 +37,10 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# No test may reach Docker Hub: every docker.io reference goes to a closed loopback port instead
+# (PYBUILD_REGISTRY_MIRROR), so a missing base image fails at once with "connection refused".
+os.environ["PYBUILD_REGISTRY_MIRROR"] = "127.0.0.1:9"
 TESTDATA = REPO / "testdata"
 _BIN = Path(sys.executable).parent / "pybuild"
 PYBUILD_CMD = [str(_BIN)] if _BIN.exists() else [sys.executable, "-c",

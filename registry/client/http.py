@@ -26,14 +26,14 @@ from registry.errors import (
     TransportError,
     Unauthorized,
 )
-from registry.reference import Reference
+from registry.reference import DOCKER_HUB, Reference
 
 if TYPE_CHECKING:
     import requests
 
     from registry.client.repository import Repository
 
-from registry.client.tls import TLSSettings, insecure_registries, is_loopback
+from registry.client.tls import TLSSettings, insecure_registries, is_loopback, registry_mirror
 
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
 USER_AGENT = "pybuild/0.1"
@@ -99,6 +99,13 @@ def _transport_error(e: Exception, url: str) -> TransportError:
 
     if isinstance(e, rq.exceptions.SSLError):
         return TransportError(f"TLS error talking to {url}: {short_error(e)}", retryable=False)
+    text = str(e)
+    # Nothing listens there, or the name does not resolve: fail at once, as Docker does; resets
+    # and timeouts in the middle of a transfer are what retries are for.
+    if "Connection refused" in text:
+        return TransportError(f"cannot reach {url}: connection refused", retryable=False)
+    if "resolve" in text or "Name or service not known" in text:
+        return TransportError(f"cannot reach {url}: the host name does not resolve", retryable=False)
     return TransportError(f"connection error talking to {url}: {short_error(e)}", retryable=True)
 
 
@@ -331,7 +338,9 @@ class RegistryClient:
 
 
 def client_for(reference: Reference, *, tls_verify: bool = True, **kwargs: Any) -> RegistryClient:
-    """A ``RegistryClient`` for the registry a reference names, with its stored credentials."""
-    return RegistryClient(reference.registry, tls_verify=tls_verify,
+    """A ``RegistryClient`` for the registry a reference names, with its stored credentials
+    (``docker.io`` goes to ``$PYBUILD_REGISTRY_MIRROR`` when one is set)."""
+    host = (registry_mirror() if reference.domain == DOCKER_HUB else None) or reference.registry
+    return RegistryClient(host, tls_verify=tls_verify,
                           credentials=kwargs.pop("credentials", None) or
                           DockerConfig.load().get(reference.domain), **kwargs)

@@ -41,6 +41,12 @@ def insecure_registries() -> set[str]:
     return {h.strip() for h in os.environ.get("PYBUILD_INSECURE_REGISTRIES", "").split(",") if h.strip()}
 
 
+def registry_mirror() -> str | None:
+    """``$PYBUILD_REGISTRY_MIRROR``: a ``host[:port]`` that serves every ``docker.io`` reference in
+    place of Docker Hub (Docker's ``registry-mirrors``, for air-gapped hosts; no fallback to the Hub)."""
+    return os.environ.get("PYBUILD_REGISTRY_MIRROR", "").strip() or None
+
+
 _bundles: dict[tuple[str, ...], str] = {}
 _bundle_lock = threading.Lock()
 

@@ -290,3 +290,18 @@ def test_renderer_draws_bars_on_a_terminal(capsys: pytest.CaptureFixture[str]) -
     quiet = Renderer(verb="Pulling", quiet=True, tty=True)
     quiet(Event("start", a, 10))
     assert capsys.readouterr().err == ""
+
+
+def test_docker_hub_references_go_to_the_registry_mirror(pybuild: Any, plain_registry: Registry,
+                                                          env: dict[str, str]) -> None:
+    """``$PYBUILD_REGISTRY_MIRROR`` serves ``docker.io`` names; the suite points it at a closed
+    loopback port so that no test can ever reach Docker Hub."""
+    assert os.environ["PYBUILD_REGISTRY_MIRROR"] == "127.0.0.1:9"
+    r = pybuild("pull", "busybox:nowhere", env=env, check=False)
+    assert r.returncode != 0 and "127.0.0.1:9" in r.stderr, r.stderr
+    image(pybuild)
+    repo = unique_repo()  # user/name: docker.io/user/name on the Hub, /user/name on the mirror
+    mirrored = {**env, "PYBUILD_REGISTRY_MIRROR": plain_registry.addr}
+    pybuild("push", "-q", "app:1", f"{plain_registry.addr}/{repo}:v1", env=env)
+    pybuild("pull", "-q", f"{repo}:v1", env=mirrored)
+    assert f"{repo}:v1" in pybuild("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
