@@ -109,7 +109,7 @@ def _host_tree(ws: Workspace, m: MountSpec, results: dict[int, StageResult], n: 
 
 
 def _confined(base: Path, rel: str, what: str) -> Path:
-    from builder.fileops import in_root
+    from builder.paths import in_root
 
     return in_root(base, rel) if rel else base
 

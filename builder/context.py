@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import ContextError
+from builder.paths import resolve_parts
 
 #: (relative path, is_dir) -> excluded?
 Excluder = Callable[[str, bool], bool]
@@ -119,29 +120,7 @@ class Tree:
     def _resolve(self, rel: str, *, follow_last: bool = True) -> str:
         """Resolve symlinks of *rel* confined to the root; returns a clean relative path."""
         assert self.root is not None
-        out: list[str] = []
-        todo = [p for p in rel.split("/") if p]
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == ".":
-                continue
-            if part == "..":
-                if out:
-                    out.pop()
-                continue
-            candidate = self.root.joinpath(*out, part)
-            if (todo or follow_last) and candidate.is_symlink():
-                hops += 1
-                if hops > 40:
-                    raise ContextError(f"too many levels of symbolic links: {rel}")
-                target = os.readlink(candidate)
-                if target.startswith("/"):
-                    out = []
-                todo = [p for p in target.split("/") if p] + todo
-                continue
-            out.append(part)
-        return "/".join(out)
+        return "/".join(resolve_parts(self.root, rel, follow_last=follow_last, error=ContextError))
 
     def _lstat(self, rel: str) -> os.stat_result | None:
         assert self.root is not None

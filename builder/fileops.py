@@ -18,33 +18,7 @@ from typing import BinaryIO
 
 from builder.context import Entry
 from builder.errors import BuildError, ContextError
-
-
-def in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
-    """The host path of image path *path* under *root*, symlinks resolved inside *root*."""
-    out: list[str] = []
-    todo = [p for p in path.split("/") if p]
-    hops = 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if out:
-                out.pop()
-            continue
-        cand = root.joinpath(*out, part)
-        if (todo or follow_last) and cand.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise BuildError(f"too many levels of symbolic links: {path}")
-            target = os.readlink(cand)
-            if target.startswith("/"):
-                out = []
-            todo = [p for p in target.split("/") if p] + todo
-            continue
-        out.append(part)
-    return root.joinpath(*out)
+from builder.paths import in_root
 
 
 def _lookup(file: Path, name: str, field: int) -> int | None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from builder import fileops
+from builder import fileops, paths
 from builder.context import Entry, Tree, has_glob
 from builder.errors import BuildError, ContextError
 from builder.graph.ops import CopySpec, ExecSpec, MkdirSpec, Step
@@ -337,7 +337,7 @@ def _copy(ws: Workspace, step: Step, spec: CopySpec, results: dict[int, StageRes
         elif spec.chmod is not None:
             own = fileops.Ownership(None, None, spec.chmod)
         dest = spec.dest
-        dest_host = fileops.in_root(root, dest)
+        dest_host = paths.in_root(root, dest)
         dest_is_dir = dest.endswith("/") or dest_host.is_dir()
         multi = len(spec.sources) > 1
         for i, s in enumerate(spec.sources):
@@ -402,7 +402,7 @@ def _copy(ws: Workspace, step: Step, spec: CopySpec, results: dict[int, StageRes
 def _write_file(root: Path, path: str, data: bytes, own: fileops.Ownership, mode: int) -> None:
     parent = os.path.dirname(path.rstrip("/")) or "/"
     fileops.mkdir_p(root, parent)
-    target = fileops.in_root(root, path, follow_last=False)
+    target = paths.in_root(root, path, follow_last=False)
     if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
     elif target.exists() or target.is_symlink():
