@@ -218,14 +218,22 @@ def test_load_and_save_errors(busybox: Pybuild, tmp_path: Path) -> None:
 def test_demo_script_prints_the_busybox_image(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "pybuild"
     env = {**os.environ, "PYBUILD_ROOT": str(tmp_path / "demo")}
-    r = subprocess.run(["bash", str(REPO / "testdata" / "demo.sh"), str(exe)], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert re.search(r"^busybox +latest +[0-9a-f]{12} ", r.stdout, re.M), r.stdout
-    r2 = subprocess.run(["bash", str(REPO / "testdata" / "demo.sh"), str(exe)], env=env,
-                        capture_output=True, text=True, timeout=300)
-    assert r2.returncode == 0, r2.stderr  # re-runnable on the same root
-    assert len(re.findall(r"^busybox +latest", r2.stdout, re.M)) == 1
+    try:
+        r = subprocess.run(["bash", str(REPO / "testdata" / "demo.sh"), str(exe)], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert re.search(r"^busybox +latest +[0-9a-f]{12} ", r.stdout, re.M), r.stdout
+        r2 = subprocess.run(["bash", str(REPO / "testdata" / "demo.sh"), str(exe)], env=env,
+                            capture_output=True, text=True, timeout=300)
+        assert r2.returncode == 0, r2.stderr  # re-runnable on the same root
+        assert len(re.findall(r"^busybox +latest", r2.stdout, re.M)) == 1
+    finally:
+        # the demo's `run` used the default bridge, which stays up between containers (docker0)
+        from builder import network
+        from builder.state import StateRoot
+
+        if (tmp_path / "demo" / "networks").is_dir():
+            network.reset(StateRoot.open(tmp_path / "demo"))
 
 
 def test_images_start_up_stays_lean(busybox: Pybuild) -> None:
