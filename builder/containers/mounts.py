@@ -43,7 +43,7 @@ def _image_dir_for(layer_dirs: Sequence[Path], destination: str) -> Path | None:
     from builder import volume
 
     for d in reversed(layer_dirs):
-        p = volume._resolve_in_root(d, destination)
+        p = volume.resolve_in_root(d, destination)
         if p is not None and p.is_dir():
             return d
     return None

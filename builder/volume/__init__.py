@@ -41,8 +41,6 @@ from builder.volume.store import (
     remove,
 )
 
-_resolve_in_root = resolve_in_root  # the name builder.containers first used
-
 __all__ = [
     "ANONYMOUS_LABEL",
     "DATA",

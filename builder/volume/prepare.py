@@ -10,7 +10,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from builder.errors import VolumeError
+from builder.errors import BuildError, VolumeError
+from builder.paths import in_root
 from builder.state import StateRoot
 from builder.volume.specs import Mount, MountSpec
 from builder.volume.store import Volume, create
@@ -46,31 +47,11 @@ def prepare(
 
 def resolve_in_root(root: Path, path: str) -> Path | None:
     """*path* inside *root* with symlinks followed but confined to *root* (None if missing)."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    cur: list[str] = []
-    hops = 0
-    while parts:
-        p = parts.pop(0)
-        if p == "..":
-            if cur:
-                cur.pop()
-            continue
-        candidate = root.joinpath(*cur, p)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 40:
-                return None
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                cur = []
-            parts = [x for x in target.split("/") if x and x != "."] + parts
-            continue
-        cur.append(p)
-    return root.joinpath(*cur)
+    try:
+        found = in_root(root, path)
+    except BuildError:
+        return None
+    return found if os.path.lexists(found) else None
 
 
 def populate(volume: Volume, image_rootfs: Path, destination: str) -> bool:
