@@ -27,7 +27,7 @@ from builder.sandbox.handle import (
     teardown_run_dir,
 )
 from builder.sandbox.spec import Process, Spec
-from builder.sandbox.stdio import Input, Output, Stdio
+from builder.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
 from builder.state import StateRoot
 
 #: compatibility names for callers of this module
@@ -203,18 +203,8 @@ class Executor:
         stdio.after_fork()
         sandbox: Sandbox | None = None
         try:
-            pid_line = b""
-            while not pid_line.endswith(b"\n"):
-                chunk = os.read(status_r, 1)
-                if not chunk:
-                    break
-                pid_line += chunk
-            err = b""
-            while True:
-                chunk = os.read(err_r, 65536)
-                if not chunk:
-                    break
-                err += chunk
+            pid_line = read_line(status_r)
+            err = read_to_eof(err_r)
             os.close(err_r)
             err_r = -1
             if not pid_line:
@@ -368,20 +358,10 @@ class Executor:
         for fd, _ in fds:
             os.close(fd)
         stdio.after_fork()
-        pid_line = b""
-        while not pid_line.endswith(b"\n"):
-            chunk = os.read(status_r, 1)
-            if not chunk:
-                break
-            pid_line += chunk
+        pid_line = read_line(status_r)
         if stdio.console_parent is not None:
             stdio.receive_master()
-        err = b""
-        while True:
-            chunk = os.read(err_r, 65536)
-            if not chunk:
-                break
-            err += chunk
+        err = read_to_eof(err_r)
         os.close(err_r)
         if err or not pid_line:
             with contextlib.suppress(ProcessLookupError):

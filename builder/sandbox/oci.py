@@ -23,7 +23,7 @@ from builder.sandbox import cgroups as _cg
 from builder.sandbox.executor import _mount_targets
 from builder.sandbox.handle import Result, Sandbox
 from builder.sandbox.spec import Spec
-from builder.sandbox.stdio import Input, Output, Stdio
+from builder.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
 from builder.sandbox.users import resolve_user
 from builder.state import StateRoot
 
@@ -187,15 +187,8 @@ def start_oci(
         os.close(status_w)
         os.close(err_w)
         stdio.after_fork()
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = os.read(status_r, 1)
-            if not chunk:
-                break
-            line += chunk
-        err = b""
-        while chunk := os.read(err_r, 65536):
-            err += chunk
+        line = read_line(status_r)
+        err = read_to_eof(err_r)
         os.close(err_r)
         if not line:
             os.waitpid(pid, 0)

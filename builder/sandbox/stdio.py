@@ -154,6 +154,26 @@ class Stdio:
         self.feed = None
 
 
+def read_line(fd: int) -> bytes:
+    """One line from a pipe, a byte at a time so nothing after the newline is consumed (a
+    status pipe: later lines, or EOF, come from other processes)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        line += chunk
+    return line
+
+
+def read_to_eof(fd: int) -> bytes:
+    """Everything a pipe gives until every write end is closed."""
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    return data
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
