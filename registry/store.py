@@ -383,36 +383,41 @@ class Store:
         return next(e for e in entries if e.annotation(REF_NAME) == str(reference))
 
     def lookup(self, text: str) -> ImageRecord:
-        """The index entry named by a reference, ``name@digest``, or an image ID (or prefix)."""
+        """The index entry named by a reference, ``name@digest``, or an image ID (or prefix).
+
+        As Docker resolves it: a full 64-hex or ``sha256:`` form is always an ID; any other
+        name that is a valid reference is tried as one first, then as an ID prefix."""
+        return self._find(text)[0]
+
+    def _find(self, text: str) -> tuple[ImageRecord, bool]:
+        """``lookup``, and whether *text* named the image by its ID (``rmi`` deletes then)."""
         entries = self._read_index()
         ident = text.removeprefix("sha256:")
-        if 3 <= len(ident) <= 64 and all(c in "0123456789abcdef" for c in ident):
-            by_id = {e.annotation(IMAGE_ID): e for e in entries}
-            hits = [e for i, e in by_id.items() if i and i.removeprefix("sha256:").startswith(ident)]
-            if len(hits) == 1:
-                return ImageRecord(hits[0])
-            if len(hits) > 1 and len({e.annotation(IMAGE_ID) for e in hits}) > 1:
-                raise NotFound(f"ambiguous image ID prefix: {text}")
-            if hits:
-                return ImageRecord(hits[0])
+        is_hex = 3 <= len(ident) <= 64 and all(c in "0123456789abcdef" for c in ident)
+        if is_hex and (text.startswith("sha256:") or len(ident) == 64):
+            return self._by_id(entries, text, ident), True
         try:
             ref = Reference.parse(text)
         except InvalidReference:
             if ":" in text or "/" in text or text.lower() != text:
                 raise
             raise NotFound(f"No such image: {text}") from None
-        for e in entries:
-            if ref.digest is not None:
-                if e.annotation(REF_NAME) == str(ref) or (  # pulled by digest: tagged name@digest
-                        e.digest == ref.digest and (e.annotation(REF_NAME) or "").startswith(ref.name + ":")):
-                    return ImageRecord(e)
-            elif e.annotation(REF_NAME) == str(ref):
-                return ImageRecord(e)
-        if ref.digest is not None:
-            for e in entries:
-                if e.digest == ref.digest:
-                    return ImageRecord(e)
+        found = _by_reference(entries, ref)
+        if found is not None:
+            return ImageRecord(found), False
+        if is_hex:
+            return self._by_id(entries, text, ident), True
         raise NotFound(f"No such image: {ref.familiar}")
+
+    @staticmethod
+    def _by_id(entries: list[Descriptor], text: str, ident: str) -> ImageRecord:
+        by_id = {e.annotation(IMAGE_ID): e for e in entries}
+        hits = [e for i, e in by_id.items() if i and i.removeprefix("sha256:").startswith(ident)]
+        if len(hits) > 1:
+            raise NotFound(f"ambiguous image ID prefix: {text}")
+        if not hits:
+            raise NotFound(f"No such image: {text}")
+        return ImageRecord(hits[0])
 
     def resolve(self, text: str, *, platform: Platform | None = None) -> Image:
         """Lookup, then load manifest and config (choosing *platform* from an index)."""
@@ -437,11 +442,11 @@ class Store:
     def remove(self, text: str, *, force: bool = False) -> list[str]:
         """``rmi``: untag a reference, or drop every tag of an image ID. Returns what was done
         (``Untagged: …`` / ``Deleted: …`` lines); blobs go in ``gc``."""
-        record = self.lookup(text)
+        record, by_id = self._find(text)
         done: list[str] = []
         with self._locked():
             entries = self._read_index()
-            by_ref = record.reference is not None and not _looks_like_id(text, record.image_id)
+            by_ref = record.reference is not None and not by_id
             if by_ref:
                 target = [e for e in entries if e.annotation(REF_NAME) == str(record.reference)]
             else:
@@ -517,11 +522,20 @@ class Store:
         return removed, freed
 
 
-def _looks_like_id(text: str, image_id: Digest | None) -> bool:
-    """Whether *text* named the image by its ID (or an ID prefix, as ``lookup`` takes it)."""
-    t = text.removeprefix("sha256:")
-    return (image_id is not None and 3 <= len(t) <= 64 and image_id.encoded.startswith(t)
-            and all(c in "0123456789abcdef" for c in t))
+def _by_reference(entries: list[Descriptor], ref: Reference) -> Descriptor | None:
+    """The entry tagged *ref* (``name@digest``: tagged so, or a tag of that manifest)."""
+    for e in entries:
+        if ref.digest is not None:
+            if e.annotation(REF_NAME) == str(ref) or (  # pulled by digest: tagged name@digest
+                    e.digest == ref.digest and (e.annotation(REF_NAME) or "").startswith(ref.name + ":")):
+                return e
+        elif e.annotation(REF_NAME) == str(ref):
+            return e
+    if ref.digest is not None:
+        for e in entries:
+            if e.digest == ref.digest:
+                return e
+    return None
 
 
 def empty_config(platform: Platform | None = None) -> dict[str, Any]:

@@ -182,3 +182,40 @@ archive.import_rootfs(Store(sys.argv[1]), Path(sys.argv[2]), reference=Reference
     names = sorted(str(r.reference) for r in Store(root).images())
     assert names == [f"docker.io/library/p{n}:1" for n in range(6)]
     assert json.loads((root / "oci-layout").read_bytes()) == {"imageLayoutVersion": "1.0.0"}
+
+
+def test_a_name_that_is_also_an_id_prefix_is_a_reference_first(tmp_path: Path) -> None:
+    # Docker: "abc123" is tried as abc123:latest, then as an ID prefix; a full 64-hex or
+    # sha256: form is only ever an ID
+    store = Store(tmp_path / "s")
+    tagged, tagged_config = make_image(store, "tagged")
+    other, other_config = make_image(store, "other")
+    prefix = other_config.digest.encoded[:12]
+    assert not tagged_config.digest.encoded.startswith(prefix)
+    store.add(other, None)
+    assert store.lookup(prefix).descriptor.digest == other.digest  # no such tag yet: an ID
+    store.add(tagged, Reference.parse(f"{prefix}:latest"))
+    assert store.lookup(prefix).descriptor.digest == tagged.digest  # now the tag wins
+    assert store.lookup(f"{prefix}:latest").descriptor.digest == tagged.digest
+    for as_id in (f"sha256:{prefix}", other_config.digest.encoded, str(other_config.digest)):
+        assert store.lookup(as_id).descriptor.digest == other.digest, as_id
+    with pytest.raises(NotFound, match="No such image: sha256:0000000"):
+        store.lookup("sha256:0000000")
+    # rmi by the name untags the tagged image; by the same text again, it is the ID
+    assert store.remove(prefix) == [f"Untagged: {prefix}:latest", f"Deleted: {tagged_config.digest}"]
+    assert store.lookup(prefix).descriptor.digest == other.digest
+    assert store.remove(prefix) == [f"Deleted: {other_config.digest}"]
+    assert store.images() == []
+
+
+def test_rmi_of_a_full_id_deletes_even_when_a_tag_reads_the_same(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    one, one_config = make_image(store, "one")
+    two, two_config = make_image(store, "two")
+    short = one_config.digest.encoded[:12]
+    store.add(one, Reference.parse("app:1"))
+    store.add(two, Reference.parse(f"{short}:latest"))  # a tag spelled as one's ID prefix
+    assert store.remove(f"sha256:{short}") == ["Untagged: app:1", f"Deleted: {one_config.digest}"]
+    assert [str(r.reference) for r in store.images()] == [f"docker.io/library/{short}:latest"]
+    assert store.remove(short) == [f"Untagged: {short}:latest", f"Deleted: {two_config.digest}"]
+    assert store.images() == []
