@@ -176,7 +176,7 @@ def image_resolver(store: Store, platform: Platform,
 
 def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], None] | None = None) -> BuildOutcome:
     """Plan and solve *req*; tag and export only on success."""
-    from builder import dockerfile as df
+    from builder.dockerfile.parsecache import load_cached
     from builder.graph import PlanOptions, plan
     from builder.solver import Event, SolveOptions, Solver
 
@@ -191,7 +191,7 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         except Exception as e:  # noqa: BLE001
             raise BuildError(f"invalid tag {t!r}: {e}") from None
     text, name, origin = _read_dockerfile(req)
-    dockerfile = df.load(text, filename=name)
+    dockerfile = load_cached(text, filename=name, directory=state.cache / "dockerfiles")
 
     tree: Tree | None = None
     memo = HashMemo(state.cache / "filehash.json")

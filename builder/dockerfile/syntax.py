@@ -11,10 +11,6 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lark import Transformer
-from lark.exceptions import LarkError
-from lark.lexer import Lexer
-
 from builder.errors import DockerfileSyntaxError
 
 # Go's unicode.IsSpace: Python's str.isspace also counts \x1c-\x1f, Go does not.
@@ -169,6 +165,11 @@ class SyntaxTree:
 
 def parse(text: str, *, filename: str = "Dockerfile") -> SyntaxTree:
     """Read *text* as Docker does; raise ``DockerfileSyntaxError`` only for what cannot be read."""
+    # Lark is imported only here: a rebuild that finds its typed Dockerfile in the build's
+    # parse cache (``builder.build``) never pays for it.
+    from lark.exceptions import LarkError
+
+    from builder.dockerfile.larkglue import _TREE_BUILDER, _Lexer
     from grammar import load
 
     source = _Source(text, filename)
@@ -671,117 +672,10 @@ def parse_json_array(rest: str) -> list[str] | None:
     return items
 
 
-# --- Lark glue -----------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # the Lark glue moved to ``larkglue`` (imported on the first parse); old names still resolve
+    if name in ("_Lexer", "_TreeBuilder", "_TREE_BUILDER", "_node"):
+        from builder.dockerfile import larkglue
 
-
-class _Lexer(Lexer):
-    """Feeds the grammar the tokens of the line pass (Lark's custom-lexer interface)."""
-
-    def __init__(self, lexer_conf: Any) -> None:
-        pass
-
-    def lex(self, data: Any) -> Iterator[Any]:  # type: ignore[override]
-        assert isinstance(data, _Source)
-        return data.tokens()
-
-
-class _TreeBuilder(Transformer[Any, Any]):
-    """Runs inline in the LALR parser: each reduction makes its ``Node`` directly."""
-
-    def start(self, children: list[Any]) -> tuple[list[tuple[str, str]], list[Node]]:
-        directives: list[tuple[str, str]] = []
-        nodes: list[Node] = []
-        for child in children:
-            if child and isinstance(child[0], Node):
-                nodes = child
-            else:
-                directives = child
-        return directives, nodes
-
-    def directives(self, children: list[Any]) -> list[tuple[str, str]]:
-        if len(children) == 1:
-            return [children[0].payload]
-        found: list[tuple[str, str]] = children[0]
-        found.append(children[1].payload)
-        return found
-
-    def instructions(self, children: list[Any]) -> list[Node]:
-        if len(children) == 1:
-            return [children[0]]
-        nodes: list[Node] = children[0]
-        nodes.append(children[1])
-        return nodes
-
-    def heredocs(self, children: list[Any]) -> list[Heredoc]:
-        if len(children) == 1:
-            return [children[0].payload]
-        found: list[Heredoc] = children[0]
-        found.append(children[1].payload)
-        return found
-
-    def health(self, children: list[Any]) -> tuple[str, list[str], bool]:
-        kind = children[0].value
-        if len(children) == 1:
-            return ("args", [kind], False)
-        form = children[1]
-        if form.type == "EXEC_FORM":
-            return ("args", [kind, *form.payload], True)
-        return ("args", [kind, form.value], False)
-
-    def sub(self, children: list[Any]) -> tuple[str, list[Node], bool]:
-        return ("sub", [_node(children[1:-1])], False)
-
-    def instruction(self, children: list[Any]) -> Node:
-        return _node(children)
-
-
-def _node(children: list[Any]) -> Node:
-    keyword = children[0]
-    start, end, column, original = keyword.payload
-    flags: tuple[str, ...] = ()
-    args: tuple[str, ...] = ()
-    pairs: tuple[Pair, ...] = ()
-    heredocs: list[Heredoc] = []
-    sub: Node | None = None
-    is_json = False
-    for child in children[1:]:
-        if isinstance(child, tuple):
-            kind, values, is_json = child
-            if kind == "sub":
-                sub = values[0]
-            else:
-                args = tuple(values)
-            continue
-        if isinstance(child, list):
-            heredocs = child
-            continue
-        t = child.type
-        if t == "FLAGS":
-            flags = tuple(child.payload)
-        elif t == "TEXT":
-            args = (child.value,)
-        elif t == "WORDS":
-            args = tuple(child.payload)
-        elif t == "EXEC_FORM":
-            args = tuple(child.payload)
-            is_json = True
-        elif t == "PAIRS" or t == "LEGACY_PAIR":
-            pairs = tuple(child.payload)
-    return Node(
-        cmd=keyword.value.lower(),
-        keyword=keyword.value,
-        flags=flags,
-        args=args,
-        json=is_json,
-        pairs=pairs,
-        heredocs=tuple(heredocs),
-        sub=sub,
-        start_line=start,
-        end_line=end,
-        column=column,
-        original=original,
-    )
-
-
-# one instance: the grammar loader caches one parser per (lexer, transformer)
-_TREE_BUILDER = _TreeBuilder()
+        return getattr(larkglue, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
