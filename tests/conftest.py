@@ -140,7 +140,7 @@ def busybox(pybuild: Pybuild, busybox_tar: Path) -> Iterator[Pybuild]:
 
     imported = archive.import_rootfs(pybuild.store(), busybox_tar,
                                      reference=Reference.parse("busybox:latest"),
-                                     changes=['CMD ["sh"]'])
+                                     config={"Cmd": ["sh"]})
     pybuild.image_id = str(imported.config.digest)
     yield pybuild
 

@@ -427,7 +427,7 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
     from registry.model import Platform
 
     ref = Reference.parse(repository) if repository else None
-    archive.parse_changes(changes)  # refuse a bad --change before reading any input
+    config = _changes(changes)  # refuse a bad --change before reading any input
     try:
         plat = Platform.parse(platform) if platform else None
     except ValueError as e:
@@ -440,9 +440,48 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
         src = Path(source)
         if not src.exists():
             fail(f"open {source}: no such file or directory")
-    result = archive.import_rootfs(_store(g), src, reference=ref, changes=changes,
+    result = archive.import_rootfs(_store(g), src, reference=ref, config=config,
                                    message=message, platform=plat, source_name="-")
     click.echo(str(result.config.digest))
+
+
+def _changes(lines: tuple[str, ...]) -> dict[str, Any]:
+    """``--change`` lines → the container config they make, through the Dockerfile front end
+    and the build planner (Docker's ``import --change``: ENV values expand in later lines)."""
+    from builder import dockerfile as df
+    from builder.errors import BuildError, DockerfileSyntaxError
+    from builder.graph import apply_config
+
+    if not lines:
+        return {}
+    instructions: list[df.Instruction] = []
+    origin: list[str] = []  # the --change line of each instruction
+    for line in lines:
+        where = f"invalid --change {line!r}"
+        try:
+            parsed = df.load(f"FROM scratch\n{line}\n", filename="--change")
+        except DockerfileSyntaxError as e:
+            fail(f"{where}: {e.message}")
+        except BuildError as e:
+            fail(f"{where}: {e}")
+        if len(parsed.stages) > 1:
+            fail(f"{where}: FROM is not a valid change command")
+        if not parsed.stages[0].instructions:
+            fail(f"{where}: no instruction")
+        instructions.extend(parsed.stages[0].instructions)
+        origin.extend(line for _ in parsed.stages[0].instructions)
+    try:
+        return apply_config({}, instructions)[0]
+    except BuildError:
+        pass
+    # name the line at fault: the first prefix of the changes that fails
+    for n in range(1, len(instructions) + 1):
+        try:
+            apply_config({}, instructions[:n])
+        except BuildError as e:
+            message = str(e).removeprefix(f"{instructions[n - 1].location}: ")
+            fail(f"invalid --change {origin[n - 1]!r}: {message}")
+    raise AssertionError("the changes failed as a whole but no prefix of them did")
 
 
 @contextlib.contextmanager

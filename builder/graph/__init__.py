@@ -1,6 +1,7 @@
 """Instructions → a DAG of ops (source, exec, copy, mkdir, meta), each with a content-derived key.
 
-``plan(dockerfile, context=…, resolve_image=…, options=…) -> Graph``; the ops live in ``ops``.
+``plan(dockerfile, context=…, resolve_image=…, options=…) -> Graph``; the ops live in ``ops``;
+``apply_config(config, instructions)`` applies config-only instructions (``--change``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from builder.graph.ops import (
     Step,
     key_of,
 )
-from builder.graph.planner import PlanError, PlanOptions, plan, platform_args
+from builder.graph.planner import (
+    PlanError,
+    PlanOptions,
+    apply_config,
+    plan,
+    platform_args,
+)
 
 __all__ = [
     "Base",
@@ -31,6 +38,7 @@ __all__ = [
     "PlanOptions",
     "StagePlan",
     "Step",
+    "apply_config",
     "key_of",
     "plan",
     "platform_args",

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -705,4 +705,37 @@ def plan(dockerfile: df.Dockerfile, *, context: Tree | None, resolve_image: Imag
     return Planner(dockerfile, context=context, resolve_image=resolve_image, options=options).graph()
 
 
-__all__ = ["PlanError", "PlanOptions", "Planner", "plan", "platform_args"]
+#: what ``docker import/commit --change`` takes: the instructions that only change the config
+_CONFIG_INSTRUCTIONS: tuple[type[df.Instruction], ...] = (
+    df.Cmd, df.Entrypoint, df.Env, df.Expose, df.Healthcheck, df.Label, df.Onbuild, df.Stopsignal,
+    df.User, df.Volume, df.Workdir)
+
+
+def apply_config(config: Mapping[str, Any], instructions: Sequence[df.Instruction],
+                 env: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """*instructions* (config-only ones, as ``--change`` takes) applied in order to the container config
+    *config* (``Cmd``, ``Env``…) as a build applies them, words expanded from *env* and the
+    config's ENV; returns the new config and each one's history ``created_by``.
+
+    ``docker import/commit --change``. Raises ``PlanError`` naming the instruction."""
+    for ins in instructions:
+        if not isinstance(ins, _CONFIG_INSTRUCTIONS):
+            raise PlanError(f"{ins.location}: {ins.keyword.upper()} is not a valid change command")
+    # the stage walker itself, on a stage of its own: one code path for builds and changes
+    planner = Planner(df.load("FROM scratch\n", filename="<config>"), context=None,
+                      resolve_image=_no_image, options=PlanOptions())
+    stage = _StageBuilder(planner, planner.df.stages[0], ())
+    stage.key = key_of("config")
+    stage.cfg = {"config": json.loads(json.dumps(dict(config)))}
+    image_env = [tuple(e.split("=", 1)) if "=" in e else (e, "") for e in config.get("Env") or []]
+    stage.scope = planner.scope.new_stage([*(env or {}).items(), *image_env])
+    for ins in instructions:
+        stage._instruction(ins)
+    return stage.c, [s.created_by for s in stage.steps]
+
+
+def _no_image(ref: str, where: str) -> Image:
+    raise PlanError(f"{where}: no image lookup in a config change: {ref}")
+
+
+__all__ = ["PlanError", "PlanOptions", "Planner", "apply_config", "plan", "platform_args"]

@@ -6,9 +6,9 @@ verified, and only a fully checked archive is published as blobs and tags.
 
 from __future__ import annotations
 
-from registry.archive.importer import Imported, import_rootfs, now_rfc3339, parse_changes
+from registry.archive.importer import Imported, import_rootfs, now_rfc3339
 from registry.archive.load import CONTAINERD_NAME, Loaded, load
 from registry.archive.save import DOCKER_ARCHIVE, FORMATS, OCI_ARCHIVE, save
 
 __all__ = ["CONTAINERD_NAME", "DOCKER_ARCHIVE", "FORMATS", "OCI_ARCHIVE", "Imported", "Loaded",
-           "import_rootfs", "load", "now_rfc3339", "parse_changes", "save"]
+           "import_rootfs", "load", "now_rfc3339", "save"]

@@ -97,7 +97,7 @@ def test_source_date_epoch_gives_identical_digests(busybox: Any, bt: Any, pybuil
 
     other = pybuild_factory()
     archive.import_rootfs(other.store(), busybox_tar, reference=Reference.parse("busybox:latest"),
-                          changes=['CMD ["sh"]'])
+                          config={"Cmd": ["sh"]})
     # the base must be the same image for the digests to match: copy ours over
     other_base = other.store().resolve("busybox:latest")
     if other_base.id != busybox.store().resolve("busybox:latest").id:

@@ -1,5 +1,5 @@
 """``import`` of a root filesystem: inputs (tar, compressed tar, directory, stream), the one
-layer and config it makes, and the ``--change`` subset of Dockerfile instructions."""
+layer and config it makes (``--change`` lines: ``tests/builder/test_import_changes.py``)."""
 
 from __future__ import annotations
 
@@ -18,49 +18,6 @@ from registry import mediatypes as mt
 from registry.errors import ArchiveError
 from registry.reference import Reference
 from registry.store import Store
-
-
-def test_changes_as_docker_applies_them() -> None:
-    c = archive.parse_changes([
-        "CMD echo hi", 'ENTRYPOINT ["/bin/sh", "-c"]', "ENV A=1 B=\"two words\" C=x\\ y",
-        "ENV LEGACY some value", "ENV A=3", "LABEL a=b \"c d\"=e", "EXPOSE 80 53/udp 8000-8002",
-        "USER app:staff", 'VOLUME ["/data"]', "VOLUME /logs /cache", "WORKDIR /srv",
-        "WORKDIR app", "STOPSIGNAL SIGINT", "expose 9000"])
-    assert c["Cmd"] == ["/bin/sh", "-c", "echo hi"]  # CMD set first: ENTRYPOINT keeps it
-    assert c["Entrypoint"] == ["/bin/sh", "-c"]
-    assert c["Env"] == ["A=3", "B=two words", "C=x y", "LEGACY=some value"]
-    assert c["Labels"] == {"a": "b", "c d": "e"}
-    assert set(c["ExposedPorts"]) == {"80/tcp", "53/udp", "8000/tcp", "8001/tcp", "8002/tcp",
-                                      "9000/tcp"}
-    assert c["User"] == "app:staff"
-    assert c["Volumes"] == {"/data": {}, "/logs": {}, "/cache": {}}
-    assert c["WorkingDir"] == "/srv/app"
-    assert c["StopSignal"] == "SIGINT"
-
-
-def test_entrypoint_after_no_cmd_clears_the_inherited_cmd() -> None:
-    c = archive.parse_changes(["ENTRYPOINT top"], {"Cmd": ["sh"]})
-    assert c == {"Entrypoint": ["/bin/sh", "-c", "top"]}
-
-
-@pytest.mark.parametrize("change, why", [
-    ("RUN true", "RUN is not a valid change command"),
-    ("COPY a b", "COPY is not a valid change command"),
-    ("NOPE x", "unknown instruction: NOPE"),
-    ("", "unknown instruction"),
-    ("CMD", "CMD requires at least one argument"),
-    ("EXPOSE 70000", "invalid port"),
-    ("EXPOSE 80/foo", "invalid port"),
-    ("STOPSIGNAL SIGNOPE", "invalid signal"),
-    ("STOPSIGNAL 99", "invalid signal"),
-    ("LABEL novalue", "expected KEY=VALUE"),
-    ("ENV A=\"unclosed", "No closing quotation"),
-    ('CMD ["sh", 1]', "JSON array of strings"),
-])
-def test_bad_changes(change: str, why: str) -> None:
-    with pytest.raises(ArchiveError, match=why) as e:
-        archive.parse_changes([change])
-    assert repr(change) in str(e.value)
 
 
 def test_import_tar_gz_zstd_and_stream_give_one_image(busybox_tar: Path, tmp_path: Path) -> None:

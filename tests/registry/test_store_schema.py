@@ -94,9 +94,12 @@ def test_the_validators_reject_what_is_wrong() -> None:
 
 def test_store_documents_validate(busybox: Any, busybox_tar: Path, tmp_path: Path) -> None:
     store: Store = busybox.store()
-    archive.import_rootfs(store, busybox_tar, reference=Reference.parse("full:1"), changes=[
-        'ENTRYPOINT ["/bin/sh", "-c"]', "CMD echo hi", "ENV A=1 B=2", "LABEL a=b c=\"d e\"",
-        "EXPOSE 80 53/udp", "USER app", "VOLUME /data /logs", "WORKDIR /srv", "STOPSIGNAL SIGINT"])
+    archive.import_rootfs(store, busybox_tar, reference=Reference.parse("full:1"), config={
+        "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["/bin/sh", "-c", "echo hi"], "Env": ["A=1", "B=2"],
+        "Labels": {"a": "b", "c": "d e"}, "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
+        "User": "app", "Volumes": {"/data": {}, "/logs": {}}, "WorkingDir": "/srv",
+        "StopSignal": "SIGINT", "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 5000000000},
+        "OnBuild": ["RUN echo hi"]})
     archive.import_rootfs(store, busybox_tar)  # untagged
     store.tag("busybox", Reference.parse("localhost:5000/a/b:c"))
     # an image from a docker-archive (the manifest is made here) and a gzip-layer one
