@@ -127,8 +127,6 @@ class LayerCache:
 
 def image_layers(store: Any, image: Any, cache: LayerCache) -> list[Path]:
     """Unpack the layers of a ``registry.store.Image`` (``image.layers`` + ``image.diff_ids``)."""
-    from registry.compression import open_decompressed
-
     descriptors = list(image.layers)
     diff_ids = [str(d) for d in image.diff_ids]
     if len(diff_ids) != len(descriptors):
@@ -138,6 +136,9 @@ def image_layers(store: Any, image: Any, cache: LayerCache) -> list[Path]:
 
     def opener(desc: Any) -> Callable[[], IO[bytes]]:
         def open_it() -> IO[bytes]:
+            # imported only when a layer is not unpacked yet (not on a warm ``run``)
+            from registry.compression import open_decompressed
+
             return open_decompressed(store.open_blob(desc.digest))
 
         return open_it
