@@ -387,9 +387,9 @@ class Store:
 
         As Docker resolves it: a full 64-hex or ``sha256:`` form is always an ID; any other
         name that is a valid reference is tried as one first, then as an ID prefix."""
-        return self._find(text)[0]
+        return self.find(text)[0]
 
-    def _find(self, text: str) -> tuple[ImageRecord, bool]:
+    def find(self, text: str) -> tuple[ImageRecord, bool]:
         """``lookup``, and whether *text* named the image by its ID (``rmi`` deletes then)."""
         entries = self._read_index()
         ident = text.removeprefix("sha256:")
@@ -442,7 +442,7 @@ class Store:
     def remove(self, text: str, *, force: bool = False) -> list[str]:
         """``rmi``: untag a reference, or drop every tag of an image ID. Returns what was done
         (``Untagged: …`` / ``Deleted: …`` lines); blobs go in ``gc``."""
-        record, by_id = self._find(text)
+        record, by_id = self.find(text)
         done: list[str] = []
         with self._locked():
             entries = self._read_index()

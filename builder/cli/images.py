@@ -199,13 +199,13 @@ def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool) -> None
 
 
 def _remove(g: Globals, store: Store, name: str, force: bool) -> list[str]:
-    record = store.lookup(name)
+    record, named_by_id = store.find(name)
     image_id = record.image_id
     users = _users(g, image_id)
     others = [r for r in store.images() if r.image_id == image_id and r.reference is not None
               and r.reference != record.reference]
     if users and not others:
-        by_id = record.reference is None or not _is_ref(name, record)
+        by_id = record.reference is None or named_by_id
         running = [c for c in users if _running(c)]
         c = (running or users)[0]
         cid = str(c.get("Id", ""))[:12]
@@ -234,12 +234,6 @@ def _running(container: dict[str, Any]) -> bool:
     if isinstance(state, dict):
         return bool(state.get("Running")) or state.get("Status") == "running"
     return state == "running"
-
-
-def _is_ref(name: str, record: ImageRecord) -> bool:
-    hex_part = name.removeprefix("sha256:")
-    return not (record.image_id and all(c in "0123456789abcdef" for c in hex_part)
-                and record.image_id.encoded.startswith(hex_part))
 
 
 def _conflict(message: str) -> RegistryError:
@@ -470,18 +464,43 @@ def _changes(lines: tuple[str, ...]) -> dict[str, Any]:
             fail(f"{where}: no instruction")
         instructions.extend(parsed.stages[0].instructions)
         origin.extend(line for _ in parsed.stages[0].instructions)
-    try:
-        return apply_config({}, instructions)[0]
-    except BuildError:
-        pass
-    # name the line at fault: the first prefix of the changes that fails
-    for n in range(1, len(instructions) + 1):
+
+    def attempt(n: int) -> tuple[dict[str, Any], str | None]:
+        """The config of the first *n* changes, or why they fail."""
         try:
-            apply_config({}, instructions[:n])
+            config = apply_config({}, instructions[:n])[0]
         except BuildError as e:
-            message = str(e).removeprefix(f"{instructions[n - 1].location}: ")
-            fail(f"invalid --change {origin[n - 1]!r}: {message}")
+            return {}, str(e).removeprefix(f"{instructions[n - 1].location}: ")
+        return config, _refused_config(config)
+
+    # each prefix in turn: the line at fault is named, and a value a later line replaces
+    # (STOPSIGNAL) is checked too; a handful of lines, so the repeated work is nothing
+    config: dict[str, Any] = {}
+    for n in range(1, len(instructions) + 1):
+        config, why = attempt(n)
+        if why is not None:
+            fail(f"invalid --change {origin[n - 1]!r}: {why}")
+    return config
     raise AssertionError("the changes failed as a whole but no prefix of them did")
+
+
+def _refused_config(config: dict[str, Any]) -> str | None:
+    """What Docker's ``import --change`` refuses beyond the build planner: a port above 65535,
+    an unknown stop signal."""
+    import re
+    import signal
+
+    for port in config.get("ExposedPorts") or {}:
+        if int(port.partition("/")[0]) > 65535:
+            return f"invalid port {port}"
+        if port.partition("/")[2] not in ("tcp", "udp", "sctp"):
+            return f"invalid port {port}: protocol must be tcp, udp or sctp"
+    sig = str(config.get("StopSignal") or "SIGTERM")
+    name = sig.upper() if sig.upper().startswith("SIG") else "SIG" + sig.upper()
+    if not (0 < int(sig) <= 64 if sig.isdigit() else
+            name in signal.Signals.__members__ or re.fullmatch(r"SIGRTM(IN|AX)([+-]\d+)?", name)):
+        return f"invalid signal: {sig}"
+    return None
 
 
 @contextlib.contextmanager

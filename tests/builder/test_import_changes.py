@@ -102,3 +102,20 @@ def test_a_bad_change_is_one_line_and_changes_nothing(
     assert lines[0].startswith(f"Error: invalid --change {change!r}: "), lines[0]
     assert why.lower() in lines[0].lower(), lines[0]
     assert store_listing(pybuild.root) == before
+
+
+@pytest.mark.parametrize("change, why", [
+    ("EXPOSE 99999", "invalid port 99999/tcp"),
+    ("EXPOSE 80/foo", "invalid port 80/foo: protocol must be tcp, udp or sctp"),
+    ("STOPSIGNAL SIGFOO", "invalid signal: SIGFOO"),
+    ("STOPSIGNAL 99", "invalid signal: 99"),
+])
+def test_what_docker_import_refuses_beyond_a_build(pybuild: Pybuild, busybox_tar: Path,
+                                                   change: str, why: str) -> None:
+    r = pybuild("import", str(busybox_tar), "x:1", "-c", "ENV SIG=SIGKILL", "-c", change,
+                "-c", "STOPSIGNAL $SIG", check=False)
+    assert r.returncode != 0 and r.stderr == f"Error: invalid --change {change!r}: {why}\n", r.stderr
+    assert pybuild("images", "-q").stdout == ""
+    # the signal names Docker takes, expanded from ENV too
+    pybuild("import", str(busybox_tar), "ok:1", "-c", "ENV SIG=rtmin+3", "-c", "STOPSIGNAL $SIG")
+    assert pybuild.store().resolve("ok:1").config.config["StopSignal"] == "rtmin+3"
