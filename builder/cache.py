@@ -301,7 +301,24 @@ class BuildCache:
                         if d not in in_images:
                             freed += st.st_size
             self.store.gc(keep=keep)
+            freed += self._prune_parsed(all=all)
         return PruneResult(removed_records, removed_blobs, freed)
+
+    def _prune_parsed(self, *, all: bool) -> int:
+        """Drop parsed Dockerfiles (``builder.dockerfile.parsecache``): all of them with *all*,
+        else those unused for 48 hours (a hit refreshes an entry's mtime). Returns bytes freed."""
+        root = self.path / "dockerfiles"
+        if not root.is_dir():
+            return 0
+        cutoff = time.time() - 48 * 3600
+        freed = 0
+        for f in root.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                st = f.stat()
+                if all or st.st_mtime < cutoff:
+                    f.unlink()
+                    freed += st.st_size
+        return freed
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -51,6 +51,9 @@ def load_cached(text: str, *, filename: str, directory: Path) -> Dockerfile:
         with open(entry, "rb") as f:
             found = pickle.load(f)
         if isinstance(found, Dockerfile):
+            # the mtime says "last used": ``builder prune`` drops entries unused for 48 hours
+            with contextlib.suppress(OSError):
+                os.utime(entry)
             return found
     except FileNotFoundError:
         pass

@@ -171,10 +171,16 @@ def test_prune(busybox: Any, bt: Any, tmp_path: Path) -> None:
     _, ev = bt.build(busybox, ctx, "-t", "p:2")
     assert runs(ev) == []
     busybox("rmi", "p:1", "p:2")
+    # the typed Dockerfile was cached by the first build; a default prune keeps a recent entry
+    parsed = busybox.root / "cache" / "dockerfiles"
+    assert len(list(parsed.glob("*.pickle"))) == 1
+    busybox("builder", "prune")
+    assert len(list(parsed.glob("*.pickle"))) == 1
     out = busybox("builder", "prune", "--all", "-f").stdout
     assert "Deleted build cache objects: 5" in out
     assert "Total reclaimed space: 0B" not in out
     assert not list((busybox.root / "cache" / "records").glob("*/*.json"))
+    assert not list(parsed.iterdir())
     _, ev = bt.build(busybox, ctx, "-t", "p:3")
     assert len(runs(ev)) == 5
 

@@ -104,3 +104,25 @@ def test_prune_default_keeps_recent_records(tmp_path: Path) -> None:
     cache.put(CacheRecord("k", desc, diff, "c"))
     assert cache.prune().records == 0
     assert cache.get("k") is not None
+
+
+
+def test_prune_drops_parsed_dockerfiles_unused_for_48_hours(tmp_path: Path) -> None:
+    from builder.dockerfile.parsecache import load_cached
+
+    cache, _store = make(tmp_path)
+    parsed = tmp_path / "cache" / "dockerfiles"
+    load_cached("FROM a\n", filename="Dockerfile", directory=parsed)
+    (old,) = parsed.glob("*.pickle")
+    load_cached("FROM b\n", filename="Dockerfile", directory=parsed)
+    (recent,) = set(parsed.glob("*.pickle")) - {old}
+    three_days_ago = time.time() - 72 * 3600
+    os.utime(old, (three_days_ago, three_days_ago))
+    res = cache.prune()
+    assert not old.exists() and recent.exists()
+    assert res.freed > 0
+    # a hit marks the entry used: it survives a default prune however old it was
+    os.utime(recent, (three_days_ago, three_days_ago))
+    load_cached("FROM b\n", filename="Dockerfile", directory=parsed)
+    cache.prune()
+    assert recent.exists()
