@@ -98,3 +98,25 @@ class BuildTools:
 @pytest.fixture
 def bt() -> BuildTools:
     return BuildTools()
+
+
+@pytest.fixture(scope="module")
+def busybox_layer(state: Any, busybox_tar: Path) -> Path:
+    """The busybox rootfs unpacked once into the layer cache of the module's own ``state``
+    fixture (a module-scoped ``StateRoot`` that each sandbox test module defines)."""
+    import hashlib
+
+    from builder.rootfs import LayerCache
+
+    diff_id = "sha256:" + hashlib.sha256(busybox_tar.read_bytes()).hexdigest()
+    return LayerCache(state).unpack(diff_id, lambda: open(busybox_tar, "rb"))
+
+
+@pytest.fixture
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Mounts, cgroups and processes of the host before the test; asserted the same after."""
+    from test_sandbox_support import HostSnapshot
+
+    snap = HostSnapshot(str(tmp_path_factory.getbasetemp()))
+    yield snap
+    snap.assert_same()

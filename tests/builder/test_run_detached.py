@@ -244,18 +244,7 @@ def test_exec_sees_processes_and_filesystem(env: Env) -> None:
         real().set_winsize(fd, 33, 101)  # our terminal's size reaches the exec'd process
         # `tty` names the terminal only when it is one of the container's own /dev/pts
         os.write(fd, b"echo $((6*7)); [ -t 0 ] && echo on-a-tty; echo tty=$(tty); stty size; exit 5\n")
-        buf = b""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.5)
-            if r:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                buf += chunk
+        buf = _read_pty(fd)
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)
@@ -269,6 +258,23 @@ def test_exec_sees_processes_and_filesystem(env: Env) -> None:
     assert r.returncode == 1 and "is not running" in r.stderr
 
 
+def _read_pty(fd: int, seconds: float = 20) -> bytes:
+    """What a pty master gives until the other side closes (EIO/EOF) or *seconds* pass."""
+    buf = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
 def test_run_it_under_a_pty(env: Env) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - child
@@ -279,18 +285,7 @@ def test_run_it_under_a_pty(env: Env) -> None:
 
         real().set_winsize(fd, 41, 99)
         os.write(fd, b"echo $((7*6))xyz; echo tty=$(tty); stty size; exit 3\n")
-        buf = b""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.5)
-            if r:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                buf += chunk
+        buf = _read_pty(fd)
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)

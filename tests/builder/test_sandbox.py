@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,17 +40,6 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> StateRoot:
     return StateRoot.open(tmp_path_factory.mktemp("sandbox-state"))
 
 
-@pytest.fixture(scope="module")
-def busybox_layer(state: StateRoot, busybox_tar: Path) -> Path:
-    diff_id = "sha256:" + hashlib.sha256(busybox_tar.read_bytes()).hexdigest()
-    return LayerCache(state).unpack(diff_id, lambda: open(busybox_tar, "rb"))
-
-
-@pytest.fixture
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSnapshot]:
-    snap = HostSnapshot(str(tmp_path_factory.getbasetemp()))
-    yield snap
-    snap.assert_same()
 
 
 @pytest.fixture

@@ -5,17 +5,15 @@ Also pins the ``config.json`` we write against the OCI runtime-spec's basic shap
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_sandbox_support import HostSnapshot, new_id
 
-from builder.rootfs import LayerCache, Root, prepare_root
+from builder.rootfs import Root, prepare_root
 from builder.sandbox import (
     Executor,
     Process,
@@ -56,17 +54,6 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> StateRoot:
     return StateRoot.open(tmp_path_factory.mktemp("runc-state"))
 
 
-@pytest.fixture(scope="module")
-def layer(state: StateRoot, busybox_tar: Path) -> Path:
-    diff_id = "sha256:" + hashlib.sha256(busybox_tar.read_bytes()).hexdigest()
-    return LayerCache(state).unpack(diff_id, lambda: open(busybox_tar, "rb"))
-
-
-@pytest.fixture
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSnapshot]:
-    snap = HostSnapshot(str(tmp_path_factory.getbasetemp()))
-    yield snap
-    snap.assert_same()
 
 
 def _spec(root: Root, tmp: Path, *args: str, user: str = "", resources: Resources | None = None) -> Spec:
@@ -75,11 +62,11 @@ def _spec(root: Root, tmp: Path, *args: str, user: str = "", resources: Resource
                 resources=resources or Resources(), id=new_id())
 
 
-def _both(state: StateRoot, layer: Path, tmp: Path, *args: str, **kw: object) -> tuple[tuple[int, str, bool, Path],
+def _both(state: StateRoot, busybox_layer: Path, tmp: Path, *args: str, **kw: object) -> tuple[tuple[int, str, bool, Path],
                                                                                         tuple[int, str, bool, Path]]:
     results = []
     for name in ("ours", "runc"):
-        root = prepare_root([layer], tmp / name)
+        root = prepare_root([busybox_layer], tmp / name)
         spec = _spec(root, tmp / name, *args, **kw)  # type: ignore[arg-type]
         out: list[bytes] = []
         if name == "ours":
@@ -90,8 +77,8 @@ def _both(state: StateRoot, layer: Path, tmp: Path, *args: str, **kw: object) ->
     return results[0], results[1]
 
 
-def test_same_observable_results(state: StateRoot, layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
-    ours, runc = _both(state, layer, tmp_path, "sh", "-c", SCRIPT)
+def test_same_observable_results(state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
+    ours, runc = _both(state, busybox_layer, tmp_path, "sh", "-c", SCRIPT)
     assert ours[0] == runc[0] == 3
     assert ours[1] == runc[1], f"ours:\n{ours[1]}\nrunc:\n{runc[1]}"
     assert "pid=1\n" in ours[1] and "procs=1\n" in ours[1]
@@ -101,28 +88,28 @@ def test_same_observable_results(state: StateRoot, layer: Path, tmp_path: Path, 
         assert (upper / "written").read_text() == "written\n"
 
 
-def test_same_user_view(state: StateRoot, layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
-    ours, runc = _both(state, layer, tmp_path, "sh", "-c", "id; grep -E 'Cap(Eff|Bnd)' /proc/self/status",
+def test_same_user_view(state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
+    ours, runc = _both(state, busybox_layer, tmp_path, "sh", "-c", "id; grep -E 'Cap(Eff|Bnd)' /proc/self/status",
                        user="app")
     assert ours[:2] == runc[:2]
     assert ours[1].startswith("uid=1000(app) gid=1000(app) groups=50(staff),1000(app)")
 
 
-def test_same_oom_report(state: StateRoot, layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
-    ours, runc = _both(state, layer, tmp_path, "dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1",
+def test_same_oom_report(state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
+    ours, runc = _both(state, busybox_layer, tmp_path, "dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1",
                        resources=Resources(memory=64 << 20))
     assert (ours[0], ours[2]) == (runc[0], runc[2]) == (137, True)
 
 
-def test_same_pids_limit(state: StateRoot, layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
+def test_same_pids_limit(state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
     script = "sh -c 'while :; do sleep 30 & done' 2>/dev/null; set -- /proc/[0-9]*; echo procs=$#"
-    ours, runc = _both(state, layer, tmp_path, "sh", "-c", script, resources=Resources(pids=12))
+    ours, runc = _both(state, busybox_layer, tmp_path, "sh", "-c", script, resources=Resources(pids=12))
     assert ours[0] == runc[0] == 0
     assert int(ours[1].split("procs=")[1]) <= 12 and int(runc[1].split("procs=")[1]) <= 12
 
 
-def test_bundle_config(state: StateRoot, layer: Path, tmp_path: Path) -> None:
-    root = prepare_root([layer], tmp_path / "b")
+def test_bundle_config(state: StateRoot, busybox_layer: Path, tmp_path: Path) -> None:
+    root = prepare_root([busybox_layer], tmp_path / "b")
     spec = _spec(root, tmp_path, "echo", "hi", resources=Resources(memory=64 << 20, cpus=1.5, pids=100))
     cfg = json.loads(to_oci_bundle(spec, tmp_path / "bundle").read_text())
     assert cfg["ociVersion"].startswith("1.0")
