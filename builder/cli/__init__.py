@@ -52,6 +52,7 @@ COMMANDS: dict[str, str] = {
     "volume": "builder.cli.volume:volume",
     "build": "builder.cli.build:build",
     "builder": "builder.cli.build:builder",
+    "serve": "builder.cli.serve:serve",
 }
 
 

@@ -1,0 +1,44 @@
+"""``pybuild serve``: the Docker Engine API daemon (``builder.serve``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from builder.cli import fail
+
+
+@click.command()
+@click.option("-H", "--host", "hosts", multiple=True,
+              help="unix:///path or tcp://host:port to listen on (repeatable; default "
+                   "unix:///run/pybuild.sock).")
+@click.option("--tls", is_flag=True, help="Use TLS (implied by --tlsverify).")
+@click.option("--tlsverify", is_flag=True,
+              help="Use TLS and require client certificates signed by --tlscacert.")
+@click.option("--tlscacert", type=click.Path(dir_okay=False), default=None,
+              help="CA certificate that client certificates must chain to.")
+@click.option("--tlscert", type=click.Path(dir_okay=False), default=None,
+              help="Server certificate.")
+@click.option("--tlskey", type=click.Path(dir_okay=False), default=None, help="Server key.")
+@click.pass_obj
+def serve(g: Any, hosts: tuple[str, ...], tls: bool, tlsverify: bool, tlscacert: str | None,
+          tlscert: str | None, tlskey: str | None) -> None:
+    """Serve the Docker Engine API, so docker clients drive pybuild (Ctrl-C to stop)."""
+    from builder.serve.server import ServeError, TLSOptions
+    from builder.serve.server import serve as run
+
+    if tls and not tlsverify and not (tlscert and tlskey):
+        fail("--tls needs --tlscert and --tlskey")
+    opts = TLSOptions(verify=tlsverify, cacert=tlscacert, cert=tlscert, key=tlskey)
+
+    def ready(where: list[str]) -> None:
+        click.echo(f"API listening on {', '.join(where)}", err=True)
+
+    def warn(message: str) -> None:
+        click.echo(f"WARNING: {message}", err=True)
+
+    try:
+        run(g.state, list(hosts), tls=opts, ready=ready, warn=warn)
+    except ServeError as e:
+        fail(str(e))
