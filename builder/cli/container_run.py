@@ -197,26 +197,13 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
     """Execute a command in a running container."""
     import os
 
-    from builder.containers import lifecycle, runtime
-    from builder.containers.options import parse_env, read_env_file
-    from builder.errors import ContainerError
+    from builder.containers import execs
 
     root = _root(obj)
-    c = lifecycle.get(root, container)
-    if c.state.status != "running":
-        from builder.containers.record import NotRunning
-
-        raise NotRunning(f"container {c.id} is not running")
-    extra: list[str] = []
-    for f in env_file:
-        extra += read_env_file(f, environ=os.environ)
-    extra += parse_env(env, environ=os.environ)
-    if workdir is not None and not workdir.startswith("/"):
-        raise ContainerError(f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
-    process = runtime.exec_process(c, command, env=extra, user=user, workdir=workdir, tty=tty,
-                                   privileged=privileged)
+    c, process = execs.prepare(root, container, command, env=env, env_files=env_file, user=user,
+                               workdir=workdir, tty=tty, privileged=privileged)
     if detach:
-        _exec_detached(root, c, process)
+        execs.start_detached(root, c, process)
         return
     saved = None
     if tty and interactive and os.isatty(0):
@@ -226,7 +213,7 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
         saved = termios.tcgetattr(0)
         _tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop typed-ahead input
     try:
-        h = runtime.exec_start(root, c, process, stdin=0 if interactive else None)
+        h = execs.start(root, c, process, stdin=0 if interactive else None)
         if tty:
             from builder.containers.supervisor import follow_window_size
 
@@ -238,45 +225,6 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
     sys.exit(r.exit_status)
-
-
-def _exec_detached(root: Any, c: Container, process: Any) -> None:
-    """``exec -d``: the process is owned by a detached helper, not by this CLI."""
-    import os
-
-    from builder.containers import runtime
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            os.close(r)
-            os.setsid()
-            if os.fork():
-                os._exit(0)
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            try:
-                h = runtime.exec_start(root, c, process)
-                os.write(w, b"ok")
-            except Exception as e:  # noqa: BLE001 - reported to the parent as one line
-                os.write(w, str(e).encode() or b"exec failed")
-                os._exit(1)
-            os.close(w)
-            h.wait()
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    os.waitpid(pid, 0)
-    msg = os.read(r, 4096)
-    os.close(r)
-    if msg != b"ok":
-        from builder.errors import ContainerError
-
-        raise ContainerError(msg.decode(errors="replace") or "exec failed")
 
 
 # -- cp ----------------------------------------------------------------------------------------

@@ -26,47 +26,10 @@ def _ago(ts: str) -> float:
     return max(time.time() - ns / 1e9, 0) if ns else 0.0
 
 
-def status_text(c: Container) -> str:
-    st = c.state
-    if st.status == "running":
-        health = f" ({st.health.status if st.health.status != 'starting' else 'health: starting'})" if st.health else ""
-        return f"Up {fmt_.human_duration(_ago(st.started_at))}{health}"
-    if st.status == "restarting":
-        return f"Restarting ({st.exit_code}) {fmt_.human_duration(_ago(st.finished_at))} ago"
-    if st.status == "exited":
-        if st.finished_at.startswith("0001"):
-            return f"Exited ({st.exit_code})"
-        return f"Exited ({st.exit_code}) {fmt_.human_duration(_ago(st.finished_at))} ago"
-    if st.status == "created":
-        return "Created"
-    if st.status == "removing":
-        return "Removal In Progress"
-    return st.status.capitalize()
-
-
-def ports_of(c: Container, eps: dict[str, Any]) -> list[dict[str, Any]]:
-    """Published ports from the container's network endpoints."""
-    out: list[dict[str, Any]] = []
-    if c.state.status != "running":
-        return out
-    for ep in eps.values():
-        for p in ep.get("Ports", ()):
-            out.append(p)
-    return out
-
-
-def ports_text(c: Container, eps: dict[str, Any]) -> str:
-    parts = []
-    published = ports_of(c, eps)
-    seen = set()
-    for p in published:
-        parts.append(f"{p['HostIp'] or '0.0.0.0'}:{p['HostPort']}->{p['ContainerPort']}/{p['Protocol']}")
-        seen.add(f"{p['ContainerPort']}/{p['Protocol']}")
-    for k in sorted(c.config.get("ExposedPorts") or {}):
-        key = k if "/" in k else f"{k}/tcp"
-        if key not in seen:
-            parts.append(key)
-    return ", ".join(parts)
+def ports_text(ports: list[dict[str, Any]]) -> str:
+    """The PORTS column from ``/containers/json`` ``Ports``."""
+    return ", ".join(f"{p['IP']}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}" if "PublicPort" in p
+                     else f"{p['PrivatePort']}/{p['Type']}" for p in ports)
 
 
 def command_text(c: Container, *, trunc: bool) -> str:
@@ -76,11 +39,8 @@ def command_text(c: Container, *, trunc: bool) -> str:
     return f'"{cmd}"'
 
 
-def _ps_row(c: Container, *, trunc: bool, eps: dict[str, Any], size: str = "0B") -> dict[str, Any]:
-    from builder.containers.options import parse_timestamp_text
-
-    created_ns = parse_timestamp_text(c.created)
-    created_at = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created_ns / 1e9))
+def _ps_row(c: Container, summary: dict[str, Any], *, trunc: bool, size: str = "0B") -> dict[str, Any]:
+    created_at = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(summary["Created"]))
     return {
         "Command": command_text(c, trunc=trunc),
         "CreatedAt": created_at,
@@ -90,12 +50,12 @@ def _ps_row(c: Container, *, trunc: bool, eps: dict[str, Any], size: str = "0B")
         "LocalVolumes": str(sum(1 for m in c.mounts if m.get("Type") == "volume")),
         "Mounts": ",".join(str(m.get("Name") or m.get("Source", "")) for m in c.mounts),
         "Names": c.name,
-        "Networks": ",".join(sorted(eps)),
-        "Ports": ports_text(c, eps),
+        "Networks": ",".join(sorted(summary["NetworkSettings"]["Networks"])),
+        "Ports": ports_text(summary["Ports"]),
         "RunningFor": f"{fmt_.human_duration(_ago(c.created))} ago",
         "Size": size,
-        "State": c.state.status,
-        "Status": status_text(c),
+        "State": summary["State"],
+        "Status": summary["Status"],
     }
 
 
@@ -143,7 +103,7 @@ def _each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True
 def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool,
        last: int, latest: bool, size: bool) -> None:
     """List containers."""
-    from builder.containers import lifecycle
+    from builder.containers import inspect, lifecycle
 
     if latest:
         last = 1
@@ -155,11 +115,9 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
     table = lifecycle.network_endpoints(_root(obj))
 
     def row_of(c: Container) -> dict[str, Any]:
-        text = "0B"
-        if size:
-            rw, total = lifecycle.sizes(_root(obj), c)
-            text = f"{fmt_.human_size(rw)} (virtual {fmt_.human_size(total)})"
-        return _ps_row(c, trunc=trunc, eps=lifecycle.endpoints_of(c, table), size=text)
+        s = inspect.summary(_root(obj), c, table=table, size=size)
+        text = f"{fmt_.human_size(s['SizeRw'])} (virtual {fmt_.human_size(s['SizeRootFs'])})" if size else "0B"
+        return _ps_row(c, s, trunc=trunc, size=text)
 
     if quiet:
         for c in found:
@@ -281,29 +239,12 @@ def _follow_first_run(root: Any, cid: str, *, since_ns: int) -> int:
     """Stream a detached container's output from *since_ns* until its current run ends;
     returns that run's exit code."""
     from builder.containers import lifecycle
-    from builder.containers.logs import read_logs
-    from builder.errors import ContainerError
 
-    cs = lifecycle.store(root)
-    runs = cs.load(cid).state.restart_count
-    last = [0]
-
-    def running() -> bool:
-        try:
-            st = lifecycle.refresh(cs, cs.load(cid)).state
-        except ContainerError:
-            return False
-        last[0] = st.exit_code
-        return st.status == "running" and st.restart_count == runs
-
-    for e in read_logs(cs.log_path(cid), since_ns=since_ns, follow=True, still_running=running):
+    for e in lifecycle.follow_run(root, cid, since_ns=since_ns):
         stream = sys.stderr.buffer if e.stream == "stderr" else sys.stdout.buffer
         stream.write(e.data)
         stream.flush()
-    try:
-        return lifecycle.refresh(cs, cs.load(cid)).state.exit_code
-    except ContainerError:
-        return lifecycle._last_exit(root, cid) or last[0]
+    return lifecycle.run_exit_code(root, cid)
 
 
 @click.command("restart")
@@ -382,11 +323,11 @@ def wait(obj: Any, condition: str, containers: tuple[str, ...]) -> None:
 @click.pass_obj
 def port(obj: Any, container: str, private_port: str | None) -> None:
     """List port mappings or a specific mapping for the container."""
-    from builder.containers import lifecycle
+    from builder.containers import inspect, lifecycle
     from builder.errors import ContainerError
 
     c = lifecycle.get(_root(obj), container)
-    published = ports_of(c, lifecycle.endpoints_of(c, lifecycle.network_endpoints(_root(obj))))
+    published = inspect.published_ports(c, inspect.endpoints(_root(obj), c))
     if private_port:
         num, _, proto = private_port.partition("/")
         proto = proto or "tcp"
@@ -437,72 +378,6 @@ def _user(uid: str) -> str:
         return uid
 
 
-def inspect_json(root: Any, c: Container) -> dict[str, Any]:
-    """Docker's ``container inspect`` object for a record."""
-    d = c.to_json()
-    st = c.state.docker()
-    out = {
-        "Id": d["Id"],
-        "Created": d["Created"],
-        "Path": d["Path"],
-        "Args": d["Args"],
-        "State": st,
-        "Image": d["ImageID"],
-        "ResolvConfPath": str(root.run / "net" / c.id / "resolv.conf"),
-        "HostnamePath": "",
-        "HostsPath": str(root.run / "net" / c.id / "hosts"),
-        "LogPath": str(root.containers / c.id / f"{c.id}-json.log"),
-        "Name": d["Name"],
-        "RestartCount": c.state.restart_count,
-        "Driver": "overlay2",
-        "Platform": "linux",
-        "HostConfig": d["HostConfig"],
-        "Mounts": d["Mounts"],
-        "Config": d["Config"],
-        "NetworkSettings": _network_settings(c, _endpoints(root, c)),
-    }
-    return out
-
-
-def _endpoints(root: Any, c: Container) -> dict[str, Any]:
-    from builder.containers import lifecycle
-
-    return lifecycle.endpoints_of(c, lifecycle.network_endpoints(root))
-
-
-def _network_settings(c: Container, eps: dict[str, Any]) -> dict[str, Any]:
-    running = c.state.running
-    nets: dict[str, Any] = {}
-    ports: dict[str, Any] = {}
-    for k in c.config.get("ExposedPorts") or {}:
-        ports[k if "/" in k else f"{k}/tcp"] = None
-    for name, ep in eps.items():
-        ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")
-        nets[name] = {
-            "Aliases": ep.get("Aliases") or None,
-            "NetworkID": ep.get("NetworkID", ""),
-            "EndpointID": ep.get("EndpointID", "") if running else "",
-            "Gateway": ep.get("Gateway", "") if running else "",
-            "IPAddress": ip if running else "",
-            "IPPrefixLen": int(plen or 0) if running else 0,
-            "MacAddress": ep.get("MacAddress", "") if running else "",
-        }
-        if running:
-            for p in ep.get("Ports", ()):
-                key = f"{p['ContainerPort']}/{p['Protocol']}"
-                ports.setdefault(key, None)
-                ports[key] = (ports[key] or []) + [{"HostIp": p["HostIp"] or "0.0.0.0", "HostPort": str(p["HostPort"])}]
-    first: dict[str, Any] = next(iter(nets.values()), {})
-    return {
-        "SandboxKey": c.state.sandbox.get("netns", "") if running else "",
-        "Ports": ports,
-        "IPAddress": first.get("IPAddress", ""),
-        "Gateway": first.get("Gateway", ""),
-        "MacAddress": first.get("MacAddress", ""),
-        "Networks": nets,
-    }
-
-
 def _format_inspect(objs: list[dict[str, Any]], fmt: str | None) -> None:
     if not fmt:
         click.echo(json.dumps(objs, indent=4))
@@ -518,35 +393,20 @@ def _format_inspect(objs: list[dict[str, Any]], fmt: str | None) -> None:
 @click.pass_obj
 def container_inspect(obj: Any, fmt: str | None, size: bool, containers: tuple[str, ...]) -> None:
     """Display detailed information on one or more containers."""
-    from builder.containers import lifecycle
+    from builder.containers import inspect
     from builder.errors import BuildError
 
     root = _root(obj)
     objs, failed = [], False
     for ref in containers:
         try:
-            c = lifecycle.get(root, ref)
-            obj_ = inspect_json(root, c)
-            if size:
-                obj_["SizeRw"], obj_["SizeRootFs"] = lifecycle.sizes(root, c)
-            objs.append(obj_)
+            objs.append(inspect.inspect(root, ref, size=size))
         except BuildError as e:
             click.echo(f"Error: {e}", err=True)
             failed = True
     _format_inspect(objs, fmt)
     if failed:
         sys.exit(1)
-
-
-def try_inspect(root: Any, ref: str) -> dict[str, Any] | None:
-    """The container named *ref*, for a top-level ``inspect`` that found no image (or None)."""
-    from builder.containers import lifecycle
-    from builder.containers.record import NoSuchContainer
-
-    try:
-        return inspect_json(root, lifecycle.get(root, ref))
-    except NoSuchContainer:
-        return None
 
 
 # -- the `container` group ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ from builder.cli.format import (
 
 # Only the light registry modules load at start-up; archive/compression load when used.
 from registry.digest import Digest
-from registry.errors import NotFound, RegistryError
+from registry.errors import RegistryError
 from registry.reference import Reference
 from registry.store import ImageRecord, Store
 
@@ -41,28 +41,6 @@ pass_globals = click.pass_obj
 def _store(g: Globals) -> Store:
     store: Store = g.state.image_store()
     return store
-
-
-def _containers(g: Globals) -> list[dict[str, Any]]:
-    """Container records (``<root>/containers/<id>/container.json``) as written by ``containers``."""
-    out: list[dict[str, Any]] = []
-    base = Path(g.state.containers)
-    if not base.is_dir():
-        return out
-    for p in sorted(base.glob("*/container.json")):
-        with contextlib.suppress(OSError, ValueError):
-            data = json.loads(p.read_bytes())
-            if isinstance(data, dict):
-                out.append(data)
-                # the lifecycle status lives beside it, in state.json ("status": "running"…)
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    status = json.loads((p.parent / "state.json").read_bytes()).get("status")
-                    data.setdefault("State", {"Status": status})
-    return out
-
-
-def _users(g: Globals, image_id: Digest | None) -> list[dict[str, Any]]:
-    return [c for c in _containers(g) if image_id and c.get("ImageID") == str(image_id)]
 
 
 def _short(digest: Digest | None, no_trunc: bool = False) -> str:
@@ -183,11 +161,13 @@ def tag(g: Globals, source: str, target: str) -> None:
 @pass_globals
 def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool) -> None:
     """Remove one or more images."""
+    from builder import images as library
+
     store = _store(g)
     errors = 0
     for name in names:
         try:
-            for line in _remove(g, store, name, force):
+            for line in library.remove(g.state, name, force=force):
                 click.echo(line)
         except RegistryError as e:
             click.echo(f"Error: {e}", err=True)
@@ -196,50 +176,6 @@ def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool) -> None
         store.gc(wait=False)  # never block behind a build or pull holding a lease
     if errors:
         sys.exit(1)
-
-
-def _remove(g: Globals, store: Store, name: str, force: bool) -> list[str]:
-    record, named_by_id = store.find(name)
-    image_id = record.image_id
-    users = _users(g, image_id)
-    others = [r for r in store.images() if r.image_id == image_id and r.reference is not None
-              and r.reference != record.reference]
-    if users and not others:
-        by_id = record.reference is None or named_by_id
-        running = [c for c in users if _running(c)]
-        c = (running or users)[0]
-        cid = str(c.get("Id", ""))[:12]
-        if by_id and running:
-            raise _conflict(f"unable to delete {_short(image_id)} (cannot be forced) - image is "
-                            f"being used by running container {cid}")
-        if not force:
-            if by_id:
-                raise _conflict(f"unable to delete {_short(image_id)} (must be forced) - image is "
-                                f"being used by stopped container {cid}")
-            raise _conflict(f'unable to remove repository reference "{name}" (must force) - '
-                            f"container {cid} is using its referenced image {_short(image_id)}")
-        # Docker keeps an image a container uses: it is only untagged, and stays as <none>.
-        lines = []
-        for r in [record, *others] if by_id else [record]:
-            if r.reference is not None:
-                store.untag(r.reference)
-                lines.append(f"Untagged: {r.reference.familiar}")
-        store.add(record.descriptor.with_annotations(**{"org.opencontainers.image.ref.name": None}))
-        return lines
-    return store.remove(name, force=force)
-
-
-def _running(container: dict[str, Any]) -> bool:
-    state = container.get("State")
-    if isinstance(state, dict):
-        return bool(state.get("Running")) or state.get("Status") == "running"
-    return state == "running"
-
-
-def _conflict(message: str) -> RegistryError:
-    from registry.errors import StoreError
-
-    return StoreError(f"conflict: {message}")
 
 
 @click.command("prune")
@@ -253,80 +189,18 @@ def prune(g: Globals, all_: bool, force: bool) -> None:
                 else "all dangling images")
         click.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?",
                       abort=True)
-    store = _store(g)
-    used = {c.get("ImageID") for c in _containers(g)}
-    deleted: list[str] = []
-    for rec in store.images():
-        if rec.image_id is None or str(rec.image_id) in used:
-            continue
-        if rec.reference is None or all_:
-            with contextlib.suppress(NotFound):
-                if rec.reference is None:
-                    deleted += store.remove(str(rec.image_id), force=True)
-                else:
-                    deleted += store.remove(str(rec.reference), force=True)
-    _, freed = store.gc()
-    if deleted:
+    from builder import images as library
+
+    report = library.prune(g.state, all=all_)
+    if report.deleted:
         click.echo("Deleted Images:")
-        for line in deleted:
-            click.echo(line.replace("Untagged: ", "untagged: ").replace("Deleted: ", "deleted: "))
+        for line in report.deleted:
+            click.echo(line)
         click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(freed, 4)}")
+    click.echo(f"Total reclaimed space: {human_size(report.freed, 4)}")
 
 
 # -- inspect / history ---------------------------------------------------------------------------
-_CONFIG_ORDER = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
-                 "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck",
-                 "ArgsEscaped", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels",
-                 "StopSignal", "StopTimeout", "Shell")
-_CONFIG_DEFAULTS: dict[str, Any] = {"Hostname": "", "Domainname": "", "User": "",
-                                    "AttachStdin": False, "AttachStdout": False,
-                                    "AttachStderr": False, "Tty": False, "OpenStdin": False,
-                                    "StdinOnce": False, "Env": None, "Cmd": None, "Image": "",
-                                    "Volumes": None, "WorkingDir": "", "Entrypoint": None,
-                                    "OnBuild": None, "Labels": None}
-
-
-def _docker_config(config: dict[str, Any]) -> dict[str, Any]:
-    merged = {**_CONFIG_DEFAULTS, **config}
-    out = {k: merged[k] for k in _CONFIG_ORDER if k in merged}
-    out.update({k: v for k, v in merged.items() if k not in out})
-    return out
-
-
-def inspect_image(store: Store, record: ImageRecord) -> dict[str, Any]:
-    """``docker image inspect`` for one image."""
-    image = store.image(record.descriptor, reference=record.reference)
-    cfg = image.config.data
-    same = [r for r in store.images() if r.image_id == image.id and r.reference is not None]
-    tags = [r.reference.familiar for r in same if r.reference and r.reference.tag]
-    digests = sorted({f"{r.reference.familiar_name}@{r.descriptor.digest}" for r in same
-                      if r.reference})
-    out: dict[str, Any] = {
-        "Id": str(image.id),
-        "RepoTags": tags,
-        "RepoDigests": digests,
-        "Parent": "",
-        "Comment": cfg.get("comment", ""),
-        "Created": cfg.get("created", ""),
-        "DockerVersion": cfg.get("docker_version", ""),
-        "Author": cfg.get("author", ""),
-        "Config": _docker_config(image.config.config),
-        "Architecture": cfg.get("architecture", ""),
-    }
-    if cfg.get("variant"):
-        out["Variant"] = cfg["variant"]
-    out.update({
-        "Os": cfg.get("os", ""),
-        "Size": sum(layer.size for layer in image.layers),
-        "RootFS": {"Type": "layers", "Layers": [str(d) for d in image.diff_ids]},
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-        "Descriptor": record.descriptor.with_annotations(
-            **{k: None for k, _ in record.descriptor.annotations}).to_dict(),
-    })
-    return out
-
-
 @click.command("inspect")
 @click.argument("names", nargs=-1, required=True)
 @click.option("-f", "--format", "fmt", default=None, help="Format with a Go template.")
@@ -334,22 +208,9 @@ def inspect_image(store: Store, record: ImageRecord) -> dict[str, Any]:
 @pass_globals
 def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | None) -> None:
     """Return low-level information on images (or, failing that, containers)."""
-    store = _store(g)
-    results: list[dict[str, Any]] = []
-    missing: list[str] = []
-    for name in names:
-        found: dict[str, Any] | None = None
-        if kind in (None, "image"):
-            with contextlib.suppress(NotFound):
-                found = inspect_image(store, store.lookup(name))
-        if found is None and kind in (None, "container"):
-            from builder.cli.containers import try_inspect  # containers' own inspect (with State)
+    from builder import images as library
 
-            found = try_inspect(g.state, name)
-        if found is None:
-            missing.append(name)
-        else:
-            results.append(found)
+    results, missing = library.inspect_any(g.state, names, kind=kind)
     if fmt:
         for r in results:
             click.echo(json.dumps(r, indent=4) if fmt == "json" else render_template(fmt, r))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -24,25 +23,16 @@ def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
 
 
 def _container(state: Any, ref: str) -> tuple[str, str, str]:
-    """(id, name, hostname) of a container from ``<root>/containers/*/container.json``."""
-    matches = []
-    root = Path(state.containers)
-    for rec in sorted(root.glob("*/container.json")) if root.is_dir() else []:
-        try:
-            d = json.loads(rec.read_text())
-        except (OSError, ValueError):
-            continue
-        cid = str(d.get("Id") or rec.parent.name)
-        name = str(d.get("Name", "")).lstrip("/")
-        hostname = str((d.get("Config") or {}).get("Hostname") or cid[:12])
-        if ref in (cid, name):
-            return cid, name, hostname
-        if cid.startswith(ref):
-            matches.append((cid, name, hostname))
-    if len(matches) == 1:
-        return matches[0]
-    fail(f"No such container: {ref}", 1)
-    raise AssertionError
+    """(id, name, hostname) of the container *ref* (name, ID or unique ID prefix)."""
+    from builder.containers import lifecycle
+    from builder.errors import ContainerError
+
+    try:
+        c = lifecycle.get(state, ref)
+    except ContainerError as e:
+        fail(str(e), 1)
+        raise AssertionError from None
+    return c.id, c.name, str(c.config.get("Hostname") or c.short_id)
 
 
 @click.group()

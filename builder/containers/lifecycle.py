@@ -12,10 +12,11 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from builder.containers.logs import LogEntry
 from builder.containers.options import (
     parse_signal,
     parse_timestamp_ns,
@@ -482,3 +483,32 @@ def processes(c: Container) -> list[dict[str, Any]]:
 def _status_fields(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as f:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+# -- attach to a detached run -------------------------------------------------------------------
+def follow_run(root: StateRoot, cid: str, *, since_ns: int) -> Iterator[LogEntry]:
+    """The log entries of *cid*'s current run from *since_ns*, until that run ends (a restart
+    by its policy ends it too); then ``run_exit_code`` gives its status."""
+    from builder.containers.logs import read_logs
+
+    cs = store(root)
+    runs = cs.load(cid).state.restart_count
+
+    def running() -> bool:
+        try:
+            st = refresh(cs, cs.load(cid)).state
+        except ContainerError:
+            return False
+        return st.status == "running" and st.restart_count == runs
+
+    yield from read_logs(cs.log_path(cid), since_ns=since_ns, follow=True, still_running=running)
+
+
+def run_exit_code(root: StateRoot, cid: str) -> int:
+    """The exit code of *cid*'s last run (from the supervisor's farewell file once an ``--rm``
+    record is gone)."""
+    cs = store(root)
+    try:
+        return refresh(cs, cs.load(cid)).state.exit_code
+    except ContainerError:
+        return _last_exit(root, cid)

@@ -84,13 +84,6 @@ def parse_signal(text: str | int) -> int:
     return value
 
 
-def signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return str(num)
-
-
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(b|i?b)?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
@@ -132,11 +125,6 @@ def parse_duration(text: str) -> int:
     if pos != len(t) or not t:
         raise ContainerError(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms")
     return int(total)
-
-
-def format_duration_ns(ns: int) -> str:
-    s = ns / 1e9
-    return f"{s:g}s"
 
 
 def utcnow() -> _dt.datetime:

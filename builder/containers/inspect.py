@@ -1,0 +1,179 @@
+"""Docker's JSON shapes of a container: ``container inspect`` (``inspect_container``), the
+``/containers/json`` summary (``summary``: ``Status`` text, ``Ports`` list) and published ports.
+
+The CLI renders these; ``pybuild serve`` returns them as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from builder.containers import lifecycle
+from builder.containers.options import parse_timestamp_text
+from builder.containers.record import Container, NoSuchContainer
+from builder.state import StateRoot
+from builder.units import human_duration
+
+#: network name -> endpoint JSON, as ``lifecycle.endpoints_of`` gives them
+Endpoints = Mapping[str, Mapping[str, Any]]
+
+
+def endpoints(root: StateRoot, c: Container) -> dict[str, Any]:
+    """*c*'s network endpoints (network name -> endpoint JSON)."""
+    return lifecycle.endpoints_of(c, lifecycle.network_endpoints(root))
+
+
+def _ago(ts: str) -> float:
+    ns = parse_timestamp_text(ts)
+    return max(time.time() - ns / 1e9, 0) if ns else 0.0
+
+
+def status_text(c: Container) -> str:
+    """The ``Status`` column: ``Up 3 minutes (healthy)``, ``Exited (0) 2 seconds ago``…"""
+    st = c.state
+    if st.status == "running":
+        health = ""
+        if st.health:
+            health = f" ({st.health.status if st.health.status != 'starting' else 'health: starting'})"
+        return f"Up {human_duration(_ago(st.started_at))}{health}"
+    if st.status == "restarting":
+        return f"Restarting ({st.exit_code}) {human_duration(_ago(st.finished_at))} ago"
+    if st.status == "exited":
+        if st.finished_at.startswith("0001"):
+            return f"Exited ({st.exit_code})"
+        return f"Exited ({st.exit_code}) {human_duration(_ago(st.finished_at))} ago"
+    if st.status == "created":
+        return "Created"
+    if st.status == "removing":
+        return "Removal In Progress"
+    return st.status.capitalize()
+
+
+def published_ports(c: Container, eps: Endpoints) -> list[dict[str, Any]]:
+    """The host ports bound for a running container (``HostIp``, ``HostPort``, ``ContainerPort``,
+    ``Protocol``); none once it stopped, as Docker releases them."""
+    if c.state.status != "running":
+        return []
+    return [dict(p) for ep in eps.values() for p in ep.get("Ports", ())]
+
+
+def port_list(c: Container, eps: Endpoints) -> list[dict[str, Any]]:
+    """``/containers/json`` ``Ports``: each published port (``IP``, ``PrivatePort``,
+    ``PublicPort``, ``Type``), then each exposed port nothing publishes (``PrivatePort``,
+    ``Type``). Empty unless the container runs: Docker shows no ports for a stopped one."""
+    if c.state.status != "running":
+        return []
+    out: list[dict[str, Any]] = []
+    seen = set()
+    for p in published_ports(c, eps):
+        out.append({"IP": p.get("HostIp") or "0.0.0.0", "PrivatePort": int(p["ContainerPort"]),
+                    "PublicPort": int(p["HostPort"]), "Type": str(p["Protocol"])})
+        seen.add(f"{p['ContainerPort']}/{p['Protocol']}")
+    for k in sorted(c.config.get("ExposedPorts") or {}):
+        key = k if "/" in k else f"{k}/tcp"
+        if key not in seen:
+            num, _, proto = key.partition("/")
+            out.append({"PrivatePort": int(num), "Type": proto})
+    return out
+
+
+def summary(root: StateRoot, c: Container, *, table: Mapping[str, Endpoints] | None = None,
+            size: bool = False) -> dict[str, Any]:
+    """One ``/containers/json`` object (what ``ps`` lists). *table* is
+    ``lifecycle.network_endpoints(root)``, read once for a whole listing."""
+    eps = lifecycle.endpoints_of(c, table if table is not None else lifecycle.network_endpoints(root))
+    out: dict[str, Any] = {
+        "Id": c.id,
+        "Names": ["/" + c.name],
+        "Image": c.image,
+        "ImageID": c.image_id,
+        "Command": " ".join(c.command),
+        "Created": parse_timestamp_text(c.created) // 1_000_000_000,
+        "Ports": port_list(c, eps),
+        "Labels": dict(c.labels),
+        "State": c.state.status,
+        "Status": status_text(c),
+        "HostConfig": {"NetworkMode": str(c.host_config.get("NetworkMode") or "default")},
+        "NetworkSettings": {"Networks": network_settings(c, eps)["Networks"]},
+        "Mounts": [dict(m) for m in c.mounts],
+    }
+    if size:
+        out["SizeRw"], out["SizeRootFs"] = lifecycle.sizes(root, c)
+    return out
+
+
+def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
+    """``NetworkSettings`` of ``container inspect``: addresses only while running."""
+    running = c.state.running
+    nets: dict[str, Any] = {}
+    ports: dict[str, Any] = {}
+    for k in c.config.get("ExposedPorts") or {}:
+        ports[k if "/" in k else f"{k}/tcp"] = None
+    for name, ep in eps.items():
+        ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")
+        nets[name] = {
+            "Aliases": ep.get("Aliases") or None,
+            "NetworkID": ep.get("NetworkID", ""),
+            "EndpointID": ep.get("EndpointID", "") if running else "",
+            "Gateway": ep.get("Gateway", "") if running else "",
+            "IPAddress": ip if running else "",
+            "IPPrefixLen": int(plen or 0) if running else 0,
+            "MacAddress": ep.get("MacAddress", "") if running else "",
+        }
+        if running:
+            for p in ep.get("Ports", ()):
+                key = f"{p['ContainerPort']}/{p['Protocol']}"
+                ports[key] = (ports.get(key) or []) + [
+                    {"HostIp": p["HostIp"] or "0.0.0.0", "HostPort": str(p["HostPort"])}]
+    first: dict[str, Any] = next(iter(nets.values()), {})
+    return {
+        "SandboxKey": c.state.sandbox.get("netns", "") if running else "",
+        "Ports": ports,
+        "IPAddress": first.get("IPAddress", ""),
+        "Gateway": first.get("Gateway", ""),
+        "MacAddress": first.get("MacAddress", ""),
+        "Networks": nets,
+    }
+
+
+def inspect_container(root: StateRoot, c: Container, *, size: bool = False) -> dict[str, Any]:
+    """Docker's ``container inspect`` object for a record (``SizeRw``/``SizeRootFs`` with *size*)."""
+    d = c.to_json()
+    out: dict[str, Any] = {
+        "Id": d["Id"],
+        "Created": d["Created"],
+        "Path": d["Path"],
+        "Args": d["Args"],
+        "State": c.state.docker(),
+        "Image": d["ImageID"],
+        "ResolvConfPath": str(root.run / "net" / c.id / "resolv.conf"),
+        "HostnamePath": "",
+        "HostsPath": str(root.run / "net" / c.id / "hosts"),
+        "LogPath": str(root.containers / c.id / f"{c.id}-json.log"),
+        "Name": d["Name"],
+        "RestartCount": c.state.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "HostConfig": d["HostConfig"],
+        "Mounts": d["Mounts"],
+        "Config": d["Config"],
+        "NetworkSettings": network_settings(c, endpoints(root, c)),
+    }
+    if size:
+        out["SizeRw"], out["SizeRootFs"] = lifecycle.sizes(root, c)
+    return out
+
+
+def inspect(root: StateRoot, ref: str, *, size: bool = False) -> dict[str, Any]:
+    """``container inspect REF``; ``NoSuchContainer`` if no container has that name or ID."""
+    return inspect_container(root, lifecycle.get(root, ref), size=size)
+
+
+def try_inspect(root: StateRoot, ref: str) -> dict[str, Any] | None:
+    """The container *ref* for a top-level ``inspect`` that found no image, or None."""
+    try:
+        return inspect(root, ref)
+    except NoSuchContainer:
+        return None

@@ -1,0 +1,175 @@
+"""Image rules that need the containers beside the store: ``rmi`` and ``image prune`` refuse or
+keep an image a container uses (Docker's in-use rules), and ``image inspect``'s JSON shape.
+
+``registry.store`` knows images only; this module is where containers are asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from builder.containers.record import Container, ContainerStore
+from builder.state import StateRoot
+from registry.errors import NotFound, StoreError
+from registry.store import ImageRecord, Store
+
+
+def containers_by_image(root: StateRoot) -> dict[str, list[Container]]:
+    """Image ID (``sha256:…``) -> the containers made from it, in any state. States are read as
+    recorded: an image rule never repairs (nor waits on the locks of) a container record."""
+    out: dict[str, list[Container]] = {}
+    for c in ContainerStore(root).all():
+        if c.image_id:
+            out.setdefault(c.image_id, []).append(c)
+    return out
+
+
+def _conflict(message: str) -> StoreError:
+    return StoreError(f"conflict: {message}")
+
+
+def remove(root: StateRoot, name: str, *, force: bool = False) -> list[str]:
+    """``docker rmi NAME``: the ``Untagged: …``/``Deleted: …`` lines of what was done.
+
+    An image a container uses is refused (``conflict: …``), unless *force* and no container
+    runs it by ID; forced, it is only untagged and stays as ``<none>`` (Docker keeps an image a
+    container uses). Another tag of the same image keeps it: the name is just untagged."""
+    store: Store = root.image_store()
+    record, named_by_id = store.find(name)
+    image_id = record.image_id
+    users = containers_by_image(root).get(str(image_id), []) if image_id else []
+    others = [r for r in store.images() if r.image_id == image_id and r.reference is not None
+              and r.reference != record.reference]
+    if not users or others:
+        return store.remove(name, force=force)
+    by_id = record.reference is None or named_by_id
+    running = [c for c in users if c.state.running]
+    cid = (running or users)[0].short_id
+    short = image_id.short if image_id else ""
+    if by_id and running:
+        raise _conflict(f"unable to delete {short} (cannot be forced) - image is being used by "
+                        f"running container {cid}")
+    if not force:
+        if by_id:
+            raise _conflict(f"unable to delete {short} (must be forced) - image is being used by "
+                            f"stopped container {cid}")
+        raise _conflict(f'unable to remove repository reference "{name}" (must force) - '
+                        f"container {cid} is using its referenced image {short}")
+    lines = []
+    for r in [record, *others] if by_id else [record]:
+        if r.reference is not None:
+            store.untag(r.reference)
+            lines.append(f"Untagged: {r.reference.familiar}")
+    store.add(record.descriptor.with_annotations(**{"org.opencontainers.image.ref.name": None}))
+    return lines
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What ``image prune`` did: the ``untagged: …``/``deleted: …`` lines and bytes freed."""
+
+    deleted: tuple[str, ...]
+    freed: int
+
+
+def prune(root: StateRoot, *, all: bool = False) -> PruneReport:
+    """``docker image prune [-a]``: dangling images (every image with *all*) no container uses,
+    then the blobs nothing references any more."""
+    store: Store = root.image_store()
+    used = set(containers_by_image(root))
+    deleted: list[str] = []
+    for rec in store.images():
+        if rec.image_id is None or str(rec.image_id) in used:
+            continue
+        if rec.reference is None or all:
+            with contextlib.suppress(NotFound):
+                target = str(rec.image_id) if rec.reference is None else str(rec.reference)
+                deleted += store.remove(target, force=True)
+    _, freed = store.gc()
+    lines = [line.replace("Untagged: ", "untagged: ").replace("Deleted: ", "deleted: ")
+             for line in deleted]
+    return PruneReport(tuple(lines), freed)
+
+
+# -- inspect -----------------------------------------------------------------------------------
+_CONFIG_ORDER = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
+                 "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck",
+                 "ArgsEscaped", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels",
+                 "StopSignal", "StopTimeout", "Shell")
+_CONFIG_DEFAULTS: dict[str, Any] = {"Hostname": "", "Domainname": "", "User": "",
+                                    "AttachStdin": False, "AttachStdout": False,
+                                    "AttachStderr": False, "Tty": False, "OpenStdin": False,
+                                    "StdinOnce": False, "Env": None, "Cmd": None, "Image": "",
+                                    "Volumes": None, "WorkingDir": "", "Entrypoint": None,
+                                    "OnBuild": None, "Labels": None}
+
+
+def _docker_config(config: dict[str, Any]) -> dict[str, Any]:
+    merged = {**_CONFIG_DEFAULTS, **config}
+    out = {k: merged[k] for k in _CONFIG_ORDER if k in merged}
+    out.update({k: v for k, v in merged.items() if k not in out})
+    return out
+
+
+def inspect_record(store: Store, record: ImageRecord) -> dict[str, Any]:
+    """Docker's ``image inspect`` object for one store entry."""
+    image = store.image(record.descriptor, reference=record.reference)
+    cfg = image.config.data
+    same = [r for r in store.images() if r.image_id == image.id and r.reference is not None]
+    tags = [r.reference.familiar for r in same if r.reference and r.reference.tag]
+    digests = sorted({f"{r.reference.familiar_name}@{r.descriptor.digest}" for r in same
+                      if r.reference})
+    out: dict[str, Any] = {
+        "Id": str(image.id),
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Parent": "",
+        "Comment": cfg.get("comment", ""),
+        "Created": cfg.get("created", ""),
+        "DockerVersion": cfg.get("docker_version", ""),
+        "Author": cfg.get("author", ""),
+        "Config": _docker_config(image.config.config),
+        "Architecture": cfg.get("architecture", ""),
+    }
+    if cfg.get("variant"):
+        out["Variant"] = cfg["variant"]
+    out.update({
+        "Os": cfg.get("os", ""),
+        "Size": sum(layer.size for layer in image.layers),
+        "RootFS": {"Type": "layers", "Layers": [str(d) for d in image.diff_ids]},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        "Descriptor": record.descriptor.with_annotations(
+            **{k: None for k, _ in record.descriptor.annotations}).to_dict(),
+    })
+    return out
+
+
+def inspect(store: Store, name: str) -> dict[str, Any]:
+    """``image inspect NAME`` (a reference, ``name@digest`` or an ID prefix); ``NotFound``."""
+    return inspect_record(store, store.lookup(name))
+
+
+def inspect_any(root: StateRoot, names: Sequence[str], *, kind: str | None = None
+                ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Top-level ``docker inspect``: each name as an image, else (unless *kind* says which) as a
+    container. Returns (the objects found, the names nothing matched)."""
+    from builder.containers import inspect as container_inspect
+
+    store: Store = root.image_store()
+    found: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for name in names:
+        obj: dict[str, Any] | None = None
+        if kind in (None, "image"):
+            with contextlib.suppress(NotFound):
+                obj = inspect(store, name)
+        if obj is None and kind in (None, "container"):
+            obj = container_inspect.try_inspect(root, name)
+        if obj is None:
+            missing.append(name)
+        else:
+            found.append(obj)
+    return found, missing
