@@ -18,15 +18,18 @@
   its size, sorted, for "the store is unchanged" checks.
 * ``Pybuild.command``: the argv prefix that runs the CLI, for tests that need ``Popen``.
 * ``host_leak_guard`` (session, autouse): the session fails at teardown if it left on the host
-  a ``pb-*`` bridge or ``pbv*`` veth, a rule in a ``PYBUILD*`` iptables chain, a mount under
-  the pytest base temp dir (or mentioning a pybuild state root), an empty cgroup under
-  ``*/pybuild/``, or a process whose command line mentions the base temp dir.
+  state of its own roots (several sessions run at once here; theirs does not count): a ``pb-*``
+  bridge or ``pbv*`` veth, or a rule in a ``PYBUILD*`` chain, that a network record under the
+  base temp dir names (records still there, and those the ``pybuild`` fixtures read before
+  resetting their roots); a ``pybuild/<id>`` cgroup of one of its containers, sandbox run dirs
+  or sandbox tests; a mount or a process whose command line mentions the base temp dir.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -106,6 +109,7 @@ def _reset_networks(root: Path) -> None:
         from builder import network
         from builder.state import StateRoot
 
+        _SEEN_NAMES.update(_network_names([str(p) for p in (root / "networks").glob("*.json")]))
         network.reset(StateRoot.open(root))
 
 
@@ -163,45 +167,88 @@ def store_listing(root: Path) -> list[tuple[str, int]]:
 
 
 # -- the host is left as it was found -------------------------------------------------------------
+# Several test sessions run at once on this host: the guard counts only what belongs to state
+# roots under this session's base temp dir (its *scope*), found through their records.
 _CGROUP_BASE = Path("/sys/fs/cgroup")
+#: network names (bridges, host veths, rule tags) of records a ``pybuild`` fixture saw before
+#: resetting its root: the records are gone by teardown, what they named must be too
+_SEEN_NAMES: set[str] = set()
 
 
-def _our_links() -> set[str]:
-    """Bridges (``pb-*``) and host-side veths (``pbv*``) of ours."""
-    out: set[str] = set()
-    for name in os.listdir("/sys/class/net"):
-        if name.startswith(("pb-", "pbv")):
-            out.add(name)
+def _under(scope: str, *pattern: str, depth: int = 4) -> list[str]:
+    """Paths matching ``SCOPE/*/…/PATTERN`` with 1 to *depth* directories in between (state
+    roots sit at ``tmp_path/root``, module roots at ``mktemp(...)``, test roots deeper)."""
+    import glob
+
+    out: list[str] = []
+    for n in range(1, depth + 1):
+        out.extend(glob.glob(os.path.join(glob.escape(scope), *(["*"] * n), *pattern)))
     return out
 
 
-def _our_rules() -> set[str]:
-    """Rules in ``PYBUILD*`` chains, every table (``iptables-save``)."""
+def _network_names(records: list[str]) -> set[str]:
+    """Bridge, host veth and rule tag names that these network records account for."""
+    import json
+
+    out: set[str] = set()
+    for rec in records:
+        try:
+            d = json.loads(Path(rec).read_text())
+        except (OSError, ValueError):
+            continue
+        nid = str(d.get("Id", ""))[:12]
+        out.update({str(d.get("Bridge") or ""), f"pybuild:{nid}"})
+        for cid, ep in (d.get("Containers") or {}).items():
+            out.update({f"pybuild:{nid}:{cid[:12]}", str((ep or {}).get("HostVeth") or "")})
+    out.discard("")
+    out.discard("pybuild:")
+    return out
+
+
+def _owned(scope: str) -> dict[str, set[str]]:
+    """What this session's state roots account for: network names (records now and those seen
+    before a reset) and sandbox ids (containers, run dirs left, the sandbox tests' prefix)."""
+    names = _network_names(_under(scope, "networks", "*.json")) | _SEEN_NAMES
+    ids = {Path(p).name for p in _under(scope, "containers", "*") if os.path.isdir(p)}
+    ids |= {Path(p).parent.name for p in _under(scope, "run", "*", "state.json")}
+    return {"names": names, "ids": ids}
+
+
+def _links(owned: dict[str, set[str]]) -> set[str]:
+    """Bridges (``pb-*``) and host-side veths (``pbv*``) that our records name."""
+    return {n for n in os.listdir("/sys/class/net")
+            if n.startswith(("pb-", "pbv")) and n in owned["names"]}
+
+
+def _rules(owned: dict[str, set[str]]) -> set[str]:
+    """Rules in ``PYBUILD*`` chains, every table (``iptables-save``), tagged with our networks."""
     try:
         text = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return set()
     table = ""
     out: set[str] = set()
+    tags = {n for n in owned["names"] if n.startswith("pybuild:")}
     for line in text.splitlines():
         if line.startswith("*"):
             table = line[1:]
         elif line.startswith("-A PYBUILD"):
-            out.add(f"{table}: {line}")
+            m = re.search(r'--comment "?(pybuild:[0-9a-f]{12}(?::[0-9a-f]{12})?)', line)
+            if m and (m.group(1) in tags or m.group(1)[:20] in tags):
+                out.add(f"{table}: {line}")
     return out
 
 
-def _our_mounts(scope: str) -> set[str]:
-    """Host mounts under the base temp dir or mentioning a pybuild state root (ids dropped)."""
-    out: set[str] = set()
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        if scope in line or "pybuild" in line:
-            out.add(" ".join(line.split()[3:]))
-    return out
+def _mounts(scope: str) -> set[str]:
+    """Host mounts that mention the base temp dir (every state root of ours is under it)."""
+    return {" ".join(line.split()[3:]) for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if scope in line}
 
 
-def _empty_pybuild_cgroups() -> set[str]:
-    """Cgroup dirs under ``*/pybuild/`` holding no process (live ones may be another session's)."""
+def _cgroups(owned: dict[str, set[str]]) -> set[str]:
+    """Cgroup dirs ``*/pybuild/<id>`` of our sandboxes: the ids our roots name, and the sandbox
+    tests' ``pbt<pid>x`` prefix (this process's pid: see ``test_sandbox_support.ID_PREFIX``)."""
+    prefix = f"pbt{os.getpid()}x"
     out: set[str] = set()
     if not _CGROUP_BASE.is_dir():
         return out
@@ -210,18 +257,12 @@ def _empty_pybuild_cgroups() -> set[str]:
         if not base.is_dir():
             continue
         for dirpath, dirnames, _files in os.walk(base):
-            for d in dirnames:
-                p = os.path.join(dirpath, d)
-                try:
-                    procs = Path(p, "cgroup.procs").read_text().strip()
-                except OSError:
-                    continue
-                if not procs:
-                    out.add(p)
+            out.update(os.path.join(dirpath, d) for d in dirnames
+                       if d in owned["ids"] or d.startswith(prefix))
     return out
 
 
-def _our_processes(scope: str) -> set[str]:
+def _processes(scope: str) -> set[str]:
     """Processes (other than this one and its ancestors) whose command line mentions *scope*."""
     mine = {os.getpid()}
     pid = os.getppid()
@@ -244,40 +285,10 @@ def _our_processes(scope: str) -> set[str]:
     return out
 
 
-def _foreign(scope: str) -> set[str]:
-    """Bridge, veth and rule-tag names that network records of other, concurrent pytest sessions
-    (siblings of our base temp dir) account for: theirs to clean, not ours."""
-    import glob
-    import json
-
-    base = Path(scope)
-    out: set[str] = set()
-    for depth in ("*", "*/*", "*/*/*"):
-        for rec in glob.glob(str(base.parent / "pytest-*" / depth / "networks" / "*.json")):
-            if rec.startswith(scope + os.sep):
-                continue
-            try:
-                d = json.loads(Path(rec).read_text())
-            except (OSError, ValueError):
-                continue
-            out.update({str(d.get("Bridge") or ""), f"pybuild:{str(d.get('Id', ''))[:12]}"})
-            for cid, ep in (d.get("Containers") or {}).items():
-                out.update({f"pybuild:{cid[:12]}", str((ep or {}).get("HostVeth") or "")})
-    out.discard("")
-    return out
-
-
-def _ours(kind: str, item: str, foreign: set[str]) -> bool:
-    if kind == "links":
-        return item not in foreign
-    if kind == "iptables rules":
-        return not any(f in item for f in foreign if f.startswith("pybuild:"))
-    return True
-
-
 def _host_state(scope: str) -> dict[str, set[str]]:
-    return {"links": _our_links(), "iptables rules": _our_rules(), "mounts": _our_mounts(scope),
-            "empty cgroups": _empty_pybuild_cgroups(), "processes": _our_processes(scope)}
+    owned = _owned(scope)
+    return {"links": _links(owned), "iptables rules": _rules(owned), "mounts": _mounts(scope),
+            "cgroups": _cgroups(owned), "processes": _processes(scope)}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -285,26 +296,17 @@ def host_leak_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Fail the session (an error at teardown) if it left host state behind (see the docstring).
 
     Made first and torn down last, after every other session fixture has stopped its servers.
-    What is new must still be there after a grace: helpers being stopped take a moment.
+    Only state of this session's roots counts (other sessions run meanwhile); helpers being
+    stopped take a moment, so what is left gets a grace before it counts.
     """
     scope = str(tmp_path_factory.getbasetemp())
-    before = _host_state(scope)
     yield
     deadline = time.monotonic() + 10
-    seen: dict[str, set[str]] | None = None
     while True:
-        after = _host_state(scope)
-        # new and still there at the previous look: another session's passing sandbox is not
-        fresh = {k: after[k] - before[k] for k in after}
-        if seen is not None:
-            fresh = {k: fresh[k] & seen[k] for k in fresh}
-        foreign = _foreign(scope) if any(fresh.values()) else set()
-        new = {k: sorted(i for i in v if _ours(k, i, foreign)) for k, v in fresh.items()}
-        new = {k: v for k, v in new.items() if v}
-        if not new or time.monotonic() > deadline:
+        left = {k: sorted(v) for k, v in _host_state(scope).items() if v}
+        if not left or time.monotonic() > deadline:
             break
-        seen = {k: after[k] - before[k] for k in after}
         time.sleep(0.5)
-    if new:
-        lines = [f"{k}: {v}" for k, items in new.items() for v in items]
+    if left:
+        lines = [f"{k}: {v}" for k, items in left.items() for v in items]
         pytest.fail("the test session left host state behind:\n  " + "\n  ".join(lines), pytrace=False)

@@ -1,8 +1,10 @@
 """A private Docker engine for tests: Debian's ``dockerd`` started by hand, stopped afterwards.
 
 No systemd here: the daemon gets its own data root, exec root, socket and pidfile under one
-short temp dir, the cgroupfs driver, no bridge and no iptables rules, so nothing on the host
-changes. ``/usr/bin/docker`` (Debian's client) is used explicitly: a newer client may come
+short temp dir, the cgroupfs driver, no bridge and no iptables rules, and its own network
+namespace (``unshare --net``): ``--bridge=none`` deletes a ``docker0`` it finds, and the host's
+must stay. The namespace has only ``lo`` and goes with the daemon's last process; the client
+reaches the daemon through its unix socket, which a network namespace does not confine. ``/usr/bin/docker`` (Debian's client) is used explicitly: a newer client may come
 first on PATH.
 """
 
@@ -37,8 +39,9 @@ class Dockerd:
         return f"unix://{self.sock}"
 
     def start(self, timeout: float = 60) -> None:
+        # lo up, then the daemon in place of the shell (same pid: stop() signals the daemon)
         args = [
-            DOCKERD,
+            "unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', DOCKERD,
             "--data-root", str(self.base / "data"),
             "--exec-root", str(self.base / "exec"),
             "-H", self.host,

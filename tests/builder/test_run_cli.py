@@ -108,7 +108,7 @@ def test_oom_gives_137(busybox: Any, guard: None) -> None:
 
 def test_pids_limit_and_entrypoint(busybox: Any, guard: None) -> None:
     r = run(busybox, "--pids-limit", "10", "--entrypoint", "sh", "busybox", "-c",
-             "sh -c 'while :; do sleep 30 & done' 2>/dev/null; set -- /proc/[0-9]*; echo $#")
+             "sh -c 'while :; do sleep 600 & done' 2>/dev/null; set -- /proc/[0-9]*; echo $#")
     assert r.returncode == 0 and int(r.stdout) <= 10
 
 

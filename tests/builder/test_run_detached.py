@@ -581,7 +581,7 @@ def test_capabilities_privileged_and_limits(env: Env) -> None:
     assert sh("--cap-add", "SYS_ADMIN", script="mount -t tmpfs x /tmp && echo mounted") == "mounted\n"
     assert sh("--privileged", script="mount -t tmpfs x /tmp && echo mounted") == "mounted\n"
     r = env.pb("run", "--rm", "--network", "none", "--pids-limit", "5", "busybox", "sh", "-c",
-               "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; echo all-forked", check=False)
+               "for i in 1 2 3 4 5 6 7 8; do sleep 600 & done; echo all-forked", check=False)
     assert "can't fork" in r.stderr and "all-forked" not in r.stdout
     # --init: tini is PID 1 and the command its child
     ps = env.pb("run", "--rm", "--network", "none", "--init", "busybox", "ps", "-o", "pid,args").stdout

@@ -102,7 +102,7 @@ def test_same_oom_report(state: StateRoot, busybox_layer: Path, tmp_path: Path, 
 
 
 def test_same_pids_limit(state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot) -> None:
-    script = "sh -c 'while :; do sleep 30 & done' 2>/dev/null; set -- /proc/[0-9]*; echo procs=$#"
+    script = "sh -c 'while :; do sleep 600 & done' 2>/dev/null; set -- /proc/[0-9]*; echo procs=$#"
     ours, runc = _both(state, busybox_layer, tmp_path, "sh", "-c", script, resources=Resources(pids=12))
     assert ours[0] == runc[0] == 0
     assert int(ours[1].split("procs=")[1]) <= 12 and int(runc[1].split("procs=")[1]) <= 12
