@@ -7,11 +7,19 @@ import os
 import secrets
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
-import conftest
+import pytest
 
 
-def test_guard_counts_only_links_and_rules_of_its_own_roots(tmp_path: Path) -> None:
+def _conftest(config: pytest.Config) -> ModuleType:
+    """The suite's root conftest as pytest loaded it (``import conftest`` may give a sub-dir's)."""
+    path = str(Path(__file__).with_name("conftest.py"))
+    return next(m for m in config.pluginmanager.get_plugins() if getattr(m, "__file__", None) == path)
+
+
+def test_guard_counts_only_links_and_rules_of_its_own_roots(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    conftest = _conftest(pytestconfig)
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     nid = secrets.token_hex(32)
     cid = secrets.token_hex(32)
@@ -46,14 +54,20 @@ def test_guard_counts_only_links_and_rules_of_its_own_roots(tmp_path: Path) -> N
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
-def test_guard_counts_cgroups_of_its_containers_only(tmp_path: Path) -> None:
+def test_guard_counts_cgroups_of_its_containers_only(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    conftest = _conftest(pytestconfig)
     cid = secrets.token_hex(32)
     (tmp_path / "a" / "root" / "containers" / cid).mkdir(parents=True)
     base = Path("/sys/fs/cgroup/pids/pybuild")
-    base.mkdir(exist_ok=True)
     cg, foreign = base / cid, base / secrets.token_hex(32)
-    cg.mkdir()
-    foreign.mkdir()
+    for _ in range(50):  # another session may remove an empty pybuild/ between the mkdirs
+        try:
+            base.mkdir(exist_ok=True)
+            cg.mkdir()
+            foreign.mkdir()
+            break
+        except FileNotFoundError:
+            continue
     try:
         assert conftest._cgroups(conftest._owned(str(tmp_path))) == {str(cg)}
     finally:
