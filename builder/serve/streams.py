@@ -47,10 +47,18 @@ class JsonStream:
         await self.response.prepare(self.request)
         return self
 
+    @property
+    def started(self) -> bool:
+        """Whether the status line went out (an error must then travel in the stream)."""
+        return self.response.prepared
+
     async def send(self, obj: dict[str, Any]) -> None:
+        """Write one object; the answer starts (200) with the first one."""
         if self.closed:
             return
         try:
+            if not self.response.prepared:
+                await self.prepare()
             await self.response.write(json.dumps(obj).encode() + b"\r\n")
         except (ConnectionResetError, ConnectionError, RuntimeError):
             self.closed = True
@@ -58,6 +66,8 @@ class JsonStream:
     async def finish(self) -> web.StreamResponse:
         if not self.closed:
             try:
+                if not self.response.prepared:
+                    await self.prepare()
                 await self.response.write_eof()
             except (ConnectionResetError, ConnectionError, RuntimeError):
                 self.closed = True
@@ -93,3 +103,60 @@ async def pump(stream: JsonStream, work: Callable[[Callable[[dict[str, Any]], No
             break
         await stream.send(obj)
     return await fut
+
+
+class SyncReader:
+    """A blocking file-like view of a request body, for a library call in the thread pool."""
+
+    def __init__(self, request: web.Request, loop: asyncio.AbstractEventLoop) -> None:
+        self._content = request.content
+        self._loop = loop
+
+    def read(self, n: int = -1) -> bytes:
+        size = n if n is not None and n >= 0 else 1 << 20
+        fut = asyncio.run_coroutine_threadsafe(self._read(size, whole=n is None or n < 0),
+                                               self._loop)
+        return fut.result()
+
+    async def _read(self, n: int, *, whole: bool) -> bytes:
+        if whole:
+            return await self._content.read()
+        # readexactly-like, but a short body ends with what there is (EOF)
+        chunks = []
+        while n > 0:
+            data = await self._content.read(n)
+            if not data:
+                break
+            chunks.append(data)
+            n -= len(data)
+        return b"".join(chunks)
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+class SyncWriter:
+    """A blocking file-like writer onto a prepared ``StreamResponse`` (with back-pressure: a
+    write returns once the event loop took it). A gone client raises ``ConnectionResetError``
+    in the writing thread, which stops the library call."""
+
+    def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
+        self._response = response
+        self._loop = loop
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        chunk = bytes(data)
+        if chunk:
+            asyncio.run_coroutine_threadsafe(self._response.write(chunk), self._loop).result()
+        return len(chunk)
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True

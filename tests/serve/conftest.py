@@ -91,6 +91,8 @@ class Daemon:
 
     def start(self, timeout: float = 30) -> Daemon:
         environ = {k: v for k, v in os.environ.items() if k != "PYBUILD_ROOT"}
+        # the daemon's own config.json is empty: credentials come from the clients' headers
+        environ["DOCKER_CONFIG"] = str(self.dir / "daemon-config")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [*self.pyb.command, "--root", str(self.pyb.root), "serve", "--host", self.host,

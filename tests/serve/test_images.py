@@ -1,0 +1,196 @@
+"""Image endpoints judged by real clients: Debian's docker CLI (20.10) and docker-py, each
+result compared with the same ``pybuild`` command on the same state root."""
+
+# ruff: noqa: F811 - the registry fixtures are imported, then named as test parameters
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import tarfile
+import threading
+from typing import Any
+
+import requests
+from registry_server import (
+    Registry,
+    busybox_layer_tar,
+    file_tar,
+    make_image,
+    plain_registry,  # noqa: F401
+    registry_tmp,  # noqa: F401
+    unique_repo,
+)
+
+FMT = "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}"
+
+
+def listing(out: str) -> list[str]:
+    return sorted(line for line in out.splitlines() if line.strip())
+
+
+def same_images(serve: Any) -> list[str]:
+    """``docker images`` and ``pybuild images`` agree (same format); returns the lines."""
+    ours = listing(serve.pyb("images", "--format", FMT).stdout)
+    theirs = listing(serve.docker("images", "--format", FMT).stdout)
+    assert theirs == ours
+    return ours
+
+
+def registry_tags(reg: Registry, repo: str) -> list[str]:
+    r = requests.get(f"{reg.url}/v2/{repo}/tags/list", timeout=10)
+    if r.status_code == 404:
+        return []
+    r.raise_for_status()
+    return sorted(r.json().get("tags") or [])
+
+
+def test_docker_cli_tag_push_rmi_pull_images(serve: Any, plain_registry: Registry) -> None:
+    repo = unique_repo("cli")
+    ref = f"{plain_registry.addr}/{repo}:1"
+    serve.docker("tag", "busybox:latest", ref)
+    assert f"{plain_registry.addr}/{repo}:1 {serve.pyb.image_id[7:19]}" in " ".join(
+        same_images(serve))
+    out = serve.docker("push", ref).stdout
+    assert f"The push refers to repository [{plain_registry.addr}/{repo}]" in out
+    assert "1: digest: sha256:" in out
+    assert registry_tags(plain_registry, repo) == ["1"]
+    out = serve.docker("rmi", ref).stdout
+    assert out.strip() == f"Untagged: {ref}"
+    assert ref not in " ".join(same_images(serve))
+    out = serve.docker("pull", ref).stdout
+    assert "Already exists" in out and "Digest: sha256:" in out  # busybox's layer was kept
+    assert f"{ref} {serve.pyb.image_id[7:19]}" in " ".join(same_images(serve))
+    # a second pull: up to date
+    assert "Image is up to date for" in serve.docker("pull", ref).stdout
+
+
+def test_docker_cli_inspect_and_history_match_pybuild(serve: Any) -> None:
+    theirs = json.loads(serve.docker("image", "inspect", "busybox").stdout)
+    ours = json.loads(serve.pyb("inspect", "busybox").stdout)
+    assert theirs == ours
+    fmt = "{{.ID}}|{{.CreatedBy}}|{{.Size}}|{{.Comment}}"
+    theirs_h = serve.docker("history", "--no-trunc", "--format", fmt, "busybox").stdout
+    ours_h = serve.pyb("history", "--no-trunc", "--format", fmt, "busybox").stdout
+    assert theirs_h == ours_h and theirs_h.strip()
+    r = serve.docker("image", "inspect", "nosuch:image", check=False)
+    assert r.returncode == 1 and "No such image: nosuch:image" in r.stderr
+
+
+def test_docker_cli_save_then_load_into_another_root(serve: Any, pybuild_factory: Any,
+                                                     serve_factory: Any, tmp_path: Any) -> None:
+    archive = tmp_path / "bb.tar"
+    serve.docker("save", "-o", str(archive), "busybox:latest")
+    ours = tmp_path / "ours.tar"
+    serve.pyb("save", "-o", str(ours), "busybox:latest")
+    assert archive.read_bytes() == ours.read_bytes()  # the same bytes as `pybuild save`
+    other = serve_factory(pybuild_factory())
+    out = other.docker("load", "-i", str(archive)).stdout
+    assert "Loaded image: busybox:latest" in out
+    assert other.pyb("images", "-q", "--no-trunc").stdout.strip() == serve.pyb.image_id
+    # piped, as `docker save busybox | docker load`
+    other.docker("rmi", "busybox")
+    data = serve.docker("save", "busybox", text=False).stdout
+    assert "Loaded image: busybox:latest" in other.docker("load", input=data, text=False
+                                                          ).stdout.decode()
+    same_images(other)
+
+
+def test_docker_py_pull_tag_push_remove_save_load(serve: Any, plain_registry: Registry,
+                                                  pybuild_factory: Any) -> None:
+    # an image with two layers to move around, pushed by pybuild itself
+    src = pybuild_factory()
+    repo = unique_repo("py")
+    ref = f"{plain_registry.addr}/{repo}:v1"
+    made = make_image(src.store(), ref, layers=[busybox_layer_tar(),
+                                                file_tar("blob", os.urandom(40_000))])
+    src("push", ref)
+    client = serve.client
+    image = client.images.pull(f"{plain_registry.addr}/{repo}", tag="v1")
+    assert image.id == str(made.id)
+    assert ref in image.tags
+    assert image.tag(f"{plain_registry.addr}/{repo}", "v2") is True
+    assert sorted(client.images.get(image.id).tags) == sorted([ref, ref.replace(":v1", ":v2")])
+    lines = list(client.images.push(f"{plain_registry.addr}/{repo}", tag="v2", stream=True,
+                                    decode=True))
+    assert any("aux" in x and x["aux"]["Tag"] == "v2" for x in lines), lines
+    assert not any("error" in x for x in lines)
+    assert registry_tags(plain_registry, repo) == ["v1", "v2"]
+    hist = client.images.get(ref).history()
+    assert hist[0]["Id"] == str(made.id) and len(hist) == 2
+    listed = {i.id: i.tags for i in client.images.list()}
+    assert sorted(listed[str(made.id)]) == sorted([ref, ref.replace(":v1", ":v2")])
+    assert serve.pyb("inspect", "--format", "{{.Id}}", ref).stdout.strip() == image.id
+    data = b"".join(client.images.get(ref).save(named=True))
+    client.images.remove(ref.replace(":v1", ":v2"))
+    client.images.remove(ref)
+    assert str(made.id) not in serve.pyb("images", "-q", "--no-trunc").stdout
+    loaded = client.images.load(data)
+    assert [i.id for i in loaded] == [str(made.id)]
+    assert serve.pyb("inspect", "--format", "{{.Id}}", ref).stdout.strip() == str(made.id)
+
+
+def test_unknown_image_endpoint_and_bad_input(serve: Any) -> None:
+    status, _h, body = serve.api("GET", "/v1.41/images/nosuch/json")
+    assert status == 404 and json.loads(body) == {"message": "No such image: nosuch:latest"}
+    status, _h, body = serve.api("DELETE", "/images/nosuch")
+    assert status == 404 and "No such image" in json.loads(body)["message"]
+    status, _h, body = serve.api("GET", "/v1.41/nope/nope")
+    assert status == 404 and json.loads(body) == {"message": "page not found"}
+    status, _h, body = serve.api("GET", "/images/json?filters=%7Bnot-json")
+    assert status == 400 and "filters" in json.loads(body)["message"]
+    status, _h, body = serve.api("POST", "/images/create?fromImage=UPPER/Case")
+    assert status == 400 and "invalid reference format" in json.loads(body)["message"]
+    status, _h, body = serve.api("GET", "/v1.12/images/json")
+    assert status == 400 and "too old" in json.loads(body)["message"]
+    status, _h, body = serve.api("POST", "/images/load", body=b"not a tar at all")
+    assert status == 400, body
+    assert serve.pyb("images", "-q").stdout.split() == [serve.pyb.image_id[7:19]]
+    # a pull of what the registry does not have: 404 before any stream starts
+    status, _h, body = serve.api("POST", "/images/create?fromImage=127.0.0.1:9/none&tag=x")
+    assert status >= 400 and json.loads(body)["message"]
+
+
+def test_fifty_concurrent_image_lists(serve: Any) -> None:
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        status, _h, body = serve.api("GET", "/v1.41/images/json")
+        with lock:
+            results.append((status, json.loads(body)))
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 50
+    assert all(s == 200 and [i["Id"] for i in b] == [serve.pyb.image_id] for s, b in results)
+
+
+def test_client_dropping_mid_save_and_mid_pull_leaves_the_daemon_serving(
+        serve: Any, plain_registry: Registry, pybuild_factory: Any) -> None:
+    big = file_tar("big", os.urandom(24 << 20))
+    make_image(serve.pyb.store(), "big:1", layers=[busybox_layer_tar(), big])
+    src = pybuild_factory()
+    repo = unique_repo("drop")
+    ref = f"{plain_registry.addr}/{repo}:1"
+    make_image(src.store(), ref, layers=[busybox_layer_tar(), big])
+    src("push", ref)
+    for request in (b"GET /v1.41/images/big:1/get HTTP/1.1\r\nHost: x\r\n\r\n",
+                    f"POST /v1.41/images/create?fromImage={plain_registry.addr}/{repo}&tag=1 "
+                    f"HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(serve.sock)
+        s.sendall(request)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        s.close()  # gone mid-stream
+        status, _h, body = serve.api("GET", "/_ping")
+        assert (status, body) == (200, b"OK")
+    # the daemon lists every image whole, and a fresh save still reads
+    assert len(serve.json("GET", "/images/json")) >= 2
+    status, _h, data = serve.api("GET", "/images/busybox/get")
+    assert status == 200
+    assert "manifest.json" in tarfile.open(fileobj=io.BytesIO(data)).getnames()
