@@ -129,7 +129,7 @@ def image_summaries(state: StateRoot, *, filters: dict[str, list[str]] | None = 
         digests = sorted({f"{r.familiar_name}@{rec.descriptor.digest}" for rec in recs
                           if (r := rec.reference) is not None})
         labels = _labels(store, recs[0])
-        summary = {
+        summary: dict[str, Any] = {
             "Id": image_id,
             "ParentId": "",
             "RepoTags": tags or ["<none>:<none>"],
