@@ -46,6 +46,9 @@ class BuildRequest:
     compression: str = "gzip"
     platform: str | None = None
     network: str | None = None
+    #: registry domain -> ``registry.auth.Credentials`` for pulling base images (the daemon's
+    #: ``X-Registry-Config``); a domain not here uses the stored credentials
+    registry_auth: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def _read_dockerfile(req: BuildRequest) -> tuple[str, str, str]:
 
 
 def image_resolver(store: Store, platform: Platform,
-                   progress: Callable[[str], None] | None = None) -> Callable[[str, str], Image]:
+                   progress: Callable[[str], None] | None = None, *,
+                   credentials: dict[str, Any] | None = None) -> Callable[[str, str], Image]:
     """Store first; else pull with ``registry.transfer`` when it is installed."""
     from registry.errors import NotFound
 
@@ -165,7 +169,12 @@ def image_resolver(store: Store, platform: Platform,
         if progress is not None:
             progress(f"pulling {ref}")
         try:
-            img = pull(store, ref, platform=platform)
+            creds = (credentials or {}).get(Reference.parse(ref).domain)
+            if creds is not None:
+                img = transfer.pull_result(store, ref, platform=platform,
+                                           client_options={"credentials": creds})[0]
+            else:
+                img = pull(store, ref, platform=platform)
         except Exception as e:  # noqa: BLE001 - a located one-liner for any registry fault
             raise BuildError(f"{where}: {ref}: not found locally, and pulling failed: {e}") from None
         assert isinstance(img, Image)
@@ -217,7 +226,7 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
             raise BuildError(f"invalid SOURCE_DATE_EPOCH {epoch_text!r}: seconds since 1970") from None
     store = state.image_store()
     graph = plan(dockerfile, context=tree,
-                 resolve_image=image_resolver(store, host),
+                 resolve_image=image_resolver(store, host, credentials=req.registry_auth),
                  options=PlanOptions(build_args=req.build_args, target=req.target, platform=host,
                                      epoch=epoch, network=req.network, origin=origin))
     memo.save()

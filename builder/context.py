@@ -60,6 +60,16 @@ class HashMemo:
             self._dirty = True
         return digest
 
+    def forget(self, directory: str) -> None:
+        """Drop the hashes of every file under *directory* (a context that is gone: the
+        daemon's unpacked upload), so the memo does not grow with each one."""
+        prefix = directory.rstrip("/") + "/"
+        with self._lock:
+            gone = [p for p in self._data if p.startswith(prefix)]
+            for p in gone:
+                del self._data[p]
+            self._dirty = self._dirty or bool(gone)
+
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return

@@ -14,7 +14,7 @@ from builder.serve.errors import ApiError, Handler, error_middleware
 from builder.state import StateRoot
 
 #: modules of ``builder.serve`` holding a ``routes`` RouteTableDef (each must exist)
-ROUTE_MODULES: tuple[str, ...] = ("system", "images")
+ROUTE_MODULES: tuple[str, ...] = ("system", "images", "build")
 
 _VERSION_PREFIX = "/v{version:[0-9]+[.][0-9]+}"
 

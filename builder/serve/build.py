@@ -1,0 +1,179 @@
+"""``POST /build``: the classic builder's API over ``builder.build.run_build``.
+
+The body is the context as a tar (plain or compressed), unpacked into a private directory under
+the state root (no path may leave it; device nodes are refused) and removed after the build.
+Output is Docker's stream: ``{"stream": text}`` lines (our plain progress), then
+``{"aux": {"ID": ...}}`` and the ``Successfully built/tagged`` lines docker-py reads; a failure
+after the first line travels as ``{"error", "errorDetail"}``. A client that goes away does not
+stop the build: it finishes (and tags) as a CLI build would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from aiohttp import web
+
+from builder import events
+from builder.serve.auth import registry_config
+from builder.serve.errors import bad_request, message_of
+from builder.serve.streams import JsonStream, SyncReader, error_message, in_thread, pump
+from builder.state import StateRoot
+
+routes = web.RouteTableDef()
+
+
+def _json_map(request: web.Request, name: str) -> dict[str, str]:
+    text = request.query.get(name)
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise bad_request(f"invalid {name}: not JSON") from None
+    if not isinstance(raw, dict):
+        raise bad_request(f"invalid {name}: not a JSON object")
+    # a null build-arg value means "from the environment" in the CLI; the client resolved it
+    return {str(k): str(v) for k, v in raw.items() if v is not None}
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+def unpack_context(stream: BinaryIO, dest: Path) -> None:
+    """Unpack a (maybe compressed) tar stream into *dest*, refusing what would leave it."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if member.isdev():
+                    raise bad_request(f"build context: {member.name}: device files are not "
+                                      f"allowed in a context")
+                try:
+                    tar.extract(member, dest, filter="tar")
+                except tarfile.FilterError as e:
+                    raise bad_request(f"build context: {e}") from None
+    except tarfile.ReadError as e:
+        raise bad_request(f"build context is not a tar archive: {e}") from None
+    except EOFError:
+        raise bad_request("build context: unexpected end of the tar archive") from None
+
+
+def _dockerfile_path(ctx: Path, name: str) -> str:
+    """The Dockerfile named relative to the context, never outside it."""
+    path = (ctx / (name or "Dockerfile")).resolve()
+    if not path.is_relative_to(ctx.resolve()):
+        raise bad_request(f"dockerfile {name!r}: outside the build context")
+    if not name and not path.exists() and (ctx / "dockerfile").exists():
+        path = (ctx / "dockerfile").resolve()
+    if not path.is_file():
+        raise bad_request(f"Cannot locate specified Dockerfile: {name or 'Dockerfile'}")
+    return str(path)
+
+
+class _Lines(io.TextIOBase):
+    """A text sink for ``PlainProgress``: each write becomes a ``{"stream": ...}`` message."""
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None]) -> None:
+        self._emit = emit
+
+    def write(self, s: str) -> int:
+        if s:
+            self._emit({"stream": s})
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+@routes.post("/build")
+async def build(request: web.Request) -> web.StreamResponse:
+    from builder.build import BuildRequest
+
+    state: StateRoot = request.app["state"]
+    q = request.query
+    if q.get("remote"):
+        raise bad_request("remote build contexts (git or URL) are not supported; send the "
+                          "context as the request body")
+    tags = tuple(t for t in q.getall("t", []) if t)
+    build_args = _json_map(request, "buildargs")
+    labels = _json_map(request, "labels")
+    quiet = _flag(request, "q")
+    auth = registry_config(request.headers)
+    if q.get("platform"):
+        from registry.model import Platform
+
+        try:
+            Platform.parse(q["platform"])
+        except ValueError as e:
+            raise bad_request(str(e)) from None
+    network = q.get("networkmode") or None
+    if network == "default":
+        network = None
+
+    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=state.area("tmp")))
+    ctx = tmp / "context"
+    ctx.mkdir()
+    try:
+        body = cast(BinaryIO, SyncReader(request, asyncio.get_running_loop()))
+        await in_thread(unpack_context, body, ctx)
+        dockerfile = _dockerfile_path(ctx, q.get("dockerfile", ""))
+        req = BuildRequest(
+            context=str(ctx), dockerfile=dockerfile, tags=tags, build_args=build_args,
+            target=q.get("target") or None, no_cache=_flag(request, "nocache"), labels=labels,
+            jobs=os.cpu_count() or 1, platform=q.get("platform") or None, network=network,
+            registry_auth=dict(auth))
+        stream = JsonStream(request)
+
+        def work(emit: Callable[[dict[str, Any]], None]) -> Any:
+            from builder.build import run_build
+            from builder.cli.build import PlainProgress
+
+            progress = None if quiet else PlainProgress(cast(Any, _Lines(emit)))
+            outcome = run_build(state, req, progress=progress)
+            image_id = str(outcome.image_id)
+            if quiet:
+                emit({"stream": image_id + "\n"})
+            emit({"aux": {"ID": image_id}})
+            if not quiet:
+                emit({"stream": f"Successfully built {outcome.image_id.short}\n"})
+                for t in outcome.tags:
+                    emit({"stream": f"Successfully tagged {t}\n"})
+            return outcome
+
+        try:
+            outcome = await pump(stream, work)
+        except Exception as e:  # noqa: BLE001 - mapped as the middleware maps it
+            if not stream.started:
+                raise
+            detail = error_message(message_of(e))
+            code = getattr(e, "exit_status", None)
+            if code is not None:
+                detail["errorDetail"]["code"] = code
+            await stream.send(detail)
+            return await stream.finish()
+        for t in outcome.tags:
+            events.emit(state, "image", "tag", str(outcome.image_id), {"name": t})
+        events.emit(state, "image", "build", str(outcome.image_id),
+                    {"name": outcome.tags[0] if outcome.tags else str(outcome.image_id)})
+        return await stream.finish()
+    finally:
+        await in_thread(_cleanup, state, tmp)
+
+
+def _cleanup(state: StateRoot, tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    from builder.context import HashMemo
+
+    memo = HashMemo(state.cache / "filehash.json")
+    memo.forget(str(tmp.resolve()))
+    memo.save()
