@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYBUILD := $(VENV)/bin/pybuild
 APT_PACKAGES := busybox-static runc skopeo umoci docker.io docker-registry iptables nftables \
-	iproute2 uidmap ca-certificates git python3-venv tini
+	iproute2 uidmap ca-certificates git python3-venv tini libseccomp2 gcc libc6-dev
 DEMO_ROOT ?= /tmp/pybuild-demo
 
 .PHONY: install apt venv demo test bench lint clean golden

@@ -212,6 +212,7 @@ def _etc_files(ws: Workspace, network: str) -> list[Mount]:
 def run_exec(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, StageResult],
              secrets: dict[str, bytes], log: Callable[[str], None], cancel: threading.Event) -> None:
     """Run a RUN step in the sandbox over *ws*; raise ``StepFailed`` on a non-zero exit."""
+    from builder.sandbox import seccomp
     from builder.sandbox.executor import Executor
     from builder.sandbox.spec import Namespaces, Process, Spec, default_mounts
 
@@ -220,8 +221,10 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, St
     lines = _Lines(log)
     with contextlib.ExitStack() as stack:
         mounts, secret_env = build_mounts(ws, step, spec, results=results, secrets=secrets, stack=stack)
+        # Docker's default seccomp profile, as BuildKit applies it; --security=insecure runs unconfined
         process = Process(args=spec.args, env=tuple(spec.env) + tuple(secret_env),
-                          cwd=spec.cwd or "/", user=spec.user)
+                          cwd=spec.cwd or "/", user=spec.user,
+                          seccomp=None if spec.security == "insecure" else seccomp.default())
         sandbox_spec = Spec(
             process=process,
             root=ws.root,

@@ -54,6 +54,8 @@ PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
@@ -115,6 +117,10 @@ class _CapData(ctypes.Structure):
         ("permitted", ctypes.c_uint32),
         ("inheritable", ctypes.c_uint32),
     ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,14 @@ class Syscalls:
     def capbset_read(self, cap: int) -> bool:
         return self.prctl(PR_CAPBSET_READ, cap) == 1
 
+    def seccomp_filter(self, program: bytes) -> None:
+        """Install a classic-BPF seccomp filter (``struct sock_filter`` array) on this thread."""
+        buf = ctypes.create_string_buffer(program, len(program))
+        prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+        rc = self._libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
+        if rc != 0:
+            raise _oserror("seccomp", f"{len(program) // 8} instructions")
+
     # -- plain os wrappers, here so that the fake can record them ------------------------------
     def mknod(self, path: str, mode: int, device: int = 0) -> None:
         os.mknod(path, mode, device)
@@ -323,6 +337,9 @@ class FakeSyscalls:
 
     def capbset_read(self, cap: int) -> bool:
         return True
+
+    def seccomp_filter(self, program: bytes) -> None:
+        self._rec("seccomp_filter", len(program))
 
     def mknod(self, path: str, mode: int, device: int = 0) -> None:
         self._rec("mknod", path, mode, device)

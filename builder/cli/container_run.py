@@ -74,6 +74,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--health-start-period", default=None, help="Start period for the container to initialize."),
         click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."),
         click.option("--runtime", default=None, help="An OCI runtime (e.g. runc) to run the container with."),
+        click.option("--security-opt", multiple=True,
+                     help="Security options: seccomp=unconfined|builtin|PROFILE.json, no-new-privileges[=true|false], systempaths=unconfined."),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -84,6 +86,12 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
     from builder.containers.create import RunOptions
+    from builder.containers.options import IGNORED_SECURITY_OPTS
+
+    for opt in kw["security_opt"]:
+        if opt.partition("=")[0].partition(":")[0] in IGNORED_SECURITY_OPTS:
+            click.echo(f"WARNING: --security-opt {opt} is ignored: pybuild applies no AppArmor or "
+                       "SELinux profile", err=True)
 
     return RunOptions(
         image=kw["image"], command=tuple(kw["command"]), name=kw["name"], detach=detach, rm=rm,
@@ -98,7 +106,7 @@ def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
         labels=kw["labels"], pull=kw["pull"], health_cmd=kw["health_cmd"],
         health_interval=kw["health_interval"], health_timeout=kw["health_timeout"],
         health_retries=kw["health_retries"], health_start_period=kw["health_start_period"],
-        no_healthcheck=kw["no_healthcheck"], runtime=kw["runtime"],
+        no_healthcheck=kw["no_healthcheck"], runtime=kw["runtime"], security_opt=kw["security_opt"],
     )
 
 

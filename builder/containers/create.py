@@ -23,6 +23,7 @@ from builder.containers.options import (
     parse_signal,
     read_env_file,
     rfc3339nano,
+    security_opts_for_record,
 )
 from builder.containers.record import Container, ContainerStore, State
 from builder.errors import ContainerError
@@ -80,6 +81,7 @@ class RunOptions:
     health_start_period: str | None = None
     no_healthcheck: bool = False
     runtime: str | None = None
+    security_opt: tuple[str, ...] = ()
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -176,6 +178,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         )
     cap_add = parse_caps(o.cap_add)
     cap_drop = parse_caps(o.cap_drop)
+    security_opt = security_opts_for_record(o.security_opt)
     exposed = dict(img.get("ExposedPorts") or {})
     network = o.network or "bridge"
     if network.startswith("container:") and (o.publish or o.publish_all):
@@ -237,6 +240,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             "CapAdd": cap_add,
             "CapDrop": cap_drop,
             "Privileged": o.privileged,
+            "SecurityOpt": security_opt or None,
             "Init": o.init,
             "Runtime": o.runtime or "pybuild",
             "NetworkAliases": list(o.network_aliases),

@@ -320,6 +320,7 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
     )
+    profile, nnp, systempaths = _security(c, privileged=privileged)
     process = Process(
         args=tuple(argv),
         env=tuple(c.config.get("Env") or ()),
@@ -327,7 +328,8 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
         user=str(c.config.get("User") or ""),
         terminal=tty,
         capabilities=caps,
-        no_new_privs=not privileged,
+        no_new_privs=nnp,
+        seccomp=profile,
     )
     memory = int(c.host_config.get("Memory") or 0) or None
     nano = int(c.host_config.get("NanoCpus") or 0)
@@ -335,13 +337,29 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     resources = Resources(memory=memory, cpus=nano / 1e9 if nano else None,
                           pids=int(pids) if pids and int(pids) > 0 else None)
     kw: dict[str, Any] = {}
-    if privileged:
+    if privileged or systempaths:
         kw.update(masked_paths=(), readonly_paths=())
     return Spec(
         process=process, root=rootfs, mounts=tuple(mounts),
         namespaces=Namespaces(net=netns, uts=uts), hostname=str(c.config.get("Hostname") or ""),
         resources=resources, id=c.id, **kw,
     )
+
+
+def _security(c: Container, *, privileged: bool) -> tuple[Any, bool, bool]:
+    """(seccomp profile or None, no_new_privs, systempaths unconfined) from ``SecurityOpt``:
+    Docker's defaults (the default profile, no_new_privs off); ``--privileged`` runs unconfined."""
+    from builder.containers.options import security_opts
+    from builder.sandbox import seccomp
+
+    sec = security_opts(c.host_config.get("SecurityOpt") or ())
+    if privileged or sec.seccomp == "unconfined":
+        profile = None
+    elif sec.seccomp in ("", "builtin"):
+        profile = seccomp.default()
+    else:
+        profile = seccomp.parse(sec.seccomp, source=f"of container {c.name}")
+    return profile, sec.no_new_privileges, sec.systempaths_unconfined
 
 
 def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
@@ -420,11 +438,12 @@ def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), 
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
     )
+    profile, nnp, _ = _security(c, privileged=bool(c.host_config.get("Privileged")))
     return Process(
         args=tuple(argv), env=tuple(merge_env(base_env, env)),
         cwd=workdir or str(c.config.get("WorkingDir") or "/"),
         user=user if user is not None else str(c.config.get("User") or ""),
-        terminal=tty, capabilities=caps, no_new_privs=not (privileged or c.host_config.get("Privileged")),
+        terminal=tty, capabilities=caps, no_new_privs=nnp, seccomp=profile,
     )
 
 

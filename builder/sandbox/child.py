@@ -39,6 +39,7 @@ class Plan:
     overlay_data: str  # mount data for an overlay root, relative to run_dir
     mask_node: str  # a 0/0 char device: opening it fails (ENXIO); bound over masked files
     cgroup_layout: Layout | None = None
+    seccomp_bpf: bytes | None = None  # the process's compiled seccomp filter
 
 
 def mount_flags(options: tuple[str, ...]) -> tuple[int, int, str]:
@@ -300,15 +301,29 @@ def enter_cwd(cwd: str) -> None:
         os.chdir(cwd)
 
 
-def exec_process(sys: sc.Syscalls, process: Process, last_cap: int) -> None:
-    """Resolve the user, set limits and privileges, and ``execve`` (does not return)."""
+def load_seccomp(sys: sc.Syscalls | sc.FakeSyscalls, program: bytes) -> None:
+    try:
+        sys.seccomp_filter(program)
+    except OSError as e:
+        raise SandboxError(f"cannot load the seccomp filter: {e.strerror}") from None
+
+
+def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf: bytes | None = None) -> None:
+    """Resolve the user, set limits and privileges, load the seccomp filter, and ``execve``
+    (does not return)."""
     user = read_user(process.user)
     env = final_env(process, user)
     set_rlimits(process)
     enter_cwd(process.cwd)
     path = find_executable(process.args[0], env)
+    if seccomp_bpf is not None and not process.no_new_privs:
+        # without no_new_privs the kernel wants CAP_SYS_ADMIN: load before the caps go (runc's
+        # order); the profile must then allow what dropping them takes (capset, setresuid…)
+        load_seccomp(sys, seccomp_bpf)
     drop_privileges(sys, process, user, last_cap)
     os.umask(0o022)
+    if seccomp_bpf is not None and process.no_new_privs:
+        load_seccomp(sys, seccomp_bpf)  # last, so that the filter sees only execve and the program
     try:
         os.execve(path, list(process.args), env)
     except PermissionError as e:

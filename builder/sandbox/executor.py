@@ -155,7 +155,8 @@ class Executor:
             os.mknod(mask, stat.S_IFCHR | 0o000, 0)
             stdio = Stdio(stdin, stdout, stderr, terminal=spec.process.terminal)
             plan = Plan(spec=spec, rootfs=str(rootfs_dir), run_dir=str(run_dir), overlay_data=data,
-                        mask_node=str(mask), cgroup_layout=_cg.detect())
+                        mask_node=str(mask), cgroup_layout=_cg.detect(),
+                        seccomp_bpf=self._seccomp(spec.process))
             sandbox = self._spawn(plan, cgroup, stdio, run_dir, sid, mountpoints)
         except BaseException:
             if stdio is not None:
@@ -272,10 +273,18 @@ class Executor:
             if spec.process.terminal:
                 assert stdio.console_child is not None
                 open_console(self.sys, stdio.console_child, stdio.console_size)
-            exec_process(self.sys, spec.process, self._last_cap)
+            exec_process(self.sys, spec.process, self._last_cap, plan.seccomp_bpf)
         except BaseException as e:
             _report_and_exit(err_w, e)
         os._exit(125)
+
+    def _seccomp(self, process: Process) -> bytes | None:
+        """The process's seccomp program, compiled here before any fork (cached in the state root)."""
+        if process.seccomp is None:
+            return None
+        from builder.sandbox import seccomp
+
+        return seccomp.program(process.seccomp, process.capabilities, cache_dir=self.state.cache / "seccomp")
 
     # -- exec ----------------------------------------------------------------------------------------
     def exec(
@@ -315,6 +324,13 @@ class Executor:
             if root_fd >= 0:
                 os.close(root_fd)
             raise SandboxError(f"cannot join sandbox {pid}: {e.strerror}") from None
+        try:
+            bpf = self._seccomp(process)
+        except BaseException:
+            for fd, _ in fds:
+                os.close(fd)
+            os.close(root_fd)
+            raise
         stdio = Stdio(stdin, stdout, stderr, terminal=process.terminal)
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -347,7 +363,7 @@ class Executor:
                         assert stdio.console_child is not None
                         open_console(self.sys, stdio.console_child, stdio.console_size, bind=False)
                     os.chdir("/")
-                    exec_process(self.sys, process, self._last_cap)
+                    exec_process(self.sys, process, self._last_cap, bpf)
                 except BaseException as e:
                     _report_and_exit(err_w, e)
                 os._exit(125)

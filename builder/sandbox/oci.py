@@ -104,6 +104,10 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
             "readonlyPaths": list(spec.readonly_paths),
         },
     }
+    if p.seccomp is not None:
+        from builder.sandbox import seccomp
+
+        cfg["linux"]["seccomp"] = seccomp.to_oci(p.seccomp, p.capabilities)
     if sandbox_id:
         cfg["linux"]["cgroupsPath"] = f"/{_cg.PARENT}/{sandbox_id}"
     return cfg

@@ -7,9 +7,13 @@ Nothing here acts: ``builder.sandbox.child`` turns a ``Spec`` into kernel calls,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from builder.errors import SandboxError
 from builder.rootfs import Root
+
+if TYPE_CHECKING:
+    from builder.sandbox.seccomp import Profile
 
 #: Docker's default capability set; everything else is dropped from every set.
 DEFAULT_CAPS: tuple[str, ...] = (
@@ -85,7 +89,11 @@ class Rlimit:
 
 @dataclass(frozen=True)
 class Process:
-    """What runs: args, env ("K=V"), cwd, user ("", "name", "uid", "uid:gid", "name:group")."""
+    """What runs: args, env ("K=V"), cwd, user ("", "name", "uid", "uid:gid", "name:group").
+
+    ``seccomp``: the profile filtering its syscalls (resolved against ``capabilities``), or
+    ``None`` for none (unconfined); ``builder.sandbox.seccomp.default()`` is Docker's default.
+    """
 
     args: tuple[str, ...]
     env: tuple[str, ...] = (f"PATH={DEFAULT_PATH}",)
@@ -95,6 +103,7 @@ class Process:
     capabilities: tuple[str, ...] = DEFAULT_CAPS
     no_new_privs: bool = True
     rlimits: tuple[Rlimit, ...] = ()
+    seccomp: Profile | None = None
 
     def __post_init__(self) -> None:
         if not self.args:
