@@ -244,6 +244,12 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
             names.append(ref.familiar if hasattr(ref, "familiar") else str(ref))
         if not tags:
             store.add(image.descriptor, None)
+    from builder import events
+
+    image_id = str(image.id)
+    for name in names:
+        events.emit(state, "image", "tag", image_id, {"name": name})
+    events.emit(state, "image", "build", image_id, {"name": names[0] if names else image_id})
     for out in req.outputs:
         export(state, store, image, tags, out, target.layers, progress=emit)
     return BuildOutcome(image, tuple(names), graph.warnings, tuple(solver.executed), tuple(solver.cached))

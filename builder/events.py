@@ -61,6 +61,16 @@ def emit(state: StateRoot, type: str, action: str, actor_id: str,
     return event
 
 
+def image_changes(state: StateRoot, lines: Iterable[str]) -> None:
+    """Events for ``rmi``/``prune`` result lines: ``Untagged: NAME`` -> ``untag``,
+    ``Deleted: ID`` -> ``delete`` (either case)."""
+    for line in lines:
+        kind, _, what = line.partition(": ")
+        action = {"untagged": "untag", "deleted": "delete"}.get(kind.lower())
+        if action and what:
+            emit(state, "image", action, what, {"name": what})
+
+
 def _rotate(path: Path) -> None:
     from registry.store import file_lock
 

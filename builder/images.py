@@ -32,6 +32,16 @@ def _conflict(message: str) -> StoreError:
 
 
 def remove(root: StateRoot, name: str, *, force: bool = False) -> list[str]:
+    """``docker rmi NAME``: the ``Untagged: …``/``Deleted: …`` lines of what was done (each
+    also an event in ``builder.events``); the in-use rules are ``_remove``'s."""
+    from builder import events
+
+    lines = _remove(root, name, force=force)
+    events.image_changes(root, lines)
+    return lines
+
+
+def _remove(root: StateRoot, name: str, *, force: bool = False) -> list[str]:
     """``docker rmi NAME``: the ``Untagged: …``/``Deleted: …`` lines of what was done.
 
     An image a container uses is refused (``conflict: …``), unless *force* and no container
@@ -91,6 +101,9 @@ def prune(root: StateRoot, *, all: bool = False) -> PruneReport:
     _, freed = store.gc()
     lines = [line.replace("Untagged: ", "untagged: ").replace("Deleted: ", "deleted: ")
              for line in deleted]
+    from builder import events
+
+    events.image_changes(root, lines)
     return PruneReport(tuple(lines), freed)
 
 

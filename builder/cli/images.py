@@ -151,7 +151,12 @@ def tag(g: Globals, source: str, target: str) -> None:
     ref = Reference.parse(target)
     if ref.digest is not None:
         fail(f"refusing to create a tag with a digest reference: {target}")
-    _store(g).tag(source, ref)
+    store = _store(g)
+    store.tag(source, ref)
+    from builder import events
+
+    events.emit(g.state, "image", "tag", str(store.lookup(str(ref)).image_id),
+                {"name": ref.familiar})
 
 
 @click.command("rmi")
@@ -297,7 +302,12 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
             fail(f"open {source}: no such file or directory")
     result = archive.import_rootfs(_store(g), src, reference=ref, config=config,
                                    message=message, platform=plat, source_name="-")
-    click.echo(str(result.config.digest))
+    from builder import events
+
+    image_id = str(result.config.digest)
+    events.emit(g.state, "image", "import", image_id,
+                {"name": ref.familiar if ref else image_id})
+    click.echo(image_id)
 
 
 def _changes(lines: tuple[str, ...]) -> dict[str, Any]:
@@ -403,6 +413,10 @@ def save(g: Globals, names: tuple[str, ...], output: str | None, fmt: str) -> No
         store.lookup(n)  # fail before creating the output
     with _output(output) as out:
         archive.save(store, list(names), out, format=fmt)
+    from builder import events
+
+    for n in names:
+        events.emit(g.state, "image", "save", n, {"name": n})
 
 
 @click.command("load")
@@ -426,6 +440,11 @@ def load(g: Globals, input_: str | None, quiet: bool) -> None:
             return
         with f:
             loaded = archive.load(store, f, source=input_)
+    from builder import events
+
+    for item in loaded:
+        name = item.reference.familiar if item.reference is not None else str(item.image_id)
+        events.emit(g.state, "image", "load", name, {"name": name})
     if not quiet:
         for item in loaded:
             if item.reference is not None:

@@ -228,6 +228,9 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
             client_options=_client_options(max_concurrent_downloads))
     finally:
         r.close()
+    from builder import events
+
+    events.emit(obj.state, "image", "pull", ref.familiar, {"name": ref.familiar})
     if quiet:
         click.echo(str(ref))
         return
@@ -287,6 +290,10 @@ def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int,
                                 client_options=_client_options(max_concurrent_uploads))
         finally:
             r.close()
+        from builder import events
+
+        pushed = Reference.parse(dest).familiar
+        events.emit(obj.state, "image", "push", pushed, {"name": pushed})
         if quiet:
             click.echo(str(result.descriptor.digest))
         else:

@@ -23,7 +23,6 @@ from typing import Any, BinaryIO, cast
 
 from aiohttp import web
 
-from builder import events
 from builder.serve.auth import registry_config
 from builder.serve.errors import bad_request, message_of
 from builder.serve.streams import JsonStream, SyncReader, error_message, in_thread, pump
@@ -151,7 +150,7 @@ async def build(request: web.Request) -> web.StreamResponse:
             return outcome
 
         try:
-            outcome = await pump(stream, work)
+            await pump(stream, work)  # run_build tags, and records the events
         except Exception as e:  # noqa: BLE001 - mapped as the middleware maps it
             if not stream.started:
                 raise
@@ -161,10 +160,6 @@ async def build(request: web.Request) -> web.StreamResponse:
                 detail["errorDetail"]["code"] = code
             await stream.send(detail)
             return await stream.finish()
-        for t in outcome.tags:
-            events.emit(state, "image", "tag", str(outcome.image_id), {"name": t})
-        events.emit(state, "image", "build", str(outcome.image_id),
-                    {"name": outcome.tags[0] if outcome.tags else str(outcome.image_id)})
         return await stream.finish()
     finally:
         await in_thread(_cleanup, state, tmp)

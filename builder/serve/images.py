@@ -479,11 +479,7 @@ async def remove_image(request: web.Request) -> web.Response:
             state.image_store().gc(wait=False)
         return lines
 
-    lines = await in_thread(remove)
-    for item in _deletions(lines):
-        for kind, what in item.items():
-            events.emit(state, "image", "untag" if kind == "Untagged" else "delete", what,
-                        {"name": what})
+    lines = await in_thread(remove)  # the library's events
     return web.json_response(_deletions(lines))
 
 
@@ -499,11 +495,7 @@ async def prune_images(request: web.Request) -> web.Response:
     dangling = filters.get("dangling", ["true"])
     all_ = any(v.lower() in ("false", "0") for v in dangling)
     report = await in_thread(lambda: library.prune(state, all=all_))
-    deleted = _deletions(list(report.deleted))
-    for item in deleted:
-        for kind, what in item.items():
-            events.emit(state, "image", "untag" if kind == "Untagged" else "delete", what,
-                        {"name": what})
+    deleted = _deletions(list(report.deleted))  # the library's events
     return web.json_response({"ImagesDeleted": deleted or None,
                               "SpaceReclaimed": report.freed})
 

@@ -112,7 +112,9 @@ def _counts(state: StateRoot) -> dict[str, int]:
             out["ContainersRunning"] += 1
         else:
             out["ContainersStopped"] += 1
-    out["Images"] = len(state.image_store().images())
+    # one per image ID, however many tags it has (as dockerd counts)
+    out["Images"] = len({str(r.image_id or r.descriptor.digest)
+                         for r in state.image_store().images()})
     return out
 
 
@@ -213,3 +215,49 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
             break
         await asyncio.sleep(EVENTS_POLL)
     return await stream.finish()
+
+
+def disk_usage(state: StateRoot) -> dict[str, Any]:
+    """``/system/df``: images (with how many containers use each), containers with their
+    sizes, volumes with theirs; the build cache is not itemised (``BuildCache`` empty)."""
+    from builder.containers import inspect as cinspect
+    from builder.containers import lifecycle
+    from builder.serve.images import image_summaries
+    from builder.volume import store as volumes
+
+    containers = lifecycle.list_containers(state, all=True)
+    table = lifecycle.network_endpoints(state)
+    images = image_summaries(state)
+    per_image: dict[str, int] = {}
+    for c in containers:
+        per_image[c.image_id] = per_image.get(c.image_id, 0) + 1
+    for img in images:
+        img["Containers"] = per_image.get(img["Id"], 0)
+    layers: set[str] = set()
+    store = state.image_store()
+    size = 0
+    for rec in store.images():
+        try:
+            image = store.image(rec.descriptor)
+        except Exception:  # noqa: BLE001 - an entry that does not resolve adds nothing
+            continue
+        for layer in image.layers:
+            if str(layer.digest) not in layers:
+                layers.add(str(layer.digest))
+                size += layer.size
+    users = volumes.containers_using(state)
+    vols = []
+    for v in volumes.list_volumes(state):
+        d = v.to_json()
+        d["UsageData"] = {"Size": volumes._du(v.mountpoint) if v.mountpoint.exists() else 0,
+                          "RefCount": len(users.get(v.name, []))}
+        vols.append(d)
+    return {"LayersSize": size, "Images": images,
+            "Containers": [cinspect.summary(state, c, table=table, size=True)
+                           for c in containers],
+            "Volumes": vols, "BuildCache": []}
+
+
+@routes.get("/system/df")
+async def system_df(request: web.Request) -> web.Response:
+    return web.json_response(await in_thread(disk_usage, request.app["state"]))
