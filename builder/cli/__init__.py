@@ -53,6 +53,9 @@ COMMANDS: dict[str, str] = {
     "build": "builder.cli.build:build",
     "builder": "builder.cli.build:builder",
     "serve": "builder.cli.serve:serve",
+    "system": "builder.cli.system:system",
+    "info": "builder.cli.system:info",
+    "version": "builder.cli.system:version",
 }
 
 
@@ -84,10 +87,20 @@ class LazyGroup(click.Group):
     help="State root (default /var/lib/pybuild as root, ~/.local/share/pybuild otherwise).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option("-v", "--version", is_flag=True, is_eager=True, expose_value=False,
+              callback=lambda ctx, _p, v: _print_version(ctx) if v else None,
+              help="Print version information and quit.")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
     """pybuild: build, push, pull and run OCI images without a daemon."""
     ctx.obj = Globals(root=root, debug=debug)
+
+
+def _print_version(ctx: click.Context) -> None:
+    from builder.cli.system import version_line
+
+    click.echo(version_line())
+    ctx.exit(0)
 
 
 class Globals:

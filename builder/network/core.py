@@ -504,8 +504,9 @@ def release(state: StateRoot, container_id: str) -> None:
 
 
 def reset(state: StateRoot) -> None:
-    """Release every container and remove every network, predefined ones included
-    (tests, and a future ``system reset``): the host is left as before the first use."""
+    """Release every container and remove every network, predefined ones included, with
+    their links, rules and helpers (tests, and ``builder.system.reset``): the host is left as
+    before the first use, and the root holds no network record."""
     cids = {cid for net in list_networks(state) for cid in net.containers}
     if (state.run / "netns").is_dir():  # containers detached from every network keep a netns
         cids.update(p.name for p in (state.run / "netns").iterdir())
@@ -513,6 +514,13 @@ def reset(state: StateRoot) -> None:
         release(state, cid)
     for net in list_networks(state):
         remove_network(state, net.id, _predefined=True)
+    # each removal above re-creates the predefined records it finds missing (unmaterialised):
+    # drop them too, so that the root holds no network at all
+    with state.lock("networks"):
+        for net in _load_all(state):
+            if net.predefined and not net.containers:
+                _dematerialise(net)
+                _record_path(state, net.id).unlink(missing_ok=True)
 
 
 def _remove_port_rules(network_id: str, container_id: str) -> None:

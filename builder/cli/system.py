@@ -1,0 +1,287 @@
+"""``pybuild system prune|df|info|reset``, ``pybuild info``, ``pybuild version`` (and the text of
+``pybuild --version``): flags in, one ``builder.system`` call, Docker's layouts out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from builder.cli import Globals
+from builder.cli.format import human_duration, human_size, render_template, table
+
+
+def _confirm(warning: str) -> bool:
+    """Docker's prompt: the warning, then ``Are you sure you want to continue? [y/N] `` on
+    stdout; only y/yes goes on (end of input is a no)."""
+    click.echo(warning + "Are you sure you want to continue? [y/N] ", nl=False)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _bytes_size(n: float) -> str:
+    """go-units ``BytesSize``: binary units, 4 significant digits (``Total Memory``)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+@click.group("system")
+def system() -> None:
+    """Manage pybuild: disk usage, pruning, information, host cleanup."""
+
+
+# -- df -----------------------------------------------------------------------------------------
+def _reclaimable(row: Any) -> str:
+    text = human_size(row.reclaimable, 4)
+    if row.percent and row.size > 0:
+        text += f" ({row.reclaimable * 100 // row.size}%)"
+    return text
+
+
+def _ago(epoch: float) -> str:
+    import time
+
+    return human_duration(time.time() - epoch) + " ago" if epoch else "N/A"
+
+
+def _verbose(usage: dict[str, Any]) -> str:
+    from builder.cli.format import parse_time
+
+    out = ["Images space usage:", ""]
+    rows = []
+    for i in usage["Images"]:
+        for tag in i["RepoTags"]:
+            repo, _, t = tag.rpartition(":")
+            rows.append([repo, t, i["Id"].removeprefix("sha256:")[:12], _ago(i["Created"]),
+                         human_size(i["Size"]), human_size(i["SharedSize"]),
+                         human_size(i["Size"] - i["SharedSize"]), str(i["Containers"])])
+    out += [table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE",
+                   "UNIQUE SIZE", "CONTAINERS"], rows), "", "Containers space usage:", ""]
+    rows = []
+    for c in usage["Containers"]:
+        cmd = c["Command"] if len(c["Command"]) <= 19 else c["Command"][:19] + "…"
+        vols = sum(1 for m in c.get("Mounts") or () if m.get("Type") == "volume")
+        rows.append([c["Id"][:12], c["Image"], f'"{cmd}"', str(vols), human_size(c.get("SizeRw") or 0),
+                     _ago(c["Created"]), c["Status"], ",".join(n.lstrip("/") for n in c["Names"])])
+    out += [table(["CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED",
+                   "STATUS", "NAMES"], rows), "", "Local Volumes space usage:", ""]
+    rows = [[v["Name"], str(v["UsageData"]["RefCount"]), human_size(v["UsageData"]["Size"])]
+            for v in usage["Volumes"]]
+    total = sum(b["Size"] for b in usage["BuildCache"] if not b["Shared"])
+    out += [table(["VOLUME NAME", "LINKS", "SIZE"], rows), "", f"Build cache usage: {human_size(total, 4)}", ""]
+    rows = []
+    for b in usage["BuildCache"]:
+        created, last = parse_time(b["CreatedAt"]), parse_time(b["LastUsedAt"])
+        rows.append([b["ID"][:12], b["Type"], human_size(b["Size"]),
+                     _ago(created.timestamp()) if created else "N/A",
+                     _ago(last.timestamp()) if last else "N/A", str(b["UsageCount"]),
+                     "true" if b["Shared"] else "false"])
+    out.append(table(["CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"], rows))
+    return "\n".join(out)
+
+
+@system.command("df")
+@click.option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage.")
+@click.option("--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
+@click.pass_obj
+def df(g: Globals, verbose: bool, fmt: str | None) -> None:
+    """Show pybuild disk usage."""
+    from builder import system as lib
+
+    usage = lib.df(g.state)
+    rows = lib.df_summary(usage)
+    if fmt is not None:
+        objs = [{"Type": r.type, "TotalCount": str(r.total), "Active": str(r.active),
+                 "Size": human_size(r.size, 4), "Reclaimable": _reclaimable(r)} for r in rows]
+        for o in objs:
+            click.echo(json.dumps(o, separators=(",", ":")) if fmt == "json" else render_template(fmt, o))
+        return
+    if verbose:
+        click.echo(_verbose(usage))
+        return
+    click.echo(table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+                     [[r.type, str(r.total), str(r.active), human_size(r.size, 4), _reclaimable(r)]
+                      for r in rows]))
+
+
+# -- prune --------------------------------------------------------------------------------------
+@system.command("prune")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove all unused images not just dangling ones.")
+@click.option("--volumes", is_flag=True, help="Prune anonymous volumes.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.pass_obj
+def prune(g: Globals, all_: bool, volumes: bool, force: bool) -> None:
+    """Remove unused data: stopped containers, unused networks, dangling images, build cache."""
+    from builder import system as lib
+
+    if not force and not _confirm(lib.prune_warning(all=all_, volumes=volumes)):
+        return
+    r = lib.prune(g.state, all=all_, volumes=volumes)
+    for title, items in (("Deleted Containers:", r.containers), ("Deleted Networks:", r.networks),
+                         ("Deleted Volumes:", r.volumes), ("Deleted Images:", r.images),
+                         ("Deleted build cache objects:", r.build_cache)):
+        if items:
+            click.echo(title)
+            for item in items:
+                click.echo(item)
+            click.echo()
+    click.echo(f"Total reclaimed space: {human_size(r.reclaimed, 4)}")
+
+
+# -- reset --------------------------------------------------------------------------------------
+RESET_WARNING = (
+    "WARNING! This will remove from this host everything of the state root {root}:\n"
+    "  - every container, stopped first if running\n"
+    "  - every network, the default bridge included, with its iptables rules\n"
+    "  - the root's cgroups, mounts and leftover sandboxes\n"
+    "{extra}\n"
+)
+
+
+@system.command("reset")
+@click.option("-a", "--all", "all_", is_flag=True,
+              help="Also remove the root's images, volumes and build cache (empty the root).")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.pass_obj
+def reset(g: Globals, all_: bool, force: bool) -> None:
+    """Remove everything of this state root from the host (images stay unless --all)."""
+    from builder import system as lib
+
+    state = g.state
+    extra = "  - every image, volume and build cache record (the root is emptied)\n" if all_ else ""
+    if not force and not _confirm(RESET_WARNING.format(root=state.path, extra=extra)):
+        return
+    r = lib.reset(state, everything=all_)
+    for title, items in (("Deleted Containers:", r.containers), ("Deleted Networks:", r.networks),
+                         ("Removed sandboxes:", r.sandboxes), ("Removed cgroups:", r.cgroups),
+                         ("Unmounted:", r.mounts)):
+        if items:
+            click.echo(title)
+            for item in items:
+                click.echo(item)
+            click.echo()
+    if r.removed_store:
+        click.echo(f"Emptied {state.path}")
+    for e in r.errors:
+        click.echo(f"Error: {e}", err=True)
+    if r.errors:
+        sys.exit(1)
+
+
+# -- info ---------------------------------------------------------------------------------------
+def _info_text(d: dict[str, Any]) -> str:
+    lines = ["Client:", " Context:    default", " Debug Mode: false", "", "Server:",
+             f" Containers: {d['Containers']}", f"  Running: {d['ContainersRunning']}",
+             f"  Paused: {d['ContainersPaused']}", f"  Stopped: {d['ContainersStopped']}",
+             f" Images: {d['Images']}", f" Server Version: {d['ServerVersion']}",
+             f" Storage Driver: {d['Driver']}"]
+    lines += [f"  {k}: {v}" for k, v in d["DriverStatus"]]
+    lines += [f" Logging Driver: {d['LoggingDriver']}", f" Cgroup Driver: {d['CgroupDriver']}",
+              f" Cgroup Version: {d['CgroupVersion']}", " Plugins:",
+              f"  Volume: {' '.join(d['Plugins']['Volume'])}",
+              f"  Network: {' '.join(d['Plugins']['Network'])}",
+              f"  Log: {' '.join(d['Plugins']['Log'])}",
+              f" Swarm: {d['Swarm']['LocalNodeState']}",
+              f" Runtimes: {' '.join(sorted(d['Runtimes']))}",
+              f" Default Runtime: {d['DefaultRuntime']}", f" Init Binary: {d['InitBinary']}",
+              f" runc version: {d['RuncCommit']['ID'] or 'N/A'}", " Security Options:"]
+    lines += [f"  {o.removeprefix('name=')}" for o in d["SecurityOptions"]]
+    lines += [f" Kernel Version: {d['KernelVersion']}", f" Operating System: {d['OperatingSystem']}",
+              f" OSType: {d['OSType']}", f" Architecture: {d['Architecture']}",
+              f" CPUs: {d['NCPU']}", f" Total Memory: {_bytes_size(d['MemTotal'])}",
+              f" Name: {d['Name']}", f" ID: {d['ID']}", f" Pybuild Root Dir: {d['DockerRootDir']}",
+              " Debug Mode: false", f" Registry: {d['IndexServerAddress']}", " Labels:",
+              " Experimental: false", " Insecure Registries:"]
+    lines += [f"  {c}" for c in d["RegistryConfig"]["InsecureRegistryCIDRs"]]
+    if d["RegistryConfig"]["Mirrors"]:
+        lines += [" Registry Mirrors:"] + [f"  {m}" for m in d["RegistryConfig"]["Mirrors"]]
+    lines.append(f" Live Restore Enabled: {str(d['LiveRestoreEnabled']).lower()}")
+    return "\n".join(lines)
+
+
+def _info(g: Globals, fmt: str | None) -> None:
+    from builder import system as lib
+
+    d = lib.info(g.state)
+    if fmt is None:
+        click.echo(_info_text(d))
+    elif fmt == "json":
+        click.echo(json.dumps(d, separators=(",", ":")))
+    else:
+        click.echo(render_template(fmt, d))
+
+
+@system.command("info")
+@click.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
+@click.pass_obj
+def system_info(g: Globals, fmt: str | None) -> None:
+    """Display system-wide information."""
+    _info(g, fmt)
+
+
+@click.command("info")
+@click.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
+@click.pass_obj
+def info(g: Globals, fmt: str | None) -> None:
+    """Display system-wide information."""
+    _info(g, fmt)
+
+
+# -- version ------------------------------------------------------------------------------------
+def version_line() -> str:
+    """``pybuild --version``: Docker's ``Docker version X, build Y`` line."""
+    from builder import system as lib
+
+    return f"pybuild version {lib.version()}, build {lib.git_commit() or 'unknown'}"
+
+
+def _kv(pairs: list[tuple[str, str]], indent: int) -> list[str]:
+    # Docker aligns the values at column 20 whatever the indent
+    return [f"{' ' * indent}{k + ':':<{19 - indent}} {v}".rstrip() for k, v in pairs]
+
+
+@click.command("version")
+@click.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
+def version(fmt: str | None) -> None:
+    """Show the pybuild version information."""
+    import platform
+
+    from builder import system as lib
+
+    server = lib.version_info()
+    client = {"Platform": {"Name": "pybuild"}, "Version": server["Version"],
+              "ApiVersion": lib.API_VERSION, "DefaultAPIVersion": lib.API_VERSION,
+              "GitCommit": server["GitCommit"], "GoVersion": server["GoVersion"], "Os": "linux",
+              "Arch": lib.arch(), "BuildTime": "", "Context": "default"}
+    doc = {"Client": client, "Server": server}
+    if fmt == "json":
+        click.echo(json.dumps(doc, separators=(",", ":")))
+        return
+    if fmt is not None:
+        click.echo(render_template(fmt, doc))
+        return
+    python = platform.python_version()
+    lines = ["Client:"] + _kv([("Version", client["Version"]), ("API version", lib.API_VERSION),
+                              ("Python version", python), ("Git commit", client["GitCommit"]),
+                              ("OS/Arch", f"linux/{lib.arch()}"), ("Context", "default")], 1)
+    lines += ["", "Server: pybuild engine (daemonless)", " Engine:"]
+    engine = server["Components"][0]
+    det = engine["Details"]
+    lines += _kv([("Version", engine["Version"]),
+                  ("API version", f"{lib.API_VERSION} (minimum version {lib.MIN_API_VERSION})"),
+                  ("Python version", python), ("Git commit", det["GitCommit"]),
+                  ("OS/Arch", f"linux/{lib.arch()}"), ("Storage driver", det["StorageDriver"]),
+                  ("Cgroup driver", det["CgroupDriver"]), ("Cgroup version", det["CgroupVersion"]),
+                  ("Runtime", "pybuild (built-in); runc with --runtime runc"),
+                  ("Experimental", "false")], 2)
+    for comp in server["Components"][1:]:
+        lines += [f" {comp['Name']}:"] + _kv([("Version", comp["Version"]),
+                                               ("GitCommit", comp["Details"].get("GitCommit", ""))], 2)
+    click.echo("\n".join(lines))
+
