@@ -199,7 +199,9 @@ def info(state: StateRoot) -> dict[str, Any]:
         "ID": engine_id(state),
         "Containers": running + stopped + paused, "ContainersRunning": running,
         "ContainersPaused": paused, "ContainersStopped": stopped,
-        "Images": len(state.image_store().images()),
+        # one per image ID, however many tags it has (as dockerd counts)
+        "Images": len({str(r.image_id or r.descriptor.digest)
+                       for r in state.image_store().images()}),
         "Driver": "overlay",
         "DriverStatus": [["Backing Filesystem", _backing_fs(state.path) or "unknown"],
                          ["Supports d_type", "true"]],

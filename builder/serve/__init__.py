@@ -16,5 +16,6 @@ the same locks. Only ``pybuild serve`` imports this package (and so aiohttp).
 from __future__ import annotations
 
 #: the Engine API version we speak, and the oldest one a client may ask for
-API_VERSION = "1.41"
-MIN_API_VERSION = "1.24"
+from builder.system import API_VERSION, MIN_API_VERSION  # noqa: E402
+
+__all__ = ["API_VERSION", "MIN_API_VERSION"]

@@ -51,12 +51,9 @@ async def server_header_middleware(request: web.Request, handler: Handler) -> we
 
 
 def _pybuild_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from builder.system import version
 
-    try:
-        return version("pybuild-oci-toolkit")
-    except PackageNotFoundError:
-        return "0.0.0"
+    return version()
 
 
 def make_app(state: StateRoot, **opts: Any) -> web.Application:
