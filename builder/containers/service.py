@@ -55,15 +55,17 @@ def create(root: StateRoot, o: RunOptions, *, progress: Any = None,
     return build(root, o, image, mounts=records)
 
 
-def start(root: StateRoot, ref: str) -> Container:
-    """Start a created or stopped container under a detached supervisor (no-op if running)."""
+def start(root: StateRoot, ref: str, *, attach_wait: int = 0) -> Container:
+    """Start a created or stopped container under a detached supervisor (no-op if running);
+    its first run waits for *attach_wait* clients on its attach socket (an API ``attach``
+    made before ``start``)."""
     from builder.containers.supervisor import spawn
 
     cs = ContainerStore(root)
     c = lifecycle.refresh(cs, cs.find(ref))
     if c.state.running:
         return c
-    started = spawn(root, c.id)
+    started = spawn(root, c.id, attach_wait=attach_wait)
     if not started.ok:
         raise _start_error(started.exit_code, started.error)
     return cs.load(c.id)

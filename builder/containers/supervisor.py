@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from builder.containers import runtime
+from builder.containers.attach import SOCKET_NAME, STDERR, STDOUT, AttachServer
 from builder.containers.logs import LogWriter
 from builder.containers.options import RestartPolicy, rfc3339nano
 from builder.containers.record import (
@@ -37,6 +38,9 @@ from builder.state import StateRoot
 BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 10.0
+
+#: how long a start waits for the clients that asked to attach before it (``attach_wait``)
+ATTACH_WAIT = 10.0
 
 #: signals a foreground ``run`` forwards to the container (Docker's --sig-proxy)
 PROXY_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -59,8 +63,12 @@ class Started:
 
 
 class Supervisor:
-    def __init__(self, root: StateRoot, cid: str, *, attach: Attach | None = None) -> None:
+    def __init__(self, root: StateRoot, cid: str, *, attach: Attach | None = None,
+                 attach_wait: int = 0) -> None:
         self.root = root
+        self.attach_wait = attach_wait
+        #: a detached supervisor's attach socket (``builder.containers.attach``)
+        self.server: AttachServer | None = None
         self.cs = ContainerStore(root)
         self.cid = cid
         self.attach = attach
@@ -107,17 +115,34 @@ class Supervisor:
             ready(Started(True))
             return 0
         log = LogWriter(self.cs.log_path(self.cid))
+        if self.attach is None:
+            with contextlib.suppress(OSError):
+                self.server = AttachServer(self.cs.dir(self.cid) / SOCKET_NAME,
+                                           stdin_once=bool(c.config.get("StdinOnce")))
+        server = self.server
         first = True
         backoff = BACKOFF_START
         exit_code = 0
         try:
             while True:
                 began = time.monotonic()
+                stdin_r: int | None = None
+                if server is not None:
+                    if first and self.attach_wait:
+                        # who attached before `start` (docker run) must see all the output
+                        server.wait_clients(self.attach_wait, ATTACH_WAIT)
+                    if c.config.get("OpenStdin"):
+                        stdin_r, stdin_w = os.pipe()
+                        server.set_target(stdin_w, None)
                 try:
                     proc = runtime.launch(self.root, c, stdout=self._sink(log, "stdout"),
                                           stderr=self._sink(log, "stderr"),
-                                          attach_stdin=self.attach.stdin if self.attach else None)
+                                          attach_stdin=self.attach.stdin if self.attach else stdin_r)
                 except Exception as e:  # noqa: BLE001 - any failure to start is reported, not raised
+                    if server is not None:
+                        server.end_run()
+                    if stdin_r is not None:
+                        os.close(stdin_r)
                     code = e.exit_code if isinstance(e, BuildError) else 125
                     msg = str(e) if isinstance(e, BuildError) else f"{type(e).__name__}: {e}"
                     if first:
@@ -138,6 +163,8 @@ class Supervisor:
                     first = False
                 if self.attach is not None and c.config.get("Tty"):
                     follow_window_size(proc.sandbox)
+                if server is not None and c.config.get("Tty"):
+                    server.set_resize(proc.sandbox.resize)
                 health = self._start_health(c, hc) if hc is not None else None
                 try:
                     outcome = proc.wait()
@@ -147,6 +174,10 @@ class Supervisor:
                         health.join()
                         self._health_stop.clear()
                     log.flush()
+                    if server is not None:
+                        server.end_run()
+                    if stdin_r is not None:
+                        os.close(stdin_r)
                     with contextlib.suppress(Exception):
                         runtime.remember_networks(self.root, self.cs.load(self.cid))
                     with contextlib.suppress(Exception):
@@ -174,6 +205,8 @@ class Supervisor:
                 c = self.cs.load(self.cid)
         finally:
             log.close()
+            if server is not None:
+                server.close()
         if c.host_config.get("AutoRemove"):
             from builder.containers import lifecycle
 
@@ -190,8 +223,12 @@ class Supervisor:
         if self.attach is not None:
             out = self.attach.stdout if stream == "stdout" else self.attach.stderr
 
+        kind = STDOUT if stream == "stdout" else STDERR
+
         def sink(data: bytes) -> None:
             log.feed(stream, data)
+            if self.server is not None:
+                self.server.broadcast(kind, data)
             if out is not None:
                 with contextlib.suppress(OSError):
                     _write_all(out, data)
@@ -252,8 +289,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 # -- detached supervisors ---------------------------------------------------------------------
-def spawn(root: StateRoot, cid: str) -> Started:
-    """Start *cid* under a detached supervisor; return once it reports the first start."""
+def spawn(root: StateRoot, cid: str, *, attach_wait: int = 0) -> Started:
+    """Start *cid* under a detached supervisor; return once it reports the first start (which
+    waits first for *attach_wait* clients on the attach socket)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -264,7 +302,7 @@ def spawn(root: StateRoot, cid: str) -> Started:
             if os.fork() != 0:
                 os._exit(0)
             _detach_stdio(root, cid, keep=w)
-            code = _supervise_detached(root, cid, w)
+            code = _supervise_detached(root, cid, w, attach_wait)
         except BaseException:  # noqa: B036 - the child must never return into the CLI
             import traceback
 
@@ -308,7 +346,7 @@ def _detach_stdio(root: StateRoot, cid: str, *, keep: int) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
-def _supervise_detached(root: StateRoot, cid: str, w: int) -> int:
+def _supervise_detached(root: StateRoot, cid: str, w: int, attach_wait: int = 0) -> int:
     def ready(s: Started) -> None:
         nonlocal w
         os.write(w, json.dumps({"ok": s.ok, "exit_code": s.exit_code, "error": s.error}).encode() + b"\n")
@@ -317,7 +355,7 @@ def _supervise_detached(root: StateRoot, cid: str, w: int) -> int:
 
     # A stop signal sent to the supervisor itself (e.g. a host shutdown) ends the container
     # cleanly rather than orphaning it.
-    sup = Supervisor(root, cid)
+    sup = Supervisor(root, cid, attach_wait=attach_wait)
 
     def on_term(signum: int, frame: Any) -> None:
         # no file locks here (the main thread may hold one): a plain read of the state

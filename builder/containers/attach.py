@@ -1,0 +1,260 @@
+"""The supervisor's attach socket (conmon's role): a process that attaches to a detached container
+gets its output live and feeds its stdin and terminal size, over ``containers/<id>/attach.sock``.
+
+Wire format, both ways: frames of 1 byte kind + 4 bytes big-endian length + payload.
+
+* client → supervisor: first ``HELLO`` (JSON ``{"stdin","stdout","stderr"}``), then ``STDIN``
+  bytes, ``CLOSE_STDIN`` (the client's stdin ended; closes the container's stdin when the
+  container was created with ``StdinOnce``) and ``RESIZE`` (``"rows cols"``).
+* supervisor → client: ``STDOUT``/``STDERR`` bytes; the supervisor closes the connection once the
+  run ends and every byte of its output was sent.
+
+A start can wait for N clients (``wait_clients``) so that who attached before ``start`` (the
+Docker client's ``run``) misses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOCKET_NAME = "attach.sock"
+
+STDIN, STDOUT, STDERR, CLOSE_STDIN, RESIZE, HELLO = 0, 1, 2, 3, 4, 5
+_HEADER = struct.Struct(">BI")
+#: a client that takes longer than this to accept output is dropped (the container goes on)
+SEND_TIMEOUT = 10.0
+
+
+def frame(kind: int, payload: bytes = b"") -> bytes:
+    return _HEADER.pack(kind, len(payload)) + payload
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes] | None:
+    """One frame, or None at EOF."""
+    head = _recv_exact(sock, _HEADER.size)
+    if head is None:
+        return None
+    kind, size = _HEADER.unpack(head)
+    payload = _recv_exact(sock, size) if size else b""
+    if payload is None:
+        return None
+    return kind, payload
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+@contextlib.contextmanager
+def _short_path(path: Path) -> Iterator[str]:
+    """A path to *path* short enough for ``sockaddr_un`` (108 bytes): through ``/proc/self/fd``
+    of its directory when the real one is too long (state roots under pytest's tmp are)."""
+    if len(os.fsencode(str(path))) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def connect(path: Path) -> socket.socket:
+    """A connected client socket (``ConnectionRefusedError``/``FileNotFoundError`` when no
+    supervisor listens there)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        with _short_path(path) as p:
+            s.connect(p)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+@dataclass
+class _Client:
+    sock: socket.socket
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class AttachServer:
+    """Listens on the container's attach socket for as long as its supervisor runs."""
+
+    def __init__(self, path: Path, *, stdin_once: bool = False) -> None:
+        self.path = path
+        self.stdin_once = stdin_once
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        with _short_path(path) as p:
+            self._sock.bind(p)
+        os.chmod(path, 0o600)
+        self._sock.listen(16)
+        self._cond = threading.Condition()
+        self._clients: list[_Client] = []
+        self._hellos = 0
+        self._stdin_w: int | None = None
+        self._resize: Callable[[int, int], None] | None = None
+        self._closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    # -- the supervisor's side -------------------------------------------------------------------
+    def wait_clients(self, n: int, timeout: float) -> None:
+        """Block until *n* clients said hello (or *timeout* passed)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._hellos < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
+
+    def set_target(self, stdin_w: int | None, resize: Callable[[int, int], None] | None) -> None:
+        """Where this run's stdin bytes and resizes go; the server owns *stdin_w* from now on
+        (closed on ``CLOSE_STDIN`` with ``stdin_once``, else at ``end_run``)."""
+        with self._cond:
+            self._stdin_w = stdin_w
+            self._resize = resize
+
+    def set_resize(self, resize: Callable[[int, int], None] | None) -> None:
+        with self._cond:
+            self._resize = resize
+
+    def broadcast(self, kind: int, data: bytes) -> None:
+        with self._cond:
+            clients = list(self._clients)
+        for c in clients:
+            if (kind == STDOUT and not c.stdout) or (kind == STDERR and not c.stderr):
+                continue
+            try:
+                with c.lock:
+                    c.sock.sendall(frame(kind, data))
+            except OSError:
+                self._drop(c)
+
+    def end_run(self) -> None:
+        """The run ended: its clients are done (their connections close after the output), and
+        the stdin write end handed over by ``set_target`` is closed."""
+        with self._cond:
+            clients, self._clients = self._clients, []
+            self._resize = None
+            self._hellos = 0
+        self._close_stdin()
+        for c in clients:
+            with contextlib.suppress(OSError):
+                c.sock.shutdown(socket.SHUT_RDWR)
+            c.sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.end_run()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    # -- the clients' side -----------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            if not _same_user(conn):
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(None)
+        first = read_frame(conn)
+        if first is None or first[0] != HELLO:
+            conn.close()
+            return
+        try:
+            hello = json.loads(first[1] or b"{}")
+        except ValueError:
+            hello = {}
+        conn.settimeout(SEND_TIMEOUT)
+        c = _Client(conn, bool(hello.get("stdin")), bool(hello.get("stdout", True)),
+                    bool(hello.get("stderr", True)))
+        with self._cond:
+            self._clients.append(c)
+            self._hellos += 1
+            self._cond.notify_all()
+        conn.settimeout(None)
+        while True:
+            f = read_frame(conn)
+            if f is None:
+                break
+            kind, payload = f
+            with self._cond:
+                stdin_w, resize = self._stdin_w, self._resize
+            if kind == STDIN and c.stdin and stdin_w is not None:
+                with contextlib.suppress(OSError):
+                    _write_all(stdin_w, payload)
+            elif kind == CLOSE_STDIN and c.stdin and self.stdin_once:
+                self._close_stdin()
+            elif kind == RESIZE and resize is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    rows, cols = (int(x) for x in payload.split())
+                    resize(rows, cols)
+        if c.stdin and self.stdin_once:
+            self._close_stdin()
+        # the connection stays with the run (output still goes to it) unless the client left
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RD)
+
+    def _close_stdin(self) -> None:
+        with self._cond:
+            fd, self._stdin_w = self._stdin_w, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _drop(self, c: _Client) -> None:
+        with self._cond:
+            if c in self._clients:
+                self._clients.remove(c)
+        with contextlib.suppress(OSError):
+            c.sock.shutdown(socket.SHUT_RDWR)
+        c.sock.close()
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Only our own user (root) may attach: the socket is 0600 too."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return False
+    _, uid, _ = struct.unpack("3i", creds)
+    return uid in (0, os.geteuid())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
