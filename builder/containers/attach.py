@@ -3,7 +3,8 @@ gets its output live and feeds its stdin and terminal size, over ``containers/<i
 
 Wire format, both ways: frames of 1 byte kind + 4 bytes big-endian length + payload.
 
-* client → supervisor: first ``HELLO`` (JSON ``{"stdin","stdout","stderr"}``), then ``STDIN``
+* client → supervisor: first ``HELLO`` (JSON ``{"stdin","stdout","stderr","control"}``; a
+  ``control`` client only sends, e.g. a resize), then ``STDIN``
   bytes, ``CLOSE_STDIN`` (the client's stdin ended; closes the container's stdin when the
   container was created with ``StdinOnce``) and ``RESIZE`` (``"rows cols"``).
 * supervisor → client: ``STDOUT``/``STDERR`` bytes; the supervisor closes the connection once the
@@ -201,10 +202,12 @@ class AttachServer:
         conn.settimeout(SEND_TIMEOUT)
         c = _Client(conn, bool(hello.get("stdin")), bool(hello.get("stdout", True)),
                     bool(hello.get("stderr", True)))
-        with self._cond:
-            self._clients.append(c)
-            self._hellos += 1
-            self._cond.notify_all()
+        if not hello.get("control"):
+            # a control connection (a resize from the API) gets no output and is not awaited
+            with self._cond:
+                self._clients.append(c)
+                self._hellos += 1
+                self._cond.notify_all()
         conn.settimeout(None)
         while True:
             f = read_frame(conn)

@@ -1,0 +1,659 @@
+"""Container endpoints: ``/containers/json``, ``create``, ``{id}/start|stop|restart|kill|wait|
+rename|pause|unpause``, ``{id}/json``, ``{id}/logs``, ``{id}/top``, ``DELETE``, ``prune``, resize.
+
+Each handler is a thin shell over ``builder.containers`` (the calls ``pybuild`` makes, on the same
+state root); attach and exec live in ``attach`` and ``exec``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from builder import events
+from builder.errors import ContainerError
+from builder.serve.errors import ApiError, bad_request
+from builder.serve.streams import STDERR, STDOUT, frame, in_thread
+
+if TYPE_CHECKING:
+    from builder.containers.record import Container
+    from builder.state import StateRoot
+
+routes = web.RouteTableDef()
+
+#: how often a followed log or a wait looks at the container again
+POLL = 0.05
+
+
+# -- request helpers ---------------------------------------------------------------------------
+def state_of(request: web.Request) -> StateRoot:
+    return request.app["state"]  # type: ignore[no-any-return]
+
+
+def qbool(request: web.Request, name: str, default: bool = False) -> bool:
+    """Docker's boolean query values: ``1``/``true``/``True`` on, ``0``/``false``/empty off."""
+    v = request.query.get(name)
+    if v is None:
+        return default
+    return v.strip().lower() not in ("", "0", "false", "no")
+
+
+def qint(request: web.Request, name: str) -> int | None:
+    v = request.query.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise bad_request(f"invalid value for {name}: {v!r}: not an integer") from None
+
+
+def parse_filters(text: str | None) -> dict[str, list[str]]:
+    """``{"k": ["v"]}`` or the older ``{"k": {"v": true}}`` form, as ``k -> [v…]``."""
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise bad_request(f"invalid filters: {e}") from None
+    if not isinstance(raw, dict):
+        raise bad_request("invalid filters: a JSON object is expected")
+    out: dict[str, list[str]] = {}
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            out[str(k)] = [str(x) for x, on in v.items() if on]
+        elif isinstance(v, list):
+            out[str(k)] = [str(x) for x in v]
+        else:
+            out[str(k)] = [str(v)]
+    return out
+
+
+def filter_specs(filters: Mapping[str, list[str]]) -> list[str]:
+    return [f"{k}={v}" for k, vs in filters.items() for v in vs]
+
+
+async def json_body(request: web.Request, *, required: bool = False) -> dict[str, Any]:
+    """The request's JSON object; malformed JSON is a 400 naming the problem."""
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise bad_request("request body is empty: a JSON object is expected")
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise bad_request(f"invalid JSON in the request body: {e}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise bad_request("invalid request body: a JSON object is expected")
+    return body
+
+
+async def find(request: web.Request) -> Container:
+    """The container named by ``{id}`` (404 ``No such container: x`` otherwise)."""
+    from builder.containers import lifecycle
+
+    return await in_thread(lifecycle.get, state_of(request), request.match_info["id"])
+
+
+def emit(state: StateRoot, c: Container, action: str, **extra: str) -> None:
+    attrs = {"image": c.image, "name": c.name, **{k: str(v) for k, v in c.labels.items()}, **extra}
+    events.emit(state, "container", action, c.id, attrs)
+
+
+# -- list / inspect ----------------------------------------------------------------------------
+def _created_unix(c: Container) -> int:
+    from builder.containers.options import parse_timestamp_text
+
+    return parse_timestamp_text(c.created) // 1_000_000_000
+
+
+def summary(root: StateRoot, c: Container, eps: Mapping[str, Any], *, size: bool = False) -> dict[str, Any]:
+    """One ``/containers/json`` entry (Docker's ``ContainerSummary``)."""
+    from builder.cli.containers import _network_settings, status_text
+
+    ports: list[dict[str, Any]] = []
+    seen = set()
+    if c.state.running:
+        for ep in eps.values():
+            for p in ep.get("Ports", ()):
+                ports.append({"IP": p.get("HostIp") or "0.0.0.0", "PrivatePort": int(p["ContainerPort"]),
+                              "PublicPort": int(p["HostPort"]), "Type": p["Protocol"]})
+                seen.add(f"{p['ContainerPort']}/{p['Protocol']}")
+    for k in sorted(c.config.get("ExposedPorts") or {}):
+        key = k if "/" in k else f"{k}/tcp"
+        if key not in seen:
+            num, _, proto = key.partition("/")
+            ports.append({"PrivatePort": int(num), "Type": proto})
+    mode = str(c.host_config.get("NetworkMode") or "default")
+    out: dict[str, Any] = {
+        "Id": c.id,
+        "Names": ["/" + c.name],
+        "Image": c.image,
+        "ImageID": c.image_id,
+        "Command": " ".join(c.command),
+        "Created": _created_unix(c),
+        "Ports": ports,
+        "Labels": dict(c.labels),
+        "State": c.state.status,
+        "Status": status_text(c),
+        "HostConfig": {"NetworkMode": mode},
+        "NetworkSettings": {"Networks": _network_settings(c, dict(eps))["Networks"]},
+        "Mounts": [dict(m) for m in c.mounts],
+    }
+    if size:
+        from builder.containers import lifecycle
+
+        out["SizeRw"], out["SizeRootFs"] = lifecycle.sizes(root, c)
+    return out
+
+
+@routes.get("/containers/json")
+async def list_containers(request: web.Request) -> web.Response:
+    from builder.containers import lifecycle
+
+    root = state_of(request)
+    filters = parse_filters(request.query.get("filters"))
+    show_all = qbool(request, "all")
+    limit = qint(request, "limit")
+    size = qbool(request, "size")
+
+    def work() -> list[dict[str, Any]]:
+        flt = lifecycle.Filters.parse(filter_specs(filters))
+        found = lifecycle.list_containers(root, all=show_all or (limit is not None and limit > 0),
+                                          filters=flt)
+        if limit is not None and limit > 0:
+            found = found[:limit]
+        table = lifecycle.network_endpoints(root)
+        return [summary(root, c, lifecycle.endpoints_of(c, table), size=size) for c in found]
+
+    return web.json_response(await in_thread(work))
+
+
+def inspect(root: StateRoot, c: Container, *, size: bool = False) -> dict[str, Any]:
+    from builder.cli.containers import inspect_json
+
+    out = inspect_json(root, c)
+    out["ExecIDs"] = None
+    out["State"]["Paused"] = c.state.status == "paused"
+    if size:
+        from builder.containers import lifecycle
+
+        out["SizeRw"], out["SizeRootFs"] = lifecycle.sizes(root, c)
+    return out
+
+
+@routes.get("/containers/{id}/json")
+async def inspect_container(request: web.Request) -> web.Response:
+    c = await find(request)
+    body = await in_thread(lambda: inspect(state_of(request), c, size=qbool(request, "size")))
+    from builder.serve import exec as _exec
+
+    ids = _exec.ids_of(request.app, c.id)
+    body["ExecIDs"] = ids or None
+    return web.json_response(body)
+
+
+# -- create ------------------------------------------------------------------------------------
+def _strings(v: Any, what: str) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        return (v,)
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise bad_request(f"invalid {what}: a list of strings is expected")
+    return tuple(v)
+
+
+def _mount_spec(m: Mapping[str, Any]) -> str:
+    """A ``HostConfig.Mounts`` object as the ``--mount`` text the library parses."""
+    typ = str(m.get("Type") or "volume")
+    parts = [f"type={typ}"]
+    if m.get("Source"):
+        parts.append(f"source={m['Source']}")
+    if not m.get("Target"):
+        raise bad_request("invalid mount config: Target must not be empty")
+    parts.append(f"target={m['Target']}")
+    if m.get("ReadOnly"):
+        parts.append("readonly")
+    bind = m.get("BindOptions") or {}
+    if bind.get("Propagation"):
+        parts.append(f"bind-propagation={bind['Propagation']}")
+    vol = m.get("VolumeOptions") or {}
+    if vol.get("NoCopy"):
+        parts.append("volume-nocopy")
+    tmpfs = m.get("TmpfsOptions") or {}
+    if tmpfs.get("SizeBytes"):
+        parts.append(f"tmpfs-size={tmpfs['SizeBytes']}")
+    if tmpfs.get("Mode"):
+        parts.append(f"tmpfs-mode={int(tmpfs['Mode']):o}")
+    return ",".join(parts)
+
+
+def run_options(body: Mapping[str, Any], name: str | None) -> Any:
+    """Docker's create body (Config + HostConfig + NetworkingConfig) as ``RunOptions``."""
+    from builder.containers.create import RunOptions
+
+    hc: Mapping[str, Any] = body.get("HostConfig") or {}
+    image = body.get("Image")
+    if not image or not isinstance(image, str):
+        raise bad_request("config.Image is required: no image given")
+    entrypoint = body.get("Entrypoint")
+    ep_argv: tuple[str, ...] | None
+    if entrypoint is None:
+        ep_argv = None
+    else:
+        ep_argv = _strings(entrypoint, "Entrypoint")
+    publish = []
+    for key, bindings in (hc.get("PortBindings") or {}).items():
+        port = key if "/" in key else f"{key}/tcp"
+        for b in bindings or [{}]:
+            host_ip = (b or {}).get("HostIp") or ""
+            host_port = (b or {}).get("HostPort") or ""
+            spec = port
+            if host_port or host_ip:
+                spec = f"{host_port}:{port}"
+                if host_ip:
+                    spec = f"{host_ip}:{spec}"
+            publish.append(spec)
+    rp = hc.get("RestartPolicy") or {}
+    restart = str(rp.get("Name") or "no")
+    if restart == "on-failure" and rp.get("MaximumRetryCount"):
+        restart += f":{int(rp['MaximumRetryCount'])}"
+    network = str(hc.get("NetworkMode") or "")
+    if network == "default":
+        network = ""
+    aliases: tuple[str, ...] = ()
+    ip = None
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    for net_name, conf in endpoints.items():
+        if conf is None:
+            continue
+        if not network:
+            network = net_name
+        if net_name == (network or "bridge"):
+            aliases = _strings(conf.get("Aliases"), "Aliases")
+            ip = ((conf.get("IPAMConfig") or {}).get("IPv4Address")) or None
+    tmpfs = tuple(f"{k}:{v}" if v else k for k, v in (hc.get("Tmpfs") or {}).items())
+    labels = tuple(f"{k}={v}" for k, v in (body.get("Labels") or {}).items())
+    hcheck = body.get("Healthcheck") or {}
+    nano_cpus = int(hc.get("NanoCpus") or 0)
+    attached = bool(body.get("AttachStdout") or body.get("AttachStderr") or body.get("AttachStdin"))
+    return RunOptions(
+        image=image,
+        command=_strings(body.get("Cmd"), "Cmd"),
+        name=name,
+        detach=not attached,
+        rm=bool(hc.get("AutoRemove")),
+        env=_strings(body.get("Env"), "Env"),
+        volumes=_strings(hc.get("Binds"), "Binds"),
+        mounts=tuple(_mount_spec(m) for m in hc.get("Mounts") or ()),
+        tmpfs=tmpfs,
+        publish=tuple(publish),
+        publish_all=bool(hc.get("PublishAllPorts")),
+        network=network,
+        network_aliases=aliases,
+        ip=ip,
+        workdir=body.get("WorkingDir") or None,
+        user=body.get("User") if body.get("User") else None,
+        entrypoint=ep_argv,
+        interactive=bool(body.get("OpenStdin")),
+        tty=bool(body.get("Tty")),
+        hostname=body.get("Hostname") or None,
+        memory=str(hc["Memory"]) if hc.get("Memory") else None,
+        cpus=str(nano_cpus / 1e9) if nano_cpus else None,
+        pids_limit=int(hc["PidsLimit"]) if hc.get("PidsLimit") else None,
+        read_only=bool(hc.get("ReadonlyRootfs")),
+        cap_add=_strings(hc.get("CapAdd"), "CapAdd"),
+        cap_drop=_strings(hc.get("CapDrop"), "CapDrop"),
+        privileged=bool(hc.get("Privileged")),
+        init=bool(hc.get("Init")),
+        restart=restart,
+        stop_signal=body.get("StopSignal") or None,
+        stop_timeout=body.get("StopTimeout"),
+        labels=labels,
+        pull="never",  # Docker's API never pulls on create: the client pulls and retries
+        health_cmd=None,
+        no_healthcheck=list(hcheck.get("Test") or []) == ["NONE"],
+        runtime=hc.get("Runtime") if hc.get("Runtime") not in (None, "", "runc", "pybuild") else None,
+        environ={},
+    ), hcheck, body
+
+
+def _finish_config(root: StateRoot, c: Container, body: Mapping[str, Any], hcheck: Mapping[str, Any]) -> Container:
+    """What the create body says that ``run`` flags cannot: exposed ports, stdin-once, attach
+    flags and a healthcheck given as data (written into the record before anyone starts it)."""
+    from dataclasses import replace
+
+    from builder.containers.record import ContainerStore
+
+    config = dict(c.config)
+    exposed = dict(config.get("ExposedPorts") or {})
+    for k in body.get("ExposedPorts") or {}:
+        exposed.setdefault(k if "/" in k else f"{k}/tcp", {})
+    config["ExposedPorts"] = exposed
+    config["StdinOnce"] = bool(body.get("StdinOnce"))
+    for k in ("AttachStdin", "AttachStdout", "AttachStderr"):
+        config[k] = bool(body.get(k))
+    if hcheck and list(hcheck.get("Test") or []) not in ([], ["NONE"]):
+        config["Healthcheck"] = {k: v for k, v in hcheck.items() if v not in (None, 0) or k == "Test"}
+    updated = replace(c, config=config)
+    ContainerStore(root).save_config(updated)
+    return updated
+
+
+@routes.post("/containers/create")
+async def create(request: web.Request) -> web.Response:
+    from builder.containers import service
+
+    root = state_of(request)
+    body = await json_body(request, required=True)
+    name = request.query.get("name") or None
+    o, hcheck, body = run_options(body, name)
+
+    def work() -> Container:
+        c = service.create(root, o)
+        return _finish_config(root, c, body, hcheck)
+
+    c = await in_thread(work)
+    emit(root, c, "create")
+    return web.json_response({"Id": c.id, "Warnings": []}, status=201)
+
+
+# -- start / stop / restart / kill --------------------------------------------------------------
+@routes.post("/containers/{id}/start")
+async def start(request: web.Request) -> web.Response:
+    from builder.containers import service
+
+    root = state_of(request)
+    c = await find(request)
+    if c.state.running:
+        return web.Response(status=304)
+    from builder.serve import attach
+
+    waiting = attach.pending(request.app, c.id)
+    c = await in_thread(lambda: service.start(root, c.id, attach_wait=waiting))
+    emit(root, c, "start")
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/stop")
+async def stop(request: web.Request) -> web.Response:
+    from builder.containers import lifecycle
+
+    root = state_of(request)
+    c = await find(request)
+    if not c.state.running:
+        return web.Response(status=304)
+    timeout = qint(request, "t")
+    sig = request.query.get("signal") or None
+    emit(root, c, "kill", signal=str(sig or c.config.get("StopSignal") or "15"))
+    c = await in_thread(lambda: lifecycle.stop(root, c.id, timeout=timeout, sig=sig))
+    emit(root, c, "die", exitCode=str(c.state.exit_code))
+    emit(root, c, "stop")
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/restart")
+async def restart(request: web.Request) -> web.Response:
+    from builder.containers import lifecycle, service
+
+    root = state_of(request)
+    c = await find(request)
+    timeout = qint(request, "t")
+    sig = request.query.get("signal") or None
+    if c.state.running:
+        c = await in_thread(lambda: lifecycle.stop(root, c.id, timeout=timeout, sig=sig))
+        emit(root, c, "die", exitCode=str(c.state.exit_code))
+        emit(root, c, "stop")
+    c = await in_thread(lambda: service.start(root, c.id))
+    emit(root, c, "start")
+    emit(root, c, "restart")
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/kill")
+async def kill(request: web.Request) -> web.Response:
+    from builder.containers import lifecycle
+    from builder.containers.options import parse_signal
+
+    root = state_of(request)
+    sig = request.query.get("signal") or "KILL"
+    try:
+        num = parse_signal(sig)
+    except ContainerError as e:
+        raise bad_request(str(e)) from None
+    c = await find(request)
+    if not c.state.running:
+        raise ApiError(409, f"Cannot kill container: {request.match_info['id']}: "
+                            f"container {c.id} is not running")
+    await in_thread(lambda: lifecycle.kill(root, c.id, sig))
+    emit(root, c, "kill", signal=str(int(num)))
+    return web.Response(status=204)
+
+
+# -- wait / rename / pause ---------------------------------------------------------------------
+@routes.post("/containers/{id}/wait")
+async def wait(request: web.Request) -> web.StreamResponse:
+    """Headers go out at once (the client then starts the container), the status at the end;
+    a client that leaves ends the wait."""
+    from builder.containers import lifecycle
+    from builder.containers.record import ContainerStore, NoSuchContainer
+
+    root = state_of(request)
+    condition = request.query.get("condition") or "not-running"
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise bad_request(f"invalid condition: {condition!r} (not-running, next-exit or removed)")
+    c = await find(request)
+    cs = ContainerStore(root)
+    before = c.state.finished_at
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+
+    def check() -> int | None:
+        try:
+            now = lifecycle.refresh(cs, cs.load(c.id))
+        except NoSuchContainer:
+            return lifecycle._last_exit(root, c.id)
+        if condition == "removed":
+            return None
+        if now.state.running:
+            return None
+        if condition == "next-exit" and now.state.finished_at == before:
+            return None
+        return now.state.exit_code
+
+    while True:
+        code = await in_thread(check)
+        if code is not None:
+            break
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return resp
+        await asyncio.sleep(POLL)
+    await resp.write(json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n")
+    await resp.write_eof()
+    return resp
+
+
+@routes.post("/containers/{id}/rename")
+async def rename(request: web.Request) -> web.Response:
+    from builder.containers import lifecycle
+
+    root = state_of(request)
+    new = request.query.get("name")
+    if not new:
+        raise bad_request("name is required: POST /containers/{id}/rename?name=NEW")
+    c = await find(request)
+    c2 = await in_thread(lambda: lifecycle.rename(root, c.id, new))
+    emit(root, c2, "rename", oldName="/" + c.name)
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/pause")
+async def pause(request: web.Request) -> web.Response:
+    await find(request)
+    raise ApiError(501, "pause is not implemented by pybuild: containers run without a freezer cgroup")
+
+
+@routes.post("/containers/{id}/unpause")
+async def unpause(request: web.Request) -> web.Response:
+    await find(request)
+    raise ApiError(501, "unpause is not implemented by pybuild: containers run without a freezer cgroup")
+
+
+# -- logs / top --------------------------------------------------------------------------------
+@routes.get("/containers/{id}/logs")
+async def logs(request: web.Request) -> web.StreamResponse:
+    """The json-file log: multiplexed frames, or raw bytes for a TTY container."""
+    from builder.containers import lifecycle
+    from builder.containers.logs import read_logs
+    from builder.containers.options import parse_timestamp_ns
+    from builder.containers.record import ContainerStore
+
+    root = state_of(request)
+    c = await find(request)
+    want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
+    if not (want_out or want_err):
+        raise bad_request("Bad parameters: you must choose at least one stream")
+    follow = qbool(request, "follow")
+    stamps = qbool(request, "timestamps")
+    tail_text = request.query.get("tail", "all")
+    tail: int | None = None
+    if tail_text not in ("all", ""):
+        try:
+            tail = int(tail_text)
+        except ValueError:
+            raise bad_request(f"invalid tail value {tail_text!r}: a number or \"all\"") from None
+        if tail < 0:
+            tail = None
+
+    def ts(name: str) -> int:
+        v = request.query.get(name)
+        if not v or v == "0":
+            return 0
+        try:
+            return parse_timestamp_ns(v)
+        except ContainerError as e:
+            raise bad_request(str(e)) from None
+
+    since_ns, until_ns = ts("since"), ts("until")
+    tty = bool(c.config.get("Tty"))
+    cs = ContainerStore(root)
+    stop = False
+
+    def running() -> bool:
+        if stop:
+            return False
+        try:
+            return lifecycle.refresh(cs, cs.load(c.id)).state.running
+        except ContainerError:
+            return False
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+
+    def produce() -> None:
+        try:
+            for e in read_logs(cs.log_path(c.id), tail=tail, since_ns=since_ns, until_ns=until_ns,
+                               follow=follow, still_running=running):
+                if stop:
+                    return
+                if (e.stream == "stderr" and not want_err) or (e.stream != "stderr" and not want_out):
+                    continue
+                data = (e.time.encode() + b" " if stamps else b"") + e.data
+                chunk = data if tty else frame(STDERR if e.stream == "stderr" else STDOUT, data)
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    resp = web.StreamResponse(status=200)
+    resp.content_type = "application/vnd.docker.raw-stream" if not tty else "application/vnd.docker.multiplexed-stream"
+    if tty:
+        resp.content_type = "application/vnd.docker.raw-stream"
+    await resp.prepare(request)
+    fut = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            chunk = await queue.get()
+            if chunk is None:
+                break
+            await resp.write(chunk)
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the client left: stop reading the log
+    finally:
+        stop = True
+        while not fut.done():  # unblock a producer waiting on a full queue
+            while not queue.empty():
+                queue.get_nowait()
+            await asyncio.sleep(0.01)
+    return resp
+
+
+@routes.get("/containers/{id}/top")
+async def top(request: web.Request) -> web.Response:
+    import os
+
+    from builder.containers import lifecycle
+
+    c = await find(request)
+    if not c.state.running:
+        raise ApiError(409, f"Container {c.id} is not running")
+    procs = await in_thread(lifecycle.processes, c)
+    ticks = os.sysconf("SC_CLK_TCK")
+    from builder.cli.containers import _boot_time, _user
+
+    boot = _boot_time()
+    rows = []
+    for p in procs:
+        stime = time.strftime("%H:%M", time.localtime(boot + p["STIME"] / ticks))
+        t = p["TIME"]
+        rows.append([_user(p["UID"]), str(p["PID"]), str(p["PPID"]), "0", stime, p["TTY"],
+                     f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}", p["CMD"]])
+    return web.json_response({"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+                              "Processes": rows})
+
+
+# -- remove / prune ----------------------------------------------------------------------------
+@routes.delete("/containers/{id}")
+async def remove(request: web.Request) -> web.Response:
+    from builder.containers import lifecycle
+
+    root = state_of(request)
+    c = await find(request)
+    force, volumes = qbool(request, "force"), qbool(request, "v")
+    if c.state.running and not force:
+        raise ApiError(409, f"You cannot remove a running container {c.id}. "
+                            "Stop the container before attempting removal or force remove")
+    was_running = c.state.running
+    c = await in_thread(lambda: lifecycle.remove(root, c.id, force=force, volumes=volumes))
+    if was_running:
+        emit(root, c, "kill", signal="9")
+        emit(root, c, "die", exitCode=str(c.state.exit_code))
+    emit(root, c, "destroy")
+    return web.Response(status=204)
+
+
+@routes.post("/containers/prune")
+async def prune(request: web.Request) -> web.Response:
+    from builder.containers import lifecycle
+
+    root = state_of(request)
+    filters = parse_filters(request.query.get("filters"))
+    for k in filters:
+        if k not in ("label", "until"):
+            raise bad_request(f"invalid filter '{k}'")
+    removed = await in_thread(lambda: lifecycle.prune(root, filters=lifecycle.Filters.parse(filter_specs(filters))))
+    for cid in removed:
+        events.emit(root, "container", "destroy", cid, {})
+    events.emit(root, "container", "prune", "", {"reclaimed": "0"})
+    return web.json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": 0})

@@ -1,0 +1,191 @@
+"""Network endpoints: list, create, inspect, remove, connect, disconnect, prune, over
+``builder.network`` (the calls ``pybuild network`` makes, on the same state root and locks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from builder import events
+from builder.errors import NetworkError
+from builder.serve.containers import json_body, parse_filters, qbool, state_of
+from builder.serve.errors import ApiError, bad_request
+from builder.serve.streams import in_thread
+
+routes = web.RouteTableDef()
+
+_FILTERS = ("name", "id", "driver", "label", "type", "scope", "dangling")
+
+
+def _match(net: Any, key: str, values: list[str]) -> bool:
+    if key == "name":
+        return any(v in net.name for v in values)
+    if key == "id":
+        return any(net.id.startswith(v) for v in values)
+    if key == "driver":
+        return net.driver in values
+    if key == "scope":
+        return "local" in values
+    if key == "type":
+        return any(net.predefined == (v == "builtin") for v in values)
+    if key == "dangling":
+        return any((v in ("1", "true")) == (not net.predefined and not net.containers) for v in values)
+    for v in values:  # label
+        k, sep, val = v.partition("=")
+        if k in net.labels and (not sep or net.labels[k] == val):
+            return True
+    return False
+
+
+def _json(net: Any) -> dict[str, Any]:
+    d = net.to_json()
+    d.pop("DnsPid", None)
+    d.pop("Bridge", None)
+    d.pop("Parent", None)
+    d["ConfigFrom"] = {"Network": ""}
+    d["ConfigOnly"] = False
+    d["Containers"] = {
+        cid: {"Name": ep.get("Name", ""), "EndpointID": ep.get("EndpointID", ""),
+              "MacAddress": ep.get("MacAddress", ""), "IPv4Address": ep.get("IPv4Address", ""),
+              "IPv6Address": ""}
+        for cid, ep in (d.get("Containers") or {}).items()
+    }
+    return d
+
+
+def _emit(root: Any, net: Any, action: str, **extra: str) -> None:
+    events.emit(root, "network", action, net.id, {"name": net.name, "type": net.driver, **extra})
+
+
+@routes.get("/networks")
+async def list_networks(request: web.Request) -> web.Response:
+    from builder import network as N
+
+    filters = parse_filters(request.query.get("filters"))
+    for k in filters:
+        if k not in _FILTERS:
+            raise bad_request(f"invalid filter '{k}'")
+    for v in filters.get("type", []):
+        if v not in ("custom", "builtin"):
+            raise bad_request(f"invalid filter: 'type'='{v}'")
+    nets = await in_thread(N.list_networks, state_of(request))
+    out = [_json(n) for n in nets if all(_match(n, k, vs) for k, vs in filters.items() if vs)]
+    return web.json_response(out)
+
+
+@routes.get("/networks/{id}")
+async def inspect(request: web.Request) -> web.Response:
+    from builder import network as N
+
+    try:
+        net = await in_thread(N.get_network, state_of(request), request.match_info["id"])
+    except NetworkError as e:
+        if "not found" in str(e):
+            raise ApiError(404, f"network {request.match_info['id']} not found") from None
+        raise
+    return web.json_response(_json(net))
+
+
+@routes.post("/networks/create")
+async def create(request: web.Request) -> web.Response:
+    from builder import network as N
+
+    body = await json_body(request, required=True)
+    name = body.get("Name")
+    if not name or not isinstance(name, str):
+        raise bad_request("network name is required: Name")
+    configs = ((body.get("IPAM") or {}).get("Config") or [])
+    if len(configs) > 1:
+        raise bad_request("only one IPAM config (one IPv4 subnet) per network is supported")
+    conf = configs[0] if configs else {}
+    if body.get("EnableIPv6"):
+        raise bad_request("IPv6 networks are not supported by pybuild")
+    root = state_of(request)
+    net = await in_thread(lambda: N.create_network(
+        root, name, driver=str(body.get("Driver") or "bridge"), subnet=conf.get("Subnet") or None,
+        gateway=conf.get("Gateway") or None, options={str(k): str(v) for k, v in (body.get("Options") or {}).items()},
+        labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
+        internal=bool(body.get("Internal"))))
+    _emit(root, net, "create")
+    return web.json_response({"Id": net.id, "Warning": ""}, status=201)
+
+
+@routes.delete("/networks/{id}")
+async def remove(request: web.Request) -> web.Response:
+    from builder import network as N
+
+    root = state_of(request)
+    net = await in_thread(N.remove_network, root, request.match_info["id"])
+    _emit(root, net, "destroy")
+    return web.Response(status=204)
+
+
+async def _container(request: web.Request, ref: Any) -> Any:
+    from builder.containers import lifecycle
+
+    if not ref or not isinstance(ref, str):
+        raise bad_request("Container is required")
+    return await in_thread(lifecycle.get, state_of(request), ref)
+
+
+@routes.post("/networks/{id}/connect")
+async def connect(request: web.Request) -> web.Response:
+    from builder import network as N
+
+    body = await json_body(request, required=True)
+    root = state_of(request)
+    c = await _container(request, body.get("Container"))
+    conf = body.get("EndpointConfig") or {}
+    aliases = tuple(conf.get("Aliases") or ())
+    ip = ((conf.get("IPAMConfig") or {}).get("IPv4Address")) or None
+    if not c.state.running:
+        raise ApiError(409, f"container {c.id} is not running: pybuild connects running containers only")
+    net = await in_thread(N.get_network, root, request.match_info["id"])
+
+    def work() -> None:
+        N.shared_netns(root, c.id)
+        N.attach(root, c.id, net.id, name=c.name, aliases=aliases, ip=ip,
+                 hostname=str(c.config.get("Hostname") or c.id[:12]))
+
+    await in_thread(work)
+    _emit(root, net, "connect", container=c.id)
+    return web.Response(status=200)
+
+
+@routes.post("/networks/{id}/disconnect")
+async def disconnect(request: web.Request) -> web.Response:
+    from builder import network as N
+
+    body = await json_body(request, required=True)
+    root = state_of(request)
+    c = await _container(request, body.get("Container"))
+    net = await in_thread(N.get_network, root, request.match_info["id"])
+    try:
+        await in_thread(N.detach, root, c.id, net.id)
+    except NetworkError as e:
+        if not (bool(body.get("Force")) and "is not connected" in str(e)):
+            raise ApiError(409 if "is not connected" in str(e) else 500, str(e)) from None
+    _emit(root, net, "disconnect", container=c.id)
+    return web.Response(status=200)
+
+
+@routes.post("/networks/prune")
+async def prune(request: web.Request) -> web.Response:
+    from builder import network as N
+
+    filters = parse_filters(request.query.get("filters"))
+    for k in filters:
+        if k != "label":
+            raise bad_request(f"invalid filter '{k}' (label=KEY[=VALUE] only)")
+    root = state_of(request)
+    nets = {n.name: n for n in await in_thread(N.list_networks, root)}
+    removed = await in_thread(lambda: N.prune_networks(root, label_filters=filters.get("label", [])))
+    for name in removed:
+        if name in nets:
+            _emit(root, nets[name], "destroy")
+    events.emit(root, "network", "prune", "", {"reclaimed": "0"})
+    return web.json_response({"NetworksDeleted": removed or None})
+
+
+_ = qbool  # shared helper, re-exported for symmetry with the other modules
