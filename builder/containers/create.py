@@ -57,7 +57,8 @@ class RunOptions:
     ip: str | None = None
     workdir: str | None = None
     user: str | None = None
-    entrypoint: str | None = None
+    #: ``--entrypoint`` text, or the API's argv list (``Entrypoint: ["a", "b"]``)
+    entrypoint: str | tuple[str, ...] | None = None
     interactive: bool = False
     tty: bool = False
     hostname: str | None = None
@@ -144,7 +145,10 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     img = dict(image.config.config)
     # ENTRYPOINT/CMD: --entrypoint resets the image's CMD too (Docker's rule)
     if o.entrypoint is not None:
-        entrypoint = [o.entrypoint] if o.entrypoint else []
+        if isinstance(o.entrypoint, tuple):
+            entrypoint = list(o.entrypoint)
+        else:
+            entrypoint = [o.entrypoint] if o.entrypoint else []
         cmd = list(o.command)
     else:
         entrypoint = list(img.get("Entrypoint") or [])

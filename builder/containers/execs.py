@@ -5,6 +5,7 @@ process that outlives the caller, not by it)."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,6 +52,9 @@ def start_detached(root: StateRoot, c: Container, process: Any) -> None:
         code = 1
         try:
             os.close(r)
+            # forked from a process with an asyncio loop (pybuild serve): its signal wakeup
+            # fd is a socket number that our own sockets will reuse once stdio is detached
+            signal.set_wakeup_fd(-1)
             os.setsid()
             if os.fork():
                 os._exit(0)

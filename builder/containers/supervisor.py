@@ -298,6 +298,9 @@ def spawn(root: StateRoot, cid: str, *, attach_wait: int = 0) -> Started:
         code = 1
         try:
             os.close(r)
+            # forked from a process with an asyncio loop (pybuild serve): its signal wakeup
+            # fd is a socket number that our own sockets will reuse once stdio is detached
+            signal.set_wakeup_fd(-1)
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)

@@ -77,6 +77,8 @@ async def _connect(request: web.Request, c: Container, conn: Hijacked) -> socket
                 del table[c.id]
 
 
+
+
 async def join(conn: Hijacked, sock: socket.socket, *, stdin: bool, stdout: bool, stderr: bool,
                tty: bool) -> None:
     """Carry bytes both ways until the run ends or the client leaves."""

@@ -109,52 +109,6 @@ def emit(state: StateRoot, c: Container, action: str, **extra: str) -> None:
 
 
 # -- list / inspect ----------------------------------------------------------------------------
-def _created_unix(c: Container) -> int:
-    from builder.containers.options import parse_timestamp_text
-
-    return parse_timestamp_text(c.created) // 1_000_000_000
-
-
-def summary(root: StateRoot, c: Container, eps: Mapping[str, Any], *, size: bool = False) -> dict[str, Any]:
-    """One ``/containers/json`` entry (Docker's ``ContainerSummary``)."""
-    from builder.cli.containers import _network_settings, status_text
-
-    ports: list[dict[str, Any]] = []
-    seen = set()
-    if c.state.running:
-        for ep in eps.values():
-            for p in ep.get("Ports", ()):
-                ports.append({"IP": p.get("HostIp") or "0.0.0.0", "PrivatePort": int(p["ContainerPort"]),
-                              "PublicPort": int(p["HostPort"]), "Type": p["Protocol"]})
-                seen.add(f"{p['ContainerPort']}/{p['Protocol']}")
-    for k in sorted(c.config.get("ExposedPorts") or {}):
-        key = k if "/" in k else f"{k}/tcp"
-        if key not in seen:
-            num, _, proto = key.partition("/")
-            ports.append({"PrivatePort": int(num), "Type": proto})
-    mode = str(c.host_config.get("NetworkMode") or "default")
-    out: dict[str, Any] = {
-        "Id": c.id,
-        "Names": ["/" + c.name],
-        "Image": c.image,
-        "ImageID": c.image_id,
-        "Command": " ".join(c.command),
-        "Created": _created_unix(c),
-        "Ports": ports,
-        "Labels": dict(c.labels),
-        "State": c.state.status,
-        "Status": status_text(c),
-        "HostConfig": {"NetworkMode": mode},
-        "NetworkSettings": {"Networks": _network_settings(c, dict(eps))["Networks"]},
-        "Mounts": [dict(m) for m in c.mounts],
-    }
-    if size:
-        from builder.containers import lifecycle
-
-        out["SizeRw"], out["SizeRootFs"] = lifecycle.sizes(root, c)
-    return out
-
-
 @routes.get("/containers/json")
 async def list_containers(request: web.Request) -> web.Response:
     from builder.containers import lifecycle
@@ -166,28 +120,23 @@ async def list_containers(request: web.Request) -> web.Response:
     size = qbool(request, "size")
 
     def work() -> list[dict[str, Any]]:
+        from builder.containers.inspect import summary
+
         flt = lifecycle.Filters.parse(filter_specs(filters))
         found = lifecycle.list_containers(root, all=show_all or (limit is not None and limit > 0),
                                           filters=flt)
         if limit is not None and limit > 0:
             found = found[:limit]
         table = lifecycle.network_endpoints(root)
-        return [summary(root, c, lifecycle.endpoints_of(c, table), size=size) for c in found]
+        return [summary(root, c, table=table, size=size) for c in found]
 
     return web.json_response(await in_thread(work))
 
 
 def inspect(root: StateRoot, c: Container, *, size: bool = False) -> dict[str, Any]:
-    from builder.cli.containers import inspect_json
+    from builder.containers.inspect import inspect_container
 
-    out = inspect_json(root, c)
-    out["ExecIDs"] = None
-    out["State"]["Paused"] = c.state.status == "paused"
-    if size:
-        from builder.containers import lifecycle
-
-        out["SizeRw"], out["SizeRootFs"] = lifecycle.sizes(root, c)
-    return out
+    return inspect_container(root, c, size=size)
 
 
 @routes.get("/containers/{id}/json")
@@ -610,8 +559,6 @@ async def top(request: web.Request) -> web.Response:
         raise ApiError(409, f"Container {c.id} is not running")
     procs = await in_thread(lifecycle.processes, c)
     ticks = os.sysconf("SC_CLK_TCK")
-    from builder.cli.containers import _boot_time, _user
-
     boot = _boot_time()
     rows = []
     for p in procs:
@@ -621,6 +568,23 @@ async def top(request: web.Request) -> web.Response:
                      f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}", p["CMD"]])
     return web.json_response({"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
                               "Processes": rows})
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime"):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _user(uid: str) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(int(uid)).pw_name
+    except (KeyError, ValueError):
+        return uid
 
 
 # -- remove / prune ----------------------------------------------------------------------------

@@ -137,17 +137,15 @@ async def resize(request: web.Request) -> web.Response:
 def _run(root: Any, ex: ExecInstance, *, stdin: int | None, out: Any, err: Any,
          started: threading.Event, failure: list[BaseException]) -> None:
     """The exec's thread: start, wait, record the exit code."""
-    from builder.containers import lifecycle, runtime
+    from builder.containers import execs
     from builder.errors import BuildError
 
     try:
         try:
-            c = lifecycle.get(root, ex.container_id)
-            if c.state.status != "running":
-                raise ApiError(409, f"Container {c.id} is not running")
-            process = runtime.exec_process(c, ex.argv, env=ex.env, user=ex.user, workdir=ex.workdir,
-                                           tty=ex.tty, privileged=ex.privileged)
-            h = runtime.exec_start(root, c, process, stdout=out, stderr=err, stdin=stdin)
+            c, process = execs.prepare(root, ex.container_id, ex.argv, env=ex.env, user=ex.user,
+                                       workdir=ex.workdir, tty=ex.tty, privileged=ex.privileged,
+                                       environ={})
+            h = execs.start(root, c, process, stdout=out, stderr=err, stdin=stdin)
         except (BuildError, ApiError) as e:
             ex.exit_code = e.exit_code if isinstance(e, BuildError) else 126
             failure.append(e)
@@ -187,12 +185,17 @@ async def start(request: web.Request) -> web.StreamResponse:
     failure: list[BaseException] = []
     c_name = ex.container_id
     if detach:
-        t = threading.Thread(target=_run, args=(root, ex), kwargs={
-            "stdin": None, "out": -1, "err": -1, "started": started, "failure": failure}, daemon=True)
-        t.start()
-        await loop.run_in_executor(None, started.wait)
-        if failure:
-            raise failure[0]
+        # owned by a helper that outlives this request (and the daemon), as `pybuild exec -d`
+        from builder.containers import execs
+
+        def detached() -> None:
+            c, process = execs.prepare(root, ex.container_id, ex.argv, env=ex.env, user=ex.user,
+                                       workdir=ex.workdir, tty=ex.tty, privileged=ex.privileged,
+                                       environ={})
+            execs.start_detached(root, c, process)
+
+        await loop.run_in_executor(None, detached)
+        ex.exit_code = None
         events.emit(root, "container", f"exec_start: {' '.join(ex.argv)}", c_name, {"execID": ex.id})
         return web.Response(status=200)
     queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()

@@ -126,5 +126,5 @@ async def hijack(request: web.Request, *, content_type: str = RAW_STREAM) -> Hij
     transport.set_protocol(raw)
     if not upgrade:
         # aiohttp already wrote the status line and headers; the body is ours, chunked
-        return Hijacked(transport, raw, chunked=True, response=resp)  # type: ignore[arg-type]
-    return Hijacked(transport, raw, chunked=False, response=resp)  # type: ignore[arg-type]
+        return Hijacked(transport, raw, chunked=True, response=resp)
+    return Hijacked(transport, raw, chunked=False, response=resp)

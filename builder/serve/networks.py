@@ -39,7 +39,7 @@ def _match(net: Any, key: str, values: list[str]) -> bool:
 
 
 def _json(net: Any) -> dict[str, Any]:
-    d = net.to_json()
+    d: dict[str, Any] = net.to_json()
     d.pop("DnsPid", None)
     d.pop("Bridge", None)
     d.pop("Parent", None)

@@ -16,7 +16,7 @@ routes = web.RouteTableDef()
 
 
 def _json(vol: Any) -> dict[str, Any]:
-    d = vol.to_json()
+    d: dict[str, Any] = vol.to_json()
     d.setdefault("Status", None)
     return d
 
