@@ -180,8 +180,20 @@ async def _serve(state: StateRoot, listeners: Sequence[Listener], tls: TLSOption
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
         max_workers=64, thread_name_prefix="pybuild-serve"))
     stop = asyncio.Event()
+    me = os.getpid()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if os.getpid() != me:
+            # a fork of the daemon (pyroute2's netns helper, a supervisor before it execs or
+            # detaches) must die of the signal as usual, not stop the daemon: with asyncio's
+            # add_signal_handler, its wakeup byte would land in the daemon's self-pipe
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_signal)
     app = make_app(state)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
