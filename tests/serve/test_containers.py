@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import DOCKER, Daemon, uhttp
 
 REPO = Path(__file__).resolve().parents[2]
