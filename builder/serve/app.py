@@ -14,8 +14,8 @@ from builder.serve.errors import ApiError, Handler, error_middleware
 from builder.state import StateRoot
 
 #: modules of ``builder.serve`` holding a ``routes`` RouteTableDef (each must exist)
-ROUTE_MODULES: tuple[str, ...] = ("system", "images", "build", "containers", "attach", "exec",
-                                 "networks", "volumes")
+ROUTE_MODULES: tuple[str, ...] = ("system", "auth", "images", "build", "containers", "attach",
+                                 "exec", "networks", "volumes")
 
 _VERSION_PREFIX = "/v{version:[0-9]+[.][0-9]+}"
 

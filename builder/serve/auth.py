@@ -2,7 +2,8 @@
 for pull and push) and ``X-Registry-Config`` (server address -> ``AuthConfig``, for build).
 
 With no header the registry client falls back to the daemon user's own ``config.json``, as a
-CLI command would.
+CLI command would. ``POST /auth`` (``docker login``) checks credentials against the registry;
+the client keeps them, the daemon stores nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from aiohttp import web
 
 from builder.serve.errors import bad_request
 from registry.auth import Credentials
@@ -79,3 +82,46 @@ def registry_config(headers: Mapping[str, str]) -> dict[str, Credentials]:
         except Exception:  # noqa: BLE001 - an entry we cannot use is skipped, as dockerd does
             continue
     return out
+
+
+# -- POST /auth: `docker login` asks the daemon to check the credentials ------------------------
+routes = web.RouteTableDef()
+
+
+def _login_host(server: str) -> str:
+    """The registry host of an ``AuthConfig.serveraddress`` (Docker Hub's API for Hub names)."""
+    from registry.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
+
+    host = server.split("://", 1)[-1].split("/", 1)[0] if server else DOCKER_HUB
+    if host in ("", "index.docker.io", "registry-1.docker.io", DOCKER_HUB):
+        return DOCKER_HUB_API
+    try:
+        return Reference.parse(f"{host}/x").registry
+    except Exception:  # noqa: BLE001 - any unparsable address is the client's error
+        raise bad_request(f"invalid registry address {server!r}") from None
+
+
+def check_login(config: Mapping[str, Any]) -> str | None:
+    """Verify an ``AuthConfig`` against its registry; the identity token if one was issued."""
+    from registry.client import RegistryClient
+
+    creds = _credentials(config)
+    if creds is None:
+        raise bad_request("username and password (or an identity token) are required")
+    with RegistryClient(_login_host(str(config.get("serveraddress") or "")),
+                        credentials=creds) as client:
+        return client.verify_login()
+
+
+@routes.post("/auth")
+async def auth(request: web.Request) -> web.Response:
+    from builder.serve.streams import in_thread
+
+    try:
+        config = await request.json()
+    except ValueError:
+        raise bad_request("malformed JSON body: expected an AuthConfig object") from None
+    if not isinstance(config, dict):
+        raise bad_request("malformed JSON body: expected an AuthConfig object")
+    token = await in_thread(check_login, config)
+    return web.json_response({"Status": "Login Succeeded", "IdentityToken": token or ""})

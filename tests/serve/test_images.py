@@ -14,7 +14,9 @@ from typing import Any
 
 import requests
 from registry_server import (
+    BASIC_USERS,
     Registry,
+    basic_registry,  # noqa: F401
     busybox_layer_tar,
     file_tar,
     make_image,
@@ -194,3 +196,47 @@ def test_client_dropping_mid_save_and_mid_pull_leaves_the_daemon_serving(
     status, _h, data = serve.api("GET", "/images/busybox/get")
     assert status == 200
     assert "manifest.json" in tarfile.open(fileobj=io.BytesIO(data)).getnames()
+
+
+def test_login_then_push_and_pull_with_the_clients_credentials(serve: Any,
+                                                               basic_registry: Registry) -> None:
+    addr = basic_registry.addr
+    r = serve.docker("login", "-u", "alice", "--password-stdin", addr, check=False,
+                     input=BASIC_USERS["alice"] + "\n")
+    assert r.returncode == 0 and "Login Succeeded" in r.stdout, r.stderr
+    bad = serve.docker("login", "-u", "alice", "--password-stdin", addr, check=False,
+                       input="wrong\n")
+    assert bad.returncode == 1 and "Error response from daemon" in bad.stderr
+    ref = f"{addr}/{unique_repo('auth')}:1"
+    serve.docker("tag", "busybox", ref)
+    out = serve.docker("push", ref).stdout  # credentials travel in X-Registry-Auth
+    assert "1: digest: sha256:" in out
+    serve.docker("rmi", ref)
+    serve.docker("pull", ref)
+    assert ref in " ".join(same_images(serve))
+    # the same without credentials: the registry refuses, the daemon says so
+    serve.docker("logout", addr)
+    r = serve.docker("pull", ref, check=False)
+    # a 401 from the daemon makes the CLI ask for a login (which it cannot do without a tty)
+    assert r.returncode == 1 and "Please login prior to pull" in r.stdout, (r.stdout, r.stderr)
+    # docker-py: login, then push with an explicit auth_config
+    client = serve.client
+    assert client.login("alice", BASIC_USERS["alice"], registry=addr)["Status"] == \
+        "Login Succeeded"
+    lines = list(client.images.push(ref, stream=True, decode=True, auth_config={
+        "username": "alice", "password": BASIC_USERS["alice"]}))
+    assert any("aux" in x for x in lines) and not any("error" in x for x in lines), lines
+
+
+def test_malformed_auth_bodies_and_headers(serve: Any) -> None:
+    status, _h, body = serve.api("POST", "/auth", body="{not json",
+                                 headers={"Content-Type": "application/json"})
+    assert status == 400 and "malformed JSON" in json.loads(body)["message"]
+    status, _h, body = serve.api("POST", "/auth", body={"username": ""})
+    assert status == 400 and "required" in json.loads(body)["message"]
+    status, _h, body = serve.api("POST", "/images/create?fromImage=127.0.0.1:9/x&tag=1",
+                                 headers={"X-Registry-Auth": "%%%not-base64"})
+    assert status == 400 and "X-Registry-Auth" in json.loads(body)["message"]
+    status, _h, body = serve.api("POST", "/build?buildargs=%7Bbroken",
+                                 body=b"", headers={"Content-Type": "application/x-tar"})
+    assert status == 400 and "buildargs" in json.loads(body)["message"]
