@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import socket
@@ -88,6 +89,10 @@ def test_docker_py_build_with_buildargs_target_labels_nocache_dockerfile(serve: 
     msgs = messages(body)
     image_id = next(m["aux"]["ID"] for m in msgs if "aux" in m)
     assert serve.pyb("inspect", "--format", "{{.Id}}", "custom:1").stdout.strip() == image_id
+    # a gzip-compressed context, as docker-py sends with encoding="gzip"
+    image, _ = client.images.build(fileobj=io.BytesIO(gzip.compress(ctx)), custom_context=True,
+                                   encoding="gzip", dockerfile="build/Custom.df", tag="custom:gz")
+    assert image.id == image_id
 
 
 def test_failing_step_and_bad_contexts(serve: Any, tmp_path: Path) -> None:

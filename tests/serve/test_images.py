@@ -240,3 +240,19 @@ def test_malformed_auth_bodies_and_headers(serve: Any) -> None:
     status, _h, body = serve.api("POST", "/build?buildargs=%7Bbroken",
                                  body=b"", headers={"Content-Type": "application/x-tar"})
     assert status == 400 and "buildargs" in json.loads(body)["message"]
+
+
+def test_image_in_use_is_a_409_conflict_and_prune_keeps_it(serve: Any) -> None:
+    serve.pyb("create", "--name", "user", "busybox", "true")
+    r = serve.docker("rmi", "busybox", check=False)
+    assert r.returncode == 1 and "conflict: unable to remove repository reference" in r.stderr
+    status, _h, body = serve.api("DELETE", f"/images/{serve.pyb.image_id}")
+    assert status == 409 and "being used by stopped container" in json.loads(body)["message"]
+    pruned = serve.json("POST", '/images/prune?filters={"dangling":["false"]}')
+    assert pruned["ImagesDeleted"] is None and pruned["SpaceReclaimed"] >= 0
+    assert serve.pyb("images", "-q").stdout.split() == [serve.pyb.image_id[7:19]]
+    serve.pyb("rm", "user")
+    pruned = serve.json("POST", '/images/prune?filters={"dangling":["false"]}')
+    assert {"Untagged": "busybox:latest"} in pruned["ImagesDeleted"]
+    assert {"Deleted": serve.pyb.image_id} in pruned["ImagesDeleted"]
+    assert serve.docker("images", "-q").stdout.strip() == ""
