@@ -256,3 +256,23 @@ def test_image_in_use_is_a_409_conflict_and_prune_keeps_it(serve: Any) -> None:
     assert {"Untagged": "busybox:latest"} in pruned["ImagesDeleted"]
     assert {"Deleted": serve.pyb.image_id} in pruned["ImagesDeleted"]
     assert serve.docker("images", "-q").stdout.strip() == ""
+
+
+def test_docker_import_and_save_of_several_images(serve: Any, busybox_tar: Any,
+                                                  tmp_path: Any) -> None:
+    out = serve.docker("import", "-m", "via docker", str(busybox_tar), "imported:1").stdout
+    image_id = out.strip()
+    assert image_id.startswith("sha256:")
+    ours = serve.pyb("import", "-m", "via pybuild", str(busybox_tar), "imported:2").stdout.strip()
+    layers = [json.loads(serve.pyb("inspect", "--format", "{{json .RootFS.Layers}}", name).stdout)
+              for name in ("imported:1", "imported:2")]
+    assert layers[0] == layers[1]  # the same rootfs layer, whichever client imported it
+    hist = json.loads(serve.docker("image", "inspect", "--format", "{{json .Comment}}",
+                                   "imported:1").stdout)
+    assert hist == "via docker" and ours != image_id
+    # several images in one archive (GET /images/get?names=…&names=…)
+    archive = tmp_path / "two.tar"
+    serve.docker("save", "-o", str(archive), "imported:1", "busybox:latest")
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert sorted(t for m in manifest for t in m["RepoTags"]) == ["busybox:latest", "imported:1"]
