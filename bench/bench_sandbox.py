@@ -151,6 +151,16 @@ def main() -> None:
             assert r.exit_status == 0
 
         contenders["pybuild library Executor.run (overlay root)"] = lib
+        from builder.sandbox import seccomp
+
+        sspec = Spec(process=Process(args=("/bin/true",), seccomp=seccomp.default()), root=root,
+                     mounts=mounts, hostname="bench")
+
+        def lib_seccomp() -> None:
+            r = ex.run(sspec)
+            assert r.exit_status == 0
+
+        contenders["  same, default seccomp profile (cached BPF)"] = lib_seccomp
 
         # the same bundle for runc: a plain rootfs directory, our config.json
         rootfs = tmp / "bundle-rootfs"
@@ -186,6 +196,10 @@ def main() -> None:
                                 "busybox", "/bin/true"], check=True, stdin=subprocess.DEVNULL)
 
             contenders["pybuild run --rm --network none (registered)"] = cli
+            contenders["  same, --security-opt seccomp=unconfined"] = lambda: subprocess.run(
+                [str(pybuild), "--root", str(croot), "run", "--rm", "--network", "none",
+                 "--security-opt", "seccomp=unconfined", "busybox", "/bin/true"],
+                check=True, stdin=subprocess.DEVNULL)
             contenders["  (python -c pass, for scale)"] = lambda: subprocess.run(
                 [sys.executable, "-c", "pass"], check=True)
             contenders["  (imports of the run path, no run)"] = lambda: subprocess.run(
@@ -207,6 +221,14 @@ def main() -> None:
             row("runc run", None, note="runc not installed")
 
         docker_row(bb, tmp, min(n, 20))
+
+        print("\nseccomp: the default profile's program (x86_64 + x86 + x32)")
+        caps = sspec.process.capabilities
+        seccomp.compile_bpf.cache_clear()
+        row("compile through libseccomp (cold)", *median_time(
+            lambda: (seccomp.compile_bpf.cache_clear(), seccomp.compile_bpf(seccomp.default(), caps)), min(n, 20)))
+        row("read back from cache/seccomp/", *median_time(
+            lambda: seccomp.program(seccomp.default(), caps, cache_dir=state.cache / "seccomp"), n))
 
         print("\nlayer cache: a 20-layer image (busybox split in 20)")
         tars = layered_tars(rootfs, 20)

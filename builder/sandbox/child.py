@@ -308,6 +308,19 @@ def load_seccomp(sys: sc.Syscalls | sc.FakeSyscalls, program: bytes) -> None:
         raise SandboxError(f"cannot load the seccomp filter: {e.strerror}") from None
 
 
+def confine(sys: sc.Syscalls | sc.FakeSyscalls, process: Process, user: User, last_cap: int,
+            seccomp_bpf: bytes | None) -> None:
+    """Drop privileges and load the seccomp filter, in runc's order: with no_new_privs the filter
+    goes last, so that it sees only ``execve`` and the program; without it the kernel wants
+    CAP_SYS_ADMIN, so it goes first, and the profile must allow what dropping privileges takes
+    (capset, setresuid…, as Docker's does)."""
+    if seccomp_bpf is not None and not process.no_new_privs:
+        load_seccomp(sys, seccomp_bpf)
+    drop_privileges(sys, process, user, last_cap)
+    if seccomp_bpf is not None and process.no_new_privs:
+        load_seccomp(sys, seccomp_bpf)
+
+
 def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf: bytes | None = None) -> None:
     """Resolve the user, set limits and privileges, load the seccomp filter, and ``execve``
     (does not return)."""
@@ -316,14 +329,8 @@ def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf:
     set_rlimits(process)
     enter_cwd(process.cwd)
     path = find_executable(process.args[0], env)
-    if seccomp_bpf is not None and not process.no_new_privs:
-        # without no_new_privs the kernel wants CAP_SYS_ADMIN: load before the caps go (runc's
-        # order); the profile must then allow what dropping them takes (capset, setresuid…)
-        load_seccomp(sys, seccomp_bpf)
-    drop_privileges(sys, process, user, last_cap)
     os.umask(0o022)
-    if seccomp_bpf is not None and process.no_new_privs:
-        load_seccomp(sys, seccomp_bpf)  # last, so that the filter sees only execve and the program
+    confine(sys, process, user, last_cap, seccomp_bpf)
     try:
         os.execve(path, list(process.args), env)
     except PermissionError as e:

@@ -291,6 +291,27 @@ def test_oci_config_carries_the_profile(tmp_path: Path) -> None:
     assert "seccomp" not in cfg["linux"]
 
 
+@pytest.mark.parametrize("nnp", [True, False])
+def test_filter_order_against_no_new_privs(nnp: bool) -> None:
+    from builder import syscalls as sc
+    from builder.sandbox.child import confine
+    from builder.sandbox.users import User
+
+    fake = sc.FakeSyscalls()
+    confine(fake, Process(args=("x",), no_new_privs=nnp), User(1000, 1000, (1000,), "/"), 40, b"\0" * 16)
+    names = [c[0] for c in fake.calls]
+    assert names.count("seccomp_filter") == 1
+    if nnp:  # the filter last, after no_new_privs is set
+        assert fake.calls[-1] == ("seccomp_filter", 16)
+        assert ("prctl", sc.PR_SET_NO_NEW_PRIVS, 1) in fake.calls[:-1]
+    else:  # first, while CAP_SYS_ADMIN is still held; no no_new_privs at all
+        assert names[0] == "seccomp_filter" and "capset" in names[1:]
+        assert ("prctl", sc.PR_SET_NO_NEW_PRIVS, 1) not in fake.calls
+    fake = sc.FakeSyscalls(fail={"seccomp_filter": 22})
+    with pytest.raises(SandboxError, match="cannot load the seccomp filter: .*Invalid argument"):
+        confine(fake, Process(args=("x",)), User(0, 0, (0,), "/"), 40, b"\0" * 8)
+
+
 def test_parse_reports_the_source_and_field() -> None:
     with pytest.raises(SandboxError, match=r"^seccomp profile my\.json: syscalls\[1\]\.args\[0\]: unknown op 'SCMP_CMP_XX'$"):
         seccomp.parse(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
