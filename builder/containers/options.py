@@ -339,21 +339,25 @@ def security_opts(values: Iterable[str]) -> SecurityOpts:
 def security_opts_for_record(values: Iterable[str]) -> list[str]:
     """``--security-opt`` values as the record keeps them, validated: a ``seccomp=FILE`` is read
     and checked now and kept as its compact JSON (as Docker's CLI sends it), so that a later start
-    does not depend on the file. One-line ``ContainerError`` naming the option or file otherwise."""
+    does not depend on the file (a value starting with ``{`` is taken as the profile itself). One-line ``ContainerError`` naming the option or file otherwise."""
     out: list[str] = []
     for opt in values:
         key, value = _split_security_opt(opt)
         if key == "seccomp" and value not in ("unconfined", "builtin", "", None):
             assert value is not None
-            try:
-                text = Path(value).read_bytes()
-            except OSError as e:
-                raise ContainerError(f"opening seccomp profile ({value}) failed: {e.strerror}") from None
+            source = value
+            if value.lstrip().startswith("{"):  # the profile itself, as the Engine API carries it
+                text, source = value.encode(), "given inline"
+            else:
+                try:
+                    text = Path(value).read_bytes()
+                except OSError as e:
+                    raise ContainerError(f"opening seccomp profile ({value}) failed: {e.strerror}") from None
             from builder.errors import SandboxError
             from builder.sandbox import seccomp
 
             try:
-                seccomp.parse(text, source=value)
+                seccomp.parse(text, source=source)
                 doc = json.loads(text)
             except SandboxError as e:
                 raise ContainerError(str(e)) from None

@@ -124,6 +124,11 @@ def test_profile_file_blocking_mkdir(busybox: Any, probe: Path, tmp_path: Path) 
     (opt,) = info["HostConfig"]["SecurityOpt"]
     assert opt.startswith("seccomp=") and json.loads(opt[len("seccomp="):])["syscalls"][0]["names"] == ["mkdir", "mkdirat"]
     busybox("rm", name)
+    # the profile given inline, as the Engine API (and so `docker run` against us) carries it
+    r = busybox("run", "--rm", "--security-opt", opt, "busybox", "sh", "-c", "mkdir /made", check=False)
+    assert r.returncode == 1 and "Operation not permitted" in r.stderr
+    r = busybox("run", "--rm", "--security-opt", 'seccomp={"syscalls": []}', "busybox", "true", check=False)
+    assert r.returncode == 125 and "seccomp profile given inline: \"defaultAction\" is missing" in r.stderr
 
 
 @pytest.mark.parametrize(("content", "expect"), [
