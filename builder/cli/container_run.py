@@ -76,6 +76,16 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--runtime", default=None, help="An OCI runtime (e.g. runc) to run the container with."),
         click.option("--security-opt", multiple=True,
                      help="Security options: seccomp=unconfined|builtin|PROFILE.json, no-new-privileges[=true|false], systempaths=unconfined."),
+        click.option("--add-host", "add_hosts", multiple=True,
+                     help="Add a custom host-to-IP mapping (host:ip; ip may be host-gateway)."),
+        click.option("--dns", multiple=True, help="Set custom DNS servers."),
+        click.option("--dns-search", multiple=True, help="Set custom DNS search domains."),
+        click.option("--dns-option", "dns_options", multiple=True, help="Set DNS options."),
+        click.option("--ulimit", "ulimits", multiple=True, help="Ulimit options (name=soft[:hard])."),
+        click.option("--sysctl", "sysctls", multiple=True, help="Sysctl options (namespaced ones only)."),
+        click.option("--shm-size", default=None, help="Size of /dev/shm."),
+        click.option("--device", "devices", multiple=True,
+                     help="Add a host device to the container (/dev/x[:/dev/y][:rwm])."),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -107,6 +117,9 @@ def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
         health_interval=kw["health_interval"], health_timeout=kw["health_timeout"],
         health_retries=kw["health_retries"], health_start_period=kw["health_start_period"],
         no_healthcheck=kw["no_healthcheck"], runtime=kw["runtime"], security_opt=kw["security_opt"],
+        add_hosts=kw["add_hosts"],
+        dns=kw["dns"], dns_search=kw["dns_search"], dns_options=kw["dns_options"], ulimits=kw["ulimits"],
+        sysctls=kw["sysctls"], shm_size=kw["shm_size"], devices=kw["devices"],
     )
 
 

@@ -12,15 +12,26 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from builder.containers.options import (
+    DEFAULT_SHM_SIZE,
     RestartPolicy,
+    check_ulimits,
+    device_nodes,
     merge_env,
+    parse_add_hosts,
     parse_bytes,
     parse_caps,
     parse_cpus,
+    parse_devices,
+    parse_dns,
+    parse_dns_options,
+    parse_dns_search,
     parse_duration,
     parse_env,
     parse_labels,
+    parse_shm_size,
     parse_signal,
+    parse_sysctls,
+    parse_ulimits,
     read_env_file,
     rfc3339nano,
     security_opts_for_record,
@@ -83,6 +94,14 @@ class RunOptions:
     no_healthcheck: bool = False
     runtime: str | None = None
     security_opt: tuple[str, ...] = ()
+    add_hosts: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    ulimits: tuple[str, ...] = ()
+    sysctls: tuple[str, ...] = ()
+    shm_size: str | None = None
+    devices: tuple[str, ...] = ()
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -135,6 +154,53 @@ def healthcheck_config(image_hc: Mapping[str, Any] | None, o: RunOptions) -> dic
             raise ContainerError("--health-retries cannot be negative")
         hc["Retries"] = o.health_retries
     return hc or None
+
+
+def host_options(o: RunOptions, network: str) -> dict[str, Any]:
+    """``HostConfig`` entries of the name-resolution, limit, sysctl, shm and device flags, in
+    Docker's shapes, checked against the network mode and this host (a hard limit we cannot
+    raise, a device that is not there are refused now, before any record exists)."""
+    extra_hosts = parse_add_hosts(o.add_hosts)
+    dns = parse_dns(o.dns)
+    ulimits = parse_ulimits(o.ulimits)
+    sysctls = parse_sysctls(o.sysctls)
+    devices = parse_devices(o.devices)
+    if network.startswith("container:"):
+        if dns or o.dns_search or o.dns_options:
+            raise ContainerError("conflicting options: dns and the network mode")
+        if extra_hosts:
+            raise ContainerError("conflicting options: custom host-to-IP mapping and the network mode")
+    if network == "host":
+        for key in sysctls:
+            if key.startswith("net."):
+                raise ContainerError(f'sysctl "{key}" not allowed in host network namespace')
+    check_ulimits(ulimits)
+    device_nodes(devices)
+    out: dict[str, Any] = {
+        "ExtraHosts": extra_hosts or None,
+        "Dns": dns,
+        "DnsSearch": parse_dns_search(o.dns_search),
+        "DnsOptions": parse_dns_options(o.dns_options),
+        "Ulimits": ulimits or None,
+        "ShmSize": parse_shm_size(o.shm_size) if o.shm_size is not None else DEFAULT_SHM_SIZE,
+        "Devices": devices,
+    }
+    if sysctls:
+        out["Sysctls"] = sysctls
+    return out
+
+
+def validate_host_options(o: RunOptions) -> None:
+    """The syntax of those flags, before any image is looked at."""
+    parse_add_hosts(o.add_hosts)
+    parse_dns(o.dns)
+    parse_dns_search(o.dns_search)
+    parse_dns_options(o.dns_options)
+    parse_ulimits(o.ulimits)
+    parse_sysctls(o.sysctls)
+    parse_devices(o.devices)
+    if o.shm_size is not None:
+        parse_shm_size(o.shm_size)
 
 
 def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapping[str, Any]] = ()) -> Container:
@@ -201,6 +267,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     for pm in port_maps:
         exposed.setdefault(pm.key(), {})
     healthcheck = healthcheck_config(img.get("Healthcheck"), o)
+    host = host_options(o, network)
     created = rfc3339nano()
 
     def make(cid: str, name: str) -> Container:
@@ -250,6 +317,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             "NetworkAliases": list(o.network_aliases),
             "IPAddress": o.ip or "",
             "PublishSpecs": list(o.publish),
+            **host,
         }
         return Container(
             id=cid,

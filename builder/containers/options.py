@@ -1,10 +1,12 @@
-"""Pure parsers for container options: restart policies, signals, sizes, durations, env files.
+"""Parsers for container options: restart policies, signals, sizes, durations, env files, and the
+name-resolution, ulimit, sysctl, shm and device flags (``device_nodes`` looks at the host).
 
 Every parser raises ``ContainerError`` with a one-line message naming the bad value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import re
@@ -365,3 +367,260 @@ def security_opts_for_record(values: Iterable[str]) -> list[str]:
         out.append(opt)
     security_opts(out)  # every other value checked the same way a start reads it
     return out
+
+
+# -- name resolution, limits, kernel parameters, devices (run/create flags) ---------------------
+def _flag_error(value: str, flag: str, why: str) -> ContainerError:
+    """Docker's CLI wording for a flag value it refuses."""
+    return ContainerError(f'invalid argument "{value}" for "{flag}" flag: {why}')
+
+
+def _ip(text: str) -> str | None:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        return None
+
+
+HOST_GATEWAY = "host-gateway"
+
+
+def parse_add_hosts(items: Iterable[str]) -> list[str]:
+    """``--add-host name:ip`` (``name=ip`` too; ``host-gateway`` for the host's address) →
+    Docker's ``ExtraHosts`` entries ``name:ip``."""
+    out: list[str] = []
+    for item in items:
+        sep = ":" if ":" in item and ("=" not in item or item.index(":") < item.index("=")) else "="
+        name, found, addr = item.partition(sep)
+        if not found or not name or not addr or any(c.isspace() for c in name):
+            raise _flag_error(item, "--add-host", f'bad format for add-host: "{item}"')
+        if addr != HOST_GATEWAY:
+            ip = _ip(addr)
+            if ip is None:
+                raise _flag_error(item, "--add-host", f'invalid IP address in add-host: "{addr}"')
+            addr = ip
+        out.append(f"{name}:{addr}")
+    return out
+
+
+def parse_dns(items: Iterable[str]) -> list[str]:
+    """``--dns``: IP addresses only."""
+    out = []
+    for item in items:
+        ip = _ip(item)
+        if ip is None:
+            raise _flag_error(item, "--dns", f"{item} is not an ip address")
+        out.append(ip)
+    return out
+
+
+_DOMAIN_RE = re.compile(r"^(:?(?:[a-zA-Z0-9]|(?:[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9]))(:?\.(?:[a-zA-Z0-9]|"
+                        r"(?:[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])))*)\.?\s*$")
+
+
+def parse_dns_search(items: Iterable[str]) -> list[str]:
+    """``--dns-search``: domain names (``.`` alone: no search domains, as Docker)."""
+    out = []
+    for item in items:
+        if item == ".":
+            out.append(item)
+            continue
+        if len(item) > 255 or not _DOMAIN_RE.match(item.removesuffix(".")):
+            raise _flag_error(item, "--dns-search", f"{item} is not a valid domain")
+        out.append(item)
+    return out
+
+
+def parse_dns_options(items: Iterable[str]) -> list[str]:
+    """``--dns-option``: resolv.conf ``options`` words (``ndots:2``, ``rotate``…)."""
+    out = []
+    for item in items:
+        if not item.strip() or any(c.isspace() for c in item.strip()):
+            raise _flag_error(item, "--dns-option", f'"{item}" is not a resolv.conf option')
+        out.append(item.strip())
+    return out
+
+
+#: ``--ulimit`` names → the kernel's resource names (go-units' table)
+ULIMITS = {
+    "as": "RLIMIT_AS", "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",
+    "fsize": "RLIMIT_FSIZE", "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK",
+    "msgqueue": "RLIMIT_MSGQUEUE", "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE",
+    "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO",
+    "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK",
+}
+
+
+def parse_ulimits(items: Iterable[str]) -> list[dict[str, Any]]:
+    """``--ulimit nofile=1024:2048`` → Docker's ``Ulimits`` (``Name``, ``Soft``, ``Hard``; -1 is
+    unlimited; one value sets both). The last flag for a name wins, as in Docker."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, limits = item.partition("=")
+        if not sep:
+            raise _flag_error(item, "--ulimit", f"invalid ulimit argument: {item}")
+        if name not in ULIMITS:
+            raise _flag_error(item, "--ulimit", f"invalid ulimit type: {name}")
+        parts = limits.split(":")
+        if len(parts) > 2:
+            raise _flag_error(item, "--ulimit",
+                              f"too many limit value arguments - {limits}, can only have up to two, `soft[:hard]`")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise _flag_error(item, "--ulimit", f"invalid ulimit value {limits!r}: integers expected") from None
+        if any(v < -1 for v in values):
+            raise _flag_error(item, "--ulimit", f"invalid ulimit value {limits!r}: -1 (unlimited) is the lowest")
+        soft, hard = values[0], values[-1]
+        if hard != -1 and (soft == -1 or soft > hard):
+            raise _flag_error(item, "--ulimit",
+                              f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
+        out[name] = {"Name": name, "Hard": hard, "Soft": soft}
+    return list(out.values())
+
+
+def check_ulimits(ulimits: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse a hard limit above the one this process holds: raising it needs CAP_SYS_RESOURCE
+    (which this process may not have, in a container or a restricted VM)."""
+    import resource
+
+    have_cap = _has_cap(24)  # CAP_SYS_RESOURCE
+    for u in ulimits:
+        name, hard = str(u["Name"]), int(u["Hard"])
+        _soft, held = resource.getrlimit(getattr(resource, ULIMITS[name]))
+        if have_cap or held == resource.RLIM_INFINITY:
+            continue
+        if hard == -1 or hard > held:
+            want = "unlimited" if hard == -1 else str(hard)
+            raise ContainerError(
+                f"--ulimit {name}: hard limit {want} is above the hard limit {held} this process holds; "
+                "raising it needs CAP_SYS_RESOURCE, which pybuild does not have here"
+            )
+
+
+def _has_cap(bit: int) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+#: Docker's namespaced sysctls: these names exactly, and these prefixes
+IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+SYSCTL_PREFIXES = ("net.", "fs.mqueue.")
+
+
+def parse_sysctls(items: Iterable[str]) -> dict[str, str]:
+    """``--sysctl key=value``: only the sysctls a container's own namespaces hold (Docker's list)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _flag_error(item, "--sysctl", f"sysctl '{item}' is not whitelisted")
+        if key not in IPC_SYSCTLS and not key.startswith(SYSCTL_PREFIXES):
+            raise _flag_error(item, "--sysctl", f"sysctl '{item}' is not whitelisted")
+        if "/" in key or ".." in key or key.endswith("."):
+            raise _flag_error(item, "--sysctl", f"sysctl '{item}' is not a valid name")
+        out[key] = value
+    return out
+
+
+_DEVICE_MODE_RE = re.compile(r"^[rwm]{1,3}$")
+
+
+def _valid_mode(mode: str) -> bool:
+    return bool(_DEVICE_MODE_RE.match(mode)) and len(set(mode)) == len(mode)
+
+
+def parse_devices(items: Iterable[str]) -> list[dict[str, str]]:
+    """``--device /dev/x[:/dev/y][:rwm]`` → Docker's ``Devices`` entries (syntax only; the host
+    side is looked at by ``device_nodes``)."""
+    out = []
+    for item in items:
+        parts = item.split(":")
+        if len(parts) > 3 or not parts[0]:
+            raise _flag_error(item, "--device", f"invalid device specification: {item}")
+        src, dst, perms = parts[0], "", "rwm"
+        if len(parts) == 3:
+            dst, perms = parts[1], parts[2]
+        elif len(parts) == 2:
+            if _valid_mode(parts[1]):
+                perms = parts[1]
+            else:
+                dst = parts[1]
+        dst = dst or src
+        if not _valid_mode(perms):
+            raise _flag_error(item, "--device", f"bad mode specified: {perms}")
+        for p in (src, dst):
+            if not p.startswith("/"):
+                raise _flag_error(item, "--device", f"bad format for path: {p}")
+        out.append({"PathOnHost": src, "PathInContainer": dst, "CgroupPermissions": perms})
+    return out
+
+
+@dataclass(frozen=True)
+class DeviceNode:
+    """A device node to make in a container: where, what (``c``/``b`` major:minor), its mode
+    and owner as on the host, and the cgroup access it is given."""
+
+    path: str
+    type: str
+    major: int
+    minor: int
+    mode: int
+    uid: int
+    gid: int
+    permissions: str
+
+
+def device_nodes(devices: Iterable[Mapping[str, Any]]) -> list[DeviceNode]:
+    """The host's device nodes behind ``Devices`` (a directory gives every device under it)."""
+    import os
+    import stat
+
+    out: list[DeviceNode] = []
+    for d in devices:
+        src, dst, perms = str(d["PathOnHost"]), str(d["PathInContainer"]), str(d["CgroupPermissions"])
+        try:
+            st = os.stat(src)
+        except OSError as e:
+            raise ContainerError(f'error gathering device information while adding custom device "{src}": '
+                                 f"{(e.strerror or str(e)).lower()}") from None
+        found: list[tuple[str, os.stat_result]] = []
+        if stat.S_ISDIR(st.st_mode):
+            for dirpath, _dirs, files in os.walk(src):
+                for f in sorted(files):
+                    p = os.path.join(dirpath, f)
+                    with contextlib.suppress(OSError):
+                        s = os.lstat(p)
+                        if stat.S_ISCHR(s.st_mode) or stat.S_ISBLK(s.st_mode):
+                            found.append((dst + p[len(src):], s))
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            found.append((dst, st))
+        else:
+            raise ContainerError(f'error gathering device information while adding custom device "{src}": '
+                                 "not a device node")
+        for path, s in found:
+            out.append(DeviceNode(path=path, type="c" if stat.S_ISCHR(s.st_mode) else "b",
+                                  major=os.major(s.st_rdev), minor=os.minor(s.st_rdev),
+                                  mode=stat.S_IMODE(s.st_mode), uid=s.st_uid, gid=s.st_gid, permissions=perms))
+    return out
+
+
+DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+
+
+def parse_shm_size(text: str) -> int:
+    """``--shm-size 128m`` → bytes (0: Docker's default of 64 MiB)."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise _flag_error(text, "--shm-size", f"invalid size: '{text}'")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) or DEFAULT_SHM_SIZE

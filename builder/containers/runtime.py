@@ -196,7 +196,9 @@ def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[st
     ep = network.attach(
         root, c.id, name, name=c.name, aliases=tuple(c.host_config.get("NetworkAliases") or ()),
         ip=str(c.host_config.get("IPAddress") or "") or None, hostname=str(c.config.get("Hostname") or ""),
-        ports=ports,
+        ports=ports, extra_hosts=tuple(c.host_config.get("ExtraHosts") or ()),
+        dns=tuple(c.host_config.get("Dns") or ()), dns_search=tuple(c.host_config.get("DnsSearch") or ()),
+        dns_options=tuple(c.host_config.get("DnsOptions") or ()),
     )
     endpoint = ep.to_json()
     endpoint["NetworkID"] = ep.network_id
@@ -221,15 +223,27 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
     """/etc/hosts and /etc/resolv.conf of a container on no network (Docker's content)."""
     d = ContainerStore(root).dir(c.id)
     hosts, resolv = d / "hosts", d / "resolv.conf"
+    hc = c.host_config
+    names: Any = None
+    if hc.get("ExtraHosts") or hc.get("Dns") or hc.get("DnsSearch") or hc.get("DnsOptions"):
+        from builder.network import core as names_core
+        from builder.network import names
     if not hosts.exists():
         hostname = str(c.config.get("Hostname") or c.id[:12])
+        extra = ""
+        if hc.get("ExtraHosts"):
+            gateway = names_core.default_host_gateway(root)
+            extra = names.extra_hosts_lines(names_core.resolve_extra_hosts(hc["ExtraHosts"], gateway))
         hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                         f"127.0.1.1\t{hostname}\n")
+                         f"{extra}127.0.1.1\t{hostname}\n")
     if not resolv.exists():
         try:
             text = Path("/etc/resolv.conf").read_text()
         except OSError:
             text = ""
+        if names is not None:
+            text = names.override_resolv(text, dns=hc.get("Dns") or (), search=hc.get("DnsSearch") or (),
+                                         options=hc.get("DnsOptions") or ())
         resolv.write_text(text)
     return hosts, resolv
 
@@ -302,7 +316,8 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     rootfs = prepare_root(layers, cdir, readonly=read_only, overlay=_overlay_ok(root, cdir))
     tty = bool(c.config.get("Tty"))
     privileged = bool(c.host_config.get("Privileged"))
-    mounts: list[Mount] = list(default_mounts(terminal=tty))
+    shm = int(c.host_config.get("ShmSize") or 0)
+    mounts: list[Mount] = list(default_mounts(terminal=tty, **({"shm_size": shm} if shm else {})))
     if privileged:
         # Docker's --privileged: /sys and the cgroup tree writable
         mounts = [Mount(m.destination, m.type, m.source, tuple(o for o in m.options if o != "ro"))
@@ -330,19 +345,22 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
         capabilities=caps,
         no_new_privs=nnp,
         seccomp=profile,
+        rlimits=_rlimits(c),
     )
+    devices = _devices(c)
     memory = int(c.host_config.get("Memory") or 0) or None
     nano = int(c.host_config.get("NanoCpus") or 0)
     pids = c.host_config.get("PidsLimit")
     resources = Resources(memory=memory, cpus=nano / 1e9 if nano else None,
-                          pids=int(pids) if pids and int(pids) > 0 else None)
+                          pids=int(pids) if pids and int(pids) > 0 else None,
+                          device_rules=tuple(f"{d.type} {d.major}:{d.minor} {p}" for d, p in devices))
     kw: dict[str, Any] = {}
     if privileged or systempaths:
         kw.update(masked_paths=(), readonly_paths=())
     return Spec(
         process=process, root=rootfs, mounts=tuple(mounts),
         namespaces=Namespaces(net=netns, uts=uts), hostname=str(c.config.get("Hostname") or ""),
-        resources=resources, id=c.id, **kw,
+        resources=resources, id=c.id, sysctls=_sysctls(c, netns), devices=tuple(d for d, _ in devices), **kw,
     )
 
 
@@ -360,6 +378,44 @@ def _security(c: Container, *, privileged: bool) -> tuple[Any, bool, bool]:
     else:
         profile = seccomp.parse(sec.seccomp, source=f"of container {c.name}")
     return profile, sec.no_new_privileges, sec.systempaths_unconfined
+
+
+def _rlimits(c: Container) -> tuple[Any, ...]:
+    """``--ulimit``s as the process's rlimits (-1: unlimited), checked again against what we
+    hold: the limits may have changed since ``create``."""
+    from builder.containers.options import ULIMITS, check_ulimits
+    from builder.sandbox.spec import Rlimit
+
+    ulimits = list(c.host_config.get("Ulimits") or ())
+    check_ulimits(ulimits)
+    return tuple(Rlimit(ULIMITS[str(u["Name"])], int(u["Soft"]), int(u["Hard"])) for u in ulimits)
+
+
+def _devices(c: Container) -> list[tuple[Any, str]]:
+    """``--device``s: (the node to make, its cgroup permissions)."""
+    from builder.containers.options import device_nodes
+    from builder.sandbox.spec import Device
+
+    return [(Device(n.path, n.type, n.major, n.minor, n.mode, n.uid, n.gid), n.permissions)
+            for n in device_nodes(c.host_config.get("Devices") or ())]
+
+
+#: what Docker sets in a container's private network namespace: any port and ping for everyone
+PRIVATE_NET_SYSCTLS = (("net.ipv4.ip_unprivileged_port_start", "0"),
+                       ("net.ipv4.ping_group_range", "0 2147483647"))
+
+
+def _sysctls(c: Container, netns: str) -> tuple[tuple[str, str], ...]:
+    """``--sysctl``s over Docker's defaults for a network namespace of the container's own (not
+    the host's, not another container's), where the kernel has them."""
+    mode = str(c.host_config.get("NetworkMode") or "default")
+    out: dict[str, str] = {}
+    if netns != "host" and not mode.startswith("container:"):
+        for key, value in PRIVATE_NET_SYSCTLS:
+            if os.path.exists("/proc/sys/" + key.replace(".", "/")):
+                out[key] = value
+    out.update({str(k): str(v) for k, v in (c.host_config.get("Sysctls") or {}).items()})
+    return tuple(out.items())
 
 
 def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],

@@ -27,9 +27,11 @@ def _start_error(code: int, message: str) -> BuildError:
 
 def validate(o: RunOptions) -> None:
     """Everything that can be refused before an image is looked at (bad -p/-v/--restart…)."""
+    from builder.containers.create import validate_host_options
     from builder.containers.options import RestartPolicy
 
     RestartPolicy.parse(o.restart)
+    validate_host_options(o)
     if o.publish:
         from builder.network import parse_publish_all
 

@@ -304,8 +304,16 @@ def attach(
     ip: str | None = None,
     hostname: str = "",
     ports: Sequence[PortMapping] = (),
+    extra_hosts: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    dns_search: Sequence[str] = (),
+    dns_options: Sequence[str] = (),
 ) -> Endpoint:
     """Connect a container to a network, creating its netns file on first use.
+
+    *extra_hosts* (``name:ip``, ``name:host-gateway``) and the *dns* settings go into the
+    container's hosts and resolv.conf files; on a user-defined network the DNS servers become
+    the upstreams of the network's DNS server for this container, as Docker's embedded DNS does.
 
     On failure nothing is left behind: sockets, proxy, rules, links and a netns made here go.
     """
@@ -332,8 +340,12 @@ def attach(
             container_id=container_id, network_id=net.id, network_name=net.name,
             driver=net.driver, netns=None, name=name, hostname=hostname or container_id[:12],
             aliases=tuple(aliases), hosts_path=names.hosts_path(state, container_id),
-            resolv_path=names.resolv_path(state, container_id),
+            resolv_path=names.resolv_path(state, container_id), dns=tuple(dns),
+            dns_search=tuple(dns_search), dns_options=tuple(dns_options),
         )
+        if net.driver == "bridge" and not net.user_defined and not net.containers:
+            net = _refresh_default_subnet(state, nets, net)
+        ep = replace(ep, extra_hosts=resolve_extra_hosts(extra_hosts, _host_gateway(nets, net)))
         if net.driver == "host":
             return _commit(state, nets, net, ep)
         ep = replace(ep, netns=netns_path(state, container_id))
@@ -343,8 +355,6 @@ def attach(
             if not links.is_netns(ep.netns):
                 links.create_netns(ep.netns)
                 undo.append(lambda: links.remove_netns(netns_path(state, container_id)))
-            if net.driver == "bridge" and not net.user_defined and not net.containers:
-                net = _refresh_default_subnet(state, nets, net)
             if net.driver in ("bridge", "macvlan"):
                 ep = _wire(state, net, ep, ip, ports, undo)
             if net.driver == "bridge" and net.user_defined:
@@ -363,6 +373,33 @@ def attach(
                 with contextlib.suppress(Exception):
                     u()
             raise
+
+
+def _host_gateway(nets: Sequence[Network], net: Network) -> str:
+    """``host-gateway``: the host's address on a bridge network (its gateway); elsewhere the
+    default bridge's gateway, the address Docker gives (docker0's)."""
+    if net.driver == "bridge" and net.gateway:
+        return net.gateway
+    return next((n.gateway for n in nets if n.name == "bridge" and n.gateway), "")
+
+
+def default_host_gateway(state: StateRoot) -> str:
+    """``host-gateway`` for a container on no network (the default bridge's gateway)."""
+    with _locked(state) as nets:
+        return next((n.gateway for n in nets if n.name == "bridge" and n.gateway), "")
+
+
+def resolve_extra_hosts(entries: Sequence[str], gateway: str) -> tuple[str, ...]:
+    """``name:host-gateway`` → ``name:<gateway>``; other ``name:ip`` entries as they are."""
+    out = []
+    for e in entries:
+        name, _, addr = e.partition(":")
+        if addr == "host-gateway":
+            if not gateway:
+                raise NetworkError(f"--add-host {e}: no host gateway address is known")
+            addr = gateway
+        out.append(f"{name}:{addr}")
+    return tuple(out)
 
 
 def _refresh_default_subnet(state: StateRoot, nets: list[Network], net: Network) -> Network:

@@ -103,6 +103,16 @@ class Names:
             del self._cache[gone]
         return out
 
+    def upstreams(self, client_ip: str) -> list[str]:
+        """The client container's own ``--dns`` servers (Docker: its external DNS), if any."""
+        for r in self._records():
+            if r.get("Id") != self.network_id:
+                continue
+            for ep in (r.get("Containers") or {}).values():
+                if str(ep.get("IPv4Address", "")).partition("/")[0] == client_ip:
+                    return [str(x) for x in ep.get("DnsServers") or ()]
+        return []
+
     def lookup(self, client_ip: str, name: str) -> list[str] | None:
         """Addresses for *name* on the client's user-defined networks; None if unknown."""
         records = [r for r in self._records() if r.get("Driver") == "bridge" and r.get("Name") != "bridge"]
@@ -144,11 +154,11 @@ class Server:
             if found is not None:
                 # a known container name: its IPv4 addresses; no IPv6 (an empty, final answer)
                 return build_response(data, q, found if q.qtype == QTYPE_A else [])
-        return await self.forward(data)
+        return await self.forward(data, self.names.upstreams(client_ip) or self.upstreams)
 
-    async def forward(self, data: bytes) -> bytes:
+    async def forward(self, data: bytes, upstreams: Sequence[str] | None = None) -> bytes:
         loop = asyncio.get_running_loop()
-        for upstream in self.upstreams:
+        for upstream in self.upstreams if upstreams is None else upstreams:
             fut: asyncio.Future[bytes] = loop.create_future()
             try:
                 host, _, port = upstream.partition("#")  # "ip" or "ip#port"

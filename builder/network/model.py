@@ -83,8 +83,17 @@ class Endpoint:
     proxy_pid: int = 0
     hosts_path: Path | None = None
     resolv_path: Path | None = None
+    #: the container's ``--add-host`` entries (``name:ip``, host-gateway resolved) and
+    #: ``--dns``/``--dns-search``/``--dns-option``: its hosts and resolv.conf files, and the
+    #: upstreams the network's DNS server uses for it
+    extra_hosts: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        names = {k: list(v) for k, v in (("ExtraHosts", self.extra_hosts), ("DnsServers", self.dns),
+                                         ("DnsSearch", self.dns_search), ("DnsOptions", self.dns_options)) if v}
         return {
             "Name": self.name,
             "Hostname": self.hostname,
@@ -101,6 +110,7 @@ class Endpoint:
             "ProxyPid": self.proxy_pid,
             "HostsPath": str(self.hosts_path) if self.hosts_path else "",
             "ResolvConfPath": str(self.resolv_path) if self.resolv_path else "",
+            **names,
         }
 
     @classmethod
@@ -125,6 +135,10 @@ class Endpoint:
             proxy_pid=int(d.get("ProxyPid", 0)),
             hosts_path=Path(d["HostsPath"]) if d.get("HostsPath") else None,
             resolv_path=Path(d["ResolvConfPath"]) if d.get("ResolvConfPath") else None,
+            extra_hosts=tuple(d.get("ExtraHosts") or ()),
+            dns=tuple(d.get("DnsServers") or ()),
+            dns_search=tuple(d.get("DnsSearch") or ()),
+            dns_options=tuple(d.get("DnsOptions") or ()),
         )
 
 

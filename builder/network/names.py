@@ -35,14 +35,36 @@ def resolv_path(state: StateRoot, container_id: str) -> Path:
     return files_dir(state, container_id) / "resolv.conf"
 
 
+def _settings(nets: Sequence[Network], container_id: str) -> Endpoint | None:
+    """The endpoint holding the container's ``--add-host``/``--dns*`` settings (the one it was
+    started with; endpoints added by ``network connect`` carry none)."""
+    for n in nets:
+        d = n.containers.get(container_id)
+        if d is not None and any(d.get(k) for k in ("ExtraHosts", "DnsServers", "DnsSearch", "DnsOptions")):
+            return Endpoint.from_json(container_id, n, d)
+    return None
+
+
+def extra_hosts_lines(entries: Sequence[str]) -> str:
+    """``--add-host`` entries (``name:ip``) as hosts-file lines, Docker's ``ip<TAB>name``."""
+    out = []
+    for e in entries:
+        name, _, addr = e.partition(":")
+        out.append(f"{addr}\t{name}\n")
+    return "".join(out)
+
+
 def hosts_content(nets: Sequence[Network], container_id: str) -> str:
     mine = [n for n in nets if container_id in n.containers]
+    opts = _settings(nets, container_id)
+    extra = extra_hosts_lines(opts.extra_hosts) if opts else ""
     if any(n.driver == "host" for n in mine):
         try:
-            return Path("/etc/hosts").read_text()
+            text = Path("/etc/hosts").read_text()
         except OSError:
-            return HOSTS_HEADER
-    lines = [HOSTS_HEADER]
+            text = HOSTS_HEADER
+        return (text if text.endswith("\n") or not text else text + "\n") + extra
+    lines = [HOSTS_HEADER, extra]
     seen: set[str] = set()
     for net in mine:
         ep = Endpoint.from_json(container_id, net, net.containers[container_id])
@@ -64,10 +86,43 @@ def hosts_content(nets: Sequence[Network], container_id: str) -> str:
     return "".join(lines)
 
 
+def override_resolv(text: str, *, dns: Sequence[str] = (), search: Sequence[str] = (),
+                    options: Sequence[str] = ()) -> str:
+    """*text* with its nameservers, search domains and options replaced by those given
+    (``--dns``, ``--dns-search``, ``--dns-option``; a search of ``.`` alone means none)."""
+    if not (dns or search or options):
+        return text
+    kept: list[str] = []
+    servers: list[str] = []
+    domains: list[str] = []
+    opts: list[str] = []
+    for line in text.splitlines():
+        f = line.split()
+        if f[:1] == ["nameserver"]:
+            servers.append(line)
+        elif f[:1] in (["search"], ["domain"]):
+            domains.append(line)
+        elif f[:1] == ["options"]:
+            opts.append(line)
+        else:
+            kept.append(line)
+    if dns:
+        servers = [f"nameserver {d}" for d in dns]
+    if search:
+        wanted = [d for d in search if d != "."]
+        domains = [f"search {' '.join(wanted)}"] if wanted else []
+    if options:
+        opts = [f"options {' '.join(options)}"]
+    return "\n".join([*kept, *servers, *domains, *opts]) + "\n"
+
+
 def resolv_for(nets: Sequence[Network], container_id: str) -> str:
+    opts = _settings(nets, container_id)
+    search = opts.dns_search if opts else ()
+    options = opts.dns_options if opts else ()
     mine = [n for n in nets if container_id in n.containers]
     if any(n.driver == "host" for n in mine):
-        return host_resolv()
+        return override_resolv(host_resolv(), dns=opts.dns if opts else (), search=search, options=options)
     dns = [
         Endpoint.from_json(container_id, n, n.containers[container_id])
         for n in mine if n.dns_pid and n.user_defined and n.driver == "bridge"
@@ -75,8 +130,12 @@ def resolv_for(nets: Sequence[Network], container_id: str) -> str:
     if dns:  # our DNS server on the gateway of the first such network, as Docker's 127.0.0.11
         first = min(dns, key=lambda e: e.ifname)
         kept = [ln for ln in host_resolv().splitlines() if ln.split()[:1] in (["search"], ["domain"])]
-        return "\n".join([f"nameserver {first.gateway}", *kept, "options ndots:0"]) + "\n"
-    return resolv_content(False)
+        # --dns servers are this container's upstreams (dns.py), not its nameserver lines
+        own = [o for o in options if not o.startswith("ndots:")]
+        ndots = [o for o in options if o.startswith("ndots:")] or ["ndots:0"]
+        text = "\n".join([f"nameserver {first.gateway}", *kept, f"options {' '.join([*ndots, *own])}"]) + "\n"
+        return override_resolv(text, search=search)
+    return override_resolv(resolv_content(False), dns=opts.dns if opts else (), search=search, options=options)
 
 
 def host_resolv() -> str:

@@ -159,7 +159,7 @@ class Cgroup:
                 _write(d / "pids.max", "max" if r.pids < 0 else str(r.pids))
             if (d / "devices.deny").exists():
                 _write(d / "devices.deny", "a")
-                for rule in DEVICE_RULES:
+                for rule in (*DEVICE_RULES, *r.device_rules):
                     _write(d / "devices.allow", rule)
         if self.v2 is not None and self.v2_limits:
             d = Path(self.v2)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from builder import syscalls as sc
 from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.rootfs import mount_root
-from builder.sandbox.spec import CAP_NUMBERS, DEFAULT_PATH, Mount, Process, Spec
+from builder.sandbox.spec import CAP_NUMBERS, DEFAULT_PATH, Device, Mount, Process, Spec
 from builder.sandbox.users import User, resolve_user
 
 if TYPE_CHECKING:
@@ -160,13 +160,52 @@ def _populate_dev(sys: sc.Syscalls | sc.FakeSyscalls, dev: str, plan: Plan, *, r
         sys.symlink(target, os.path.join(dev, name))
 
 
+def apply_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
+    """Write each sysctl through ``/proc/sys`` while still on the host's ``/proc``: a net.* or
+    IPC file there belongs to the namespaces of the writer, which are the sandbox's by now."""
+    for key, value in sysctls:
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SandboxError(f"sysctl {key}: the kernel has no such parameter in this namespace") from None
+        except OSError as e:
+            raise SandboxError(f"sysctl {key}: {e.strerror}") from None
+        try:
+            os.write(fd, value.encode())
+        except OSError as e:
+            raise SandboxError(f"sysctl {key}={value}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+def make_device(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, d: Device, *, real: bool = True) -> None:
+    """``--device``: the node under the new root, with the host node's numbers, mode and owner."""
+    dest = secure_join(plan.rootfs, d.path)
+    if real:
+        _mkdirs(os.path.dirname(dest))
+        if os.path.lexists(dest):
+            if os.path.isdir(dest) and not os.path.islink(dest):
+                raise SandboxError(f"--device {d.path}: a directory is in the way in the container")
+            os.unlink(dest)
+    kind = stat.S_IFCHR if d.type == "c" else stat.S_IFBLK
+    sys.mknod(dest, kind | d.mode, os.makedev(d.major, d.minor))
+    if real:
+        os.chown(dest, d.uid, d.gid)
+        os.chmod(dest, d.mode)
+
+
 def setup_root(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, *, real: bool = True) -> None:
     """Mount the root and everything in it, mask paths, set the hostname, ``pivot_root``."""
     spec = plan.spec
+    if real:
+        apply_sysctls(spec.sysctls)
     sys.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     mount_root(sys, spec.root, plan.rootfs, plan.run_dir, plan.overlay_data)  # type: ignore[arg-type]
     for m in spec.mounts:
         do_mount(sys, plan, m, real=real)
+    for d in spec.devices:
+        make_device(sys, plan, d, real=real)
     for p in spec.masked_paths:
         target = secure_join(plan.rootfs, p)
         if real and not os.path.lexists(target):

@@ -70,7 +70,7 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
         "devices": [{"allow": False, "access": "rwm"}] + [
             {"allow": True, "type": rule[0], "major": _dev_num(rule.split()[1].split(":")[0]),
              "minor": _dev_num(rule.split()[1].split(":")[1]), "access": rule.split()[2]}
-            for rule in _cg.DEVICE_RULES
+            for rule in (*_cg.DEVICE_RULES, *r.device_rules)
         ],
     }
     if r.memory is not None:
@@ -91,7 +91,7 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
             "cwd": p.cwd,
             "capabilities": {"bounding": caps, "effective": granted, "permitted": granted,
                              "inheritable": granted, "ambient": []},
-            "rlimits": [{"type": x.type, "hard": x.hard, "soft": x.soft} for x in p.rlimits],
+            "rlimits": [{"type": x.type, "hard": _rlim(x.hard), "soft": _rlim(x.soft)} for x in p.rlimits],
             "noNewPrivileges": p.no_new_privs,
         },
         "root": {"path": root_path, "readonly": spec.root.readonly},
@@ -108,9 +108,22 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
         from builder.sandbox import seccomp
 
         cfg["linux"]["seccomp"] = seccomp.to_oci(p.seccomp, p.capabilities)
+    if spec.sysctls:
+        cfg["linux"]["sysctl"] = dict(spec.sysctls)
+    if spec.devices:
+        cfg["linux"]["devices"] = [
+            {"path": d.path, "type": d.type, "major": d.major, "minor": d.minor, "fileMode": d.mode,
+             "uid": d.uid, "gid": d.gid}
+            for d in spec.devices
+        ]
     if sandbox_id:
         cfg["linux"]["cgroupsPath"] = f"/{_cg.PARENT}/{sandbox_id}"
     return cfg
+
+
+def _rlim(v: int) -> int:
+    """RLIM_INFINITY (-1 here) as the unsigned 64-bit value the runtime-spec wants."""
+    return (1 << 64) - 1 if v < 0 else v
 
 
 def _dev_num(s: str) -> int:

@@ -6,6 +6,7 @@ Nothing here acts: ``builder.sandbox.child`` turns a ``Spec`` into kernel calls,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -166,8 +167,13 @@ class Resources:
     memory_swap: int | None = None
     cpus: float | None = None
     pids: int | None = None
+    #: devices-cgroup rules allowed beyond the defaults (``c 10:229 rwm``), for ``--device``
+    device_rules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for rule in self.device_rules:
+            if not _DEVICE_RULE_RE.match(rule):
+                raise SandboxError(f"bad device cgroup rule {rule!r}")
         if self.memory is not None and self.memory < 6 * 1024 * 1024:
             raise SandboxError("minimum memory limit is 6MB")
         if self.cpus is not None and self.cpus <= 0:
@@ -180,7 +186,38 @@ class Resources:
         return any(v is not None for v in (self.memory, self.cpus, self.pids))
 
 
-def default_mounts(*, terminal: bool = False) -> tuple[Mount, ...]:
+_DEVICE_RULE_RE = re.compile(r"^[cba] (\d+|\*):(\d+|\*) [rwm]{1,3}$")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device node made in the container (``--device``): path, ``c``/``b``, numbers, mode, owner."""
+
+    path: str
+    type: str
+    major: int
+    minor: int
+    mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or self.path.rstrip("/") in ("", "/dev"):
+            raise SandboxError(f"device path {self.path!r} is not an absolute file path")
+        if self.type not in ("c", "b"):
+            raise SandboxError(f"device type {self.type!r} is not c or b")
+
+
+#: the sysctls a sandbox may set: those of its own network and IPC namespaces (Docker's list)
+NAMESPACED_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                      "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _size(n: int) -> str:
+    return f"size={n // 1024}k" if n % 1024 == 0 else f"size={n}"
+
+
+def default_mounts(*, terminal: bool = False, shm_size: int = 64 * 1024 * 1024) -> tuple[Mount, ...]:
     """Docker's defaults: /proc, /dev (tmpfs), /dev/pts, /dev/shm, /dev/mqueue, /sys (ro), cgroups (ro)."""
     return (
         Mount("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
@@ -190,7 +227,7 @@ def default_mounts(*, terminal: bool = False) -> tuple[Mount, ...]:
         Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
         Mount("/sys/fs/cgroup", "cgroup", "cgroup", ("nosuid", "noexec", "nodev", "relatime", "ro")),
         Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-        Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
+        Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", _size(shm_size))),
     )
 
 
@@ -207,3 +244,15 @@ class Spec:
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
     id: str = ""  # empty: the executor picks one
+    #: (key, value) written under /proc/sys in the sandbox's namespaces before anything runs
+    sysctls: tuple[tuple[str, str], ...] = ()
+    devices: tuple[Device, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key, _ in self.sysctls:
+            if key not in NAMESPACED_SYSCTLS and not key.startswith(("net.", "fs.mqueue.")):
+                raise SandboxError(f"sysctl {key!r} is not namespaced: a sandbox cannot set it")
+            if key.startswith("net.") and self.namespaces.net == "host":
+                raise SandboxError(f'sysctl "{key}" not allowed in host network namespace')
+            if "/" in key or ".." in key:
+                raise SandboxError(f"bad sysctl name {key!r}")
