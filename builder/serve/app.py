@@ -4,6 +4,7 @@ path and at ``/v{version}/path``, behind the error and API-version middlewares.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from typing import Any
 
@@ -64,6 +65,14 @@ def make_app(state: StateRoot, **opts: Any) -> web.Application:
         client_max_size=1024**4,  # /build and /images/load read their bodies as streams
     )
     app["state"] = state
+    # set when the daemon stops: long-lived streams (events, follows) end at once, not after
+    # the server's shutdown timeout
+    app["stopping"] = asyncio.Event()
+
+    async def stopping(app: web.Application) -> None:
+        app["stopping"].set()
+
+    app.on_shutdown.append(stopping)
     app["opts"] = dict(opts)
     app["version"] = _pybuild_version()
     for name in ROUTE_MODULES:

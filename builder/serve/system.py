@@ -83,7 +83,11 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         transport = request.transport
         if transport is None or transport.is_closing():
             break
-        await asyncio.sleep(EVENTS_POLL)
+        try:
+            await asyncio.wait_for(request.app["stopping"].wait(), EVENTS_POLL)
+            break  # the daemon stops
+        except TimeoutError:
+            pass
     return await stream.finish()
 
 

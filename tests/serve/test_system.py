@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -82,3 +83,16 @@ def test_bad_event_filters_and_system_df(serve: Any) -> None:
     assert df["LayersSize"] > 0 and df["Containers"] == [] and df["Volumes"] == []
     out = serve.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout
     assert "Images 1" in out
+
+
+def test_an_open_event_stream_does_not_hold_the_daemon_at_stop(busybox: Any,
+                                                                serve_factory: Any) -> None:
+    d = serve_factory(busybox)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(d.sock)
+    s.sendall(b"GET /v1.41/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    t = time.monotonic()
+    d.stop()  # checks exit 0, no traceback, socket gone
+    assert time.monotonic() - t < 1.5
+    s.close()
