@@ -96,3 +96,36 @@ def test_an_open_event_stream_does_not_hold_the_daemon_at_stop(busybox: Any,
     d.stop()  # checks exit 0, no traceback, socket gone
     assert time.monotonic() - t < 1.5
     s.close()
+
+
+def test_event_log_concurrent_writers_and_rotation(tmp_path: Any,
+                                                   monkeypatch: Any) -> None:
+    import subprocess
+    import sys
+
+    from builder import events
+    from builder.state import StateRoot
+
+    state = StateRoot.open(tmp_path / "root")
+    reader = events.Reader(state, from_start=False)
+    code = ("import sys; from builder import events; from builder.state import StateRoot; "
+            "s = StateRoot.open(sys.argv[1]); "
+            "[events.emit(s, 'image', 'tag', f'id{i}', {'name': sys.argv[2] + str(i), "
+            "'pad': 'x' * 300}) for i in range(150)]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(state.path), f"w{n}-"])
+             for n in range(4)]
+    assert all(p.wait(60) == 0 for p in procs)
+    got = reader.poll()
+    assert len(got) == 600  # every line whole, none interleaved
+    assert {e["Actor"]["Attributes"]["name"] for e in got} == {
+        f"w{n}-{i}" for n in range(4) for i in range(150)}
+    # past MAX_BYTES the log turns over (bounded); a reader goes on with the new file
+    monkeypatch.setattr(events, "MAX_BYTES", 64 * 1024)
+    for i in range(300):
+        events.emit(state, "image", "delete", f"r{i}", {"name": f"r{i}", "pad": "y" * 300})
+    assert events.log_path(state).with_name("events.jsonl.1").exists()
+    assert events.log_path(state).stat().st_size <= 64 * 1024 + 1024
+    later = [e["Actor"]["ID"] for e in reader.poll()]
+    assert later[-1] == "r299" and later == sorted(set(later), key=later.index)
+    past = events.history(state, filters=events.Filters.from_json('{"event": ["delete"]}'))
+    assert past and past[-1]["Actor"]["ID"] == "r299"
