@@ -75,9 +75,7 @@ def status_of(exc: BaseException) -> int:
 
 
 def message_of(exc: BaseException) -> str:
-    render = getattr(exc, "render", None)
-    if isinstance(exc, berr.DockerfileSyntaxError) and render is not None:
-        return str(exc)
+    """The one-line message of an error (a Dockerfile error keeps its ``file:line:col``)."""
     return str(exc) or type(exc).__name__
 
 
