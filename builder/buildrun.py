@@ -221,10 +221,10 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, St
     lines = _Lines(log)
     with contextlib.ExitStack() as stack:
         mounts, secret_env = build_mounts(ws, step, spec, results=results, secrets=secrets, stack=stack)
-        # Docker's default seccomp profile, as BuildKit applies it; --security=insecure runs unconfined
+        # Docker's default seccomp profile, as BuildKit applies it. --security=insecure does not
+        # lift it: BuildKit wants the security.insecure entitlement for that, which we do not grant
         process = Process(args=spec.args, env=tuple(spec.env) + tuple(secret_env),
-                          cwd=spec.cwd or "/", user=spec.user,
-                          seccomp=None if spec.security == "insecure" else seccomp.default())
+                          cwd=spec.cwd or "/", user=spec.user, seccomp=seccomp.default())
         sandbox_spec = Spec(
             process=process,
             root=ws.root,

@@ -248,7 +248,13 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         )
     cap_add = parse_caps(o.cap_add)
     cap_drop = parse_caps(o.cap_drop)
-    security_opt = security_opts_for_record(o.security_opt)
+    caps = None
+    if o.security_opt and not o.privileged:  # a seccomp=FILE is compiled now, for these caps
+        from builder.sandbox.spec import capabilities
+
+        caps = capabilities(tuple(x.removeprefix("CAP_") for x in cap_add),
+                            tuple(x.removeprefix("CAP_") for x in cap_drop))
+    security_opt = security_opts_for_record(o.security_opt, caps=caps, cache_dir=root.cache / "seccomp")
     exposed = dict(img.get("ExposedPorts") or {})
     network = o.network or "bridge"
     if network.startswith("container:") and (o.publish or o.publish_all):

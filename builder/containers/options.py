@@ -338,10 +338,13 @@ def security_opts(values: Iterable[str]) -> SecurityOpts:
                         ignored=tuple(ignored))
 
 
-def security_opts_for_record(values: Iterable[str]) -> list[str]:
+def security_opts_for_record(values: Iterable[str], *, caps: tuple[str, ...] | None = None,
+                             cache_dir: Path | None = None) -> list[str]:
     """``--security-opt`` values as the record keeps them, validated: a ``seccomp=FILE`` is read
     and checked now and kept as its compact JSON (as Docker's CLI sends it), so that a later start
-    does not depend on the file (a value starting with ``{`` is taken as the profile itself). One-line ``ContainerError`` naming the option or file otherwise."""
+    does not depend on the file (a value starting with ``{`` is taken as the profile itself).
+    With *caps* (the process's capabilities) the profile is compiled too, into *cache_dir*, so
+    that what only libseccomp or the kernel would refuse is said now, naming the file. One-line ``ContainerError`` naming the option or file otherwise."""
     out: list[str] = []
     for opt in values:
         key, value = _split_security_opt(opt)
@@ -359,7 +362,9 @@ def security_opts_for_record(values: Iterable[str]) -> list[str]:
             from builder.sandbox import seccomp
 
             try:
-                seccomp.parse(text, source=source)
+                profile = seccomp.parse(text, source=source)
+                if caps is not None:
+                    seccomp.program(profile, caps, cache_dir=cache_dir)
                 doc = json.loads(text)
             except SandboxError as e:
                 raise ContainerError(str(e)) from None

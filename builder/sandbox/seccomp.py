@@ -271,6 +271,7 @@ class _ArgCmp(ctypes.Structure):
 
 
 _SCMP_FLTATR_CTL_NNP = 3
+BPF_MAXINSNS = 4096  # the kernel's limit on one classic-BPF program
 _NR_SCMP_ERROR = -1
 
 
@@ -353,9 +354,13 @@ def compile_bpf(profile: Profile, caps: tuple[str, ...]) -> bytes:
             chunks = []
             while chunk := os.read(fd, 65536):
                 chunks.append(chunk)
-            return b"".join(chunks)
+            prog = b"".join(chunks)
         finally:
             os.close(fd)
+        if len(prog) // 8 > BPF_MAXINSNS:
+            raise SandboxError(f"seccomp profile {profile.source}: its filter has {len(prog) // 8} "
+                               f"instructions, the kernel takes at most {BPF_MAXINSNS}")
+        return prog
     finally:
         lib.seccomp_release(ctx)
 
@@ -384,7 +389,7 @@ def program(profile: Profile, caps: tuple[str, ...], *, cache_dir: Path | None =
     path = cache_dir / f"{key}.bpf"
     try:
         data = path.read_bytes()
-        if data and len(data) % 8 == 0:
+        if data and len(data) % 8 == 0 and len(data) // 8 <= BPF_MAXINSNS:
             return data
     except OSError:
         pass

@@ -154,6 +154,21 @@ def test_malformed_profile_is_refused_with_nothing_left(busybox: Any, tmp_path: 
         if (busybox.root / "containers").exists() else True
 
 
+def test_profile_too_big_for_the_kernel(busybox: Any, tmp_path: Path) -> None:
+    big = tmp_path / "huge.json"
+    big.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["getxattr"], "action": "SCMP_ACT_ERRNO",
+         "args": [{"index": 1, "value": v, "op": "SCMP_CMP_EQ"} for v in range(1, 4200)]}]}))
+    r = busybox("run", "--rm", "--network", "none", "--security-opt", f"seccomp={big}", "busybox", "true",
+                check=False)
+    assert r.returncode == 125
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"Error: seccomp profile {big}: its filter has ")
+    assert line.endswith(" instructions, the kernel takes at most 4096")
+    assert busybox("ps", "-aq").stdout.strip() == ""
+    assert not [p for p in (busybox.root / "run").rglob("*") if p.is_file() and p.name != ".overlay-ok"]
+
+
 @pytest.mark.parametrize(("opt", "expect"), [
     ("seccomp=/nonexistent/profile.json", "opening seccomp profile (/nonexistent/profile.json) failed"),
     ("seccomp", 'invalid --security-opt "seccomp"'),
