@@ -14,7 +14,7 @@
 #include <unistd.h>
 static const char *ename(int e) {
     switch (e) { case EPERM: return "EPERM"; case ENOSYS: return "ENOSYS"; case ENOENT: return "ENOENT";
-    case EACCES: return "EACCES"; case EINVAL: return "EINVAL"; case EEXIST: return "EEXIST"; default: return strerror(e); }
+    case EACCES: return "EACCES"; case EINVAL: return "EINVAL"; case EEXIST: return "EEXIST"; case EFAULT: return "EFAULT"; default: return strerror(e); }
 }
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
@@ -24,6 +24,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(n, "add_key")) rc = syscall(SYS_add_key, "user", "pb", "x", 1, -3);
         else if (!strcmp(n, "unshare")) rc = syscall(SYS_unshare, CLONE_NEWUSER);
         else if (!strcmp(n, "mount")) rc = syscall(SYS_mount, "none", "/nonexistent-target", "tmpfs", 0, 0);
+        else if (!strcmp(n, "clone3")) rc = syscall(SYS_clone3, NULL, 0);  /* EINVAL when it gets through */
         else if (!strcmp(n, "mkdir")) rc = syscall(SYS_mkdir, "/tmp/probe-dir", 0755);
         else if (!strcmp(n, "personality-query")) rc = syscall(SYS_personality, 0xffffffffUL);
         else if (!strcmp(n, "personality-bad")) rc = syscall(SYS_personality, 0x0400000UL /*READ_IMPLIES_EXEC*/);

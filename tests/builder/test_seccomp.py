@@ -49,7 +49,7 @@ def run(busybox: Any, probe: Path, *args: str, script: str) -> subprocess.Comple
 
 # the probe's unshare goes last: a new user namespace would change what the calls after it may do
 PROBE = ("grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; "
-         "/sysprobe keyctl add_key mount clone-newns personality-bad personality-query fork unshare; "
+         "/sysprobe keyctl add_key mount clone-newns personality-bad personality-query fork clone3 unshare; "
          "unshare -U true && echo busybox-unshare=ok || echo busybox-unshare=failed")
 
 
@@ -64,6 +64,7 @@ def test_default_profile_blocks_unshare_keyctl_mount(busybox: Any, probe: Path) 
         assert got[call] == "EPERM", (call, r.stdout)
     # what the conditional rules let through: the personality query, a clone without namespace flags
     assert got["personality-query"] == "ok" and got["fork"] == "ok"
+    assert got["clone3"] == "ENOSYS"  # the rule's own errnoRet: libc falls back to clone
     assert "busybox-unshare=failed" in r.stdout
     assert "unshare(0x10000000): Operation not permitted" in r.stderr
 
@@ -75,7 +76,7 @@ def test_unconfined_lets_the_syscalls_through(busybox: Any, probe: Path) -> None
     got = probe_results(r.stdout)
     assert status(r.stdout)["Seccomp"] == "0"
     assert got["keyctl"] == "ok" and got["add_key"] == "ok" and got["unshare"] == "ok"
-    assert got["personality-bad"] == "ok"
+    assert got["personality-bad"] == "ok" and got["clone3"] == "EINVAL"  # reached the kernel
     # mount(2) reached the kernel: it looked the target up (ENOENT) before the capability check
     assert got["mount"] == "ENOENT"
     assert "busybox-unshare=ok" in r.stdout
