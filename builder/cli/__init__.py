@@ -127,6 +127,54 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+#: Docker's CLI status for a flag it cannot parse or a command it does not know
+USAGE_STATUS = 125
+#: ``ctx.meta`` key a command sets to give every usage error of its own this status
+USAGE_STATUS_KEY = "pybuild.usage_status"
+
+
+def _command_path(args: list[str]) -> str:
+    """``pybuild image ls`` from the command line, for an error click raised without a context."""
+    path: list[str] = ["pybuild"]
+    cmd: click.Command = cli
+    ctx = click.Context(cli, info_name="pybuild", resilient_parsing=True)
+    it = iter(args)
+    for tok in it:
+        if tok == "--root":
+            next(it, None)
+            continue
+        if tok.startswith("-"):
+            continue
+        sub = cmd.get_command(ctx, tok) if isinstance(cmd, click.Group) else None
+        if sub is None:
+            break
+        path.append(tok)
+        cmd = sub
+    return " ".join(path)
+
+
+def _usage_error(e: click.UsageError, args: list[str]) -> int:
+    """Print a usage error as Docker's CLI does; its exit status. A flag that does not parse,
+    or an unknown (sub)command, is 125 (``unknown flag: --x`` / ``See 'pybuild ps --help'.``);
+    wrong arguments are 1 (``run``/``create`` say 125 for those too, as Docker)."""
+    path = e.ctx.command_path if e.ctx is not None else _command_path(args)
+    see = f"See '{path} --help'."
+    if isinstance(e, click.exceptions.NoSuchOption):
+        name = e.option_name
+        text = (f"unknown flag: {name}" if name.startswith("--")
+                else f"unknown shorthand flag: {name.lstrip('-')[:1]!r} in {name}")
+        click.echo(f"{text}\n{see}", err=True)
+        return USAGE_STATUS
+    if isinstance(e, click.exceptions.NoSuchCommand):
+        click.echo(f"{path}: {e.command_name!r} is not a {path} command.\n{see}", err=True)
+        return USAGE_STATUS
+    flag = isinstance(e, click.BadOptionUsage) or (
+        isinstance(e, click.BadParameter) and isinstance(e.param, click.Option))
+    click.echo(f"Error: {e.format_message()}\n{see}", err=True)
+    own = e.ctx.meta.get(USAGE_STATUS_KEY) if e.ctx is not None else None
+    return USAGE_STATUS if flag else int(own or 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning library errors into one line and a code."""
     from builder.errors import BuildError
@@ -137,12 +185,17 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="pybuild", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort as e:
+        # click turns Ctrl-C into Abort; a declined confirmation is an Abort too
+        click.echo("cancelled" if isinstance(e.__context__, KeyboardInterrupt) else "Aborted.", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help())  # a bare `pybuild` or `pybuild image`: help, as Docker
+        sys.exit(0)
+    except click.UsageError as e:
+        sys.exit(_usage_error(e, argv if argv is not None else sys.argv[1:]))
     except click.ClickException as e:
         e.show()
-        # Docker's CLI exits 125 on a usage error of `run`; 1 elsewhere (click uses 2).
         sys.exit(e.exit_code)
     except BuildError as e:
         if debug:
@@ -156,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
+        click.echo("cancelled", err=True)
         sys.exit(130)
     except BrokenPipeError:
         os._exit(0)

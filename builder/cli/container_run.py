@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from builder.cli import USAGE_STATUS_KEY
+
 if TYPE_CHECKING:
     from builder.containers.record import Container
 
@@ -26,11 +28,10 @@ class DockerRunCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as e:
-            raise _RunUsageError(e.message, e.ctx) from None
-
-
-class _RunUsageError(click.UsageError):
-    exit_code = 125
+            # kept as it is otherwise: `main` prints it as Docker does, with this status
+            e.ctx = e.ctx or ctx
+            ctx.meta[USAGE_STATUS_KEY] = 125
+            raise
 
 
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:

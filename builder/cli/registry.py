@@ -8,7 +8,7 @@ import json
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
@@ -30,13 +30,20 @@ def _tls_option(name: str = "--tls-verify", help: str = TLS_HELP) -> Callable[[F
 
 
 class Renderer:
-    """Turns transfer ``Event``s into output: one tqdm bar per blob plus a total on a terminal,
-    plain lines otherwise, nothing with ``quiet``. Called from worker threads."""
+    """Turns transfer ``Event``s into output: Docker's per-layer status lines (``<id>: Pull
+    complete``, ``Already exists``, ``Pushed``…) on *out* (stdout for ``pull``/``push``, as Docker;
+    stderr by default), plus one tqdm bar per blob and a total on a terminal (stderr); nothing
+    with ``quiet``. Called from worker threads."""
 
-    def __init__(self, *, verb: str, quiet: bool = False, tty: bool | None = None) -> None:
+    def __init__(self, *, verb: str, quiet: bool = False, tty: bool | None = None,
+                 out: TextIO | None = None) -> None:
         self.verb = verb  # "Pulling"/"Pushing"/"Copying"
         self.quiet = quiet
         self.tty = sys.stderr.isatty() if tty is None else tty
+        self.out = out
+        #: a pull's "Already exists" lines, until a blob is fetched: an image that is up to
+        #: date shows none (Docker compares the manifest first); None once flushed for good
+        self._held: list[str] | None = []
         self._lock = threading.Lock()
         self._bars: dict[str, Any] = {}
         self._total: Any = None
@@ -44,12 +51,14 @@ class Renderer:
         self._done: dict[str, int] = {}
 
     def _line(self, text: str) -> None:
+        out = self.out or sys.stderr
         if self.tty:
             from tqdm import tqdm
 
-            tqdm.write(text, file=sys.stderr)
+            tqdm.write(text, file=out)  # clears the bars first, then redraws them
         else:
-            click.echo(text, err=True)
+            click.echo(text, file=out)
+            out.flush()
 
     def __call__(self, ev: Event) -> None:
         if self.quiet:
@@ -65,8 +74,16 @@ class Renderer:
         if ev.media_type in _CONFIGS:
             return  # as Docker shows it: layers only
         if ev.kind == "exists":
-            self._line(f"{short}: {'Layer already exists' if self.verb == 'Pushing' else 'Already exists'}")
+            line = f"{short}: {'Layer already exists' if self.verb == 'Pushing' else 'Already exists'}"
+            if self.verb == "Pulling" and self._held is not None:
+                self._held.append(line)  # shown only if the pull brings something new
+            else:
+                self._line(line)
             return
+        if self._held and ev.kind in ("start", "mounted"):
+            held, self._held = self._held, []
+            for line in held:
+                self._line(line)
         if ev.kind == "mounted":
             self._line(f"{short}: Mounted from {ev.detail}")
             return
@@ -74,9 +91,10 @@ class Renderer:
             return
         if not self.tty:
             if ev.kind == "start":
-                self._line(f"{short}: {self.verb} {_size(ev.size)}")
+                started = {"Pulling": "Pulling fs layer", "Pushing": "Preparing"}
+                self._line(f"{short}: {started.get(self.verb, f'{self.verb} {_size(ev.size)}')}")
             elif ev.kind == "done":
-                self._line(f"{short}: {'Pushed' if self.verb == 'Pushing' else 'Download complete'}")
+                self._done_lines(short)
             return
         from tqdm import tqdm
 
@@ -100,10 +118,25 @@ class Renderer:
                 self._total.update(delta)
             if ev.kind == "done":
                 self._bars.pop(key).close()
-                self._line(f"{short}: {'Pushed' if self.verb == 'Pushing' else 'Download complete'}")
+                self._done_lines(short)
 
-    def close(self) -> None:
+    def _done_lines(self, short: str) -> None:
+        """A blob finished: Docker's last words for it (a pulled layer is stored as it came, so
+        its download completes the pull)."""
+        if self.verb == "Pushing":
+            self._line(f"{short}: Pushed")
+            return
+        self._line(f"{short}: Download complete")
+        if self.verb == "Pulling":
+            self._line(f"{short}: Pull complete")
+
+    def close(self, *, up_to_date: bool = False) -> None:
+        """End the output; a pull's held "Already exists" lines are shown unless *up_to_date*."""
         with self._lock:
+            held, self._held = self._held or [], None
+            if not up_to_date and not self.quiet:
+                for line in held:
+                    self._line(line)
             for bar in self._bars.values():
                 bar.close()
             self._bars.clear()
@@ -219,15 +252,17 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
     if not quiet and Reference.parse(name, default_tag=False).tag is None and ref.digest is None:
         click.echo("Using default tag: latest")
     if not quiet:
-        click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_name}")
-    r = Renderer(verb="Pulling", quiet=quiet)
+        click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.path}")
+    r = Renderer(verb="Pulling", quiet=quiet, out=sys.stdout)
     try:
         _image, result = pull_result(
             obj.state.image_store(), str(ref), platform=plat, all_platforms=all_platforms,
             progress=r, tls_verify=tls_verify, max_concurrent=max_concurrent_downloads,
             client_options=_client_options(max_concurrent_downloads))
-    finally:
+    except BaseException:
         r.close()
+        raise
+    r.close(up_to_date=not result.copied)
     from builder import events
 
     events.emit(obj.state, "image", "pull", ref.familiar, {"name": ref.familiar})
@@ -283,7 +318,7 @@ def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int,
     if not quiet:
         click.echo(f"The push refers to repository [{Reference.parse(targets[0][1]).name}]")
     for source, dest in targets:
-        r = Renderer(verb="Pushing", quiet=quiet)
+        r = Renderer(verb="Pushing", quiet=quiet, out=sys.stdout)
         try:
             result = push_image(store, source, dest, progress=r, tls_verify=tls_verify,
                                 max_concurrent=max_concurrent_uploads,

@@ -11,6 +11,7 @@ import shutil
 import signal
 import stat
 from pathlib import Path
+from typing import Any
 
 from builder import rootfs as _rootfs
 from builder import syscalls as sc
@@ -90,6 +91,20 @@ def _supervise(child: int, status_w: int, exit_file: Path | None) -> None:  # pr
         os.write(status_w, f"{status}\n".encode())
     finally:
         os._exit(0)
+
+
+def _shield_helper() -> Any:
+    """In a freshly forked helper: ignore SIGINT, so a terminal's Ctrl-C (sent to the whole
+    process group) leaves the supervision of the sandbox to the caller's cancellation instead
+    of killing the helper before it reports. Returns what the sandbox's process must get back
+    (``_unshield_child``): SIG_IGN stays ignored across exec, as a plain exec would inherit."""
+    inherited = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return signal.SIG_IGN if inherited == signal.SIG_IGN else signal.SIG_DFL
+
+
+def _unshield_child(disposition: Any) -> None:  # pragma: no cover - in the child
+    signal.signal(signal.SIGINT, disposition)
 
 
 def _close_other_fds(*keep: int | None) -> None:  # pragma: no cover - in the child
@@ -239,6 +254,7 @@ class Executor:
         err_r: int, err_w: int, ns_fds: list[tuple[int, int]], unshare_flags: int, parent_pid: int,
     ) -> None:  # pragma: no cover - runs in the helper process
         try:
+            sigint = _shield_helper()
             os.close(status_r)
             os.close(err_r)
             self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -252,6 +268,7 @@ class Executor:
             _report_and_exit(err_w, e)
             raise  # unreachable
         if child == 0:
+            _unshield_child(sigint)
             self._init_main(plan, cgroup, stdio, err_w)
         _supervise(child, status_w, Path(plan.run_dir) / "exit")
 
@@ -338,6 +355,7 @@ class Executor:
         helper = os.fork()
         if helper == 0:  # pragma: no cover - helper process
             try:
+                sigint = _shield_helper()
                 os.close(status_r)
                 os.close(err_r)
                 self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -356,6 +374,7 @@ class Executor:
                 raise
             if child == 0:
                 try:
+                    _unshield_child(sigint)
                     self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
                     stdio.in_child()
                     _close_other_fds(err_w, stdio.console_child)

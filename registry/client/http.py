@@ -74,6 +74,10 @@ def error_for(resp: requests.Response, what: str, *, host: str, name: str) -> Re
     s = resp.status_code
     where = f"{host}/{name}" if name else host
     if s == 401 or code == "UNAUTHORIZED":
+        sent = resp.request is not None and "Authorization" in resp.request.headers
+        if sent and (resp.request.headers["Authorization"] or "").startswith("Basic "):
+            # the registry refused the credentials themselves (a token's 401 is a scope matter)
+            return Unauthorized(f"unauthorized: incorrect username or password for {host}")
         return Unauthorized(f"unauthorized: authentication required for {where}; run pybuild login {host}")
     if s == 403 or code == "DENIED":
         return Denied(f"denied: requested access to {where} is denied" + (f" ({message})" if message else ""))

@@ -441,7 +441,8 @@ class Fault:
     without asking the registry; ``cut`` forwards the request and closes the client connection
     after ``after`` bytes of the response body; ``cut_request`` forwards only ``after`` bytes of
     the request body, then closes both sides; ``corrupt`` flips the response body byte at
-    offset ``after`` (every time, unless ``times`` says otherwise).
+    offset ``after`` (every time, unless ``times`` says otherwise); ``slow`` relays the request
+    and response bodies ``after`` bytes at a time, one piece every 50 ms (a slow link).
     """
 
     method: str | None
@@ -559,7 +560,8 @@ class FaultProxy:
             up.sendall((f"{method} {target} HTTP/1.1\r\n" + "".join(h + "\r\n" for h in kept)
                         + "Connection: close\r\n\r\n").encode("latin-1"))
             limit = fault.after if fault is not None and fault.action == "cut_request" else None
-            if not _copy_body(reader, headers, up, limit):
+            pace = fault.after if fault is not None and fault.action == "slow" else None
+            if not _copy_body(reader, headers, up, limit, pace):
                 self.log.append((method, target, "cut_request"))
                 return False
             upr = up.makefile("rb", buffering=1 << 16)
@@ -569,7 +571,9 @@ class FaultProxy:
             status = rhead[0].split(" ")[1]
             conn.sendall(("\r\n".join(rhead) + "\r\n\r\n").encode("latin-1"))
             sent = 0
-            while chunk := upr.read1(1 << 16):
+            while chunk := upr.read1(pace or 1 << 16):
+                if pace:
+                    time.sleep(0.05)
                 if fault is not None and fault.action == "cut" and sent + len(chunk) >= fault.after:
                     conn.sendall(chunk[: max(fault.after - sent, 0)])
                     self.log.append((method, target, "cut"))
@@ -610,12 +614,16 @@ def _header(headers: list[str], name: str) -> str | None:
     return None
 
 
-def _copy_body(reader: Any, headers: list[str], out: socket.socket | None, limit: int | None) -> bool:
-    """Relay a request body (Content-Length or chunked); False if *limit* cut it short."""
+def _copy_body(reader: Any, headers: list[str], out: socket.socket | None, limit: int | None,
+               pace: int | None = None) -> bool:
+    """Relay a request body (Content-Length or chunked); False if *limit* cut it short. With
+    *pace*, *pace* bytes at a time, one piece every 50 ms."""
     sent = 0
 
     def emit(data: bytes) -> bool:
         nonlocal sent
+        if pace:
+            time.sleep(0.05)
         if limit is not None and sent + len(data) > limit:
             if out is not None:
                 out.sendall(data[: limit - sent])
@@ -636,7 +644,7 @@ def _copy_body(reader: Any, headers: list[str], out: socket.socket | None, limit
                 return True
     remaining = int(_header(headers, "content-length") or 0)
     while remaining:
-        data = reader.read(min(remaining, 1 << 16))
+        data = reader.read(min(remaining, pace or 1 << 16))
         if not data:
             return False
         remaining -= len(data)
