@@ -161,7 +161,9 @@ class Solver:
                                 del pending[idx]
                     if not running:
                         break
-                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    # a timeout keeps this (main) thread responsive to Ctrl-C: a SIGINT the
+                    # kernel hands to a worker thread cannot wake a lock wait without one
+                    done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
                     for fut in done:
                         idx = running.pop(fut)
                         try:

@@ -170,7 +170,12 @@ def _copy_blobs(src: End, dst: End, blobs: list[Descriptor], workers: int, repor
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pybuild-blob") as pool:
         futures: list[Future[None]] = [pool.submit(one, d) for d in blobs]
         try:
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            # in slices: a Ctrl-C whose SIGINT the kernel handed to a worker thread reaches
+            # this (main) thread only when it wakes up
+            while True:
+                done, pending = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+                if not pending or any(not f.cancelled() and f.exception() is not None for f in done):
+                    break
         except BaseException:  # Ctrl-C: stop the workers at their next chunk, not at blob end
             cancel.set()
             for f in futures:
