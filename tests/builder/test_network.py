@@ -58,9 +58,21 @@ def _mounts(root: Path) -> list[str]:
 
 
 def snapshot(root: Path) -> dict[str, object]:
-    """What a failed operation must leave unchanged (other engineers' tests may use the network
-    module concurrently, so compare snapshots only around single calls)."""
-    return {"links": _links(), "rules": _rules(), "proxies": _proxies(), "mounts": _mounts(root)}
+    """What a failed operation must leave unchanged, limited to what this root can own (other
+    sessions make and remove bridges, rules and helpers meanwhile): ``pb*`` links and tagged
+    rules its records name, the veths its test containers would get, helpers mentioning the
+    root or those containers, mounts under the root."""
+    from builder.network.core import _veth_name
+
+    st = StateRoot.open(root)
+    tags, names, idents = owned(st)
+    idents |= {CID_A, CID_B, CID_C}
+    nets = [n.id for n in N.list_networks(st)]
+    names |= {_veth_name(c, n) for c in (CID_A, CID_B, CID_C) for n in nets}
+    rules = [r for r in _rules() if any(t in r for t in tags)]
+    links = {n for n in _links() if n in names}
+    helpers = {pid for pid, cmd in _helpers().items() if any(i.encode() in cmd for i in idents)}
+    return {"links": links, "rules": rules, "proxies": helpers, "mounts": _mounts(root)}
 
 
 def owned(st: StateRoot) -> tuple[set[str], set[str], set[str]]:
