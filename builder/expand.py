@@ -419,6 +419,12 @@ def expand_words(text: str, env: Mapping[str, str], *, escape: str = "\\") -> li
     return _run(text, env, escape=escape)[1]
 
 
+def expand_display(text: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
+    """*text* with variables expanded for display, as BuildKit names a step: quotes and
+    escapes kept, unset names left as written."""
+    return _run(text, env, escape=escape, raw_quotes=True, raw_escapes=True, skip_unset=True)[0]
+
+
 def used_names(
     text: str, env: Mapping[str, str], *, escape: str = "\\"
 ) -> tuple[list[str], list[str]]:

@@ -151,7 +151,7 @@ def inspect_record(store: Store, record: ImageRecord) -> dict[str, Any]:
         out["Variant"] = cfg["variant"]
     out.update({
         "Os": cfg.get("os", ""),
-        "Size": sum(layer.size for layer in image.layers),
+        "Size": sum(store.content_size(layer) for layer in image.layers),
         "RootFS": {"Type": "layers", "Layers": [str(d) for d in image.diff_ids]},
         "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         "Descriptor": record.descriptor.with_annotations(

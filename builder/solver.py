@@ -64,8 +64,10 @@ class LayerRef:
 class StageResult:
     plan: StagePlan
     layers: tuple[LayerRef, ...]
+    #: history entries; those this build added may lack "created" until ``dated`` fills it
     history: tuple[dict[str, Any], ...]
-    created: str = ""
+    #: how many entries at the start of ``history`` come from the base image
+    inherited: int = 0
 
     @property
     def key(self) -> str:
@@ -122,6 +124,7 @@ class Solver:
         self.cached: list[str] = []
         self.created = time.time()
         self._image_stages: set[int] = set()
+        self._from_shown: dict[str, int] = {}
         self._used_workspace = False
 
     # -- events ----------------------------------------------------------------------------------
@@ -147,6 +150,11 @@ class Solver:
             self._image_stages.add(i)
             base = graph.stage(i).base
             i = base.stage if base.kind == "stage" else None
+        # BuildKit shows one FROM vertex per image (the same op in every stage using it)
+        self._from_shown = {}
+        for s in needed:
+            if s.base.kind == "image":
+                self._from_shown.setdefault(s.base.key, s.index)
         results: dict[int, StageResult] = {}
         pending = {s.index: s for s in needed}
         running: dict[Future[StageResult], int] = {}
@@ -205,29 +213,33 @@ class Solver:
 
     def _stage(self, graph: Graph, plan: StagePlan, results: dict[int, StageResult]) -> StageResult:
         layers, history = self._base(plan, results)
-        total = len(plan.steps) + 1
-        label = f"{plan.display} " if plan.name or len(graph.stages) > 1 else ""
-        vid = self._vertex()
-        self.emit(Event("cached" if plan.base.kind != "scratch" else "done", vid,
-                        f"[{label}1/{total}] FROM {plan.base.name}", plan.display))
-        now = rfc3339(graph.epoch if graph.epoch is not None else self.created)
-        # History times come from when each layer was first made, so that a fully cached
-        # rebuild gives the same image ID, as BuildKit's does.
-        clock: str | None = now if graph.epoch is not None else self._base_time(plan, results)
+        # BuildKit counts only what makes a vertex: FROM an image, then RUN/COPY/ADD/WORKDIR;
+        # FROM scratch or an earlier stage shows no line.
+        from_image = plan.base.kind == "image"
+        total = sum(1 for s in plan.steps if s.changes_fs) + (1 if from_image else 0)
+        width = len(str(total))
+        label = f"{plan.display} " if plan.name or graph.multi_stage else ""
+        n = 1 if from_image else 0
+        if from_image and self._from_shown.get(plan.base.key, plan.index) == plan.index:
+            self.emit(Event("cached", self._vertex(),
+                            f"[{label}{n:>{width}}/{total}] FROM {_full_name(plan.base.name)}",
+                            plan.display))
         no_cache = self.options.no_cache or (plan.name or "") in self.options.no_cache_filter \
             or str(plan.index) in self.options.no_cache_filter
         missed = False
-        for n, step in enumerate(plan.steps, start=2):
+        for step in plan.steps:
             if self._cancel.is_set():
                 raise Cancelled("build cancelled")
-            name = f"[{label}{n}/{total}] {step.name}"
-            entry: dict[str, Any] = {"created": clock or now, "created_by": step.created_by,
-                                     "comment": step.comment}
+            entry: dict[str, Any] = {"created_by": step.created_by, "comment": step.comment}
+            if graph.epoch is not None:
+                entry["created"] = rfc3339(graph.epoch)
             if not step.changes_fs:
                 if step.history:
                     entry["empty_layer"] = True
                     history.append(entry)
                 continue
+            n += 1
+            name = f"[{label}{n:>{width}}/{total}] {step.name}"
             vid = self._vertex()
             rec = None if no_cache else self.cache.get(step.key)
             if rec is not None and rec.snapshot and not self._snapshot_present(rec):
@@ -244,6 +256,7 @@ class Solver:
                         self.emit(Event("miss", vid, name, plan.display, step.location, reason))
                 missed = True
                 t0 = time.monotonic()
+                now = rfc3339(graph.epoch if graph.epoch is not None else time.time())
                 try:
                     rec = self._execute(graph, plan, step, layers, results, vid, name, now)
                 except Exception as e:
@@ -256,9 +269,9 @@ class Solver:
                                 elapsed=time.monotonic() - t0))
                 with self._lock:
                     self.executed.append(step.name)
-            if graph.epoch is None:
-                clock = rec.created or now
-                entry["created"] = clock
+            if graph.epoch is None and rec.created:
+                # when the layer was first made: a fully cached rebuild keeps its image ID
+                entry["created"] = rec.created
             if rec.snapshot and rec.diff_id is not None:
                 layers.append(LayerRef(Descriptor(mt.OCI_LAYER, rec.diff_id, 0), rec.diff_id,
                                        built=True, snapshot=True))
@@ -267,19 +280,14 @@ class Solver:
             else:
                 entry["empty_layer"] = True
             history.append(entry)
-        return StageResult(plan, tuple(layers), tuple(history), clock or now)
+        inherited = (results[plan.base.stage].inherited if plan.base.kind == "stage"
+                     and plan.base.stage is not None else len(plan.base_history))
+        return StageResult(plan, tuple(layers), tuple(history), inherited=inherited)
 
     def _snapshot_present(self, rec: CacheRecord) -> bool:
         from builder.rootfs import LayerCache
 
         return rec.diff_id is not None and LayerCache(self.state).has(str(rec.diff_id))
-
-    def _base_time(self, plan: StagePlan, results: dict[int, StageResult]) -> str | None:
-        if plan.base.kind == "image" and plan.base.image is not None:
-            return plan.base.image.config.created
-        if plan.base.kind == "stage" and plan.base.stage is not None:
-            return results[plan.base.stage].created
-        return None
 
     # -- "why did this miss?" --------------------------------------------------------------------
     def _slot_path(self, step: Step) -> Path:
@@ -426,9 +434,11 @@ class Solver:
         if labels:
             cfg["Labels"] = {**(cfg.get("Labels") or {}), **labels}
         data["config"] = cfg
-        data["created"] = (rfc3339(graph.epoch) if graph.epoch is not None
-                           else result.created or rfc3339(self.created))
-        data["history"] = list(result.history)
+        history = dated(result.history, result.inherited, rfc3339(
+            graph.epoch if graph.epoch is not None else self.created))
+        data["created"] = (history[-1].get("created") if len(history) > result.inherited else None) \
+            or rfc3339(graph.epoch if graph.epoch is not None else self.created)
+        data["history"] = history
         layers = [self._for_image(lr, graph.epoch) for lr in result.layers]
         data["rootfs"] = {"type": "layers", "diff_ids": [str(i) for _, i in layers]}
         config = ImageConfig.build(data)
@@ -436,6 +446,37 @@ class Solver:
         manifest = Manifest.build(cdesc, [d for d, _ in layers])
         desc = self.store.put_image(manifest, config)
         return Image(desc, manifest, config)
+
+
+def _full_name(ref: str) -> str:
+    """A FROM reference as BuildKit names its vertex: normalised (``docker.io/library/…``)."""
+    from registry.errors import RegistryError
+    from registry.reference import Reference
+
+    try:
+        return str(Reference.parse(ref, default_tag=False))
+    except RegistryError:
+        return ref
+
+
+def dated(history: tuple[dict[str, Any], ...], inherited: int, now: str) -> list[dict[str, Any]]:
+    """*history* with a time on every entry this build added, as BuildKit's exporter dates
+    them: an empty entry takes the time of the layer before it, those before the first new
+    layer take that layer's, and with no new layer at all every one is the build's time."""
+    out = [dict(h) for h in history]
+    new = out[inherited:]
+    first = next((h["created"] for h in new if h.get("created")), now)
+    last = first
+    for h in new:
+        if h.get("created"):
+            last = h["created"]
+        else:
+            h["created"] = last
+    # the OCI History field order, as BuildKit writes it: created, created_by, comment, empty_layer
+    order = ("created", "created_by", "comment", "empty_layer")
+    for i, h in enumerate(new, start=inherited):
+        out[i] = {k: h[k] for k in order if k in h} | {k: v for k, v in h.items() if k not in order}
+    return out
 
 
 class _Pipelined:

@@ -252,6 +252,33 @@ class Store:
         except FileNotFoundError:
             raise BlobUnknown(f"blob unknown to the local store: {digest}") from None
 
+    def content_size(self, layer: Descriptor) -> int:
+        """The bytes a layer holds once unpacked, as Docker counts an image's SIZE: regular
+        files (a hard-linked one once) and symlink targets, directories and whiteouts nothing.
+        Read once from the blob, then remembered beside the store's blobs."""
+        memo = self.path / "sizes" / layer.digest.algorithm / layer.digest.encoded
+        with contextlib.suppress(OSError, ValueError):
+            return int(memo.read_text())
+        import tarfile
+
+        from registry.compression import open_decompressed
+
+        total = 0
+        try:
+            with self.open_blob(layer.digest) as f, \
+                    tarfile.open(fileobj=open_decompressed(f), mode="r|") as tf:
+                for m in tf:
+                    if m.isreg():
+                        total += m.size
+                    elif m.issym():
+                        total += len(m.linkname.encode())
+        except (BlobUnknown, tarfile.TarError, OSError, EOFError):
+            return layer.size  # not a readable layer here: its stored size is all we know
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(memo, str(total).encode())
+        return total
+
     def read_blob(self, digest: Digest) -> bytes:
         """A small blob (manifest, config) in memory, verified against its digest."""
         with self.open_blob(digest) as f:
@@ -326,7 +353,7 @@ class Store:
                 return desc
             doc = Manifest.parse(self.read_blob(chosen.digest), chosen.media_type)
         config = ImageConfig.parse(self.read_blob(doc.config.digest))
-        size = sum(layer.size for layer in doc.layers)
+        size = sum(self.content_size(layer) for layer in doc.layers)
         return desc.with_annotations(
             **{IMAGE_ID: str(doc.config.digest), IMAGE_CREATED: config.created or "",
                IMAGE_SIZE: str(size)}
@@ -514,6 +541,8 @@ class Store:
                         freed += blob.stat().st_size
                         blob.unlink()
                         removed += 1
+                        with contextlib.suppress(FileNotFoundError):
+                            (self.path / "sizes" / alg_dir.name / blob.name).unlink()
             cutoff = time.time() - 3600
             for tmp in (self.path / "ingest").glob("blob-*"):
                 with contextlib.suppress(FileNotFoundError):

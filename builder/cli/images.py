@@ -248,7 +248,7 @@ def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt
     """Show the history of an image."""
     store = _store(g)
     image = store.resolve(name)
-    sizes = iter(layer.size for layer in image.layers)
+    sizes = iter(store.content_size(layer) for layer in image.layers)
     rows: list[dict[str, Any]] = []
     entries = image.config.history
     for i, h in enumerate(entries):

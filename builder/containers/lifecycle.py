@@ -420,7 +420,7 @@ def sizes(root: StateRoot, c: Container) -> tuple[int, int]:
     image = 0
     with contextlib.suppress(Exception):
         img = root.image_store().resolve(c.image_id)
-        image = sum(layer.size for layer in img.layers)
+        image = sum(root.image_store().content_size(layer) for layer in img.layers)
     return rw, rw + image
 
 

@@ -171,6 +171,8 @@ class Graph:
     target: int
     warnings: tuple[str, ...] = ()
     epoch: int | None = None
+    #: the Dockerfile has more than one stage: BuildKit then names unnamed ones ``stage-N``
+    multi_stage: bool = False
 
     def stage(self, index: int) -> StagePlan:
         for s in self.stages:

@@ -17,7 +17,7 @@ from typing import Any
 from builder import dockerfile as df
 from builder.context import Tree, entry_fingerprint, has_glob
 from builder.errors import BuildError, ContextError, ExpansionError, PlanError
-from builder.expand import Scope, expand_word, expand_words
+from builder.expand import Scope, expand_display, expand_word, expand_words
 from builder.graph.ops import (
     Base,
     CopySource,
@@ -175,7 +175,7 @@ class Planner:
             self.warnings.append(
                 f"One or more build-args [{' '.join(unused)}] were not consumed")
         return Graph(tuple(self.plans[i] for i in sorted(self.plans)), target.index,
-                     tuple(self.warnings), self.opts.epoch)
+                     tuple(self.warnings), self.opts.epoch, multi_stage=len(self.df.stages) > 1)
 
     def _plan(self, index: int, chain: tuple[int, ...] = ()) -> StagePlan:
         if index in self.plans:
@@ -198,6 +198,8 @@ class _StageBuilder:
         self.deps: set[int] = set()
         self.steps: list[Step] = []
         self.display = stage.name or f"stage-{stage.index}"
+        #: ARGs declared in the stage, in order, as BuildKit lists them before a RUN in history
+        self.declared: list[str] = []
         self.ordinal = 0
 
     # -- base ------------------------------------------------------------------------------------
@@ -320,8 +322,10 @@ class _StageBuilder:
             self.p.consumed.add(ins.name)
             default = self._x(ins.default, ins) if ins.default is not None else None
             self.scope.declare_arg(ins.name, default)
-            val = self.scope.args.get(ins.name)
-            self._meta(ins, f"ARG {ins.name}" + (f"={val}" if val is not None else ""))
+            if ins.name not in self.declared:
+                self.declared.append(ins.name)
+            # BuildKit's history line shows the Dockerfile's default, never a --build-arg value
+            self._meta(ins, f"ARG {ins.name}" + (f"={default}" if default is not None else ""))
         elif isinstance(ins, df.Env):
             shown = []
             for pair in ins.pairs:
@@ -439,10 +443,29 @@ class _StageBuilder:
             # the layer's tar clamps times to it: a record made without it is another layer
             inputs["source_date_epoch"] = str(self.p.opts.epoch)
         self.key = key_of("step", kind, inputs)
-        name = ins.original if len(ins.original) < 200 else ins.original[:197] + "..."
+        name = self._display(ins)
         self.steps.append(Step(kind, self.key, name, str(ins.location),  # type: ignore[arg-type]
                                created_by + (" # buildkit" if comment_buildkit else ""),
                                payload, inputs, files or {}, self._slot()))
+
+    def _display(self, ins: df.Instruction) -> str:
+        """The step's name as BuildKit shows it: the keyword upper-cased, the rest of the line
+        with the stage's variables expanded (quotes kept, unset names left as written)."""
+        keyword, _, rest = ins.original.strip().partition(" ")
+        try:
+            rest = expand_display(rest, self._vars(), escape=self.p.escape)
+        except ExpansionError:
+            pass
+        name = f"{keyword.upper()} {rest}".rstrip()
+        return name if len(name) < 200 else name[:197] + "..."
+
+    def _history_args(self) -> str:
+        """``|N K=V ...`` before a RUN's command in history, as BuildKit writes it: every ARG
+        the stage declared, in declaration order, with its value (empty when it has none)."""
+        if not self.declared:
+            return ""
+        pairs = [f"{k}={self.scope.args.get(k, '')}" for k in self.declared]
+        return f"|{len(pairs)} " + " ".join(pairs) + " "
 
     # -- RUN ---------------------------------------------------------------------------------------
     def _run(self, ins: df.Run) -> None:
@@ -477,8 +500,7 @@ class _StageBuilder:
         network = ins.network or self.p.opts.network or "default"
         spec = ExecSpec(tuple(argv), tuple(run_env), self._cwd(), str(self.c.get("User") or ""),
                         network, mounts, ins.security or "sandbox", tuple(files))
-        prefix = f"|{len(used)} " + " ".join(f"{k}={v}" for k, v in used.items()) + " " if used else ""
-        created_by = "RUN " + prefix + " ".join(argv)
+        created_by = "RUN " + self._history_args() + " ".join(argv)
         mount_inputs = []
         for m in mounts:
             d = m.canonical()

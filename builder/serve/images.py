@@ -430,7 +430,7 @@ def history_of(store: Store, name: str) -> list[dict[str, Any]]:
     """Docker's ``/images/{name}/history``: newest first; only the top entry has the image ID."""
     record = store.lookup(name)
     image = store.image(record.descriptor, reference=record.reference)
-    sizes = iter(layer.size for layer in image.layers)
+    sizes = iter(store.content_size(layer) for layer in image.layers)
     tags = [r.reference.familiar for r in store.images()
             if r.image_id == image.id and r.reference is not None and r.reference.tag]
     rows = []

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,118 @@ def test_config_and_history_match_buildkit(busybox: Any, bt: Any, dockerd: Any, 
     assert {k: ours["config"].get(k) for k in keys} == {k: theirs["config"].get(k) for k in keys}
     assert ours.get("author") == theirs.get("author")
     assert os.path.exists(save)
+
+
+def _load_busybox_into(dockerd: Any, busybox: Any, bt: Any, tmp_path: Path) -> None:
+    base = tmp_path / "base.tar"
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Dockerfile").write_text("FROM busybox\n")
+    bt.build(busybox, export, "-t", "busybox:latest", "-o", f"type=docker,dest={base}")
+    dockerd.docker("load", "-i", str(base))
+
+
+STEPS_DOCKERFILE = (
+    "FROM busybox AS base\nARG X=val\nARG Y\nENV E=env1\nLABEL a=b\n"
+    "WORKDIR /app/$X\nRUN echo \"$X\" 'q $X' $NOPE > /tmp/x && ln /tmp/x /tmp/h\n"
+    "COPY f.txt big ./\nENV Z=1\nRUN true\nWORKDIR /app/$X\nworkdir sub\nCMD [\"sh\"]\n"
+    "FROM base\nRUN echo two\n"
+    "FROM scratch AS s\nCOPY --from=base /tmp/x /x\n"
+    "FROM busybox\nCOPY --from=s /x /x\n" + "".join(f"RUN echo {i} > /{i}\n" for i in range(9))
+)
+
+
+def _buildkit_steps(stderr: str) -> list[str]:
+    """The step names of ``docker build --progress=plain`` (``#n [stage i/N] NAME``), once each."""
+    import re
+
+    seen: dict[str, None] = {}
+    for line in stderr.splitlines():
+        m = re.match(r"#\d+ (\[(?!internal\]).*)$", line)
+        if m:
+            seen.setdefault(m.group(1))
+    return list(seen)
+
+
+def test_steps_sizes_and_history_match_buildkit(busybox: Any, bt: Any, dockerd: Any, tmp_path: Path) -> None:
+    """One Dockerfile through BuildKit and through pybuild: the same step lines
+    (``[base 2/7] WORKDIR /app/val``, ``[stage-3 10/11] RUN ...``), the same history
+    ``created_by`` (``RUN |2 X=over Y= ...``), the same SIZE per history line and for the
+    image, as ``docker history``/``docker images`` show them."""
+    import time
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f.txt").write_text("hello world\n")
+    (ctx / "big").write_bytes(b"x" * 1234567)
+    (ctx / "Dockerfile").write_text(STEPS_DOCKERFILE)
+    _load_busybox_into(dockerd, busybox, bt, tmp_path)
+    shown: list[str] = []
+    for target, tag in (("base", "steps-base:1"), ("", "steps:1")):
+        extra = ("--target", target) if target else ()
+        r = dockerd.docker("build", "--progress=plain", "--network", "none", "--build-arg", "X=over",
+                           "-t", tag, *extra, str(ctx), env={"DOCKER_BUILDKIT": "1"})
+        theirs_steps = _buildkit_steps(r.stderr.decode())
+        t0 = int(time.time())
+        _, events = bt.build(busybox, ctx, "--build-arg", "X=over", "-t", tag, *extra)
+        ours_steps = list(dict.fromkeys(e["name"] for e in events if e["kind"] in ("start", "cached", "done")
+                                        and e["name"]))
+        # BuildKit does not build a stage the target does not need, nor do we
+        assert sorted(ours_steps) == sorted(theirs_steps), (ours_steps, theirs_steps)
+
+        fmt = "{{.Size}}|{{.CreatedBy}}"
+        theirs = dockerd.docker("history", "--no-trunc", "--format", fmt, tag).stdout.decode().splitlines()
+        ours = busybox("history", "--no-trunc", "--format", fmt, tag).stdout.splitlines()
+        assert ours == theirs
+        size = "{{.Size}}"
+        assert busybox("images", "--format", size, tag).stdout == \
+            dockerd.docker("images", "--format", size, tag).stdout.decode()
+        # every step this build added is dated now, metadata ones included (none from the base)
+        img = busybox.store().resolve(tag)
+        from datetime import datetime
+
+        added = img.config.history[len(busybox.store().resolve("busybox:latest").config.history):]
+        assert added
+        for h in added:
+            when = datetime.strptime(h["created"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+            assert when.timestamp() >= t0 - 1, h
+        shown.extend(ours_steps)
+    # the rules, spelled out: FROM an image is 1/N, FROM scratch or a stage is no step, metadata
+    # instructions are not counted, numbers are padded to the width of N, WORKDIR is expanded
+    for want in ("[base 1/7] FROM docker.io/library/busybox", "[base 2/7] WORKDIR /app/over",
+                 "[base 7/7] WORKDIR sub", "[s 1/1] COPY --from=base /tmp/x /x",
+                 "[stage-3  2/11] COPY --from=s /x /x", "[stage-3 11/11] RUN echo 8 > /8",
+                 "[base 3/7] RUN echo \"over\" 'q $X' $NOPE > /tmp/x && ln /tmp/x /tmp/h"):
+        assert want in shown, want
+    created_by = [h.get("created_by") for h in busybox.store().resolve("steps-base:1").config.history]
+    assert "ARG X=val" in created_by
+    assert "RUN |2 X=over Y= /bin/sh -c true # buildkit" in created_by
+
+
+def test_docker_sees_our_sizes(busybox: Any, bt: Any, dockerd: Any, tmp_path: Path) -> None:
+    """Our image loaded into Docker: ``docker history`` and ``docker images`` give the sizes
+    ``pybuild history``/``images`` give (symlinks and hard links counted as Docker does; an
+    empty WORKDIR layer 0B)."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "big").write_bytes(b"y" * 2_345_678)
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nWORKDIR /w\nRUN echo hi > /a && ln -s /a /l && ln /a /h && mkdir /d\n"
+        "COPY big /w/\nRUN rm /w/big\n")
+    archive = tmp_path / "ours.tar"
+    bt.build(busybox, ctx, "-t", "sizes:1", "-o", f"type=docker,dest={archive}")
+    dockerd.docker("load", "-i", str(archive))
+    try:
+        fmt = "{{.Size}}|{{.CreatedBy}}"
+        theirs = dockerd.docker("history", "--no-trunc", "--format", fmt, "sizes:1").stdout.decode()
+        ours = busybox("history", "--no-trunc", "--format", fmt, "sizes:1").stdout
+        assert ours == theirs
+        lines = ours.splitlines()
+        assert lines[-2].startswith("0B|WORKDIR /w")
+        assert lines[1].startswith("2.35MB|COPY big /w/")
+        assert busybox("images", "--format", "{{.Size}}", "sizes:1").stdout == \
+            dockerd.docker("images", "--format", "{{.Size}}", "sizes:1").stdout.decode()
+        inspect = json.loads(busybox("image", "inspect", "sizes:1").stdout)[0]
+        assert inspect["Size"] == json.loads(dockerd.docker("image", "inspect", "sizes:1").stdout)[0]["Size"]
+    finally:
+        dockerd.docker("rmi", "-f", "sizes:1", check=False)
