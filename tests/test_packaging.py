@@ -27,3 +27,13 @@ def test_console_script_runs() -> None:
     assert "Usage: pybuild" in out.stdout
     for command in ("build", "run", "images", "push", "pull", "ps", "network", "volume"):
         assert command in out.stdout
+
+
+def test_ci_runs_lint_then_the_suite_through_make_only() -> None:
+    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    commands = [ln for ln in lines if not ln.startswith(("set ", "cd "))]
+    assert commands == ["make lint", "make test"]
+    # and the lint target is ruff + mypy over the packages
+    make = subprocess.run(["make", "-n", "lint"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert "ruff check" in make and "mypy registry builder" in make
