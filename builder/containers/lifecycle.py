@@ -235,6 +235,15 @@ def list_containers(root: StateRoot, *, all: bool = False, filters: Filters | No
     return out
 
 
+# -- events ------------------------------------------------------------------------------------
+def emit(root: StateRoot, c: Container, action: str, **extra: str) -> None:
+    """A container event in the root's event log (``GET /events``), from the CLI or the daemon."""
+    from builder import events
+
+    attrs = {**{str(k): str(v) for k, v in c.labels.items()}, "image": c.image, "name": c.name, **extra}
+    events.emit(root, "container", action, c.id, attrs)
+
+
 # -- signals -----------------------------------------------------------------------------------
 def kill(root: StateRoot, ref: str, sig: str | int = "KILL") -> Container:
     """``docker kill``: deliver a signal to the container's init; KILL/TERM-family kills count as
@@ -250,6 +259,7 @@ def kill(root: StateRoot, ref: str, sig: str | int = "KILL") -> Container:
         os.kill(c.state.pid, num)
     except ProcessLookupError:
         pass
+    emit(root, c, "kill", signal=str(int(num)))
     return c
 
 
@@ -268,12 +278,16 @@ def stop(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | No
     if st.status == "running" and init_alive(st):
         with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, num)
+        emit(root, c, "kill", signal=str(int(num)))
         # Docker: a negative timeout waits for as long as it takes
         if not _wait_gone(st.pid, st.pid_start, timeout if timeout >= 0 else float("inf")):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, signal.SIGKILL)
+            emit(root, c, "kill", signal=str(int(signal.SIGKILL)))
             _wait_gone(st.pid, st.pid_start, 10.0)
-    return wait_not_running(cs, c.id)
+    done = wait_not_running(cs, c.id)
+    emit(root, c, "stop")
+    return done
 
 
 def wait_not_running(cs: ContainerStore, cid: str, *, timeout: float | None = None,
@@ -386,6 +400,7 @@ def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
         runtime.teardown(root, c, c.state)
         runtime.remove_storage(root, c, volumes=volumes)
         cs.delete(c.id)
+    emit(root, c, "destroy")
     with contextlib.suppress(OSError):
         cs.lock_path(c.id).unlink()
 
@@ -408,7 +423,11 @@ def prune(root: StateRoot, *, filters: Filters | None = None) -> list[str]:
 
 
 def rename(root: StateRoot, ref: str, new_name: str) -> Container:
-    return store(root).rename(ref, new_name)
+    cs = store(root)
+    old = cs.find(ref).name
+    c = cs.rename(ref, new_name)
+    emit(root, c, "rename", oldName="/" + old)
+    return c
 
 
 # -- sizes ------------------------------------------------------------------------------------

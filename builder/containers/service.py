@@ -54,7 +54,9 @@ def create(root: StateRoot, o: RunOptions, *, progress: Any = None,
 
         specs = mounts.parse_all(o, image_volumes=image_volumes)
         records = mounts.records(root, specs, image)
-    return build(root, o, image, mounts=records)
+    c = build(root, o, image, mounts=records)
+    lifecycle.emit(root, c, "create")
+    return c
 
 
 def start(root: StateRoot, ref: str, *, attach_wait: int = 0) -> Container:
@@ -115,4 +117,6 @@ def run_foreground(root: StateRoot, o: RunOptions, *, progress: Any = None,
 
 def restart(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | None = None) -> Container:
     c = lifecycle.stop(root, ref, timeout=timeout, sig=sig)
-    return start(root, c.id)
+    c = start(root, c.id)
+    lifecycle.emit(root, c, "restart")
+    return c

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from builder.containers import runtime
+from builder.containers import lifecycle, runtime
 from builder.containers.attach import SOCKET_NAME, STDERR, STDOUT, AttachServer
 from builder.containers.logs import LogWriter
 from builder.containers.options import RestartPolicy, rfc3339nano
@@ -158,6 +158,7 @@ class Supervisor:
                           started_at=rfc3339nano(), exit_code=0, oom_killed=False, error="",
                           sandbox=proc.persisted(), endpoints=proc.endpoints,
                           health=Health() if hc is not None else None)
+                lifecycle.emit(self.root, c, "start")
                 if first:
                     ready(Started(True))
                     first = False
@@ -183,6 +184,9 @@ class Supervisor:
                     with contextlib.suppress(Exception):
                         runtime.teardown(self.root, c, self.cs.load_state(self.cid))
                 exit_code = outcome.exit_status
+                if outcome.oom_killed:
+                    lifecycle.emit(self.root, c, "oom")
+                lifecycle.emit(self.root, c, "die", exitCode=str(exit_code))
                 with self.cs.lock(self.cid):
                     st = self.cs.load_state(self.cid)
                     restart = policy.should_restart(exit_code=exit_code, restarts=st.restart_count,
@@ -208,8 +212,6 @@ class Supervisor:
             if server is not None:
                 server.close()
         if c.host_config.get("AutoRemove"):
-            from builder.containers import lifecycle
-
             # `wait` on an --rm container must still learn the exit code
             with contextlib.suppress(OSError):
                 (self.root.containers / f".exit-{self.cid}").write_text(str(exit_code))

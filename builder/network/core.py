@@ -208,7 +208,8 @@ def create_network(
                 _dematerialise(net)
                 raise
         _save(state, net, durable=True)
-        return net
+    _event(state, net, "create")
+    return net
 
 
 def _materialise(net: Network) -> None:
@@ -245,7 +246,15 @@ def remove_network(state: StateRoot, ref: str, *, _predefined: bool = False) -> 
             helpers.stop(net.dns_pid, helpers.DNS, net.id)
         _dematerialise(net)
         _record_path(state, net.id).unlink(missing_ok=True)
-        return net
+    _event(state, net, "destroy")
+    return net
+
+
+def _event(state: StateRoot, net: Network, action: str, **extra: str) -> None:
+    """A network event in the root's event log (``GET /events``), from the CLI or the daemon."""
+    from builder import events
+
+    events.emit(state, "network", action, net.id, {"name": net.name, "type": net.driver, **extra})
 
 
 def prune_networks(state: StateRoot, *, label_filters: Sequence[str] = ()) -> list[str]:
@@ -478,6 +487,7 @@ def _commit(state: StateRoot, nets: list[Network], net: Network, ep: Endpoint) -
     _save(state, updated)
     nets = [updated if n.id == net.id else n for n in nets]
     names.sync_files(state, nets, net.id, also=ep.container_id)
+    _event(state, net, "connect", container=ep.container_id)
     return ep
 
 
@@ -504,6 +514,7 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
         _unwire(net, Endpoint.from_json(container_id, net, d))
         nets = _drop(state, nets, net, container_id)
         names.sync_files(state, nets, net.id, also=container_id)
+    _event(state, net, "disconnect", container=container_id)
 
 
 def _unwire(net: Network, ep: Endpoint) -> None:

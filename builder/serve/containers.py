@@ -103,11 +103,6 @@ async def find(request: web.Request) -> Container:
     return await in_thread(lifecycle.get, state_of(request), request.match_info["id"])
 
 
-def emit(state: StateRoot, c: Container, action: str, **extra: str) -> None:
-    attrs = {"image": c.image, "name": c.name, **{k: str(v) for k, v in c.labels.items()}, **extra}
-    events.emit(state, "container", action, c.id, attrs)
-
-
 # -- list / inspect ----------------------------------------------------------------------------
 @routes.get("/containers/json")
 async def list_containers(request: web.Request) -> web.Response:
@@ -312,7 +307,6 @@ async def create(request: web.Request) -> web.Response:
         return _finish_config(root, c, body, hcheck)
 
     c = await in_thread(work)
-    emit(root, c, "create")
     return web.json_response({"Id": c.id, "Warnings": []}, status=201)
 
 
@@ -329,7 +323,6 @@ async def start(request: web.Request) -> web.Response:
 
     waiting = attach.pending(request.app, c.id)
     c = await in_thread(lambda: service.start(root, c.id, attach_wait=waiting))
-    emit(root, c, "start")
     return web.Response(status=204)
 
 
@@ -343,10 +336,7 @@ async def stop(request: web.Request) -> web.Response:
         return web.Response(status=304)
     timeout = qint(request, "t")
     sig = request.query.get("signal") or None
-    emit(root, c, "kill", signal=str(sig or c.config.get("StopSignal") or "15"))
-    c = await in_thread(lambda: lifecycle.stop(root, c.id, timeout=timeout, sig=sig))
-    emit(root, c, "die", exitCode=str(c.state.exit_code))
-    emit(root, c, "stop")
+    await in_thread(lambda: lifecycle.stop(root, c.id, timeout=timeout, sig=sig))
     return web.Response(status=204)
 
 
@@ -360,11 +350,8 @@ async def restart(request: web.Request) -> web.Response:
     sig = request.query.get("signal") or None
     if c.state.running:
         c = await in_thread(lambda: lifecycle.stop(root, c.id, timeout=timeout, sig=sig))
-        emit(root, c, "die", exitCode=str(c.state.exit_code))
-        emit(root, c, "stop")
     c = await in_thread(lambda: service.start(root, c.id))
-    emit(root, c, "start")
-    emit(root, c, "restart")
+    lifecycle.emit(root, c, "restart")
     return web.Response(status=204)
 
 
@@ -376,7 +363,7 @@ async def kill(request: web.Request) -> web.Response:
     root = state_of(request)
     sig = request.query.get("signal") or "KILL"
     try:
-        num = parse_signal(sig)
+        parse_signal(sig)
     except ContainerError as e:
         raise bad_request(str(e)) from None
     c = await find(request)
@@ -384,7 +371,6 @@ async def kill(request: web.Request) -> web.Response:
         raise ApiError(409, f"Cannot kill container: {request.match_info['id']}: "
                             f"container {c.id} is not running")
     await in_thread(lambda: lifecycle.kill(root, c.id, sig))
-    emit(root, c, "kill", signal=str(int(num)))
     return web.Response(status=204)
 
 
@@ -442,8 +428,7 @@ async def rename(request: web.Request) -> web.Response:
     if not new:
         raise bad_request("name is required: POST /containers/{id}/rename?name=NEW")
     c = await find(request)
-    c2 = await in_thread(lambda: lifecycle.rename(root, c.id, new))
-    emit(root, c2, "rename", oldName="/" + c.name)
+    await in_thread(lambda: lifecycle.rename(root, c.id, new))
     return web.Response(status=204)
 
 
@@ -598,12 +583,7 @@ async def remove(request: web.Request) -> web.Response:
     if c.state.running and not force:
         raise ApiError(409, f"You cannot remove a running container {c.id}. "
                             "Stop the container before attempting removal or force remove")
-    was_running = c.state.running
-    c = await in_thread(lambda: lifecycle.remove(root, c.id, force=force, volumes=volumes))
-    if was_running:
-        emit(root, c, "kill", signal="9")
-        emit(root, c, "die", exitCode=str(c.state.exit_code))
-    emit(root, c, "destroy")
+    await in_thread(lambda: lifecycle.remove(root, c.id, force=force, volumes=volumes))
     return web.Response(status=204)
 
 
@@ -617,7 +597,5 @@ async def prune(request: web.Request) -> web.Response:
         if k not in ("label", "until"):
             raise bad_request(f"invalid filter '{k}'")
     removed = await in_thread(lambda: lifecycle.prune(root, filters=lifecycle.Filters.parse(filter_specs(filters))))
-    for cid in removed:
-        events.emit(root, "container", "destroy", cid, {})
     events.emit(root, "container", "prune", "", {"reclaimed": "0"})
     return web.json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": 0})

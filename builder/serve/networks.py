@@ -9,7 +9,7 @@ from aiohttp import web
 
 from builder import events
 from builder.errors import NetworkError
-from builder.serve.containers import json_body, parse_filters, qbool, state_of
+from builder.serve.containers import json_body, parse_filters, state_of
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.streams import in_thread
 
@@ -52,10 +52,6 @@ def _json(net: Any) -> dict[str, Any]:
         for cid, ep in (d.get("Containers") or {}).items()
     }
     return d
-
-
-def _emit(root: Any, net: Any, action: str, **extra: str) -> None:
-    events.emit(root, "network", action, net.id, {"name": net.name, "type": net.driver, **extra})
 
 
 @routes.get("/networks")
@@ -107,7 +103,6 @@ async def create(request: web.Request) -> web.Response:
         gateway=conf.get("Gateway") or None, options={str(k): str(v) for k, v in (body.get("Options") or {}).items()},
         labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
         internal=bool(body.get("Internal"))))
-    _emit(root, net, "create")
     return web.json_response({"Id": net.id, "Warning": ""}, status=201)
 
 
@@ -116,8 +111,7 @@ async def remove(request: web.Request) -> web.Response:
     from builder import network as N
 
     root = state_of(request)
-    net = await in_thread(N.remove_network, root, request.match_info["id"])
-    _emit(root, net, "destroy")
+    await in_thread(N.remove_network, root, request.match_info["id"])
     return web.Response(status=204)
 
 
@@ -149,7 +143,6 @@ async def connect(request: web.Request) -> web.Response:
                  hostname=str(c.config.get("Hostname") or c.id[:12]))
 
     await in_thread(work)
-    _emit(root, net, "connect", container=c.id)
     return web.Response(status=200)
 
 
@@ -166,7 +159,6 @@ async def disconnect(request: web.Request) -> web.Response:
     except NetworkError as e:
         if not (bool(body.get("Force")) and "is not connected" in str(e)):
             raise ApiError(409 if "is not connected" in str(e) else 500, str(e)) from None
-    _emit(root, net, "disconnect", container=c.id)
     return web.Response(status=200)
 
 
@@ -179,13 +171,8 @@ async def prune(request: web.Request) -> web.Response:
         if k != "label":
             raise bad_request(f"invalid filter '{k}' (label=KEY[=VALUE] only)")
     root = state_of(request)
-    nets = {n.name: n for n in await in_thread(N.list_networks, root)}
     removed = await in_thread(lambda: N.prune_networks(root, label_filters=filters.get("label", [])))
-    for name in removed:
-        if name in nets:
-            _emit(root, nets[name], "destroy")
     events.emit(root, "network", "prune", "", {"reclaimed": "0"})
     return web.json_response({"NetworksDeleted": removed or None})
 
 
-_ = qbool  # shared helper, re-exported for symmetry with the other modules

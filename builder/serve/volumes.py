@@ -21,10 +21,6 @@ def _json(vol: Any) -> dict[str, Any]:
     return d
 
 
-def _emit(root: Any, name: str, action: str, **extra: str) -> None:
-    events.emit(root, "volume", action, name, {"driver": "local", **extra})
-
-
 @routes.get("/volumes")
 async def list_volumes(request: web.Request) -> web.Response:
     from builder import volume as V
@@ -77,7 +73,6 @@ async def create(request: web.Request) -> web.Response:
         root, name, driver=str(body.get("Driver") or "local"),
         labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
         options={str(k): str(v) for k, v in (body.get("DriverOpts") or {}).items()}))
-    _emit(root, vol.name, "create")
     return web.json_response(_json(vol), status=201)
 
 
@@ -96,7 +91,6 @@ async def remove(request: web.Request) -> web.Response:
     root = state_of(request)
     name = request.match_info["name"]
     await in_thread(lambda: V.remove(root, name, force=qbool(request, "force")))
-    _emit(root, name, "destroy")
     return web.Response(status=204)
 
 
@@ -117,7 +111,5 @@ async def prune(request: web.Request) -> web.Response:
             raise bad_request(f"invalid filter '{k}'")
     root = state_of(request)
     removed, space = await in_thread(lambda: V.prune(root, all_volumes=all_volumes, label_filters=labels))
-    for name in removed:
-        _emit(root, name, "destroy")
     events.emit(root, "volume", "prune", "", {"reclaimed": str(space)})
     return web.json_response({"VolumesDeleted": removed or None, "SpaceReclaimed": space})

@@ -123,7 +123,15 @@ def create(
         vol = Volume(name=name, mountpoint=root / DATA, created=_now(), labels=labels)
         _write_json_atomic(tmp / RECORD, vol.to_json())
         os.rename(tmp, root)  # the volume appears whole or not at all
-        return vol
+    _event(state, name, "create")
+    return vol
+
+
+def _event(state: StateRoot, name: str, action: str) -> None:
+    """A volume event in the root's event log (``GET /events``), from the CLI or the daemon."""
+    from builder import events
+
+    events.emit(state, "volume", action, name, {"driver": "local"})
 
 
 def get(state: StateRoot, name: str) -> Volume:
@@ -188,6 +196,7 @@ def _delete(state: StateRoot, name: str) -> None:
     trash = state.volumes / f".{name}.{os.getpid()}.removing"
     os.rename(root, trash)  # gone from listings at once, even if the tree is large
     shutil.rmtree(trash)
+    _event(state, name, "destroy")
 
 
 def prune(
