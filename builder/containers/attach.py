@@ -117,6 +117,9 @@ class AttachServer:
         self._clients: list[_Client] = []
         self._hellos = 0
         self._stdin_w: int | None = None
+        #: stdin bytes (None: the close) a client sent before this run's ``set_target``
+        self._early: list[bytes | None] = []
+        self._target_set = False
         self._resize: Callable[[int, int], None] | None = None
         self._closed = False
         threading.Thread(target=self._accept_loop, daemon=True).start()
@@ -138,6 +141,14 @@ class AttachServer:
         with self._cond:
             self._stdin_w = stdin_w
             self._resize = resize
+            self._target_set = True
+            early, self._early = self._early, []
+        for data in early:
+            if data is None:
+                self._close_stdin()
+            elif stdin_w is not None:
+                with contextlib.suppress(OSError):
+                    _write_all(stdin_w, data)
 
     def set_resize(self, resize: Callable[[int, int], None] | None) -> None:
         with self._cond:
@@ -162,6 +173,8 @@ class AttachServer:
             clients, self._clients = self._clients, []
             self._resize = None
             self._hellos = 0
+            self._target_set = False
+            self._early = []
         self._close_stdin()
         for c in clients:
             with contextlib.suppress(OSError):
@@ -216,6 +229,13 @@ class AttachServer:
             kind, payload = f
             with self._cond:
                 stdin_w, resize = self._stdin_w, self._resize
+                if not self._target_set and c.stdin and kind in (STDIN, CLOSE_STDIN):
+                    # the run's stdin is not there yet: keep it for ``set_target``
+                    if kind == STDIN:
+                        self._early.append(payload)
+                    elif self.stdin_once:
+                        self._early.append(None)
+                    continue
             if kind == STDIN and c.stdin and stdin_w is not None:
                 with contextlib.suppress(OSError):
                     _write_all(stdin_w, payload)
@@ -226,7 +246,12 @@ class AttachServer:
                     rows, cols = (int(x) for x in payload.split())
                     resize(rows, cols)
         if c.stdin and self.stdin_once:
-            self._close_stdin()
+            with self._cond:
+                later = not self._target_set
+                if later:
+                    self._early.append(None)
+            if not later:
+                self._close_stdin()
         # the connection stays with the run (output still goes to it) unless the client left
         with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_RD)

@@ -128,12 +128,12 @@ class Supervisor:
                 began = time.monotonic()
                 stdin_r: int | None = None
                 if server is not None:
-                    if first and self.attach_wait:
-                        # who attached before `start` (docker run) must see all the output
-                        server.wait_clients(self.attach_wait, ATTACH_WAIT)
                     if c.config.get("OpenStdin"):
                         stdin_r, stdin_w = os.pipe()
                         server.set_target(stdin_w, None)
+                    if first and self.attach_wait:
+                        # who attached before `start` (docker run) must see all the output
+                        server.wait_clients(self.attach_wait, ATTACH_WAIT)
                 try:
                     proc = runtime.launch(self.root, c, stdout=self._sink(log, "stdout"),
                                           stderr=self._sink(log, "stderr"),
