@@ -7,6 +7,7 @@
     ├── IgnorePatternError           a bad ``.dockerignore`` pattern, with its line
     ├── ContextError                 a path outside the context, a missing COPY source
     ├── PlanError                    a build that cannot be planned: unknown stage/target, bad flag value (located)
+    │   └── InvalidChange            an ``import --change`` line that makes no valid config (the line named)
     ├── StepFailed                   a RUN step exited non-zero: location, exit code, log tail
     ├── BuildCancelled               Ctrl-C or a failed sibling stage stopped the build (exit 130)
     ├── LayerError                   a layer tar that is malformed or reaches outside its root
@@ -72,6 +73,10 @@ class ContextError(BuildError):
 
 
 class PlanError(BuildError):
+    pass
+
+
+class InvalidChange(PlanError):
     pass
 
 

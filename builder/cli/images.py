@@ -283,11 +283,12 @@ def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt
 def import_(g: Globals, source: str, repository: str | None, changes: tuple[str, ...],
             message: str | None, platform: str | None) -> None:
     """Import the contents of a tarball (or a directory) to create a filesystem image."""
+    from builder import images as library
     from registry import archive
     from registry.model import Platform
 
     ref = Reference.parse(repository) if repository else None
-    config = _changes(changes)  # refuse a bad --change before reading any input
+    config = library.config_from_changes(changes)  # a bad --change fails before any input is read
     try:
         plat = Platform.parse(platform) if platform else None
     except ValueError as e:
@@ -308,70 +309,6 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
     events.emit(g.state, "image", "import", image_id,
                 {"name": ref.familiar if ref else image_id})
     click.echo(image_id)
-
-
-def _changes(lines: tuple[str, ...]) -> dict[str, Any]:
-    """``--change`` lines → the container config they make, through the Dockerfile front end
-    and the build planner (Docker's ``import --change``: ENV values expand in later lines)."""
-    from builder import dockerfile as df
-    from builder.errors import BuildError, DockerfileSyntaxError
-    from builder.graph import apply_config
-
-    if not lines:
-        return {}
-    instructions: list[df.Instruction] = []
-    origin: list[str] = []  # the --change line of each instruction
-    for line in lines:
-        where = f"invalid --change {line!r}"
-        try:
-            parsed = df.load(f"FROM scratch\n{line}\n", filename="--change")
-        except DockerfileSyntaxError as e:
-            fail(f"{where}: {e.message}")
-        except BuildError as e:
-            fail(f"{where}: {e}")
-        if len(parsed.stages) > 1:
-            fail(f"{where}: FROM is not a valid change command")
-        if not parsed.stages[0].instructions:
-            fail(f"{where}: no instruction")
-        instructions.extend(parsed.stages[0].instructions)
-        origin.extend(line for _ in parsed.stages[0].instructions)
-
-    def attempt(n: int) -> tuple[dict[str, Any], str | None]:
-        """The config of the first *n* changes, or why they fail."""
-        try:
-            config = apply_config({}, instructions[:n])[0]
-        except BuildError as e:
-            return {}, str(e).removeprefix(f"{instructions[n - 1].location}: ")
-        return config, _refused_config(config)
-
-    # each prefix in turn: the line at fault is named, and a value a later line replaces
-    # (STOPSIGNAL) is checked too; a handful of lines, so the repeated work is nothing
-    config: dict[str, Any] = {}
-    for n in range(1, len(instructions) + 1):
-        config, why = attempt(n)
-        if why is not None:
-            fail(f"invalid --change {origin[n - 1]!r}: {why}")
-    return config
-    raise AssertionError("the changes failed as a whole but no prefix of them did")
-
-
-def _refused_config(config: dict[str, Any]) -> str | None:
-    """What Docker's ``import --change`` refuses beyond the build planner: a port above 65535,
-    an unknown stop signal."""
-    import re
-    import signal
-
-    for port in config.get("ExposedPorts") or {}:
-        if int(port.partition("/")[0]) > 65535:
-            return f"invalid port {port}"
-        if port.partition("/")[2] not in ("tcp", "udp", "sctp"):
-            return f"invalid port {port}: protocol must be tcp, udp or sctp"
-    sig = str(config.get("StopSignal") or "SIGTERM")
-    name = sig.upper() if sig.upper().startswith("SIG") else "SIG" + sig.upper()
-    if not (0 < int(sig) <= 64 if sig.isdigit() else
-            name in signal.Signals.__members__ or re.fullmatch(r"SIGRTM(IN|AX)([+-]\d+)?", name)):
-        return f"invalid signal: {sig}"
-    return None
 
 
 @contextlib.contextmanager

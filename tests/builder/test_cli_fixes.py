@@ -147,6 +147,19 @@ def test_image_rules_and_inspect_shapes_are_library_calls(busybox: Any) -> None:
     assert images.remove(state, "busybox", force=True) == ["Untagged: busybox:latest"]
 
 
+def test_import_changes_are_a_library_call() -> None:
+    from builder import images
+    from builder.errors import InvalidChange
+
+    config = images.config_from_changes(["ENV A=1", "CMD echo $A", "EXPOSE 80"])
+    assert config["Env"] == ["A=1"] and config["Cmd"] == ["/bin/sh", "-c", "echo $A"]
+    assert config["ExposedPorts"] == {"80/tcp": {}}
+    with pytest.raises(InvalidChange, match=r"^invalid --change 'EXPOSE 70000': invalid port 70000/tcp$"):
+        images.config_from_changes(["ENV A=1", "EXPOSE 70000"])
+    with pytest.raises(InvalidChange, match="FROM is not a valid change command"):
+        images.config_from_changes(["FROM busybox"])
+
+
 # -- ps -a: no ports once stopped ------------------------------------------------------------------
 def test_ps_shows_ports_only_while_running(busybox: Any, busybox_tar: Path) -> None:
     busybox("import", str(busybox_tar), "exposing:1", "-c", "EXPOSE 9090")
