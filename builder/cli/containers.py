@@ -148,34 +148,10 @@ def logs(obj: Any, follow: bool, tail: str, timestamps: bool, since: str | None,
          container: str) -> None:
     """Fetch the logs of a container."""
     from builder.containers import lifecycle
-    from builder.containers.logs import read_logs
-    from builder.containers.options import parse_timestamp_ns
-    from builder.errors import ContainerError
 
-    root = _root(obj)
-    c = lifecycle.get(root, container)
-    if tail == "all":
-        n: int | None = None
-    else:
-        try:
-            n = int(tail)
-        except ValueError:
-            raise ContainerError(f"invalid --tail value {tail!r}: a number or \"all\"") from None
-        if n < 0:
-            n = None
-    since_ns = parse_timestamp_ns(since) if since else 0
-    until_ns = parse_timestamp_ns(until) if until else 0
-    cs = lifecycle.store(root)
-
-    def running() -> bool:
-        try:
-            return lifecycle.refresh(cs, cs.load(c.id)).state.running
-        except ContainerError:
-            return False
-
+    entries = lifecycle.logs(_root(obj), container, tail=tail, since=since, until=until, follow=follow)
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    for e in read_logs(cs.log_path(c.id), tail=n, since_ns=since_ns, until_ns=until_ns,
-                       follow=follow, still_running=running):
+    for e in entries:
         stream = err if e.stream == "stderr" else out
         if timestamps:
             stream.write(e.time.encode() + b" ")
@@ -346,36 +322,10 @@ def port(obj: Any, container: str, private_port: str | None) -> None:
 @click.pass_obj
 def top(obj: Any, container: str) -> None:
     """Display the running processes of a container."""
-    from builder.containers import lifecycle
+    from builder.containers import inspect, lifecycle
 
-    c = lifecycle.get(_root(obj), container)
-    procs = lifecycle.processes(c)
-    ticks = __import__("os").sysconf("SC_CLK_TCK")
-    boot = _boot_time()
-    rows = []
-    for p in procs:
-        stime = time.strftime("%H:%M", time.localtime(boot + p["STIME"] / ticks))
-        t = p["TIME"]
-        rows.append([_user(p["UID"]), str(p["PID"]), str(p["PPID"]), "0", stime, p["TTY"],
-                     f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}", p["CMD"]])
-    click.echo(fmt_.table(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], rows))
-
-
-def _boot_time() -> float:
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("btime"):
-                return float(line.split()[1])
-    return 0.0
-
-
-def _user(uid: str) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(int(uid)).pw_name
-    except (KeyError, ValueError):
-        return uid
+    shown = inspect.top(lifecycle.get(_root(obj), container))
+    click.echo(fmt_.table(shown["Titles"], shown["Processes"]))
 
 
 def _format_inspect(objs: list[dict[str, Any]], fmt: str | None) -> None:

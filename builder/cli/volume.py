@@ -67,18 +67,6 @@ def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opt
     click.echo(vol.name)
 
 
-def _filters(items: Sequence[str]) -> list[tuple[str, str]]:
-    out = []
-    for f in items:
-        k, sep, v = f.partition("=")
-        if not sep or k not in ("dangling", "name", "label", "driver"):
-            fail(f"invalid filter {f!r} (dangling=, name=, label=, driver=)", 1)
-        if k == "dangling" and v.lower() not in ("true", "false", "1", "0"):
-            fail(f"invalid filter 'dangling={v}'", 1)
-        out.append((k, v))
-    return out
-
-
 @volume.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display volume names.")
 @click.option("-f", "--filter", "filters", multiple=True, help="dangling=, name=, label=, driver=")
@@ -87,24 +75,18 @@ def _filters(items: Sequence[str]) -> list[tuple[str, str]]:
 def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List volumes."""
     from builder import volume as V
+    from builder.errors import VolumeError
 
-    wanted = _filters(filters)
-    users = V.containers_using(obj.state)
-    vols = []
-    for vol in V.list_volumes(obj.state):
-        ok = True
-        for k, v in wanted:
-            if k == "dangling":
-                ok &= (vol.name not in users) == (v.lower() in ("true", "1"))
-            elif k == "name":
-                ok &= v in vol.name
-            elif k == "driver":
-                ok &= vol.driver == v
-            else:
-                lk, sep, lv = v.partition("=")
-                ok &= lk in vol.labels and (not sep or vol.labels[lk] == lv)
-        if ok:
-            vols.append(vol)
+    wanted: dict[str, list[str]] = {}
+    for f in filters:
+        k, sep, v = f.partition("=")
+        if not sep:
+            fail(f"bad format of filter (expected name=value): {f}", 1)
+        wanted.setdefault(k, []).append(v)
+    try:
+        vols = V.filter_volumes(obj.state, V.list_volumes(obj.state), wanted)
+    except VolumeError as e:
+        fail(str(e), 1)
     if quiet:
         for vol in vols:
             click.echo(vol.name)

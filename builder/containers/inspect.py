@@ -177,3 +177,41 @@ def try_inspect(root: StateRoot, ref: str) -> dict[str, Any] | None:
         return inspect(root, ref)
     except NoSuchContainer:
         return None
+
+
+# -- top ---------------------------------------------------------------------------------------
+TOP_TITLES = ("UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD")
+
+
+def top(c: Container) -> dict[str, Any]:
+    """``/containers/{id}/top`` (what ``docker top`` prints): ``Titles`` and ``Processes``, one
+    row of strings per process of the container, as ``ps -ef`` shows them."""
+    import os
+
+    procs = lifecycle.processes(c)
+    ticks = os.sysconf("SC_CLK_TCK")
+    boot = _boot_time()
+    rows = []
+    for p in procs:
+        stime = time.strftime("%H:%M", time.localtime(boot + p["STIME"] / ticks))
+        t = p["TIME"]
+        rows.append([_user(p["UID"]), str(p["PID"]), str(p["PPID"]), "0", stime, p["TTY"],
+                     f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}", p["CMD"]])
+    return {"Titles": list(TOP_TITLES), "Processes": rows}
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime"):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _user(uid: str) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(int(uid)).pw_name
+    except (KeyError, ValueError):
+        return uid

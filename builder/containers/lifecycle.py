@@ -531,3 +531,41 @@ def run_exit_code(root: StateRoot, cid: str) -> int:
         return refresh(cs, cs.load(cid)).state.exit_code
     except ContainerError:
         return _last_exit(root, cid)
+
+
+# -- logs ---------------------------------------------------------------------------------------
+def parse_tail(text: str | int | None) -> int | None:
+    """``--tail``/``?tail=``: a line count, or None for every line (``all``, empty, negative)."""
+    if text is None or text in ("all", ""):
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise ContainerError(f"invalid --tail value {text!r}: a number or \"all\"") from None
+    return None if n < 0 else n
+
+
+def logs(root: StateRoot, ref: str, *, tail: str | int | None = None, since: str | None = None,
+         until: str | None = None, follow: bool = False,
+         stop: Callable[[], bool] | None = None) -> Iterator[LogEntry]:
+    """``docker logs``: the container's json-file entries (``since``/``until`` as Docker takes
+    them: RFC 3339, Unix seconds or a relative ``42m``); with *follow*, new ones until it stops
+    (or *stop* says so)."""
+    from builder.containers.logs import read_logs
+
+    c = get(root, ref)
+    n = parse_tail(tail)
+    since_ns = parse_timestamp_ns(since) if since and since != "0" else 0
+    until_ns = parse_timestamp_ns(until) if until and until != "0" else 0
+    cs = store(root)
+
+    def running() -> bool:
+        if stop is not None and stop():
+            return False
+        try:
+            return refresh(cs, cs.load(c.id)).state.running
+        except ContainerError:
+            return False
+
+    yield from read_logs(cs.log_path(c.id), tail=n, since_ns=since_ns, until_ns=until_ns,
+                         follow=follow, still_running=running)

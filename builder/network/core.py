@@ -132,6 +132,35 @@ def list_networks(state: StateRoot) -> list[Network]:
         return sorted(nets, key=lambda n: n.name)
 
 
+NETWORK_FILTERS = ("name", "id", "driver", "label", "type")
+
+
+def filter_networks(nets: Iterable[Network], filters: Mapping[str, Sequence[str]]) -> list[Network]:
+    """``network ls --filter``: values of one key OR, keys AND (Docker's rule); ``name`` and
+    ``id`` match a part/prefix, ``label`` is ``KEY`` or ``KEY=VALUE``, ``type`` is ``custom`` or
+    ``builtin``. An unknown key or type is a ``NetworkError``."""
+    for key, values in filters.items():
+        if key not in NETWORK_FILTERS:
+            raise NetworkError(f"invalid filter '{key}'")
+        for v in values if key == "type" else ():
+            if v not in ("custom", "builtin"):
+                raise NetworkError(f"invalid filter 'type={v}'")
+
+    def one(n: Network, key: str, v: str) -> bool:
+        if key == "name":
+            return v in n.name
+        if key == "id":
+            return n.id.startswith(v)
+        if key == "driver":
+            return n.driver == v
+        if key == "type":
+            return n.predefined == (v == "builtin")
+        lk, sep, lv = v.partition("=")
+        return lk in n.labels and (not sep or n.labels[lk] == lv)
+
+    return [n for n in nets if all(any(one(n, k, v) for v in vs) for k, vs in filters.items() if vs)]
+
+
 def get_network(state: StateRoot, ref: str) -> Network:
     """By name, full id or unique id prefix."""
     with _locked(state) as nets:

@@ -152,6 +152,35 @@ def list_volumes(state: StateRoot) -> list[Volume]:
     return out
 
 
+VOLUME_FILTERS = ("dangling", "name", "label", "driver")
+
+
+def filter_volumes(state: StateRoot, vols: Sequence[Volume],
+                   filters: Mapping[str, Sequence[str]]) -> list[Volume]:
+    """``volume ls --filter``: values of one key OR, keys AND (Docker's rule); ``dangling``
+    (``true``/``false``/``1``/``0``: no container uses it), ``name`` (a part of it), ``label``
+    (``KEY`` or ``KEY=VALUE``), ``driver``. An unknown key or dangling value is a ``VolumeError``."""
+    for key, values in filters.items():
+        if key not in VOLUME_FILTERS:
+            raise VolumeError(f"invalid filter '{key}'")
+        for v in values if key == "dangling" else ():
+            if v.lower() not in ("true", "false", "1", "0"):
+                raise VolumeError(f"invalid filter 'dangling={v}'")
+    users = containers_using(state) if "dangling" in filters else {}
+
+    def one(vol: Volume, key: str, v: str) -> bool:
+        if key == "dangling":
+            return (vol.name not in users) == (v.lower() in ("true", "1"))
+        if key == "name":
+            return v in vol.name
+        if key == "driver":
+            return vol.driver == v
+        lk, sep, lv = v.partition("=")
+        return lk in vol.labels and (not sep or vol.labels[lk] == lv)
+
+    return [vol for vol in vols if all(any(one(vol, k, v) for v in vs) for k, vs in filters.items() if vs)]
+
+
 def containers_using(state: StateRoot) -> dict[str, list[str]]:
     """Volume name → ids of containers whose ``container.json`` ``Mounts`` name it."""
     users: dict[str, list[str]] = {}

@@ -160,6 +160,57 @@ def test_import_changes_are_a_library_call() -> None:
         images.config_from_changes(["FROM busybox"])
 
 
+def test_network_and_volume_filters_are_library_rules(pybuild: Any) -> None:
+    """Values of one key OR, keys AND, as Docker; the CLI only passes the filters on."""
+    from builder import network, volume
+    from builder.errors import NetworkError, VolumeError
+
+    pybuild("network", "create", "--internal", "--label", "tier=db", "alpha")
+    pybuild("network", "create", "--internal", "beta")
+    ls = pybuild("network", "ls", "--format", "json", "--filter", "name=alp", "--filter", "name=bet")
+    assert sorted(json.loads(line)["Name"] for line in ls.stdout.splitlines()) == ["alpha", "beta"]
+    ls = pybuild("network", "ls", "--format", "json", "--filter", "type=custom", "--filter", "label=tier=db")
+    assert [json.loads(line)["Name"] for line in ls.stdout.splitlines()] == ["alpha"]
+    nets = network.list_networks(pybuild.state)
+    assert {n.name for n in network.filter_networks(nets, {"type": ["builtin"]})} >= {"bridge", "host", "none"}
+    with pytest.raises(NetworkError, match="invalid filter 'type=other'"):
+        network.filter_networks(nets, {"type": ["other"]})
+    r = pybuild("network", "ls", "--filter", "colour=red", check=False)
+    assert (r.returncode, r.stderr) == (1, "Error: invalid filter 'colour'\n")
+
+    pybuild("volume", "create", "--label", "a=1", "v1")
+    pybuild("volume", "create", "v2")
+    assert pybuild("volume", "ls", "-q", "--filter", "name=v1", "--filter", "name=v2").stdout == "v1\nv2\n"
+    assert pybuild("volume", "ls", "-q", "--filter", "name=v", "--filter", "label=a").stdout == "v1\n"
+    vols = volume.list_volumes(pybuild.state)
+    assert [v.name for v in volume.filter_volumes(pybuild.state, vols, {"dangling": ["true"]})] == ["v1", "v2"]
+    with pytest.raises(VolumeError, match="invalid filter 'dangling=maybe'"):
+        volume.filter_volumes(pybuild.state, vols, {"dangling": ["maybe"]})
+
+
+def test_logs_and_top_are_library_calls(busybox: Any) -> None:
+    from builder.containers import inspect, lifecycle
+    from builder.errors import ContainerError
+
+    busybox("run", "-d", "--name", "talker", "busybox", "sh", "-c", "echo one; echo two; exec sleep 600")
+    try:
+        state = busybox.state
+        deadline = time.monotonic() + 30
+        while len(list(lifecycle.logs(state, "talker"))) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert [e.data for e in lifecycle.logs(state, "talker", tail="1")] == [b"two\n"]
+        assert busybox("logs", "--tail", "1", "talker").stdout == "two\n"
+        with pytest.raises(ContainerError, match="invalid --tail value 'x'"):
+            list(lifecycle.logs(state, "talker", tail="x"))
+        shown = inspect.top(lifecycle.get(state, "talker"))
+        assert shown["Titles"] == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+        assert [row[-1] for row in shown["Processes"]] == ["sleep 600"]
+        assert busybox("top", "talker").stdout.splitlines()[1].endswith("sleep 600")
+    finally:
+        busybox("rm", "-f", "talker")
+
+
 # -- ps -a: no ports once stopped ------------------------------------------------------------------
 def test_ps_shows_ports_only_while_running(busybox: Any, busybox_tar: Path) -> None:
     busybox("import", str(busybox_tar), "exposing:1", "-c", "EXPOSE 9090")
