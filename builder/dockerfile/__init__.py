@@ -66,7 +66,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from builder.dockerfile.syntax import Directives, Heredoc, Node, Pair, SyntaxTree, parse
+from builder.dockerfile.syntax import parse
+from builder.dockerfile.tree import Directives, Heredoc, Node, Pair, SyntaxTree
 
 if TYPE_CHECKING:
     from builder.dockerfile.instructions import (

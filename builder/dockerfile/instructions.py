@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.dockerfile.syntax import Directives, Heredoc, Node, Pair, SyntaxTree, parse
+from builder.dockerfile.syntax import parse
+from builder.dockerfile.tree import Directives, Heredoc, Node, Pair, SyntaxTree
 from builder.errors import InstructionError
 
 # --- records -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The Lark glue of the Dockerfile syntax level: the custom lexer and the inline tree builder.
 
-Kept apart from ``syntax`` so that importing the syntax records does not import Lark.
+Kept apart from ``syntax`` so that importing the syntax records does not import Lark; it builds
+the records of ``tree`` and never imports ``syntax`` (whose ``parse`` imports it on first use).
 """
 
 from __future__ import annotations
@@ -11,21 +12,22 @@ from typing import Any
 from lark import Transformer
 from lark.lexer import Lexer
 
-from builder.dockerfile.syntax import Heredoc, Node, Pair, _Source
+from builder.dockerfile.tree import Heredoc, Node, Pair
 
 
-class _Lexer(Lexer):
-    """Feeds the grammar the tokens of the line pass (Lark's custom-lexer interface)."""
+class LineLexer(Lexer):
+    """Feeds the grammar the tokens of the line pass (Lark's custom-lexer interface): *data* is
+    the line pass's source object, whose ``tokens()`` yields them."""
 
     def __init__(self, lexer_conf: Any) -> None:
         pass
 
     def lex(self, data: Any) -> Iterator[Any]:  # type: ignore[override]
-        assert isinstance(data, _Source)
-        return data.tokens()
+        tokens: Iterator[Any] = data.tokens()
+        return tokens
 
 
-class _TreeBuilder(Transformer[Any, Any]):
+class TreeBuilder(Transformer[Any, Any]):
     """Runs inline in the LALR parser: each reduction makes its ``Node`` directly."""
 
     def start(self, children: list[Any]) -> tuple[list[tuple[str, str]], list[Node]]:
@@ -69,13 +71,13 @@ class _TreeBuilder(Transformer[Any, Any]):
         return ("args", [kind, form.value], False)
 
     def sub(self, children: list[Any]) -> tuple[str, list[Node], bool]:
-        return ("sub", [_node(children[1:-1])], False)
+        return ("sub", [make_node(children[1:-1])], False)
 
     def instruction(self, children: list[Any]) -> Node:
-        return _node(children)
+        return make_node(children)
 
 
-def _node(children: list[Any]) -> Node:
+def make_node(children: list[Any]) -> Node:
     keyword = children[0]
     start, end, column, original = keyword.payload
     flags: tuple[str, ...] = ()
@@ -124,4 +126,4 @@ def _node(children: list[Any]) -> Node:
 
 
 # one instance: the grammar loader caches one parser per (lexer, transformer)
-_TREE_BUILDER = _TreeBuilder()
+TREE_BUILDER = TreeBuilder()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from builder.dockerfile.instructions import INSTRUCTIONS, Location, suggest
-from builder.dockerfile.syntax import Node, SyntaxTree
+from builder.dockerfile.tree import Node, SyntaxTree
 from builder.errors import ExpansionError
 from builder.expand import expand_word
 

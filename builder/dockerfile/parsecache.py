@@ -18,6 +18,7 @@ _HERE = Path(__file__).resolve().parent
 _SOURCES = (
     _HERE / "syntax.py",
     _HERE / "larkglue.py",
+    _HERE / "tree.py",
     _HERE / "instructions.py",
     _HERE.parents[1] / "grammar" / "dockerfile.lark",
 )

@@ -378,13 +378,13 @@ def test_lint_multiple_instructions() -> None:
 
 
 def test_the_grammar_file_is_a_real_lalr_grammar() -> None:
-    from builder.dockerfile.syntax import _TREE_BUILDER, _Lexer
+    from builder.dockerfile.larkglue import TREE_BUILDER, LineLexer
     from grammar import grammar_path
     from grammar import load as load_grammar
 
     text = grammar_path("dockerfile").read_text()
     assert "instruction: KEYWORD FLAGS? _arguments? heredocs?" in text
-    parser = load_grammar("dockerfile", lexer=_Lexer, transformer=_TREE_BUILDER)
+    parser = load_grammar("dockerfile", lexer=LineLexer, transformer=TREE_BUILDER)
     assert parser.options.parser == "lalr"
     assert {r.origin.name for r in parser.rules} >= {
         "start",
@@ -395,7 +395,7 @@ def test_the_grammar_file_is_a_real_lalr_grammar() -> None:
         "sub",
         "health",
     }
-    assert load_grammar("dockerfile", lexer=_Lexer, transformer=_TREE_BUILDER) is parser
+    assert load_grammar("dockerfile", lexer=LineLexer, transformer=TREE_BUILDER) is parser
 
 
 _PROBE = """
