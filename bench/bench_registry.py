@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "tests" / "registry"))
 from registry_server import busybox_layer_tar, file_tar, make_image, start_registry  # noqa: E402
 
 from registry import transfer  # noqa: E402
-from registry.client import RegistryClient  # noqa: E402
+from registry.client import RegistryClient, Repository  # noqa: E402
 from registry.digest import Digest  # noqa: E402
 from registry.store import Store  # noqa: E402
 
@@ -137,13 +137,13 @@ def single_blob(work: Path, reg: object, size: int, runs: int) -> None:
 
     def ours_up(i: object) -> None:
         with RegistryClient(addr) as c:
-            repo = c.repository(f"blob/ours{time.monotonic_ns()}")
+            repo = Repository(c, f"blob/ours{time.monotonic_ns()}")
             repo.want_push()
             repo.push_blob(digest, size, lambda off: _open_at(path, off))
 
     def ours_down(i: object) -> None:
         with RegistryClient(addr) as c:
-            r = c.repository("blob/ours-src").open_blob(digest, size)
+            r = Repository(c, "blob/ours-src").open_blob(digest, size)
             h = digest.new_hasher()
             while data := r.read(1 << 20):
                 h.update(data)
@@ -152,7 +152,7 @@ def single_blob(work: Path, reg: object, size: int, runs: int) -> None:
 
     ours_up(None)
     with RegistryClient(addr) as c:
-        repo = c.repository("blob/ours-src")
+        repo = Repository(c, "blob/ours-src")
         repo.want_push()
         repo.push_blob(digest, size, lambda off: _open_at(path, off))
     up = median_of(runs, lambda i: None, ours_up)

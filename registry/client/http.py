@@ -31,8 +31,6 @@ from registry.reference import DOCKER_HUB, Reference
 if TYPE_CHECKING:
     import requests
 
-    from registry.client.repository import Repository
-
 from registry.client.tls import TLSSettings, insecure_registries, is_loopback, registry_mirror
 
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
@@ -314,11 +312,6 @@ class RegistryClient:
                 continue
             return resp
         return resp
-
-    def repository(self, path: str) -> Repository:
-        from registry.client.repository import Repository
-
-        return Repository(self, path)
 
     def verify_login(self) -> str | None:
         """Check the credentials against ``/v2/`` (and the token server); returns an identity

@@ -20,14 +20,14 @@ from registry.errors import ArchiveError, NotFound
 from registry.model import Descriptor
 from registry.reference import Reference
 from registry.store import Store
-from registry.transfer.ends import End, LayoutEnd, StoreEnd, _Base
+from registry.transfer.ends import BaseEnd, End, LayoutEnd, StoreEnd
 from registry.transfer.events import Progress
 
 OCI_ARCHIVE = "oci-archive"
 DOCKER_ARCHIVE = "docker-archive"
 
 
-class ArchiveEnd(_Base):
+class ArchiveEnd(BaseEnd):
     """A tarball as a source (unpacked when the copy begins) or a destination (written, whole
     and atomically, only when the copy succeeded)."""
 

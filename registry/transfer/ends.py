@@ -1,5 +1,6 @@
 """The ends of a copy: a registry repository (``RemoteEnd``), the local store (``StoreEnd``),
-an OCI layout directory (``LayoutEnd``), and ``parse_end`` that makes one from text."""
+an OCI layout directory (``LayoutEnd``); ``parse.py`` makes one from text, ``archives.py`` the
+tarball ends."""
 
 from __future__ import annotations
 
@@ -19,10 +20,8 @@ from registry.errors import (
     BlobUnknown,
     DigestError,
     InvalidManifest,
-    InvalidReference,
     NotFound,
     RegistryError,
-    StoreError,
 )
 from registry.model import Descriptor
 from registry.reference import Reference
@@ -64,7 +63,7 @@ class End(Protocol):
     def end(self, ok: bool) -> None: ...
 
 
-class _Base:
+class BaseEnd:
     def mount_sources(self, desc: Descriptor) -> list[str]:
         return []
 
@@ -81,7 +80,7 @@ class _Base:
         pass
 
 
-class RemoteEnd(_Base):
+class RemoteEnd(BaseEnd):
     """A repository of a registry at a tag or digest."""
 
     def __init__(self, repo: Repository, reference: Reference) -> None:
@@ -137,7 +136,7 @@ class RemoteEnd(_Base):
         self.repo.client.on_retry = on_retry
 
 
-class StoreEnd(_Base):
+class StoreEnd(BaseEnd):
     """The local store: as a source, the image named *name* (reference, ID or ``name@digest``);
     as a destination, tagged *reference* (or left untagged when None)."""
 
@@ -341,61 +340,9 @@ class BlobSources:
         self._pending.clear()
 
 
-# -- parsing ends ------------------------------------------------------------------------------
-def _has_registry_host(text: str) -> bool:
-    first, sep, _ = text.partition("/")
-    return bool(sep) and ("." in first or ":" in first or first == "localhost")
-
-
-def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
-              client_options: dict[str, Any] | None = None, role: str = "source") -> End:
-    """An end from text:
-
-    - ``docker://REF`` or a reference naming a registry host (``host[:port]/repo[:tag]``):
-      a registry repository;
-    - ``oci:DIR[:tag]``: an OCI image layout directory;
-    - ``oci-archive:FILE[:tag]``, ``docker-archive:FILE[:name:tag]``: image tarballs;
-    - ``local:NAME`` (also ``containers-storage:NAME``), or a bare name without a registry host
-      (``busybox``, ``app:1``, an image ID): the local store.
-    """
-    if text.startswith("docker://"):
-        return remote_end(text[len("docker://"):], tls_verify=tls_verify, **(client_options or {}))
-    if text.startswith("oci:"):
-        rest = text[4:]
-        path, tag = rest, None
-        head, sep, tail = rest.rpartition(":")
-        if sep and head and "/" not in tail:
-            path, tag = head, tail
-        if not path:
-            raise InvalidReference(f"invalid destination {text!r}: oci:DIR[:tag] needs a directory")
-        return LayoutEnd(Path(path), tag)
-    if text.startswith(("oci-archive:", "docker-archive:")):
-        from registry.transfer.archives import parse_archive
-
-        found = parse_archive(text, role)
-        assert found is not None
-        return found
-    local = next((text[len(p):] for p in ("local:", "containers-storage:") if text.startswith(p)),
-                 None)
-    if local is None and _has_registry_host(text):
-        return remote_end(text, tls_verify=tls_verify, **(client_options or {}))
-    if store is None:
-        raise StoreError(f"{text}: no local store to copy from or to")
-    return _store_end(store, text if local is None else local, role)
-
-
-def _store_end(store: Store, name: str, role: str) -> StoreEnd:
-    if not name:
-        raise InvalidReference("invalid local image name: empty")
-    ref: Reference | None = None
-    if role == "destination":
-        ref = Reference.parse(name)
-    return StoreEnd(store, name, ref)
-
-
 def remote_end(text: str, *, tls_verify: bool = True, **client_options: Any) -> RemoteEnd:
     ref = Reference.parse(text)
     client = client_for(ref, tls_verify=tls_verify, **client_options)
-    return RemoteEnd(client.repository(ref.path), ref)
+    return RemoteEnd(Repository(client, ref.path), ref)
 
 

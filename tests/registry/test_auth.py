@@ -144,14 +144,14 @@ def test_rejected_cached_token_is_refreshed_on_401(token_registry: Registry) -> 
     import time
 
     from registry.auth import _Token
-    from registry.client import RegistryClient
+    from registry.client import RegistryClient, Repository
     from registry.errors import NameUnknown
 
     token = token_registry.token
     assert token is not None
     with RegistryClient(token_registry.addr,
                         credentials=Credentials("alice", TOKEN_USERS["alice"][0])) as c:
-        repo = c.repository("t/refresh")
+        repo = Repository(c, "t/refresh")
         with pytest.raises(NameUnknown):
             repo.tags()
         n = len(token.requests)

@@ -14,6 +14,7 @@ from registry import transfer
 from registry.client import (
     Backoff,
     RegistryClient,
+    Repository,
     certs_dirs,
     is_loopback,
     retry_after,
@@ -42,31 +43,31 @@ def certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_tls_needs_the_ca_from_certs_d(tls_registry: Registry, certs: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     with RegistryClient(tls_registry.addr) as c, pytest.raises(TransportError, match="certificate verify failed"):
-        c.repository("x/y").tags()
+        Repository(c, "x/y").tags()
     with RegistryClient(tls_registry.addr, tls_verify=False) as c:
         assert c.base == f"https://{tls_registry.addr}"
         with pytest.raises(NameUnknown):
-            c.repository(unique_repo()).tags()
+            Repository(c, unique_repo()).tags()
     monkeypatch.setenv("PYBUILD_INSECURE_REGISTRIES", f"other:1,{tls_registry.addr}")
     with RegistryClient(tls_registry.addr) as c, pytest.raises(NameUnknown):
-        c.repository(unique_repo()).tags()  # an insecure registry: its certificate is not checked
+        Repository(c, unique_repo()).tags()  # an insecure registry: its certificate is not checked
     monkeypatch.delenv("PYBUILD_INSECURE_REGISTRIES")
     tls_registry.certs_d(certs)
     assert certs_dirs() == [certs]
     with RegistryClient(tls_registry.addr) as c:
         assert c.base == f"https://{tls_registry.addr}"
         with pytest.raises(NameUnknown, match="does not exist"):
-            c.repository(unique_repo()).tags()
+            Repository(c, unique_repo()).tags()
 
 
 def test_client_certificate_from_certs_d(registry_factory: object, certs: Path) -> None:
     reg = registry_factory(tls=True, client_certs=True)  # type: ignore[operator]
     reg.certs_d(certs)
     with RegistryClient(reg.addr) as c, pytest.raises(TransportError):
-        c.repository("x/y").tags()
+        Repository(c, "x/y").tags()
     reg.certs_d(certs, client=True)
     with RegistryClient(reg.addr) as c, pytest.raises(NameUnknown):
-        c.repository(unique_repo()).tags()
+        Repository(c, unique_repo()).tags()
 
 
 def test_plain_http_only_for_loopback_or_insecure(monkeypatch: pytest.MonkeyPatch,
@@ -88,7 +89,7 @@ def test_manifests_blobs_ranges_and_errors(plain_registry: Registry, tmp_path: P
     repo_name = unique_repo()
     transfer.push(store, "app:1", f"{plain_registry.addr}/{repo_name}:v1")
     with RegistryClient(plain_registry.addr) as c:
-        repo = c.repository(repo_name)
+        repo = Repository(c, repo_name)
         got = repo.get_manifest("v1")
         assert got.digest == image.descriptor.digest and got.raw == image.manifest.raw
         assert repo.get_manifest(image.descriptor.digest).raw == image.manifest.raw
@@ -105,11 +106,11 @@ def test_manifests_blobs_ranges_and_errors(plain_registry: Registry, tmp_path: P
         with pytest.raises(BlobUnknown), repo.open_blob(missing, 7) as r:
             r.read()
         with pytest.raises(NameUnknown, match=f"{plain_registry.addr}/nope/nope does not exist"):
-            c.repository("nope/nope").tags()
+            Repository(c, "nope/nope").tags()
         with pytest.raises(ManifestUnknown):
-            c.repository("nope/nope").get_manifest("v1")
+            Repository(c, "nope/nope").get_manifest("v1")
         # A manifest fetched by digest must hash to it.
-        other = c.repository(repo_name)
+        other = Repository(c, repo_name)
         with pytest.raises((DigestError, ManifestUnknown)):
             other.get_manifest(Digest("sha256", image.descriptor.digest.encoded[::-1]))
 
@@ -119,7 +120,7 @@ def test_chunked_upload_and_tag_pages(plain_registry: Registry, tmp_path: Path, 
     digest = Digest.of(data)
     seen: list[int] = []
     with RegistryClient(plain_registry.addr, chunk_size=128 << 10) as c:
-        repo = c.repository(unique_repo())
+        repo = Repository(c, unique_repo())
         repo.want_push()
         repo.push_blob(digest, len(data), lambda off: io.BytesIO(data[off:]), seen.append)
         assert seen[-1] == len(data) and len(seen) >= 6
@@ -148,5 +149,5 @@ def test_unreachable_registry_is_a_transport_error(certs: Path) -> None:
     # a refused connection is final (no retries: five attempts would still fail at once)
     with RegistryClient(f"127.0.0.1:{free_port()}", backoff=Backoff(attempts=5)) as c, \
             pytest.raises(TransportError, match="connection refused") as e:
-        c.repository("x/y").tags()
+        Repository(c, "x/y").tags()
     assert not e.value.retryable
