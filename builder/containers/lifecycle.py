@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from builder.containers import runtime
 from builder.containers.logs import LogEntry
 from builder.containers.options import (
     parse_signal,
@@ -62,8 +63,6 @@ def refresh(cs: ContainerStore, c: Container) -> Container:
                 os.kill(st.pid, signal.SIGKILL)
             killed = True
             _wait_gone(st.pid, st.pid_start, 5.0)
-        from builder.containers import runtime
-
         runtime.teardown(cs.root, c, st)
         # a container still marked running died with its supervisor (the sandbox's helper kills
         # it on the supervisor's death, or we just did): that is a SIGKILL, 137. A restarting
@@ -141,6 +140,20 @@ def endpoints_of(c: Container, table: Mapping[str, Mapping[str, Mapping[str, Any
         return {name: {} for name in [primary, *c.networks]}
     live = table.get(c.id)
     return dict(live) if live else dict(c.state.endpoints)
+
+
+def remember_networks(root: StateRoot, c: Container) -> Container:
+    """Record in ``container.json`` the networks the container is on now (``network connect``
+    adds some while it runs), so that its next start joins them again."""
+    now = network_endpoints(root).get(c.id) or {}
+    mode = str(c.host_config.get("NetworkMode") or "default")
+    primary = "bridge" if mode == "default" else mode
+    wanted = {name: {"Aliases": list(ep.get("Aliases") or [])} for name, ep in now.items() if name != primary}
+    if not now or wanted == {k: dict(v) for k, v in c.networks.items()}:
+        return c
+    updated = replace(c, networks=wanted)
+    ContainerStore(root).save_config(updated)
+    return updated
 
 
 # -- ps ----------------------------------------------------------------------------------------
@@ -392,8 +405,6 @@ def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
     """Remove a stopped container's record and everything it owns (container layer, anonymous
     volumes with *volumes*, its log)."""
     cs = store(root)
-    from builder.containers import runtime
-
     with cs.lock(c.id):
         if not cs.dir(c.id).exists():
             return  # removed meanwhile (an --rm supervisor and `rm -f` may race)

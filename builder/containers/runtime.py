@@ -454,24 +454,6 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
     return Launched(sb, eps, netns if netns != "host" else "", keep)
 
 
-def remember_networks(root: StateRoot, c: Container) -> Container:
-    """Record in ``container.json`` the networks the container is on now (``network connect``
-    adds some while it runs), so that its next start joins them again."""
-    from builder.containers.lifecycle import network_endpoints
-
-    now = network_endpoints(root).get(c.id) or {}
-    mode = str(c.host_config.get("NetworkMode") or "default")
-    primary = "bridge" if mode == "default" else mode
-    wanted = {name: {"Aliases": list(ep.get("Aliases") or [])} for name, ep in now.items() if name != primary}
-    if not now or wanted == {k: dict(v) for k, v in c.networks.items()}:
-        return c
-    from dataclasses import replace
-
-    updated = replace(c, networks=wanted)
-    ContainerStore(root).save_config(updated)
-    return updated
-
-
 def _release_network(root: StateRoot, cid: str) -> None:
     from builder import network
 

@@ -180,7 +180,7 @@ class Supervisor:
                     if stdin_r is not None:
                         os.close(stdin_r)
                     with contextlib.suppress(Exception):
-                        runtime.remember_networks(self.root, self.cs.load(self.cid))
+                        lifecycle.remember_networks(self.root, self.cs.load(self.cid))
                     with contextlib.suppress(Exception):
                         runtime.teardown(self.root, c, self.cs.load_state(self.cid))
                 exit_code = outcome.exit_status
