@@ -168,9 +168,9 @@ def run(obj: Any, /, detach: bool, rm: bool, **kw: Any) -> None:
             click.echo(c.id)
             return
         # the restart policy outlives us: run detached, show this first run, exit with its code
-        from builder.cli.containers import _follow_first_run, _started_ns
+        from builder.cli.containers import follow_first_run, started_ns
 
-        sys.exit(_follow_first_run(root, c.id, since_ns=_started_ns(c)))
+        sys.exit(follow_first_run(root, c.id, since_ns=started_ns(c)))
     sys.stdout.flush()
 
     def created(_c: Container) -> None:

@@ -201,17 +201,17 @@ def start(obj: Any, attach: bool, containers: tuple[str, ...]) -> None:
         raise click.UsageError("you cannot start and attach multiple containers at once")
     if attach:
         c = service.start(_root(obj), containers[0])
-        sys.exit(_follow_first_run(_root(obj), c.id, since_ns=_started_ns(c)))
+        sys.exit(follow_first_run(_root(obj), c.id, since_ns=started_ns(c)))
     _each(containers, lambda r: service.start(_root(obj), r))
 
 
-def _started_ns(c: Container) -> int:
+def started_ns(c: Container) -> int:
     from builder.containers.options import parse_timestamp_text
 
     return parse_timestamp_text(c.state.started_at)
 
 
-def _follow_first_run(root: Any, cid: str, *, since_ns: int) -> int:
+def follow_first_run(root: Any, cid: str, *, since_ns: int) -> int:
     """Stream a detached container's output from *since_ns* until its current run ends;
     returns that run's exit code."""
     from builder.containers import lifecycle

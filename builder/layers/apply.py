@@ -17,18 +17,18 @@ from typing import IO, TYPE_CHECKING
 
 from builder.errors import LayerError
 from builder.layers.common import (
-    _COPY_CHUNK,
-    _DIR_FLAGS,
-    _XATTR_PAX,
+    COPY_CHUNK,
+    DIR_FLAGS,
     OPAQUE_MARKER,
     OVERLAY_OPAQUE_XATTR,
     WHITEOUT_PREFIX,
-    _allowed_xattr,
-    _decompressed,
-    _get_xattr,
-    _is_whiteout_stat,
-    _xattrs,
+    XATTR_PAX,
+    allowed_xattr,
     clean_name,
+    decompressed,
+    get_xattr,
+    is_whiteout_stat,
+    read_xattrs,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class _Tree:
 
     def __init__(self, root: Path, *, overlay: bool) -> None:
         self.overlay = overlay
-        self.root_fd = os.open(root, _DIR_FLAGS)
+        self.root_fd = os.open(root, DIR_FLAGS)
         self._dirs: dict[tuple[str, ...], int] = {(): self.root_fd}
         self.created: set[tuple[str, ...]] = set()
         self.dir_mtimes: dict[tuple[str, ...], float] = {}
@@ -86,13 +86,13 @@ class _Tree:
         parent = self.dir_fd(comps[:-1], create=create)
         name = comps[-1]
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            fd = os.open(name, DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             if not create:
                 raise LayerError(f"{'/'.join(comps)} does not exist in the layer") from None
             os.mkdir(name, 0o755, dir_fd=parent)
             self.created.add(comps)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            fd = os.open(name, DIR_FLAGS, dir_fd=parent)
         except OSError as e:
             if e.errno not in (errno.ENOTDIR, errno.ELOOP) or not create:
                 raise LayerError(f"{'/'.join(comps)} is not a directory in the layer") from None
@@ -101,7 +101,7 @@ class _Tree:
             os.unlink(name, dir_fd=parent)
             os.mkdir(name, 0o755, dir_fd=parent)
             self.created.add(comps)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            fd = os.open(name, DIR_FLAGS, dir_fd=parent)
         self._dirs[comps] = fd
         return fd
 
@@ -240,7 +240,7 @@ def _set_xattr(target: int | str, key: str, value: bytes, *, follow: bool = True
 def _copy_to_fd(src: IO[bytes], fd: int, size: int) -> None:
     left = size
     while left > 0:
-        chunk = src.read(min(_COPY_CHUNK, left))
+        chunk = src.read(min(COPY_CHUNK, left))
         if not chunk:
             raise LayerError("layer entry is cut short")
         view = memoryview(chunk)
@@ -269,7 +269,7 @@ class _HashingReader(io.RawIOBase):
 
     def drain_hashing(self) -> None:
         while True:
-            data = self._src.read(_COPY_CHUNK)
+            data = self._src.read(COPY_CHUNK)
             if not data:
                 return
             self.hash.update(data)
@@ -281,9 +281,9 @@ def _member_entry(m: tarfile.TarInfo) -> _Entry | None:
 
     comps = clean_name(m.name)
     xattrs = {
-        k[len(_XATTR_PAX):]: v.encode("utf-8", "surrogateescape")
+        k[len(XATTR_PAX):]: v.encode("utf-8", "surrogateescape")
         for k, v in sorted(m.pax_headers.items())
-        if k.startswith(_XATTR_PAX) and _allowed_xattr(k[len(_XATTR_PAX):])
+        if k.startswith(XATTR_PAX) and allowed_xattr(k[len(XATTR_PAX):])
     }
     e = _Entry(comps=comps, kind="", mode=stat.S_IMODE(m.mode), uid=m.uid, gid=m.gid,
                mtime=float(m.mtime), xattrs=xattrs)
@@ -319,7 +319,7 @@ def apply_layer(stream: IO[bytes], dest: Path, *, overlay_format: bool = True) -
     import tarfile
 
     dest.mkdir(parents=True, exist_ok=True)
-    reader = _HashingReader(_decompressed(stream))
+    reader = _HashingReader(decompressed(stream))
     tree = _Tree(dest, overlay=overlay_format)
     try:
         with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 16), mode="r|") as tf:
@@ -367,7 +367,7 @@ def apply_dir(layer_dir: Path, dest: Path) -> None:
     tree = _Tree(dest, overlay=False)
     inodes: dict[tuple[int, int], tuple[str, ...]] = {}
     try:
-        src_fd = os.open(layer_dir, _DIR_FLAGS)
+        src_fd = os.open(layer_dir, DIR_FLAGS)
         try:
             _apply_dir_walk(tree, src_fd, (), inodes)
         finally:
@@ -402,14 +402,14 @@ def _apply_dir_walk(
     for name in sorted(os.listdir(dfd)):
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         child = (*comps, name)
-        if _is_whiteout_stat(st):
+        if is_whiteout_stat(st):
             tree.whiteout(child)
             continue
         if stat.S_ISDIR(st.st_mode):
-            cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
             try:
-                opaque = _get_xattr(cfd, OVERLAY_OPAQUE_XATTR) == b"y"
-                tree.put(_entry_from_stat(child, st, _xattrs(cfd)))
+                opaque = get_xattr(cfd, OVERLAY_OPAQUE_XATTR) == b"y"
+                tree.put(_entry_from_stat(child, st, read_xattrs(cfd)))
                 if opaque:
                     tree.opaque(child)
                 _apply_dir_walk(tree, cfd, child, inodes)
@@ -427,9 +427,9 @@ def _apply_dir_walk(
             inodes[key] = child
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
             with os.fdopen(fd, "rb") as f:
-                tree.put(_entry_from_stat(child, st, _xattrs(f.fileno())), f, st.st_size)
+                tree.put(_entry_from_stat(child, st, read_xattrs(f.fileno())), f, st.st_size)
             continue
-        e = _entry_from_stat(child, st, _xattrs(f"/proc/self/fd/{dfd}/{name}", follow=False))
+        e = _entry_from_stat(child, st, read_xattrs(f"/proc/self/fd/{dfd}/{name}", follow=False))
         if e.kind == "symlink":
             e.linkname = os.readlink(name, dir_fd=dfd)
         tree.put(e)
@@ -439,6 +439,6 @@ def iter_tar_names(stream: IO[bytes]) -> Iterator[str]:
     """Member names of a layer tar, in order (for tests and debugging)."""
     import tarfile
 
-    with tarfile.open(fileobj=_decompressed(stream), mode="r|") as tf:
+    with tarfile.open(fileobj=decompressed(stream), mode="r|") as tf:
         for m in tf:
             yield m.name

@@ -14,10 +14,10 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 _OVERLAY_XATTR_PREFIX = "trusted.overlay."
-_XATTR_PAX = "SCHILY.xattr."
-_COPY_CHUNK = 1 << 20
+XATTR_PAX = "SCHILY.xattr."
+COPY_CHUNK = 1 << 20
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 # -- names ------------------------------------------------------------------------------------------
@@ -40,23 +40,23 @@ def clean_name(name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _is_whiteout_stat(st: os.stat_result) -> bool:
+def is_whiteout_stat(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _allowed_xattr(key: str) -> bool:
+def allowed_xattr(key: str) -> bool:
     # A layer must not forge overlayfs metadata (opaque, redirect, origin…): we write those.
     return not key.startswith(_OVERLAY_XATTR_PREFIX)
 
 
-def _get_xattr(target: int | str, key: str, *, follow: bool = True) -> bytes | None:
+def get_xattr(target: int | str, key: str, *, follow: bool = True) -> bytes | None:
     try:
         return os.getxattr(target, key, follow_symlinks=follow)
     except OSError:
         return None
 
 
-def _xattrs(target: int | str, *, follow: bool = True) -> dict[str, bytes]:
+def read_xattrs(target: int | str, *, follow: bool = True) -> dict[str, bytes]:
     try:
         names = os.listxattr(target, follow_symlinks=follow)
     except OSError as e:
@@ -65,7 +65,7 @@ def _xattrs(target: int | str, *, follow: bool = True) -> dict[str, bytes]:
         raise
     out: dict[str, bytes] = {}
     for k in sorted(names):
-        if not _allowed_xattr(k):
+        if not allowed_xattr(k):
             continue
         try:
             out[k] = os.getxattr(target, k, follow_symlinks=follow)
@@ -74,7 +74,7 @@ def _xattrs(target: int | str, *, follow: bool = True) -> dict[str, bytes]:
     return out
 
 
-def _decompressed(stream: IO[bytes]) -> IO[bytes]:
+def decompressed(stream: IO[bytes]) -> IO[bytes]:
     """Transparent gzip/zstd: peek at the magic number."""
     buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(_Raw(stream))
     head = buffered.peek(4)[:4]

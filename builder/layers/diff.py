@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO
 
 from builder.layers.common import (
-    _XATTR_PAX,
     OPAQUE_MARKER,
     OVERLAY_OPAQUE_XATTR,
     WHITEOUT_PREFIX,
-    _get_xattr,
-    _is_whiteout_stat,
-    _xattrs,
+    XATTR_PAX,
+    get_xattr,
+    is_whiteout_stat,
+    read_xattrs,
 )
 from builder.layers.view import MergedView
 
@@ -102,8 +102,8 @@ class _TarWriter:
                 return  # sockets are not content
             if ti.type != t.LNKTYPE:
                 ti.pax_headers = {
-                    _XATTR_PAX + k: v.decode("utf-8", "surrogateescape")
-                    for k, v in _xattrs(xattr_target, follow=follow).items()
+                    XATTR_PAX + k: v.decode("utf-8", "surrogateescape")
+                    for k, v in read_xattrs(xattr_target, follow=follow).items()
                 }
             self.tf.addfile(ti, fobj)
             self.count += 1
@@ -134,12 +134,12 @@ def _walk_upper(w: _TarWriter, top: str, rel: str) -> None:
         path = os.path.join(base, name)
         arc = f"{rel}{name}"
         st = os.lstat(path)
-        if _is_whiteout_stat(st):
+        if is_whiteout_stat(st):
             w.marker(f"{rel}{WHITEOUT_PREFIX}{name}", st)
             continue
         w.entry(arc, path, st)
         if stat.S_ISDIR(st.st_mode):
-            if _get_xattr(path, OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
+            if get_xattr(path, OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
                 w.marker(f"{arc}/{OPAQUE_MARKER}", st)
             _walk_upper(w, top, arc + "/")
 
@@ -179,7 +179,7 @@ def _same(a: os.stat_result, b: os.stat_result, pa: str, pb: Path) -> bool:
     if not stat.S_ISDIR(a.st_mode) and (a.st_size != b.st_size or a.st_mtime_ns != b.st_mtime_ns):
         return False
     follow = not stat.S_ISLNK(a.st_mode)
-    return _xattrs(pa, follow=follow) == _xattrs(str(pb), follow=follow)
+    return read_xattrs(pa, follow=follow) == read_xattrs(str(pb), follow=follow)
 
 
 def _dir_changes(view: MergedView, top: str, comps: tuple[str, ...]) -> list[_Record]:

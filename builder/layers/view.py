@@ -7,7 +7,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder.layers.common import OVERLAY_OPAQUE_XATTR, _get_xattr, _is_whiteout_stat, clean_name
+from builder.layers.common import OVERLAY_OPAQUE_XATTR, clean_name, get_xattr, is_whiteout_stat
 
 
 # -- the merged view of lower layers -----------------------------------------------------------------
@@ -32,12 +32,12 @@ class MergedView:
             except FileNotFoundError:
                 return ("blocked" if opaque else "absent"), None, p
             if i == len(comps) - 1:
-                if _is_whiteout_stat(st):
+                if is_whiteout_stat(st):
                     return "hidden", None, p
                 return "found", st, p
             if not stat.S_ISDIR(st.st_mode):
                 return "hidden", None, p
-            if _get_xattr(str(p), OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
+            if get_xattr(str(p), OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
                 opaque = True
         return "found", os.lstat(layer), layer
 
@@ -64,11 +64,11 @@ class MergedView:
             for n in os.listdir(p):
                 if n in names or n in gone:
                     continue
-                if _is_whiteout_stat(os.lstat(p / n)):
+                if is_whiteout_stat(os.lstat(p / n)):
                     gone.add(n)
                 else:
                     names.add(n)
-            if _get_xattr(str(p), OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
+            if get_xattr(str(p), OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
                 break
         return sorted(names)
 

@@ -22,10 +22,10 @@ from builder.sandbox.handle import (
     ExecHandle,
     Result,
     Sandbox,
-    _pid_start,
-    _write_state,
+    pid_start,
     reap_stale,
     teardown_run_dir,
+    write_state,
 )
 from builder.sandbox.spec import Process, Spec
 from builder.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
@@ -151,10 +151,10 @@ class Executor:
         mountpoints: list[tuple[str, int, int]] = []
         try:
             cgroup = _cg.Cgroup.create(sid, spec.resources)
-            _write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
+            write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
             rootfs_dir = run_dir / "rootfs"
             rootfs_dir.mkdir()
-            targets = _mount_targets(spec)
+            targets = mount_targets(spec)
             data = ""
             if spec.root.is_overlay:
                 stub = run_dir / "stubs"
@@ -164,7 +164,7 @@ class Executor:
             else:
                 assert spec.root.path is not None
                 mountpoints = _rootfs.make_mountpoints(Path(spec.root.path), targets)
-                _write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json(),
+                write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json(),
                                        "mountpoints": mountpoints})
             mask = run_dir / "mask"
             os.mknod(mask, stat.S_IFCHR | 0o000, 0)
@@ -323,7 +323,7 @@ class Executor:
     ) -> Sandbox:
         """Start *process* in a running sandbox; the handle's ``wait`` gives its result."""
         pid = target.pid if isinstance(target, Sandbox) else int(target)
-        if _pid_start(pid) is None:
+        if pid_start(pid) is None:
             raise SandboxError(f"no running sandbox with init pid {pid}")
         cg_paths = _cg.cgroup_paths_of(pid)
         fds: list[tuple[int, int]] = []
@@ -414,7 +414,7 @@ class Executor:
         return ExecHandle(proc)
 
 
-def _mount_targets(spec: Spec) -> list[tuple[str, bool]]:
+def mount_targets(spec: Spec) -> list[tuple[str, bool]]:
     """Mount points the root must have: top-level ones (not inside an earlier non-bind mount)."""
     out: list[tuple[str, bool]] = []
     covered: list[str] = []

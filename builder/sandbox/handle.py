@@ -39,7 +39,7 @@ class Result:
     timed_out: bool = False
 
 
-def _pid_start(pid: int) -> int | None:
+def pid_start(pid: int) -> int | None:
     """The start time of *pid* (field 22 of its stat), to tell a reused pid apart."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
@@ -103,7 +103,7 @@ class Sandbox:
         self._status_fd = status_fd
         self._stdio = stdio
         self._mountpoints = mountpoints or []
-        self._start_time = _pid_start(pid)
+        self._start_time = pid_start(pid)
         self._result: Result | None = None
         self._status_buf = b""
         self._timed_out = False
@@ -114,11 +114,11 @@ class Sandbox:
     def _save(self) -> None:
         state = {
             "id": self.id, "pid": self.pid, "start_time": self._start_time, "helper": self._helper,
-            "helper_start": _pid_start(self._helper) if self._helper else None,
+            "helper_start": pid_start(self._helper) if self._helper else None,
             "cgroup": self.cgroup.to_json() if self.cgroup else None,
             "mountpoints": self._mountpoints,
         }
-        _write_state(self.run_dir, state)
+        write_state(self.run_dir, state)
 
     @classmethod
     def attach(cls, run_dir: str | os.PathLike[str]) -> Sandbox:
@@ -161,7 +161,7 @@ class Sandbox:
         except ProcessLookupError:
             return
         try:
-            if _pid_start(self.pid) == self._start_time:
+            if pid_start(self.pid) == self._start_time:
                 signal.pidfd_send_signal(fd, sig)
         except ProcessLookupError:
             pass
@@ -332,7 +332,7 @@ class Sandbox:
         self._torn_down = True
 
 
-def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
+def write_state(run_dir: Path, state: dict[str, Any]) -> None:
     """``state.json``, atomically: what ``attach``/``teardown_run_dir``/``reap_stale`` read."""
     tmp = run_dir / "state.json.tmp"
     tmp.write_text(json.dumps(state))

@@ -20,7 +20,7 @@ from builder import syscalls as sc
 from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.layers import MergedView
 from builder.sandbox import cgroups as _cg
-from builder.sandbox.executor import _mount_targets
+from builder.sandbox.executor import mount_targets
 from builder.sandbox.handle import Result, Sandbox
 from builder.sandbox.spec import Spec
 from builder.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
@@ -192,7 +192,7 @@ def start_oci(
         if spec.root.is_overlay:
             stub = bundle / "stubs"
             stub.mkdir()
-            made = _rootfs.make_stub_layer(spec.root, _mount_targets(spec), stub)
+            made = _rootfs.make_stub_layer(spec.root, mount_targets(spec), stub)
             data = _rootfs.link_lowers(spec.root, bundle, stub if made else None)
         stdio = Stdio(stdin, stdout, stderr, terminal=False)
         status_r, status_w = os.pipe()
