@@ -1,1 +1,117 @@
-"""Making and running containers: Dockerfile front end, build graph, execution core."""
+"""Making and running containers: Dockerfile front end, build graph, execution core.
+
+The public Python API is the names in ``__all__``, imported from their modules on first use
+(``import builder`` itself loads nothing else): every call takes the ``StateRoot`` it works in
+first, as the ``pybuild --root`` commands do. See "Python API" in the README.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> "module:attribute"
+_EXPORTS: dict[str, str] = {
+    "StateRoot": "builder.state:StateRoot",
+    # build
+    "build": "builder.pipeline:run_build",
+    "BuildRequest": "builder.pipeline:BuildRequest",
+    "BuildOutcome": "builder.pipeline:BuildOutcome",
+    "Output": "builder.pipeline:Output",
+    # containers
+    "RunOptions": "builder.containers.create:RunOptions",
+    "Container": "builder.containers.record:Container",
+    "run": "builder.containers.service:run_foreground",
+    "run_detached": "builder.containers.service:run_detached",
+    "create": "builder.containers.service:create",
+    "start": "builder.containers.service:start",
+    "restart": "builder.containers.service:restart",
+    "stop": "builder.containers.lifecycle:stop",
+    "kill": "builder.containers.lifecycle:kill",
+    "wait": "builder.containers.lifecycle:wait",
+    "remove": "builder.containers.lifecycle:remove",
+    "get_container": "builder.containers.lifecycle:get",
+    "list_containers": "builder.containers.lifecycle:list_containers",
+    "prune_containers": "builder.containers.lifecycle:prune",
+    "read_logs": "builder.containers.logs:read_logs",
+    # networks
+    "Network": "builder.network.model:Network",
+    "Endpoint": "builder.network.model:Endpoint",
+    "PortBinding": "builder.network.model:PortBinding",
+    "create_network": "builder.network.core:create_network",
+    "get_network": "builder.network.core:get_network",
+    "list_networks": "builder.network.core:list_networks",
+    "remove_network": "builder.network.core:remove_network",
+    "prune_networks": "builder.network.core:prune_networks",
+    # volumes
+    "Volume": "builder.volume.store:Volume",
+    "create_volume": "builder.volume.store:create",
+    "get_volume": "builder.volume.store:get",
+    "list_volumes": "builder.volume.store:list_volumes",
+    "remove_volume": "builder.volume.store:remove",
+    "prune_volumes": "builder.volume.store:prune",
+    # errors
+    "BuildError": "builder.errors:BuildError",
+    "DockerfileSyntaxError": "builder.errors:DockerfileSyntaxError",
+    "StepFailed": "builder.errors:StepFailed",
+    "ContainerError": "builder.errors:ContainerError",
+    "NetworkError": "builder.errors:NetworkError",
+    "VolumeError": "builder.errors:VolumeError",
+}
+
+# the names of ``_EXPORTS`` (a test pins both)
+__all__ = [
+    "BuildError",
+    "BuildOutcome",
+    "BuildRequest",
+    "Container",
+    "ContainerError",
+    "DockerfileSyntaxError",
+    "Endpoint",
+    "Network",
+    "NetworkError",
+    "Output",
+    "PortBinding",
+    "RunOptions",
+    "StateRoot",
+    "StepFailed",
+    "Volume",
+    "VolumeError",
+    "build",
+    "create",
+    "create_network",
+    "create_volume",
+    "get_container",
+    "get_network",
+    "get_volume",
+    "kill",
+    "list_containers",
+    "list_networks",
+    "list_volumes",
+    "prune_containers",
+    "prune_networks",
+    "prune_volumes",
+    "read_logs",
+    "remove",
+    "remove_network",
+    "remove_volume",
+    "restart",
+    "run",
+    "run_detached",
+    "start",
+    "stop",
+    "wait",
+]
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,4 +1,84 @@
 """Images as content: the OCI model, the local store, archives and the distribution client.
 
-Pure Python; never imports ``builder``.
+Pure Python; never imports ``builder``. The public Python API is the names in ``__all__``,
+imported from their modules on first use (``import registry`` itself loads nothing else).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> "module:attribute"
+_EXPORTS: dict[str, str] = {
+    # values
+    "Digest": "registry.digest:Digest",
+    "Reference": "registry.reference:Reference",
+    "Descriptor": "registry.model:Descriptor",
+    "Platform": "registry.model:Platform",
+    "Manifest": "registry.model:Manifest",
+    "Index": "registry.model:Index",
+    "ImageConfig": "registry.model:ImageConfig",
+    # the local store
+    "Store": "registry.store:Store",
+    "Image": "registry.store:Image",
+    # moving images: every move is a copy between two ends
+    "copy": "registry.transfer:copy",
+    "pull": "registry.transfer:pull",
+    "push": "registry.transfer:push",
+    "parse_end": "registry.transfer:parse_end",
+    "RegistryClient": "registry.client:RegistryClient",
+    "Repository": "registry.client:Repository",
+    "client_for": "registry.client:client_for",
+    # tarballs
+    "save": "registry.archive:save",
+    "load": "registry.archive:load",
+    "import_rootfs": "registry.archive:import_rootfs",
+    # errors
+    "RegistryError": "registry.errors:RegistryError",
+    "NotFound": "registry.errors:NotFound",
+    "Unauthorized": "registry.errors:Unauthorized",
+    "InvalidReference": "registry.errors:InvalidReference",
+    "DigestError": "registry.errors:DigestError",
+}
+
+# the names of ``_EXPORTS`` (a test pins both)
+__all__ = [
+    "Descriptor",
+    "Digest",
+    "DigestError",
+    "Image",
+    "ImageConfig",
+    "Index",
+    "InvalidReference",
+    "Manifest",
+    "NotFound",
+    "Platform",
+    "Reference",
+    "RegistryClient",
+    "RegistryError",
+    "Repository",
+    "Store",
+    "Unauthorized",
+    "client_for",
+    "copy",
+    "import_rootfs",
+    "load",
+    "parse_end",
+    "pull",
+    "push",
+    "save",
+]
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

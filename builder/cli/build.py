@@ -217,7 +217,7 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
           iidfile: str | None, outputs: tuple[str, ...], secrets: tuple[str, ...],
           jobs: int | None, compression: str, platform: str | None, network: str | None) -> None:
     """Build an image from a Dockerfile and a context directory."""
-    from builder.build import BuildRequest, parse_outputs, parse_secrets, run_build
+    from builder.pipeline import BuildRequest, parse_outputs, parse_secrets, run_build
 
     args: dict[str, str] = {}
     for a in build_args:

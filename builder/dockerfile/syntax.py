@@ -52,7 +52,7 @@ _HEREDOC_COMMANDS = frozenset({"add", "copy", "run"})
 def parse(text: str, *, filename: str = "Dockerfile") -> SyntaxTree:
     """Read *text* as Docker does; raise ``DockerfileSyntaxError`` only for what cannot be read."""
     # Lark is imported only here: a rebuild that finds its typed Dockerfile in the build's
-    # parse cache (``builder.build``) never pays for it.
+    # parse cache (``builder.pipeline``) never pays for it.
     from lark.exceptions import LarkError
 
     from builder.dockerfile.larkglue import TREE_BUILDER, LineLexer

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from builder import dockerfile as df
-from builder.build import image_resolver
+from builder.pipeline import image_resolver
 from builder.context import HashMemo, Tree
 from builder.graph import Graph, PlanError, PlanOptions, plan
 from registry.model import Platform
