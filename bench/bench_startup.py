@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Start-up cost: ``pybuild images`` and a fully cached ``pybuild build``, next to the
+interpreter floor, ``import builder, registry`` (the Python API), ``umoci ls`` and, when a
+``dockerd`` is installed, ``docker images`` / a cached ``docker build`` on a private daemon.
+
+``--baseline DIR`` runs the same pybuild commands with ``PYTHONPATH=DIR`` (another checkout,
+e.g. ``git archive main | tar -x -C DIR``) interleaved with ours, so both see the same load.
+
+    .venv/bin/python bench/bench_startup.py [--images 50] [--runs 15] [--baseline DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from bench_build import TEN, make_context  # noqa: E402
+
+PYBUILD = str(Path(sys.executable).parent / "pybuild")
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    r = subprocess.run(cmd, capture_output=True, env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr.decode()[-2000:]}")
+
+
+def medians(cmds: dict[str, tuple[list[str], dict[str, str] | None]], runs: int) -> dict[str, float]:
+    """Median wall time of each command; runs are interleaved (one warm-up each first) so that
+    every command sees the same machine load."""
+    samples: dict[str, list[float]] = {k: [] for k in cmds}
+    for cmd, env in cmds.values():
+        run(cmd, env)
+    for _ in range(runs):
+        for name, (cmd, env) in cmds.items():
+            t = time.perf_counter()
+            run(cmd, env)
+            samples[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def modules_loaded(code: str, env: dict[str, str] | None) -> int:
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print(len(sys.modules))"],
+                         capture_output=True, text=True, env=env, check=True)
+    return int(out.stdout.split()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--baseline", type=Path, help="another checkout to compare (PYTHONPATH)")
+    args = ap.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="bench-startup-", dir="/var/tmp"))
+    docker = None
+    try:
+        spec = importlib.util.spec_from_file_location("mkbusybox", REPO / "testdata" / "mkbusybox.py")
+        assert spec and spec.loader
+        mk = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mk)
+        tar = base / "busybox.tar"
+        mk.make_tar(tar)
+        root = base / "root"
+        run([PYBUILD, "--root", str(root), "import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest"])
+        rootfs = base / "tiny"
+        (rootfs / "etc").mkdir(parents=True)
+        (rootfs / "etc" / "hostname").write_text("bench\n")
+        from registry import archive
+        from registry.reference import Reference
+        from registry.store import Store
+
+        store = Store(root / "store")
+        for i in range(args.images):
+            archive.import_rootfs(store, rootfs, reference=Reference.parse(f"bench/img{i}:v{i % 7}"))
+        ctx = make_context(base, "ten", TEN)
+        run([PYBUILD, "--root", str(root), "build", "-q", "-t", "ten:latest", str(ctx)])
+
+        ours = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        envs: dict[str, dict[str, str]] = {"": ours}
+        if args.baseline:
+            envs[" (baseline)"] = {**ours, "PYTHONPATH": str(args.baseline.resolve())}
+        cmds: dict[str, tuple[list[str], dict[str, str] | None]] = {
+            "python -c pass": ([sys.executable, "-c", "pass"], ours)}
+        for suffix, env in envs.items():
+            cmds[f"python -c 'import builder, registry'{suffix}"] = (
+                [sys.executable, "-c", "import builder, registry"], env)
+            cmds[f"pybuild images{suffix}"] = ([PYBUILD, "--root", str(root), "images"], env)
+            cmds[f"pybuild build (fully cached, 10 steps){suffix}"] = (
+                [PYBUILD, "--root", str(root), "build", "-q", "-t", "ten:latest", str(ctx)], env)
+        if shutil.which("umoci"):
+            cmds["umoci ls --layout STORE"] = (["umoci", "ls", "--layout", str(root / "store")], None)
+        if shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd"):
+            from dockerd import Dockerd
+
+            docker = Dockerd()
+            docker.start()
+            docker_tar = base / "busybox-docker.tar"
+            export = base / "export"
+            export.mkdir()
+            (export / "Dockerfile").write_text("FROM busybox\n")
+            run([PYBUILD, "--root", str(root), "build", "-q", "-t", "busybox:latest",
+                 "-o", f"type=docker,dest={docker_tar}", str(export)])
+            docker.docker("load", "-i", str(docker_tar))
+            denv = {**os.environ, "DOCKER_HOST": docker.host, "DOCKER_BUILDKIT": "1"}
+            dctx = make_context(base, "ten-docker", TEN)
+            build = ["/usr/bin/docker", "build", "-q", "--network", "none", "-t", "ten:latest", str(dctx)]
+            run(build, denv)
+            cmds["docker images (private dockerd)"] = (["/usr/bin/docker", "images"], denv)
+            cmds["docker build (BuildKit, fully cached, 10 steps)"] = (build, denv)
+
+        print(f"== start-up: median of {args.runs} interleaved runs; store of {args.images + 2} images")
+        for name, secs in medians(cmds, args.runs).items():
+            print(f"  {name:<58} {secs * 1000:8.1f} ms")
+        for suffix, env in envs.items():
+            print(f"  modules after 'import builder, registry'{suffix}: "
+                  f"{modules_loaded('import builder, registry', env)}; after the images command's "
+                  f"imports: {modules_loaded('import builder.cli, builder.cli.images', env)}")
+    finally:
+        if docker is not None:
+            docker.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
