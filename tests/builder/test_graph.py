@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from builder import dockerfile as df
-from builder.pipeline import image_resolver
 from builder.context import HashMemo, Tree
 from builder.graph import Graph, PlanError, PlanOptions, plan
+from builder.pipeline import image_resolver
 from registry.model import Platform
 
 
