@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry import mediatypes as mt
+from registry.config import ContainerConfig
 from registry.digest import Digest
 from registry.errors import DigestError, InvalidManifest
 
@@ -311,6 +312,11 @@ class ImageConfig(_Raw):
     def config(self) -> dict[str, Any]:
         """The container defaults (``Env``, ``Cmd``, ``Entrypoint``, ``WorkingDir``, ``User``…)."""
         return dict(self.data.get("config") or {})
+
+    @property
+    def container_config(self) -> ContainerConfig:
+        """``config`` as a typed value (``to_json()`` gives back exactly the stored object)."""
+        return ContainerConfig.from_json(self.data.get("config") or {})
 
     @property
     def diff_ids(self) -> list[Digest]:

@@ -32,7 +32,7 @@ def _container(state: Any, ref: str) -> tuple[str, str, str]:
     except ContainerError as e:
         fail(str(e), 1)
         raise AssertionError from None
-    return c.id, c.name, str(c.config.get("Hostname") or c.short_id)
+    return c.id, c.name, c.config.hostname or c.short_id
 
 
 @click.group()

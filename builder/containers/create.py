@@ -39,6 +39,7 @@ from builder.containers.options import (
 from builder.containers.record import Container, ContainerStore, State
 from builder.errors import ContainerError
 from builder.state import StateRoot
+from registry.config import ContainerConfig
 
 if TYPE_CHECKING:
     from registry.store import Image
@@ -208,7 +209,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     policy = RestartPolicy.parse(o.restart)
     if o.rm and policy.name != "no":
         raise ContainerError("Conflicting options: --restart and --rm")
-    img = dict(image.config.config)
+    img = image.config.container_config
     # ENTRYPOINT/CMD: --entrypoint resets the image's CMD too (Docker's rule)
     if o.entrypoint is not None:
         if isinstance(o.entrypoint, tuple):
@@ -217,8 +218,8 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             entrypoint = [o.entrypoint] if o.entrypoint else []
         cmd = list(o.command)
     else:
-        entrypoint = list(img.get("Entrypoint") or [])
-        cmd = list(o.command) if o.command else list(img.get("Cmd") or [])
+        entrypoint = list(img.entrypoint or ())
+        cmd = list(o.command) if o.command else list(img.cmd or ())
     argv = entrypoint + cmd
     if not argv:
         raise ContainerError("no command specified")
@@ -226,14 +227,14 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     for f in o.env_files:
         env_extra += read_env_file(f, environ=o.environ)
     env_extra += parse_env(o.env, environ=o.environ)
-    env = merge_env(img.get("Env") or [], env_extra)
+    env = merge_env(list(img.env or ()), env_extra)
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, f"PATH={DEFAULT_PATH}")
     if o.tty and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")
-    labels = dict(img.get("Labels") or {})
+    labels = dict(img.labels or {})
     labels.update(parse_labels(o.labels))
-    stop_signal = o.stop_signal or img.get("StopSignal") or None
+    stop_signal = o.stop_signal or img.stop_signal or None
     if stop_signal:
         parse_signal(stop_signal)
     if o.stop_timeout is not None and o.stop_timeout < -1:
@@ -255,7 +256,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         caps = capabilities(tuple(x.removeprefix("CAP_") for x in cap_add),
                             tuple(x.removeprefix("CAP_") for x in cap_drop))
     security_opt = security_opts_for_record(o.security_opt, caps=caps, cache_dir=root.cache / "seccomp")
-    exposed = dict(img.get("ExposedPorts") or {})
+    exposed: dict[str, Any] = {k: {} for k in img.exposed_ports or ()}
     network = o.network or "bridge"
     if network.startswith("container:") and (o.publish or o.publish_all):
         raise ContainerError("conflicting options: port publishing and the container type network mode")
@@ -272,7 +273,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         port_maps = parse_publish_all(o.publish)
     for pm in port_maps:
         exposed.setdefault(pm.key(), {})
-    healthcheck = healthcheck_config(img.get("Healthcheck"), o)
+    healthcheck = healthcheck_config(img.healthcheck, o)
     host = host_options(o, network)
     created = rfc3339nano()
 
@@ -280,11 +281,11 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         hostname = o.hostname or (os.uname().nodename if network == "host" else cid[:12])
         config: dict[str, Any] = {
             "Hostname": hostname,
-            "User": o.user if o.user is not None else img.get("User", ""),
+            "User": o.user if o.user is not None else img.user or "",
             "Env": env + ([f"HOSTNAME={hostname}"] if not any(e.startswith("HOSTNAME=") for e in env) else []),
             "Cmd": cmd or None,
             "Entrypoint": entrypoint or None,
-            "WorkingDir": o.workdir if o.workdir is not None else img.get("WorkingDir", ""),
+            "WorkingDir": o.workdir if o.workdir is not None else img.working_dir or "",
             "Image": o.image,
             "Labels": labels,
             "Tty": o.tty,
@@ -295,7 +296,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             "StopSignal": stop_signal,
             "StopTimeout": o.stop_timeout,
             "ExposedPorts": exposed,
-            "Volumes": dict(img.get("Volumes") or {}) or None,
+            "Volumes": {v: {} for v in img.volumes or ()} or None,
             "Healthcheck": healthcheck,
         }
         host_config: dict[str, Any] = {
@@ -333,7 +334,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             image_id=str(image.id),
             path=argv[0],
             args=tuple(argv[1:]),
-            config=config,
+            config=ContainerConfig.from_json(config),
             host_config=host_config,
             mounts=tuple(dict(m) for m in mounts),
             state=State(),

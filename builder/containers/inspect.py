@@ -71,7 +71,7 @@ def port_list(c: Container, eps: Endpoints) -> list[dict[str, Any]]:
         out.append({"IP": p.get("HostIp") or "0.0.0.0", "PrivatePort": int(p["ContainerPort"]),
                     "PublicPort": int(p["HostPort"]), "Type": str(p["Protocol"])})
         seen.add(f"{p['ContainerPort']}/{p['Protocol']}")
-    for k in sorted(c.config.get("ExposedPorts") or {}):
+    for k in sorted(c.config.exposed_ports or ()):
         key = k if "/" in k else f"{k}/tcp"
         if key not in seen:
             num, _, proto = key.partition("/")
@@ -109,7 +109,7 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
     running = c.state.running
     nets: dict[str, Any] = {}
     ports: dict[str, Any] = {}
-    for k in c.config.get("ExposedPorts") or {}:
+    for k in c.config.exposed_ports or ():
         ports[k if "/" in k else f"{k}/tcp"] = None
     for name, ep in eps.items():
         ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")

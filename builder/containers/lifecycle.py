@@ -285,9 +285,9 @@ def stop(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | No
         return c
     cs.update_state(c.id, lambda s: replace(s, stopped_by_user=True))
     if timeout is None:
-        t = c.config.get("StopTimeout")
+        t = c.config.stop_timeout
         timeout = int(t) if t is not None else DEFAULT_STOP_TIMEOUT
-    num = parse_signal(sig or c.config.get("StopSignal") or "SIGTERM")
+    num = parse_signal(sig or c.config.stop_signal or "SIGTERM")
     if st.status == "running" and init_alive(st):
         with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, num)

@@ -20,6 +20,7 @@ from builder.containers.names import ID_RE, new_id, random_name, valid_name
 from builder.containers.options import ZERO_TIME
 from builder.errors import ContainerError
 from builder.state import StateRoot
+from registry.config import ContainerConfig
 
 CONFIG_FILE = "container.json"
 STATE_FILE = "state.json"
@@ -150,7 +151,7 @@ class Container:
     image_id: str  # "sha256:…" config digest
     path: str
     args: tuple[str, ...]
-    config: Mapping[str, Any]
+    config: ContainerConfig
     host_config: Mapping[str, Any]
     mounts: tuple[Mapping[str, Any], ...] = ()
     networks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -166,7 +167,7 @@ class Container:
 
     @property
     def labels(self) -> Mapping[str, str]:
-        return self.config.get("Labels") or {}
+        return self.config.labels or {}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,7 +178,7 @@ class Container:
             "ImageID": self.image_id,
             "Path": self.path,
             "Args": list(self.args),
-            "Config": dict(self.config),
+            "Config": self.config.to_json(),
             "HostConfig": dict(self.host_config),
             "Mounts": [dict(m) for m in self.mounts],
             "Networks": {k: dict(v) for k, v in self.networks.items()},
@@ -193,7 +194,7 @@ class Container:
             image_id=str(d.get("ImageID", "")),
             path=str(d.get("Path", "")),
             args=tuple(d.get("Args") or ()),
-            config=dict(d.get("Config") or {}),
+            config=ContainerConfig.from_json(d.get("Config") or {}),
             host_config=dict(d.get("HostConfig") or {}),
             mounts=tuple(d.get("Mounts") or ()),
             networks=dict(d.get("Networks") or {}),

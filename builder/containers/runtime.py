@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ class HealthConfig:
 
 def healthcheck_of(c: Container) -> HealthConfig | None:
     """The effective healthcheck (``None`` for none or ``NONE``)."""
-    hc: Mapping[str, Any] | None = c.config.get("Healthcheck")
+    hc = c.config.healthcheck
     if not hc or not hc.get("Test"):
         return None
     test = list(hc["Test"])
@@ -155,7 +155,7 @@ class Launched:
 def _hostname_file(root: StateRoot, c: Container) -> Path:
     p = ContainerStore(root).dir(c.id) / "hostname"
     if not p.exists():
-        p.write_text(str(c.config.get("Hostname") or c.id[:12]) + "\n")
+        p.write_text(c.config.hostname or c.id[:12] + "\n")
     return p
 
 
@@ -192,10 +192,10 @@ def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[st
     ports: list[PortMapping] = parse_publish_all(c.host_config.get("PublishSpecs") or [])
     if c.host_config.get("PublishAllPorts"):
         have = {p.key() for p in ports}
-        ports += [p for p in publish_exposed(c.config.get("ExposedPorts") or {}) if p.key() not in have]
+        ports += [p for p in publish_exposed(c.config.exposed_ports or ()) if p.key() not in have]
     ep = network.attach(
         root, c.id, name, name=c.name, aliases=tuple(c.host_config.get("NetworkAliases") or ()),
-        ip=str(c.host_config.get("IPAddress") or "") or None, hostname=str(c.config.get("Hostname") or ""),
+        ip=str(c.host_config.get("IPAddress") or "") or None, hostname=c.config.hostname or "",
         ports=ports, extra_hosts=tuple(c.host_config.get("ExtraHosts") or ()),
         dns=tuple(c.host_config.get("Dns") or ()), dns_search=tuple(c.host_config.get("DnsSearch") or ()),
         dns_options=tuple(c.host_config.get("DnsOptions") or ()),
@@ -209,7 +209,7 @@ def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[st
             continue
         try:
             more = network.attach(root, c.id, extra, name=c.name, aliases=tuple(conf.get("Aliases") or ()),
-                                  hostname=str(c.config.get("Hostname") or ""))
+                                  hostname=c.config.hostname or "")
         except Exception:
             network.release(root, c.id)
             raise
@@ -229,7 +229,7 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
         from builder.network import core as names_core
         from builder.network import names
     if not hosts.exists():
-        hostname = str(c.config.get("Hostname") or c.id[:12])
+        hostname = c.config.hostname or c.id[:12]
         extra = ""
         if hc.get("ExtraHosts"):
             gateway = names_core.default_host_gateway(root)
@@ -314,7 +314,7 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     read_only = bool(c.host_config.get("ReadonlyRootfs"))
     cdir = ContainerStore(root).dir(c.id)
     rootfs = prepare_root(layers, cdir, readonly=read_only, overlay=_overlay_ok(root, cdir))
-    tty = bool(c.config.get("Tty"))
+    tty = bool(c.config.tty)
     privileged = bool(c.host_config.get("Privileged"))
     shm = int(c.host_config.get("ShmSize") or 0)
     mounts: list[Mount] = list(default_mounts(terminal=tty, **({"shm_size": shm} if shm else {})))
@@ -338,9 +338,9 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     profile, nnp, systempaths = _security(c, privileged=privileged)
     process = Process(
         args=tuple(argv),
-        env=tuple(c.config.get("Env") or ()),
-        cwd=str(c.config.get("WorkingDir") or "/"),
-        user=str(c.config.get("User") or ""),
+        env=c.config.env or (),
+        cwd=c.config.working_dir or "/",
+        user=c.config.user or "",
         terminal=tty,
         capabilities=caps,
         no_new_privs=nnp,
@@ -359,7 +359,7 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
         kw.update(masked_paths=(), readonly_paths=())
     return Spec(
         process=process, root=rootfs, mounts=tuple(mounts),
-        namespaces=Namespaces(net=netns, uts=uts), hostname=str(c.config.get("Hostname") or ""),
+        namespaces=Namespaces(net=netns, uts=uts), hostname=c.config.hostname or "",
         resources=resources, id=c.id, sysctls=_sysctls(c, netns), devices=tuple(d for d, _ in devices), **kw,
     )
 
@@ -429,7 +429,7 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
         spec = build_spec(root, c, netns=netns, uts=uts, hosts=hosts, resolv=resolv)
         stdin: int | None = attach_stdin
         close_after: list[int] = []
-        if stdin is None and c.config.get("OpenStdin") and not spec.process.terminal:
+        if stdin is None and c.config.open_stdin and not spec.process.terminal:
             # a detached -i container keeps an open, silent stdin (as dockerd holds it)
             r, w = os.pipe()
             stdin, close_after, keep = r, [r], [w]
@@ -469,7 +469,7 @@ def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), 
 
     if not argv:
         raise ContainerError("no command specified")
-    base_env = list(c.config.get("Env") or ())
+    base_env = list(c.config.env or ())
     if tty and not any(e.startswith("TERM=") for e in base_env):
         base_env.append("TERM=xterm")
     caps = _bounding_caps() if privileged or c.host_config.get("Privileged") else capabilities(
@@ -479,8 +479,8 @@ def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), 
     profile, nnp, _ = _security(c, privileged=bool(c.host_config.get("Privileged")))
     return Process(
         args=tuple(argv), env=tuple(merge_env(base_env, env)),
-        cwd=workdir or str(c.config.get("WorkingDir") or "/"),
-        user=user if user is not None else str(c.config.get("User") or ""),
+        cwd=workdir or c.config.working_dir or "/",
+        user=user if user is not None else c.config.user or "",
         terminal=tty, capabilities=caps, no_new_privs=nnp, seccomp=profile,
     )
 

@@ -47,7 +47,7 @@ def create(root: StateRoot, o: RunOptions, *, progress: Any = None,
     """``docker create``: validate, resolve (pull) the image, write the record."""
     validate(o)
     image = resolve_image(root, o.image, pull=o.pull, progress=progress, on_pull=on_pull)
-    image_volumes = list(image.config.config.get("Volumes") or {})
+    image_volumes = list(image.config.container_config.volumes or ())
     records: list[dict[str, Any]] = []
     if o.volumes or o.mounts or o.tmpfs or image_volumes:
         from builder.containers import mounts

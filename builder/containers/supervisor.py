@@ -162,7 +162,7 @@ class Supervisor:
                 if first:
                     ready(Started(True))
                     first = False
-                if self.attach is not None and c.config.get("Tty"):
+                if self.attach is not None and c.config.tty:
                     follow_window_size(proc.sandbox)
                 if server is not None and c.config.get("Tty"):
                     server.set_resize(proc.sandbox.resize)

@@ -30,6 +30,7 @@ from builder.graph.ops import (
     Step,
     key_of,
 )
+from registry.config import ContainerConfig
 from registry.model import Platform
 from registry.store import Image
 
@@ -250,12 +251,12 @@ class _StageBuilder:
         self.base = base
         self.key = base.key
         self.cfg = cfg
-        c = cfg.setdefault("config", {})
-        env_pairs = [tuple(e.split("=", 1)) if "=" in e else (e, "") for e in c.get("Env") or []]
+        self.config = ContainerConfig.from_json(cfg.get("config") or {})
+        env_pairs = [tuple(e.split("=", 1)) if "=" in e else (e, "") for e in self.config.env or ()]
         self.scope = self.p.scope.new_stage([(k, v) for k, v in env_pairs])
-        triggers = list(c.get("OnBuild") or [])
+        triggers = list(self.config.on_build or ())
         if base.kind != "scratch":
-            c.pop("OnBuild", None)
+            self.config = self.config.with_(on_build=None)
         instructions: list[df.Instruction] = []
         for t in triggers:
             try:
@@ -266,14 +267,12 @@ class _StageBuilder:
         instructions.extend(self.stage.instructions)
         for ins in instructions:
             self._instruction(ins)
-        if not any(e.startswith("PATH=") for e in c.get("Env") or []):
-            c["Env"] = [f"PATH={DEFAULT_PATH}", *(c.get("Env") or [])]
+        env = self.config.env or ()
+        if not any(e.startswith("PATH=") for e in env):
+            self.config = self.config.with_(env=[f"PATH={DEFAULT_PATH}", *env])
+        cfg["config"] = self.config.to_json()
         return StagePlan(self.stage.index, self.stage.name, base, tuple(self.steps), cfg,
                          base_history, frozenset(self.deps), self.p.opts.platform)
-
-    @property
-    def c(self) -> dict[str, Any]:
-        return self.cfg["config"]  # type: ignore[no-any-return]
 
     def _vars(self) -> dict[str, str]:
         return self.scope.variables()
@@ -290,24 +289,24 @@ class _StageBuilder:
                                created_by, None, slot=self._slot()))
 
     def _set_env(self, key: str, value: str) -> None:
-        env = [e for e in self.c.get("Env") or [] if e.split("=", 1)[0] != key]
+        env = [e for e in self.config.env or () if e.split("=", 1)[0] != key]
         env.append(f"{key}={value}")
-        self.c["Env"] = env
+        self.config = self.config.with_(env=env)
         self.scope.set_env(key, value)
 
     def _shell(self) -> list[str]:
-        return list(self.c.get("Shell") or ["/bin/sh", "-c"])
+        return list(self.config.shell or ("/bin/sh", "-c"))
 
     def _used_args(self) -> dict[str, str]:
         """ARGs declared in this stage with a value, not shadowed by ENV (what RUN sees)."""
-        env_names = {e.split("=", 1)[0] for e in self.c.get("Env") or []}
+        env_names = {e.split("=", 1)[0] for e in self.config.env or ()}
         return {k: v for k, v in sorted(self.scope.args.items()) if k not in env_names}
 
     def _proxy_args(self) -> dict[str, str]:
         return {k: v for k, v in sorted(self.p.opts.build_args.items()) if k in PROXY_ARGS}
 
     def _cwd(self) -> str:
-        return str(self.c.get("WorkingDir") or "/")
+        return self.config.working_dir or "/"
 
     def _abs(self, path: str) -> str:
         if path.startswith("/"):
@@ -317,7 +316,6 @@ class _StageBuilder:
 
     # -- instructions ----------------------------------------------------------------------------
     def _instruction(self, ins: df.Instruction) -> None:  # noqa: C901 - one branch per keyword
-        c = self.c
         if isinstance(ins, df.Arg):
             self.p.consumed.add(ins.name)
             default = self._x(ins.default, ins) if ins.default is not None else None
@@ -335,20 +333,20 @@ class _StageBuilder:
                 shown.append(f"{k}={v}")
             self._meta(ins, "ENV " + " ".join(shown))
         elif isinstance(ins, df.Label):
-            labels = dict(c.get("Labels") or {})
+            labels = dict(self.config.labels or {})
             shown = []
             for pair in ins.pairs:
                 k = self._x(pair.key, ins)
                 v = self._x(pair.value, ins)
                 labels[k] = v
                 shown.append(f"{k}={v}")
-            c["Labels"] = labels
+            self.config = self.config.with_(labels=labels)
             self._meta(ins, "LABEL " + " ".join(shown))
         elif isinstance(ins, df.Maintainer):
             self.cfg["author"] = ins.name
             self._meta(ins, f"MAINTAINER {ins.name}")
         elif isinstance(ins, df.Expose):
-            ports = dict(c.get("ExposedPorts") or {})
+            ports = dict.fromkeys(self.config.exposed_ports or ())
             new = []
             for word in ins.ports:
                 for p in self.p._expand_words(word, self._vars(), ins):
@@ -359,42 +357,42 @@ class _StageBuilder:
                     # a range is every port in it, as Docker records it
                     for port in range(int(lo), int(hi if dash else lo) + 1):
                         key = f"{port}/{(proto or 'tcp').lower()}"
-                        ports[key] = {}
+                        ports[key] = None
                         new.append(key)
-            c["ExposedPorts"] = ports
+            self.config = self.config.with_(exposed_ports=ports)
             self._meta(ins, "EXPOSE " + _go_map_keys(new))
         elif isinstance(ins, df.Volume):
-            vols = dict(c.get("Volumes") or {})
+            vols = dict.fromkeys(self.config.volumes or ())
             new = []
             for word in ins.paths:
                 for v in self.p._expand_words(word, self._vars(), ins):
                     if not v:
                         raise self.p._err(ins, "VOLUME specified can not be an empty string")
-                    vols[v] = {}
+                    vols[v] = None
                     new.append(v)
-            c["Volumes"] = vols
+            self.config = self.config.with_(volumes=vols)
             self._meta(ins, "VOLUME [" + " ".join(new) + "]")
         elif isinstance(ins, df.User):
-            c["User"] = self._x(ins.user, ins)
-            self._meta(ins, f"USER {c['User']}")
+            user = self._x(ins.user, ins)
+            self.config = self.config.with_(user=user)
+            self._meta(ins, f"USER {user}")
         elif isinstance(ins, df.Stopsignal):
-            c["StopSignal"] = self._x(ins.signal, ins)
-            self._meta(ins, f"STOPSIGNAL {c['StopSignal']}")
+            sig = self._x(ins.signal, ins)
+            self.config = self.config.with_(stop_signal=sig)
+            self._meta(ins, f"STOPSIGNAL {sig}")
         elif isinstance(ins, df.Shell):
-            c["Shell"] = list(ins.shell)
+            self.config = self.config.with_(shell=ins.shell)
             self._meta(ins, "SHELL " + "[" + " ".join(ins.shell) + "]")
         elif isinstance(ins, df.Cmd):
             cmd = self._command(ins.command, ins.shell_form)
-            c["Cmd"] = cmd
+            self.config = self.config.with_(cmd=cmd)
             self._meta(ins, f"CMD {_go_list(cmd)}")
         elif isinstance(ins, df.Entrypoint):
             ep = self._command(ins.command, ins.shell_form)
-            c["Entrypoint"] = ep or None
-            if c["Entrypoint"] is None:
-                c.pop("Entrypoint")
+            self.config = self.config.with_(entrypoint=ep or None)
             # Docker: setting ENTRYPOINT resets a CMD inherited from the base image
             if not getattr(self, "_cmd_set_here", False):
-                c.pop("Cmd", None)
+                self.config = self.config.with_(cmd=None)
             self._meta(ins, f"ENTRYPOINT {_go_list(ep)}")
         elif isinstance(ins, df.Healthcheck):
             hc: dict[str, Any] = {"Test": list(ins.test)}
@@ -404,10 +402,10 @@ class _StageBuilder:
                 v = getattr(ins, f_)
                 if v:
                     hc[k] = v
-            c["Healthcheck"] = hc
+            self.config = self.config.with_(healthcheck=hc)
             self._meta(ins, "HEALTHCHECK " + _go_healthcheck(ins))
         elif isinstance(ins, df.Onbuild):
-            c["OnBuild"] = [*(c.get("OnBuild") or []), ins.trigger]
+            self.config = self.config.with_(on_build=[*(self.config.on_build or ()), ins.trigger])
             # BuildKit records a trigger in the config only, with no history entry
             self.steps.append(Step("meta", self.key, ins.original, str(ins.location),
                                    f"ONBUILD {ins.trigger}", None, slot=self._slot(), history=False))
@@ -415,8 +413,8 @@ class _StageBuilder:
             path = self._x(ins.path, ins)
             wd = os.path.normpath(self._abs(path))
             wd = "/" + wd.lstrip("/")
-            c["WorkingDir"] = wd
-            self._fs(ins, "mkdir", MkdirSpec(wd, str(c.get("User") or "")),
+            self.config = self.config.with_(working_dir=wd)
+            self._fs(ins, "mkdir", MkdirSpec(wd, self.config.user or ""),
                      f"WORKDIR {wd}", {"instruction": f"WORKDIR {wd}"}, comment_buildkit=False)
         elif isinstance(ins, df.Run):
             self._run(ins)
@@ -491,14 +489,14 @@ class _StageBuilder:
         else:
             argv = list(ins.command)
         used = self._used_args()
-        env = list(self.c.get("Env") or [])
+        env = list(self.config.env or ())
         if not any(e.startswith("PATH=") for e in env):
             env.insert(0, f"PATH={DEFAULT_PATH}")
         run_env = env + [f"{k}={v}" for k, v in used.items()] + [
             f"{k}={v}" for k, v in self._proxy_args().items()]
         mounts = tuple(self._mount(m, ins) for m in ins.mounts)
         network = ins.network or self.p.opts.network or "default"
-        spec = ExecSpec(tuple(argv), tuple(run_env), self._cwd(), str(self.c.get("User") or ""),
+        spec = ExecSpec(tuple(argv), tuple(run_env), self._cwd(), self.config.user or "",
                         network, mounts, ins.security or "sandbox", tuple(files))
         created_by = "RUN " + self._history_args() + " ".join(argv)
         mount_inputs = []
@@ -748,12 +746,12 @@ def apply_config(config: Mapping[str, Any], instructions: Sequence[df.Instructio
                       resolve_image=_no_image, options=PlanOptions())
     stage = _StageBuilder(planner, planner.df.stages[0], ())
     stage.key = key_of("config")
-    stage.cfg = {"config": json.loads(json.dumps(dict(config)))}
-    image_env = [tuple(e.split("=", 1)) if "=" in e else (e, "") for e in config.get("Env") or []]
+    stage.config = ContainerConfig.from_json(config)
+    image_env = list(stage.config.env_map().items())
     stage.scope = planner.scope.new_stage([*(env or {}).items(), *image_env])
     for ins in instructions:
         stage._instruction(ins)
-    return stage.c, [s.created_by for s in stage.steps]
+    return stage.config.to_json(), [s.created_by for s in stage.steps]
 
 
 def _no_image(ref: str, where: str) -> Image:

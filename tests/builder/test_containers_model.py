@@ -37,6 +37,7 @@ from builder.containers.record import (
 )
 from builder.errors import ContainerError
 from builder.state import StateRoot
+from registry.config import ContainerConfig
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def make(cs: ContainerStore, name: str | None = None, *, labels: dict[str, str] 
          state: State | None = None) -> Container:
     def build(cid: str, nm: str) -> Container:
         return Container(id=cid, name=nm, created=rfc3339nano(), image="busybox", image_id="sha256:" + "ab" * 32,
-                         path="sh", args=("-c", "sleep 1000"), config={"Labels": labels or {}},
+                         path="sh", args=("-c", "sleep 1000"), config=ContainerConfig.from_json({"Labels": labels or {}}),
                          host_config={}, state=state or State())
     return cs.create(build, name=name)
 
