@@ -311,11 +311,7 @@ def _labels_match(labels: Mapping[str, str], filters: Sequence[str]) -> bool:
 
 def endpoints(state: StateRoot, container_id: str) -> list[Endpoint]:
     """Every network the container is attached to, in attach order of the record files."""
-    out = []
-    for net in list_networks(state):
-        d = net.containers.get(container_id)
-        if d is not None:
-            out.append(Endpoint.from_json(container_id, net, d))
+    out = [ep for net in list_networks(state) if (ep := net.containers.get(container_id)) is not None]
     return sorted(out, key=lambda e: e.ifname)
 
 
@@ -463,7 +459,7 @@ def _wire(
     netns = ep.netns
     assert netns is not None
     subnet = ipaddress.IPv4Network(net.subnet)
-    in_use = [str(d.get("IPv4Address", "")).partition("/")[0] for d in net.containers.values()]
+    in_use = [e.ip for e in net.containers.values()]
     addr = ipam.allocate(subnet, net.gateway, in_use, ip)
     mac = ipam.mac_for(addr)
     ifname = links.free_ifname(netns)
@@ -511,7 +507,7 @@ def _wire(
 
 def _commit(state: StateRoot, nets: list[Network], net: Network, ep: Endpoint) -> Endpoint:
     containers = dict(net.containers)
-    containers[ep.container_id] = ep.to_json()
+    containers[ep.container_id] = ep
     updated = replace(net, containers=containers)
     _save(state, updated)
     nets = [updated if n.id == net.id else n for n in nets]
@@ -537,10 +533,10 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
     """Disconnect: the interface, addresses, rules and proxy for this network go; the netns stays."""
     with _locked(state) as nets, links.session():
         net = _find(nets, network)
-        d = net.containers.get(container_id)
-        if d is None:
+        ep = net.containers.get(container_id)
+        if ep is None:
             raise NetworkError(f"container {container_id[:12]} is not connected to network {net.name}")
-        _unwire(net, Endpoint.from_json(container_id, net, d))
+        _unwire(net, ep)
         nets = _drop(state, nets, net, container_id)
         names.sync_files(state, nets, net.id, also=container_id)
     _event(state, net, "disconnect", container=container_id)
@@ -566,10 +562,10 @@ def release(state: StateRoot, container_id: str) -> None:
     """Undo everything networking did for a container: endpoints, netns file, hosts files."""
     with _locked(state) as nets, links.session():
         for net in nets:
-            d = net.containers.get(container_id)
-            if d is None:
+            ep = net.containers.get(container_id)
+            if ep is None:
                 continue
-            _unwire(net, Endpoint.from_json(container_id, net, d))
+            _unwire(net, ep)
             nets = _drop(state, nets, net, container_id)
             names.sync_files(state, nets, net.id)
         links.remove_netns(netns_path(state, container_id))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,8 @@ class Network:
     internal: bool = False
     options: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
-    containers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: container id -> its endpoint on this network (the record's ``Containers``)
+    containers: Mapping[str, Endpoint] = field(default_factory=dict)
     #: the embedded DNS server of a user-defined bridge network, while it has containers
     dns_pid: int = 0
 
@@ -171,7 +172,7 @@ class Network:
         return not self.predefined
 
     def endpoints(self) -> list[Endpoint]:
-        return [Endpoint.from_json(cid, self, d) for cid, d in sorted(self.containers.items())]
+        return [ep for _, ep in sorted(self.containers.items())]
 
     def to_json(self) -> dict[str, Any]:
         ipam_config = [{"Subnet": self.subnet, "Gateway": self.gateway}] if self.subnet else []
@@ -188,7 +189,7 @@ class Network:
             "Ingress": False,
             "Bridge": self.bridge,
             "Parent": self.parent,
-            "Containers": {k: dict(v) for k, v in sorted(self.containers.items())},
+            "Containers": {k: ep.to_json() for k, ep in sorted(self.containers.items())},
             "Options": dict(self.options),
             "Labels": dict(self.labels),
             "DnsPid": self.dns_pid,
@@ -197,7 +198,7 @@ class Network:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Network:
         config = (d.get("IPAM") or {}).get("Config") or [{}]
-        return cls(
+        net = cls(
             id=str(d["Id"]),
             name=str(d["Name"]),
             driver=str(d["Driver"]),
@@ -209,9 +210,10 @@ class Network:
             internal=bool(d.get("Internal", False)),
             options=dict(d.get("Options") or {}),
             labels=dict(d.get("Labels") or {}),
-            containers=dict(d.get("Containers") or {}),
             dns_pid=int(d.get("DnsPid") or 0),
         )
+        eps = {cid: Endpoint.from_json(cid, net, ep) for cid, ep in (d.get("Containers") or {}).items()}
+        return replace(net, containers=eps) if eps else net
 
 
 # -- `-p` / `-P` ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder.network.model import Endpoint, Network
+from builder.network.model import Network
 from builder.state import StateRoot
 
 HOSTS_HEADER = """127.0.0.1\tlocalhost
@@ -67,7 +67,7 @@ def hosts_content(nets: Sequence[Network], container_id: str) -> str:
     lines = [HOSTS_HEADER, extra]
     seen: set[str] = set()
     for net in mine:
-        ep = Endpoint.from_json(container_id, net, net.containers[container_id])
+        ep = net.containers[container_id]
         if ep.ip:
             names = [ep.hostname]
             if net.user_defined:
@@ -124,7 +124,7 @@ def resolv_for(nets: Sequence[Network], container_id: str) -> str:
     if any(n.driver == "host" for n in mine):
         return override_resolv(host_resolv(), dns=opts.dns if opts else (), search=search, options=options)
     dns = [
-        Endpoint.from_json(container_id, n, n.containers[container_id])
+        n.containers[container_id]
         for n in mine if n.dns_pid and n.user_defined and n.driver == "bridge"
     ]
     if dns:  # our DNS server on the gateway of the first such network, as Docker's 127.0.0.11
