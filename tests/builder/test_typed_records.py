@@ -1,0 +1,70 @@
+"""Typed records keep their JSON: a container record's ``Config`` is a ``ContainerConfig`` and a
+network record's ``Containers`` are ``Endpoint``s, and both write back exactly what they read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from builder.containers.record import Container
+from builder.network.model import Endpoint, Network, PortBinding
+from registry.config import ContainerConfig
+
+CID = "c" * 64
+OTHER = "d" * 64
+NID = "e" * 64
+
+NETWORK = {
+    "Name": "appnet", "Id": NID, "Created": "2026-12-02T22:00:00.1Z", "Scope": "local",
+    "Driver": "bridge", "EnableIPv6": False,
+    "IPAM": {"Driver": "default", "Options": {}, "Config": [{"Subnet": "10.9.0.0/24", "Gateway": "10.9.0.1"}]},
+    "Internal": False, "Attachable": False, "Ingress": False, "Bridge": "pb-eeeeeeeeeeee", "Parent": "",
+    "Containers": {
+        CID: {"Name": "web", "Hostname": "cccccccccccc", "EndpointID": f"{NID[:12]}-{CID[:12]}",
+              "Driver": "bridge", "Netns": f"/r/run/netns/{CID}", "Interface": "eth0",
+              "MacAddress": "02:42:0a:09:00:02", "IPv4Address": "10.9.0.2/24", "Gateway": "10.9.0.1",
+              "Aliases": ["web", "www"],
+              "Ports": [{"ContainerPort": 80, "Protocol": "tcp", "HostIp": "", "HostPort": 8080}],
+              "HostVeth": "pbv0123456789ab", "ProxyPid": 4242, "HostsPath": f"/r/run/net/{CID}/hosts",
+              "ResolvConfPath": f"/r/run/net/{CID}/resolv.conf"},
+        OTHER: {"Name": "db", "Hostname": "dddddddddddd", "EndpointID": f"{NID[:12]}-{OTHER[:12]}",
+                "Driver": "bridge", "Netns": "", "Interface": "", "MacAddress": "", "IPv4Address": "",
+                "Gateway": "", "Aliases": [], "Ports": [], "HostVeth": "", "ProxyPid": 0,
+                "HostsPath": "", "ResolvConfPath": ""},
+    },
+    "Options": {"com.docker.network.bridge.name": "pb-eeeeeeeeeeee"}, "Labels": {"team": "a"}, "DnsPid": 77,
+}
+
+CONTAINER = {
+    "Id": CID, "Name": "/web", "Created": "2026-12-02T22:00:00.123456789Z", "Image": "nginx:1",
+    "ImageID": "sha256:" + "f" * 64, "Path": "nginx", "Args": ["-g", "daemon off;"],
+    "Config": {"Hostname": "cccccccccccc", "User": "", "Env": ["PATH=/usr/bin", "HOSTNAME=cccccccccccc"],
+               "Cmd": ["-g", "daemon off;"], "Entrypoint": ["nginx"], "WorkingDir": "", "Image": "nginx:1",
+               "Labels": {}, "Tty": False, "OpenStdin": False, "AttachStdin": False, "AttachStdout": False,
+               "AttachStderr": False, "StopSignal": "SIGQUIT", "StopTimeout": None,
+               "ExposedPorts": {"80/tcp": {}}, "Volumes": None,
+               "Healthcheck": {"Test": ["CMD-SHELL", "curl -f localhost"], "Interval": 1000000000}},
+    "HostConfig": {"AutoRemove": False, "NetworkMode": "appnet"},
+    "Mounts": [], "Networks": {"appnet": {"Aliases": ["www"]}},
+}
+
+
+def test_network_record_endpoints_are_typed_and_round_trip() -> None:
+    net = Network.from_json(NETWORK)
+    web = net.containers[CID]
+    assert isinstance(web, Endpoint)
+    assert (web.network_id, web.network_name, web.ip, web.prefixlen, web.aliases) == (
+        NID, "appnet", "10.9.0.2", 24, ("web", "www"))
+    assert web.netns == Path(f"/r/run/netns/{CID}") and net.containers[OTHER].netns is None
+    assert web.ports == (PortBinding(80, "tcp", "", 8080),)
+    assert [e.name for e in net.endpoints()] == ["web", "db"]
+    assert json.dumps(net.to_json(), sort_keys=True) == json.dumps(NETWORK, sort_keys=True)
+
+
+def test_container_record_config_is_typed_and_round_trips() -> None:
+    c = Container.from_json(CONTAINER)
+    assert isinstance(c.config, ContainerConfig)
+    assert c.config.entrypoint == ("nginx",) and c.config.exposed_ports == ("80/tcp",)
+    assert c.config.stop_signal == "SIGQUIT" and c.config.stop_timeout is None
+    assert c.labels == {}
+    assert json.dumps(c.to_json()) == json.dumps(CONTAINER)
