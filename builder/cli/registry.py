@@ -256,7 +256,7 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
     r = Renderer(verb="Pulling", quiet=quiet, out=sys.stdout)
     try:
         _image, result = pull_result(
-            obj.state.image_store(), str(ref), platform=plat, all_platforms=all_platforms,
+            obj.state.image_store(), ref, platform=plat, all_platforms=all_platforms,
             progress=r, tls_verify=tls_verify, max_concurrent=max_concurrent_downloads,
             client_options=_client_options(max_concurrent_downloads))
     except BaseException:

@@ -219,7 +219,7 @@ def _note_sources(src: End, dst: End, blobs: list[Descriptor]) -> None:
 # -- library calls -----------------------------------------------------------------------------
 def pull(
     store: Store,
-    reference_text: str,
+    reference: Reference | str,
     *,
     platform: Platform | None = None,
     progress: Progress | None = None,
@@ -228,17 +228,18 @@ def pull(
     max_concurrent: int = DEFAULT_CONCURRENCY,
 ) -> Image:
     """Pull an image into *store* (tagged as the reference names it) and return it resolved for
-    *platform*. Used by ``FROM`` for an image missing locally and by ``run --pull``."""
-    image, _ = pull_result(store, reference_text, platform=platform, progress=progress,
+    *platform*. Used by ``FROM`` for an image missing locally and by ``run --pull``. Text is
+    parsed once, here; a ``Reference`` goes through as is."""
+    image, _ = pull_result(store, reference, platform=platform, progress=progress,
                            tls_verify=tls_verify, all_platforms=all_platforms,
                            max_concurrent=max_concurrent)
     return image
 
 
-def pull_result(store: Store, reference_text: str, **kwargs: Any) -> tuple[Image, CopyResult]:
+def pull_result(store: Store, reference: Reference | str, **kwargs: Any) -> tuple[Image, CopyResult]:
     """``pull``, also returning the ``CopyResult`` (the CLI prints its digest and counts)."""
-    ref = Reference.parse(reference_text)
-    end = remote_end(str(ref), tls_verify=kwargs.pop("tls_verify", True),
+    ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
+    end = remote_end(ref, tls_verify=kwargs.pop("tls_verify", True),
                      **kwargs.pop("client_options", {}))
     platform = kwargs.get("platform")
     try:
@@ -251,7 +252,7 @@ def pull_result(store: Store, reference_text: str, **kwargs: Any) -> tuple[Image
 def push(
     store: Store,
     name: str,
-    destination: str | None = None,
+    destination: Reference | str | None = None,
     *,
     progress: Progress | None = None,
     tls_verify: bool = True,

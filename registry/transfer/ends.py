@@ -340,8 +340,9 @@ class BlobSources:
         self._pending.clear()
 
 
-def remote_end(text: str, *, tls_verify: bool = True, **client_options: Any) -> RemoteEnd:
-    ref = Reference.parse(text)
+def remote_end(reference: Reference | str, *, tls_verify: bool = True, **client_options: Any) -> RemoteEnd:
+    """The registry repository *reference* names (text is parsed here, a ``Reference`` used as is)."""
+    ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
     client = client_for(ref, tls_verify=tls_verify, **client_options)
     return RemoteEnd(Repository(client, ref.path), ref)
 

@@ -489,3 +489,28 @@ def test_layout_with_several_images_needs_a_tag(env: Path) -> None:
     with pytest.raises(NotFound, match="is not an OCI layout"):
         transfer.copy(transfer.parse_end(f"oci:{env}/nowhere:1"), transfer.StoreEnd(store, "a:1"))
     assert not (env / "nowhere").exists()
+
+
+def test_a_pull_parses_its_reference_once(plain_registry: Registry, env: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text is parsed at the edge, once; a ``Reference`` goes through pull, the remote end and
+    the store end as the value it is (no str -> parse round trips on the way)."""
+    src = Store(env / "src")
+    image = two_layer_image(src, "app:1")
+    target = f"{plain_registry.addr}/{unique_repo()}:v1"
+    transfer.push(src, "app:1", Reference.parse(target))
+    parsed: list[str] = []
+    real = Reference.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Reference], text: str, *args: Any, **kw: Any) -> Reference:
+        if text.endswith(target.rpartition("/")[2]):
+            parsed.append(text)
+        return real(cls, text, *args, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Reference, "parse", classmethod(counting))
+    ref = real(Reference, target)
+    pulled = transfer.pull(Store(env / "a"), ref)
+    assert pulled.descriptor.digest == image.descriptor.digest and pulled.reference is ref
+    assert parsed == []
+    transfer.pull(Store(env / "b"), target)
+    assert parsed == [target]
