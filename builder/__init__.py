@@ -8,7 +8,7 @@ first, as the ``pybuild --root`` commands do. See "Python API" in the README.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # public name -> "module:attribute"
 _EXPORTS: dict[str, str] = {
@@ -103,14 +103,50 @@ __all__ = [
     "wait",
 ]
 
-def __getattr__(name: str) -> Any:
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value  # once: later lookups do not come here
-    return value
+if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imports them
+    from builder.containers.create import RunOptions
+    from builder.containers.lifecycle import get as get_container
+    from builder.containers.lifecycle import kill, list_containers, remove, stop, wait
+    from builder.containers.lifecycle import prune as prune_containers
+    from builder.containers.logs import read_logs
+    from builder.containers.record import Container
+    from builder.containers.service import create, restart, run_detached, start
+    from builder.containers.service import run_foreground as run
+    from builder.errors import (
+        BuildError,
+        ContainerError,
+        DockerfileSyntaxError,
+        NetworkError,
+        StepFailed,
+        VolumeError,
+    )
+    from builder.network.core import (
+        create_network,
+        get_network,
+        list_networks,
+        prune_networks,
+        remove_network,
+    )
+    from builder.network.model import Endpoint, Network, PortBinding
+    from builder.pipeline import BuildOutcome, BuildRequest, Output
+    from builder.pipeline import run_build as build
+    from builder.state import StateRoot
+    from builder.volume.store import Volume, list_volumes
+    from builder.volume.store import create as create_volume
+    from builder.volume.store import get as get_volume
+    from builder.volume.store import prune as prune_volumes
+    from builder.volume.store import remove as remove_volume
+
+
+if not TYPE_CHECKING:  # mypy would take any name, submodules too, as Any
+    def __getattr__(name: str) -> Any:
+        target = _EXPORTS.get(name)
+        if target is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, _, attr = target.partition(":")
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
 
 
 def __dir__() -> list[str]:

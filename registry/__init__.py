@@ -7,7 +7,7 @@ imported from their modules on first use (``import registry`` itself loads nothi
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # public name -> "module:attribute"
 _EXPORTS: dict[str, str] = {
@@ -31,9 +31,9 @@ _EXPORTS: dict[str, str] = {
     "Repository": "registry.client:Repository",
     "client_for": "registry.client:client_for",
     # tarballs
-    "save": "registry.archive:save",
-    "load": "registry.archive:load",
-    "import_rootfs": "registry.archive:import_rootfs",
+    "save": "registry.archive.save:save",
+    "load": "registry.archive.load:load",
+    "import_rootfs": "registry.archive.importer:import_rootfs",
     # errors
     "RegistryError": "registry.errors:RegistryError",
     "NotFound": "registry.errors:NotFound",
@@ -70,14 +70,28 @@ __all__ = [
     "save",
 ]
 
-def __getattr__(name: str) -> Any:
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value  # once: later lookups do not come here
-    return value
+if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imports them
+    from registry.archive.importer import import_rootfs
+    from registry.archive.load import load
+    from registry.archive.save import save
+    from registry.client import RegistryClient, Repository, client_for
+    from registry.digest import Digest
+    from registry.errors import DigestError, InvalidReference, NotFound, RegistryError, Unauthorized
+    from registry.model import Descriptor, ImageConfig, Index, Manifest, Platform
+    from registry.reference import Reference
+    from registry.store import Image, Store
+    from registry.transfer import copy, parse_end, pull, push
+
+
+if not TYPE_CHECKING:  # mypy would take any name, submodules too, as Any
+    def __getattr__(name: str) -> Any:
+        target = _EXPORTS.get(name)
+        if target is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, _, attr = target.partition(":")
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
 
 
 def __dir__() -> list[str]:

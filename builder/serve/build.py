@@ -1,4 +1,4 @@
-"""``POST /build``: the classic builder's API over ``builder.build.run_build``.
+"""``POST /build``: the classic builder's API over ``builder.pipeline.run_build`` (``builder.build``).
 
 The body is the context as a tar (plain or compressed), unpacked into a private directory under
 the state root (no path may leave it; device nodes are refused) and removed after the build.
@@ -96,7 +96,7 @@ class _Lines(io.TextIOBase):
 
 @routes.post("/build")
 async def build(request: web.Request) -> web.StreamResponse:
-    from builder.build import BuildRequest
+    from builder.pipeline import BuildRequest
 
     state: StateRoot = request.app["state"]
     q = request.query
@@ -134,7 +134,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         stream = JsonStream(request)
 
         def work(emit: Callable[[dict[str, Any]], None]) -> Any:
-            from builder.build import run_build
+            from builder.pipeline import run_build
             from builder.cli.build import PlainProgress
 
             progress = None if quiet else PlainProgress(cast(Any, _Lines(emit)))
