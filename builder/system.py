@@ -276,7 +276,7 @@ def _images_usage(state: StateRoot, users: dict[str, int]) -> tuple[int, list[di
                 "Id": iid, "ParentId": "", "RepoTags": [], "RepoDigests": [],
                 "Created": _epoch(img.config.created), "Size": sum(layers[iid].values()),
                 "SharedSize": 0, "VirtualSize": sum(layers[iid].values()),
-                "Labels": dict(img.config.config.get("Labels") or {}),
+                "Labels": dict(img.config.container_config.labels or {}),
                 "Containers": users.get(iid, 0),
             }
         if rec.reference is not None:

@@ -97,9 +97,10 @@ def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
 
 
 def _print_version(ctx: click.Context) -> None:
-    from builder.cli.system import version_line
+    from builder import system as lib
 
-    click.echo(version_line())
+    # Docker's ``Docker version X, build Y`` line
+    click.echo(f"pybuild version {lib.version()}, build {lib.git_commit() or 'unknown'}")
     ctx.exit(0)
 
 

@@ -234,13 +234,6 @@ def info(g: Globals, fmt: str | None) -> None:
 
 
 # -- version ------------------------------------------------------------------------------------
-def version_line() -> str:
-    """``pybuild --version``: Docker's ``Docker version X, build Y`` line."""
-    from builder import system as lib
-
-    return f"pybuild version {lib.version()}, build {lib.git_commit() or 'unknown'}"
-
-
 def _kv(pairs: list[tuple[str, str]], indent: int) -> list[str]:
     # Docker aligns the values at column 20 whatever the indent
     return [f"{' ' * indent}{k + ':':<{19 - indent}} {v}".rstrip() for k, v in pairs]

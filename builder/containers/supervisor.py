@@ -118,7 +118,7 @@ class Supervisor:
         if self.attach is None:
             with contextlib.suppress(OSError):
                 self.server = AttachServer(self.cs.dir(self.cid) / SOCKET_NAME,
-                                           stdin_once=bool(c.config.get("StdinOnce")))
+                                           stdin_once=bool(c.config.stdin_once))
         server = self.server
         first = True
         backoff = BACKOFF_START
@@ -128,7 +128,7 @@ class Supervisor:
                 began = time.monotonic()
                 stdin_r: int | None = None
                 if server is not None:
-                    if c.config.get("OpenStdin"):
+                    if c.config.open_stdin:
                         stdin_r, stdin_w = os.pipe()
                         server.set_target(stdin_w, None)
                     if first and self.attach_wait:
@@ -164,7 +164,7 @@ class Supervisor:
                     first = False
                 if self.attach is not None and c.config.tty:
                     follow_window_size(proc.sandbox)
-                if server is not None and c.config.get("Tty"):
+                if server is not None and c.config.tty:
                     server.set_resize(proc.sandbox.resize)
                 health = self._start_health(c, hc) if hc is not None else None
                 try:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder.network.model import Network
+from builder.network.model import Endpoint, Network
 from builder.state import StateRoot
 
 HOSTS_HEADER = """127.0.0.1\tlocalhost
@@ -39,9 +39,9 @@ def _settings(nets: Sequence[Network], container_id: str) -> Endpoint | None:
     """The endpoint holding the container's ``--add-host``/``--dns*`` settings (the one it was
     started with; endpoints added by ``network connect`` carry none)."""
     for n in nets:
-        d = n.containers.get(container_id)
-        if d is not None and any(d.get(k) for k in ("ExtraHosts", "DnsServers", "DnsSearch", "DnsOptions")):
-            return Endpoint.from_json(container_id, n, d)
+        ep = n.containers.get(container_id)
+        if ep is not None and (ep.extra_hosts or ep.dns or ep.dns_search or ep.dns_options):
+            return ep
     return None
 
 

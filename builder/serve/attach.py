@@ -134,7 +134,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     stream, logs = qbool(request, "stream"), qbool(request, "logs")
     if not (stream or logs):
         raise bad_request("Bad parameters: you must choose at least one of stream or logs")
-    tty = bool(c.config.get("Tty"))
+    tty = bool(c.config.tty)
     conn = await hijack(request, content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
     try:
         if logs:

@@ -134,8 +134,8 @@ async def build(request: web.Request) -> web.StreamResponse:
         stream = JsonStream(request)
 
         def work(emit: Callable[[dict[str, Any]], None]) -> Any:
-            from builder.pipeline import run_build
             from builder.cli.build import PlainProgress
+            from builder.pipeline import run_build
 
             progress = None if quiet else PlainProgress(cast(Any, _Lines(emit)))
             outcome = run_build(state, req, progress=progress)

@@ -277,8 +277,9 @@ def _finish_config(root: StateRoot, c: Container, body: Mapping[str, Any], hchec
     from dataclasses import replace
 
     from builder.containers.record import ContainerStore
+    from registry.config import ContainerConfig
 
-    config = dict(c.config)
+    config = c.config.to_json()
     exposed = dict(config.get("ExposedPorts") or {})
     for k in body.get("ExposedPorts") or {}:
         exposed.setdefault(k if "/" in k else f"{k}/tcp", {})
@@ -288,7 +289,7 @@ def _finish_config(root: StateRoot, c: Container, body: Mapping[str, Any], hchec
         config[k] = bool(body.get(k))
     if hcheck and list(hcheck.get("Test") or []) not in ([], ["NONE"]):
         config["Healthcheck"] = {k: v for k, v in hcheck.items() if v not in (None, 0) or k == "Test"}
-    updated = replace(c, config=config)
+    updated = replace(c, config=ContainerConfig.from_json(config))
     ContainerStore(root).save_config(updated)
     return updated
 
@@ -480,7 +481,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
             raise bad_request(str(e)) from None
 
     since_ns, until_ns = ts("since"), ts("until")
-    tty = bool(c.config.get("Tty"))
+    tty = bool(c.config.tty)
     cs = ContainerStore(root)
     stop = False
 

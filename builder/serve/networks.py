@@ -140,7 +140,7 @@ async def connect(request: web.Request) -> web.Response:
     def work() -> None:
         N.shared_netns(root, c.id)
         N.attach(root, c.id, net.id, name=c.name, aliases=aliases, ip=ip,
-                 hostname=str(c.config.get("Hostname") or c.id[:12]))
+                 hostname=c.config.hostname or c.id[:12])
 
     await in_thread(work)
     return web.Response(status=200)
