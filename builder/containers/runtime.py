@@ -482,6 +482,7 @@ def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), 
         cwd=workdir or c.config.working_dir or "/",
         user=user if user is not None else c.config.user or "",
         terminal=tty, capabilities=caps, no_new_privs=nnp, seccomp=profile,
+        rlimits=_rlimits(c),  # Docker's exec starts from the container's process spec
     )
 
 

@@ -206,8 +206,10 @@ def test_ulimit(env: Env) -> None:
     out = env.pb("run", "--rm", "--ulimit", "nofile=1024:2048", "--ulimit", "core=0", "--ulimit", "nproc=512",
                  "busybox", "sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c; ulimit -u; ulimit -Hu").stdout
     assert out.split() == ["1024", "2048", "0", "512", "512"]
-    env.pb("create", "--name", "lim", "--ulimit", "nofile=1024:2048", "busybox")
+    env.pb("run", "-d", "--name", "lim", "--ulimit", "nofile=1024:2048", "busybox", "sleep", "30")
     assert _host_config(env, "lim")["Ulimits"] == [{"Name": "nofile", "Hard": 2048, "Soft": 1024}]
+    # exec'd processes get the container's limits too
+    assert env.pb("exec", "lim", "sh", "-c", "ulimit -n; ulimit -Hn").stdout.split() == ["1024", "2048"]
     import resource
 
     held = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -239,6 +241,8 @@ def test_sysctl(env: Env) -> None:
     r = env.pb("run", "--name", "badval", "--sysctl", "net.ipv4.ip_forward=x", "busybox", "true", check=False)
     assert r.returncode == 125 and "net.ipv4.ip_forward=x: Invalid argument" in r.stderr
     assert env.state("nokey")["State"]["Status"] == "created"  # type: ignore[index]
+    ids = env.pb("ps", "-a", "-q", "--no-trunc").stdout.split()
+    assert len(ids) == 3 and _leftovers(env.root, ids) == []  # no mount, cgroup, netns, veth, process
 
 
 def test_shm_size(env: Env) -> None:
