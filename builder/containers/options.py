@@ -597,8 +597,11 @@ def device_nodes(devices: Iterable[Mapping[str, Any]]) -> list[DeviceNode]:
         try:
             st = os.stat(src)
         except OSError as e:
+            # not strerror's "no such file or directory": through the API, the docker CLI would
+            # take it for a missing image (404) or a missing command (exit 127)
+            why = "it does not exist on this host" if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
             raise ContainerError(f'error gathering device information while adding custom device "{src}": '
-                                 f"{(e.strerror or str(e)).lower()}") from None
+                                 f"{why}") from None
         found: list[tuple[str, os.stat_result]] = []
         if stat.S_ISDIR(st.st_mode):
             for dirpath, _dirs, files in os.walk(src):

@@ -156,6 +156,25 @@ def _strings(v: Any, what: str) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _host_flags(hc: Mapping[str, Any]) -> dict[str, Any]:
+    """``ExtraHosts``, ``Dns*``, ``Ulimits``, ``Sysctls``, ``ShmSize``, ``Devices`` as the
+    ``run`` flag texts ``RunOptions`` takes (the library checks them as it checks the CLI's)."""
+    try:
+        return {
+            "add_hosts": _strings(hc.get("ExtraHosts"), "ExtraHosts"),
+            "dns": _strings(hc.get("Dns"), "Dns"),
+            "dns_search": _strings(hc.get("DnsSearch"), "DnsSearch"),
+            "dns_options": _strings(hc.get("DnsOptions"), "DnsOptions"),
+            "ulimits": tuple(f"{u['Name']}={int(u['Soft'])}:{int(u['Hard'])}" for u in hc.get("Ulimits") or ()),
+            "sysctls": tuple(f"{k}={v}" for k, v in (hc.get("Sysctls") or {}).items()),
+            "shm_size": str(int(hc["ShmSize"])) if hc.get("ShmSize") else None,
+            "devices": tuple(f"{d['PathOnHost']}:{d.get('PathInContainer') or d['PathOnHost']}:"
+                             f"{d.get('CgroupPermissions') or 'rwm'}" for d in hc.get("Devices") or ()),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise bad_request(f"invalid HostConfig: {type(e).__name__}: {e}") from None
+
+
 def _mount_spec(m: Mapping[str, Any]) -> str:
     """A ``HostConfig.Mounts`` object as the ``--mount`` text the library parses."""
     typ = str(m.get("Type") or "volume")
@@ -267,6 +286,7 @@ def run_options(body: Mapping[str, Any], name: str | None) -> Any:
         health_cmd=None,
         no_healthcheck=list(hcheck.get("Test") or []) == ["NONE"],
         runtime=hc.get("Runtime") if hc.get("Runtime") not in (None, "", "runc", "pybuild") else None,
+        **_host_flags(hc),
         environ={},
     ), hcheck, body
 

@@ -279,7 +279,7 @@ def test_device(env: Env) -> None:
 
 # -- the same through runc ---------------------------------------------------------------------
 def test_options_reach_runc_too(env: Env) -> None:
-    script = ("grep db /etc/hosts; grep nameserver /etc/resolv.conf; ulimit -n; ulimit -Hn; "
+    script = ("grep -w db /etc/hosts; grep nameserver /etc/resolv.conf; ulimit -n; ulimit -Hn; "
               "cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_unprivileged_port_start; "
               "df -k /dev/shm | tail -1; (exec 3</dev/myfuse) && echo read-ok; (exec 3<>/dev/myfuse) && echo rw-ok; true")
     flags = ["--add-host", "db:10.1.2.3", "--dns", "10.0.0.53", "--ulimit", "nofile=1024:2048",

@@ -239,3 +239,25 @@ def test_client_dropping_mid_logs_follow(serve: Daemon) -> None:
         assert serve.docker("ps", "-q").stdout.strip() != ""
     finally:
         serve.docker("rm", "-f", "talk")
+
+
+def test_docker_run_host_options(serve: Daemon) -> None:
+    """``--add-host``, ``--dns*``, ``--ulimit``, ``--sysctl``, ``--shm-size``, ``--device`` from the
+    docker CLI reach the sandbox through the create body's HostConfig, and are checked there."""
+    script = ("grep -w db /etc/hosts; grep -v '^#' /etc/resolv.conf; ulimit -n; ulimit -Hn; cat /proc/sys/kernel/shmmax; "
+              "df -k /dev/shm | tail -1; (exec 3</dev/myfuse) && echo read-ok; (exec 3<>/dev/myfuse) && echo rw-ok; true")
+    out = serve.docker("run", "--rm", "--add-host", "db:10.1.2.3", "--dns", "10.0.0.53", "--dns-search", "example.test",
+                       "--dns-option", "ndots:2", "--ulimit", "nofile=1024:2048", "--sysctl", "kernel.shmmax=12345678",
+                       "--shm-size", "128m", "--device", "/dev/fuse:/dev/myfuse:r", "busybox", "sh", "-c", script).stdout
+    lines = out.splitlines()
+    assert lines[:8] == ["10.1.2.3\tdb", "nameserver 10.0.0.53", "search example.test", "options ndots:2",
+                         "1024", "2048", "12345678", lines[7]]
+    assert lines[7].split()[1] == "131072" and lines[8:] == ["read-ok"]
+    import resource
+
+    held = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    r = serve.docker("run", "--rm", "--ulimit", f"nofile=1024:{held + 1}", "busybox", "true", check=False)
+    assert r.returncode == 125 and "CAP_SYS_RESOURCE" in r.stderr
+    r = serve.docker("run", "--rm", "--device", "/dev/no-such-device", "busybox", "true", check=False)
+    assert r.returncode == 125 and "/dev/no-such-device" in r.stderr
+    assert serve.pyb("ps", "-aq").stdout.strip() == ""
