@@ -236,7 +236,12 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         jobs=req.jobs, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter,
         compression=req.compression, secrets=req.secrets), progress=progress, context=tree)
     target, _results = solver.build(graph)
-    image = solver.assemble(graph, target, labels=req.labels)
+    from builder.assemble import Assembler
+
+    assembler = Assembler(store, solver.cache, state.layers, compression=req.compression)
+    image = assembler.image(target.plan.config, target.history, target.layers,
+                            inherited=target.inherited, epoch=graph.epoch, started=solver.created,
+                            labels=req.labels)
     names = []
     if not any(o.type != "image" for o in req.outputs) or tags:
         for ref in tags:
@@ -266,8 +271,8 @@ def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], 
     if out.type in ("oci", "docker"):
         _archive(store, image, tags, dest, docker=out.type == "docker")
     elif out.type in ("local", "tar"):
+        from builder.execute.workspace import layer_dirs, temp_dir
         from builder.rootfs import prepare_root
-        from builder.workspace import layer_dirs, temp_dir
 
         dirs = layer_dirs(state, store, list(layers))
         with temp_dir(state.tmp) as tmp:

@@ -1,34 +1,30 @@
 """Walks a build graph: cache lookup first, else execution; independent stages in parallel.
 
-Reports progress as ``Event`` values through a callback; writes layers, then the final config
-and manifest, to the store. Never prints.
+Reports progress as ``Event`` values through a callback; each executed step's diff becomes a
+layer in the store (``layers.commit_layer``). The image itself is ``assemble``'s. Never prints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from builder.assemble import rfc3339
 from builder.cache import BuildCache, CacheRecord
 from builder.context import Tree
 from builder.errors import BuildCancelled
+from builder.execute.inputs import LayerRef, StepInputs
 from builder.graph.ops import Graph, StagePlan, Step
 from builder.state import StateRoot
 from registry import mediatypes as mt
-from registry.compression import LayerEncoder
-
-if TYPE_CHECKING:
-    from builder.workspace import Workspace
 from registry.digest import Digest
-from registry.model import Descriptor, ImageConfig, Manifest
-from registry.store import Image, Store
+from registry.model import Descriptor
+from registry.store import Store
 
 EventKind = Literal["stage", "start", "cached", "done", "log", "miss", "warning", "error", "export"]
 
@@ -51,16 +47,6 @@ Progress = Callable[[Event], None]
 
 
 @dataclass(frozen=True)
-class LayerRef:
-    descriptor: Descriptor
-    diff_id: Digest
-    #: made by a build step (so it may be recompressed for the image), not from a base image
-    built: bool = False
-    #: only unpacked in the layer cache (``diff_id`` is a stand-in): no blob until an image needs it
-    snapshot: bool = False
-
-
-@dataclass(frozen=True)
 class StageResult:
     plan: StagePlan
     layers: tuple[LayerRef, ...]
@@ -74,18 +60,6 @@ class StageResult:
         return self.plan.key
 
 
-@dataclass(frozen=True)
-class BuildResult:
-    image: Image
-    stage: StageResult
-    executed: tuple[str, ...]  # names of the steps that ran (cache misses)
-    cached: tuple[str, ...]
-
-    @property
-    def image_id(self) -> Digest:
-        return self.image.id
-
-
 @dataclass
 class SolveOptions:
     jobs: int = 2
@@ -97,13 +71,6 @@ class SolveOptions:
 
 
 Cancelled = BuildCancelled
-
-
-def rfc3339(epoch: float) -> str:
-    dt = datetime.fromtimestamp(epoch, UTC)
-    if epoch == int(epoch):
-        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Solver:
@@ -186,7 +153,7 @@ class Solver:
                 raise
             finally:
                 if self._used_workspace:  # (a fully cached build never loads the module)
-                    from builder.workspace import drain_trash
+                    from builder.execute.workspace import drain_trash
 
                     drain_trash()
         if error is not None:
@@ -206,9 +173,7 @@ class Solver:
             return list(r.layers), list(r.history)
         if b.kind == "image":
             assert b.image is not None
-            img = b.image
-            layers = [LayerRef(d, i) for d, i in zip(img.manifest.layers, img.config.diff_ids, strict=False)]
-            return layers, list(plan.base_history)
+            return list(LayerRef.of_image(b.image)), list(plan.base_history)
         return [], []
 
     def _stage(self, graph: Graph, plan: StagePlan, results: dict[int, StageResult]) -> StageResult:
@@ -346,14 +311,17 @@ class Solver:
         def log(line: str) -> None:
             self.emit(Event("log", vid, name, plan.display, step.location, line))
 
-        from builder import workspace
+        # loaded on the first executed step: a fully cached build never imports execution
+        from builder.execute.step import StepRunner
+        from builder.execute.workspace import Workspace
+        from builder.layers import commit_layer
 
         self._used_workspace = True
-        lowers = [] if workspace.is_linked(step) else layers
-        with workspace.Workspace(self.state, self.store, lowers, platform=plan.platform,
-                                 context=self.context) as ws:
-            workspace.run_step(ws, step, results=results, secrets=self.options.secrets,
-                               log=log, cancel=self._cancel)
+        inputs = StepInputs({i: r.layers for i, r in results.items()}, self.options.secrets, log,
+                            self._cancel)
+        with Workspace(self.state, self.store, [] if step.linked else layers,
+                       platform=plan.platform, context=self.context) as ws:
+            step.execute(StepRunner(ws, inputs))
             in_image = not self._image_stages or plan.index in self._image_stages
             if not in_image and ws.can_adopt():
                 # nothing to tar: the upper dir itself becomes the layer, kept by the step key
@@ -363,89 +331,13 @@ class Solver:
                 ws.adopt_into_layer_cache(str(stand_in))
                 return CacheRecord(step.key, None, stand_in, step.created_by, now,
                                    dict(step.inputs), snapshot=True)
-            comp = self.options.compression if in_image else "none"
-            layer, diff_id = self._commit_diff(ws, graph.epoch, comp)
-            if diff_id is not None:
-                ws.adopt_into_layer_cache(str(diff_id))
+            made = commit_layer(self.store, lambda sink: ws.diff(sink, source_date_epoch=graph.epoch),
+                                self.options.compression if in_image else "none")
+            if made is None:
+                return CacheRecord(step.key, None, None, step.created_by, now, dict(step.inputs))
+            layer, diff_id = made
+            ws.adopt_into_layer_cache(str(diff_id))
         return CacheRecord(step.key, layer, diff_id, step.created_by, now, dict(step.inputs))
-
-    def _commit_diff(self, ws: Workspace, epoch: int | None,
-                     comp: str) -> tuple[Descriptor | None, Digest | None]:
-        with self.store.lease(), self.store.writer() as w:
-            enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
-            pipe = _Pipelined(enc)
-            try:
-                wrote = ws.diff(pipe, source_date_epoch=epoch)
-            finally:
-                pipe.close()
-            enc.close()
-            if not wrote:
-                return None, None
-            digest = w.commit()
-            desc = Descriptor(mt.layer_media_type(comp), digest, w.size)
-            return desc, enc.diff_id
-
-    # -- the image -------------------------------------------------------------------------------
-    def _for_image(self, lr: LayerRef, epoch: int | None) -> tuple[Descriptor, Digest]:
-        """(descriptor, diff_id) of the layer as the image carries it."""
-        if not lr.snapshot:
-            return self._in_compression(lr), lr.diff_id
-        comp = self.options.compression
-        known = self.cache.get_materialized(lr.diff_id, comp)
-        if known is not None:
-            return known
-        from builder.layers import write_diff
-        from builder.rootfs import LayerCache
-
-        src = LayerCache(self.state).path(str(lr.diff_id))
-        with self.store.lease(), self.store.writer() as w:
-            enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
-            pipe = _Pipelined(enc)
-            try:
-                write_diff(src, pipe, source_date_epoch=epoch)  # type: ignore[arg-type]
-            finally:
-                pipe.close()
-            enc.close()
-            digest = w.commit()
-        desc = Descriptor(mt.layer_media_type(comp), digest, w.size)
-        self.cache.put_variant(lr.diff_id, comp, desc, real_diff_id=enc.diff_id)
-        return desc, enc.diff_id
-
-    def _in_compression(self, lr: LayerRef) -> Descriptor:
-        """The layer as the image carries it: built layers in the requested compression (a
-        cached or uncompressed intermediate one is re-encoded once, and remembered)."""
-        comp = self.options.compression
-        if not lr.built or mt.layer_compression(lr.descriptor.media_type) == comp:
-            return lr.descriptor
-        known = self.cache.get_variant(lr.diff_id, comp)
-        if known is not None:
-            return known
-        desc, diff_id = _recompress(self.store, lr.descriptor, comp)
-        if diff_id != lr.diff_id:
-            raise BuildCancelled(f"layer {lr.diff_id} re-encoded to different content {diff_id}")
-        self.cache.put_variant(lr.diff_id, comp, desc)
-        return desc
-
-    def assemble(self, graph: Graph, result: StageResult, *, labels: dict[str, str] | None = None) -> Image:
-        """Write the final config and manifest for *result* to the store (untagged)."""
-        plan = result.plan
-        data = dict(plan.config)
-        cfg = dict(data.get("config") or {})
-        if labels:
-            cfg["Labels"] = {**(cfg.get("Labels") or {}), **labels}
-        data["config"] = cfg
-        history = dated(result.history, result.inherited, rfc3339(
-            graph.epoch if graph.epoch is not None else self.created))
-        data["created"] = (history[-1].get("created") if len(history) > result.inherited else None) \
-            or rfc3339(graph.epoch if graph.epoch is not None else self.created)
-        data["history"] = history
-        layers = [self._for_image(lr, graph.epoch) for lr in result.layers]
-        data["rootfs"] = {"type": "layers", "diff_ids": [str(i) for _, i in layers]}
-        config = ImageConfig.build(data)
-        cdesc = Descriptor(mt.OCI_CONFIG, config.digest, config.size)
-        manifest = Manifest.build(cdesc, [d for d, _ in layers])
-        desc = self.store.put_image(manifest, config)
-        return Image(desc, manifest, config)
 
 
 def _full_name(ref: str) -> str:
@@ -457,102 +349,3 @@ def _full_name(ref: str) -> str:
         return str(Reference.parse(ref, default_tag=False))
     except RegistryError:
         return ref
-
-
-def dated(history: tuple[dict[str, Any], ...], inherited: int, now: str) -> list[dict[str, Any]]:
-    """*history* with a time on every entry this build added, as BuildKit's exporter dates
-    them: an empty entry takes the time of the layer before it, those before the first new
-    layer take that layer's, and with no new layer at all every one is the build's time."""
-    out = [dict(h) for h in history]
-    new = out[inherited:]
-    first = next((h["created"] for h in new if h.get("created")), now)
-    last = first
-    for h in new:
-        if h.get("created"):
-            last = h["created"]
-        else:
-            h["created"] = last
-    # the OCI History field order, as BuildKit writes it: created, created_by, comment, empty_layer
-    order = ("created", "created_by", "comment", "empty_layer")
-    for i, h in enumerate(new, start=inherited):
-        out[i] = {k: h[k] for k in order if k in h} | {k: v for k, v in h.items() if k not in order}
-    return out
-
-
-class _Pipelined:
-    """A write sink that hands 1 MiB batches to a thread running *sink*: the tar of a diff is
-    made (files read, headers packed) while the previous batch is hashed and compressed
-    (hashlib and ISA-L release the GIL), so a big layer uses both cores."""
-
-    BATCH = 1 << 20
-
-    def __init__(self, sink: Any) -> None:
-        import queue
-
-        self.sink = sink
-        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self.buf = bytearray()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        self.closed = False
-
-    def _run(self) -> None:
-        while (chunk := self.q.get()) is not None:
-            if self.error is None:
-                try:
-                    self.sink.write(chunk)
-                except BaseException as e:  # noqa: BLE001 - re-raised in the writer's thread
-                    self.error = e
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self.error is not None:
-            raise self.error
-        self.buf += data
-        if len(self.buf) >= self.BATCH:
-            self.q.put(bytes(self.buf))
-            self.buf.clear()
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.buf:
-            self.q.put(bytes(self.buf))
-            self.buf.clear()
-        self.q.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
-def _recompress(store: Store, desc: Descriptor, comp: str) -> tuple[Descriptor, Digest]:
-    """*desc*'s layer re-encoded with *comp*; returns the new descriptor and its diff_id."""
-    from registry.compression import open_decompressed
-
-    with store.lease(), store.writer() as w, store.open_blob(desc.digest) as src:
-        enc = LayerEncoder(w, comp)  # type: ignore[arg-type]
-        pipe = _Pipelined(enc)
-        try:
-            reader = open_decompressed(src)
-            while chunk := reader.read(1 << 20):
-                pipe.write(chunk)
-        finally:
-            pipe.close()
-        enc.close()
-        digest = w.commit()
-        return Descriptor(mt.layer_media_type(comp), digest, w.size), enc.diff_id
-
-
-@contextlib.contextmanager
-def interruptible(solver: Solver) -> Iterator[None]:
-    """Ctrl-C cancels the steps not started yet; running sandboxes are torn down by their owner."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        solver._cancel.set()
-        raise

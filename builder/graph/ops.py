@@ -1,6 +1,8 @@
 """The ops a build graph is made of (source, exec, copy, mkdir, meta) and their cache keys.
 
-The solver sees only these: a key, a display name, what to execute, never Dockerfile syntax.
+The solver sees only these: a key, a display name, and ``execute(executor)``, never Dockerfile
+syntax. Execution itself lives in ``builder.execute`` (a ``StepExecutor``); this module stays
+free of anything Linux-specific.
 """
 
 from __future__ import annotations
@@ -8,16 +10,39 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from registry.model import Platform
 from registry.store import Image
 
 
-def key_of(*parts: Any) -> str:
+class CacheKey(str):
+    """A content-derived cache key: 64 lowercase hex digits (sha256), validated once.
+
+    A ``str`` so that it is its own canonical form inside the keys made from it."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> CacheKey:
+        if len(value) != 64 or value.strip("0123456789abcdef"):
+            raise ValueError(f"not a cache key: {value!r}")
+        return super().__new__(cls, value)
+
+
+def key_of(*parts: Any) -> CacheKey:
     """A cache key: sha256 over the canonical JSON of *parts* (sorted keys, no floats)."""
     raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return CacheKey(hashlib.sha256(raw.encode()).hexdigest())
+
+
+class StepExecutor(Protocol):
+    """What executes ops (``builder.execute.StepRunner``): one call per kind of filesystem op."""
+
+    def run(self, step: Step, spec: ExecSpec) -> None: ...
+
+    def copy(self, step: Step, spec: CopySpec) -> None: ...
+
+    def mkdir(self, step: Step, spec: MkdirSpec) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,9 @@ class ExecSpec:
     #: files put in place read-only for the process: (path, content, mode) — heredoc scripts
     files: tuple[tuple[str, str, int], ...] = ()
 
+    def execute(self, step: Step, executor: StepExecutor) -> None:
+        executor.run(step, self)
+
 
 @dataclass(frozen=True)
 class CopySource:
@@ -102,11 +130,17 @@ class CopySpec:
     add: bool = False  # ADD: extract local archives, fetch URLs
     cwd: str = "/"
 
+    def execute(self, step: Step, executor: StepExecutor) -> None:
+        executor.copy(step, self)
+
 
 @dataclass(frozen=True)
 class MkdirSpec:
     path: str
     user: str = ""
+
+    def execute(self, step: Step, executor: StepExecutor) -> None:
+        executor.mkdir(step, self)
 
 
 @dataclass(frozen=True)
@@ -140,6 +174,17 @@ class Step:
     @property
     def changes_fs(self) -> bool:
         return self.kind != "meta"
+
+    @property
+    def linked(self) -> bool:
+        """``COPY --link``: the step runs on an empty root, independent of the layers below."""
+        return isinstance(self.payload, CopySpec) and self.payload.link
+
+    def execute(self, executor: StepExecutor) -> None:
+        """Run the op through *executor*; a metadata step has nothing to run."""
+        if self.payload is None:
+            raise ValueError(f"{self.location}: {self.name} changes no filesystem")
+        self.payload.execute(self, executor)
 
 
 @dataclass(frozen=True)

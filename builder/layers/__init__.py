@@ -1,6 +1,7 @@
 """The OCI layer format in one place: applying layer tars with no path escape, and writing diffs.
 
-``apply_layer``/``apply_dir`` unpack (overlay format or merged); ``write_diff``/``write_dir_diff`` tar changes.
+``apply_layer``/``apply_dir`` unpack (overlay format or merged); ``write_diff``/``write_dir_diff`` tar changes;
+``commit_layer`` streams a tar into the store as one blob (compressed, diff_id in the same pass).
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ _WHERE = {
     "WHITEOUT_PREFIX": "builder.layers.common", "clean_name": "builder.layers.common",
     "write_diff": "builder.layers.diff", "write_dir_diff": "builder.layers.diff",
     "MergedView": "builder.layers.view",
+    "commit_layer": "builder.layers.commit", "recompress": "builder.layers.commit",
 }
 
 __all__ = [
     "OPAQUE_MARKER", "OVERLAY_OPAQUE_XATTR", "WHITEOUT_PREFIX", "MergedView", "apply_dir",
-    "apply_layer", "clean_name", "iter_tar_names", "write_diff", "write_dir_diff",
+    "apply_layer", "clean_name", "commit_layer", "iter_tar_names", "recompress", "write_diff",
+    "write_dir_diff",
 ]
 
 if TYPE_CHECKING:
     from builder.layers.apply import apply_dir, apply_layer, iter_tar_names
+    from builder.layers.commit import commit_layer, recompress
     from builder.layers.common import (
         OPAQUE_MARKER,
         OVERLAY_OPAQUE_XATTR,

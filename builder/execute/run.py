@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.errors import BuildError, SandboxError, StepFailed
+from builder.errors import BuildCancelled, BuildError, SandboxError, StepFailed
+from builder.execute.inputs import LayerRef, StepInputs
+from builder.execute.workspace import Workspace, layer_dirs
 from builder.graph.ops import ExecSpec, MountSpec, Step
 
 if TYPE_CHECKING:
     from builder.sandbox.spec import Mount
-    from builder.solver import StageResult
-    from builder.workspace import Workspace
 
 HOSTNAME = "buildkitsandbox"
 TAIL = 20
@@ -88,18 +88,15 @@ def _locked(path: Path, *, wait: bool) -> Iterator[bool]:
         os.close(fd)
 
 
-def _host_tree(ws: Workspace, m: MountSpec, results: dict[int, StageResult], n: int) -> Path:
+def _host_tree(ws: Workspace, m: MountSpec, inputs: StepInputs, n: int) -> Path:
     """A plain directory holding the root of the stage or image a bind/cache mount reads from."""
     from builder.rootfs import prepare_root
-    from builder.solver import LayerRef
-    from builder.workspace import layer_dirs
 
     if m.from_stage is not None:
-        lay = list(results[m.from_stage].layers)
+        lay = inputs.stage_layers[m.from_stage]
     else:
         assert m.from_image is not None
-        img = m.from_image
-        lay = [LayerRef(d, i) for d, i in zip(img.manifest.layers, img.config.diff_ids, strict=False)]
+        lay = LayerRef.of_image(m.from_image)
     dirs = layer_dirs(ws.state, ws.store, lay)
     if len(dirs) == 1:
         return dirs[0]  # bound read-only; a rw mount copies it first
@@ -114,8 +111,8 @@ def _confined(base: Path, rel: str, what: str) -> Path:
     return in_root(base, rel) if rel else base
 
 
-def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, StageResult],
-                 secrets: dict[str, bytes], stack: contextlib.ExitStack) -> tuple[list[Mount], list[str]]:
+def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInputs,
+                 stack: contextlib.ExitStack) -> tuple[list[Mount], list[str]]:
     """The sandbox mounts for *spec*'s ``--mount``s, and env entries of ``env=`` secrets."""
     from builder.sandbox.spec import Mount
 
@@ -135,7 +132,7 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int
                 opts.append(f"size={m.size}")
             mounts.append(Mount(m.target, "tmpfs", "tmpfs", tuple(opts)))
         elif m.type == "secret":
-            value = secrets.get(m.id)
+            value = inputs.secrets.get(m.id)
             if value is None:
                 if m.required:
                     raise BuildError(f"{step.location}: secret {m.id} not provided (--secret id={m.id},src=…)")
@@ -155,7 +152,7 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int
             mounts.append(Mount(m.target, "bind", str(f), ("rbind", "ro", "nosuid", "nodev", "noexec")))
         elif m.type == "cache":
             if m.from_stage is not None or m.from_image is not None:
-                src = _confined(_host_tree(ws, m, results, n), m.source, "cache source")
+                src = _confined(_host_tree(ws, m, inputs, n), m.source, "cache source")
                 d = ws.dir / f"cachecopy{n}"
                 shutil.copytree(src, d, symlinks=True)
             else:
@@ -174,7 +171,7 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int
                 assert tree is not None and tree.root is not None
                 src = _confined(tree.root, m.source, "bind source")
             else:
-                src = _confined(_host_tree(ws, m, results, n), m.source, "bind source")
+                src = _confined(_host_tree(ws, m, inputs, n), m.source, "bind source")
             if not src.exists():
                 raise BuildError(f"{step.location}: --mount source {m.source or '/'} not found")
             if not m.readonly:
@@ -209,8 +206,7 @@ def _etc_files(ws: Workspace, network: str) -> list[Mount]:
             for n in ("hosts", "resolv.conf")]
 
 
-def run_exec(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, StageResult],
-             secrets: dict[str, bytes], log: Callable[[str], None], cancel: threading.Event) -> None:
+def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> None:
     """Run a RUN step in the sandbox over *ws*; raise ``StepFailed`` on a non-zero exit."""
     from builder.sandbox import seccomp
     from builder.sandbox.executor import Executor
@@ -218,9 +214,10 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, St
 
     if spec.network not in ("default", "none", "host"):
         raise BuildError(f"{step.location}: unsupported network mode {spec.network}")
-    lines = _Lines(log)
+    lines = _Lines(inputs.log)
+    cancel = inputs.cancel
     with contextlib.ExitStack() as stack:
-        mounts, secret_env = build_mounts(ws, step, spec, results=results, secrets=secrets, stack=stack)
+        mounts, secret_env = build_mounts(ws, step, spec, inputs=inputs, stack=stack)
         # Docker's default seccomp profile, as BuildKit applies it. --security=insecure does not
         # lift it: BuildKit wants the security.insecure entitlement for that, which we do not grant
         process = Process(args=spec.args, env=tuple(spec.env) + tuple(secret_env),
@@ -258,9 +255,7 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, *, results: dict[int, St
             box.teardown()
         lines.flush()
     if cancel.is_set() and result.exit_status != 0:
-        from builder.solver import Cancelled
-
-        raise Cancelled(f"{step.location}: {step.name}: cancelled")
+        raise BuildCancelled(f"{step.location}: {step.name}: cancelled")
     if result.exit_status != 0:
         raise StepFailed(
             f"{step.location}: {step.name}: process did not complete successfully: "

@@ -1,4 +1,5 @@
-"""File steps of a build done from Python on a mounted root: COPY/ADD, WORKDIR's mkdir, users.
+"""File steps of a build done from Python on a mounted root: COPY/ADD (context, stages, images,
+URLs, heredocs, local archives), WORKDIR's mkdir, ``--chown`` users.
 
 Every path inside the image is resolved by ``in_root`` (symlinks followed inside the root,
 never on the host), so an image's ``/bin -> usr/bin`` or a hostile link cannot leak out.
@@ -7,17 +8,23 @@ never on the host), so an image's ``/bin -> usr/bin`` or a hostile link cannot l
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
 import tarfile
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.context import Entry
+from builder import paths
+from builder.context import Entry, Tree, has_glob
 from builder.errors import BuildError, ContextError
+from builder.execute.inputs import LayerRef, StepInputs
+from builder.execute.workspace import Workspace, layer_dirs
+from builder.graph.ops import CopySpec, MkdirSpec, Step
 from builder.paths import in_root
 
 
@@ -216,3 +223,160 @@ def extract_archive(root: Path, stream: BinaryIO, dest: str, *, where: str = "")
             if not m.issym():
                 os.chmod(target, m.mode & 0o7777)
                 os.utime(target, (m.mtime, m.mtime))
+
+
+# -- the steps ------------------------------------------------------------------------------------
+def mkdir_step(ws: Workspace, step: Step, spec: MkdirSpec) -> None:
+    """WORKDIR: the directory and its missing parents."""
+
+    def mkdir(root: Path, _sources: list[Path]) -> None:
+        # as BuildKit: directories WORKDIR creates belong to the current USER
+        uid, gid = (resolve_user(root, spec.user, where=f"{step.location}: ")
+                    if spec.user else (0, 0))
+        mkdir_p(root, spec.path, uid=uid, gid=gid)
+
+    ws.with_root(mkdir)
+
+
+def _is_archive(path: str) -> bool:
+    from registry.compression import detect
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    comp = detect(head)
+    if comp != "none":
+        return True
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def _download(url: str, checksum: str | None, into: Path, where: str) -> Path:
+    import requests
+
+    target = into / f"dl-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    h = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=30) as resp:
+            if resp.status_code != 200:
+                raise ContextError(f"{where}: ADD {url}: HTTP {resp.status_code}")
+            with open(target, "wb") as f:
+                for chunk in resp.iter_content(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+    except requests.RequestException as e:
+        raise ContextError(f"{where}: ADD {url}: download failed: {type(e).__name__}: {e}") from None
+    if checksum:
+        want = checksum.removeprefix("sha256:")
+        if want != h.hexdigest():
+            raise ContextError(f"{where}: ADD {url}: checksum mismatch: got sha256:{h.hexdigest()}, "
+                               f"expected {checksum}")
+    return target
+
+
+def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> None:
+    """COPY/ADD: sources from the context, earlier stages, images, URLs or heredocs onto the root."""
+    where = step.location
+    keyword = "ADD" if spec.add else "COPY"
+    # Source layer stacks for --from, mounted read-only next to the root.
+    stacks: list[list[Path]] = []
+    stack_of: dict[int, int] = {}
+    for i, s in enumerate(spec.sources):
+        if s.origin == "stage":
+            assert s.stage is not None
+            lay: tuple[LayerRef, ...] = inputs.stage_layers[s.stage]
+        elif s.origin == "image":
+            assert s.image is not None
+            lay = LayerRef.of_image(s.image)
+        else:
+            continue
+        stack_of[i] = len(stacks)
+        stacks.append(layer_dirs(ws.state, ws.store, lay))
+    downloads: dict[int, Path] = {}
+    for i, s in enumerate(spec.sources):
+        if s.origin == "url":
+            downloads[i] = _download(s.path, s.checksum, ws.dir, where)
+
+    def work(root: Path, src_roots: list[Path]) -> None:
+        own = Ownership()
+        if spec.chown:
+            uid, gid = resolve_user(root, spec.chown, where=f"{where}: ")
+            own = Ownership(uid, gid, spec.chmod)
+        elif spec.chmod is not None:
+            own = Ownership(None, None, spec.chmod)
+        dest = spec.dest
+        dest_host = paths.in_root(root, dest)
+        dest_is_dir = dest.endswith("/") or dest_host.is_dir()
+        multi = len(spec.sources) > 1
+        for i, s in enumerate(spec.sources):
+            if s.origin == "heredoc":
+                target = dest.rstrip("/") + "/" + s.path if dest_is_dir else dest
+                _write_file(root, target, (s.content or "").encode(), own, 0o644)
+                continue
+            if s.origin == "url":
+                name = os.path.basename(urllib.parse.urlparse(s.path).path) or "index.html"
+                target = dest.rstrip("/") + "/" + name if dest_is_dir else dest
+                data_path = downloads[i]
+                st = os.stat(data_path)
+                e = Entry(str(data_path), "", st)
+                copy_tree(root, [e], target,
+                                  Ownership(own.uid, own.gid, own.chmod if own.chmod is not None else 0o600),
+                                  keep_owner=False)
+                continue
+            if s.origin == "context":
+                tree = ws.context
+                if tree is None or tree.root is None:
+                    raise ContextError(f"{where}: {keyword} {s.path}: no build context")
+                keep_owner = False
+            else:
+                tree = Tree(src_roots[stack_of[i]], name="--from source")
+                keep_owner = True
+            matches = tree.match(s.path)
+            if not matches:
+                raise ContextError(f"{where}: {keyword} {s.path}: not found"
+                                   + (" in build context" if s.origin == "context" else " in the source image"))
+            many = multi or len(matches) > 1 or has_glob(s.path)
+            troot = tree.root
+            assert troot is not None
+            for m in matches:
+                st = os.stat(troot) if m == "" else os.lstat(troot / tree._resolve(m))
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if spec.parents:
+                    base = dest.rstrip("/") + "/" + m
+                    copy_tree(root, tree.walk(m, excludes=list(spec.excludes)), base, own,
+                                      keep_owner=keep_owner)
+                    continue
+                if is_dir:
+                    entries = list(tree.walk(m, excludes=list(spec.excludes)))
+                    # the directory itself: its contents go into dest (which is created)
+                    mkdir_p(root, dest, uid=own.uid or 0, gid=own.gid or 0)
+                    copy_tree(root, entries, dest, own, keep_owner=keep_owner)
+                    continue
+                if spec.add and s.origin == "context" and _is_archive(str(tree.root / tree._resolve(m))):  # type: ignore[operator]
+                    from registry.compression import open_decompressed
+
+                    with open(troot / tree._resolve(m), "rb") as f:
+                        extract_archive(root, open_decompressed(f), dest.rstrip("/") or "/",
+                                                where=f"{where}: ")
+                    continue
+                name = os.path.basename(m)
+                target = dest.rstrip("/") + "/" + name if (dest_is_dir or many) else dest
+                entries = list(tree.walk(m))
+                copy_tree(root, entries, target, own, keep_owner=keep_owner)
+
+    ws.with_root(work, sources=stacks)
+
+
+def _write_file(root: Path, path: str, data: bytes, own: Ownership, mode: int) -> None:
+    parent = os.path.dirname(path.rstrip("/")) or "/"
+    mkdir_p(root, parent)
+    target = paths.in_root(root, path, follow_last=False)
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    with open(target, "wb") as f:
+        f.write(data)
+    os.chmod(target, own.chmod if own.chmod is not None else mode)
+    os.chown(target, own.uid or 0, own.gid or 0)
