@@ -54,6 +54,29 @@ def config_key(domain: str) -> str:
     return DOCKER_HUB_KEY if domain in (DOCKER_HUB, DOCKER_HUB_API, "index.docker.io") else domain
 
 
+def server_domain(server: str | None) -> str:
+    """The registry domain a ``login``/``logout`` SERVER names (``docker.io`` when none; a URL,
+    ``index.docker.io`` and ``registry-1.docker.io`` reduced as Docker does). ``InvalidReference``
+    if it names no registry."""
+    from registry.errors import InvalidReference
+    from registry.reference import Reference
+
+    if not server:
+        return DOCKER_HUB
+    host = server.split("://", 1)[-1].split("/", 1)[0]
+    if host in ("index.docker.io", "registry-1.docker.io"):
+        return DOCKER_HUB
+    try:
+        return Reference.parse(f"{host}/x").domain
+    except RegistryError:
+        raise InvalidReference(f"invalid registry address {server!r}") from None
+
+
+def login_host(domain: str) -> str:
+    """The host a login for *domain* is checked against (Docker Hub's is its API host)."""
+    return DOCKER_HUB_API if domain == DOCKER_HUB else domain
+
+
 def _host_of(key: str) -> str:
     """``https://host:5000/v1/`` → ``host:5000``: how Docker matches legacy ``auths`` keys."""
     key = re.sub(r"^[a-z]+://", "", key)

@@ -161,17 +161,13 @@ def _client_options(max_concurrent: int) -> dict[str, Any]:
 
 # -- login / logout ----------------------------------------------------------------------------
 def _server_domain(server: str | None) -> str:
-    from registry.reference import DOCKER_HUB, Reference
+    from registry.auth import server_domain
+    from registry.errors import InvalidReference
 
-    if not server:
-        return DOCKER_HUB
-    host = server.split("://", 1)[-1].split("/", 1)[0]
-    if host in ("index.docker.io", "registry-1.docker.io"):
-        return DOCKER_HUB
     try:
-        return Reference.parse(f"{host}/x").domain
-    except Exception:
-        raise click.BadParameter(f"invalid registry address {server!r}", param_hint="SERVER") from None
+        return server_domain(server)
+    except InvalidReference as e:
+        raise click.BadParameter(str(e), param_hint="SERVER") from None
 
 
 @click.command("login")
@@ -188,9 +184,8 @@ def login(obj: Globals, username: str | None, password: str | None, password_std
     For Amazon ECR: aws ecr get-login-password | pybuild login -u AWS --password-stdin
     <account>.dkr.ecr.<region>.amazonaws.com
     """
-    from registry.auth import Credentials, DockerConfig
+    from registry.auth import Credentials, DockerConfig, login_host
     from registry.client import RegistryClient
-    from registry.reference import DOCKER_HUB, DOCKER_HUB_API
 
     domain = _server_domain(server)
     if password is not None and not password_stdin:
@@ -208,8 +203,7 @@ def login(obj: Globals, username: str | None, password: str | None, password_std
     if not password:
         raise click.UsageError("password is empty")
     creds = Credentials(username, password)
-    host = DOCKER_HUB_API if domain == DOCKER_HUB else domain
-    with RegistryClient(host, credentials=creds, tls_verify=tls_verify) as client:
+    with RegistryClient(login_host(domain), credentials=creds, tls_verify=tls_verify) as client:
         identity = client.verify_login()
     config = DockerConfig.load()
     where = config.store(domain, Credentials(username, identity_token=identity) if identity else creds)

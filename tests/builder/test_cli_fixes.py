@@ -293,6 +293,19 @@ def test_a_wrong_password_says_so(pybuild: Any, basic_registry: Registry,
         assert "pybuild login" not in r.stderr
 
 
+def test_login_server_addresses_are_normalised_by_the_library() -> None:
+    from registry.auth import login_host, server_domain
+    from registry.errors import InvalidReference
+
+    assert server_domain(None) == "docker.io"
+    assert server_domain("https://index.docker.io/v1/") == "docker.io"
+    assert server_domain("registry-1.docker.io") == "docker.io"
+    assert server_domain("http://127.0.0.1:5000/v2/") == "127.0.0.1:5000"
+    assert login_host("docker.io") == "registry-1.docker.io" and login_host("r.example:5000") == "r.example:5000"
+    with pytest.raises(InvalidReference, match="invalid registry address 'Bad Host!'"):
+        server_domain("Bad Host!")
+
+
 # -- Ctrl-C ------------------------------------------------------------------------------------------
 class Interrupted:
     """``pybuild ARGS`` in its own process group, its output read as it comes; ``ctrl_c()``
