@@ -42,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "port": "builder.cli.containers:port",
     "top": "builder.cli.containers:top",
     "rename": "builder.cli.containers:rename",
+    "pause": "builder.cli.containers:pause",
+    "unpause": "builder.cli.containers:unpause",
     "container": "builder.cli.containers:container",
     "run": "builder.cli.container_run:run",
     "create": "builder.cli.container_run:create",

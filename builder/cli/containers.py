@@ -317,6 +317,26 @@ def port(obj: Any, container: str, private_port: str | None) -> None:
         click.echo(f"{p['ContainerPort']}/{p['Protocol']} -> {p['HostIp'] or '0.0.0.0'}:{p['HostPort']}")
 
 
+@click.command("pause")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def pause(obj: Any, containers: tuple[str, ...]) -> None:
+    """Pause all processes within one or more containers."""
+    from builder.containers import lifecycle
+
+    _each(containers, lambda r: lifecycle.pause(_root(obj), r))
+
+
+@click.command("unpause")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def unpause(obj: Any, containers: tuple[str, ...]) -> None:
+    """Unpause all processes within one or more containers."""
+    from builder.containers import lifecycle
+
+    _each(containers, lambda r: lifecycle.unpause(_root(obj), r))
+
+
 @click.command("top")
 @click.argument("container")
 @click.pass_obj
@@ -365,7 +385,8 @@ _CONTAINER_COMMANDS = {
     for name, attr in (("ls", "ps"), ("ps", "ps"), ("list", "ps"), ("logs", "logs"), ("stop", "stop"),
                        ("kill", "kill"), ("start", "start"), ("restart", "restart"), ("rm", "rm"),
                        ("remove", "rm"), ("prune", "prune"), ("rename", "rename"), ("wait", "wait"),
-                       ("port", "port"), ("top", "top"), ("inspect", "container_inspect"))
+                       ("port", "port"), ("top", "top"), ("inspect", "container_inspect"),
+                       ("pause", "pause"), ("unpause", "unpause"))
 } | {name: f"builder.cli.container_run:{attr}"
      for name, attr in (("run", "run"), ("create", "create"), ("exec", "exec_"), ("cp", "cp"))}
 

@@ -26,6 +26,8 @@ def prepare(root: StateRoot, ref: str, argv: Sequence[str], *, env: Sequence[str
     c = lifecycle.get(root, ref)
     if c.state.status != "running":
         raise NotRunning(f"container {c.id} is not running")
+    if c.state.paused:
+        raise ContainerError(f"Container {c.id} is paused, unpause the container before exec")
     extra: list[str] = []
     for f in env_files:
         extra += read_env_file(f, environ=environ)

@@ -33,6 +33,8 @@ def _ago(ts: str) -> float:
 def status_text(c: Container) -> str:
     """The ``Status`` column: ``Up 3 minutes (healthy)``, ``Exited (0) 2 seconds ago``…"""
     st = c.state
+    if st.status == "running" and st.paused:
+        return f"Up {human_duration(_ago(st.started_at))} (Paused)"
     if st.status == "running":
         health = ""
         if st.health:

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from builder.containers import runtime
@@ -80,6 +81,7 @@ def refresh(cs: ContainerStore, c: Container) -> Container:
             supervisor_pid=0,
             supervisor_start=0,
             sandbox={},
+            paused=False,
         )
         cs.save_state(c.id, st)
     c = c.with_state(st)
@@ -207,6 +209,8 @@ def _match_one(key: str, value: str, c: Container) -> bool:
         except re.error:
             return value in c.name
     if key == "status":
+        if value == "paused" or (value == "running" and c.state.paused):
+            return c.state.paused and c.state.status == "running"
         return c.state.status == value
     if key == "id":
         return c.id.startswith(value)
@@ -273,6 +277,9 @@ def kill(root: StateRoot, ref: str, sig: str | int = "KILL") -> Container:
     except ProcessLookupError:
         pass
     emit(root, c, "kill", signal=str(int(num)))
+    if c.state.paused and num in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
+                                  signal.SIGHUP):
+        _thaw_for_stop(cs, c)
     return c
 
 
@@ -292,6 +299,8 @@ def stop(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | No
         with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, num)
         emit(root, c, "kill", signal=str(int(num)))
+        if st.paused:
+            _thaw_for_stop(cs, c)  # a frozen process handles no signal: thaw it, as Docker does
         # Docker: a negative timeout waits for as long as it takes
         if not _wait_gone(st.pid, st.pid_start, timeout if timeout >= 0 else float("inf")):
             with contextlib.suppress(ProcessLookupError):
@@ -439,6 +448,66 @@ def rename(root: StateRoot, ref: str, new_name: str) -> Container:
     c = cs.rename(ref, new_name)
     emit(root, c, "rename", oldName="/" + old)
     return c
+
+
+# -- pause / unpause ----------------------------------------------------------------------------
+def _freeze_file(c: Container) -> Path:
+    """The ``cgroup.freeze`` of the container's cgroup v2 directory (its whole process tree)."""
+    from builder.sandbox import cgroups
+
+    layout = cgroups.detect()
+    if layout.v2:
+        for d in cgroups.cgroup_paths_of(c.state.pid, layout):
+            if d.startswith(layout.v2.rstrip("/") + "/") and os.path.exists(os.path.join(d, "cgroup.freeze")):
+                return Path(d) / "cgroup.freeze"
+    raise ContainerError(f"cannot pause container {c.id}: it has no cgroup v2 freezer (cgroup.freeze)")
+
+
+def _set_frozen(c: Container, frozen: bool, *, timeout: float = 5.0) -> None:
+    f = _freeze_file(c)
+    f.write_text("1" if frozen else "0")
+    want = f"frozen {int(frozen)}"
+    deadline = time.monotonic() + timeout
+    while want not in (f.parent / "cgroup.events").read_text().splitlines():
+        if time.monotonic() > deadline:
+            raise ContainerError(f"container {c.id} did not {'freeze' if frozen else 'thaw'} in {timeout:g}s")
+        time.sleep(0.005)
+
+
+def pause(root: StateRoot, ref: str) -> Container:
+    """``docker pause``: freeze every process of the container (cgroup v2 ``cgroup.freeze``)."""
+    cs = store(root)
+    c = refresh(cs, cs.find(ref))
+    if c.state.status != "running" or not init_alive(c.state):
+        raise ContainerError(f"Container {c.id} is not running")
+    if c.state.paused:
+        raise ContainerError(f"Container {c.id} is already paused")
+    with cs.lock(c.id):
+        _set_frozen(c, True)
+        st = replace(cs.load_state(c.id), paused=True)
+        cs.save_state(c.id, st)
+    emit(root, c, "pause")
+    return c.with_state(st)
+
+
+def unpause(root: StateRoot, ref: str) -> Container:
+    cs = store(root)
+    c = refresh(cs, cs.find(ref))
+    if c.state.status != "running" or not c.state.paused:
+        raise ContainerError(f"Container {c.id} is not paused")
+    with cs.lock(c.id):
+        _set_frozen(c, False)
+        st = replace(cs.load_state(c.id), paused=False)
+        cs.save_state(c.id, st)
+    emit(root, c, "unpause")
+    return c.with_state(st)
+
+
+def _thaw_for_stop(cs: ContainerStore, c: Container) -> None:
+    with contextlib.suppress(ContainerError, OSError):
+        _set_frozen(c, False)
+    with contextlib.suppress(ContainerError):
+        cs.update_state(c.id, lambda s: replace(s, paused=False))
 
 
 # -- sizes ------------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ class State:
     restart_count: int = 0
     #: set by stop/kill from the CLI: the restart policy must not bring it back
     stopped_by_user: bool = False
+    #: ``pause``: its processes are frozen (cgroup v2 ``cgroup.freeze``); status stays running
+    paused: bool = False
     health: Health | None = None
     #: what the sandbox persisted so teardown can be redone after a crash
     sandbox: Mapping[str, Any] = field(default_factory=dict)
@@ -118,9 +120,9 @@ class State:
     def docker(self) -> dict[str, Any]:
         """Docker's ``inspect`` ``State`` object."""
         out: dict[str, Any] = {
-            "Status": self.status,
+            "Status": "paused" if self.paused and self.status == "running" else self.status,
             "Running": self.status in ("running", "restarting"),
-            "Paused": False,
+            "Paused": self.paused and self.status == "running",
             "Restarting": self.status == "restarting",
             "OOMKilled": self.oom_killed,
             "Dead": self.status == "dead",

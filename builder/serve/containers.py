@@ -455,14 +455,23 @@ async def rename(request: web.Request) -> web.Response:
 
 @routes.post("/containers/{id}/pause")
 async def pause(request: web.Request) -> web.Response:
-    await find(request)
-    raise ApiError(501, "pause is not implemented by pybuild: containers run without a freezer cgroup")
+    from builder.containers import lifecycle
+
+    c = await find(request)
+    await in_thread(lifecycle.pause, state_of(request), c.id)
+    return web.Response(status=204)
 
 
 @routes.post("/containers/{id}/unpause")
 async def unpause(request: web.Request) -> web.Response:
-    await find(request)
-    raise ApiError(501, "unpause is not implemented by pybuild: containers run without a freezer cgroup")
+    from builder.containers import lifecycle
+
+    c = await find(request)
+    try:
+        await in_thread(lifecycle.unpause, state_of(request), c.id)
+    except ContainerError as e:
+        raise ApiError(409 if "is not paused" in str(e) else 500, str(e)) from None
+    return web.Response(status=204)
 
 
 # -- logs / top --------------------------------------------------------------------------------

@@ -93,6 +93,8 @@ async def create(request: web.Request) -> web.Response:
     c = await find(request)
     if c.state.status != "running":
         raise ApiError(409, f"Container {c.id} is not running")
+    if c.state.paused:
+        raise ApiError(409, f"Container {c.id} is paused, unpause the container before exec")
     cmd = body.get("Cmd")
     if isinstance(cmd, str):
         cmd = [cmd]

@@ -261,3 +261,71 @@ def test_docker_run_host_options(serve: Daemon) -> None:
     r = serve.docker("run", "--rm", "--device", "/dev/no-such-device", "busybox", "true", check=False)
     assert r.returncode == 125 and "/dev/no-such-device" in r.stderr
     assert serve.pyb("ps", "-aq").stdout.strip() == ""
+
+
+def test_docker_cli_lifecycle_verbs(serve: Daemon) -> None:
+    """create/start -a/restart/kill/wait/rename/top/container prune through the socket, each
+    checked against pybuild's view of the same root."""
+    cid = serve.docker("create", "--name", "job", "-e", "WHO=api", "-l", "team=a", "busybox",
+                       "sh", "-c", "echo hi-$WHO; exit 4").stdout.strip()
+    assert serve.pyb("ps", "-aq", "--no-trunc").stdout.split() == [cid]
+    assert json.loads(serve.pyb("inspect", "job").stdout)[0]["State"]["Status"] == "created"
+    r = serve.docker("start", "-a", "job", check=False)
+    assert (r.returncode, r.stdout) == (4, "hi-api\n")
+    assert serve.docker("wait", "job").stdout.strip() == "4"
+    serve.docker("rename", "job", "job2")
+    assert serve.pyb("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["job2"]
+    r = serve.docker("rename", "job2", "job2", check=False)
+    assert r.returncode != 0
+    serve.docker("run", "-d", "--name", "svc", "busybox", "sleep", "300")
+    before = json.loads(serve.pyb("inspect", "svc").stdout)[0]["State"]["StartedAt"]
+    serve.docker("restart", "-t", "1", "svc")
+    after = json.loads(serve.pyb("inspect", "svc").stdout)[0]["State"]
+    assert after["Running"] and after["StartedAt"] != before
+    assert "sleep 300" in serve.docker("top", "svc").stdout
+    serve.docker("kill", "-s", "KILL", "svc")
+    assert serve.docker("wait", "svc").stdout.strip() == "137"
+    r = serve.docker("kill", "svc", check=False)
+    assert r.returncode != 0 and "is not running" in r.stderr
+    assert serve.docker("ps", "-a", "-q", "--filter", "exited=137").stdout.split() == \
+        serve.pyb("ps", "-a", "-q", "--filter", "exited=137").stdout.split() == [
+            serve.pyb("ps", "-aq", "--filter", "name=svc").stdout.strip()]
+    out = serve.docker("container", "prune", "-f").stdout
+    assert "Deleted Containers" in out
+    assert serve.pyb("ps", "-aq").stdout.strip() == ""
+
+
+def test_pause_unpause_freezes_the_container(serve: Daemon) -> None:
+    serve.docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
+                 "while true; do date +%s%N >> /tmp/t; sleep 0.05; done")
+    try:
+        serve.docker("pause", "ticker")
+        st = json.loads(serve.docker("inspect", "ticker").stdout)[0]["State"]
+        assert st["Status"] == "paused" and st["Paused"] is True and st["Running"] is True
+        assert "(Paused)" in serve.pyb("ps").stdout
+        assert serve.docker("ps", "-q", "--filter", "status=paused").stdout.split() == \
+            serve.pyb("ps", "-q", "--filter", "status=paused").stdout.split()
+        r = serve.docker("exec", "ticker", "true", check=False)
+        assert r.returncode != 0 and "is paused" in r.stderr
+        # frozen: nothing is appended meanwhile (read through the container's upper dir)
+        cid = serve.pyb("ps", "-q", "--no-trunc").stdout.strip()
+        upper = serve.pyb.root / "containers" / cid / "upper" / "tmp" / "t"
+        n = len(upper.read_text().splitlines())
+        time.sleep(0.5)
+        assert len(upper.read_text().splitlines()) == n
+        r = serve.docker("pause", "ticker", check=False)
+        assert r.returncode != 0 and "already paused" in r.stderr
+        serve.pyb("unpause", "ticker")
+        deadline = time.monotonic() + 5
+        while len(upper.read_text().splitlines()) == n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(upper.read_text().splitlines()) > n
+        r = serve.docker("unpause", "ticker", check=False)
+        assert r.returncode != 0 and "is not paused" in r.stderr
+        # a paused container still stops (thawed to take the signal)
+        serve.docker("pause", "ticker")
+        serve.docker("stop", "-t", "1", "ticker")
+        st = json.loads(serve.pyb("inspect", "ticker").stdout)[0]["State"]
+        assert st["Status"] == "exited" and st["Paused"] is False
+    finally:
+        serve.docker("rm", "-f", "ticker")
