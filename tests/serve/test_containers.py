@@ -11,9 +11,13 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conftest import DOCKER, Daemon, uhttp
+if TYPE_CHECKING:
+    from conftest import Daemon
+
+#: Debian's docker CLI (20.10), as the serve fixture's ``docker()`` runs it
+DOCKER = "/usr/bin/docker"
 
 REPO = Path(__file__).resolve().parents[2]
 HTTPD = REPO / "testdata" / "contexts" / "httpd"
@@ -210,7 +214,7 @@ def test_concurrent_container_lists(serve: Daemon) -> None:
     serve.docker("create", "--name", "c1", "busybox", "true")
 
     def one(_: int) -> tuple[int, Any]:
-        code, _h, body = uhttp(serve.sock, "GET", "/containers/json?all=1")
+        code, _h, body = serve.api("GET", "/containers/json?all=1")
         return code, json.loads(body)
 
     with concurrent.futures.ThreadPoolExecutor(50) as pool:

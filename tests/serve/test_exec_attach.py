@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import socket
 import time
+from typing import TYPE_CHECKING
 
-from conftest import Daemon
+if TYPE_CHECKING:
+    from conftest import Daemon
 
 
 def _read_until(sock: socket.socket, needle: bytes, timeout: float = 15) -> bytes:

@@ -4,8 +4,10 @@ docker-py, and compared with ``pybuild network``/``pybuild volume`` on the same 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from conftest import Daemon
+if TYPE_CHECKING:
+    from conftest import Daemon
 
 
 def _table_ids(text: str) -> set[str]:
