@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from builder.containers import attach as lib
-from builder.serve.containers import find, qbool, qint, state_of
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.hijack import MULTIPLEXED_STREAM, RAW_STREAM, Hijacked, hijack
+from builder.serve.request import find, qbool, qint, state_of
 from builder.serve.streams import STDERR, STDOUT, frame, in_thread
 
 if TYPE_CHECKING:

@@ -18,6 +18,15 @@ from aiohttp import web
 from builder import events
 from builder.errors import ContainerError
 from builder.serve.errors import ApiError, bad_request
+from builder.serve.request import (
+    filter_specs,
+    find,
+    json_body,
+    parse_filters,
+    qbool,
+    qint,
+    state_of,
+)
 from builder.serve.streams import STDERR, STDOUT, frame, in_thread
 
 if TYPE_CHECKING:
@@ -28,79 +37,6 @@ routes = web.RouteTableDef()
 
 #: how often a followed log or a wait looks at the container again
 POLL = 0.05
-
-
-# -- request helpers ---------------------------------------------------------------------------
-def state_of(request: web.Request) -> StateRoot:
-    return request.app["state"]  # type: ignore[no-any-return]
-
-
-def qbool(request: web.Request, name: str, default: bool = False) -> bool:
-    """Docker's boolean query values: ``1``/``true``/``True`` on, ``0``/``false``/empty off."""
-    v = request.query.get(name)
-    if v is None:
-        return default
-    return v.strip().lower() not in ("", "0", "false", "no")
-
-
-def qint(request: web.Request, name: str) -> int | None:
-    v = request.query.get(name)
-    if v is None or v == "":
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        raise bad_request(f"invalid value for {name}: {v!r}: not an integer") from None
-
-
-def parse_filters(text: str | None) -> dict[str, list[str]]:
-    """``{"k": ["v"]}`` or the older ``{"k": {"v": true}}`` form, as ``k -> [v…]``."""
-    if not text:
-        return {}
-    try:
-        raw = json.loads(text)
-    except ValueError as e:
-        raise bad_request(f"invalid filters: {e}") from None
-    if not isinstance(raw, dict):
-        raise bad_request("invalid filters: a JSON object is expected")
-    out: dict[str, list[str]] = {}
-    for k, v in raw.items():
-        if isinstance(v, dict):
-            out[str(k)] = [str(x) for x, on in v.items() if on]
-        elif isinstance(v, list):
-            out[str(k)] = [str(x) for x in v]
-        else:
-            out[str(k)] = [str(v)]
-    return out
-
-
-def filter_specs(filters: Mapping[str, list[str]]) -> list[str]:
-    return [f"{k}={v}" for k, vs in filters.items() for v in vs]
-
-
-async def json_body(request: web.Request, *, required: bool = False) -> dict[str, Any]:
-    """The request's JSON object; malformed JSON is a 400 naming the problem."""
-    raw = await request.read()
-    if not raw.strip():
-        if required:
-            raise bad_request("request body is empty: a JSON object is expected")
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise bad_request(f"invalid JSON in the request body: {e}") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise bad_request("invalid request body: a JSON object is expected")
-    return body
-
-
-async def find(request: web.Request) -> Container:
-    """The container named by ``{id}`` (404 ``No such container: x`` otherwise)."""
-    from builder.containers import lifecycle
-
-    return await in_thread(lifecycle.get, state_of(request), request.match_info["id"])
 
 
 # -- list / inspect ----------------------------------------------------------------------------

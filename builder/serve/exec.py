@@ -23,9 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from builder import events
-from builder.serve.containers import find, json_body, qint, state_of
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack
+from builder.serve.request import find, json_body, qint, state_of
 from builder.serve.streams import STDERR, STDOUT, frame
 
 routes = web.RouteTableDef()

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from builder import events
 from builder.errors import NetworkError
-from builder.serve.containers import json_body, parse_filters, state_of
 from builder.serve.errors import ApiError, bad_request
+from builder.serve.request import json_body, parse_filters, state_of
 from builder.serve.streams import in_thread
 
 routes = web.RouteTableDef()

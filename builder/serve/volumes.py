@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from builder import events
-from builder.serve.containers import json_body, parse_filters, qbool, state_of
 from builder.serve.errors import bad_request
+from builder.serve.request import json_body, parse_filters, qbool, state_of
 from builder.serve.streams import in_thread
 
 routes = web.RouteTableDef()
