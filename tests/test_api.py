@@ -156,6 +156,16 @@ def test_the_cycle_finder_finds_a_hidden_cycle() -> None:
     assert cycles({"a": {"b": 1}, "b": {}}) == []
 
 
+def test_no_import_cycles() -> None:
+    edges = graph()
+    problems = []
+    for comp in cycles(edges):
+        links = [f"{a} -> {b} ({MODULES[a].relative_to(REPO)}:{edges[a][b]})"
+                 for a in comp for b in sorted(edges[a]) if b in comp]
+        problems.append("cycle: " + "; ".join(links))
+    assert not problems, "\n".join(problems)
+
+
 def test_no_module_imports_another_modules_private_names() -> None:
     bad = set()
     for m, path in MODULES.items():
