@@ -6,9 +6,11 @@ The contract with ``sandbox`` and ``containers``
 * Records: ``<root>/networks/<id>.json`` (Docker's ``network inspect`` shape), written
   atomically (temp + rename) under ``StateRoot.lock("networks")``. ``bridge``, ``host`` and
   ``none`` are created on first use. A user-defined bridge network's Linux bridge and rules
-  exist from ``create_network`` to ``remove_network``; the default ``bridge`` network's exist
-  only while a container is attached (made on attach, gone with the last ``release``).
-  ``reset(state)`` removes everything a state root made (tests call it at teardown). Endpoints live in the record's ``Containers`` map, keyed
+  exist from ``create_network`` to ``remove_network``; the default ``bridge`` network's are made
+  on the first attach and stay up, as ``docker0`` does (``remove_network`` refuses the
+  predefined networks, as Docker). ``reset(state)`` removes everything a state root made,
+  the default bridge and every record included (``system reset``; tests at teardown).
+  Endpoints live in the record's ``Containers`` map, keyed
   by container id; each carries its netns path, interface, address, ports and proxy pid.
 * ``attach(state, cid, net, name=, aliases=, ip=, hostname=, ports=) -> Endpoint`` makes the
   container's network namespace ``<root>/run/netns/<cid>`` (a bind-mounted nsfs file, like
