@@ -4,7 +4,8 @@ interpreter floor, ``import builder, registry`` (the Python API), ``umoci ls`` a
 ``dockerd`` is installed, ``docker images`` / a cached ``docker build`` on a private daemon.
 
 ``--baseline DIR`` runs the same pybuild commands with ``PYTHONPATH=DIR`` (another checkout,
-e.g. ``git archive main | tar -x -C DIR``) interleaved with ours, so both see the same load.
+e.g. ``git archive main | tar -x -C DIR``) interleaved with ours, so both see the same load;
+run the script with ``PYTHONPATH=OTHER`` to measure another checkout as ours.
 
     .venv/bin/python bench/bench_startup.py [--images 50] [--runs 15] [--baseline DIR]
 """
@@ -88,7 +89,7 @@ def main() -> None:
         ctx = make_context(base, "ten", TEN)
         run([PYBUILD, "--root", str(root), "build", "-q", "-t", "ten:latest", str(ctx)])
 
-        ours = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        ours = dict(os.environ)  # a PYTHONPATH given to this script applies to ours
         envs: dict[str, dict[str, str]] = {"": ours}
         if args.baseline:
             envs[" (baseline)"] = {**ours, "PYTHONPATH": str(args.baseline.resolve())}
