@@ -387,11 +387,22 @@ def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bo
     attach = Attach(stdin=0 if interactive else None, stdout=1, stderr=2)
     sup = Supervisor(root, cid, attach=attach)
 
+    pending: list[int] = []  # signals that came before the container ran: delivered at start
+
     def forward(signum: int, frame: Any) -> None:
         st = sup.cs.load_state(cid)
         if st.pid and st.status == "running":
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, signum)
+        else:
+            pending.append(signum)
+
+    def started(s: Started) -> None:
+        on_started(s)
+        st = sup.cs.load_state(cid)
+        while s.ok and pending and st.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, pending.pop(0))
 
     old = {s: signal.signal(s, forward) for s in PROXY_SIGNALS}
     saved_tty = None
@@ -402,7 +413,7 @@ def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bo
         saved_tty = termios.tcgetattr(0)
         tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop typed-ahead input
     try:
-        return sup.run(on_started)
+        return sup.run(started)
     finally:
         if saved_tty is not None:
             import termios
