@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from registry.digest import Digest
 from registry.errors import DigestError
@@ -359,8 +358,3 @@ def replace_file(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-
-
-def record_inputs(**parts: Any) -> dict[str, str]:
-    """Stringify a step's named key inputs (values already canonical text or digests)."""
-    return {k: v if isinstance(v, str) else canonical_json(v).decode() for k, v in parts.items()}

@@ -10,7 +10,7 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -259,12 +259,6 @@ def diff(root: Root, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None
     )
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a container dir (upper/work/copy) that no mount uses any more."""
-    if path.exists():
-        shutil.rmtree(path)
-
-
 # -- mount points: stub layer (overlay) or created-and-removed (plain) ---------------------------------
 def make_stub_layer(root: Root, targets: Sequence[tuple[str, bool]], stub_dir: Path) -> bool:
     """Create in *stub_dir* the mount points missing from the overlay *root*.
@@ -409,14 +403,3 @@ def mount_root(sys: Syscalls, root: Root, target: str, run_dir: str, data: str) 
         raise
     finally:
         sys.chdir("/")
-
-
-@contextlib.contextmanager
-def scratch_dir(base: Path) -> Iterator[Path]:
-    """A temporary directory under *base*, removed afterwards."""
-    p = base / f".scratch-{os.urandom(6).hex()}"
-    p.mkdir(parents=True)
-    try:
-        yield p
-    finally:
-        shutil.rmtree(p, ignore_errors=True)

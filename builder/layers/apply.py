@@ -74,9 +74,6 @@ class _Tree:
             os.close(fd)
         self._dirs.clear()
 
-    def begin_layer(self) -> None:
-        self.created.clear()
-
     # directory fds ------------------------------------------------------------------------------
     def dir_fd(self, comps: tuple[str, ...], *, create: bool = True) -> int:
         """An fd of the directory *comps*, creating (or replacing non-directories) on the way."""
