@@ -6,7 +6,6 @@ step succeeded; exports ``--output`` (oci/docker archives, a tar or a directory 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -269,7 +268,11 @@ def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], 
         return
     dest = Path(out.dest)
     if out.type in ("oci", "docker"):
-        _archive(store, image, tags, dest, docker=out.type == "docker")
+        from registry.archive import DOCKER_ARCHIVE, OCI_ARCHIVE, save_image
+
+        with open(dest, "wb") as f:
+            save_image(store, image.descriptor, tags, f,
+                       format=DOCKER_ARCHIVE if out.type == "docker" else OCI_ARCHIVE)
     elif out.type in ("local", "tar"):
         from builder.execute.workspace import layer_dirs, temp_dir
         from builder.rootfs import prepare_root
@@ -288,61 +291,3 @@ def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], 
                     for p in sorted(Path(root.path).iterdir()):
                         tf.add(p, arcname=p.name)
     progress(Event("export", text=f"exporting to {out.type} {dest}"))
-
-
-def _archive(store: Store, image: Image, tags: list[Reference], dest: Path, *, docker: bool) -> None:
-    """An oci-archive (OCI layout in a tar) or a docker-archive (``docker load`` format)."""
-    import tarfile
-
-    from registry import mediatypes as mt
-
-    blobs = [image.manifest.config, *image.manifest.layers]
-    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
-        def add_bytes(name: str, data: bytes) -> None:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mode = 0o644
-            import io
-
-            tf.addfile(ti, io.BytesIO(data))
-
-        def add_blob(name: str, digest: Digest) -> None:
-            tf.add(store.blob_path(digest), arcname=name)
-
-        if docker:
-            layer_names = []
-            for d in image.manifest.layers:
-                name = f"blobs/sha256/{d.digest.encoded}"
-                add_blob(name, d.digest)
-                layer_names.append(name)
-            cfg_name = f"blobs/sha256/{image.config.digest.encoded}"
-            add_bytes(cfg_name, image.config.raw)
-            manifest = [{"Config": cfg_name,
-                         "RepoTags": [_docker_tag(t) for t in tags],
-                         "Layers": layer_names}]
-            add_bytes("manifest.json", json.dumps(manifest).encode())
-            return
-        add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-        for d in blobs:
-            add_blob(f"blobs/sha256/{d.digest.encoded}", d.digest)
-        add_bytes(f"blobs/sha256/{image.manifest.digest.encoded}", image.manifest.raw)
-        desc = image.manifest.descriptor()
-        entries: list[dict[str, Any]] = []
-        named: list[Reference | None] = list(tags) or [None]
-        for t in named:
-            entry = desc.to_dict()
-            if t is not None:
-                # as BuildKit's oci exporter: the tag alone, the full name for containerd
-                entry["annotations"] = {"org.opencontainers.image.ref.name": t.tag or "latest",
-                                        "io.containerd.image.name": str(t)}
-            entries.append(entry)
-        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
-        add_bytes("index.json", json.dumps(index).encode())
-
-
-def _docker_tag(ref: Reference) -> str:
-    fam = getattr(ref, "familiar", None)
-    text = str(fam) if fam else str(ref)
-    if ":" not in text.rsplit("/", 1)[-1]:
-        text += ":latest"
-    return text

@@ -116,11 +116,22 @@ def save(store: Store, names: Sequence[str], out: BinaryIO, *, format: str = DOC
     ``docker-archive`` is what Docker 25+ writes: an OCI layout with uncompressed layers plus
     ``manifest.json`` and ``repositories``; ``oci-archive`` is the OCI layout with blobs as stored.
     """
-    if format not in FORMATS:
-        raise ArchiveError(f"unknown archive format {format!r} (use {' or '.join(FORMATS)})")
     if not names:
         raise ArchiveError("save needs at least one image")
-    selected = _select(store, names)
+    _write(store, _select(store, names), out, format)
+
+
+def save_image(store: Store, image: Descriptor, references: Sequence[Reference], out: BinaryIO, *,
+               format: str = DOCKER_ARCHIVE) -> None:
+    """``save`` of one image given by its descriptor (it need not be tagged, nor listed in the
+    store's index: a build's ``--output``), named *references* in the archive."""
+    d = Descriptor(image.media_type, image.digest, image.size)
+    _write(store, [_Selected(d, tuple(references))], out, format)
+
+
+def _write(store: Store, selected: list[_Selected], out: BinaryIO, format: str) -> None:
+    if format not in FORMATS:
+        raise ArchiveError(f"unknown archive format {format!r} (use {' or '.join(FORMATS)})")
     tar = _TarWriter(out)
     tar.add_bytes("oci-layout", _OCI_LAYOUT)
     tar.add_dir("blobs/")

@@ -48,9 +48,13 @@ def runc_run(pyb: Any, ref: str, tmp: Path) -> str:
     layout = tmp / "layout"
     bundle = tmp / "bundle"
     runc_root = tmp / "runc-root"
-    tag = ref.rsplit(":", 1)[1]
     with tarfile.open(archive) as tf:
         tf.extractall(layout)
+    # the name ``-o type=oci`` gave the image in index.json (as ``pybuild save`` names it)
+    index = json.loads((layout / "index.json").read_text())
+    names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+    assert any(ref.endswith(n) for n in names), names
+    tag = names[0]
     subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)], check=True,
                    capture_output=True)
     cfg = json.loads((bundle / "config.json").read_text())
