@@ -158,7 +158,8 @@ def inspect_container(root: StateRoot, c: Container, *, size: bool = False) -> d
         "RestartCount": c.state.restart_count,
         "Driver": "overlay2",
         "Platform": "linux",
-        "HostConfig": d["HostConfig"],
+        # the json-file driver is the only one: clients (docker-py's run) read it here
+        "HostConfig": {"LogConfig": {"Type": "json-file", "Config": {}}, **d["HostConfig"]},
         "Mounts": d["Mounts"],
         "Config": d["Config"],
         "NetworkSettings": network_settings(c, endpoints(root, c)),

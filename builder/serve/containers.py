@@ -476,9 +476,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
     resp = web.StreamResponse(status=200)
-    resp.content_type = "application/vnd.docker.raw-stream" if not tty else "application/vnd.docker.multiplexed-stream"
-    if tty:
-        resp.content_type = "application/vnd.docker.raw-stream"
+    # raw bytes for a TTY container, else stdout/stderr frames (what the client demultiplexes)
+    resp.content_type = "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
     await resp.prepare(request)
     fut = loop.run_in_executor(None, produce)
     try:

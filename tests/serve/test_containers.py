@@ -333,3 +333,25 @@ def test_pause_unpause_freezes_the_container(serve: Daemon) -> None:
         assert st["Status"] == "exited" and st["Paused"] is False
     finally:
         serve.docker("rm", "-f", "ticker")
+
+
+def test_bad_create_bodies_leave_nothing(serve: Daemon) -> None:
+    """Refused create bodies: 400 with Docker's message shape, and no record, volume or
+    network left behind."""
+    before_vols = serve.pyb("volume", "ls", "-q").stdout
+    for body, words in (
+        ({"Image": "busybox", "HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}, "restart"),
+        ({"Image": "busybox", "HostConfig": {"PortBindings": {"99999/tcp": [{"HostPort": "1"}]}}}, "port"),
+        ({"Image": "busybox", "HostConfig": {"Binds": ["relative/path:/x"]}}, "relative"),
+        ({"Image": "busybox", "Cmd": "not-a-list-but-ok", "Env": [7]}, "Env"),
+        ({"Cmd": ["true"]}, "Image"),
+    ):
+        code, _h, data = serve.api("POST", "/containers/create", body)
+        msg = json.loads(data)["message"]
+        assert code == 400, (body, code, msg)
+        assert words.lower() in msg.lower(), (body, msg)
+    assert serve.pyb("ps", "-aq").stdout.strip() == ""
+    assert serve.pyb("volume", "ls", "-q").stdout == before_vols
+    # docker-py's non-detached run: create, start, wait, logs, remove
+    assert serve.client.containers.run("busybox", ["echo", "hi"], remove=True) == b"hi\n"
+    assert serve.pyb("ps", "-aq").stdout.strip() == ""
