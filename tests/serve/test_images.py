@@ -121,9 +121,14 @@ def test_docker_py_pull_tag_push_remove_save_load(serve: Any, plain_registry: Re
     assert registry_tags(plain_registry, repo) == ["v1", "v2"]
     hist = client.images.get(ref).history()
     assert hist[0]["Id"] == str(made.id) and len(hist) == 2
+    ours = serve.pyb("history", "--no-trunc", "--format", "{{.ID}} {{.CreatedBy}}", ref).stdout
+    assert [f"{h['Id']} {h['CreatedBy']}" for h in hist] == ours.splitlines()
     listed = {i.id: i.tags for i in client.images.list()}
     assert sorted(listed[str(made.id)]) == sorted([ref, ref.replace(":v1", ":v2")])
-    assert serve.pyb("inspect", "--format", "{{.Id}}", ref).stdout.strip() == image.id
+    ours_list = serve.pyb("images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"
+                          ).stdout.splitlines()
+    assert sorted(f"{i} {t}" for i, tags in listed.items() for t in tags) == sorted(ours_list)
+    assert client.images.get(ref).attrs == json.loads(serve.pyb("inspect", ref).stdout)[0]
     data = b"".join(client.images.get(ref).save(named=True))
     client.images.remove(ref.replace(":v1", ":v2"))
     client.images.remove(ref)
