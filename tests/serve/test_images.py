@@ -10,6 +10,7 @@ import os
 import socket
 import tarfile
 import threading
+import time
 from typing import Any
 
 import requests
@@ -281,3 +282,27 @@ def test_docker_import_and_save_of_several_images(serve: Any, busybox_tar: Any,
     with tarfile.open(archive) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
     assert sorted(t for m in manifest for t in m["RepoTags"]) == ["busybox:latest", "imported:1"]
+
+
+def test_a_client_dropping_mid_upload_leaves_nothing(serve: Any, store_listing: Any) -> None:
+    status, _h, archive = serve.api("GET", "/images/busybox/get")
+    assert status == 200
+    store = serve.pyb.root / "store"
+    before = [e for e in store_listing(store) if not e[0].startswith("ingest")]
+    for path in ("/v1.41/images/load", "/v1.41/build?t=cut:1"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(serve.sock)
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\n"
+                  f"Content-Length: {len(archive)}\r\n\r\n".encode() + archive[: len(archive) // 2])
+        s.close()  # gone with half the body sent
+        assert serve.api("GET", "/_ping")[2] == b"OK"
+    # once the daemon noticed: no half-loaded image, no ingest file, no context left
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ingest = [e for e in store_listing(store) if e[0].startswith("ingest/")]
+        if not ingest and not list((serve.pyb.root / "tmp").glob("build-*")):
+            break
+        time.sleep(0.1)
+    assert not ingest and not list((serve.pyb.root / "tmp").glob("build-*"))
+    assert [e for e in store_listing(store) if not e[0].startswith("ingest")] == before
+    assert serve.json("GET", "/images/json")[0]["RepoTags"] == ["busybox:latest"]
