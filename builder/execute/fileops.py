@@ -283,12 +283,11 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
     stacks: list[list[Path]] = []
     stack_of: dict[int, int] = {}
     for i, s in enumerate(spec.sources):
-        if s.origin == "stage":
-            assert s.stage is not None
-            lay: tuple[LayerRef, ...] = inputs.stage_layers[s.stage]
-        elif s.origin == "image":
-            assert s.image is not None
-            lay = LayerRef.of_image(s.image)
+        loc = s.location
+        if loc is not None and loc.stage is not None:
+            lay: tuple[LayerRef, ...] = inputs.stage_layers[loc.stage]
+        elif loc is not None and loc.image is not None:
+            lay = LayerRef.of_image(loc.image)
         else:
             continue
         stack_of[i] = len(stacks)

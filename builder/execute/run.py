@@ -92,11 +92,13 @@ def _host_tree(ws: Workspace, m: MountSpec, inputs: StepInputs, n: int) -> Path:
     """A plain directory holding the root of the stage or image a bind/cache mount reads from."""
     from builder.rootfs import prepare_root
 
-    if m.from_stage is not None:
-        lay = inputs.stage_layers[m.from_stage]
+    src = m.source
+    assert src is not None
+    if src.stage is not None:
+        lay = inputs.stage_layers[src.stage]
     else:
-        assert m.from_image is not None
-        lay = LayerRef.of_image(m.from_image)
+        assert src.image is not None
+        lay = LayerRef.of_image(src.image)
     dirs = layer_dirs(ws.state, ws.store, lay)
     if len(dirs) == 1:
         return dirs[0]  # bound read-only; a rw mount copies it first
@@ -151,8 +153,8 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
             os.chmod(f, m.mode if m.mode is not None else 0o400)
             mounts.append(Mount(m.target, "bind", str(f), ("rbind", "ro", "nosuid", "nodev", "noexec")))
         elif m.type == "cache":
-            if m.from_stage is not None or m.from_image is not None:
-                src = _confined(_host_tree(ws, m, inputs, n), m.source, "cache source")
+            if m.source is not None:
+                src = _confined(_host_tree(ws, m, inputs, n), m.source.path, "cache source")
                 d = ws.dir / f"cachecopy{n}"
                 shutil.copytree(src, d, symlinks=True)
             else:
@@ -166,14 +168,15 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
                         d.mkdir()
             mounts.append(Mount(m.target, "bind", str(d), ("rbind", "rw")))
         elif m.type == "bind":
-            if m.from_context:
+            assert m.source is not None
+            if m.source.kind == "context":
                 tree = ws.context
                 assert tree is not None and tree.root is not None
-                src = _confined(tree.root, m.source, "bind source")
+                src = _confined(tree.root, m.source.path, "bind source")
             else:
-                src = _confined(_host_tree(ws, m, inputs, n), m.source, "bind source")
+                src = _confined(_host_tree(ws, m, inputs, n), m.source.path, "bind source")
             if not src.exists():
-                raise BuildError(f"{step.location}: --mount source {m.source or '/'} not found")
+                raise BuildError(f"{step.location}: --mount source {m.source.path or '/'} not found")
             if not m.readonly:
                 # rw: writes are discarded, so the process gets a copy
                 copy = ws.dir / f"rw{n}"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from builder.graph.ops import (
     Base,
+    CacheKey,
     CopySource,
     CopySpec,
     ExecSpec,
     Graph,
+    Location,
     MkdirSpec,
     MountSpec,
     StagePlan,
@@ -28,10 +30,12 @@ from builder.graph.planner import (
 
 __all__ = [
     "Base",
+    "CacheKey",
     "CopySource",
     "CopySpec",
     "ExecSpec",
     "Graph",
+    "Location",
     "MkdirSpec",
     "MountSpec",
     "PlanError",

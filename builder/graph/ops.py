@@ -57,15 +57,29 @@ class Base:
 
 
 @dataclass(frozen=True)
+class Location:
+    """A source path and where it is read from: the build context, an earlier stage's
+    filesystem (by stage index) or an image's."""
+
+    kind: Literal["context", "stage", "image"]
+    path: str = ""
+    stage: int | None = None
+    image: Image | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind == "stage") != (self.stage is not None) or \
+                (self.kind == "image") != (self.image is not None):
+            raise ValueError(f"a {self.kind} location names {'a stage' if self.stage is not None else 'an image'}")
+
+
+@dataclass(frozen=True)
 class MountSpec:
     """A ``RUN --mount`` with its values expanded and its source resolved."""
 
     type: Literal["bind", "cache", "tmpfs", "secret", "ssh"]
     target: str
-    source: str = ""
-    from_stage: int | None = None
-    from_image: Image | None = None
-    from_context: bool = False
+    #: what a bind mount (or a cache mount ``from=``) shows: a path of the context, a stage or an image
+    source: Location | None = None
     readonly: bool = True
     id: str = ""
     sharing: str = "shared"
@@ -78,8 +92,8 @@ class MountSpec:
 
     def canonical(self) -> dict[str, Any]:
         """What the key sees: never a secret's value (it is not known here anyway)."""
-        d: dict[str, Any] = {"type": self.type, "target": self.target, "source": self.source,
-                             "ro": self.readonly}
+        d: dict[str, Any] = {"type": self.type, "target": self.target,
+                             "source": self.source.path if self.source else "", "ro": self.readonly}
         if self.type == "cache":
             d |= {"id": self.id, "sharing": self.sharing, "uid": self.uid, "gid": self.gid,
                   "mode": self.mode}
@@ -110,10 +124,10 @@ class ExecSpec:
 class CopySource:
     """One source word of COPY/ADD: from the context, a stage, an image, a URL or a heredoc."""
 
-    path: str
+    path: str  # as written: a path or glob, a URL, a heredoc's file name
     origin: Literal["context", "stage", "image", "url", "heredoc"]
-    stage: int | None = None
-    image: Image | None = None
+    #: where a context, stage or image source is read from (its ``path`` is ``path``)
+    location: Location | None = None
     content: str | None = None  # heredoc body, after expansion
     checksum: str | None = None  # ADD --checksum for a URL
 

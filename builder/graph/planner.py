@@ -24,6 +24,7 @@ from builder.graph.ops import (
     CopySpec,
     ExecSpec,
     Graph,
+    Location,
     MkdirSpec,
     MountSpec,
     StagePlan,
@@ -502,12 +503,13 @@ class _StageBuilder:
         mount_inputs = []
         for m in mounts:
             d = m.canonical()
-            if m.from_stage is not None:
-                d["from"] = self.p.plans[m.from_stage].key
-            elif m.from_image is not None:
-                d["from"] = str(m.from_image.id)
-            elif m.type == "bind":
-                d["from"] = self._context_checksum([m.source or "."], ins)[0]
+            src = m.source
+            if src is not None and src.stage is not None:
+                d["from"] = self.p.plans[src.stage].key
+            elif src is not None and src.image is not None:
+                d["from"] = str(src.image.id)
+            elif src is not None:
+                d["from"] = self._context_checksum([src.path or "."], ins)[0]
             mount_inputs.append(d)
         inputs = {
             "instruction": "RUN " + json.dumps(argv) + (json.dumps(files) if files else ""),
@@ -536,27 +538,22 @@ class _StageBuilder:
             raise self.p._err(ins, f"invalid --mount {m.spec}: target is required")
         if target and not target.startswith("/"):
             target = self._abs(target)
-        from_stage = None
-        from_image = None
-        from_context = False
+        source: Location | None = None
         if m.from_ and m.type in ("bind", "cache"):
             ref = self.p.find_stage(m.from_, self.stage.index)
             if ref is not None:
                 self.p._plan(ref.index, self.chain)
                 self.deps.add(ref.index)
-                from_stage = ref.index
+                source = Location("stage", m.source or "", stage=ref.index)
             else:
-                from_image = self._image(m.from_, ins)
+                source = Location("image", m.source or "", image=self._image(m.from_, ins))
         elif m.type == "bind":
-            from_context = True
             if self.p.context is None or self.p.context.root is None:
                 raise self.p._err(ins, "bind mount from the context, but the build has no context")
-        source = m.source or ""
-        if m.type == "bind" and from_context:
             from builder.context import clean
 
             try:
-                source = clean(source)
+                source = Location("context", clean(m.source or ""))
             except ContextError as e:
                 raise self.p._err(ins, str(e)) from None
         readonly = m.readonly if m.type == "bind" else False
@@ -565,8 +562,7 @@ class _StageBuilder:
         mode = m.mode
         return MountSpec(
             type=m.type,  # type: ignore[arg-type]
-            target=target, source=source, from_stage=from_stage, from_image=from_image,
-            from_context=from_context, readonly=readonly,
+            target=target, source=source, readonly=readonly,
             id=m.id or (target if m.type == "cache" else m.source or ""),
             sharing=m.sharing or "shared", uid=m.uid, gid=m.gid, mode=mode, size=m.size,
             required=m.required, env=m.env,
@@ -633,13 +629,13 @@ class _StageBuilder:
             if ref is not None:
                 dep = self.p._plan(ref.index, self.chain)
                 self.deps.add(ref.index)
-                sources = [CopySource(s, "stage", stage=ref.index) for s in srcs]
+                sources = [CopySource(s, "stage", Location("stage", s, stage=ref.index)) for s in srcs]
                 inputs["from"] = dep.key
             else:
                 if from_.isdigit():
                     raise self.p._err(ins, f"{keyword} --from={from_}: no stage with index {from_}")
                 img = self._image(from_, ins)
-                sources = [CopySource(s, "image", image=img) for s in srcs]
+                sources = [CopySource(s, "image", Location("image", s, image=img)) for s in srcs]
                 inputs["from"] = str(img.id)
             inputs["sources"] = json.dumps(srcs)
         else:
@@ -653,7 +649,7 @@ class _StageBuilder:
                     raise self.p._err(ins, f"ADD {s}: git sources are not supported")
                 else:
                     local.append(s)
-                    sources.append(CopySource(s, "context"))
+                    sources.append(CopySource(s, "context", Location("context", s)))
             if local:
                 csum, files = self._context_checksum(local, ins, excludes=excludes,
                                                      parents=ins.parents, keyword=keyword)

@@ -198,3 +198,66 @@ def test_proxy_args_reach_run_but_not_history_or_warnings(busybox: Any, ctx: Pat
     assert "no_proxy=local" in run.payload.env  # type: ignore[union-attr]
     assert run.created_by == "RUN /bin/sh -c wget example.com # buildkit"
     assert g.warnings == ()
+
+
+def test_ops_carry_key_and_execute_through_an_executor(ctx: Path) -> None:
+    """Each filesystem op has a validated ``CacheKey`` and runs by calling back the executor
+    it is given (RUN → ``run``, COPY → ``copy`` with a context ``Location``, WORKDIR → ``mkdir``);
+    a metadata op has nothing to run."""
+    from builder.graph import CacheKey, CopySpec, ExecSpec, Location, MkdirSpec, Step
+
+    g = make_plan("FROM scratch\nWORKDIR /w\nCOPY a.txt .\nRUN --mount=type=bind,source=dir,target=/m true\n"
+                  "ENV A=1\n", ctx)
+    steps = g.stages[0].steps
+    calls: list[tuple[str, Step, object]] = []
+
+    class Recorder:
+        def run(self, step: Step, spec: ExecSpec) -> None:
+            calls.append(("run", step, spec))
+
+        def copy(self, step: Step, spec: CopySpec) -> None:
+            calls.append(("copy", step, spec))
+
+        def mkdir(self, step: Step, spec: MkdirSpec) -> None:
+            calls.append(("mkdir", step, spec))
+
+    for s in steps:
+        if s.changes_fs:
+            assert isinstance(s.key, CacheKey)
+            s.execute(Recorder())
+        else:
+            with pytest.raises(ValueError, match="changes no filesystem"):
+                s.execute(Recorder())
+    assert [c[0] for c in calls] == ["mkdir", "copy", "run"]
+    copy = calls[1][2]
+    assert isinstance(copy, CopySpec)
+    assert copy.sources[0].location == Location("context", "a.txt")
+    run = calls[2][2]
+    assert isinstance(run, ExecSpec)
+    assert run.mounts[0].source == Location("context", "dir")
+    with pytest.raises(ValueError, match="not a cache key"):
+        CacheKey("abc")
+    with pytest.raises(ValueError):
+        Location("stage", "/x")  # a stage location names its stage
+    assert CacheKey("a" * 64) == "a" * 64
+
+
+def test_history_dated_as_buildkit_exports_it() -> None:
+    """Entries the build added: an empty one takes the time of the layer before it, those
+    before the first new layer that layer's, none at all the build's time; inherited entries
+    are left as they are; key order is the OCI History order."""
+    from builder.assemble import dated
+
+    base = {"created": "2020-01-01T00:00:00Z", "created_by": "base"}
+    hist = [base, {"created_by": "ENV A=1", "comment": "c", "empty_layer": True},
+            {"created_by": "RUN x", "comment": "c", "created": "2026-01-01T00:00:01Z"},
+            {"created_by": "LABEL a=b", "comment": "c", "empty_layer": True},
+            {"created_by": "COPY y", "comment": "c", "created": "2026-01-01T00:00:05Z"}]
+    out = dated(hist, 1, "2026-01-01T00:09:00Z")
+    assert [h["created"] for h in out] == ["2020-01-01T00:00:00Z", "2026-01-01T00:00:01Z",
+                                          "2026-01-01T00:00:01Z", "2026-01-01T00:00:01Z",
+                                          "2026-01-01T00:00:05Z"]
+    assert list(out[1]) == ["created", "created_by", "comment", "empty_layer"]
+    only_meta = dated([base, {"created_by": "ENV A=1", "empty_layer": True}], 1, "2026-01-01T00:09:00Z")
+    assert only_meta[1]["created"] == "2026-01-01T00:09:00Z"
+    assert only_meta[0] is not base and only_meta[0] == base
