@@ -33,7 +33,8 @@ PYBUILD = str(Path(sys.executable).parent / "pybuild")
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
-    r = subprocess.run(cmd, capture_output=True, env=env)
+    # cwd /: ``python -c`` puts the cwd first on sys.path, before PYTHONPATH
+    r = subprocess.run(cmd, capture_output=True, env=env, cwd="/")
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr.decode()[-2000:]}")
 
@@ -54,7 +55,7 @@ def medians(cmds: dict[str, tuple[list[str], dict[str, str] | None]], runs: int)
 
 def modules_loaded(code: str, env: dict[str, str] | None) -> int:
     out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print(len(sys.modules))"],
-                         capture_output=True, text=True, env=env, check=True)
+                         capture_output=True, text=True, env=env, check=True, cwd="/")
     return int(out.stdout.split()[-1])
 
 

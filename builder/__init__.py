@@ -7,8 +7,11 @@ first, as the ``pybuild --root`` commands do. See "Python API" in the README.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import sys
+
+# not ``typing.TYPE_CHECKING``: importing typing would cost ``import builder`` ~5 ms (mypy
+# treats this constant the same way)
+TYPE_CHECKING = False
 
 # public name -> "module:attribute"
 _EXPORTS: dict[str, str] = {
@@ -104,6 +107,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imports them
+    from typing import Any
+
     from builder.containers.create import RunOptions
     from builder.containers.lifecycle import get as get_container
     from builder.containers.lifecycle import kill, list_containers, remove, stop, wait
@@ -139,12 +144,13 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
 
 
 if not TYPE_CHECKING:  # mypy would take any name, submodules too, as Any
-    def __getattr__(name: str) -> Any:
+    def __getattr__(name: str) -> Any:  # noqa: F821 - Any is only for checkers
         target = _EXPORTS.get(name)
         if target is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         module, _, attr = target.partition(":")
-        value = getattr(importlib.import_module(module), attr)
+        __import__(module)
+        value = getattr(sys.modules[module], attr)
         globals()[name] = value  # once: later lookups do not come here
         return value
 

@@ -6,8 +6,11 @@ imported from their modules on first use (``import registry`` itself loads nothi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import sys
+
+# not ``typing.TYPE_CHECKING``: importing typing would cost ``import builder`` ~5 ms (mypy
+# treats this constant the same way)
+TYPE_CHECKING = False
 
 # public name -> "module:attribute"
 _EXPORTS: dict[str, str] = {
@@ -71,6 +74,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imports them
+    from typing import Any
+
     from registry.archive.importer import import_rootfs
     from registry.archive.load import load
     from registry.archive.save import save
@@ -84,12 +89,13 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
 
 
 if not TYPE_CHECKING:  # mypy would take any name, submodules too, as Any
-    def __getattr__(name: str) -> Any:
+    def __getattr__(name: str) -> Any:  # noqa: F821 - Any is only for checkers
         target = _EXPORTS.get(name)
         if target is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         module, _, attr = target.partition(":")
-        value = getattr(importlib.import_module(module), attr)
+        __import__(module)
+        value = getattr(sys.modules[module], attr)
         globals()[name] = value  # once: later lookups do not come here
         return value
 
