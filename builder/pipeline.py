@@ -48,6 +48,8 @@ class BuildRequest:
     #: registry domain -> ``registry.auth.Credentials`` for pulling base images (the daemon's
     #: ``X-Registry-Config``); a domain not here uses the stored credentials
     registry_auth: dict[str, Any] = field(default_factory=dict)
+    #: a ``threading.Event`` that stops the build when set (``SolveOptions.cancel``)
+    cancel: Any = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,8 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         emit(Event("warning", text=w))
     solver = Solver(state, options=SolveOptions(
         jobs=req.jobs, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter,
-        compression=req.compression, secrets=req.secrets), progress=progress, context=tree)
+        compression=req.compression, secrets=req.secrets, cancel=req.cancel), progress=progress,
+        context=tree)
     target, _results = solver.build(graph)
     from builder.assemble import Assembler
 

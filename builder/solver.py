@@ -68,6 +68,9 @@ class SolveOptions:
     compression: str = "gzip"
     secrets: dict[str, bytes] = field(default_factory=dict)
     explain: bool = True
+    #: set by the caller to stop the build: steps not started are skipped, running RUN
+    #: processes killed (``pybuild serve`` when its client goes away)
+    cancel: threading.Event | None = None
 
 
 Cancelled = BuildCancelled
@@ -86,7 +89,7 @@ class Solver:
         self._progress = progress or (lambda e: None)
         self._lock = threading.Lock()
         self._next_id = 0
-        self._cancel = threading.Event()
+        self._cancel = self.options.cancel if self.options.cancel is not None else threading.Event()
         self.executed: list[str] = []
         self.cached: list[str] = []
         self.created = time.time()

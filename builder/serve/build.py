@@ -4,8 +4,8 @@ The body is the context as a tar (plain or compressed), unpacked into a private 
 the state root (no path may leave it; device nodes are refused) and removed after the build.
 Output is Docker's stream: ``{"stream": text}`` lines (our plain progress), then
 ``{"aux": {"ID": ...}}`` and the ``Successfully built/tagged`` lines docker-py reads; a failure
-after the first line travels as ``{"error", "errorDetail"}``. A client that goes away does not
-stop the build: it finishes (and tags) as a CLI build would.
+after the first line travels as ``{"error", "errorDetail"}``. A client that goes away cancels
+the build (as dockerd does): nothing is tagged, a running RUN step is killed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -29,6 +30,9 @@ from builder.serve.streams import JsonStream, SyncReader, error_message, in_thre
 from builder.state import StateRoot
 
 routes = web.RouteTableDef()
+
+#: how often a running build checks that its client is still there
+CANCEL_POLL = 0.2
 
 
 def _json_map(request: web.Request, name: str) -> dict[str, str]:
@@ -130,8 +134,9 @@ async def build(request: web.Request) -> web.StreamResponse:
             context=str(ctx), dockerfile=dockerfile, tags=tags, build_args=build_args,
             target=q.get("target") or None, no_cache=_flag(request, "nocache"), labels=labels,
             jobs=os.cpu_count() or 1, platform=q.get("platform") or None, network=network,
-            registry_auth=dict(auth))
+            registry_auth=dict(auth), cancel=threading.Event())
         stream = JsonStream(request)
+        watcher = asyncio.create_task(_cancel_when_gone(request, stream, req.cancel))
 
         def work(emit: Callable[[dict[str, Any]], None]) -> Any:
             from builder.cli.build import PlainProgress
@@ -152,6 +157,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         try:
             await pump(stream, work)  # run_build tags, and records the events
         except Exception as e:  # noqa: BLE001 - mapped as the middleware maps it
+            watcher.cancel()
             if not stream.started:
                 raise
             detail = error_message(message_of(e))
@@ -160,9 +166,23 @@ async def build(request: web.Request) -> web.StreamResponse:
                 detail["errorDetail"]["code"] = code
             await stream.send(detail)
             return await stream.finish()
+        watcher.cancel()
         return await stream.finish()
     finally:
         await in_thread(_cleanup, state, tmp)
+
+
+async def _cancel_when_gone(request: web.Request, stream: JsonStream,
+                            cancel: threading.Event) -> None:
+    """Cancel the build when its client goes away or the daemon stops, as dockerd does: steps
+    not started are skipped, a running RUN is killed, nothing is tagged."""
+    stopping: asyncio.Event = request.app["stopping"]
+    while True:
+        transport = request.transport
+        if stream.closed or transport is None or transport.is_closing() or stopping.is_set():
+            cancel.set()
+            return
+        await asyncio.sleep(CANCEL_POLL)
 
 
 def _cleanup(state: StateRoot, tmp: Path) -> None:
