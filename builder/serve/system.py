@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -40,11 +42,17 @@ async def ping_head(request: web.Request) -> web.Response:
                         charset="utf-8")
 
 
-@routes.get("/version")
-async def version(request: web.Request) -> web.Response:
+@functools.cache
+def _version_info() -> dict[str, Any]:
+    """Fixed for the daemon's life (and computing it runs ``runc --version``)."""
     from builder import system
 
-    return web.json_response(await in_thread(system.version_info))
+    return system.version_info()
+
+
+@routes.get("/version")
+async def version(request: web.Request) -> web.Response:
+    return web.json_response(await in_thread(_version_info))
 
 
 @routes.get("/info")
