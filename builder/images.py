@@ -7,7 +7,7 @@ keep an image a container uses (Docker's in-use rules), and ``image inspect``'s 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,3 +248,103 @@ def _refused_config(config: dict[str, Any]) -> str | None:
             name in signal.Signals.__members__ or re.fullmatch(r"SIGRTM(IN|AX)([+-]\d+)?", name)):
         return f"invalid signal: {sig}"
     return None
+
+
+# -- images --filter ---------------------------------------------------------------------------
+IMAGE_FILTERS = ("dangling", "reference", "label", "before", "since")
+
+
+def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: str | None = None,
+                  filters: Mapping[str, Sequence[str]] | None = None) -> list[ImageRecord]:
+    """``docker images [REPOSITORY[:TAG]] --filter``: ``dangling=true|false``,
+    ``reference=PATTERN`` (a glob on ``name:tag``), ``label=KEY[=VALUE]`` (every one must hold),
+    ``before=IMAGE``/``since=IMAGE`` (created before/after it); values of the other keys OR.
+    An unknown key or value is a ``BuildError``; a missing before/since image ``NotFound``."""
+    from builder.errors import BuildError
+
+    filters = filters or {}
+    for key, values in filters.items():
+        if key not in IMAGE_FILTERS:
+            raise BuildError(f"invalid filter '{key}'")
+        for v in values if key == "dangling" else ():
+            if v.lower() not in ("true", "false", "1", "0"):
+                raise BuildError(f"invalid filter 'dangling={v}'")
+    pivots = {key: [_created(store.lookup(v)) for v in filters.get(key, ())] for key in ("before", "since")}
+    out = []
+    for rec in records:
+        if repository and not _in_repository(rec, repository):
+            continue
+        ok = True
+        for key, values in filters.items():
+            if not values:
+                continue
+            if key == "dangling":
+                ok = any((rec.reference is None) == (v.lower() in ("true", "1")) for v in values)
+            elif key == "reference":
+                ok = any(_reference_glob(rec, v) for v in values)
+            elif key == "label":
+                labels = _labels(store, rec)
+                ok = all(_label_ok(labels, v) for v in values)
+            elif key == "before":
+                ok = all(_created(rec) < t for t in pivots["before"])
+            elif key == "since":
+                ok = all(_created(rec) > t for t in pivots["since"])
+            if not ok:
+                break
+        if ok:
+            out.append(rec)
+    return out
+
+
+def _created(rec: ImageRecord) -> float:
+    """The image's creation time (RFC 3339, any fraction or zone) as a Unix time; 0 if unknown."""
+    import re
+    from datetime import datetime
+
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", rec.created or "")
+    if not m:
+        return 0.0
+    zone = m.group(3) or "Z"
+    try:
+        t = datetime.fromisoformat(m.group(1) + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return 0.0
+    return t.timestamp() + float("0" + (m.group(2) or ".0"))
+
+
+def _in_repository(rec: ImageRecord, pattern: str) -> bool:
+    from registry.errors import RegistryError
+    from registry.reference import Reference
+
+    ref = rec.reference
+    if ref is None:
+        return False
+    repo, _, tag = pattern.partition(":")
+    try:
+        want = Reference.parse(repo, default_tag=False)
+    except RegistryError:
+        return False
+    return ref.name == want.name and (not tag or ref.tag == tag)
+
+
+def _reference_glob(rec: ImageRecord, pattern: str) -> bool:
+    import fnmatch
+
+    ref = rec.reference
+    if ref is None:
+        return False
+    return any(fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ":*")
+               for name in (ref.familiar, str(ref)))
+
+
+def _labels(store: Store, rec: ImageRecord) -> Mapping[str, str]:
+    try:
+        image = store.image(rec.descriptor, reference=rec.reference)
+    except (NotFound, OSError, ValueError):
+        return {}
+    return dict(image.config.config.get("Labels") or {})
+
+
+def _label_ok(labels: Mapping[str, str], wanted: str) -> bool:
+    key, eq, value = wanted.partition("=")
+    return key in labels and (not eq or labels[key] == value)

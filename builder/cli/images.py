@@ -82,41 +82,28 @@ def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[datetime, dict[str, An
     }
 
 
-def _matches(rec: ImageRecord, pattern: str) -> bool:
-    ref = rec.reference
-    if ref is None:
-        return False
-    repo, _, tag = pattern.partition(":")
-    try:
-        want = Reference.parse(repo, default_tag=False)
-    except RegistryError:
-        return False
-    return ref.name == want.name and (not tag or ref.tag == tag)
-
-
 @click.command("images")
 @click.argument("repository", required=False)
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all images (no effect: no intermediates).")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @click.option("--digests", is_flag=True, help="Show digests.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter: dangling=true|false, reference=PATTERN.")
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter: dangling=, reference=, label=, before=, since=.")
 @click.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
 @pass_globals
 def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests: bool,
            no_trunc: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List images."""
-    records = _store(g).images()
-    if repository:
-        records = [r for r in records if _matches(r, repository)]
+    from builder import images as library
+
+    wanted: dict[str, list[str]] = {}
     for f in filters:
-        key, _, value = f.partition("=")
-        if key == "dangling" and value in ("true", "false"):
-            records = [r for r in records if (r.reference is None) == (value == "true")]
-        elif key == "reference":
-            records = [r for r in records if _reference_glob(r, value)]
-        else:
-            fail(f"invalid filter '{f}'")
+        key, sep, value = f.partition("=")
+        if not sep:
+            fail(f"bad format of filter (expected name=value): {f}")
+        wanted.setdefault(key, []).append(value)
+    store = _store(g)
+    records = library.filter_images(store, store.images(), repository=repository, filters=wanted)
     keyed = [_image_row(r, no_trunc) for r in records]
     keyed.sort(key=lambda kr: (kr[0], kr[1]["Repository"], kr[1]["Tag"]), reverse=True)
     rows = [row for _, row in keyed]
@@ -129,16 +116,6 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
         return
     cols = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
     click.echo(table([_IMAGE_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
-
-
-def _reference_glob(rec: ImageRecord, pattern: str) -> bool:
-    import fnmatch
-
-    ref = rec.reference
-    if ref is None:
-        return False
-    return any(fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ":*")
-               for name in (ref.familiar, str(ref)))
 
 
 # -- tag / rmi / prune -------------------------------------------------------------------------

@@ -147,6 +147,31 @@ def test_image_rules_and_inspect_shapes_are_library_calls(busybox: Any) -> None:
     assert images.remove(state, "busybox", force=True) == ["Untagged: busybox:latest"]
 
 
+def test_image_filters_are_a_library_rule(busybox: Any, busybox_tar: Path) -> None:
+    """``images --filter`` as Docker: label (every one holds), before/since an image, dangling,
+    reference; values of one key OR; the CLI passes them to ``builder.images.filter_images``."""
+    from builder import images
+    from builder.errors import BuildError
+
+    def names(*args: str) -> list[str]:
+        out = busybox("images", "--format", "{{.Repository}}:{{.Tag}}", *args).stdout
+        return sorted(out.split())
+
+    busybox("import", str(busybox_tar), "old:1", "-c", "LABEL tier=db team=a")
+    busybox("import", str(busybox_tar), "new:1", "-c", "LABEL tier=web team=a")
+    assert names("--filter", "label=team=a") == ["new:1", "old:1"]
+    assert names("--filter", "label=team=a", "--filter", "label=tier=db") == ["old:1"]
+    assert names("--filter", "since=old:1", "--filter", "label=team") == ["new:1"]
+    assert names("--filter", "before=new:1", "--filter", "label=team") == ["old:1"]
+    assert names("--filter", "reference=old:*", "--filter", "reference=new:*") == ["new:1", "old:1"]
+    assert names("old") == ["old:1"]
+    store = busybox.store()
+    with pytest.raises(BuildError, match="invalid filter 'dangling=maybe'"):
+        images.filter_images(store, store.images(), filters={"dangling": ["maybe"]})
+    r = busybox("images", "--filter", "since=nosuch:1", check=False)
+    assert r.returncode == 1 and "No such image: nosuch:1" in r.stderr
+
+
 def test_import_changes_are_a_library_call() -> None:
     from builder import images
     from builder.errors import InvalidChange
