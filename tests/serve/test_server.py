@@ -140,3 +140,16 @@ def test_plain_tcp_on_loopback_is_allowed_with_a_warning(busybox: Any, serve_fac
     r = subprocess.run([DOCKER, "version", "--format", "{{.Server.APIVersion}}"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "1.41", r.stderr
+
+
+def test_only_serve_imports_aiohttp(busybox: Any) -> None:
+    import sys
+
+    code = ("import sys; from builder.cli import main; "
+            f"main(['--root', {str(busybox.root)!r}, 'images', '-q']); "
+            "main(['--root', {0!r}, 'serve', '--help']); "
+            "print('aiohttp loaded:', 'aiohttp' in sys.modules)").replace(
+                "{0!r}", repr(str(busybox.root)))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.splitlines()[-1] == "aiohttp loaded: False", (r.stdout, r.stderr)
+    assert "--tlsverify" in r.stdout
