@@ -297,11 +297,16 @@ def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: s
 
 
 def _created(rec: ImageRecord) -> float:
-    """The image's creation time (RFC 3339, any fraction or zone) as a Unix time; 0 if unknown."""
+    """The image's creation time as a Unix time; 0 if unknown."""
+    return _time_of(rec.created)
+
+
+def _time_of(text: str | None) -> float:
+    """An RFC 3339 time (any fraction, ``Z`` or an offset) as a Unix time; 0 if none or bad."""
     import re
     from datetime import datetime
 
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", rec.created or "")
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text or "")
     if not m:
         return 0.0
     zone = m.group(3) or "Z"
@@ -348,3 +353,29 @@ def _labels(store: Store, rec: ImageRecord) -> Mapping[str, str]:
 def _label_ok(labels: Mapping[str, str], wanted: str) -> bool:
     key, eq, value = wanted.partition("=")
     return key in labels and (not eq or labels[key] == value)
+
+
+# -- history -------------------------------------------------------------------------------------
+def history(store: Store, name: str) -> list[dict[str, Any]]:
+    """Docker's ``/images/{name}/history`` (what ``docker history`` shows): newest first, only
+    the top entry carries the image ID and its tags; ``Created`` in Unix seconds; ``Size`` the
+    layer's unpacked size as Docker counts it, 0 for an entry that made no layer."""
+    record = store.lookup(name)
+    image = store.image(record.descriptor, reference=record.reference)
+    sizes = iter(store.content_size(layer) for layer in image.layers)
+    tags = [r.reference.familiar for r in store.images()
+            if r.image_id == image.id and r.reference is not None and r.reference.tag]
+    rows = []
+    entries = image.config.history
+    for i, h in enumerate(entries):
+        top = i == len(entries) - 1
+        rows.append({
+            "Id": str(image.id) if top else "<missing>",
+            "Created": int(_time_of(h.get("created"))),
+            "CreatedBy": h.get("created_by", ""),
+            "Tags": tags if top else None,
+            "Size": 0 if h.get("empty_layer") else next(sizes, 0),
+            "Comment": h.get("comment", ""),
+        })
+    rows.reverse()
+    return rows

@@ -18,13 +18,11 @@ import click
 
 from builder.cli import Globals, fail
 from builder.cli.format import (
-    created_at,
     format_rows,
     human_duration,
     human_size,
     parse_time,
     render_template,
-    since,
     table,
 )
 
@@ -223,23 +221,25 @@ def _ellipsis(text: str, width: int) -> str:
 @pass_globals
 def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt: str | None) -> None:
     """Show the history of an image."""
-    store = _store(g)
-    image = store.resolve(name)
-    sizes = iter(store.content_size(layer) for layer in image.layers)
+    from builder import images as library
+
     rows: list[dict[str, Any]] = []
-    entries = image.config.history
-    for i, h in enumerate(entries):
-        size = 0 if h.get("empty_layer") else next(sizes, 0)
-        top = i == len(entries) - 1
+    for h in library.history(_store(g), name):
+        created = datetime.fromtimestamp(h["Created"], UTC) if h["Created"] else None
+        image_id = h["Id"]
+        if image_id != "<missing>":
+            image_id = image_id if no_trunc else Digest.parse(image_id).short
+        by = h["CreatedBy"]
         rows.append({
-            "Comment": h.get("comment", ""),
-            "CreatedAt": h.get("created", "") if not human else created_at(h.get("created")),
-            "CreatedBy": h.get("created_by", "") if no_trunc else _ellipsis(h.get("created_by", ""), 45),
-            "CreatedSince": since(h.get("created")) if human else h.get("created", ""),
-            "ID": _short(image.id, no_trunc) if top else "<missing>",
-            "Size": human_size(size) if human else str(size),
+            "Comment": h["Comment"],
+            "CreatedAt": (created.strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if human
+                          else created.strftime("%Y-%m-%dT%H:%M:%SZ")) if created else "",
+            "CreatedBy": by if no_trunc else _ellipsis(by, 45),
+            "CreatedSince": ((human_duration((datetime.now(UTC) - created).total_seconds()) + " ago")
+                             if human else created.strftime("%Y-%m-%dT%H:%M:%SZ")) if created else "N/A",
+            "ID": image_id,
+            "Size": human_size(h["Size"]) if human else str(h["Size"]),
         })
-    rows.reverse()
     if quiet:
         _echo_lines("\n".join(r["ID"] for r in rows))
     elif fmt and fmt != "table":

@@ -136,6 +136,10 @@ def test_image_rules_and_inspect_shapes_are_library_calls(busybox: Any) -> None:
     with pytest.raises(StoreError, match="container " + cid[:12] + " is using its referenced image"):
         images.remove(state, "busybox")
     assert images.prune(state, all=True).deleted == ()  # a used image is no prune candidate
+    hist = images.history(state.image_store(), "busybox")
+    assert hist[0]["Id"] == busybox.image_id and hist[0]["Tags"] == ["busybox:latest"]
+    assert isinstance(hist[0]["Created"], int) and hist[0]["Created"] > 1_600_000_000
+    assert all(h["Id"] == "<missing>" and h["Tags"] is None for h in hist[1:])
     shown = images.inspect(state.image_store(), "busybox")
     assert shown["Id"] == busybox.image_id and shown["RepoTags"] == ["busybox:latest"]
     found, missing = images.inspect_any(state, ["busybox", "held", "nothing"])
