@@ -324,12 +324,11 @@ def _in_repository(rec: ImageRecord, pattern: str) -> bool:
     ref = rec.reference
     if ref is None:
         return False
-    repo, _, tag = pattern.partition(":")
-    try:
-        want = Reference.parse(repo, default_tag=False)
+    try:  # the whole pattern: a registry's port (host:5000/repo:tag) is no tag
+        want = Reference.parse(pattern, default_tag=False)
     except RegistryError:
         return False
-    return ref.name == want.name and (not tag or ref.tag == tag)
+    return ref.name == want.name and (want.tag is None or ref.tag == want.tag)
 
 
 def _reference_glob(rec: ImageRecord, pattern: str) -> bool:

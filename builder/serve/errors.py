@@ -66,6 +66,8 @@ def status_of(exc: BaseException) -> int:
             return 404
         if any(w in text for w in _CONFLICT_WORDS):
             return 409
+        if text.startswith("invalid") or "bad format" in text:
+            return 400
         if isinstance(exc, (berr.ContainerError, berr.NetworkError, berr.VolumeError)) and (
                 "invalid" in text or "must" in text or "bad " in text):
             return 400

@@ -98,37 +98,22 @@ def _labels(store: Store, rec: ImageRecord) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
-def _reference_match(ref: Reference | None, pattern: str) -> bool:
-    import fnmatch
-
-    if ref is None:
-        return False
-    return any(fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ":*")
-               for name in (ref.familiar, str(ref), ref.familiar_name))
-
-
 def image_summaries(state: StateRoot, *, filters: dict[str, list[str]] | None = None
                     ) -> list[dict[str, Any]]:
     """Docker's ``ImageSummary`` list: one entry per image ID, every tag of it in ``RepoTags``,
-    newest first."""
-    filters = filters or {}
-    for key in filters:
-        if key not in ("dangling", "reference", "label", "before", "since"):
-            raise bad_request(f"invalid filter '{key}'")
+    newest first; *filters* as ``docker images --filter`` (``builder.images.filter_images``)."""
+    from builder import images as library
+
     store = state.image_store()
-    records = store.images()
+    records = library.filter_images(store, store.images(), filters=filters or {})
     groups: dict[str, list[ImageRecord]] = {}
     for rec in records:
-        key = str(rec.image_id or rec.descriptor.digest)
-        groups.setdefault(key, []).append(rec)
-    used: dict[str, int] = {}
+        groups.setdefault(str(rec.image_id or rec.descriptor.digest), []).append(rec)
     out = []
     for image_id, recs in groups.items():
-        refs = [r.reference for r in recs if r.reference is not None]
-        tags = [r.familiar for r in refs if r.tag]
+        tags = [r.familiar for rec in recs if (r := rec.reference) is not None and r.tag]
         digests = sorted({f"{r.familiar_name}@{rec.descriptor.digest}" for rec in recs
                           if (r := rec.reference) is not None})
-        labels = _labels(store, recs[0])
         summary: dict[str, Any] = {
             "Id": image_id,
             "ParentId": "",
@@ -138,38 +123,12 @@ def image_summaries(state: StateRoot, *, filters: dict[str, list[str]] | None = 
             "Size": recs[0].size,
             "SharedSize": -1,
             "VirtualSize": recs[0].size,
-            "Labels": labels or None,
-            "Containers": used.get(image_id, -1),
+            "Labels": _labels(store, recs[0]) or None,
+            "Containers": -1,
         }
-        dangling = not tags
-        ok = True
-        for key, wanted in filters.items():
-            if not wanted:
-                continue
-            if key == "dangling":
-                ok = any((w.lower() == "true") == dangling for w in wanted)
-            elif key == "reference":
-                ok = any(_reference_match(r, w) for r in refs for w in wanted)
-            elif key == "label":
-                ok = all(_label_ok(labels, w) for w in wanted)
-            if not ok:
-                break
-        if ok:
-            out.append(summary)
-    for key in ("before", "since"):
-        for name in filters.get(key, []):
-            pivot = store.lookup(name)
-            t: int = next((int(s["Created"]) for s in out if s["Id"] == str(pivot.image_id)),
-                          _unix(pivot.created))
-            out = [s for s in out
-                   if (int(s["Created"]) < t if key == "before" else int(s["Created"]) > t)]
+        out.append(summary)
     out.sort(key=lambda s: (s["Created"], s["Id"]), reverse=True)
     return out
-
-
-def _label_ok(labels: dict[str, str], wanted: str) -> bool:
-    key, eq, value = wanted.partition("=")
-    return key in labels and (not eq or labels[key] == value)
 
 
 @routes.get("/images/json")

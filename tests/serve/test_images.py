@@ -306,3 +306,20 @@ def test_a_client_dropping_mid_upload_leaves_nothing(serve: Any, store_listing: 
     assert not ingest and not list((serve.pyb.root / "tmp").glob("build-*"))
     assert [e for e in store_listing(store) if not e[0].startswith("ingest")] == before
     assert serve.json("GET", "/images/json")[0]["RepoTags"] == ["busybox:latest"]
+
+
+def test_image_filters_and_repository_match_pybuild(serve: Any, busybox_tar: Any) -> None:
+    serve.pyb("import", "-c", "LABEL team=blue", str(busybox_tar), "labelled:1")
+    serve.pyb("tag", "busybox", "127.0.0.1:5000/ns/app:2")
+    serve.pyb("import", str(busybox_tar))  # dangling
+    fmt = "{{.ID}} {{.Repository}}:{{.Tag}}"
+    for args in (["--filter", "label=team=blue"], ["--filter", "label=team"],
+                 ["--filter", "dangling=true"], ["--filter", "dangling=false"],
+                 ["--filter", "reference=busy*"], ["--filter", "before=labelled:1"],
+                 ["--filter", "since=busybox"], ["127.0.0.1:5000/ns/app:2"],
+                 ["127.0.0.1:5000/ns/app"], ["busybox:latest"]):
+        theirs = listing(serve.docker("images", "--format", fmt, *args).stdout)
+        ours = listing(serve.pyb("images", "--format", fmt, *args).stdout)
+        assert theirs == ours and theirs, args
+    r = serve.docker("images", "--filter", "colour=red", check=False)
+    assert r.returncode == 1 and "invalid filter 'colour'" in r.stderr
