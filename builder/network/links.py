@@ -15,19 +15,28 @@ from typing import Any
 
 from builder.errors import NetworkError
 
-# netlink sockets kept open for the length of one ``session()`` (opening one costs ~4 ms)
-_sessions: list[dict[str, Any]] = []
+# netlink sockets kept open for the length of one ``session()`` (opening one costs ~4 ms); per
+# thread: the daemon (``pybuild serve``) runs network calls in several threads at once
+_local = threading.local()
+
+
+def _stack() -> list[dict[str, Any]]:
+    stack: list[dict[str, Any]] | None = getattr(_local, "sessions", None)
+    if stack is None:
+        stack = _local.sessions = []
+    return stack
 
 
 @contextmanager
 def session() -> Iterator[None]:
     """Reuse one netlink socket per namespace for every call inside the ``with`` body."""
     handles: dict[str, Any] = {}
-    _sessions.append(handles)
+    sessions = _stack()
+    sessions.append(handles)
     try:
         yield
     finally:
-        _sessions.remove(handles)
+        sessions.remove(handles)
         for h in handles.values():
             h.close()
 
@@ -43,8 +52,9 @@ def _open(netns: Path | None) -> Any:
 
 @contextmanager
 def _iproute(netns: Path | None = None) -> Iterator[Any]:
-    if _sessions:
-        handles = _sessions[-1]
+    sessions = _stack()
+    if sessions:
+        handles = sessions[-1]
         key = str(netns or "")
         if key not in handles:
             handles[key] = _open(netns)
@@ -58,7 +68,7 @@ def _iproute(netns: Path | None = None) -> Iterator[Any]:
 
 
 def _forget(netns: Path) -> None:
-    for handles in _sessions:
+    for handles in _stack():
         h = handles.pop(str(netns), None)
         if h is not None:
             h.close()
