@@ -355,3 +355,33 @@ def test_bad_create_bodies_leave_nothing(serve: Daemon) -> None:
     # docker-py's non-detached run: create, start, wait, logs, remove
     assert serve.client.containers.run("busybox", ["echo", "hi"], remove=True) == b"hi\n"
     assert serve.pyb("ps", "-aq").stdout.strip() == ""
+
+
+def test_logs_tail_since_timestamps_and_listing_options(serve: Daemon) -> None:
+    serve.docker("run", "-d", "--name", "lines", "busybox", "sh", "-c",
+                 "for i in 1 2 3 4 5; do echo out-$i; echo err-$i >&2; done; sleep 300")
+    try:
+        deadline = time.monotonic() + 10
+        while "err-5" not in serve.pyb("logs", "lines").stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for args in (["--tail", "2"], ["-t"], ["--tail", "1", "-t"], ["--since", "1h"],
+                     ["--since", "2100-01-01T00:00:00Z"]):
+            d = serve.docker("logs", *args, "lines")
+            p = serve.pyb("logs", *args, "lines")
+            assert (d.stdout, d.stderr) == (p.stdout, p.stderr), args
+        d = serve.docker("logs", "--tail", "2", "lines")
+        assert len((d.stdout + d.stderr).splitlines()) == 2  # the last two lines of both streams
+        assert set(serve.docker("logs", "lines").stdout.splitlines()) == {f"out-{i}" for i in range(1, 6)}
+        stamped = serve.docker("logs", "-t", "lines").stdout.splitlines()
+        assert len(stamped) == 5 and all(line.split(" ", 1)[0].endswith("Z") for line in stamped)
+        assert serve.docker("logs", "--since", "2100-01-01T00:00:00Z", "lines").stdout == ""
+        # /containers/json: limit (includes stopped ones), size
+        serve.docker("create", "--name", "idle", "busybox", "true")
+        rows = serve.json("GET", "/containers/json?limit=1&size=1")
+        assert [r["Names"] for r in rows] == [["/idle"]] and "SizeRw" in rows[0] and "SizeRootFs" in rows[0]
+        rows = serve.json("GET", '/containers/json?filters={"status":{"running":true}}')
+        assert [r["Names"] for r in rows] == [["/lines"]]
+        code, _h, body = serve.api("GET", '/containers/json?filters={"colour":["red"]}')
+        assert code == 400 and "colour" in json.loads(body)["message"]
+    finally:
+        serve.docker("rm", "-f", "lines", "idle")
