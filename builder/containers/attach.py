@@ -162,7 +162,8 @@ class AttachServer:
                 continue
             try:
                 with c.lock:
-                    c.sock.sendall(frame(kind, data))
+                    # no SIGPIPE: the supervisor runs with its default action (it would die)
+                    c.sock.sendall(frame(kind, data), socket.MSG_NOSIGNAL)
             except OSError:
                 self._drop(c)
 

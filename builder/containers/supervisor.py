@@ -117,8 +117,9 @@ class Supervisor:
         log = LogWriter(self.cs.log_path(self.cid))
         if self.attach is None:
             with contextlib.suppress(OSError):
+                # as dockerd: a TTY's stdin stays open when its client leaves (detach, attach again)
                 self.server = AttachServer(self.cs.dir(self.cid) / SOCKET_NAME,
-                                           stdin_once=bool(c.config.stdin_once))
+                                           stdin_once=bool(c.config.stdin_once and not c.config.tty))
         server = self.server
         first = True
         backoff = BACKOFF_START

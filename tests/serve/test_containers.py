@@ -240,7 +240,13 @@ def test_client_dropping_mid_logs_follow(serve: Daemon) -> None:
         a.kill()
         a.wait()
         assert serve.api("GET", "/_ping")[0] == 200
-        assert serve.docker("ps", "-q").stdout.strip() != ""
+        # the container outlives its departed client: its output goes on (no SIGPIPE death)
+        n = serve.pyb("logs", "talk").stdout.count("tick")
+        deadline = time.monotonic() + 10
+        while serve.pyb("logs", "talk").stdout.count("tick") < n + 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert serve.pyb("logs", "talk").stdout.count("tick") >= n + 5
+        assert json.loads(serve.pyb("inspect", "talk").stdout)[0]["State"]["Running"] is True
     finally:
         serve.docker("rm", "-f", "talk")
 
@@ -385,3 +391,24 @@ def test_logs_tail_since_timestamps_and_listing_options(serve: Daemon) -> None:
         assert code == 400 and "colour" in json.loads(body)["message"]
     finally:
         serve.docker("rm", "-f", "lines", "idle")
+
+
+def test_detach_keys_then_docker_attach(serve: Daemon) -> None:
+    """``run -it`` left with ctrl-p ctrl-q keeps the container running; ``docker attach`` on a
+    pty takes the shell back, and its exit ends the container."""
+    code, out = _pty_run([DOCKER, "run", "-it", "--name", "det", "busybox", "sh"], serve.env, [
+        (b"# ", b"\x10\x11"),
+    ])
+    assert code == 0, out
+    try:
+        st = json.loads(serve.pyb("inspect", "det").stdout)[0]["State"]
+        assert st["Running"] is True
+        code, out = _pty_run([DOCKER, "attach", "det"], serve.env, [
+            (b"", b"\r"),  # a fresh prompt first: ash may be awaiting a cursor-position reply
+            (b"# ", b"echo back-$((40+2))\r"),
+            (b"back-42", b"exit 2\r"),
+        ])
+        assert b"back-42" in out and code == 2, out
+        assert serve.docker("wait", "det").stdout.strip() == "2"
+    finally:
+        serve.docker("rm", "-f", "det")
