@@ -385,33 +385,12 @@ async def inspect_image(request: web.Request) -> web.Response:
     return web.json_response(await in_thread(library.inspect, store, _name(request)))
 
 
-def history_of(store: Store, name: str) -> list[dict[str, Any]]:
-    """Docker's ``/images/{name}/history``: newest first; only the top entry has the image ID."""
-    record = store.lookup(name)
-    image = store.image(record.descriptor, reference=record.reference)
-    sizes = iter(store.content_size(layer) for layer in image.layers)
-    tags = [r.reference.familiar for r in store.images()
-            if r.image_id == image.id and r.reference is not None and r.reference.tag]
-    rows = []
-    entries = image.config.history
-    for i, h in enumerate(entries):
-        top = i == len(entries) - 1
-        rows.append({
-            "Id": str(image.id) if top else "<missing>",
-            "Created": _unix(h.get("created")),
-            "CreatedBy": h.get("created_by", ""),
-            "Tags": tags if top else None,
-            "Size": 0 if h.get("empty_layer") else next(sizes, 0),
-            "Comment": h.get("comment", ""),
-        })
-    rows.reverse()
-    return rows
-
-
 @routes.get("/images/{name:.+}/history")
 async def image_history(request: web.Request) -> web.Response:
+    from builder import images as library
+
     store = _state(request).image_store()
-    return web.json_response(await in_thread(history_of, store, _name(request)))
+    return web.json_response(await in_thread(library.history, store, _name(request)))
 
 
 # -- remove / prune -----------------------------------------------------------------------------
