@@ -273,7 +273,8 @@ async def create_image(request: web.Request) -> web.StreamResponse:
 
 
 async def _import(request: web.Request) -> web.StreamResponse:
-    """``docker import``: ``fromSrc=-`` takes the rootfs tar from the body."""
+    """``docker import``: ``fromSrc=-`` takes the rootfs tar from the body; ``changes`` are
+    Dockerfile lines, as ``pybuild import -c``."""
     from registry import archive
     from registry.model import Platform
 
@@ -283,8 +284,10 @@ async def _import(request: web.Request) -> web.StreamResponse:
     ref = None
     if q.get("repo"):
         ref = _pull_reference(q["repo"], q.get("tag", ""))
-    if request.query.getall("changes", []):
-        raise bad_request("changes: not supported by the API import; use pybuild import -c")
+    from builder import images as library
+
+    # a bad change is refused (400, naming the line) before the body is read
+    config = library.config_from_changes(request.query.getall("changes", []))
     platform = None
     if q.get("platform"):
         try:
@@ -295,7 +298,8 @@ async def _import(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     body = cast(BinaryIO, SyncReader(request, loop))
     imported = await in_thread(lambda: archive.import_rootfs(
-        state.image_store(), body, reference=ref, message=q.get("message") or None,
+        state.image_store(), body, reference=ref, config=config,
+        message=q.get("message") or None,
         platform=platform, source_name="-"))
     image_id = str(imported.config.digest)
     events.emit(state, "image", "import", image_id, {"name": ref.familiar if ref else image_id})

@@ -266,7 +266,8 @@ def test_image_in_use_is_a_409_conflict_and_prune_keeps_it(serve: Any) -> None:
 
 def test_docker_import_and_save_of_several_images(serve: Any, busybox_tar: Any,
                                                   tmp_path: Any) -> None:
-    out = serve.docker("import", "-m", "via docker", str(busybox_tar), "imported:1").stdout
+    out = serve.docker("import", "-m", "via docker", "-c", "ENV A=1", "-c", "CMD echo $A",
+                       str(busybox_tar), "imported:1").stdout
     image_id = out.strip()
     assert image_id.startswith("sha256:")
     ours = serve.pyb("import", "-m", "via pybuild", str(busybox_tar), "imported:2").stdout.strip()
@@ -276,6 +277,12 @@ def test_docker_import_and_save_of_several_images(serve: Any, busybox_tar: Any,
     hist = json.loads(serve.docker("image", "inspect", "--format", "{{json .Comment}}",
                                    "imported:1").stdout)
     assert hist == "via docker" and ours != image_id
+    cfg = json.loads(serve.docker("image", "inspect", "--format", "{{json .Config}}",
+                                  "imported:1").stdout)
+    assert cfg["Env"] == ["A=1"] and cfg["Cmd"] == ["/bin/sh", "-c", "echo $A"]
+    r = serve.docker("import", "-c", "EXPOSE 99999", str(busybox_tar), "bad:1", check=False)
+    assert r.returncode == 1 and "invalid --change 'EXPOSE 99999'" in r.stderr
+    assert serve.pyb("images", "-q", "bad:1").stdout.strip() == ""
     # several images in one archive (GET /images/get?names=…&names=…)
     archive = tmp_path / "two.tar"
     serve.docker("save", "-o", str(archive), "imported:1", "busybox:latest")
