@@ -61,6 +61,11 @@ def unpack_context(stream: BinaryIO, dest: Path) -> None:
                 if member.isdev():
                     raise bad_request(f"build context: {member.name}: device files are not "
                                       f"allowed in a context")
+                if member.islnk():  # a hard link must name a file of the context itself
+                    target = os.path.realpath(os.path.join(dest, member.linkname))
+                    if os.path.commonpath([target, str(dest.resolve())]) != str(dest.resolve()):
+                        raise bad_request(f"build context: {member.name}: hard link to "
+                                          f"{member.linkname!r} outside the context")
                 try:
                     tar.extract(member, dest, filter="tar")
                 except tarfile.FilterError as e:

@@ -122,6 +122,18 @@ def test_failing_step_and_bad_contexts(serve: Any, tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"hi"))
     assert "build context" in refused(escape.getvalue())
     assert not list(serve.pyb.root.rglob("escaped"))
+    for linkname in ("/etc/hostname", "../../../../etc/hostname"):
+        hard = io.BytesIO()
+        with tarfile.open(fileobj=hard, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            data = b"FROM busybox\nCOPY stolen /stolen\n"
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            link = tarfile.TarInfo("stolen")
+            link.type = tarfile.LNKTYPE
+            link.linkname = linkname
+            tar.addfile(link)
+        assert "outside the context" in refused(hard.getvalue())
     # nothing tagged, no context left behind
     assert serve.pyb("images", "-q", "bad:1").stdout.strip() == ""
     assert not list((serve.pyb.root / "tmp").glob("build-*"))
