@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.containers.record import Container, ContainerStore
 from builder.state import StateRoot
 from registry.errors import NotFound, StoreError
 from registry.store import ImageRecord, Store
+
+if TYPE_CHECKING:
+    from registry.reference import Reference
 
 
 def containers_by_image(root: StateRoot) -> dict[str, list[Container]]:
@@ -75,6 +78,19 @@ def _remove(root: StateRoot, name: str, *, force: bool = False) -> list[str]:
             lines.append(f"Untagged: {r.reference.familiar}")
     store.add(record.descriptor.with_annotations(**{"org.opencontainers.image.ref.name": None}))
     return lines
+
+
+def tag(store: Store, source: str, target: str) -> Reference:
+    """``docker tag SOURCE TARGET``: the reference now naming SOURCE's image. A TARGET with a
+    digest is refused (``InvalidReference``), as Docker does."""
+    from registry.errors import InvalidReference
+    from registry.reference import Reference
+
+    ref = Reference.parse(target)
+    if ref.digest is not None:
+        raise InvalidReference(f"refusing to create a tag with a digest reference: {target}")
+    store.tag(source, ref)
+    return ref
 
 
 @dataclass(frozen=True)

@@ -123,12 +123,11 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
 @pass_globals
 def tag(g: Globals, source: str, target: str) -> None:
     """Create a tag TARGET that refers to SOURCE."""
-    ref = Reference.parse(target)
-    if ref.digest is not None:
-        fail(f"refusing to create a tag with a digest reference: {target}")
-    store = _store(g)
-    store.tag(source, ref)
     from builder import events
+    from builder import images as library
+
+    store = _store(g)
+    ref = library.tag(store, source, target)
 
     events.emit(g.state, "image", "tag", str(store.lookup(str(ref)).image_id),
                 {"name": ref.familiar})

@@ -176,6 +176,19 @@ def test_image_filters_are_a_library_rule(busybox: Any, busybox_tar: Path) -> No
     assert r.returncode == 1 and "No such image: nosuch:1" in r.stderr
 
 
+def test_tag_refuses_a_digest_reference(busybox: Any) -> None:
+    from builder import images
+    from registry.errors import InvalidReference
+
+    target = "other@sha256:" + "a" * 64
+    r = busybox("tag", "busybox", target, check=False)
+    assert (r.returncode, r.stderr) == (1, f"Error: refusing to create a tag with a digest reference: {target}\n")
+    with pytest.raises(InvalidReference):
+        images.tag(busybox.store(), "busybox", target)
+    assert str(images.tag(busybox.store(), "busybox", "other:2")) == "docker.io/library/other:2"
+    assert busybox("images", "-q", "other:2").stdout == busybox.image_id[7:19] + "\n"
+
+
 def test_import_changes_are_a_library_call() -> None:
     from builder import images
     from builder.errors import InvalidChange
