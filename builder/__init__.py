@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     # containers
     "RunOptions": "builder.containers.create:RunOptions",
     "Container": "builder.containers.record:Container",
+    "ContainerConfig": "registry.config:ContainerConfig",
     "run": "builder.containers.service:run_foreground",
     "run_detached": "builder.containers.service:run_detached",
     "create": "builder.containers.service:create",
@@ -68,6 +69,7 @@ __all__ = [
     "BuildOutcome",
     "BuildRequest",
     "Container",
+    "ContainerConfig",
     "ContainerError",
     "DockerfileSyntaxError",
     "Endpoint",
@@ -141,6 +143,7 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
     from builder.volume.store import get as get_volume
     from builder.volume.store import prune as prune_volumes
     from builder.volume.store import remove as remove_volume
+    from registry.config import ContainerConfig
 
 
 if not TYPE_CHECKING:  # mypy would take any name, submodules too, as Any

@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "Manifest": "registry.model:Manifest",
     "Index": "registry.model:Index",
     "ImageConfig": "registry.model:ImageConfig",
+    "ContainerConfig": "registry.config:ContainerConfig",
     # the local store
     "Store": "registry.store:Store",
     "Image": "registry.store:Image",
@@ -47,6 +48,7 @@ _EXPORTS: dict[str, str] = {
 
 # the names of ``_EXPORTS`` (a test pins both)
 __all__ = [
+    "ContainerConfig",
     "Descriptor",
     "Digest",
     "DigestError",
@@ -80,6 +82,7 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
     from registry.archive.load import load
     from registry.archive.save import save
     from registry.client import RegistryClient, Repository, client_for
+    from registry.config import ContainerConfig
     from registry.digest import Digest
     from registry.errors import DigestError, InvalidReference, NotFound, RegistryError, Unauthorized
     from registry.model import Descriptor, ImageConfig, Index, Manifest, Platform

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("builder", "registry", "grammar")
 
 BUILDER_API = [
-    "BuildError", "BuildOutcome", "BuildRequest", "Container", "ContainerError",
+    "BuildError", "BuildOutcome", "BuildRequest", "Container", "ContainerConfig", "ContainerError",
     "DockerfileSyntaxError", "Endpoint", "Network", "NetworkError", "Output", "PortBinding",
     "RunOptions", "StateRoot", "StepFailed", "Volume", "VolumeError", "build", "create",
     "create_network", "create_volume", "get_container", "get_network", "get_volume", "kill",
@@ -31,7 +31,7 @@ BUILDER_API = [
     "run_detached", "start", "stop", "wait",
 ]
 REGISTRY_API = [
-    "Descriptor", "Digest", "DigestError", "Image", "ImageConfig", "Index", "InvalidReference",
+    "ContainerConfig", "Descriptor", "Digest", "DigestError", "Image", "ImageConfig", "Index", "InvalidReference",
     "Manifest", "NotFound", "Platform", "Reference", "RegistryClient", "RegistryError",
     "Repository", "Store", "Unauthorized", "client_for", "copy", "import_rootfs", "load",
     "parse_end", "pull", "push", "save",
