@@ -50,7 +50,7 @@ class Base:
     """Where a stage starts: nothing (``scratch``), an image in the store, or an earlier stage."""
 
     kind: Literal["scratch", "image", "stage"]
-    key: str
+    key: CacheKey
     image: Image | None = None
     stage: int | None = None
     name: str = "scratch"  # as written in FROM, expanded
@@ -166,7 +166,7 @@ class Step:
     """
 
     kind: Literal["exec", "copy", "mkdir", "meta"]
-    key: str
+    key: CacheKey
     name: str  # e.g. "RUN echo hi"
     location: str  # "Dockerfile:7"
     created_by: str
@@ -177,13 +177,13 @@ class Step:
     slot: str = ""
     comment: str = "buildkit.dockerfile.v0"
     #: the filesystem key after the step when it differs from the cache key (``COPY --link``)
-    fs_key: str = ""
+    fs_key: CacheKey | None = None
     #: whether the step gets a history entry (ONBUILD does not)
     history: bool = True
 
     @property
-    def after(self) -> str:
-        return self.fs_key or self.key
+    def after(self) -> CacheKey:
+        return self.fs_key if self.fs_key is not None else self.key
 
     @property
     def changes_fs(self) -> bool:
@@ -214,7 +214,7 @@ class StagePlan:
     platform: Platform
 
     @property
-    def key(self) -> str:
+    def key(self) -> CacheKey:
         return self.steps[-1].after if self.steps else self.base.key
 
     @property
