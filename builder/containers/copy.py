@@ -53,13 +53,18 @@ def _enter_root(root: StateRoot, c: Container) -> None:
     os.chdir("/")
 
 
-def _fork(root: StateRoot, c: Container, job: str, path: str, fd: int, *, follow: bool = False) -> int:
+def _fork(root: StateRoot, c: Container, job: str, path: str, fd: int, *, follow: bool = False,
+          other: int | None = None) -> int:
     """Run *job* ("read": tar *path* into *fd*; "write": untar *fd* under *path*) in a child
-    confined to the container; returns the child's pid."""
+    confined to the container; returns the child's pid. *other* is the pipe's end the parent
+    keeps: the child closes its copy (an untar holding the write end would wait for an EOF that
+    never comes when the tar lacks its end-of-archive blocks)."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 1
         try:
+            if other is not None:
+                os.close(other)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             _enter_root(root, c)
             f = os.fdopen(fd, "wb" if job == "read" else "rb")
@@ -142,7 +147,7 @@ def copy_from(root: StateRoot, c: Container, src: str, dest: str | BinaryIO, *, 
     if not src.startswith("/"):
         src = "/" + src  # Docker: relative to the container's root
     r, w = os.pipe()
-    pid = _fork(root, c, "read", src, w, follow=follow)
+    pid = _fork(root, c, "read", src, w, follow=follow, other=r)
     os.close(w)
     try:
         with os.fdopen(r, "rb") as stream:
@@ -228,7 +233,7 @@ def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> No
     else:
         target_dir, payload = dest, src
     r, w = os.pipe()
-    pid = _fork(root, c, "write", target_dir, r)
+    pid = _fork(root, c, "write", target_dir, r, other=w)
     os.close(r)
     try:
         with os.fdopen(w, "wb") as out, contextlib.suppress(BrokenPipeError):

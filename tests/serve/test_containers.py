@@ -412,3 +412,30 @@ def test_detach_keys_then_docker_attach(serve: Daemon) -> None:
         assert serve.docker("wait", "det").stdout.strip() == "2"
     finally:
         serve.docker("rm", "-f", "det")
+
+
+def test_docker_cp_both_ways(serve: Daemon, tmp_path: Path) -> None:
+    """``docker cp`` through /containers/{id}/archive (HEAD stat, PUT tar, GET tar), checked with
+    pybuild exec and pybuild cp on the same container."""
+    serve.docker("run", "-d", "--name", "files", "busybox", "sleep", "300")
+    try:
+        src = tmp_path / "in"
+        (src / "sub").mkdir(parents=True)
+        (src / "a.txt").write_text("alpha\n")
+        (src / "sub" / "b.txt").write_text("beta\n")
+        serve.docker("cp", str(src), "files:/tmp/")
+        assert serve.pyb("exec", "files", "cat", "/tmp/in/a.txt", "/tmp/in/sub/b.txt").stdout == "alpha\nbeta\n"
+        serve.docker("cp", str(src / "a.txt"), "files:/tmp/renamed.txt")
+        assert serve.pyb("exec", "files", "cat", "/tmp/renamed.txt").stdout == "alpha\n"
+        out = tmp_path / "out"
+        serve.docker("cp", "files:/tmp/in", str(out))
+        assert (out / "sub" / "b.txt").read_text() == "beta\n"
+        serve.pyb("cp", "files:/tmp/in", str(tmp_path / "mine"))
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+            sorted(p.relative_to(tmp_path / "mine").as_posix() for p in (tmp_path / "mine").rglob("*"))
+        r = serve.docker("cp", "files:/no/such/path", str(tmp_path / "x"), check=False)
+        assert r.returncode != 0 and "/no/such/path" in r.stderr
+        code, _h, _b = serve.api("HEAD", "/containers/files/archive?path=/etc/hostname")
+        assert code == 200
+    finally:
+        serve.docker("rm", "-f", "files")
