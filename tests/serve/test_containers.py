@@ -88,16 +88,26 @@ def test_docker_cli_web_workflow(serve: Daemon) -> None:
 
 
 def _pty_run(argv: list[str], env: dict[str, str], script: list[tuple[bytes, bytes]],
-             timeout: float = 30) -> tuple[int, bytes]:
-    """Run *argv* on a pty; for each (wait_for, send) pair, read until *wait_for* appears then
-    type *send*. Returns the exit status and everything read."""
+             timeout: float = 30, winsize: tuple[int, int] | None = None) -> tuple[int, bytes]:
+    """Run *argv* on a pty (of *winsize* rows and columns, announced with SIGWINCH too); for
+    each (wait_for, send) pair, read until *wait_for* appears then type *send*. Returns the exit
+    status and everything read."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - child
         os.execve(argv[0], argv, env)
+    if winsize is not None:
+        import fcntl
+        import signal
+        import struct
+        import termios
+
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", winsize[0], winsize[1], 0, 0))
     out = b""
     deadline = time.monotonic() + timeout
     try:
-        for wait_for, send in script:
+        for i, (wait_for, send) in enumerate(script):
+            if i == 1 and winsize is not None:
+                os.kill(pid, signal.SIGWINCH)
             while wait_for not in out:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"timed out waiting for {wait_for!r}; got {out!r}")
@@ -144,8 +154,10 @@ def test_docker_exec_it_through_a_pty(serve: Daemon) -> None:
     try:
         code, out = _pty_run([DOCKER, "exec", "-it", "box", "sh"], serve.env, [
             (b"# ", b"echo $((7*6))-in-$(hostname)\r"),
-            (b"42-in-", b"exit\r"),
-        ])
+            # the client's terminal size reaches the exec's pty (POST /exec/{id}/resize)
+            (b"42-in-", b"until [ \"$(stty size)\" = '40 120' ]; do sleep 0.1; done; echo sized-ok\r"),
+            (b"sized-ok\r\n", b"exit\r"),
+        ], winsize=(40, 120))
         assert code == 0, out
         cid = serve.pyb("ps", "-q").stdout.strip()
         assert f"42-in-{cid}".encode() in out
