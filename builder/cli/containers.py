@@ -147,9 +147,9 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
 def logs(obj: Any, follow: bool, tail: str, timestamps: bool, since: str | None, until: str | None,
          container: str) -> None:
     """Fetch the logs of a container."""
-    from builder.containers import lifecycle
+    from builder.containers import output
 
-    entries = lifecycle.logs(_root(obj), container, tail=tail, since=since, until=until, follow=follow)
+    entries = output.logs(_root(obj), container, tail=tail, since=since, until=until, follow=follow)
     out, err = sys.stdout.buffer, sys.stderr.buffer
     for e in entries:
         stream = err if e.stream == "stderr" else out
@@ -214,9 +214,9 @@ def started_ns(c: Container) -> int:
 def follow_first_run(root: Any, cid: str, *, since_ns: int) -> int:
     """Stream a detached container's output from *since_ns* until its current run ends;
     returns that run's exit code."""
-    from builder.containers import lifecycle
+    from builder.containers import lifecycle, output
 
-    for e in lifecycle.follow_run(root, cid, since_ns=since_ns):
+    for e in output.follow_run(root, cid, since_ns=since_ns):
         stream = sys.stderr.buffer if e.stream == "stderr" else sys.stdout.buffer
         stream.write(e.data)
         stream.flush()

@@ -12,13 +12,12 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from builder.containers import runtime
-from builder.containers.logs import LogEntry
 from builder.containers.options import (
     parse_signal,
     parse_timestamp_ns,
@@ -585,24 +584,6 @@ def _status_fields(pid: int) -> dict[str, str]:
 
 
 # -- attach to a detached run -------------------------------------------------------------------
-def follow_run(root: StateRoot, cid: str, *, since_ns: int) -> Iterator[LogEntry]:
-    """The log entries of *cid*'s current run from *since_ns*, until that run ends (a restart
-    by its policy ends it too); then ``run_exit_code`` gives its status."""
-    from builder.containers.logs import read_logs
-
-    cs = store(root)
-    runs = cs.load(cid).state.restart_count
-
-    def running() -> bool:
-        try:
-            st = refresh(cs, cs.load(cid)).state
-        except ContainerError:
-            return False
-        return st.status == "running" and st.restart_count == runs
-
-    yield from read_logs(cs.log_path(cid), since_ns=since_ns, follow=True, still_running=running)
-
-
 def run_exit_code(root: StateRoot, cid: str) -> int:
     """The exit code of *cid*'s last run (from the supervisor's farewell file once an ``--rm``
     record is gone)."""
@@ -611,41 +592,3 @@ def run_exit_code(root: StateRoot, cid: str) -> int:
         return refresh(cs, cs.load(cid)).state.exit_code
     except ContainerError:
         return _last_exit(root, cid)
-
-
-# -- logs ---------------------------------------------------------------------------------------
-def parse_tail(text: str | int | None) -> int | None:
-    """``--tail``/``?tail=``: a line count, or None for every line (``all``, empty, negative)."""
-    if text is None or text in ("all", ""):
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise ContainerError(f"invalid --tail value {text!r}: a number or \"all\"") from None
-    return None if n < 0 else n
-
-
-def logs(root: StateRoot, ref: str, *, tail: str | int | None = None, since: str | None = None,
-         until: str | None = None, follow: bool = False,
-         stop: Callable[[], bool] | None = None) -> Iterator[LogEntry]:
-    """``docker logs``: the container's json-file entries (``since``/``until`` as Docker takes
-    them: RFC 3339, Unix seconds or a relative ``42m``); with *follow*, new ones until it stops
-    (or *stop* says so)."""
-    from builder.containers.logs import read_logs
-
-    c = get(root, ref)
-    n = parse_tail(tail)
-    since_ns = parse_timestamp_ns(since) if since and since != "0" else 0
-    until_ns = parse_timestamp_ns(until) if until and until != "0" else 0
-    cs = store(root)
-
-    def running() -> bool:
-        if stop is not None and stop():
-            return False
-        try:
-            return refresh(cs, cs.load(c.id)).state.running
-        except ContainerError:
-            return False
-
-    yield from read_logs(cs.log_path(c.id), tail=n, since_ns=since_ns, until_ns=until_ns,
-                         follow=follow, still_running=running)
