@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import build
 
 from builder.errors import SandboxError
 from builder.sandbox import seccomp
@@ -239,20 +238,20 @@ def test_runc_runtime_gets_the_profile(busybox: Any, probe: Path) -> None:
 
 
 # -- a RUN step --------------------------------------------------------------------------------
-def test_run_steps_get_the_default_profile(busybox: Any, probe: Path, tmp_path: Path) -> None:
+def test_run_steps_get_the_default_profile(busybox: Any, probe: Path, tmp_path: Path, bt: Any) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     shutil.copy(probe, ctx / "sysprobe")
     (ctx / "Dockerfile").write_text(
         "FROM busybox\nCOPY sysprobe /sysprobe\n"
         "RUN (grep '^Seccomp:' /proc/self/status; /sysprobe keyctl mount unshare fork) > /result\n")
-    build(busybox, ctx, "-t", "probed")
+    bt.build(busybox, ctx, "-t", "probed")
     out = busybox("run", "--rm", "--security-opt", "seccomp=unconfined", "probed", "cat", "/result").stdout
     assert status(out)["Seccomp"] == "2"
     got = probe_results(out)
     assert got["keyctl"] == got["mount"] == got["unshare"] == "EPERM" and got["fork"] == "ok"
     (ctx / "Dockerfile").write_text("FROM busybox\nRUN unshare -U true\n")
-    r, events = build(busybox, ctx, check=False)
+    r, events = bt.build(busybox, ctx, check=False)
     assert r.returncode != 0
     logs = "\n".join(e["text"] for e in events if e["kind"] == "log")
     assert "Operation not permitted" in logs

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from conftest import Daemon
+    from serve_client import Daemon
 
 #: Debian's docker CLI (20.10), as the serve fixture's ``docker()`` runs it
 DOCKER = "/usr/bin/docker"

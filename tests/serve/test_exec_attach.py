@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conftest import Daemon
+    from serve_client import Daemon
 
 
 def _read_until(sock: socket.socket, needle: bytes, timeout: float = 15) -> bytes:

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conftest import Daemon
+    from serve_client import Daemon
 
 
 def _table_ids(text: str) -> set[str]:

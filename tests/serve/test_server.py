@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DOCKER, uhttp
 from registry_server import free_port, make_tls
+from serve_client import DOCKER, uhttp
 
 
 def test_ping_get_and_head_with_dockers_headers(serve: Any) -> None:
