@@ -7,8 +7,6 @@ first, as the ``pybuild --root`` commands do. See "Python API" in the README.
 
 from __future__ import annotations
 
-import sys
-
 # not ``typing.TYPE_CHECKING``: importing typing would cost ``import builder`` ~5 ms (mypy
 # treats this constant the same way)
 TYPE_CHECKING = False
@@ -109,8 +107,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imports them
-    from typing import Any
-
     from builder.containers.create import RunOptions
     from builder.containers.lifecycle import get as get_container
     from builder.containers.lifecycle import kill, list_containers, remove, stop, wait
@@ -147,16 +143,7 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
 
 
 if not TYPE_CHECKING:  # mypy would take any name, submodules too, as Any
-    def __getattr__(name: str) -> Any:  # noqa: F821 - Any is only for checkers
-        target = _EXPORTS.get(name)
-        if target is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        module, _, attr = target.partition(":")
-        __import__(module)
-        value = getattr(sys.modules[module], attr)
-        globals()[name] = value  # once: later lookups do not come here
-        return value
+    from registry.lazy import lazy_exports
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+    del lazy_exports

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.filters import parse_filters
+
 if TYPE_CHECKING:
     from builder.state import StateRoot
 
@@ -92,19 +94,7 @@ class Filters:
     @classmethod
     def from_json(cls, text: str | None) -> Filters:
         """``{"type": ["image"]}`` or the older ``{"type": {"image": true}}`` form."""
-        if not text:
-            return cls()
-        raw = json.loads(text)
-        if not isinstance(raw, dict):
-            raise ValueError("filters must be a JSON object")
-        out: dict[str, list[str]] = {}
-        for k, v in raw.items():
-            if isinstance(v, dict):
-                out[k] = [x for x, on in v.items() if on]
-            elif isinstance(v, list):
-                out[k] = [str(x) for x in v]
-            else:
-                out[k] = [str(v)]
+        out = parse_filters(text)
         known = {"type", "event", "image", "container", "network", "volume", "label", "scope",
                  "daemon", "plugin", "node", "service", "secret", "config"}
         for k in out:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from builder.containers.record import Container, ContainerStore
+from builder.filters import labels_match
 from builder.state import StateRoot
 from registry.errors import NotFound, StoreError
 from registry.store import ImageRecord, Store
@@ -300,7 +301,7 @@ def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: s
                 ok = any(_reference_glob(rec, v) for v in values)
             elif key == "label":
                 labels = _labels(store, rec)
-                ok = all(_label_ok(labels, v) for v in values)
+                ok = labels_match(labels, values)
             elif key == "before":
                 ok = all(_created(rec) < t for t in pivots["before"])
             elif key == "since":
@@ -309,6 +310,35 @@ def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: s
                 break
         if ok:
             out.append(rec)
+    return out
+
+
+def summaries(store: Store, *, filters: Mapping[str, list[str]] | None = None
+              ) -> list[dict[str, Any]]:
+    """Docker's ``ImageSummary`` list (``GET /images/json``): one entry per image ID, every
+    tag of it in ``RepoTags``, newest first; *filters* as ``docker images --filter``."""
+    records = filter_images(store, store.images(), filters=filters or {})
+    groups: dict[str, list[ImageRecord]] = {}
+    for rec in records:
+        groups.setdefault(str(rec.image_id or rec.descriptor.digest), []).append(rec)
+    out = []
+    for image_id, recs in groups.items():
+        tags = [r.familiar for rec in recs if (r := rec.reference) is not None and r.tag]
+        digests = sorted({f"{r.familiar_name}@{rec.descriptor.digest}" for rec in recs
+                          if (r := rec.reference) is not None})
+        out.append({
+            "Id": image_id,
+            "ParentId": "",
+            "RepoTags": tags or ["<none>:<none>"],
+            "RepoDigests": digests or ["<none>@<none>"],
+            "Created": int(_created(recs[0])),
+            "Size": recs[0].size,
+            "SharedSize": -1,
+            "VirtualSize": recs[0].size,
+            "Labels": dict(_labels(store, recs[0])) or None,
+            "Containers": -1,
+        })
+    out.sort(key=lambda s: (s["Created"], s["Id"]), reverse=True)
     return out
 
 
@@ -363,11 +393,6 @@ def _labels(store: Store, rec: ImageRecord) -> Mapping[str, str]:
     except (NotFound, OSError, ValueError):
         return {}
     return dict(image.config.config.get("Labels") or {})
-
-
-def _label_ok(labels: Mapping[str, str], wanted: str) -> bool:
-    key, eq, value = wanted.partition("=")
-    return key in labels and (not eq or labels[key] == value)
 
 
 # -- history -------------------------------------------------------------------------------------

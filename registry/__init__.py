@@ -6,8 +6,6 @@ imported from their modules on first use (``import registry`` itself loads nothi
 
 from __future__ import annotations
 
-import sys
-
 # not ``typing.TYPE_CHECKING``: importing typing would cost ``import builder`` ~5 ms (mypy
 # treats this constant the same way)
 TYPE_CHECKING = False
@@ -76,8 +74,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imports them
-    from typing import Any
-
     from registry.archive.importer import import_rootfs
     from registry.archive.load import load
     from registry.archive.save import save
@@ -92,16 +88,7 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
 
 
 if not TYPE_CHECKING:  # mypy would take any name, submodules too, as Any
-    def __getattr__(name: str) -> Any:  # noqa: F821 - Any is only for checkers
-        target = _EXPORTS.get(name)
-        if target is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        module, _, attr = target.partition(":")
-        __import__(module)
-        value = getattr(sys.modules[module], attr)
-        globals()[name] = value  # once: later lookups do not come here
-        return value
+    from registry.lazy import lazy_exports
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+    del lazy_exports

@@ -210,7 +210,7 @@ def test_import_is_lazy_and_a_name_is_its_function_even_after_its_module() -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO).stdout.splitlines()
-    assert out == ["['builder', 'registry']", "True True", "registry.store registry.transfer.copier"]
+    assert out == ["['builder', 'registry', 'registry.lazy']", "True True", "registry.store registry.transfer.copier"]
 
 
 # -- the README example --------------------------------------------------------------------------

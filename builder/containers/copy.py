@@ -118,7 +118,7 @@ def _wait(pid: int, what: str, stderr_note: str = "") -> None:
         raise ContainerError(f"copying {what} failed{stderr_note}")
 
 
-def _stat_in(root: StateRoot, c: Container, path: str) -> str:
+def stat_in(root: StateRoot, c: Container, path: str) -> str:
     """``file``, ``dir`` or ``missing`` for *path* inside the container (via a tiny child)."""
     r, w = os.pipe()
     pid = os.fork()
@@ -212,7 +212,7 @@ def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> No
         sp = Path(src.rstrip("/") if not src.endswith("/.") else src[:-2])
         if not sp.exists() and not sp.is_symlink():
             raise ContainerError(f"no such file or directory: {src}")
-        kind = _stat_in(root, c, dest)
+        kind = stat_in(root, c, dest)
         contents_only = src.endswith("/.")
         if kind == "dir":
             target_dir, arc = dest, sp.name
@@ -224,7 +224,7 @@ def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> No
             if kind == "file" and sp.is_dir():
                 raise ContainerError(f"cannot copy a directory to a file: {dest}")
             parent = os.path.dirname(dest.rstrip("/")) or "/"
-            if _stat_in(root, c, parent) != "dir":
+            if stat_in(root, c, parent) != "dir":
                 raise ContainerError(f"destination directory {parent} must exist in the container")
             target_dir, arc = parent, os.path.basename(dest.rstrip("/"))
             if contents_only:

@@ -28,7 +28,7 @@ def logs(root: StateRoot, ref: str, *, tail: str | int | None = None, since: str
          stop: Callable[[], bool] | None = None) -> Iterator[LogEntry]:
     """``docker logs``: the container's json-file entries (``since``/``until`` as Docker takes
     them: RFC 3339, Unix seconds or a relative ``42m``); with *follow*, new ones until it stops
-    (or *stop* says so)."""
+    (or *stop* says so). A bad container or value raises here, before the first entry is read."""
     c = get(root, ref)
     n = parse_tail(tail)
     since_ns = parse_timestamp_ns(since) if since and since != "0" else 0
@@ -43,8 +43,8 @@ def logs(root: StateRoot, ref: str, *, tail: str | int | None = None, since: str
         except ContainerError:
             return False
 
-    yield from read_logs(cs.log_path(c.id), tail=n, since_ns=since_ns, until_ns=until_ns,
-                         follow=follow, still_running=running)
+    return read_logs(cs.log_path(c.id), tail=n, since_ns=since_ns, until_ns=until_ns,
+                     follow=follow, still_running=running)
 
 
 def follow_run(root: StateRoot, cid: str, *, since_ns: int) -> Iterator[LogEntry]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import NetworkError
+from builder.filters import labels_match
 from builder.network import firewall, helpers, ipam, links, names
 from builder.network.model import DRIVERS, PREDEFINED, Endpoint, Network, PortMapping
 from builder.state import StateRoot
@@ -290,20 +291,12 @@ def prune_networks(state: StateRoot, *, label_filters: Sequence[str] = ()) -> li
     """``network prune``: remove user-defined networks with no containers; returns names."""
     removed = []
     for net in list_networks(state):
-        if net.predefined or net.containers or not _labels_match(net.labels, label_filters):
+        if net.predefined or net.containers or not labels_match(net.labels, label_filters):
             continue
         with contextlib.suppress(NetworkError):
             remove_network(state, net.id)
             removed.append(net.name)
     return removed
-
-
-def _labels_match(labels: Mapping[str, str], filters: Sequence[str]) -> bool:
-    for f in filters:
-        k, sep, v = f.partition("=")
-        if k not in labels or (sep and labels[k] != v):
-            return False
-    return True
 
 
 # -- endpoints ----------------------------------------------------------------------------------

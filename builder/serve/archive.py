@@ -38,7 +38,7 @@ async def _stat(request: web.Request) -> tuple[Container, str, str, str]:
 
     c = await find(request)
     path = _path(request)
-    kind = await in_thread(copy._stat_in, state_of(request), c, path)
+    kind = await in_thread(copy.stat_in, state_of(request), c, path)
     if kind == "missing":
         raise ApiError(404, f"Could not find the file {path} in container {request.match_info['id']}")
     name = path.rstrip("/").rsplit("/", 1)[-1] or "/"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -414,57 +413,29 @@ async def unpause(request: web.Request) -> web.Response:
 @routes.get("/containers/{id}/logs")
 async def logs(request: web.Request) -> web.StreamResponse:
     """The json-file log: multiplexed frames, or raw bytes for a TTY container."""
-    from builder.containers import lifecycle
-    from builder.containers.logs import read_logs
-    from builder.containers.options import parse_timestamp_ns
-    from builder.containers.record import ContainerStore
+    from builder.containers import output
 
     root = state_of(request)
     c = await find(request)
     want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
     if not (want_out or want_err):
         raise bad_request("Bad parameters: you must choose at least one stream")
-    follow = qbool(request, "follow")
     stamps = qbool(request, "timestamps")
-    tail_text = request.query.get("tail", "all")
-    tail: int | None = None
-    if tail_text not in ("all", ""):
-        try:
-            tail = int(tail_text)
-        except ValueError:
-            raise bad_request(f"invalid tail value {tail_text!r}: a number or \"all\"") from None
-        if tail < 0:
-            tail = None
-
-    def ts(name: str) -> int:
-        v = request.query.get(name)
-        if not v or v == "0":
-            return 0
-        try:
-            return parse_timestamp_ns(v)
-        except ContainerError as e:
-            raise bad_request(str(e)) from None
-
-    since_ns, until_ns = ts("since"), ts("until")
     tty = bool(c.config.tty)
-    cs = ContainerStore(root)
     stop = False
-
-    def running() -> bool:
-        if stop:
-            return False
-        try:
-            return lifecycle.refresh(cs, cs.load(c.id)).state.running
-        except ContainerError:
-            return False
+    try:
+        entries = output.logs(root, c.id, tail=request.query.get("tail"),
+                              since=request.query.get("since"), until=request.query.get("until"),
+                              follow=qbool(request, "follow"), stop=lambda: stop)
+    except ContainerError as e:
+        raise bad_request(str(e)) from None
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
 
     def produce() -> None:
         try:
-            for e in read_logs(cs.log_path(c.id), tail=tail, since_ns=since_ns, until_ns=until_ns,
-                               follow=follow, still_running=running):
+            for e in entries:
                 if stop:
                     return
                 if (e.stream == "stderr" and not want_err) or (e.stream != "stderr" and not want_out):
@@ -500,41 +471,12 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/containers/{id}/top")
 async def top(request: web.Request) -> web.Response:
-    import os
-
-    from builder.containers import lifecycle
+    from builder.containers.inspect import top as processes
 
     c = await find(request)
     if not c.state.running:
         raise ApiError(409, f"Container {c.id} is not running")
-    procs = await in_thread(lifecycle.processes, c)
-    ticks = os.sysconf("SC_CLK_TCK")
-    boot = _boot_time()
-    rows = []
-    for p in procs:
-        stime = time.strftime("%H:%M", time.localtime(boot + p["STIME"] / ticks))
-        t = p["TIME"]
-        rows.append([_user(p["UID"]), str(p["PID"]), str(p["PPID"]), "0", stime, p["TTY"],
-                     f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}", p["CMD"]])
-    return web.json_response({"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
-                              "Processes": rows})
-
-
-def _boot_time() -> float:
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("btime"):
-                return float(line.split()[1])
-    return 0.0
-
-
-def _user(uid: str) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(int(uid)).pw_name
-    except (KeyError, ValueError):
-        return uid
+    return web.json_response(await in_thread(processes, c))
 
 
 # -- remove / prune ----------------------------------------------------------------------------

@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, BinaryIO, cast
 
 from aiohttp import web
@@ -17,6 +15,7 @@ from aiohttp import web
 from builder import events
 from builder.serve.auth import registry_auth
 from builder.serve.errors import bad_request, message_of, not_found
+from builder.serve.request import parse_filters
 from builder.serve.streams import (
     JsonStream,
     SyncReader,
@@ -26,9 +25,8 @@ from builder.serve.streams import (
     pump,
 )
 from builder.state import StateRoot
-from registry.errors import InvalidReference, NotFound, RegistryError
+from registry.errors import InvalidReference, NotFound
 from registry.reference import Reference
-from registry.store import ImageRecord, Store
 
 routes = web.RouteTableDef()
 
@@ -51,84 +49,7 @@ def _flag(request: web.Request, name: str, default: bool = False) -> bool:
 
 
 def _filters(request: web.Request) -> dict[str, list[str]]:
-    text = request.query.get("filters")
-    if not text:
-        return {}
-    try:
-        raw = json.loads(text)
-    except ValueError:
-        raise bad_request(f"invalid filters: {text!r} is not JSON") from None
-    if not isinstance(raw, dict):
-        raise bad_request("invalid filters: not a JSON object")
-    out: dict[str, list[str]] = {}
-    for k, v in raw.items():
-        if isinstance(v, dict):
-            out[k] = [x for x, on in v.items() if on]
-        elif isinstance(v, list):
-            out[k] = [str(x) for x in v]
-        else:
-            out[k] = [str(v)]
-    return out
-
-
-def _unix(created: str | None) -> int:
-    if not created:
-        return 0
-    text = created.replace("Z", "+00:00")
-    if "." in text:  # Go writes nanoseconds; fromisoformat takes at most microseconds
-        head, _, rest = text.partition(".")
-        frac = "".join(c for c in rest if c.isdigit())
-        tz = rest[len(frac):]
-        text = f"{head}.{frac[:6]}{tz}"
-    try:
-        return int(datetime.fromisoformat(text).timestamp())
-    except ValueError:
-        return 0
-
-
-# -- list -------------------------------------------------------------------------------------
-def _labels(store: Store, rec: ImageRecord) -> dict[str, str]:
-    if rec.image_id is None:
-        return {}
-    try:
-        cfg = json.loads(store.read_blob(rec.image_id))
-    except (RegistryError, OSError, ValueError):
-        return {}
-    labels = (cfg.get("config") or {}).get("Labels") or {}
-    return {str(k): str(v) for k, v in labels.items()}
-
-
-def image_summaries(state: StateRoot, *, filters: dict[str, list[str]] | None = None
-                    ) -> list[dict[str, Any]]:
-    """Docker's ``ImageSummary`` list: one entry per image ID, every tag of it in ``RepoTags``,
-    newest first; *filters* as ``docker images --filter`` (``builder.images.filter_images``)."""
-    from builder import images as library
-
-    store = state.image_store()
-    records = library.filter_images(store, store.images(), filters=filters or {})
-    groups: dict[str, list[ImageRecord]] = {}
-    for rec in records:
-        groups.setdefault(str(rec.image_id or rec.descriptor.digest), []).append(rec)
-    out = []
-    for image_id, recs in groups.items():
-        tags = [r.familiar for rec in recs if (r := rec.reference) is not None and r.tag]
-        digests = sorted({f"{r.familiar_name}@{rec.descriptor.digest}" for rec in recs
-                          if (r := rec.reference) is not None})
-        summary: dict[str, Any] = {
-            "Id": image_id,
-            "ParentId": "",
-            "RepoTags": tags or ["<none>:<none>"],
-            "RepoDigests": digests or ["<none>@<none>"],
-            "Created": _unix(recs[0].created),
-            "Size": recs[0].size,
-            "SharedSize": -1,
-            "VirtualSize": recs[0].size,
-            "Labels": _labels(store, recs[0]) or None,
-            "Containers": -1,
-        }
-        out.append(summary)
-    out.sort(key=lambda s: (s["Created"], s["Id"]), reverse=True)
-    return out
+    return parse_filters(request.query.get("filters"))
 
 
 @routes.get("/images/json")
@@ -136,8 +57,10 @@ async def list_images(request: web.Request) -> web.Response:
     filters = _filters(request)
     if request.query.get("filter"):  # the pre-1.28 reference filter
         filters.setdefault("reference", []).append(request.query["filter"])
+    from builder import images as library
+
     return web.json_response(await in_thread(
-        lambda: image_summaries(_state(request), filters=filters)))
+        lambda: library.summaries(_state(request).image_store(), filters=filters)))
 
 
 # -- pull / import ------------------------------------------------------------------------------

@@ -40,24 +40,13 @@ def qint(request: web.Request, name: str) -> int | None:
 
 
 def parse_filters(text: str | None) -> dict[str, list[str]]:
-    """``{"k": ["v"]}`` or the older ``{"k": {"v": true}}`` form, as ``k -> [v…]``."""
-    if not text:
-        return {}
+    """``?filters=`` as ``k -> [v…]`` (``builder.filters``); malformed JSON is a 400."""
+    from builder import filters
+
     try:
-        raw = json.loads(text)
+        return filters.parse_filters(text)
     except ValueError as e:
-        raise bad_request(f"invalid filters: {e}") from None
-    if not isinstance(raw, dict):
-        raise bad_request("invalid filters: a JSON object is expected")
-    out: dict[str, list[str]] = {}
-    for k, v in raw.items():
-        if isinstance(v, dict):
-            out[str(k)] = [str(x) for x, on in v.items() if on]
-        elif isinstance(v, list):
-            out[str(k)] = [str(x) for x in v]
-        else:
-            out[str(k)] = [str(v)]
-    return out
+        raise bad_request(str(e)) from None
 
 
 def filter_specs(filters: Mapping[str, list[str]]) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import VolumeError
+from builder.filters import labels_match
 from builder.state import StateRoot
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -240,20 +241,12 @@ def prune(
         for vol in list_volumes(state):
             if not (all_volumes or vol.anonymous) or used(vol.name):
                 continue
-            if not _labels_match(vol.labels, label_filters):
+            if not labels_match(vol.labels, label_filters):
                 continue
             space += _du(vol.mountpoint)
             _delete(state, vol.name)
             removed.append(vol.name)
     return removed, space
-
-
-def _labels_match(labels: Mapping[str, str], filters: Sequence[str]) -> bool:
-    for f in filters:
-        k, sep, v = f.partition("=")
-        if k not in labels or (sep and labels[k] != v):
-            return False
-    return True
 
 
 def _du(path: Path) -> int:
