@@ -45,7 +45,7 @@ golden: venv
 
 lint: venv
 	$(VENV)/bin/ruff check grammar registry builder tests bench
-	$(VENV)/bin/mypy registry builder
+	$(VENV)/bin/mypy registry builder bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

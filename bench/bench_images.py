@@ -63,7 +63,7 @@ def bench_listing(work: Path, count: int, runs: int) -> None:
     t = time.perf_counter()
     for i in range(count):
         archive.import_rootfs(store, rootfs, reference=Reference.parse(f"bench/img{i}:v{i % 7}"),
-                              changes=[f"LABEL n={i}"])
+                              config={"Labels": {"n": str(i)}})
     made = time.perf_counter() - t
     print(f"== listing a store of {count} images (made in {made:.1f} s through the library)")
     all_tar = work / "all.tar"

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,7 +53,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-registry-"))
     os.environ["DOCKER_CONFIG"] = str(work / "docker-config")
-    regs: list = []
+    regs: list[Any] = []
     try:
         store = Store(work / "store")
         per_layer = (args.size_mb << 20) // 4

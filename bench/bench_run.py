@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], n: int
     return (statistics.median(ta), min(ta)), (statistics.median(tb), min(tb))
 
 
-def lifecycle(start: Callable[[str], None], stop: Callable[[str], None], rm: Callable[[str], None],
+def lifecycle(start: Callable[[str], object], stop: Callable[[str], object], rm: Callable[[str], object],
               n: int) -> tuple[float, float]:
     """Per container: median and min of start+stop+rm over *n* containers."""
     times = []
@@ -114,9 +115,8 @@ def main() -> None:
             run([*pb, "import", "-c", 'CMD ["sh"]', str(tar), "busybox:latest"], base_env)
             print(f"before/after, interleaved (baseline: {args.baseline}):")
             for label, extra in (("--network none", ["--network", "none"]), ("default bridge", [])):
-                pair = interleaved(
-                    lambda x=extra: run([*pb, "run", "--rm", *x, "busybox", "true"], base_env),
-                    lambda x=extra: run([*pb, "run", "--rm", *x, "busybox", "true"], env), n)
+                cmd = [*pb, "run", "--rm", *extra, "busybox", "true"]
+                pair = interleaved(partial(run, cmd, base_env), partial(run, cmd, env), n)
                 row(f"  before: run --rm {label}", pair[0])
                 row(f"  after:  run --rm {label}", pair[1])
         print("pybuild:")
