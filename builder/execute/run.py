@@ -222,9 +222,11 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
     with contextlib.ExitStack() as stack:
         mounts, secret_env = build_mounts(ws, step, spec, inputs=inputs, stack=stack)
         # Docker's default seccomp profile, as BuildKit applies it. --security=insecure does not
-        # lift it: BuildKit wants the security.insecure entitlement for that, which we do not grant
+        # lift it: BuildKit wants the security.insecure entitlement for that, which we do not grant.
+        # BuildKit's supplementary groups: memberships only, not the primary group
         process = Process(args=spec.args, env=tuple(spec.env) + tuple(secret_env),
-                          cwd=spec.cwd or "/", user=spec.user, seccomp=seccomp.default())
+                          cwd=spec.cwd or "/", user=spec.user, seccomp=seccomp.default(),
+                          primary_in_groups=False)
         sandbox_spec = Spec(
             process=process,
             root=ws.root,

@@ -258,7 +258,7 @@ def open_console(
         sys.mount(slave_path, "/dev/console", None, sc.MS_BIND)
 
 
-def read_user(spec_user: str) -> User:
+def read_user(spec_user: str, *, primary_in_groups: bool = True) -> User:
     """Resolve *spec_user* from the files of the current root (we are inside it)."""
 
     def read(path: str) -> str | None:
@@ -268,7 +268,8 @@ def read_user(spec_user: str) -> User:
         except OSError:
             return None
 
-    return resolve_user(spec_user, read("/etc/passwd"), read("/etc/group"))
+    return resolve_user(spec_user, read("/etc/passwd"), read("/etc/group"),
+                        primary_in_groups=primary_in_groups)
 
 
 def final_env(process: Process, user: User) -> dict[str, str]:
@@ -363,7 +364,7 @@ def confine(sys: sc.Syscalls | sc.FakeSyscalls, process: Process, user: User, la
 def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf: bytes | None = None) -> None:
     """Resolve the user, set limits and privileges, load the seccomp filter, and ``execve``
     (does not return)."""
-    user = read_user(process.user)
+    user = read_user(process.user, primary_in_groups=process.primary_in_groups)
     env = final_env(process, user)
     set_rlimits(process)
     enter_cwd(process.cwd)

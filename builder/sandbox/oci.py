@@ -45,7 +45,8 @@ def _read_root_file(spec: Spec, path: str) -> str | None:
 def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -> dict[str, Any]:
     """The ``config.json`` object of *spec* (users resolved from the image's files now)."""
     p = spec.process
-    user = resolve_user(p.user, _read_root_file(spec, "/etc/passwd"), _read_root_file(spec, "/etc/group"))
+    user = resolve_user(p.user, _read_root_file(spec, "/etc/passwd"), _read_root_file(spec, "/etc/group"),
+                        primary_in_groups=p.primary_in_groups)
     env = list(p.env)
     if not any(e.startswith("HOME=") for e in env):
         env.append(f"HOME={user.home}")

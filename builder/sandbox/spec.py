@@ -94,6 +94,8 @@ class Process:
 
     ``seccomp``: the profile filtering its syscalls (resolved against ``capabilities``), or
     ``None`` for none (unconfined); ``builder.sandbox.seccomp.default()`` is Docker's default.
+    ``primary_in_groups``: the primary group is among the supplementary ones, as in a
+    ``docker run`` container; BuildKit's RUN steps have only the groups the user is a member of.
     """
 
     args: tuple[str, ...]
@@ -105,6 +107,7 @@ class Process:
     no_new_privs: bool = True
     rlimits: tuple[Rlimit, ...] = ()
     seccomp: Profile | None = None
+    primary_in_groups: bool = True
 
     def __post_init__(self) -> None:
         if not self.args:

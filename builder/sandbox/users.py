@@ -15,7 +15,7 @@ from builder.errors import SandboxError
 class User:
     uid: int
     gid: int
-    groups: tuple[int, ...]  # supplementary groups, the primary one included
+    groups: tuple[int, ...]  # supplementary groups (with the primary one as ``docker run`` has it)
     home: str
 
 
@@ -34,11 +34,15 @@ def _int(s: str) -> int | None:
     return int(s) if s.isdigit() else None
 
 
-def resolve_user(spec: str, passwd: str | None, group: str | None) -> User:
+def resolve_user(spec: str, passwd: str | None, group: str | None, *,
+                 primary_in_groups: bool = True) -> User:
     """``""``/``name``/``uid``/``uid:gid``/``name:group`` → ids, as ``docker run -u`` does.
 
     A numeric uid absent from passwd runs with gid 0 and home ``/``; a name that is absent,
-    or a group name that is absent, is an error naming it.
+    or a group name that is absent, is an error naming it. The supplementary groups are the
+    primary group then the groups listing the user as a member (``docker run``, the classic
+    builder); without *primary_in_groups* only the latter, as BuildKit's RUN steps have them
+    (``id`` there prints ``uid=0(root) gid=0(root)`` and no ``groups=``).
     """
     user, _, grp = (spec or "0").partition(":")
     users = _parse(passwd, 7)
@@ -65,7 +69,7 @@ def resolve_user(spec: str, passwd: str | None, group: str | None) -> User:
             if g is None:
                 raise SandboxError(f"unable to find group {grp}: no matching entries in group file")
         gid = g
-    extra: list[int] = [gid]
+    extra: list[int] = [gid] if primary_in_groups else []
     if name is not None and not grp:
         for row in groups:
             members = [m for m in row[3].split(",") if m]

@@ -279,3 +279,37 @@ def test_docker_sees_our_sizes(busybox: Any, bt: Any, dockerd: Any, tmp_path: Pa
         assert inspect["Size"] == json.loads(dockerd.docker("image", "inspect", "sizes:1").stdout)[0]["Size"]
     finally:
         dockerd.docker("rmi", "-f", "sizes:1", check=False)
+
+
+def test_run_steps_see_the_sysctls_and_groups_buildkit_gives_them(busybox: Any, bt: Any,
+                                                                  dockerd: Any, tmp_path: Path) -> None:
+    """A RUN step is not a ``docker run`` container: BuildKit leaves its network namespace at
+    the kernel's ``ip_unprivileged_port_start``/``ping_group_range`` and gives it only the
+    groups the user is a member of (no primary group in ``groups=``). Ours prints what
+    BuildKit's RUN prints, for every form of USER."""
+    import re
+
+    _load_busybox_into(dockerd, busybox, bt, tmp_path)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    users = ("root", "app", "1000:50", "4242", "app:daemon")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nRUN cat /proc/sys/net/ipv4/ip_unprivileged_port_start "
+        "/proc/sys/net/ipv4/ping_group_range\n"
+        + "".join(f"USER {u}\nRUN echo {u}: $(id)\n" for u in users))
+
+    def printed(stderr: str) -> list[str]:
+        return [m.group(1) for ln in stderr.splitlines() if (m := re.match(r"#\d+ \d+\.\d+ (.*)$", ln))]
+
+    r = dockerd.docker("build", "--progress=plain", "--no-cache", "--network", "none", str(ctx),
+                       env={"DOCKER_BUILDKIT": "1"})
+    theirs = printed(r.stderr.decode())
+    ours = printed(busybox("build", "--progress=plain", "--no-cache", "--network", "none",
+                           str(ctx)).stderr)
+    assert len(theirs) == 2 + len(users) and ours == theirs, (ours, theirs)
+    assert theirs[0] == "1024"  # the kernel's default: BuildKit does not lower it for RUN
+    assert "root: uid=0(root) gid=0(root)" in theirs
+    # a container still has Docker's: the primary group listed, unprivileged ports from 0
+    run = busybox("run", "--rm", "--network", "none", "-u", "app", "busybox", "sh", "-c",
+                  "id; cat /proc/sys/net/ipv4/ip_unprivileged_port_start").stdout.splitlines()
+    assert run == ["uid=1000(app) gid=1000(app) groups=50(staff),1000(app)", "0"]
