@@ -197,15 +197,15 @@ def _etc_files(ws: Workspace, network: str) -> list[Mount]:
 
     etc = ws.dir / "etc"
     etc.mkdir(exist_ok=True)
-    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    hosts += f"127.0.0.1\t{HOSTNAME}\n"
+    # BuildKit's file, to the byte: the sandbox's name on the localhost line
+    hosts = f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     (etc / "hosts").write_text(hosts)
     resolv = ""
     if network == "host":
         with contextlib.suppress(OSError):
             resolv = Path("/etc/resolv.conf").read_text()
     (etc / "resolv.conf").write_text(resolv)
-    return [Mount(f"/etc/{n}", "bind", str(etc / n), ("rbind", "ro"))
+    return [Mount(f"/etc/{n}", "bind", str(etc / n), ("rbind", "ro", "nosuid", "nodev", "noexec"))
             for n in ("hosts", "resolv.conf")]
 
 
@@ -223,10 +223,11 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
         mounts, secret_env = build_mounts(ws, step, spec, inputs=inputs, stack=stack)
         # Docker's default seccomp profile, as BuildKit applies it. --security=insecure does not
         # lift it: BuildKit wants the security.insecure entitlement for that, which we do not grant.
-        # BuildKit's supplementary groups: memberships only, not the primary group
+        # BuildKit's supplementary groups (memberships only, not the primary group) and its
+        # no_new_privs (off)
         process = Process(args=spec.args, env=tuple(spec.env) + tuple(secret_env),
                           cwd=spec.cwd or "/", user=spec.user, seccomp=seccomp.default(),
-                          primary_in_groups=False)
+                          primary_in_groups=False, no_new_privs=False)
         sandbox_spec = Spec(
             process=process,
             root=ws.root,

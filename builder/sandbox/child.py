@@ -37,7 +37,7 @@ class Plan:
     rootfs: str  # the (empty) directory the root is mounted on
     run_dir: str
     overlay_data: str  # mount data for an overlay root, relative to run_dir
-    mask_node: str  # a 0/0 char device: opening it fails (ENXIO); bound over masked files
+    mask_node: str  # a 0/0 char device (opening it fails, ENXIO): masks files if there is no /dev/null
     cgroup_layout: Layout | None = None
     seccomp_bpf: bytes | None = None  # the process's compiled seccomp filter
 
@@ -140,14 +140,13 @@ def _mount_cgroups(
     if not layout.v1:
         sys.mount("cgroup2", dest, "cgroup2", flags)
         return
+    # the tmpfs holding the hierarchies stays writable, as runc leaves it (Docker shows it rw)
     sys.mount("tmpfs", dest, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
     for point, options in sorted(layout.v1_options.items()):
         sub = os.path.join(dest, os.path.basename(point))
         if real:
             os.mkdir(sub, 0o555)
         sys.mount("cgroup", sub, "cgroup", flags, options)
-    if flags & sc.MS_RDONLY:
-        sys.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_BIND | flags)
 
 
 def _populate_dev(sys: sc.Syscalls | sc.FakeSyscalls, dev: str, plan: Plan, *, real: bool) -> None:
@@ -206,14 +205,18 @@ def setup_root(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, *, real: bool = T
         do_mount(sys, plan, m, real=real)
     for d in spec.devices:
         make_device(sys, plan, d, real=real)
+    # masked as runc masks them: a directory under an empty read-only tmpfs, a file under the
+    # sandbox's own /dev/null (reads give nothing); plan.mask_node where it has no /dev/null
+    dev_null = secure_join(plan.rootfs, "/dev/null")
+    mask_file = dev_null if real and os.path.exists(dev_null) else plan.mask_node
     for p in spec.masked_paths:
         target = secure_join(plan.rootfs, p)
         if real and not os.path.lexists(target):
             continue
         if real and os.path.isdir(target):
-            sys.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY, "size=0")
+            sys.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY, None)
         else:
-            sys.mount(plan.mask_node, target, None, sc.MS_BIND)
+            sys.mount(mask_file, target, None, sc.MS_BIND)
     for p in spec.readonly_paths:
         target = secure_join(plan.rootfs, p)
         if real and not os.path.lexists(target):
@@ -324,8 +327,8 @@ def drop_privileges(sys: sc.Syscalls | sc.FakeSyscalls, process: Process, user: 
         os.setgroups(list(user.groups))
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)
-    if user.uid == 0:
-        sys.capset(sc.CapSets(wanted, wanted, wanted))
+    if user.uid == 0:  # none inheritable, as Docker since 20.10.14 (CVE-2022-24769)
+        sys.capset(sc.CapSets(wanted, wanted, 0))
     else:
         sys.capset(sc.CapSets(0, 0, 0))
     if process.no_new_privs:

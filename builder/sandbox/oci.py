@@ -91,7 +91,7 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
             "env": env,
             "cwd": p.cwd,
             "capabilities": {"bounding": caps, "effective": granted, "permitted": granted,
-                             "inheritable": granted, "ambient": []},
+                             "inheritable": [], "ambient": []},
             "rlimits": [{"type": x.type, "hard": _rlim(x.hard), "soft": _rlim(x.soft)} for x in p.rlimits],
             "noNewPrivileges": p.no_new_privs,
         },

@@ -281,22 +281,38 @@ def test_docker_sees_our_sizes(busybox: Any, bt: Any, dockerd: Any, tmp_path: Pa
         dockerd.docker("rmi", "-f", "sizes:1", check=False)
 
 
-def test_run_steps_see_the_sysctls_and_groups_buildkit_gives_them(busybox: Any, bt: Any,
-                                                                  dockerd: Any, tmp_path: Path) -> None:
-    """A RUN step is not a ``docker run`` container: BuildKit leaves its network namespace at
-    the kernel's ``ip_unprivileged_port_start``/``ping_group_range`` and gives it only the
-    groups the user is a member of (no primary group in ``groups=``). Ours prints what
-    BuildKit's RUN prints, for every form of USER."""
+# what a RUN step sees, printed by one step each (``==N`` first, so a difference names its probe)
+RUN_PROBES = (
+    "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range",
+    "env | sort | grep -v HOSTNAME",
+    "hostname; cat /etc/hosts; grep -v nameserver /etc/resolv.conf; true",
+    "umask; pwd",
+    "grep -E 'Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp:' /proc/self/status",
+    "ulimit -a",
+    # the root's options name each side's own layer paths; ours adds nodev (see sandbox/child.py)
+    "awk '$2 == \"/\" {print $2, $3; next} {print $2, $3, $4}' /proc/self/mounts | sort",
+    "ls -la /dev | awk '{print $1, $NF}' | sort",
+    "cat /proc/self/oom_score_adj; ls -ld /tmp /root",
+)
+RUN_USERS = ("root", "app", "1000:50", "4242", "app:daemon")
+
+
+def test_run_steps_see_what_buildkit_run_steps_see(busybox: Any, bt: Any, dockerd: Any,
+                                                   tmp_path: Path) -> None:
+    """A RUN step is not a ``docker run`` container. BuildKit leaves its network namespace at
+    the kernel's ``ip_unprivileged_port_start``/``ping_group_range``, gives it only the groups
+    the user is a member of (no primary group in ``groups=``) and its own ``/etc/hosts``; ours
+    prints what BuildKit's RUN prints: environment, capabilities, seccomp, limits, mounts,
+    devices, and ``id`` for every form of USER."""
     import re
 
     _load_busybox_into(dockerd, busybox, bt, tmp_path)
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    users = ("root", "app", "1000:50", "4242", "app:daemon")
     (ctx / "Dockerfile").write_text(
-        "FROM busybox\nRUN cat /proc/sys/net/ipv4/ip_unprivileged_port_start "
-        "/proc/sys/net/ipv4/ping_group_range\n"
-        + "".join(f"USER {u}\nRUN echo {u}: $(id)\n" for u in users))
+        "FROM busybox\n"
+        + "".join(f"RUN echo '=={i}'; {p}\n" for i, p in enumerate(RUN_PROBES))
+        + "".join(f"USER {u}\nRUN echo {u}: $(id)\n" for u in RUN_USERS))
 
     def printed(stderr: str) -> list[str]:
         return [m.group(1) for ln in stderr.splitlines() if (m := re.match(r"#\d+ \d+\.\d+ (.*)$", ln))]
@@ -306,10 +322,31 @@ def test_run_steps_see_the_sysctls_and_groups_buildkit_gives_them(busybox: Any, 
     theirs = printed(r.stderr.decode())
     ours = printed(busybox("build", "--progress=plain", "--no-cache", "--network", "none",
                            str(ctx)).stderr)
-    assert len(theirs) == 2 + len(users) and ours == theirs, (ours, theirs)
-    assert theirs[0] == "1024"  # the kernel's default: BuildKit does not lower it for RUN
+    import difflib
+
+    assert ours == theirs, "\n".join(difflib.unified_diff(theirs, ours, "buildkit", "pybuild",
+                                                          lineterm="", n=1))
+    assert theirs[1] == "1024"  # the kernel's default: BuildKit does not lower it for RUN
     assert "root: uid=0(root) gid=0(root)" in theirs
+    assert "127.0.0.1\tlocalhost buildkitsandbox" in theirs
     # a container still has Docker's: the primary group listed, unprivileged ports from 0
     run = busybox("run", "--rm", "--network", "none", "-u", "app", "busybox", "sh", "-c",
                   "id; cat /proc/sys/net/ipv4/ip_unprivileged_port_start").stdout.splitlines()
     assert run == ["uid=1000(app) gid=1000(app) groups=50(staff),1000(app)", "0"]
+
+
+def test_a_container_sees_what_a_docker_run_container_sees(busybox: Any, bt: Any, dockerd: Any,
+                                                          tmp_path: Path) -> None:
+    """``pybuild run`` against ``docker run`` of the same image: environment, capabilities
+    (none inheritable), seccomp, no_new_privs, limits, mounts (masked files under the
+    container's /dev/null, masked directories under an empty tmpfs), devices and ``id``."""
+    import difflib
+
+    _load_busybox_into(dockerd, busybox, bt, tmp_path)
+    script = "; ".join(f"echo '=={i}'; {p}" for i, p in enumerate(RUN_PROBES[3:])) + "; id"
+    args = ("--rm", "--network", "none", "busybox", "sh", "-c", script)
+    theirs = dockerd.docker("run", *args).stdout.decode().splitlines()
+    ours = busybox("run", *args).stdout.splitlines()
+    assert ours == theirs, "\n".join(difflib.unified_diff(theirs, ours, "docker run", "pybuild run",
+                                                          lineterm="", n=1))
+    assert "CapInh:\t0000000000000000" in theirs and "NoNewPrivs:\t0" in theirs
