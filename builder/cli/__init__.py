@@ -45,6 +45,8 @@ COMMANDS: dict[str, str] = {
     "pause": "builder.cli.containers:pause",
     "unpause": "builder.cli.containers:unpause",
     "container": "builder.cli.containers:container",
+    "stats": "builder.cli.stats:stats",
+    "update": "builder.cli.stats:update",
     "run": "builder.cli.container_run:run",
     "create": "builder.cli.container_run:create",
     "exec": "builder.cli.container_run:exec_",

@@ -388,7 +388,8 @@ _CONTAINER_COMMANDS = {
                        ("port", "port"), ("top", "top"), ("inspect", "container_inspect"),
                        ("pause", "pause"), ("unpause", "unpause"))
 } | {name: f"builder.cli.container_run:{attr}"
-     for name, attr in (("run", "run"), ("create", "create"), ("exec", "exec_"), ("cp", "cp"))}
+     for name, attr in (("run", "run"), ("create", "create"), ("exec", "exec_"), ("cp", "cp"))
+     } | {"stats": "builder.cli.stats:stats", "update": "builder.cli.stats:update"}
 
 
 def _lazy_group() -> type[click.Group]:

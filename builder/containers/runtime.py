@@ -351,7 +351,10 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     memory = int(c.host_config.get("Memory") or 0) or None
     nano = int(c.host_config.get("NanoCpus") or 0)
     pids = c.host_config.get("PidsLimit")
-    resources = Resources(memory=memory, cpus=nano / 1e9 if nano else None,
+    swap = int(c.host_config.get("MemorySwap") or 0)
+    shares = int(c.host_config.get("CpuShares") or 0)
+    resources = Resources(memory=memory, memory_swap=swap if memory and swap else None,
+                          cpus=nano / 1e9 if nano else None, cpu_shares=shares or None, account=True,
                           pids=int(pids) if pids and int(pids) > 0 else None,
                           device_rules=tuple(f"{d.type} {d.major}:{d.minor} {p}" for d, p in devices))
     kw: dict[str, Any] = {}

@@ -190,6 +190,8 @@ class Supervisor:
                 lifecycle.emit(self.root, c, "die", exitCode=str(exit_code))
                 with self.cs.lock(self.cid):
                     st = self.cs.load_state(self.cid)
+                    with contextlib.suppress(ContainerError):  # `update --restart` changes it live
+                        policy = RestartPolicy.from_json(self.cs.load(self.cid).host_config.get("RestartPolicy"))
                     restart = policy.should_restart(exit_code=exit_code, restarts=st.restart_count,
                                                     stopped_by_user=st.stopped_by_user or self.terminating)
                     st = replace(

@@ -19,6 +19,8 @@ from builder.sandbox.spec import Resources
 
 PARENT = "pybuild"
 V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
+#: v1 hierarchies only a container joins (``Resources.account``): what ``stats`` reads
+V1_ACCOUNTING = ("cpuacct", "blkio")
 
 #: Docker's default device rules (v1 devices controller): mknod anything, use only these
 DEVICE_RULES = (
@@ -62,7 +64,7 @@ def detect(mountinfo: str | None = None) -> Layout:
             continue
         point, fstype, opts = fields[4], rest[0], rest[2].split(",")
         if fstype == "cgroup":
-            for c in V1_CONTROLLERS:
+            for c in (*V1_CONTROLLERS, *V1_ACCOUNTING):
                 if c in opts and c not in v1:
                     v1[c] = point
             keep = [o for o in opts if o not in ("rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec")]
@@ -111,8 +113,9 @@ class Cgroup:
             # when limited: a memory cgroup is the slowest to remove, and an unlimited one
             # would account nothing the caller asked for
             skip = {c for c, limited in (("memory", resources.memory is not None),
-                                         ("cpu", resources.cpus is not None)) if not limited}
-            for ctrl in V1_CONTROLLERS:
+                                         ("cpu", resources.cpus is not None or resources.cpu_shares is not None))
+                    if not limited and not resources.account}
+            for ctrl in (*V1_CONTROLLERS, *(V1_ACCOUNTING if resources.account else ())):
                 mnt = layout.v1.get(ctrl)
                 if mnt is None or mnt in seen or ctrl in skip:
                     continue
@@ -125,7 +128,8 @@ class Cgroup:
             # and joining each hierarchy costs an RCU grace period: use it only when it has
             # controllers or is the only hierarchy
             if layout.v2 is not None and (layout.v2_controllers or not cg.paths):
-                wanted = [c for c in ("memory", "cpu", "pids") if c in layout.v2_controllers and c not in layout.v1]
+                wanted = [c for c in ("memory", "cpu", "pids", *(("io",) if resources.account else ()))
+                          if c in layout.v2_controllers and c not in layout.v1]
                 if wanted:
                     _write(Path(layout.v2, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
                     parent = Path(layout.v2) / PARENT
@@ -155,6 +159,8 @@ class Cgroup:
             if (d / "cpu.cfs_quota_us").exists() and r.cpus is not None:
                 _write(d / "cpu.cfs_period_us", "100000")
                 _write(d / "cpu.cfs_quota_us", str(max(1000, int(r.cpus * 100000))))
+            if (d / "cpu.shares").exists() and r.cpu_shares:
+                _write(d / "cpu.shares", str(r.cpu_shares))
             if (d / "pids.max").exists() and r.pids is not None:
                 _write(d / "pids.max", "max" if r.pids < 0 else str(r.pids))
             if (d / "devices.deny").exists():
@@ -170,6 +176,8 @@ class Cgroup:
                     _write(d / "memory.swap.max", "max" if swap < 0 else str(max(0, swap - r.memory)))
             if r.cpus is not None and (d / "cpu.max").exists():
                 _write(d / "cpu.max", f"{max(1000, int(r.cpus * 100000))} 100000")
+            if r.cpu_shares and (d / "cpu.weight").exists():
+                _write(d / "cpu.weight", str(shares_to_weight(r.cpu_shares)))
             if r.pids is not None and (d / "pids.max").exists():
                 _write(d / "pids.max", "max" if r.pids < 0 else str(r.pids))
 
@@ -234,6 +242,77 @@ class Cgroup:
             memory=d.get("memory"),  # type: ignore[arg-type]
             v2=d.get("v2"),  # type: ignore[arg-type]
         )
+
+
+def shares_to_weight(shares: int) -> int:
+    """v1 ``cpu.shares`` (2..262144) → v2 ``cpu.weight`` (1..10000), runc's conversion."""
+    shares = min(max(shares, 2), 262144)
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return None if text == "max" else int(text)
+
+
+def set_limits(paths: list[str], *, memory: int | None = None, memory_swap: int | None = None,
+               cpus: float | None = None, cpu_shares: int | None = None, pids: int | None = None) -> None:
+    """Change the limits of a live cgroup (``docker update``): only what is not None.
+
+    *memory_swap* is memory + swap as Docker counts it (-1: unlimited swap; None: unchanged); *cpus* 0 lifts
+    the CPU quota; *pids* <= 0 lifts the pids limit. A limit with no controller file in
+    *paths* to hold it is refused (``SandboxError``) before anything is written.
+    """
+    dirs = [Path(p) for p in paths]
+
+    def holder(*names: str) -> Path:
+        for d in dirs:
+            for n in names:
+                if (d / n).exists():
+                    return d / n
+        raise SandboxError(f"cgroup: no {names[0].partition('.')[0]} controller to hold the limit "
+                           f"(none of {', '.join(names)} under {', '.join(paths) or 'no cgroup'})")
+
+    todo: list[tuple[Path, str]] = []
+    if memory is not None or memory_swap is not None:
+        mem_file = holder("memory.limit_in_bytes", "memory.max")
+        d = mem_file.parent
+        if mem_file.name == "memory.limit_in_bytes":
+            memsw = d / "memory.memsw.limit_in_bytes"
+            pair = [(mem_file, str(memory))] if memory is not None else []
+            if memory_swap is not None and memsw.exists():
+                pair.append((memsw, "-1" if memory_swap < 0 else str(memory_swap)))
+                # the kernel keeps memory <= memory+swap at every write: when memory grows past
+                # the current memsw, memsw goes first
+                cur = _read_int(memsw)
+                if memory is not None and cur is not None and memory > cur:
+                    pair.reverse()
+            todo += pair
+        else:
+            if memory is not None:
+                todo.append((mem_file, str(memory)))
+            swap_file = d / "memory.swap.max"
+            if memory_swap is not None and swap_file.exists():
+                base = memory if memory is not None else _read_int(mem_file)
+                todo.append((swap_file, "max" if memory_swap < 0 else str(max(0, memory_swap - (base or 0)))))
+    if cpus is not None:
+        try:
+            quota = holder("cpu.cfs_quota_us")
+            q = "-1" if cpus == 0 else str(max(1000, int(cpus * 100000)))
+            todo += [(quota.parent / "cpu.cfs_period_us", "100000"), (quota, q)]
+        except SandboxError:
+            cmax = holder("cpu.max", "cpu.cfs_quota_us")
+            todo.append((cmax, "max 100000" if cpus == 0 else f"{max(1000, int(cpus * 100000))} 100000"))
+    if cpu_shares is not None:
+        f = holder("cpu.shares", "cpu.weight")
+        todo.append((f, str(cpu_shares or 1024) if f.name == "cpu.shares" else str(shares_to_weight(cpu_shares or 1024))))
+    if pids is not None:
+        todo.append((holder("pids.max"), "max" if pids <= 0 else str(pids)))
+    for path, value in todo:
+        _write(path, value)
 
 
 def _mkdir(parent: Path, name: str) -> Path:

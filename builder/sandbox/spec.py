@@ -164,12 +164,16 @@ class Namespaces:
 
 @dataclass(frozen=True)
 class Resources:
-    """cgroup limits: memory in bytes (swap: Docker's default of twice that), CPUs, pids."""
+    """cgroup limits: memory in bytes (swap: Docker's default of twice that), CPUs, CPU shares,
+    pids; ``account``: join the memory, cpu, cpuacct and blkio hierarchies even when unlimited
+    (a container's, so ``stats`` can read them and ``update`` limit them live, as Docker's)."""
 
     memory: int | None = None
     memory_swap: int | None = None
     cpus: float | None = None
     pids: int | None = None
+    cpu_shares: int | None = None
+    account: bool = False
     #: devices-cgroup rules allowed beyond the defaults (``c 10:229 rwm``), for ``--device``
     device_rules: tuple[str, ...] = ()
 
@@ -183,10 +187,12 @@ class Resources:
             raise SandboxError("cpus must be positive")
         if self.pids is not None and self.pids == 0:
             raise SandboxError("pids limit must not be 0")
+        if self.cpu_shares is not None and self.cpu_shares < 0:
+            raise SandboxError("cpu shares must not be negative")
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (self.memory, self.cpus, self.pids))
+        return any(v is not None for v in (self.memory, self.cpus, self.pids, self.cpu_shares))
 
 
 _DEVICE_RULE_RE = re.compile(r"^[cba] (\d+|\*):(\d+|\*) [rwm]{1,3}$")

@@ -1,0 +1,198 @@
+"""``stats`` and ``update`` (also ``container stats|update``): parse, library calls, render
+Docker's table (``builder.containers.stats`` does the sampling and the arithmetic)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from builder.cli import format as fmt_
+
+DEFAULT_FORMAT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}"
+                  "\t{{.BlockIO}}\t{{.PIDs}}")
+HEADERS = {"ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME", "CPUPerc": "CPU %",
+           "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET I/O", "BlockIO": "BLOCK I/O",
+           "PIDs": "PIDS"}
+
+
+def _bytes(n: float) -> str:
+    """go-units ``BytesSize``: binary units with 2 decimals ("1.5MiB")."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def row(ref: str, s: dict[str, Any]) -> dict[str, Any]:
+    """A ``docker stats`` row (the fields ``--format`` templates name)."""
+    from builder.containers.stats import figures
+    from builder.units import human_size
+
+    f = figures(s)  # a stopped container's zero sample gives Docker's 0.00% and 0B rows
+    return {
+        "Container": ref,
+        "ID": str(s.get("id", ""))[:12],
+        "Name": str(s.get("name", "")).lstrip("/"),
+        "CPUPerc": f"{f.cpu_percent:.2f}%",
+        "MemUsage": f"{_bytes(f.mem_usage)} / {_bytes(f.mem_limit)}",
+        "MemPerc": f"{f.mem_percent:.2f}%",
+        "NetIO": f"{human_size(f.net_rx)} / {human_size(f.net_tx)}",
+        "BlockIO": f"{human_size(f.block_read)} / {human_size(f.block_write)}",
+        "PIDs": str(f.pids),
+    }
+
+
+def _render(fmt: str | None, rows: list[dict[str, Any]]) -> str:
+    return fmt_.format_rows(fmt or DEFAULT_FORMAT, rows, HEADERS)
+
+
+@click.command("stats")
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default shows just running).")
+@click.option("--format", "fmt", default=None, help="'table', 'json' or a {{.Field}} template.")
+@click.option("--no-stream", is_flag=True, help="Disable streaming stats and only pull the first result.")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate output.")
+@click.argument("containers", nargs=-1)
+@click.pass_obj
+def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool,
+          containers: tuple[str, ...]) -> None:
+    """Display a live stream of container(s) resource usage statistics."""
+    from builder.containers import lifecycle
+    from builder.containers import stats as lib
+    from builder.errors import BuildError
+
+    root = obj.state
+    if fmt == "table":
+        fmt = DEFAULT_FORMAT
+
+    def targets() -> list[tuple[str, str]]:
+        if containers:
+            out = []
+            for ref in containers:
+                try:
+                    out.append((ref, lifecycle.get(root, ref).id))
+                except BuildError as e:
+                    click.echo(f"Error: {e}", err=True)
+                    sys.exit(1)
+            return out
+        return [(c.id[:12], c.id) for c in lifecycle.list_containers(root, all=all_)]
+
+    def sample_all(previous: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for _ref, cid in shown:
+            try:
+                c = lifecycle.get(root, cid)
+            except BuildError:
+                continue  # removed meanwhile
+            out[cid] = lib.sample(c, previous.get(cid))
+        return out
+
+    def draw(samples: dict[str, dict[str, Any]]) -> str:
+        rows = []
+        for ref, cid in shown:
+            if cid in samples:
+                r = row(ref, samples[cid])
+                if no_trunc:
+                    r["ID"] = cid
+                rows.append(r)
+        return _render(fmt, rows)
+
+    shown = targets()
+    previous = sample_all({})
+    if no_stream:
+        # Docker's --no-stream waits for a sample with a previous one, so CPU % means something
+        time.sleep(lib.INTERVAL)
+        click.echo(draw(sample_all(previous)))
+        return
+    try:
+        while True:
+            time.sleep(lib.INTERVAL)
+            if not containers:
+                shown = targets()
+            current = sample_all(previous)
+            screen = draw(current)
+            if sys.stdout.isatty():
+                click.echo("\033[2J\033[H", nl=False)  # Docker's redraw: clear and home
+            click.echo(screen)
+            previous = current
+    except KeyboardInterrupt:
+        sys.exit(0)  # Ctrl-C ends the stream, as docker stats does
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from builder.containers.options import parse_bytes
+    from builder.errors import BuildError
+
+    if value is None or value == "":
+        return None
+    if value.strip() == "-1" and param.name == "memory_swap":
+        return -1
+    try:
+        return parse_bytes(value, what=str(param.name).replace("_", "-"))
+    except BuildError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from builder.containers.options import parse_cpus
+    from builder.errors import BuildError
+
+    if value is None:
+        return None
+    try:
+        return parse_cpus(value)
+    except BuildError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _restart(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from builder.containers.options import RestartPolicy
+    from builder.errors import BuildError
+
+    if value is None:
+        return None
+    try:
+        return RestartPolicy.parse(value)
+    except BuildError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command("update")
+@click.option("-m", "--memory", callback=_size, default=None, help="Memory limit.")
+@click.option("--memory-swap", callback=_size, default=None,
+              help="Swap limit equal to memory plus swap: -1 to enable unlimited swap.")
+@click.option("--cpus", callback=_cpus, default=None, help="Number of CPUs.")
+@click.option("-c", "--cpu-shares", type=int, default=None, help="CPU shares (relative weight).")
+@click.option("--pids-limit", type=int, default=None, help="Tune container pids limit (set -1 for unlimited).")
+@click.option("--restart", callback=_restart, default=None, help="Restart policy to apply when a container exits.")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def update(obj: Any, memory: int | None, memory_swap: int | None, cpus: int | None, cpu_shares: int | None,
+           pids_limit: int | None, restart: Any, containers: tuple[str, ...]) -> None:
+    """Update configuration of one or more containers."""
+    from builder.containers import stats as lib
+    from builder.errors import BuildError
+
+    change = lib.Update(memory=memory, memory_swap=memory_swap, nano_cpus=cpus, cpu_shares=cpu_shares,
+                        pids_limit=pids_limit, restart_policy=restart)
+    if change.empty:
+        click.echo("Error: you must provide one or more flags when using this command\n"
+                   "See 'pybuild update --help'.", err=True)
+        sys.exit(1)
+    failed = False
+    for ref in containers:
+        try:
+            _c, warnings = lib.update(obj.state, ref, change)
+        except BuildError as e:
+            click.echo(f"Error: {e}", err=True)
+            failed = True
+            continue
+        for w in warnings:
+            click.echo(f"WARNING: {w}", err=True)
+        click.echo(ref)
+    if failed:
+        sys.exit(1)
