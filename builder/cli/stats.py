@@ -120,7 +120,8 @@ def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool
             click.echo(screen)
             previous = current
     except KeyboardInterrupt:
-        sys.exit(0)  # Ctrl-C ends the stream, as docker stats does
+        # Ctrl-C ends the stream without a word; docker stats dies of the SIGINT (a shell's 130)
+        sys.exit(130)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:

@@ -83,7 +83,7 @@ def detect(mountinfo: str | None = None) -> Layout:
 
 def _write(path: Path | str, value: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)  # O_TRUNC: as `echo >`; lets a test use plain files
         try:
             os.write(fd, value.encode())
         finally:

@@ -266,3 +266,47 @@ def test_stats_and_update_bad_input(pb: Any) -> None:
     r = pb("update", "--restart", "always", "auto", check=False)
     assert r.returncode == 1 and "AutoRemove" in r.stderr
     pb("rm", "-f", "kk", "auto")
+
+
+def test_set_limits_on_a_fake_cgroup2_dir(tmp_path: Path) -> None:
+    from builder.errors import SandboxError
+    from builder.sandbox import cgroups
+
+    d = _v2_tree(tmp_path)
+    for name, text in (("memory.swap.max", "max"), ("cpu.max", "max 100000"), ("cpu.weight", "100")):
+        (d / name).write_text(text + "\n")
+    cgroups.set_limits([str(d)], memory=64 * MiB, memory_swap=96 * MiB, cpus=1.5, cpu_shares=512, pids=20)
+    assert (d / "memory.max").read_text() == str(64 * MiB)
+    assert (d / "memory.swap.max").read_text() == str(32 * MiB)  # v2 counts swap alone
+    assert (d / "cpu.max").read_text() == "150000 100000"
+    assert (d / "cpu.weight").read_text() == str(1 + (510 * 9999) // 262142)
+    assert (d / "pids.max").read_text() == "20"
+    cgroups.set_limits([str(d)], memory_swap=-1, pids=-1)
+    assert (d / "memory.swap.max").read_text() == "max" and (d / "pids.max").read_text() == "max"
+    # a limit no file can hold is refused before anything is written
+    (d / "pids.max").unlink()
+    with pytest.raises(SandboxError, match="no pids controller"):
+        cgroups.set_limits([str(d)], memory=32 * MiB, pids=5)
+    assert (d / "memory.max").read_text() == str(64 * MiB)
+
+
+def test_stats_streams_until_ctrl_c(pb: Any) -> None:
+    import os
+    import signal
+    import subprocess
+
+    pb("run", "-d", "--name", "live", "busybox", "sleep", "300")
+    env = {k: v for k, v in os.environ.items() if k != "PYBUILD_ROOT"}
+    proc = subprocess.Popen([*pb.command, "--root", str(pb.root), "stats", "--format", "{{.Name}} {{.PIDs}}",
+                             "live"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline(), proc.stdout.readline()]
+        assert lines == ["live 1\n"] * 3  # one redraw a second
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        assert proc.stderr is not None and proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
