@@ -206,16 +206,17 @@ def inspect_any(root: StateRoot, names: Sequence[str], *, kind: str | None = Non
 
 
 # -- import --change ---------------------------------------------------------------------------
-def config_from_changes(lines: Sequence[str]) -> dict[str, Any]:
-    """``import --change`` lines -> the container config they make, through the Dockerfile front
-    end and the build planner (Docker's rules: ENV values expand in later lines). A line that
-    does not parse, or makes a config Docker refuses, raises ``InvalidChange`` naming it."""
+def config_from_changes(lines: Sequence[str], *, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``import``/``commit --change`` lines -> the container config they make from *base* (none for
+    ``import``, the container's for ``commit``), through the Dockerfile front end and the build
+    planner (Docker's rules: ENV values expand in later lines). A line that does not parse, or
+    makes a config Docker refuses, raises ``InvalidChange`` naming it."""
     from builder import dockerfile as df
     from builder.errors import BuildError, DockerfileSyntaxError, InvalidChange
     from builder.graph import apply_config
 
     if not lines:
-        return {}
+        return dict(base or {})
     instructions: list[df.Instruction] = []
     origin: list[str] = []  # the --change line of each instruction
     for line in lines:
@@ -235,10 +236,10 @@ def config_from_changes(lines: Sequence[str]) -> dict[str, Any]:
 
     # each prefix in turn: the line at fault is named, and a value a later line replaces
     # (STOPSIGNAL) is checked too; a handful of lines, so the repeated work is nothing
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = dict(base or {})
     for n in range(1, len(instructions) + 1):
         try:
-            config = apply_config({}, instructions[:n])[0]
+            config = apply_config(base or {}, instructions[:n])[0]
         except BuildError as e:
             why: str | None = str(e).removeprefix(f"{instructions[n - 1].location}: ")
         else:

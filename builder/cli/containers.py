@@ -389,7 +389,8 @@ _CONTAINER_COMMANDS = {
                        ("pause", "pause"), ("unpause", "unpause"))
 } | {name: f"builder.cli.container_run:{attr}"
      for name, attr in (("run", "run"), ("create", "create"), ("exec", "exec_"), ("cp", "cp"))
-     } | {"stats": "builder.cli.stats:stats", "update": "builder.cli.stats:update"}
+     } | {"stats": "builder.cli.stats:stats", "update": "builder.cli.stats:update"} | {
+    name: f"builder.cli.changes:{name}" for name in ("diff", "export", "commit")}
 
 
 def _lazy_group() -> type[click.Group]:

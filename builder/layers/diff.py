@@ -144,6 +144,31 @@ def _walk_upper(w: _TarWriter, top: str, rel: str) -> None:
             _walk_upper(w, top, arc + "/")
 
 
+def write_merged(layers: Sequence[Path], out: BinaryIO | IO[bytes]) -> int:
+    """Tar the whole tree that the overlay-format *layers* (bottom first) make when merged, as a
+    root filesystem (``export``): whiteouts and opaque dirs applied, no root entry, sorted.
+    Returns the number of entries."""
+    view = MergedView(layers)
+    w = _TarWriter(out, None)
+    try:
+        _walk_merged(w, view, ())
+    finally:
+        w.close()
+    return w.count
+
+
+def _walk_merged(w: _TarWriter, view: MergedView, comps: tuple[str, ...]) -> None:
+    for name in view.listdir(comps):
+        child = (*comps, name)
+        found = view.lookup(child)
+        if found is None:
+            continue
+        path, st = found
+        w.entry("/".join(child), str(path), st)
+        if stat.S_ISDIR(st.st_mode):
+            _walk_merged(w, view, child)
+
+
 def write_dir_diff(
     lowers: Sequence[Path], new: Path, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None
 ) -> bool:
