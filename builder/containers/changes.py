@@ -27,8 +27,8 @@ from builder.state import StateRoot
 MODIFIED, ADDED, DELETED = 0, 1, 2
 KIND_LETTERS = {MODIFIED: "C", ADDED: "A", DELETED: "D"}
 
-#: what Docker's init layer holds (``daemon/initlayer``), between the image and the container's
-#: own layer: a ``docker export`` lists these whatever the image has
+#: what Docker's init layer holds (``daemon/initlayer``: the image's files there replaced, its
+#: dirs kept), between the image and the container's own layer: a ``docker export`` lists these
 _INIT_LAYER: tuple[tuple[str, str], ...] = (
     ("dev/pts", "dir"), ("dev/shm", "dir"), ("proc", "dir"), ("sys", "dir"), (".dockerenv", "file"),
     ("etc/resolv.conf", "file"), ("etc/hosts", "file"), ("etc/hostname", "file"),
@@ -63,139 +63,125 @@ def _layers_of(root: StateRoot, c: Container) -> _Layers:
 
 # -- docker diff ---------------------------------------------------------------------------------
 def changes(root: StateRoot, ref: str) -> list[dict[str, Any]]:
-    """``GET /containers/{id}/changes``: ``[{"Path", "Kind"}]`` (0 modified, 1 added, 2 deleted)
-    in Docker's order, for a running or stopped container."""
+    """``GET /containers/{id}/changes``: ``[{"Path", "Kind"}]`` (0 modified, 1 added, 2 deleted),
+    for a running or stopped container, as dockerd's overlay2 driver lists them here (its
+    ``archive.ChangesDirs`` walk: the kernel's redirect_dir/metacopy settings make it skip the
+    native overlay diff)."""
     from builder.containers import lifecycle
 
     c = lifecycle.get(root, ref)
     fs = _layers_of(root, c)
     if fs.upper is not None:
-        return _overlay_changes(fs.image, fs.upper)
+        return _Changes(fs.image, fs.upper, plain=False).run()
     if fs.tree is not None:
-        return _tree_changes(fs.image, fs.tree)
+        return _Changes(fs.image, fs.tree, plain=True).run()
     return []
 
 
-def _in_lowers(lowers: Sequence[Path], rel: str) -> os.stat_result | None:
-    """lstat of *rel* in the topmost lower layer that has it (as Docker's overlay2 asks each
-    lower dir in turn, topmost first)."""
-    for layer in reversed(lowers):
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            return os.lstat(os.path.join(layer, rel))
-    return None
+def _same_time(a: int, b: int) -> bool:
+    """Go's ``sameFsTimeSpec``: equal seconds, and equal nanoseconds unless either is 0."""
+    (sa, na), (sb, nb) = divmod(a, 10**9), divmod(b, 10**9)
+    return sa == sb and (na == nb or na == 0 or nb == 0)
 
 
-def _overlay_changes(lowers: Sequence[Path], upper: Path) -> list[dict[str, Any]]:
-    """Docker's ``archive.OverlayChanges``: the upper dir walked in lexical order; a whiteout is
-    a deletion, an opaque dir that hid a lower one is one too (its entries then added); a path
-    a lower layer has is a modification, except a directory whose size, mode and mtime did not
-    change; the parent of an addition or deletion is listed (modified) once, before it."""
-    from builder.layers import OVERLAY_OPAQUE_XATTR
-    from builder.layers.common import get_xattr, is_whiteout_stat
+class _Changes:
+    """Docker's ``archive.ChangesDirs`` (old: the image's layers merged; new: the container's
+    root), walked in name order where Docker's walk follows Go's map order, which varies run to
+    run. In each directory: its entries added or modified (an entry is modified when its mode,
+    owner, device, file capabilities, or, not for a directory, its size or mtime differ), each
+    followed by what changed under it, then its entries deleted; a directory with changes
+    under it that is not itself added is listed (modified) before them.
 
-    out: list[dict[str, Any]] = []
-    changed_dirs: set[str] = set()
+    Over an overlay upper dir, only the directories the upper dir holds can hold changes
+    (*plain* False); a plain tree is compared whole (*plain* True)."""
 
-    def walk(rel: str) -> None:
-        base = os.path.join(upper, rel)
+    def __init__(self, lowers: Sequence[Path], new: Path, *, plain: bool) -> None:
+        from builder.layers import MergedView
+
+        self.old = MergedView(lowers)
+        self.new = new
+        self.plain = plain
+        self.out: list[dict[str, Any]] = []
+
+    def run(self) -> list[dict[str, Any]]:
+        self._dir((), old_is_dir=True, added=False, listed=True)
+        return self.out
+
+    def _changed(self, old: tuple[Path, os.stat_result], st: os.stat_result, path: str) -> bool:
+        from builder.layers.common import get_xattr
+
+        ost = old[1]
+        if (ost.st_mode, ost.st_uid, ost.st_gid, ost.st_rdev) != (st.st_mode, st.st_uid, st.st_gid, st.st_rdev):
+            return True
+        if not stat.S_ISDIR(ost.st_mode) and (
+                not _same_time(ost.st_mtime_ns, st.st_mtime_ns) or ost.st_size != st.st_size):
+            return True
+        cap = "security.capability"
+        return get_xattr(str(old[0]), cap, follow=False) != get_xattr(path, cap, follow=False)
+
+    def _dir(self, comps: tuple[str, ...], *, old_is_dir: bool, added: bool, listed: bool) -> None:
+        """The changes under the directory *comps* of the new root (*old_is_dir*: the image had
+        a directory there; *added*: it did not have the path; *listed*: the directory itself is
+        listed already)."""
+        from builder.layers import OVERLAY_OPAQUE_XATTR
+        from builder.layers.common import get_xattr, is_whiteout_stat
+
+        at_entry = len(self.out)
+        base = os.path.join(self.new, *comps)
+        old_names = self.old.listdir(comps) if old_is_dir and not added else []
+        # which old entries the new root no longer has: an overlay hides them by whiteouts or
+        # an opaque dir; a plain tree simply lacks them
+        hides_all = self.plain or (bool(comps) and get_xattr(base, OVERLAY_OPAQUE_XATTR, follow=False) == b"y")
+        present: set[str] = set()
+        gone: list[str] = []
         for name in sorted(os.listdir(base)):
-            child = f"{rel}/{name}" if rel else name
-            path = "/" + child
-            st = os.lstat(os.path.join(upper, child))
-            is_dir = stat.S_ISDIR(st.st_mode)
-            kind: int | None
-            if is_whiteout_stat(st) or (
-                    is_dir and get_xattr(os.path.join(upper, child), OVERLAY_OPAQUE_XATTR, follow=False) == b"y"
-                    and _in_lowers(lowers, child) is not None):
-                kind = DELETED
-            else:
-                kind = ADDED
-                below = _in_lowers(lowers, child)
-                if below is not None:
-                    kind = MODIFIED
-                    if is_dir and stat.S_ISDIR(below.st_mode) and (
-                            st.st_size, st.st_mode, st.st_mtime_ns // 1000) == (
-                            below.st_size, below.st_mode, below.st_mtime_ns // 1000):
-                        kind = None  # only a parent of changes further down
-            if kind is not None:
-                if is_dir:
-                    changed_dirs.add(path)
-                if kind in (ADDED, DELETED):
-                    parent = os.path.dirname(path)
-                    if parent != "/" and parent not in changed_dirs:
-                        out.append({"Path": parent, "Kind": MODIFIED})
-                        changed_dirs.add(parent)
-                out.append({"Path": path, "Kind": kind})
-            if is_dir:
-                walk(child)
-
-    walk("")
-    return out
-
-
-def _tree_changes(lowers: Sequence[Path], tree: Path) -> list[dict[str, Any]]:
-    """The copy fallback: the plain tree compared with its image's merged layers, in the same
-    order and with the same parent rule as the overlay walk."""
-    from builder.layers import MergedView
-
-    view = MergedView(lowers)
-    out: list[dict[str, Any]] = []
-    changed_dirs: set[str] = set()
-
-    def record(path: str, kind: int, is_dir: bool) -> None:
-        if is_dir:
-            changed_dirs.add(path)
-        if kind in (ADDED, DELETED):
-            parent = os.path.dirname(path)
-            if parent != "/" and parent not in changed_dirs:
-                out.append({"Path": parent, "Kind": MODIFIED})
-                changed_dirs.add(parent)
-        out.append({"Path": path, "Kind": kind})
-
-    def walk(comps: tuple[str, ...], whole_added: bool) -> None:
-        base = os.path.join(tree, *comps)
-        names = sorted(os.listdir(base))
-        gone = [] if whole_added else [n for n in view.listdir(comps) if n not in set(names)]
-        for name in sorted([*names, *gone]):
             child = (*comps, name)
-            path = "/" + "/".join(child)
-            if name in gone and name not in names:
-                record(path, DELETED, False)
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            if not self.plain and is_whiteout_stat(st):
+                gone.append(name)
                 continue
-            st = os.lstat(os.path.join(base, name))
-            is_dir = stat.S_ISDIR(st.st_mode)
-            found = None if whole_added else view.lookup(child)
-            if found is None:
-                record(path, ADDED, is_dir)
-            elif not _same_entry(st, found[1], os.path.join(base, name), found[0]):
-                record(path, MODIFIED, is_dir)
-            if is_dir:
-                walk(child, found is None or not stat.S_ISDIR(found[1].st_mode))
+            present.add(name)
+            old = None if added or not old_is_dir else self.old.lookup(child)
+            child_listed = True
+            if old is None:
+                self._record(child, ADDED)
+            elif self._changed(old, st, path):
+                self._record(child, MODIFIED)
+            else:
+                child_listed = False
+            if stat.S_ISDIR(st.st_mode):
+                self._dir(child, old_is_dir=old is not None and stat.S_ISDIR(old[1].st_mode), added=old is None,
+                          listed=child_listed)
+            elif old is not None and stat.S_ISDIR(old[1].st_mode):
+                # a directory replaced by a file: Docker lists the entries it had as deleted
+                for gone_name in self.old.listdir(child):
+                    self._record((*child, gone_name), DELETED)
+        if hides_all:
+            gone += [n for n in old_names if n not in present]
+        for name in sorted(set(gone) & set(old_names)):
+            self._record((*comps, name), DELETED)
+        if len(self.out) > at_entry and not listed:
+            self.out.insert(at_entry, {"Path": "/" + "/".join(comps), "Kind": MODIFIED})
 
-    walk((), False)
-    return out
-
-
-def _same_entry(a: os.stat_result, b: os.stat_result, pa: str, pb: Path) -> bool:
-    if (a.st_mode, a.st_uid, a.st_gid) != (b.st_mode, b.st_uid, b.st_gid):
-        return False
-    if stat.S_ISDIR(a.st_mode):
-        return (a.st_size, a.st_mtime_ns // 1000) == (b.st_size, b.st_mtime_ns // 1000)
-    if stat.S_ISLNK(a.st_mode):
-        return os.readlink(pa) == os.readlink(pb)
-    if stat.S_ISCHR(a.st_mode) or stat.S_ISBLK(a.st_mode):
-        return a.st_rdev == b.st_rdev
-    return (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
+    def _record(self, comps: tuple[str, ...], kind: int) -> None:
+        self.out.append({"Path": "/" + "/".join(comps), "Kind": kind})
 
 
 # -- docker export -------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _init_layer(root: StateRoot) -> Iterator[Path]:
-    """Docker's init layer, made in a scratch dir for the time of an export."""
+def _init_layer(root: StateRoot, image: Sequence[Path]) -> Iterator[Path]:
+    """Docker's init layer over the *image* layers, made in a scratch dir for an export."""
+    from builder.layers import MergedView
+
+    view = MergedView(image)
     d = Path(tempfile.mkdtemp(prefix="init-", dir=root.area("tmp")))
     try:
         os.chmod(d, 0o755)
         for rel, kind in _INIT_LAYER:
+            found = view.lookup(tuple(rel.split("/")))
+            if found is not None and (kind == "dir" or stat.S_ISDIR(found[1].st_mode)):
+                continue  # dockerd unlinks what the image has there first, which only a dir survives
             p = d / rel
             p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             if kind == "dir":
@@ -204,9 +190,13 @@ def _init_layer(root: StateRoot) -> Iterator[Path]:
                 p.touch(mode=0o755)
             else:
                 p.symlink_to(kind)
-        for p in (d, *d.rglob("*")):  # the modes Docker's daemon leaves (umask 022)
+        for p in d.rglob("*"):  # the modes Docker's daemon leaves (umask 022)
             if not p.is_symlink():
                 os.chmod(p, 0o755)
+                if p.is_dir() and (found := view.lookup(tuple(p.relative_to(d).parts))) is not None:
+                    # a parent the image has: the merged view keeps the image's attributes
+                    os.chmod(p, stat.S_IMODE(found[1].st_mode))
+                    os.chown(p, found[1].st_uid, found[1].st_gid)
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -220,7 +210,7 @@ def export(root: StateRoot, ref: str, out: BinaryIO | IO[bytes]) -> None:
 
     c = lifecycle.get(root, ref)
     fs = _layers_of(root, c)
-    with _init_layer(root) as init:
+    with _init_layer(root, fs.image) as init:
         if fs.tree is not None:
             stack = [init, fs.tree]
         else:
@@ -248,7 +238,9 @@ def commit(root: StateRoot, ref: str, reference: str | None = None, *, message: 
     if reference:
         ref_value = Reference.parse(reference)
         if ref_value.digest is not None:
-            raise ContainerError(f"invalid reference format: {reference}: a commit cannot be tagged with a digest")
+            from registry.errors import InvalidReference
+
+            raise InvalidReference(f"invalid reference format: {reference}: a commit cannot be tagged with a digest")
     container_config = c.config.to_json()
     base = _merge_config(dict(config), container_config) if config else container_config
     new_config = config_from_changes(changes, base=base) if changes else base
