@@ -46,6 +46,13 @@ async def stats(request: web.Request) -> web.StreamResponse:
     return response
 
 
+#: UpdateConfig fields a client may send that pybuild does not apply: refused when set, not ignored
+UNSUPPORTED = ("CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems",
+               "MemoryReservation", "KernelMemory", "KernelMemoryTCP", "BlkioWeight", "BlkioWeightDevice",
+               "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
+               "CpuCount", "CpuPercent", "MemorySwappiness", "OomKillDisable", "Devices", "DeviceCgroupRules")
+
+
 def _int(body: dict[str, Any], key: str) -> int | None:
     v = body.get(key)
     if v is None:
@@ -61,6 +68,10 @@ async def update(request: web.Request) -> web.Response:
     from builder.containers.options import RestartPolicy
 
     body = await json_body(request)
+    for key in UNSUPPORTED:
+        if body.get(key):
+            raise bad_request(f"{key} is not supported by pybuild update (Memory, MemorySwap, NanoCpus, "
+                              "CpuShares, PidsLimit and RestartPolicy are)")
     policy = None
     rp = body.get("RestartPolicy")
     if isinstance(rp, dict) and rp.get("Name"):
@@ -68,7 +79,10 @@ async def update(request: web.Request) -> web.Response:
             policy = RestartPolicy.parse(str(rp["Name"]))
         except ContainerError as e:
             raise bad_request(str(e)) from None
-        policy = RestartPolicy(policy.name, int(rp.get("MaximumRetryCount") or 0))
+        count = rp.get("MaximumRetryCount") or 0
+        if not isinstance(count, int) or count < 0 or (count and policy.name != "on-failure"):
+            raise bad_request(f"invalid RestartPolicy.MaximumRetryCount {count!r}: a count >= 0, for on-failure only")
+        policy = RestartPolicy(policy.name, count)
     # Docker's UpdateConfig: 0 leaves a limit as it is; PidsLimit 0 or -1 lifts it
     change = lib.Update(
         memory=_int(body, "Memory") or None, memory_swap=_int(body, "MemorySwap") or None,

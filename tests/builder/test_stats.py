@@ -310,3 +310,24 @@ def test_stats_streams_until_ctrl_c(pb: Any) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_update_the_kernel_refuses_changes_nothing(pb: Any) -> None:
+    """A limit below what the container holds in tmpfs (no swap to push it to) cannot be applied:
+    Docker's ``Cannot update container`` error, the live limit and the record as they were."""
+    pb("run", "-d", "--name", "full", "-m", "64m", "--shm-size", "64m", "busybox", "sh", "-c",
+       "dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 2>/dev/null; touch /tmp/ready; sleep 300 & wait")
+    deadline = time.monotonic() + 20
+    while pb("exec", "full", "test", "-e", "/tmp/ready", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the container never filled /dev/shm"
+        time.sleep(0.1)
+    before = pb("inspect", "full").stdout
+    r = pb("update", "-m", "8m", "--memory-swap", "16m", "full", check=False)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("Error: Cannot update container ") and "memory" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    pid = _pid(pb, "full")
+    memdir = _cgroup_dir(pid, "memory")
+    assert int(memdir.joinpath("memory.limit_in_bytes").read_text()) == 64 * MiB
+    assert int(memdir.joinpath("memory.memsw.limit_in_bytes").read_text()) == 128 * MiB
+    assert pb("inspect", "full").stdout == before

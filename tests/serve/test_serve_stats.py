@@ -75,6 +75,10 @@ def test_docker_stats_update_and_docker_py(serve: Daemon) -> None:
         assert status == 400 and "Minimum memory limit" in json.loads(body)["message"]
         status, _h, body = serve.api("POST", "/containers/st/update", {"PidsLimit": "many"})
         assert status == 400 and "PidsLimit" in json.loads(body)["message"]
+        status, _h, body = serve.api("POST", "/containers/st/update", {"CpusetCpus": "0"})
+        assert status == 400 and "CpusetCpus is not supported" in json.loads(body)["message"]
+        r = serve.docker("update", "--cpuset-cpus", "0", "st", check=False)
+        assert r.returncode != 0 and "CpusetCpus is not supported" in r.stderr
         assert int(_cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 64 * MiB
         r = serve.docker("update", "--memory", "lots", "st", check=False)
         assert r.returncode != 0 and "lots" in r.stderr
