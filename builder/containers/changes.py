@@ -72,10 +72,46 @@ def changes(root: StateRoot, ref: str) -> list[dict[str, Any]]:
     c = lifecycle.get(root, ref)
     fs = _layers_of(root, c)
     if fs.upper is not None:
-        return _Changes(fs.image, fs.upper, plain=False).run()
+        return _Changes(fs.image, fs.upper, plain=False, mount_points=_mount_points(c)).run()
     if fs.tree is not None:
         return _Changes(fs.image, fs.tree, plain=True).run()
     return []
+
+
+def _mount_points(c: Container) -> list[tuple[str, bool]]:
+    """(destination, is a file) of the container's volume, bind and tmpfs mounts."""
+    out = []
+    for m in c.mounts:
+        src = str(m.get("Source") or "")
+        out.append((str(m["Destination"]), m.get("Type") == "bind" and os.path.isfile(src)))
+    return out
+
+
+def _mount_point_entries(image: Any, upper: Path, targets: Sequence[tuple[str, bool]]
+                         ) -> dict[tuple[str, ...], dict[str, str]]:
+    """Where dockerd (runc) makes mount points in the container's own layer, which our
+    sandbox keeps in a stub layer instead: parent dir -> {name: "dir" | "file" | "through"}
+    ("through": a directory of the image on the way to one). Paths the upper dir has, or
+    that cross a non-directory of the image, are left alone."""
+    from builder.layers import clean_name
+
+    out: dict[tuple[str, ...], dict[str, str]] = {}
+    for target, is_file in targets:
+        comps = clean_name(target)
+        for i in range(1, len(comps) + 1):
+            prefix = comps[:i]
+            if os.path.lexists(os.path.join(upper, *prefix)):
+                continue
+            found = image.lookup(prefix)
+            last = i == len(comps)
+            if found is not None:
+                if last or not stat.S_ISDIR(found[1].st_mode):
+                    break
+                kind = "through"
+            else:
+                kind = "file" if last and is_file else "dir"
+            out.setdefault(prefix[:-1], {}).setdefault(prefix[-1], kind)
+    return out
 
 
 def _same_time(a: int, b: int) -> bool:
@@ -95,19 +131,23 @@ class _Changes:
     Over an overlay upper dir, only the directories the upper dir holds can hold changes
     (*plain* False); a plain tree is compared whole (*plain* True)."""
 
-    def __init__(self, lowers: Sequence[Path], new: Path, *, plain: bool) -> None:
+    def __init__(self, lowers: Sequence[Path], new: Path, *, plain: bool,
+                 mount_points: Sequence[tuple[str, bool]] = ()) -> None:
         from builder.layers import MergedView
 
         self.old = MergedView(lowers)
         self.new = new
         self.plain = plain
+        self.virtual = _mount_point_entries(self.old, new, mount_points)
         self.out: list[dict[str, Any]] = []
 
     def run(self) -> list[dict[str, Any]]:
         self._dir((), old_is_dir=True, added=False, listed=True)
         return self.out
 
-    def _changed(self, old: tuple[Path, os.stat_result], st: os.stat_result, path: str) -> bool:
+    @staticmethod
+    def differs(old: tuple[Path, os.stat_result], st: os.stat_result, path: str) -> bool:
+        """Whether *path* (lstat *st*) changed from *old* (host path, lstat), as Docker sees it."""
         from builder.layers.common import get_xattr
 
         ost = old[1]
@@ -134,8 +174,14 @@ class _Changes:
         hides_all = self.plain or (bool(comps) and get_xattr(base, OVERLAY_OPAQUE_XATTR, follow=False) == b"y")
         present: set[str] = set()
         gone: list[str] = []
-        for name in sorted(os.listdir(base)):
+        on_disk = sorted(os.listdir(base)) if os.path.isdir(base) else []
+        virtual = self.virtual.get(comps, {})
+        for name in sorted({*on_disk, *virtual}):
             child = (*comps, name)
+            if name not in on_disk:
+                self._virtual(child, virtual[name])
+                present.add(name)
+                continue
             path = os.path.join(base, name)
             st = os.lstat(path)
             if not self.plain and is_whiteout_stat(st):
@@ -146,17 +192,13 @@ class _Changes:
             child_listed = True
             if old is None:
                 self._record(child, ADDED)
-            elif self._changed(old, st, path):
+            elif self.differs(old, st, path):
                 self._record(child, MODIFIED)
             else:
                 child_listed = False
             if stat.S_ISDIR(st.st_mode):
                 self._dir(child, old_is_dir=old is not None and stat.S_ISDIR(old[1].st_mode), added=old is None,
                           listed=child_listed)
-            elif old is not None and stat.S_ISDIR(old[1].st_mode):
-                # a directory replaced by a file: Docker lists the entries it had as deleted
-                for gone_name in self.old.listdir(child):
-                    self._record((*child, gone_name), DELETED)
         if hides_all:
             gone += [n for n in old_names if n not in present]
         for name in sorted(set(gone) & set(old_names)):
@@ -164,24 +206,52 @@ class _Changes:
         if len(self.out) > at_entry and not listed:
             self.out.insert(at_entry, {"Path": "/" + "/".join(comps), "Kind": MODIFIED})
 
+    def _virtual(self, comps: tuple[str, ...], kind: str) -> None:
+        """A mount point dockerd would have made in the container's layer (``dir``/``file``), or
+        an image directory on the way to one (``through``)."""
+        if kind == "through":
+            self._dir(comps, old_is_dir=True, added=False, listed=False)
+            return
+        self._record(comps, ADDED)
+        if kind == "dir":
+            self._dir(comps, old_is_dir=False, added=True, listed=True)
+
     def _record(self, comps: tuple[str, ...], kind: int) -> None:
         self.out.append({"Path": "/" + "/".join(comps), "Kind": kind})
 
 
 # -- docker export -------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _init_layer(root: StateRoot, image: Sequence[Path]) -> Iterator[Path]:
-    """Docker's init layer over the *image* layers, made in a scratch dir for an export."""
+def _init_layer(root: StateRoot, image: Sequence[Path], upper: Path | None,
+                mount_points: Sequence[tuple[str, bool]], *, tree: Path | None = None) -> Iterator[Path]:
+    """Docker's init layer over the *image* layers, and the mount points dockerd makes in the
+    container's layer, in a scratch dir for an export. Over a plain *tree* (the copy fallback,
+    image and changes in one) the layer goes on top: what the container changed is left out of
+    it, and its directories take the tree's attributes."""
     from builder.layers import MergedView
 
     view = MergedView(image)
+    now = MergedView([tree]) if tree is not None else view
     d = Path(tempfile.mkdtemp(prefix="init-", dir=root.area("tmp")))
     try:
         os.chmod(d, 0o755)
+        if upper is not None:
+            for parent, names in _mount_point_entries(view, upper, mount_points).items():
+                for name, kind in names.items():
+                    p = d.joinpath(*parent, name)
+                    p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    if kind == "file":
+                        p.touch(mode=0o755)
+                    else:
+                        p.mkdir(mode=0o755, exist_ok=True)
         for rel, kind in _INIT_LAYER:
-            found = view.lookup(tuple(rel.split("/")))
+            comps = tuple(rel.split("/"))
+            found = view.lookup(comps)
             if found is not None and (kind == "dir" or stat.S_ISDIR(found[1].st_mode)):
                 continue  # dockerd unlinks what the image has there first, which only a dir survives
+            if tree is not None and (mine := now.lookup(comps)) is not None and (
+                    found is None or stat.S_ISDIR(mine[1].st_mode) or _Changes.differs(found, mine[1], str(mine[0]))):
+                continue  # the container's own
             p = d / rel
             p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             if kind == "dir":
@@ -193,7 +263,7 @@ def _init_layer(root: StateRoot, image: Sequence[Path]) -> Iterator[Path]:
         for p in d.rglob("*"):  # the modes Docker's daemon leaves (umask 022)
             if not p.is_symlink():
                 os.chmod(p, 0o755)
-                if p.is_dir() and (found := view.lookup(tuple(p.relative_to(d).parts))) is not None:
+                if p.is_dir() and (found := now.lookup(tuple(p.relative_to(d).parts))) is not None:
                     # a parent the image has: the merged view keeps the image's attributes
                     os.chmod(p, stat.S_IMODE(found[1].st_mode))
                     os.chown(p, found[1].st_uid, found[1].st_gid)
@@ -210,9 +280,9 @@ def export(root: StateRoot, ref: str, out: BinaryIO | IO[bytes]) -> None:
 
     c = lifecycle.get(root, ref)
     fs = _layers_of(root, c)
-    with _init_layer(root, fs.image) as init:
+    with _init_layer(root, fs.image, fs.upper, _mount_points(c), tree=fs.tree) as init:
         if fs.tree is not None:
-            stack = [init, fs.tree]
+            stack = [fs.tree, init]
         else:
             stack = [*fs.image, init, *([fs.upper] if fs.upper is not None else [])]
         write_merged(stack, out)

@@ -17,7 +17,12 @@ from typing import Any
 SCRIPT = ("mkdir -p /tmp/new/sub && echo a > /tmp/new/sub/f && echo x >> /etc/passwd && rm /etc/group"
           " && rm -rf /var/www && mkdir /root/d && touch /root/d/e && rm /usr/sbin/httpd"
           " && chmod 700 /home && ln -s /etc/passwd /root/link && echo hi > /greeting"
-          " && mkdir /usr/share && rm -rf /usr/share && touch /etc/hosts /etc/hostname")
+          " && mkdir /usr/share && rm -rf /usr/share && touch /etc/hosts /etc/hostname"
+          # a dir deleted and made again (opaque), a file made a dir and a dir a file, owners
+          " && rm -rf /sbin && mkdir /sbin && touch /sbin/x && rm /linuxrc && mkdir /linuxrc"
+          " && rm -rf /usr/bin && echo > /usr/bin && chmod 700 /root && chown 1:1 /etc/passwd"
+          # what goes to volumes and binds is not the container's; the work dir is
+          " && echo v > /data/f && echo b > /mnt/b/f && touch made")
 
 
 def _members(tar: Path) -> dict[str, tuple[str, int, int, str]]:
@@ -53,18 +58,23 @@ def _wait_for(cond: Any, what: str, timeout: float = 30) -> None:
 def test_diff_and_export_match_docker(busybox: Any, dockerd: Any, tmp_path: Path) -> None:
     _docker_busybox(busybox, dockerd, tmp_path)
     name = f"chg-{os.getpid()}-{tmp_path.name[-8:]}"
-    dockerd.docker("run", "--name", name, "busybox:latest", "sh", "-c", SCRIPT)
+    (tmp_path / "bind1").mkdir()
+    (tmp_path / "bind2").mkdir()
+    mounts = ["-w", "/work", "-v", "/data", "-v"]
+    dockerd.docker("run", "--name", name, *mounts, f"{tmp_path / 'bind1'}:/mnt/b", "busybox:latest", "sh", "-c",
+                   SCRIPT)
     try:
         theirs = dockerd.docker("diff", name).stdout.decode().splitlines()
         dockerd.docker("export", "-o", str(tmp_path / "docker.tar"), name)
     finally:
         dockerd.docker("rm", "-f", name, check=False)
-    busybox("run", "--name", "c1", "busybox", "sh", "-c", SCRIPT)
+    busybox("run", "--name", "c1", *mounts, f"{tmp_path / 'bind2'}:/mnt/b", "busybox", "sh", "-c", SCRIPT)
     ours = busybox("diff", "c1").stdout.splitlines()
     # dockerd lists a directory's entries in Go's map order, which varies run to run: the same
     # lines, in the one order we give (names sorted, deletions after the rest in each directory)
     assert ours == sorted(theirs, key=_docker_order), "\n".join(ours) + "\n---\n" + "\n".join(theirs)
     assert "D /etc/group" in ours and "A /tmp/new/sub/f" in ours and "C /etc/passwd" in ours
+    assert "A /mnt/b" in ours and "A /data" in ours and "A /work/made" in ours and "A /data/f" not in ours
     assert busybox("container", "diff", "c1").stdout.splitlines() == ours
 
     busybox("export", "-o", str(tmp_path / "ours.tar"), "c1")
@@ -174,3 +184,26 @@ def test_bad_input(busybox: Any, store_listing: Any) -> None:
     # a failed export leaves no file behind
     r = busybox("export", "-o", str(busybox.root / "x.tar"), "nope", check=False)
     assert r.returncode == 1 and not list(busybox.root.glob("*x.tar*"))
+
+
+def test_copy_fallback_root_gives_the_same_answers(busybox: Any, pybuild_factory: Any, busybox_tar: Path,
+                                                   tmp_path: Path) -> None:
+    """A root without overlayfs (the plain-tree fallback) diffs, exports and commits as an
+    overlay one does."""
+    from registry import archive
+    from registry.reference import Reference
+
+    plain = pybuild_factory()
+    archive.import_rootfs(plain.store(), busybox_tar, reference=Reference.parse("busybox:latest"),
+                          config={"Cmd": ["sh"]})
+    script = SCRIPT.split(" && echo v > /data/f")[0]
+    busybox("run", "--name", "c1", "busybox", "sh", "-c", script)
+    no_overlay = {"PYBUILD_NO_OVERLAY": "1"}
+    plain("run", "--name", "c1", "busybox", "sh", "-c", script, env=no_overlay)
+    assert (plain.root / "containers" / json.loads(plain("inspect", "c1").stdout)[0]["Id"] / "rootfs").is_dir()
+    assert plain("diff", "c1").stdout == busybox("diff", "c1").stdout
+    busybox("export", "-o", str(tmp_path / "overlay.tar"), "c1")
+    plain("export", "-o", str(tmp_path / "plain.tar"), "c1")
+    assert _members(tmp_path / "plain.tar") == _members(tmp_path / "overlay.tar")
+    plain("commit", "c1", "plain:1")
+    assert plain("run", "--rm", "plain:1", "cat", "/greeting", env=no_overlay).stdout == "hi\n"
