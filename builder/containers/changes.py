@@ -14,7 +14,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -221,6 +221,35 @@ class _Changes:
 
 
 # -- docker export -------------------------------------------------------------------------------
+def _make_mount_points(d: Path, image: Any, upper: Path, targets: Sequence[tuple[str, bool]]) -> None:
+    """The mount points dockerd would have made in the container's layer, made under *d*
+    (empty, mode 0755, as runc makes them; the image's directories on the way keep their
+    attributes)."""
+    for parent, names in _mount_point_entries(image, upper, targets).items():
+        for name, kind in names.items():
+            p = d.joinpath(*parent, name)
+            p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if kind == "file":
+                p.touch(mode=0o755)
+            else:
+                p.mkdir(mode=0o755, exist_ok=True)
+    for p in d.rglob("*"):
+        os.chmod(p, 0o755)
+        if p.is_dir() and (found := image.lookup(tuple(p.relative_to(d).parts))) is not None:
+            os.chmod(p, stat.S_IMODE(found[1].st_mode))
+            os.chown(p, found[1].st_uid, found[1].st_gid)
+
+
+@contextlib.contextmanager
+def _scratch(root: StateRoot, prefix: str) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=root.area("tmp")))
+    try:
+        os.chmod(d, 0o755)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _init_layer(root: StateRoot, image: Sequence[Path], upper: Path | None,
                 mount_points: Sequence[tuple[str, bool]], *, tree: Path | None = None) -> Iterator[Path]:
@@ -236,14 +265,7 @@ def _init_layer(root: StateRoot, image: Sequence[Path], upper: Path | None,
     try:
         os.chmod(d, 0o755)
         if upper is not None:
-            for parent, names in _mount_point_entries(view, upper, mount_points).items():
-                for name, kind in names.items():
-                    p = d.joinpath(*parent, name)
-                    p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                    if kind == "file":
-                        p.touch(mode=0o755)
-                    else:
-                        p.mkdir(mode=0o755, exist_ok=True)
+            _make_mount_points(d, view, upper, mount_points)
         for rel, kind in _INIT_LAYER:
             comps = tuple(rel.split("/"))
             found = view.lookup(comps)
@@ -311,7 +333,7 @@ def commit(root: StateRoot, ref: str, reference: str | None = None, *, message: 
             from registry.errors import InvalidReference
 
             raise InvalidReference(f"invalid reference format: {reference}: a commit cannot be tagged with a digest")
-    container_config = c.config.to_json()
+    container_config = _recorded_config(root, c)
     base = _merge_config(dict(config), container_config) if config else container_config
     new_config = config_from_changes(changes, base=base) if changes else base
     fs = _layers_of(root, c)
@@ -321,7 +343,7 @@ def commit(root: StateRoot, ref: str, reference: str | None = None, *, message: 
         paused_here = True
     with root.image_store().lease():  # the new layer is referenced by nothing until the image is
         try:
-            layer = _commit_layer(root, fs, compression)
+            layer = _commit_layer(root, fs, compression, _mount_points(c))
         finally:
             if paused_here:
                 with contextlib.suppress(ContainerError):
@@ -330,6 +352,32 @@ def commit(root: StateRoot, ref: str, reference: str | None = None, *, message: 
     lifecycle.emit(root, c, "commit", comment=message, imageID=image_id,
                    **({"imageRef": ref_value.familiar} if ref_value is not None else {}))
     return image_id
+
+
+def _recorded_config(root: StateRoot, c: Container) -> dict[str, Any]:
+    """The container's config as dockerd keeps it: without the ``HOSTNAME`` and default
+    ``PATH`` entries our ``create`` adds to its Env for the process (dockerd gives them to the
+    process only, so a committed image never carries them), and with its anonymous volumes
+    (``-v /path``) in ``Volumes``, where dockerd records them."""
+    from builder.containers.create import DEFAULT_PATH
+
+    config = c.config.to_json()
+    env = list(config.get("Env") or [])
+    image_env: list[str] = []
+    with contextlib.suppress(Exception):
+        image_env = list(root.image_store().resolve(c.image_id).config.config.get("Env") or [])
+    synthesized = {f"HOSTNAME={c.config.hostname}"} - set(image_env)
+    if not any(e.startswith("PATH=") for e in image_env):
+        synthesized.add(f"PATH={DEFAULT_PATH}")
+    kept = [e for e in env if e not in synthesized]
+    if kept != env:
+        config["Env"] = kept or None
+    if not config.get("ExposedPorts"):
+        config.pop("ExposedPorts", None)  # omitempty in dockerd's config
+    anonymous: dict[str, Any] = {str(m["Destination"]): {} for m in c.mounts if m.get("Type") == "volume" and m.get("Anonymous")}
+    if anonymous:
+        config["Volumes"] = {**(config.get("Volumes") or {}), **anonymous}
+    return config
 
 
 def _merge_config(user: dict[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
@@ -355,23 +403,22 @@ def _merge_config(user: dict[str, Any], container: Mapping[str, Any]) -> dict[st
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _commit_layer(root: StateRoot, fs: _Layers, compression: str) -> tuple[Any, Any] | None:
-    from builder.layers import commit_layer, write_diff, write_dir_diff
+def _commit_layer(root: StateRoot, fs: _Layers, compression: str,
+                  mount_points: Sequence[tuple[str, bool]]) -> tuple[Any, Any] | None:
+    """The container's layer in the store, as dockerd commits it: its upper dir (or the plain
+    tree's changes) with the mount points dockerd would have made there."""
+    from builder.layers import MergedView, commit_layer, write_diff_stack, write_dir_diff
 
-    write: Callable[[IO[bytes]], bool]
+    store = root.image_store()
     if fs.upper is not None:
         upper = fs.upper
-
-        def write(sink: IO[bytes]) -> bool:
-            return write_diff(upper, sink)
-    elif fs.tree is not None:
+        with _scratch(root, "mnt-") as scratch:
+            _make_mount_points(scratch, MergedView(fs.image), upper, mount_points)
+            return commit_layer(store, lambda sink: write_diff_stack([scratch, upper], sink), compression)
+    if fs.tree is not None:
         tree = fs.tree
-
-        def write(sink: IO[bytes]) -> bool:
-            return write_dir_diff(list(fs.image), tree, sink)
-    else:
-        return None
-    return commit_layer(root.image_store(), write, compression)
+        return commit_layer(store, lambda sink: write_dir_diff(list(fs.image), tree, sink), compression)
+    return None
 
 
 def _write_image(root: StateRoot, c: Container, config: Mapping[str, Any], layer: tuple[Any, Any] | None,

@@ -16,7 +16,7 @@ _WHERE = {
     "OPAQUE_MARKER": "builder.layers.common", "OVERLAY_OPAQUE_XATTR": "builder.layers.common",
     "WHITEOUT_PREFIX": "builder.layers.common", "clean_name": "builder.layers.common",
     "write_diff": "builder.layers.diff", "write_dir_diff": "builder.layers.diff",
-    "write_merged": "builder.layers.diff",
+    "write_merged": "builder.layers.diff", "write_diff_stack": "builder.layers.diff",
     "MergedView": "builder.layers.view",
     "commit_layer": "builder.layers.commit", "recompress": "builder.layers.commit",
 }
@@ -24,7 +24,7 @@ _WHERE = {
 __all__ = [
     "OPAQUE_MARKER", "OVERLAY_OPAQUE_XATTR", "WHITEOUT_PREFIX", "MergedView", "apply_dir",
     "apply_layer", "clean_name", "commit_layer", "iter_tar_names", "recompress", "write_diff",
-    "write_dir_diff", "write_merged",
+    "write_diff_stack", "write_dir_diff", "write_merged",
 ]
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         WHITEOUT_PREFIX,
         clean_name,
     )
-    from builder.layers.diff import write_diff, write_dir_diff, write_merged
+    from builder.layers.diff import write_diff, write_diff_stack, write_dir_diff, write_merged
     from builder.layers.view import MergedView
 
 

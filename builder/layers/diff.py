@@ -144,6 +144,40 @@ def _walk_upper(w: _TarWriter, top: str, rel: str) -> None:
             _walk_upper(w, top, arc + "/")
 
 
+def write_diff_stack(uppers: Sequence[Path], out: BinaryIO | IO[bytes], *,
+                     source_date_epoch: int | None = None) -> bool:
+    """``write_diff`` of several overlay-format upper dirs (bottom first) as one: a name the
+    upper ones hold hides the lower ones' unless both are directories (then merged, down to an
+    opaque one). ``commit`` tars a container's upper dir over the mount points it lacks."""
+    w = _TarWriter(out, source_date_epoch)
+    try:
+        _walk_stack(w, [str(u) for u in reversed(uppers)], "")
+    finally:
+        w.close()
+    return w.count > 0
+
+
+def _walk_stack(w: _TarWriter, dirs: Sequence[str], rel: str) -> None:
+    """*dirs*: the host directories merged at the archive directory *rel*, topmost first."""
+    for name in sorted(set().union(*(os.listdir(d) for d in dirs))):
+        holders = [d for d in dirs if os.path.lexists(os.path.join(d, name))]
+        path = os.path.join(holders[0], name)
+        arc = f"{rel}{name}"
+        st = os.lstat(path)
+        if is_whiteout_stat(st):
+            w.marker(f"{rel}{WHITEOUT_PREFIX}{name}", st)
+            continue
+        w.entry(arc, path, st)
+        if stat.S_ISDIR(st.st_mode):
+            below: list[str] = []
+            if get_xattr(path, OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
+                w.marker(f"{arc}/{OPAQUE_MARKER}", st)
+            else:
+                below = [os.path.join(h, name) for h in holders[1:]
+                         if stat.S_ISDIR(os.lstat(os.path.join(h, name)).st_mode)]
+            _walk_stack(w, [path, *below], arc + "/")
+
+
 def write_merged(layers: Sequence[Path], out: BinaryIO | IO[bytes]) -> int:
     """Tar the whole tree that the overlay-format *layers* (bottom first) make when merged, as a
     root filesystem (``export``): whiteouts and opaque dirs applied, no root entry, sorted.

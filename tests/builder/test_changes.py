@@ -36,6 +36,21 @@ def _members(tar: Path) -> dict[str, tuple[str, int, int, str]]:
     return out
 
 
+def _top_layer(saved: Path) -> dict[str, tuple[str, int, int, str]]:
+    """The members of the top layer of a ``save``d image (timestamps aside)."""
+    with tarfile.open(saved) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+        layer = tf.extractfile(manifest[0]["Layers"][-1])
+        assert layer is not None
+        import gzip
+
+        data = layer.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    (saved.parent / "layer.tar").write_bytes(data)
+    return _members(saved.parent / "layer.tar")
+
+
 def _docker_order(line: str) -> list[tuple[bool, str]]:
     kind, _, path = line.partition(" ")
     parts = path.strip("/").split("/")
@@ -66,7 +81,14 @@ def test_diff_and_export_match_docker(busybox: Any, dockerd: Any, tmp_path: Path
     try:
         theirs = dockerd.docker("diff", name).stdout.decode().splitlines()
         dockerd.docker("export", "-o", str(tmp_path / "docker.tar"), name)
+        docker_id = dockerd.docker("commit", "-m", "msg", "-c", "ENV K=v", "-c", 'CMD ["x"]', name, "judge:1"
+                                   ).stdout.decode().strip()
+        docker_image = json.loads(dockerd.docker("image", "inspect", docker_id).stdout)[0]
+        docker_history = json.loads(dockerd.docker("history", "--format", "{{json .}}", "--no-trunc", docker_id
+                                                   ).stdout.decode().splitlines()[0])
+        dockerd.docker("save", "-o", str(tmp_path / "judge.tar"), "judge:1")
     finally:
+        dockerd.docker("rmi", "-f", "judge:1", check=False)
         dockerd.docker("rm", "-f", name, check=False)
     busybox("run", "--name", "c1", *mounts, f"{tmp_path / 'bind2'}:/mnt/b", "busybox", "sh", "-c", SCRIPT)
     ours = busybox("diff", "c1").stdout.splitlines()
@@ -76,6 +98,23 @@ def test_diff_and_export_match_docker(busybox: Any, dockerd: Any, tmp_path: Path
     assert "D /etc/group" in ours and "A /tmp/new/sub/f" in ours and "C /etc/passwd" in ours
     assert "A /mnt/b" in ours and "A /data" in ours and "A /work/made" in ours and "A /data/f" not in ours
     assert busybox("container", "diff", "c1").stdout.splitlines() == ours
+
+    # the same commit: the same config, history entry and layer
+    our_id = busybox("commit", "-m", "msg", "-c", "ENV K=v", "-c", 'CMD ["x"]', "c1", "judge:1").stdout.strip()
+    our_image = json.loads(busybox("image", "inspect", our_id).stdout)[0]
+    for key in ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Volumes", "Labels", "ExposedPorts"):
+        assert our_image["Config"].get(key) == docker_image["Config"].get(key), key
+    our_history = json.loads(busybox("history", "--format", "{{json .}}", "--no-trunc", our_id
+                                     ).stdout.splitlines()[0])
+    assert (our_history["CreatedBy"], our_history["Comment"]) == (docker_history["CreatedBy"], "msg")
+    assert our_history["Size"] == docker_history["Size"]
+    busybox("save", "-o", str(tmp_path / "ours-judge.tar"), "judge:1")
+    # the same layer: entries alike, whiteouts by name (dockerd hard-links them to one another)
+    our_layer, docker_layer = _top_layer(tmp_path / "ours-judge.tar"), _top_layer(tmp_path / "judge.tar")
+    assert sorted(our_layer) == sorted(docker_layer)
+    assert {k: v for k, v in our_layer.items() if ".wh." not in k} == {
+        k: v for k, v in docker_layer.items() if ".wh." not in k}
+    assert "data" in our_layer and "mnt/b" in our_layer and "mnt/b/f" not in our_layer
 
     busybox("export", "-o", str(tmp_path / "ours.tar"), "c1")
     docker_members, our_members = _members(tmp_path / "docker.tar"), _members(tmp_path / "ours.tar")
