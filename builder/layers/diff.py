@@ -192,13 +192,20 @@ def write_merged(layers: Sequence[Path], out: BinaryIO | IO[bytes]) -> int:
 
 
 def _walk_merged(w: _TarWriter, view: MergedView, comps: tuple[str, ...]) -> None:
-    for name in view.listdir(comps):
+    try:
+        names = view.listdir(comps)
+    except FileNotFoundError:
+        return  # a running container's directory, gone since its parent was read
+    for name in names:
         child = (*comps, name)
         found = view.lookup(child)
         if found is None:
             continue
         path, st = found
-        w.entry("/".join(child), str(path), st)
+        try:
+            w.entry("/".join(child), str(path), st)
+        except FileNotFoundError:
+            continue  # removed by a running container meanwhile: as if it never was
         if stat.S_ISDIR(st.st_mode):
             _walk_merged(w, view, child)
 
