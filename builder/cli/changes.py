@@ -70,7 +70,10 @@ def export(obj: Any, container: str, output: str | None) -> None:
     if target.is_dir():
         fail(f"open {output}: is a directory")
     # written beside the target and renamed when whole: a failed export leaves nothing behind
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    except OSError as e:
+        fail(f"failed to export container: open {output}: {(e.strerror or str(e)).lower()}")
     try:
         with os.fdopen(fd, "wb") as f:
             changes.export(root, container, f)

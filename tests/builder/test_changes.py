@@ -220,6 +220,9 @@ def test_bad_input(busybox: Any, store_listing: Any) -> None:
         os.close(leader)
     assert p.returncode == 1
     assert p.stderr == "Error: cowardly refusing to save to a terminal. Use the -o flag or redirect\n"
+    r = busybox("export", "-o", str(busybox.root / "nodir" / "x.tar"), "c1", check=False)
+    assert (r.returncode, r.stderr) == (1, f"Error: failed to export container: open {busybox.root}/nodir/x.tar: "
+                                           "no such file or directory\n")
     # a failed export leaves no file behind
     r = busybox("export", "-o", str(busybox.root / "x.tar"), "nope", check=False)
     assert r.returncode == 1 and not list(busybox.root.glob("*x.tar*"))
