@@ -79,6 +79,8 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
         resources["memory"] = {"limit": r.memory, "swap": swap}
     if r.cpus is not None:
         resources["cpu"] = {"quota": max(1000, int(r.cpus * 100000)), "period": 100000}
+    if r.cpu_shares:
+        resources.setdefault("cpu", {})["shares"] = r.cpu_shares
     if r.pids is not None:
         resources["pids"] = {"limit": r.pids}
     cfg: dict[str, Any] = {
