@@ -168,7 +168,7 @@ def test_cgroup_layout_detection() -> None:
     lay = detect(hybrid)
     assert lay.version == 1
     assert lay.v1 == {"memory": "/sys/fs/cgroup/memory", "cpu": "/sys/fs/cgroup/cpu,cpuacct",
-                      "pids": "/sys/fs/cgroup/pids"}
+                      "cpuacct": "/sys/fs/cgroup/cpu,cpuacct", "pids": "/sys/fs/cgroup/pids"}
     assert lay.v1_options["/sys/fs/cgroup/cpu,cpuacct"] == "cpu,cpuacct"
     assert lay.v2 == "/sys/fs/cgroup/unified"
     v2 = detect("40 1 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n")

@@ -40,6 +40,9 @@ def test_docker_stats_update_and_docker_py(serve: Daemon) -> None:
         assert limit == "80MiB", fields
         assert re.fullmatch(r"[\d.]+(B|KiB|MiB)", usage), fields
         assert fields[-1] == "2", fields  # PIDS: sh and its sleep
+        # no names: every running container, as the same table
+        names = serve.docker("stats", "--no-stream", "--format", "{{.Name}}").stdout.split()
+        assert names == ["st"]
         line = serve.docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemPerc}} {{.PIDs}}",
                             "st").stdout.split()
         assert line[0] == "st" and line[2] == "2" and 0 < float(line[1].rstrip("%")) < 20
