@@ -192,6 +192,8 @@ def test_stats_memory_limit_pids_and_cpu(pb: Any) -> None:
     rows = {row["Name"]: row for row in _rows(pb("stats", "-a", "--no-stream", "--format", "json").stdout)}
     assert rows["cold"]["MemUsage"] == "0B / 0B" and rows["cold"]["PIDs"] == "0"
     assert pb("stats", "--no-stream", "--format", "{{.Name}}:{{.PIDs}}", "idle").stdout.strip() == "idle:1"
+    full = pb("stats", "--no-stream", "--no-trunc", "--format", "{{.ID}}", "idle").stdout.strip()
+    assert len(full) == 64 and full.startswith(rows["idle"]["ID"])
     pb("rm", "-f", "mem", "busy", "idle", "cold")
 
 
@@ -231,7 +233,7 @@ def test_update_live_record_and_restart(pb: Any) -> None:
 
 def test_update_stopped_container_changes_the_record(pb: Any) -> None:
     pb("create", "--name", "stopped", "busybox", "sleep", "300")
-    pb("update", "-m", "48m", "--pids-limit", "9", "stopped")
+    pb("container", "update", "-m", "48m", "--pids-limit", "9", "stopped")
     hc = json.loads(pb("inspect", "stopped").stdout)[0]["HostConfig"]
     assert (hc["Memory"], hc["PidsLimit"]) == (48 * MiB, 9)
     pb("start", "stopped")

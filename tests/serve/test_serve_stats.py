@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from serve_client import Daemon
 
 MiB = 1024 * 1024
+#: Debian's docker CLI (20.10), as the serve fixture's ``docker()`` runs it
+DOCKER_CLI = "/usr/bin/docker"
 
 DOCKER_KEYS = {"read", "preread", "pids_stats", "blkio_stats", "num_procs", "storage_stats", "cpu_stats",
                "precpu_stats", "memory_stats", "name", "id", "networks"}
@@ -61,6 +64,21 @@ def test_docker_stats_update_and_docker_py(serve: Daemon) -> None:
         first, second = next(gen), next(gen)
         gen.close()
         assert second["precpu_stats"] == first["cpu_stats"] and second["preread"] == first["read"]
+        # docker stats streaming: the CLI redraws from the streamed JSON (twice here), then is stopped
+        proc = subprocess.Popen([DOCKER_CLI, "stats", "--format", "{{.Name}}={{.PIDs}}", "st"], env=serve.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            seen = b""
+            deadline = time.monotonic() + 30
+            while seen.count(b"st=2") < 2:
+                assert time.monotonic() < deadline, seen
+                chunk = proc.stdout.read1(4096)  # type: ignore[attr-defined]
+                assert chunk, (seen, proc.stderr.read() if proc.stderr else b"")
+                seen += chunk
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
         # docker update: the live cgroup and the record
         assert serve.docker("update", "--memory", "64m", "--memory-swap", "128m", "--pids-limit", "20",
                             "--restart", "always", "st").stdout.strip() == "st"
