@@ -193,7 +193,8 @@ def create(obj: Any, /, rm: bool, **kw: Any) -> None:
 
     pulled = _PullOutput()
     try:
-        c = service.create(_root(obj), _options(kw, detach=True, rm=rm), progress=pulled,
+        # not detached: docker create records the streams attached (a later start -a uses them)
+        c = service.create(_root(obj), _options(kw, detach=False, rm=rm), progress=pulled,
                            on_pull=pulled.announce)
     finally:
         pulled.close()

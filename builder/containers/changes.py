@@ -334,7 +334,7 @@ def commit(root: StateRoot, ref: str, reference: str | None = None, *, message: 
             from registry.errors import InvalidReference
 
             raise InvalidReference(f"invalid reference format: {reference}: a commit cannot be tagged with a digest")
-    container_config = _recorded_config(root, c)
+    container_config = _recorded_config(c)
     base = _merge_config(dict(config), container_config) if config else container_config
     new_config = config_from_changes(changes, base=base) if changes else base
     fs = _layers_of(root, c)
@@ -355,29 +355,12 @@ def commit(root: StateRoot, ref: str, reference: str | None = None, *, message: 
     return image_id
 
 
-def _recorded_config(root: StateRoot, c: Container) -> dict[str, Any]:
-    """The container's config as dockerd keeps it: without the ``HOSTNAME`` and default
-    ``PATH`` entries our ``create`` adds to its Env for the process (dockerd gives them to the
-    process only, so a committed image never carries them), and with its anonymous volumes
-    (``-v /path``) in ``Volumes``, where dockerd records them."""
-    from builder.containers.create import DEFAULT_PATH
-
+def _recorded_config(c: Container) -> dict[str, Any]:
+    """The container's config as dockerd keeps it (``create`` records it so: no ``PATH``,
+    ``HOSTNAME`` or ``TERM`` of the process's own, anonymous volumes in ``Volumes``)."""
     config = c.config.to_json()
-    env = list(config.get("Env") or [])
-    image_env: list[str] = []
-    with contextlib.suppress(Exception):
-        image_env = list(root.image_store().resolve(c.image_id).config.config.get("Env") or [])
-    synthesized = {f"HOSTNAME={c.config.hostname}"} - set(image_env)
-    if not any(e.startswith("PATH=") for e in image_env):
-        synthesized.add(f"PATH={DEFAULT_PATH}")
-    kept = [e for e in env if e not in synthesized]
-    if kept != env:
-        config["Env"] = kept or None
     if not config.get("ExposedPorts"):
         config.pop("ExposedPorts", None)  # omitempty in dockerd's config
-    anonymous: dict[str, Any] = {str(m["Destination"]): {} for m in c.mounts if m.get("Type") == "volume" and m.get("Anonymous")}
-    if anonymous:
-        config["Volumes"] = {**(config.get("Volumes") or {}), **anonymous}
     return config
 
 

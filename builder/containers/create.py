@@ -227,11 +227,11 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     for f in o.env_files:
         env_extra += read_env_file(f, environ=o.environ)
     env_extra += parse_env(o.env, environ=o.environ)
-    env = merge_env(list(img.env or ()), env_extra)
-    if not any(e.startswith("PATH=") for e in env):
-        env.insert(0, f"PATH={DEFAULT_PATH}")
-    if o.tty and not any(e.startswith("TERM=") for e in env):
-        env.append("TERM=xterm")
+    # dockerd's record: the -e/--env-file entries first, then the image's ENV they leave alone;
+    # PATH, HOSTNAME and TERM are the process's (runtime.process_env), never stored
+    env = merge_env([], env_extra)
+    given = {e.partition("=")[0] for e in env}
+    env += [e for e in img.env or () if e.partition("=")[0] not in given]
     labels = dict(img.labels or {})
     labels.update(parse_labels(o.labels))
     stop_signal = o.stop_signal or img.stop_signal or None
@@ -282,7 +282,8 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         config: dict[str, Any] = {
             "Hostname": hostname,
             "User": o.user if o.user is not None else img.user or "",
-            "Env": env + ([f"HOSTNAME={hostname}"] if not any(e.startswith("HOSTNAME=") for e in env) else []),
+            "Domainname": "",
+            "Env": env or None,
             "Cmd": cmd or None,
             "Entrypoint": entrypoint or None,
             "WorkingDir": o.workdir if o.workdir is not None else img.working_dir or "",
@@ -293,10 +294,14 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             "AttachStdin": o.interactive and not o.detach,
             "AttachStdout": not o.detach,
             "AttachStderr": not o.detach,
+            "StdinOnce": o.interactive and not o.detach,
             "StopSignal": stop_signal,
             "StopTimeout": o.stop_timeout,
-            "ExposedPorts": exposed,
-            "Volumes": {v: {} for v in img.volumes or ()} or None,
+            "ExposedPorts": exposed or None,
+            # the image's VOLUMEs and the anonymous ``-v /path`` ones, as dockerd records them
+            "Volumes": {**{v: {} for v in img.volumes or ()},
+                        **{str(m["Destination"]): {} for m in mounts
+                           if m.get("Type") == "volume" and m.get("Anonymous")}} or None,
             "Healthcheck": healthcheck,
         }
         host_config: dict[str, Any] = {

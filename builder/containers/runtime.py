@@ -338,7 +338,7 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     profile, nnp, systempaths = _security(c, privileged=privileged)
     process = Process(
         args=tuple(argv),
-        env=c.config.env or (),
+        env=process_env(c, tty=tty),
         cwd=c.config.working_dir or "/",
         user=c.config.user or "",
         terminal=tty,
@@ -463,25 +463,34 @@ def _release_network(root: StateRoot, cid: str) -> None:
     network.release(root, cid)
 
 
+def process_env(c: Container, *, tty: bool, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """A process's environment as dockerd makes it: ``PATH`` (the default), ``HOSTNAME`` and, on
+    a terminal, ``TERM=xterm``, each replaced in place or followed by the container's Env, then
+    by *extra* (``exec -e``)."""
+    from builder.containers.create import DEFAULT_PATH
+    from builder.containers.options import merge_env
+
+    base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={c.config.hostname or ''}"]
+    if tty:
+        base.append("TERM=xterm")
+    return tuple(merge_env(merge_env(base, c.config.env or ()), extra))
+
+
 # -- exec --------------------------------------------------------------------------------------
 def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user: str | None = None,
                  workdir: str | None = None, tty: bool = False, privileged: bool = False) -> Any:
     """The ``Process`` for ``exec``: the container's env/user/workdir unless overridden."""
-    from builder.containers.options import merge_env
     from builder.sandbox.spec import Process, capabilities
 
     if not argv:
         raise ContainerError("no command specified")
-    base_env = list(c.config.env or ())
-    if tty and not any(e.startswith("TERM=") for e in base_env):
-        base_env.append("TERM=xterm")
     caps = _bounding_caps() if privileged or c.host_config.get("Privileged") else capabilities(
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
         tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
     )
     profile, nnp, _ = _security(c, privileged=bool(c.host_config.get("Privileged")))
     return Process(
-        args=tuple(argv), env=tuple(merge_env(base_env, env)),
+        args=tuple(argv), env=process_env(c, tty=tty, extra=env),
         cwd=workdir or c.config.working_dir or "/",
         user=user if user is not None else c.config.user or "",
         terminal=tty, capabilities=caps, no_new_privs=nnp, seccomp=profile,

@@ -367,3 +367,61 @@ def test_a_container_sees_what_a_docker_run_container_sees(busybox: Any, bt: Any
     assert ours == theirs, "\n".join(difflib.unified_diff(theirs, ours, "docker run", "pybuild run",
                                                           lineterm="", n=1))
     assert "CapInh:\t0000000000000000" in theirs and "NoNewPrivs:\t0" in theirs
+
+
+def test_container_config_and_process_env_match_dockerd(busybox: Any, bt: Any, dockerd: Any,
+                                                       tmp_path: Path) -> None:
+    """``inspect``'s Config as dockerd records it (``-e`` entries first, then the image's ENV;
+    no PATH/HOSTNAME/TERM of the process's own; anonymous volumes; attach flags of ``create``)
+    and the environment its processes get (PATH, HOSTNAME, TERM replaced or followed by the
+    Env; ``exec -e`` on top)."""
+    _load_busybox_into(dockerd, busybox, bt, tmp_path)
+    ctx = tmp_path / "envimg"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nENV B=2 A=0\n")
+    archive = tmp_path / "envimg.tar"
+    bt.build(busybox, ctx, "-t", "envimg:latest", "-o", f"type=docker,dest={archive}")
+    dockerd.docker("load", "-i", str(archive))
+    cases = {
+        "c1": ("create", "--name", "c1", "-e", "A=1", "-e", "C=3", "-v", "/data", "-h", "hh",
+               "--network", "none", "envimg", "sleep", "100"),
+        "c2": ("create", "--name", "c2", "-t", "-i", "--network", "none", "busybox", "sh"),
+        "c3": ("run", "-d", "--name", "c3", "--network", "none", "envimg", "sleep", "100"),
+    }
+    keys = ("Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
+            "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Image", "Volumes", "WorkingDir",
+            "Entrypoint", "Labels")
+    execs = (("c1", "cat", "/proc/1/environ"), ("c3", "env"), ("-e", "PATH=/x:/usr/bin", "-e", "Z=9", "c3", "env"),
+             ("-t", "c3", "env"))
+
+    def observe(cli: Any) -> tuple[dict[str, Any], list[list[str]]]:
+        configs = {}
+        for name, args in cases.items():
+            cli(*args)
+            info = json.loads(cli("inspect", name))[0]
+            configs[name] = {k: info["Config"].get(k) for k in keys} | {
+                "Hostname given": info["Config"]["Hostname"] == "hh" if name == "c1" else None}
+        cli("start", "c1")
+        short = json.loads(cli("inspect", "c3"))[0]["Id"][:12]  # c3's hostname
+        envs = [cli("exec", *e).replace("\0", "\n").replace("\r", "").replace(short, "<id>").split()
+                for e in execs]
+        return configs, envs
+
+    def theirs_cli(*args: str) -> str:
+        return str(dockerd.docker(*args).stdout.decode())
+
+    def ours_cli(*args: str) -> str:
+        return str(busybox(*args).stdout)
+
+    try:
+        theirs = observe(theirs_cli)
+    finally:
+        dockerd.docker("rm", "-f", *cases, check=False)
+    try:
+        ours = observe(ours_cli)
+    finally:
+        busybox("rm", "-f", *cases, check=False)
+    assert ours == theirs
+    configs, envs = theirs
+    assert configs["c1"]["Env"] == ["A=1", "C=3", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "B=2"]
+    assert envs[0][:4] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=hh", "A=1", "C=3"]
