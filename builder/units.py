@@ -15,6 +15,16 @@ def human_size(size: float, precision: int = 3) -> str:
     return f"{size:.{precision}g}{_UNITS[i]}"
 
 
+def binary_size(size: float) -> str:
+    """go-units ``BytesSize``: binary units, 4 significant digits (``1.5MiB``)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    while size >= 1024 and i < len(units) - 1:
+        size /= 1024
+        i += 1
+    return f"{size:.4g}{units[i]}"
+
+
 def human_duration(seconds: float) -> str:
     """go-units ``HumanDuration``."""
     s = int(seconds)

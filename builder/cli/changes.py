@@ -4,11 +4,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import click
@@ -56,33 +51,12 @@ def diff(obj: Any, container: str) -> None:
 @click.pass_obj
 def export(obj: Any, container: str, output: str | None) -> None:
     """Export a container's filesystem as a tar archive."""
-    from builder.cli import fail
+    from builder.cli.format import output_stream
     from builder.containers import changes
 
     root = _root(obj)
-    if output is None or output == "-":
-        if sys.stdout.isatty():
-            fail("cowardly refusing to save to a terminal. Use the -o flag or redirect")
-        changes.export(root, container, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-        return
-    target = Path(output)
-    if target.is_dir():
-        fail(f"open {output}: is a directory")
-    # written beside the target and renamed when whole: a failed export leaves nothing behind
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
-    except OSError as e:
-        fail(f"failed to export container: open {output}: {(e.strerror or str(e)).lower()}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            changes.export(root, container, f)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with output_stream(output, failure="failed to export container: ") as out:
+        changes.export(root, container, out)
 
 
 @click.command("commit", cls=_CommitCommand)

@@ -4,11 +4,14 @@ subset of Go templates people pass to ``--format``/``-f``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import click
 
@@ -120,3 +123,37 @@ def format_rows(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str]) -
         head = [headers.get(f, f.upper()) for f in fields]
         return table(head, cells)
     return "\n".join(render_template(fmt, r) for r in rows)
+
+
+@contextlib.contextmanager
+def output_stream(path: str | None, *, failure: str = "") -> Iterator[BinaryIO]:
+    """``-o FILE`` (``save``, ``export``): written beside FILE and renamed when whole, so a
+    failure leaves nothing; no path or ``-``: stdout, refused when it is a terminal (Docker's
+    message). A FILE that cannot be created is a one-line error, after *failure*."""
+    import os
+    import tempfile
+
+    from builder.cli import fail
+
+    if path is None or path == "-":
+        if sys.stdout.isatty():
+            fail("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.is_dir():
+        fail(f"open {path}: is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    except OSError as e:
+        fail(f"{failure}open {path}: {(e.strerror or str(e)).lower()}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

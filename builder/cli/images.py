@@ -4,12 +4,8 @@ tag, rmi, inspect, history, save, load; flag parsing, one library call, Docker-s
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,6 +17,7 @@ from builder.cli.format import (
     format_rows,
     human_duration,
     human_size,
+    output_stream,
     parse_time,
     render_template,
     table,
@@ -287,30 +284,6 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
     click.echo(image_id)
 
 
-@contextlib.contextmanager
-def _output(path: str | None) -> Iterator[BinaryIO]:
-    """``-o FILE`` written to a temp file and renamed on success; else stdout (not a terminal)."""
-    if path is None or path == "-":
-        if sys.stdout.isatty():
-            fail("cowardly refusing to save to a terminal. Use the -o flag or redirect")
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    target = Path(path)
-    if target.is_dir():
-        fail(f"open {path}: is a directory")
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @click.command("save")
 @click.argument("names", nargs=-1, required=True)
 @click.option("-o", "--output", default=None, help="Write to a file, instead of STDOUT.")
@@ -324,7 +297,7 @@ def save(g: Globals, names: tuple[str, ...], output: str | None, fmt: str) -> No
     store = _store(g)
     for n in names:
         store.lookup(n)  # fail before creating the output
-    with _output(output) as out:
+    with output_stream(output) as out:
         archive.save(store, list(names), out, format=fmt)
     from builder import events
 

@@ -10,22 +10,13 @@ from typing import Any
 import click
 
 from builder.cli import format as fmt_
+from builder.units import binary_size
 
 DEFAULT_FORMAT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}"
                   "\t{{.BlockIO}}\t{{.PIDs}}")
 HEADERS = {"ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME", "CPUPerc": "CPU %",
            "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET I/O", "BlockIO": "BLOCK I/O",
            "PIDs": "PIDS"}
-
-
-def _bytes(n: float) -> str:
-    """go-units ``BytesSize``: binary units with 2 decimals ("1.5MiB")."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{n:.4g}{units[i]}"
 
 
 def row(ref: str, s: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +30,7 @@ def row(ref: str, s: dict[str, Any]) -> dict[str, Any]:
         "ID": str(s.get("id", ""))[:12],
         "Name": str(s.get("name", "")).lstrip("/"),
         "CPUPerc": f"{f.cpu_percent:.2f}%",
-        "MemUsage": f"{_bytes(f.mem_usage)} / {_bytes(f.mem_limit)}",
+        "MemUsage": f"{binary_size(f.mem_usage)} / {binary_size(f.mem_limit)}",
         "MemPerc": f"{f.mem_percent:.2f}%",
         "NetIO": f"{human_size(f.net_rx)} / {human_size(f.net_tx)}",
         "BlockIO": f"{human_size(f.block_read)} / {human_size(f.block_write)}",

@@ -11,6 +11,7 @@ import click
 
 from builder.cli import Globals
 from builder.cli.format import human_duration, human_size, render_template, table
+from builder.units import binary_size
 
 
 def _confirm(warning: str) -> bool:
@@ -19,16 +20,6 @@ def _confirm(warning: str) -> bool:
     click.echo(warning + "Are you sure you want to continue? [y/N] ", nl=False)
     answer = sys.stdin.readline().strip().lower()
     return answer in ("y", "yes")
-
-
-def _bytes_size(n: float) -> str:
-    """go-units ``BytesSize``: binary units, 4 significant digits (``Total Memory``)."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{n:.4g}{units[i]}"
 
 
 @click.group("system")
@@ -194,7 +185,7 @@ def _info_text(d: dict[str, Any]) -> str:
     lines += [f"  {o.removeprefix('name=')}" for o in d["SecurityOptions"]]
     lines += [f" Kernel Version: {d['KernelVersion']}", f" Operating System: {d['OperatingSystem']}",
               f" OSType: {d['OSType']}", f" Architecture: {d['Architecture']}",
-              f" CPUs: {d['NCPU']}", f" Total Memory: {_bytes_size(d['MemTotal'])}",
+              f" CPUs: {d['NCPU']}", f" Total Memory: {binary_size(d['MemTotal'])}",
               f" Name: {d['Name']}", f" ID: {d['ID']}", f" Pybuild Root Dir: {d['DockerRootDir']}",
               " Debug Mode: false", f" Registry: {d['IndexServerAddress']}", " Labels:",
               " Experimental: false", " Insecure Registries:"]

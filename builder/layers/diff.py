@@ -122,26 +122,10 @@ def write_diff(upper_dir: Path, out: BinaryIO | IO[bytes], *, source_date_epoch:
     """
     w = _TarWriter(out, source_date_epoch)
     try:
-        _walk_upper(w, str(upper_dir), "")
+        _walk_stack(w, [str(upper_dir)], "")
     finally:
         w.close()
     return w.count > 0
-
-
-def _walk_upper(w: _TarWriter, top: str, rel: str) -> None:
-    base = os.path.join(top, rel) if rel else top
-    for name in sorted(os.listdir(base)):
-        path = os.path.join(base, name)
-        arc = f"{rel}{name}"
-        st = os.lstat(path)
-        if is_whiteout_stat(st):
-            w.marker(f"{rel}{WHITEOUT_PREFIX}{name}", st)
-            continue
-        w.entry(arc, path, st)
-        if stat.S_ISDIR(st.st_mode):
-            if get_xattr(path, OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
-                w.marker(f"{arc}/{OPAQUE_MARKER}", st)
-            _walk_upper(w, top, arc + "/")
 
 
 def write_diff_stack(uppers: Sequence[Path], out: BinaryIO | IO[bytes], *,
