@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -39,10 +40,8 @@ async def stats(request: web.Request) -> web.StreamResponse:
         except (ConnectionResetError, ConnectionError, RuntimeError):
             break  # the client went away
     samples.close()
-    try:
+    with contextlib.suppress(ConnectionError, RuntimeError):  # the client went away
         await response.write_eof()
-    except (ConnectionResetError, ConnectionError, RuntimeError):
-        pass
     return response
 
 
