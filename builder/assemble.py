@@ -17,7 +17,7 @@ from builder.errors import BuildCancelled
 from builder.execute.inputs import LayerRef
 from registry import mediatypes as mt
 from registry.digest import Digest
-from registry.model import Descriptor, ImageConfig, Manifest
+from registry.model import Descriptor
 from registry.store import Image, Store
 
 
@@ -73,11 +73,7 @@ class Assembler:
         data["history"] = entries
         pairs = [self._for_image(lr, epoch) for lr in layers]
         data["rootfs"] = {"type": "layers", "diff_ids": [str(i) for _, i in pairs]}
-        image_config = ImageConfig.build(data)
-        cdesc = Descriptor(mt.OCI_CONFIG, image_config.digest, image_config.size)
-        manifest = Manifest.build(cdesc, [d for d, _ in pairs])
-        desc = self.store.put_image(manifest, image_config)
-        return Image(desc, manifest, image_config)
+        return self.store.build_image(data, [d for d, _ in pairs])
 
     def _for_image(self, lr: LayerRef, epoch: int | None) -> tuple[Descriptor, Digest]:
         """(descriptor, diff_id) of the layer as the image carries it."""

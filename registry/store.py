@@ -343,6 +343,13 @@ class Store:
         self.put_bytes(config.raw, manifest.config.digest)
         return self.put_manifest(manifest)
 
+    def build_image(self, config: dict[str, Any], layers: list[Descriptor]) -> Image:
+        """A new image from its config document *config* and its *layers* (already stored):
+        the config blob and an OCI manifest written, untagged (``add`` names it)."""
+        image_config = ImageConfig.build(config)
+        manifest = Manifest.build(Descriptor(mt.OCI_CONFIG, image_config.digest, image_config.size), layers)
+        return Image(self.put_image(manifest, image_config), manifest, image_config)
+
     def _describe(self, desc: Descriptor) -> Descriptor:
         """The entry for *desc* with ID/created/size annotations filled in."""
         raw = self.read_blob(desc.digest)

@@ -234,9 +234,17 @@ def _make_mount_points(d: Path, image: Any, upper: Path, targets: Sequence[tuple
                 p.touch(mode=0o755)
             else:
                 p.mkdir(mode=0o755, exist_ok=True)
+    _daemon_modes(d, image)
+
+
+def _daemon_modes(d: Path, view: Any) -> None:
+    """The modes dockerd leaves on what it makes (0755, umask 022); a directory *view* (the
+    image) has keeps the image's mode and owner, as the merged root shows it."""
     for p in d.rglob("*"):
+        if p.is_symlink():
+            continue
         os.chmod(p, 0o755)
-        if p.is_dir() and (found := image.lookup(tuple(p.relative_to(d).parts))) is not None:
+        if p.is_dir() and (found := view.lookup(tuple(p.relative_to(d).parts))) is not None:
             os.chmod(p, stat.S_IMODE(found[1].st_mode))
             os.chown(p, found[1].st_uid, found[1].st_gid)
 
@@ -262,9 +270,7 @@ def _init_layer(root: StateRoot, image: Sequence[Path], upper: Path | None,
 
     view = MergedView(image)
     now = MergedView([tree]) if tree is not None else view
-    d = Path(tempfile.mkdtemp(prefix="init-", dir=root.area("tmp")))
-    try:
-        os.chmod(d, 0o755)
+    with _scratch(root, "init-") as d:
         if upper is not None:
             _make_mount_points(d, view, upper, mount_points)
         for rel, kind in _INIT_LAYER:
@@ -283,16 +289,8 @@ def _init_layer(root: StateRoot, image: Sequence[Path], upper: Path | None,
                 p.touch(mode=0o755)
             else:
                 p.symlink_to(kind)
-        for p in d.rglob("*"):  # the modes Docker's daemon leaves (umask 022)
-            if not p.is_symlink():
-                os.chmod(p, 0o755)
-                if p.is_dir() and (found := now.lookup(tuple(p.relative_to(d).parts))) is not None:
-                    # a parent the image has: the merged view keeps the image's attributes
-                    os.chmod(p, stat.S_IMODE(found[1].st_mode))
-                    os.chown(p, found[1].st_uid, found[1].st_gid)
+        _daemon_modes(d, now)
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def export(root: StateRoot, ref: str, out: BinaryIO | IO[bytes]) -> None:
@@ -407,9 +405,7 @@ def _commit_layer(root: StateRoot, fs: _Layers, compression: str,
 
 def _write_image(root: StateRoot, c: Container, config: Mapping[str, Any], layer: tuple[Any, Any] | None,
                  reference: Any, *, message: str, author: str) -> str:
-    from registry import mediatypes as mt
     from registry.archive.importer import now_rfc3339
-    from registry.model import Descriptor, ImageConfig, Manifest
 
     store = root.image_store()
     parent = store.resolve(c.image_id)
@@ -438,8 +434,6 @@ def _write_image(root: StateRoot, c: Container, config: Mapping[str, Any], layer
         rootfs["diff_ids"] = [*(rootfs.get("diff_ids") or []), str(diff_id)]
         layers.append(desc)
     data["rootfs"] = rootfs
-    image_config = ImageConfig.build(data)
-    manifest = Manifest.build(Descriptor(mt.OCI_CONFIG, image_config.digest, image_config.size), layers)
-    desc = store.put_image(manifest, image_config)
-    store.add(desc, reference)
-    return str(image_config.digest)
+    image = store.build_image(data, layers)
+    store.add(image.descriptor, reference)
+    return str(image.id)

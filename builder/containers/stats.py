@@ -20,6 +20,7 @@ from builder.containers import lifecycle
 from builder.containers.options import ZERO_TIME, RestartPolicy, rfc3339nano
 from builder.containers.record import Container
 from builder.errors import ContainerError
+from builder.sandbox.cgroups import read_int
 from builder.state import StateRoot
 
 #: how often a streamed ``stats`` samples (Docker's collector interval)
@@ -33,19 +34,6 @@ def _read(path: Path) -> str | None:
     try:
         return path.read_text()
     except OSError:
-        return None
-
-
-def _int(path: Path) -> int | None:
-    text = _read(path)
-    if text is None:
-        return None
-    text = text.strip()
-    if text in ("", "max"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
         return None
 
 
@@ -115,13 +103,13 @@ def read_cgroup(dirs: Sequence[str | Path]) -> dict[str, Any]:
     for d in map(Path, dirs):
         # -- v1 ---------------------------------------------------------------------------------
         if (d / "memory.usage_in_bytes").exists():
-            memory["usage"] = _int(d / "memory.usage_in_bytes") or 0
-            memory["max_usage"] = _int(d / "memory.max_usage_in_bytes") or 0
-            memory["failcnt"] = _int(d / "memory.failcnt") or 0
+            memory["usage"] = read_int(d / "memory.usage_in_bytes") or 0
+            memory["max_usage"] = read_int(d / "memory.max_usage_in_bytes") or 0
+            memory["failcnt"] = read_int(d / "memory.failcnt") or 0
             memory["stats"] = _flat_keyed(_read(d / "memory.stat"))
-            memory["limit"] = _int(d / "memory.limit_in_bytes")
+            memory["limit"] = read_int(d / "memory.limit_in_bytes")
         if (d / "cpuacct.usage").exists():
-            usage["total_usage"] = _int(d / "cpuacct.usage") or 0
+            usage["total_usage"] = read_int(d / "cpuacct.usage") or 0
             percpu = (_read(d / "cpuacct.usage_percpu") or "").split()
             usage["percpu_usage"] = [int(x) for x in percpu if x.isdigit()]
             st = _flat_keyed(_read(d / "cpuacct.stat"))
@@ -143,9 +131,9 @@ def read_cgroup(dirs: Sequence[str | Path]) -> dict[str, Any]:
                         break
         # -- v2 ---------------------------------------------------------------------------------
         if (d / "memory.current").exists():
-            memory["usage"] = _int(d / "memory.current") or 0
+            memory["usage"] = read_int(d / "memory.current") or 0
             memory["stats"] = _flat_keyed(_read(d / "memory.stat"))
-            memory["limit"] = _int(d / "memory.max")
+            memory["limit"] = read_int(d / "memory.max")
         if (d / "cgroup.controllers").exists() and (d / "cpu.stat").exists():
             st = _flat_keyed(_read(d / "cpu.stat"))
             usage["total_usage"] = st.get("usage_usec", 0) * 1000
@@ -160,8 +148,8 @@ def read_cgroup(dirs: Sequence[str | Path]) -> dict[str, Any]:
             blkio["io_serviced_recursive"] = nios
         # -- both -------------------------------------------------------------------------------
         if (d / "pids.current").exists():
-            pids["current"] = _int(d / "pids.current") or 0
-            limit = _int(d / "pids.max")
+            pids["current"] = read_int(d / "pids.current") or 0
+            limit = read_int(d / "pids.max")
             if limit is not None:
                 pids["limit"] = limit
     if memory:

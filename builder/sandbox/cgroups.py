@@ -250,12 +250,17 @@ def shares_to_weight(shares: int) -> int:
     return 1 + ((shares - 2) * 9999) // 262142
 
 
-def _read_int(path: Path) -> int | None:
+def read_int(path: Path) -> int | None:
+    """A one-number cgroup file (``memory.current``, ``pids.max``…); None if it is missing,
+    ``max`` (no limit) or not a number."""
     try:
         text = path.read_text().strip()
     except OSError:
         return None
-    return None if text == "max" else int(text)
+    try:
+        return None if text in ("", "max") else int(text)
+    except ValueError:
+        return None
 
 
 def set_limits(paths: list[str], *, memory: int | None = None, memory_swap: int | None = None,
@@ -287,7 +292,7 @@ def set_limits(paths: list[str], *, memory: int | None = None, memory_swap: int 
                 pair.append((memsw, "-1" if memory_swap < 0 else str(memory_swap)))
                 # the kernel keeps memory <= memory+swap at every write: when memory grows past
                 # the current memsw, memsw goes first
-                cur = _read_int(memsw)
+                cur = read_int(memsw)
                 if memory is not None and cur is not None and memory > cur:
                     pair.reverse()
             todo += pair
@@ -296,7 +301,7 @@ def set_limits(paths: list[str], *, memory: int | None = None, memory_swap: int 
                 todo.append((mem_file, str(memory)))
             swap_file = d / "memory.swap.max"
             if memory_swap is not None and swap_file.exists():
-                base = memory if memory is not None else _read_int(mem_file)
+                base = memory if memory is not None else read_int(mem_file)
                 todo.append((swap_file, "max" if memory_swap < 0 else str(max(0, memory_swap - (base or 0)))))
     if cpus is not None:
         try:

@@ -37,7 +37,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
             break
         try:
             await response.write(json.dumps(s).encode() + b"\n")
-        except (ConnectionResetError, ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError):
             break  # the client went away
     samples.close()
     with contextlib.suppress(ConnectionError, RuntimeError):  # the client went away
@@ -65,6 +65,7 @@ def _int(body: dict[str, Any], key: str) -> int | None:
 async def update(request: web.Request) -> web.Response:
     from builder.containers import stats as lib
     from builder.containers.options import RestartPolicy
+    from builder.containers.record import NoSuchContainer
 
     body = await json_body(request)
     for key in UNSUPPORTED:
@@ -91,7 +92,7 @@ async def update(request: web.Request) -> web.Response:
     try:
         _c, warnings = await in_thread(lib.update, state_of(request), c.id, change)
     except ContainerError as e:
-        if type(e).__name__.startswith("NoSuch"):
+        if isinstance(e, NoSuchContainer):  # removed meanwhile: the 404 of every endpoint
             raise
         raise ApiError(500 if str(e).startswith("Cannot update") else 400, str(e)) from None
     return web.json_response({"Warnings": warnings})

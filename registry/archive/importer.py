@@ -18,7 +18,7 @@ from registry import compression
 from registry import mediatypes as mt
 from registry.archive.spool import Spool, copy_stream
 from registry.errors import ArchiveError
-from registry.model import Descriptor, ImageConfig, Manifest, Platform
+from registry.model import Descriptor, ImageConfig, Platform
 from registry.reference import Reference
 from registry.store import Store
 
@@ -77,14 +77,9 @@ def import_rootfs(
             }
             if p.variant:
                 data["variant"] = p.variant
-            image_config = ImageConfig.build(data)
-            manifest = Manifest.build(
-                Descriptor(mt.OCI_CONFIG, image_config.digest, image_config.size),
-                [Descriptor(mt.OCI_LAYER, diff_id, size)])
-            store.put_image(manifest, image_config)
-            desc = manifest.descriptor()
-            store.add(desc, reference)
-            return Imported(desc, image_config, reference)
+            image = store.build_image(data, [Descriptor(mt.OCI_LAYER, diff_id, size)])
+            store.add(image.descriptor, reference)
+            return Imported(image.descriptor, image.config, reference)
         finally:
             spool.discard()
 
