@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, BinaryIO
 from registry import mediatypes as mt
 from registry.digest import CHUNK, Digest
 from registry.errors import BlobUnknown, DigestError, InvalidReference, NotFound, StoreError
+from registry.leases import Lease, ingest_file, leftovers
 from registry.model import Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json
 from registry.reference import Reference
 
@@ -67,7 +67,9 @@ class BlobWriter:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        fd, self._tmp = tempfile.mkstemp(dir=store.ingest_dir, prefix="blob-")
+        # locked by us while we live: a sweeper tells our file from a dead writer's by that
+        fd, tmp = ingest_file(store.ingest_dir)
+        self._tmp = str(tmp)
         self._file = os.fdopen(fd, "wb")
         self._hash = Digest("sha256", "0" * 64).new_hasher()
         self.size = 0
@@ -227,11 +229,67 @@ class Store:
             yield
 
     @contextlib.contextmanager
-    def lease(self) -> Iterator[None]:
-        """Keep ``gc`` away while blobs are written that nothing references yet."""
+    def lease(self) -> Iterator[Lease]:
+        """Keep ``gc`` away while blobs are written that nothing references yet, and list (with
+        ``Lease.hold``) the blobs this holder writes or relies on, so that no ``sweep`` takes
+        them. Leaving by an exception (or after ``Lease.fail``) leaves the lease dead: what it
+        lists and nothing else references goes in the sweep that follows here, or in the next
+        one if another holder still needs it. Dead holders' leftovers go first."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.path / ".gc.lock", shared=True):
-            yield
+        self.sweep()
+        ok = False
+        held: Lease | None = None
+        try:
+            with file_lock(self.path / ".gc.lock", shared=True):
+                held = Lease(self.ingest_dir)
+                try:
+                    yield held
+                    ok = not held.failed
+                finally:
+                    held.release(keep_listed=not ok)
+        finally:
+            if not ok and held is not None and held.listed:
+                self.sweep()
+
+    def sweep(self) -> tuple[int, int]:
+        """Collect what dead (killed or cancelled) holders left: their ingest files, and the
+        blobs their leases list that no image and no live lease references. Returns (blobs
+        removed, bytes freed); cheap when there is nothing to collect."""
+        if not (self.path / "ingest").is_dir():
+            return 0, 0
+        removed = freed = 0
+        with self._locked(), leftovers(self.path / "ingest") as found:
+            if not found:
+                return 0, 0
+            doomed = found.listed - found.live_listed
+            if doomed:
+                doomed -= self.referenced()
+            for d in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    freed += self._unlink_blob(d)
+                    removed += 1
+            for p in found.ingest:
+                with contextlib.suppress(FileNotFoundError):
+                    freed += p.stat().st_size
+                    p.unlink()
+            for p in found.leases:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        return removed, freed
+
+    def hold(self, lease: Lease, digest: Digest) -> None:
+        """List *digest* in *lease* under the store lock: a sweep then either ran before (and
+        the caller sees what it left) or sees the digest listed."""
+        with self._locked():
+            lease.hold(digest)
+
+    def _unlink_blob(self, d: Digest) -> int:
+        path = self.blob_path(d)
+        size = path.stat().st_size
+        path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / "sizes" / d.algorithm / d.encoded).unlink()
+        return size
 
     # -- blobs ---------------------------------------------------------------------------------
     def blob_path(self, digest: Digest) -> Path:
@@ -524,7 +582,8 @@ class Store:
         return seen
 
     def gc(self, *, keep: Iterable[Digest] = (), wait: bool = True) -> tuple[int, int]:
-        """Delete unreferenced blobs and stale ingest files; returns (blobs removed, bytes).
+        """Delete unreferenced blobs, dead leases and dead writers' ingest files; returns
+        (blobs removed, bytes).
 
         With ``wait=False`` (``rmi``) a gc that would wait for a lease holder (a build or a
         pull in progress) is skipped, returning (0, 0): ``image prune`` collects later."""
@@ -550,11 +609,11 @@ class Store:
                         removed += 1
                         with contextlib.suppress(FileNotFoundError):
                             (self.path / "sizes" / alg_dir.name / blob.name).unlink()
-            cutoff = time.time() - 3600
-            for tmp in (self.path / "ingest").glob("blob-*"):
-                with contextlib.suppress(FileNotFoundError):
-                    if tmp.stat().st_mtime < cutoff:
-                        tmp.unlink()
+            # no lease is live now: every lease file is a dead one; ingest files of dead writers
+            with leftovers(self.path / "ingest") as found:
+                for p in [*found.ingest, *found.leases]:
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
         return removed, freed
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,19 +14,20 @@ from typing import Any, BinaryIO
 from registry import compression
 from registry.digest import CHUNK, Digest
 from registry.errors import ArchiveError
+from registry.leases import ingest_file
 from registry.store import Store
 
 
 class Spool:
     """A file being received into ``<store>/ingest``; hashed as written, published by rename.
 
-    Until ``publish`` it is an ingest temp file, which no reader takes for a blob (and ``gc``
-    sweeps stale ones), so a load killed half-way leaves nothing visible.
+    Until ``publish`` it is an ingest temp file, which no reader takes for a blob (a ``sweep``
+    takes those of dead loads), so a load killed half-way leaves nothing visible.
     """
 
     def __init__(self, store: Store, algorithm: str = "sha256") -> None:
-        fd, path = tempfile.mkstemp(dir=store.ingest_dir, prefix="blob-load-")
-        self.path = Path(path)
+        # locked while we live, so a sweep tells it from a dead load's leftover
+        fd, self.path = ingest_file(store.ingest_dir, "blob-load-")
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
         self._hash = hashlib.new(algorithm)
         self.algorithm = algorithm

@@ -5,11 +5,12 @@ tarball ends."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -22,7 +23,9 @@ from registry.errors import (
     InvalidManifest,
     NotFound,
     RegistryError,
+    StoreError,
 )
+from registry.leases import Lease
 from registry.model import Descriptor
 from registry.reference import Reference
 from registry.store import REF_NAME, Store, file_lock, write_atomic
@@ -147,6 +150,7 @@ class StoreEnd(BaseEnd):
         self._written: list[Digest] = []
         self._lock = threading.Lock()
         self._lease: contextlib.ExitStack | None = None
+        self._held: Lease | None = None
         self.sources = BlobSources(store)
 
     def describe(self) -> str:
@@ -166,7 +170,25 @@ class StoreEnd(BaseEnd):
         return Fetched(raw, desc.media_type, desc.digest)
 
     def has_blob(self, desc: Descriptor) -> bool:
+        # a blob found here is one this copy relies on: listed first, so no sweep takes it
+        self._hold(desc.digest)
         return self.store.has_blob(desc.digest)
+
+    def _hold(self, digest: Digest) -> None:
+        if self._held is not None:
+            with self._disk_full(f"the lease of {digest}"):
+                self.store.hold(self._held, digest)
+
+    @contextlib.contextmanager
+    def _disk_full(self, what: str) -> Iterator[None]:
+        """A full disk (or quota) is one line naming the store and what was being written."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StoreError(f"no space left on device under {self.store.path}: "
+                             f"writing {what}") from None
 
     def open_at(self, desc: Descriptor, offset: int) -> BinaryIO:
         f = self.store.open_blob(desc.digest)
@@ -175,6 +197,11 @@ class StoreEnd(BaseEnd):
         return f
 
     def put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None:
+        self._hold(desc.digest)
+        with self._disk_full(f"blob {desc.digest} ({desc.size} bytes)"):
+            self._put_blob(desc, src, on_bytes)
+
+    def _put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None:
         with self.store.writer() as w, contextlib.closing(src.open_at(desc, 0)) as stream:
             flushed = 0
             while True:
@@ -194,14 +221,18 @@ class StoreEnd(BaseEnd):
             self._written.append(desc.digest)
 
     def put_manifest(self, doc: Fetched, *, root: bool) -> Descriptor:
-        existed = self.store.has_blob(doc.digest)
-        self.store.put_bytes(doc.raw, doc.digest)
-        if not existed:
-            with self._lock:
-                self._written.append(doc.digest)
-        desc = Descriptor(doc.media_type, doc.digest, len(doc.raw))
-        if root:
-            self.store.add(desc, self.reference)
+        self._hold(doc.digest)
+        what = f"manifest {doc.digest}"
+        with self._disk_full(what):
+            existed = self.store.has_blob(doc.digest)
+            self.store.put_bytes(doc.raw, doc.digest)
+            if not existed:
+                with self._lock:
+                    self._written.append(doc.digest)
+            desc = Descriptor(doc.media_type, doc.digest, len(doc.raw))
+            if root:
+                with self._disk_full(f"index.json (tagging {self.reference or doc.digest})"):
+                    self.store.add(desc, self.reference)
         return desc
 
     def mount_sources(self, desc: Descriptor) -> list[str]:
@@ -209,16 +240,17 @@ class StoreEnd(BaseEnd):
 
     def begin(self, progress: Progress) -> None:
         self._lease = contextlib.ExitStack()
-        self._lease.enter_context(self.store.lease())
+        self._held = self._lease.enter_context(self.store.lease())
 
     def end(self, ok: bool) -> None:
-        if not ok:
-            # A failed copy leaves the store as it was: drop the blobs it added.
-            for d in self._written:
-                with contextlib.suppress(FileNotFoundError):
-                    self.store.blob_path(d).unlink()
+        # A failed copy leaves the store as it was: its lease ends dead, and the sweep that
+        # follows takes the blobs it listed unless an image or a live lease references them
+        # (another pull of the same image may have finished, or still be running, meanwhile).
         self._written.clear()
         if self._lease is not None:
+            if not ok and self._held is not None:
+                self._held.fail()
+            self._held = None
             self._lease.close()
             self._lease = None
 
@@ -290,12 +322,17 @@ class LayoutEnd(StoreEnd):
             raise NotFound(f"not found: {self.path} is not an OCI layout (no index.json)")
 
     def end(self, ok: bool) -> None:
+        written = list(self._written)
         super().end(ok)
         if not self._destination:
             return
         if not ok and self._created:
             shutil.rmtree(self.path, ignore_errors=True)  # a failed copy leaves no layout behind
             return
+        if not ok:  # a layout has no leases (nor other writers): drop the blobs this copy added
+            for d in written:
+                with contextlib.suppress(FileNotFoundError):
+                    self.store.blob_path(d).unlink()
         # The layout only needs oci-layout, index.json and blobs/: tidy our working files.
         with contextlib.suppress(OSError):
             (self.path / "ingest").rmdir()

@@ -1,0 +1,147 @@
+"""Who is using the store right now, told apart from who died: leases and ingest files.
+
+A lease (as containerd's content store has) is a file ``<store>/ingest/lease-*`` that its live
+holder keeps ``flock``-ed and lists the blobs its transfer wrote or relies on, one digest a
+line; an ingest temp file is ``flock``-ed by its writer the same way. The kernel drops a dead
+process's locks, so whoever takes the store lock next can tell a killed or cancelled transfer's
+leftovers (``sweep``) from a live one's, at once rather than after an age.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.digest import Digest
+from registry.errors import DigestError
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd of *path* holding its exclusive ``flock`` if nobody else holds it, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _locked_file(directory: Path, prefix: str) -> tuple[int, Path]:
+    """A new file under *directory*, opened read-write and ``flock``-ed by us. A sweeper that
+    took its lock between our create and our flock unlinks it: then we try another name."""
+    while True:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=prefix)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def ingest_file(ingest: Path, prefix: str = "blob-") -> tuple[int, Path]:
+    """A new ingest temp file, locked by this process until its fd is closed."""
+    return _locked_file(ingest, prefix)
+
+
+class Lease:
+    """One live lease: ``hold`` lists a digest before the holder writes or relies on it."""
+
+    def __init__(self, ingest_dir: Path) -> None:
+        self._fd, self.path = _locked_file(ingest_dir, "lease-")
+        self._held: set[Digest] = set()
+        #: set by ``fail``: the holder's work did not complete; the lease ends dead
+        self.failed = False
+
+    @property
+    def listed(self) -> bool:
+        return bool(self._held)
+
+    def fail(self) -> None:
+        self.failed = True
+
+    def hold(self, digest: Digest) -> None:
+        if digest in self._held:
+            return
+        os.write(self._fd, f"{digest}\n".encode())
+        self._held.add(digest)
+
+    def release(self, *, keep_listed: bool) -> None:
+        """End the lease. With *keep_listed* the file stays, unlocked: a dead lease whose
+        blobs the next ``sweep`` takes unless something else references them."""
+        if self._fd < 0:
+            return
+        if not keep_listed or not self._held:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _digests(path: Path) -> set[Digest]:
+    out: set[Digest] = set()
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(DigestError, ValueError):
+                out.add(Digest.parse(line.strip()))
+    return out
+
+
+@dataclass
+class Leftovers:
+    """What dead transfers left: lease files (with the blobs they list) and ingest files.
+    Their fds stay locked until ``close``, so nothing revives them while they are judged."""
+
+    leases: list[Path]
+    listed: set[Digest]
+    live_listed: set[Digest]
+    ingest: list[Path]
+    fds: list[int]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self.leases or self.ingest)
+
+
+def scan(ingest_dir: Path) -> Leftovers:
+    """Dead leases and ingest files of the store's ingest dir (the caller holds the store lock)."""
+    out = Leftovers([], set(), set(), [], [])
+    if ingest_dir.is_dir():
+        for p in sorted(ingest_dir.glob("lease-*")):
+            fd = _try_lock(p)
+            if fd is None:
+                out.live_listed |= _digests(p)
+                continue
+            out.fds.append(fd)
+            out.leases.append(p)
+            out.listed |= _digests(p)
+    if ingest_dir.is_dir():
+        for p in sorted(ingest_dir.glob("blob-*")):
+            fd = _try_lock(p)
+            if fd is not None:
+                out.fds.append(fd)
+                out.ingest.append(p)
+    return out
+
+
+@contextlib.contextmanager
+def leftovers(ingest_dir: Path) -> Iterator[Leftovers]:
+    found = scan(ingest_dir)
+    try:
+        yield found
+    finally:
+        found.close()
