@@ -8,7 +8,6 @@ never on the host), so an image's ``/bin -> usr/bin`` or a hostile link cannot l
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import stat
@@ -24,7 +23,7 @@ from builder.context import Entry, Tree, has_glob
 from builder.errors import BuildError, ContextError
 from builder.execute.inputs import LayerRef, StepInputs
 from builder.execute.workspace import Workspace, layer_dirs
-from builder.graph.ops import CopySpec, MkdirSpec, Step
+from builder.graph.ops import CopySource, CopySpec, MkdirSpec, Step
 from builder.paths import in_root
 
 
@@ -252,27 +251,17 @@ def _is_archive(path: str) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
-def _download(url: str, checksum: str | None, into: Path, where: str) -> Path:
-    import requests
+def _fetch(s: CopySource, into: Path, where: str) -> Path:
+    """A URL's file or a git checkout's directory, fetched under *into* (a new directory)."""
+    from builder.sources import git, url
 
-    target = into / f"dl-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
-    h = hashlib.sha256()
     try:
-        with requests.get(url, stream=True, timeout=30) as resp:
-            if resp.status_code != 200:
-                raise ContextError(f"{where}: ADD {url}: HTTP {resp.status_code}")
-            with open(target, "wb") as f:
-                for chunk in resp.iter_content(1 << 20):
-                    h.update(chunk)
-                    f.write(chunk)
-    except requests.RequestException as e:
-        raise ContextError(f"{where}: ADD {url}: download failed: {type(e).__name__}: {e}") from None
-    if checksum:
-        want = checksum.removeprefix("sha256:")
-        if want != h.hexdigest():
-            raise ContextError(f"{where}: ADD {url}: checksum mismatch: got sha256:{h.hexdigest()}, "
-                               f"expected {checksum}")
-    return target
+        if s.git is not None:
+            return git.checkout(s.git, into)
+        into.mkdir()
+        return url.download(s.path, s.checksum, into)
+    except ContextError as e:
+        raise ContextError(f"{where}: {e}") from None
 
 
 def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> None:
@@ -294,8 +283,8 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
         stacks.append(layer_dirs(ws.state, ws.store, lay))
     downloads: dict[int, Path] = {}
     for i, s in enumerate(spec.sources):
-        if s.origin == "url":
-            downloads[i] = _download(s.path, s.checksum, ws.dir, where)
+        if s.origin in ("url", "git"):
+            downloads[i] = _fetch(s, ws.dir / f"src{i}", where)
 
     def work(root: Path, src_roots: list[Path]) -> None:
         own = Ownership()
@@ -312,6 +301,11 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
             if s.origin == "heredoc":
                 target = dest.rstrip("/") + "/" + s.path if dest_is_dir else dest
                 _write_file(root, target, (s.content or "").encode(), own, 0o644)
+                continue
+            if s.origin == "git":
+                # the checkout's contents go into dest, as a directory source's
+                mkdir_p(root, dest, uid=own.uid or 0, gid=own.gid or 0)
+                copy_tree(root, Tree(downloads[i], name=s.path).walk(""), dest, own, keep_owner=False)
                 continue
             if s.origin == "url":
                 name = os.path.basename(urllib.parse.urlparse(s.path).path) or "index.html"

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from builder.sources.git import GitSource
 from registry.model import Platform
 from registry.store import Image
 
@@ -125,11 +126,12 @@ class CopySource:
     """One source word of COPY/ADD: from the context, a stage, an image, a URL or a heredoc."""
 
     path: str  # as written: a path or glob, a URL, a heredoc's file name
-    origin: Literal["context", "stage", "image", "url", "heredoc"]
+    origin: Literal["context", "stage", "image", "url", "heredoc", "git"]
     #: where a context, stage or image source is read from (its ``path`` is ``path``)
     location: Location | None = None
     content: str | None = None  # heredoc body, after expansion
     checksum: str | None = None  # ADD --checksum for a URL
+    git: GitSource | None = None  # ADD of a git repository: its ref resolved to a commit
 
 
 @dataclass(frozen=True)

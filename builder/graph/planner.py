@@ -31,6 +31,10 @@ from builder.graph.ops import (
     Step,
     key_of,
 )
+from builder.sources.git import GitSource
+from builder.sources.git import parse as parse_git
+from builder.sources.git import resolve as resolve_git
+from builder.sources.url import check_checksum, request_error, status_error
 from registry.config import ContainerConfig
 from registry.model import Platform
 from registry.store import Image
@@ -641,12 +645,13 @@ class _StageBuilder:
         else:
             local = []
             for s in srcs:
-                if _URL.match(s):
+                git = self._git_source(s, ins) if is_add else None
+                if git is not None:
+                    sources.append(CopySource(s, "git", git=git))
+                elif _URL.match(s):
                     if not is_add:
                         raise self.p._err(ins, f"COPY {s}: source can't be a URL for COPY")
-                    sources.append(CopySource(s, "url", checksum=self._x(ins.checksum, ins) if ins.checksum else None))
-                elif s.startswith("git@") or s.endswith(".git"):
-                    raise self.p._err(ins, f"ADD {s}: git sources are not supported")
+                    sources.append(CopySource(s, "url", checksum=self._checksum(s, ins)))
                 else:
                     local.append(s)
                     sources.append(CopySource(s, "context", Location("context", s)))
@@ -655,6 +660,9 @@ class _StageBuilder:
                                                      parents=ins.parents, keyword=keyword)
                 inputs["files"] = csum
             inputs["sources"] = json.dumps(srcs)
+            gits = [s.git.key() for s in sources if s.git is not None]
+            if gits:
+                inputs["git"] = json.dumps(gits)
             urls = [s for s in sources if s.origin == "url"]
             if urls:
                 inputs["urls"] = json.dumps([[u.path, u.checksum or self._url_version(u.path, ins)]
@@ -689,6 +697,31 @@ class _StageBuilder:
             self.key = key_of("rebase", below, self.key)
             self.steps[-1] = replace(self.steps[-1], fs_key=self.key)
 
+    def _git_source(self, text: str, ins: df.Copy | df.Add) -> GitSource | None:
+        """*text* as a git source with its ref resolved to a commit (the cache key), or None."""
+        try:
+            git = parse_git(text, keep_git_dir=getattr(ins, "keep_git_dir", False))
+            if git is None:
+                return None
+            git = resolve_git(git)
+        except ContextError as e:
+            raise self.p._err(ins, str(e)) from None
+        wanted = getattr(ins, "checksum", None)
+        checksum = self._x(wanted, ins) if wanted else ""
+        if checksum and not git.commit.startswith(checksum.removeprefix("sha1:")):
+            raise self.p._err(ins, f"ADD {git.shown}: expected checksum {checksum}, "
+                              f"the ref is at commit {git.commit}")
+        return git
+
+    def _checksum(self, url: str, ins: df.Copy | df.Add) -> str | None:
+        text = getattr(ins, "checksum", None)
+        if not text:
+            return None
+        try:
+            return check_checksum(url, self._x(text, ins))
+        except ContextError as e:
+            raise self.p._err(ins, str(e)) from None
+
     def _url_version(self, url: str, ins: df.Instruction) -> str:
         """What the server says about *url* (ETag, Last-Modified, length): a changed remote
         file changes the key even without ``--checksum``."""
@@ -697,9 +730,9 @@ class _StageBuilder:
         try:
             r = requests.head(url, allow_redirects=True, timeout=30)
         except requests.RequestException as e:
-            raise self.p._err(ins, f"ADD {url}: download failed: {type(e).__name__}: {e}") from None
+            raise self.p._err(ins, str(request_error(url, e))) from None
         if r.status_code >= 400:
-            raise self.p._err(ins, f"ADD {url}: HTTP {r.status_code}")
+            raise self.p._err(ins, str(status_error(url, r.status_code, r.reason)))
         return "|".join(r.headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length"))
 
     def _x_heredoc(self, h: df.Heredoc, ins: df.Instruction) -> str:
