@@ -7,7 +7,7 @@ APT_PACKAGES := busybox-static runc skopeo umoci docker.io docker-registry iptab
 	iproute2 uidmap ca-certificates git python3-venv tini libseccomp2 gcc libc6-dev
 DEMO_ROOT ?= /tmp/pybuild-demo
 
-.PHONY: install apt venv demo test bench lint clean golden
+.PHONY: install apt venv compile demo test bench lint clean golden
 
 install: apt venv
 
@@ -30,13 +30,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
-demo: install
+# byte-compile as `pip install` leaves a package: this machine exports PYTHONDONTWRITEBYTECODE=1,
+# under which every command would compile the whole package from source again
+compile: venv
+	$(PY) -m compileall -q builder registry grammar
+
+demo: install compile
 	PYBUILD_ROOT=$(DEMO_ROOT) bash testdata/demo.sh $(PYBUILD)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: install
+bench: install compile
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # regenerate the Dockerfile golden files; review the diff before committing

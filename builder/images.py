@@ -11,19 +11,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from builder.containers.record import Container, ContainerStore
 from builder.filters import labels_match
 from builder.state import StateRoot
 from registry.errors import NotFound, StoreError
 from registry.store import ImageRecord, Store
 
 if TYPE_CHECKING:
+    from builder.containers.record import Container
     from registry.reference import Reference
 
 
 def containers_by_image(root: StateRoot) -> dict[str, list[Container]]:
     """Image ID (``sha256:…``) -> the containers made from it, in any state. States are read as
     recorded: an image rule never repairs (nor waits on the locks of) a container record."""
+    from builder.containers.record import ContainerStore  # not for ``images``/``inspect``
+
     out: dict[str, list[Container]] = {}
     for c in ContainerStore(root).all():
         if c.image_id:
@@ -186,8 +188,6 @@ def inspect_any(root: StateRoot, names: Sequence[str], *, kind: str | None = Non
                 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Top-level ``docker inspect``: each name as an image, else (unless *kind* says which) as a
     container. Returns (the objects found, the names nothing matched)."""
-    from builder.containers import inspect as container_inspect
-
     store: Store = root.image_store()
     found: list[dict[str, Any]] = []
     missing: list[str] = []
@@ -197,6 +197,8 @@ def inspect_any(root: StateRoot, names: Sequence[str], *, kind: str | None = Non
             with contextlib.suppress(NotFound):
                 obj = inspect(store, name)
         if obj is None and kind in (None, "container"):
+            from builder.containers import inspect as container_inspect  # images need it not
+
             obj = container_inspect.try_inspect(root, name)
         if obj is None:
             missing.append(name)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from builder.errors import SandboxError
-from builder.rootfs import Root
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (rootfs and layers are not loaded by what only reads a spec or cgroups)
+    from builder.rootfs import Root
     from builder.sandbox.seccomp import Profile
 
 #: Docker's default capability set; everything else is dropped from every set.

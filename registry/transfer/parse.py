@@ -9,7 +9,6 @@ from typing import Any
 from registry.errors import InvalidReference, StoreError
 from registry.reference import Reference
 from registry.store import Store
-from registry.transfer.archives import parse_archive
 from registry.transfer.ends import End, LayoutEnd, StoreEnd, remote_end
 
 
@@ -41,6 +40,8 @@ def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
             raise InvalidReference(f"invalid destination {text!r}: oci:DIR[:tag] needs a directory")
         return LayoutEnd(Path(path), tag)
     if text.startswith(("oci-archive:", "docker-archive:")):
+        from registry.transfer.archives import parse_archive  # tar code, for archives only
+
         found = parse_archive(text, role)
         assert found is not None
         return found
