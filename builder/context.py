@@ -113,6 +113,19 @@ def clean(rel: str) -> str:
     return "/".join(parts)
 
 
+def split_pivot(pattern: str) -> tuple[str, str]:
+    """``COPY --parents`` source → (pivot, pattern): the parents kept are those after a ``/./``
+    in the source (rsync's ``--relative`` marker), none before it; (``""``, pattern) when the
+    source has none (every parent is kept). ``./p/./q/r`` → (``p``, ``p/q/r``)."""
+    rel = pattern.replace("\\", "/").lstrip("/")
+    while rel.startswith("./"):
+        rel = rel[2:].lstrip("/")
+    before, marker, after = rel.partition("/./")
+    if not marker:
+        return "", clean(rel)
+    return clean(before), clean(before + "/" + after)
+
+
 class Tree:
     """A directory read in place (the build context, or a stage's mounted root) as a source.
 
@@ -143,8 +156,10 @@ class Tree:
         return bool(rel) and self.excluded is not None and self.excluded(rel, is_dir)
 
     # -- selection -----------------------------------------------------------------------------
-    def match(self, pattern: str) -> list[str]:
-        """Context-relative paths named by *pattern* (a path or a glob), sorted; [] if none."""
+    def match(self, pattern: str, *, doublestar: bool = False) -> list[str]:
+        """Context-relative paths named by *pattern* (a path or a glob), sorted; [] if none.
+        *doublestar* (``COPY --parents``): a ``**`` component matches any number of
+        directories, none included."""
         if self.root is None:
             return []
         rel = clean(pattern)
@@ -159,6 +174,12 @@ class Tree:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             nxt: list[str] = []
+            if doublestar and part == "**":
+                nxt = [] if last else list(found)
+                for base in found:
+                    nxt.extend(self._below(base, dirs_only=not last))
+                found = list(dict.fromkeys(nxt))
+                continue
             for base in found:
                 if not has_glob(part):
                     cand = f"{base}/{part}" if base else part
@@ -182,6 +203,26 @@ class Tree:
             if st is not None and not self._is_excluded(r, stat.S_ISDIR(st.st_mode)):
                 out.append(r)
         return sorted(set(out))
+
+    def _below(self, base: str, *, dirs_only: bool) -> list[str]:
+        """Every path under *base* (its directories only with *dirs_only*), symlinks not followed."""
+        assert self.root is not None
+        out: list[str] = []
+        stack = [base]
+        while stack:
+            cur = stack.pop()
+            try:
+                names = sorted(os.listdir(self.root / cur if cur else self.root))
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            for n in names:
+                path = f"{cur}/{n}" if cur else n
+                is_dir = stat.S_ISDIR(os.lstat(self.root / path).st_mode)
+                if is_dir or not dirs_only:
+                    out.append(path)
+                if is_dir:
+                    stack.append(path)
+        return out
 
     def walk(self, rel: str, *, excludes: list[str] = (), follow: bool = True) -> Iterator[Entry]:  # type: ignore[assignment]
         """Entries of the source *rel*: a file gives itself (dest ""), a directory its contents

@@ -9,8 +9,8 @@ Public API:
 * ``expand_words(text, env, *, escape="\\\\") -> list[str]``: the words of *text*, unquoted
   whitespace (also inside an unquoted expansion) separating them (Docker's ``ProcessWords``:
   ADD/COPY/VOLUME/EXPOSE arguments).
-* ``Scope``: the variables an instruction sees (global ARGs for FROM, then per stage ARG and
-  ENV, ENV winning over ARG), as Docker builds it.
+* ``Scope``: the variables an instruction sees (global ARGs for FROM, then per stage one
+  build environment that ENV and valued ARGs set, the last one winning), as BuildKit keeps it.
 
 ``env`` is any mapping of names to values; a name missing from it is unset. Positional and
 special parameters (``$1``, ``$@``, ``$#``...) are unset unless *env* holds them. Errors raise
@@ -492,7 +492,11 @@ class Scope:
     ``global_args``: ARGs declared before the first FROM with their values (defaults or
     ``--build-arg``); only FROM lines see them, unless a stage redeclares the name with a
     bare ``ARG name`` (it then gets the global value). In a stage, ``ARG`` declares (value:
-    ``--build-arg`` over default over the global value), ``ENV`` sets; ENV wins over ARG.
+    ``--build-arg`` over default over the global value). ``env`` is the stage's environment as
+    BuildKit's build state holds it (what RUN gets and words expand against): the base's ENV,
+    then each ``ENV`` and each ``ARG`` that has a value, in order, the last one setting a name
+    winning (``ENV C=e`` then ``ARG C=a`` gives ``a``); an ``ARG`` with no value changes nothing.
+    A name set again moves to the end, as BuildKit's state list does.
     """
 
     build_args: Mapping[str, str] = field(default_factory=dict)
@@ -521,22 +525,27 @@ class Scope:
             env=dict(image_env),
         )
 
-    def declare_arg(self, name: str, default: str | None) -> None:
-        """A stage ``ARG name[=default]`` (default already expanded in this scope)."""
+    def declare_arg(self, name: str, default: str | None) -> str | None:
+        """A stage ``ARG name[=default]`` (default already expanded in this scope); returns
+        the value it gets, if any."""
         if name in self.build_args:
-            self.args[name] = self.build_args[name]
+            value: str | None = self.build_args[name]
         elif default is not None:
-            self.args[name] = default
-        elif name in self.global_args:
-            self.args[name] = self.global_args[name]
+            value = default
         else:
-            self.args.pop(name, None)
+            value = self.global_args.get(name)
+        if value is not None:
+            self.args[name] = value
+            self._set(name, value)
+        return value
 
     def set_env(self, name: str, value: str) -> None:
+        self._set(name, value)
+
+    def _set(self, name: str, value: str) -> None:
+        self.env.pop(name, None)
         self.env[name] = value
 
     def variables(self) -> dict[str, str]:
-        """What an instruction of the stage sees: its ARGs, overridden by ENV."""
-        out = dict(self.args)
-        out.update(self.env)
-        return out
+        """What an instruction of the stage sees (and a RUN step's environment, in order)."""
+        return dict(self.env)

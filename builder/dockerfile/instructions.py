@@ -603,6 +603,9 @@ def _cmd_like(kind: type[Cmd] | type[Entrypoint]) -> _Handler:
         tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
     ) -> list[Instruction]:
         _no_flags(tree, node)
+        if kind is Entrypoint and not node.args and not node.json:
+            # BuildKit since moby/buildkit#1862 (``ENTRYPOINT []`` still clears it)
+            _at_least_one(tree, node, 0)
         return [kind(loc, orig, command=tuple(node.args), shell_form=not node.json)]
 
     return handler

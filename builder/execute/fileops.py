@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder import paths
-from builder.context import Entry, Tree, has_glob
+from builder.context import Entry, Tree, has_glob, split_pivot
 from builder.errors import BuildError, ContextError
 from builder.execute.inputs import LayerRef, StepInputs
 from builder.execute.workspace import Workspace, layer_dirs
@@ -325,7 +325,8 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
             else:
                 tree = Tree(src_roots[stack_of[i]], name="--from source")
                 keep_owner = True
-            matches = tree.match(s.path)
+            pivot, pattern = split_pivot(s.path) if spec.parents else ("", s.path)
+            matches = tree.match(pattern, doublestar=spec.parents)
             if not matches:
                 raise ContextError(f"{where}: {keyword} {s.path}: not found"
                                    + (" in build context" if s.origin == "context" else " in the source image"))
@@ -336,7 +337,9 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
                 st = os.stat(troot) if m == "" else os.lstat(troot / tree._resolve(m))
                 is_dir = stat.S_ISDIR(st.st_mode)
                 if spec.parents:
-                    base = dest.rstrip("/") + "/" + m
+                    # the parents after the pivot (all of them without one) are kept
+                    kept = m[len(pivot) + 1:] if pivot and m.startswith(pivot + "/") else m
+                    base = dest.rstrip("/") + "/" + kept
                     copy_tree(root, tree.walk(m, excludes=list(spec.excludes)), base, own,
                                       keep_owner=keep_owner)
                     continue

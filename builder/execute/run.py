@@ -1,7 +1,9 @@
 """A RUN step in the sandbox: its spec (process, network, ``--mount``s, secrets) and its run.
 
-The layer is what the process left in the overlay upper dir; mounts never reach it (their mount
-points live in the sandbox's stub layer), so secrets and caches stay out of every layer.
+The layer is what the process left in the overlay upper dir; what is mounted never reaches it,
+so secrets and caches stay out of every layer. The empty mount points of the ``--mount``s
+missing from the image do, as in BuildKit's layer; the sandbox's own (``/etc/hosts``…) live in
+its stub layer.
 """
 
 from __future__ import annotations
@@ -192,6 +194,50 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
     return mounts, env
 
 
+def _mount_points(mounts: list[Mount]) -> list[tuple[str, bool]]:
+    """(target, is a file) of the ``--mount``s whose point is in the step's root: not under
+    another one, nor under /dev, /proc or /sys (the sandbox's own mounts)."""
+    dests = ["/" + m.destination.strip("/") for m in mounts]
+    out = []
+    for m, d in zip(mounts, dests, strict=True):
+        if d == "/" or d.startswith(("/dev/", "/proc/", "/sys/")) or d in ("/dev", "/proc", "/sys"):
+            continue
+        if any(o != d and d.startswith(o.rstrip("/") + "/") for o in dests):
+            continue
+        out.append((d, m.type == "bind" and not os.path.isdir(m.source)))
+    return out
+
+
+def _leave_mount_points(ws: Workspace, mounts: list[Mount]) -> None:
+    """Make the missing mount points of the step's ``--mount``s in its root, so that the layer
+    holds them, as BuildKit's does (Docker 20.10): a directory target and its missing parents
+    stay, each 0755 root:root; for a file (a file bind, a secret) only the parents stay, the
+    empty stub file being removed (BuildKit's mount stub cleaner). The kernel copies up the
+    existing parents, so they keep their owner and mode; the one that gets a new entry gets
+    a new mtime, as in BuildKit's layer."""
+    from builder.paths import in_root
+
+    targets = _mount_points(mounts)
+    if not targets:
+        return
+
+    def make(root: Path, _sources: list[Path]) -> None:
+        for target, is_file in targets:
+            parts = [c for c in target.split("/") if c]
+            if is_file:
+                parts = parts[:-1]
+            for i in range(1, len(parts) + 1):
+                p = in_root(root, "/" + "/".join(parts[:i]))
+                if os.path.lexists(p):
+                    if not p.is_dir():
+                        break  # the kernel reports it when the sandbox mounts
+                    continue
+                os.mkdir(p, 0o755)
+                os.chmod(p, 0o755)
+
+    ws.with_root(make)
+
+
 def _etc_files(ws: Workspace, network: str) -> list[Mount]:
     from builder.sandbox.spec import Mount
 
@@ -221,6 +267,7 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
     cancel = inputs.cancel
     with contextlib.ExitStack() as stack:
         mounts, secret_env = build_mounts(ws, step, spec, inputs=inputs, stack=stack)
+        _leave_mount_points(ws, mounts)
         # Docker's default seccomp profile, as BuildKit applies it. --security=insecure does not
         # lift it: BuildKit wants the security.insecure entitlement for that, which we do not grant.
         # BuildKit's supplementary groups (memberships only, not the primary group) and its

@@ -214,6 +214,9 @@ class StagePlan:
     base_history: tuple[dict[str, Any], ...]
     deps: frozenset[int]
     platform: Platform
+    #: the build environment at the stage's end (ENV and valued ARGs, in order): where a
+    #: stage made FROM this one starts, as BuildKit's build state carries it
+    build_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> CacheKey:

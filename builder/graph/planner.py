@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from builder import dockerfile as df
-from builder.context import Tree, entry_fingerprint, has_glob
+from builder.context import Tree, entry_fingerprint, has_glob, split_pivot
 from builder.errors import BuildError, ContextError, ExpansionError, PlanError
 from builder.expand import Scope, expand_display, expand_word, expand_words
 from builder.graph.ops import (
@@ -207,6 +207,7 @@ class _StageBuilder:
         #: ARGs declared in the stage, in order, as BuildKit lists them before a RUN in history
         self.declared: list[str] = []
         self.ordinal = 0
+        self.inherited_env: tuple[tuple[str, str], ...] = ()
 
     # -- base ------------------------------------------------------------------------------------
     def _base(self) -> tuple[Base, dict[str, Any], tuple[dict[str, Any], ...]]:
@@ -234,6 +235,9 @@ class _StageBuilder:
             dep = self.p._plan(ref.index, self.chain)
             self.deps.add(ref.index)
             cfg = json.loads(json.dumps(dep.config))
+            # BuildKit (Docker 20.10) starts a stage made FROM another one from that stage's
+            # build state: its ARG values stay in the environment under the config's ENV
+            self.inherited_env = dep.build_env
             return Base("stage", dep.key, stage=ref.index, name=name), cfg, ()
         image = self._image(name, st.from_)
         cfg = {k: v for k, v in image.config.data.items() if k not in ("rootfs", "history", "created")}
@@ -258,7 +262,9 @@ class _StageBuilder:
         self.cfg = cfg
         self.config = ContainerConfig.from_json(cfg.get("config") or {})
         env_pairs = [tuple(e.split("=", 1)) if "=" in e else (e, "") for e in self.config.env or ()]
-        self.scope = self.p.scope.new_stage([(k, v) for k, v in env_pairs])
+        self.scope = self.p.scope.new_stage(self.inherited_env)
+        for k, v in env_pairs:
+            self.scope.set_env(k, v)
         triggers = list(self.config.on_build or ())
         if base.kind != "scratch":
             self.config = self.config.with_(on_build=None)
@@ -277,7 +283,8 @@ class _StageBuilder:
             self.config = self.config.with_(env=[f"PATH={DEFAULT_PATH}", *env])
         cfg["config"] = self.config.to_json()
         return StagePlan(self.stage.index, self.stage.name, base, tuple(self.steps), cfg,
-                         base_history, frozenset(self.deps), self.p.opts.platform)
+                         base_history, frozenset(self.deps), self.p.opts.platform,
+                         tuple(self.scope.env.items()))
 
     def _vars(self) -> dict[str, str]:
         return self.scope.variables()
@@ -294,18 +301,18 @@ class _StageBuilder:
                                created_by, None, slot=self._slot()))
 
     def _set_env(self, key: str, value: str) -> None:
-        env = [e for e in self.config.env or () if e.split("=", 1)[0] != key]
-        env.append(f"{key}={value}")
+        """Set *key* in the config's Env (in its place if it is there, as Docker) and the scope."""
+        env = list(self.config.env or ())
+        at = next((i for i, e in enumerate(env) if e.split("=", 1)[0] == key), None)
+        if at is None:
+            env.append(f"{key}={value}")
+        else:
+            env[at] = f"{key}={value}"
         self.config = self.config.with_(env=env)
         self.scope.set_env(key, value)
 
     def _shell(self) -> list[str]:
         return list(self.config.shell or ("/bin/sh", "-c"))
-
-    def _used_args(self) -> dict[str, str]:
-        """ARGs declared in this stage with a value, not shadowed by ENV (what RUN sees)."""
-        env_names = {e.split("=", 1)[0] for e in self.config.env or ()}
-        return {k: v for k, v in sorted(self.scope.args.items()) if k not in env_names}
 
     def _proxy_args(self) -> dict[str, str]:
         return {k: v for k, v in sorted(self.p.opts.build_args.items()) if k in PROXY_ARGS}
@@ -325,18 +332,17 @@ class _StageBuilder:
             self.p.consumed.add(ins.name)
             default = self._x(ins.default, ins) if ins.default is not None else None
             self.scope.declare_arg(ins.name, default)
-            if ins.name not in self.declared:
-                self.declared.append(ins.name)
+            # every declaration, a repeated one too, as BuildKit lists them before a RUN
+            self.declared.append(ins.name)
             # BuildKit's history line shows the Dockerfile's default, never a --build-arg value
             self._meta(ins, f"ARG {ins.name}" + (f"={default}" if default is not None else ""))
         elif isinstance(ins, df.Env):
-            shown = []
-            for pair in ins.pairs:
-                k = self._x(pair.key, ins)
-                v = self._x(pair.value, ins)
+            # every word is expanded against the environment before the instruction, as
+            # Docker does: ``ENV A=new B=$A`` gives B the old A
+            pairs = [(self._x(pair.key, ins), self._x(pair.value, ins)) for pair in ins.pairs]
+            for k, v in pairs:
                 self._set_env(k, v)
-                shown.append(f"{k}={v}")
-            self._meta(ins, "ENV " + " ".join(shown))
+            self._meta(ins, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
         elif isinstance(ins, df.Label):
             labels = dict(self.config.labels or {})
             shown = []
@@ -464,10 +470,12 @@ class _StageBuilder:
 
     def _history_args(self) -> str:
         """``|N K=V ...`` before a RUN's command in history, as BuildKit writes it: every ARG
-        the stage declared, in declaration order, with its value (empty when it has none)."""
+        declaration of the stage, in order, with the name's value in the build environment
+        (an ENV's if one set it last; empty when it has none)."""
         if not self.declared:
             return ""
-        pairs = [f"{k}={self.scope.args.get(k, '')}" for k in self.declared]
+        env = self.scope.env
+        pairs = [f"{k}={env.get(k, '')}" for k in self.declared]
         return f"|{len(pairs)} " + " ".join(pairs) + " "
 
     # -- RUN ---------------------------------------------------------------------------------------
@@ -493,12 +501,11 @@ class _StageBuilder:
                 argv = [*self._shell(), line]
         else:
             argv = list(ins.command)
-        used = self._used_args()
-        env = list(self.config.env or ())
-        if not any(e.startswith("PATH=") for e in env):
+        # the build environment (ENV and valued ARGs, the last setting of a name winning)
+        env = [f"{k}={v}" for k, v in self.scope.env.items()]
+        if "PATH" not in self.scope.env:
             env.insert(0, f"PATH={DEFAULT_PATH}")
-        run_env = env + [f"{k}={v}" for k, v in used.items()] + [
-            f"{k}={v}" for k, v in self._proxy_args().items()]
+        run_env = env + [f"{k}={v}" for k, v in self._proxy_args().items() if k not in self.scope.env]
         mounts = tuple(self._mount(m, ins) for m in ins.mounts)
         network = ins.network or self.p.opts.network or "default"
         spec = ExecSpec(tuple(argv), tuple(run_env), self._cwd(), self.config.user or "",
@@ -517,7 +524,7 @@ class _StageBuilder:
             mount_inputs.append(d)
         inputs = {
             "instruction": "RUN " + json.dumps(argv) + (json.dumps(files) if files else ""),
-            "args": json.dumps(used, sort_keys=True),
+            "args": self._history_args(),
             "env": json.dumps(env),
             "cwd": spec.cwd,
             "user": spec.user,
@@ -525,6 +532,9 @@ class _StageBuilder:
             "mounts": json.dumps(mount_inputs, sort_keys=True),
             "security": spec.security,
         }
+        if mounts:
+            # the layer holds the missing mount points (as BuildKit's): not so before
+            inputs["mount_points"] = "in-layer"
         self._fs(ins, "exec", spec, created_by, inputs)
 
     def _mount(self, m: df.Mount, ins: df.Run) -> MountSpec:
@@ -583,7 +593,8 @@ class _StageBuilder:
             if ctx is None or ctx.root is None:
                 raise self.p._err(ins, f"{keyword} {pat}: no build context (it was given as -)")
             try:
-                matches = ctx.match(pat)
+                # --parents: a ``/./`` pivot and ``**`` (any depth), as the Dockerfile reference
+                matches = ctx.match(split_pivot(pat)[1], doublestar=True) if parents else ctx.match(pat)
             except ContextError as e:
                 raise self.p._err(ins, f"{keyword} {pat}: {e}") from None
             if not matches:
@@ -601,15 +612,12 @@ class _StageBuilder:
     def _copy(self, ins: df.Copy) -> None:
         is_add = isinstance(ins, df.Add)
         keyword = "ADD" if is_add else "COPY"
-        v = self._vars()
-        srcs: list[str] = []
-        for s in ins.sources:
-            srcs.extend(self.p._expand_words(s, v, ins) if not _URL.match(s) else [s])
-        dest_words = self.p._expand_words(ins.dest, v, ins)
-        if len(dest_words) != 1:
-            raise self.p._err(ins, f"{keyword}: the destination must be one path")
-        dest = self._abs(dest_words[0])
-        if dest_words[0].endswith("/") and not dest.endswith("/"):
+        # each source and the destination is one word, never split (BuildKit's ProcessWord):
+        # ``COPY ["c.md", "/dst/json form/"]`` and ``COPY $F /d/`` with F="a b" keep the space
+        srcs = [s if _URL.match(s) else self._x(s, ins) for s in ins.sources]
+        dest_word = self._x(ins.dest, ins)
+        dest = self._abs(dest_word)
+        if dest_word.endswith("/") and not dest.endswith("/"):
             dest += "/"
         chown = self._x(ins.chown, ins) if ins.chown else None
         chmod = None
@@ -687,7 +695,7 @@ class _StageBuilder:
         })
         # BuildKit's history line: the expanded sources and destination as written, no flags
         shown = [*srcs, *(f"<<{h.name}" for h in ins.heredocs)]
-        created_by = f"{keyword} {' '.join(shown)} {dest_words[0]}"
+        created_by = f"{keyword} {' '.join(shown)} {dest_word}"
         # --link: the layer (and its cache key) does not depend on what is below it; the
         # stage's filesystem after it still does.
         parent = key_of("linked") if ins.link else None

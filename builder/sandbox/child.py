@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import signal
 import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -364,6 +365,20 @@ def confine(sys: sc.Syscalls | sc.FakeSyscalls, process: Process, user: User, la
         load_seccomp(sys, seccomp_bpf)
 
 
+def default_signals() -> None:
+    """Every signal back to its default action and none blocked, as runc starts a process:
+    Python ignores SIGPIPE and SIGXFSZ (and a caller may ignore or block more), and an
+    ignored signal stays ignored across ``execve``: ``yes | head`` would never end."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # a signal the C library keeps for itself
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf: bytes | None = None) -> None:
     """Resolve the user, set limits and privileges, load the seccomp filter, and ``execve``
     (does not return)."""
@@ -373,6 +388,7 @@ def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf:
     enter_cwd(process.cwd)
     path = find_executable(process.args[0], env)
     os.umask(0o022)
+    default_signals()
     confine(sys, process, user, last_cap, seccomp_bpf)
     try:
         os.execve(path, list(process.args), env)

@@ -97,7 +97,7 @@ def _shield_helper() -> Any:
     """In a freshly forked helper: ignore SIGINT, so a terminal's Ctrl-C (sent to the whole
     process group) leaves the supervision of the sandbox to the caller's cancellation instead
     of killing the helper before it reports. Returns what the sandbox's process must get back
-    (``_unshield_child``): SIG_IGN stays ignored across exec, as a plain exec would inherit."""
+    (``_unshield_child``) until ``child.default_signals`` resets every signal before exec."""
     inherited = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return signal.SIG_IGN if inherited == signal.SIG_IGN else signal.SIG_DFL

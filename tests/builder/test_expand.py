@@ -96,6 +96,23 @@ def test_scope_global_args_only_reach_from_unless_redeclared() -> None:
     assert expand_word("${E-unset}", stage.variables()) == "unset"
 
 
+def test_scope_the_last_of_env_and_arg_wins() -> None:
+    """BuildKit's build environment: an ARG with a value after an ENV of the same name sets
+    it (``ARG C=arg-c`` after ``ENV C=env-c``), a bare ARG changes nothing, a name set
+    again moves to the end (the order RUN gets)."""
+    stage = Scope(build_args={"D": "given-d"}).new_stage(image_env=[("PATH", "/bin")])
+    stage.set_env("C", "env-c")
+    stage.set_env("D", "env-d")
+    assert stage.declare_arg("C", "arg-c") == "arg-c"
+    assert stage.declare_arg("D", None) == "given-d"
+    assert stage.variables() == {"PATH": "/bin", "C": "arg-c", "D": "given-d"}
+    stage.set_env("F", "1")
+    assert stage.declare_arg("F", None) is None
+    assert stage.variables()["F"] == "1"
+    stage.set_env("PATH", "/usr/bin")
+    assert list(stage.variables()) == ["C", "D", "F", "PATH"]
+
+
 _PIECES = st.sampled_from(
     [
         "$",
