@@ -540,15 +540,21 @@ def reset(state: StateRoot, *, everything: bool = False) -> ResetReport:
                 except Exception as e:
                     errors.append(f"sandbox {d.name}: {e}")
     names: list[str] = []
+    try:  # links, rules, netns and containers' cgroups tagged with this root (records or not)
+        swept = network.sweep_roots(root=state.path)
+    except Exception as e:
+        swept = network.Swept()
+        errors.append(f"networks: {e}")
     if state.networks.is_dir() or (state.run / "netns").is_dir():
         names = [n.name for n in network.list_networks(state)]
         try:
             network.reset(state)
         except Exception as e:
             errors.append(f"networks: {e}")
+    names += swept.links
     if state.containers.is_dir():
         ids.update(p.name for p in state.containers.iterdir() if p.is_dir())
-    cgroups = []
+    cgroups = list(swept.cgroups)
     for p in _cgroups_of(ids):
         try:
             Cgroup(id=p.name, paths=[str(p)]).remove()

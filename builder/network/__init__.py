@@ -44,6 +44,11 @@ The contract with ``sandbox`` and ``containers``
   ``pybuild:<net12>[:<cid12>]`` so removal is exact; hooks and chains go with the last rule.
   They work whatever the FORWARD policy (dockerd sets DROP); networks are isolated from each
   other; outbound traffic is masqueraded (not for ``--internal`` networks).
+* Removed roots: bridges and host veths carry an alias naming their root (``sweep``);
+  ``create_network`` and the first attach to the default bridge call ``sweep_roots()``, which
+  takes off the host what roots that are gone left (links, rules, netns mounts, the
+  containers' cgroups and helpers); ``sweep_roots(root=path)`` does it for one root, gone or
+  not (``system reset``).
 """
 
 from __future__ import annotations
@@ -75,12 +80,15 @@ from builder.network.model import (
     publish_exposed,
 )
 from builder.network.names import hosts_path, resolv_path
+from builder.network.sweep import Swept
+from builder.network.sweep import sweep as sweep_roots
 
 __all__ = [
     "Endpoint",
     "Network",
     "PortBinding",
     "PortMapping",
+    "Swept",
     "attach",
     "create_network",
     "detach",
@@ -101,4 +109,5 @@ __all__ = [
     "resolv_conf",
     "resolv_path",
     "shared_netns",
+    "sweep_roots",
 ]

@@ -11,7 +11,6 @@ import ipaddress
 import json
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from typing import Any
 
 from builder.errors import NetworkError
 from builder.filters import labels_match
-from builder.network import firewall, helpers, ipam, links, names
+from builder.network import firewall, helpers, ipam, links, names, sweep
 from builder.network.model import DRIVERS, PREDEFINED, Endpoint, Network, PortMapping
 from builder.state import StateRoot
 
@@ -78,7 +77,7 @@ def _load_all(state: StateRoot) -> list[Network]:
 
 
 def _new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 def _ensure_predefined(state: StateRoot, nets: list[Network]) -> list[Network]:
@@ -203,6 +202,8 @@ def create_network(
             raise NetworkError("only macvlan_mode=bridge is supported")
         if not links.link_exists(parent):
             raise NetworkError(f"macvlan parent interface {parent!r} not found")
+    if driver == "bridge":
+        sweep.sweep()  # what removed roots left holds subnets and bridge names
     with _locked(state) as nets:
         if any(n.name == name for n in nets):
             raise NetworkError(f"network with name {name} already exists")
@@ -233,7 +234,7 @@ def create_network(
         )
         if driver == "bridge":
             try:
-                _materialise(net)
+                _materialise(state, net)
             except BaseException:
                 _dematerialise(net)
                 raise
@@ -242,12 +243,13 @@ def create_network(
     return net
 
 
-def _materialise(net: Network) -> None:
-    """The bridge, its address and its rules (idempotent: after a reboot they come back)."""
+def _materialise(state: StateRoot, net: Network) -> None:
+    """The bridge (its alias naming the root: ``sweep``), its address and its rules
+    (idempotent: after a reboot they come back)."""
     prefixlen = ipaddress.IPv4Network(net.subnet).prefixlen
     if links.bridge_ready(net.bridge, net.gateway):
         return  # bridge and rules are made together; checking the rules costs 10 ms
-    links.ensure_bridge(net.bridge, net.gateway, prefixlen)
+    links.ensure_bridge(net.bridge, net.gateway, prefixlen, alias=sweep.tag(state.path, net.id))
     rules = firewall.network_rules(net.id, net.bridge, net.subnet, internal=net.internal)
     with firewall.locked():
         firewall.replace_tagged(firewall.network_tag(net.id), rules)
@@ -434,6 +436,7 @@ def _refresh_default_subnet(state: StateRoot, nets: list[Network], net: Network)
     route (another tool, another state root), move it to a free one before first use."""
     if links.link_exists(net.bridge):
         return net
+    sweep.sweep()  # the bridge is made now: what removed roots left goes first
     mine = ipaddress.IPv4Network(net.subnet)
     routes = links.host_routes()
     if not any(r.prefixlen > 0 and r.overlaps(mine) for r in routes):
@@ -474,11 +477,12 @@ def _wire(
             s.close()
 
     undo.append(close_socks)
-    _materialise(net)
+    _materialise(state, net)
     veth = _veth_name(ep.container_id, net.id)
     links.add_veth(
         host_name=veth, bridge=net.bridge, netns=netns, ifname=ifname, ip=str(addr),
         prefixlen=subnet.prefixlen, gateway=net.gateway, mac=mac, default_route=first,
+        alias=sweep.tag(state.path, net.id),
     )
     undo.append(lambda: None if links.delete_link(veth) else None)
     ep = replace(ep, host_veth=veth)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shlex
+import re
 import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -169,7 +169,7 @@ class Snapshot:
             elif table in CHAINS and line.startswith(":"):
                 chains[table].add(line[1:].split()[0])
             elif table in CHAINS and line.startswith("-A "):
-                rules[table].append(shlex.split(line))
+                rules[table].append(_split(line))
         return cls(rules, chains)
 
     def tagged(self, tag: str) -> dict[str, list[list[str]]]:
@@ -183,7 +183,7 @@ class Snapshot:
         return found
 
     def hook_present(self, table: str, builtin: str, spec: str) -> bool:
-        want = [builtin, *shlex.split(spec)]
+        want = [builtin, *spec.split()]
         return any(t[1:] == want for t in self.rules[table])
 
 
@@ -194,6 +194,15 @@ def _restore(lines_by_table: dict[str, list[str]]) -> None:
             text += f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n"
     if text:
         _run(["iptables-restore", "-w", "--noflush"], stdin=text)
+
+
+def _split(line: str) -> list[str]:
+    """A saved rule's words: only comments are quoted, in double quotes, ``\\"`` inside
+    (``shlex.split`` cost ~20 ms per ``iptables-save`` of a few hundred rules)."""
+    if '"' not in line:
+        return line.split()
+    words = re.finditer(r'"((?:[^"\\]|\\.)*)"|(\S+)', line)
+    return [m[1].replace('\\"', '"') if m[1] is not None else m[2] for m in words]
 
 
 def _join(tokens: list[str]) -> str:
@@ -252,8 +261,20 @@ def tagged(tag: str) -> dict[str, list[list[str]]]:
 def remove_tagged(tag: str) -> int:
     """Delete every rule carrying *tag* (or a sub-tag), and the hooks and chains too when no
     rule of ours is left: one ``iptables-save``, one ``iptables-restore``."""
+    return remove_tagged_all([tag])
+
+
+def remove_tagged_all(tags: Iterable[str]) -> int:
+    """``remove_tagged`` of several tags in the same two processes."""
     snap = Snapshot.take()
-    found = snap.tagged(tag)
+    found: dict[str, list[list[str]]] = {}
+    seen: set[int] = set()
+    for tag in tags:
+        for table, rules in snap.tagged(tag).items():
+            for r in rules:
+                if id(r) not in seen:
+                    seen.add(id(r))
+                    found.setdefault(table, []).append(r)
     batch = _deletions(found)
     gone = {id(t) for rules in found.values() for t in rules}
     left = any(t[1] in OURS and id(t) not in gone for rules in snap.rules.values() for t in rules)

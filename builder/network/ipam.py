@@ -24,13 +24,16 @@ def choose_subnet(
     used: Iterable[IPv4Net], *, default_network: bool = False
 ) -> IPv4Net:
     """The first candidate that overlaps nothing in *used* (host routes + existing networks)."""
-    taken = [u for u in used if u.prefixlen > 0]  # a default route overlaps everything
-    slices = (s for pool in USER_POOL for s in pool.subnets(new_prefix=24))
+    # as integer ranges: ``ipaddress`` objects made ~6,000 candidates cost 40 ms a network
+    taken = sorted((int(u.network_address), int(u.broadcast_address)) for u in used if u.prefixlen > 0)
+    slices = ((int(pool.network_address) + (i << 8), 24) for pool in USER_POOL for i in range(256))
     # a default bridge whose /16s are all taken still gets a /24
-    candidates: Iterable[IPv4Net] = itertools.chain(DEFAULT_POOL, slices) if default_network else slices
-    for cand in candidates:
-        if not any(cand.overlaps(t) for t in taken):
-            return cand
+    big = ((int(p.network_address), p.prefixlen) for p in DEFAULT_POOL)
+    candidates: Iterable[tuple[int, int]] = itertools.chain(big, slices) if default_network else slices
+    for start, prefixlen in candidates:
+        end = start + (1 << (32 - prefixlen)) - 1
+        if not any(lo <= end and start <= hi for lo, hi in taken):
+            return ipaddress.IPv4Network((start, prefixlen))
     raise NetworkError("no free subnet left in the address pool: pass --subnet")
 
 

@@ -1,5 +1,6 @@
 """Kernel network objects: named netns files (``builder.syscalls``), and bridges, veth, macvlan,
-addresses and routes through netlink (pyroute2, imported lazily: it costs ~0.1 s).
+addresses and routes through netlink (``rtnl``, our own few messages: pyroute2's import alone
+cost ~70 ms). Bridges and host-side veths carry an alias naming their state root (``sweep``).
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from builder.errors import NetworkError
+from builder.network.rtnl import Netlink
 
-# netlink sockets kept open for the length of one ``session()`` (opening one costs ~4 ms); per
-# thread: the daemon (``pybuild serve``) runs network calls in several threads at once
+# netlink sockets kept open for the length of one ``session()``; per thread: the daemon
+# (``pybuild serve``) runs network calls in several threads at once
 _local = threading.local()
 
 
-def _stack() -> list[dict[str, Any]]:
-    stack: list[dict[str, Any]] | None = getattr(_local, "sessions", None)
+def _stack() -> list[dict[str, Netlink]]:
+    stack: list[dict[str, Netlink]] | None = getattr(_local, "sessions", None)
     if stack is None:
         stack = _local.sessions = []
     return stack
@@ -30,7 +31,7 @@ def _stack() -> list[dict[str, Any]]:
 @contextmanager
 def session() -> Iterator[None]:
     """Reuse one netlink socket per namespace for every call inside the ``with`` body."""
-    handles: dict[str, Any] = {}
+    handles: dict[str, Netlink] = {}
     sessions = _stack()
     sessions.append(handles)
     try:
@@ -41,17 +42,15 @@ def session() -> Iterator[None]:
             h.close()
 
 
-def _open(netns: Path | None) -> Any:
-    from pyroute2 import IPRoute
-
+def _open(netns: Path | None) -> Netlink:
     try:
-        return IPRoute(netns=str(netns)) if netns is not None else IPRoute()
+        return Netlink(netns)
     except OSError as e:
-        raise NetworkError(f"cannot open netlink{' in ' + str(netns) if netns else ''}: {e}") from e
+        raise NetworkError(f"cannot open netlink{' in ' + str(netns) if netns else ''}: {e.strerror or e}") from e
 
 
 @contextmanager
-def _iproute(netns: Path | None = None) -> Iterator[Any]:
+def _iproute(netns: Path | None = None) -> Iterator[Netlink]:
     sessions = _stack()
     if sessions:
         handles = sessions[-1]
@@ -60,11 +59,11 @@ def _iproute(netns: Path | None = None) -> Iterator[Any]:
             handles[key] = _open(netns)
         yield handles[key]
         return
-    ipr = _open(netns)
+    nl = _open(netns)
     try:
-        yield ipr
+        yield nl
     finally:
-        ipr.close()
+        nl.close()
 
 
 def _forget(netns: Path) -> None:
@@ -75,7 +74,7 @@ def _forget(netns: Path) -> None:
 
 
 def _netlink_error(what: str, e: Exception) -> NetworkError:
-    return NetworkError(f"{what}: {getattr(e, 'args', [None, str(e)])[-1] or e}")
+    return NetworkError(f"{what}: {getattr(e, 'strerror', None) or e}")
 
 
 # -- named network namespaces -------------------------------------------------------------------
@@ -136,59 +135,66 @@ def remove_netns(path: Path) -> None:
 
 
 def link_exists(ifname: str, netns: Path | None = None) -> bool:
-    with _iproute(netns) as ipr:
-        return bool(ipr.link_lookup(ifname=ifname))
+    with _iproute(netns) as nl:
+        return nl.link(ifname) is not None
 
 
 def bridge_ready(name: str, gateway: str) -> bool:
     """The bridge exists, is up and holds the gateway address."""
-    with _iproute() as ipr:
-        idx = ipr.link_lookup(ifname=name)
-        if not idx:
+    with _iproute() as nl:
+        link = nl.link(name)
+        if link is None or not link.up:
             return False
-        link = ipr.get_links(idx[0])[0]
-        if not link["flags"] & 1:  # IFF_UP
-            return False
-        return gateway in {a.get("address") for a in ipr.get_addr(index=idx[0], family=2)}
+        return any(a == gateway for _, a, _ in nl.addrs(link.index))
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
-    """The bridge with the gateway address, up (idempotent: recreated after a reboot)."""
-    with _iproute() as ipr:
+def ensure_bridge(name: str, gateway: str, prefixlen: int, *, alias: str = "") -> None:
+    """The bridge with the gateway address, up, carrying *alias* (idempotent: recreated after
+    a reboot)."""
+    with _iproute() as nl:
         try:
-            idx = ipr.link_lookup(ifname=name)
-            if not idx:
-                ipr.link("add", ifname=name, kind="bridge")
-                idx = ipr.link_lookup(ifname=name)
-            index = idx[0]
-            have = {a.get("address") for a in ipr.get_addr(index=index, family=2)}
-            if gateway not in have:
-                ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
-            ipr.link("set", index=index, state="up")
-        except Exception as e:  # pyroute2 raises NetlinkError (an OSError) with errno + text
+            link = nl.link(name)
+            if link is None:
+                nl.add_bridge(name)
+                link = nl.link(name)
+                assert link is not None
+            if not any(a == gateway for _, a, _ in nl.addrs(link.index)):
+                nl.add_addr(link.index, gateway, prefixlen)
+            nl.set_link(link.index, up=True, alias=alias or None)
+        except OSError as e:
             raise _netlink_error(f"cannot set up bridge {name}", e) from e
 
 
 def delete_link(ifname: str, netns: Path | None = None) -> bool:
-    with _iproute(netns) as ipr:
-        idx = ipr.link_lookup(ifname=ifname)
-        if not idx:
+    with _iproute(netns) as nl:
+        link = nl.link(ifname)
+        if link is None:
             return False
-        ipr.link("del", index=idx[0])
+        try:
+            nl.del_link(link.index)
+        except OSError as e:
+            if e.errno == 19:  # ENODEV: deleted meanwhile (its peer or its namespace went)
+                return False
+            raise _netlink_error(f"cannot delete {ifname}", e) from e
         return True
 
 
 def host_routes() -> list[ipaddress.IPv4Network]:
     """Every IPv4 destination the host routes or owns (to avoid picking a colliding subnet)."""
     nets: list[ipaddress.IPv4Network] = []
-    with _iproute() as ipr:
-        for r in ipr.get_routes(family=2, table=254):
-            dst = r.get("dst")
+    with _iproute() as nl:
+        for dst, dst_len, _ in nl.routes():
             if dst:
-                nets.append(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
-        for a in ipr.get_addr(family=2):
-            nets.append(ipaddress.IPv4Network(f"{a.get('address')}/{a['prefixlen']}", strict=False))
+                nets.append(ipaddress.IPv4Network(f"{dst}/{dst_len}", strict=False))
+        for _, addr, prefixlen in nl.addrs():
+            nets.append(ipaddress.IPv4Network(f"{addr}/{prefixlen}", strict=False))
     return nets
+
+
+def tagged_links(prefix: str) -> list[tuple[str, str]]:
+    """``(name, alias)`` of the host's links whose alias starts with *prefix*."""
+    with _iproute() as nl:
+        return [(link.name, link.alias) for link in nl.links() if link.alias.startswith(prefix)]
 
 
 # -- container-side -----------------------------------------------------------------------------
@@ -196,8 +202,8 @@ def host_routes() -> list[ipaddress.IPv4Network]:
 
 def free_ifname(netns: Path) -> str:
     """``eth0``, ``eth1``…: the next name unused in the namespace (Docker's order of connection)."""
-    with _iproute(netns) as ipr:
-        names = {link.get("ifname") for link in ipr.get_links()}
+    with _iproute(netns) as nl:
+        names = {link.name for link in nl.links()}
     n = 0
     while f"eth{n}" in names:
         n += 1
@@ -206,23 +212,29 @@ def free_ifname(netns: Path) -> str:
 
 def add_veth(
     *, host_name: str, bridge: str, netns: Path, ifname: str, ip: str, prefixlen: int,
-    gateway: str, mac: str, default_route: bool,
+    gateway: str, mac: str, default_route: bool, alias: str = "",
 ) -> None:
-    """A veth pair: one end enslaved to *bridge*, the other *ifname* in *netns* with *ip*."""
+    """A veth pair: one end enslaved to *bridge* (carrying *alias*), the other *ifname* in
+    *netns* with *ip*."""
     tmp = "pbp" + host_name[3:]
-    with _iproute() as ipr:
+    with _iproute() as nl:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": tmp, "net_ns_fd": str(netns)})
-        except Exception as e:
+            nl.add_veth(host_name, tmp, peer_netns_fd=fd)
+        except OSError as e:
             raise _netlink_error(f"cannot create veth {host_name}", e) from e
+        finally:
+            os.close(fd)
         try:
-            br = ipr.link_lookup(ifname=bridge)[0]
-            idx = ipr.link_lookup(ifname=host_name)[0]
-            ipr.link("set", index=idx, master=br, state="up")
+            br, link = nl.link(bridge), nl.link(host_name)
+            if br is None or link is None:
+                raise NetworkError(f"cannot attach veth {host_name}: bridge {bridge} is gone")
+            nl.set_link(link.index, master=br.index, up=True, alias=alias or None)
             _configure_inside(netns, tmp, ifname, ip, prefixlen, gateway, mac, default_route)
         except BaseException as e:
-            ipr.link("del", index=ipr.link_lookup(ifname=host_name)[0])
-            if isinstance(e, Exception) and not isinstance(e, NetworkError):
+            with contextlib.suppress(OSError):
+                delete_link(host_name)
+            if isinstance(e, OSError):
                 raise _netlink_error(f"cannot configure {ifname} in {netns}", e) from e
             raise
 
@@ -231,21 +243,23 @@ def add_macvlan(
     *, parent: str, netns: Path, ifname: str, ip: str, prefixlen: int, gateway: str,
     mac: str, default_route: bool, tmp_name: str,
 ) -> None:
-    with _iproute() as ipr:
-        found = ipr.link_lookup(ifname=parent)
-        if not found:
+    with _iproute() as nl:
+        found = nl.link(parent)
+        if found is None:
             raise NetworkError(f"macvlan parent interface {parent!r} not found")
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            ipr.link(
-                "add", ifname=tmp_name, kind="macvlan", link=found[0], macvlan_mode="bridge",
-                net_ns_fd=str(netns),
-            )
-        except Exception as e:
+            nl.add_macvlan(tmp_name, parent=found.index, netns_fd=fd)
+        except OSError as e:
             raise _netlink_error(f"cannot create macvlan on {parent}", e) from e
+        finally:
+            os.close(fd)
     try:
         _configure_inside(netns, tmp_name, ifname, ip, prefixlen, gateway, mac, default_route)
-    except BaseException:
+    except BaseException as e:
         delete_link(tmp_name, netns)
+        if isinstance(e, OSError):
+            raise _netlink_error(f"cannot configure {ifname} in {netns}", e) from e
         raise
 
 
@@ -253,15 +267,15 @@ def _configure_inside(
     netns: Path, tmp: str, ifname: str, ip: str, prefixlen: int, gateway: str, mac: str,
     default_route: bool,
 ) -> None:
-    with _iproute(netns) as ipr:
-        idx = ipr.link_lookup(ifname=tmp)[0]
-        ipr.link("set", index=idx, ifname=ifname, address=mac)
-        ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
-        ipr.link("set", index=idx, state="up")
-        if default_route and gateway:
-            routes = ipr.get_routes(family=2, table=254)
-            if not any(r.get("dst") is None and r["dst_len"] == 0 for r in routes):
-                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+    with _iproute(netns) as nl:
+        link = nl.link(tmp)
+        if link is None:
+            raise NetworkError(f"{tmp} did not reach {netns}")
+        nl.set_link(link.index, name=ifname, mac=mac)
+        nl.add_addr(link.index, ip, prefixlen)
+        nl.set_link(link.index, up=True)
+        if default_route and gateway and not any(not dst for dst, _, _ in nl.routes()):
+            nl.add_default_route(gateway)
 
 
 def remove_ifname_in(netns: Path, ifname: str) -> None:

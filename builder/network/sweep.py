@@ -1,0 +1,219 @@
+"""Host state of state roots that no longer exist: found by its tags, taken off the host.
+
+Every bridge and host-side veth a root makes carries the alias ``pybuild <net12> <mount id>
+<maj:min> <inode> <root>`` (the mount that held the root, the identity of its directory, its
+real path); the network's
+iptables rules carry ``pybuild:<net12>``; its netns files are mounts under the root and are
+named by container id, which names the container's ``pybuild/<id>`` cgroups and its helpers.
+A root is *gone* when the mount that held it is still there (a root on an unmounted file
+system is only absent, and is left alone) and its directory is missing, is another directory now
+(same path, other inode), or has lost ``locks/`` (``rm -rf`` removed all but the busy netns
+mount points; a live root takes a lock before it makes anything). Nothing untagged, nothing
+of a live root, nothing of Docker's is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.network import firewall, links
+
+PREFIX = "pybuild "
+_NETNS = re.compile(r"^(?P<root>/.+)/run/netns/(?P<cid>[0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What a sweep took off the host, by kind."""
+
+    roots: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()
+    rules: int = 0
+    mounts: tuple[str, ...] = ()
+    cgroups: tuple[str, ...] = ()
+    processes: tuple[int, ...] = ()
+
+
+@dataclass
+class _Root:
+    path: str
+    idents: set[tuple[str, str, int]] = field(default_factory=set)  # (mount id, maj:min, inode)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (name, net12)
+    mounts: list[str] = field(default_factory=list)
+
+
+def identity(root: Path) -> tuple[str, str]:
+    """``(real path, "mount-id maj:min inode")`` of a root directory, for its tag."""
+    path = os.path.realpath(root)
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            mnt_id = next((line.split()[1] for line in f if line.startswith("mnt_id:")), "0")
+    finally:
+        os.close(fd)
+    return path, f"{mnt_id} {os.major(st.st_dev)}:{os.minor(st.st_dev)} {st.st_ino}"
+
+
+def tag(root: Path, network_id: str) -> str:
+    """The alias of a root's bridge or veth (the kernel keeps at most 255 bytes of it)."""
+    path, ident = identity(root)
+    return f"{PREFIX}{network_id[:12]} {ident} {path}"[:255]
+
+
+def _mountinfo() -> list[tuple[str, str]]:
+    """``("mount-id maj:min", mount point)`` of every mount, octal escapes decoded."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            f = line.split(" ", 5)
+            out.append((f"{f[0]} {f[2]}", f[4].encode().decode("unicode_escape")))
+    return out
+
+
+def _under(mnt: str, root: str) -> bool:
+    return mnt == root or mnt.startswith(root.rstrip("/") + "/")
+
+
+def _candidates(mounts: list[tuple[str, str]]) -> dict[str, _Root]:
+    roots: dict[str, _Root] = {}
+    for name, alias in links.tagged_links(PREFIX):
+        parts = alias[len(PREFIX):].split(" ", 4)
+        if len(parts) != 5 or len(alias) >= 255 or not parts[3].isdigit():
+            continue  # cut short (its path cannot be trusted), or not ours
+        net12, mnt_id, dev, ino, path = parts
+        r = roots.setdefault(path, _Root(path))
+        r.idents.add((mnt_id, dev, int(ino)))
+        r.links.append((name, net12))
+    for _, mnt in mounts:
+        m = _NETNS.match(mnt)
+        if m:
+            roots.setdefault(m["root"], _Root(m["root"]))
+    for r in roots.values():
+        r.mounts = sorted({m for _, m in mounts if _under(m, r.path)}, key=lambda m: (-m.count("/"), m))
+    return roots
+
+
+def _gone(r: _Root, mounted: set[str]) -> bool:
+    if any(f"{mnt_id} {dev}" not in mounted for mnt_id, dev, _ in r.idents):
+        return False  # the mount that held it is gone: the root may be fine on its disk
+    try:
+        st = os.stat(r.path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    here = (f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}", st.st_ino)
+    if r.idents and here not in {(dev, ino) for _, dev, ino in r.idents}:
+        return True  # another directory took the path
+    return not os.path.isdir(os.path.join(r.path, "locks"))
+
+
+def sweep(*, root: Path | None = None) -> Swept:
+    """Remove what roots that are gone left on the host; with *root*, what that root left,
+    gone or not (``system reset`` of a root, present or missing). Cheap when nothing is
+    gone: one netlink dump, one read of mountinfo, a ``stat`` per root."""
+    mounts = _mountinfo()
+    roots = _candidates(mounts)
+    if root is not None:  # its netns files only: the caller deals with the root's other mounts
+        path = os.path.realpath(root)
+        dead = [roots.get(path) or _Root(path)]
+        dead[0].mounts = sorted(m for _, m in mounts if (n := _NETNS.match(m)) and n["root"] == path)
+    else:
+        mounted = {dev for dev, _ in mounts}
+        dead = [r for r in roots.values() if _gone(r, mounted)]
+    if not dead:
+        return Swept()
+    return _remove(dead)
+
+
+def _remove(dead: list[_Root]) -> Swept:
+    cids = {m["cid"] for r in dead for mnt in r.mounts if (m := _NETNS.match(mnt))}
+    pids = _stop_helpers(cids, {r.path for r in dead})
+    cgroups = _remove_cgroups(cids)
+    gone_links = []
+    # veths first: a bridge's removal would only unenslave them
+    for r in dead:
+        for name, _ in sorted(r.links, key=lambda x: not x[0].startswith("pbv")):
+            with contextlib.suppress(Exception):
+                if links.delete_link(name):
+                    gone_links.append(name)
+    rules = 0
+    nets = {net12 for r in dead for _, net12 in r.links}
+    if nets:
+        with firewall.locked():
+            rules = firewall.remove_tagged_all(firewall.network_tag(n) for n in sorted(nets))
+    unmounted = []
+    from builder import syscalls
+
+    sc = syscalls.real()
+    for r in dead:
+        for mnt in r.mounts:
+            with contextlib.suppress(OSError):
+                sc.umount2(mnt, syscalls.MNT_DETACH)
+                unmounted.append(mnt)
+        if not os.path.isdir(os.path.join(r.path, "locks")):
+            _remove_leftovers(r)
+    return Swept(tuple(r.path for r in dead), tuple(gone_links), rules, tuple(unmounted), tuple(cgroups), tuple(pids))
+
+
+def _remove_leftovers(r: _Root) -> None:
+    """The netns mount point files ``rm -rf`` could not remove, and the dirs emptied with them
+    (only empty ones: a root that is really gone leaves nothing else)."""
+    for mnt in r.mounts:
+        m = _NETNS.match(mnt)
+        if m:
+            with contextlib.suppress(OSError):
+                os.unlink(mnt)
+    for d in (f"{r.path}/run/netns", f"{r.path}/run", r.path):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
+
+
+def _stop_helpers(cids: set[str], roots: set[str]) -> list[int]:
+    """Port proxies of these containers and DNS servers of these roots' networks."""
+    from builder.network import helpers
+
+    killed = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(entry.path, "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        ours = False
+        if helpers.PROXY in cmd and "--id" in cmd[:-1]:  # ``proxy --id <cid> …``
+            ours = cmd[cmd.index("--id") + 1] in cids
+        elif helpers.DNS in cmd[:-1]:  # ``dns <root>/networks <net> …``
+            ours = os.path.realpath(os.path.dirname(cmd[cmd.index(helpers.DNS) + 1])) in roots
+        if ours:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
+
+
+def _remove_cgroups(cids: set[str]) -> list[str]:
+    """The ``pybuild/<id>`` cgroups of these containers, their processes killed first."""
+    if not cids:
+        return []
+    from builder.sandbox import cgroups
+
+    layout = cgroups.detect()
+    removed = []
+    for cid in sorted(cids):
+        paths = [str(p) for mnt in {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}
+                 if (p := Path(mnt) / cgroups.PARENT / cid).is_dir()]
+        if not paths:
+            continue
+        v2 = next((p for p in paths if layout.v2 and p.startswith(layout.v2)), None)
+        with contextlib.suppress(Exception):
+            cgroups.Cgroup(id=cid, paths=paths, v2=v2).remove()
+            removed += paths
+    return removed

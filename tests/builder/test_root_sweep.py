@@ -1,0 +1,240 @@
+"""A state root deleted without ``system reset`` (a CI workspace, a test's temp dir removed
+with ``rm -rf``) leaves no host state for long: the next command of another root that sets up
+a network sweeps it (bridges, veths, rules, netns mounts, cgroups, port proxies), and
+``system reset`` of the missing root does the same. A root that is only absent (its file
+system unmounted) and every live root are left alone.
+
+The deletion here is deliberate: it is the scenario under test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from builder.network import links, sweep
+from builder.sandbox import cgroups
+
+Pybuild = Any  # the runner from tests/conftest.py
+Factory = Callable[[], Pybuild]
+
+
+def _with_busybox(pb: Pybuild, busybox_tar: Path) -> Pybuild:
+    from registry import archive
+    from registry.reference import Reference
+
+    archive.import_rootfs(pb.store(), busybox_tar, reference=Reference.parse("busybox:latest"),
+                          config={"Cmd": ["sh"]})
+    return pb
+
+
+@dataclass
+class Trace:
+    """What a root put on the host, read while it was alive."""
+
+    root: str
+    links: set[str]
+    tags: set[str]
+    cids: set[str]
+    proxies: set[int]
+
+
+def _aliases() -> dict[str, str]:
+    return dict(links.tagged_links(sweep.PREFIX))
+
+
+def _rules_with(tags: set[str]) -> list[str]:
+    text = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return [line for line in text.splitlines()
+            if any(re.search(f'--comment "?{t}[:" ]', line + " ") for t in tags)]
+
+
+def _mounts_under(root: str) -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if f" {root}/" in line or f" {root} " in line]
+
+
+def _cgroups_of(cids: set[str]) -> list[Path]:
+    layout = cgroups.detect()
+    mounts = {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}
+    return [p for m in mounts for c in cids if (p := Path(m) / cgroups.PARENT / c).exists()]
+
+
+def _proxies(cids: set[str]) -> set[int]:
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"builder.network.proxy" in cmd and any(c.encode() in cmd for c in cids):
+                out.add(int(d))
+    return out
+
+
+def _populate(pb: Pybuild) -> Trace:
+    """A user network, a container on it with a published port, one on the default bridge."""
+    pb("network", "create", "ci-net")
+    a = pb("run", "-d", "--network", "ci-net", "-p", "127.0.0.1::80", "busybox", "sleep", "600").stdout.strip()
+    b = pb("run", "-d", "busybox", "sleep", "600").stdout.strip()
+    root = os.path.realpath(pb.root)
+    mine = {name for name, alias in _aliases().items() if alias.endswith(f" {root}")}
+    nets = {alias.split()[1] for name, alias in _aliases().items() if name in mine}
+    trace = Trace(root, mine, {f"pybuild:{n}" for n in nets}, {a, b}, _proxies({a, b}))
+    assert len([n for n in mine if n.startswith("pb-")]) == 2 and len([n for n in mine if n.startswith("pbv")]) == 2
+    assert len(_rules_with(trace.tags)) >= 10 and trace.proxies
+    assert _cgroups_of(trace.cids) and _mounts_under(root)
+    return trace
+
+
+def _kill_and_delete(pb: Pybuild) -> None:
+    """What a CI runner does at the end of a job: kill -9 the job's processes (the containers'
+    supervisors carry the root in their command line), then ``rm -rf`` the workspace."""
+    root = str(pb.root)
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if root in cmd:
+                os.kill(int(d), signal.SIGKILL)
+    # the netns files are mount points: rm cannot remove those, and says so
+    r = subprocess.run(["rm", "-rf", root], capture_output=True, text=True)
+    assert r.returncode != 0 and "busy" in r.stderr
+    assert not (pb.root / "locks").exists() and not (pb.root / "store").exists()
+
+
+def _assert_swept(t: Trace) -> None:
+    deadline = time.monotonic() + 5
+    while _proxies(t.cids) and time.monotonic() < deadline:
+        time.sleep(0.05)  # SIGKILLed helpers are reaped by init
+    assert not t.links & set(os.listdir("/sys/class/net"))
+    assert not [a for a in _aliases().values() if a.endswith(f" {t.root}")]
+    assert _rules_with(t.tags) == []
+    assert _mounts_under(t.root) == []
+    assert _cgroups_of(t.cids) == []
+    assert not _proxies(t.cids)
+    assert not os.path.exists(t.root)  # the mount points rm left, and their dirs, are gone too
+
+
+def test_another_roots_network_setup_sweeps_a_deleted_root(pybuild_factory: Factory, busybox_tar: Path) -> None:
+    gone = _with_busybox(pybuild_factory(), busybox_tar)
+    live = _with_busybox(pybuild_factory(), busybox_tar)
+    live("network", "create", "stays")
+    keeper = live("run", "-d", "-p", "127.0.0.1::80", "busybox", "sleep", "600").stdout.strip()
+    theirs = _populate(gone)
+    live_links = {n for n, a in _aliases().items() if a.endswith(f" {os.path.realpath(live.root)}")}
+    _kill_and_delete(gone)
+    assert theirs.links <= set(os.listdir("/sys/class/net"))  # nothing went by itself
+
+    live("network", "create", "next")  # sets up a network: sweeps first
+    _assert_swept(theirs)
+    # the live root keeps everything: links, its running container and its published port
+    assert live_links <= set(os.listdir("/sys/class/net"))
+    assert live("inspect", "-f", "{{.State.Running}}", keeper).stdout.strip() == "true"
+    assert _proxies({keeper})
+    live("rm", "-f", keeper)
+
+
+def test_default_bridge_setup_sweeps_and_costs_little(pybuild_factory: Factory, busybox_tar: Path) -> None:
+    gone = _with_busybox(pybuild_factory(), busybox_tar)
+    theirs = _populate(gone)
+    _kill_and_delete(gone)
+    fresh = _with_busybox(pybuild_factory(), busybox_tar)
+    fresh("run", "--rm", "busybox", "true")  # its default bridge is made now: sweep first
+    _assert_swept(theirs)
+    # with nothing to sweep, a sweep is one netlink dump and one read of mountinfo
+    sweep.sweep()
+    t = time.perf_counter()
+    for _ in range(10):
+        assert sweep.sweep() == sweep.Swept()
+    assert (time.perf_counter() - t) / 10 < 0.02
+
+
+def test_system_reset_of_a_missing_root(pybuild_factory: Factory, busybox_tar: Path) -> None:
+    gone = _with_busybox(pybuild_factory(), busybox_tar)
+    theirs = _populate(gone)
+    _kill_and_delete(gone)
+    r = gone("system", "reset", "-f")
+    assert r.returncode == 0 and r.stderr == ""
+    for name in theirs.links:
+        # bridges reported (the veths may die first, with their namespaces)
+        assert name in r.stdout or name.startswith("pbv")
+    _assert_swept_but_root(theirs)
+    # and a root that never existed resets cleanly too
+    never = pybuild_factory()
+    never.root.rmdir()
+    assert never("system", "reset", "-f").returncode == 0
+
+
+def _assert_swept_but_root(t: Trace) -> None:
+    """As ``_assert_swept``; the CLI opened (so made) the root dir again: it may exist."""
+    assert not t.links & set(os.listdir("/sys/class/net"))
+    assert _rules_with(t.tags) == []
+    assert _mounts_under(t.root) == []
+    assert _cgroups_of(t.cids) == []
+    deadline = time.monotonic() + 5
+    while _proxies(t.cids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _proxies(t.cids)
+
+
+def test_a_root_on_an_unmounted_file_system_is_left_alone(tmp_path: Path, pybuild_factory: Factory) -> None:
+    other = pybuild_factory()
+    disk, mnt = tmp_path / "disk", tmp_path / "mnt"
+    disk.mkdir()
+    mnt.mkdir()
+    subprocess.run(["mount", "--bind", str(disk), str(mnt)], check=True)
+    try:
+        away = type(other)(mnt / "root")
+        (mnt / "root").mkdir()
+        away("network", "create", "on-disk")
+        bridge = next(n for n, a in _aliases().items() if a.endswith(f" {mnt}/root"))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    assert not (mnt / "root").exists()  # absent, not gone: its disk is only unmounted
+    other("network", "create", "other")
+    assert bridge in os.listdir("/sys/class/net")
+    # once it is back (a new mount of the same disk), it is alive and still has its bridge
+    subprocess.run(["mount", "--bind", str(disk), str(mnt)], check=True)
+    try:
+        assert away("network", "ls").stdout.count("on-disk") == 1
+        other("network", "create", "another")
+        assert bridge in os.listdir("/sys/class/net")
+        away("system", "reset", "-f")
+        assert bridge not in os.listdir("/sys/class/net")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("shape", ["short", "inode", "cut"])
+def test_aliases_not_ours_are_ignored(shape: str, tmp_path: Path) -> None:
+    """Links whose alias only looks like ours stay, even naming a missing path on a mounted
+    file system (the mount and device of a live directory)."""
+    _, ident = sweep.identity(tmp_path)
+    mnt_id, dev, _ = ident.split()
+    alias = {
+        "short": f"pybuild abc {mnt_id} {dev}",
+        "inode": f"pybuild abc {mnt_id} {dev} x {tmp_path}/gone",
+        # cut at the kernel's 255 bytes: the path it names is not the root's
+        "cut": (f"pybuild abc {mnt_id} {dev} 4 {tmp_path}/gone/" + "x" * 255)[:255],
+    }[shape]
+    subprocess.run(["ip", "link", "add", "pbtsweep0", "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", "pbtsweep0", "alias", alias], check=True)
+        assert dict(links.tagged_links(sweep.PREFIX))["pbtsweep0"] == alias
+        sweep.sweep()
+        assert "pbtsweep0" in os.listdir("/sys/class/net")
+    finally:
+        subprocess.run(["ip", "link", "del", "pbtsweep0"], check=True)
