@@ -1,0 +1,271 @@
+"""The start-up budget of each command family: a heavy import cannot creep back onto a hot path
+unseen.
+
+pybuild has no daemon, so every command pays for what it imports. For each family (build, run,
+ps/images/inspect, pull/push, network, volume, serve) a fresh interpreter runs the command's
+entry in-process (``builder.cli.main(argv)``; for ``serve``, ``make_app`` as the command does
+before it listens), then reads ``sys.modules``. The test fails when:
+
+* a module of ours (``builder.*``, ``registry.*``, ``grammar``) outside the family's listed
+  prefixes was imported (the click modules under ``builder.cli`` are every family's: they
+  parse and render, and what they import at module level is held to the budget itself);
+* a third-party distribution other than the family's was imported (``click`` for every CLI
+  command; ``aiohttp`` only for ``serve``; ``lark`` never on a cached build);
+* a standard-library module on the family's heavy list was imported (the standard library is
+  otherwise allowed: listing every small module it loads would pin CPython, not pybuild).
+
+The runs are the warm ones a user repeats: a build whose steps are all cached, a ``run`` of an
+image whose layers are unpacked, so first-use work (Lark, the executor, tar) is out of budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "registry"))
+
+from registry_server import Registry, start_registry  # noqa: E402
+
+# stdlib modules that cost milliseconds each and that no listing or cached command needs
+HEAVY_STDLIB = frozenset({
+    "asyncio", "concurrent", "ssl", "http", "email", "urllib.request", "tarfile", "zipfile",
+    "gzip", "multiprocessing", "xml", "sqlite3", "logging", "pickle", "csv", "unittest",
+    "pdb", "doctest", "argparse", "decimal", "statistics", "importlib.metadata", "tomllib",
+})
+NO_EXEC = ("subprocess", "ctypes")  # no process spawned nor libc called by a pure listing
+# every command loads these (exact names); a family lists prefixes of its own beside them
+CORE = frozenset({"builder", "builder.cli", "builder.errors", "builder.state", "builder.units",
+        "builder.filters", "builder.events", "registry", "registry.lazy", "registry.errors",
+        "registry.digest", "registry.mediatypes", "registry.model", "registry.config",
+        "registry.reference", "registry.store", "registry.leases",
+        # packages whose ``__init__`` loads nothing (names resolved on first use)
+        "builder.layers", "builder.sandbox", "builder.execute", "builder.containers",
+        "grammar"})  # (Lark itself loads when a parser is built, and is a budget's third party)
+
+PROBE = r"""
+import json, sys
+argv, out = json.loads(sys.argv[1]), sys.argv[2]
+try:
+    if argv[0] == "serve-app":
+        from builder.serve.app import make_app
+        from builder.state import StateRoot
+        make_app(StateRoot.open(argv[1]))
+    else:
+        from builder.cli import main
+        main(argv)
+except SystemExit as e:
+    if e.code not in (0, None):
+        raise
+with open(out, "w") as f:
+    json.dump(sorted(sys.modules), f)
+"""
+
+
+def loaded(argv: list[str], tmp: Path, *, cwd: Path | None = None) -> set[str]:
+    """The modules a fresh interpreter holds after running *argv* through the CLI's entry."""
+    out = tmp / "modules.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYBUILD_ROOT"}
+    r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv), str(out)],
+                       capture_output=True, text=True, cwd=cwd or tmp, env=env, timeout=120)
+    assert r.returncode == 0, f"{argv} exited {r.returncode}: {r.stderr[-2000:]}"
+    mods: list[str] = json.loads(out.read_text())
+    out.unlink()
+    return set(mods)
+
+
+def over_budget(mods: set[str], *, ours: tuple[str, ...], third_party: tuple[str, ...] = ("click",),
+                heavy: frozenset[str] | tuple[str, ...] = HEAVY_STDLIB) -> list[str]:
+    """What *mods* holds beyond the budget (empty: within it)."""
+
+    def under(name: str, prefixes: tuple[str, ...] | frozenset[str]) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    def ancestor(name: str) -> bool:  # a package that an allowed module lives in
+        return any(p.startswith(name + ".") for p in ours)
+
+    bad = []
+    for m in sorted(mods):
+        top = m.split(".")[0]
+        if top in ("builder", "registry", "grammar"):
+            if m not in CORE and not under(m, ("builder.cli", *ours)) and not ancestor(m):
+                bad.append(m)
+        elif under(m, heavy):
+            bad.append(m)
+        elif top in sys.stdlib_module_names or top.startswith("_") or top in sys.builtin_module_names:
+            continue
+        elif not under(top, third_party) and not under(top, _DEPENDENCIES_OF_ALLOWED):
+            bad.append(m)
+    return bad
+
+
+# what the allowed third-party packages import themselves
+_DEPENDENCIES_OF_ALLOWED = ("aiosignal", "attr", "frozenlist", "multidict", "yarl", "idna",
+                            "propcache", "aiohappyeyeballs", "isal", "zstandard", "typing_extensions")
+
+
+def assert_within(mods: set[str], argv: list[str], **budget: Any) -> None:
+    bad = over_budget(mods, **budget)
+    assert not bad, f"pybuild {' '.join(argv)} imports modules outside its budget: {bad}"
+
+
+def test_over_budget_reports_what_is_outside() -> None:
+    mods = {"builder", "builder.cli", "builder.graph", "builder.graph.ops", "click", "tarfile",
+            "json", "lark"}
+    assert over_budget(mods, ours=("builder.cli.images",)) == [
+        "builder.graph", "builder.graph.ops", "lark", "tarfile"]
+    # a package whose module is allowed is allowed itself; the standard library, but its
+    # heavy list
+    assert over_budget(mods, ours=("builder.graph.ops",), third_party=("click", "lark"),
+                       heavy=()) == []
+
+
+# -- ps / images / inspect -----------------------------------------------------------------------
+LISTING_OURS = ("builder.images", "builder.containers")
+LISTING_HEAVY = HEAVY_STDLIB | set(NO_EXEC)
+
+
+@pytest.mark.parametrize("argv", [["images"], ["images", "-a", "--format", "json"], ["ps", "-a"],
+                                  ["inspect", "busybox"], ["image", "inspect", "busybox"],
+                                  ["version"]], ids=" ".join)
+def test_listing_commands_stay_light(busybox: Any, tmp_path: Path, argv: list[str]) -> None:
+    root = str(busybox.root)
+    ours: tuple[str, ...] = LISTING_OURS
+    heavy = LISTING_HEAVY
+    if "--format" in argv:  # Go templates (parsed once, then cached: no Lark here)
+        ours += ("builder.template",)
+        heavy = LISTING_HEAVY - {"pickle"}
+    if argv == ["version"]:
+        # the installed distribution's version (importlib.metadata reads its METADATA as an
+        # email message), git's commit and runc's version, the host's cgroup version
+        ours += ("builder.system", "builder.sandbox.cgroups", "builder.sandbox.spec")
+        heavy = LISTING_HEAVY - {"subprocess", "importlib.metadata", "email", "csv", "zipfile"}
+    mods = loaded(["--root", root, *argv], tmp_path)
+    assert "builder.cli" in mods  # the probe ran the command
+    assert_within(mods, argv, ours=ours, heavy=heavy)
+
+
+# -- build ---------------------------------------------------------------------------------------
+BUILD_OURS = ("builder.pipeline", "builder.dockerfile.parsecache",
+              "builder.dockerfile.instructions", "builder.dockerfile.syntax",
+              "builder.dockerfile.tree", "builder.graph", "builder.solver", "builder.cache",
+              "builder.assemble", "builder.context", "builder.ignore", "builder.expand",
+              "builder.paths", "builder.execute.inputs", "builder.sources",
+              # a snapshot's presence in the layer cache (rootfs.LayerCache.has); the lazy
+              # ``builder.layers`` package comes with it, not its tar code
+              "builder.rootfs")
+# the solver's thread pool (concurrent.futures, which loads logging); the parse cache (pickle)
+BUILD_HEAVY = HEAVY_STDLIB - {"concurrent", "logging", "pickle"}
+
+
+def test_cached_build_stays_light(busybox: Any, tmp_path: Path) -> None:
+    """A rebuild with every step cached: no Lark (the parse cache holds the Dockerfile), no
+    executor, sandbox, layer or tar code."""
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "src" / "a.txt").write_text("a\n")
+    (ctx / "Dockerfile").write_text("FROM busybox AS base\nCOPY src/ /src/\nRUN cat /src/a.txt\n"
+                                    "FROM busybox\nCOPY --from=base /src /src\nENV A=1\n"
+                                    "WORKDIR /w\nCMD [\"true\"]\n")
+    argv = ["--root", str(busybox.root), "build", "-q", "-t", "budget:latest", str(ctx)]
+    busybox(*argv[2:])
+    mods = loaded(argv, tmp_path)
+    assert "builder.solver" in mods
+    assert_within(mods, argv, ours=BUILD_OURS, heavy=BUILD_HEAVY)
+
+
+# -- run -----------------------------------------------------------------------------------------
+RUN_OURS = ("builder.containers", "builder.sandbox", "builder.rootfs",
+            "builder.layers.common", "builder.layers.view", "builder.syscalls", "builder.paths")
+
+
+@pytest.mark.parametrize("argv", [["run", "--rm", "--network", "none", "busybox", "true"],
+                                  ["run", "-d", "--network", "none", "busybox", "true"]],
+                         ids=" ".join)
+def test_run_stays_light(busybox: Any, tmp_path: Path, argv: list[str]) -> None:
+    """``run`` of an image whose layers are unpacked: no front end, no tar, no network code for
+    ``--network none``, no thread pool."""
+    busybox("run", "--rm", "--network", "none", "busybox", "true")  # unpacks the layers
+    full = ["--root", str(busybox.root), *argv]
+    mods = loaded(full, tmp_path)
+    assert "builder.containers.create" in mods
+    assert_within(mods, full, ours=RUN_OURS, heavy=HEAVY_STDLIB)
+    if "-d" in argv:
+        busybox("rm", "-f", busybox("ps", "-aq").stdout.split()[0])
+
+
+# -- pull / push ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with start_registry(tmp_path_factory.mktemp("budget-registry")) as reg:
+        yield reg
+
+
+TRANSFER_OURS = ("registry.transfer", "registry.client", "registry.auth",
+                 "registry.compression")
+# the HTTP stack (requests over urllib3, which log through logging and read their own
+# distribution metadata) and the thread pool of concurrent blobs
+TRANSFER_THIRD_PARTY = ("click", "requests", "urllib3", "certifi", "charset_normalizer", "idna",
+                        "cython_runtime")
+TRANSFER_HEAVY = HEAVY_STDLIB - {"concurrent", "ssl", "http", "email", "urllib.request", "logging",
+                                 "importlib.metadata", "csv", "zipfile"}
+
+
+def test_pull_and_push_stay_light(busybox: Any, registry_server: Registry, tmp_path: Path) -> None:
+    """push and pull: the registry client and transfer code, never the build or run side."""
+    ref = f"{registry_server.addr}/budget/busybox:latest"
+    busybox("tag", "busybox", ref)
+    push = ["--root", str(busybox.root), "push", ref]
+    assert_within(loaded(push, tmp_path), push, ours=TRANSFER_OURS, heavy=TRANSFER_HEAVY,
+                  third_party=TRANSFER_THIRD_PARTY)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    pull = ["--root", str(fresh), "pull", ref]
+    # a pulled layer is decompressed as it streams in (its diff_id checked, its unpacked size
+    # counted from the tar entries)
+    assert_within(loaded(pull, tmp_path), pull, ours=TRANSFER_OURS,
+                  heavy=TRANSFER_HEAVY - {"gzip", "tarfile"},
+                  third_party=TRANSFER_THIRD_PARTY)
+
+
+# -- network / volume ----------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["network", "ls"], ["volume", "ls"]], ids=" ".join)
+def test_network_and_volume_listings_stay_light(pybuild: Any, tmp_path: Path,
+                                                argv: list[str]) -> None:
+    full = ["--root", str(pybuild.root), *argv]
+    ours: tuple[str, ...] = ("builder.volume", "builder.paths")
+    heavy = LISTING_HEAVY
+    if argv[0] == "network":  # its module spawns iptables and the helpers
+        ours += ("builder.network",)
+        heavy = LISTING_HEAVY - {"subprocess"}
+    assert_within(loaded(full, tmp_path), full, ours=ours, heavy=heavy)
+
+
+def test_volume_create_and_rm_stay_light(pybuild: Any, tmp_path: Path) -> None:
+    ours = ("builder.volume", "builder.paths")
+    for argv in (["volume", "create", "budget"], ["volume", "rm", "budget"]):
+        full = ["--root", str(pybuild.root), *argv]
+        assert_within(loaded(full, tmp_path), full, ours=ours, heavy=LISTING_HEAVY)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+def test_serve_app_stays_light(pybuild: Any, tmp_path: Path) -> None:
+    """``serve`` makes its application with aiohttp (and asyncio); each endpoint module loads
+    the library it calls only when a request needs it."""
+    argv = ["serve-app", str(pybuild.root)]
+    mods = loaded(argv, tmp_path)
+    assert "builder.serve.app" in mods
+    # a daemon, started once: its budget keeps the build front end, the executor, the sandbox
+    # and networking out, which its endpoints load on first use
+    ours = ("builder.serve", "builder.containers.attach", "builder.system", "registry.auth")
+    assert_within(mods, argv, ours=ours, third_party=("click", "aiohttp", "cython_runtime"),
+                  heavy=HEAVY_STDLIB - {"asyncio", "concurrent", "http", "email", "ssl",
+                                        "urllib.request", "logging", "tarfile", "pickle",
+                                        "argparse", "importlib.metadata", "csv", "zipfile"})
