@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYBUILD := $(VENV)/bin/pybuild
-APT_PACKAGES := busybox-static runc skopeo umoci docker.io docker-registry iptables nftables \
+APT_PACKAGES := busybox-static runc skopeo umoci docker.io docker-registry iptables nftables openssh-client \
 	iproute2 uidmap ca-certificates git python3-venv tini libseccomp2 gcc libc6-dev
 DEMO_ROOT ?= /tmp/pybuild-demo
 

@@ -6,6 +6,7 @@ step succeeded; exports ``--output`` (oci/docker archives, a tar or a directory 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -41,6 +42,8 @@ class BuildRequest:
     labels: dict[str, str] = field(default_factory=dict)
     outputs: tuple[Output, ...] = ()
     secrets: dict[str, bytes] = field(default_factory=dict)
+    #: ``--ssh`` specs as given (``default``, ``ID=SOCKET``, ``ID=KEY[,KEY]``)
+    ssh: tuple[str, ...] = ()
     jobs: int = 2
     compression: str = "gzip"
     platform: str | None = None
@@ -233,11 +236,18 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
     memo.save()
     for w in graph.warnings:
         emit(Event("warning", text=w))
+    ssh_agents = contextlib.ExitStack()
+    ssh: dict[str, str] = {}
+    if req.ssh:
+        from builder.execute.ssh import agents, parse_ssh
+
+        ssh = ssh_agents.enter_context(agents(parse_ssh(req.ssh)))
     solver = Solver(state, options=SolveOptions(
         jobs=req.jobs, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter,
-        compression=req.compression, secrets=req.secrets, cancel=req.cancel), progress=progress,
-        context=tree)
-    target, _results = solver.build(graph)
+        compression=req.compression, secrets=req.secrets, cancel=req.cancel, ssh=ssh),
+        progress=progress, context=tree)
+    with ssh_agents:
+        target, _results = solver.build(graph)
     from builder.assemble import Assembler
 
     assembler = Assembler(store, solver.cache, state.layers, compression=req.compression)

@@ -67,6 +67,8 @@ class SolveOptions:
     no_cache_filter: frozenset[str] = frozenset()
     compression: str = "gzip"
     secrets: dict[str, bytes] = field(default_factory=dict)
+    #: ``build --ssh``: agent socket by id (started and stopped by the caller)
+    ssh: dict[str, str] = field(default_factory=dict)
     explain: bool = True
     #: set by the caller to stop the build: steps not started are skipped, running RUN
     #: processes killed (``pybuild serve`` when its client goes away)
@@ -321,7 +323,7 @@ class Solver:
 
         self._used_workspace = True
         inputs = StepInputs({i: r.layers for i, r in results.items()}, self.options.secrets, log,
-                            self._cancel)
+                            self._cancel, ssh=self.options.ssh)
         with Workspace(self.state, self.store, [] if step.linked else layers,
                        platform=plan.platform, context=self.context) as ws:
             step.execute(StepRunner(ws, inputs))

@@ -206,6 +206,8 @@ def human(n: float) -> str:
 @click.option("-o", "--output", "outputs", multiple=True,
               help="type=oci|docker|tar,dest=FILE or type=local,dest=DIR.")
 @click.option("--secret", "secrets", multiple=True, help="id=ID[,src=FILE|,env=VAR].")
+@click.option("--ssh", "ssh", multiple=True,
+              help="SSH agent socket or keys for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]].")
 @click.option("--jobs", "-j", type=int, default=None, help="Stages built in parallel (default: cores).")
 @click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
 @click.option("--platform", default=None, help="Only the host platform is supported.")
@@ -215,7 +217,8 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
           build_args: tuple[str, ...], target: str | None, no_cache: bool,
           no_cache_filter: tuple[str, ...], labels: tuple[str, ...], progress: str, quiet: bool,
           iidfile: str | None, outputs: tuple[str, ...], secrets: tuple[str, ...],
-          jobs: int | None, compression: str, platform: str | None, network: str | None) -> None:
+          jobs: int | None, compression: str, platform: str | None, network: str | None,
+          ssh: tuple[str, ...]) -> None:
     """Build an image from a Dockerfile and a context directory."""
     from builder.pipeline import BuildRequest, parse_outputs, parse_secrets, run_build
 
@@ -246,6 +249,7 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
         labels=label_map,
         outputs=parse_outputs(outputs),
         secrets=parse_secrets(secrets),
+        ssh=tuple(ssh),
         jobs=jobs or os.cpu_count() or 1,
         compression="none" if compression == "uncompressed" else compression,
         platform=platform,

@@ -42,3 +42,5 @@ class StepInputs:
     secrets: Mapping[str, bytes] = field(default_factory=dict)
     log: Callable[[str], None] = lambda line: None
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: ``build --ssh``: agent socket by id, for ``RUN --mount=type=ssh``
+    ssh: Mapping[str, str] = field(default_factory=dict)

@@ -122,6 +122,7 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
 
     mounts: list[Mount] = []
     env: list[str] = []
+    ssh_n = 0
     for n, (path, content, mode) in enumerate(spec.files):
         fdir = ws.dir / "files"
         fdir.mkdir(exist_ok=True)
@@ -154,6 +155,19 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
             os.chown(f, m.uid or 0, m.gid or 0)
             os.chmod(f, m.mode if m.mode is not None else 0o400)
             mounts.append(Mount(m.target, "bind", str(f), ("rbind", "ro", "nosuid", "nodev", "noexec")))
+        elif m.type == "ssh":
+            from builder.execute import ssh
+
+            target = m.target or ssh.default_target(ssh_n)
+            if ssh_n == 0:
+                env += ssh.auth_sock_env(spec.env, target)
+            ssh_n += 1
+            sock = ssh.mount_socket(sid=m.id, agents_by_id=inputs.ssh, required=m.required,
+                                    uid=m.uid or 0, gid=m.gid or 0,
+                                    mode=m.mode if m.mode is not None else 0o600, stack=stack,
+                                    where=step.location)
+            if sock is not None:
+                mounts.append(Mount(target, "bind", sock, ("rbind", "rw", "nosuid", "nodev", "noexec")))
         elif m.type == "cache":
             if m.source is not None:
                 src = _confined(_host_tree(ws, m, inputs, n), m.source.path, "cache source")

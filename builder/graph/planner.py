@@ -543,12 +543,12 @@ class _StageBuilder:
                 m = df.parse_mount(m.spec, expand=lambda w: self._x(w, ins))
             except ValueError as e:
                 raise self.p._err(ins, f"invalid --mount {m.spec}: {e}") from None
-        if m.type not in ("bind", "cache", "tmpfs", "secret"):
+        if m.type not in ("bind", "cache", "tmpfs", "secret", "ssh"):
             raise self.p._err(ins, f"unsupported --mount type {m.type!r} in {m.spec}")
         target = m.target or ""
         if m.type == "secret" and not target and m.env is None:
             target = "/run/secrets/" + (m.id or os.path.basename(m.source or ""))
-        if not target and m.type != "secret":
+        if not target and m.type not in ("secret", "ssh"):  # ssh: BuildKit's default when run
             raise self.p._err(ins, f"invalid --mount {m.spec}: target is required")
         if target and not target.startswith("/"):
             target = self._abs(target)
