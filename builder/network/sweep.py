@@ -45,6 +45,7 @@ class _Root:
     idents: set[tuple[str, str, int]] = field(default_factory=set)  # (mount id, maj:min, inode)
     links: list[tuple[str, str]] = field(default_factory=list)  # (name, net12)
     mounts: list[str] = field(default_factory=list)
+    replaced: bool = False  # the path now holds another directory
 
 
 def identity(root: Path) -> tuple[str, str]:
@@ -110,7 +111,11 @@ def _gone(r: _Root, mounted: set[str]) -> bool:
         return False
     here = (f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}", st.st_ino)
     if r.idents and here not in {(dev, ino) for _, dev, ino in r.idents}:
-        return True  # another directory took the path
+        # another directory (maybe a live root) took the path: what is under it is not the
+        # dead root's, only its tagged links and their rules are
+        r.mounts = []
+        r.replaced = True
+        return True
     return not os.path.isdir(os.path.join(r.path, "locks"))
 
 
@@ -134,7 +139,7 @@ def sweep(*, root: Path | None = None) -> Swept:
 
 def _remove(dead: list[_Root]) -> Swept:
     cids = {m["cid"] for r in dead for mnt in r.mounts if (m := _NETNS.match(mnt))}
-    pids = _stop_helpers(cids, {r.path for r in dead})
+    pids = _stop_helpers(cids, {net12 for r in dead for _, net12 in r.links})
     cgroups = _remove_cgroups(cids)
     gone_links = []
     # veths first: a bridge's removal would only unenslave them
@@ -157,7 +162,7 @@ def _remove(dead: list[_Root]) -> Swept:
             with contextlib.suppress(OSError):
                 sc.umount2(mnt, syscalls.MNT_DETACH)
                 unmounted.append(mnt)
-        if not os.path.isdir(os.path.join(r.path, "locks")):
+        if not r.replaced and not os.path.isdir(os.path.join(r.path, "locks")):
             _remove_leftovers(r)
     return Swept(tuple(r.path for r in dead), tuple(gone_links), rules, tuple(unmounted), tuple(cgroups), tuple(pids))
 
@@ -175,8 +180,8 @@ def _remove_leftovers(r: _Root) -> None:
             os.rmdir(d)
 
 
-def _stop_helpers(cids: set[str], roots: set[str]) -> list[int]:
-    """Port proxies of these containers and DNS servers of these roots' networks."""
+def _stop_helpers(cids: set[str], nets: set[str]) -> list[int]:
+    """Port proxies of these containers and DNS servers of these networks (12-hex ids)."""
     from builder.network import helpers
 
     killed = []
@@ -190,8 +195,8 @@ def _stop_helpers(cids: set[str], roots: set[str]) -> list[int]:
         ours = False
         if helpers.PROXY in cmd and "--id" in cmd[:-1]:  # ``proxy --id <cid> …``
             ours = cmd[cmd.index("--id") + 1] in cids
-        elif helpers.DNS in cmd[:-1]:  # ``dns <root>/networks <net> …``
-            ours = os.path.realpath(os.path.dirname(cmd[cmd.index(helpers.DNS) + 1])) in roots
+        elif helpers.DNS in cmd[:-2]:  # ``dns <root>/networks <network id> …``
+            ours = cmd[cmd.index(helpers.DNS) + 2][:12] in nets
         if ours:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)

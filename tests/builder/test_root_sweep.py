@@ -190,6 +190,29 @@ def _assert_swept_but_root(t: Trace) -> None:
     assert not _proxies(t.cids)
 
 
+def test_a_new_root_at_a_dead_roots_path_keeps_its_state(pybuild_factory: Factory, busybox_tar: Path) -> None:
+    """The path holds another directory now: only the dead root's tagged links and rules go,
+    nothing of the live root that took its place."""
+    first = pybuild_factory()
+    first("network", "create", "old")
+    root = os.path.realpath(first.root)
+    old = {n for n, a in _aliases().items() if a.endswith(f" {root}")}
+    old_tags = {f"pybuild:{_aliases()[n].split()[1]}" for n in old}
+    subprocess.run(["rm", "-rf", str(first.root)], check=True)  # nothing busy: all of it goes
+    first.root.mkdir()
+    again = _with_busybox(first, busybox_tar)
+    again("network", "create", "new")
+    cid = again("run", "-d", "--network", "new", "-p", "127.0.0.1::80", "busybox", "sleep", "600").stdout.strip()
+    new = {n for n, a in _aliases().items() if a.endswith(f" {root}")} - old
+    assert len(new) == 2 and old
+    pybuild_factory()("network", "create", "elsewhere")
+    assert not old & set(os.listdir("/sys/class/net")) and _rules_with(old_tags) == []
+    assert new <= set(os.listdir("/sys/class/net"))
+    assert again("inspect", "-f", "{{.State.Running}}", cid).stdout.strip() == "true"
+    assert _proxies({cid}) and _mounts_under(root)
+    again("rm", "-f", cid)
+
+
 def test_a_root_on_an_unmounted_file_system_is_left_alone(tmp_path: Path, pybuild_factory: Factory) -> None:
     other = pybuild_factory()
     disk, mnt = tmp_path / "disk", tmp_path / "mnt"
