@@ -428,3 +428,23 @@ def test_judge_git_source_matches_buildkit(busybox: Any, bt: Any, dockerd: Any, 
         ours.stop()
         theirs.stop()
     shutil.rmtree(tmp_path / "fs", ignore_errors=True)
+
+
+def test_git_source_words() -> None:
+    """Which ADD words are git sources (BuildKit's forms) and how ``#ref:subdir`` splits; a
+    password in the URL is not shown in messages."""
+    from builder.sources.git import parse
+
+    g = parse("https://example.com/org/repo.git#v1.2:docs/api/")
+    assert g is not None and (g.remote, g.ref, g.subdir) == ("https://example.com/org/repo.git", "v1.2", "docs/api")
+    g = parse("git@github.com:org/repo.git#main", keep_git_dir=True)
+    assert g is not None and (g.remote, g.ref, g.subdir, g.keep_git_dir) == \
+        ("git@github.com:org/repo.git", "main", "", True)
+    for word in ("git://127.0.0.1/repo.git", "ssh://git@host/repo.git", "ssh://host/repo",
+                 "http://h/r.git#:sub"):
+        assert parse(word) is not None, word
+    for word in ("https://example.com/file.tar.gz", "http://h/r.git.txt", "repo.git", "./x.git",
+                 "git@nohost", "src/"):
+        assert parse(word) is None, word
+    g = parse("https://user:secret@h/r.git#main")
+    assert g is not None and "secret" not in g.shown and g.shown.startswith("https://user:xxxxx@h/")
