@@ -102,6 +102,9 @@ class MountSpec:
             d["size"] = self.size
         if self.type == "secret":
             d = {"type": "secret", "target": self.target, "id": self.id, "env": self.env}
+        if self.type == "ssh":  # never the agent's keys: who may connect, and where
+            d = {"type": "ssh", "target": self.target, "id": self.id, "uid": self.uid, "gid": self.gid,
+                 "mode": self.mode, "required": self.required}
         return d
 
 

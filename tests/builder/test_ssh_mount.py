@@ -219,3 +219,24 @@ def _docker_layers(dockerd: Any, ref: str) -> list[bytes]:
     with tarfile.open(fileobj=io.BytesIO(saved)) as outer:
         manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
         return [outer.extractfile(la).read() for la in manifest[0]["Layers"]]  # type: ignore[union-attr]
+
+
+def test_ssh_mount_cache_key(busybox: Any, bt: Any, agent: Agent, tmp_path: Path) -> None:
+    """The step's key sees the mount's id, target, owner and mode, never the agent's keys: the
+    same step with another agent is CACHED, with another mode it runs again."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN --mount=type=ssh ls -l /run/buildkit > /l\n")
+    _, ev = bt.build(busybox, ctx, "--ssh", "default", env={"SSH_AUTH_SOCK": agent.sock})
+    assert len(bt.executed(ev)) == 1
+    other = Agent()
+    try:
+        _, ev = bt.build(busybox, ctx, "--ssh", "default", env={"SSH_AUTH_SOCK": other.sock})
+    finally:
+        other.stop()
+    assert bt.executed(ev) == []
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN --mount=type=ssh,mode=0666 ls -l /run/buildkit > /l\n")
+    _, ev = bt.build(busybox, ctx, "--ssh", "default", "-t", "m:1", env={"SSH_AUTH_SOCK": agent.sock})
+    assert len(bt.executed(ev)) == 1
+    listing = (bt.rootfs(busybox, "m:1", tmp_path / "fs") / "l").read_text()
+    assert listing.split()[2] == "srw-rw-rw-", listing
