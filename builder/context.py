@@ -242,19 +242,20 @@ class Tree:
                 return True
             return any(_path_match(e, dest) for e in ex)
 
+        # plain strings, not Path objects: a context may hold 100,000s of files
+        base = str(self.root).rstrip("/")
         stack = [("", top)]
         while stack:
             dest_dir, dir_rel = stack.pop()
             try:
-                names = sorted(os.listdir(self.root / dir_rel if dir_rel else self.root),
-                               reverse=True)
+                names = os.listdir(f"{base}/{dir_rel}" if dir_rel else str(self.root))
             except FileNotFoundError:
                 continue
             children = []
             for n in names:
                 path = f"{dir_rel}/{n}" if dir_rel else n
                 dest = f"{dest_dir}/{n}" if dest_dir else n
-                cst = os.lstat(self.root / path)
+                cst = os.lstat(f"{base}/{path}")
                 isdir = stat.S_ISDIR(cst.st_mode)
                 if skip(dest, path, isdir):
                     # A later "!" exception may re-include something below an excluded dir.
@@ -272,7 +273,7 @@ class Tree:
 
     def _entry(self, path: str, dest: str, st: os.stat_result) -> Entry:
         assert self.root is not None
-        full = str(self.root / path) if path else str(self.root)
+        full = f"{str(self.root).rstrip('/')}/{path}" if path else str(self.root)
         link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else None
         return Entry(full, dest, st, link)
 
