@@ -448,3 +448,17 @@ def test_git_source_words() -> None:
         assert parse(word) is None, word
     g = parse("https://user:secret@h/r.git#main")
     assert g is not None and "secret" not in g.shown and g.shown.startswith("https://user:xxxxx@h/")
+
+
+def test_add_by_commit_id(busybox: Any, bt: Any, repo: Repo, daemon: GitDaemon, tmp_path: Path) -> None:
+    """``#<commit>``: a commit that no ref points at any more (fetched by id), and its subdir."""
+    first = repo.head()
+    (repo.work / "a.txt").write_text("later\n")
+    repo.commit("later")
+    repo.push()
+    url = f"git://127.0.0.1:{daemon.port}/repo.git"
+    ctx = build_ctx(tmp_path, f"FROM busybox\nADD {url}#{first} /c\nADD {url}#{first}:sub/deep /d\n")
+    bt.build(busybox, ctx, "-t", "c:1")
+    root = bt.rootfs(busybox, "c:1", tmp_path / "fs")
+    assert (root / "c/a.txt").read_text() == "a\n"
+    assert sorted(os.listdir(root / "d")) == ["d.txt"]
