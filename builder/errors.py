@@ -16,7 +16,10 @@
     │   └── CommandNotExecutable     exit 126: it exists but cannot be run
     ├── ContainerError               container lifecycle: unknown, name in use, running…
     ├── NetworkError                 networks, ports, addresses
-    └── VolumeError                  volumes and mount specs
+    ├── VolumeError                  volumes and mount specs
+    └── TemplateError                a ``--format`` Go template, in Go's words (``template: :1: …``)
+        ├── TemplateParseError       it does not parse (Docker's inspect exits 64)
+        └── TemplateExecError        it fails on a value (``executing "" at <.A>: …``)
 
 ``registry.errors.RegistryError`` is the other tree; ``cli`` renders both.
 """
@@ -120,3 +123,15 @@ class NetworkError(BuildError):
 
 class VolumeError(BuildError):
     exit_code = 125
+
+
+class TemplateError(BuildError):
+    """A ``--format`` template refused; ``str()`` is Go's own text of the error."""
+
+
+class TemplateParseError(TemplateError):
+    pass
+
+
+class TemplateExecError(TemplateError):
+    pass

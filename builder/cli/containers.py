@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +45,7 @@ def _ps_row(c: Container, summary: dict[str, Any], *, trunc: bool, size: str = "
         "CreatedAt": created_at,
         "ID": c.short_id if trunc else c.id,
         "Image": c.image,
+        "Label": fmt_.label_method(dict(c.labels)),
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.labels.items())),
         "LocalVolumes": str(sum(1 for m in c.mounts if m.get("Type") == "volume")),
         "Mounts": ",".join(str(m.get("Name") or m.get("Source", "")) for m in c.mounts),
@@ -124,7 +124,8 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
             click.echo(c.short_id if trunc else c.id)
         return
     if fmt and fmt != "table":
-        click.echo(fmt_.format_rows(fmt, [row_of(c) for c in found], _HEADERS))
+        click.echo(fmt_.format_rows(fmt, [row_of(c) for c in found], _HEADERS,
+                                    type_name="*formatter.ContainerContext", messages=fmt_.PS))
         return
     rows = []
     for c in found:
@@ -348,14 +349,6 @@ def top(obj: Any, container: str) -> None:
     click.echo(fmt_.table(shown["Titles"], shown["Processes"]))
 
 
-def _format_inspect(objs: list[dict[str, Any]], fmt: str | None) -> None:
-    if not fmt:
-        click.echo(json.dumps(objs, indent=4))
-        return
-    for o in objs:
-        click.echo(fmt_.render_template(fmt, o))
-
-
 @click.command("inspect")
 @click.option("-f", "--format", "fmt", default=None, help="Format the output using a {{.Field}} template.")
 @click.option("-s", "--size", is_flag=True, help="Display total file sizes.")
@@ -367,16 +360,15 @@ def container_inspect(obj: Any, fmt: str | None, size: bool, containers: tuple[s
     from builder.errors import BuildError
 
     root = _root(obj)
-    objs, failed = [], False
+    if fmt:
+        fmt_.template(fmt, messages=fmt_.INSPECT)  # a bad template fails before any lookup
+    objs, errors = [], []
     for ref in containers:
         try:
             objs.append(inspect.inspect(root, ref, size=size))
         except BuildError as e:
-            click.echo(f"Error: {e}", err=True)
-            failed = True
-    _format_inspect(objs, fmt)
-    if failed:
-        sys.exit(1)
+            errors.append(f"Error: {e}")
+    fmt_.inspect_output(fmt, objs, errors)
 
 
 # -- the `container` group ---------------------------------------------------------------------

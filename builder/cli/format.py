@@ -1,23 +1,29 @@
-"""Output shaped like Docker's CLI: go-units sizes and durations, tabwriter tables, and the
-subset of Go templates people pass to ``--format``/``-f``.
+"""Output shaped like Docker's CLI: go-units sizes and durations, tabwriter tables, and
+``--format``/``-f`` as Docker's formatter applies a Go template (the engine is
+``builder.template``, imported only when a template is given): ``table`` prefixes with their
+header row, inspect's output and errors, each command's wording of a template error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
 
 import click
 
 # re-exported: the CLI's modules take them from here
 from builder.units import human_duration as human_duration
 from builder.units import human_size as human_size
+
+if TYPE_CHECKING:
+    from builder.template import Options, Template
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -59,70 +65,186 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def go_value(v: Any) -> str:
-    """How Go's text/template prints a value."""
-    if v is None:
-        return "<no value>"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return "[" + " ".join(go_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "map[" + " ".join(f"{k}:{go_value(v[k])}" for k in sorted(v)) + "]"
-    return str(v)
+# -- --format: Go templates through builder.template ---------------------------------------
+class FormatMessages(NamedTuple):
+    """How a command words a template's failure (Docker's commands differ) and its exit codes."""
+
+    parse: str = "template parsing error: "
+    execute: str = "template parsing error: "
+    parse_code: int = 1
+    exec_code: int = 1
 
 
-_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
+#: ``images``, ``network ls``, ``history``, ``stats``, ``system df``…: Docker's formatter
+LIST = FormatMessages()
+#: ``ps``
+PS = FormatMessages(parse="failed to parse template: ", execute="failed to execute template: ")
+#: ``inspect`` and every ``… inspect``: a bad template is a usage error (64)
+INSPECT = FormatMessages(parse_code=64)
+#: ``info``, ``version``: exec errors unprefixed
+INFO = FormatMessages(execute="", parse_code=64)
 
 
-def render_template(template: str, obj: Any) -> str:
-    """The subset of Go templates people pass to ``--format``: ``{{.A.B}}``, ``{{json .A}}``,
-    ``{{index .A "k"}}``, ``{{join .A ","}}``, ``{{upper .A}}``, ``{{lower .A}}``."""
-
-    def path(expr: str) -> Any:
-        if expr == ".":
-            return obj
-        if not expr.startswith("."):
-            raise click.UsageError(f"template: unsupported expression {expr!r}")
-        value = obj
-        for part in expr[1:].split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        return value
-
-    def action(m: re.Match[str]) -> str:
-        words = re.findall(r'"[^"]*"|\S+', m.group(1))
-        if not words:
-            return ""
-        fn, args = (words[0], words[1:]) if not words[0].startswith(".") else ("", words)
-        if fn == "" and len(args) == 1:
-            return go_value(path(args[0]))
-        if fn == "json" and len(args) == 1:
-            return str(json.dumps(path(args[0]), separators=(",", ":")))
-        if fn in ("upper", "lower") and len(args) == 1:
-            s = go_value(path(args[0]))
-            return s.upper() if fn == "upper" else s.lower()
-        if fn == "index" and len(args) == 2:
-            base = path(args[0])
-            return go_value(base.get(args[1].strip('"')) if isinstance(base, dict) else None)
-        if fn == "join" and len(args) == 2:
-            sep: str = args[1].strip('"')
-            return sep.join(go_value(x) for x in path(args[0]) or [])
-        raise click.UsageError(f"template: unsupported action {{{{{m.group(1)}}}}}")
-
-    return _ACTION.sub(action, template.replace("\\t", "\t").replace("\\n", "\n"))
+def _die(message: str, code: int) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
 
 
-def format_rows(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str]) -> str:
-    """``--format``: ``json`` (one object a line), ``table [TEMPLATE]`` or a bare TEMPLATE."""
+@functools.lru_cache(maxsize=16)
+def _parsed(text: str, name: str) -> Template:
+    from builder.template import Template
+
+    return Template(text, name=name)
+
+
+def template(text: str, *, messages: FormatMessages = LIST, name: str = "") -> Template:
+    """*text* parsed (once per process), or Docker's error line and exit."""
+    from builder.errors import TemplateError
+
+    try:
+        return _parsed(text, name)
+    except TemplateError as e:
+        _die(f"{messages.parse}{e}", messages.parse_code)
+
+
+def execute(tmpl: Template, data: Any, *, options: Options | None = None,
+            messages: FormatMessages = LIST) -> str:
+    """*tmpl* over *data*, or Docker's error line and exit."""
+    from builder.errors import TemplateError
+
+    try:
+        return tmpl.execute(data, options=options)
+    except TemplateError as e:
+        _die(f"{messages.execute}{e}", messages.exec_code)
+
+
+def render_template(text: str, obj: Any, *, options: Options | None = None,
+                    messages: FormatMessages = LIST, name: str = "") -> str:
+    """One value through a ``--format`` template (Go's text/template with Docker's functions)."""
+    return execute(template(text, messages=messages, name=name), obj, options=options, messages=messages)
+
+
+def render_inspect(text: str, objs: Sequence[Any], *, options: Options | None = None) -> tuple[str, list[str]]:
+    """``inspect -f``: each object's text (by default Docker's typed-value view of the JSON
+    with its JSON fallback, ``shapes.INSPECT``), and the errors of those that failed (Docker
+    joins them after the output). A template that does not parse exits 64 first."""
+    from builder.errors import TemplateError
+    from builder.template.shapes import INSPECT as SHAPE
+
+    tmpl = template(text, messages=INSPECT)
+    lines, errors = [], []
+    for o in objs:
+        try:
+            lines.append(tmpl.execute(o, options=options or SHAPE))
+        except TemplateError as e:
+            errors.append(f"{INSPECT.execute}{e}")
+    return "\n".join(lines), errors
+
+
+def inspect_output(text: str | None, objs: Sequence[Any], errors: Sequence[str] = (), *,
+                   options: Options | None = None) -> None:
+    """Print ``inspect`` as Docker does: indented JSON, or each object through ``-f``; then the
+    errors (lookups and templates), exit 1 if any. With a template and nothing printed, Docker
+    prints an empty line."""
+    if not text:
+        click.echo(json.dumps(list(objs), indent=4))
+        failed = list(errors)
+    else:
+        out, failed = render_inspect(text, objs, options=options)
+        click.echo(out)
+        failed = list(errors) + failed
+    if failed:
+        _die("\n".join(failed), 1)
+
+
+class RowMethod:
+    """A row's method that takes string arguments, as ``Label "k"`` of Docker's ``ps``,
+    ``network ls`` and ``volume ls`` rows; in the header row it shows its argument."""
+
+    arity = 1
+
+    def __init__(self, fn: Callable[[str], str]) -> None:
+        self._fn = fn
+
+    def __call__(self, key: str) -> str:
+        return self._fn(key)
+
+    @property
+    def header(self) -> RowMethod:
+        return RowMethod(lambda key: key)
+
+
+def label_method(labels: dict[str, str]) -> RowMethod:
+    return RowMethod(lambda key: labels.get(key, ""))
+
+
+def _preformat(fmt: str) -> tuple[bool, str]:
+    """Docker's ``preFormat``: a ``table`` prefix, spaces trimmed, ``\\t``/``\\n`` unescaped."""
+    is_table = fmt.startswith("table")
+    text = fmt[len("table"):] if is_table else fmt
+    return is_table, text.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
+
+
+def format_rows(fmt: str, rows: Sequence[dict[str, Any]], headers: dict[str, str], *,
+                type_name: str = "", messages: FormatMessages = LIST) -> str:
+    """``--format`` of a list command, as Docker's formatter: ``json`` (one object a line, as
+    Docker 23+), ``table TEMPLATE`` (a header row of the column titles, tabwriter columns) or a
+    bare TEMPLATE, one line a row. *type_name* is the Go type Docker's rows have (for
+    ``can't evaluate field X in type T``)."""
+    from builder.template.shapes import row
+
     if fmt == "json":
-        return "\n".join(json.dumps(r, separators=(",", ":")) for r in rows)
-    if fmt.startswith("table"):
-        template = fmt[len("table"):].strip()
-        fields = re.findall(r"\{\{\s*\.(\w+)\s*\}\}", template)
-        cells = [render_template(template, r).split("\t") for r in rows]
-        head = [headers.get(f, f.upper()) for f in fields]
-        return table(head, cells)
-    return "\n".join(render_template(fmt, r) for r in rows)
+        fmt = "{{json .}}"
+    is_table, text = _preformat(fmt)
+    tmpl = template(text, messages=messages)
+    options = row(type_name) if type_name else None
+    body = "".join(execute(tmpl, r, options=options, messages=messages) + "\n" for r in rows)
+    if not is_table:
+        return body[:-1]
+    header = dict(headers)
+    for r in rows[:1]:
+        for k, v in r.items():
+            if callable(v):
+                header[k] = v.header  # e.g. ps's ``Label "k"``: the header shows the key
+    return tabwrite(tmpl.execute_header(header) + "\n" + body).rstrip("\n")
+
+
+def tabwrite(text: str, *, minwidth: int = 10, padding: int = 3) -> str:
+    """Go's ``text/tabwriter`` as Docker's formatter sets it up (min width 10, padding 3, spaces):
+    tab-terminated cells aligned in column blocks of adjacent lines, the last cell of a line
+    left as it is."""
+    lines = [line.split("\t") for line in text.split("\n")]
+    widths: list[int] = []
+    out: list[str] = []
+
+    def write(line0: int, line1: int) -> None:
+        for i in range(line0, line1):
+            parts = []
+            for j, cell in enumerate(lines[i]):
+                parts.append(cell.ljust(widths[j]) if j < len(widths) else cell)
+            out.append("".join(parts))
+
+    def block(line0: int, line1: int) -> None:
+        column = len(widths)
+        this = line0
+        while this < line1:
+            if column >= len(lines[this]) - 1:
+                this += 1
+                continue
+            write(line0, this)
+            line0 = this
+            width = minwidth
+            while this < line1 and column < len(lines[this]) - 1:
+                width = max(width, len(lines[this][column]) + padding)
+                this += 1
+            widths.append(width)
+            block(line0, this)
+            widths.pop()
+            line0 = this
+        write(line0, line1)
+
+    block(0, len(lines))
+    return "\n".join(out)
 
 
 @contextlib.contextmanager

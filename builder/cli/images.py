@@ -17,9 +17,9 @@ from builder.cli.format import (
     format_rows,
     human_duration,
     human_size,
+    inspect_output,
     output_stream,
     parse_time,
-    render_template,
     table,
 )
 
@@ -107,7 +107,7 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
         _echo_lines("\n".join(ids))
         return
     if fmt and fmt != "table":
-        _echo_lines(format_rows(fmt, rows, _IMAGE_HEADERS))
+        _echo_lines(format_rows(fmt, rows, _IMAGE_HEADERS, type_name="*formatter.imageContext"))
         return
     cols = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
     click.echo(table([_IMAGE_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
@@ -185,18 +185,21 @@ def prune(g: Globals, all_: bool, force: bool) -> None:
 def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | None) -> None:
     """Return low-level information on images (or, failing that, containers)."""
     from builder import images as library
+    from builder.cli.format import INSPECT, template
 
+    if fmt and fmt != "json":
+        template(fmt, messages=INSPECT)  # a bad template fails before any lookup
     results, missing = library.inspect_any(g.state, names, kind=kind)
-    if fmt:
+    what = "image" if kind == "image" else "object"
+    errors = [f"Error: No such {what}: {name}" for name in missing]
+    if fmt == "json":  # Docker 23+: each object as indented JSON
         for r in results:
-            click.echo(json.dumps(r, indent=4) if fmt == "json" else render_template(fmt, r))
-    else:
-        click.echo(json.dumps(results, indent=4))
-    for name in missing:
-        what = "image" if kind == "image" else "object"
-        click.echo(f"Error: No such {what}: {name}", err=True)
-    if missing:
-        sys.exit(1)
+            click.echo(json.dumps(r, indent=4))
+        if errors:
+            click.echo("\n".join(errors), err=True)
+            sys.exit(1)
+        return
+    inspect_output(fmt, results, errors)
 
 
 _HISTORY_HEADERS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
@@ -239,7 +242,7 @@ def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt
     if quiet:
         _echo_lines("\n".join(r["ID"] for r in rows))
     elif fmt and fmt != "table":
-        _echo_lines(format_rows(fmt, rows, _HISTORY_HEADERS))
+        _echo_lines(format_rows(fmt, rows, _HISTORY_HEADERS, type_name="*image.historyContext"))
     else:
         cols = ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
         click.echo(table([_HISTORY_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))

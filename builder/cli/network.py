@@ -92,12 +92,18 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
     if quiet:
         for n in nets:
             click.echo(ident(n.id))
-    elif fmt == "json":
-        for n in nets:
-            click.echo(json.dumps({"ID": ident(n.id), "Name": n.name, "Driver": n.driver, "Scope": "local",
-                                   "CreatedAt": n.created, "Internal": str(n.internal).lower()}))
-    elif fmt:
-        fail("only --format json is supported", 1)
+    elif fmt and fmt != "table":
+        from builder.cli.format import created_at, format_rows, label_method
+
+        objs = [{"CreatedAt": created_at(n.created), "Driver": n.driver, "ID": ident(n.id), "IPv6": "false",
+                 "Internal": str(n.internal).lower(), "Label": label_method(dict(n.labels)),
+                 "Labels": ",".join(f"{k}={v}" for k, v in n.labels.items()), "Name": n.name, "Scope": "local"}
+                for n in nets]
+        headers = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
+                   "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT"}
+        text = format_rows(fmt, objs, headers, type_name="*network.networkContext")
+        if text:
+            click.echo(text)
     else:
         rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
         rows += [[ident(n.id), n.name, n.driver, "local"] for n in nets]
@@ -105,19 +111,27 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
 
 
 @network.command("inspect")
+@click.option("-f", "--format", "fmt", default=None, help="Format the output using a Go template.")
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_obj
-def inspect(obj: Any, refs: tuple[str, ...]) -> None:
+def inspect(obj: Any, fmt: str | None, refs: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
     from builder import network as N
     from builder.errors import NetworkError
 
+    if fmt:
+        from builder.cli.format import INSPECT, inspect_output, template
+
+        template(fmt, messages=INSPECT)  # a bad template fails before any lookup
     out, errors = [], []
     for r in refs:
         try:
             out.append(N.get_network(obj.state, r).to_json())
         except NetworkError as e:
             errors.append(f"No such network: {r}" if str(e).endswith("not found") else str(e))
+    if fmt:
+        inspect_output(fmt, out, [f"Error: {e}" for e in errors[:1]])
+        return
     click.echo(json.dumps(out, indent=4))
     if errors:
         fail(errors[0], 1)

@@ -39,7 +39,7 @@ def row(ref: str, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render(fmt: str | None, rows: list[dict[str, Any]]) -> str:
-    return fmt_.format_rows(fmt or DEFAULT_FORMAT, rows, HEADERS)
+    return fmt_.format_rows(fmt or DEFAULT_FORMAT, rows, HEADERS, type_name="*container.statsContext")
 
 
 @click.command("stats")

@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from builder.cli import Globals
-from builder.cli.format import human_duration, human_size, render_template, table
+from builder.cli.format import INFO, format_rows, human_duration, human_size, table
+from builder.cli.format import template as fmt_template
 from builder.units import binary_size
 
 
@@ -90,8 +91,9 @@ def df(g: Globals, verbose: bool, fmt: str | None) -> None:
     if fmt is not None:
         objs = [{"Type": r.type, "TotalCount": str(r.total), "Active": str(r.active),
                  "Size": human_size(r.size, 4), "Reclaimable": _reclaimable(r)} for r in rows]
-        for o in objs:
-            click.echo(json.dumps(o, separators=(",", ":")) if fmt == "json" else render_template(fmt, o))
+        headers = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+                   "Reclaimable": "RECLAIMABLE"}
+        click.echo(format_rows(fmt, objs, headers, type_name="*formatter.diskUsageImagesContext"))
         return
     if verbose:
         click.echo(_verbose(usage))
@@ -205,7 +207,21 @@ def _info(g: Globals, fmt: str | None) -> None:
     elif fmt == "json":
         click.echo(json.dumps(d, separators=(",", ":")))
     else:
-        click.echo(render_template(fmt, d))
+        click.echo(_info_format(fmt, d, "system.info"))
+
+
+def _info_format(fmt: str, doc: dict[str, Any], type_name: str, *, name: str = "") -> str:
+    """``info``/``version -f``: Docker prints an empty line, then the error (exit 1)."""
+    from builder.errors import TemplateError
+    from builder.template.shapes import row
+
+    tmpl = fmt_template(fmt, messages=INFO, name=name)
+    try:
+        return tmpl.execute(doc, options=row(type_name))
+    except TemplateError as e:
+        click.echo("")
+        click.echo(str(e), err=True)
+        sys.exit(1)
 
 
 @system.command("info")
@@ -248,7 +264,7 @@ def version(fmt: str | None) -> None:
         click.echo(json.dumps(doc, separators=(",", ":")))
         return
     if fmt is not None:
-        click.echo(render_template(fmt, doc))
+        click.echo(_info_format(fmt, doc, "system.versionInfo", name="version"))
         return
     python = platform.python_version()
     lines = ["Client:"] + _kv([("Version", client["Version"]), ("API version", lib.API_VERSION),

@@ -90,31 +90,49 @@ def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None
     if quiet:
         for vol in vols:
             click.echo(vol.name)
-    elif fmt == "json":
+    elif fmt and fmt != "table":
+        from builder.cli.format import format_rows, label_method
+
+        rows = []
         for vol in vols:
             d = vol.to_json()
-            click.echo(json.dumps({"Driver": d["Driver"], "Labels": ",".join(f"{k}={v}" for k, v in d["Labels"].items()),
-                                   "Mountpoint": d["Mountpoint"], "Name": d["Name"], "Scope": "local"}))
-    elif fmt:
-        fail("only --format json is supported", 1)
+            rows.append({"Driver": d["Driver"], "Label": label_method(dict(d["Labels"])),
+                         "Labels": ",".join(f"{k}={v}" for k, v in d["Labels"].items()), "Links": "N/A",
+                         "Mountpoint": d["Mountpoint"], "Name": d["Name"], "Scope": "local", "Size": "N/A"})
+        headers = {"Name": "VOLUME NAME", "Driver": "DRIVER", "Scope": "SCOPE", "Mountpoint": "MOUNTPOINT",
+                   "Labels": "LABELS", "Links": "LINKS", "Size": "SIZE"}
+        text = format_rows(fmt, rows, headers, type_name="*formatter.volumeContext")
+        if text:
+            click.echo(text)
     else:
         click.echo(table([["DRIVER", "VOLUME NAME"], *[[v.driver, v.name] for v in vols]]))
 
 
 @volume.command("inspect")
+@click.option("-f", "--format", "fmt", default=None, help="Format the output using a Go template.")
 @click.argument("names", nargs=-1, required=True)
 @click.pass_obj
-def inspect(obj: Any, names: tuple[str, ...]) -> None:
+def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
     from builder import volume as V
     from builder.errors import VolumeError
 
+    if fmt:
+        from builder.cli.format import INSPECT, inspect_output, template
+
+        template(fmt, messages=INSPECT)  # a bad template fails before any lookup
     out, missing = [], []
     for n in names:
         try:
             out.append(V.get(obj.state, n).to_json())
         except VolumeError:
             missing.append(f"No such volume: {n}")
+    if fmt:
+        from builder.template.shapes import row
+
+        # Docker's volume inspect has no JSON fallback: its errors name the Go type
+        inspect_output(fmt, out, [f"Error: {m}" for m in missing[:1]], options=row("types.Volume"))
+        return
     click.echo(json.dumps(out, indent=4))
     if missing:
         fail(missing[0], 1)
