@@ -145,9 +145,15 @@ def inspect_output(text: str | None, objs: Sequence[Any], errors: Sequence[str] 
                    options: Options | None = None) -> None:
     """Print ``inspect`` as Docker does: indented JSON, or each object through ``-f``; then the
     errors (lookups and templates), exit 1 if any. With a template and nothing printed, Docker
-    prints an empty line."""
+    prints an empty line. A bad template is refused (exit 64) before anything is printed."""
+    if text and text != "json":
+        template(text, messages=INSPECT)
     if not text:
         click.echo(json.dumps(list(objs), indent=4))
+        failed = list(errors)
+    elif text == "json":  # Docker 23+ (20.10 prints the word): each object as indented JSON
+        for o in objs:
+            click.echo(json.dumps(o, indent=4))
         failed = list(errors)
     else:
         out, failed = render_inspect(text, objs, options=options)

@@ -4,7 +4,6 @@ tag, rmi, inspect, history, save, load; flag parsing, one library call, Docker-s
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,15 +190,7 @@ def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | Non
         template(fmt, messages=INSPECT)  # a bad template fails before any lookup
     results, missing = library.inspect_any(g.state, names, kind=kind)
     what = "image" if kind == "image" else "object"
-    errors = [f"Error: No such {what}: {name}" for name in missing]
-    if fmt == "json":  # Docker 23+: each object as indented JSON
-        for r in results:
-            click.echo(json.dumps(r, indent=4))
-        if errors:
-            click.echo("\n".join(errors), err=True)
-            sys.exit(1)
-        return
-    inspect_output(fmt, results, errors)
+    inspect_output(fmt, results, [f"Error: No such {what}: {name}" for name in missing])
 
 
 _HISTORY_HEADERS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",

@@ -168,7 +168,7 @@ def test_commands_print_what_docker_prints(pair: str, busybox: Any, dockerd: Any
     cases += [("container", "inspect", "-f", t, pair) for t in CLI_CONTAINER_TEMPLATES[:3]]
     cases += [("image", "inspect", "-f", t, "busybox:latest") for t in CLI_IMAGE_TEMPLATES]
     cases += [("inspect", "-f", t, "busybox:latest") for t in CLI_IMAGE_TEMPLATES[:2]]
-    cases += [("images", "--format", t, "busybox") for t in (
+    cases += [("images", "--format", t, "busybox:latest") for t in (
         "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.Size}}", "{{.Repository}}:{{.Tag}} {{upper .ID}}",
         "table {{.Repository}}|{{json .Tag}}|{{len .ID}}", "{{if eq .Tag \"latest\"}}L{{end}}",
         "table {{.Repository}}\t{{truncate .ID 4}}", "{{.Foo}}", "{{.Foo")]
