@@ -1,4 +1,10 @@
-"""The build cache: a step's content-derived key → the layer it made and its history entry.
+"""The build cache: a step's content-derived key and its parent's result → the layer it made
+and its history entry.
+
+A record names the result it was made on (``parent``: the layers below the step and those of
+the stages it reads, as they were): a hit is taken only on that very result, so a chain of hits
+never mixes the layers of builds that ran at once (each one's records form a chain of their
+own, and a rebuild follows one of them, giving that build's image ID again).
 
 Records live under ``StateRoot.cache``; the layer blobs they name are hard-linked there too, so a
 store ``gc`` never strands a record, and ``prune`` is the only thing that frees cache space.
@@ -12,7 +18,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +27,7 @@ from registry.errors import DigestError
 from registry.model import Descriptor, canonical_json
 from registry.store import Store
 
-_SCHEMA = 1
+_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class CacheRecord:
     #: a step of a stage no image carries, as BuildKit keeps a snapshot and no blob
     snapshot: bool = False
     last_used: float = field(default=0.0, compare=False)
+    #: the result the step ran on (``chain_parent``): part of where the record lives
+    parent: str = ""
 
     def to_json(self) -> bytes:
         return canonical_json({
@@ -51,6 +59,7 @@ class CacheRecord:
             "created": self.created,
             "inputs": self.inputs,
             "snapshot": self.snapshot,
+            "parent": self.parent,
         })
 
     @classmethod
@@ -67,6 +76,7 @@ class CacheRecord:
             inputs={str(k): str(v) for k, v in (d.get("inputs") or {}).items()},
             last_used=last_used,
             snapshot=bool(d.get("snapshot", False)),
+            parent=str(d.get("parent", "")),
         )
 
 
@@ -92,8 +102,13 @@ class BuildCache:
         self.layers = layers
 
     # -- layout --------------------------------------------------------------------------------
-    def _record_path(self, key: str) -> Path:
-        return self.path / "records" / key[:2] / f"{key}.json"
+    def _record_path(self, key: str, parent: str = "") -> Path:
+        name = f"{key}.{parent}.json" if parent else f"{key}.json"
+        return self.path / "records" / key[:2] / name
+
+    def record_path(self, rec: CacheRecord) -> Path:
+        """Where *rec* belongs (``system check`` compares it with where it was found)."""
+        return self._record_path(rec.key, rec.parent)
 
     def _blob_path(self, digest: Digest) -> Path:
         return self.path / "blobs" / digest.algorithm / digest.encoded
@@ -110,10 +125,23 @@ class BuildCache:
         with file_lock(self._lock_path(), shared=True):
             yield
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held by ``prune`` and ``system check --repair``: no build is using the cache."""
+        from registry.store import file_lock
+
+        with file_lock(self._lock_path()):
+            yield
+
+    def has_link(self, digest: Digest) -> bool:
+        """Whether the cache holds its own link of blob *digest*."""
+        return self._blob_path(digest).is_file()
+
     # -- lookups -------------------------------------------------------------------------------
-    def get(self, key: str) -> CacheRecord | None:
-        """The record for *key* with its layer blob present in the store, or None."""
-        path = self._record_path(key)
+    def get(self, key: str, parent: str = "") -> CacheRecord | None:
+        """The record for *key* made on the result *parent* (``chain_parent``), with its layer
+        blob present in the store, or None."""
+        path = self._record_path(key, parent)
         try:
             raw = path.read_bytes()
             rec = CacheRecord.from_json(raw, last_used=time.time())
@@ -121,6 +149,8 @@ class BuildCache:
             return None
         except (ValueError, KeyError, TypeError, DigestError):
             return None  # a damaged record is a miss; the rebuild overwrites it
+        if rec.key != key or rec.parent != parent:
+            return None
         if rec.layer is not None and not self._ensure_in_store(rec.layer.digest):
             return None
         with contextlib.suppress(OSError):
@@ -147,13 +177,19 @@ class BuildCache:
         ours.parent.mkdir(parents=True, exist_ok=True)
         _link(self.store.blob_path(digest), ours)
 
-    def put(self, rec: CacheRecord) -> None:
-        """Publish *rec*; its layer blob must already be in the store."""
+    def put(self, rec: CacheRecord) -> bool:
+        """Publish *rec*; its layer blob must already be in the store. A record of a layer kept
+        only as a snapshot is published only if none is there yet (another build running the
+        same step at once made its own snapshot, which later records already name): False
+        then, and the caller drops its snapshot once its build is over."""
         if rec.layer is not None:
             self._keep_blob(rec.layer.digest)
-        path = self._record_path(rec.key)
+        path = self._record_path(rec.key, rec.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if rec.snapshot:
+            return _create_file(path, rec.to_json())
         replace_file(path, rec.to_json())
+        return True
 
     # -- the same layer in another compression ------------------------------------------------
     def _variant_path(self, diff_id: Digest, comp: str) -> Path:
@@ -229,6 +265,31 @@ class BuildCache:
             return []
         return [b for alg in root.iterdir() for b in alg.iterdir()]
 
+    def kept_blobs(self) -> set[Digest]:
+        """Every blob a record or a variant names: what the store keeps for the cache."""
+        keep = self.referenced_blobs()
+        keep |= {desc.digest for _f, _d, desc in self._variants() if desc is not None}
+        return keep
+
+    def records(self) -> Iterator[tuple[Path, CacheRecord | None]]:
+        """Every record file and what it holds (None: unreadable, or of an older schema)."""
+        root = self.path / "records"
+        if not root.is_dir():
+            return
+        for sub in sorted(root.iterdir()):
+            for f in sorted(sub.glob("*.json")):
+                try:
+                    yield f, CacheRecord.from_json(f.read_bytes())
+                except (OSError, ValueError, KeyError, TypeError, DigestError):
+                    yield f, None
+
+    def variants(self) -> list[tuple[Path, Descriptor | None]]:
+        return [(f, desc) for f, _d, desc in self._variants()]
+
+    def blob_links(self) -> list[Path]:
+        """The cache's own hard links of blobs (``blobs/<alg>/<hex>``)."""
+        return self._blobs()
+
     def referenced_blobs(self) -> set[Digest]:
         """Layer digests named by records: what a store ``gc`` may pass as ``keep``."""
         return {r.layer.digest for r in self.inputs_index() if r.layer is not None}
@@ -270,7 +331,7 @@ class BuildCache:
                 doomed = [r for r in records if r.last_used < cutoff]
             for r in doomed:
                 with contextlib.suppress(FileNotFoundError):
-                    self._record_path(r.key).unlink()
+                    self._record_path(r.key, r.parent).unlink()
                     removed_records += 1
                 if r.snapshot and r.diff_id is not None and self.layers is not None:
                     snap = self.layers / r.diff_id.encoded
@@ -342,6 +403,30 @@ def _tree_size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, f)).st_size
     return total
+
+
+def chain_parent(parts: Iterable[str]) -> str:
+    """The result a step runs on, as one hex digest of *parts* (its layers' ids, in order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() + b"\n")
+    return h.hexdigest()
+
+
+def _create_file(path: Path, data: bytes) -> bool:
+    """Publish *data* at *path* whole, unless a file is there already (then False)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        tmp.write_bytes(data)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def replace_file(path: Path, data: bytes) -> None:

@@ -56,6 +56,82 @@ class Root:
         return self.path is None
 
 
+# -- build workspaces under <root>/run ----------------------------------------------------------------
+#: a build step's workspace dir (``execute.workspace``), and its name once renamed to be deleted
+WORKSPACE_PREFIX = "build-"
+_TRASH_PREFIX = ".trash-"
+
+
+def _owner_lock(run_dir: Path) -> Path:
+    return run_dir.parent / f".{run_dir.name.removeprefix(_TRASH_PREFIX)}.lock"
+
+
+def claim_workspace(run_dir: Path) -> int:
+    """Mark *run_dir* (not made yet) as this process's: an fd holding the ``flock`` of a lock
+    file beside it, closed by ``release_workspace``. A killed build's lock goes with it, so
+    ``reap_workspaces`` tells its leftovers from a live build's."""
+    from registry.leases import claim
+
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return claim(_owner_lock(run_dir))
+
+
+def release_workspace(run_dir: Path, fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        _owner_lock(run_dir).unlink()
+    os.close(fd)
+
+
+def _workspaces(run: Path) -> list[Path]:
+    if not run.is_dir():
+        return []
+    return sorted(p for p in run.iterdir() if p.is_dir() and not p.is_symlink()
+                  and p.name.removeprefix(_TRASH_PREFIX).startswith(WORKSPACE_PREFIX))
+
+
+def dead_workspaces(run: Path) -> list[Path]:
+    """Workspace dirs under *run* whose build is gone (killed, or older code's leftovers)."""
+    from registry.leases import try_claim
+
+    out = []
+    for d in _workspaces(run):
+        fd = try_claim(_owner_lock(d))
+        if fd is not None:
+            os.close(fd)
+            out.append(d)
+    return out
+
+
+def reap_workspaces(run: Path) -> list[Path]:
+    """Remove the workspaces of builds that are gone (a RUN layer a killed build left), and
+    stray owner locks; returns the dirs removed. Live builds' workspaces are left alone."""
+    from registry.leases import try_claim
+
+    gone = []
+    for d in _workspaces(run):
+        lock = _owner_lock(d)
+        fd = try_claim(lock)
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        finally:
+            os.close(fd)
+        gone.append(d)
+    if run.is_dir():
+        for lock in run.glob(f".{WORKSPACE_PREFIX}*.lock"):
+            if (run / lock.name[1:].removesuffix(".lock")).exists():
+                continue
+            fd = try_claim(lock)
+            if fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
+                os.close(fd)
+    return gone
+
+
 # -- the layer cache ---------------------------------------------------------------------------------
 def _hex(diff_id: str) -> str:
     algo, _, hexpart = diff_id.partition(":")

@@ -6,16 +6,18 @@ layer in the store (``layers.commit_layer``). The image itself is ``assemble``'s
 
 from __future__ import annotations
 
+import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from builder.assemble import rfc3339
-from builder.cache import BuildCache, CacheRecord
+from builder.cache import BuildCache, CacheRecord, chain_parent
 from builder.context import Tree
 from builder.errors import BuildCancelled
 from builder.execute.inputs import LayerRef, StepInputs
@@ -54,6 +56,9 @@ class StageResult:
     history: tuple[dict[str, Any], ...]
     #: how many entries at the start of ``history`` come from the base image
     inherited: int = 0
+    #: the records this stage's layers came from, as one digest (``Solver._chain``): what a
+    #: stage made FROM this one continues
+    chain: str = ""
 
     @property
     def key(self) -> str:
@@ -98,6 +103,8 @@ class Solver:
         self._image_stages: set[int] = set()
         self._from_shown: dict[str, int] = {}
         self._used_workspace = False
+        #: snapshots whose records another build published first: dropped when this one ends
+        self._unpublished: list[str] = []
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -127,6 +134,7 @@ class Solver:
         for s in needed:
             if s.base.kind == "image":
                 self._from_shown.setdefault(s.base.key, s.index)
+        self._reap_workspaces()
         results: dict[int, StageResult] = {}
         pending = {s.index: s for s in needed}
         running: dict[Future[StageResult], int] = {}
@@ -161,9 +169,26 @@ class Solver:
                     from builder.execute.workspace import drain_trash
 
                     drain_trash()
+                if self._unpublished:
+                    from builder.rootfs import LayerCache
+
+                    for snapshot in self._unpublished:
+                        LayerCache(self.state).remove(snapshot)
         if error is not None:
             raise error
         return results
+
+    def _reap_workspaces(self) -> None:
+        """The RUN layers of killed builds go with the next build, cached or not (the module
+        that knows workspaces is loaded only when one is there)."""
+        try:
+            names = [n for n in os.listdir(self.state.run) if "build-" in n]
+        except OSError:
+            return
+        if names:
+            from builder.fsck import reap_killed_builds
+
+            reap_killed_builds(self.state)
 
     def build(self, graph: Graph) -> tuple[StageResult, dict[int, StageResult]]:
         results = self.solve(graph)
@@ -183,6 +208,7 @@ class Solver:
 
     def _stage(self, graph: Graph, plan: StagePlan, results: dict[int, StageResult]) -> StageResult:
         layers, history = self._base(plan, results)
+        chain = self._base_chain(plan, results, layers)
         # BuildKit counts only what makes a vertex: FROM an image, then RUN/COPY/ADD/WORKDIR;
         # FROM scratch or an earlier stage shows no line.
         from_image = plan.base.kind == "image"
@@ -211,7 +237,8 @@ class Solver:
             n += 1
             name = f"[{label}{n:>{width}}/{total}] {step.name}"
             vid = self._vertex()
-            rec = None if no_cache else self.cache.get(step.key)
+            parent = "" if step.linked else chain
+            rec = None if no_cache else self.cache.get(step.key, parent)
             if rec is not None and rec.snapshot and not self._snapshot_present(rec):
                 rec = None
             if rec is not None:
@@ -228,17 +255,21 @@ class Solver:
                 t0 = time.monotonic()
                 now = rfc3339(graph.epoch if graph.epoch is not None else time.time())
                 try:
-                    rec = self._execute(graph, plan, step, layers, results, vid, name, now)
+                    rec = replace(self._execute(graph, plan, step, layers, results, vid, name, now),
+                                  parent=parent)
                 except Exception as e:
                     self.emit(Event("error", vid, name, plan.display, step.location, str(e),
                                     elapsed=time.monotonic() - t0))
                     raise
-                self.cache.put(rec)
+                if not self.cache.put(rec) and rec.diff_id is not None:
+                    with self._lock:
+                        self._unpublished.append(str(rec.diff_id))
                 self._remember(step)
                 self.emit(Event("done", vid, name, plan.display, step.location,
                                 elapsed=time.monotonic() - t0))
                 with self._lock:
                     self.executed.append(step.name)
+            chain = chain_parent([chain, rec.key, str(rec.diff_id), rec.created])
             if graph.epoch is None and rec.created:
                 # when the layer was first made: a fully cached rebuild keeps its image ID
                 entry["created"] = rec.created
@@ -252,7 +283,22 @@ class Solver:
             history.append(entry)
         inherited = (results[plan.base.stage].inherited if plan.base.kind == "stage"
                      and plan.base.stage is not None else len(plan.base_history))
-        return StageResult(plan, tuple(layers), tuple(history), inherited=inherited)
+        return StageResult(plan, tuple(layers), tuple(history), inherited=inherited, chain=chain)
+
+    @staticmethod
+    def _base_chain(plan: StagePlan, results: dict[int, StageResult], layers: list[LayerRef]) -> str:
+        """Where a stage's chain of records starts: its base image's layers, or the chain of
+        the stage it is made FROM.
+
+        A step's record is filed under the chain it ran on (``parent``): the records (layer
+        and creation time) of every step below it, as this build took or made them. So a hit
+        is taken only with the chain it was made on, and a fully cached rebuild follows one
+        build's records from end to end, whatever ran at once (``COPY --link`` aside: it is
+        independent of the layers below by design). What a step reads from another stage is
+        keyed by that stage's key, as before: what it copied is in its own layer."""
+        if plan.base.kind == "stage" and plan.base.stage is not None:
+            return results[plan.base.stage].chain
+        return chain_parent([plan.base.kind, *(str(lr.diff_id) for lr in layers)])
 
     def _snapshot_present(self, rec: CacheRecord) -> bool:
         from builder.rootfs import LayerCache
@@ -296,8 +342,7 @@ class Solver:
                              if old_files.get(k) != step.files.get(k))
             shown = ", ".join(changed[:5]) + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
             reasons.append(f"files changed: {shown}" if changed else "files changed")
-        b_args = json.loads(before.get("args", "{}") or "{}")
-        n_args = json.loads(now.get("args", "{}") or "{}")
+        b_args, n_args = _args(before.get("args")), _args(now.get("args"))
         for k in sorted(set(b_args) | set(n_args)):
             if b_args.get(k) != n_args.get(k):
                 reasons.append(f"build arg {k} changed: {b_args.get(k)!r} -> {n_args.get(k)!r}")
@@ -332,7 +377,9 @@ class Solver:
                 # nothing to tar: the upper dir itself becomes the layer, kept by the step key
                 if ws.is_unchanged():
                     return CacheRecord(step.key, None, None, step.created_by, now, dict(step.inputs))
-                stand_in = Digest("sha256", step.key)
+                # one per execution: two builds running this step at once make two snapshots
+                # (their contents may differ), and each one's later records name its own
+                stand_in = Digest("sha256", chain_parent([step.key, secrets.token_hex(16)]))
                 ws.adopt_into_layer_cache(str(stand_in))
                 return CacheRecord(step.key, None, stand_in, step.created_by, now,
                                    dict(step.inputs), snapshot=True)
@@ -343,6 +390,17 @@ class Solver:
             layer, diff_id = made
             ws.adopt_into_layer_cache(str(diff_id))
         return CacheRecord(step.key, layer, diff_id, step.created_by, now, dict(step.inputs))
+
+
+def _args(text: str | None) -> dict[str, str]:
+    """A step's build args input: a JSON object, or ``K=V`` words (as its history writes them)."""
+    import json
+
+    try:
+        value = json.loads(text or "{}")
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    except ValueError:
+        return dict(w.partition("=")[::2] for w in (text or "").split())
 
 
 def _full_name(ref: str) -> str:

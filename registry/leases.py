@@ -21,6 +21,36 @@ from registry.digest import Digest
 from registry.errors import DigestError
 
 
+def claim(path: Path) -> int:
+    """Create (or open) *path* and hold its exclusive ``flock``, for as long as the returned fd
+    stays open: the mark of a live owner. Robust against a reaper that unlinks the file
+    between our open and our lock (we then claim a fresh one)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def try_claim(path: Path) -> int | None:
+    """``claim`` *path* if nobody holds it (creating it if missing), else None: a reaper's
+    test of whether the owner of what *path* marks is dead."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _try_lock(path: Path) -> int | None:
     """An fd of *path* holding its exclusive ``flock`` if nobody else holds it, else None."""
     try:

@@ -285,3 +285,12 @@ def version(fmt: str | None) -> None:
                                                ("GitCommit", comp["Details"].get("GitCommit", ""))], 2)
     click.echo("\n".join(lines))
 
+
+
+def _add_check() -> None:
+    from builder.cli.check import check
+
+    system.add_command(check)
+
+
+_add_check()

@@ -57,18 +57,27 @@ class Workspace:
         self.dir = state.run / f"build-{_secrets.token_hex(8)}"
         self.root: Root
         self._mounts = 0
+        self._owner = -1
 
     def __enter__(self) -> Workspace:
-        from builder.rootfs import prepare_root
+        from builder.rootfs import claim_workspace, prepare_root
 
         dirs = layer_dirs(self.state, self.store, self.lowers)
+        # held while the dir lives: a killed build's dir is told from a live one's by it
+        self._owner = claim_workspace(self.dir)
         self.dir.mkdir(parents=True)
         try:
             self.root = prepare_root(dirs, self.dir / "c")
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
+            self._release()
             raise
         return self
+
+    def _release(self) -> None:
+        from builder.rootfs import release_workspace
+
+        release_workspace(self.dir, self._owner)
 
     def __exit__(self, *exc: object) -> None:
         # Removing an upper dir full of files is slow: rename it away now (it is out of every
@@ -78,8 +87,9 @@ class Workspace:
             os.rename(self.dir, trash)
         except OSError:
             shutil.rmtree(self.dir, ignore_errors=True)
+            self._release()
             return
-        _TRASH.put(trash)
+        _TRASH.put(trash, self._release)  # still ours (locked) until it is gone
 
     def _changes(self) -> str | None:
         if self.root.is_overlay:
@@ -199,12 +209,12 @@ class _Trash:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: list[Path] = []
+        self._pending: list[tuple[Path, Callable[[], None]]] = []
         self._thread: threading.Thread | None = None
 
-    def put(self, path: Path) -> None:
+    def put(self, path: Path, then: Callable[[], None]) -> None:
         with self._lock:
-            self._pending.append(path)
+            self._pending.append((path, then))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, daemon=True)
                 self._thread.start()
@@ -215,8 +225,9 @@ class _Trash:
                 if not self._pending:
                     self._thread = None
                     return
-                path = self._pending.pop()
+                path, then = self._pending.pop()
             shutil.rmtree(path, ignore_errors=True)
+            then()
 
     def drain(self) -> None:
         while True:

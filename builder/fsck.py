@@ -1,0 +1,133 @@
+"""``pybuild system check [--repair]``: ``fsck`` for a state root. The store (``registry.fsck``:
+blob digests, images' references, tags, dead transfers' leases and ingest files), the build
+cache (records readable, where their key and parent say, their layers present; blob links and
+variants something names) and the run dirs of killed builds. ``repair`` removes what nothing
+references and reports what it could not mend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.cache import BuildCache
+from builder.state import StateRoot
+from registry.digest import Digest
+from registry.errors import DigestError
+from registry.fsck import Problem, check_store, repair_store
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``check`` found still wrong (``problems``) and what ``repair`` removed."""
+
+    problems: tuple[Problem, ...]
+    repaired: tuple[Problem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _cache_problems(state: StateRoot, cache: BuildCache) -> list[Problem]:
+    from builder.rootfs import LayerCache
+
+    out: list[Problem] = []
+    layers = LayerCache(state) if state.layers.is_dir() else None
+    named: set[Digest] = set()
+    for path, rec in cache.records():
+        where = str(path)
+        if rec is None:
+            out.append(Problem("cache", where, "unreadable record (or of an older schema)"))
+            continue
+        if cache.record_path(rec) != path:
+            out.append(Problem("cache", where, "record filed under another key or parent"))
+            continue
+        if rec.layer is not None:
+            named.add(rec.layer.digest)
+            if not cache.store.has_blob(rec.layer.digest) and not cache.has_link(rec.layer.digest):
+                out.append(Problem("cache", where, f"its layer {rec.layer.digest} is gone"))
+        if rec.snapshot and rec.diff_id is not None and (layers is None or not layers.has(str(rec.diff_id))):
+            out.append(Problem("cache", where, f"its snapshot {rec.diff_id} is gone"))
+    for path, desc in cache.variants():
+        if desc is None:
+            out.append(Problem("cache", str(path), "unreadable variant record"))
+        elif not cache.store.has_blob(desc.digest) and not cache.has_link(desc.digest):
+            out.append(Problem("cache", str(path), f"its blob {desc.digest} is gone"))
+        else:
+            named.add(desc.digest)
+    # A link no record names (its record was replaced by a concurrent build's) costs no space
+    # while an image holds the same blob; once none does, it is what nothing references.
+    in_images = cache.store.referenced()
+    for link in cache.blob_links():
+        try:
+            digest: Digest | None = Digest(link.parent.name, link.name)
+        except DigestError:
+            digest = None
+        if digest not in named and digest not in in_images:
+            out.append(Problem("cache", str(link), "blob link no record, variant or image names"))
+    return out
+
+
+def _run_problems(state: StateRoot) -> list[Problem]:
+    from builder.rootfs import dead_workspaces
+
+    return [Problem("run", str(d), "workspace of a build that is gone (killed)")
+            for d in dead_workspaces(state.run)]
+
+
+def reap_killed_builds(state: StateRoot) -> list[Path]:
+    """Remove what builds that are gone (killed) left under ``run/``: their workspaces (the
+    RUN layer) and the sandboxes of their RUN steps, started or half-started (their processes
+    died with the build). Returns the workspaces removed."""
+    from builder.rootfs import dead_workspaces, reap_workspaces
+
+    dead = dead_workspaces(state.run)
+    if not dead:
+        return []
+    from builder.sandbox.handle import reap_stale, teardown_run_dir
+
+    for d in state.run.iterdir():
+        with contextlib.suppress(OSError):
+            target = Path(os.readlink(d / "u"))
+            if any(target.is_relative_to(w) for w in dead) and (d / "state.json").exists():
+                with contextlib.suppress(Exception):
+                    teardown_run_dir(d)
+    gone = reap_workspaces(state.run)
+    reap_stale(state)
+    return gone
+
+
+def _problems(state: StateRoot) -> list[Problem]:
+    cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
+    return [*check_store(state.image_store(), keep=cache.kept_blobs()),
+            *_cache_problems(state, cache), *_run_problems(state)]
+
+
+def _repair(state: StateRoot, found: list[Problem]) -> None:
+    from builder.sandbox.handle import reap_stale
+
+    reap_killed_builds(state)
+    reap_stale(state)  # sandboxes whose processes are gone
+    cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
+    with cache.exclusive():
+        for p in found:
+            if p.area == "cache" and p.repairable:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(p.where).unlink()
+        repair_store(state.image_store(), keep=cache.kept_blobs())
+
+
+def check(state: StateRoot, *, repair: bool = False) -> CheckReport:
+    """Check *state*'s root; with *repair*, remove what nothing references, then check again."""
+    found = _problems(state)
+    if not repair or not any(p.repairable for p in found):
+        return CheckReport(tuple(found))
+    _repair(state, found)
+    left = _problems(state)
+    return CheckReport(tuple(left), tuple(p for p in found if p not in left))
+
+
+__all__ = ["CheckReport", "Problem", "check", "reap_killed_builds"]

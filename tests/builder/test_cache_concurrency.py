@@ -1,0 +1,131 @@
+"""Builds at once on one root, and builds killed mid-RUN (issue 22, items 2 and 4).
+
+Real ``pybuild build`` subprocesses. After each scenario ``pybuild system check`` is clean,
+every listed image ``save``s, and nothing of a killed build stays under ``run/``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+SEED = 22
+
+# Each stage's first RUN writes a random key, its second copies it: an image (or a stage) mixing
+# two builds' chains would have a key and a copy that differ.
+DOCKERFILE = """\
+FROM busybox AS gen
+RUN head -c 16 /dev/urandom | od -An -tx1 > /key
+RUN cp /key /key.copy
+FROM busybox
+RUN head -c 16 /dev/urandom | od -An -tx1 > /key
+RUN cp /key /key.copy
+COPY --from=gen /key /gen.key
+COPY --from=gen /key.copy /gen.copy
+"""
+
+
+def _start(pyb: Any, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*pyb.command, "--root", str(pyb.root), *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def assert_tidy(pyb: Any) -> None:
+    r = pyb("system", "check", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for rec in pyb.store().images():
+        name = str(rec.reference) if rec.reference else str(rec.image_id)
+        out = pyb.root.parent / "saved.tar"
+        pyb("save", "-o", str(out), name)
+        out.unlink()
+    run = pyb.root / "run"
+    left = [p.name for p in run.iterdir() if "build-" in p.name] if run.is_dir() else []
+    assert left == []
+
+
+def _keys(bt: Any, pyb: Any, ref: str, dest: Path) -> tuple[str, str, str, str]:
+    root = bt.rootfs(pyb, ref, dest)
+    return tuple((root / n).read_text() for n in ("key", "key.copy", "gen.key", "gen.copy"))  # type: ignore[return-value]
+
+
+def test_concurrent_builds_then_cached_rebuilds_give_one_of_their_images(
+        busybox: Any, bt: Any, tmp_path: Path) -> None:
+    """Item 2: four builds of one Dockerfile at once (seeded staggered starts), then fully
+    cached rebuilds: each gives the image ID of one of the four (never a mix of their layers),
+    the same ID every time, with each key equal to its copy."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    rng = random.Random(SEED)
+    procs = []
+    for i in range(4):
+        procs.append(_start(busybox, "build", "-q", "-t", f"c:{i}", str(ctx)))
+        time.sleep(rng.uniform(0, 0.3))
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    ids = {str(busybox.store().resolve(f"c:{i}").id) for i in range(4)}
+    for i in range(4):
+        k = _keys(bt, busybox, f"c:{i}", tmp_path / f"c{i}")
+        assert k[0] == k[1] and k[2] == k[3]
+    rebuilt = []
+    for n in range(2):
+        _, ev = bt.build(busybox, ctx, "-t", f"r:{n}")
+        assert bt.executed(ev) == []
+        rebuilt.append(str(busybox.store().resolve(f"r:{n}").id))
+    assert rebuilt[0] == rebuilt[1]
+    assert rebuilt[0] in ids
+    k = _keys(bt, busybox, "r:0", tmp_path / "r0")
+    assert k[0] == k[1] and k[2] == k[3]
+    out = busybox("run", "--rm", "--network", "none", "r:0", "sh", "-c",
+                  "cmp /key /key.copy && cmp /gen.key /gen.copy && echo same").stdout
+    assert out.strip() == "same"
+    assert_tidy(busybox)
+
+
+def test_killed_builds_leave_no_run_layer(busybox: Any, bt: Any, tmp_path: Path) -> None:
+    """Item 4: builds killed (SIGKILL, or Ctrl-C) at random moments of a RUN that writes
+    8 MiB. ``system check`` reports a killed one's workspace; the next build (even a fully
+    cached one) removes it. Seeded, bounded to ~25 s."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    rng = random.Random(SEED)
+    started = time.monotonic()
+    rounds = 0
+    while rounds < 2 or (time.monotonic() - started < 15 and rounds < 5):
+        rounds += 1
+        (ctx / "Dockerfile").write_text(
+            f"FROM busybox\nRUN echo {rounds} > /n && dd if=/dev/urandom of=/big bs=1M count=8 "
+            "2>/dev/null && sleep 3\n")
+        sig = rng.choice([signal.SIGKILL, signal.SIGKILL, signal.SIGINT])
+        p = _start(busybox, "build", "-t", "k:1", str(ctx))
+        run = busybox.root / "run"
+        deadline = time.monotonic() + 30
+        while not (run.is_dir() and any(d.name.startswith("build-") for d in run.iterdir())):
+            assert p.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))  # somewhere in the RUN step (dd, then 3 s of sleep)
+        assert p.poll() is None
+        p.send_signal(sig)
+        p.communicate(timeout=60)
+        assert p.returncode in (130, -signal.SIGKILL)
+        left = [d for d in run.iterdir() if d.name.startswith("build-")]
+        if sig == signal.SIGKILL:
+            assert left, "the kill came before the RUN step's workspace existed"
+            r = busybox("system", "check", check=False)
+            assert r.returncode == 1 and "workspace of a build that is gone" in r.stdout
+        else:
+            assert left == []  # a cancelled build tears down its own
+        # the next build, here a fully cached one, takes what the killed one left
+        (tmp_path / "other").mkdir(exist_ok=True)
+        (tmp_path / "other" / "Dockerfile").write_text("FROM busybox\n")
+        bt.build(busybox, tmp_path / "other", "-t", "o:1")
+        assert_tidy(busybox)
+    assert rounds >= 2
+    total = sum(f.stat().st_size for f in (busybox.root / "run").rglob("*") if f.is_file())
+    assert total < 1 << 20, os.listdir(busybox.root / "run")
