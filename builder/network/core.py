@@ -543,7 +543,12 @@ def _unwire(net: Network, ep: Endpoint) -> None:
     if ep.proxy_pid:
         helpers.stop_proxy(ep.proxy_pid, ep.container_id)
     if ep.ports:
-        _remove_port_rules(net.id, ep.container_id)
+        rules = firewall.port_rules(
+            net.id, ep.container_id, net.bridge, ep.ip,
+            [(b.protocol, b.host_ip, b.host_port, b.container_port) for b in ep.ports],
+        )
+        with firewall.locked():
+            firewall.remove_exact(rules, firewall.endpoint_tag(net.id, ep.container_id))
     gone = False
     if ep.host_veth:
         # from the host side: its peer in the container goes with it, and no netlink socket

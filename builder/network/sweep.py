@@ -2,14 +2,14 @@
 
 Every bridge and host-side veth a root makes carries the alias ``pybuild <net12> <mount id>
 <maj:min> <inode> <root>`` (the mount that held the root, the identity of its directory, its
-real path); the network's
-iptables rules carry ``pybuild:<net12>``; its netns files are mounts under the root and are
-named by container id, which names the container's ``pybuild/<id>`` cgroups and its helpers.
-A root is *gone* when the mount that held it is still there (a root on an unmounted file
-system is only absent, and is left alone) and its directory is missing, is another directory now
-(same path, other inode), or has lost ``locks/`` (``rm -rf`` removed all but the busy netns
-mount points; a live root takes a lock before it makes anything). Nothing untagged, nothing
-of a live root, nothing of Docker's is touched.
+real path); the network's iptables rules carry ``pybuild:<net12>``; its netns files are mounts
+under the root, named by container id, which names the container's ``pybuild/<id>`` cgroups
+and its port proxies. Roots are found through those aliases only. One is *gone* when the mount
+that held it is still there (a root on an unmounted file system is only absent, and is left
+alone) and its directory is missing, is another directory now (same path, other inode: then
+only its links and rules go), or has lost ``locks/`` (``rm -rf`` removed all but the busy
+netns mount points; a live root takes a lock before it makes anything). Nothing untagged,
+nothing of a live root, nothing of Docker's is touched.
 """
 
 from __future__ import annotations
@@ -41,8 +41,11 @@ class Swept:
 
 @dataclass
 class _Root:
+    """One incarnation of a root: its path and the identity its tags recorded."""
+
     path: str
-    idents: set[tuple[str, str, int]] = field(default_factory=set)  # (mount id, maj:min, inode)
+    mount: str = ""  # "mount-id maj:min" of the mount that held it
+    inode: int = 0
     links: list[tuple[str, str]] = field(default_factory=list)  # (name, net12)
     mounts: list[str] = field(default_factory=list)
     replaced: bool = False  # the path now holds another directory
@@ -78,30 +81,30 @@ def _mountinfo() -> list[tuple[str, str]]:
 
 
 def _under(mnt: str, root: str) -> bool:
+    """*mnt* is *root* or below it."""
     return mnt == root or mnt.startswith(root.rstrip("/") + "/")
 
 
-def _candidates(mounts: list[tuple[str, str]]) -> dict[str, _Root]:
-    roots: dict[str, _Root] = {}
+def _candidates() -> dict[tuple[str, str, int], _Root]:
+    """Roots named by link aliases, by (path, mount, inode): a path may have held several."""
+    roots: dict[tuple[str, str, int], _Root] = {}
     for name, alias in links.tagged_links(PREFIX):
         parts = alias[len(PREFIX):].split(" ", 4)
         if len(parts) != 5 or len(alias) >= 255 or not parts[3].isdigit():
             continue  # cut short (its path cannot be trusted), or not ours
         net12, mnt_id, dev, ino, path = parts
-        r = roots.setdefault(path, _Root(path))
-        r.idents.add((mnt_id, dev, int(ino)))
-        r.links.append((name, net12))
-    for _, mnt in mounts:
-        m = _NETNS.match(mnt)
-        if m:
-            roots.setdefault(m["root"], _Root(m["root"]))
-    for r in roots.values():
-        r.mounts = sorted({m for _, m in mounts if _under(m, r.path)}, key=lambda m: (-m.count("/"), m))
+        key = (path, f"{mnt_id} {dev}", int(ino))
+        roots.setdefault(key, _Root(path, key[1], key[2])).links.append((name, net12))
     return roots
 
 
+def _mounts_of(path: str, mounts: list[tuple[str, str]]) -> list[str]:
+    """Mount points at or under *path*, deepest first."""
+    return sorted({m for _, m in mounts if _under(m, path)}, key=lambda m: (-m.count("/"), m))
+
+
 def _gone(r: _Root, mounted: set[str]) -> bool:
-    if any(f"{mnt_id} {dev}" not in mounted for mnt_id, dev, _ in r.idents):
+    if r.mount not in mounted:
         return False  # the mount that held it is gone: the root may be fine on its disk
     try:
         st = os.stat(r.path)
@@ -109,11 +112,9 @@ def _gone(r: _Root, mounted: set[str]) -> bool:
         return True
     except OSError:
         return False
-    here = (f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}", st.st_ino)
-    if r.idents and here not in {(dev, ino) for _, dev, ino in r.idents}:
+    if (f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}", st.st_ino) != (r.mount.split()[1], r.inode):
         # another directory (maybe a live root) took the path: what is under it is not the
         # dead root's, only its tagged links and their rules are
-        r.mounts = []
         r.replaced = True
         return True
     return not os.path.isdir(os.path.join(r.path, "locks"))
@@ -124,14 +125,16 @@ def sweep(*, root: Path | None = None) -> Swept:
     gone or not (``system reset`` of a root, present or missing). Cheap when nothing is
     gone: one netlink dump, one read of mountinfo, a ``stat`` per root."""
     mounts = _mountinfo()
-    roots = _candidates(mounts)
+    roots = _candidates()
     if root is not None:  # its netns files only: the caller deals with the root's other mounts
         path = os.path.realpath(root)
-        dead = [roots.get(path) or _Root(path)]
+        dead = [r for r in roots.values() if r.path == path] or [_Root(path)]
         dead[0].mounts = sorted(m for _, m in mounts if (n := _NETNS.match(m)) and n["root"] == path)
     else:
-        mounted = {dev for dev, _ in mounts}
+        mounted = {mnt for mnt, _ in mounts}
         dead = [r for r in roots.values() if _gone(r, mounted)]
+        for r in dead:
+            r.mounts = [] if r.replaced else _mounts_of(r.path, mounts)
     if not dead:
         return Swept()
     return _remove(dead)

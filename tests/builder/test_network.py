@@ -407,8 +407,11 @@ def test_published_port_via_proxy_and_dnat(state: StateRoot, tmp_path: Path) -> 
     try:
         b = N.attach(state, CID_B, "appnet", ports=N.parse_publish("53/udp") + N.parse_publish("80"))
         assert all(p.host_port > 0 for p in b.ports)
+        b_tag = firewall.endpoint_tag(b.network_id, CID_B)
+        assert sum(len(v) for v in firewall.tagged(b_tag).values()) == 4  # DNAT + FORWARD each
         N.detach(state, CID_B, "appnet")
         assert b.proxy_pid not in _proxies()
+        assert not firewall.has_tag(b_tag)
         uport = free_port()
         N.detach(state, CID_A, "appnet")
         web = N.attach(state, CID_A, "appnet", ports=N.parse_publish(f"127.0.0.1:{uport}:53/udp"))
@@ -424,6 +427,20 @@ def test_published_port_via_proxy_and_dnat(state: StateRoot, tmp_path: Path) -> 
     finally:
         echo.kill()
         echo.wait()
+
+
+def test_port_rules_go_even_when_one_was_deleted_by_hand(state: StateRoot) -> None:
+    """A container's port rules are deleted by their spec, without reading the rule set; when
+    one is missing (a firewall reload, a hand), the rest still go, by their tag."""
+    net = N.create_network(state, "appnet")
+    N.attach(state, CID_A, "appnet", ports=N.parse_publish("127.0.0.1::80"))
+    tag = firewall.endpoint_tag(net.id, CID_A)
+    found = firewall.tagged(tag)
+    assert sorted(found) == ["filter", "nat"] and len(found["nat"]) == len(found["filter"]) == 1
+    subprocess.run(["iptables", "-t", "nat", "-D", *found["nat"][0][1:]], check=True)
+    N.detach(state, CID_A, "appnet")
+    assert not firewall.has_tag(tag)
+    assert firewall.has_tag(firewall.network_tag(net.id))  # the network's own rules stay
 
 
 def _dnat_packets(port: int) -> int:
