@@ -178,6 +178,20 @@ def test_system_reset_of_a_missing_root(pybuild_factory: Factory, busybox_tar: P
     assert never("system", "reset", "-f").returncode == 0
 
 
+def test_system_reset_of_a_root_removed_whole(pybuild_factory: Factory) -> None:
+    """Nothing busy under it, ``rm -rf`` took all of it: its bridge and rules still go."""
+    pb = pybuild_factory()
+    pb("network", "create", "only")
+    root = os.path.realpath(pb.root)
+    bridges = {n for n, a in _aliases().items() if a.endswith(f" {root}")}
+    tags = {f"pybuild:{_aliases()[n].split()[1]}" for n in bridges}
+    assert len(bridges) == 1 and _rules_with(tags)
+    subprocess.run(["rm", "-rf", root], check=True)
+    r = pb("system", "reset", "-f")
+    assert next(iter(bridges)) in r.stdout and r.stderr == ""
+    assert not bridges & set(os.listdir("/sys/class/net")) and _rules_with(tags) == []
+
+
 def _assert_swept_but_root(t: Trace) -> None:
     """As ``_assert_swept``; the CLI opened (so made) the root dir again: it may exist."""
     assert not t.links & set(os.listdir("/sys/class/net"))
