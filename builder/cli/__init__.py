@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "manifest": "builder.cli.registry:manifest",
     "tags": "builder.cli.registry:tags",
     "ps": "builder.cli.containers:ps",
+    "attach": "builder.cli.attach:attach",
+    "events": "builder.cli.events:events",
     "logs": "builder.cli.containers:logs",
     "stop": "builder.cli.containers:stop",
     "kill": "builder.cli.containers:kill",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from builder.cli import Globals
+from builder.cli.dockerfile import check_option
 
 if TYPE_CHECKING:
     from builder.solver import Event
@@ -192,6 +193,7 @@ def human(n: float) -> str:
 
 # -- commands --------------------------------------------------------------------------------------
 @click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@check_option
 @click.argument("context", metavar="PATH|-")
 @click.option("-t", "--tag", "tags", multiple=True, help="Name and optionally a tag (name:tag).")
 @click.option("-f", "--file", "dockerfile", default=None, help="Dockerfile (default PATH/Dockerfile; - for stdin).")

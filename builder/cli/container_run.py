@@ -56,6 +56,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
         click.option("-h", "--hostname", default=None, help="Container host name."),
         click.option("-m", "--memory", default=None, help="Memory limit."),
+        click.option("--memory-swap", default=None,
+                     help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap."),
+        click.option("-c", "--cpu-shares", type=int, default=None, help="CPU shares (relative weight)."),
         click.option("--cpus", default=None, help="Number of CPUs."),
         click.option("--pids-limit", type=int, default=None, help="Tune container pids limit (-1 for unlimited)."),
         click.option("--read-only", is_flag=True, help="Mount the container's root filesystem as read only."),
@@ -111,7 +114,8 @@ def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
         network=kw["network"] or "", network_aliases=kw["network_aliases"], ip=kw["ip"],
         workdir=kw["workdir"], user=kw["user"], entrypoint=kw["entrypoint"],
         interactive=kw["interactive"], tty=kw["tty"], hostname=kw["hostname"], memory=kw["memory"],
-        cpus=kw["cpus"], pids_limit=kw["pids_limit"], read_only=kw["read_only"],
+        memory_swap=kw["memory_swap"], cpu_shares=kw["cpu_shares"], cpus=kw["cpus"],
+        pids_limit=kw["pids_limit"], read_only=kw["read_only"],
         cap_add=kw["cap_add"], cap_drop=kw["cap_drop"], privileged=kw["privileged"], init=kw["init"],
         restart=kw["restart"], stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
         labels=kw["labels"], pull=kw["pull"], health_cmd=kw["health_cmd"],
@@ -150,15 +154,26 @@ class _PullOutput:
 @click.command("run", cls=DockerRunCommand, context_settings={"allow_interspersed_args": False})
 @click.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID.")
 @click.option("--rm", is_flag=True, help="Automatically remove the container when it exits.")
+@click.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
 @run_options
 @click.pass_obj
-def run(obj: Any, /, detach: bool, rm: bool, **kw: Any) -> None:
+def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any) -> None:
     """Create and run a new container from an image."""
+    import os
+
     from builder.containers import service
 
     o = _options(kw, detach=detach, rm=rm)
     root = _root(obj)
+    if not detach:
+        from builder.containers.attached import detach_keys as parse_keys
+
+        parse_keys(detach_keys)  # refused before anything is created (Docker checks them when attaching)
     pulled = _PullOutput()
+    if not detach and o.interactive and o.tty and os.isatty(0):
+        # Docker's way: the container under a supervisor of its own, this terminal attached to it
+        # (so that the detach keys leave it running)
+        _run_attached(root, o, detach_keys, pulled)
     if detach or o.restart not in ("no", ""):
         try:
             c = service.run_detached(root, o, progress=pulled, on_pull=pulled.announce)
@@ -181,6 +196,24 @@ def run(obj: Any, /, detach: bool, rm: bool, **kw: Any) -> None:
     finally:
         pulled.close()
     sys.exit(code)
+
+
+def _run_attached(root: Any, o: Any, detach_keys: str | None, pulled: _PullOutput) -> None:
+    from dataclasses import replace
+
+    from builder.cli.attach import session, window
+    from builder.containers import attached
+
+    keys = attached.detach_keys(detach_keys)
+    o = replace(o, console_size=window())  # the pty is made at our size (Docker's ConsoleSize)
+    try:
+        c, sock = attached.run_connected(root, o, progress=pulled, on_pull=pulled.announce,
+                                         on_created=lambda _c: pulled.close())
+    finally:
+        pulled.close()
+    if session(sock, tty=True, stdin=True, detach_keys=keys):
+        sys.exit(0)  # detached: the container goes on (Docker's `run -it` says nothing, exits 0)
+    sys.exit(attached.exit_code(root, c.id))
 
 
 @click.command("create", cls=DockerRunCommand, context_settings={"allow_interspersed_args": False})
@@ -211,17 +244,25 @@ def create(obj: Any, /, rm: bool, **kw: Any) -> None:
 @click.option("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>]).")
 @click.option("-w", "--workdir", default=None, help="Working directory inside the container.")
 @click.option("--privileged", is_flag=True, help="Give extended privileges to the command.")
+@click.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
 def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...],
           env_file: tuple[str, ...], user: str | None, workdir: str | None, privileged: bool,
-          container: str, command: tuple[str, ...]) -> None:
+          detach_keys: str | None, container: str, command: tuple[str, ...]) -> None:
     """Execute a command in a running container."""
     import os
 
+    from builder.cli import fail
     from builder.containers import execs
+    from builder.containers.attached import detach_keys as parse_keys
+    from builder.errors import ContainerError
 
+    try:
+        parse_keys(detach_keys, what="escape")
+    except ContainerError as e:
+        fail(str(e))  # dockerd refuses the exec: exit 1
     root = _root(obj)
     c, process = execs.prepare(root, container, command, env=env, env_files=env_file, user=user,
                                workdir=workdir, tty=tty, privileged=privileged)

@@ -191,19 +191,48 @@ def kill(obj: Any, sig: str, containers: tuple[str, ...]) -> None:
 
 
 @click.command("start")
-@click.option("-a", "--attach", is_flag=True, help="Attach STDOUT/STDERR (follow the logs until it stops).")
+@click.option("-a", "--attach", is_flag=True, help="Attach STDOUT/STDERR and forward signals.")
+@click.option("-i", "--interactive", is_flag=True, help="Attach container's STDIN.")
+@click.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
-def start(obj: Any, attach: bool, containers: tuple[str, ...]) -> None:
+def start(obj: Any, attach: bool, interactive: bool, detach_keys: str | None, containers: tuple[str, ...]) -> None:
     """Start one or more stopped containers."""
     from builder.containers import service
 
-    if attach and len(containers) > 1:
+    if (attach or interactive) and len(containers) > 1:
         raise click.UsageError("you cannot start and attach multiple containers at once")
+    if interactive:
+        _start_interactive(_root(obj), containers[0], detach_keys)
     if attach:
+        from builder.containers.attached import detach_keys as parse_keys
+
+        parse_keys(detach_keys)
         c = service.start(_root(obj), containers[0])
         sys.exit(follow_first_run(_root(obj), c.id, since_ns=started_ns(c)))
     _each(containers, lambda r: service.start(_root(obj), r))
+
+
+def _start_interactive(root: Any, ref: str, detach_keys: str | None) -> None:
+    """``start -a -i``: this terminal attached (stdin too) through the supervisor's socket."""
+    from builder.cli.attach import check_tty, session
+    from builder.containers import attached, lifecycle
+
+    keys = attached.detach_keys(detach_keys)
+    c = lifecycle.get(root, ref)
+    tty, stdin = bool(c.config.tty), bool(c.config.open_stdin)
+    check_tty(tty, stdin)
+    c, sock = attached.start_connected(root, ref, stdin=True)
+
+    def proxy(signum: int) -> None:
+        from contextlib import suppress
+
+        with suppress(Exception):
+            lifecycle.kill(root, c.id, signum)
+
+    if session(sock, tty=tty, stdin=stdin, detach_keys=keys, proxy=proxy):
+        sys.exit(0)  # detached: the container goes on (Docker's `start -ai` exits 0)
+    sys.exit(attached.exit_code(root, c.id))
 
 
 def started_ns(c: Container) -> int:
@@ -379,7 +408,7 @@ _CONTAINER_COMMANDS = {
                        ("remove", "rm"), ("prune", "prune"), ("rename", "rename"), ("wait", "wait"),
                        ("port", "port"), ("top", "top"), ("inspect", "container_inspect"),
                        ("pause", "pause"), ("unpause", "unpause"))
-} | {name: f"builder.cli.container_run:{attr}"
+} | {"attach": "builder.cli.attach:attach"} | {name: f"builder.cli.container_run:{attr}"
      for name, attr in (("run", "run"), ("create", "create"), ("exec", "exec_"), ("cp", "cp"))
      } | {"stats": "builder.cli.stats:stats", "update": "builder.cli.stats:update"} | {
     name: f"builder.cli.changes:{name}" for name in ("diff", "export", "commit")}

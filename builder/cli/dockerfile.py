@@ -5,8 +5,12 @@ Syntax errors print ``FILE:LINE:COL: message`` and the line with a caret, and ex
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -89,10 +93,16 @@ def parse_cmd(as_json: bool, file: str) -> None:
 @click.argument("file", type=str)
 def check_cmd(fail_on_warning: bool, file: str) -> None:
     """Run the typed level and the build checks on FILE; print warnings as Docker does."""
+    text, name = _read(file)
+    run_check(text, name, fail_on_warning=fail_on_warning)
+
+
+def run_check(text: str, name: str, *, fail_on_warning: bool) -> None:
+    """The checks on one Dockerfile's *text*: warnings, then the summary; exits 1 on a syntax
+    error, and on warnings when *fail_on_warning* or the file's ``# check=error=true`` says so."""
     from builder.dockerfile import lint, parse, typed
     from builder.dockerfile.lint import CheckConfig
 
-    text, name = _read(file)
     try:
         tree = parse(text, filename=name)
     except DockerfileSyntaxError as e:
@@ -115,3 +125,27 @@ def check_cmd(fail_on_warning: bool, file: str) -> None:
         click.echo("Check complete, no warnings found.")
     if warnings and (fail_on_warning or CheckConfig.parse(tree.directives.check).error):
         sys.exit(1)
+
+
+def check_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``build --check`` (Docker's ``--call=check``): the build checks on the build's Dockerfile,
+    nothing built; exit 1 when there are warnings, as BuildKit's lint result says."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, check: bool, **kw: Any) -> Any:
+        if not check:
+            return f(*args, **kw)
+        context, path = kw.get("context"), kw.get("dockerfile")
+        if path == "-" or context == "-":
+            text, name = _read("-")
+        else:
+            if path is None:
+                path = os.path.join(context or ".", "Dockerfile")
+            elif not os.path.isabs(path) and not os.path.exists(path) and context:
+                path = os.path.join(context, path)
+            text, name = _read(path)
+        run_check(text, os.path.basename(name) if name != "<stdin>" else "Dockerfile", fail_on_warning=True)
+        return None
+
+    return click.option("--check", is_flag=True,
+                        help="Run the build checks on the Dockerfile, without building (exit 1 on warnings).")(wrapper)

@@ -287,6 +287,15 @@ def version(fmt: str | None) -> None:
 
 
 
+def _add_events() -> None:
+    from builder.cli.events import events
+
+    system.add_command(events)
+
+
+_add_events()
+
+
 def _add_check() -> None:
     from builder.cli.check import check
 

@@ -121,6 +121,8 @@ class AttachServer:
         self._early: list[bytes | None] = []
         self._target_set = False
         self._resize: Callable[[int, int], None] | None = None
+        #: the last size a client asked for before the run had a terminal (applied on wiring)
+        self._size: tuple[int, int] | None = None
         self._closed = False
         threading.Thread(target=self._accept_loop, daemon=True).start()
 
@@ -153,6 +155,10 @@ class AttachServer:
     def set_resize(self, resize: Callable[[int, int], None] | None) -> None:
         with self._cond:
             self._resize = resize
+            size, self._size = self._size, None
+        if resize is not None and size is not None:
+            with contextlib.suppress(OSError):
+                resize(*size)
 
     def broadcast(self, kind: int, data: bytes) -> None:
         with self._cond:
@@ -242,10 +248,15 @@ class AttachServer:
                     _write_all(stdin_w, payload)
             elif kind == CLOSE_STDIN and c.stdin and self.stdin_once:
                 self._close_stdin()
-            elif kind == RESIZE and resize is not None:
+            elif kind == RESIZE:
                 with contextlib.suppress(ValueError, OSError):
                     rows, cols = (int(x) for x in payload.split())
-                    resize(rows, cols)
+                    with self._cond:
+                        resize = self._resize
+                        if resize is None:
+                            self._size = (rows, cols)
+                    if resize is not None:
+                        resize(rows, cols)
         if c.stdin and self.stdin_once:
             with self._cond:
                 later = not self._target_set
@@ -287,3 +298,171 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+# -- detach keys --------------------------------------------------------------------------------
+#: Docker's default detach sequence: ctrl-p, ctrl-q
+DEFAULT_DETACH_KEYS = b"\x10\x11"
+#: ``ctrl-@`` … ``ctrl-_``: the names Docker's ``--detach-keys`` gives the control codes 0-31
+_CTRL_NAMES = {f"ctrl-{chr(0x40 + i).lower()}": i for i in range(32)}
+
+
+def parse_detach_keys(text: str) -> bytes:
+    """Docker's ``--detach-keys`` syntax: comma-separated keys, each one character or
+    ``ctrl-<a-z @ [ \\ ] ^ _>`` (or ``DEL``); ``ValueError`` naming the key otherwise."""
+    out = bytearray()
+    for key in text.split(","):
+        if len(key) == 1:
+            out += key.encode()
+        elif key in _CTRL_NAMES:
+            out.append(_CTRL_NAMES[key])
+        elif key == "DEL":
+            out.append(127)
+        else:
+            raise ValueError(f"Unknown character: '{key}'")
+    if not out:
+        raise ValueError("Unknown character: ''")
+    return bytes(out)
+
+
+class EscapeFilter:
+    """Docker's escape proxy over a terminal's input: bytes pass through, except that the
+    detach sequence ends the stream (``feed`` says so); a partial match is held back and
+    passed on when the next byte breaks it."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self._held = 0
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The bytes to forward, and whether the detach sequence was completed."""
+        out = bytearray()
+        for b in data:
+            if b == self.keys[self._held]:
+                self._held += 1
+                if self._held == len(self.keys):
+                    self._held = 0
+                    return bytes(out), True
+                continue
+            if self._held:
+                out += self.keys[:self._held]
+                self._held = 0
+                if b == self.keys[0]:
+                    self._held = 1
+                    continue
+            out.append(b)
+        return bytes(out), False
+
+
+# -- the client's side ----------------------------------------------------------------------------
+#: how often a client looks for a supervisor's socket that is not there yet
+CONNECT_POLL = 0.02
+
+
+def connect_while(path: Path, starting: Callable[[], object], *, stdin: bool,
+                  timeout: float = 30.0) -> socket.socket:
+    """Connect to *path* and say hello while ``starting()`` runs in a thread (a ``start``
+    whose supervisor waits for this client before it launches the container); re-raises what
+    ``starting`` raised, and ``TimeoutError`` when no supervisor listened in time."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            starting()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock = connect(path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            if errors:
+                raise errors[0] from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no attach socket at {path}") from None
+            time.sleep(CONNECT_POLL)
+    with contextlib.suppress(OSError):
+        # the supervisor waits for our hello before it launches: say it before joining
+        hello(sock, stdin=stdin)
+    t.join()
+    if errors:
+        sock.close()
+        raise errors[0]
+    return sock
+
+
+def hello(sock: socket.socket, *, stdin: bool, stdout: bool = True, stderr: bool = True) -> None:
+    sock.sendall(frame(HELLO, json.dumps({"stdin": stdin, "stdout": stdout, "stderr": stderr}).encode()))
+
+
+@dataclass
+class Session:
+    """One client's attach to a running container over its supervisor's socket: output to
+    *stdout*/*stderr* (fds), the terminal's bytes from *stdin* (an fd, or None) through the
+    detach-keys filter when *detach_keys* is set (Docker applies them with a tty only)."""
+
+    sock: socket.socket
+    stdout: int = 1
+    stderr: int = 2
+    stdin: int | None = None
+    detach_keys: bytes | None = None
+    #: the terminal's ``(rows, cols)`` now, sent at start and after the first output
+    window: Callable[[], tuple[int, int] | None] | None = None
+    detached: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self.sock.sendall(frame(kind, payload), socket.MSG_NOSIGNAL)
+
+    def resize(self) -> None:
+        size = self.window() if self.window is not None else None
+        if size:
+            self.send(RESIZE, f"{size[0]} {size[1]}".encode())
+
+    def run(self) -> bool:
+        """Carry bytes until the run ends (False) or the detach keys were typed (True)."""
+        if self.stdin is not None:
+            threading.Thread(target=self._upstream, daemon=True).start()
+        self.resize()
+        first = True
+        while True:
+            f = read_frame(self.sock)
+            if f is None:
+                break
+            kind, payload = f
+            with contextlib.suppress(OSError):
+                _write_all(self.stderr if kind == STDERR else self.stdout, payload)
+            if first:
+                first = False
+                self.resize()  # the first one may have come before the container's pty
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        return self.detached
+
+    def _upstream(self) -> None:
+        assert self.stdin is not None
+        escape = EscapeFilter(self.detach_keys) if self.detach_keys else None
+        while True:
+            try:
+                data = os.read(self.stdin, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                self.send(CLOSE_STDIN)
+                return
+            if escape is not None:
+                data, detach = escape.feed(data)
+                if data:
+                    self.send(STDIN, data)
+                if detach:
+                    self.detached = True
+                    with contextlib.suppress(OSError):
+                        self.sock.shutdown(socket.SHUT_RDWR)
+                    return
+            else:
+                self.send(STDIN, data)

@@ -75,7 +75,10 @@ class RunOptions:
     tty: bool = False
     hostname: str | None = None
     memory: str | None = None
+    #: ``--memory-swap``: memory + swap, ``-1`` unlimited; None/``0``: Docker's 2 × memory
+    memory_swap: str | None = None
     cpus: str | None = None
+    cpu_shares: int | None = None
     pids_limit: int | None = None
     read_only: bool = False
     cap_add: tuple[str, ...] = ()
@@ -103,6 +106,8 @@ class RunOptions:
     sysctls: tuple[str, ...] = ()
     shm_size: str | None = None
     devices: tuple[str, ...] = ()
+    #: ``(rows, cols)`` of the terminal a ``run -it`` client attaches (HostConfig ``ConsoleSize``)
+    console_size: tuple[int, int] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -131,6 +136,24 @@ def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing", progress:
         return transfer.pull(store, ref, progress=progress)
     except RegistryError as e:
         raise ContainerError(f"pull of {ref} failed: {e}") from None
+
+
+def memory_limits(memory_text: str | None, swap_text: str | None) -> tuple[int, int]:
+    """``(Memory, MemorySwap)`` as dockerd records them: ``--memory-swap`` is memory + swap
+    (``-1`` unlimited); given ``--memory`` alone, swap defaults to as much again (2 × memory)."""
+    memory = parse_bytes(memory_text) if memory_text else 0
+    if memory and memory < 6 * 1024 * 1024:
+        raise ContainerError("Minimum memory limit allowed is 6MB")
+    swap = 0
+    if swap_text is not None and swap_text.strip() not in ("", "0"):
+        swap = -1 if swap_text.strip() == "-1" else parse_bytes(swap_text, what="memory-swap")
+    if swap and not memory:
+        raise ContainerError("You should always set the Memory limit when using Memoryswap limit, see usage")
+    if swap > 0 and swap < memory:
+        raise ContainerError("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if memory and not swap:
+        swap = 2 * memory
+    return memory, swap
 
 
 def healthcheck_config(image_hc: Mapping[str, Any] | None, o: RunOptions) -> dict[str, Any] | None:
@@ -239,9 +262,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         parse_signal(stop_signal)
     if o.stop_timeout is not None and o.stop_timeout < -1:
         raise ContainerError(f"invalid --stop-timeout {o.stop_timeout}")
-    memory = parse_bytes(o.memory) if o.memory else 0
-    if memory and memory < 6 * 1024 * 1024:
-        raise ContainerError("Minimum memory limit allowed is 6MB")
+    memory, memory_swap = memory_limits(o.memory, o.memory_swap)
     nano_cpus = parse_cpus(o.cpus) if o.cpus else 0
     if nano_cpus and nano_cpus > (os.cpu_count() or 1) * 10**9:
         raise ContainerError(
@@ -317,7 +338,9 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             "Mounts": list(o.mounts),
             "Tmpfs": {t.partition(":")[0]: t.partition(":")[2] for t in o.tmpfs},
             "Memory": memory,
+            "MemorySwap": memory_swap,
             "NanoCpus": nano_cpus,
+            "CpuShares": o.cpu_shares or 0,
             "PidsLimit": o.pids_limit,
             "ReadonlyRootfs": o.read_only,
             "CapAdd": cap_add,
@@ -331,6 +354,8 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             "PublishSpecs": list(o.publish),
             **host,
         }
+        if o.console_size:
+            host_config["ConsoleSize"] = list(o.console_size)
         return Container(
             id=cid,
             name=name,

@@ -159,6 +159,8 @@ def remember_networks(root: StateRoot, c: Container) -> Container:
 
 # -- ps ----------------------------------------------------------------------------------------
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+#: filters relative to another container's creation
+_RELATIVE = ("before", "since")
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ class Filters:
             if not sep or not key:
                 raise ContainerError(f"bad format of filter (expected name=value): {spec}")
             if key not in ("name", "status", "label", "id", "exited", "ancestor", "health", "until",
-                           "volume", "network"):
+                           "volume", "network", "before", "since"):
                 raise ContainerError(f"invalid filter '{key}'")
             if key == "status" and value not in STATUSES:
                 raise ContainerError(f"invalid filter 'status={value}'")
@@ -196,6 +198,8 @@ class Filters:
 
     def match(self, c: Container) -> bool:
         for key, values in self.items.items():
+            if key in _RELATIVE:
+                continue  # ``list_containers`` applies them: they name another record
             if not any(_match_one(key, v, c) for v in values):
                 return False
         return True
@@ -238,6 +242,10 @@ def list_containers(root: StateRoot, *, all: bool = False, filters: Filters | No
     cs = store(root)
     filters = filters or Filters({})
     show_all = all or filters.wants_all()
+    # ``before=``/``since=`` a container (name or ID; the last one given, as dockerd): only
+    # those created before / after it, the named one left out
+    bounds = {key: parse_timestamp_text(cs.find(filters.items[key][-1]).created)
+              for key in _RELATIVE if filters.items.get(key)}
     out = []
     for c in cs.all():
         c = refresh(cs, c)
@@ -245,10 +253,16 @@ def list_containers(root: StateRoot, *, all: bool = False, filters: Filters | No
             continue
         if not show_all and not c.state.running:
             continue
+        if bounds and not _within(parse_timestamp_text(c.created), bounds):
+            continue
         if filters.match(c):
             out.append(c)
     out.sort(key=lambda c: c.created, reverse=True)
     return out
+
+
+def _within(created: int, bounds: Mapping[str, int]) -> bool:
+    return created < bounds.get("before", created + 1) and created > bounds.get("since", created - 1)
 
 
 # -- events ------------------------------------------------------------------------------------

@@ -443,8 +443,10 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
 
                 sb = start_oci(spec, rt, root, stdout=stdout, stderr=stderr, stdin=stdin)
             else:
+                size = c.host_config.get("ConsoleSize") or (0, 0)  # the `run -it` client's terminal
                 sb = Executor(root).start(spec, stdout=stdout, stdin=stdin,
-                                          stderr=None if spec.process.terminal else stderr)
+                                          stderr=None if spec.process.terminal else stderr,
+                                          console_size=(int(size[0]), int(size[1])) if all(size) else None)
         finally:
             for fd in close_after:
                 os.close(fd)

@@ -136,8 +136,10 @@ class Executor:
         return self.start(spec, stdout=stdout, stderr=stderr, stdin=stdin).wait(timeout)
 
     # -- start ---------------------------------------------------------------------------------------
-    def start(self, spec: Spec, *, stdout: Output = None, stderr: Output = None, stdin: Input = None) -> Sandbox:
-        """Start *spec*; returns once the process has been exec'd (or raises, with nothing left)."""
+    def start(self, spec: Spec, *, stdout: Output = None, stderr: Output = None, stdin: Input = None,
+              console_size: tuple[int, int] | None = None) -> Sandbox:
+        """Start *spec*; returns once the process has been exec'd (or raises, with nothing left).
+        A terminal gets *console_size* (rows, cols), else the size of *stdin*'s terminal."""
         sid = spec.id or os.urandom(8).hex()
         reap_stale(self.state)
         run_dir = self.state.run / sid
@@ -168,7 +170,7 @@ class Executor:
                                        "mountpoints": mountpoints})
             mask = run_dir / "mask"
             os.mknod(mask, stat.S_IFCHR | 0o000, 0)
-            stdio = Stdio(stdin, stdout, stderr, terminal=spec.process.terminal)
+            stdio = Stdio(stdin, stdout, stderr, terminal=spec.process.terminal, console_size=console_size)
             plan = Plan(spec=spec, rootfs=str(rootfs_dir), run_dir=str(run_dir), overlay_data=data,
                         mask_node=str(mask), cgroup_layout=_cg.detect(),
                         seccomp_bpf=self._seccomp(spec.process))

@@ -25,7 +25,8 @@ Input = None | int | IO[Any] | bytes
 class Stdio:
     """The child's fds 0/1/2 and what the parent pumps (callbacks, bytes to feed, a pty)."""
 
-    def __init__(self, stdin: Input, stdout: Output, stderr: Output, *, terminal: bool) -> None:
+    def __init__(self, stdin: Input, stdout: Output, stderr: Output, *, terminal: bool,
+                 console_size: tuple[int, int] | None = None) -> None:
         self.child: list[int] = []  # fds to dup2 onto 0, 1, 2 in the child
         self.close_in_parent: list[int] = []
         self.readers: dict[int, Callable[[bytes], None] | int] = {}  # parent fd → sink
@@ -53,7 +54,9 @@ class Stdio:
             source = stdin if isinstance(stdin, int) and stdin >= 0 else (
                 stdin.fileno() if stdin is not None and not isinstance(stdin, (bytes, int)) else 0)
             with contextlib.suppress(OSError):
-                if os.isatty(source):
+                if console_size is not None:
+                    self.console_size = console_size  # a client's terminal, not ours
+                elif os.isatty(source):
                     self.console_size = sc.real().get_winsize(source)
             return
         self.child = [self._in(stdin), self._out(stdout, 1), self._out(stderr, 2)]

@@ -1,0 +1,89 @@
+"""``pybuild events`` (also ``system events``): the state root's event log as Docker's client prints
+it, past events from ``--since``, then new ones until ``--until`` or Ctrl-C. Parse, one library
+call, render.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+#: how often the log is read for new events
+POLL = 0.1
+
+
+def event_line(ev: Mapping[str, Any]) -> str:
+    """Docker's line: ``TIME TYPE ACTION ID (k=v, …)``, the time in local time with nine digits,
+    the attributes sorted by key."""
+    from datetime import datetime
+
+    nano = ev.get("timeNano") or int(ev.get("time") or 0) * 10**9
+    when = datetime.fromtimestamp(nano // 10**9).astimezone()
+    offset = when.strftime("%z")
+    zone = "Z" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
+    stamp = f"{when.strftime('%Y-%m-%dT%H:%M:%S')}.{nano % 10**9:09d}{zone}"
+    actor = ev.get("Actor") or {}
+    line = f"{stamp} {ev.get('Type', '')} {ev.get('Action', '')} {actor.get('ID', '')}"
+    attrs = actor.get("Attributes") or {}
+    if attrs:
+        line += " (" + ", ".join(f"{k}={attrs[k]}" for k in sorted(attrs)) + ")"
+    return line
+
+
+def _seconds(text: str | None) -> float | None:
+    from builder.containers.options import parse_timestamp_ns
+
+    return None if not text else parse_timestamp_ns(text) / 1e9
+
+
+@click.command("events")
+@click.option("--since", default=None, help="Show all events created since timestamp.")
+@click.option("--until", default=None, help="Stream events until this timestamp.")
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided.")
+@click.option("--format", "fmt", default=None, help="Format the output using the given Go template.")
+@click.pass_obj
+def events(obj: Any, since: str | None, until: str | None, filters: tuple[str, ...], fmt: str | None) -> None:
+    """Get real time events from the server."""
+    from builder import events as lib
+    from builder.cli import fail
+    from builder.cli import format as fmt_
+
+    since_s, until_s = _seconds(since), _seconds(until)
+    wanted: dict[str, list[str]] = {}
+    for spec in filters:
+        key, sep, value = spec.partition("=")
+        if not sep:
+            fail(f"bad format of filter (expected name=value): {spec}")
+        wanted.setdefault(key.strip().lower(), []).append(value)
+    try:
+        flt = lib.Filters.from_json(json.dumps(wanted))
+    except ValueError as e:
+        fail(str(e))
+    if fmt == "json":
+        fmt = "{{json .}}"
+
+    def show(ev: Mapping[str, Any]) -> None:
+        click.echo(fmt_.render_template(fmt, dict(ev)) if fmt else event_line(ev))
+
+    # Ctrl-C ends the stream as it ends Docker's client: by the signal, nothing printed
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    reader = lib.Reader(obj.state, from_start=since_s is not None)
+    while True:
+        for ev in reader.poll():
+            t = lib.event_time(ev)
+            if since_s is not None and t < since_s:
+                continue
+            if until_s is not None and t > until_s:
+                continue
+            if flt.match(ev):
+                show(ev)
+        sys.stdout.flush()
+        if until_s is not None and time.time() > until_s:
+            return
+        time.sleep(POLL)
