@@ -45,51 +45,84 @@ def init_alive(state: State) -> bool:
 
 
 def refresh(cs: ContainerStore, c: Container) -> Container:
-    """Make *c*'s state true: a running/restarting record whose supervisor is gone is repaired
-    (its container killed if it outlived the supervisor, exit code kept, resources released)."""
+    """Make *c*'s state true: a record whose supervisor is gone (running, restarting, or a start
+    it never finished) is repaired (its container killed if it outlived the supervisor, exit
+    code kept, resources released); a removal whose remover was killed is finished."""
     st = c.state
-    if not st.running and st.status != "removing":
+    if st.status == "removing":
+        return _finish_removal(cs, c)
+    if not (st.running or st.starting) or supervisor_alive(st):
         return c
-    if supervisor_alive(st):
-        return c
-    with cs.lock(c.id):
-        st = cs.load_state(c.id)
-        if not st.running or supervisor_alive(st):
-            return c.with_state(st)
-        killed = False
-        if init_alive(st):
-            # the supervisor died under the container: nobody would reap or log it any more
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(st.pid, signal.SIGKILL)
-            killed = True
-            _wait_gone(st.pid, st.pid_start, 5.0)
-        runtime.teardown(cs.root, c, st)
-        # a container still marked running died with its supervisor (the sandbox's helper kills
-        # it on the supervisor's death, or we just did): that is a SIGKILL, 137. A restarting
-        # one had already ended and recorded its own code.
-        was_running = st.status == "running"
-        exit_code = 137 if killed or was_running else st.exit_code
-        st = replace(
-            st,
-            status="exited",
-            exit_code=exit_code,
-            error=st.error or "supervisor ended unexpectedly",
-            finished_at=rfc3339nano() if was_running else st.finished_at,
-            pid=0,
-            pid_start=0,
-            supervisor_pid=0,
-            supervisor_start=0,
-            sandbox={},
-            paused=False,
-        )
-        cs.save_state(c.id, st)
+    try:
+        with cs.lock(c.id):
+            st = repair_locked(cs, c.with_state(cs.load_state(c.id)))
+    except NoSuchContainer:
+        return c.with_state(replace(st, status="removing"))
     c = c.with_state(st)
-    if c.host_config.get("AutoRemove"):
+    if c.host_config.get("AutoRemove") and st.status == "exited":
         # --rm: what the dead supervisor would have done once the container ended
         with contextlib.suppress(OSError):
             (cs.root.containers / f".exit-{c.id}").write_text(str(st.exit_code))
         destroy(cs.root, c, volumes=True)
         c = c.with_state(replace(st, status="removing"))
+    return c
+
+
+def repair_locked(cs: ContainerStore, c: Container) -> State:
+    """Under *c*'s lock: if its supervisor is dead, kill what it left running, tear down from
+    the persisted state (and what an interrupted start may not have recorded) and save the
+    state it ends in: ``exited`` (137 if it was running) or, for a first start that never
+    finished, ``created``. Returns the state, repaired or as it was."""
+    st = c.state
+    if not (st.running or st.starting or st.status == "removing") or supervisor_alive(st):
+        return st
+    killed = False
+    if init_alive(st):
+        # the supervisor died under the container: nobody would reap or log it any more
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st.pid, signal.SIGKILL)
+        killed = True
+        _wait_gone(st.pid, st.pid_start, 5.0)
+    runtime.teardown(cs.root, c, st, crashed=True)
+    if st.status == "removing":
+        return st
+    if st.starting:
+        st = replace(st, supervisor_pid=0, supervisor_start=0, sandbox={}, endpoints={},
+                     error=st.error or "the start was interrupted: its supervisor ended")
+        cs.save_state(c.id, st)
+        return st
+    # a container still marked running died with its supervisor (the sandbox's helper kills
+    # it on the supervisor's death, or we just did): that is a SIGKILL, 137. A restarting
+    # one had already ended and recorded its own code.
+    was_running = st.status == "running"
+    st = replace(
+        st,
+        status="exited",
+        exit_code=137 if killed or was_running else st.exit_code,
+        error=st.error or "supervisor ended unexpectedly",
+        finished_at=rfc3339nano() if was_running else st.finished_at,
+        pid=0,
+        pid_start=0,
+        supervisor_pid=0,
+        supervisor_start=0,
+        sandbox={},
+        endpoints={},
+        paused=False,
+    )
+    cs.save_state(c.id, st)
+    return st
+
+
+def _finish_removal(cs: ContainerStore, c: Container) -> Container:
+    """A record in ``removing``: its remover holds the lock while it works; if we get the
+    lock, the remover was killed, and we finish its removal."""
+    try:
+        with cs.lock(c.id, wait=False):
+            c = cs.load(c.id)
+            if c.state.status == "removing":
+                _remove_locked(cs, c, volumes=False)
+    except (BlockingIOError, NoSuchContainer):
+        pass
     return c
 
 
@@ -240,6 +273,7 @@ def _match_one(key: str, value: str, c: Container) -> bool:
 def list_containers(root: StateRoot, *, all: bool = False, filters: Filters | None = None) -> list[Container]:
     """Newest first, as ``docker ps``; every running record checked against the process table."""
     cs = store(root)
+    cs.sweep()
     filters = filters or Filters({})
     show_all = all or filters.wants_all()
     # ``before=``/``since=`` a container (name or ID; the last one given, as dockerd): only
@@ -275,16 +309,32 @@ def emit(root: StateRoot, c: Container, action: str, **extra: str) -> None:
 
 
 # -- signals -----------------------------------------------------------------------------------
+def _mark_stopping(cs: ContainerStore, c: Container) -> Container:
+    """Under the lock (a start in progress finishes first): the current record, marked
+    ``stopped_by_user`` when it runs, so its restart policy does not bring it back."""
+    with cs.lock(c.id):
+        st = cs.load_state(c.id)
+        if st.running:
+            st = replace(st, stopped_by_user=True)
+            cs.save_state(c.id, st)
+    return c.with_state(st)
+
+
 def kill(root: StateRoot, ref: str, sig: str | int = "KILL") -> Container:
     """``docker kill``: deliver a signal to the container's init; KILL/TERM-family kills count as
     a user stop (no restart), other signals are just forwarded."""
     num = parse_signal(sig)
     cs = store(root)
     c = refresh(cs, cs.find(ref))
+    if c.state.starting:
+        with cs.lock(c.id):  # a start in progress: signal what it started
+            c = refresh(cs, cs.load(c.id))
     if c.state.status != "running" or not init_alive(c.state):
         raise ContainerError(f"Cannot kill container: {ref}: container {c.id} is not running")
     if num in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
-        cs.update_state(c.id, lambda s: replace(s, stopped_by_user=True))
+        c = _mark_stopping(cs, c)
+        if not init_alive(c.state):
+            return c
     try:
         os.kill(c.state.pid, num)
     except ProcessLookupError:
@@ -299,11 +349,10 @@ def kill(root: StateRoot, ref: str, sig: str | int = "KILL") -> Container:
 def stop(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | None = None) -> Container:
     """Send the stop signal, wait up to *timeout* seconds, then SIGKILL; returns the final record."""
     cs = store(root)
-    c = refresh(cs, cs.find(ref))
+    c = _mark_stopping(cs, refresh(cs, cs.find(ref)))
     st = c.state
     if not st.running:
         return c
-    cs.update_state(c.id, lambda s: replace(s, stopped_by_user=True))
     if timeout is None:
         t = c.config.stop_timeout
         timeout = int(t) if t is not None else DEFAULT_STOP_TIMEOUT
@@ -398,44 +447,66 @@ def _last_exit(root: StateRoot, cid: str) -> int:
 
 # -- rm / prune ---------------------------------------------------------------------------------
 def remove(root: StateRoot, ref: str, *, force: bool = False, volumes: bool = False) -> Container:
-    """``docker rm``: refuse a running container unless *force* (then SIGKILL it first)."""
+    """``docker rm``: refuse a running container unless *force*. The whole removal holds the
+    container's lock (a start in progress finishes first, then is killed): the record goes
+    ``removing``, what runs is killed, everything the start made is torn down from the
+    persisted state, then the record is deleted. A remover killed midway leaves ``removing``
+    and an unheld lock: whoever takes the lock next finishes (``refresh``)."""
     cs = store(root)
-    c = refresh(cs, cs.find(ref))
-    if c.state.running:
-        if not force:
+    c = cs.find(ref)
+    with cs.lock(c.id):
+        c = cs.load(c.id)
+        st = c.state
+        if (st.running or st.starting) and supervisor_alive(st) and not force:
             raise ContainerError(
-                f"cannot remove container \"/{c.name}\": container is {c.state.status}: "
+                f"cannot remove container \"/{c.name}\": container is {st.status}: "
                 "stop the container before removing or force remove"
             )
-        cs.update_state(c.id, lambda s: replace(s, stopped_by_user=True))
-        # a forced rm must not wait for the restart policy: mark it, then kill
-        if init_alive(c.state):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(c.state.pid, signal.SIGKILL)
-        c = wait_not_running(cs, c.id, timeout=15)
-        if c.state.running:
-            sup = c.state
-            if supervisor_alive(sup):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(sup.supervisor_pid, signal.SIGKILL)
-            c = wait_not_running(cs, c.id, timeout=5)
-    destroy(root, c, volumes=volumes)
+        c = _remove_locked(cs, c, volumes=volumes)
+    emit(root, c, "destroy")
+    _reap_supervisor(c.state)
     return c
+
+
+def _remove_locked(cs: ContainerStore, c: Container, *, volumes: bool) -> Container:
+    """Under *c*'s lock: mark it ``removing``, kill its processes, tear down, delete it. Its
+    supervisor, if any, finds the record gone when it next takes the lock, and ends."""
+    was = c.state
+    crashed = (was.running or was.starting or was.status == "removing") and not supervisor_alive(was)
+    st = replace(was, status="removing", stopped_by_user=True)
+    cs.save_state(c.id, st)
+    if init_alive(st):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st.pid, signal.SIGKILL)
+        emit(cs.root, c, "kill", signal=str(int(signal.SIGKILL)))
+        _wait_gone(st.pid, st.pid_start, 10.0)
+    runtime.teardown(cs.root, c, st, crashed=crashed)
+    runtime.remove_storage(cs.root, c, volumes=volumes)
+    cs.delete(c.id)
+    return c.with_state(st)
+
+
+def _reap_supervisor(st: State) -> None:
+    """After a removal: the supervisor ends once it finds the record gone; one that does not
+    within a few seconds is killed."""
+    if not st.supervisor_pid or st.supervisor_pid == os.getpid():
+        return
+    if not _wait_gone(st.supervisor_pid, st.supervisor_start, 5.0):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st.supervisor_pid, signal.SIGKILL)
+        _wait_gone(st.supervisor_pid, st.supervisor_start, 5.0)
 
 
 def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
     """Remove a stopped container's record and everything it owns (container layer, anonymous
     volumes with *volumes*, its log)."""
     cs = store(root)
-    with cs.lock(c.id):
-        if not cs.dir(c.id).exists():
-            return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
-        runtime.teardown(root, c, c.state)
-        runtime.remove_storage(root, c, volumes=volumes)
-        cs.delete(c.id)
+    try:
+        with cs.lock(c.id):
+            _remove_locked(cs, cs.load(c.id), volumes=volumes)
+    except NoSuchContainer:
+        return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
     emit(root, c, "destroy")
-    with contextlib.suppress(OSError):
-        cs.lock_path(c.id).unlink()
 
 
 def prune(root: StateRoot, *, filters: Filters | None = None) -> list[str]:

@@ -2,11 +2,15 @@
 
 Both are written atomically; names are unique under the ``containers`` lock; liveness is
 checked by pid *and* start time (``/proc/<pid>/stat``) so a reused pid is never mistaken.
+Each record has its own lock (``containers/<id>/lock``, an ``flock``) held through every state
+transition; it goes with the record, so a waiter that gets it after a removal learns so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +29,35 @@ from registry.config import ContainerConfig
 CONFIG_FILE = "container.json"
 STATE_FILE = "state.json"
 LOG_SUFFIX = "-json.log"
+LOCK_FILE = "lock"
+
+#: per thread: container id -> how deeply this thread holds that container's lock
+_held = threading.local()
+#: container id -> the in-process lock threads queue on before the file lock
+_in_process: dict[str, threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child holds none of its parent's POSIX locks, and only the forking thread:
+    locks other threads held at the fork would never be released here."""
+    global _guard
+    _held.__dict__.clear()
+    _in_process.clear()
+    _guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _lockf(fd: int, *, wait: bool) -> None:
+    """An exclusive POSIX lock on the whole file; ``BlockingIOError`` if held and not *wait*."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise BlockingIOError(e.errno, "locked") from None
+        raise
 
 
 class NoSuchContainer(ContainerError):
@@ -78,7 +111,9 @@ class Health:
 class State:
     """What changes while a container lives; Docker's ``State`` plus the pids we supervise."""
 
-    status: str = "created"  # created | running | restarting | exited | dead | removing
+    #: created | running | restarting | exited | dead | removing; a start in progress is
+    #: ``created`` with a supervisor (``starting``), as Docker shows it
+    status: str = "created"
     pid: int = 0
     pid_start: int = 0
     supervisor_pid: int = 0
@@ -102,6 +137,11 @@ class State:
     @property
     def running(self) -> bool:
         return self.status in ("running", "restarting")
+
+    @property
+    def starting(self) -> bool:
+        """A supervisor has claimed the record for a first start not finished yet."""
+        return self.status == "created" and self.supervisor_pid != 0
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -226,13 +266,53 @@ class ContainerStore:
             yield
 
     @contextlib.contextmanager
-    def lock(self, cid: str) -> Iterator[None]:
-        """Serialises read-modify-write of one container's state (CLI and supervisor)."""
-        with self.root.lock(f"container-{cid[:12]}"):
-            yield
+    def lock(self, cid: str, *, wait: bool = True) -> Iterator[None]:
+        """Hold *cid*'s lock: every state transition (start, stop, kill, rm, repair) happens
+        under it. Raises ``NoSuchContainer`` if the record is gone, or goes while we wait;
+        ``BlockingIOError`` with ``wait=False`` if another holder has it. Re-entrant within
+        a thread.
+
+        A POSIX record lock (``lockf``), not an ``flock``: a process forked meanwhile (the
+        sandbox's helper, an OCI runtime's supervisor) must not keep holding it, and a killed
+        holder releases it. POSIX locks are the process's, so threads queue on a ``Lock``."""
+        depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+        if depth.get(cid):
+            depth[cid] += 1
+            try:
+                yield
+            finally:
+                depth[cid] -= 1
+            return
+        with _guard:
+            in_process = _in_process.setdefault(cid, threading.Lock())
+        if not in_process.acquire(blocking=wait):
+            raise BlockingIOError(f"container {cid} is locked")
+        try:
+            path = self.lock_path(cid)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except (FileNotFoundError, NotADirectoryError):
+                raise NoSuchContainer(f"No such container: {cid}") from None
+            try:
+                _lockf(fd, wait=wait)
+                try:
+                    same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same or not (self.dir(cid) / CONFIG_FILE).is_file():
+                    raise NoSuchContainer(f"No such container: {cid}")
+                depth[cid] = 1
+                try:
+                    yield
+                finally:
+                    depth.pop(cid, None)
+            finally:
+                os.close(fd)
+        finally:
+            in_process.release()
 
     def lock_path(self, cid: str) -> Path:
-        return self.root.path / "locks" / f"container-{cid[:12]}.lock"
+        return self.dir(cid) / LOCK_FILE
 
     # -- reading ---------------------------------------------------------------------------------
     def ids(self) -> list[str]:
@@ -289,6 +369,7 @@ class ContainerStore:
                 raise ContainerError(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         self.path.mkdir(parents=True, exist_ok=True)
         with self.names_lock():
+            self._sweep()
             taken = {c.name: c.id for c in self.all()}
             if name is not None and name in taken:
                 raise ContainerError(
@@ -347,6 +428,33 @@ class ContainerStore:
             c = replace(c, name=new_name)
             self.save_config(c)
         return c
+
+    def sweep(self) -> None:
+        """Remove what creations and removals killed midway left (``ps`` calls this)."""
+        if self.path.is_dir() and any(p.name.startswith((".tmp-", ".rm-")) for p in self.path.iterdir()):
+            with self.names_lock():
+                self._sweep()
+
+    def _sweep(self) -> None:
+        """Directories of creations and removals whose process was killed: a ``.tmp-`` one only
+        lives under the names lock (which we hold), a ``.rm-`` one under its record's lock."""
+        for p in self.path.iterdir():
+            if p.name.startswith(".tmp-"):
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.name.startswith(".rm-"):
+                try:
+                    fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+                except OSError:
+                    fd = -1
+                try:
+                    if fd >= 0:
+                        _lockf(fd, wait=False)
+                    shutil.rmtree(p, ignore_errors=True)
+                except BlockingIOError:
+                    pass  # its remover is at work
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
 
     def delete(self, cid: str) -> None:
         """Remove the record directory (renamed away first, so a reader never sees half of it)."""

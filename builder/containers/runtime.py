@@ -72,12 +72,19 @@ def healthcheck_of(c: Container) -> HealthConfig | None:
     )
 
 
-def teardown(root: StateRoot, c: Container, state: State) -> None:
+def teardown(root: StateRoot, c: Container, state: State, *, crashed: bool = False) -> None:
     """Undo what a start made (sandbox mounts/cgroup/processes, network endpoints, proxies);
-    safe to call again, and after a crash, from the persisted state alone."""
+    safe to call again, and after a crash, from the persisted state alone. *crashed*: the
+    start or its supervisor was killed, so what was made may not all be recorded yet: also
+    the sandbox's cgroups by name, and port rules and proxies tagged with the container."""
     run_dir = str(state.sandbox.get("run_dir") or "") if state.sandbox else ""
     if not run_dir:
         run_dir = str(root.run / c.id)  # where a start that crashed early may have left it
+    if crashed:
+        from builder.sandbox.handle import teardown_id
+
+        with contextlib.suppress(Exception):
+            teardown_id(root, c.id)
     if os.path.isdir(run_dir):
         from builder.sandbox.executor import teardown_run_dir
 
@@ -88,6 +95,33 @@ def teardown(root: StateRoot, c: Container, state: State) -> None:
         from builder import network
 
         network.release(root, c.id)
+    if crashed:
+        _sweep_network(root, c.id)
+
+
+def _sweep_network(root: StateRoot, cid: str) -> None:
+    """What an ``attach`` killed before it recorded its endpoint may have made outside the
+    netns (whose removal takes the veth with it): port rules and the port proxy."""
+    from builder import network
+    from builder.network import firewall, helpers
+
+    with contextlib.suppress(Exception):
+        nets = network.list_networks(root)
+        with firewall.locked():
+            for net in nets:
+                if net.driver == "bridge" and firewall.has_tag(firewall.endpoint_tag(net.id, cid)):
+                    firewall.remove_tagged(firewall.endpoint_tag(net.id, cid))
+    needle = b"\0--id\0" + cid.encode() + b"\0"
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if helpers.PROXY.encode() in cmd and needle in cmd + b"\0":
+            helpers.stop_proxy(int(entry.name), cid)
 
 
 def _has_network_state(root: StateRoot, cid: str) -> bool:

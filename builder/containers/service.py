@@ -10,7 +10,7 @@ from typing import Any
 
 from builder.containers import lifecycle
 from builder.containers.create import RunOptions, build, resolve_image
-from builder.containers.record import Container, ContainerStore
+from builder.containers.record import Container, ContainerStore, NoSuchContainer
 from builder.errors import BuildError, CommandNotExecutable, CommandNotFound, ContainerError
 from builder.state import StateRoot
 
@@ -72,7 +72,10 @@ def start(root: StateRoot, ref: str, *, attach_wait: int = 0) -> Container:
     started = spawn(root, c.id, attach_wait=attach_wait)
     if not started.ok:
         raise _start_error(started.exit_code, started.error)
-    return cs.load(c.id)
+    try:
+        return cs.load(c.id)
+    except NoSuchContainer:
+        return c  # it started, then an `rm -f` removed it: the start itself succeeded
 
 
 def run_detached(root: StateRoot, o: RunOptions, *, progress: Any = None,

@@ -27,6 +27,7 @@ from builder.containers.record import (
     Container,
     ContainerStore,
     Health,
+    NoSuchContainer,
     State,
     alive,
     proc_start_time,
@@ -86,9 +87,10 @@ class Supervisor:
         if self.terminating:
             return True
         try:
-            return self.cs.load_state(self.cid).stopped_by_user
+            st = self.cs.load(self.cid).state  # raises once the record is gone (rm -f)
         except ContainerError:
             return True
+        return st.stopped_by_user or st.status == "removing"
 
     # -- the loop ------------------------------------------------------------------------------
     def _set(self, **changes: Any) -> State:
@@ -96,25 +98,18 @@ class Supervisor:
 
     def run(self, ready: Callable[[Started], None]) -> int:
         """Start the container and supervise it until it ends for good; returns its exit code.
-        *ready* is called once, after the first start succeeded or failed."""
-        c = self.cs.load(self.cid)
+        *ready* is called once, after the first start succeeded or failed.
+
+        Each start happens under the container's lock, from the claim of the record to its
+        ``running`` state: ``rm -f``, ``stop`` and ``kill`` wait for it, then see a container
+        fully started; a record removed (or marked for removal) meanwhile is not started."""
+        try:
+            c = self.cs.load(self.cid)
+            log = LogWriter(self.cs.log_path(self.cid))
+        except (ContainerError, OSError):
+            ready(Started(False, 125, f"No such container: {self.cid}"))
+            return 125
         policy = RestartPolicy.from_json(c.host_config.get("RestartPolicy"))
-        other = False
-
-        def claim(st: State) -> State:
-            # two `start`s at once: the first supervisor to claim the record keeps it
-            nonlocal other
-            if st.supervisor_pid != self.me and alive(st.supervisor_pid, st.supervisor_start):
-                other = True
-                return st
-            return replace(st, supervisor_pid=self.me, supervisor_start=self.me_start,
-                           stopped_by_user=False, error="")
-
-        self._update(claim)
-        if other:
-            ready(Started(True))
-            return 0
-        log = LogWriter(self.cs.log_path(self.cid))
         if self.attach is None:
             with contextlib.suppress(OSError):
                 # as dockerd: a TTY's stdin stays open when its client leaves (detach, attach again)
@@ -124,6 +119,7 @@ class Supervisor:
         first = True
         backoff = BACKOFF_START
         exit_code = 0
+        removed = False
         try:
             while True:
                 began = time.monotonic()
@@ -135,30 +131,34 @@ class Supervisor:
                     if first and self.attach_wait:
                         # who attached before `start` (docker run) must see all the output
                         server.wait_clients(self.attach_wait, ATTACH_WAIT)
+                hc = runtime.healthcheck_of(c)
                 try:
-                    proc = runtime.launch(self.root, c, stdout=self._sink(log, "stdout"),
-                                          stderr=self._sink(log, "stderr"),
-                                          attach_stdin=self.attach.stdin if self.attach else stdin_r)
-                except Exception as e:  # noqa: BLE001 - any failure to start is reported, not raised
+                    word, proc, failure = self._start_locked(c, log, stdin_r, first=first, hc=hc)
+                except NoSuchContainer:
+                    word, proc, failure = "gone", None, None
+                if proc is None:
                     if server is not None:
                         server.end_run()
                     if stdin_r is not None:
                         os.close(stdin_r)
-                    code = e.exit_code if isinstance(e, BuildError) else 125
-                    msg = str(e) if isinstance(e, BuildError) else f"{type(e).__name__}: {e}"
+                if word == "other":  # two `start`s at once: the first supervisor keeps it
+                    ready(Started(True))
+                    return 0
+                if word in ("gone", "removing"):
+                    msg = (f"No such container: {self.cid}" if word == "gone" else
+                           f"container {self.cid} is marked for removal and cannot be started")
                     if first:
-                        self._set(status="created", error=msg, pid=0, pid_start=0,
-                                  supervisor_pid=0, supervisor_start=0)
+                        ready(Started(False, 125, msg))
+                    removed = True
+                    return 125 if first else exit_code
+                if word == "stopped":  # stopped during the restart back-off
+                    break
+                if failure is not None:
+                    code, msg = failure
+                    if first:
                         ready(Started(False, code, msg))
-                    else:
-                        self._set(status="exited", error=msg, exit_code=code, pid=0, pid_start=0,
-                                  supervisor_pid=0, supervisor_start=0, finished_at=rfc3339nano())
                     return code
-                hc = runtime.healthcheck_of(c)
-                self._set(status="running", pid=proc.pid, pid_start=proc_start_time(proc.pid),
-                          started_at=rfc3339nano(), exit_code=0, oom_killed=False, error="",
-                          sandbox=proc.persisted(), endpoints=proc.endpoints,
-                          health=Health() if hc is not None else None)
+                assert proc is not None
                 lifecycle.emit(self.root, c, "start")
                 if first:
                     ready(Started(True))
@@ -188,40 +188,103 @@ class Supervisor:
                 if outcome.oom_killed:
                     lifecycle.emit(self.root, c, "oom")
                 lifecycle.emit(self.root, c, "die", exitCode=str(exit_code))
-                with self.cs.lock(self.cid):
-                    st = self.cs.load_state(self.cid)
-                    with contextlib.suppress(ContainerError):  # `update --restart` changes it live
-                        policy = RestartPolicy.from_json(self.cs.load(self.cid).host_config.get("RestartPolicy"))
-                    restart = policy.should_restart(exit_code=exit_code, restarts=st.restart_count,
-                                                    stopped_by_user=st.stopped_by_user or self.terminating)
-                    st = replace(
-                        st, status="restarting" if restart else "exited", exit_code=exit_code,
-                        oom_killed=outcome.oom_killed, finished_at=rfc3339nano(), pid=0, pid_start=0,
-                        sandbox={}, endpoints={}, paused=False,
-                        restart_count=st.restart_count + int(restart),
-                        supervisor_pid=self.me if restart else 0,
-                        supervisor_start=self.me_start if restart else 0)
-                    self.cs.save_state(self.cid, st)
+                try:
+                    restart = self._record_exit(outcome, policy)
+                except NoSuchContainer:  # removed (`rm -f`) while it ran
+                    removed = True
+                    break
                 if not restart:
                     break
                 if time.monotonic() - began >= BACKOFF_RESET_AFTER:
                     backoff = BACKOFF_START
                 if self._sleep_unless_stopped(backoff):
-                    self._set(status="exited", supervisor_pid=0, supervisor_start=0)
+                    with contextlib.suppress(NoSuchContainer):
+                        self._set(status="exited", supervisor_pid=0, supervisor_start=0)
                     break
                 backoff = min(backoff * 2, BACKOFF_MAX)
-                c = self.cs.load(self.cid)
+                try:
+                    c = self.cs.load(self.cid)
+                except NoSuchContainer:
+                    removed = True
+                    break
         finally:
             log.close()
             if server is not None:
                 server.close()
-        if c.host_config.get("AutoRemove"):
+        if c.host_config.get("AutoRemove") and not removed:
             # `wait` on an --rm container must still learn the exit code
             with contextlib.suppress(OSError):
                 (self.root.containers / f".exit-{self.cid}").write_text(str(exit_code))
             with contextlib.suppress(BuildError):
                 lifecycle.destroy(self.root, self.cs.load(self.cid), volumes=True)
         return exit_code
+
+    def _start_locked(self, c: Container, log: LogWriter, stdin_r: int | None, *, first: bool,
+                      hc: runtime.HealthConfig | None,
+                      ) -> tuple[str, runtime.Launched | None, tuple[int, str] | None]:
+        """One start, under the container's lock: (what happened, the launched container, the
+        failure's exit code and message). Raises ``NoSuchContainer`` if the record is gone."""
+        with self.cs.lock(self.cid):
+            st = self.cs.load_state(self.cid)
+            if st.status == "removing":
+                return "removing", None, None
+            if st.supervisor_pid != self.me and alive(st.supervisor_pid, st.supervisor_start):
+                return "other", None, None
+            if not first and (st.stopped_by_user or self.terminating):
+                st = replace(st, status="exited", supervisor_pid=0, supervisor_start=0)
+                self.cs.save_state(self.cid, st)
+                return "stopped", None, None
+            # a start or a supervisor killed before us left things half made: undo them first
+            st = lifecycle.repair_locked(self.cs, c.with_state(st))
+            claimed = replace(st, supervisor_pid=self.me, supervisor_start=self.me_start)
+            if first:
+                claimed = replace(claimed, stopped_by_user=False, error="")
+            self.cs.save_state(self.cid, claimed)
+            try:
+                proc = runtime.launch(self.root, c, stdout=self._sink(log, "stdout"),
+                                      stderr=self._sink(log, "stderr"),
+                                      attach_stdin=self.attach.stdin if self.attach else stdin_r)
+            except Exception as e:  # noqa: BLE001 - any failure to start is reported, not raised
+                code = e.exit_code if isinstance(e, BuildError) else 125
+                msg = str(e) if isinstance(e, BuildError) else f"{type(e).__name__}: {e}"
+                if first:
+                    failed = replace(claimed, status="created", error=msg, pid=0, pid_start=0,
+                                     supervisor_pid=0, supervisor_start=0)
+                else:
+                    failed = replace(claimed, status="exited", error=msg, exit_code=code, pid=0,
+                                     pid_start=0, supervisor_pid=0, supervisor_start=0,
+                                     finished_at=rfc3339nano())
+                self.cs.save_state(self.cid, failed)
+                return "failed", None, (code, msg)
+            self.cs.save_state(self.cid, replace(
+                claimed, status="running", pid=proc.pid, pid_start=proc_start_time(proc.pid),
+                started_at=rfc3339nano(), exit_code=0, oom_killed=False, error="",
+                sandbox=proc.persisted(), endpoints=proc.endpoints,
+                health=Health() if hc is not None else None))
+            return "started", proc, None
+
+    def _record_exit(self, outcome: Any, policy: RestartPolicy) -> bool:
+        """The end of a run in the record, under the lock; whether the policy restarts it."""
+        exit_code = outcome.exit_status
+        with self.cs.lock(self.cid):
+            st = self.cs.load_state(self.cid)
+            if st.status == "removing":  # its remover was killed: whoever locks next finishes
+                self.cs.save_state(self.cid, replace(st, pid=0, pid_start=0, supervisor_pid=0,
+                                                     supervisor_start=0))
+                return False
+            with contextlib.suppress(ContainerError):  # `update --restart` changes it live
+                policy = RestartPolicy.from_json(self.cs.load(self.cid).host_config.get("RestartPolicy"))
+            restart = policy.should_restart(exit_code=exit_code, restarts=st.restart_count,
+                                            stopped_by_user=st.stopped_by_user or self.terminating)
+            st = replace(
+                st, status="restarting" if restart else "exited", exit_code=exit_code,
+                oom_killed=outcome.oom_killed, finished_at=rfc3339nano(), pid=0, pid_start=0,
+                sandbox={}, endpoints={}, paused=False,
+                restart_count=st.restart_count + int(restart),
+                supervisor_pid=self.me if restart else 0,
+                supervisor_start=self.me_start if restart else 0)
+            self.cs.save_state(self.cid, st)
+        return restart
 
     def _sink(self, log: LogWriter, stream: str) -> Callable[[bytes], None]:
         """Each chunk of output goes to the log, and to our terminal when attached."""
@@ -358,7 +421,14 @@ def _detach_stdio(root: StateRoot, cid: str, *, keep: int) -> None:
 def _supervise_detached(root: StateRoot, cid: str, w: int, attach_wait: int = 0) -> int:
     def ready(s: Started) -> None:
         nonlocal w
-        os.write(w, json.dumps({"ok": s.ok, "exit_code": s.exit_code, "error": s.error}).encode() + b"\n")
+        # the CLI that spawned us may be gone (killed, Ctrl-C): the container is ours all the
+        # same, so a pipe with no reader must neither kill us (SIGPIPE) nor raise
+        old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        try:
+            with contextlib.suppress(OSError):
+                os.write(w, json.dumps({"ok": s.ok, "exit_code": s.exit_code, "error": s.error}).encode() + b"\n")
+        finally:
+            signal.signal(signal.SIGPIPE, old)
         os.close(w)
         w = -1
 

@@ -344,6 +344,22 @@ def teardown_run_dir(run_dir: str | os.PathLike[str]) -> None:
     Sandbox.attach(run_dir).teardown()
 
 
+def teardown_id(state: StateRoot, sid: str) -> None:
+    """Tear down sandbox *sid* from whatever its start got to make, from any process: its run
+    dir's persisted state if there is one, else (a start killed before it wrote any) the
+    ``pybuild/<sid>`` cgroups, emptied and removed, and the run dir."""
+    run_dir = state.run / sid
+    with contextlib.suppress(SandboxError):
+        teardown_run_dir(run_dir)
+    layout = _cg.detect()
+    paths = [str(p) for m in {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}
+             if (p := Path(m) / _cg.PARENT / sid).is_dir()]
+    if paths:
+        v2 = next((p for p in paths if layout.v2 and p.startswith(layout.v2.rstrip("/") + "/")), None)
+        _cg.Cgroup(id=sid, paths=paths, v2=v2).remove()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 class ExecHandle(Sandbox):
     """An exec'd process: its teardown removes nothing but its own helper and pipes."""
 
