@@ -171,7 +171,7 @@ PIPE = "timeout 1 sh -c 'yes | head -c 100000 > /dev/null' && echo ended"
 
 def test_run_and_exec_processes_get_default_signals(busybox: Any, bt: Any, dockerd: Any,
                                                     tmp_path: Path) -> None:
-    """``run`` and ``exec`` (and ``run --runtime runc``) against ``docker run``/``docker exec``:
+    """``run``, ``run -d`` and ``exec`` (and ``run --runtime runc``) against Docker's:
     the same SigIgn/SigBlk, and a ``yes | head`` that ends within a second (``timeout 1``
     in the container kills a spinning one, and the check then fails)."""
     _load_busybox(dockerd, busybox, bt, tmp_path)
@@ -187,8 +187,10 @@ def test_run_and_exec_processes_get_default_signals(busybox: Any, bt: Any, docke
 
     name = f"sig{tmp_path.name[-10:]}".replace("_", "")
     dockerd.docker("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "60")
+    pid1 = f"{SIG_PROBE.replace('/proc/self/', '/proc/1/')}"
     try:
         their_exec = dockerd.docker("exec", name, "sh", "-c", probe).stdout.decode()
+        their_pid1 = dockerd.docker("exec", name, "sh", "-c", pid1).stdout.decode()
     finally:
         dockerd.docker("rm", "-f", name, check=False)
     assert their_exec == theirs
@@ -196,6 +198,8 @@ def test_run_and_exec_processes_get_default_signals(busybox: Any, bt: Any, docke
     try:
         r, took = _timed(lambda: busybox("exec", name, "sh", "-c", probe, timeout=60))
         assert r.stdout == their_exec
+        # the detached container's own process (started by its supervisor) too
+        assert busybox("exec", name, "sh", "-c", pid1).stdout == their_pid1
         # the whole exec (CLI start-up included) is bounded; the pipeline itself by timeout 1
         assert took < 30
     finally:
