@@ -16,7 +16,8 @@ from builder.state import StateRoot
 
 #: modules of ``builder.serve`` holding a ``routes`` RouteTableDef (each must exist)
 ROUTE_MODULES: tuple[str, ...] = ("system", "auth", "images", "build", "containers", "attach",
-                                 "archive", "exec", "networks", "volumes", "stats", "changes")
+                                 "archive", "exec", "networks", "volumes", "stats", "changes",
+                                 "swarm")
 
 _VERSION_PREFIX = "/v{version:[0-9]+[.][0-9]+}"
 

@@ -7,6 +7,7 @@ anything else -> 500. An unknown endpoint is 404 ``page not found``, as dockerd 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -82,7 +83,10 @@ def message_of(exc: BaseException) -> str:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # exactly ``application/json``, as dockerd: the Go client reads the message out of the body
+    # only for that type (with ``; charset=utf-8`` the CLI prints the raw JSON)
+    return web.Response(body=json.dumps({"message": message}).encode() + b"\n", status=status,
+                        content_type="application/json")
 
 
 @web.middleware
