@@ -107,6 +107,8 @@ class Netlink:
         t = threading.Thread(target=work, name="pybuild-netlink")
         t.start()
         t.join()
+        if not got:
+            raise OSError(f"cannot open netlink in {netns}")
         if isinstance(got[0], OSError):
             raise got[0]
         self._sock = got[0]
