@@ -4,7 +4,8 @@ A lease (as containerd's content store has) is a file ``<store>/ingest/lease-*``
 holder keeps ``flock``-ed and lists the blobs its transfer wrote or relies on, one digest a
 line; an ingest temp file is ``flock``-ed by its writer the same way. The kernel drops a dead
 process's locks, so whoever takes the store lock next can tell a killed or cancelled transfer's
-leftovers (``sweep``) from a live one's, at once rather than after an age.
+leftovers (``sweep``) from a live one's, at once rather than after an age. The store's
+file helpers (``file_lock``, ``write_atomic``) live here too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,34 @@ from pathlib import Path
 
 from registry.digest import Digest
 from registry.errors import DigestError
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
+    """Hold an advisory ``flock`` on *path* (created if missing) for the ``with`` body;
+    with ``wait=False`` raise ``BlockingIOError`` at once if another holder has it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write *data* to a temp file beside *path*, fsync, then rename over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def claim(path: Path) -> int:

@@ -7,7 +7,6 @@ reference); each entry also carries the image ID, created time and size so listi
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any, BinaryIO
 from registry import mediatypes as mt
 from registry.digest import CHUNK, Digest
 from registry.errors import BlobUnknown, DigestError, InvalidReference, NotFound, StoreError
-from registry.leases import Lease, ingest_file, leftovers
+from registry.leases import Lease, file_lock, ingest_file, leftovers, write_atomic
 from registry.model import Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json
 from registry.reference import Reference
 
@@ -28,34 +27,6 @@ IMAGE_ID = "io.pybuild.image.id"
 IMAGE_CREATED = "io.pybuild.image.created"
 IMAGE_SIZE = "io.pybuild.image.size"
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
-    """Hold an advisory ``flock`` on *path* (created if missing) for the ``with`` body;
-    with ``wait=False`` raise ``BlockingIOError`` at once if another holder has it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
-        yield
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write *data* to a temp file beside *path*, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class BlobWriter:
@@ -446,6 +417,7 @@ class Store:
                 return
             out.append(entry)
             self._write_index(self._dedupe_dangling(out))
+        self.sweep()  # whoever takes the store lock collects what dead transfers left
 
     @staticmethod
     def _dedupe_dangling(entries: list[Descriptor]) -> list[Descriptor]:
@@ -472,6 +444,7 @@ class Store:
             if len(keep) == len(entries):
                 raise NotFound(f"No such image: {reference.familiar}")
             self._write_index(keep)
+        self.sweep()
         return next(e for e in entries if e.annotation(REF_NAME) == str(reference))
 
     def lookup(self, text: str) -> ImageRecord:
@@ -604,11 +577,8 @@ class Store:
                     except DigestError:
                         continue
                     if d not in live:
-                        freed += blob.stat().st_size
-                        blob.unlink()
+                        freed += self._unlink_blob(d)
                         removed += 1
-                        with contextlib.suppress(FileNotFoundError):
-                            (self.path / "sizes" / alg_dir.name / blob.name).unlink()
             # no lease is live now: every lease file is a dead one; ingest files of dead writers
             with leftovers(self.path / "ingest") as found:
                 for p in [*found.ingest, *found.leases]:

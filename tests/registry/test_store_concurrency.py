@@ -75,6 +75,14 @@ def _start(pyb: Any, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _wait_ingest(pyb: Any, proc: subprocess.Popen[str]) -> None:
+    """Until a blob is being received into the store (by *proc*, the only writer yet)."""
+    deadline = time.monotonic() + 15
+    while not any(p.name.startswith("blob-") for p in (pyb.root / "store" / "ingest").glob("*")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+
+
 def test_cancelled_pull_keeps_what_a_finished_pull_references(
         pybuild: Any, image: tuple[str, str], fault_proxy: FaultProxy,
         plain_registry: Registry) -> None:
@@ -83,10 +91,7 @@ def test_cancelled_pull_keeps_what_a_finished_pull_references(
     repo, big = image
     _slow(fault_proxy, big)
     slow = _start(pybuild, "pull", f"{fault_proxy.addr}/{repo}:v1")
-    deadline = time.monotonic() + 10
-    while not any(p.name.startswith("blob-") for p in (pybuild.root / "store" / "ingest").glob("*")):
-        assert time.monotonic() < deadline and slow.poll() is None
-        time.sleep(0.05)
+    _wait_ingest(pybuild, slow)
     pybuild("pull", f"{plain_registry.addr}/{repo}:v1")
     assert slow.poll() is None
     slow.send_signal(signal.SIGINT)
@@ -116,10 +121,11 @@ def test_killed_and_cancelled_pulls_leave_nothing(
     while rounds < 2 or (time.monotonic() - started < 18 and rounds < 6):
         rounds += 1
         sig = rng.choice([signal.SIGKILL, signal.SIGINT])
-        delay = rng.uniform(0.2, 1.6)
+        delay = rng.uniform(0.0, 1.5)
         beside = rng.random() < 0.5
         _slow(fault_proxy, big)
         slow = _start(pybuild, "pull", slow_ref)
+        _wait_ingest(pybuild, slow)  # the slow pull is receiving its big layer
         fast = _start(pybuild, "pull", fast_ref) if beside else None
         time.sleep(delay)
         if fast is not None:
