@@ -88,7 +88,7 @@ def df(g: Globals, verbose: bool, fmt: str | None) -> None:
 
     usage = lib.df(g.state)
     rows = lib.df_summary(usage)
-    if fmt is not None:
+    if fmt is not None and fmt != "table":  # "table" alone: the default table, as Docker
         objs = [{"Type": r.type, "TotalCount": str(r.total), "Active": str(r.active),
                  "Size": human_size(r.size, 4), "Reclaimable": _reclaimable(r)} for r in rows]
         headers = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
