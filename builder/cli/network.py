@@ -68,7 +68,7 @@ def create(obj: Any, name: str, driver: str, subnet: str | None, gateway: str | 
 @click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
 @click.option("-f", "--filter", "filters", multiple=True, help="name=, id=, driver=, label=, type=custom|builtin")
-@click.option("--format", "fmt", default=None, help="'json' for one JSON object per line.")
+@click.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
 @click.pass_obj
 def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List networks."""

@@ -70,7 +70,7 @@ def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opt
 @volume.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display volume names.")
 @click.option("-f", "--filter", "filters", multiple=True, help="dangling=, name=, label=, driver=")
-@click.option("--format", "fmt", default=None, help="'json' for one JSON object per line.")
+@click.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
 @click.pass_obj
 def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List volumes."""
