@@ -104,9 +104,26 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-def copy_entry(root: Path, e: Entry, dest: str, own: Ownership, *, keep_owner: bool) -> None:
-    """Copy one selected entry to image path *dest* (its parents exist already)."""
+def copy_entry(root: Path, e: Entry, dest: str, own: Ownership, *, keep_owner: bool) -> bool:
+    """Copy one selected entry to image path *dest* (its parents exist already), replacing what
+    is there. Returns whether it made a new directory (empty until its entries come)."""
     target = in_root(root, dest, follow_last=False)
+    if stat.S_ISDIR(e.st.st_mode):
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            _remove(target)
+        made = not target.is_dir()
+        _create(str(target), e, own, keep_owner=keep_owner, exists=not made)
+        return made
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    _create(str(target), e, own, keep_owner=keep_owner)
+    return False
+
+
+def _create(target: str, e: Entry, own: Ownership, *, keep_owner: bool, exists: bool = False) -> None:
+    """Make *e* at host path *target*, where nothing is (but a directory, with *exists*)."""
     st = e.st
     mode = stat.S_IMODE(st.st_mode)
     if own.chmod is not None:
@@ -114,18 +131,12 @@ def copy_entry(root: Path, e: Entry, dest: str, own: Ownership, *, keep_owner: b
     uid = own.uid if own.uid is not None else (st.st_uid if keep_owner else 0)
     gid = own.gid if own.gid is not None else (st.st_gid if keep_owner else 0)
     if stat.S_ISDIR(st.st_mode):
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            _remove(target)
-        if not target.is_dir():
+        if not exists:
             os.mkdir(target, 0o700)
         os.chmod(target, mode)
         os.lchown(target, uid, gid)
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
         return
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
-    elif target.exists() or target.is_symlink():
-        target.unlink()
     if stat.S_ISLNK(st.st_mode):
         os.symlink(e.link or "", target)
         os.lchown(target, uid, gid)
@@ -145,7 +156,7 @@ def copy_entry(root: Path, e: Entry, dest: str, own: Ownership, *, keep_owner: b
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _copy_xattrs(source: str, target: Path) -> None:
+def _copy_xattrs(source: str, target: str) -> None:
     """Extended attributes travel with the file (``security.capability`` set after chown,
     which clears it); overlay's own and SELinux labels do not."""
     try:
@@ -164,13 +175,24 @@ def copy_tree(root: Path, entries: Iterable[Entry], dest: str, own: Ownership, *
               keep_owner: bool, dest_is_dir_of: str | None = None) -> None:
     """Copy *entries* (dest-relative) under image dir *dest*; a "" entry lands at *dest*."""
     created: set[str] = set()
+    # image dirs this copy made, by host path: what goes in them needs no path resolution nor
+    # check of what is in the way (a context of 100,000s of files lands mostly in new dirs)
+    new_dirs: dict[str, str] = {}
     for e in entries:
         path = dest.rstrip("/") + "/" + e.dest if e.dest else dest
         parent = os.path.dirname(path.rstrip("/")) or "/"
+        host_parent = new_dirs.get(parent)
+        if host_parent is not None:
+            target = f"{host_parent}/{os.path.basename(path)}"
+            _create(target, e, own, keep_owner=keep_owner)
+            if stat.S_ISDIR(e.st.st_mode):
+                new_dirs[path] = target
+            continue
         if parent not in created:
             mkdir_p(root, parent, uid=own.uid or 0, gid=own.gid or 0)
             created.add(parent)
-        copy_entry(root, e, path, own, keep_owner=keep_owner)
+        if copy_entry(root, e, path, own, keep_owner=keep_owner):
+            new_dirs[path] = str(in_root(root, path, follow_last=False))
 
 
 def extract_archive(root: Path, stream: BinaryIO, dest: str, *, where: str = "") -> None:

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from builder.layers.common import (
     OPAQUE_MARKER,
@@ -35,15 +35,66 @@ class _Record:
     xattr_fd: bool = False
 
 
+def _plain_header(t: Any, ti: tarfile.TarInfo) -> bytes | None:
+    """The header ``ti.tobuf(PAX_FORMAT)`` makes, for the plain entry that needs no PAX record
+    (ASCII names that fit, numbers that fit, no owner names): packed at once, where tarfile's
+    general path costs more than the small file it describes. None for any other entry."""
+    name = ti.name + "/" if ti.type == t.DIRTYPE and not ti.name.endswith("/") else ti.name
+    device = ti.type in (t.CHRTYPE, t.BLKTYPE)
+    if (ti.pax_headers or ti.uname or ti.gname or len(name) > 100 or len(ti.linkname) > 100
+            or not name.isascii() or not ti.linkname.isascii() or type(ti.mtime) is not int
+            or not (0 <= ti.uid < 8**7 and 0 <= ti.gid < 8**7 and 0 <= ti.size < 8**11
+                    and 0 <= ti.mtime < 8**11)
+            or (device and not (0 <= ti.devmajor < 8**7 and 0 <= ti.devminor < 8**7))):
+        return None
+    buf = b"".join((
+        name.encode().ljust(100, b"\0"),
+        b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (ti.mode & 0o7777, ti.uid, ti.gid, ti.size, ti.mtime),
+        b"        ",  # the checksum field counts as spaces
+        ti.type,
+        ti.linkname.encode().ljust(100, b"\0"),
+        t.POSIX_MAGIC,
+        bytes(64),  # owner names
+        b"%07o\0%07o\0" % (ti.devmajor, ti.devminor) if device else bytes(16),
+        bytes(155 + 12),  # prefix, padding
+    ))
+    chksum = 256 + sum(buf[:148]) + sum(buf[156:])
+    return buf[:148] + b"%06o\0" % chksum + buf[155:]
+
+
 class _TarWriter:
+    """A PAX tar written straight to *out*: each header made by ``TarInfo.tobuf``, then the
+    file's bytes. The archive ``TarFile.addfile`` writes, without its per-entry copy of the
+    header, its member list and its stream buffer (a layer may hold 100,000s of entries)."""
+
     def __init__(self, out: BinaryIO | IO[bytes], source_date_epoch: int | None) -> None:
         import tarfile
 
         self.tarfile = tarfile
-        self.tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+        self.out = out
+        self.offset = 0
         self.sde = source_date_epoch
         self.links: dict[tuple[int, int], str] = {}
         self.count = 0
+
+    def _add(self, ti: tarfile.TarInfo, fobj: IO[bytes] | None = None) -> None:
+        t = self.tarfile
+        header = _plain_header(t, ti) or ti.tobuf(t.PAX_FORMAT, t.ENCODING, "surrogateescape")
+        self.out.write(header)
+        self.offset += len(header)
+        if fobj is None:
+            return
+        left = ti.size
+        while left > 0:
+            chunk = fobj.read(min(left, 1 << 20))
+            if not chunk:
+                raise OSError("unexpected end of data")  # (the file shrank: as tarfile says)
+            self.out.write(chunk)
+            left -= len(chunk)
+        pad = -ti.size % t.BLOCKSIZE
+        if pad:
+            self.out.write(t.NUL * pad)
+        self.offset += ti.size + pad
 
     def _mtime(self, st: os.stat_result) -> int:
         t = int(st.st_mtime)
@@ -68,7 +119,7 @@ class _TarWriter:
         else:
             ti.mode, ti.mtime = 0o644, 0
         ti.uname = ti.gname = ""
-        self.tf.addfile(ti)
+        self._add(ti)
         self.count += 1
 
     def entry(self, name: str, path: str, st: os.stat_result) -> None:
@@ -105,14 +156,17 @@ class _TarWriter:
                     XATTR_PAX + k: v.decode("utf-8", "surrogateescape")
                     for k, v in read_xattrs(xattr_target, follow=follow).items()
                 }
-            self.tf.addfile(ti, fobj)
+            self._add(ti, fobj)
             self.count += 1
         finally:
             if fobj is not None:
                 fobj.close()
 
     def close(self) -> None:
-        self.tf.close()
+        """The end-of-archive blocks, padded to a whole record, as ``TarFile.close`` ends it."""
+        t = self.tarfile
+        end = 2 * t.BLOCKSIZE
+        self.out.write(t.NUL * (end + -(self.offset + end) % t.RECORDSIZE))
 
 
 def write_diff(upper_dir: Path, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None) -> bool:
