@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Start-up cost: ``pybuild images`` and a fully cached ``pybuild build``, next to the
-interpreter floor, ``import builder, registry`` (the Python API), ``umoci ls`` and, when a
-``dockerd`` is installed, ``docker images`` / a cached ``docker build`` on a private daemon.
+"""Start-up cost: ``pybuild images``/``ps -a``/``inspect``/``version`` and a fully cached
+``pybuild build``, next to the interpreter floor, ``import builder, registry`` (the Python API),
+``umoci ls`` and, when a ``dockerd`` is installed, the same ``docker`` commands / a cached
+``docker build`` on a private daemon, with the ratios side by side.
 
 ``--baseline DIR`` runs the same pybuild commands with ``PYTHONPATH=DIR`` (another checkout,
 e.g. ``git archive main | tar -x -C DIR``) interleaved with ours, so both see the same load;
@@ -30,6 +31,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from bench_build import TEN, make_context  # noqa: E402
 
 PYBUILD = str(Path(sys.executable).parent / "pybuild")
+# the commands timed beside the docker CLI's own (same arguments)
+PEERS = {"images": ["images"], "ps": ["ps", "-a"], "inspect": ["inspect", "busybox"],
+         "version": ["version"]}
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
@@ -99,7 +103,8 @@ def main() -> None:
         for suffix, env in envs.items():
             cmds[f"python -c 'import builder, registry'{suffix}"] = (
                 [sys.executable, "-c", "import builder, registry"], env)
-            cmds[f"pybuild images{suffix}"] = ([PYBUILD, "--root", str(root), "images"], env)
+            for args_ in PEERS.values():
+                cmds[f"pybuild {' '.join(args_)}{suffix}"] = ([PYBUILD, "--root", str(root), *args_], env)
             cmds[f"pybuild build (fully cached, 10 steps){suffix}"] = (
                 [PYBUILD, "--root", str(root), "build", "-q", "-t", "ten:latest", str(ctx)], env)
         if shutil.which("umoci"):
@@ -120,12 +125,23 @@ def main() -> None:
             dctx = make_context(base, "ten-docker", TEN)
             build = ["/usr/bin/docker", "build", "-q", "--network", "none", "-t", "ten:latest", str(dctx)]
             run(build, denv)
-            cmds["docker images (private dockerd)"] = (["/usr/bin/docker", "images"], denv)
+            for args_ in PEERS.values():
+                cmds[f"docker {' '.join(args_)}"] = (["/usr/bin/docker", *args_], denv)
             cmds["docker build (BuildKit, fully cached, 10 steps)"] = (build, denv)
 
         print(f"== start-up: median of {args.runs} interleaved runs; store of {args.images + 2} images")
-        for name, secs in medians(cmds, args.runs).items():
+        got = medians(cmds, args.runs)
+        for name, secs in got.items():
             print(f"  {name:<58} {secs * 1000:8.1f} ms")
+        pairs = [(f"pybuild {' '.join(a)}", f"docker {' '.join(a)}") for a in PEERS.values()]
+        pairs.append(("pybuild build (fully cached, 10 steps)",
+                      "docker build (BuildKit, fully cached, 10 steps)"))
+        if all(d in got for _, d in pairs):
+            print(f"  {'side by side (docker: its CLI and a warm private dockerd)':<58}"
+                  f" {'pybuild':>9} {'docker':>9} {'ratio':>7}")
+            for ours_, peer in pairs:
+                print(f"  {ours_[len('pybuild '):]:<58} {got[ours_] * 1000:6.1f} ms"
+                      f" {got[peer] * 1000:6.1f} ms {got[ours_] / got[peer]:6.2f}x")
         for suffix, env in envs.items():
             print(f"  modules after 'import builder, registry'{suffix}: "
                   f"{modules_loaded('import builder, registry', env)}; after the images command's "

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""bench_context: cost as the context grows. A context of many small files (20,000 by default,
+~80 MB: ``COPY src/ ./src/`` then one RUN) built by ``pybuild build`` and by ``docker build``
+(BuildKit, on the private ``dockerd`` of ``tests/dockerd.py``) in the same invocation: cold,
+fully cached, and with one of the files changed; medians, runs interleaved with the peer, and
+the ratio beside each row.
+
+    .venv/bin/python bench/bench_context.py [--files 20000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from bench_build import PYBUILD, Docker, Pybuild, Tool, run, timed  # noqa: E402
+
+DOCKERFILE = "FROM busybox\nWORKDIR /app\nCOPY src/ ./src/\nRUN find src -type f | wc -l > /count\n"
+
+
+def make_context(base: Path, files: int) -> Path:
+    """*files* files of 100 B to 8 KB (~4 KB on average) in directories of 200."""
+    ctx = base / "ctx"
+    rng = random.Random(15)
+    for i in range(files):
+        d = ctx / "src" / f"d{i // 200:04d}"
+        if i % 200 == 0:
+            d.mkdir(parents=True)
+        (d / f"f{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(100, 7800)))
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    return ctx
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-context-", dir="/var/tmp"))
+    tools: list[Tool] = []
+    docker: Docker | None = None
+    try:
+        spec = __import__("importlib.util").util.spec_from_file_location(
+            "mkbusybox", REPO / "testdata" / "mkbusybox.py")
+        mk = __import__("importlib.util").util.module_from_spec(spec)
+        spec.loader.exec_module(mk)
+        busybox_tar = base / "busybox.tar"
+        mk.make_tar(busybox_tar)
+        tools.append(Pybuild(base, busybox_tar))
+        if os.path.exists("/usr/bin/docker") and (shutil.which("dockerd")
+                                                  or os.path.exists("/usr/sbin/dockerd")):
+            docker_tar = base / "busybox-docker.tar"
+            export = base / "export"
+            export.mkdir()
+            (export / "Dockerfile").write_text("FROM busybox\n")
+            run(PYBUILD, "--root", str(base / "pyb-prepared"), "build", "-q", "-t",
+                "busybox:latest", "-o", f"type=docker,dest={docker_tar}", str(export))
+            docker = Docker(docker_tar)
+            tools.append(docker)
+        t0 = time.perf_counter()
+        ctx = make_context(base, args.files)
+        size = sum(f.stat().st_size for f in (ctx / "src").rglob("*") if f.is_file())
+        print(f"context: {args.files} files, {size / 1e6:.0f} MB (made in "
+              f"{time.perf_counter() - t0:.1f} s); median of {args.runs} runs, interleaved")
+        samples: dict[str, dict[str, list[float]]] = {
+            t.name: {"cold": [], "cached": [], "one file changed": []} for t in tools}
+        victim = ctx / "src" / f"d{(args.files // 2) // 200:04d}" / f"f{args.files // 2:06d}.txt"
+        for i in range(args.runs):
+            for t in tools:
+                build = partial(t.build, ctx, "bench-ctx:latest")
+                t.cold_reset()
+                samples[t.name]["cold"].append(timed(build))
+                samples[t.name]["cached"].append(timed(build))
+                victim.write_text(f"changed {t.name} {i} {time.time()}\n")
+                samples[t.name]["one file changed"].append(timed(build))
+        names = [t.name for t in tools]
+        print(f"{'build':18}" + "".join(f"{n:>26}" for n in names)
+              + ("      ratio" if len(names) > 1 else ""))
+        for case in ("cold", "cached", "one file changed"):
+            meds = [statistics.median(samples[n][case]) for n in names]
+            ratio = f"  {meds[0] / meds[1]:8.2f}x" if len(meds) > 1 else ""
+            print(f"{case:18}" + "".join(f"{m:24.2f} s" for m in meds) + ratio, flush=True)
+    finally:
+        if docker is not None:
+            docker.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
