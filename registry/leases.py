@@ -113,12 +113,18 @@ def ingest_file(ingest: Path, prefix: str = "blob-") -> tuple[int, Path]:
     return _locked_file(ingest, prefix)
 
 
+#: the first line of a lease whose holder does not list its blobs (a load, a layer commit)
+BLANKET = b"*\n"
+
+
 class Lease:
     """One live lease: ``hold`` lists a digest before the holder writes or relies on it."""
 
-    def __init__(self, ingest_dir: Path) -> None:
+    def __init__(self, ingest_dir: Path, *, listing: bool = True) -> None:
         self._fd, self.path = _locked_file(ingest_dir, "lease-")
         self._held: set[Digest] = set()
+        if not listing:  # a holder that lists nothing relies on any blob: no sweep takes one
+            os.write(self._fd, BLANKET)
         #: set by ``fail``: the holder's work did not complete; the lease ends dead
         self.failed = False
 
@@ -166,6 +172,8 @@ class Leftovers:
     live_listed: set[Digest]
     ingest: list[Path]
     fds: list[int]
+    #: a live holder lists nothing (``BLANKET``): no blob may go until it is done
+    blanket: bool = False
 
     def close(self) -> None:
         for fd in self.fds:
@@ -184,6 +192,8 @@ def scan(ingest_dir: Path) -> Leftovers:
             fd = _try_lock(p)
             if fd is None:
                 out.live_listed |= _digests(p)
+                with contextlib.suppress(OSError), open(p, "rb") as f:
+                    out.blanket |= f.read(len(BLANKET)) == BLANKET
                 continue
             out.fds.append(fd)
             out.leases.append(p)

@@ -200,19 +200,21 @@ class Store:
             yield
 
     @contextlib.contextmanager
-    def lease(self) -> Iterator[Lease]:
-        """Keep ``gc`` away while blobs are written that nothing references yet, and list (with
-        ``Lease.hold``) the blobs this holder writes or relies on, so that no ``sweep`` takes
-        them. Leaving by an exception (or after ``Lease.fail``) leaves the lease dead: what it
-        lists and nothing else references goes in the sweep that follows here, or in the next
-        one if another holder still needs it. Dead holders' leftovers go first."""
+    def lease(self, *, listing: bool = False) -> Iterator[Lease]:
+        """Keep ``gc`` away while blobs are written that nothing references yet. A *listing*
+        holder (a transfer) lists with ``Lease.hold`` the blobs it writes or relies on, so that
+        no ``sweep`` takes them; leaving by an exception (or after ``Lease.fail``) leaves its
+        lease dead: what it lists and nothing else references goes in the sweep that follows
+        here, or in a later one. Any other holder keeps every sweep from taking blobs until it
+        is done. Dead holders' leftovers go first."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.sweep()
         ok = False
         held: Lease | None = None
         try:
             with file_lock(self.path / ".gc.lock", shared=True):
-                held = Lease(self.ingest_dir)
+                with self._locked():  # a sweep sees no lease or a whole one
+                    held = Lease(self.ingest_dir, listing=listing)
                 try:
                     yield held
                     ok = not held.failed
@@ -232,7 +234,8 @@ class Store:
         with self._locked(), leftovers(self.path / "ingest") as found:
             if not found:
                 return 0, 0
-            doomed = found.listed - found.live_listed
+            # a live holder that lists nothing may rely on any blob: leave dead leases for later
+            doomed = set() if found.blanket else found.listed - found.live_listed
             if doomed:
                 doomed -= self.referenced()
             for d in doomed:
@@ -243,7 +246,7 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     freed += p.stat().st_size
                     p.unlink()
-            for p in found.leases:
+            for p in found.leases if not found.blanket else ():
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
         return removed, freed

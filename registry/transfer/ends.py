@@ -240,7 +240,7 @@ class StoreEnd(BaseEnd):
 
     def begin(self, progress: Progress) -> None:
         self._lease = contextlib.ExitStack()
-        self._held = self._lease.enter_context(self.store.lease())
+        self._held = self._lease.enter_context(self.store.lease(listing=True))
 
     def end(self, ok: bool) -> None:
         # A failed copy leaves the store as it was: its lease ends dead, and the sweep that

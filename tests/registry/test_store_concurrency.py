@@ -220,3 +220,36 @@ def test_system_check_finds_and_repairs(busybox: Any) -> None:
     assert r.returncode == 1
     assert f"blob: {layer}: content does not match its digest (not repairable)" in r.stdout
     assert store.has_blob(layer)
+
+
+def test_sweep_waits_for_holders_that_list_nothing(tmp_path: Path) -> None:
+    """A dead transfer's blobs stay while a holder that lists nothing (a load, a layer being
+    committed) is live, since it may rely on any blob; the next sweep after it takes them. A
+    live transfer's listed blobs are never taken."""
+    from registry.leases import Lease
+
+    store = Store(tmp_path / "store")
+    dead_blob = store.put_bytes(b"a killed pull's layer")
+    live_blob = store.put_bytes(b"a running pull's layer")
+    with store.lease():
+        dead = Lease(store.ingest_dir)
+        dead.hold(dead_blob)
+        dead.hold(live_blob)
+        dead.release(keep_listed=True)
+        with store.lease(listing=True) as live:
+            store.hold(live, live_blob)
+            assert store.sweep() == (0, 0)
+            assert store.has_blob(dead_blob)
+        with store.lease(listing=True) as live:
+            store.hold(live, live_blob)
+            with pytest.raises(RuntimeError):
+                with store.lease():
+                    assert store.has_blob(dead_blob)
+                    raise RuntimeError("a load fails")
+            assert store.sweep() == (0, 0)
+    running = Lease(store.ingest_dir)  # a transfer still running, relying on live_blob
+    running.hold(live_blob)
+    assert store.sweep() == (1, len(b"a killed pull's layer"))  # the blanket holder is done
+    assert not store.has_blob(dead_blob) and store.has_blob(live_blob)
+    running.release(keep_listed=False)
+    assert [p.name for p in store.ingest_dir.iterdir()] == []
