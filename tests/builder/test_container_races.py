@@ -11,6 +11,7 @@ containers still running need. Real namespaces, bridges, iptables and cgroups th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -144,7 +145,7 @@ def _clean_up(pb: Pybuild, ids: set[str], why: str) -> None:
 
 
 def test_rm_force_racing_detached_starts(busybox: Pybuild) -> None:
-    """``rm -f $(ps -aq)`` twice while four ``run -d -p`` start: every start either reports
+    """``rm -f $(ps -aq)`` three times while four ``run -d -p`` start: every start either reports
     its container (then it is running and listed, or a later ``rm -f`` named it) or fails
     with a clear word; what ``ps -a`` lists runs, and nothing else is left."""
     pb = busybox
@@ -157,8 +158,8 @@ def test_rm_force_racing_detached_starts(busybox: Pybuild) -> None:
         why = f"seed {SEED}, round {rounds}"
         runs = [_popen(pb, "run", "-d", "-p", "127.0.0.1::80", "busybox", "sleep", SLEEP) for _ in range(4)]
         removed: set[str] = set()
-        for _ in range(2):
-            time.sleep(rng.uniform(0.0, 1.2))
+        for _ in range(3):
+            time.sleep(rng.uniform(0.2, 1.5))
             listed = pb("ps", "-aq", "--no-trunc").stdout.split()
             if listed:
                 r = pb("rm", "-f", *listed, check=False)
@@ -260,4 +261,57 @@ def test_kill_of_foreground_run_during_its_start(busybox: Pybuild) -> None:
             assert status.startswith(("Exited", "Created")), f"{why}: {cid[:12]} is {status!r}"
         _clean_up(pb, ids, why)
     print('ROUNDS', rounds, len(ids))
+    assert rounds >= 3
+
+
+def _forked_from(cli: int, root: Path) -> list[int]:
+    """The processes a ``run -d`` forked (its supervisor, the sandbox's helper): they carry the
+    CLI's command line, naming the root."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) in (cli, os.getpid()):
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(root).encode() in cmd and b"run" in cmd:
+            out.append(int(d))
+    return out
+
+
+def test_kill_of_the_supervisor_during_a_detached_start(busybox: Pybuild) -> None:
+    """SIGKILL of the detached supervisor (and the sandbox helper it forked) at a random moment
+    of a ``run -d``: ``run -d`` reports the start or fails in one line; the next ``ps`` finds
+    the half-made start by its dead supervisor (pid + start time) and tears it down, so the
+    container is ``Created`` or ``Exited (137)`` with nothing of it left on the host."""
+    pb = busybox
+    rng = random.Random(SEED + 3)
+    ids: set[str] = set()
+    end = time.monotonic() + BUDGET
+    rounds = 0
+    while time.monotonic() < end:
+        rounds += 1
+        why = f"seed {SEED + 3}, round {rounds}"
+        p = _popen(pb, "run", "-d", "-p", "127.0.0.1::80", "busybox", "sleep", SLEEP)
+        deadline = time.monotonic() + rng.uniform(0.3, 2.0)
+        killed = 0
+        while time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.01)
+        for pid in _forked_from(p.pid, pb.root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        out, err = p.communicate(timeout=60)
+        assert "Traceback" not in err, f"{why}: {err}"
+        if p.returncode != 0:
+            assert len(err.strip().splitlines()) == 1, f"{why}: {err}"
+        ps, running, bad = _settle(pb, ids)
+        ids |= set(ps)
+        assert not bad, f"{why}: left behind after {killed} kills: {bad}"
+        if killed:
+            assert not running, f"{why}: its supervisor was killed, yet it runs: {ps}"
+        for cid, status in ps.items():
+            assert status.startswith(("Up", "Created", "Exited (137)")), f"{why}: {cid[:12]} is {status!r}"
+        _clean_up(pb, ids, why)
     assert rounds >= 3
