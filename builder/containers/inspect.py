@@ -116,13 +116,19 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
     for name, ep in eps.items():
         ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")
         nets[name] = {
+            "IPAMConfig": ep.get("IPAMConfig") or None,
+            "Links": ep.get("Links") or None,
             "Aliases": ep.get("Aliases") or None,
             "NetworkID": ep.get("NetworkID", ""),
             "EndpointID": ep.get("EndpointID", "") if running else "",
             "Gateway": ep.get("Gateway", "") if running else "",
             "IPAddress": ip if running else "",
             "IPPrefixLen": int(plen or 0) if running else 0,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
             "MacAddress": ep.get("MacAddress", "") if running else "",
+            "DriverOpts": ep.get("DriverOpts") or None,
         }
         if running:
             for p in ep.get("Ports", ()):
@@ -130,14 +136,77 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
                 ports[key] = (ports.get(key) or []) + [
                     {"HostIp": p["HostIp"] or "0.0.0.0", "HostPort": str(p["HostPort"])}]
     first: dict[str, Any] = next(iter(nets.values()), {})
+    # dockerd's keys in its order; the top-level addresses are those of the first network
     return {
-        "SandboxKey": c.state.sandbox.get("netns", "") if running else "",
+        "Bridge": "",
+        "SandboxID": c.id if running else "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
         "Ports": ports,
-        "IPAddress": first.get("IPAddress", ""),
+        "SandboxKey": c.state.sandbox.get("netns", "") if running else "",
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": first.get("EndpointID", ""),
         "Gateway": first.get("Gateway", ""),
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": first.get("IPAddress", ""),
+        "IPPrefixLen": first.get("IPPrefixLen", 0),
+        "IPv6Gateway": "",
         "MacAddress": first.get("MacAddress", ""),
         "Networks": nets,
     }
+
+
+#: runc's masked and read-only paths, as dockerd lists them for an unprivileged container
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+#: dockerd 20.10's ``HostConfig`` in its order, each field's value when nothing set it
+#: (clients index these keys: ``KeyError: 'UTSMode'`` otherwise)
+HOST_CONFIG_ZERO: tuple[tuple[str, Any], ...] = (
+    ("Binds", None), ("ContainerIDFile", ""), ("LogConfig", {"Type": "json-file", "Config": {}}),
+    ("NetworkMode", "default"), ("PortBindings", {}),
+    ("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0}), ("AutoRemove", False),
+    ("VolumeDriver", ""), ("VolumesFrom", None), ("CapAdd", None), ("CapDrop", None),
+    ("CgroupnsMode", "host"), ("Dns", []), ("DnsOptions", []), ("DnsSearch", []),
+    ("ExtraHosts", None), ("GroupAdd", None), ("IpcMode", "private"), ("Cgroup", ""),
+    ("Links", None), ("OomScoreAdj", 0), ("PidMode", ""), ("Privileged", False),
+    ("PublishAllPorts", False), ("ReadonlyRootfs", False), ("SecurityOpt", None),
+    ("UTSMode", ""), ("UsernsMode", ""), ("ShmSize", 67108864), ("Runtime", "runc"),
+    ("ConsoleSize", [0, 0]), ("Isolation", ""), ("CpuShares", 0), ("Memory", 0),
+    ("NanoCpus", 0), ("CgroupParent", ""), ("BlkioWeight", 0), ("BlkioWeightDevice", []),
+    ("BlkioDeviceReadBps", []), ("BlkioDeviceWriteBps", []), ("BlkioDeviceReadIOps", []),
+    ("BlkioDeviceWriteIOps", []), ("CpuPeriod", 0), ("CpuQuota", 0), ("CpuRealtimePeriod", 0),
+    ("CpuRealtimeRuntime", 0), ("CpusetCpus", ""), ("CpusetMems", ""), ("Devices", []),
+    ("DeviceCgroupRules", None), ("DeviceRequests", None), ("KernelMemory", 0),
+    ("KernelMemoryTCP", 0), ("MemoryReservation", 0), ("MemorySwap", 0),
+    ("MemorySwappiness", None), ("OomKillDisable", False), ("PidsLimit", None), ("Ulimits", []),
+    ("CpuCount", 0), ("CpuPercent", 0), ("IOMaximumIOps", 0), ("IOMaximumBandwidth", 0),
+    ("MaskedPaths", list(MASKED_PATHS)), ("ReadonlyPaths", list(READONLY_PATHS)),
+)
+#: record-only keys of our ``host_config`` (how ``runtime`` attaches the network), not Docker's
+_PRIVATE_HOST_KEYS = frozenset({"NetworkAliases", "IPAddress", "PublishSpecs"})
+#: the runtime name dockerd reports for what our own execution core runs
+BUILTIN_RUNTIME = "runc"
+
+
+def host_config(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """``HostConfig`` as dockerd shows it: every field of its struct (zero when unset), then
+    what else the record holds that Docker also names (``Init``, ``Mounts``, ``Tmpfs``…)."""
+    out: dict[str, Any] = {}
+    for key, zero in HOST_CONFIG_ZERO:
+        value = recorded.get(key)
+        out[key] = zero if value is None else value
+    if out["Privileged"]:
+        out["MaskedPaths"] = out["ReadonlyPaths"] = None
+    if out["Runtime"] in ("pybuild", "", None):
+        out["Runtime"] = BUILTIN_RUNTIME
+    out.update((k, v) for k, v in recorded.items() if k not in out and k not in _PRIVATE_HOST_KEYS)
+    return out
 
 
 def inspect_container(root: StateRoot, c: Container, *, size: bool = False) -> dict[str, Any]:
@@ -158,10 +227,14 @@ def inspect_container(root: StateRoot, c: Container, *, size: bool = False) -> d
         "RestartCount": c.state.restart_count,
         "Driver": "overlay2",
         "Platform": "linux",
-        # the json-file driver is the only one: clients (docker-py's run) read it here
-        "HostConfig": {"LogConfig": {"Type": "json-file", "Config": {}}, **d["HostConfig"]},
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": None,
+        "HostConfig": host_config(d["HostConfig"]),
+        "GraphDriver": {"Data": None, "Name": "overlay2"},
         "Mounts": d["Mounts"],
-        "Config": d["Config"],
+        "Config": {**d["Config"], "OnBuild": d["Config"].get("OnBuild")},
         "NetworkSettings": network_settings(c, endpoints(root, c)),
     }
     if size:

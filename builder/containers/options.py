@@ -229,10 +229,14 @@ def read_env_file(path: str, *, environ: Mapping[str, str]) -> list[str]:
 
 
 def merge_env(image_env: Iterable[str], extra: Iterable[str]) -> list[str]:
-    """The image's ENV overridden by ``-e`` entries, keeping the image's order first."""
+    """The image's ENV overridden by ``-e`` entries, keeping the image's order first; an entry
+    with no ``=`` (the API's ``Env: ["K"]``) unsets K, as dockerd's ``ReplaceOrAppendEnvValues``."""
     merged: dict[str, str] = {}
     for item in [*image_env, *extra]:
-        k, _, v = item.partition("=")
+        k, eq, v = item.partition("=")
+        if not eq:
+            merged.pop(k, None)
+            continue
         merged[k] = v
     return [f"{k}={v}" for k, v in merged.items()]
 

@@ -461,6 +461,8 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
     from builder.sandbox.executor import Executor
 
     netns, uts, eps, hosts, resolv = _network(root, c)
+    if c.host_config.get("UTSMode") == "host":  # the API's UTSMode (--uts host)
+        uts = "host"
     keep: list[int] = []
     try:
         spec = build_spec(root, c, netns=netns, uts=uts, hosts=hosts, resolv=resolv)

@@ -206,6 +206,8 @@ def run_options(body: Mapping[str, Any], name: str | None) -> Any:
         tty=bool(body.get("Tty")),
         hostname=body.get("Hostname") or None,
         memory=str(hc["Memory"]) if hc.get("Memory") else None,
+        memory_swap=str(hc["MemorySwap"]) if hc.get("MemorySwap") else None,
+        cpu_shares=int(hc["CpuShares"]) if hc.get("CpuShares") else None,
         cpus=str(nano_cpus / 1e9) if nano_cpus else None,
         pids_limit=int(hc["PidsLimit"]) if hc.get("PidsLimit") else None,
         read_only=bool(hc.get("ReadonlyRootfs")),
@@ -231,6 +233,7 @@ def _finish_config(root: StateRoot, c: Container, body: Mapping[str, Any], hchec
     flags and a healthcheck given as data (written into the record before anyone starts it)."""
     from dataclasses import replace
 
+    from builder.containers.inspect import HOST_CONFIG_ZERO
     from builder.containers.record import ContainerStore
     from registry.config import ContainerConfig
 
@@ -239,12 +242,28 @@ def _finish_config(root: StateRoot, c: Container, body: Mapping[str, Any], hchec
     for k in body.get("ExposedPorts") or {}:
         exposed.setdefault(k if "/" in k else f"{k}/tcp", {})
     config["ExposedPorts"] = exposed
+    # an Env entry with no ``=`` is kept, as dockerd records it (unset in the process)
+    given = [str(e) for e in body.get("Env") or ()]
+    if any("=" not in e for e in given):
+        keys = {e.partition("=")[0] for e in given}
+        config["Env"] = given + [e for e in config.get("Env") or ()
+                                 if e.partition("=")[0] not in keys]
     config["StdinOnce"] = bool(body.get("StdinOnce"))
     for k in ("AttachStdin", "AttachStdout", "AttachStderr"):
         config[k] = bool(body.get(k))
     if hcheck and list(hcheck.get("Test") or []) not in ([], ["NONE"]):
         config["Healthcheck"] = {k: v for k, v in hcheck.items() if v not in (None, 0) or k == "Test"}
-    updated = replace(c, config=ContainerConfig.from_json(config))
+    # dockerd's HostConfig fields the record has no flag for, kept as the client gave them so
+    # inspect reports them (``VolumesFrom``, ``GroupAdd``, ``CpusetCpus``, ``UTSMode``…)
+    hc = body.get("HostConfig") or {}
+    host = dict(c.host_config)
+    for key, _zero in HOST_CONFIG_ZERO:
+        if key not in host and hc.get(key) not in (None, "", 0, [], {}):
+            host[key] = hc[key]
+    if "LogConfig" in hc and hc["LogConfig"]:
+        host["LogConfig"] = {"Type": str(hc["LogConfig"].get("Type") or "json-file"),
+                             "Config": dict(hc["LogConfig"].get("Config") or {})}
+    updated = replace(c, config=ContainerConfig.from_json(config), host_config=host)
     ContainerStore(root).save_config(updated)
     return updated
 

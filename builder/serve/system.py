@@ -60,7 +60,12 @@ async def info_handler(request: web.Request) -> web.Response:
     from builder import system
 
     state: StateRoot = request.app["state"]
-    return web.json_response(await in_thread(system.info, state))
+    data = await in_thread(system.info, state)
+    # the API names the runtime as dockerd does: our execution core answers to ``runc`` (a
+    # create asking for ``runc`` gets it, inspect says ``runc``); /version keeps our name
+    data["Runtimes"] = {"runc": {"path": "runc"}}
+    data["DefaultRuntime"] = "runc"
+    return web.json_response(data)
 
 
 @routes.get("/events")

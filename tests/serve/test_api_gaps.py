@@ -147,3 +147,95 @@ def test_distribution_inspect_names_descriptor_and_platforms(serve: Any,
     assert code == 404 and "nope" in msg
     code, msg = api_error(lambda: serve.client.api.inspect_distribution("Bad Name"))
     assert code == 400
+
+
+# -- item 2: container inspect's HostConfig, every field dockerd sends -----------------------------
+
+CREATE_OPTIONS: dict[str, Any] = dict(
+    cpuset_cpus="0", cpuset_mems="0", group_add=["audio"], cpu_shares=512, mem_swappiness=10,
+    oom_score_adj=5, volume_driver="local", mem_reservation="8m", mem_limit="64m",
+    memswap_limit="128m", labels={"pbtest.gaps": "1"})
+#: HostConfig values a client gave that both daemons must report as given
+GIVEN = {"CpusetCpus": "0", "CpusetMems": "0", "GroupAdd": ["audio"], "CpuShares": 512,
+         "MemorySwappiness": 10, "OomScoreAdj": 5, "VolumeDriver": "local",
+         "MemoryReservation": 8 * 1024 * 1024, "Memory": 64 * 1024 * 1024,
+         "MemorySwap": 128 * 1024 * 1024, "Runtime": "runc"}
+
+
+def keys_of(d: dict[str, Any]) -> set[str]:
+    return set(d)
+
+
+def test_inspect_has_every_dockerd_field_with_given_values(serve: Any, judge: Judge) -> None:
+    got = {}
+    for name, client in both(serve, judge):
+        c = client.containers.create("busybox:latest", ["sleep", "30"], **CREATE_OPTIONS)
+        got[name] = c.attrs
+        c.remove(force=True)
+    ours, theirs = got["pybuild"], got["dockerd"]
+    assert keys_of(theirs) <= keys_of(ours), keys_of(theirs) - keys_of(ours)
+    hc_ours, hc_theirs = ours["HostConfig"], theirs["HostConfig"]
+    missing = keys_of(hc_theirs) - keys_of(hc_ours)
+    assert not missing, missing  # KeyError: 'UTSMode' and its kind, no more
+    for key, value in GIVEN.items():
+        assert hc_ours[key] == hc_theirs[key] == value, key
+    # unset fields: dockerd's zero values (null and [] alike to a client)
+    for key in ("UTSMode", "PidMode", "CgroupnsMode", "Isolation", "VolumesFrom", "Links",
+                "DeviceCgroupRules", "IpcMode", "ShmSize", "MaskedPaths", "ReadonlyPaths",
+                "KernelMemory", "BlkioWeight", "CpuPeriod", "CpuQuota", "ConsoleSize"):
+        assert hc_ours[key] == hc_theirs[key], key
+    ns_ours, ns_theirs = ours["NetworkSettings"], theirs["NetworkSettings"]
+    assert keys_of(ns_theirs) <= keys_of(ns_ours), keys_of(ns_theirs) - keys_of(ns_ours)
+    ep_theirs = next(iter(ns_theirs["Networks"].values()))
+    ep_ours = next(iter(ns_ours["Networks"].values()))
+    assert keys_of(ep_theirs) <= keys_of(ep_ours), keys_of(ep_theirs) - keys_of(ep_ours)
+    for key in ("IPAMConfig", "Links", "DriverOpts", "Aliases"):
+        assert ep_ours[key] == ep_theirs[key] is None, key
+    assert keys_of(theirs["Config"]) <= keys_of(ours["Config"])
+    # the docker CLI reads them as well
+    for client_run, cid in ((serve.docker, None), (judge.docker, None)):
+        assert cid is None
+        out = client_run("create", "--cpuset-cpus", "0", "--label", "pbtest.gaps=1",
+                         "busybox:latest", "true").stdout.strip()
+        fmt = "{{.HostConfig.CpusetCpus}}|{{.HostConfig.UTSMode}}|{{.HostConfig.Runtime}}"
+        assert client_run("inspect", "-f", fmt, out).stdout.strip() == "0||runc"
+        client_run("rm", out)
+
+
+def test_uts_mode_host_is_honoured(serve: Any, judge: Judge) -> None:
+    import socket
+
+    outs = []
+    for _name, client in both(serve, judge):
+        out = client.containers.run("busybox:latest", ["hostname"], uts_mode="host",
+                                    network_mode="none", remove=True)
+        outs.append(out)
+    assert outs[0] == outs[1] == socket.gethostname().encode() + b"\n"
+
+
+# -- item 10: Env without "=", the runtime's name ------------------------------------------------
+
+def test_env_entry_without_equals_is_kept_and_unset(serve: Any, judge: Judge) -> None:
+    envs = []
+    for _name, client in both(serve, judge):
+        c = client.containers.create("busybox:latest", ["sh", "-c", "env | sort"],
+                                     environment=["A=1", "B"],
+                                     labels={"pbtest.gaps": "1"})
+        assert c.attrs["Config"]["Env"][:2] == ["A=1", "B"]
+        c.start()
+        assert c.wait(timeout=60)["StatusCode"] == 0
+        envs.append([e for e in c.logs().decode().splitlines() if not e.startswith("HOSTNAME=")])
+        c.remove(force=True)
+    assert envs[0] == envs[1]
+    assert "A=1" in envs[0] and not [e for e in envs[0] if e.startswith("B=")]
+
+
+def test_runtime_is_named_runc_our_name_kept_in_version(serve: Any, judge: Judge) -> None:
+    for name, client in both(serve, judge):
+        info = client.info()
+        assert info["DefaultRuntime"] == "runc" and "runc" in info["Runtimes"], name
+        c = client.containers.create("busybox:latest", ["true"], labels={"pbtest.gaps": "1"})
+        assert c.attrs["HostConfig"]["Runtime"] == "runc"
+        c.remove()
+    assert serve.client.version()["Platform"]["Name"] == "pybuild"
+    assert "Default Runtime: runc" in serve.docker("info").stdout
