@@ -202,12 +202,18 @@ def start(obj: Any, attach: bool, interactive: bool, detach_keys: str | None, co
 
     if (attach or interactive) and len(containers) > 1:
         raise click.UsageError("you cannot start and attach multiple containers at once")
+    if attach or interactive:
+        from builder.cli import fail
+        from builder.containers.attached import detach_keys as parse_keys
+        from builder.errors import ContainerError
+
+        try:
+            parse_keys(detach_keys)
+        except ContainerError as e:
+            fail(str(e))  # dockerd refuses the attach: exit 1, nothing started
     if interactive:
         _start_interactive(_root(obj), containers[0], detach_keys)
     if attach:
-        from builder.containers.attached import detach_keys as parse_keys
-
-        parse_keys(detach_keys)
         c = service.start(_root(obj), containers[0])
         sys.exit(follow_first_run(_root(obj), c.id, since_ns=started_ns(c)))
     _each(containers, lambda r: service.start(_root(obj), r))

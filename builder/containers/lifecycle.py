@@ -278,8 +278,7 @@ def list_containers(root: StateRoot, *, all: bool = False, filters: Filters | No
     show_all = all or filters.wants_all()
     # ``before=``/``since=`` a container (name or ID; the last one given, as dockerd): only
     # those created before / after it, the named one left out
-    bounds = {key: parse_timestamp_text(cs.find(filters.items[key][-1]).created)
-              for key in _RELATIVE if filters.items.get(key)}
+    bounds = {key: _created_of(cs, filters.items[key][-1]) for key in _RELATIVE if filters.items.get(key)}
     out = []
     for c in cs.all():
         c = refresh(cs, c)
@@ -293,6 +292,13 @@ def list_containers(root: StateRoot, *, all: bool = False, filters: Filters | No
             out.append(c)
     out.sort(key=lambda c: c.created, reverse=True)
     return out
+
+
+def _created_of(cs: ContainerStore, ref: str) -> int:
+    try:
+        return parse_timestamp_text(cs.find(ref).created)
+    except NoSuchContainer:
+        raise NoSuchContainer(f"no such container {ref}") from None  # dockerd's words here
 
 
 def _within(created: int, bounds: Mapping[str, int]) -> bool:
