@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,7 +58,36 @@ def json_view(value: Any) -> Any:
 
 
 class GoStruct(dict[str, Any]):
-    """A JSON object that is a Go struct in Docker's typed value: printed ``{v1 v2}``."""
+    """A JSON object that is a Go struct in Docker's typed value: printed ``{v1 v2}``;
+    ``tail`` holds the zero values of its last fields that the JSON omits (``omitempty``)."""
+
+    tail: tuple[tuple[str, Any], ...] = ()
+    pointer = False  # a *T field: fmt prints it &{…} (a template action prints what it points to)
+
+    def fields(self) -> list[tuple[str, Any]]:
+        """Name and value of each field, in the struct's order."""
+        return [*self.items(), *self.tail]
+
+
+class GoTime(str):
+    """A ``time.Time`` field of Docker's structs (JSON: RFC 3339): printed as Go's
+    ``Time.String()``, ``2006-01-02 15:04:05.999999999 -0700 MST``."""
+
+    def go_text(self) -> str:
+        m = re.fullmatch(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", self)
+        if not m:
+            return str(self)
+        frac = (m.group(3) or "").rstrip("0").rstrip(".")
+        zone = "+0000 UTC" if m.group(4) == "Z" else f"{m.group(4).replace(':', '')} {m.group(4).replace(':', '')}"
+        return f"{m.group(1)} {m.group(2)}{frac} {zone}"
+
+
+_TIMES = frozenset({"LastTagTime"})
+_POINTERS = frozenset({"State", "Config", "ContainerConfig", "HostConfig", "NetworkSettings", "Health",
+                       "Healthcheck"})
+
+#: trailing fields of Docker's structs that its JSON omits when empty: printed all the same
+_TAILS: dict[str, tuple[tuple[str, Any], ...]] = {"State": (("Health", None),), "RootFS": (("BaseLayer", ""),)}
 
 
 class NilSlice(list[Any]):
@@ -150,27 +180,35 @@ def sprint_value(v: Any, *, top: bool = True) -> str:
         return str(v)
     if isinstance(v, float):
         return go_float(v)
+    if isinstance(v, GoTime):
+        return v.go_text()
     if isinstance(v, str):
         return v
     if isinstance(v, (list, tuple)):
         return "[" + " ".join(sprint_value(x, top=False) for x in v) + "]"
     if isinstance(v, GoStruct):
-        return "{" + " ".join(sprint_value(x, top=False) for x in v.values()) + "}"
+        amp = "&" if v.pointer and not top else ""
+        return amp + "{" + " ".join(sprint_value(x, top=False) for _, x in v.fields()) + "}"
     if isinstance(v, dict):
         return "map[" + " ".join(f"{k}:{sprint_value(v[k], top=False)}" for k in sorted(v)) + "]"
     return str(v)
 
 
-def typed(value: Any, maps: frozenset[str], *, in_map: bool = False) -> Any:
+def typed(value: Any, maps: frozenset[str], *, in_map: bool = False, name: str = "") -> Any:
     """*value* with each JSON object that is no Go map (reached through a field named in *maps*)
     made a ``GoStruct``, so that it prints as Go prints a struct."""
     if isinstance(value, dict):
-        items = {k: typed(v, maps, in_map=not in_map and k in maps) for k, v in value.items()}
+        items = {k: typed(v, maps, in_map=not in_map and k in maps, name=k) for k, v in value.items()}
         if in_map:
             return items
-        return GoStruct(items)
+        out = GoStruct(items)
+        out.tail = tuple((field, zero) for field, zero in _TAILS.get(name, ()) if field not in items)
+        out.pointer = name in _POINTERS
+        return out
     if isinstance(value, list):
         return [typed(v, maps) for v in value]
+    if isinstance(value, str) and name in _TIMES:
+        return GoTime(value)
     return value
 
 
@@ -238,13 +276,13 @@ def _format_one(verb: str, v: Any, flags: str, width: int | None, prec: int | No
         # %+v names a struct's fields and signs no number
         flags = flags.replace("+", "")
         if isinstance(v, GoStruct):
-            return "{" + " ".join(f"{k}:" + _format_one("v", x, flags + "+", width, prec).lstrip()
+            return ("&" if v.pointer else "") + "{" + " ".join(f"{k}:" + _format_one("v", x, flags + "+", width, prec).lstrip()
                                   if isinstance(x, GoStruct) else f"{k}:" + _format_one("v", x, flags, width, prec)
-                                  for k, x in v.items()) + "}"
+                                  for k, x in v.fields()) + "}"
         return _format_one("v", v, flags, width, prec)
     if isinstance(v, GoStruct) and verb != "T":
-        return "{" + " ".join((f"{k}:" if plus else "") + _format_one(verb, x, flags, width, prec)
-                              for k, x in v.items()) + "}"
+        return ("&" if v.pointer else "") + "{" + " ".join((f"{k}:" if plus else "") + _format_one(verb, x, flags, width, prec)
+                              for k, x in v.fields()) + "}"
     if isinstance(v, dict) and verb != "T":
         return "map[" + " ".join(f"{_format_one(verb, k, flags, width, prec)}:"
                                  f"{_format_one(verb, v[k], flags, width, prec)}" for k in sorted(v)) + "]"

@@ -7,10 +7,11 @@ prints (every template, errors included: the engine alone, with the JSON held eq
 ``pybuild``'s commands on fields whose values agree between the two engines must print what
 ``docker``'s print. Then bad templates: the same error line and exit status per command.
 
-Known differences, left out of the batteries: a Go struct whose JSON omits a nil field prints
-one value fewer here (``{{.State}}`` lacks Docker's trailing ``<nil>`` of ``Health``), Go
-``time.Time`` values (``{{.Metadata}}``) print as their JSON text, and Docker 20.10's
-``--format json`` prints the word ``json`` where we (as Docker 23+) print JSON lines.
+Known differences, left out of the batteries: a pointer nested in a printed struct or map
+prints as Go's address (``map[none:0xc0002aa240]``) in Docker, as ``&{…}`` here; a struct
+whose JSON omits fields prints what its JSON holds (only ``State.Health`` and
+``RootFS.BaseLayer`` are known); Docker 20.10's ``--format json`` prints the word ``json``
+where we (as Docker 23+) print JSON.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ CONTAINER_TEMPLATES = [
     "{{1}} {{1.5}} {{1e3}} {{0x10}} {{'a'}} {{-2}} {{true}} {{\"s\"}} {{`r`}}",
     "{{with $x := .Config.Labels}}{{$x.a}}{{end}} {{range $v := .Config.Cmd}}{{$v}},{{end}}",
     "{{index . \"Name\"}} {{index .Config \"Cmd\"}}",
+    "{{.State}} {{print .State}} {{printf \"%v|%+v\" .State .HostConfig.RestartPolicy}}",
     # errors, at run time and at parse time
     "{{.Foo}}", "{{.Config.Foo}}", "{{.Name.Foo}}", "{{.Config.Healthcheck.Test}}", "{{index .Config.Cmd 7}}",
     "{{upper .State.Pid}}", "{{eq .State.Pid 0.0}}", "{{lt .Config.Cmd 1}}", "{{range .Name}}{{end}}",
@@ -87,6 +89,7 @@ IMAGE_TEMPLATES = [
     "{{range .RepoTags}}{{.}},{{end}} {{json .RepoDigests}}",
     "{{.Config.Labels}} {{.Config.Volumes}} {{.Config.ExposedPorts}} {{.Config.WorkingDir}}|",
     "{{if .Config.Entrypoint}}ep{{else}}no ep{{end}} {{.Size}}",
+    "{{.RootFS}} {{.Metadata}} {{printf \"%+v\" .RootFS}}",
     "{{.Foo}}",
 ]
 
