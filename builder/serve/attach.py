@@ -80,8 +80,11 @@ async def _connect(request: web.Request, c: Container, conn: Hijacked) -> socket
 
 
 async def join(conn: Hijacked, sock: socket.socket, *, stdin: bool, stdout: bool, stderr: bool,
-               tty: bool) -> None:
-    """Carry bytes both ways until the run ends or the client leaves."""
+               tty: bool, detach_keys: bytes | None = None) -> None:
+    """Carry bytes both ways until the run ends, the client leaves or types *detach_keys*
+    (dockerd applies them to a terminal's input only)."""
+    escape = lib.EscapeFilter(detach_keys) if detach_keys and tty and stdin else None
+    detached = asyncio.Event()
     sock.setblocking(False)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     writer.write(lib.frame(lib.HELLO, json.dumps({"stdin": stdin, "stdout": stdout,
@@ -95,7 +98,15 @@ async def join(conn: Hijacked, sock: socket.socket, *, stdin: bool, stdout: bool
                     writer.write(lib.frame(lib.CLOSE_STDIN))
                     await writer.drain()
                 return
-            if stdin:
+            if escape is not None:
+                data, detach = escape.feed(data)
+                if data:
+                    writer.write(lib.frame(lib.STDIN, data))
+                    await writer.drain()
+                if detach:
+                    detached.set()
+                    return
+            elif stdin:
                 writer.write(lib.frame(lib.STDIN, data))
                 await writer.drain()
 
@@ -114,12 +125,13 @@ async def join(conn: Hijacked, sock: socket.socket, *, stdin: bool, stdout: bool
     up = asyncio.ensure_future(upstream())
     down = asyncio.ensure_future(downstream())
     lost = asyncio.ensure_future(conn.wait_closed())
+    gone = asyncio.ensure_future(detached.wait())
     try:
-        await asyncio.wait([down, lost], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([down, lost, gone], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for t in (up, down, lost):
+        for t in (up, down, lost, gone):
             t.cancel()
-        for t in (up, down, lost):
+        for t in (up, down, lost, gone):
             with contextlib.suppress(BaseException):
                 await t
         writer.close()
@@ -135,6 +147,12 @@ async def attach(request: web.Request) -> web.StreamResponse:
     if not (stream or logs):
         raise bad_request("Bad parameters: you must choose at least one of stream or logs")
     tty = bool(c.config.tty)
+    keys = lib.DEFAULT_DETACH_KEYS
+    if request.query.get("detachKeys"):
+        try:
+            keys = lib.parse_detach_keys(request.query["detachKeys"])
+        except ValueError as e:
+            raise bad_request(f"Invalid detach keys ({request.query['detachKeys']}) provided: {e}") from None
     conn = await hijack(request, content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
     try:
         if logs:
@@ -142,7 +160,8 @@ async def attach(request: web.Request) -> web.StreamResponse:
         if stream:
             sock = await _connect(request, c, conn)
             if sock is not None:
-                await join(conn, sock, stdin=want_in, stdout=want_out, stderr=want_err, tty=tty)
+                await join(conn, sock, stdin=want_in, stdout=want_out, stderr=want_err, tty=tty,
+                           detach_keys=keys)
     finally:
         await conn.close()
     return conn.response

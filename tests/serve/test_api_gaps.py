@@ -239,3 +239,103 @@ def test_runtime_is_named_runc_our_name_kept_in_version(serve: Any, judge: Judge
         c.remove()
     assert serve.client.version()["Platform"]["Name"] == "pybuild"
     assert "Default Runtime: runc" in serve.docker("info").stdout
+
+
+# -- item 3: exec and attach streams ----------------------------------------------------------------
+
+def _raw(sock: Any) -> Any:
+    return getattr(sock, "_sock", sock)
+
+
+def _read_all(sock: Any, timeout: float = 20) -> tuple[bytes, bool]:
+    """Everything until EOF (True) or *timeout* (False)."""
+    import time
+
+    s = _raw(sock)
+    s.settimeout(0.5)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    while data:
+        assert len(data) >= 8 and data[1:4] == b"\0\0\0", data[:8]
+        size = int.from_bytes(data[4:8], "big")
+        out.append((data[0], data[8:8 + size]))
+        data = data[8 + size:]
+    return out
+
+
+def test_exec_tty_raw_and_socket_frames(serve: Any, judge: Judge) -> None:
+    results = []
+    for _name, client in both(serve, judge):
+        c = client.containers.run("busybox:latest", ["sleep", "60"], detach=True,
+                                  network_mode="none", labels={"pbtest.gaps": "1"})
+        try:
+            tty = c.exec_run(["echo", "hi"], tty=True)
+            plain = c.exec_run(["sh", "-c", "echo out; echo err >&2"], demux=True)
+            eid = client.api.exec_create(c.id, ["sh", "-c", "echo out; sleep 0.2; echo err >&2"])
+            sock = client.api.exec_start(eid["Id"], socket=True)
+            data, eof = _read_all(sock)
+            sock.close()
+            tid = client.api.exec_create(c.id, ["echo", "raw"], tty=True)
+            tsock = client.api.exec_start(tid["Id"], socket=True, tty=True)
+            tdata, teof = _read_all(tsock)
+            tsock.close()
+            results.append((tty, plain, _frames(data), eof, tdata, teof))
+        finally:
+            c.remove(force=True)
+    ours, theirs = results
+    assert ours == theirs
+    assert ours[0] == (0, b"hi\r\n")  # raw bytes: no 8-byte frame headers with a TTY
+    assert ours[2] == [(1, b"out\n"), (2, b"err\n")] and ours[4] == b"raw\r\n"
+
+
+@pytest.mark.parametrize("keys, typed", [(None, b"\x10\x11"), ("ctrl-x,y", b"\x18y")])
+def test_attach_detach_keys_end_the_stream_container_runs(serve: Any, judge: Judge,
+                                                          keys: str | None, typed: bytes) -> None:
+    outs = []
+    for _name, client in both(serve, judge):
+        c = client.containers.run("busybox:latest", ["cat"], detach=True, tty=True,
+                                  stdin_open=True, network_mode="none",
+                                  labels={"pbtest.gaps": "1"})
+        try:
+            params = {"stdin": 1, "stdout": 1, "stream": 1}
+            if keys:
+                params["detachKeys"] = keys
+            sock = client.api.attach_socket(c.id, params=params)
+            _raw(sock).sendall(b"abc\n")
+            echoed = b""
+            while b"abc\r\n" not in echoed:  # the terminal echoes what was typed
+                echoed += _raw(sock).recv(4096)
+            _raw(sock).sendall(typed)
+            _data, eof = _read_all(sock)
+            sock.close()
+            c.reload()
+            outs.append((eof, c.status))
+        finally:
+            c.remove(force=True)
+    assert outs[0] == outs[1] == (True, "running")
+
+
+def test_attach_bad_detach_keys(serve: Any, judge: Judge) -> None:
+    codes = []
+    for _name, client in both(serve, judge):
+        c = client.containers.create("busybox:latest", ["true"], labels={"pbtest.gaps": "1"})
+        code, _h, _b = uhttp(client.api.base_url and (serve.sock if client is serve.client
+                                                      else judge.sock),
+                             "POST", f"/v1.41/containers/{c.id}/attach?stream=1&stdout=1"
+                             "&detachKeys=ctrl-nope")
+        codes.append(code)
+        c.remove()
+    assert codes[0] == codes[1]
