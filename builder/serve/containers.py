@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -346,7 +347,32 @@ async def kill(request: web.Request) -> web.Response:
         raise ApiError(409, f"Cannot kill container: {request.match_info['id']}: "
                             f"container {c.id} is not running")
     await in_thread(lambda: lifecycle.kill(root, c.id, sig))
+    if parse_signal(sig) == signal.SIGKILL:
+        # dockerd answers a KILL once the container is dead: inspect then shows it exited
+        # (137) and a DELETE does not meet a running container
+        await in_thread(_until_stopped, root, c.id, KILL_WAIT)
     return web.Response(status=204)
+
+
+#: how long ``POST /kill`` waits for a KILLed container's exit to be recorded
+KILL_WAIT = 10.0
+
+
+def _until_stopped(root: StateRoot, cid: str, timeout: float) -> None:
+    import time
+
+    from builder.containers import lifecycle
+    from builder.containers.record import ContainerStore, NoSuchContainer
+
+    cs = ContainerStore(root)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if lifecycle.refresh(cs, cs.load(cid)).state.status not in ("running", "removing"):
+                return
+        except NoSuchContainer:
+            return
+        time.sleep(0.02)
 
 
 # -- wait / rename / pause ---------------------------------------------------------------------

@@ -339,3 +339,44 @@ def test_attach_bad_detach_keys(serve: Any, judge: Judge) -> None:
         codes.append(code)
         c.remove()
     assert codes[0] == codes[1]
+
+
+# -- item 4: kill answers once the container is dead; item 8: commit of a stopped container ----
+
+def test_kill_replies_after_the_container_died(serve: Any, judge: Judge) -> None:
+    for name, client in both(serve, judge):
+        for _ in range(3):
+            c = client.containers.run("busybox:latest", ["sleep", "60"], detach=True,
+                                      network_mode="none", labels={"pbtest.gaps": "1"})
+            c.kill()
+            st = client.api.inspect_container(c.id)["State"]
+            assert (st["Status"], st["Running"], st["ExitCode"]) == ("exited", False, 137), name
+            c.remove()  # no 409: it is not running any more
+        # another signal is only delivered: the reply does not wait
+        c = client.containers.run("busybox:latest", ["sleep", "60"], detach=True,
+                                  network_mode="none", labels={"pbtest.gaps": "1"})
+        c.kill("SIGWINCH")
+        assert client.api.inspect_container(c.id)["State"]["Running"] is True
+        c.remove(force=True)
+    for run in (serve.docker, judge.docker):
+        cid = run("run", "-d", "--network", "none", "busybox:latest", "sleep", "60").stdout.strip()
+        run("kill", cid)
+        assert run("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}",
+                   cid).stdout.strip() == "exited 137"
+        run("rm", cid)
+
+
+def test_commit_of_a_stopped_container_with_pause(serve: Any, judge: Judge) -> None:
+    got = []
+    for name, client in both(serve, judge):
+        c = client.containers.run("busybox:latest", ["sh", "-c", "echo x > /made"], detach=True,
+                                  network_mode="none", labels={"pbtest.gaps": "1"})
+        assert c.wait(timeout=60)["StatusCode"] == 0
+        image = c.commit(repository="gaps-committed", tag="1", pause=True)
+        out = client.containers.run(image.id, ["cat", "/made"], remove=True,
+                                    network_mode="none")
+        got.append(out)
+        c.remove()
+        client.images.remove(image.id, force=True)
+        assert name
+    assert got == [b"x\n", b"x\n"]
