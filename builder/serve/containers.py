@@ -401,6 +401,9 @@ async def wait(request: web.Request) -> web.StreamResponse:
             return lifecycle._last_exit(root, c.id)
         if condition == "removed":
             return None
+        if now.state.status == "restarting" and now.state.finished_at != before:
+            # an exit the restart policy answers: dockerd's wait returns at it
+            return now.state.exit_code
         if now.state.running:
             return None
         if condition == "next-exit" and now.state.finished_at == before:
@@ -548,6 +551,16 @@ async def prune(request: web.Request) -> web.Response:
     for k in filters:
         if k not in ("label", "until"):
             raise bad_request(f"invalid filter '{k}'")
-    removed = await in_thread(lambda: lifecycle.prune(root, filters=lifecycle.Filters.parse(filter_specs(filters))))
-    events.emit(root, "container", "prune", "", {"reclaimed": "0"})
-    return web.json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": 0})
+    flt = lifecycle.Filters.parse(filter_specs(filters))
+
+    def work() -> tuple[list[str], int]:
+        # dockerd's SpaceReclaimed: the writable layers (SizeRw) of the containers removed
+        sizes = {c.id: lifecycle.sizes(root, c)[0]
+                 for c in lifecycle.list_containers(root, all=True, filters=flt)
+                 if not c.state.running}
+        removed = lifecycle.prune(root, filters=flt)
+        return removed, sum(sizes.get(cid, 0) for cid in removed)
+
+    removed, reclaimed = await in_thread(work)
+    events.emit(root, "container", "prune", "", {"reclaimed": str(reclaimed)})
+    return web.json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": reclaimed})
