@@ -26,7 +26,11 @@ Excluder = Callable[[str, bool], bool]
 
 
 class HashMemo:
-    """``path → (dev, ino, size, mtime_ns, ctime_ns) → sha256``, persisted as one JSON file.
+    """``path → (dev, ino, size, mtime_ns, ctime_ns) → sha256``, persisted as one small file per
+    directory of hashed files (under *path* without its suffix, e.g. ``cache/filehash/``): a
+    build reads the memo of the directories it hashes and writes back only those where a hash
+    was added, so a cached build of 200,000 files writes nothing and a change writes one file,
+    and a build never parses the memo of another context.
 
     The stat tuple only decides whether a stored hash may be trusted; what goes into a cache key
     is always the content hash. A file rewritten in place within one mtime tick still changes
@@ -34,20 +38,38 @@ class HashMemo:
     """
 
     def __init__(self, path: Path | None) -> None:
-        self.path = path
+        self.path = path  # (the single file an older pybuild kept: removed on save)
+        self.dir = path.with_suffix("") if path is not None else None
         self._lock = threading.Lock()
-        self._data: dict[str, list[object]] = {}
-        self._dirty = False
-        if path is not None:
-            with contextlib.suppress(OSError, ValueError):
-                loaded = json.loads(path.read_bytes())
-                if isinstance(loaded, dict):
-                    self._data = loaded
+        self._shards: dict[str, dict[str, list[object]]] = {}  # host dir -> name -> sig + hash
+        self._dirty: set[str] = set()
+        self._forgotten: list[str] = []
+
+    def _file(self, directory: str) -> Path:
+        assert self.dir is not None
+        key = hashlib.sha256(directory.encode("utf-8", "surrogateescape")).hexdigest()
+        return self.dir / key[:40]
+
+    def _shard(self, directory: str) -> dict[str, list[object]]:
+        """The memo of *directory*'s files, read on first use (call with the lock held). A shard
+        file is the directory's JSON string on its first line, then its files' JSON object."""
+        shard = self._shards.get(directory)
+        if shard is None:
+            shard = {}
+            if self.dir is not None:
+                with contextlib.suppress(OSError, ValueError), open(self._file(directory), "rb") as f:
+                    if json.loads(f.readline()) == directory:
+                        loaded = json.loads(f.read())
+                        if isinstance(loaded, dict):
+                            shard = loaded
+            self._shards[directory] = shard
+        return shard
 
     def sha256(self, path: str, st: os.stat_result) -> str:
         sig = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        directory, name = os.path.split(path)
         with self._lock:
-            hit = self._data.get(path)
+            hit = self._shard(directory).get(name)
         if hit is not None and hit[:5] == sig:
             return str(hit[5])
         h = hashlib.sha256()
@@ -56,29 +78,50 @@ class HashMemo:
                 h.update(chunk)
         digest = h.hexdigest()
         with self._lock:
-            self._data[path] = [*sig, digest]
-            self._dirty = True
+            self._shard(directory)[name] = [*sig, digest]
+            self._dirty.add(directory)
         return digest
 
     def forget(self, directory: str) -> None:
         """Drop the hashes of every file under *directory* (a context that is gone: the
         daemon's unpacked upload), so the memo does not grow with each one."""
-        prefix = directory.rstrip("/") + "/"
+        top = directory.rstrip("/")
         with self._lock:
-            gone = [p for p in self._data if p.startswith(prefix)]
-            for p in gone:
-                del self._data[p]
-            self._dirty = self._dirty or bool(gone)
+            for d in [d for d in self._shards if _under(d, top)]:
+                del self._shards[d]
+                self._dirty.discard(d)
+            self._forgotten.append(top)
 
     def save(self) -> None:
-        if self.path is None or not self._dirty:
+        if self.dir is None:
             return
         from builder.cache import replace_file
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            data = json.dumps(self._data, separators=(",", ":")).encode()
-        replace_file(self.path, data)
+            dirty = {d: json.dumps(d).encode() + b"\n"
+                     + json.dumps(self._shards[d], separators=(",", ":")).encode()
+                     for d in self._dirty}
+            forgotten, self._forgotten = self._forgotten, []
+            self._dirty.clear()
+        if dirty:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        for d, data in dirty.items():
+            replace_file(self._file(d), data)
+        if forgotten and self.dir.is_dir():
+            for f in self.dir.iterdir():
+                if f.name.startswith("."):
+                    continue  # another writer's temp file
+                with contextlib.suppress(OSError, ValueError), open(f, "rb") as fh:
+                    d = json.loads(fh.readline())
+                    if isinstance(d, str) and any(_under(d, top) for top in forgotten):
+                        f.unlink()
+        if self.path is not None and (dirty or forgotten):
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
 
 
 @dataclass(frozen=True)
