@@ -45,10 +45,11 @@ def raw_terminal(enabled: bool) -> Iterator[None]:
 
 
 def session(sock: socket.socket, *, tty: bool, stdin: bool, detach_keys: bytes,
-            proxy: Any = None) -> bool:
-    """Join our stdio to an attach connection until the run ends; True if the user typed the
-    detach keys (Docker looks for them with a tty only). *proxy*: ``f(signum)`` forwarding the
-    signals we receive to the container (``--sig-proxy``, without a tty)."""
+            proxy: Any = None) -> tuple[bool, int | None]:
+    """Join our stdio to an attach connection until the run ends: whether the user typed the
+    detach keys (Docker looks for them with a tty only), and the exit code the other side sent
+    (an exec's). *proxy*: ``f(signum)`` forwarding the signals we receive to the container
+    (``--sig-proxy``, without a tty)."""
     from builder.containers.attach import Session
 
     s = Session(sock, stdin=0 if stdin else None, detach_keys=detach_keys if tty and stdin else None,
@@ -63,7 +64,7 @@ def session(sock: socket.socket, *, tty: bool, stdin: bool, detach_keys: bytes,
             old[sig] = signal.signal(sig, lambda signum, _f: proxy(signum))
     try:
         with raw_terminal(tty and stdin):
-            return s.run()
+            return s.run(), s.exit_code
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
@@ -104,8 +105,8 @@ def attach(obj: Any, no_stdin: bool, sig_proxy: bool, detach_keys: str | None, c
         with contextlib.suppress(Exception):
             lifecycle.kill(root, c.id, signum)
 
-    detached = session(sock, tty=tty, stdin=stdin, detach_keys=keys,
-                       proxy=proxy if sig_proxy else None)
+    detached, _ = session(sock, tty=tty, stdin=stdin, detach_keys=keys,
+                          proxy=proxy if sig_proxy else None)
     if detached:
         # the container goes on; Docker's client says why it stopped, and exits 1
         click.echo("read escape sequence", err=True)

@@ -211,7 +211,7 @@ def _run_attached(root: Any, o: Any, detach_keys: str | None, pulled: _PullOutpu
                                          on_created=lambda _c: pulled.close())
     finally:
         pulled.close()
-    if session(sock, tty=True, stdin=True, detach_keys=keys):
+    if session(sock, tty=True, stdin=True, detach_keys=keys)[0]:
         sys.exit(0)  # detached: the container goes on (Docker's `run -it` says nothing, exits 0)
     sys.exit(attached.exit_code(root, c.id))
 
@@ -269,6 +269,8 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
     if detach:
         execs.start_detached(root, c, process)
         return
+    if tty and interactive and os.isatty(0):
+        _exec_attached(root, c, process, detach_keys)
     saved = None
     if tty and interactive and os.isatty(0):
         import termios
@@ -289,6 +291,22 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
     sys.exit(r.exit_status)
+
+
+def _exec_attached(root: Any, c: Any, process: Any, detach_keys: str | None) -> None:
+    """``exec -it`` on a terminal: the process under a helper of its own, this terminal attached
+    to it, so that the detach keys leave it running (Docker's client then says
+    ``read escape sequence`` and exits 1)."""
+    from builder.cli.attach import session, window
+    from builder.containers import attached
+
+    keys = attached.detach_keys(detach_keys, what="escape")
+    sock = attached.exec_connected(root, c, process, console_size=window())
+    detached, code = session(sock, tty=True, stdin=True, detach_keys=keys)
+    if detached:
+        click.echo("read escape sequence", err=True)
+        sys.exit(1)
+    sys.exit(code if code is not None else 1)
 
 
 # -- cp ----------------------------------------------------------------------------------------

@@ -236,7 +236,7 @@ def _start_interactive(root: Any, ref: str, detach_keys: str | None) -> None:
         with suppress(Exception):
             lifecycle.kill(root, c.id, signum)
 
-    if session(sock, tty=tty, stdin=stdin, detach_keys=keys, proxy=proxy):
+    if session(sock, tty=tty, stdin=stdin, detach_keys=keys, proxy=proxy)[0]:
         sys.exit(0)  # detached: the container goes on (Docker's `start -ai` exits 0)
     sys.exit(attached.exit_code(root, c.id))
 

@@ -8,7 +8,8 @@ Wire format, both ways: frames of 1 byte kind + 4 bytes big-endian length + payl
   bytes, ``CLOSE_STDIN`` (the client's stdin ended; closes the container's stdin when the
   container was created with ``StdinOnce``) and ``RESIZE`` (``"rows cols"``).
 * supervisor → client: ``STDOUT``/``STDERR`` bytes; the supervisor closes the connection once the
-  run ends and every byte of its output was sent.
+  run ends and every byte of its output was sent. An ``exec`` helper (``attached.exec_connected``)
+  sends ``EXIT`` (the exit code, in decimal) just before.
 
 A start can wait for N clients (``wait_clients``) so that who attached before ``start`` (the
 Docker client's ``run``) misses nothing.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 SOCKET_NAME = "attach.sock"
 
-STDIN, STDOUT, STDERR, CLOSE_STDIN, RESIZE, HELLO = 0, 1, 2, 3, 4, 5
+STDIN, STDOUT, STDERR, CLOSE_STDIN, RESIZE, HELLO, EXIT = 0, 1, 2, 3, 4, 5, 6
 _HEADER = struct.Struct(">BI")
 #: a client that takes longer than this to accept output is dropped (the container goes on)
 SEND_TIMEOUT = 10.0
@@ -413,6 +414,8 @@ class Session:
     #: the terminal's ``(rows, cols)`` now, sent at start and after the first output
     window: Callable[[], tuple[int, int] | None] | None = None
     detached: bool = False
+    #: what an ``EXIT`` frame said (an exec's helper sends one), else None
+    exit_code: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, kind: int, payload: bytes = b"") -> None:
@@ -435,6 +438,10 @@ class Session:
             if f is None:
                 break
             kind, payload = f
+            if kind == EXIT:
+                with contextlib.suppress(ValueError):
+                    self.exit_code = int(payload)
+                continue
             with contextlib.suppress(OSError):
                 _write_all(self.stderr if kind == STDERR else self.stdout, payload)
             if first:

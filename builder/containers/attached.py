@@ -107,3 +107,110 @@ def _connect_starting(root: StateRoot, cid: str, *, stdin: bool) -> socket.socke
 def exit_code(root: StateRoot, cid: str) -> int:
     """The exit code of the run an attach followed to its end (``--rm`` ones included)."""
     return lifecycle.wait(root, cid)
+
+
+# -- exec -it ---------------------------------------------------------------------------------------
+def exec_connected(root: StateRoot, c: Container, process: Any, *,
+                   console_size: tuple[int, int] | None = None) -> socket.socket:
+    """``docker exec -it``: *process* started by a helper of its own (new session, stdio on
+    /dev/null) that serves it on an attach socket, so that the detach keys leave it running as
+    dockerd does; the helper sends the exit code (``attach.EXIT``) before it closes. Returns
+    the connection, once the process started (or raises why it did not)."""
+    import json
+    import os
+    import signal
+
+    path = ContainerStore(root).dir(c.id) / f"exec-{os.urandom(6).hex()}.sock"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(r)
+            # forked from a process that may have an asyncio loop: its wakeup fd is not ours
+            signal.set_wakeup_fd(-1)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _serve_exec(root, c, process, path, w, console_size)
+            code = 0
+        except BaseException:  # noqa: B036 - the helper must never return into the CLI
+            pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    lines = _Lines(r)
+    try:
+        if lines.next() != "listening":
+            raise ContainerError(f"cannot exec in container {c.name}: its exec helper did not start")
+        sock = attach.connect(path)
+        attach.hello(sock, stdin=True)
+        said = lines.next()
+    finally:
+        os.close(r)
+    answer = json.loads(said) if said.startswith("{") else {"error": said or "exec failed", "code": 126}
+    if not answer.get("ok"):
+        sock.close()
+        from builder.errors import CommandNotExecutable, CommandNotFound
+
+        kind = {127: CommandNotFound, 126: CommandNotExecutable}.get(int(str(answer.get("code") or 0)),
+                                                                    ContainerError)
+        raise kind(str(answer.get("error")))
+    return sock
+
+
+class _Lines:
+    """Lines from a pipe, read a byte at a time: the exec's own processes may hold the write
+    end for as long as they run, so EOF never comes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def next(self) -> str:
+        import os
+
+        out = b""
+        while not out.endswith(b"\n"):
+            b = os.read(self.fd, 1)
+            if not b:
+                break
+            out += b
+        return out.decode(errors="replace").strip()
+
+
+def _serve_exec(root: StateRoot, c: Container, process: Any, path: Path, w: int,
+                console_size: tuple[int, int] | None) -> None:  # pragma: no cover - helper process
+    import json
+    import os
+
+    from builder.containers import runtime
+
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    # nothing of the CLI's stays open here (a `$(pybuild exec …)` waits for its pipe's EOF)
+    os.closerange(3, w)
+    os.closerange(w + 1, 65536)
+    server = attach.AttachServer(path)
+    try:
+        os.write(w, b"listening\n")
+        server.wait_clients(1, 10.0)
+        stdin_r, stdin_w = os.pipe()
+        server.set_target(stdin_w, None)
+        try:
+            h = runtime.exec_start(root, c, process, stdin=stdin_r, console_size=console_size,
+                                   stdout=lambda b: server.broadcast(attach.STDOUT, b),
+                                   stderr=lambda b: server.broadcast(attach.STDERR, b))
+        except Exception as e:  # noqa: BLE001 - reported to the client as one line
+            code = e.exit_code if isinstance(e, BuildError) else 126
+            os.write(w, json.dumps({"error": str(e), "code": code}).encode() + b"\n")
+            return
+        # stdin_r stays open: this process relays it into the process's terminal
+        os.write(w, b'{"ok": true}\n')
+        os.close(w)
+        server.set_resize(h.resize)
+        result = h.wait()
+        server.broadcast(attach.EXIT, str(result.exit_status).encode())
+    finally:
+        server.close()

@@ -537,14 +537,15 @@ def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), 
 
 
 def exec_start(root: StateRoot, c: Container, process: Any, *, stdout: Any = None, stderr: Any = None,
-               stdin: Any = None) -> Sandbox:
+               stdin: Any = None, console_size: tuple[int, int] | None = None) -> Sandbox:
     """Start *process* in the running container *c* (its namespaces and cgroup)."""
     from builder.sandbox.executor import Executor
 
     st = c.state
     if st.status != "running" or not st.pid:
         raise ContainerError(f"container {c.id} is not running")
-    return Executor(root).exec_start(st.pid, process, stdout=stdout, stderr=stderr, stdin=stdin)
+    return Executor(root).exec_start(st.pid, process, stdout=stdout, stderr=stderr, stdin=stdin,
+                                     console_size=console_size)
 
 
 def exec_capture(root: StateRoot, c: Container, argv: Sequence[str], *, timeout: float) -> tuple[int, str]:

@@ -321,9 +321,10 @@ class Executor:
 
     def exec_start(
         self, target: Sandbox | int, process: Process, *, stdout: Output = None, stderr: Output = None,
-        stdin: Input = None,
+        stdin: Input = None, console_size: tuple[int, int] | None = None,
     ) -> Sandbox:
-        """Start *process* in a running sandbox; the handle's ``wait`` gives its result."""
+        """Start *process* in a running sandbox; the handle's ``wait`` gives its result. A
+        terminal gets *console_size* (rows, cols), else the size of *stdin*'s terminal."""
         pid = target.pid if isinstance(target, Sandbox) else int(target)
         if pid_start(pid) is None:
             raise SandboxError(f"no running sandbox with init pid {pid}")
@@ -350,7 +351,7 @@ class Executor:
                 os.close(fd)
             os.close(root_fd)
             raise
-        stdio = Stdio(stdin, stdout, stderr, terminal=process.terminal)
+        stdio = Stdio(stdin, stdout, stderr, terminal=process.terminal, console_size=console_size)
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
         parent_pid = os.getpid()

@@ -288,6 +288,22 @@ def test_start_ai_detaches_and_the_container_goes_on(pb: Any, judge: Any) -> Non
         assert running() == "true", name
 
 
+def test_exec_it_detaches_and_the_process_goes_on_as_docker(pb: Any, judge: Any) -> None:
+    results = []
+    for argv, cli in ((lambda *a: docker_argv(judge, *a), judge.docker), (lambda *a: pb_argv(pb, *a), pb)):
+        cli("run", "-d", "--name", "host", "busybox", "sleep", "600")
+        text, code = in_pty(argv("exec", "-it", "host", "sh"),
+                            [(b"# ", b"echo in-$((2*3)); stty size\r"), (b"30 90", b"\x10\x11")])
+        results.append((code, b"in-6" in text, b"read escape sequence" in text))
+        ps = cli("exec", "host", "ps")
+        out = ps.stdout.decode() if isinstance(ps.stdout, bytes) else ps.stdout
+        results.append(("sh" in out.split(),))  # the detached shell still runs
+        text, code = in_pty(argv("exec", "-it", "--detach-keys=ctrl-x", "host", "sh", "-c", "echo done; exit 6"), [])
+        results.append((code, b"done" in text, b"read escape sequence" in text))
+        cli("rm", "-f", "host")
+    assert results[:3] == results[3:] == [(1, True, True), (True,), (6, True, False)]
+
+
 def test_run_it_gets_the_terminal_size_and_rm(pb: Any) -> None:
     text, code = in_pty(pb_argv(pb, "run", "--rm", "-it", "--network", "none", "busybox", "sh", "-c",
                                "stty size; exit 4"), [])
