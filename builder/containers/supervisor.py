@@ -159,6 +159,8 @@ class Supervisor:
                         ready(Started(False, code, msg))
                     return code
                 assert proc is not None
+                if self.terminating:  # told to end (SIGTERM) while it started: end it now
+                    proc.sandbox.kill(signal.SIGKILL)
                 lifecycle.emit(self.root, c, "start")
                 if first:
                     ready(Started(True))

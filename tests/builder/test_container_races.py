@@ -315,3 +315,37 @@ def test_kill_of_the_supervisor_during_a_detached_start(busybox: Pybuild) -> Non
             assert status.startswith(("Up", "Created", "Exited (137)")), f"{why}: {cid[:12]} is {status!r}"
         _clean_up(pb, ids, why)
     assert rounds >= 3
+
+
+def test_stop_racing_detached_starts(busybox: Pybuild) -> None:
+    """``stop -t 1 $(ps -aq)`` while three ``run -d -p`` start: a stop waits for a start in
+    progress, then stops what it started (a container not claimed yet is just ``Created``,
+    and a stop of it does nothing, as in Docker). Each ends ``Up`` or ``Exited``, never half
+    started; ``ps -a`` agrees with what runs and the stopped ones leave nothing."""
+    pb = busybox
+    rng = random.Random(SEED + 4)
+    ids: set[str] = set()
+    end = time.monotonic() + BUDGET / 2
+    rounds = 0
+    while time.monotonic() < end:
+        rounds += 1
+        why = f"seed {SEED + 4}, round {rounds}"
+        runs = [_popen(pb, "run", "-d", "-p", "127.0.0.1::80", "busybox", "sleep", SLEEP) for _ in range(3)]
+        time.sleep(rng.uniform(0.3, 1.5))
+        listed = pb("ps", "-aq", "--no-trunc").stdout.split()
+        if listed:
+            pb("stop", "-t", "1", *listed)
+        started = set()
+        for p in runs:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, f"{why}: run -d: {err}"
+            started.add(out.strip())
+        ids |= started
+        ps, running, bad = _settle(pb, ids)
+        assert not bad, f"{why}: left behind: {bad}"
+        assert set(ps) == started, f"{why}: {ps}"
+        for cid, status in ps.items():
+            assert status.startswith(("Up", "Exited")), f"{why}: {cid[:12]} is {status!r}"
+            assert status.startswith("Up") == (cid in running), why
+        _clean_up(pb, ids, why)
+    assert rounds >= 2
