@@ -198,6 +198,30 @@ def test_ps_filter_before_and_since_as_dockerd(pb: Any, judge: Any) -> None:
     assert _after_prefix(ours_bad.stderr) == _after_prefix(theirs_bad.stderr.decode()) == "no such container nope"
 
 
+def test_docker_through_serve_filters_and_limits_as_dockerd(pb: Any, judge: Any) -> None:
+    """``pybuild serve``'s ``/containers/json`` and create use the same library: Docker's client
+    through it sees what dockerd shows."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+    from serve_client import Daemon
+
+    daemon = Daemon(pb).start()
+    try:
+        for name in ("one", "two", "three"):
+            judge.docker("create", "--name", name, "-m", "64m", "busybox", "true")
+            daemon.docker("create", "--name", name, "-m", "64m", "busybox", "true")
+            time.sleep(0.05)
+        for q in (["--filter", "before=three"], ["--filter", "since=one"]):
+            theirs = judge.docker("ps", "-a", *q, "--format", "{{.Names}}").stdout.decode().split()
+            ours = daemon.docker("ps", "-a", *q, "--format", "{{.Names}}").stdout.split()
+            assert ours == theirs, q
+        assert _hostconfig(daemon.docker("inspect", "two").stdout) \
+            == _hostconfig(judge.docker("inspect", "two").stdout.decode())
+    finally:
+        daemon.stop()
+
+
 # -- events ------------------------------------------------------------------------------------------------
 _LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (\w+) (\S+) ([0-9a-f]{64}) \((.*)\)$")
 
