@@ -35,7 +35,7 @@ class Template:
             found = parse(text, funcs=NAMES, name=name)
             if cache:
                 disk.store(text, name, found)
-        self.nodes = found
+        self.nodes, self.defs = found
 
     def execute(self, data: Any, *, options: Options | None = None) -> str:
         """The text of the template over *data*; with ``options.fallback`` (Docker's inspect),
@@ -60,7 +60,7 @@ class Template:
             from builder.template.values import typed
 
             data = typed(data, options.maps)
-        run = Exec(self.text, self.name, data, options, FUNCS)
+        run = Exec(self.text, self.name, data, options, FUNCS, self.defs | {self.name: self.nodes})
         run.walk(data, self.nodes)
         return "".join(run.out)
 
@@ -71,7 +71,7 @@ class Template:
         from builder.template.exec import Exec
         from builder.template.funcs import HEADER_FUNCS
 
-        run = Exec(self.text, self.name, dict(header), Options(), HEADER_FUNCS)
+        run = Exec(self.text, self.name, dict(header), Options(), HEADER_FUNCS, self.defs | {self.name: self.nodes})
         try:
             run.walk(dict(header), self.nodes)
         except TemplateError:

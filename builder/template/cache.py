@@ -42,7 +42,7 @@ def _path(text: str, name: str) -> Path | None:
     return directory / "templates" / f"{key[:32]}.pickle"
 
 
-def load(text: str, name: str) -> tuple[N.Node, ...] | None:
+def load(text: str, name: str) -> N.Parsed | None:
     path = _path(text, name)
     if path is None:
         return None
@@ -51,10 +51,12 @@ def load(text: str, name: str) -> tuple[N.Node, ...] | None:
             found = pickle.load(f)
     except Exception:  # noqa: BLE001 - missing, corrupt or foreign: parse again
         return None
-    return found if isinstance(found, tuple) else None
+    if isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], tuple) and isinstance(found[1], dict):
+        return found
+    return None
 
 
-def store(text: str, name: str, nodes: tuple[N.Node, ...]) -> None:
+def store(text: str, name: str, nodes: N.Parsed) -> None:
     path = _path(text, name)
     if path is None:
         return

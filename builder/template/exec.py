@@ -6,7 +6,7 @@ range (maps in key order) with break/continue, and Go's error text with the node
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from builder.errors import TemplateExecError
@@ -37,8 +37,9 @@ class Options:
     and a null a pipeline ends on is ``<no value>``. ``fallback``: what Docker's inspect does
     when the template fails on its typed value: run it again that way. The name sets say what a
     field of that name holds in Docker's typed value: a map (a missing key is ``<no value>``;
-    in ``string_maps`` ``index`` of one gives ``""``), a nil slice or map for a JSON null, or a
-    pointer omitted when nil (``<nil>``).
+    in ``string_maps`` ``index`` of one gives ``""``), a nil slice or map for a JSON null, and
+    ``omitted``: (struct field, field) → the zero value a field its JSON leaves out has (``"map"``,
+    ``"slice"``, None for a nil pointer, ``""``…).
     """
 
     missing_key: str = "default"
@@ -48,7 +49,7 @@ class Options:
     string_maps: frozenset[str] = frozenset()
     nil_slices: frozenset[str] = frozenset()
     nil_maps: frozenset[str] = frozenset()
-    optional: frozenset[str] = frozenset()
+    omitted: Mapping[tuple[str, str], Any] = field(default_factory=dict)
     structs: bool = False  # JSON objects not in ``maps`` are Go structs (printed ``{a b}``)
     typed_keys: frozenset[str] = frozenset()  # maps whose typed ``index`` fails (nat.Port keys)
     fallback: Options | None = None  # run again with these over the JSON view when this fails
@@ -72,8 +73,12 @@ class _Continue(Exception):
 class Exec:
     """One execution: the output, the variable stack and what errors need to name a place."""
 
-    def __init__(self, text: str, name: str, data: Any, options: Options, funcs: Mapping[str, Function]) -> None:
+    def __init__(self, text: str, name: str, data: Any, options: Options, funcs: Mapping[str, Function],
+                 templates: Mapping[str, tuple[N.Node, ...]] | None = None) -> None:
         self.text, self.name, self.opts, self.funcs = text, name, options, funcs
+        self.parse_name = name  # where the text came from; ``name`` is the template running
+        self.templates = templates or {}
+        self.depth = 0
         self.root = data
         self.vars: list[list[Any]] = [["$", data]]
         self.out: list[str] = []
@@ -86,7 +91,7 @@ class Exec:
         line = before.count(b"\n") + 1
         col = pos - (before.rfind(b"\n") + 1) if b"\n" in before else pos
         context = str(node)
-        return TemplateExecError(f"template: {self.name}:{line}:{col}: executing {_q(self.name)} at "
+        return TemplateExecError(f"template: {self.parse_name}:{line}:{col}: executing {_q(self.name)} at "
                                  f"<{context}>: {message}")
 
     def _type(self, v: Any) -> str:
@@ -116,7 +121,27 @@ class Exec:
             elif isinstance(node, N.Continue):
                 raise _Continue
             elif isinstance(node, N.TemplateCall):
-                raise self.error(node, f"template {_q(node.name)} not defined")
+                self.call_template(dot, node)
+
+    def call_template(self, dot: Any, node: N.TemplateCall) -> None:
+        """``{{template "name" pipeline}}``: its body with dot the pipeline's value and variables
+        of its own; errors there name it (Go's ``executing "name"``)."""
+        body = self.templates.get(node.name)
+        if body is None:
+            raise self.error(node, f"template {_q(node.name)} not defined")
+        if self.depth >= _MAX_DEPTH:
+            raise self.error(node, "exceeded maximum template depth (100000)")
+        value = self.pipeline(dot, node.pipe) if node.pipe is not None else MISSING
+        saved = self.vars, self.name
+        self.vars, self.name = [["$", value]], node.name
+        self.depth += 1
+        try:
+            self.walk(value, body)
+        except RecursionError:
+            raise self.error(node, "exceeded maximum template depth (100000)") from None
+        finally:
+            self.vars, self.name = saved
+            self.depth -= 1
 
     def range(self, dot: Any, node: N.Range) -> None:
         mark = len(self.vars)
@@ -271,12 +296,11 @@ class Exec:
                 return value
             if is_struct:
                 raise self.error(node, f"can't evaluate field {name} in type {opts.struct_type}")
-            if name in opts.optional and last:
-                return None  # a nil pointer Docker's typed value has (going through one fails)
-            if name in opts.nil_maps:
-                return NilMap()  # an empty map the JSON omits
-            if name in opts.nil_slices and last:
-                return NilSlice()
+            if (via, name) in opts.omitted and (last or name in opts.maps):
+                # a field of Docker's struct that its JSON omits when empty (a nil pointer:
+                # going through it fails)
+                zero = opts.omitted[via, name]
+                return NilMap() if zero == "map" else NilSlice() if zero == "slice" else zero
             if via in opts.maps or opts.missing_key != "error":
                 return MISSING
             raise self.error(node, f"map has no entry for key {_q(name)}")
@@ -393,6 +417,9 @@ class Exec:
             raise self.error(node, f"wrong type for value; expected {_GO_KIND[kind]}; got {self._type(value)}")
         return value
 
+
+#: Go stops at 100000 nested {{template}} calls; Python's stack ends well before
+_MAX_DEPTH = 200
 
 _GO_KIND = {"any": "interface {}", "value": "reflect.Value", "string": "string", "int": "int",
             "strings": "[]string"}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from lark import Token
 
 from builder.errors import TemplateParseError
+from builder.template.constants import parse_number
 
 KEYWORDS = {"block", "break", "continue", "define", "else", "end", "if", "range", "nil", "template", "with"}
 #: keywords that may follow ``{{`` (joined with it into one token)
@@ -29,10 +30,6 @@ TERM_END = {"FIELD", "VARIABLE", "IDENT", "DOT", "NIL", "BOOL", "NUMBER", "CHARC
 TERM_START = {"FIELD", "VARIABLE", "IDENT", "DOT", "NIL", "BOOL", "NUMBER", "CHARCONST", "STRING", "RAWSTRING",
               "LPAREN"}
 _SPACE = " \t\r\n"
-_NUMBER = re.compile(
-    r"[+-]?(?:0[xX][0-9a-fA-F_]*(?:\.[0-9a-fA-F_]*)?(?:[pP][+-]?[0-9_]+)?"
-    r"|0[oO][0-7_]*|0[bB][01_]*"
-    r"|[0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9_]+)?)i?")
 
 
 class Tok(Token):
@@ -44,6 +41,7 @@ class Tok(Token):
     ctx: str
     prev: str
     depth: int
+    block: str
 
 
 def _alnum(c: str) -> bool:
@@ -56,6 +54,8 @@ class Source:
 
     text: str
     name: str = ""
+    #: the functions defined (Go's parser checks a name when it reads it); None: not checked here
+    funcs: frozenset[str] | None = None
     #: the byte offset of each character (Go's positions are bytes)
     _offsets: list[int] = field(default_factory=list)
 
@@ -74,12 +74,21 @@ class Source:
         return self.text.count("\n", 0, index) + 1
 
     def error(self, index: int, message: str) -> TemplateParseError:
-        return TemplateParseError(f"template: {self.name}:{self.line_at(index)}: {message}")
+        line = self.line_at(index)
+        start = self._action_line
+        if start and start != line:
+            # Go names where an action began when its error is on a later line
+            message += f" started at {self.name}:{start}" if message.endswith(" action") else \
+                f" in action started at {self.name}:{start}"
+        return TemplateParseError(f"template: {self.name}:{line}: {message}")
+
+    _action_line = 0
 
     # -- the scan --------------------------------------------------------------------------
     def tokens(self) -> Iterator[Token]:
         text, i, n = self.text, 0, len(self.text)
-        self.depth = 0  # open if/range/with blocks, for "unexpected {{end}}"
+        self.depth = 0  # open if/range/with/define/block blocks, for "unexpected {{end}}"
+        self.blocks: list[str] = []  # their keywords, innermost last
         trim_next = False
         while i < n:
             j = text.find("{{", i)
@@ -102,6 +111,7 @@ class Source:
         line = self.line_at(index)
         t = Tok(kind, value, index, line, 0, line, 0, index + len(value))
         t.pos, t.ctx, t.prev, t.depth = self.byte_pos(index), ctx, prev, self.depth
+        t.block = self.blocks[-1] if self.blocks else ""
         t.node_pos = t.pos
         return t
 
@@ -116,6 +126,7 @@ class Source:
         """From ``{{`` at *start* to the end of its action; returns (next index, trim after)."""
         text, n = self.text, len(self.text)
         i = start + 2
+        self._action_line = 0
         if text[i:i + 1] == "-" and text[i + 1:i + 2] in tuple(_SPACE) and i + 1 < n:
             i += 2
         if text.startswith("/*", i):
@@ -137,18 +148,22 @@ class Source:
         if m and m.group(0) in OPENERS and self._terminator(k + m.end()):
             word = m.group(0)
             first = "LD_" + word.upper()
-            ctx = {"template": "template clause"}.get(word, word)
-            if word in ("if", "range", "with"):
+            ctx = {"template": "template clause", "define": "define clause", "block": "block clause"}.get(word, word)
+            if word in ("if", "range", "with", "define", "block"):
                 yield self._tok(first, text[start:k + m.end()], start, ctx, "")
                 self.depth += 1
+                self.blocks.append(word)
             else:
                 if word == "end":
                     self.depth -= 1
                 yield self._tok(first, text[start:k + m.end()], start, ctx, "")
+                if word == "end" and self.blocks:
+                    self.blocks.pop()
             i = k + m.end()
             prev = first
         else:
             yield self._tok("LD", text[start:i], start, ctx, "")
+        self._action_line = self.line_at(start)
         stack: list[str] = []  # contexts of open parentheses
         spaced = True
         while True:
@@ -157,6 +172,7 @@ class Source:
                 if stack:
                     raise self.error(i, "unclosed left paren")
                 yield self._tok("RD", "}}", i + (2 if trim else 0), ctx, prev)
+                self._action_line = 0
                 return i + (4 if trim else 2), trim
             if i >= n:
                 raise self.error(i, "unclosed action")
@@ -174,6 +190,16 @@ class Source:
                 raise self.error(i, f"unexpected . after term {_go_quote(self._last_value)}")
             if not spaced and prev in TERM_END and kind in TERM_START:
                 raise self.error(i, f"unexpected {item_text(kind, value)} in operand")
+            if kind == "NUMBER":
+                # Go's parser reads a constant before the token after it
+                try:
+                    parse_number(0, value)
+                except ValueError as e:
+                    raise self.error(i, str(e)) from None
+            if kind == "IDENT" and self.funcs is not None and value not in self.funcs \
+                    and prev not in ("LD_ELSE", "LD_END", "LD_BREAK", "LD_CONTINUE", "LD_TEMPLATE", "LD_DEFINE",
+                                     "LD_BLOCK"):
+                raise self.error(i, f"function {_go_quote(value)} not defined")
             if kind == "RPAREN" and not stack:
                 # Go's lexer emits the ")" before its error: the parser may refuse it first
                 yield self._tok(kind, value, i, ctx, prev)
@@ -187,12 +213,47 @@ class Source:
                 stack.pop()
             yield tok
             self._last_value = value
-            prev = kind
+            # the name after template/define/block is no operand
+            prev = "NAME" if prev in ("LD_TEMPLATE", "LD_DEFINE", "LD_BLOCK") and kind in ("STRING", "RAWSTRING") \
+                else kind
             spaced = False
             i = j
 
     _last_value = ""
     _chain_at: int | None = None
+
+    def _scan_number(self, i: int) -> int:
+        """Go's ``scanNumber`` from *i*: where the number ends (a sign alone is one, which
+        ``newNumber`` refuses); a letter or digit right after it is ``bad number syntax``."""
+        text, n = self.text, len(self.text)
+        j = i + (text[i:i + 1] in ("+", "-"))
+        digits = "0123456789_"
+        if text[j:j + 1] == "0":
+            j += 1
+            prefix = text[j:j + 1]
+            if prefix and prefix in "xX":
+                digits, j = "0123456789abcdefABCDEF_", j + 1
+            elif prefix and prefix in "oO":
+                digits, j = "01234567_", j + 1
+            elif prefix and prefix in "bB":
+                digits, j = "01_", j + 1
+
+        def run(j: int, chars: str) -> int:
+            while j < n and text[j] in chars:
+                j += 1
+            return j
+
+        j = run(j, digits)
+        if text[j:j + 1] == ".":
+            j = run(j + 1, digits)
+        exponent = "eE" if len(digits) == 11 else "pP" if len(digits) == 23 else ""
+        if exponent and text[j:j + 1] and text[j] in exponent:
+            j += 1 + (text[j + 1:j + 2] in ("+", "-"))
+            j = run(j, "0123456789_")
+        j += text[j:j + 1] == "i"
+        if j < n and _alnum(text[j]):
+            raise self.error(i, f"bad number syntax: {_go_quote(text[i:j + 1])}")
+        return j
 
     def _terminator(self, i: int) -> bool:
         c = self.text[i:i + 1]
@@ -265,13 +326,11 @@ class Source:
                     raise self.error(i, f"bad character {_unicode_name(text[j])}")
             return ("VARIABLE" if c == "$" else "FIELD"), text[i:j], j
         if c in "+-." or c.isdigit():
-            m = _NUMBER.match(text, i)
-            j = m.end() if m else i
-            if j == i or (j < n and _alnum(text[j])) or text[i:j] in ("+", "-", "."):
-                k = j
-                while k < n and (_alnum(text[k]) or text[k] in "+-."):
-                    k += 1
-                raise self.error(i, f"bad number syntax: {_go_quote(text[i:max(k, j + 1)])}")
+            j = self._scan_number(i)
+            if text[j:j + 1] in ("+", "-"):  # a complex constant, 1+2i: Go's only use of this
+                j = self._scan_number(j)
+                if text[j - 1] != "i":
+                    raise self.error(i, f"bad number syntax: {_go_quote(text[i:j])}")
             return "NUMBER", text[i:j], j
         if _alnum(c):
             j = i

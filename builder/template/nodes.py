@@ -169,7 +169,7 @@ class Range:
 
 @dataclass(frozen=True, slots=True)
 class TemplateCall:
-    """``{{template "name" pipeline}}``: Docker's templates define none, so it fails when run."""
+    """``{{template "name" pipeline}}`` (and the use in place of a ``{{block}}``)."""
 
     pos: int
     name: str
@@ -182,3 +182,6 @@ class TemplateCall:
 
 
 Node = Text | Action | Break | Continue | If | Range | TemplateCall
+
+#: a parsed template: its nodes, and the templates it defines by name
+Parsed = tuple[tuple[Node, ...], dict[str, tuple[Node, ...]]]

@@ -7,7 +7,6 @@ Imported on the first template parsed only: commands without ``--format`` never 
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +17,7 @@ from lark.lexer import Lexer
 
 from builder.errors import TemplateParseError
 from builder.template import nodes as N
+from builder.template.constants import parse_number, unquote
 from builder.template.lex import Source, Tok, item_text
 
 
@@ -41,6 +41,8 @@ class _State:
         self.vars: list[str] = ["$"]
         self.marks: list[int] = []
         self.range_depth = 0
+        self.defs: dict[str, tuple[N.Node, ...]] = {}
+        self.outer: list[tuple[list[str], int]] = []  # scopes a definition's body set aside
 
     def error(self, tok: Tok, message: str) -> TemplateParseError:
         return TemplateParseError(f"template: {self.source.name}:{tok.line}: {message}")
@@ -62,16 +64,54 @@ class _Builder(Transformer[Any, Any]):
     """Runs inline in the LALR parser: each reduction makes its node, in reading order, so the
     checks Go makes while parsing fail on the same (first) fault."""
 
-    def start(self, c: list[Any]) -> tuple[N.Node, ...]:
-        return tuple(c[0])
+    def start(self, c: list[Any]) -> tuple[tuple[N.Node, ...], dict[str, tuple[N.Node, ...]]]:
+        return tuple(c[0]), dict(_state().defs)
 
     def list_empty(self, c: list[Any]) -> list[N.Node]:
         return []
 
     def list_add(self, c: list[Any]) -> list[N.Node]:
         items: list[N.Node] = c[0]
-        items.append(c[1])
+        if c[1] is not None:  # a definition leaves nothing in place
+            items.append(c[1])
         return items
+
+    # -- named templates: a body has its own variables ("$" only) and no enclosing range
+    def _enter(self) -> None:
+        st = _state()
+        st.outer.append((st.vars, st.range_depth))
+        st.vars, st.range_depth = ["$"], 0
+
+    def _leave(self) -> None:
+        st = _state()
+        st.vars, st.range_depth = st.outer.pop()
+
+    def define_open(self, c: list[Any]) -> str:
+        if c[0].depth > 0:  # Go reads {{define}} at the top level only
+            raise _state().error(c[0], "unexpected <define> in command")
+        self._enter()
+        return self._name(c[1])
+
+    def define_(self, c: list[Any]) -> None:
+        self._leave()
+        _state().defs[c[0]] = tuple(c[1])
+
+    def block_rd(self, c: list[Any]) -> Tok:
+        self._enter()
+        tok: Tok = c[0]
+        return tok
+
+    def block_(self, c: list[Any]) -> N.TemplateCall:
+        self._leave()
+        name = self._name(c[1])
+        _state().defs[name] = tuple(c[4])
+        return N.TemplateCall(c[1].pos, name, c[2])
+
+    def _name(self, tok: Tok) -> str:
+        try:
+            return unquote(str(tok))
+        except ValueError:
+            raise _state().error(tok, "invalid syntax") from None
 
     def text(self, c: list[Any]) -> N.Text:
         return N.Text(str(c[0]))
@@ -263,16 +303,17 @@ _BUILDER = _Builder()
 _LOCK = threading.Lock()
 
 
-def parse(text: str, *, funcs: frozenset[str], name: str = "") -> tuple[N.Node, ...]:
-    """The nodes of template *text*; a ``TemplateParseError`` with Go's text when it is bad."""
+def parse(text: str, *, funcs: frozenset[str], name: str = "") -> N.Parsed:
+    """The nodes of template *text* and of the templates it defines (``{{define}}``,
+    ``{{block}}``); a ``TemplateParseError`` with Go's text when it is bad."""
     from grammar import load
 
     parser = load("gotemplate", lexer=_TokenFeed, transformer=_BUILDER)
-    source = Source(text, name)
+    source = Source(text, name, funcs)
     with _LOCK:
         _LOCAL.state = _State(source, funcs)
         try:
-            result: tuple[N.Node, ...] = parser.parse(source)  # type: ignore[assignment]
+            result: N.Parsed = parser.parse(source)  # type: ignore[assignment]
         except VisitError as e:
             if isinstance(e.orig_exc, TemplateParseError):
                 raise e.orig_exc from None
@@ -300,21 +341,28 @@ def _syntax_error(source: Source, tok: Any) -> TemplateParseError:
         # Go reads the whole {{end}}/{{else}} before it finds it out of place
         following = _token_after(source, tok)
         word = kind[3:].lower()
+        if isinstance(following, TemplateParseError):
+            return following
         if following is not None and following.type not in ("RD", "IF"):
+            line = following.line
             return err(f"unexpected {item_text(following.type, str(following))} in {word}")
+        if kind == "LD_ELSE" and tok.block in ("define", "block"):
+            return err(f"unexpected {{{{else}}}} in {tok.block} clause")
         if kind == "LD_ELSE" and tok.depth > 0:
             return err("expected end; found {{else}}")
         return err(f"unexpected {{{{{word}}}}}")
-    if kind in ("LD_DEFINE", "LD_BLOCK"):
-        return err(f"{{{{{kind[3:].lower()}}}}} is not supported in --format templates")
+    if kind == "LD_DEFINE":
+        return err("unexpected <define> in command")
     prev = tok.prev
     what = item_text(kind, str(tok))
     if prev in ("LD_ELSE", "LD_END"):
         return err(f"unexpected {what} in {prev[3:].lower()}")
     if prev in ("LD_BREAK", "LD_CONTINUE"):
         return err(f"unexpected {what} in {{{{{prev[3:].lower()}}}}}")
-    if prev == "LD_TEMPLATE":
-        return err(f"unexpected {what} in template clause")
+    if prev in ("LD_TEMPLATE", "LD_DEFINE", "LD_BLOCK"):
+        return err(f"unexpected {what} in {tok.ctx}")
+    if prev == "NAME" and kind == "RD":
+        return err(f"missing value for {tok.ctx}")
     if kind == "COMMA" and prev == "VARIABLE" or prev == "COMMA":
         if tok.ctx != "range":
             return err(f"too many declarations in {tok.ctx}")
@@ -334,103 +382,16 @@ _OPERAND_END = frozenset({"FIELD", "VARIABLE", "IDENT", "DOT", "NIL", "BOOL", "N
                           "RAWSTRING", "RPAREN", "CHAIN"})
 
 
-def _token_after(source: Source, tok: Any) -> Tok | None:
-    """The token that follows *tok*, read again from the text (None past its end or a lexer error)."""
-    again = Source(source.text, source.name)
+def _token_after(source: Source, tok: Any) -> Tok | TemplateParseError | None:
+    """The token that follows *tok*, read again from the text: the lexer's error when reading it
+    fails (Go reports that one), None past the end."""
+    again = Source(source.text, source.name, source.funcs)
     found = False
     try:
         for t in again.tokens():
             if found:
                 return t  # type: ignore[return-value]
             found = t.start_pos == tok.start_pos and t.type == tok.type
-    except TemplateParseError:
-        return None
+    except TemplateParseError as e:
+        return e if found else None
     return None
-
-
-# -- constants ---------------------------------------------------------------------------------
-_OCTAL = re.compile(r"[+-]?0[0-7_]+")
-
-
-def parse_number(pos: int, text: str) -> N.Number:
-    """A number or character constant as Go's ``newNumber`` reads it."""
-    if text.startswith("'"):
-        value = unquote(text)
-        if len(value) != 1:
-            raise ValueError(f"malformed character constant: {text}")
-        return N.Number(pos, text, ord(value), float(ord(value)))
-    if text.endswith("i"):
-        raise ValueError(f"illegal number syntax: {_quote(text)}")
-    int_value: int | None = None
-    float_value: float | None = None
-    try:
-        int_value = int(text, 8) if _OCTAL.fullmatch(text) else int(text, 0)
-    except ValueError:
-        pass
-    try:
-        body = text.lstrip("+-")
-        if body[:2].lower() == "0x":
-            float_value = float.fromhex(text) if "p" in text.lower() or "." in text else float(int(text, 16))
-        else:
-            float_value = float(text)
-    except ValueError:
-        pass
-    if int_value is None and float_value is not None and float_value.is_integer():
-        int_value = int(float_value)
-    if int_value is None and float_value is None:
-        raise ValueError(f"illegal number syntax: {_quote(text)}")
-    if float_value is None and int_value is not None:
-        float_value = float(int_value)
-    return N.Number(pos, text, int_value, float_value)
-
-
-_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
-
-
-def unquote(text: str) -> str:
-    """Go's ``strconv.Unquote`` of a ``"…"``, ```…``` or ``'…'`` literal; ValueError when bad."""
-    if text.startswith("`"):
-        return text[1:-1].replace("\r", "")
-    quote = text[0]
-    body = text[1:-1]
-    out: list[str] = []
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        if ch != "\\":
-            if ch == quote:
-                raise ValueError(text)
-            out.append(ch)
-            i += 1
-            continue
-        if i + 1 >= len(body):
-            raise ValueError(text)
-        e = body[i + 1]
-        if e in _ESCAPES:
-            out.append(_ESCAPES[e])
-            i += 2
-        elif e == quote:
-            out.append(e)
-            i += 2
-        elif e in "xuU":
-            size = {"x": 2, "u": 4, "U": 8}[e]
-            digits = body[i + 2:i + 2 + size]
-            if len(digits) != size or not all(d in "0123456789abcdefABCDEF" for d in digits):
-                raise ValueError(text)
-            code = int(digits, 16)
-            if e == "x":
-                out.append(chr(code))  # a byte: kept as the code point of the same value
-            else:
-                if code > 0x10FFFF or 0xD800 <= code < 0xE000:
-                    raise ValueError(text)
-                out.append(chr(code))
-            i += 2 + size
-        elif e in "01234567":
-            digits = body[i + 1:i + 4]
-            if len(digits) != 3 or not all(d in "01234567" for d in digits) or int(digits, 8) > 255:
-                raise ValueError(text)
-            out.append(chr(int(digits, 8)))
-            i += 4
-        else:
-            raise ValueError(text)
-    return "".join(out)

@@ -7,6 +7,8 @@ that answer (output or error) stands. Names are Docker's field names, wherever t
 
 from __future__ import annotations
 
+from typing import Any
+
 from builder.template.exec import Options
 
 _STRING_MAPS = frozenset({"Labels", "Options", "DriverOpts", "Data", "Sysctls", "Tmpfs", "StorageOpt",
@@ -21,11 +23,17 @@ _NIL_SLICES = frozenset({
     "MaskedPaths", "ReadonlyPaths", "Args", "RepoTags", "RepoDigests", "Layers", "Test",
     "SecondaryIPAddresses", "SecondaryIPv6Addresses", "Warnings"})
 _NIL_MAPS = _MAPS - {"Status", "Containers"}
-_OPTIONAL = frozenset({"Healthcheck", "Health", "Node", "IPAMConfig", "Platform"})
+#: (struct, field) → the zero value of a field Docker's JSON omits when it is empty (omitempty)
+_OMITTED: dict[tuple[str, str], Any] = {
+    **{(config, name): zero for config in ("Config", "ContainerConfig")
+       for name, zero in (("ExposedPorts", "map"), ("Shell", "slice"), ("Healthcheck", None), ("StopSignal", ""),
+                          ("StopTimeout", None), ("MacAddress", ""), ("ArgsEscaped", False))},
+    ("State", "Health"): None,
+}
 
 #: ``docker inspect``, ``image inspect``, ``container inspect``, ``network inspect``, ``volume inspect``
 INSPECT = Options(missing_key="error", maps=_MAPS, string_maps=_STRING_MAPS,
-                  nil_slices=_NIL_SLICES, nil_maps=_NIL_MAPS, optional=_OPTIONAL, structs=True,
+                  nil_slices=_NIL_SLICES, nil_maps=_NIL_MAPS, omitted=_OMITTED, structs=True,
                   typed_keys=frozenset({"Ports", "PortBindings", "ExposedPorts"}),
                   fallback=Options(missing_key="error", raw=True))
 

@@ -21,7 +21,7 @@ DATA: dict[str, Any] = {
     "Name": "/web",
     "State": {"Running": True, "Pid": 42, "ExitCode": 0, "Status": "running", "Ratio": 0.5},
     "Config": {"Cmd": ["sh", "-c", "echo hi"], "Entrypoint": None, "Env": ["A=1", "B=2"],
-               "Labels": {"b": "2", "a": "1"}, "ExposedPorts": {"80/tcp": {}}},
+               "Labels": {"b": "2", "a": "1"}, "ExposedPorts": {"80/tcp": {}}, "Volumes": None},
     "NetworkSettings": {"Networks": {"net2": {"IPAddress": "10.0.0.2"}, "net1": {"IPAddress": "10.0.0.1"}},
                         "Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}},
     "Mounts": [],
@@ -149,12 +149,41 @@ def test_functions(text: str, want: str) -> None:
     ("{{ :x }}", "expected :="),
     ("{{ \"\\q\" }}", "invalid syntax"),
     ("line1\n{{.A}}\n{{end}}", "unexpected {{end}}"),
+    # Go reads a constant or a function name before the token after it
+    ("{{-}}", 'illegal number syntax: "-"'),
+    ("{{ -not }}", 'bad number syntax: "-n"'),
+    ("{{ 1-2 }}", 'bad number syntax: "1-2"'),
+    ("{{ x() }}", 'function "x" not defined'),
+    ("{{ notand else }}", 'function "notand" not defined'),
+    # named templates
+    ("{{if 1}}{{define \"y\"}}{{end}}{{end}}", "unexpected <define> in command"),
+    ("{{$x := 1}}{{define \"z\"}}{{$x}}{{end}}", 'undefined variable "$x"'),
+    ("{{define \"q\"}}a{{else}}b{{end}}", "unexpected {{else}} in define clause"),
+    ("{{define x}}{{end}}", 'unexpected "x" in define clause'),
+    ("{{block \"b\"}}{{end}}", "missing value for block clause"),
 ])
 def test_parse_errors(text: str, want: str) -> None:
     with pytest.raises(TemplateParseError) as e:
         Template(text, cache=False)
     line = text.count("\n") + 1 if "{{end}}" in text and "\n" in text else 1
     assert str(e.value) == f"template: :{line}: {want}"
+
+
+def test_error_in_an_action_started_on_an_earlier_line() -> None:
+    with pytest.raises(TemplateParseError, match=r"^template: :2: unclosed action started at :1$"):
+        Template("{{ .A\n .B", cache=False)
+    with pytest.raises(TemplateParseError, match=r"^template: :2: unexpected \"\.Name\" in else$"):
+        Template("{{- else \n.Name", cache=False)
+
+
+def test_define_block_template() -> None:
+    assert run('{{define "x"}}[{{.}}]{{end}}{{template "x" .Name}}{{template "x"}}') == "[/web][<no value>]"
+    assert run('{{block "b" .State}}{{.Status}}{{end}}|{{template "b" .State}}') == "running|running"
+    with pytest.raises(TemplateExecError) as e:
+        run('{{define "e"}}{{.Foo}}{{end}}{{template "e" .State}}', options=INSPECT)
+    assert str(e.value) == 'template: :1:16: executing "e" at <.Foo>: map has no entry for key "Foo"'
+    with pytest.raises(TemplateExecError, match=r'executing "r" at <\{\{template "r"\}\}>: exceeded maximum'):
+        run('{{define "r"}}{{template "r"}}{{end}}{{template "r"}}')
 
 
 def test_named_template_errors() -> None:

@@ -80,6 +80,12 @@ CONTAINER_TEMPLATES = [
     "{{(.Name)(.Name)}}", "{{.Name\"x\"}}", "{{$a, $b := .Name}}", "{{range $a, $b, $c := .Config.Cmd}}{{end}}",
     "{{ .Name = 1 }}", "{{ 3x }}", "{{ .Name. }}", "{{ \"unterminated }}", "{{ ( .Name }}", "{{ .Name ) }}",
     "{{break}}", "{{else 1}}", "{{/* unclosed", "{{/* c */ .Name}}", "{{()}}",
+    "{{-}}", "{{ -not }}", "{{ 1-2 }}", "{{ x() }}", "{{ .Name\n .Path", "{{- else \n.Name",
+    # named templates
+    "{{define \"x\"}}[{{.}}]{{end}}{{template \"x\" .Name}}{{template \"x\"}}",
+    "{{block \"b\" .State}}{{.Status}}{{end}}|{{template \"b\" .State}}",
+    "{{define \"e\"}}{{.Foo}}{{end}}{{template \"e\" .State}}", "{{define \"r\"}}{{template \"r\"}}{{end}}{{template \"r\"}}",
+    "{{if 1}}{{define \"y\"}}{{end}}{{end}}", "{{define \"q\"}}a{{else}}b{{end}}", "{{block \"b\"}}{{end}}",
 ]
 
 #: over the image
