@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from builder.containers.lifecycle import get, refresh, store
-from builder.containers.logs import LogEntry, read_logs
+from builder.containers.logs import NO_READING, LogEntry, read_logs
 from builder.containers.options import parse_timestamp_ns
 from builder.errors import ContainerError
 from builder.state import StateRoot
@@ -19,7 +19,7 @@ def parse_tail(text: str | int | None) -> int | None:
     try:
         n = int(text)
     except ValueError:
-        raise ContainerError(f"invalid --tail value {text!r}: a number or \"all\"") from None
+        raise ContainerError.invalid(f"invalid --tail value {text!r}: a number or \"all\"") from None
     return None if n < 0 else n
 
 
@@ -30,6 +30,9 @@ def logs(root: StateRoot, ref: str, *, tail: str | int | None = None, since: str
     them: RFC 3339, Unix seconds or a relative ``42m``); with *follow*, new ones until it stops
     (or *stop* says so). A bad container or value raises here, before the first entry is read."""
     c = get(root, ref)
+    lc = c.host_config.get("LogConfig") or {}
+    if lc.get("Type") == "none":
+        raise ContainerError(NO_READING)
     n = parse_tail(tail)
     since_ns = parse_timestamp_ns(since) if since and since != "0" else 0
     until_ns = parse_timestamp_ns(until) if until and until != "0" else 0

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from builder import events
+from builder.containers.logs import NO_READING, LogDriver
 from builder.errors import ContainerError
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.request import (
@@ -277,6 +278,11 @@ async def create(request: web.Request) -> web.Response:
     body = await json_body(request, required=True)
     name = request.query.get("name") or None
     o, hcheck, body = run_options(body, name)
+    lc = (body.get("HostConfig") or {}).get("LogConfig") or {}
+    try:
+        LogDriver.check(lc.get("Type") or None, lc.get("Config"))
+    except ContainerError as e:
+        raise bad_request(str(e)) from None
 
     def work() -> Container:
         c = service.create(root, o)
@@ -297,6 +303,11 @@ async def start(request: web.Request) -> web.Response:
         return web.Response(status=304)
     from builder.serve import attach
 
+    lc = c.host_config.get("LogConfig") or {}
+    try:
+        LogDriver.parse(lc.get("Type"), lc.get("Config"))
+    except ContainerError as e:  # dockerd: 500 at start for a bad max-size/max-file
+        raise ApiError(500, str(e)) from None
     waiting = attach.pending(request.app, c.id)
     c = await in_thread(lambda: service.start(root, c.id, attach_wait=waiting))
     return web.Response(status=204)
@@ -468,6 +479,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
     if not (want_out or want_err):
         raise bad_request("Bad parameters: you must choose at least one stream")
+    if (c.host_config.get("LogConfig") or {}).get("Type") == "none":
+        raise ApiError(501, NO_READING)
     stamps = qbool(request, "timestamps")
     tty = bool(c.config.tty)
     stop = False

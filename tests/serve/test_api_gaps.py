@@ -411,3 +411,82 @@ def test_wait_returns_at_the_first_exit_of_a_restarting_container(serve: Any,
         codes.append(c.wait(timeout=30)["StatusCode"])
         c.remove(force=True)
     assert codes == [3, 3]
+
+
+# -- item 7: log drivers ------------------------------------------------------------------------
+
+def _log_config(client: Any, driver: str, config: dict[str, str]) -> Any:
+    return docker.types.LogConfig(type=driver, config=config)
+
+
+def test_log_drivers_as_dockerd(serve: Any, judge: Judge) -> None:
+    seen = []
+    for _name, client in both(serve, judge):
+        row: list[Any] = []
+        # unknown driver and unknown option: refused at create with dockerd's words
+        for driver, config in (("bogus", {}), ("json-file", {"bogus": "1"}),
+                               ("local", {"bogus": "1"})):
+            row.append(api_error(lambda d=driver, cf=config, cl=client: cl.containers.create(
+                "busybox:latest", ["true"], log_config=_log_config(cl, d, cf),
+                labels={"pbtest.gaps": "1"})))
+        # a bad size: created, refused at start
+        c = client.containers.create("busybox:latest", ["true"], labels={"pbtest.gaps": "1"},
+                                     log_config=_log_config(client, "json-file",
+                                                            {"max-size": "bogus"}))
+        row.append(api_error(c.start))
+        c.remove()
+        # none: runs, keeps no logs, reading them is refused
+        c = client.containers.run("busybox:latest", ["echo", "hi"], detach=True,
+                                  network_mode="none", labels={"pbtest.gaps": "1"},
+                                  log_config=_log_config(client, "none", {}))
+        assert c.wait(timeout=60)["StatusCode"] == 0
+        row.append(api_error(c.logs))
+        row.append(c.attrs["HostConfig"]["LogConfig"])
+        c.remove()
+        # json-file and local with options: kept in inspect, logs read back
+        for driver in ("json-file", "local"):
+            c = client.containers.run("busybox:latest", ["sh", "-c", "echo a; echo b"],
+                                      detach=True, network_mode="none",
+                                      labels={"pbtest.gaps": "1"},
+                                      log_config=_log_config(client, driver,
+                                                             {"max-size": "1k", "max-file": "3"}))
+            assert c.wait(timeout=60)["StatusCode"] == 0
+            row.append((c.attrs["HostConfig"]["LogConfig"], c.logs()))
+            c.remove()
+        seen.append(row)
+    assert seen[0] == seen[1]
+    assert seen[0][0] == (400, 'error looking up logging plugin bogus: plugin "bogus" not found')
+    assert seen[0][3] == (500, "failed to initialize logging driver: invalid size: 'bogus'")
+    assert seen[0][4] == (501, "configured logging driver does not support reading")
+    # the docker CLI says the same
+    outs = [run("logs", cid, check=False) for run, cid in (
+        (serve.docker, serve.docker("create", "--log-driver", "none", "--label", "pbtest.gaps=1",
+                                    "busybox:latest", "true").stdout.strip()),
+        (judge.docker, judge.docker("create", "--log-driver", "none", "--label", "pbtest.gaps=1",
+                                    "busybox:latest", "true").stdout.strip()))]
+    assert [(o.returncode, o.stderr) for o in outs] == [(1, "Error response from daemon: "
+                                                         "configured logging driver does not "
+                                                         "support reading\n")] * 2
+    serve.docker("rm", "-f", *serve.docker("ps", "-aq").stdout.split())
+
+
+def test_json_file_rotation_keeps_max_file_files(serve: Any, judge: Judge) -> None:
+    script = "i=0; while [ $i -lt 300 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done"
+    got = []
+    for _name, client in both(serve, judge):
+        c = client.containers.run("busybox:latest", ["sh", "-c", script], detach=True,
+                                  network_mode="none", labels={"pbtest.gaps": "1"},
+                                  log_config=_log_config(client, "json-file",
+                                                         {"max-size": "4k", "max-file": "2"}))
+        assert c.wait(timeout=60)["StatusCode"] == 0
+        lines = c.logs().decode().splitlines()
+        got.append(lines)
+        c.remove()
+    # how many survive depends on each daemon's entry size (Docker's time has 9 digits, its
+    # encoder escapes otherwise): the rule is the same, a file rotates once it reached max-size
+    for lines in got:
+        # old entries gone, the newest kept, in order: at most two 4k files of ~90-byte entries
+        assert lines[-1] == "line-299-xxxxxxxxxxxxxxxxxxxxxxxx"
+        assert 30 < len(lines) < 100, len(lines)
+        nums = [int(x.split("-")[1]) for x in lines]
+        assert nums == list(range(nums[0], 300))
