@@ -6,13 +6,14 @@ overlay mount of its layers and upper dir while it is stopped).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import stat
 import tarfile
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,10 +46,35 @@ def _enter_root(root: StateRoot, c: Container) -> None:
     work.mkdir(exist_ok=True)
     s.unshare(sc.CLONE_NEWNS)
     s.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    target = tempfile.mkdtemp(prefix="cp-", dir=root.area("tmp"))
-    lower = ":".join(str(p) for p in reversed(layers))
+    # one mount point per container, used in private mount namespaces only (nothing left behind)
+    mnt = cdir / "cpmnt"
+    mnt.mkdir(exist_ok=True)
+    lowers = [str(p) for p in reversed(layers)]
+    # volumes and bind mounts are seen as `docker cp` sees them: their contents at their place
+    binds = [(str(m["Source"]), str(m["Destination"])) for m in c.mounts
+             if m.get("Type") in ("volume", "bind") and m.get("Source") and m.get("Destination")
+             and os.path.exists(str(m["Source"]))]
+    target = str(mnt)
+    if binds:
+        # their mount points, as a top layer on a tmpfs of this namespace
+        s.mount("tmpfs", target, "tmpfs", 0, "mode=0755")
+        stub, merged = mnt / "stub", mnt / "merged"
+        stub.mkdir()
+        merged.mkdir()
+        for src, dst in binds:
+            point = stub / dst.strip("/")
+            point.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.isdir(src):
+                point.mkdir(exist_ok=True)
+            else:
+                point.touch()
+        lowers.insert(0, str(stub))
+        target = str(merged)
     s.mount("overlay", target, "overlay", 0,
-            f"lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,index=off,metacopy=off")
+            f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},redirect_dir=off,"
+            "index=off,metacopy=off")
+    for src, dst in binds:
+        s.mount(src, target + "/" + dst.strip("/"), None, sc.MS_BIND | sc.MS_REC)
     os.chroot(target)
     os.chdir("/")
 
@@ -107,7 +133,7 @@ def _tar_path(path: str, out: BinaryIO, *, follow: bool) -> None:
 
 def _untar_into(dest_dir: str, f: BinaryIO) -> None:
     if not os.path.isdir(dest_dir):
-        raise ContainerError(f"no such directory: {dest_dir}")
+        raise ContainerError.not_found(f"no such directory: {dest_dir}")
     with tarfile.open(fileobj=f, mode="r|") as tf:
         tf.extractall(dest_dir, filter="tar")
 
@@ -116,6 +142,52 @@ def _wait(pid: int, what: str, stderr_note: str = "") -> None:
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise ContainerError(f"copying {what} failed{stderr_note}")
+
+
+@dataclass(frozen=True)
+class PathStat:
+    """What ``lstat`` says of a path inside a container (``docker cp``'s stat header)."""
+
+    kind: str  # "file", "dir", "symlink" or "missing"
+    size: int = 0
+    mode: int = 0
+    mtime_ns: int = 0
+    link_target: str = ""
+
+
+def path_stat(root: StateRoot, c: Container, path: str) -> PathStat:
+    """*path* inside the container, as ``lstat`` sees it there (via a tiny child)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(r)
+            _enter_root(root, c)
+            out = b"missing"
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                st = os.lstat(path)
+                link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+                if link and not path.endswith("/"):
+                    kind = "symlink"
+                else:
+                    st = os.stat(path)
+                    kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+                out = json.dumps([kind, st.st_size, st.st_mode, st.st_mtime_ns, link]).encode()
+            os.write(w, out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    if not data or data == b"missing":
+        return PathStat("missing")
+    kind, size, mode, mtime, link = json.loads(data)
+    return PathStat(str(kind), int(size), int(mode), int(mtime), str(link))
 
 
 def stat_in(root: StateRoot, c: Container, path: str) -> str:
@@ -188,11 +260,11 @@ def _extract_to_host(stream: BinaryIO, src: str, dest: Path, *, archive: bool = 
                     target_dir = dest
                 else:
                     if str(dest).endswith("/"):
-                        raise ContainerError(f"destination directory {dest} must exist")
+                        raise ContainerError.invalid(f"destination directory {dest} must exist")
                     if dest.exists() and src_is_dir:
                         raise ContainerError(f"cannot copy a directory to a file: {dest}")
                     if not dest.parent.is_dir():
-                        raise ContainerError(f"destination directory {dest.parent} must exist")
+                        raise ContainerError.invalid(f"destination directory {dest.parent} must exist")
                     if contents_only:
                         dest.mkdir()
                     else:
@@ -211,7 +283,7 @@ def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> No
     if isinstance(src, str):
         sp = Path(src.rstrip("/") if not src.endswith("/.") else src[:-2])
         if not sp.exists() and not sp.is_symlink():
-            raise ContainerError(f"no such file or directory: {src}")
+            raise ContainerError.not_found(f"no such file or directory: {src}")
         kind = stat_in(root, c, dest)
         contents_only = src.endswith("/.")
         if kind == "dir":
@@ -220,15 +292,15 @@ def copy_to(root: StateRoot, c: Container, src: str | BinaryIO, dest: str) -> No
                 arc = "."
         else:
             if dest.endswith("/"):
-                raise ContainerError(f"destination directory {dest} must exist")
+                raise ContainerError.invalid(f"destination directory {dest} must exist")
             if kind == "file" and sp.is_dir():
                 raise ContainerError(f"cannot copy a directory to a file: {dest}")
             parent = os.path.dirname(dest.rstrip("/")) or "/"
             if stat_in(root, c, parent) != "dir":
-                raise ContainerError(f"destination directory {parent} must exist in the container")
+                raise ContainerError.invalid(f"destination directory {parent} must exist in the container")
             target_dir, arc = parent, os.path.basename(dest.rstrip("/"))
             if contents_only:
-                raise ContainerError(f"destination directory {dest} must exist")
+                raise ContainerError.invalid(f"destination directory {dest} must exist")
         payload: BinaryIO | tuple[Path, str] = (sp, arc)
     else:
         target_dir, payload = dest, src

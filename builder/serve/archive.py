@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from builder.containers.options import rfc3339nano
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.request import find, state_of
 from builder.serve.streams import SyncReader, SyncWriter, in_thread
@@ -23,6 +24,7 @@ routes = web.RouteTableDef()
 
 #: Go's os.ModeDir, which the docker CLI reads from the stat header's mode
 _MODE_DIR = 1 << 31
+_MODE_SYMLINK = 1 << 27
 
 
 def _path(request: web.Request) -> str:
@@ -38,12 +40,17 @@ async def _stat(request: web.Request) -> tuple[Container, str, str, str]:
 
     c = await find(request)
     path = _path(request)
-    kind = await in_thread(copy.stat_in, state_of(request), c, path)
-    if kind == "missing":
+    st = await in_thread(copy.path_stat, state_of(request), c, path)
+    if st.kind == "missing":
         raise ApiError(404, f"Could not find the file {path} in container {request.match_info['id']}")
+    kind = st.kind
+    if kind == "symlink":
+        kind = await in_thread(copy.stat_in, state_of(request), c, path)
     name = path.rstrip("/").rsplit("/", 1)[-1] or "/"
-    stat: dict[str, Any] = {"name": name, "size": 0, "mode": (_MODE_DIR | 0o755) if kind == "dir" else 0o644,
-                            "mtime": "0001-01-01T00:00:00Z", "linkTarget": ""}
+    # Go's FileMode: permission bits, with its own type bits (dir 1<<31, symlink 1<<27)
+    mode = st.mode & 0o777 | {"dir": _MODE_DIR, "symlink": _MODE_SYMLINK}.get(st.kind, 0)
+    stat: dict[str, Any] = {"name": name, "size": st.size, "mode": mode,
+                            "mtime": rfc3339nano(ns=st.mtime_ns), "linkTarget": st.link_target}
     return c, path, kind, base64.b64encode(json.dumps(stat).encode()).decode()
 
 

@@ -137,6 +137,16 @@ def _mount_spec(m: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
+def _volumes(body: Mapping[str, Any], hc: Mapping[str, Any]) -> tuple[str, ...]:
+    """``Binds``, then the anonymous volumes of ``Config.Volumes`` (the CLI's ``-v /path``)
+    that no bind or mount already serves, as ``-v`` texts."""
+    binds = _strings(hc.get("Binds"), "Binds")
+    taken = {b.split(":")[1] if ":" in b else b for b in binds}
+    taken |= {str(m.get("Target") or "") for m in hc.get("Mounts") or ()}
+    anonymous = tuple(str(v) for v in body.get("Volumes") or {} if str(v) not in taken)
+    return binds + anonymous
+
+
 def run_options(body: Mapping[str, Any], name: str | None) -> Any:
     """Docker's create body (Config + HostConfig + NetworkingConfig) as ``RunOptions``."""
     from builder.containers.create import RunOptions
@@ -193,7 +203,7 @@ def run_options(body: Mapping[str, Any], name: str | None) -> Any:
         detach=not attached,
         rm=bool(hc.get("AutoRemove")),
         env=_strings(body.get("Env"), "Env"),
-        volumes=_strings(hc.get("Binds"), "Binds"),
+        volumes=_volumes(body, hc),
         mounts=tuple(_mount_spec(m) for m in hc.get("Mounts") or ()),
         tmpfs=tmpfs,
         publish=tuple(publish),
