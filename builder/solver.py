@@ -105,6 +105,8 @@ class Solver:
         self._used_workspace = False
         #: snapshots whose records another build published first: dropped when this one ends
         self._unpublished: list[str] = []
+        #: the content digest of stage results other stages read, by their chain
+        self._contents: dict[str, str] = {}
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -209,6 +211,7 @@ class Solver:
     def _stage(self, graph: Graph, plan: StagePlan, results: dict[int, StageResult]) -> StageResult:
         layers, history = self._base(plan, results)
         chain = self._base_chain(plan, results, layers)
+        reads = self._reads(plan, results)
         # BuildKit counts only what makes a vertex: FROM an image, then RUN/COPY/ADD/WORKDIR;
         # FROM scratch or an earlier stage shows no line.
         from_image = plan.base.kind == "image"
@@ -237,7 +240,8 @@ class Solver:
             n += 1
             name = f"[{label}{n:>{width}}/{total}] {step.name}"
             vid = self._vertex()
-            parent = "" if step.linked else chain
+            # (``COPY --link`` is independent of the layers below by design)
+            parent = reads if step.linked else chain_parent([chain, reads]) if reads else chain
             rec = None if no_cache else self.cache.get(step.key, parent)
             if rec is not None and rec.snapshot and not self._snapshot_present(rec):
                 rec = None
@@ -284,6 +288,51 @@ class Solver:
         inherited = (results[plan.base.stage].inherited if plan.base.kind == "stage"
                      and plan.base.stage is not None else len(plan.base_history))
         return StageResult(plan, tuple(layers), tuple(history), inherited=inherited, chain=chain)
+
+    def _reads(self, plan: StagePlan, results: dict[int, StageResult]) -> str:
+        """What a stage's steps may read from other stages (COPY --from, RUN --mount=from): the
+        content of each such stage's result, as this build has it. Content, not records: a
+        stage rebuilt to the same files (``--no-cache-filter``) leaves later hits alone, as
+        BuildKit's content checksums do; a stage built differently by a build running at once
+        never lends its copies to this one."""
+        base = plan.base.stage if plan.base.kind == "stage" else None
+        deps = sorted(d for d in plan.deps if d != base and d in results)
+        return chain_parent([f"stage {d} {self._stage_content(results[d])}" for d in deps]) if deps else ""
+
+    def _stage_content(self, result: StageResult) -> str:
+        with self._lock:
+            known = self._contents.get(result.chain)
+        if known is None:
+            known = chain_parent(self._layer_content(lr) for lr in result.layers)
+            with self._lock:
+                self._contents[result.chain] = known
+        return known
+
+    def _layer_content(self, lr: LayerRef) -> str:
+        """A layer's files (names, types, modes, owners, contents, link targets, xattrs; never
+        times) as one digest, remembered by layer id under ``cache/content``."""
+        memo = self.state.cache / "content" / lr.diff_id.encoded
+        try:
+            return memo.read_text()
+        except OSError:
+            pass
+        from builder.rootfs import LayerCache
+
+        store = self.store
+
+        def open_layer() -> Any:
+            from registry.compression import open_decompressed
+
+            return open_decompressed(store.open_blob(lr.descriptor.digest))
+
+        cache = LayerCache(self.state)
+        path = cache.path(str(lr.diff_id)) if lr.snapshot else cache.unpack(str(lr.diff_id), open_layer)
+        value = tree_content(path)
+        from builder.cache import replace_file
+
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        replace_file(memo, value.encode())
+        return value
 
     @staticmethod
     def _base_chain(plan: StagePlan, results: dict[int, StageResult], layers: list[LayerRef]) -> str:
@@ -390,6 +439,38 @@ class Solver:
             layer, diff_id = made
             ws.adopt_into_layer_cache(str(diff_id))
         return CacheRecord(step.key, layer, diff_id, step.created_by, now, dict(step.inputs))
+
+
+def tree_content(root: Path) -> str:
+    """The digest of a directory tree's entries, times left out (see ``_layer_content``)."""
+    import hashlib
+    import stat
+
+    h = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted([*dirs, *files]):
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            rel = os.path.relpath(full, root)
+            h.update(f"{rel}\0{st.st_mode:o} {st.st_uid} {st.st_gid} {st.st_rdev}\0".encode())
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(full).encode())
+            elif stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            try:
+                attrs = sorted(os.listxattr(full, follow_symlinks=False))
+            except OSError:
+                attrs = []
+            for a in attrs:
+                try:
+                    h.update(a.encode() + b"=" + os.getxattr(full, a, follow_symlinks=False))
+                except OSError:
+                    pass
+            h.update(b"\n")
+    return h.hexdigest()
 
 
 def _args(text: str | None) -> dict[str, str]:
