@@ -460,15 +460,18 @@ def remove(root: StateRoot, ref: str, *, force: bool = False, volumes: bool = Fa
     and an unheld lock: whoever takes the lock next finishes (``refresh``)."""
     cs = store(root)
     c = cs.find(ref)
-    with cs.lock(c.id):
-        c = cs.load(c.id)
-        st = c.state
-        if (st.running or st.starting) and supervisor_alive(st) and not force:
-            raise ContainerError(
-                f"cannot remove container \"/{c.name}\": container is {st.status}: "
-                "stop the container before removing or force remove"
-            )
-        c = _remove_locked(cs, c, volumes=volumes)
+    try:
+        with cs.lock(c.id):
+            c = cs.load(c.id)
+            st = c.state
+            if (st.running or st.starting) and supervisor_alive(st) and not force:
+                raise ContainerError(
+                    f"cannot remove container \"/{c.name}\": container is {st.status}: "
+                    "stop the container before removing or force remove"
+                )
+            c = _remove_locked(cs, c, volumes=volumes)
+    except NoSuchContainer:  # removed by another `rm` while we waited for its lock
+        raise NoSuchContainer(f"No such container: {ref}") from None
     emit(root, c, "destroy")
     _reap_supervisor(c.state)
     return c
