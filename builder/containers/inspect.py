@@ -113,10 +113,15 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
     ports: dict[str, Any] = {}
     for k in c.config.exposed_ports or ():
         ports[k if "/" in k else f"{k}/tcp"] = None
+    first_net: str | None = None
     for name, ep in eps.items():
         ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")
+        ipam = ep.get("IPAMConfig") or None
+        if ipam is None and c.host_config.get("IPAddress") and first_net is None:
+            ipam = {"IPv4Address": str(c.host_config["IPAddress"])}  # the --ip given
+        first_net = first_net or name
         nets[name] = {
-            "IPAMConfig": ep.get("IPAMConfig") or None,
+            "IPAMConfig": ipam,
             "Links": ep.get("Links") or None,
             "Aliases": ep.get("Aliases") or None,
             "NetworkID": ep.get("NetworkID", ""),

@@ -115,6 +115,53 @@ async def remove(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _primary(c: Any) -> str:
+    mode = str(c.host_config.get("NetworkMode") or "default")
+    return "bridge" if mode == "default" else mode
+
+
+def _plan_connect(root: Any, cid: str, net_name: str, aliases: tuple[str, ...],
+                  ip: str | None) -> None:
+    """Record the network (and aliases) a stopped container joins at its next start."""
+    from dataclasses import replace
+
+    from builder.containers.record import ContainerStore
+
+    cs = ContainerStore(root)
+    with cs.lock(cid):
+        c = cs.load(cid)
+        if net_name == _primary(c):
+            host = dict(c.host_config)
+            given = list(host.get("NetworkAliases") or ())
+            host["NetworkAliases"] = list(dict.fromkeys([*given, *aliases]))
+            if ip:
+                host["IPAddress"] = ip
+            cs.save_config(replace(c, host_config=host))
+            return
+        networks = {k: dict(v) for k, v in c.networks.items()}
+        networks[net_name] = {"Aliases": list(aliases)}
+        cs.save_config(replace(c, networks=networks))
+
+
+def _plan_disconnect(root: Any, cid: str, net_name: str) -> None:
+    """A stopped container leaves a network it would join at start (its own network's aliases
+    are dropped: it is joined again, as reconnected, without them)."""
+    from dataclasses import replace
+
+    from builder.containers.record import ContainerStore
+
+    cs = ContainerStore(root)
+    with cs.lock(cid):
+        c = cs.load(cid)
+        if net_name == _primary(c):
+            cs.save_config(replace(c, host_config={**c.host_config, "NetworkAliases": []}))
+            return
+        if net_name not in c.networks:
+            raise ApiError(409, f"container {c.id} is not connected to network {net_name}")
+        cs.save_config(replace(c, networks={k: dict(v) for k, v in c.networks.items()
+                                            if k != net_name}))
+
+
 async def _container(request: web.Request, ref: Any) -> Any:
     from builder.containers import lifecycle
 
@@ -133,9 +180,12 @@ async def connect(request: web.Request) -> web.Response:
     conf = body.get("EndpointConfig") or {}
     aliases = tuple(conf.get("Aliases") or ())
     ip = ((conf.get("IPAMConfig") or {}).get("IPv4Address")) or None
-    if not c.state.running:
-        raise ApiError(409, f"container {c.id} is not running: pybuild connects running containers only")
     net = await in_thread(N.get_network, root, request.match_info["id"])
+    if not c.state.running:
+        # as dockerd: a container not running is connected when it starts (compose creates a
+        # container, then disconnects and reconnects it with its aliases)
+        await in_thread(_plan_connect, root, c.id, net.name, aliases, ip)
+        return web.Response(status=200)
 
     def work() -> None:
         N.shared_netns(root, c.id)
@@ -154,6 +204,9 @@ async def disconnect(request: web.Request) -> web.Response:
     root = state_of(request)
     c = await _container(request, body.get("Container"))
     net = await in_thread(N.get_network, root, request.match_info["id"])
+    if not c.state.running:
+        await in_thread(_plan_disconnect, root, c.id, net.name)
+        return web.Response(status=200)
     try:
         await in_thread(N.detach, root, c.id, net.id)
     except NetworkError as e:

@@ -557,3 +557,43 @@ def test_archive_sees_volume_and_bind_mounts(serve: Any, judge: Judge, tmp_path:
         run("cp", f"{cid}:/anon/in.txt", str(tmp_path / f"back-{where}.txt"))
         assert (tmp_path / f"back-{where}.txt").read_text() == "cp\n"
         run("rm", "-v", cid)
+
+
+# -- item 9: networks: a created container connected at start, endpoint fields -----------------
+
+def test_created_container_reconnected_with_aliases_joins_at_start(serve: Any,
+                                                                   judge: Judge) -> None:
+    rows = []
+    for name, client in both(serve, judge):
+        net = client.networks.create(f"gapsnet-{name}", driver="bridge")
+        other = client.networks.create(f"gapsother-{name}", driver="bridge")
+        try:
+            web = client.containers.create("busybox:latest", ["sleep", "60"],
+                                           network=net.name, labels={"pbtest.gaps": "1"},
+                                           name=f"gapsweb-{name}")
+            # what docker-compose does before a start: off the network, on again with aliases
+            net.disconnect(web)
+            net.connect(web, aliases=["web", "www"])
+            other.connect(web, aliases=["side"])
+            web.start()
+            web.reload()
+            nets = web.attrs["NetworkSettings"]["Networks"]
+            row: list[Any] = [sorted(nets)[0].split("-")[0], sorted(nets)[1].split("-")[0]]
+            ep = nets[net.name]
+            row.append(sorted(a for a in ep["Aliases"] or [] if a in ("web", "www")))
+            row.append(sorted(a for a in nets[other.name]["Aliases"] or [] if a == "side"))
+            row.append(ep["IPAddress"] != "" and nets[other.name]["IPAddress"] != "")
+            for key in ("IPAMConfig", "Links", "DriverOpts"):
+                row.append((key, key in ep, ep.get(key)))
+            for alias in ("web", "www"):
+                out = client.containers.run("busybox:latest", ["ping", "-c", "1", "-W", "3", alias],
+                                            network=net.name, remove=True)
+                row.append(b"1 packets received" in out)
+            rows.append(row)
+        finally:
+            for c in client.containers.list(all=True, filters={"label": "pbtest.gaps"}):
+                c.remove(force=True)
+            net.remove()
+            other.remove()
+    assert rows[0] == rows[1]
+    assert rows[0][:5] == ["gapsnet", "gapsother", ["web", "www"], ["side"], True]
