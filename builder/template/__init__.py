@@ -59,7 +59,8 @@ class Template:
         if options.structs:
             from builder.template.values import typed
 
-            data = typed(data, options.maps)
+            nils = {name: "[]" for name in options.nil_slices} | {name: "map" for name in options.nil_maps}
+            data = typed(data, options.maps, nils)
         run = Exec(self.text, self.name, data, options, FUNCS, self.defs | {self.name: self.nodes})
         run.walk(data, self.nodes)
         return "".join(run.out)

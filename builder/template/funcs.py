@@ -223,9 +223,12 @@ def go_json(v: Any) -> str:
 
 
 def _numbers(v: Any) -> Any:
-    """json.Number values back to numbers (encoding/json writes them as such)."""
+    """json.Number values back to numbers (encoding/json writes them as such), nil slices and
+    maps to null."""
     if isinstance(v, JsonNumber):
         return json.loads(v)
+    if isinstance(v, (NilSlice, NilMap)):
+        return None
     if isinstance(v, dict):
         return {k: _numbers(x) for k, x in v.items()}
     if isinstance(v, list):

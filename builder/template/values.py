@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -58,15 +58,20 @@ def json_view(value: Any) -> Any:
 
 
 class GoStruct(dict[str, Any]):
-    """A JSON object that is a Go struct in Docker's typed value: printed ``{v1 v2}``;
-    ``tail`` holds the zero values of its last fields that the JSON omits (``omitempty``)."""
+    """A JSON object that is a Go struct in Docker's typed value: printed ``{v1 v2}``, in the
+    struct's field order when it is known (``schema``: the fields with their zero values, for
+    those the JSON omits when empty), else in the JSON's."""
 
-    tail: tuple[tuple[str, Any], ...] = ()
+    schema: tuple[tuple[str, Any], ...] = ()
     pointer = False  # a *T field: fmt prints it &{…} (a template action prints what it points to)
 
     def fields(self) -> list[tuple[str, Any]]:
         """Name and value of each field, in the struct's order."""
-        return [*self.items(), *self.tail]
+        if not self.schema:
+            return list(self.items())
+        known = {name for name, _ in self.schema}
+        return [(name, self[name] if name in self else _zero(zero)) for name, zero in self.schema] + [
+            (k, v) for k, v in self.items() if k not in known]
 
 
 class GoTime(str):
@@ -86,8 +91,25 @@ _TIMES = frozenset({"LastTagTime"})
 _POINTERS = frozenset({"State", "Config", "ContainerConfig", "HostConfig", "NetworkSettings", "Health",
                        "Healthcheck"})
 
-#: trailing fields of Docker's structs that its JSON omits when empty: printed all the same
-_TAILS: dict[str, tuple[tuple[str, Any], ...]] = {"State": (("Health", None),), "RootFS": (("BaseLayer", ""),)}
+#: the field order of Docker's structs that templates print whole, with the zero value of each
+#: ("[]": a nil slice, "map": a nil map), for the fields its JSON omits when empty
+_CONFIG = (("Hostname", ""), ("Domainname", ""), ("User", ""), ("AttachStdin", False), ("AttachStdout", False),
+           ("AttachStderr", False), ("ExposedPorts", "map"), ("Tty", False), ("OpenStdin", False),
+           ("StdinOnce", False), ("Env", "[]"), ("Cmd", "[]"), ("Healthcheck", None), ("ArgsEscaped", False),
+           ("Image", ""), ("Volumes", "map"), ("WorkingDir", ""), ("Entrypoint", "[]"), ("NetworkDisabled", False),
+           ("MacAddress", ""), ("OnBuild", "[]"), ("Labels", "map"), ("StopSignal", ""), ("StopTimeout", None),
+           ("Shell", "[]"))
+_SCHEMAS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "Config": _CONFIG, "ContainerConfig": _CONFIG,
+    "State": (("Status", ""), ("Running", False), ("Paused", False), ("Restarting", False), ("OOMKilled", False),
+              ("Dead", False), ("Pid", 0), ("ExitCode", 0), ("Error", ""), ("StartedAt", ""), ("FinishedAt", ""),
+              ("Health", None)),
+    "RootFS": (("Type", ""), ("Layers", "[]"), ("BaseLayer", "")),
+}
+
+
+def _zero(zero: Any) -> Any:
+    return NilSlice() if zero == "[]" else NilMap() if zero == "map" else zero
 
 
 class NilSlice(list[Any]):
@@ -194,19 +216,25 @@ def sprint_value(v: Any, *, top: bool = True) -> str:
     return str(v)
 
 
-def typed(value: Any, maps: frozenset[str], *, in_map: bool = False, name: str = "") -> Any:
+def typed(value: Any, maps: frozenset[str], nils: Mapping[str, str] | None = None, *, in_map: bool = False,
+          name: str = "") -> Any:
     """*value* with each JSON object that is no Go map (reached through a field named in *maps*)
-    made a ``GoStruct``, so that it prints as Go prints a struct."""
+    made a ``GoStruct``, so that it prints as Go prints a struct, and each null of a field named
+    in *nils* the nil slice (``"[]"``) or map (``"map"``) it is there."""
+    nils = nils or {}
     if isinstance(value, dict):
-        items = {k: typed(v, maps, in_map=not in_map and k in maps, name=k) for k, v in value.items()}
+        items = {k: typed(v, maps, nils, in_map=not in_map and k in maps, name=k) for k, v in value.items()}
         if in_map:
             return items
+        for k, v in items.items():
+            if v is None and k in nils:
+                items[k] = _zero(nils[k])
         out = GoStruct(items)
-        out.tail = tuple((field, zero) for field, zero in _TAILS.get(name, ()) if field not in items)
+        out.schema = _SCHEMAS.get(name, ())
         out.pointer = name in _POINTERS
         return out
     if isinstance(value, list):
-        return [typed(v, maps) for v in value]
+        return [typed(v, maps, nils) for v in value]
     if isinstance(value, str) and name in _TIMES:
         return GoTime(value)
     return value

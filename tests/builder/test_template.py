@@ -237,7 +237,8 @@ def test_inspect_shape_is_docker_typed_view() -> None:
               "{{json .Config.Entrypoint}}|{{.Config.ExposedPorts}}|{{.Config.Volumes}}|{{.Config.Healthcheck}}|"
               "{{.NetworkSettings.Ports}}|{{.State}}", options=INSPECT)
     assert got == ("<no value>||[]|null|map[80/tcp:{}]|map[]|<nil>|map[80/tcp:[{0.0.0.0 8080}]]|"
-                   "{true 42 0 running 0.5 <nil>}")  # Health: omitted by the JSON, a nil *Health
+                   # State in Docker's field order, omitted ones (Health) as their zero values
+                   "{running true false false false false 42 0    <nil> 0.5}")
     # what fails on Docker's typed value runs again, whole, over the JSON view: numbers are
     # json.Number strings, objects maps, a null no value, and a missing key an error
     got = run("{{eq .State.Pid \"42\"}} {{len .State.Pid}} {{.State}} {{.Config.Entrypoint}} {{.State.Pid}}",
@@ -253,7 +254,7 @@ def test_inspect_shape_is_docker_typed_view() -> None:
     got = run("{{print .State.Pid .Config.Cmd}} {{printf \"%v\" .State}} {{.Metadata.LastTagTime}}",
               {"State": {"Pid": 1}, "Config": {"Cmd": ["a"]}, "Metadata": {"LastTagTime": "2024-01-02T03:04:05.120Z"}},
               options=INSPECT)
-    assert got == "1 [a] &{1 <nil>} 2024-01-02 03:04:05.12 +0000 UTC"
+    assert got == "1 [a] &{ false false false false false 1 0    <nil>} 2024-01-02 03:04:05.12 +0000 UTC"
 
 
 def test_methods_and_header() -> None:

@@ -9,8 +9,8 @@ prints (every template, errors included: the engine alone, with the JSON held eq
 
 Known differences, left out of the batteries: a pointer nested in a printed struct or map
 prints as Go's address (``map[none:0xc0002aa240]``) in Docker, as ``&{…}`` here; a struct
-whose JSON omits fields prints what its JSON holds (only ``State.Health`` and
-``RootFS.BaseLayer`` are known); Docker 20.10's ``--format json`` prints the word ``json``
+whose JSON omits fields prints what its JSON holds (the field order and zero values of
+``Config``, ``State`` and ``RootFS`` are known); Docker 20.10's ``--format json`` prints the word ``json``
 where we (as Docker 23+) print JSON.
 """
 
@@ -71,6 +71,7 @@ CONTAINER_TEMPLATES = [
     "{{with $x := .Config.Labels}}{{$x.a}}{{end}} {{range $v := .Config.Cmd}}{{$v}},{{end}}",
     "{{index . \"Name\"}} {{index .Config \"Cmd\"}}",
     "{{.State}} {{print .State}} {{printf \"%v|%+v\" .State .HostConfig.RestartPolicy}}",
+    "{{.Config}}", "{{printf \"%+v\" .Config}}", "{{json .Config}}",
     # errors, at run time and at parse time
     "{{.Foo}}", "{{.Config.Foo}}", "{{.Name.Foo}}", "{{.Config.Healthcheck.Test}}", "{{index .Config.Cmd 7}}",
     "{{upper .State.Pid}}", "{{eq .State.Pid 0.0}}", "{{lt .Config.Cmd 1}}", "{{range .Name}}{{end}}",
