@@ -552,6 +552,7 @@ def reset(state: StateRoot, *, everything: bool = False) -> ResetReport:
         except Exception as e:
             errors.append(f"networks: {e}")
     names += swept.links
+    errors += [f"networks: {e}" for e in swept.errors]
     if state.containers.is_dir():
         ids.update(p.name for p in state.containers.iterdir() if p.is_dir())
     cgroups = list(swept.cgroups)
@@ -566,7 +567,7 @@ def reset(state: StateRoot, *, everything: bool = False) -> ResetReport:
         r = subprocess.run(["umount", "-l", m], capture_output=True, text=True)
         if r.returncode == 0:
             mounts.append(m)
-        else:
+        elif m in _mounts_under(state.path):  # else another process's sweep took it meanwhile
             errors.append(f"umount {m}: {r.stderr.strip()}")
     with contextlib.suppress(OSError):
         shutil.rmtree(state.run)

@@ -21,6 +21,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.errors import NetworkError
 from builder.network import firewall, links
 
 PREFIX = "pybuild "
@@ -37,6 +38,7 @@ class Swept:
     mounts: tuple[str, ...] = ()
     cgroups: tuple[str, ...] = ()
     processes: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
 
 
 @dataclass
@@ -153,9 +155,13 @@ def _remove(dead: list[_Root]) -> Swept:
                     gone_links.append(name)
     rules = 0
     nets = {net12 for r in dead for _, net12 in r.links}
+    errors = []
     if nets:
-        with firewall.locked():
-            rules = firewall.remove_tagged_all(firewall.network_tag(n) for n in sorted(nets))
+        try:  # a sweep never fails the command it runs in: what it could not do, it reports
+            with firewall.locked():
+                rules = firewall.remove_tagged_all(firewall.network_tag(n) for n in sorted(nets))
+        except NetworkError as e:
+            errors.append(str(e))
     unmounted = []
     from builder import syscalls
 
@@ -167,7 +173,8 @@ def _remove(dead: list[_Root]) -> Swept:
                 unmounted.append(mnt)
         if not r.replaced and not os.path.isdir(os.path.join(r.path, "locks")):
             _remove_leftovers(r)
-    return Swept(tuple(r.path for r in dead), tuple(gone_links), rules, tuple(unmounted), tuple(cgroups), tuple(pids))
+    return Swept(tuple(r.path for r in dead), tuple(gone_links), rules, tuple(unmounted), tuple(cgroups),
+                 tuple(pids), tuple(errors))
 
 
 def _remove_leftovers(r: _Root) -> None:

@@ -136,8 +136,7 @@ def test_another_roots_network_setup_sweeps_a_deleted_root(pybuild_factory: Fact
     theirs = _populate(gone)
     live_links = {n for n, a in _aliases().items() if a.endswith(f" {os.path.realpath(live.root)}")}
     _kill_and_delete(gone)
-    assert theirs.links <= set(os.listdir("/sys/class/net"))  # nothing went by itself
-
+    # (another test session on this host may sweep it first: the outcome is the same)
     live("network", "create", "next")  # sets up a network: sweeps first
     _assert_swept(theirs)
     # the live root keeps everything: links, its running container and its published port
@@ -154,12 +153,14 @@ def test_default_bridge_setup_sweeps_and_costs_little(pybuild_factory: Factory, 
     fresh = _with_busybox(pybuild_factory(), busybox_tar)
     fresh("run", "--rm", "busybox", "true")  # its default bridge is made now: sweep first
     _assert_swept(theirs)
-    # with nothing to sweep, a sweep is one netlink dump and one read of mountinfo
-    sweep.sweep()
-    t = time.perf_counter()
-    for _ in range(10):
-        assert sweep.sweep() == sweep.Swept()
-    assert (time.perf_counter() - t) / 10 < 0.02
+    # with nothing to sweep, a sweep is one netlink dump and one read of mountinfo (other
+    # sessions on this host may leave something to sweep meanwhile: the median is taken)
+    times = []
+    for _ in range(11):
+        t = time.perf_counter()
+        sweep.sweep()
+        times.append(time.perf_counter() - t)
+    assert sorted(times)[5] < 0.02
 
 
 def test_system_reset_of_a_missing_root(pybuild_factory: Factory, busybox_tar: Path) -> None:
@@ -167,10 +168,8 @@ def test_system_reset_of_a_missing_root(pybuild_factory: Factory, busybox_tar: P
     theirs = _populate(gone)
     _kill_and_delete(gone)
     r = gone("system", "reset", "-f")
+    # (what it removed is listed; another session's sweep may have taken some of it first)
     assert r.returncode == 0 and r.stderr == ""
-    for name in theirs.links:
-        # bridges reported (the veths may die first, with their namespaces)
-        assert name in r.stdout or name.startswith("pbv")
     _assert_swept_but_root(theirs)
     # and a root that never existed resets cleanly too
     never = pybuild_factory()
@@ -188,8 +187,26 @@ def test_system_reset_of_a_root_removed_whole(pybuild_factory: Factory) -> None:
     assert len(bridges) == 1 and _rules_with(tags)
     subprocess.run(["rm", "-rf", root], check=True)
     r = pb("system", "reset", "-f")
-    assert next(iter(bridges)) in r.stdout and r.stderr == ""
+    assert r.returncode == 0 and r.stderr == ""
     assert not bridges & set(os.listdir("/sys/class/net")) and _rules_with(tags) == []
+
+
+def test_system_reset_reports_what_its_records_no_longer_named(pybuild_factory: Factory) -> None:
+    """A live root (no other sweep touches it) whose record of a network was lost: ``system
+    reset`` still finds the bridge by its tag, removes it with its rules and lists it."""
+    pb = pybuild_factory()
+    pb("network", "create", "lost")
+    root = os.path.realpath(pb.root)
+    bridge = next(n for n, a in _aliases().items() if a.endswith(f" {root}"))
+    tags = {f"pybuild:{_aliases()[bridge].split()[1]}"}
+    for rec in (pb.root / "networks").glob("*.json"):
+        if '"lost"' in rec.read_text():
+            rec.unlink()
+    pybuild_factory()("network", "create", "elsewhere")  # a sweep elsewhere: the root is live
+    assert bridge in os.listdir("/sys/class/net") and _rules_with(tags)
+    r = pb("system", "reset", "-f")
+    assert r.returncode == 0 and r.stderr == "" and f"\n{bridge}\n" in r.stdout
+    assert bridge not in os.listdir("/sys/class/net") and _rules_with(tags) == []
 
 
 def _assert_swept_but_root(t: Trace) -> None:
