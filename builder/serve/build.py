@@ -11,9 +11,11 @@ the build (as dockerd does): nothing is tagged, a running RUN step is killed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -141,13 +143,21 @@ async def build(request: web.Request) -> web.StreamResponse:
             jobs=os.cpu_count() or 1, platform=q.get("platform") or None, network=network,
             registry_auth=dict(auth), cancel=threading.Event())
         stream = JsonStream(request)
+        failed_steps: list[str] = []
         watcher = asyncio.create_task(_cancel_when_gone(request, stream, req.cancel))
 
         def work(emit: Callable[[dict[str, Any]], None]) -> Any:
             from builder.cli.build import PlainProgress
             from builder.pipeline import run_build
 
-            progress = None if quiet else PlainProgress(cast(Any, _Lines(emit)))
+            plain = None if quiet else PlainProgress(cast(Any, _Lines(emit)))
+
+            def progress(e: Any) -> None:
+                if e.kind == "error":
+                    failed_steps.append(e.name)
+                if plain is not None:
+                    plain(e)
+
             outcome = run_build(state, req, progress=progress)
             image_id = str(outcome.image_id)
             if quiet:
@@ -165,8 +175,11 @@ async def build(request: web.Request) -> web.StreamResponse:
             watcher.cancel()
             if not stream.started:
                 raise
-            detail = error_message(message_of(e))
             code = getattr(e, "exit_status", None)
+            text = message_of(e)
+            if code is not None and failed_steps:
+                text = run_failure(failed_steps[-1], int(code)) or text
+            detail = error_message(text)
             if code is not None:
                 detail["errorDetail"]["code"] = code
             await stream.send(detail)
@@ -175,6 +188,27 @@ async def build(request: web.Request) -> web.StreamResponse:
         return await stream.finish()
     finally:
         await in_thread(_cleanup, state, tmp)
+
+
+_STEP_RE = re.compile(r"^\[[^\]]*\] RUN\s+(.*)$", re.S)
+
+
+def run_failure(step_name: str, code: int) -> str | None:
+    """dockerd's words for a RUN that exited non-zero, from the step's name (``[2/3] RUN x``):
+    ``The command '/bin/sh -c x' returned a non-zero code: N`` (an exec form's argv joined)."""
+    m = _STEP_RE.match(step_name)
+    if not m:
+        return None
+    cmd = m.group(1).strip()
+    while cmd.startswith("--"):  # RUN flags (--mount, --network…) are not the command
+        cmd = cmd.split(None, 1)[1] if " " in cmd else ""
+    text = f"/bin/sh -c {cmd}"
+    if cmd.startswith("["):
+        with contextlib.suppress(ValueError):
+            argv = json.loads(cmd)
+            if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+                text = " ".join(argv)
+    return f"The command '{text}' returned a non-zero code: {code}"
 
 
 async def _cancel_when_gone(request: web.Request, stream: JsonStream,

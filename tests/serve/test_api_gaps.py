@@ -597,3 +597,37 @@ def test_created_container_reconnected_with_aliases_joins_at_start(serve: Any,
             other.remove()
     assert rows[0] == rows[1]
     assert rows[0][:5] == ["gapsnet", "gapsother", ["web", "www"], ["side"], True]
+
+
+# -- item 5: the build stream ---------------------------------------------------------------------
+
+def _build_error(client: Any, dockerfile: str, tmp: Path, **kw: Any) -> str:
+    ctx = tmp / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    with pytest.raises(docker.errors.BuildError) as info:
+        client.images.build(path=str(ctx), rm=True, **kw)
+    return str(info.value.msg)
+
+
+def test_build_run_failure_text_and_network_mode(serve: Any, judge: Judge,
+                                                 tmp_path: Path) -> None:
+    texts = []
+    for name, client in both(serve, judge):
+        d = tmp_path / name
+        d.mkdir()
+        row = [_build_error(client, "FROM busybox:latest\nRUN echo hi && exit 3\n", d),
+               _build_error(client, 'FROM busybox:latest\nRUN ["sh", "-c", "exit 4"]\n', d)]
+        # networkmode honoured at RUN: none has only a loopback
+        (d / "ctx" / "Dockerfile").write_text(
+            "FROM busybox:latest\nRUN ls /sys/class/net | sort | tr '\\n' ' ' > /nets\n")
+        image, _logs = client.images.build(path=str(d / "ctx"), rm=True, network_mode="none",
+                                           tag=f"gaps-net-{name}:1")
+        row.append(client.containers.run(image.id, ["cat", "/nets"], remove=True,
+                                         network_mode="none"))
+        client.images.remove(image.id, force=True)
+        texts.append(row)
+    assert texts[0] == texts[1]
+    assert texts[0][:2] == ["The command '/bin/sh -c echo hi && exit 3' returned a non-zero code: 3",
+                            "The command 'sh -c exit 4' returned a non-zero code: 4"]
+    assert texts[0][2] == b"lo "
