@@ -22,19 +22,87 @@
         └── TemplateExecError        it fails on a value (``executing "" at <.A>: …``)
 
 ``registry.errors.RegistryError`` is the other tree; ``cli`` renders both.
+
+Every class has a ``kind`` (``registry.kinds.ErrorKind``: what the caller does about it); a
+raise gives its own where one class covers several (``ContainerError.conflict(...)``).
+``builder.serve`` maps a kind to an HTTP status; ``exit_status`` below maps it to the CLI's
+exit status in one table (the supervisor records a start's failure by it too).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple, Self
+
+from registry.errors import RegistryError
+from registry.kinds import ErrorKind
 
 
 class BuildError(Exception):
     """Base of every error raised by ``builder``."""
 
-    #: the exit status ``cli`` uses for this error
-    exit_code: int = 1
+    kind: ErrorKind = ErrorKind.SYSTEM
+    #: raised by the container engine (the runtime, containers, networks, volumes, layers):
+    #: Docker's CLI exits 125 when the daemon refuses ``run``/``create``
+    engine: bool = False
+    #: an exit status a process or a container's start reported, passed on as it is
+    #: (the runtime's 126/127, a start's failure)
+    reported_status: int | None = None
+
+    def with_kind(self, kind: ErrorKind) -> Self:
+        """This error, of *kind* rather than its class's."""
+        self.kind = kind
+        return self
+
+    @classmethod
+    def conflict(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.CONFLICT)
+
+    @classmethod
+    def not_found(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.NOT_FOUND)
+
+    @classmethod
+    def invalid(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.INVALID)
+
+    @property
+    def exit_code(self) -> int:
+        """The exit status ``cli`` uses for this error (``exit_status``)."""
+        return exit_status(self)
+
+
+class ExitStatus(NamedTuple):
+    plain: int  # Docker's CLI for a refused request: 1
+    engine: int  # the engine refused (``run``/``create``): 125
+
+
+#: kind -> the CLI's exit status; the one table (Ctrl-C is 130 wherever it comes from)
+EXIT_STATUS: dict[ErrorKind, ExitStatus] = {
+    ErrorKind.NOT_FOUND: ExitStatus(1, 125),
+    ErrorKind.CONFLICT: ExitStatus(1, 125),
+    ErrorKind.INVALID: ExitStatus(1, 125),
+    ErrorKind.UNAUTHORIZED: ExitStatus(1, 125),
+    ErrorKind.FORBIDDEN: ExitStatus(1, 125),
+    ErrorKind.UNAVAILABLE: ExitStatus(1, 125),
+    ErrorKind.CANCELLED: ExitStatus(130, 130),
+    ErrorKind.FAILED: ExitStatus(1, 125),
+    ErrorKind.SYSTEM: ExitStatus(1, 125),
+}
+
+
+def exit_status(err: BuildError | RegistryError) -> int:
+    """The CLI's exit status for a library error of either tree."""
+    if isinstance(err, BuildError):
+        if err.reported_status is not None:
+            return err.reported_status
+        row = EXIT_STATUS[err.kind]
+        return row.engine if err.engine else row.plain
+    return EXIT_STATUS[err.kind].plain
 
 
 class DockerfileSyntaxError(BuildError):
+    kind = ErrorKind.INVALID
+
     def __init__(
         self,
         message: str,
@@ -64,19 +132,19 @@ class InstructionError(DockerfileSyntaxError):
 
 
 class ExpansionError(BuildError):
-    pass
+    kind = ErrorKind.INVALID
 
 
 class IgnorePatternError(BuildError):
-    pass
+    kind = ErrorKind.INVALID
 
 
 class ContextError(BuildError):
-    pass
+    kind = ErrorKind.INVALID
 
 
 class PlanError(BuildError):
-    pass
+    kind = ErrorKind.INVALID
 
 
 class InvalidChange(PlanError):
@@ -84,10 +152,12 @@ class InvalidChange(PlanError):
 
 
 class BuildCancelled(BuildError):
-    exit_code = 130
+    kind = ErrorKind.CANCELLED
 
 
 class StepFailed(BuildError):
+    kind = ErrorKind.FAILED
+
     def __init__(
         self, message: str, *, exit_status: int, location: str = "", log_tail: list[str] | None = None
     ) -> None:
@@ -98,35 +168,44 @@ class StepFailed(BuildError):
 
 
 class LayerError(BuildError):
-    exit_code = 125
+    kind = ErrorKind.SYSTEM
+    engine = True
 
 
 class SandboxError(BuildError):
-    exit_code = 125
+    kind = ErrorKind.SYSTEM
+    engine = True
 
 
 class CommandNotFound(SandboxError):
-    exit_code = 127
+    kind = ErrorKind.NOT_FOUND
+    reported_status = 127
 
 
 class CommandNotExecutable(SandboxError):
-    exit_code = 126
+    kind = ErrorKind.SYSTEM
+    reported_status = 126
 
 
 class ContainerError(BuildError):
-    exit_code = 125
+    kind = ErrorKind.SYSTEM
+    engine = True
 
 
 class NetworkError(BuildError):
-    exit_code = 125
+    kind = ErrorKind.SYSTEM
+    engine = True
 
 
 class VolumeError(BuildError):
-    exit_code = 125
+    kind = ErrorKind.SYSTEM
+    engine = True
 
 
 class TemplateError(BuildError):
     """A ``--format`` template refused; ``str()`` is Go's own text of the error."""
+
+    kind = ErrorKind.INVALID
 
 
 class TemplateParseError(TemplateError):

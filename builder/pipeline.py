@@ -78,13 +78,13 @@ def parse_outputs(specs: tuple[str, ...] | list[str]) -> tuple[Output, ...]:
                 if not fields and spec == part:
                     fields = {"type": "local", "dest": part}  # ``-o DIR``, as docker build
                     break
-                raise BuildError(f"invalid --output {spec!r}: expected key=value pairs")
+                raise BuildError.invalid(f"invalid --output {spec!r}: expected key=value pairs")
             fields[k.strip()] = v.strip()
         kind = fields.get("type", "local")
         if kind not in ("oci", "docker", "tar", "local", "image"):
-            raise BuildError(f"invalid --output {spec!r}: unknown type {kind!r}")
+            raise BuildError.invalid(f"invalid --output {spec!r}: unknown type {kind!r}")
         if kind != "image" and not fields.get("dest"):
-            raise BuildError(f"invalid --output {spec!r}: dest is required")
+            raise BuildError.invalid(f"invalid --output {spec!r}: dest is required")
         out.append(Output(kind, fields.get("dest", "")))
     return tuple(out)
 
@@ -96,7 +96,7 @@ def parse_secrets(specs: tuple[str, ...] | list[str]) -> dict[str, bytes]:
         fields = dict(p.partition("=")[::2] for p in spec.split(","))
         sid = fields.get("id")
         if not sid:
-            raise BuildError(f"invalid --secret {spec!r}: id is required")
+            raise BuildError.invalid(f"invalid --secret {spec!r}: id is required")
         src = fields.get("src") or fields.get("source")
         env = fields.get("env")
         try:
@@ -146,7 +146,7 @@ def _read_dockerfile(req: BuildRequest) -> tuple[str, str, str]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise BuildError(f"failed to read dockerfile: open {path}: no such file or directory") from None
+        raise BuildError.not_found(f"failed to read dockerfile: open {path}: no such file or directory") from None
     except IsADirectoryError:
         raise BuildError(f"failed to read dockerfile: {path} is a directory") from None
     return text, path.name, str(path.resolve())
@@ -166,10 +166,10 @@ def image_resolver(store: Store, platform: Platform,
         try:
             from registry import transfer
         except ImportError:
-            raise BuildError(f"{where}: {ref}: not found locally (and pulling is not available)") from None
+            raise BuildError.not_found(f"{where}: {ref}: not found locally (and pulling is not available)") from None
         pull = getattr(transfer, "pull", None)
         if pull is None:
-            raise BuildError(f"{where}: {ref}: not found locally (and pulling is not available)")
+            raise BuildError.not_found(f"{where}: {ref}: not found locally (and pulling is not available)")
         if progress is not None:
             progress(f"pulling {ref}")
         try:
@@ -180,7 +180,7 @@ def image_resolver(store: Store, platform: Platform,
             else:
                 img = pull(store, ref, platform=platform)
         except Exception as e:  # noqa: BLE001 - a located one-liner for any registry fault
-            raise BuildError(f"{where}: {ref}: not found locally, and pulling failed: {e}") from None
+            raise BuildError.not_found(f"{where}: {ref}: not found locally, and pulling failed: {e}") from None
         assert isinstance(img, Image)
         return img
 
@@ -202,7 +202,7 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         try:
             tags.append(Reference.parse(t))
         except Exception as e:  # noqa: BLE001
-            raise BuildError(f"invalid tag {t!r}: {e}") from None
+            raise BuildError.invalid(f"invalid tag {t!r}: {e}") from None
     text, name, origin = _read_dockerfile(req)
     dockerfile = load_cached(text, filename=name, directory=state.cache / "dockerfiles")
 
@@ -227,7 +227,7 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         try:
             epoch = int(epoch_text)
         except ValueError:
-            raise BuildError(f"invalid SOURCE_DATE_EPOCH {epoch_text!r}: seconds since 1970") from None
+            raise BuildError.invalid(f"invalid SOURCE_DATE_EPOCH {epoch_text!r}: seconds since 1970") from None
     store = state.image_store()
     graph = plan(dockerfile, context=tree,
                  resolve_image=image_resolver(store, host, credentials=req.registry_auth),

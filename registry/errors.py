@@ -15,31 +15,56 @@
     ├── StoreError                 the local store refuses (image in use, lock, layout damage)
     └── TransportError             network faults and 5xx; ``retryable`` says whether to try again
         └── TooManyRequests        429, with ``retry_after`` seconds when the server said
+
+Every class has a ``kind`` (``registry.kinds.ErrorKind``: what the caller does about it); a
+raise may give its own (``StoreError.conflict(...)``) where one class covers several.
 """
 
 from __future__ import annotations
+
+from typing import Self
+
+from registry.kinds import ErrorKind
 
 
 class RegistryError(Exception):
     """Base of every error raised by ``registry``."""
 
     retryable: bool = False
+    kind: ErrorKind = ErrorKind.SYSTEM
+
+    def with_kind(self, kind: ErrorKind) -> Self:
+        """This error, of *kind* rather than its class's."""
+        self.kind = kind
+        return self
+
+    @classmethod
+    def conflict(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.CONFLICT)
+
+    @classmethod
+    def not_found(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.NOT_FOUND)
+
+    @classmethod
+    def invalid(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.INVALID)
 
 
 class InvalidReference(RegistryError):
-    pass
+    kind = ErrorKind.INVALID
 
 
 class DigestError(RegistryError):
-    pass
+    kind = ErrorKind.INVALID
 
 
 class InvalidManifest(RegistryError):
-    pass
+    kind = ErrorKind.INVALID
 
 
 class NotFound(RegistryError):
-    pass
+    kind = ErrorKind.NOT_FOUND
 
 
 class ManifestUnknown(NotFound):
@@ -55,19 +80,19 @@ class NameUnknown(NotFound):
 
 
 class Unauthorized(RegistryError):
-    pass
+    kind = ErrorKind.UNAUTHORIZED
 
 
 class CredentialHelperError(RegistryError):
-    pass
+    kind = ErrorKind.FORBIDDEN
 
 
 class Denied(RegistryError):
-    pass
+    kind = ErrorKind.FORBIDDEN
 
 
 class ArchiveError(RegistryError):
-    pass
+    kind = ErrorKind.INVALID
 
 
 class StoreError(RegistryError):
@@ -75,6 +100,8 @@ class StoreError(RegistryError):
 
 
 class TransportError(RegistryError):
+    kind = ErrorKind.UNAVAILABLE
+
     def __init__(self, message: str, *, retryable: bool = True, status: int | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable

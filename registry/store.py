@@ -521,7 +521,7 @@ class Store:
                 same = [e for e in entries if e.digest == record.descriptor.digest
                         or (record.image_id and e.annotation(IMAGE_ID) == str(record.image_id))]
                 if len([e for e in same if e.annotation(REF_NAME)]) > 1 and not force:
-                    raise StoreError(
+                    raise StoreError.conflict(
                         f"conflict: unable to delete {text} (must be forced) - image is referenced in multiple repositories"
                     )
                 target = same

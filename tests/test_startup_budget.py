@@ -43,7 +43,7 @@ HEAVY_STDLIB = frozenset({
 NO_EXEC = ("subprocess", "ctypes")  # no process spawned nor libc called by a pure listing
 # every command loads these (exact names); a family lists prefixes of its own beside them
 CORE = frozenset({"builder", "builder.cli", "builder.errors", "builder.state", "builder.units",
-        "builder.filters", "builder.events", "registry", "registry.lazy", "registry.errors",
+        "builder.filters", "builder.events", "registry", "registry.lazy", "registry.errors", "registry.kinds",
         "registry.digest", "registry.mediatypes", "registry.model", "registry.config",
         "registry.reference", "registry.store", "registry.leases",
         # packages whose ``__init__`` loads nothing (names resolved on first use)

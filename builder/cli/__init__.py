@@ -187,7 +187,7 @@ def _usage_error(e: click.UsageError, args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning library errors into one line and a code."""
-    from builder.errors import BuildError
+    from builder.errors import BuildError, exit_status
     from registry.errors import RegistryError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -212,12 +212,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         render = getattr(e, "render", None)
         click.echo(f"Error: {render() if render else e}", err=True)
-        sys.exit(e.exit_code)
+        sys.exit(exit_status(e))  # by the error's kind: builder.errors.EXIT_STATUS
     except RegistryError as e:
         if debug:
             raise
         click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
+        sys.exit(exit_status(e))
     except KeyboardInterrupt:
         click.echo("cancelled", err=True)
         sys.exit(130)

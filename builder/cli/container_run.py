@@ -332,7 +332,7 @@ def cp(obj: Any, follow_link: bool, archive: bool, src: str, dest: str) -> None:
     sc, sp = split(src)
     dc, dp = split(dest)
     if (sc is None) == (dc is None):
-        raise ContainerError("copying between containers or between two local paths is not supported: "
+        raise ContainerError.invalid("copying between containers or between two local paths is not supported: "
                              "one of SRC and DEST must be CONTAINER:PATH")
     if sc is not None:
         c = lifecycle.get(root, sc)

@@ -33,7 +33,7 @@ def detach_keys(text: str | None, *, what: str = "detach") -> bytes:
     try:
         return attach.parse_detach_keys(text)
     except ValueError:
-        raise ContainerError(f"Invalid {what} keys ({text}) provided") from None
+        raise ContainerError.invalid(f"Invalid {what} keys ({text}) provided") from None
 
 
 def open_running(root: StateRoot, ref: str, *, stdin: bool) -> tuple[Container, socket.socket]:

@@ -118,16 +118,16 @@ def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing", progress:
     from registry.errors import InvalidReference, NotFound, RegistryError
 
     if pull not in PULL_POLICIES:
-        raise ContainerError(f'invalid pull option: "{pull}": must be one of "missing", "always" or "never"')
+        raise ContainerError.invalid(f'invalid pull option: "{pull}": must be one of "missing", "always" or "never"')
     store = root.image_store()
     if pull != "always":
         try:
             return store.resolve(ref)
         except InvalidReference as e:
-            raise ContainerError(f"invalid reference format: {ref}: {e}") from None
+            raise ContainerError.invalid(f"invalid reference format: {ref}: {e}") from None
         except NotFound:
             if pull == "never":
-                raise ContainerError(f"No such image: {ref}") from None
+                raise ContainerError.not_found(f"No such image: {ref}") from None
     from registry import transfer
 
     if on_pull is not None:
@@ -135,7 +135,7 @@ def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing", progress:
     try:
         return transfer.pull(store, ref, progress=progress)
     except RegistryError as e:
-        raise ContainerError(f"pull of {ref} failed: {e}") from None
+        raise ContainerError(f"pull of {ref} failed: {e}").with_kind(e.kind) from None
 
 
 def memory_limits(memory_text: str | None, swap_text: str | None) -> tuple[int, int]:
@@ -160,7 +160,7 @@ def healthcheck_config(image_hc: Mapping[str, Any] | None, o: RunOptions) -> dic
     """The image's HEALTHCHECK overridden by ``--health-*`` flags (Docker's merge)."""
     if o.no_healthcheck:
         if o.health_cmd:
-            raise ContainerError("--no-healthcheck conflicts with --health-* options")
+            raise ContainerError.conflict("--no-healthcheck conflicts with --health-* options")
         return {"Test": ["NONE"]}
     hc: dict[str, Any] = dict(image_hc or {})
     if o.health_cmd is not None:
@@ -191,9 +191,9 @@ def host_options(o: RunOptions, network: str) -> dict[str, Any]:
     devices = parse_devices(o.devices)
     if network.startswith("container:"):
         if dns or o.dns_search or o.dns_options:
-            raise ContainerError("conflicting options: dns and the network mode")
+            raise ContainerError.conflict("conflicting options: dns and the network mode")
         if extra_hosts:
-            raise ContainerError("conflicting options: custom host-to-IP mapping and the network mode")
+            raise ContainerError.conflict("conflicting options: custom host-to-IP mapping and the network mode")
     if network == "host":
         for key in sysctls:
             if key.startswith("net."):
@@ -231,7 +231,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     """Validate the flags against the image and write the record (status ``created``)."""
     policy = RestartPolicy.parse(o.restart)
     if o.rm and policy.name != "no":
-        raise ContainerError("Conflicting options: --restart and --rm")
+        raise ContainerError.conflict("Conflicting options: --restart and --rm")
     img = image.config.container_config
     # ENTRYPOINT/CMD: --entrypoint resets the image's CMD too (Docker's rule)
     if o.entrypoint is not None:
@@ -261,7 +261,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     if stop_signal:
         parse_signal(stop_signal)
     if o.stop_timeout is not None and o.stop_timeout < -1:
-        raise ContainerError(f"invalid --stop-timeout {o.stop_timeout}")
+        raise ContainerError.invalid(f"invalid --stop-timeout {o.stop_timeout}")
     memory, memory_swap = memory_limits(o.memory, o.memory_swap)
     nano_cpus = parse_cpus(o.cpus) if o.cpus else 0
     if nano_cpus and nano_cpus > (os.cpu_count() or 1) * 10**9:
@@ -280,13 +280,13 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     exposed: dict[str, Any] = {k: {} for k in img.exposed_ports or ()}
     network = o.network or "bridge"
     if network.startswith("container:") and (o.publish or o.publish_all):
-        raise ContainerError("conflicting options: port publishing and the container type network mode")
+        raise ContainerError.conflict("conflicting options: port publishing and the container type network mode")
     if network == "none" and (o.publish or o.publish_all):
-        raise ContainerError("conflicting options: port publishing and the none network mode")
+        raise ContainerError.conflict("conflicting options: port publishing and the none network mode")
     if o.network_aliases and network in ("bridge", "host", "none"):
         raise ContainerError("network-scoped aliases are supported for user-defined networks only")
     if o.hostname and (network == "host" or network.startswith("container:")):
-        raise ContainerError("conflicting options: hostname and the network mode")
+        raise ContainerError.conflict("conflicting options: hostname and the network mode")
     port_maps = []
     if o.publish:
         from builder.network import parse_publish_all

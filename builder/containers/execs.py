@@ -27,13 +27,13 @@ def prepare(root: StateRoot, ref: str, argv: Sequence[str], *, env: Sequence[str
     if c.state.status != "running":
         raise NotRunning(f"container {c.id} is not running")
     if c.state.paused:
-        raise ContainerError(f"Container {c.id} is paused, unpause the container before exec")
+        raise ContainerError.conflict(f"Container {c.id} is paused, unpause the container before exec")
     extra: list[str] = []
     for f in env_files:
         extra += read_env_file(f, environ=environ)
     extra += parse_env(env, environ=environ)
     if workdir is not None and not workdir.startswith("/"):
-        raise ContainerError(f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
+        raise ContainerError.invalid(f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
     process = runtime.exec_process(c, argv, env=extra, user=user, workdir=workdir, tty=tty,
                                    privileged=privileged)
     return c, process

@@ -209,17 +209,17 @@ class Filters:
             key, sep, value = spec.partition("=")
             key = key.strip().lower()
             if not sep or not key:
-                raise ContainerError(f"bad format of filter (expected name=value): {spec}")
+                raise ContainerError.invalid(f"bad format of filter (expected name=value): {spec}")
             if key not in ("name", "status", "label", "id", "exited", "ancestor", "health", "until",
                            "volume", "network", "before", "since"):
-                raise ContainerError(f"invalid filter '{key}'")
+                raise ContainerError.invalid(f"invalid filter '{key}'")
             if key == "status" and value not in STATUSES:
-                raise ContainerError(f"invalid filter 'status={value}'")
+                raise ContainerError.invalid(f"invalid filter 'status={value}'")
             if key == "exited":
                 try:
                     int(value)
                 except ValueError:
-                    raise ContainerError(f"invalid filter 'exited={value}'") from None
+                    raise ContainerError.invalid(f"invalid filter 'exited={value}'") from None
             if key == "until":
                 value = str(parse_timestamp_ns(value))  # validated (and made absolute) once
             out.setdefault(key, []).append(value)
@@ -336,7 +336,7 @@ def kill(root: StateRoot, ref: str, sig: str | int = "KILL") -> Container:
         with cs.lock(c.id):  # a start in progress: signal what it started
             c = refresh(cs, cs.load(c.id))
     if c.state.status != "running" or not init_alive(c.state):
-        raise ContainerError(f"Cannot kill container: {ref}: container {c.id} is not running")
+        raise ContainerError.conflict(f"Cannot kill container: {ref}: container {c.id} is not running")
     if num in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
         c = _mark_stopping(cs, c)
         if not init_alive(c.state):
@@ -572,9 +572,9 @@ def pause(root: StateRoot, ref: str) -> Container:
     cs = store(root)
     c = refresh(cs, cs.find(ref))
     if c.state.status != "running" or not init_alive(c.state):
-        raise ContainerError(f"Container {c.id} is not running")
+        raise ContainerError.conflict(f"Container {c.id} is not running")
     if c.state.paused:
-        raise ContainerError(f"Container {c.id} is already paused")
+        raise ContainerError.conflict(f"Container {c.id} is already paused")
     with cs.lock(c.id):
         _set_frozen(c, True)
         st = replace(cs.load_state(c.id), paused=True)
@@ -631,11 +631,11 @@ def processes(c: Container) -> list[dict[str, Any]]:
     """Host processes in the container's pid namespace (what ``docker top`` lists)."""
     st = c.state
     if st.status != "running" or not init_alive(st):
-        raise ContainerError(f"container {c.id} is not running")
+        raise ContainerError.conflict(f"container {c.id} is not running")
     try:
         ns = os.readlink(f"/proc/{st.pid}/ns/pid")
     except OSError as e:
-        raise ContainerError(f"container {c.id} is not running: {e.strerror}") from None
+        raise ContainerError.conflict(f"container {c.id} is not running: {e.strerror}") from None
     out: list[dict[str, Any]] = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():

@@ -25,6 +25,7 @@ from builder.containers.options import ZERO_TIME
 from builder.errors import ContainerError
 from builder.state import StateRoot
 from registry.config import ContainerConfig
+from registry.kinds import ErrorKind
 
 CONFIG_FILE = "container.json"
 STATE_FILE = "state.json"
@@ -61,11 +62,13 @@ def _lockf(fd: int, *, wait: bool) -> None:
 
 
 class NoSuchContainer(ContainerError):
-    exit_code = 1  # docker: "Error response from daemon: No such container: x" exits 1
+    kind = ErrorKind.NOT_FOUND
+    engine = False  # docker: "Error response from daemon: No such container: x" exits 1
 
 
 class NotRunning(ContainerError):
-    exit_code = 1  # docker exec/top/port on a stopped container
+    kind = ErrorKind.CONFLICT
+    engine = False  # docker exec/top/port on a stopped container exits 1
 
 
 def proc_start_time(pid: int) -> int:
@@ -366,13 +369,13 @@ class ContainerStore:
         if name is not None:
             name = name.lstrip("/")
             if not valid_name(name):
-                raise ContainerError(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+                raise ContainerError.invalid(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         self.path.mkdir(parents=True, exist_ok=True)
         with self.names_lock():
             self._sweep()
             taken = {c.name: c.id for c in self.all()}
             if name is not None and name in taken:
-                raise ContainerError(
+                raise ContainerError.conflict(
                     f'Conflict. The container name "/{name}" is already in use by container "{taken[name]}". '
                     "You have to remove (or rename) that container to be able to reuse that name."
                 )
@@ -414,14 +417,14 @@ class ContainerStore:
     def rename(self, ref: str, new_name: str) -> Container:
         new_name = new_name.lstrip("/")
         if not valid_name(new_name):
-            raise ContainerError(f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            raise ContainerError.invalid(f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         with self.names_lock():
             c = self.find(ref)
             if c.name == new_name:
                 raise ContainerError("Renaming a container with the same name as its current name")
             for other in self.all():
                 if other.name == new_name:
-                    raise ContainerError(
+                    raise ContainerError.conflict(
                         f'Conflict. The container name "/{new_name}" is already in use by container "{other.id}". '
                         "You have to remove (or rename) that container to be able to reuse that name."
                     )

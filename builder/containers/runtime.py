@@ -543,7 +543,7 @@ def exec_start(root: StateRoot, c: Container, process: Any, *, stdout: Any = Non
 
     st = c.state
     if st.status != "running" or not st.pid:
-        raise ContainerError(f"container {c.id} is not running")
+        raise ContainerError.conflict(f"container {c.id} is not running")
     return Executor(root).exec_start(st.pid, process, stdout=stdout, stderr=stderr, stdin=stdin,
                                      console_size=console_size)
 

@@ -21,7 +21,7 @@ def _start_error(code: int, message: str) -> BuildError:
     if code == 126:
         return CommandNotExecutable(message)
     err = ContainerError(message)
-    err.exit_code = code or 125
+    err.reported_status = code or 125
     return err
 
 

@@ -347,7 +347,7 @@ def _checked(c: Container, u: Update) -> tuple[dict[str, Any], Update]:
         new_swap = u.memory_swap
     elif u.memory:
         if swap > 0 and u.memory > swap:
-            raise ContainerError("Memory limit should be smaller than already set memoryswap limit, "
+            raise ContainerError.conflict("Memory limit should be smaller than already set memoryswap limit, "
                                  "update the memoryswap at the same time")
         if swap == 0:
             new_swap = 2 * u.memory  # Docker's default for a container given its first limit
@@ -361,7 +361,7 @@ def _checked(c: Container, u: Update) -> tuple[dict[str, Any], Update]:
         hc["NanoCpus"] = u.nano_cpus
     if u.cpu_shares is not None:
         if u.cpu_shares < 0:
-            raise ContainerError(f"invalid CPU shares {u.cpu_shares}: must not be negative")
+            raise ContainerError.invalid(f"invalid CPU shares {u.cpu_shares}: must not be negative")
         hc["CpuShares"] = u.cpu_shares
     if u.restart_policy is not None:
         if hc.get("AutoRemove") and u.restart_policy.name != "no":

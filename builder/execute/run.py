@@ -192,7 +192,7 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
             else:
                 src = _confined(_host_tree(ws, m, inputs, n), m.source.path, "bind source")
             if not src.exists():
-                raise BuildError(f"{step.location}: --mount source {m.source.path or '/'} not found")
+                raise BuildError.not_found(f"{step.location}: --mount source {m.source.path or '/'} not found")
             if not m.readonly:
                 # rw: writes are discarded, so the process gets a copy
                 copy = ws.dir / f"rw{n}"

@@ -43,7 +43,7 @@ def parse_ssh(specs: Sequence[str]) -> tuple[SSHSpec, ...]:
         sid, sep, rest = spec.partition("=")
         sid = sid.strip()
         if not sid:
-            raise BuildError(f"invalid --ssh {spec!r}: expected default|<id>[=<socket>|<key>[,<key>]]")
+            raise BuildError.invalid(f"invalid --ssh {spec!r}: expected default|<id>[=<socket>|<key>[,<key>]]")
         paths = tuple(os.path.expanduser(p) for p in rest.split(",") if p) if sep else ()
         out[sid] = SSHSpec(sid, paths)
     return tuple(out.values())
@@ -66,7 +66,7 @@ def agents(specs: Sequence[SSHSpec]) -> Iterator[dict[str, str]]:
                 paths = (env,)
             for p in paths:
                 if not os.path.exists(p):
-                    raise BuildError(f"--ssh {s.id}: {p}: no such file or directory")
+                    raise BuildError.not_found(f"--ssh {s.id}: {p}: no such file or directory")
             if len(paths) == 1 and stat.S_ISSOCK(os.stat(paths[0]).st_mode):
                 socks[s.id] = paths[0]
             else:

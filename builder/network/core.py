@@ -121,7 +121,7 @@ def _find(nets: Sequence[Network], ref: str) -> Network:
         return matches[0]
     if len(matches) > 1:
         raise NetworkError(f"network {ref!r} is ambiguous ({len(matches)} matches)")
-    raise NetworkError(f"network {ref} not found")
+    raise NetworkError.not_found(f"network {ref} not found")
 
 
 # -- networks -----------------------------------------------------------------------------------
@@ -141,10 +141,10 @@ def filter_networks(nets: Iterable[Network], filters: Mapping[str, Sequence[str]
     ``builtin``. An unknown key or type is a ``NetworkError``."""
     for key, values in filters.items():
         if key not in NETWORK_FILTERS:
-            raise NetworkError(f"invalid filter '{key}'")
+            raise NetworkError.invalid(f"invalid filter '{key}'")
         for v in values if key == "type" else ():
             if v not in ("custom", "builtin"):
-                raise NetworkError(f"invalid filter 'type={v}'")
+                raise NetworkError.invalid(f"invalid filter 'type={v}'")
 
     def one(n: Network, key: str, v: str) -> bool:
         if key == "name":
@@ -181,7 +181,7 @@ def create_network(
     """``network create``: a bridge network is materialised (bridge + rules) right away."""
     options = dict(options or {})
     if not NAME_RE.match(name):
-        raise NetworkError(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+        raise NetworkError.invalid(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
     if driver == "overlay":
         raise NetworkError(
             "the overlay driver needs multi-host (swarm) networking, which pybuild does not "
@@ -201,12 +201,12 @@ def create_network(
         if options.get("macvlan_mode", "bridge") != "bridge":
             raise NetworkError("only macvlan_mode=bridge is supported")
         if not links.link_exists(parent):
-            raise NetworkError(f"macvlan parent interface {parent!r} not found")
+            raise NetworkError.not_found(f"macvlan parent interface {parent!r} not found")
     if driver == "bridge":
         sweep.sweep()  # what removed roots left holds subnets and bridge names
     with _locked(state) as nets:
         if any(n.name == name for n in nets):
-            raise NetworkError(f"network with name {name} already exists")
+            raise NetworkError.conflict(f"network with name {name} already exists")
         if subnet:
             net_, gw = ipam.parse_subnet(subnet, gateway)
             for n in nets:
@@ -224,9 +224,9 @@ def create_network(
         if driver == "bridge":
             bridge = options.get(BRIDGE_NAME_OPT) or f"pb-{nid[:12]}"
             if len(bridge) > 15 or not re.match(r"^[a-zA-Z0-9_.-]+$", bridge):
-                raise NetworkError(f"invalid bridge name {bridge!r}")
+                raise NetworkError.invalid(f"invalid bridge name {bridge!r}")
             if any(n.bridge == bridge for n in nets) or links.link_exists(bridge):
-                raise NetworkError(f"bridge name {bridge} is already in use")
+                raise NetworkError.conflict(f"bridge name {bridge} is already in use")
         net = Network(
             id=nid, name=name, driver=driver, created=_now(), subnet=str(net_), gateway=str(gw),
             bridge=bridge, parent=parent, internal=internal, options=options,
@@ -270,7 +270,7 @@ def remove_network(state: StateRoot, ref: str, *, _predefined: bool = False) -> 
         if net.predefined and not _predefined:
             raise NetworkError(f"{net.name} is a pre-defined network and cannot be removed")
         if net.containers:
-            raise NetworkError(
+            raise NetworkError.conflict(
                 f"error while removing network: network {net.name} id {net.id[:12]} has active "
                 f"endpoints ({len(net.containers)})"
             )
@@ -315,7 +315,7 @@ def shared_netns(state: StateRoot, container_id: str) -> Path:
     resolving the name, the caller joins it and reuses that container's hosts/resolv files)."""
     p = netns_path(state, container_id)
     if not links.is_netns(p):
-        raise NetworkError(f"container {container_id[:12]} has no network namespace (not running?)")
+        raise NetworkError.conflict(f"container {container_id[:12]} has no network namespace (not running?)")
     return p
 
 
@@ -348,12 +348,12 @@ def attach(
     """
     for a in aliases:
         if not NAME_RE.match(a):
-            raise NetworkError(f"invalid network alias {a!r}")
+            raise NetworkError.invalid(f"invalid network alias {a!r}")
     with _locked(state) as nets, links.session():
         net = _find(nets, network)
         mine = [n for n in nets if container_id in n.containers]
         if net in mine:
-            raise NetworkError(f"container {name or container_id[:12]} is already connected to network {net.name}")
+            raise NetworkError.conflict(f"container {name or container_id[:12]} is already connected to network {net.name}")
         drivers = {n.driver for n in mine}
         if net.driver == "host" and mine:
             raise NetworkError("container cannot be connected to the host network and another one")

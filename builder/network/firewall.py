@@ -144,7 +144,7 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
     try:
         p = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
     except FileNotFoundError:
-        raise NetworkError(f"{argv[0]} not found: install the iptables package") from None
+        raise NetworkError.not_found(f"{argv[0]} not found: install the iptables package") from None
     if p.returncode != 0:
         msg = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
         raise NetworkError(f"{argv[0]} failed: {msg}")

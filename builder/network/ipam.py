@@ -42,16 +42,16 @@ def parse_subnet(subnet: str, gateway: str | None) -> tuple[IPv4Net, ipaddress.I
     try:
         net = ipaddress.ip_network(subnet, strict=True)
     except ValueError as e:
-        raise NetworkError(f"invalid subnet {subnet!r}: {e}") from None
+        raise NetworkError.invalid(f"invalid subnet {subnet!r}: {e}") from None
     if not isinstance(net, ipaddress.IPv4Network):
-        raise NetworkError(f"invalid subnet {subnet!r}: only IPv4 is supported")
+        raise NetworkError.invalid(f"invalid subnet {subnet!r}: only IPv4 is supported")
     if net.prefixlen > 30:
-        raise NetworkError(f"invalid subnet {subnet!r}: too small (at most /30)")
+        raise NetworkError.invalid(f"invalid subnet {subnet!r}: too small (at most /30)")
     if gateway:
         try:
             gw = ipaddress.ip_address(gateway)
         except ValueError:
-            raise NetworkError(f"invalid gateway {gateway!r}") from None
+            raise NetworkError.invalid(f"invalid gateway {gateway!r}") from None
         if not isinstance(gw, ipaddress.IPv4Address) or gw not in net:
             raise NetworkError(f"gateway {gateway} is not in subnet {subnet}")
         if gw in (net.network_address, net.broadcast_address):
@@ -72,11 +72,11 @@ def allocate(
         try:
             addr = ipaddress.ip_address(requested)
         except ValueError:
-            raise NetworkError(f"invalid IP address {requested!r}") from None
+            raise NetworkError.invalid(f"invalid IP address {requested!r}") from None
         if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
             raise NetworkError(f"address {requested} is not a usable address of {subnet}")
         if addr in taken:
-            raise NetworkError(f"address {requested} is already in use on {subnet}")
+            raise NetworkError.conflict(f"address {requested} is already in use on {subnet}")
         assert isinstance(addr, ipaddress.IPv4Address)
         return addr
     for addr in subnet.hosts():

@@ -246,7 +246,7 @@ def add_macvlan(
     with _iproute() as nl:
         found = nl.link(parent)
         if found is None:
-            raise NetworkError(f"macvlan parent interface {parent!r} not found")
+            raise NetworkError.not_found(f"macvlan parent interface {parent!r} not found")
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
             nl.add_macvlan(tmp_name, parent=found.index, netns_fd=fd)

@@ -225,22 +225,22 @@ def _port_range(text: str, spec: str, what: str) -> tuple[int, int]:
         lo = int(lo_s)
         hi = int(hi_s) if sep else lo
     except ValueError:
-        raise NetworkError(f"invalid {what} port {text!r} in publish spec {spec!r}") from None
+        raise NetworkError.invalid(f"invalid {what} port {text!r} in publish spec {spec!r}") from None
     if not (1 <= lo <= 65535 and 1 <= hi <= 65535) or hi < lo:
-        raise NetworkError(f"invalid {what} port range {text!r} in publish spec {spec!r}")
+        raise NetworkError.invalid(f"invalid {what} port range {text!r} in publish spec {spec!r}")
     return lo, hi
 
 
 def parse_publish(spec: str) -> list[PortMapping]:
     """Parse one ``-p [ip:][hostPort:]containerPort[/proto]`` (ranges ``a-b`` allowed)."""
     if not spec or spec != spec.strip():
-        raise NetworkError(f"invalid publish spec {spec!r}")
+        raise NetworkError.invalid(f"invalid publish spec {spec!r}")
     rest, sep, proto = spec.rpartition("/")
     if not sep:
         rest, proto = spec, "tcp"
     proto = proto.lower()
     if proto not in PROTOCOLS:
-        raise NetworkError(f"invalid protocol {proto!r} in publish spec {spec!r} (tcp or udp)")
+        raise NetworkError.invalid(f"invalid protocol {proto!r} in publish spec {spec!r} (tcp or udp)")
     host_ip = ""
     if rest.startswith("["):
         raise NetworkError(f"IPv6 host address in publish spec {spec!r} is not supported")
@@ -254,11 +254,11 @@ def parse_publish(spec: str) -> list[PortMapping]:
         try:
             addr = ipaddress.ip_address(host_ip)
         except ValueError:
-            raise NetworkError(f"invalid host IP {host_ip!r} in publish spec {spec!r}") from None
+            raise NetworkError.invalid(f"invalid host IP {host_ip!r} in publish spec {spec!r}") from None
         if addr.version != 4:
             raise NetworkError(f"IPv6 host address in publish spec {spec!r} is not supported")
     else:
-        raise NetworkError(f"invalid publish spec {spec!r}: expected [ip:][hostPort:]containerPort[/proto]")
+        raise NetworkError.invalid(f"invalid publish spec {spec!r}: expected [ip:][hostPort:]containerPort[/proto]")
     if not cont_part:
         raise NetworkError(f"no container port in publish spec {spec!r}")
     c_lo, c_hi = _port_range(cont_part, spec, "container")
@@ -298,7 +298,7 @@ def publish_exposed(exposed: Iterable[str]) -> list[PortMapping]:
         port, _, proto = entry.partition("/")
         proto = (proto or "tcp").lower()
         if proto not in PROTOCOLS:
-            raise NetworkError(f"invalid exposed port {entry!r}")
+            raise NetworkError.invalid(f"invalid exposed port {entry!r}")
         lo, hi = _port_range(port, entry, "exposed")
         out.extend(PortMapping(container_port=p, protocol=proto) for p in range(lo, hi + 1))
     return out

@@ -147,7 +147,7 @@ class Executor:
         try:
             run_dir.mkdir()
         except FileExistsError:
-            raise SandboxError(f"sandbox {sid} already exists") from None
+            raise SandboxError.conflict(f"sandbox {sid} already exists") from None
         cgroup = None
         stdio = None
         mountpoints: list[tuple[str, int, int]] = []

@@ -182,7 +182,7 @@ def start_oci(
         raise SandboxError("a terminal (-t) is not supported with --runtime")
     runtime_path = shutil.which(runtime) or runtime
     if not os.access(runtime_path, os.X_OK) or os.path.isdir(runtime_path):
-        raise SandboxError(f"OCI runtime {runtime!r} not found")
+        raise SandboxError.not_found(f"OCI runtime {runtime!r} not found")
     sid = spec.id or os.urandom(8).hex()
     bundle = state.run / sid
     bundle.parent.mkdir(parents=True, exist_ok=True)

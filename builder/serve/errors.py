@@ -1,8 +1,9 @@
 """Errors of the API: ``ApiError`` and the middleware that turns every failure into Docker's
 ``{"message": "..."}`` body with Docker's status code.
 
-Library errors map by kind: not found -> 404, conflict / in use -> 409, bad input -> 400,
-anything else -> 500. An unknown endpoint is 404 ``page not found``, as dockerd answers.
+Library errors map by their ``kind`` (``registry.kinds.ErrorKind``) through ``HTTP_STATUS``:
+not found -> 404, conflict -> 409, invalid -> 400, … anything else -> 500. An unknown endpoint
+is 404 ``page not found``, as dockerd answers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from builder import errors as berr
 from registry import errors as rerr
+from registry.kinds import ErrorKind
 
 log = logging.getLogger("pybuild.serve")
 
@@ -42,36 +44,26 @@ def conflict(message: str) -> ApiError:
     return ApiError(409, message)
 
 
-_CONFLICT_WORDS = ("in use", "already", "conflict", "is running", "is being used",
-                   "is paused", "not running", "is not running", "has active endpoints")
-_BAD_INPUT = (rerr.InvalidReference, rerr.DigestError, rerr.InvalidManifest, rerr.ArchiveError,
-              berr.DockerfileSyntaxError, berr.ExpansionError, berr.IgnorePatternError,
-              berr.ContextError, berr.PlanError)
+#: an error's kind -> Docker's status code: the one table (moby's errdefs -> HTTP)
+HTTP_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.INVALID: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.UNAVAILABLE: 500,  # dockerd answers a registry it cannot reach with 500
+    ErrorKind.CANCELLED: 500,
+    ErrorKind.FAILED: 500,
+    ErrorKind.SYSTEM: 500,
+}
 
 
 def status_of(exc: BaseException) -> int:
-    """Docker's status code for a library error."""
+    """Docker's status code for a library error, by its kind."""
     if isinstance(exc, ApiError):
         return exc.status
-    text = str(exc).lower()
-    if isinstance(exc, rerr.NotFound) or type(exc).__name__.startswith("NoSuch"):
-        return 404
-    if isinstance(exc, (rerr.Unauthorized, rerr.Denied, rerr.CredentialHelperError)):
-        # dockerd answers a registry's refusal with 401/403 passed through as 500 in old
-        # versions; clients only show the message, so keep the meaningful code
-        return 401 if isinstance(exc, rerr.Unauthorized) else 403
-    if isinstance(exc, _BAD_INPUT):
-        return 400
-    if isinstance(exc, (berr.BuildError, rerr.StoreError)):
-        if text.startswith("no such") or ": no such" in text or "not found" in text:
-            return 404
-        if any(w in text for w in _CONFLICT_WORDS):
-            return 409
-        if text.startswith("invalid") or "bad format" in text:
-            return 400
-        if isinstance(exc, (berr.ContainerError, berr.NetworkError, berr.VolumeError)) and (
-                "invalid" in text or "must" in text or "bad " in text):
-            return 400
+    if isinstance(exc, (berr.BuildError, rerr.RegistryError)):
+        return HTTP_STATUS[exc.kind]
     if isinstance(exc, ValueError):
         return 400
     return 500

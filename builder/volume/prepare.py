@@ -30,7 +30,7 @@ def prepare(
         src = Path(spec.source)
         if not src.exists():
             if not spec.create_source:
-                raise VolumeError(
+                raise VolumeError.invalid(
                     f"invalid mount config for type \"bind\": bind source path does not exist: {src}"
                 )
             try:

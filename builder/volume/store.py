@@ -80,7 +80,7 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 def _check_name(name: str) -> None:
     if not NAME_RE.match(name):
-        raise VolumeError(
+        raise VolumeError.invalid(
             f"invalid volume name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least 2 characters"
         )
 
@@ -138,7 +138,7 @@ def _event(state: StateRoot, name: str, action: str) -> None:
 def get(state: StateRoot, name: str) -> Volume:
     vol = _load(state, name) if NAME_RE.match(name) else None
     if vol is None:
-        raise VolumeError(f"no such volume: {name}")
+        raise VolumeError.not_found(f"no such volume: {name}")
     return vol
 
 
@@ -163,10 +163,10 @@ def filter_volumes(state: StateRoot, vols: Sequence[Volume],
     (``KEY`` or ``KEY=VALUE``), ``driver``. An unknown key or dangling value is a ``VolumeError``."""
     for key, values in filters.items():
         if key not in VOLUME_FILTERS:
-            raise VolumeError(f"invalid filter '{key}'")
+            raise VolumeError.invalid(f"invalid filter '{key}'")
         for v in values if key == "dangling" else ():
             if v.lower() not in ("true", "false", "1", "0"):
-                raise VolumeError(f"invalid filter 'dangling={v}'")
+                raise VolumeError.invalid(f"invalid filter 'dangling={v}'")
     users = containers_using(state) if "dangling" in filters else {}
 
     def one(vol: Volume, key: str, v: str) -> bool:
@@ -212,10 +212,10 @@ def remove(state: StateRoot, name: str, *, force: bool = False, in_use: InUse | 
         if vol is None:
             if force:
                 return
-            raise VolumeError(f"no such volume: {name}")
+            raise VolumeError.not_found(f"no such volume: {name}")
         users = _in_use_fn(state, in_use)(name)
         if users:
-            raise VolumeError(
+            raise VolumeError.conflict(
                 f"remove {name}: volume is in use - [{', '.join(users)}]"
             )
         _delete(state, name)

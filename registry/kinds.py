@@ -1,0 +1,23 @@
+"""``ErrorKind``: what a caller does about an error, shared by both error trees.
+
+``registry.errors`` and ``builder.errors`` give every class a kind (and a raise a kind of its
+own where one class covers several); ``builder.serve`` maps a kind to an HTTP status and
+``builder.errors.exit_status`` to the CLI's exit status, each in one table. The kinds are
+moby's ``errdefs`` classes that pybuild raises.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorKind(Enum):
+    NOT_FOUND = "not found"  # an image, container, network, volume, file… that does not exist
+    CONFLICT = "conflict"  # the state forbids it now: a name in use, not running, in use by…
+    INVALID = "invalid argument"  # the request is wrong: a bad flag value, reference, Dockerfile
+    UNAUTHORIZED = "unauthorized"  # credentials missing or refused
+    FORBIDDEN = "forbidden"  # credentials fine, access refused
+    UNAVAILABLE = "unavailable"  # the other side cannot answer now (network, 5xx, 429): retry
+    CANCELLED = "cancelled"  # stopped by Ctrl-C or by a failed sibling
+    FAILED = "failed"  # what was asked ran and failed (a RUN step exited non-zero)
+    SYSTEM = "system"  # our side could not do it (the runtime, the kernel, the store)
