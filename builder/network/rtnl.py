@@ -13,7 +13,6 @@ import os
 import socket
 import struct
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 # message types, flags (linux/netlink.h, linux/rtnetlink.h)
@@ -70,14 +69,17 @@ def _text(b: bytes | None) -> str:
     return b.rstrip(b"\0").decode(errors="replace") if b else ""
 
 
-@dataclass(frozen=True)
 class Link:
-    index: int
-    name: str
-    up: bool
-    master: int
-    alias: str
-    kind: str
+    """One link as the kernel reported it (a plain class: no dataclass is made at import on
+    every network command's path)."""
+
+    __slots__ = ("index", "name", "up", "master", "alias", "kind")
+
+    def __init__(self, index: int, name: str, up: bool, master: int, alias: str, kind: str) -> None:
+        self.index, self.name, self.up, self.master, self.alias, self.kind = index, name, up, master, alias, kind
+
+    def __repr__(self) -> str:
+        return f"Link({self.index}, {self.name!r}, up={self.up}, master={self.master}, kind={self.kind!r})"
 
 
 class Netlink:

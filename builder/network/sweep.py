@@ -18,8 +18,8 @@ import contextlib
 import os
 import re
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.errors import NetworkError
 from builder.network import firewall, links
@@ -28,8 +28,7 @@ PREFIX = "pybuild "
 _NETNS = re.compile(r"^(?P<root>/.+)/run/netns/(?P<cid>[0-9a-f]{64})$")
 
 
-@dataclass(frozen=True)
-class Swept:
+class Swept(NamedTuple):  # (no dataclass made at import: every network command loads this)
     """What a sweep took off the host, by kind."""
 
     roots: tuple[str, ...] = ()
@@ -41,16 +40,16 @@ class Swept:
     errors: tuple[str, ...] = ()
 
 
-@dataclass
 class _Root:
     """One incarnation of a root: its path and the identity its tags recorded."""
 
-    path: str
-    mount: str = ""  # "mount-id maj:min" of the mount that held it
-    inode: int = 0
-    links: list[tuple[str, str]] = field(default_factory=list)  # (name, net12)
-    mounts: list[str] = field(default_factory=list)
-    replaced: bool = False  # the path now holds another directory
+    def __init__(self, path: str, mount: str = "", inode: int = 0) -> None:
+        self.path = path
+        self.mount = mount  # "mount-id maj:min" of the mount that held it
+        self.inode = inode
+        self.links: list[tuple[str, str]] = []  # (name, net12)
+        self.mounts: list[str] = []
+        self.replaced = False  # the path now holds another directory
 
 
 def identity(root: Path) -> tuple[str, str]:
