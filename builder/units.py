@@ -1,9 +1,59 @@
 """Docker's go-units text: decimal sizes (``1.23MB``) and human durations (``About a minute``),
-shared by the library (a container's ``Status``) and the CLI's tables."""
+shared by the library (a container's ``Status``) and the CLI's tables; and the one parser of
+each of byte sizes (``64m``, go-units ``RAMInBytes``) and Go durations (``1m30s``)."""
 
 from __future__ import annotations
 
+import re
+
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)
+_DURATION = re.compile(r"[-+]?(?:0|(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)\Z")
+_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+
+
+def parse_size(text: str) -> int | None:
+    """``64m``, ``1.5g``, ``512KiB``, ``1024`` -> bytes in binary units (go-units
+    ``RAMInBytes``); None when *text* is not a size (each caller words its own error)."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        return None
+    return int(float(m.group(1)) * 1024 ** " kmgtp".index((m.group(2) or " ").lower()))
+
+
+def parse_go_duration(text: str) -> int:
+    """Go's ``time.ParseDuration`` (``1m30s``, ``1.5h``, ``250ms``) in nanoseconds;
+    ``ValueError`` in Go's words."""
+    if not _DURATION.match(text):
+        raise ValueError(f"time: invalid duration {_q(text)}")
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    total = 0
+    for whole, frac, unit in _DURATION_PART.findall(body):
+        scale = _DURATION_UNITS[unit]
+        total += int(whole or "0") * scale
+        if frac:
+            total += int(frac) * scale // 10 ** len(frac)
+    if total > 2**63 - 1:
+        raise ValueError(f"time: invalid duration {_q(text)}")
+    return sign * total
+
+
+def _q(s: str) -> str:
+    """Go's %q, near enough for messages."""
+    import json
+
+    return json.dumps(s, ensure_ascii=False)
 
 
 def human_size(size: float, precision: int = 3) -> str:

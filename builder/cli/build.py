@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import threading
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from builder import units
 from builder.cli import Globals
 from builder.cli.dockerfile import check_option
 
@@ -171,16 +171,11 @@ def make_progress(mode: str, quiet: bool) -> Any:
 
 
 # -- sizes -----------------------------------------------------------------------------------------
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
-
-
 def parse_size(text: str) -> int:
-    m = _SIZE.match(text)
-    if not m:
+    size = units.parse_size(text)
+    if size is None:
         raise click.BadParameter(f"invalid size {text!r} (e.g. 512MB, 2GB)")
-    mult = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    unit = (m.group(2) or "").lower().replace("i", "").rstrip("b") or ""
-    return int(float(m.group(1)) * mult[unit])
+    return size
 
 
 def human(n: float) -> str:

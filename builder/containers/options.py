@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ContainerError
+from builder.units import parse_go_duration, parse_size
 
 RESTART_NAMES = ("no", "on-failure", "always", "unless-stopped")
 
@@ -34,16 +35,16 @@ class RestartPolicy:
         if name == "":
             name = "no"
         if name not in RESTART_NAMES:
-            raise ContainerError(f"invalid restart policy {text!r}: use no, on-failure[:N], always or unless-stopped")
+            raise ContainerError.invalid(f"invalid restart policy {text!r}: use no, on-failure[:N], always or unless-stopped")
         if sep:
             if name != "on-failure":
-                raise ContainerError(f"invalid restart policy {text!r}: maximum retry count only applies to on-failure")
+                raise ContainerError.invalid(f"invalid restart policy {text!r}: maximum retry count only applies to on-failure")
             try:
                 n = int(count)
             except ValueError:
-                raise ContainerError(f"invalid restart policy {text!r}: bad retry count {count!r}") from None
+                raise ContainerError.invalid(f"invalid restart policy {text!r}: bad retry count {count!r}") from None
             if n < 0:
-                raise ContainerError(f"invalid restart policy {text!r}: retry count must not be negative")
+                raise ContainerError.invalid(f"invalid restart policy {text!r}: retry count must not be negative")
             return cls(name, n)
         return cls(name, 0)
 
@@ -81,22 +82,18 @@ def parse_signal(text: str | int) -> int:
             try:
                 return int(signal.Signals[name])
             except KeyError:
-                raise ContainerError(f"invalid signal: {text}") from None
+                raise ContainerError.invalid(f"invalid signal: {text}") from None
     if not 1 <= value < signal.NSIG:
-        raise ContainerError(f"invalid signal: {text}")
+        raise ContainerError.invalid(f"invalid signal: {text}")
     return value
-
-
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(b|i?b)?$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 def parse_bytes(text: str, *, what: str = "memory") -> int:
     """``64m``, ``1g``, ``512k``, ``1024`` → bytes (binary units, as Docker's ``RAMInBytes``)."""
-    m = _SIZE_RE.match(text.strip())
-    if not m:
-        raise ContainerError(f"invalid {what} size {text!r}: use a number with an optional unit b, k, m or g")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    size = parse_size(text)
+    if size is None:
+        raise ContainerError.invalid(f"invalid {what} size {text!r}: use a number with an optional unit b, k, m or g")
+    return size
 
 
 def parse_cpus(text: str) -> int:
@@ -104,30 +101,21 @@ def parse_cpus(text: str) -> int:
     try:
         v = float(text)
     except ValueError:
-        raise ContainerError(f"invalid --cpus value {text!r}: a decimal number of CPUs") from None
+        raise ContainerError.invalid(f"invalid --cpus value {text!r}: a decimal number of CPUs") from None
     if v < 0:
-        raise ContainerError(f"invalid --cpus value {text!r}: must not be negative")
+        raise ContainerError.invalid(f"invalid --cpus value {text!r}: must not be negative")
     return int(round(v * 1e9))
-
-
-_DUR_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DUR_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
 def parse_duration(text: str) -> int:
     """A Go duration (``1m30s``, ``500ms``, ``0``) → nanoseconds."""
     t = text.strip()
-    if t == "0":
-        return 0
-    pos, total = 0, 0.0
-    for m in _DUR_RE.finditer(t):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _DUR_UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(t) or not t:
-        raise ContainerError(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms")
-    return int(total)
+    try:
+        if t.startswith(("-", "+")):
+            raise ValueError(t)
+        return parse_go_duration(t)
+    except ValueError:
+        raise ContainerError.invalid(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms") from None
 
 
 def utcnow() -> _dt.datetime:
@@ -183,7 +171,7 @@ def parse_timestamp_ns(text: str, *, now_ns: int | None = None) -> int:
     try:
         return now - parse_duration(t)
     except ContainerError:
-        raise ContainerError(f"invalid time {text!r}: use RFC 3339, a Unix timestamp, or a duration like 10m") from None
+        raise ContainerError.invalid(f"invalid time {text!r}: use RFC 3339, a Unix timestamp, or a duration like 10m") from None
 
 
 def parse_timestamp_text(text: str) -> int:
@@ -198,7 +186,7 @@ def parse_env(items: Iterable[str], *, environ: Mapping[str, str]) -> list[str]:
     out: list[str] = []
     for item in items:
         if not item or item.startswith("="):
-            raise ContainerError(f"invalid environment variable: {item!r}")
+            raise ContainerError.invalid(f"invalid environment variable: {item!r}")
         if "=" in item:
             out.append(item)
         elif item in environ:
@@ -220,7 +208,7 @@ def read_env_file(path: str, *, environ: Mapping[str, str]) -> list[str]:
             continue
         key, sep, _ = line.partition("=")
         if not key or any(c.isspace() for c in key):
-            raise ContainerError(f"{path}:{lineno}: invalid variable name {key!r}")
+            raise ContainerError.invalid(f"{path}:{lineno}: invalid variable name {key!r}")
         if sep:
             out.append(line)
         elif key in environ:
@@ -246,7 +234,7 @@ def parse_labels(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         k, _, v = item.partition("=")
         if not k:
-            raise ContainerError(f"invalid label {item!r}: use KEY=VALUE")
+            raise ContainerError.invalid(f"invalid label {item!r}: use KEY=VALUE")
         out[k] = v
     return out
 
@@ -301,11 +289,11 @@ def _split_security_opt(opt: str) -> tuple[str, str | None]:
         return opt, None
     sep = "=" if "=" in opt else ":" if ":" in opt else ""
     if not sep:
-        raise ContainerError(f'invalid --security-opt "{opt}": expected KEY=VALUE '
+        raise ContainerError.invalid(f'invalid --security-opt "{opt}": expected KEY=VALUE '
                              f"(one of {', '.join(SECURITY_OPT_KEYS)}) or no-new-privileges")
     key, _, value = opt.partition(sep)
     if key not in SECURITY_OPT_KEYS:
-        raise ContainerError(f'invalid --security-opt "{opt}": unknown option "{key}" '
+        raise ContainerError.invalid(f'invalid --security-opt "{opt}": unknown option "{key}" '
                              f"(one of {', '.join(SECURITY_OPT_KEYS)})")
     return key, value
 
@@ -327,14 +315,14 @@ def security_opts(values: Iterable[str]) -> SecurityOpts:
             elif value.lower() in ("false", "0", "f"):
                 nnp = False
             else:
-                raise ContainerError(f'invalid --security-opt "{opt}": no-new-privileges takes true or false')
+                raise ContainerError.invalid(f'invalid --security-opt "{opt}": no-new-privileges takes true or false')
         elif key == "seccomp":
             if not value:
-                raise ContainerError(f'invalid --security-opt "{opt}": seccomp takes unconfined, builtin or a profile file')
+                raise ContainerError.invalid(f'invalid --security-opt "{opt}": seccomp takes unconfined, builtin or a profile file')
             seccomp = value
         elif key == "systempaths":
             if value != "unconfined":
-                raise ContainerError(f'invalid --security-opt "{opt}": systempaths takes only unconfined')
+                raise ContainerError.invalid(f'invalid --security-opt "{opt}": systempaths takes only unconfined')
             systempaths = True
         else:
             ignored.append(opt)
@@ -381,7 +369,7 @@ def security_opts_for_record(values: Iterable[str], *, caps: tuple[str, ...] | N
 # -- name resolution, limits, kernel parameters, devices (run/create flags) ---------------------
 def _flag_error(value: str, flag: str, why: str) -> ContainerError:
     """Docker's CLI wording for a flag value it refuses."""
-    return ContainerError(f'invalid argument "{value}" for "{flag}" flag: {why}')
+    return ContainerError.invalid(f'invalid argument "{value}" for "{flag}" flag: {why}')
 
 
 def _ip(text: str) -> str | None:
@@ -632,7 +620,7 @@ DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 
 def parse_shm_size(text: str) -> int:
     """``--shm-size 128m`` → bytes (0: Docker's default of 64 MiB)."""
-    m = _SIZE_RE.match(text.strip())
-    if not m:
+    size = parse_size(text)
+    if size is None:
         raise _flag_error(text, "--shm-size", f"invalid size: '{text}'")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) or DEFAULT_SHM_SIZE
+    return size or DEFAULT_SHM_SIZE

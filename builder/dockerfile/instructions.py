@@ -12,6 +12,7 @@ from typing import Any
 from builder.dockerfile.syntax import parse
 from builder.dockerfile.tree import Directives, Heredoc, Node, Pair, SyntaxTree
 from builder.errors import InstructionError
+from builder.units import parse_go_duration, parse_size
 
 # --- records -------------------------------------------------------------------------------
 
@@ -823,37 +824,6 @@ def _onbuild(
     return [Onbuild(loc, orig, trigger=text, instruction=made[0])]
 
 
-_DURATION = re.compile(r"[-+]?(?:0|(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)\Z")
-_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)")
-_UNITS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,
-    "μs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-
-
-def parse_go_duration(text: str) -> int:
-    """Go's ``time.ParseDuration`` (``1m30s``, ``1.5h``, ``250ms``) in nanoseconds."""
-    if not _DURATION.match(text):
-        raise ValueError(f"time: invalid duration {_q(text)}")
-    sign = -1 if text.startswith("-") else 1
-    body = text.lstrip("+-")
-    total = 0
-    for whole, frac, unit in _DURATION_PART.findall(body):
-        scale = _UNITS[unit]
-        total += int(whole or "0") * scale
-        if frac:
-            total += int(frac) * scale // 10 ** len(frac)
-    if total > 2**63 - 1:
-        raise ValueError(f"time: invalid duration {_q(text)}")
-    return sign * total
-
-
 def _healthcheck(
     tree: SyntaxTree, node: Node, loc: Location, orig: str, _h: tuple[Heredoc, ...]
 ) -> list[Instruction]:
@@ -943,7 +913,6 @@ _HANDLERS: dict[str, _Handler] = {
 # --- RUN --mount ---------------------------------------------------------------------------
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?\Z", re.IGNORECASE)
 
 
 def _csv_fields(spec: str) -> list[str]:
@@ -1049,11 +1018,10 @@ def parse_mount(spec: str, *, expand: Callable[[str], str] | None = None) -> Mou
         elif key == "required":
             values["required"] = _parse_bool(key, value)
         elif key == "size":
-            m = _SIZE.match(value.strip())
-            if m is None:
+            size = parse_size(value)
+            if size is None:
                 raise ValueError(f"invalid size: {_q(value)}")
-            mult = 1024 ** " kmgtp".index((m.group(2) or " ").lower())
-            values["size"] = int(float(m.group(1)) * mult)
+            values["size"] = size
         elif key == "id":
             values["id"] = value
         elif key == "sharing":

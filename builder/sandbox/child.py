@@ -12,10 +12,12 @@ import resource
 import signal
 import stat
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder import syscalls as sc
 from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
+from builder.paths import resolve_parts
 from builder.rootfs import mount_root
 from builder.sandbox.spec import CAP_NUMBERS, DEFAULT_PATH, Device, Mount, Process, Spec
 from builder.sandbox.users import User, resolve_user
@@ -61,34 +63,7 @@ def mount_flags(options: tuple[str, ...]) -> tuple[int, int, str]:
 
 def secure_join(root: str, path: str) -> str:
     """*path* inside *root*, following symlinks as if *root* were ``/`` (never out of it)."""
-    todo = [c for c in path.split("/") if c]
-    done: list[str] = []
-    links = 0
-    while todo:
-        c = todo.pop(0)
-        if c == ".":
-            continue
-        if c == "..":
-            if done:
-                done.pop()
-            continue
-        cand = os.path.join(root, *done, c)
-        try:
-            st = os.lstat(cand)
-        except (FileNotFoundError, NotADirectoryError):
-            done.append(c)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > 40:
-                raise SandboxError(f"too many symlinks resolving {path}")
-            target = os.readlink(cand)
-            if target.startswith("/"):
-                done = []
-            todo = [x for x in target.split("/") if x] + todo
-            continue
-        done.append(c)
-    return os.path.join(root, *done)
+    return os.path.join(root, *resolve_parts(Path(root), path, error=SandboxError))
 
 
 def _mkdirs(path: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import VolumeError
+from builder.units import parse_size
 from builder.volume.store import NAME_RE
 
 PROPAGATION = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
@@ -63,7 +64,7 @@ class Mount:
 
 
 def _bad(spec: str, why: str) -> VolumeError:
-    return VolumeError(f"invalid mount specification {spec!r}: {why}")
+    return VolumeError.invalid(f"invalid mount specification {spec!r}: {why}")
 
 
 def _check_destination(spec: str, dst: str) -> str:
@@ -131,10 +132,10 @@ _FALSE = ("0", "false")
 
 
 def _size(text: str, spec: str) -> int:
-    m = re.fullmatch(r"(\d+)([bkmgt]?)b?", text.strip().lower())
-    if not m:
+    size = parse_size(text)
+    if size is None:
         raise _bad(spec, f"invalid size {text!r}")
-    return int(m.group(1)) * int(1024 ** "bkmgt".index(m.group(2) or "b"))
+    return size
 
 
 def parse_mount(spec: str) -> MountSpec:
