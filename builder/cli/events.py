@@ -36,6 +36,31 @@ def event_line(ev: Mapping[str, Any]) -> str:
     return line
 
 
+class EventView(dict[str, Any]):
+    """An event as ``--format`` sees Docker's ``events.Message``: its Go field names (``.ID``,
+    ``.Status``, ``.From``, ``.Scope``, ``.Time``, ``.TimeNano``) beside the JSON's keys, which
+    ``{{json .}}`` prints."""
+
+    ALIASES = {"ID": "id", "Status": "status", "From": "from", "Scope": "scope", "Time": "time",
+               "TimeNano": "timeNano"}
+    ZEROS = {"ID": "", "Status": "", "From": "", "Scope": "", "Time": 0, "TimeNano": 0}
+
+    #: the JSON's keys in Go's field order (``{{json .}}`` prints them so)
+    ORDER = ("status", "id", "from", "Type", "Action", "Actor", "scope", "time", "timeNano")
+
+    @classmethod
+    def of(cls, ev: Mapping[str, Any]) -> EventView:
+        return cls({**{k: ev[k] for k in cls.ORDER if k in ev}, **ev})
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key) or key in self.ALIASES
+
+    def __getitem__(self, key: str) -> Any:
+        if not super().__contains__(key) and key in self.ALIASES:
+            return self.get(self.ALIASES[key], self.ZEROS[key])
+        return super().__getitem__(key)
+
+
 def _seconds(text: str | None) -> float | None:
     from builder.containers.options import parse_timestamp_ns
 
@@ -69,7 +94,7 @@ def events(obj: Any, since: str | None, until: str | None, filters: tuple[str, .
         fmt = "{{json .}}"
 
     def show(ev: Mapping[str, Any]) -> None:
-        click.echo(fmt_.render_template(fmt, dict(ev)) if fmt else event_line(ev))
+        click.echo(fmt_.render_template(fmt, EventView.of(ev)) if fmt else event_line(ev))
 
     # Ctrl-C ends the stream as it ends Docker's client: by the signal, nothing printed
     signal.signal(signal.SIGINT, signal.SIG_DFL)

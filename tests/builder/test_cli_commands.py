@@ -246,6 +246,13 @@ def test_events_lines_as_dockers(pb: Any, judge: Any) -> None:
     assert _shape(ours[0]) == ("container", "create", "image=busybox, name=evbox, zz=last")
     fmt = ["--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}", "--filter", "event=destroy"]
     assert pb(*args, *fmt).stdout == judge.docker(*args, *fmt).stdout.decode() == "container destroy evbox\n"
+    # Go's field names of events.Message, and its JSON (the IDs differ: each engine makes its own)
+    go = ["--format", "{{.Status}}|{{.From}}|{{.Scope}}|{{len .ID}}|{{json .}}", "--filter", "event=create"]
+    ours_go, theirs_go = pb(*args, *go).stdout, judge.docker(*args, *go).stdout.decode()
+    assert ours_go.split("|")[:4] == theirs_go.split("|")[:4] == ["create", "busybox", "local", "64"]
+    ours_doc, theirs_doc = json.loads(ours_go.split("|", 4)[4]), json.loads(theirs_go.split("|", 4)[4])
+    assert list(ours_doc) == list(theirs_doc)
+    assert ours_doc["Actor"]["Attributes"] == theirs_doc["Actor"]["Attributes"]
     bad = pb("events", "--filter", "colour=red", check=False)
     assert bad.returncode == 1 and "invalid filter 'colour'" in bad.stderr
 
