@@ -170,7 +170,7 @@ def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any)
 
         parse_keys(detach_keys)  # refused before anything is created (Docker checks them when attaching)
     pulled = _PullOutput()
-    if not detach and o.interactive and o.tty and os.isatty(0):
+    if not detach and o.interactive and o.tty and os.isatty(0) and o.restart in ("no", ""):
         # Docker's way: the container under a supervisor of its own, this terminal attached to it
         # (so that the detach keys leave it running)
         _run_attached(root, o, detach_keys, pulled)
