@@ -362,6 +362,8 @@ class BuildCache:
                             freed += st.st_size
             self.store.gc(keep=keep)
             freed += self._prune_parsed(all=all)
+            if all:  # the solver's content digests of layers (``cache/content``): memos only
+                shutil.rmtree(self.path / "content", ignore_errors=True)
         return PruneResult(removed_records, removed_blobs, freed)
 
     def _prune_parsed(self, *, all: bool) -> int:
