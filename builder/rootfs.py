@@ -95,7 +95,11 @@ def dead_workspaces(run: Path) -> list[Path]:
 
     out = []
     for d in _workspaces(run):
-        fd = try_claim(_owner_lock(d))
+        lock = _owner_lock(d)
+        if not lock.exists():  # a live build makes its lock first and removes it last
+            out.append(d)
+            continue
+        fd = try_claim(lock)
         if fd is not None:
             os.close(fd)
             out.append(d)
