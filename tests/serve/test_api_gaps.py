@@ -631,3 +631,35 @@ def test_build_run_failure_text_and_network_mode(serve: Any, judge: Judge,
     assert texts[0][:2] == ["The command '/bin/sh -c echo hi && exit 3' returned a non-zero code: 3",
                             "The command 'sh -c exit 4' returned a non-zero code: 4"]
     assert texts[0][2] == b"lo "
+
+
+def test_volumes_from_gives_the_other_containers_mounts(serve: Any, judge: Judge,
+                                                        tmp_path: Path) -> None:
+    rows = []
+    for name, client in both(serve, judge):
+        bind = tmp_path / f"vf-{name}"
+        bind.mkdir()
+        (bind / "h.txt").write_text("host\n")
+        src = client.containers.run("busybox:latest", ["sh", "-c", "echo v > /data/f"],
+                                    detach=True, network_mode="none", name=f"gapsvf-{name}",
+                                    labels={"pbtest.gaps": "1"},
+                                    volumes=["/data", f"{bind}:/ctx:ro"])
+        assert src.wait(timeout=60)["StatusCode"] == 0
+        row = []
+        for spec in (src.name, f"{src.name}:ro"):
+            c = client.containers.run("busybox:latest", ["sh", "-c",
+                                      "cat /data/f /ctx/h.txt; touch /data/y 2>&1; "
+                                      "touch /ctx/x 2>&1; true"],
+                                      detach=True, network_mode="none", volumes_from=[spec],
+                                      labels={"pbtest.gaps": "1"})
+            c.wait(timeout=60)
+            row.append((c.logs(), [v.replace(src.name, "SRC") for v in c.attrs["HostConfig"]["VolumesFrom"]]))
+            c.remove()
+        code, msg = api_error(lambda cl=client: cl.containers.create(
+            "busybox:latest", ["true"], volumes_from=["nope"]))
+        row.append((code, msg))
+        rows.append(row)
+        src.remove(v=True)
+    assert rows[0][:2] == rows[1][:2]
+    assert rows[0][2] == rows[1][2] == (400, "No such container: nope")
+    assert b"v\nhost\n" in rows[0][0][0] and b"Read-only" in rows[0][1][0]
