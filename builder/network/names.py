@@ -12,14 +12,6 @@ from pathlib import Path
 from builder.network.model import Endpoint, Network
 from builder.state import StateRoot
 
-HOSTS_HEADER = """127.0.0.1\tlocalhost
-::1\tlocalhost ip6-localhost ip6-loopback
-fe00::0\tip6-localnet
-ff00::0\tip6-mcastprefix
-ff02::1\tip6-allnodes
-ff02::2\tip6-allrouters
-"""
-
 
 def files_dir(state: StateRoot, container_id: str) -> Path:
     return state.run / "net" / container_id
@@ -55,6 +47,9 @@ def extra_hosts_lines(entries: Sequence[str]) -> str:
 
 
 def hosts_content(nets: Sequence[Network], container_id: str) -> str:
+    # the sandbox's header (one copy); imported here so that `network ls` stays light
+    from builder.sandbox.etc import HOSTS_HEADER
+
     mine = [n for n in nets if container_id in n.containers]
     opts = _settings(nets, container_id)
     extra = extra_hosts_lines(opts.extra_hosts) if opts else ""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from builder.sandbox.spec import Mount
 
-LOCALHOST = """127.0.0.1\tlocalhost
+#: the lines Docker starts every container's ``/etc/hosts`` with (``network.names`` too)
+HOSTS_HEADER = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
 fe00::0\tip6-localnet
 ff00::0\tip6-mcastprefix
@@ -70,9 +71,9 @@ def etc_mounts(
         try:
             hosts = Path("/etc/hosts").read_text()
         except OSError:
-            hosts = LOCALHOST
+            hosts = HOSTS_HEADER
     else:
-        hosts = LOCALHOST
+        hosts = HOSTS_HEADER
     for name, addr in hosts_extra:
         hosts += f"{addr}\t{name}\n"
     (directory / "hosts").write_text(hosts)
