@@ -26,10 +26,12 @@ from typing import Any, BinaryIO, cast
 
 from aiohttp import web
 
+from builder.errors import BuildError, DockerfileSyntaxError
 from builder.serve.auth import registry_config
-from builder.serve.errors import bad_request, message_of
+from builder.serve.errors import ApiError, bad_request, message_of
 from builder.serve.streams import JsonStream, SyncReader, error_message, in_thread, pump
 from builder.state import StateRoot
+from registry.errors import RegistryError
 
 routes = web.RouteTableDef()
 
@@ -173,7 +175,11 @@ async def build(request: web.Request) -> web.StreamResponse:
             await pump(stream, work)  # run_build tags, and records the events
         except Exception as e:  # noqa: BLE001 - mapped as the middleware maps it
             watcher.cancel()
-            if not stream.started:
+            # as dockerd: past the Dockerfile's parse, a failure (a base image not pulled, an
+            # ADD or COPY source) travels in the 200 stream as errorDetail
+            in_stream = isinstance(e, (BuildError, RegistryError)) and not isinstance(
+                e, (DockerfileSyntaxError, ApiError))
+            if not stream.started and not in_stream:
                 raise
             code = getattr(e, "exit_status", None)
             text = message_of(e)

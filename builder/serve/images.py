@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, cast
 from aiohttp import web
 
 from builder import events
+from builder.errors import BuildError
 from builder.serve.auth import registry_auth
 from builder.serve.errors import bad_request, message_of, not_found
 from builder.serve.request import parse_filters
@@ -25,7 +26,7 @@ from builder.serve.streams import (
     pump,
 )
 from builder.state import StateRoot
-from registry.errors import InvalidReference, NotFound
+from registry.errors import InvalidReference, NotFound, RegistryError
 from registry.reference import Reference
 
 routes = web.RouteTableDef()
@@ -412,8 +413,13 @@ async def load_images(request: web.Request) -> web.StreamResponse:
     # ``quiet`` only silences progress bars in dockerd (the CLI sets it whenever its output
     # is not a terminal): the "Loaded image" lines always go
     body = cast(BinaryIO, SyncReader(request, asyncio.get_running_loop()))
-    loaded = await in_thread(lambda: archive.load(state.image_store(), body, source="request"))
     stream = JsonStream(request)
+    try:
+        loaded = await in_thread(lambda: archive.load(state.image_store(), body, source="request"))
+    except (BuildError, RegistryError) as e:
+        # as dockerd: a bad or truncated archive fails inside a 200 stream, as errorDetail
+        await stream.send(error_message(message_of(e)))
+        return await stream.finish()
     for item in loaded:
         if item.reference is not None:
             line = f"Loaded image: {item.reference.familiar}\n"

@@ -663,3 +663,33 @@ def test_volumes_from_gives_the_other_containers_mounts(serve: Any, judge: Judge
     assert rows[0][:2] == rows[1][:2]
     assert rows[0][2] == rows[1][2] == (400, "No such container: nope")
     assert b"v\nhost\n" in rows[0][0][0] and b"Read-only" in rows[0][1][0]
+
+
+def test_build_and_load_failures_travel_in_the_200_stream(serve: Any, judge: Judge) -> None:
+    import io
+    import tarfile
+
+    def ctx(dockerfile: str) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            t.addfile(info, io.BytesIO(dockerfile.encode()))
+        return buf.getvalue()
+
+    truncated = serve.api("GET", "/images/get?names=busybox:latest")[2][:3000]
+    rows = []
+    for api in (serve.api, judge.api):
+        row = []
+        for df in ("FROM busybox:latest\nADD http://127.0.0.1:9/x /x\n",
+                   "FROM busybox:latest\nCOPY missing /x\n", "FROM busybox:latest\nFOO bar\n"):
+            status, _h, body = api("POST", "/v1.41/build?rm=1", ctx(df))
+            last = [json.loads(x) for x in body.splitlines() if x.strip()][-1]
+            row.append((status, "errorDetail" in last, "message" in last))
+        status, _h, body = api("POST", "/v1.41/images/load?quiet=1", truncated)
+        last = [json.loads(x) for x in body.splitlines() if x.strip()][-1]
+        row.append((status, "errorDetail" in last))
+        rows.append(row)
+    assert rows[0] == rows[1]
+    # an ADD or COPY failure: 200 and errorDetail; a Dockerfile that does not parse: 400
+    assert rows[0] == [(200, True, False), (200, True, False), (400, False, True), (200, True)]
