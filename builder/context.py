@@ -10,6 +10,7 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+import marshal
 import os
 import re
 import stat
@@ -52,14 +53,17 @@ class HashMemo:
 
     def _shard(self, directory: str) -> dict[str, list[object]]:
         """The memo of *directory*'s files, read on first use (call with the lock held). A shard
-        file is the directory's JSON string on its first line, then its files' JSON object."""
+        file is the directory's JSON string on its first line, then its files' dict in
+        ``marshal`` form (read 4-5 times faster than JSON: a cached build reads them all; the
+        state root is trusted as the parse cache's pickles are)."""
         shard = self._shards.get(directory)
         if shard is None:
             shard = {}
             if self.dir is not None:
-                with contextlib.suppress(OSError, ValueError), open(self._file(directory), "rb") as f:
+                with contextlib.suppress(OSError, ValueError, EOFError, TypeError), \
+                        open(self._file(directory), "rb") as f:
                     if json.loads(f.readline()) == directory:
-                        loaded = json.loads(f.read())
+                        loaded = marshal.loads(f.read())
                         if isinstance(loaded, dict):
                             shard = loaded
             self._shards[directory] = shard
@@ -98,8 +102,7 @@ class HashMemo:
         from builder.cache import replace_file
 
         with self._lock:
-            dirty = {d: json.dumps(d).encode() + b"\n"
-                     + json.dumps(self._shards[d], separators=(",", ":")).encode()
+            dirty = {d: json.dumps(d).encode() + b"\n" + marshal.dumps(self._shards[d])
                      for d in self._dirty}
             forgotten, self._forgotten = self._forgotten, []
             self._dirty.clear()
