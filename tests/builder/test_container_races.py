@@ -350,3 +350,28 @@ def test_stop_racing_detached_starts(busybox: Pybuild) -> None:
             assert status.startswith("Up") == (cid in running), why
         _clean_up(pb, ids, why)
     assert rounds >= 2
+
+
+def test_kill_of_rm_force_midway(busybox: Pybuild) -> None:
+    """SIGKILL of ``rm -f`` at a random moment of its removal: the record stays ``removing``
+    with its lock free, and the next ``ps`` finishes the removal; a container ``rm`` had not
+    reached yet still runs. Nothing of a removed container is left."""
+    pb = busybox
+    rng = random.Random(SEED + 5)
+    ids: set[str] = set()
+    end = time.monotonic() + BUDGET / 2
+    rounds = 0
+    while time.monotonic() < end:
+        rounds += 1
+        why = f"seed {SEED + 5}, round {rounds}"
+        cids = [pb("run", "-d", "-p", "127.0.0.1::80", "busybox", "sleep", SLEEP).stdout.strip() for _ in range(2)]
+        ids |= set(cids)
+        p = _popen(pb, "rm", "-f", *cids)
+        time.sleep(rng.uniform(0.2, 1.2))
+        p.kill()
+        p.communicate(timeout=30)
+        ps, running, bad = _settle(pb, ids)
+        assert not bad, f"{why}: left behind: {bad}"
+        assert set(ps) == running, f"{why}: {ps}"
+        _clean_up(pb, ids, why)
+    assert rounds >= 2
