@@ -19,7 +19,8 @@ _SOURCES = (
     _HERE / "syntax.py",
     _HERE / "larkglue.py",
     _HERE / "tree.py",
-    _HERE / "instructions.py",
+    *sorted((_HERE / "instructions").glob("*.py")),
+    _HERE.parent / "units.py",
     _HERE.parents[1] / "grammar" / "dockerfile.lark",
 )
 _FRONT_END: str | None = None
