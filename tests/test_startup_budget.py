@@ -264,7 +264,8 @@ def test_serve_app_stays_light(pybuild: Any, tmp_path: Path) -> None:
     assert "builder.serve.app" in mods
     # a daemon, started once: its budget keeps the build front end, the executor, the sandbox
     # and networking out, which its endpoints load on first use
-    ours = ("builder.serve", "builder.containers.attach", "builder.system", "registry.auth")
+    ours = ("builder.serve", "builder.containers.attach", "builder.containers.logs",
+            "builder.containers.options", "builder.system", "registry.auth")
     assert_within(mods, argv, ours=ours, third_party=("click", "aiohttp", "cython_runtime"),
                   heavy=HEAVY_STDLIB - {"asyncio", "concurrent", "http", "email", "ssl",
                                         "urllib.request", "logging", "tarfile", "pickle",
