@@ -276,8 +276,7 @@ def overlay_supported(where: Path) -> bool:
             code = 1
             try:
                 s = sc.real()
-                s.unshare(sc.CLONE_NEWNS)
-                s.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+                sc.private_mount_namespace(s)
                 os.chdir(probe)
                 s.mount("overlay", "m", "overlay", 0, f"lowerdir=l,upperdir=u,workdir=w,{OVERLAY_OPTIONS}")
                 code = 0

@@ -381,6 +381,13 @@ def real() -> Syscalls:
     return _REAL
 
 
+def private_mount_namespace(s: Syscalls | FakeSyscalls) -> None:
+    """In a forked child: a mount namespace of its own whose mounts are all private, so what
+    it mounts never reaches the host and goes away when the child exits."""
+    s.unshare(CLONE_NEWNS)
+    s.mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
 def is_mount_error_unsupported(e: OSError) -> bool:
     """Whether a mount failure means "this filesystem cannot do that here" rather than a bug."""
     return e.errno in (errno.ENODEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM)

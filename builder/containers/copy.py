@@ -44,8 +44,7 @@ def _enter_root(root: StateRoot, c: Container) -> None:
     upper, work = cdir / "upper", cdir / "work"
     upper.mkdir(exist_ok=True)
     work.mkdir(exist_ok=True)
-    s.unshare(sc.CLONE_NEWNS)
-    s.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.private_mount_namespace(s)
     # one mount point per container, used in private mount namespaces only (nothing left behind)
     mnt = cdir / "cpmnt"
     mnt.mkdir(exist_ok=True)

@@ -159,8 +159,7 @@ class Workspace:
             code = 0
             try:
                 s = sc.real()
-                s.unshare(sc.CLONE_NEWNS)
-                s.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+                sc.private_mount_namespace(s)
                 if self.root.is_overlay:
                     run = base / "r0"
                     run.mkdir()

@@ -275,8 +275,7 @@ def _oci_main(
         s.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
-        s.unshare(sc.CLONE_NEWNS)
-        s.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        sc.private_mount_namespace(s)
         if spec.root.is_overlay:
             _rootfs.mount_root(s, spec.root, str(bundle / "rootfs"), str(bundle), data)
         s.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)

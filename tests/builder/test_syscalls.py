@@ -174,3 +174,12 @@ def test_cgroup_layout_detection() -> None:
     v2 = detect("40 1 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n")
     assert lay.version == 1 and v2.version == 2 and v2.v2 == "/sys/fs/cgroup" and v2.v1 == {}
     assert detect("").version == 0
+
+
+def test_private_mount_namespace_unshares_then_makes_every_mount_private() -> None:
+    from builder import syscalls as sc
+
+    fake = sc.FakeSyscalls()
+    sc.private_mount_namespace(fake)
+    assert fake.calls == [("unshare", sc.CLONE_NEWNS),
+                          ("mount", None, "/", None, sc.MS_REC | sc.MS_PRIVATE, None)]
