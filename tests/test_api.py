@@ -147,7 +147,7 @@ def test_the_graph_sees_function_level_and_relative_imports() -> None:
     # a top-level import, a function-level one, a relative one (grammar loads its own files)
     assert "registry.store" in edges["registry.archive.load"]
     assert "builder.containers.supervisor" in edges["builder.containers.service"]  # in a function
-    assert "builder.containers.runtime" in edges["builder.containers.lifecycle"]
+    assert "builder.containers.runtime" in edges["builder.containers.repair"]
 
 
 def test_the_cycle_finder_finds_a_hidden_cycle() -> None:

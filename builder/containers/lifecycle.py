@@ -17,14 +17,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from builder.containers import runtime
 from builder.containers.options import (
     parse_signal,
     parse_timestamp_ns,
     parse_timestamp_text,
-    rfc3339nano,
 )
-from builder.containers.record import Container, ContainerStore, NoSuchContainer, State, alive
+from builder.containers.record import Container, ContainerStore, NoSuchContainer
+from builder.containers.repair import (
+    init_alive as init_alive,  # re-exported: callers ask lifecycle whether a container runs
+)
+from builder.containers.repair import (
+    reap_supervisor,
+    remove_locked,
+    repair_locked,
+    supervisor_alive,
+    wait_gone,
+)
 from builder.errors import ContainerError
 from builder.state import StateRoot
 
@@ -36,14 +44,6 @@ def store(root: StateRoot) -> ContainerStore:
 
 
 # -- the truth about a record ------------------------------------------------------------------
-def supervisor_alive(state: State) -> bool:
-    return alive(state.supervisor_pid, state.supervisor_start)
-
-
-def init_alive(state: State) -> bool:
-    return alive(state.pid, state.pid_start)
-
-
 def refresh(cs: ContainerStore, c: Container) -> Container:
     """Make *c*'s state true: a record whose supervisor is gone (running, restarting, or a start
     it never finished) is repaired (its container killed if it outlived the supervisor, exit
@@ -68,51 +68,6 @@ def refresh(cs: ContainerStore, c: Container) -> Container:
     return c
 
 
-def repair_locked(cs: ContainerStore, c: Container) -> State:
-    """Under *c*'s lock: if its supervisor is dead, kill what it left running, tear down from
-    the persisted state (and what an interrupted start may not have recorded) and save the
-    state it ends in: ``exited`` (137 if it was running) or, for a first start that never
-    finished, ``created``. Returns the state, repaired or as it was."""
-    st = c.state
-    if not (st.running or st.starting or st.status == "removing") or supervisor_alive(st):
-        return st
-    killed = False
-    if init_alive(st):
-        # the supervisor died under the container: nobody would reap or log it any more
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(st.pid, signal.SIGKILL)
-        killed = True
-        _wait_gone(st.pid, st.pid_start, 5.0)
-    runtime.teardown(cs.root, c, st, crashed=True)
-    if st.status == "removing":
-        return st
-    if st.starting:
-        st = replace(st, supervisor_pid=0, supervisor_start=0, sandbox={}, endpoints={},
-                     error=st.error or "the start was interrupted: its supervisor ended")
-        cs.save_state(c.id, st)
-        return st
-    # a container still marked running died with its supervisor (the sandbox's helper kills
-    # it on the supervisor's death, or we just did): that is a SIGKILL, 137. A restarting
-    # one had already ended and recorded its own code.
-    was_running = st.status == "running"
-    st = replace(
-        st,
-        status="exited",
-        exit_code=137 if killed or was_running else st.exit_code,
-        error=st.error or "supervisor ended unexpectedly",
-        finished_at=rfc3339nano() if was_running else st.finished_at,
-        pid=0,
-        pid_start=0,
-        supervisor_pid=0,
-        supervisor_start=0,
-        sandbox={},
-        endpoints={},
-        paused=False,
-    )
-    cs.save_state(c.id, st)
-    return st
-
-
 def _finish_removal(cs: ContainerStore, c: Container) -> Container:
     """A record in ``removing``: its remover holds the lock while it works; if we get the
     lock, the remover was killed, and we finish its removal."""
@@ -120,21 +75,10 @@ def _finish_removal(cs: ContainerStore, c: Container) -> Container:
         with cs.lock(c.id, wait=False):
             c = cs.load(c.id)
             if c.state.status == "removing":
-                _remove_locked(cs, c, volumes=False)
+                _removed(cs, c, volumes=False)
     except (BlockingIOError, NoSuchContainer):
         pass
     return c
-
-
-def _wait_gone(pid: int, start: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while alive(pid, start):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return True
 
 
 def get(root: StateRoot, ref: str) -> Container:
@@ -370,11 +314,11 @@ def stop(root: StateRoot, ref: str, *, timeout: int | None = None, sig: str | No
         if st.paused:
             _thaw_for_stop(cs, c)  # a frozen process handles no signal: thaw it, as Docker does
         # Docker: a negative timeout waits for as long as it takes
-        if not _wait_gone(st.pid, st.pid_start, timeout if timeout >= 0 else float("inf")):
+        if not wait_gone(st.pid, st.pid_start, timeout if timeout >= 0 else float("inf")):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, signal.SIGKILL)
             emit(root, c, "kill", signal=str(int(signal.SIGKILL)))
-            _wait_gone(st.pid, st.pid_start, 10.0)
+            wait_gone(st.pid, st.pid_start, 10.0)
     done = wait_not_running(cs, c.id)
     emit(root, c, "stop")
     return done
@@ -469,41 +413,20 @@ def remove(root: StateRoot, ref: str, *, force: bool = False, volumes: bool = Fa
                     f"cannot remove container \"/{c.name}\": container is {st.status}: "
                     "stop the container before removing or force remove"
                 )
-            c = _remove_locked(cs, c, volumes=volumes)
+            c = _removed(cs, c, volumes=volumes)
     except NoSuchContainer:  # removed by another `rm` while we waited for its lock
         raise NoSuchContainer(f"No such container: {ref}") from None
     emit(root, c, "destroy")
-    _reap_supervisor(c.state)
+    reap_supervisor(c.state)
     return c
 
 
-def _remove_locked(cs: ContainerStore, c: Container, *, volumes: bool) -> Container:
-    """Under *c*'s lock: mark it ``removing``, kill its processes, tear down, delete it. Its
-    supervisor, if any, finds the record gone when it next takes the lock, and ends."""
-    was = c.state
-    crashed = (was.running or was.starting or was.status == "removing") and not supervisor_alive(was)
-    st = replace(was, status="removing", stopped_by_user=True)
-    cs.save_state(c.id, st)
-    if init_alive(st):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(st.pid, signal.SIGKILL)
+def _removed(cs: ContainerStore, c: Container, *, volumes: bool) -> Container:
+    """``repair.remove_locked``, with the ``kill`` event when it had something to kill."""
+    c, killed = remove_locked(cs, c, volumes=volumes)
+    if killed:
         emit(cs.root, c, "kill", signal=str(int(signal.SIGKILL)))
-        _wait_gone(st.pid, st.pid_start, 10.0)
-    runtime.teardown(cs.root, c, st, crashed=crashed)
-    runtime.remove_storage(cs.root, c, volumes=volumes)
-    cs.delete(c.id)
-    return c.with_state(st)
-
-
-def _reap_supervisor(st: State) -> None:
-    """After a removal: the supervisor ends once it finds the record gone; one that does not
-    within a few seconds is killed."""
-    if not st.supervisor_pid or st.supervisor_pid == os.getpid():
-        return
-    if not _wait_gone(st.supervisor_pid, st.supervisor_start, 5.0):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(st.supervisor_pid, signal.SIGKILL)
-        _wait_gone(st.supervisor_pid, st.supervisor_start, 5.0)
+    return c
 
 
 def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
@@ -512,7 +435,7 @@ def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
     cs = store(root)
     try:
         with cs.lock(c.id):
-            _remove_locked(cs, cs.load(c.id), volumes=volumes)
+            _removed(cs, cs.load(c.id), volumes=volumes)
     except NoSuchContainer:
         return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
     emit(root, c, "destroy")

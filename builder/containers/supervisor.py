@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from builder.containers import lifecycle, runtime
+from builder.containers import lifecycle, repair, runtime
 from builder.containers.attach import SOCKET_NAME, STDERR, STDOUT, AttachServer
 from builder.containers.logs import LogWriter
 from builder.containers.options import RestartPolicy, rfc3339nano
@@ -237,7 +237,7 @@ class Supervisor:
                 self.cs.save_state(self.cid, st)
                 return "stopped", None, None
             # a start or a supervisor killed before us left things half made: undo them first
-            st = lifecycle.repair_locked(self.cs, c.with_state(st))
+            st = repair.repair_locked(self.cs, c.with_state(st))
             claimed = replace(st, supervisor_pid=self.me, supervisor_start=self.me_start)
             if first:
                 claimed = replace(claimed, stopped_by_user=False, error="")
