@@ -6,22 +6,21 @@ context files, runs ONBUILD triggers, and computes each stage's image config up 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from builder import dockerfile as df
-from builder.context import Tree, entry_fingerprint, has_glob, split_pivot
+from builder.context import Tree
 from builder.errors import BuildError, ContextError, ExpansionError, PlanError
 from builder.expand import Scope, expand_display, expand_word, expand_words
+from builder.graph.copyplan import CopyPlanning
+from builder.graph.gotext import go_healthcheck, go_list, go_map_keys
 from builder.graph.ops import (
     Base,
-    CopySource,
-    CopySpec,
     ExecSpec,
     Graph,
     Location,
@@ -31,10 +30,6 @@ from builder.graph.ops import (
     Step,
     key_of,
 )
-from builder.sources.git import GitSource
-from builder.sources.git import parse as parse_git
-from builder.sources.git import resolve as resolve_git
-from builder.sources.url import check_checksum, request_error, status_error
 from registry.config import ContainerConfig
 from registry.model import Platform
 from registry.store import Image
@@ -44,7 +39,6 @@ PROXY_ARGS = frozenset({
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
     "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
 })
-_URL = re.compile(r"^https?://", re.I)
 
 #: resolve an image reference to an ``Image`` (store, else pull) or raise
 ImageResolver = Callable[[str, str], Image]
@@ -70,51 +64,6 @@ def platform_args(p: Platform) -> dict[str, str]:
         out[f"{prefix}ARCH"] = p.architecture
         out[f"{prefix}VARIANT"] = p.variant or ""
     return out
-
-
-def _go_list(items: list[str]) -> str:
-    """Go's %q of a []string, as BuildKit writes CMD/ENTRYPOINT history: ``["a" "b"]``."""
-    return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
-
-
-def _go_duration(ns: int | None) -> str:
-    """Go's ``time.Duration.String()``: ``30s``, ``1m30s``, ``1h0m0s``, ``500ms``, ``0s``."""
-    n = ns or 0
-    if n == 0:
-        return "0s"
-    if n < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if n >= size:
-                text = f"{n / size:.9f}".rstrip("0").rstrip(".")
-                return text + unit
-    secs = n / 1_000_000_000
-    h, rem = divmod(int(secs), 3600)
-    m = rem // 60
-    s = secs - h * 3600 - m * 60
-    s_text = f"{s:.9f}".rstrip("0").rstrip(".") + "s"
-    if h:
-        return f"{h}h{m}m{s_text}"
-    if m:
-        return f"{m}m{s_text}"
-    return s_text
-
-
-def _go_rune(n: int) -> str:
-    """Go's ``%q`` of an integer: a quoted character literal."""
-    if 32 <= n < 127 and chr(n) not in "'\\":
-        return f"'{chr(n)}'"
-    return f"'\\x{n:02x}'" if n < 256 else f"'\\u{n:04x}'"
-
-
-def _go_healthcheck(ins: df.Healthcheck) -> str:
-    """BuildKit writes the HEALTHCHECK history line with Go's ``%v`` of its config struct."""
-    return (f"&{{{_go_list(list(ins.test))} {json.dumps(_go_duration(ins.interval))} "
-            f"{json.dumps(_go_duration(ins.timeout))} {json.dumps(_go_duration(ins.start_period))} "
-            f"{_go_rune(ins.retries or 0)}}}")
-
-
-def _go_map_keys(keys: list[str]) -> str:
-    return "map[" + " ".join(f"{k}:{{}}" for k in sorted(keys)) + "]"
 
 
 class Planner:
@@ -194,8 +143,10 @@ class Planner:
         return plan
 
 
-class _StageBuilder:
+class _StageBuilder(CopyPlanning):
     """Walks one stage's instructions, keeping the config and the filesystem key."""
+
+    p: Planner
 
     def __init__(self, planner: Planner, stage: df.Stage, chain: tuple[int, ...]) -> None:
         self.p = planner
@@ -371,7 +322,7 @@ class _StageBuilder:
                         ports[key] = None
                         new.append(key)
             self.config = self.config.with_(exposed_ports=ports)
-            self._meta(ins, "EXPOSE " + _go_map_keys(new))
+            self._meta(ins, "EXPOSE " + go_map_keys(new))
         elif isinstance(ins, df.Volume):
             vols = dict.fromkeys(self.config.volumes or ())
             new = []
@@ -397,14 +348,14 @@ class _StageBuilder:
         elif isinstance(ins, df.Cmd):
             cmd = self._command(ins.command, ins.shell_form)
             self.config = self.config.with_(cmd=cmd)
-            self._meta(ins, f"CMD {_go_list(cmd)}")
+            self._meta(ins, f"CMD {go_list(cmd)}")
         elif isinstance(ins, df.Entrypoint):
             ep = self._command(ins.command, ins.shell_form)
             self.config = self.config.with_(entrypoint=ep or None)
             # Docker: setting ENTRYPOINT resets a CMD inherited from the base image
             if not getattr(self, "_cmd_set_here", False):
                 self.config = self.config.with_(cmd=None)
-            self._meta(ins, f"ENTRYPOINT {_go_list(ep)}")
+            self._meta(ins, f"ENTRYPOINT {go_list(ep)}")
         elif isinstance(ins, df.Healthcheck):
             hc: dict[str, Any] = {"Test": list(ins.test)}
             for f_, k in (("interval", "Interval"), ("timeout", "Timeout"),
@@ -414,7 +365,7 @@ class _StageBuilder:
                 if v:
                     hc[k] = v
             self.config = self.config.with_(healthcheck=hc)
-            self._meta(ins, "HEALTHCHECK " + _go_healthcheck(ins))
+            self._meta(ins, "HEALTHCHECK " + go_healthcheck(ins))
         elif isinstance(ins, df.Onbuild):
             self.config = self.config.with_(on_build=[*(self.config.on_build or ()), ins.trigger])
             # BuildKit records a trigger in the config only, with no history entry
@@ -581,179 +532,6 @@ class _StageBuilder:
             sharing=m.sharing or "shared", uid=m.uid, gid=m.gid, mode=mode, size=m.size,
             required=m.required, env=m.env,
         )
-
-    # -- COPY / ADD ----------------------------------------------------------------------------
-    def _context_checksum(self, patterns: list[str], ins: df.Instruction, *,
-                          excludes: tuple[str, ...] = (), parents: bool = False,
-                          keyword: str = "COPY") -> tuple[str, dict[str, str]]:
-        ctx = self.p.context
-        h = hashlib.sha256()
-        files: dict[str, str] = {}
-        for pat in patterns:
-            if ctx is None or ctx.root is None:
-                raise self.p._err(ins, f"{keyword} {pat}: no build context (it was given as -)")
-            try:
-                # --parents: a ``/./`` pivot and ``**`` (any depth), as the Dockerfile reference
-                matches = ctx.match(split_pivot(pat)[1], doublestar=True) if parents else ctx.match(pat)
-            except ContextError as e:
-                raise self.p._err(ins, f"{keyword} {pat}: {e}") from None
-            if not matches:
-                what = "no source files were specified" if has_glob(pat) else "not found"
-                raise self.p._err(ins, f"{keyword} {pat}: {what} in build context "
-                                  "(or excluded by .dockerignore)")
-            for m in matches:
-                h.update(f"match\0{m}\n".encode())
-                for ent in ctx.walk(m, excludes=list(excludes)):
-                    line = entry_fingerprint(ctx, ent)
-                    h.update(line.encode())
-                    files[f"{m}/{ent.dest}" if ent.dest else m] = hashlib.sha256(line.encode()).hexdigest()[:16]
-        return h.hexdigest(), files
-
-    def _copy(self, ins: df.Copy) -> None:
-        is_add = isinstance(ins, df.Add)
-        keyword = "ADD" if is_add else "COPY"
-        # each source and the destination is one word, never split (BuildKit's ProcessWord):
-        # ``COPY ["c.md", "/dst/json form/"]`` and ``COPY $F /d/`` with F="a b" keep the space
-        srcs = [s if _URL.match(s) else self._x(s, ins) for s in ins.sources]
-        dest_word = self._x(ins.dest, ins)
-        dest = self._abs(dest_word)
-        if dest_word.endswith("/") and not dest.endswith("/"):
-            dest += "/"
-        chown = self._x(ins.chown, ins) if ins.chown else None
-        chmod = None
-        if ins.chmod:
-            text = self._x(ins.chmod, ins)
-            try:
-                chmod = int(text, 8)
-                if chmod > 0o7777:
-                    raise ValueError
-            except ValueError:
-                raise self.p._err(ins, f"invalid chmod parameter {text!r}: octal modes only") from None
-        excludes = tuple(self._x(e, ins) for e in ins.excludes)
-        sources: list[CopySource] = []
-        inputs: dict[str, str] = {}
-        files: dict[str, str] = {}
-        from_ = self._x(ins.from_, ins) if ins.from_ else None
-        if from_:
-            ref = self.p.find_stage(from_, self.stage.index)
-            if ref is None and self.p.df.stage(from_) is not None:
-                raise self.p._err(ins, f"{keyword} --from={from_}: stage {from_} is not defined before this one")
-            if ref is not None:
-                dep = self.p._plan(ref.index, self.chain)
-                self.deps.add(ref.index)
-                sources = [CopySource(s, "stage", Location("stage", s, stage=ref.index)) for s in srcs]
-                inputs["from"] = dep.key
-            else:
-                if from_.isdigit():
-                    raise self.p._err(ins, f"{keyword} --from={from_}: no stage with index {from_}")
-                img = self._image(from_, ins)
-                sources = [CopySource(s, "image", Location("image", s, image=img)) for s in srcs]
-                inputs["from"] = str(img.id)
-            inputs["sources"] = json.dumps(srcs)
-        else:
-            local = []
-            for s in srcs:
-                git = self._git_source(s, ins) if is_add else None
-                if git is not None:
-                    sources.append(CopySource(s, "git", git=git))
-                elif _URL.match(s):
-                    if not is_add:
-                        raise self.p._err(ins, f"COPY {s}: source can't be a URL for COPY")
-                    sources.append(CopySource(s, "url", checksum=self._checksum(s, ins)))
-                else:
-                    local.append(s)
-                    sources.append(CopySource(s, "context", Location("context", s)))
-            if local:
-                csum, files = self._context_checksum(local, ins, excludes=excludes,
-                                                     parents=ins.parents, keyword=keyword)
-                inputs["files"] = csum
-            inputs["sources"] = json.dumps(srcs)
-            gits = [s.git.key() for s in sources if s.git is not None]
-            if gits:
-                inputs["git"] = json.dumps(gits)
-            urls = [s for s in sources if s.origin == "url"]
-            if urls:
-                inputs["urls"] = json.dumps([[u.path, u.checksum or self._url_version(u.path, ins)]
-                                             for u in urls])
-        for h in ins.heredocs:
-            content = self._x_heredoc(h, ins) if h.expand else h.content
-            sources.append(CopySource(h.name, "heredoc", content=content))
-            inputs.setdefault("heredocs", "")
-            inputs["heredocs"] += hashlib.sha256(f"{h.name}\0{content}".encode()).hexdigest()
-        if not sources:
-            raise self.p._err(ins, f"{keyword}: no source files were specified")
-        multi = len(sources) > 1 or any(has_glob(s.path) for s in sources if s.origin != "heredoc")
-        if multi and not dest.endswith("/") and len(sources) > 1:
-            raise self.p._err(ins, f"When using {keyword} with more than one source file, "
-                              "the destination must be a directory and end with a /")
-        spec = CopySpec(tuple(sources), dest, chown, chmod, ins.link, ins.parents, excludes,
-                        is_add and ins.unpack is not False, self._cwd())
-        inputs.update({
-            "instruction": f"{keyword} " + json.dumps([srcs, dest]),
-            "chown": chown or "", "chmod": "" if chmod is None else oct(chmod),
-            "opts": json.dumps([ins.link, ins.parents, list(excludes), spec.add]),
-        })
-        # BuildKit's history line: the expanded sources and destination as written, no flags
-        shown = [*srcs, *(f"<<{h.name}" for h in ins.heredocs)]
-        created_by = f"{keyword} {' '.join(shown)} {dest_word}"
-        # --link: the layer (and its cache key) does not depend on what is below it; the
-        # stage's filesystem after it still does.
-        parent = key_of("linked") if ins.link else None
-        below = self.key
-        self._fs(ins, "copy", spec, created_by, inputs, files=files, parent=parent)
-        if ins.link:
-            self.key = key_of("rebase", below, self.key)
-            self.steps[-1] = replace(self.steps[-1], fs_key=self.key)
-
-    def _git_source(self, text: str, ins: df.Copy | df.Add) -> GitSource | None:
-        """*text* as a git source with its ref resolved to a commit (the cache key), or None."""
-        try:
-            git = parse_git(text, keep_git_dir=getattr(ins, "keep_git_dir", False))
-            if git is None:
-                return None
-            git = resolve_git(git)
-        except ContextError as e:
-            raise self.p._err(ins, str(e)) from None
-        wanted = getattr(ins, "checksum", None)
-        checksum = self._x(wanted, ins) if wanted else ""
-        if checksum and not git.commit.startswith(checksum.removeprefix("sha1:")):
-            raise self.p._err(ins, f"ADD {git.shown}: expected checksum {checksum}, "
-                              f"the ref is at commit {git.commit}")
-        return git
-
-    def _checksum(self, url: str, ins: df.Copy | df.Add) -> str | None:
-        text = getattr(ins, "checksum", None)
-        if not text:
-            return None
-        try:
-            return check_checksum(url, self._x(text, ins))
-        except ContextError as e:
-            raise self.p._err(ins, str(e)) from None
-
-    def _url_version(self, url: str, ins: df.Instruction) -> str:
-        """What the server says about *url* (ETag, Last-Modified, length): a changed remote
-        file changes the key even without ``--checksum``."""
-        import requests
-
-        try:
-            r = requests.head(url, allow_redirects=True, timeout=30)
-        except requests.RequestException as e:
-            raise self.p._err(ins, str(request_error(url, e))) from None
-        if r.status_code >= 400:
-            raise self.p._err(ins, str(status_error(url, r.status_code, r.reason)))
-        return "|".join(r.headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length"))
-
-    def _x_heredoc(self, h: df.Heredoc, ins: df.Instruction) -> str:
-        # Only the $-expressions are expanded: quotes and backslashes of the file body stay.
-        vars_ = self._vars()
-
-        def one(m: re.Match[str]) -> str:
-            return self.p._expand(m.group(0), vars_, ins)
-
-        return _DOLLAR.sub(one, h.content)
-
-
-_DOLLAR = re.compile(r"\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
 
 
 def plan(dockerfile: df.Dockerfile, *, context: Tree | None, resolve_image: ImageResolver,
