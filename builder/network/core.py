@@ -20,7 +20,14 @@ from typing import Any
 from builder.errors import NetworkError
 from builder.filters import labels_match
 from builder.network import firewall, helpers, ipam, links, names, sweep
-from builder.network.model import DRIVERS, PREDEFINED, Endpoint, Network, PortMapping
+from builder.network.model import (
+    DRIVERS,
+    PREDEFINED,
+    PREDEFINED_DRIVERS,
+    Endpoint,
+    Network,
+    PortMapping,
+)
 from builder.state import StateRoot
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -95,7 +102,8 @@ def _ensure_predefined(state: StateRoot, nets: list[Network]) -> list[Network]:
                 gateway=str(subnet.network_address + 1), bridge=f"pb-{nid[:12]}",
             )
         else:
-            net = Network(id=nid, name=name, driver=name, created=_now())
+            # dockerd's drivers of its predefined networks: host's is host, none's is null
+            net = Network(id=nid, name=name, driver=PREDEFINED_DRIVERS[name], created=_now())
         _save(state, net)
         added.append(net)
     return nets + added
@@ -187,8 +195,8 @@ def create_network(
             "the overlay driver needs multi-host (swarm) networking, which pybuild does not "
             "support yet: use bridge or macvlan"
         )
-    if driver in ("host", "none"):
-        raise NetworkError(f"only one instance of {driver!r} network is allowed")
+    if driver in ("host", "null"):
+        raise NetworkError(f'only one instance of "{driver}" network is allowed')
     if driver not in DRIVERS:
         raise NetworkError(f"unknown network driver {driver!r} (bridge, macvlan)")
     if gateway and not subnet:
@@ -359,7 +367,7 @@ def attach(
             raise NetworkError("container cannot be connected to the host network and another one")
         if "host" in drivers:
             raise NetworkError(f"container uses the host network: cannot connect it to {net.name}")
-        if "none" in drivers or (net.driver == "none" and mine):
+        if "null" in drivers or (net.driver == "null" and mine):
             raise NetworkError("a container on network none cannot be connected to other networks")
         if ip and not net.user_defined:
             raise NetworkError("user specified IP address is supported on user defined networks only")

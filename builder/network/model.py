@@ -17,6 +17,8 @@ PROTOCOLS = ("tcp", "udp")
 #: drivers `network create -d` accepts; `overlay` is refused with its own message
 DRIVERS = ("bridge", "macvlan")
 PREDEFINED = ("bridge", "host", "none")
+#: the driver dockerd names for each predefined network (``none``'s is ``null``)
+PREDEFINED_DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,8 @@ class Network:
         net = cls(
             id=str(d["Id"]),
             name=str(d["Name"]),
-            driver=str(d["Driver"]),
+            # a record written before none's driver was null (as dockerd names it)
+            driver="null" if d["Name"] == "none" and d["Driver"] == "none" else str(d["Driver"]),
             created=str(d.get("Created", "")),
             subnet=str(config[0].get("Subnet", "")),
             gateway=str(config[0].get("Gateway", "")),
