@@ -281,8 +281,8 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
     network = o.network or "bridge"
     if network.startswith("container:") and (o.publish or o.publish_all):
         raise ContainerError.conflict("conflicting options: port publishing and the container type network mode")
-    if network == "none" and (o.publish or o.publish_all):
-        raise ContainerError.conflict("conflicting options: port publishing and the none network mode")
+    # dockerd 20.10 takes -p/-P with --network none: the bindings are kept in HostConfig and
+    # nothing is published (NetworkSettings.Ports stays empty)
     if o.network_aliases and network in ("bridge", "host", "none"):
         raise ContainerError("network-scoped aliases are supported for user-defined networks only")
     if o.hostname and (network == "host" or network.startswith("container:")):

@@ -111,7 +111,8 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
     running = c.state.running
     nets: dict[str, Any] = {}
     ports: dict[str, Any] = {}
-    for k in c.config.exposed_ports or ():
+    # on the none network dockerd lists no port, exposed or bound (-p is kept in HostConfig only)
+    for k in () if c.host_config.get("NetworkMode") == "none" else c.config.exposed_ports or ():
         ports[k if "/" in k else f"{k}/tcp"] = None
     first_net: str | None = None
     for name, ep in eps.items():

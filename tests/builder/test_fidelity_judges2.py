@@ -8,7 +8,10 @@ The builds are compared as in ``test_fidelity_judges`` (flattened trees, config,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from test_fidelity_judges import _load_busybox
 
 
 # -- f. the none network's driver ----------------------------------------------------------------
@@ -34,3 +37,30 @@ def test_none_network_driver_is_null(pybuild: Any, dockerd: Any) -> None:
         assert want in r.stderr.decode()
         r2 = pybuild("network", "create", "-d", driver, "again", check=False)
         assert r2.returncode != 0 and want in r2.stderr, r2.stderr
+
+
+# -- e. -p with --network none ------------------------------------------------------------------------
+def test_publish_with_network_none_is_kept_and_not_published(busybox: Any, bt: Any, dockerd: Any,
+                                                             tmp_path: Path) -> None:
+    """dockerd 20.10 takes ``-p``/``-P`` with ``--network none``: HostConfig keeps the
+    bindings (and ``PublishAllPorts``), ``Config.ExposedPorts`` the ports, while
+    ``NetworkSettings.Ports`` stays empty, created or after a run, and ``port`` prints nothing."""
+    _load_busybox(dockerd, busybox, bt, tmp_path)
+    fmt = ("{{json .HostConfig.PortBindings}} {{json .HostConfig.PublishAllPorts}} "
+           "{{json .NetworkSettings.Ports}} {{json .Config.ExposedPorts}}")
+    args = ("-p", "80", "-p", "127.0.0.1:8080:81/udp", "-P", "--network", "none", "busybox", "true")
+    seen = []
+    for run in (lambda *a: dockerd.docker(*a).stdout.decode(), lambda *a: busybox(*a).stdout):
+        cid = run("create", *args).strip()
+        try:
+            created = run("inspect", "-f", fmt, cid)
+            run("start", "-a", cid)
+            seen.append((created, run("inspect", "-f", fmt, cid), run("port", cid),
+                         run("ps", "-a", "--filter", f"id={cid}", "--format", "{{.Ports}}|")))
+        finally:
+            run("rm", "-f", cid)
+    assert seen[0] == seen[1]
+    assert seen[1][0].split()[2] == "{}" and '"81/udp":[{"HostIp":"127.0.0.1","HostPort":"8080"}]' in seen[1][0]
+    assert (busybox("run", "--rm", "-p", "90", "--network", "none", "busybox", "echo", "ran").stdout
+            == dockerd.docker("run", "--rm", "-p", "90", "--network", "none", "busybox", "echo", "ran").stdout.decode())
+
