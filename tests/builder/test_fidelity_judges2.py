@@ -64,3 +64,25 @@ def test_publish_with_network_none_is_kept_and_not_published(busybox: Any, bt: A
     assert (busybox("run", "--rm", "-p", "90", "--network", "none", "busybox", "echo", "ran").stdout
             == dockerd.docker("run", "--rm", "-p", "90", "--network", "none", "busybox", "echo", "ran").stdout.decode())
 
+
+# -- d. shell-form COPY of a quoted name with a space -------------------------------------------------
+def test_shell_form_copy_of_a_quoted_name_is_refused(busybox: Any, bt: Any, dockerd: Any,
+                                                     tmp_path: Path) -> None:
+    """``COPY "a b" /x/``: the shell form splits on the space before quotes are read, so
+    BuildKit 20.10 fails on ``"a`` with its words; so do we, naming the file and line, and
+    the store is left as it was."""
+    _load_busybox(dockerd, busybox, bt, tmp_path)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a b").write_text("ab\n")
+    (ctx / "Dockerfile").write_text('FROM busybox\nCOPY "a b" /x/\n')
+    want = 'failed to process "\\"a": unexpected end of statement while looking for matching double-quote'
+    r = dockerd.docker("build", "--network", "none", "-t", "quoted:1", str(ctx),
+                       env={"DOCKER_BUILDKIT": "1"}, check=False, timeout=180)
+    assert r.returncode != 0 and want in r.stderr.decode(errors="replace")
+    before = sorted(p.name for p in (busybox.root / "store").rglob("*"))
+    res, _ = bt.build(busybox, ctx, "-t", "quoted:1", check=False)
+    assert res.returncode == 1
+    first = [line for line in res.stderr.splitlines() if not line.startswith("{")][0]
+    assert first.endswith(f"Dockerfile:2: {want}"), res.stderr
+    assert sorted(p.name for p in (busybox.root / "store").rglob("*")) == before
