@@ -18,6 +18,21 @@ if TYPE_CHECKING:
     from registry.store import Store
 
 
+def identity(root: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(real path, "mount-id maj:min inode")`` of a root directory: what its host state is
+    tagged with (a bridge's alias, a cgroup's owner record), so a sweep can tell the root it
+    names from another directory that took its path later."""
+    path = os.path.realpath(root)
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            mnt_id = next((line.split()[1] for line in f if line.startswith("mnt_id:")), "0")
+    finally:
+        os.close(fd)
+    return path, f"{mnt_id} {os.major(st.st_dev)}:{os.minor(st.st_dev)} {st.st_ino}"
+
+
 def default_root() -> Path:
     """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` as root, else ``~/.local/share/pybuild``."""
     env = os.environ.get("PYBUILD_ROOT")

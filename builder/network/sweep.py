@@ -4,7 +4,9 @@ Every bridge and host-side veth a root makes carries the alias ``pybuild <net12>
 <maj:min> <inode> <root>`` (the mount that held the root, the identity of its directory, its
 real path); the network's iptables rules carry ``pybuild:<net12>``; its netns files are mounts
 under the root, named by container id, which names the container's ``pybuild/<id>`` cgroups
-and its port proxies. Roots are found through those aliases only. One is *gone* when the mount
+and its port proxies; every sandbox's cgroups (containers on any network, RUN steps) are named
+by an owner record (``cgroups.OWNERS``) holding the same identity. Roots are found through those
+aliases and records only. One is *gone* when the mount
 that held it is still there (a root on an unmounted file system is only absent, and is left
 alone) and its directory is missing, is another directory now (same path, other inode: then
 only its links and rules go), or has lost ``locks/`` (``rm -rf`` removed all but the busy
@@ -23,6 +25,7 @@ from typing import NamedTuple
 
 from builder.errors import NetworkError
 from builder.network import firewall, links
+from builder.state import identity
 
 PREFIX = "pybuild "
 _NETNS = re.compile(r"^(?P<root>/.+)/run/netns/(?P<cid>[0-9a-f]{64})$")
@@ -49,20 +52,8 @@ class _Root:
         self.inode = inode
         self.links: list[tuple[str, str]] = []  # (name, net12)
         self.mounts: list[str] = []
+        self.sids: list[str] = []  # sandboxes whose cgroups its owner records name
         self.replaced = False  # the path now holds another directory
-
-
-def identity(root: Path) -> tuple[str, str]:
-    """``(real path, "mount-id maj:min inode")`` of a root directory, for its tag."""
-    path = os.path.realpath(root)
-    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            mnt_id = next((line.split()[1] for line in f if line.startswith("mnt_id:")), "0")
-    finally:
-        os.close(fd)
-    return path, f"{mnt_id} {os.major(st.st_dev)}:{os.minor(st.st_dev)} {st.st_ino}"
 
 
 def tag(root: Path, network_id: str) -> str:
@@ -99,6 +90,19 @@ def _candidates() -> dict[tuple[str, str, int], _Root]:
     return roots
 
 
+def _add_owners(roots: dict[tuple[str, str, int], _Root]) -> None:
+    """The roots named by cgroup owner records, with the sandboxes they made."""
+    from builder.sandbox import cgroups
+
+    for sid, text, _ in cgroups.owners():
+        parts = text.split(" ", 3)
+        if len(parts) != 4 or not parts[2].isdigit() or not parts[3].startswith("/"):
+            continue  # torn by a kill: ``remove_orphans`` drops it once it is old
+        mnt_id, dev, ino, path = parts
+        key = (path, f"{mnt_id} {dev}", int(ino))
+        roots.setdefault(key, _Root(path, key[1], key[2])).sids.append(sid)
+
+
 def _mounts_of(path: str, mounts: list[tuple[str, str]]) -> list[str]:
     """Mount points at or under *path*, deepest first."""
     return sorted({m for _, m in mounts if _under(m, path)}, key=lambda m: (-m.count("/"), m))
@@ -127,6 +131,7 @@ def sweep(*, root: Path | None = None) -> Swept:
     gone: one netlink dump, one read of mountinfo, a ``stat`` per root."""
     mounts = _mountinfo()
     roots = _candidates()
+    _add_owners(roots)
     if root is not None:  # its netns files only: the caller deals with the root's other mounts
         path = os.path.realpath(root)
         dead = [r for r in roots.values() if r.path == path] or [_Root(path)]
@@ -143,6 +148,7 @@ def sweep(*, root: Path | None = None) -> Swept:
 
 def _remove(dead: list[_Root]) -> Swept:
     cids = {m["cid"] for r in dead for mnt in r.mounts if (m := _NETNS.match(mnt))}
+    cids.update(sid for r in dead for sid in r.sids)
     pids = _stop_helpers(cids, {net12 for r in dead for _, net12 in r.links})
     cgroups = _remove_cgroups(cids)
     gone_links = []
@@ -214,7 +220,7 @@ def _stop_helpers(cids: set[str], nets: set[str]) -> list[int]:
 
 
 def _remove_cgroups(cids: set[str]) -> list[str]:
-    """The ``pybuild/<id>`` cgroups of these containers, their processes killed first."""
+    """The ``pybuild/<id>`` cgroups of these sandboxes, their processes killed first."""
     if not cids:
         return []
     from builder.sandbox import cgroups
@@ -225,6 +231,7 @@ def _remove_cgroups(cids: set[str]) -> list[str]:
         paths = [str(p) for mnt in {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}
                  if (p := Path(mnt) / cgroups.PARENT / cid).is_dir()]
         if not paths:
+            cgroups.forget_owner(cid)
             continue
         v2 = next((p for p in paths if layout.v2 and p.startswith(layout.v2)), None)
         with contextlib.suppress(Exception):

@@ -1,7 +1,8 @@
 """cgroups for sandboxes: detect v1/hybrid/v2 from mountinfo, create ``pybuild/<id>``, limit, kill, remove.
 
 v1 controllers (pids, devices; memory, cpu when limited) each get ``<mount>/pybuild/<id>``; pure v2
-(or a v2 mount with controllers) gets one there and has its controllers enabled.
+(or a v2 mount with controllers) gets one there and has its controllers enabled. Each is tagged
+with the state root that made it by an owner record (``OWNERS/<id>``), for sweeps of deleted roots.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from builder.errors import SandboxError
 from builder.sandbox.spec import Resources
 
 PARENT = "pybuild"
+#: ``<id>`` -> ``"<mount-id maj:min inode> <root path>"`` (``builder.state.identity``) of the root
+#: whose sandbox made ``pybuild/<id>``: a cgroup dir cannot hold a file of ours, and a per-root
+#: level under ``pybuild/`` would move every path ``runc``, ``exec`` and ``stats`` use. Kept on
+#: the host (a reboot clears it with the cgroups), written before the cgroup is made and removed
+#: after it, so no cgroup of a sandbox is ever untagged; ``builder.network.sweep`` reads it.
+OWNERS = Path("/run/pybuild/cgroup-owners")
 V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
 #: v1 hierarchies only a container joins (``Resources.account``): what ``stats`` reads
 V1_ACCOUNTING = ("cpuacct", "blkio")
@@ -104,10 +111,14 @@ class Cgroup:
 
     # -- life cycle --------------------------------------------------------------------------------
     @classmethod
-    def create(cls, sandbox_id: str, resources: Resources, layout: Layout | None = None) -> Cgroup:
+    def create(cls, sandbox_id: str, resources: Resources, layout: Layout | None = None, *,
+               root: str | os.PathLike[str] | None = None) -> Cgroup:
+        """*root*: the state root whose sandbox this is (its owner record names it)."""
         layout = layout or detect()
         cg = cls(id=sandbox_id)
         try:
+            if root is not None:
+                record_owner(sandbox_id, root)
             seen: set[str] = set()
             # pids (to track and kill) and devices (to confine) always; memory and cpu only
             # when limited: a memory cgroup is the slowest to remove, and an unlimited one
@@ -230,6 +241,7 @@ class Cgroup:
             with contextlib.suppress(OSError):
                 os.rmdir(Path(p).parent)  # pybuild/, when no other sandbox uses it
         self.paths.clear()
+        forget_owner(self.id)
 
     def to_json(self) -> dict[str, object]:
         return {"id": self.id, "paths": self.paths, "memory": self.memory, "v2": self.v2}
@@ -242,6 +254,38 @@ class Cgroup:
             memory=d.get("memory"),  # type: ignore[arg-type]
             v2=d.get("v2"),  # type: ignore[arg-type]
         )
+
+
+def record_owner(sandbox_id: str, root: str | os.PathLike[str]) -> None:
+    """Tag ``pybuild/<sandbox_id>`` with *root* (see ``OWNERS``)."""
+    from builder.state import identity
+
+    path, ident = identity(root)
+    try:
+        # a sweep takes a root without ``locks/`` for one ``rm -rf`` emptied: a live one has it
+        os.makedirs(os.path.join(path, "locks"), exist_ok=True)
+        OWNERS.mkdir(parents=True, exist_ok=True)
+        (OWNERS / sandbox_id).write_text(f"{ident} {path}")  # a torn one is dropped by a sweep
+    except OSError as e:
+        raise SandboxError(f"cgroup: cannot record the owner of {sandbox_id} in {OWNERS}: {e.strerror}") from None
+
+
+def forget_owner(sandbox_id: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(OWNERS / sandbox_id)
+
+
+def owners() -> list[tuple[str, str, float]]:
+    """``(sandbox id, owner tag, mtime)`` of every owner record (see ``OWNERS``)."""
+    out = []
+    try:
+        entries = list(os.scandir(OWNERS))
+    except OSError:
+        return []
+    for e in entries:
+        with contextlib.suppress(OSError):
+            out.append((e.name, Path(e.path).read_text(), e.stat().st_mtime))
+    return out
 
 
 def shares_to_weight(shares: int) -> int:
@@ -388,6 +432,11 @@ def remove_orphans(*, min_age: float, layout: Layout | None = None) -> list[str]
                     continue
                 os.rmdir(d)
                 removed.append(str(d))
+                forget_owner(d.name)
             except OSError:
                 continue
+    for sid, _, mtime in owners():  # records whose cgroups are gone (a kill between the two)
+        if now - mtime >= min_age and not any((Path(m) / PARENT / sid).exists()
+                                              for m in {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}):
+            forget_owner(sid)
     return removed

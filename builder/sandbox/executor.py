@@ -152,7 +152,7 @@ class Executor:
         stdio = None
         mountpoints: list[tuple[str, int, int]] = []
         try:
-            cgroup = _cg.Cgroup.create(sid, spec.resources)
+            cgroup = _cg.Cgroup.create(sid, spec.resources, root=self.state.path)
             write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
             rootfs_dir = run_dir / "rootfs"
             rootfs_dir.mkdir()
