@@ -439,7 +439,8 @@ class PruneReport:
 def prune(state: StateRoot, *, all: bool = False, volumes: bool = False) -> PruneReport:
     """``docker system prune [-a] [--volumes]``: stopped containers, networks no container
     uses, (with *volumes*) unused anonymous volumes, dangling images (every unused one with
-    *all*), build cache unused for 48 hours (all of it with *all*)."""
+    *all*), build cache unused for 48 hours (all of it with *all*), and always what killed
+    builds left under ``run/`` (their RUN layers: nothing can use them)."""
     from builder import images as images_
     from builder import network
     from builder.cache import BuildCache
@@ -460,6 +461,9 @@ def prune(state: StateRoot, *, all: bool = False, volumes: bool = False) -> Prun
         reclaimed += freed
     img = images_.prune(state, all=all)
     reclaimed += img.freed
+    from builder.fsck import prune_killed_builds
+
+    reclaimed += prune_killed_builds(state)
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
     before = {r.key for r in cache.inputs_index()}
     res = cache.prune(all=all)

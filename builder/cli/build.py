@@ -292,15 +292,17 @@ def builder_group() -> None:
 @click.option("-f", "--force", is_flag=True, help="Do not prompt (accepted for Docker compatibility).")
 @click.pass_obj
 def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None:
-    """Remove build cache records and the layers only they held."""
+    """Remove build cache records and the layers only they held (and what killed builds left)."""
     from builder.cache import BuildCache
+    from builder.fsck import prune_killed_builds
 
     state = g.state
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
     keep = parse_size(keep_storage) if keep_storage is not None else None
+    freed = prune_killed_builds(state)
     res = cache.prune(all=all_, keep_storage=keep)
     click.echo(f"Deleted build cache objects: {res.records}")
-    click.echo(f"Total reclaimed space: {human(res.freed)}")
+    click.echo(f"Total reclaimed space: {human(res.freed + freed)}")
 
 
 builder = builder_group

@@ -129,3 +129,35 @@ def test_killed_builds_leave_no_run_layer(busybox: Any, bt: Any, tmp_path: Path)
     assert rounds >= 2
     total = sum(f.stat().st_size for f in (busybox.root / "run").rglob("*") if f.is_file())
     assert total < 1 << 20, os.listdir(busybox.root / "run")
+
+
+def _big_files(run: Path) -> list[Path]:
+    """The 8 MiB file a RUN step wrote, in its workspace (``run/build-*``)."""
+    return [f for d in run.glob("build-*") for f in d.rglob("big")
+            if f.is_file() and f.stat().st_size == 8 << 20] if run.is_dir() else []
+
+
+def test_prune_all_removes_killed_builds_workspaces(busybox: Any, bt: Any, tmp_path: Path) -> None:
+    """Item 4: ``builder prune -a`` and ``system prune -a -f`` remove the workspace (the RUN
+    layer, 8 MiB here) of a build killed with SIGKILL, as they remove the rest of the build
+    cache; the total they report includes it. (Plain ``system prune`` does too: nothing can
+    use a killed build's layer.)"""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for n, cmd in enumerate((("builder", "prune", "-a", "-f"), ("system", "prune", "-a", "-f"))):
+        (ctx / "Dockerfile").write_text(
+            f"FROM busybox\nRUN echo {n} > /n && dd if=/dev/urandom of=/big bs=1M count=8 2>/dev/null && sleep 60\n")
+        p = _start(busybox, "build", "-t", "k:1", str(ctx))
+        run = busybox.root / "run"
+        deadline = time.monotonic() + 60
+        while not _big_files(run):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.05)
+        p.kill()
+        p.communicate(timeout=60)
+        assert [d for d in run.iterdir() if d.name.startswith("build-")]
+        out = busybox(*cmd).stdout
+        assert [d.name for d in run.iterdir() if d.name.startswith("build-")] == [], cmd
+        reclaimed = out.strip().splitlines()[-1]
+        assert reclaimed.startswith("Total reclaimed space: ") and "MB" in reclaimed, out
+        assert_tidy(busybox)
