@@ -177,7 +177,9 @@ class _StageBuilder(CopyPlanning):
                                   f"{self.p.opts.platform}: cross-platform builds are not supported")
         if name.lower() == "scratch":
             p = self.p.opts.platform
-            cfg: dict[str, Any] = {"architecture": p.architecture, "os": p.os, "config": {}}
+            # BuildKit's empty image: PATH set and WorkingDir "/" (Docker 20.10 records both)
+            cfg: dict[str, Any] = {"architecture": p.architecture, "os": p.os, "config": {
+                "Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}}
             if p.variant:
                 cfg["variant"] = p.variant
             return Base("scratch", key_of("scratch", str(p)), name="scratch"), cfg, ()

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from test_fidelity_judges import _load_busybox
+import pytest
+from test_fidelity_judges import _load_busybox, judge
 
 
 # -- f. the none network's driver ----------------------------------------------------------------
@@ -86,3 +87,21 @@ def test_shell_form_copy_of_a_quoted_name_is_refused(busybox: Any, bt: Any, dock
     first = [line for line in res.stderr.splitlines() if not line.startswith("{")][0]
     assert first.endswith(f"Dockerfile:2: {want}"), res.stderr
     assert sorted(p.name for p in (busybox.root / "store").rglob("*")) == before
+
+
+# -- a. WorkingDir of a stage FROM scratch ---------------------------------------------------------------
+@pytest.mark.parametrize("dockerfile, workdir", [
+    ("FROM scratch\nCOPY f /f\n", "/"),
+    ("FROM scratch AS s\nENV P=$PATH\nFROM s\nWORKDIR rel\nCOPY f .\n", "/rel"),
+    ("FROM busybox\nCOPY f /f\n", None),
+    ("FROM busybox\nWORKDIR /w\nWORKDIR x\nCOPY f .\n", "/w/x"),
+])
+def test_workdir_recorded_as_buildkit_does(busybox: Any, bt: Any, dockerd: Any, tmp_path: Path,
+                                           dockerfile: str, workdir: str | None) -> None:
+    """BuildKit starts a stage FROM scratch from its empty image, ``Env`` PATH and
+    ``WorkingDir: "/"`` (kept by a stage FROM it, a relative WORKDIR joined to it); FROM an
+    image without a WorkingDir records none, as that image; WORKDIR sets it."""
+    theirs, mine = judge(busybox, bt, dockerd, tmp_path, dockerfile, files={"f": "f\n"})
+    for built in (theirs, mine):
+        assert built.config["config"].get("WorkingDir") == workdir
+        assert built.config["config"]["Env"][0].startswith("PATH=")
