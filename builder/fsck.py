@@ -100,15 +100,6 @@ def reap_killed_builds(state: StateRoot) -> list[Path]:
     return gone
 
 
-def prune_killed_builds(state: StateRoot) -> int:
-    """``reap_killed_builds`` for ``system prune`` and ``builder prune``: the bytes it freed."""
-    from builder.rootfs import dead_workspaces
-    from builder.system import _du
-
-    sizes = {d: _du(d) for d in dead_workspaces(state.run)}
-    return sum(sizes.get(d, 0) for d in reap_killed_builds(state)) if sizes else 0
-
-
 def _problems(state: StateRoot) -> list[Problem]:
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
     return [*check_store(state.image_store(), keep=cache.kept_blobs()),

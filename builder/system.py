@@ -461,8 +461,6 @@ def prune(state: StateRoot, *, all: bool = False, volumes: bool = False) -> Prun
         reclaimed += freed
     img = images_.prune(state, all=all)
     reclaimed += img.freed
-    from builder.fsck import prune_killed_builds
-
     reclaimed += prune_killed_builds(state)
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
     before = {r.key for r in cache.inputs_index()}
@@ -471,6 +469,15 @@ def prune(state: StateRoot, *, all: bool = False, volumes: bool = False) -> Prun
     reclaimed += res.freed
     return PruneReport(tuple(gone), tuple(nets), tuple(vols), img.deleted,
                        tuple(sorted(before - after)), reclaimed)
+
+
+def prune_killed_builds(state: StateRoot) -> int:
+    """``fsck.reap_killed_builds`` for ``system prune`` and ``builder prune``: the bytes freed."""
+    from builder.fsck import reap_killed_builds
+    from builder.rootfs import dead_workspaces
+
+    sizes = {d: _du(d) for d in dead_workspaces(state.run)}
+    return sum(sizes.get(d, 0) for d in reap_killed_builds(state)) if sizes else 0
 
 
 # -- reset --------------------------------------------------------------------------------------

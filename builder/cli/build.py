@@ -294,7 +294,7 @@ def builder_group() -> None:
 def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None:
     """Remove build cache records and the layers only they held (and what killed builds left)."""
     from builder.cache import BuildCache
-    from builder.fsck import prune_killed_builds
+    from builder.system import prune_killed_builds
 
     state = g.state
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
