@@ -5,7 +5,25 @@ The public Python API is the names in ``__all__``, imported from their modules o
 first, as the ``pybuild --root`` commands do. See "Python API" in the README.
 """
 
-from __future__ import annotations
+# (no ``from __future__`` import: it would come first, and be an import before the handler below)
+import sys as _sys
+
+
+def _cancelled_at_start(signum: int, frame: object) -> None:
+    """Ctrl-C before ``builder.cli.main`` can handle it: the end a later one has, no traceback."""
+    import os
+
+    os.write(2, b"cancelled\n")
+    os._exit(130)
+
+
+if (getattr(_sys, "argv", None) or [""])[0].rpartition("/")[2] == "pybuild":
+    # the console script, whose first import this is: covered from here (not only once the
+    # CLI's imports are done); builder.cli.main gives Ctrl-C back to KeyboardInterrupt
+    import _signal  # built in and already loaded (``signal`` would import enum)
+
+    _signal.signal(_signal.SIGINT, _cancelled_at_start)
+del _sys
 
 # not ``typing.TYPE_CHECKING``: importing typing would cost ``import builder`` ~5 ms (mypy
 # treats this constant the same way)

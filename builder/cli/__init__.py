@@ -187,9 +187,14 @@ def _usage_error(e: click.UsageError, args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning library errors into one line and a code."""
+    import _signal
+
+    import builder
     from builder.errors import BuildError, exit_status
     from registry.errors import RegistryError
 
+    if _signal.getsignal(_signal.SIGINT) is builder._cancelled_at_start:  # see there
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="pybuild", standalone_mode=False)
