@@ -190,7 +190,7 @@ HOST_CONFIG_ZERO: tuple[tuple[str, Any], ...] = (
     ("CpuRealtimeRuntime", 0), ("CpusetCpus", ""), ("CpusetMems", ""), ("Devices", []),
     ("DeviceCgroupRules", None), ("DeviceRequests", None), ("KernelMemory", 0),
     ("KernelMemoryTCP", 0), ("MemoryReservation", 0), ("MemorySwap", 0),
-    ("MemorySwappiness", None), ("OomKillDisable", False), ("PidsLimit", None), ("Ulimits", []),
+    ("MemorySwappiness", None), ("OomKillDisable", False), ("PidsLimit", None), ("Ulimits", None),
     ("CpuCount", 0), ("CpuPercent", 0), ("IOMaximumIOps", 0), ("IOMaximumBandwidth", 0),
     ("MaskedPaths", list(MASKED_PATHS)), ("ReadonlyPaths", list(READONLY_PATHS)),
 )
