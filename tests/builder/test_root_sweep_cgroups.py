@@ -16,7 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from builder.network import sweep
 from builder.sandbox import cgroups
+from builder.sandbox.spec import Resources
 
 Pybuild = Any  # the runner from tests/conftest.py
 Factory = Callable[[], Pybuild]
@@ -128,3 +132,30 @@ def test_system_reset_of_a_missing_root_takes_its_cgroups(
     r = gone("system", "reset", "-f")
     assert r.returncode == 0 and r.stderr == ""
     _assert_nothing_left(root, pids, dirs)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_owner_records_in_either_layout(version: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner record does not depend on the cgroup layout: in a v1 layout (one dir per
+    controller hierarchy) or a pure v2 one, the sweep of a missing root finds its sandbox's
+    dirs in every hierarchy by the record and removes them, and the record with them. The
+    hierarchies are plain directories here (this host has one layout; the kernel's cgroup files
+    are what ``Cgroup`` reads only where they exist)."""
+    hiers = {c: str(tmp_path / "cg" / c) for c in ("pids", "devices")} if version == 1 else {}
+    v2 = str(tmp_path / "cg" / "unified") if version == 2 else None
+    for d in [*hiers.values(), *([v2] if v2 else [])]:
+        Path(d).mkdir(parents=True)
+    layout = cgroups.Layout(v1=hiers, v2=v2, v2_controllers=())
+    root = tmp_path / "root"
+    root.mkdir()
+    sid = f"pbtsweep{os.getpid()}x{version}"
+    cg = cgroups.Cgroup.create(sid, Resources(), layout, root=root)
+    assert sorted(cg.paths) == sorted(str(Path(h) / cgroups.PARENT / sid) for h in [*hiers.values(), *([v2] if v2 else [])])
+    assert (root / "locks").is_dir()  # a live root has it: the sweep tells a deleted one by its loss
+    tag = dict((s, t) for s, t, _ in cgroups.owners())[sid]
+    assert tag.endswith(f" {os.path.realpath(root)}")
+    monkeypatch.setattr(cgroups, "_LAYOUT", layout)
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+    assert all(os.path.isdir(p) for p in cg.paths)
+    sweep.sweep(root=root)  # as ``system reset`` of the missing root does
+    assert [p for p in cg.paths if os.path.exists(p)] == [] and sid not in {s for s, _, _ in cgroups.owners()}
