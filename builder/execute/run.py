@@ -2,8 +2,8 @@
 
 The layer is what the process left in the overlay upper dir; what is mounted never reaches it,
 so secrets and caches stay out of every layer. The empty mount points of the ``--mount``s
-missing from the image do, as in BuildKit's layer; the sandbox's own (``/etc/hosts``…) live in
-its stub layer.
+missing from the image do, as in BuildKit's layer, and so do those of the sandbox's own
+(``/proc``, ``/dev``, ``/sys``, ``/etc/hosts``…: the directory of a file's stub).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ TAIL = 20
 class _Lines:
     """Splits output chunks into lines for progress, keeping the last ``TAIL`` for errors."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], tail: deque[str] | None = None) -> None:
         self.log = log
         self.buf = b""
-        self.tail: deque[str] = deque(maxlen=TAIL)
+        self.tail: deque[str] = deque(maxlen=TAIL) if tail is None else tail
         self.lock = threading.Lock()
 
     def __call__(self, chunk: bytes) -> None:
@@ -209,12 +209,12 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
 
 
 def _mount_points(mounts: list[Mount]) -> list[tuple[str, bool]]:
-    """(target, is a file) of the ``--mount``s whose point is in the step's root: not under
-    another one, nor under /dev, /proc or /sys (the sandbox's own mounts)."""
+    """(target, is a file) of the mounts whose point is in the step's root: not under another
+    one (``/dev/pts`` is under ``/dev``, a ``--mount`` under ``/proc`` is under ``/proc``)."""
     dests = ["/" + m.destination.strip("/") for m in mounts]
     out = []
     for m, d in zip(mounts, dests, strict=True):
-        if d == "/" or d.startswith(("/dev/", "/proc/", "/sys/")) or d in ("/dev", "/proc", "/sys"):
+        if d == "/":
             continue
         if any(o != d and d.startswith(o.rstrip("/") + "/") for o in dests):
             continue
@@ -223,12 +223,13 @@ def _mount_points(mounts: list[Mount]) -> list[tuple[str, bool]]:
 
 
 def _leave_mount_points(ws: Workspace, mounts: list[Mount]) -> None:
-    """Make the missing mount points of the step's ``--mount``s in its root, so that the layer
-    holds them, as BuildKit's does (Docker 20.10): a directory target and its missing parents
-    stay, each 0755 root:root; for a file (a file bind, a secret) only the parents stay, the
-    empty stub file being removed (BuildKit's mount stub cleaner). The kernel copies up the
-    existing parents, so they keep their owner and mode; the one that gets a new entry gets
-    a new mtime, as in BuildKit's layer."""
+    """Make the missing mount points of the step's mounts in its root, so that the layer holds
+    them, as BuildKit's does (Docker 20.10): runc's own (``/proc``, ``/dev``, ``/sys``; the
+    ``/etc/hosts`` and ``/etc/resolv.conf`` binds) and the ``--mount``s. A directory target
+    and its missing parents stay, each 0755 root:root; for a file (``/etc/hosts``, a file
+    bind, a secret, an ssh socket) the parents stay and the empty stub file is made and
+    removed (BuildKit's mount stub cleaner), so its directory is in the layer with a new
+    mtime. The kernel copies up the existing parents, so they keep their owner and mode."""
     from builder.paths import in_root
 
     targets = _mount_points(mounts)
@@ -238,27 +239,36 @@ def _leave_mount_points(ws: Workspace, mounts: list[Mount]) -> None:
     def make(root: Path, _sources: list[Path]) -> None:
         for target, is_file in targets:
             parts = [c for c in target.split("/") if c]
-            if is_file:
-                parts = parts[:-1]
-            for i in range(1, len(parts) + 1):
-                p = in_root(root, "/" + "/".join(parts[:i]))
+            dirs = parts[:-1] if is_file else parts
+            for i in range(1, len(dirs) + 1):
+                p = in_root(root, "/" + "/".join(dirs[:i]))
                 if os.path.lexists(p):
                     if not p.is_dir():
                         break  # the kernel reports it when the sandbox mounts
                     continue
                 os.mkdir(p, 0o755)
                 os.chmod(p, 0o755)
+            else:
+                if is_file:
+                    stub = in_root(root, target)
+                    if not os.path.lexists(stub) and stub.parent.is_dir():
+                        stub.touch()
+                        stub.unlink()
 
     ws.with_root(make)
 
 
-def _etc_files(ws: Workspace, network: str) -> list[Mount]:
+def _etc_files(ws: Workspace, network: str, extra_hosts: tuple[str, ...] = ()) -> list[Mount]:
     from builder.sandbox.spec import Mount
 
     etc = ws.dir / "etc"
     etc.mkdir(exist_ok=True)
     # BuildKit's file, to the byte: the sandbox's name on the localhost line
     hosts = f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if extra_hosts:  # the build's --add-host entries, Docker's ``ip<TAB>name``
+        from builder.network.names import extra_hosts_lines
+
+        hosts += extra_hosts_lines(extra_hosts)
     (etc / "hosts").write_text(hosts)
     resolv = ""
     if network == "host":
@@ -278,10 +288,12 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
     if spec.network not in ("default", "none", "host"):
         raise BuildError(f"{step.location}: unsupported network mode {spec.network}")
     lines = _Lines(inputs.log)
+    err_lines = _Lines(inputs.log_stderr or inputs.log, tail=lines.tail)
     cancel = inputs.cancel
     with contextlib.ExitStack() as stack:
         mounts, secret_env = build_mounts(ws, step, spec, inputs=inputs, stack=stack)
-        _leave_mount_points(ws, mounts)
+        all_mounts = (*default_mounts(), *_etc_files(ws, spec.network, inputs.extra_hosts), *mounts)
+        _leave_mount_points(ws, list(all_mounts))
         # Docker's default seccomp profile, as BuildKit applies it. --security=insecure does not
         # lift it: BuildKit wants the security.insecure entitlement for that, which we do not grant.
         # BuildKit's supplementary groups (memberships only, not the primary group) and its
@@ -292,13 +304,13 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
         sandbox_spec = Spec(
             process=process,
             root=ws.root,
-            mounts=(*default_mounts(), *_etc_files(ws, spec.network), *mounts),
+            mounts=all_mounts,
             namespaces=Namespaces(net="host" if spec.network == "host" else "new"),
             hostname=HOSTNAME,
         )
         ex = Executor(ws.state)
         try:
-            box = ex.start(sandbox_spec, stdout=lines, stderr=lines)
+            box = ex.start(sandbox_spec, stdout=lines, stderr=err_lines)
         except SandboxError as e:
             code = getattr(e, "exit_code", 125)
             raise StepFailed(
@@ -321,6 +333,7 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
             done.set()  # the watcher notices within 0.1 s; not joined, so a step is not held up
             box.teardown()
         lines.flush()
+        err_lines.flush()
     if cancel.is_set() and result.exit_status != 0:
         raise BuildCancelled(f"{step.location}: {step.name}: cancelled")
     if result.exit_status != 0:

@@ -8,11 +8,14 @@ The builds are compared as in ``test_fidelity_judges`` (flattened trees, config,
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_fidelity_judges import _load_busybox, judge
+from test_ssh_mount import Agent
 
 
 # -- f. the none network's driver ----------------------------------------------------------------
@@ -105,3 +108,66 @@ def test_workdir_recorded_as_buildkit_does(busybox: Any, bt: Any, dockerd: Any, 
     for built in (theirs, mine):
         assert built.config["config"].get("WorkingDir") == workdir
         assert built.config["config"]["Env"][0].startswith("PATH=")
+
+
+# -- b. the mount points of runc's own mounts and of file mounts ------------------------------------------
+@pytest.fixture
+def ssh_agent() -> Iterator[Agent]:
+    a = Agent()
+    yield a
+    a.stop()
+
+
+def _mount_judge(busybox: Any, bt: Any, dockerd: Any, tmp: Path, dockerfile: str,
+                 args: tuple[str, ...], new: set[str]) -> None:
+    start = int(time.time()) - 5
+    theirs, mine = judge(busybox, bt, dockerd, tmp, dockerfile, files={"file": "file\n"}, args=args)
+    assert mine.nonempty_layers() == theirs.nonempty_layers()
+    for built in (theirs, mine):
+        for layer in built.layers[1:]:
+            for m in layer:
+                if m.name in new:
+                    assert m.mtime >= start, (m.name, m.mtime)
+
+
+def test_run_layers_hold_the_stub_directories(busybox: Any, bt: Any, dockerd: Any, ssh_agent: Agent,
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an image without ``/etc/hosts`` and ``/etc/resolv.conf`` (our busybox), BuildKit 20.10
+    has ``/etc`` in every RUN layer (runc made the binds' stub files there, its cleaner removed
+    them: the directory stays, with a new mtime); a file mount (secret, ssh socket, file bind)
+    leaves its directory the same way, copied up with its owner and mode, its missing parents
+    0755 root. Entry by entry (mode and owner), layer by layer."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret\n")
+    monkeypatch.setenv("SSH_AUTH_SOCK", ssh_agent.sock)
+    _mount_judge(busybox, bt, dockerd, tmp_path, "FROM busybox\n" + (
+        "RUN true\nRUN touch /x\n"
+        "RUN --mount=type=secret,id=s,target=/var/www/sec true\n"
+        "RUN --mount=type=secret,id=s true\n"
+        "RUN --mount=type=bind,source=file,target=/home/app/file true\n"
+        "RUN --mount=type=ssh true\n"
+        "RUN --mount=type=ssh,target=/tmp/agent.sock true\n"
+        "RUN --mount=type=ssh,target=/tmp/sshdir/agent.sock true\n"
+        "RUN --mount=type=secret,id=s,target=/tmp/secdir/sec true\n"),
+        ("--secret", f"id=s,src={secret}", "--ssh", "default"),
+        {"etc", "var/www", "run", "run/secrets", "run/buildkit", "home/app", "tmp", "tmp/sshdir"})
+
+
+def test_run_layers_hold_runc_mount_points_of_a_bare_image(busybox: Any, bt: Any, dockerd: Any,
+                                                           tmp_path: Path) -> None:
+    """An image with no ``/dev``, ``/proc``, ``/sys`` or ``/etc``: the first RUN layer holds all
+    four (0755 root); once ``/etc/hosts`` and ``/etc/resolv.conf`` are there a RUN changes
+    nothing (nor does a mount on an existing file or over ``/etc``), and a secret's stub
+    copies up ``/etc`` with the owner and mode an earlier step gave it."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret\n")
+    _mount_judge(busybox, bt, dockerd, tmp_path, "FROM busybox AS b\nFROM scratch\n" + (
+        "COPY --from=b /bin /bin\nRUN true\nCOPY hosts /etc/hosts\nRUN true\n"
+        "COPY resolv.conf /etc/resolv.conf\nRUN true\n"
+        "RUN --mount=type=secret,id=s,target=/etc/hosts true\n"
+        "RUN --mount=type=tmpfs,target=/etc true\n"
+        "RUN chmod 700 /etc && chown 3:4 /etc\n"
+        "RUN --mount=type=secret,id=s,target=/etc/sec2 true\n"
+        "RUN ls /etc > /ls\n"),
+        ("--secret", f"id=s,src={secret}"), {"dev", "etc", "proc", "sys"})
+
