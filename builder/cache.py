@@ -169,6 +169,10 @@ class BuildCache:
         _link(ours, target)
         return True
 
+    def keep_blob(self, digest: Digest) -> None:
+        """Keep the store's blob *digest* through store gc, as a record's layer is kept."""
+        self._keep_blob(digest)
+
     def _keep_blob(self, digest: Digest) -> None:
         """Hard-link the store's blob into the cache (once)."""
         ours = self._blob_path(digest)

@@ -8,13 +8,14 @@ The builds are compared as in ``test_fidelity_judges`` (flattened trees, config,
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_fidelity_judges import _load_busybox, judge
+from test_fidelity_judges import ETC, _load_busybox, judge
 from test_ssh_mount import Agent
 
 
@@ -171,3 +172,31 @@ def test_run_layers_hold_runc_mount_points_of_a_bare_image(busybox: Any, bt: Any
         "RUN ls /etc > /ls\n"),
         ("--secret", f"id=s,src={secret}"), {"dev", "etc", "proc", "sys"})
 
+
+# -- c. a step that changed nothing keeps an empty layer --------------------------------------------------
+EMPTY_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+
+def test_a_step_that_changed_nothing_keeps_an_empty_layer(busybox: Any, bt: Any, dockerd: Any,
+                                                          tmp_path: Path) -> None:
+    """BuildKit 20.10 exports a layer for every RUN, COPY and WORKDIR, the empty tar (1024
+    zero bytes) for one that changed nothing, with no ``empty_layer`` in its history entry;
+    ``WORKDIR /`` makes no op, so no layer (``empty_layer: true``). ``docker save`` of its
+    image: the same layer count, diff_ids where empty, and history flags as ours; a cached
+    rebuild gives the same image."""
+    theirs, mine = judge(busybox, bt, dockerd, tmp_path, "FROM busybox\n" + ETC + (
+        "RUN true\nWORKDIR /etc\nWORKDIR /\nWORKDIR /neww\nCOPY emptydir /tmp/\n"
+        "RUN --mount=type=tmpfs,target=/tmp true\nRUN echo > /f\nRUN true\nENV A=1\n"),
+        files={"emptydir/.keep": ""}, args=())
+    assert mine.nonempty_layers() == theirs.nonempty_layers()
+
+    def shape(b: Any) -> tuple[list[bool], list[str]]:
+        ids = b.config["rootfs"]["diff_ids"]
+        return ([bool(h.get("empty_layer")) for h in b.config["history"]],
+                [i if i == EMPTY_DIFF_ID else "layer" for i in ids])
+    assert shape(mine) == shape(theirs)
+    assert shape(mine)[1].count(EMPTY_DIFF_ID) == 4  # RUN true twice, WORKDIR /etc, the tmpfs RUN
+    tag = "fidelity:" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]  # judge's tag
+    image_id = str(busybox.store().resolve(tag).id)
+    bt.build(busybox, tmp_path / "ctx", "-t", "again:1")
+    assert str(busybox.store().resolve("again:1").id) == image_id
