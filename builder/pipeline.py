@@ -48,6 +48,8 @@ class BuildRequest:
     compression: str = "gzip"
     platform: str | None = None
     network: str | None = None
+    #: ``--add-host`` entries (``name:ip``) in RUN steps' ``/etc/hosts``
+    extra_hosts: tuple[str, ...] = ()
     #: registry domain -> ``registry.auth.Credentials`` for pulling base images (the daemon's
     #: ``X-Registry-Config``); a domain not here uses the stored credentials
     registry_auth: dict[str, Any] = field(default_factory=dict)
@@ -244,7 +246,8 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         ssh = ssh_agents.enter_context(agents(parse_ssh(req.ssh)))
     solver = Solver(state, options=SolveOptions(
         jobs=req.jobs, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter,
-        compression=req.compression, secrets=req.secrets, cancel=req.cancel, ssh=ssh),
+        compression=req.compression, secrets=req.secrets, cancel=req.cancel, ssh=ssh,
+        extra_hosts=req.extra_hosts),
         progress=progress, context=tree)
     with ssh_agents:
         target, _results = solver.build(graph)

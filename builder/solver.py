@@ -14,19 +14,22 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from builder.assemble import rfc3339
 from builder.cache import BuildCache, CacheRecord, chain_parent
 from builder.context import Tree
 from builder.errors import BuildCancelled
 from builder.execute.inputs import LayerRef, StepInputs
-from builder.graph.ops import Graph, StagePlan, Step
+from builder.graph.ops import Graph, MkdirSpec, StagePlan, Step
 from builder.state import StateRoot
 from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.model import Descriptor
 from registry.store import Store
+
+#: an empty layer tar, as Go's archive/tar closes one with no entry
+EMPTY_TAR = bytes(1024)
 
 EventKind = Literal["stage", "start", "cached", "done", "log", "miss", "warning", "error", "export"]
 
@@ -111,6 +114,8 @@ class Solver:
         self._unpublished: list[str] = []
         #: the content digest of stage results other stages read, by their chain
         self._contents: dict[str, str] = {}
+        #: the empty layer by compression, once stored
+        self._empty: dict[str, LayerRef] = {}
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -286,12 +291,36 @@ class Solver:
                                        built=True, snapshot=True))
             elif rec.layer is not None and rec.diff_id is not None:
                 layers.append(LayerRef(rec.layer, rec.diff_id, built=True))
+            elif isinstance(step.payload, MkdirSpec) and step.payload.path == "/":
+                entry["empty_layer"] = True  # BuildKit makes no op for WORKDIR /
             else:
-                entry["empty_layer"] = True
+                # BuildKit 20.10 keeps a layer for a step that changed nothing: the empty tar
+                in_image = not self._image_stages or plan.index in self._image_stages
+                layers.append(self._empty_layer(self.options.compression if in_image else "none"))
             history.append(entry)
         inherited = (results[plan.base.stage].inherited if plan.base.kind == "stage"
                      and plan.base.stage is not None else len(plan.base_history))
         return StageResult(plan, tuple(layers), tuple(history), inherited=inherited, chain=chain)
+
+    def _empty_layer(self, compression: str) -> LayerRef:
+        """The empty tar (two zero blocks, as Go's archive/tar ends one: diff_id
+        ``sha256:5f70bf18…``) in the store, kept by the build cache as step layers are."""
+        with self._lock:
+            known = self._empty.get(compression)
+        if known is not None:
+            return known
+        from builder.layers import commit_layer
+
+        def write(sink: IO[bytes]) -> None:
+            sink.write(EMPTY_TAR)
+
+        made = commit_layer(self.store, write, compression)
+        assert made is not None
+        self.cache.keep_blob(made[0].digest)
+        ref = LayerRef(made[0], made[1], built=True)
+        with self._lock:
+            self._empty[compression] = ref
+        return ref
 
     def _reads(self, plan: StagePlan, results: dict[int, StageResult]) -> str:
         """What a stage's steps may read from other stages (COPY --from, RUN --mount=from): the

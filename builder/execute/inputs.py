@@ -44,3 +44,8 @@ class StepInputs:
     cancel: threading.Event = field(default_factory=threading.Event)
     #: ``build --ssh``: agent socket by id, for ``RUN --mount=type=ssh``
     ssh: Mapping[str, str] = field(default_factory=dict)
+    #: where a RUN's stderr lines go (``log`` when not given): the serve API wraps them in red
+    log_stderr: Callable[[str], None] | None = None
+    #: ``--add-host`` entries (``name:ip``) for the ``/etc/hosts`` of RUN steps (not in the cache
+    #: key, as in dockerd's classic builder)
+    extra_hosts: tuple[str, ...] = ()

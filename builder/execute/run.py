@@ -34,10 +34,10 @@ TAIL = 20
 class _Lines:
     """Splits output chunks into lines for progress, keeping the last ``TAIL`` for errors."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], tail: deque[str] | None = None) -> None:
         self.log = log
         self.buf = b""
-        self.tail: deque[str] = deque(maxlen=TAIL)
+        self.tail: deque[str] = deque(maxlen=TAIL) if tail is None else tail
         self.lock = threading.Lock()
 
     def __call__(self, chunk: bytes) -> None:
@@ -258,13 +258,20 @@ def _leave_mount_points(ws: Workspace, mounts: list[Mount]) -> None:
     ws.with_root(make)
 
 
-def _etc_files(ws: Workspace, network: str) -> list[Mount]:
+def _etc_files(ws: Workspace, network: str, extra_hosts: tuple[str, ...] = ()) -> list[Mount]:
     from builder.sandbox.spec import Mount
 
     etc = ws.dir / "etc"
     etc.mkdir(exist_ok=True)
     # BuildKit's file, to the byte: the sandbox's name on the localhost line
     hosts = f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if extra_hosts:  # the build's --add-host entries, Docker's ``ip<TAB>name``
+        from builder.network.names import extra_hosts_lines
+
+        for e in extra_hosts:  # refused at the first RUN, in dockerd's words
+            if not all(e.partition(":")[::2]):
+                raise BuildError(f'bad format for add-host: "{e}"')
+        hosts += extra_hosts_lines(extra_hosts)
     (etc / "hosts").write_text(hosts)
     resolv = ""
     if network == "host":
@@ -284,10 +291,11 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
     if spec.network not in ("default", "none", "host"):
         raise BuildError(f"{step.location}: unsupported network mode {spec.network}")
     lines = _Lines(inputs.log)
+    err_lines = _Lines(inputs.log_stderr or inputs.log, tail=lines.tail)
     cancel = inputs.cancel
     with contextlib.ExitStack() as stack:
         mounts, secret_env = build_mounts(ws, step, spec, inputs=inputs, stack=stack)
-        all_mounts = (*default_mounts(), *_etc_files(ws, spec.network), *mounts)
+        all_mounts = (*default_mounts(), *_etc_files(ws, spec.network, inputs.extra_hosts), *mounts)
         _leave_mount_points(ws, list(all_mounts))
         # Docker's default seccomp profile, as BuildKit applies it. --security=insecure does not
         # lift it: BuildKit wants the security.insecure entitlement for that, which we do not grant.
@@ -305,7 +313,7 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
         )
         ex = Executor(ws.state)
         try:
-            box = ex.start(sandbox_spec, stdout=lines, stderr=lines)
+            box = ex.start(sandbox_spec, stdout=lines, stderr=err_lines)
         except SandboxError as e:
             code = getattr(e, "exit_code", 125)
             raise StepFailed(
@@ -328,6 +336,7 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
             done.set()  # the watcher notices within 0.1 s; not joined, so a step is not held up
             box.teardown()
         lines.flush()
+        err_lines.flush()
     if cancel.is_set() and result.exit_status != 0:
         raise BuildCancelled(f"{step.location}: {step.name}: cancelled")
     if result.exit_status != 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -34,6 +35,9 @@ from builder.state import StateRoot
 from registry.errors import RegistryError
 
 routes = web.RouteTableDef()
+
+#: the wrapping of a RUN's stderr in the stream, as dockerd's
+RED, RESET = "\x1b[91m", "\x1b[0m"
 
 #: how often a running build checks that its client is still there
 CANCEL_POLL = 0.2
@@ -128,6 +132,7 @@ async def build(request: web.Request) -> web.StreamResponse:
             Platform.parse(q["platform"])
         except ValueError as e:
             raise bad_request(str(e)) from None
+    extra_hosts = tuple(h for h in q.getall("extrahosts", []) if h)
     network = q.get("networkmode") or None
     if network == "default":
         network = None
@@ -143,6 +148,7 @@ async def build(request: web.Request) -> web.StreamResponse:
             context=str(ctx), dockerfile=dockerfile, tags=tags, build_args=build_args,
             target=q.get("target") or None, no_cache=_flag(request, "nocache"), labels=labels,
             jobs=os.cpu_count() or 1, platform=q.get("platform") or None, network=network,
+            extra_hosts=extra_hosts,
             registry_auth=dict(auth), cancel=threading.Event())
         stream = JsonStream(request)
         failed_steps: list[str] = []
@@ -158,6 +164,9 @@ async def build(request: web.Request) -> web.StreamResponse:
                 if e.kind == "error":
                     failed_steps.append(e.name)
                 if plain is not None:
+                    if e.kind == "log" and e.stream == "stderr":
+                        # as dockerd's classic builder: a RUN's stderr in red
+                        e = dataclasses.replace(e, text=f"{RED}{e.text}{RESET}")
                     plain(e)
 
             outcome = run_build(state, req, progress=progress)
