@@ -46,6 +46,8 @@ class Event:
     text: str = ""
     elapsed: float = 0.0
     time: float = field(default_factory=time.time)
+    #: a ``log`` line's stream: ``stdout`` or ``stderr`` (a RUN's)
+    stream: str = "stdout"
 
 
 Progress = Callable[[Event], None]
@@ -81,6 +83,8 @@ class SolveOptions:
     #: set by the caller to stop the build: steps not started are skipped, running RUN
     #: processes killed (``pybuild serve`` when its client goes away)
     cancel: threading.Event | None = None
+    #: ``--add-host`` entries (``name:ip``) for RUN steps' ``/etc/hosts``
+    extra_hosts: tuple[str, ...] = ()
 
 
 Cancelled = BuildCancelled
@@ -439,6 +443,9 @@ class Solver:
         def log(line: str) -> None:
             self.emit(Event("log", vid, name, plan.display, step.location, line))
 
+        def log_stderr(line: str) -> None:
+            self.emit(Event("log", vid, name, plan.display, step.location, line, stream="stderr"))
+
         # loaded on the first executed step: a fully cached build never imports execution
         from builder.execute.step import StepRunner
         from builder.execute.workspace import Workspace
@@ -446,7 +453,8 @@ class Solver:
 
         self._used_workspace = True
         inputs = StepInputs({i: r.layers for i, r in results.items()}, self.options.secrets, log,
-                            self._cancel, ssh=self.options.ssh)
+                            self._cancel, ssh=self.options.ssh, log_stderr=log_stderr,
+                            extra_hosts=self.options.extra_hosts)
         with Workspace(self.state, self.store, [] if step.linked else layers,
                        platform=plan.platform, context=self.context) as ws:
             step.execute(StepRunner(ws, inputs))
