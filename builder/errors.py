@@ -31,13 +31,13 @@ exit status in one table (the supervisor records a start's failure by it too).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Self
+from typing import NamedTuple
 
 from registry.errors import RegistryError
-from registry.kinds import ErrorKind
+from registry.kinds import ErrorKind, Kinded
 
 
-class BuildError(Exception):
+class BuildError(Kinded):
     """Base of every error raised by ``builder``."""
 
     kind: ErrorKind = ErrorKind.SYSTEM
@@ -47,23 +47,6 @@ class BuildError(Exception):
     #: an exit status a process or a container's start reported, passed on as it is
     #: (the runtime's 126/127, a start's failure)
     reported_status: int | None = None
-
-    def with_kind(self, kind: ErrorKind) -> Self:
-        """This error, of *kind* rather than its class's."""
-        self.kind = kind
-        return self
-
-    @classmethod
-    def conflict(cls, message: str) -> Self:
-        return cls(message).with_kind(ErrorKind.CONFLICT)
-
-    @classmethod
-    def not_found(cls, message: str) -> Self:
-        return cls(message).with_kind(ErrorKind.NOT_FOUND)
-
-    @classmethod
-    def invalid(cls, message: str) -> Self:
-        return cls(message).with_kind(ErrorKind.INVALID)
 
     @property
     def exit_code(self) -> int:

@@ -22,33 +22,14 @@ raise may give its own (``StoreError.conflict(...)``) where one class covers sev
 
 from __future__ import annotations
 
-from typing import Self
-
-from registry.kinds import ErrorKind
+from registry.kinds import ErrorKind, Kinded
 
 
-class RegistryError(Exception):
+class RegistryError(Kinded):
     """Base of every error raised by ``registry``."""
 
     retryable: bool = False
     kind: ErrorKind = ErrorKind.SYSTEM
-
-    def with_kind(self, kind: ErrorKind) -> Self:
-        """This error, of *kind* rather than its class's."""
-        self.kind = kind
-        return self
-
-    @classmethod
-    def conflict(cls, message: str) -> Self:
-        return cls(message).with_kind(ErrorKind.CONFLICT)
-
-    @classmethod
-    def not_found(cls, message: str) -> Self:
-        return cls(message).with_kind(ErrorKind.NOT_FOUND)
-
-    @classmethod
-    def invalid(cls, message: str) -> Self:
-        return cls(message).with_kind(ErrorKind.INVALID)
 
 
 class InvalidReference(RegistryError):

@@ -9,6 +9,7 @@ moby's ``errdefs`` classes that pybuild raises.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Self
 
 
 class ErrorKind(Enum):
@@ -21,3 +22,27 @@ class ErrorKind(Enum):
     CANCELLED = "cancelled"  # stopped by Ctrl-C or by a failed sibling
     FAILED = "failed"  # what was asked ran and failed (a RUN step exited non-zero)
     SYSTEM = "system"  # our side could not do it (the runtime, the kernel, the store)
+
+
+class Kinded(Exception):
+    """The kind machinery both error trees' bases share: a class's ``kind``, and a raise's own
+    where one class covers several (``ContainerError.conflict(...)``, ``.with_kind(k)``)."""
+
+    kind: ErrorKind = ErrorKind.SYSTEM
+
+    def with_kind(self, kind: ErrorKind) -> Self:
+        """This error, of *kind* rather than its class's."""
+        self.kind = kind
+        return self
+
+    @classmethod
+    def conflict(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.CONFLICT)
+
+    @classmethod
+    def not_found(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.NOT_FOUND)
+
+    @classmethod
+    def invalid(cls, message: str) -> Self:
+        return cls(message).with_kind(ErrorKind.INVALID)
