@@ -166,6 +166,20 @@ def store_listing(root: Path) -> list[tuple[str, int]]:
     return sorted(out)
 
 
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Any]:
+    """The judge tests' private ``dockerd`` (``tests/dockerd.py``): one per session, whichever
+    folder's tests ask first, stopped at the session's end."""
+    from dockerd import Dockerd
+
+    d = Dockerd()
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
 # -- the host is left as it was found -------------------------------------------------------------
 # Several test sessions run at once on this host: the guard counts only what belongs to state
 # roots under this session's base temp dir (its *scope*), found through their records.

@@ -1,6 +1,6 @@
-"""Fixtures of the build tests: a private Docker engine (session) and build/inspect helpers.
+"""Fixtures of the build tests: build/inspect helpers (the private Docker engine, ``dockerd``,
+is ``tests/conftest.py``'s: one per session for every folder).
 
-``dockerd``: a ``tests.dockerd.Dockerd`` started once per session and stopped at its end.
 ``build_helpers``: ``build(pyb, ctx, *args)`` → (process, events) with ``--progress=rawjson``,
 ``rootfs(pyb, ref, dest)`` merges an image's layers into *dest*, ``layer_names(...)``.
 """
@@ -18,18 +18,6 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dockerd import Dockerd  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[Dockerd]:
-    d = Dockerd()
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 def build(pyb: Any, ctx: Path | str, *args: str, check: bool = True,

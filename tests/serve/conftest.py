@@ -28,22 +28,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dockerd import Dockerd  # noqa: E402
 from registry_server import (  # noqa: E402,F401 - fixtures, registered by being imported here
     plain_registry,
     registry_tmp,
 )
 from serve_client import DOCKER, Daemon, uhttp  # noqa: E402,F401 - re-exported for the fixtures
-
-
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[Dockerd]:
-    d = Dockerd()
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture
