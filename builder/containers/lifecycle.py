@@ -115,9 +115,20 @@ def endpoints_of(c: Container, table: Mapping[str, Mapping[str, Mapping[str, Any
         primary = "bridge" if mode == "default" else mode
         if primary.startswith("container:"):
             return {}
-        return {name: {} for name in [primary, *c.networks]}
+        return {name: _given(c, name, {}) for name in [primary, *c.networks]}
     live = table.get(c.id)
-    return dict(live) if live else dict(c.state.endpoints)
+    eps = dict(live) if live else dict(c.state.endpoints)
+    return {name: _given(c, name, ep) for name, ep in eps.items()}
+
+
+#: endpoint settings a client gives at ``network connect`` that the network does not use but
+#: dockerd shows back in inspect
+GIVEN_KEYS = ("Links", "DriverOpts")
+
+
+def _given(c: Container, name: str, ep: Mapping[str, Any]) -> Mapping[str, Any]:
+    given = {k: v for k, v in (c.networks.get(name) or {}).items() if k in GIVEN_KEYS and v}
+    return {**ep, **given} if given else ep
 
 
 def remember_networks(root: StateRoot, c: Container) -> Container:
@@ -126,7 +137,9 @@ def remember_networks(root: StateRoot, c: Container) -> Container:
     now = network_endpoints(root).get(c.id) or {}
     mode = str(c.host_config.get("NetworkMode") or "default")
     primary = "bridge" if mode == "default" else mode
-    wanted = {name: {"Aliases": list(ep.get("Aliases") or [])} for name, ep in now.items() if name != primary}
+    wanted = {name: {"Aliases": list(ep.get("Aliases") or []),
+                     **{k: v for k, v in (c.networks.get(name) or {}).items() if k in GIVEN_KEYS}}
+              for name, ep in now.items() if name != primary}
     if not now or wanted == {k: dict(v) for k, v in c.networks.items()}:
         return c
     updated = replace(c, networks=wanted)

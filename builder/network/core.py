@@ -188,8 +188,8 @@ def create_network(
 ) -> Network:
     """``network create``: a bridge network is materialised (bridge + rules) right away."""
     options = dict(options or {})
-    if not NAME_RE.match(name):
-        raise NetworkError.invalid(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    if not name:  # as dockerd, any other name is taken: spaces, slashes, a leading dash
+        raise NetworkError.invalid("invalid name: ")
     if driver == "overlay":
         raise NetworkError(
             "the overlay driver needs multi-host (swarm) networking, which pybuild does not "

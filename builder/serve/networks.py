@@ -89,8 +89,10 @@ async def create(request: web.Request) -> web.Response:
 
     body = await json_body(request, required=True)
     name = body.get("Name")
-    if not name or not isinstance(name, str):
+    if name is not None and not isinstance(name, str):
         raise bad_request("network name is required: Name")
+    if not name:  # dockerd's answer, a 500; any other name is taken (spaces, slashes…)
+        raise ApiError(500, "invalid name: ")
     configs = ((body.get("IPAM") or {}).get("Config") or [])
     if len(configs) > 1:
         raise bad_request("only one IPAM config (one IPv4 subnet) per network is supported")
@@ -121,7 +123,7 @@ def _primary(c: Any) -> str:
 
 
 def _plan_connect(root: Any, cid: str, net_name: str, aliases: tuple[str, ...],
-                  ip: str | None) -> None:
+                  ip: str | None, given: dict[str, Any] | None = None) -> None:
     """Record the network (and aliases) a stopped container joins at its next start."""
     from dataclasses import replace
 
@@ -132,14 +134,44 @@ def _plan_connect(root: Any, cid: str, net_name: str, aliases: tuple[str, ...],
         c = cs.load(cid)
         if net_name == _primary(c):
             host = dict(c.host_config)
-            given = list(host.get("NetworkAliases") or ())
-            host["NetworkAliases"] = list(dict.fromkeys([*given, *aliases]))
+            had = list(host.get("NetworkAliases") or ())
+            host["NetworkAliases"] = list(dict.fromkeys([*had, *aliases]))
             if ip:
                 host["IPAddress"] = ip
             cs.save_config(replace(c, host_config=host))
             return
         networks = {k: dict(v) for k, v in c.networks.items()}
-        networks[net_name] = {"Aliases": list(aliases)}
+        networks[net_name] = {"Aliases": list(aliases), **(given or {})}
+        cs.save_config(replace(c, networks=networks))
+
+
+def _given(conf: dict[str, Any]) -> dict[str, Any]:
+    """The endpoint's ``Links`` and ``DriverOpts`` as given, kept for inspect as dockerd shows
+    them (links on a user-defined network resolve by name, as there)."""
+    links = conf.get("Links") or []
+    opts = conf.get("DriverOpts") or {}
+    if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
+        raise bad_request("EndpointConfig.Links: a list of name:alias strings")
+    if not isinstance(opts, dict):
+        raise bad_request("EndpointConfig.DriverOpts: an object of strings")
+    out: dict[str, Any] = {}
+    if links:
+        out["Links"] = list(links)
+    if opts:
+        out["DriverOpts"] = {str(k): str(v) for k, v in opts.items()}
+    return out
+
+
+def _keep_given(root: Any, cid: str, net_name: str, given: dict[str, Any]) -> None:
+    from dataclasses import replace
+
+    from builder.containers.record import ContainerStore
+
+    cs = ContainerStore(root)
+    with cs.lock(cid):
+        c = cs.load(cid)
+        networks = {k: dict(v) for k, v in c.networks.items()}
+        networks[net_name] = {**networks.get(net_name, {}), **given}
         cs.save_config(replace(c, networks=networks))
 
 
@@ -180,17 +212,20 @@ async def connect(request: web.Request) -> web.Response:
     conf = body.get("EndpointConfig") or {}
     aliases = tuple(conf.get("Aliases") or ())
     ip = ((conf.get("IPAMConfig") or {}).get("IPv4Address")) or None
+    given = _given(conf)
     net = await in_thread(N.get_network, root, request.match_info["id"])
     if not c.state.running:
         # as dockerd: a container not running is connected when it starts (compose creates a
         # container, then disconnects and reconnects it with its aliases)
-        await in_thread(_plan_connect, root, c.id, net.name, aliases, ip)
+        await in_thread(_plan_connect, root, c.id, net.name, aliases, ip, given)
         return web.Response(status=200)
 
     def work() -> None:
         N.shared_netns(root, c.id)
         N.attach(root, c.id, net.id, name=c.name, aliases=aliases, ip=ip,
                  hostname=c.config.hostname or c.id[:12])
+        if given:
+            _keep_given(root, c.id, net.name, given)
 
     await in_thread(work)
     return web.Response(status=200)
