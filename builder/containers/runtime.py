@@ -380,6 +380,7 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
         no_new_privs=nnp,
         seccomp=profile,
         rlimits=_rlimits(c),
+        add_groups=tuple(str(g) for g in c.host_config.get("GroupAdd") or ()),
     )
     devices = _devices(c)
     memory = int(c.host_config.get("Memory") or 0) or None
@@ -533,6 +534,7 @@ def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), 
         user=user if user is not None else c.config.user or "",
         terminal=tty, capabilities=caps, no_new_privs=nnp, seccomp=profile,
         rlimits=_rlimits(c),  # Docker's exec starts from the container's process spec
+        add_groups=tuple(str(g) for g in c.host_config.get("GroupAdd") or ()),
     )
 
 

@@ -237,7 +237,8 @@ def open_console(
         sys.mount(slave_path, "/dev/console", None, sc.MS_BIND)
 
 
-def read_user(spec_user: str, *, primary_in_groups: bool = True) -> User:
+def read_user(spec_user: str, *, primary_in_groups: bool = True,
+              add_groups: tuple[str, ...] = ()) -> User:
     """Resolve *spec_user* from the files of the current root (we are inside it)."""
 
     def read(path: str) -> str | None:
@@ -248,7 +249,7 @@ def read_user(spec_user: str, *, primary_in_groups: bool = True) -> User:
             return None
 
     return resolve_user(spec_user, read("/etc/passwd"), read("/etc/group"),
-                        primary_in_groups=primary_in_groups)
+                        primary_in_groups=primary_in_groups, add_groups=add_groups)
 
 
 def final_env(process: Process, user: User) -> dict[str, str]:
@@ -357,7 +358,8 @@ def default_signals() -> None:
 def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf: bytes | None = None) -> None:
     """Resolve the user, set limits and privileges, load the seccomp filter, and ``execve``
     (does not return)."""
-    user = read_user(process.user, primary_in_groups=process.primary_in_groups)
+    user = read_user(process.user, primary_in_groups=process.primary_in_groups,
+                     add_groups=process.add_groups)
     env = final_env(process, user)
     set_rlimits(process)
     enter_cwd(process.cwd)

@@ -46,7 +46,7 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
     """The ``config.json`` object of *spec* (users resolved from the image's files now)."""
     p = spec.process
     user = resolve_user(p.user, _read_root_file(spec, "/etc/passwd"), _read_root_file(spec, "/etc/group"),
-                        primary_in_groups=p.primary_in_groups)
+                        primary_in_groups=p.primary_in_groups, add_groups=p.add_groups)
     env = list(p.env)
     if not any(e.startswith("HOME=") for e in env):
         env.append(f"HOME={user.home}")

@@ -108,6 +108,8 @@ class Process:
     rlimits: tuple[Rlimit, ...] = ()
     seccomp: Profile | None = None
     primary_in_groups: bool = True
+    #: ``--group-add``: more supplementary groups (names in the root's group file, or numbers)
+    add_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.args:

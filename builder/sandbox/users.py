@@ -35,14 +35,15 @@ def _int(s: str) -> int | None:
 
 
 def resolve_user(spec: str, passwd: str | None, group: str | None, *,
-                 primary_in_groups: bool = True) -> User:
+                 primary_in_groups: bool = True, add_groups: tuple[str, ...] = ()) -> User:
     """``""``/``name``/``uid``/``uid:gid``/``name:group`` → ids, as ``docker run -u`` does.
 
     A numeric uid absent from passwd runs with gid 0 and home ``/``; a name that is absent,
     or a group name that is absent, is an error naming it. The supplementary groups are the
     primary group then the groups listing the user as a member (``docker run``, the classic
     builder); without *primary_in_groups* only the latter, as BuildKit's RUN steps have them
-    (``id`` there prints ``uid=0(root) gid=0(root)`` and no ``groups=``).
+    (``id`` there prints ``uid=0(root) gid=0(root)`` and no ``groups=``). *add_groups*
+    (``--group-add``: names from the group file, or numbers) come after them, as in runc.
     """
     user, _, grp = (spec or "0").partition(":")
     users = _parse(passwd, 7)
@@ -76,4 +77,12 @@ def resolve_user(spec: str, passwd: str | None, group: str | None, *,
             g = _int(row[2])
             if g is not None and name in members and g not in extra:
                 extra.append(g)
+    for a in add_groups:
+        g = _int(a)
+        if g is None:
+            g = next((_int(row[2]) for row in groups if row[0] == a), None)
+            if g is None:
+                raise SandboxError(f"Unable to find group {a}: no matching entries in group file")
+        if g not in extra:
+            extra.append(g)
     return User(uid=uid, gid=gid, groups=tuple(extra), home=home)
