@@ -153,7 +153,7 @@ def inspect_record(store: Store, record: ImageRecord) -> dict[str, Any]:
     same = [r for r in store.images() if r.image_id == image.id and r.reference is not None]
     tags = [r.reference.familiar for r in same if r.reference and r.reference.tag]
     digests = sorted({f"{r.reference.familiar_name}@{r.descriptor.digest}" for r in same
-                      if r.reference})
+                      if r.reference and r.repo_digest})
     out: dict[str, Any] = {
         "Id": str(image.id),
         "RepoTags": tags,
@@ -328,7 +328,7 @@ def summaries(store: Store, *, filters: Mapping[str, list[str]] | None = None
     for image_id, recs in groups.items():
         tags = [r.familiar for rec in recs if (r := rec.reference) is not None and r.tag]
         digests = sorted({f"{r.familiar_name}@{rec.descriptor.digest}" for rec in recs
-                          if (r := rec.reference) is not None})
+                          if (r := rec.reference) is not None and rec.repo_digest})
         out.append({
             "Id": image_id,
             "ParentId": "",

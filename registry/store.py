@@ -26,6 +26,9 @@ REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_ID = "io.pybuild.image.id"
 IMAGE_CREATED = "io.pybuild.image.created"
 IMAGE_SIZE = "io.pybuild.image.size"
+#: "true" on an entry whose manifest digest a registry knows under its repository (pulled or
+#: pushed): Docker's RepoDigests and ``images --digests`` list only those
+REPO_DIGEST = "io.pybuild.image.repo-digest"
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -128,6 +131,11 @@ class ImageRecord:
     @property
     def size(self) -> int:
         return int(self.descriptor.annotation(IMAGE_SIZE) or 0)
+
+    @property
+    def repo_digest(self) -> bool:
+        """Whether the manifest digest is a repo digest (pulled or pushed, as Docker counts)."""
+        return self.descriptor.annotation(REPO_DIGEST) == "true"
 
 
 @dataclass(frozen=True)
@@ -398,10 +406,13 @@ class Store:
                IMAGE_SIZE: str(size)}
         )
 
-    def add(self, desc: Descriptor, reference: Reference | None = None) -> None:
-        """Record an image (a manifest or index already stored), tagged or dangling."""
+    def add(self, desc: Descriptor, reference: Reference | None = None, *,
+            distributed: bool = False) -> None:
+        """Record an image (a manifest or index already stored), tagged or dangling;
+        *distributed*: pulled from a registry (its digest is a repo digest)."""
         entry = self._describe(desc).with_annotations(
-            **{REF_NAME: str(reference) if reference else None}
+            **{REF_NAME: str(reference) if reference else None,
+               REPO_DIGEST: "true" if distributed else None}
         )
         with self._locked():
             self._init()
@@ -436,6 +447,16 @@ class Store:
                 seen.add(e.digest)
             out.append(e)
         return out
+
+    def mark_distributed(self, reference: Reference, digest: Digest) -> None:
+        """The entry tagged *reference* was pushed as *digest*: a repo digest from now on."""
+        with self._locked():
+            entries = self._read_index()
+            out = [e.with_annotations(**{REPO_DIGEST: "true"})
+                   if e.annotation(REF_NAME) == str(reference) and e.digest == digest else e
+                   for e in entries]
+            if out != entries:
+                self._write_index(out)
 
     def tag(self, source: str, target: Reference) -> None:
         self.add(self.lookup(source).descriptor, target)

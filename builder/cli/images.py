@@ -65,7 +65,8 @@ def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[datetime, dict[str, An
         "CreatedAt": created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if created else "",
         "CreatedSince": human_duration((datetime.now(UTC) - created).total_seconds()) + " ago"
         if created else "N/A",
-        "Digest": str(rec.descriptor.digest),
+        # a repo digest only (pulled or pushed), as Docker: <none> for a built or loaded image
+        "Digest": str(rec.descriptor.digest) if rec.repo_digest else "<none>",
         "ID": _short(rec.image_id, no_trunc),
         "Repository": ref.familiar_name if ref else "<none>",
         "SharedSize": "N/A",

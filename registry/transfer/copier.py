@@ -243,7 +243,7 @@ def pull_result(store: Store, reference: Reference | str, **kwargs: Any) -> tupl
                      **kwargs.pop("client_options", {}))
     platform = kwargs.get("platform")
     try:
-        result = copy(end, StoreEnd(store, str(ref), ref), **kwargs)
+        result = copy(end, StoreEnd(store, str(ref), ref, distributed=True), **kwargs)
     finally:
         end.repo.client.close()
     return store.image(result.descriptor, platform=platform, reference=ref), result
@@ -265,10 +265,14 @@ def push(
     end = remote_end(target, tls_verify=tls_verify, **(client_options or {}))
     end.repo.want_push()
     try:
-        return copy(StoreEnd(store, name), end, all_platforms=True,
-                    max_concurrent=max_concurrent, progress=progress)
+        result = copy(StoreEnd(store, name), end, all_platforms=True,
+                      max_concurrent=max_concurrent, progress=progress)
     finally:
         end.repo.client.close()
+    # Docker's RepoDigests: the pushed tag's digest, once the registry has it
+    pushed = target if isinstance(target, Reference) else Reference.parse(target)
+    store.mark_distributed(pushed, result.descriptor.digest)
+    return result
 
 
 def local_tags(store: Store, repository: Reference) -> list[Reference]:

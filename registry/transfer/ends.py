@@ -143,10 +143,13 @@ class StoreEnd(BaseEnd):
     """The local store: as a source, the image named *name* (reference, ID or ``name@digest``);
     as a destination, tagged *reference* (or left untagged when None)."""
 
-    def __init__(self, store: Store, name: str, reference: Reference | None = None) -> None:
+    def __init__(self, store: Store, name: str, reference: Reference | None = None, *,
+                 distributed: bool = False) -> None:
         self.store = store
         self.name = name
         self.reference = reference
+        #: a pull from a registry: the tag's digest is a repo digest
+        self.distributed = distributed
         self._written: list[Digest] = []
         self._lock = threading.Lock()
         self._lease: contextlib.ExitStack | None = None
@@ -232,7 +235,7 @@ class StoreEnd(BaseEnd):
             desc = Descriptor(doc.media_type, doc.digest, len(doc.raw))
             if root:
                 with self._disk_full(f"index.json (tagging {self.reference or doc.digest})"):
-                    self.store.add(desc, self.reference)
+                    self.store.add(desc, self.reference, distributed=self.distributed)
         return desc
 
     def mount_sources(self, desc: Descriptor) -> list[str]:

@@ -9,6 +9,7 @@ The builds are compared as in ``test_fidelity_judges`` (flattened trees, config,
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,9 @@ from typing import Any
 import pytest
 from test_fidelity_judges import ETC, _load_busybox, judge
 from test_ssh_mount import Agent
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
+from registry_server import plain_registry, registry_tmp  # noqa: E402,F401 - fixtures
 
 
 # -- f. the none network's driver ----------------------------------------------------------------
@@ -200,3 +204,41 @@ def test_a_step_that_changed_nothing_keeps_an_empty_layer(busybox: Any, bt: Any,
     image_id = str(busybox.store().resolve(tag).id)
     bt.build(busybox, tmp_path / "ctx", "-t", "again:1")
     assert str(busybox.store().resolve("again:1").id) == image_id
+
+
+# -- g. repo digests only for pulled or pushed images ----------------------------------------------------
+def test_repo_digests_only_for_pulled_or_pushed_images(busybox: Any, bt: Any, dockerd: Any,
+                                                       pybuild_factory: Any, tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    """Docker lists a repo digest (``images --digests``, ``{{.Digest}}``, ``RepoDigests``) only
+    for an image it pulled or pushed: a loaded one shows ``<none>`` and ``[]``, and so does a
+    built one. Judged on a load; the private dockerd cannot reach our registry (its network
+    namespace has only ``lo``), so pull and push are checked on ours as Docker documents them:
+    the pushed tag's row gets the digest, another tag of the same image not."""
+    saved = tmp_path / "busybox.tar"
+    busybox("save", "-o", str(saved), "busybox:latest")
+    dockerd.docker("load", "-i", str(saved))
+    loaded = pybuild_factory()
+    loaded("load", "-i", str(saved))
+    fmt = "{{.Repository}}:{{.Tag}} {{.Digest}}"
+    theirs = dockerd.docker("images", "--format", fmt, "busybox").stdout.decode()
+    assert theirs == "busybox:latest <none>\n"
+    assert loaded("images", "--format", fmt, "busybox").stdout == theirs
+    digests = "{{json .RepoDigests}}"
+    assert (loaded("image", "inspect", "-f", digests, "busybox").stdout
+            == dockerd.docker("image", "inspect", "-f", digests, "busybox").stdout.decode() == "[]\n")
+    assert "<none>" in loaded("images", "--digests").stdout.splitlines()[1]
+
+    reg = request.getfixturevalue("plain_registry")
+    env = {"DOCKER_CONFIG": str(tmp_path / "docker-config"), "PYBUILD_CERTS_D": str(tmp_path / "certs.d")}
+    repo = f"{reg.addr}/fidelity-{tmp_path.name[-12:].replace('_', '-').lower()}"
+    loaded("tag", "busybox", f"{repo}:1")
+    loaded("push", f"{repo}:1", env=env)
+    digest = str(loaded.store().lookup(f"{repo}:1").descriptor.digest)
+    rows = dict(line.split(" ", 1) for line in loaded("images", "--format", fmt).stdout.splitlines())
+    assert rows == {f"{repo}:1": digest, "busybox:latest": "<none>"}
+    assert loaded("image", "inspect", "-f", digests, "busybox").stdout == f'["{repo}@{digest}"]\n'
+    fresh = pybuild_factory()
+    fresh("pull", f"{repo}:1", env=env)
+    assert fresh("images", "--format", fmt).stdout == f"{repo}:1 {digest}\n"
+    assert fresh("image", "inspect", "-f", digests, f"{repo}:1").stdout == f'["{repo}@{digest}"]\n'

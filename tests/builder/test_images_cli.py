@@ -41,13 +41,13 @@ def test_images_table_quiet_digests_json(busybox: Pybuild) -> None:
     assert re.fullmatch(rf"busybox {{6}}latest {{4}}{short} {{3}}(Less than a second|\d+ seconds?) ago +\d[\d.]*MB", out[1])
     assert busybox("images", "-q").stdout == short + "\n"
     assert busybox("images", "-q", "--no-trunc").stdout == busybox.image_id + "\n"
-    digest = str(busybox.store().lookup("busybox").descriptor.digest)
+    # an imported image was never pulled or pushed: no repo digest, as Docker
     dig = busybox("images", "--digests").stdout.splitlines()
     assert dig[0].split() == ["REPOSITORY", "TAG", "DIGEST", "IMAGE", "ID", "CREATED", "SIZE"]
-    assert digest in dig[1]
+    assert dig[1].split()[2] == "<none>"
     row = json.loads(busybox("images", "--format", "json").stdout)
     assert row["Repository"] == "busybox" and row["Tag"] == "latest" and row["ID"] == short
-    assert row["Digest"] == digest and row["Size"].endswith("MB")
+    assert row["Digest"] == "<none>" and row["Size"].endswith("MB")
     assert busybox("images", "--format", "{{.Repository}}:{{.Tag}}").stdout == "busybox:latest\n"
     table = busybox("images", "--format", "table {{.Repository}}\t{{.ID}}").stdout.splitlines()
     assert table == ["REPOSITORY   IMAGE ID", f"busybox      {short}"]
