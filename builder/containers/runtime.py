@@ -233,6 +233,7 @@ def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[st
         ports=ports, extra_hosts=tuple(c.host_config.get("ExtraHosts") or ()),
         dns=tuple(c.host_config.get("Dns") or ()), dns_search=tuple(c.host_config.get("DnsSearch") or ()),
         dns_options=tuple(c.host_config.get("DnsOptions") or ()),
+        mac=c.config.mac_address or None,
     )
     endpoint = ep.to_json()
     endpoint["NetworkID"] = ep.network_id

@@ -31,6 +31,7 @@ from builder.network.model import (
 from builder.state import StateRoot
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
 
 
@@ -345,8 +346,11 @@ def attach(
     dns: Sequence[str] = (),
     dns_search: Sequence[str] = (),
     dns_options: Sequence[str] = (),
+    mac: str | None = None,
 ) -> Endpoint:
     """Connect a container to a network, creating its netns file on first use.
+
+    *mac* (``--mac-address``) is the interface's address instead of the one made from its IP.
 
     *extra_hosts* (``name:ip``, ``name:host-gateway``) and the *dns* settings go into the
     container's hosts and resolv.conf files; on a user-defined network the DNS servers become
@@ -354,6 +358,8 @@ def attach(
 
     On failure nothing is left behind: sockets, proxy, rules, links and a netns made here go.
     """
+    if mac and not MAC_RE.match(mac):  # dockerd's words (Go's net.ParseMAC)
+        raise NetworkError(f"address {mac}: invalid MAC address")
     for a in aliases:
         if not NAME_RE.match(a):
             raise NetworkError.invalid(f"invalid network alias {a!r}")
@@ -393,7 +399,7 @@ def attach(
                 links.create_netns(ep.netns)
                 undo.append(lambda: links.remove_netns(netns_path(state, container_id)))
             if net.driver in ("bridge", "macvlan"):
-                ep = _wire(state, net, ep, ip, ports, undo)
+                ep = _wire(state, net, ep, ip, ports, undo, mac)
             if net.driver == "bridge" and net.user_defined:
                 before = net.dns_pid
                 net = helpers.ensure_dns(state, net)
@@ -458,14 +464,14 @@ def _refresh_default_subnet(state: StateRoot, nets: list[Network], net: Network)
 
 def _wire(
     state: StateRoot, net: Network, ep: Endpoint, ip: str | None,
-    ports: Sequence[PortMapping], undo: list[Callable[[], None]],
+    ports: Sequence[PortMapping], undo: list[Callable[[], None]], given_mac: str | None = None,
 ) -> Endpoint:
     netns = ep.netns
     assert netns is not None
     subnet = ipaddress.IPv4Network(net.subnet)
     in_use = [e.ip for e in net.containers.values()]
     addr = ipam.allocate(subnet, net.gateway, in_use, ip)
-    mac = ipam.mac_for(addr)
+    mac = given_mac.lower() if given_mac else ipam.mac_for(addr)
     ifname = links.free_ifname(netns)
     ep = replace(ep, ifname=ifname, ip=str(addr), prefixlen=subnet.prefixlen, gateway=net.gateway, mac=mac)
     first = ifname == "eth0"  # the first network gives the default route, as in Docker

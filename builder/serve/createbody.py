@@ -194,6 +194,8 @@ def finish_config(root: StateRoot, c: Container, body: Mapping[str, Any], hcheck
         config["Env"] = given + [e for e in config.get("Env") or ()
                                  if e.partition("=")[0] not in keys]
     config["StdinOnce"] = bool(body.get("StdinOnce"))
+    if body.get("MacAddress"):  # the primary endpoint's address, as given (checked at start)
+        config["MacAddress"] = str(body["MacAddress"])
     for k in ("AttachStdin", "AttachStdout", "AttachStderr"):
         config[k] = bool(body.get(k))
     if hcheck and list(hcheck.get("Test") or []) not in ([], ["NONE"]):

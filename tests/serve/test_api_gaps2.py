@@ -153,3 +153,34 @@ def test_group_add_gives_supplementary_groups(serve: Any, judge: Judge) -> None:
     assert rows[0] == rows[1]
     # the kernel keeps the groups sorted; a user's own groups, then the added ones, in exec too
     assert rows[0] == [b"0 50 1234\n", b"1000 50 1234\n", ["1234", "50"], b"0 7\n", (500, True)]
+
+
+def test_mac_address_is_the_endpoints(serve: Any, judge: Judge) -> None:
+    import docker
+
+    rows = []
+    for name, client in both(serve, judge):
+        net = client.networks.create(f"gapsmac-{name}", driver="bridge")
+        c = client.containers.run("busybox:latest", ["sleep", "60"], detach=True,
+                                  network=net.name, mac_address="02:42:AC:11:00:99",
+                                  labels={"pbtest.gaps": "1"})
+        c.reload()
+        row: list[Any] = [c.exec_run(["cat", "/sys/class/net/eth0/address"]).output,
+                          c.attrs["Config"].get("MacAddress"),
+                          c.attrs["NetworkSettings"]["Networks"][net.name]["MacAddress"]]
+        c.remove(force=True)
+        try:
+            bad = client.containers.create("busybox:latest", ["true"], mac_address="nope",
+                                           network=net.name, labels={"pbtest.gaps": "1"})
+            row.append("created")
+            bad.start()
+            row.append("started")
+        except docker.errors.APIError as e:
+            row.append((e.status_code, str(e.explanation)))
+        net.remove()
+        rows.append(row)
+    assert rows[0] == rows[1]
+    # eth0 has it (lower case), Config keeps it as given; a bad one is taken at create and
+    # refused at start
+    assert rows[0] == [b"02:42:ac:11:00:99\n", "02:42:AC:11:00:99", "02:42:ac:11:00:99",
+                       "created", (500, "address nope: invalid MAC address")]
