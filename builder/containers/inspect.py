@@ -195,7 +195,24 @@ HOST_CONFIG_ZERO: tuple[tuple[str, Any], ...] = (
     ("MaskedPaths", list(MASKED_PATHS)), ("ReadonlyPaths", list(READONLY_PATHS)),
 )
 #: record-only keys of our ``host_config`` (how ``runtime`` attaches the network), not Docker's
-_PRIVATE_HOST_KEYS = frozenset({"NetworkAliases", "IPAddress", "PublishSpecs"})
+_PRIVATE_HOST_KEYS = frozenset({"NetworkAliases", "IPAddress", "PublishSpecs", "LinksRemoved"})
+
+
+def link_alias(link: str) -> str:
+    """The alias of a ``--link`` (``name:alias``, ``name``, or dockerd's ``/name:/self/alias``)."""
+    child, _, alias = link.partition(":")
+    return (alias or child).rsplit("/", 1)[-1]
+
+
+def docker_links(links: Any, name: str) -> list[str] | None:
+    """``HostConfig.Links`` as dockerd shows them: ``/name:/self/alias``."""
+    if not links:
+        return None
+    out = []
+    for link in links:
+        child = str(link).partition(":")[0].lstrip("/")
+        out.append(str(link) if str(link).startswith("/") else f"/{child}:/{name}/{link_alias(str(link))}")
+    return out
 #: the runtime name dockerd reports for what our own execution core runs
 BUILTIN_RUNTIME = "runc"
 
@@ -237,7 +254,8 @@ def inspect_container(root: StateRoot, c: Container, *, size: bool = False) -> d
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": None,
-        "HostConfig": host_config(d["HostConfig"]),
+        "HostConfig": {**host_config(d["HostConfig"]),
+                       "Links": docker_links(d["HostConfig"].get("Links"), c.name)},
         "GraphDriver": {"Data": None, "Name": "overlay2"},
         "Mounts": d["Mounts"],
         "Config": {**d["Config"], "OnBuild": d["Config"].get("OnBuild")},

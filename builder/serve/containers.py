@@ -371,6 +371,48 @@ async def remove(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.delete("/containers/{id}/{link}")
+async def remove_link(request: web.Request) -> web.Response:
+    """``DELETE /containers/{id}/{link}``, as dockerd: the container the link names is removed
+    (``force``, ``v`` as for a remove), or with ``link=1`` only the link; either way the link
+    is gone (inspect's ``HostConfig.Links`` keeps it). One it has not: 404 ``No such
+    container: NAME/LINK``."""
+    from dataclasses import replace
+
+    from builder.containers import lifecycle
+    from builder.containers.inspect import link_alias
+    from builder.containers.record import ContainerStore
+
+    root = state_of(request)
+    c = await find(request)
+    link = request.match_info["link"]
+    force, volumes = qbool(request, "force"), qbool(request, "v")
+
+    def work() -> str | None:
+        cs = ContainerStore(root)
+        with cs.lock(c.id):
+            now = cs.load(c.id)
+            removed = list(now.host_config.get("LinksRemoved") or ())
+            child = next((str(x).partition(":")[0].lstrip("/") for x in
+                          now.host_config.get("Links") or () if link_alias(str(x)) == link), None)
+            if child is None or link in removed:
+                return None
+            cs.save_config(replace(now, host_config={**now.host_config,
+                                                     "LinksRemoved": [*removed, link]}))
+            return child
+
+    child = await in_thread(work)
+    if child is None:
+        raise ApiError(404, f"No such container: {c.name}/{link}")
+    if not qbool(request, "link"):
+        other = await in_thread(lifecycle.get, root, child)
+        if other.state.running and not force:
+            raise ApiError(409, f"You cannot remove a running container {other.id}. Stop the "
+                                "container before attempting removal or force remove")
+        await in_thread(lambda: lifecycle.remove(root, other.id, force=force, volumes=volumes))
+    return web.Response(status=204)
+
+
 @routes.post("/containers/prune")
 async def prune(request: web.Request) -> web.Response:
     from builder.containers import lifecycle

@@ -184,3 +184,31 @@ def test_mac_address_is_the_endpoints(serve: Any, judge: Judge) -> None:
     # refused at start
     assert rows[0] == [b"02:42:ac:11:00:99\n", "02:42:AC:11:00:99", "02:42:ac:11:00:99",
                        "created", (500, "address nope: invalid MAC address")]
+
+
+def test_links_in_inspect_and_delete_of_a_link(serve: Any, judge: Judge) -> None:
+    rows = []
+    for name, client in both(serve, judge):
+        api = serve.api if name == "pybuild" else judge.api
+        child = client.containers.create("busybox:latest", ["true"], network_mode="none",
+                                         name=f"gapslk-{name}", labels={"pbtest.gaps": "1"})
+        parents = [client.containers.create("busybox:latest", ["true"], name=f"gapslp{i}-{name}",
+                                            links={child.name: "al"}, labels={"pbtest.gaps": "1"})
+                   for i in (1, 2)]
+        row: list[Any] = [parents[0].attrs["HostConfig"]["Links"]]
+        # ?link=1 takes the link away; without it, the container the link names is removed
+        for path in (f"{child.name}/nolink", f"{parents[1].name}/al?link=1",
+                     f"{parents[1].name}/al", f"{parents[0].name}/al", f"{parents[0].name}/al"):
+            status, _h, body = api("DELETE", f"/v1.41/containers/{path}")
+            row.append((status, json.loads(body)["message"] if body else "",
+                        len(client.containers.list(all=True, filters={"name": child.name}))))
+        parents[0].reload()
+        row.append(parents[0].attrs["HostConfig"]["Links"])  # dockerd keeps it there
+        for p in parents:
+            p.remove(force=True)
+        rows.append(json.loads(json.dumps(row).replace(name, "X")))
+    assert rows[0] == rows[1]
+    assert rows[0] == [["/gapslk-X:/gapslp1-X/al"],
+                       [404, "No such container: gapslk-X/nolink", 1], [204, "", 1],
+                       [404, "No such container: gapslp2-X/al", 1], [204, "", 0],
+                       [404, "No such container: gapslp1-X/al", 0], ["/gapslk-X:/gapslp1-X/al"]]
