@@ -140,7 +140,8 @@ def test_real_failures_through_serve(busybox: Any) -> None:
         assert status == 201, body
         status, _h, body = d.api("POST", "/containers/create?name=dup", {"Image": "busybox", "Cmd": ["true"]})
         assert status == 409 and "already in use" in json.loads(body)["message"]
-        status, _h, body = d.api("POST", "/networks/create", {"Name": "bad name!"})
+        status, _h, body = d.api("POST", "/networks/create",
+                                 {"Name": "n1", "IPAM": {"Config": [{"Subnet": "nonsense"}]}})
         assert status == 400, body
         status, _h, body = d.api("DELETE", "/volumes/nosuch")
         assert status == 404 and "no such volume" in json.loads(body)["message"]
