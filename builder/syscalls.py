@@ -6,6 +6,7 @@ spec → actions code of ``builder.sandbox`` can be tested without privileges.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -63,6 +64,8 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPGET = 125
 _SYS_CAPSET = 126
+_SYS_RT_SIGACTION = 13  # x86_64
+_SIG_IGN = 1
 
 TIOCSCTTY = 0x540E
 TIOCSPTLCK = 0x40045431
@@ -202,6 +205,17 @@ class Syscalls:
             raise _oserror("prctl", str(option))
         return rc
 
+    def default_if_ignored(self, sig: int) -> None:
+        """Set *sig* back to its default action if it is ignored, through the raw
+        ``rt_sigaction`` call: the C library refuses the signals it keeps for itself (32, 33),
+        which a parent such as GNU make leaves ignored, and an ignored signal survives exec."""
+        act = (ctypes.c_ulong * 4)()  # handler SIG_DFL, flags, restorer, mask: all zero
+        old = (ctypes.c_ulong * 4)()
+        if self._libc.syscall(_SYS_RT_SIGACTION, sig, None, ctypes.byref(old), 8) != 0:
+            raise _oserror("rt_sigaction", str(sig))
+        if old[0] == _SIG_IGN and self._libc.syscall(_SYS_RT_SIGACTION, sig, ctypes.byref(act), None, 8) != 0:
+            raise _oserror("rt_sigaction", str(sig))
+
     def capget(self) -> CapSets:
         hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
         data = (_CapData * 2)()
@@ -325,6 +339,9 @@ class FakeSyscalls:
         self._rec("prctl", option, arg2)
         return 0
 
+    def default_if_ignored(self, sig: int) -> None:
+        self._rec("default_if_ignored", sig)
+
     def capget(self) -> CapSets:
         return self.caps
 
@@ -379,6 +396,19 @@ def real() -> Syscalls:
     if _REAL is None:
         _REAL = Syscalls()
     return _REAL
+
+
+#: the C library's own signals (SIGCANCEL, SIGSETXID): Python's ``signal`` module cannot set them
+LIBC_SIGNALS = (32, 33)
+
+
+def default_libc_signals() -> None:
+    """The C library's own signals back to default where a parent (GNU make) left them
+    ignored: for a process about to exec another runtime (runc, dockerd), which would pass
+    the ignored signal on to what it starts. Safe as a ``preexec_fn``."""
+    for sig in LIBC_SIGNALS:
+        with contextlib.suppress(OSError):
+            real().default_if_ignored(sig)
 
 
 def private_mount_namespace(s: Syscalls | FakeSyscalls) -> None:

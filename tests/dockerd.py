@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from builder.syscalls import default_libc_signals
+
 DOCKERD = next((p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.path.exists(p)), "dockerd")
 DOCKER = "/usr/bin/docker"
 
@@ -53,8 +55,10 @@ class Dockerd:
             "--storage-driver", "overlay2",
         ]
         with open(self.log, "wb") as log:
+            # dockerd passes signals its parent left ignored (GNU make ignores 32 and 33) on
+            # to every container: start it with the dispositions a shell gives
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=default_libc_signals)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -6,6 +6,7 @@ these functions against ``FakeSyscalls`` and check the actions a spec produces.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -341,17 +342,20 @@ def confine(sys: sc.Syscalls | sc.FakeSyscalls, process: Process, user: User, la
         load_seccomp(sys, seccomp_bpf)
 
 
-def default_signals() -> None:
+def default_signals(sys: sc.Syscalls | sc.FakeSyscalls) -> None:
     """Every signal back to its default action and none blocked, as runc starts a process:
     Python ignores SIGPIPE and SIGXFSZ (and a caller may ignore or block more), and an
-    ignored signal stays ignored across ``execve``: ``yes | head`` would never end."""
-    for sig in signal.valid_signals():
+    ignored signal stays ignored across ``execve``: ``yes | head`` would never end. The C
+    library's own signals (32, 33) are reset by the raw call where a parent (GNU make)
+    left them ignored."""
+    for sig in range(1, signal.NSIG):  # valid_signals() leaves out the C library's own
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
         try:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):  # a signal the C library keeps for itself
-            pass
+            with contextlib.suppress(OSError):
+                sys.default_if_ignored(sig)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
@@ -365,7 +369,7 @@ def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf:
     enter_cwd(process.cwd)
     path = find_executable(process.args[0], env)
     os.umask(0o022)
-    default_signals()
+    default_signals(sys)
     confine(sys, process, user, last_cap, seccomp_bpf)
     try:
         os.execve(path, list(process.args), env)

@@ -286,6 +286,7 @@ def _oci_main(
         created = subprocess.run(
             [*base, "create", "--bundle", str(bundle), "--pid-file", str(pidfile), sid],
             stdin=0, stdout=1, stderr=subprocess.DEVNULL, close_fds=True,
+            preexec_fn=sc.default_libc_signals,  # runc passes an ignored signal on to the process
         )
         if created.returncode != 0:
             os.write(err_w, (_runtime_log_error(log) or f"{runtime} create failed").encode())
