@@ -66,9 +66,10 @@ class BlobWriter:
             self.write(chunk)
 
     def commit(self, expected: Digest | None = None, size: int | None = None) -> Digest:
+        # the file stays open (and locked) until it is renamed: an unlocked ingest file is a
+        # dead writer's to a concurrent sweep
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._file.close()
         actual = Digest("sha256", self._hash.hexdigest())
         if expected is not None and expected.algorithm != "sha256":
             actual = self._rehash(expected.algorithm)
@@ -82,6 +83,7 @@ class BlobWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self._tmp, 0o644)
         os.rename(self._tmp, target)
+        self._file.close()
         self.digest = actual
         return actual
 

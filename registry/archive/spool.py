@@ -43,13 +43,18 @@ class Spool:
         self._file.write(data)
 
     def finish(self) -> Digest:
-        """Flush and fsync; the digest of what was written."""
+        """Flush and fsync; the digest of what was written. The file stays open, and so
+        locked, until ``publish`` or ``discard``: an unlocked ingest file is a dead load's to
+        a concurrent sweep."""
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
+        return Digest(self.algorithm, self._hash.hexdigest())
+
+    def _close(self) -> None:
+        if self._file is not None:
             self._file.close()
             self._file = None
-        return Digest(self.algorithm, self._hash.hexdigest())
 
     @property
     def digest(self) -> Digest:
@@ -64,14 +69,13 @@ class Spool:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(self.path, 0o644)
             os.rename(self.path, target)
+            self._close()
         return digest
 
     def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        self._close()
 
 
 def copy_stream(src: BinaryIO, write: Callable[[bytes], Any], size: int | None = None) -> int:
