@@ -68,22 +68,14 @@ def claim(path: Path) -> int:
 def try_claim(path: Path) -> int | None:
     """``claim`` *path* if nobody holds it (creating it if missing), else None: a reaper's
     test of whether the owner of what *path* marks is dead."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    return _try_lock(path, os.O_RDWR | os.O_CREAT)
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd of *path* holding its exclusive ``flock`` if nobody else holds it, else None."""
+def _try_lock(path: Path, flags: int = os.O_RDONLY) -> int | None:
+    """An fd of *path* (opened with *flags*) holding its exclusive ``flock`` if nobody else
+    holds it, else None."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError:
         return None
     try:
