@@ -125,7 +125,7 @@ def _sweep_network(root: StateRoot, cid: str) -> None:
 
 
 def _has_network_state(root: StateRoot, cid: str) -> bool:
-    """Whether any network record or netns file still mentions *cid* (cheap: no pyroute2)."""
+    """Whether any network record or netns file still mentions *cid* (cheap: no netlink)."""
     if (root.run / "netns" / cid).exists() or (root.run / "net" / cid).exists():
         return True
     if not root.networks.is_dir():

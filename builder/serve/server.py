@@ -184,7 +184,7 @@ async def _serve(state: StateRoot, listeners: Sequence[Listener], tls: TLSOption
 
     def on_signal(signum: int, frame: object) -> None:
         if os.getpid() != me:
-            # a fork of the daemon (pyroute2's netns helper, a supervisor before it execs or
+            # a fork of the daemon (a netns helper, a supervisor before it execs or
             # detaches) must die of the signal as usual, not stop the daemon: with asyncio's
             # add_signal_handler, its wakeup byte would land in the daemon's self-pipe
             signal.signal(signum, signal.SIG_DFL)
