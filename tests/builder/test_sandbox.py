@@ -227,10 +227,11 @@ def test_pids_limit_stops_a_fork_bomb(executor: Executor, root: Root, host: Host
     code, out, _, _ = run(executor, spec_for(root, "sh", "-c", script, resources=Resources(pids=16)))
     assert code == 0
     assert 10 <= int(out.split("procs=")[1]) <= 16
-    # a real fork bomb: the main shell forks once, then becomes a sleep (no fork of its own to
-    # lose to the bomb). Wait for the kernel to refuse a fork (pids.events), however long the
+    # a real fork bomb: the main shell forks once (a subshell: a pipeline would fork each side from
+    # the main shell, and its second fork could lose to the first side's bomb: exit 2 in CI), then
+    # becomes a sleep. Wait for the kernel to refuse a fork (pids.events), however long the
     # machine takes to get there; the count never passes the limit; a kill tears it all down.
-    bomb = spec_for(root, "sh", "-c", "b() { b | b & }; b 2>/dev/null; exec sleep 600",
+    bomb = spec_for(root, "sh", "-c", "b() { b | b & }; (b 2>/dev/null) & exec sleep 600",
                     resources=Resources(pids=24))
     sb = executor.start(bomb, stderr=lambda b: None)
     try:
