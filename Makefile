@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYBUILD := $(VENV)/bin/pybuild
 APT_PACKAGES := busybox-static runc skopeo umoci docker.io docker-registry iptables nftables openssh-client \
-	iproute2 uidmap ca-certificates git python3-venv tini libseccomp2 gcc libc6-dev
+	iproute2 uidmap ca-certificates git python3-venv tini libseccomp2 gcc libc6-dev \
+	docker-compose etcd-server etcd-client qemu-user-static
 DEMO_ROOT ?= /tmp/pybuild-demo
 
 .PHONY: install apt venv compile demo test bench lint clean golden
