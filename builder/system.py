@@ -23,12 +23,16 @@ import platform
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.state import StateRoot
+from builder import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from builder.state import StateRoot
 
 #: the Engine API version the CLI's output and ``pybuild serve`` speak, and the oldest served
 API_VERSION = "1.41"
@@ -39,17 +43,22 @@ DISTRIBUTION = "pybuild-oci-toolkit"
 # -- version and info ---------------------------------------------------------------------------
 def version() -> str:
     """pybuild's version (the installed distribution's; the source tree's when not installed)."""
-    from importlib import metadata
+    # the installed distribution's dist-info folder names its version: a scan of the package
+    # folders on the import path costs well under a millisecond, ``importlib.metadata`` ~20 ms
+    prefix = DISTRIBUTION.replace("-", "_") + "-"
+    for entry in sys.path:
+        if entry.rpartition("/")[2] not in ("site-packages", "dist-packages"):
+            continue
+        with contextlib.suppress(OSError):
+            for name in os.listdir(entry):
+                if name.startswith(prefix) and name.endswith(".dist-info"):
+                    return name[len(prefix):-len(".dist-info")]
+    import tomllib  # not installed: the source tree's pyproject.toml
 
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        import tomllib
-
-        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
-        return "0.0.0"
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    return "0.0.0"
 
 
 def git_commit() -> str:
