@@ -58,6 +58,7 @@ COMMANDS: dict[str, str] = {
     "commit": "builder.cli.changes:commit",
     "dockerfile": "builder.cli.dockerfile:dockerfile",
     "network": "builder.cli.network:network",
+    "cluster": "builder.cli.cluster:cluster",
     "volume": "builder.cli.volume:volume",
     "build": "builder.cli.build:build",
     "builder": "builder.cli.build:builder",

@@ -1,0 +1,69 @@
+"""``pybuild cluster join|leave|ls``: this host's membership in an etcd cluster (the store of
+overlay networks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from builder.cli import fail
+from builder.cli.volume import table
+
+
+@click.group()
+def cluster() -> None:
+    """Manage this host's membership in a cluster (overlay networks)."""
+
+
+@cluster.command("join")
+@click.argument("store")
+@click.option("--advertise", default="", help="This host's underlay IPv4 address (default: the one routing to the store).")
+@click.option("--ttl", type=int, default=None, help="Lease time to live in seconds (default 15).")
+@click.pass_obj
+def join(obj: Any, store: str, advertise: str, ttl: int | None) -> None:
+    """Join the cluster whose store is STORE (etcd://HOST:PORT[,HOST:PORT…])."""
+    from builder.cluster import membership
+    from builder.errors import NetworkError
+
+    try:
+        m = membership.join(obj.state, store, advertise, ttl=ttl)
+    except NetworkError as e:
+        fail(str(e), 1)
+    click.echo(m.host_id)
+
+
+@cluster.command("leave")
+@click.option("-f", "--force", is_flag=True, help="Leave even if the store cannot be reached.")
+@click.pass_obj
+def leave(obj: Any, force: bool) -> None:
+    """Leave the cluster: this host's lease, endpoints and addresses are released."""
+    from builder.cluster import membership
+    from builder.errors import NetworkError
+
+    try:
+        membership.leave(obj.state, force=force)
+    except NetworkError as e:
+        fail(str(e), 1)
+
+
+@cluster.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display host IDs.")
+@click.pass_obj
+def ls(obj: Any, quiet: bool) -> None:
+    """List the hosts of the cluster."""
+    from builder.cluster import membership
+    from builder.errors import NetworkError
+
+    try:
+        me = membership.require(obj.state)
+        hosts = membership.hosts(obj.state)
+    except NetworkError as e:
+        fail(str(e), 1)
+    if quiet:
+        for h in hosts:
+            click.echo(h.id)
+        return
+    rows = [["HOST ID", "ADDRESS", "NAME"]]
+    rows += [[h.id + (" *" if h.id == me.host_id else ""), h.address, h.name] for h in hosts]
+    click.echo(table(rows))
