@@ -23,8 +23,11 @@ from registry.store import file_lock as _file_lock
 if TYPE_CHECKING:
     from builder.syscalls import Syscalls
 
-#: overlayfs options that keep the upper dir a complete, plain diff (no redirects or metacopy)
-OVERLAY_OPTIONS = "redirect_dir=off,index=off,metacopy=off"
+#: overlayfs options that keep the upper dir a complete, plain diff (no redirects or metacopy);
+#: rootless (``builder.rootless``) the kernel refuses ``redirect_dir=off`` (it needs trusted
+#: xattrs): ``nofollow`` makes no redirects either, and ``userxattr`` marks opaque dirs
+OVERLAY_OPTIONS = ("userxattr,redirect_dir=nofollow,index=off,metacopy=off"
+                   if "_PYBUILD_ROOTLESS" in os.environ else "redirect_dir=off,index=off,metacopy=off")
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,16 @@ def identity(root: str | os.PathLike[str]) -> tuple[str, str]:
 
 
 def default_root() -> Path:
-    """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` as root, else ``~/.local/share/pybuild``."""
+    """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` as root, else (rootless, ``builder.rootless``)
+    ``$XDG_DATA_HOME/pybuild`` or ``~/.local/share/pybuild``."""
     env = os.environ.get("PYBUILD_ROOT")
     if env:
         return Path(env)
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and "_PYBUILD_ROOTLESS" not in os.environ:
         return Path("/var/lib/pybuild")
-    return Path.home() / ".local" / "share" / "pybuild"
+    from builder import rootless
+
+    return rootless.data_home()
 
 
 @dataclass(frozen=True)

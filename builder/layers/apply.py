@@ -10,7 +10,7 @@ import io
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -191,13 +191,15 @@ class _Tree:
         if e.kind == "symlink":
             os.symlink(e.linkname, name, dir_fd=parent)
         elif e.kind in ("chr", "blk"):
+            if _ROOTLESS:  # a user namespace makes no device nodes: skipped, as Docker's rootless
+                return
             kind = stat.S_IFCHR if e.kind == "chr" else stat.S_IFBLK
             os.mknod(name, kind | 0o600, e.rdev, dir_fd=parent)
         elif e.kind == "fifo":
             os.mkfifo(name, 0o600, dir_fd=parent)
         else:
             raise LayerError(f"{'/'.join(e.comps)}: unsupported entry type {e.kind}")
-        os.chown(name, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
+        _owned(e, lambda: os.chown(name, e.uid, e.gid, dir_fd=parent, follow_symlinks=False))
         if e.kind != "symlink":
             os.chmod(name, e.mode, dir_fd=parent, follow_symlinks=False)
         path = f"/proc/self/fd/{parent}/{name}"
@@ -206,7 +208,7 @@ class _Tree:
         os.utime(name, (e.mtime, e.mtime), dir_fd=parent, follow_symlinks=False)
 
     def _meta_fd(self, fd: int, e: _Entry) -> None:
-        os.fchown(fd, e.uid, e.gid)
+        _owned(e, lambda: os.fchown(fd, e.uid, e.gid))
         os.fchmod(fd, e.mode)  # after chown: chown clears set-id bits
         for k, v in e.xattrs.items():
             _set_xattr(fd, k, v)
@@ -220,6 +222,21 @@ class _Tree:
                 continue
             os.utime(fd, (mtime, mtime))
         self.dir_mtimes.clear()
+
+
+#: in the user namespace of ``builder.rootless`` (joined before this module is imported)
+_ROOTLESS = "_PYBUILD_ROOTLESS" in os.environ
+
+
+def _owned(e: _Entry, chown: Callable[[], None]) -> None:
+    """*chown*, with the one error a user namespace adds said plainly: an owner it cannot map."""
+    try:
+        chown()
+    except OSError as err:
+        if not (_ROOTLESS and err.errno == errno.EINVAL):
+            raise
+        raise LayerError(f"{'/'.join(e.comps)}: owner {e.uid}:{e.gid} is outside this user's "
+                         "ID ranges (rootless: add ranges to /etc/subuid and /etc/subgid)") from None
 
 
 def _set_xattr(target: int | str, key: str, value: bytes, *, follow: bool = True) -> None:

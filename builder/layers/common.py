@@ -12,8 +12,11 @@ from builder.errors import LayerError
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
-_OVERLAY_XATTR_PREFIX = "trusted.overlay."
+#: overlayfs's opaque-directory mark: ``trusted.`` as root; rootless (``builder.rootless``, in a
+#: user namespace, which joins before this is imported) the kernel's overlay takes ``userxattr``
+#: and the mark is ``user.overlay.opaque``
+OVERLAY_OPAQUE_XATTR = ("user" if "_PYBUILD_ROOTLESS" in os.environ else "trusted") + ".overlay.opaque"
+_OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 XATTR_PAX = "SCHILY.xattr."
 COPY_CHUNK = 1 << 20
 
@@ -46,7 +49,7 @@ def is_whiteout_stat(st: os.stat_result) -> bool:
 
 def allowed_xattr(key: str) -> bool:
     # A layer must not forge overlayfs metadata (opaque, redirect, origin…): we write those.
-    return not key.startswith(_OVERLAY_XATTR_PREFIX)
+    return not key.startswith(_OVERLAY_XATTR_PREFIXES)
 
 
 def get_xattr(target: int | str, key: str, *, follow: bool = True) -> bytes | None:

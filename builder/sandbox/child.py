@@ -126,9 +126,23 @@ def _mount_cgroups(
         sys.mount("cgroup", sub, "cgroup", flags, options)
 
 
+def rootless() -> bool:
+    """Whether this runs in the user namespace of ``builder.rootless`` (no device nodes to make:
+    the host's are bound instead, as rootless runc does)."""
+    return "_PYBUILD_ROOTLESS" in os.environ
+
+
+def _bind_node(sys: sc.Syscalls | sc.FakeSyscalls, host: str, path: str) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+    sys.mount(host, path, None, sc.MS_BIND)
+
+
 def _populate_dev(sys: sc.Syscalls | sc.FakeSyscalls, dev: str, plan: Plan, *, real: bool) -> None:
     for name, major, minor in DEVICES:
         path = os.path.join(dev, name)
+        if real and rootless():
+            _bind_node(sys, "/dev/" + name, path)
+            continue
         sys.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
         if real:
             os.chmod(path, 0o666)
@@ -141,6 +155,8 @@ def apply_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
     IPC file there belongs to the namespaces of the writer, which are the sandbox's by now."""
     for key, value in sysctls:
         path = "/proc/sys/" + key.replace(".", "/")
+        if key == "net.ipv4.ping_group_range" and "_PYBUILD_ROOTLESS" in os.environ:
+            value = _mapped_group_range(value)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -155,6 +171,16 @@ def apply_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
             os.close(fd)
 
 
+def _mapped_group_range(value: str) -> str:
+    """Rootless, the kernel takes only groups of the namespace's map: Docker's ``0 2147483647``
+    becomes the mapped range."""
+    with open("/proc/self/gid_map") as f:
+        top = max((int(p[0]) + int(p[2]) - 1 for p in (line.split() for line in f) if len(p) == 3),
+                  default=0)
+    lo, _, hi = value.partition(" ")
+    return f"{min(int(lo), top)} {min(int(hi or lo), top)}"
+
+
 def make_device(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, d: Device, *, real: bool = True) -> None:
     """``--device``: the node under the new root, with the host node's numbers, mode and owner."""
     dest = secure_join(plan.rootfs, d.path)
@@ -165,6 +191,9 @@ def make_device(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, d: Device, *, re
                 raise SandboxError(f"--device {d.path}: a directory is in the way in the container")
             os.unlink(dest)
     kind = stat.S_IFCHR if d.type == "c" else stat.S_IFBLK
+    if real and rootless():
+        _bind_node(sys, f"/dev/{'char' if d.type == 'c' else 'block'}/{d.major}:{d.minor}", dest)
+        return
     sys.mknod(dest, kind | d.mode, os.makedev(d.major, d.minor))
     if real:
         os.chown(dest, d.uid, d.gid)

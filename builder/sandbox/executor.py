@@ -172,7 +172,8 @@ class Executor:
             os.mknod(mask, stat.S_IFCHR | 0o000, 0)
             stdio = Stdio(stdin, stdout, stderr, terminal=spec.process.terminal, console_size=console_size)
             plan = Plan(spec=spec, rootfs=str(rootfs_dir), run_dir=str(run_dir), overlay_data=data,
-                        mask_node=str(mask), cgroup_layout=_cg.detect(),
+                        mask_node=str(mask),
+                        cgroup_layout=None if "_PYBUILD_ROOTLESS" in os.environ else _cg.detect(),
                         seccomp_bpf=self._seccomp(spec.process))
             sandbox = self._spawn(plan, cgroup, stdio, run_dir, sid, mountpoints)
         except BaseException:
