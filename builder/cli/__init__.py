@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
+        if os.geteuid() != 0:  # rootless: join the user's namespace first (builder.rootless)
+            from builder import rootless
+
+            rootless.enter()
         cli.main(args=argv, prog_name="pybuild", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
