@@ -599,5 +599,9 @@ def reset(state: StateRoot, *, everything: bool = False) -> ResetReport:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+    if "_PYBUILD_ROOTLESS" in os.environ:  # the user's namespace keeper, once nothing uses it
+        from builder import rootless
+
+        rootless.stop_keeper()
     return ResetReport(tuple(containers), tuple(sandboxes), tuple(names), tuple(cgroups),
                        tuple(mounts), removed_store=everything and not errors, errors=tuple(errors))
