@@ -11,24 +11,26 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from registry import lookup
 from registry import mediatypes as mt
 from registry.digest import CHUNK, Digest
-from registry.errors import BlobUnknown, DigestError, InvalidReference, NotFound, StoreError
+from registry.errors import BlobUnknown, DigestError, NotFound, StoreError
 from registry.leases import Lease, file_lock, ingest_file, leftovers, write_atomic
 from registry.model import Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json
+from registry.records import (  # the records, re-exported
+    IMAGE_CREATED,
+    IMAGE_ID,
+    IMAGE_SIZE,
+    REF_NAME,
+    REPO_DIGEST,
+    Image,
+    ImageRecord,
+)
 from registry.reference import Reference
 
-REF_NAME = "org.opencontainers.image.ref.name"
-IMAGE_ID = "io.pybuild.image.id"
-IMAGE_CREATED = "io.pybuild.image.created"
-IMAGE_SIZE = "io.pybuild.image.size"
-#: "true" on an entry whose manifest digest a registry knows under its repository (pulled or
-#: pushed): Docker's RepoDigests and ``images --digests`` list only those
-REPO_DIGEST = "io.pybuild.image.repo-digest"
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -108,58 +110,6 @@ class BlobWriter:
     def __exit__(self, *exc: object) -> None:
         if self.digest is None:
             self.abort()
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One ``index.json`` entry: a tag (or none, for a dangling image) and what it points at."""
-
-    descriptor: Descriptor
-
-    @property
-    def reference(self) -> Reference | None:
-        name = self.descriptor.annotation(REF_NAME)
-        return Reference.parse(name) if name else None
-
-    @property
-    def image_id(self) -> Digest | None:
-        v = self.descriptor.annotation(IMAGE_ID)
-        return Digest.parse(v) if v else None
-
-    @property
-    def created(self) -> str | None:
-        return self.descriptor.annotation(IMAGE_CREATED)
-
-    @property
-    def size(self) -> int:
-        return int(self.descriptor.annotation(IMAGE_SIZE) or 0)
-
-    @property
-    def repo_digest(self) -> bool:
-        """Whether the manifest digest is a repo digest (pulled or pushed, as Docker counts)."""
-        return self.descriptor.annotation(REPO_DIGEST) == "true"
-
-
-@dataclass(frozen=True)
-class Image:
-    """A resolved single-platform image: its manifest, its config, and how it was named."""
-
-    descriptor: Descriptor
-    manifest: Manifest
-    config: ImageConfig
-    reference: Reference | None = None
-
-    @property
-    def id(self) -> Digest:
-        return self.manifest.config.digest
-
-    @property
-    def layers(self) -> list[Descriptor]:
-        return self.manifest.layers
-
-    @property
-    def diff_ids(self) -> list[Digest]:
-        return self.config.diff_ids
 
 
 class Store:
@@ -482,33 +432,22 @@ class Store:
 
     def find(self, text: str) -> tuple[ImageRecord, bool]:
         """``lookup``, and whether *text* named the image by its ID (``rmi`` deletes then)."""
-        entries = self._read_index()
-        ident = text.removeprefix("sha256:")
-        is_hex = 3 <= len(ident) <= 64 and all(c in "0123456789abcdef" for c in ident)
-        if is_hex and (text.startswith("sha256:") or len(ident) == 64):
-            return self._by_id(entries, text, ident), True
-        try:
-            ref = Reference.parse(text)
-        except InvalidReference:
-            if ":" in text or "/" in text or text.lower() != text:
-                raise
-            raise NotFound(f"No such image: {text}") from None
-        found = _by_reference(entries, ref)
-        if found is not None:
-            return ImageRecord(found), False
-        if is_hex:
-            return self._by_id(entries, text, ident), True
-        raise NotFound(f"No such image: {ref.familiar}")
+        entry, by_id = lookup.find(self._read_index(), text, self._children)
+        return ImageRecord(entry), by_id
 
-    @staticmethod
-    def _by_id(entries: list[Descriptor], text: str, ident: str) -> ImageRecord:
-        by_id = {e.annotation(IMAGE_ID): e for e in entries}
-        hits = [e for i, e in by_id.items() if i and i.removeprefix("sha256:").startswith(ident)]
-        if len(hits) > 1:
-            raise NotFound(f"ambiguous image ID prefix: {text}")
-        if not hits:
-            raise NotFound(f"No such image: {text}")
-        return ImageRecord(hits[0])
+    def _children(self, entry: Descriptor) -> list[tuple[Descriptor, str]]:
+        """An index entry's platform manifests with their config digests (none for a manifest)."""
+        if not mt.is_index(entry.media_type):
+            return []
+        out = []
+        try:
+            for child in Index.parse(self.read_blob(entry.digest), entry.media_type).manifests:
+                if mt.is_manifest(child.media_type):
+                    m = Manifest.parse(self.read_blob(child.digest), child.media_type)
+                    out.append((child, str(m.config.digest)))
+        except (BlobUnknown, DigestError):
+            pass
+        return out
 
     def resolve(self, text: str, *, platform: Platform | None = None) -> Image:
         """Lookup, then load manifest and config (choosing *platform* from an index)."""
@@ -613,22 +552,6 @@ class Store:
         return removed, freed
 
 
-def _by_reference(entries: list[Descriptor], ref: Reference) -> Descriptor | None:
-    """The entry tagged *ref* (``name@digest``: tagged so, or a tag of that manifest)."""
-    for e in entries:
-        if ref.digest is not None:
-            if e.annotation(REF_NAME) == str(ref) or (  # pulled by digest: tagged name@digest
-                    e.digest == ref.digest and (e.annotation(REF_NAME) or "").startswith(ref.name + ":")):
-                return e
-        elif e.annotation(REF_NAME) == str(ref):
-            return e
-    if ref.digest is not None:
-        for e in entries:
-            if e.digest == ref.digest:
-                return e
-    return None
-
-
 def empty_config(platform: Platform | None = None) -> dict[str, Any]:
     """The config of an image with no layers yet, as ``FROM scratch`` starts it."""
     p = platform or Platform.host()
@@ -636,5 +559,6 @@ def empty_config(platform: Platform | None = None) -> dict[str, Any]:
             "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
 
 
-__all__ = ["Store", "BlobWriter", "Image", "ImageRecord", "file_lock", "write_atomic",
+__all__ = ["Store", "BlobWriter", "Image", "ImageRecord", "REF_NAME", "IMAGE_ID", "IMAGE_CREATED",
+           "IMAGE_SIZE", "REPO_DIGEST", "file_lock", "write_atomic",
            "empty_config", "canonical_json"]

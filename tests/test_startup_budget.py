@@ -45,7 +45,8 @@ NO_EXEC = ("subprocess", "ctypes")  # no process spawned nor libc called by a pu
 CORE = frozenset({"builder", "builder.cli", "builder.errors", "builder.state", "builder.units",
         "builder.filters", "builder.events", "registry", "registry.lazy", "registry.errors", "registry.kinds",
         "registry.digest", "registry.mediatypes", "registry.model", "registry.config",
-        "registry.reference", "registry.store", "registry.leases",
+        "registry.reference", "registry.store", "registry.leases", "registry.lookup",
+        "registry.records",  # the store's lookups and records, split from it
         # packages whose ``__init__`` loads nothing (names resolved on first use)
         "builder.layers", "builder.sandbox", "builder.execute", "builder.containers",
         "grammar"})  # (Lark itself loads when a parser is built, and is a budget's third party)

@@ -1,0 +1,141 @@
+"""Multi-platform builds: ``--platform a,b`` parsed, one build per platform, and their images
+gathered in an OCI image index stored under the build's tags (as BuildKit exports it).
+
+The builds run one after the other: a ``FROM --platform=$BUILDPLATFORM`` stage is the same
+op for every target, so the first build runs it and the others take it from the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from builder.errors import BuildError
+from registry import mediatypes as mt
+from registry.model import Descriptor, Index, Platform
+from registry.reference import Reference
+from registry.store import Image, Store
+
+
+class _Outcome(Protocol):
+    @property
+    def image(self) -> Image: ...
+    @property
+    def warnings(self) -> tuple[str, ...]: ...
+    @property
+    def executed(self) -> tuple[str, ...]: ...
+    @property
+    def cached(self) -> tuple[str, ...]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiOutcome:
+    image: Image  # the host platform's, else the first
+    index: Descriptor
+    tags: tuple[str, ...]
+    warnings: tuple[str, ...]
+    executed: tuple[str, ...]
+    cached: tuple[str, ...]
+
+
+def parse_platforms(text: str | None) -> list[Platform]:
+    """``--platform linux/amd64,linux/arm64`` (duplicates once, in order); [] for none."""
+    out: list[Platform] = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            p = Platform.parse(part.strip().lower())
+        except ValueError as e:
+            raise BuildError.invalid(f"--platform {text}: {e}") from None
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def store_index(store: Store, images: list[Image], tags: list[Reference]) -> Descriptor:
+    """An OCI index over *images* (each described with its config's platform), stored and
+    recorded under *tags* (untagged when there are none)."""
+    manifests = [img.descriptor.with_platform(img.config.platform) for img in images]
+    index = Index.build(manifests, media_type=mt.OCI_INDEX)
+    desc = store.put_manifest(index)
+    for ref in tags:
+        store.add(desc, ref)
+    if not tags:
+        store.add(desc, None)
+    return desc
+
+
+def build_platforms(state: Any, req: Any, platforms: list[Platform],
+                    build_one: Callable[[Any], _Outcome]) -> MultiOutcome:
+    """*req* (a ``pipeline.BuildRequest``) built for each of *platforms* by *build_one*, the
+    images unrecorded, then their index tagged as *req* asks."""
+    if any(o.type != "image" for o in req.outputs):
+        raise BuildError.invalid("--output with several platforms: only type=image is supported")
+    tags = []
+    for t in req.tags:
+        try:
+            tags.append(Reference.parse(t))
+        except Exception as e:  # noqa: BLE001
+            raise BuildError.invalid(f"invalid tag {t!r}: {e}") from None
+    done = [build_one(dataclasses.replace(req, platform=str(p), tags=(), outputs=(), record=False))
+            for p in platforms]
+    images = [d.image for d in done]
+    store = state.image_store()
+    desc = store_index(store, images, tags)
+    host = Platform.host()
+    main = next((i for i in images if i.config.platform.matches(host)), images[0])
+    from builder import events
+
+    for ref in tags:
+        events.emit(state, "image", "tag", str(main.id), {"name": ref.familiar})
+    return MultiOutcome(
+        main, desc, tuple(r.familiar for r in tags),
+        tuple(w for d in done for w in d.warnings if w),
+        tuple(x for d in done for x in d.executed), tuple(x for d in done for x in d.cached))
+
+
+def push_tags(state: Any, tags: tuple[str, ...]) -> None:
+    """``build --push``: each tag to its registry (an index with every platform)."""
+    if not tags:
+        raise BuildError.invalid("--push needs a tag (-t NAME)")
+    from registry.transfer import push
+
+    for t in tags:
+        push(state.image_store(), t)
+
+
+
+def wanted_platform(text: str | None) -> Platform | None:
+    """``run --platform``'s value, or None."""
+    if not text:
+        return None
+    try:
+        return Platform.parse(text.lower())
+    except ValueError as e:
+        raise BuildError.invalid(f"--platform: {e}") from None
+
+
+def foreign_ready(image: Image, want: Platform | None, ref: str, pull: str | None = None) -> Image:
+    """*image* when it is of platform *want* (any, for None), its emulator registered when it is
+    a foreign one. A local image of another platform counts as missing (``pull`` missing: a
+    pull of *want* follows, as ``docker run --platform`` does)."""
+    from registry.errors import NotFound
+
+    actual = image.config.platform
+    if want is not None and actual.architecture and not actual.matches(want):
+        if pull == "missing":
+            raise NotFound(f"No such image: {ref} for platform {want}")
+        raise BuildError.not_found(
+            f"image with reference {ref} was found but does not match the specified platform: "
+            f"wanted {want}, actual: {actual}")
+    if actual.architecture:
+        from builder.binfmt import ensure
+
+        ensure(actual)
+    return image
+
+
+__all__ = ["MultiOutcome", "build_platforms", "foreign_ready", "parse_platforms", "push_tags", "store_index",
+           "wanted_platform"]
