@@ -55,6 +55,8 @@ class BuildRequest:
     registry_auth: dict[str, Any] = field(default_factory=dict)
     #: a ``threading.Event`` that stops the build when set (``SolveOptions.cancel``)
     cancel: Any = None
+    #: False: the image is written but neither tagged nor listed (one platform of several)
+    record: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class BuildOutcome:
     warnings: tuple[str, ...]
     executed: tuple[str, ...]
     cached: tuple[str, ...]
+    #: a multi-platform build's image index (``image``: its host platform's, else its first)
+    index: Any = None
 
     @property
     def image_id(self) -> Digest:
@@ -157,12 +161,18 @@ def _read_dockerfile(req: BuildRequest) -> tuple[str, str, str]:
 def image_resolver(store: Store, platform: Platform,
                    progress: Callable[[str], None] | None = None, *,
                    credentials: dict[str, Any] | None = None) -> Callable[[str, str], Image]:
-    """Store first; else pull with ``registry.transfer`` when it is installed."""
+    """Store first; else pull with ``registry.transfer`` when it is installed. A third
+    argument, ``FROM --platform``'s, overrides *platform*."""
     from registry.errors import NotFound
 
-    def resolve(ref: str, where: str) -> Image:
+    def resolve(ref: str, where: str, want: Platform | None = None) -> Image:
+        return _resolve(ref, where, want or platform)
+
+    def _resolve(ref: str, where: str, platform: Platform) -> Image:
         try:
-            return store.resolve(ref, platform=platform)
+            img = store.resolve(ref, platform=platform)
+            if not img.config.platform.architecture or img.config.platform.matches(platform):
+                return img
         except NotFound:
             pass
         try:
@@ -197,8 +207,16 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
 
     emit = progress or (lambda e: None)
     host = Platform.host()
-    if req.platform and not Platform.parse(req.platform).matches(host):
-        raise BuildError(f"--platform {req.platform}: only the host platform ({host}) can be built")
+    wanted: list[Platform] = []
+    if req.platform:
+        from builder.platforms import build_platforms, parse_platforms
+
+        wanted = parse_platforms(req.platform)
+    if len(wanted) > 1:  # one build per platform, then their index under the tags
+        done = build_platforms(state, req, wanted, lambda r: run_build(state, r, progress=progress))
+        return BuildOutcome(done.image, done.tags, done.warnings, done.executed, done.cached,
+                            index=done.index)
+    target_platform = wanted[0] if wanted else host
     tags = []
     for t in req.tags:
         try:
@@ -232,8 +250,9 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
             raise BuildError.invalid(f"invalid SOURCE_DATE_EPOCH {epoch_text!r}: seconds since 1970") from None
     store = state.image_store()
     graph = plan(dockerfile, context=tree,
-                 resolve_image=image_resolver(store, host, credentials=req.registry_auth),
-                 options=PlanOptions(build_args=req.build_args, target=req.target, platform=host,
+                 resolve_image=image_resolver(store, target_platform, credentials=req.registry_auth),
+                 options=PlanOptions(build_args=req.build_args, target=req.target,
+                                     platform=target_platform, build_platform=host,
                                      epoch=epoch, network=req.network, origin=origin))
     memo.save()
     for w in graph.warnings:
@@ -258,6 +277,8 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
                             inherited=target.inherited, epoch=graph.epoch, started=solver.created,
                             labels=req.labels)
     names = []
+    if not req.record:
+        return BuildOutcome(image, (), graph.warnings, tuple(solver.executed), tuple(solver.cached))
     if not any(o.type != "image" for o in req.outputs) or tags:
         for ref in tags:
             store.add(image.descriptor, ref)

@@ -207,7 +207,9 @@ def human(n: float) -> str:
               help="SSH agent socket or keys for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]].")
 @click.option("--jobs", "-j", type=int, default=None, help="Stages built in parallel (default: cores).")
 @click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
-@click.option("--platform", default=None, help="Only the host platform is supported.")
+@click.option("--platform", default=None,
+              help="Target platform(s): os/arch[/variant][,…] (several: an image index).")
+@click.option("--push", is_flag=True, help="Push the tags once built.")
 @click.option("--network", default=None, help="Default network mode of RUN (default|none|host).")
 @click.pass_obj
 def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | None,
@@ -215,7 +217,7 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
           no_cache_filter: tuple[str, ...], labels: tuple[str, ...], progress: str, quiet: bool,
           iidfile: str | None, outputs: tuple[str, ...], secrets: tuple[str, ...],
           jobs: int | None, compression: str, platform: str | None, network: str | None,
-          ssh: tuple[str, ...]) -> None:
+          ssh: tuple[str, ...], push: bool) -> None:
     """Build an image from a Dockerfile and a context directory."""
     from builder.pipeline import BuildRequest, parse_outputs, parse_secrets, run_build
 
@@ -271,6 +273,10 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
     finally:
         if renderer is not None:
             renderer.close()
+    if push:
+        from builder.platforms import push_tags
+
+        push_tags(g.state, outcome.tags)
     if iidfile:
         with open(iidfile, "w") as f:
             f.write(str(outcome.image_id))

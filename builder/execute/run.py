@@ -313,6 +313,10 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
         )
         ex = Executor(ws.state)
         try:
+            if ws.platform is not None:  # a foreign stage's binaries through the emulator
+                from builder.binfmt import ensure
+
+                ensure(ws.platform)
             box = ex.start(sandbox_spec, stdout=lines, stderr=err_lines)
         except SandboxError as e:
             code = getattr(e, "exit_code", 125)

@@ -49,20 +49,22 @@ class PlanOptions:
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     platform: Platform = field(default_factory=Platform.host)
+    #: the platform the build runs on (``BUILDPLATFORM``); None: ``platform``
+    build_platform: Platform | None = None
     epoch: int | None = None
     network: str | None = None
     #: an identity for "why did this miss?" records: the Dockerfile's absolute path
     origin: str = ""
 
 
-def platform_args(p: Platform) -> dict[str, str]:
-    """BuildKit's automatic platform ARGs, target and build platform both the host's."""
+def platform_args(p: Platform, build: Platform | None = None) -> dict[str, str]:
+    """BuildKit's automatic platform ARGs: target *p*, build platform *build* (else *p*)."""
     out: dict[str, str] = {}
-    for prefix in ("TARGET", "BUILD"):
-        out[f"{prefix}PLATFORM"] = str(p)
-        out[f"{prefix}OS"] = p.os
-        out[f"{prefix}ARCH"] = p.architecture
-        out[f"{prefix}VARIANT"] = p.variant or ""
+    for prefix, q in (("TARGET", p), ("BUILD", build or p)):
+        out[f"{prefix}PLATFORM"] = str(q)
+        out[f"{prefix}OS"] = q.os
+        out[f"{prefix}ARCH"] = q.architecture
+        out[f"{prefix}VARIANT"] = q.variant or ""
     return out
 
 
@@ -79,7 +81,7 @@ class Planner:
         self.plans: dict[int, StagePlan] = {}
         self.consumed: set[str] = set()
         self.warnings: list[str] = []
-        auto = platform_args(options.platform)
+        auto = platform_args(options.platform, options.build_platform)
         self.scope = Scope(build_args={**auto, **dict(options.build_args)})
         for a in dockerfile.global_args:
             self.consumed.add(a.name)
@@ -172,11 +174,9 @@ class _StageBuilder(CopyPlanning):
                 plat = Platform.parse(want)
             except ValueError as e:
                 raise self.p._err(st.from_, str(e)) from None
-            if not plat.matches(self.p.opts.platform):
-                raise self.p._err(st.from_, f"platform {plat} is not the host platform "
-                                  f"{self.p.opts.platform}: cross-platform builds are not supported")
+            self.platform = plat
         if name.lower() == "scratch":
-            p = self.p.opts.platform
+            p = self.platform
             # BuildKit's empty image: PATH set and WorkingDir "/" (Docker 20.10 records both)
             cfg: dict[str, Any] = {"architecture": p.architecture, "os": p.os, "config": {
                 "Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}}
@@ -187,20 +187,23 @@ class _StageBuilder(CopyPlanning):
         if ref is not None:
             dep = self.p._plan(ref.index, self.chain)
             self.deps.add(ref.index)
+            self.platform = dep.platform if not st.platform else self.platform
             cfg = json.loads(json.dumps(dep.config))
             # BuildKit (Docker 20.10) starts a stage made FROM another one from that stage's
             # build state: its ARG values stay in the environment under the config's ENV
             self.inherited_env = dep.build_env
             return Base("stage", dep.key, stage=ref.index, name=name), cfg, ()
-        image = self._image(name, st.from_)
+        image = self._image(name, st.from_, self.platform if st.platform else None)
         cfg = {k: v for k, v in image.config.data.items() if k not in ("rootfs", "history", "created")}
         cfg = json.loads(json.dumps(cfg))
         cfg.setdefault("config", {})
         return (Base("image", key_of("image", str(image.id)), image=image, name=name), cfg,
                 tuple(image.config.history))
 
-    def _image(self, ref: str, ins: df.Instruction) -> Image:
+    def _image(self, ref: str, ins: df.Instruction, platform: Platform | None = None) -> Image:
         try:
+            if platform is not None:  # FROM --platform
+                return self.p.resolve_image(ref, str(ins.location), platform)  # type: ignore[call-arg]
             return self.p.resolve_image(ref, str(ins.location))
         except BuildError:
             raise
@@ -209,6 +212,7 @@ class _StageBuilder(CopyPlanning):
 
     # -- run ---------------------------------------------------------------------------------------
     def run(self) -> StagePlan:
+        self.platform = self.p.opts.platform
         base, cfg, base_history = self._base()
         self.base = base
         self.key = base.key
@@ -236,7 +240,7 @@ class _StageBuilder(CopyPlanning):
             self.config = self.config.with_(env=[f"PATH={DEFAULT_PATH}", *env])
         cfg["config"] = self.config.to_json()
         return StagePlan(self.stage.index, self.stage.name, base, tuple(self.steps), cfg,
-                         base_history, frozenset(self.deps), self.p.opts.platform,
+                         base_history, frozenset(self.deps), self.platform,
                          tuple(self.scope.env.items()))
 
     def _vars(self) -> dict[str, str]:
