@@ -70,6 +70,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--stop-signal", default=None, help="Signal to stop the container."),
         click.option("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container."),
         click.option("-l", "--label", "labels", multiple=True, help="Set meta data on a container."),
+        click.option("--platform", default=None, help="Set platform if server is multi-platform capable."),
         click.option("--pull", default="missing", help='Pull image before running ("always", "missing", "never").'),
         click.option("--health-cmd", default=None, help="Command to run to check health."),
         click.option("--health-interval", default=None, help="Time between running the check (ms|s|m|h)."),
@@ -125,6 +126,7 @@ def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
         add_hosts=kw["add_hosts"],
         dns=kw["dns"], dns_search=kw["dns_search"], dns_options=kw["dns_options"], ulimits=kw["ulimits"],
         sysctls=kw["sysctls"], shm_size=kw["shm_size"], devices=kw["devices"],
+        platform=kw["platform"],
     )
 
 

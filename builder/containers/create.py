@@ -108,21 +108,30 @@ class RunOptions:
     devices: tuple[str, ...] = ()
     #: ``(rows, cols)`` of the terminal a ``run -it`` client attaches (HostConfig ``ConsoleSize``)
     console_size: tuple[int, int] | None = None
+    #: ``--platform os/arch[/variant]``: that platform of an index (pulled when the local
+    #: image lacks it); a foreign one runs through the emulator (``builder.binfmt``)
+    platform: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing", progress: Any = None,
-                  on_pull: Callable[[str, bool], None] | None = None) -> Image:
+                  on_pull: Callable[[str, bool], None] | None = None,
+                  platform: str | None = None) -> Image:
     """The image from the store, pulled first when missing (or always) per ``--pull``;
     ``on_pull(ref, missing)`` is called just before a pull starts (the CLI says so, as Docker does)."""
     from registry.errors import InvalidReference, NotFound, RegistryError
 
     if pull not in PULL_POLICIES:
         raise ContainerError.invalid(f'invalid pull option: "{pull}": must be one of "missing", "always" or "never"')
+    want = None
+    if platform:
+        from builder.platforms import wanted_platform
+
+        want = wanted_platform(platform)
     store = root.image_store()
     if pull != "always":
         try:
-            return store.resolve(ref)
+            return _platform_ready(store.resolve(ref, platform=want), want, ref, pull)
         except InvalidReference as e:
             raise ContainerError.invalid(f"invalid reference format: {ref}: {e}") from None
         except NotFound:
@@ -133,9 +142,20 @@ def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing", progress:
     if on_pull is not None:
         on_pull(ref, pull != "always")
     try:
-        return transfer.pull(store, ref, progress=progress)
+        return _platform_ready(transfer.pull(store, ref, progress=progress, platform=want), want, ref)
     except RegistryError as e:
         raise ContainerError(f"pull of {ref} failed: {e}").with_kind(e.kind) from None
+
+
+def _platform_ready(image: Image, want: Any, ref: str, pull: str | None = None) -> Image:
+    """*image* checked against ``--platform`` *want*, its emulator registered when foreign."""
+    from registry.model import Platform
+
+    if want is None and image.config.platform.architecture in ("", Platform.host().architecture):
+        return image
+    from builder.platforms import foreign_ready
+
+    return foreign_ready(image, want, ref, pull)
 
 
 def memory_limits(memory_text: str | None, swap_text: str | None) -> tuple[int, int]:

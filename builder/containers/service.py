@@ -46,7 +46,8 @@ def create(root: StateRoot, o: RunOptions, *, progress: Any = None,
            on_pull: Callable[[str, bool], None] | None = None) -> Container:
     """``docker create``: validate, resolve (pull) the image, write the record."""
     validate(o)
-    image = resolve_image(root, o.image, pull=o.pull, progress=progress, on_pull=on_pull)
+    image = resolve_image(root, o.image, pull=o.pull, progress=progress, on_pull=on_pull,
+                          platform=o.platform)
     image_volumes = list(image.config.container_config.volumes or ())
     records: list[dict[str, Any]] = []
     if o.volumes or o.mounts or o.tmpfs or image_volumes:
