@@ -1,0 +1,227 @@
+"""Rootless (issue 17): pybuild run by an ordinary user made for the test (``useradd``, with the
+sub-ID ranges ``/etc/subuid`` and ``/etc/subgid`` give it), through ``runuser -u``.
+
+The user runs Debian's ``/usr/bin/python3`` in a venv of its own (``ROOTLESS_VENV``, made once
+with the package's dependencies from pip) and this checkout through ``PYTHONPATH`` (copied to a
+temporary directory the user can read when the checkout is not). Its state root is the default
+one, ``~/.local/share/pybuild``; ``system reset -a -f`` takes it off the host at the end, before
+the user and its home go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ROOTLESS_VENV = Path(os.environ.get("PYBUILD_ROOTLESS_VENV", "/opt/pybuild-rootless-venv"))
+
+
+def _venv() -> Path:
+    """The user's interpreter: a venv of Debian's python3 with the package's dependencies."""
+    py = ROOTLESS_VENV / "bin" / "python"
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    probe = "import click, lark, requests, zstandard, cryptography, tqdm, isal, aiohttp"
+    ROOTLESS_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(ROOTLESS_VENV) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if py.exists() and subprocess.run([py, "-c", probe], capture_output=True).returncode == 0:
+            return py
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--clear", ROOTLESS_VENV], check=True)
+        subprocess.run([ROOTLESS_VENV / "bin" / "pip", "install", "-q", *deps], check=True)
+    os.chmod(ROOTLESS_VENV, 0o755)
+    return py
+
+
+@dataclass
+class User:
+    """An ordinary user with sub-ID ranges; ``user.pb(ARGS…)`` runs ``pybuild ARGS`` as it."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    python: Path
+    source: Path
+
+    def env(self, **extra: str) -> list[str]:
+        base = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name,
+                "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
+                "PYTHONPATH": str(self.source), "PYTHONDONTWRITEBYTECODE": "1",
+                "PYBUILD_REGISTRY_MIRROR": os.environ.get("PYBUILD_REGISTRY_MIRROR", "127.0.0.1:9")}
+        base.update(extra)
+        return ["env", "-i", *(f"{k}={v}" for k, v in base.items())]
+
+    def sh(self, *argv: str, check: bool = True, input: str | bytes | None = None, timeout: float = 180,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[Any]:
+        """Run *argv* as the user (``runuser -u``), in its home."""
+        text = not isinstance(input, bytes)
+        r = subprocess.run(["runuser", "-u", self.name, "--", *self.env(**(env or {})), *argv],
+                           cwd=self.home, input=input, capture_output=True, text=text, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} as {self.name} failed ({r.returncode}):\n"
+                                 f"{r.stdout}\n{r.stderr}")
+        return r
+
+    def pb(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[Any]:
+        return self.sh(str(self.python), "-m", "builder.cli", *args, **kw)
+
+    def processes(self) -> list[str]:
+        r = subprocess.run(["ps", "-u", str(self.uid), "-o", "pid=,args="], capture_output=True, text=True)
+        return [line.strip() for line in r.stdout.splitlines() if line.strip()]
+
+    def give(self, src: Path, name: str) -> Path:
+        """A copy of *src* in the user's home, owned by the user."""
+        dest = self.home / name
+        if src.is_dir():
+            shutil.copytree(src, dest)
+        else:
+            shutil.copy(src, dest)
+        for p in [dest, *dest.rglob("*")]:
+            os.chown(p, self.uid, self.gid, follow_symlinks=False)
+        return dest
+
+
+def _readable_by(name: str, path: Path) -> bool:
+    return subprocess.run(["runuser", "-u", name, "--", "test", "-r", str(path)]).returncode == 0
+
+
+@contextlib.contextmanager
+def ordinary_user(*, ranges: bool = True) -> Iterator[User]:
+    """A fresh user (with sub-ID ranges unless *ranges* is False), removed with its home, ranges
+    and pybuild state at the end."""
+    python = _venv()
+    name = f"pbrl{os.getpid() % 100000}{os.urandom(2).hex()}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", *([] if ranges else ["-K", "SUB_UID_COUNT=0",
+                    "-K", "SUB_GID_COUNT=0"]), name], check=True)
+    tmp: str | None = None
+    try:
+        pw = pwd.getpwnam(name)
+        if ranges:
+            for f in ("/etc/subuid", "/etc/subgid"):
+                assert re.search(rf"^{name}:\d+:\d+$", Path(f).read_text(), re.M), f"useradd gave no range in {f}"
+        source = REPO
+        if not _readable_by(name, REPO / "builder" / "__init__.py"):
+            tmp = tempfile.mkdtemp(prefix="pybuild-rootless-src-")
+            os.chmod(tmp, 0o755)
+            for d in ("builder", "registry", "grammar"):
+                shutil.copytree(REPO / d, Path(tmp) / d, ignore=shutil.ignore_patterns("__pycache__"))
+            source = Path(tmp)
+        user = User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), python, source)
+        try:
+            yield user
+        finally:
+            user.pb("system", "reset", "-a", "-f", check=False, timeout=120)
+            for line in user.processes():  # what the reset left (a test asserts there is none)
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(line.split()[0]), 9)
+            for _ in range(100):
+                if not user.processes():
+                    break
+                time.sleep(0.05)
+            shutil.rmtree(f"/tmp/pybuild-run-{user.uid}", ignore_errors=True)
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+        for f in ("/etc/subuid", "/etc/subgid"):  # userdel removes them; make sure
+            text = Path(f).read_text()
+            kept = "".join(line for line in text.splitlines(keepends=True) if not line.startswith(name + ":"))
+            if kept != text:
+                Path(f).write_text(kept)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def user(busybox_tar: Path) -> Iterator[User]:
+    with ordinary_user() as u:
+        tar = u.give(busybox_tar, "busybox.tar")
+        u.pb("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
+        yield u
+
+
+def layers(pb: Any, ref: str) -> list[str]:
+    out = pb("inspect", "--format", "{{json .RootFS.Layers}}", ref).stdout
+    return list(json.loads(out))
+
+
+# -- the tests ----------------------------------------------------------------------------------------
+def test_default_root_and_namespace(user: User) -> None:
+    r = user.pb("info")
+    assert f"Pybuild Root Dir: {user.home}/.local/share/pybuild" in r.stdout
+    assert (user.home / ".local/share/pybuild/store").is_dir()
+    assert os.stat(user.home / ".local/share/pybuild").st_uid == user.uid
+    # no XDG_RUNTIME_DIR: the private fallback, the user's own and closed to others
+    st = os.stat(f"/tmp/pybuild-run-{user.uid}")
+    assert (st.st_uid, st.st_mode & 0o777) == (user.uid, 0o700)
+    r = user.pb("run", "--rm", "--network", "none", "busybox", "cat", "/proc/self/uid_map", "/proc/self/gid_map")
+    sub = {line.split(":")[0]: line.split(":")[1:] for line in Path("/etc/subuid").read_text().split()}
+    start, count = sub[user.name]
+    assert r.stdout.split() == ["0", str(user.uid), "1", "1", start, count,
+                                "0", str(user.gid), "1", "1", *_subgid(user.name)]
+
+
+def _subgid(name: str) -> list[str]:
+    line = next(x for x in Path("/etc/subgid").read_text().split() if x.startswith(name + ":"))
+    return line.split(":")[1:]
+
+
+def test_build_multistage_and_run(user: User) -> None:
+    ctx = user.give(REPO / "testdata" / "contexts" / "multistage", "multistage")
+    user.pb("build", "-t", "demo-app:latest", str(ctx))
+    r = user.pb("run", "--rm", "--network", "none", "demo-app:latest")
+    assert r.stdout.strip() == "hello from pybuild"
+    # files of the image are owned as in the image, inside
+    r = user.pb("run", "--rm", "--network", "none", "busybox", "stat", "-c", "%u:%g %n", "/", "/bin/busybox")
+    assert r.stdout.split("\n")[:2] == ["0:0 /", "0:0 /bin/busybox"]
+
+
+OWNERS_DOCKERFILE = """\
+FROM busybox
+RUN mkdir -p /data/sub && echo hello > /data/file && chown 1000:1000 /data/file /data/sub \\
+ && cp /bin/busybox /data/suid && chmod u+s,g+s /data/suid && ln /data/file /data/hard \\
+ && chown 4242:4343 /data/hard && mkfifo /data/fifo
+RUN rm /bin/vi && rm -rf /home && mkdir /home && touch /home/new
+"""
+
+
+def test_same_layer_digests_as_root(user: User, busybox: Any, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(OWNERS_DOCKERFILE)
+    epoch = {"SOURCE_DATE_EPOCH": "1700000000"}
+    busybox("build", "-t", "owners", str(ctx), env={**os.environ, **epoch})
+    rootful = layers(busybox, "owners")
+    uctx = user.give(ctx, "owners")
+    user.pb("build", "-t", "owners", str(uctx), env=epoch)
+    rootless = layers(user.pb, "owners")
+    assert len(rootful) == 3
+    assert rootless == rootful
+    r = user.pb("run", "--rm", "--network", "none", "owners", "sh", "-c",
+                "stat -c '%u:%g %A %h %n' /data/file /data/sub /data/suid /data/hard; ls /home; "
+                "test -e /bin/vi || echo no-vi")
+    assert r.stdout.split("\n")[:6] == [
+        "4242:4343 -rw-r--r-- 2 /data/file", "1000:1000 drwxr-xr-x 2 /data/sub",
+        "0:0 -rwsr-sr-x 1 /data/suid", "4242:4343 -rw-r--r-- 2 /data/hard", "new", "no-vi"]
+
+
+def test_memory_limit_refused_in_one_line(user: User) -> None:
+    r = user.pb("run", "--rm", "--network", "none", "--memory", "64m", "busybox", "true", check=False)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "--memory" in lines[0] and "cgroup v1" in lines[0], lines[0]
