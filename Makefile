@@ -10,7 +10,9 @@ DEMO_ROOT ?= /tmp/pybuild-demo
 
 .PHONY: install apt venv compile demo test bench lint clean golden
 
-install: apt venv
+ARM64_BUSYBOX := testdata/arm64/busybox
+
+install: apt venv $(ARM64_BUSYBOX)
 
 apt:
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -20,6 +22,18 @@ apt:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  fi; \
 	else echo "not root: skipping apt packages ($(APT_PACKAGES))"; fi
+
+# an offline arm64 base for the multi-platform tests: Debian's busybox-static for arm64 (the
+# binary only; tests import it with `pybuild import --platform linux/arm64`)
+$(ARM64_BUSYBOX):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64; \
+	  tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && \
+	  { apt-get download -qq busybox-static:arm64 2>/dev/null || \
+	    { apt-get update -qq && apt-get download -qq busybox-static:arm64; }; } && \
+	  dpkg-deb -x busybox-static_*_arm64.deb x && cd - >/dev/null && mkdir -p $(@D) && \
+	  cp $$tmp/x/bin/busybox $@ && rm -rf $$tmp; \
+	else echo "not root: skipping the arm64 busybox"; fi
 
 venv: $(VENV)/.installed
 
