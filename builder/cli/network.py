@@ -42,15 +42,16 @@ def network() -> None:
 
 @network.command("create")
 @click.argument("name")
-@click.option("-d", "--driver", default="bridge", show_default=True, help="bridge or macvlan.")
+@click.option("-d", "--driver", default="bridge", show_default=True, help="bridge, macvlan or overlay.")
 @click.option("--subnet", default=None, help="Subnet in CIDR format, e.g. 10.50.0.0/24.")
 @click.option("--gateway", default=None, help="IPv4 gateway of the subnet.")
 @click.option("-o", "--opt", "opts", multiple=True, help="Driver options (parent=IFACE for macvlan).")
 @click.option("--label", "labels", multiple=True, help="Set metadata (KEY=VALUE).")
 @click.option("--internal", is_flag=True, help="Restrict external access to the network.")
+@click.option("--attachable", is_flag=True, help="Enable manual container attachment (overlay).")
 @click.pass_obj
 def create(obj: Any, name: str, driver: str, subnet: str | None, gateway: str | None,
-           opts: tuple[str, ...], labels: tuple[str, ...], internal: bool) -> None:
+           opts: tuple[str, ...], labels: tuple[str, ...], internal: bool, attachable: bool) -> None:
     """Create a network."""
     from builder import network as N
     from builder.errors import NetworkError
@@ -58,7 +59,7 @@ def create(obj: Any, name: str, driver: str, subnet: str | None, gateway: str | 
     try:
         net = N.create_network(obj.state, name, driver=driver, subnet=subnet, gateway=gateway,
                                options=_kv(opts, "option"), labels=_kv(labels, "label"),
-                               internal=internal)
+                               internal=internal, attachable=attachable)
     except NetworkError as e:
         fail(str(e), 1)
     click.echo(net.id)
@@ -97,7 +98,7 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
 
         objs = [{"CreatedAt": created_at(n.created), "Driver": n.driver, "ID": ident(n.id), "IPv6": "false",
                  "Internal": str(n.internal).lower(), "Label": label_method(dict(n.labels)),
-                 "Labels": ",".join(f"{k}={v}" for k, v in n.labels.items()), "Name": n.name, "Scope": "local"}
+                 "Labels": ",".join(f"{k}={v}" for k, v in n.labels.items()), "Name": n.name, "Scope": n.scope}
                 for n in nets]
         headers = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
                    "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT"}
@@ -106,7 +107,7 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
             click.echo(text)
     else:
         rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-        rows += [[ident(n.id), n.name, n.driver, "local"] for n in nets]
+        rows += [[ident(n.id), n.name, n.driver, n.scope] for n in nets]
         click.echo(table(rows))
 
 

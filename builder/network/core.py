@@ -19,7 +19,7 @@ from typing import Any
 
 from builder.errors import NetworkError
 from builder.filters import labels_match
-from builder.network import firewall, helpers, ipam, links, names, sweep
+from builder.network import firewall, helpers, ipam, links, names, overlay, sweep
 from builder.network.model import (
     DRIVERS,
     PREDEFINED,
@@ -136,7 +136,15 @@ def _find(nets: Sequence[Network], ref: str) -> Network:
 # -- networks -----------------------------------------------------------------------------------
 
 
+def _sync(state: StateRoot, *, quiet: bool = True) -> None:
+    """Overlay records follow the cluster store (only in a root that joined one)."""
+    if overlay.joined(state):
+        overlay.sync(state, lambda n: _save(state, n, durable=True), lambda: _load_all(state),
+                     lambda n: _record_path(state, n.id).unlink(missing_ok=True), quiet=quiet)
+
+
 def list_networks(state: StateRoot) -> list[Network]:
+    _sync(state)
     with _locked(state) as nets:
         return sorted(nets, key=lambda n: n.name)
 
@@ -172,6 +180,7 @@ def filter_networks(nets: Iterable[Network], filters: Mapping[str, Sequence[str]
 
 def get_network(state: StateRoot, ref: str) -> Network:
     """By name, full id or unique id prefix."""
+    _sync(state)
     with _locked(state) as nets:
         return _find(nets, ref)
 
@@ -186,22 +195,31 @@ def create_network(
     options: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
     internal: bool = False,
+    attachable: bool = False,
 ) -> Network:
-    """``network create``: a bridge network is materialised (bridge + rules) right away."""
+    """``network create``: a bridge network is materialised (bridge + rules) right away; an
+    overlay network is made in the cluster store (``overlay``), and on a host when it gets a
+    container."""
     options = dict(options or {})
     if not name:  # as dockerd, any other name is taken: spaces, slashes, a leading dash
         raise NetworkError.invalid("invalid name: ")
-    if driver == "overlay":
-        raise NetworkError(
-            "the overlay driver needs multi-host (swarm) networking, which pybuild does not "
-            "support yet: use bridge or macvlan"
-        )
     if driver in ("host", "null"):
         raise NetworkError(f'only one instance of "{driver}" network is allowed')
     if driver not in DRIVERS:
-        raise NetworkError(f"unknown network driver {driver!r} (bridge, macvlan)")
+        raise NetworkError(f"unknown network driver {driver!r} (bridge, macvlan, overlay)")
     if gateway and not subnet:
         raise NetworkError("--gateway needs --subnet")
+    if driver == "overlay":
+        _sync(state, quiet=False)
+        with _locked(state) as nets:
+            if any(n.name == name for n in nets):
+                raise NetworkError.conflict(f"network with name {name} already exists")
+        net = overlay.create(state, name, subnet=subnet, gateway=gateway, options=options, labels=labels or {},
+                             internal=internal, attachable=attachable, new_id=_new_id(), created=_now())
+        with _locked(state):
+            _save(state, net, durable=True)
+        _event(state, net, "create")
+        return net
     parent = ""
     if driver == "macvlan":
         parent = options.get("parent", "")
@@ -256,19 +274,24 @@ def _materialise(state: StateRoot, net: Network) -> None:
     """The bridge (its alias naming the root: ``sweep``), its address and its rules
     (idempotent: after a reboot they come back)."""
     prefixlen = ipaddress.IPv4Network(net.subnet).prefixlen
-    if links.bridge_ready(net.bridge, net.gateway):
+    if links.bridge_ready(net.bridge, net.gateway) and (
+            net.driver != "overlay" or links.link_exists(overlay.vxlan_name(net))):
         return  # bridge and rules are made together; checking the rules costs 10 ms
     links.ensure_bridge(net.bridge, net.gateway, prefixlen, alias=sweep.tag(state.path, net.id))
     rules = firewall.network_rules(net.id, net.bridge, net.subnet, internal=net.internal)
     with firewall.locked():
         firewall.replace_tagged(firewall.network_tag(net.id), rules)
+    if net.driver == "overlay":  # its VXLAN device
+        overlay.materialise(state, net)
 
 
 def _dematerialise(net: Network) -> None:
-    if net.driver != "bridge":
+    if net.driver not in ("bridge", "overlay"):
         return
     with firewall.locked():
         firewall.remove_tagged(firewall.network_tag(net.id))
+    if net.driver == "overlay":
+        overlay.dematerialise(net)
     links.delete_link(net.bridge)
 
 
@@ -283,6 +306,8 @@ def remove_network(state: StateRoot, ref: str, *, _predefined: bool = False) -> 
                 f"error while removing network: network {net.name} id {net.id[:12]} has active "
                 f"endpoints ({len(net.containers)})"
             )
+        if net.driver == "overlay" and not _predefined:
+            overlay.remove(state, net)
         if net.dns_pid:
             helpers.stop(net.dns_pid, helpers.DNS, net.id)
         _dematerialise(net)
@@ -363,6 +388,7 @@ def attach(
     for a in aliases:
         if not NAME_RE.match(a):
             raise NetworkError.invalid(f"invalid network alias {a!r}")
+    _sync(state)
     with _locked(state) as nets, links.session():
         net = _find(nets, network)
         mine = [n for n in nets if container_id in n.containers]
@@ -398,9 +424,13 @@ def attach(
             if not links.is_netns(ep.netns):
                 links.create_netns(ep.netns)
                 undo.append(lambda: links.remove_netns(netns_path(state, container_id)))
-            if net.driver in ("bridge", "macvlan"):
+            if net.driver in ("bridge", "macvlan", "overlay"):
                 ep = _wire(state, net, ep, ip, ports, undo, mac)
-            if net.driver == "bridge" and net.user_defined:
+            if net.driver == "overlay":
+                overlay.publish(state, net, ep)
+                if not net.containers:  # first container here: the remote endpoints (VXLAN, DNS)
+                    net = overlay.program(net, overlay.remote_endpoints(state, net))
+            if net.driver in ("bridge", "overlay") and net.user_defined:
                 before = net.dns_pid
                 net = helpers.ensure_dns(state, net)
                 if net.dns_pid and net.dns_pid != before:
@@ -466,11 +496,17 @@ def _wire(
     state: StateRoot, net: Network, ep: Endpoint, ip: str | None,
     ports: Sequence[PortMapping], undo: list[Callable[[], None]], given_mac: str | None = None,
 ) -> Endpoint:
+    if "_PYBUILD_ROOTLESS" in os.environ:  # an ordinary user makes no bridge: builder.rootless_net
+        from builder import rootless_net
+
+        return rootless_net.wire(state, ep, ports, undo)
     netns = ep.netns
     assert netns is not None
     subnet = ipaddress.IPv4Network(net.subnet)
-    in_use = [e.ip for e in net.containers.values()]
-    addr = ipam.allocate(subnet, net.gateway, in_use, ip)
+    if net.driver == "overlay":
+        addr = overlay.claim_ip(state, net, ep.container_id, ip, undo)
+    else:
+        addr = ipam.allocate(subnet, net.gateway, [e.ip for e in net.containers.values()], ip)
     mac = given_mac.lower() if given_mac else ipam.mac_for(addr)
     ifname = links.free_ifname(netns)
     ep = replace(ep, ifname=ifname, ip=str(addr), prefixlen=subnet.prefixlen, gateway=net.gateway, mac=mac)
@@ -492,11 +528,13 @@ def _wire(
 
     undo.append(close_socks)
     _materialise(state, net)
+    if net.driver == "overlay" and not net.containers:
+        undo.append(lambda: _dematerialise(net))
     veth = _veth_name(ep.container_id, net.id)
     links.add_veth(
         host_name=veth, bridge=net.bridge, netns=netns, ifname=ifname, ip=str(addr),
         prefixlen=subnet.prefixlen, gateway=net.gateway, mac=mac, default_route=first,
-        alias=sweep.tag(state.path, net.id),
+        alias=sweep.tag(state.path, net.id), mtu=overlay.MTU if net.driver == "overlay" else None,
     )
     undo.append(lambda: None if links.delete_link(veth) else None)
     ep = replace(ep, host_veth=veth)
@@ -536,6 +574,9 @@ def _drop(state: StateRoot, nets: list[Network], net: Network, container_id: str
     if not containers and net.dns_pid:
         helpers.stop(net.dns_pid, helpers.DNS, net.id)
         updated = replace(updated, dns_pid=0)
+    if not containers and net.driver == "overlay":  # a host holds an overlay while it has containers
+        _dematerialise(net)
+        updated = replace(updated, remote={})
     _save(state, updated)
     return [updated if n.id == net.id else n for n in nets]
 
@@ -547,13 +588,19 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
         ep = net.containers.get(container_id)
         if ep is None:
             raise NetworkError(f"container {container_id[:12]} is not connected to network {net.name}")
-        _unwire(net, ep)
+        _unwire(net, ep, state)
         nets = _drop(state, nets, net, container_id)
         names.sync_files(state, nets, net.id, also=container_id)
     _event(state, net, "disconnect", container=container_id)
 
 
-def _unwire(net: Network, ep: Endpoint) -> None:
+def _unwire(net: Network, ep: Endpoint, state: StateRoot | None = None) -> None:
+    if "_PYBUILD_ROOTLESS" in os.environ:
+        from builder import rootless_net
+
+        return rootless_net.unwire(state, ep)
+    if net.driver == "overlay" and state is not None:
+        overlay.unpublish(state, net, ep)
     if ep.proxy_pid:
         helpers.stop_proxy(ep.proxy_pid, ep.container_id)
     if ep.ports:
@@ -581,7 +628,7 @@ def release(state: StateRoot, container_id: str) -> None:
             ep = net.containers.get(container_id)
             if ep is None:
                 continue
-            _unwire(net, ep)
+            _unwire(net, ep, state)
             nets = _drop(state, nets, net, container_id)
             names.sync_files(state, nets, net.id)
         links.remove_netns(netns_path(state, container_id))
@@ -602,7 +649,12 @@ def reset(state: StateRoot) -> None:
     for cid in sorted(cids):
         release(state, cid)
     for net in list_networks(state):
-        remove_network(state, net.id, _predefined=True)
+        remove_network(state, net.id, _predefined=True)  # an overlay stays in the store
+    if overlay.joined(state):  # the host leaves the cluster: its lease and keys go
+        from builder.cluster import membership
+
+        with contextlib.suppress(NetworkError):
+            membership.leave(state, force=True)
     # each removal above re-creates the predefined records it finds missing (unmaterialised):
     # drop them too, so that the root holds no network at all
     with state.lock("networks"):

@@ -115,7 +115,7 @@ class Names:
 
     def lookup(self, client_ip: str, name: str) -> list[str] | None:
         """Addresses for *name* on the client's user-defined networks; None if unknown."""
-        records = [r for r in self._records() if r.get("Driver") == "bridge" and r.get("Name") != "bridge"]
+        records = [r for r in self._records() if r.get("Driver") in ("bridge", "overlay") and r.get("Name") != "bridge"]
         client = None
         for r in records:
             for cid, ep in (r.get("Containers") or {}).items():
@@ -127,7 +127,8 @@ class Names:
         found: list[str] = []
         for r in scope:
             net_name = str(r.get("Name", "")).lower()
-            for cid, ep in (r.get("Containers") or {}).items():
+            # an overlay network's endpoints on other hosts too (the agent keeps them)
+            for cid, ep in {**(r.get("RemoteContainers") or {}), **(r.get("Containers") or {})}.items():
                 ip = str(ep.get("IPv4Address", "")).partition("/")[0]
                 if not ip:
                     continue

@@ -197,6 +197,43 @@ def tagged_links(prefix: str) -> list[tuple[str, str]]:
         return [(link.name, link.alias) for link in nl.links() if link.alias.startswith(prefix)]
 
 
+def ensure_vxlan(name: str, *, vni: int, local: str, port: int, bridge: str, mtu: int, alias: str) -> None:
+    """The VXLAN device of an overlay network, up in its bridge (idempotent)."""
+    with _iproute() as nl:
+        try:
+            link = nl.link(name)
+            if link is None:
+                nl.add_vxlan(name, vni=vni, local=local, port=port)
+                link = nl.link(name)
+                assert link is not None
+            br = nl.link(bridge)
+            if br is None:
+                raise NetworkError(f"cannot attach {name}: bridge {bridge} is gone")
+            nl.set_link(link.index, master=br.index, mtu=mtu, up=True, alias=alias)
+        except OSError as e:
+            raise _netlink_error(f"cannot set up vxlan {name} (VNI {vni}, local {local})", e) from e
+
+
+def set_remote(vxlan: str, ip: str, mac: str, dst: str, *, delete: bool = False) -> None:
+    """Point *vxlan* at a remote endpoint: its MAC behind the VTEP *dst*, its IP at that MAC
+    (or remove both). A missing device or entry is not an error when deleting."""
+    with _iproute() as nl:
+        link = nl.link(vxlan)
+        if link is None:
+            if delete:
+                return
+            raise NetworkError(f"vxlan {vxlan} is gone")
+        for neigh in (False, True):
+            try:
+                if neigh:
+                    nl.neigh(link.index, ip, mac, delete=delete)
+                else:
+                    nl.fdb(link.index, mac, dst, delete=delete)
+            except OSError as e:
+                if not delete or e.errno not in (2, 19):  # ENOENT, ENODEV
+                    raise _netlink_error(f"cannot {'remove' if delete else 'add'} {ip} on {vxlan}", e) from e
+
+
 # -- container-side -----------------------------------------------------------------------------
 
 
@@ -212,10 +249,10 @@ def free_ifname(netns: Path) -> str:
 
 def add_veth(
     *, host_name: str, bridge: str, netns: Path, ifname: str, ip: str, prefixlen: int,
-    gateway: str, mac: str, default_route: bool, alias: str = "",
+    gateway: str, mac: str, default_route: bool, alias: str = "", mtu: int | None = None,
 ) -> None:
     """A veth pair: one end enslaved to *bridge* (carrying *alias*), the other *ifname* in
-    *netns* with *ip*."""
+    *netns* with *ip* (both ends with *mtu* if given: an overlay's 1450)."""
     tmp = "pbp" + host_name[3:]
     with _iproute() as nl:
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
@@ -229,8 +266,8 @@ def add_veth(
             br, link = nl.link(bridge), nl.link(host_name)
             if br is None or link is None:
                 raise NetworkError(f"cannot attach veth {host_name}: bridge {bridge} is gone")
-            nl.set_link(link.index, master=br.index, up=True, alias=alias or None)
-            _configure_inside(netns, tmp, ifname, ip, prefixlen, gateway, mac, default_route)
+            nl.set_link(link.index, master=br.index, up=True, alias=alias or None, mtu=mtu)
+            _configure_inside(netns, tmp, ifname, ip, prefixlen, gateway, mac, default_route, mtu)
         except BaseException as e:
             with contextlib.suppress(OSError):
                 delete_link(host_name)
@@ -265,13 +302,13 @@ def add_macvlan(
 
 def _configure_inside(
     netns: Path, tmp: str, ifname: str, ip: str, prefixlen: int, gateway: str, mac: str,
-    default_route: bool,
+    default_route: bool, mtu: int | None = None,
 ) -> None:
     with _iproute(netns) as nl:
         link = nl.link(tmp)
         if link is None:
             raise NetworkError(f"{tmp} did not reach {netns}")
-        nl.set_link(link.index, name=ifname, mac=mac)
+        nl.set_link(link.index, name=ifname, mac=mac, mtu=mtu)
         nl.add_addr(link.index, ip, prefixlen)
         nl.set_link(link.index, up=True)
         if default_route and gateway and not any(not dst for dst, _, _ in nl.routes()):

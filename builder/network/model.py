@@ -14,8 +14,8 @@ from typing import Any
 from builder.errors import NetworkError
 
 PROTOCOLS = ("tcp", "udp")
-#: drivers `network create -d` accepts; `overlay` is refused with its own message
-DRIVERS = ("bridge", "macvlan")
+#: drivers `network create -d` accepts (`overlay` needs the host to be in a cluster)
+DRIVERS = ("bridge", "macvlan", "overlay")
 PREDEFINED = ("bridge", "host", "none")
 #: the driver dockerd names for each predefined network (``none``'s is ``null``)
 PREDEFINED_DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
@@ -92,6 +92,8 @@ class Endpoint:
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
+    #: a remote endpoint of an overlay network: the underlay address of its host (its VTEP)
+    host_addr: str = ""
 
     def to_json(self) -> dict[str, Any]:
         names = {k: list(v) for k, v in (("ExtraHosts", self.extra_hosts), ("DnsServers", self.dns),
@@ -113,6 +115,7 @@ class Endpoint:
             "HostsPath": str(self.hosts_path) if self.hosts_path else "",
             "ResolvConfPath": str(self.resolv_path) if self.resolv_path else "",
             **names,
+            **({"HostAddress": self.host_addr} if self.host_addr else {}),
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class Endpoint:
             dns=tuple(d.get("DnsServers") or ()),
             dns_search=tuple(d.get("DnsSearch") or ()),
             dns_options=tuple(d.get("DnsOptions") or ()),
+            host_addr=str(d.get("HostAddress", "")),
         )
 
 
@@ -163,6 +167,14 @@ class Network:
     containers: Mapping[str, Endpoint] = field(default_factory=dict)
     #: the embedded DNS server of a user-defined bridge network, while it has containers
     dns_pid: int = 0
+    attachable: bool = False
+    #: an overlay network's endpoints on other hosts, as the store has them (the embedded DNS
+    #: answers for them; the agent keeps this and the VXLAN entries in step with the store)
+    remote: Mapping[str, Endpoint] = field(default_factory=dict)
+
+    @property
+    def scope(self) -> str:
+        return "global" if self.driver == "overlay" else "local"
 
     @property
     def predefined(self) -> bool:
@@ -182,12 +194,12 @@ class Network:
             "Name": self.name,
             "Id": self.id,
             "Created": self.created,
-            "Scope": "local",
+            "Scope": self.scope,
             "Driver": self.driver,
             "EnableIPv6": False,
             "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config},
             "Internal": self.internal,
-            "Attachable": False,
+            "Attachable": self.attachable,
             "Ingress": False,
             "Bridge": self.bridge,
             "Parent": self.parent,
@@ -195,6 +207,8 @@ class Network:
             "Options": dict(self.options),
             "Labels": dict(self.labels),
             "DnsPid": self.dns_pid,
+            **({"RemoteContainers": {k: ep.to_json() for k, ep in sorted(self.remote.items())}}
+               if self.remote else {}),
         }
 
     @classmethod
@@ -214,9 +228,11 @@ class Network:
             options=dict(d.get("Options") or {}),
             labels=dict(d.get("Labels") or {}),
             dns_pid=int(d.get("DnsPid") or 0),
+            attachable=bool(d.get("Attachable", False)),
         )
         eps = {cid: Endpoint.from_json(cid, net, ep) for cid, ep in (d.get("Containers") or {}).items()}
-        return replace(net, containers=eps) if eps else net
+        remote = {cid: Endpoint.from_json(cid, net, ep) for cid, ep in (d.get("RemoteContainers") or {}).items()}
+        return replace(net, containers=eps, remote=remote) if eps or remote else net
 
 
 # -- `-p` / `-P` ------------------------------------------------------------------------------

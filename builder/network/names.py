@@ -120,7 +120,7 @@ def resolv_for(nets: Sequence[Network], container_id: str) -> str:
         return override_resolv(host_resolv(), dns=opts.dns if opts else (), search=search, options=options)
     dns = [
         n.containers[container_id]
-        for n in mine if n.dns_pid and n.user_defined and n.driver == "bridge"
+        for n in mine if n.dns_pid and n.user_defined and n.driver in ("bridge", "overlay")
     ]
     if dns:  # our DNS server on the gateway of the first such network, as Docker's 127.0.0.11
         first = min(dns, key=lambda e: e.ifname)

@@ -211,7 +211,7 @@ def test_predefined_create_inspect_rm(state: StateRoot) -> None:
 def test_bad_create_leaves_nothing(state: StateRoot) -> None:
     before = snapshot(state.path)
     cases = [
-        ({"name": "x", "driver": "overlay"}, "overlay driver needs multi-host"),
+        ({"name": "x", "driver": "overlay"}, "this host is not in a cluster"),
         ({"name": "x", "driver": "ipvlan"}, "unknown network driver 'ipvlan'"),
         ({"name": "x", "driver": "host"}, "only one instance"),
         ({"name": ""}, "invalid name: "),  # dockerd takes any other name (tests/serve/test_api_gaps2.py)

@@ -59,7 +59,7 @@ def test_network_cli_lifecycle(state: StateRoot) -> None:
 
     for args, message in [
         (("network", "create", "appnet"), "Error: network with name appnet already exists\n"),
-        (("network", "create", "-d", "overlay", "ov"), "Error: the overlay driver needs multi-host"),
+        (("network", "create", "-d", "overlay", "ov"), "Error: this host is not in a cluster"),
         (("network", "create", "--subnet", "10.81.0.0/25", "clash"), "Error: subnet 10.81.0.0/25 overlaps network appnet"),
         (("network", "rm", "host"), "Error: host is a pre-defined network and cannot be removed\n"),
         (("network", "inspect", "nope"), "Error: No such network: nope\n"),
