@@ -165,7 +165,8 @@ def _start_time(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a dead keeper not yet reaped
 
 
 def _keeper_main(ready_w: int, go_r: int) -> None:  # pragma: no cover - the keeper process
@@ -175,9 +176,13 @@ def _keeper_main(ready_w: int, go_r: int) -> None:  # pragma: no cover - the kee
         os.setsid()
         sc.real().unshare(sc.CLONE_NEWUSER)
         os.write(ready_w, b"1")
-        os.close(ready_w)
         if os.read(go_r, 1) != b"1":
             os._exit(1)
+        # mapped now, so root here: a mount namespace of the user's, which every command joins
+        # (netns files and the mounts of detached containers' networks are seen by the next)
+        sc.real().unshare(sc.CLONE_NEWNS)
+        os.write(ready_w, b"2")
+        os.close(ready_w)
         os.closerange(0, 1 << 16)
         fd = os.open("/dev/null", os.O_RDWR)
         for i in (0, 1, 2):
@@ -185,7 +190,9 @@ def _keeper_main(ready_w: int, go_r: int) -> None:  # pragma: no cover - the kee
         os.chdir("/")
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
-        # argv stays the command's: visible to `ps` as a Python child of the user
+        # named for `ps` (not the command line of the command that started it), then idle
+        with contextlib.suppress(OSError):
+            os.execv("/bin/sleep", ["pybuild-rootless-keeper", "infinity"])
         while True:
             signal.pause()
     finally:
@@ -208,6 +215,8 @@ def _start_keeper() -> int:
                                "(kernel.unprivileged_userns_clone or user.max_user_namespaces is 0?)")
         _write_maps(pid)
         os.write(go_w, b"1")
+        if os.read(ready_r, 1) != b"2":
+            raise SandboxError("rootless: the namespace keeper failed to make its mount namespace")
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -250,16 +259,19 @@ def enter() -> None:
             start = _start_time(pid)
             (rdir / "keeper.pid").write_text(f"{pid} {start}\n")
             # reaped by init once we exit: the keeper is our child only until then
-        fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in ("user", "mnt")]
+        cwd = os.getcwd()
         try:
-            sc.real().setns(fd, sc.CLONE_NEWUSER)
+            sc.real().setns(fds[0], sc.CLONE_NEWUSER)
+            sc.real().setns(fds[1], sc.CLONE_NEWNS)  # leaves us at its root: back to where we were
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
     finally:
         os.close(lock)
     os.environ[ENV] = f"{uid}:{gid}"
-    # our own mount namespace, owned by the new user namespace: mounts there are allowed
-    sc.real().unshare(sc.CLONE_NEWNS)
 
 
 def _members(ns: str) -> list[int]:
