@@ -286,7 +286,7 @@ def _materialise(state: StateRoot, net: Network) -> None:
 
 
 def _dematerialise(net: Network) -> None:
-    if net.driver not in ("bridge", "overlay"):
+    if net.driver not in ("bridge", "overlay") or "_PYBUILD_ROOTLESS" in os.environ:  # no bridge made
         return
     with firewall.locked():
         firewall.remove_tagged(firewall.network_tag(net.id))
@@ -500,6 +500,10 @@ def _wire(
         from builder import rootless_net
 
         return rootless_net.wire(state, ep, ports, undo)
+    if "_PYBUILD_ROOTLESS" in os.environ:  # an ordinary user makes no bridge: builder.rootless_net
+        from builder import rootless_net
+
+        return rootless_net.wire(state, ep, ports, undo)
     netns = ep.netns
     assert netns is not None
     subnet = ipaddress.IPv4Network(net.subnet)
@@ -595,6 +599,10 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
 
 
 def _unwire(net: Network, ep: Endpoint, state: StateRoot | None = None) -> None:
+    if "_PYBUILD_ROOTLESS" in os.environ:
+        from builder import rootless_net
+
+        return rootless_net.unwire(state, ep)
     if "_PYBUILD_ROOTLESS" in os.environ:
         from builder import rootless_net
 
