@@ -500,10 +500,6 @@ def _wire(
         from builder import rootless_net
 
         return rootless_net.wire(state, ep, ports, undo)
-    if "_PYBUILD_ROOTLESS" in os.environ:  # an ordinary user makes no bridge: builder.rootless_net
-        from builder import rootless_net
-
-        return rootless_net.wire(state, ep, ports, undo)
     netns = ep.netns
     assert netns is not None
     subnet = ipaddress.IPv4Network(net.subnet)
@@ -599,10 +595,6 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
 
 
 def _unwire(net: Network, ep: Endpoint, state: StateRoot | None = None) -> None:
-    if "_PYBUILD_ROOTLESS" in os.environ:
-        from builder import rootless_net
-
-        return rootless_net.unwire(state, ep)
     if "_PYBUILD_ROOTLESS" in os.environ:
         from builder import rootless_net
 
