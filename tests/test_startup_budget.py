@@ -244,9 +244,27 @@ def test_network_and_volume_listings_stay_light(pybuild: Any, tmp_path: Path,
     ours: tuple[str, ...] = ("builder.volume", "builder.paths")
     heavy = LISTING_HEAVY
     if argv[0] == "network":  # its module spawns iptables and the helpers
-        ours += ("builder.network",)
+        ours += ("builder.network", "builder.cluster.membership")  # is the root in a cluster?
         heavy = LISTING_HEAVY - {"subprocess"}
     assert_within(loaded(full, tmp_path), full, ours=ours, heavy=heavy)
+
+
+def test_cluster_ls_stays_light(pybuild: Any, tmp_path: Path) -> None:
+    """``cluster ls`` (issue 16) of a joined root: the etcd client over the HTTP stack and the
+    network package (its helpers check on the host agent); nothing of containers or builds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "builder"))
+    from etcd_cluster import EtcdCluster
+
+    etcd = EtcdCluster([f"127.16.{os.getpid() % 250}.{i}" for i in (1, 2, 3)], tmp_path)
+    try:
+        etcd.start()
+        pybuild("cluster", "join", etcd.store, "--advertise", "127.0.0.1")
+        full = ["--root", str(pybuild.root), "cluster", "ls"]
+        assert_within(loaded(full, tmp_path), full, ours=("builder.cluster", "builder.network"),
+                      third_party=TRANSFER_THIRD_PARTY, heavy=TRANSFER_HEAVY)
+    finally:
+        pybuild("cluster", "leave", "--force", check=False)
+        etcd.stop()
 
 
 def test_volume_create_and_rm_stay_light(pybuild: Any, tmp_path: Path) -> None:
