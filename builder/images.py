@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from builder.filters import labels_match
 from builder.state import StateRoot
 from registry.errors import NotFound, StoreError
+from registry.model import Platform
 from registry.store import ImageRecord, Store
 
 if TYPE_CHECKING:
@@ -37,12 +38,20 @@ def _conflict(message: str) -> StoreError:
     return StoreError.conflict(f"conflict: {message}")
 
 
-def remove(root: StateRoot, name: str, *, force: bool = False) -> list[str]:
+def remove(root: StateRoot, name: str, *, force: bool = False,
+           platform: Platform | None = None) -> list[str]:
     """``docker rmi NAME``: the ``Untagged: …``/``Deleted: …`` lines of what was done (each
-    also an event in ``builder.events``); the in-use rules are ``_remove``'s."""
+    also an event in ``builder.events``); the in-use rules are ``_remove``'s. With *platform*,
+    only that platform's image leaves the index NAME names (the whole image, if it was its last)."""
     from builder import events
 
-    lines = _remove(root, name, force=force)
+    lines = None
+    if platform is not None:
+        from builder.platforms import remove_platform
+
+        lines = remove_platform(root.image_store(), name, platform)
+    if lines is None:
+        lines = _remove(root, name, force=force)
     events.image_changes(root, lines)
     return lines
 
@@ -146,9 +155,10 @@ def _docker_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def inspect_record(store: Store, record: ImageRecord) -> dict[str, Any]:
-    """Docker's ``image inspect`` object for one store entry."""
-    image = store.image(record.descriptor, reference=record.reference)
+def inspect_record(store: Store, record: ImageRecord, *, platform: Platform | None = None) -> dict[str, Any]:
+    """Docker's ``image inspect`` object for one store entry (*platform*'s image of an index;
+    the host's by default)."""
+    image = store.image(record.descriptor, reference=record.reference, platform=platform)
     cfg = image.config.data
     same = [r for r in store.images() if r.image_id == image.id and r.reference is not None]
     tags = [r.reference.familiar for r in same if r.reference and r.reference.tag]
@@ -179,13 +189,13 @@ def inspect_record(store: Store, record: ImageRecord) -> dict[str, Any]:
     return out
 
 
-def inspect(store: Store, name: str) -> dict[str, Any]:
+def inspect(store: Store, name: str, *, platform: Platform | None = None) -> dict[str, Any]:
     """``image inspect NAME`` (a reference, ``name@digest`` or an ID prefix); ``NotFound``."""
-    return inspect_record(store, store.lookup(name))
+    return inspect_record(store, store.lookup(name), platform=platform)
 
 
-def inspect_any(root: StateRoot, names: Sequence[str], *, kind: str | None = None
-                ) -> tuple[list[dict[str, Any]], list[str]]:
+def inspect_any(root: StateRoot, names: Sequence[str], *, kind: str | None = None,
+                platform: Platform | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Top-level ``docker inspect``: each name as an image, else (unless *kind* says which) as a
     container. Returns (the objects found, the names nothing matched)."""
     store: Store = root.image_store()
@@ -195,7 +205,7 @@ def inspect_any(root: StateRoot, names: Sequence[str], *, kind: str | None = Non
         obj: dict[str, Any] | None = None
         if kind in (None, "image"):
             with contextlib.suppress(NotFound):
-                obj = inspect(store, name)
+                obj = inspect(store, name, platform=platform)
         if obj is None and kind in (None, "container"):
             from builder.containers import inspect as container_inspect  # images need it not
 

@@ -137,5 +137,32 @@ def foreign_ready(image: Image, want: Platform | None, ref: str, pull: str | Non
     return image
 
 
-__all__ = ["MultiOutcome", "build_platforms", "foreign_ready", "parse_platforms", "push_tags", "store_index",
+
+def remove_platform(store: Store, name: str, platform: Platform) -> list[str] | None:
+    """``rmi --platform``: the index *name* names without *platform*'s image, stored under its
+    tags (the ``Deleted:`` lines of the manifests that left); None when nothing would be left
+    (the caller removes the whole image)."""
+    from registry.errors import NotFound
+
+    record = store.lookup(name)
+    desc = record.descriptor
+    if not mt.is_index(desc.media_type):
+        if store.image(desc).config.platform.matches(platform):
+            return None
+        raise NotFound(f"No such image: {name} (platform {platform})")
+    index = Index.parse(store.read_blob(desc.digest), desc.media_type)
+    keep = [d for d in index.manifests if not (d.platform and d.platform.matches(platform))]
+    gone = [d for d in index.manifests if d not in keep]
+    if not gone:
+        raise NotFound(f"No such image: {name} (platform {platform})")
+    if not keep:
+        return None
+    new = store.put_manifest(Index.build(keep, media_type=index.media_type))
+    for r in store.images():
+        if r.descriptor.digest == desc.digest and r.reference is not None:
+            store.add(new, r.reference, distributed=False)
+    return [f"Deleted: {d.digest}" for d in gone]
+
+
+__all__ = ["MultiOutcome", "build_platforms", "foreign_ready", "parse_platforms", "push_tags", "remove_platform", "store_index",
            "wanted_platform"]

@@ -37,6 +37,14 @@ def _store(g: Globals) -> Store:
     return store
 
 
+def _platform_option(text: str | None) -> Any:
+    if not text:
+        return None
+    from builder.cli.registry import platform_option
+
+    return platform_option(text)
+
+
 def _short(digest: Digest | None, no_trunc: bool = False) -> str:
     if digest is None:
         return "<none>"
@@ -134,8 +142,9 @@ def tag(g: Globals, source: str, target: str) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("-f", "--force", is_flag=True, help="Force removal of the image.")
 @click.option("--no-prune", is_flag=True, help="Do not delete unreferenced blobs.")
+@click.option("--platform", default=None, help="Remove only this platform's image (os/arch[/variant]).")
 @pass_globals
-def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool) -> None:
+def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool, platform: str | None) -> None:
     """Remove one or more images."""
     from builder import images as library
 
@@ -143,7 +152,7 @@ def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool) -> None
     errors = 0
     for name in names:
         try:
-            for line in library.remove(g.state, name, force=force):
+            for line in library.remove(g.state, name, force=force, platform=_platform_option(platform)):
                 click.echo(line)
         except RegistryError as e:
             click.echo(f"Error: {e}", err=True)
@@ -181,15 +190,17 @@ def prune(g: Globals, all_: bool, force: bool) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("-f", "--format", "fmt", default=None, help="Format with a Go template.")
 @click.option("--type", "kind", type=click.Choice(["image", "container"]), default=None)
+@click.option("--platform", default=None, help="Inspect this platform's image of an index.")
 @pass_globals
-def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | None) -> None:
+def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | None,
+            platform: str | None) -> None:
     """Return low-level information on images (or, failing that, containers)."""
     from builder import images as library
     from builder.cli.format import INSPECT, template
 
     if fmt and fmt != "json":
         template(fmt, messages=INSPECT)  # a bad template fails before any lookup
-    results, missing = library.inspect_any(g.state, names, kind=kind)
+    results, missing = library.inspect_any(g.state, names, kind=kind, platform=_platform_option(platform))
     what = "image" if kind == "image" else "object"
     inspect_output(fmt, results, [f"Error: No such {what}: {name}" for name in missing])
 

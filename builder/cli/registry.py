@@ -242,7 +242,7 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
     from registry.transfer import pull_result
 
     ref = Reference.parse(name)
-    plat = _platform(platform)
+    plat = platform_option(platform)
     if not quiet and Reference.parse(name, default_tag=False).tag is None and ref.digest is None:
         click.echo("Using default tag: latest")
     if not quiet:
@@ -269,7 +269,8 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
     click.echo(str(ref))
 
 
-def _platform(text: str | None) -> Any:
+def platform_option(text: str | None) -> Any:
+    """``--platform os/arch[/variant]`` of pull, copy, rmi and inspect; None when not given."""
     from registry.model import Platform
 
     if not text:
@@ -360,7 +361,7 @@ def copy(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool, m
                     client_options=options, role="destination")
     r = Renderer(verb="Copying", quiet=quiet)
     try:
-        result = copy_image(src, dst, platform=_platform(platform), all_platforms=all_platforms,
+        result = copy_image(src, dst, platform=platform_option(platform), all_platforms=all_platforms,
                             max_concurrent=max_concurrent, progress=r)
     finally:
         r.close()

@@ -168,7 +168,7 @@ def reset(g: Globals, all_: bool, force: bool) -> None:
 
 
 # -- info ---------------------------------------------------------------------------------------
-def _info_text(d: dict[str, Any]) -> str:
+def _info_text(d: dict[str, Any], emulated: list[str] | None = None) -> str:
     lines = ["Client:", " Context:    default", " Debug Mode: false", "", "Server:",
              f" Containers: {d['Containers']}", f"  Running: {d['ContainersRunning']}",
              f"  Paused: {d['ContainersPaused']}", f"  Stopped: {d['ContainersStopped']}",
@@ -187,6 +187,7 @@ def _info_text(d: dict[str, Any]) -> str:
     lines += [f"  {o.removeprefix('name=')}" for o in d["SecurityOptions"]]
     lines += [f" Kernel Version: {d['KernelVersion']}", f" Operating System: {d['OperatingSystem']}",
               f" OSType: {d['OSType']}", f" Architecture: {d['Architecture']}",
+              *([f" Emulated Platforms: {', '.join(emulated)}"] if emulated else []),
               f" CPUs: {d['NCPU']}", f" Total Memory: {binary_size(d['MemTotal'])}",
               f" Name: {d['Name']}", f" ID: {d['ID']}", f" Pybuild Root Dir: {d['DockerRootDir']}",
               " Debug Mode: false", f" Registry: {d['IndexServerAddress']}", " Labels:",
@@ -203,7 +204,9 @@ def _info(g: Globals, fmt: str | None) -> None:
 
     d = lib.info(g.state)
     if fmt is None:
-        click.echo(_info_text(d))
+        from builder.binfmt import emulated  # qemu-user-static in binfmt_misc (builder.binfmt)
+
+        click.echo(_info_text(d, [str(p) for p in emulated()]))
     elif fmt == "json":
         click.echo(json.dumps(d, separators=(",", ":")))
     else:

@@ -146,6 +146,12 @@ def _write(store: Store, selected: list[_Selected], out: BinaryIO, format: str) 
                 _save_blob(store, tar, digest)
         else:
             desc, config_digest, layer_digests = _save_docker_image(store, tar, sel.descriptor)
+            if mt.is_index(sel.descriptor.media_type):
+                # every platform in index.json, as Docker 25+ saves an index; manifest.json
+                # names the host's image (what a pre-index loader takes)
+                for digest in sorted(store.referenced([sel.descriptor]), key=str):
+                    _save_blob(store, tar, digest)
+                desc = sel.descriptor
             tags = [r.familiar for r in sel.references if r.tag]
             docker_items.append({"Config": f"blobs/sha256/{config_digest.encoded}",
                                  "RepoTags": tags or None,
