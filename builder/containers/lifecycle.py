@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.containers.options import (
+    ZERO_TIME,
     parse_signal,
     parse_timestamp_ns,
     parse_timestamp_text,
@@ -59,7 +60,7 @@ def refresh(cs: ContainerStore, c: Container) -> Container:
     except NoSuchContainer:
         return c.with_state(replace(st, status="removing"))
     c = c.with_state(st)
-    if c.host_config.get("AutoRemove") and st.status == "exited":
+    if c.host_config.auto_remove and st.status == "exited":
         # --rm: what the dead supervisor would have done once the container ended
         with contextlib.suppress(OSError):
             (cs.root.containers / f".exit-{c.id}").write_text(str(st.exit_code))
@@ -111,14 +112,33 @@ def endpoints_of(c: Container, table: Mapping[str, Mapping[str, Mapping[str, Any
     """A running container's endpoints (the records' view, else what its start recorded); for
     a stopped one, the networks it will join, with nothing assigned (as Docker shows them)."""
     if not c.state.running:
-        mode = str(c.host_config.get("NetworkMode") or "default")
-        primary = "bridge" if mode == "default" else mode
+        primary = c.host_config.network
         if primary.startswith("container:"):
             return {}
-        return {name: _given(c, name, {}) for name in [primary, *c.networks]}
+        started = c.state.started_at != ZERO_TIME
+        return {name: _given(c, name, _stopped_aliases(c, name, primary, started))
+                for name in [primary, *c.networks]}
     live = table.get(c.id)
     eps = dict(live) if live else dict(c.state.endpoints)
-    return {name: _given(c, name, ep) for name, ep in eps.items()}
+    return {name: _given(c, name, _with_short_id(c, name, ep, True)) for name, ep in eps.items()}
+
+
+def _stopped_aliases(c: Container, name: str, primary: str, started: bool) -> Mapping[str, Any]:
+    """The aliases a stopped container keeps on *name* (given at create or connect)."""
+    given = c.host_config.get("NetworkAliases") if name == primary else (
+        (c.networks.get(name) or {}).get("Aliases"))
+    return _with_short_id(c, name, {"Aliases": list(given or ())} if given else {}, started)
+
+
+def _with_short_id(c: Container, name: str, ep: Mapping[str, Any], joined: bool) -> Mapping[str, Any]:
+    """dockerd adds the short id to the aliases of an endpoint on a user-defined network once
+    the container joined it (a start, or a connect)."""
+    if not joined or name in ("bridge", "host", "none"):
+        return ep
+    aliases = list(ep.get("Aliases") or ())
+    if c.id[:12] not in aliases:
+        aliases.append(c.id[:12])
+    return {**ep, "Aliases": aliases}
 
 
 #: endpoint settings a client gives at ``network connect`` that the network does not use but
@@ -135,8 +155,7 @@ def remember_networks(root: StateRoot, c: Container) -> Container:
     """Record in ``container.json`` the networks the container is on now (``network connect``
     adds some while it runs), so that its next start joins them again."""
     now = network_endpoints(root).get(c.id) or {}
-    mode = str(c.host_config.get("NetworkMode") or "default")
-    primary = "bridge" if mode == "default" else mode
+    primary = c.host_config.network
     wanted = {name: {"Aliases": list(ep.get("Aliases") or []),
                      **{k: v for k, v in (c.networks.get(name) or {}).items() if k in GIVEN_KEYS}}
               for name, ep in now.items() if name != primary}
@@ -155,7 +174,7 @@ _RELATIVE = ("before", "since")
 
 @dataclass(frozen=True)
 class Filters:
-    """``ps --filter``: several values of one key OR, different keys AND (Docker's rule)."""
+    """``ps --filter``: several values of one key OR (labels AND), different keys AND (Docker's rule)."""
 
     items: Mapping[str, tuple[str, ...]]
 
@@ -190,7 +209,9 @@ class Filters:
         for key, values in self.items.items():
             if key in _RELATIVE:
                 continue  # ``list_containers`` applies them: they name another record
-            if not any(_match_one(key, v, c) for v in values):
+            # labels AND (every one given must match, as dockerd's MatchKVList); the rest OR
+            test = all if key == "label" else any
+            if not test(_match_one(key, v, c) for v in values):
                 return False
         return True
 
@@ -219,8 +240,7 @@ def _match_one(key: str, value: str, c: Container) -> bool:
     if key == "volume":
         return any(value in (m.get("Name"), m.get("Destination"), m.get("Source")) for m in c.mounts)
     if key == "network":
-        mode = str(c.host_config.get("NetworkMode") or "default")
-        return value in (mode, "bridge" if mode == "default" else mode) or value in c.state.endpoints
+        return value in (c.host_config.network_mode, c.host_config.network) or value in c.state.endpoints
     if key == "health":
         h = c.state.health
         return (h.status if h else "none") == value
