@@ -55,6 +55,10 @@ class BuildRequest:
     registry_auth: dict[str, Any] = field(default_factory=dict)
     #: a ``threading.Event`` that stops the build when set (``SolveOptions.cancel``)
     cancel: Any = None
+    #: ``--cache-from`` / ``--cache-to`` as BuildKit writes them (``type=registry,ref=…``;
+    #: a bare reference for ``cache_from``): ``builder.cacheshare``
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
     #: False: the image is written but neither tagged nor listed (one platform of several)
     record: bool = True
 
@@ -203,7 +207,7 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
     """Plan and solve *req*; tag and export only on success."""
     from builder.dockerfile.parsecache import load_cached
     from builder.graph import PlanOptions, plan
-    from builder.solver import Event, SolveOptions, Solver
+    from builder.solver import Event
 
     emit = progress or (lambda e: None)
     host = Platform.host()
@@ -263,19 +267,26 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         from builder.execute.ssh import agents, parse_ssh
 
         ssh = ssh_agents.enter_context(agents(parse_ssh(req.ssh)))
-    solver = Solver(state, options=SolveOptions(
-        jobs=req.jobs, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter,
-        compression=req.compression, secrets=req.secrets, cancel=req.cancel, ssh=ssh,
-        extra_hosts=req.extra_hosts),
-        progress=progress, context=tree)
+    cache_from, cache_to = _cache_specs(req)
+    sources: list[Any] = []
+    if cache_from:
+        from builder.cacheshare.source import load_all
+
+        sources = load_all(cache_from, state, lambda text: emit(Event("warning", text=text)))
     with ssh_agents:
-        target, _results = solver.build(graph)
+        solver, target = _solve(state, req, graph, tree, ssh, sources, progress)
     from builder.assemble import Assembler
 
     assembler = Assembler(store, solver.cache, state.layers, compression=req.compression)
-    image = assembler.image(target.plan.config, target.history, target.layers,
-                            inherited=target.inherited, epoch=graph.epoch, started=solver.created,
-                            labels=req.labels)
+
+    def assemble(extra: dict[str, Any] | None = None) -> Image:
+        return assembler.image({**target.plan.config, **(extra or {})}, target.history,
+                               target.layers, inherited=target.inherited, epoch=graph.epoch,
+                               started=solver.created, labels=req.labels)
+
+    image = assemble()
+    if cache_to:
+        image = _export_cache(state, store, solver, graph, cache_to, image, assemble, emit)
     names = []
     if not req.record:
         return BuildOutcome(image, (), graph.warnings, tuple(solver.executed), tuple(solver.cached))
@@ -294,6 +305,73 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
     for out in req.outputs:
         export(state, store, image, tags, out, target.layers, progress=emit)
     return BuildOutcome(image, tuple(names), graph.warnings, tuple(solver.executed), tuple(solver.cached))
+
+
+def _cache_specs(req: BuildRequest) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    if not req.cache_from and not req.cache_to:
+        return (), ()
+    from builder.cacheshare.spec import parse_cache_specs
+
+    return (parse_cache_specs(req.cache_from, export=False),
+            parse_cache_specs(req.cache_to, export=True))
+
+
+def _solve(state: StateRoot, req: BuildRequest, graph: Any, tree: Tree | None,
+           ssh: dict[str, str], sources: list[Any], progress: Callable[[Any], None] | None) -> Any:
+    """Solve the graph; its layers local. A ``--cache-from`` source that fails while the
+    build uses it (a missing or mismatched blob, a registry fault) is a warning, and the build
+    starts again without the sources: what it made so far is in the local cache."""
+    from builder.solver import Event, SolveOptions, Solver
+
+    while True:
+        solver = Solver(state, options=SolveOptions(
+            jobs=req.jobs, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter,
+            compression=req.compression, secrets=req.secrets, cancel=req.cancel, ssh=ssh,
+            extra_hosts=req.extra_hosts, cache_from=tuple(sources)),
+            progress=progress, context=tree)
+        if not sources:
+            return solver, solver.build(graph)[0]
+        from builder.cacheshare.source import CacheImportError
+
+        try:
+            target = solver.build(graph)[0]
+            solver.ensure_local(target.layers)
+            return solver, target
+        except CacheImportError as e:
+            if progress is not None:
+                progress(Event("warning", text=f"cache import failed: {e} (building without it)"))
+            sources = []
+
+
+def _export_cache(state: StateRoot, store: Store, solver: Any, graph: Any, specs: tuple[Any, ...],
+                  image: Image, assemble: Callable[[dict[str, Any] | None], Image],
+                  emit: Callable[[Any], None]) -> Image:
+    """Write each ``--cache-to``; ``type=inline`` puts the records in the image's config (the
+    image is written again with them). Returns the image to tag."""
+    from builder.cacheshare import export as ex
+    from builder.cacheshare.artifact import INLINE_KEY
+    from builder.solver import Event
+
+    solver.ensure_all_local()
+    for spec in specs:
+        used = [(step, rec) for idx, step, rec in solver.used
+                if spec.mode == "max" or spec.type == "inline" or idx in solver.image_stages]
+        mounts = ex.cache_mount_ids(graph) if spec.cache_mounts else []
+        try:
+            config = ex.cache_config(state, store, solver.cache, used, compression=spec.compression,
+                                     mounts=mounts, epoch=graph.epoch)
+            if spec.type == "inline":
+                image = assemble({INLINE_KEY: ex.inline(config, image.layers).to_doc()})
+            elif spec.type == "registry":
+                ex.to_registry(spec, store, config)
+            else:
+                ex.to_layout(spec, store, config)
+        except BuildError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a registry or disk fault, as one line
+            raise BuildError(f"cache export to {spec.name} failed: {e}") from None
+        emit(Event("export", text=f"exporting cache to {spec.name}"))
+    return image
 
 
 def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], out: Output,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from builder.assemble import rfc3339
 from builder.cache import BuildCache, CacheRecord, chain_parent
@@ -27,6 +27,10 @@ from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.model import Descriptor
 from registry.store import Store
+
+if TYPE_CHECKING:
+    from builder.cacheshare.artifact import SharedRecord
+    from builder.cacheshare.source import CacheSource
 
 #: an empty layer tar, as Go's archive/tar closes one with no entry
 EMPTY_TAR = bytes(1024)
@@ -85,6 +89,8 @@ class SolveOptions:
     cancel: threading.Event | None = None
     #: ``--add-host`` entries (``name:ip``) for RUN steps' ``/etc/hosts``
     extra_hosts: tuple[str, ...] = ()
+    #: ``--cache-from`` sources (``builder.cacheshare.source``), asked after the local cache
+    cache_from: tuple[CacheSource, ...] = ()
 
 
 Cancelled = BuildCancelled
@@ -116,6 +122,12 @@ class Solver:
         self._contents: dict[str, str] = {}
         #: the empty layer by compression, once stored
         self._empty: dict[str, LayerRef] = {}
+        #: every step's record as this build took or made it: (stage index, step, record),
+        #: what ``--cache-to`` exports
+        self.used: list[tuple[int, Step, CacheRecord]] = []
+        #: layers of imported records not made local yet, by diff_id
+        self._remote: dict[str, tuple[CacheSource, SharedRecord]] = {}
+        self._mounts_restored = False
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -254,8 +266,11 @@ class Solver:
             rec = None if no_cache else self.cache.get(step.key, parent)
             if rec is not None and rec.snapshot and not self._snapshot_present(rec):
                 rec = None
+            source = ""
+            if rec is None and not no_cache and self.options.cache_from:
+                rec, source = self._imported(step.key, parent)
             if rec is not None:
-                self.emit(Event("cached", vid, name, plan.display, step.location))
+                self.emit(Event("cached", vid, name, plan.display, step.location, source))
                 with self._lock:
                     self.cached.append(step.name)
             else:
@@ -265,6 +280,9 @@ class Solver:
                     if reason:
                         self.emit(Event("miss", vid, name, plan.display, step.location, reason))
                 missed = True
+                self.ensure_local([*layers, *(lr for d in plan.deps if d in results
+                                              for lr in results[d].layers)])
+                self._restore_mounts()
                 t0 = time.monotonic()
                 now = rfc3339(graph.epoch if graph.epoch is not None else time.time())
                 try:
@@ -282,6 +300,8 @@ class Solver:
                                 elapsed=time.monotonic() - t0))
                 with self._lock:
                     self.executed.append(step.name)
+            with self._lock:
+                self.used.append((plan.index, step, rec))
             chain = chain_parent([chain, rec.key, str(rec.diff_id), rec.created])
             if graph.epoch is None and rec.created:
                 # when the layer was first made: a fully cached rebuild keeps its image ID
@@ -351,6 +371,7 @@ class Solver:
             pass
         from builder.rootfs import LayerCache
 
+        self.ensure_local([lr])
         store = self.store
 
         def open_layer() -> Any:
@@ -387,6 +408,67 @@ class Solver:
 
         return rec.diff_id is not None and LayerCache(self.state).has(str(rec.diff_id))
 
+    # -- imported records (``--cache-from``) ------------------------------------------------------
+    def _imported(self, key: str, parent: str) -> tuple[CacheRecord | None, str]:
+        """The first ``--cache-from`` source's record of *key* on *parent*, and its name. Its
+        layer stays remote until a step runs on it or the image needs it (``ensure_local``)."""
+        for src in self.options.cache_from:
+            shared = src.lookup(key, parent)
+            if shared is None:
+                continue
+            rec = shared.record
+            if rec.diff_id is None:
+                self.cache.put(rec)
+            elif rec.snapshot and self._snapshot_present(rec) or \
+                    rec.layer is not None and self.store.has_blob(rec.layer.digest):
+                src.materialize(self.state, self.store, self.cache, shared)
+            else:
+                with self._lock:
+                    self._remote.setdefault(str(rec.diff_id), (src, shared))
+            return rec, src.name
+        return None, ""
+
+    def ensure_local(self, layers: list[LayerRef] | tuple[LayerRef, ...]) -> None:
+        """Fetch the layers among *layers* that imported records named and this root lacks
+        (``CacheImportError`` if a source fails: the caller builds again without it)."""
+        for lr in layers:
+            with self._lock:
+                remote = self._remote.get(str(lr.diff_id))
+            if remote is None:
+                continue
+            src, shared = remote
+            src.materialize(self.state, self.store, self.cache, shared)
+            with self._lock:
+                self._remote.pop(str(lr.diff_id), None)
+
+    def ensure_all_local(self) -> None:
+        """Every imported layer this build used made local (before it exports them again)."""
+        with self._lock:
+            pending = list(self._remote.values())
+        for src, shared in pending:
+            src.materialize(self.state, self.store, self.cache, shared)
+        with self._lock:
+            self._remote.clear()
+
+    @property
+    def image_stages(self) -> set[int]:
+        """The stages whose layers the image carries (``mode=min`` exports only theirs)."""
+        return set(self._image_stages)
+
+    def _restore_mounts(self) -> None:
+        """Before the first step that runs: the cache mounts the sources carry, where missing."""
+        with self._lock:
+            if self._mounts_restored or not self.options.cache_from:
+                return
+            self._mounts_restored = True
+        for src in self.options.cache_from:
+            src.restore_mounts(self.state, self.store)
+
+    @property
+    def downloaded(self) -> int:
+        """Bytes of blobs fetched from ``--cache-from`` sources."""
+        return sum(src.downloaded for src in self.options.cache_from)
+
     # -- "why did this miss?" --------------------------------------------------------------------
     def _slot_path(self, step: Step) -> Path:
         return self.state.cache / "slots" / f"{step.slot}.json"
@@ -412,30 +494,14 @@ class Solver:
         try:
             last = json.loads(self._slot_path(step).read_bytes())
         except (OSError, ValueError):
-            return "no previous build of this step"
-        before: dict[str, str] = last.get("inputs") or {}
-        now = step.inputs
-        reasons = []
-        if before.get("instruction") != now.get("instruction"):
-            reasons.append(f"instruction changed: {before.get('instruction')!r} -> {now.get('instruction')!r}")
-        if before.get("files") != now.get("files"):
-            old_files: dict[str, str] = last.get("files") or {}
-            changed = sorted(k for k in set(old_files) | set(step.files)
-                             if old_files.get(k) != step.files.get(k))
-            shown = ", ".join(changed[:5]) + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
-            reasons.append(f"files changed: {shown}" if changed else "files changed")
-        b_args, n_args = _args(before.get("args")), _args(now.get("args"))
-        for k in sorted(set(b_args) | set(n_args)):
-            if b_args.get(k) != n_args.get(k):
-                reasons.append(f"build arg {k} changed: {b_args.get(k)!r} -> {n_args.get(k)!r}")
-        for k in sorted((set(before) | set(now)) - {"instruction", "files", "args", "parent"}):
-            if before.get(k) != now.get(k):
-                reasons.append(f"{k} changed")
-        if not reasons and before.get("parent") != now.get("parent"):
-            reasons.append("the step before it changed")
-        if not reasons:
-            reasons.append("cache record missing (pruned or --no-cache)")
-        return "; ".join(reasons)
+            imported = next((d for src in self.options.cache_from
+                             if (d := src.slot(step.slot)) is not None), None)
+            if imported is None:
+                return "no previous build of this step"
+            last = imported
+        from builder.explain import explain
+
+        return explain(last, step.inputs, step.files)
 
     # -- executing one filesystem step -----------------------------------------------------------
     def _execute(self, graph: Graph, plan: StagePlan, step: Step, layers: list[LayerRef],
@@ -478,6 +544,9 @@ class Solver:
         return CacheRecord(step.key, layer, diff_id, step.created_by, now, dict(step.inputs))
 
 
+_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+
+
 def tree_content(root: Path) -> str:
     """The digest of a directory tree's entries, times left out (see ``_layer_content``)."""
     import hashlib
@@ -497,8 +566,9 @@ def tree_content(root: Path) -> str:
                 with open(full, "rb") as f:
                     while chunk := f.read(1 << 20):
                         h.update(chunk)
-            try:
-                attrs = sorted(os.listxattr(full, follow_symlinks=False))
+            try:  # (overlayfs's own bookkeeping, origin file handles, is host state: left out)
+                attrs = sorted(a for a in os.listxattr(full, follow_symlinks=False)
+                               if not a.startswith(_OVERLAY_XATTRS) or a.endswith(".opaque"))
             except OSError:
                 attrs = []
             for a in attrs:
@@ -508,17 +578,6 @@ def tree_content(root: Path) -> str:
                     pass
             h.update(b"\n")
     return h.hexdigest()
-
-
-def _args(text: str | None) -> dict[str, str]:
-    """A step's build args input: a JSON object, or ``K=V`` words (as its history writes them)."""
-    import json
-
-    try:
-        value = json.loads(text or "{}")
-        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-    except ValueError:
-        return dict(w.partition("=")[::2] for w in (text or "").split())
 
 
 def _full_name(ref: str) -> str:

@@ -38,7 +38,7 @@ class PlainProgress:
             self.started[e.id] = time.monotonic()
             w(f"\n#{e.id} {e.name}\n")
         if e.kind == "cached":
-            w(f"#{e.id} CACHED\n")
+            w(f"#{e.id} CACHED ({e.text})\n" if e.text else f"#{e.id} CACHED\n")
         elif e.kind == "done":
             w(f"#{e.id} DONE {e.elapsed:.1f}s\n")
         elif e.kind == "log":
@@ -95,7 +95,7 @@ class TtyProgress:
             if e.kind == "start":
                 s["state"] = "running"
             elif e.kind == "cached":
-                s["state"] = "CACHED"
+                s["state"] = f"CACHED ({e.text})" if e.text else "CACHED"
             elif e.kind == "done":
                 s["state"] = "DONE"
                 s["elapsed"] = e.elapsed
@@ -120,8 +120,8 @@ class TtyProgress:
                 continue
             el = s["elapsed"] if s["elapsed"] is not None else now - s["start"]
             state = s["state"]
-            mark = "CACHED" if state == "CACHED" else f"{el:.1f}s"
-            prefix = " => " if state in ("DONE", "CACHED") else " => ERROR " if state == "ERROR" else " => "
+            mark = state if state.startswith("CACHED") else f"{el:.1f}s"
+            prefix = " => " if state == "DONE" or state.startswith("CACHED") else " => ERROR " if state == "ERROR" else " => "
             text = f"{prefix}{s['name']}"
             lines.append(text[: max(width - len(mark) - 2, 10)].ljust(max(width - len(mark) - 1, 10)) + mark)
             if state == "running":
@@ -207,6 +207,11 @@ def human(n: float) -> str:
               help="SSH agent socket or keys for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]].")
 @click.option("--jobs", "-j", type=int, default=None, help="Stages built in parallel (default: cores).")
 @click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
+@click.option("--cache-from", "cache_from", multiple=True,
+              help="Cache source: type=registry,ref=REF | type=local,src=DIR | REF.")
+@click.option("--cache-to", "cache_to", multiple=True,
+              help="Cache export: type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]"
+                   "[,cache-mounts=true] | type=local,dest=DIR | type=inline.")
 @click.option("--platform", default=None,
               help="Target platform(s): os/arch[/variant][,…] (several: an image index).")
 @click.option("--push", is_flag=True, help="Push the tags once built.")
@@ -217,7 +222,8 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
           no_cache_filter: tuple[str, ...], labels: tuple[str, ...], progress: str, quiet: bool,
           iidfile: str | None, outputs: tuple[str, ...], secrets: tuple[str, ...],
           jobs: int | None, compression: str, platform: str | None, network: str | None,
-          ssh: tuple[str, ...], push: bool) -> None:
+          ssh: tuple[str, ...], push: bool, cache_from: tuple[str, ...],
+          cache_to: tuple[str, ...]) -> None:
     """Build an image from a Dockerfile and a context directory."""
     from builder.pipeline import BuildRequest, parse_outputs, parse_secrets, run_build
 
@@ -253,6 +259,8 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
         compression="none" if compression == "uncompressed" else compression,
         platform=platform,
         network=network,
+        cache_from=tuple(cache_from),
+        cache_to=tuple(cache_to),
     )
     from builder.errors import StepFailed
 
