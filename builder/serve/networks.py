@@ -9,6 +9,7 @@ from aiohttp import web
 
 from builder import events
 from builder.errors import NetworkError
+from builder.filters import labels_match
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.request import json_body, parse_filters, state_of
 from builder.serve.streams import in_thread
@@ -31,11 +32,7 @@ def _match(net: Any, key: str, values: list[str]) -> bool:
         return any(net.predefined == (v == "builtin") for v in values)
     if key == "dangling":
         return any((v in ("1", "true")) == (not net.predefined and not net.containers) for v in values)
-    for v in values:  # label
-        k, sep, val = v.partition("=")
-        if k in net.labels and (not sep or net.labels[k] == val):
-            return True
-    return False
+    return labels_match(net.labels, values)  # every label given, as dockerd
 
 
 def _json(net: Any) -> dict[str, Any]:
@@ -127,6 +124,7 @@ def _plan_connect(root: Any, cid: str, net_name: str, aliases: tuple[str, ...],
     """Record the network (and aliases) a stopped container joins at its next start."""
     from dataclasses import replace
 
+    from builder.containers.hostconfig import HostConfig
     from builder.containers.record import ContainerStore
 
     cs = ContainerStore(root)
@@ -138,7 +136,7 @@ def _plan_connect(root: Any, cid: str, net_name: str, aliases: tuple[str, ...],
             host["NetworkAliases"] = list(dict.fromkeys([*had, *aliases]))
             if ip:
                 host["IPAddress"] = ip
-            cs.save_config(replace(c, host_config=host))
+            cs.save_config(replace(c, host_config=HostConfig.from_json(host)))
             return
         networks = {k: dict(v) for k, v in c.networks.items()}
         networks[net_name] = {"Aliases": list(aliases), **(given or {})}
@@ -180,13 +178,15 @@ def _plan_disconnect(root: Any, cid: str, net_name: str) -> None:
     are dropped: it is joined again, as reconnected, without them)."""
     from dataclasses import replace
 
+    from builder.containers.hostconfig import HostConfig
     from builder.containers.record import ContainerStore
 
     cs = ContainerStore(root)
     with cs.lock(cid):
         c = cs.load(cid)
         if net_name == _primary(c):
-            cs.save_config(replace(c, host_config={**c.host_config, "NetworkAliases": []}))
+            host = HostConfig.from_json({**c.host_config, "NetworkAliases": []})
+            cs.save_config(replace(c, host_config=host))
             return
         if net_name not in c.networks:
             raise ApiError(409, f"container {c.id} is not connected to network {net_name}")
@@ -216,7 +216,10 @@ async def connect(request: web.Request) -> web.Response:
     net = await in_thread(N.get_network, root, request.match_info["id"])
     if not c.state.running:
         # as dockerd: a container not running is connected when it starts (compose creates a
-        # container, then disconnects and reconnects it with its aliases)
+        # container, then disconnects and reconnects it with its aliases); on a user-defined
+        # network its short id is among them from now on
+        if net.user_defined and c.id[:12] not in aliases:
+            aliases = (*aliases, c.id[:12])
         await in_thread(_plan_connect, root, c.id, net.name, aliases, ip, given)
         return web.Response(status=200)
 

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from builder import events
+from builder.filters import labels_match
 from builder.serve.errors import bad_request
 from builder.serve.request import json_body, parse_filters, qbool, state_of
 from builder.serve.streams import in_thread
@@ -47,7 +48,7 @@ async def list_volumes(request: web.Request) -> web.Response:
                 elif k == "dangling":
                     ok = any((x in ("1", "true")) == (not users.get(v.name)) for x in values)
                 else:
-                    ok = any(_label(v.labels, x) for x in values)
+                    ok = labels_match(v.labels, values)  # every label given, as dockerd
                 if not ok:
                     break
             if ok:
@@ -55,11 +56,6 @@ async def list_volumes(request: web.Request) -> web.Response:
         return out
 
     return web.json_response({"Volumes": await in_thread(work), "Warnings": None})
-
-
-def _label(labels: Any, want: str) -> bool:
-    k, sep, v = want.partition("=")
-    return k in labels and (not sep or labels[k] == v)
 
 
 @routes.post("/volumes/create")

@@ -1,0 +1,107 @@
+# ruff: noqa: F811 - the parameters named judge are the imported fixture
+"""Issue 23, what docker-compose relies on besides its own test (``test_compose.py``), judged
+against the private ``dockerd`` as in ``test_api_gaps.py``: several ``label`` filters all hold
+(compose finds a service's containers, its next container number and its one-off containers
+that way), and the short id among an endpoint's aliases on a user-defined network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_api_gaps import Judge, both, judge  # noqa: F401 - the fixture, registered by import
+
+
+def test_label_filters_all_hold(serve: Any, judge: Judge) -> None:
+    rows = []
+    for _name, client in both(serve, judge):
+        made = [client.containers.create("busybox:latest", ["true"], name=f"lf{i}",
+                                         labels={"pbtest.gaps": "1", "svc": svc, "one": one})
+                for i, (svc, one) in enumerate([("web", "no"), ("web", "yes"), ("db", "no")])]
+        nets = [client.networks.create(f"lfnet{i}", labels={"svc": svc, "one": "no"})
+                for i, svc in enumerate(["web", "db"])]
+        vols = [client.volumes.create(f"lfvol{i}", labels={"svc": svc, "one": "no"})
+                for i, svc in enumerate(["web", "db"])]
+        try:
+            row = []
+            for labels in (["svc=web", "one=no"], ["svc=web", "one"], ["svc=web", "one=maybe"],
+                           ["svc", "one=no"]):
+                row.append((
+                    sorted(c.name for c in client.containers.list(
+                        all=True, filters={"label": labels})),
+                    sorted(n.name for n in client.networks.list(filters={"label": labels})),
+                    sorted(v.name for v in client.volumes.list(filters={"label": labels}))))
+            rows.append(row)
+        finally:
+            for c in made:
+                c.remove(force=True)
+            for n in nets:
+                n.remove()
+            for v in vols:
+                v.remove()
+    assert rows[0] == rows[1]
+    assert rows[0][0] == (["lf0"], ["lfnet0"], ["lfvol0"])
+    assert rows[0][1] == (["lf0", "lf1"], ["lfnet0"], ["lfvol0"])
+    assert rows[0][2] == ([], [], [])
+    # the CLI's repeated --filter label=… is the same query
+    for args in (["ps", "-a", "--format", "{{.Names}}", "--filter", "label=svc=db",
+                  "--filter", "label=one=yes"],):
+        assert serve.docker(*args).stdout == judge.docker(*args).stdout == ""
+
+
+def _aliases(client: Any, name: str) -> dict[str, Any]:
+    c = client.containers.get(name)
+    short = c.id[:12]
+    return {net: [("<short id>" if a == short else a) for a in (ep["Aliases"] or [])] or None
+            for net, ep in c.attrs["NetworkSettings"]["Networks"].items()}
+
+
+def test_short_id_is_an_alias_on_user_defined_networks(serve: Any, judge: Judge) -> None:
+    rows = []
+    for _name, client in both(serve, judge):
+        api = client.api
+        n1 = client.networks.create("alnet1")
+        n2 = client.networks.create("alnet2")
+        made = []
+        try:
+            row: list[Any] = []
+            a1 = api.create_container(
+                "busybox:latest", ["sleep", "100"], name="al1", labels={"pbtest.gaps": "1"},
+                host_config=api.create_host_config(network_mode="alnet1"),
+                networking_config=api.create_networking_config(
+                    {"alnet1": api.create_endpoint_config(aliases=["x1"])}))
+            made.append(a1["Id"])
+            row.append(_aliases(client, "al1"))  # created: the given alias only
+            a2 = client.containers.create("busybox:latest", ["sleep", "100"], name="al2",
+                                          network="alnet1", labels={"pbtest.gaps": "1"})
+            made.append(a2.id)
+            n2.connect(a2)  # connected while created: the short id from now on
+            row.append(_aliases(client, "al2"))
+            client.containers.get("al1").start()
+            n2.connect("al1", aliases=["y"])
+            row.append(_aliases(client, "al1"))
+            a3 = client.containers.create("busybox:latest", ["sleep", "100"], name="al3",
+                                          labels={"pbtest.gaps": "1"})
+            made.append(a3.id)
+            a3.start()
+            row.append(_aliases(client, "al3"))  # the default bridge: none
+            client.containers.get("al1").stop(timeout=0)
+            row.append(_aliases(client, "al1"))  # kept after the stop
+            n1.disconnect("al1")
+            n1.connect("al1")
+            row.append(_aliases(client, "al1"))  # reconnected stopped: the short id alone
+            # the short id resolves on the network, from another container
+            a2.start()
+            r = client.containers.get("al2").exec_run(
+                ["sh", "-c", f"ping -c1 -W2 {a2.id[:12]} >/dev/null && echo ok"])
+            row.append(r.output)
+            rows.append(row)
+        finally:
+            for cid in made:
+                client.api.remove_container(cid, force=True)
+            n1.remove()
+            n2.remove()
+    assert rows[0] == rows[1]
+    assert rows[0][0] == {"alnet1": ["x1"]}
+    assert rows[0][2] == {"alnet1": ["x1", "<short id>"], "alnet2": ["y", "<short id>"]}
+    assert rows[0][5]["alnet1"] == ["<short id>"]
