@@ -275,12 +275,13 @@ def enter() -> None:
 
 
 def _members(ns: str) -> list[int]:
-    """Pids of the processes in user namespace *ns* (``user:[inode]``) that we can see."""
+    """Pids of the live processes in user namespace *ns* (``user:[inode]``) that we can see
+    (a zombie no parent reaped yet holds nothing)."""
     out = []
     for e in os.scandir("/proc"):
         if e.name.isdigit():
             with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{e.name}/ns/user") == ns:
+                if os.readlink(f"/proc/{e.name}/ns/user") == ns and _start_time(int(e.name)):
                     out.append(int(e.name))
     return out
 
