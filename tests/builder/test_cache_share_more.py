@@ -1,0 +1,121 @@
+"""``--cache-to/--cache-from`` beyond the registry core: an OCI layout (``type=local``), inline
+records in the pushed image (and that image under Docker), cache mounts exported and restored,
+and a push from runner B that mounts what runner A pushed instead of uploading it."""
+
+# ruff: noqa: F811 - the registry fixtures are imported, then named as test parameters
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from registry_server import (  # noqa: E402,F401 - fixtures come in by import
+    FaultProxy,
+    Registry,
+    fault_proxy,
+    plain_registry,
+    registry_tmp,
+    unique_repo,
+)
+from test_cache_share import (  # noqa: E402,F401 - the runners and their base image
+    DOCKERFILE,
+    base_archive,
+    context,
+    hits,
+    image_digest,
+    proof_runs,
+    runner,
+    started,
+    warnings,
+)
+
+SINGLE = """\
+FROM busybox
+COPY a.txt /a.txt
+RUN cat /a.txt > /a.copy
+CMD ["cat", "/a.copy"]
+"""
+
+
+def test_local_layout_export_and_import(pybuild_factory: Callable[[], Any], base_archive: Path,
+                                        bt: Any, tmp_path: Path) -> None:
+    a = runner(pybuild_factory, base_archive)
+    ctx = context(tmp_path)
+    layout = tmp_path / "cache-layout"
+    bt.build(a, ctx, "-t", "app:1", "--cache-to", f"type=local,dest={layout},mode=max")
+    index = json.loads((layout / "index.json").read_text())
+    assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    assert index["manifests"][0]["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    b = runner(pybuild_factory, base_archive)
+    _, ev = bt.build(b, ctx, "-t", "app:1", "--cache-from", f"type=local,src={layout}")
+    assert started(ev) == [] and proof_runs(b) == 0
+    assert {e["text"] for e in hits(ev)} == {f"local {layout}"}
+    assert image_digest(b, "app:1") == image_digest(a, "app:1")
+
+
+def test_inline_cache_in_the_pushed_image(pybuild_factory: Callable[[], Any], base_archive: Path,
+                                          bt: Any, tmp_path: Path, plain_registry: Registry,
+                                          dockerd: Any) -> None:
+    a = runner(pybuild_factory, base_archive)
+    ctx = context(tmp_path, SINGLE)
+    target = f"{plain_registry.addr}/{unique_repo('inline')}:1"
+    bt.build(a, ctx, "-t", target, "--cache-to", "type=inline")
+    config = a.store().resolve(target).config.data
+    assert config["io.pybuild.cache.v1"]["records"]
+    a("push", target)
+    b = runner(pybuild_factory, base_archive)
+    _, ev = bt.build(b, ctx, "-t", "app:1", "--cache-from", target)
+    assert started(ev) == [] and warnings(ev) == []
+    assert {e["text"] for e in hits(ev)} == {f"registry {target}"}
+    # the inline image runs under Docker unchanged
+    saved = tmp_path / "inline.tar"
+    a("save", "-o", str(saved), target)
+    dockerd.docker("load", "-i", str(saved))
+    out = dockerd.docker("run", "--rm", "--network", "none", target).stdout.decode()
+    assert out == "a1\n"
+    dockerd.docker("rmi", "-f", target, check=False)
+
+
+def test_cache_mounts_travel_with_the_cache(pybuild_factory: Callable[[], Any], base_archive: Path,
+                                            bt: Any, tmp_path: Path, plain_registry: Registry) -> None:
+    a = runner(pybuild_factory, base_archive)
+    ctx = context(tmp_path, "FROM busybox\nRUN --mount=type=cache,id=wheels,target=/root/.cache "
+                            "mkdir -p /root/.cache/pip && echo wheel-1.0 > /root/.cache/pip/w.whl\n")
+    ref = f"{plain_registry.addr}/{unique_repo('mounts')}:cache"
+    bt.build(a, ctx, "-t", "fill:1", "--cache-to", f"type=registry,ref={ref},mode=max,cache-mounts=true")
+    b = runner(pybuild_factory, base_archive)
+    ctx2 = tmp_path / "ctx2"
+    ctx2.mkdir()
+    (ctx2 / "Dockerfile").write_text(
+        "FROM busybox\nRUN --mount=type=cache,id=wheels,target=/root/.cache "
+        "cat /root/.cache/pip/w.whl > /seen\n")
+    _, ev = bt.build(b, ctx2, "-t", "use:1", "--cache-from", f"type=registry,ref={ref}")
+    assert warnings(ev) == []
+    assert (bt.rootfs(b, "use:1", tmp_path / "fs") / "seen").read_text() == "wheel-1.0\n"
+
+
+def test_push_from_runner_b_mounts_what_runner_a_pushed(pybuild_factory: Callable[[], Any],
+                                                        base_archive: Path, bt: Any, tmp_path: Path,
+                                                        fault_proxy: FaultProxy) -> None:
+    a = runner(pybuild_factory, base_archive)
+    ctx = context(tmp_path)
+    ref = f"{fault_proxy.addr}/{unique_repo('cache')}:cache"
+    bt.build(a, ctx, "-t", "app:1", "--cache-to", f"type=registry,ref={ref},mode=max")
+    b = runner(pybuild_factory, base_archive)
+    target = f"{fault_proxy.addr}/{unique_repo('app')}:1"
+    bt.build(b, ctx, "-t", target, "--cache-from", ref)
+    layers = {str(d.digest) for d in b.store().resolve(target).manifest.layers}
+    fault_proxy.clear()
+    b("push", target)
+    from urllib.parse import unquote
+
+    uploads = [unquote(t) for m, t, _s in fault_proxy.log if m == "PUT" and "/blobs/uploads/" in t]
+    mounts = [unquote(t) for m, t, s in fault_proxy.log if m == "POST" and "mount=" in t and s == "201"]
+    built = layers - {str(d.digest) for d in a.store().resolve("busybox:latest").manifest.layers}
+    assert not any(d in t for t in uploads for d in built)  # no layer A pushed is uploaded again
+    assert all(any(d in t for t in mounts) for d in built)
