@@ -147,6 +147,12 @@ class Etcd:
             puts.append({"request_put": put})
         return bool(self._post("/v3/kv/txn", {"compare": compare, "success": puts}).get("succeeded"))
 
+    def delete_if_value(self, key: str, value: str) -> bool:
+        """Delete *key* if it still holds *value* (not a later owner's)."""
+        compare = [{"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}]
+        ops = [{"request_delete_range": {"key": _b64(key)}}]
+        return bool(self._post("/v3/kv/txn", {"compare": compare, "success": ops}).get("succeeded"))
+
     def delete_if(self, key: str, mod_revision: int, also: Sequence[str] = ()) -> bool:
         """Delete *key* (and *also*) if *key* is still at *mod_revision*."""
         compare = [{"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}]

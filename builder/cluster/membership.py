@@ -179,6 +179,11 @@ def leave(state: StateRoot, *, force: bool = False) -> None:
     m = load(state)
     if m is None:
         raise NetworkError("this host is not in a cluster")
+    if not force:
+        in_use = [n.name for n in _local_overlays(state) if n.containers]
+        if in_use:
+            raise NetworkError.conflict(f"containers of this host are on overlay network(s) {', '.join(in_use)}: "
+                                        "remove them first (or leave with --force)")
     if m.agent_pid:
         helpers.stop(m.agent_pid, AGENT, str(state.path))
     config_path(state).unlink(missing_ok=True)
@@ -189,6 +194,13 @@ def leave(state: StateRoot, *, force: bool = False) -> None:
                 etcd.revoke(m.lease)
     finally:
         etcd.close()
+
+
+def _local_overlays(state: StateRoot) -> list:  # type: ignore[type-arg]
+    from builder.network import core
+
+    with state.lock("networks"):
+        return [n for n in core._load_all(state) if n.driver == "overlay"]
 
 
 def hosts(state: StateRoot) -> list[Host]:

@@ -179,7 +179,7 @@ def claim_ip(state: StateRoot, net: Network, container_id: str, wanted: str | No
             addr = ipam.allocate(subnet, net.gateway, used, wanted)
             key = f"{IPS}{net.id}/{addr}"
             if etcd.create({key: container_id}, lease=m.lease):
-                undo.append(functools.partial(_delete_quietly, state, key))
+                undo.append(functools.partial(_delete_quietly, state, key, container_id))
                 return addr
             if wanted:
                 raise NetworkError.conflict(f"Address already in use: {wanted}")
@@ -188,14 +188,14 @@ def claim_ip(state: StateRoot, net: Network, container_id: str, wanted: str | No
         etcd.close()
 
 
-def _delete_quietly(state: StateRoot, *keys: str) -> None:
+def _delete_quietly(state: StateRoot, key: str, owner: str) -> None:
+    """Delete *key* if *owner* still holds it; with the store down, leave it to the lease."""
     from builder.cluster.etcd import ClusterError
 
     with contextlib.suppress(ClusterError):
         _, etcd = _session(state)
         try:
-            for k in keys:
-                etcd.delete(k)
+            etcd.delete_if_value(key, owner)
         finally:
             etcd.close()
 
@@ -216,7 +216,16 @@ def publish(state: StateRoot, net: Network, ep: Endpoint) -> None:
 def unpublish(state: StateRoot, net: Network, ep: Endpoint) -> None:
     """The endpoint's keys go (with the store down they stay until the agent, reconciling when
     the store is back, or the host's lease removes them)."""
-    _delete_quietly(state, f"{EPS}{net.id}/{ep.container_id}", f"{IPS}{net.id}/{ep.ip}")
+    with contextlib.suppress(NetworkError):  # a root that left the cluster: the lease took them
+        m = membership_of(state)
+        _delete_quietly(state, f"{EPS}{net.id}/{ep.container_id}", _ep_value(m, ep))
+        _delete_quietly(state, f"{IPS}{net.id}/{ep.ip}", ep.container_id)
+
+
+def membership_of(state: StateRoot) -> Membership:
+    from builder.cluster import membership
+
+    return membership.require(state)
 
 
 def materialise(state: StateRoot, net: Network) -> None:

@@ -77,6 +77,25 @@ def wait_for(pred: Any, timeout: float = 10.0) -> float:
     return time.monotonic() - t0
 
 
+def ip_of(h: Host, name: str, net: str) -> str:
+    return h("inspect", "-f", f"{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}", name).stdout.strip()
+
+
+def host_links(h: Host) -> list[str]:
+    out = subprocess.run(["ip", "-n", h.hosts.names[h.i], "-br", "link"], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split()[0].partition("@")[0] for line in out.splitlines() if line.startswith(("pb", "pbx"))]
+
+
+def host_rules(h: Host, tag: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "exec", h.hosts.names[h.i], "iptables-save"], capture_output=True,
+                         text=True, check=True).stdout
+    return [line for line in out.splitlines() if tag in line]
+
+
+HTTPD = ["sh", "-c", "echo hello-from-$(hostname) > /var/www/index.html && exec httpd -f -p 80 -h /var/www"]
+
+
 def test_three_hosts_reach_each_other_by_ip_and_name(cluster: tuple[EtcdCluster, list[Host]]) -> None:
     etcd, (a, b, c) = cluster
     nid = a("network", "create", "-d", "overlay", "ov1").stdout.strip()
@@ -84,16 +103,48 @@ def test_three_hosts_reach_each_other_by_ip_and_name(cluster: tuple[EtcdCluster,
         ls = h("network", "ls").stdout
         assert any(line.split()[1:] == ["ov1", "overlay", "global"] for line in ls.splitlines()), ls
     a("run", "-d", "--name", "ca", "--network", "ov1", "busybox", "sleep", "300")
-    ip_a = a("inspect", "-f", "{{.NetworkSettings.Networks.ov1.IPAddress}}", "ca").stdout.strip()
-    b("run", "-d", "--name", "cb", "--network", "ov1", "busybox", "sleep", "300")
+    a("run", "-d", "--name", "ca2", "--network", "ov1", "busybox", "sleep", "300")
+    ip_a = ip_of(a, "ca", "ov1")
+    b("run", "-d", "--name", "cb", "--hostname", "cb", "--network", "ov1", "-p", "8080:80", "busybox", *HTTPD)
     # reachable from A within a second, with no command typed on A
     took = wait_for(lambda: a.exec_ok("ca", "ping", "-c1", "-W1", "cb"), timeout=5)
-    assert took < 1.5
+    assert took < 1.5, took
     assert b.exec_ok("cb", "ping", "-c1", "-W1", ip_a)
+    assert a.exec_ok("ca", "ping", "-c1", "-W1", "ca2")  # same host
+    assert "1450" in a("exec", "ca", "cat", "/sys/class/net/eth0/mtu").stdout
     c("run", "-d", "--name", "cc", "--network", "ov1", "busybox", "sleep", "300")
     wait_for(lambda: c.exec_ok("cc", "ping", "-c1", "-W1", "ca"))
-    assert c.exec_ok("cc", "ping", "-c1", "-W1", "cb")
-    for h in (a, b, c):
-        h("rm", "-f", {a: "ca", b: "cb", c: "cc"}[h])
+    # TCP across hosts, by name and by IP
+    assert a("exec", "ca", "wget", "-q", "-O", "-", "http://cb/").stdout.strip() == "hello-from-cb"
+    assert c("exec", "cc", "wget", "-q", "-O", "-", f"http://{ip_of(b, 'cb', 'ov1')}/").stdout.strip() == "hello-from-cb"
+    # -p on an overlay endpoint: host B's underlay address, port 8080, from a container on A
+    assert a("exec", "ca", "wget", "-q", "-O", "-", f"http://{b.addr}:8080/").stdout.strip() == "hello-from-cb"
+
+    # a second overlay network is isolated from the first; connect/disconnect join it
+    b("network", "create", "-d", "overlay", "ov2")
+    b("run", "-d", "--name", "cx", "--network", "ov2", "busybox", "sleep", "300")
+    ip_x = ip_of(b, "cx", "ov2")
+    assert not a.exec_ok("ca", "ping", "-c1", "-W1", ip_x)
+    assert a("exec", "ca", "nslookup", "cx", check=False).returncode != 0 or \
+        ip_x not in a("exec", "ca", "nslookup", "cx", check=False).stdout
+    a("network", "connect", "ov2", "ca")
+    wait_for(lambda: a.exec_ok("ca", "ping", "-c1", "-W1", "cx"))
+    a("network", "disconnect", "ov2", "ca")
+    assert not a.exec_ok("ca", "ping", "-c1", "-W1", ip_x)
+    # a container on a bridge network of host A cannot reach the overlay
+    a("run", "-d", "--name", "plain", "busybox", "sleep", "300")
+    assert not a.exec_ok("plain", "ping", "-c1", "-W1", ip_of(b, "cb", "ov1"))
+    assert not a.exec_ok("plain", "ping", "-c1", "-W1", ip_of(a, "ca2", "ov1"))
+
+    # nothing leaks: no vxlan, bridge, veth, rule or key once containers and networks are gone
+    for h, names in ((a, ["ca", "ca2", "plain"]), (b, ["cb", "cx"]), (c, ["cc"])):
+        h("rm", "-f", *names)
+    nid2 = b("network", "inspect", "-f", "{{.Id}}", "ov2").stdout.strip()
     a("network", "rm", "ov1")
-    assert etcd.keys() and not [k for k in etcd.keys() if nid in k or "networks/" in k]
+    c("network", "rm", "ov2")
+    for h in (a, b, c):
+        left = [n for n in host_links(h) if n.startswith(("pbx", "pbv")) or n[3:] in (nid[:12], nid2[:12])]
+        assert left == [], left
+        assert host_rules(h, nid[:12]) == [] and host_rules(h, nid2[:12]) == []
+        assert not list((h.root / "run" / "netns").glob("*")) if (h.root / "run" / "netns").is_dir() else True
+    assert [k for k in etcd.keys() if not k.startswith("pybuild/hosts/")] == []
