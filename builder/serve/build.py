@@ -57,6 +57,24 @@ def _json_map(request: web.Request, name: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items() if v is not None}
 
 
+def _cache_from(request: web.Request) -> tuple[str, ...]:
+    """``cachefrom``: a JSON list of image references (the docker CLI's ``--cache-from``), each
+    a registry cache source as BuildKit takes a bare reference (its inline records, or a cache
+    manifest ``--cache-to type=registry`` wrote); one that cannot be read is a warning line and
+    the build goes on without it, as dockerd skips an image it cannot find. Not a list of
+    strings: dockerd's 500."""
+    text = request.query.get("cachefrom")
+    if not text:
+        return ()
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise ApiError(500, f"invalid cachefrom: {e}") from None
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ApiError(500, "json: cannot unmarshal cachefrom into Go value of type []string")
+    return tuple(x for x in raw if x)
+
+
 def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true", "yes")
 
@@ -133,6 +151,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         except ValueError as e:
             raise bad_request(str(e)) from None
     extra_hosts = tuple(h for h in q.getall("extrahosts", []) if h)
+    cache_from = _cache_from(request)
     network = q.get("networkmode") or None
     if network == "default":
         network = None
@@ -148,7 +167,7 @@ async def build(request: web.Request) -> web.StreamResponse:
             context=str(ctx), dockerfile=dockerfile, tags=tags, build_args=build_args,
             target=q.get("target") or None, no_cache=_flag(request, "nocache"), labels=labels,
             jobs=os.cpu_count() or 1, platform=q.get("platform") or None, network=network,
-            extra_hosts=extra_hosts,
+            extra_hosts=extra_hosts, cache_from=cache_from,
             registry_auth=dict(auth), cancel=threading.Event())
         stream = JsonStream(request)
         failed_steps: list[str] = []

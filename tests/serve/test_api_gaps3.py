@@ -2,14 +2,24 @@
 """Issue 23, what docker-compose relies on besides its own test (``test_compose.py``), judged
 against the private ``dockerd`` as in ``test_api_gaps.py``: several ``label`` filters all hold
 (compose finds a service's containers, its next container number and its one-off containers
-that way), and the short id among an endpoint's aliases on a user-defined network.
+that way), the short id among an endpoint's aliases on a user-defined network; and /build's
+``cachefrom`` (item 5).
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from test_api_gaps import Judge, both, judge  # noqa: F401 - the fixture, registered by import
+from test_api_gaps2 import _ctx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
+
+from registry_server import unique_repo  # noqa: E402
 
 
 def test_label_filters_all_hold(serve: Any, judge: Judge) -> None:
@@ -105,3 +115,48 @@ def test_short_id_is_an_alias_on_user_defined_networks(serve: Any, judge: Judge)
     assert rows[0][0] == {"alnet1": ["x1"]}
     assert rows[0][2] == {"alnet1": ["x1", "<short id>"], "alnet2": ["y", "<short id>"]}
     assert rows[0][5]["alnet1"] == ["<short id>"]
+
+
+# -- item 5: cachefrom ----------------------------------------------------------------------------
+
+CACHE_DOCKERFILE = "FROM busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n"
+
+
+def test_build_cachefrom_takes_a_registry_cache(serve: Any, judge: Judge, tmp_path: Path,
+                                                serve_factory: Any, pybuild_factory: Any,
+                                                plain_registry: Any) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(CACHE_DOCKERFILE)
+    ref = f"{plain_registry.addr}/{unique_repo('gapscache')}:cache"
+    # one CI runner builds and exports its cache; another, with the same base image, builds
+    # through its daemon with --cache-from that reference (the docker CLI and docker-py)
+    serve.pyb("build", "-t", "gapscache:1", "--cache-to", f"type=registry,ref={ref},mode=max",
+              str(ctx))
+    tar = tmp_path / "busybox.tar"
+    serve.docker("save", "-o", str(tar), "busybox:latest")
+    runners = []
+    for _ in range(2):
+        other = pybuild_factory()
+        other("load", "-i", str(tar))
+        runners.append(serve_factory(other))
+    r = runners[0].docker("build", "--cache-from", ref, "-t", "gapscache:2", str(ctx))
+    assert r.stdout.count(f"CACHED (registry {ref})") == 2, r.stdout
+    _image, logs = runners[1].client.images.build(path=str(ctx), cache_from=[ref],
+                                                  tag="gapscache:3")
+    text = "".join(x.get("stream", "") for x in logs)
+    assert text.count(f"CACHED (registry {ref})") == 2, text
+    # a reference neither daemon can read: the build goes on without it (dockerd skips it; we
+    # say so in a warning line, as BuildKit); not a list of strings: dockerd's 500
+    rows = []
+    for api in (serve.api, judge.api):
+        status, _h, body = api("POST", "/v1.41/build?rm=1&cachefrom=" + quote(json.dumps(
+            ["127.0.0.1:9/nothere:latest"])), _ctx(CACHE_DOCKERFILE))
+        events = [json.loads(x) for x in body.splitlines() if x.strip()]
+        rows.append((status, any("errorDetail" in e for e in events),
+                     any("aux" in e for e in events)))
+        for bad in ("notjson", '{"a": 1}', "[1]"):
+            status, _h, body = api("POST", "/v1.41/build?rm=1&cachefrom=" + quote(bad),
+                                   _ctx(CACHE_DOCKERFILE))
+            rows.append((status, bool(json.loads(body)["message"])))
+    assert rows[:4] == rows[4:] == [(200, False, True), (500, True), (500, True), (500, True)]
