@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from builder.errors import BuildError
 from registry import mediatypes as mt
-from registry.model import Descriptor, Index, Platform
+from registry.model import Descriptor, Index, Manifest, Platform
 from registry.reference import Reference
 from registry.store import Image, Store
 
@@ -55,16 +55,40 @@ def parse_platforms(text: str | None) -> list[Platform]:
 
 
 def store_index(store: Store, images: list[Image], tags: list[Reference]) -> Descriptor:
-    """An OCI index over *images* (each described with its config's platform), stored and
-    recorded under *tags* (untagged when there are none)."""
-    manifests = [img.descriptor.with_platform(img.config.platform) for img in images]
-    index = Index.build(manifests, media_type=mt.OCI_INDEX)
+    """An index over *images* (each described with its config's platform), stored and recorded
+    under *tags* (untagged when there are none). Docker's shapes, a manifest list of schema 2
+    manifests, as BuildKit's image exporter writes by default (the docker CLI's ``manifest
+    inspect`` reads no OCI index); an OCI index when a layer has no Docker type (zstd)."""
+    docker = _docker_manifests(store, images)
+    if docker is not None:
+        index = Index.build(docker, media_type=mt.DOCKER_MANIFEST_LIST)
+    else:
+        index = Index.build([img.descriptor.with_platform(img.config.platform) for img in images],
+                            media_type=mt.OCI_INDEX)
     desc = store.put_manifest(index)
     for ref in tags:
         store.add(desc, ref)
     if not tags:
         store.add(desc, None)
     return desc
+
+
+def _docker_manifests(store: Store, images: list[Image]) -> list[Descriptor] | None:
+    """Each image's manifest with Docker's media types (same config and layer blobs), stored;
+    None when a layer's compression has no Docker media type."""
+    out = []
+    for img in images:
+        layers = []
+        for d in img.layers:
+            kind = mt.layer_compression(d.media_type)
+            if kind not in ("none", "gzip"):
+                return None
+            layers.append(Descriptor(mt.layer_media_type(kind, docker=True), d.digest, d.size))
+        config = img.manifest.config
+        manifest = Manifest.build(Descriptor(mt.DOCKER_CONFIG, config.digest, config.size), layers,
+                                  media_type=mt.DOCKER_MANIFEST)
+        out.append(store.put_manifest(manifest).with_platform(img.config.platform))
+    return out
 
 
 def build_platforms(state: Any, req: Any, platforms: list[Platform],

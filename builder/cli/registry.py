@@ -253,8 +253,13 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
             obj.state.image_store(), ref, platform=plat, all_platforms=all_platforms,
             progress=r, tls_verify=tls_verify, max_concurrent=max_concurrent_downloads,
             client_options=_client_options(max_concurrent_downloads))
-    except BaseException:
+    except BaseException as e:
         r.close()
+        from registry.transfer import NoMatchingManifest
+
+        if isinstance(e, NoMatchingManifest):  # docker pull: the daemon's message alone
+            click.echo(str(e), err=True)
+            sys.exit(1)
         raise
     r.close(up_to_date=not result.copied)
     from builder import events

@@ -6,7 +6,7 @@ an end), ``copier.py`` the copy itself and
 the ``pull``/``push`` library calls others use, ``events.py`` the progress events.
 """
 
-from registry.transfer.copier import copy, local_tags, pull, pull_result, push
+from registry.transfer.copier import NoMatchingManifest, copy, local_tags, pull, pull_result, push
 from registry.transfer.ends import (
     DEFAULT_CONCURRENCY,
     BlobSources,
@@ -19,6 +19,6 @@ from registry.transfer.ends import (
 from registry.transfer.events import CopyResult, Event, Progress
 from registry.transfer.parse import parse_end
 
-__all__ = ["copy", "pull", "pull_result", "push", "parse_end", "remote_end", "Event",
+__all__ = ["NoMatchingManifest", "copy", "pull", "pull_result", "push", "parse_end", "remote_end", "Event",
            "CopyResult", "End", "RemoteEnd", "StoreEnd", "LayoutEnd", "BlobSources", "local_tags",
            "Progress", "DEFAULT_CONCURRENCY"]

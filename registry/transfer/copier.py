@@ -29,6 +29,11 @@ from registry.transfer.ends import (
 from registry.transfer.events import CopyResult, Event, Progress, no_progress
 
 
+class NoMatchingManifest(NotFound):
+    """An index without the platform asked for (Docker's words, which ``docker pull`` prints
+    alone as the last line of its output)."""
+
+
 def _parse(doc: Fetched) -> Manifest | Index:
     return parse_manifest_or_index(doc.raw, doc.media_type or None)
 
@@ -81,8 +86,7 @@ def _copy(src: End, dst: End, platform: Platform | None, all_platforms: bool,
             want = platform or Platform.host()
             chosen = top_doc.select(want)
             if chosen is None:
-                raise NotFound(f"not found: no matching manifest for {want} in the manifest list "
-                               f"entries of {src.describe()}")
+                raise NoMatchingManifest(f"no matching manifest for {want} in the manifest list entries")
             children = [chosen]
             root = None
         for child in children:

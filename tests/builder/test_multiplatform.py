@@ -142,9 +142,12 @@ def test_two_platform_build_is_an_index_of_the_right_images(multi: Any, tmp_path
 
     store = multi.store()
     record = store.lookup("app:1")
-    assert record.descriptor.media_type == mt.OCI_INDEX
-    index = Index.parse(store.read_blob(record.descriptor.digest), mt.OCI_INDEX)
+    # Docker's shapes, as BuildKit's exporter writes them by default: a manifest list of
+    # schema 2 manifests
+    assert record.descriptor.media_type == mt.DOCKER_MANIFEST_LIST
+    index = Index.parse(store.read_blob(record.descriptor.digest), record.descriptor.media_type)
     assert [str(d.platform) for d in index.manifests] == ["linux/amd64", "linux/arm64"]
+    assert {d.media_type for d in index.manifests} == {mt.DOCKER_MANIFEST}
     for d, arch in zip(index.manifests, ("amd64", "arm64"), strict=True):
         cfg = store.image(d).config.data
         assert (cfg["architecture"], cfg["os"], cfg.get("variant")) == (arch, "linux", None)
