@@ -3,9 +3,12 @@ underlay bridge, each with its own state root, sharing a real 3-member etcd clus
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,4 +150,76 @@ def test_three_hosts_reach_each_other_by_ip_and_name(cluster: tuple[EtcdCluster,
         assert left == [], left
         assert host_rules(h, nid[:12]) == [] and host_rules(h, nid2[:12]) == []
         assert not list((h.root / "run" / "netns").glob("*")) if (h.root / "run" / "netns").is_dir() else True
+    assert [k for k in etcd.keys() if not k.startswith("pybuild/hosts/")] == []
+
+
+def test_twenty_containers_at_once_get_distinct_addresses(cluster: tuple[EtcdCluster, list[Host]]) -> None:
+    etcd, hosts = cluster
+    hosts[0]("network", "create", "-d", "overlay", "many")
+    names = {h.i: [f"m{h.i}x{k}" for k in range(7 if h.i < 2 else 6)] for h in hosts}
+
+    def start(h: Host, name: str) -> None:
+        h("run", "-d", "--name", name, "--network", "many", "busybox", "sleep", "300", timeout=120)
+
+    threads = [threading.Thread(target=start, args=(h, n)) for h in hosts for n in names[h.i]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ips = {n: ip_of(h, n, "many") for h in hosts for n in names[h.i]}
+    assert len(ips) == 20 and len(set(ips.values())) == 20, ips
+    assert len([k for k in etcd.keys() if k.startswith("pybuild/ips/")]) == 20
+    a = hosts[0]
+    assert a.exec_ok(names[0][0], "ping", "-c1", "-W1", names[2][-1])
+    for h in hosts:
+        h("rm", "-f", *names[h.i])
+    a("network", "rm", "many")
+    assert [k for k in etcd.keys() if not k.startswith("pybuild/hosts/")] == []
+
+
+def _kill_host(h: Host) -> None:
+    """Every pybuild process of the host dies (kill -9) and it drops off the underlay."""
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(h.root).encode() in cmd:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(d), signal.SIGKILL)
+    subprocess.run(["ip", "-n", h.hosts.names[h.i], "link", "set", "eth0", "down"], check=True)
+
+
+def test_faults(cluster: tuple[EtcdCluster, list[Host]]) -> None:
+    etcd, (a, b, c) = cluster
+    etcd.kill(1)  # one member down: create, run and DNS still work
+    a("network", "create", "-d", "overlay", "ft")
+    a("run", "-d", "--name", "fa", "--network", "ft", "busybox", "sleep", "300")
+    b("run", "-d", "--name", "fb", "--network", "ft", "busybox", "sleep", "300")
+    wait_for(lambda: a.exec_ok("fa", "ping", "-c1", "-W1", "fb"))
+    etcd.kill(0)
+    etcd.kill(2)  # the whole store down
+    r = c("run", "-d", "--name", "fc", "--network", "ft", "busybox", "sleep", "300", check=False)
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "cluster store unavailable" in r.stderr, r.stderr
+    assert c("run", "--rm", "busybox", "true").returncode == 0  # bridge networks are unaffected
+    assert a.exec_ok("fa", "ping", "-c1", "-W1", "fb")  # running overlay containers keep talking
+    c("rm", "-f", "fc")  # created, not started (as dockerd leaves a container whose start failed)
+    etcd.start()  # the store back: everything converges
+    c("run", "-d", "--name", "fc", "--network", "ft", "busybox", "sleep", "300")
+    wait_for(lambda: a.exec_ok("fa", "ping", "-c1", "-W1", "fc"))
+    # host C dies: its endpoint vanishes within the lease time, its address is reused
+    ip_c = ip_of(c, "fc", "ft")
+    _kill_host(c)
+    t = wait_for(lambda: not any(k.endswith("/" + ip_c) for k in etcd.keys("pybuild/ips/")), timeout=15)
+    assert t < 3 + 3, t  # TTL 3 s, and etcd's expiry sweep
+    wait_for(lambda: a("exec", "fa", "nslookup", "fc", check=False).returncode != 0)
+    b("run", "-d", "--name", "fb2", "--network", "ft", "--ip", ip_c, "busybox", "sleep", "300")
+    wait_for(lambda: a.exec_ok("fa", "ping", "-c1", "-W1", "fb2"))
+    subprocess.run(["ip", "-n", c.hosts.names[c.i], "link", "set", "eth0", "up"], check=True)
+    c("system", "reset", "-f")
+    c("cluster", "join", etcd.store, "--advertise", c.addr, "--ttl", "3")
+    a("rm", "-f", "fa")
+    b("rm", "-f", "fb", "fb2")
+    a("network", "rm", "ft")
     assert [k for k in etcd.keys() if not k.startswith("pybuild/hosts/")] == []
