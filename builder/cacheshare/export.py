@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -57,7 +58,8 @@ def cache_config(state: StateRoot, store: Store, cache: BuildCache,
             desc, tar_id = _materialized(state, store, cache, rec.diff_id, compression, epoch)
             records.append(SharedRecord(rec, index(desc), tar_id))
         elif rec.layer is not None and store.has_blob(rec.layer.digest):
-            records.append(SharedRecord(rec, index(rec.layer)))
+            layer = _encoded(store, cache, rec.layer, rec.diff_id, compression)
+            records.append(SharedRecord(replace(rec, layer=layer), index(layer)))
     mount_layers: dict[str, int] = {}
     for mount_id in sorted(set(mounts)):
         d = mount_dir(state, mount_id)
@@ -91,6 +93,27 @@ def _materialized(state: StateRoot, store: Store, cache: BuildCache, snapshot: D
     assert made is not None
     cache.put_variant(snapshot, compression, made[0], real_diff_id=made[1])
     return made
+
+
+def _encoded(store: Store, cache: BuildCache, layer: Descriptor, diff_id: Digest,
+             compression: str) -> Descriptor:
+    """An uncompressed layer (a stage no image carries) in the export's compression, encoded
+    once and remembered as the assembler's variants are; a compressed one as it is (the image's
+    layers must stay the very blobs its manifest names)."""
+    from registry import mediatypes as mt
+
+    if compression == "none" or mt.layer_compression(layer.media_type) != "none":
+        return layer
+    known = cache.get_variant(diff_id, compression)
+    if known is not None:
+        return known
+    from builder.layers import recompress
+
+    desc, got = recompress(store, layer, compression)
+    if got != diff_id:
+        raise ValueError(f"layer {diff_id} re-encoded to different content {got}")
+    cache.put_variant(diff_id, compression, desc)
+    return desc
 
 
 def _tar_dir(store: Store, directory: Path, compression: str) -> Descriptor:

@@ -193,6 +193,19 @@ def test_the_artifact_is_an_oci_manifest_with_a_config_of_records(exported: dict
     text = json.dumps(config)
     assert str(exported["a"].root) not in text  # no host path
     assert all(r["layer"] is None or 0 <= r["layer"] < len(manifest["layers"]) for r in config["records"])
+    # every layer in the export's compression (intermediate stages' too)
+    assert {d["mediaType"] for d in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+    # skopeo takes it unchanged: the manifest byte for byte, every blob copied to a layout
+    import subprocess
+
+    raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+                         capture_output=True, check=True, timeout=60).stdout
+    assert raw == m.content
+    layout = exported["ctx"].parent / "skopeo-layout"
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:c"],
+                   capture_output=True, check=True, timeout=120)
+    for d in [manifest["config"], *manifest["layers"]]:
+        assert (layout / "blobs" / "sha256" / d["digest"].split(":")[1]).is_file()
 
 
 def _local_records(pyb: Any) -> list[Any]:
