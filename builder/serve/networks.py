@@ -101,7 +101,7 @@ async def create(request: web.Request) -> web.Response:
         root, name, driver=str(body.get("Driver") or "bridge"), subnet=conf.get("Subnet") or None,
         gateway=conf.get("Gateway") or None, options={str(k): str(v) for k, v in (body.get("Options") or {}).items()},
         labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
-        internal=bool(body.get("Internal"))))
+        internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable"))))
     return web.json_response({"Id": net.id, "Warning": ""}, status=201)
 
 
