@@ -126,3 +126,31 @@ def test_store_faults(pybuild_factory: Any, etcd: EtcdCluster) -> None:
     assert " ov " not in b("network", "ls").stdout
     for p in (a, b):
         p("cluster", "leave")
+
+
+def test_serve_creates_overlay_networks(pybuild_factory: Any, etcd: EtcdCluster) -> None:
+    """``docker network create -d overlay`` against ``pybuild serve`` of a joined root; the
+    network is global: another host sees it, the Engine API shows Docker's shape."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+    from serve_client import Daemon
+
+    a, b = joined(pybuild_factory, etcd, 2)
+    d = Daemon(a).start()
+    try:
+        nid = d.docker("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.9.0.0/24",
+                       "viaapi").stdout.strip()
+        assert d.docker("network", "ls", "--filter", "name=viaapi", "--format",
+                        "{{.Name}} {{.Driver}} {{.Scope}}").stdout.split() == ["viaapi", "overlay", "global"]
+        got = json.loads(d.docker("network", "inspect", "viaapi").stdout)[0]
+        assert (got["Id"], got["Scope"], got["Attachable"], got["IPAM"]["Config"][0]["Subnet"]) == \
+            (nid, "global", True, "10.9.0.0/24")
+        [seen] = json.loads(b("network", "inspect", "viaapi").stdout)
+        assert seen["Id"] == nid
+        r = d.docker("network", "create", "-d", "overlay", "viaapi", check=False)
+        assert r.returncode != 0 and "already exists" in r.stderr
+        d.docker("network", "rm", "viaapi")
+    finally:
+        d.stop()
+    assert " viaapi " not in b("network", "ls").stdout
+    for p in (a, b):
+        p("cluster", "leave")
