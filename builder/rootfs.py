@@ -260,6 +260,9 @@ def overlay_supported(where: Path) -> bool:
     if os.environ.get("PYBUILD_NO_OVERLAY") == "1":
         _PROBED[dev] = False
         return False
+    if _ROOTLESS and os.environ.get(FORCE_DRIVER) == FUSE:
+        _PROBED[dev] = fuse_usable()
+        return _PROBED[dev]
     # a probe costs a fork and a mount: remember a success beside *where* (per filesystem, boot)
     memo = where.parent / ".overlay-ok"
     stamp = f"{dev} {_boot_id()}"
@@ -289,13 +292,50 @@ def overlay_supported(where: Path) -> bool:
         ok = os.waitstatus_to_exitcode(status) == 0
     finally:
         shutil.rmtree(probe, ignore_errors=True)
+    if not ok and _ROOTLESS and fuse_usable():  # the kernel's refused in this user namespace
+        _FUSE_FALLBACK.add(dev)
+        ok = True
     _PROBED[dev] = ok
-    if ok:
+    if ok and dev not in _FUSE_FALLBACK:
         with contextlib.suppress(OSError):
             tmp = memo.with_name(f".overlay-ok.{os.getpid()}")
             tmp.write_text(stamp)
             os.rename(tmp, memo)
     return ok
+
+
+#: rootless, the overlay driver: the kernel's overlayfs where it mounts in the user namespace,
+#: else fuse-overlayfs (Debian's); ``PYBUILD_ROOTLESS_OVERLAY=fuse-overlayfs`` forces the latter
+FORCE_DRIVER = "PYBUILD_ROOTLESS_OVERLAY"
+FUSE = "fuse-overlayfs"
+_ROOTLESS = "_PYBUILD_ROOTLESS" in os.environ
+_FUSE_FALLBACK: set[int] = set()
+
+
+def fuse_usable() -> bool:
+    return shutil.which(FUSE) is not None and os.access("/dev/fuse", os.R_OK | os.W_OK)
+
+
+def overlay_driver(where: Path) -> str:
+    """What an overlay root on *where*'s filesystem is mounted with: ``overlay`` (the kernel's),
+    ``fuse-overlayfs`` (rootless fallback) or ``copy`` (no overlay at all)."""
+    if not overlay_supported(where):
+        return "copy"
+    if _ROOTLESS and (os.environ.get(FORCE_DRIVER) == FUSE or os.stat(where).st_dev in _FUSE_FALLBACK):
+        return FUSE
+    return "overlay"
+
+
+def _mount_fuse(target: str, data: str) -> None:
+    """fuse-overlayfs on *target* (cwd: the run dir the relative names in *data* start from).
+    Its daemon serves the mount until the mount namespace holding it goes."""
+    import subprocess
+
+    keep = [o for o in data.split(",") if o.split("=", 1)[0] in ("lowerdir", "upperdir", "workdir")]
+    r = subprocess.run([FUSE, "-o", ",".join(keep), target], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise SandboxError(f"fuse-overlayfs on {target}: {r.stderr.strip() or r.returncode}")
 
 
 def _boot_id() -> str:
@@ -334,7 +374,8 @@ def diff(root: Root, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None
     if root.is_overlay:
         if root.upper is None:
             raise SandboxError("a read-only overlay root has no changes to tar")
-        return _layers.write_diff(Path(root.upper), out, source_date_epoch=source_date_epoch)
+        return _layers.write_diff(Path(root.upper), out, source_date_epoch=source_date_epoch,
+                                  lowers=root.layers if _ROOTLESS else ())
     assert root.path is not None
     return _layers.write_dir_diff(
         [Path(p) for p in root.layers], Path(root.path), out, source_date_epoch=source_date_epoch
@@ -478,6 +519,9 @@ def mount_root(sys: Syscalls, root: Root, target: str, run_dir: str, data: str) 
         return
     sys.chdir(run_dir)
     try:
+        if _ROOTLESS and overlay_driver(Path(run_dir)) == FUSE:
+            _mount_fuse(target, data)
+            return
         sys.mount("overlay", target, "overlay", sc.MS_NODEV, data)
     except OSError as e:
         if e.errno == errno.EINVAL and root.upper is None:

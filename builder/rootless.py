@@ -21,10 +21,15 @@ import pwd
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import SandboxError
+
+if TYPE_CHECKING:
+    from builder.state import StateRoot
 
 #: set (to ``uid:gid`` of the host user) in a process that runs inside the keeper's namespace
 ENV = "_PYBUILD_ROOTLESS"
@@ -305,3 +310,30 @@ def stop_keeper(*, only_idle: bool = True) -> bool:
     with contextlib.suppress(OSError):
         (runtime_dir() / "keeper.pid").unlink()
     return True
+
+
+def info_fields(state: StateRoot, base: Mapping[str, object]) -> dict[str, object]:
+    """What ``info`` says differently rootless: the overlay driver chosen at run time, no
+    cgroup limits, ``rootless`` among the security options, and why when something is missing."""
+    from builder import rootfs
+
+    driver = rootfs.overlay_driver(state.containers)
+    uids, gids = mappings()
+    status = base.get("DriverStatus")
+    warnings = [w for w in (no_ranges_warning(),) if w]
+    if driver == "copy":
+        warnings.append("WARNING: rootless: no overlay (neither the kernel's in a user namespace nor "
+                        "fuse-overlayfs with a usable /dev/fuse): roots are copied")
+    warnings.append("WARNING: rootless: resource limits need a delegated cgroup v2 subtree "
+                    "(--memory, --cpus, --pids-limit are refused)")
+    return {
+        "Driver": {"overlay": "overlay", "copy": "vfs"}.get(driver, driver),
+        "DriverStatus": [*(status if isinstance(status, list) else []),
+                         ["Rootless Overlay", {"overlay": "kernel overlayfs (userxattr)"}.get(driver, driver)],
+                         ["UID Map", " ".join(f"{m.inside}:{m.outside}:{m.count}" for m in uids)],
+                         ["GID Map", " ".join(f"{m.inside}:{m.outside}:{m.count}" for m in gids)]],
+        "CgroupDriver": "none", "MemoryLimit": False, "CpuCfsPeriod": False, "CpuCfsQuota": False,
+        "CPUShares": False, "CPUSet": False, "PidsLimit": False,
+        "SecurityOptions": ["name=cgroupns", "name=rootless"],
+        "Warnings": warnings,
+    }

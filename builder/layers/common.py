@@ -16,7 +16,9 @@ OPAQUE_MARKER = ".wh..wh..opq"
 #: user namespace, which joins before this is imported) the kernel's overlay takes ``userxattr``
 #: and the mark is ``user.overlay.opaque``
 OVERLAY_OPAQUE_XATTR = ("user" if "_PYBUILD_ROOTLESS" in os.environ else "trusted") + ".overlay.opaque"
-_OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+#: fuse-overlayfs's (rootless fallback): it marks every directory it creates
+FUSE_OPAQUE_XATTR = "user.fuseoverlayfs.opaque"
+_OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
 XATTR_PAX = "SCHILY.xattr."
 COPY_CHUNK = 1 << 20
 

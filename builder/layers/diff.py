@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from builder.layers.common import (
+    FUSE_OPAQUE_XATTR,
     OPAQUE_MARKER,
     OVERLAY_OPAQUE_XATTR,
     WHITEOUT_PREFIX,
@@ -169,14 +170,17 @@ class _TarWriter:
         self.out.write(t.NUL * (end + -(self.offset + end) % t.RECORDSIZE))
 
 
-def write_diff(upper_dir: Path, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None) -> bool:
+def write_diff(upper_dir: Path, out: BinaryIO | IO[bytes], *, source_date_epoch: int | None = None,
+               lowers: Sequence[str | os.PathLike[str]] = ()) -> bool:
     """Tar the overlayfs upper dir *upper_dir* to *out* (the tar is always complete).
 
+    *lowers* (bottom first): the layers under it, which tell a directory fuse-overlayfs marked
+    opaque only because it is new (it marks every new one) from one that hides theirs.
     Returns whether any entry was written: ``False`` means the step changed nothing.
     """
     w = _TarWriter(out, source_date_epoch)
     try:
-        _walk_stack(w, [str(upper_dir)], "")
+        _walk_stack(w, [str(upper_dir)], "", MergedView(lowers) if lowers else None)
     finally:
         w.close()
     return w.count > 0
@@ -195,25 +199,45 @@ def write_diff_stack(uppers: Sequence[Path], out: BinaryIO | IO[bytes], *,
     return w.count > 0
 
 
-def _walk_stack(w: _TarWriter, dirs: Sequence[str], rel: str) -> None:
-    """*dirs*: the host directories merged at the archive directory *rel*, topmost first."""
+def _walk_stack(w: _TarWriter, dirs: Sequence[str], rel: str, lowers: MergedView | None = None,
+                fuse_opaque: bool = False) -> None:
+    """*dirs*: the host directories merged at the archive directory *rel*, topmost first.
+    *fuse_opaque*: the directory is marked opaque by fuse-overlayfs, whose marker file it holds."""
     for name in sorted(set().union(*(os.listdir(d) for d in dirs))):
         holders = [d for d in dirs if os.path.lexists(os.path.join(d, name))]
         path = os.path.join(holders[0], name)
         arc = f"{rel}{name}"
         st = os.lstat(path)
+        if fuse_opaque and name in _FUSE_MARKS:
+            continue  # fuse-overlayfs's own marks: the marker, if any, came with the directory
         if is_whiteout_stat(st):
             w.marker(f"{rel}{WHITEOUT_PREFIX}{name}", st)
             continue
         w.entry(arc, path, st)
         if stat.S_ISDIR(st.st_mode):
             below: list[str] = []
-            if get_xattr(path, OVERLAY_OPAQUE_XATTR, follow=False) == b"y":
+            fuse = get_xattr(path, FUSE_OPAQUE_XATTR, follow=False) == b"y"
+            if get_xattr(path, OVERLAY_OPAQUE_XATTR, follow=False) == b"y" or (
+                    fuse and _hides_below(lowers, arc)):
                 w.marker(f"{arc}/{OPAQUE_MARKER}", st)
             else:
                 below = [os.path.join(h, name) for h in holders[1:]
                          if stat.S_ISDIR(os.lstat(os.path.join(h, name)).st_mode)]
-            _walk_stack(w, [path, *below], arc + "/")
+            _walk_stack(w, [path, *below], arc + "/", lowers, fuse)
+
+
+#: what fuse-overlayfs puts in a directory it marks opaque: a file named as the marker and a
+#: whiteout device whose name makes the marker again
+_FUSE_MARKS = frozenset({OPAQUE_MARKER, OPAQUE_MARKER.removeprefix(WHITEOUT_PREFIX)})
+
+
+def _hides_below(lowers: MergedView | None, arc: str) -> bool:
+    """Whether a directory fuse-overlayfs marked opaque hides one of the layers below (the
+    kernel marks only those); without the layers, it is taken to."""
+    if lowers is None:
+        return True
+    found = lowers.lookup(tuple(arc.split("/")))
+    return found is not None and stat.S_ISDIR(found[1].st_mode)
 
 
 def write_merged(layers: Sequence[Path], out: BinaryIO | IO[bytes]) -> int:

@@ -225,24 +225,29 @@ RUN rm /bin/vi && rm -rf /home && mkdir /home && touch /home/new
 """
 
 
-def test_same_layer_digests_as_root(user: User, busybox: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs"])
+def test_same_layer_digests_as_root(user: User, busybox: Any, tmp_path: Path, driver: str) -> None:
+    """The kernel's overlayfs in the user namespace, and fuse-overlayfs forced (the fallback)."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(OWNERS_DOCKERFILE)
-    epoch = {"SOURCE_DATE_EPOCH": "1700000000"}
-    busybox("build", "-t", "owners", str(ctx), env={**os.environ, **epoch})
+    env = {"SOURCE_DATE_EPOCH": "1700000000", "PYBUILD_ROOTLESS_OVERLAY": driver}
+    busybox("build", "-t", "owners", str(ctx), env={**os.environ, **env})
     rootful = layers(busybox, "owners")
-    uctx = user.give(ctx, "owners")
-    user.pb("build", "-t", "owners", str(uctx), env=epoch)
-    rootless = layers(user.pb, "owners")
+    assert f"Storage Driver: {driver}" in user.pb("info", env=env).stdout
+    uctx = user.give(ctx, f"owners-{driver}")
+    user.pb("build", "--no-cache", "-t", f"owners-{driver}", str(uctx), env=env)
+    rootless = layers(user.pb, f"owners-{driver}")
     assert len(rootful) == 3
     assert rootless == rootful
-    r = user.pb("run", "--rm", "--network", "none", "owners", "sh", "-c",
+    r = user.pb("run", "--rm", "--network", "none", f"owners-{driver}", "sh", "-c",
                 "stat -c '%u:%g %A %h %n' /data/file /data/sub /data/suid /data/hard; ls /home; "
-                "test -e /bin/vi || echo no-vi")
-    assert r.stdout.split("\n")[:6] == [
+                "test -e /bin/vi || echo no-vi; grep -c ' / .* - fuse' /proc/self/mountinfo", env=env,
+                check=False)
+    assert r.stdout.split("\n")[:7] == [
         "4242:4343 -rw-r--r-- 2 /data/file", "1000:1000 drwxr-xr-x 2 /data/sub",
-        "0:0 -rwsr-sr-x 1 /data/suid", "4242:4343 -rw-r--r-- 2 /data/hard", "new", "no-vi"]
+        "0:0 -rwsr-sr-x 1 /data/suid", "4242:4343 -rw-r--r-- 2 /data/hard", "new", "no-vi",
+        "1" if driver == "fuse-overlayfs" else "0"]
 
 
 def test_memory_limit_refused_in_one_line(user: User) -> None:
