@@ -204,7 +204,7 @@ def info(state: StateRoot) -> dict[str, Any]:
     if runc:
         runtimes["runc"] = {"path": shutil.which("runc") or "runc"}
     networks = sorted({*DRIVERS, "host", "null"})
-    return {
+    out: dict[str, Any] = {
         "ID": engine_id(state),
         "Containers": running + stopped + paused, "ContainersRunning": running,
         "ContainersPaused": paused, "ContainersStopped": stopped,
@@ -246,6 +246,11 @@ def info(state: StateRoot) -> dict[str, Any]:
         "InitCommit": {"ID": "", "Expected": ""},
         "SecurityOptions": ["name=cgroupns"], "Warnings": None,
     }
+    if "_PYBUILD_ROOTLESS" in os.environ:  # the overlay driver chosen, no cgroups, warnings
+        from builder import rootless
+
+        out.update(rootless.info_fields(state, out))
+    return out
 
 
 # -- df -----------------------------------------------------------------------------------------
