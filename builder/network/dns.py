@@ -132,7 +132,9 @@ class Names:
                 ip = str(ep.get("IPv4Address", "")).partition("/")[0]
                 if not ip:
                     continue
-                names = {str(n).lower() for n in (ep.get("Name"), *(ep.get("Aliases") or ())) if n}
+                # as dockerd 20.10: the name, the aliases, the short id and the hostname given
+                names = {str(n).lower() for n in (ep.get("Name"), *(ep.get("Aliases") or ()),
+                                                  ep.get("Hostname")) if n}
                 names.add(cid[:12])
                 names |= {f"{n}.{net_name}" for n in list(names)}
                 if name in names and ip not in found:
