@@ -117,6 +117,32 @@ def test_short_id_is_an_alias_on_user_defined_networks(serve: Any, judge: Judge)
     assert rows[0][5]["alnet1"] == ["<short id>"]
 
 
+
+def test_names_resolving_on_a_user_defined_network(serve: Any, judge: Judge) -> None:
+    """Short id, hostname, each with ``.network``; a container joined by ``network connect``."""
+    rows = []
+    for _name, client in both(serve, judge):
+        nets = [client.networks.create("rsnet"), client.networks.create("rsnet2")]
+        made = []
+        try:
+            for net, hostname in (("rsnet", "hh"), ("rsnet", None), ("rsnet2", "cc")):
+                made.append(client.containers.run(
+                    "busybox:latest", ["sleep", "60"], detach=True, network=net,
+                    hostname=hostname, labels={"pbtest.gaps": "1"}))
+            a, b, c = made
+            nets[0].connect(c)
+            hosts = f"{a.id[:12]} hh hh.rsnet {a.id[:12]}.rsnet cc cc.rsnet"
+            r = b.exec_run(["sh", "-c", f"for h in {hosts}; do ping -c1 -W2 $h >/dev/null "
+                                        "2>&1 && echo ok $h || echo no $h; done"])
+            rows.append(r.output.replace(a.id[:12].encode(), b"SID"))
+        finally:
+            for c in made:
+                c.remove(force=True)
+            for n in nets:
+                n.remove()
+    assert rows[0] == rows[1]
+    assert rows[0].split(b"\n")[:2] == [b"ok SID", b"ok hh"]
+
 # -- item 5: cachefrom ----------------------------------------------------------------------------
 
 CACHE_DOCKERFILE = "FROM busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n"
