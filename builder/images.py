@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder.filters import labels_match
 from builder.state import StateRoot
+from registry.digest import Digest
 from registry.errors import NotFound, StoreError
 from registry.model import Platform
 from registry.store import ImageRecord, Store
@@ -323,6 +324,36 @@ def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: s
                 break
         if ok:
             out.append(rec)
+    return out
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image of a store entry (``images --tree``): its manifest digest, its
+    unpacked size (Docker's disk usage) and its blobs' size (content size)."""
+
+    platform: Platform
+    manifest: Digest
+    disk_usage: int
+    content_size: int
+
+
+def platform_images(store: Store, record: ImageRecord) -> list[PlatformImage]:
+    """The platforms of *record* (an index's manifests in order; one for a plain image)."""
+    from registry import mediatypes as mt
+    from registry.model import Index
+
+    desc = record.descriptor
+    children = [desc]
+    if mt.is_index(desc.media_type):
+        children = Index.parse(store.read_blob(desc.digest), desc.media_type).manifests
+    out = []
+    for d in children:
+        image = store.image(d)
+        out.append(PlatformImage(
+            d.platform or image.config.platform, d.digest,
+            sum(store.content_size(layer) for layer in image.layers),
+            sum(layer.size for layer in image.layers) + image.manifest.config.size + d.size))
     return out
 
 

@@ -93,9 +93,10 @@ def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[datetime, dict[str, An
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("-f", "--filter", "filters", multiple=True, help="Filter: dangling=, reference=, label=, before=, since=.")
 @click.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
+@click.option("--tree", is_flag=True, help="List each image's platforms under it.")
 @pass_globals
 def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests: bool,
-           no_trunc: bool, filters: tuple[str, ...], fmt: str | None) -> None:
+           no_trunc: bool, filters: tuple[str, ...], fmt: str | None, tree: bool) -> None:
     """List images."""
     from builder import images as library
 
@@ -110,6 +111,11 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
     keyed = [_image_row(r, no_trunc) for r in records]
     keyed.sort(key=lambda kr: (kr[0], kr[1]["Repository"], kr[1]["Tag"]), reverse=True)
     rows = [row for _, row in keyed]
+    if tree:
+        pairs = sorted(zip(keyed, records, strict=True),
+                       key=lambda p: (p[0][0], p[0][1]["Repository"], p[0][1]["Tag"]), reverse=True)
+        _tree(store, [rec for _, rec in pairs], no_trunc)
+        return
     if quiet:
         ids = list(dict.fromkeys(r["ID"] for r in rows))
         _echo_lines("\n".join(ids))
@@ -119,6 +125,23 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
         return
     cols = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
     click.echo(table([_IMAGE_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
+
+
+def _tree(store: Store, records: list[ImageRecord], no_trunc: bool) -> None:
+    """``images --tree`` as Docker 27's: each image, then its platforms (manifest digests)."""
+    from builder import images as library
+
+    out = []
+    for rec in records:
+        plats = library.platform_images(store, rec)
+        name = rec.reference.familiar if rec.reference else "<none>:<none>"
+        out.append([name, _short(rec.image_id, no_trunc), human_size(sum(p.disk_usage for p in plats)),
+                    human_size(sum(p.content_size for p in plats))])
+        for n, p in enumerate(plats):
+            branch = "└─ " if n == len(plats) - 1 else "├─ "
+            out.append([branch + str(p.platform), _short(p.manifest, no_trunc),
+                        human_size(p.disk_usage), human_size(p.content_size)])
+    click.echo(table(["IMAGE", "ID", "DISK USAGE", "CONTENT SIZE"], out))
 
 
 # -- tag / rmi / prune -------------------------------------------------------------------------

@@ -175,6 +175,12 @@ def test_index_inspect_rmi_save_load(multi: Any, tmp_path: Path, pybuild_factory
         return str(multi("image", "inspect", "-f", "{{.Architecture}}", *args).stdout.strip())
 
     assert arch("base:multi") == "amd64"
+    # images: one row per name; --tree shows an index's platforms under it
+    listing = multi("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert sorted(listing) == ["base:amd64", "base:arm64", "base:multi"]
+    tree = multi("images", "--tree").stdout.splitlines()
+    at = next(i for i, line in enumerate(tree) if line.startswith("base:multi "))
+    assert tree[at + 1].startswith("├─ linux/amd64 ") and tree[at + 2].startswith("└─ linux/arm64 ")
     assert arch("--platform", "linux/arm64", "base:multi") == "arm64"
     r = multi("image", "inspect", "--platform", "linux/s390x", "base:multi", check=False)
     assert r.returncode != 0
