@@ -119,3 +119,43 @@ def test_push_from_runner_b_mounts_what_runner_a_pushed(pybuild_factory: Callabl
     built = layers - {str(d.digest) for d in a.store().resolve("busybox:latest").manifest.layers}
     assert not any(d in t for t in uploads for d in built)  # no layer A pushed is uploaded again
     assert all(any(d in t for t in mounts) for d in built)
+
+
+def test_bad_cache_flags_are_one_line_errors(pybuild_factory: Callable[[], Any], base_archive: Path,
+                                             tmp_path: Path) -> None:
+    a = runner(pybuild_factory, base_archive)
+    ctx = context(tmp_path, SINGLE)
+    for flag, spec, words in (("--cache-to", "type=s3,ref=x", "unknown type 's3'"),
+                              ("--cache-to", "type=registry,ref=r/x:c,mode=all", "mode must be min or max"),
+                              ("--cache-to", "type=local", "dest is required"),
+                              ("--cache-from", "type=inline", "type=registry,ref=IMAGE"),
+                              ("--cache-to", "type=registry,ref=r/x:c,colour=red", "unknown key 'colour'")):
+        r = a("build", "-t", "app:1", flag, spec, str(ctx), check=False)
+        assert r.returncode != 0
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and f"invalid {flag} {spec!r}" in lines[0] and words in lines[0], r.stderr
+    assert a.store().images() and not any("app" in str(i.reference) for i in a.store().images())
+
+
+def test_zstd_export_of_intermediate_layers(pybuild_factory: Callable[[], Any], base_archive: Path,
+                                           bt: Any, tmp_path: Path, plain_registry: Registry) -> None:
+    import requests
+
+    from registry.reference import Reference
+
+    a = runner(pybuild_factory, base_archive)
+    ctx = context(tmp_path)
+    ref = f"{plain_registry.addr}/{unique_repo('zstd')}:cache"
+    bt.build(a, ctx, "-t", "app:1", "--cache-to", f"type=registry,ref={ref},mode=max,compression=zstd")
+    r = Reference.parse(ref)
+    manifest = requests.get(f"http://{plain_registry.addr}/v2/{r.path}/manifests/{r.tag}", timeout=10,
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    kinds = [d["mediaType"] for d in manifest["layers"]]
+    image = {str(d.digest) for d in a.store().resolve("app:1").manifest.layers}
+    # the image's own layers stay the blobs its manifest names; the other stages' are zstd
+    assert all(k.endswith("+zstd") for d, k in zip(manifest["layers"], kinds, strict=True)
+               if d["digest"] not in image)
+    assert any(k.endswith("+zstd") for k in kinds)
+    b = runner(pybuild_factory, base_archive)
+    _, ev = bt.build(b, ctx, "-t", "app:1", "--cache-from", ref)
+    assert started(ev) == [] and image_digest(b, "app:1") == image_digest(a, "app:1")
