@@ -99,7 +99,7 @@ def test_cache_mounts_travel_with_the_cache(pybuild_factory: Callable[[], Any], 
     assert (bt.rootfs(b, "use:1", tmp_path / "fs") / "seen").read_text() == "wheel-1.0\n"
 
 
-def test_push_from_runner_b_mounts_what_runner_a_pushed(pybuild_factory: Callable[[], Any],
+def test_build_push_from_runner_b_mounts_what_runner_a_pushed(pybuild_factory: Callable[[], Any],
                                                         base_archive: Path, bt: Any, tmp_path: Path,
                                                         fault_proxy: FaultProxy) -> None:
     a = runner(pybuild_factory, base_archive)
@@ -108,10 +108,10 @@ def test_push_from_runner_b_mounts_what_runner_a_pushed(pybuild_factory: Callabl
     bt.build(a, ctx, "-t", "app:1", "--cache-to", f"type=registry,ref={ref},mode=max")
     b = runner(pybuild_factory, base_archive)
     target = f"{fault_proxy.addr}/{unique_repo('app')}:1"
-    bt.build(b, ctx, "-t", target, "--cache-from", ref)
-    layers = {str(d.digest) for d in b.store().resolve(target).manifest.layers}
     fault_proxy.clear()
-    b("push", target)
+    _, ev = bt.build(b, ctx, "-t", target, "--cache-from", ref, "--push")
+    assert started(ev) == []
+    layers = {str(d.digest) for d in b.store().resolve(target).manifest.layers}
     from urllib.parse import unquote
 
     uploads = [unquote(t) for m, t, _s in fault_proxy.log if m == "PUT" and "/blobs/uploads/" in t]
