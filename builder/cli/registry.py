@@ -405,7 +405,23 @@ def manifest_inspect(raw: bool, tls_verify: bool, name: str) -> None:
         sys.stdout.buffer.write(fetched.raw)
         sys.stdout.buffer.flush()
         return
-    click.echo(json.dumps(json.loads(fetched.raw), indent=3))
+    click.echo(json.dumps(_docker_order(json.loads(fetched.raw)), indent=3))
+
+
+# the docker CLI prints a manifest through its Go structs: their field order, not the document's
+_ORDER = ("schemaVersion", "mediaType", "config", "layers", "manifests", "size", "digest",
+          "urls", "annotations", "platform", "architecture", "os", "os.version", "os.features",
+          "variant", "features")
+
+
+def _docker_order(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_docker_order(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    rank = {k: i for i, k in enumerate(_ORDER)}
+    keys = sorted(value, key=lambda k: (rank.get(k, len(rank)), k))
+    return {k: value[k] if k == "annotations" else _docker_order(value[k]) for k in keys}
 
 
 @click.command("tags")

@@ -73,6 +73,11 @@ def test_pushed_index_is_read_by_skopeo_docker_cli_and_pulls_by_platform(
     shown = json.loads(r.stdout)
     assert [m["platform"]["architecture"] for m in shown["manifests"]] == ["amd64", "arm64"]
     assert [m["digest"] for m in shown["manifests"]] == [m["digest"] for m in raw["manifests"]]
+    # ours prints what the docker CLI prints, and copies the whole index
+    assert pybuild("manifest", "inspect", target, env=env).stdout == r.stdout.decode()
+    copied = f"{plain_registry.addr}/{unique_repo()}:copied"
+    pybuild("copy", "--all-platforms", target, copied, env=env)
+    assert json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{copied}")) == raw
 
     fresh = pybuild_factory()
     fresh("pull", "--platform", "linux/arm64", target, env=env)
