@@ -54,9 +54,10 @@ def parse_platforms(text: str | None) -> list[Platform]:
     return out
 
 
-def store_index(store: Store, images: list[Image], tags: list[Reference]) -> Descriptor:
+def store_index(store: Store, images: list[Image], tags: list[Reference], *,
+                record: bool = True) -> Descriptor:
     """An index over *images* (each described with its config's platform), stored and recorded
-    under *tags* (untagged when there are none). Docker's shapes, a manifest list of schema 2
+    under *tags* (untagged when there are none; not at all without *record*). Docker's shapes, a manifest list of schema 2
     manifests, as BuildKit's image exporter writes by default (the docker CLI's ``manifest
     inspect`` reads no OCI index); an OCI index when a layer has no Docker type (zstd)."""
     docker = _docker_manifests(store, images)
@@ -68,7 +69,7 @@ def store_index(store: Store, images: list[Image], tags: list[Reference]) -> Des
     desc = store.put_manifest(index)
     for ref in tags:
         store.add(desc, ref)
-    if not tags:
+    if not tags and record:
         store.add(desc, None)
     return desc
 
@@ -95,8 +96,9 @@ def build_platforms(state: Any, req: Any, platforms: list[Platform],
                     build_one: Callable[[Any], _Outcome]) -> MultiOutcome:
     """*req* (a ``pipeline.BuildRequest``) built for each of *platforms* by *build_one*, the
     images unrecorded, then their index tagged as *req* asks."""
-    if any(o.type != "image" for o in req.outputs):
-        raise BuildError.invalid("--output with several platforms: only type=image is supported")
+    if any(o.type not in ("image", "oci", "docker") for o in req.outputs):
+        raise BuildError.invalid("--output with several platforms: type=oci, docker or image "
+                                 "(a rootfs is one platform's)")
     tags = []
     for t in req.tags:
         try:
@@ -107,7 +109,13 @@ def build_platforms(state: Any, req: Any, platforms: list[Platform],
             for p in platforms]
     images = [d.image for d in done]
     store = state.image_store()
-    desc = store_index(store, images, tags)
+    exports = [o for o in req.outputs if o.type != "image"]
+    desc = store_index(store, images, tags, record=bool(tags) or not exports)
+    for out in exports:  # the index with every platform, as ``save`` writes it
+        from registry.archive import DOCKER_ARCHIVE, OCI_ARCHIVE, save_image
+
+        with open(out.dest, "wb") as f:
+            save_image(store, desc, tags, f, format=DOCKER_ARCHIVE if out.type == "docker" else OCI_ARCHIVE)
     host = Platform.host()
     main = next((i for i in images if i.config.platform.matches(host)), images[0])
     from builder import events
@@ -128,7 +136,6 @@ def push_tags(state: Any, tags: tuple[str, ...]) -> None:
 
     for t in tags:
         push(state.image_store(), t)
-
 
 
 def wanted_platform(text: str | None) -> Platform | None:

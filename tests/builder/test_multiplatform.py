@@ -13,6 +13,7 @@ import importlib.util
 import json
 import shutil
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,12 @@ def test_two_platform_build_is_an_index_of_the_right_images(multi: Any, tmp_path
     _, again = build(multi, ctx, "--platform", "linux/amd64,linux/arm64", "-t", "app:1")
     assert executed(again) == []
     assert store.lookup("app:1").descriptor.digest == record.descriptor.digest
+    # --output type=oci of several platforms: the index with both
+    archive = tmp_path / "app.tar"
+    build(multi, ctx, "--platform", "linux/amd64,linux/arm64", "-o", f"type=oci,dest={archive}")
+    with tarfile.open(archive) as tf:
+        top = json.loads(tf.extractfile("index.json").read())  # type: ignore[union-attr]
+    assert [m["digest"] for m in top["manifests"]] == [str(record.descriptor.digest)]
 
 
 def test_index_inspect_rmi_save_load(multi: Any, tmp_path: Path, pybuild_factory: Any) -> None:
