@@ -1,8 +1,10 @@
-"""Multi-platform builds: ``--platform a,b`` parsed, one build per platform, and their images
-gathered in an OCI image index stored under the build's tags (as BuildKit exports it).
+"""Multi-platform images: ``--platform a,b`` parsed, one build per platform, their images
+gathered in an index stored under the build's tags (as BuildKit exports it); ``run``'s and
+``rmi``'s ``--platform``.
 
 The builds run one after the other: a ``FROM --platform=$BUILDPLATFORM`` stage is the same
-op for every target, so the first build runs it and the others take it from the cache.
+op for every target, so the first build runs it and the others take it from the cache (each
+build's own stages still run in parallel, ``--jobs``).
 """
 
 from __future__ import annotations
