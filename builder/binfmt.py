@@ -94,6 +94,12 @@ def ensure(platform: Platform) -> None:
     _mount(where)
     entry = where / f"qemu-{qarch}"
     state = _enabled(entry)
+    if state is not None and "F" not in _flags(entry):
+        # registered without fix-binary (the emulator's path is looked up in the sandbox's
+        # root, where it is not): registered again with it, as BuildKit's binfmt installer does
+        with contextlib.suppress(OSError):
+            entry.write_text("-1")
+        state = None
     if state:
         return
     if state is False:
@@ -113,6 +119,14 @@ def ensure(platform: Platform) -> None:
                               f"{e.strerror}") from None
 
 
+def _flags(entry: Path) -> str:
+    try:
+        text = entry.read_text()
+    except OSError:
+        return ""
+    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("flags:")), "")
+
+
 def emulated() -> list[Platform]:
     """Platforms the host runs through a registered, enabled emulator with the fix-binary flag."""
     where = _binfmt_dir()
@@ -120,13 +134,7 @@ def emulated() -> list[Platform]:
     with contextlib.suppress(OSError):
         for entry in sorted(where.glob("qemu-*")):
             arch = _GOARCH.get(entry.name.removeprefix("qemu-"))
-            try:
-                text = entry.read_text()
-            except OSError:
-                continue
-            flags = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                          if ln.startswith("flags:")), "")
-            if arch and text.startswith("enabled") and "F" in flags:
+            if arch and _enabled(entry) and "F" in _flags(entry):
                 out.append(Platform("linux", arch, "v7" if arch == "arm" else None))
     return out
 
