@@ -85,6 +85,8 @@ def do_mount(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, m: Mount, *, real: 
     """Mount *m* under the new root (before ``pivot_root``)."""
     dest = secure_join(plan.rootfs, m.destination)
     flags, prop, data = mount_flags(m.options)
+    if real and rootless() and data and m.type in ("devpts", "tmpfs", "mqueue"):
+        data = _mapped_ids_only(data)
     if m.type == "bind":
         src_is_file = not os.path.isdir(m.source)
         if real:
@@ -169,6 +171,23 @@ def apply_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
             raise SandboxError(f"sysctl {key}={value}: {e.strerror}") from None
         finally:
             os.close(fd)
+
+
+def _mapped_ids_only(data: str) -> str:
+    """Mount data without a ``uid=``/``gid=`` the user namespace does not map (devpts's gid=5
+    without sub-ID ranges): the kernel refuses them."""
+    def mapped(kind: str, ident: str) -> bool:
+        with open(f"/proc/self/{kind}_map") as f:
+            return any(int(p[0]) <= int(ident) < int(p[0]) + int(p[2])
+                       for p in (line.split() for line in f) if len(p) == 3)
+
+    keep = []
+    for opt in data.split(","):
+        key, _, value = opt.partition("=")
+        if key in ("uid", "gid") and value.isdigit() and not mapped(key[0] + "id", value):
+            continue
+        keep.append(opt)
+    return ",".join(keep)
 
 
 def _mapped_group_range(value: str) -> str:
@@ -331,15 +350,36 @@ def drop_privileges(sys: sc.Syscalls | sc.FakeSyscalls, process: Process, user: 
                     raise
     sys.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
     if isinstance(sys, sc.Syscalls):
-        os.setgroups(list(user.groups))
-        os.setresgid(user.gid, user.gid, user.gid)
-        os.setresuid(user.uid, user.uid, user.uid)
+        _set_ids(user)
     if user.uid == 0:  # none inheritable, as Docker since 20.10.14 (CVE-2022-24769)
         sys.capset(sc.CapSets(wanted, wanted, 0))
     else:
         sys.capset(sc.CapSets(0, 0, 0))
     if process.no_new_privs:
         sys.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _set_ids(user: User) -> None:
+    """The process's groups and IDs. Rootless without sub-ID ranges (``setgroups`` denied, only
+    0 mapped) the groups stay, and an ID the namespace lacks is said plainly."""
+    try:
+        if not (rootless() and _setgroups_denied()):
+            os.setgroups(list(user.groups))
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+    except OSError as e:
+        if not (rootless() and e.errno == errno.EINVAL):
+            raise
+        raise SandboxError(f"rootless: user {user.uid}:{user.gid} is outside this user's ID ranges "
+                           "(add ranges to /etc/subuid and /etc/subgid)") from None
+
+
+def _setgroups_denied() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
 
 
 def enter_cwd(cwd: str) -> None:

@@ -18,6 +18,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -66,6 +67,7 @@ class User:
     home: Path
     python: Path
     source: Path
+    devices: Path
 
     def env(self, **extra: str) -> list[str]:
         base = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name,
@@ -77,9 +79,12 @@ class User:
 
     def sh(self, *argv: str, check: bool = True, input: str | bytes | None = None, timeout: float = 180,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[Any]:
-        """Run *argv* as the user (``runuser -u``), in its home."""
+        """Run *argv* as the user (``runuser -u``), in its home (see ``USER_DEVICES``)."""
         text = not isinstance(input, bytes)
-        r = subprocess.run(["runuser", "-u", self.name, "--", *self.env(**(env or {})), *argv],
+        binds = "".join(f'mount --bind {self.devices}/{os.path.basename(d)} {d} && '
+                        for d, _, _ in USER_DEVICES if os.path.exists(d))
+        wrap = ["unshare", "-m", "--propagation", "slave", "sh", "-c", binds + 'exec "$@"', "sh"]
+        r = subprocess.run([*wrap, "runuser", "-u", self.name, "--", *self.env(**(env or {})), *argv],
                            cwd=self.home, input=input, capture_output=True, text=text, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} as {self.name} failed ({r.returncode}):\n"
@@ -120,9 +125,9 @@ def ordinary_user(*, ranges: bool = True) -> Iterator[User]:
     tmp: str | None = None
     try:
         pw = pwd.getpwnam(name)
-        if ranges:
-            for f in ("/etc/subuid", "/etc/subgid"):
-                assert re.search(rf"^{name}:\d+:\d+$", Path(f).read_text(), re.M), f"useradd gave no range in {f}"
+        for f in ("/etc/subuid", "/etc/subgid"):
+            has = re.search(rf"^{name}:\d+:\d+$", Path(f).read_text(), re.M) is not None
+            assert has == ranges, f"useradd gave {'no' if ranges else 'a'} range in {f}"
         source = REPO
         if not _readable_by(name, REPO / "builder" / "__init__.py"):
             tmp = tempfile.mkdtemp(prefix="pybuild-rootless-src-")
@@ -130,7 +135,13 @@ def ordinary_user(*, ranges: bool = True) -> Iterator[User]:
             for d in ("builder", "registry", "grammar"):
                 shutil.copytree(REPO / d, Path(tmp) / d, ignore=shutil.ignore_patterns("__pycache__"))
             source = Path(tmp)
-        user = User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), python, source)
+        devices = Path(tempfile.mkdtemp(prefix="pybuild-rootless-dev-"))
+        os.chmod(devices, 0o755)
+        for path, major, minor in USER_DEVICES:
+            node = devices / os.path.basename(path)
+            os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            os.chmod(node, 0o666)
+        user = User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), python, source, devices)
         try:
             yield user
         finally:
@@ -143,6 +154,7 @@ def ordinary_user(*, ranges: bool = True) -> Iterator[User]:
                     break
                 time.sleep(0.05)
             shutil.rmtree(f"/tmp/pybuild-run-{user.uid}", ignore_errors=True)
+            shutil.rmtree(devices, ignore_errors=True)
     finally:
         subprocess.run(["userdel", "-r", name], capture_output=True)
         for f in ("/etc/subuid", "/etc/subgid"):  # userdel removes them; make sure
@@ -155,26 +167,15 @@ def ordinary_user(*, ranges: bool = True) -> Iterator[User]:
 
 
 #: devices an ordinary user needs (slirp4netns's tap, fuse-overlayfs): Debian's udev makes them
-#: 0666; a machine without udev rules (this VM) leaves them 0600, so the tests open them up
-#: while they run, and say so (``rootless_net`` names the fix when it meets one closed)
-USER_DEVICES = ("/dev/net/tun", "/dev/fuse")
-
-
-@contextlib.contextmanager
-def devices_open_to_users() -> Iterator[None]:
-    before = {d: os.stat(d).st_mode & 0o7777 for d in USER_DEVICES if os.path.exists(d)}
-    for d, mode in before.items():
-        os.chmod(d, mode | 0o666)
-    try:
-        yield
-    finally:
-        for d, mode in before.items():
-            os.chmod(d, mode)
+#: 0666; a machine without its rules (this VM) leaves them 0600. The tests do not change the
+#: host's: the user's commands run in a mount namespace of their own where nodes of mode 0666
+#: are bound over them (the keeper, started by the first command, keeps it for the others)
+USER_DEVICES = (("/dev/net/tun", 10, 200), ("/dev/fuse", 10, 229))
 
 
 @pytest.fixture(scope="module")
 def user(busybox_tar: Path) -> Iterator[User]:
-    with devices_open_to_users(), ordinary_user() as u:
+    with ordinary_user() as u:
         tar = u.give(busybox_tar, "busybox.tar")
         u.pb("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
         yield u
@@ -248,6 +249,29 @@ def test_same_layer_digests_as_root(user: User, busybox: Any, tmp_path: Path, dr
         "4242:4343 -rw-r--r-- 2 /data/file", "1000:1000 drwxr-xr-x 2 /data/sub",
         "0:0 -rwsr-sr-x 1 /data/suid", "4242:4343 -rw-r--r-- 2 /data/hard", "new", "no-vi",
         "1" if driver == "fuse-overlayfs" else "0"]
+
+
+def test_without_sub_id_ranges(busybox_tar: Path, tmp_path: Path) -> None:
+    """Only the user maps: a warning saying how to add ranges, images owned by root alone run,
+    another owner is named in the error."""
+    rootonly = tmp_path / "rootonly.tar"
+    with tarfile.open(busybox_tar) as src, tarfile.open(rootonly, "w") as dst:
+        for m in src.getmembers():
+            if (m.uid, m.gid) == (0, 0):
+                dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+    with ordinary_user(ranges=False) as u:
+        r = u.pb("import", "--change", 'CMD ["sh"]', str(u.give(busybox_tar, "busybox.tar")), "busybox")
+        warning = [line for line in r.stderr.splitlines() if "WARNING" in line]
+        assert len(warning) == 1 and "/etc/subuid" in warning[0] and "usermod --add-subuids" in warning[0]
+        r = u.pb("run", "--rm", "--network", "none", "busybox", "true", check=False)
+        assert r.returncode != 0
+        assert "home/app: owner 1000:1000 is outside this user's ID ranges" in r.stderr
+        assert "/etc/subuid" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        u.pb("import", "--change", 'CMD ["sh"]', str(u.give(rootonly, "rootonly.tar")), "rootonly")
+        r = u.pb("run", "--rm", "--network", "none", "rootonly", "sh", "-c", "id -u; cat /proc/self/uid_map")
+        assert r.stdout.split() == ["0", "0", str(u.uid), "1"]
+        r = u.pb("run", "--rm", "--network", "none", "-u", "1000", "rootonly", "id", check=False)
+        assert r.returncode != 0 and "user 1000:1000 is outside this user's ID ranges" in r.stderr
 
 
 def test_memory_limit_refused_in_one_line(user: User) -> None:
