@@ -352,20 +352,23 @@ def _export_cache(state: StateRoot, store: Store, solver: Any, graph: Any, specs
     from builder.cacheshare.artifact import INLINE_KEY
     from builder.solver import Event
 
-    solver.ensure_all_local()
+    remote = solver.remote_layers()
     for spec in specs:
         used = [(step, rec) for idx, step, rec in solver.used
                 if spec.mode == "max" or spec.type == "inline" or idx in solver.image_stages]
         mounts = ex.cache_mount_ids(graph) if spec.cache_mounts else []
         try:
-            config = ex.cache_config(state, store, solver.cache, used, compression=spec.compression,
-                                     mounts=mounts, epoch=graph.epoch)
-            if spec.type == "inline":
-                image = assemble({INLINE_KEY: ex.inline(config, image.layers).to_doc()})
-            elif spec.type == "registry":
-                ex.to_registry(spec, store, config)
+            config, elsewhere = ex.cache_config(state, store, solver.cache, used, mounts=mounts,
+                                                compression=spec.compression, epoch=graph.epoch,
+                                                remote=remote)
+            if spec.type == "registry":
+                ex.to_registry(spec, store, config, elsewhere)
             else:
-                ex.to_layout(spec, store, config)
+                ex.fetch_all(store, config, elsewhere)
+                if spec.type == "inline":
+                    image = assemble({INLINE_KEY: ex.inline(config, image.layers).to_doc()})
+                else:
+                    ex.to_layout(spec, store, config)
         except BuildError:
             raise
         except Exception as e:  # noqa: BLE001 - a registry or disk fault, as one line

@@ -441,14 +441,11 @@ class Solver:
             with self._lock:
                 self._remote.pop(str(lr.diff_id), None)
 
-    def ensure_all_local(self) -> None:
-        """Every imported layer this build used made local (before it exports them again)."""
+    def remote_layers(self) -> dict[str, tuple[CacheSource, SharedRecord]]:
+        """Imported layers this build used and never fetched, by diff_id (an export mounts them
+        from their registry, or fetches them then)."""
         with self._lock:
-            pending = list(self._remote.values())
-        for src, shared in pending:
-            src.materialize(self.state, self.store, self.cache, shared)
-        with self._lock:
-            self._remote.clear()
+            return dict(self._remote)
 
     @property
     def image_stages(self) -> set[int]:

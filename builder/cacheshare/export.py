@@ -9,14 +9,14 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from builder.cache import BuildCache, CacheRecord
 from builder.cacheshare.artifact import CONFIG_TYPE, CacheConfig, SharedRecord
-from builder.cacheshare.source import mount_dir
+from builder.cacheshare.source import CacheSource, mount_dir
 from builder.cacheshare.spec import CacheSpec
 from builder.graph.ops import ExecSpec, Graph, Step
 from builder.state import StateRoot
@@ -27,8 +27,13 @@ from registry.store import Store
 
 def cache_config(state: StateRoot, store: Store, cache: BuildCache,
                  used: Iterable[tuple[Step, CacheRecord]], *, compression: str,
-                 mounts: Iterable[str] = (), epoch: int | None = None) -> CacheConfig:
-    """The document of an export (every blob it names is in *store* on return)."""
+                 mounts: Iterable[str] = (), epoch: int | None = None,
+                 remote: Mapping[str, tuple[CacheSource, SharedRecord]] | None = None,
+                 ) -> tuple[CacheConfig, dict[Digest, CacheSource]]:
+    """The document of an export, and the blobs it names that are not in *store* but in the
+    ``--cache-from`` source that lent them (*remote*: ``Solver.remote_layers``)."""
+    remote = remote or {}
+    elsewhere: dict[Digest, CacheSource] = {}
     layers: list[Descriptor] = []
     where: dict[Digest, int] = {}
 
@@ -54,7 +59,15 @@ def cache_config(state: StateRoot, store: Store, cache: BuildCache,
         memo = state.cache / "content" / rec.diff_id.encoded
         with contextlib.suppress(OSError):
             contents[str(rec.diff_id)] = memo.read_text()
-        if rec.snapshot:
+        if str(rec.diff_id) in remote:  # never fetched: named as its source has it
+            src, shared = remote[str(rec.diff_id)]
+            assert shared.layer is not None
+            desc = src.config.layers[shared.layer]
+            if str(rec.diff_id) in src.config.contents:
+                contents[str(rec.diff_id)] = src.config.contents[str(rec.diff_id)]
+            elsewhere[desc.digest] = src
+            records.append(SharedRecord(rec, index(desc), shared.tar_diff_id))
+        elif rec.snapshot:
             desc, tar_id = _materialized(state, store, cache, rec.diff_id, compression, epoch)
             records.append(SharedRecord(rec, index(desc), tar_id))
         elif rec.layer is not None and store.has_blob(rec.layer.digest):
@@ -66,7 +79,16 @@ def cache_config(state: StateRoot, store: Store, cache: BuildCache,
         if d.is_dir():
             mount_layers[mount_id] = index(_tar_dir(store, d, compression).with_annotations(
                 **{"io.pybuild.cache.mount.id": mount_id}))
-    return CacheConfig(tuple(records), tuple(layers), mount_layers, contents, slots)
+    return CacheConfig(tuple(records), tuple(layers), mount_layers, contents, slots), elsewhere
+
+
+def fetch_all(store: Store, config: CacheConfig, elsewhere: Mapping[Digest, CacheSource]) -> None:
+    """The blobs of *config* still in their sources, into *store* (before a layout or an
+    image carries them)."""
+    for desc in config.layers:
+        src = elsewhere.get(desc.digest)
+        if src is not None:
+            src.fetch(store, desc)
 
 
 def cache_mount_ids(graph: Graph) -> list[str]:
@@ -139,9 +161,12 @@ def _opener(store: Store, desc: Descriptor) -> Callable[[int], BinaryIO]:
 
 
 # -- destinations ----------------------------------------------------------------------------------
-def to_registry(spec: CacheSpec, store: Store, config: CacheConfig) -> Descriptor:
-    """Blobs the registry lacks (mounted from a repository of it that has them, else uploaded),
-    then the config blob, then the manifest under the tag."""
+def to_registry(spec: CacheSpec, store: Store, config: CacheConfig,
+                elsewhere: Mapping[Digest, CacheSource] | None = None) -> Descriptor:
+    """Blobs the registry lacks (mounted from a repository of it that has them, else uploaded;
+    one still in its ``--cache-from`` source fetched only if it is on another registry), then
+    the config blob, then the manifest under the tag."""
+    elsewhere = elsewhere or {}
     from registry import mediatypes as mt
     from registry.model import Manifest
     from registry.reference import Reference
@@ -157,12 +182,16 @@ def to_registry(spec: CacheSpec, store: Store, config: CacheConfig) -> Descripto
         if repo.has_blob(desc.digest):
             continue
         mounted = False
-        for source in sources.get(desc.digest):
+        src = elsewhere.get(desc.digest)
+        candidates = ([src.origin] if src is not None and src.origin else []) + sources.get(desc.digest)
+        for source in candidates:
             host, _, path = source.partition("/")
             if host == repo.host and path != repo.path and repo.mount_blob(desc.digest, path):
                 mounted = True
                 break
         if not mounted:
+            if src is not None:
+                src.fetch(store, desc)
             repo.push_blob(desc.digest, desc.size, _opener(store, desc))
         sources.note(desc.digest, f"{repo.host}/{repo.path}")
     sources.save()

@@ -159,3 +159,33 @@ def test_zstd_export_of_intermediate_layers(pybuild_factory: Callable[[], Any], 
     b = runner(pybuild_factory, base_archive)
     _, ev = bt.build(b, ctx, "-t", "app:1", "--cache-from", ref)
     assert started(ev) == [] and image_digest(b, "app:1") == image_digest(a, "app:1")
+
+
+def test_reexport_mounts_what_runner_b_never_fetched(pybuild_factory: Callable[[], Any],
+                                                     base_archive: Path, bt: Any, tmp_path: Path,
+                                                     fault_proxy: FaultProxy) -> None:
+    """``--cache-from X --cache-to Y`` on one registry: the layers B never needed (the stages no
+    image carries) go from X to Y by cross-repository mount, never through B."""
+    from urllib.parse import unquote
+
+    a = runner(pybuild_factory, base_archive)
+    ctx = context(tmp_path)
+    x = f"{fault_proxy.addr}/{unique_repo('cache')}:x"
+    y = f"{fault_proxy.addr}/{unique_repo('cache')}:y"
+    bt.build(a, ctx, "-t", "app:1", "--cache-to", f"type=registry,ref={x},mode=max")
+    b = runner(pybuild_factory, base_archive)
+    fault_proxy.clear()
+    _, ev = bt.build(b, ctx, "-t", "app:1", "--cache-from", x,
+                     "--cache-to", f"type=registry,ref={y},mode=max")
+    assert started(ev) == []
+    got = [unquote(t) for m, t, _s in fault_proxy.log if m == "GET" and "/blobs/sha256:" in t]
+    mounted = [unquote(t) for m, t, s in fault_proxy.log if m == "POST" and "mount=" in t and s == "201"]
+    image = {str(d.digest) for d in b.store().resolve("app:1").manifest.layers}
+    mounts = {t.split("mount=")[1].split("&")[0] for t in mounted}
+    fetched = {g.rsplit("/", 1)[1] for g in got}
+    others = mounts - image  # layers of the stages no image carries: never fetched by B
+    assert others and not others & fetched
+    assert image <= mounts | {str(d.digest) for d in b.store().resolve("busybox:latest").manifest.layers}
+    c = runner(pybuild_factory, base_archive)
+    _, ev = bt.build(c, ctx, "-t", "app:1", "--cache-from", y)
+    assert started(ev) == [] and image_digest(c, "app:1") == image_digest(a, "app:1")
