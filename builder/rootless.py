@@ -337,3 +337,11 @@ def info_fields(state: StateRoot, base: Mapping[str, object]) -> dict[str, objec
         "SecurityOptions": ["name=cgroupns", "name=rootless"],
         "Warnings": warnings,
     }
+
+
+def socket_path() -> Path:
+    """``pybuild serve``'s default socket: ``$XDG_RUNTIME_DIR/pybuild.sock``, else in the
+    private runtime directory."""
+    rdir = runtime_dir()
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    return rdir.parent / "pybuild.sock" if xdg and rdir.parent == Path(xdg) else rdir / "pybuild.sock"

@@ -81,15 +81,18 @@ class User:
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[Any]:
         """Run *argv* as the user (``runuser -u``), in its home (see ``USER_DEVICES``)."""
         text = not isinstance(input, bytes)
-        binds = "".join(f'mount --bind {self.devices}/{os.path.basename(d)} {d} && '
-                        for d, _, _ in USER_DEVICES if os.path.exists(d))
-        wrap = ["unshare", "-m", "--propagation", "slave", "sh", "-c", binds + 'exec "$@"', "sh"]
-        r = subprocess.run([*wrap, "runuser", "-u", self.name, "--", *self.env(**(env or {})), *argv],
-                           cwd=self.home, input=input, capture_output=True, text=text, timeout=timeout)
+        r = subprocess.run(self.argv(*argv, env=env), cwd=self.home, input=input, capture_output=True,
+                           text=text, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} as {self.name} failed ({r.returncode}):\n"
                                  f"{r.stdout}\n{r.stderr}")
         return r
+
+    def argv(self, *argv: str, env: dict[str, str] | None = None) -> list[str]:
+        binds = "".join(f'mount --bind {self.devices}/{os.path.basename(d)} {d} && '
+                        for d, _, _ in USER_DEVICES if os.path.exists(d))
+        wrap = ["unshare", "-m", "--propagation", "slave", "sh", "-c", binds + 'exec "$@"', "sh"]
+        return [*wrap, "runuser", "-u", self.name, "--", *self.env(**(env or {})), *argv]
 
     def pb(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[Any]:
         return self.sh(str(self.python), "-m", "builder.cli", *args, **kw)
@@ -272,6 +275,40 @@ def test_without_sub_id_ranges(busybox_tar: Path, tmp_path: Path) -> None:
         assert r.stdout.split() == ["0", "0", str(u.uid), "1"]
         r = u.pb("run", "--rm", "--network", "none", "-u", "1000", "rootonly", "id", check=False)
         assert r.returncode != 0 and "user 1000:1000 is outside this user's ID ranges" in r.stderr
+
+
+def test_serve_on_the_users_runtime_dir(user: User) -> None:
+    xdg = Path(tempfile.mkdtemp(prefix="pybuild-rootless-xdg-"))
+    os.chown(xdg, user.uid, user.gid)
+    sock = xdg / "pybuild.sock"
+    proc = subprocess.Popen(user.argv(str(user.python), "-m", "builder.cli", "serve",
+                                      env={"XDG_RUNTIME_DIR": str(xdg)}),
+                            cwd=user.home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        st = os.stat(sock)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (user.uid, user.gid, 0o660)
+
+        def get(path: str) -> Any:
+            r = subprocess.run(["curl", "-sf", "--unix-socket", str(sock), f"http://pybuild{path}"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r
+            return json.loads(r.stdout) if path != "/_ping" else r.stdout
+
+        assert get("/_ping") == "OK"
+        info = get("/info")
+        assert "name=rootless" in info["SecurityOptions"]
+        assert info["DockerRootDir"] == f"{user.home}/.local/share/pybuild"
+        assert any("busybox:latest" in i["RepoTags"] for i in get("/images/json"))
+    finally:
+        for line in user.processes():
+            if " serve" in line:
+                os.kill(int(line.split()[0]), 2)
+        proc.wait(timeout=30)
+        shutil.rmtree(xdg, ignore_errors=True)
 
 
 def test_memory_limit_refused_in_one_line(user: User) -> None:
