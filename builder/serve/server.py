@@ -142,7 +142,7 @@ def _unix_socket(path: str) -> socket.socket:
         gid = grp.getgrnam("docker").gr_gid
     except KeyError:
         gid = -1
-    if gid != -1:
+    if gid != -1 and "_PYBUILD_ROOTLESS" not in os.environ:  # rootless: the user's socket only
         os.chown(path, -1, gid)
     os.chmod(path, 0o660)
     sock.listen(128)
@@ -231,6 +231,10 @@ def serve(state: StateRoot, hosts: Sequence[str], *, tls: TLSOptions = TLSOption
           warn: Callable[[str], None] | None = None) -> None:
     """Listen on every host of *hosts* until SIGTERM or SIGINT; ``ready`` is called once all
     listen. Raises ``ServeError`` before listening on anything if one host is refused."""
+    if not hosts and "_PYBUILD_ROOTLESS" in os.environ:  # $XDG_RUNTIME_DIR/pybuild.sock
+        from builder import rootless
+
+        hosts = [f"unix://{rootless.socket_path()}"]
     listeners = [parse_host(h) for h in (hosts or [DEFAULT_HOST])]
     for w in check_listeners(listeners, tls):
         if warn is not None:
