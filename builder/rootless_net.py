@@ -28,6 +28,10 @@ from builder.state import StateRoot
 
 SLIRP = "slirp4netns"
 IP, PREFIXLEN, GATEWAY, DNS = "10.0.2.100", 24, "10.0.2.2", "10.0.2.3"
+#: what user-defined networks say rootless, until they live in a network namespace of the user's
+NO_USER_NETWORKS = ("rootless: user-defined networks are not supported yet (an ordinary user's "
+                    "containers each reach out through slirp4netns, with no bridge between them): "
+                    "use the default network, or --network container:NAME to share one")
 TUN = "/dev/net/tun"
 PORT_SYSCTL = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 

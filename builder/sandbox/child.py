@@ -103,7 +103,16 @@ def do_mount(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, m: Mount, *, real: 
     else:
         if real:
             _make_target(dest, is_file=False)
-        sys.mount(m.source or m.type, dest, m.type, flags, data or None)
+        try:
+            sys.mount(m.source or m.type, dest, m.type, flags, data or None)
+        except PermissionError:
+            # rootless on the host's network: its sysfs is not the user namespace's to mount;
+            # the host's is bound instead, read-only, as rootless runc does
+            if not (real and rootless() and m.type == "sysfs"):
+                raise
+            sys.mount("/sys", dest, None, sc.MS_BIND | sc.MS_REC)
+            sys.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID
+                      | sc.MS_NODEV | sc.MS_NOEXEC)
         if m.type == "tmpfs" and m.destination == "/dev":
             _populate_dev(sys, dest, plan, real=real)
     if prop:

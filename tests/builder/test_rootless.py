@@ -429,3 +429,13 @@ def test_nothing_of_the_user_is_left_after_rm_and_reset(user: User) -> None:
     assert left == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(user.home) not in mounts
+
+
+def test_host_network_and_user_networks_said(user: User) -> None:
+    r = user.pb("run", "--rm", "--network", "host", "busybox", "sh", "-c",
+                "ip -o link show lo | wc -l; touch /sys/x 2>&1; true")
+    assert r.stdout.splitlines()[0].strip() == "1" and "Read-only file system" in r.stdout
+    r = user.pb("network", "create", "mynet", check=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert "rootless: user-defined networks are not supported yet" in r.stderr
+    assert "mynet" not in user.pb("network", "ls").stdout
