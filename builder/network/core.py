@@ -273,6 +273,10 @@ def create_network(
 def _materialise(state: StateRoot, net: Network) -> None:
     """The bridge (its alias naming the root: ``sweep``), its address and its rules
     (idempotent: after a reboot they come back)."""
+    if "_PYBUILD_ROOTLESS" in os.environ:  # an ordinary user makes no bridge (builder.rootless_net)
+        from builder import rootless_net
+
+        raise NetworkError(rootless_net.NO_USER_NETWORKS)
     prefixlen = ipaddress.IPv4Network(net.subnet).prefixlen
     if links.bridge_ready(net.bridge, net.gateway) and (
             net.driver != "overlay" or links.link_exists(overlay.vxlan_name(net))):
