@@ -127,6 +127,12 @@ def test_runner_b_takes_every_step_from_the_registry(exported: dict[str, Any], b
     a_store, b_store = exported["a"].store(), b.store()
     img = b_store.resolve("app:1")
     assert all(b_store.has_blob(d.digest) for d in img.manifest.layers)
+    from builder.cacheshare.source import load
+    from builder.cacheshare.spec import parse_cache_spec
+
+    shared = load(parse_cache_spec(exported["ref"], export=False), b.state).config
+    others = [d for d in shared.layers if d not in img.manifest.layers]
+    assert others and not any(b_store.has_blob(d.digest) for d in others)
     # plain progress names the source
     out = b("build", "--progress=plain", "-t", "app:2", str(exported["ctx"]),
             "--cache-from", f"type=registry,ref={exported['ref']}")
