@@ -144,10 +144,12 @@ def wanted_platform(text: str | None) -> Platform | None:
     """``run --platform``'s value, or None."""
     if not text:
         return None
+    from builder.errors import ContainerError
+
     try:
         return Platform.parse(text.lower())
     except ValueError as e:
-        raise BuildError.invalid(f"--platform: {e}") from None
+        raise ContainerError.invalid(f"--platform: {e}") from None
 
 
 def foreign_ready(image: Image, want: Platform | None, ref: str, pull: str | None = None) -> Image:
@@ -160,7 +162,9 @@ def foreign_ready(image: Image, want: Platform | None, ref: str, pull: str | Non
     if want is not None and actual.architecture and not actual.matches(want):
         if pull == "missing":
             raise NotFound(f"No such image: {ref} for platform {want}")
-        raise BuildError.not_found(
+        from builder.errors import ContainerError
+
+        raise ContainerError.not_found(
             f"image with reference {ref} was found but does not match the specified platform: "
             f"wanted {want}, actual: {actual}")
     if actual.architecture:
