@@ -21,7 +21,7 @@ from builder.cache import BuildCache, CacheRecord, chain_parent
 from builder.context import Tree
 from builder.errors import BuildCancelled
 from builder.execute.inputs import LayerRef, StepInputs
-from builder.graph.ops import Graph, MkdirSpec, StagePlan, Step
+from builder.graph.ops import ExecSpec, Graph, MkdirSpec, StagePlan, Step
 from builder.state import StateRoot
 from registry import mediatypes as mt
 from registry.digest import Digest
@@ -127,7 +127,7 @@ class Solver:
         self.used: list[tuple[int, Step, CacheRecord]] = []
         #: layers of imported records not made local yet, by diff_id
         self._remote: dict[str, tuple[CacheSource, SharedRecord]] = {}
-        self._mounts_restored = False
+        self._mounts_restored: set[str] = set()
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -282,7 +282,7 @@ class Solver:
                 missed = True
                 self.ensure_local([*layers, *(lr for d in plan.deps if d in results
                                               for lr in results[d].layers)])
-                self._restore_mounts()
+                self._restore_mounts(step)
                 t0 = time.monotonic()
                 now = rfc3339(graph.epoch if graph.epoch is not None else time.time())
                 try:
@@ -452,14 +452,17 @@ class Solver:
         """The stages whose layers the image carries (``mode=min`` exports only theirs)."""
         return set(self._image_stages)
 
-    def _restore_mounts(self) -> None:
-        """Before the first step that runs: the cache mounts the sources carry, where missing."""
+    def _restore_mounts(self, step: Step) -> None:
+        """Before a RUN runs: the cache mounts it uses that the sources carry and this root
+        lacks (restored once; a fully cached build fetches none)."""
+        if not self.options.cache_from or not isinstance(step.payload, ExecSpec):
+            return
+        ids = {m.id for m in step.payload.mounts if m.type == "cache"}
         with self._lock:
-            if self._mounts_restored or not self.options.cache_from:
-                return
-            self._mounts_restored = True
-        for src in self.options.cache_from:
-            src.restore_mounts(self.state, self.store)
+            ids -= self._mounts_restored
+            self._mounts_restored |= ids
+        for src in self.options.cache_from if ids else ():
+            src.restore_mounts(self.state, self.store, ids)
 
     @property
     def downloaded(self) -> int:

@@ -112,12 +112,15 @@ class CacheSource:
         self.fetch(store, desc, rec.diff_id)
         cache.put(rec)
 
-    def restore_mounts(self, state: StateRoot, store: Store) -> list[str]:
-        """Cache mount directories this source has and this root lacks; returns their ids."""
+    def restore_mounts(self, state: StateRoot, store: Store, ids: set[str]) -> list[str]:
+        """The cache mount directories *ids* this source has and this root lacks; returns the
+        ids restored."""
         from builder.layers.apply import apply_layer
 
         done = []
         for mount_id, idx in sorted(self.config.mounts.items()):
+            if mount_id not in ids:
+                continue
             d = mount_dir(state, mount_id)
             if d.exists():
                 continue

@@ -89,6 +89,14 @@ def test_cache_mounts_travel_with_the_cache(pybuild_factory: Callable[[], Any], 
     ref = f"{plain_registry.addr}/{unique_repo('mounts')}:cache"
     bt.build(a, ctx, "-t", "fill:1", "--cache-to", f"type=registry,ref={ref},mode=max,cache-mounts=true")
     b = runner(pybuild_factory, base_archive)
+    from builder.cacheshare.source import mount_dir
+
+    # a build whose steps mount no cache fetches none
+    ctx3 = tmp_path / "ctx3"
+    ctx3.mkdir()
+    (ctx3 / "Dockerfile").write_text("FROM busybox\nCOPY Dockerfile /d\n")
+    _, ev = bt.build(b, ctx3, "-t", "other:1", "--cache-from", f"type=registry,ref={ref}")
+    assert started(ev) == ["COPY Dockerfile /d"] and not mount_dir(b.state, "wheels").exists()
     ctx2 = tmp_path / "ctx2"
     ctx2.mkdir()
     (ctx2 / "Dockerfile").write_text(
