@@ -72,6 +72,9 @@ class BuildOutcome:
     cached: tuple[str, ...]
     #: a multi-platform build's image index (``image``: its host platform's, else its first)
     index: Any = None
+    #: the stages (indices as text) with no ``FROM --platform``: what each platform of a
+    #: multi-platform build runs for itself (the others it shares; ``--no-cache`` runs them once)
+    per_platform_stages: frozenset[str] = frozenset()
 
     @property
     def image_id(self) -> Digest:
@@ -289,7 +292,9 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         image = _export_cache(state, store, solver, graph, cache_to, image, assemble, emit)
     names = []
     if not req.record:
-        return BuildOutcome(image, (), graph.warnings, tuple(solver.executed), tuple(solver.cached))
+        return BuildOutcome(image, (), graph.warnings, tuple(solver.executed), tuple(solver.cached),
+                            per_platform_stages=frozenset(str(s.index) for s in dockerfile.stages
+                                                          if not s.platform))
     if not any(o.type != "image" for o in req.outputs) or tags:
         for ref in tags:
             store.add(image.descriptor, ref)

@@ -29,6 +29,8 @@ class _Outcome(Protocol):
     def executed(self) -> tuple[str, ...]: ...
     @property
     def cached(self) -> tuple[str, ...]: ...
+    @property
+    def per_platform_stages(self) -> frozenset[str]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +109,15 @@ def build_platforms(state: Any, req: Any, platforms: list[Platform],
             tags.append(Reference.parse(t))
         except Exception as e:  # noqa: BLE001
             raise BuildError.invalid(f"invalid tag {t!r}: {e}") from None
-    done = [build_one(dataclasses.replace(req, platform=str(p), tags=(), outputs=(), record=False))
-            for p in platforms]
+    first = build_one(dataclasses.replace(req, platform=str(platforms[0]), tags=(), outputs=(),
+                                          record=False))
+    rest = req
+    if req.no_cache:  # what the first build ran afresh for every platform is not run again
+        rest = dataclasses.replace(req, no_cache=False, no_cache_filter=frozenset(
+            req.no_cache_filter | first.per_platform_stages))
+    done = [first, *(build_one(dataclasses.replace(rest, platform=str(p), tags=(), outputs=(),
+                                                   record=False))
+                     for p in platforms[1:])]
     images = [d.image for d in done]
     store = state.image_store()
     exports = [o for o in req.outputs if o.type != "image"]
