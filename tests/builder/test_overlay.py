@@ -4,6 +4,7 @@ underlay bridge, each with its own state root, sharing a real 3-member etcd clus
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -166,7 +167,11 @@ def test_twenty_containers_at_once_get_distinct_addresses(cluster: tuple[EtcdClu
         t.start()
     for t in threads:
         t.join()
-    ips = {n: ip_of(h, n, "many") for h in hosts for n in names[h.i]}
+    ips = {}
+    for h in hosts:  # each host's record has its own endpoints
+        [rec] = json.loads(h("network", "inspect", "many").stdout)
+        ips |= {ep["Name"]: ep["IPv4Address"] for ep in rec["Containers"].values()}
+    assert sorted(ips) == sorted(n for h in hosts for n in names[h.i])
     assert len(ips) == 20 and len(set(ips.values())) == 20, ips
     assert len([k for k in etcd.keys() if k.startswith("pybuild/ips/")]) == 20
     a = hosts[0]
@@ -217,7 +222,9 @@ def test_faults(cluster: tuple[EtcdCluster, list[Host]]) -> None:
     b("run", "-d", "--name", "fb2", "--network", "ft", "--ip", ip_c, "busybox", "sleep", "300")
     wait_for(lambda: a.exec_ok("fa", "ping", "-c1", "-W1", "fb2"))
     subprocess.run(["ip", "-n", c.hosts.names[c.i], "link", "set", "eth0", "up"], check=True)
-    c("system", "reset", "-f")
+    c("system", "reset", "-f")  # the dead host's leftovers go, and it leaves the cluster
+    assert host_links(c) == [] and not (c.root / "cluster.json").exists()
+    assert len(etcd.keys("pybuild/hosts/")) == 2
     c("cluster", "join", etcd.store, "--advertise", c.addr, "--ttl", "3")
     a("rm", "-f", "fa")
     b("rm", "-f", "fb", "fb2")
