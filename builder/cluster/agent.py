@@ -22,6 +22,7 @@ from pathlib import Path
 from builder.cluster import membership
 from builder.cluster.etcd import ClusterError, Etcd, Event
 from builder.errors import NetworkError
+from builder.network.model import Network
 from builder.state import StateRoot
 
 
@@ -50,7 +51,7 @@ class Agent:
                 self.resync.set()
             time.sleep(max(0.3, self.m.ttl / 3))
 
-    def records(self) -> list:  # type: ignore[type-arg]
+    def records(self) -> list[Network]:
         from builder.network import core
 
         with self.state.lock("networks"):
@@ -60,7 +61,7 @@ class Agent:
         """Everything from a fresh read: networks, this host's keys, the remote entries."""
         from builder.network import core, overlay
 
-        nets, rev = etcd.range(overlay.NETS)
+        _, rev = etcd.range(overlay.NETS)
         core._sync(self.state)
         overlay.republish(self.state, self.m, etcd, self.records())
         for net in self.records():

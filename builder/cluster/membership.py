@@ -23,6 +23,7 @@ from builder.state import StateRoot
 
 if TYPE_CHECKING:
     from builder.cluster.etcd import Etcd
+    from builder.network.model import Network
 
 PREFIX = "pybuild/"
 HOSTS = PREFIX + "hosts/"
@@ -196,7 +197,7 @@ def leave(state: StateRoot, *, force: bool = False) -> None:
         etcd.close()
 
 
-def _local_overlays(state: StateRoot) -> list:  # type: ignore[type-arg]
+def _local_overlays(state: StateRoot) -> list[Network]:
     from builder.network import core
 
     with state.lock("networks"):

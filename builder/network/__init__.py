@@ -1,5 +1,6 @@
 """Container networking: ``bridge`` (veth, IPAM, NAT, published ports), ``host``, ``none``,
-``container:<id>`` and ``macvlan`` networks, with name resolution through hosts files.
+``container:<id>``, ``macvlan`` and ``overlay`` (multi-host: VXLAN, state in an etcd cluster,
+see ``overlay`` and ``builder.cluster``) networks, with name resolution through hosts files.
 
 The contract with ``sandbox`` and ``containers``
 ------------------------------------------------

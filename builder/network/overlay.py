@@ -23,7 +23,7 @@ import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import NetworkError
 from builder.network import ipam, links, sweep
@@ -69,12 +69,12 @@ def _to_store(net: Network) -> str:
                        "Options": dict(net.options), "Labels": dict(net.labels)})
 
 
-def _from_store(d: Mapping[str, object]) -> Network:
+def _from_store(d: Mapping[str, Any]) -> Network:
     nid = str(d["Id"])
     return Network(id=nid, name=str(d["Name"]), driver="overlay", created=str(d["Created"]),
                    subnet=str(d["Subnet"]), gateway=str(d["Gateway"]), bridge=f"pb-{nid[:12]}",
                    internal=bool(d.get("Internal")), attachable=bool(d.get("Attachable")),
-                   options=dict(d.get("Options") or {}), labels=dict(d.get("Labels") or {}))  # type: ignore[call-overload]
+                   options=dict(d.get("Options") or {}), labels=dict(d.get("Labels") or {}))
 
 
 def _subnet_key(subnet: str) -> str:
@@ -99,11 +99,11 @@ def create(state: StateRoot, name: str, *, subnet: str | None, gateway: str | No
                 if clash := next((u for u in used if u.overlaps(net_)), None):
                     raise NetworkError.conflict(f"subnet {net_} overlaps an overlay network's ({clash})")
             else:
-                net_ = next((s for s in POOL.subnets(new_prefix=24) if s.network_address.packed[2]
-                             and not any(u.overlaps(s) for u in used)), None)  # type: ignore[assignment]
-                if net_ is None:
+                free = next((s for s in POOL.subnets(new_prefix=24) if s.network_address.packed[2]
+                             and not any(u.overlaps(s) for u in used)), None)
+                if free is None:
                     raise NetworkError("no free subnet left in the overlay pool 10.0.0.0/8")
-                gw = net_.network_address + 1
+                net_, gw = free, free.network_address + 1
             vnis = {int(kv.key[len(VNIS):]) for kv in etcd.range(VNIS)[0]}
             v = next(i for i in range(VNI_BASE, 1 << 24) if i not in vnis)
             net = Network(id=new_id, name=name, driver="overlay", created=created, subnet=str(net_),
