@@ -220,7 +220,8 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
 
         wanted = parse_platforms(req.platform)
     if len(wanted) > 1:  # one build per platform, then their index under the tags
-        done = build_platforms(state, req, wanted, lambda r: run_build(state, r, progress=progress))
+        done = build_platforms(state, req, wanted,
+                               lambda r, wrap: run_build(state, r, progress=wrap(progress)))
         return BuildOutcome(done.image, done.tags, done.warnings, done.executed, done.cached,
                             index=done.index)
     target_platform = wanted[0] if wanted else host

@@ -96,10 +96,44 @@ def _docker_manifests(store: Store, images: list[Image]) -> list[Descriptor] | N
     return out
 
 
+class _Steps:
+    """A platform's build progress as BuildKit shows several platforms: step names prefixed
+    with the platform (``[linux/arm64 stage-1 2/3] RUN …``), step numbers continuing the
+    previous platforms' (one ``#n`` per step of the whole build)."""
+
+    def __init__(self) -> None:
+        self.base = 0
+        self.top = 0
+
+    def wrap(self, progress: Callable[[Any], None] | None, platform: Platform
+             ) -> Callable[[Any], None] | None:
+        if progress is None:
+            return None
+        self.base = self.top
+
+        def emit(e: Any) -> None:
+            changes: dict[str, Any] = {}
+            if e.id:
+                changes["id"] = e.id + self.base
+                self.top = max(self.top, changes["id"])
+            if e.name.startswith("["):
+                changes["name"] = f"[{platform} {e.name[1:]}"
+            progress(dataclasses.replace(e, **changes) if changes else e)
+
+        return emit
+
+
 def build_platforms(state: Any, req: Any, platforms: list[Platform],
-                    build_one: Callable[[Any], _Outcome]) -> MultiOutcome:
+                    build_one: Callable[[Any, Callable[..., Any]], _Outcome]) -> MultiOutcome:
     """*req* (a ``pipeline.BuildRequest``) built for each of *platforms* by *build_one*, the
-    images unrecorded, then their index tagged as *req* asks."""
+    images unrecorded, then their index tagged as *req* asks. *build_one(req, wrap)* builds
+    with ``wrap(progress)`` as its progress callback (the platform's step names)."""
+    steps = _Steps()
+
+    def one(r: Any, p: Platform) -> _Outcome:
+        return build_one(dataclasses.replace(r, platform=str(p), tags=(), outputs=(), record=False),
+                         lambda progress: steps.wrap(progress, p))
+
     if any(o.type not in ("image", "oci", "docker") for o in req.outputs):
         raise BuildError.invalid("--output with several platforms: type=oci, docker or image "
                                  "(a rootfs is one platform's)")
@@ -109,15 +143,12 @@ def build_platforms(state: Any, req: Any, platforms: list[Platform],
             tags.append(Reference.parse(t))
         except Exception as e:  # noqa: BLE001
             raise BuildError.invalid(f"invalid tag {t!r}: {e}") from None
-    first = build_one(dataclasses.replace(req, platform=str(platforms[0]), tags=(), outputs=(),
-                                          record=False))
+    first = one(req, platforms[0])
     rest = req
     if req.no_cache:  # what the first build ran afresh for every platform is not run again
         rest = dataclasses.replace(req, no_cache=False, no_cache_filter=frozenset(
             req.no_cache_filter | first.per_platform_stages))
-    done = [first, *(build_one(dataclasses.replace(rest, platform=str(p), tags=(), outputs=(),
-                                                   record=False))
-                     for p in platforms[1:])]
+    done = [first, *(one(rest, p) for p in platforms[1:])]
     images = [d.image for d in done]
     store = state.image_store()
     exports = [o for o in req.outputs if o.type != "image"]
