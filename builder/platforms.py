@@ -215,11 +215,13 @@ def foreign_ready(image: Image, want: Platform | None, ref: str, pull: str | Non
 
 
 
-def remove_platform(store: Store, name: str, platform: Platform) -> list[str] | None:
+def remove_platform(store: Store, name: str, platform: Platform, *,
+                    in_use: Callable[[str], str | None] = lambda image_id: None) -> list[str] | None:
     """``rmi --platform``: the index *name* names without *platform*'s image, stored under its
     tags (the ``Deleted:`` lines of the manifests that left); None when nothing would be left
-    (the caller removes the whole image)."""
-    from registry.errors import NotFound
+    (the caller removes the whole image). *in_use(image_id)*: the short ID of a container
+    using that image, which refuses the removal."""
+    from registry.errors import NotFound, StoreError
 
     record = store.lookup(name)
     desc = record.descriptor
@@ -234,6 +236,13 @@ def remove_platform(store: Store, name: str, platform: Platform) -> list[str] | 
         raise NotFound(f"No such image: {name} (platform {platform})")
     if not keep:
         return None
+    for d in gone:
+        config = str(store.image(d).id)
+        cid = in_use(config)
+        if cid:
+            raise StoreError.conflict(
+                f"conflict: unable to delete {name} (platform {platform}) - image is being used "
+                f"by container {cid}")
     new = store.put_manifest(Index.build(keep, media_type=index.media_type))
     for r in store.images():
         if r.descriptor.digest == desc.digest and r.reference is not None:

@@ -205,7 +205,12 @@ def test_index_inspect_rmi_save_load(multi: Any, tmp_path: Path, pybuild_factory
     assert other("run", "--rm", "--platform", "linux/arm64", "base:multi", "uname", "-m").stdout == "aarch64\n"
     assert other("run", "--rm", "base:multi", "uname", "-m").stdout == "x86_64\n"
 
-    # rmi of one platform keeps the other; of the last one, the image
+    # rmi of one platform keeps the other (not while a container uses it); of the last one,
+    # the image
+    cid = multi("create", "--platform", "linux/arm64", "base:multi", "true").stdout.strip()
+    r = multi("rmi", "--platform", "linux/arm64", "base:multi", check=False)
+    assert r.returncode != 0 and f"image is being used by container {cid[:12]}" in r.stderr
+    multi("rm", cid)
     out = multi("rmi", "--platform", "linux/arm64", "base:multi").stdout
     assert out.startswith("Deleted: sha256:")
     assert multi("image", "inspect", "--platform", "linux/arm64", "base:multi", check=False).returncode != 0
