@@ -161,6 +161,16 @@ def _docker_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: an image's ``ContainerConfig`` when it has none (not made by a classic builder), as dockerd
+#: 20.10 shows it
+ZERO_CONTAINER_CONFIG: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None,
+    "Cmd": None, "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None,
+    "OnBuild": None, "Labels": None,
+}
+
+
 def inspect_record(store: Store, record: ImageRecord, *, platform: Platform | None = None) -> dict[str, Any]:
     """Docker's ``image inspect`` object for one store entry (*platform*'s image of an index;
     the host's by default)."""
@@ -177,6 +187,9 @@ def inspect_record(store: Store, record: ImageRecord, *, platform: Platform | No
         "Parent": "",
         "Comment": cfg.get("comment", ""),
         "Created": cfg.get("created", ""),
+        # what a classic builder's image carries (compose 1.29 reads ContainerConfig to recreate)
+        "Container": str(cfg.get("container") or ""),
+        "ContainerConfig": {**ZERO_CONTAINER_CONFIG, **(cfg.get("container_config") or {})},
         "DockerVersion": cfg.get("docker_version", ""),
         "Author": cfg.get("author", ""),
         "Config": _docker_config(image.config.config),
@@ -184,9 +197,12 @@ def inspect_record(store: Store, record: ImageRecord, *, platform: Platform | No
     }
     if cfg.get("variant"):
         out["Variant"] = cfg["variant"]
+    size = sum(store.content_size(layer) for layer in image.layers)
     out.update({
         "Os": cfg.get("os", ""),
-        "Size": sum(store.content_size(layer) for layer in image.layers),
+        "Size": size,
+        "VirtualSize": size,
+        "GraphDriver": {"Data": None, "Name": "overlay2"},
         "RootFS": {"Type": "layers", "Layers": [str(d) for d in image.diff_ids]},
         "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         "Descriptor": record.descriptor.with_annotations(
