@@ -61,9 +61,10 @@ def parse_platforms(text: str | None) -> list[Platform]:
 def store_index(store: Store, images: list[Image], tags: list[Reference], *,
                 record: bool = True) -> Descriptor:
     """An index over *images* (each described with its config's platform), stored and recorded
-    under *tags* (untagged when there are none; not at all without *record*). Docker's shapes, a manifest list of schema 2
-    manifests, as BuildKit's image exporter writes by default (the docker CLI's ``manifest
-    inspect`` reads no OCI index); an OCI index when a layer has no Docker type (zstd)."""
+    under *tags* (untagged when there are none; not at all without *record*). Docker's shapes,
+    a manifest list of schema 2 manifests, as BuildKit's image exporter writes by default (the
+    docker CLI's ``manifest inspect`` reads no OCI index); an OCI index when a layer has no
+    Docker type (zstd)."""
     docker = _docker_manifests(store, images)
     if docker is not None:
         index = Index.build(docker, media_type=mt.DOCKER_MANIFEST_LIST)
@@ -102,19 +103,18 @@ class _Steps:
     previous platforms' (one ``#n`` per step of the whole build)."""
 
     def __init__(self) -> None:
-        self.base = 0
         self.top = 0
 
     def wrap(self, progress: Callable[[Any], None] | None, platform: Platform
              ) -> Callable[[Any], None] | None:
         if progress is None:
             return None
-        self.base = self.top
+        base = self.top
 
         def emit(e: Any) -> None:
             changes: dict[str, Any] = {}
             if e.id:
-                changes["id"] = e.id + self.base
+                changes["id"] = e.id + base
                 self.top = max(self.top, changes["id"])
             if e.name.startswith("["):
                 changes["name"] = f"[{platform} {e.name[1:]}"
