@@ -247,7 +247,8 @@ class Store:
     def content_size(self, layer: Descriptor) -> int:
         """The bytes a layer holds once unpacked, as Docker counts an image's SIZE: regular
         files (a hard-linked one once) and symlink targets, directories and whiteouts nothing.
-        Read once from the blob, then remembered beside the store's blobs."""
+        Read once from the blob (unless its writer told ``remember_content_size``), then
+        remembered beside the store's blobs."""
         memo = self.path / "sizes" / layer.digest.algorithm / layer.digest.encoded
         with contextlib.suppress(OSError, ValueError):
             return int(memo.read_text())
@@ -266,10 +267,15 @@ class Store:
                         total += len(m.linkname.encode())
         except (BlobUnknown, tarfile.TarError, OSError, EOFError):
             return layer.size  # not a readable layer here: its stored size is all we know
+        self.remember_content_size(layer.digest, total)
+        return total
+
+    def remember_content_size(self, digest: Digest, total: int) -> None:
+        """Record what ``content_size`` would count in layer blob *digest* (its writer knows)."""
+        memo = self.path / "sizes" / digest.algorithm / digest.encoded
         with contextlib.suppress(OSError):
             memo.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(memo, str(total).encode())
-        return total
 
     def read_blob(self, digest: Digest) -> bytes:
         """A small blob (manifest, config) in memory, verified against its digest."""

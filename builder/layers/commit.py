@@ -25,7 +25,8 @@ def commit_layer(store: Store, write: Callable[[IO[bytes]], bool | None],
     descriptor and the tar's diff_id, or None (nothing stored) when *write* returns False."""
     with store.lease(), store.writer() as w:
         enc = LayerEncoder(w, compression)  # type: ignore[arg-type]
-        pipe = _Pipelined(enc)
+        sizer = _ContentSizer(enc)
+        pipe = _Pipelined(sizer)
         try:
             wrote = write(pipe)  # type: ignore[arg-type]
         finally:
@@ -34,6 +35,8 @@ def commit_layer(store: Store, write: Callable[[IO[bytes]], bool | None],
         if wrote is False:
             return None
         digest = w.commit()
+        if sizer.known:  # an image's SIZE then never re-reads the blob
+            store.remember_content_size(digest, sizer.total)
         return Descriptor(mt.layer_media_type(compression), digest, w.size), enc.diff_id
 
 
@@ -49,6 +52,93 @@ def recompress(store: Store, desc: Descriptor, compression: str) -> tuple[Descri
 
     out = commit_layer(store, copy, compression)
     assert out is not None
+    return out
+
+
+class _ContentSizer:
+    """Passes a tar stream on to *sink* and counts on the way what ``Store.content_size``
+    counts (regular files' bytes, symlink targets), reading only the headers: a PAX record's
+    ``size``/``linkpath`` (or a GNU long link) applies to the entry after it, as in tarfile."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.total = 0
+        self.known: bool | None = None  # True once the end-of-archive block is read
+        self._skip = 0  # data bytes of the current entry still to pass
+        self._head = b""  # a header block split across writes
+        self._pax: bytes | None = None  # collecting a PAX record's data (its size in _want)
+        self._want = 0
+        self._kind = b""
+        self._next: dict[bytes, bytes] = {}
+
+    def write(self, data: bytes) -> int:
+        self.sink.write(data)
+        if self.known is not False:
+            try:
+                self._scan(data)
+            except (ValueError, IndexError):  # not a tar we can read: content_size will say
+                self.known = False
+        return len(data)
+
+    def _scan(self, data: bytes) -> None:
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._pax is not None:
+                take = view[pos:pos + self._want - len(self._pax)]
+                self._pax += take
+                pos += len(take)
+                if len(self._pax) == self._want:
+                    if self._kind == b"x":
+                        self._next.update(_pax_fields(self._pax))
+                    elif self._kind == b"K":  # GNU long link name
+                        self._next[b"linkpath"] = self._pax.rstrip(b"\0")
+                    self._pax = None
+                    self._skip = -self._want % 512
+                continue
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            take = view[pos:pos + 512 - len(self._head)]
+            self._head += take
+            pos += len(take)
+            if len(self._head) == 512:
+                self._header(self._head)
+                self._head = b""
+
+    def _header(self, h: bytes) -> None:
+        if h == bytes(512):
+            self.known = True
+            return
+        kind = h[156:157]
+        raw = h[124:136]
+        size = int.from_bytes(raw[1:], "big") if raw[0] & 0x80 else int(raw.strip(b"\0 ") or b"0", 8)
+        if kind in (b"x", b"K", b"L"):  # a PAX record or GNU long name: read for the next entry
+            self._pax, self._want, self._kind = b"", size, kind
+            return
+        fields, self._next = self._next, {}
+        size = int(fields.get(b"size", size))
+        if kind in (b"0", b"\0", b"7"):
+            self.total += size
+            self._skip = size + -size % 512
+        elif kind == b"2":
+            self.total += len(fields.get(b"linkpath", h[157:257].rstrip(b"\0")))
+        elif kind not in (b"1", b"3", b"4", b"5", b"6"):
+            self._skip = size + -size % 512
+
+
+def _pax_fields(data: bytes) -> dict[bytes, bytes]:
+    """``size`` and ``linkpath`` of a PAX record block (``"<len> key=value\n"`` records)."""
+    out: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(data) and data[pos:pos + 1] != b"\0":
+        length = int(data[pos:data.index(b" ", pos)])
+        key, _, value = data[data.index(b" ", pos) + 1:pos + length - 1].partition(b"=")
+        if key in (b"size", b"linkpath"):
+            out[key] = value
+        pos += length
     return out
 
 
