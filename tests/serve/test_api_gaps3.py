@@ -143,6 +143,20 @@ def test_names_resolving_on_a_user_defined_network(serve: Any, judge: Judge) -> 
     assert rows[0] == rows[1]
     assert rows[0].split(b"\n")[:2] == [b"ok SID", b"ok hh"]
 
+
+def test_image_inspect_has_the_api_keys_compose_reads(serve: Any, judge: Judge) -> None:
+    """``ContainerConfig`` (compose 1.29 reads it to recreate a service), ``Container``,
+    ``VirtualSize``, ``GraphDriver.Name``, in dockerd's order."""
+    rows = []
+    for api in (serve.api, judge.api):
+        status, _h, body = api("GET", "/v1.41/images/busybox:latest/json")
+        doc = json.loads(body)
+        rows.append((status, doc["ContainerConfig"], doc["Container"],
+                     doc["VirtualSize"] == doc["Size"], doc["GraphDriver"]["Name"], list(doc)))
+    ours, theirs = rows
+    assert ours[:5] == theirs[:5]
+    assert [k for k in ours[5] if k in theirs[5]] == theirs[5]  # ours may add Descriptor
+
 # -- item 5: cachefrom ----------------------------------------------------------------------------
 
 CACHE_DOCKERFILE = "FROM busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n"

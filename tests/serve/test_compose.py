@@ -7,6 +7,7 @@ and aliases resolving on the project network, and what ``down -v --rmi local`` l
 The project: ``web`` built from the project directory (``build: .``), a named volume, a
 published port, a healthcheck, a network alias, scaled to two; ``client`` waits for ``web`` to
 be healthy (``depends_on: condition: service_healthy``) and fetches it by its service name.
+Then ``web`` is changed, recreated with its volume and scaled down to one.
 """
 
 from __future__ import annotations
@@ -118,6 +119,15 @@ def _run_project(tmp_path: Path, side: str, env: dict[str, str], docker: Any) ->
         out["volume"] = (ls.returncode, ls.stdout.strip())
         ex = run("exec", "-T", "web", "sh", "-c", "exit 3")
         out["exec_exit"] = ex.returncode
+        # a changed service is recreated (compose renames the old container, reads the image's
+        # ContainerConfig, creates the new one with the old one's volumes), and scaled down
+        yml = project / "docker-compose.yml"
+        yml.write_text(yml.read_text().replace("retries: 20", "retries: 21"))
+        re_up = run("up", "-d", "--scale", "web=1")
+        out["recreate"] = (re_up.returncode, re_up.stderr.count("Recreating pbc"),
+                           _states(run("ps").stdout))
+        ls = run("exec", "-T", "web", "sh", "-c", "ls /data | wc -l")
+        out["volume_after_recreate"] = (ls.returncode, ls.stdout.strip())
         rs = run("restart", "web")
         out["restart"] = rs.returncode
         ps = run("ps")
@@ -157,7 +167,9 @@ def test_compose_project_as_on_dockerd(serve: Any, judge: Judge, tmp_path: Path)
     assert ours["lookups"]["www"] == (0, ["hello-from-web"])
     assert ours["volume"] == (0, "2")
     assert ours["exec_exit"] == 3
-    assert ours["ps_after_stop"] == [("pbcompose_client_1", "Exit 0"),
-                                     ("pbcompose_web_1", "Exit 0"), ("pbcompose_web_2", "Exit 0")]
+    assert ours["recreate"] == (0, 2, [("pbcompose_client_1", "Up"),
+                                       ("pbcompose_web_1", "Up (healthy)")])
+    assert ours["volume_after_recreate"] == (0, "3")
+    assert ours["ps_after_stop"] == [("pbcompose_client_1", "Exit 0"), ("pbcompose_web_1", "Exit 0")]
     assert ours["volume_left"] == ours["image_left"] == ours["network_left"] == ""
     assert ours["busybox_kept"] is True
