@@ -19,7 +19,6 @@ import fcntl
 import os
 import pwd
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -151,6 +150,8 @@ def _map_args(maps: list[IdMap]) -> list[str]:
 
 
 def _write_maps(pid: int) -> None:
+    import subprocess
+
     uids, gids = mappings()
     if len(uids) > 1 and len(gids) > 1:
         for tool, maps in (("newuidmap", uids), ("newgidmap", gids)):
