@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from builder.containers.hostconfig import (
+    Device,
+    Endpoint,
+    HostConfig,
+    Mount,
+    PortBinding,
+    Resources,
+    Ulimit,
+)
 from builder.containers.options import (
     DEFAULT_SHM_SIZE,
     RestartPolicy,
@@ -42,6 +51,7 @@ from builder.state import StateRoot
 from registry.config import ContainerConfig
 
 if TYPE_CHECKING:
+    from builder.volume.specs import MountSpec
     from registry.store import Image
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -78,6 +88,8 @@ class RunOptions:
     #: ``--memory-swap``: memory + swap, ``-1`` unlimited; None/``0``: Docker's 2 × memory
     memory_swap: str | None = None
     cpus: str | None = None
+    #: ``--cpuset-cpus``: the CPUs it may run on (``0-2,4``)
+    cpuset_cpus: str | None = None
     cpu_shares: int | None = None
     pids_limit: int | None = None
     read_only: bool = False
@@ -97,6 +109,8 @@ class RunOptions:
     health_start_period: str | None = None
     no_healthcheck: bool = False
     runtime: str | None = None
+    #: ``--pid host``: no pid namespace of its own
+    pid: str | None = None
     security_opt: tuple[str, ...] = ()
     add_hosts: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
@@ -200,58 +214,64 @@ def healthcheck_config(image_hc: Mapping[str, Any] | None, o: RunOptions) -> dic
     return hc or None
 
 
-def host_options(o: RunOptions, network: str) -> dict[str, Any]:
-    """``HostConfig`` entries of the name-resolution, limit, sysctl, shm and device flags, in
-    Docker's shapes, checked against the network mode and this host (a hard limit we cannot
-    raise, a device that is not there are refused now, before any record exists)."""
-    extra_hosts = parse_add_hosts(o.add_hosts)
-    dns = parse_dns(o.dns)
-    ulimits = parse_ulimits(o.ulimits)
-    sysctls = parse_sysctls(o.sysctls)
-    devices = parse_devices(o.devices)
-    if network.startswith("container:"):
-        if dns or o.dns_search or o.dns_options:
-            raise ContainerError.conflict("conflicting options: dns and the network mode")
-        if extra_hosts:
-            raise ContainerError.conflict("conflicting options: custom host-to-IP mapping and the network mode")
-    if network == "host":
-        for key in sysctls:
-            if key.startswith("net."):
-                raise ContainerError(f'sysctl "{key}" not allowed in host network namespace')
-    check_ulimits(ulimits)
-    device_nodes(devices)
-    out: dict[str, Any] = {
-        "ExtraHosts": extra_hosts or None,
-        "Dns": dns,
-        "DnsSearch": parse_dns_search(o.dns_search),
-        "DnsOptions": parse_dns_options(o.dns_options),
-        "Ulimits": ulimits or None,
-        "ShmSize": parse_shm_size(o.shm_size) if o.shm_size is not None else DEFAULT_SHM_SIZE,
-        "Devices": devices,
-    }
-    if sysctls:
-        out["Sysctls"] = sysctls
-    return out
+def host_config_of(o: RunOptions) -> HostConfig:
+    """The CLI's flags as the ``HostConfig`` (each flag parsed once, every value checked: a
+    one-line ``ContainerError`` naming the flag otherwise). Nothing here looks at an image."""
+    network = o.network or "bridge"
+    port_bindings: tuple[PortBinding, ...] = ()
+    if o.publish:
+        from builder.network import parse_publish_all
 
-
-def validate_host_options(o: RunOptions) -> None:
-    """The syntax of those flags, before any image is looked at."""
-    parse_add_hosts(o.add_hosts)
-    parse_dns(o.dns)
-    parse_dns_search(o.dns_search)
-    parse_dns_options(o.dns_options)
-    parse_ulimits(o.ulimits)
-    parse_sysctls(o.sysctls)
-    parse_devices(o.devices)
-    if o.shm_size is not None:
-        parse_shm_size(o.shm_size)
-
-
-def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapping[str, Any]] = ()) -> Container:
-    """Validate the flags against the image and write the record (status ``created``)."""
+        port_bindings = tuple(PortBinding(pm.key(), pm.host_ip, str(pm.host_port or ""))
+                              for pm in parse_publish_all(o.publish))
+    memory, memory_swap = memory_limits(o.memory, o.memory_swap)
     policy = RestartPolicy.parse(o.restart)
-    if o.rm and policy.name != "no":
-        raise ContainerError.conflict("Conflicting options: --restart and --rm")
+    return HostConfig(
+        network_mode="default" if network == "bridge" and not o.network else network,
+        endpoint=Endpoint(tuple(o.network_aliases), o.ip or ""),
+        port_bindings=port_bindings,
+        publish_all_ports=o.publish_all,
+        restart_policy=policy,
+        auto_remove=o.rm,
+        binds=tuple(o.volumes),
+        mounts=tuple(Mount.from_spec(parse_mount_flag(m)) for m in o.mounts),
+        tmpfs=tuple((t.partition(":")[0], t.partition(":")[2]) for t in o.tmpfs),
+        resources=Resources(
+            memory=memory, memory_swap=memory_swap, nano_cpus=parse_cpus(o.cpus) if o.cpus else 0,
+            cpu_shares=o.cpu_shares or 0, pids_limit=o.pids_limit, cpuset_cpus=o.cpuset_cpus or "",
+            ulimits=tuple(Ulimit(*u) for u in parse_ulimits(o.ulimits)),
+            devices=tuple(Device(*d) for d in parse_devices(o.devices)),
+        ),
+        readonly_rootfs=o.read_only,
+        privileged=o.privileged,
+        init=o.init,
+        cap_add=tuple(parse_caps(o.cap_add)),
+        cap_drop=tuple(parse_caps(o.cap_drop)),
+        security_opt=tuple(o.security_opt),
+        runtime=o.runtime or "pybuild",
+        extra_hosts=tuple(parse_add_hosts(o.add_hosts)),
+        dns=tuple(parse_dns(o.dns)),
+        dns_search=tuple(parse_dns_search(o.dns_search)),
+        dns_options=tuple(parse_dns_options(o.dns_options)),
+        sysctls=tuple(parse_sysctls(o.sysctls).items()),
+        shm_size=parse_shm_size(o.shm_size) if o.shm_size is not None else DEFAULT_SHM_SIZE,
+        pid_mode=o.pid or "",
+        console_size=o.console_size,
+    )
+
+
+def parse_mount_flag(text: str) -> MountSpec:
+    from builder.volume.specs import parse_mount
+
+    return parse_mount(text)
+
+
+def build(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
+          mounts: Sequence[Mapping[str, Any]] = (),
+          amend: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Container:
+    """Validate the flags against the image and write the record (status ``created``), once:
+    *host* is the container's ``HostConfig``, *amend* what the API's create body adds to the
+    ``Config`` document (``serve.createbody``)."""
     img = image.config.container_config
     # ENTRYPOINT/CMD: --entrypoint resets the image's CMD too (Docker's rule)
     if o.entrypoint is not None:
@@ -282,40 +302,27 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
         parse_signal(stop_signal)
     if o.stop_timeout is not None and o.stop_timeout < -1:
         raise ContainerError.invalid(f"invalid --stop-timeout {o.stop_timeout}")
-    memory, memory_swap = memory_limits(o.memory, o.memory_swap)
-    nano_cpus = parse_cpus(o.cpus) if o.cpus else 0
-    if nano_cpus and nano_cpus > (os.cpu_count() or 1) * 10**9:
-        raise ContainerError(
-            f"range of CPUs is from 0.01 to {os.cpu_count() or 1}.00, as there are only {os.cpu_count() or 1} CPUs available"
-        )
-    cap_add = parse_caps(o.cap_add)
-    cap_drop = parse_caps(o.cap_drop)
     caps = None
-    if o.security_opt and not o.privileged:  # a seccomp=FILE is compiled now, for these caps
+    if host.security_opt and not host.privileged:  # a seccomp=FILE is compiled now, for these caps
         from builder.sandbox.spec import capabilities
 
-        caps = capabilities(tuple(x.removeprefix("CAP_") for x in cap_add),
-                            tuple(x.removeprefix("CAP_") for x in cap_drop))
-    security_opt = security_opts_for_record(o.security_opt, caps=caps, cache_dir=root.cache / "seccomp")
+        caps = capabilities(tuple(x.removeprefix("CAP_") for x in host.cap_add),
+                            tuple(x.removeprefix("CAP_") for x in host.cap_drop))
+    security_opt = security_opts_for_record(host.security_opt, caps=caps, cache_dir=root.cache / "seccomp")
+    if tuple(security_opt) != host.security_opt:
+        host = replace(host, security_opt=tuple(security_opt))
     exposed: dict[str, Any] = {k: {} for k in img.exposed_ports or ()}
-    network = o.network or "bridge"
-    if network.startswith("container:") and (o.publish or o.publish_all):
-        raise ContainerError.conflict("conflicting options: port publishing and the container type network mode")
+    network = host.network
     # dockerd 20.10 takes -p/-P with --network none: the bindings are kept in HostConfig and
     # nothing is published (NetworkSettings.Ports stays empty)
-    if o.network_aliases and network in ("bridge", "host", "none"):
-        raise ContainerError("network-scoped aliases are supported for user-defined networks only")
     if o.hostname and (network == "host" or network.startswith("container:")):
         raise ContainerError.conflict("conflicting options: hostname and the network mode")
-    port_maps = []
-    if o.publish:
-        from builder.network import parse_publish_all
-
-        port_maps = parse_publish_all(o.publish)
-    for pm in port_maps:
-        exposed.setdefault(pm.key(), {})
+    for b in host.port_bindings:
+        exposed.setdefault(b.port, {})
     healthcheck = healthcheck_config(img.healthcheck, o)
-    host = host_options(o, network)
+    # what only this host can refuse: a hard limit we cannot raise, a device not here
+    check_ulimits((u.name, u.hard) for u in host.resources.ulimits)
+    device_nodes((d.path_on_host, d.path_in_container, d.permissions) for d in host.resources.devices)
     created = rfc3339nano()
 
     def make(cid: str, name: str) -> Container:
@@ -345,37 +352,8 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
                            if m.get("Type") == "volume" and m.get("Anonymous")}} or None,
             "Healthcheck": healthcheck,
         }
-        host_config: dict[str, Any] = {
-            "AutoRemove": o.rm,
-            "RestartPolicy": policy.to_json(),
-            "NetworkMode": "default" if network == "bridge" and not o.network else network,
-            "PortBindings": {
-                pm.key(): [{"HostIp": pm.host_ip, "HostPort": str(pm.host_port or "")}]
-                for pm in port_maps
-            },
-            "PublishAllPorts": o.publish_all,
-            "Binds": list(o.volumes),
-            "Mounts": list(o.mounts),
-            "Tmpfs": {t.partition(":")[0]: t.partition(":")[2] for t in o.tmpfs},
-            "Memory": memory,
-            "MemorySwap": memory_swap,
-            "NanoCpus": nano_cpus,
-            "CpuShares": o.cpu_shares or 0,
-            "PidsLimit": o.pids_limit,
-            "ReadonlyRootfs": o.read_only,
-            "CapAdd": cap_add,
-            "CapDrop": cap_drop,
-            "Privileged": o.privileged,
-            "SecurityOpt": security_opt or None,
-            "Init": o.init,
-            "Runtime": o.runtime or "pybuild",
-            "NetworkAliases": list(o.network_aliases),
-            "IPAddress": o.ip or "",
-            "PublishSpecs": list(o.publish),
-            **host,
-        }
-        if o.console_size:
-            host_config["ConsoleSize"] = list(o.console_size)
+        if amend is not None:
+            config = amend(config)
         return Container(
             id=cid,
             name=name,
@@ -385,7 +363,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, mounts: Sequence[Mapp
             path=argv[0],
             args=tuple(argv[1:]),
             config=ContainerConfig.from_json(config),
-            host_config=host_config,
+            host_config=host,
             mounts=tuple(dict(m) for m in mounts),
             state=State(),
         )

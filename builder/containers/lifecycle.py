@@ -60,7 +60,7 @@ def refresh(cs: ContainerStore, c: Container) -> Container:
     except NoSuchContainer:
         return c.with_state(replace(st, status="removing"))
     c = c.with_state(st)
-    if c.host_config.get("AutoRemove") and st.status == "exited":
+    if c.host_config.auto_remove and st.status == "exited":
         # --rm: what the dead supervisor would have done once the container ended
         with contextlib.suppress(OSError):
             (cs.root.containers / f".exit-{c.id}").write_text(str(st.exit_code))
@@ -112,8 +112,7 @@ def endpoints_of(c: Container, table: Mapping[str, Mapping[str, Mapping[str, Any
     """A running container's endpoints (the records' view, else what its start recorded); for
     a stopped one, the networks it will join, with nothing assigned (as Docker shows them)."""
     if not c.state.running:
-        mode = str(c.host_config.get("NetworkMode") or "default")
-        primary = "bridge" if mode == "default" else mode
+        primary = c.host_config.network
         if primary.startswith("container:"):
             return {}
         started = c.state.started_at != ZERO_TIME
@@ -156,8 +155,7 @@ def remember_networks(root: StateRoot, c: Container) -> Container:
     """Record in ``container.json`` the networks the container is on now (``network connect``
     adds some while it runs), so that its next start joins them again."""
     now = network_endpoints(root).get(c.id) or {}
-    mode = str(c.host_config.get("NetworkMode") or "default")
-    primary = "bridge" if mode == "default" else mode
+    primary = c.host_config.network
     wanted = {name: {"Aliases": list(ep.get("Aliases") or []),
                      **{k: v for k, v in (c.networks.get(name) or {}).items() if k in GIVEN_KEYS}}
               for name, ep in now.items() if name != primary}
@@ -242,8 +240,7 @@ def _match_one(key: str, value: str, c: Container) -> bool:
     if key == "volume":
         return any(value in (m.get("Name"), m.get("Destination"), m.get("Source")) for m in c.mounts)
     if key == "network":
-        mode = str(c.host_config.get("NetworkMode") or "default")
-        return value in (mode, "bridge" if mode == "default" else mode) or value in c.state.endpoints
+        return value in (c.host_config.network_mode, c.host_config.network) or value in c.state.endpoints
     if key == "health":
         h = c.state.health
         return (h.status if h else "none") == value

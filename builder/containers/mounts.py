@@ -13,28 +13,36 @@ from typing import TYPE_CHECKING, Any
 from builder.state import StateRoot
 
 if TYPE_CHECKING:
-    from builder.containers.create import RunOptions
+    from builder.containers.hostconfig import HostConfig
     from builder.volume import MountSpec
     from registry.store import Image
 
 
-def parse_all(o: RunOptions, *, image_volumes: Sequence[str] = ()) -> list[MountSpec]:
-    """Every mount flag parsed (one-line ``VolumeError`` on bad syntax), then the image's
-    VOLUMEs that no flag covers, as anonymous volumes (Docker's rule)."""
+def parse_all(hc: HostConfig) -> list[MountSpec]:
+    """The ``Binds``, ``Mounts`` and ``Tmpfs`` of a ``HostConfig`` parsed, once (one-line
+    ``VolumeError`` on bad syntax or a destination given twice)."""
     from builder import volume
 
     cwd = Path(os.getcwd())
-    specs = [volume.parse_volume(v, cwd=cwd) for v in o.volumes]
-    specs += [volume.parse_mount(m) for m in o.mounts]
-    specs += [volume.parse_tmpfs(t) for t in o.tmpfs]
+    specs = [volume.parse_volume(v, cwd=cwd) for v in hc.binds]
+    specs += [m.spec() for m in hc.mounts]
+    specs += [volume.parse_tmpfs(f"{path}:{opts}" if opts else path) for path, opts in hc.tmpfs]
     volume.check_destinations(specs)
+    return specs
+
+
+def with_image_volumes(specs: Sequence[MountSpec], image_volumes: Sequence[str]) -> list[MountSpec]:
+    """*specs*, then the image's VOLUMEs that none covers, as anonymous volumes (Docker's rule)."""
+    from builder import volume
+
+    out = list(specs)
     taken = {s.destination for s in specs}
     for dst in image_volumes:
         norm = "/" + dst.strip("/")
         if norm not in taken:
-            specs.append(volume.parse_volume(norm))
+            out.append(volume.parse_volume(norm))
             taken.add(norm)
-    return specs
+    return out
 
 
 def _image_dir_for(layer_dirs: Sequence[Path], destination: str) -> Path | None:

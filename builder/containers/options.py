@@ -19,6 +19,18 @@ from typing import Any
 from builder.errors import ContainerError
 from builder.units import parse_go_duration, parse_size
 
+DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+#: ``--ulimit`` names → the kernel's resource names (go-units' table)
+ULIMITS = {
+    "as": "RLIMIT_AS", "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",
+    "fsize": "RLIMIT_FSIZE", "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK",
+    "msgqueue": "RLIMIT_MSGQUEUE", "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE",
+    "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO",
+    "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK",
+}
+_DEVICE_MODE_RE = re.compile(r"^[rwm]{1,3}$")
+
+
 RESTART_NAMES = ("no", "on-failure", "always", "unless-stopped")
 
 
@@ -28,6 +40,13 @@ class RestartPolicy:
 
     name: str = "no"
     maximum_retry_count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in RESTART_NAMES:
+            raise ContainerError.invalid(f"invalid restart policy {self.name!r}: use no, on-failure[:N], "
+                                         "always or unless-stopped")
+        if self.maximum_retry_count < 0:
+            raise ContainerError.invalid("invalid restart policy: retry count must not be negative")
 
     @classmethod
     def parse(cls, text: str) -> RestartPolicy:
@@ -63,8 +82,19 @@ class RestartPolicy:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> RestartPolicy:
+        """The API's object (a retry count only counts for ``on-failure``, as dockerd keeps it)."""
         d = d or {}
-        return cls(str(d.get("Name") or "no"), int(d.get("MaximumRetryCount") or 0))
+        name = str(d.get("Name") or "no")
+        return cls(name, int(d.get("MaximumRetryCount") or 0) if name == "on-failure" else 0)
+
+
+def flag_error(value: str, flag: str, why: str) -> ContainerError:
+    """Docker's CLI wording for a flag value it refuses."""
+    return ContainerError.invalid(f'invalid argument "{value}" for "{flag}" flag: {why}')
+
+
+def valid_device_mode(mode: str) -> bool:
+    return bool(_DEVICE_MODE_RE.match(mode)) and len(set(mode)) == len(mode)
 
 
 def parse_signal(text: str | int) -> int:
@@ -367,11 +397,6 @@ def security_opts_for_record(values: Iterable[str], *, caps: tuple[str, ...] | N
 
 
 # -- name resolution, limits, kernel parameters, devices (run/create flags) ---------------------
-def _flag_error(value: str, flag: str, why: str) -> ContainerError:
-    """Docker's CLI wording for a flag value it refuses."""
-    return ContainerError.invalid(f'invalid argument "{value}" for "{flag}" flag: {why}')
-
-
 def _ip(text: str) -> str | None:
     import ipaddress
 
@@ -392,11 +417,11 @@ def parse_add_hosts(items: Iterable[str]) -> list[str]:
         sep = ":" if ":" in item and ("=" not in item or item.index(":") < item.index("=")) else "="
         name, found, addr = item.partition(sep)
         if not found or not name or not addr or any(c.isspace() for c in name):
-            raise _flag_error(item, "--add-host", f'bad format for add-host: "{item}"')
+            raise flag_error(item, "--add-host", f'bad format for add-host: "{item}"')
         if addr != HOST_GATEWAY:
             ip = _ip(addr)
             if ip is None:
-                raise _flag_error(item, "--add-host", f'invalid IP address in add-host: "{addr}"')
+                raise flag_error(item, "--add-host", f'invalid IP address in add-host: "{addr}"')
             addr = ip
         out.append(f"{name}:{addr}")
     return out
@@ -408,7 +433,7 @@ def parse_dns(items: Iterable[str]) -> list[str]:
     for item in items:
         ip = _ip(item)
         if ip is None:
-            raise _flag_error(item, "--dns", f"{item} is not an ip address")
+            raise flag_error(item, "--dns", f"{item} is not an ip address")
         out.append(ip)
     return out
 
@@ -425,7 +450,7 @@ def parse_dns_search(items: Iterable[str]) -> list[str]:
             out.append(item)
             continue
         if len(item) > 255 or not _DOMAIN_RE.match(item.removesuffix(".")):
-            raise _flag_error(item, "--dns-search", f"{item} is not a valid domain")
+            raise flag_error(item, "--dns-search", f"{item} is not a valid domain")
         out.append(item)
     return out
 
@@ -435,57 +460,42 @@ def parse_dns_options(items: Iterable[str]) -> list[str]:
     out = []
     for item in items:
         if not item.strip() or any(c.isspace() for c in item.strip()):
-            raise _flag_error(item, "--dns-option", f'"{item}" is not a resolv.conf option')
+            raise flag_error(item, "--dns-option", f'"{item}" is not a resolv.conf option')
         out.append(item.strip())
     return out
 
 
-#: ``--ulimit`` names → the kernel's resource names (go-units' table)
-ULIMITS = {
-    "as": "RLIMIT_AS", "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",
-    "fsize": "RLIMIT_FSIZE", "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK",
-    "msgqueue": "RLIMIT_MSGQUEUE", "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE",
-    "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO",
-    "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK",
-}
-
-
-def parse_ulimits(items: Iterable[str]) -> list[dict[str, Any]]:
-    """``--ulimit nofile=1024:2048`` → Docker's ``Ulimits`` (``Name``, ``Soft``, ``Hard``; -1 is
-    unlimited; one value sets both). The last flag for a name wins, as in Docker."""
-    out: dict[str, dict[str, Any]] = {}
+def parse_ulimits(items: Iterable[str]) -> list[tuple[str, int, int]]:
+    """``--ulimit nofile=1024:2048`` → (name, soft, hard) (-1 is unlimited; one value sets
+    both; ``hostconfig.Ulimit`` checks the rest). The last flag for a name wins, as in Docker."""
+    out: dict[str, tuple[str, int, int]] = {}
     for item in items:
         name, sep, limits = item.partition("=")
         if not sep:
-            raise _flag_error(item, "--ulimit", f"invalid ulimit argument: {item}")
+            raise flag_error(item, "--ulimit", f"invalid ulimit argument: {item}")
         if name not in ULIMITS:
-            raise _flag_error(item, "--ulimit", f"invalid ulimit type: {name}")
+            raise flag_error(item, "--ulimit", f"invalid ulimit type: {name}")
         parts = limits.split(":")
         if len(parts) > 2:
-            raise _flag_error(item, "--ulimit",
-                              f"too many limit value arguments - {limits}, can only have up to two, `soft[:hard]`")
+            raise flag_error(item, "--ulimit",
+                             f"too many limit value arguments - {limits}, can only have up to two, `soft[:hard]`")
         try:
             values = [int(p) for p in parts]
         except ValueError:
-            raise _flag_error(item, "--ulimit", f"invalid ulimit value {limits!r}: integers expected") from None
+            raise flag_error(item, "--ulimit", f"invalid ulimit value {limits!r}: integers expected") from None
         if any(v < -1 for v in values):
-            raise _flag_error(item, "--ulimit", f"invalid ulimit value {limits!r}: -1 (unlimited) is the lowest")
-        soft, hard = values[0], values[-1]
-        if hard != -1 and (soft == -1 or soft > hard):
-            raise _flag_error(item, "--ulimit",
-                              f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
-        out[name] = {"Name": name, "Hard": hard, "Soft": soft}
+            raise flag_error(item, "--ulimit", f"invalid ulimit value {limits!r}: -1 (unlimited) is the lowest")
+        out[name] = (name, values[0], values[-1])
     return list(out.values())
 
 
-def check_ulimits(ulimits: Iterable[Mapping[str, Any]]) -> None:
+def check_ulimits(ulimits: Iterable[tuple[str, int]]) -> None:
     """Refuse a hard limit above the one this process holds: raising it needs CAP_SYS_RESOURCE
     (which this process may not have, in a container or a restricted VM)."""
     import resource
 
     have_cap = _has_cap(24)  # CAP_SYS_RESOURCE
-    for u in ulimits:
-        name, hard = str(u["Name"]), int(u["Hard"])
+    for name, hard in ulimits:
         _soft, held = resource.getrlimit(getattr(resource, ULIMITS[name]))
         if have_cap or held == resource.RLIM_INFINITY:
             continue
@@ -516,50 +526,51 @@ SYSCTL_PREFIXES = ("net.", "fs.mqueue.")
 
 def parse_sysctls(items: Iterable[str]) -> dict[str, str]:
     """``--sysctl key=value``: only the sysctls a container's own namespaces hold (Docker's list)."""
-    out: dict[str, str] = {}
+    pairs = []
     for item in items:
         key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise _flag_error(item, "--sysctl", f"sysctl '{item}' is not whitelisted")
+        if not sep or not key.strip():
+            raise flag_error(item, "--sysctl", f"sysctl '{item}' is not whitelisted")
+        pairs.append((key, value))
+    return check_sysctls(pairs)
+
+
+def check_sysctls(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The API's ``Sysctls`` (or the flags' pairs), checked as ``parse_sysctls`` says."""
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        item, key = f"{key}={value}", key.strip()
         if key not in IPC_SYSCTLS and not key.startswith(SYSCTL_PREFIXES):
-            raise _flag_error(item, "--sysctl", f"sysctl '{item}' is not whitelisted")
+            raise flag_error(item, "--sysctl", f"sysctl '{item}' is not whitelisted")
         if "/" in key or ".." in key or key.endswith("."):
-            raise _flag_error(item, "--sysctl", f"sysctl '{item}' is not a valid name")
+            raise flag_error(item, "--sysctl", f"sysctl '{item}' is not a valid name")
         out[key] = value
     return out
 
 
-_DEVICE_MODE_RE = re.compile(r"^[rwm]{1,3}$")
-
-
-def _valid_mode(mode: str) -> bool:
-    return bool(_DEVICE_MODE_RE.match(mode)) and len(set(mode)) == len(mode)
-
-
-def parse_devices(items: Iterable[str]) -> list[dict[str, str]]:
+def parse_devices(items: Iterable[str]) -> list[tuple[str, str, str]]:
     """``--device /dev/x[:/dev/y][:rwm]`` → Docker's ``Devices`` entries (syntax only; the host
     side is looked at by ``device_nodes``)."""
     out = []
     for item in items:
         parts = item.split(":")
         if len(parts) > 3 or not parts[0]:
-            raise _flag_error(item, "--device", f"invalid device specification: {item}")
+            raise flag_error(item, "--device", f"invalid device specification: {item}")
         src, dst, perms = parts[0], "", "rwm"
         if len(parts) == 3:
             dst, perms = parts[1], parts[2]
         elif len(parts) == 2:
-            if _valid_mode(parts[1]):
+            if valid_device_mode(parts[1]):
                 perms = parts[1]
             else:
                 dst = parts[1]
         dst = dst or src
-        if not _valid_mode(perms):
-            raise _flag_error(item, "--device", f"bad mode specified: {perms}")
+        if not valid_device_mode(perms):
+            raise flag_error(item, "--device", f"bad mode specified: {perms}")
         for p in (src, dst):
             if not p.startswith("/"):
-                raise _flag_error(item, "--device", f"bad format for path: {p}")
-        out.append({"PathOnHost": src, "PathInContainer": dst, "CgroupPermissions": perms})
+                raise flag_error(item, "--device", f"bad format for path: {p}")
+        out.append((src, dst, perms))
     return out
 
 
@@ -578,14 +589,13 @@ class DeviceNode:
     permissions: str
 
 
-def device_nodes(devices: Iterable[Mapping[str, Any]]) -> list[DeviceNode]:
+def device_nodes(devices: Iterable[tuple[str, str, str]]) -> list[DeviceNode]:
     """The host's device nodes behind ``Devices`` (a directory gives every device under it)."""
     import os
     import stat
 
     out: list[DeviceNode] = []
-    for d in devices:
-        src, dst, perms = str(d["PathOnHost"]), str(d["PathInContainer"]), str(d["CgroupPermissions"])
+    for src, dst, perms in devices:
         try:
             st = os.stat(src)
         except OSError as e:
@@ -615,12 +625,9 @@ def device_nodes(devices: Iterable[Mapping[str, Any]]) -> list[DeviceNode]:
     return out
 
 
-DEFAULT_SHM_SIZE = 64 * 1024 * 1024
-
-
 def parse_shm_size(text: str) -> int:
     """``--shm-size 128m`` → bytes (0: Docker's default of 64 MiB)."""
     size = parse_size(text)
     if size is None:
-        raise _flag_error(text, "--shm-size", f"invalid size: '{text}'")
+        raise flag_error(text, "--shm-size", f"invalid size: '{text}'")
     return size or DEFAULT_SHM_SIZE

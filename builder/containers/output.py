@@ -30,8 +30,8 @@ def logs(root: StateRoot, ref: str, *, tail: str | int | None = None, since: str
     them: RFC 3339, Unix seconds or a relative ``42m``); with *follow*, new ones until it stops
     (or *stop* says so). A bad container or value raises here, before the first entry is read."""
     c = get(root, ref)
-    lc = c.host_config.get("LogConfig") or {}
-    if lc.get("Type") == "none":
+    lc = c.host_config.log_config
+    if lc is not None and lc.type == "none":
         raise ContainerError(NO_READING)
     n = parse_tail(tail)
     since_ns = parse_timestamp_ns(since) if since and since != "0" else 0

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from builder.containers.hostconfig import HostConfig
 from builder.containers.names import ID_RE, new_id, random_name, valid_name
 from builder.containers.options import ZERO_TIME
 from builder.errors import ContainerError
@@ -186,7 +187,8 @@ class Container:
 
     ``config`` is Docker's ``Config`` (Cmd, Entrypoint, Env, WorkingDir, User, Labels, Tty,
     OpenStdin, StopSignal, StopTimeout, Healthcheck, ExposedPorts, Volumes, Hostname, Image);
-    ``host_config`` is ``HostConfig``; ``mounts`` are the resolved mount records.
+    ``host_config`` is the typed ``HostConfig`` (``containers.hostconfig``), on disk in Docker's
+    JSON shape; ``mounts`` are the resolved mount records.
     """
 
     id: str
@@ -197,10 +199,14 @@ class Container:
     path: str
     args: tuple[str, ...]
     config: ContainerConfig
-    host_config: Mapping[str, Any]
+    host_config: HostConfig
     mounts: tuple[Mapping[str, Any], ...] = ()
     networks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     state: State = field(default_factory=State)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host_config, HostConfig):  # the JSON form, from code not typed yet
+            object.__setattr__(self, "host_config", HostConfig.from_json(self.host_config))
 
     @property
     def short_id(self) -> str:
@@ -224,7 +230,7 @@ class Container:
             "Path": self.path,
             "Args": list(self.args),
             "Config": self.config.to_json(),
-            "HostConfig": dict(self.host_config),
+            "HostConfig": self.host_config.to_json(),
             "Mounts": [dict(m) for m in self.mounts],
             "Networks": {k: dict(v) for k, v in self.networks.items()},
         }
@@ -240,7 +246,7 @@ class Container:
             path=str(d.get("Path", "")),
             args=tuple(d.get("Args") or ()),
             config=ContainerConfig.from_json(d.get("Config") or {}),
-            host_config=dict(d.get("HostConfig") or {}),
+            host_config=HostConfig.from_json(d.get("HostConfig") or {}),
             mounts=tuple(d.get("Mounts") or ()),
             networks=dict(d.get("Networks") or {}),
             state=state or State(),

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.containers import links
 from builder.containers.record import Container, ContainerStore, State
 from builder.errors import ContainerError
 from builder.state import StateRoot
 
 if TYPE_CHECKING:
+    from builder.containers.hostconfig import HostConfig
     from builder.sandbox.executor import Result, Sandbox
     from builder.sandbox.spec import Mount, Spec
 
@@ -193,13 +195,14 @@ def _hostname_file(root: StateRoot, c: Container) -> Path:
     return p
 
 
-def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[str, Any]], Path | None, Path | None]:
+def _network(root: StateRoot, c: Container, link_hosts: tuple[str, ...] = ()) -> tuple[str, str, dict[str, dict[str, Any]], Path | None, Path | None]:
     """Attach the container to its network: (net namespace for the spec, uts mode, endpoints
     as JSON by network name, hosts file, resolv.conf)."""
     from builder.containers.record import NoSuchContainer
 
-    mode = str(c.host_config.get("NetworkMode") or "default")
-    name = "bridge" if mode == "default" else mode
+    hc = c.host_config
+    mode = hc.network_mode
+    name = hc.network
     if name == "none":
         # just a loopback: the sandbox's own new namespace does it, no netlink needed
         hosts, resolv = _local_net_files(root, c)
@@ -214,25 +217,24 @@ def _network(root: StateRoot, c: Container) -> tuple[str, str, dict[str, dict[st
             raise ContainerError(f"cannot join network of a non running container: {ref}") from None
         if other.state.status != "running":
             raise ContainerError(f"cannot join network of a non running container: {other.name}")
-        if str(other.host_config.get("NetworkMode")) == "none":
+        if other.host_config.network_mode == "none":
             hosts, resolv = _local_net_files(root, other)
             return f"/proc/{other.state.pid}/ns/net", "new", {}, hosts, resolv
-        if str(other.host_config.get("NetworkMode")) == "host":
+        if other.host_config.network_mode == "host":
             return "host", "host", {}, network.hosts_path(root, other.id), network.resolv_path(root, other.id)
         ns = network.shared_netns(root, other.id)
         return str(ns), "new", {}, network.hosts_path(root, other.id), network.resolv_path(root, other.id)
-    from builder.network import PortMapping, parse_publish_all, publish_exposed
+    from builder.network import PortMapping, publish_exposed
 
-    ports: list[PortMapping] = parse_publish_all(c.host_config.get("PublishSpecs") or [])
-    if c.host_config.get("PublishAllPorts"):
+    ports = [PortMapping(b.container_port, b.protocol, b.host_ip, int(b.host_port or 0)) for b in hc.port_bindings]
+    if hc.publish_all_ports:
         have = {p.key() for p in ports}
         ports += [p for p in publish_exposed(c.config.exposed_ports or ()) if p.key() not in have]
     ep = network.attach(
-        root, c.id, name, name=c.name, aliases=tuple(c.host_config.get("NetworkAliases") or ()),
-        ip=str(c.host_config.get("IPAddress") or "") or None, hostname=c.config.hostname or "",
-        ports=ports, extra_hosts=tuple(c.host_config.get("ExtraHosts") or ()),
-        dns=tuple(c.host_config.get("Dns") or ()), dns_search=tuple(c.host_config.get("DnsSearch") or ()),
-        dns_options=tuple(c.host_config.get("DnsOptions") or ()),
+        root, c.id, name, name=c.name, aliases=hc.endpoint.aliases,
+        ip=hc.endpoint.ipv4_address or None, hostname=c.config.hostname or "",
+        ports=ports, extra_hosts=hc.extra_hosts + link_hosts, dns=hc.dns, dns_search=hc.dns_search,
+        dns_options=hc.dns_options,
         mac=c.config.mac_address or None,
     )
     endpoint = ep.to_json()
@@ -260,15 +262,15 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
     hosts, resolv = d / "hosts", d / "resolv.conf"
     hc = c.host_config
     names: Any = None
-    if hc.get("ExtraHosts") or hc.get("Dns") or hc.get("DnsSearch") or hc.get("DnsOptions"):
+    if hc.extra_hosts or hc.dns or hc.dns_search or hc.dns_options:
         from builder.network import core as names_core
         from builder.network import names
     if not hosts.exists():
         hostname = c.config.hostname or c.id[:12]
         extra = ""
-        if hc.get("ExtraHosts"):
+        if hc.extra_hosts:
             gateway = names_core.default_host_gateway(root)
-            extra = names.extra_hosts_lines(names_core.resolve_extra_hosts(hc["ExtraHosts"], gateway))
+            extra = names.extra_hosts_lines(names_core.resolve_extra_hosts(hc.extra_hosts, gateway))
         hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                          f"{extra}127.0.1.1\t{hostname}\n")
     if not resolv.exists():
@@ -277,8 +279,7 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
         except OSError:
             text = ""
         if names is not None:
-            text = names.override_resolv(text, dns=hc.get("Dns") or (), search=hc.get("DnsSearch") or (),
-                                         options=hc.get("DnsOptions") or ())
+            text = names.override_resolv(text, dns=hc.dns, search=hc.dns_search, options=hc.dns_options)
         resolv.write_text(text)
     return hosts, resolv
 
@@ -324,7 +325,7 @@ def _init_binary() -> str:
 
 
 def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Path | None,
-               resolv: Path | None) -> Spec:
+               resolv: Path | None, link_env: Sequence[str] = ()) -> Spec:
     """The sandbox spec for a container record (its layers, upper dir, mounts, limits, user)."""
     from builder.containers import mounts as _mounts
     from builder.rootfs import LayerCache, image_layers, prepare_root
@@ -334,7 +335,6 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
         Process,
         Resources,
         Spec,
-        capabilities,
         default_mounts,
     )
 
@@ -346,12 +346,13 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     except NotFound:
         raise ContainerError(f"the image {c.image} ({c.image_id[7:19]}) of container {c.name} is gone") from None
     layers = image_layers(store, image, LayerCache(root))
-    read_only = bool(c.host_config.get("ReadonlyRootfs"))
+    hc = c.host_config
+    read_only = hc.readonly_rootfs
     cdir = ContainerStore(root).dir(c.id)
     rootfs = prepare_root(layers, cdir, readonly=read_only, overlay=_overlay_ok(root, cdir))
     tty = bool(c.config.tty)
-    privileged = bool(c.host_config.get("Privileged"))
-    shm = int(c.host_config.get("ShmSize") or 0)
+    privileged = hc.privileged
+    shm = hc.shm_size
     mounts: list[Mount] = list(default_mounts(terminal=tty, **({"shm_size": shm} if shm else {})))
     if privileged:
         # Docker's --privileged: /sys and the cgroup tree writable
@@ -363,17 +364,14 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
             mounts.append(Mount(dst, "bind", str(src), ("rbind", "rprivate")))
     mounts += _mounts.sandbox_mounts(c.mounts)
     argv = list(c.command)
-    if c.host_config.get("Init"):
+    if hc.init:
         mounts.append(Mount(INIT_PATH, "bind", _init_binary(), ("bind", "ro")))
         argv = [INIT_PATH, "--", *argv]
-    caps = _bounding_caps() if privileged else capabilities(
-        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
-        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
-    )
+    caps = _bounding_caps() if privileged else _caps(hc)
     profile, nnp, systempaths = _security(c, privileged=privileged)
     process = Process(
         args=tuple(argv),
-        env=process_env(c, tty=tty),
+        env=process_env(c, tty=tty, linked=link_env),
         cwd=c.config.working_dir or "/",
         user=c.config.user or "",
         terminal=tty,
@@ -381,26 +379,32 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
         no_new_privs=nnp,
         seccomp=profile,
         rlimits=_rlimits(c),
-        add_groups=tuple(str(g) for g in c.host_config.get("GroupAdd") or ()),
+        add_groups=hc.group_add,
     )
     devices = _devices(c)
-    memory = int(c.host_config.get("Memory") or 0) or None
-    nano = int(c.host_config.get("NanoCpus") or 0)
-    pids = c.host_config.get("PidsLimit")
-    swap = int(c.host_config.get("MemorySwap") or 0)
-    shares = int(c.host_config.get("CpuShares") or 0)
-    resources = Resources(memory=memory, memory_swap=swap if memory and swap else None,
-                          cpus=nano / 1e9 if nano else None, cpu_shares=shares or None, account=True,
-                          pids=int(pids) if pids and int(pids) > 0 else None,
+    r = hc.resources
+    memory = r.memory or None
+    pids = r.pids_limit
+    resources = Resources(memory=memory, memory_swap=r.memory_swap if memory and r.memory_swap else None,
+                          cpus=r.nano_cpus / 1e9 if r.nano_cpus else None, cpu_shares=r.cpu_shares or None,
+                          account=True, pids=pids if pids and pids > 0 else None, cpuset_cpus=r.cpuset_cpus,
                           device_rules=tuple(f"{d.type} {d.major}:{d.minor} {p}" for d, p in devices))
     kw: dict[str, Any] = {}
     if privileged or systempaths:
         kw.update(masked_paths=(), readonly_paths=())
     return Spec(
         process=process, root=rootfs, mounts=tuple(mounts),
-        namespaces=Namespaces(net=netns, uts=uts), hostname=c.config.hostname or "",
+        namespaces=Namespaces(net=netns, uts=uts, pid="host" if hc.pid_mode == "host" else "new"), hostname=c.config.hostname or "",
         resources=resources, id=c.id, sysctls=_sysctls(c, netns), devices=tuple(d for d, _ in devices), **kw,
     )
+
+
+def _caps(hc: HostConfig) -> tuple[str, ...]:
+    """The capabilities of ``--cap-add``/``--cap-drop`` over Docker's default set."""
+    from builder.sandbox.spec import capabilities
+
+    return capabilities(tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in hc.cap_add),
+                        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in hc.cap_drop))
 
 
 def _security(c: Container, *, privileged: bool) -> tuple[Any, bool, bool]:
@@ -409,7 +413,7 @@ def _security(c: Container, *, privileged: bool) -> tuple[Any, bool, bool]:
     from builder.containers.options import security_opts
     from builder.sandbox import seccomp
 
-    sec = security_opts(c.host_config.get("SecurityOpt") or ())
+    sec = security_opts(c.host_config.security_opt)
     if privileged or sec.seccomp == "unconfined":
         profile = None
     elif sec.seccomp in ("", "builtin"):
@@ -425,9 +429,9 @@ def _rlimits(c: Container) -> tuple[Any, ...]:
     from builder.containers.options import ULIMITS, check_ulimits
     from builder.sandbox.spec import Rlimit
 
-    ulimits = list(c.host_config.get("Ulimits") or ())
-    check_ulimits(ulimits)
-    return tuple(Rlimit(ULIMITS[str(u["Name"])], int(u["Soft"]), int(u["Hard"])) for u in ulimits)
+    ulimits = c.host_config.resources.ulimits
+    check_ulimits((u.name, u.hard) for u in ulimits)
+    return tuple(Rlimit(ULIMITS[u.name], u.soft, u.hard) for u in ulimits)
 
 
 def _devices(c: Container) -> list[tuple[Any, str]]:
@@ -436,7 +440,8 @@ def _devices(c: Container) -> list[tuple[Any, str]]:
     from builder.sandbox.spec import Device
 
     return [(Device(n.path, n.type, n.major, n.minor, n.mode, n.uid, n.gid), n.permissions)
-            for n in device_nodes(c.host_config.get("Devices") or ())]
+            for n in device_nodes((d.path_on_host, d.path_in_container, d.permissions)
+                                  for d in c.host_config.resources.devices)]
 
 
 #: what Docker sets in a container's private network namespace: any port and ping for everyone
@@ -447,13 +452,13 @@ PRIVATE_NET_SYSCTLS = (("net.ipv4.ip_unprivileged_port_start", "0"),
 def _sysctls(c: Container, netns: str) -> tuple[tuple[str, str], ...]:
     """``--sysctl``s over Docker's defaults for a network namespace of the container's own (not
     the host's, not another container's), where the kernel has them."""
-    mode = str(c.host_config.get("NetworkMode") or "default")
+    mode = c.host_config.network_mode
     out: dict[str, str] = {}
     if netns != "host" and not mode.startswith("container:"):
         for key, value in PRIVATE_NET_SYSCTLS:
             if os.path.exists("/proc/sys/" + key.replace(".", "/")):
                 out[key] = value
-    out.update({str(k): str(v) for k, v in (c.host_config.get("Sysctls") or {}).items()})
+    out.update(c.host_config.sysctls)
     return tuple(out.items())
 
 
@@ -462,12 +467,14 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
     """Attach the network, build the spec and start the sandbox; on failure nothing is left."""
     from builder.sandbox.executor import Executor
 
-    netns, uts, eps, hosts, resolv = _network(root, c)
-    if c.host_config.get("UTSMode") == "host":  # the API's UTSMode (--uts host)
+    linked = links.resolve(root, c)
+    netns, uts, eps, hosts, resolv = _network(root, c, links.hosts(linked))
+    if c.host_config.uts_mode == "host":  # the API's UTSMode (--uts host)
         uts = "host"
     keep: list[int] = []
     try:
-        spec = build_spec(root, c, netns=netns, uts=uts, hosts=hosts, resolv=resolv)
+        spec = build_spec(root, c, netns=netns, uts=uts, hosts=hosts, resolv=resolv,
+                          link_env=links.env(linked))
         stdin: int | None = attach_stdin
         close_after: list[int] = []
         if stdin is None and c.config.open_stdin and not spec.process.terminal:
@@ -475,13 +482,13 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
             r, w = os.pipe()
             stdin, close_after, keep = r, [r], [w]
         try:
-            rt = str(c.host_config.get("Runtime") or "pybuild")
+            rt = c.host_config.runtime
             if rt != "pybuild":
                 from builder.sandbox.oci import start_oci
 
                 sb = start_oci(spec, rt, root, stdout=stdout, stderr=stderr, stdin=stdin)
             else:
-                size = c.host_config.get("ConsoleSize") or (0, 0)  # the `run -it` client's terminal
+                size = c.host_config.console_size or (0, 0)  # the `run -it` client's terminal
                 sb = Executor(root).start(spec, stdout=stdout, stdin=stdin,
                                           stderr=None if spec.process.terminal else stderr,
                                           console_size=(int(size[0]), int(size[1])) if all(size) else None)
@@ -503,39 +510,37 @@ def _release_network(root: StateRoot, cid: str) -> None:
     network.release(root, cid)
 
 
-def process_env(c: Container, *, tty: bool, extra: Sequence[str] = ()) -> tuple[str, ...]:
+def process_env(c: Container, *, tty: bool, extra: Sequence[str] = (),
+                linked: Sequence[str] = ()) -> tuple[str, ...]:
     """A process's environment as dockerd makes it: ``PATH`` (the default), ``HOSTNAME`` and, on
-    a terminal, ``TERM=xterm``, each replaced in place or followed by the container's Env, then
-    by *extra* (``exec -e``)."""
+    a terminal, ``TERM=xterm``, then the *linked* containers' variables, each replaced in place
+    or followed by the container's Env, then by *extra* (``exec -e``)."""
     from builder.containers.create import DEFAULT_PATH
     from builder.containers.options import merge_env
 
     base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={c.config.hostname or ''}"]
     if tty:
         base.append("TERM=xterm")
-    return tuple(merge_env(merge_env(base, c.config.env or ()), extra))
+    return tuple(merge_env(merge_env([*base, *linked], c.config.env or ()), extra))
 
 
 # -- exec --------------------------------------------------------------------------------------
 def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user: str | None = None,
                  workdir: str | None = None, tty: bool = False, privileged: bool = False) -> Any:
     """The ``Process`` for ``exec``: the container's env/user/workdir unless overridden."""
-    from builder.sandbox.spec import Process, capabilities
+    from builder.sandbox.spec import Process
 
     if not argv:
         raise ContainerError("no command specified")
-    caps = _bounding_caps() if privileged or c.host_config.get("Privileged") else capabilities(
-        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapAdd") or ()),
-        tuple(x.removeprefix("CAP_") if x != "ALL" else x for x in c.host_config.get("CapDrop") or ()),
-    )
-    profile, nnp, _ = _security(c, privileged=bool(c.host_config.get("Privileged")))
+    caps = _bounding_caps() if privileged or c.host_config.privileged else _caps(c.host_config)
+    profile, nnp, _ = _security(c, privileged=c.host_config.privileged)
     return Process(
         args=tuple(argv), env=process_env(c, tty=tty, extra=env),
         cwd=workdir or c.config.working_dir or "/",
         user=user if user is not None else c.config.user or "",
         terminal=tty, capabilities=caps, no_new_privs=nnp, seccomp=profile,
         rlimits=_rlimits(c),  # Docker's exec starts from the container's process spec
-        add_groups=tuple(str(g) for g in c.host_config.get("GroupAdd") or ()),
+        add_groups=c.host_config.group_add,
     )
 
 

@@ -8,8 +8,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from builder.containers import lifecycle
-from builder.containers.create import RunOptions, build, resolve_image
+from builder.containers import lifecycle, mounts
+from builder.containers.create import RunOptions, build, host_config_of, resolve_image
+from builder.containers.hostconfig import HostConfig
 from builder.containers.record import Container, ContainerStore, NoSuchContainer
 from builder.errors import BuildError, CommandNotExecutable, CommandNotFound, ContainerError
 from builder.state import StateRoot
@@ -25,37 +26,22 @@ def _start_error(code: int, message: str) -> BuildError:
     return err
 
 
-def validate(o: RunOptions) -> None:
-    """Everything that can be refused before an image is looked at (bad -p/-v/--restart…)."""
-    from builder.containers.create import validate_host_options
-    from builder.containers.options import RestartPolicy
-
-    RestartPolicy.parse(o.restart)
-    validate_host_options(o)
-    if o.publish:
-        from builder.network import parse_publish_all
-
-        parse_publish_all(o.publish)
-    if o.volumes or o.mounts or o.tmpfs:
-        from builder.containers import mounts
-
-        mounts.parse_all(o)
-
-
-def create(root: StateRoot, o: RunOptions, *, progress: Any = None,
+def create(root: StateRoot, o: RunOptions, *, host: HostConfig | None = None,
+           amend: Callable[[dict[str, Any]], dict[str, Any]] | None = None, progress: Any = None,
            on_pull: Callable[[str, bool], None] | None = None) -> Container:
-    """``docker create``: validate, resolve (pull) the image, write the record."""
-    validate(o)
-    image = resolve_image(root, o.image, pull=o.pull, progress=progress, on_pull=on_pull,
-                          platform=o.platform)
+    """``docker create``: the ``HostConfig`` (*host*, the API's; else built from *o*'s flags)
+    and the mount flags checked before any image is looked at; resolve (pull) the image,
+    write the record once (*amend*: what the API's body adds to ``Config``)."""
+    if host is None:
+        host = host_config_of(o)
+    specs = mounts.parse_all(host) if host.binds or host.mounts or host.tmpfs else []
+    image = resolve_image(root, o.image, pull=o.pull, progress=progress, on_pull=on_pull, platform=o.platform)
     image_volumes = list(image.config.container_config.volumes or ())
     records: list[dict[str, Any]] = []
-    if o.volumes or o.mounts or o.tmpfs or image_volumes:
-        from builder.containers import mounts
-
-        specs = mounts.parse_all(o, image_volumes=image_volumes)
+    if specs or image_volumes:
+        specs = mounts.with_image_volumes(specs, image_volumes)
         records = mounts.records(root, specs, image)
-    c = build(root, o, image, mounts=records)
+    c = build(root, o, image, host=host, mounts=records, amend=amend)
     lifecycle.emit(root, c, "create")
     return c
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.containers import lifecycle
+from builder.containers.hostconfig import HostConfig
 from builder.containers.options import ZERO_TIME, RestartPolicy, rfc3339nano
 from builder.containers.record import Container
 from builder.errors import ContainerError
@@ -229,7 +230,7 @@ def sample(c: Container, previous: Mapping[str, Any] | None = None) -> dict[str,
         out["blkio_stats"] = got["blkio_stats"]
         out["cpu_stats"] = {"cpu_usage": got["cpu_usage"], "system_cpu_usage": system_cpu_usage(),
                             "online_cpus": online_cpus(), "throttling_data": got["throttling_data"]}
-    mode = str(c.host_config.get("NetworkMode") or "")
+    mode = c.host_config.network_mode
     if mode != "host" and not mode.startswith("container:"):
         networks = net_dev(_read(Path(f"/proc/{c.state.pid}/net/dev")))
         if networks:
@@ -330,13 +331,13 @@ class Update:
                                        self.pids_limit, self.restart_policy))
 
 
-def _checked(c: Container, u: Update) -> tuple[dict[str, Any], Update]:
+def _checked(c: Container, u: Update) -> tuple[HostConfig, Update]:
     """The new ``HostConfig`` and the live changes to make, or ``ContainerError`` (Docker's rules)."""
-    hc = dict(c.host_config)
+    hc = c.host_config
+    r = hc.resources
     if u.memory is not None and u.memory != 0 and u.memory < MIN_MEMORY:
         raise ContainerError("Minimum memory limit allowed is 6MB")
-    memory = int(hc.get("Memory") or 0)
-    swap = int(hc.get("MemorySwap") or 0)
+    memory, swap = r.memory, r.memory_swap
     new_memory = u.memory if u.memory else memory
     new_swap = swap
     if u.memory_swap is not None and u.memory_swap != 0:
@@ -358,23 +359,22 @@ def _checked(c: Container, u: Update) -> tuple[dict[str, Any], Update]:
         if u.nano_cpus and not 10_000_000 <= u.nano_cpus <= online_cpus() * 1_000_000_000:
             raise ContainerError(f"Range of CPUs is from 0.01 to {online_cpus()}.00, "
                                  f"as there are only {online_cpus()} CPUs available")
-        hc["NanoCpus"] = u.nano_cpus
+        r = replace(r, nano_cpus=u.nano_cpus)
     if u.cpu_shares is not None:
         if u.cpu_shares < 0:
             raise ContainerError.invalid(f"invalid CPU shares {u.cpu_shares}: must not be negative")
-        hc["CpuShares"] = u.cpu_shares
+        r = replace(r, cpu_shares=u.cpu_shares)
     if u.restart_policy is not None:
-        if hc.get("AutoRemove") and u.restart_policy.name != "no":
+        if hc.auto_remove and u.restart_policy.name != "no":
             raise ContainerError("Restart policy cannot be updated because AutoRemove is enabled for the container")
-        hc["RestartPolicy"] = u.restart_policy.to_json()
+        hc = replace(hc, restart_policy=u.restart_policy)
     if u.pids_limit is not None:
-        hc["PidsLimit"] = u.pids_limit if u.pids_limit > 0 else None
+        r = replace(r, pids_limit=u.pids_limit if u.pids_limit > 0 else None)
     if new_memory != memory or new_swap != swap:
-        hc["Memory"] = new_memory
-        hc["MemorySwap"] = new_swap
+        r = replace(r, memory=new_memory, memory_swap=new_swap)
     live = replace(u, memory=u.memory or None,
                    memory_swap=new_swap if (new_swap != swap or u.memory) and new_memory else None)
-    return hc, live
+    return replace(hc, resources=r), live
 
 
 def update(root: StateRoot, ref: str, u: Update) -> tuple[Container, list[str]]:

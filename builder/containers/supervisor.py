@@ -109,7 +109,7 @@ class Supervisor:
         except (ContainerError, OSError):
             ready(Started(False, 125, f"No such container: {self.cid}"))
             return 125
-        policy = RestartPolicy.from_json(c.host_config.get("RestartPolicy"))
+        policy = c.host_config.restart_policy
         if self.attach is None:
             with contextlib.suppress(OSError):
                 # as dockerd: a TTY's stdin stays open when its client leaves (detach, attach again)
@@ -213,7 +213,7 @@ class Supervisor:
             log.close()
             if server is not None:
                 server.close()
-        if c.host_config.get("AutoRemove") and not removed:
+        if c.host_config.auto_remove and not removed:
             # `wait` on an --rm container must still learn the exit code
             with contextlib.suppress(OSError):
                 (self.root.containers / f".exit-{self.cid}").write_text(str(exit_code))
@@ -275,7 +275,7 @@ class Supervisor:
                                                      supervisor_start=0))
                 return False
             with contextlib.suppress(ContainerError):  # `update --restart` changes it live
-                policy = RestartPolicy.from_json(self.cs.load(self.cid).host_config.get("RestartPolicy"))
+                policy = self.cs.load(self.cid).host_config.restart_policy
             restart = policy.should_restart(exit_code=exit_code, restarts=st.restart_count,
                                             stopped_by_user=st.stopped_by_user or self.terminating)
             st = replace(

@@ -71,7 +71,7 @@ def detect(mountinfo: str | None = None) -> Layout:
             continue
         point, fstype, opts = fields[4], rest[0], rest[2].split(",")
         if fstype == "cgroup":
-            for c in (*V1_CONTROLLERS, *V1_ACCOUNTING):
+            for c in (*V1_CONTROLLERS, *V1_ACCOUNTING, "cpuset"):
                 if c in opts and c not in v1:
                     v1[c] = point
             keep = [o for o in opts if o not in ("rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec")]
@@ -129,20 +129,26 @@ class Cgroup:
             skip = {c for c, limited in (("memory", resources.memory is not None),
                                          ("cpu", resources.cpus is not None or resources.cpu_shares is not None))
                     if not limited and not resources.account}
-            for ctrl in (*V1_CONTROLLERS, *(V1_ACCOUNTING if resources.account else ())):
+            for ctrl in (*V1_CONTROLLERS, *(V1_ACCOUNTING if resources.account else ()),
+                         *(("cpuset",) if resources.cpuset_cpus else ())):
                 mnt = layout.v1.get(ctrl)
                 if mnt is None or mnt in seen or ctrl in skip:
                     continue
                 seen.add(mnt)
+                if ctrl == "cpuset":  # a v1 cpuset starts empty: its parent's are copied down first
+                    _cpuset_parent(Path(mnt))
                 p = _mkdir(Path(mnt) / PARENT, sandbox_id)
                 cg.paths.append(str(p))
+                if ctrl == "cpuset":
+                    _write(p / "cpuset.mems", (Path(mnt) / PARENT / "cpuset.mems").read_text().strip())
                 if ctrl == "memory":
                     cg.memory = str(p)
             # a controller-less v2 mount beside v1 ones (hybrid) adds nothing but cgroup.kill,
             # and joining each hierarchy costs an RCU grace period: use it only when it has
             # controllers or is the only hierarchy
             if layout.v2 is not None and (layout.v2_controllers or not cg.paths):
-                wanted = [c for c in ("memory", "cpu", "pids", *(("io",) if resources.account else ()))
+                wanted = [c for c in ("memory", "cpu", "pids", *(("io",) if resources.account else ()),
+                                      *(("cpuset",) if resources.cpuset_cpus else ()))
                           if c in layout.v2_controllers and c not in layout.v1]
                 if wanted:
                     _write(Path(layout.v2, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
@@ -177,6 +183,8 @@ class Cgroup:
                 _write(d / "cpu.shares", str(r.cpu_shares))
             if (d / "pids.max").exists() and r.pids is not None:
                 _write(d / "pids.max", "max" if r.pids < 0 else str(r.pids))
+            if r.cpuset_cpus and (d / "cpuset.cpus").exists():
+                _write(d / "cpuset.cpus", r.cpuset_cpus)
             if (d / "devices.deny").exists():
                 _write(d / "devices.deny", "a")
                 for rule in (*DEVICE_RULES, *r.device_rules):
@@ -194,6 +202,8 @@ class Cgroup:
                 _write(d / "cpu.weight", str(shares_to_weight(r.cpu_shares)))
             if r.pids is not None and (d / "pids.max").exists():
                 _write(d / "pids.max", "max" if r.pids < 0 else str(r.pids))
+            if r.cpuset_cpus and (d / "cpuset.cpus").exists():
+                _write(d / "cpuset.cpus", r.cpuset_cpus)
 
     @property
     def procs_files(self) -> list[str]:
@@ -263,7 +273,8 @@ def rootless_check(resources: Resources, layout: Layout) -> None:
     """Rootless, a limit needs a cgroup v2 subtree delegated to the user, which pybuild does not
     use yet: a limit asked for is refused in one line saying why."""
     asked = [flag for flag, v in (("--memory", resources.memory), ("--cpus", resources.cpus),
-                                  ("--cpu-shares", resources.cpu_shares), ("--pids-limit", resources.pids))
+                                  ("--cpu-shares", resources.cpu_shares), ("--pids-limit", resources.pids),
+                                  ("--cpuset-cpus", resources.cpuset_cpus or None))
              if v is not None]
     if not asked:
         return
@@ -379,6 +390,17 @@ def set_limits(paths: list[str], *, memory: int | None = None, memory_swap: int 
         todo.append((holder("pids.max"), "max" if pids <= 0 else str(pids)))
     for path, value in todo:
         _write(path, value)
+
+
+def _cpuset_parent(mnt: Path) -> None:
+    """``pybuild/`` of a v1 cpuset hierarchy with the root's CPUs and memory nodes (a new
+    cpuset cgroup has none, and no task can join it then)."""
+    parent = mnt / PARENT
+    parent.mkdir(exist_ok=True)
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not (parent / name).read_text().strip():
+            with contextlib.suppress(OSError):  # a concurrent first use wrote it
+                _write(parent / name, (mnt / name).read_text().strip())
 
 
 def _mkdir(parent: Path, name: str) -> Path:

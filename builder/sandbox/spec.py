@@ -178,6 +178,8 @@ class Resources:
     account: bool = False
     #: devices-cgroup rules allowed beyond the defaults (``c 10:229 rwm``), for ``--device``
     device_rules: tuple[str, ...] = ()
+    #: ``--cpuset-cpus``: the CPUs its processes may run on (``0-1,3``; "" all)
+    cpuset_cpus: str = ""
 
     def __post_init__(self) -> None:
         for rule in self.device_rules:

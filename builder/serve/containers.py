@@ -17,7 +17,7 @@ from aiohttp import web
 from builder import events
 from builder.containers.logs import NO_READING, LogDriver
 from builder.errors import ContainerError
-from builder.serve.createbody import finish_config, run_options, volumes_from
+from builder.serve.createbody import amend_config, host_config, run_options, volumes_from
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.request import (
     filter_specs,
@@ -90,7 +90,7 @@ async def create(request: web.Request) -> web.Response:
     root = state_of(request)
     body = await json_body(request, required=True)
     name = request.query.get("name") or None
-    o, hcheck, body = run_options(body, name)
+    o = run_options(body, name)
     lc = (body.get("HostConfig") or {}).get("LogConfig") or {}
     try:
         LogDriver.check(lc.get("Type") or None, lc.get("Config"))
@@ -98,11 +98,8 @@ async def create(request: web.Request) -> web.Response:
         raise bad_request(str(e)) from None
 
     def work() -> Container:
-        from dataclasses import replace
-
         extra = volumes_from(root, (body.get("HostConfig") or {}).get("VolumesFrom"))
-        c = service.create(root, replace(o, volumes=o.volumes + extra) if extra else o)
-        return finish_config(root, c, body, hcheck)
+        return service.create(root, o, host=host_config(body, extra), amend=amend_config(body))
 
     c = await in_thread(work)
     return web.json_response({"Id": c.id, "Warnings": []}, status=201)
@@ -119,9 +116,9 @@ async def start(request: web.Request) -> web.Response:
         return web.Response(status=304)
     from builder.serve import attach
 
-    lc = c.host_config.get("LogConfig") or {}
+    lc = c.host_config.log_config
     try:
-        LogDriver.parse(lc.get("Type"), lc.get("Config"))
+        LogDriver.parse(lc.type if lc else None, dict(lc.config) if lc else None)
     except ContainerError as e:  # dockerd: 500 at start for a bad max-size/max-file
         raise ApiError(500, str(e)) from None
     waiting = attach.pending(request.app, c.id)
@@ -295,7 +292,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
     if not (want_out or want_err):
         raise bad_request("Bad parameters: you must choose at least one stream")
-    if (c.host_config.get("LogConfig") or {}).get("Type") == "none":
+    if c.host_config.log_config is not None and c.host_config.log_config.type == "none":
         raise ApiError(501, NO_READING)
     stamps = qbool(request, "timestamps")
     tty = bool(c.config.tty)
@@ -392,13 +389,13 @@ async def remove_link(request: web.Request) -> web.Response:
         cs = ContainerStore(root)
         with cs.lock(c.id):
             now = cs.load(c.id)
-            removed = list(now.host_config.get("LinksRemoved") or ())
-            child = next((str(x).partition(":")[0].lstrip("/") for x in
-                          now.host_config.get("Links") or () if link_alias(str(x)) == link), None)
+            removed = now.host_config.links_removed
+            child = next((x.partition(":")[0].lstrip("/") for x in
+                          now.host_config.links if link_alias(x) == link), None)
             if child is None or link in removed:
                 return None
-            cs.save_config(replace(now, host_config={**now.host_config,
-                                                     "LinksRemoved": [*removed, link]}))
+            cs.save_config(replace(now, host_config=replace(now.host_config,
+                                                            links_removed=(*removed, link))))
             return child
 
     child = await in_thread(work)
