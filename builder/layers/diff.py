@@ -78,16 +78,16 @@ class _TarWriter:
         self.links: dict[tuple[int, int], str] = {}
         self.count = 0
 
-    def _add(self, ti: tarfile.TarInfo, fobj: IO[bytes] | None = None) -> None:
+    def _add(self, ti: tarfile.TarInfo, fd: int | None = None) -> None:
         t = self.tarfile
         header = _plain_header(t, ti) or ti.tobuf(t.PAX_FORMAT, t.ENCODING, "surrogateescape")
         self.out.write(header)
         self.offset += len(header)
-        if fobj is None:
+        if fd is None:
             return
         left = ti.size
         while left > 0:
-            chunk = fobj.read(min(left, 1 << 20))
+            chunk = os.read(fd, min(left, 1 << 20))
             if not chunk:
                 raise OSError("unexpected end of data")  # (the file shrank: as tarfile says)
             self.out.write(chunk)
@@ -129,7 +129,7 @@ class _TarWriter:
         m = st.st_mode
         xattr_target: int | str = path
         follow = False
-        fobj: IO[bytes] | None = None
+        fd: int | None = None  # (read unbuffered: most files are read in one call)
         try:
             if stat.S_ISDIR(m):
                 ti.type = t.DIRTYPE
@@ -141,8 +141,8 @@ class _TarWriter:
                     if st.st_nlink > 1:
                         self.links[key] = name
                     ti.type, ti.size = t.REGTYPE, st.st_size
-                    fobj = open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
-                    xattr_target, follow = fobj.fileno(), True
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    xattr_target, follow = fd, True
             elif stat.S_ISLNK(m):
                 ti.type, ti.linkname = t.SYMTYPE, os.readlink(path)
             elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
@@ -157,11 +157,11 @@ class _TarWriter:
                     XATTR_PAX + k: v.decode("utf-8", "surrogateescape")
                     for k, v in read_xattrs(xattr_target, follow=follow).items()
                 }
-            self._add(ti, fobj)
+            self._add(ti, fd)
             self.count += 1
         finally:
-            if fobj is not None:
-                fobj.close()
+            if fd is not None:
+                os.close(fd)
 
     def close(self) -> None:
         """The end-of-archive blocks, padded to a whole record, as ``TarFile.close`` ends it."""
@@ -204,7 +204,7 @@ def _walk_stack(w: _TarWriter, dirs: Sequence[str], rel: str, lowers: MergedView
     """*dirs*: the host directories merged at the archive directory *rel*, topmost first.
     *fuse_opaque*: the directory is marked opaque by fuse-overlayfs, whose marker file it holds."""
     for name in sorted(set().union(*(os.listdir(d) for d in dirs))):
-        holders = [d for d in dirs if os.path.lexists(os.path.join(d, name))]
+        holders = [d for d in dirs if os.path.lexists(os.path.join(d, name))] if len(dirs) > 1 else dirs
         path = os.path.join(holders[0], name)
         arc = f"{rel}{name}"
         st = os.lstat(path)
