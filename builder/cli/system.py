@@ -196,6 +196,8 @@ def _info_text(d: dict[str, Any], emulated: list[str] | None = None) -> str:
     if d["RegistryConfig"]["Mirrors"]:
         lines += [" Registry Mirrors:"] + [f"  {m}" for m in d["RegistryConfig"]["Mirrors"]]
     lines.append(f" Live Restore Enabled: {str(d['LiveRestoreEnabled']).lower()}")
+    if d.get("Warnings"):  # rootless says what it lacks, as docker info ends with its warnings
+        lines += ["", *d["Warnings"]]
     return "\n".join(lines)
 
 
