@@ -197,6 +197,9 @@ def layers(pb: Any, ref: str) -> list[str]:
 def test_default_root_and_namespace(user: User) -> None:
     r = user.pb("info")
     assert f"Pybuild Root Dir: {user.home}/.local/share/pybuild" in r.stdout
+    assert "  rootless\n" in r.stdout and " Cgroup Driver: none\n" in r.stdout
+    assert "  Rootless Overlay: kernel overlayfs (userxattr)\n" in r.stdout
+    assert r.stdout.rstrip().splitlines()[-1].startswith("WARNING: rootless: resource limits need")
     assert (user.home / ".local/share/pybuild/store").is_dir()
     assert os.stat(user.home / ".local/share/pybuild").st_uid == user.uid
     # no XDG_RUNTIME_DIR: the private fallback, the user's own and closed to others
