@@ -14,16 +14,13 @@ from builder import dockerfile as df
 from builder.context import Tree, entry_fingerprint, has_glob, split_pivot
 from builder.errors import ContextError, PlanError
 from builder.graph.ops import CacheKey, CopySource, CopySpec, Location, StagePlan, Step, key_of
-from builder.sources.git import GitSource
-from builder.sources.git import parse as parse_git
-from builder.sources.git import resolve as resolve_git
-from builder.sources.url import check_checksum, request_error, status_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
     from builder.dockerfile.instructions import Dockerfile, Instruction, Stage
+    from builder.sources.git import GitSource
     from registry.store import Image
 
 URL = re.compile(r"^https?://", re.I)
@@ -195,6 +192,9 @@ class CopyPlanning:
 
     def _git_source(self, text: str, ins: df.Copy | df.Add) -> GitSource | None:
         """*text* as a git source with its ref resolved to a commit (the cache key), or None."""
+        from builder.sources.git import parse as parse_git
+        from builder.sources.git import resolve as resolve_git
+
         try:
             git = parse_git(text, keep_git_dir=getattr(ins, "keep_git_dir", False))
             if git is None:
@@ -213,6 +213,8 @@ class CopyPlanning:
         text = getattr(ins, "checksum", None)
         if not text:
             return None
+        from builder.sources.url import check_checksum
+
         try:
             return check_checksum(url, self._x(text, ins))
         except ContextError as e:
@@ -222,6 +224,8 @@ class CopyPlanning:
         """What the server says about *url* (ETag, Last-Modified, length): a changed remote
         file changes the key even without ``--checksum``."""
         import requests
+
+        from builder.sources.url import request_error, status_error
 
         try:
             r = requests.head(url, allow_redirects=True, timeout=30)

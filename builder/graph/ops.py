@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from builder.sources.git import GitSource
 from registry.model import Platform
 from registry.store import Image
+
+if TYPE_CHECKING:  # (git, with subprocess, is loaded by the ADD of a repository alone)
+    from builder.sources.git import GitSource
 
 
 class CacheKey(str):
