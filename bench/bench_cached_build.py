@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""bench_cached_build: a two-stage, 19-instruction Dockerfile (a 50 MB blob copied in the first
+stage) built again by ``pybuild build`` and by ``docker build`` (BuildKit, on the private warm
+``dockerd`` of ``tests/dockerd.py``): fully cached, and with one small file copied in the final
+stage changed (its COPY and the RUN after it run again). Medians of the runs, the two tools
+interleaved, the ratio beside each row. Byte-compile first (``make compile``): the bench
+measures the package as ``pip install`` leaves it.
+
+    .venv/bin/python bench/bench_cached_build.py [--runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from bench_build import PYBUILD, Docker, Pybuild, Tool, run, timed  # noqa: E402
+
+DOCKERFILE = """\
+FROM busybox AS build
+WORKDIR /src
+ENV MODE=release
+COPY blob.bin /src/blob.bin
+COPY lib/ ./lib/
+RUN ls -R lib > /src/listing
+RUN wc -c blob.bin > /src/blobsize
+ARG VERSION=1
+RUN echo "v$VERSION $MODE" > /src/version
+
+FROM busybox
+LABEL org.example.bench=cached
+ENV APP=/app
+WORKDIR /app
+COPY --from=build /src/listing /src/blobsize /src/version ./
+COPY app.conf ./
+RUN cat app.conf > /app/conf.out
+USER nobody
+EXPOSE 8080
+CMD ["cat", "/app/version"]
+"""
+
+
+def make_context(base: Path) -> Path:
+    ctx = base / "ctx"
+    (ctx / "lib").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "blob.bin").write_bytes(os.urandom(50_000_000))
+    for i in range(20):
+        (ctx / "lib" / f"m{i}.py").write_text(f"x = {i}\n" * 100)
+    (ctx / "app.conf").write_text("conf 0\n")
+    return ctx
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=15)
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-cached-", dir="/var/tmp"))
+    tools: list[Tool] = []
+    docker: Docker | None = None
+    try:
+        spec = __import__("importlib.util").util.spec_from_file_location(
+            "mkbusybox", REPO / "testdata" / "mkbusybox.py")
+        mk = __import__("importlib.util").util.module_from_spec(spec)
+        spec.loader.exec_module(mk)
+        busybox_tar = base / "busybox.tar"
+        mk.make_tar(busybox_tar)
+        tools.append(Pybuild(base, busybox_tar))
+        if os.path.exists("/usr/bin/docker") and (shutil.which("dockerd")
+                                                  or os.path.exists("/usr/sbin/dockerd")):
+            docker_tar = base / "busybox-docker.tar"
+            export = base / "export"
+            export.mkdir()
+            (export / "Dockerfile").write_text("FROM busybox\n")
+            run(PYBUILD, "--root", str(base / "pyb-prepared"), "build", "-q", "-t",
+                "busybox:latest", "-o", f"type=docker,dest={docker_tar}", str(export))
+            docker = Docker(docker_tar)
+            tools.append(docker)
+        ctx = make_context(base)
+        cases = ("fully cached", "one file changed")
+        samples: dict[str, dict[str, list[float]]] = {t.name: {c: [] for c in cases} for t in tools}
+        for t in tools:  # the first (cold) build, not measured: the daemon and caches warm
+            t.cold_reset()
+            t.build(ctx, "bench-cached:latest")
+        for i in range(args.runs):
+            for t in tools:
+                build = partial(t.build, ctx, "bench-cached:latest")
+                samples[t.name]["fully cached"].append(timed(build))
+                (ctx / "app.conf").write_text(f"conf {t.name} {i} {time.time()}\n")
+                samples[t.name]["one file changed"].append(timed(build))
+        names = [t.name for t in tools]
+        print(f"two stages, 19 instructions, 50 MB blob; median of {args.runs} runs, interleaved")
+        print(f"{'build':18}" + "".join(f"{n:>26}" for n in names)
+              + ("      ratio" if len(names) > 1 else ""))
+        for case in cases:
+            meds = [statistics.median(samples[n][case]) for n in names]
+            ratio = f"  {meds[0] / meds[1]:8.2f}x" if len(meds) > 1 else ""
+            print(f"{case:18}" + "".join(f"{m:24.3f} s" for m in meds) + ratio, flush=True)
+    finally:
+        if docker is not None:
+            docker.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
