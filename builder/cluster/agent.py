@@ -44,7 +44,7 @@ class Agent:
             assert m is not None
             try:
                 renewed = membership.renew(self.state, m, etcd)
-                if renewed.lease != m.lease:
+                if renewed.lease != self.m.lease:  # a new lease (ours or a command's): republish
                     self.resync.set()
                 self.m = renewed
             except (ClusterError, OSError):

@@ -83,9 +83,11 @@ def parse_urls(spec: str) -> list[str]:
 
 
 class Etcd:
-    def __init__(self, urls: Sequence[str], *, timeout: float = 2.0) -> None:
+    def __init__(self, urls: Sequence[str], *, timeout: float = 2.0, connect: float | None = None) -> None:
         self.urls = list(urls)
         self.timeout = timeout
+        #: seconds to wait for a member to accept the connection (a dead host answers nothing)
+        self.connect = connect or timeout
         self._session = requests.Session()
 
     def close(self) -> None:
@@ -95,16 +97,20 @@ class Etcd:
         errors = []
         for i, url in enumerate(self.urls):
             try:
-                r = self._session.post(url + path, json=body, timeout=timeout or self.timeout)
+                r = self._session.post(url + path, json=body, timeout=(self.connect, timeout or self.timeout))
             except requests.RequestException as e:
                 errors.append(f"{url}: {type(e).__name__}")
                 continue
             if r.status_code >= 500 or r.status_code == 429:
                 errors.append(f"{url}: HTTP {r.status_code}")
                 continue
+            try:
+                data: dict[str, Any] = r.json()
+            except ValueError:  # not an etcd gateway
+                errors.append(f"{url}: HTTP {r.status_code}, not an etcd answer")
+                continue
             if i:  # the member that answered goes first next time
                 self.urls.insert(0, self.urls.pop(i))
-            data: dict[str, Any] = r.json()
             if r.status_code != 200 or "error" in data:
                 raise ClusterError(f"cluster store: {data.get('message') or data.get('error') or r.status_code}")
             return data
@@ -190,7 +196,7 @@ class Etcd:
                                    "progress_notify": True}}
         for url in list(self.urls):
             try:
-                r = self._session.post(url + "/v3/watch", json=body, stream=True, timeout=(self.timeout, idle))
+                r = self._session.post(url + "/v3/watch", json=body, stream=True, timeout=(self.connect, idle))
             except requests.RequestException:
                 continue
             try:

@@ -93,10 +93,10 @@ def save(state: StateRoot, m: Membership) -> None:
     os.replace(tmp, p)
 
 
-def client(m: Membership) -> Etcd:
+def client(m: Membership, *, connect: float | None = None) -> Etcd:
     from builder.cluster.etcd import Etcd
 
-    return Etcd(m.urls)
+    return Etcd(m.urls, connect=connect)
 
 
 def require(state: StateRoot) -> Membership:
@@ -150,13 +150,19 @@ def join(state: StateRoot, store: str, advertise: str, *, ttl: int | None = None
 
 
 def renew(state: StateRoot, m: Membership, etcd: Etcd) -> Membership:
-    """Keep the lease alive, or grant a new one (and put the host key on it) if it expired."""
+    """Keep the lease alive, or grant a new one (and put the host key on it) if it expired.
+    One renewer at a time (the agent, or a command that found the lease gone): a lease another
+    one granted meanwhile is taken, not replaced."""
     if m.lease and etcd.keepalive(m.lease) > 0:
         return m
-    m = replace(m, lease=etcd.grant(m.ttl))
-    etcd.put(HOSTS + m.host_id, host_value(m), lease=m.lease)
-    save(state, m)
-    return m
+    with state.lock("cluster"):
+        cur = load(state) or m
+        if cur.lease != m.lease and cur.lease and etcd.keepalive(cur.lease) > 0:
+            return cur
+        cur = replace(cur, lease=etcd.grant(cur.ttl))
+        etcd.put(HOSTS + cur.host_id, host_value(cur), lease=cur.lease)
+        save(state, cur)
+        return cur
 
 
 def ensure_agent(state: StateRoot, m: Membership) -> None:
@@ -164,7 +170,7 @@ def ensure_agent(state: StateRoot, m: Membership) -> None:
 
     if m.agent_pid and helpers.is_ours(m.agent_pid, AGENT, str(state.path)):
         return
-    with state.lock("cluster-agent"):
+    with state.lock("cluster"):
         cur = load(state) or m
         if cur.agent_pid and helpers.is_ours(cur.agent_pid, AGENT, str(state.path)):
             return

@@ -147,6 +147,16 @@ def _sync(state: StateRoot, *, quiet: bool = True) -> None:
                      lambda n: _record_path(state, n.id).unlink(missing_ok=True), quiet=quiet)
 
 
+def _sync_unless_known(state: StateRoot, ref: str) -> None:
+    """Before an attach: the store is asked only for a network this root does not know (an
+    overlay removed meanwhile is caught when its address is claimed)."""
+    if overlay.joined(state):
+        with _locked(state) as nets, contextlib.suppress(NetworkError):
+            _find(nets, ref)
+            return
+        _sync(state)
+
+
 def list_networks(state: StateRoot) -> list[Network]:
     _sync(state)
     with _locked(state) as nets:
@@ -363,7 +373,7 @@ def attach(
     for a in aliases:
         if not NAME_RE.match(a):
             raise NetworkError.invalid(f"invalid network alias {a!r}")
-    _sync(state)
+    _sync_unless_known(state, network)
     with _locked(state) as nets, links.session():
         net = _find(nets, network)
         mine = [n for n in nets if container_id in n.containers]

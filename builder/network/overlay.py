@@ -23,7 +23,7 @@ import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder.errors import NetworkError
 from builder.network import ipam, links, sweep
@@ -40,6 +40,7 @@ EPS, IPS = PREFIX + "endpoints/", PREFIX + "ips/"
 VXLAN_PORT, MTU, VNI_BASE = 4789, 1450, 4097
 VNI_OPT = "com.docker.network.driver.overlay.vxlanid_list"
 POOL = ipaddress.IPv4Network("10.0.0.0/8")
+T = TypeVar("T")
 
 
 def joined(state: StateRoot) -> bool:
@@ -48,11 +49,11 @@ def joined(state: StateRoot) -> bool:
     return j(state)
 
 
-def _session(state: StateRoot) -> tuple[Membership, Etcd]:
+def _session(state: StateRoot, *, connect: float | None = None) -> tuple[Membership, Etcd]:
     from builder.cluster import membership
 
     m = membership.require(state)
-    return m, membership.client(m)
+    return m, membership.client(m, connect=connect)
 
 
 def vxlan_name(net: Network) -> str:
@@ -123,8 +124,8 @@ def sync(state: StateRoot, save: Callable[[Network], None], load: Callable[[], l
     records stay as they were (*quiet*) or the error is raised."""
     from builder.cluster.etcd import ClusterError
 
-    try:
-        _, etcd = _session(state)
+    try:  # a listing does not wait long for a member that does not answer
+        _, etcd = _session(state, connect=0.5 if quiet else None)
         try:
             kvs, _ = etcd.range(NETS)
         finally:
@@ -173,12 +174,15 @@ def claim_ip(state: StateRoot, net: Network, container_id: str, wanted: str | No
     """An address no container anywhere has: ``ips/<net>/<ip>`` created on this host's lease."""
     m, etcd = _session(state)
     try:
+        kv = etcd.get(NETS + net.name)
+        if kv is None or kv.json().get("Id") != net.id:
+            raise NetworkError.not_found(f"network {net.name} not found (removed from the cluster)")
         subnet = ipaddress.IPv4Network(net.subnet)
         for _ in range(100):
             used = [kv.key.rpartition("/")[2] for kv in etcd.range(f"{IPS}{net.id}/")[0]]
             addr = ipam.allocate(subnet, net.gateway, used, wanted)
             key = f"{IPS}{net.id}/{addr}"
-            if etcd.create({key: container_id}, lease=m.lease):
+            if _leased(state, m, etcd, functools.partial(_create_one, etcd, key, container_id)):
                 undo.append(functools.partial(_delete_quietly, state, key, container_id))
                 return addr
             if wanted:
@@ -186,6 +190,24 @@ def claim_ip(state: StateRoot, net: Network, container_id: str, wanted: str | No
         raise NetworkError("could not allocate an overlay address: the store kept changing")
     finally:
         etcd.close()
+
+
+def _create_one(etcd: Etcd, key: str, value: str, lease: int) -> bool:
+    return etcd.create({key: value}, lease=lease)
+
+
+def _leased(state: StateRoot, m: Membership, etcd: Etcd, op: Callable[[int], T]) -> T:
+    """*op* with this host's lease; if the store let it expire (a stalled agent), renew it
+    (``membership.renew``: the agent republishes the rest) and try once more."""
+    from builder.cluster import membership
+    from builder.cluster.etcd import ClusterError
+
+    try:
+        return op(m.lease)
+    except ClusterError as e:
+        if "lease not found" not in str(e):
+            raise
+    return op(membership.renew(state, m, etcd).lease)
 
 
 def _delete_quietly(state: StateRoot, key: str, owner: str) -> None:
@@ -208,7 +230,7 @@ def _ep_value(m: Membership, ep: Endpoint) -> str:
 def publish(state: StateRoot, net: Network, ep: Endpoint) -> None:
     m, etcd = _session(state)
     try:
-        etcd.put(f"{EPS}{net.id}/{ep.container_id}", _ep_value(m, ep), lease=m.lease)
+        _leased(state, m, etcd, lambda lease: etcd.put(f"{EPS}{net.id}/{ep.container_id}", _ep_value(m, ep), lease=lease))
     finally:
         etcd.close()
 
