@@ -23,12 +23,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from builder.errors import SandboxError
-
-if TYPE_CHECKING:
-    from builder.state import StateRoot
 
 #: set (to ``uid:gid`` of the host user) in a process that runs inside the keeper's namespace
 ENV = "_PYBUILD_ROOTLESS"
@@ -313,12 +309,10 @@ def stop_keeper(*, only_idle: bool = True) -> bool:
     return True
 
 
-def info_fields(state: StateRoot, base: Mapping[str, object]) -> dict[str, object]:
-    """What ``info`` says differently rootless: the overlay driver chosen at run time, no
-    cgroup limits, ``rootless`` among the security options, and why when something is missing."""
-    from builder import rootfs
-
-    driver = rootfs.overlay_driver(state.containers)
+def info_fields(driver: str, base: Mapping[str, object]) -> dict[str, object]:
+    """What ``info`` says differently rootless: the overlay *driver* chosen at run time
+    (``rootfs.overlay_driver``), no cgroup limits, ``rootless`` among the security options, and
+    why when something is missing."""
     uids, gids = mappings()
     status = base.get("DriverStatus")
     warnings = [w for w in (no_ranges_warning(),) if w]

@@ -247,9 +247,9 @@ def info(state: StateRoot) -> dict[str, Any]:
         "SecurityOptions": ["name=cgroupns"], "Warnings": None,
     }
     if "_PYBUILD_ROOTLESS" in os.environ:  # the overlay driver chosen, no cgroups, warnings
-        from builder import rootless
+        from builder import rootfs, rootless
 
-        out.update(rootless.info_fields(state, out))
+        out.update(rootless.info_fields(rootfs.overlay_driver(state.containers), out))
     return out
 
 
