@@ -596,7 +596,7 @@ def reset(state: StateRoot, *, everything: bool = False) -> ResetReport:
             errors.append(f"umount {m}: {r.stderr.strip()}")
     with contextlib.suppress(OSError):
         shutil.rmtree(state.run)
-    if everything and not errors:
+    if everything and not errors and state.path.is_dir():  # (a root never made: nothing to empty)
         for entry in state.path.iterdir():
             if entry.name in ("locks",):
                 continue

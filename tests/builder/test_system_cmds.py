@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +285,13 @@ def test_reset_prompt_and_no(busybox: Any) -> None:
     assert r.stdout.startswith(f"WARNING! This will remove from this host everything of the state root {pybuild.root}:\n")
     assert r.stdout.endswith("Are you sure you want to continue? [y/N] ")
     assert pybuild("ps", "-aq").stdout.strip()
+
+
+def test_reset_of_a_root_never_made(tmp_path: Path) -> None:
+    # `system reset -af` of a --root that does not exist: done, no traceback, and still nothing there
+    missing = tmp_path / "never-made"
+    r = subprocess.run([sys.executable, "-m", "builder.cli", "--root", str(missing), "system", "reset", "-af"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not missing.exists()
