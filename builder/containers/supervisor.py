@@ -332,9 +332,12 @@ class Supervisor:
             in_grace = time.monotonic() - began < hc.start_period
             entry = {"Start": start, "End": end, "ExitCode": code, "Output": output[-4096:]}
 
+            before: list[str] = []
+
             def apply(s: State, code: int = code, entry: dict[str, Any] = entry,
-                      in_grace: bool = in_grace) -> State:
+                      in_grace: bool = in_grace, before: list[str] = before) -> State:
                 h = s.health or Health()
+                before[:] = [h.status]
                 log = (*h.log, entry)[-5:]
                 if code == 0:
                     return replace(s, health=Health("healthy", 0, log))
@@ -345,7 +348,11 @@ class Supervisor:
                 return replace(s, health=Health(status, streak, log))
 
             with contextlib.suppress(ContainerError):
-                self._update(apply)
+                now = self._update(apply).health
+                if now is not None and before and now.status != before[0]:
+                    # as dockerd: an event when the status changes (docker events
+                    # --filter event=health_status)
+                    lifecycle.emit(self.root, c, f"health_status: {now.status}")
 
 
 def _write_all(fd: int, data: bytes) -> None:
