@@ -157,6 +157,34 @@ def test_image_inspect_has_the_api_keys_compose_reads(serve: Any, judge: Judge) 
     assert ours[:5] == theirs[:5]
     assert [k for k in ours[5] if k in theirs[5]] == theirs[5]  # ours may add Descriptor
 
+
+def test_health_status_events(serve: Any, judge: Judge) -> None:
+    """``health_status: healthy`` when a healthcheck first passes, then ``unhealthy`` (what CI
+    scripts wait for with ``docker events --filter event=health_status``)."""
+    import time
+
+    rows = []
+    for _name, client in both(serve, judge):
+        since = int(time.time()) - 1
+        c = client.api.create_container(
+            "busybox:latest", ["sh", "-c", "touch /ok; sleep 4; rm /ok; sleep 60"],
+            labels={"pbtest.gaps": "1"}, healthcheck={
+                "Test": ["CMD", "test", "-f", "/ok"], "Interval": 500_000_000, "Retries": 1},
+            host_config=client.api.create_host_config(network_mode="none"))
+        try:
+            client.api.start(c["Id"])
+            for _ in range(80):
+                if client.api.inspect_container(c["Id"])["State"]["Health"]["Status"] == \
+                        "unhealthy":
+                    break
+                time.sleep(0.25)
+            events = client.events(since=since, until=int(time.time()) + 1, decode=True,
+                                   filters={"event": "health_status", "container": c["Id"]})
+            rows.append([e["Action"] for e in events])
+        finally:
+            client.api.remove_container(c["Id"], force=True)
+    assert rows[0] == rows[1] == ["health_status: healthy", "health_status: unhealthy"]
+
 # -- item 5: cachefrom ----------------------------------------------------------------------------
 
 CACHE_DOCKERFILE = "FROM busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n"
