@@ -1,4 +1,5 @@
-"""Layer compression codecs (none, gzip, zstd), streaming both ways, never a whole layer in memory.
+"""Layer compression codecs (none, gzip, zstd), streaming both ways, never a whole layer in memory;
+what a layer holds once unpacked, counted from its tar headers as the bytes pass.
 
 gzip uses ISA-L (``isal``) when installed, which is several times faster than zlib; zstd runs
 multi-threaded. Output is deterministic: gzip headers carry no name and mtime 0.
@@ -6,10 +7,11 @@ multi-threaded. Output is deterministic: gzip headers carry no name and mtime 0.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
+import queue
+import threading
 from typing import Any, BinaryIO
 
 from registry.digest import CHUNK, Digest
@@ -72,6 +74,8 @@ def open_decompressed(stream: BinaryIO, compression: str | None = None) -> Binar
 
             return igzip.IGzipFile(fileobj=stream, mode="rb")  # type: ignore[no-untyped-call,return-value]
         except ImportError:
+            import gzip
+
             return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
         import zstandard
@@ -134,6 +138,8 @@ class LayerEncoder:
                     fileobj=self._compressed, mode="wb", compresslevel=1 if level is None else min(level, 3), mtime=0
                 )
             except ImportError:
+                import gzip
+
                 self._sink = gzip.GzipFile(
                     filename="", fileobj=self._compressed, mode="wb",
                     compresslevel=6 if level is None else level, mtime=0,
@@ -181,3 +187,204 @@ class LayerEncoder:
     def size(self) -> int:
         assert self._closed, "close() the encoder first"
         return self._compressed.size
+
+
+class ContentSizer:
+    """Passes a tar stream on to *sink* and counts on the way what ``Store.content_size``
+    counts (regular files' bytes, symlink targets), reading only the headers: a PAX record's
+    ``size``/``linkpath`` (or a GNU long link) applies to the entry after it, as in tarfile."""
+
+    def __init__(self, sink: Any = None) -> None:
+        self.sink = sink
+        self.total = 0
+        self.known: bool | None = None  # True once the end-of-archive block is read
+        self._skip = 0  # data bytes of the current entry still to pass
+        self._head = b""  # a header block split across writes
+        self._pax: bytes | None = None  # collecting a PAX record's data (its size in _want)
+        self._want = 0
+        self._kind = b""
+        self._next: dict[bytes, bytes] = {}
+
+    def write(self, data: bytes) -> int:
+        if self.sink is not None:
+            self.sink.write(data)
+        if self.known is not False:
+            try:
+                self._scan(data)
+            except (ValueError, IndexError):  # not a tar we can read: content_size will say
+                self.known = False
+        return len(data)
+
+    def _scan(self, data: bytes) -> None:
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        while pos < end:
+            if self.known:  # past the end-of-archive block: padding only
+                return
+            if self._pax is not None:
+                take = view[pos:pos + self._want - len(self._pax)]
+                self._pax += take
+                pos += len(take)
+                if len(self._pax) == self._want:
+                    if self._kind == b"x":
+                        self._next.update(_pax_fields(self._pax))
+                    elif self._kind == b"K":  # GNU long link name
+                        self._next[b"linkpath"] = self._pax.rstrip(b"\0")
+                    self._pax = None
+                    self._skip = -self._want % 512
+                continue
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            take = view[pos:pos + 512 - len(self._head)]
+            self._head += take
+            pos += len(take)
+            if len(self._head) == 512:
+                self._header(self._head)
+                self._head = b""
+
+    def _header(self, h: bytes) -> None:
+        if h == bytes(512):
+            self.known = True
+            return
+        kind = h[156:157]
+        raw = h[124:136]
+        size = int.from_bytes(raw[1:], "big") if raw[0] & 0x80 else int(raw.strip(b"\0 ") or b"0", 8)
+        if kind in (b"x", b"K", b"L"):  # a PAX record or GNU long name: read for the next entry
+            self._pax, self._want, self._kind = b"", size, kind
+            return
+        fields, self._next = self._next, {}
+        size = int(fields.get(b"size", size))
+        if kind in (b"0", b"\0", b"7"):
+            self.total += size
+            self._skip = size + -size % 512
+        elif kind == b"2":
+            self.total += len(fields.get(b"linkpath", h[157:257].rstrip(b"\0")))
+        elif kind not in (b"1", b"3", b"4", b"5", b"6"):
+            self._skip = size + -size % 512
+
+
+def _pax_fields(data: bytes) -> dict[bytes, bytes]:
+    """``size`` and ``linkpath`` of a PAX record block (``"<len> key=value\n"`` records)."""
+    out: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(data) and data[pos:pos + 1] != b"\0":
+        length = int(data[pos:data.index(b" ", pos)])
+        key, _, value = data[data.index(b" ", pos) + 1:pos + length - 1].partition(b"=")
+        if key in (b"size", b"linkpath"):
+            out[key] = value
+        pos += length
+    return out
+
+
+class LayerSizer:
+    """Fed a layer blob's bytes as they arrive (a pull), counts what ``ContentSizer`` counts in
+    the tar inside, decompressing on the way: the store then never re-reads the blob for an
+    image's SIZE. gzip (ISA-L when installed; several members too) and uncompressed layers;
+    ``total`` is None for anything else (zstd, whose one call could inflate without bound) or
+    a blob that is not a tar."""
+
+    #: most bytes one ``decompress`` call may return (a highly compressed chunk stays bounded)
+    MAX_OUT = 8 << 20
+
+    def __init__(self) -> None:
+        self.sizer = ContentSizer()
+        self._inflate: Any = None
+        self._new: Any = None
+        self._kind = ""
+        self._head = b""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self.sizer.known is not None or self._kind == "other":
+            return  # counted (the rest is padding) or given up
+        try:
+            self._feed(bytes(data))
+        except Exception:  # noqa: BLE001 - a codec's error (zlib.error, ...): not a readable layer,
+            self._kind = "other"  # whose size ``Store.content_size`` reads later as it can
+
+    def _feed(self, data: bytes) -> None:
+        if not self._kind:
+            self._head += data
+            if len(self._head) < len(GZIP_MAGIC) + 2:
+                return
+            data, self._head = self._head, b""
+            kind = detect(data)
+            if kind == "gzip":
+                try:
+                    from isal import isal_zlib as z
+                except ImportError:
+                    import zlib as z  # type: ignore[no-redef]
+                self._new = lambda: z.decompressobj(wbits=31)
+                self._inflate = self._new()
+            self._kind = kind if kind in ("gzip", "none") else "other"
+        if self._kind == "none":
+            self.sizer.write(data)
+            return
+        while data and self._kind == "gzip" and self.sizer.known is None:
+            self.sizer.write(self._inflate.decompress(data, self.MAX_OUT))
+            data = self._inflate.unconsumed_tail
+            if self._inflate.eof:  # a member ended: another may follow
+                data = self._inflate.unused_data + data
+                self._inflate = self._new()
+                if data[:1] == b"\0":  # padding after the last member
+                    return
+
+    @property
+    def total(self) -> int | None:
+        """The content size, once the tar's end was seen (None if it was not)."""
+        return self.sizer.total if self.sizer.known else None
+
+
+class Pipelined:
+    """A write sink that hands 1 MiB batches to a thread running *sink*: the tar of a diff is
+    made (files read, headers packed) while the previous batch is hashed and compressed, or a
+    blob's next chunk is received while the last one is hashed, written and inflated (hashlib,
+    zlib/ISA-L, file and socket I/O release the GIL), so a big layer uses both cores."""
+
+    BATCH = 1 << 20
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.buf = bytearray()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.closed = False
+
+    def _run(self) -> None:
+        while (chunk := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self.sink.write(chunk)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the writer's thread
+                    self.error = e
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.error is not None:
+            raise self.error
+        if not self.buf and len(data) >= self.BATCH and isinstance(data, bytes):
+            self.q.put(data)  # a whole batch already: passed on as it is, not copied
+            return len(data)
+        self.buf += data
+        if len(self.buf) >= self.BATCH:
+            self.q.put(bytes(self.buf))
+            self.buf.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.buf:
+            self.q.put(bytes(self.buf))
+            self.buf.clear()
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error

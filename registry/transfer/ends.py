@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, Protocol
 
 from registry import mediatypes as mt
 from registry.client import Fetched, Repository, client_for
+from registry.compression import LayerSizer, Pipelined
 from registry.digest import CHUNK, Digest
 from registry.errors import (
     BlobUnknown,
@@ -28,7 +29,7 @@ from registry.errors import (
 from registry.leases import Lease
 from registry.model import Descriptor
 from registry.reference import Reference
-from registry.store import REF_NAME, Store, file_lock, write_atomic
+from registry.store import REF_NAME, BlobWriter, Store, file_lock, write_atomic
 from registry.transfer.events import Event, Progress
 
 DEFAULT_CONCURRENCY = 3
@@ -47,6 +48,27 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
+
+
+class _BlobSink:
+    """Where a downloaded blob's bytes go: the store's writer (hashed there), started on its way
+    to disk every ``WRITEBACK`` bytes, and a ``LayerSizer``."""
+
+    def __init__(self, writer: BlobWriter, sizer: LayerSizer | None) -> None:
+        self.writer = writer
+        self.sizer = sizer
+        self.flushed = 0
+
+    def write(self, data: bytes) -> int:
+        w = self.writer
+        w.write(data)
+        if self.sizer is not None:
+            self.sizer.feed(data)
+        if w.size - self.flushed >= WRITEBACK:
+            w.flush()
+            _start_writeback(w.fileno(), self.flushed, w.size - self.flushed)
+            self.flushed = w.size
+        return len(data)
 
 
 class End(Protocol):
@@ -143,6 +165,9 @@ class StoreEnd(BaseEnd):
     """The local store: as a source, the image named *name* (reference, ID or ``name@digest``);
     as a destination, tagged *reference* (or left untagged when None)."""
 
+    #: remember each pulled layer's content size beside the blobs (a layout has no such place)
+    count_sizes = True
+
     def __init__(self, store: Store, name: str, reference: Reference | None = None, *,
                  distributed: bool = False) -> None:
         self.store = store
@@ -205,21 +230,24 @@ class StoreEnd(BaseEnd):
             self._put_blob(desc, src, on_bytes)
 
     def _put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None:
+        # a layer's content size (an image's SIZE) counted as it passes, not re-read at tagging
+        sizer = LayerSizer() if self.count_sizes and mt.is_layer(desc.media_type) else None
         with self.store.writer() as w, contextlib.closing(src.open_at(desc, 0)) as stream:
-            flushed = 0
-            while True:
-                data = stream.read(CHUNK)
-                if not data:
-                    break
-                w.write(data)
-                if w.size > desc.size:
-                    raise DigestError(f"blob {desc.digest}: more than the expected {desc.size} bytes")
-                if w.size - flushed >= WRITEBACK:
-                    w.flush()
-                    _start_writeback(w.fileno(), flushed, w.size - flushed)
-                    flushed = w.size
-                on_bytes(w.size)
+            # this thread receives; another hashes, writes and counts the chunk before
+            sink = Pipelined(_BlobSink(w, sizer))
+            got = 0
+            try:
+                while data := stream.read(CHUNK):
+                    got += len(data)
+                    if got > desc.size:
+                        raise DigestError(f"blob {desc.digest}: more than the expected {desc.size} bytes")
+                    sink.write(data)
+                    on_bytes(got)
+            finally:
+                sink.close()
             w.commit(desc.digest, desc.size)
+        if sizer is not None and sizer.total is not None:
+            self.store.remember_content_size(desc.digest, sizer.total)
         with self._lock:
             self._written.append(desc.digest)
 
@@ -261,6 +289,8 @@ class StoreEnd(BaseEnd):
 class LayoutEnd(StoreEnd):
     """An OCI image layout directory (``oci:DIR[:tag]``), tags as ``ref.name`` annotations
     holding just the tag, as skopeo and umoci write them."""
+
+    count_sizes = False
 
     def __init__(self, path: Path, tag: str | None) -> None:
         super().__init__(Store(path), tag or "")

@@ -83,3 +83,59 @@ def test_media_types() -> None:
         compression.LayerEncoder(io.BytesIO(), "lz4")
     assert mt.is_index(mt.DOCKER_MANIFEST_LIST) and mt.is_manifest(mt.OCI_MANIFEST)
     assert mt.config_for(mt.DOCKER_MANIFEST) == mt.DOCKER_CONFIG
+
+
+def _tar_content_size(tar: bytes) -> int:
+    """What ``Store.content_size`` counts, read with tarfile."""
+    import tarfile
+
+    total = 0
+    with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as tf:
+        for m in tf:
+            if m.isreg():
+                total += m.size
+            elif m.issym():
+                total += len(m.linkname.encode())
+    return total
+
+
+def _tar(files: dict[str, bytes], links: dict[str, str]) -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        for name, target in links.items():
+            ti = tarfile.TarInfo(name)
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = target
+            tf.addfile(ti)
+    return buf.getvalue()
+
+
+def test_layer_sizer_counts_a_blob_fed_in_any_pieces() -> None:
+    """A pull counts a layer's content size from the compressed bytes as they arrive: gzip
+    (one member or several, zeros that inflate far) and uncompressed, cut anywhere."""
+    tar = _tar({"d/" + "long" * 40: os.urandom(70_001), "zeros": bytes(20 << 20), "e": b""},
+               {"sym": "t" * 150, "s2": "zeros"})
+    want = _tar_content_size(tar)
+    half = len(tar) // 2
+    blobs = [gzip.compress(tar), gzip.compress(tar[:half]) + gzip.compress(tar[half:]), tar]
+    for blob in blobs:
+        for step in (1 << 20, 4099) if blob is tar else (1 << 20, 4099, 7):
+            sizer = compression.LayerSizer()
+            for i in range(0, len(blob), step):
+                sizer.feed(blob[i:i + step])
+            assert sizer.total == want, (blob[:2], step)
+
+
+def test_layer_sizer_gives_up_on_what_it_cannot_count() -> None:
+    tar = _tar({"a": b"x" * 1000}, {})
+    for blob in (zstandard.ZstdCompressor().compress(tar), b"\x1f\x8b" + b"garbage" * 99,
+                 b"not a tar" * 100, gzip.compress(tar)[:-300]):
+        sizer = compression.LayerSizer()
+        sizer.feed(blob)
+        assert sizer.total is None

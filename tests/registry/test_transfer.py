@@ -514,3 +514,26 @@ def test_a_pull_parses_its_reference_once(plain_registry: Registry, env: Path,
     assert parsed == []
     transfer.pull(Store(env / "b"), target)
     assert parsed == [target]
+
+
+def test_pull_counts_layer_sizes_as_they_arrive(plain_registry: Registry, env: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull counts each layer's content size (the image's SIZE) while downloading it: the
+    store does not read the layers again through tarfile to tag the image."""
+    import tarfile
+
+    src = Store(env / "src")
+    made = two_layer_image(src, "app:1")
+    target = f"{plain_registry.addr}/{unique_repo()}:v1"
+    transfer.push(src, "app:1", target)
+    want = [src.content_size(d) for d in made.layers]
+
+    def no_reread(*_a: object, **_k: object) -> None:
+        raise tarfile.TarError("read again")
+
+    monkeypatch.setattr(tarfile, "open", no_reread)
+    dst = Store(env / "dst")
+    pulled = transfer.pull(dst, target)
+    blobs_ok(dst, pulled)
+    assert [dst.content_size(d) for d in pulled.layers] == want
+    assert dst.lookup(target).size == sum(want)
