@@ -16,8 +16,8 @@ import re
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.errors import ContextError
 from builder.paths import resolve_parts
@@ -70,8 +70,10 @@ class HashMemo:
         return shard
 
     def sha256(self, path: str, st: os.stat_result) -> str:
+        """The content hash of the file at absolute path *path* (``lstat`` gave *st*)."""
         sig = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-        directory, name = os.path.split(path)
+        cut = path.rfind("/")  # (os.path.split's answer, for the clean paths a walk makes)
+        directory, name = path[:cut] or "/", path[cut + 1:]
         with self._lock:
             hit = self._shard(directory).get(name)
         if hit is not None and hit[:5] == sig:
@@ -127,9 +129,9 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top + "/")
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One file system object selected from the context (or a stage): where it goes."""
+class Entry(NamedTuple):
+    """One file system object selected from the context (or a stage): where it goes. (A
+    tuple: a walk makes one per file, 100,000s of them.)"""
 
     source: str  # absolute host path
     dest: str  # path relative to the copy destination root ("" is the root itself)
@@ -179,11 +181,16 @@ class Tree:
     """
 
     def __init__(self, root: Path | None, *, excluded: Excluder | None = None,
-                 memo: HashMemo | None = None, name: str = "build context") -> None:
+                 memo: HashMemo | None = None, name: str = "build context",
+                 keep_walks: bool = False) -> None:
         self.root = root
         self.excluded = excluded
         self.memo = memo or HashMemo(None)
         self.name = name
+        #: *keep_walks*: each walk's entries kept, so the COPY that follows the checksum of its
+        #: sources copies the entries the checksum read (its forked child inherits them)
+        self._walks: dict[tuple[str, tuple[str, ...], bool], list[Entry]] | None = (
+            {} if keep_walks else None)
 
     # -- path resolution -----------------------------------------------------------------------
     def _resolve(self, rel: str, *, follow_last: bool = True) -> str:
@@ -273,6 +280,15 @@ class Tree:
     def walk(self, rel: str, *, excludes: list[str] = (), follow: bool = True) -> Iterator[Entry]:  # type: ignore[assignment]
         """Entries of the source *rel*: a file gives itself (dest ""), a directory its contents
         (dest relative to it), sorted, ``.dockerignore`` and ``--exclude`` applied."""
+        if self._walks is None:
+            return self._walk(rel, excludes, follow)
+        key = (rel, tuple(excludes), follow)
+        kept = self._walks.get(key)
+        if kept is None:
+            kept = self._walks[key] = list(self._walk(rel, excludes, follow))
+        return iter(kept)
+
+    def _walk(self, rel: str, excludes: list[str], follow: bool) -> Iterator[Entry]:
         assert self.root is not None
         top = self._resolve(rel) if follow else rel
         st = self._lstat(top)
@@ -298,24 +314,21 @@ class Tree:
             except FileNotFoundError:
                 continue
             children = []
-            for n in names:
+            for n in sorted(names):  # emitted in sorted order; recursed depth-first in it
                 path = f"{dir_rel}/{n}" if dir_rel else n
                 dest = f"{dest_dir}/{n}" if dest_dir else n
-                cst = os.lstat(f"{base}/{path}")
+                full = f"{base}/{path}"
+                cst = os.lstat(full)
                 isdir = stat.S_ISDIR(cst.st_mode)
                 if skip(dest, path, isdir):
                     # A later "!" exception may re-include something below an excluded dir.
                     if isdir and self.excluded is not None and _may_reinclude(self.excluded, path):
-                        children.append((dest, path, cst, True))
+                        children.append((dest, path))
                     continue
-                children.append((dest, path, cst, False))
-            # emit in sorted order; recurse depth-first in sorted order
-            for dest, path, cst, implicit in sorted(children):
-                if not implicit:
-                    yield self._entry(path, dest, cst)
-            for dest, path, cst, _implicit in sorted(children, reverse=True):
-                if stat.S_ISDIR(cst.st_mode):
-                    stack.append((dest, path))
+                yield Entry(full, dest, cst, os.readlink(full) if stat.S_ISLNK(cst.st_mode) else None)
+                if isdir:
+                    children.append((dest, path))
+            stack.extend(reversed(children))
 
     def _entry(self, path: str, dest: str, st: os.stat_result) -> Entry:
         assert self.root is not None
