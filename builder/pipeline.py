@@ -247,7 +247,7 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
             dfname = os.path.relpath(Path(dfname).resolve(), ctx.resolve())
         matcher = read_dockerignore(ctx, dfname)
         tree = Tree(ctx.resolve(), excluded=_Ignore(matcher) if matcher.patterns else None,
-                    memo=memo)
+                    memo=memo, keep_walks=True)
 
     epoch_text = req.build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
     epoch = None
