@@ -43,21 +43,32 @@ def network() -> None:
 @network.command("create")
 @click.argument("name")
 @click.option("-d", "--driver", default="bridge", show_default=True, help="bridge, macvlan or overlay.")
-@click.option("--subnet", default=None, help="Subnet in CIDR format, e.g. 10.50.0.0/24.")
-@click.option("--gateway", default=None, help="IPv4 gateway of the subnet.")
+@click.option("--subnet", "subnets", multiple=True, help="Subnet in CIDR format, e.g. 10.50.0.0/24 (and an IPv6 one with --ipv6).")
+@click.option("--gateway", "gateways", multiple=True, help="Gateway of a subnet (IPv4 or IPv6).")
+@click.option("--ipv6", is_flag=True, help="Enable IPv6 (needs an IPv6 --subnet).")
 @click.option("-o", "--opt", "opts", multiple=True, help="Driver options (parent=IFACE for macvlan).")
 @click.option("--label", "labels", multiple=True, help="Set metadata (KEY=VALUE).")
 @click.option("--internal", is_flag=True, help="Restrict external access to the network.")
 @click.option("--attachable", is_flag=True, help="Enable manual container attachment (overlay).")
 @click.pass_obj
-def create(obj: Any, name: str, driver: str, subnet: str | None, gateway: str | None,
+def create(obj: Any, name: str, driver: str, subnets: tuple[str, ...], gateways: tuple[str, ...], ipv6: bool,
            opts: tuple[str, ...], labels: tuple[str, ...], internal: bool, attachable: bool) -> None:
     """Create a network."""
     from builder import network as N
     from builder.errors import NetworkError
 
+    v4 = [s for s in subnets if ":" not in s]
+    v6 = [s for s in subnets if ":" in s]
+    if len(v4) > 1 or len(v6) > 1:
+        fail("one IPv4 and one IPv6 --subnet at most", 1)
+    gw4 = [g for g in gateways if ":" not in g]
+    gw6 = [g for g in gateways if ":" in g]
+    if len(gw4) > len(v4) or len(gw6) > len(v6):
+        fail("--gateway needs --subnet of its family", 1)
+    subnet, gateway = next(iter(v4), None), next(iter(gw4), None)
     try:
         net = N.create_network(obj.state, name, driver=driver, subnet=subnet, gateway=gateway,
+                               enable_ipv6=ipv6, subnet6=next(iter(v6), None), gateway6=next(iter(gw6), None),
                                options=_kv(opts, "option"), labels=_kv(labels, "label"),
                                internal=internal, attachable=attachable)
     except NetworkError as e:
@@ -96,7 +107,7 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
     elif fmt and fmt != "table":
         from builder.cli.format import created_at, format_rows, label_method
 
-        objs = [{"CreatedAt": created_at(n.created), "Driver": n.driver, "ID": ident(n.id), "IPv6": "false",
+        objs = [{"CreatedAt": created_at(n.created), "Driver": n.driver, "ID": ident(n.id), "IPv6": str(bool(n.subnet6)).lower(),
                  "Internal": str(n.internal).lower(), "Label": label_method(dict(n.labels)),
                  "Labels": ",".join(f"{k}={v}" for k, v in n.labels.items()), "Name": n.name, "Scope": n.scope}
                 for n in nets]

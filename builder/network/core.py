@@ -210,6 +210,9 @@ def create_network(
     labels: Mapping[str, str] | None = None,
     internal: bool = False,
     attachable: bool = False,
+    enable_ipv6: bool = False,
+    subnet6: str | None = None,
+    gateway6: str | None = None,
 ) -> Network:
     """``network create``: a bridge network is materialised (bridge + rules) right away; an
     overlay network is made in the cluster store (``overlay``), and on a host when it gets a
@@ -223,6 +226,11 @@ def create_network(
         raise NetworkError(f"unknown network driver {driver!r} (bridge, macvlan, overlay)")
     if gateway and not subnet:
         raise NetworkError("--gateway needs --subnet")
+    if (enable_ipv6 or subnet6) and driver != "bridge":
+        raise NetworkError(f"IPv6 is supported on bridge networks only, not {driver}")
+    if enable_ipv6 != bool(subnet6):
+        raise NetworkError.invalid("an IPv6 network needs --ipv6 and an IPv6 --subnet, together")
+    net6, gw6 = ipam.parse_subnet6(subnet6, gateway6) if subnet6 else (None, None)
     if driver == "overlay":
         _sync(state, quiet=False)
         with _locked(state) as nets:
@@ -268,10 +276,13 @@ def create_network(
                 raise NetworkError.invalid(f"invalid bridge name {bridge!r}")
             if any(n.bridge == bridge for n in nets) or links.link_exists(bridge):
                 raise NetworkError.conflict(f"bridge name {bridge} is already in use")
+        for n in nets:
+            if net6 is not None and n.subnet6 and ipaddress.IPv6Network(n.subnet6).overlaps(net6):
+                raise NetworkError(f"subnet {net6} overlaps network {n.name} ({n.subnet6})")
         net = Network(
             id=nid, name=name, driver=driver, created=_now(), subnet=str(net_), gateway=str(gw),
             bridge=bridge, parent=parent, internal=internal, options=options,
-            labels=dict(labels or {}),
+            labels=dict(labels or {}), subnet6=str(net6 or ""), gateway6=str(gw6 or ""),
         )
         if driver == "bridge":
             try:

@@ -85,6 +85,35 @@ def allocate(
     raise NetworkError(f"no free address left in {subnet}")
 
 
+def parse_subnet6(subnet: str, gateway: str | None) -> tuple[ipaddress.IPv6Network, ipaddress.IPv6Address]:
+    """An IPv6 ``--subnet`` (at most /126) and its gateway (first address after the network's
+    by default, as dockerd)."""
+    try:
+        net = ipaddress.IPv6Network(subnet, strict=True)
+    except ValueError as e:
+        raise NetworkError.invalid(f"invalid subnet {subnet!r}: {e}") from None
+    if net.prefixlen > 126:
+        raise NetworkError.invalid(f"invalid subnet {subnet!r}: too small (at most /126)")
+    try:
+        gw = ipaddress.IPv6Address(gateway) if gateway else net.network_address + 1
+    except ValueError:
+        raise NetworkError.invalid(f"invalid gateway {gateway!r}") from None
+    if gw not in net or gw == net.network_address:
+        raise NetworkError(f"gateway {gateway} is not in subnet {subnet}")
+    return net, gw
+
+
+def allocate6(subnet: ipaddress.IPv6Network, gateway: str, in_use: Iterable[str]) -> ipaddress.IPv6Address:
+    """The lowest free address of an IPv6 subnet (the gateway and the network address are taken)."""
+    taken = {ipaddress.IPv6Address(a) for a in (*in_use, gateway) if a}
+    addr = subnet.network_address + 1
+    while addr in subnet:
+        if addr not in taken:
+            return addr
+        addr += 1
+    raise NetworkError(f"no free address left in {subnet}")
+
+
 def mac_for(ip: ipaddress.IPv4Address) -> str:
     """Docker's rule: ``02:42`` then the four bytes of the IPv4 address (stable, unique per net)."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)

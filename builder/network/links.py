@@ -148,9 +148,10 @@ def bridge_ready(name: str, gateway: str) -> bool:
         return any(a == gateway for _, a, _ in nl.addrs(link.index))
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int, *, alias: str = "") -> None:
-    """The bridge with the gateway address, up, carrying *alias* (idempotent: recreated after
-    a reboot)."""
+def ensure_bridge(name: str, gateway: str, prefixlen: int, *, alias: str = "", gateway6: str = "",
+                  prefixlen6: int = 0) -> None:
+    """The bridge with the gateway address (and IPv6 gateway), up, carrying *alias*
+    (idempotent: recreated after a reboot)."""
     with _iproute() as nl:
         try:
             link = nl.link(name)
@@ -160,9 +161,19 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, *, alias: str = "") -
                 assert link is not None
             if not any(a == gateway for _, a, _ in nl.addrs(link.index)):
                 nl.add_addr(link.index, gateway, prefixlen)
+            if gateway6:
+                _add_addr6(nl, link.index, gateway6, prefixlen6)
             nl.set_link(link.index, up=True, alias=alias or None)
         except OSError as e:
             raise _netlink_error(f"cannot set up bridge {name}", e) from e
+
+
+def _add_addr6(nl: Netlink, index: int, address: str, prefixlen: int) -> None:
+    try:
+        nl.add_addr6(index, address, prefixlen)
+    except OSError as e:
+        if e.errno != 17:  # EEXIST: there already
+            raise
 
 
 def delete_link(ifname: str, netns: Path | None = None) -> bool:
@@ -250,6 +261,7 @@ def free_ifname(netns: Path) -> str:
 def add_veth(
     *, host_name: str, bridge: str, netns: Path, ifname: str, ip: str, prefixlen: int,
     gateway: str, mac: str, default_route: bool, alias: str = "", mtu: int | None = None,
+    ip6: str = "", prefixlen6: int = 0, gateway6: str = "",
 ) -> None:
     """A veth pair: one end enslaved to *bridge* (carrying *alias*), the other *ifname* in
     *netns* with *ip* (both ends with *mtu* if given: an overlay's 1450)."""
@@ -267,7 +279,8 @@ def add_veth(
             if br is None or link is None:
                 raise NetworkError(f"cannot attach veth {host_name}: bridge {bridge} is gone")
             nl.set_link(link.index, master=br.index, up=True, alias=alias or None, mtu=mtu)
-            _configure_inside(netns, tmp, ifname, ip, prefixlen, gateway, mac, default_route, mtu)
+            _configure_inside(netns, tmp, ifname, ip, prefixlen, gateway, mac, default_route, mtu,
+                              ip6=ip6, prefixlen6=prefixlen6, gateway6=gateway6)
         except BaseException as e:
             with contextlib.suppress(OSError):
                 delete_link(host_name)
@@ -302,7 +315,7 @@ def add_macvlan(
 
 def _configure_inside(
     netns: Path, tmp: str, ifname: str, ip: str, prefixlen: int, gateway: str, mac: str,
-    default_route: bool, mtu: int | None = None,
+    default_route: bool, mtu: int | None = None, *, ip6: str = "", prefixlen6: int = 0, gateway6: str = "",
 ) -> None:
     with _iproute(netns) as nl:
         link = nl.link(tmp)
@@ -313,6 +326,10 @@ def _configure_inside(
         nl.set_link(link.index, up=True)
         if default_route and gateway and not any(not dst for dst, _, _ in nl.routes()):
             nl.add_default_route(gateway)
+        if ip6:
+            _add_addr6(nl, link.index, ip6, prefixlen6)
+            if default_route and gateway6:
+                nl.add_default_route6(gateway6)
 
 
 def remove_ifname_in(netns: Path, ifname: str) -> None:

@@ -94,6 +94,9 @@ class Endpoint:
     dns_options: tuple[str, ...] = ()
     #: a remote endpoint of an overlay network: the underlay address of its host (its VTEP)
     host_addr: str = ""
+    #: the endpoint's IPv6 address on a network with ``EnableIPv6``
+    ip6: str = ""
+    prefixlen6: int = 0
 
     def to_json(self) -> dict[str, Any]:
         names = {k: list(v) for k, v in (("ExtraHosts", self.extra_hosts), ("DnsServers", self.dns),
@@ -107,6 +110,7 @@ class Endpoint:
             "Interface": self.ifname,
             "MacAddress": self.mac,
             "IPv4Address": f"{self.ip}/{self.prefixlen}" if self.ip else "",
+            "IPv6Address": f"{self.ip6}/{self.prefixlen6}" if self.ip6 else "",
             "Gateway": self.gateway,
             "Aliases": list(self.aliases),
             "Ports": [p.to_json() for p in self.ports],
@@ -121,6 +125,7 @@ class Endpoint:
     @classmethod
     def from_json(cls, container_id: str, net: Network, d: Mapping[str, Any]) -> Endpoint:
         ip, _, plen = str(d.get("IPv4Address", "")).partition("/")
+        ip6, _, plen6 = str(d.get("IPv6Address", "")).partition("/")
         return cls(
             container_id=container_id,
             network_id=net.id,
@@ -145,6 +150,8 @@ class Endpoint:
             dns_search=tuple(d.get("DnsSearch") or ()),
             dns_options=tuple(d.get("DnsOptions") or ()),
             host_addr=str(d.get("HostAddress", "")),
+            ip6=ip6,
+            prefixlen6=int(plen6 or 0),
         )
 
 
@@ -168,6 +175,9 @@ class Network:
     #: the embedded DNS server of a user-defined bridge network, while it has containers
     dns_pid: int = 0
     attachable: bool = False
+    #: ``EnableIPv6``: the network's IPv6 subnet and gateway (bridge networks)
+    subnet6: str = ""
+    gateway6: str = ""
     #: an overlay network's endpoints on other hosts, as the store has them (the embedded DNS
     #: answers for them; the agent keeps this and the VXLAN entries in step with the store)
     remote: Mapping[str, Endpoint] = field(default_factory=dict)
@@ -190,13 +200,15 @@ class Network:
 
     def to_json(self) -> dict[str, Any]:
         ipam_config = [{"Subnet": self.subnet, "Gateway": self.gateway}] if self.subnet else []
+        if self.subnet6:
+            ipam_config.append({"Subnet": self.subnet6, "Gateway": self.gateway6})
         return {
             "Name": self.name,
             "Id": self.id,
             "Created": self.created,
             "Scope": self.scope,
             "Driver": self.driver,
-            "EnableIPv6": False,
+            "EnableIPv6": bool(self.subnet6),
             "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config},
             "Internal": self.internal,
             "Attachable": self.attachable,
@@ -213,7 +225,9 @@ class Network:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Network:
-        config = (d.get("IPAM") or {}).get("Config") or [{}]
+        configs = (d.get("IPAM") or {}).get("Config") or []
+        config = [c for c in configs if ":" not in str(c.get("Subnet", ""))] or [{}]
+        config6 = [c for c in configs if ":" in str(c.get("Subnet", ""))] or [{}]
         net = cls(
             id=str(d["Id"]),
             name=str(d["Name"]),
@@ -229,6 +243,8 @@ class Network:
             labels=dict(d.get("Labels") or {}),
             dns_pid=int(d.get("DnsPid") or 0),
             attachable=bool(d.get("Attachable", False)),
+            subnet6=str(config6[0].get("Subnet", "")),
+            gateway6=str(config6[0].get("Gateway", "")),
         )
         eps = {cid: Endpoint.from_json(cid, net, ep) for cid, ep in (d.get("Containers") or {}).items()}
         remote = {cid: Endpoint.from_json(cid, net, ep) for cid, ep in (d.get("RemoteContainers") or {}).items()}

@@ -272,6 +272,17 @@ class Netlink:
             body += attr(4, net.broadcast_address.packed)  # IFA_BROADCAST, as ``ip addr add … brd +``
         self.request(RTM_NEWADDR, body, flags=F_ACK | F_CREATE | F_EXCL)
 
+    def add_addr6(self, index: int, address: str, prefixlen: int) -> None:
+        """An IPv6 address, usable at once (no duplicate address detection: IFA_F_NODAD)."""
+        packed = socket.inet_pton(socket.AF_INET6, address)
+        body = _IFADDR.pack(socket.AF_INET6, prefixlen, 0x02, 0, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
+        self.request(RTM_NEWADDR, body, flags=F_ACK | F_CREATE | F_EXCL)
+
+    def add_default_route6(self, gateway: str) -> None:
+        body = _RTMSG.pack(socket.AF_INET6, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0)
+        body += attr(RTA_GATEWAY, socket.inet_pton(socket.AF_INET6, gateway))
+        self.request(RTM_NEWROUTE, body, flags=F_ACK | F_CREATE | F_EXCL)
+
     def routes(self) -> list[tuple[str, int, str]]:
         """IPv4 routes of the main table: ``(destination, prefix length, gateway)``; the default
         route has destination ``""``."""
