@@ -103,7 +103,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
     from builder.containers.create import RunOptions
-    from builder.containers.options import IGNORED_SECURITY_OPTS
+    from builder.containers.security import IGNORED_SECURITY_OPTS
 
     for opt in kw["security_opt"]:
         if opt.partition("=")[0].partition(":")[0] in IGNORED_SECURITY_OPTS:

@@ -43,9 +43,9 @@ from builder.containers.options import (
     parse_ulimits,
     read_env_file,
     rfc3339nano,
-    security_opts_for_record,
 )
 from builder.containers.record import Container, ContainerStore, State
+from builder.containers.security import security_opts_for_record
 from builder.errors import ContainerError
 from builder.state import StateRoot
 from registry.config import ContainerConfig
@@ -320,7 +320,8 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
     for b in host.port_bindings:
         exposed.setdefault(b.port, {})
     healthcheck = healthcheck_config(img.healthcheck, o)
-    # what only this host can refuse: a hard limit we cannot raise, a device not here
+    # what only this host can refuse: CPUs it has not, a hard limit we cannot raise, a device not here
+    host.resources.check_host()
     check_ulimits((u.name, u.hard) for u in host.resources.ulimits)
     device_nodes((d.path_on_host, d.path_in_container, d.permissions) for d in host.resources.devices)
     created = rfc3339nano()

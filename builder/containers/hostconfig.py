@@ -228,22 +228,19 @@ class Device:
         return cls(src, str(d.get("PathInContainer") or src), str(d.get("CgroupPermissions") or "rwm"))
 
 
-def check_cpuset(text: str, *, what: str = "cpuset.cpus") -> str:
-    """``0-2,4``: Docker's list syntax, each CPU one this host has."""
-    import os
-
+def cpuset_highest(text: str, *, what: str = "cpuset.cpus") -> int:
+    """``0-2,4``, Docker's list syntax, checked: its highest CPU (-1 for ``""``)."""
     if not text:
-        return text
+        return -1
     if not _CPUSET_RE.match(text):
         raise ContainerError.invalid(f"Invalid value {text} for {what}")
-    have = os.cpu_count() or 1
+    highest = -1
     for part in text.split(","):
         lo, _, hi = part.partition("-")
         if int(hi or lo) < int(lo):
             raise ContainerError.invalid(f"Invalid value {text} for {what}")
-        if int(hi or lo) >= have:
-            raise ContainerError.invalid(f"Requested CPUs are not available - requested {text}, available: 0-{have - 1}")
-    return text
+        highest = max(highest, int(hi or lo))
+    return highest
 
 
 @dataclass(frozen=True)
@@ -262,20 +259,29 @@ class Resources:
     devices: tuple[Device, ...] = ()
 
     def __post_init__(self) -> None:
-        import os
-
         if self.memory and self.memory < MIN_MEMORY:
             raise ContainerError("Minimum memory limit allowed is 6MB")
         if self.memory_swap and not self.memory:
             raise ContainerError("You should always set the Memory limit when using Memoryswap limit, see usage")
         if self.memory_swap > 0 and self.memory_swap < self.memory:
             raise ContainerError("Minimum memoryswap limit should be larger than memory limit, see usage")
-        ncpu = os.cpu_count() or 1
-        if self.nano_cpus < 0 or self.nano_cpus > ncpu * 10**9:
-            raise ContainerError(f"range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+        if self.nano_cpus < 0:
+            raise ContainerError.invalid(f"invalid NanoCpus {self.nano_cpus}: must not be negative")
         if self.cpu_shares < 0:
             raise ContainerError.invalid(f"invalid CPU shares {self.cpu_shares}: must not be negative")
-        check_cpuset(self.cpuset_cpus)
+        cpuset_highest(self.cpuset_cpus)
+
+    def check_host(self) -> None:
+        """What only this host can refuse (at create; a record read later is not refused): more
+        CPUs than it has, a CPU it has not."""
+        import os
+
+        ncpu = os.cpu_count() or 1
+        if self.nano_cpus > ncpu * 10**9:
+            raise ContainerError(f"range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+        if cpuset_highest(self.cpuset_cpus) >= ncpu:
+            raise ContainerError.invalid(f"Requested CPUs are not available - requested {self.cpuset_cpus}, "
+                                         f"available: 0-{ncpu - 1}")
 
 
 @dataclass(frozen=True)

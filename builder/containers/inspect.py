@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from builder.containers import lifecycle
+from builder.containers import lifecycle, usage
 from builder.containers.options import parse_timestamp_text
 from builder.containers.record import Container, NoSuchContainer
 from builder.state import StateRoot
@@ -97,12 +97,12 @@ def summary(root: StateRoot, c: Container, *, table: Mapping[str, Endpoints] | N
         "Labels": dict(c.labels),
         "State": c.state.status,
         "Status": status_text(c),
-        "HostConfig": {"NetworkMode": str(c.host_config.get("NetworkMode") or "default")},
+        "HostConfig": {"NetworkMode": c.host_config.network_mode},
         "NetworkSettings": {"Networks": network_settings(c, eps)["Networks"]},
         "Mounts": [dict(m) for m in c.mounts],
     }
     if size:
-        out["SizeRw"], out["SizeRootFs"] = lifecycle.sizes(root, c)
+        out["SizeRw"], out["SizeRootFs"] = usage.sizes(root, c)
     return out
 
 
@@ -112,14 +112,14 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
     nets: dict[str, Any] = {}
     ports: dict[str, Any] = {}
     # on the none network dockerd lists no port, exposed or bound (-p is kept in HostConfig only)
-    for k in () if c.host_config.get("NetworkMode") == "none" else c.config.exposed_ports or ():
+    for k in () if c.host_config.network_mode == "none" else c.config.exposed_ports or ():
         ports[k if "/" in k else f"{k}/tcp"] = None
     first_net: str | None = None
     for name, ep in eps.items():
         ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")
         ipam = ep.get("IPAMConfig") or None
-        if ipam is None and c.host_config.get("IPAddress") and first_net is None:
-            ipam = {"IPv4Address": str(c.host_config["IPAddress"])}  # the --ip given
+        if ipam is None and c.host_config.endpoint.ipv4_address and first_net is None:
+            ipam = {"IPv4Address": c.host_config.endpoint.ipv4_address}  # the --ip given
         first_net = first_net or name
         nets[name] = {
             "IPAMConfig": ipam,
@@ -262,7 +262,7 @@ def inspect_container(root: StateRoot, c: Container, *, size: bool = False) -> d
         "NetworkSettings": network_settings(c, endpoints(root, c)),
     }
     if size:
-        out["SizeRw"], out["SizeRootFs"] = lifecycle.sizes(root, c)
+        out["SizeRw"], out["SizeRootFs"] = usage.sizes(root, c)
     return out
 
 
@@ -288,7 +288,7 @@ def top(c: Container) -> dict[str, Any]:
     row of strings per process of the container, as ``ps -ef`` shows them."""
     import os
 
-    procs = lifecycle.processes(c)
+    procs = usage.processes(c)
     ticks = os.sysconf("SC_CLK_TCK")
     boot = _boot_time()
     rows = []

@@ -410,7 +410,7 @@ def _caps(hc: HostConfig) -> tuple[str, ...]:
 def _security(c: Container, *, privileged: bool) -> tuple[Any, bool, bool]:
     """(seccomp profile or None, no_new_privs, systempaths unconfined) from ``SecurityOpt``:
     Docker's defaults (the default profile, no_new_privs off); ``--privileged`` runs unconfined."""
-    from builder.containers.options import security_opts
+    from builder.containers.security import security_opts
     from builder.sandbox import seccomp
 
     sec = security_opts(c.host_config.security_opt)

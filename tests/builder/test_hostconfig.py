@@ -106,6 +106,8 @@ def test_an_earlier_record_is_still_read() -> None:
     assert out["OomScoreAdj"] == 5 and "CpusetCpus" not in out
     # what was not in it is not added unless it changed
     assert set(out) == set(old) - {"PublishSpecs"}
+    # what only a create checks against this host does not make a record unreadable
+    assert HostConfig.from_json({"CpusetCpus": "4096", "NanoCpus": 4096 * 10**9}).resources.cpuset_cpus == "4096"
 
 
 @pytest.mark.parametrize("make, words", [
@@ -121,7 +123,8 @@ def test_an_earlier_record_is_still_read() -> None:
     (lambda: Resources(memory=1024), "Minimum memory limit allowed is 6MB"),
     (lambda: Resources(memory_swap=1 << 30), "always set the Memory limit"),
     (lambda: Resources(cpuset_cpus="0-"), "Invalid value 0- for cpuset.cpus"),
-    (lambda: Resources(cpuset_cpus="4096"), "Requested CPUs are not available"),
+    (lambda: Resources(cpuset_cpus="4096").check_host(), "Requested CPUs are not available"),
+    (lambda: Resources(nano_cpus=4096 * 10**9).check_host(), "range of CPUs is from 0.01"),
     (lambda: RestartPolicy("sometimes"), "invalid restart policy"),
     (lambda: HostConfig(auto_remove=True, restart_policy=RestartPolicy("always")), "--restart and --rm"),
     (lambda: HostConfig(network_mode="container:x", port_bindings=(PortBinding("80/tcp"),)), "port publishing"),

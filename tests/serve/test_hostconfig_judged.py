@@ -52,14 +52,20 @@ def test_pid_mode_host_shares_the_hosts_processes(serve: Any, judge: Judge) -> N
     with open("/proc/1/comm") as f:
         host_init = f.read().strip()
     rows = []
+    top: list[list[str]] = []
     for _name, client in both(serve, judge):
         out = client.containers.run("busybox:latest", PID_PROBE, pid_mode="host", network_mode="none",
                                     remove=True).decode()
         rows.append(_pid_rows(out))
-        c = client.containers.create("busybox:latest", ["true"], pid_mode="host", labels={"pbtest.gaps": "1"})
+        c = client.containers.create("busybox:latest", ["sleep", "30"], pid_mode="host", network_mode="none",
+                                     labels={"pbtest.gaps": "1"})
         assert c.attrs["HostConfig"]["PidMode"] == "host"
-        c.remove()
+        c.start()
+        # top lists the container's processes, not every one of the namespace it shares
+        top.append([row[-1] for row in c.top()["Processes"]])
+        c.remove(force=True)
     assert rows[0] == rows[1] == (host_init, "sees-the-host", True)
+    assert top[0] == top[1] == ["sleep 30"]
     ours = serve.pyb("run", "--rm", "--network", "none", "--pid", "host", "busybox:latest", *PID_PROBE).stdout
     theirs = judge.docker("run", "--rm", "--network", "none", "--pid", "host", "busybox:latest", *PID_PROBE).stdout
     assert _pid_rows(ours) == _pid_rows(theirs) == rows[0]
