@@ -31,7 +31,13 @@ from registry.reference import DOCKER_HUB, Reference
 if TYPE_CHECKING:
     import requests
 
-from registry.client.tls import TLSSettings, insecure_registries, is_loopback, registry_mirror
+from registry.client.tls import (
+    TLSSettings,
+    answers_plain_http,
+    insecure_registries,
+    is_loopback,
+    registry_mirror,
+)
 
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
 USER_AGENT = "pybuild/0.1"
@@ -213,6 +219,8 @@ class RegistryClient:
         import requests as rq
 
         schemes = ["https", "http"] if self.http_allowed else ["https"]
+        if self.http_allowed and answers_plain_http(self.host, self.timeout):
+            schemes = ["http"]  # told cheaply, without a verified TLS attempt that must fail
         last: Exception | None = None
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"

@@ -118,3 +118,33 @@ class TLSSettings:
         return d
 
 
+
+
+#: what OpenSSL says when a TLS handshake is answered in plain HTTP (by version)
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+                      "HTTP_REQUEST", "UNKNOWN_PROTOCOL"})
+
+
+def answers_plain_http(host: str, timeout: float) -> bool:
+    """Whether *host* (``name[:port]``, port 443 by default) answers a TLS handshake in plain
+    HTTP. A bare handshake (no CA bundle loaded: urllib3 loads the system's for every new TLS
+    connection, even unverified, ~0.1 s) tells a plain-HTTP registry before ``https`` is tried
+    in earnest; anything else (TLS, a refusal, a timeout) is False, and the real attempt decides."""
+    import socket
+    import ssl
+
+    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name or not port.isdigit():
+        name, port = host, "443"
+    name = name.strip("[]")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((name, int(port)), timeout=timeout) as sock, \
+                ctx.wrap_socket(sock, server_hostname=name):
+            return False
+    except ssl.SSLError as e:
+        return e.reason in _NOT_TLS
+    except (OSError, ValueError):
+        return False
