@@ -117,6 +117,7 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
     first_net: str | None = None
     for name, ep in eps.items():
         ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")
+        ip6, _, plen6 = str(ep.get("IPv6Address", "") if running else "").partition("/")
         ipam = ep.get("IPAMConfig") or None
         if ipam is None and c.host_config.endpoint.ipv4_address and first_net is None:
             ipam = {"IPv4Address": c.host_config.endpoint.ipv4_address}  # the --ip given
@@ -130,9 +131,9 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
             "Gateway": ep.get("Gateway", "") if running else "",
             "IPAddress": ip if running else "",
             "IPPrefixLen": int(plen or 0) if running else 0,
-            "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": ep.get("IPv6Gateway", "") if running else "",
+            "GlobalIPv6Address": ip6,
+            "GlobalIPv6PrefixLen": int(plen6 or 0),
             "MacAddress": ep.get("MacAddress", "") if running else "",
             "DriverOpts": ep.get("DriverOpts") or None,
         }

@@ -1,6 +1,6 @@
 """The embedded DNS server of a user-defined network (Docker's 127.0.0.11 role), on the gateway.
 
-It answers container names, aliases and short ids (``A``) from the network records as they
+It answers container names, aliases and short ids (``A``, and ``AAAA`` on an IPv6 network) from the network records as they
 are on disk for the networks of the querying container, and forwards anything else upstream.
 """
 
@@ -63,12 +63,15 @@ def parse_query(data: bytes) -> Question:
 
 
 def build_response(query: bytes, q: Question, addresses: Sequence[str], rcode: int = 0) -> bytes:
-    """A response echoing the question, with one ``A`` record per address (authoritative)."""
+    """A response echoing the question, with one ``A`` (``AAAA``) record per IPv4 (IPv6)
+    address (authoritative)."""
     flags = 0x8000 | 0x0400 | (q.flags & 0x0100) | 0x0080 | rcode  # QR AA RD RA
     header = struct.pack("!HHHHHH", q.id, flags, 1, len(addresses), 0, 0)
     out = bytearray(header + query[12 : q.end])
     for a in addresses:
-        out += struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, TTL, 4) + ipaddress.IPv4Address(a).packed
+        packed = ipaddress.ip_address(a).packed
+        qtype = QTYPE_A if len(packed) == 4 else QTYPE_AAAA
+        out += struct.pack("!HHHIH", 0xC00C, qtype, 1, TTL, len(packed)) + packed
     return bytes(out)
 
 
@@ -113,8 +116,9 @@ class Names:
                     return [str(x) for x in ep.get("DnsServers") or ()]
         return []
 
-    def lookup(self, client_ip: str, name: str) -> list[str] | None:
-        """Addresses for *name* on the client's user-defined networks; None if unknown."""
+    def lookup(self, client_ip: str, name: str, *, v6: bool = False) -> list[str] | None:
+        """Addresses for *name* on the client's user-defined networks (its IPv6 ones with
+        *v6*: none for a name on a network without IPv6); None if the name is unknown."""
         records = [r for r in self._records() if r.get("Driver") in ("bridge", "overlay") and r.get("Name") != "bridge"]
         client = None
         for r in records:
@@ -125,6 +129,7 @@ class Names:
         if not scope:
             scope = [r for r in records if r.get("Id") == self.network_id]
         found: list[str] = []
+        known = False
         for r in scope:
             net_name = str(r.get("Name", "")).lower()
             # an overlay network's endpoints on other hosts too (the agent keeps them)
@@ -137,9 +142,13 @@ class Names:
                                                   ep.get("Hostname")) if n}
                 names.add(cid[:12])
                 names |= {f"{n}.{net_name}" for n in list(names)}
-                if name in names and ip not in found:
-                    found.append(ip)
-        return found or None
+                if name not in names:
+                    continue
+                known = True
+                addr = str(ep.get("IPv6Address", "")).partition("/")[0] if v6 else ip
+                if addr and addr not in found:
+                    found.append(addr)
+        return found if known else None
 
 
 class Server:
@@ -153,10 +162,11 @@ class Server:
         except ValueError:
             return error_response(data, RCODE_FORMERR) if len(data) >= 12 else None
         if q.qclass == 1 and q.qtype in (QTYPE_A, QTYPE_AAAA):
-            found = self.names.lookup(client_ip, q.name)
+            found = self.names.lookup(client_ip, q.name, v6=q.qtype == QTYPE_AAAA)
             if found is not None:
-                # a known container name: its IPv4 addresses; no IPv6 (an empty, final answer)
-                return build_response(data, q, found if q.qtype == QTYPE_A else [])
+                # a known container name: its addresses of the family asked (none: an empty,
+                # final answer)
+                return build_response(data, q, found)
         return await self.forward(data, self.names.upstreams(client_ip) or self.upstreams)
 
     async def forward(self, data: bytes, upstreams: Sequence[str] | None = None) -> bytes:

@@ -97,6 +97,7 @@ class Endpoint:
     #: the endpoint's IPv6 address on a network with ``EnableIPv6``
     ip6: str = ""
     prefixlen6: int = 0
+    gateway6: str = ""
 
     def to_json(self) -> dict[str, Any]:
         names = {k: list(v) for k, v in (("ExtraHosts", self.extra_hosts), ("DnsServers", self.dns),
@@ -120,6 +121,7 @@ class Endpoint:
             "ResolvConfPath": str(self.resolv_path) if self.resolv_path else "",
             **names,
             **({"HostAddress": self.host_addr} if self.host_addr else {}),
+            **({"IPv6Gateway": self.gateway6} if self.gateway6 else {}),
         }
 
     @classmethod
@@ -152,6 +154,7 @@ class Endpoint:
             host_addr=str(d.get("HostAddress", "")),
             ip6=ip6,
             prefixlen6=int(plen6 or 0),
+            gateway6=str(d.get("IPv6Gateway", "")),
         )
 
 

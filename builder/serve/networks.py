@@ -45,7 +45,7 @@ def _json(net: Any) -> dict[str, Any]:
     d["Containers"] = {
         cid: {"Name": ep.get("Name", ""), "EndpointID": ep.get("EndpointID", ""),
               "MacAddress": ep.get("MacAddress", ""), "IPv4Address": ep.get("IPv4Address", ""),
-              "IPv6Address": ""}
+              "IPv6Address": ep.get("IPv6Address", "")}
         for cid, ep in (d.get("Containers") or {}).items()
     }
     return d
@@ -91,15 +91,16 @@ async def create(request: web.Request) -> web.Response:
     if not name:  # dockerd's answer, a 500; any other name is taken (spaces, slashes…)
         raise ApiError(500, "invalid name: ")
     configs = ((body.get("IPAM") or {}).get("Config") or [])
-    if len(configs) > 1:
-        raise bad_request("only one IPAM config (one IPv4 subnet) per network is supported")
-    conf = configs[0] if configs else {}
-    if body.get("EnableIPv6"):
-        raise bad_request("IPv6 networks are not supported by pybuild")
+    v4 = [c for c in configs if ":" not in str(c.get("Subnet") or "")]
+    v6 = [c for c in configs if ":" in str(c.get("Subnet") or "")]
+    if len(v4) > 1 or len(v6) > 1:
+        raise bad_request("one IPv4 and one IPv6 IPAM config per network at most are supported")
+    conf, conf6 = (v4 or [{}])[0], (v6 or [{}])[0]
     root = state_of(request)
     net = await in_thread(lambda: N.create_network(
         root, name, driver=str(body.get("Driver") or "bridge"), subnet=conf.get("Subnet") or None,
-        gateway=conf.get("Gateway") or None, options={str(k): str(v) for k, v in (body.get("Options") or {}).items()},
+        gateway=conf.get("Gateway") or None, enable_ipv6=bool(body.get("EnableIPv6")),
+        subnet6=conf6.get("Subnet") or None, gateway6=conf6.get("Gateway") or None, options={str(k): str(v) for k, v in (body.get("Options") or {}).items()},
         labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
         internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable"))))
     return web.json_response({"Id": net.id, "Warning": ""}, status=201)
