@@ -181,8 +181,10 @@ def _keeper_main(ready_w: int, go_r: int) -> None:  # pragma: no cover - the kee
         if os.read(go_r, 1) != b"1":
             os._exit(1)
         # mapped now, so root here: a mount namespace of the user's, which every command joins
-        # (netns files and the mounts of detached containers' networks are seen by the next)
-        sc.real().unshare(sc.CLONE_NEWNS)
+        # (netns files and the mounts of detached containers' networks are seen by the next),
+        # and the user's network namespace, where user-defined networks' bridges live
+        # (builder.rootless_net; commands do not join it, a thread of theirs does)
+        sc.real().unshare(sc.CLONE_NEWNS | sc.CLONE_NEWNET)
         os.write(ready_w, b"2")
         os.close(ready_w)
         os.closerange(0, 1 << 16)
@@ -288,22 +290,35 @@ def _members(ns: str) -> list[int]:
     return out
 
 
+def _serving(pid: int, members: list[int]) -> list[int]:
+    """Those of *members* that are the slirp4netns of keeper *pid*'s network namespace."""
+    mark = f"/proc/{pid}/ns/net".encode()
+    out = []
+    for m in members:
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{m}/cmdline").read_bytes().split(b"\0")
+            if os.path.basename(argv[0]) == b"slirp4netns" and mark in argv:
+                out.append(m)
+    return out
+
+
 def stop_keeper(*, only_idle: bool = True) -> bool:
-    """End this user's keeper (``system reset``) when no other process is in its namespace
-    (*only_idle*: a container of another root still running keeps it), so nothing of the
-    user's stays behind. True when it was ended."""
+    """End this user's keeper (``system reset``), and the slirp4netns of its network
+    namespace, when no other process is in its namespace (*only_idle*: a container of another
+    root still running keeps it), so nothing of the user's stays behind. True when it was ended."""
     pid = keeper_pid()
     if pid is None:
         return False
-    if only_idle:
-        try:
-            ns = os.readlink(f"/proc/{pid}/ns/user")
-        except OSError:
-            return False
-        if set(_members(ns)) - {pid, os.getpid()}:
-            return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    try:
+        members = _members(os.readlink(f"/proc/{pid}/ns/user"))
+    except OSError:
+        members = []
+    serving = _serving(pid, members)
+    if only_idle and set(members) - {pid, os.getpid(), *serving}:
+        return False
+    for p in [*serving, pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
     with contextlib.suppress(OSError):
         (runtime_dir() / "keeper.pid").unlink()
     return True

@@ -1,37 +1,49 @@
-"""Rootless networking: a container's network namespace reaches out through ``slirp4netns``.
+"""Rootless networking: containers reach out through ``slirp4netns``.
 
 An ordinary user cannot make bridges, veths or NAT rules on the host. Rootless (see
-``builder.rootless``) a bridge endpoint gets instead, in its own network namespace, a ``tap0``
-that ``slirp4netns`` (a user-mode TCP/IP stack running as the user, on the host's network)
-serves: 10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3, as rootless Podman and Docker have it.
-``-p`` is a host forward asked of slirp4netns through its API socket; a host port below
-``net.ipv4.ip_unprivileged_port_start`` is refused, naming that sysctl.
+``builder.rootless``):
+
+- on the default network a container gets, in its own network namespace, a ``tap0`` that
+  ``slirp4netns`` (a user-mode TCP/IP stack running as the user, on the host's network) serves:
+  10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3, as rootless Podman and Docker have it;
+- user-defined networks live in the *user's network namespace*, held by the keeper and served
+  by one slirp4netns of its own (as rootless Podman's "rootless netns"): there their bridges,
+  veths, netfilter rules, port proxies and DNS servers are made by the very code root uses on
+  the host, run in a thread that joins that namespace (``user_netns_call``), so two containers
+  on a user network reach each other by address and by name.
+
+``-p`` is a host forward asked of slirp4netns through its API socket (to the container's own
+tap0 on the default network; to the user namespace's tap0, whence root's DNAT rule and proxy
+take it on, on a user network); a host port below ``net.ipv4.ip_unprivileged_port_start`` is
+refused, naming that sysctl.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from builder.errors import NetworkError
-from builder.network.model import Endpoint, PortBinding, PortMapping
+from builder.network.model import Endpoint, Network, PortBinding, PortMapping
 from builder.state import StateRoot
 
+T = TypeVar("T")
 SLIRP = "slirp4netns"
 IP, PREFIXLEN, GATEWAY, DNS = "10.0.2.100", 24, "10.0.2.2", "10.0.2.3"
-#: what user-defined networks say rootless, until they live in a network namespace of the user's
-NO_USER_NETWORKS = ("rootless: user-defined networks are not supported yet (an ordinary user's "
-                    "containers each reach out through slirp4netns, with no bridge between them): "
-                    "use the default network, or --network container:NAME to share one")
+#: the slirp4netns of the user's network namespace (its files in ``state.run/slirp``)
+USERNET = "user-netns"
 TUN = "/dev/net/tun"
 PORT_SYSCTL = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
@@ -81,6 +93,10 @@ def _api(sock_path: Path, request: dict[str, object]) -> dict[str, object]:
 
 def start(state: StateRoot, container_id: str, netns: Path) -> tuple[int, Path]:
     """slirp4netns serving *netns* (``tap0`` configured); its pid and API socket."""
+    return _start(_dir(state), container_id[:32], netns)
+
+
+def _start(d: Path, key: str, netns: Path) -> tuple[int, Path]:
     exe = shutil.which(SLIRP)
     if exe is None:
         raise NetworkError("rootless: networking needs slirp4netns (apt-get install slirp4netns), "
@@ -88,10 +104,9 @@ def start(state: StateRoot, container_id: str, netns: Path) -> tuple[int, Path]:
     if not os.access(TUN, os.R_OK | os.W_OK):
         raise NetworkError(f"rootless: {TUN} is not usable by this user, and slirp4netns needs it "
                            f"(as root: chmod 0666 {TUN}, Debian's udev default), or use --network none")
-    d = _dir(state)
-    sock = d / f"{container_id[:32]}.sock"
+    sock = d / f"{key}.sock"
     sock.unlink(missing_ok=True)
-    log = d / f"{container_id[:32]}.log"
+    log = d / f"{key}.log"
     ready_r, ready_w = os.pipe()
     try:
         with open(log, "wb") as out:
@@ -115,7 +130,7 @@ def start(state: StateRoot, container_id: str, netns: Path) -> tuple[int, Path]:
         proc.wait()
         text = log.read_text(errors="replace").strip().splitlines()
         raise NetworkError(f"rootless: slirp4netns failed: {text[-1] if text else proc.returncode}")
-    (d / f"{container_id[:32]}.pid").write_text(f"{proc.pid}\n")
+    (d / f"{key}.pid").write_text(f"{proc.pid}\n")
     return proc.pid, sock
 
 
@@ -174,3 +189,150 @@ def unwire(state: StateRoot | None, ep: Endpoint) -> None:
         for suffix in (".sock", ".pid", ".log"):
             with contextlib.suppress(OSError):
                 (_dir(state) / f"{ep.container_id[:32]}{suffix}").unlink()
+
+
+# -- user-defined networks: the user's network namespace -----------------------------------------
+
+_local = threading.local()
+
+
+def in_user_netns() -> bool:
+    """Whether this thread runs in the user's network namespace (``user_netns_call``): the
+    network code's rootless hooks then let root's path run unchanged."""
+    return bool(getattr(_local, "inside", False))
+
+
+def _keeper_netns() -> Path:
+    from builder import rootless
+
+    pid = rootless.keeper_pid()
+    if pid is None:
+        raise NetworkError("rootless: the user's namespace keeper is not running")
+    return Path(f"/proc/{pid}/ns/net")
+
+
+def _usernet_dir() -> Path:
+    from builder import rootless
+
+    return rootless.runtime_dir()
+
+
+def _ensure_served(netns: Path) -> Path:
+    """slirp4netns on the user's network namespace (started once per keeper, its files in the
+    runtime directory); its API socket."""
+    d = _usernet_dir()
+    try:
+        pid = int((d / f"{USERNET}.pid").read_text())
+    except (OSError, ValueError):
+        pid = 0
+    if pid and is_slirp(pid, netns):
+        return d / f"{USERNET}.sock"
+    return _start(d, USERNET, netns)[1]
+
+
+def user_netns_call(fn: Callable[[], T]) -> T:
+    """*fn*'s result, run in a thread that joined the user's network namespace (served by its
+    slirp4netns): root's network code makes its bridges, rules and helpers there. This
+    process stays in the host's (a namespace's root cannot join the host's again)."""
+    from builder import syscalls
+    from builder.network import firewall
+
+    netns = _keeper_netns()
+    _ensure_served(netns)
+    # the host's lock file is root's; the rules are the user's namespace's alone
+    firewall.LOCK = _usernet_dir() / "netfilter.lock"
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def work() -> None:
+        _local.inside = True
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.real().setns(fd, syscalls.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            out.append(fn())
+        except BaseException as e:  # re-raised in the caller
+            err.append(e)
+
+    t = threading.Thread(target=work, name="pybuild-user-netns")
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
+def _check_driver(net: Network) -> None:
+    if net.driver != "bridge":
+        raise NetworkError.invalid(f"rootless: network driver {net.driver!r} is not supported "
+                                   "for an ordinary user (bridge networks are)")
+
+
+def materialise(net: Network, root: Callable[[], None]) -> None:
+    _check_driver(net)
+    user_netns_call(root)
+
+
+def dematerialise(net: Network, root: Callable[[], None]) -> None:
+    from builder import rootless
+
+    if net.driver != "bridge" or not net.user_defined or rootless.keeper_pid() is None:
+        return  # no bridge made; or its namespace went with the keeper, and the bridge with it
+    user_netns_call(root)
+
+
+def wire_user(net: Network, ports: Sequence[PortMapping],
+              root: Callable[[Sequence[PortMapping], list[Callable[[], None]]], Endpoint],
+              undo: list[Callable[[], None]]) -> Endpoint:
+    """A user network's endpoint: root's wiring in the user's network namespace (its undo
+    steps run there too), its ports bound there on every address, and a slirp4netns host
+    forward from each host port to it."""
+    _check_driver(net)
+    check_ports(ports)
+    inner = [replace(m, host_ip="") for m in ports]
+    steps: list[Callable[[], None]] = []
+    try:
+        ep = user_netns_call(lambda: root(inner, steps))
+    finally:
+        undo.extend(functools.partial(user_netns_call, u) for u in steps)
+    sock = _usernet_dir() / f"{USERNET}.sock"
+    bindings: list[PortBinding] = []
+    for m, b in zip(ports, ep.ports, strict=True):
+        reply = _api(sock, {"execute": "add_hostfwd", "arguments": {
+            "proto": m.protocol, "host_addr": m.host_ip or "0.0.0.0", "host_port": b.host_port,
+            "guest_addr": IP, "guest_port": b.host_port}})
+        if "error" in reply:
+            err = reply["error"]
+            desc = err.get("desc") if isinstance(err, dict) else err
+            raise NetworkError(f"Bind for {m.host_ip or '0.0.0.0'}:{b.host_port} failed: {desc}")
+        fwd = reply.get("return")
+        fid = fwd.get("id") if isinstance(fwd, dict) else None
+        if isinstance(fid, int):
+            undo.append(functools.partial(_remove_hostfwd, sock, fid))
+        bindings.append(replace(b, host_ip=m.host_ip))
+    return replace(ep, ports=tuple(bindings))
+
+
+def _remove_hostfwd(sock: Path, fid: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        _api(sock, {"execute": "remove_hostfwd", "arguments": {"id": fid}})
+
+
+def unwire_user(ep: Endpoint, root: Callable[[], None]) -> None:
+    """Root's unwiring in the user's network namespace, and the endpoint's host forwards."""
+    from builder import rootless
+
+    if rootless.keeper_pid() is None:
+        return
+    if ep.ports:
+        sock = _usernet_dir() / f"{USERNET}.sock"
+        with contextlib.suppress(OSError, ValueError):
+            got = _api(sock, {"execute": "list_hostfwd"}).get("return")
+            entries = got.get("entries", []) if isinstance(got, dict) else []
+            ours = {(b.protocol, b.host_port) for b in ep.ports}
+            for e in entries:
+                if isinstance(e, dict) and (e.get("proto"), e.get("host_port")) in ours:
+                    _remove_hostfwd(sock, int(e["id"]))
+    user_netns_call(root)

@@ -127,6 +127,11 @@ def ensure_dns(state: StateRoot, net: Network) -> Network:
     the hosts files and containers use the host's resolvers."""
     if net.dns_pid and is_ours(net.dns_pid, DNS, net.id):
         return net
+    if "_PYBUILD_ROOTLESS" in os.environ:  # on the bridge in the user's netns (builder.rootless_net)
+        from builder import rootless_net
+
+        if not rootless_net.in_user_netns():
+            return rootless_net.user_netns_call(lambda: ensure_dns(state, net))
     from builder.network.dns import upstream_servers
 
     socks: list[socket.socket] = []

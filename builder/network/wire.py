@@ -20,10 +20,11 @@ from builder.state import StateRoot
 def materialise(state: StateRoot, net: Network) -> None:
     """The bridge (its alias naming the root: ``sweep``), its address and its rules
     (idempotent: after a reboot they come back)."""
-    if "_PYBUILD_ROOTLESS" in os.environ:  # an ordinary user makes no bridge (builder.rootless_net)
+    if "_PYBUILD_ROOTLESS" in os.environ:  # in the user's network namespace (builder.rootless_net)
         from builder import rootless_net
 
-        raise NetworkError(rootless_net.NO_USER_NETWORKS)
+        if not rootless_net.in_user_netns():
+            return rootless_net.materialise(net, lambda: materialise(state, net))
     prefixlen = ipaddress.IPv4Network(net.subnet).prefixlen
     if links.bridge_ready(net.bridge, net.gateway) and (
             net.driver != "overlay" or links.link_exists(overlay.vxlan_name(net))):
@@ -42,8 +43,13 @@ def _prefixlen6(net: Network) -> int:
 
 
 def dematerialise(net: Network) -> None:
-    if net.driver not in ("bridge", "overlay") or "_PYBUILD_ROOTLESS" in os.environ:  # no bridge made
+    if net.driver not in ("bridge", "overlay"):  # no bridge made
         return
+    if "_PYBUILD_ROOTLESS" in os.environ:  # in the user's network namespace (builder.rootless_net)
+        from builder import rootless_net
+
+        if not rootless_net.in_user_netns():
+            return rootless_net.dematerialise(net, lambda: dematerialise(net))
     with firewall.locked():
         firewall.remove_tagged(firewall.network_tag(net.id))
     if net.driver == "overlay":
@@ -59,10 +65,14 @@ def wire(
     state: StateRoot, net: Network, ep: Endpoint, ip: str | None,
     ports: Sequence[PortMapping], undo: list[Callable[[], None]], given_mac: str | None = None,
 ) -> Endpoint:
-    if "_PYBUILD_ROOTLESS" in os.environ:  # an ordinary user makes no bridge: builder.rootless_net
+    if "_PYBUILD_ROOTLESS" in os.environ:  # builder.rootless_net: slirp4netns, or the user's netns
         from builder import rootless_net
 
-        return rootless_net.wire(state, ep, ports, undo)
+        if not net.user_defined:
+            return rootless_net.wire(state, ep, ports, undo)
+        if not rootless_net.in_user_netns():
+            return rootless_net.wire_user(
+                net, ports, lambda p, u: wire(state, net, ep, ip, p, u, given_mac), undo)
     netns = ep.netns
     assert netns is not None
     subnet = ipaddress.IPv4Network(net.subnet)
@@ -123,10 +133,13 @@ def wire(
 
 
 def unwire(net: Network, ep: Endpoint, state: StateRoot | None = None) -> None:
-    if "_PYBUILD_ROOTLESS" in os.environ:
+    if "_PYBUILD_ROOTLESS" in os.environ:  # builder.rootless_net: slirp4netns, or the user's netns
         from builder import rootless_net
 
-        return rootless_net.unwire(state, ep)
+        if not net.user_defined:
+            return rootless_net.unwire(state, ep)
+        if not rootless_net.in_user_netns():
+            return rootless_net.unwire_user(ep, lambda: unwire(net, ep, state))
     if net.driver == "overlay" and state is not None:
         overlay.unpublish(state, net, ep)
     if ep.proxy_pid:
