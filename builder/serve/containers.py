@@ -17,7 +17,13 @@ from aiohttp import web
 from builder import events
 from builder.containers.logs import NO_READING, LogDriver
 from builder.errors import ContainerError
-from builder.serve.createbody import amend_config, host_config, run_options, volumes_from
+from builder.serve.createbody import (
+    amend_config,
+    check_links,
+    host_config,
+    run_options,
+    volumes_from,
+)
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.request import (
     filter_specs,
@@ -99,7 +105,9 @@ async def create(request: web.Request) -> web.Response:
 
     def work() -> Container:
         extra = volumes_from(root, (body.get("HostConfig") or {}).get("VolumesFrom"))
-        return service.create(root, o, host=host_config(body, extra), amend=amend_config(body))
+        host = host_config(body, extra)
+        check_links(root, host)
+        return service.create(root, o, host=host, amend=amend_config(body))
 
     c = await in_thread(work)
     return web.json_response({"Id": c.id, "Warnings": []}, status=201)

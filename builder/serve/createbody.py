@@ -197,6 +197,19 @@ def amend_config(body: Mapping[str, Any]) -> Callable[[dict[str, Any]], dict[str
     return amend
 
 
+def check_links(root: StateRoot, host: HostConfig) -> None:
+    """Each ``Links`` entry names a container (dockerd: 400 at create otherwise)."""
+    from builder.containers import lifecycle, links
+    from builder.containers.record import NoSuchContainer
+
+    for link in host.links:
+        name, _alias = links.split(link)
+        try:
+            lifecycle.get(root, name)
+        except NoSuchContainer as e:
+            raise bad_request(f"could not get container for {name}: {e}") from None
+
+
 def volumes_from(root: StateRoot, refs: Any) -> tuple[str, ...]:
     """``HostConfig.VolumesFrom`` (``name[:ro|:rw]``): the other containers' volumes and bind
     mounts at the same places, as ``-v`` texts (read-only if asked, else as they have them)."""

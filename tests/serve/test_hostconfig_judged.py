@@ -136,6 +136,16 @@ def test_links_give_variables_and_a_hosts_entry(serve: Any, judge: Judge) -> Non
 
 
 def test_a_link_to_a_stopped_container_refuses_the_start(serve: Any, judge: Judge) -> None:
+    import docker
+
+    missing = []
+    for _name, client in both(serve, judge):  # one to no container: refused at create
+        try:
+            client.containers.create("busybox:latest", ["true"], links={"pbgaps-nope": "db"},
+                                     labels={"pbtest.gaps": "1"})
+        except docker.errors.APIError as e:
+            missing.append((e.status_code, str(e.explanation)))
+    assert missing[0] == missing[1] == (400, "could not get container for pbgaps-nope: No such container: pbgaps-nope")
     rows = []
     for _name, client in both(serve, judge):
         target = client.containers.create("busybox:latest", ["true"], name="pbgaps-stopped",
