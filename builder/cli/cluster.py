@@ -38,11 +38,11 @@ def join(obj: Any, store: str, advertise: str, ttl: int | None) -> None:
 @click.pass_obj
 def leave(obj: Any, force: bool) -> None:
     """Leave the cluster: this host's lease, endpoints and addresses are released."""
-    from builder.cluster import membership
     from builder.errors import NetworkError
+    from builder.network import core
 
     try:
-        membership.leave(obj.state, force=force)
+        core.leave_cluster(obj.state, force=force)
     except NetworkError as e:
         fail(str(e), 1)
 

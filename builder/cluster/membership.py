@@ -23,7 +23,6 @@ from builder.state import StateRoot
 
 if TYPE_CHECKING:
     from builder.cluster.etcd import Etcd
-    from builder.network.model import Network
 
 PREFIX = "pybuild/"
 HOSTS = PREFIX + "hosts/"
@@ -180,17 +179,13 @@ def ensure_agent(state: StateRoot, m: Membership) -> None:
 
 def leave(state: StateRoot, *, force: bool = False) -> None:
     """Stop the agent and revoke the lease (the host key, and every endpoint and address of this
-    host, go with it); the root forgets the cluster."""
+    host, go with it); the root forgets the cluster. (``network.core.leave_cluster`` first refuses
+    while this host's containers are on overlay networks.)"""
     from builder.network import helpers
 
     m = load(state)
     if m is None:
         raise NetworkError("this host is not in a cluster")
-    if not force:
-        in_use = [n.name for n in _local_overlays(state) if n.containers]
-        if in_use:
-            raise NetworkError.conflict(f"containers of this host are on overlay network(s) {', '.join(in_use)}: "
-                                        "remove them first (or leave with --force)")
     if m.agent_pid:
         helpers.stop(m.agent_pid, AGENT, str(state.path))
     config_path(state).unlink(missing_ok=True)
@@ -201,13 +196,6 @@ def leave(state: StateRoot, *, force: bool = False) -> None:
                 etcd.revoke(m.lease)
     finally:
         etcd.close()
-
-
-def _local_overlays(state: StateRoot) -> list[Network]:
-    from builder.network import core
-
-    with state.lock("networks"):
-        return [n for n in core._load_all(state) if n.driver == "overlay"]
 
 
 def hosts(state: StateRoot) -> list[Host]:

@@ -163,6 +163,20 @@ def list_networks(state: StateRoot) -> list[Network]:
         return sorted(nets, key=lambda n: n.name)
 
 
+def leave_cluster(state: StateRoot, *, force: bool = False) -> None:
+    """``cluster leave``: refused while this host's containers are on overlay networks (unless
+    *force*), then ``membership.leave``."""
+    from builder.cluster import membership
+
+    if not force:
+        with _locked(state) as nets:
+            in_use = [n.name for n in nets if n.driver == "overlay" and n.containers]
+        if in_use:
+            raise NetworkError.conflict(f"containers of this host are on overlay network(s) {', '.join(in_use)}: "
+                                        "remove them first (or leave with --force)")
+    membership.leave(state, force=force)
+
+
 NETWORK_FILTERS = ("name", "id", "driver", "label", "type")
 
 
@@ -558,10 +572,8 @@ def reset(state: StateRoot) -> None:
     for net in list_networks(state):
         remove_network(state, net.id, _predefined=True)  # an overlay stays in the store
     if overlay.joined(state):  # the host leaves the cluster: its lease and keys go
-        from builder.cluster import membership
-
         with contextlib.suppress(NetworkError):
-            membership.leave(state, force=True)
+            leave_cluster(state, force=True)
     # each removal above re-creates the predefined records it finds missing (unmaterialised):
     # drop them too, so that the root holds no network at all
     with state.lock("networks"):
