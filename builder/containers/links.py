@@ -68,6 +68,27 @@ def hosts(links: list[Link]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _ranges(alias: str, ip: str, ports: list[tuple[int, str]]) -> list[str]:
+    """dockerd's variables of each run of three or more consecutive ports (``_START``/``_END``;
+    its ``nextContiguous`` looks at the numbers only)."""
+    out: list[str] = []
+    i = 0
+    while i < len(ports):
+        j, value = i, ports[i][0]
+        while j + 1 < len(ports) and ports[j + 1][0] <= value + 1:
+            j, value = j + 1, value + 1
+        if j > i + 1:
+            (p, proto), (q, qproto) = ports[i], ports[j]
+            key = f"{alias}_PORT_{p}_{proto.upper()}"
+            out += [f"{key}_START={proto}://{ip}:{p}", f"{key}_ADDR={ip}", f"{key}_PROTO={proto}",
+                    f"{key}_PORT_START={p}", f"{alias}_PORT_{p}_{qproto.upper()}_END={qproto}://{ip}:{q}",
+                    f"{alias}_PORT_{p}_{qproto.upper()}_PORT_END={q}"]
+            i = j + 1
+        else:
+            i += 1
+    return out
+
+
 def env(links: list[Link]) -> list[str]:
     """dockerd's link variables, link by link: ``ALIAS_PORT`` (the lowest port), each port's
     ``ALIAS_PORT_<port>_<PROTO>[_ADDR|_PORT|_PROTO]``, ``ALIAS_NAME``, and the linked
@@ -80,6 +101,7 @@ def env(links: list[Link]) -> list[str]:
         if ports:
             port, proto = ports[0]
             out.append(f"{alias}_PORT={proto}://{ln.ip}:{port}")
+        out += _ranges(alias, ln.ip, ports)
         for port, proto in ports:
             key = f"{alias}_PORT_{port}_{proto.upper()}"
             out += [f"{key}={proto}://{ln.ip}:{port}", f"{key}_ADDR={ln.ip}", f"{key}_PORT={port}",

@@ -98,7 +98,8 @@ def test_links_give_variables_and_a_hosts_entry(serve: Any, judge: Judge) -> Non
     hosts_lines: list[int] = []
     for _name, client in both(serve, judge):
         api = client.api
-        target = api.create_container("busybox:latest", ["sleep", "60"], name="pbgaps-linkdb", ports=[5432, 80],
+        target = api.create_container("busybox:latest", ["sleep", "60"], name="pbgaps-linkdb",
+                                      ports=[5432, 80, 81, 82],
                                       environment={"DBUSER": "app", "LEVEL": "x=y"},
                                       labels={"pbtest.gaps": "1"})
         api.start(target["Id"])
@@ -128,11 +129,12 @@ def test_links_give_variables_and_a_hosts_entry(serve: Any, judge: Judge) -> Non
     assert env_rows[0] == env_rows[1]
     first, after = rows[0]
     assert "DB_PORT=tcp://IP:80" in first and "DB_PORT_5432_TCP_ADDR=IP" in first
+    assert "DB_PORT_80_TCP_START=tcp://IP:80" in first and "DB_PORT_80_TCP_PORT_END=82" in first
     assert "DB_NAME=/pbgaps-linker/db" in first and "DB_ENV_LEVEL=x=y" in first
     assert "IP db HOST pbgaps-linkdb" in first
     assert hosts_lines[0] == 1  # the first run's: the second start's /etc/hosts has it no more
     # the second run printed the same lines again (the log keeps both): no more DB_ lines
-    assert after == sum(ln.count("DB_") for ln in first) == 12
+    assert after == sum(ln.count("DB_") for ln in first) == 24  # _ADDR, _PROTO of port 80 once
 
 
 def test_a_link_to_a_stopped_container_refuses_the_start(serve: Any, judge: Judge) -> None:
