@@ -216,6 +216,8 @@ def human(n: float) -> str:
               help="Target platform(s): os/arch[/variant][,…] (several: an image index).")
 @click.option("--push", is_flag=True, help="Push the tags once built.")
 @click.option("--network", default=None, help="Default network mode of RUN (default|none|host).")
+@click.option("--isolation", type=click.Choice(["default", "oci", "chroot"]), default="default",
+              help="RUN's isolation: chroot (Buildah's) where user namespaces are not allowed.")
 @click.pass_obj
 def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | None,
           build_args: tuple[str, ...], target: str | None, no_cache: bool,
@@ -223,9 +225,15 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
           iidfile: str | None, outputs: tuple[str, ...], secrets: tuple[str, ...],
           jobs: int | None, compression: str, platform: str | None, network: str | None,
           ssh: tuple[str, ...], push: bool, cache_from: tuple[str, ...],
-          cache_to: tuple[str, ...]) -> None:
+          cache_to: tuple[str, ...], isolation: str) -> None:
     """Build an image from a Dockerfile and a context directory."""
     from builder.pipeline import BuildRequest, parse_outputs, parse_secrets, run_build
+
+    if isolation == "chroot":  # read by the sandbox (builder.sandbox.spec.build_namespaces)
+        from builder.sandbox.spec import CHROOT_WARNING, ISOLATION_ENV
+
+        os.environ[ISOLATION_ENV] = "chroot"
+        click.echo(CHROOT_WARNING, err=True)
 
     args: dict[str, str] = {}
     for a in build_args:

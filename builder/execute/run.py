@@ -286,7 +286,7 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
     """Run a RUN step in the sandbox over *ws*; raise ``StepFailed`` on a non-zero exit."""
     from builder.sandbox import seccomp
     from builder.sandbox.executor import Executor
-    from builder.sandbox.spec import Namespaces, Process, Spec, default_mounts
+    from builder.sandbox.spec import Process, Spec, build_namespaces, default_mounts
 
     if spec.network not in ("default", "none", "host"):
         raise BuildError(f"{step.location}: unsupported network mode {spec.network}")
@@ -308,7 +308,7 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
             process=process,
             root=ws.root,
             mounts=all_mounts,
-            namespaces=Namespaces(net="host" if spec.network == "host" else "new"),
+            namespaces=build_namespaces(spec.network),  # --isolation chroot: the host's
             hostname=HOSTNAME,
         )
         ex = Executor(ws.state)

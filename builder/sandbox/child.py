@@ -106,13 +106,17 @@ def do_mount(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, m: Mount, *, real: 
         try:
             sys.mount(m.source or m.type, dest, m.type, flags, data or None)
         except PermissionError:
-            # rootless on the host's network: its sysfs is not the user namespace's to mount;
-            # the host's is bound instead, read-only, as rootless runc does
-            if not (real and rootless() and m.type == "sysfs"):
+            # rootless in the host's network (pid, IPC) namespace: its sysfs (procfs, mqueue) is
+            # not the user namespace's to mount; the host's is bound instead, as rootless runc
+            # does (sysfs read-only)
+            host = {"sysfs": "/sys", "proc": "/proc", "mqueue": "/dev/mqueue"}.get(m.type)
+            if not (real and rootless() and host):
                 raise
-            sys.mount("/sys", dest, None, sc.MS_BIND | sc.MS_REC)
-            sys.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID
-                      | sc.MS_NODEV | sc.MS_NOEXEC)
+            if m.type == "mqueue" and not os.path.ismount(host):
+                return  # the host has none to share (IPC stays the host's: no mqueue of its own)
+            sys.mount(host, dest, None, sc.MS_BIND | sc.MS_REC)
+            sys.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NOSUID | sc.MS_NODEV
+                      | sc.MS_NOEXEC | (sc.MS_RDONLY if m.type == "sysfs" else 0))
         if m.type == "tmpfs" and m.destination == "/dev":
             _populate_dev(sys, dest, plan, real=real)
     if prop:

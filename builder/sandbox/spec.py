@@ -269,3 +269,26 @@ class Spec:
                 raise SandboxError(f'sysctl "{key}" not allowed in host network namespace')
             if "/" in key or ".." in key:
                 raise SandboxError(f"bad sysctl name {key!r}")
+
+
+#: ``build --isolation chroot`` (as Buildah's ``BUILDAH_ISOLATION``): set in the environment
+ISOLATION_ENV = "PYBUILD_ISOLATION"
+CHROOT_WARNING = ("WARNING: --isolation chroot: RUN steps run chrooted into the stage's root "
+                  "with only a mount namespace of their own: they share the host's network, "
+                  "process, IPC and hostname namespaces and its cgroup (no limits); use it only "
+                  "where user namespaces are not allowed")
+
+
+def chroot_isolation() -> bool:
+    """Whether RUN steps are isolated as Buildah's ``chroot`` (``build --isolation chroot``)."""
+    import os
+
+    return os.environ.get(ISOLATION_ENV) == "chroot"
+
+
+def build_namespaces(network: str) -> Namespaces:
+    """A RUN step's namespaces: new ones, as BuildKit's (the host's network for ``--network
+    host``); with chroot isolation none but the mount namespace (Buildah's ``chroot``)."""
+    if chroot_isolation():
+        return Namespaces(pid="host", uts="host", ipc="host", net="host", cgroup="host")
+    return Namespaces(net="host" if network == "host" else "new")
