@@ -9,7 +9,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from builder.containers import lifecycle, runtime
+from builder.containers import lifecycle, links, runtime
 from builder.containers.options import parse_env, read_env_file
 from builder.containers.record import Container, NotRunning
 from builder.errors import ContainerError
@@ -35,7 +35,7 @@ def prepare(root: StateRoot, ref: str, argv: Sequence[str], *, env: Sequence[str
     if workdir is not None and not workdir.startswith("/"):
         raise ContainerError.invalid(f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
     process = runtime.exec_process(c, argv, env=extra, user=user, workdir=workdir, tty=tty,
-                                   privileged=privileged)
+                                   privileged=privileged, linked=links.env(links.resolve(root, c)))
     return c, process
 
 

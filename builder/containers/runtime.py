@@ -526,8 +526,10 @@ def process_env(c: Container, *, tty: bool, extra: Sequence[str] = (),
 
 # -- exec --------------------------------------------------------------------------------------
 def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user: str | None = None,
-                 workdir: str | None = None, tty: bool = False, privileged: bool = False) -> Any:
-    """The ``Process`` for ``exec``: the container's env/user/workdir unless overridden."""
+                 workdir: str | None = None, tty: bool = False, privileged: bool = False,
+                 linked: Sequence[str] = ()) -> Any:
+    """The ``Process`` for ``exec``: the container's env/user/workdir unless overridden (its
+    links' variables, *linked*, as at its start)."""
     from builder.sandbox.spec import Process
 
     if not argv:
@@ -535,7 +537,7 @@ def exec_process(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), 
     caps = _bounding_caps() if privileged or c.host_config.privileged else _caps(c.host_config)
     profile, nnp, _ = _security(c, privileged=c.host_config.privileged)
     return Process(
-        args=tuple(argv), env=process_env(c, tty=tty, extra=env),
+        args=tuple(argv), env=process_env(c, tty=tty, extra=env, linked=linked),
         cwd=workdir or c.config.working_dir or "/",
         user=user if user is not None else c.config.user or "",
         terminal=tty, capabilities=caps, no_new_privs=nnp, seccomp=profile,

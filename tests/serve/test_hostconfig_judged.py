@@ -162,3 +162,17 @@ def test_a_link_to_a_stopped_container_refuses_the_start(serve: Any, judge: Judg
         parent.remove(force=True)
         target.remove(force=True)
     assert rows[0] == rows[1] == "Cannot link to a non running container: /pbgaps-stopped AS /pbgaps-linker2/db"
+
+
+def test_an_exec_has_the_links_variables(serve: Any, judge: Judge) -> None:
+    rows = []
+    for _name, client in both(serve, judge):
+        target = client.containers.run("busybox:latest", ["sleep", "60"], name="pbgaps-linkdb3", detach=True,
+                                       environment={"DBUSER": "app"}, labels={"pbtest.gaps": "1"})
+        parent = client.containers.run("busybox:latest", ["sleep", "60"], name="pbgaps-linker3", detach=True,
+                                       links={"pbgaps-linkdb3": "db"}, labels={"pbtest.gaps": "1"})
+        code, out = parent.exec_run(["sh", "-c", "env | grep -E '^DB_(NAME|ENV)' | sort"], environment={"X": "1"})
+        rows.append((code, out.decode()))
+        parent.remove(force=True)
+        target.remove(force=True)
+    assert rows[0] == rows[1] == (0, "DB_ENV_DBUSER=app\nDB_NAME=/pbgaps-linker3/db\n")
