@@ -5,8 +5,11 @@ for the test (``test_rootless.ordinary_user``)."""
 from __future__ import annotations
 
 import contextlib
+import http.server
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,6 +40,33 @@ def _fetch(url: str) -> bytes:
     raise AssertionError(f"nothing answered at {url}")
 
 
+@contextlib.contextmanager
+def _host_server() -> Iterator[str]:
+    """A one-page HTTP server on the host's own (non-loopback) address, for the time of the block."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.255.255.1", 9))  # no packet sent: the address the host would route from
+        addr = s.getsockname()[0]
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"from-the-host\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer((addr, 0), Page)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://{addr}:{srv.server_address[1]}/"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join()
+
+
 def _gone(user: User) -> list[str]:
     left: list[str] = []
     for _ in range(100):
@@ -64,6 +94,9 @@ def test_user_network_by_name_and_published_port(user: User) -> None:
                        "alpha").stdout.strip()
         assert addr and f"Address: {addr}" in r.stdout.replace("Address 1: ", "Address: "), r.stdout
         assert user.pb("exec", "beta", "wget", "-qO-", "http://alpha:8080/").stdout == "page-of-alpha\n"
+        # out of the user's namespace through its slirp4netns: a server on the host's address
+        with _host_server() as url:
+            assert user.pb("exec", "beta", "wget", "-qO-", url).stdout == "from-the-host\n"
         # -p reaches a container on a user network from the host
         assert _fetch("http://127.0.0.1:18093/") == b"page-of-beta\n"
         assert "0.0.0.0:18093->8080/tcp" in user.pb("ps").stdout
