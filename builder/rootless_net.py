@@ -220,14 +220,22 @@ def _usernet_dir() -> Path:
 def _ensure_served(netns: Path) -> Path:
     """slirp4netns on the user's network namespace (started once per keeper, its files in the
     runtime directory); its API socket."""
+    import fcntl
+
     d = _usernet_dir()
+    # one per namespace: the state roots of one user share it (their own locks do not serialise)
+    lock = os.open(d / f"{USERNET}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        pid = int((d / f"{USERNET}.pid").read_text())
-    except (OSError, ValueError):
-        pid = 0
-    if pid and is_slirp(pid, netns):
-        return d / f"{USERNET}.sock"
-    return _start(d, USERNET, netns)[1]
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pid = int((d / f"{USERNET}.pid").read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and is_slirp(pid, netns):
+            return d / f"{USERNET}.sock"
+        return _start(d, USERNET, netns)[1]
+    finally:
+        os.close(lock)
 
 
 def user_netns_call(fn: Callable[[], T]) -> T:
