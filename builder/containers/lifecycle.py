@@ -160,6 +160,8 @@ def remember_networks(root: StateRoot, c: Container) -> Container:
     wanted = {name: {"Aliases": list(ep.get("Aliases") or []),
                      **{k: v for k, v in (c.networks.get(name) or {}).items() if k in GIVEN_KEYS}}
               for name, ep in now.items() if name != primary}
+    if kept := {k: v for k, v in (c.networks.get(primary) or {}).items() if k in GIVEN_KEYS and v}:
+        wanted[primary] = kept  # what its create gave the primary endpoint (legacy links)
     if not now or wanted == {k: dict(v) for k, v in c.networks.items()}:
         return c
     updated = replace(c, networks=wanted)

@@ -128,10 +128,16 @@ class Names:
         scope = [r for r in records if client in (r.get("Containers") or {})] if client else []
         if not scope:
             scope = [r for r in records if r.get("Id") == self.network_id]
+        links = self._links(client) if client else {}
         found: list[str] = []
         known = False
         for r in scope:
             net_name = str(r.get("Name", "")).lower()
+            wanted = {name}  # the client's legacy link aliases on this network: their targets
+            for link in links.get(str(r.get("Name", "")), ()):
+                target, _, alias = link.lower().partition(":")
+                if name in (alias or target, f"{alias or target}.{net_name}"):
+                    wanted.add(target.lstrip("/"))
             # an overlay network's endpoints on other hosts too (the agent keeps them)
             for cid, ep in {**(r.get("RemoteContainers") or {}), **(r.get("Containers") or {})}.items():
                 ip = str(ep.get("IPv4Address", "")).partition("/")[0]
@@ -142,13 +148,24 @@ class Names:
                                                   ep.get("Hostname")) if n}
                 names.add(cid[:12])
                 names |= {f"{n}.{net_name}" for n in list(names)}
-                if name not in names:
+                if not names & wanted:
                     continue
                 known = True
                 addr = str(ep.get("IPv6Address", "")).partition("/")[0] if v6 else ip
                 if addr and addr not in found:
                     found.append(addr)
         return found if known else None
+
+
+    def _links(self, cid: str) -> dict[str, list[str]]:
+        """network name -> the ``target:alias`` legacy links its endpoint was given (the
+        container's record beside the network records: ``NetworkingConfig`` or connect)."""
+        try:
+            rec = json.loads((self.dir.parent / "containers" / cid / "container.json").read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return {str(n): [str(x) for x in (conf or {}).get("Links") or ()]
+                for n, conf in (rec.get("Networks") or {}).items()}
 
 
 class Server:

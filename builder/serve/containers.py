@@ -107,10 +107,24 @@ async def create(request: web.Request) -> web.Response:
         extra = volumes_from(root, (body.get("HostConfig") or {}).get("VolumesFrom"))
         host = host_config(body, extra)
         check_links(root, host)
-        return service.create(root, o, host=host, amend=amend_config(body))
+        c = service.create(root, o, host=host, amend=amend_config(body))
+        _keep_endpoint_links(root, c, body)
+        return c
 
     c = await in_thread(work)
     return web.json_response({"Id": c.id, "Warnings": []}, status=201)
+
+
+def _keep_endpoint_links(root: Any, c: Container, body: dict[str, Any]) -> None:
+    """Legacy links given in the ``NetworkingConfig`` endpoint of a user-defined network
+    (compose's ``links:``): kept for inspect, and their aliases resolve for this container
+    only (the embedded DNS reads them), as dockerd."""
+    from builder.serve.networks import _given, _keep_given
+
+    primary = c.host_config.network
+    conf = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).get(primary) or {}
+    if conf.get("Links") and primary not in ("bridge", "default", "host", "none"):
+        _keep_given(root, c.id, primary, {"Links": _given(conf)["Links"]})
 
 
 # -- start / stop / restart / kill --------------------------------------------------------------

@@ -137,7 +137,10 @@ def _plan_connect(root: Any, cid: str, net_name: str, aliases: tuple[str, ...],
             host["NetworkAliases"] = list(dict.fromkeys([*had, *aliases]))
             if ip:
                 host["IPAddress"] = ip
-            cs.save_config(replace(c, host_config=HostConfig.from_json(host)))
+            networks = {k: dict(v) for k, v in c.networks.items()}
+            if given:  # legacy links (compose reconnects with them): kept as create keeps them
+                networks[net_name] = {**networks.get(net_name, {}), **given}
+            cs.save_config(replace(c, host_config=HostConfig.from_json(host), networks=networks))
             return
         networks = {k: dict(v) for k, v in c.networks.items()}
         networks[net_name] = {"Aliases": list(aliases), **(given or {})}
@@ -187,7 +190,8 @@ def _plan_disconnect(root: Any, cid: str, net_name: str) -> None:
         c = cs.load(cid)
         if net_name == _primary(c):
             host = HostConfig.from_json({**c.host_config, "NetworkAliases": []})
-            cs.save_config(replace(c, host_config=host))
+            cs.save_config(replace(c, host_config=host, networks={k: dict(v) for k, v in c.networks.items()
+                                                                  if k != net_name}))
             return
         if net_name not in c.networks:
             raise ApiError(409, f"container {c.id} is not connected to network {net_name}")
