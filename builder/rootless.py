@@ -6,7 +6,9 @@ namespace, mapped with ``newuidmap``/``newgidmap`` from ``/etc/subuid`` and ``/e
 (``enter``, from ``builder.cli.main``) before it does anything else, so the rest of pybuild runs
 unchanged as "root": unpacked layers carry the image's owners (stored as the mapped host IDs),
 the kernel's overlayfs mounts, and the sandboxes of detached containers live in the one
-namespace later commands join (``exec``, ``stop``). ``system reset`` ends the keeper.
+namespace later commands join (``exec``, ``stop``). The keeper also holds the user's network
+namespace, where user-defined networks live (``builder.rootless_net``). ``system reset`` ends
+the keeper, and that namespace's slirp4netns with it.
 
 Without sub-ID ranges the namespace maps only the user (a one-line warning says how to add
 ranges); an image file owned by another ID then fails to unpack with an error naming it.
