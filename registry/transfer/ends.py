@@ -29,7 +29,7 @@ from registry.errors import (
 from registry.leases import Lease
 from registry.model import Descriptor
 from registry.reference import Reference
-from registry.store import REF_NAME, BlobWriter, Store, file_lock, write_atomic
+from registry.store import REF_NAME, Store, file_lock, write_atomic
 from registry.transfer.events import Event, Progress
 
 DEFAULT_CONCURRENCY = 3
@@ -50,24 +50,14 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 
-class _BlobSink:
-    """Where a downloaded blob's bytes go: the store's writer (hashed there), started on its way
-    to disk every ``WRITEBACK`` bytes, and a ``LayerSizer``."""
+class _Feeder:
+    """``Pipelined``'s sink for a ``LayerSizer``."""
 
-    def __init__(self, writer: BlobWriter, sizer: LayerSizer | None) -> None:
-        self.writer = writer
+    def __init__(self, sizer: LayerSizer) -> None:
         self.sizer = sizer
-        self.flushed = 0
 
     def write(self, data: bytes) -> int:
-        w = self.writer
-        w.write(data)
-        if self.sizer is not None:
-            self.sizer.feed(data)
-        if w.size - self.flushed >= WRITEBACK:
-            w.flush()
-            _start_writeback(w.fileno(), self.flushed, w.size - self.flushed)
-            self.flushed = w.size
+        self.sizer.feed(data)
         return len(data)
 
 
@@ -230,21 +220,27 @@ class StoreEnd(BaseEnd):
             self._put_blob(desc, src, on_bytes)
 
     def _put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None:
-        # a layer's content size (an image's SIZE) counted as it passes, not re-read at tagging
+        # A layer's content size (an image's SIZE) is counted as it passes, not re-read at
+        # tagging: inflated in a second thread while this one receives, hashes and writes
+        # (zlib, hashlib and I/O release the GIL), so both cores work on one big layer.
         sizer = LayerSizer() if self.count_sizes and mt.is_layer(desc.media_type) else None
-        with self.store.writer() as w, contextlib.closing(src.open_at(desc, 0)) as stream:
-            # this thread receives; another hashes, writes and counts the chunk before
-            sink = Pipelined(_BlobSink(w, sizer))
-            got = 0
-            try:
-                while data := stream.read(CHUNK):
-                    got += len(data)
-                    if got > desc.size:
-                        raise DigestError(f"blob {desc.digest}: more than the expected {desc.size} bytes")
-                    sink.write(data)
-                    on_bytes(got)
-            finally:
-                sink.close()
+        with self.store.writer() as w, contextlib.closing(src.open_at(desc, 0)) as stream, \
+                contextlib.ExitStack() as stack:
+            pipe = stack.enter_context(contextlib.closing(Pipelined(_Feeder(sizer)))) if sizer else None
+            flushed = 0
+            while data := stream.read(CHUNK):
+                w.write(data)
+                if w.size > desc.size:
+                    raise DigestError(f"blob {desc.digest}: more than the expected {desc.size} bytes")
+                if pipe is not None:
+                    pipe.write(data)
+                if w.size - flushed >= WRITEBACK:
+                    w.flush()
+                    _start_writeback(w.fileno(), flushed, w.size - flushed)
+                    flushed = w.size
+                on_bytes(w.size)
+            if pipe is not None:
+                pipe.close()
             w.commit(desc.digest, desc.size)
         if sizer is not None and sizer.total is not None:
             self.store.remember_content_size(desc.digest, sizer.total)
