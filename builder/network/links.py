@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from builder.errors import NetworkError
-from builder.network.rtnl import Netlink
+from builder.network.rtnl import Netlink, write_sysctls
 
 # netlink sockets kept open for the length of one ``session()``; per thread: the daemon
 # (``pybuild serve``) runs network calls in several threads at once
@@ -326,7 +326,8 @@ def _configure_inside(
         nl.set_link(link.index, up=True)
         if default_route and gateway and not any(not dst for dst, _, _ in nl.routes()):
             nl.add_default_route(gateway)
-        if ip6:
+        if ip6:  # IPv6 on, whatever the host's defaults (as dockerd), before the address
+            write_sysctls(netns, {f"net/ipv6/conf/{k}/disable_ipv6": "0" for k in ("all", "default")})
             _add_addr6(nl, link.index, ip6, prefixlen6)
             if default_route and gateway6:
                 nl.add_default_route6(gateway6)

@@ -88,6 +88,34 @@ class Link:
         return f"Link({self.index}, {self.name!r}, up={self.up}, master={self.master}, kind={self.kind!r})"
 
 
+def write_sysctls(netns: Path, values: dict[str, str]) -> None:
+    """Write ``/proc/sys`` entries (``net/ipv6/conf/all/disable_ipv6`` …) of the network
+    namespace *netns* names, from a short-lived thread that joins it (a net sysctl file is the
+    namespace of the task that opens it)."""
+    from builder import syscalls
+
+    errors: list[OSError] = []
+
+    def work() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.real().setns(fd, syscalls.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            for key, value in values.items():
+                with open(f"/proc/sys/{key}", "w") as f:
+                    f.write(value)
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=work, name="pybuild-sysctl")
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+
+
 class Netlink:
     """A ``NETLINK_ROUTE`` socket in this network namespace or the one *netns* names (opened
     from a short-lived thread that joins it: the socket stays bound to that namespace)."""
