@@ -249,27 +249,11 @@ def user_netns_call(fn: Callable[[], T]) -> T:
     _ensure_served(netns)
     # the host's lock file is root's; the rules are the user's namespace's alone
     firewall.LOCK = _usernet_dir() / "netfilter.lock"
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def work() -> None:
+    def inside() -> T:
         _local.inside = True
-        try:
-            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                syscalls.real().setns(fd, syscalls.CLONE_NEWNET)
-            finally:
-                os.close(fd)
-            out.append(fn())
-        except BaseException as e:  # re-raised in the caller
-            err.append(e)
+        return fn()
 
-    t = threading.Thread(target=work, name="pybuild-user-netns")
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-    return out[0]
+    return syscalls.in_network_namespace(netns, inside)
 
 
 def _check_driver(net: Network) -> None:

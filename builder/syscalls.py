@@ -12,8 +12,11 @@ import errno
 import fcntl
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # -- constants (x86_64 / generic Linux ABI) ------------------------------------------------------
 CLONE_NEWNS = 0x00020000
@@ -416,6 +419,34 @@ def private_mount_namespace(s: Syscalls | FakeSyscalls) -> None:
     it mounts never reaches the host and goes away when the child exits."""
     s.unshare(CLONE_NEWNS)
     s.mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def in_network_namespace(netns: str | os.PathLike[str], fn: Callable[[], T]) -> T:
+    """``fn()`` in a short-lived thread that joins the network namespace *netns* names (the
+    caller's threads stay where they are; a socket or a ``/proc/sys/net`` file opened there
+    stays bound to that namespace). What it raises is raised here."""
+    import threading
+
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                real().setns(fd, CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            out.append(fn())
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller)
+            err.append(e)
+
+    t = threading.Thread(target=work, name="pybuild-netns")
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
 
 
 def is_mount_error_unsupported(e: OSError) -> bool:

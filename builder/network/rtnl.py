@@ -13,7 +13,6 @@ import ipaddress
 import os
 import socket
 import struct
-import threading
 from pathlib import Path
 
 # message types, flags (linux/netlink.h, linux/rtnetlink.h)
@@ -94,26 +93,12 @@ def write_sysctls(netns: Path, values: dict[str, str]) -> None:
     namespace of the task that opens it)."""
     from builder import syscalls
 
-    errors: list[OSError] = []
-
     def work() -> None:
-        try:
-            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                syscalls.real().setns(fd, syscalls.CLONE_NEWNET)
-            finally:
-                os.close(fd)
-            for key, value in values.items():
-                with open(f"/proc/sys/{key}", "w") as f:
-                    f.write(value)
-        except OSError as e:
-            errors.append(e)
+        for key, value in values.items():
+            with open(f"/proc/sys/{key}", "w") as f:
+                f.write(value)
 
-    t = threading.Thread(target=work, name="pybuild-sysctl")
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
+    syscalls.in_network_namespace(netns, work)
 
 
 class Netlink:
@@ -127,27 +112,7 @@ class Netlink:
             return
         from builder import syscalls
 
-        got: list[socket.socket | OSError] = []
-
-        def work() -> None:
-            try:
-                fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    syscalls.real().setns(fd, syscalls.CLONE_NEWNET)
-                finally:
-                    os.close(fd)
-                got.append(self._open())
-            except OSError as e:
-                got.append(e)
-
-        t = threading.Thread(target=work, name="pybuild-netlink")
-        t.start()
-        t.join()
-        if not got:
-            raise OSError(f"cannot open netlink in {netns}")
-        if isinstance(got[0], OSError):
-            raise got[0]
-        self._sock = got[0]
+        self._sock = syscalls.in_network_namespace(netns, self._open)
 
     @staticmethod
     def _open() -> socket.socket:
