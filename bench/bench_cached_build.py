@@ -51,8 +51,8 @@ CMD ["cat", "/app/version"]
 """
 
 
-def make_context(base: Path) -> Path:
-    ctx = base / "ctx"
+def make_context(base: Path, name: str) -> Path:
+    ctx = base / name
     (ctx / "lib").mkdir(parents=True)
     (ctx / "Dockerfile").write_text(DOCKERFILE)
     (ctx / "blob.bin").write_bytes(os.urandom(50_000_000))
@@ -87,14 +87,16 @@ def main() -> None:
                 "busybox:latest", "-o", f"type=docker,dest={docker_tar}", str(export))
             docker = Docker(docker_tar)
             tools.append(docker)
-        ctx = make_context(base)
+        # a context per tool: one tool's change must not make the other's next build a miss
+        ctxs = {t.name: make_context(base, f"ctx-{n}") for n, t in enumerate(tools)}
         cases = ("fully cached", "one file changed")
         samples: dict[str, dict[str, list[float]]] = {t.name: {c: [] for c in cases} for t in tools}
         for t in tools:  # the first (cold) build, not measured: the daemon and caches warm
             t.cold_reset()
-            t.build(ctx, "bench-cached:latest")
+            t.build(ctxs[t.name], "bench-cached:latest")
         for i in range(args.runs):
             for t in tools:
+                ctx = ctxs[t.name]
                 build = partial(t.build, ctx, "bench-cached:latest")
                 samples[t.name]["fully cached"].append(timed(build))
                 (ctx / "app.conf").write_text(f"conf {t.name} {i} {time.time()}\n")
