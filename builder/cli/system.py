@@ -144,7 +144,7 @@ RESET_WARNING = (
 @click.pass_obj
 def reset(g: Globals, all_: bool, force: bool) -> None:
     """Remove everything of this state root from the host (images stay unless --all)."""
-    from builder import system as lib
+    from builder import reset as lib
 
     state = g.state
     extra = "  - every image, volume and build cache record (the root is emptied)\n" if all_ else ""

@@ -562,7 +562,7 @@ def release(state: StateRoot, container_id: str) -> None:
 
 def reset(state: StateRoot) -> None:
     """Release every container and remove every network, predefined ones included, with
-    their links, rules and helpers (tests, and ``builder.system.reset``): the host is left as
+    their links, rules and helpers (tests, and ``builder.reset.reset``): the host is left as
     before the first use, and the root holds no network record."""
     cids = {cid for net in list_networks(state) for cid in net.containers}
     if (state.run / "netns").is_dir():  # containers detached from every network keep a netns

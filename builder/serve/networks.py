@@ -147,7 +147,7 @@ def _plan_connect(root: Any, cid: str, net_name: str, aliases: tuple[str, ...],
         cs.save_config(replace(c, networks=networks))
 
 
-def _given(conf: dict[str, Any]) -> dict[str, Any]:
+def endpoint_given(conf: dict[str, Any]) -> dict[str, Any]:
     """The endpoint's ``Links`` and ``DriverOpts`` as given, kept for inspect as dockerd shows
     them (links on a user-defined network resolve by name, as there)."""
     links = conf.get("Links") or []
@@ -164,7 +164,7 @@ def _given(conf: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _keep_given(root: Any, cid: str, net_name: str, given: dict[str, Any]) -> None:
+def keep_endpoint_given(root: Any, cid: str, net_name: str, given: dict[str, Any]) -> None:
     from dataclasses import replace
 
     from builder.containers.record import ContainerStore
@@ -217,7 +217,7 @@ async def connect(request: web.Request) -> web.Response:
     conf = body.get("EndpointConfig") or {}
     aliases = tuple(conf.get("Aliases") or ())
     ip = ((conf.get("IPAMConfig") or {}).get("IPv4Address")) or None
-    given = _given(conf)
+    given = endpoint_given(conf)
     net = await in_thread(N.get_network, root, request.match_info["id"])
     if not c.state.running:
         # as dockerd: a container not running is connected when it starts (compose creates a
@@ -233,7 +233,7 @@ async def connect(request: web.Request) -> web.Response:
         N.attach(root, c.id, net.id, name=c.name, aliases=aliases, ip=ip,
                  hostname=c.config.hostname or c.id[:12])
         if given:
-            _keep_given(root, c.id, net.name, given)
+            keep_endpoint_given(root, c.id, net.name, given)
 
     await in_thread(work)
     return web.Response(status=200)
