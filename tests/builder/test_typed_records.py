@@ -22,14 +22,14 @@ NETWORK = {
     "Containers": {
         CID: {"Name": "web", "Hostname": "cccccccccccc", "EndpointID": f"{NID[:12]}-{CID[:12]}",
               "Driver": "bridge", "Netns": f"/r/run/netns/{CID}", "Interface": "eth0",
-              "MacAddress": "02:42:0a:09:00:02", "IPv4Address": "10.9.0.2/24", "Gateway": "10.9.0.1",
-              "Aliases": ["web", "www"],
+              "MacAddress": "02:42:0a:09:00:02", "IPv4Address": "10.9.0.2/24", "IPv6Address": "",
+              "Gateway": "10.9.0.1", "Aliases": ["web", "www"],
               "Ports": [{"ContainerPort": 80, "Protocol": "tcp", "HostIp": "", "HostPort": 8080}],
               "HostVeth": "pbv0123456789ab", "ProxyPid": 4242, "HostsPath": f"/r/run/net/{CID}/hosts",
               "ResolvConfPath": f"/r/run/net/{CID}/resolv.conf"},
         OTHER: {"Name": "db", "Hostname": "dddddddddddd", "EndpointID": f"{NID[:12]}-{OTHER[:12]}",
                 "Driver": "bridge", "Netns": "", "Interface": "", "MacAddress": "", "IPv4Address": "",
-                "Gateway": "", "Aliases": [], "Ports": [], "HostVeth": "", "ProxyPid": 0,
+                "IPv6Address": "", "Gateway": "", "Aliases": [], "Ports": [], "HostVeth": "", "ProxyPid": 0,
                 "HostsPath": "", "ResolvConfPath": ""},
     },
     "Options": {"com.docker.network.bridge.name": "pb-eeeeeeeeeeee"}, "Labels": {"team": "a"}, "DnsPid": 77,
@@ -59,6 +59,12 @@ def test_network_record_endpoints_are_typed_and_round_trip() -> None:
     assert web.ports == (PortBinding(80, "tcp", "", 8080),)
     assert [e.name for e in net.endpoints()] == ["web", "db"]
     assert json.dumps(net.to_json(), sort_keys=True) == json.dumps(NETWORK, sort_keys=True)
+    # a record written before IPv6 networks (no "IPv6Address", which dockerd's inspect always
+    # shows) reads as the same endpoints
+    old = json.loads(json.dumps(NETWORK))
+    for ep in old["Containers"].values():
+        del ep["IPv6Address"]
+    assert Network.from_json(old).containers == net.containers
 
 
 def test_container_record_config_is_typed_and_round_trips() -> None:
