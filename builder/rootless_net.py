@@ -243,12 +243,10 @@ def user_netns_call(fn: Callable[[], T]) -> T:
     slirp4netns): root's network code makes its bridges, rules and helpers there. This
     process stays in the host's (a namespace's root cannot join the host's again)."""
     from builder import syscalls
-    from builder.network import firewall
 
     netns = _keeper_netns()
     _ensure_served(netns)
-    # the host's lock file is root's; the rules are the user's namespace's alone
-    firewall.LOCK = _usernet_dir() / "netfilter.lock"
+
     def inside() -> T:
         _local.inside = True
         return fn()

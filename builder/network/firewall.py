@@ -128,11 +128,22 @@ def port_rules(
 # -- running iptables ---------------------------------------------------------------------------
 
 
+def lock_path() -> Path:
+    """The host's lock; rootless, the user's own in the runtime directory (the rules it guards
+    are those of the user's network namespace, and the host's lock file is root's)."""
+    if "_PYBUILD_ROOTLESS" in os.environ:
+        from builder import rootless
+
+        return rootless.runtime_dir() / "netfilter.lock"
+    return LOCK
+
+
 @contextmanager
 def locked() -> Iterator[None]:
     """Serialise our read-modify-write of the (host-global) rule set across state roots."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    path = lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
