@@ -219,18 +219,18 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         from builder.platforms import build_platforms, parse_platforms
 
         wanted = parse_platforms(req.platform)
-    if len(wanted) > 1:  # one build per platform, then their index under the tags
-        done = build_platforms(state, req, wanted,
-                               lambda r, wrap: run_build(state, r, progress=wrap(progress)))
-        return BuildOutcome(done.image, done.tags, done.warnings, done.executed, done.cached,
-                            index=done.index)
-    target_platform = wanted[0] if wanted else host
     tags = []
     for t in req.tags:
         try:
             tags.append(Reference.parse(t))
         except Exception as e:  # noqa: BLE001
             raise BuildError.invalid(f"invalid tag {t!r}: {e}") from None
+    if len(wanted) > 1:  # one build per platform, then their index under the tags
+        done = build_platforms(state, req, wanted, tags,
+                               lambda r, wrap: run_build(state, r, progress=wrap(progress)))
+        return BuildOutcome(done.image, done.tags, done.warnings, done.executed, done.cached,
+                            index=done.index)
+    target_platform = wanted[0] if wanted else host
     text, name, origin = _read_dockerfile(req)
     dockerfile = load_cached(text, filename=name, directory=state.cache / "dockerfiles")
 

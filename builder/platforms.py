@@ -123,10 +123,10 @@ class _Steps:
         return emit
 
 
-def build_platforms(state: Any, req: Any, platforms: list[Platform],
+def build_platforms(state: Any, req: Any, platforms: list[Platform], tags: list[Reference],
                     build_one: Callable[[Any, Callable[..., Any]], _Outcome]) -> MultiOutcome:
     """*req* (a ``pipeline.BuildRequest``) built for each of *platforms* by *build_one*, the
-    images unrecorded, then their index tagged as *req* asks. *build_one(req, wrap)* builds
+    images unrecorded, then their index under *tags* (*req*'s, parsed). *build_one(req, wrap)* builds
     with ``wrap(progress)`` as its progress callback (the platform's step names)."""
     steps = _Steps()
 
@@ -137,12 +137,6 @@ def build_platforms(state: Any, req: Any, platforms: list[Platform],
     if any(o.type not in ("image", "oci", "docker") for o in req.outputs):
         raise BuildError.invalid("--output with several platforms: type=oci, docker or image "
                                  "(a rootfs is one platform's)")
-    tags = []
-    for t in req.tags:
-        try:
-            tags.append(Reference.parse(t))
-        except Exception as e:  # noqa: BLE001
-            raise BuildError.invalid(f"invalid tag {t!r}: {e}") from None
     first = one(req, platforms[0])
     rest = req
     if req.no_cache:  # what the first build ran afresh for every platform is not run again
