@@ -19,17 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_rootless import User, ordinary_user  # noqa: E402
+from test_rootless import User, user  # noqa: E402,F401 - the module's ordinary user, by import
 
 SERVE = "mkdir -p /www && echo page-of-{name} > /www/index.html && exec httpd -f -p 8080 -h /www"
-
-
-@pytest.fixture(scope="module")
-def user(busybox_tar: Path) -> Iterator[User]:
-    with ordinary_user() as u:
-        tar = u.give(busybox_tar, "busybox.tar")
-        u.pb("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
-        yield u
 
 
 def _fetch(url: str) -> bytes:
@@ -67,17 +59,17 @@ def _host_server() -> Iterator[str]:
         t.join()
 
 
-def _gone(user: User) -> list[str]:
+def _gone(u: User) -> list[str]:
     left: list[str] = []
     for _ in range(100):
-        left = user.processes()
+        left = u.processes()
         if not left:
             break
         time.sleep(0.05)
     return left
 
 
-def test_user_network_by_name_and_published_port(user: User) -> None:
+def test_user_network_by_name_and_published_port(user: User) -> None:  # noqa: F811
     user.pb("network", "create", "appnet")
     try:
         user.pb("run", "-d", "--name", "alpha", "--network", "appnet", "busybox", "sh", "-c",
@@ -123,7 +115,7 @@ def test_user_network_by_name_and_published_port(user: User) -> None:
     assert str(user.home) not in Path("/proc/self/mountinfo").read_text()
 
 
-def test_reset_with_containers_on_a_user_network_leaves_nothing(user: User) -> None:
+def test_reset_with_containers_on_a_user_network_leaves_nothing(user: User) -> None:  # noqa: F811
     user.pb("network", "create", "resetnet")
     user.pb("run", "-d", "--name", "idle", "--network", "resetnet", "-p", "18094:8080", "busybox",
             "sh", "-c", SERVE.format(name="idle"))
