@@ -181,22 +181,39 @@ def measure(tool: Tool, ctx: Path, tag: str) -> tuple[float, float, float]:
     return statistics.median(cold), statistics.median(cached), statistics.median(change)
 
 
-def main() -> None:
-    base = Path(tempfile.mkdtemp(prefix="bench-build-", dir="/var/tmp"))
+def have_dockerd() -> bool:
+    """Whether the docker CLI and a dockerd to start privately are installed."""
+    return os.path.exists("/usr/bin/docker") and bool(shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd"))
+
+
+def busybox_tar(base: Path) -> Path:
+    """busybox made offline (``testdata/mkbusybox.py``), as ``Pybuild`` imports it."""
     spec = __import__("importlib.util").util.spec_from_file_location("mkbusybox", REPO / "testdata" / "mkbusybox.py")
     mk = __import__("importlib.util").util.module_from_spec(spec)
     spec.loader.exec_module(mk)
-    busybox_tar = base / "busybox.tar"
-    mk.make_tar(busybox_tar)
-    tools: list[Tool] = [Pybuild(base, busybox_tar)]
-    docker_tar = base / "busybox-docker.tar"
+    tar = base / "busybox.tar"
+    mk.make_tar(tar)
+    return tar
+
+
+def docker_busybox_tar(base: Path) -> Path:
+    """That busybox as a docker-archive for the peers, exported by ``pybuild build -o
+    type=docker`` from the root a ``Pybuild(base, …)`` prepared (so: after making one)."""
+    tar = base / "busybox-docker.tar"
     export = base / "export"
     export.mkdir()
     (export / "Dockerfile").write_text("FROM busybox\n")
     run(PYBUILD, "--root", str(base / "pyb-prepared"), "build", "-q", "-t", "busybox:latest",
-        "-o", f"type=docker,dest={docker_tar}", str(export))
+        "-o", f"type=docker,dest={tar}", str(export))
+    return tar
+
+
+def main() -> None:
+    base = Path(tempfile.mkdtemp(prefix="bench-build-", dir="/var/tmp"))
+    tools: list[Tool] = [Pybuild(base, busybox_tar(base))]
+    docker_tar = docker_busybox_tar(base)
     docker = buildah = None
-    if os.path.exists("/usr/bin/docker") and (shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd")):
+    if have_dockerd():
         docker = Docker(docker_tar)
         tools.append(docker)
     if shutil.which("buildah"):

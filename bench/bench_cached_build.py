@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_build import PYBUILD, Docker, Pybuild, Tool, run, timed  # noqa: E402
+from bench_build import Docker, Pybuild, Tool, busybox_tar, docker_busybox_tar, have_dockerd, timed  # noqa: E402
 
 DOCKERFILE = """\
 FROM busybox AS build
@@ -70,22 +70,9 @@ def main() -> None:
     tools: list[Tool] = []
     docker: Docker | None = None
     try:
-        spec = __import__("importlib.util").util.spec_from_file_location(
-            "mkbusybox", REPO / "testdata" / "mkbusybox.py")
-        mk = __import__("importlib.util").util.module_from_spec(spec)
-        spec.loader.exec_module(mk)
-        busybox_tar = base / "busybox.tar"
-        mk.make_tar(busybox_tar)
-        tools.append(Pybuild(base, busybox_tar))
-        if os.path.exists("/usr/bin/docker") and (shutil.which("dockerd")
-                                                  or os.path.exists("/usr/sbin/dockerd")):
-            docker_tar = base / "busybox-docker.tar"
-            export = base / "export"
-            export.mkdir()
-            (export / "Dockerfile").write_text("FROM busybox\n")
-            run(PYBUILD, "--root", str(base / "pyb-prepared"), "build", "-q", "-t",
-                "busybox:latest", "-o", f"type=docker,dest={docker_tar}", str(export))
-            docker = Docker(docker_tar)
+        tools.append(Pybuild(base, busybox_tar(base)))
+        if have_dockerd():
+            docker = Docker(docker_busybox_tar(base))
             tools.append(docker)
         # a context per tool: one tool's change must not make the other's next build a miss
         ctxs = {t.name: make_context(base, f"ctx-{n}") for n, t in enumerate(tools)}
