@@ -320,8 +320,8 @@ def test_start_ai_detaches_and_the_container_goes_on(pb: Any, judge: Any) -> Non
 
 
 def test_exec_it_detaches_and_the_process_goes_on_as_docker(pb: Any, judge: Any) -> None:
-    results = []
-    for argv, cli in ((lambda *a: docker_argv(judge, *a), judge.docker), (lambda *a: pb_argv(pb, *a), pb)):
+    def round_of(argv: Callable[..., list[str]], cli: Any) -> list[tuple[Any, ...]]:
+        results = []
         cli("run", "-d", "--name", "host", "busybox", "sleep", "600")
         text, code = in_pty(argv("exec", "-it", "host", "sh"),
                             [(b"# ", b"echo in-$((2*3)); stty size\r"), (b"30 90", b"\x10\x11")])
@@ -332,7 +332,17 @@ def test_exec_it_detaches_and_the_process_goes_on_as_docker(pb: Any, judge: Any)
         text, code = in_pty(argv("exec", "-it", "--detach-keys=ctrl-x", "host", "sh", "-c", "echo done; exit 6"), [])
         results.append((code, b"done" in text, b"read escape sequence" in text))
         cli("rm", "-f", "host")
-    assert results[:3] == results[3:] == [(1, True, True), (True,), (6, True, False)]
+        return results
+
+    expected = [(1, True, True), (True,), (6, True, False)]
+    theirs = round_of(lambda *a: docker_argv(judge, *a), judge.docker)
+    if theirs[1] == (False,):
+        # dockerd 20.10 itself sometimes loses a detached exec's shell on a loaded machine (seen:
+        # `ps` in the container shows only `sleep`, 1 round in 12 with two busy CPUs); the judge
+        # gets a second round, ours gets one
+        theirs = round_of(lambda *a: docker_argv(judge, *a), judge.docker)
+    assert theirs == expected
+    assert round_of(lambda *a: pb_argv(pb, *a), pb) == expected
 
 
 def test_run_it_gets_the_terminal_size_and_rm(pb: Any) -> None:
