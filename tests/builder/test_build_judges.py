@@ -413,10 +413,18 @@ def test_container_config_and_process_env_match_dockerd(busybox: Any, bt: Any, d
     def ours_cli(*args: str) -> str:
         return str(busybox(*args).stdout)
 
-    try:
-        theirs = observe(theirs_cli)
-    finally:
-        dockerd.docker("rm", "-f", *cases, check=False)
+    def judge() -> tuple[dict[str, Any], list[list[str]]]:
+        try:
+            return observe(theirs_cli)
+        finally:
+            dockerd.docker("rm", "-f", *cases, check=False)
+
+    theirs = judge()
+    if theirs[0]["c1"]["Env"][:2] == ["C=3", "A=1"]:
+        # dockerd 20.10 itself now and then swaps the `-e` entries (measured: 1 create in 30
+        # gives C=3 before A=1, the others keep the command line's order); the judge gets a
+        # second round, ours gets one and must keep the order given
+        theirs = judge()
     try:
         ours = observe(ours_cli)
     finally:
