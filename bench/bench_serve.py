@@ -11,7 +11,12 @@ command, and requests per second of ``GET /containers/json`` with 10 concurrent 
    Without a ``/containers/json`` route (an older daemon), ``/images/json`` is measured and
    the report says so. Then the same for ``/images/json`` and ``/_ping`` (the server's floor).
 
-    .venv/bin/python bench/bench_serve.py [--runs 7] [--clients 10] [--requests 2000]
+3. ``docker run --rm busybox true`` (``--network none`` and the default bridge) through
+   ``pybuild serve`` beside the same client on a private dockerd (``tests/dockerd.py``, which
+   makes its default bridge and iptables rules in its own network namespace), interleaved
+   (the same load for both), median of --runs-run runs.
+
+    .venv/bin/python bench/bench_serve.py [--runs 7] [--run-runs 15] [--clients 10] [--requests 2000]
 """
 
 from __future__ import annotations
@@ -45,6 +50,45 @@ def timed(cmd: list[str], runs: int, env: dict[str, str] | None = None) -> float
         subprocess.run(cmd, check=True, capture_output=True, env=env)
         samples.append(time.perf_counter() - t)
     return statistics.median(samples)
+
+
+def interleaved(cmds: list[tuple[list[str], dict[str, str] | None]], runs: int) -> list[float]:
+    """Median wall time (seconds) of each command, run in turn in every round, after a warm-up."""
+    def run(cmd: list[str], env: dict[str, str] | None) -> None:
+        r = subprocess.run(cmd, capture_output=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.decode().strip()}")
+
+    for cmd, env in cmds:
+        run(cmd, env)
+    samples: list[list[float]] = [[] for _ in cmds]
+    for _ in range(runs):
+        for (cmd, env), ts in zip(cmds, samples, strict=True):
+            t = time.perf_counter()
+            run(cmd, env)
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in samples]
+
+
+def docker_run_rm(tar: Path, ours: dict[str, str], runs: int) -> None:
+    """``docker run --rm`` through our socket and through a private dockerd, side by side."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from dockerd import Dockerd
+
+    d = Dockerd(bridges=True)
+    try:
+        d.start()
+        d.docker("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
+        theirs = {**os.environ, "DOCKER_HOST": d.host, "DOCKER_CONFIG": ours["DOCKER_CONFIG"]}
+        for label, extra in (("--network none", ["--network", "none"]), ("default bridge", [])):
+            cmd = [DOCKER, "run", "--rm", *extra, "busybox", "true"]
+            a, b = interleaved([(cmd, ours), (cmd, theirs)], runs)
+            row(f"docker run --rm ({label}) via pybuild serve", a)
+            row(f"docker run --rm ({label}) via dockerd", b, f"ratio {a / b:.2f}x")
+    except Exception as e:  # noqa: BLE001 - the peer is optional; say why it is missing
+        print(f"  (docker run --rm not measured: {str(e).splitlines()[0]})")
+    finally:
+        d.stop()
 
 
 def row(name: str, seconds: float, note: str = "") -> None:
@@ -124,6 +168,8 @@ def has_route(sock: str, path: str) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--run-runs", type=int, default=15, help="rounds of docker run --rm")
+    ap.add_argument("--only-run", action="store_true", help="measure docker run --rm only")
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=30.0, help="time limit of each load run")
@@ -147,6 +193,9 @@ def main() -> None:
         assert has_route(sock, "/_ping"), "the daemon did not come up"
         print(f"pybuild serve: {args.tags} tags of busybox, {args.containers} created "
               f"containers; median of {args.runs} runs")
+        docker_run_rm(work / "busybox.tar", env, args.run_runs)
+        if args.only_run:
+            return
         base = [PYBUILD, "--root", str(root)]
         containers_route = has_route(sock, "/v1.41/containers/json?all=1")
         if containers_route:
@@ -181,6 +230,11 @@ def main() -> None:
         for i in range(args.containers):
             subprocess.run([PYBUILD, "--root", str(root), "rm", "-f", f"bench{i}"],
                            capture_output=True)
+        if root.is_dir():  # the default bridge and its rules, made by docker run --rm
+            from builder import network
+            from builder.state import StateRoot
+
+            network.reset(StateRoot.open(root))
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.store import file_lock
+from registry.leases import file_lock
 
 if TYPE_CHECKING:
     from registry.store import Store

@@ -29,7 +29,11 @@ DOCKER = "/usr/bin/docker"
 class Dockerd:
     """``start()`` / ``stop()`` a daemon; ``docker(*args)`` runs the client against it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, bridges: bool = False) -> None:
+        """*bridges*: the daemon makes its default bridge and its iptables rules, as a stock
+        daemon does (in its own network namespace: the host's are not touched); benches use it
+        for a fair ``network create`` and ``run`` on the default bridge."""
+        self.bridges = bridges
         # unix socket paths are limited to 108 bytes: keep the base short
         self.base = Path(tempfile.mkdtemp(prefix="pbdk-", dir="/tmp"))
         self.sock = self.base / "docker.sock"
@@ -49,7 +53,8 @@ class Dockerd:
             "-H", self.host,
             "--pidfile", str(self.base / "docker.pid"),
             "--exec-opt", "native.cgroupdriver=cgroupfs",
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
+            *([] if self.bridges else ["--bridge=none", "--iptables=false", "--ip-masq=false"]),
+            "--ip6tables=false",
             "--containerd-namespace", f"pbtest-{os.getpid()}",
             "--containerd-plugins-namespace", f"pbtest-{os.getpid()}-plugins",
             "--storage-driver", "overlay2",

@@ -151,15 +151,36 @@ def locked() -> Iterator[None]:
         os.close(fd)
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
+def _start(argv: list[str]) -> subprocess.Popen[str]:
     try:
-        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise NetworkError.not_found(f"{argv[0]} not found: install the iptables package") from None
+
+
+def _finish(p: subprocess.Popen[str], name: str, stdin: str | None = None) -> str:
+    out, err = p.communicate(stdin)
     if p.returncode != 0:
-        msg = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-        raise NetworkError(f"{argv[0]} failed: {msg}")
-    return p.stdout
+        msg = (err.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        raise NetworkError(f"{name} failed: {msg}")
+    return out
+
+
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    return _finish(_start(argv), argv[0], stdin)
+
+
+class Saving:
+    """An ``iptables-save`` started now and read by ``result()``: the caller's netlink work
+    (a bridge made or deleted, ~10-40 ms in the kernel) runs while iptables dumps the rules.
+    Start it under ``locked()``, so that the snapshot is still true when it is used."""
+
+    def __init__(self) -> None:
+        self._proc = _start(["iptables-save"])
+
+    def result(self) -> Snapshot:
+        return Snapshot.parse(_finish(self._proc, "iptables-save"))
 
 
 @dataclass(frozen=True)
@@ -171,10 +192,14 @@ class Snapshot:
 
     @classmethod
     def take(cls) -> Snapshot:
+        return cls.parse(_run(["iptables-save"]))
+
+    @classmethod
+    def parse(cls, saved: str) -> Snapshot:
         rules: dict[str, list[list[str]]] = {t: [] for t in CHAINS}
         chains: dict[str, set[str]] = {t: set() for t in CHAINS}
         table = ""
-        for line in _run(["iptables-save"]).splitlines():
+        for line in saved.splitlines():
             if line.startswith("*"):
                 table = line[1:].strip()
             elif table in CHAINS and line.startswith(":"):
@@ -238,11 +263,12 @@ def _deletions(found: dict[str, list[list[str]]]) -> dict[str, list[str]]:
     return {t: ["-D " + _join(toks[1:]) for toks in rules] for t, rules in found.items()}
 
 
-def replace_tagged(tag: str, rules: Iterable[Rule]) -> None:
+def replace_tagged(tag: str, rules: Iterable[Rule], snap: Snapshot | None = None) -> None:
     """In one ``iptables-restore``: drop any rule with *tag*, make the chains and hooks if
-    missing, add *rules*. IPv4 forwarding is turned on (as Docker does)."""
+    missing, add *rules*. IPv4 forwarding is turned on (as Docker does). *snap*: the rules
+    as they are (``Saving``), else one ``iptables-save`` is run here."""
     enable_forwarding()
-    snap = Snapshot.take()
+    snap = snap or Snapshot.take()
     batch = _deletions(snap.tagged(tag))
     for table, chains in CHAINS.items():
         lines = batch.setdefault(table, [])
@@ -283,15 +309,16 @@ def tagged(tag: str) -> dict[str, list[list[str]]]:
     return Snapshot.take().tagged(tag)
 
 
-def remove_tagged(tag: str) -> int:
+def remove_tagged(tag: str, snap: Snapshot | None = None) -> int:
     """Delete every rule carrying *tag* (or a sub-tag), and the hooks and chains too when no
-    rule of ours is left: one ``iptables-save``, one ``iptables-restore``."""
-    return remove_tagged_all([tag])
+    rule of ours is left: one ``iptables-save`` (unless *snap* is given), one
+    ``iptables-restore``."""
+    return remove_tagged_all([tag], snap)
 
 
-def remove_tagged_all(tags: Iterable[str]) -> int:
+def remove_tagged_all(tags: Iterable[str], snap: Snapshot | None = None) -> int:
     """``remove_tagged`` of several tags in the same two processes."""
-    snap = Snapshot.take()
+    snap = snap or Snapshot.take()
     found: dict[str, list[list[str]]] = {}
     seen: set[int] = set()
     for tag in tags:

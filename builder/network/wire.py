@@ -29,11 +29,15 @@ def materialise(state: StateRoot, net: Network) -> None:
     if links.bridge_ready(net.bridge, net.gateway) and (
             net.driver != "overlay" or links.link_exists(overlay.vxlan_name(net))):
         return  # bridge and rules are made together; checking the rules costs 10 ms
-    links.ensure_bridge(net.bridge, net.gateway, prefixlen, alias=sweep.tag(state.path, net.id),
-                        gateway6=net.gateway6, prefixlen6=_prefixlen6(net))
     rules = firewall.network_rules(net.id, net.bridge, net.subnet, internal=net.internal)
     with firewall.locked():
-        firewall.replace_tagged(firewall.network_tag(net.id), rules)
+        saving = firewall.Saving()  # iptables dumps the rules while the bridge is made
+        try:
+            links.ensure_bridge(net.bridge, net.gateway, prefixlen, alias=sweep.tag(state.path, net.id),
+                                gateway6=net.gateway6, prefixlen6=_prefixlen6(net))
+        finally:
+            snap = saving.result()
+        firewall.replace_tagged(firewall.network_tag(net.id), rules, snap)
     if net.driver == "overlay":  # its VXLAN device
         overlay.materialise(state, net)
 
@@ -51,10 +55,13 @@ def dematerialise(net: Network) -> None:
         if not rootless_net.in_user_netns():
             return rootless_net.dematerialise(net, lambda: dematerialise(net))
     with firewall.locked():
-        firewall.remove_tagged(firewall.network_tag(net.id))
-    if net.driver == "overlay":
-        overlay.dematerialise(net)
-    links.delete_link(net.bridge)
+        saving = firewall.Saving()  # iptables dumps the rules while the kernel deletes links
+        try:
+            if net.driver == "overlay":
+                overlay.dematerialise(net)
+            links.delete_link(net.bridge)
+        finally:
+            firewall.remove_tagged(firewall.network_tag(net.id), saving.result())
 
 
 def veth_name(container_id: str, network_id: str) -> str:
