@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from registry.digest import Digest
 from registry.errors import DigestError
+
+if TYPE_CHECKING:  # a state root's locks (``ps``, ``run``) need no digests
+    from registry.digest import Digest
 
 
 @contextlib.contextmanager
@@ -36,6 +38,8 @@ def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterato
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write *data* to a temp file beside *path*, fsync, then rename over it."""
+    import tempfile  # (with shutil, bz2, lzma, random) not for a listing
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -89,6 +93,8 @@ def _try_lock(path: Path, flags: int = os.O_RDONLY) -> int | None:
 def _locked_file(directory: Path, prefix: str) -> tuple[int, Path]:
     """A new file under *directory*, opened read-write and ``flock``-ed by us. A sweeper that
     took its lock between our create and our flock unlinks it: then we try another name."""
+    import tempfile
+
     while True:
         fd, name = tempfile.mkstemp(dir=directory, prefix=prefix)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -146,6 +152,8 @@ class Lease:
 
 
 def _digests(path: Path) -> set[Digest]:
+    from registry.digest import Digest
+
     out: set[Digest] = set()
     with contextlib.suppress(OSError):
         for line in path.read_text(errors="replace").splitlines():

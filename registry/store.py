@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -140,6 +139,8 @@ class Store:
         if not (self.path / "index.json").exists():
             # Create-if-absent by link(2): this runs unlocked (from ``ingest_dir``), and a plain
             # write could clobber an index.json another process has just filled.
+            import tempfile  # (with shutil, bz2, lzma, random) not for a listing
+
             fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".index.json.")
             try:
                 with os.fdopen(fd, "wb") as f:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from builder.cli import Globals
+from builder.cli import Globals, LazyGroup
 from builder.cli.format import INFO, format_rows, human_duration, human_size, table
 from builder.cli.format import template as fmt_template
 from builder.units import binary_size
@@ -23,7 +23,10 @@ def _confirm(warning: str) -> bool:
     return answer in ("y", "yes")
 
 
-@click.group("system")
+# ``system events``/``system check`` are ``pybuild events``/``pybuild check``'s commands, their
+# modules imported only when one of them runs (not for ``version`` or ``info``)
+@click.group("system", cls=LazyGroup, lazy={"events": "builder.cli.events:events",
+                                           "check": "builder.cli.check:check"})
 def system() -> None:
     """Manage pybuild: disk usage, pruning, information, host cleanup."""
 
@@ -291,20 +294,3 @@ def version(fmt: str | None) -> None:
     click.echo("\n".join(lines))
 
 
-
-def _add_events() -> None:
-    from builder.cli.events import events
-
-    system.add_command(events)
-
-
-_add_events()
-
-
-def _add_check() -> None:
-    from builder.cli.check import check
-
-    system.add_command(check)
-
-
-_add_check()
