@@ -12,8 +12,8 @@ import re
 import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.errors import NetworkError
 
@@ -47,8 +47,7 @@ OURS = {c for cs in CHAINS.values() for c in cs}
 LOCK = Path("/run/lock/pybuild-netfilter.lock")
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):  # (no dataclass made at import: every network command loads this)
     table: str
     chain: str
     spec: str
@@ -151,40 +150,18 @@ def locked() -> Iterator[None]:
         os.close(fd)
 
 
-def _start(argv: list[str]) -> subprocess.Popen[str]:
+def _run(argv: list[str], stdin: str | None = None) -> str:
     try:
-        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise NetworkError.not_found(f"{argv[0]} not found: install the iptables package") from None
-
-
-def _finish(p: subprocess.Popen[str], name: str, stdin: str | None = None) -> str:
-    out, err = p.communicate(stdin)
     if p.returncode != 0:
-        msg = (err.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-        raise NetworkError(f"{name} failed: {msg}")
-    return out
+        msg = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        raise NetworkError(f"{argv[0]} failed: {msg}")
+    return p.stdout
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
-    return _finish(_start(argv), argv[0], stdin)
-
-
-class Saving:
-    """An ``iptables-save`` started now and read by ``result()``: the caller's netlink work
-    (a bridge made or deleted, ~10-40 ms in the kernel) runs while iptables dumps the rules.
-    Start it under ``locked()``, so that the snapshot is still true when it is used."""
-
-    def __init__(self) -> None:
-        self._proc = _start(["iptables-save"])
-
-    def result(self) -> Snapshot:
-        return Snapshot.parse(_finish(self._proc, "iptables-save"))
-
-
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """One ``iptables-save`` of the tables we use: rules as token lists, and chain names."""
 
     rules: dict[str, list[list[str]]]
@@ -192,14 +169,10 @@ class Snapshot:
 
     @classmethod
     def take(cls) -> Snapshot:
-        return cls.parse(_run(["iptables-save"]))
-
-    @classmethod
-    def parse(cls, saved: str) -> Snapshot:
         rules: dict[str, list[list[str]]] = {t: [] for t in CHAINS}
         chains: dict[str, set[str]] = {t: set() for t in CHAINS}
         table = ""
-        for line in saved.splitlines():
+        for line in _run(["iptables-save"]).splitlines():
             if line.startswith("*"):
                 table = line[1:].strip()
             elif table in CHAINS and line.startswith(":"):
@@ -243,7 +216,7 @@ def _split(line: str) -> list[str]:
 
 def _join(tokens: list[str]) -> str:
     """Back to restore syntax, which knows double quotes only (``shlex.join`` would quote ``!``)."""
-    return " ".join(f'"{t}"' if any(c.isspace() for c in t) else t for t in tokens)
+    return " ".join(f'"{t}"' if re.search(r"\s", t) else t for t in tokens)
 
 
 def _comment(tokens: list[str]) -> str:
@@ -263,12 +236,11 @@ def _deletions(found: dict[str, list[list[str]]]) -> dict[str, list[str]]:
     return {t: ["-D " + _join(toks[1:]) for toks in rules] for t, rules in found.items()}
 
 
-def replace_tagged(tag: str, rules: Iterable[Rule], snap: Snapshot | None = None) -> None:
+def replace_tagged(tag: str, rules: Iterable[Rule]) -> None:
     """In one ``iptables-restore``: drop any rule with *tag*, make the chains and hooks if
-    missing, add *rules*. IPv4 forwarding is turned on (as Docker does). *snap*: the rules
-    as they are (``Saving``), else one ``iptables-save`` is run here."""
+    missing, add *rules*. IPv4 forwarding is turned on (as Docker does)."""
     enable_forwarding()
-    snap = snap or Snapshot.take()
+    snap = Snapshot.take()
     batch = _deletions(snap.tagged(tag))
     for table, chains in CHAINS.items():
         lines = batch.setdefault(table, [])
@@ -309,16 +281,15 @@ def tagged(tag: str) -> dict[str, list[list[str]]]:
     return Snapshot.take().tagged(tag)
 
 
-def remove_tagged(tag: str, snap: Snapshot | None = None) -> int:
+def remove_tagged(tag: str) -> int:
     """Delete every rule carrying *tag* (or a sub-tag), and the hooks and chains too when no
-    rule of ours is left: one ``iptables-save`` (unless *snap* is given), one
-    ``iptables-restore``."""
-    return remove_tagged_all([tag], snap)
+    rule of ours is left: one ``iptables-save``, one ``iptables-restore``."""
+    return remove_tagged_all([tag])
 
 
-def remove_tagged_all(tags: Iterable[str], snap: Snapshot | None = None) -> int:
+def remove_tagged_all(tags: Iterable[str]) -> int:
     """``remove_tagged`` of several tags in the same two processes."""
-    snap = snap or Snapshot.take()
+    snap = Snapshot.take()
     found: dict[str, list[list[str]]] = {}
     seen: set[int] = set()
     for tag in tags:

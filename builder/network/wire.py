@@ -5,7 +5,6 @@ and their removal. Called by ``core`` under the networks lock."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import os
 from collections.abc import Callable, Sequence
@@ -29,15 +28,22 @@ def materialise(state: StateRoot, net: Network) -> None:
     if links.bridge_ready(net.bridge, net.gateway) and (
             net.driver != "overlay" or links.link_exists(overlay.vxlan_name(net))):
         return  # bridge and rules are made together; checking the rules costs 10 ms
+    alias = sweep.tag(state.path, net.id)
     rules = firewall.network_rules(net.id, net.bridge, net.subnet, internal=net.internal)
-    with firewall.locked():
-        saving = firewall.Saving()  # iptables dumps the rules while the bridge is made
+    with firewall.locked():  # rules name the bridge: they may come first
+        bridge_made = _beside(lambda: links.ensure_bridge(
+            net.bridge, net.gateway, prefixlen, alias=alias, gateway6=net.gateway6, prefixlen6=_prefixlen6(net)))
         try:
-            links.ensure_bridge(net.bridge, net.gateway, prefixlen, alias=sweep.tag(state.path, net.id),
-                                gateway6=net.gateway6, prefixlen6=_prefixlen6(net))
-        finally:
-            snap = saving.result()
-        firewall.replace_tagged(firewall.network_tag(net.id), rules, snap)
+            firewall.replace_tagged(firewall.network_tag(net.id), rules)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                bridge_made()
+            raise
+        try:
+            bridge_made()
+        except BaseException:
+            firewall.remove_tagged(firewall.network_tag(net.id))  # made together, or neither
+            raise
     if net.driver == "overlay":  # its VXLAN device
         overlay.materialise(state, net)
 
@@ -54,17 +60,47 @@ def dematerialise(net: Network) -> None:
 
         if not rootless_net.in_user_netns():
             return rootless_net.dematerialise(net, lambda: dematerialise(net))
+    def unlink() -> None:
+        if net.driver == "overlay":
+            overlay.dematerialise(net)
+        links.delete_link(net.bridge)
+
     with firewall.locked():
-        saving = firewall.Saving()  # iptables dumps the rules while the kernel deletes links
+        unlinked = _beside(unlink)
         try:
-            if net.driver == "overlay":
-                overlay.dematerialise(net)
-            links.delete_link(net.bridge)
+            firewall.remove_tagged(firewall.network_tag(net.id))
         finally:
-            firewall.remove_tagged(firewall.network_tag(net.id), saving.result())
+            unlinked()
+
+
+def _beside(fn: Callable[[], object]) -> Callable[[], None]:
+    """*fn* run in a thread (in this thread's network namespace) while the caller goes on: a
+    bridge made or deleted waits ~10-40 ms in the kernel, the rules' iptables processes run
+    meanwhile. The function returned joins it and raises what *fn* raised."""
+    import threading
+
+    err: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 (raised again by the join)
+            err.append(e)
+
+    t = threading.Thread(target=work, name="pybuild-netlink")
+    t.start()
+
+    def join() -> None:
+        t.join()
+        if err:
+            raise err[0]
+
+    return join
 
 
 def veth_name(container_id: str, network_id: str) -> str:
+    import hashlib  # (OpenSSL's, ~3 ms) not for network create/rm
+
     return "pbv" + hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()[:12]
 
 
