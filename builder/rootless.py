@@ -205,6 +205,32 @@ def _keeper_main(ready_w: int, go_r: int) -> None:  # pragma: no cover - the kee
         os._exit(0)
 
 
+def _why_no_userns() -> str:
+    """The sysctl that forbids user namespaces here, as ``name is value``."""
+    for name in ("kernel.unprivileged_userns_clone", "user.max_user_namespaces"):
+        with contextlib.suppress(OSError):
+            if Path("/proc/sys", *name.split(".")).read_text().strip() == "0":
+                return f"{name} is 0"
+    return "the kernel refused it"
+
+
+def _chroot_asked() -> bool:
+    argv = sys.argv[1:]
+    return (os.environ.get("PYBUILD_ISOLATION") == "chroot" or "--isolation=chroot" in argv
+            or any(a == "--isolation" and b == "chroot" for a, b in zip(argv, argv[1:], strict=False)))
+
+
+def no_userns_error() -> str:
+    """One line for an ordinary user on a host that allows no user namespace (issue 17)."""
+    why = _why_no_userns()
+    if _chroot_asked():  # Buildah's chroot isolation still chroots: CAP_SYS_CHROOT
+        return (f"rootless: --isolation chroot needs CAP_SYS_CHROOT, which an ordinary user has only "
+                f"in a user namespace, and none can be made here ({why}): build as root")
+    return (f"rootless: cannot create a user namespace ({why}; as root: sysctl -w "
+            f"user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1): pybuild cannot run "
+            f"as an ordinary user here")
+
+
 def _start_keeper() -> int:
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -217,8 +243,7 @@ def _start_keeper() -> int:
     os.close(go_r)
     try:
         if os.read(ready_r, 1) != b"1":
-            raise SandboxError("rootless: cannot create a user namespace "
-                               "(kernel.unprivileged_userns_clone or user.max_user_namespaces is 0?)")
+            raise SandboxError(no_userns_error())
         _write_maps(pid)
         os.write(go_w, b"1")
         if os.read(ready_r, 1) != b"2":
@@ -328,24 +353,34 @@ def stop_keeper(*, only_idle: bool = True) -> bool:
 
 def info_fields(driver: str, base: Mapping[str, object]) -> dict[str, object]:
     """What ``info`` says differently rootless: the overlay *driver* chosen at run time
-    (``rootfs.overlay_driver``), no cgroup limits, ``rootless`` among the security options, and
-    why when something is missing."""
+    (``rootfs.overlay_driver``), the limits a delegated cgroup v2 subtree allows
+    (``sandbox.delegated``), ``rootless`` among the security options, and why when something is
+    missing."""
     uids, gids = mappings()
     status = base.get("DriverStatus")
     warnings = [w for w in (no_ranges_warning(),) if w]
     if driver == "copy":
         warnings.append("WARNING: rootless: no overlay (neither the kernel's in a user namespace nor "
                         "fuse-overlayfs with a usable /dev/fuse): roots are copied")
-    warnings.append("WARNING: rootless: resource limits need a delegated cgroup v2 subtree "
-                    "(--memory, --cpus, --pids-limit are refused)")
+    from builder.sandbox import cgroups, delegated
+
+    sub = delegated.delegated_dir(cgroups.detect())
+    have: list[str] = []
+    with contextlib.suppress(OSError):
+        have = (sub / "cgroup.controllers").read_text().split() if sub else []
+    if not {"memory", "cpu", "pids"} <= set(have):
+        where = f"{sub} has {' '.join(have) or 'no controllers'}" if sub else "none is delegated to this user"
+        warnings.append(f"WARNING: rootless: resource limits need a delegated cgroup v2 subtree with "
+                        f"the memory, cpu and pids controllers ({where}): the flags they need are refused")
     return {
         "Driver": {"overlay": "overlay", "copy": "vfs"}.get(driver, driver),
         "DriverStatus": [*(status if isinstance(status, list) else []),
                          ["Rootless Overlay", {"overlay": "kernel overlayfs (userxattr)"}.get(driver, driver)],
                          ["UID Map", " ".join(f"{m.inside}:{m.outside}:{m.count}" for m in uids)],
                          ["GID Map", " ".join(f"{m.inside}:{m.outside}:{m.count}" for m in gids)]],
-        "CgroupDriver": "none", "MemoryLimit": False, "CpuCfsPeriod": False, "CpuCfsQuota": False,
-        "CPUShares": False, "CPUSet": False, "PidsLimit": False,
+        "CgroupDriver": "cgroupfs" if have else "none", "MemoryLimit": "memory" in have,
+        "CpuCfsPeriod": "cpu" in have, "CpuCfsQuota": "cpu" in have, "CPUShares": "cpu" in have,
+        "CPUSet": "cpuset" in have, "PidsLimit": "pids" in have,
         "SecurityOptions": ["name=cgroupns", "name=rootless"],
         "Warnings": warnings,
     }

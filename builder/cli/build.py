@@ -230,10 +230,15 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
     from builder.pipeline import BuildRequest, parse_outputs, parse_secrets, run_build
 
     if isolation == "chroot":  # read by the sandbox (builder.sandbox.spec.build_namespaces)
-        from builder.sandbox.spec import CHROOT_WARNING, ISOLATION_ENV
+        from builder.sandbox.spec import (
+            BARE_CHROOT_WARNING,
+            CHROOT_WARNING,
+            ISOLATION_ENV,
+            bare_chroot,
+        )
 
         os.environ[ISOLATION_ENV] = "chroot"
-        click.echo(CHROOT_WARNING, err=True)
+        click.echo(BARE_CHROOT_WARNING if bare_chroot() else CHROOT_WARNING, err=True)
 
     args: dict[str, str] = {}
     for a in build_args:

@@ -114,7 +114,13 @@ class Cgroup:
     def create(cls, sandbox_id: str, resources: Resources, layout: Layout | None = None, *,
                root: str | os.PathLike[str] | None = None) -> Cgroup:
         """*root*: the state root whose sandbox this is (its owner record names it)."""
-        if "_PYBUILD_ROOTLESS" in os.environ:  # builder.rootless: no cgroup of ours to make
+        from builder.sandbox.spec import bare_chroot
+
+        if "_PYBUILD_ROOTLESS" in os.environ:  # builder.rootless: limits in a delegated v2 subtree
+            from builder.sandbox import delegated
+
+            return delegated.create(sandbox_id, resources, layout or detect())
+        if bare_chroot():  # no privileges to make a cgroup (issue 17)
             rootless_check(resources, layout or detect())
             return cls(id=sandbox_id)
         layout = layout or detect()
@@ -270,8 +276,8 @@ class Cgroup:
 
 
 def rootless_check(resources: Resources, layout: Layout) -> None:
-    """Rootless, a limit needs a cgroup v2 subtree delegated to the user, which pybuild does not
-    use yet: a limit asked for is refused in one line saying why."""
+    """Rootless without a cgroup v2 subtree delegated to the user (``sandbox.delegated``), or
+    without privileges: a limit asked for is refused in one line saying why."""
     asked = [flag for flag, v in (("--memory", resources.memory), ("--cpus", resources.cpus),
                                   ("--cpu-shares", resources.cpu_shares), ("--pids-limit", resources.pids),
                                   ("--cpuset-cpus", resources.cpuset_cpus or None))

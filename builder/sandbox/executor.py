@@ -27,7 +27,7 @@ from builder.sandbox.handle import (
     teardown_run_dir,
     write_state,
 )
-from builder.sandbox.spec import Process, Spec
+from builder.sandbox.spec import Process, Spec, bare_chroot, chroot_isolation, namespaces_allowed
 from builder.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
 from builder.state import StateRoot
 
@@ -141,6 +141,18 @@ class Executor:
         """Start *spec*; returns once the process has been exec'd (or raises, with nothing left).
         A terminal gets *console_size* (rows, cols), else the size of *stdin*'s terminal."""
         sid = spec.id or os.urandom(8).hex()
+        if not namespaces_allowed():  # a container without privileges (issue 17)
+            if not chroot_isolation():
+                from builder.sandbox.spec import NO_NAMESPACES
+
+                raise SandboxError(NO_NAMESPACES)
+            if spec.root.is_overlay:
+                raise SandboxError("--isolation chroot without CAP_SYS_ADMIN: the root is an overlay, "
+                                   "which cannot be mounted here (PYBUILD_NO_OVERLAY=1 copies it)")
+            import dataclasses
+
+            # no seccomp filter without no_new_privs where CAP_SYS_ADMIN is missing
+            spec = dataclasses.replace(spec, process=dataclasses.replace(spec.process, no_new_privs=True))
         reap_stale(self.state)
         run_dir = self.state.run / sid
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +206,7 @@ class Executor:
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
         ns_fds: list[tuple[int, int]] = []
-        unshare_flags = sc.CLONE_NEWNS
+        unshare_flags = 0 if bare_chroot() else sc.CLONE_NEWNS
         try:
             for kind, flag in _NS_FLAGS.items():
                 v = getattr(spec.namespaces, kind)
@@ -289,7 +301,13 @@ class Executor:
             if spec.namespaces.net == "new":
                 self.sys.set_loopback_up()
             os.umask(0)
-            setup_root(self.sys, plan)
+            if not bare_chroot():
+                setup_root(self.sys, plan)
+            else:  # --isolation chroot without CAP_SYS_ADMIN: chrooted into the copied root, no mounts
+                assert spec.root.path is not None
+                os.chdir(spec.root.path)
+                self.sys.chroot(".")
+                os.chdir("/")
             if spec.process.terminal:
                 assert stdio.console_child is not None
                 open_console(self.sys, stdio.console_child, stdio.console_size)

@@ -286,6 +286,33 @@ def chroot_isolation() -> bool:
     return os.environ.get(ISOLATION_ENV) == "chroot"
 
 
+BARE_CHROOT_WARNING = ("WARNING: --isolation chroot without CAP_SYS_ADMIN: RUN steps run only chrooted "
+                       "into a copied root: no /proc, /dev or /sys mounted, the host's namespaces, "
+                       "no cgroup (no limits), no_new_privs")
+#: the capability every namespace and mount needs (``CAP_SYS_ADMIN``)
+_CAP_SYS_ADMIN = 21
+NO_NAMESPACES = ("cannot create namespaces or mounts: this process lacks CAP_SYS_ADMIN (a container "
+                 "without privileges?); build with `pybuild build --isolation chroot`")
+
+
+def namespaces_allowed() -> bool:
+    """Whether this process may make namespaces and mounts (CAP_SYS_ADMIN in its effective set:
+    root on a host, rootless pybuild inside its user namespace; not a container without
+    privileges)."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(line for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return True
+    return bool(int(caps.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+
+
+def bare_chroot() -> bool:
+    """``--isolation chroot`` where not even a mount namespace can be made: RUN is only
+    chrooted into a copied root (no /proc, /dev or /sys mounted, no cgroup, no_new_privs)."""
+    return chroot_isolation() and not namespaces_allowed()
+
+
 def build_namespaces(network: str) -> Namespaces:
     """A RUN step's namespaces: new ones, as BuildKit's (the host's network for ``--network
     host``); with chroot isolation none but the mount namespace (Buildah's ``chroot``)."""
