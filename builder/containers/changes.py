@@ -83,8 +83,7 @@ def _mount_points(c: Container) -> list[tuple[str, bool]]:
     """(destination, is a file) of the container's volume, bind and tmpfs mounts."""
     out = []
     for m in c.mounts:
-        src = str(m.get("Source") or "")
-        out.append((str(m["Destination"]), m.get("Type") == "bind" and os.path.isfile(src)))
+        out.append((m.destination, m.type == "bind" and os.path.isfile(m.source)))
     return out
 
 

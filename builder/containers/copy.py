@@ -50,9 +50,8 @@ def _enter_root(root: StateRoot, c: Container) -> None:
     mnt.mkdir(exist_ok=True)
     lowers = [str(p) for p in reversed(layers)]
     # volumes and bind mounts are seen as `docker cp` sees them: their contents at their place
-    binds = [(str(m["Source"]), str(m["Destination"])) for m in c.mounts
-             if m.get("Type") in ("volume", "bind") and m.get("Source") and m.get("Destination")
-             and os.path.exists(str(m["Source"]))]
+    binds = [(m.source, m.destination) for m in c.mounts
+             if m.type in ("volume", "bind") and m.source and m.destination and os.path.exists(m.source)]
     target = str(mnt)
     if binds:
         # their mount points, as a top layer on a tmpfs of this namespace

@@ -45,6 +45,7 @@ from builder.containers.options import (
     rfc3339nano,
 )
 from builder.containers.record import Container, ContainerStore, State
+from builder.containers.recordparts import MountPoint
 from builder.containers.security import security_opts_for_record
 from builder.errors import ContainerError
 from builder.state import StateRoot
@@ -267,7 +268,7 @@ def parse_mount_flag(text: str) -> MountSpec:
 
 
 def build(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
-          mounts: Sequence[Mapping[str, Any]] = (),
+          mounts: Sequence[MountPoint] = (),
           amend: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Container:
     """Validate the flags against the image and write the record (status ``created``), once:
     *host* is the container's ``HostConfig``, *amend* what the API's create body adds to the
@@ -349,8 +350,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
             "ExposedPorts": exposed or None,
             # the image's VOLUMEs and the anonymous ``-v /path`` ones, as dockerd records them
             "Volumes": {**{v: {} for v in img.volumes or ()},
-                        **{str(m["Destination"]): {} for m in mounts
-                           if m.get("Type") == "volume" and m.get("Anonymous")}} or None,
+                        **{m.destination: {} for m in mounts if m.type == "volume" and m.anonymous}} or None,
             "Healthcheck": healthcheck,
         }
         if amend is not None:
@@ -365,7 +365,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
             args=tuple(argv[1:]),
             config=ContainerConfig.from_json(config),
             host_config=host,
-            mounts=tuple(dict(m) for m in mounts),
+            mounts=tuple(mounts),
             state=State(),
         )
 

@@ -99,7 +99,7 @@ def summary(root: StateRoot, c: Container, *, table: Mapping[str, Endpoints] | N
         "Status": status_text(c),
         "HostConfig": {"NetworkMode": c.host_config.network_mode},
         "NetworkSettings": {"Networks": network_settings(c, eps)["Networks"]},
-        "Mounts": [dict(m) for m in c.mounts],
+        "Mounts": [m.to_json() for m in c.mounts],
     }
     if size:
         out["SizeRw"], out["SizeRootFs"] = usage.sizes(root, c)

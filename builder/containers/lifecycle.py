@@ -23,6 +23,7 @@ from builder.containers.options import (
     parse_timestamp_text,
 )
 from builder.containers.record import Container, ContainerStore, NoSuchContainer
+from builder.containers.recordparts import JoinedNetwork
 from builder.containers.repair import (
     init_alive as init_alive,  # re-exported: callers ask lifecycle whether a container runs
 )
@@ -126,8 +127,8 @@ def endpoints_of(c: Container, table: Mapping[str, Mapping[str, Mapping[str, Any
 
 def _stopped_aliases(c: Container, name: str, primary: str, started: bool) -> Mapping[str, Any]:
     """The aliases a stopped container keeps on *name* (given at create or connect)."""
-    given = c.host_config.endpoint.aliases if name == primary else (
-        (c.networks.get(name) or {}).get("Aliases"))
+    joined = c.networks.get(name)
+    given = c.host_config.endpoint.aliases if name == primary else (joined.aliases if joined else None)
     return _with_short_id(c, name, {"Aliases": list(given or ())} if given else {}, started)
 
 
@@ -142,13 +143,11 @@ def _with_short_id(c: Container, name: str, ep: Mapping[str, Any], joined: bool)
     return {**ep, "Aliases": aliases}
 
 
-#: endpoint settings a client gives at ``network connect`` that the network does not use but
-#: dockerd shows back in inspect
-GIVEN_KEYS = ("Links", "DriverOpts")
-
-
 def _given(c: Container, name: str, ep: Mapping[str, Any]) -> Mapping[str, Any]:
-    given = {k: v for k, v in (c.networks.get(name) or {}).items() if k in GIVEN_KEYS and v}
+    """*ep* with the endpoint settings a client gave (at create or ``network connect``) that
+    the network does not use but dockerd shows back in inspect."""
+    joined = c.networks.get(name)
+    given = joined.given_json() if joined else {}
     return {**ep, **given} if given else ep
 
 
@@ -157,12 +156,14 @@ def remember_networks(root: StateRoot, c: Container) -> Container:
     adds some while it runs), so that its next start joins them again."""
     now = network_endpoints(root).get(c.id) or {}
     primary = c.host_config.network
-    wanted = {name: {"Aliases": list(ep.get("Aliases") or []),
-                     **{k: v for k, v in (c.networks.get(name) or {}).items() if k in GIVEN_KEYS}}
+    none = JoinedNetwork()
+    wanted = {name: c.networks.get(name, none).given().merged(
+                  JoinedNetwork(aliases=tuple(str(a) for a in ep.get("Aliases") or ())))
               for name, ep in now.items() if name != primary}
-    if kept := {k: v for k, v in (c.networks.get(primary) or {}).items() if k in GIVEN_KEYS and v}:
-        wanted[primary] = kept  # what its create gave the primary endpoint (legacy links)
-    if not now or wanted == {k: dict(v) for k, v in c.networks.items()}:
+    own = c.networks.get(primary, none)
+    if own.links or own.driver_opts:  # what its create gave the primary endpoint (legacy links)
+        wanted[primary] = JoinedNetwork(links=own.links or None, driver_opts=own.driver_opts or None)
+    if not now or wanted == dict(c.networks):
         return c
     updated = replace(c, networks=wanted)
     ContainerStore(root).save_config(updated)
@@ -241,7 +242,7 @@ def _match_one(key: str, value: str, c: Container) -> bool:
     if key == "until":
         return parse_timestamp_text(c.created) < int(value)
     if key == "volume":
-        return any(value in (m.get("Name"), m.get("Destination"), m.get("Source")) for m in c.mounts)
+        return any(value in (m.name, m.destination, m.source) for m in c.mounts)
     if key == "network":
         return value in (c.host_config.network_mode, c.host_config.network) or value in c.state.endpoints
     if key == "health":

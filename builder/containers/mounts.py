@@ -6,10 +6,11 @@ and those records back into sandbox mounts at start.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.containers.recordparts import MountPoint
 from builder.state import StateRoot
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _image_dir_for(layer_dirs: Sequence[Path], destination: str) -> Path | None:
     return None
 
 
-def records(root: StateRoot, specs: Sequence[MountSpec], image: Image) -> list[dict[str, Any]]:
+def records(root: StateRoot, specs: Sequence[MountSpec], image: Image) -> list[MountPoint]:
     """Create what the specs need (volumes, bind sources) and return the ``Mounts`` records."""
     from builder import volume
 
@@ -77,10 +78,7 @@ def records(root: StateRoot, specs: Sequence[MountSpec], image: Image) -> list[d
             m = volume.prepare(root, s, image_rootfs=src_root)
             if m.volume and not existed:
                 made.append(m.volume)
-            rec = m.to_record()
-            if m.type == "tmpfs":
-                rec["TmpfsOptions"] = list(m.tmpfs_options)
-            out.append(rec)
+            out.append(MountPoint.of(m))
     except BaseException:
         # a bad mount after some volumes were made: those go again (nothing leaked)
         for name in made:
@@ -96,26 +94,26 @@ def _exists(root: StateRoot, name: str) -> bool:
     return (root.volumes / name / "volume.json").exists()
 
 
-def sandbox_mounts(records: Sequence[Mapping[str, Any]]) -> list[Any]:
+def sandbox_mounts(records: Sequence[MountPoint]) -> list[Any]:
     """The ``Mounts`` records as ``builder.sandbox`` mounts."""
     from builder.errors import VolumeError
     from builder.sandbox.spec import Mount
 
     out = []
     for r in records:
-        dst = str(r["Destination"])
-        if r.get("Type") == "tmpfs":
-            opts = ["nosuid", "nodev", *(r.get("TmpfsOptions") or ())]
-            if not r.get("RW", True):
+        dst = r.destination
+        if r.type == "tmpfs":
+            opts = ["nosuid", "nodev", *(r.tmpfs_options or ())]
+            if not r.rw:
                 opts.append("ro")
             out.append(Mount(dst, "tmpfs", "tmpfs", tuple(opts)))
             continue
-        src = str(r.get("Source") or "")
+        src = r.source
         if not src or not os.path.exists(src):
-            what = f"volume {r.get('Name')}" if r.get("Name") else f"bind source {src}"
+            what = f"volume {r.name}" if r.name else f"bind source {src}"
             raise VolumeError(f"cannot mount {what} at {dst}: it no longer exists")
         opts = ["rbind"]
-        if not r.get("RW", True):
+        if not r.rw:
             opts.append("ro")
         out.append(Mount(dst, "bind", src, tuple(opts)))
     return out

@@ -23,6 +23,7 @@ from typing import Any
 from builder.containers.hostconfig import HostConfig
 from builder.containers.names import ID_RE, new_id, random_name, valid_name
 from builder.containers.options import ZERO_TIME
+from builder.containers.recordparts import JoinedNetwork, MountPoint
 from builder.errors import ContainerError
 from builder.state import StateRoot
 from registry.config import ContainerConfig
@@ -188,7 +189,8 @@ class Container:
     ``config`` is Docker's ``Config`` (Cmd, Entrypoint, Env, WorkingDir, User, Labels, Tty,
     OpenStdin, StopSignal, StopTimeout, Healthcheck, ExposedPorts, Volumes, Hostname, Image);
     ``host_config`` is the typed ``HostConfig`` (``containers.hostconfig``), on disk in Docker's
-    JSON shape; ``mounts`` are the resolved mount records.
+    JSON shape; ``mounts`` are the resolved mount records (``MountPoint``); ``networks`` the
+    networks joined besides its own and the endpoint settings a client gave (``JoinedNetwork``).
     """
 
     id: str
@@ -200,8 +202,8 @@ class Container:
     args: tuple[str, ...]
     config: ContainerConfig
     host_config: HostConfig
-    mounts: tuple[Mapping[str, Any], ...] = ()
-    networks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    mounts: tuple[MountPoint, ...] = ()
+    networks: Mapping[str, JoinedNetwork] = field(default_factory=dict)
     state: State = field(default_factory=State)
 
     def __post_init__(self) -> None:
@@ -231,8 +233,8 @@ class Container:
             "Args": list(self.args),
             "Config": self.config.to_json(),
             "HostConfig": self.host_config.to_json(),
-            "Mounts": [dict(m) for m in self.mounts],
-            "Networks": {k: dict(v) for k, v in self.networks.items()},
+            "Mounts": [m.to_json() for m in self.mounts],
+            "Networks": {k: v.to_json() for k, v in self.networks.items()},
         }
 
     @classmethod
@@ -247,8 +249,8 @@ class Container:
             args=tuple(d.get("Args") or ()),
             config=ContainerConfig.from_json(d.get("Config") or {}),
             host_config=HostConfig.from_json(d.get("HostConfig") or {}),
-            mounts=tuple(d.get("Mounts") or ()),
-            networks=dict(d.get("Networks") or {}),
+            mounts=tuple(MountPoint.from_json(m) for m in d.get("Mounts") or ()),
+            networks={str(k): JoinedNetwork.from_json(v) for k, v in (d.get("Networks") or {}).items()},
             state=state or State(),
         )
 

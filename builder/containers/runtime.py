@@ -144,14 +144,14 @@ def remove_storage(root: StateRoot, c: Container, *, volumes: bool) -> None:
     """Before the record goes: the container's anonymous volumes with *volumes* (``rm -v``)."""
     if not volumes:
         return
-    anon = [m for m in c.mounts if m.get("Type") == "volume" and m.get("Anonymous")]
+    anon = [m for m in c.mounts if m.type == "volume" and m.anonymous]
     if not anon:
         return
     from builder import volume
 
     users = volume.containers_using(root)
     for m in anon:
-        name = str(m["Name"])
+        name = m.name
         others: list[str] = [u for u in users.get(name, []) if u != c.id]
 
         def in_use(_name: str, others: list[str] = others) -> list[str]:
@@ -245,7 +245,7 @@ def _network(root: StateRoot, c: Container, link_hosts: tuple[str, ...] = ()) ->
         if extra in eps or ep.netns is None:
             continue
         try:
-            more = network.attach(root, c.id, extra, name=c.name, aliases=tuple(conf.get("Aliases") or ()),
+            more = network.attach(root, c.id, extra, name=c.name, aliases=conf.aliases or (),
                                   hostname=c.config.hostname or "")
         except Exception:
             network.release(root, c.id)

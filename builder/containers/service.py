@@ -12,6 +12,7 @@ from builder.containers import lifecycle, mounts
 from builder.containers.create import RunOptions, build, host_config_of, resolve_image
 from builder.containers.hostconfig import HostConfig
 from builder.containers.record import Container, ContainerStore, NoSuchContainer
+from builder.containers.recordparts import MountPoint
 from builder.errors import BuildError, CommandNotExecutable, CommandNotFound, ContainerError
 from builder.state import StateRoot
 
@@ -37,7 +38,7 @@ def create(root: StateRoot, o: RunOptions, *, host: HostConfig | None = None,
     specs = mounts.parse_all(host) if host.binds or host.mounts or host.tmpfs else []
     image = resolve_image(root, o.image, pull=o.pull, progress=progress, on_pull=on_pull, platform=o.platform)
     image_volumes = list(image.config.container_config.volumes or ())
-    records: list[dict[str, Any]] = []
+    records: list[MountPoint] = []
     if specs or image_volumes:
         specs = mounts.with_image_volumes(specs, image_volumes)
         records = mounts.records(root, specs, image)

@@ -119,12 +119,13 @@ def _keep_endpoint_links(root: Any, c: Container, body: dict[str, Any]) -> None:
     """Legacy links given in the ``NetworkingConfig`` endpoint of a user-defined network
     (compose's ``links:``): kept for inspect, and their aliases resolve for this container
     only (the embedded DNS reads them), as dockerd."""
+    from builder.containers.recordparts import JoinedNetwork
     from builder.serve.networks import endpoint_given, keep_endpoint_given
 
     primary = c.host_config.network
     conf = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).get(primary) or {}
     if conf.get("Links") and primary not in ("bridge", "default", "host", "none"):
-        keep_endpoint_given(root, c.id, primary, {"Links": endpoint_given(conf)["Links"]})
+        keep_endpoint_given(root, c.id, primary, JoinedNetwork(links=endpoint_given(conf).links))
 
 
 # -- start / stop / restart / kill --------------------------------------------------------------

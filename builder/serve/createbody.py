@@ -226,10 +226,10 @@ def volumes_from(root: StateRoot, refs: Any) -> tuple[str, ...]:
         except NoSuchContainer as e:  # dockerd: 400 at create, not 404
             raise bad_request(str(e)) from None
         for m in other.mounts:
-            dest, kind = str(m.get("Destination") or ""), m.get("Type")
-            source = m.get("Name") if kind == "volume" else m.get("Source")
+            dest, kind = m.destination, m.type
+            source = m.name if kind == "volume" else m.source
             if not dest or not source or kind not in ("volume", "bind"):
                 continue
-            rw = mode == "rw" or (mode == "" and m.get("RW", True))
+            rw = mode == "rw" or (mode == "" and m.rw)
             out.append(f"{source}:{dest}" + ("" if rw else ":ro"))
     return tuple(out)

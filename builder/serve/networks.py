@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -13,6 +14,11 @@ from builder.filters import labels_match
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.request import json_body, parse_filters, state_of
 from builder.serve.streams import in_thread
+
+if TYPE_CHECKING:  # serve's start-up budget: the library loads on a request's first use
+    from builder.containers.record import Container
+    from builder.containers.recordparts import JoinedNetwork
+    from builder.state import StateRoot
 
 routes = web.RouteTableDef()
 
@@ -115,88 +121,76 @@ async def remove(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _primary(c: Any) -> str:
-    mode = str(c.host_config.get("NetworkMode") or "default")
-    return "bridge" if mode == "default" else mode
+def _primary(c: Container) -> str:
+    return c.host_config.network
 
 
-def _plan_connect(root: Any, cid: str, net_name: str, aliases: tuple[str, ...],
-                  ip: str | None, given: dict[str, Any] | None = None) -> None:
+def _plan_connect(root: StateRoot, cid: str, net_name: str, aliases: tuple[str, ...],
+                  ip: str | None, given: JoinedNetwork) -> None:
     """Record the network (and aliases) a stopped container joins at its next start."""
-    from dataclasses import replace
-
-    from builder.containers.hostconfig import HostConfig
     from builder.containers.record import ContainerStore
+    from builder.containers.recordparts import JoinedNetwork
 
     cs = ContainerStore(root)
     with cs.lock(cid):
         c = cs.load(cid)
+        networks = dict(c.networks)
         if net_name == _primary(c):
-            host = dict(c.host_config)
-            had = list(host.get("NetworkAliases") or ())
-            host["NetworkAliases"] = list(dict.fromkeys([*had, *aliases]))
-            if ip:
-                host["IPAddress"] = ip
-            networks = {k: dict(v) for k, v in c.networks.items()}
-            if given:  # legacy links (compose reconnects with them): kept as create keeps them
-                networks[net_name] = {**networks.get(net_name, {}), **given}
-            cs.save_config(replace(c, host_config=HostConfig.from_json(host), networks=networks))
+            hc = c.host_config
+            endpoint = replace(hc.endpoint, aliases=tuple(dict.fromkeys([*hc.endpoint.aliases, *aliases])),
+                               ipv4_address=ip or hc.endpoint.ipv4_address)
+            if given.links or given.driver_opts:  # legacy links (compose reconnects with them): kept as create keeps them
+                networks[net_name] = networks.get(net_name, JoinedNetwork()).merged(given)
+            cs.save_config(replace(c, host_config=replace(hc, endpoint=endpoint), networks=networks))
             return
-        networks = {k: dict(v) for k, v in c.networks.items()}
-        networks[net_name] = {"Aliases": list(aliases), **(given or {})}
+        networks[net_name] = JoinedNetwork(aliases=tuple(aliases)).merged(given)
         cs.save_config(replace(c, networks=networks))
 
 
-def endpoint_given(conf: dict[str, Any]) -> dict[str, Any]:
+def endpoint_given(conf: dict[str, Any]) -> JoinedNetwork:
     """The endpoint's ``Links`` and ``DriverOpts`` as given, kept for inspect as dockerd shows
     them (links on a user-defined network resolve by name, as there)."""
+    from builder.containers.recordparts import JoinedNetwork
+
     links = conf.get("Links") or []
     opts = conf.get("DriverOpts") or {}
     if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
         raise bad_request("EndpointConfig.Links: a list of name:alias strings")
     if not isinstance(opts, dict):
         raise bad_request("EndpointConfig.DriverOpts: an object of strings")
-    out: dict[str, Any] = {}
-    if links:
-        out["Links"] = list(links)
-    if opts:
-        out["DriverOpts"] = {str(k): str(v) for k, v in opts.items()}
-    return out
+    return JoinedNetwork(links=tuple(links) if links else None,
+                         driver_opts={str(k): str(v) for k, v in opts.items()} if opts else None)
 
 
-def keep_endpoint_given(root: Any, cid: str, net_name: str, given: dict[str, Any]) -> None:
-    from dataclasses import replace
-
+def keep_endpoint_given(root: StateRoot, cid: str, net_name: str, given: JoinedNetwork) -> None:
     from builder.containers.record import ContainerStore
+    from builder.containers.recordparts import JoinedNetwork
 
     cs = ContainerStore(root)
     with cs.lock(cid):
         c = cs.load(cid)
-        networks = {k: dict(v) for k, v in c.networks.items()}
-        networks[net_name] = {**networks.get(net_name, {}), **given}
+        networks = dict(c.networks)
+        networks[net_name] = networks.get(net_name, JoinedNetwork()).merged(given)
         cs.save_config(replace(c, networks=networks))
 
 
-def _plan_disconnect(root: Any, cid: str, net_name: str) -> None:
+def _plan_disconnect(root: StateRoot, cid: str, net_name: str) -> None:
     """A stopped container leaves a network it would join at start (its own network's aliases
     are dropped: it is joined again, as reconnected, without them)."""
-    from dataclasses import replace
-
-    from builder.containers.hostconfig import HostConfig
     from builder.containers.record import ContainerStore
 
     cs = ContainerStore(root)
     with cs.lock(cid):
         c = cs.load(cid)
+        others = {k: v for k, v in c.networks.items() if k != net_name}
         if net_name == _primary(c):
-            host = HostConfig.from_json({**c.host_config, "NetworkAliases": []})
-            cs.save_config(replace(c, host_config=host, networks={k: dict(v) for k, v in c.networks.items()
-                                                                  if k != net_name}))
+            hc = c.host_config
+            host = replace(hc, endpoint=replace(hc.endpoint, aliases=()))
+            cs.save_config(replace(c, host_config=host, networks=others))
             return
         if net_name not in c.networks:
             raise ApiError(409, f"container {c.id} is not connected to network {net_name}")
-        cs.save_config(replace(c, networks={k: dict(v) for k, v in c.networks.items()
-                                            if k != net_name}))
+        cs.save_config(replace(c, networks=others))
 
 
 async def _container(request: web.Request, ref: Any) -> Any:
@@ -232,7 +226,7 @@ async def connect(request: web.Request) -> web.Response:
         N.shared_netns(root, c.id)
         N.attach(root, c.id, net.id, name=c.name, aliases=aliases, ip=ip,
                  hostname=c.config.hostname or c.id[:12])
-        if given:
+        if given.links or given.driver_opts:
             keep_endpoint_given(root, c.id, net.name, given)
 
     await in_thread(work)

@@ -74,3 +74,37 @@ def test_container_record_config_is_typed_and_round_trips() -> None:
     assert c.config.stop_signal == "SIGQUIT" and c.config.stop_timeout is None
     assert c.labels == {}
     assert json.dumps(c.to_json()) == json.dumps(CONTAINER)
+
+
+MOUNTS = [
+    {"Anonymous": True, "Destination": "/data", "Driver": "local", "Mode": "", "Name": "a" * 64,
+     "Propagation": "", "RW": True, "Source": "/r/volumes/" + "a" * 64 + "/_data", "Type": "volume"},
+    {"Anonymous": False, "Destination": "/etc/app", "Driver": "", "Mode": "ro", "Name": "",
+     "Propagation": "rprivate", "RW": False, "Source": "/srv/app", "Type": "bind"},
+    {"Anonymous": False, "Destination": "/run/t", "Driver": "", "Mode": "", "Name": "",
+     "Propagation": "", "RW": True, "Source": "", "TmpfsOptions": ["size=65536k"], "Type": "tmpfs"},
+]
+NETWORKS = {"appnet": {"DriverOpts": {"k": "v"}, "Links": ["db:d"]},
+            "other": {"Aliases": ["x", "cccccccccccc"]},
+            "third": {"Aliases": [], "Links": []}}
+
+
+def test_container_record_mounts_and_networks_are_typed_and_round_trip() -> None:
+    from builder.containers.recordparts import JoinedNetwork, MountPoint
+
+    d = {**CONTAINER, "Mounts": MOUNTS, "Networks": NETWORKS}
+    c = Container.from_json(d)
+    assert all(isinstance(m, MountPoint) for m in c.mounts)
+    vol, bind, tmpfs = c.mounts
+    assert (vol.type, vol.anonymous, vol.name[:1], vol.rw) == ("volume", True, "a", True)
+    assert (bind.source, bind.destination, bind.rw, bind.tmpfs_options) == ("/srv/app", "/etc/app", False, None)
+    assert tmpfs.tmpfs_options == ("size=65536k",)
+    assert c.networks["appnet"] == JoinedNetwork(links=("db:d",), driver_opts={"k": "v"})
+    assert c.networks["appnet"].given_json() == {"Links": ["db:d"], "DriverOpts": {"k": "v"}}
+    assert c.networks["other"].aliases == ("x", "cccccccccccc") and c.networks["other"].links is None
+    assert c.networks["third"] == JoinedNetwork(aliases=(), links=()) and c.networks["third"].given_json() == {}
+    # written back key for key, in the order the record file holds them (inspect shows that order)
+    assert json.dumps(c.to_json()) == json.dumps(d)
+    # an earlier record's mount (no "Anonymous", no "Propagation") reads with Docker's defaults
+    old = MountPoint.from_json({"Type": "bind", "Source": "/s", "Destination": "/d", "RW": False})
+    assert (old.anonymous, old.propagation, old.rw, old.tmpfs_options) == (False, "", False, None)
