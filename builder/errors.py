@@ -196,4 +196,5 @@ class TemplateParseError(TemplateError):
 
 
 class TemplateExecError(TemplateError):
-    pass
+    #: what the template had written before it failed (Go writes as it goes)
+    partial: str = ""

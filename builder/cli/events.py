@@ -36,6 +36,14 @@ def event_line(ev: Mapping[str, Any]) -> str:
     return line
 
 
+#: Go's type of an event, as template errors name it
+MESSAGE = "*events.Message"
+#: the zero ``events.Message`` as its JSON has it (``status``, ``id`` and ``from`` are omitempty;
+#: its nil Attributes map indexes quietly, as an empty one)
+ZERO: Mapping[str, Any] = {"Type": "", "Action": "", "Actor": {"ID": "", "Attributes": {}}, "scope": "",
+                           "time": 0, "timeNano": 0}
+
+
 class EventView(dict[str, Any]):
     """An event as ``--format`` sees Docker's ``events.Message``: its Go field names (``.ID``,
     ``.Status``, ``.From``, ``.Scope``, ``.Time``, ``.TimeNano``) beside the JSON's keys, which
@@ -92,9 +100,28 @@ def events(obj: Any, since: str | None, until: str | None, filters: tuple[str, .
         fail(str(e))
     if fmt == "json":
         fmt = "{{json .}}"
+    tmpl = None
+    if fmt:
+        from builder.template.shapes import row
+
+        # Docker's client parses the template and runs it over an empty events.Message before
+        # it asks for events: a bad one is a usage error (64) whether any event comes or not
+        tmpl = fmt_.template(fmt, messages=fmt_.EVENTS)
+        fmt_.execute(tmpl, EventView.of(ZERO), options=row(MESSAGE), messages=fmt_.EVENTS)
 
     def show(ev: Mapping[str, Any]) -> None:
-        click.echo(fmt_.render_template(fmt, EventView.of(ev)) if fmt else event_line(ev))
+        if tmpl is None:
+            click.echo(event_line(ev))
+            return
+        from builder.errors import TemplateExecError
+
+        try:
+            click.echo(tmpl.execute(EventView.of(ev), options=row(MESSAGE)))
+        except TemplateExecError as e:
+            # Docker's client: what the template wrote, its newline, then Go's error alone (exit 1)
+            click.echo(e.partial)
+            click.echo(str(e), err=True)
+            sys.exit(1)
 
     # Ctrl-C ends the stream as it ends Docker's client: by the signal, nothing printed
     signal.signal(signal.SIGINT, signal.SIG_DFL)

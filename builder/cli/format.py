@@ -83,6 +83,8 @@ PS = FormatMessages(parse="failed to parse template: ", execute="failed to execu
 INSPECT = FormatMessages(parse_code=64)
 #: ``info``, ``version``: exec errors unprefixed
 INFO = FormatMessages(execute="", parse_code=64)
+#: ``events``: the template checked over an empty message first, a usage error (64) either way
+EVENTS = FormatMessages(parse="Error parsing format: ", execute="Error parsing format: ", parse_code=64, exec_code=64)
 
 
 def _die(message: str, code: int) -> NoReturn:

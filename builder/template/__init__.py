@@ -61,8 +61,14 @@ class Template:
 
             nils = {name: "[]" for name in options.nil_slices} | {name: "map" for name in options.nil_maps}
             data = typed(data, options.maps, nils)
+        from builder.errors import TemplateExecError
+
         run = Exec(self.text, self.name, data, options, FUNCS, self.defs | {self.name: self.nodes})
-        run.walk(data, self.nodes)
+        try:
+            run.walk(data, self.nodes)
+        except TemplateExecError as e:
+            e.partial = "".join(run.out)
+            raise
         return "".join(run.out)
 
     def execute_header(self, header: Mapping[str, str]) -> str:

@@ -257,6 +257,26 @@ def test_events_lines_as_dockers(pb: Any, judge: Any) -> None:
     assert bad.returncode == 1 and "invalid filter 'colour'" in bad.stderr
 
 
+def test_events_bad_format_as_docker(pb: Any, judge: Any) -> None:
+    """Docker's client parses ``--format`` and runs it over an empty ``events.Message`` before it
+    asks for events: a bad template is exit 64 with ``Error parsing format:`` even when no event
+    comes; a template that fails only on an event that came is Go's line alone, exit 1."""
+    judge.docker("create", "--name", "evfmt", "busybox", "true")
+    pb("create", "--name", "evfmt", "busybox", "true")
+    until = str(int(time.time()) + 1)
+    time.sleep(1.1)
+    for fmt, window in (("{{.Foo", ("--until", "1")), ("{{.Foo}}", ("--until", "1")),
+                        ("{{.Type}} {{.Actor.Attributes.name}} {{.Foo.Bar}}", ("--until", "1")),
+                        ("{{.Type}}-{{if .ID}}{{index .ID 100}}{{end}}", ("--until", until)),
+                        ("{{.Type}}|{{.Actor.Attributes.nope}}|{{.Status}}|{{.Scope}}", ("--until", until))):
+        args = ["events", "--since", "0", *window, "--filter", "container=evfmt", "--format", fmt]
+        theirs = judge.docker(*args, check=False)
+        ours = pb(*args, check=False)
+        assert (ours.returncode, ours.stdout, ours.stderr) == (
+            theirs.returncode, theirs.stdout.decode(), theirs.stderr.decode()), fmt
+        assert theirs.returncode != 0 or theirs.stdout == b"container|<no value>|create|local\n", fmt
+
+
 def test_events_follows_until_ctrl_c_as_docker(pb: Any, judge: Any) -> None:
     """New events stream as they happen; Ctrl-C ends the client by the signal, as Docker's."""
     env = {k: v for k, v in os.environ.items() if k != "PYBUILD_ROOT"}

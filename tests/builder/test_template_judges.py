@@ -233,3 +233,27 @@ def test_bad_template_leaves_nothing_and_names_the_fault(busybox: Any) -> None:
     after = sorted(p.name for p in (busybox.root / "containers").glob("*")) if (
         busybox.root / "containers").exists() else []
     assert after == before
+
+
+def test_stats_templates_print_what_docker_prints(busybox: Any, dockerd: Any, tmp_path: Path) -> None:
+    """``stats --format`` through the same engine: a running container alike in both, the fields
+    whose values agree (names, PIDs, the ID's length), ``table`` headers, the default table's
+    header, Go's errors in the formatter's words."""
+    _docker_busybox(busybox, dockerd, tmp_path)
+    name = f"tpls-{os.getpid()}-{tmp_path.name[-8:]}"
+    args = ["run", "-d", "--name", name, "--network", "none", "busybox:latest", "sleep", "120"]
+    dockerd.docker(*args)
+    busybox(*args)
+    try:
+        for fmt in ("table {{.Name}}\\t{{.Container}}\\t{{.PIDs}}", "{{.Name}} {{upper .Container}} {{.PIDs}} "
+                    "{{len .ID}}|{{json .Name}}", "{{.Foo}}", "{{.Foo", "{{if eq .PIDs \"1\"}}one{{end}}"):
+            cmd = ("stats", "--no-stream", "--format", fmt, name)
+            r = busybox(*cmd, check=False)
+            ours = r.stdout.removesuffix("\n") if r.returncode == 0 else f"ERR {r.returncode} {r.stderr.strip()}"
+            assert ours == _theirs(dockerd, *cmd), fmt
+        r = busybox("stats", "--no-stream", "--format", "table", name)
+        assert r.stdout.splitlines()[0] == _theirs(dockerd, "stats", "--no-stream", "--format", "table",
+                                                   name).splitlines()[0]
+    finally:
+        dockerd.docker("rm", "-f", name, check=False)
+        busybox("rm", "-f", name, check=False)
