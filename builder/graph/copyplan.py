@@ -115,6 +115,8 @@ class CopyPlanning:
             except ValueError:
                 raise self.p._err(ins, f"invalid chmod parameter {text!r}: octal modes only") from None
         excludes = tuple(self._x(e, ins) for e in ins.excludes)
+        if getattr(ins, "checksum", None):
+            self._checksum_applies(srcs, ins)
         sources: list[CopySource] = []
         inputs: dict[str, str] = {}
         files: dict[str, str] = {}
@@ -208,6 +210,19 @@ class CopyPlanning:
             raise self.p._err(ins, f"ADD {git.shown}: expected checksum {checksum}, "
                               f"the ref is at commit {git.commit}")
         return git
+
+    def _checksum_applies(self, srcs: list[str], ins: df.Copy | df.Add) -> None:
+        """``ADD --checksum`` takes one URL or git source (BuildKit's words otherwise)."""
+        from builder.sources.git import parse as parse_git
+
+        if len(srcs) + len(ins.heredocs) != 1:
+            raise self.p._err(ins, "checksum can't be specified for multiple sources")
+        try:
+            remote = not ins.from_ and (URL.match(srcs[0]) or parse_git(srcs[0]) is not None) if srcs else False
+        except ContextError as e:
+            raise self.p._err(ins, str(e)) from None
+        if not remote:
+            raise self.p._err(ins, "checksum requires HTTP(S) or Git sources")
 
     def _checksum(self, url: str, ins: df.Copy | df.Add) -> str | None:
         text = getattr(ins, "checksum", None)

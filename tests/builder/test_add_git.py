@@ -349,6 +349,9 @@ def test_add_url_checksum_and_errors(busybox: Any, bt: Any, tmp_path: Path, stor
             f"ADD --checksum={bad} {base}/f.bin /f":
                 f"ADD {base}/f.bin: checksum mismatch: got {good}, expected {bad}",
             f"ADD --checksum=md5:abc {base}/f.bin /f": "invalid checksum digest format",
+            # BuildKit's words: a digest for one remote source only (a context file's is never checked)
+            f"ADD --checksum={bad} Dockerfile /f": "Dockerfile:2: checksum requires HTTP(S) or Git sources",
+            f"ADD --checksum={good} {base}/f.bin {base}/f.bin /d/": "checksum can't be specified for multiple sources",
             f"ADD {base}/missing /f": f"ADD {base}/missing: 127.0.0.1:{srv.port} answered HTTP 404 Not Found",
             f"ADD --checksum={good} {base}/missing /f": "answered HTTP 404 Not Found",
             f"ADD {closed} /f": f"ADD {closed}: download failed: 127.0.0.1:{closed.split(':')[2].split('/')[0]}: "
@@ -462,3 +465,47 @@ def test_add_by_commit_id(busybox: Any, bt: Any, repo: Repo, daemon: GitDaemon, 
     root = bt.rootfs(busybox, "c:1", tmp_path / "fs")
     assert (root / "c/a.txt").read_text() == "a\n"
     assert sorted(os.listdir(root / "d")) == ["d.txt"]
+
+
+#: ``ssh HOST COMMAND`` as git calls it, the command run here: git's ssh transport end to end
+#: (the argument words, upload-pack on the path) without an sshd on this host
+FAKE_SSH = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/ssh.log"
+while [ $# -gt 0 ]; do case "$1" in -o|-p|-i|-l) shift 2;; -*) shift;; *) break;; esac; done
+shift
+exec sh -c "$*"
+"""
+
+
+def test_ssh_forms_through_git_ssh(busybox: Any, bt: Any, repo: Repo, tmp_path: Path,
+                                   store_listing: Any) -> None:
+    """``git@host:repo.git#ref:subdir`` and ``ssh://`` go through git's ssh transport (the
+    ``GIT_SSH_COMMAND`` of the build's environment, ``ssh -o BatchMode=yes`` by default: never a
+    prompt): a stand-in ssh running upload-pack here gives the commit's tree; with no ssh server
+    listening, one line naming the source and ssh's reason, nothing stored."""
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_SSH)
+    fake.chmod(0o755)
+    ctx = build_ctx(tmp_path, f"FROM busybox\nADD git@127.0.0.1:{repo.bare}#main:sub /s\n"
+                              f"ADD ssh://git@127.0.0.1{repo.bare}#v1 /r\n")
+    bt.build(busybox, ctx, "-t", "ssh:1", env={"GIT_SSH_COMMAND": str(fake)})
+    root = bt.rootfs(busybox, "ssh:1", tmp_path / "fs")
+    assert sorted(os.listdir(root / "s")) == ["deep", "s.txt"]
+    assert (root / "r/a.txt").read_text() == "a\n"
+    calls = (tmp_path / "bin/ssh.log").read_text().splitlines()
+    assert calls and all("git@127.0.0.1 git-upload-pack '" in c for c in calls), calls
+    assert any(f"'{repo.bare}'" in c for c in calls), calls
+    before = [p for p in store_listing(busybox.root / "store") if not p[0].startswith("ingest")]
+    closed = free_port()
+    for word, env in ((f"git@127.0.0.1:{repo.bare}#main", {"GIT_SSH_COMMAND": f"ssh -o BatchMode=yes -p {closed}"}),
+                      (f"ssh://git@127.0.0.1:{closed}{repo.bare}#main", None)):
+        bad = build_ctx(tmp_path, f"FROM busybox\nADD {word} /x\n", f"bad{closed}{env is None}")
+        r = busybox("build", str(bad), check=False, env=env)
+        assert r.returncode != 0, word
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
+        assert len(errors) == 1, r.stderr
+        assert f"ADD {word}: cannot read the repository: ssh: connect to host 127.0.0.1 port {closed}: " \
+               "Connection refused" in errors[0], r.stderr
+        assert "Traceback" not in r.stderr
+    assert [p for p in store_listing(busybox.root / "store") if not p[0].startswith("ingest")] == before
