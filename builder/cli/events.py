@@ -70,9 +70,15 @@ class EventView(dict[str, Any]):
 
 
 def _seconds(text: str | None) -> float | None:
+    from builder.cli import fail
     from builder.containers.options import parse_timestamp_ns
+    from builder.errors import ContainerError
 
-    return None if not text else parse_timestamp_ns(text) / 1e9
+    try:
+        return None if not text else parse_timestamp_ns(text) / 1e9
+    except ContainerError:
+        fail(f'failed to parse value as time or duration: "{text}"')  # Docker's client's words, exit 1
+        raise
 
 
 @click.command("events")

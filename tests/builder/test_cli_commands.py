@@ -275,6 +275,12 @@ def test_events_bad_format_as_docker(pb: Any, judge: Any) -> None:
         assert (ours.returncode, ours.stdout, ours.stderr) == (
             theirs.returncode, theirs.stdout.decode(), theirs.stderr.decode()), fmt
         assert theirs.returncode != 0 or theirs.stdout == b"container|<no value>|create|local\n", fmt
+    # a time neither engine can read
+    for flag in ("--since", "--until"):
+        theirs, ours = judge.docker("events", flag, "garbage", check=False), pb("events", flag, "garbage", check=False)
+        assert theirs.returncode == ours.returncode == 1
+        assert _after_prefix(ours.stderr) == _after_prefix(theirs.stderr.decode()) == \
+            'failed to parse value as time or duration: "garbage"'
 
 
 def test_events_follows_until_ctrl_c_as_docker(pb: Any, judge: Any) -> None:
