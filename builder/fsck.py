@@ -1,7 +1,8 @@
 """``pybuild system check [--repair]``: ``fsck`` for a state root. The store (``registry.fsck``:
 blob digests, images' references, tags, dead transfers' leases and ingest files), the build
 cache (records readable, where their key and parent say, their layers present; blob links and
-variants something names) and the run dirs of killed builds. ``repair`` removes what nothing
+variants something names), the run dirs of killed builds and the layers killed processes were
+unpacking. ``repair`` removes what nothing
 references and reports what it could not mend.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,18 +74,23 @@ def _cache_problems(state: StateRoot, cache: BuildCache) -> list[Problem]:
 
 
 def _run_problems(state: StateRoot) -> list[Problem]:
-    from builder.rootfs import dead_workspaces
+    from builder.rootfs import dead_unpacks, dead_workspaces
 
-    return [Problem("run", str(d), "workspace of a build that is gone (killed)")
-            for d in dead_workspaces(state.run)]
+    return [*(Problem("run", str(d), "workspace of a build that is gone (killed)")
+              for d in dead_workspaces(state.run)),
+            *(Problem("layers", str(d), "half-unpacked layer of a process that is gone (killed)")
+              for d in dead_unpacks(state.layers))]
 
 
 def reap_killed_builds(state: StateRoot) -> list[Path]:
     """Remove what builds that are gone (killed) left under ``run/``: their workspaces (the
     RUN layer) and the sandboxes of their RUN steps, started or half-started (their processes
-    died with the build). Returns the workspaces removed."""
-    from builder.rootfs import dead_workspaces, reap_workspaces
+    died with the build); and the layers a killed process was unpacking. Returns the
+    workspaces removed."""
+    from builder.rootfs import dead_unpacks, dead_workspaces, reap_workspaces
 
+    for half in dead_unpacks(state.layers):  # a layer a killed ``run`` or build was unpacking
+        shutil.rmtree(half, ignore_errors=True)
     dead = dead_workspaces(state.run)
     if not dead:
         return []

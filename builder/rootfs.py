@@ -18,7 +18,6 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from builder import layers as _layers
 from builder.errors import LayerError, SandboxError
 from builder.state import StateRoot
-from registry.store import file_lock as _file_lock
 
 if TYPE_CHECKING:
     from builder.syscalls import Syscalls
@@ -167,13 +166,21 @@ class LayerCache:
 
         The stream is the layer tar (gzip/zstd are detected); its sha256 must be *diff_id*.
         """
+        from registry.leases import claim
+
         final = self.path(diff_id)
         if final.is_dir():
             return final
-        with _file_lock(self.dir / f".{final.name}.lock"):
+        # claim (not a plain flock): the lock file at its path is always the holder's, so
+        # ``dead_unpacks`` tells a killed unpacker's ``.tmp-`` dir by its free (or absent) lock
+        lock = self.dir / f".{final.name}.lock"
+        fd = claim(lock)
+        try:
             if final.is_dir():
                 return final
-            tmp = self.dir / f".tmp-{final.name[:16]}-{os.urandom(4).hex()}"
+            for dead in self.dir.glob(f"{_UNPACK_PREFIX}{final.name[:16]}-*"):
+                shutil.rmtree(dead, ignore_errors=True)  # a killed unpack of this layer
+            tmp = self.dir / f"{_UNPACK_PREFIX}{final.name[:16]}-{os.urandom(4).hex()}"
             try:
                 with open_stream() as stream:
                     got = _layers.apply_layer(stream, tmp)
@@ -184,9 +191,10 @@ class LayerCache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.dir / f".{final.name}.lock")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+            os.close(fd)
         return final
 
     def unpack_all(
@@ -206,6 +214,32 @@ class LayerCache:
 
     def remove(self, diff_id: str) -> None:
         shutil.rmtree(self.path(diff_id), ignore_errors=True)
+
+
+#: a layer being unpacked: ``.tmp-<first 16 hex of its diff_id>-<random>`` beside the cache's dirs
+_UNPACK_PREFIX = ".tmp-"
+
+
+def dead_unpacks(layers: Path) -> list[Path]:
+    """Half-unpacked layers under the layer cache *layers* whose unpacker is gone (killed): no
+    live process holds the lock of a layer their name starts with."""
+    from registry.leases import try_claim
+
+    out = []
+    for tmp in sorted(layers.glob(f"{_UNPACK_PREFIX}*")) if layers.is_dir() else []:
+        prefix = tmp.name[len(_UNPACK_PREFIX):].split("-")[0]
+        live = False
+        for lock in layers.glob(f".{prefix}*.lock"):
+            fd = try_claim(lock)
+            if fd is None:
+                live = True
+                break
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # a killed unpacker's lock: ours now, and nobody else's
+            os.close(fd)
+        if not live:
+            out.append(tmp)
+    return out
 
 
 def image_layers(store: Any, image: Any, cache: LayerCache) -> list[Path]:

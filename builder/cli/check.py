@@ -13,7 +13,7 @@ from builder.cli import Globals
 @click.command("check")
 @click.option("--repair", is_flag=True,
               help="Remove what nothing references (dead transfers' leftovers, unreferenced "
-                   "blobs, stale cache records, killed builds' run dirs).")
+                   "blobs, stale cache records, killed builds' run dirs, half-unpacked layers).")
 @click.pass_obj
 def check(g: Globals, repair: bool) -> None:
     """Check the state root: blobs, images, tags, build cache, run dirs."""

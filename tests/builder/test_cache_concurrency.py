@@ -1,11 +1,13 @@
 """Builds at once on one root, and builds killed mid-RUN (issue 22, items 2 and 4).
 
-Real ``pybuild build`` subprocesses. After each scenario ``pybuild system check`` is clean,
-every listed image ``save``s, and nothing of a killed build stays under ``run/``.
+Real ``pybuild build`` subprocesses. After each scenario the root is tidy
+(``root_tidy.assert_root_tidy``: ``system check`` clean, every listed image saves and runs,
+nothing of the root on the host, nothing on disk beyond what its images and cache need).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -13,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from root_tidy import assert_root_tidy
 
 SEED = 22
 
@@ -33,19 +37,6 @@ COPY --from=gen /key.copy /gen.copy
 def _start(pyb: Any, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*pyb.command, "--root", str(pyb.root), *args], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def assert_tidy(pyb: Any) -> None:
-    r = pyb("system", "check", check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    for rec in pyb.store().images():
-        name = str(rec.reference) if rec.reference else str(rec.image_id)
-        out = pyb.root.parent / "saved.tar"
-        pyb("save", "-o", str(out), name)
-        out.unlink()
-    run = pyb.root / "run"
-    left = [p.name for p in run.iterdir() if "build-" in p.name] if run.is_dir() else []
-    assert left == []
 
 
 def _keys(bt: Any, pyb: Any, ref: str, dest: Path) -> tuple[str, str, str, str]:
@@ -80,12 +71,18 @@ def test_concurrent_builds_then_cached_rebuilds_give_one_of_their_images(
         rebuilt.append(str(busybox.store().resolve(f"r:{n}").id))
     assert rebuilt[0] == rebuilt[1]
     assert rebuilt[0] in ids
+    # and fully cached builds at once agree with them
+    again = [_start(busybox, "build", "-q", "-t", f"a:{i}", str(ctx)) for i in range(3)]
+    for p in again:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert {str(busybox.store().resolve(f"a:{i}").id) for i in range(3)} == {rebuilt[0]}
     k = _keys(bt, busybox, "r:0", tmp_path / "r0")
     assert k[0] == k[1] and k[2] == k[3]
     out = busybox("run", "--rm", "--network", "none", "r:0", "sh", "-c",
                   "cmp /key /key.copy && cmp /gen.key /gen.copy && echo same").stdout
     assert out.strip() == "same"
-    assert_tidy(busybox)
+    assert_root_tidy(busybox)
 
 
 def test_killed_builds_leave_no_run_layer(busybox: Any, bt: Any, tmp_path: Path) -> None:
@@ -125,7 +122,7 @@ def test_killed_builds_leave_no_run_layer(busybox: Any, bt: Any, tmp_path: Path)
         (tmp_path / "other").mkdir(exist_ok=True)
         (tmp_path / "other" / "Dockerfile").write_text("FROM busybox\n")
         bt.build(busybox, tmp_path / "other", "-t", "o:1")
-        assert_tidy(busybox)
+        assert_root_tidy(busybox)
     assert rounds >= 2
     total = sum(f.stat().st_size for f in (busybox.root / "run").rglob("*") if f.is_file())
     assert total < 1 << 20, os.listdir(busybox.root / "run")
@@ -133,8 +130,14 @@ def test_killed_builds_leave_no_run_layer(busybox: Any, bt: Any, tmp_path: Path)
 
 def _big_files(run: Path) -> list[Path]:
     """The 8 MiB file a RUN step wrote, in its workspace (``run/build-*``)."""
-    return [f for d in run.glob("build-*") for f in d.rglob("big")
-            if f.is_file() and f.stat().st_size == 8 << 20] if run.is_dir() else []
+    out = []
+    for d in run.glob("build-*"):
+        # (walked while the build runs: a directory it removes meanwhile is skipped)
+        for dirpath, _, files in os.walk(d):
+            with contextlib.suppress(OSError):
+                if "big" in files and os.stat(os.path.join(dirpath, "big")).st_size == 8 << 20:
+                    out.append(Path(dirpath) / "big")
+    return out
 
 
 def test_prune_all_removes_killed_builds_workspaces(busybox: Any, bt: Any, tmp_path: Path) -> None:
@@ -160,4 +163,22 @@ def test_prune_all_removes_killed_builds_workspaces(busybox: Any, bt: Any, tmp_p
         assert [d.name for d in run.iterdir() if d.name.startswith("build-")] == [], cmd
         reclaimed = out.strip().splitlines()[-1]
         assert reclaimed.startswith("Total reclaimed space: ") and "MB" in reclaimed, out
-        assert_tidy(busybox)
+        assert_root_tidy(busybox)
+
+
+def test_a_live_unpack_is_not_taken_for_a_killed_ones(tmp_path: Path) -> None:
+    """A layer being unpacked (``layers/.tmp-*``) counts as a killed process's leftover only
+    while nobody holds its layer's lock: ``system check`` and the next build leave a live one."""
+    from builder.rootfs import LayerCache, dead_unpacks
+    from registry.leases import claim
+
+    cache = LayerCache(tmp_path)
+    hexid = "ab" * 32
+    live = cache.dir / f".tmp-{hexid[:16]}-0000live"
+    live.mkdir()
+    fd = claim(cache.dir / f".{hexid}.lock")
+    dead = cache.dir / ".tmp-cdcdcdcdcdcdcdcd-0000dead"
+    dead.mkdir()
+    assert dead_unpacks(cache.dir) == [dead]
+    os.close(fd)  # its unpacker is killed: the lock goes with it, the file stays
+    assert dead_unpacks(cache.dir) == [live, dead]

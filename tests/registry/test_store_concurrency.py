@@ -2,8 +2,9 @@
 
 Real ``pybuild pull`` subprocesses against the session's real registry, slowed down by the
 ``FaultProxy`` so that a SIGINT or SIGKILL lands mid-transfer, at times drawn from a seeded
-generator. After each scenario: ``pybuild system check`` is clean, every listed image
-``save``s, and the store holds exactly the blobs its images reference (nothing in ingest).
+generator. After each scenario the root is tidy (``root_tidy.assert_root_tidy``: ``system
+check`` clean, every listed image saves and runs, nothing of the root on the host, and the
+store holds exactly the blobs its images reference, nothing in ingest).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from registry_server import (
     make_image,
     unique_repo,
 )
+from root_tidy import assert_root_tidy
 
 from registry import transfer
 from registry.store import Store
@@ -49,25 +51,6 @@ def image(plain_registry: Registry, tmp_path: Path) -> tuple[str, str]:
 def _slow(proxy: FaultProxy, digest: str) -> None:
     proxy.clear()
     proxy.add(Fault("GET", f"/blobs/{digest}", "slow", after=32 << 10, times=1000))
-
-
-def assert_tidy(pyb: Any) -> None:
-    """``system check`` clean, every image saves, the store holds what its images need only."""
-    r = pyb("system", "check", check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    store = pyb.store()
-    for rec in store.images():
-        name = str(rec.reference) if rec.reference else str(rec.image_id)
-        out = pyb.root.parent / "saved.tar"
-        pyb("save", "-o", str(out), name)
-        assert out.stat().st_size > 3 << 20
-        out.unlink()
-    need = store.referenced()
-    on_disk = {p.name for p in (store.path / "blobs" / "sha256").iterdir()} \
-        if (store.path / "blobs" / "sha256").is_dir() else set()
-    assert on_disk == {d.encoded for d in need}
-    ingest = store.path / "ingest"
-    assert not ingest.is_dir() or list(ingest.iterdir()) == []
 
 
 def _start(pyb: Any, *args: str) -> subprocess.Popen[str]:
@@ -102,7 +85,7 @@ def test_cancelled_pull_keeps_what_a_finished_pull_references(
     out = pybuild("run", "--rm", "--network", "none", f"{plain_registry.addr}/{repo}:v1",
                   "sh", "-c", "wc -c < /big").stdout
     assert out.strip() == str(3 << 20)
-    assert_tidy(pybuild)
+    assert_root_tidy(pybuild)
 
 
 def test_killed_and_cancelled_pulls_leave_nothing(
@@ -142,46 +125,50 @@ def test_killed_and_cancelled_pulls_leave_nothing(
                 assert "killed or cancelled" in r.stdout
             # the next process that takes the store's lease collects them
             pybuild("pull", fast_ref)
-        assert_tidy(pybuild)
+        assert_root_tidy(pybuild)
         for rec in pybuild.store().images():
             pybuild("rmi", str(rec.reference))
         pybuild("image", "prune", "-a", "-f")
-        assert_tidy(pybuild)
+        assert_root_tidy(pybuild)
     assert rounds >= 2
 
 
 def test_disk_full_during_a_pull(pybuild_factory: Any, image: tuple[str, str],
                                  plain_registry: Registry, tmp_path: Path) -> None:
-    """Item 7: a pull into a root on a 2 MiB tmpfs (a real small filesystem) fails with one
-    line naming the store under the root and the blob being written, exit 1; nothing is left
-    of the pull, and ``system check`` is clean."""
+    """Item 7: pulls into a root on a small tmpfs (a real file system, its size seeded from
+    64 KiB to 3 MiB, so the disk fills at a different moment each round: a lease, the small
+    layers, the big one) fail with one line naming the store under the root and what was being
+    written, exit 1; nothing is left of the pull, and the root is tidy."""
     repo, _ = image
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    try:
-        root = mnt / "root"
-        root.mkdir()
-        pyb = pybuild_factory()
-        pyb.root = root
-        r = pyb("pull", f"{plain_registry.addr}/{repo}:v1", check=False)
-        assert r.returncode == 1, r.stdout + r.stderr
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1, r.stderr
-        assert lines[0].startswith(f"Error: no space left on device under {root}/store: writing ")
-        assert "sha256:" in lines[0] and "Traceback" not in r.stderr
-        assert pyb.store().images() == []
-        assert_tidy(pyb)
-        assert not any((root / "store" / "blobs" / "sha256").iterdir())
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    rng = random.Random(SEED)
+    sizes = [64, 3 << 10, 2 << 10] + [rng.randrange(64, 3 << 10) for _ in range(2)]
+    for n, kib in enumerate(sizes):
+        mnt = tmp_path / f"small{n}"
+        mnt.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(mnt)], check=True)
+        try:
+            root = mnt / "root"
+            root.mkdir()
+            pyb = pybuild_factory()
+            pyb.root = root
+            r = pyb("pull", f"{plain_registry.addr}/{repo}:v1", check=False)
+            why = f"seed {SEED}, {kib} KiB: {r.stdout}{r.stderr}"
+            assert r.returncode == 1, why
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in r.stderr, why
+            assert lines[0].startswith(f"Error: no space left on device under {root}/store: writing "), why
+            assert pyb.store().images() == [], why
+            assert_root_tidy(pyb)
+            assert not any((root / "store" / "blobs" / "sha256").iterdir())
+        finally:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_system_check_finds_and_repairs(busybox: Any) -> None:
     """``system check`` names each problem on a line of its own and exits 1; ``--repair``
     removes what nothing references (a dead writer's ingest file and lease, a blob no image
-    names, a damaged cache record, a killed build's workspace) and leaves a blob an image
-    needs, reporting it as not repairable."""
+    names, a damaged cache record, a killed build's workspace, a killed unpack's half layer)
+    and leaves a blob an image needs, reporting it as not repairable."""
     from registry.leases import Lease
 
     root = busybox.root
@@ -196,11 +183,14 @@ def test_system_check_finds_and_repairs(busybox: Any) -> None:
     records.mkdir(parents=True)
     (records / ("ab" * 32 + ".json")).write_text("{not json")
     (root / "run" / "build-0123456789abcdef" / "c" / "upper").mkdir(parents=True)
+    half = root / "layers" / ".tmp-0123456789abcdef-00c0ffee"  # as a killed unpack leaves it
+    (half / "bin").mkdir(parents=True)
     r = busybox("system", "check", check=False)
     assert r.returncode == 1
     out = r.stdout
     for needle in ("ingest: ", "blob-dead", "lease: ", f"blob: {orphan}", "cache: ",
-                   "unreadable record", "run: ", "build-0123456789abcdef"):
+                   "unreadable record", "run: ", "build-0123456789abcdef", "layers: ",
+                   f"{half}: half-unpacked layer"):
         assert needle in out, out
     assert "problems found" in r.stderr
     r = busybox("system", "check", "--repair")
@@ -208,7 +198,7 @@ def test_system_check_finds_and_repairs(busybox: Any) -> None:
     assert busybox("system", "check").stdout.strip() == "ok"
     assert not store.has_blob(orphan)
     assert list((store.path / "ingest").iterdir()) == []
-    assert not (root / "run" / "build-0123456789abcdef").exists()
+    assert not (root / "run" / "build-0123456789abcdef").exists() and not half.exists()
     # a damaged blob an image needs: reported, kept, exit 1 after --repair too
     layer = store.resolve("busybox:latest").layers[0].digest
     path = store.blob_path(layer)
