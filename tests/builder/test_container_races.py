@@ -6,7 +6,10 @@ Each test is a seeded loop bounded in time (the seed is in the failure message):
 SIGINT of ``run -d`` and of a foreground ``run`` at random moments of their start. After each
 round ``ps -a`` must agree with what runs, and nothing of the root may remain on the host (a
 process, mount, netns file, run dir, veth, iptables rule or cgroup) beyond what the
-containers still running need. Real namespaces, bridges, iptables and cgroups throughout.
+containers still running need; once every container is removed, the root is tidy
+(``root_tidy.assert_root_tidy``: ``system check`` clean, nothing of the root on the host or on
+disk beyond its images; its images saved and run at the end of each test). Real namespaces,
+bridges, iptables and cgroups throughout.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from root_tidy import assert_root_tidy
+
 Pybuild = Any  # the runner from tests/conftest.py
 
-#: the command of every container here: finding its processes by command line is exact
-SLEEP = "7211"
+#: the command of every container here: finding its processes by command line is exact (the
+#: pid makes it this session's: another session may run these tests at the same time)
+SLEEP = str(7_000_000 + os.getpid())
 #: seconds each test's loop may start new rounds for (each round then finishes)
 BUDGET = 35.0
 SEED = int(os.environ.get("PYBUILD_RACE_SEED", "22"))
@@ -49,8 +55,8 @@ def _running_ids(pb: Pybuild) -> set[str]:
 
 
 def _sleepers() -> list[int]:
-    """Host pids of the containers' ``sleep SLEEP`` processes (every root's: one test runs here
-    at a time with this number, and the leak guard's scope covers the rest)."""
+    """Host pids of the containers' ``sleep SLEEP`` processes (every root's of this session: one
+    test runs at a time in it, and the leak guard's scope covers the rest)."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -142,6 +148,9 @@ def _clean_up(pb: Pybuild, ids: set[str], why: str) -> None:
         pb("rm", "-f", *left)
     _, running, bad = _settle(pb, ids)
     assert not running and not bad, f"{why}: after rm -f of everything: {bad}"
+    # the store is whole and nothing of the root is left (its images are saved and run once,
+    # at the end of each test: no container operation writes to the store)
+    assert_root_tidy(pb, images=False)
 
 
 def test_rm_force_racing_detached_starts(busybox: Pybuild) -> None:
@@ -183,6 +192,7 @@ def test_rm_force_racing_detached_starts(busybox: Pybuild) -> None:
             assert cid in running or cid in removed, f"{why}: {cid[:12]} was reported started: {ps}"
         _clean_up(pb, ids, why)
     assert rounds >= 2  # a round takes ~10 s on this 2-core host
+    assert_root_tidy(pb)
 
 
 def _kill_round(pb: Pybuild, rng: random.Random, argv: list[str], why: str) -> tuple[int, str]:
@@ -233,8 +243,8 @@ def test_kill_of_detached_run_during_its_start(busybox: Pybuild) -> None:
         for cid, status in ps.items():
             assert status.startswith(("Up", "Created")), f"{why}: {cid[:12]} is {status!r}"
         _clean_up(pb, ids, why)
-    print('ROUNDS', rounds, len(ids))
     assert rounds >= 3
+    assert_root_tidy(pb)
 
 
 def test_kill_of_foreground_run_during_its_start(busybox: Pybuild) -> None:
@@ -262,8 +272,8 @@ def test_kill_of_foreground_run_during_its_start(busybox: Pybuild) -> None:
         for cid, status in ps.items():
             assert status.startswith(("Exited", "Created")), f"{why}: {cid[:12]} is {status!r}"
         _clean_up(pb, ids, why)
-    print('ROUNDS', rounds, len(ids))
     assert rounds >= 3
+    assert_root_tidy(pb)
 
 
 def _forked_from(cli: int, root: Path) -> list[int]:
@@ -317,6 +327,7 @@ def test_kill_of_the_supervisor_during_a_detached_start(busybox: Pybuild) -> Non
             assert status.startswith(("Up", "Created", "Exited (137)")), f"{why}: {cid[:12]} is {status!r}"
         _clean_up(pb, ids, why)
     assert rounds >= 3
+    assert_root_tidy(pb)
 
 
 def test_stop_racing_detached_starts(busybox: Pybuild) -> None:
@@ -351,6 +362,7 @@ def test_stop_racing_detached_starts(busybox: Pybuild) -> None:
             assert status.startswith("Up") == (cid in running), why
         _clean_up(pb, ids, why)
     assert rounds >= 2
+    assert_root_tidy(pb)
 
 
 def test_kill_of_rm_force_midway(busybox: Pybuild) -> None:
@@ -376,3 +388,4 @@ def test_kill_of_rm_force_midway(busybox: Pybuild) -> None:
         assert set(ps) == running, f"{why}: {ps}"
         _clean_up(pb, ids, why)
     assert rounds >= 2
+    assert_root_tidy(pb)

@@ -9,7 +9,9 @@ The deletion here is deliberate: it is the scenario under test.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from root_tidy import assert_root_tidy
 
 from builder.network import links, sweep
 from builder.sandbox import cgroups
@@ -144,6 +147,7 @@ def test_another_roots_network_setup_sweeps_a_deleted_root(pybuild_factory: Fact
     assert live("inspect", "-f", "{{.State.Running}}", keeper).stdout.strip() == "true"
     assert _proxies({keeper})
     live("rm", "-f", keeper)
+    assert_root_tidy(live)
 
 
 def test_default_bridge_setup_sweeps_and_costs_little(pybuild_factory: Factory, busybox_tar: Path) -> None:
@@ -171,6 +175,7 @@ def test_system_reset_of_a_missing_root(pybuild_factory: Factory, busybox_tar: P
     # (what it removed is listed; another session's sweep may have taken some of it first)
     assert r.returncode == 0 and r.stderr == ""
     _assert_swept_but_root(theirs)
+    assert_root_tidy(gone)
     # and a root that never existed resets cleanly too
     never = pybuild_factory()
     never.root.rmdir()
@@ -292,3 +297,70 @@ def test_aliases_not_ours_are_ignored(shape: str, tmp_path: Path) -> None:
         assert "pbtsweep0" in os.listdir("/sys/class/net")
     finally:
         subprocess.run(["ip", "link", "del", "pbtsweep0"], check=True)
+
+
+def _kill_root(root: str) -> None:
+    """kill -9 of every process naming *root* (the CLI, the supervisors, the sandbox helpers)."""
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if root in cmd:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(d), signal.SIGKILL)
+
+
+def test_roots_killed_at_random_moments_then_deleted_are_swept(
+        pybuild_factory: Factory, busybox_tar: Path) -> None:
+    """Item 6 with seeded kill timings: a root's ``run -d -p`` on a user network is killed
+    (kill -9 of all the root's processes) at a random moment of its start, the root deleted
+    with ``rm -rf``; the next network set-up of a live root takes every piece of it the kill
+    left (links, rules, netns mounts, cgroups, the container's and helpers' processes), and the
+    live root stays tidy. Seeded, bounded to ~15 s."""
+    rng = random.Random(22)
+    live = _with_busybox(pybuild_factory(), busybox_tar)
+    started = time.monotonic()
+    rounds = 0
+    made: list[int] = []  # per round: how many pieces of a container the kill left
+    while rounds < 2 or (time.monotonic() - started < 15 and rounds < 5):
+        rounds += 1
+        gone = _with_busybox(pybuild_factory(), busybox_tar)
+        gone("network", "create", "ci-net")
+        mark = str(rng.randrange(10000, 99999))
+        delay = rng.uniform(0.0, 2.5)
+        why = f"seed 22, round {rounds}, kill after {delay:.2f} s"
+        p = subprocess.Popen([*gone.command, "--root", str(gone.root), "run", "-d", "--network", "ci-net",
+                              "-p", "127.0.0.1::80", "busybox", "sleep", mark],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        root = os.path.realpath(gone.root)
+        _kill_root(root)
+        p.wait()
+        # what the kill left, read now: nothing of the root runs to make more
+        mine = {n for n, a in _aliases().items() if a.endswith(f" {root}")}
+        nets = {a.split()[1] for n, a in _aliases().items() if n in mine}
+        cids = {c.name for c in (gone.root / "containers").glob("*") if len(c.name) == 64}
+        sids = {sid for sid, tag, _ in cgroups.owners() if tag.endswith(f" {root}")}
+        trace = Trace(root, mine, {f"pybuild:{n}" for n in nets}, cids | sids, _proxies(cids))
+        made.append(len(mine - {n for n in mine if n.startswith("pb-")}) + len(sids) + len(trace.proxies))
+        subprocess.run(["rm", "-rf", root], capture_output=True)
+        live("network", "create", f"next{rounds}")  # sets up a network: sweeps first
+        _assert_swept(trace)
+        assert not _pids_of(["sleep", mark]), why
+        live("network", "rm", f"next{rounds}")
+        assert_root_tidy(live, images=False)
+    assert any(made), f"no kill came after the start had made something: {made}"
+    assert_root_tidy(live)
+
+
+def _pids_of(argv: list[str]) -> list[int]:
+    want = "\0".join(argv).encode() + b"\0"
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{d}/cmdline").read_bytes() == want:
+                    out.append(int(d))
+    return out

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from root_tidy import assert_root_tidy
 
 from builder.network import sweep
 from builder.sandbox import cgroups
@@ -121,6 +122,7 @@ def test_another_roots_network_setup_sweeps_a_deleted_roots_cgroups(
     # the live root's own container, on no network either, keeps running
     assert live("inspect", "-f", "{{.State.Running}}", keeper).stdout.strip() == "true"
     live("rm", "-f", keeper)
+    assert_root_tidy(live)
 
 
 def test_system_reset_of_a_missing_root_takes_its_cgroups(
@@ -132,6 +134,7 @@ def test_system_reset_of_a_missing_root_takes_its_cgroups(
     r = gone("system", "reset", "-f")
     assert r.returncode == 0 and r.stderr == ""
     _assert_nothing_left(root, pids, dirs)
+    assert_root_tidy(gone)  # the root reset made again: empty, and nothing of it on the host
 
 
 @pytest.mark.parametrize("version", [1, 2])
