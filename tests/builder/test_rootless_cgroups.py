@@ -52,14 +52,22 @@ def delegated_to(user: User) -> Iterator[tuple[Path, Path]]:
         yield top, inner
     finally:
         for d in (inner, top):
-            for _ in range(100):
+            deadline = time.monotonic() + 60
+            while d.exists():
                 try:
-                    if d.exists():
-                        os.rmdir(d)
-                    break
-                except OSError:  # a process of the test still leaving it
+                    os.rmdir(d)
+                except OSError:  # a process of the test still leaving it (a loaded machine)
+                    if time.monotonic() > deadline:
+                        left = [f"{pid} {_cmdline(pid)}" for pid in (d / "cgroup.procs").read_text().split()]
+                        raise AssertionError(f"{d} cannot be removed; in it: {left}") from None
                     time.sleep(0.05)
-        assert not top.exists()
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
 
 
 def pb_in(user: User, cgroup: Path, *args: str) -> subprocess.CompletedProcess[str]:
