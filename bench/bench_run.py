@@ -152,23 +152,29 @@ def main() -> None:
         else:
             row("runc run", None, "(runc not installed)")
 
-        print("docker (a private dockerd, no bridge: --network none):")
+        print("docker (a private dockerd with its default bridge and iptables rules, in its own netns):")
         dockerd = None
         if shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd"):
             sys.path.insert(0, str(REPO / "tests"))
             from dockerd import Dockerd
 
-            dockerd = Dockerd()
+            dockerd = Dockerd(bridges=True)
             try:
                 dockerd.start()
                 dockerd.docker("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
                 d = dockerd.docker
-                row("docker run --rm busybox true", timed(
-                    lambda: d("run", "--rm", "--network", "none", "busybox", "true"), n))
-                row("docker run -d + stop + rm, per ctr", lifecycle(
+                d_none = timed(lambda: d("run", "--rm", "--network", "none", "busybox", "true"), n)
+                row("docker run --rm --network none busybox true", d_none,
+                    f"(pybuild {none[0] / d_none[0]:.2f}x)")
+                d_bridge = timed(lambda: d("run", "--rm", "busybox", "true"), n)
+                row("docker run --rm busybox true (default bridge)", d_bridge,
+                    f"(pybuild {bridge[0] / d_bridge[0]:.2f}x)")
+                d_life = lifecycle(
                     lambda nm: d("run", "-d", "--name", nm, "--network", "none", "busybox", "sleep", "1000"),
                     lambda nm: d("stop", "-t", "0", nm),
-                    lambda nm: d("rm", nm), n))
+                    lambda nm: d("rm", nm), n)
+                row("docker run -d + stop + rm (--network none), per ctr", d_life,
+                    f"(pybuild {life[0] / d_life[0]:.2f}x)")
             except Exception as e:  # noqa: BLE001 - the peer is optional; say why it is missing
                 row("docker run --rm busybox true", None, f"(dockerd failed: {str(e).splitlines()[0]})")
             finally:
