@@ -15,6 +15,7 @@ import stat
 import tarfile
 import urllib.parse
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -159,13 +160,19 @@ def _create(target: str, e: Entry, own: Ownership, *, keep_owner: bool, exists: 
 
 
 def _copy_regular(source: str, target: str, st: os.stat_result, uid: int, gid: int,
-                  mode: int) -> None:
+                  mode: int, *, owned: bool = False) -> None:
     """``_create`` of a regular file, on the two open files rather than their paths: a context
-    of 100,000s of small files pays a path lookup through the overlay per call otherwise."""
+    of 100,000s of small files pays a path lookup through the overlay per call otherwise.
+    *owned*: a new file at *target* is *uid*:*gid* already and takes *mode* as created (the
+    umask keeps it whole), so neither is set again."""
     src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            dst = os.open(target, flags | os.O_EXCL, mode if owned else 0o600)
+        except FileExistsError:
+            owned = False
+            dst = os.open(target, flags | os.O_TRUNC, 0o600)
         try:
             try:
                 while os.sendfile(dst, src, None, 1 << 30):  # in the kernel, to the end
@@ -175,8 +182,9 @@ def _copy_regular(source: str, target: str, st: os.stat_result, uid: int, gid: i
                     raise
                 with open(src, "rb", closefd=False) as r, open(dst, "wb", closefd=False) as w:
                     shutil.copyfileobj(r, w, 1 << 20)
-            os.chown(dst, uid, gid)
-            os.chmod(dst, mode)
+            if not owned:
+                os.chown(dst, uid, gid)
+                os.chmod(dst, mode)
             _copy_xattrs(src, dst)
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
@@ -201,28 +209,105 @@ def _copy_xattrs(source: str | int, target: str | int) -> None:
                         follow_symlinks=on_fd)
 
 
+class _Files:
+    """Regular files to make in directories a copy has just made, in batches on a few threads
+    (a file's creation is mostly kernel work: the threads overlap it). A new file there is
+    already the caller's (root's) and takes its mode as created when the umask keeps it whole:
+    neither is set again."""
+
+    BATCH = 128
+
+    def __init__(self, own: Ownership, keep_owner: bool) -> None:
+        self.own = own
+        self.keep_owner = keep_owner
+        self.euid, self.egid = os.geteuid(), os.getegid()
+        self.batch: list[tuple[Entry, str, bool]] = []
+        self.futures: list[Future[None]] = []
+        self.pool: ThreadPoolExecutor | None = None
+        self.umask = _umask()
+
+    def add(self, e: Entry, target: str, setgid_parent: bool) -> None:
+        self.batch.append((e, target, setgid_parent))
+        if len(self.batch) >= self.BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4))
+        self.futures.append(self.pool.submit(self._make, self.batch))
+        self.batch = []
+
+    def _make(self, batch: list[tuple[Entry, str, bool]]) -> None:
+        own = self.own
+        for e, target, setgid_parent in batch:
+            st = e.st
+            mode = own.chmod if own.chmod is not None else stat.S_IMODE(st.st_mode)
+            uid = own.uid if own.uid is not None else (st.st_uid if self.keep_owner else 0)
+            gid = own.gid if own.gid is not None else (st.st_gid if self.keep_owner else 0)
+            owned = (uid == self.euid and gid == self.egid and not setgid_parent
+                     and not mode & (0o7000 | self.umask))
+            _copy_regular(e.source, target, st, uid, gid, mode, owned=owned)
+
+    def finish(self, ok: bool) -> None:
+        """Wait for every batch (made now if no thread was needed); the first error raised."""
+        try:
+            if ok and self.batch and self.pool is None:
+                self._make(self.batch)
+            elif ok and self.batch:
+                self._submit()
+            self.batch = []
+            for f in self.futures:
+                f.result() if ok else f.cancel()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o7777  # unknown: every mode is set again
+
+
 def copy_tree(root: Path, entries: Iterable[Entry], dest: str, own: Ownership, *,
               keep_owner: bool, dest_is_dir_of: str | None = None) -> None:
     """Copy *entries* (dest-relative) under image dir *dest*; a "" entry lands at *dest*."""
     created: set[str] = set()
-    # image dirs this copy made, by host path: what goes in them needs no path resolution nor
-    # check of what is in the way (a context of 100,000s of files lands mostly in new dirs)
-    new_dirs: dict[str, str] = {}
-    for e in entries:
-        path = dest.rstrip("/") + "/" + e.dest if e.dest else dest
-        parent = os.path.dirname(path.rstrip("/")) or "/"
-        host_parent = new_dirs.get(parent)
-        if host_parent is not None:
-            target = f"{host_parent}/{os.path.basename(path)}"
-            _create(target, e, own, keep_owner=keep_owner)
-            if stat.S_ISDIR(e.st.st_mode):
-                new_dirs[path] = target
-            continue
-        if parent not in created:
-            mkdir_p(root, parent, uid=own.uid or 0, gid=own.gid or 0)
-            created.add(parent)
-        if copy_entry(root, e, path, own, keep_owner=keep_owner):
-            new_dirs[path] = str(in_root(root, path, follow_last=False))
+    # image dirs this copy made, by host path (and whether set-group-ID): what goes in them
+    # needs no path resolution nor check of what is in the way (a context of 100,000s of files
+    # lands mostly in new dirs)
+    new_dirs: dict[str, tuple[str, bool]] = {}
+    files = _Files(own, keep_owner)
+    ok = False
+    try:
+        for e in entries:
+            path = dest.rstrip("/") + "/" + e.dest if e.dest else dest
+            parent = os.path.dirname(path.rstrip("/")) or "/"
+            made = new_dirs.get(parent)
+            if made is not None:
+                target = f"{made[0]}/{os.path.basename(path)}"
+                if stat.S_ISREG(e.st.st_mode):
+                    files.add(e, target, made[1])
+                    continue
+                _create(target, e, own, keep_owner=keep_owner)
+                if stat.S_ISDIR(e.st.st_mode):
+                    new_dirs[path] = (target, bool(os.lstat(target).st_mode & stat.S_ISGID))
+                continue
+            if parent not in created:
+                mkdir_p(root, parent, uid=own.uid or 0, gid=own.gid or 0)
+                created.add(parent)
+            if copy_entry(root, e, path, own, keep_owner=keep_owner):
+                host = str(in_root(root, path, follow_last=False))
+                new_dirs[path] = (host, bool(os.lstat(host).st_mode & stat.S_ISGID))
+        ok = True
+    finally:
+        files.finish(ok)
 
 
 def extract_archive(root: Path, stream: BinaryIO, dest: str, *, where: str = "") -> None:
