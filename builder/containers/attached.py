@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builder.containers import attach, lifecycle, service
+from builder.containers import attach, lifecycle, runtime, service
 from builder.containers.create import RunOptions
 from builder.containers.record import Container, ContainerStore
-from builder.errors import BuildError, ContainerError
+from builder.errors import BuildError, CommandNotExecutable, CommandNotFound, ContainerError
 from builder.state import StateRoot
 
 #: how long an attach to a running container waits for its socket to answer
@@ -152,7 +152,6 @@ def exec_connected(root: StateRoot, c: Container, process: Any, *,
     answer = json.loads(said) if said.startswith("{") else {"error": said or "exec failed", "code": 126}
     if not answer.get("ok"):
         sock.close()
-        from builder.errors import CommandNotExecutable, CommandNotFound
 
         kind = {127: CommandNotFound, 126: CommandNotExecutable}.get(int(str(answer.get("code") or 0)),
                                                                     ContainerError)
@@ -184,7 +183,6 @@ def _serve_exec(root: StateRoot, c: Container, process: Any, path: Path, w: int,
     import json
     import os
 
-    from builder.containers import runtime
 
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):

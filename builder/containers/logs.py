@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.containers.options import parse_timestamp_text, rfc3339nano
+from builder.containers.options import parse_bytes, parse_timestamp_text, rfc3339nano
 from builder.errors import ContainerError
 
 #: Docker splits lines longer than this into several entries (the last one ends in "\n")
@@ -74,8 +74,6 @@ class LogDriver:
     @classmethod
     def parse(cls, name: str | None, options: dict[str, str] | None) -> LogDriver:
         """The driver a start uses; dockerd's start-time errors (``invalid size: 'x'``)."""
-        from builder.containers.options import parse_bytes
-
         cls.check(name, options)
         driver, opts = name or "json-file", dict(options or {})
         if driver == "none":

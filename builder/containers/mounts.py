@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.containers.recordparts import MountPoint
+from builder.errors import VolumeError
 from builder.state import StateRoot
 
 if TYPE_CHECKING:
@@ -96,7 +97,6 @@ def _exists(root: StateRoot, name: str) -> bool:
 
 def sandbox_mounts(records: Sequence[MountPoint]) -> list[Any]:
     """The ``Mounts`` records as ``builder.sandbox`` mounts."""
-    from builder.errors import VolumeError
     from builder.sandbox.spec import Mount
 
     out = []

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.containers import links
-from builder.containers.record import Container, ContainerStore, State
+from builder.containers import mounts as _mounts
+from builder.containers.create import DEFAULT_PATH
+from builder.containers.options import ULIMITS, check_ulimits, device_nodes, merge_env
+from builder.containers.record import Container, ContainerStore, NoSuchContainer, State
+from builder.containers.security import security_opts
 from builder.errors import ContainerError
 from builder.state import StateRoot
 
@@ -198,8 +202,6 @@ def _hostname_file(root: StateRoot, c: Container) -> Path:
 def _network(root: StateRoot, c: Container, link_hosts: tuple[str, ...] = ()) -> tuple[str, str, dict[str, dict[str, Any]], Path | None, Path | None]:
     """Attach the container to its network: (net namespace for the spec, uts mode, endpoints
     as JSON by network name, hosts file, resolv.conf)."""
-    from builder.containers.record import NoSuchContainer
-
     hc = c.host_config
     mode = hc.network_mode
     name = hc.network
@@ -327,7 +329,6 @@ def _init_binary() -> str:
 def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Path | None,
                resolv: Path | None, link_env: Sequence[str] = ()) -> Spec:
     """The sandbox spec for a container record (its layers, upper dir, mounts, limits, user)."""
-    from builder.containers import mounts as _mounts
     from builder.rootfs import LayerCache, image_layers, prepare_root
     from builder.sandbox.spec import (
         Mount,
@@ -410,7 +411,6 @@ def _caps(hc: HostConfig) -> tuple[str, ...]:
 def _security(c: Container, *, privileged: bool) -> tuple[Any, bool, bool]:
     """(seccomp profile or None, no_new_privs, systempaths unconfined) from ``SecurityOpt``:
     Docker's defaults (the default profile, no_new_privs off); ``--privileged`` runs unconfined."""
-    from builder.containers.security import security_opts
     from builder.sandbox import seccomp
 
     sec = security_opts(c.host_config.security_opt)
@@ -426,7 +426,6 @@ def _security(c: Container, *, privileged: bool) -> tuple[Any, bool, bool]:
 def _rlimits(c: Container) -> tuple[Any, ...]:
     """``--ulimit``s as the process's rlimits (-1: unlimited), checked again against what we
     hold: the limits may have changed since ``create``."""
-    from builder.containers.options import ULIMITS, check_ulimits
     from builder.sandbox.spec import Rlimit
 
     ulimits = c.host_config.resources.ulimits
@@ -436,7 +435,6 @@ def _rlimits(c: Container) -> tuple[Any, ...]:
 
 def _devices(c: Container) -> list[tuple[Any, str]]:
     """``--device``s: (the node to make, its cgroup permissions)."""
-    from builder.containers.options import device_nodes
     from builder.sandbox.spec import Device
 
     return [(Device(n.path, n.type, n.major, n.minor, n.mode, n.uid, n.gid), n.permissions)
@@ -515,9 +513,6 @@ def process_env(c: Container, *, tty: bool, extra: Sequence[str] = (),
     """A process's environment as dockerd makes it: ``PATH`` (the default), ``HOSTNAME`` and, on
     a terminal, ``TERM=xterm``, then the *linked* containers' variables, each replaced in place
     or followed by the container's Env, then by *extra* (``exec -e``)."""
-    from builder.containers.create import DEFAULT_PATH
-    from builder.containers.options import merge_env
-
     base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={c.config.hostname or ''}"]
     if tty:
         base.append("TERM=xterm")

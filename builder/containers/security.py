@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import ContainerError
+from builder.errors import ContainerError, SandboxError
 
 SECURITY_OPT_KEYS = ("seccomp", "no-new-privileges", "apparmor", "label", "systempaths")
 #: accepted and kept in the record, but without effect: pybuild applies no LSM (as Docker on a
@@ -97,7 +97,6 @@ def security_opts_for_record(values: Iterable[str], *, caps: tuple[str, ...] | N
                     text = Path(value).read_bytes()
                 except OSError as e:
                     raise ContainerError(f"opening seccomp profile ({value}) failed: {e.strerror}") from None
-            from builder.errors import SandboxError
             from builder.sandbox import seccomp
 
             try:

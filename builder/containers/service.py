@@ -8,11 +8,12 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from builder.containers import lifecycle, mounts
+from builder.containers import lifecycle, mounts, supervisor
 from builder.containers.create import RunOptions, build, host_config_of, resolve_image
 from builder.containers.hostconfig import HostConfig
 from builder.containers.record import Container, ContainerStore, NoSuchContainer
 from builder.containers.recordparts import MountPoint
+from builder.containers.supervisor import spawn
 from builder.errors import BuildError, CommandNotExecutable, CommandNotFound, ContainerError
 from builder.state import StateRoot
 
@@ -51,8 +52,6 @@ def start(root: StateRoot, ref: str, *, attach_wait: int = 0) -> Container:
     """Start a created or stopped container under a detached supervisor (no-op if running);
     its first run waits for *attach_wait* clients on its attach socket (an API ``attach``
     made before ``start``)."""
-    from builder.containers.supervisor import spawn
-
     cs = ContainerStore(root)
     c = lifecycle.refresh(cs, cs.find(ref))
     if c.state.running:
@@ -85,8 +84,6 @@ def run_foreground(root: StateRoot, o: RunOptions, *, progress: Any = None,
     """``run`` attached: supervise in this process; returns the container's exit status.
     A restart policy needs a supervisor that outlives us: then the container runs detached
     and we return when its first run ends (Docker's client does the same)."""
-    from builder.containers import supervisor
-
     c = create(root, o, progress=progress, on_pull=on_pull)
     if on_created is not None:
         on_created(c)

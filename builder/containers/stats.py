@@ -20,7 +20,7 @@ from builder.containers import lifecycle
 from builder.containers.hostconfig import HostConfig
 from builder.containers.options import ZERO_TIME, RestartPolicy, rfc3339nano
 from builder.containers.record import Container
-from builder.errors import ContainerError
+from builder.errors import ContainerError, SandboxError
 from builder.sandbox.cgroups import read_int
 from builder.state import StateRoot
 
@@ -381,7 +381,6 @@ def update(root: StateRoot, ref: str, u: Update) -> tuple[Container, list[str]]:
     """``docker update``: check *u* against the record, apply it to the live cgroup when the
     container runs (nothing is saved when the kernel refuses), then save it in the record so
     the next start keeps it. Returns the updated container and Docker's warnings."""
-    from builder.errors import SandboxError
     from builder.sandbox import cgroups
 
     cs = lifecycle.store(root)

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from builder.serve.errors import bad_request
+from builder.serve.streams import in_thread
 from registry.auth import Credentials
 
 
@@ -115,8 +116,6 @@ def check_login(config: Mapping[str, Any]) -> str | None:
 
 @routes.post("/auth")
 async def auth(request: web.Request) -> web.Response:
-    from builder.serve.streams import in_thread
-
     try:
         config = await request.json()
     except ValueError:

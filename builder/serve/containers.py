@@ -17,6 +17,8 @@ from aiohttp import web
 from builder import events
 from builder.containers.logs import NO_READING, LogDriver
 from builder.errors import ContainerError
+from builder.serve import attach
+from builder.serve import exec as _exec
 from builder.serve.createbody import (
     amend_config,
     check_links,
@@ -81,8 +83,6 @@ def inspect(root: StateRoot, c: Container, *, size: bool = False) -> dict[str, A
 async def inspect_container(request: web.Request) -> web.Response:
     c = await find(request)
     body = await in_thread(lambda: inspect(state_of(request), c, size=qbool(request, "size")))
-    from builder.serve import exec as _exec
-
     ids = _exec.ids_of(request.app, c.id)
     body["ExecIDs"] = ids or None
     return web.json_response(body)
@@ -137,8 +137,6 @@ async def start(request: web.Request) -> web.Response:
     c = await find(request)
     if c.state.running:
         return web.Response(status=304)
-    from builder.serve import attach
-
     lc = c.host_config.log_config
     try:
         LogDriver.parse(lc.type if lc else None, dict(lc.config) if lc else None)

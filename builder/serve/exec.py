@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from builder import events
+from builder.errors import BuildError
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack
 from builder.serve.request import find, json_body, qint, state_of
@@ -140,7 +141,6 @@ def _run(root: Any, ex: ExecInstance, *, stdin: int | None, out: Any, err: Any,
          started: threading.Event, failure: list[BaseException]) -> None:
     """The exec's thread: start, wait, record the exit code."""
     from builder.containers import execs
-    from builder.errors import BuildError
 
     try:
         try:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from builder import filters
 from builder.serve.errors import bad_request
 from builder.serve.streams import in_thread
 
@@ -41,8 +42,6 @@ def qint(request: web.Request, name: str) -> int | None:
 
 def parse_filters(text: str | None) -> dict[str, list[str]]:
     """``?filters=`` as ``k -> [v…]`` (``builder.filters``); malformed JSON is a 400."""
-    from builder import filters
-
     try:
         return filters.parse_filters(text)
     except ValueError as e:

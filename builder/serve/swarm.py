@@ -12,6 +12,7 @@ from aiohttp import web
 from builder.serve.auth import registry_auth
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.streams import in_thread
+from registry.errors import InvalidReference
 
 routes = web.RouteTableDef()
 
@@ -81,8 +82,6 @@ def distribution_info(name: str, credentials: Any) -> dict[str, Any]:
 
 @routes.get("/distribution/{name:.+}/json")
 async def distribution(request: web.Request) -> web.Response:
-    from registry.errors import InvalidReference
-
     creds = registry_auth(request.headers)
     try:
         return web.json_response(await in_thread(distribution_info, request.match_info["name"],

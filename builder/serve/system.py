@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from builder import events
+from builder import events, system
 from builder.serve import API_VERSION
 from builder.serve.errors import bad_request
 from builder.serve.streams import JsonStream, in_thread
@@ -45,8 +45,6 @@ async def ping_head(request: web.Request) -> web.Response:
 @functools.cache
 def _version_info() -> dict[str, Any]:
     """Fixed for the daemon's life (and computing it runs ``runc --version``)."""
-    from builder import system
-
     return system.version_info()
 
 
@@ -57,8 +55,6 @@ async def version(request: web.Request) -> web.Response:
 
 @routes.get("/info")
 async def info_handler(request: web.Request) -> web.Response:
-    from builder import system
-
     state: StateRoot = request.app["state"]
     data = await in_thread(system.info, state)
     # the API names the runtime as dockerd does: our execution core answers to ``runc`` (a
@@ -106,6 +102,4 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/system/df")
 async def system_df(request: web.Request) -> web.Response:
-    from builder import system
-
     return web.json_response(await in_thread(system.df, request.app["state"]))
