@@ -23,8 +23,22 @@ from typing import IO, Any, BinaryIO
 from builder.containers import lifecycle
 from builder.containers.record import Container, ContainerStore
 from builder.errors import ContainerError
+from builder.images import config_from_changes
+from builder.layers import (
+    OVERLAY_OPAQUE_XATTR,
+    MergedView,
+    clean_name,
+    commit_layer,
+    write_diff_stack,
+    write_dir_diff,
+    write_merged,
+)
+from builder.layers.common import get_xattr, is_whiteout_stat
+from builder.rootfs import LayerCache, image_layers
 from builder.state import StateRoot
-from registry.errors import NotFound
+from registry.archive.importer import now_rfc3339
+from registry.errors import InvalidReference, NotFound
+from registry.reference import Reference
 
 #: Docker's ``archive.ChangeType``: the ``Kind`` of a ``/containers/{id}/changes`` entry
 MODIFIED, ADDED, DELETED = 0, 1, 2
@@ -50,8 +64,6 @@ class _Layers:
 
 
 def _layers_of(root: StateRoot, c: Container) -> _Layers:
-    from builder.rootfs import LayerCache, image_layers
-
     try:
         image = root.image_store().resolve(c.image_id)
     except NotFound:
@@ -91,8 +103,6 @@ def _mount_point_entries(image: Any, upper: Path, targets: Sequence[tuple[str, b
     sandbox keeps in a stub layer instead: parent dir -> {name: "dir" | "file" | "through"}
     ("through": a directory of the image on the way to one). Paths the upper dir has, or
     that cross a non-directory of the image, are left alone."""
-    from builder.layers import clean_name
-
     out: dict[tuple[str, ...], dict[str, str]] = {}
     for target, is_file in targets:
         comps = clean_name(target)
@@ -131,8 +141,6 @@ class _Changes:
 
     def __init__(self, lowers: Sequence[Path], new: Path, *, plain: bool,
                  mount_points: Sequence[tuple[str, bool]] = ()) -> None:
-        from builder.layers import MergedView
-
         self.old = MergedView(lowers)
         self.new = new
         self.plain = plain
@@ -146,8 +154,6 @@ class _Changes:
     @staticmethod
     def differs(old: tuple[Path, os.stat_result], st: os.stat_result, path: str) -> bool:
         """Whether *path* (lstat *st*) changed from *old* (host path, lstat), as Docker sees it."""
-        from builder.layers.common import get_xattr
-
         ost = old[1]
         if (ost.st_mode, ost.st_uid, ost.st_gid, ost.st_rdev) != (st.st_mode, st.st_uid, st.st_gid, st.st_rdev):
             return True
@@ -161,9 +167,6 @@ class _Changes:
         """The changes under the directory *comps* of the new root (*old_is_dir*: the image had
         a directory there; *added*: it did not have the path; *listed*: the directory itself is
         listed already)."""
-        from builder.layers import OVERLAY_OPAQUE_XATTR
-        from builder.layers.common import get_xattr, is_whiteout_stat
-
         at_entry = len(self.out)
         base = os.path.join(self.new, *comps)
         old_names = self.old.listdir(comps) if old_is_dir and not added else []
@@ -263,8 +266,6 @@ def _init_layer(root: StateRoot, image: Sequence[Path], upper: Path | None,
     container's layer, in a scratch dir for an export. Over a plain *tree* (the copy fallback,
     image and changes in one) the layer goes on top: what the container changed is left out of
     it, and its directories take the tree's attributes."""
-    from builder.layers import MergedView
-
     view = MergedView(image)
     now = MergedView([tree]) if tree is not None else view
     with _scratch(root, "init-") as d:
@@ -293,8 +294,6 @@ def _init_layer(root: StateRoot, image: Sequence[Path], upper: Path | None,
 def export(root: StateRoot, ref: str, out: BinaryIO | IO[bytes]) -> None:
     """``docker export``: the container's whole filesystem (its image's layers, Docker's init
     layer, its own changes) as a tar stream on *out*, running or stopped."""
-    from builder.layers import write_merged
-
     c = lifecycle.get(root, ref)
     fs = _layers_of(root, c)
     with _init_layer(root, fs.image, fs.upper, _mount_points(c), tree=fs.tree) as init:
@@ -316,16 +315,11 @@ def commit(root: StateRoot, ref: str, reference: str | None = None, *, message: 
     *pause*. Returns the image ID (``sha256:…``).
 
     A bad *reference* or ``--change`` line raises before anything is written."""
-    from builder.images import config_from_changes
-    from registry.reference import Reference
-
     c = lifecycle.get(root, ref)
     ref_value: Reference | None = None
     if reference:
         ref_value = Reference.parse(reference)
         if ref_value.digest is not None:
-            from registry.errors import InvalidReference
-
             raise InvalidReference(f"invalid reference format: {reference}: a commit cannot be tagged with a digest")
     container_config = _recorded_config(c)
     base = _merge_config(dict(config), container_config) if config else container_config
@@ -384,8 +378,6 @@ def _commit_layer(root: StateRoot, fs: _Layers, compression: str,
                   mount_points: Sequence[tuple[str, bool]]) -> tuple[Any, Any] | None:
     """The container's layer in the store, as dockerd commits it: its upper dir (or the plain
     tree's changes) with the mount points dockerd would have made there."""
-    from builder.layers import MergedView, commit_layer, write_diff_stack, write_dir_diff
-
     store = root.image_store()
     if fs.upper is not None:
         upper = fs.upper
@@ -400,8 +392,6 @@ def _commit_layer(root: StateRoot, fs: _Layers, compression: str,
 
 def _write_image(root: StateRoot, c: Container, config: Mapping[str, Any], layer: tuple[Any, Any] | None,
                  reference: Any, *, message: str, author: str) -> str:
-    from registry.archive.importer import now_rfc3339
-
     store = root.image_store()
     parent = store.resolve(c.image_id)
     data: dict[str, Any] = json.loads(parent.config.raw)

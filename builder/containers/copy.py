@@ -17,22 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from builder import syscalls as sc
 from builder.containers.record import Container
 from builder.errors import ContainerError
+from builder.rootfs import LayerCache, image_layers
 from builder.state import StateRoot
 
 
 def _enter_root(root: StateRoot, c: Container) -> None:
     """In the forked child: chroot into the container's filesystem view."""
-    from builder import syscalls as sc
-
     s = sc.real()
     st = c.state
     if st.status == "running" and st.pid:
         os.chroot(f"/proc/{st.pid}/root")
         os.chdir("/")
         return
-    from builder.rootfs import LayerCache, image_layers
 
     image = root.image_store().resolve(c.image_id)
     layers = image_layers(root.image_store(), image, LayerCache(root))

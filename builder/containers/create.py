@@ -50,6 +50,7 @@ from builder.containers.security import security_opts_for_record
 from builder.errors import ContainerError
 from builder.state import StateRoot
 from registry.config import ContainerConfig
+from registry.errors import InvalidReference, NotFound, RegistryError
 
 if TYPE_CHECKING:
     from builder.volume.specs import MountSpec
@@ -134,8 +135,6 @@ def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing", progress:
                   platform: str | None = None) -> Image:
     """The image from the store, pulled first when missing (or always) per ``--pull``;
     ``on_pull(ref, missing)`` is called just before a pull starts (the CLI says so, as Docker does)."""
-    from registry.errors import InvalidReference, NotFound, RegistryError
-
     if pull not in PULL_POLICIES:
         raise ContainerError.invalid(f'invalid pull option: "{pull}": must be one of "missing", "always" or "never"')
     want = None

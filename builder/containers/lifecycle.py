@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from builder import events
 from builder.containers.options import (
     ZERO_TIME,
     parse_signal,
@@ -289,8 +290,6 @@ def _within(created: int, bounds: Mapping[str, int]) -> bool:
 # -- events ------------------------------------------------------------------------------------
 def emit(root: StateRoot, c: Container, action: str, **extra: str) -> None:
     """A container event in the root's event log (``GET /events``), from the CLI or the daemon."""
-    from builder import events
-
     attrs = {**{str(k): str(v) for k, v in c.labels.items()}, "image": c.image, "name": c.name, **extra}
     events.emit(root, "container", action, c.id, attrs)
 

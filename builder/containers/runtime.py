@@ -22,6 +22,7 @@ from builder.containers.record import Container, ContainerStore, NoSuchContainer
 from builder.containers.security import security_opts
 from builder.errors import ContainerError
 from builder.state import StateRoot
+from registry.errors import NotFound
 
 if TYPE_CHECKING:
     from builder.containers.hostconfig import HostConfig
@@ -340,7 +341,6 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     )
 
     store = root.image_store()
-    from registry.errors import NotFound
 
     try:
         image = store.resolve(c.image_id)

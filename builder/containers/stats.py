@@ -21,6 +21,7 @@ from builder.containers.hostconfig import HostConfig
 from builder.containers.options import ZERO_TIME, RestartPolicy, rfc3339nano
 from builder.containers.record import Container
 from builder.errors import ContainerError, SandboxError
+from builder.sandbox import cgroups
 from builder.sandbox.cgroups import read_int
 from builder.state import StateRoot
 
@@ -210,8 +211,6 @@ def sample(c: Container, previous: Mapping[str, Any] | None = None) -> dict[str,
     """Docker's stats JSON for *c* now; ``precpu_stats``/``preread`` from *previous* (an
     earlier sample of the same container) when given. A container that is not running gives
     Docker's zero sample (``read`` at the zero time)."""
-    from builder.sandbox import cgroups
-
     out: dict[str, Any] = {
         "name": "/" + c.name, "id": c.id, "read": ZERO_TIME, "preread": ZERO_TIME, "num_procs": 0,
         "pids_stats": {}, "blkio_stats": _empty_blkio(), "storage_stats": {},
@@ -381,8 +380,6 @@ def update(root: StateRoot, ref: str, u: Update) -> tuple[Container, list[str]]:
     """``docker update``: check *u* against the record, apply it to the live cgroup when the
     container runs (nothing is saved when the kernel refuses), then save it in the record so
     the next start keeps it. Returns the updated container and Docker's warnings."""
-    from builder.sandbox import cgroups
-
     cs = lifecycle.store(root)
     c = lifecycle.get(root, ref)
     with cs.lock(c.id):
