@@ -59,7 +59,7 @@ def _plain_header(t: Any, ti: tarfile.TarInfo) -> bytes | None:
         b"%07o\0%07o\0" % (ti.devmajor, ti.devminor) if device else bytes(16),
         bytes(155 + 12),  # prefix, padding
     ))
-    chksum = 256 + sum(buf[:148]) + sum(buf[156:])
+    chksum = sum(buf)  # (its own field: the eight spaces already in it)
     return buf[:148] + b"%06o\0" % chksum + buf[155:]
 
 
