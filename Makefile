@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PYBUILD := $(VENV)/bin/pybuild
 APT_PACKAGES := busybox-static runc skopeo umoci docker.io docker-registry iptables nftables openssh-client \
 	iproute2 uidmap ca-certificates git python3-venv tini libseccomp2 gcc libc6-dev \
-	docker-compose etcd-server etcd-client qemu-user-static fuse-overlayfs slirp4netns
+	docker-compose etcd-server etcd-client qemu-user-static fuse-overlayfs slirp4netns \
+	libcap2-bin podman buildah
 DEMO_ROOT ?= /tmp/pybuild-demo
 
 .PHONY: install apt venv compile demo test bench lint clean golden

@@ -160,8 +160,10 @@ class Buildah(Tool):
         self._pull()
 
     def build(self, ctx: Path, tag: str) -> None:
+        # RUN without a network, as pybuild's default: buildah's CNI default network would leave
+        # its bridge, iptables chains and /var/lib/cni on the host
         run("buildah", *self.opts, "bud", "-q", "--layers", "--runtime", "/usr/sbin/runc",
-            "-t", tag, str(ctx))
+            "--network", "none", "-t", tag, str(ctx))
 
     def close(self) -> None:
         subprocess.run(["buildah", *self.opts, "rmi", "-a", "-f"], capture_output=True)
