@@ -126,11 +126,12 @@ class BuildCache:
             yield
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Held by ``prune`` and ``system check --repair``: no build is using the cache."""
+    def exclusive(self, *, wait: bool = True) -> Iterator[None]:
+        """Held by ``prune`` and ``system check --repair``: no build is using the cache. With
+        ``wait=False``, ``BlockingIOError`` at once while a build runs."""
         from registry.store import file_lock
 
-        with file_lock(self._lock_path()):
+        with file_lock(self._lock_path(), wait=wait):
             yield
 
     def has_link(self, digest: Digest) -> bool:
@@ -340,7 +341,7 @@ class BuildCache:
                 if r.snapshot and r.diff_id is not None and self.layers is not None:
                     snap = self.layers / r.diff_id.encoded
                     if snap.is_dir():
-                        freed += _tree_size(snap)
+                        freed += tree_size(snap)
                         shutil.rmtree(snap, ignore_errors=True)
             keep = {r.layer.digest for r in records if r.layer is not None and r not in doomed}
             kept_diffs = {r.diff_id.encoded for r in records if r.diff_id is not None and r not in doomed}
@@ -402,7 +403,7 @@ def _link(src: Path, dst: Path) -> None:
     os.link(src, dst)
 
 
-def _tree_size(path: Path) -> int:
+def tree_size(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for f in files:

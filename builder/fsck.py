@@ -1,8 +1,9 @@
 """``pybuild system check [--repair]``: ``fsck`` for a state root. The store (``registry.fsck``:
 blob digests, images' references, tags, dead transfers' leases and ingest files), the build
 cache (records readable, where their key and parent say, their layers present; blob links and
-variants something names), the run dirs of killed builds and the layers killed processes were
-unpacking. ``repair`` removes what nothing
+variants something names), the run dirs of killed builds, the layers killed processes were
+unpacking and unpacked layers no image or record names (``reap_unused_layers``: ``rmi`` and the
+prunes remove those). ``repair`` removes what nothing
 references and reports what it could not mend.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from builder.cache import BuildCache
 from builder.state import StateRoot
 from registry.digest import Digest
-from registry.errors import DigestError
+from registry.errors import BlobUnknown, DigestError
 from registry.fsck import Problem, check_store, repair_store
 
 
@@ -107,10 +108,60 @@ def reap_killed_builds(state: StateRoot) -> list[Path]:
     return gone
 
 
+def _needed_layers(state: StateRoot, cache: BuildCache) -> set[str] | None:
+    """Hex diff_ids of every image's layers (each platform's) and every cache record's; None
+    if an image cannot be read (then nothing is known to be unneeded)."""
+    from registry import mediatypes as mt
+    from registry.model import Index
+
+    store = state.image_store()
+    needed = {rec.diff_id.encoded for _, rec in cache.records() if rec is not None and rec.diff_id}
+    try:
+        for record in store.images():
+            desc = record.descriptor
+            children = (Index.parse(store.read_blob(desc.digest), desc.media_type).manifests
+                        if mt.is_index(desc.media_type) else [desc])
+            for d in children:
+                with contextlib.suppress(BlobUnknown):  # a platform not pulled: no layers here
+                    needed |= {x.encoded for x in store.image(d).diff_ids}
+    except Exception:  # noqa: BLE001 - a damaged image is system check's to report
+        return None
+    return needed
+
+
+def unused_layers(state: StateRoot, cache: BuildCache) -> list[Path]:
+    """Unpacked layers (``layers/<diff_id hex>``) that no image and no cache record names (an
+    image removed, a record pruned). Listed before the images are read: a layer unpacked
+    meanwhile is not among them."""
+    if not state.layers.is_dir():
+        return []
+    dirs = [p for p in state.layers.iterdir() if len(p.name) == 64 and p.is_dir()]
+    needed = _needed_layers(state, cache) if dirs else set()
+    return [] if needed is None else [p for p in dirs if p.name not in needed]
+
+
+def reap_unused_layers(state: StateRoot) -> int:
+    """Remove ``unused_layers`` (for ``rmi`` and the prunes): the bytes freed. Not while a build
+    runs (it may use a layer no record names yet): the next removal or prune takes them."""
+    if not state.layers.is_dir():
+        return 0
+    from builder.cache import tree_size
+
+    cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
+    freed = 0
+    with contextlib.suppress(BlockingIOError), cache.exclusive(wait=False):
+        for d in unused_layers(state, cache):
+            freed += tree_size(d)
+            shutil.rmtree(d, ignore_errors=True)
+    return freed
+
+
 def _problems(state: StateRoot) -> list[Problem]:
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
     return [*check_store(state.image_store(), keep=cache.kept_blobs()),
-            *_cache_problems(state, cache), *_run_problems(state)]
+            *_cache_problems(state, cache), *_run_problems(state),
+            *(Problem("layers", str(d), "unpacked layer no image or cache record names")
+              for d in unused_layers(state, cache))]
 
 
 def _repair(state: StateRoot, found: list[Problem]) -> None:
@@ -125,6 +176,8 @@ def _repair(state: StateRoot, found: list[Problem]) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     Path(p.where).unlink()
         repair_store(state.image_store(), keep=cache.kept_blobs())
+        for d in unused_layers(state, cache):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def check(state: StateRoot, *, repair: bool = False) -> CheckReport:
@@ -137,4 +190,4 @@ def check(state: StateRoot, *, repair: bool = False) -> CheckReport:
     return CheckReport(tuple(left), tuple(p for p in found if p not in left))
 
 
-__all__ = ["CheckReport", "Problem", "check", "reap_killed_builds"]
+__all__ = ["CheckReport", "Problem", "check", "reap_killed_builds", "reap_unused_layers", "unused_layers"]

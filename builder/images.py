@@ -58,6 +58,10 @@ def remove(root: StateRoot, name: str, *, force: bool = False,
         lines = remove_platform(root.image_store(), name, platform, in_use=in_use)
     if lines is None:
         lines = _remove(root, name, force=force)
+    if any(line.startswith("Deleted: ") for line in lines):
+        from builder.fsck import reap_unused_layers
+
+        reap_unused_layers(root)  # its unpacked layers, as Docker's graph driver drops them
     events.image_changes(root, lines)
     return lines
 
@@ -133,6 +137,9 @@ def prune(root: StateRoot, *, all: bool = False) -> PruneReport:
                 target = str(rec.image_id) if rec.reference is None else str(rec.reference)
                 deleted += store.remove(target, force=True)
     _, freed = store.gc()
+    from builder.fsck import reap_unused_layers
+
+    freed += reap_unused_layers(root)  # the removed images' unpacked layers
     lines = [line.replace("Untagged: ", "untagged: ").replace("Deleted: ", "deleted: ")
              for line in deleted]
     from builder import events

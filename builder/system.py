@@ -478,6 +478,9 @@ def prune(state: StateRoot, *, all: bool = False, volumes: bool = False) -> Prun
     res = cache.prune(all=all)
     after = {r.key for r in cache.inputs_index()}
     reclaimed += res.freed
+    from builder.fsck import reap_unused_layers
+
+    reclaimed += reap_unused_layers(state)  # layers only the pruned records named
     return PruneReport(tuple(gone), tuple(nets), tuple(vols), img.deleted,
                        tuple(sorted(before - after)), reclaimed)
 

@@ -2,7 +2,8 @@
 whole (``system check`` clean, every listed image ``save``s and runs) and holds nothing beyond
 its own, on the host (no process, mount, link, rule or cgroup) or on disk (the blobs its images
 and build cache need; no ingest file, killed build's workspace, half-unpacked layer or half-made
-container record). Shared by the store, build, container and sweep fault tests.
+container record; ``system check`` also reports unpacked layers no image or record names).
+Shared by the store, build, container and sweep fault tests.
 """
 
 from __future__ import annotations

@@ -328,6 +328,9 @@ def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None
     keep = parse_size(keep_storage) if keep_storage is not None else None
     freed = prune_killed_builds(state)
     res = cache.prune(all=all_, keep_storage=keep)
+    from builder.fsck import reap_unused_layers
+
+    freed += reap_unused_layers(state)  # layers only the pruned records named
     click.echo(f"Deleted build cache objects: {res.records}")
     click.echo(f"Total reclaimed space: {human(res.freed + freed)}")
 

@@ -34,7 +34,7 @@ Pybuild = Any  # the runner from tests/conftest.py
 #: pid makes it this session's: another session may run these tests at the same time)
 SLEEP = str(7_000_000 + os.getpid())
 #: seconds each test's loop may start new rounds for (each round then finishes)
-BUDGET = 35.0
+BUDGET = 32.0
 SEED = int(os.environ.get("PYBUILD_RACE_SEED", "22"))
 
 
