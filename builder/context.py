@@ -88,6 +88,26 @@ class HashMemo:
             self._dirty.add(directory)
         return digest
 
+    def xattrs(self, path: str, st: os.stat_result, read: Callable[[str], str]) -> str:
+        """``read(path)`` (what the file's extended attributes add to a checksum line), kept
+        beside its hash: setting or removing one changes the ctime, so the stat that vouches
+        for the hash vouches for it too, and a cached build lists no file's attributes."""
+        sig = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        cut = path.rfind("/")
+        directory, name = path[:cut] or "/", path[cut + 1:]
+        with self._lock:
+            hit = self._shard(directory).get(name)
+        if hit is not None and len(hit) > 6 and hit[:5] == sig:
+            return str(hit[6])
+        value = read(path)
+        with self._lock:
+            shard = self._shard(directory)
+            hit = shard.get(name)
+            if hit is not None and hit[:5] == sig:  # (its hash first: ``sha256``)
+                shard[name] = [*hit[:6], value]
+                self._dirty.add(directory)
+        return value
+
     def forget(self, directory: str) -> None:
         """Drop the hashes of every file under *directory* (a context that is gone: the
         daemon's unpacked upload), so the memo does not grow with each one."""
@@ -359,15 +379,19 @@ def entry_fingerprint(tree: Tree, e: Entry) -> str:
     st = e.st
     kind = stat.S_IFMT(st.st_mode)
     return (f"{e.dest}\0{kind:o}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}:{st.st_gid}\0"
-            f"{e.link or ''}\0{tree.content_hash(e)}{_xattrs(e)}\n")
+            f"{e.link or ''}\0{tree.content_hash(e)}{_xattrs(tree, e)}\n")
 
 
-def _xattrs(e: Entry) -> str:
+def _xattrs(tree: Tree, e: Entry) -> str:
     """Extended attributes are copied with the file, so they are part of what it is."""
     if not stat.S_ISREG(e.st.st_mode):
         return ""
+    return tree.memo.xattrs(e.source, e.st, _read_xattrs)
+
+
+def _read_xattrs(path: str) -> str:
     try:
-        names = sorted(os.listxattr(e.source, follow_symlinks=False))
+        names = sorted(os.listxattr(path, follow_symlinks=False))
     except OSError:
         return ""
     if not names:
@@ -375,7 +399,7 @@ def _xattrs(e: Entry) -> str:
     h = hashlib.sha256()
     for n in names:
         try:
-            h.update(n.encode() + b"\0" + os.getxattr(e.source, n, follow_symlinks=False) + b"\0")
+            h.update(n.encode() + b"\0" + os.getxattr(path, n, follow_symlinks=False) + b"\0")
         except OSError:
             continue
     return "\0x" + h.hexdigest()

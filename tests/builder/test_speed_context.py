@@ -3,9 +3,12 @@ context, the entries kept from the checksum's walk for the COPY that follows."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from builder.context import Tree
+import pytest
+
+from builder.context import HashMemo, Tree, entry_fingerprint
 
 
 def _tree(tmp_path: Path) -> Path:
@@ -38,3 +41,29 @@ def test_a_build_context_keeps_its_walks(tmp_path: Path) -> None:
     assert list(kept.walk("b")) == first
     assert len(list(plain.walk("b"))) == len(first) - 1
     assert [e.dest for e in kept.walk("b", excludes=["a"])] == ["link"]  # its own walk
+
+
+def test_a_files_attributes_are_kept_with_its_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _tree(tmp_path)
+    os.setxattr(root / "a.txt", "user.k", b"one")
+    memo_path = tmp_path / "cache" / "filehash.json"
+
+    def lines() -> list[str]:
+        memo = HashMemo(memo_path)
+        tree = Tree(root, memo=memo)
+        out = [entry_fingerprint(tree, e) for e in tree.walk("")]
+        memo.save()
+        return out
+
+    first = lines()
+    assert "\0x" in next(line for line in first if line.startswith("a.txt\0"))
+    with monkeypatch.context() as m:  # a cached walk lists no file's attributes
+        m.setattr(os, "listxattr", lambda *a, **k: pytest.fail("listxattr called"))
+        assert lines() == first
+    os.setxattr(root / "a.txt", "user.k", b"two")  # (the ctime moves: the memo is not trusted)
+    changed = lines()
+    assert [x for x in changed if x not in first] == [
+        next(line for line in changed if line.startswith("a.txt\0"))]
+    os.removexattr(root / "a.txt", "user.k")
+    assert next(line for line in lines() if line.startswith("a.txt\0")) == \
+        next(line for line in first if line.startswith("a.txt\0")).split("\0x")[0] + "\n"
