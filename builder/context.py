@@ -71,42 +71,40 @@ class HashMemo:
 
     def sha256(self, path: str, st: os.stat_result) -> str:
         """The content hash of the file at absolute path *path* (``lstat`` gave *st*)."""
+        return self.content(path, st)[0]
+
+    def content(self, path: str, st: os.stat_result,
+                xattrs: Callable[[str], str] | None = None) -> tuple[str, str]:
+        """``sha256`` and, with *xattrs*, ``xattrs(path)`` (what the file's extended attributes
+        add to a checksum line), kept beside the hash: setting or removing one moves the ctime,
+        so the stat that vouches for the hash vouches for it too, and a cached build lists no
+        file's attributes."""
         sig = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         cut = path.rfind("/")  # (os.path.split's answer, for the clean paths a walk makes)
         directory, name = path[:cut] or "/", path[cut + 1:]
         with self._lock:
             hit = self._shard(directory).get(name)
         if hit is not None and hit[:5] == sig:
-            return str(hit[5])
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        digest = h.hexdigest()
+            if xattrs is None:
+                return str(hit[5]), ""
+            if len(hit) > 6:
+                return str(hit[5]), str(hit[6])
+            digest = str(hit[5])
+        else:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            digest = h.hexdigest()
+        record: list[object] = [*sig, digest]
+        attrs = ""
+        if xattrs is not None:
+            attrs = xattrs(path)
+            record.append(attrs)
         with self._lock:
-            self._shard(directory)[name] = [*sig, digest]
+            self._shard(directory)[name] = record
             self._dirty.add(directory)
-        return digest
-
-    def xattrs(self, path: str, st: os.stat_result, read: Callable[[str], str]) -> str:
-        """``read(path)`` (what the file's extended attributes add to a checksum line), kept
-        beside its hash: setting or removing one changes the ctime, so the stat that vouches
-        for the hash vouches for it too, and a cached build lists no file's attributes."""
-        sig = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-        cut = path.rfind("/")
-        directory, name = path[:cut] or "/", path[cut + 1:]
-        with self._lock:
-            hit = self._shard(directory).get(name)
-        if hit is not None and len(hit) > 6 and hit[:5] == sig:
-            return str(hit[6])
-        value = read(path)
-        with self._lock:
-            shard = self._shard(directory)
-            hit = shard.get(name)
-            if hit is not None and hit[:5] == sig:  # (its hash first: ``sha256``)
-                shard[name] = [*hit[:6], value]
-                self._dirty.add(directory)
-        return value
+        return digest, attrs
 
     def forget(self, directory: str) -> None:
         """Drop the hashes of every file under *directory* (a context that is gone: the
@@ -375,18 +373,13 @@ def _may_reinclude(excluded: Excluder, path: str) -> bool:
 
 
 def entry_fingerprint(tree: Tree, e: Entry) -> str:
-    """One line of a selection checksum: dest, type, mode, owner, link target, content."""
+    """One line of a selection checksum: dest, type, mode, owner, link target, content (a
+    regular file's extended attributes with it: they are copied with the file)."""
     st = e.st
     kind = stat.S_IFMT(st.st_mode)
+    digest, attrs = tree.memo.content(e.source, st, _read_xattrs) if kind == stat.S_IFREG else ("", "")
     return (f"{e.dest}\0{kind:o}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}:{st.st_gid}\0"
-            f"{e.link or ''}\0{tree.content_hash(e)}{_xattrs(tree, e)}\n")
-
-
-def _xattrs(tree: Tree, e: Entry) -> str:
-    """Extended attributes are copied with the file, so they are part of what it is."""
-    if not stat.S_ISREG(e.st.st_mode):
-        return ""
-    return tree.memo.xattrs(e.source, e.st, _read_xattrs)
+            f"{e.link or ''}\0{digest}{attrs}\n")
 
 
 def _read_xattrs(path: str) -> str:
