@@ -6,6 +6,8 @@ The CLI renders these; ``pybuild serve`` returns them as they are.
 
 from __future__ import annotations
 
+import os
+import pwd
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -151,7 +153,7 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,
         "Ports": ports,
-        "SandboxKey": c.state.sandbox.get("netns", "") if running else "",
+        "SandboxKey": c.state.sandbox.netns if running and c.state.sandbox else "",
         "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None,
         "EndpointID": first.get("EndpointID", ""),
@@ -287,17 +289,15 @@ TOP_TITLES = ("UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD")
 def top(c: Container) -> dict[str, Any]:
     """``/containers/{id}/top`` (what ``docker top`` prints): ``Titles`` and ``Processes``, one
     row of strings per process of the container, as ``ps -ef`` shows them."""
-    import os
-
     procs = usage.processes(c)
     ticks = os.sysconf("SC_CLK_TCK")
     boot = _boot_time()
     rows = []
     for p in procs:
-        stime = time.strftime("%H:%M", time.localtime(boot + p["STIME"] / ticks))
-        t = p["TIME"]
-        rows.append([_user(p["UID"]), str(p["PID"]), str(p["PPID"]), "0", stime, p["TTY"],
-                     f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}", p["CMD"]])
+        stime = time.strftime("%H:%M", time.localtime(boot + p.stime / ticks))
+        t = p.time
+        rows.append([_user(p.uid), str(p.pid), str(p.ppid), "0", stime, p.tty,
+                     f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}", p.cmd])
     return {"Titles": list(TOP_TITLES), "Processes": rows}
 
 
@@ -310,8 +310,6 @@ def _boot_time() -> float:
 
 
 def _user(uid: str) -> str:
-    import pwd
-
     try:
         return pwd.getpwuid(int(uid)).pw_name
     except (KeyError, ValueError):

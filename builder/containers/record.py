@@ -23,7 +23,7 @@ from typing import Any
 from builder.containers.hostconfig import HostConfig
 from builder.containers.names import ID_RE, new_id, random_name, valid_name
 from builder.containers.options import ZERO_TIME
-from builder.containers.recordparts import JoinedNetwork, MountPoint
+from builder.containers.recordparts import JoinedNetwork, MountPoint, SandboxRecord
 from builder.errors import ContainerError
 from builder.state import StateRoot
 from registry.config import ContainerConfig
@@ -135,7 +135,7 @@ class State:
     paused: bool = False
     health: Health | None = None
     #: what the sandbox persisted so teardown can be redone after a crash
-    sandbox: Mapping[str, Any] = field(default_factory=dict)
+    sandbox: SandboxRecord | None = None
     #: network name -> ``Endpoint.to_json()`` while running (addresses, published ports)
     endpoints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -151,7 +151,7 @@ class State:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["health"] = self.health.to_json() if self.health else None
-        d["sandbox"] = dict(self.sandbox)
+        d["sandbox"] = self.sandbox.to_json() if self.sandbox else {}
         d["endpoints"] = {k: dict(v) for k, v in self.endpoints.items()}
         return d
 
@@ -160,6 +160,7 @@ class State:
         known = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in known}
         kw["health"] = Health.from_json(d.get("health"))
+        kw["sandbox"] = SandboxRecord.from_json(d.get("sandbox"))
         return cls(**kw)
 
     def docker(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The typed parts of a container record that are lists and maps on disk: its ``Mounts``
-(``MountPoint``) and the networks it joins besides its own (``JoinedNetwork``), each read from
-and written back to ``container.json``'s JSON shape here, at the file's edge.
+(``MountPoint``), the networks it joins besides its own (``JoinedNetwork``) and what a start
+leaves for its teardown (``SandboxRecord``, in ``state.json``), each read from and written back
+to the file's JSON shape here, at the file's edge.
 """
 
 from __future__ import annotations
@@ -119,3 +120,22 @@ class JoinedNetwork:
             None if links is None else tuple(str(x) for x in links),
             None if opts is None else {str(k): str(v) for k, v in opts.items()},
         )
+
+
+@dataclass(frozen=True)
+class SandboxRecord:
+    """What a start persists in ``state.json`` (``sandbox``) so that its teardown can be redone
+    after a crash: the sandbox's run directory and the network namespace it joined."""
+
+    run_dir: str = ""
+    netns: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"netns": self.netns, "run_dir": self.run_dir}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> SandboxRecord | None:
+        """None for a container not started (``{}`` on disk)."""
+        if not d:
+            return None
+        return cls(run_dir=str(d.get("run_dir") or ""), netns=str(d.get("netns") or ""))

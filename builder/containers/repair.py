@@ -57,7 +57,7 @@ def repair_locked(cs: ContainerStore, c: Container) -> State:
     if st.status == "removing":
         return st
     if st.starting:
-        st = replace(st, supervisor_pid=0, supervisor_start=0, sandbox={}, endpoints={},
+        st = replace(st, supervisor_pid=0, supervisor_start=0, sandbox=None, endpoints={},
                      error=st.error or "the start was interrupted: its supervisor ended")
         cs.save_state(c.id, st)
         return st
@@ -75,7 +75,7 @@ def repair_locked(cs: ContainerStore, c: Container) -> State:
         pid_start=0,
         supervisor_pid=0,
         supervisor_start=0,
-        sandbox={},
+        sandbox=None,
         endpoints={},
         paused=False,
     )

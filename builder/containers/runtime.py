@@ -19,6 +19,7 @@ from builder.containers import mounts as _mounts
 from builder.containers.create import DEFAULT_PATH
 from builder.containers.options import ULIMITS, check_ulimits, device_nodes, merge_env
 from builder.containers.record import Container, ContainerStore, NoSuchContainer, State
+from builder.containers.recordparts import SandboxRecord
 from builder.containers.security import security_opts
 from builder.errors import ContainerError
 from builder.state import StateRoot
@@ -84,7 +85,7 @@ def teardown(root: StateRoot, c: Container, state: State, *, crashed: bool = Fal
     safe to call again, and after a crash, from the persisted state alone. *crashed*: the
     start or its supervisor was killed, so what was made may not all be recorded yet: also
     the sandbox's cgroups by name, and port rules and proxies tagged with the container."""
-    run_dir = str(state.sandbox.get("run_dir") or "") if state.sandbox else ""
+    run_dir = state.sandbox.run_dir if state.sandbox else ""
     if not run_dir:
         run_dir = str(root.run / c.id)  # where a start that crashed early may have left it
     if crashed:
@@ -180,8 +181,8 @@ class Launched:
     def pid(self) -> int:
         return self.sandbox.pid
 
-    def persisted(self) -> dict[str, Any]:
-        return {"run_dir": str(self.sandbox.run_dir), "netns": self.netns}
+    def persisted(self) -> SandboxRecord:
+        return SandboxRecord(run_dir=str(self.sandbox.run_dir), netns=self.netns)
 
     def wait(self) -> Result:
         try:

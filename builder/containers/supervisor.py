@@ -281,7 +281,7 @@ class Supervisor:
             st = replace(
                 st, status="restarting" if restart else "exited", exit_code=exit_code,
                 oom_killed=outcome.oom_killed, finished_at=rfc3339nano(), pid=0, pid_start=0,
-                sandbox={}, endpoints={}, paused=False,
+                sandbox=None, endpoints={}, paused=False,
                 restart_count=st.restart_count + int(restart),
                 supervisor_pid=self.me if restart else 0,
                 supervisor_start=self.me_start if restart else 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,20 @@ def _du(path: Any) -> int:
 
 
 # -- top --------------------------------------------------------------------------------------
-def processes(c: Container) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Process:
+    """One process of a container, as ``docker top`` (``ps -ef``) lists it."""
+
+    uid: str
+    pid: int
+    ppid: int
+    stime: int  # start time, clock ticks after boot
+    time: int  # CPU seconds, user and system
+    cmd: str
+    tty: str = "?"
+
+
+def processes(c: Container) -> list[Process]:
     """Host processes in the container's pid namespace (what ``docker top`` lists); with
     ``--pid host``, those of its cgroup (as dockerd's ``runc ps``)."""
     st = c.state
@@ -51,7 +65,7 @@ def processes(c: Container) -> list[dict[str, Any]]:
     except OSError as e:
         raise ContainerError.conflict(f"container {c.id} is not running: {e.strerror}") from None
     members = _cgroup_members(st.pid) if c.host_config.pid_mode == "host" else None
-    out: list[dict[str, Any]] = []
+    out: list[Process] = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -71,19 +85,12 @@ def processes(c: Container) -> list[dict[str, Any]]:
         rest = stat[stat.rfind(b")") + 2 :].split()
         comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
         args = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
-        out.append(
-            {
-                "UID": status.get("Uid", "0").split()[0],
-                "PID": pid,
-                "PPID": int(rest[1]),
-                "C": 0,
-                "STIME": int(rest[19]),
-                "TTY": "?",
-                "TIME": (int(rest[11]) + int(rest[12])) // os.sysconf("SC_CLK_TCK"),
-                "CMD": " ".join(args) if args else f"[{comm}]",
-            }
-        )
-    out.sort(key=lambda p: int(str(p["PID"])))
+        out.append(Process(
+            uid=status.get("Uid", "0").split()[0], pid=pid, ppid=int(rest[1]), stime=int(rest[19]),
+            time=(int(rest[11]) + int(rest[12])) // os.sysconf("SC_CLK_TCK"),
+            cmd=" ".join(args) if args else f"[{comm}]",
+        ))
+    out.sort(key=lambda p: p.pid)
     return out
 
 

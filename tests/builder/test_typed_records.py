@@ -108,3 +108,22 @@ def test_container_record_mounts_and_networks_are_typed_and_round_trip() -> None
     # an earlier record's mount (no "Anonymous", no "Propagation") reads with Docker's defaults
     old = MountPoint.from_json({"Type": "bind", "Source": "/s", "Destination": "/d", "RW": False})
     assert (old.anonymous, old.propagation, old.rw, old.tmpfs_options) == (False, "", False, None)
+
+
+def test_state_record_sandbox_is_typed_and_round_trips() -> None:
+    from builder.containers.record import State
+    from builder.containers.recordparts import SandboxRecord
+
+    running = {"status": "running", "pid": 4321, "pid_start": 99, "supervisor_pid": 4320,
+               "supervisor_start": 98, "exit_code": 0, "oom_killed": False, "error": "",
+               "started_at": "2026-12-02T22:00:01.5Z", "finished_at": "0001-01-01T00:00:00Z",
+               "restart_count": 0, "stopped_by_user": False, "paused": False, "health": None,
+               "sandbox": {"netns": f"/r/run/netns/{CID}", "run_dir": f"/r/run/sandbox/{CID}"},
+               "endpoints": {}}
+    st = State.from_json(running)
+    assert st.sandbox == SandboxRecord(run_dir=f"/r/run/sandbox/{CID}", netns=f"/r/run/netns/{CID}")
+    assert json.dumps(st.to_json(), sort_keys=True) == json.dumps(running, sort_keys=True)
+    # a container not started: nothing to tear down ({} on disk, as before)
+    stopped = {**running, "status": "exited", "sandbox": {}}
+    assert State.from_json(stopped).sandbox is None
+    assert State.from_json(stopped).to_json()["sandbox"] == {}
