@@ -6,7 +6,11 @@ learn the exit code once the run ended. The bytes themselves flow through ``atta
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +43,6 @@ def detach_keys(text: str | None, *, what: str = "detach") -> bytes:
 def open_running(root: StateRoot, ref: str, *, stdin: bool) -> tuple[Container, socket.socket]:
     """``docker attach``: the running container *ref* and a connection to its supervisor that
     said hello (with *stdin* when the container keeps one open)."""
-    import time
-
     c = lifecycle.get(root, ref)
     if not c.state.running:
         raise ContainerError("You cannot attach to a stopped container, start it first")
@@ -116,10 +118,6 @@ def exec_connected(root: StateRoot, c: Container, process: Any, *,
     /dev/null) that serves it on an attach socket, so that the detach keys leave it running as
     dockerd does; the helper sends the exit code (``attach.EXIT``) before it closes. Returns
     the connection, once the process started (or raises why it did not)."""
-    import json
-    import os
-    import signal
-
     path = ContainerStore(root).dir(c.id) / f"exec-{os.urandom(6).hex()}.sock"
     r, w = os.pipe()
     pid = os.fork()
@@ -167,8 +165,6 @@ class _Lines:
         self.fd = fd
 
     def next(self) -> str:
-        import os
-
         out = b""
         while not out.endswith(b"\n"):
             b = os.read(self.fd, 1)
@@ -180,8 +176,6 @@ class _Lines:
 
 def _serve_exec(root: StateRoot, c: Container, process: Any, path: Path, w: int,
                 console_size: tuple[int, int] | None) -> None:  # pragma: no cover - helper process
-    import json
-    import os
 
 
     null = os.open(os.devnull, os.O_RDWR)

@@ -13,6 +13,8 @@ form (``hc.get("NetworkMode")``) remains for code that has not moved to the fiel
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -118,8 +120,6 @@ class Mount:
 
     def spec(self) -> MountSpec:
         """What ``builder.volume`` prepares for it."""
-        import os
-
         from builder.volume.specs import MountSpec
 
         if self.type == "bind":
@@ -274,8 +274,6 @@ class Resources:
     def check_host(self) -> None:
         """What only this host can refuse (at create; a record read later is not refused): more
         CPUs than it has, a CPU it has not."""
-        import os
-
         ncpu = os.cpu_count() or 1
         if self.nano_cpus > ncpu * 10**9:
             raise ContainerError(f"range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
@@ -294,8 +292,6 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         if self.ipv4_address:
-            import ipaddress
-
             try:
                 ipaddress.IPv4Address(self.ipv4_address)
             except ValueError:

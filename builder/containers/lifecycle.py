@@ -7,6 +7,7 @@ calls read its state, signal its pids and wait for the supervisor to record the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -94,8 +95,6 @@ def get(root: StateRoot, ref: str) -> Container:
 def network_endpoints(root: StateRoot) -> dict[str, dict[str, dict[str, Any]]]:
     """container id -> network name -> endpoint JSON, read straight from the network records
     (so ``network connect``/``disconnect`` show at once; no netlink import)."""
-    import json
-
     out: dict[str, dict[str, dict[str, Any]]] = {}
     if not root.networks.is_dir():
         return out

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import ipaddress
+import os
 import re
+import resource
 import signal
+import stat
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +181,6 @@ _TS_RE = re.compile(
 def parse_timestamp_ns(text: str, *, now_ns: int | None = None) -> int:
     """``--since``/``--until``: RFC 3339 (date, time, fraction, zone), Unix seconds[.frac], or a
     duration relative to now (``10m``). Returns nanoseconds since the epoch."""
-    import time
-
     t = text.strip()
     now = now_ns if now_ns is not None else time.time_ns()
     if re.fullmatch(r"\d+(\.\d{1,9})?", t):
@@ -296,8 +299,6 @@ def parse_caps(items: Iterable[str]) -> list[str]:
 
 # -- name resolution, limits, kernel parameters, devices (run/create flags) ---------------------
 def _ip(text: str) -> str | None:
-    import ipaddress
-
     try:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
@@ -390,8 +391,6 @@ def parse_ulimits(items: Iterable[str]) -> list[tuple[str, int, int]]:
 def check_ulimits(ulimits: Iterable[tuple[str, int]]) -> None:
     """Refuse a hard limit above the one this process holds: raising it needs CAP_SYS_RESOURCE
     (which this process may not have, in a container or a restricted VM)."""
-    import resource
-
     have_cap = _has_cap(24)  # CAP_SYS_RESOURCE
     for name, hard in ulimits:
         _soft, held = resource.getrlimit(getattr(resource, ULIMITS[name]))
@@ -489,9 +488,6 @@ class DeviceNode:
 
 def device_nodes(devices: Iterable[tuple[str, str, str]]) -> list[DeviceNode]:
     """The host's device nodes behind ``Devices`` (a directory gives every device under it)."""
-    import os
-    import stat
-
     out: list[DeviceNode] = []
     for src, dst, perms in devices:
         try:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -51,8 +52,6 @@ def socket_path(root: StateRoot, cid: str) -> object:
 async def _connect(request: web.Request, c: Container, conn: Hijacked) -> socket.socket | None:
     """The supervisor's attach socket once the container runs; None if the client left first
     (or a running container has no socket: started in the foreground by ``pybuild run``)."""
-    from pathlib import Path
-
     path = Path(str(socket_path(state_of(request), c.id)))
     table = _PENDING.setdefault(request.app, {})
     table[c.id] = table.get(c.id, 0) + 1
@@ -189,7 +188,6 @@ async def resize(request: web.Request) -> web.Response:
         raise bad_request("resize needs h and w, non-negative integers")
     if not c.state.running:
         raise ApiError(409, f"Container {c.id} is not running")
-    from pathlib import Path
 
     path = Path(str(socket_path(state_of(request), c.id)))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -204,8 +206,6 @@ KILL_WAIT = 10.0
 
 
 def _until_stopped(root: StateRoot, cid: str, timeout: float) -> None:
-    import time
-
     from builder.containers import lifecycle
     from builder.containers.record import ContainerStore, NoSuchContainer
 
@@ -395,8 +395,6 @@ async def remove_link(request: web.Request) -> web.Response:
     (``force``, ``v`` as for a remove), or with ``link=1`` only the link; either way the link
     is gone (inspect's ``HostConfig.Links`` keeps it). One it has not: 404 ``No such
     container: NAME/LINK``."""
-    from dataclasses import replace
-
     from builder.containers import lifecycle
     from builder.containers.inspect import link_alias
     from builder.containers.record import ContainerStore
