@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)
-_DURATION = re.compile(r"[-+]?(?:0|(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)\Z")
-_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)")
+# patterns compiled on first use (``re``'s cache), not at import: every command loads this
+# module, few parse a size or a duration
+_SIZE = r"(?i)(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)"
+_DURATION = r"[-+]?(?:0|(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)\Z"
+_DURATION_PART = r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)"
 _DURATION_UNITS = {
     "ns": 1,
     "us": 1_000,
@@ -25,7 +27,7 @@ _DURATION_UNITS = {
 def parse_size(text: str) -> int | None:
     """``64m``, ``1.5g``, ``512KiB``, ``1024`` -> bytes in binary units (go-units
     ``RAMInBytes``); None when *text* is not a size (each caller words its own error)."""
-    m = _SIZE.fullmatch(text.strip())
+    m = re.fullmatch(_SIZE, text.strip())
     if m is None:
         return None
     return int(float(m.group(1)) * 1024 ** " kmgtp".index((m.group(2) or " ").lower()))
@@ -34,12 +36,12 @@ def parse_size(text: str) -> int | None:
 def parse_go_duration(text: str) -> int:
     """Go's ``time.ParseDuration`` (``1m30s``, ``1.5h``, ``250ms``) in nanoseconds;
     ``ValueError`` in Go's words."""
-    if not _DURATION.match(text):
+    if not re.match(_DURATION, text):
         raise ValueError(f"time: invalid duration {_q(text)}")
     sign = -1 if text.startswith("-") else 1
     body = text.lstrip("+-")
     total = 0
-    for whole, frac, unit in _DURATION_PART.findall(body):
+    for whole, frac, unit in re.findall(_DURATION_PART, body):
         scale = _DURATION_UNITS[unit]
         total += int(whole or "0") * scale
         if frac:
