@@ -97,19 +97,39 @@ def alive(pid: int, start: int) -> bool:
 
 
 @dataclass(frozen=True)
+class HealthProbe:
+    """One run of the health check: Docker's ``State.Health.Log`` entry."""
+
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+    def to_json(self) -> dict[str, Any]:
+        # in the sorted order the record file holds them (inspect shows that order)
+        return {"End": self.end, "ExitCode": self.exit_code, "Output": self.output, "Start": self.start}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HealthProbe:
+        return cls(str(d.get("Start") or ""), str(d.get("End") or ""), int(d.get("ExitCode") or 0),
+                   str(d.get("Output") or ""))
+
+
+@dataclass(frozen=True)
 class Health:
     status: str = "starting"  # starting | healthy | unhealthy
     failing_streak: int = 0
-    log: tuple[Mapping[str, Any], ...] = ()
+    log: tuple[HealthProbe, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"Status": self.status, "FailingStreak": self.failing_streak, "Log": [dict(x) for x in self.log]}
+        return {"Status": self.status, "FailingStreak": self.failing_streak, "Log": [x.to_json() for x in self.log]}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> Health | None:
         if not d:
             return None
-        return cls(str(d.get("Status", "starting")), int(d.get("FailingStreak", 0)), tuple(d.get("Log") or ()))
+        return cls(str(d.get("Status", "starting")), int(d.get("FailingStreak", 0)),
+                   tuple(HealthProbe.from_json(x) for x in d.get("Log") or ()))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from builder.containers.record import (
     Container,
     ContainerStore,
     Health,
+    HealthProbe,
     NoSuchContainer,
     State,
     alive,
@@ -330,11 +331,11 @@ class Supervisor:
                 code, output = -1, str(e)
             end = rfc3339nano()
             in_grace = time.monotonic() - began < hc.start_period
-            entry = {"Start": start, "End": end, "ExitCode": code, "Output": output[-4096:]}
+            entry = HealthProbe(start, end, code, output[-4096:])
 
             before: list[str] = []
 
-            def apply(s: State, code: int = code, entry: dict[str, Any] = entry,
+            def apply(s: State, code: int = code, entry: HealthProbe = entry,
                       in_grace: bool = in_grace, before: list[str] = before) -> State:
                 h = s.health or Health()
                 before[:] = [h.status]

@@ -127,3 +127,17 @@ def test_state_record_sandbox_is_typed_and_round_trips() -> None:
     stopped = {**running, "status": "exited", "sandbox": {}}
     assert State.from_json(stopped).sandbox is None
     assert State.from_json(stopped).to_json()["sandbox"] == {}
+
+
+def test_state_record_health_log_is_typed_and_round_trips() -> None:
+    from builder.containers.record import HealthProbe, State
+
+    health = {"Status": "starting", "FailingStreak": 1,
+              "Log": [{"End": "2026-12-02T22:00:02.1Z", "ExitCode": 1, "Output": "no\n",
+                       "Start": "2026-12-02T22:00:02Z"}]}
+    st = State.from_json({"status": "running", "health": health})
+    assert st.health is not None and st.health.log == (
+        HealthProbe("2026-12-02T22:00:02Z", "2026-12-02T22:00:02.1Z", 1, "no\n"),)
+    # written back, and shown by inspect, in the order the record file holds the keys
+    assert json.dumps(st.to_json()["health"]) == json.dumps(health)
+    assert json.dumps(st.docker()["Health"]) == json.dumps(health)
