@@ -322,6 +322,7 @@ class Tree:
                 return True
             return any(_path_match(e, dest) for e in ex)
 
+        filtered = bool(ex) or self.excluded is not None  # (else no name is skipped)
         # plain strings, not Path objects: a context may hold 100,000s of files
         base = str(self.root).rstrip("/")
         stack = [("", top)]
@@ -338,7 +339,7 @@ class Tree:
                 full = f"{base}/{path}"
                 cst = os.lstat(full)
                 isdir = stat.S_ISDIR(cst.st_mode)
-                if skip(dest, path, isdir):
+                if filtered and skip(dest, path, isdir):
                     # A later "!" exception may re-include something below an excluded dir.
                     if isdir and self.excluded is not None and _may_reinclude(self.excluded, path):
                         children.append((dest, path))
