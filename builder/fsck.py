@@ -88,10 +88,9 @@ def reap_killed_builds(state: StateRoot) -> list[Path]:
     RUN layer) and the sandboxes of their RUN steps, started or half-started (their processes
     died with the build); and the layers a killed process was unpacking. Returns the
     workspaces removed."""
-    from builder.rootfs import dead_unpacks, dead_workspaces, reap_workspaces
+    from builder.rootfs import dead_workspaces, reap_dead_unpacks, reap_workspaces
 
-    for half in dead_unpacks(state.layers):  # a layer a killed ``run`` or build was unpacking
-        shutil.rmtree(half, ignore_errors=True)
+    reap_dead_unpacks(state.layers)  # a layer a killed ``run`` or build was unpacking
     dead = dead_workspaces(state.run)
     if not dead:
         return []

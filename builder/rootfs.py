@@ -242,6 +242,13 @@ def dead_unpacks(layers: Path) -> list[Path]:
     return out
 
 
+def reap_dead_unpacks(layers: Path) -> None:
+    """Remove ``dead_unpacks``: for whoever finds what a killed process left (the repair of a
+    killed start, ``rm``, the next build, ``system check --repair``)."""
+    for half in dead_unpacks(layers):
+        shutil.rmtree(half, ignore_errors=True)
+
+
 def image_layers(store: Any, image: Any, cache: LayerCache) -> list[Path]:
     """Unpack the layers of a ``registry.store.Image`` (``image.layers`` + ``image.diff_ids``)."""
     descriptors = list(image.layers)

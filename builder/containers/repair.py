@@ -54,6 +54,7 @@ def repair_locked(cs: ContainerStore, c: Container) -> State:
         killed = True
         wait_gone(st.pid, st.pid_start, 5.0)
     runtime.teardown(cs.root, c, st, crashed=True)
+    _reap_dead_unpacks(cs)  # a layer the killed start was unpacking
     if st.status == "removing":
         return st
     if st.starting:
@@ -98,8 +99,16 @@ def remove_locked(cs: ContainerStore, c: Container, *, volumes: bool) -> tuple[C
         wait_gone(st.pid, st.pid_start, 10.0)
     runtime.teardown(cs.root, c, st, crashed=crashed)
     runtime.remove_storage(cs.root, c, volumes=volumes)
+    _reap_dead_unpacks(cs)  # a layer a killed create or start was unpacking
     cs.delete(c.id)
     return c.with_state(st), killed
+
+
+def _reap_dead_unpacks(cs: ContainerStore) -> None:
+    if any(cs.root.layers.glob(".tmp-*")):  # (``rootfs`` is not for ``ps`` to import otherwise)
+        from builder.rootfs import reap_dead_unpacks
+
+        reap_dead_unpacks(cs.root.layers)
 
 
 def reap_supervisor(st: State) -> None:
