@@ -86,7 +86,8 @@ def _run_problems(state: StateRoot) -> list[Problem]:
 def reap_killed_builds(state: StateRoot) -> list[Path]:
     """Remove what builds that are gone (killed) left under ``run/``: their workspaces (the
     RUN layer) and the sandboxes of their RUN steps, started or half-started (their processes
-    died with the build); and the layers a killed process was unpacking. Returns the
+    died with the build), the snapshots they made that no record names (when no build runs:
+    ``reap_unused_layers``); and the layers a killed process was unpacking. Returns the
     workspaces removed."""
     from builder.rootfs import dead_workspaces, reap_dead_unpacks, reap_workspaces
 
@@ -104,6 +105,7 @@ def reap_killed_builds(state: StateRoot) -> list[Path]:
                     teardown_run_dir(d)
     gone = reap_workspaces(state.run)
     reap_stale(state)
+    reap_unused_layers(state)  # a snapshot the killed build made and recorded no record of
     return gone
 
 

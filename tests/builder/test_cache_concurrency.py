@@ -46,31 +46,39 @@ def _keys(bt: Any, pyb: Any, ref: str, dest: Path) -> tuple[str, str, str, str]:
 
 def test_concurrent_builds_then_cached_rebuilds_give_one_of_their_images(
         busybox: Any, bt: Any, tmp_path: Path) -> None:
-    """Item 2: four builds of one Dockerfile at once (seeded staggered starts), then fully
-    cached rebuilds: each gives the image ID of one of the four (never a mix of their layers),
-    the same ID every time, with each key equal to its copy."""
+    """Item 2: five builds of one Dockerfile at once (seeded staggered starts), one of them
+    killed (SIGKILL) at a seeded moment, then cached rebuilds: each key equals its copy (never
+    a mix of two builds' layers), the second rebuild is fully cached with the first's image ID,
+    which is one of the four survivors' when the first was fully cached too."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(DOCKERFILE)
     rng = random.Random(SEED)
+    victim, kill_at = rng.randrange(5), rng.uniform(0.5, 3.0)
     procs = []
-    for i in range(4):
+    started = time.monotonic()
+    for i in range(5):
         procs.append(_start(busybox, "build", "-q", "-t", f"c:{i}", str(ctx)))
         time.sleep(rng.uniform(0, 0.3))
-    for p in procs:
+    time.sleep(max(0.0, started + kill_at - time.monotonic()))
+    procs[victim].kill()
+    for i, p in enumerate(procs):
         out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-    ids = {str(busybox.store().resolve(f"c:{i}").id) for i in range(4)}
-    for i in range(4):
+        assert p.returncode in ((0, -signal.SIGKILL) if i == victim else (0,)), err
+    survivors = [i for i, p in enumerate(procs) if p.returncode == 0]
+    ids = {str(busybox.store().resolve(f"c:{i}").id) for i in survivors}
+    for i in survivors:
         k = _keys(bt, busybox, f"c:{i}", tmp_path / f"c{i}")
         assert k[0] == k[1] and k[2] == k[3]
     rebuilt = []
     for n in range(2):
         _, ev = bt.build(busybox, ctx, "-t", f"r:{n}")
-        assert bt.executed(ev) == []
+        if n == 0 and bt.executed(ev):
+            ids = set()  # the killed build's records were last for a step: its chain goes on
+        assert n == 0 or bt.executed(ev) == []
         rebuilt.append(str(busybox.store().resolve(f"r:{n}").id))
     assert rebuilt[0] == rebuilt[1]
-    assert rebuilt[0] in ids
+    assert not ids or rebuilt[0] in ids
     # and fully cached builds at once agree with them
     again = [_start(busybox, "build", "-q", "-t", f"a:{i}", str(ctx)) for i in range(3)]
     for p in again:
@@ -82,6 +90,13 @@ def test_concurrent_builds_then_cached_rebuilds_give_one_of_their_images(
     out = busybox("run", "--rm", "--network", "none", "r:0", "sh", "-c",
                   "cmp /key /key.copy && cmp /gen.key /gen.copy && echo same").stdout
     assert out.strip() == "same"
+    # a build killed between making a snapshot and recording it leaves an unpacked layer no
+    # record names: system check reports just that, and the next prune (even one that keeps
+    # every recent record) removes it
+    r = busybox("system", "check", check=False)
+    assert r.returncode == 0 or all(": unpacked layer no image or cache record names" in line
+                                    for line in r.stdout.splitlines()), r.stdout
+    busybox("builder", "prune", "-f")
     assert_root_tidy(busybox)
 
 
