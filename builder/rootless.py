@@ -351,23 +351,18 @@ def stop_keeper(*, only_idle: bool = True) -> bool:
     return True
 
 
-def info_fields(driver: str, base: Mapping[str, object]) -> dict[str, object]:
+def info_fields(driver: str, base: Mapping[str, object], sub: Path | None,
+                have: list[str]) -> dict[str, object]:
     """What ``info`` says differently rootless: the overlay *driver* chosen at run time
-    (``rootfs.overlay_driver``), the limits a delegated cgroup v2 subtree allows
-    (``sandbox.delegated``), ``rootless`` among the security options, and why when something is
-    missing."""
+    (``rootfs.overlay_driver``), the limits the delegated cgroup v2 subtree *sub* allows (its
+    controllers *have*: ``sandbox.delegated.controllers``), ``rootless`` among the security
+    options, and why when something is missing."""
     uids, gids = mappings()
     status = base.get("DriverStatus")
     warnings = [w for w in (no_ranges_warning(),) if w]
     if driver == "copy":
         warnings.append("WARNING: rootless: no overlay (neither the kernel's in a user namespace nor "
                         "fuse-overlayfs with a usable /dev/fuse): roots are copied")
-    from builder.sandbox import cgroups, delegated
-
-    sub = delegated.delegated_dir(cgroups.detect())
-    have: list[str] = []
-    with contextlib.suppress(OSError):
-        have = (sub / "cgroup.controllers").read_text().split() if sub else []
     if not {"memory", "cpu", "pids"} <= set(have):
         where = f"{sub} has {' '.join(have) or 'no controllers'}" if sub else "none is delegated to this user"
         warnings.append(f"WARNING: rootless: resource limits need a delegated cgroup v2 subtree with "

@@ -245,8 +245,10 @@ def info(state: StateRoot) -> dict[str, Any]:
     }
     if "_PYBUILD_ROOTLESS" in os.environ:  # the overlay driver chosen, no cgroups, warnings
         from builder import rootfs, rootless
+        from builder.sandbox import cgroups, delegated
 
-        out.update(rootless.info_fields(rootfs.overlay_driver(state.containers), out))
+        out.update(rootless.info_fields(rootfs.overlay_driver(state.containers), out,
+                                        *delegated.controllers(cgroups.detect())))
     return out
 
 

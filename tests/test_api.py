@@ -84,6 +84,10 @@ def imports(name: str) -> Iterator[tuple[str, int, ast.stmt]]:
         elif isinstance(node, ast.ImportFrom):
             base = _base(name, node)
             for alias in node.names:
+                if base == "builder" and alias.name == "TYPE_CHECKING":
+                    # builder's own cheap flag (no typing import): the package is imported
+                    # before any of its modules anyway, so this adds no dependency
+                    continue
                 # ``from pkg import sub`` imports the submodule ``pkg.sub``
                 target = _ours(f"{base}.{alias.name}") if f"{base}.{alias.name}" in MODULES else _ours(base)
                 if target:

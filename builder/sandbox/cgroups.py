@@ -15,8 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import TYPE_CHECKING
 from builder.errors import SandboxError
-from builder.sandbox.spec import Resources
+
+if TYPE_CHECKING:
+    from builder.sandbox.spec import Resources
 
 PARENT = "pybuild"
 #: ``<id>`` -> ``"<mount-id maj:min inode> <root path>"`` (``builder.state.identity``) of the root
@@ -116,10 +119,6 @@ class Cgroup:
         """*root*: the state root whose sandbox this is (its owner record names it)."""
         from builder.sandbox.spec import bare_chroot
 
-        if "_PYBUILD_ROOTLESS" in os.environ:  # builder.rootless: limits in a delegated v2 subtree
-            from builder.sandbox import delegated
-
-            return delegated.create(sandbox_id, resources, layout or detect())
         if bare_chroot():  # no privileges to make a cgroup (issue 17)
             rootless_check(resources, layout or detect())
             return cls(id=sandbox_id)

@@ -65,6 +65,18 @@ def delegated_dir(layout: Layout, proc_cgroup: str | None = None) -> Path | None
     return None
 
 
+def controllers(layout: Layout) -> tuple[Path | None, list[str]]:
+    """The delegated directory (or None) and the controllers it offers, for ``info``."""
+    sub = delegated_dir(layout)
+    have: list[str] = []
+    if sub is not None:
+        try:
+            have = (sub / "cgroup.controllers").read_text().split()
+        except OSError:
+            pass
+    return sub, have
+
+
 def check(resources: Resources, layout: Layout, delegated: Path | None) -> list[str]:
     """The v2 controllers the limits of *resources* need, all present in *delegated*'s
     ``cgroup.controllers``; else a one-line refusal saying which is missing and why."""

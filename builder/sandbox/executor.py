@@ -17,6 +17,7 @@ from builder import rootfs as _rootfs
 from builder import syscalls as sc
 from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.sandbox import cgroups as _cg
+from builder.sandbox import delegated
 from builder.sandbox.child import Plan, exec_process, open_console, setup_root
 from builder.sandbox.handle import (
     ExecHandle,
@@ -164,7 +165,10 @@ class Executor:
         stdio = None
         mountpoints: list[tuple[str, int, int]] = []
         try:
-            cgroup = _cg.Cgroup.create(sid, spec.resources, root=self.state.path)
+            if "_PYBUILD_ROOTLESS" in os.environ:  # builder.rootless: limits in a delegated v2 subtree
+                cgroup = delegated.create(sid, spec.resources, _cg.detect())
+            else:
+                cgroup = _cg.Cgroup.create(sid, spec.resources, root=self.state.path)
             write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
             rootfs_dir = run_dir / "rootfs"
             rootfs_dir.mkdir()
