@@ -33,7 +33,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,27 +102,46 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _reset_networks(root: Path) -> None:
+def _reset_networks(root: Path, failed: bool = False) -> None:
     """The default bridge stays up between containers (as docker0): remove it, and every other
-    network of the root, when the test is over."""
+    network of the root, when the test is over. After a *failed* test the whole root is taken
+    off the host (``system reset``: its containers too), so that what the failure left running
+    cannot disturb the tests after it; a passing test's leftovers stay for the leak guard."""
+    from builder.state import StateRoot
+
+    if failed and root.is_dir():
+        from builder import reset
+
+        reset.reset(StateRoot.open(root))
     if (root / "networks").is_dir():
         from builder import network
-        from builder.state import StateRoot
 
         _SEEN_NAMES.update(_network_names([str(p) for p in (root / "networks").glob("*.json")]))
         network.reset(StateRoot.open(root))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """Marks an item whose test body failed (``item.failed``), for the fixtures' teardown."""
+    outcome = yield
+    if call.when == "call" and outcome.get_result().failed:
+        item.failed = True  # type: ignore[attr-defined]
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    return bool(getattr(request.node, "failed", False))
+
+
 @pytest.fixture
-def pybuild(tmp_path: Path) -> Iterator[Pybuild]:
+def pybuild(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pybuild]:
     root = tmp_path / "root"
     root.mkdir()
     yield Pybuild(root)
-    _reset_networks(root)
+    _reset_networks(root, _failed(request))
 
 
 @pytest.fixture
-def pybuild_factory(tmp_path: Path) -> Iterator[Callable[[], Pybuild]]:
+def pybuild_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], Pybuild]]:
     count = iter(range(1, 1000))
     made: list[Path] = []
 
@@ -134,7 +153,7 @@ def pybuild_factory(tmp_path: Path) -> Iterator[Callable[[], Pybuild]]:
 
     yield make
     for root in made:
-        _reset_networks(root)
+        _reset_networks(root, _failed(request))
 
 
 @pytest.fixture
