@@ -353,11 +353,18 @@ class ContainerStore:
         return sorted(p.name for p in self.path.iterdir() if ID_RE.match(p.name) and (p / CONFIG_FILE).is_file())
 
     def load(self, cid: str) -> Container:
+        d = self.dir(cid)
         try:
-            raw = (self.dir(cid) / CONFIG_FILE).read_bytes()
+            raw = (d / CONFIG_FILE).read_bytes()
         except FileNotFoundError:
             raise NoSuchContainer(f"No such container: {cid}") from None
-        return Container.from_json(json.loads(raw), self.load_state(cid))
+        try:
+            st = State.from_json(json.loads((d / STATE_FILE).read_bytes()))
+        except FileNotFoundError:
+            if not d.is_dir():  # renamed away for its removal between our two reads
+                raise NoSuchContainer(f"No such container: {cid}") from None
+            st = State()  # created, never saved a state
+        return Container.from_json(json.loads(raw), st)
 
     def load_state(self, cid: str) -> State:
         try:

@@ -117,6 +117,30 @@ def test_names_stay_unique_under_concurrent_creates(root: StateRoot) -> None:
     assert len(cs.ids()) == 1 and len(errors) == 7
 
 
+def test_a_record_read_while_it_is_removed_is_whole_or_gone(root: StateRoot) -> None:
+    """A removal renames the record's directory away: a reader that got its config just before
+    must not then take the missing state file for a fresh container's (exit code 0; `run --rm
+    -it` returned 0 for a shell's `exit 3` that way, found in a suite run)."""
+    cs = ContainerStore(root)
+    seen: set[tuple[str, int]] = set()
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        c = make(cs)
+        cs.save_state(c.id, State(status="exited", exit_code=3))
+        remover = threading.Thread(target=cs.delete, args=(c.id,))
+        remover.start()
+        try:
+            while True:
+                try:
+                    st = cs.load(c.id).state
+                except NoSuchContainer:
+                    break
+                seen.add((st.status, st.exit_code))
+        finally:
+            remover.join()
+    assert seen == {("exited", 3)}
+
+
 def test_rename(root: StateRoot) -> None:
     cs = ContainerStore(root)
     a = make(cs, "one")
