@@ -104,14 +104,7 @@ def _kill_and_delete(pb: Pybuild) -> None:
     """What a CI runner does at the end of a job: kill -9 the job's processes (the containers'
     supervisors carry the root in their command line), then ``rm -rf`` the workspace."""
     root = str(pb.root)
-    for d in os.listdir("/proc"):
-        if d.isdigit() and int(d) != os.getpid():
-            try:
-                cmd = Path(f"/proc/{d}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if root in cmd:
-                os.kill(int(d), signal.SIGKILL)
+    _kill_root(root)
     # the netns files are mount points: rm cannot remove those, and says so
     r = subprocess.run(["rm", "-rf", root], capture_output=True, text=True)
     assert r.returncode != 0 and "busy" in r.stderr

@@ -19,25 +19,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_rootless import User, ordinary_user  # noqa: E402
+from test_rootless import User, user  # noqa: E402,F401 - the module's ordinary user, by import
 
 from builder.sandbox import cgroups  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def user(busybox_tar: Path) -> Iterator[User]:
-    with ordinary_user() as u:
-        tar = u.give(busybox_tar, "busybox.tar")
-        u.pb("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
-        yield u
-
-
 @contextlib.contextmanager
-def delegated_to(user: User) -> Iterator[tuple[Path, Path]]:
+def delegated_to(user: User) -> Iterator[tuple[Path, Path]]:  # noqa: F811
     """``(delegated, inner)``: a directory of the real v2 mount delegated to *user* and a cgroup
     below it (root's, not the user's) to start the user's command in; removed at the end."""
     v2 = cgroups.detect().v2
@@ -70,14 +60,14 @@ def _cmdline(pid: str) -> str:
         return "?"
 
 
-def pb_in(user: User, cgroup: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def pb_in(user: User, cgroup: Path, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: F811
     """``pybuild ARGS`` as *user*, started in *cgroup* (root moves the wrapper there first)."""
     argv = user.argv(str(user.python), "-m", "builder.cli", *args)
     return subprocess.run(["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *argv],
                           cwd=user.home, capture_output=True, text=True, timeout=120)
 
 
-def test_delegated_subtree_without_controllers_refuses_in_one_line(user: User) -> None:
+def test_delegated_subtree_without_controllers_refuses_in_one_line(user: User) -> None:  # noqa: F811
     with delegated_to(user) as (top, inner):
         assert (top / "cgroup.controllers").read_text().split() == []  # the host's, not made up
         for flag, value, ctrl in (("--memory", "64m", "memory"), ("--pids-limit", "20", "pids"),
@@ -96,7 +86,7 @@ def test_delegated_subtree_without_controllers_refuses_in_one_line(user: User) -
         assert [p.name for p in top.iterdir() if p.is_dir()] == ["session"]
 
 
-def test_no_delegated_subtree_says_so(user: User) -> None:
+def test_no_delegated_subtree_says_so(user: User) -> None:  # noqa: F811
     """Started in root's cgroups (nothing delegated): the v1 refusal, as before."""
     r = user.pb("run", "--rm", "--network", "none", "--pids-limit", "20", "busybox", "true", check=False)
     assert r.returncode != 0
