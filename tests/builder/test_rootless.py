@@ -105,6 +105,16 @@ class User:
         rows = [line.split(None, 2) for line in r.stdout.splitlines() if line.strip()]
         return [f"{pid} {args}" for pid, st, args in rows if not st.startswith("Z")]
 
+    def processes_left(self) -> list[str]:
+        """:meth:`processes`, once they are gone or after ~5 s (ending processes take a moment)."""
+        left = self.processes()
+        for _ in range(100):
+            if not left:
+                break
+            time.sleep(0.05)
+            left = self.processes()
+        return left
+
     def give(self, src: Path, name: str) -> Path:
         """A copy of *src* in the user's home, owned by the user."""
         dest = self.home / name
@@ -119,6 +129,15 @@ class User:
 
 def _readable_by(name: str, path: Path) -> bool:
     return subprocess.run(["runuser", "-u", name, "--", "test", "-r", str(path)]).returncode == 0
+
+
+def fetch(url: str) -> bytes:
+    """The page at *url*, once something answers there (up to ~10 s)."""
+    for _ in range(100):
+        with contextlib.suppress(OSError):
+            return bytes(urllib.request.urlopen(url, timeout=5).read())
+        time.sleep(0.1)
+    raise AssertionError(f"nothing answered at {url}")
 
 
 @contextlib.contextmanager
@@ -156,10 +175,7 @@ def ordinary_user(*, ranges: bool = True) -> Iterator[User]:
             for line in user.processes():  # what the reset left (a test asserts there is none)
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(line.split()[0]), 9)
-            for _ in range(100):
-                if not user.processes():
-                    break
-                time.sleep(0.05)
+            user.processes_left()
             shutil.rmtree(f"/tmp/pybuild-run-{user.uid}", ignore_errors=True)
             shutil.rmtree(devices, ignore_errors=True)
     finally:
@@ -333,13 +349,7 @@ def test_demo_web_server_push_and_pull(user: User, plain_registry: Registry) -> 
     user.pb("build", "-t", "web:1", str(ctx))
     cid = user.pb("run", "-d", "--name", "web", "-p", "18090:80", "web:1").stdout.strip()
     try:
-        page = b""
-        for _ in range(100):
-            with contextlib.suppress(OSError):
-                page = urllib.request.urlopen("http://127.0.0.1:18090/", timeout=5).read()
-                break
-            time.sleep(0.1)
-        assert b"hello from pybuild" in page
+        assert b"hello from pybuild" in fetch("http://127.0.0.1:18090/")
         assert "0.0.0.0:18090->80/tcp" in user.pb("ps").stdout
         assert user.pb("exec", "web", "cat", "/var/www/built.txt").stdout == "built by pybuild build\n"
         assert "response:200" in user.pb("logs", "web").stderr
@@ -430,13 +440,7 @@ def test_nothing_of_the_user_is_left_after_rm_and_reset(user: User) -> None:
     assert any("pybuild-rootless-keeper" in p for p in running)
     user.pb("rm", "-f", "idle")
     user.pb("system", "reset", "-f")
-    left: list[str] = []
-    for _ in range(100):
-        left = user.processes()
-        if not left:
-            break
-        time.sleep(0.05)
-    assert left == []
+    assert user.processes_left() == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(user.home) not in mounts
 

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,17 +18,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_rootless import User, user  # noqa: E402,F401 - the module's ordinary user, by import
+from test_rootless import User, fetch, user  # noqa: E402,F401 - the module's ordinary user, by import
 
 SERVE = "mkdir -p /www && echo page-of-{name} > /www/index.html && exec httpd -f -p 8080 -h /www"
-
-
-def _fetch(url: str) -> bytes:
-    for _ in range(100):
-        with contextlib.suppress(OSError):
-            return bytes(urllib.request.urlopen(url, timeout=5).read())
-        time.sleep(0.1)
-    raise AssertionError(f"nothing answered at {url}")
 
 
 @contextlib.contextmanager
@@ -59,15 +50,6 @@ def _host_server() -> Iterator[str]:
         t.join()
 
 
-def _gone(u: User) -> list[str]:
-    left: list[str] = []
-    for _ in range(100):
-        left = u.processes()
-        if not left:
-            break
-        time.sleep(0.05)
-    return left
-
 
 def test_user_network_by_name_and_published_port(user: User) -> None:  # noqa: F811
     user.pb("network", "create", "appnet")
@@ -90,7 +72,7 @@ def test_user_network_by_name_and_published_port(user: User) -> None:  # noqa: F
         with _host_server() as url:
             assert user.pb("exec", "beta", "wget", "-qO-", url).stdout == "from-the-host\n"
         # -p reaches a container on a user network from the host
-        assert _fetch("http://127.0.0.1:18093/") == b"page-of-beta\n"
+        assert fetch("http://127.0.0.1:18093/") == b"page-of-beta\n"
         assert "0.0.0.0:18093->8080/tcp" in user.pb("ps").stdout
         keeper = next(p.split()[0] for p in user.processes() if "pybuild-rootless-keeper" in p)
         links = subprocess.run(["nsenter", "-t", keeper, "-n", "ip", "-o", "link"], capture_output=True,
@@ -111,7 +93,7 @@ def test_user_network_by_name_and_published_port(user: User) -> None:  # noqa: F
         user.pb("rm", "-f", "alpha", "beta", check=False)
         user.pb("network", "rm", "appnet", check=False)
     user.pb("system", "reset", "-f")
-    assert _gone(user) == []
+    assert user.processes_left() == []
     assert str(user.home) not in Path("/proc/self/mountinfo").read_text()
 
 
@@ -119,12 +101,12 @@ def test_reset_with_containers_on_a_user_network_leaves_nothing(user: User) -> N
     user.pb("network", "create", "resetnet")
     user.pb("run", "-d", "--name", "idle", "--network", "resetnet", "-p", "18094:8080", "busybox",
             "sh", "-c", SERVE.format(name="idle"))
-    assert _fetch("http://127.0.0.1:18094/") == b"page-of-idle\n"
+    assert fetch("http://127.0.0.1:18094/") == b"page-of-idle\n"
     running = user.processes()
     assert any("pybuild-rootless-keeper" in p for p in running)
     assert any("slirp4netns" in p for p in running)
     user.pb("system", "reset", "-f")
-    assert _gone(user) == []
+    assert user.processes_left() == []
     assert str(user.home) not in Path("/proc/self/mountinfo").read_text()
     with pytest.raises(OSError):
         urllib.request.urlopen("http://127.0.0.1:18094/", timeout=2)
