@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -56,42 +54,72 @@ def version() -> str:
     return "0.0.0"
 
 
+def _started(argv: list[str]) -> subprocess.Popen[str] | None:
+    """*argv* started with its output piped (found on PATH as ``execvp`` finds it); None when
+    it cannot start. ``version_info`` starts git and runc together and reads both after."""
+    try:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    except OSError:
+        return None
+
+
+def _finished(proc: subprocess.Popen[str] | None, timeout: float) -> tuple[int, str]:
+    """(exit status, output) of *proc*; (-1, '') when it did not start or ran past *timeout*
+    seconds (it is killed then)."""
+    if proc is None:
+        return -1, ""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return -1, ""
+    return proc.returncode, out
+
+
+def _start_git() -> subprocess.Popen[str] | None:
+    src = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    if not os.path.exists(os.path.join(src, ".git")):
+        return None
+    return _started(["git", "-C", src, "rev-parse", "--short", "HEAD"])
+
+
+def _git_commit_of(proc: subprocess.Popen[str] | None) -> str:
+    status, out = _finished(proc, 5)
+    return out.strip() if status == 0 else ""
+
+
 def git_commit() -> str:
     """The source tree's commit (short), when pybuild runs from a git checkout; else ''."""
-    src = Path(__file__).resolve().parents[1]
-    if not (src / ".git").exists():
-        return ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        r = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
-                           capture_output=True, text=True, timeout=5)
-        if r.returncode == 0:
-            return r.stdout.strip()
-    return ""
+    return _git_commit_of(_start_git())
 
 
 def arch() -> str:
     """The machine in Go's GOARCH words (amd64, arm64, …), as Docker shows it."""
-    m = platform.machine()
+    m = os.uname().machine  # what ``platform.machine()`` answers, without importing platform
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
             "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x"}.get(m, m)
 
 
-def runc_version() -> tuple[str, str]:
-    """(version, commit) of ``runc`` on PATH, ('', '') when absent."""
-    exe = shutil.which("runc")
-    if exe is None:
-        return "", ""
-    try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "", ""
+def python_version() -> str:
+    """The interpreter's version, as ``platform.python_version()`` gives it (``platform``
+    costs milliseconds to import)."""
+    return sys.version.split()[0]
+
+
+def _runc_version_of(proc: subprocess.Popen[str] | None) -> tuple[str, str]:
     ver = commit = ""
-    for line in out.splitlines():
+    for line in _finished(proc, 10)[1].splitlines():
         if line.startswith("runc version "):
             ver = line.split()[2]
         elif line.startswith("commit:"):
             commit = line.split(":", 1)[1].strip()
     return ver, commit
+
+
+def runc_version() -> tuple[str, str]:
+    """(version, commit) of ``runc`` on PATH, ('', '') when absent."""
+    return _runc_version_of(_started(["runc", "--version"]))
 
 
 def cgroup_version() -> str:
@@ -103,16 +131,20 @@ def cgroup_version() -> str:
 
 def version_info() -> dict[str, Any]:
     """Docker's ``/version`` object for the local engine (the library itself: no daemon)."""
+    # git and runc run side by side while the rest is read (each spawn costs milliseconds)
+    git, runc_proc = _start_git(), _started(["runc", "--version"])
     ver = version()
-    python = f"python{platform.python_version()}"
-    runc, runc_commit = runc_version()
+    python = f"python{python_version()}"
+    cgroups = cgroup_version()
+    commit = _git_commit_of(git)
+    runc, runc_commit = _runc_version_of(runc_proc)
     components: list[dict[str, Any]] = [{
         "Name": "Engine", "Version": ver,
         "Details": {"ApiVersion": API_VERSION, "Arch": arch(), "BuildTime": "",
-                    "Experimental": "false", "GitCommit": git_commit(), "GoVersion": python,
-                    "KernelVersion": platform.release(), "MinAPIVersion": MIN_API_VERSION,
+                    "Experimental": "false", "GitCommit": commit, "GoVersion": python,
+                    "KernelVersion": os.uname().release, "MinAPIVersion": MIN_API_VERSION,
                     "Os": "linux", "StorageDriver": "overlay", "CgroupDriver": "cgroupfs",
-                    "CgroupVersion": cgroup_version()},
+                    "CgroupVersion": cgroups},
     }]
     if runc:
         components.append({"Name": "runc", "Version": runc, "Details": {"GitCommit": runc_commit}})
@@ -126,7 +158,7 @@ def version_info() -> dict[str, Any]:
         "GoVersion": python,
         "Os": "linux",
         "Arch": arch(),
-        "KernelVersion": platform.release(),
+        "KernelVersion": os.uname().release,
         "BuildTime": "",
     }
 
@@ -182,6 +214,7 @@ def _backing_fs(path: Path) -> str:
 
 def info(state: StateRoot) -> dict[str, Any]:
     """Docker's ``/info`` object for this state root (what pybuild has; the rest in zero form)."""
+    import shutil
     from socket import gethostname  # (and its enums: ~2 ms) not for ``version``
 
     from builder.containers import lifecycle
@@ -223,8 +256,8 @@ def info(state: StateRoot) -> dict[str, Any]:
         "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
         "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
         "CgroupVersion": layout_version, "NEventsListener": 0,
-        "KernelVersion": platform.release(), "OperatingSystem": _os_name(), "OSVersion": "",
-        "OSType": "linux", "Architecture": platform.machine(),
+        "KernelVersion": os.uname().release, "OperatingSystem": _os_name(), "OSVersion": "",
+        "OSType": "linux", "Architecture": os.uname().machine,
         "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": [],
                            "AllowNondistributableArtifactsHostnames": [],
