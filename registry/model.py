@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry import mediatypes as mt
-from registry.config import ContainerConfig
 from registry.digest import Digest
 from registry.errors import DigestError, InvalidManifest
+
+if TYPE_CHECKING:  # imported by ``ImageConfig.container_config``: a listing reads no config
+    from registry.config import ContainerConfig
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -47,7 +49,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _platform.machine()
+        machine = os.uname().machine  # ``platform.machine()``'s answer, without its import
         arch = _GOARCH.get(machine, machine)
         variant = {"armv7l": "v7", "armv6l": "v6", "aarch64": "v8"}.get(machine)
         return cls("linux", arch, None if arch == "arm64" else variant)
@@ -151,7 +153,12 @@ class Descriptor:
 
 @dataclass(frozen=True)
 class _Raw:
-    """A JSON document kept as the exact bytes it was read or written as."""
+    """A JSON document kept as the exact bytes it was read or written as.
+
+    Its subclasses add no field, so they are not decorated again: the generated methods
+    (``__init__``, equality of the same class and ``raw``, hash, repr by the class's name, the
+    frozen fields) apply to them unchanged, and each decoration would cost an ``exec`` of the
+    same code at import."""
 
     raw: bytes
     data: dict[str, Any] = field(compare=False, repr=False)
@@ -165,7 +172,6 @@ class _Raw:
         return len(self.raw)
 
 
-@dataclass(frozen=True)
 class Manifest(_Raw):
     """An image manifest (OCI or Docker schema 2)."""
 
@@ -225,7 +231,6 @@ class Manifest(_Raw):
                           tuple(sorted(annotations.items())))
 
 
-@dataclass(frozen=True)
 class Index(_Raw):
     """An OCI image index or a Docker manifest list."""
 
@@ -282,7 +287,6 @@ def parse_manifest_or_index(raw: bytes, media_type: str | None = None) -> Manife
     return Manifest.parse(raw, mtype)
 
 
-@dataclass(frozen=True)
 class ImageConfig(_Raw):
     """The image configuration: ``config`` (Env, Cmd, …), ``rootfs.diff_ids``, ``history``."""
 
@@ -316,6 +320,8 @@ class ImageConfig(_Raw):
     @property
     def container_config(self) -> ContainerConfig:
         """``config`` as a typed value (``to_json()`` gives back exactly the stored object)."""
+        from registry.config import ContainerConfig
+
         return ContainerConfig.from_json(self.data.get("config") or {})
 
     @property
