@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from builder.filters import labels_match
 from builder.state import StateRoot
@@ -115,8 +114,7 @@ def tag(store: Store, source: str, target: str) -> Reference:
     return ref
 
 
-@dataclass(frozen=True)
-class PruneReport:
+class PruneReport(NamedTuple):  # (no dataclass made at import: images/inspect load this)
     """What ``image prune`` did: the ``untagged: …``/``deleted: …`` lines and bytes freed."""
 
     deleted: tuple[str, ...]
@@ -355,8 +353,7 @@ def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: s
     return out
 
 
-@dataclass(frozen=True)
-class PlatformImage:
+class PlatformImage(NamedTuple):
     """One platform's image of a store entry (``images --tree``): its manifest digest, its
     unpacked size (Docker's disk usage) and its blobs' size (content size)."""
 

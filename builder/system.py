@@ -18,9 +18,8 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from builder import TYPE_CHECKING
 
@@ -417,8 +416,7 @@ def df(state: StateRoot) -> dict[str, Any]:
             "Volumes": _volumes_usage(state), "BuildCache": _cache_usage(state)}
 
 
-@dataclass(frozen=True)
-class UsageRow:
+class UsageRow(NamedTuple):  # (no dataclass made at import: ``version`` loads this module)
     """One row of ``docker system df``: counts and bytes; *percent* whether RECLAIMABLE shows
     its share of SIZE (all rows but the build cache's, when SIZE is not zero)."""
 
@@ -470,8 +468,7 @@ def prune_warning(*, all: bool = False, volumes: bool = False) -> str:
     return "WARNING! This will remove:\n" + "".join(f"  - {i}\n" for i in items) + "\n"
 
 
-@dataclass(frozen=True)
-class PruneReport:
+class PruneReport(NamedTuple):
     """What ``system prune`` removed, per kind, in Docker's order, and the bytes it freed."""
 
     containers: tuple[str, ...] = ()

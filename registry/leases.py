@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,18 +161,19 @@ def _digests(path: Path) -> set[Digest]:
     return out
 
 
-@dataclass
 class Leftovers:
     """What dead transfers left: lease files (with the blobs they list) and ingest files.
-    Their fds stay locked until ``close``, so nothing revives them while they are judged."""
+    Their fds stay locked until ``close``, so nothing revives them while they are judged.
+    (A plain class, filled by ``scan``: every command that opens the store loads this module.)"""
 
-    leases: list[Path]
-    listed: set[Digest]
-    live_listed: set[Digest]
-    ingest: list[Path]
-    fds: list[int]
-    #: a live holder lists nothing (``BLANKET``): no blob may go until it is done
-    blanket: bool = False
+    def __init__(self) -> None:
+        self.leases: list[Path] = []
+        self.listed: set[Digest] = set()
+        self.live_listed: set[Digest] = set()
+        self.ingest: list[Path] = []
+        self.fds: list[int] = []
+        #: a live holder lists nothing (``BLANKET``): no blob may go until it is done
+        self.blanket = False
 
     def close(self) -> None:
         for fd in self.fds:
@@ -186,7 +186,7 @@ class Leftovers:
 
 def scan(ingest_dir: Path) -> Leftovers:
     """Dead leases and ingest files of the store's ingest dir (the caller holds the store lock)."""
-    out = Leftovers([], set(), set(), [], [])
+    out = Leftovers()
     if ingest_dir.is_dir():
         for p in sorted(ingest_dir.glob("lease-*")):
             fd = _try_lock(p)
