@@ -134,6 +134,11 @@ def main() -> None:
             lambda nm: run([*pb, "stop", "-t", "0", nm], env),
             lambda nm: run([*pb, "rm", nm], env), n)
         row("pybuild run -d + stop + rm (bridge), per ctr", life_b)
+        life_f = lifecycle(
+            lambda nm: run([*pb, "run", "-d", "--name", nm, "--network", "none", "busybox", "sleep", "1000"], env),
+            lambda nm: run([*pb, "rm", "-f", nm], env),
+            lambda nm: None, n)
+        row("pybuild run -d + rm -f (--network none), per ctr", life_f)
         ps = timed(lambda: run([*pb, "ps", "-a"], env), n)
         row("pybuild ps -a", ps)
 
@@ -175,6 +180,12 @@ def main() -> None:
                     lambda nm: d("rm", nm), n)
                 row("docker run -d + stop + rm (--network none), per ctr", d_life,
                     f"(pybuild {life[0] / d_life[0]:.2f}x)")
+                d_life_f = lifecycle(
+                    lambda nm: d("run", "-d", "--name", nm, "--network", "none", "busybox", "sleep", "1000"),
+                    lambda nm: d("rm", "-f", nm),
+                    lambda nm: None, n)
+                row("docker run -d + rm -f (--network none), per ctr", d_life_f,
+                    f"(pybuild {life_f[0] / d_life_f[0]:.2f}x)")
             except Exception as e:  # noqa: BLE001 - the peer is optional; say why it is missing
                 row("docker run --rm busybox true", None, f"(dockerd failed: {str(e).splitlines()[0]})")
             finally:
