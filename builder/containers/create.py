@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from builder.volume.specs import MountSpec
     from registry.store import Image
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PULL_POLICIES = ("missing", "always", "never")
 
 

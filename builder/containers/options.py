@@ -25,6 +25,8 @@ from builder.errors import ContainerError
 from builder.units import parse_go_duration, parse_size
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+#: the PATH a container gets when its image sets none (Docker's)
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: ``--ulimit`` names → the kernel's resource names (go-units' table)
 ULIMITS = {
     "as": "RLIMIT_AS", "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder.containers import links
 from builder.containers import mounts as _mounts
-from builder.containers.create import DEFAULT_PATH
-from builder.containers.options import ULIMITS, check_ulimits, device_nodes, merge_env
+from builder.containers.options import DEFAULT_PATH, ULIMITS, check_ulimits, device_nodes, merge_env
 from builder.containers.record import Container, ContainerStore, NoSuchContainer, State
 from builder.containers.recordparts import SandboxRecord
 from builder.containers.security import security_opts
@@ -94,7 +93,8 @@ def teardown(root: StateRoot, c: Container, state: State, *, crashed: bool = Fal
         with contextlib.suppress(Exception):
             teardown_id(root, c.id)
     if os.path.isdir(run_dir):
-        from builder.sandbox.executor import teardown_run_dir
+        # handle, not executor: a removal loads no child, spec or seccomp code
+        from builder.sandbox.handle import teardown_run_dir
 
         with contextlib.suppress(Exception):
             teardown_run_dir(run_dir)

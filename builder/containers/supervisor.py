@@ -17,10 +17,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.containers import lifecycle, repair, runtime
-from builder.containers.attach import SOCKET_NAME, STDERR, STDOUT, AttachServer
 from builder.containers.logs import LogWriter
 from builder.containers.options import RestartPolicy, rfc3339nano
 from builder.containers.record import (
@@ -35,6 +34,9 @@ from builder.containers.record import (
 )
 from builder.errors import BuildError, ContainerError
 from builder.state import StateRoot
+
+if TYPE_CHECKING:
+    from builder.containers.attach import AttachServer
 
 #: Docker's restart back-off: 100 ms doubling, reset after a run of 10 s or more
 BACKOFF_START = 0.1
@@ -112,6 +114,10 @@ class Supervisor:
             return 125
         policy = c.host_config.restart_policy
         if self.attach is None:
+            # only a detached supervisor serves attach clients (socket, threads): a foreground
+            # run has its terminal, and does not import them (``spawn`` did before its fork)
+            from builder.containers.attach import SOCKET_NAME, AttachServer
+
             with contextlib.suppress(OSError):
                 # as dockerd: a TTY's stdin stays open when its client leaves (detach, attach again)
                 self.server = AttachServer(self.cs.dir(self.cid) / SOCKET_NAME,
@@ -295,12 +301,17 @@ class Supervisor:
         if self.attach is not None:
             out = self.attach.stdout if stream == "stdout" else self.attach.stderr
 
-        kind = STDOUT if stream == "stdout" else STDERR
+        server = self.server
+        kind = 0
+        if server is not None:
+            from builder.containers.attach import STDERR, STDOUT
+
+            kind = STDOUT if stream == "stdout" else STDERR
 
         def sink(data: bytes) -> None:
             log.feed(stream, data)
-            if self.server is not None:
-                self.server.broadcast(kind, data)
+            if server is not None:
+                server.broadcast(kind, data)
             if out is not None:
                 with contextlib.suppress(OSError):
                     _write_all(out, data)
@@ -373,6 +384,7 @@ def spawn(root: StateRoot, cid: str, *, attach_wait: int = 0) -> Started:
     waits first for *attach_wait* clients on the attach socket)."""
     # the sandbox's modules, imported before the fork: a long-lived parent (``pybuild serve``)
     # keeps them, and each container's supervisor no longer imports them again (~20 ms a start)
+    import builder.containers.attach  # noqa: F401
     import builder.sandbox.executor  # noqa: F401
 
     r, w = os.pipe()

@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -54,6 +53,8 @@ DNS = "builder.network.dns"
 
 def spawn(module: str, args: Sequence[str], socks: Sequence[socket.socket]) -> int:
     """Start a detached helper (own session, no tty) that inherits the bound *socks*."""
+    import subprocess  # only for a helper: a run without published ports starts none
+
     env = dict(os.environ)
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from builder import rootfs as _rootfs
-from builder import syscalls as sc
 from builder.errors import SandboxError
 from builder.sandbox import cgroups as _cg
 from builder.sandbox.stdio import Stdio, write_all
@@ -146,6 +145,8 @@ class Sandbox:
     def resize(self, rows: int, cols: int) -> None:
         """Set the terminal's size (the process gets SIGWINCH)."""
         if self.pty_master is not None:
+            from builder import syscalls as sc  # ctypes: not for a removal's teardown
+
             sc.real().set_winsize(self.pty_master, rows, cols)
 
     def alive(self) -> bool:
