@@ -8,9 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from registry.leases import file_lock
 
@@ -46,8 +45,7 @@ def default_root() -> Path:
     return rootless.data_home()
 
 
-@dataclass(frozen=True)
-class StateRoot:
+class StateRoot(NamedTuple):  # (no dataclass made at import: every command loads this)
     path: Path
 
     @classmethod

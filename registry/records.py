@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from registry import lookup
 from registry.digest import Digest
-from registry.model import Descriptor, ImageConfig, Manifest
+from registry.model import Descriptor
 from registry.reference import Reference
+
+if TYPE_CHECKING:
+    from registry.model import ImageConfig, Manifest
 
 REF_NAME = lookup.REF_NAME
 IMAGE_ID = lookup.IMAGE_ID
@@ -19,8 +22,10 @@ IMAGE_SIZE = "io.pybuild.image.size"
 #: pushed): Docker's RepoDigests and ``images --digests`` list only those
 REPO_DIGEST = "io.pybuild.image.repo-digest"
 
-@dataclass(frozen=True)
-class ImageRecord:
+
+# NamedTuples, not dataclasses: every command that lists or resolves images loads these, and a
+# dataclass execs its generated methods at import
+class ImageRecord(NamedTuple):
     """One ``index.json`` entry: a tag (or none, for a dangling image) and what it points at."""
 
     descriptor: Descriptor
@@ -49,8 +54,7 @@ class ImageRecord:
         return self.descriptor.annotation(REPO_DIGEST) == "true"
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(NamedTuple):
     """A resolved single-platform image: its manifest, its config, and how it was named."""
 
     descriptor: Descriptor

@@ -15,12 +15,14 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 DEFAULT_TAG = "latest"
 
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_DOMAIN = re.compile(
+# pattern texts, compiled by ``re`` on first use and cached there: a command that parses no
+# reference (or none with a registry host) compiles none of them at import
+_COMPONENT = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"
+_DOMAIN = (
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$"
 )
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG = r"^[\w][\w.-]{0,127}$"
 _MAX_NAME = 255
 
 
@@ -49,7 +51,7 @@ class Reference:
         colon = rest.rfind(":")
         if colon > slash:
             rest, tag = rest[:colon], rest[colon + 1 :]
-            if not _TAG.match(tag):
+            if not re.match(_TAG, tag):
                 raise InvalidReference(f"invalid reference {text!r}: invalid tag {tag!r}")
         if not rest:
             raise InvalidReference(f"invalid reference {text!r}: empty repository name")
@@ -60,7 +62,7 @@ class Reference:
                     f"invalid reference {text!r}: repository name must be lowercase"
                 )
             domain, path = first, remainder
-            if not _DOMAIN.match(domain):
+            if not re.match(_DOMAIN, domain):
                 raise InvalidReference(f"invalid reference {text!r}: invalid registry host {domain!r}")
         else:
             domain, path = DOCKER_HUB, rest
@@ -69,7 +71,7 @@ class Reference:
         if domain == DOCKER_HUB and "/" not in path:
             path = f"library/{path}"
         for component in path.split("/"):
-            if not _COMPONENT.match(component):
+            if not re.match(_COMPONENT, component):
                 why = ("repository name must be lowercase" if component.lower() != component
                        else f"invalid repository name component {component!r}")
                 raise InvalidReference(f"invalid reference {text!r}: {why}")
@@ -107,7 +109,7 @@ class Reference:
         return s
 
     def with_tag(self, tag: str) -> Reference:
-        if not _TAG.match(tag):
+        if not re.match(_TAG, tag):
             raise InvalidReference(f"invalid tag {tag!r}")
         return replace(self, tag=tag, digest=None)
 
