@@ -178,6 +178,67 @@ def test_listing_commands_stay_light(busybox: Any, tmp_path: Path, argv: list[st
     assert_within(mods, argv, ours=ours, heavy=heavy, core=core, cli=cli)
 
 
+# -- what issue 15 took off the listings' path -------------------------------------------------
+# A ``@dataclass`` execs its generated methods when its module is imported (~0.5 ms each on a
+# quiet machine, several under load), so the listings make only the image store's values at
+# import: records, results and the state root are NamedTuples, ``Manifest``/``Index``/
+# ``ImageConfig`` take ``_Raw``'s methods undecorated. ``ps`` and ``version`` make none of
+# these modules' (their own, the container record's and the cgroup layout's, are not listed).
+VALUE_DATACLASSES = frozenset({"registry.digest.Digest", "registry.reference.Reference",
+                               "registry.model.Platform", "registry.model.Descriptor",
+                               "registry.model._Raw"})
+# modules that make no dataclass at import: every listing (or every command) loads them
+NO_DATACLASS_MODULES = ("builder.state", "builder.images", "builder.system", "builder.units",
+                        "builder.filters", "registry.records", "registry.leases",
+                        "registry.lookup", "registry.store", "registry.mediatypes")
+# what no listing loads any more: the image config's typed value (``ImageConfig.container_config``
+# imports it), ``platform`` (``os.uname`` answers), ``shutil`` (its archive modules; ``version``
+# lets its spawn find runc); ``ps`` (container records) still loads ``registry.config`` and
+# ``shutil``
+OFF_LISTING_PATH = {"images": {"registry.config", "platform", "shutil"},
+                    "inspect": {"registry.config", "platform", "shutil"},
+                    "ps": {"platform"} | IMAGE_STORE,
+                    "version": {"shutil", "bz2", "lzma"} | IMAGE_STORE}
+
+
+def dataclasses_made(mods: set[str]) -> set[str]:
+    """``module.Class`` of each dataclass our modules in *mods* decorate at import."""
+    import importlib
+
+    made = set()
+    for name in mods:
+        if name.split(".")[0] not in ("builder", "registry"):
+            continue
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if (isinstance(value, type) and value.__module__ == name
+                    and "__dataclass_fields__" in vars(value)):
+                made.add(f"{name}.{value.__qualname__}")
+    return made
+
+
+def test_dataclasses_made_finds_decorated_classes_only() -> None:
+    made = dataclasses_made({"registry.model", "registry.records", "json"})
+    assert made == {"registry.model.Platform", "registry.model.Descriptor", "registry.model._Raw"}
+
+
+@pytest.mark.parametrize("argv", [["images"], ["inspect", "busybox"], ["ps", "-a"], ["version"]],
+                         ids=" ".join)
+def test_listings_make_only_value_dataclasses(busybox: Any, tmp_path: Path,
+                                              argv: list[str]) -> None:
+    busybox("create", "--network", "none", "--name", "budget", "busybox", "true")
+    mods = loaded(["--root", str(busybox.root), *argv], tmp_path)
+    assert "builder.cli" in mods  # the probe ran the command
+    back = sorted(mods & OFF_LISTING_PATH[argv[0]])
+    assert not back, f"pybuild {' '.join(argv)} loads {back} again"
+    made = dataclasses_made(mods)
+    ours = {d for d in made if d.rpartition(".")[0] in NO_DATACLASS_MODULES}
+    assert not ours, f"pybuild {' '.join(argv)} makes dataclasses at import: {sorted(ours)}"
+    if argv[0] in ("images", "inspect"):
+        assert made == VALUE_DATACLASSES, sorted(made ^ VALUE_DATACLASSES)
+    busybox("rm", "budget")
+
+
 # -- build ---------------------------------------------------------------------------------------
 BUILD_OURS = ("builder.pipeline", "builder.dockerfile.parsecache",
               "builder.dockerfile.instructions", "builder.dockerfile.syntax",
