@@ -1,4 +1,4 @@
-"""The ``pybuild`` command line: click commands that parse flags, make one library call, render.
+"""The ``pybuild`` command line: commands (``builder.cli.flags``, Docker's flag rules) that parse flags, make one library call, render.
 
 This package is the only place that prints, draws progress or exits. Each command group lives
 in its own module and is imported only when invoked, so start-up stays lean.
@@ -6,12 +6,11 @@ in its own module and is imported only when invoked, so start-up stays lean.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import Any
 
-import click
+from builder.cli import flags
 
 # command name -> "module:attribute"; the module is imported only when the command runs.
 COMMANDS: dict[str, str] = {
@@ -69,53 +68,34 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are resolved from ``COMMANDS`` on first use."""
-
-    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._lazy = lazy
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self._lazy:
-            module_name, attr = self._lazy[cmd_name].split(":")
-            cmd = getattr(importlib.import_module(module_name), attr)
-            assert isinstance(cmd, click.Command)
-            return cmd
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
+@flags.group("pybuild", cls=flags.LazyGroup, lazy=COMMANDS)
+@flags.option(
     "--root",
-    type=click.Path(file_okay=False),
+    type=flags.Path(file_okay=False),
     default=None,
     envvar="PYBUILD_ROOT",
     help="State root (default /var/lib/pybuild as root, ~/.local/share/pybuild otherwise).",
 )
-@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
-@click.option("-v", "--version", is_flag=True, is_eager=True, expose_value=False,
+@flags.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@flags.option("-v", "--version", is_flag=True, is_eager=True, expose_value=False,
               callback=lambda ctx, _p, v: _print_version(ctx) if v else None,
               help="Print version information and quit.")
-@click.pass_context
-def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
+@flags.pass_context
+def cli(ctx: flags.Context, root: str | None, debug: bool) -> None:
     """pybuild: build, push, pull and run OCI images without a daemon."""
     ctx.obj = Globals(root=root, debug=debug)
 
 
-def _print_version(ctx: click.Context) -> None:
+def _print_version(ctx: flags.Context) -> None:
     from builder import system as lib
 
     # Docker's ``Docker version X, build Y`` line
-    click.echo(f"pybuild version {lib.version()}, build {lib.git_commit() or 'unknown'}")
+    flags.echo(f"pybuild version {lib.version()}, build {lib.git_commit() or 'unknown'}")
     ctx.exit(0)
 
 
 class Globals:
-    """What every command gets through ``@click.pass_obj``."""
+    """What every command gets through ``@flags.pass_obj``."""
 
     def __init__(self, *, root: str | None, debug: bool) -> None:
         self.root_path = root
@@ -134,56 +114,27 @@ class Globals:
 
 def fail(message: str, code: int = 1) -> None:
     """Print ``Error: message`` on stderr and exit with *code*."""
-    click.echo(f"Error: {message}", err=True)
+    flags.echo(f"Error: {message}", err=True)
     sys.exit(code)
 
 
 #: Docker's CLI status for a flag it cannot parse or a command it does not know
 USAGE_STATUS = 125
-#: ``ctx.meta`` key a command sets to give every usage error of its own this status
-USAGE_STATUS_KEY = "pybuild.usage_status"
 
 
-def _command_path(args: list[str]) -> str:
-    """``pybuild image ls`` from the command line, for an error click raised without a context."""
-    path: list[str] = ["pybuild"]
-    cmd: click.Command = cli
-    ctx = click.Context(cli, info_name="pybuild", resilient_parsing=True)
-    it = iter(args)
-    for tok in it:
-        if tok == "--root":
-            next(it, None)
-            continue
-        if tok.startswith("-"):
-            continue
-        sub = cmd.get_command(ctx, tok) if isinstance(cmd, click.Group) else None
-        if sub is None:
-            break
-        path.append(tok)
-        cmd = sub
-    return " ".join(path)
-
-
-def _usage_error(e: click.UsageError, args: list[str]) -> int:
+def _usage_error(e: flags.UsageError) -> int:
     """Print a usage error as Docker's CLI does; its exit status. A flag that does not parse,
     or an unknown (sub)command, is 125 (``unknown flag: --x`` / ``See 'pybuild ps --help'.``);
     wrong arguments are 1 (``run``/``create`` say 125 for those too, as Docker)."""
-    path = e.ctx.command_path if e.ctx is not None else _command_path(args)
+    path = e.ctx.command_path if e.ctx is not None else "pybuild"
     see = f"See '{path} --help'."
-    if isinstance(e, click.exceptions.NoSuchOption):
-        name = e.option_name
-        text = (f"unknown flag: {name}" if name.startswith("--")
-                else f"unknown shorthand flag: {name.lstrip('-')[:1]!r} in {name}")
-        click.echo(f"{text}\n{see}", err=True)
+    if isinstance(e, (flags.FlagError, flags.NoSuchCommand)):
+        flags.echo(f"{e.format_message()}\n{see}", err=True)
         return USAGE_STATUS
-    if isinstance(e, click.exceptions.NoSuchCommand):
-        click.echo(f"{path}: {e.command_name!r} is not a {path} command.\n{see}", err=True)
+    flags.echo(f"Error: {e.format_message()}\n{see}", err=True)
+    if isinstance(e, flags.BadParameter) and isinstance(e.param, flags.Option):
         return USAGE_STATUS
-    flag = isinstance(e, click.BadOptionUsage) or (
-        isinstance(e, click.BadParameter) and isinstance(e.param, click.Option))
-    click.echo(f"Error: {e.format_message()}\n{see}", err=True)
-    own = e.ctx.meta.get(USAGE_STATUS_KEY) if e.ctx is not None else None
-    return USAGE_STATUS if flag else int(own or 1)
+    return e.ctx.command.usage_status if e.ctx is not None else 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,34 +153,33 @@ def main(argv: list[str] | None = None) -> None:
             from builder import rootless
 
             rootless.enter()
-        cli.main(args=argv, prog_name="pybuild", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort as e:
-        # click turns Ctrl-C into Abort; a declined confirmation is an Abort too
-        click.echo("cancelled" if isinstance(e.__context__, KeyboardInterrupt) else "Aborted.", err=True)
+        cli.main(sys.argv[1:] if argv is None else argv, prog_name="pybuild")
+    except flags.Exit as e:  # --help, -v: return, as click did, so that a caller in-process goes on
+        if e.exit_code:
+            sys.exit(e.exit_code)
+    except flags.Abort as e:
+        # Ctrl-C at a prompt is an Abort; a declined confirmation is one too
+        flags.echo("cancelled" if isinstance(e.__context__, KeyboardInterrupt) else "Aborted.", err=True)
         sys.exit(130)
-    except click.exceptions.NoArgsIsHelpError as e:
-        click.echo(e.ctx.get_help())  # a bare `pybuild` or `pybuild image`: help, as Docker
+    except flags.NoArgsIsHelp as e:
+        assert e.ctx is not None
+        flags.echo(e.ctx.get_help())  # a bare `pybuild` or `pybuild image`: help, as Docker
         sys.exit(0)
-    except click.UsageError as e:
-        sys.exit(_usage_error(e, argv if argv is not None else sys.argv[1:]))
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    except flags.UsageError as e:
+        sys.exit(_usage_error(e))
     except BuildError as e:
         if debug:
             raise
         render = getattr(e, "render", None)
-        click.echo(f"Error: {render() if render else e}", err=True)
+        flags.echo(f"Error: {render() if render else e}", err=True)
         sys.exit(exit_status(e))  # by the error's kind: builder.errors.EXIT_STATUS
     except RegistryError as e:
         if debug:
             raise
-        click.echo(f"Error: {e}", err=True)
+        flags.echo(f"Error: {e}", err=True)
         sys.exit(exit_status(e))
     except KeyboardInterrupt:
-        click.echo("cancelled", err=True)
+        flags.echo("cancelled", err=True)
         sys.exit(130)
     except BrokenPipeError:
         os._exit(0)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import click
+from builder.cli import flags
 
 
 def window() -> tuple[int, int] | None:
@@ -73,17 +73,17 @@ def session(sock: socket.socket, *, tty: bool, stdin: bool, detach_keys: bytes,
 def check_tty(tty: bool, stdin: bool) -> None:
     """Docker's client refuses a tty session whose stdin is not a terminal."""
     if tty and stdin and not os.isatty(0):
-        click.echo("the input device is not a TTY", err=True)
+        flags.echo("the input device is not a TTY", err=True)
         sys.exit(1)
 
 
-@click.command("attach")
-@click.option("--no-stdin", is_flag=True, help="Do not attach STDIN.")
-@click.option("--sig-proxy", type=click.BOOL, default=True, is_flag=False, flag_value=True,
+@flags.command("attach")
+@flags.option("--no-stdin", is_flag=True, help="Do not attach STDIN.")
+@flags.option("--sig-proxy", type=flags.BOOL, default=True, is_flag=False, flag_value=True,
               help="Proxy all received signals to the process (default true).")
-@click.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
-@click.argument("container")
-@click.pass_obj
+@flags.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
+@flags.argument("container")
+@flags.pass_obj
 def attach(obj: Any, no_stdin: bool, sig_proxy: bool, detach_keys: str | None, container: str) -> None:
     """Attach local standard input, output, and error streams to a running container."""
     from builder.cli import fail
@@ -109,6 +109,6 @@ def attach(obj: Any, no_stdin: bool, sig_proxy: bool, detach_keys: str | None, c
                           proxy=proxy if sig_proxy else None)
     if detached:
         # the container goes on; Docker's client says why it stopped, and exits 1
-        click.echo("read escape sequence", err=True)
+        flags.echo("read escape sequence", err=True)
         sys.exit(1)
     sys.exit(attached.exit_code(root, c.id))

@@ -13,10 +13,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-import click
-
 from builder import units
-from builder.cli import Globals
+from builder.cli import Globals, flags
 from builder.cli.dockerfile import check_option
 
 if TYPE_CHECKING:
@@ -174,7 +172,7 @@ def make_progress(mode: str, quiet: bool) -> Any:
 def parse_size(text: str) -> int:
     size = units.parse_size(text)
     if size is None:
-        raise click.BadParameter(f"invalid size {text!r} (e.g. 512MB, 2GB)")
+        raise flags.BadParameter(f"invalid size {text!r} (e.g. 512MB, 2GB)")
     return size
 
 
@@ -187,38 +185,38 @@ def human(n: float) -> str:
 
 
 # -- commands --------------------------------------------------------------------------------------
-@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@flags.command("build")
 @check_option
-@click.argument("context", metavar="PATH|-")
-@click.option("-t", "--tag", "tags", multiple=True, help="Name and optionally a tag (name:tag).")
-@click.option("-f", "--file", "dockerfile", default=None, help="Dockerfile (default PATH/Dockerfile; - for stdin).")
-@click.option("--build-arg", "build_args", multiple=True, help="Set a build-time variable (K=V or K).")
-@click.option("--target", default=None, help="The stage to build.")
-@click.option("--no-cache", is_flag=True, help="Do not use the cache.")
-@click.option("--no-cache-filter", "no_cache_filter", multiple=True, help="Do not cache these stages.")
-@click.option("--label", "labels", multiple=True, help="Set metadata (K=V).")
-@click.option("--progress", type=click.Choice(["auto", "tty", "plain", "rawjson"]), default="auto")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
-@click.option("--iidfile", default=None, help="Write the image ID to this file.")
-@click.option("-o", "--output", "outputs", multiple=True,
+@flags.argument("context", metavar="PATH|-")
+@flags.option("-t", "--tag", "tags", multiple=True, help="Name and optionally a tag (name:tag).")
+@flags.option("-f", "--file", "dockerfile", default=None, help="Dockerfile (default PATH/Dockerfile; - for stdin).")
+@flags.option("--build-arg", "build_args", multiple=True, help="Set a build-time variable (K=V or K).")
+@flags.option("--target", default=None, help="The stage to build.")
+@flags.option("--no-cache", is_flag=True, help="Do not use the cache.")
+@flags.option("--no-cache-filter", "no_cache_filter", multiple=True, help="Do not cache these stages.")
+@flags.option("--label", "labels", multiple=True, help="Set metadata (K=V).")
+@flags.option("--progress", type=flags.Choice(["auto", "tty", "plain", "rawjson"]), default="auto")
+@flags.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@flags.option("--iidfile", default=None, help="Write the image ID to this file.")
+@flags.option("-o", "--output", "outputs", multiple=True,
               help="type=oci|docker|tar,dest=FILE or type=local,dest=DIR.")
-@click.option("--secret", "secrets", multiple=True, help="id=ID[,src=FILE|,env=VAR].")
-@click.option("--ssh", "ssh", multiple=True,
+@flags.option("--secret", "secrets", multiple=True, help="id=ID[,src=FILE|,env=VAR].")
+@flags.option("--ssh", "ssh", multiple=True,
               help="SSH agent socket or keys for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]].")
-@click.option("--jobs", "-j", type=int, default=None, help="Stages built in parallel (default: cores).")
-@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
-@click.option("--cache-from", "cache_from", multiple=True,
+@flags.option("--jobs", "-j", type=int, default=None, help="Stages built in parallel (default: cores).")
+@flags.option("--compression", type=flags.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
+@flags.option("--cache-from", "cache_from", multiple=True,
               help="Cache source: type=registry,ref=REF | type=local,src=DIR | REF.")
-@click.option("--cache-to", "cache_to", multiple=True,
+@flags.option("--cache-to", "cache_to", multiple=True,
               help="Cache export: type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]"
                    "[,cache-mounts=true] | type=local,dest=DIR | type=inline.")
-@click.option("--platform", default=None,
+@flags.option("--platform", default=None,
               help="Target platform(s): os/arch[/variant][,…] (several: an image index).")
-@click.option("--push", is_flag=True, help="Push the tags once built.")
-@click.option("--network", default=None, help="Default network mode of RUN (default|none|host).")
-@click.option("--isolation", type=click.Choice(["default", "oci", "chroot"]), default="default",
+@flags.option("--push", is_flag=True, help="Push the tags once built.")
+@flags.option("--network", default=None, help="Default network mode of RUN (default|none|host).")
+@flags.option("--isolation", type=flags.Choice(["default", "oci", "chroot"]), default="default",
               help="RUN's isolation: chroot (Buildah's) where user namespaces are not allowed.")
-@click.pass_obj
+@flags.pass_obj
 def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | None,
           build_args: tuple[str, ...], target: str | None, no_cache: bool,
           no_cache_filter: tuple[str, ...], labels: tuple[str, ...], progress: str, quiet: bool,
@@ -238,7 +236,7 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
         )
 
         os.environ[ISOLATION_ENV] = "chroot"
-        click.echo(BARE_CHROOT_WARNING if bare_chroot() else CHROOT_WARNING, err=True)
+        flags.echo(BARE_CHROOT_WARNING if bare_chroot() else CHROOT_WARNING, err=True)
 
     args: dict[str, str] = {}
     for a in build_args:
@@ -285,11 +283,11 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
             renderer.close()
             renderer = None
         # Docker's failure block: the step, then the last lines it printed
-        click.echo("------", err=True)
-        click.echo(f" > {e.location}:", err=True)
+        flags.echo("------", err=True)
+        flags.echo(f" > {e.location}:", err=True)
         for line in e.log_tail:
-            click.echo(f"{line}", err=True)
-        click.echo("------", err=True)
+            flags.echo(f"{line}", err=True)
+        flags.echo("------", err=True)
         raise
     finally:
         if renderer is not None:
@@ -302,22 +300,22 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
         with open(iidfile, "w") as f:
             f.write(str(outcome.image_id))
     if quiet:
-        click.echo(str(outcome.image_id))
+        flags.echo(str(outcome.image_id))
     else:
-        click.echo(f"Built {outcome.image_id}" + (f" as {', '.join(outcome.tags)}" if outcome.tags else ""),
+        flags.echo(f"Built {outcome.image_id}" + (f" as {', '.join(outcome.tags)}" if outcome.tags else ""),
                    err=True)
 
 
-@click.group("builder")
+@flags.group("builder")
 def builder_group() -> None:
     """Manage the build cache."""
 
 
 @builder_group.command("prune")
-@click.option("-a", "--all", "all_", is_flag=True, help="Remove all build cache, not just old records.")
-@click.option("--keep-storage", default=None, help="Keep at most this much cache (e.g. 1GB).")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt (accepted for Docker compatibility).")
-@click.pass_obj
+@flags.option("-a", "--all", "all_", is_flag=True, help="Remove all build cache, not just old records.")
+@flags.option("--keep-storage", default=None, help="Keep at most this much cache (e.g. 1GB).")
+@flags.option("-f", "--force", is_flag=True, help="Do not prompt (accepted for Docker compatibility).")
+@flags.pass_obj
 def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None:
     """Remove build cache records and the layers only they held (and what killed builds left)."""
     from builder.cache import BuildCache
@@ -331,8 +329,8 @@ def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None
     from builder.fsck import reap_unused_layers
 
     freed += reap_unused_layers(state)  # layers only the pruned records named
-    click.echo(f"Deleted build cache objects: {res.records}")
-    click.echo(f"Total reclaimed space: {human(res.freed + freed)}")
+    flags.echo(f"Deleted build cache objects: {res.records}")
+    flags.echo(f"Total reclaimed space: {human(res.freed + freed)}")
 
 
 builder = builder_group

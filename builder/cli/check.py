@@ -5,29 +5,27 @@ from __future__ import annotations
 
 import sys
 
-import click
-
-from builder.cli import Globals
+from builder.cli import Globals, flags
 
 
-@click.command("check")
-@click.option("--repair", is_flag=True,
+@flags.command("check")
+@flags.option("--repair", is_flag=True,
               help="Remove what nothing references (dead transfers' leftovers, unreferenced "
                    "blobs, stale cache records, killed builds' run dirs, half-unpacked layers).")
-@click.pass_obj
+@flags.pass_obj
 def check(g: Globals, repair: bool) -> None:
     """Check the state root: blobs, images, tags, build cache, run dirs."""
     from builder.fsck import check as run_check
 
     report = run_check(g.state, repair=repair)
     for p in report.repaired:
-        click.echo(f"repaired: {p}")
+        flags.echo(f"repaired: {p}")
     for p in report.problems:
-        click.echo(str(p) + ("" if p.repairable else " (not repairable)"))
+        flags.echo(str(p) + ("" if p.repairable else " (not repairable)"))
     if report.problems:
         n = len(report.problems)
-        click.echo(f"{n} problem{'s' if n != 1 else ''} found"
+        flags.echo(f"{n} problem{'s' if n != 1 else ''} found"
                    + ("" if repair else "; `pybuild system check --repair` removes what nothing references"),
                    err=True)
         sys.exit(1)
-    click.echo("ok" if not report.repaired else f"ok ({len(report.repaired)} repaired)")
+    flags.echo("ok" if not report.repaired else f"ok ({len(report.repaired)} repaired)")

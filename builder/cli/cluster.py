@@ -5,22 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
-
-from builder.cli import fail
+from builder.cli import fail, flags
 from builder.cli.volume import table
 
 
-@click.group()
+@flags.group()
 def cluster() -> None:
     """Manage this host's membership in a cluster (overlay networks)."""
 
 
 @cluster.command("join")
-@click.argument("store")
-@click.option("--advertise", default="", help="This host's underlay IPv4 address (default: the one routing to the store).")
-@click.option("--ttl", type=int, default=None, help="Lease time to live in seconds (default 15).")
-@click.pass_obj
+@flags.argument("store")
+@flags.option("--advertise", default="", help="This host's underlay IPv4 address (default: the one routing to the store).")
+@flags.option("--ttl", type=int, default=None, help="Lease time to live in seconds (default 15).")
+@flags.pass_obj
 def join(obj: Any, store: str, advertise: str, ttl: int | None) -> None:
     """Join the cluster whose store is STORE (etcd://HOST:PORT[,HOST:PORT…])."""
     from builder.cluster import membership
@@ -30,12 +28,12 @@ def join(obj: Any, store: str, advertise: str, ttl: int | None) -> None:
         m = membership.join(obj.state, store, advertise, ttl=ttl)
     except NetworkError as e:
         fail(str(e), 1)
-    click.echo(m.host_id)
+    flags.echo(m.host_id)
 
 
 @cluster.command("leave")
-@click.option("-f", "--force", is_flag=True, help="Leave even if the store cannot be reached.")
-@click.pass_obj
+@flags.option("-f", "--force", is_flag=True, help="Leave even if the store cannot be reached.")
+@flags.pass_obj
 def leave(obj: Any, force: bool) -> None:
     """Leave the cluster: this host's lease, endpoints and addresses are released."""
     from builder.errors import NetworkError
@@ -48,8 +46,8 @@ def leave(obj: Any, force: bool) -> None:
 
 
 @cluster.command("ls")
-@click.option("-q", "--quiet", is_flag=True, help="Only display host IDs.")
-@click.pass_obj
+@flags.option("-q", "--quiet", is_flag=True, help="Only display host IDs.")
+@flags.pass_obj
 def ls(obj: Any, quiet: bool) -> None:
     """List the hosts of the cluster."""
     from builder.cluster import membership
@@ -62,8 +60,8 @@ def ls(obj: Any, quiet: bool) -> None:
         fail(str(e), 1)
     if quiet:
         for h in hosts:
-            click.echo(h.id)
+            flags.echo(h.id)
         return
     rows = [["HOST ID", "ADDRESS", "NAME"]]
     rows += [[h.id + (" *" if h.id == me.host_id else ""), h.address, h.name] for h in hosts]
-    click.echo(table(rows))
+    flags.echo(table(rows))

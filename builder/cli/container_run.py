@@ -8,9 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import click
-
-from builder.cli import USAGE_STATUS_KEY
+from builder.cli import flags
 
 if TYPE_CHECKING:
     from builder.containers.record import Container
@@ -21,80 +19,67 @@ def _root(obj: Any) -> Any:
 
 
 # -- run / create ------------------------------------------------------------------------------
-class DockerRunCommand(click.Command):
-    """Docker's CLI exits 125 when ``run``/``create`` flags do not parse."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as e:
-            # kept as it is otherwise: `main` prints it as Docker does, with this status
-            e.ctx = e.ctx or ctx
-            ctx.meta[USAGE_STATUS_KEY] = 125
-            raise
-
-
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Every ``run``/``create`` flag (Docker's names), applied bottom-up."""
     opts = [
-        click.option("--name", default=None, help="Assign a name to the container."),
-        click.option("-e", "--env", multiple=True, help="Set environment variables."),
-        click.option("--env-file", multiple=True, help="Read in a file of environment variables."),
-        click.option("-v", "--volume", "volumes", multiple=True, help="Bind mount a volume."),
-        click.option("--mount", "mounts", multiple=True, help="Attach a filesystem mount to the container."),
-        click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory."),
-        click.option("-p", "--publish", multiple=True, help="Publish a container's port(s) to the host."),
-        click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random ports."),
-        click.option("--network", "--net", "network", default=None, help="Connect a container to a network."),
-        click.option("--network-alias", "--net-alias", "network_aliases", multiple=True,
+        flags.option("--name", default=None, help="Assign a name to the container."),
+        flags.option("-e", "--env", multiple=True, help="Set environment variables."),
+        flags.option("--env-file", multiple=True, help="Read in a file of environment variables."),
+        flags.option("-v", "--volume", "volumes", multiple=True, help="Bind mount a volume."),
+        flags.option("--mount", "mounts", multiple=True, help="Attach a filesystem mount to the container."),
+        flags.option("--tmpfs", multiple=True, help="Mount a tmpfs directory."),
+        flags.option("-p", "--publish", multiple=True, help="Publish a container's port(s) to the host."),
+        flags.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random ports."),
+        flags.option("--network", "--net", "network", default=None, help="Connect a container to a network."),
+        flags.option("--network-alias", "--net-alias", "network_aliases", multiple=True,
                      help="Add network-scoped alias for the container."),
-        click.option("--ip", default=None, help="IPv4 address (e.g., 172.30.100.104)."),
-        click.option("-w", "--workdir", default=None, help="Working directory inside the container."),
-        click.option("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>])."),
-        click.option("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image."),
-        click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached."),
-        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
-        click.option("-h", "--hostname", default=None, help="Container host name."),
-        click.option("-m", "--memory", default=None, help="Memory limit."),
-        click.option("--memory-swap", default=None,
+        flags.option("--ip", default=None, help="IPv4 address (e.g., 172.30.100.104)."),
+        flags.option("-w", "--workdir", default=None, help="Working directory inside the container."),
+        flags.option("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>])."),
+        flags.option("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image."),
+        flags.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached."),
+        flags.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
+        flags.option("-h", "--hostname", default=None, help="Container host name."),
+        flags.option("-m", "--memory", default=None, help="Memory limit."),
+        flags.option("--memory-swap", default=None,
                      help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap."),
-        click.option("-c", "--cpu-shares", type=int, default=None, help="CPU shares (relative weight)."),
-        click.option("--cpus", default=None, help="Number of CPUs."),
-        click.option("--cpuset-cpus", default=None, help="CPUs in which to allow execution (0-3, 0,1)."),
-        click.option("--pid", default=None, help="PID namespace to use (host: the host's)."),
-        click.option("--pids-limit", type=int, default=None, help="Tune container pids limit (-1 for unlimited)."),
-        click.option("--read-only", is_flag=True, help="Mount the container's root filesystem as read only."),
-        click.option("--cap-add", multiple=True, help="Add Linux capabilities."),
-        click.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),
-        click.option("--privileged", is_flag=True, help="Give extended privileges to this container."),
-        click.option("--init", is_flag=True, help="Run an init inside the container that forwards signals and reaps processes."),
-        click.option("--restart", default="no", help="Restart policy to apply when a container exits."),
-        click.option("--stop-signal", default=None, help="Signal to stop the container."),
-        click.option("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container."),
-        click.option("-l", "--label", "labels", multiple=True, help="Set meta data on a container."),
-        click.option("--platform", default=None, help="Set platform if server is multi-platform capable."),
-        click.option("--pull", default="missing", help='Pull image before running ("always", "missing", "never").'),
-        click.option("--health-cmd", default=None, help="Command to run to check health."),
-        click.option("--health-interval", default=None, help="Time between running the check (ms|s|m|h)."),
-        click.option("--health-timeout", default=None, help="Maximum time to allow one check to run (ms|s|m|h)."),
-        click.option("--health-retries", type=int, default=None, help="Consecutive failures needed to report unhealthy."),
-        click.option("--health-start-period", default=None, help="Start period for the container to initialize."),
-        click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."),
-        click.option("--runtime", default=None, help="An OCI runtime (e.g. runc) to run the container with."),
-        click.option("--security-opt", multiple=True,
+        flags.option("-c", "--cpu-shares", type=int, default=None, help="CPU shares (relative weight)."),
+        flags.option("--cpus", default=None, help="Number of CPUs."),
+        flags.option("--cpuset-cpus", default=None, help="CPUs in which to allow execution (0-3, 0,1)."),
+        flags.option("--pid", default=None, help="PID namespace to use (host: the host's)."),
+        flags.option("--pids-limit", type=int, default=None, help="Tune container pids limit (-1 for unlimited)."),
+        flags.option("--read-only", is_flag=True, help="Mount the container's root filesystem as read only."),
+        flags.option("--cap-add", multiple=True, help="Add Linux capabilities."),
+        flags.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),
+        flags.option("--privileged", is_flag=True, help="Give extended privileges to this container."),
+        flags.option("--init", is_flag=True, help="Run an init inside the container that forwards signals and reaps processes."),
+        flags.option("--restart", default="no", help="Restart policy to apply when a container exits."),
+        flags.option("--stop-signal", default=None, help="Signal to stop the container."),
+        flags.option("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container."),
+        flags.option("-l", "--label", "labels", multiple=True, help="Set meta data on a container."),
+        flags.option("--platform", default=None, help="Set platform if server is multi-platform capable."),
+        flags.option("--pull", default="missing", help='Pull image before running ("always", "missing", "never").'),
+        flags.option("--health-cmd", default=None, help="Command to run to check health."),
+        flags.option("--health-interval", default=None, help="Time between running the check (ms|s|m|h)."),
+        flags.option("--health-timeout", default=None, help="Maximum time to allow one check to run (ms|s|m|h)."),
+        flags.option("--health-retries", type=int, default=None, help="Consecutive failures needed to report unhealthy."),
+        flags.option("--health-start-period", default=None, help="Start period for the container to initialize."),
+        flags.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."),
+        flags.option("--runtime", default=None, help="An OCI runtime (e.g. runc) to run the container with."),
+        flags.option("--security-opt", multiple=True,
                      help="Security options: seccomp=unconfined|builtin|PROFILE.json, no-new-privileges[=true|false], systempaths=unconfined."),
-        click.option("--add-host", "add_hosts", multiple=True,
+        flags.option("--add-host", "add_hosts", multiple=True,
                      help="Add a custom host-to-IP mapping (host:ip; ip may be host-gateway)."),
-        click.option("--dns", multiple=True, help="Set custom DNS servers."),
-        click.option("--dns-search", multiple=True, help="Set custom DNS search domains."),
-        click.option("--dns-option", "dns_options", multiple=True, help="Set DNS options."),
-        click.option("--ulimit", "ulimits", multiple=True, help="Ulimit options (name=soft[:hard])."),
-        click.option("--sysctl", "sysctls", multiple=True, help="Sysctl options (namespaced ones only)."),
-        click.option("--shm-size", default=None, help="Size of /dev/shm."),
-        click.option("--device", "devices", multiple=True,
+        flags.option("--dns", multiple=True, help="Set custom DNS servers."),
+        flags.option("--dns-search", multiple=True, help="Set custom DNS search domains."),
+        flags.option("--dns-option", "dns_options", multiple=True, help="Set DNS options."),
+        flags.option("--ulimit", "ulimits", multiple=True, help="Ulimit options (name=soft[:hard])."),
+        flags.option("--sysctl", "sysctls", multiple=True, help="Sysctl options (namespaced ones only)."),
+        flags.option("--shm-size", default=None, help="Size of /dev/shm."),
+        flags.option("--device", "devices", multiple=True,
                      help="Add a host device to the container (/dev/x[:/dev/y][:rwm])."),
-        click.argument("image"),
-        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+        flags.argument("image"),
+        flags.argument("command", nargs=-1, type=flags.UNPROCESSED),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -107,7 +92,7 @@ def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
 
     for opt in kw["security_opt"]:
         if opt.partition("=")[0].partition(":")[0] in IGNORED_SECURITY_OPTS:
-            click.echo(f"WARNING: --security-opt {opt} is ignored: pybuild applies no AppArmor or "
+            flags.echo(f"WARNING: --security-opt {opt} is ignored: pybuild applies no AppArmor or "
                        "SELinux profile", err=True)
 
     return RunOptions(
@@ -144,7 +129,7 @@ class _PullOutput:
         from builder.cli.registry import Renderer
 
         if missing:
-            click.echo(f"Unable to find image '{ref}' locally", err=True)
+            flags.echo(f"Unable to find image '{ref}' locally", err=True)
         self.renderer = Renderer(verb="Pulling")
 
     def __call__(self, ev: Any) -> None:
@@ -156,12 +141,12 @@ class _PullOutput:
             self.renderer.close()
 
 
-@click.command("run", cls=DockerRunCommand, context_settings={"allow_interspersed_args": False})
-@click.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID.")
-@click.option("--rm", is_flag=True, help="Automatically remove the container when it exits.")
-@click.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
+@flags.command("run", interspersed=False, usage_status=125)
+@flags.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID.")
+@flags.option("--rm", is_flag=True, help="Automatically remove the container when it exits.")
+@flags.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
 @run_options
-@click.pass_obj
+@flags.pass_obj
 def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any) -> None:
     """Create and run a new container from an image."""
     import os
@@ -173,6 +158,10 @@ def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any)
     if not detach:
         from builder.containers.attached import detach_keys as parse_keys
 
+        if o.tty and o.interactive:  # Docker's client refuses a tty without one, creating nothing
+            from builder.cli.attach import check_tty
+
+            check_tty(tty=True, stdin=True)
         parse_keys(detach_keys)  # refused before anything is created (Docker checks them when attaching)
     pulled = _PullOutput()
     if not detach and o.interactive and o.tty and os.isatty(0) and o.restart in ("no", ""):
@@ -185,7 +174,7 @@ def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any)
         finally:
             pulled.close()
         if detach:
-            click.echo(c.id)
+            flags.echo(c.id)
             return
         # the restart policy outlives us: run detached, show this first run, exit with its code
         from builder.cli.containers import follow_first_run, started_ns
@@ -221,10 +210,10 @@ def _run_attached(root: Any, o: Any, detach_keys: str | None, pulled: _PullOutpu
     sys.exit(attached.exit_code(root, c.id))
 
 
-@click.command("create", cls=DockerRunCommand, context_settings={"allow_interspersed_args": False})
-@click.option("--rm", is_flag=True, help="Automatically remove the container when it exits.")
+@flags.command("create", interspersed=False, usage_status=125)
+@flags.option("--rm", is_flag=True, help="Automatically remove the container when it exits.")
 @run_options
-@click.pass_obj
+@flags.pass_obj
 def create(obj: Any, /, rm: bool, **kw: Any) -> None:
     """Create a new container (without starting it)."""
     from builder.containers import service
@@ -236,23 +225,23 @@ def create(obj: Any, /, rm: bool, **kw: Any) -> None:
                            on_pull=pulled.announce)
     finally:
         pulled.close()
-    click.echo(c.id)
+    flags.echo(c.id)
 
 
 # -- exec --------------------------------------------------------------------------------------
-@click.command("exec", context_settings={"allow_interspersed_args": False})
-@click.option("-d", "--detach", is_flag=True, help="Detached mode: run command in the background.")
-@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached.")
-@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
-@click.option("-e", "--env", multiple=True, help="Set environment variables.")
-@click.option("--env-file", multiple=True, help="Read in a file of environment variables.")
-@click.option("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>]).")
-@click.option("-w", "--workdir", default=None, help="Working directory inside the container.")
-@click.option("--privileged", is_flag=True, help="Give extended privileges to the command.")
-@click.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
-@click.argument("container")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.pass_obj
+@flags.command("exec", interspersed=False)
+@flags.option("-d", "--detach", is_flag=True, help="Detached mode: run command in the background.")
+@flags.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached.")
+@flags.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+@flags.option("-e", "--env", multiple=True, help="Set environment variables.")
+@flags.option("--env-file", multiple=True, help="Read in a file of environment variables.")
+@flags.option("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>]).")
+@flags.option("-w", "--workdir", default=None, help="Working directory inside the container.")
+@flags.option("--privileged", is_flag=True, help="Give extended privileges to the command.")
+@flags.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
+@flags.argument("container")
+@flags.argument("command", nargs=-1, required=True, type=flags.UNPROCESSED)
+@flags.pass_obj
 def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...],
           env_file: tuple[str, ...], user: str | None, workdir: str | None, privileged: bool,
           detach_keys: str | None, container: str, command: tuple[str, ...]) -> None:
@@ -309,18 +298,18 @@ def _exec_attached(root: Any, c: Any, process: Any, detach_keys: str | None) -> 
     sock = attached.exec_connected(root, c, process, console_size=window())
     detached, code = session(sock, tty=True, stdin=True, detach_keys=keys)
     if detached:
-        click.echo("read escape sequence", err=True)
+        flags.echo("read escape sequence", err=True)
         sys.exit(1)
     sys.exit(code if code is not None else 1)
 
 
 # -- cp ----------------------------------------------------------------------------------------
-@click.command("cp")
-@click.option("-L", "--follow-link", is_flag=True, help="Always follow symbol link in SRC_PATH.")
-@click.option("-a", "--archive", is_flag=True, help="Archive mode (copy all uid/gid information).")
-@click.argument("src")
-@click.argument("dest")
-@click.pass_obj
+@flags.command("cp")
+@flags.option("-L", "--follow-link", is_flag=True, help="Always follow symbol link in SRC_PATH.")
+@flags.option("-a", "--archive", is_flag=True, help="Archive mode (copy all uid/gid information).")
+@flags.argument("src")
+@flags.argument("dest")
+@flags.pass_obj
 def cp(obj: Any, follow_link: bool, archive: bool, src: str, dest: str) -> None:
     """Copy files/folders between a container and the local filesystem (``-`` for a tar stream)."""
     from builder.containers import copy, lifecycle

@@ -9,8 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import click
-
+from builder.cli import flags
 from builder.cli import format as fmt_
 
 if TYPE_CHECKING:
@@ -81,25 +80,25 @@ def _each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True
         try:
             fn(ref)
             if echo:
-                click.echo(ref)
+                flags.echo(ref)
         except BuildError as e:
-            click.echo(f"Error: {e}", err=True)
+            flags.echo(f"Error: {e}", err=True)
             failed = True
     if failed:
         sys.exit(1)
 
 
 # -- ps ----------------------------------------------------------------------------------------
-@click.command("ps")
-@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default shows just running).")
-@click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided.")
-@click.option("--format", "fmt", default=None, help="'table', 'json' or a {{.Field}} template.")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states).")
-@click.option("-l", "--latest", is_flag=True, help="Show the latest created container (includes all states).")
-@click.option("-s", "--size", is_flag=True, help="Display total file sizes.")
-@click.pass_obj
+@flags.command("ps")
+@flags.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default shows just running).")
+@flags.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
+@flags.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided.")
+@flags.option("--format", "fmt", default=None, help="'table', 'json' or a {{.Field}} template.")
+@flags.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@flags.option("-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states).")
+@flags.option("-l", "--latest", is_flag=True, help="Show the latest created container (includes all states).")
+@flags.option("-s", "--size", is_flag=True, help="Display total file sizes.")
+@flags.pass_obj
 def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool,
        last: int, latest: bool, size: bool) -> None:
     """List containers."""
@@ -121,10 +120,10 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
 
     if quiet:
         for c in found:
-            click.echo(c.short_id if trunc else c.id)
+            flags.echo(c.short_id if trunc else c.id)
         return
     if fmt and fmt != "table":
-        click.echo(fmt_.format_rows(fmt, [row_of(c) for c in found], _HEADERS,
+        flags.echo(fmt_.format_rows(fmt, [row_of(c) for c in found], _HEADERS,
                                     type_name="*formatter.ContainerContext", messages=fmt_.PS))
         return
     rows = []
@@ -132,19 +131,19 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
         r = row_of(c)
         rows.append([r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]]
                     + ([r["Size"]] if size else []))
-    click.echo(fmt_.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    flags.echo(fmt_.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
                           + (["SIZE"] if size else []), rows))
 
 
 # -- logs --------------------------------------------------------------------------------------
-@click.command("logs")
-@click.option("-f", "--follow", is_flag=True, help="Follow log output.")
-@click.option("-n", "--tail", default="all", help='Number of lines to show from the end of the logs (default "all").')
-@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
-@click.option("--since", default=None, help="Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m).")
-@click.option("--until", default=None, help="Show logs before a timestamp or relative time.")
-@click.argument("container")
-@click.pass_obj
+@flags.command("logs")
+@flags.option("-f", "--follow", is_flag=True, help="Follow log output.")
+@flags.option("-n", "--tail", default="all", help='Number of lines to show from the end of the logs (default "all").')
+@flags.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@flags.option("--since", default=None, help="Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m).")
+@flags.option("--until", default=None, help="Show logs before a timestamp or relative time.")
+@flags.argument("container")
+@flags.pass_obj
 def logs(obj: Any, follow: bool, tail: str, timestamps: bool, since: str | None, until: str | None,
          container: str) -> None:
     """Fetch the logs of a container."""
@@ -164,12 +163,12 @@ def logs(obj: Any, follow: bool, tail: str, timestamps: bool, since: str | None,
 
 
 # -- stop / kill / start / restart --------------------------------------------------------------
-@click.command("stop")
-@click.option("-s", "--signal", "sig", default=None, help="Signal to send to the container.")
-@click.option("-t", "--time", "--timeout", "timeout", type=int, default=None,
+@flags.command("stop")
+@flags.option("-s", "--signal", "sig", default=None, help="Signal to send to the container.")
+@flags.option("-t", "--time", "--timeout", "timeout", type=int, default=None,
               help="Seconds to wait before killing the container.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def stop(obj: Any, sig: str | None, timeout: int | None, containers: tuple[str, ...]) -> None:
     """Stop one or more running containers."""
     from builder.containers import lifecycle
@@ -177,10 +176,10 @@ def stop(obj: Any, sig: str | None, timeout: int | None, containers: tuple[str, 
     _each(containers, lambda r: lifecycle.stop(_root(obj), r, timeout=timeout, sig=sig))
 
 
-@click.command("kill")
-@click.option("-s", "--signal", "sig", default="KILL", help="Signal to send to the container.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.command("kill")
+@flags.option("-s", "--signal", "sig", default="KILL", help="Signal to send to the container.")
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def kill(obj: Any, sig: str, containers: tuple[str, ...]) -> None:
     """Kill one or more running containers."""
     from builder.containers import lifecycle
@@ -190,18 +189,18 @@ def kill(obj: Any, sig: str, containers: tuple[str, ...]) -> None:
     _each(containers, lambda r: lifecycle.kill(_root(obj), r, sig))
 
 
-@click.command("start")
-@click.option("-a", "--attach", is_flag=True, help="Attach STDOUT/STDERR and forward signals.")
-@click.option("-i", "--interactive", is_flag=True, help="Attach container's STDIN.")
-@click.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.command("start")
+@flags.option("-a", "--attach", is_flag=True, help="Attach STDOUT/STDERR and forward signals.")
+@flags.option("-i", "--interactive", is_flag=True, help="Attach container's STDIN.")
+@flags.option("--detach-keys", default=None, help="Override the key sequence for detaching a container.")
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def start(obj: Any, attach: bool, interactive: bool, detach_keys: str | None, containers: tuple[str, ...]) -> None:
     """Start one or more stopped containers."""
     from builder.containers import service
 
     if (attach or interactive) and len(containers) > 1:
-        raise click.UsageError("you cannot start and attach multiple containers at once")
+        raise flags.UsageError("you cannot start and attach multiple containers at once")
     if attach or interactive:
         from builder.cli import fail
         from builder.containers.attached import detach_keys as parse_keys
@@ -259,12 +258,12 @@ def follow_first_run(root: Any, cid: str, *, since_ns: int) -> int:
     return lifecycle.run_exit_code(root, cid)
 
 
-@click.command("restart")
-@click.option("-s", "--signal", "sig", default=None, help="Signal to send to the container.")
-@click.option("-t", "--time", "--timeout", "timeout", type=int, default=None,
+@flags.command("restart")
+@flags.option("-s", "--signal", "sig", default=None, help="Signal to send to the container.")
+@flags.option("-t", "--time", "--timeout", "timeout", type=int, default=None,
               help="Seconds to wait before killing the container.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def restart(obj: Any, sig: str | None, timeout: int | None, containers: tuple[str, ...]) -> None:
     """Restart one or more containers."""
     from builder.containers import service
@@ -273,11 +272,11 @@ def restart(obj: Any, sig: str | None, timeout: int | None, containers: tuple[st
 
 
 # -- rm / prune / rename / wait ----------------------------------------------------------------
-@click.command("rm")
-@click.option("-f", "--force", is_flag=True, help="Force the removal of a running container (uses SIGKILL).")
-@click.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes associated with the container.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.command("rm")
+@flags.option("-f", "--force", is_flag=True, help="Force the removal of a running container (uses SIGKILL).")
+@flags.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes associated with the container.")
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def rm(obj: Any, force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
     """Remove one or more containers."""
     from builder.containers import lifecycle
@@ -285,31 +284,31 @@ def rm(obj: Any, force: bool, volumes: bool, containers: tuple[str, ...]) -> Non
     _each(containers, lambda r: lifecycle.remove(_root(obj), r, force=force, volumes=volumes))
 
 
-@click.command("prune")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
-@click.option("--filter", "filters", multiple=True, help="Provide filter values (e.g. 'label=<key>=<value>').")
-@click.pass_obj
+@flags.command("prune")
+@flags.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@flags.option("--filter", "filters", multiple=True, help="Provide filter values (e.g. 'label=<key>=<value>').")
+@flags.pass_obj
 def prune(obj: Any, force: bool, filters: tuple[str, ...]) -> None:
     """Remove all stopped containers."""
     from builder.containers import lifecycle
 
-    if not force and not click.confirm(
+    if not force and not flags.confirm(
         "WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"
     ):
         return
     removed = lifecycle.prune(_root(obj), filters=lifecycle.Filters.parse(filters))
     if removed:
-        click.echo("Deleted Containers:")
+        flags.echo("Deleted Containers:")
         for cid in removed:
-            click.echo(cid)
-        click.echo("")
-    click.echo("Total reclaimed space: 0B")
+            flags.echo(cid)
+        flags.echo("")
+    flags.echo("Total reclaimed space: 0B")
 
 
-@click.command("rename")
-@click.argument("container")
-@click.argument("new_name")
-@click.pass_obj
+@flags.command("rename")
+@flags.argument("container")
+@flags.argument("new_name")
+@flags.pass_obj
 def rename(obj: Any, container: str, new_name: str) -> None:
     """Rename a container."""
     from builder.containers import lifecycle
@@ -317,22 +316,22 @@ def rename(obj: Any, container: str, new_name: str) -> None:
     lifecycle.rename(_root(obj), container, new_name)
 
 
-@click.command("wait")
-@click.option("--condition", type=click.Choice(["not-running", "next-exit", "removed"]), default="not-running")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.command("wait")
+@flags.option("--condition", type=flags.Choice(["not-running", "next-exit", "removed"]), default="not-running")
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def wait(obj: Any, condition: str, containers: tuple[str, ...]) -> None:
     """Block until one or more containers stop, then print their exit codes."""
     from builder.containers import lifecycle
 
-    _each(containers, lambda r: click.echo(lifecycle.wait(_root(obj), r, condition=condition)), echo=False)
+    _each(containers, lambda r: flags.echo(lifecycle.wait(_root(obj), r, condition=condition)), echo=False)
 
 
 # -- port / top / inspect ----------------------------------------------------------------------
-@click.command("port")
-@click.argument("container")
-@click.argument("private_port", required=False)
-@click.pass_obj
+@flags.command("port")
+@flags.argument("container")
+@flags.argument("private_port", required=False)
+@flags.pass_obj
 def port(obj: Any, container: str, private_port: str | None) -> None:
     """List port mappings or a specific mapping for the container."""
     from builder.containers import inspect, lifecycle
@@ -347,15 +346,15 @@ def port(obj: Any, container: str, private_port: str | None) -> None:
         if not hits:
             raise ContainerError(f"No public port '{num}/{proto}' published for {container}")
         for p in hits:
-            click.echo(f"{p['HostIp'] or '0.0.0.0'}:{p['HostPort']}")
+            flags.echo(f"{p['HostIp'] or '0.0.0.0'}:{p['HostPort']}")
         return
     for p in sorted(published, key=lambda p: (p["ContainerPort"], p["Protocol"])):
-        click.echo(f"{p['ContainerPort']}/{p['Protocol']} -> {p['HostIp'] or '0.0.0.0'}:{p['HostPort']}")
+        flags.echo(f"{p['ContainerPort']}/{p['Protocol']} -> {p['HostIp'] or '0.0.0.0'}:{p['HostPort']}")
 
 
-@click.command("pause")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.command("pause")
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def pause(obj: Any, containers: tuple[str, ...]) -> None:
     """Pause all processes within one or more containers."""
     from builder.containers import lifecycle
@@ -363,9 +362,9 @@ def pause(obj: Any, containers: tuple[str, ...]) -> None:
     _each(containers, lambda r: lifecycle.pause(_root(obj), r))
 
 
-@click.command("unpause")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.command("unpause")
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def unpause(obj: Any, containers: tuple[str, ...]) -> None:
     """Unpause all processes within one or more containers."""
     from builder.containers import lifecycle
@@ -373,22 +372,22 @@ def unpause(obj: Any, containers: tuple[str, ...]) -> None:
     _each(containers, lambda r: lifecycle.unpause(_root(obj), r))
 
 
-@click.command("top")
-@click.argument("container")
-@click.pass_obj
+@flags.command("top")
+@flags.argument("container")
+@flags.pass_obj
 def top(obj: Any, container: str) -> None:
     """Display the running processes of a container."""
     from builder.containers import inspect, lifecycle
 
     shown = inspect.top(lifecycle.get(_root(obj), container))
-    click.echo(fmt_.table(shown["Titles"], shown["Processes"]))
+    flags.echo(fmt_.table(shown["Titles"], shown["Processes"]))
 
 
-@click.command("inspect")
-@click.option("-f", "--format", "fmt", default=None, help="Format the output using a {{.Field}} template.")
-@click.option("-s", "--size", is_flag=True, help="Display total file sizes.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.command("inspect")
+@flags.option("-f", "--format", "fmt", default=None, help="Format the output using a {{.Field}} template.")
+@flags.option("-s", "--size", is_flag=True, help="Display total file sizes.")
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def container_inspect(obj: Any, fmt: str | None, size: bool, containers: tuple[str, ...]) -> None:
     """Display detailed information on one or more containers."""
     from builder.containers import inspect
@@ -420,12 +419,6 @@ _CONTAINER_COMMANDS = {
     name: f"builder.cli.changes:{name}" for name in ("diff", "export", "commit")}
 
 
-def _lazy_group() -> type[click.Group]:
-    from builder.cli import LazyGroup
-
-    return LazyGroup
-
-
-@click.group("container", cls=_lazy_group(), lazy=_CONTAINER_COMMANDS)
+@flags.group("container", cls=flags.LazyGroup, lazy=_CONTAINER_COMMANDS)
 def container() -> None:
     """Manage containers."""

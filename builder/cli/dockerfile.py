@@ -12,8 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import click
-
+from builder.cli import flags
 from builder.errors import DockerfileSyntaxError
 
 
@@ -27,18 +26,18 @@ def _read(path: str) -> tuple[str, str]:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
-            click.echo(f"Error: {path}: {e.strerror or e}", err=True)
+            flags.echo(f"Error: {path}: {e.strerror or e}", err=True)
             sys.exit(1)
         name = path
     return data.decode("utf-8", errors="replace"), name
 
 
 def _syntax_error(e: DockerfileSyntaxError) -> None:
-    click.echo(e.render(), err=True)
+    flags.echo(e.render(), err=True)
     sys.exit(1)
 
 
-@click.group("dockerfile")
+@flags.group("dockerfile")
 def dockerfile() -> None:
     """Read Dockerfiles: print the syntax tree, run the build checks."""
 
@@ -60,8 +59,8 @@ def _dump(node: object) -> str:
 
 
 @dockerfile.command("parse")
-@click.option("--json", "as_json", is_flag=True, help="Print the tree as one JSON object.")
-@click.argument("file", type=str)
+@flags.option("--json", "as_json", is_flag=True, help="Print the tree as one JSON object.")
+@flags.argument("file", type=str)
 def parse_cmd(as_json: bool, file: str) -> None:
     """Print the syntax tree of FILE (- reads standard input)."""
     from builder.dockerfile import parse
@@ -73,24 +72,24 @@ def parse_cmd(as_json: bool, file: str) -> None:
         _syntax_error(e)
         return
     if as_json:
-        click.echo(json.dumps(tree.to_json(), indent=2, ensure_ascii=False))
+        flags.echo(json.dumps(tree.to_json(), indent=2, ensure_ascii=False))
         return
     for key, value in tree.directives.to_json().items():
-        click.echo(f"# {key}={value}")
+        flags.echo(f"# {key}={value}")
     for node in tree.nodes:
         lines = (
             f"{node.start_line}"
             if node.start_line == node.end_line
             else f"{node.start_line}-{node.end_line}"
         )
-        click.echo(f"{lines}: {_dump(node)}")
+        flags.echo(f"{lines}: {_dump(node)}")
         for heredoc in node.heredocs:
-            click.echo(f"    <<{heredoc.name} {json.dumps(heredoc.content)}")
+            flags.echo(f"    <<{heredoc.name} {json.dumps(heredoc.content)}")
 
 
 @dockerfile.command("check")
-@click.option("--error", "fail_on_warning", is_flag=True, help="Exit 1 when there are warnings.")
-@click.argument("file", type=str)
+@flags.option("--error", "fail_on_warning", is_flag=True, help="Exit 1 when there are warnings.")
+@flags.argument("file", type=str)
 def check_cmd(fail_on_warning: bool, file: str) -> None:
     """Run the typed level and the build checks on FILE; print warnings as Docker does."""
     text, name = _read(file)
@@ -110,7 +109,7 @@ def run_check(text: str, name: str, *, fail_on_warning: bool) -> None:
         return
     warnings = lint(tree)
     for w in warnings:
-        click.echo(w.render())
+        flags.echo(w.render())
     try:
         typed(tree)
     except DockerfileSyntaxError as e:
@@ -118,11 +117,11 @@ def run_check(text: str, name: str, *, fail_on_warning: bool) -> None:
         return
     if warnings:
         n = len(warnings)
-        click.echo(
+        flags.echo(
             f"Check complete, {n} warning{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} been found!"
         )
     else:
-        click.echo("Check complete, no warnings found.")
+        flags.echo("Check complete, no warnings found.")
     if warnings and (fail_on_warning or CheckConfig.parse(tree.directives.check).error):
         sys.exit(1)
 
@@ -147,5 +146,5 @@ def check_option(f: Callable[..., Any]) -> Callable[..., Any]:
         run_check(text, os.path.basename(name) if name != "<stdin>" else "Dockerfile", fail_on_warning=True)
         return None
 
-    return click.option("--check", is_flag=True,
+    return flags.option("--check", is_flag=True,
                         help="Run the build checks on the Dockerfile, without building (exit 1 on warnings).")(wrapper)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import click
+from builder.cli import flags
 
 #: how often the log is read for new events
 POLL = 0.1
@@ -81,12 +81,12 @@ def _seconds(text: str | None) -> float | None:
         raise
 
 
-@click.command("events")
-@click.option("--since", default=None, help="Show all events created since timestamp.")
-@click.option("--until", default=None, help="Stream events until this timestamp.")
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided.")
-@click.option("--format", "fmt", default=None, help="Format the output using the given Go template.")
-@click.pass_obj
+@flags.command("events")
+@flags.option("--since", default=None, help="Show all events created since timestamp.")
+@flags.option("--until", default=None, help="Stream events until this timestamp.")
+@flags.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided.")
+@flags.option("--format", "fmt", default=None, help="Format the output using the given Go template.")
+@flags.pass_obj
 def events(obj: Any, since: str | None, until: str | None, filters: tuple[str, ...], fmt: str | None) -> None:
     """Get real time events from the server."""
     from builder import events as lib
@@ -117,16 +117,16 @@ def events(obj: Any, since: str | None, until: str | None, filters: tuple[str, .
 
     def show(ev: Mapping[str, Any]) -> None:
         if tmpl is None:
-            click.echo(event_line(ev))
+            flags.echo(event_line(ev))
             return
         from builder.errors import TemplateExecError
 
         try:
-            click.echo(tmpl.execute(EventView.of(ev), options=row(MESSAGE)))
+            flags.echo(tmpl.execute(EventView.of(ev), options=row(MESSAGE)))
         except TemplateExecError as e:
             # Docker's client: what the template wrote, its newline, then Go's error alone (exit 1)
-            click.echo(e.partial)
-            click.echo(str(e), err=True)
+            flags.echo(e.partial)
+            flags.echo(str(e), err=True)
             sys.exit(1)
 
     # Ctrl-C ends the stream as it ends Docker's client: by the signal, nothing printed

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
 
-import click
+from builder.cli import flags
 
 # re-exported: the CLI's modules take them from here
 from builder.units import human_duration as human_duration
@@ -88,7 +88,7 @@ EVENTS = FormatMessages(parse="Error parsing format: ", execute="Error parsing f
 
 
 def _die(message: str, code: int) -> NoReturn:
-    click.echo(message, err=True)
+    flags.echo(message, err=True)
     sys.exit(code)
 
 
@@ -151,15 +151,15 @@ def inspect_output(text: str | None, objs: Sequence[Any], errors: Sequence[str] 
     if text and text != "json":
         template(text, messages=INSPECT)
     if not text:
-        click.echo(json.dumps(list(objs), indent=4))
+        flags.echo(json.dumps(list(objs), indent=4))
         failed = list(errors)
     elif text == "json":  # Docker 23+ (20.10 prints the word): each object as indented JSON
         for o in objs:
-            click.echo(json.dumps(o, indent=4))
+            flags.echo(json.dumps(o, indent=4))
         failed = list(errors)
     else:
         out, failed = render_inspect(text, objs, options=options)
-        click.echo(out)
+        flags.echo(out)
         failed = list(errors) + failed
     if failed:
         _die("\n".join(failed), 1)

@@ -9,9 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import click
-
-from builder.cli import Globals, fail
+from builder.cli import Globals, fail, flags
 from builder.cli.format import (
     format_rows,
     human_duration,
@@ -28,7 +26,7 @@ from registry.errors import RegistryError
 from registry.reference import Reference
 from registry.store import ImageRecord, Store
 
-pass_globals = click.pass_obj
+pass_globals = flags.pass_obj
 
 
 # -- shared helpers ----------------------------------------------------------------------------
@@ -53,7 +51,7 @@ def _short(digest: Digest | None, no_trunc: bool = False) -> str:
 
 def _echo_lines(text: str) -> None:
     if text:
-        click.echo(text)
+        flags.echo(text)
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -85,15 +83,15 @@ def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[datetime, dict[str, An
     }
 
 
-@click.command("images")
-@click.argument("repository", required=False)
-@click.option("-a", "--all", "all_", is_flag=True, help="Show all images (no effect: no intermediates).")
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
-@click.option("--digests", is_flag=True, help="Show digests.")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter: dangling=, reference=, label=, before=, since=.")
-@click.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
-@click.option("--tree", is_flag=True, help="List each image's platforms under it.")
+@flags.command("images")
+@flags.argument("repository", required=False)
+@flags.option("-a", "--all", "all_", is_flag=True, help="Show all images (no effect: no intermediates).")
+@flags.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@flags.option("--digests", is_flag=True, help="Show digests.")
+@flags.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@flags.option("-f", "--filter", "filters", multiple=True, help="Filter: dangling=, reference=, label=, before=, since=.")
+@flags.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
+@flags.option("--tree", is_flag=True, help="List each image's platforms under it.")
 @pass_globals
 def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests: bool,
            no_trunc: bool, filters: tuple[str, ...], fmt: str | None, tree: bool) -> None:
@@ -124,7 +122,7 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
         _echo_lines(format_rows(fmt, rows, _IMAGE_HEADERS, type_name="*formatter.imageContext"))
         return
     cols = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
-    click.echo(table([_IMAGE_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
+    flags.echo(table([_IMAGE_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
 
 
 def _tree(store: Store, records: list[ImageRecord], no_trunc: bool) -> None:
@@ -141,13 +139,13 @@ def _tree(store: Store, records: list[ImageRecord], no_trunc: bool) -> None:
             branch = "└─ " if n == len(plats) - 1 else "├─ "
             out.append([branch + str(p.platform), _short(p.manifest, no_trunc),
                         human_size(p.disk_usage), human_size(p.content_size)])
-    click.echo(table(["IMAGE", "ID", "DISK USAGE", "CONTENT SIZE"], out))
+    flags.echo(table(["IMAGE", "ID", "DISK USAGE", "CONTENT SIZE"], out))
 
 
 # -- tag / rmi / prune -------------------------------------------------------------------------
-@click.command("tag")
-@click.argument("source")
-@click.argument("target")
+@flags.command("tag")
+@flags.argument("source")
+@flags.argument("target")
 @pass_globals
 def tag(g: Globals, source: str, target: str) -> None:
     """Create a tag TARGET that refers to SOURCE."""
@@ -161,11 +159,11 @@ def tag(g: Globals, source: str, target: str) -> None:
                 {"name": ref.familiar})
 
 
-@click.command("rmi")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--force", is_flag=True, help="Force removal of the image.")
-@click.option("--no-prune", is_flag=True, help="Do not delete unreferenced blobs.")
-@click.option("--platform", default=None, help="Remove only this platform's image (os/arch[/variant]).")
+@flags.command("rmi")
+@flags.argument("names", nargs=-1, required=True)
+@flags.option("-f", "--force", is_flag=True, help="Force removal of the image.")
+@flags.option("--no-prune", is_flag=True, help="Do not delete unreferenced blobs.")
+@flags.option("--platform", default=None, help="Remove only this platform's image (os/arch[/variant]).")
 @pass_globals
 def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool, platform: str | None) -> None:
     """Remove one or more images."""
@@ -176,9 +174,9 @@ def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool, platfor
     for name in names:
         try:
             for line in library.remove(g.state, name, force=force, platform=_platform_option(platform)):
-                click.echo(line)
+                flags.echo(line)
         except RegistryError as e:
-            click.echo(f"Error: {e}", err=True)
+            flags.echo(f"Error: {e}", err=True)
             errors += 1
     if not no_prune:
         store.gc(wait=False)  # never block behind a build or pull holding a lease
@@ -186,34 +184,34 @@ def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool, platfor
         sys.exit(1)
 
 
-@click.command("prune")
-@click.option("-a", "--all", "all_", is_flag=True, help="Remove all unused images, not just dangling ones.")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@flags.command("prune")
+@flags.option("-a", "--all", "all_", is_flag=True, help="Remove all unused images, not just dangling ones.")
+@flags.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
 @pass_globals
 def prune(g: Globals, all_: bool, force: bool) -> None:
     """Remove unused images and unreferenced blobs."""
     if not force:
         what = ("all images without at least one container associated to them" if all_
                 else "all dangling images")
-        click.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?",
+        flags.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?",
                       abort=True)
     from builder import images as library
 
     report = library.prune(g.state, all=all_)
     if report.deleted:
-        click.echo("Deleted Images:")
+        flags.echo("Deleted Images:")
         for line in report.deleted:
-            click.echo(line)
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(report.freed, 4)}")
+            flags.echo(line)
+        flags.echo("")
+    flags.echo(f"Total reclaimed space: {human_size(report.freed, 4)}")
 
 
 # -- inspect / history ---------------------------------------------------------------------------
-@click.command("inspect")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--format", "fmt", default=None, help="Format with a Go template.")
-@click.option("--type", "kind", type=click.Choice(["image", "container"]), default=None)
-@click.option("--platform", default=None, help="Inspect this platform's image of an index.")
+@flags.command("inspect")
+@flags.argument("names", nargs=-1, required=True)
+@flags.option("-f", "--format", "fmt", default=None, help="Format with a Go template.")
+@flags.option("--type", "kind", type=flags.Choice(["image", "container"]), default=None)
+@flags.option("--platform", default=None, help="Inspect this platform's image of an index.")
 @pass_globals
 def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | None,
             platform: str | None) -> None:
@@ -236,13 +234,13 @@ def _ellipsis(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-@click.command("history")
-@click.argument("name")
-@click.option("-H", "--human", type=click.BOOL, default=True, show_default=True,
+@flags.command("history")
+@flags.argument("name")
+@flags.option("-H", "--human", type=flags.BOOL, default=True, show_default=True,
               help="Print sizes and dates in human readable format.")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
-@click.option("--format", "fmt", default=None, help="'table', 'json' or a Go TEMPLATE.")
+@flags.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@flags.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@flags.option("--format", "fmt", default=None, help="'table', 'json' or a Go TEMPLATE.")
 @pass_globals
 def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt: str | None) -> None:
     """Show the history of an image."""
@@ -271,16 +269,16 @@ def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt
         _echo_lines(format_rows(fmt, rows, _HISTORY_HEADERS, type_name="*image.historyContext"))
     else:
         cols = ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
-        click.echo(table([_HISTORY_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
+        flags.echo(table([_HISTORY_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows]))
 
 
 # -- import / save / load ----------------------------------------------------------------------
-@click.command("import")
-@click.argument("source")
-@click.argument("repository", required=False)
-@click.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction to the image.")
-@click.option("-m", "--message", default=None, help="Set the commit message for the imported image.")
-@click.option("--platform", default=None, help="Set the platform (os/arch[/variant]).")
+@flags.command("import")
+@flags.argument("source")
+@flags.argument("repository", required=False)
+@flags.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction to the image.")
+@flags.option("-m", "--message", default=None, help="Set the commit message for the imported image.")
+@flags.option("--platform", default=None, help="Set the platform (os/arch[/variant]).")
 @pass_globals
 def import_(g: Globals, source: str, repository: str | None, changes: tuple[str, ...],
             message: str | None, platform: str | None) -> None:
@@ -310,13 +308,13 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
     image_id = str(result.config.digest)
     events.emit(g.state, "image", "import", image_id,
                 {"name": ref.familiar if ref else image_id})
-    click.echo(image_id)
+    flags.echo(image_id)
 
 
-@click.command("save")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-o", "--output", default=None, help="Write to a file, instead of STDOUT.")
-@click.option("--format", "fmt", type=click.Choice(["docker-archive", "oci-archive"]),
+@flags.command("save")
+@flags.argument("names", nargs=-1, required=True)
+@flags.option("-o", "--output", default=None, help="Write to a file, instead of STDOUT.")
+@flags.option("--format", "fmt", type=flags.Choice(["docker-archive", "oci-archive"]),
               default="docker-archive", show_default=True)
 @pass_globals
 def save(g: Globals, names: tuple[str, ...], output: str | None, fmt: str) -> None:
@@ -334,9 +332,9 @@ def save(g: Globals, names: tuple[str, ...], output: str | None, fmt: str) -> No
         events.emit(g.state, "image", "save", n, {"name": n})
 
 
-@click.command("load")
-@click.option("-i", "--input", "input_", default=None, help="Read from tar archive file, instead of STDIN.")
-@click.option("-q", "--quiet", is_flag=True, help="Suppress the load output.")
+@flags.command("load")
+@flags.option("-i", "--input", "input_", default=None, help="Read from tar archive file, instead of STDIN.")
+@flags.option("-q", "--quiet", is_flag=True, help="Suppress the load output.")
 @pass_globals
 def load(g: Globals, input_: str | None, quiet: bool) -> None:
     """Load images from a docker-archive or oci-archive tarball (or STDIN)."""
@@ -363,13 +361,13 @@ def load(g: Globals, input_: str | None, quiet: bool) -> None:
     if not quiet:
         for item in loaded:
             if item.reference is not None:
-                click.echo(f"Loaded image: {item.reference.familiar}")
+                flags.echo(f"Loaded image: {item.reference.familiar}")
             else:
-                click.echo(f"Loaded image ID: {item.image_id}")
+                flags.echo(f"Loaded image ID: {item.image_id}")
 
 
 # -- the `image` group -------------------------------------------------------------------------
-@click.group("image")
+@flags.group("image")
 def image() -> None:
     """Manage images."""
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import click
-
-from builder.cli import fail
+from builder.cli import fail, flags
 from builder.cli.volume import table
 
 
@@ -35,22 +33,22 @@ def _container(state: Any, ref: str) -> tuple[str, str, str]:
     return c.id, c.name, c.config.hostname or c.short_id
 
 
-@click.group()
+@flags.group()
 def network() -> None:
     """Manage networks."""
 
 
 @network.command("create")
-@click.argument("name")
-@click.option("-d", "--driver", default="bridge", show_default=True, help="bridge, macvlan or overlay.")
-@click.option("--subnet", "subnets", multiple=True, help="Subnet in CIDR format, e.g. 10.50.0.0/24 (and an IPv6 one with --ipv6).")
-@click.option("--gateway", "gateways", multiple=True, help="Gateway of a subnet (IPv4 or IPv6).")
-@click.option("--ipv6", is_flag=True, help="Enable IPv6 (needs an IPv6 --subnet).")
-@click.option("-o", "--opt", "opts", multiple=True, help="Driver options (parent=IFACE for macvlan).")
-@click.option("--label", "labels", multiple=True, help="Set metadata (KEY=VALUE).")
-@click.option("--internal", is_flag=True, help="Restrict external access to the network.")
-@click.option("--attachable", is_flag=True, help="Enable manual container attachment (overlay).")
-@click.pass_obj
+@flags.argument("name")
+@flags.option("-d", "--driver", default="bridge", show_default=True, help="bridge, macvlan or overlay.")
+@flags.option("--subnet", "subnets", multiple=True, help="Subnet in CIDR format, e.g. 10.50.0.0/24 (and an IPv6 one with --ipv6).")
+@flags.option("--gateway", "gateways", multiple=True, help="Gateway of a subnet (IPv4 or IPv6).")
+@flags.option("--ipv6", is_flag=True, help="Enable IPv6 (needs an IPv6 --subnet).")
+@flags.option("-o", "--opt", "opts", multiple=True, help="Driver options (parent=IFACE for macvlan).")
+@flags.option("--label", "labels", multiple=True, help="Set metadata (KEY=VALUE).")
+@flags.option("--internal", is_flag=True, help="Restrict external access to the network.")
+@flags.option("--attachable", is_flag=True, help="Enable manual container attachment (overlay).")
+@flags.pass_obj
 def create(obj: Any, name: str, driver: str, subnets: tuple[str, ...], gateways: tuple[str, ...], ipv6: bool,
            opts: tuple[str, ...], labels: tuple[str, ...], internal: bool, attachable: bool) -> None:
     """Create a network."""
@@ -73,15 +71,15 @@ def create(obj: Any, name: str, driver: str, subnets: tuple[str, ...], gateways:
                                internal=internal, attachable=attachable)
     except NetworkError as e:
         fail(str(e), 1)
-    click.echo(net.id)
+    flags.echo(net.id)
 
 
 @network.command("ls")
-@click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
-@click.option("-f", "--filter", "filters", multiple=True, help="name=, id=, driver=, label=, type=custom|builtin")
-@click.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
-@click.pass_obj
+@flags.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
+@flags.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
+@flags.option("-f", "--filter", "filters", multiple=True, help="name=, id=, driver=, label=, type=custom|builtin")
+@flags.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
+@flags.pass_obj
 def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List networks."""
     from builder import network as N
@@ -103,7 +101,7 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
 
     if quiet:
         for n in nets:
-            click.echo(ident(n.id))
+            flags.echo(ident(n.id))
     elif fmt and fmt != "table":
         from builder.cli.format import created_at, format_rows, label_method
 
@@ -115,17 +113,17 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
                    "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT"}
         text = format_rows(fmt, objs, headers, type_name="*network.networkContext")
         if text:
-            click.echo(text)
+            flags.echo(text)
     else:
         rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
         rows += [[ident(n.id), n.name, n.driver, n.scope] for n in nets]
-        click.echo(table(rows))
+        flags.echo(table(rows))
 
 
 @network.command("inspect")
-@click.option("-f", "--format", "fmt", default=None, help="Format the output using a Go template.")
-@click.argument("refs", nargs=-1, required=True)
-@click.pass_obj
+@flags.option("-f", "--format", "fmt", default=None, help="Format the output using a Go template.")
+@flags.argument("refs", nargs=-1, required=True)
+@flags.pass_obj
 def inspect(obj: Any, fmt: str | None, refs: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
     from builder import network as N
@@ -144,14 +142,14 @@ def inspect(obj: Any, fmt: str | None, refs: tuple[str, ...]) -> None:
     if fmt:
         inspect_output(fmt, out, [f"Error: {e}" for e in errors[:1]])
         return
-    click.echo(json.dumps(out, indent=4))
+    flags.echo(json.dumps(out, indent=4))
     if errors:
         fail(errors[0], 1)
 
 
 @network.command("rm")
-@click.argument("refs", nargs=-1, required=True)
-@click.pass_obj
+@flags.argument("refs", nargs=-1, required=True)
+@flags.pass_obj
 def rm(obj: Any, refs: tuple[str, ...]) -> None:
     """Remove one or more networks (refused while containers are connected)."""
     from builder import network as N
@@ -161,7 +159,7 @@ def rm(obj: Any, refs: tuple[str, ...]) -> None:
     for r in refs:
         try:
             N.remove_network(obj.state, r)
-            click.echo(r)
+            flags.echo(r)
         except NetworkError as e:
             errors.append(str(e))
     if errors:
@@ -169,11 +167,11 @@ def rm(obj: Any, refs: tuple[str, ...]) -> None:
 
 
 @network.command("connect")
-@click.argument("net")
-@click.argument("container")
-@click.option("--alias", "aliases", multiple=True, help="Network-scoped alias for the container.")
-@click.option("--ip", default=None, help="IPv4 address on the network.")
-@click.pass_obj
+@flags.argument("net")
+@flags.argument("container")
+@flags.option("--alias", "aliases", multiple=True, help="Network-scoped alias for the container.")
+@flags.option("--ip", default=None, help="IPv4 address on the network.")
+@flags.pass_obj
 def connect(obj: Any, net: str, container: str, aliases: tuple[str, ...], ip: str | None) -> None:
     """Connect a running container to a network."""
     from builder import network as N
@@ -188,10 +186,10 @@ def connect(obj: Any, net: str, container: str, aliases: tuple[str, ...], ip: st
 
 
 @network.command("disconnect")
-@click.argument("net")
-@click.argument("container")
-@click.option("-f", "--force", is_flag=True, help="Do not fail if the container is not connected.")
-@click.pass_obj
+@flags.argument("net")
+@flags.argument("container")
+@flags.option("-f", "--force", is_flag=True, help="Do not fail if the container is not connected.")
+@flags.pass_obj
 def disconnect(obj: Any, net: str, container: str, force: bool) -> None:
     """Disconnect a container from a network."""
     from builder import network as N
@@ -206,9 +204,9 @@ def disconnect(obj: Any, net: str, container: str, force: bool) -> None:
 
 
 @network.command("prune")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
-@click.option("--filter", "filters", multiple=True, help="label=KEY[=VALUE]")
-@click.pass_obj
+@flags.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@flags.option("--filter", "filters", multiple=True, help="label=KEY[=VALUE]")
+@flags.pass_obj
 def prune(obj: Any, force: bool, filters: tuple[str, ...]) -> None:
     """Remove all unused user-defined networks."""
     from builder import network as N
@@ -220,10 +218,10 @@ def prune(obj: Any, force: bool, filters: tuple[str, ...]) -> None:
             fail(f"invalid filter {f!r} (label=KEY[=VALUE])", 1)
         labels.append(v)
     if not force:
-        click.confirm("WARNING! This will remove all custom networks not used by at least one container.\n"
+        flags.confirm("WARNING! This will remove all custom networks not used by at least one container.\n"
                       "Are you sure you want to continue?", abort=True)
     removed = N.prune_networks(obj.state, label_filters=labels)
     if removed:
-        click.echo("Deleted Networks:")
+        flags.echo("Deleted Networks:")
         for n in removed:
-            click.echo(n)
+            flags.echo(n)

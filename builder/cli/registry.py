@@ -10,9 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-import click
-
-from builder.cli import Globals
+from builder.cli import Globals, flags
 
 if TYPE_CHECKING:
     from registry.transfer import Event
@@ -25,7 +23,7 @@ TLS_HELP = ("Require HTTPS with a verified certificate (default true); "
 
 
 def _tls_option(name: str = "--tls-verify", help: str = TLS_HELP) -> Callable[[F], F]:
-    return click.option(name, type=click.BOOL, default=True, is_flag=False, flag_value=True,
+    return flags.option(name, type=flags.BOOL, default=True, is_flag=False, flag_value=True,
                         show_default=False, metavar="BOOL", help=help)
 
 
@@ -57,7 +55,7 @@ class Renderer:
 
             tqdm.write(text, file=out)  # clears the bars first, then redraws them
         else:
-            click.echo(text, file=out)
+            flags.echo(text, file=out)
             out.flush()
 
     def __call__(self, ev: Event) -> None:
@@ -167,16 +165,16 @@ def _server_domain(server: str | None) -> str:
     try:
         return server_domain(server)
     except InvalidReference as e:
-        raise click.BadParameter(str(e), param_hint="SERVER") from None
+        raise flags.BadParameter(str(e), param_hint="SERVER") from None
 
 
-@click.command("login")
-@click.option("-u", "--username", help="Username.")
-@click.option("-p", "--password", help="Password (prefer --password-stdin).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@flags.command("login")
+@flags.option("-u", "--username", help="Username.")
+@flags.option("-p", "--password", help="Password (prefer --password-stdin).")
+@flags.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @_tls_option()
-@click.argument("server", required=False)
-@click.pass_obj
+@flags.argument("server", required=False)
+@flags.pass_obj
 def login(obj: Globals, username: str | None, password: str | None, password_stdin: bool,
           tls_verify: bool, server: str | None) -> None:
     """Log in to a registry (Docker Hub by default), storing credentials as Docker does.
@@ -189,52 +187,52 @@ def login(obj: Globals, username: str | None, password: str | None, password_std
 
     domain = _server_domain(server)
     if password is not None and not password_stdin:
-        click.echo("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", err=True)
+        flags.echo("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", err=True)
     if password_stdin:
         if password:
-            raise click.UsageError("--password and --password-stdin are mutually exclusive")
+            raise flags.UsageError("--password and --password-stdin are mutually exclusive")
         if not username:
-            raise click.UsageError("must provide --username with --password-stdin")
+            raise flags.UsageError("must provide --username with --password-stdin")
         password = sys.stdin.read().rstrip("\r\n")
     if not username:
-        username = click.prompt("Username")
+        username = flags.prompt("Username")
     if password is None:
-        password = click.prompt("Password", hide_input=True)
+        password = flags.prompt("Password", hide_input=True)
     if not password:
-        raise click.UsageError("password is empty")
+        raise flags.UsageError("password is empty")
     creds = Credentials(username, password)
     with RegistryClient(login_host(domain), credentials=creds, tls_verify=tls_verify) as client:
         identity = client.verify_login()
     config = DockerConfig.load()
     where = config.store(domain, Credentials(username, identity_token=identity) if identity else creds)
     if where == str(config.path):
-        click.echo(f"WARNING! Your credentials are stored unencrypted in '{where}'. "
+        flags.echo(f"WARNING! Your credentials are stored unencrypted in '{where}'. "
                    "Configure a credential helper (credsStore/credHelpers) to avoid this.", err=True)
-    click.echo("Login Succeeded")
+    flags.echo("Login Succeeded")
 
 
-@click.command("logout")
-@click.argument("server", required=False)
+@flags.command("logout")
+@flags.argument("server", required=False)
 def logout(server: str | None) -> None:
     """Remove stored credentials for a registry (Docker Hub by default)."""
     from registry.auth import DockerConfig
 
     domain = _server_domain(server)
     if DockerConfig.load().erase(domain):
-        click.echo(f"Removing login credentials for {domain}")
+        flags.echo(f"Removing login credentials for {domain}")
     else:
-        click.echo(f"Not logged in to {domain}")
+        flags.echo(f"Not logged in to {domain}")
 
 
 # -- pull / push / copy ------------------------------------------------------------------------
-@click.command("pull")
-@click.option("--platform", help="os/arch[/variant] to pull from a multi-platform image.")
-@click.option("-a", "--all-platforms", is_flag=True, help="Pull every platform of an index.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the image reference.")
-@click.option("--max-concurrent-downloads", default=3, show_default=True, type=click.IntRange(1, 64))
+@flags.command("pull")
+@flags.option("--platform", help="os/arch[/variant] to pull from a multi-platform image.")
+@flags.option("-a", "--all-platforms", is_flag=True, help="Pull every platform of an index.")
+@flags.option("-q", "--quiet", is_flag=True, help="Print only the image reference.")
+@flags.option("--max-concurrent-downloads", default=3, show_default=True, type=flags.IntRange(1, 64))
 @_tls_option()
-@click.argument("name")
-@click.pass_obj
+@flags.argument("name")
+@flags.pass_obj
 def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
          max_concurrent_downloads: int, tls_verify: bool, name: str) -> None:
     """Pull an image from a registry into the local store."""
@@ -244,9 +242,9 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
     ref = Reference.parse(name)
     plat = platform_option(platform)
     if not quiet and Reference.parse(name, default_tag=False).tag is None and ref.digest is None:
-        click.echo("Using default tag: latest")
+        flags.echo("Using default tag: latest")
     if not quiet:
-        click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.path}")
+        flags.echo(f"{ref.tag or ref.digest}: Pulling from {ref.path}")
     r = Renderer(verb="Pulling", quiet=quiet, out=sys.stdout)
     try:
         _image, result = pull_result(
@@ -258,7 +256,7 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
         from registry.transfer import NoMatchingManifest
 
         if isinstance(e, NoMatchingManifest):  # docker pull: the daemon's message alone
-            click.echo(str(e), err=True)
+            flags.echo(str(e), err=True)
             sys.exit(1)
         raise
     r.close(up_to_date=not result.copied)
@@ -266,12 +264,12 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
 
     events.emit(obj.state, "image", "pull", ref.familiar, {"name": ref.familiar})
     if quiet:
-        click.echo(str(ref))
+        flags.echo(str(ref))
         return
-    click.echo(f"Digest: {result.digest}")
+    flags.echo(f"Digest: {result.digest}")
     status = "Downloaded newer image for" if result.copied else "Image is up to date for"
-    click.echo(f"Status: {status} {ref.familiar}")
-    click.echo(str(ref))
+    flags.echo(f"Status: {status} {ref.familiar}")
+    flags.echo(str(ref))
 
 
 def platform_option(text: str | None) -> Any:
@@ -283,17 +281,17 @@ def platform_option(text: str | None) -> Any:
     try:
         return Platform.parse(text)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--platform") from None
+        raise flags.BadParameter(str(e), param_hint="--platform") from None
 
 
-@click.command("push")
-@click.option("-a", "--all-tags", is_flag=True, help="Push every local tag of the repository.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the pushed digest.")
-@click.option("--max-concurrent-uploads", default=3, show_default=True, type=click.IntRange(1, 64))
+@flags.command("push")
+@flags.option("-a", "--all-tags", is_flag=True, help="Push every local tag of the repository.")
+@flags.option("-q", "--quiet", is_flag=True, help="Print only the pushed digest.")
+@flags.option("--max-concurrent-uploads", default=3, show_default=True, type=flags.IntRange(1, 64))
 @_tls_option()
-@click.argument("name")
-@click.argument("destination", required=False)
-@click.pass_obj
+@flags.argument("name")
+@flags.argument("destination", required=False)
+@flags.pass_obj
 def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int, tls_verify: bool,
          name: str, destination: str | None) -> None:
     """Push a local image to a registry (to DESTINATION if given, else to NAME itself)."""
@@ -305,10 +303,10 @@ def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int,
     store = obj.state.image_store()
     if all_tags:
         if destination:
-            raise click.UsageError("--all-tags takes no DESTINATION")
+            raise flags.UsageError("--all-tags takes no DESTINATION")
         ref = Reference.parse(name, default_tag=False)
         if ref.tag or ref.digest:
-            raise click.UsageError("tag can't be used with --all-tags/-a")
+            raise flags.UsageError("tag can't be used with --all-tags/-a")
         targets = [(str(t), str(t)) for t in local_tags(store, ref)]
         if not targets:
             raise NotFound(f"not found: no local tags of {ref.familiar_name}")
@@ -316,7 +314,7 @@ def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int,
         dest = destination or name
         targets = [(name, dest)]
     if not quiet:
-        click.echo(f"The push refers to repository [{Reference.parse(targets[0][1]).name}]")
+        flags.echo(f"The push refers to repository [{Reference.parse(targets[0][1]).name}]")
     for source, dest in targets:
         r = Renderer(verb="Pushing", quiet=quiet, out=sys.stdout)
         try:
@@ -330,24 +328,24 @@ def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int,
         pushed = Reference.parse(dest).familiar
         events.emit(obj.state, "image", "push", pushed, {"name": pushed})
         if quiet:
-            click.echo(str(result.descriptor.digest))
+            flags.echo(str(result.descriptor.digest))
         else:
             tag = Reference.parse(dest).tag or "latest"
-            click.echo(f"{tag}: digest: {result.descriptor.digest} size: {result.descriptor.size}")
+            flags.echo(f"{tag}: digest: {result.descriptor.digest} size: {result.descriptor.size}")
 
 
-@click.command("copy")
-@click.option("--platform", help="os/arch[/variant] to copy from a multi-platform image.")
-@click.option("-a", "--all-platforms", "--all", is_flag=True, help="Copy an index with every platform.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the copied digest.")
-@click.option("--max-concurrent", default=3, show_default=True, type=click.IntRange(1, 64),
+@flags.command("copy")
+@flags.option("--platform", help="os/arch[/variant] to copy from a multi-platform image.")
+@flags.option("-a", "--all-platforms", "--all", is_flag=True, help="Copy an index with every platform.")
+@flags.option("-q", "--quiet", is_flag=True, help="Print only the copied digest.")
+@flags.option("--max-concurrent", default=3, show_default=True, type=flags.IntRange(1, 64),
               help="Blobs transferred at once.")
 @_tls_option()
 @_tls_option("--src-tls-verify", "Like --tls-verify, for the source only.")
 @_tls_option("--dest-tls-verify", "Like --tls-verify, for the destination only.")
-@click.argument("source")
-@click.argument("destination")
-@click.pass_obj
+@flags.argument("source")
+@flags.argument("destination")
+@flags.pass_obj
 def copy(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool, max_concurrent: int,
          tls_verify: bool, src_tls_verify: bool, dest_tls_verify: bool,
          source: str, destination: str) -> None:
@@ -375,23 +373,23 @@ def copy(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool, m
             if repo is not None:
                 repo.client.close()
     if quiet:
-        click.echo(str(result.descriptor.digest))
+        flags.echo(str(result.descriptor.digest))
     else:
-        click.echo(f"Copied {src.describe()} to {dst.describe()}: {result.copied} copied, "
+        flags.echo(f"Copied {src.describe()} to {dst.describe()}: {result.copied} copied, "
                    f"{result.existing} existing, {result.mounted} mounted")
-        click.echo(f"Digest: {result.descriptor.digest}")
+        flags.echo(f"Digest: {result.descriptor.digest}")
 
 
 # -- manifest inspect / tags -------------------------------------------------------------------
-@click.group("manifest")
+@flags.group("manifest")
 def manifest() -> None:
     """Inspect manifests in a registry."""
 
 
 @manifest.command("inspect")
-@click.option("--raw", is_flag=True, help="Print the exact bytes the registry served.")
+@flags.option("--raw", is_flag=True, help="Print the exact bytes the registry served.")
 @_tls_option()
-@click.argument("name")
+@flags.argument("name")
 def manifest_inspect(raw: bool, tls_verify: bool, name: str) -> None:
     """Print the manifest or index of NAME as the registry serves it (JSON)."""
     from registry.transfer import remote_end
@@ -405,7 +403,7 @@ def manifest_inspect(raw: bool, tls_verify: bool, name: str) -> None:
         sys.stdout.buffer.write(fetched.raw)
         sys.stdout.buffer.flush()
         return
-    click.echo(json.dumps(_docker_order(json.loads(fetched.raw)), indent=3))
+    flags.echo(json.dumps(_docker_order(json.loads(fetched.raw)), indent=3))
 
 
 # the docker CLI prints a manifest through its Go structs: their field order, not the document's
@@ -424,9 +422,9 @@ def _docker_order(value: Any) -> Any:
     return {k: value[k] if k == "annotations" else _docker_order(value[k]) for k in keys}
 
 
-@click.command("tags")
+@flags.command("tags")
 @_tls_option()
-@click.argument("repository")
+@flags.argument("repository")
 def tags(tls_verify: bool, repository: str) -> None:
     """List the tags of a repository in a registry."""
     from registry.transfer import remote_end
@@ -434,6 +432,6 @@ def tags(tls_verify: bool, repository: str) -> None:
     end = remote_end(repository, tls_verify=tls_verify)
     try:
         for t in end.repo.tags():
-            click.echo(t)
+            flags.echo(t)
     finally:
         end.repo.client.close()

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
-
-from builder.cli import fail
+from builder.cli import fail, flags
 
 
-@click.command()
-@click.option("-H", "--host", "hosts", multiple=True,
+@flags.command()
+@flags.option("-H", "--host", "hosts", multiple=True,
               help="unix:///path or tcp://host:port to listen on (repeatable; default "
                    "unix:///run/pybuild.sock).")
-@click.option("--tls", is_flag=True, help="Use TLS (implied by --tlsverify).")
-@click.option("--tlsverify", is_flag=True,
+@flags.option("--tls", is_flag=True, help="Use TLS (implied by --tlsverify).")
+@flags.option("--tlsverify", is_flag=True,
               help="Use TLS and require client certificates signed by --tlscacert.")
-@click.option("--tlscacert", type=click.Path(dir_okay=False), default=None,
+@flags.option("--tlscacert", type=flags.Path(dir_okay=False), default=None,
               help="CA certificate that client certificates must chain to.")
-@click.option("--tlscert", type=click.Path(dir_okay=False), default=None,
+@flags.option("--tlscert", type=flags.Path(dir_okay=False), default=None,
               help="Server certificate.")
-@click.option("--tlskey", type=click.Path(dir_okay=False), default=None, help="Server key.")
-@click.pass_obj
+@flags.option("--tlskey", type=flags.Path(dir_okay=False), default=None, help="Server key.")
+@flags.pass_obj
 def serve(g: Any, hosts: tuple[str, ...], tls: bool, tlsverify: bool, tlscacert: str | None,
           tlscert: str | None, tlskey: str | None) -> None:
     """Serve the Docker Engine API, so docker clients drive pybuild (Ctrl-C to stop)."""
@@ -33,10 +31,10 @@ def serve(g: Any, hosts: tuple[str, ...], tls: bool, tlsverify: bool, tlscacert:
     opts = TLSOptions(verify=tlsverify, cacert=tlscacert, cert=tlscert, key=tlskey)
 
     def ready(where: list[str]) -> None:
-        click.echo(f"API listening on {', '.join(where)}", err=True)
+        flags.echo(f"API listening on {', '.join(where)}", err=True)
 
     def warn(message: str) -> None:
-        click.echo(f"WARNING: {message}", err=True)
+        flags.echo(f"WARNING: {message}", err=True)
 
     try:
         run(g.state, list(hosts), tls=opts, ready=ready, warn=warn)

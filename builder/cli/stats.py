@@ -7,8 +7,7 @@ import sys
 import time
 from typing import Any
 
-import click
-
+from builder.cli import flags
 from builder.cli import format as fmt_
 from builder.units import binary_size
 
@@ -42,13 +41,13 @@ def _render(fmt: str | None, rows: list[dict[str, Any]]) -> str:
     return fmt_.format_rows(fmt or DEFAULT_FORMAT, rows, HEADERS, type_name="*container.statsContext")
 
 
-@click.command("stats")
-@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default shows just running).")
-@click.option("--format", "fmt", default=None, help="'table', 'json' or a {{.Field}} template.")
-@click.option("--no-stream", is_flag=True, help="Disable streaming stats and only pull the first result.")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate output.")
-@click.argument("containers", nargs=-1)
-@click.pass_obj
+@flags.command("stats")
+@flags.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default shows just running).")
+@flags.option("--format", "fmt", default=None, help="'table', 'json' or a {{.Field}} template.")
+@flags.option("--no-stream", is_flag=True, help="Disable streaming stats and only pull the first result.")
+@flags.option("--no-trunc", is_flag=True, help="Do not truncate output.")
+@flags.argument("containers", nargs=-1)
+@flags.pass_obj
 def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool,
           containers: tuple[str, ...]) -> None:
     """Display a live stream of container(s) resource usage statistics."""
@@ -67,7 +66,7 @@ def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool
                 try:
                     out.append((ref, lifecycle.get(root, ref).id))
                 except BuildError as e:
-                    click.echo(f"Error: {e}", err=True)
+                    flags.echo(f"Error: {e}", err=True)
                     sys.exit(1)
             return out
         return [(c.id[:12], c.id) for c in lifecycle.list_containers(root, all=all_)]
@@ -97,7 +96,7 @@ def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool
     if no_stream:
         # Docker's --no-stream waits for a sample with a previous one, so CPU % means something
         time.sleep(lib.INTERVAL)
-        click.echo(draw(sample_all(previous)))
+        flags.echo(draw(sample_all(previous)))
         return
     try:
         while True:
@@ -107,15 +106,15 @@ def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool
             current = sample_all(previous)
             screen = draw(current)
             if sys.stdout.isatty():
-                click.echo("\033[2J\033[H", nl=False)  # Docker's redraw: clear and home
-            click.echo(screen)
+                flags.echo("\033[2J\033[H", nl=False)  # Docker's redraw: clear and home
+            flags.echo(screen)
             previous = current
     except KeyboardInterrupt:
         # Ctrl-C ends the stream without a word; docker stats dies of the SIGINT (a shell's 130)
         sys.exit(130)
 
 
-def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+def _size(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int | None:
     from builder.containers.options import parse_bytes
     from builder.errors import BuildError
 
@@ -126,10 +125,10 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     try:
         return parse_bytes(value, what=str(param.name).replace("_", "-"))
     except BuildError as e:
-        raise click.BadParameter(str(e)) from None
+        raise flags.BadParameter(str(e)) from None
 
 
-def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+def _cpus(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int | None:
     from builder.containers.options import parse_cpus
     from builder.errors import BuildError
 
@@ -138,10 +137,10 @@ def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     try:
         return parse_cpus(value)
     except BuildError as e:
-        raise click.BadParameter(str(e)) from None
+        raise flags.BadParameter(str(e)) from None
 
 
-def _restart(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+def _restart(ctx: flags.Context, param: flags.Parameter, value: str | None) -> Any:
     from builder.containers.options import RestartPolicy
     from builder.errors import BuildError
 
@@ -150,19 +149,19 @@ def _restart(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     try:
         return RestartPolicy.parse(value)
     except BuildError as e:
-        raise click.BadParameter(str(e)) from None
+        raise flags.BadParameter(str(e)) from None
 
 
-@click.command("update")
-@click.option("-m", "--memory", callback=_size, default=None, help="Memory limit.")
-@click.option("--memory-swap", callback=_size, default=None,
+@flags.command("update")
+@flags.option("-m", "--memory", callback=_size, default=None, help="Memory limit.")
+@flags.option("--memory-swap", callback=_size, default=None,
               help="Swap limit equal to memory plus swap: -1 to enable unlimited swap.")
-@click.option("--cpus", callback=_cpus, default=None, help="Number of CPUs.")
-@click.option("-c", "--cpu-shares", type=int, default=None, help="CPU shares (relative weight).")
-@click.option("--pids-limit", type=int, default=None, help="Tune container pids limit (set -1 for unlimited).")
-@click.option("--restart", callback=_restart, default=None, help="Restart policy to apply when a container exits.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
+@flags.option("--cpus", callback=_cpus, default=None, help="Number of CPUs.")
+@flags.option("-c", "--cpu-shares", type=int, default=None, help="CPU shares (relative weight).")
+@flags.option("--pids-limit", type=int, default=None, help="Tune container pids limit (set -1 for unlimited).")
+@flags.option("--restart", callback=_restart, default=None, help="Restart policy to apply when a container exits.")
+@flags.argument("containers", nargs=-1, required=True)
+@flags.pass_obj
 def update(obj: Any, memory: int | None, memory_swap: int | None, cpus: int | None, cpu_shares: int | None,
            pids_limit: int | None, restart: Any, containers: tuple[str, ...]) -> None:
     """Update configuration of one or more containers."""
@@ -172,7 +171,7 @@ def update(obj: Any, memory: int | None, memory_swap: int | None, cpus: int | No
     change = lib.Update(memory=memory, memory_swap=memory_swap, nano_cpus=cpus, cpu_shares=cpu_shares,
                         pids_limit=pids_limit, restart_policy=restart)
     if change.empty:
-        click.echo("Error: you must provide one or more flags when using this command\n"
+        flags.echo("Error: you must provide one or more flags when using this command\n"
                    "See 'pybuild update --help'.", err=True)
         sys.exit(1)
     failed = False
@@ -180,11 +179,11 @@ def update(obj: Any, memory: int | None, memory_swap: int | None, cpus: int | No
         try:
             _c, warnings = lib.update(obj.state, ref, change)
         except BuildError as e:
-            click.echo(f"Error: {e}", err=True)
+            flags.echo(f"Error: {e}", err=True)
             failed = True
             continue
         for w in warnings:
-            click.echo(f"WARNING: {w}", err=True)
-        click.echo(ref)
+            flags.echo(f"WARNING: {w}", err=True)
+        flags.echo(ref)
     if failed:
         sys.exit(1)

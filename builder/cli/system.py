@@ -7,9 +7,7 @@ import json
 import sys
 from typing import Any
 
-import click
-
-from builder.cli import Globals, LazyGroup
+from builder.cli import Globals, flags
 from builder.cli.format import INFO, format_rows, human_duration, human_size, table
 from builder.cli.format import template as fmt_template
 from builder.units import binary_size
@@ -18,14 +16,14 @@ from builder.units import binary_size
 def _confirm(warning: str) -> bool:
     """Docker's prompt: the warning, then ``Are you sure you want to continue? [y/N] `` on
     stdout; only y/yes goes on (end of input is a no)."""
-    click.echo(warning + "Are you sure you want to continue? [y/N] ", nl=False)
+    flags.echo(warning + "Are you sure you want to continue? [y/N] ", nl=False)
     answer = sys.stdin.readline().strip().lower()
     return answer in ("y", "yes")
 
 
 # ``system events``/``system check`` are ``pybuild events``/``pybuild check``'s commands, their
 # modules imported only when one of them runs (not for ``version`` or ``info``)
-@click.group("system", cls=LazyGroup, lazy={"events": "builder.cli.events:events",
+@flags.group("system", cls=flags.LazyGroup, lazy={"events": "builder.cli.events:events",
                                            "check": "builder.cli.check:check"})
 def system() -> None:
     """Manage pybuild: disk usage, pruning, information, host cleanup."""
@@ -82,9 +80,9 @@ def _verbose(usage: dict[str, Any]) -> str:
 
 
 @system.command("df")
-@click.option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage.")
-@click.option("--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
-@click.pass_obj
+@flags.option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage.")
+@flags.option("--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
+@flags.pass_obj
 def df(g: Globals, verbose: bool, fmt: str | None) -> None:
     """Show pybuild disk usage."""
     from builder import system as lib
@@ -96,22 +94,22 @@ def df(g: Globals, verbose: bool, fmt: str | None) -> None:
                  "Size": human_size(r.size, 4), "Reclaimable": _reclaimable(r)} for r in rows]
         headers = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
                    "Reclaimable": "RECLAIMABLE"}
-        click.echo(format_rows(fmt, objs, headers, type_name="*formatter.diskUsageImagesContext"))
+        flags.echo(format_rows(fmt, objs, headers, type_name="*formatter.diskUsageImagesContext"))
         return
     if verbose:
-        click.echo(_verbose(usage))
+        flags.echo(_verbose(usage))
         return
-    click.echo(table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+    flags.echo(table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
                      [[r.type, str(r.total), str(r.active), human_size(r.size, 4), _reclaimable(r)]
                       for r in rows]))
 
 
 # -- prune --------------------------------------------------------------------------------------
 @system.command("prune")
-@click.option("-a", "--all", "all_", is_flag=True, help="Remove all unused images not just dangling ones.")
-@click.option("--volumes", is_flag=True, help="Prune anonymous volumes.")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
-@click.pass_obj
+@flags.option("-a", "--all", "all_", is_flag=True, help="Remove all unused images not just dangling ones.")
+@flags.option("--volumes", is_flag=True, help="Prune anonymous volumes.")
+@flags.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@flags.pass_obj
 def prune(g: Globals, all_: bool, volumes: bool, force: bool) -> None:
     """Remove unused data: stopped containers, unused networks, dangling images, build cache."""
     from builder import system as lib
@@ -123,11 +121,11 @@ def prune(g: Globals, all_: bool, volumes: bool, force: bool) -> None:
                          ("Deleted Volumes:", r.volumes), ("Deleted Images:", r.images),
                          ("Deleted build cache objects:", r.build_cache)):
         if items:
-            click.echo(title)
+            flags.echo(title)
             for item in items:
-                click.echo(item)
-            click.echo()
-    click.echo(f"Total reclaimed space: {human_size(r.reclaimed, 4)}")
+                flags.echo(item)
+            flags.echo()
+    flags.echo(f"Total reclaimed space: {human_size(r.reclaimed, 4)}")
 
 
 # -- reset --------------------------------------------------------------------------------------
@@ -141,10 +139,10 @@ RESET_WARNING = (
 
 
 @system.command("reset")
-@click.option("-a", "--all", "all_", is_flag=True,
+@flags.option("-a", "--all", "all_", is_flag=True,
               help="Also remove the root's images, volumes and build cache (empty the root).")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
-@click.pass_obj
+@flags.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@flags.pass_obj
 def reset(g: Globals, all_: bool, force: bool) -> None:
     """Remove everything of this state root from the host (images stay unless --all)."""
     from builder import reset as lib
@@ -158,14 +156,14 @@ def reset(g: Globals, all_: bool, force: bool) -> None:
                          ("Removed sandboxes:", r.sandboxes), ("Removed cgroups:", r.cgroups),
                          ("Unmounted:", r.mounts)):
         if items:
-            click.echo(title)
+            flags.echo(title)
             for item in items:
-                click.echo(item)
-            click.echo()
+                flags.echo(item)
+            flags.echo()
     if r.removed_store:
-        click.echo(f"Emptied {state.path}")
+        flags.echo(f"Emptied {state.path}")
     for e in r.errors:
-        click.echo(f"Error: {e}", err=True)
+        flags.echo(f"Error: {e}", err=True)
     if r.errors:
         sys.exit(1)
 
@@ -211,11 +209,11 @@ def _info(g: Globals, fmt: str | None) -> None:
     if fmt is None:
         from builder.binfmt import emulated  # qemu-user-static in binfmt_misc (builder.binfmt)
 
-        click.echo(_info_text(d, [str(p) for p in emulated()]))
+        flags.echo(_info_text(d, [str(p) for p in emulated()]))
     elif fmt == "json":
-        click.echo(json.dumps(d, separators=(",", ":")))
+        flags.echo(json.dumps(d, separators=(",", ":")))
     else:
-        click.echo(_info_format(fmt, d, "system.info"))
+        flags.echo(_info_format(fmt, d, "system.info"))
 
 
 def _info_format(fmt: str, doc: dict[str, Any], type_name: str, *, name: str = "") -> str:
@@ -227,22 +225,22 @@ def _info_format(fmt: str, doc: dict[str, Any], type_name: str, *, name: str = "
     try:
         return tmpl.execute(doc, options=row(type_name))
     except TemplateError as e:
-        click.echo("")
-        click.echo(str(e), err=True)
+        flags.echo("")
+        flags.echo(str(e), err=True)
         sys.exit(1)
 
 
 @system.command("info")
-@click.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
-@click.pass_obj
+@flags.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
+@flags.pass_obj
 def system_info(g: Globals, fmt: str | None) -> None:
     """Display system-wide information."""
     _info(g, fmt)
 
 
-@click.command("info")
-@click.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
-@click.pass_obj
+@flags.command("info")
+@flags.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
+@flags.pass_obj
 def info(g: Globals, fmt: str | None) -> None:
     """Display system-wide information."""
     _info(g, fmt)
@@ -254,8 +252,8 @@ def _kv(pairs: list[tuple[str, str]], indent: int) -> list[str]:
     return [f"{' ' * indent}{k + ':':<{19 - indent}} {v}".rstrip() for k, v in pairs]
 
 
-@click.command("version")
-@click.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
+@flags.command("version")
+@flags.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
 def version(fmt: str | None) -> None:
     """Show the pybuild version information."""
     import platform
@@ -269,10 +267,10 @@ def version(fmt: str | None) -> None:
               "Arch": lib.arch(), "BuildTime": "", "Context": "default"}
     doc = {"Client": client, "Server": server}
     if fmt == "json":
-        click.echo(json.dumps(doc, separators=(",", ":")))
+        flags.echo(json.dumps(doc, separators=(",", ":")))
         return
     if fmt is not None:
-        click.echo(_info_format(fmt, doc, "system.versionInfo", name="version"))
+        flags.echo(_info_format(fmt, doc, "system.versionInfo", name="version"))
         return
     python = platform.python_version()
     lines = ["Client:"] + _kv([("Version", client["Version"]), ("API version", lib.API_VERSION),
@@ -291,6 +289,6 @@ def version(fmt: str | None) -> None:
     for comp in server["Components"][1:]:
         lines += [f" {comp['Name']}:"] + _kv([("Version", comp["Version"]),
                                                ("GitCommit", comp["Details"].get("GitCommit", ""))], 2)
-    click.echo("\n".join(lines))
+    flags.echo("\n".join(lines))
 
 

@@ -6,9 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import click
-
-from builder.cli import fail
+from builder.cli import fail, flags
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -41,18 +39,18 @@ def _kv(items: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-@click.group()
+@flags.group()
 def volume() -> None:
     """Manage volumes."""
 
 
 @volume.command("create")
-@click.argument("name", required=False)
-@click.option("-d", "--driver", default="local", show_default=True, help="Volume driver.")
-@click.option("--label", "labels", multiple=True, help="Set metadata (KEY=VALUE).")
-@click.option("-o", "--opt", "opts", multiple=True, help="Driver options (KEY=VALUE).")
-@click.option("--name", "name_opt", default=None, help="Volume name (same as the argument).")
-@click.pass_obj
+@flags.argument("name", required=False)
+@flags.option("-d", "--driver", default="local", show_default=True, help="Volume driver.")
+@flags.option("--label", "labels", multiple=True, help="Set metadata (KEY=VALUE).")
+@flags.option("-o", "--opt", "opts", multiple=True, help="Driver options (KEY=VALUE).")
+@flags.option("--name", "name_opt", default=None, help="Volume name (same as the argument).")
+@flags.pass_obj
 def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opts: tuple[str, ...], name_opt: str | None) -> None:
     """Create a volume."""
     from builder import volume as V
@@ -64,14 +62,14 @@ def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opt
         vol = V.create(obj.state, name or name_opt, driver=driver, labels=_kv(labels, "label"), options=_kv(opts, "option"))
     except VolumeError as e:
         fail(str(e), 1)
-    click.echo(vol.name)
+    flags.echo(vol.name)
 
 
 @volume.command("ls")
-@click.option("-q", "--quiet", is_flag=True, help="Only display volume names.")
-@click.option("-f", "--filter", "filters", multiple=True, help="dangling=, name=, label=, driver=")
-@click.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
-@click.pass_obj
+@flags.option("-q", "--quiet", is_flag=True, help="Only display volume names.")
+@flags.option("-f", "--filter", "filters", multiple=True, help="dangling=, name=, label=, driver=")
+@flags.option("--format", "fmt", default=None, help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE.")
+@flags.pass_obj
 def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List volumes."""
     from builder import volume as V
@@ -89,7 +87,7 @@ def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None
         fail(str(e), 1)
     if quiet:
         for vol in vols:
-            click.echo(vol.name)
+            flags.echo(vol.name)
     elif fmt and fmt != "table":
         from builder.cli.format import format_rows, label_method
 
@@ -103,15 +101,15 @@ def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None
                    "Labels": "LABELS", "Links": "LINKS", "Size": "SIZE"}
         text = format_rows(fmt, rows, headers, type_name="*formatter.volumeContext")
         if text:
-            click.echo(text)
+            flags.echo(text)
     else:
-        click.echo(table([["DRIVER", "VOLUME NAME"], *[[v.driver, v.name] for v in vols]]))
+        flags.echo(table([["DRIVER", "VOLUME NAME"], *[[v.driver, v.name] for v in vols]]))
 
 
 @volume.command("inspect")
-@click.option("-f", "--format", "fmt", default=None, help="Format the output using a Go template.")
-@click.argument("names", nargs=-1, required=True)
-@click.pass_obj
+@flags.option("-f", "--format", "fmt", default=None, help="Format the output using a Go template.")
+@flags.argument("names", nargs=-1, required=True)
+@flags.pass_obj
 def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
     from builder import volume as V
@@ -133,15 +131,15 @@ def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
         # Docker's volume inspect has no JSON fallback: its errors name the Go type
         inspect_output(fmt, out, [f"Error: {m}" for m in missing[:1]], options=row("types.Volume"))
         return
-    click.echo(json.dumps(out, indent=4))
+    flags.echo(json.dumps(out, indent=4))
     if missing:
         fail(missing[0], 1)
 
 
 @volume.command("rm")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--force", is_flag=True, help="Do not fail on a missing volume.")
-@click.pass_obj
+@flags.argument("names", nargs=-1, required=True)
+@flags.option("-f", "--force", is_flag=True, help="Do not fail on a missing volume.")
+@flags.pass_obj
 def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
     """Remove one or more volumes (refused while a container uses one)."""
     from builder import volume as V
@@ -151,7 +149,7 @@ def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
     for n in names:
         try:
             V.remove(obj.state, n, force=force)
-            click.echo(n)
+            flags.echo(n)
         except VolumeError as e:
             errors.append(str(e))
     if errors:
@@ -159,10 +157,10 @@ def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
 
 
 @volume.command("prune")
-@click.option("-a", "--all", "all_", is_flag=True, help="Remove all unused volumes, not just anonymous ones.")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
-@click.option("--filter", "filters", multiple=True, help="label=KEY[=VALUE]")
-@click.pass_obj
+@flags.option("-a", "--all", "all_", is_flag=True, help="Remove all unused volumes, not just anonymous ones.")
+@flags.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@flags.option("--filter", "filters", multiple=True, help="label=KEY[=VALUE]")
+@flags.pass_obj
 def prune(obj: Any, all_: bool, force: bool, filters: tuple[str, ...]) -> None:
     """Remove unused local volumes."""
     from builder import volume as V
@@ -175,12 +173,12 @@ def prune(obj: Any, all_: bool, force: bool, filters: tuple[str, ...]) -> None:
         labels.append(v)
     if not force:
         what = "all local volumes" if all_ else "anonymous local volumes"
-        click.confirm(f"WARNING! This will remove {what} not used by at least one container.\n"
+        flags.confirm(f"WARNING! This will remove {what} not used by at least one container.\n"
                       "Are you sure you want to continue?", abort=True)
     removed, space = V.prune(obj.state, all_volumes=all_, label_filters=labels)
     if removed:
-        click.echo("Deleted Volumes:")
+        flags.echo("Deleted Volumes:")
         for n in removed:
-            click.echo(n)
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(space)}")
+            flags.echo(n)
+        flags.echo("")
+    flags.echo(f"Total reclaimed space: {human_size(space)}")

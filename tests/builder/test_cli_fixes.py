@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
@@ -38,7 +37,7 @@ from registry_server import (  # noqa: E402,F401 - fixtures come in by import
     unique_repo,
 )
 
-from builder.cli import cli, main  # noqa: E402
+from builder.cli import cli, flags, main  # noqa: E402
 from registry.reference import Reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,12 +48,12 @@ PYBUILD = str(Path(sys.executable).parent / "pybuild")
 def _all_commands() -> list[list[str]]:
     """Every command path of the CLI: each top-level command and each group's subcommands."""
     out: list[list[str]] = []
-    ctx = click.Context(cli, info_name="pybuild")
+    ctx = flags.Context(cli, info_name="pybuild")
     for name in cli.list_commands(ctx):
         cmd = cli.get_command(ctx, name)
         out.append([name])
-        if isinstance(cmd, click.Group):
-            sub_ctx = click.Context(cmd, info_name=name, parent=ctx)
+        if isinstance(cmd, flags.Group):
+            sub_ctx = flags.Context(cmd, info_name=name, parent=ctx)
             out += [[name, sub] for sub in cmd.list_commands(sub_ctx)]
     return out
 
@@ -62,7 +61,7 @@ def _all_commands() -> list[list[str]]:
 def _run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     try:
         main(args)
-        code = 0  # click returns from --help rather than exiting
+        code = 0
     except SystemExit as e:
         code = int(e.code or 0)
     out, err = capsys.readouterr()
