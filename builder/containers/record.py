@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from builder.containers.hostconfig import HostConfig
 from builder.containers.names import ID_RE, new_id, random_name, valid_name
@@ -96,8 +96,9 @@ def alive(pid: int, start: int) -> bool:
     return pid > 0 and start > 0 and proc_start_time(pid) == start
 
 
-@dataclass(frozen=True)
-class HealthProbe:
+# the health values are NamedTuples (no dataclass exec at import: ``ps`` loads this module); the
+# record's State and Container stay dataclasses (``replace``, ``asdict``, their fields by name)
+class HealthProbe(NamedTuple):
     """One run of the health check: Docker's ``State.Health.Log`` entry."""
 
     start: str
@@ -115,8 +116,7 @@ class HealthProbe:
                    str(d.get("Output") or ""))
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(NamedTuple):
     status: str = "starting"  # starting | healthy | unhealthy
     failing_streak: int = 0
     log: tuple[HealthProbe, ...] = ()

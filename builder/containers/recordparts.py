@@ -7,15 +7,15 @@ to the file's JSON shape here, at the file's edge.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from builder.volume.specs import Mount as VolumeMount
 
 
-@dataclass(frozen=True)
-class MountPoint:
+# NamedTuples, not dataclasses: ``ps`` and ``run`` load the record, and a dataclass execs its
+# generated methods at import
+class MountPoint(NamedTuple):
     """One ``Mounts`` entry (Docker's ``MountPoint``): a volume, bind or tmpfs the container has."""
 
     type: str  # volume | bind | tmpfs
@@ -67,8 +67,7 @@ class MountPoint:
         )
 
 
-@dataclass(frozen=True)
-class JoinedNetwork:
+class JoinedNetwork(NamedTuple):
     """A ``Networks`` entry of the record: a network joined with ``network connect`` (joined
     again at each start, with its ``aliases``), or the endpoint settings a client gave that
     the network does not act on but dockerd shows back (legacy ``links``, ``driver_opts``).
@@ -77,8 +76,6 @@ class JoinedNetwork:
     aliases: tuple[str, ...] | None = None
     links: tuple[str, ...] | None = None
     driver_opts: Mapping[str, str] | None = None
-
-    __hash__ = None  # type: ignore[assignment]  # holds a mapping
 
     def merged(self, other: JoinedNetwork) -> JoinedNetwork:
         """*self* with what *other* gives (its keys win)."""
@@ -122,8 +119,7 @@ class JoinedNetwork:
         )
 
 
-@dataclass(frozen=True)
-class SandboxRecord:
+class SandboxRecord(NamedTuple):
     """What a start persists in ``state.json`` (``sandbox``) so that its teardown can be redone
     after a crash: the sandbox's run directory and the network namespace it joined."""
 
