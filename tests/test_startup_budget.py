@@ -192,7 +192,10 @@ VALUE_DATACLASSES = frozenset({"registry.digest.Digest", "registry.reference.Ref
 # modules that make no dataclass at import: every listing (or every command) loads them
 NO_DATACLASS_MODULES = ("builder.state", "builder.images", "builder.system", "builder.units",
                         "builder.filters", "registry.records", "registry.leases",
-                        "registry.lookup", "registry.store", "registry.mediatypes")
+                        "registry.lookup", "registry.store", "registry.mediatypes",
+                        "builder.containers.recordparts")
+# the container record's own: its health values are NamedTuples
+RECORD_DATACLASSES = {"builder.containers.record.State", "builder.containers.record.Container"}
 # what no listing loads any more: the image config's typed value (``ImageConfig.container_config``
 # imports it), ``platform`` (``os.uname`` answers), ``shutil`` (its archive modules; ``version``
 # lets its spawn find runc); ``ps`` (container records) still loads ``registry.config`` and
@@ -238,6 +241,9 @@ def test_listings_make_only_value_dataclasses(busybox: Any, tmp_path: Path,
     assert not ours, f"pybuild {' '.join(argv)} makes dataclasses at import: {sorted(ours)}"
     if argv[0] in ("images", "inspect"):
         assert made == VALUE_DATACLASSES, sorted(made ^ VALUE_DATACLASSES)
+    if argv[0] == "ps":
+        record = {d for d in made if d.startswith("builder.containers.record.")}
+        assert record == RECORD_DATACLASSES, sorted(record ^ RECORD_DATACLASSES)
     busybox("rm", "budget")
 
 
