@@ -6,13 +6,12 @@ first, as the ``pybuild --root`` commands do. See "Python API" in the README.
 """
 
 # (no ``from __future__`` import: it would come first, and be an import before the handler below)
+import os
 import sys as _sys
 
 
 def _cancelled_at_start(signum: int, frame: object) -> None:
     """Ctrl-C before ``builder.cli.main`` can handle it: the end a later one has, no traceback."""
-    import os
-
     os.write(2, b"cancelled\n")
     os._exit(130)
 

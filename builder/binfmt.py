@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from builder.errors import SandboxError
+from builder.syscalls import real
 from registry.model import Platform
 
 #: GOARCH → the kernel's (and QEMU's) machine name
@@ -59,8 +60,6 @@ def _enabled(entry: Path) -> bool | None:
 def _mount(where: Path) -> None:
     if (where / "register").exists() or where != Path("/proc/sys/fs/binfmt_misc"):
         return
-    from builder.syscalls import real
-
     with contextlib.suppress(OSError):  # mounted by another process meanwhile
         real().mount("binfmt_misc", str(where), "binfmt_misc")
 

@@ -13,6 +13,7 @@ store ``gc`` never strands a record, and ``prune`` is the only thing that frees 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 from registry.digest import Digest
 from registry.errors import DigestError
 from registry.model import Descriptor, canonical_json
-from registry.store import Store
+from registry.store import Store, file_lock
 
 _SCHEMA = 2
 
@@ -120,8 +121,6 @@ class BuildCache:
     @contextlib.contextmanager
     def using(self) -> Iterator[None]:
         """Held (shared) by a build for its whole run, so ``prune`` waits for it."""
-        from registry.store import file_lock
-
         with file_lock(self._lock_path(), shared=True):
             yield
 
@@ -129,8 +128,6 @@ class BuildCache:
     def exclusive(self, *, wait: bool = True) -> Iterator[None]:
         """Held by ``prune`` and ``system check --repair``: no build is using the cache. With
         ``wait=False``, ``BlockingIOError`` at once while a build runs."""
-        from registry.store import file_lock
-
         with file_lock(self._lock_path(), wait=wait):
             yield
 
@@ -308,8 +305,6 @@ class BuildCache:
         dangling cache). The store's own unreferenced blobs then go in a ``gc`` that keeps
         what surviving records name.
         """
-        from registry.store import file_lock
-
         removed_records = removed_blobs = freed = 0
         with file_lock(self._lock_path()):
             records = sorted(self.inputs_index(), key=lambda r: r.last_used)
@@ -414,8 +409,6 @@ def tree_size(path: Path) -> int:
 
 def chain_parent(parts: Iterable[str]) -> str:
     """The result a step runs on, as one hex digest of *parts* (its layers' ids, in order)."""
-    import hashlib
-
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode() + b"\n")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from builder.cache import replace_file
 from builder.errors import ContextError
 from builder.paths import resolve_parts
 
@@ -119,8 +120,6 @@ class HashMemo:
     def save(self) -> None:
         if self.dir is None:
             return
-        from builder.cache import replace_file
-
         with self._lock:
             dirty = {d: json.dumps(d).encode() + b"\n" + marshal.dumps(self._shards[d])
                      for d in self._dirty}

@@ -20,6 +20,7 @@ substitution``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -403,8 +404,6 @@ def _run(
 
 
 def _go_quote(s: str) -> str:
-    import json
-
     return json.dumps(s, ensure_ascii=False)
 
 

@@ -15,11 +15,21 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.cache import BuildCache
+from builder.cache import BuildCache, tree_size
+from builder.rootfs import (
+    LayerCache,
+    dead_unpacks,
+    dead_workspaces,
+    reap_dead_unpacks,
+    reap_workspaces,
+)
+from builder.sandbox.handle import reap_stale, teardown_run_dir
 from builder.state import StateRoot
+from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.errors import BlobUnknown, DigestError
 from registry.fsck import Problem, check_store, repair_store
+from registry.model import Index
 
 
 @dataclass(frozen=True)
@@ -35,8 +45,6 @@ class CheckReport:
 
 
 def _cache_problems(state: StateRoot, cache: BuildCache) -> list[Problem]:
-    from builder.rootfs import LayerCache
-
     out: list[Problem] = []
     layers = LayerCache(state) if state.layers.is_dir() else None
     named: set[Digest] = set()
@@ -75,8 +83,6 @@ def _cache_problems(state: StateRoot, cache: BuildCache) -> list[Problem]:
 
 
 def _run_problems(state: StateRoot) -> list[Problem]:
-    from builder.rootfs import dead_unpacks, dead_workspaces
-
     return [*(Problem("run", str(d), "workspace of a build that is gone (killed)")
               for d in dead_workspaces(state.run)),
             *(Problem("layers", str(d), "half-unpacked layer of a process that is gone (killed)")
@@ -89,14 +95,10 @@ def reap_killed_builds(state: StateRoot) -> list[Path]:
     died with the build), the snapshots they made that no record names (when no build runs:
     ``reap_unused_layers``); and the layers a killed process was unpacking. Returns the
     workspaces removed."""
-    from builder.rootfs import dead_workspaces, reap_dead_unpacks, reap_workspaces
-
     reap_dead_unpacks(state.layers)  # a layer a killed ``run`` or build was unpacking
     dead = dead_workspaces(state.run)
     if not dead:
         return []
-    from builder.sandbox.handle import reap_stale, teardown_run_dir
-
     for d in state.run.iterdir():
         with contextlib.suppress(OSError):
             target = Path(os.readlink(d / "u"))
@@ -112,9 +114,6 @@ def reap_killed_builds(state: StateRoot) -> list[Path]:
 def _needed_layers(state: StateRoot, cache: BuildCache) -> set[str] | None:
     """Hex diff_ids of every image's layers (each platform's) and every cache record's; None
     if an image cannot be read (then nothing is known to be unneeded)."""
-    from registry import mediatypes as mt
-    from registry.model import Index
-
     store = state.image_store()
     needed = {rec.diff_id.encoded for _, rec in cache.records() if rec is not None and rec.diff_id}
     try:
@@ -146,8 +145,6 @@ def reap_unused_layers(state: StateRoot) -> int:
     runs (it may use a layer no record names yet): the next removal or prune takes them."""
     if not state.layers.is_dir():
         return 0
-    from builder.cache import tree_size
-
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
     freed = 0
     with contextlib.suppress(BlockingIOError), cache.exclusive(wait=False):
@@ -166,8 +163,6 @@ def _problems(state: StateRoot) -> list[Problem]:
 
 
 def _repair(state: StateRoot, found: list[Problem]) -> None:
-    from builder.sandbox.handle import reap_stale
-
     reap_killed_builds(state)
     reap_stale(state)  # sandboxes whose processes are gone
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)

@@ -9,18 +9,29 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from builder import events
+from builder.assemble import Assembler
 from builder.context import HashMemo, Tree
+from builder.dockerfile.parsecache import load_cached
 from builder.errors import BuildError, ContextError
+from builder.graph import PlanOptions, plan
+from builder.ignore import read_dockerignore
+from builder.rootfs import prepare_root
+from builder.solver import Event, SolveOptions, Solver
 from builder.state import StateRoot
 from registry.digest import Digest
+from registry.errors import NotFound
 from registry.model import Platform
 from registry.reference import Reference
 from registry.store import Image, Store
+
+if TYPE_CHECKING:
+    from registry.auth import Credentials
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class BuildRequest:
     extra_hosts: tuple[str, ...] = ()
     #: registry domain -> ``registry.auth.Credentials`` for pulling base images (the daemon's
     #: ``X-Registry-Config``); a domain not here uses the stored credentials
-    registry_auth: dict[str, Any] = field(default_factory=dict)
+    registry_auth: dict[str, Credentials] = field(default_factory=dict)
     #: a ``threading.Event`` that stops the build when set (``SolveOptions.cancel``)
     cancel: Any = None
     #: ``--cache-from`` / ``--cache-to`` as BuildKit writes them (``type=registry,ref=…``;
@@ -167,11 +178,9 @@ def _read_dockerfile(req: BuildRequest) -> tuple[str, str, str]:
 
 def image_resolver(store: Store, platform: Platform,
                    progress: Callable[[str], None] | None = None, *,
-                   credentials: dict[str, Any] | None = None) -> Callable[[str, str], Image]:
+                   credentials: Mapping[str, Credentials] | None = None) -> Callable[[str, str], Image]:
     """Store first; else pull with ``registry.transfer`` when it is installed. A third
     argument, ``FROM --platform``'s, overrides *platform*."""
-    from registry.errors import NotFound
-
     def resolve(ref: str, where: str, want: Platform | None = None) -> Image:
         return _resolve(ref, where, want or platform)
 
@@ -208,10 +217,6 @@ def image_resolver(store: Store, platform: Platform,
 
 def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], None] | None = None) -> BuildOutcome:
     """Plan and solve *req*; tag and export only on success."""
-    from builder.dockerfile.parsecache import load_cached
-    from builder.graph import PlanOptions, plan
-    from builder.solver import Event
-
     emit = progress or (lambda e: None)
     host = Platform.host()
     wanted: list[Platform] = []
@@ -240,8 +245,6 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         ctx = Path(req.context)
         if not ctx.is_dir():
             raise ContextError(f"unable to prepare context: path {req.context!r} not found")
-        from builder.ignore import read_dockerignore
-
         dfname = req.dockerfile if req.dockerfile not in (None, "-") else None
         if dfname is not None and not Path(dfname).is_absolute() and not (ctx / dfname).exists():
             dfname = os.path.relpath(Path(dfname).resolve(), ctx.resolve())
@@ -279,8 +282,6 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         sources = load_all(cache_from, state, lambda text: emit(Event("warning", text=text)))
     with ssh_agents:
         solver, target = _solve(state, req, graph, tree, ssh, sources, progress)
-    from builder.assemble import Assembler
-
     assembler = Assembler(store, solver.cache, state.layers, compression=req.compression)
 
     def assemble(extra: dict[str, Any] | None = None) -> Image:
@@ -302,8 +303,6 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
             names.append(ref.familiar if hasattr(ref, "familiar") else str(ref))
         if not tags:
             store.add(image.descriptor, None)
-    from builder import events
-
     image_id = str(image.id)
     for name in names:
         events.emit(state, "image", "tag", image_id, {"name": name})
@@ -327,8 +326,6 @@ def _solve(state: StateRoot, req: BuildRequest, graph: Any, tree: Tree | None,
     """Solve the graph; its layers local. A ``--cache-from`` source that fails while the
     build uses it (a missing or mismatched blob, a registry fault) is a warning, and the build
     starts again without the sources: what it made so far is in the local cache."""
-    from builder.solver import Event, SolveOptions, Solver
-
     while True:
         solver = Solver(state, options=SolveOptions(
             jobs=req.jobs, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter,
@@ -356,8 +353,6 @@ def _export_cache(state: StateRoot, store: Store, solver: Any, graph: Any, specs
     image is written again with them). Returns the image to tag."""
     from builder.cacheshare import export as ex
     from builder.cacheshare.artifact import INLINE_KEY
-    from builder.solver import Event
-
     remote = solver.remote_layers()
     for spec in specs:
         used = [(step, rec) for idx, step, rec in solver.used
@@ -386,8 +381,6 @@ def _export_cache(state: StateRoot, store: Store, solver: Any, graph: Any, specs
 def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], out: Output,
            layers: Any, *, progress: Callable[[Any], None]) -> None:
     """Write one ``--output``."""
-    from builder.solver import Event
-
     if out.type == "image":
         return
     dest = Path(out.dest)
@@ -399,8 +392,6 @@ def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], 
                        format=DOCKER_ARCHIVE if out.type == "docker" else OCI_ARCHIVE)
     elif out.type in ("local", "tar"):
         from builder.execute.workspace import layer_dirs, temp_dir
-        from builder.rootfs import prepare_root
-
         dirs = layer_dirs(state, store, list(layers))
         with temp_dir(state.tmp) as tmp:
             root = prepare_root(dirs, tmp / "c", overlay=False)

@@ -13,11 +13,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from builder.errors import BuildError
+from builder import events
+from builder.binfmt import ensure
+from builder.errors import BuildError, ContainerError
 from registry import mediatypes as mt
+from registry.archive import DOCKER_ARCHIVE, OCI_ARCHIVE, save_image
+from registry.errors import NotFound, StoreError
 from registry.model import Descriptor, Index, Manifest, Platform
 from registry.reference import Reference
 from registry.store import Image, Store
+from registry.transfer import push
 
 
 class _Outcome(Protocol):
@@ -148,14 +153,10 @@ def build_platforms(state: Any, req: Any, platforms: list[Platform], tags: list[
     exports = [o for o in req.outputs if o.type != "image"]
     desc = store_index(store, images, tags, record=bool(tags) or not exports)
     for out in exports:  # the index with every platform, as ``save`` writes it
-        from registry.archive import DOCKER_ARCHIVE, OCI_ARCHIVE, save_image
-
         with open(out.dest, "wb") as f:
             save_image(store, desc, tags, f, format=DOCKER_ARCHIVE if out.type == "docker" else OCI_ARCHIVE)
     host = Platform.host()
     main = next((i for i in images if i.config.platform.matches(host)), images[0])
-    from builder import events
-
     for ref in tags:
         events.emit(state, "image", "tag", str(main.id), {"name": ref.familiar})
     return MultiOutcome(
@@ -168,8 +169,6 @@ def push_tags(state: Any, tags: tuple[str, ...]) -> None:
     """``build --push``: each tag to its registry (an index with every platform)."""
     if not tags:
         raise BuildError.invalid("--push needs a tag (-t NAME)")
-    from registry.transfer import push
-
     for t in tags:
         push(state.image_store(), t)
 
@@ -178,8 +177,6 @@ def wanted_platform(text: str | None) -> Platform | None:
     """``run --platform``'s value, or None."""
     if not text:
         return None
-    from builder.errors import ContainerError
-
     try:
         return Platform.parse(text.lower())
     except ValueError as e:
@@ -190,20 +187,14 @@ def foreign_ready(image: Image, want: Platform | None, ref: str, pull: str | Non
     """*image* when it is of platform *want* (any, for None), its emulator registered when it is
     a foreign one. A local image of another platform counts as missing (``pull`` missing: a
     pull of *want* follows, as ``docker run --platform`` does)."""
-    from registry.errors import NotFound
-
     actual = image.config.platform
     if want is not None and actual.architecture and not actual.matches(want):
         if pull == "missing":
             raise NotFound(f"No such image: {ref} for platform {want}")
-        from builder.errors import ContainerError
-
         raise ContainerError.not_found(
             f"image with reference {ref} was found but does not match the specified platform: "
             f"wanted {want}, actual: {actual}")
     if actual.architecture:
-        from builder.binfmt import ensure
-
         ensure(actual)
     return image
 
@@ -215,8 +206,6 @@ def remove_platform(store: Store, name: str, platform: Platform, *,
     tags (the ``Deleted:`` lines of the manifests that left); None when nothing would be left
     (the caller removes the whole image). *in_use(image_id)*: the short ID of a container
     using that image, which refuses the removal."""
-    from registry.errors import NotFound, StoreError
-
     record = store.lookup(name)
     desc = record.descriptor
     if not mt.is_index(desc.media_type):

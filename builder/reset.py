@@ -17,7 +17,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import TYPE_CHECKING
+from builder import TYPE_CHECKING, network, rootless
+from builder.containers import lifecycle
+from builder.sandbox import cgroups, teardown_run_dir
+from builder.sandbox.cgroups import Cgroup
 
 if TYPE_CHECKING:
     from builder.state import StateRoot
@@ -48,8 +51,6 @@ def _mounts_under(path: Path) -> list[str]:
 
 def _cgroups_of(ids: set[str]) -> list[Path]:
     """``pybuild/<id>`` cgroup dirs of these sandbox ids, in every hierarchy."""
-    from builder.sandbox import cgroups
-
     layout = cgroups.detect()
     out = []
     for mnt in {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}:
@@ -65,11 +66,6 @@ def reset(state: StateRoot, *, everything: bool = False) -> ResetReport:
     by killed builds, networks (the default bridge too) with their links, rules and helpers,
     the root's cgroups and mounts. With *everything*, the root's contents go as well (images,
     build cache, volumes). Errors are collected, not raised: a reset goes as far as it can."""
-    from builder import network
-    from builder.containers import lifecycle
-    from builder.sandbox import teardown_run_dir
-    from builder.sandbox.cgroups import Cgroup
-
     errors: list[str] = []
     ids: set[str] = set()
     containers: list[str] = []
@@ -131,8 +127,6 @@ def reset(state: StateRoot, *, everything: bool = False) -> ResetReport:
             else:
                 entry.unlink(missing_ok=True)
     if "_PYBUILD_ROOTLESS" in os.environ:  # the user's namespace keeper, once nothing uses it
-        from builder import rootless
-
         rootless.stop_keeper()
     return ResetReport(tuple(containers), tuple(sandboxes), tuple(names), tuple(cgroups),
                        tuple(mounts), removed_store=everything and not errors, errors=tuple(errors))

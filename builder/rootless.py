@@ -21,11 +21,13 @@ import fcntl
 import os
 import pwd
 import signal
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import syscalls as sc
 from builder.errors import SandboxError
 
 #: set (to ``uid:gid`` of the host user) in a process that runs inside the keeper's namespace
@@ -148,8 +150,6 @@ def _map_args(maps: list[IdMap]) -> list[str]:
 
 
 def _write_maps(pid: int) -> None:
-    import subprocess
-
     uids, gids = mappings()
     if len(uids) > 1 and len(gids) > 1:
         for tool, maps in (("newuidmap", uids), ("newgidmap", gids)):
@@ -174,8 +174,6 @@ def _start_time(pid: int) -> str | None:
 
 
 def _keeper_main(ready_w: int, go_r: int) -> None:  # pragma: no cover - the keeper process
-    from builder import syscalls as sc
-
     try:
         os.setsid()
         sc.real().unshare(sc.CLONE_NEWUSER)
@@ -274,8 +272,6 @@ def enter() -> None:
     process already inside. Call before any thread starts (``setns`` of a user namespace)."""
     if os.geteuid() == 0 or active():
         return
-    from builder import syscalls as sc
-
     uid, gid = os.getuid(), os.getgid()
     rdir = runtime_dir()
     lock = os.open(rdir / "keeper.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -21,6 +21,7 @@ refused, naming that sysctl.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -35,6 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from builder import rootless, syscalls
 from builder.errors import NetworkError
 from builder.network.model import Endpoint, Network, PortBinding, PortMapping
 from builder.state import StateRoot
@@ -203,8 +205,6 @@ def in_user_netns() -> bool:
 
 
 def _keeper_netns() -> Path:
-    from builder import rootless
-
     pid = rootless.keeper_pid()
     if pid is None:
         raise NetworkError("rootless: the user's namespace keeper is not running")
@@ -212,16 +212,12 @@ def _keeper_netns() -> Path:
 
 
 def _usernet_dir() -> Path:
-    from builder import rootless
-
     return rootless.runtime_dir()
 
 
 def _ensure_served(netns: Path) -> Path:
     """slirp4netns on the user's network namespace (started once per keeper, its files in the
     runtime directory); its API socket."""
-    import fcntl
-
     d = _usernet_dir()
     # one per namespace: the state roots of one user share it (their own locks do not serialise)
     lock = os.open(d / f"{USERNET}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -242,8 +238,6 @@ def user_netns_call(fn: Callable[[], T]) -> T:
     """*fn*'s result, run in a thread that joined the user's network namespace (served by its
     slirp4netns): root's network code makes its bridges, rules and helpers there. This
     process stays in the host's (a namespace's root cannot join the host's again)."""
-    from builder import syscalls
-
     netns = _keeper_netns()
     _ensure_served(netns)
 
@@ -266,8 +260,6 @@ def materialise(net: Network, root: Callable[[], None]) -> None:
 
 
 def dematerialise(net: Network, root: Callable[[], None]) -> None:
-    from builder import rootless
-
     if net.driver != "bridge" or not net.user_defined or rootless.keeper_pid() is None:
         return  # no bridge made; or its namespace went with the keeper, and the bridge with it
     user_netns_call(root)
@@ -312,8 +304,6 @@ def _remove_hostfwd(sock: Path, fid: int) -> None:
 
 def unwire_user(ep: Endpoint, root: Callable[[], None]) -> None:
     """Root's unwiring in the user's network namespace, and the endpoint's host forwards."""
-    from builder import rootless
-
     if rootless.keeper_pid() is None:
         return
     if ep.ports:

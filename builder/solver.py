@@ -6,8 +6,11 @@ layer in the store (``layers.commit_layer``). The image itself is ``assemble``'s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -17,15 +20,18 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from builder.assemble import rfc3339
-from builder.cache import BuildCache, CacheRecord, chain_parent
+from builder.cache import BuildCache, CacheRecord, chain_parent, replace_file
 from builder.context import Tree
 from builder.errors import BuildCancelled
 from builder.execute.inputs import LayerRef, StepInputs
 from builder.graph.ops import ExecSpec, Graph, MkdirSpec, StagePlan, Step
+from builder.rootfs import LayerCache
 from builder.state import StateRoot
 from registry import mediatypes as mt
 from registry.digest import Digest
+from registry.errors import RegistryError
 from registry.model import Descriptor
+from registry.reference import Reference
 from registry.store import Store
 
 if TYPE_CHECKING:
@@ -193,8 +199,6 @@ class Solver:
 
                     drain_trash()
                 if self._unpublished:
-                    from builder.rootfs import LayerCache
-
                     for snapshot in self._unpublished:
                         LayerCache(self.state).remove(snapshot)
         if error is not None:
@@ -369,8 +373,6 @@ class Solver:
             return memo.read_text()
         except OSError:
             pass
-        from builder.rootfs import LayerCache
-
         self.ensure_local([lr])
         store = self.store
 
@@ -382,8 +384,6 @@ class Solver:
         cache = LayerCache(self.state)
         path = cache.path(str(lr.diff_id)) if lr.snapshot else cache.unpack(str(lr.diff_id), open_layer)
         value = tree_content(path)
-        from builder.cache import replace_file
-
         memo.parent.mkdir(parents=True, exist_ok=True)
         replace_file(memo, value.encode())
         return value
@@ -404,8 +404,6 @@ class Solver:
         return chain_parent([plan.base.kind, *(str(lr.diff_id) for lr in layers)])
 
     def _snapshot_present(self, rec: CacheRecord) -> bool:
-        from builder.rootfs import LayerCache
-
         return rec.diff_id is not None and LayerCache(self.state).has(str(rec.diff_id))
 
     # -- imported records (``--cache-from``) ------------------------------------------------------
@@ -476,10 +474,6 @@ class Solver:
     def _remember(self, step: Step) -> None:
         if not step.slot:
             return
-        import json
-
-        from builder.cache import replace_file
-
         p = self._slot_path(step)
         p.parent.mkdir(parents=True, exist_ok=True)
         replace_file(p, json.dumps({"inputs": step.inputs, "files": step.files},
@@ -487,8 +481,6 @@ class Solver:
 
     def _explain(self, step: Step) -> str:
         """Which input changed since this step (same file, stage, position) last ran."""
-        import json
-
         if not step.slot:
             return ""
         try:
@@ -549,9 +541,6 @@ _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 def tree_content(root: Path) -> str:
     """The digest of a directory tree's entries, times left out (see ``_layer_content``)."""
-    import hashlib
-    import stat
-
     h = hashlib.sha256()
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
@@ -582,9 +571,6 @@ def tree_content(root: Path) -> str:
 
 def _full_name(ref: str) -> str:
     """A FROM reference as BuildKit names its vertex: normalised (``docker.io/library/…``)."""
-    from registry.errors import RegistryError
-    from registry.reference import Reference
-
     try:
         return str(Reference.parse(ref, default_tag=False))
     except RegistryError:

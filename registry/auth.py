@@ -21,8 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import CredentialHelperError, RegistryError, TransportError, Unauthorized
-from registry.reference import DOCKER_HUB, DOCKER_HUB_API
+from registry.errors import (
+    CredentialHelperError,
+    InvalidReference,
+    RegistryError,
+    TransportError,
+    Unauthorized,
+)
+from registry.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
 
 if TYPE_CHECKING:
     import requests
@@ -58,9 +64,6 @@ def server_domain(server: str | None) -> str:
     """The registry domain a ``login``/``logout`` SERVER names (``docker.io`` when none; a URL,
     ``index.docker.io`` and ``registry-1.docker.io`` reduced as Docker does). ``InvalidReference``
     if it names no registry."""
-    from registry.errors import InvalidReference
-    from registry.reference import Reference
-
     if not server:
         return DOCKER_HUB
     host = server.split("://", 1)[-1].split("/", 1)[0]

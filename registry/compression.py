@@ -7,11 +7,14 @@ multi-threaded. Output is deterministic: gzip headers carry no name and mtime 0.
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import io
+import lzma
 import os
 import queue
 import threading
+import zlib
 from typing import Any, BinaryIO
 
 from registry.digest import CHUNK, Digest
@@ -82,12 +85,8 @@ def open_decompressed(stream: BinaryIO, compression: str | None = None) -> Binar
 
         return zstandard.ZstdDecompressor().stream_reader(stream, read_size=CHUNK)
     if compression == "bzip2":
-        import bz2
-
         return bz2.BZ2File(stream, "rb")  # type: ignore[return-value]
     if compression == "xz":
-        import lzma
-
         return lzma.LZMAFile(stream, "rb")  # type: ignore[return-value]
     raise ValueError(f"unknown compression {compression!r}")
 
@@ -312,11 +311,12 @@ class LayerSizer:
             data, self._head = self._head, b""
             kind = detect(data)
             if kind == "gzip":
+                codec: Any = zlib
                 try:
-                    from isal import isal_zlib as z
+                    from isal import isal_zlib as codec
                 except ImportError:
-                    import zlib as z  # type: ignore[no-redef]
-                self._new = lambda: z.decompressobj(wbits=31)
+                    pass
+                self._new = lambda: codec.decompressobj(wbits=31)
                 self._inflate = self._new()
             self._kind = kind if kind in ("gzip", "none") else "other"
         if self._kind == "none":

@@ -6,6 +6,7 @@ nothing references (``Store.sweep`` and ``Store.gc``), never what an image still
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,8 +34,6 @@ class Problem:
 
 
 def _hash_file(path: str, algorithm: str) -> str:
-    import hashlib
-
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):

@@ -154,7 +154,13 @@ LISTING_CLI = {"images": "builder.cli.images", "image": "builder.cli.images",
                                   ["inspect", "busybox"], ["image", "inspect", "busybox"],
                                   ["version"]], ids=" ".join)
 def test_listing_commands_stay_light(busybox: Any, tmp_path: Path, argv: list[str]) -> None:
-    root = str(busybox.root)
+    mods = loaded(["--root", str(busybox.root), *argv], tmp_path)
+    assert "builder.cli" in mods  # the probe ran the command
+    assert_within(mods, argv, **listing_budget(argv))
+
+
+def listing_budget(argv: list[str]) -> dict[str, Any]:
+    """The keywords of ``over_budget`` for one listing command."""
     ours: tuple[str, ...] = ("builder.images",)
     heavy = QUERY_HEAVY
     core = CORE
@@ -174,10 +180,8 @@ def test_listing_commands_stay_light(busybox: Any, tmp_path: Path, argv: list[st
         ours = ("builder.system", "builder.sandbox.cgroups")
         core = CORE - IMAGE_STORE
         heavy = QUERY_HEAVY - {"subprocess", "shutil", "bz2", "lzma"}
-    mods = loaded(["--root", root, *argv], tmp_path)
-    assert "builder.cli" in mods  # the probe ran the command
     cli = ("builder.cli.format", LISTING_CLI[argv[0]])
-    assert_within(mods, argv, ours=ours, heavy=heavy, core=core, cli=cli)
+    return {"ours": ours, "heavy": heavy, "core": core, "cli": cli}
 
 
 # -- what issue 15 took off the listings' path -------------------------------------------------
@@ -311,6 +315,11 @@ TRANSFER_THIRD_PARTY = ("requests", "urllib3", "certifi", "charset_normalizer", 
                         "cython_runtime")
 TRANSFER_HEAVY = HEAVY_STDLIB - {"concurrent", "ssl", "http", "email", "urllib.request", "logging",
                                  "importlib.metadata", "csv", "zipfile"}
+PUSH_BUDGET: dict[str, Any] = {"ours": TRANSFER_OURS, "heavy": TRANSFER_HEAVY,
+                               "third_party": TRANSFER_THIRD_PARTY}
+# a pulled layer is decompressed as it streams in (its diff_id checked, its unpacked size
+# counted from the tar entries)
+PULL_BUDGET: dict[str, Any] = {**PUSH_BUDGET, "heavy": TRANSFER_HEAVY - {"gzip", "tarfile"}}
 
 
 def test_pull_and_push_stay_light(busybox: Any, registry_server: Registry, tmp_path: Path) -> None:
@@ -318,29 +327,30 @@ def test_pull_and_push_stay_light(busybox: Any, registry_server: Registry, tmp_p
     ref = f"{registry_server.addr}/budget/busybox:latest"
     busybox("tag", "busybox", ref)
     push = ["--root", str(busybox.root), "push", ref]
-    assert_within(loaded(push, tmp_path), push, ours=TRANSFER_OURS, heavy=TRANSFER_HEAVY,
-                  third_party=TRANSFER_THIRD_PARTY)
+    assert_within(loaded(push, tmp_path), push, **PUSH_BUDGET)
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     pull = ["--root", str(fresh), "pull", ref]
-    # a pulled layer is decompressed as it streams in (its diff_id checked, its unpacked size
-    # counted from the tar entries)
-    assert_within(loaded(pull, tmp_path), pull, ours=TRANSFER_OURS,
-                  heavy=TRANSFER_HEAVY - {"gzip", "tarfile"},
-                  third_party=TRANSFER_THIRD_PARTY)
+    assert_within(loaded(pull, tmp_path), pull, **PULL_BUDGET)
 
 
 # -- network / volume ----------------------------------------------------------------------------
+VOLUME_BUDGET: dict[str, Any] = {"ours": ("builder.volume", "builder.paths"), "heavy": LISTING_HEAVY}
+# its module spawns iptables and the helpers; is the root in a cluster?
+NETWORK_BUDGET: dict[str, Any] = {
+    "ours": ("builder.volume", "builder.paths", "builder.network", "builder.cluster.membership"),
+    "heavy": LISTING_HEAVY - {"subprocess"}}
+# the etcd client over the HTTP stack and the network package
+CLUSTER_BUDGET: dict[str, Any] = {"ours": ("builder.cluster", "builder.network"),
+                                  "third_party": TRANSFER_THIRD_PARTY, "heavy": TRANSFER_HEAVY}
+
+
 @pytest.mark.parametrize("argv", [["network", "ls"], ["volume", "ls"]], ids=" ".join)
 def test_network_and_volume_listings_stay_light(pybuild: Any, tmp_path: Path,
                                                 argv: list[str]) -> None:
     full = ["--root", str(pybuild.root), *argv]
-    ours: tuple[str, ...] = ("builder.volume", "builder.paths")
-    heavy = LISTING_HEAVY
-    if argv[0] == "network":  # its module spawns iptables and the helpers
-        ours += ("builder.network", "builder.cluster.membership")  # is the root in a cluster?
-        heavy = LISTING_HEAVY - {"subprocess"}
-    assert_within(loaded(full, tmp_path), full, ours=ours, heavy=heavy)
+    budget = NETWORK_BUDGET if argv[0] == "network" else VOLUME_BUDGET
+    assert_within(loaded(full, tmp_path), full, **budget)
 
 
 def test_cluster_ls_stays_light(pybuild: Any, tmp_path: Path) -> None:
@@ -354,32 +364,46 @@ def test_cluster_ls_stays_light(pybuild: Any, tmp_path: Path) -> None:
         etcd.start()
         pybuild("cluster", "join", etcd.store, "--advertise", "127.0.0.1")
         full = ["--root", str(pybuild.root), "cluster", "ls"]
-        assert_within(loaded(full, tmp_path), full, ours=("builder.cluster", "builder.network"),
-                      third_party=TRANSFER_THIRD_PARTY, heavy=TRANSFER_HEAVY)
+        assert_within(loaded(full, tmp_path), full, **CLUSTER_BUDGET)
     finally:
         pybuild("cluster", "leave", "--force", check=False)
         etcd.stop()
 
 
 def test_volume_create_and_rm_stay_light(pybuild: Any, tmp_path: Path) -> None:
-    ours = ("builder.volume", "builder.paths")
     for argv in (["volume", "create", "budget"], ["volume", "rm", "budget"]):
         full = ["--root", str(pybuild.root), *argv]
-        assert_within(loaded(full, tmp_path), full, ours=ours, heavy=LISTING_HEAVY)
+        assert_within(loaded(full, tmp_path), full, **VOLUME_BUDGET)
 
 
 # -- serve ---------------------------------------------------------------------------------------
+# a daemon, started once: its budget keeps the build front end, the executor, the sandbox and
+# networking out, which its endpoints load on first use
+SERVE_BUDGET: dict[str, Any] = {
+    "ours": ("builder.serve", "builder.containers.attach", "builder.containers.logs",
+             "builder.containers.options", "builder.system", "registry.auth"),
+    "third_party": ("aiohttp", "cython_runtime"),
+    "heavy": HEAVY_STDLIB - {"asyncio", "concurrent", "http", "email", "ssl", "urllib.request",
+                             "logging", "tarfile", "pickle", "argparse", "importlib.metadata",
+                             "csv", "zipfile"}}
+
+
 def test_serve_app_stays_light(pybuild: Any, tmp_path: Path) -> None:
     """``serve`` makes its application with aiohttp (and asyncio); each endpoint module loads
     the library it calls only when a request needs it."""
     argv = ["serve-app", str(pybuild.root)]
     mods = loaded(argv, tmp_path)
     assert "builder.serve.app" in mods
-    # a daemon, started once: its budget keeps the build front end, the executor, the sandbox
-    # and networking out, which its endpoints load on first use
-    ours = ("builder.serve", "builder.containers.attach", "builder.containers.logs",
-            "builder.containers.options", "builder.system", "registry.auth")
-    assert_within(mods, argv, ours=ours, third_party=("aiohttp", "cython_runtime"),
-                  heavy=HEAVY_STDLIB - {"asyncio", "concurrent", "http", "email", "ssl",
-                                        "urllib.request", "logging", "tarfile", "pickle",
-                                        "argparse", "importlib.metadata", "csv", "zipfile"})
+    assert_within(mods, argv, **SERVE_BUDGET)
+
+
+# -- every family's budget, by name (tests/test_import_placement.py asks which family loads a
+# module and whether a hoisted import would take it over its budget) -----------------------------
+def budgets() -> dict[str, dict[str, Any]]:
+    """The keywords of ``over_budget`` for each command family the tests above run."""
+    listings = {" ".join(a): listing_budget(a) for a in (["images"], ["images", "--format"],
+                                                         ["ps"], ["inspect"], ["version"])}
+    return {**listings, "build": {"ours": BUILD_OURS, "heavy": BUILD_HEAVY},
+            "run": {"ours": RUN_OURS, "heavy": HEAVY_STDLIB}, "push": PUSH_BUDGET,
+            "pull": PULL_BUDGET, "network": NETWORK_BUDGET, "volume": VOLUME_BUDGET,
+            "cluster": CLUSTER_BUDGET, "serve-app": SERVE_BUDGET}

@@ -6,6 +6,7 @@ reader never sees a manifest whose blobs are missing), an OCI layout, or an imag
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -19,10 +20,16 @@ from builder.cacheshare.artifact import CONFIG_TYPE, CacheConfig, SharedRecord
 from builder.cacheshare.source import CacheSource, mount_dir
 from builder.cacheshare.spec import CacheSpec
 from builder.graph.ops import ExecSpec, Graph, Step
+from builder.layers import commit_layer, recompress, write_diff
 from builder.state import StateRoot
+from registry import mediatypes as mt
 from registry.digest import Digest
-from registry.model import Descriptor
+from registry.leases import write_atomic
+from registry.model import Descriptor, Manifest
+from registry.reference import Reference
 from registry.store import Store
+from registry.transfer import remote_end
+from registry.transfer.ends import BlobSources
 
 
 def cache_config(state: StateRoot, store: Store, cache: BuildCache,
@@ -107,8 +114,6 @@ def _materialized(state: StateRoot, store: Store, cache: BuildCache, snapshot: D
     known = cache.get_materialized(snapshot, compression)
     if known is not None:
         return known
-    from builder.layers import commit_layer, write_diff
-
     src = state.layers / snapshot.encoded
     made = commit_layer(store, lambda sink: write_diff(src, sink, source_date_epoch=epoch) or None,
                         compression)
@@ -122,15 +127,11 @@ def _encoded(store: Store, cache: BuildCache, layer: Descriptor, diff_id: Digest
     """An uncompressed layer (a stage no image carries) in the export's compression, encoded
     once and remembered as the assembler's variants are; a compressed one as it is (the image's
     layers must stay the very blobs its manifest names)."""
-    from registry import mediatypes as mt
-
     if compression == "none" or mt.layer_compression(layer.media_type) != "none":
         return layer
     known = cache.get_variant(diff_id, compression)
     if known is not None:
         return known
-    from builder.layers import recompress
-
     desc, got = recompress(store, layer, compression)
     if got != diff_id:
         raise ValueError(f"layer {diff_id} re-encoded to different content {got}")
@@ -139,8 +140,6 @@ def _encoded(store: Store, cache: BuildCache, layer: Descriptor, diff_id: Digest
 
 
 def _tar_dir(store: Store, directory: Path, compression: str) -> Descriptor:
-    from builder.layers import commit_layer, write_diff
-
     def empty(sink: IO[bytes]) -> None:
         sink.write(bytes(1024))
 
@@ -167,12 +166,6 @@ def to_registry(spec: CacheSpec, store: Store, config: CacheConfig,
     one still in its ``--cache-from`` source fetched only if it is on another registry), then
     the config blob, then the manifest under the tag."""
     elsewhere = elsewhere or {}
-    from registry import mediatypes as mt
-    from registry.model import Manifest
-    from registry.reference import Reference
-    from registry.transfer import remote_end
-    from registry.transfer.ends import BlobSources
-
     ref = Reference.parse(spec.ref)
     end = remote_end(ref)
     repo = end.repo
@@ -198,8 +191,6 @@ def to_registry(spec: CacheSpec, store: Store, config: CacheConfig,
     raw = config.to_json()
     cfg = Descriptor(CONFIG_TYPE, Digest.of(raw), len(raw))
     if not repo.has_blob(cfg.digest):
-        import io
-
         repo.push_blob(cfg.digest, cfg.size, lambda off: io.BytesIO(raw[off:]))
     manifest = Manifest.build(cfg, list(config.layers), media_type=mt.OCI_MANIFEST,
                               annotations={"io.pybuild.cache": "v1"})
@@ -209,10 +200,6 @@ def to_registry(spec: CacheSpec, store: Store, config: CacheConfig,
 
 def to_layout(spec: CacheSpec, store: Store, config: CacheConfig) -> Descriptor:
     """An OCI image layout at ``dest``: blobs copied in, ``index.json`` replaced last."""
-    from registry import mediatypes as mt
-    from registry.leases import write_atomic
-    from registry.model import Manifest
-
     root = Path(spec.path)
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)

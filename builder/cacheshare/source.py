@@ -17,10 +17,16 @@ from typing import IO, Any, BinaryIO
 from builder.cache import BuildCache, replace_file
 from builder.cacheshare.artifact import CONFIG_TYPE, INLINE_KEY, CacheConfig, SharedRecord
 from builder.cacheshare.spec import CacheSpec
+from builder.layers.apply import apply_layer
+from builder.rootfs import LayerCache
 from builder.state import StateRoot
+from registry import mediatypes as mt
+from registry.compression import open_decompressed
 from registry.digest import Digest
-from registry.model import Descriptor
+from registry.model import Descriptor, Index, Manifest, Platform
 from registry.store import Store
+from registry.transfer import remote_end
+from registry.transfer.ends import BlobSources
 
 #: the largest cache config we read (a corrupt size field must not fill memory)
 MAX_CONFIG = 64 << 20
@@ -80,8 +86,6 @@ class CacheSource:
                     raise CacheImportError(f"{self.name}: blob {desc.digest}: its tar is {got}, "
                                            f"the record says {diff_id}")
             if self.origin:
-                from registry.transfer.ends import BlobSources
-
                 sources = BlobSources(store)
                 sources.note(desc.digest, self.origin)
                 sources.save()
@@ -95,8 +99,6 @@ class CacheSource:
             return
         desc = self.config.layers[shared.layer]
         if rec.snapshot:
-            from builder.rootfs import LayerCache
-
             assert rec.diff_id is not None and shared.tar_diff_id is not None
             layers = LayerCache(state)
             if not layers.has(str(rec.diff_id)):
@@ -115,8 +117,6 @@ class CacheSource:
     def restore_mounts(self, state: StateRoot, store: Store, ids: set[str]) -> list[str]:
         """The cache mount directories *ids* this source has and this root lacks; returns the
         ids restored."""
-        from builder.layers.apply import apply_layer
-
         done = []
         for mount_id, idx in sorted(self.config.mounts.items()):
             if mount_id not in ids:
@@ -155,8 +155,6 @@ class CacheSource:
 
 
 def _diff_id(store: Store, digest: Digest) -> Digest:
-    from registry.compression import open_decompressed
-
     h = hashlib.sha256()
     with store.open_blob(digest) as raw:
         stream = open_decompressed(raw)
@@ -205,10 +203,6 @@ def _config(spec: CacheSpec, config_desc: Descriptor, raw: bytes) -> CacheConfig
 
 
 def _load_registry(spec: CacheSpec) -> CacheSource:
-    from registry import mediatypes as mt
-    from registry.model import Index, Manifest, Platform
-    from registry.transfer import remote_end
-
     end = remote_end(spec.ref)
     fetched = end.resolve()
     if fetched.media_type in mt.INDEXES:
@@ -236,8 +230,6 @@ def _no_blob(desc: Descriptor) -> IO[bytes]:
 
 
 def _load_layout(spec: CacheSpec) -> CacheSource:
-    from registry.model import Index, Manifest
-
     root = Path(spec.path)
     try:
         index = Index.parse((root / "index.json").read_bytes())

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from builder.errors import BuildError
+from registry.errors import RegistryError
+from registry.reference import Reference
 
 _TYPES = ("registry", "local", "inline")
 
@@ -76,9 +78,6 @@ def parse_cache_spec(text: str, *, export: bool) -> CacheSpec:
 
 
 def _reference(ref: str, text: str, flag: str) -> str:
-    from registry.errors import RegistryError
-    from registry.reference import Reference
-
     if not ref:
         raise BuildError.invalid(f"invalid {flag} {text!r}: ref is required")
     try:

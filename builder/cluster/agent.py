@@ -14,6 +14,7 @@ is down it retries; what the kernel holds keeps running containers talking meanw
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from builder.cluster import membership
 from builder.cluster.etcd import ClusterError, Etcd, Event
 from builder.errors import NetworkError
+from builder.network import core, links, overlay
 from builder.network.model import Network
 from builder.state import StateRoot
 
@@ -52,15 +54,11 @@ class Agent:
             time.sleep(max(0.3, self.m.ttl / 3))
 
     def records(self) -> list[Network]:
-        from builder.network import core
-
         with self.state.lock("networks"):
             return [n for n in core._load_all(self.state) if n.driver == "overlay"]
 
     def reconcile(self, etcd: Etcd) -> int:
         """Everything from a fresh read: networks, this host's keys, the remote entries."""
-        from builder.network import core, overlay
-
         _, rev = etcd.range(overlay.NETS)
         core._sync(self.state)
         overlay.republish(self.state, self.m, etcd, self.records())
@@ -69,8 +67,6 @@ class Agent:
         return rev
 
     def refresh(self, etcd: Etcd, network_id: str) -> None:
-        from builder.network import core, links, overlay
-
         kvs, _ = etcd.range(f"{overlay.EPS}{network_id}/")
         with self.state.lock("networks"), links.session():
             net = next((n for n in core._load_all(self.state) if n.id == network_id), None)
@@ -82,8 +78,6 @@ class Agent:
                 core._save(self.state, updated)
 
     def handle(self, etcd: Etcd, events: list[Event]) -> None:
-        from builder.network import core, overlay
-
         if any(ev.kv.key.startswith(overlay.NETS) for ev in events):
             core._sync(self.state)
         for nid in overlay.event_networks(events):
@@ -107,8 +101,6 @@ class Agent:
 
 
 def os_exit() -> None:
-    import os
-
     os._exit(0)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import NetworkError
+from builder.network import helpers
 from builder.state import StateRoot
 
 if TYPE_CHECKING:
@@ -165,8 +166,6 @@ def renew(state: StateRoot, m: Membership, etcd: Etcd) -> Membership:
 
 
 def ensure_agent(state: StateRoot, m: Membership) -> None:
-    from builder.network import helpers
-
     if m.agent_pid and helpers.is_ours(m.agent_pid, AGENT, str(state.path)):
         return
     with state.lock("cluster"):
@@ -181,8 +180,6 @@ def leave(state: StateRoot, *, force: bool = False) -> None:
     """Stop the agent and revoke the lease (the host key, and every endpoint and address of this
     host, go with it); the root forgets the cluster. (``network.core.leave_cluster`` first refuses
     while this host's containers are on overlay networks.)"""
-    from builder.network import helpers
-
     m = load(state)
     if m is None:
         raise NetworkError("this host is not in a cluster")

@@ -64,6 +64,7 @@ Where we differ from Docker, on purpose:
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from builder.dockerfile.syntax import parse
@@ -111,8 +112,6 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
     module = _LAZY.get(name, "builder.dockerfile.instructions")
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

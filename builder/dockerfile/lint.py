@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from builder.dockerfile.instructions import INSTRUCTIONS, Location, suggest
 from builder.dockerfile.tree import Node, SyntaxTree
 from builder.errors import ExpansionError
-from builder.expand import expand_word
+from builder.expand import expand_word, used_names
+from registry.errors import RegistryError
+from registry.reference import Reference
 
 # Variables a stage has without declaring them: Docker's automatic platform ARGs and proxy
 # ARGs, and what nearly every base image sets (we do not resolve the base image here).
@@ -310,9 +312,6 @@ _PLATFORM_DEFAULTS = {
 def _valid_reference(base: str, env: dict[str, str], escape: str) -> bool:
     """Whether FROM's *base*, expanded with the ARG defaults, is an image reference (or a
     stage name, which is one too); an expression that cannot be expanded is not judged."""
-    from registry.errors import RegistryError
-    from registry.reference import Reference
-
     try:
         name = expand_word(base, env, escape=escape)
     except ExpansionError:
@@ -371,8 +370,6 @@ def _undefined(
     *,
     from_line: bool = False,
 ) -> Iterator[LintWarning]:
-    from builder.expand import used_names
-
     if "$" not in text:
         return
     try:

@@ -12,6 +12,8 @@ from typing import Any
 
 from builder.dockerfile.tree import Directives, Heredoc, Node, Pair, SyntaxTree
 from builder.errors import DockerfileSyntaxError
+from builder.expand import ExpansionError, heredoc_names
+from grammar import load
 
 # Go's unicode.IsSpace: Python's str.isspace also counts \x1c-\x1f, Go does not.
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -56,8 +58,6 @@ def parse(text: str, *, filename: str = "Dockerfile") -> SyntaxTree:
     from lark.exceptions import LarkError
 
     from builder.dockerfile.larkglue import TREE_BUILDER, LineLexer
-    from grammar import load
-
     source = _Source(text, filename)
     parser = load("dockerfile", lexer=LineLexer, transformer=TREE_BUILDER)
     try:
@@ -344,8 +344,6 @@ class _Source:
     def _heredocs(self, line: str, i: int, start: int, end: int) -> Generator[_Tok, None, int]:
         """Read the bodies of the heredocs named on *line* from line index *i*; return the
         index after the last terminator (via ``yield from``)."""
-        from builder.expand import ExpansionError, heredoc_names
-
         try:
             found = heredoc_names(line)
         except ExpansionError as e:

@@ -27,6 +27,8 @@ from builder.execute.inputs import LayerRef, StepInputs
 from builder.execute.workspace import Workspace, layer_dirs
 from builder.graph.ops import CopySource, CopySpec, MkdirSpec, Step
 from builder.paths import in_root
+from builder.sources import git, url
+from registry.compression import detect, open_decompressed
 
 
 def _lookup(file: Path, name: str, field: int) -> int | None:
@@ -375,8 +377,6 @@ def mkdir_step(ws: Workspace, step: Step, spec: MkdirSpec) -> None:
 
 
 def _is_archive(path: str) -> bool:
-    from registry.compression import detect
-
     try:
         with open(path, "rb") as f:
             head = f.read(512)
@@ -390,8 +390,6 @@ def _is_archive(path: str) -> bool:
 
 def _fetch(s: CopySource, into: Path, where: str) -> Path:
     """A URL's file or a git checkout's directory, fetched under *into* (a new directory)."""
-    from builder.sources import git, url
-
     try:
         if s.git is not None:
             return git.checkout(s.git, into)
@@ -487,8 +485,6 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
                     copy_tree(root, entries, dest, own, keep_owner=keep_owner)
                     continue
                 if spec.add and s.origin == "context" and _is_archive(str(tree.root / tree._resolve(m))):  # type: ignore[operator]
-                    from registry.compression import open_decompressed
-
                     with open(troot / tree._resolve(m), "rb") as f:
                         extract_archive(root, open_decompressed(f), dest.rstrip("/") or "/",
                                                 where=f"{where}: ")

@@ -19,10 +19,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.binfmt import ensure
 from builder.errors import BuildCancelled, BuildError, SandboxError, StepFailed
+from builder.execute import ssh
 from builder.execute.inputs import LayerRef, StepInputs
 from builder.execute.workspace import Workspace, layer_dirs
 from builder.graph.ops import ExecSpec, MountSpec, Step
+from builder.network.names import extra_hosts_lines
+from builder.paths import in_root
+from builder.rootfs import prepare_root
+from builder.sandbox import seccomp
+from builder.sandbox.executor import Executor
+from builder.sandbox.spec import Mount, Process, Spec, build_namespaces, default_mounts
 
 if TYPE_CHECKING:
     from builder.sandbox.spec import Mount
@@ -92,8 +100,6 @@ def _locked(path: Path, *, wait: bool) -> Iterator[bool]:
 
 def _host_tree(ws: Workspace, m: MountSpec, inputs: StepInputs, n: int) -> Path:
     """A plain directory holding the root of the stage or image a bind/cache mount reads from."""
-    from builder.rootfs import prepare_root
-
     src = m.source
     assert src is not None
     if src.stage is not None:
@@ -110,16 +116,12 @@ def _host_tree(ws: Workspace, m: MountSpec, inputs: StepInputs, n: int) -> Path:
 
 
 def _confined(base: Path, rel: str, what: str) -> Path:
-    from builder.paths import in_root
-
     return in_root(base, rel) if rel else base
 
 
 def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInputs,
                  stack: contextlib.ExitStack) -> tuple[list[Mount], list[str]]:
     """The sandbox mounts for *spec*'s ``--mount``s, and env entries of ``env=`` secrets."""
-    from builder.sandbox.spec import Mount
-
     mounts: list[Mount] = []
     env: list[str] = []
     ssh_n = 0
@@ -156,8 +158,6 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
             os.chmod(f, m.mode if m.mode is not None else 0o400)
             mounts.append(Mount(m.target, "bind", str(f), ("rbind", "ro", "nosuid", "nodev", "noexec")))
         elif m.type == "ssh":
-            from builder.execute import ssh
-
             target = m.target or ssh.default_target(ssh_n)
             if ssh_n == 0:
                 env += ssh.auth_sock_env(spec.env, target)
@@ -230,8 +230,6 @@ def _leave_mount_points(ws: Workspace, mounts: list[Mount]) -> None:
     bind, a secret, an ssh socket) the parents stay and the empty stub file is made and
     removed (BuildKit's mount stub cleaner), so its directory is in the layer with a new
     mtime. The kernel copies up the existing parents, so they keep their owner and mode."""
-    from builder.paths import in_root
-
     targets = _mount_points(mounts)
     if not targets:
         return
@@ -259,15 +257,11 @@ def _leave_mount_points(ws: Workspace, mounts: list[Mount]) -> None:
 
 
 def _etc_files(ws: Workspace, network: str, extra_hosts: tuple[str, ...] = ()) -> list[Mount]:
-    from builder.sandbox.spec import Mount
-
     etc = ws.dir / "etc"
     etc.mkdir(exist_ok=True)
     # BuildKit's file, to the byte: the sandbox's name on the localhost line
     hosts = f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     if extra_hosts:  # the build's --add-host entries, Docker's ``ip<TAB>name``
-        from builder.network.names import extra_hosts_lines
-
         for e in extra_hosts:  # refused at the first RUN, in dockerd's words
             if not all(e.partition(":")[::2]):
                 raise BuildError(f'bad format for add-host: "{e}"')
@@ -284,10 +278,6 @@ def _etc_files(ws: Workspace, network: str, extra_hosts: tuple[str, ...] = ()) -
 
 def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> None:
     """Run a RUN step in the sandbox over *ws*; raise ``StepFailed`` on a non-zero exit."""
-    from builder.sandbox import seccomp
-    from builder.sandbox.executor import Executor
-    from builder.sandbox.spec import Process, Spec, build_namespaces, default_mounts
-
     if spec.network not in ("default", "none", "host"):
         raise BuildError(f"{step.location}: unsupported network mode {spec.network}")
     lines = _Lines(inputs.log)
@@ -314,8 +304,6 @@ def run_exec(ws: Workspace, step: Step, spec: ExecSpec, inputs: StepInputs) -> N
         ex = Executor(ws.state)
         try:
             if ws.platform is not None:  # a foreign stage's binaries through the emulator
-                from builder.binfmt import ensure
-
                 ensure(ws.platform)
             box = ex.start(sandbox_spec, stdout=lines, stderr=err_lines)
         except SandboxError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from builder.execute import fileops
 from builder.execute.inputs import StepInputs
+from builder.execute.run import run_exec
 from builder.execute.workspace import Workspace
 from builder.graph.ops import CopySpec, ExecSpec, MkdirSpec, Step
 
@@ -16,8 +17,6 @@ class StepRunner:
         self.inputs = inputs
 
     def run(self, step: Step, spec: ExecSpec) -> None:
-        from builder.execute.run import run_exec  # the sandbox loads only for RUN steps
-
         run_exec(self.ws, step, spec, self.inputs)
 
     def copy(self, step: Step, spec: CopySpec) -> None:

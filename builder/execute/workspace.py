@@ -16,12 +16,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from builder import rootfs
+from builder import syscalls as sc
 from builder.context import Tree
 from builder.errors import BuildError, ContextError
 from builder.execute.inputs import LayerRef
+from builder.rootfs import LayerCache, claim_workspace, diff, prepare_root, release_workspace
 from builder.state import StateRoot
+from registry.compression import open_decompressed
 from registry.model import Descriptor, Platform
-from registry.store import Store
+from registry.store import Store, file_lock
 
 if TYPE_CHECKING:
     from builder.rootfs import Root
@@ -29,8 +33,6 @@ if TYPE_CHECKING:
 
 def _opener(store: Store, desc: Descriptor) -> Callable[[], IO[bytes]]:
     def open_it() -> IO[bytes]:
-        from registry.compression import open_decompressed
-
         return open_decompressed(store.open_blob(desc.digest))
 
     return open_it
@@ -38,8 +40,6 @@ def _opener(store: Store, desc: Descriptor) -> Callable[[], IO[bytes]]:
 
 def layer_dirs(state: StateRoot, store: Store, layers: Sequence[LayerRef]) -> list[Path]:
     """The unpacked (overlay-format) dirs of *layers*, bottom first, unpacking what is missing."""
-    from builder.rootfs import LayerCache
-
     cache = LayerCache(state)
     return [cache.unpack(str(lr.diff_id), _opener(store, lr.descriptor)) for lr in layers]
 
@@ -60,8 +60,6 @@ class Workspace:
         self._owner = -1
 
     def __enter__(self) -> Workspace:
-        from builder.rootfs import claim_workspace, prepare_root
-
         dirs = layer_dirs(self.state, self.store, self.lowers)
         # held while the dir lives: a killed build's dir is told from a live one's by it
         self._owner = claim_workspace(self.dir)
@@ -75,8 +73,6 @@ class Workspace:
         return self
 
     def _release(self) -> None:
-        from builder.rootfs import release_workspace
-
         release_workspace(self.dir, self._owner)
 
     def __exit__(self, *exc: object) -> None:
@@ -111,13 +107,9 @@ class Workspace:
     def adopt_into_layer_cache(self, diff_id: str) -> None:
         """Move the step's upper dir into the layer cache as the unpacked form of the layer just
         tarred from it (same overlay format), so later steps need not unpack it again."""
-        from builder.rootfs import LayerCache
-
         upper = self._changes()
         if upper is None:
             return
-        from registry.store import file_lock
-
         cache = LayerCache(self.state)
         if cache.has(diff_id):
             return
@@ -129,8 +121,6 @@ class Workspace:
                 os.rename(upper, final)
 
     def diff(self, out: Any, *, source_date_epoch: int | None) -> bool:
-        from builder.rootfs import diff
-
         return diff(self.root, out, source_date_epoch=source_date_epoch)
 
     # -- Python on the merged root ---------------------------------------------------------------
@@ -143,9 +133,6 @@ class Workspace:
             assert self.root.path is not None
             fn(Path(self.root.path), [self._empty() for _ in sources])
             return
-        from builder import rootfs
-        from builder import syscalls as sc
-
         self._mounts += 1
         base = self.dir / f"m{self._mounts}"
         base.mkdir()

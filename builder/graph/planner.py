@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from builder import dockerfile as df
-from builder.context import Tree
+from builder.context import Tree, clean
 from builder.errors import BuildError, ContextError, ExpansionError, PlanError
 from builder.expand import Scope, expand_display, expand_word, expand_words
 from builder.graph.copyplan import CopyPlanning
@@ -521,8 +521,6 @@ class _StageBuilder(CopyPlanning):
         elif m.type == "bind":
             if self.p.context is None or self.p.context.root is None:
                 raise self.p._err(ins, "bind mount from the context, but the build has no context")
-            from builder.context import clean
-
             try:
                 source = Location("context", clean(m.source or ""))
             except ContextError as e:

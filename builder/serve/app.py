@@ -13,6 +13,7 @@ from aiohttp import web
 from builder.serve import API_VERSION, MIN_API_VERSION
 from builder.serve.errors import ApiError, Handler, error_middleware
 from builder.state import StateRoot
+from builder.system import version
 
 #: modules of ``builder.serve`` holding a ``routes`` RouteTableDef (each must exist)
 ROUTE_MODULES: tuple[str, ...] = ("system", "auth", "images", "build", "containers", "attach",
@@ -54,8 +55,6 @@ async def server_header_middleware(request: web.Request, handler: Handler) -> we
 
 
 def _pybuild_version() -> str:
-    from builder.system import version
-
     return version()
 
 

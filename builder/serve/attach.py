@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from builder.containers import attach as lib
+from builder.containers.logs import read_logs
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.hijack import MULTIPLEXED_STREAM, RAW_STREAM, Hijacked, hijack
 from builder.serve.request import find, qbool, qint, state_of
@@ -168,7 +169,6 @@ async def attach(request: web.Request) -> web.StreamResponse:
 
 async def _replay_logs(root: StateRoot, c: Container, conn: Hijacked, *, stdout: bool, stderr: bool,
                        tty: bool) -> None:
-    from builder.containers.logs import read_logs
     from builder.containers.record import ContainerStore
 
     entries = await in_thread(lambda: list(read_logs(ContainerStore(root).log_path(c.id))))

@@ -19,6 +19,7 @@ from aiohttp import web
 from builder.serve.errors import bad_request
 from builder.serve.streams import in_thread
 from registry.auth import Credentials
+from registry.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
 
 
 def _decode(header: str, what: str) -> Any:
@@ -60,8 +61,6 @@ def registry_auth(headers: Mapping[str, str]) -> Credentials | None:
 
 def registry_config(headers: Mapping[str, str]) -> dict[str, Credentials]:
     """``X-Registry-Config``: registry domain -> credentials."""
-    from registry.reference import DOCKER_HUB, Reference
-
     data = _decode(headers.get("X-Registry-Config", ""), "X-Registry-Config")
     if not data:
         return {}
@@ -91,8 +90,6 @@ routes = web.RouteTableDef()
 
 def _login_host(server: str) -> str:
     """The registry host of an ``AuthConfig.serveraddress`` (Docker Hub's API for Hub names)."""
-    from registry.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
-
     host = server.split("://", 1)[-1].split("/", 1)[0] if server else DOCKER_HUB
     if host in ("", "index.docker.io", "registry-1.docker.io", DOCKER_HUB):
         return DOCKER_HUB_API

@@ -27,12 +27,14 @@ from typing import Any, BinaryIO, cast
 
 from aiohttp import web
 
+from builder.cli.build import PlainProgress
 from builder.errors import BuildError, DockerfileSyntaxError
 from builder.serve.auth import registry_config
 from builder.serve.errors import ApiError, bad_request, message_of
 from builder.serve.streams import JsonStream, SyncReader, error_message, in_thread, pump
 from builder.state import StateRoot
 from registry.errors import RegistryError
+from registry.model import Platform
 
 routes = web.RouteTableDef()
 
@@ -144,8 +146,6 @@ async def build(request: web.Request) -> web.StreamResponse:
     quiet = _flag(request, "q")
     auth = registry_config(request.headers)
     if q.get("platform"):
-        from registry.model import Platform
-
         try:
             Platform.parse(q["platform"])
         except ValueError as e:
@@ -174,7 +174,6 @@ async def build(request: web.Request) -> web.StreamResponse:
         watcher = asyncio.create_task(_cancel_when_gone(request, stream, req.cancel))
 
         def work(emit: Callable[[dict[str, Any]], None]) -> Any:
-            from builder.cli.build import PlainProgress
             from builder.pipeline import run_build
 
             plain = None if quiet else PlainProgress(cast(Any, _Lines(emit)))

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from builder import events
 from builder.containers.logs import NO_READING, LogDriver
+from builder.containers.options import parse_signal
 from builder.errors import ContainerError
 from builder.serve import attach
 from builder.serve import exec as _exec
@@ -29,6 +30,7 @@ from builder.serve.createbody import (
     volumes_from,
 )
 from builder.serve.errors import ApiError, bad_request
+from builder.serve.networks import endpoint_given, keep_endpoint_given
 from builder.serve.request import (
     filter_specs,
     find,
@@ -122,8 +124,6 @@ def _keep_endpoint_links(root: Any, c: Container, body: dict[str, Any]) -> None:
     (compose's ``links:``): kept for inspect, and their aliases resolve for this container
     only (the embedded DNS reads them), as dockerd."""
     from builder.containers.recordparts import JoinedNetwork
-    from builder.serve.networks import endpoint_given, keep_endpoint_given
-
     primary = c.host_config.network
     conf = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).get(primary) or {}
     if conf.get("Links") and primary not in ("bridge", "default", "host", "none"):
@@ -181,8 +181,6 @@ async def restart(request: web.Request) -> web.Response:
 @routes.post("/containers/{id}/kill")
 async def kill(request: web.Request) -> web.Response:
     from builder.containers import lifecycle
-    from builder.containers.options import parse_signal
-
     root = state_of(request)
     sig = request.query.get("signal") or "KILL"
     try:

@@ -9,6 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from builder.containers.options import (
+    DEFAULT_SHM_SIZE,
+    RestartPolicy,
+    check_sysctls,
+    parse_add_hosts,
+    parse_caps,
+    parse_dns,
+    parse_dns_options,
+    parse_dns_search,
+)
 from builder.serve.errors import bad_request
 
 if TYPE_CHECKING:
@@ -102,17 +112,6 @@ def host_config(body: Mapping[str, Any], binds_from: tuple[str, ...] = ()) -> Ho
         port_bindings_from_json,
     )
     from builder.containers.inspect import HOST_CONFIG_ZERO
-    from builder.containers.options import (
-        DEFAULT_SHM_SIZE,
-        RestartPolicy,
-        check_sysctls,
-        parse_add_hosts,
-        parse_caps,
-        parse_dns,
-        parse_dns_options,
-        parse_dns_search,
-    )
-
     hc: Mapping[str, Any] = body.get("HostConfig") or {}
     if not isinstance(hc, Mapping):
         raise bad_request("invalid HostConfig: an object is expected")

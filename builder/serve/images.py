@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, cast
 from aiohttp import web
 
 from builder import events
+from builder.cli.format import human_size
 from builder.errors import BuildError
 from builder.serve.auth import registry_auth
 from builder.serve.errors import bad_request, message_of, not_found
@@ -27,6 +28,7 @@ from builder.serve.streams import (
 )
 from builder.state import StateRoot
 from registry.errors import InvalidReference, NotFound, RegistryError
+from registry.model import Platform
 from registry.reference import Reference
 
 routes = web.RouteTableDef()
@@ -66,8 +68,6 @@ async def list_images(request: web.Request) -> web.Response:
 
 # -- pull / import ------------------------------------------------------------------------------
 def _bar(current: int, total: int) -> str:
-    from builder.cli.format import human_size
-
     if total <= 0:
         return human_size(current)
     width = 50
@@ -154,8 +154,6 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     creds = registry_auth(request.headers)
     platform = None
     if q.get("platform"):
-        from registry.model import Platform
-
         try:
             platform = Platform.parse(q["platform"])
         except ValueError as e:
@@ -200,8 +198,6 @@ async def _import(request: web.Request) -> web.StreamResponse:
     """``docker import``: ``fromSrc=-`` takes the rootfs tar from the body; ``changes`` are
     Dockerfile lines, as ``pybuild import -c``."""
     from registry import archive
-    from registry.model import Platform
-
     q = request.query
     if q["fromSrc"] != "-":
         raise bad_request("fromSrc: only '-' (the request body) is supported, not a URL")

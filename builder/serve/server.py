@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from builder.serve.app import make_app
 from builder.state import StateRoot
 
 DEFAULT_HOST = "unix:///run/pybuild.sock"
@@ -172,8 +173,6 @@ def _tcp_socket(ls: Listener) -> socket.socket:
 async def _serve(state: StateRoot, listeners: Sequence[Listener], tls: TLSOptions,
                  ready: Callable[[list[str]], None] | None) -> None:
     from aiohttp import web  # only once every listener passed its checks: refusals stay quick
-
-    from builder.serve.app import make_app
 
     loop = asyncio.get_running_loop()
     # blocking library calls (and followed log/attach streams) run here; room for many at once

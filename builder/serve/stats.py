@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from builder.containers.options import RestartPolicy
 from builder.errors import ContainerError
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.request import find, json_body, qbool, state_of
@@ -64,7 +65,6 @@ def _int(body: dict[str, Any], key: str) -> int | None:
 @routes.post("/containers/{id}/update")
 async def update(request: web.Request) -> web.Response:
     from builder.containers import stats as lib
-    from builder.containers.options import RestartPolicy
     from builder.containers.record import NoSuchContainer
 
     body = await json_body(request)

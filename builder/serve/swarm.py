@@ -12,7 +12,10 @@ from aiohttp import web
 from builder.serve.auth import registry_auth
 from builder.serve.errors import ApiError, bad_request
 from builder.serve.streams import in_thread
+from registry.auth import Credentials
 from registry.errors import InvalidReference
+from registry.model import ImageConfig, Index, Manifest, parse_manifest_or_index
+from registry.reference import Reference
 
 routes = web.RouteTableDef()
 
@@ -56,16 +59,13 @@ for _path, _methods in (
         routes.route(_m, _path)(_not_a_manager)
 
 
-def distribution_info(name: str, credentials: Any) -> dict[str, Any]:
+def distribution_info(name: str, credentials: Credentials | None) -> dict[str, Any]:
     """dockerd's ``DistributionInspect``: the descriptor of what *name* points at in its
     registry, and the platforms it serves (an index's entries; a manifest's config's)."""
-    from registry.model import ImageConfig, Index, Manifest, parse_manifest_or_index
-    from registry.reference import Reference
-    from registry.transfer.ends import remote_end
+    from registry.transfer.ends import ClientOptions, remote_end
 
     ref = Reference.parse(name)
-    options: dict[str, Any] = {} if credentials is None else {"credentials": credentials}
-    end = remote_end(ref, **options)
+    end = remote_end(ref, options=ClientOptions(credentials=credentials))
     fetched = end.repo.get_manifest(ref.digest or ref.tag or "latest")
     doc = parse_manifest_or_index(fetched.raw, fetched.media_type or None)
     platforms: list[dict[str, Any]] = []

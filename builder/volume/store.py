@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from builder import events
 from builder.errors import VolumeError
 from builder.filters import labels_match
 from builder.state import StateRoot
@@ -130,8 +131,6 @@ def create(
 
 def _event(state: StateRoot, name: str, action: str) -> None:
     """A volume event in the root's event log (``GET /events``), from the CLI or the daemon."""
-    from builder import events
-
     events.emit(state, "volume", action, name, {"driver": "local"})
 
 

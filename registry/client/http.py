@@ -201,7 +201,8 @@ class RegistryClient:
             verify = netloc != self.host or (self.tls_verify and
                                              self.host not in insecure_registries())
             self._tls[netloc] = TLSSettings.for_host(netloc, verify=verify)
-        return self._tls[netloc].kwargs()
+        tls = self._tls[netloc]  # ``requests``' keywords
+        return {"verify": tls.verify, "cert": tls.cert} if tls.cert else {"verify": tls.verify}
 
     @property
     def http_allowed(self) -> bool:

@@ -3,14 +3,17 @@ and insecure-registry rules that allow plain HTTP."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import os
+import socket
+import ssl
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     pass
@@ -54,8 +57,6 @@ _bundle_lock = threading.Lock()
 def system_ca_bundle() -> str:
     """The system's CA bundle (``$SSL_CERT_FILE``, else OpenSSL's default file, as Docker uses the
     system pool), falling back to certifi's where the system has none."""
-    import ssl
-
     paths = ssl.get_default_verify_paths()
     for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
         if candidate and os.path.isfile(candidate):
@@ -73,8 +74,6 @@ def _ca_bundle(cas: tuple[str, ...]) -> str:
             fd, path = tempfile.mkstemp(prefix="pybuild-ca-", suffix=".pem")
             with os.fdopen(fd, "wb") as f:
                 f.write(b"\n".join(parts))
-            import atexit
-
             atexit.register(_unlink_quietly, path)
             _bundles[cas] = path
         return _bundles[cas]
@@ -111,11 +110,6 @@ class TLSSettings:
             v = _ca_bundle(tuple(cas)) if cas else system_ca_bundle()
         return cls(v, cert)
 
-    def kwargs(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"verify": self.verify}
-        if self.cert:
-            d["cert"] = self.cert
-        return d
 
 
 
@@ -130,9 +124,6 @@ def answers_plain_http(host: str, timeout: float) -> bool:
     HTTP. A bare handshake (no CA bundle loaded: urllib3 loads the system's for every new TLS
     connection, even unverified, ~0.1 s) tells a plain-HTTP registry before ``https`` is tried
     in earnest; anything else (TLS, a refusal, a timeout) is False, and the real attempt decides."""
-    import socket
-    import ssl
-
     name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
     if not name or not port.isdigit():
         name, port = host, "443"

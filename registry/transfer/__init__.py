@@ -10,6 +10,7 @@ from registry.transfer.copier import NoMatchingManifest, copy, local_tags, pull,
 from registry.transfer.ends import (
     DEFAULT_CONCURRENCY,
     BlobSources,
+    ClientOptions,
     End,
     LayoutEnd,
     RemoteEnd,
@@ -20,5 +21,5 @@ from registry.transfer.events import CopyResult, Event, Progress
 from registry.transfer.parse import parse_end
 
 __all__ = ["NoMatchingManifest", "copy", "pull", "pull_result", "push", "parse_end", "remote_end", "Event",
-           "CopyResult", "End", "RemoteEnd", "StoreEnd", "LayoutEnd", "BlobSources", "local_tags",
+           "CopyResult", "End", "RemoteEnd", "StoreEnd", "LayoutEnd", "BlobSources", "ClientOptions", "local_tags",
            "Progress", "DEFAULT_CONCURRENCY"]

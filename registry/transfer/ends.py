@@ -11,10 +11,12 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from registry import mediatypes as mt
+from registry.auth import Credentials
 from registry.client import Fetched, Repository, client_for
 from registry.compression import LayerSizer, Pipelined
 from registry.digest import CHUNK, Digest
@@ -406,9 +408,24 @@ class BlobSources:
         self._pending.clear()
 
 
-def remote_end(reference: Reference | str, *, tls_verify: bool = True, **client_options: Any) -> RemoteEnd:
-    """The registry repository *reference* names (text is parsed here, a ``Reference`` used as is)."""
+@dataclass(frozen=True)
+class ClientOptions:
+    """What a command sets on the registry client of a transfer: the credentials to use (else
+    the stored ones for the registry) and the size of its connection pool (else the client's)."""
+
+    credentials: Credentials | None = None
+    pool_size: int | None = None
+
+
+def remote_end(reference: Reference | str, *, tls_verify: bool = True,
+               options: ClientOptions | None = None, **client_options: Any) -> RemoteEnd:
+    """The registry repository *reference* names (text is parsed here, a ``Reference`` used as
+    is); *options*, then any other ``RegistryClient`` keyword, for its client."""
     ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
+    if options is not None and options.credentials is not None:
+        client_options.setdefault("credentials", options.credentials)
+    if options is not None and options.pool_size is not None:
+        client_options.setdefault("pool_size", options.pool_size)
     client = client_for(ref, tls_verify=tls_verify, **client_options)
     return RemoteEnd(Repository(client, ref.path), ref)
 

@@ -3,6 +3,7 @@ located at a word of the instruction, argument counts and the "did you mean" hin
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from builder.dockerfile.tree import Node, SyntaxTree
@@ -11,8 +12,6 @@ from builder.errors import InstructionError
 
 def quote(s: str) -> str:
     """Go's %q, near enough for messages."""
-    import json
-
     return json.dumps(s, ensure_ascii=False)
 
 

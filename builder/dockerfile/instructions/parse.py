@@ -42,6 +42,7 @@ from builder.dockerfile.instructions.flags import (
 from builder.dockerfile.instructions.runmount import parse_mount
 from builder.dockerfile.syntax import parse
 from builder.dockerfile.tree import Heredoc, Node, Pair, SyntaxTree
+from builder.expand import ExpansionError, parse_heredoc_word
 from builder.units import parse_go_duration
 
 # --- entry points --------------------------------------------------------------------------
@@ -332,8 +333,6 @@ _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 def _heredoc_marker(word: str) -> tuple[str, bool, bool, int] | None:
     """``parse_heredoc_word``, a word it cannot read being no marker (Docker's
     MustParseHeredoc)."""
-    from builder.expand import ExpansionError, parse_heredoc_word
-
     try:
         return parse_heredoc_word(word)
     except ExpansionError:
