@@ -6,15 +6,14 @@ only an alias the network's DNS answers, and nothing here applies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from builder.containers.record import Container, ContainerStore, NoSuchContainer
 from builder.errors import ContainerError
 from builder.state import StateRoot
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     """A running linked container as the linking one sees it."""
 
     alias: str

@@ -13,9 +13,8 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from builder.containers.options import parse_bytes, parse_timestamp_text, rfc3339nano
 from builder.errors import ContainerError
@@ -24,8 +23,7 @@ from builder.errors import ContainerError
 MAX_ENTRY = 16 * 1024
 
 
-@dataclass(frozen=True)
-class LogEntry:
+class LogEntry(NamedTuple):
     stream: str
     time: str
     data: bytes
@@ -45,8 +43,7 @@ DRIVERS: dict[str, frozenset[str]] = {
 NO_READING = "configured logging driver does not support reading"
 
 
-@dataclass(frozen=True)
-class LogDriver:
+class LogDriver(NamedTuple):
     """A container's log driver: ``max_size`` bytes per file (None: unbounded) and ``max_file``
     files kept; ``discard`` for ``none``."""
 

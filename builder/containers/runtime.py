@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from builder.containers import links
 from builder.containers import mounts as _mounts
@@ -39,8 +39,7 @@ HEALTH_TIMEOUT = 30.0
 HEALTH_RETRIES = 3
 
 
-@dataclass(frozen=True)
-class HealthConfig:
+class HealthConfig(NamedTuple):
     test: tuple[str, ...]  # argv to exec in the container
     interval: float
     timeout: float

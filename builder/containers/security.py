@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.errors import ContainerError, SandboxError
 
@@ -18,8 +18,7 @@ SECURITY_OPT_KEYS = ("seccomp", "no-new-privileges", "apparmor", "label", "syste
 IGNORED_SECURITY_OPTS = ("apparmor", "label")
 
 
-@dataclass(frozen=True)
-class SecurityOpts:
+class SecurityOpts(NamedTuple):
     """What ``--security-opt`` values ask of the sandbox (Docker's ``HostConfig.SecurityOpt``).
 
     ``seccomp``: ``""`` or ``builtin`` (the default profile), ``unconfined``, or a profile's JSON.

@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from builder.containers import lifecycle, repair, runtime
 from builder.containers.logs import LogWriter
@@ -50,8 +50,7 @@ ATTACH_WAIT = 10.0
 PROXY_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-@dataclass(frozen=True)
-class Attach:
+class Attach(NamedTuple):
     """A foreground run's terminal: where output goes and whether stdin/a tty are wired."""
 
     stdin: int | None  # fd to read from (``-i``), else None
@@ -59,8 +58,7 @@ class Attach:
     stderr: int
 
 
-@dataclass(frozen=True)
-class Started:
+class Started(NamedTuple):
     ok: bool
     exit_code: int = 0
     error: str = ""

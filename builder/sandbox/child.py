@@ -12,9 +12,8 @@ import os
 import resource
 import signal
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from builder import syscalls as sc
 from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
@@ -33,8 +32,7 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "
              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What the child needs besides the spec, prepared by the parent."""
 
     spec: Spec

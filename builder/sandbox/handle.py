@@ -11,9 +11,8 @@ import selectors
 import shutil
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from builder import rootfs as _rootfs
 from builder.errors import SandboxError
@@ -28,8 +27,7 @@ _DRAIN_SECONDS = 2.0
 _STARTING_GRACE = 60.0
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """How the process ended: ``exit_status`` is 128+n for a signal n (as a shell shows it)."""
 
     exit_status: int

@@ -6,13 +6,12 @@ writer (over the layer stack) resolve alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from builder.errors import SandboxError
 
 
-@dataclass(frozen=True)
-class User:
+class User(NamedTuple):
     uid: int
     gid: int
     groups: tuple[int, ...]  # supplementary groups (with the primary one as ``docker run`` has it)
