@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,18 +52,25 @@ def byte_compile(tree: Path) -> None:
                    cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def timings(cmds: dict[str, tuple[list[str], dict[str, str] | None]], runs: int) -> dict[str, list[float]]:
-    """The wall times of each command; runs are interleaved (one warm-up each first) so that
-    every command sees the same machine load."""
+def timings(cmds: dict[str, tuple[list[str], dict[str, str] | None]],
+            runs: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The wall times of each command, and the CPU time (user + system) of its own process;
+    runs are interleaved (one warm-up each first) so that every command sees the same machine
+    load. On a loaded machine the CPU time is the steadier figure for comparing two pybuild
+    trees (a docker command's CPU time leaves out the daemon's, so it is no peer figure)."""
     samples: dict[str, list[float]] = {k: [] for k in cmds}
+    cpu: dict[str, list[float]] = {k: [] for k in cmds}
     for cmd, env in cmds.values():
         run(cmd, env)
     for _ in range(runs):
         for name, (cmd, env) in cmds.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
             run(cmd, env)
             samples[name].append(time.perf_counter() - t)
-    return samples
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return samples, cpu
 
 
 def modules_loaded(code: str, env: dict[str, str] | None) -> int:
@@ -142,12 +150,13 @@ def main() -> None:
 
         print(f"== start-up: median (and fastest) of {args.runs} interleaved runs; store of "
               f"{args.images + 2} images")
-        samples = timings(cmds, args.runs)
+        samples, cpu = timings(cmds, args.runs)
         got = {k: statistics.median(v) for k, v in samples.items()}
         # on a busy machine the fastest run is the steadier figure: load only ever adds to it
         fastest = {k: min(v) for k, v in samples.items()}
         for name, secs in got.items():
-            print(f"  {name:<58} {secs * 1000:8.1f} ms (min {fastest[name] * 1000:6.1f})")
+            print(f"  {name:<58} {secs * 1000:8.1f} ms (min {fastest[name] * 1000:6.1f}),"
+                  f" cpu {statistics.median(cpu[name]) * 1000:6.1f} ms")
         pairs = [(f"pybuild {' '.join(a)}", f"docker {' '.join(a)}") for a in PEERS.values()]
         pairs.append(("pybuild build (fully cached, 10 steps)",
                       "docker build (BuildKit, fully cached, 10 steps)"))
