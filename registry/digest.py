@@ -6,8 +6,7 @@ Also hashing of bytes and streams, and a reader that verifies size and digest as
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from registry.errors import DigestError
 
@@ -15,23 +14,31 @@ if TYPE_CHECKING:
     import hashlib
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
-_ENCODED = re.compile(r"^[a-f0-9]+$")
+_ENCODED = r"^[a-f0-9]+$"  # compiled by ``re`` on first use
 CHUNK = 1 << 20
 
 
-@dataclass(frozen=True, order=True)
-class Digest:
-    """``algorithm:hex``; only sha256 and sha512, lowercase hex of the right length."""
-
+class _DigestFields(NamedTuple):
     algorithm: str
     encoded: str
 
-    def __post_init__(self) -> None:
-        length = _ALGORITHMS.get(self.algorithm)
+
+class Digest(_DigestFields):
+    """``algorithm:hex``; only sha256 and sha512, lowercase hex of the right length.
+
+    A NamedTuple (frozen; equal, hashed and ordered by its two fields), checked when made: not a
+    dataclass, which would exec its generated methods when every command that reads the store
+    imports this module."""
+
+    __slots__ = ()
+
+    def __new__(cls, algorithm: str, encoded: str) -> Digest:
+        length = _ALGORITHMS.get(algorithm)
         if length is None:
-            raise DigestError(f"unsupported digest algorithm {self.algorithm!r}")
-        if len(self.encoded) != length or not _ENCODED.match(self.encoded):
-            raise DigestError(f"invalid {self.algorithm} digest {self.algorithm}:{self.encoded}")
+            raise DigestError(f"unsupported digest algorithm {algorithm!r}")
+        if len(encoded) != length or not re.match(_ENCODED, encoded):
+            raise DigestError(f"invalid {algorithm} digest {algorithm}:{encoded}")
+        return super().__new__(cls, algorithm, encoded)
 
     @classmethod
     def parse(cls, text: str) -> Digest:

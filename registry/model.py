@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from registry import mediatypes as mt
 from registry.digest import Digest
@@ -39,8 +38,9 @@ _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "ar
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
 
-@dataclass(frozen=True)
-class Platform:
+# NamedTuples (frozen, equal and hashed by their fields), not dataclasses: every command that
+# reads the store loads this module, and a dataclass execs its generated methods at import
+class Platform(NamedTuple):
     os: str
     architecture: str
     variant: str | None = None
@@ -92,8 +92,7 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     media_type: str
     digest: Digest
     size: int
@@ -151,17 +150,32 @@ class Descriptor:
                           self.urls, self.artifact_type)
 
 
-@dataclass(frozen=True)
 class _Raw:
-    """A JSON document kept as the exact bytes it was read or written as.
+    """A JSON document kept as the exact bytes it was read or written as: frozen, equal (to one
+    of its own class) and hashed by those bytes, whatever ``data`` (their parse) holds.
+    (A plain class, not a dataclass, for the reason ``Descriptor`` is a NamedTuple.)"""
 
-    Its subclasses add no field, so they are not decorated again: the generated methods
-    (``__init__``, equality of the same class and ``raw``, hash, repr by the class's name, the
-    frozen fields) apply to them unchanged, and each decoration would cost an ``exec`` of the
-    same code at import."""
-
+    __slots__ = ("raw", "data")
     raw: bytes
-    data: dict[str, Any] = field(compare=False, repr=False)
+    data: dict[str, Any]
+
+    def __init__(self, raw: bytes, data: dict[str, Any]) -> None:
+        object.__setattr__(self, "raw", raw)
+        object.__setattr__(self, "data", data)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.raw == other.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(raw={self.raw!r})"
 
     @property
     def digest(self) -> Digest:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from registry.digest import Digest
 from registry.errors import DigestError, InvalidReference
@@ -26,8 +26,7 @@ _TAG = r"^[\w][\w.-]{0,127}$"
 _MAX_NAME = 255
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(NamedTuple):  # (no dataclass made at import: every image command parses these)
     domain: str
     path: str
     tag: str | None = None
@@ -111,10 +110,10 @@ class Reference:
     def with_tag(self, tag: str) -> Reference:
         if not re.match(_TAG, tag):
             raise InvalidReference(f"invalid tag {tag!r}")
-        return replace(self, tag=tag, digest=None)
+        return self._replace(tag=tag, digest=None)
 
     def with_digest(self, digest: Digest) -> Reference:
-        return replace(self, digest=digest)
+        return self._replace(digest=digest)
 
     def __str__(self) -> str:
         return self.name + self._suffix()
