@@ -400,6 +400,11 @@ def budgets() -> dict[str, dict[str, Any]]:
     """The keywords of ``over_budget`` for each command family the tests above run."""
     listings = {" ".join(a): listing_budget(a) for a in (["images"], ["images", "--format"],
                                                          ["ps"], ["inspect"], ["version"])}
+    for name, off in OFF_LISTING_PATH.items():  # what test_listings_keep_… keeps off their path
+        ours = {m for m in off if m.split(".")[0] in ("builder", "registry", "grammar")}
+        budget = listings[name]
+        listings[name] = {**budget, "heavy": frozenset(budget["heavy"]) | (off - ours),
+                          "core": budget["core"] - ours}
     return {**listings, "build": {"ours": BUILD_OURS, "heavy": BUILD_HEAVY},
             "run": {"ours": RUN_OURS, "heavy": HEAVY_STDLIB}, "push": PUSH_BUDGET,
             "pull": PULL_BUDGET, "network": NETWORK_BUDGET, "volume": VOLUME_BUDGET,
