@@ -77,6 +77,69 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], n: int
     return (statistics.median(ta), min(ta)), (statistics.median(tb), min(tb))
 
 
+def interleaved_all(fns: list[Callable[[], object]], n: int) -> list[tuple[float, float]]:
+    """Median and min of each of *fns*, run in turn *n* times (the same load for all)."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(n):
+        for fn, ts in zip(fns, times, strict=True):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [(statistics.median(ts), min(ts)) for ts in times]
+
+
+def run_then_rm_f(start: Callable[[str], object], rm_f: Callable[[str], object], tag: str
+                  ) -> Callable[[], None]:
+    """One ``run -d`` then ``rm -f`` of a fresh container per call (the issue's pair)."""
+    counter = iter(range(10**6))
+
+    def pair() -> None:
+        name = f"pair{tag}{next(counter)}"
+        start(name)
+        rm_f(name)
+
+    return pair
+
+
+def issue_rows(pb: list[str], env: dict[str, str], base_env: dict[str, str] | None,
+               d: Callable[..., object] | None, n: int) -> None:
+    """Issue 15's three ratios, each row interleaved: pybuild (before, after) and docker."""
+    rows: list[tuple[str, list[tuple[str, Callable[[], object]]]]] = []
+    for label, extra in (("run --rm --network none IMG true", ["--network", "none"]),
+                         ("run --rm IMG true (default bridge)", [])):
+        cmd = [*pb, "run", "--rm", *extra, "busybox", "true"]
+        fns: list[tuple[str, Callable[[], object]]] = [("pybuild", partial(run, cmd, env))]
+        if base_env is not None:
+            fns.insert(0, ("before", partial(run, cmd, base_env)))
+        if d is not None:
+            fns.append(("docker", partial(d, "run", "--rm", *extra, "busybox", "true")))
+        rows.append((label, fns))
+
+    def pb_pair(e: dict[str, str], tag: str) -> Callable[[], None]:
+        return run_then_rm_f(
+            lambda nm: run([*pb, "run", "-d", "--name", nm, "--network", "none", "busybox", "sleep", "1000"], e),
+            lambda nm: run([*pb, "rm", "-f", nm], e), tag)
+
+    fns = [("pybuild", pb_pair(env, "a"))]
+    if base_env is not None:
+        fns.insert(0, ("before", pb_pair(base_env, "b")))
+    if d is not None:
+        fns.append(("docker", run_then_rm_f(
+            lambda nm: d("run", "-d", "--name", nm, "--network", "none", "busybox", "sleep", "1000"),
+            lambda nm: d("rm", "-f", nm), "d")))
+    rows.append(("run -d + rm -f (--network none)", fns))
+    print("issue 15's rows, each interleaved with its peers (load: "
+          f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}):")
+    for label, row_fns in rows:
+        figures = interleaved_all([f for _, f in row_fns], n)
+        by = {who: fig for (who, _), fig in zip(row_fns, figures, strict=True)}
+        for who, fig in by.items():
+            note = f"({fig[0] / by['docker'][0]:.2f}x docker)" if "docker" in by and who != "docker" else ""
+            row(f"{who:>8}: {label}", fig, note)
+
+
 def lifecycle(start: Callable[[str], object], stop: Callable[[str], object], rm: Callable[[str], object],
               n: int) -> tuple[float, float]:
     """Per container: median and min of start+stop+rm over *n* containers."""
@@ -95,6 +158,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20)
     ap.add_argument("--baseline", default=None, help="an older source tree to compare with")
+    ap.add_argument("--issue-only", action="store_true", help="only issue 15's interleaved rows")
     args = ap.parse_args()
     n = args.n
     if os.geteuid() != 0:
@@ -109,6 +173,7 @@ def main() -> None:
     try:
         pb = [PYBUILD]
         run([*pb, "import", "-c", 'CMD ["sh"]', str(tar), "busybox:latest"], env)
+        base_env: dict[str, str] = {}
         if args.baseline:
             base_env = {**env, "PYBUILD_ROOT": str(work / "state-base"),
                         "PYTHONPATH": str(Path(args.baseline).resolve())}
@@ -119,6 +184,28 @@ def main() -> None:
                 pair = interleaved(partial(run, cmd, base_env), partial(run, cmd, env), n)
                 row(f"  before: run --rm {label}", pair[0])
                 row(f"  after:  run --rm {label}", pair[1])
+        dockerd = None
+        d = None
+        if shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd"):
+            sys.path.insert(0, str(REPO / "tests"))
+            from dockerd import Dockerd
+
+            dockerd = Dockerd(bridges=True)
+            try:
+                dockerd.start()
+                dockerd.docker("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
+                d = dockerd.docker
+            except Exception as e:  # noqa: BLE001 - the peer is optional; say why it is missing
+                print(f"  (dockerd failed: {str(e).splitlines()[0]})")
+                dockerd.stop()
+                dockerd = None
+        try:
+            issue_rows(pb, env, base_env if args.baseline else None, d, n)
+        finally:
+            if dockerd is not None:
+                dockerd.stop()
+        if args.issue_only:
+            return
         print("pybuild:")
         none = timed(lambda: run([*pb, "run", "--rm", "--network", "none", "busybox", "true"], env), n)
         row("pybuild run --rm --network none busybox true", none)
