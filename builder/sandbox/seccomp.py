@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from builder.errors import SandboxError
 
@@ -63,8 +63,7 @@ class Arg:
     op: str
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     names: tuple[str, ...]
     action: str
     errno_ret: int | None = None
@@ -76,8 +75,7 @@ class Rule:
     min_kernel: str = ""
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
     """A Docker-format profile; *source* names it in error messages (a file, or ``default``)."""
 
     default_action: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from builder.errors import SandboxError
 
@@ -81,8 +81,7 @@ def capabilities(add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> tuple
     return tuple(sorted(caps, key=CAP_NUMBERS.__getitem__))
 
 
-@dataclass(frozen=True)
-class Rlimit:
+class Rlimit(NamedTuple):
     type: str  # "RLIMIT_NOFILE" …
     soft: int
     hard: int
