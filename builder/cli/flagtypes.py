@@ -1,5 +1,14 @@
 """The flag parser's errors and value types (``builder.cli.flags`` re-exports them): what a
 usage error carries for ``builder.cli.main`` to print as Docker does, and how a word becomes a value.
+
+    Exit (--help, -v: leave with a code)      Abort (a declined confirmation: "Aborted.", 130)
+    UsageError (its context: "See 'pybuild X --help'.")
+     ├── FlagError: pflag's words, no "Error:", 125
+     │    └── NoSuchOption (unknown flag: --x / unknown shorthand flag: 'z' in -z)
+     ├── NoSuchCommand: 125
+     ├── NoArgsIsHelp: a bare group, its help, 0
+     └── BadParameter: "Error: Invalid value for ...", 125 for a flag's value, else the
+          └── MissingParameter      command's usage_status (1; run/create 125)
 """
 
 from __future__ import annotations
