@@ -5,18 +5,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 
-def explain(last: Mapping[str, Any], now: Mapping[str, str], files: Mapping[str, str]) -> str:
-    """*last*: the slot record (``inputs``, ``files``) of the step's previous run; *now*, *files*:
-    the step's inputs and file checksums in this build."""
-    before: dict[str, str] = last.get("inputs") or {}
+@dataclass(frozen=True)
+class Slot:
+    """A step's inputs and file checksums when it last ran: its slot record, a JSON object
+    ``{"inputs": {…}, "files": {…}}`` (``<cache>/slots/<slot>.json``, or an entry of a shared
+    cache config's ``slots``)."""
+
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"inputs": dict(self.inputs), "files": dict(self.files)}
+
+    @classmethod
+    def from_json(cls, doc: object) -> Slot | None:
+        """The slot *doc* holds; None when it is not a slot record."""
+        if not isinstance(doc, dict):
+            return None
+        inputs, files = doc.get("inputs") or {}, doc.get("files") or {}
+        if not isinstance(inputs, dict) or not isinstance(files, dict):
+            return None
+        return cls(inputs, files)
+
+
+def explain(last: Slot, now: Mapping[str, str], files: Mapping[str, str]) -> str:
+    """*last*: the slot record of the step's previous run; *now*, *files*: the step's inputs and
+    file checksums in this build."""
+    before = last.inputs
     reasons = []
     if before.get("instruction") != now.get("instruction"):
         reasons.append(f"instruction changed: {before.get('instruction')!r} -> {now.get('instruction')!r}")
     if before.get("files") != now.get("files"):
-        old_files: dict[str, str] = last.get("files") or {}
+        old_files = last.files
         changed = sorted(k for k in set(old_files) | set(files) if old_files.get(k) != files.get(k))
         shown = ", ".join(changed[:5]) + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
         reasons.append(f"files changed: {shown}" if changed else "files changed")

@@ -474,25 +474,27 @@ class Solver:
     def _remember(self, step: Step) -> None:
         if not step.slot:
             return
+        from builder.explain import Slot
+
         p = self._slot_path(step)
         p.parent.mkdir(parents=True, exist_ok=True)
-        replace_file(p, json.dumps({"inputs": step.inputs, "files": step.files},
-                                   sort_keys=True).encode())
+        replace_file(p, json.dumps(Slot(step.inputs, step.files).to_json(), sort_keys=True).encode())
 
     def _explain(self, step: Step) -> str:
         """Which input changed since this step (same file, stage, position) last ran."""
+        from builder.explain import Slot, explain
+
         if not step.slot:
             return ""
         try:
-            last = json.loads(self._slot_path(step).read_bytes())
+            last = Slot.from_json(json.loads(self._slot_path(step).read_bytes()))
         except (OSError, ValueError):
-            imported = next((d for src in self.options.cache_from
-                             if (d := src.slot(step.slot)) is not None), None)
-            if imported is None:
+            last = None
+        if last is None:
+            last = next((d for src in self.options.cache_from
+                         if (d := src.slot(step.slot)) is not None), None)
+            if last is None:
                 return "no previous build of this step"
-            last = imported
-        from builder.explain import explain
-
         return explain(last, step.inputs, step.files)
 
     # -- executing one filesystem step -----------------------------------------------------------

@@ -19,6 +19,7 @@ from builder.cache import BuildCache, CacheRecord
 from builder.cacheshare.artifact import CONFIG_TYPE, CacheConfig, SharedRecord
 from builder.cacheshare.source import CacheSource, mount_dir
 from builder.cacheshare.spec import CacheSpec
+from builder.explain import Slot
 from builder.graph.ops import ExecSpec, Graph, Step
 from builder.layers import commit_layer, recompress, write_diff
 from builder.state import StateRoot
@@ -59,7 +60,7 @@ def cache_config(state: StateRoot, store: Store, cache: BuildCache,
             continue
         seen.add((rec.key, rec.parent))
         if step.slot:
-            slots[step.slot] = {"inputs": step.inputs, "files": step.files}
+            slots[step.slot] = Slot(step.inputs, step.files).to_json()
         if rec.diff_id is None:
             records.append(SharedRecord(rec, None))
             continue

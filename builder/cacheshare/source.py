@@ -12,11 +12,12 @@ import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, BinaryIO
 
 from builder.cache import BuildCache, replace_file
 from builder.cacheshare.artifact import CONFIG_TYPE, INLINE_KEY, CacheConfig, SharedRecord
 from builder.cacheshare.spec import CacheSpec
+from builder.explain import Slot
 from builder.layers.apply import apply_layer
 from builder.rootfs import LayerCache
 from builder.state import StateRoot
@@ -62,9 +63,8 @@ class CacheSource:
     def lookup(self, key: str, parent: str) -> SharedRecord | None:
         return self._index.get((key, parent))
 
-    def slot(self, slot: str) -> dict[str, Any] | None:
-        value = self.config.slots.get(slot)
-        return value if isinstance(value, dict) else None
+    def slot(self, slot: str) -> Slot | None:
+        return Slot.from_json(self.config.slots.get(slot))
 
     # -- blobs -----------------------------------------------------------------------------------
     def fetch(self, store: Store, desc: Descriptor, diff_id: Digest | None = None) -> None:
