@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from builder.volume.specs import MountSpec
 
 MIN_MEMORY = 6 * 1024 * 1024
-_CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-_PORT_RE = re.compile(r"^(\d+)/(tcp|udp|sctp)$")
+_CPUSET = r"^\d+(-\d+)?(,\d+(-\d+)?)*$"
+_PORT = r"^(\d+)/(tcp|udp|sctp)$"
 MOUNT_TYPES = ("volume", "bind", "tmpfs")
 PROPAGATIONS = ("", "private", "rprivate", "shared", "rshared", "slave", "rslave")
 
@@ -49,7 +49,7 @@ class PortBinding:
     host_port: str = ""
 
     def __post_init__(self) -> None:
-        m = _PORT_RE.match(self.port)
+        m = re.match(_PORT, self.port)
         if not m or not 0 < int(m.group(1)) < 65536:
             raise ContainerError.invalid(f"invalid port {self.port!r}: PORT/tcp or PORT/udp")
         hp = self.host_port
@@ -232,7 +232,7 @@ def cpuset_highest(text: str, *, what: str = "cpuset.cpus") -> int:
     """``0-2,4``, Docker's list syntax, checked: its highest CPU (-1 for ``""``)."""
     if not text:
         return -1
-    if not _CPUSET_RE.match(text):
+    if not re.match(_CPUSET, text):
         raise ContainerError.invalid(f"Invalid value {text} for {what}")
     highest = -1
     for part in text.split(","):

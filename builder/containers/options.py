@@ -35,7 +35,7 @@ ULIMITS = {
     "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO",
     "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK",
 }
-_DEVICE_MODE_RE = re.compile(r"^[rwm]{1,3}$")
+_DEVICE_MODE = r"^[rwm]{1,3}$"  # patterns are compiled on first use (re's cache), not at import
 
 
 RESTART_NAMES = ("no", "on-failure", "always", "unless-stopped")
@@ -101,7 +101,7 @@ def flag_error(value: str, flag: str, why: str) -> ContainerError:
 
 
 def valid_device_mode(mode: str) -> bool:
-    return bool(_DEVICE_MODE_RE.match(mode)) and len(set(mode)) == len(mode)
+    return bool(re.match(_DEVICE_MODE, mode)) and len(set(mode)) == len(mode)
 
 
 def parse_signal(text: str | int) -> int:
@@ -175,7 +175,7 @@ def rfc3339nano(t: _dt.datetime | float | None = None, *, ns: int | None = None)
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
-_TS_RE = re.compile(
+_TS = (
     r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
 
@@ -188,7 +188,7 @@ def parse_timestamp_ns(text: str, *, now_ns: int | None = None) -> int:
     if re.fullmatch(r"\d+(\.\d{1,9})?", t):
         secs, _, frac = t.partition(".")
         return int(secs) * 10**9 + int((frac or "0").ljust(9, "0"))
-    m = _TS_RE.match(t)
+    m = re.match(_TS, t)
     if m:
         date, clock, frac, zone = m.groups()
         clock = clock or "00:00:00"
@@ -339,8 +339,8 @@ def parse_dns(items: Iterable[str]) -> list[str]:
     return out
 
 
-_DOMAIN_RE = re.compile(r"^(:?(?:[a-zA-Z0-9]|(?:[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9]))(:?\.(?:[a-zA-Z0-9]|"
-                        r"(?:[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])))*)\.?\s*$")
+_DOMAIN = (r"^(:?(?:[a-zA-Z0-9]|(?:[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9]))(:?\.(?:[a-zA-Z0-9]|"
+           r"(?:[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])))*)\.?\s*$")
 
 
 def parse_dns_search(items: Iterable[str]) -> list[str]:
@@ -350,7 +350,7 @@ def parse_dns_search(items: Iterable[str]) -> list[str]:
         if item == ".":
             out.append(item)
             continue
-        if len(item) > 255 or not _DOMAIN_RE.match(item.removesuffix(".")):
+        if len(item) > 255 or not re.match(_DOMAIN, item.removesuffix(".")):
             raise flag_error(item, "--dns-search", f"{item} is not a valid domain")
         out.append(item)
     return out

@@ -182,7 +182,7 @@ class Resources:
 
     def __post_init__(self) -> None:
         for rule in self.device_rules:
-            if not _DEVICE_RULE_RE.match(rule):
+            if not re.match(_DEVICE_RULE, rule):
                 raise SandboxError(f"bad device cgroup rule {rule!r}")
         if self.memory is not None and self.memory < 6 * 1024 * 1024:
             raise SandboxError("minimum memory limit is 6MB")
@@ -198,7 +198,7 @@ class Resources:
         return any(v is not None for v in (self.memory, self.cpus, self.pids, self.cpu_shares))
 
 
-_DEVICE_RULE_RE = re.compile(r"^[cba] (\d+|\*):(\d+|\*) [rwm]{1,3}$")
+_DEVICE_RULE = r"^[cba] (\d+|\*):(\d+|\*) [rwm]{1,3}$"  # compiled on first use (re's cache)
 
 
 @dataclass(frozen=True)
