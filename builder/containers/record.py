@@ -347,10 +347,17 @@ class ContainerStore:
         return self.dir(cid) / LOCK_FILE
 
     # -- reading ---------------------------------------------------------------------------------
-    def ids(self) -> list[str]:
-        if not self.path.is_dir():
+    def _names(self) -> list[str]:
+        """The entries of the containers directory (none before the first container): names,
+        not path objects, as ``ps`` reads them on every call."""
+        try:
+            return os.listdir(self.path)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(p.name for p in self.path.iterdir() if ID_RE.match(p.name) and (p / CONFIG_FILE).is_file())
+
+    def ids(self) -> list[str]:
+        return sorted(n for n in self._names()
+                      if ID_RE.match(n) and os.path.isfile(os.path.join(self.path, n, CONFIG_FILE)))
 
     def load(self, cid: str) -> Container:
         d = self.dir(cid)
@@ -470,7 +477,7 @@ class ContainerStore:
 
     def sweep(self) -> None:
         """Remove what creations and removals killed midway left (``ps`` calls this)."""
-        if self.path.is_dir() and any(p.name.startswith((".tmp-", ".rm-")) for p in self.path.iterdir()):
+        if any(n.startswith((".tmp-", ".rm-")) for n in self._names()):
             with self.names_lock():
                 self._sweep()
 
