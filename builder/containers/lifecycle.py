@@ -13,9 +13,9 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from builder import events
 from builder.containers.options import (
@@ -176,8 +176,7 @@ STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", 
 _RELATIVE = ("before", "since")
 
 
-@dataclass(frozen=True)
-class Filters:
+class Filters(NamedTuple):
     """``ps --filter``: several values of one key OR (labels AND), different keys AND (Docker's rule)."""
 
     items: Mapping[str, tuple[str, ...]]

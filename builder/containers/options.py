@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from builder.errors import ContainerError
 from builder.units import parse_go_duration, parse_size
@@ -473,8 +473,7 @@ def parse_devices(items: Iterable[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-@dataclass(frozen=True)
-class DeviceNode:
+class DeviceNode(NamedTuple):
     """A device node to make in a container: where, what (``c``/``b`` major:minor), its mode
     and owner as on the host, and the cgroup access it is given."""
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from builder.containers.record import Container, ContainerStore
 from builder.containers.repair import init_alive
@@ -41,8 +40,7 @@ def _du(path: Any) -> int:
 
 
 # -- top --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Process:
+class Process(NamedTuple):
     """One process of a container, as ``docker top`` (``ps -ef``) lists it."""
 
     uid: str
