@@ -260,6 +260,10 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
     root = _root(obj)
     c, process = execs.prepare(root, container, command, env=env, env_files=env_file, user=user,
                                workdir=workdir, tty=tty, privileged=privileged)
+    if not detach and tty and interactive:  # Docker's client: a tty needs one, once the container is found
+        from builder.cli.attach import check_tty
+
+        check_tty(tty=True, stdin=True)
     if detach:
         execs.start_detached(root, c, process)
         return

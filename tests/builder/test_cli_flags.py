@@ -74,6 +74,15 @@ def test_flag_grammar_as_the_docker_client(pb: Any, judge: Any) -> None:
     # `-it` bundled, without a terminal: both refuse before creating anything
     ours, docker = _both(pb, judge, "run", "-it", "--rm", "--name", "flags-four", "busybox", "true")
     assert (ours.returncode, _first(ours.stderr)) == (docker.returncode, _first(docker.stderr)), (ours, docker)
+    assert "flags-four" not in _both(pb, judge, "ps", "-a", "--format", "{{.Names}}")[0].stdout
+    # and `exec -it` (the flags before the container, the command's after it)
+    for tool in _both(pb, judge, "run", "-d", "--name", "flags-five", "busybox", "sleep", "60"):
+        assert tool.returncode == 0, tool.stderr
+    ours, docker = _both(pb, judge, "exec", "-it", "flags-five", "echo", "-it")
+    assert (ours.returncode, _first(ours.stderr)) == (docker.returncode, _first(docker.stderr)) == (
+        1, "the input device is not a TTY"), (ours, docker)
+    ours, docker = _both(pb, judge, "exec", "-i", "flags-five", "echo", "-it", "--rm")
+    assert (ours.returncode, ours.stdout) == (docker.returncode, docker.stdout) == (0, "-it --rm\n")
 
 
 def test_argument_errors_as_the_docker_client(pb: Any, judge: Any) -> None:
