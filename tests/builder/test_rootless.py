@@ -45,7 +45,7 @@ def _venv() -> Path:
     """The user's interpreter: a venv of Debian's python3 with the package's dependencies."""
     py = ROOTLESS_VENV / "bin" / "python"
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    probe = "import click, lark, requests, zstandard, cryptography, tqdm, isal, aiohttp"
+    probe = "import lark, requests, zstandard, cryptography, tqdm, isal, aiohttp"
     ROOTLESS_VENV.parent.mkdir(parents=True, exist_ok=True)
     with open(str(ROOTLESS_VENV) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
