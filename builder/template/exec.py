@@ -6,8 +6,8 @@ range (maps in key order) with break/continue, and Go's error text with the node
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from builder.errors import TemplateExecError
 from builder.template import nodes as N
@@ -25,8 +25,7 @@ from builder.template.values import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
+class Options(NamedTuple):  # (no dataclass made at import: every ``--format`` loads this)
     """How the data looks to Go.
 
     ``missing_key``: ``"default"`` (a key a map lacks is ``<no value>``) or ``"error"`` (Go's
@@ -49,7 +48,7 @@ class Options:
     string_maps: frozenset[str] = frozenset()
     nil_slices: frozenset[str] = frozenset()
     nil_maps: frozenset[str] = frozenset()
-    omitted: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    omitted: Mapping[tuple[str, str], Any] = MappingProxyType({})
     structs: bool = False  # JSON objects not in ``maps`` are Go structs (printed ``{a b}``)
     typed_keys: frozenset[str] = frozenset()  # maps whose typed ``index`` fails (nat.Port keys)
     fallback: Options | None = None  # run again with these over the JSON view when this fails

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from builder.template.values import (
     MISSING,
@@ -29,8 +28,7 @@ class FuncError(Exception):
     """A function refused its arguments: Go's ``error calling NAME: …``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Function:
+class Function(NamedTuple):
     """A callable with Go's parameter kinds: ``value`` (a ``reflect.Value``: anything, even a
     missing value), ``any`` (``interface{}``: a missing value arrives as nil), ``string``,
     ``int``, ``strings`` (``[]string``); *variadic* is the kind of ``...`` arguments."""

@@ -1,34 +1,34 @@
 """The parsed form of a Go template: frozen nodes as ``text/template/parse`` makes them, each with
-its byte offset (for ``template: :1:7: executing …``) and Go's ``String()`` (the ``<…>`` there)."""
+its byte offset (for ``template: :1:7: executing …``) and Go's ``String()`` (the ``<…>`` there).
+
+NamedTuples, not dataclasses: every ``--format`` loads them (from the parse cache), and a
+dataclass execs its generated methods at import. Tell nodes apart by class (``isinstance``):
+two nodes of different kinds with the same fields compare equal as tuples."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
+class Text(NamedTuple):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Dot:
+class Dot(NamedTuple):
     pos: int
 
     def __str__(self) -> str:
         return "."
 
 
-@dataclass(frozen=True, slots=True)
-class Nil:
+class Nil(NamedTuple):
     pos: int
 
     def __str__(self) -> str:
         return "nil"
 
 
-@dataclass(frozen=True, slots=True)
-class Bool:
+class Bool(NamedTuple):
     pos: int
     value: bool
 
@@ -36,8 +36,7 @@ class Bool:
         return "true" if self.value else "false"
 
 
-@dataclass(frozen=True, slots=True)
-class Number:
+class Number(NamedTuple):
     """A constant as Go's parser keeps it: the source text, and its int and/or float value
     (a character constant ``'a'`` is an int)."""
 
@@ -50,8 +49,7 @@ class Number:
         return self.text
 
 
-@dataclass(frozen=True, slots=True)
-class String:
+class String(NamedTuple):
     pos: int
     quoted: str
     value: str
@@ -60,8 +58,7 @@ class String:
         return self.quoted
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(NamedTuple):
     """``.A.B``: fields of dot."""
 
     pos: int
@@ -71,8 +68,7 @@ class Field:
         return "".join("." + n for n in self.names)
 
 
-@dataclass(frozen=True, slots=True)
-class Variable:
+class Variable(NamedTuple):
     """``$x.A``: a variable and fields of its value."""
 
     pos: int
@@ -82,8 +78,7 @@ class Variable:
         return ".".join(self.names)
 
 
-@dataclass(frozen=True, slots=True)
-class Identifier:
+class Identifier(NamedTuple):
     """A function name."""
 
     pos: int
@@ -93,8 +88,7 @@ class Identifier:
         return self.name
 
 
-@dataclass(frozen=True, slots=True)
-class Chain:
+class Chain(NamedTuple):
     """``(pipeline).A.B`` (or fields of a function's result)."""
 
     pos: int
@@ -106,8 +100,7 @@ class Chain:
         return inner + "".join("." + n for n in self.names)
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     pos: int
     args: tuple[Arg, ...]
 
@@ -115,8 +108,7 @@ class Command:
         return " ".join(f"({a})" if isinstance(a, Pipe) else str(a) for a in self.args)
 
 
-@dataclass(frozen=True, slots=True)
-class Pipe:
+class Pipe(NamedTuple):
     """``$x := a | b``: declared (or assigned) variables, then the commands."""
 
     pos: int
@@ -132,24 +124,20 @@ class Pipe:
 Arg = Dot | Nil | Bool | Number | String | Field | Variable | Identifier | Chain | Pipe
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
     pos: int
     pipe: Pipe
 
 
-@dataclass(frozen=True, slots=True)
-class Break:
+class Break(NamedTuple):
     pos: int
 
 
-@dataclass(frozen=True, slots=True)
-class Continue:
+class Continue(NamedTuple):
     pos: int
 
 
-@dataclass(frozen=True, slots=True)
-class If:
+class If(NamedTuple):
     """``if`` and ``with`` (``with`` sets dot); an ``else if`` is an If alone in ``orelse``."""
 
     pos: int
@@ -159,16 +147,14 @@ class If:
     is_with: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Range:
+class Range(NamedTuple):
     pos: int
     pipe: Pipe
     body: tuple[Node, ...]
     orelse: tuple[Node, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateCall:
+class TemplateCall(NamedTuple):
     """``{{template "name" pipeline}}`` (and the use in place of a ``{{block}}``)."""
 
     pos: int
