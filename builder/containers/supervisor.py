@@ -187,8 +187,9 @@ class Supervisor:
                         server.end_run()
                     if stdin_r is not None:
                         os.close(stdin_r)
-                    with contextlib.suppress(Exception):
-                        lifecycle.remember_networks(self.root, self.cs.load(self.cid))
+                    if not c.host_config.auto_remove:  # --rm: no next start to join them again
+                        with contextlib.suppress(Exception):
+                            lifecycle.remember_networks(self.root, self.cs.load(self.cid))
                     with contextlib.suppress(Exception):
                         runtime.teardown(self.root, c, self.cs.load_state(self.cid))
                 exit_code = outcome.exit_status
