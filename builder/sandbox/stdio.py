@@ -11,8 +11,6 @@ import os
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from builder import syscalls as sc
-
 if TYPE_CHECKING:
     import socket
 
@@ -57,6 +55,9 @@ class Stdio:
                 if console_size is not None:
                     self.console_size = console_size  # a client's terminal, not ours
                 elif os.isatty(source):
+                    # ctypes only for a terminal: a removal's teardown (rm) imports this module
+                    from builder import syscalls as sc
+
                     self.console_size = sc.real().get_winsize(source)
             return
         self.child = [self._in(stdin), self._out(stdout, 1), self._out(stderr, 2)]
