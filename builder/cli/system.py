@@ -256,8 +256,6 @@ def _kv(pairs: list[tuple[str, str]], indent: int) -> list[str]:
 @flags.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
 def version(fmt: str | None) -> None:
     """Show the pybuild version information."""
-    import platform
-
     from builder import system as lib
 
     server = lib.version_info()
@@ -272,7 +270,7 @@ def version(fmt: str | None) -> None:
     if fmt is not None:
         flags.echo(_info_format(fmt, doc, "system.versionInfo", name="version"))
         return
-    python = platform.python_version()
+    python = lib.python_version()
     lines = ["Client:"] + _kv([("Version", client["Version"]), ("API version", lib.API_VERSION),
                               ("Python version", python), ("Git commit", client["GitCommit"]),
                               ("OS/Arch", f"linux/{lib.arch()}"), ("Context", "default")], 1)
