@@ -263,8 +263,9 @@ BUILD_OURS = ("builder.pipeline", "builder.dockerfile.parsecache",
               # a snapshot's presence in the layer cache (rootfs.LayerCache.has); the lazy
               # ``builder.layers`` package comes with it, not its tar code
               "builder.rootfs")
-# the solver's thread pool (concurrent.futures, which loads logging); the parse cache (pickle)
-BUILD_HEAVY = HEAVY_STDLIB - {"concurrent", "logging", "pickle"}
+# the solver's thread pool (concurrent.futures, which loads logging); the parse cache (pickle);
+# no process spawned nor socket opened when every step is cached (git and URL sources, RUN)
+BUILD_HEAVY = (HEAVY_STDLIB - {"concurrent", "logging", "pickle"}) | set(NO_EXEC) | {"socket"}
 
 
 def test_cached_build_stays_light(busybox: Any, tmp_path: Path) -> None:
@@ -381,8 +382,9 @@ def test_volume_create_and_rm_stay_light(pybuild: Any, tmp_path: Path) -> None:
 
 # -- serve ---------------------------------------------------------------------------------------
 # a daemon, started once: its budget keeps the build front end, the executor, the sandbox and
-# networking out, which its endpoints load on first use
+# networking out, which its endpoints load on first use; and the CLI, which it does not run
 SERVE_BUDGET: dict[str, Any] = {
+    "core": CORE - {"builder.cli"}, "cli": (),
     "ours": ("builder.serve", "builder.containers.attach", "builder.containers.logs",
              "builder.containers.options", "builder.system", "registry.auth"),
     "third_party": ("aiohttp", "cython_runtime"),

@@ -14,9 +14,6 @@ from builder import dockerfile as df
 from builder.context import Tree, entry_fingerprint, has_glob, split_pivot
 from builder.errors import ContextError, PlanError
 from builder.graph.ops import CacheKey, CopySource, CopySpec, Location, StagePlan, Step, key_of
-from builder.sources.git import parse as parse_git
-from builder.sources.git import resolve as resolve_git
-from builder.sources.url import check_checksum, request_error, status_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -197,6 +194,9 @@ class CopyPlanning:
 
     def _git_source(self, text: str, ins: df.Copy | df.Add) -> GitSource | None:
         """*text* as a git source with its ref resolved to a commit (the cache key), or None."""
+        from builder.sources.git import parse as parse_git
+        from builder.sources.git import resolve as resolve_git
+
         try:
             git = parse_git(text, keep_git_dir=getattr(ins, "keep_git_dir", False))
             if git is None:
@@ -213,6 +213,8 @@ class CopyPlanning:
 
     def _checksum_applies(self, srcs: list[str], ins: df.Copy | df.Add) -> None:
         """``ADD --checksum`` takes one URL or git source (BuildKit's words otherwise)."""
+        from builder.sources.git import parse as parse_git
+
         if len(srcs) + len(ins.heredocs) != 1:
             raise self.p._err(ins, "checksum can't be specified for multiple sources")
         try:
@@ -226,6 +228,8 @@ class CopyPlanning:
         text = getattr(ins, "checksum", None)
         if not text:
             return None
+        from builder.sources.url import check_checksum
+
         try:
             return check_checksum(url, self._x(text, ins))
         except ContextError as e:
@@ -235,6 +239,8 @@ class CopyPlanning:
         """What the server says about *url* (ETag, Last-Modified, length): a changed remote
         file changes the key even without ``--checksum``."""
         import requests
+
+        from builder.sources.url import request_error, status_error
 
         try:
             r = requests.head(url, allow_redirects=True, timeout=30)

@@ -27,7 +27,6 @@ from typing import Any, BinaryIO, cast
 
 from aiohttp import web
 
-from builder.cli.build import PlainProgress
 from builder.errors import BuildError, DockerfileSyntaxError
 from builder.serve.auth import registry_config
 from builder.serve.errors import ApiError, bad_request, message_of
@@ -174,6 +173,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         watcher = asyncio.create_task(_cancel_when_gone(request, stream, req.cancel))
 
         def work(emit: Callable[[dict[str, Any]], None]) -> Any:
+            from builder.cli.build import PlainProgress
             from builder.pipeline import run_build
 
             plain = None if quiet else PlainProgress(cast(Any, _Lines(emit)))

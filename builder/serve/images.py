@@ -13,7 +13,6 @@ from typing import Any, BinaryIO, cast
 from aiohttp import web
 
 from builder import events
-from builder.cli.format import human_size
 from builder.errors import BuildError
 from builder.serve.auth import registry_auth
 from builder.serve.errors import bad_request, message_of, not_found
@@ -68,6 +67,8 @@ async def list_images(request: web.Request) -> web.Response:
 
 # -- pull / import ------------------------------------------------------------------------------
 def _bar(current: int, total: int) -> str:
+    from builder.cli.format import human_size
+
     if total <= 0:
         return human_size(current)
     width = 50

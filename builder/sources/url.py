@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import socket
+import ssl
 import urllib.parse
 from pathlib import Path
 
@@ -50,8 +51,6 @@ def _host(url: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    import ssl  # only once a download failed: every build plans through this module
-
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
     timeout = False
