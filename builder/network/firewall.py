@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,6 +150,8 @@ def locked() -> Iterator[None]:
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
+    import subprocess  # only to change rules: a run on the default bridge (made once) changes none
+
     try:
         p = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
     except FileNotFoundError:
