@@ -1,0 +1,34 @@
+"""What ``run --rm`` on the default bridge and ``rm -f`` of a running container leave out of
+their start-up (issue 15): a fresh interpreter runs the CLI's
+entry (``test_startup_budget.loaded``) against a real root, then ``sys.modules`` is read.
+
+* a bridge run without published ports spawns no helper: no ``subprocess``;
+* ``rm -f`` tears down from the persisted state: none of the sandbox's start code (executor,
+  child, spec, seccomp), no ``ctypes``, no ``subprocess``, no ``containers.create``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from test_startup_budget import loaded
+
+SANDBOX_START = {"builder.sandbox.executor", "builder.sandbox.child", "builder.sandbox.spec",
+                 "builder.sandbox.seccomp", "builder.syscalls", "ctypes"}
+
+
+def test_bridge_run_spawns_no_helper(busybox: Any, tmp_path: Path) -> None:
+    busybox("run", "--rm", "busybox", "true")  # the default bridge, made once for the root
+    mods = loaded(["--root", str(busybox.root), "run", "--rm", "busybox", "true"], tmp_path)
+    assert "builder.network.core" in mods  # it attached the container to the bridge
+    assert "subprocess" not in mods
+
+
+def test_rm_f_loads_no_sandbox_start_code(busybox: Any, tmp_path: Path) -> None:
+    busybox("run", "-d", "--name", "budget", "--network", "none", "busybox", "sleep", "1000")
+    mods = loaded(["--root", str(busybox.root), "rm", "-f", "budget"], tmp_path)
+    assert "builder.containers.lifecycle" in mods
+    assert not mods & {*SANDBOX_START, "subprocess", "builder.containers.create",
+                       "builder.containers.attach"}
+    assert busybox("ps", "-aq").stdout.strip() == ""  # removed, and its supervisor is gone
