@@ -138,7 +138,49 @@ def _usage_error(e: flags.UsageError) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the CLI, turning library errors into one line and a code."""
+    """Console-script entry point: run the CLI, turning library errors into one line and a code.
+
+    Called with *argv* (in-process, as tests do) it returns or raises ``SystemExit`` as any
+    function would; as the command itself (no *argv*) it ends the process through ``_leave``."""
+    if argv is not None:
+        _main(argv)
+        return
+    try:
+        _main(sys.argv[1:])
+    except SystemExit as e:
+        if e.code is not None and not isinstance(e.code, int):
+            raise  # a message for Python to print: its own exit
+        _leave(e.code or 0)
+    _leave(0)
+
+
+def _leave(code: int) -> None:
+    """End the command with *code*, skipping the interpreter's tear-down of every module and
+    object (~15 ms, a quarter of a listing's time) when nothing is left that needs it: the
+    ``atexit`` functions run (``weakref.finalize``, temporary directories), stdout and stderr are
+    flushed, then ``os._exit``. A thread that is not a daemon still running (a thread pool's
+    workers) gets Python's usual exit, which waits for it."""
+    import atexit
+
+    threading = sys.modules.get("threading")  # not imported: no thread was ever started
+    if threading is not None and any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                                     if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away: as ``main`` treats it, not an error
+        pass
+    except OSError:
+        code = code or 120  # Python's status when it cannot flush its standard streams
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def _main(args: list[str]) -> None:
     import _signal
 
     import builder
@@ -147,13 +189,13 @@ def main(argv: list[str] | None = None) -> None:
 
     if _signal.getsignal(_signal.SIGINT) is builder._cancelled_at_start:  # see there
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
     try:
         if os.geteuid() != 0:  # rootless: join the user's namespace first (builder.rootless)
             from builder import rootless
 
             rootless.enter()
-        cli.main(sys.argv[1:] if argv is None else argv, prog_name="pybuild")
+        cli.main(args, prog_name="pybuild")
     except flags.Exit as e:  # --help, -v: return, as click did, so that a caller in-process goes on
         if e.exit_code:
             sys.exit(e.exit_code)

@@ -156,13 +156,14 @@ def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any)
     o = _options(kw, detach=detach, rm=rm)
     root = _root(obj)
     if not detach:
-        from builder.containers.attached import detach_keys as parse_keys
-
         if o.tty and o.interactive:  # Docker's client refuses a tty without one, creating nothing
             from builder.cli.attach import check_tty
 
             check_tty(tty=True, stdin=True)
-        parse_keys(detach_keys)  # refused before anything is created (Docker checks them when attaching)
+        if detach_keys is not None:  # refused before anything is created (Docker checks them when attaching)
+            from builder.containers.attached import detach_keys as parse_keys
+
+            parse_keys(detach_keys)
     pulled = _PullOutput()
     if not detach and o.interactive and o.tty and os.isatty(0) and o.restart in ("no", ""):
         # Docker's way: the container under a supervisor of its own, this terminal attached to it
