@@ -7,14 +7,20 @@ keep an image a container uses (Docker's in-use rules), and ``image inspect``'s 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from builder.errors import BuildError, DockerfileSyntaxError, InvalidChange
 from builder.filters import labels_match
 from builder.state import StateRoot
+from registry import mediatypes as mt
 from registry.digest import Digest
-from registry.errors import NotFound, StoreError
-from registry.model import Platform
+from registry.errors import InvalidReference, NotFound, RegistryError, StoreError
+from registry.model import Index, Platform
+from registry.reference import Reference
 from registry.store import ImageRecord, Store
 
 if TYPE_CHECKING:
@@ -104,9 +110,6 @@ def _remove(root: StateRoot, name: str, *, force: bool = False) -> list[str]:
 def tag(store: Store, source: str, target: str) -> Reference:
     """``docker tag SOURCE TARGET``: the reference now naming SOURCE's image. A TARGET with a
     digest is refused (``InvalidReference``), as Docker does."""
-    from registry.errors import InvalidReference
-    from registry.reference import Reference
-
     ref = Reference.parse(target)
     if ref.digest is not None:
         raise InvalidReference(f"refusing to create a tag with a digest reference: {target}")
@@ -251,7 +254,6 @@ def config_from_changes(lines: Sequence[str], *, base: Mapping[str, Any] | None 
     planner (Docker's rules: ENV values expand in later lines). A line that does not parse, or
     makes a config Docker refuses, raises ``InvalidChange`` naming it."""
     from builder import dockerfile as df
-    from builder.errors import BuildError, DockerfileSyntaxError, InvalidChange
     from builder.graph import apply_config
 
     if not lines:
@@ -291,7 +293,6 @@ def config_from_changes(lines: Sequence[str], *, base: Mapping[str, Any] | None 
 def _refused_config(config: dict[str, Any]) -> str | None:
     """What Docker's ``import --change`` refuses beyond the build planner: a port above 65535,
     an unknown protocol or stop signal."""
-    import re
     import signal
 
     for port in config.get("ExposedPorts") or {}:
@@ -317,8 +318,6 @@ def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: s
     ``reference=PATTERN`` (a glob on ``name:tag``), ``label=KEY[=VALUE]`` (every one must hold),
     ``before=IMAGE``/``since=IMAGE`` (created before/after it); values of the other keys OR.
     An unknown key or value is a ``BuildError``; a missing before/since image ``NotFound``."""
-    from builder.errors import BuildError
-
     filters = filters or {}
     for key, values in filters.items():
         if key not in IMAGE_FILTERS:
@@ -365,9 +364,6 @@ class PlatformImage(NamedTuple):
 
 def platform_images(store: Store, record: ImageRecord) -> list[PlatformImage]:
     """The platforms of *record* (an index's manifests in order; one for a plain image)."""
-    from registry import mediatypes as mt
-    from registry.model import Index
-
     desc = record.descriptor
     children = [desc]
     if mt.is_index(desc.media_type):
@@ -418,9 +414,6 @@ def _created(rec: ImageRecord) -> float:
 
 def _time_of(text: str | None) -> float:
     """An RFC 3339 time (any fraction, ``Z`` or an offset) as a Unix time; 0 if none or bad."""
-    import re
-    from datetime import datetime
-
     m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text or "")
     if not m:
         return 0.0
@@ -433,9 +426,6 @@ def _time_of(text: str | None) -> float:
 
 
 def _in_repository(rec: ImageRecord, pattern: str) -> bool:
-    from registry.errors import RegistryError
-    from registry.reference import Reference
-
     ref = rec.reference
     if ref is None:
         return False
@@ -447,8 +437,6 @@ def _in_repository(rec: ImageRecord, pattern: str) -> bool:
 
 
 def _reference_glob(rec: ImageRecord, pattern: str) -> bool:
-    import fnmatch
-
     ref = rec.reference
     if ref is None:
         return False

@@ -204,7 +204,7 @@ def image_resolver(store: Store, platform: Platform,
             creds = (credentials or {}).get(Reference.parse(ref).domain)
             if creds is not None:
                 img = transfer.pull_result(store, ref, platform=platform,
-                                           client_options={"credentials": creds})[0]
+                                           client_options=transfer.ClientOptions(credentials=creds))[0]
             else:
                 img = pull(store, ref, platform=platform)
         except Exception as e:  # noqa: BLE001 - a located one-liner for any registry fault

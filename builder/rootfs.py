@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from builder import layers as _layers
 from builder.errors import LayerError, SandboxError
 from builder.state import StateRoot
+from registry.leases import claim, try_claim
 
 if TYPE_CHECKING:
     from builder.syscalls import Syscalls
@@ -72,8 +73,6 @@ def claim_workspace(run_dir: Path) -> int:
     """Mark *run_dir* (not made yet) as this process's: an fd holding the ``flock`` of a lock
     file beside it, closed by ``release_workspace``. A killed build's lock goes with it, so
     ``reap_workspaces`` tells its leftovers from a live build's."""
-    from registry.leases import claim
-
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     return claim(_owner_lock(run_dir))
 
@@ -93,8 +92,6 @@ def _workspaces(run: Path) -> list[Path]:
 
 def dead_workspaces(run: Path) -> list[Path]:
     """Workspace dirs under *run* whose build is gone (killed, or older code's leftovers)."""
-    from registry.leases import try_claim
-
     out = []
     for d in _workspaces(run):
         lock = _owner_lock(d)
@@ -111,8 +108,6 @@ def dead_workspaces(run: Path) -> list[Path]:
 def reap_workspaces(run: Path) -> list[Path]:
     """Remove the workspaces of builds that are gone (a RUN layer a killed build left), and
     stray owner locks; returns the dirs removed. Live builds' workspaces are left alone."""
-    from registry.leases import try_claim
-
     gone = []
     for d in _workspaces(run):
         lock = _owner_lock(d)
@@ -166,8 +161,6 @@ class LayerCache:
 
         The stream is the layer tar (gzip/zstd are detected); its sha256 must be *diff_id*.
         """
-        from registry.leases import claim
-
         final = self.path(diff_id)
         if final.is_dir():
             return final
@@ -223,8 +216,6 @@ _UNPACK_PREFIX = ".tmp-"
 def dead_unpacks(layers: Path) -> list[Path]:
     """Half-unpacked layers under the layer cache *layers* whose unpacker is gone (killed): no
     live process holds the lock of a layer their name starts with."""
-    from registry.leases import try_claim
-
     out = []
     for tmp in sorted(layers.glob(f"{_UNPACK_PREFIX}*")) if layers.is_dir() else []:
         prefix = tmp.name[len(_UNPACK_PREFIX):].split("-")[0]

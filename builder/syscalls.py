@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
@@ -424,8 +425,6 @@ def in_network_namespace(netns: str | os.PathLike[str], fn: Callable[[], T]) -> 
     """``fn()`` in a short-lived thread that joins the network namespace *netns* names (the
     caller's threads stay where they are; a socket or a ``/proc/sys/net`` file opened there
     stays bound to that namespace). What it raises is raised here."""
-    import threading
-
     out: list[T] = []
     err: list[BaseException] = []
 

@@ -18,10 +18,12 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from builder import TYPE_CHECKING
+from registry.errors import RegistryError
 
 if TYPE_CHECKING:
     from builder.state import StateRoot
@@ -303,8 +305,6 @@ def _du(path: Path) -> int:
 
 def _images_usage(state: StateRoot, users: dict[str, int]) -> tuple[int, list[dict[str, Any]]]:
     """(LayersSize, Images): layers shared by several images count once in LayersSize."""
-    from registry.errors import RegistryError
-
     store = state.image_store()
     images: dict[str, dict[str, Any]] = {}
     layers: dict[str, dict[str, int]] = {}  # image id -> layer digest -> size
@@ -340,8 +340,6 @@ def _images_usage(state: StateRoot, users: dict[str, int]) -> tuple[int, list[di
 
 
 def _epoch(created: str | None) -> int:
-    from datetime import datetime
-
     if not created:
         return 0
     with contextlib.suppress(ValueError):

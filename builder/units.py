@@ -4,6 +4,7 @@ each of byte sizes (``64m``, go-units ``RAMInBytes``) and Go durations (``1m30s`
 
 from __future__ import annotations
 
+import json
 import re
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
@@ -53,8 +54,6 @@ def parse_go_duration(text: str) -> int:
 
 def _q(s: str) -> str:
     """Go's %q, near enough for messages."""
-    import json
-
     return json.dumps(s, ensure_ascii=False)
 
 

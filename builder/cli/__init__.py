@@ -6,11 +6,15 @@ in its own module and is imported only when invoked, so start-up stays lean.
 
 from __future__ import annotations
 
+import _signal
 import os
 import sys
 from typing import Any
 
+import builder
 from builder.cli import flags
+from builder.errors import BuildError, exit_status
+from registry.errors import RegistryError
 
 # command name -> "module:attribute"; the module is imported only when the command runs.
 COMMANDS: dict[str, str] = {
@@ -181,12 +185,6 @@ def _leave(code: int) -> None:
 
 
 def _main(args: list[str]) -> None:
-    import _signal
-
-    import builder
-    from builder.errors import BuildError, exit_status
-    from registry.errors import RegistryError
-
     if _signal.getsignal(_signal.SIGINT) is builder._cancelled_at_start:  # see there
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     debug = "--debug" in args

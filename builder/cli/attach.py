@@ -10,10 +10,13 @@ import os
 import signal
 import socket
 import sys
+import termios
+import tty
 from collections.abc import Iterator
 from typing import Any
 
-from builder.cli import flags
+from builder.cli import fail, flags
+from builder.errors import BuildError
 
 
 def window() -> tuple[int, int] | None:
@@ -33,9 +36,6 @@ def raw_terminal(enabled: bool) -> Iterator[None]:
     if not enabled or not os.isatty(0):
         yield
         return
-    import termios
-    import tty
-
     saved = termios.tcgetattr(0)
     tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop typed-ahead input
     try:
@@ -86,10 +86,7 @@ def check_tty(tty: bool, stdin: bool) -> None:
 @flags.pass_obj
 def attach(obj: Any, no_stdin: bool, sig_proxy: bool, detach_keys: str | None, container: str) -> None:
     """Attach local standard input, output, and error streams to a running container."""
-    from builder.cli import fail
     from builder.containers import attached, lifecycle
-    from builder.errors import BuildError
-
     root = obj.state
     try:
         keys = attached.detach_keys(detach_keys)

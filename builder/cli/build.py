@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from builder import units
 from builder.cli import Globals, flags
 from builder.cli.dockerfile import check_option
+from builder.errors import StepFailed
 
 if TYPE_CHECKING:
     from builder.solver import Event
@@ -273,8 +274,6 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
         cache_from=tuple(cache_from),
         cache_to=tuple(cache_to),
     )
-    from builder.errors import StepFailed
-
     renderer = make_progress(progress, quiet)
     try:
         outcome = run_build(g.state, req, progress=renderer)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from builder.cli import flags
+from builder.cli.format import output_stream
 
 
 def _root(obj: Any) -> Any:
@@ -30,7 +31,6 @@ def diff(obj: Any, container: str) -> None:
 @flags.pass_obj
 def export(obj: Any, container: str, output: str | None) -> None:
     """Export a container's filesystem as a tar archive."""
-    from builder.cli.format import output_stream
     from builder.containers import changes
 
     root = _root(obj)

@@ -7,6 +7,7 @@ from typing import Any
 
 from builder.cli import fail, flags
 from builder.cli.volume import table
+from builder.errors import NetworkError
 
 
 @flags.group()
@@ -22,8 +23,6 @@ def cluster() -> None:
 def join(obj: Any, store: str, advertise: str, ttl: int | None) -> None:
     """Join the cluster whose store is STORE (etcd://HOST:PORT[,HOST:PORT…])."""
     from builder.cluster import membership
-    from builder.errors import NetworkError
-
     try:
         m = membership.join(obj.state, store, advertise, ttl=ttl)
     except NetworkError as e:
@@ -36,7 +35,6 @@ def join(obj: Any, store: str, advertise: str, ttl: int | None) -> None:
 @flags.pass_obj
 def leave(obj: Any, force: bool) -> None:
     """Leave the cluster: this host's lease, endpoints and addresses are released."""
-    from builder.errors import NetworkError
     from builder.network import core
 
     try:
@@ -51,8 +49,6 @@ def leave(obj: Any, force: bool) -> None:
 def ls(obj: Any, quiet: bool) -> None:
     """List the hosts of the cluster."""
     from builder.cluster import membership
-    from builder.errors import NetworkError
-
     try:
         me = membership.require(obj.state)
         hosts = membership.hosts(obj.state)

@@ -4,11 +4,14 @@ the listing and lifecycle verbs of ``builder.cli.containers``. Parse, one librar
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from builder.cli import flags
+from builder.cli import fail, flags
+from builder.errors import ContainerError
 
 if TYPE_CHECKING:
     from builder.containers.record import Container
@@ -149,8 +152,6 @@ class _PullOutput:
 @flags.pass_obj
 def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any) -> None:
     """Create and run a new container from an image."""
-    import os
-
     from builder.containers import service
 
     o = _options(kw, detach=detach, rm=rm)
@@ -194,8 +195,6 @@ def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any)
 
 
 def _run_attached(root: Any, o: Any, detach_keys: str | None, pulled: _PullOutput) -> None:
-    from dataclasses import replace
-
     from builder.cli.attach import session, window
     from builder.containers import attached
 
@@ -247,13 +246,8 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
           env_file: tuple[str, ...], user: str | None, workdir: str | None, privileged: bool,
           detach_keys: str | None, container: str, command: tuple[str, ...]) -> None:
     """Execute a command in a running container."""
-    import os
-
-    from builder.cli import fail
     from builder.containers import execs
     from builder.containers.attached import detach_keys as parse_keys
-    from builder.errors import ContainerError
-
     try:
         parse_keys(detach_keys, what="escape")
     except ContainerError as e:
@@ -318,8 +312,6 @@ def _exec_attached(root: Any, c: Any, process: Any, detach_keys: str | None) -> 
 def cp(obj: Any, follow_link: bool, archive: bool, src: str, dest: str) -> None:
     """Copy files/folders between a container and the local filesystem (``-`` for a tar stream)."""
     from builder.containers import copy, lifecycle
-    from builder.errors import ContainerError
-
     root = _root(obj)
 
     def split(arg: str) -> tuple[str | None, str]:

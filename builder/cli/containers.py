@@ -7,10 +7,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from builder.cli import flags
+from builder.cli import fail, flags
 from builder.cli import format as fmt_
+from builder.errors import BuildError, ContainerError
 
 if TYPE_CHECKING:
     from builder.containers.record import Container
@@ -73,8 +75,6 @@ def _root(obj: Any) -> Any:
 def _each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True) -> None:
     """Apply *fn* to every reference; errors are printed per container and the exit status is
     1 if any failed (Docker's behaviour for multi-container verbs)."""
-    from builder.errors import BuildError
-
     failed = False
     for ref in refs:
         try:
@@ -202,10 +202,7 @@ def start(obj: Any, attach: bool, interactive: bool, detach_keys: str | None, co
     if (attach or interactive) and len(containers) > 1:
         raise flags.UsageError("you cannot start and attach multiple containers at once")
     if attach or interactive:
-        from builder.cli import fail
         from builder.containers.attached import detach_keys as parse_keys
-        from builder.errors import ContainerError
-
         try:
             parse_keys(detach_keys)
         except ContainerError as e:
@@ -230,8 +227,6 @@ def _start_interactive(root: Any, ref: str, detach_keys: str | None) -> None:
     c, sock = attached.start_connected(root, ref, stdin=True)
 
     def proxy(signum: int) -> None:
-        from contextlib import suppress
-
         with suppress(Exception):
             lifecycle.kill(root, c.id, signum)
 
@@ -335,8 +330,6 @@ def wait(obj: Any, condition: str, containers: tuple[str, ...]) -> None:
 def port(obj: Any, container: str, private_port: str | None) -> None:
     """List port mappings or a specific mapping for the container."""
     from builder.containers import inspect, lifecycle
-    from builder.errors import ContainerError
-
     c = lifecycle.get(_root(obj), container)
     published = inspect.published_ports(c, inspect.endpoints(_root(obj), c))
     if private_port:
@@ -391,8 +384,6 @@ def top(obj: Any, container: str) -> None:
 def container_inspect(obj: Any, fmt: str | None, size: bool, containers: tuple[str, ...]) -> None:
     """Display detailed information on one or more containers."""
     from builder.containers import inspect
-    from builder.errors import BuildError
-
     root = _root(obj)
     if fmt:
         fmt_.template(fmt, messages=fmt_.INSPECT)  # a bad template fails before any lookup

@@ -10,9 +10,13 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from builder.cli import flags
+from builder import events as lib
+from builder.cli import fail, flags
+from builder.cli import format as fmt_
+from builder.errors import ContainerError, TemplateExecError
 
 #: how often the log is read for new events
 POLL = 0.1
@@ -21,8 +25,6 @@ POLL = 0.1
 def event_line(ev: Mapping[str, Any]) -> str:
     """Docker's line: ``TIME TYPE ACTION ID (k=v, …)``, the time in local time with nine digits,
     the attributes sorted by key."""
-    from datetime import datetime
-
     nano = ev.get("timeNano") or int(ev.get("time") or 0) * 10**9
     when = datetime.fromtimestamp(nano // 10**9).astimezone()
     offset = when.strftime("%z")
@@ -70,10 +72,7 @@ class EventView(dict[str, Any]):
 
 
 def _seconds(text: str | None) -> float | None:
-    from builder.cli import fail
     from builder.containers.options import parse_timestamp_ns
-    from builder.errors import ContainerError
-
     try:
         return None if not text else parse_timestamp_ns(text) / 1e9
     except ContainerError:
@@ -89,10 +88,6 @@ def _seconds(text: str | None) -> float | None:
 @flags.pass_obj
 def events(obj: Any, since: str | None, until: str | None, filters: tuple[str, ...], fmt: str | None) -> None:
     """Get real time events from the server."""
-    from builder import events as lib
-    from builder.cli import fail
-    from builder.cli import format as fmt_
-
     since_s, until_s = _seconds(since), _seconds(until)
     wanted: dict[str, list[str]] = {}
     for spec in filters:
@@ -119,8 +114,6 @@ def events(obj: Any, since: str | None, until: str | None, filters: tuple[str, .
         if tmpl is None:
             flags.echo(event_line(ev))
             return
-        from builder.errors import TemplateExecError
-
         try:
             flags.echo(tmpl.execute(EventView.of(ev), options=row(MESSAGE)))
         except TemplateExecError as e:

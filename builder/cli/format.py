@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
 
-from builder.cli import flags
+from builder.cli import fail, flags
+from builder.errors import TemplateError
 
 # re-exported: the CLI's modules take them from here
 from builder.units import human_duration as human_duration
@@ -101,8 +103,6 @@ def _parsed(text: str, name: str) -> Template:
 
 def template(text: str, *, messages: FormatMessages = LIST, name: str = "") -> Template:
     """*text* parsed (once per process), or Docker's error line and exit."""
-    from builder.errors import TemplateError
-
     try:
         return _parsed(text, name)
     except TemplateError as e:
@@ -112,8 +112,6 @@ def template(text: str, *, messages: FormatMessages = LIST, name: str = "") -> T
 def execute(tmpl: Template, data: Any, *, options: Options | None = None,
             messages: FormatMessages = LIST) -> str:
     """*tmpl* over *data*, or Docker's error line and exit."""
-    from builder.errors import TemplateError
-
     try:
         return tmpl.execute(data, options=options)
     except TemplateError as e:
@@ -130,7 +128,6 @@ def render_inspect(text: str, objs: Sequence[Any], *, options: Options | None = 
     """``inspect -f``: each object's text (by default Docker's typed-value view of the JSON
     with its JSON fallback, ``shapes.INSPECT``), and the errors of those that failed (Docker
     joins them after the output). A template that does not parse exits 64 first."""
-    from builder.errors import TemplateError
     from builder.template.shapes import INSPECT as SHAPE
 
     tmpl = template(text, messages=INSPECT)
@@ -260,10 +257,7 @@ def output_stream(path: str | None, *, failure: str = "") -> Iterator[BinaryIO]:
     """``-o FILE`` (``save``, ``export``): written beside FILE and renamed when whole, so a
     failure leaves nothing; no path or ``-``: stdout, refused when it is a terminal (Docker's
     message). A FILE that cannot be created is a one-line error, after *failure*."""
-    import os
     import tempfile
-
-    from builder.cli import fail
 
     if path is None or path == "-":
         if sys.stdout.isatty():

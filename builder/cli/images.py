@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 from builder.cli import Globals, fail, flags
 from builder.cli.format import (
+    INSPECT,
     format_rows,
     human_duration,
     human_size,
@@ -18,11 +19,13 @@ from builder.cli.format import (
     output_stream,
     parse_time,
     table,
+    template,
 )
 
 # Only the light registry modules load at start-up; archive/compression load when used.
 from registry.digest import Digest
 from registry.errors import RegistryError
+from registry.model import Platform
 from registry.reference import Reference
 from registry.store import ImageRecord, Store
 
@@ -217,8 +220,6 @@ def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | Non
             platform: str | None) -> None:
     """Return low-level information on images (or, failing that, containers)."""
     from builder import images as library
-    from builder.cli.format import INSPECT, template
-
     if fmt and fmt != "json":
         template(fmt, messages=INSPECT)  # a bad template fails before any lookup
     results, missing = library.inspect_any(g.state, names, kind=kind, platform=_platform_option(platform))
@@ -285,8 +286,6 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
     """Import the contents of a tarball (or a directory) to create a filesystem image."""
     from builder import images as library
     from registry import archive
-    from registry.model import Platform
-
     ref = Reference.parse(repository) if repository else None
     config = library.config_from_changes(changes)  # a bad --change fails before any input is read
     try:

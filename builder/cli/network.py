@@ -8,6 +8,7 @@ from typing import Any
 
 from builder.cli import fail, flags
 from builder.cli.volume import table
+from builder.errors import ContainerError, NetworkError
 
 
 def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
@@ -23,8 +24,6 @@ def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
 def _container(state: Any, ref: str) -> tuple[str, str, str]:
     """(id, name, hostname) of the container *ref* (name, ID or unique ID prefix)."""
     from builder.containers import lifecycle
-    from builder.errors import ContainerError
-
     try:
         c = lifecycle.get(state, ref)
     except ContainerError as e:
@@ -53,8 +52,6 @@ def create(obj: Any, name: str, driver: str, subnets: tuple[str, ...], gateways:
            opts: tuple[str, ...], labels: tuple[str, ...], internal: bool, attachable: bool) -> None:
     """Create a network."""
     from builder import network as N
-    from builder.errors import NetworkError
-
     v4 = [s for s in subnets if ":" not in s]
     v6 = [s for s in subnets if ":" in s]
     if len(v4) > 1 or len(v6) > 1:
@@ -83,8 +80,6 @@ def create(obj: Any, name: str, driver: str, subnets: tuple[str, ...], gateways:
 def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List networks."""
     from builder import network as N
-    from builder.errors import NetworkError
-
     wanted: dict[str, list[str]] = {}
     for f in filters:
         k, sep, v = f.partition("=")
@@ -127,8 +122,6 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
 def inspect(obj: Any, fmt: str | None, refs: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
     from builder import network as N
-    from builder.errors import NetworkError
-
     if fmt:
         from builder.cli.format import INSPECT, inspect_output, template
 
@@ -153,8 +146,6 @@ def inspect(obj: Any, fmt: str | None, refs: tuple[str, ...]) -> None:
 def rm(obj: Any, refs: tuple[str, ...]) -> None:
     """Remove one or more networks (refused while containers are connected)."""
     from builder import network as N
-    from builder.errors import NetworkError
-
     errors = []
     for r in refs:
         try:
@@ -175,8 +166,6 @@ def rm(obj: Any, refs: tuple[str, ...]) -> None:
 def connect(obj: Any, net: str, container: str, aliases: tuple[str, ...], ip: str | None) -> None:
     """Connect a running container to a network."""
     from builder import network as N
-    from builder.errors import NetworkError
-
     cid, name, hostname = _container(obj.state, container)
     try:
         N.shared_netns(obj.state, cid)
@@ -193,8 +182,6 @@ def connect(obj: Any, net: str, container: str, aliases: tuple[str, ...], ip: st
 def disconnect(obj: Any, net: str, container: str, force: bool) -> None:
     """Disconnect a container from a network."""
     from builder import network as N
-    from builder.errors import NetworkError
-
     cid, _, _ = _container(obj.state, container)
     try:
         N.detach(obj.state, cid, net)

@@ -10,10 +10,14 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+from builder import events
 from builder.cli import Globals, flags
+from registry.errors import InvalidReference, NotFound
+from registry.model import Platform
+from registry.reference import Reference
 
 if TYPE_CHECKING:
-    from registry.transfer import Event
+    from registry.transfer import ClientOptions, Event
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CONFIGS = frozenset({"application/vnd.oci.image.config.v1+json",
@@ -153,15 +157,15 @@ def _size(n: int) -> str:
     return f"{value:.1f}GB"
 
 
-def _client_options(max_concurrent: int) -> dict[str, Any]:
-    return {"pool_size": max(max_concurrent * 2, 4)}
+def _client_options(max_concurrent: int) -> ClientOptions:
+    from registry.transfer import ClientOptions
+
+    return ClientOptions(pool_size=max(max_concurrent * 2, 4))
 
 
 # -- login / logout ----------------------------------------------------------------------------
 def _server_domain(server: str | None) -> str:
     from registry.auth import server_domain
-    from registry.errors import InvalidReference
-
     try:
         return server_domain(server)
     except InvalidReference as e:
@@ -236,7 +240,6 @@ def logout(server: str | None) -> None:
 def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
          max_concurrent_downloads: int, tls_verify: bool, name: str) -> None:
     """Pull an image from a registry into the local store."""
-    from registry.reference import Reference
     from registry.transfer import pull_result
 
     ref = Reference.parse(name)
@@ -260,8 +263,6 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
             sys.exit(1)
         raise
     r.close(up_to_date=not result.copied)
-    from builder import events
-
     events.emit(obj.state, "image", "pull", ref.familiar, {"name": ref.familiar})
     if quiet:
         flags.echo(str(ref))
@@ -274,8 +275,6 @@ def pull(obj: Globals, platform: str | None, all_platforms: bool, quiet: bool,
 
 def platform_option(text: str | None) -> Any:
     """``--platform os/arch[/variant]`` of pull, copy, rmi and inspect; None when not given."""
-    from registry.model import Platform
-
     if not text:
         return None
     try:
@@ -295,8 +294,6 @@ def platform_option(text: str | None) -> Any:
 def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int, tls_verify: bool,
          name: str, destination: str | None) -> None:
     """Push a local image to a registry (to DESTINATION if given, else to NAME itself)."""
-    from registry.errors import NotFound
-    from registry.reference import Reference
     from registry.transfer import local_tags
     from registry.transfer import push as push_image
 
@@ -323,8 +320,6 @@ def push(obj: Globals, all_tags: bool, quiet: bool, max_concurrent_uploads: int,
                                 client_options=_client_options(max_concurrent_uploads))
         finally:
             r.close()
-        from builder import events
-
         pushed = Reference.parse(dest).familiar
         events.emit(obj.state, "image", "push", pushed, {"name": pushed})
         if quiet:

@@ -9,7 +9,8 @@ from typing import Any
 
 from builder.cli import flags
 from builder.cli import format as fmt_
-from builder.units import binary_size
+from builder.errors import BuildError
+from builder.units import binary_size, human_size
 
 DEFAULT_FORMAT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}"
                   "\t{{.BlockIO}}\t{{.PIDs}}")
@@ -21,8 +22,6 @@ HEADERS = {"ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME", "CPUP
 def row(ref: str, s: dict[str, Any]) -> dict[str, Any]:
     """A ``docker stats`` row (the fields ``--format`` templates name)."""
     from builder.containers.stats import figures
-    from builder.units import human_size
-
     f = figures(s)  # a stopped container's zero sample gives Docker's 0.00% and 0B rows
     return {
         "Container": ref,
@@ -53,8 +52,6 @@ def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool
     """Display a live stream of container(s) resource usage statistics."""
     from builder.containers import lifecycle
     from builder.containers import stats as lib
-    from builder.errors import BuildError
-
     root = obj.state
     if fmt == "table":
         fmt = DEFAULT_FORMAT
@@ -116,8 +113,6 @@ def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool
 
 def _size(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int | None:
     from builder.containers.options import parse_bytes
-    from builder.errors import BuildError
-
     if value is None or value == "":
         return None
     if value.strip() == "-1" and param.name == "memory_swap":
@@ -130,8 +125,6 @@ def _size(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int 
 
 def _cpus(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int | None:
     from builder.containers.options import parse_cpus
-    from builder.errors import BuildError
-
     if value is None:
         return None
     try:
@@ -142,8 +135,6 @@ def _cpus(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int 
 
 def _restart(ctx: flags.Context, param: flags.Parameter, value: str | None) -> Any:
     from builder.containers.options import RestartPolicy
-    from builder.errors import BuildError
-
     if value is None:
         return None
     try:
@@ -166,8 +157,6 @@ def update(obj: Any, memory: int | None, memory_swap: int | None, cpus: int | No
            pids_limit: int | None, restart: Any, containers: tuple[str, ...]) -> None:
     """Update configuration of one or more containers."""
     from builder.containers import stats as lib
-    from builder.errors import BuildError
-
     change = lib.Update(memory=memory, memory_swap=memory_swap, nano_cpus=cpus, cpu_shares=cpu_shares,
                         pids_limit=pids_limit, restart_policy=restart)
     if change.empty:

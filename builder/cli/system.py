@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from builder.cli import Globals, flags
-from builder.cli.format import INFO, format_rows, human_duration, human_size, table
+from builder.cli.format import INFO, format_rows, human_duration, human_size, parse_time, table
 from builder.cli.format import template as fmt_template
+from builder.errors import TemplateError
 from builder.units import binary_size
 
 
@@ -38,14 +40,10 @@ def _reclaimable(row: Any) -> str:
 
 
 def _ago(epoch: float) -> str:
-    import time
-
     return human_duration(time.time() - epoch) + " ago" if epoch else "N/A"
 
 
 def _verbose(usage: dict[str, Any]) -> str:
-    from builder.cli.format import parse_time
-
     out = ["Images space usage:", ""]
     rows = []
     for i in usage["Images"]:
@@ -218,7 +216,6 @@ def _info(g: Globals, fmt: str | None) -> None:
 
 def _info_format(fmt: str, doc: dict[str, Any], type_name: str, *, name: str = "") -> str:
     """``info``/``version -f``: Docker prints an empty line, then the error (exit 1)."""
-    from builder.errors import TemplateError
     from builder.template.shapes import row
 
     tmpl = fmt_template(fmt, messages=INFO, name=name)

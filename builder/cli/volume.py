@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from builder.cli import fail, flags
+from builder.errors import VolumeError
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -54,8 +55,6 @@ def volume() -> None:
 def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opts: tuple[str, ...], name_opt: str | None) -> None:
     """Create a volume."""
     from builder import volume as V
-    from builder.errors import VolumeError
-
     if name and name_opt and name != name_opt:
         fail("conflicting options: either specify --name or provide positional arg, not both", 1)
     try:
@@ -73,8 +72,6 @@ def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opt
 def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List volumes."""
     from builder import volume as V
-    from builder.errors import VolumeError
-
     wanted: dict[str, list[str]] = {}
     for f in filters:
         k, sep, v = f.partition("=")
@@ -113,8 +110,6 @@ def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None
 def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
     from builder import volume as V
-    from builder.errors import VolumeError
-
     if fmt:
         from builder.cli.format import INSPECT, inspect_output, template
 
@@ -143,8 +138,6 @@ def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
 def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
     """Remove one or more volumes (refused while a container uses one)."""
     from builder import volume as V
-    from builder.errors import VolumeError
-
     errors = []
     for n in names:
         try:

@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 import stat
+import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,8 +292,6 @@ class _HashingReader(io.RawIOBase):
 
 # -- applying tars -----------------------------------------------------------------------------------
 def _member_entry(m: tarfile.TarInfo) -> _Entry | None:
-    import tarfile
-
     comps = clean_name(m.name)
     xattrs = {
         k[len(XATTR_PAX):]: v.encode("utf-8", "surrogateescape")
@@ -330,8 +329,6 @@ def apply_layer(stream: IO[bytes], dest: Path, *, overlay_format: bool = True) -
     Raises ``LayerError`` for an entry reaching outside *dest* or a malformed tar; *dest* may
     then hold part of the layer (callers unpack into a temporary directory).
     """
-    import tarfile
-
     dest.mkdir(parents=True, exist_ok=True)
     reader = _HashingReader(decompressed(stream))
     tree = _Tree(dest, overlay=overlay_format)
@@ -451,8 +448,6 @@ def _apply_dir_walk(
 
 def iter_tar_names(stream: IO[bytes]) -> Iterator[str]:
     """Member names of a layer tar, in order (for tests and debugging)."""
-    import tarfile
-
     with tarfile.open(fileobj=decompressed(stream), mode="r|") as tf:
         for m in tf:
             yield m.name

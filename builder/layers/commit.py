@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import IO
 
 from registry import mediatypes as mt
-from registry.compression import ContentSizer, LayerEncoder, Pipelined
+from registry.compression import ContentSizer, LayerEncoder, Pipelined, open_decompressed
 from registry.digest import Digest
 from registry.model import Descriptor
 from registry.store import Store
@@ -40,8 +40,6 @@ def commit_layer(store: Store, write: Callable[[IO[bytes]], bool | None],
 
 def recompress(store: Store, desc: Descriptor, compression: str) -> tuple[Descriptor, Digest]:
     """*desc*'s layer re-encoded with *compression*; returns the new descriptor and its diff_id."""
-    from registry.compression import open_decompressed
-
     def copy(sink: IO[bytes]) -> None:
         with store.open_blob(desc.digest) as src:
             reader = open_decompressed(src)

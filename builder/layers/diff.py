@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,6 @@ class _TarWriter:
     header, its member list and its stream buffer (a layer may hold 100,000s of entries)."""
 
     def __init__(self, out: BinaryIO | IO[bytes], source_date_epoch: int | None) -> None:
-        import tarfile
-
         self.tarfile = tarfile
         self.out = out
         self.offset = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -77,8 +78,6 @@ def _beside(fn: Callable[[], object]) -> Callable[[], None]:
     """*fn* run in a thread (in this thread's network namespace) while the caller goes on: a
     bridge made or deleted waits ~10-40 ms in the kernel, the rules' iptables processes run
     meanwhile. The function returned joins it and raises what *fn* raised."""
-    import threading
-
     err: list[BaseException] = []
 
     def work() -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,8 +32,6 @@ def _host_resolv() -> str:
 
 def resolv_conf(*, host_network: bool, dns: Sequence[str] = (), text: str | None = None) -> str:
     """The host's resolv.conf, without loopback nameservers unless on the host network."""
-    import ipaddress
-
     src = _host_resolv() if text is None else text
     lines = []
     servers = 0

@@ -5,6 +5,7 @@ one (``exec``); the handles, their state and teardown live in ``builder.sandbox.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +29,14 @@ from builder.sandbox.handle import (
     teardown_run_dir,
     write_state,
 )
-from builder.sandbox.spec import Process, Spec, bare_chroot, chroot_isolation, namespaces_allowed
+from builder.sandbox.spec import (
+    NO_NAMESPACES,
+    Process,
+    Spec,
+    bare_chroot,
+    chroot_isolation,
+    namespaces_allowed,
+)
 from builder.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
 from builder.state import StateRoot
 
@@ -144,14 +152,10 @@ class Executor:
         sid = spec.id or os.urandom(8).hex()
         if not namespaces_allowed():  # a container without privileges (issue 17)
             if not chroot_isolation():
-                from builder.sandbox.spec import NO_NAMESPACES
-
                 raise SandboxError(NO_NAMESPACES)
             if spec.root.is_overlay:
                 raise SandboxError("--isolation chroot without CAP_SYS_ADMIN: the root is an overlay, "
                                    "which cannot be mounted here (PYBUILD_NO_OVERLAY=1 copies it)")
-            import dataclasses
-
             # no seccomp filter without no_new_privs where CAP_SYS_ADMIN is missing
             spec = dataclasses.replace(spec, process=dataclasses.replace(spec.process, no_new_privs=True))
         reap_stale(self.state)

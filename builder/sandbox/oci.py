@@ -20,6 +20,7 @@ from builder import syscalls as sc
 from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.layers import MergedView
 from builder.sandbox import cgroups as _cg
+from builder.sandbox import seccomp
 from builder.sandbox.executor import mount_targets
 from builder.sandbox.handle import Result, Sandbox
 from builder.sandbox.spec import Spec
@@ -108,8 +109,6 @@ def oci_config(spec: Spec, *, root_path: str = "rootfs", sandbox_id: str = "") -
         },
     }
     if p.seccomp is not None:
-        from builder.sandbox import seccomp
-
         cfg["linux"]["seccomp"] = seccomp.to_oci(p.seccomp, p.capabilities)
     if spec.sysctls:
         cfg["linux"]["sysctl"] = dict(spec.sysctls)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import hashlib
 import json
 import os
 import re
@@ -380,8 +381,6 @@ def program(profile: Profile, caps: tuple[str, ...], *, cache_dir: Path | None =
     The key is what the program is made of: the resolved profile, the machine, libseccomp's version."""
     if cache_dir is None:
         return compile_bpf(profile, caps)
-    import hashlib
-
     key = hashlib.sha256(json.dumps(
         [to_oci(profile, caps), os.uname().machine, _lib_version()], sort_keys=True).encode()).hexdigest()
     path = cache_dir / f"{key}.bpf"

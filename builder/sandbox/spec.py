@@ -6,6 +6,7 @@ Nothing here acts: ``builder.sandbox.child`` turns a ``Spec`` into kernel calls,
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
@@ -280,8 +281,6 @@ CHROOT_WARNING = ("WARNING: --isolation chroot: RUN steps run chrooted into the 
 
 def chroot_isolation() -> bool:
     """Whether RUN steps are isolated as Buildah's ``chroot`` (``build --isolation chroot``)."""
-    import os
-
     return os.environ.get(ISOLATION_ENV) == "chroot"
 
 

@@ -7,6 +7,7 @@ bytes; a terminal is a pty from the sandbox's own devpts whose master the child 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -127,8 +128,6 @@ class Stdio:
         if not self.child:
             return  # a terminal: set up by ``child.open_console`` once /dev/pts exists
         # via high copies first: a plain dup2 chain breaks when sources and targets overlap
-        import fcntl
-
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in self.child]
         for target, fd in enumerate(high):
             os.dup2(fd, target)  # inheritable

@@ -162,7 +162,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     state = _state(request)
 
     def work(emit: Callable[[dict[str, Any]], None]) -> Any:
-        from registry.transfer import pull_result
+        from registry.transfer import ClientOptions, pull_result
 
         # the first line goes with the first blob: a pull that fails before (unknown
         # repository, registry down) still gets its own status code, as from dockerd
@@ -176,9 +176,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
                       "id": ref.tag or str(ref.digest)})
             emit(obj)
 
-        options: dict[str, Any] = {}
-        if creds is not None:
-            options["credentials"] = creds
+        options = ClientOptions(credentials=creds)
         _img, result = pull_result(state.image_store(), str(ref), platform=platform,
                                    progress=_Progress(say, push=False),
                                    client_options=options)
@@ -257,12 +255,10 @@ async def push_image(request: web.Request) -> web.StreamResponse:
         raise not_found(f"An image does not exist locally with the tag: {target.familiar}") from None
 
     def work(emit: Callable[[dict[str, Any]], None]) -> Any:
-        from registry.transfer import push
+        from registry.transfer import ClientOptions, push
 
         emit({"status": f"The push refers to repository [{target.name}]"})
-        options: dict[str, Any] = {}
-        if creds is not None:
-            options["credentials"] = creds
+        options = ClientOptions(credentials=creds)
         result = push(store, str(target), str(target), progress=_Progress(emit, push=True),
                       client_options=options)
         t = target.tag or "latest"

@@ -16,7 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from builder.template.exec import Options
+from builder.errors import TemplateError, TemplateExecError
+from builder.template import cache as disk
+from builder.template.exec import Exec, Options
+from builder.template.funcs import FUNCS, HEADER_FUNCS, NAMES
+from builder.template.values import json_view, typed
 
 
 class Template:
@@ -24,12 +28,9 @@ class Template:
     ``docker version``'s), shown in errors."""
 
     def __init__(self, text: str, *, name: str = "", cache: bool = True) -> None:
-        from builder.template import cache as disk
-
         self.text, self.name = text, name
         found = disk.load(text, name) if cache else None
         if found is None:
-            from builder.template.funcs import NAMES
             from builder.template.parse import parse
 
             found = parse(text, funcs=NAMES, name=name)
@@ -40,29 +41,18 @@ class Template:
     def execute(self, data: Any, *, options: Options | None = None) -> str:
         """The text of the template over *data*; with ``options.fallback`` (Docker's inspect),
         a failure runs it again over the JSON view, whose output or error is the answer."""
-        from builder.errors import TemplateExecError
-
         options = options or Options()
         try:
             return self._run(data, options)
         except TemplateExecError:
             if options.fallback is None:
                 raise
-        from builder.template.values import json_view
-
         return self._run(json_view(data), options.fallback)
 
     def _run(self, data: Any, options: Options) -> str:
-        from builder.template.exec import Exec
-        from builder.template.funcs import FUNCS
-
         if options.structs:
-            from builder.template.values import typed
-
             nils = {name: "[]" for name in options.nil_slices} | {name: "map" for name in options.nil_maps}
             data = typed(data, options.maps, nils)
-        from builder.errors import TemplateExecError
-
         run = Exec(self.text, self.name, data, options, FUNCS, self.defs | {self.name: self.nodes})
         try:
             run.walk(data, self.nodes)
@@ -74,10 +64,6 @@ class Template:
     def execute_header(self, header: Mapping[str, str]) -> str:
         """Docker's table header: the template over the column titles with ``HEADER_FUNCS``;
         what an error leaves unwritten is left out, as Docker ignores that error."""
-        from builder.errors import TemplateError
-        from builder.template.exec import Exec
-        from builder.template.funcs import HEADER_FUNCS
-
         run = Exec(self.text, self.name, dict(header), Options(), HEADER_FUNCS, self.defs | {self.name: self.nodes})
         try:
             run.walk(dict(header), self.nodes)

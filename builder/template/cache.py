@@ -12,6 +12,7 @@ import pickle
 from pathlib import Path
 
 from builder.template import nodes as N
+from grammar import cache_dir, grammar_path
 
 _ENGINE: str | None = None
 
@@ -21,8 +22,6 @@ def _engine_digest() -> str:
     function names."""
     global _ENGINE
     if _ENGINE is None:
-        from grammar import grammar_path
-
         here = Path(__file__).resolve().parent
         h = hashlib.sha256()
         for path in (grammar_path("gotemplate"), here / "lex.py", here / "parse.py", here / "nodes.py",
@@ -33,8 +32,6 @@ def _engine_digest() -> str:
 
 
 def _path(text: str, name: str) -> Path | None:
-    from grammar import cache_dir
-
     directory = cache_dir()
     if directory is None:
         return None

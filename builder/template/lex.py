@@ -19,6 +19,7 @@ from lark import Token
 
 from builder.errors import TemplateParseError
 from builder.template.constants import parse_number
+from builder.template.values import go_quote
 
 KEYWORDS = {"block", "break", "continue", "define", "else", "end", "if", "range", "nil", "template", "with"}
 #: keywords that may follow ``{{`` (joined with it into one token)
@@ -356,8 +357,6 @@ def _unicode_name(c: str) -> str:
 
 def _go_quote(s: str) -> str:
     """Go's ``%q`` of a string."""
-    from builder.template.values import go_quote
-
     return go_quote(s)
 
 

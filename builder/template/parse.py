@@ -19,6 +19,8 @@ from builder.errors import TemplateParseError
 from builder.template import nodes as N
 from builder.template.constants import parse_number, unquote
 from builder.template.lex import Source, Tok, item_text
+from builder.template.values import go_quote
+from grammar import load
 
 
 class _TokenFeed(Lexer):
@@ -294,8 +296,6 @@ def _arg_pos(arg: N.Arg) -> int:
 
 
 def _quote(s: str) -> str:
-    from builder.template.values import go_quote
-
     return go_quote(s)
 
 
@@ -306,8 +306,6 @@ _LOCK = threading.Lock()
 def parse(text: str, *, funcs: frozenset[str], name: str = "") -> N.Parsed:
     """The nodes of template *text* and of the templates it defines (``{{define}}``,
     ``{{block}}``); a ``TemplateParseError`` with Go's text when it is bad."""
-    from grammar import load
-
     parser = load("gotemplate", lexer=_TokenFeed, transformer=_BUILDER)
     source = Source(text, name, funcs)
     with _LOCK:

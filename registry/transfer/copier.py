@@ -20,6 +20,7 @@ from registry.reference import Reference
 from registry.store import Image, Store
 from registry.transfer.ends import (
     DEFAULT_CONCURRENCY,
+    ClientOptions,
     End,
     LayoutEnd,
     RemoteEnd,
@@ -244,7 +245,7 @@ def pull_result(store: Store, reference: Reference | str, **kwargs: Any) -> tupl
     """``pull``, also returning the ``CopyResult`` (the CLI prints its digest and counts)."""
     ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
     end = remote_end(ref, tls_verify=kwargs.pop("tls_verify", True),
-                     **kwargs.pop("client_options", {}))
+                     options=kwargs.pop("client_options", None))
     platform = kwargs.get("platform")
     try:
         result = copy(end, StoreEnd(store, str(ref), ref, distributed=True), **kwargs)
@@ -261,12 +262,12 @@ def push(
     progress: Progress | None = None,
     tls_verify: bool = True,
     max_concurrent: int = DEFAULT_CONCURRENCY,
-    client_options: dict[str, Any] | None = None,
+    client_options: ClientOptions | None = None,
 ) -> CopyResult:
     """Push the local image *name* to *destination* (default: the reference *name* itself);
     every platform of a stored index goes up."""
     target = destination or name
-    end = remote_end(target, tls_verify=tls_verify, **(client_options or {}))
+    end = remote_end(target, tls_verify=tls_verify, options=client_options)
     end.repo.want_push()
     try:
         result = copy(StoreEnd(store, name), end, all_platforms=True,

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from registry.errors import InvalidReference, StoreError
 from registry.reference import Reference
 from registry.store import Store
-from registry.transfer.ends import End, LayoutEnd, StoreEnd, remote_end
+from registry.transfer.ends import ClientOptions, End, LayoutEnd, StoreEnd, remote_end
 
 
 def _has_registry_host(text: str) -> bool:
@@ -18,7 +17,7 @@ def _has_registry_host(text: str) -> bool:
 
 
 def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
-              client_options: dict[str, Any] | None = None, role: str = "source") -> End:
+              client_options: ClientOptions | None = None, role: str = "source") -> End:
     """An end from text:
 
     - ``docker://REF`` or a reference naming a registry host (``host[:port]/repo[:tag]``):
@@ -29,7 +28,7 @@ def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
       (``busybox``, ``app:1``, an image ID): the local store.
     """
     if text.startswith("docker://"):
-        return remote_end(text[len("docker://"):], tls_verify=tls_verify, **(client_options or {}))
+        return remote_end(text[len("docker://"):], tls_verify=tls_verify, options=client_options)
     if text.startswith("oci:"):
         rest = text[4:]
         path, tag = rest, None
@@ -48,7 +47,7 @@ def parse_end(text: str, *, store: Store | None = None, tls_verify: bool = True,
     local = next((text[len(p):] for p in ("local:", "containers-storage:") if text.startswith(p)),
                  None)
     if local is None and _has_registry_host(text):
-        return remote_end(text, tls_verify=tls_verify, **(client_options or {}))
+        return remote_end(text, tls_verify=tls_verify, options=client_options)
     if store is None:
         raise StoreError(f"{text}: no local store to copy from or to")
     return _store_end(store, text if local is None else local, role)
