@@ -55,6 +55,9 @@ __all__ = [  # the vocabulary: what a command module uses as ``flags.X``
 
 # -- parameters ----------------------------------------------------------------------------------
 class Parameter:
+    #: what ``helptext`` (which imports nothing of this module) tells parameters apart by
+    is_option = False
+
     __slots__ = ("name", "type", "required", "default", "callback", "is_eager", "expose_value",
                  "multiple", "envvar", "metavar", "help", "nargs")
 
@@ -77,6 +80,8 @@ class Parameter:
 
 
 class Option(Parameter):
+    is_option = True
+
     __slots__ = ("opts", "secondary_opts", "is_flag", "flag_value", "hidden", "show_default")
 
     def __init__(self, decls: Sequence[str], *, is_flag: bool | None = None, flag_value: Any = None,
@@ -174,6 +179,8 @@ def get_current_context() -> Context:
 class Command:
     """A command: its parameters, its callback, and how it parses (*interspersed*) and fails
     (*usage_status*: ``run``/``create`` say 125 for every usage error, as Docker's)."""
+
+    is_group = False
 
     def __init__(self, name: str, callback: Callable[..., Any] | None = None, *,
                  params: list[Parameter] | None = None, help: str | None = None,  # noqa: A002
@@ -352,6 +359,8 @@ class _invoking:  # noqa: N801 - a context manager used as a statement
 
 class Group(Command):
     """A command of commands: its options come before the subcommand's name."""
+
+    is_group = True
 
     def __init__(self, name: str, callback: Callable[..., Any] | None = None, **kw: Any) -> None:
         kw["interspersed"] = False

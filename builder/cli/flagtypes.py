@@ -14,10 +14,7 @@ usage error carries for ``builder.cli.main`` to print as Docker does, and how a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from builder.cli.flags import Context, Parameter
+from typing import Any
 
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
@@ -40,7 +37,7 @@ class UsageError(Exception):
     """The command line is wrong; printed with ``See 'pybuild X --help'.``, exit 1 (or the
     command's ``usage_status``)."""
 
-    def __init__(self, message: str, ctx: Context | None = None) -> None:
+    def __init__(self, message: str, ctx: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.ctx = ctx
@@ -55,7 +52,7 @@ class FlagError(UsageError):
 
 
 class NoSuchOption(FlagError):
-    def __init__(self, option_name: str, arg: str, ctx: Context | None = None) -> None:
+    def __init__(self, option_name: str, arg: str, ctx: Any = None) -> None:
         text = (f"unknown flag: {option_name}" if option_name.startswith("--")
                 else f"unknown shorthand flag: {option_name[1:]!r} in {arg}")
         super().__init__(text, ctx)
@@ -63,7 +60,7 @@ class NoSuchOption(FlagError):
 
 
 class NoSuchCommand(UsageError):
-    def __init__(self, command_name: str, ctx: Context) -> None:
+    def __init__(self, command_name: str, ctx: Any) -> None:
         super().__init__(f"{ctx.command_path}: {command_name!r} is not a {ctx.command_path} command.", ctx)
         self.command_name = command_name
 
@@ -75,7 +72,7 @@ class NoArgsIsHelp(UsageError):
 class BadParameter(UsageError):
     """A value that does not convert: ``Invalid value for '-n' / '--last': ...``."""
 
-    def __init__(self, message: str, ctx: Context | None = None, param: Parameter | None = None,
+    def __init__(self, message: str, ctx: Any = None, param: Any = None,
                  param_hint: str | None = None) -> None:
         super().__init__(message, ctx)
         self.param = param
@@ -99,17 +96,17 @@ class ParamType:
 
     name = "string"
 
-    def convert(self, value: Any, param: Parameter | None, ctx: Context | None) -> Any:
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         return value
 
-    def fail(self, message: str, param: Parameter | None = None, ctx: Context | None = None) -> None:
+    def fail(self, message: str, param: Any = None, ctx: Any = None) -> None:
         raise BadParameter(message, ctx, param)
 
 
 class _Int(ParamType):
     name = "int"
 
-    def convert(self, value: Any, param: Parameter | None, ctx: Context | None) -> Any:
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         try:
             return int(value)
         except ValueError:
@@ -119,7 +116,7 @@ class _Int(ParamType):
 class _Float(ParamType):
     name = "float"
 
-    def convert(self, value: Any, param: Parameter | None, ctx: Context | None) -> Any:
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         try:
             return float(value)
         except ValueError:
@@ -133,7 +130,7 @@ _BOOL_WORDS = {"1": True, "true": True, "t": True, "yes": True, "y": True, "on":
 class _Bool(ParamType):
     name = "bool"
 
-    def convert(self, value: Any, param: Parameter | None, ctx: Context | None) -> Any:
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         if isinstance(value, bool):
             return value
         word = str(value).strip().lower()
@@ -147,7 +144,7 @@ class Choice(ParamType):
     def __init__(self, choices: Sequence[str]) -> None:
         self.choices = tuple(choices)
 
-    def convert(self, value: Any, param: Parameter | None, ctx: Context | None) -> Any:
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         if value not in self.choices:
             self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}.", param, ctx)
         return value
@@ -157,7 +154,7 @@ class IntRange(_Int):
     def __init__(self, min: int | None = None, max: int | None = None) -> None:  # noqa: A002
         self.min, self.max = min, max
 
-    def convert(self, value: Any, param: Parameter | None, ctx: Context | None) -> Any:
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         n = super().convert(value, param, ctx)
         if (self.min is not None and n < self.min) or (self.max is not None and n > self.max):
             lo = "" if self.min is None else f"{self.min}<="
@@ -186,7 +183,7 @@ def param_type(t: Any, default: Any) -> ParamType:
     return _TYPES[t]
 
 
-def go_bool(flag: str, value: str, ctx: Context | None = None) -> bool:
+def go_bool(flag: str, value: str, ctx: Any = None) -> bool:
     """pflag's ``--rm=false``: Go's ``strconv.ParseBool`` words, its error otherwise."""
     if value in _GO_TRUE or value in _GO_FALSE:
         return value in _GO_TRUE

@@ -1,24 +1,24 @@
 """``pybuild X --help`` in Docker's layout: the usage line, the description, the options
 (``-a, --all``, ``    --filter list``, each with its type word and default), a group's commands and
-the line that says where to go next. Imported only when help is shown.
+the line that says where to go next. Imported only when help is shown. It reads the command
+tree of ``builder.cli.flags`` by its attributes (``is_option``, ``is_group``) and imports nothing of
+it, which loads this module: no cycle.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from builder.cli.flags import Argument, Context, Group, Option
 
-
-def _type_word(p: Option) -> str:
+def _type_word(p: Any) -> str:
     if p.metavar:
-        return p.metavar
+        return str(p.metavar)
     if p.is_flag:
         return ""
     return "list" if p.multiple else p.type.name
 
 
-def _default(p: Option) -> str:
+def _default(p: Any) -> str:
     text = p.help or ""
     value: Any = p.default
     if p.show_default is False or "(default" in text:
@@ -30,10 +30,10 @@ def _default(p: Option) -> str:
     return f" (default {value!r})" if isinstance(value, str) and p.type.name == "string" else f" (default {value})"
 
 
-def _options(ctx: Context) -> list[tuple[str, str]]:
+def _options(ctx: Any) -> list[tuple[str, str]]:
     rows = []
     for p in ctx.command.params:
-        if not isinstance(p, Option) or p.hidden:
+        if not p.is_option or p.hidden:
             continue
         shorts = [o for o in p.opts if not o.startswith("--")]
         longs = [o for o in p.opts if o.startswith("--")] + p.secondary_opts
@@ -48,14 +48,14 @@ def _table(rows: list[tuple[str, str]]) -> list[str]:
     return [f"  {a.ljust(width)}{b}".rstrip() for a, b in rows]
 
 
-def render(ctx: Context) -> str:
+def render(ctx: Any) -> str:
     cmd = ctx.command
     path = ctx.command_path
     options = _options(ctx)
-    if isinstance(cmd, Group):
+    if cmd.is_group:
         usage = f"{path}{' [OPTIONS]' if options else ''} COMMAND"
     else:
-        args = " ".join(p.human() for p in cmd.params if isinstance(p, Argument))
+        args = " ".join(p.human() for p in cmd.params if not p.is_option)
         usage = f"{path} [OPTIONS]{' ' + args if args else ''}"
     out = [f"Usage: {usage}", ""]
     text = _clean(cmd.help or "")
@@ -63,7 +63,7 @@ def render(ctx: Context) -> str:
         out += [text, ""]
     if options:
         out += ["Options:", *_table(options), ""]
-    if isinstance(cmd, Group):
+    if cmd.is_group:
         rows = []
         for name in cmd.list_commands(ctx):
             sub = cmd.get_command(ctx, name)

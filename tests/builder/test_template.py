@@ -301,8 +301,9 @@ def test_parse_cache_spares_lark(tmp_path: Any) -> None:
 
 
 def test_cli_start_up_without_format_never_imports_the_engine(pybuild: Any) -> None:
-    code = ("import sys\nfrom builder.cli import main\nsys.argv = ['pybuild', '--root', sys.argv[1], 'images']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    # in-process (``main(argv)`` returns; the command itself ends with ``os._exit``)
+    code = ("import sys\nfrom builder.cli import main\n"
+            "try:\n    main(['--root', sys.argv[1], 'images'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.startswith(('lark', 'builder.template'))))")
     r = subprocess.run([sys.executable, "-c", code, str(pybuild.root)], capture_output=True, text=True, check=True)
     assert r.stdout.strip().splitlines()[-1] == "[]"
