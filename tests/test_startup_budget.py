@@ -255,7 +255,7 @@ def test_listings_keep_dataclasses_off_their_path(busybox: Any, tmp_path: Path,
 
 
 # -- build ---------------------------------------------------------------------------------------
-BUILD_OURS = ("builder.pipeline", "builder.dockerfile.parsecache",
+BUILD_OURS = ("builder.pipeline", "builder.progress", "builder.dockerfile.parsecache",
               "builder.dockerfile.instructions", "builder.dockerfile.syntax",
               "builder.dockerfile.tree", "builder.graph", "builder.solver", "builder.cache",
               "builder.assemble", "builder.context", "builder.ignore", "builder.expand",

@@ -173,8 +173,8 @@ async def build(request: web.Request) -> web.StreamResponse:
         watcher = asyncio.create_task(_cancel_when_gone(request, stream, req.cancel))
 
         def work(emit: Callable[[dict[str, Any]], None]) -> Any:
-            from builder.cli.build import PlainProgress
             from builder.pipeline import run_build
+            from builder.progress import PlainProgress
 
             plain = None if quiet else PlainProgress(cast(Any, _Lines(emit)))
 

@@ -26,6 +26,7 @@ from builder.serve.streams import (
     pump,
 )
 from builder.state import StateRoot
+from builder.units import human_size
 from registry.errors import InvalidReference, NotFound, RegistryError
 from registry.model import Platform
 from registry.reference import Reference
@@ -67,7 +68,6 @@ async def list_images(request: web.Request) -> web.Response:
 
 # -- pull / import ------------------------------------------------------------------------------
 def _bar(current: int, total: int) -> str:
-    from builder.cli.format import human_size
 
     if total <= 0:
         return human_size(current)
