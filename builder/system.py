@@ -49,10 +49,14 @@ def version() -> str:
                     return name[len(prefix):-len(".dist-info")]
     import tomllib  # not installed: the source tree's pyproject.toml
 
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pyproject = Path(_TREE, "pyproject.toml")
     with contextlib.suppress(OSError, ValueError, KeyError):
         return str(tomllib.loads(pyproject.read_text())["project"]["version"])
     return "0.0.0"
+
+
+# the source tree (``builder/``'s parent), by this module's dotted name rather than a fixed depth
+_TREE = os.path.realpath(__file__).rsplit(os.sep, __name__.count(".") + 1)[0]
 
 
 def _started(argv: list[str]) -> subprocess.Popen[str] | None:
@@ -79,7 +83,7 @@ def _finished(proc: subprocess.Popen[str] | None, timeout: float) -> tuple[int, 
 
 
 def _start_git() -> subprocess.Popen[str] | None:
-    src = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    src = _TREE
     if not os.path.exists(os.path.join(src, ".git")):
         return None
     return _started(["git", "-C", src, "rev-parse", "--short", "HEAD"])

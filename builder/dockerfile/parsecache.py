@@ -13,15 +13,14 @@ from pathlib import Path
 
 from builder.dockerfile.instructions import Dockerfile, load
 
-_HERE = Path(__file__).resolve().parent
+# the source tree (``builder/``'s parent), by this module's dotted name rather than a fixed depth
+_TREE = Path(__file__).resolve().parents[__name__.count(".")]
 # everything a parse result depends on: a change to any of them is a new key, never a stale hit
 _SOURCES = (
-    _HERE / "syntax.py",
-    _HERE / "larkglue.py",
-    _HERE / "tree.py",
-    *sorted((_HERE / "instructions").glob("*.py")),
-    _HERE.parent / "units.py",
-    _HERE.parents[1] / "grammar" / "dockerfile.lark",
+    *(_TREE / name for name in ("builder/dockerfile/syntax.py", "builder/dockerfile/larkglue.py",
+                                "builder/dockerfile/tree.py", "builder/units.py",
+                                "grammar/dockerfile.lark")),
+    *sorted((_TREE / "builder/dockerfile/instructions").glob("*.py")),
 )
 _FRONT_END: str | None = None
 
