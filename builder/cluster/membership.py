@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 PREFIX = "pybuild/"
 HOSTS = PREFIX + "hosts/"
 AGENT = "builder.cluster.agent"
+# the agent's module in a process an earlier layout started (issue 21's move of ``cluster``):
+# still this root's agent, found and stopped as one
+AGENT_BEFORE = ("builder.cluster.agent",)  # relayout: keep
 ENV_STORE = "PYBUILD_CLUSTER_STORE"
 
 
@@ -165,12 +168,19 @@ def renew(state: StateRoot, m: Membership, etcd: Etcd) -> Membership:
         return cur
 
 
+def agent_module(pid: int, state: StateRoot) -> str | None:
+    """The module *pid* runs as *state*'s agent under (this layout's ``AGENT`` or an earlier
+    one's), or None: not our agent (gone, or a reused pid)."""
+    return next((name for name in dict.fromkeys((AGENT, *AGENT_BEFORE))
+                 if helpers.is_ours(pid, name, str(state.path))), None)
+
+
 def ensure_agent(state: StateRoot, m: Membership) -> None:
-    if m.agent_pid and helpers.is_ours(m.agent_pid, AGENT, str(state.path)):
+    if m.agent_pid and agent_module(m.agent_pid, state):
         return
     with state.lock("cluster"):
         cur = load(state) or m
-        if cur.agent_pid and helpers.is_ours(cur.agent_pid, AGENT, str(state.path)):
+        if cur.agent_pid and agent_module(cur.agent_pid, state):
             return
         pid = helpers.spawn(AGENT, [str(state.path)], [])
         save(state, replace(cur, agent_pid=pid))
@@ -184,7 +194,7 @@ def leave(state: StateRoot, *, force: bool = False) -> None:
     if m is None:
         raise NetworkError("this host is not in a cluster")
     if m.agent_pid:
-        helpers.stop(m.agent_pid, AGENT, str(state.path))
+        helpers.stop(m.agent_pid, agent_module(m.agent_pid, state) or AGENT, str(state.path))
     config_path(state).unlink(missing_ok=True)
     etcd = client(m)
     try:
