@@ -94,7 +94,7 @@ def over_budget(mods: set[str], *, ours: tuple[str, ...], third_party: tuple[str
         return any(name == p or name.startswith(p + ".") for p in prefixes)
 
     def ancestor(name: str) -> bool:  # a package that an allowed module lives in
-        return any(p.startswith(name + ".") for p in ours)
+        return any(p.startswith(name + ".") for p in (*ours, *core))
 
     bad = []
     for m in sorted(mods):
