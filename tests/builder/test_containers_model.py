@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.base.errors import ContainerError
-from builder.base.state import StateRoot
-from builder.runtime.containers import lifecycle, names
-from builder.runtime.containers.logs import LogWriter, read_logs
-from builder.runtime.containers.options import (
+from builder.containers import lifecycle, names
+from builder.containers.logs import LogWriter, read_logs
+from builder.containers.options import (
     RestartPolicy,
     merge_env,
     parse_bytes,
@@ -29,7 +27,7 @@ from builder.runtime.containers.options import (
     read_env_file,
     rfc3339nano,
 )
-from builder.runtime.containers.record import (
+from builder.containers.record import (
     Container,
     ContainerStore,
     NoSuchContainer,
@@ -37,6 +35,8 @@ from builder.runtime.containers.record import (
     alive,
     proc_start_time,
 )
+from builder.errors import ContainerError
+from builder.state import StateRoot
 from registry.config import ContainerConfig
 
 

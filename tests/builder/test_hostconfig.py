@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from builder.api.createbody import host_config
-from builder.base.errors import ContainerError, VolumeError
-from builder.runtime.containers.create import RunOptions, host_config_of
-from builder.runtime.containers.hostconfig import (
+from builder.containers.create import RunOptions, host_config_of
+from builder.containers.hostconfig import (
     Device,
     Endpoint,
     HostConfig,
@@ -21,8 +19,10 @@ from builder.runtime.containers.hostconfig import (
     Resources,
     Ulimit,
 )
-from builder.runtime.containers.options import RestartPolicy
-from builder.runtime.containers.record import Container
+from builder.containers.options import RestartPolicy
+from builder.containers.record import Container
+from builder.errors import ContainerError, VolumeError
+from builder.serve.createbody import host_config
 from registry.config import ContainerConfig
 from registry.kinds import ErrorKind
 
@@ -142,7 +142,7 @@ def test_each_value_checks_itself(make: Any, words: str) -> None:
 
 
 def test_bad_api_shapes_are_invalid_arguments() -> None:
-    from builder.api.errors import ApiError
+    from builder.serve.errors import ApiError
 
     for hc in ({"Ulimits": [{"Name": "nofile"}]}, {"Memory": "lots"}, {"Mounts": ["x"]}):
         with pytest.raises((ApiError, ContainerError)) as e:
