@@ -75,7 +75,7 @@ def main() -> None:
         root = base / "root"
         pybuild(root, "import", "--platform", "linux/amd64", str(amd_tar), "base:amd64")
         pybuild(root, "import", "--platform", "linux/arm64", str(arm_tar), "base:arm64")
-        from builder.platforms import store_index
+        from builder.base.platforms import store_index
         from registry.reference import Reference
         from registry.store import Store
 

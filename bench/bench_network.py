@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from builder import network as N  # noqa: E402
-from builder.state import StateRoot  # noqa: E402
+from builder.base.state import StateRoot  # noqa: E402
 
 PYBUILD = [sys.executable, "-c", "from builder.cli import main; main()"]
 

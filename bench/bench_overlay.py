@@ -67,7 +67,7 @@ class EventCounter:
     """Counts watch events under ``pybuild/`` (our client, one stream) while it runs."""
 
     def __init__(self, urls: list[str]) -> None:
-        from builder.cluster.etcd import Etcd
+        from builder.network.cluster.etcd import Etcd
 
         self.etcd = Etcd(urls)
         self.count = 0
@@ -75,7 +75,7 @@ class EventCounter:
         threading.Thread(target=self.run, daemon=True).start()
 
     def run(self) -> None:
-        from builder.cluster.etcd import ClusterError
+        from builder.network.cluster.etcd import ClusterError
 
         try:
             for evs in self.etcd.watch("pybuild/", self.rev + 1, idle=120):

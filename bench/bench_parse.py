@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder.dockerfile import lint, parse, typed  # noqa: E402
-from builder.ignore import IgnoreMatcher  # noqa: E402
+from builder.imagebuild.dockerfile import lint, parse, typed  # noqa: E402
+from builder.imagebuild.ignore import IgnoreMatcher  # noqa: E402
 
 SMALL = """\
 # syntax=docker/dockerfile:1
@@ -158,7 +158,7 @@ def bench_fresh_process() -> None:
         env = dict(os.environ)
         probe = (
             "import time; t = time.process_time()\n"
-            "from builder.dockerfile import parse\n"
+            "from builder.imagebuild.dockerfile import parse\n"
             f"tree = parse(open({str(path)!r}).read())\n"
             "print((time.process_time() - t) * 1000)"
         )

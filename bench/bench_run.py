@@ -283,7 +283,7 @@ def main() -> None:
         subprocess.run([PYBUILD, "rm", "-f", *[f"bench{i}" for i in range(n)]], env=env, capture_output=True)
         sys.path.insert(0, str(REPO))
         from builder import network
-        from builder.state import StateRoot
+        from builder.base.state import StateRoot
 
         network.reset(StateRoot.open(work / "state"))
         if (work / "state-base").is_dir():

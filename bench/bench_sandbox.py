@@ -27,10 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from builder.rootfs import LayerCache, prepare_root  # noqa: E402
-from builder.sandbox import Executor, Namespaces, Process, Spec, default_mounts, etc_mounts  # noqa: E402
-from builder.sandbox.oci import to_oci_bundle  # noqa: E402
-from builder.state import StateRoot  # noqa: E402
+from builder.base.state import StateRoot  # noqa: E402
+from builder.core.rootfs import LayerCache, prepare_root  # noqa: E402
+from builder.core.sandbox import Executor, Namespaces, Process, Spec, default_mounts, etc_mounts  # noqa: E402
+from builder.core.sandbox.oci import to_oci_bundle  # noqa: E402
 
 
 def _mkbusybox() -> object:
@@ -151,7 +151,7 @@ def main() -> None:
             assert r.exit_status == 0
 
         contenders["pybuild library Executor.run (overlay root)"] = lib
-        from builder.sandbox import seccomp
+        from builder.core.sandbox import seccomp
 
         sspec = Spec(process=Process(args=("/bin/true",), seccomp=seccomp.default()), root=root,
                      mounts=mounts, hostname="bench")
@@ -165,7 +165,7 @@ def main() -> None:
         # the same bundle for runc: a plain rootfs directory, our config.json
         rootfs = tmp / "bundle-rootfs"
         _mkbusybox().make_rootfs(rootfs)  # type: ignore[attr-defined]
-        from builder.rootfs import Root
+        from builder.core.rootfs import Root
 
         bspec = Spec(process=Process(args=("/bin/true",)), root=Root(path=str(rootfs)),
                      mounts=mounts, hostname="bench")
@@ -204,7 +204,7 @@ def main() -> None:
                 [sys.executable, "-c", "pass"], check=True)
             contenders["  (imports of the run path, no run)"] = lambda: subprocess.run(
                 [sys.executable, "-c", "import builder.cli, builder.cli.container_run, "
-                 "builder.containers.service, builder.containers.supervisor"], check=True, cwd=REPO)
+                 "builder.runtime.containers.service, builder.runtime.containers.supervisor"], check=True, cwd=REPO)
         else:
             row("pybuild run", None, note=f"import failed: {imp.stderr.strip()[:80]}")
         times: dict[str, list[float]] = {k: [] for k in contenders}

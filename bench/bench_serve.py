@@ -232,7 +232,7 @@ def main() -> None:
                            capture_output=True)
         if root.is_dir():  # the default bridge and its rules, made by docker run --rm
             from builder import network
-            from builder.state import StateRoot
+            from builder.base.state import StateRoot
 
             network.reset(StateRoot.open(root))
         shutil.rmtree(work, ignore_errors=True)

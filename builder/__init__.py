@@ -30,29 +30,29 @@ TYPE_CHECKING = False
 
 # public name -> "module:attribute"
 _EXPORTS: dict[str, str] = {
-    "StateRoot": "builder.state:StateRoot",
+    "StateRoot": "builder.base.state:StateRoot",
     # build
-    "build": "builder.pipeline:run_build",
-    "BuildRequest": "builder.pipeline:BuildRequest",
-    "BuildOutcome": "builder.pipeline:BuildOutcome",
-    "Output": "builder.pipeline:Output",
+    "build": "builder.imagebuild.pipeline:run_build",
+    "BuildRequest": "builder.imagebuild.pipeline:BuildRequest",
+    "BuildOutcome": "builder.imagebuild.pipeline:BuildOutcome",
+    "Output": "builder.imagebuild.pipeline:Output",
     # containers
-    "RunOptions": "builder.containers.create:RunOptions",
-    "Container": "builder.containers.record:Container",
+    "RunOptions": "builder.runtime.containers.create:RunOptions",
+    "Container": "builder.runtime.containers.record:Container",
     "ContainerConfig": "registry.config:ContainerConfig",
-    "run": "builder.containers.service:run_foreground",
-    "run_detached": "builder.containers.service:run_detached",
-    "create": "builder.containers.service:create",
-    "start": "builder.containers.service:start",
-    "restart": "builder.containers.service:restart",
-    "stop": "builder.containers.lifecycle:stop",
-    "kill": "builder.containers.lifecycle:kill",
-    "wait": "builder.containers.lifecycle:wait",
-    "remove": "builder.containers.lifecycle:remove",
-    "get_container": "builder.containers.lifecycle:get",
-    "list_containers": "builder.containers.lifecycle:list_containers",
-    "prune_containers": "builder.containers.lifecycle:prune",
-    "read_logs": "builder.containers.logs:read_logs",
+    "run": "builder.runtime.containers.service:run_foreground",
+    "run_detached": "builder.runtime.containers.service:run_detached",
+    "create": "builder.runtime.containers.service:create",
+    "start": "builder.runtime.containers.service:start",
+    "restart": "builder.runtime.containers.service:restart",
+    "stop": "builder.runtime.containers.lifecycle:stop",
+    "kill": "builder.runtime.containers.lifecycle:kill",
+    "wait": "builder.runtime.containers.lifecycle:wait",
+    "remove": "builder.runtime.containers.lifecycle:remove",
+    "get_container": "builder.runtime.containers.lifecycle:get",
+    "list_containers": "builder.runtime.containers.lifecycle:list_containers",
+    "prune_containers": "builder.runtime.containers.lifecycle:prune",
+    "read_logs": "builder.runtime.containers.logs:read_logs",
     # networks
     "Network": "builder.network.model:Network",
     "Endpoint": "builder.network.model:Endpoint",
@@ -63,19 +63,19 @@ _EXPORTS: dict[str, str] = {
     "remove_network": "builder.network.core:remove_network",
     "prune_networks": "builder.network.core:prune_networks",
     # volumes
-    "Volume": "builder.volume.store:Volume",
-    "create_volume": "builder.volume.store:create",
-    "get_volume": "builder.volume.store:get",
-    "list_volumes": "builder.volume.store:list_volumes",
-    "remove_volume": "builder.volume.store:remove",
-    "prune_volumes": "builder.volume.store:prune",
+    "Volume": "builder.runtime.volume.store:Volume",
+    "create_volume": "builder.runtime.volume.store:create",
+    "get_volume": "builder.runtime.volume.store:get",
+    "list_volumes": "builder.runtime.volume.store:list_volumes",
+    "remove_volume": "builder.runtime.volume.store:remove",
+    "prune_volumes": "builder.runtime.volume.store:prune",
     # errors
-    "BuildError": "builder.errors:BuildError",
-    "DockerfileSyntaxError": "builder.errors:DockerfileSyntaxError",
-    "StepFailed": "builder.errors:StepFailed",
-    "ContainerError": "builder.errors:ContainerError",
-    "NetworkError": "builder.errors:NetworkError",
-    "VolumeError": "builder.errors:VolumeError",
+    "BuildError": "builder.base.errors:BuildError",
+    "DockerfileSyntaxError": "builder.base.errors:DockerfileSyntaxError",
+    "StepFailed": "builder.base.errors:StepFailed",
+    "ContainerError": "builder.base.errors:ContainerError",
+    "NetworkError": "builder.base.errors:NetworkError",
+    "VolumeError": "builder.base.errors:VolumeError",
 }
 
 # the names of ``_EXPORTS`` (a test pins both)
@@ -124,15 +124,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imports them
-    from builder.containers.create import RunOptions
-    from builder.containers.lifecycle import get as get_container
-    from builder.containers.lifecycle import kill, list_containers, remove, stop, wait
-    from builder.containers.lifecycle import prune as prune_containers
-    from builder.containers.logs import read_logs
-    from builder.containers.record import Container
-    from builder.containers.service import create, restart, run_detached, start
-    from builder.containers.service import run_foreground as run
-    from builder.errors import (
+    from builder.base.errors import (
         BuildError,
         ContainerError,
         DockerfileSyntaxError,
@@ -140,6 +132,9 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
         StepFailed,
         VolumeError,
     )
+    from builder.base.state import StateRoot
+    from builder.imagebuild.pipeline import BuildOutcome, BuildRequest, Output
+    from builder.imagebuild.pipeline import run_build as build
     from builder.network.core import (
         create_network,
         get_network,
@@ -148,14 +143,19 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
         remove_network,
     )
     from builder.network.model import Endpoint, Network, PortBinding
-    from builder.pipeline import BuildOutcome, BuildRequest, Output
-    from builder.pipeline import run_build as build
-    from builder.state import StateRoot
-    from builder.volume.store import Volume, list_volumes
-    from builder.volume.store import create as create_volume
-    from builder.volume.store import get as get_volume
-    from builder.volume.store import prune as prune_volumes
-    from builder.volume.store import remove as remove_volume
+    from builder.runtime.containers.create import RunOptions
+    from builder.runtime.containers.lifecycle import get as get_container
+    from builder.runtime.containers.lifecycle import kill, list_containers, remove, stop, wait
+    from builder.runtime.containers.lifecycle import prune as prune_containers
+    from builder.runtime.containers.logs import read_logs
+    from builder.runtime.containers.record import Container
+    from builder.runtime.containers.service import create, restart, run_detached, start
+    from builder.runtime.containers.service import run_foreground as run
+    from builder.runtime.volume.store import Volume, list_volumes
+    from builder.runtime.volume.store import create as create_volume
+    from builder.runtime.volume.store import get as get_volume
+    from builder.runtime.volume.store import prune as prune_volumes
+    from builder.runtime.volume.store import remove as remove_volume
     from registry.config import ContainerConfig
 
 

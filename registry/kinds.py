@@ -1,8 +1,8 @@
 """``ErrorKind``: what a caller does about an error, shared by both error trees.
 
-``registry.errors`` and ``builder.errors`` give every class a kind (and a raise a kind of its
-own where one class covers several); ``builder.serve`` maps a kind to an HTTP status and
-``builder.errors.exit_status`` to the CLI's exit status, each in one table. The kinds are
+``registry.errors`` and ``builder.base.errors`` give every class a kind (and a raise a kind of its
+own where one class covers several); ``builder.api`` maps a kind to an HTTP status and
+``builder.base.errors.exit_status`` to the CLI's exit status, each in one table. The kinds are
 moby's ``errdefs`` classes that pybuild raises.
 """
 

@@ -70,7 +70,7 @@ class Pybuild:
 
     @property
     def state(self) -> Any:
-        from builder.state import StateRoot
+        from builder.base.state import StateRoot
 
         return StateRoot.open(self.root)
 
@@ -107,10 +107,10 @@ def _reset_networks(root: Path, failed: bool = False) -> None:
     network of the root, when the test is over. After a *failed* test the whole root is taken
     off the host (``system reset``: its containers too), so that what the failure left running
     cannot disturb the tests after it; a passing test's leftovers stay for the leak guard."""
-    from builder.state import StateRoot
+    from builder.base.state import StateRoot
 
     if failed and root.is_dir():
-        from builder import reset
+        from builder.system import reset
 
         reset.reset(StateRoot.open(root))
     if (root / "networks").is_dir():

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder.syscalls import default_libc_signals
+from builder.base.syscalls import default_libc_signals
 
 DOCKERD = next((p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.path.exists(p)), "dockerd")
 DOCKER = "/usr/bin/docker"

@@ -51,8 +51,8 @@ def host_leftovers(pb: Pybuild) -> list[str]:
     """What of the root is on the host beyond its own networks (bridges and their rules), with
     no container running: processes naming the root, mounts under it, veths tagged with it,
     per-container rules of its networks, cgroup owner records naming it."""
+    from builder.core.sandbox import cgroups
     from builder.network import links, sweep
-    from builder.sandbox import cgroups
 
     root = os.path.realpath(pb.root)
     bad: list[str] = []
@@ -83,8 +83,8 @@ def host_leftovers(pb: Pybuild) -> list[str]:
 
 def disk_leftovers(pb: Pybuild) -> list[str]:
     """What the root holds on disk beyond what its images and build cache need."""
-    from builder.cache import BuildCache
-    from builder.state import StateRoot
+    from builder.base.state import StateRoot
+    from builder.imagebuild.cache import BuildCache
 
     state = StateRoot(pb.root)
     store = pb.store()

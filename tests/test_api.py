@@ -150,8 +150,8 @@ def test_the_graph_sees_function_level_and_relative_imports() -> None:
     assert len(MODULES) >= 90
     # a top-level import, a function-level one, a relative one (grammar loads its own files)
     assert "registry.store" in edges["registry.archive.load"]
-    assert "builder.containers.supervisor" in edges["builder.containers.service"]  # in a function
-    assert "builder.containers.runtime" in edges["builder.containers.repair"]
+    assert "builder.runtime.containers.supervisor" in edges["builder.runtime.containers.service"]  # in a function
+    assert "builder.runtime.containers.runtime" in edges["builder.runtime.containers.repair"]
 
 
 def test_the_cycle_finder_finds_a_hidden_cycle() -> None:
@@ -207,8 +207,8 @@ def test_import_is_lazy_and_a_name_is_its_function_even_after_its_module() -> No
         "before = set(sys.modules)\n"
         "import builder, registry\n"
         "print(sorted(set(sys.modules) - before - {'__future__'}))\n"
-        "import builder.pipeline\n"  # the module behind builder.build, imported first
-        "print(callable(builder.build), builder.build is builder.pipeline.run_build)\n"
+        "import builder.imagebuild.pipeline\n"  # the module behind builder.build, imported first
+        "print(callable(builder.build), builder.build is builder.imagebuild.pipeline.run_build)\n"
         "from registry import Store, copy\n"
         "print(Store.__module__, copy.__module__)\n"
     )

@@ -15,9 +15,9 @@ import pytest
 
 import builder
 import registry
-from builder import errors as berr
-from builder.errors import EXIT_STATUS, BuildError, exit_status
-from builder.serve.errors import HTTP_STATUS, status_of
+from builder.api.errors import HTTP_STATUS, status_of
+from builder.base import errors as berr
+from builder.base.errors import EXIT_STATUS, BuildError, exit_status
 from registry import errors as rerr
 from registry.errors import RegistryError
 from registry.kinds import ErrorKind
@@ -67,7 +67,7 @@ def test_every_error_class_has_a_kind() -> None:
     }
     for cls, kind in want.items():
         assert cls.kind is kind, cls
-    from builder.containers.record import NoSuchContainer, NotRunning
+    from builder.runtime.containers.record import NoSuchContainer, NotRunning
 
     assert NoSuchContainer.kind is ErrorKind.NOT_FOUND and NotRunning.kind is ErrorKind.CONFLICT
 
@@ -96,8 +96,8 @@ def test_the_tables_cover_every_kind() -> None:
 
 
 def test_library_failures_carry_their_kind() -> None:
-    from builder.containers.options import RestartPolicy
     from builder.network import parse_publish
+    from builder.runtime.containers.options import RestartPolicy
 
     with pytest.raises(berr.NetworkError) as e:
         parse_publish("1:2:3:4")

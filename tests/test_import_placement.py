@@ -14,7 +14,7 @@ function (``if TYPE_CHECKING`` blocks aside) of module M in module X (in ``build
     module graph of tests/test_api.py has no cycle, but it links a module to the modules it
     names, not to the packages whose ``__init__`` runs first; through a package ``__init__`` a
     top-level import can come back to X (``builder.network.overlay`` imports
-    ``builder.cluster.membership``, whose ``builder.network.helpers`` runs
+    ``builder.network.cluster.membership``, whose ``builder.network.helpers`` runs
     ``builder/network/__init__``, which imports ``overlay``).
 
 (d) it is in ``KEPT_FOR_START_UP``: the budgets allow it at the top, but there it would add
@@ -61,48 +61,48 @@ KEPT_FOR_START_UP: dict[str, str] = {
     'builder.cli.flags: import getpass':
         'adds getpass, termios to every command',
     'builder.cli.network: from builder.cli.format import INSPECT, inspect_output, template':
-        'adds builder.cli.format, builder.units to network ls',
+        'adds builder.cli.format, builder.base.units to network ls',
     'builder.cli.network: from builder.cli.format import created_at, format_rows, label_method':
-        'adds builder.cli.format, builder.units to network ls',
+        'adds builder.cli.format, builder.base.units to network ls',
     'builder.cli.volume: from builder.cli.format import INSPECT, inspect_output, template':
-        'adds builder.cli.format, builder.units to cluster ls, network ls, volume create, volume ls, volume rm',
+        'adds builder.cli.format, builder.base.units to cluster ls, network ls, volume create, volume ls, volume rm',
     'builder.cli.volume: from builder.cli.format import format_rows, label_method':
-        'adds builder.cli.format, builder.units to cluster ls, network ls, volume create, volume ls, volume rm',
-    'builder.cli: from builder.state import StateRoot':
-        'adds builder.state, registry.leases to version',
+        'adds builder.cli.format, builder.base.units to cluster ls, network ls, volume create, volume ls, volume rm',
+    'builder.cli: from builder.base.state import StateRoot':
+        'adds builder.base.state, registry.leases to version',
     'builder.cli: import atexit':
         'adds atexit to every command',
-    'builder.containers.supervisor: import termios':
+    'builder.runtime.containers.supervisor: import termios':
         'adds termios to run, run -d',
-    'builder.containers.supervisor: import traceback':
+    'builder.runtime.containers.supervisor: import traceback':
         'adds textwrap, traceback to run, run -d',
-    'builder.containers.supervisor: import tty':
+    'builder.runtime.containers.supervisor: import tty':
         'adds termios, tty to run, run -d',
-    'builder.images: import signal':
+    'builder.runtime.images: import signal':
         'adds signal to image inspect busybox, images, images -a, inspect busybox',
-    'builder.network.core: from builder import events':
-        'adds builder.events to cluster ls, network ls',
+    'builder.network.core: from builder.base import events':
+        'adds builder.base.events to cluster ls, network ls',
     'builder.network.firewall: import subprocess':
         'adds _locale, _posixsubprocess, locale, subprocess to cluster ls, network ls, run',
     'builder.network.helpers: import subprocess':
         'adds _locale, _posixsubprocess, locale, subprocess to cluster ls, network ls, run',
     'builder.network.wire: import hashlib':
         'adds _blake2, _hashlib, hashlib to network ls',
-    'builder.sandbox.cgroups: from builder.state import identity':
-        'adds builder.state, registry.leases to version',
-    'builder.sandbox.child: import socket':
+    'builder.core.sandbox.cgroups: from builder.base.state import identity':
+        'adds builder.base.state, registry.leases to version',
+    'builder.core.sandbox.child: import socket':
         'adds _socket, array, socket to run',
-    'builder.sandbox.executor: from builder.sandbox import seccomp':
-        'adds builder.sandbox.seccomp to run -d',
-    'builder.sandbox.handle: from builder import syscalls as sc':
-        'adds _ctypes, _struct, builder.syscalls, ctypes, ctypes._endian, struct to rm -f',
-    'builder.sandbox.stdio: from builder import syscalls as sc':
-        'adds _ctypes, _struct, builder.syscalls, ctypes, ctypes._endian, struct to rm -f',
-    'builder.sandbox.stdio: import socket':
+    'builder.core.sandbox.executor: from builder.core.sandbox import seccomp':
+        'adds builder.core.sandbox.seccomp to run -d',
+    'builder.core.sandbox.handle: from builder.base import syscalls as sc':
+        'adds _ctypes, _struct, builder.base.syscalls, ctypes, ctypes._endian, struct to rm -f',
+    'builder.core.sandbox.stdio: from builder.base import syscalls as sc':
+        'adds _ctypes, _struct, builder.base.syscalls, ctypes, ctypes._endian, struct to rm -f',
+    'builder.core.sandbox.stdio: import socket':
         'adds _socket, array, socket to rm -f, run',
-    'builder.syscalls: import _socket':
+    'builder.base.syscalls: import _socket':
         'adds _socket to run',
-    'builder.system: import uuid':
+    'builder.system.engine: import uuid':
         'adds _uuid, platform, uuid to version',
 }
 
@@ -341,10 +341,10 @@ def test_external_probe_sees_what_an_import_loads() -> None:
     loads = external_loads()
     assert "tarfile" in loads["import tarfile"]
     assert "shutil" in loads["import tarfile"]
-    assert "hashlib" in closure("registry.digest") or "hashlib" not in closure("builder.state")
+    assert "hashlib" in closure("registry.digest") or "hashlib" not in closure("builder.base.state")
     # our modules by the AST: a package comes with its module; TYPE_CHECKING imports do not count
-    assert "builder.solver" in closure("builder.pipeline")
-    assert {"builder", "builder.containers"} <= closure("builder.containers.record")
+    assert "builder.imagebuild.solver" in closure("builder.imagebuild.pipeline")
+    assert {"builder", "builder.runtime.containers"} <= closure("builder.runtime.containers.record")
 
 
 def test_the_rule_keeps_what_a_budget_needs_and_moves_the_rest() -> None:
@@ -355,15 +355,15 @@ def test_the_rule_keeps_what_a_budget_needs_and_moves_the_rest() -> None:
         assert isinstance(node, (ast.Import, ast.ImportFrom))
         return _resolve(where, node)
 
-    # ps loads builder.containers.record; the sandbox would take it over its budget
-    assert why_lazy(imp("builder.containers.record", "from builder.sandbox import executor"),
+    # ps loads builder.runtime.containers.record; the sandbox would take it over its budget
+    assert why_lazy(imp("builder.runtime.containers.record", "from builder.core.sandbox import executor"),
                     families)
     # lark is heavy wherever it is imported
-    assert why_lazy(imp("builder.pipeline", "import lark"), families) == "(a) heavy third party lark"
+    assert why_lazy(imp("builder.imagebuild.pipeline", "import lark"), families) == "(a) heavy third party lark"
     # json is light and every family may load it: it belongs at the top
-    assert why_lazy(imp("builder.containers.record", "import json"), families) is None
+    assert why_lazy(imp("builder.runtime.containers.record", "import json"), families) is None
     # no family loads the build pipeline's cached path with tarfile: hashlib in the solver moves up
-    assert why_lazy(imp("builder.pipeline", "from builder import solver"), families) is None
+    assert why_lazy(imp("builder.imagebuild.pipeline", "from builder.imagebuild import solver"), families) is None
 
 
 def test_function_level_imports_are_only_those_a_budget_needs() -> None:

@@ -1,5 +1,5 @@
 """Pins the layering: ``registry`` never imports ``builder``, and the Dockerfile front end
-(``FRONT_END``: the Dockerfile modules, ``builder.expand``, ``builder.ignore``, the graph) imports
+(``FRONT_END``: the Dockerfile modules, ``builder.imagebuild.expand``, ``builder.imagebuild.ignore``, the graph) imports
 nothing Linux-specific; ``tests/test_layout.py`` holds the order of builder's rooms."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FRONT_END = ("builder.dockerfile", "builder.expand", "builder.ignore", "builder.graph")
+FRONT_END = ("builder.imagebuild.dockerfile", "builder.imagebuild.expand", "builder.imagebuild.ignore", "builder.imagebuild.graph")
 LINUX_SPECIFIC = ("ctypes", "fcntl", "termios", "pty", "resource", "pyroute2",
-                  "builder.syscalls", "builder.sandbox", "builder.rootfs", "builder.network",
-                  "builder.containers", "builder.volume", "builder.layers")
+                  "builder.base.syscalls", "builder.core.sandbox", "builder.core.rootfs", "builder.network",
+                  "builder.runtime.containers", "builder.runtime.volume", "builder.core.layers")
 
 
 def imports_of(path: Path) -> set[str]:

@@ -43,14 +43,14 @@ HEAVY_STDLIB = frozenset({
 })
 NO_EXEC = ("subprocess", "ctypes")  # no process spawned nor libc called by a pure listing
 # every command loads these (exact names); a family lists prefixes of its own beside them
-CORE = frozenset({"builder", "builder.cli", "builder.errors", "builder.state", "builder.units",
+CORE = frozenset({"builder", "builder.cli", "builder.base.errors", "builder.base.state", "builder.base.units",
         "builder.cli.flags", "builder.cli.flagtypes",  # the flag parser (click is no family's)
-        "builder.filters", "builder.events", "registry", "registry.lazy", "registry.errors", "registry.kinds",
+        "builder.base.filters", "builder.base.events", "registry", "registry.lazy", "registry.errors", "registry.kinds",
         "registry.digest", "registry.mediatypes", "registry.model", "registry.config",
         "registry.reference", "registry.store", "registry.leases", "registry.lookup",
         "registry.records",  # the store's lookups and records, split from it
         # packages whose ``__init__`` loads nothing (names resolved on first use)
-        "builder.layers", "builder.sandbox", "builder.execute", "builder.containers",
+        "builder.core.layers", "builder.core.sandbox", "builder.imagebuild.execute", "builder.runtime.containers",
         "grammar"})  # (Lark itself loads when a parser is built, and is a budget's third party)
 
 PROBE = r"""
@@ -58,8 +58,8 @@ import json, sys
 argv, out = json.loads(sys.argv[1]), sys.argv[2]
 try:
     if argv[0] == "serve-app":
-        from builder.serve.app import make_app
-        from builder.state import StateRoot
+        from builder.api.app import make_app
+        from builder.base.state import StateRoot
         make_app(StateRoot.open(argv[1]))
     else:
         from builder.cli import main
@@ -122,13 +122,13 @@ def assert_within(mods: set[str], argv: list[str], **budget: Any) -> None:
 
 
 def test_over_budget_reports_what_is_outside() -> None:
-    mods = {"builder", "builder.cli", "builder.graph", "builder.graph.ops", "click", "tarfile",
+    mods = {"builder", "builder.cli", "builder.imagebuild.graph", "builder.imagebuild.graph.ops", "click", "tarfile",
             "json", "lark"}
     assert over_budget(mods, ours=("builder.cli.images",)) == [
-        "builder.graph", "builder.graph.ops", "click", "lark", "tarfile"]  # click: no family's
+        "builder.imagebuild.graph", "builder.imagebuild.graph.ops", "click", "lark", "tarfile"]  # click: no family's
     # a package whose module is allowed is allowed itself; the standard library, but its
     # heavy list
-    assert over_budget(mods, ours=("builder.graph.ops",), third_party=("click", "lark"),
+    assert over_budget(mods, ours=("builder.imagebuild.graph.ops",), third_party=("click", "lark"),
                        heavy=()) == []
     # a family's narrower core, and only its own command module under builder.cli
     assert over_budget({"builder.cli", "builder.cli.format", "builder.cli.build", "registry.store"},
@@ -161,23 +161,23 @@ def test_listing_commands_stay_light(busybox: Any, tmp_path: Path, argv: list[st
 
 def listing_budget(argv: list[str]) -> dict[str, Any]:
     """The keywords of ``over_budget`` for one listing command."""
-    ours: tuple[str, ...] = ("builder.images",)
+    ours: tuple[str, ...] = ("builder.runtime.images",)
     heavy = QUERY_HEAVY
     core = CORE
     if "--format" in argv:  # Go templates (parsed once, then cached: no Lark here)
-        ours += ("builder.template",)
+        ours += ("builder.base.template",)
         heavy = QUERY_HEAVY - {"pickle", "hashlib"}  # the parse cache's key
     if "inspect" in argv:  # a blob read from the store is checked against its digest
         heavy = QUERY_HEAVY - {"hashlib"}
     if argv[0] == "ps":  # container records (their config is registry.config's), no image store
-        ours = ("builder.containers",)
+        ours = ("builder.runtime.containers",)
         core = CORE - IMAGE_STORE
-        heavy = QUERY_HEAVY - {"shutil", "bz2", "lzma"}  # builder.containers.record's
+        heavy = QUERY_HEAVY - {"shutil", "bz2", "lzma"}  # builder.runtime.containers.record's
     if argv == ["version"]:
         # the installed distribution's version (a scan of site-packages, not importlib.metadata),
         # git's commit and runc's version (subprocess, shutil.which), the host's cgroup version
-        # (builder.sandbox.cgroups; not the sandbox's spec and its dataclasses); no image store
-        ours = ("builder.system", "builder.sandbox.cgroups")
+        # (builder.core.sandbox.cgroups; not the sandbox's spec and its dataclasses); no image store
+        ours = ("builder.system.engine", "builder.core.sandbox.cgroups")
         core = CORE - IMAGE_STORE
         heavy = QUERY_HEAVY - {"subprocess", "shutil", "bz2", "lzma"}
     cli = ("builder.cli.format", LISTING_CLI[argv[0]])
@@ -193,14 +193,14 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
 # in these modules (the container record's State and Container, the containers' and the
 # cgroup layout's own are not listed here).
 # modules that make no dataclass at import: every listing (or every command) loads them
-NO_DATACLASS_MODULES = ("builder.state", "builder.images", "builder.system", "builder.units",
-                        "builder.filters", "registry.records", "registry.leases",
+NO_DATACLASS_MODULES = ("builder.base.state", "builder.runtime.images", "builder.system.engine", "builder.base.units",
+                        "builder.base.filters", "registry.records", "registry.leases",
                         "registry.lookup", "registry.store", "registry.mediatypes",
                         "registry.digest", "registry.reference", "registry.model",
-                        "builder.containers.recordparts", "builder.template.nodes",
-                        "builder.template.exec", "builder.template.funcs")
+                        "builder.runtime.containers.recordparts", "builder.base.template.nodes",
+                        "builder.base.template.exec", "builder.base.template.funcs")
 # the container record's own: its health values are NamedTuples
-RECORD_DATACLASSES = {"builder.containers.record.State", "builder.containers.record.Container"}
+RECORD_DATACLASSES = {"builder.runtime.containers.record.State", "builder.runtime.containers.record.Container"}
 # what no listing loads any more: the image config's typed value (``ImageConfig.container_config``
 # imports it), ``platform`` (``os.uname`` answers), ``shutil`` (its archive modules; ``version``
 # lets its spawn find runc); ``ps`` (container records) still loads ``registry.config`` and
@@ -228,8 +228,8 @@ def dataclasses_made(mods: set[str]) -> set[str]:
 
 
 def test_dataclasses_made_finds_decorated_classes_only() -> None:
-    made = dataclasses_made({"builder.containers.record", "registry.records", "json"})
-    assert made == {"builder.containers.record.State", "builder.containers.record.Container"}
+    made = dataclasses_made({"builder.runtime.containers.record", "registry.records", "json"})
+    assert made == {"builder.runtime.containers.record.State", "builder.runtime.containers.record.Container"}
 
 
 @pytest.mark.parametrize("argv", [["images"], ["images", "--format", "{{.ID}} {{.Tag}}"],
@@ -249,20 +249,20 @@ def test_listings_keep_dataclasses_off_their_path(busybox: Any, tmp_path: Path,
     ours = {d for d in made if d.rpartition(".")[0] in NO_DATACLASS_MODULES}
     assert not ours, f"pybuild {' '.join(argv)} makes dataclasses at import: {sorted(ours)}"
     if argv[0] == "ps":
-        record = {d for d in made if d.startswith("builder.containers.record.")}
+        record = {d for d in made if d.startswith("builder.runtime.containers.record.")}
         assert record == RECORD_DATACLASSES, sorted(record ^ RECORD_DATACLASSES)
     busybox("rm", "budget")
 
 
 # -- build ---------------------------------------------------------------------------------------
-BUILD_OURS = ("builder.pipeline", "builder.progress", "builder.dockerfile.parsecache",
-              "builder.dockerfile.instructions", "builder.dockerfile.syntax",
-              "builder.dockerfile.tree", "builder.graph", "builder.solver", "builder.cache",
-              "builder.assemble", "builder.context", "builder.ignore", "builder.expand",
-              "builder.paths", "builder.execute.inputs", "builder.sources",
+BUILD_OURS = ("builder.imagebuild.pipeline", "builder.imagebuild.progress", "builder.imagebuild.dockerfile.parsecache",
+              "builder.imagebuild.dockerfile.instructions", "builder.imagebuild.dockerfile.syntax",
+              "builder.imagebuild.dockerfile.tree", "builder.imagebuild.graph", "builder.imagebuild.solver", "builder.imagebuild.cache",
+              "builder.imagebuild.assemble", "builder.imagebuild.context", "builder.imagebuild.ignore", "builder.imagebuild.expand",
+              "builder.base.paths", "builder.imagebuild.execute.inputs", "builder.imagebuild.sources",
               # a snapshot's presence in the layer cache (rootfs.LayerCache.has); the lazy
-              # ``builder.layers`` package comes with it, not its tar code
-              "builder.rootfs")
+              # ``builder.core.layers`` package comes with it, not its tar code
+              "builder.core.rootfs")
 # the solver's thread pool (concurrent.futures, which loads logging); the parse cache (pickle);
 # no process spawned nor socket opened when every step is cached (git and URL sources, RUN)
 BUILD_HEAVY = (HEAVY_STDLIB - {"concurrent", "logging", "pickle"}) | set(NO_EXEC) | {"socket"}
@@ -280,13 +280,13 @@ def test_cached_build_stays_light(busybox: Any, tmp_path: Path) -> None:
     argv = ["--root", str(busybox.root), "build", "-q", "-t", "budget:latest", str(ctx)]
     busybox(*argv[2:])
     mods = loaded(argv, tmp_path)
-    assert "builder.solver" in mods
+    assert "builder.imagebuild.solver" in mods
     assert_within(mods, argv, ours=BUILD_OURS, heavy=BUILD_HEAVY)
 
 
 # -- run -----------------------------------------------------------------------------------------
-RUN_OURS = ("builder.containers", "builder.sandbox", "builder.rootfs",
-            "builder.layers.common", "builder.layers.view", "builder.syscalls", "builder.paths")
+RUN_OURS = ("builder.runtime.containers", "builder.core.sandbox", "builder.core.rootfs",
+            "builder.core.layers.common", "builder.core.layers.view", "builder.base.syscalls", "builder.base.paths")
 
 
 @pytest.mark.parametrize("argv", [["run", "--rm", "--network", "none", "busybox", "true"],
@@ -298,7 +298,7 @@ def test_run_stays_light(busybox: Any, tmp_path: Path, argv: list[str]) -> None:
     busybox("run", "--rm", "--network", "none", "busybox", "true")  # unpacks the layers
     full = ["--root", str(busybox.root), *argv]
     mods = loaded(full, tmp_path)
-    assert "builder.containers.create" in mods
+    assert "builder.runtime.containers.create" in mods
     assert_within(mods, full, ours=RUN_OURS, heavy=HEAVY_STDLIB)
     if "-d" in argv:
         busybox("rm", "-f", busybox("ps", "-aq").stdout.split()[0])
@@ -339,13 +339,13 @@ def test_pull_and_push_stay_light(busybox: Any, registry_server: Registry, tmp_p
 
 
 # -- network / volume ----------------------------------------------------------------------------
-VOLUME_BUDGET: dict[str, Any] = {"ours": ("builder.volume", "builder.paths"), "heavy": LISTING_HEAVY}
+VOLUME_BUDGET: dict[str, Any] = {"ours": ("builder.runtime.volume", "builder.base.paths"), "heavy": LISTING_HEAVY}
 # its module spawns iptables and the helpers; is the root in a cluster?
 NETWORK_BUDGET: dict[str, Any] = {
-    "ours": ("builder.volume", "builder.paths", "builder.network", "builder.cluster.membership"),
+    "ours": ("builder.runtime.volume", "builder.base.paths", "builder.network", "builder.network.cluster.membership"),
     "heavy": LISTING_HEAVY - {"subprocess"}}
 # the etcd client over the HTTP stack and the network package
-CLUSTER_BUDGET: dict[str, Any] = {"ours": ("builder.cluster", "builder.network"),
+CLUSTER_BUDGET: dict[str, Any] = {"ours": ("builder.network.cluster", "builder.network"),
                                   "third_party": TRANSFER_THIRD_PARTY, "heavy": TRANSFER_HEAVY}
 
 
@@ -385,8 +385,8 @@ def test_volume_create_and_rm_stay_light(pybuild: Any, tmp_path: Path) -> None:
 # networking out, which its endpoints load on first use; and the CLI, which it does not run
 SERVE_BUDGET: dict[str, Any] = {
     "core": CORE - {"builder.cli"}, "cli": (),
-    "ours": ("builder.serve", "builder.containers.attach", "builder.containers.logs",
-             "builder.containers.options", "builder.system", "registry.auth"),
+    "ours": ("builder.api", "builder.runtime.containers.attach", "builder.runtime.containers.logs",
+             "builder.runtime.containers.options", "builder.system.engine", "registry.auth"),
     "third_party": ("aiohttp", "cython_runtime"),
     "heavy": HEAVY_STDLIB - {"asyncio", "concurrent", "http", "email", "ssl", "urllib.request",
                              "logging", "tarfile", "pickle", "argparse", "importlib.metadata",
@@ -398,7 +398,7 @@ def test_serve_app_stays_light(pybuild: Any, tmp_path: Path) -> None:
     the library it calls only when a request needs it."""
     argv = ["serve-app", str(pybuild.root)]
     mods = loaded(argv, tmp_path)
-    assert "builder.serve.app" in mods
+    assert "builder.api.app" in mods
     assert_within(mods, argv, **SERVE_BUDGET)
 
 

@@ -10,7 +10,7 @@ values are untyped (``dict[str, Any]``, ``Mapping[str, object]``, a bare ``dict`
 these rules:
 
 1. its name says so: it holds ``json`` (``to_json``, ``from_json``, ``port_bindings_from_json``);
-2. it is in ``builder.serve``, the Engine API server, whose handlers and body converters read and
+2. it is in ``builder.api``, the Engine API server, whose handlers and body converters read and
    write the API's JSON bodies;
 3. its module is in ``JSON_MODULES`` or the function in ``JSON_EDGES`` below, each with the JSON
    document it reads or produces.
@@ -28,32 +28,32 @@ from test_api import MODULES, REPO
 CHECKED = ("builder", "registry")
 DICT_NAMES = frozenset({"dict", "Dict", "Mapping", "MutableMapping"})
 UNTYPED = frozenset({"Any", "object"})
-SERVER = "builder.serve"
+SERVER = "builder.api"
 
 # modules whose public functions all read or produce one kind of JSON document
 JSON_MODULES: dict[str, str] = {
-    "builder.containers.inspect": "Docker's container inspect, /containers/json (ps) and top",
-    "builder.containers.stats": "Docker's /containers/{id}/stats objects",
-    "builder.events": "Docker's events (events.jsonl's lines, /events' objects)",
+    "builder.runtime.containers.inspect": "Docker's container inspect, /containers/json (ps) and top",
+    "builder.runtime.containers.stats": "Docker's /containers/{id}/stats objects",
+    "builder.base.events": "Docker's events (events.jsonl's lines, /events' objects)",
 }
 # "module:qualified name" -> the JSON document it reads or produces
 JSON_EDGES: dict[str, str] = {
     # -- Docker's JSON answers (inspect, ps, top, stats, diff, info, version, df, events) --------
-    "builder.containers.record:State.docker": "container inspect's State",
-    "builder.containers.lifecycle:network_endpoints": "the network records' Containers entries "
+    "builder.runtime.containers.record:State.docker": "container inspect's State",
+    "builder.runtime.containers.lifecycle:network_endpoints": "the network records' Containers entries "
                                                       "(networks/<id>.json)",
-    "builder.containers.lifecycle:endpoints_of": "container inspect's NetworkSettings.Networks",
-    "builder.containers.changes:changes": "/containers/{id}/changes ([{Path, Kind}])",
-    "builder.images:inspect_record": "docker image inspect",
-    "builder.images:inspect": "docker image inspect",
-    "builder.images:inspect_any": "docker inspect (image or container)",
-    "builder.images:summaries": "/images/json (docker images --format json)",
-    "builder.images:history": "/images/{name}/history",
-    "builder.system:version_info": "/version",
-    "builder.system:info": "/info",
-    "builder.system:df": "/system/df",
-    "builder.system:df_summary": "/system/df",
-    "builder.rootless:info_fields": "/info (its rootless fields)",
+    "builder.runtime.containers.lifecycle:endpoints_of": "container inspect's NetworkSettings.Networks",
+    "builder.runtime.containers.changes:changes": "/containers/{id}/changes ([{Path, Kind}])",
+    "builder.runtime.images:inspect_record": "docker image inspect",
+    "builder.runtime.images:inspect": "docker image inspect",
+    "builder.runtime.images:inspect_any": "docker inspect (image or container)",
+    "builder.runtime.images:summaries": "/images/json (docker images --format json)",
+    "builder.runtime.images:history": "/images/{name}/history",
+    "builder.system.engine:version_info": "/version",
+    "builder.system.engine:info": "/info",
+    "builder.system.engine:df": "/system/df",
+    "builder.system.engine:df_summary": "/system/df",
+    "builder.base.rootless:info_fields": "/info (its rootless fields)",
     # -- what the CLI renders: the same JSON objects, for --format templates ------------------
     "builder.cli.containers:ports_text": "/containers/json's Ports",
     "builder.cli.events:event_line": "an event (/events' object)",
@@ -61,14 +61,14 @@ JSON_EDGES: dict[str, str] = {
     "builder.cli.format:format_rows": "the rows of a list command's --format json",
     "builder.cli.stats:row": "/containers/{id}/stats, and docker stats' --format json row",
     # -- image and container configs (OCI/Docker image config JSON) -----------------------------
-    "builder.assemble:dated": "the image config's history entries",
-    "builder.assemble:Assembler.image": "the image config (config, history)",
-    "builder.graph.planner:apply_config": "the image config's config object (--change)",
-    "builder.containers.changes:commit": "the image config's config object (commit --change)",
-    "builder.containers.create:healthcheck_config": "the image config's Healthcheck",
-    "builder.containers.create:build": "the Engine API create body's Config (amend)",
-    "builder.containers.service:create": "the Engine API create body's Config (amend)",
-    "builder.images:config_from_changes": "the image config's config object (import --change)",
+    "builder.imagebuild.assemble:dated": "the image config's history entries",
+    "builder.imagebuild.assemble:Assembler.image": "the image config (config, history)",
+    "builder.imagebuild.graph.planner:apply_config": "the image config's config object (--change)",
+    "builder.runtime.containers.changes:commit": "the image config's config object (commit --change)",
+    "builder.runtime.containers.create:healthcheck_config": "the image config's Healthcheck",
+    "builder.runtime.containers.create:build": "the Engine API create body's Config (amend)",
+    "builder.runtime.containers.service:create": "the Engine API create body's Config (amend)",
+    "builder.runtime.images:config_from_changes": "the image config's config object (import --change)",
     "registry.archive.importer:import_rootfs": "the image config's config object (README API)",
     "registry.model:Platform.from_dict": "an OCI platform object",
     "registry.model:Platform.to_dict": "an OCI platform object",
@@ -80,15 +80,15 @@ JSON_EDGES: dict[str, str] = {
     "registry.store:Store.build_image": "the image config",
     "registry.store:empty_config": "the image config",
     # -- files and documents of other programs ------------------------------------------------
-    "builder.sandbox.handle:write_state": "a sandbox run dir's state.json",
-    "builder.sandbox.oci:oci_config": "an OCI runtime bundle's config.json",
-    "builder.sandbox.seccomp:to_oci": "the OCI runtime spec's linux.seccomp",
-    "builder.volume.specs:Mount.to_record": "container.json's Mounts entry (inspect's Mounts)",
-    "builder.cacheshare.artifact:CacheConfig.to_doc": "the cache image's config blob "
+    "builder.core.sandbox.handle:write_state": "a sandbox run dir's state.json",
+    "builder.core.sandbox.oci:oci_config": "an OCI runtime bundle's config.json",
+    "builder.core.sandbox.seccomp:to_oci": "the OCI runtime spec's linux.seccomp",
+    "builder.runtime.volume.specs:Mount.to_record": "container.json's Mounts entry (inspect's Mounts)",
+    "builder.imagebuild.cacheshare.artifact:CacheConfig.to_doc": "the cache image's config blob "
                                                       "(BuildKit's cache config)",
-    "builder.graph.ops:MountSpec.canonical": "the RUN mount's part of the step's canonical "
+    "builder.imagebuild.graph.ops:MountSpec.canonical": "the RUN mount's part of the step's canonical "
                                             "JSON (its cache key)",
-    "builder.cluster.etcd:Etcd.status": "etcd's /v3/maintenance/status answer",
+    "builder.network.cluster.etcd:Etcd.status": "etcd's /v3/maintenance/status answer",
     # -- not data: a module's namespace ----------------------------------------------------------
     "registry.lazy:lazy_exports": "a package's globals() (PEP 562 __getattr__), not a value",
 }
@@ -184,8 +184,8 @@ def test_the_scan_sees_untyped_dicts_wherever_they_are() -> None:
            "class _B:\n def f(self, d: dict) -> None: ...\n"
            "def g(d: dict) -> None:\n def inner(e: dict) -> None: ...\n")
     assert [q for q, _ in public_functions("m", src)] == ["A.to_json", "g"]
-    assert edge_rule("builder.x", "A.to_json") and edge_rule("builder.serve.images", "pull")
-    assert edge_rule("builder.containers.inspect", "inspect") and not edge_rule("builder.x", "load")
+    assert edge_rule("builder.x", "A.to_json") and edge_rule("builder.api.images", "pull")
+    assert edge_rule("builder.runtime.containers.inspect", "inspect") and not edge_rule("builder.x", "load")
 
 
 def test_every_allowlisted_edge_exists_and_takes_a_dict() -> None:

@@ -2,6 +2,9 @@
 
 This package is the only place that prints, draws progress or exits. Each command group lives
 in its own module and is imported only when invoked, so start-up stays lean.
+
+Room ``builder.cli`` owns the ``pybuild`` command line: parse, one library call, render.
+May import: ``builder.base``, ``builder.core``, ``builder.network``, ``builder.imagebuild``, ``builder.runtime``, ``builder.system``, ``builder.api``, ``registry``, ``grammar`` (and anything inside ``builder.cli``); never a room above.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import sys
 from typing import Any
 
 import builder
+from builder.base.errors import BuildError, exit_status
 from builder.cli import flags
-from builder.errors import BuildError, exit_status
 from registry.errors import RegistryError
 
 # command name -> "module:attribute"; the module is imported only when the command runs.
@@ -91,7 +94,7 @@ def cli(ctx: flags.Context, root: str | None, debug: bool) -> None:
 
 
 def _print_version(ctx: flags.Context) -> None:
-    from builder import system as lib
+    from builder.system import engine as lib
 
     # Docker's ``Docker version X, build Y`` line
     flags.echo(f"pybuild version {lib.version()}, build {lib.git_commit() or 'unknown'}")
@@ -108,9 +111,9 @@ class Globals:
 
     @property
     def state(self) -> Any:
-        """The ``builder.state.StateRoot``, opened on first use."""
+        """The ``builder.base.state.StateRoot``, opened on first use."""
         if self._state is None:
-            from builder.state import StateRoot
+            from builder.base.state import StateRoot
 
             self._state = StateRoot.open(self.root_path)
         return self._state
@@ -189,8 +192,8 @@ def _main(args: list[str]) -> None:
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     debug = "--debug" in args
     try:
-        if os.geteuid() != 0:  # rootless: join the user's namespace first (builder.rootless)
-            from builder import rootless
+        if os.geteuid() != 0:  # rootless: join the user's namespace first (builder.base.rootless)
+            from builder.base import rootless
 
             rootless.enter()
         cli.main(args, prog_name="pybuild")
@@ -212,7 +215,7 @@ def _main(args: list[str]) -> None:
             raise
         render = getattr(e, "render", None)
         flags.echo(f"Error: {render() if render else e}", err=True)
-        sys.exit(exit_status(e))  # by the error's kind: builder.errors.EXIT_STATUS
+        sys.exit(exit_status(e))  # by the error's kind: builder.base.errors.EXIT_STATUS
     except RegistryError as e:
         if debug:
             raise

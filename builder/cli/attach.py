@@ -15,12 +15,12 @@ import tty
 from collections.abc import Iterator
 from typing import Any
 
+from builder.base.errors import BuildError
 from builder.cli import fail, flags
-from builder.errors import BuildError
 
 
 def window() -> tuple[int, int] | None:
-    from builder.syscalls import real
+    from builder.base.syscalls import real
 
     for fd in (1, 0):
         if os.isatty(fd):
@@ -50,7 +50,7 @@ def session(sock: socket.socket, *, tty: bool, stdin: bool, detach_keys: bytes,
     detach keys (Docker looks for them with a tty only), and the exit code the other side sent
     (an exec's). *proxy*: ``f(signum)`` forwarding the signals we receive to the container
     (``--sig-proxy``, without a tty)."""
-    from builder.containers.attach import Session
+    from builder.runtime.containers.attach import Session
 
     s = Session(sock, stdin=0 if stdin else None, detach_keys=detach_keys if tty and stdin else None,
                 window=window if tty else None)
@@ -58,7 +58,7 @@ def session(sock: socket.socket, *, tty: bool, stdin: bool, detach_keys: bytes,
     if tty:
         old[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, lambda *_: s.resize())
     if proxy is not None and not tty:
-        from builder.containers.supervisor import PROXY_SIGNALS
+        from builder.runtime.containers.supervisor import PROXY_SIGNALS
 
         for sig in PROXY_SIGNALS:
             old[sig] = signal.signal(sig, lambda signum, _f: proxy(signum))
@@ -86,7 +86,7 @@ def check_tty(tty: bool, stdin: bool) -> None:
 @flags.pass_obj
 def attach(obj: Any, no_stdin: bool, sig_proxy: bool, detach_keys: str | None, container: str) -> None:
     """Attach local standard input, output, and error streams to a running container."""
-    from builder.containers import attached, lifecycle
+    from builder.runtime.containers import attached, lifecycle
     root = obj.state
     try:
         keys = attached.detach_keys(detach_keys)

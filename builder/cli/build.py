@@ -13,13 +13,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from builder import units
+from builder.base import units
+from builder.base.errors import StepFailed
 from builder.cli import Globals, flags
 from builder.cli.dockerfile import check_option
-from builder.errors import StepFailed
 
 if TYPE_CHECKING:
-    from builder.solver import Event
+    from builder.imagebuild.solver import Event
 
 
 # -- progress renderers ----------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def make_progress(mode: str, quiet: bool) -> Any:
     if mode == "rawjson":
         return JsonProgress(out)
     # here, not at the top: the CLI modules the listings load keep it out of their start-up
-    from builder.progress import PlainProgress
+    from builder.imagebuild.progress import PlainProgress
 
     return PlainProgress(out)
 
@@ -196,10 +196,10 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
           ssh: tuple[str, ...], push: bool, cache_from: tuple[str, ...],
           cache_to: tuple[str, ...], isolation: str) -> None:
     """Build an image from a Dockerfile and a context directory."""
-    from builder.pipeline import BuildRequest, parse_outputs, parse_secrets, run_build
+    from builder.imagebuild.pipeline import BuildRequest, parse_outputs, parse_secrets, run_build
 
-    if isolation == "chroot":  # read by the sandbox (builder.sandbox.spec.build_namespaces)
-        from builder.sandbox.spec import (
+    if isolation == "chroot":  # read by the sandbox (builder.core.sandbox.spec.build_namespaces)
+        from builder.core.sandbox.spec import (
             BARE_CHROOT_WARNING,
             CHROOT_WARNING,
             ISOLATION_ENV,
@@ -262,7 +262,7 @@ def build(g: Globals, context: str, tags: tuple[str, ...], dockerfile: str | Non
         if renderer is not None:
             renderer.close()
     if push:
-        from builder.platforms import push_tags
+        from builder.base.platforms import push_tags
 
         push_tags(g.state, outcome.tags)
     if iidfile:
@@ -287,15 +287,15 @@ def builder_group() -> None:
 @flags.pass_obj
 def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None:
     """Remove build cache records and the layers only they held (and what killed builds left)."""
-    from builder.cache import BuildCache
-    from builder.system import prune_killed_builds
+    from builder.imagebuild.cache import BuildCache
+    from builder.system.engine import prune_killed_builds
 
     state = g.state
     cache = BuildCache(state.cache, state.image_store(), layers=state.layers)
     keep = parse_size(keep_storage) if keep_storage is not None else None
     freed = prune_killed_builds(state)
     res = cache.prune(all=all_, keep_storage=keep)
-    from builder.fsck import reap_unused_layers
+    from builder.imagebuild.fsck import reap_unused_layers
 
     freed += reap_unused_layers(state)  # layers only the pruned records named
     flags.echo(f"Deleted build cache objects: {res.records}")

@@ -1,5 +1,5 @@
 """``diff``, ``export`` and ``commit`` (also under ``container``): parse, one call to
-``builder.containers.changes``, render as Docker's CLI does.
+``builder.runtime.containers.changes``, render as Docker's CLI does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _root(obj: Any) -> Any:
 @flags.pass_obj
 def diff(obj: Any, container: str) -> None:
     """Inspect changes to files or directories on a container's filesystem."""
-    from builder.containers import changes
+    from builder.runtime.containers import changes
 
     for change in changes.changes(_root(obj), container):
         flags.echo(f"{changes.KIND_LETTERS[change['Kind']]} {change['Path']}")
@@ -31,7 +31,7 @@ def diff(obj: Any, container: str) -> None:
 @flags.pass_obj
 def export(obj: Any, container: str, output: str | None) -> None:
     """Export a container's filesystem as a tar archive."""
-    from builder.containers import changes
+    from builder.runtime.containers import changes
 
     root = _root(obj)
     with output_stream(output, failure="failed to export container: ") as out:
@@ -49,7 +49,7 @@ def export(obj: Any, container: str, output: str | None) -> None:
 def commit(obj: Any, container: str, repository: str | None, author: str, change: tuple[str, ...],
            message: str, pause: bool) -> None:
     """Create a new image from a container's changes."""
-    from builder.containers import changes
+    from builder.runtime.containers import changes
 
     flags.echo(changes.commit(_root(obj), container, repository, message=message, author=author,
                               changes=change, pause=pause))

@@ -1,4 +1,4 @@
-"""``pybuild system check [--repair]``: flags in, one ``builder.fsck.check`` call, one line a
+"""``pybuild system check [--repair]``: flags in, one ``builder.imagebuild.fsck.check`` call, one line a
 problem out; exit 1 while problems remain."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from builder.cli import Globals, flags
 @flags.pass_obj
 def check(g: Globals, repair: bool) -> None:
     """Check the state root: blobs, images, tags, build cache, run dirs."""
-    from builder.fsck import check as run_check
+    from builder.imagebuild.fsck import check as run_check
 
     report = run_check(g.state, repair=repair)
     for p in report.repaired:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from builder.base.errors import NetworkError
 from builder.cli import fail, flags
 from builder.cli.volume import table
-from builder.errors import NetworkError
 
 
 @flags.group()
@@ -22,7 +22,7 @@ def cluster() -> None:
 @flags.pass_obj
 def join(obj: Any, store: str, advertise: str, ttl: int | None) -> None:
     """Join the cluster whose store is STORE (etcd://HOST:PORT[,HOST:PORT…])."""
-    from builder.cluster import membership
+    from builder.network.cluster import membership
     try:
         m = membership.join(obj.state, store, advertise, ttl=ttl)
     except NetworkError as e:
@@ -48,7 +48,7 @@ def leave(obj: Any, force: bool) -> None:
 @flags.pass_obj
 def ls(obj: Any, quiet: bool) -> None:
     """List the hosts of the cluster."""
-    from builder.cluster import membership
+    from builder.network.cluster import membership
     try:
         me = membership.require(obj.state)
         hosts = membership.hosts(obj.state)

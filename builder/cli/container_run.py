@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from builder.base.errors import ContainerError
 from builder.cli import fail, flags
-from builder.errors import ContainerError
 
 if TYPE_CHECKING:
-    from builder.containers.record import Container
+    from builder.runtime.containers.record import Container
 
 
 def _root(obj: Any) -> Any:
@@ -90,8 +90,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _options(kw: dict[str, Any], *, detach: bool, rm: bool) -> Any:
-    from builder.containers.create import RunOptions
-    from builder.containers.security import IGNORED_SECURITY_OPTS
+    from builder.runtime.containers.create import RunOptions
+    from builder.runtime.containers.security import IGNORED_SECURITY_OPTS
 
     for opt in kw["security_opt"]:
         if opt.partition("=")[0].partition(":")[0] in IGNORED_SECURITY_OPTS:
@@ -152,7 +152,7 @@ class _PullOutput:
 @flags.pass_obj
 def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any) -> None:
     """Create and run a new container from an image."""
-    from builder.containers import service
+    from builder.runtime.containers import service
 
     o = _options(kw, detach=detach, rm=rm)
     root = _root(obj)
@@ -162,7 +162,7 @@ def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any)
 
             check_tty(tty=True, stdin=True)
         if detach_keys is not None:  # refused before anything is created (Docker checks them when attaching)
-            from builder.containers.attached import detach_keys as parse_keys
+            from builder.runtime.containers.attached import detach_keys as parse_keys
 
             parse_keys(detach_keys)
     pulled = _PullOutput()
@@ -196,7 +196,7 @@ def run(obj: Any, /, detach: bool, rm: bool, detach_keys: str | None, **kw: Any)
 
 def _run_attached(root: Any, o: Any, detach_keys: str | None, pulled: _PullOutput) -> None:
     from builder.cli.attach import session, window
-    from builder.containers import attached
+    from builder.runtime.containers import attached
 
     keys = attached.detach_keys(detach_keys)
     o = replace(o, console_size=window())  # the pty is made at our size (Docker's ConsoleSize)
@@ -216,7 +216,7 @@ def _run_attached(root: Any, o: Any, detach_keys: str | None, pulled: _PullOutpu
 @flags.pass_obj
 def create(obj: Any, /, rm: bool, **kw: Any) -> None:
     """Create a new container (without starting it)."""
-    from builder.containers import service
+    from builder.runtime.containers import service
 
     pulled = _PullOutput()
     try:
@@ -246,8 +246,8 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
           env_file: tuple[str, ...], user: str | None, workdir: str | None, privileged: bool,
           detach_keys: str | None, container: str, command: tuple[str, ...]) -> None:
     """Execute a command in a running container."""
-    from builder.containers import execs
-    from builder.containers.attached import detach_keys as parse_keys
+    from builder.runtime.containers import execs
+    from builder.runtime.containers.attached import detach_keys as parse_keys
     try:
         parse_keys(detach_keys, what="escape")
     except ContainerError as e:
@@ -274,7 +274,7 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
     try:
         h = execs.start(root, c, process, stdin=0 if interactive else None)
         if tty:
-            from builder.containers.supervisor import follow_window_size
+            from builder.runtime.containers.supervisor import follow_window_size
 
             follow_window_size(h)
         r = h.wait()
@@ -291,7 +291,7 @@ def _exec_attached(root: Any, c: Any, process: Any, detach_keys: str | None) -> 
     to it, so that the detach keys leave it running (Docker's client then says
     ``read escape sequence`` and exits 1)."""
     from builder.cli.attach import session, window
-    from builder.containers import attached
+    from builder.runtime.containers import attached
 
     keys = attached.detach_keys(detach_keys, what="escape")
     sock = attached.exec_connected(root, c, process, console_size=window())
@@ -311,7 +311,7 @@ def _exec_attached(root: Any, c: Any, process: Any, detach_keys: str | None) -> 
 @flags.pass_obj
 def cp(obj: Any, follow_link: bool, archive: bool, src: str, dest: str) -> None:
     """Copy files/folders between a container and the local filesystem (``-`` for a tar stream)."""
-    from builder.containers import copy, lifecycle
+    from builder.runtime.containers import copy, lifecycle
     root = _root(obj)
 
     def split(arg: str) -> tuple[str | None, str]:

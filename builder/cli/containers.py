@@ -10,17 +10,17 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+from builder.base.errors import BuildError, ContainerError
 from builder.cli import fail, flags
 from builder.cli import format as fmt_
-from builder.errors import BuildError, ContainerError
 
 if TYPE_CHECKING:
-    from builder.containers.record import Container
+    from builder.runtime.containers.record import Container
 
 
 # -- rendering ---------------------------------------------------------------------------------
 def _ago(ts: str) -> float:
-    from builder.containers.options import parse_timestamp_text
+    from builder.runtime.containers.options import parse_timestamp_text
 
     ns = parse_timestamp_text(ts)
     return max(time.time() - ns / 1e9, 0) if ns else 0.0
@@ -102,7 +102,7 @@ def _each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True
 def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool,
        last: int, latest: bool, size: bool) -> None:
     """List containers."""
-    from builder.containers import inspect, lifecycle
+    from builder.runtime.containers import inspect, lifecycle
 
     if latest:
         last = 1
@@ -147,7 +147,7 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
 def logs(obj: Any, follow: bool, tail: str, timestamps: bool, since: str | None, until: str | None,
          container: str) -> None:
     """Fetch the logs of a container."""
-    from builder.containers import output
+    from builder.runtime.containers import output
 
     entries = output.logs(_root(obj), container, tail=tail, since=since, until=until, follow=follow)
     out, err = sys.stdout.buffer, sys.stderr.buffer
@@ -171,7 +171,7 @@ def logs(obj: Any, follow: bool, tail: str, timestamps: bool, since: str | None,
 @flags.pass_obj
 def stop(obj: Any, sig: str | None, timeout: int | None, containers: tuple[str, ...]) -> None:
     """Stop one or more running containers."""
-    from builder.containers import lifecycle
+    from builder.runtime.containers import lifecycle
 
     _each(containers, lambda r: lifecycle.stop(_root(obj), r, timeout=timeout, sig=sig))
 
@@ -182,8 +182,8 @@ def stop(obj: Any, sig: str | None, timeout: int | None, containers: tuple[str, 
 @flags.pass_obj
 def kill(obj: Any, sig: str, containers: tuple[str, ...]) -> None:
     """Kill one or more running containers."""
-    from builder.containers import lifecycle
-    from builder.containers.options import parse_signal
+    from builder.runtime.containers import lifecycle
+    from builder.runtime.containers.options import parse_signal
 
     parse_signal(sig)  # a bad signal is one error, not one per container
     _each(containers, lambda r: lifecycle.kill(_root(obj), r, sig))
@@ -197,12 +197,12 @@ def kill(obj: Any, sig: str, containers: tuple[str, ...]) -> None:
 @flags.pass_obj
 def start(obj: Any, attach: bool, interactive: bool, detach_keys: str | None, containers: tuple[str, ...]) -> None:
     """Start one or more stopped containers."""
-    from builder.containers import service
+    from builder.runtime.containers import service
 
     if (attach or interactive) and len(containers) > 1:
         raise flags.UsageError("you cannot start and attach multiple containers at once")
     if attach or interactive:
-        from builder.containers.attached import detach_keys as parse_keys
+        from builder.runtime.containers.attached import detach_keys as parse_keys
         try:
             parse_keys(detach_keys)
         except ContainerError as e:
@@ -218,7 +218,7 @@ def start(obj: Any, attach: bool, interactive: bool, detach_keys: str | None, co
 def _start_interactive(root: Any, ref: str, detach_keys: str | None) -> None:
     """``start -a -i``: this terminal attached (stdin too) through the supervisor's socket."""
     from builder.cli.attach import check_tty, session
-    from builder.containers import attached, lifecycle
+    from builder.runtime.containers import attached, lifecycle
 
     keys = attached.detach_keys(detach_keys)
     c = lifecycle.get(root, ref)
@@ -236,7 +236,7 @@ def _start_interactive(root: Any, ref: str, detach_keys: str | None) -> None:
 
 
 def started_ns(c: Container) -> int:
-    from builder.containers.options import parse_timestamp_text
+    from builder.runtime.containers.options import parse_timestamp_text
 
     return parse_timestamp_text(c.state.started_at)
 
@@ -244,7 +244,7 @@ def started_ns(c: Container) -> int:
 def follow_first_run(root: Any, cid: str, *, since_ns: int) -> int:
     """Stream a detached container's output from *since_ns* until its current run ends;
     returns that run's exit code."""
-    from builder.containers import lifecycle, output
+    from builder.runtime.containers import lifecycle, output
 
     for e in output.follow_run(root, cid, since_ns=since_ns):
         stream = sys.stderr.buffer if e.stream == "stderr" else sys.stdout.buffer
@@ -261,7 +261,7 @@ def follow_first_run(root: Any, cid: str, *, since_ns: int) -> int:
 @flags.pass_obj
 def restart(obj: Any, sig: str | None, timeout: int | None, containers: tuple[str, ...]) -> None:
     """Restart one or more containers."""
-    from builder.containers import service
+    from builder.runtime.containers import service
 
     _each(containers, lambda r: service.restart(_root(obj), r, timeout=timeout, sig=sig))
 
@@ -274,7 +274,7 @@ def restart(obj: Any, sig: str | None, timeout: int | None, containers: tuple[st
 @flags.pass_obj
 def rm(obj: Any, force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
     """Remove one or more containers."""
-    from builder.containers import lifecycle
+    from builder.runtime.containers import lifecycle
 
     _each(containers, lambda r: lifecycle.remove(_root(obj), r, force=force, volumes=volumes))
 
@@ -285,7 +285,7 @@ def rm(obj: Any, force: bool, volumes: bool, containers: tuple[str, ...]) -> Non
 @flags.pass_obj
 def prune(obj: Any, force: bool, filters: tuple[str, ...]) -> None:
     """Remove all stopped containers."""
-    from builder.containers import lifecycle
+    from builder.runtime.containers import lifecycle
 
     if not force and not flags.confirm(
         "WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"
@@ -306,7 +306,7 @@ def prune(obj: Any, force: bool, filters: tuple[str, ...]) -> None:
 @flags.pass_obj
 def rename(obj: Any, container: str, new_name: str) -> None:
     """Rename a container."""
-    from builder.containers import lifecycle
+    from builder.runtime.containers import lifecycle
 
     lifecycle.rename(_root(obj), container, new_name)
 
@@ -317,7 +317,7 @@ def rename(obj: Any, container: str, new_name: str) -> None:
 @flags.pass_obj
 def wait(obj: Any, condition: str, containers: tuple[str, ...]) -> None:
     """Block until one or more containers stop, then print their exit codes."""
-    from builder.containers import lifecycle
+    from builder.runtime.containers import lifecycle
 
     _each(containers, lambda r: flags.echo(lifecycle.wait(_root(obj), r, condition=condition)), echo=False)
 
@@ -329,7 +329,7 @@ def wait(obj: Any, condition: str, containers: tuple[str, ...]) -> None:
 @flags.pass_obj
 def port(obj: Any, container: str, private_port: str | None) -> None:
     """List port mappings or a specific mapping for the container."""
-    from builder.containers import inspect, lifecycle
+    from builder.runtime.containers import inspect, lifecycle
     c = lifecycle.get(_root(obj), container)
     published = inspect.published_ports(c, inspect.endpoints(_root(obj), c))
     if private_port:
@@ -350,7 +350,7 @@ def port(obj: Any, container: str, private_port: str | None) -> None:
 @flags.pass_obj
 def pause(obj: Any, containers: tuple[str, ...]) -> None:
     """Pause all processes within one or more containers."""
-    from builder.containers import lifecycle
+    from builder.runtime.containers import lifecycle
 
     _each(containers, lambda r: lifecycle.pause(_root(obj), r))
 
@@ -360,7 +360,7 @@ def pause(obj: Any, containers: tuple[str, ...]) -> None:
 @flags.pass_obj
 def unpause(obj: Any, containers: tuple[str, ...]) -> None:
     """Unpause all processes within one or more containers."""
-    from builder.containers import lifecycle
+    from builder.runtime.containers import lifecycle
 
     _each(containers, lambda r: lifecycle.unpause(_root(obj), r))
 
@@ -370,7 +370,7 @@ def unpause(obj: Any, containers: tuple[str, ...]) -> None:
 @flags.pass_obj
 def top(obj: Any, container: str) -> None:
     """Display the running processes of a container."""
-    from builder.containers import inspect, lifecycle
+    from builder.runtime.containers import inspect, lifecycle
 
     shown = inspect.top(lifecycle.get(_root(obj), container))
     flags.echo(fmt_.table(shown["Titles"], shown["Processes"]))
@@ -383,7 +383,7 @@ def top(obj: Any, container: str) -> None:
 @flags.pass_obj
 def container_inspect(obj: Any, fmt: str | None, size: bool, containers: tuple[str, ...]) -> None:
     """Display detailed information on one or more containers."""
-    from builder.containers import inspect
+    from builder.runtime.containers import inspect
     root = _root(obj)
     if fmt:
         fmt_.template(fmt, messages=fmt_.INSPECT)  # a bad template fails before any lookup

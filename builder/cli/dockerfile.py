@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from builder.base.errors import DockerfileSyntaxError
 from builder.cli import flags
-from builder.errors import DockerfileSyntaxError
 
 
 def _read(path: str) -> tuple[str, str]:
@@ -44,7 +44,7 @@ def dockerfile() -> None:
 
 def _dump(node: object) -> str:
     """One node as Docker's ``Node.Dump()`` prints it: ``(copy ["--from=b"] "a" "/b")``."""
-    from builder.dockerfile import Node
+    from builder.imagebuild.dockerfile import Node
 
     assert isinstance(node, Node)
     parts = [node.cmd]
@@ -63,7 +63,7 @@ def _dump(node: object) -> str:
 @flags.argument("file", type=str)
 def parse_cmd(as_json: bool, file: str) -> None:
     """Print the syntax tree of FILE (- reads standard input)."""
-    from builder.dockerfile import parse
+    from builder.imagebuild.dockerfile import parse
 
     text, name = _read(file)
     try:
@@ -99,8 +99,8 @@ def check_cmd(fail_on_warning: bool, file: str) -> None:
 def run_check(text: str, name: str, *, fail_on_warning: bool) -> None:
     """The checks on one Dockerfile's *text*: warnings, then the summary; exits 1 on a syntax
     error, and on warnings when *fail_on_warning* or the file's ``# check=error=true`` says so."""
-    from builder.dockerfile import lint, parse, typed
-    from builder.dockerfile.lint import CheckConfig
+    from builder.imagebuild.dockerfile import lint, parse, typed
+    from builder.imagebuild.dockerfile.lint import CheckConfig
 
     try:
         tree = parse(text, filename=name)

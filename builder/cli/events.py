@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from builder import events as lib
+from builder.base import events as lib
+from builder.base.errors import ContainerError, TemplateExecError
 from builder.cli import fail, flags
 from builder.cli import format as fmt_
-from builder.errors import ContainerError, TemplateExecError
 
 #: how often the log is read for new events
 POLL = 0.1
@@ -72,7 +72,7 @@ class EventView(dict[str, Any]):
 
 
 def _seconds(text: str | None) -> float | None:
-    from builder.containers.options import parse_timestamp_ns
+    from builder.runtime.containers.options import parse_timestamp_ns
     try:
         return None if not text else parse_timestamp_ns(text) / 1e9
     except ContainerError:
@@ -103,7 +103,7 @@ def events(obj: Any, since: str | None, until: str | None, filters: tuple[str, .
         fmt = "{{json .}}"
     tmpl = None
     if fmt:
-        from builder.template.shapes import row
+        from builder.base.template.shapes import row
 
         # Docker's client parses the template and runs it over an empty events.Message before
         # it asks for events: a bad one is a usage error (64) whether any event comes or not

@@ -1,6 +1,6 @@
 """Output shaped like Docker's CLI: go-units sizes and durations, tabwriter tables, and
 ``--format``/``-f`` as Docker's formatter applies a Go template (the engine is
-``builder.template``, imported only when a template is given): ``table`` prefixes with their
+``builder.base.template``, imported only when a template is given): ``table`` prefixes with their
 header row, inspect's output and errors, each command's wording of a template error.
 """
 
@@ -17,15 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
 
-from builder.cli import fail, flags
-from builder.errors import TemplateError
+from builder.base.errors import TemplateError
 
 # re-exported: the CLI's modules take them from here
-from builder.units import human_duration as human_duration
-from builder.units import human_size as human_size
+from builder.base.units import human_duration as human_duration
+from builder.base.units import human_size as human_size
+from builder.cli import fail, flags
 
 if TYPE_CHECKING:
-    from builder.template import Options, Template
+    from builder.base.template import Options, Template
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -67,7 +67,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-# -- --format: Go templates through builder.template ---------------------------------------
+# -- --format: Go templates through builder.base.template ---------------------------------------
 class FormatMessages(NamedTuple):
     """How a command words a template's failure (Docker's commands differ) and its exit codes."""
 
@@ -96,7 +96,7 @@ def _die(message: str, code: int) -> NoReturn:
 
 @functools.lru_cache(maxsize=16)
 def _parsed(text: str, name: str) -> Template:
-    from builder.template import Template
+    from builder.base.template import Template
 
     return Template(text, name=name)
 
@@ -128,7 +128,7 @@ def render_inspect(text: str, objs: Sequence[Any], *, options: Options | None = 
     """``inspect -f``: each object's text (by default Docker's typed-value view of the JSON
     with its JSON fallback, ``shapes.INSPECT``), and the errors of those that failed (Docker
     joins them after the output). A template that does not parse exits 64 first."""
-    from builder.template.shapes import INSPECT as SHAPE
+    from builder.base.template.shapes import INSPECT as SHAPE
 
     tmpl = template(text, messages=INSPECT)
     lines, errors = [], []
@@ -196,7 +196,7 @@ def format_rows(fmt: str, rows: Sequence[dict[str, Any]], headers: dict[str, str
     Docker 23+), ``table TEMPLATE`` (a header row of the column titles, tabwriter columns) or a
     bare TEMPLATE, one line a row. *type_name* is the Go type Docker's rows have (for
     ``can't evaluate field X in type T``)."""
-    from builder.template.shapes import row
+    from builder.base.template.shapes import row
 
     if fmt == "json":
         fmt = "{{json .}}"

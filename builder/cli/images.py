@@ -99,7 +99,7 @@ def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[datetime, dict[str, An
 def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests: bool,
            no_trunc: bool, filters: tuple[str, ...], fmt: str | None, tree: bool) -> None:
     """List images."""
-    from builder import images as library
+    from builder.runtime import images as library
 
     wanted: dict[str, list[str]] = {}
     for f in filters:
@@ -130,7 +130,7 @@ def images(g: Globals, repository: str | None, all_: bool, quiet: bool, digests:
 
 def _tree(store: Store, records: list[ImageRecord], no_trunc: bool) -> None:
     """``images --tree`` as Docker 27's: each image, then its platforms (manifest digests)."""
-    from builder import images as library
+    from builder.runtime import images as library
 
     out = []
     for rec in records:
@@ -152,8 +152,8 @@ def _tree(store: Store, records: list[ImageRecord], no_trunc: bool) -> None:
 @pass_globals
 def tag(g: Globals, source: str, target: str) -> None:
     """Create a tag TARGET that refers to SOURCE."""
-    from builder import events
-    from builder import images as library
+    from builder.base import events
+    from builder.runtime import images as library
 
     store = _store(g)
     ref = library.tag(store, source, target)
@@ -170,7 +170,7 @@ def tag(g: Globals, source: str, target: str) -> None:
 @pass_globals
 def rmi(g: Globals, names: tuple[str, ...], force: bool, no_prune: bool, platform: str | None) -> None:
     """Remove one or more images."""
-    from builder import images as library
+    from builder.runtime import images as library
 
     store = _store(g)
     errors = 0
@@ -198,7 +198,7 @@ def prune(g: Globals, all_: bool, force: bool) -> None:
                 else "all dangling images")
         flags.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?",
                       abort=True)
-    from builder import images as library
+    from builder.runtime import images as library
 
     report = library.prune(g.state, all=all_)
     if report.deleted:
@@ -219,7 +219,7 @@ def prune(g: Globals, all_: bool, force: bool) -> None:
 def inspect(g: Globals, names: tuple[str, ...], fmt: str | None, kind: str | None,
             platform: str | None) -> None:
     """Return low-level information on images (or, failing that, containers)."""
-    from builder import images as library
+    from builder.runtime import images as library
     if fmt and fmt != "json":
         template(fmt, messages=INSPECT)  # a bad template fails before any lookup
     results, missing = library.inspect_any(g.state, names, kind=kind, platform=_platform_option(platform))
@@ -245,7 +245,7 @@ def _ellipsis(text: str, width: int) -> str:
 @pass_globals
 def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt: str | None) -> None:
     """Show the history of an image."""
-    from builder import images as library
+    from builder.runtime import images as library
 
     rows: list[dict[str, Any]] = []
     for h in library.history(_store(g), name):
@@ -284,7 +284,7 @@ def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt
 def import_(g: Globals, source: str, repository: str | None, changes: tuple[str, ...],
             message: str | None, platform: str | None) -> None:
     """Import the contents of a tarball (or a directory) to create a filesystem image."""
-    from builder import images as library
+    from builder.runtime import images as library
     from registry import archive
     ref = Reference.parse(repository) if repository else None
     config = library.config_from_changes(changes)  # a bad --change fails before any input is read
@@ -302,7 +302,7 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
             fail(f"open {source}: no such file or directory")
     result = archive.import_rootfs(_store(g), src, reference=ref, config=config,
                                    message=message, platform=plat, source_name="-")
-    from builder import events
+    from builder.base import events
 
     image_id = str(result.config.digest)
     events.emit(g.state, "image", "import", image_id,
@@ -325,7 +325,7 @@ def save(g: Globals, names: tuple[str, ...], output: str | None, fmt: str) -> No
         store.lookup(n)  # fail before creating the output
     with output_stream(output) as out:
         archive.save(store, list(names), out, format=fmt)
-    from builder import events
+    from builder.base import events
 
     for n in names:
         events.emit(g.state, "image", "save", n, {"name": n})
@@ -352,7 +352,7 @@ def load(g: Globals, input_: str | None, quiet: bool) -> None:
             return
         with f:
             loaded = archive.load(store, f, source=input_)
-    from builder import events
+    from builder.base import events
 
     for item in loaded:
         name = item.reference.familiar if item.reference is not None else str(item.image_id)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from builder.base.errors import ContainerError, NetworkError
 from builder.cli import fail, flags
 from builder.cli.volume import table
-from builder.errors import ContainerError, NetworkError
 
 
 def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
@@ -23,7 +23,7 @@ def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
 
 def _container(state: Any, ref: str) -> tuple[str, str, str]:
     """(id, name, hostname) of the container *ref* (name, ID or unique ID prefix)."""
-    from builder.containers import lifecycle
+    from builder.runtime.containers import lifecycle
     try:
         c = lifecycle.get(state, ref)
     except ContainerError as e:

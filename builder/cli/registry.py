@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from builder import events
+from builder.base import events
 from builder.cli import Globals, flags
 from registry.errors import InvalidReference, NotFound
 from registry.model import Platform

@@ -1,4 +1,4 @@
-"""``pybuild serve``: the Docker Engine API daemon (``builder.serve``)."""
+"""``pybuild serve``: the Docker Engine API daemon (``builder.api``)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from builder.cli import fail, flags
 def serve(g: Any, hosts: tuple[str, ...], tls: bool, tlsverify: bool, tlscacert: str | None,
           tlscert: str | None, tlskey: str | None) -> None:
     """Serve the Docker Engine API, so docker clients drive pybuild (Ctrl-C to stop)."""
-    from builder.serve.server import ServeError, TLSOptions
-    from builder.serve.server import serve as run
+    from builder.api.server import ServeError, TLSOptions
+    from builder.api.server import serve as run
 
     if tls and not tlsverify and not (tlscert and tlskey):
         fail("--tls needs --tlscert and --tlskey")

@@ -1,5 +1,5 @@
 """``stats`` and ``update`` (also ``container stats|update``): parse, library calls, render
-Docker's table (``builder.containers.stats`` does the sampling and the arithmetic)."""
+Docker's table (``builder.runtime.containers.stats`` does the sampling and the arithmetic)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import sys
 import time
 from typing import Any
 
+from builder.base.errors import BuildError
+from builder.base.units import binary_size, human_size
 from builder.cli import flags
 from builder.cli import format as fmt_
-from builder.errors import BuildError
-from builder.units import binary_size, human_size
 
 DEFAULT_FORMAT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}"
                   "\t{{.BlockIO}}\t{{.PIDs}}")
@@ -21,7 +21,7 @@ HEADERS = {"ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME", "CPUP
 
 def row(ref: str, s: dict[str, Any]) -> dict[str, Any]:
     """A ``docker stats`` row (the fields ``--format`` templates name)."""
-    from builder.containers.stats import figures
+    from builder.runtime.containers.stats import figures
     f = figures(s)  # a stopped container's zero sample gives Docker's 0.00% and 0B rows
     return {
         "Container": ref,
@@ -50,8 +50,8 @@ def _render(fmt: str | None, rows: list[dict[str, Any]]) -> str:
 def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool,
           containers: tuple[str, ...]) -> None:
     """Display a live stream of container(s) resource usage statistics."""
-    from builder.containers import lifecycle
-    from builder.containers import stats as lib
+    from builder.runtime.containers import lifecycle
+    from builder.runtime.containers import stats as lib
     root = obj.state
     if fmt == "table":
         fmt = DEFAULT_FORMAT
@@ -112,7 +112,7 @@ def stats(obj: Any, all_: bool, fmt: str | None, no_stream: bool, no_trunc: bool
 
 
 def _size(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int | None:
-    from builder.containers.options import parse_bytes
+    from builder.runtime.containers.options import parse_bytes
     if value is None or value == "":
         return None
     if value.strip() == "-1" and param.name == "memory_swap":
@@ -124,7 +124,7 @@ def _size(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int 
 
 
 def _cpus(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int | None:
-    from builder.containers.options import parse_cpus
+    from builder.runtime.containers.options import parse_cpus
     if value is None:
         return None
     try:
@@ -134,7 +134,7 @@ def _cpus(ctx: flags.Context, param: flags.Parameter, value: str | None) -> int 
 
 
 def _restart(ctx: flags.Context, param: flags.Parameter, value: str | None) -> Any:
-    from builder.containers.options import RestartPolicy
+    from builder.runtime.containers.options import RestartPolicy
     if value is None:
         return None
     try:
@@ -156,7 +156,7 @@ def _restart(ctx: flags.Context, param: flags.Parameter, value: str | None) -> A
 def update(obj: Any, memory: int | None, memory_swap: int | None, cpus: int | None, cpu_shares: int | None,
            pids_limit: int | None, restart: Any, containers: tuple[str, ...]) -> None:
     """Update configuration of one or more containers."""
-    from builder.containers import stats as lib
+    from builder.runtime.containers import stats as lib
     change = lib.Update(memory=memory, memory_swap=memory_swap, nano_cpus=cpus, cpu_shares=cpu_shares,
                         pids_limit=pids_limit, restart_policy=restart)
     if change.empty:

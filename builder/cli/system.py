@@ -1,5 +1,5 @@
 """``pybuild system prune|df|info|reset``, ``pybuild info``, ``pybuild version`` (and the text of
-``pybuild --version``): flags in, one ``builder.system`` call, Docker's layouts out."""
+``pybuild --version``): flags in, one ``builder.system.engine`` call, Docker's layouts out."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 import time
 from typing import Any
 
+from builder.base.errors import TemplateError
+from builder.base.units import binary_size
 from builder.cli import Globals, flags
 from builder.cli.format import INFO, format_rows, human_duration, human_size, parse_time, table
 from builder.cli.format import template as fmt_template
-from builder.errors import TemplateError
-from builder.units import binary_size
 
 
 def _confirm(warning: str) -> bool:
@@ -83,7 +83,7 @@ def _verbose(usage: dict[str, Any]) -> str:
 @flags.pass_obj
 def df(g: Globals, verbose: bool, fmt: str | None) -> None:
     """Show pybuild disk usage."""
-    from builder import system as lib
+    from builder.system import engine as lib
 
     usage = lib.df(g.state)
     rows = lib.df_summary(usage)
@@ -110,7 +110,7 @@ def df(g: Globals, verbose: bool, fmt: str | None) -> None:
 @flags.pass_obj
 def prune(g: Globals, all_: bool, volumes: bool, force: bool) -> None:
     """Remove unused data: stopped containers, unused networks, dangling images, build cache."""
-    from builder import system as lib
+    from builder.system import engine as lib
 
     if not force and not _confirm(lib.prune_warning(all=all_, volumes=volumes)):
         return
@@ -143,7 +143,7 @@ RESET_WARNING = (
 @flags.pass_obj
 def reset(g: Globals, all_: bool, force: bool) -> None:
     """Remove everything of this state root from the host (images stay unless --all)."""
-    from builder import reset as lib
+    from builder.system import reset as lib
 
     state = g.state
     extra = "  - every image, volume and build cache record (the root is emptied)\n" if all_ else ""
@@ -201,11 +201,13 @@ def _info_text(d: dict[str, Any], emulated: list[str] | None = None) -> str:
 
 
 def _info(g: Globals, fmt: str | None) -> None:
-    from builder import system as lib
+    from builder.system import engine as lib
 
     d = lib.info(g.state)
     if fmt is None:
-        from builder.binfmt import emulated  # qemu-user-static in binfmt_misc (builder.binfmt)
+        from builder.base.binfmt import (
+            emulated,  # qemu-user-static in binfmt_misc (builder.base.binfmt)
+        )
 
         flags.echo(_info_text(d, [str(p) for p in emulated()]))
     elif fmt == "json":
@@ -216,7 +218,7 @@ def _info(g: Globals, fmt: str | None) -> None:
 
 def _info_format(fmt: str, doc: dict[str, Any], type_name: str, *, name: str = "") -> str:
     """``info``/``version -f``: Docker prints an empty line, then the error (exit 1)."""
-    from builder.template.shapes import row
+    from builder.base.template.shapes import row
 
     tmpl = fmt_template(fmt, messages=INFO, name=name)
     try:
@@ -253,7 +255,7 @@ def _kv(pairs: list[tuple[str, str]], indent: int) -> list[str]:
 @flags.option("-f", "--format", "fmt", default=None, help="Format output: 'json' or a Go template.")
 def version(fmt: str | None) -> None:
     """Show the pybuild version information."""
-    from builder import system as lib
+    from builder.system import engine as lib
 
     server = lib.version_info()
     client = {"Platform": {"Name": "pybuild"}, "Version": server["Version"],

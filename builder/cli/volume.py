@@ -1,4 +1,4 @@
-"""``pybuild volume create|ls|inspect|rm|prune``: parse, one ``builder.volume`` call, render."""
+"""``pybuild volume create|ls|inspect|rm|prune``: parse, one ``builder.runtime.volume`` call, render."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from builder.base.errors import VolumeError
 from builder.cli import fail, flags
-from builder.errors import VolumeError
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -54,7 +54,7 @@ def volume() -> None:
 @flags.pass_obj
 def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opts: tuple[str, ...], name_opt: str | None) -> None:
     """Create a volume."""
-    from builder import volume as V
+    from builder.runtime import volume as V
     if name and name_opt and name != name_opt:
         fail("conflicting options: either specify --name or provide positional arg, not both", 1)
     try:
@@ -71,7 +71,7 @@ def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opt
 @flags.pass_obj
 def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List volumes."""
-    from builder import volume as V
+    from builder.runtime import volume as V
     wanted: dict[str, list[str]] = {}
     for f in filters:
         k, sep, v = f.partition("=")
@@ -109,7 +109,7 @@ def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None
 @flags.pass_obj
 def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
-    from builder import volume as V
+    from builder.runtime import volume as V
     if fmt:
         from builder.cli.format import INSPECT, inspect_output, template
 
@@ -121,7 +121,7 @@ def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
         except VolumeError:
             missing.append(f"No such volume: {n}")
     if fmt:
-        from builder.template.shapes import row
+        from builder.base.template.shapes import row
 
         # Docker's volume inspect has no JSON fallback: its errors name the Go type
         inspect_output(fmt, out, [f"Error: {m}" for m in missing[:1]], options=row("types.Volume"))
@@ -137,7 +137,7 @@ def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
 @flags.pass_obj
 def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
     """Remove one or more volumes (refused while a container uses one)."""
-    from builder import volume as V
+    from builder.runtime import volume as V
     errors = []
     for n in names:
         try:
@@ -156,7 +156,7 @@ def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
 @flags.pass_obj
 def prune(obj: Any, all_: bool, force: bool, filters: tuple[str, ...]) -> None:
     """Remove unused local volumes."""
-    from builder import volume as V
+    from builder.runtime import volume as V
 
     labels = []
     for f in filters:

@@ -1,6 +1,6 @@
 """Container networking: ``bridge`` (veth, IPAM, NAT, published ports), ``host``, ``none``,
 ``container:<id>``, ``macvlan`` and ``overlay`` (multi-host: VXLAN, state in an etcd cluster,
-see ``overlay`` and ``builder.cluster``) networks, with name resolution through hosts files.
+see ``overlay`` and ``builder.network.cluster``) networks, with name resolution through hosts files.
 
 The contract with ``sandbox`` and ``containers``
 ------------------------------------------------
@@ -50,6 +50,9 @@ The contract with ``sandbox`` and ``containers``
   takes off the host what roots that are gone left (links, rules, netns mounts, the
   containers' cgroups and helpers); ``sweep_roots(root=path)`` does it for one root, gone or
   not (``system reset``).
+
+Room ``builder.network`` owns container networks: bridge, host, none, macvlan, overlay (with its etcd ``cluster``), rootless networking (``rootless``: slirp4netns), name resolution, published ports, firewall rules.
+May import: ``builder.base``, ``builder.core``, ``registry``, ``grammar`` (and anything inside ``builder.network``); never a room above.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from builder.errors import NetworkError
-from builder.filters import labels_match
+from builder.base.errors import NetworkError
+from builder.base.filters import labels_match
+from builder.base.state import StateRoot
 from builder.network import helpers, ipam, links, names, overlay, sweep
 from builder.network.model import (
     DRIVERS,
@@ -32,7 +33,6 @@ from builder.network.wire import materialise as _materialise
 from builder.network.wire import unwire as _unwire
 from builder.network.wire import veth_name as _veth_name  # noqa: F401 (tests name veths by it)
 from builder.network.wire import wire as _wire
-from builder.state import StateRoot
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -166,7 +166,7 @@ def list_networks(state: StateRoot) -> list[Network]:
 def leave_cluster(state: StateRoot, *, force: bool = False) -> None:
     """``cluster leave``: refused while this host's containers are on overlay networks (unless
     *force*), then ``membership.leave``."""
-    from builder.cluster import membership
+    from builder.network.cluster import membership
 
     if not force:
         with _locked(state) as nets:
@@ -332,7 +332,7 @@ def remove_network(state: StateRoot, ref: str, *, _predefined: bool = False) -> 
 
 def _event(state: StateRoot, net: Network, action: str, **extra: str) -> None:
     """A network event in the root's event log (``GET /events``), from the CLI or the daemon."""
-    from builder import events
+    from builder.base import events
 
     events.emit(state, "network", action, net.id, {"name": net.name, "type": net.driver, **extra})
 
@@ -562,7 +562,7 @@ def release(state: StateRoot, container_id: str) -> None:
 
 def reset(state: StateRoot) -> None:
     """Release every container and remove every network, predefined ones included, with
-    their links, rules and helpers (tests, and ``builder.reset.reset``): the host is left as
+    their links, rules and helpers (tests, and ``builder.system.reset.reset``): the host is left as
     before the first use, and the root holds no network record."""
     cids = {cid for net in list_networks(state) for cid in net.containers}
     if (state.run / "netns").is_dir():  # containers detached from every network keep a netns

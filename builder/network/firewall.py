@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
 
 FORWARD = "PYBUILD-FORWARD"
 ISOLATION1 = "PYBUILD-ISOLATION-1"
@@ -130,7 +130,7 @@ def lock_path() -> Path:
     """The host's lock; rootless, the user's own in the runtime directory (the rules it guards
     are those of the user's network namespace, and the host's lock file is root's)."""
     if "_PYBUILD_ROOTLESS" in os.environ:
-        from builder import rootless
+        from builder.base import rootless
 
         return rootless.runtime_dir() / "netfilter.lock"
     return LOCK

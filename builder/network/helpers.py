@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
+from builder.base.state import StateRoot
 from builder.network.model import Network, PortBinding, PortMapping
-from builder.state import StateRoot
 
 
 def bind_ports(ports: Sequence[PortMapping]) -> list[tuple[socket.socket, PortBinding]]:
@@ -128,8 +128,8 @@ def ensure_dns(state: StateRoot, net: Network) -> Network:
     the hosts files and containers use the host's resolvers."""
     if net.dns_pid and is_ours(net.dns_pid, DNS, net.id):
         return net
-    if "_PYBUILD_ROOTLESS" in os.environ:  # on the bridge in the user's netns (builder.rootless_net)
-        from builder import rootless_net
+    if "_PYBUILD_ROOTLESS" in os.environ:  # on the bridge in the user's netns (builder.network.rootless)
+        from builder.network import rootless as rootless_net
 
         if not rootless_net.in_user_netns():
             return rootless_net.user_netns_call(lambda: ensure_dns(state, net))

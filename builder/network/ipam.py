@@ -10,7 +10,7 @@ import ipaddress
 import itertools
 from collections.abc import Iterable
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
 
 IPv4Net = ipaddress.IPv4Network
 

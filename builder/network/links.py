@@ -1,4 +1,4 @@
-"""Kernel network objects: named netns files (``builder.syscalls``), and bridges, veth, macvlan,
+"""Kernel network objects: named netns files (``builder.base.syscalls``), and bridges, veth, macvlan,
 addresses and routes through netlink (``rtnl``, our own few messages: pyroute2's import alone
 cost ~70 ms). Bridges and host-side veths carry an alias naming their state root (``sweep``).
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
 from builder.network.rtnl import Netlink, write_sysctls
 
 # netlink sockets kept open for the length of one ``session()``; per thread: the daemon
@@ -92,7 +92,7 @@ def create_netns(path: Path) -> None:
     """A new network namespace kept alive by a bind mount on *path*, like ``ip netns add``,
     with ``lo`` up. A short-lived thread unshares its own network namespace (threads may;
     the rest of the process stays where it is) and bind-mounts it: no fork, no exec."""
-    from builder import syscalls
+    from builder.base import syscalls
 
     sc = syscalls.real()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def create_netns(path: Path) -> None:
 
 def remove_netns(path: Path) -> None:
     """Unmount and delete a netns file; the namespace dies with its last user."""
-    from builder import syscalls
+    from builder.base import syscalls
 
     _forget(path)
     if not path.exists():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
 
 PROTOCOLS = ("tcp", "udp")
 #: drivers `network create -d` accepts (`overlay` needs the host to be in a cluster)

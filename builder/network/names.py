@@ -9,8 +9,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from builder.base.state import StateRoot
 from builder.network.model import Endpoint, Network
-from builder.state import StateRoot
 
 
 def files_dir(state: StateRoot, container_id: str) -> Path:
@@ -48,7 +48,7 @@ def extra_hosts_lines(entries: Sequence[str]) -> str:
 
 def hosts_content(nets: Sequence[Network], container_id: str) -> str:
     # the sandbox's header (one copy); imported here so that `network ls` stays light
-    from builder.sandbox.etc import HOSTS_HEADER
+    from builder.core.sandbox.etc import HOSTS_HEADER
 
     mine = [n for n in nets if container_id in n.containers]
     opts = _settings(nets, container_id)

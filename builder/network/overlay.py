@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
+from builder.base.state import StateRoot
 from builder.network import ipam, links, sweep
 from builder.network.model import Endpoint, Network
-from builder.state import StateRoot
 
 if TYPE_CHECKING:
-    from builder.cluster.etcd import Etcd, Event
-    from builder.cluster.membership import Membership
+    from builder.network.cluster.etcd import Etcd, Event
+    from builder.network.cluster.membership import Membership
 
 PREFIX = "pybuild/"
 NETS, SUBNETS, VNIS = PREFIX + "networks/", PREFIX + "subnets/", PREFIX + "vnis/"
@@ -44,13 +44,13 @@ T = TypeVar("T")
 
 
 def joined(state: StateRoot) -> bool:
-    from builder.cluster.membership import joined as j
+    from builder.network.cluster.membership import joined as j
 
     return j(state)
 
 
 def _session(state: StateRoot, *, connect: float | None = None) -> tuple[Membership, Etcd]:
-    from builder.cluster import membership
+    from builder.network.cluster import membership
 
     m = membership.require(state)
     return m, membership.client(m, connect=connect)
@@ -122,7 +122,7 @@ def sync(state: StateRoot, save: Callable[[Network], None], load: Callable[[], l
     """The root's overlay records follow the store: new networks appear, removed ones go (a
     network this host still has containers on stays until they leave). With the store down the
     records stay as they were (*quiet*) or the error is raised."""
-    from builder.cluster.etcd import ClusterError
+    from builder.network.cluster.etcd import ClusterError
 
     try:  # a listing does not wait long for a member that does not answer
         _, etcd = _session(state, connect=0.5 if quiet else None)
@@ -199,8 +199,8 @@ def _create_one(etcd: Etcd, key: str, value: str, lease: int) -> bool:
 def _leased(state: StateRoot, m: Membership, etcd: Etcd, op: Callable[[int], T]) -> T:
     """*op* with this host's lease; if the store let it expire (a stalled agent), renew it
     (``membership.renew``: the agent republishes the rest) and try once more."""
-    from builder.cluster import membership
-    from builder.cluster.etcd import ClusterError
+    from builder.network.cluster import membership
+    from builder.network.cluster.etcd import ClusterError
 
     try:
         return op(m.lease)
@@ -212,7 +212,7 @@ def _leased(state: StateRoot, m: Membership, etcd: Etcd, op: Callable[[int], T])
 
 def _delete_quietly(state: StateRoot, key: str, owner: str) -> None:
     """Delete *key* if *owner* still holds it; with the store down, leave it to the lease."""
-    from builder.cluster.etcd import ClusterError
+    from builder.network.cluster.etcd import ClusterError
 
     with contextlib.suppress(ClusterError):
         _, etcd = _session(state)
@@ -245,7 +245,7 @@ def unpublish(state: StateRoot, net: Network, ep: Endpoint) -> None:
 
 
 def membership_of(state: StateRoot) -> Membership:
-    from builder.cluster import membership
+    from builder.network.cluster import membership
 
     return membership.require(state)
 
@@ -253,7 +253,7 @@ def membership_of(state: StateRoot) -> Membership:
 def materialise(state: StateRoot, net: Network) -> None:
     """The VXLAN device in the network's bridge (made by the caller); the remote endpoints
     are programmed by ``program``."""
-    from builder.cluster import membership
+    from builder.network.cluster import membership
 
     m = membership.require(state)
     links.ensure_vxlan(vxlan_name(net), vni=vni(net), local=m.advertise, port=VXLAN_PORT, bridge=net.bridge,

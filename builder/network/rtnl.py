@@ -91,7 +91,7 @@ def write_sysctls(netns: Path, values: dict[str, str]) -> None:
     """Write ``/proc/sys`` entries (``net/ipv6/conf/all/disable_ipv6`` …) of the network
     namespace *netns* names, from a short-lived thread that joins it (a net sysctl file is the
     namespace of the task that opens it)."""
-    from builder import syscalls
+    from builder.base import syscalls
 
     def work() -> None:
         for key, value in values.items():
@@ -110,7 +110,7 @@ class Netlink:
         if netns is None:
             self._sock = self._open()
             return
-        from builder import syscalls
+        from builder.base import syscalls
 
         self._sock = syscalls.in_network_namespace(netns, self._open)
 

@@ -23,9 +23,9 @@ import signal
 from pathlib import Path
 from typing import NamedTuple
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
+from builder.base.state import identity
 from builder.network import firewall, links
-from builder.state import identity
 
 PREFIX = "pybuild "
 _NETNS = re.compile(r"^(?P<root>/.+)/run/netns/(?P<cid>[0-9a-f]{64})$")
@@ -92,7 +92,7 @@ def _candidates() -> dict[tuple[str, str, int], _Root]:
 
 def _add_owners(roots: dict[tuple[str, str, int], _Root]) -> None:
     """The roots named by cgroup owner records, with the sandboxes they made."""
-    from builder.sandbox import cgroups
+    from builder.core.sandbox import cgroups
 
     for sid, text, _ in cgroups.owners():
         parts = text.split(" ", 3)
@@ -168,7 +168,7 @@ def _remove(dead: list[_Root]) -> Swept:
         except NetworkError as e:
             errors.append(str(e))
     unmounted = []
-    from builder import syscalls
+    from builder.base import syscalls
 
     sc = syscalls.real()
     for r in dead:
@@ -223,7 +223,7 @@ def _remove_cgroups(cids: set[str]) -> list[str]:
     """The ``pybuild/<id>`` cgroups of these sandboxes, their processes killed first."""
     if not cids:
         return []
-    from builder.sandbox import cgroups
+    from builder.core.sandbox import cgroups
 
     layout = cgroups.detect()
     removed = []

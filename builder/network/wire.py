@@ -11,17 +11,17 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
+from builder.base.state import StateRoot
 from builder.network import firewall, helpers, ipam, links, overlay, sweep
 from builder.network.model import Endpoint, Network, PortMapping
-from builder.state import StateRoot
 
 
 def materialise(state: StateRoot, net: Network) -> None:
     """The bridge (its alias naming the root: ``sweep``), its address and its rules
     (idempotent: after a reboot they come back)."""
-    if "_PYBUILD_ROOTLESS" in os.environ:  # in the user's network namespace (builder.rootless_net)
-        from builder import rootless_net
+    if "_PYBUILD_ROOTLESS" in os.environ:  # in the user's network namespace (builder.network.rootless)
+        from builder.network import rootless as rootless_net
 
         if not rootless_net.in_user_netns():
             return rootless_net.materialise(net, lambda: materialise(state, net))
@@ -56,8 +56,8 @@ def _prefixlen6(net: Network) -> int:
 def dematerialise(net: Network) -> None:
     if net.driver not in ("bridge", "overlay"):  # no bridge made
         return
-    if "_PYBUILD_ROOTLESS" in os.environ:  # in the user's network namespace (builder.rootless_net)
-        from builder import rootless_net
+    if "_PYBUILD_ROOTLESS" in os.environ:  # in the user's network namespace (builder.network.rootless)
+        from builder.network import rootless as rootless_net
 
         if not rootless_net.in_user_netns():
             return rootless_net.dematerialise(net, lambda: dematerialise(net))
@@ -107,8 +107,8 @@ def wire(
     state: StateRoot, net: Network, ep: Endpoint, ip: str | None,
     ports: Sequence[PortMapping], undo: list[Callable[[], None]], given_mac: str | None = None,
 ) -> Endpoint:
-    if "_PYBUILD_ROOTLESS" in os.environ:  # builder.rootless_net: slirp4netns, or the user's netns
-        from builder import rootless_net
+    if "_PYBUILD_ROOTLESS" in os.environ:  # builder.network.rootless: slirp4netns, or the user's netns
+        from builder.network import rootless as rootless_net
 
         if not net.user_defined:
             return rootless_net.wire(state, ep, ports, undo)
@@ -175,8 +175,8 @@ def wire(
 
 
 def unwire(net: Network, ep: Endpoint, state: StateRoot | None = None) -> None:
-    if "_PYBUILD_ROOTLESS" in os.environ:  # builder.rootless_net: slirp4netns, or the user's netns
-        from builder import rootless_net
+    if "_PYBUILD_ROOTLESS" in os.environ:  # builder.network.rootless: slirp4netns, or the user's netns
+        from builder.network import rootless as rootless_net
 
         if not net.user_defined:
             return rootless_net.unwire(state, ep)

@@ -49,7 +49,7 @@ def cached(events: list[dict[str, Any]]) -> list[str]:
 
 def rootfs(pyb: Any, ref: str, dest: Path) -> Path:
     """The image's layers applied in order onto *dest* (a plain tree, whiteouts applied)."""
-    from builder.layers import apply_layer
+    from builder.core.layers import apply_layer
 
     store = pyb.store()
     img = store.resolve(ref)
@@ -94,7 +94,7 @@ def busybox_layer(state: Any, busybox_tar: Path) -> Path:
     fixture (a module-scoped ``StateRoot`` that each sandbox test module defines)."""
     import hashlib
 
-    from builder.rootfs import LayerCache
+    from builder.core.rootfs import LayerCache
 
     diff_id = "sha256:" + hashlib.sha256(busybox_tar.read_bytes()).hexdigest()
     return LayerCache(state).unpack(diff_id, lambda: open(busybox_tar, "rb"))

@@ -436,7 +436,7 @@ def test_judge_git_source_matches_buildkit(busybox: Any, bt: Any, dockerd: Any, 
 def test_git_source_words() -> None:
     """Which ADD words are git sources (BuildKit's forms) and how ``#ref:subdir`` splits; a
     password in the URL is not shown in messages."""
-    from builder.sources.git import parse
+    from builder.imagebuild.sources.git import parse
 
     g = parse("https://example.com/org/repo.git#v1.2:docs/api/")
     assert g is not None and (g.remote, g.ref, g.subdir) == ("https://example.com/org/repo.git", "v1.2", "docs/api")

@@ -20,9 +20,9 @@ RUN_CASES = sorted(p.name for p in CASES_DIR.iterdir()
 
 def own_run(pyb: Any, ref: str, tmp: Path) -> str:
     """Entrypoint + Cmd of *ref* run by our execution core, as ``pybuild run`` does."""
-    from builder.rootfs import LayerCache, image_layers, prepare_root
-    from builder.sandbox.executor import Executor
-    from builder.sandbox.spec import Process, Spec
+    from builder.core.rootfs import LayerCache, image_layers, prepare_root
+    from builder.core.sandbox.executor import Executor
+    from builder.core.sandbox.spec import Process, Spec
 
     state = pyb.state
     store = pyb.store()

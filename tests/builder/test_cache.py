@@ -1,4 +1,4 @@
-"""``builder.cache.BuildCache`` on its own: records, blob links, damage, concurrency, prune."""
+"""``builder.imagebuild.cache.BuildCache`` on its own: records, blob links, damage, concurrency, prune."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from builder.cache import BuildCache, CacheRecord
+from builder.imagebuild.cache import BuildCache, CacheRecord
 from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.model import Descriptor
@@ -108,7 +108,7 @@ def test_prune_default_keeps_recent_records(tmp_path: Path) -> None:
 
 
 def test_prune_drops_parsed_dockerfiles_unused_for_48_hours(tmp_path: Path) -> None:
-    from builder.dockerfile.parsecache import load_cached
+    from builder.imagebuild.dockerfile.parsecache import load_cached
 
     cache, _store = make(tmp_path)
     parsed = tmp_path / "cache" / "dockerfiles"

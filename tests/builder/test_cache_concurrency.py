@@ -184,7 +184,7 @@ def test_prune_all_removes_killed_builds_workspaces(busybox: Any, bt: Any, tmp_p
 def test_a_live_unpack_is_not_taken_for_a_killed_ones(tmp_path: Path) -> None:
     """A layer being unpacked (``layers/.tmp-*``) counts as a killed process's leftover only
     while nobody holds its layer's lock: ``system check`` and the next build leave a live one."""
-    from builder.rootfs import LayerCache, dead_unpacks
+    from builder.core.rootfs import LayerCache, dead_unpacks
     from registry.leases import claim
 
     cache = LayerCache(tmp_path)

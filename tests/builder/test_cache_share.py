@@ -76,7 +76,7 @@ def context(tmp_path: Path, dockerfile: str = DOCKERFILE) -> Path:
 
 def proof_runs(pyb: Any) -> int:
     """How many RUN steps wrote to the ``proof`` cache mount on this runner (outside any layer)."""
-    from builder.cacheshare.source import mount_dir
+    from builder.imagebuild.cacheshare.source import mount_dir
 
     f = mount_dir(pyb.state, "proof") / "runs"
     return len(f.read_text().splitlines()) if f.exists() else 0
@@ -127,8 +127,8 @@ def test_runner_b_takes_every_step_from_the_registry(exported: dict[str, Any], b
     a_store, b_store = exported["a"].store(), b.store()
     img = b_store.resolve("app:1")
     assert all(b_store.has_blob(d.digest) for d in img.manifest.layers)
-    from builder.cacheshare.source import load
-    from builder.cacheshare.spec import parse_cache_spec
+    from builder.imagebuild.cacheshare.source import load
+    from builder.imagebuild.cacheshare.spec import parse_cache_spec
 
     shared = load(parse_cache_spec(exported["ref"], export=False), b.state).config
     others = [d for d in shared.layers if d not in img.manifest.layers]
@@ -219,7 +219,7 @@ def test_the_artifact_is_an_oci_manifest_with_a_config_of_records(exported: dict
 
 
 def _local_records(pyb: Any) -> list[Any]:
-    from builder.cache import BuildCache
+    from builder.imagebuild.cache import BuildCache
 
     state = pyb.state
     return [r for r in BuildCache(state.cache, state.image_store()).inputs_index()]

@@ -89,7 +89,7 @@ def test_cache_mounts_travel_with_the_cache(pybuild_factory: Callable[[], Any], 
     ref = f"{plain_registry.addr}/{unique_repo('mounts')}:cache"
     bt.build(a, ctx, "-t", "fill:1", "--cache-to", f"type=registry,ref={ref},mode=max,cache-mounts=true")
     b = runner(pybuild_factory, base_archive)
-    from builder.cacheshare.source import mount_dir
+    from builder.imagebuild.cacheshare.source import mount_dir
 
     # a build whose steps mount no cache fetches none
     ctx3 = tmp_path / "ctx3"

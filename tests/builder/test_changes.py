@@ -144,7 +144,7 @@ def test_commit_running_container_loads_into_docker(busybox: Any, dockerd: Any, 
     # paused while committing, resumed after: it still runs
     state = json.loads(busybox("inspect", "r1").stdout)[0]["State"]
     assert state["Status"] == "running" and state["Running"] and not state["Paused"]
-    from builder import events
+    from builder.base import events
 
     cid = json.loads(busybox("inspect", "r1").stdout)[0]["Id"]
     actions = [e["Action"] for e in events.history(busybox.state, since=since - 1)

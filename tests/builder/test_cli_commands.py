@@ -82,7 +82,7 @@ def in_pty(argv: Sequence[str], steps: Sequence[Step], *, timeout: float = 30) -
                 out += chunk
 
     try:
-        from builder.syscalls import real
+        from builder.base.syscalls import real
 
         real().set_winsize(fd, 30, 90)
         for wanted, action in steps:
@@ -436,7 +436,7 @@ def test_bad_detach_keys_and_attach_refusals(pb: Any, judge: Any) -> None:
 
 def test_detach_keys_syntax() -> None:
     """Docker's ``--detach-keys``: ``ctrl-<a-z @ [ \\ ] ^ _>``, ``DEL`` and single characters."""
-    from builder.containers.attach import EscapeFilter, parse_detach_keys
+    from builder.runtime.containers.attach import EscapeFilter, parse_detach_keys
 
     assert parse_detach_keys("ctrl-p,ctrl-q") == b"\x10\x11"
     assert parse_detach_keys("ctrl-@,ctrl-[,ctrl-\\,ctrl-],ctrl-^,ctrl-_") == b"\x00\x1b\x1c\x1d\x1e\x1f"

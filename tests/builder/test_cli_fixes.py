@@ -124,10 +124,10 @@ def test_no_cli_module_reads_records_itself() -> None:
 
 
 def test_image_rules_and_inspect_shapes_are_library_calls(busybox: Any) -> None:
-    """``builder.images`` and ``builder.containers.inspect`` answer without the CLI: what a
+    """``builder.runtime.images`` and ``builder.runtime.containers.inspect`` answer without the CLI: what a
     ``pybuild serve`` handler calls."""
-    from builder import images
-    from builder.containers import inspect, lifecycle
+    from builder.runtime import images
+    from builder.runtime.containers import inspect, lifecycle
     from registry.errors import StoreError
 
     state = busybox.state
@@ -152,9 +152,9 @@ def test_image_rules_and_inspect_shapes_are_library_calls(busybox: Any) -> None:
 
 def test_image_filters_are_a_library_rule(busybox: Any, busybox_tar: Path) -> None:
     """``images --filter`` as Docker: label (every one holds), before/since an image, dangling,
-    reference; values of one key OR; the CLI passes them to ``builder.images.filter_images``."""
-    from builder import images
-    from builder.errors import BuildError
+    reference; values of one key OR; the CLI passes them to ``builder.runtime.images.filter_images``."""
+    from builder.base.errors import BuildError
+    from builder.runtime import images
 
     def names(*args: str) -> list[str]:
         out = busybox("images", "--format", "{{.Repository}}:{{.Tag}}", *args).stdout
@@ -176,7 +176,7 @@ def test_image_filters_are_a_library_rule(busybox: Any, busybox_tar: Path) -> No
 
 
 def test_tag_refuses_a_digest_reference(busybox: Any) -> None:
-    from builder import images
+    from builder.runtime import images
     from registry.errors import InvalidReference
 
     target = "other@sha256:" + "a" * 64
@@ -189,8 +189,8 @@ def test_tag_refuses_a_digest_reference(busybox: Any) -> None:
 
 
 def test_import_changes_are_a_library_call() -> None:
-    from builder import images
-    from builder.errors import InvalidChange
+    from builder.base.errors import InvalidChange
+    from builder.runtime import images
 
     config = images.config_from_changes(["ENV A=1", "CMD echo $A", "EXPOSE 80"])
     assert config["Env"] == ["A=1"] and config["Cmd"] == ["/bin/sh", "-c", "echo $A"]
@@ -203,8 +203,9 @@ def test_import_changes_are_a_library_call() -> None:
 
 def test_network_and_volume_filters_are_library_rules(pybuild: Any) -> None:
     """Values of one key OR, keys AND, as Docker; the CLI only passes the filters on."""
-    from builder import network, volume
-    from builder.errors import NetworkError, VolumeError
+    from builder import network
+    from builder.base.errors import NetworkError, VolumeError
+    from builder.runtime import volume
 
     pybuild("network", "create", "--internal", "--label", "tier=db", "alpha")
     pybuild("network", "create", "--internal", "beta")
@@ -230,8 +231,8 @@ def test_network_and_volume_filters_are_library_rules(pybuild: Any) -> None:
 
 
 def test_logs_and_top_are_library_calls(busybox: Any) -> None:
-    from builder.containers import inspect, lifecycle, output
-    from builder.errors import ContainerError
+    from builder.base.errors import ContainerError
+    from builder.runtime.containers import inspect, lifecycle, output
 
     busybox("run", "-d", "--name", "talker", "busybox", "sh", "-c", "echo one; echo two; exec sleep 600")
     try:

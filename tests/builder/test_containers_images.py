@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from builder.state import StateRoot
+from builder.base.state import StateRoot
 from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.model import Descriptor, ImageConfig, Manifest, Platform

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.containers import lifecycle, names
-from builder.containers.logs import LogWriter, read_logs
-from builder.containers.options import (
+from builder.base.errors import ContainerError
+from builder.base.state import StateRoot
+from builder.runtime.containers import lifecycle, names
+from builder.runtime.containers.logs import LogWriter, read_logs
+from builder.runtime.containers.options import (
     RestartPolicy,
     merge_env,
     parse_bytes,
@@ -27,7 +29,7 @@ from builder.containers.options import (
     read_env_file,
     rfc3339nano,
 )
-from builder.containers.record import (
+from builder.runtime.containers.record import (
     Container,
     ContainerStore,
     NoSuchContainer,
@@ -35,8 +37,6 @@ from builder.containers.record import (
     alive,
     proc_start_time,
 )
-from builder.errors import ContainerError
-from builder.state import StateRoot
 from registry.config import ContainerConfig
 
 

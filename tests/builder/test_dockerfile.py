@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.dockerfile import (
+from builder.base.errors import DockerfileSyntaxError, InstructionError
+from builder.imagebuild.dockerfile import (
     Add,
     Arg,
     Cmd,
@@ -38,9 +39,8 @@ from builder.dockerfile import (
     parse_mount,
     typed,
 )
-from builder.dockerfile.instructions import parse_go_duration, suggest
-from builder.errors import DockerfileSyntaxError, InstructionError
-from builder.expand import expand_word
+from builder.imagebuild.dockerfile.instructions import parse_go_duration, suggest
+from builder.imagebuild.expand import expand_word
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -378,7 +378,7 @@ def test_lint_multiple_instructions() -> None:
 
 
 def test_the_grammar_file_is_a_real_lalr_grammar() -> None:
-    from builder.dockerfile.larkglue import TREE_BUILDER, LineLexer
+    from builder.imagebuild.dockerfile.larkglue import TREE_BUILDER, LineLexer
     from grammar import grammar_path
     from grammar import load as load_grammar
 
@@ -407,7 +407,7 @@ lg.load_grammar = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
 import lark.lark
 lark.lark.load_grammar = lg.load_grammar
 t = time.perf_counter()
-from builder.dockerfile import parse
+from builder.imagebuild.dockerfile import parse
 tree = parse(open(sys.argv[1]).read())
 print(len(tree.nodes), len(calls), (time.perf_counter() - t) * 1000)
 """
@@ -533,7 +533,7 @@ def test_parse_is_fast_on_a_large_file() -> None:
 def test_a_token_sequence_the_grammar_refuses_is_still_a_syntax_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from builder.dockerfile import syntax
+    from builder.imagebuild.dockerfile import syntax
 
     def broken(self: syntax._Source) -> Iterator[syntax._Tok]:
         yield syntax._Tok("FLAGS", "--x", 1, ["--x"])  # flags with no keyword before them

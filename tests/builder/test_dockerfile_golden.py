@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from builder.dockerfile import lint, parse, typed  # noqa: E402
-from builder.errors import DockerfileSyntaxError  # noqa: E402
+from builder.base.errors import DockerfileSyntaxError  # noqa: E402
+from builder.imagebuild.dockerfile import lint, parse, typed  # noqa: E402
 
 VALID = ROOT / "testdata" / "dockerfiles"
 INVALID = ROOT / "testdata" / "dockerfiles-invalid"

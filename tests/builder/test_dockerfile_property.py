@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder.dockerfile import lint, parse, typed
-from builder.errors import DockerfileSyntaxError
+from builder.base.errors import DockerfileSyntaxError
+from builder.imagebuild.dockerfile import lint, parse, typed
 
 # Lines made of Dockerfile-ish pieces, so the interesting paths (continuations, heredocs,
 # JSON, flags, directives) are reached far more often than by random characters alone.

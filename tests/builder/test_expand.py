@@ -11,8 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.errors import BuildError, ExpansionError
-from builder.expand import Scope, expand_word, expand_words, parse_heredoc_word, used_names
+from builder.base.errors import BuildError, ExpansionError
+from builder.imagebuild.expand import (
+    Scope,
+    expand_word,
+    expand_words,
+    parse_heredoc_word,
+    used_names,
+)
 
 DATA = json.loads(
     (Path(__file__).resolve().parents[2] / "testdata" / "expand_cases.json").read_text("utf-8")

@@ -69,7 +69,7 @@ class Built:
 
 
 def _layers_and_tree(layer_files: list[Any], tree: Path) -> list[list[tarfile.TarInfo]]:
-    from builder.layers import apply_layer
+    from builder.core.layers import apply_layer
     from registry.compression import open_decompressed
 
     out = []

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from builder import dockerfile as df
-from builder.context import HashMemo, Tree
-from builder.graph import Graph, PlanError, PlanOptions, plan
-from builder.pipeline import image_resolver
+from builder.imagebuild import dockerfile as df
+from builder.imagebuild.context import HashMemo, Tree
+from builder.imagebuild.graph import Graph, PlanError, PlanOptions, plan
+from builder.imagebuild.pipeline import image_resolver
 from registry.model import Platform
 
 
@@ -148,7 +148,7 @@ def test_run_key_sees_used_args_env_and_mounts(busybox: Any, ctx: Path) -> None:
     ("FROM scratch\nENV X=${Y:?must be set}\n", "Dockerfile:2:"),
 ])
 def test_plan_errors_are_located(ctx: Path, text: str, message: str) -> None:
-    from builder.errors import BuildError
+    from builder.base.errors import BuildError
 
     with pytest.raises(BuildError) as e:
         make_plan(text, ctx)
@@ -204,7 +204,7 @@ def test_ops_carry_key_and_execute_through_an_executor(ctx: Path) -> None:
     """Each filesystem op has a validated ``CacheKey`` and runs by calling back the executor
     it is given (RUN → ``run``, COPY → ``copy`` with a context ``Location``, WORKDIR → ``mkdir``);
     a metadata op has nothing to run."""
-    from builder.graph import CacheKey, CopySpec, ExecSpec, Location, MkdirSpec, Step
+    from builder.imagebuild.graph import CacheKey, CopySpec, ExecSpec, Location, MkdirSpec, Step
 
     g = make_plan("FROM scratch\nWORKDIR /w\nCOPY a.txt .\nRUN --mount=type=bind,source=dir,target=/m true\n"
                   "ENV A=1\n", ctx)
@@ -246,7 +246,7 @@ def test_history_dated_as_buildkit_exports_it() -> None:
     """Entries the build added: an empty one takes the time of the layer before it, those
     before the first new layer that layer's, none at all the build's time; inherited entries
     are left as they are; key order is the OCI History order."""
-    from builder.assemble import dated
+    from builder.imagebuild.assemble import dated
 
     base = {"created": "2020-01-01T00:00:00Z", "created_by": "base"}
     hist = [base, {"created_by": "ENV A=1", "comment": "c", "empty_layer": True},

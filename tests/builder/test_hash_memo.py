@@ -1,4 +1,4 @@
-"""The context's hash memo (``builder.context.HashMemo``): one file per directory of hashed
+"""The context's hash memo (``builder.imagebuild.context.HashMemo``): one file per directory of hashed
 files, so a cached build writes nothing, a changed file rewrites its directory's memo only,
 and a build never reads another context's memo."""
 
@@ -8,7 +8,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from builder.context import HashMemo
+from builder.imagebuild.context import HashMemo
 
 
 def _hash_all(memo: HashMemo, files: list[Path]) -> list[str]:

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from builder.containers.create import RunOptions, host_config_of
-from builder.containers.hostconfig import (
+from builder.api.createbody import host_config
+from builder.base.errors import ContainerError, VolumeError
+from builder.runtime.containers.create import RunOptions, host_config_of
+from builder.runtime.containers.hostconfig import (
     Device,
     Endpoint,
     HostConfig,
@@ -19,10 +21,8 @@ from builder.containers.hostconfig import (
     Resources,
     Ulimit,
 )
-from builder.containers.options import RestartPolicy
-from builder.containers.record import Container
-from builder.errors import ContainerError, VolumeError
-from builder.serve.createbody import host_config
+from builder.runtime.containers.options import RestartPolicy
+from builder.runtime.containers.record import Container
 from registry.config import ContainerConfig
 from registry.kinds import ErrorKind
 
@@ -142,7 +142,7 @@ def test_each_value_checks_itself(make: Any, words: str) -> None:
 
 
 def test_bad_api_shapes_are_invalid_arguments() -> None:
-    from builder.serve.errors import ApiError
+    from builder.api.errors import ApiError
 
     for hc in ({"Ulimits": [{"Name": "nofile"}]}, {"Memory": "lots"}, {"Mounts": ["x"]}):
         with pytest.raises((ApiError, ContainerError)) as e:

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.errors import IgnorePatternError
-from builder.ignore import IgnoreMatcher, read_dockerignore
+from builder.base.errors import IgnorePatternError
+from builder.imagebuild.ignore import IgnoreMatcher, read_dockerignore
 
 DATA = json.loads(
     (Path(__file__).resolve().parents[2] / "testdata" / "ignore_cases.json").read_text("utf-8")

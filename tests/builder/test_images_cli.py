@@ -230,7 +230,7 @@ def test_demo_script_prints_the_busybox_image(tmp_path: Path) -> None:
     finally:
         # the demo's `run` used the default bridge, which stays up between containers (docker0)
         from builder import network
-        from builder.state import StateRoot
+        from builder.base.state import StateRoot
 
         if (tmp_path / "demo" / "networks").is_dir():
             network.reset(StateRoot.open(tmp_path / "demo"))

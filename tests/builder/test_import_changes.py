@@ -1,5 +1,5 @@
 """``pybuild import --change``: the lines go through the Dockerfile front end and the build
-planner's config logic (``builder.graph.apply_config``), as ``docker import`` applies them."""
+planner's config logic (``builder.imagebuild.graph.apply_config``), as ``docker import`` applies them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from builder import dockerfile as df
-from builder.errors import PlanError
-from builder.graph import apply_config
+from builder.base.errors import PlanError
+from builder.imagebuild import dockerfile as df
+from builder.imagebuild.graph import apply_config
 
 Pybuild = Any  # the runner from tests/conftest.py
 

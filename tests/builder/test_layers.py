@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_sandbox_support import tree_digest
 
-from builder import layers
-from builder.errors import LayerError
+from builder.base.errors import LayerError
+from builder.core import layers
 
 CAP_VALUE = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_bind_service+ep
 

@@ -56,7 +56,7 @@ def arm64_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_multi(pyb: Any, busybox_tar: Path, arm64_tar: Path, tag: str = "base:multi") -> None:
     """``base:amd64`` and ``base:arm64`` imported with ``--platform``, and *tag* their index."""
-    from builder.platforms import store_index
+    from builder.base.platforms import store_index
     from registry.reference import Reference
 
     pyb("import", "--platform", "linux/amd64", str(busybox_tar), "base:amd64")
@@ -98,7 +98,7 @@ def test_import_platform_runs_through_qemu_and_info_shows_it(pybuild: Any, arm64
 def test_foreign_run_without_the_emulator_says_what_to_install(pybuild: Any, arm64_tar: Path,
                                                                tmp_path: Path) -> None:
     """A host without qemu-user-static: no binfmt_misc entry and no Debian binfmt.d rule (the
-    two directories ``builder.binfmt`` reads, pointed at empty ones)."""
+    two directories ``builder.base.binfmt`` reads, pointed at empty ones)."""
     pybuild("import", "--platform", "linux/arm64", str(arm64_tar), "arm:1")
     (tmp_path / "binfmt").mkdir()
     (tmp_path / "conf").mkdir()

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from builder import network as N
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
+from builder.base.state import StateRoot
 from builder.network import firewall, links
-from builder.state import StateRoot
 
 CID_A, CID_B, CID_C = "a" * 64, "b" * 64, "c" * 64
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from builder import network as N
+from builder.base.state import StateRoot
 from builder.network import links
-from builder.state import StateRoot
 
 PYBUILD = [sys.executable, "-c", "from builder.cli import main; main()"]
 
@@ -68,7 +68,7 @@ def test_network_cli_lifecycle(state: StateRoot) -> None:
         r = run_cli(state, *args)
         assert r.returncode == 1 and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
 
-    # a "running container": a record as builder.containers writes it, and its netns
+    # a "running container": a record as builder.runtime.containers writes it, and its netns
     cid = "e" * 64
     (state.containers / cid).mkdir(parents=True)
     (state.containers / cid / "container.json").write_text(json.dumps({"Id": cid, "Name": "/web"}))

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from builder.errors import NetworkError
+from builder.base.errors import NetworkError
 from builder.network import PortMapping, ipam, parse_publish, parse_publish_all, publish_exposed
 
 GOOD = [

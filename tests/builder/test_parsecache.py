@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.dockerfile import load
-from builder.dockerfile.parsecache import load_cached
-from builder.errors import DockerfileSyntaxError
+from builder.base.errors import DockerfileSyntaxError
+from builder.imagebuild.dockerfile import load
+from builder.imagebuild.dockerfile.parsecache import load_cached
 
 TEXT = 'FROM busybox AS b\nARG X=1\nRUN --mount=type=cache,target=/c echo $X\nCOPY <<EOF /f\nhi\nEOF\nCMD ["sh"]\n'
 
@@ -54,7 +54,7 @@ def test_a_hit_does_not_import_lark(tmp_path: Path) -> None:
     load_cached(TEXT, filename="Dockerfile", directory=tmp_path)
     code = (
         "import sys; from pathlib import Path\n"
-        "from builder.dockerfile.parsecache import load_cached\n"
+        "from builder.imagebuild.dockerfile.parsecache import load_cached\n"
         f"d = load_cached({TEXT!r}, filename='Dockerfile', directory=Path({str(tmp_path)!r}))\n"
         "assert d.stages[0].name == 'b'\n"
         "print(any(m == 'lark' or m.startswith('lark.') for m in sys.modules))\n"

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from root_tidy import assert_root_tidy
 
+from builder.core.sandbox import cgroups
 from builder.network import links, sweep
-from builder.sandbox import cgroups
 
 Pybuild = Any  # the runner from tests/conftest.py
 Factory = Callable[[], Pybuild]

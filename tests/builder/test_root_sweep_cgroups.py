@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from root_tidy import assert_root_tidy
 
+from builder.core.sandbox import cgroups
+from builder.core.sandbox.spec import Resources
 from builder.network import sweep
-from builder.sandbox import cgroups
-from builder.sandbox.spec import Resources
 
 Pybuild = Any  # the runner from tests/conftest.py
 Factory = Callable[[], Pybuild]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from test_sandbox_support import new_id
 
-from builder.errors import LayerError
-from builder.rootfs import LayerCache, diff, image_layers, overlay_supported, prepare_root
-from builder.sandbox import Executor, Process, Spec, default_mounts, etc_mounts
-from builder.state import StateRoot
+from builder.base.errors import LayerError
+from builder.base.state import StateRoot
+from builder.core.rootfs import LayerCache, diff, image_layers, overlay_supported, prepare_root
+from builder.core.sandbox import Executor, Process, Spec, default_mounts, etc_mounts
 
 
 def _layer(files: dict[str, bytes]) -> bytes:
@@ -130,7 +130,7 @@ def test_image_from_the_store(busybox: object, tmp_path: Path) -> None:
 
 
 def test_no_overlay_environment_forces_the_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from builder import rootfs
+    from builder.core import rootfs
 
     raw = _layer({"f": b"1"})
     d = LayerCache(tmp_path).unpack(_did(raw), lambda: io.BytesIO(raw))

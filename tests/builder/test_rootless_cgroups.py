@@ -1,4 +1,4 @@
-"""Rootless limits through a delegated cgroup v2 subtree (issue 17; ``builder.sandbox.delegated``).
+"""Rootless limits through a delegated cgroup v2 subtree (issue 17; ``builder.core.sandbox.delegated``).
 
 On the real v2 mount of this host (hybrid: memory, pids and cpu are bound to v1, so the v2 mount
 lists no controllers), root delegates a directory to the test's user as systemd's
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_rootless import User, user  # noqa: E402,F401 - the module's ordinary user, by import
 
-from builder.sandbox import cgroups  # noqa: E402
+from builder.core.sandbox import cgroups  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -114,7 +114,7 @@ def _without_user_namespaces(argvs: list[list[str]], cwd: Path) -> list[tuple[in
     namespace, though: a namespace of root's own that maps every ID to itself (so the user is
     itself there) has its own, which its root may set: 0 there is a host with user namespaces
     disabled for everything run inside, and the host's value is never touched."""
-    from builder import syscalls as sc
+    from builder.base import syscalls as sc
 
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()

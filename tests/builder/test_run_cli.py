@@ -184,7 +184,7 @@ def test_registered_pybuild_run_uses_the_core(busybox: Any, guard: None) -> None
 
 def test_tty_and_interactive(busybox: Any, guard: None) -> None:
     """-it on a terminal: the container gets a pty of our size; what we type reaches it."""
-    from builder.syscalls import real
+    from builder.base.syscalls import real
 
     master, slave = os.openpty()
     real().set_winsize(slave, 33, 101)
@@ -236,8 +236,8 @@ def test_sigkill_of_the_container_gives_137(busybox: Any, guard: None) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
-            from builder.sandbox import reap_stale
-            from builder.state import StateRoot
+            from builder.base.state import StateRoot
+            from builder.core.sandbox import reap_stale
 
             time.sleep(0.5)
             reap_stale(StateRoot.open(busybox.root))

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from test_containers_images import HTTPD_INDEX, make_httpd_image, make_image
 
-from builder.state import StateRoot
+from builder.base.state import StateRoot
 
 PYBUILD = str(Path(sys.executable).parent / "pybuild")
 
@@ -239,7 +239,7 @@ def test_exec_sees_processes_and_filesystem(env: Env) -> None:
         os.environ.update(env.environ)
         os.execv(PYBUILD, [PYBUILD, "exec", "-it", "box", "sh"])
     try:
-        from builder.syscalls import real
+        from builder.base.syscalls import real
 
         real().set_winsize(fd, 33, 101)  # our terminal's size reaches the exec'd process
         # `tty` names the terminal only when it is one of the container's own /dev/pts
@@ -281,7 +281,7 @@ def test_run_it_under_a_pty(env: Env) -> None:
         os.environ.update(env.environ)
         os.execv(PYBUILD, [PYBUILD, "run", "--rm", "-it", "--network", "none", "busybox", "sh"])
     try:
-        from builder.syscalls import real
+        from builder.base.syscalls import real
 
         real().set_winsize(fd, 41, 99)
         os.write(fd, b"echo $((7*6))xyz; echo tty=$(tty); stty size; exit 3\n")

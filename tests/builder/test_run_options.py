@@ -17,7 +17,7 @@ import pytest
 from test_containers_images import make_image
 from test_run_detached import Env, _free_port, _get, _leftovers
 
-from builder.state import StateRoot
+from builder.base.state import StateRoot
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"  # Debian's, installed by `make apt`
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from test_startup_budget import loaded
 
-SANDBOX_START = {"builder.sandbox.executor", "builder.sandbox.child", "builder.sandbox.spec",
-                 "builder.sandbox.seccomp", "builder.syscalls", "ctypes"}
+SANDBOX_START = {"builder.core.sandbox.executor", "builder.core.sandbox.child", "builder.core.sandbox.spec",
+                 "builder.core.sandbox.seccomp", "builder.base.syscalls", "ctypes"}
 
 
 def test_bridge_run_spawns_no_helper(busybox: Any, tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_bridge_run_spawns_no_helper(busybox: Any, tmp_path: Path) -> None:
 def test_rm_f_loads_no_sandbox_start_code(busybox: Any, tmp_path: Path) -> None:
     busybox("run", "-d", "--name", "budget", "--network", "none", "busybox", "sleep", "1000")
     mods = loaded(["--root", str(busybox.root), "rm", "-f", "budget"], tmp_path)
-    assert "builder.containers.lifecycle" in mods
-    assert not mods & {*SANDBOX_START, "subprocess", "builder.containers.create",
-                       "builder.containers.attach"}
+    assert "builder.runtime.containers.lifecycle" in mods
+    assert not mods & {*SANDBOX_START, "subprocess", "builder.runtime.containers.create",
+                       "builder.runtime.containers.attach"}
     assert busybox("ps", "-aq").stdout.strip() == ""  # removed, and its supervisor is gone

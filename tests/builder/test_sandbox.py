@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from test_sandbox_support import HostSnapshot, new_id, tree_digest
 
-from builder.errors import CommandNotExecutable, CommandNotFound, SandboxError
-from builder.rootfs import LayerCache, Root, prepare_root
-from builder.sandbox import (
+from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxError
+from builder.base.state import StateRoot
+from builder.core.rootfs import LayerCache, Root, prepare_root
+from builder.core.sandbox import (
     Executor,
     Mount,
     Namespaces,
@@ -32,7 +33,6 @@ from builder.sandbox import (
     etc_mounts,
     teardown_run_dir,
 )
-from builder.state import StateRoot
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +302,7 @@ def _make_netns_file(path: Path) -> None:
     if pid == 0:  # pragma: no cover - child
         code = 1
         try:
-            from builder import syscalls as sc
+            from builder.base import syscalls as sc
 
             sc.real().unshare(sc.CLONE_NEWNET)
             sc.real().mount(f"/proc/{os.getpid()}/ns/net", str(path), None, sc.MS_BIND)
@@ -369,7 +369,7 @@ def test_exec_joins_a_running_sandbox(executor: Executor, root: Root, host: Host
 def test_teardown_from_another_process(executor: Executor, root: Root, host: HostSnapshot) -> None:
     sb = executor.start(spec_for(root, "sleep", "60"), stdout=subprocess.DEVNULL)
     assert sb.alive()
-    subprocess.run([sys.executable, "-c", "import sys; from builder.sandbox import teardown_run_dir; "
+    subprocess.run([sys.executable, "-c", "import sys; from builder.core.sandbox import teardown_run_dir; "
                     "teardown_run_dir(sys.argv[1])", str(sb.run_dir)], check=True, cwd=Path(__file__).parents[2])
     res = sb.wait(10)
     assert res.exit_status == 137 and not sb.run_dir.exists()
@@ -453,7 +453,7 @@ def test_owner_killed_then_stale_sandbox_is_reaped(
 ) -> None:
     """The process that started a sandbox dies by SIGKILL: its processes die with it (parent-death
     signals), and the next start in the same state root removes what is left (cgroups, run dir)."""
-    from builder.sandbox import reap_stale
+    from builder.core.sandbox import reap_stale
 
     spec = spec_for(root, "sleep", "60")
     r_fd, w_fd = os.pipe()
@@ -526,7 +526,7 @@ def test_start_killed_midway_is_torn_down_from_its_state(
 
 def test_orphan_cgroups_are_removed_by_age(host: HostSnapshot) -> None:
     """Empty ``pybuild/<id>`` cgroups left by a killed owner whose state root is gone."""
-    from builder.sandbox.cgroups import remove_orphans
+    from builder.core.sandbox.cgroups import remove_orphans
 
     old = Path("/sys/fs/cgroup/pids/pybuild") / new_id()
     young = Path("/sys/fs/cgroup/memory/pybuild") / new_id()

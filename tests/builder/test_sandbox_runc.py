@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from test_sandbox_support import HostSnapshot, new_id
 
-from builder.rootfs import Root, prepare_root
-from builder.sandbox import (
+from builder.base.state import StateRoot
+from builder.core.rootfs import Root, prepare_root
+from builder.core.sandbox import (
     Executor,
     Process,
     Resources,
@@ -24,7 +25,6 @@ from builder.sandbox import (
     run_oci,
     to_oci_bundle,
 )
-from builder.state import StateRoot
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from builder.errors import SandboxError
-from builder.sandbox import seccomp
-from builder.sandbox.spec import DEFAULT_CAPS, Process, Spec, capabilities
+from builder.base.errors import SandboxError
+from builder.core.sandbox import seccomp
+from builder.core.sandbox.spec import DEFAULT_CAPS, Process, Spec, capabilities
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -301,8 +301,8 @@ def test_oci_form_and_compiled_program(tmp_path: Path) -> None:
 
 
 def test_oci_config_carries_the_profile(tmp_path: Path) -> None:
-    from builder.rootfs import Root
-    from builder.sandbox.oci import oci_config
+    from builder.core.rootfs import Root
+    from builder.core.sandbox.oci import oci_config
 
     root = Root(path=str(tmp_path))
     cfg = oci_config(Spec(process=Process(args=("true",), seccomp=seccomp.default()), root=root))
@@ -313,9 +313,9 @@ def test_oci_config_carries_the_profile(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("nnp", [True, False])
 def test_filter_order_against_no_new_privs(nnp: bool) -> None:
-    from builder import syscalls as sc
-    from builder.sandbox.child import confine
-    from builder.sandbox.users import User
+    from builder.base import syscalls as sc
+    from builder.core.sandbox.child import confine
+    from builder.core.sandbox.users import User
 
     fake = sc.FakeSyscalls()
     confine(fake, Process(args=("x",), no_new_privs=nnp), User(1000, 1000, (1000,), "/"), 40, b"\0" * 16)

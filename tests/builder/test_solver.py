@@ -177,7 +177,7 @@ def test_layers_take_the_requested_compression_even_from_cache(busybox: Any, bt:
     assert {d.media_type for d in gz.manifest.layers[1:]} == {mt.OCI_LAYER_GZIP}
     # the stages only copied from keep their layer as a snapshot (unpacked, no blob), and
     # an image that later needs it gets a blob made from the snapshot
-    from builder.cache import BuildCache
+    from builder.imagebuild.cache import BuildCache
 
     records = list(BuildCache(busybox.root / "cache", store).inputs_index())
     snaps = [r for r in records if r.snapshot]

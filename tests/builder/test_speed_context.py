@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.context import HashMemo, Tree, entry_fingerprint
+from builder.imagebuild.context import HashMemo, Tree, entry_fingerprint
 
 
 def _tree(tmp_path: Path) -> Path:

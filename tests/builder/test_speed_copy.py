@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.context import Tree
-from builder.execute import fileops
-from builder.execute.fileops import Ownership, copy_tree
-from builder.layers import write_diff
+from builder.core.layers import write_diff
+from builder.imagebuild.context import Tree
+from builder.imagebuild.execute import fileops
+from builder.imagebuild.execute.fileops import Ownership, copy_tree
 
 
 def _context(tmp_path: Path) -> Path:

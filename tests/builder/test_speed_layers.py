@@ -7,7 +7,7 @@ import io
 import os
 from pathlib import Path
 
-from builder.layers import commit_layer, write_diff
+from builder.core.layers import commit_layer, write_diff
 from registry.store import Store
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from builder.containers import stats as lib
+from builder.runtime.containers import stats as lib
 
 MiB = 1024 * 1024
 
@@ -271,8 +271,8 @@ def test_stats_and_update_bad_input(pb: Any) -> None:
 
 
 def test_set_limits_on_a_fake_cgroup2_dir(tmp_path: Path) -> None:
-    from builder.errors import SandboxError
-    from builder.sandbox import cgroups
+    from builder.base.errors import SandboxError
+    from builder.core.sandbox import cgroups
 
     d = _v2_tree(tmp_path)
     for name, text in (("memory.swap.max", "max"), ("cpu.max", "max 100000"), ("cpu.weight", "100")):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import syscalls as sc
-from builder.rootfs import Root, link_lowers
-from builder.sandbox.child import Plan, drop_privileges, mount_flags, secure_join, setup_root
-from builder.sandbox.spec import (
+from builder.base import syscalls as sc
+from builder.core.rootfs import Root, link_lowers
+from builder.core.sandbox.child import Plan, drop_privileges, mount_flags, secure_join, setup_root
+from builder.core.sandbox.spec import (
     CAP_NUMBERS,
     DEFAULT_CAPS,
     Mount,
@@ -21,7 +21,7 @@ from builder.sandbox.spec import (
     capabilities,
     default_mounts,
 )
-from builder.sandbox.users import User
+from builder.core.sandbox.users import User
 
 
 def _plan(tmp_path: Path, **kw: object) -> Plan:
@@ -157,7 +157,7 @@ def test_real_calls_in_a_child() -> None:
 
 
 def test_cgroup_layout_detection() -> None:
-    from builder.sandbox.cgroups import detect
+    from builder.core.sandbox.cgroups import detect
 
     hybrid = (
         "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n"
@@ -177,7 +177,7 @@ def test_cgroup_layout_detection() -> None:
 
 
 def test_private_mount_namespace_unshares_then_makes_every_mount_private() -> None:
-    from builder import syscalls as sc
+    from builder.base import syscalls as sc
 
     fake = sc.FakeSyscalls()
     sc.private_mount_namespace(fake)

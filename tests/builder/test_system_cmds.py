@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from builder.state import StateRoot
+from builder.base.state import StateRoot
 
 NEW_DOCKER = "/usr/local/bin/docker"  # a current client: anonymous-volume prune, as we do
 
@@ -46,7 +46,7 @@ def _cgroups(ids: set[str]) -> list[str]:
 # -- version / info ---------------------------------------------------------------------------
 def test_version_and_info(busybox: Any) -> None:
     pybuild = busybox
-    from builder import system
+    from builder.system import engine as system
 
     ver = system.version()
     assert re.fullmatch(rf"pybuild version {re.escape(ver)}, build \S+\n", pybuild("--version").stdout)
@@ -96,7 +96,7 @@ def test_df_of_an_empty_root_is_dockers_text(pybuild_factory: Any) -> None:
 
 def test_df_counts_and_sizes(busybox: Any, tmp_path: Path) -> None:
     pybuild = busybox
-    from builder import system
+    from builder.system import engine as system
 
     img = pybuild.store().resolve("busybox")
     layers = sum(d.size for d in img.layers)
@@ -182,7 +182,7 @@ def test_prune_removes_what_is_unused_and_keeps_the_rest(busybox: Any, tmp_path:
         (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo two > /two\n")
         p("build", "-t", "tagged", str(ctx))  # the first build's image is now dangling
         state = StateRoot.open(p.root)
-        from builder.volume import store as volumes
+        from builder.runtime.volume import store as volumes
 
         anon_stopped = next(m["Name"] for m in json.loads(p("inspect", "stopped").stdout)[0]["Mounts"])
         stopped_id = p("inspect", "-f", "{{.Id}}", "stopped").stdout.strip()
@@ -208,7 +208,7 @@ def test_prune_removes_what_is_unused_and_keeps_the_rest(busybox: Any, tmp_path:
         r = p("system", "prune", "-af")
         assert "untagged: tagged:latest" in r.stdout and "Deleted build cache objects:\n" in r.stdout
         assert [str(i.reference.familiar) for i in p.store().images() if i.reference] == ["busybox:latest"]
-        from builder.cache import BuildCache
+        from builder.imagebuild.cache import BuildCache
 
         assert not list(BuildCache(state.cache, state.image_store()).inputs_index())
         assert p("system", "prune", "-af").stdout == "Total reclaimed space: 0B\n"
@@ -233,8 +233,8 @@ def test_reset_leaves_nothing_of_the_root_on_the_host(busybox: Any, tmp_path: Pa
         p("run", "-d", "--name", "peer", "--network", "appnet", "busybox", "sleep", "600")
         p("create", "--name", "idle", "busybox")
         # a sandbox a killed build left: its run dir and its cgroup
-        from builder.sandbox.cgroups import Cgroup
-        from builder.sandbox.spec import Resources
+        from builder.core.sandbox.cgroups import Cgroup
+        from builder.core.sandbox.spec import Resources
 
         state = StateRoot.open(p.root)
         orphan = "feed" + os.urandom(6).hex()

@@ -1,4 +1,4 @@
-"""The layer tar writer (``builder.layers.diff``) packs plain headers itself and writes entries
+"""The layer tar writer (``builder.core.layers.diff``) packs plain headers itself and writes entries
 straight to its sink: the archive must be, byte for byte, the one it writes with every header
 made by ``tarfile`` (``TarInfo.tobuf``, PAX), plain entries and those needing PAX records alike,
 and one ``tarfile`` reads back."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.layers import diff, write_diff
+from builder.core.layers import diff, write_diff
 
 
 def test_written_tar_is_what_tarfile_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The Go template engine of ``--format`` (``builder.template``): Go's text/template semantics
+"""The Go template engine of ``--format`` (``builder.base.template``): Go's text/template semantics
 and error texts, Docker's functions, and the CLI's table/inspect rendering around it.
 
 Expected texts are what Go 1.19's text/template (Docker 20.10's client) gives; the judge test
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from builder.errors import TemplateExecError, TemplateParseError
-from builder.template import Options, Template
-from builder.template.shapes import INSPECT, row
+from builder.base.errors import TemplateExecError, TemplateParseError
+from builder.base.template import Options, Template
+from builder.base.template.shapes import INSPECT, row
 
 DATA: dict[str, Any] = {
     "Name": "/web",
@@ -286,7 +286,7 @@ def test_tabwriter_blocks() -> None:
 def test_parse_cache_spares_lark(tmp_path: Any) -> None:
     """A template parsed before is read back from the cache: the process never imports Lark."""
     env = {"PYBUILD_GRAMMAR_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    code = ("import sys\nfrom builder.template import Template\n"
+    code = ("import sys\nfrom builder.base.template import Template\n"
             "print(Template('{{range .}}{{.}}{{end}}').execute([1, 2]), 'lark' in sys.modules)")
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -294,7 +294,7 @@ def test_parse_cache_spares_lark(tmp_path: Any) -> None:
     assert again.stdout.split() == ["12", "False"]
     assert list((tmp_path / "templates").glob("*.pickle"))
     # a bad template is never stored, and still fails with Go's text from the cache's process
-    bad = subprocess.run([sys.executable, "-c", "from builder.template import Template; Template('{{end}}')"],
+    bad = subprocess.run([sys.executable, "-c", "from builder.base.template import Template; Template('{{end}}')"],
                          env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "template: :1: unexpected {{end}}" in bad.stderr
     assert len(list((tmp_path / "templates").glob("*.pickle"))) == 1
@@ -304,6 +304,6 @@ def test_cli_start_up_without_format_never_imports_the_engine(pybuild: Any) -> N
     # in-process (``main(argv)`` returns; the command itself ends with ``os._exit``)
     code = ("import sys\nfrom builder.cli import main\n"
             "try:\n    main(['--root', sys.argv[1], 'images'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('lark', 'builder.template'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('lark', 'builder.base.template'))))")
     r = subprocess.run([sys.executable, "-c", code, str(pybuild.root)], capture_output=True, text=True, check=True)
     assert r.stdout.strip().splitlines()[-1] == "[]"

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from builder.errors import TemplateError
-from builder.template import Template
-from builder.template.shapes import INSPECT
+from builder.base.errors import TemplateError
+from builder.base.template import Template
+from builder.base.template.shapes import INSPECT
 
 #: templates over a created (not started) container, through our engine on Docker's JSON
 CONTAINER_TEMPLATES = [

@@ -1,4 +1,4 @@
-"""The one parser of byte sizes and of Go durations (``builder.units``), for every form its
+"""The one parser of byte sizes and of Go durations (``builder.base.units``), for every form its
 former copies took: ``run --memory/--shm-size``, ``--mount tmpfs-size``, ``RUN --mount size``,
 ``builder prune --keep-storage``, HEALTHCHECK and ``--health-*`` durations."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.units import parse_go_duration, parse_size
+from builder.base.units import parse_go_duration, parse_size
 
 
 @pytest.mark.parametrize(("text", "want"), [

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import volume as V
-from builder.errors import VolumeError
-from builder.state import StateRoot
+from builder.base.errors import VolumeError
+from builder.base.state import StateRoot
+from builder.runtime import volume as V
 
 PYBUILD = [sys.executable, "-c", "from builder.cli import main; main()"]
 
@@ -25,7 +25,7 @@ def state(tmp_path: Path) -> StateRoot:
 
 
 def write_container(state: StateRoot, cid: str, name: str, mounts: list[V.Mount]) -> None:
-    """A container record as ``builder.containers`` writes it (the documented ``Mounts`` format)."""
+    """A container record as ``builder.runtime.containers`` writes it (the documented ``Mounts`` format)."""
     d = state.containers / cid
     d.mkdir(parents=True)
     (d / "container.json").write_text(

@@ -12,8 +12,8 @@ import sys
 import threading
 import time
 
-from builder.containers.record import proc_start_time
-from builder.containers.repair import wait_gone
+from builder.runtime.containers.record import proc_start_time
+from builder.runtime.containers.repair import wait_gone
 
 
 def _sleeper(seconds: float) -> subprocess.Popen[bytes]:

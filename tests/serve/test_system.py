@@ -103,12 +103,12 @@ def test_event_log_concurrent_writers_and_rotation(tmp_path: Any,
     import subprocess
     import sys
 
-    from builder import events
-    from builder.state import StateRoot
+    from builder.base import events
+    from builder.base.state import StateRoot
 
     state = StateRoot.open(tmp_path / "root")
     reader = events.Reader(state, from_start=False)
-    code = ("import sys; from builder import events; from builder.state import StateRoot; "
+    code = ("import sys; from builder.base import events; from builder.base.state import StateRoot; "
             "s = StateRoot.open(sys.argv[1]); "
             "[events.emit(s, 'image', 'tag', f'id{i}', {'name': sys.argv[2] + str(i), "
             "'pad': 'x' * 300}) for i in range(150)]")

@@ -1,0 +1,459 @@
+"""``Executor``: runs a ``Spec`` as PID 1 of fresh namespaces (``start``/``run``) or joins a running
+one (``exec``); the handles, their state and teardown live in ``builder.core.sandbox.handle``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import stat
+from pathlib import Path
+from typing import Any
+
+from builder.base import syscalls as sc
+from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxError
+from builder.base.state import StateRoot
+from builder.core import rootfs as _rootfs
+from builder.core.sandbox import cgroups as _cg
+from builder.core.sandbox import delegated
+from builder.core.sandbox.child import Plan, exec_process, open_console, setup_root
+from builder.core.sandbox.handle import (
+    ExecHandle,
+    Result,
+    Sandbox,
+    pid_start,
+    reap_stale,
+    teardown_run_dir,
+    write_state,
+)
+from builder.core.sandbox.spec import (
+    NO_NAMESPACES,
+    Process,
+    Spec,
+    bare_chroot,
+    chroot_isolation,
+    namespaces_allowed,
+)
+from builder.core.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
+
+#: compatibility names for callers of this module
+_Stdio = Stdio
+__all__ = ["Executor", "Input", "Output", "Result", "Sandbox", "reap_stale", "teardown_run_dir"]
+
+_NS_FLAGS = {
+    "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "net": sc.CLONE_NEWNET,
+    "pid": sc.CLONE_NEWPID, "cgroup": sc.CLONE_NEWCGROUP,
+}
+
+
+def _last_cap() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except OSError:
+        return 40
+
+
+def _raise_child_error(data: bytes) -> None:
+    try:
+        info = json.loads(data.decode())
+        kind, msg = info["kind"], info["msg"]
+    except (ValueError, KeyError):
+        kind, msg = "error", data.decode(errors="replace")
+    if kind == "notfound":
+        raise CommandNotFound(msg)
+    if kind == "noexec":
+        raise CommandNotExecutable(msg)
+    raise SandboxError(msg)
+
+
+def _report_and_exit(err_w: int, e: BaseException) -> None:
+    kind = "notfound" if isinstance(e, CommandNotFound) else (
+        "noexec" if isinstance(e, CommandNotExecutable) else "error")
+    msg = str(e) if isinstance(e, SandboxError) else f"{type(e).__name__}: {e}"
+    with contextlib.suppress(OSError):
+        os.write(err_w, json.dumps({"kind": kind, "msg": msg}).encode())
+    os._exit(127 if kind == "notfound" else 126 if kind == "noexec" else 125)
+
+
+def _supervise(child: int, status_w: int, exit_file: Path | None) -> None:  # pragma: no cover
+    """The helper's life after forking the child: report its pid, wait, report its status, exit.
+
+    It keeps no other fd: a pipe of another sandbox started meanwhile must not stay open here.
+    """
+    try:
+        os.closerange(3, status_w)
+        os.closerange(status_w + 1, 1 << 20)
+        os.write(status_w, f"{child}\n".encode())
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        if exit_file is not None:
+            with contextlib.suppress(OSError):
+                exit_file.write_text(str(status))
+        os.write(status_w, f"{status}\n".encode())
+    finally:
+        os._exit(0)
+
+
+def _shield_helper() -> Any:
+    """In a freshly forked helper: ignore SIGINT, so a terminal's Ctrl-C (sent to the whole
+    process group) leaves the supervision of the sandbox to the caller's cancellation instead
+    of killing the helper before it reports. Returns what the sandbox's process must get back
+    (``_unshield_child``) until ``child.default_signals`` resets every signal before exec."""
+    inherited = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return signal.SIG_IGN if inherited == signal.SIG_IGN else signal.SIG_DFL
+
+
+def _unshield_child(disposition: Any) -> None:  # pragma: no cover - in the child
+    signal.signal(signal.SIGINT, disposition)
+
+
+def _close_other_fds(*keep: int | None) -> None:  # pragma: no cover - in the child
+    low = 3
+    for fd in sorted(k for k in keep if k is not None and k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+class Executor:
+    """Runs specs. *state*: the state root; per-sandbox scratch lives in ``<state>/run/<id>``."""
+
+    def __init__(self, state: StateRoot | Path | str, *, syscalls: sc.Syscalls | None = None) -> None:
+        self.state = state if isinstance(state, StateRoot) else StateRoot.open(state)
+        self.sys = syscalls or sc.real()
+        self._last_cap = _last_cap()
+
+    def run(
+        self,
+        spec: Spec,
+        *,
+        stdout: Output = None,
+        stderr: Output = None,
+        stdin: Input = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run *spec* to its end; output goes to callbacks/files as it comes."""
+        return self.start(spec, stdout=stdout, stderr=stderr, stdin=stdin).wait(timeout)
+
+    # -- start ---------------------------------------------------------------------------------------
+    def start(self, spec: Spec, *, stdout: Output = None, stderr: Output = None, stdin: Input = None,
+              console_size: tuple[int, int] | None = None) -> Sandbox:
+        """Start *spec*; returns once the process has been exec'd (or raises, with nothing left).
+        A terminal gets *console_size* (rows, cols), else the size of *stdin*'s terminal."""
+        sid = spec.id or os.urandom(8).hex()
+        if not namespaces_allowed():  # a container without privileges (issue 17)
+            if not chroot_isolation():
+                raise SandboxError(NO_NAMESPACES)
+            if spec.root.is_overlay:
+                raise SandboxError("--isolation chroot without CAP_SYS_ADMIN: the root is an overlay, "
+                                   "which cannot be mounted here (PYBUILD_NO_OVERLAY=1 copies it)")
+            # no seccomp filter without no_new_privs where CAP_SYS_ADMIN is missing
+            spec = dataclasses.replace(spec, process=dataclasses.replace(spec.process, no_new_privs=True))
+        reap_stale(self.state)
+        run_dir = self.state.run / sid
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            raise SandboxError.conflict(f"sandbox {sid} already exists") from None
+        cgroup = None
+        stdio = None
+        mountpoints: list[tuple[str, int, int]] = []
+        try:
+            if "_PYBUILD_ROOTLESS" in os.environ:  # builder.base.rootless: limits in a delegated v2 subtree
+                cgroup = delegated.create(sid, spec.resources, _cg.detect())
+            else:
+                cgroup = _cg.Cgroup.create(sid, spec.resources, root=self.state.path)
+            write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
+            rootfs_dir = run_dir / "rootfs"
+            rootfs_dir.mkdir()
+            targets = mount_targets(spec)
+            data = ""
+            if spec.root.is_overlay:
+                stub = run_dir / "stubs"
+                stub.mkdir()
+                made = _rootfs.make_stub_layer(spec.root, targets, stub)
+                data = _rootfs.link_lowers(spec.root, run_dir, stub if made else None)
+            else:
+                assert spec.root.path is not None
+                mountpoints = _rootfs.make_mountpoints(Path(spec.root.path), targets)
+                write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json(),
+                                       "mountpoints": mountpoints})
+            mask = run_dir / "mask"
+            os.mknod(mask, stat.S_IFCHR | 0o000, 0)
+            stdio = Stdio(stdin, stdout, stderr, terminal=spec.process.terminal, console_size=console_size)
+            plan = Plan(spec=spec, rootfs=str(rootfs_dir), run_dir=str(run_dir), overlay_data=data,
+                        mask_node=str(mask),
+                        cgroup_layout=None if "_PYBUILD_ROOTLESS" in os.environ else _cg.detect(),
+                        seccomp_bpf=self._seccomp(spec.process))
+            sandbox = self._spawn(plan, cgroup, stdio, run_dir, sid, mountpoints)
+        except BaseException:
+            if stdio is not None:
+                stdio.close_all()
+            if cgroup is not None:
+                cgroup.remove()
+            _rootfs.remove_mountpoints(mountpoints)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        return sandbox
+
+    def _spawn(
+        self, plan: Plan, cgroup: _cg.Cgroup, stdio: Stdio, run_dir: Path, sid: str,
+        mountpoints: list[tuple[str, int, int]],
+    ) -> Sandbox:
+        spec = plan.spec
+        status_r, status_w = os.pipe()
+        err_r, err_w = os.pipe()
+        ns_fds: list[tuple[int, int]] = []
+        unshare_flags = 0 if bare_chroot() else sc.CLONE_NEWNS
+        try:
+            for kind, flag in _NS_FLAGS.items():
+                v = getattr(spec.namespaces, kind)
+                if v == "new":
+                    if kind != "cgroup":
+                        unshare_flags |= flag
+                elif v != "host":
+                    try:
+                        ns_fds.append((os.open(v, os.O_RDONLY | os.O_CLOEXEC), flag))
+                    except OSError as e:
+                        raise SandboxError(f"cannot open {kind} namespace {v}: {e.strerror}") from None
+            parent_pid = os.getpid()
+            helper = os.fork()
+        except BaseException:
+            for fd in (status_r, status_w, err_r, err_w, *(f for f, _ in ns_fds)):
+                os.close(fd)
+            raise
+        if helper == 0:  # pragma: no cover - runs in the helper process
+            self._helper_main(plan, cgroup, stdio, status_r, status_w, err_r, err_w, ns_fds,
+                              unshare_flags, parent_pid)
+        os.close(status_w)
+        os.close(err_w)
+        for fd, _ in ns_fds:
+            os.close(fd)
+        stdio.after_fork()
+        sandbox: Sandbox | None = None
+        try:
+            pid_line = read_line(status_r)
+            err = read_to_eof(err_r)
+            os.close(err_r)
+            err_r = -1
+            if not pid_line:
+                raise SandboxError(err.decode(errors="replace") or "the sandbox helper died")
+            if stdio.console_parent is not None:
+                stdio.receive_master()
+            sandbox = Sandbox(id=sid, pid=int(pid_line), run_dir=run_dir, cgroup=cgroup, helper=helper,
+                              status_fd=status_r, stdio=stdio, mountpoints=mountpoints)
+            sandbox._status_buf = pid_line
+            if err:
+                _raise_child_error(err)
+            sandbox._save()
+            return sandbox
+        except BaseException:
+            if err_r >= 0:
+                os.close(err_r)
+            if sandbox is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(helper, signal.SIGKILL)
+                os.waitpid(helper, 0)
+                os.close(status_r)
+            else:  # the process failed to exec: the caller removes cgroup, mount points, run dir
+                sandbox.kill(signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(helper, 0)
+                os.close(status_r)
+            raise
+
+    def _helper_main(
+        self, plan: Plan, cgroup: _cg.Cgroup, stdio: Stdio, status_r: int, status_w: int,
+        err_r: int, err_w: int, ns_fds: list[tuple[int, int]], unshare_flags: int, parent_pid: int,
+    ) -> None:  # pragma: no cover - runs in the helper process
+        try:
+            sigint = _shield_helper()
+            os.close(status_r)
+            os.close(err_r)
+            self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            for fd, flag in ns_fds:
+                self.sys.setns(fd, flag)
+            self.sys.unshare(unshare_flags)
+            child = os.fork()
+        except BaseException as e:
+            _report_and_exit(err_w, e)
+            raise  # unreachable
+        if child == 0:
+            _unshield_child(sigint)
+            self._init_main(plan, cgroup, stdio, err_w)
+        _supervise(child, status_w, Path(plan.run_dir) / "exit")
+
+    def _init_main(self, plan: Plan, cgroup: _cg.Cgroup, stdio: Stdio, err_w: int) -> None:  # pragma: no cover
+        spec = plan.spec
+        try:
+            self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            for f in cgroup.procs_files:
+                with open(f, "w") as fh:
+                    fh.write("0")
+            if spec.namespaces.cgroup == "new":
+                self.sys.unshare(sc.CLONE_NEWCGROUP)
+            stdio.in_child()
+            _close_other_fds(err_w, stdio.console_child)
+            if spec.namespaces.net == "new":
+                self.sys.set_loopback_up()
+            os.umask(0)
+            if not bare_chroot():
+                setup_root(self.sys, plan)
+            else:  # --isolation chroot without CAP_SYS_ADMIN: chrooted into the copied root, no mounts
+                assert spec.root.path is not None
+                os.chdir(spec.root.path)
+                self.sys.chroot(".")
+                os.chdir("/")
+            if spec.process.terminal:
+                assert stdio.console_child is not None
+                open_console(self.sys, stdio.console_child, stdio.console_size)
+            exec_process(self.sys, spec.process, self._last_cap, plan.seccomp_bpf)
+        except BaseException as e:
+            _report_and_exit(err_w, e)
+        os._exit(125)
+
+    def _seccomp(self, process: Process) -> bytes | None:
+        """The process's seccomp program, compiled here before any fork (cached in the state root)."""
+        if process.seccomp is None:
+            return None
+        from builder.core.sandbox import seccomp
+
+        return seccomp.program(process.seccomp, process.capabilities, cache_dir=self.state.cache / "seccomp")
+
+    # -- exec ----------------------------------------------------------------------------------------
+    def exec(
+        self,
+        target: Sandbox | int,
+        process: Process,
+        *,
+        stdout: Output = None,
+        stderr: Output = None,
+        stdin: Input = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run *process* inside a running sandbox (its namespaces and cgroups), like ``docker exec``."""
+        return self.exec_start(target, process, stdout=stdout, stderr=stderr, stdin=stdin).wait(timeout)
+
+    def exec_start(
+        self, target: Sandbox | int, process: Process, *, stdout: Output = None, stderr: Output = None,
+        stdin: Input = None, console_size: tuple[int, int] | None = None,
+    ) -> Sandbox:
+        """Start *process* in a running sandbox; the handle's ``wait`` gives its result. A
+        terminal gets *console_size* (rows, cols), else the size of *stdin*'s terminal."""
+        pid = target.pid if isinstance(target, Sandbox) else int(target)
+        if pid_start(pid) is None:
+            raise SandboxError(f"no running sandbox with init pid {pid}")
+        cg_paths = _cg.cgroup_paths_of(pid)
+        fds: list[tuple[int, int]] = []
+        root_fd = -1
+        try:
+            for kind, flag in (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS), ("net", sc.CLONE_NEWNET),
+                               ("pid", sc.CLONE_NEWPID), ("cgroup", sc.CLONE_NEWCGROUP), ("mnt", sc.CLONE_NEWNS)):
+                path = f"/proc/{pid}/ns/{kind}"
+                if os.readlink(path) != os.readlink(f"/proc/self/ns/{kind}") or kind == "mnt":
+                    fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag))
+            root_fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            for fd, _ in fds:
+                os.close(fd)
+            if root_fd >= 0:
+                os.close(root_fd)
+            raise SandboxError(f"cannot join sandbox {pid}: {e.strerror}") from None
+        try:
+            bpf = self._seccomp(process)
+        except BaseException:
+            for fd, _ in fds:
+                os.close(fd)
+            os.close(root_fd)
+            raise
+        stdio = Stdio(stdin, stdout, stderr, terminal=process.terminal, console_size=console_size)
+        status_r, status_w = os.pipe()
+        err_r, err_w = os.pipe()
+        parent_pid = os.getpid()
+        helper = os.fork()
+        if helper == 0:  # pragma: no cover - helper process
+            try:
+                sigint = _shield_helper()
+                os.close(status_r)
+                os.close(err_r)
+                self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != parent_pid:
+                    os._exit(1)
+                for p in cg_paths:
+                    with open(os.path.join(p, "cgroup.procs"), "w") as fh:
+                        fh.write("0")
+                for fd, flag in fds:
+                    self.sys.setns(fd, flag)
+                os.fchdir(root_fd)
+                self.sys.chroot(".")
+                child = os.fork()
+            except BaseException as e:
+                _report_and_exit(err_w, e)
+                raise
+            if child == 0:
+                try:
+                    _unshield_child(sigint)
+                    self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+                    stdio.in_child()
+                    _close_other_fds(err_w, stdio.console_child)
+                    if process.terminal:
+                        assert stdio.console_child is not None
+                        open_console(self.sys, stdio.console_child, stdio.console_size, bind=False)
+                    os.chdir("/")
+                    exec_process(self.sys, process, self._last_cap, bpf)
+                except BaseException as e:
+                    _report_and_exit(err_w, e)
+                os._exit(125)
+            _supervise(child, status_w, None)
+        os.close(status_w)
+        os.close(err_w)
+        os.close(root_fd)
+        for fd, _ in fds:
+            os.close(fd)
+        stdio.after_fork()
+        pid_line = read_line(status_r)
+        if stdio.console_parent is not None:
+            stdio.receive_master()
+        err = read_to_eof(err_r)
+        os.close(err_r)
+        if err or not pid_line:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper, signal.SIGKILL)
+            os.waitpid(helper, 0)
+            os.close(status_r)
+            stdio.close_all()
+            if not err:
+                raise SandboxError("the exec helper died")
+            _raise_child_error(err)
+        proc = Sandbox(id=f"exec-{pid}", pid=int(pid_line), run_dir=Path("/nonexistent"), cgroup=None,
+                       helper=helper, status_fd=status_r, stdio=stdio)
+        proc._status_buf = pid_line
+        proc._torn_down = False
+        return ExecHandle(proc)
+
+
+def mount_targets(spec: Spec) -> list[tuple[str, bool]]:
+    """Mount points the root must have: top-level ones (not inside an earlier non-bind mount)."""
+    out: list[tuple[str, bool]] = []
+    covered: list[str] = []
+    for m in spec.mounts:
+        d = m.destination.rstrip("/") or "/"
+        if any(d == c or d.startswith(c + "/") for c in covered):
+            continue
+        is_file = m.type == "bind" and os.path.exists(m.source) and not os.path.isdir(m.source)
+        out.append((d, is_file))
+        if m.type != "bind":
+            covered.append(d)
+    return out

@@ -1,0 +1,534 @@
+"""Container records on disk: ``containers/<id>/container.json`` (config) and ``state.json``.
+
+Both are written atomically; names are unique under the ``containers`` lock; liveness is
+checked by pid *and* start time (``/proc/<pid>/stat``) so a reused pid is never mistaken.
+Each record has its own lock (``containers/<id>/lock``, an ``flock``) held through every state
+transition; it goes with the record, so a waiter that gets it after a removal learns so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from builder.base.errors import ContainerError
+from builder.base.state import StateRoot
+from builder.runtime.containers.hostconfig import HostConfig
+from builder.runtime.containers.names import ID_RE, new_id, random_name, valid_name
+from builder.runtime.containers.options import ZERO_TIME
+from builder.runtime.containers.recordparts import JoinedNetwork, MountPoint, SandboxRecord
+from registry.config import ContainerConfig
+from registry.kinds import ErrorKind
+
+CONFIG_FILE = "container.json"
+STATE_FILE = "state.json"
+LOG_SUFFIX = "-json.log"
+LOCK_FILE = "lock"
+
+#: per thread: container id -> how deeply this thread holds that container's lock
+_held = threading.local()
+#: container id -> the in-process lock threads queue on before the file lock
+_in_process: dict[str, threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child holds none of its parent's POSIX locks, and only the forking thread:
+    locks other threads held at the fork would never be released here."""
+    global _guard
+    _held.__dict__.clear()
+    _in_process.clear()
+    _guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _lockf(fd: int, *, wait: bool) -> None:
+    """An exclusive POSIX lock on the whole file; ``BlockingIOError`` if held and not *wait*."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise BlockingIOError(e.errno, "locked") from None
+        raise
+
+
+class NoSuchContainer(ContainerError):
+    kind = ErrorKind.NOT_FOUND
+    engine = False  # docker: "Error response from daemon: No such container: x" exits 1
+
+
+class NotRunning(ContainerError):
+    kind = ErrorKind.CONFLICT
+    engine = False  # docker exec/top/port on a stopped container exits 1
+
+
+def proc_start_time(pid: int) -> int:
+    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks), 0 if the pid is gone."""
+    if pid <= 0:
+        return 0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    # comm may hold spaces and parentheses: split after the last ')'
+    rest = data[data.rfind(b")") + 2 :].split()
+    if rest and rest[0] in (b"Z", b"X"):
+        return 0  # a zombie has already exited
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return 0
+
+
+def alive(pid: int, start: int) -> bool:
+    return pid > 0 and start > 0 and proc_start_time(pid) == start
+
+
+# the health values are NamedTuples (no dataclass exec at import: ``ps`` loads this module); the
+# record's State and Container stay dataclasses (``replace``, ``asdict``, their fields by name)
+class HealthProbe(NamedTuple):
+    """One run of the health check: Docker's ``State.Health.Log`` entry."""
+
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+    def to_json(self) -> dict[str, Any]:
+        # in the sorted order the record file holds them (inspect shows that order)
+        return {"End": self.end, "ExitCode": self.exit_code, "Output": self.output, "Start": self.start}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HealthProbe:
+        return cls(str(d.get("Start") or ""), str(d.get("End") or ""), int(d.get("ExitCode") or 0),
+                   str(d.get("Output") or ""))
+
+
+class Health(NamedTuple):
+    status: str = "starting"  # starting | healthy | unhealthy
+    failing_streak: int = 0
+    log: tuple[HealthProbe, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Status": self.status, "FailingStreak": self.failing_streak, "Log": [x.to_json() for x in self.log]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> Health | None:
+        if not d:
+            return None
+        return cls(str(d.get("Status", "starting")), int(d.get("FailingStreak", 0)),
+                   tuple(HealthProbe.from_json(x) for x in d.get("Log") or ()))
+
+
+@dataclass(frozen=True)
+class State:
+    """What changes while a container lives; Docker's ``State`` plus the pids we supervise."""
+
+    #: created | running | restarting | exited | dead | removing; a start in progress is
+    #: ``created`` with a supervisor (``starting``), as Docker shows it
+    status: str = "created"
+    pid: int = 0
+    pid_start: int = 0
+    supervisor_pid: int = 0
+    supervisor_start: int = 0
+    exit_code: int = 0
+    oom_killed: bool = False
+    error: str = ""
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    restart_count: int = 0
+    #: set by stop/kill from the CLI: the restart policy must not bring it back
+    stopped_by_user: bool = False
+    #: ``pause``: its processes are frozen (cgroup v2 ``cgroup.freeze``); status stays running
+    paused: bool = False
+    health: Health | None = None
+    #: what the sandbox persisted so teardown can be redone after a crash
+    sandbox: SandboxRecord | None = None
+    #: network name -> ``Endpoint.to_json()`` while running (addresses, published ports)
+    endpoints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting")
+
+    @property
+    def starting(self) -> bool:
+        """A supervisor has claimed the record for a first start not finished yet."""
+        return self.status == "created" and self.supervisor_pid != 0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["health"] = self.health.to_json() if self.health else None
+        d["sandbox"] = self.sandbox.to_json() if self.sandbox else {}
+        d["endpoints"] = {k: dict(v) for k, v in self.endpoints.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> State:
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["health"] = Health.from_json(d.get("health"))
+        kw["sandbox"] = SandboxRecord.from_json(d.get("sandbox"))
+        return cls(**kw)
+
+    def docker(self) -> dict[str, Any]:
+        """Docker's ``inspect`` ``State`` object."""
+        out: dict[str, Any] = {
+            "Status": "paused" if self.paused and self.status == "running" else self.status,
+            "Running": self.status in ("running", "restarting"),
+            "Paused": self.paused and self.status == "running",
+            "Restarting": self.status == "restarting",
+            "OOMKilled": self.oom_killed,
+            "Dead": self.status == "dead",
+            "Pid": self.pid if self.status == "running" else 0,
+            "ExitCode": self.exit_code,
+            "Error": self.error,
+            "StartedAt": self.started_at,
+            "FinishedAt": self.finished_at,
+        }
+        if self.health is not None:
+            out["Health"] = self.health.to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class Container:
+    """``container.json``: what a container was created with, in Docker's inspect shapes.
+
+    ``config`` is Docker's ``Config`` (Cmd, Entrypoint, Env, WorkingDir, User, Labels, Tty,
+    OpenStdin, StopSignal, StopTimeout, Healthcheck, ExposedPorts, Volumes, Hostname, Image);
+    ``host_config`` is the typed ``HostConfig`` (``containers.hostconfig``), on disk in Docker's
+    JSON shape; ``mounts`` are the resolved mount records (``MountPoint``); ``networks`` the
+    networks joined besides its own and the endpoint settings a client gave (``JoinedNetwork``).
+    """
+
+    id: str
+    name: str  # without Docker's leading "/"
+    created: str
+    image: str  # as the user named it
+    image_id: str  # "sha256:…" config digest
+    path: str
+    args: tuple[str, ...]
+    config: ContainerConfig
+    host_config: HostConfig
+    mounts: tuple[MountPoint, ...] = ()
+    networks: Mapping[str, JoinedNetwork] = field(default_factory=dict)
+    state: State = field(default_factory=State)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host_config, HostConfig):  # the JSON form, from code not typed yet
+            object.__setattr__(self, "host_config", HostConfig.from_json(self.host_config))
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def command(self) -> list[str]:
+        return [self.path, *self.args] if self.path else list(self.args)
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.config.labels or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "Id": self.id,
+            "Name": "/" + self.name,
+            "Created": self.created,
+            "Image": self.image,
+            "ImageID": self.image_id,
+            "Path": self.path,
+            "Args": list(self.args),
+            "Config": self.config.to_json(),
+            "HostConfig": self.host_config.to_json(),
+            "Mounts": [m.to_json() for m in self.mounts],
+            "Networks": {k: v.to_json() for k, v in self.networks.items()},
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], state: State | None = None) -> Container:
+        return cls(
+            id=str(d["Id"]),
+            name=str(d["Name"]).lstrip("/"),
+            created=str(d.get("Created", ZERO_TIME)),
+            image=str(d.get("Image", "")),
+            image_id=str(d.get("ImageID", "")),
+            path=str(d.get("Path", "")),
+            args=tuple(d.get("Args") or ()),
+            config=ContainerConfig.from_json(d.get("Config") or {}),
+            host_config=HostConfig.from_json(d.get("HostConfig") or {}),
+            mounts=tuple(MountPoint.from_json(m) for m in d.get("Mounts") or ()),
+            networks={str(k): JoinedNetwork.from_json(v) for k, v in (d.get("Networks") or {}).items()},
+            state=state or State(),
+        )
+
+    def with_state(self, state: State) -> Container:
+        return replace(self, state=state)
+
+
+class ContainerStore:
+    """The ``containers/`` area of a state root: create, find, update and remove records."""
+
+    def __init__(self, root: StateRoot) -> None:
+        self.root = root
+        self.path = root.containers
+
+    def dir(self, cid: str) -> Path:
+        return self.path / cid
+
+    def log_path(self, cid: str) -> Path:
+        return self.path / cid / f"{cid}{LOG_SUFFIX}"
+
+    @contextlib.contextmanager
+    def names_lock(self) -> Iterator[None]:
+        with self.root.lock("containers"):
+            yield
+
+    @contextlib.contextmanager
+    def lock(self, cid: str, *, wait: bool = True) -> Iterator[None]:
+        """Hold *cid*'s lock: every state transition (start, stop, kill, rm, repair) happens
+        under it. Raises ``NoSuchContainer`` if the record is gone, or goes while we wait;
+        ``BlockingIOError`` with ``wait=False`` if another holder has it. Re-entrant within
+        a thread.
+
+        A POSIX record lock (``lockf``), not an ``flock``: a process forked meanwhile (the
+        sandbox's helper, an OCI runtime's supervisor) must not keep holding it, and a killed
+        holder releases it. POSIX locks are the process's, so threads queue on a ``Lock``."""
+        depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+        if depth.get(cid):
+            depth[cid] += 1
+            try:
+                yield
+            finally:
+                depth[cid] -= 1
+            return
+        with _guard:
+            in_process = _in_process.setdefault(cid, threading.Lock())
+        if not in_process.acquire(blocking=wait):
+            raise BlockingIOError(f"container {cid} is locked")
+        try:
+            path = self.lock_path(cid)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except (FileNotFoundError, NotADirectoryError):
+                raise NoSuchContainer(f"No such container: {cid}") from None
+            try:
+                _lockf(fd, wait=wait)
+                try:
+                    same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same or not (self.dir(cid) / CONFIG_FILE).is_file():
+                    raise NoSuchContainer(f"No such container: {cid}")
+                depth[cid] = 1
+                try:
+                    yield
+                finally:
+                    depth.pop(cid, None)
+            finally:
+                os.close(fd)
+        finally:
+            in_process.release()
+
+    def lock_path(self, cid: str) -> Path:
+        return self.dir(cid) / LOCK_FILE
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        """The entries of the containers directory (none before the first container): names,
+        not path objects, as ``ps`` reads them on every call."""
+        try:
+            return os.listdir(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def ids(self) -> list[str]:
+        return sorted(n for n in self._names()
+                      if ID_RE.match(n) and os.path.isfile(os.path.join(self.path, n, CONFIG_FILE)))
+
+    def load(self, cid: str) -> Container:
+        d = self.dir(cid)
+        try:
+            raw = (d / CONFIG_FILE).read_bytes()
+        except FileNotFoundError:
+            raise NoSuchContainer(f"No such container: {cid}") from None
+        try:
+            st = State.from_json(json.loads((d / STATE_FILE).read_bytes()))
+        except FileNotFoundError:
+            if not d.is_dir():  # renamed away for its removal between our two reads
+                raise NoSuchContainer(f"No such container: {cid}") from None
+            st = State()  # created, never saved a state
+        return Container.from_json(json.loads(raw), st)
+
+    def load_state(self, cid: str) -> State:
+        try:
+            return State.from_json(json.loads((self.dir(cid) / STATE_FILE).read_bytes()))
+        except FileNotFoundError:
+            return State()
+
+    def all(self) -> list[Container]:
+        out = []
+        for cid in self.ids():
+            with contextlib.suppress(NoSuchContainer, json.JSONDecodeError):
+                out.append(self.load(cid))
+        return out
+
+    def find(self, ref: str) -> Container:
+        """By full ID, then exact name (``/name`` accepted), then a unique ID prefix (Docker's order)."""
+        ref = ref.strip()
+        if not ref:
+            raise NoSuchContainer("No such container: ''")
+        if ID_RE.match(ref) and (self.dir(ref) / CONFIG_FILE).is_file():
+            return self.load(ref)
+        name = ref.lstrip("/")
+        containers = self.all()
+        for c in containers:
+            if c.name == name:
+                return c
+        hits = [c for c in containers if c.id.startswith(ref.lower())]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ContainerError(f"multiple IDs found with provided prefix: {ref}")
+        raise NoSuchContainer(f"No such container: {ref}")
+
+    # -- writing ---------------------------------------------------------------------------------
+    def create(self, build: Callable[[str, str], Container], *, name: str | None) -> Container:
+        """Allocate an ID and a unique name under the lock, then write the record built by
+        ``build(id, name)``. The directory appears complete or not at all."""
+        if name is not None:
+            name = name.lstrip("/")
+            if not valid_name(name):
+                raise ContainerError.invalid(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.names_lock():
+            self._sweep()
+            taken = {c.name: c.id for c in self.all()}
+            if name is not None and name in taken:
+                raise ContainerError.conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container "{taken[name]}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+            if name is None:
+                for attempt in range(50):
+                    name = random_name(attempt)
+                    if name not in taken:
+                        break
+            assert name is not None
+            cid = new_id()
+            container = build(cid, name)
+            tmp = self.path / f".tmp-{cid}"
+            tmp.mkdir()
+            try:
+                write_atomic(tmp / CONFIG_FILE, _dump(container.to_json()))
+                write_atomic(tmp / STATE_FILE, _dump(container.state.to_json()))
+                os.rename(tmp, self.dir(cid))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return container
+
+    def save_config(self, container: Container) -> None:
+        write_atomic(self.dir(container.id) / CONFIG_FILE, _dump(container.to_json()))
+
+    def save_state(self, cid: str, state: State) -> None:
+        d = self.dir(cid)
+        if not d.is_dir():
+            raise NoSuchContainer(f"No such container: {cid}")
+        write_atomic(d / STATE_FILE, _dump(state.to_json()))
+
+    def update_state(self, cid: str, fn: Callable[[State], State]) -> State:
+        """Apply *fn* to the current state under the container's lock and save the result."""
+        with self.lock(cid):
+            new = fn(self.load_state(cid))
+            self.save_state(cid, new)
+        return new
+
+    def rename(self, ref: str, new_name: str) -> Container:
+        new_name = new_name.lstrip("/")
+        if not valid_name(new_name):
+            raise ContainerError.invalid(f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        with self.names_lock():
+            c = self.find(ref)
+            if c.name == new_name:
+                raise ContainerError("Renaming a container with the same name as its current name")
+            for other in self.all():
+                if other.name == new_name:
+                    raise ContainerError.conflict(
+                        f'Conflict. The container name "/{new_name}" is already in use by container "{other.id}". '
+                        "You have to remove (or rename) that container to be able to reuse that name."
+                    )
+            c = replace(c, name=new_name)
+            self.save_config(c)
+        return c
+
+    def sweep(self) -> None:
+        """Remove what creations and removals killed midway left (``ps`` calls this)."""
+        if any(n.startswith((".tmp-", ".rm-")) for n in self._names()):
+            with self.names_lock():
+                self._sweep()
+
+    def _sweep(self) -> None:
+        """Directories of creations and removals whose process was killed: a ``.tmp-`` one only
+        lives under the names lock (which we hold), a ``.rm-`` one under its record's lock."""
+        for p in self.path.iterdir():
+            if p.name.startswith(".tmp-"):
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.name.startswith(".rm-"):
+                try:
+                    fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+                except OSError:
+                    fd = -1
+                try:
+                    if fd >= 0:
+                        _lockf(fd, wait=False)
+                    shutil.rmtree(p, ignore_errors=True)
+                except BlockingIOError:
+                    pass  # its remover is at work
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
+
+    def delete(self, cid: str) -> None:
+        """Remove the record directory (renamed away first, so a reader never sees half of it)."""
+        d = self.dir(cid)
+        if not d.exists():
+            return
+        trash = self.path / f".rm-{cid}"
+        try:
+            os.rename(d, trash)
+        except FileNotFoundError:
+            return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file + rename: readers see the old or the new file, never half of one. No fsync:
+    the state must be consistent for concurrent readers, and a host crash ends every
+    container anyway (``refresh`` then repairs the records)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"

@@ -1,0 +1,137 @@
+"""The typed parts of a container record that are lists and maps on disk: its ``Mounts``
+(``MountPoint``), the networks it joins besides its own (``JoinedNetwork``) and what a start
+leaves for its teardown (``SandboxRecord``, in ``state.json``), each read from and written back
+to the file's JSON shape here, at the file's edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from builder.runtime.volume.specs import Mount as VolumeMount
+
+
+# NamedTuples, not dataclasses: ``ps`` and ``run`` load the record, and a dataclass execs its
+# generated methods at import
+class MountPoint(NamedTuple):
+    """One ``Mounts`` entry (Docker's ``MountPoint``): a volume, bind or tmpfs the container has."""
+
+    type: str  # volume | bind | tmpfs
+    destination: str
+    name: str = ""  # the volume's name
+    source: str = ""  # host path ("" for a tmpfs)
+    driver: str = ""
+    mode: str = ""
+    rw: bool = True
+    propagation: str = ""
+    anonymous: bool = False
+    #: a tmpfs's mount options; None (no key on disk) for the other types
+    tmpfs_options: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, m: VolumeMount) -> MountPoint:
+        """The record of a mount ``builder.runtime.volume`` prepared (its record shape is the volume
+        package's ``to_record``)."""
+        rec = m.to_record()
+        if m.type == "tmpfs":
+            rec["TmpfsOptions"] = list(m.tmpfs_options)
+        return cls.from_json(rec)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "Anonymous": self.anonymous, "Destination": self.destination, "Driver": self.driver,
+            "Mode": self.mode, "Name": self.name, "Propagation": self.propagation, "RW": self.rw,
+            "Source": self.source,
+        }
+        if self.tmpfs_options is not None:
+            out["TmpfsOptions"] = list(self.tmpfs_options)
+        out["Type"] = self.type
+        return out  # in the sorted order the record is written (and so read back) in
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MountPoint:
+        opts = d.get("TmpfsOptions")
+        return cls(
+            type=str(d.get("Type") or ""),
+            destination=str(d.get("Destination") or ""),
+            name=str(d.get("Name") or ""),
+            source=str(d.get("Source") or ""),
+            driver=str(d.get("Driver") or ""),
+            mode=str(d.get("Mode") or ""),
+            rw=bool(d.get("RW", True)),
+            propagation=str(d.get("Propagation") or ""),
+            anonymous=bool(d.get("Anonymous")),
+            tmpfs_options=None if opts is None else tuple(str(o) for o in opts),
+        )
+
+
+class JoinedNetwork(NamedTuple):
+    """A ``Networks`` entry of the record: a network joined with ``network connect`` (joined
+    again at each start, with its ``aliases``), or the endpoint settings a client gave that
+    the network does not act on but dockerd shows back (legacy ``links``, ``driver_opts``).
+    None: the key was not given (kept apart from an empty value, as on disk)."""
+
+    aliases: tuple[str, ...] | None = None
+    links: tuple[str, ...] | None = None
+    driver_opts: Mapping[str, str] | None = None
+
+    def merged(self, other: JoinedNetwork) -> JoinedNetwork:
+        """*self* with what *other* gives (its keys win)."""
+        return JoinedNetwork(
+            self.aliases if other.aliases is None else other.aliases,
+            self.links if other.links is None else other.links,
+            self.driver_opts if other.driver_opts is None else other.driver_opts,
+        )
+
+    def given(self) -> JoinedNetwork:
+        """Only what a client gave for the endpoint (``Links``, ``DriverOpts``), as kept."""
+        return JoinedNetwork(links=self.links, driver_opts=self.driver_opts)
+
+    def given_json(self) -> dict[str, Any]:
+        """The non-empty given settings in inspect's ``EndpointSettings`` keys."""
+        out: dict[str, Any] = {}
+        if self.links:
+            out["Links"] = list(self.links)
+        if self.driver_opts:
+            out["DriverOpts"] = dict(self.driver_opts)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.aliases is not None:
+            out["Aliases"] = list(self.aliases)
+        if self.driver_opts is not None:
+            out["DriverOpts"] = dict(self.driver_opts)
+        if self.links is not None:
+            out["Links"] = list(self.links)
+        return out  # sorted, as the record file holds them
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> JoinedNetwork:
+        d = d or {}
+        aliases, links, opts = d.get("Aliases"), d.get("Links"), d.get("DriverOpts")
+        return cls(
+            None if aliases is None else tuple(str(a) for a in aliases),
+            None if links is None else tuple(str(x) for x in links),
+            None if opts is None else {str(k): str(v) for k, v in opts.items()},
+        )
+
+
+class SandboxRecord(NamedTuple):
+    """What a start persists in ``state.json`` (``sandbox``) so that its teardown can be redone
+    after a crash: the sandbox's run directory and the network namespace it joined."""
+
+    run_dir: str = ""
+    netns: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"netns": self.netns, "run_dir": self.run_dir}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> SandboxRecord | None:
+        """None for a container not started (``{}`` on disk)."""
+        if not d:
+            return None
+        return cls(run_dir=str(d.get("run_dir") or ""), netns=str(d.get("netns") or ""))
