@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,21 @@ def _states(ps_out: str) -> list[tuple[str, str]]:
     return sorted(rows)
 
 
+def _until_healthy(run: Any, within: float = 60) -> tuple[list[tuple[str, str]], bool]:
+    """``ps`` after a restart until no service's health is still starting: its last rows, and
+    whether every row seen before was one a restarted service shows (its health starting again,
+    as Docker resets it, then healthy). A first ``ps`` taken right after the restart says
+    starting or healthy by whether the 1 s probe interval has passed yet, on either engine."""
+    deadline = time.monotonic() + within
+    seen: set[str] = set()
+    while True:
+        rows = _states(run("ps").stdout)
+        seen.update(state for _name, state in rows)
+        if not any("health: starting" in state for _name, state in rows) or time.monotonic() > deadline:
+            return rows, seen <= {"Up", "Up (health: starting)", "Up (healthy)"}
+        time.sleep(0.3)
+
+
 def _run_project(tmp_path: Path, side: str, env: dict[str, str], docker: Any) -> dict[str, Any]:
     project = tmp_path / side
     project.mkdir()
@@ -130,8 +146,7 @@ def _run_project(tmp_path: Path, side: str, env: dict[str, str], docker: Any) ->
         out["volume_after_recreate"] = (ls.returncode, ls.stdout.strip())
         rs = run("restart", "web")
         out["restart"] = rs.returncode
-        ps = run("ps")
-        out["ps_after_restart"] = _states(ps.stdout)
+        out["ps_after_restart"] = _until_healthy(run)
         r = run("exec", "-T", "client", "wget", "-q", "-O", "-", "http://web/")
         out["after_restart"] = (r.returncode, r.stdout)
         st = run("stop")
@@ -176,6 +191,8 @@ def test_compose_project_as_on_dockerd(serve: Any, judge: Judge, tmp_path: Path)
     assert ours["recreate"] == (0, 2, [("pbcompose_client_1", "Up"),
                                        ("pbcompose_web_1", "Up (healthy)")])
     assert ours["volume_after_recreate"] == (0, "3")
+    assert ours["ps_after_restart"] == ([("pbcompose_client_1", "Up"),
+                                         ("pbcompose_web_1", "Up (healthy)")], True)
     assert ours["ps_after_stop"] == [("pbcompose_client_1", "Exit 0"), ("pbcompose_web_1", "Exit 0")]
     assert ours["volume_left"] == ours["image_left"] == ours["network_left"] == ""
     assert ours["busybox_kept"] is True
