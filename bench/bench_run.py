@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PYBUILD = str(Path(sys.executable).parent / "pybuild")
@@ -154,6 +155,26 @@ def lifecycle(start: Callable[[str], object], stop: Callable[[str], object], rm:
     return statistics.median(times), min(times)
 
 
+def _dockerd(tar: Path) -> Any:
+    """The peer: a private dockerd (``tests/dockerd.py``, its own bridge and iptables rules) holding
+    the busybox image, or None (said why) when it is not installed or does not start."""
+    if not (shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd")):
+        print("  (dockerd not installed)")
+        return None
+    sys.path.insert(0, str(REPO / "tests"))
+    from dockerd import Dockerd
+
+    dockerd = Dockerd(bridges=True)
+    try:
+        dockerd.start()
+        dockerd.docker("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
+    except Exception as e:  # noqa: BLE001 - the peer is optional; say why it is missing
+        print(f"  (dockerd failed: {str(e).splitlines()[0]})")
+        dockerd.stop()
+        return None
+    return dockerd
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20)
@@ -184,21 +205,8 @@ def main() -> None:
                 pair = interleaved(partial(run, cmd, base_env), partial(run, cmd, env), n)
                 row(f"  before: run --rm {label}", pair[0])
                 row(f"  after:  run --rm {label}", pair[1])
-        dockerd = None
-        d = None
-        if shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd"):
-            sys.path.insert(0, str(REPO / "tests"))
-            from dockerd import Dockerd
-
-            dockerd = Dockerd(bridges=True)
-            try:
-                dockerd.start()
-                dockerd.docker("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
-                d = dockerd.docker
-            except Exception as e:  # noqa: BLE001 - the peer is optional; say why it is missing
-                print(f"  (dockerd failed: {str(e).splitlines()[0]})")
-                dockerd.stop()
-                dockerd = None
+        dockerd = _dockerd(tar)
+        d = dockerd.docker if dockerd is not None else None
         try:
             issue_rows(pb, env, base_env if args.baseline else None, d, n)
         finally:
@@ -245,16 +253,10 @@ def main() -> None:
             row("runc run", None, "(runc not installed)")
 
         print("docker (a private dockerd with its default bridge and iptables rules, in its own netns):")
-        dockerd = None
-        if shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd"):
-            sys.path.insert(0, str(REPO / "tests"))
-            from dockerd import Dockerd
-
-            dockerd = Dockerd(bridges=True)
+        dockerd = _dockerd(tar)
+        if dockerd is not None:
+            d = dockerd.docker
             try:
-                dockerd.start()
-                dockerd.docker("import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest")
-                d = dockerd.docker
                 d_none = timed(lambda: d("run", "--rm", "--network", "none", "busybox", "true"), n)
                 row("docker run --rm --network none busybox true", d_none,
                     f"(pybuild {none[0] / d_none[0]:.2f}x)")
@@ -273,12 +275,10 @@ def main() -> None:
                     lambda nm: None, n)
                 row("docker run -d + rm -f (--network none), per ctr", d_life_f,
                     f"(pybuild {life_f[0] / d_life_f[0]:.2f}x)")
-            except Exception as e:  # noqa: BLE001 - the peer is optional; say why it is missing
-                row("docker run --rm busybox true", None, f"(dockerd failed: {str(e).splitlines()[0]})")
             finally:
                 dockerd.stop()
         else:
-            row("docker run --rm busybox true", None, "(dockerd not installed)")
+            row("docker run --rm busybox true", None, "(no dockerd)")
     finally:
         subprocess.run([PYBUILD, "rm", "-f", *[f"bench{i}" for i in range(n)]], env=env, capture_output=True)
         sys.path.insert(0, str(REPO))
