@@ -314,7 +314,7 @@ class LayerSizer:
                 codec: Any = zlib
                 try:
                     from isal import isal_zlib as codec
-                except ImportError:
+                except ImportError:  # ISA-L not installed: zlib inflates the same bytes
                     pass
                 self._new = lambda: codec.decompressobj(wbits=31)
                 self._inflate = self._new()

@@ -182,7 +182,7 @@ def _leave(code: int) -> None:
         code = code or 120  # Python's status when it cannot flush its standard streams
     try:
         sys.stderr.flush()
-    except OSError:
+    except OSError:  # nowhere left to say it: the status above stands
         pass
     os._exit(code)
 

@@ -71,6 +71,8 @@ class Parameter:
         self.multiple, self.envvar, self.metavar, self.help, self.nargs = multiple, envvar, metavar, help, nargs
 
     def error_hint(self) -> str:
+        """How a usage error names this parameter (an option by its flags, an argument by its
+        name): each kind says it."""
         raise NotImplementedError
 
     def convert(self, raw: Any, ctx: Context) -> Any:

@@ -41,4 +41,5 @@ class PlainProgress:
         self.out.flush()
 
     def close(self) -> None:
-        pass
+        """Nothing to end: each line is written and flushed as its event comes (the progress
+        interface's ``close`` ends a bar display)."""

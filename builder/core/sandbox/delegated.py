@@ -72,7 +72,7 @@ def controllers(layout: Layout) -> tuple[Path | None, list[str]]:
     if sub is not None:
         try:
             have = (sub / "cgroup.controllers").read_text().split()
-        except OSError:
+        except OSError:  # unreadable: the subtree offers no controller we can see
             pass
     return sub, have
 
