@@ -246,19 +246,22 @@ def exec_(obj: Any, detach: bool, interactive: bool, tty: bool, env: tuple[str, 
           env_file: tuple[str, ...], user: str | None, workdir: str | None, privileged: bool,
           detach_keys: str | None, container: str, command: tuple[str, ...]) -> None:
     """Execute a command in a running container."""
-    from builder.runtime.containers import execs
+    from builder.runtime.containers import execs, lifecycle
     from builder.runtime.containers.attached import detach_keys as parse_keys
     try:
         parse_keys(detach_keys, what="escape")
     except ContainerError as e:
         fail(str(e))  # dockerd refuses the exec: exit 1
     root = _root(obj)
-    c, process = execs.prepare(root, container, command, env=env, env_files=env_file, user=user,
-                               workdir=workdir, tty=tty, privileged=privileged)
-    if not detach and tty and interactive:  # Docker's client: a tty needs one, once the container is found
+    if not detach and tty and interactive and not os.isatty(0):
+        # Docker's client looks the container up (so "No such container" comes first), then
+        # checks the terminal before it creates the exec: a stopped container is "not a TTY" too
         from builder.cli.attach import check_tty
 
+        lifecycle.get(root, container)
         check_tty(tty=True, stdin=True)
+    c, process = execs.prepare(root, container, command, env=env, env_files=env_file, user=user,
+                               workdir=workdir, tty=tty, privileged=privileged)
     if detach:
         execs.start_detached(root, c, process)
         return

@@ -83,6 +83,17 @@ def test_flag_grammar_as_the_docker_client(pb: Any, judge: Any) -> None:
         1, "the input device is not a TTY"), (ours, docker)
     ours, docker = _both(pb, judge, "exec", "-i", "flags-five", "echo", "-it", "--rm")
     assert (ours.returncode, ours.stdout) == (docker.returncode, docker.stdout) == (0, "-it --rm\n")
+    # the container is looked up first, then the terminal is checked before the exec is made:
+    # a stopped container is refused for the terminal, a missing one as missing
+    for tool in _both(pb, judge, "create", "--name", "flags-six", "busybox", "true"):
+        assert tool.returncode == 0, tool.stderr
+    ours, docker = _both(pb, judge, "exec", "-it", "flags-six", "true")
+    assert (ours.returncode, _first(ours.stderr)) == (docker.returncode, _first(docker.stderr)) == (
+        1, "the input device is not a TTY"), (ours, docker)
+    ours, docker = _both(pb, judge, "exec", "-it", "flags-seven", "true")
+    assert ours.returncode == docker.returncode == 1, (ours, docker)
+    assert "No such container: flags-seven" in _first(ours.stderr), ours.stderr
+    assert "No such container: flags-seven" in _first(docker.stderr), docker.stderr
 
 
 def test_argument_errors_as_the_docker_client(pb: Any, judge: Any) -> None:
