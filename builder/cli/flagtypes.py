@@ -7,6 +7,7 @@ usage error carries for ``builder.cli.main`` to print as Docker does, and how a 
      │    └── NoSuchOption (unknown flag: --x / unknown shorthand flag: 'z' in -z)
      ├── NoSuchCommand: 125
      ├── NoArgsIsHelp: a bare group, its help, 0
+     │    (a number flag's bad value: ``invalid argument "x" for "-n, --last" flag: …``)
      └── BadParameter: "Error: Invalid value for ...", 125 for a flag's value, else the
           └── MissingParameter      command's usage_status (1; run/create 125)
 """
@@ -110,6 +111,7 @@ class _Int(ParamType):
         try:
             return int(value)
         except ValueError:
+            _refuse_flag_value(param, value, "strconv.ParseInt", ctx)
             self.fail(f"{value!r} is not a valid integer.", param, ctx)
 
 
@@ -120,6 +122,7 @@ class _Float(ParamType):
         try:
             return float(value)
         except ValueError:
+            _refuse_flag_value(param, value, "strconv.ParseFloat", ctx)
             self.fail(f"{value!r} is not a valid float.", param, ctx)
 
 
@@ -187,5 +190,18 @@ def go_bool(flag: str, value: str, ctx: Any = None) -> bool:
     """pflag's ``--rm=false``: Go's ``strconv.ParseBool`` words, its error otherwise."""
     if value in _GO_TRUE or value in _GO_FALSE:
         return value in _GO_TRUE
-    raise FlagError(f'invalid argument "{value}" for "{flag}" flag: '
-                    f'strconv.ParseBool: parsing "{value}": invalid syntax', ctx)
+    raise _pflag_refusal(flag, value, "strconv.ParseBool", ctx)
+
+
+def _pflag_refusal(flag: str, value: Any, parser: str, ctx: Any) -> FlagError:
+    """pflag's words for a flag value its Go parser refuses (exit 125, no ``Error:``)."""
+    return FlagError(f'invalid argument "{value}" for "{flag}" flag: {parser}: parsing "{value}": '
+                     "invalid syntax", ctx)
+
+
+def _refuse_flag_value(param: Any, value: Any, parser: str, ctx: Any) -> None:
+    """A number flag's bad value, as pflag says it; an argument's (no flag name) is left to
+    the caller's ``BadParameter``."""
+    flag_name = getattr(param, "flag_name", None)
+    if flag_name is not None:
+        raise _pflag_refusal(flag_name(), value, parser, ctx)

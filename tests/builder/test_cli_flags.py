@@ -37,6 +37,8 @@ FLAG_ERRORS = [
     ["ps", "--all=maybe"],  # a boolean flag takes =VALUE, Go's ParseBool words only
     ["commit", "-p=maybe", "c"],
     ["--bogus", "ps"],
+    ["ps", "-n", "x"],  # a number flag's bad value: Go's ParseInt words
+    ["ps", "--last=1.5"],
 ]
 
 
@@ -182,8 +184,9 @@ def test_errors_name_the_flag_as_pflag_does() -> None:
     assert refused(["-qzx", "img"]).format_message() == "unknown shorthand flag: 'z' in -zx"
     assert refused(["img", "--name"]).format_message() == "flag needs an argument: --name"
     assert refused(["img", "-qn"]).format_message() == "flag needs an argument: 'n' in -n"
-    assert refused(["-n", "x", "img"]).format_message() == (
-        "Invalid value for '-n' / '--last': 'x' is not a valid integer.")
+    e = refused(["-n", "x", "img"])  # pflag's words, as for a boolean's
+    assert isinstance(e, flags.FlagError) and e.format_message() == (
+        'invalid argument "x" for "-n, --last" flag: strconv.ParseInt: parsing "x": invalid syntax')
     assert refused(["--mode", "c", "img"]).format_message() == (
         "Invalid value for '--mode': 'c' is not one of 'a', 'b'.")
     assert refused(["--jobs", "9", "img"]).format_message() == (
