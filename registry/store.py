@@ -282,9 +282,7 @@ class Store:
         """A small blob (manifest, config) in memory, verified against its digest."""
         with self.open_blob(digest) as f:
             data = f.read()
-        h = digest.new_hasher()
-        h.update(data)
-        if h.hexdigest() != digest.encoded:
+        if not digest.verifies(data):
             raise DigestError(f"store blob {digest} is corrupt (content does not match its digest)")
         return data
 

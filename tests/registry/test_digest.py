@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 
-from registry.digest import Digest, VerifyingReader
+from registry.digest import SMALL, Digest, VerifyingReader
 from registry.errors import DigestError
 
 HELLO = hashlib.sha256(b"hello").hexdigest()
@@ -58,3 +61,16 @@ def test_digests_are_ordered_values() -> None:
     a, b = Digest.of(b"a"), Digest.of(b"b")
     assert len({a, Digest.parse(str(a)), b}) == 2
     assert sorted([b, a]) == sorted([a, b])
+
+
+def test_small_blobs_hash_without_openssl() -> None:
+    """A manifest or config is hashed and checked by CPython's own SHA-256, so an ``inspect``
+    does not pay hashlib's OpenSSL load; a large blob goes through hashlib, with the same result."""
+    for data in (b"", b"{}", os.urandom(SMALL), os.urandom(SMALL + 1)):
+        d = Digest.of(data)
+        assert d == Digest("sha256", hashlib.sha256(data).hexdigest())
+        assert d.verifies(data) and not d.verifies(data + b"\n")
+    probe = ("import sys; from registry.digest import Digest; d = Digest.of(b'{}'); "
+             "assert d.verifies(b'{}'); print('hashlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
