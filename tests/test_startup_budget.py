@@ -44,6 +44,7 @@ HEAVY_STDLIB = frozenset({
 NO_EXEC = ("subprocess", "ctypes")  # no process spawned nor libc called by a pure listing
 # every command loads these (exact names); a family lists prefixes of its own beside them
 CORE = frozenset({"builder", "builder.cli", "builder.base.errors", "builder.base.state", "builder.base.units",
+        "builder.base.values",  # frozen values without dataclasses (the container record's HostConfig)
         "builder.cli.flags", "builder.cli.flagtypes",  # the flag parser (click is no family's)
         "builder.base.filters", "builder.base.events", "registry", "registry.lazy", "registry.errors", "registry.kinds",
         "registry.digest", "registry.mediatypes", "registry.model", "registry.config",

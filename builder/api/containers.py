@@ -11,7 +11,6 @@ import asyncio
 import json
 import signal
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -39,6 +38,7 @@ from builder.api.request import (
 from builder.api.streams import STDERR, STDOUT, frame, in_thread
 from builder.base import events
 from builder.base.errors import ContainerError
+from builder.base.values import replace
 from builder.runtime.containers.logs import NO_READING, LogDriver
 from builder.runtime.containers.options import parse_signal
 

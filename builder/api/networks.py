@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -14,6 +13,7 @@ from builder.api.streams import in_thread
 from builder.base import events
 from builder.base.errors import NetworkError
 from builder.base.filters import labels_match
+from builder.base.values import replace
 
 if TYPE_CHECKING:  # serve's start-up budget: the library loads on a request's first use
     from builder.base.state import StateRoot

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.runtime.containers.hostconfig import (
     Device,
     Endpoint,

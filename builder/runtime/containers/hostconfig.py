@@ -7,6 +7,8 @@ docker-py's ``HostConfig`` does), so a ``HostConfig`` that exists is a valid one
 record stores it (``Container.host_config``) in Docker's JSON shape (``to_json``); ``from_json``
 reads that back, records of earlier versions included (``--mount`` texts, ``PublishSpecs``).
 
+They are ``builder.base.values.frozen`` values, not dataclasses: ``ps`` reads every record's, and a
+``@dataclass`` costs ~1 ms a class at import (``replace`` from ``builder.base.values`` copies one).
 The values are read by field (``hc.resources.memory``); a read-only ``Mapping`` view of the JSON
 form (``hc.get("NetworkMode")``) remains for code that has not moved to the fields yet.
 """
@@ -17,10 +19,10 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import ContainerError
+from builder.base.values import JSONValue, field, frozen, json_object
 from builder.runtime.containers.options import (
     DEFAULT_SHM_SIZE,
     ULIMITS,
@@ -39,7 +41,7 @@ MOUNT_TYPES = ("volume", "bind", "tmpfs")
 PROPAGATIONS = ("", "private", "rprivate", "shared", "rshared", "slave", "rslave")
 
 
-@dataclass(frozen=True)
+@frozen
 class PortBinding:
     """One published port as asked: ``80/tcp`` on the host's *host_ip*:*host_port* (``""``:
     any address, a free port)."""
@@ -83,7 +85,7 @@ def port_bindings_from_json(d: Mapping[str, Any] | None) -> tuple[PortBinding, .
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     """One ``HostConfig.Mounts`` entry (``--mount``): a volume, bind or tmpfs at *target*."""
 
@@ -176,7 +178,7 @@ class Mount:
             raise ContainerError.invalid(f"invalid mount config: {e}") from None
 
 
-@dataclass(frozen=True)
+@frozen
 class Ulimit:
     """``--ulimit name=soft:hard`` (-1: unlimited)."""
 
@@ -202,7 +204,7 @@ class Ulimit:
         return cls(str(d["Name"]), int(d["Soft"]), int(d["Hard"]))
 
 
-@dataclass(frozen=True)
+@frozen
 class Device:
     """``--device /dev/x[:/dev/y][:rwm]``: a host device node given to the container."""
 
@@ -243,7 +245,7 @@ def cpuset_highest(text: str, *, what: str = "cpuset.cpus") -> int:
     return highest
 
 
-@dataclass(frozen=True)
+@frozen
 class Resources:
     """The cgroup limits and process limits: Docker's ``Resources`` part of ``HostConfig``.
     ``memory_swap`` is memory + swap (-1 unlimited), ``nano_cpus`` 1e9 per CPU, ``pids_limit``
@@ -282,7 +284,7 @@ class Resources:
                                          f"available: 0-{ncpu - 1}")
 
 
-@dataclass(frozen=True)
+@frozen
 class Endpoint:
     """The container's attachment to its own network (``--network-alias``, ``--ip``; the
     create body's ``NetworkingConfig`` entry for it)."""
@@ -298,7 +300,7 @@ class Endpoint:
                 raise ContainerError.invalid(f"invalid IPv4 address: {self.ipv4_address}") from None
 
 
-@dataclass(frozen=True)
+@frozen
 class LogConfig:
     type: str = "json-file"
     config: Mapping[str, str] = field(default_factory=dict)
@@ -325,7 +327,7 @@ FIELD_KEYS = frozenset({
 NAMESPACE_MODES = ("", "host")
 
 
-@dataclass(frozen=True)
+@frozen
 class HostConfig(Mapping[str, Any]):
     """Docker's ``HostConfig`` as pybuild holds it (see the module's docstring)."""
 
@@ -362,8 +364,9 @@ class HostConfig(Mapping[str, Any]):
     volumes_from: tuple[str, ...] = ()
     log_config: LogConfig | None = None
     console_size: tuple[int, int] | None = None
-    #: dockerd's other fields, as the API's client gave them (shown by inspect, not acted on)
-    other: Mapping[str, Any] = field(default_factory=dict)
+    #: dockerd's other fields, as the API's client gave them (shown by inspect, not acted on):
+    #: JSON, checked as such where it is read (``json_object``: the API body, the record file)
+    other: Mapping[str, JSONValue] = field(default_factory=dict)
     #: the keys of the JSON it was read from: written back with those (and what changed), so
     #: that an earlier record is rewritten as it was
     shape: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
@@ -504,7 +507,7 @@ class HostConfig(Mapping[str, Any]):
             volumes_from=tuple(str(x) for x in d.get("VolumesFrom") or ()),
             log_config=LogConfig.from_json(d.get("LogConfig")),
             console_size=(int(size[0]), int(size[1])) if size else None,
-            other={k: v for k, v in d.items() if k not in FIELD_KEYS},
+            other=json_object({k: v for k, v in d.items() if k not in FIELD_KEYS}),
             shape=tuple(d),
         )
 

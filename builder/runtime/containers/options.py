@@ -17,12 +17,12 @@ import signal
 import stat
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from builder.base.errors import ContainerError
 from builder.base.units import parse_go_duration, parse_size
+from builder.base.values import frozen
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 #: the PATH a container gets when its image sets none (Docker's)
@@ -41,7 +41,7 @@ _DEVICE_MODE = r"^[rwm]{1,3}$"  # patterns are compiled on first use (re's cache
 RESTART_NAMES = ("no", "on-failure", "always", "unless-stopped")
 
 
-@dataclass(frozen=True)
+@frozen
 class RestartPolicy:
     """``--restart``: Docker's ``HostConfig.RestartPolicy``."""
 

@@ -12,12 +12,13 @@ import contextlib
 import os
 import time
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.base.errors import ContainerError, SandboxError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.core.sandbox import cgroups
 from builder.core.sandbox.cgroups import read_int
 from builder.runtime.containers import lifecycle
