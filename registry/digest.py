@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from registry.errors import DigestError
 
-try:  # CPython 3.11's own SHA-256: ~0.3 ms to import, where hashlib
-    from _sha256 import sha256 as _builtin_sha256  # loads OpenSSL in ~5 ms
-except ImportError:  # another interpreter: hashlib's
-    from hashlib import sha256 as _builtin_sha256
+try:  # CPython 3.11's own SHA-256: ~0.3 ms to import, where hashlib loads OpenSSL in ~5 ms
+    from _sha256 import sha256 as _builtin_sha256
+except ImportError:  # another interpreter: hashlib's for every blob
+    _builtin_sha256 = None
 
 if TYPE_CHECKING:
     import hashlib
@@ -57,7 +57,7 @@ class Digest(_DigestFields):
 
     @classmethod
     def of(cls, data: bytes) -> Digest:
-        if len(data) <= SMALL:
+        if _builtin_sha256 is not None and len(data) <= SMALL:
             return cls("sha256", str(_builtin_sha256(data).hexdigest()))
         import hashlib  # OpenSSL's: ~5 ms, which a listing that only parses digests never pays
 
@@ -65,7 +65,7 @@ class Digest(_DigestFields):
 
     def verifies(self, data: bytes) -> bool:
         """Whether *data* hashes to this digest (an inspect's config check loads no OpenSSL)."""
-        if self.algorithm == "sha256" and len(data) <= SMALL:
+        if _builtin_sha256 is not None and self.algorithm == "sha256" and len(data) <= SMALL:
             return str(_builtin_sha256(data).hexdigest()) == self.encoded
         h = self.new_hasher()
         h.update(data)
