@@ -147,14 +147,6 @@ def parse_size(text: str) -> int:
     return size
 
 
-def human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n:.3g}TB"
-
-
 # -- commands --------------------------------------------------------------------------------------
 @flags.command("build")
 @check_option
@@ -299,7 +291,7 @@ def prune(g: Globals, all_: bool, keep_storage: str | None, force: bool) -> None
 
     freed += reap_unused_layers(state)  # layers only the pruned records named
     flags.echo(f"Deleted build cache objects: {res.records}")
-    flags.echo(f"Total reclaimed space: {human(res.freed + freed)}")
+    flags.echo(f"Total reclaimed space: {units.human_size(res.freed + freed, 4)}")  # go-units HumanSize
 
 
 builder = builder_group

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from builder.base import units
 from builder.base.errors import VolumeError
 from builder.cli import fail, flags
 
@@ -18,16 +19,6 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(
         "".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + r[-1] for r in rows
     )
-
-
-def human_size(n: float) -> str:
-    """Docker's ``units.HumanSize``: decimal units, four significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    return f"{n:.4g}{units[i]}"
 
 
 def _kv(items: Sequence[str], what: str) -> dict[str, str]:
@@ -174,4 +165,4 @@ def prune(obj: Any, all_: bool, force: bool, filters: tuple[str, ...]) -> None:
         for n in removed:
             flags.echo(n)
         flags.echo("")
-    flags.echo(f"Total reclaimed space: {human_size(space)}")
+    flags.echo(f"Total reclaimed space: {units.human_size(space, 4)}")  # go-units HumanSize
