@@ -382,6 +382,12 @@ def entry_fingerprint(tree: Tree, e: Entry) -> str:
             f"{e.link or ''}\0{digest}{attrs}\n")
 
 
+def entry_content(memo: HashMemo, e: Entry) -> str:
+    """A regular file's content and extended attributes as its checksum line has them."""
+    digest, attrs = memo.content(e.source, e.st, _read_xattrs)
+    return digest + attrs
+
+
 def _read_xattrs(path: str) -> str:
     try:
         names = sorted(os.listxattr(path, follow_symlinks=False))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import marshal
 import os
 import shutil
 import stat
@@ -24,6 +25,8 @@ from builder.base import paths
 from builder.base.errors import BuildError, ContextError
 from builder.base.paths import in_root
 from builder.imagebuild.context import Entry, Tree, has_glob, split_pivot
+from builder.imagebuild.execute import incremental
+from builder.imagebuild.execute.incremental import Reuse
 from builder.imagebuild.execute.inputs import LayerRef, StepInputs
 from builder.imagebuild.execute.workspace import Workspace, layer_dirs
 from builder.imagebuild.graph.ops import CopySource, CopySpec, MkdirSpec, Step
@@ -239,16 +242,20 @@ class _Files:
         self.futures.append(self.pool.submit(self._make, self.batch))
         self.batch = []
 
+    def attrs(self, e: Entry) -> tuple[int, int, int]:
+        """The mode, uid and gid the copy of *e* gets."""
+        own, st = self.own, e.st
+        mode = own.chmod if own.chmod is not None else stat.S_IMODE(st.st_mode)
+        uid = own.uid if own.uid is not None else (st.st_uid if self.keep_owner else 0)
+        gid = own.gid if own.gid is not None else (st.st_gid if self.keep_owner else 0)
+        return mode, uid, gid
+
     def _make(self, batch: list[tuple[Entry, str, bool]]) -> None:
-        own = self.own
         for e, target, setgid_parent in batch:
-            st = e.st
-            mode = own.chmod if own.chmod is not None else stat.S_IMODE(st.st_mode)
-            uid = own.uid if own.uid is not None else (st.st_uid if self.keep_owner else 0)
-            gid = own.gid if own.gid is not None else (st.st_gid if self.keep_owner else 0)
+            mode, uid, gid = self.attrs(e)
             owned = (uid == self.euid and gid == self.egid and not setgid_parent
                      and not mode & (0o7000 | self.umask))
-            _copy_regular(e.source, target, st, uid, gid, mode, owned=owned)
+            _copy_regular(e.source, target, e.st, uid, gid, mode, owned=owned)
 
     def finish(self, ok: bool) -> None:
         """Wait for every batch (made now if no thread was needed); the first error raised."""
@@ -278,13 +285,20 @@ def _umask() -> int:
 
 
 def copy_tree(root: Path, entries: Iterable[Entry], dest: str, own: Ownership, *,
-              keep_owner: bool, dest_is_dir_of: str | None = None) -> None:
-    """Copy *entries* (dest-relative) under image dir *dest*; a "" entry lands at *dest*."""
+              keep_owner: bool, reuse: Reuse | None = None) -> None:
+    """Copy *entries* (dest-relative) under image dir *dest*; a "" entry lands at *dest*.
+    *reuse*: the upper dir holds the previous copy's files (``incremental``): a regular file
+    already there as this copy would make it is kept, anything else there is made again."""
     created: set[str] = set()
     # image dirs this copy made, by host path (and whether set-group-ID): what goes in them
     # needs no path resolution nor check of what is in the way (a context of 100,000s of files
     # lands mostly in new dirs)
     new_dirs: dict[str, tuple[str, bool]] = {}
+    # with *reuse*: image dirs that were there (host path, set-group-ID): what goes in them
+    # needs no path resolution, but what is there is checked
+    kept_dirs: dict[str, tuple[str, bool]] = {}
+    if reuse is not None:
+        reuse.root = str(root)
     files = _Files(own, keep_owner)
     ok = False
     try:
@@ -295,8 +309,12 @@ def copy_tree(root: Path, entries: Iterable[Entry], dest: str, own: Ownership, *
             if made is not None:
                 target = f"{made[0]}/{os.path.basename(path)}"
                 if stat.S_ISREG(e.st.st_mode):
+                    if reuse is not None:
+                        reuse.record(e, target)
                     files.add(e, target, made[1])
                     continue
+                if reuse is not None:
+                    reuse.other(target)
                 _create(target, e, own, keep_owner=keep_owner)
                 if stat.S_ISDIR(e.st.st_mode):
                     new_dirs[path] = (target, bool(os.lstat(target).st_mode & stat.S_ISGID))
@@ -304,12 +322,55 @@ def copy_tree(root: Path, entries: Iterable[Entry], dest: str, own: Ownership, *
             if parent not in created:
                 mkdir_p(root, parent, uid=own.uid or 0, gid=own.gid or 0)
                 created.add(parent)
-            if copy_entry(root, e, path, own, keep_owner=keep_owner):
-                host = str(in_root(root, path, follow_last=False))
-                new_dirs[path] = (host, bool(os.lstat(host).st_mode & stat.S_ISGID))
+                if reuse is not None:
+                    host = str(in_root(root, parent))
+                    kept_dirs[parent] = (host, bool(os.stat(host).st_mode & stat.S_ISGID))
+            kept = kept_dirs.get(parent) if reuse is not None else None
+            if kept is None:
+                if copy_entry(root, e, path, own, keep_owner=keep_owner):
+                    host = str(in_root(root, path, follow_last=False))
+                    new_dirs[path] = (host, bool(os.lstat(host).st_mode & stat.S_ISGID))
+                continue
+            assert reuse is not None
+            target = f"{kept[0]}/{os.path.basename(path)}"
+            if stat.S_ISREG(e.st.st_mode):
+                if not reuse.keep(e, target, *files.attrs(e)):
+                    _clear(target)  # (never written in place: its inode is the old layer's)
+                    files.add(e, target, kept[1])
+                continue
+            reuse.other(target)
+            is_dir = stat.S_ISDIR(e.st.st_mode)
+            there = _lstat(target)
+            if is_dir and there is not None and stat.S_ISDIR(there.st_mode):
+                _create(target, e, own, keep_owner=keep_owner, exists=True)
+                kept_dirs[path] = (target, bool(there.st_mode & stat.S_ISGID))
+                continue
+            if there is not None:
+                _clear(target)
+            _create(target, e, own, keep_owner=keep_owner)
+            if is_dir:
+                new_dirs[path] = (target, bool(os.lstat(target).st_mode & stat.S_ISGID))
         ok = True
     finally:
         files.finish(ok)
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _clear(path: str) -> None:
+    """Remove what is at host path *path*, if anything."""
+    st = _lstat(path)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def extract_archive(root: Path, stream: BinaryIO, dest: str, *, where: str = "") -> None:
@@ -420,6 +481,8 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
     for i, s in enumerate(spec.sources):
         if s.origin in ("url", "git"):
             downloads[i] = _fetch(s, ws.dir / f"src{i}", where)
+    reuse, previous = _start_incremental(ws, step, spec)
+    made_file = ws.dir / "copy-made"
 
     def work(root: Path, src_roots: list[Path]) -> None:
         own = Ownership()
@@ -457,9 +520,11 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
                 if tree is None or tree.root is None:
                     raise ContextError(f"{where}: {keyword} {s.path}: no build context")
                 keep_owner = False
+                src_reuse = reuse
             else:
                 tree = Tree(src_roots[stack_of[i]], name="--from source")
                 keep_owner = True
+                src_reuse = None
             pivot, pattern = split_pivot(s.path) if spec.parents else ("", s.path)
             matches = tree.match(pattern, doublestar=spec.parents)
             if not matches:
@@ -476,13 +541,13 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
                     kept = m[len(pivot) + 1:] if pivot and m.startswith(pivot + "/") else m
                     base = dest.rstrip("/") + "/" + kept
                     copy_tree(root, tree.walk(m, excludes=list(spec.excludes)), base, own,
-                                      keep_owner=keep_owner)
+                              keep_owner=keep_owner, reuse=src_reuse)
                     continue
                 if is_dir:
                     entries = list(tree.walk(m, excludes=list(spec.excludes)))
                     # the directory itself: its contents go into dest (which is created)
                     mkdir_p(root, dest, uid=own.uid or 0, gid=own.gid or 0)
-                    copy_tree(root, entries, dest, own, keep_owner=keep_owner)
+                    copy_tree(root, entries, dest, own, keep_owner=keep_owner, reuse=src_reuse)
                     continue
                 if spec.add and s.origin == "context" and _is_archive(str(tree.root / tree._resolve(m))):  # type: ignore[operator]
                     with open(troot / tree._resolve(m), "rb") as f:
@@ -492,9 +557,38 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
                 name = os.path.basename(m)
                 target = dest.rstrip("/") + "/" + name if (dest_is_dir or many) else dest
                 entries = list(tree.walk(m))
-                copy_tree(root, entries, target, own, keep_owner=keep_owner)
+                copy_tree(root, entries, target, own, keep_owner=keep_owner, reuse=src_reuse)
+        if reuse is not None:
+            made_file.write_bytes(reuse.dump())
 
     ws.with_root(work, sources=stacks)
+    if reuse is not None and previous is not None:
+        made = marshal.loads(made_file.read_bytes())
+        assert ws.root.upper is not None
+        if reuse.old:
+            incremental.settle(Path(ws.root.upper), reuse.old, made)
+        ws.after_commit = lambda layer: previous.save(layer, made)
+
+
+def _start_incremental(ws: Workspace, step: Step, spec: CopySpec) -> tuple[Reuse | None, incremental.Previous | None]:
+    """A COPY of context sources only onto an overlay root (not rootless: its whiteouts and
+    opaque marks differ) starts from the layer its last execution at this slot made on the same
+    layers (``incremental``), and records what it makes for the next one."""
+    upper = ws.root.upper
+    if (not step.slot or spec.add or upper is None or not ws.root.is_overlay or ws.context is None
+            or ws.context.root is None or "_PYBUILD_ROOTLESS" in os.environ
+            or any(s.origin != "context" for s in spec.sources)):
+        return None, None
+    previous = incremental.Previous(ws.state, step.slot, [str(lr.diff_id) for lr in ws.lowers])
+    found = previous.load()
+    old: dict[str, str] = {}
+    if found is not None:
+        try:
+            incremental.clone(found[0], Path(upper))
+            old = found[1]
+        except OSError:  # (the layer pruned meanwhile): a copy from scratch
+            incremental.empty(Path(upper))
+    return Reuse(ws.context.memo, old, upper), previous
 
 
 def _write_file(root: Path, path: str, data: bytes, own: Ownership, mode: int) -> None:

@@ -58,6 +58,8 @@ class Workspace:
         self.root: Root
         self._mounts = 0
         self._owner = -1
+        #: called with the step's layer id once its layer is made (an incremental COPY's record)
+        self.after_commit: Callable[[str], None] | None = None
 
     def __enter__(self) -> Workspace:
         dirs = layer_dirs(self.state, self.store, self.lowers)
@@ -111,14 +113,18 @@ class Workspace:
         if upper is None:
             return
         cache = LayerCache(self.state)
-        if cache.has(diff_id):
-            return
         final = cache.path(diff_id)
+        if cache.has(diff_id):  # (the same files made before: what their record says holds)
+            if self.after_commit is not None:
+                self.after_commit(diff_id)
+            return
         # the lock ``LayerCache.unpack`` takes for the same layer, so the two never race
         with file_lock(cache.dir / f".{final.name}.lock"), contextlib.suppress(OSError):
             if not final.is_dir():  # else another build got there first: keep theirs
                 os.chmod(upper, 0o755)
                 os.rename(upper, final)
+        if self.after_commit is not None and final.is_dir():
+            self.after_commit(diff_id)
 
     def diff(self, out: Any, *, source_date_epoch: int | None) -> bool:
         return diff(self.root, out, source_date_epoch=source_date_epoch)
