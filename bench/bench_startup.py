@@ -2,13 +2,15 @@
 """Start-up cost: ``pybuild images``/``ps -a``/``inspect``/``version`` and a fully cached
 ``pybuild build``, next to the interpreter floor, ``import builder, registry`` (the Python API),
 ``umoci ls`` and, when a ``dockerd`` is installed, the same ``docker`` commands / a cached
-``docker build`` on a private daemon, with the ratios side by side.
+``docker build`` on a private daemon, with the ratios side by side. Both sides hold the same
+few containers (``--containers``: half of them running ``sleep``, half exited), so that ``ps -a``
+reads records, checks their processes and prints rows.
 
 ``--baseline DIR`` runs the same pybuild commands with ``PYTHONPATH=DIR`` (another checkout,
 e.g. ``git archive main | tar -x -C DIR``) interleaved with ours, so both see the same load;
 run the script with ``PYTHONPATH=OTHER`` to measure another checkout as ours.
 
-    .venv/bin/python bench/bench_startup.py [--images 50] [--runs 15] [--baseline DIR]
+    .venv/bin/python bench/bench_startup.py [--images 50] [--containers 4] [--runs 15] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ def timings(cmds: dict[str, tuple[list[str], dict[str, str] | None]],
     return samples, cpu
 
 
+def make_containers(cli: list[str], n: int, env: dict[str, str] | None = None) -> None:
+    """*n* containers of busybox, without a network: the first half running, the rest exited."""
+    for i in range(n):
+        if i < (n + 1) // 2:
+            run([*cli, "run", "-d", "--network", "none", "--name", f"up{i}", "busybox", "sleep", "100000"], env)
+        else:
+            run([*cli, "run", "--network", "none", "--name", f"exited{i}", "busybox", "true"], env)
+
+
 def modules_loaded(code: str, env: dict[str, str] | None) -> int:
     out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print(len(sys.modules))"],
                          capture_output=True, text=True, env=env, check=True, cwd="/")
@@ -82,6 +93,7 @@ def modules_loaded(code: str, env: dict[str, str] | None) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--containers", type=int, default=4, help="running and exited, for ps -a")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--baseline", type=Path, help="another checkout to compare (PYTHONPATH)")
     args = ap.parse_args()
@@ -91,6 +103,7 @@ def main() -> None:
         byte_compile(args.baseline)
     base = Path(tempfile.mkdtemp(prefix="bench-startup-", dir="/var/tmp"))
     docker = None
+    root = base / "root"
     try:
         spec = importlib.util.spec_from_file_location("mkbusybox", REPO / "testdata" / "mkbusybox.py")
         assert spec and spec.loader
@@ -98,7 +111,6 @@ def main() -> None:
         spec.loader.exec_module(mk)
         tar = base / "busybox.tar"
         mk.make_tar(tar)
-        root = base / "root"
         run([PYBUILD, "--root", str(root), "import", "--change", 'CMD ["sh"]', str(tar), "busybox:latest"])
         rootfs = base / "tiny"
         (rootfs / "etc").mkdir(parents=True)
@@ -112,6 +124,7 @@ def main() -> None:
             archive.import_rootfs(store, rootfs, reference=Reference.parse(f"bench/img{i}:v{i % 7}"))
         ctx = make_context(base, "ten", TEN)
         run([PYBUILD, "--root", str(root), "build", "-q", "-t", "ten:latest", str(ctx)])
+        make_containers([PYBUILD, "--root", str(root)], args.containers)
 
         ours = dict(os.environ)  # a PYTHONPATH given to this script applies to ours
         envs: dict[str, dict[str, str]] = {"": ours}
@@ -144,13 +157,15 @@ def main() -> None:
             dctx = make_context(base, "ten-docker", TEN)
             build = ["/usr/bin/docker", "build", "-q", "--network", "none", "-t", "ten:latest", str(dctx)]
             run(build, denv)
+            make_containers(["/usr/bin/docker"], args.containers, denv)
             for args_ in PEERS.values():
                 cmds[f"docker {' '.join(args_)}"] = (["/usr/bin/docker", *args_], denv)
             cmds["docker build (BuildKit, fully cached, 10 steps)"] = (build, denv)
 
         print(f"== start-up: median (and fastest) of {args.runs} interleaved runs; store of "
-              f"{args.images + 2} images")
+              f"{args.images + 2} images, {args.containers} containers; load {os.getloadavg()[0]:.2f}")
         samples, cpu = timings(cmds, args.runs)
+        print(f"  (load average after the runs: {os.getloadavg()[0]:.2f})")
         got = {k: statistics.median(v) for k, v in samples.items()}
         # on a busy machine the fastest run is the steadier figure: load only ever adds to it
         fastest = {k: min(v) for k, v in samples.items()}
@@ -173,7 +188,10 @@ def main() -> None:
                   f"imports: {modules_loaded('import builder.cli, builder.cli.images', env)}")
     finally:
         if docker is not None:
-            docker.stop()
+            docker.stop()  # its containers first
+        if root.is_dir():  # ours: their supervisors and sleeps end with the records
+            subprocess.run([PYBUILD, "--root", str(root), "system", "reset", "--force"],
+                           capture_output=True, cwd="/")
         shutil.rmtree(base, ignore_errors=True)
 
 
