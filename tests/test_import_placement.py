@@ -4,28 +4,30 @@ A module's imports sit at its top, where a reader sees what it depends on. An im
 function (``if TYPE_CHECKING`` blocks aside) of module M in module X (in ``builder/`` and
 ``registry/``) is kept there only when:
 
-(a) M is a heavy third-party module (``HEAVY_THIRD_PARTY``: loaded only by the command that uses
-    it), or
+(a) M is, or loads at its top, a heavy third-party module (``HEAVY_THIRD_PARTY``: loaded only by
+    the command that uses it), or
 (b) hoisting it would break a start-up budget: some command family of
     ``tests/test_startup_budget.py`` may load X (X's own top-level import closure is within
-    that family's budget) and M's top-level import closure brings a module outside it.
+    that family's budget) and M's top-level import closure brings a module outside it. A
+    budget says what its command does not do (``run`` without ``-t`` sets no terminal mode,
+    ``network ls`` spawns no process, ``version`` opens no state root…): an import that would
+    add to a command's start-up stays lazy because a budget says so, not because a list does.
 
-(c) hoisting it would make an import-time cycle: X is in M's top-level import closure. The
-    module graph of tests/test_api.py has no cycle, but it links a module to the modules it
-    names, not to the packages whose ``__init__`` runs first; through a package ``__init__`` a
-    top-level import can come back to X (``builder.network.overlay`` imports
-    ``builder.network.cluster.membership``, whose ``builder.network.helpers`` runs
-    ``builder/network/__init__``, which imports ``overlay``).
+Every other function-level import must move to the top (``AWAITING_HOIST`` names those whose move
+is written for their files' owners, until it is made).
 
-(d) it is in ``KEPT_FOR_START_UP``: the budgets allow it at the top, but there it would add
-    modules to a command's start-up as measured today (each entry says which, where).
-
-Every other function-level import must move to the top.
+A third reason is seen but not allowed: (c) hoisting it would make an import-time cycle (X is in
+M's top-level import closure, packages whose ``__init__`` a module runs first included, but X's
+own packages, which are already under way when X runs). The module graph of tests/test_api.py
+has no cycle, but it links a module to the modules it names, not to the packages they are in.
+None is left (``test_no_import_is_kept_for_a_cycle``): a new one is taken away by putting the
+shared piece where both modules can import it at the top.
 
 The closures are computed statically from the AST for our modules (top-level statements, class
-bodies included, ``if TYPE_CHECKING`` excluded, a package's ``__init__`` with each of its
-modules, a lazy ``_EXPORTS`` name with the module it resolves to); what an import of the
-standard library or of a third party loads is asked of a forked interpreter, once per statement.
+bodies included, ``if TYPE_CHECKING`` and ``except ImportError`` fallbacks excluded, a package's
+``__init__`` with each of its modules, a lazy ``_EXPORTS`` name with the module it resolves to);
+what an import of the standard library or of a third party loads is asked of a forked
+interpreter, once per statement.
 """
 
 from __future__ import annotations
@@ -46,65 +48,11 @@ from test_startup_budget import budgets, over_budget
 HEAVY_THIRD_PARTY = frozenset({"lark", "aiohttp", "pyroute2", "zstandard", "cryptography",
                                "requests", "urllib3", "certifi", "isal", "tqdm"})
 CHECKED = ("builder", "registry")
-# (d) imports every budget allows at the top, kept in their function because hoisting them adds
-# modules to a command's start-up as test_startup_budget's probe measures it today (the budgets
-# are looser than the start-up: a tighter family budget would make (b) keep them instead)
-KEPT_FOR_START_UP: dict[str, str] = {
-    'builder.cli.container_run: from builder.cli.containers import follow_first_run, started_ns':
-        'adds builder.cli.containers, builder.cli.format to run, run -d',
-    'builder.cli.container_run: from builder.cli.registry import Renderer':
-        'adds builder.cli.registry to run, run -d',
-    'builder.cli.container_run: import termios':
-        'adds termios to run, run -d',
-    'builder.cli.container_run: import tty as _tty':
-        'adds termios, tty to run, run -d',
-    'builder.cli.flags: import getpass':
-        'adds getpass, termios to every command',
-    'builder.cli.network: from builder.cli.format import INSPECT, inspect_output, template':
-        'adds builder.cli.format, builder.base.units to network ls',
-    'builder.cli.network: from builder.cli.format import created_at, format_rows, label_method':
-        'adds builder.cli.format, builder.base.units to network ls',
-    'builder.cli.volume: from builder.cli.format import INSPECT, inspect_output, template':
-        'adds builder.cli.format, builder.base.units to cluster ls, network ls, volume create, volume ls, volume rm',
-    'builder.cli.volume: from builder.cli.format import format_rows, label_method':
-        'adds builder.cli.format, builder.base.units to cluster ls, network ls, volume create, volume ls, volume rm',
-    'builder.cli: from builder.base.state import StateRoot':
-        'adds builder.base.state, registry.leases to version',
-    'builder.cli: import atexit':
-        'adds atexit to every command',
-    'builder.runtime.containers.supervisor: import termios':
-        'adds termios to run, run -d',
-    'builder.runtime.containers.supervisor: import traceback':
-        'adds textwrap, traceback to run, run -d',
-    'builder.runtime.containers.supervisor: import tty':
-        'adds termios, tty to run, run -d',
-    'builder.runtime.images: import signal':
-        'adds signal to image inspect busybox, images, images -a, inspect busybox',
-    'builder.network.core: from builder.base import events':
-        'adds builder.base.events to cluster ls, network ls',
-    'builder.network.firewall: import subprocess':
-        'adds _locale, _posixsubprocess, locale, subprocess to cluster ls, network ls, run',
-    'builder.network.helpers: import subprocess':
-        'adds _locale, _posixsubprocess, locale, subprocess to cluster ls, network ls, run',
-    'builder.network.wire: import hashlib':
-        'adds _blake2, _hashlib, hashlib to network ls',
-    'builder.core.sandbox.cgroups: from builder.base.state import identity':
-        'adds builder.base.state, registry.leases to version',
-    'builder.core.sandbox.child: import socket':
-        'adds _socket, array, socket to run',
-    'builder.core.sandbox.executor: from builder.core.sandbox import seccomp':
-        'adds builder.core.sandbox.seccomp to run -d',
-    'builder.core.sandbox.handle: from builder.base import syscalls as sc':
-        'adds _ctypes, _struct, builder.base.syscalls, ctypes, ctypes._endian, struct to rm -f',
-    'builder.core.sandbox.stdio: from builder.base import syscalls as sc':
-        'adds _ctypes, _struct, builder.base.syscalls, ctypes, ctypes._endian, struct to rm -f',
-    'builder.core.sandbox.stdio: import socket':
-        'adds _socket, array, socket to rm -f, run',
-    'builder.base.syscalls: import _socket':
-        'adds _socket to run',
-    'builder.system.engine: import uuid':
-        'adds _uuid, platform, uuid to version',
-}
+# hoists written for their files' owners (see /work/notes/h21imp-docs.md): the import moves to the
+# top of its module, then its entry is taken out of this set
+AWAITING_HOIST = frozenset({
+    "builder.cli: import atexit",  # a built-in module (0.04 ms), loaded by every command's exit
+})
 
 
 @dataclass(frozen=True)
@@ -204,9 +152,17 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
+def _is_import_fallback(handler: ast.ExceptHandler) -> bool:
+    """``except ImportError:`` (or ``ModuleNotFoundError``): it runs only where the ``try``'s
+    import fails (another interpreter)."""
+    names = {n.id for n in ast.walk(handler.type) if isinstance(n, ast.Name)} if handler.type else set()
+    return bool(names) and names <= {"ImportError", "ModuleNotFoundError"}
+
+
 def statements(name: str) -> Iterator[tuple[bool, Imported]]:
     """(in a function, import) for every import of module *name* but those under
-    ``if TYPE_CHECKING`` (whose ``else`` branch runs and counts)."""
+    ``if TYPE_CHECKING`` (whose ``else`` branch runs and counts) and in an ``except ImportError``
+    fallback."""
 
     def walk(node: ast.AST, in_function: bool) -> Iterator[tuple[bool, Imported]]:
         for child in ast.iter_child_nodes(node):
@@ -216,6 +172,8 @@ def statements(name: str) -> Iterator[tuple[bool, Imported]]:
                 assert isinstance(child, ast.If)
                 for stmt in child.orelse:
                     yield from walk(ast.Module(body=[stmt], type_ignores=[]), in_function)
+            elif isinstance(child, ast.ExceptHandler) and _is_import_fallback(child):
+                continue
             else:
                 fn = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
                 yield from walk(child, in_function or fn)
@@ -253,13 +211,23 @@ print(json.dumps(out))
 """
 
 
-@cache
-def external_loads() -> dict[str, frozenset[str]]:
-    """What each external import statement of our modules loads in a fresh interpreter."""
-    stmts = sorted({imp.external for m in MODULES for _, imp in _statements(m) if imp.external})
+def _probe(stmts: list[str]) -> dict[str, frozenset[str]]:
     r = subprocess.run([sys.executable, "-c", _PROBE], input=json.dumps(stmts), cwd=REPO,
                        capture_output=True, text=True, check=True, timeout=300)
     return {k: frozenset(v) for k, v in json.loads(r.stdout).items()}
+
+
+@cache
+def external_loads() -> dict[str, frozenset[str]]:
+    """What each external import statement of our modules loads in a fresh interpreter."""
+    return _probe(sorted({imp.external for m in MODULES for _, imp in _statements(m) if imp.external}))
+
+
+@cache
+def _external(stmt: str) -> frozenset[str]:
+    """What *stmt* loads (one of our modules' statements, or one a test makes up)."""
+    loads = external_loads()
+    return loads[stmt] if stmt in loads else _probe([stmt])[stmt]
 
 
 @cache
@@ -290,15 +258,18 @@ def _loads_of(imp: Imported) -> frozenset[str]:
     for m in imp.modules:
         mods |= closure(m)
     if imp.external:
-        mods |= external_loads()[imp.external]
+        mods |= _external(imp.external)
     return frozenset(mods)
 
 
 def _comes_back(imp: Imported) -> bool:
     """Whether the top-level imports of what *imp* names lead back to the module it is in, X.
-    X is being imported then: a package of a module reached is run unless it is X (whose
-    ``__init__`` is already under way); X itself counts when a statement names it."""
+    X is being imported then: a package of a module reached is run unless it is X or a package
+    X is in (their ``__init__`` is already under way: Python imports a package before its
+    modules, and does not run it again); X itself, or a package of it, counts when a statement
+    names it (``from package import name`` needs the name bound)."""
     x = imp.where
+    under_way = {x, *_ancestors(x)}
     seen: set[str] = set()
     todo = list(imp.named)
     while todo:
@@ -308,7 +279,7 @@ def _comes_back(imp: Imported) -> bool:
         if m in seen:
             continue
         seen.add(m)
-        todo.extend(a for a in _ancestors(m) if a != x)
+        todo.extend(a for a in _ancestors(m) if a not in under_way)
         for in_function, other in _statements(m):
             if not in_function:
                 todo.extend(other.named)
@@ -317,18 +288,19 @@ def _comes_back(imp: Imported) -> bool:
 
 def why_lazy(imp: Imported, families: dict[str, dict[str, Any]]) -> str | None:
     """The reason a function-level import stays in its function, None when it must move up."""
-    top = (imp.external or "").split()[1].split(".")[0] if imp.external else ""
-    if top in HEAVY_THIRD_PARTY:
-        return f"(a) heavy third party {top}"
-    if _comes_back(imp):
-        return f"(c) cycle: what it imports imports {imp.where} at its top"
     here = closure(imp.where)
+    named = {imp.external.split()[1].split(".")[0]} if imp.external else set()
+    heavy = sorted((named | {m.split(".")[0] for m in _loads_of(imp) - here}) & HEAVY_THIRD_PARTY)
+    if heavy:  # M, or what M imports at its top (larkglue's lark)
+        return f"(a) heavy third party {heavy[0]}"
     for family, budget in families.items():
         if over_budget(set(here), **budget):
             continue  # this family cannot load the module
         bad = over_budget(set(here | _loads_of(imp)), **budget)
         if bad:
             return f"(b) {family}: {bad[0]}"
+    if _comes_back(imp):
+        return f"(c) cycle: what it imports imports {imp.where} at its top"
     return None
 
 
@@ -358,12 +330,29 @@ def test_the_rule_keeps_what_a_budget_needs_and_moves_the_rest() -> None:
     # ps loads builder.runtime.containers.record; the sandbox would take it over its budget
     assert why_lazy(imp("builder.runtime.containers.record", "from builder.core.sandbox import executor"),
                     families)
-    # lark is heavy wherever it is imported
+    # lark is heavy wherever it is imported, and so is our module that imports it at its top
     assert why_lazy(imp("builder.imagebuild.pipeline", "import lark"), families) == "(a) heavy third party lark"
+    assert why_lazy(imp("builder.imagebuild.dockerfile.syntax",
+                        "from builder.imagebuild.dockerfile.larkglue import LineLexer"),
+                    families) == "(a) heavy third party lark"
     # json is light and every family may load it: it belongs at the top
     assert why_lazy(imp("builder.runtime.containers.record", "import json"), families) is None
     # no family loads the build pipeline's cached path with tarfile: hashlib in the solver moves up
     assert why_lazy(imp("builder.imagebuild.pipeline", "from builder.imagebuild import solver"), families) is None
+    # a budget's statement keeps an import: run without -t sets no terminal mode
+    assert why_lazy(imp("builder.cli.container_run", "import termios"), families) == "(b) run --rm: termios"
+    # a cycle: values is imported by exec at its top
+    assert why_lazy(imp("builder.base.template.values", "from builder.base.template import exec"),
+                    families) == "(c) cycle: what it imports imports builder.base.template.values at its top"
+    # not one: the package both are in is under way when exec runs (values loads it first)
+    assert not _comes_back(imp("builder.base.template.exec", "from builder.base.template.values import go_quote"))
+
+
+def test_an_import_fallback_does_not_count() -> None:
+    """registry.digest takes CPython's own SHA-256, hashlib's only where ``_sha256`` is missing."""
+    assert "hashlib" not in closure("registry.digest")
+    assert not any(imp.external and "hashlib" in imp.external
+                   for in_function, imp in _statements("registry.digest") if not in_function)
 
 
 def test_function_level_imports_are_only_those_a_budget_needs() -> None:
@@ -374,8 +363,8 @@ def test_function_level_imports_are_only_those_a_budget_needs() -> None:
     bad = []
     for imp in imports:
         reason = why_lazy(imp, families)
-        if reason is None and f"{imp.where}: {imp.text}" in KEPT_FOR_START_UP:
-            reason = "(d) " + KEPT_FOR_START_UP[f"{imp.where}: {imp.text}"]
+        if reason is None and f"{imp.where}: {imp.text}" in AWAITING_HOIST:
+            reason = "(awaiting its hoist)"
         if reason is None:
             bad.append(f"{MODULES[imp.where].relative_to(REPO)}:{imp.line}: {imp.text}")
         else:
@@ -385,8 +374,17 @@ def test_function_level_imports_are_only_those_a_budget_needs() -> None:
     assert kept.get("(b)", 0) >= 50  # the budgets keep most of them (the rule sees families)
 
 
-def test_every_kept_import_is_still_in_its_function() -> None:
-    """A stale entry of ``KEPT_FOR_START_UP`` (moved, removed) is taken out of the list."""
+def test_no_import_is_kept_for_a_cycle() -> None:
+    """A function-level import that only a cycle keeps: take the cycle away (the shared piece
+    where both modules can import it at the top), then hoist it."""
+    families = budgets()
+    cycles = [f"{MODULES[imp.where].relative_to(REPO)}:{imp.line}: {imp.text}"
+              for imp in function_level_imports() if (why_lazy(imp, families) or "").startswith("(c)")]
+    assert not cycles, "function-level imports kept for an import-time cycle:\n" + "\n".join(cycles)
+
+
+def test_every_awaited_hoist_is_still_in_its_function() -> None:
+    """An entry of ``AWAITING_HOIST`` whose import moved is taken out of the set."""
     found = {f"{imp.where}: {imp.text}" for imp in function_level_imports()}
-    stale = sorted(set(KEPT_FOR_START_UP) - found)
-    assert not stale, f"KEPT_FOR_START_UP entries that are no function-level import: {stale}"
+    stale = sorted(AWAITING_HOIST - found)
+    assert not stale, f"AWAITING_HOIST entries that are no function-level import: {stale}"

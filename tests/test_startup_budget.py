@@ -15,6 +15,11 @@ before it listens), then reads ``sys.modules``. The test fails when:
 * a standard-library module on the family's heavy list was imported (the standard library is
   otherwise allowed: listing every small module it loads would pin CPython, not pybuild).
 
+A budget says what the command does not do ("a listing spawns no process", "``run`` without
+``-t`` sets no terminal mode"), each exclusion with its reason; it allows what the command
+loads. ``tests/test_import_placement.py`` reads the budgets (``budgets()``): a function-level
+import stays in its function only when hoisting it would take some family over its budget.
+
 The runs are the warm ones a user repeats: a build whose steps are all cached, a ``run`` of an
 image whose layers are unpacked, so first-use work (Lark, the executor, tar) is out of budget.
 """
@@ -40,6 +45,7 @@ HEAVY_STDLIB = frozenset({
     "asyncio", "concurrent", "ssl", "http", "email", "urllib.request", "tarfile", "zipfile",
     "gzip", "multiprocessing", "xml", "sqlite3", "logging", "pickle", "csv", "unittest",
     "pdb", "doctest", "argparse", "decimal", "statistics", "importlib.metadata", "tomllib",
+    "getpass",  # no command here asks for a password (``login`` does: flags' hidden prompt)
 })
 NO_EXEC = ("subprocess", "ctypes")  # no process spawned nor libc called by a pure listing
 # every command loads these (exact names); a family lists prefixes of its own beside them
@@ -87,9 +93,11 @@ def loaded(argv: list[str], tmp: Path, *, cwd: Path | None = None) -> set[str]:
 
 def over_budget(mods: set[str], *, ours: tuple[str, ...], third_party: tuple[str, ...] = (),
                 heavy: frozenset[str] | tuple[str, ...] = HEAVY_STDLIB, core: frozenset[str] = CORE,
-                cli: tuple[str, ...] = ("builder.cli",)) -> list[str]:
+                cli: tuple[str, ...] = ("builder.cli",), barred: tuple[str, ...] = ()) -> list[str]:
     """What *mods* holds beyond the budget (empty: within it). *core* narrows the modules every
-    command may load, *cli* the command modules under ``builder.cli`` (default: any of them)."""
+    command may load, *cli* the command modules under ``builder.cli`` (default: any of them);
+    *barred* names modules of ours (and their submodules) outside the budget though a prefix of
+    *ours* covers them."""
 
     def under(name: str, prefixes: tuple[str, ...] | frozenset[str]) -> bool:
         return any(name == p or name.startswith(p + ".") for p in prefixes)
@@ -101,7 +109,8 @@ def over_budget(mods: set[str], *, ours: tuple[str, ...], third_party: tuple[str
     for m in sorted(mods):
         top = m.split(".")[0]
         if top in ("builder", "registry", "grammar"):
-            if m not in core and not under(m, (*cli, *ours)) and not ancestor(m):
+            if under(m, barred) or (m not in core and not under(m, (*cli, *ours))
+                                    and not ancestor(m)):
                 bad.append(m)
         elif under(m, heavy):
             bad.append(m)
@@ -135,6 +144,10 @@ def test_over_budget_reports_what_is_outside() -> None:
     assert over_budget({"builder.cli", "builder.cli.format", "builder.cli.build", "registry.store"},
                        ours=(), core=CORE - {"registry.store"},
                        cli=("builder.cli.format",)) == ["builder.cli.build", "registry.store"]
+    # a module barred under an allowed prefix
+    assert over_budget({"builder.core.sandbox", "builder.core.sandbox.seccomp"},
+                       ours=("builder.core.sandbox",),
+                       barred=("builder.core.sandbox.seccomp",)) == ["builder.core.sandbox.seccomp"]
 
 
 # -- ps / images / inspect -----------------------------------------------------------------------
@@ -169,8 +182,12 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
     if "--format" in argv:  # Go templates (parsed once, then cached: no Lark here)
         ours += ("builder.base.template",)
         heavy = QUERY_HEAVY - {"pickle", "hashlib"}  # the parse cache's key
+    if argv[0] in ("images", "image", "inspect"):
+        # an image signals no process and names no signal: ``signal`` (its enums, made at
+        # import) only for ``import --change STOPSIGNAL=…``
+        heavy = heavy | {"signal"}
     if argv[0] == "ps":  # container records (their config is registry.config's), no image store
-        ours = ("builder.runtime.containers",)
+        ours = ("builder.runtime.containers", "builder.network.records")  # endpoints, typed
         core = CORE - IMAGE_STORE
         heavy = QUERY_HEAVY - {"shutil", "bz2", "lzma"}  # builder.runtime.containers.record's
     if argv == ["version"]:
@@ -178,8 +195,10 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
         # git's commit and runc's version (subprocess, shutil.which), the host's cgroup version
         # (builder.core.sandbox.cgroups; not the sandbox's spec and its dataclasses); no image store
         ours = ("builder.system.engine", "builder.core.sandbox.cgroups")
-        core = CORE - IMAGE_STORE
-        heavy = QUERY_HEAVY - {"subprocess", "shutil", "bz2", "lzma"}
+        # nor a state root at all (builder.base.state and its leases: versions are the host's
+        # and the install's), and no ID is made (uuid: ``info``'s engine ID)
+        core = CORE - IMAGE_STORE - {"builder.base.state", "registry.leases"}
+        heavy = (QUERY_HEAVY - {"subprocess", "shutil", "bz2", "lzma"}) | {"uuid"}
     cli = ("builder.cli.format", LISTING_CLI[argv[0]])
     return {"ours": ours, "heavy": heavy, "core": core, "cli": cli}
 
@@ -286,7 +305,20 @@ def test_cached_build_stays_light(busybox: Any, tmp_path: Path) -> None:
 
 # -- run -----------------------------------------------------------------------------------------
 RUN_OURS = ("builder.runtime.containers", "builder.core.sandbox", "builder.core.rootfs",
-            "builder.core.layers.common", "builder.core.layers.view", "builder.base.syscalls", "builder.base.paths")
+            "builder.core.layers.common", "builder.core.layers.view", "builder.base.syscalls", "builder.base.paths",
+            "builder.network.records")  # the network package's light read API (not its core)
+# neither run has a terminal (no -t): no terminal mode is saved or set (termios, tty); a
+# container that starts prints no traceback; the image is there: its one command module, no
+# pull progress (builder.cli.registry), and no restart policy to follow (builder.cli.containers)
+RUN_HEAVY = HEAVY_STDLIB | {"termios", "tty", "traceback"}
+RUN_BUDGET: dict[str, Any] = {"ours": RUN_OURS, "heavy": RUN_HEAVY, "cli": ("builder.cli.container_run",)}
+RUN_BUDGETS: dict[str, dict[str, Any]] = {
+    # without a terminal the container's output comes through pipes: no socket is opened
+    "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket"}},
+    # the detached run's own process hands the container to the supervisor it forks, which
+    # compiles the seccomp program: not the command's start-up
+    "run -d": {**RUN_BUDGET, "barred": ("builder.core.sandbox.seccomp",)},
+}
 
 
 @pytest.mark.parametrize("argv", [["run", "--rm", "--network", "none", "busybox", "true"],
@@ -299,9 +331,27 @@ def test_run_stays_light(busybox: Any, tmp_path: Path, argv: list[str]) -> None:
     full = ["--root", str(busybox.root), *argv]
     mods = loaded(full, tmp_path)
     assert "builder.runtime.containers.create" in mods
-    assert_within(mods, full, ours=RUN_OURS, heavy=HEAVY_STDLIB)
+    assert_within(mods, full, **RUN_BUDGETS[" ".join(argv[:2])])
     if "-d" in argv:
         busybox("rm", "-f", busybox("ps", "-aq").stdout.split()[0])
+
+
+# ``rm -f`` of a running container: the supervisor is signalled (os.kill, its pidfd) and the
+# record removed; no libc call through ctypes (builder.base.syscalls), no process spawned, no
+# socket opened; the ps renderer's module is its command module
+RM_BUDGET: dict[str, Any] = {
+    "ours": ("builder.runtime.containers", "builder.core.sandbox", "builder.core.rootfs", "builder.network.records"),
+    "cli": ("builder.cli.containers", "builder.cli.format"),
+    "heavy": HEAVY_STDLIB | set(NO_EXEC) | {"socket", "_socket"}}
+
+
+def test_rm_f_stays_light(busybox: Any, tmp_path: Path) -> None:
+    busybox("run", "-d", "--name", "budget", "--network", "none", "busybox", "sleep", "1000")
+    full = ["--root", str(busybox.root), "rm", "-f", "budget"]
+    mods = loaded(full, tmp_path)
+    assert "builder.runtime.containers.lifecycle" in mods
+    assert_within(mods, full, **RM_BUDGET)
+    assert busybox("ps", "-aq").stdout.strip() == ""  # the probe removed it
 
 
 # -- pull / push ---------------------------------------------------------------------------------
@@ -339,11 +389,18 @@ def test_pull_and_push_stay_light(busybox: Any, registry_server: Registry, tmp_p
 
 
 # -- network / volume ----------------------------------------------------------------------------
-VOLUME_BUDGET: dict[str, Any] = {"ours": ("builder.runtime.volume", "builder.base.paths"), "heavy": LISTING_HEAVY}
-# its module spawns iptables and the helpers; is the root in a cluster?
+# without --format no Go template is parsed nor a row rendered by one (builder.cli.format):
+# the command module writes its table
+VOLUME_BUDGET: dict[str, Any] = {"ours": ("builder.runtime.volume", "builder.base.paths"), "heavy": LISTING_HEAVY,
+                                 "cli": ("builder.cli.volume",)}
+# the network package and whether the root is in a cluster; ``network ls`` reads the records:
+# it spawns no process (iptables, the helpers), hashes nothing (an interface's name), records
+# no event, and, without --format, parses no Go template (builder.cli.format)
 NETWORK_BUDGET: dict[str, Any] = {
     "ours": ("builder.runtime.volume", "builder.base.paths", "builder.network", "builder.network.cluster.membership"),
-    "heavy": LISTING_HEAVY - {"subprocess"}}
+    "heavy": LISTING_HEAVY | {"hashlib"},
+    "cli": ("builder.cli.network", "builder.cli.volume"),  # volume's table writer
+    "core": CORE - {"builder.base.events"}}
 # the etcd client over the HTTP stack and the network package
 CLUSTER_BUDGET: dict[str, Any] = {"ours": ("builder.network.cluster", "builder.network"),
                                   "third_party": TRANSFER_THIRD_PARTY, "heavy": TRANSFER_HEAVY}
@@ -413,7 +470,7 @@ def budgets() -> dict[str, dict[str, Any]]:
         budget = listings[name]
         listings[name] = {**budget, "heavy": frozenset(budget["heavy"]) | (off - ours),
                           "core": budget["core"] - ours}
-    return {**listings, "build": {"ours": BUILD_OURS, "heavy": BUILD_HEAVY},
-            "run": {"ours": RUN_OURS, "heavy": HEAVY_STDLIB}, "push": PUSH_BUDGET,
+    return {**listings, "build": {"ours": BUILD_OURS, "heavy": BUILD_HEAVY}, **RUN_BUDGETS,
+            "rm -f": RM_BUDGET, "push": PUSH_BUDGET,
             "pull": PULL_BUDGET, "network": NETWORK_BUDGET, "volume": VOLUME_BUDGET,
             "cluster": CLUSTER_BUDGET, "serve-app": SERVE_BUDGET}

@@ -20,6 +20,7 @@ from builder.base.template.values import (
     JsonNumber,
     NilMap,
     NilSlice,
+    go_quote,
     go_type,
     sprint_value,
 )
@@ -90,7 +91,7 @@ class Exec:
         line = before.count(b"\n") + 1
         col = pos - (before.rfind(b"\n") + 1) if b"\n" in before else pos
         context = str(node)
-        return TemplateExecError(f"template: {self.parse_name}:{line}:{col}: executing {_q(self.name)} at "
+        return TemplateExecError(f"template: {self.parse_name}:{line}:{col}: executing {go_quote(self.name)} at "
                                  f"<{context}>: {message}")
 
     def _type(self, v: Any) -> str:
@@ -127,7 +128,7 @@ class Exec:
         of its own; errors there name it (Go's ``executing "name"``)."""
         body = self.templates.get(node.name)
         if body is None:
-            raise self.error(node, f"template {_q(node.name)} not defined")
+            raise self.error(node, f"template {go_quote(node.name)} not defined")
         if self.depth >= _MAX_DEPTH:
             raise self.error(node, "exceeded maximum template depth (100000)")
         value = self.pipeline(dot, node.pipe) if node.pipe is not None else MISSING
@@ -274,7 +275,7 @@ class Exec:
         opts = self.opts
         if receiver is MISSING:
             if opts.missing_key == "error":
-                raise self.error(node, f"nil data; no entry for key {_q(name)}")
+                raise self.error(node, f"nil data; no entry for key {go_quote(name)}")
             return MISSING
         if receiver is None:
             raise self.error(node, f"nil pointer evaluating interface {{}}.{name}")
@@ -302,7 +303,7 @@ class Exec:
                 return NilMap() if zero == "map" else NilSlice() if zero == "slice" else zero
             if via in opts.maps or opts.missing_key != "error":
                 return MISSING
-            raise self.error(node, f"map has no entry for key {_q(name)}")
+            raise self.error(node, f"map has no entry for key {go_quote(name)}")
         # Docker's inspect fallback holds JSON values as interface {}; constants keep their type
         typ = "interface {}" if opts.raw and not isinstance(receiver, (ConstInt, ConstFloat, ConstStr)) \
             else go_type(receiver)
@@ -423,8 +424,3 @@ _MAX_DEPTH = 200
 _GO_KIND = {"any": "interface {}", "value": "reflect.Value", "string": "string", "int": "int",
             "strings": "[]string"}
 
-
-def _q(s: str) -> str:
-    from builder.base.template.values import go_quote
-
-    return go_quote(s)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from builder.base.template.values import go_quote
+
 
 class Text(NamedTuple):
     text: str
@@ -162,8 +164,6 @@ class TemplateCall(NamedTuple):
     pipe: Pipe | None
 
     def __str__(self) -> str:
-        from builder.base.template.values import go_quote
-
         return f"{{{{template {go_quote(self.name)}{' ' + str(self.pipe) if self.pipe else ''}}}}}"
 
 
