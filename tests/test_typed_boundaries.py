@@ -40,9 +40,6 @@ JSON_MODULES: dict[str, str] = {
 JSON_EDGES: dict[str, str] = {
     # -- Docker's JSON answers (inspect, ps, top, stats, diff, info, version, df, events) --------
     "builder.runtime.containers.record:State.docker": "container inspect's State",
-    "builder.runtime.containers.lifecycle:network_endpoints": "the network records' Containers entries "
-                                                      "(networks/<id>.json)",
-    "builder.runtime.containers.lifecycle:endpoints_of": "container inspect's NetworkSettings.Networks",
     "builder.runtime.containers.changes:changes": "/containers/{id}/changes ([{Path, Kind}])",
     "builder.runtime.images:inspect_record": "docker image inspect",
     "builder.runtime.images:inspect": "docker image inspect",

@@ -51,44 +51,60 @@ The contract with ``sandbox`` and ``containers``
   containers' cgroups and helpers); ``sweep_roots(root=path)`` does it for one root, gone or
   not (``system reset``).
 
+The package loads nothing on import: each public name below is imported from its module on
+first use (PEP 562), so ``from builder.network.records import ...`` costs only that module.
+
+* Read API for container code (``records``, light: no netlink, no ``core``):
+  ``endpoints_by_container(state) -> {cid: {network name: EndpointRecord}}`` reads the
+  records' ``Containers`` maps; ``mentions(state, cid)`` says whether any network state still
+  names a container. ``EndpointRecord`` (a NamedTuple, ``from_json``/``to_json`` byte for byte)
+  is what a container's ``state.json`` keeps of its endpoints; ``Endpoint.record()`` makes it.
+
 Room ``builder.network`` owns container networks: bridge, host, none, macvlan, overlay (with its etcd ``cluster``), rootless networking (``rootless``: slirp4netns), name resolution, published ports, firewall rules.
 May import: ``builder.base``, ``builder.core``, ``registry``, ``grammar`` (and anything inside ``builder.network``); never a room above.
 """
 
 from __future__ import annotations
 
-from builder.network.core import (
-    attach,
-    create_network,
-    detach,
-    endpoints,
-    filter_networks,
-    get_network,
-    hosts_entries,
-    list_networks,
-    netns_path,
-    prune_networks,
-    release,
-    remove_network,
-    reset,
-    resolv_conf,
-    shared_netns,
-)
-from builder.network.model import (
-    Endpoint,
-    Network,
-    PortBinding,
-    PortMapping,
-    parse_publish,
-    parse_publish_all,
-    publish_exposed,
-)
-from builder.network.names import hosts_path, resolv_path
-from builder.network.sweep import Swept
-from builder.network.sweep import sweep as sweep_roots
+# not ``typing.TYPE_CHECKING``: importing typing would cost every ``builder.network.*`` import
+TYPE_CHECKING = False
+
+# public name -> "module:attribute"
+_EXPORTS: dict[str, str] = {
+    "attach": "builder.network.core:attach",
+    "create_network": "builder.network.core:create_network",
+    "detach": "builder.network.core:detach",
+    "endpoints": "builder.network.core:endpoints",
+    "filter_networks": "builder.network.core:filter_networks",
+    "get_network": "builder.network.core:get_network",
+    "hosts_entries": "builder.network.core:hosts_entries",
+    "list_networks": "builder.network.core:list_networks",
+    "netns_path": "builder.network.core:netns_path",
+    "prune_networks": "builder.network.core:prune_networks",
+    "release": "builder.network.core:release",
+    "remove_network": "builder.network.core:remove_network",
+    "reset": "builder.network.core:reset",
+    "resolv_conf": "builder.network.core:resolv_conf",
+    "shared_netns": "builder.network.core:shared_netns",
+    "Endpoint": "builder.network.model:Endpoint",
+    "Network": "builder.network.model:Network",
+    "PortMapping": "builder.network.model:PortMapping",
+    "parse_publish": "builder.network.model:parse_publish",
+    "parse_publish_all": "builder.network.model:parse_publish_all",
+    "publish_exposed": "builder.network.model:publish_exposed",
+    "PortBinding": "builder.network.records:PortBinding",
+    "EndpointRecord": "builder.network.records:EndpointRecord",
+    "endpoints_by_container": "builder.network.records:endpoints_by_container",
+    "mentions": "builder.network.records:mentions",
+    "hosts_path": "builder.network.names:hosts_path",
+    "resolv_path": "builder.network.names:resolv_path",
+    "Swept": "builder.network.sweep:Swept",
+    "sweep_roots": "builder.network.sweep:sweep",
+}
 
 __all__ = [
     "Endpoint",
+    "EndpointRecord",
     "Network",
     "PortBinding",
     "PortMapping",
@@ -97,11 +113,13 @@ __all__ = [
     "create_network",
     "detach",
     "endpoints",
+    "endpoints_by_container",
     "filter_networks",
     "get_network",
     "hosts_entries",
     "hosts_path",
     "list_networks",
+    "mentions",
     "netns_path",
     "parse_publish",
     "parse_publish_all",
@@ -115,3 +133,50 @@ __all__ = [
     "shared_netns",
     "sweep_roots",
 ]
+
+if TYPE_CHECKING:
+    from builder.network.core import (
+        attach,
+        create_network,
+        detach,
+        endpoints,
+        filter_networks,
+        get_network,
+        hosts_entries,
+        list_networks,
+        netns_path,
+        prune_networks,
+        release,
+        remove_network,
+        reset,
+        resolv_conf,
+        shared_netns,
+    )
+    from builder.network.model import (
+        Endpoint,
+        Network,
+        PortMapping,
+        parse_publish,
+        parse_publish_all,
+        publish_exposed,
+    )
+    from builder.network.names import (
+        hosts_path,
+        resolv_path,
+    )
+    from builder.network.records import (
+        EndpointRecord,
+        PortBinding,
+        endpoints_by_container,
+        mentions,
+    )
+    from builder.network.sweep import (
+        Swept,
+    )
+    from builder.network.sweep import sweep as sweep_roots
+
+if not TYPE_CHECKING:  # mypy would take any name, submodules too, as Any
+    from registry.lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+    del lazy_exports

@@ -20,6 +20,7 @@ from builder.base.errors import NetworkError
 from builder.base.filters import labels_match
 from builder.base.state import StateRoot
 from builder.network import helpers, ipam, links, names, overlay, sweep
+from builder.network.cluster import membership
 from builder.network.model import (
     DRIVERS,
     PREDEFINED,
@@ -166,8 +167,6 @@ def list_networks(state: StateRoot) -> list[Network]:
 def leave_cluster(state: StateRoot, *, force: bool = False) -> None:
     """``cluster leave``: refused while this host's containers are on overlay networks (unless
     *force*), then ``membership.leave``."""
-    from builder.network.cluster import membership
-
     if not force:
         with _locked(state) as nets:
             in_use = [n.name for n in nets if n.driver == "overlay" and n.containers]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
-from builder.network.model import Network, PortBinding, PortMapping
+from builder.network.model import Network, PortMapping
+from builder.network.records import PortBinding
 
 
 def bind_ports(ports: Sequence[PortMapping]) -> list[tuple[socket.socket, PortBinding]]:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from builder.base.errors import NetworkError
+from builder.network.records import EndpointRecord
+from builder.network.records import PortBinding as PortBinding  # its home before records
 
 PROTOCOLS = ("tcp", "udp")
 #: drivers `network create -d` accepts (`overlay` needs the host to be in a cluster)
@@ -32,32 +34,6 @@ class PortMapping:
 
     def key(self) -> str:
         return f"{self.container_port}/{self.protocol}"
-
-
-@dataclass(frozen=True)
-class PortBinding:
-    """A published port as set up: the host side is always concrete."""
-
-    container_port: int
-    protocol: str
-    host_ip: str
-    host_port: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ContainerPort": self.container_port,
-            "Protocol": self.protocol,
-            "HostIp": self.host_ip,
-            "HostPort": self.host_port,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> PortBinding:
-        return cls(int(d["ContainerPort"]), str(d["Protocol"]), str(d["HostIp"]), int(d["HostPort"]))
-
-    def __str__(self) -> str:
-        ip = self.host_ip or "0.0.0.0"
-        return f"{ip}:{self.host_port}->{self.container_port}/{self.protocol}"
 
 
 @dataclass(frozen=True)
@@ -123,6 +99,10 @@ class Endpoint:
             **({"HostAddress": self.host_addr} if self.host_addr else {}),
             **({"IPv6Gateway": self.gateway6} if self.gateway6 else {}),
         }
+
+    def record(self) -> EndpointRecord:
+        """What the container's state keeps of this endpoint: its JSON, with ``NetworkID``."""
+        return EndpointRecord.from_json({**self.to_json(), "NetworkID": self.network_id})
 
     @classmethod
     def from_json(cls, container_id: str, net: Network, d: Mapping[str, Any]) -> Endpoint:

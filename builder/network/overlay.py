@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
 from builder.network import ipam, links, sweep
+from builder.network.cluster import membership
+from builder.network.cluster.membership import Membership
 from builder.network.model import Endpoint, Network
 
 if TYPE_CHECKING:
     from builder.network.cluster.etcd import Etcd, Event
-    from builder.network.cluster.membership import Membership
 
 PREFIX = "pybuild/"
 NETS, SUBNETS, VNIS = PREFIX + "networks/", PREFIX + "subnets/", PREFIX + "vnis/"
@@ -44,14 +45,10 @@ T = TypeVar("T")
 
 
 def joined(state: StateRoot) -> bool:
-    from builder.network.cluster.membership import joined as j
-
-    return j(state)
+    return membership.joined(state)
 
 
 def _session(state: StateRoot, *, connect: float | None = None) -> tuple[Membership, Etcd]:
-    from builder.network.cluster import membership
-
     m = membership.require(state)
     return m, membership.client(m, connect=connect)
 
@@ -199,7 +196,6 @@ def _create_one(etcd: Etcd, key: str, value: str, lease: int) -> bool:
 def _leased(state: StateRoot, m: Membership, etcd: Etcd, op: Callable[[int], T]) -> T:
     """*op* with this host's lease; if the store let it expire (a stalled agent), renew it
     (``membership.renew``: the agent republishes the rest) and try once more."""
-    from builder.network.cluster import membership
     from builder.network.cluster.etcd import ClusterError
 
     try:
@@ -245,16 +241,12 @@ def unpublish(state: StateRoot, net: Network, ep: Endpoint) -> None:
 
 
 def membership_of(state: StateRoot) -> Membership:
-    from builder.network.cluster import membership
-
     return membership.require(state)
 
 
 def materialise(state: StateRoot, net: Network) -> None:
     """The VXLAN device in the network's bridge (made by the caller); the remote endpoints
     are programmed by ``program``."""
-    from builder.network.cluster import membership
-
     m = membership.require(state)
     links.ensure_vxlan(vxlan_name(net), vni=vni(net), local=m.advertise, port=VXLAN_PORT, bridge=net.bridge,
                        mtu=MTU, alias=sweep.tag(state.path, net.id))

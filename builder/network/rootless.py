@@ -39,7 +39,8 @@ from typing import TypeVar
 from builder.base import rootless, syscalls
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
-from builder.network.model import Endpoint, Network, PortBinding, PortMapping
+from builder.network.model import Endpoint, Network, PortMapping
+from builder.network.records import PortBinding
 
 T = TypeVar("T")
 SLIRP = "slirp4netns"
@@ -293,7 +294,7 @@ def wire_user(net: Network, ports: Sequence[PortMapping],
         fid = fwd.get("id") if isinstance(fwd, dict) else None
         if isinstance(fid, int):
             undo.append(functools.partial(_remove_hostfwd, sock, fid))
-        bindings.append(replace(b, host_ip=m.host_ip))
+        bindings.append(b._replace(host_ip=m.host_ip))
     return replace(ep, ports=tuple(bindings))
 
 

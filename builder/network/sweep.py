@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from builder.base.errors import NetworkError
 from builder.base.state import identity
-from builder.network import firewall, links
+from builder.network import firewall, helpers, links
 
 PREFIX = "pybuild "
 _NETNS = re.compile(r"^(?P<root>/.+)/run/netns/(?P<cid>[0-9a-f]{64})$")
@@ -197,8 +197,6 @@ def _remove_leftovers(r: _Root) -> None:
 
 def _stop_helpers(cids: set[str], nets: set[str]) -> list[int]:
     """Port proxies of these containers and DNS servers of these networks (12-hex ids)."""
-    from builder.network import helpers
-
     killed = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():

@@ -14,16 +14,17 @@ from typing import Any
 
 from builder.base.state import StateRoot
 from builder.base.units import human_duration
+from builder.network.records import EndpointRecord
 from builder.runtime.containers import lifecycle, usage
 from builder.runtime.containers.options import parse_timestamp_text
 from builder.runtime.containers.record import Container, NoSuchContainer
 
-#: network name -> endpoint JSON, as ``lifecycle.endpoints_of`` gives them
-Endpoints = Mapping[str, Mapping[str, Any]]
+#: network name -> endpoint, as ``lifecycle.endpoints_of`` gives them
+Endpoints = Mapping[str, EndpointRecord]
 
 
-def endpoints(root: StateRoot, c: Container) -> dict[str, Any]:
-    """*c*'s network endpoints (network name -> endpoint JSON)."""
+def endpoints(root: StateRoot, c: Container) -> dict[str, EndpointRecord]:
+    """*c*'s network endpoints (network name -> endpoint)."""
     return lifecycle.endpoints_of(c, lifecycle.network_endpoints(root))
 
 
@@ -60,7 +61,7 @@ def published_ports(c: Container, eps: Endpoints) -> list[dict[str, Any]]:
     ``Protocol``); none once it stopped, as Docker releases them."""
     if c.state.status != "running":
         return []
-    return [dict(p) for ep in eps.values() for p in ep.get("Ports", ())]
+    return [p.to_json() for ep in eps.values() for p in ep.ports]
 
 
 def port_list(c: Container, eps: Endpoints) -> list[dict[str, Any]]:
@@ -118,32 +119,33 @@ def network_settings(c: Container, eps: Endpoints) -> dict[str, Any]:
         ports[k if "/" in k else f"{k}/tcp"] = None
     first_net: str | None = None
     for name, ep in eps.items():
-        ip, _, plen = str(ep.get("IPv4Address", "")).partition("/")
-        ip6, _, plen6 = str(ep.get("IPv6Address", "") if running else "").partition("/")
-        ipam = ep.get("IPAMConfig") or None
-        if ipam is None and c.host_config.endpoint.ipv4_address and first_net is None:
+        ipam = None
+        if c.host_config.endpoint.ipv4_address and first_net is None:
             ipam = {"IPv4Address": c.host_config.endpoint.ipv4_address}  # the --ip given
         first_net = first_net or name
+        # what a client gave (at create or connect) that the network does not use but
+        # dockerd shows back
+        joined = c.networks.get(name)
         nets[name] = {
             "IPAMConfig": ipam,
-            "Links": ep.get("Links") or None,
-            "Aliases": ep.get("Aliases") or None,
-            "NetworkID": ep.get("NetworkID", ""),
-            "EndpointID": ep.get("EndpointID", "") if running else "",
-            "Gateway": ep.get("Gateway", "") if running else "",
-            "IPAddress": ip if running else "",
-            "IPPrefixLen": int(plen or 0) if running else 0,
-            "IPv6Gateway": ep.get("IPv6Gateway", "") if running else "",
-            "GlobalIPv6Address": ip6,
-            "GlobalIPv6PrefixLen": int(plen6 or 0),
-            "MacAddress": ep.get("MacAddress", "") if running else "",
-            "DriverOpts": ep.get("DriverOpts") or None,
+            "Links": list(joined.links) if joined and joined.links else None,
+            "Aliases": list(ep.aliases) or None,
+            "NetworkID": ep.network_id,
+            "EndpointID": ep.endpoint_id if running else "",
+            "Gateway": ep.gateway if running else "",
+            "IPAddress": ep.ip if running else "",
+            "IPPrefixLen": ep.prefixlen if running else 0,
+            "IPv6Gateway": ep.gateway6 if running else "",
+            "GlobalIPv6Address": ep.ip6 if running else "",
+            "GlobalIPv6PrefixLen": ep.prefixlen6 if running else 0,
+            "MacAddress": ep.mac if running else "",
+            "DriverOpts": dict(joined.driver_opts) if joined and joined.driver_opts else None,
         }
         if running:
-            for p in ep.get("Ports", ()):
-                key = f"{p['ContainerPort']}/{p['Protocol']}"
+            for p in ep.ports:
+                key = f"{p.container_port}/{p.protocol}"
                 ports[key] = (ports.get(key) or []) + [
-                    {"HostIp": p["HostIp"] or "0.0.0.0", "HostPort": str(p["HostPort"])}]
+                    {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}]
     first: dict[str, Any] = next(iter(nets.values()), {})
     # dockerd's keys in its order; the top-level addresses are those of the first network
     return {

@@ -7,7 +7,6 @@ calls read its state, signal its pids and wait for the supervisor to record the 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -15,11 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from builder.base import events
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
+from builder.network.records import EndpointRecord, endpoints_by_container
 from builder.runtime.containers.options import (
     ZERO_TIME,
     parse_signal,
@@ -94,63 +94,41 @@ def get(root: StateRoot, ref: str) -> Container:
 
 
 # -- network endpoints, as the network records hold them now -----------------------------------
-def network_endpoints(root: StateRoot) -> dict[str, dict[str, dict[str, Any]]]:
-    """container id -> network name -> endpoint JSON, read straight from the network records
-    (so ``network connect``/``disconnect`` show at once; no netlink import)."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    if not root.networks.is_dir():
-        return out
-    for p in sorted(root.networks.glob("*.json")):
-        try:
-            rec = json.loads(p.read_bytes())
-        except (OSError, ValueError):
-            continue
-        for cid, ep in (rec.get("Containers") or {}).items():
-            e = dict(ep)
-            e.setdefault("NetworkID", rec.get("Id", ""))
-            out.setdefault(cid, {})[str(rec.get("Name", ""))] = e
-    return out
+def network_endpoints(root: StateRoot) -> dict[str, dict[str, EndpointRecord]]:
+    """container id -> network name -> endpoint, read from the network records through the
+    network package's read API (so ``network connect``/``disconnect`` show at once; no netlink)."""
+    return endpoints_by_container(root)
 
 
-def endpoints_of(c: Container, table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+def endpoints_of(c: Container, table: Mapping[str, Mapping[str, EndpointRecord]]) -> dict[str, EndpointRecord]:
     """A running container's endpoints (the records' view, else what its start recorded); for
-    a stopped one, the networks it will join, with nothing assigned (as Docker shows them)."""
+    a stopped one, the networks it will join, with nothing assigned but their aliases (as
+    Docker shows them)."""
     if not c.state.running:
         primary = c.host_config.network
         if primary.startswith("container:"):
             return {}
         started = c.state.started_at != ZERO_TIME
-        return {name: _given(c, name, _stopped_aliases(c, name, primary, started))
-                for name in [primary, *c.networks]}
+        return {name: _stopped(c, name, primary, started) for name in [primary, *c.networks]}
     live = table.get(c.id)
     eps = dict(live) if live else dict(c.state.endpoints)
-    return {name: _given(c, name, _with_short_id(c, name, ep, True)) for name, ep in eps.items()}
+    return {name: _with_short_id(c, name, ep, True) for name, ep in eps.items()}
 
 
-def _stopped_aliases(c: Container, name: str, primary: str, started: bool) -> Mapping[str, Any]:
-    """The aliases a stopped container keeps on *name* (given at create or connect)."""
+def _stopped(c: Container, name: str, primary: str, started: bool) -> EndpointRecord:
+    """The endpoint of a stopped container on *name*: the aliases it keeps (given at create or
+    connect)."""
     joined = c.networks.get(name)
     given = c.host_config.endpoint.aliases if name == primary else (joined.aliases if joined else None)
-    return _with_short_id(c, name, {"Aliases": list(given or ())} if given else {}, started)
+    return _with_short_id(c, name, EndpointRecord(aliases=tuple(given or ())), started)
 
 
-def _with_short_id(c: Container, name: str, ep: Mapping[str, Any], joined: bool) -> Mapping[str, Any]:
+def _with_short_id(c: Container, name: str, ep: EndpointRecord, joined: bool) -> EndpointRecord:
     """dockerd adds the short id to the aliases of an endpoint on a user-defined network once
     the container joined it (a start, or a connect)."""
-    if not joined or name in ("bridge", "host", "none"):
+    if not joined or name in ("bridge", "host", "none") or c.id[:12] in ep.aliases:
         return ep
-    aliases = list(ep.get("Aliases") or ())
-    if c.id[:12] not in aliases:
-        aliases.append(c.id[:12])
-    return {**ep, "Aliases": aliases}
-
-
-def _given(c: Container, name: str, ep: Mapping[str, Any]) -> Mapping[str, Any]:
-    """*ep* with the endpoint settings a client gave (at create or ``network connect``) that
-    the network does not use but dockerd shows back in inspect."""
-    joined = c.networks.get(name)
-    given = joined.given_json() if joined else {}
-    return {**ep, **given} if given else ep
+    return ep._replace(aliases=(*ep.aliases, c.id[:12]))
 
 
 def remember_networks(root: StateRoot, c: Container) -> Container:
@@ -159,8 +137,7 @@ def remember_networks(root: StateRoot, c: Container) -> Container:
     now = network_endpoints(root).get(c.id) or {}
     primary = c.host_config.network
     none = JoinedNetwork()
-    wanted = {name: c.networks.get(name, none).given().merged(
-                  JoinedNetwork(aliases=tuple(str(a) for a in ep.get("Aliases") or ())))
+    wanted = {name: c.networks.get(name, none).given().merged(JoinedNetwork(aliases=ep.aliases))
               for name, ep in now.items() if name != primary}
     own = c.networks.get(primary, none)
     if own.links or own.driver_opts:  # what its create gave the primary endpoint (legacy links)

@@ -47,8 +47,8 @@ def resolve(root: StateRoot, c: Container) -> list[Link]:
             child = cs.find(name)
         except NoSuchContainer:
             raise ContainerError(f"Cannot link to a non running container: /{name} AS {full}") from None
-        ep = child.state.endpoints.get("bridge") or {}
-        ip = str(ep.get("IPv4Address") or "").partition("/")[0]
+        ep = child.state.endpoints.get("bridge")
+        ip = ep.ip if ep else ""
         if child.state.status != "running" or not ip:
             raise ContainerError(f"Cannot link to a non running container: /{child.name} AS {full}")
         out.append(Link(alias, full, ip, child))

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
+from builder.network.records import EndpointRecord
 from builder.runtime.containers.hostconfig import HostConfig
 from builder.runtime.containers.names import ID_RE, new_id, random_name, valid_name
 from builder.runtime.containers.options import ZERO_TIME
@@ -156,8 +157,8 @@ class State:
     health: Health | None = None
     #: what the sandbox persisted so teardown can be redone after a crash
     sandbox: SandboxRecord | None = None
-    #: network name -> ``Endpoint.to_json()`` while running (addresses, published ports)
-    endpoints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: network name -> its endpoint while running (addresses, published ports)
+    endpoints: Mapping[str, EndpointRecord] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -172,7 +173,7 @@ class State:
         d = asdict(self)
         d["health"] = self.health.to_json() if self.health else None
         d["sandbox"] = self.sandbox.to_json() if self.sandbox else {}
-        d["endpoints"] = {k: dict(v) for k, v in self.endpoints.items()}
+        d["endpoints"] = {k: v.to_json() for k, v in self.endpoints.items()}
         return d
 
     @classmethod
@@ -181,6 +182,7 @@ class State:
         kw = {k: v for k, v in d.items() if k in known}
         kw["health"] = Health.from_json(d.get("health"))
         kw["sandbox"] = SandboxRecord.from_json(d.get("sandbox"))
+        kw["endpoints"] = {k: EndpointRecord.from_json(v) for k, v in (d.get("endpoints") or {}).items()}
         return cls(**kw)
 
     def docker(self) -> dict[str, Any]:

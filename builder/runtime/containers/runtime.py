@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from builder import network  # lazy: its core (netlink) loads on first attach
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
+from builder.network.records import EndpointRecord, mentions
 from builder.runtime.containers import links
 from builder.runtime.containers import mounts as _mounts
 from builder.runtime.containers.options import (
@@ -104,9 +106,7 @@ def teardown(root: StateRoot, c: Container, state: State, *, crashed: bool = Fal
         with contextlib.suppress(Exception):
             teardown_run_dir(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
-    if any(name != "none" for name in state.endpoints) or _has_network_state(root, c.id):
-        from builder import network
-
+    if any(name != "none" for name in state.endpoints) or mentions(root, c.id):
         network.release(root, c.id)
     if crashed:
         _sweep_network(root, c.id)
@@ -115,7 +115,6 @@ def teardown(root: StateRoot, c: Container, state: State, *, crashed: bool = Fal
 def _sweep_network(root: StateRoot, cid: str) -> None:
     """What an ``attach`` killed before it recorded its endpoint may have made outside the
     netns (whose removal takes the veth with it): port rules and the port proxy."""
-    from builder import network
     from builder.network import firewall, helpers
 
     with contextlib.suppress(Exception):
@@ -135,20 +134,6 @@ def _sweep_network(root: StateRoot, cid: str) -> None:
             continue
         if helpers.PROXY.encode() in cmd and needle in cmd + b"\0":
             helpers.stop_proxy(int(entry.name), cid)
-
-
-def _has_network_state(root: StateRoot, cid: str) -> bool:
-    """Whether any network record or netns file still mentions *cid* (cheap: no netlink)."""
-    if (root.run / "netns" / cid).exists() or (root.run / "net" / cid).exists():
-        return True
-    if not root.networks.is_dir():
-        return False
-    needle = cid.encode()
-    for p in root.networks.glob("*.json"):
-        with contextlib.suppress(OSError):
-            if needle in p.read_bytes():
-                return True
-    return False
 
 
 def remove_storage(root: StateRoot, c: Container, *, volumes: bool) -> None:
@@ -178,7 +163,7 @@ class Launched:
     """A started container: the sandbox handle plus what the supervisor must keep or record."""
 
     sandbox: Sandbox
-    endpoints: dict[str, dict[str, Any]]
+    endpoints: dict[str, EndpointRecord]
     netns: str
     keep_fds: list[int] = field(default_factory=list)  # e.g. the held-open end of stdin
 
@@ -206,18 +191,17 @@ def _hostname_file(root: StateRoot, c: Container) -> Path:
     return p
 
 
-def _network(root: StateRoot, c: Container, link_hosts: tuple[str, ...] = ()) -> tuple[str, str, dict[str, dict[str, Any]], Path | None, Path | None]:
+def _network(root: StateRoot, c: Container, link_hosts: tuple[str, ...] = ()
+             ) -> tuple[str, str, dict[str, EndpointRecord], Path | None, Path | None]:
     """Attach the container to its network: (net namespace for the spec, uts mode, endpoints
-    as JSON by network name, hosts file, resolv.conf)."""
+    by network name, hosts file, resolv.conf)."""
     hc = c.host_config
     mode = hc.network_mode
     name = hc.network
     if name == "none":
         # just a loopback: the sandbox's own new namespace does it, no netlink needed
         hosts, resolv = _local_net_files(root, c)
-        return "new", "new", {"none": {"NetworkID": "", "Ports": []}}, hosts, resolv
-    from builder import network
-
+        return "new", "new", {"none": _NONE_ENDPOINT}, hosts, resolv
     if mode.startswith("container:"):
         ref = mode.partition(":")[2]
         try:
@@ -246,9 +230,7 @@ def _network(root: StateRoot, c: Container, link_hosts: tuple[str, ...] = ()) ->
         dns_options=hc.dns_options,
         mac=c.config.mac_address or None,
     )
-    endpoint = ep.to_json()
-    endpoint["NetworkID"] = ep.network_id
-    eps = {ep.network_name: endpoint}
+    eps = {ep.network_name: ep.record()}
     # networks joined later with `network connect` stay joined across restarts, as in Docker
     for extra, conf in c.networks.items():
         if extra in eps or ep.netns is None:
@@ -259,10 +241,14 @@ def _network(root: StateRoot, c: Container, link_hosts: tuple[str, ...] = ()) ->
         except Exception:
             network.release(root, c.id)
             raise
-        eps[more.network_name] = {**more.to_json(), "NetworkID": more.network_id}
+        eps[more.network_name] = more.record()
     if ep.netns is None:
         return "host", "host", eps, ep.hosts_path, ep.resolv_path
     return str(ep.netns), "new", eps, ep.hosts_path, ep.resolv_path
+
+
+#: the ``none`` network's endpoint in the state (just a loopback: nothing assigned)
+_NONE_ENDPOINT = EndpointRecord.from_json({"NetworkID": "", "Ports": []})
 
 
 def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
@@ -509,8 +495,6 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
 
 
 def _release_network(root: StateRoot, cid: str) -> None:
-    from builder import network
-
     network.release(root, cid)
 
 
