@@ -1,10 +1,11 @@
 """The start-up budget of each command family: a heavy import cannot creep back onto a hot path
 unseen.
 
-pybuild has no daemon, so every command pays for what it imports. For each family (build, run,
-ps/images/inspect, pull/push, network, volume, serve) a fresh interpreter runs the command's
-entry in-process (``builder.cli.main(argv)``; for ``serve``, ``make_app`` as the command does
-before it listens), then reads ``sys.modules``. The test fails when:
+pybuild has no daemon, so every command pays for what it imports. For each family (build,
+``run --rm``, ``run -d``, ``rm -f``, ps/images/inspect/version, pull/push, network, volume, serve)
+a fresh interpreter runs the command's entry in-process (``builder.cli.main(argv)``; for
+``serve``, ``make_app`` as the command does before it listens), then reads ``sys.modules``. The
+test fails when:
 
 * a module of ours (``builder.*``, ``registry.*``, ``grammar``) outside the family's listed
   prefixes was imported (the command modules under ``builder.cli`` are every family's: they
