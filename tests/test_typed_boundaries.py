@@ -63,9 +63,8 @@ JSON_EDGES: dict[str, str] = {
     "builder.imagebuild.graph.planner:apply_config": "the image config's config object (--change)",
     "builder.runtime.containers.changes:commit": "the image config's config object (commit --change)",
     "builder.runtime.containers.create:healthcheck_config": "the image config's Healthcheck",
-    "builder.runtime.containers.create:build": "the Engine API create body's Config (amend)",
-    "builder.runtime.containers.service:create": "the Engine API create body's Config (amend)",
-    "builder.runtime.images:config_from_changes": "the image config's config object (import --change)",
+    "builder.imagebuild.graph.configchanges:config_from_changes": "the image config's config object "
+                                                                  "(import/commit --change)",
     "registry.archive.importer:import_rootfs": "the image config's config object (README API)",
     "registry.model:Platform.from_dict": "an OCI platform object",
     "registry.model:Platform.to_dict": "an OCI platform object",

@@ -18,7 +18,7 @@ from aiohttp import web
 from builder.api import attach
 from builder.api import exec as _exec
 from builder.api.createbody import (
-    amend_config,
+    amendments,
     check_links,
     host_config,
     run_options,
@@ -101,6 +101,7 @@ async def create(request: web.Request) -> web.Response:
     body = await json_body(request, required=True)
     name = request.query.get("name") or None
     o = run_options(body, name)
+    amend = amendments(body)
     lc = (body.get("HostConfig") or {}).get("LogConfig") or {}
     try:
         LogDriver.check(lc.get("Type") or None, lc.get("Config"))
@@ -111,7 +112,7 @@ async def create(request: web.Request) -> web.Response:
         extra = volumes_from(root, (body.get("HostConfig") or {}).get("VolumesFrom"))
         host = host_config(body, extra)
         check_links(root, host)
-        c = service.create(root, o, host=host, amend=amend_config(body))
+        c = service.create(root, o, host=host, amend=amend)
         _keep_endpoint_links(root, c, body)
         return c
 

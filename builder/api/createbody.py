@@ -1,12 +1,12 @@
 """The body of ``POST /containers/create``, mapped at this JSON edge: ``Config`` as the
 ``RunOptions`` of ``pybuild run`` (``run_options``), ``HostConfig`` + ``NetworkingConfig``
 straight into the typed ``HostConfig`` (``host_config``), and what the body adds to the
-record's ``Config`` that no flag says (``amend_config``); ``volumes_from``.
+record's ``Config`` that no flag says (``amendments``: a ``ConfigAmendments``); ``volumes_from``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from builder.api.errors import bad_request
@@ -23,7 +23,7 @@ from builder.runtime.containers.options import (
 
 if TYPE_CHECKING:
     from builder.base.state import StateRoot
-    from builder.runtime.containers.create import RunOptions
+    from builder.runtime.containers.create import ConfigAmendments, Healthcheck, RunOptions
     from builder.runtime.containers.hostconfig import Endpoint, HostConfig
 
 
@@ -167,33 +167,59 @@ def host_config(body: Mapping[str, Any], binds_from: tuple[str, ...] = ()) -> Ho
         raise bad_request(f"invalid HostConfig: {type(e).__name__}: {e}") from None
 
 
-def amend_config(body: Mapping[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """What the create body says of ``Config`` that no ``run`` flag does: exposed ports,
-    stdin-once, attach flags, a healthcheck given as data, the MAC address, bare ``Env`` entries
-    (applied to the record's ``Config`` before it is first written)."""
+def _bool(body: Mapping[str, Any], key: str) -> bool:
+    v = body.get(key)
+    if v is not None and not isinstance(v, bool):
+        raise bad_request(f"invalid {key}: a boolean is expected")
+    return bool(v)
 
-    def amend(config: dict[str, Any]) -> dict[str, Any]:
-        exposed = dict(config.get("ExposedPorts") or {})
-        for k in body.get("ExposedPorts") or {}:
-            exposed.setdefault(k if "/" in k else f"{k}/tcp", {})
-        config["ExposedPorts"] = exposed
-        # an Env entry with no ``=`` is kept, as dockerd records it (unset in the process)
-        given = [str(e) for e in body.get("Env") or ()]
-        if any("=" not in e for e in given):
-            keys = {e.partition("=")[0] for e in given}
-            config["Env"] = given + [e for e in config.get("Env") or ()
-                                     if e.partition("=")[0] not in keys]
-        config["StdinOnce"] = bool(body.get("StdinOnce"))
-        if body.get("MacAddress"):  # the primary endpoint's address, as given (checked at start)
-            config["MacAddress"] = str(body["MacAddress"])
-        for k in ("AttachStdin", "AttachStdout", "AttachStderr"):
-            config[k] = bool(body.get(k))
-        hcheck = body.get("Healthcheck") or {}
-        if hcheck and list(hcheck.get("Test") or []) not in ([], ["NONE"]):
-            config["Healthcheck"] = {k: v for k, v in hcheck.items() if v not in (None, 0) or k == "Test"}
-        return config
 
-    return amend
+def _healthcheck(v: Any) -> Healthcheck | None:
+    """``Config.Healthcheck`` as the typed value; None when it gives no test or ``NONE`` (the
+    image's stays, or ``run_options`` turns it off)."""
+    from builder.runtime.containers.create import Healthcheck
+
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise bad_request("invalid Healthcheck: an object is expected")
+    test = _strings(v.get("Test"), "Healthcheck.Test")
+    numbers: dict[str, int] = {}
+    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
+        n = v.get(key)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool)):
+            raise bad_request(f"invalid Healthcheck.{key}: an integer is expected")
+        numbers[key] = n or 0
+    if test in ((), ("NONE",)):
+        return None
+    return Healthcheck(test, interval=numbers["Interval"], timeout=numbers["Timeout"],
+                       start_period=numbers["StartPeriod"], start_interval=numbers["StartInterval"],
+                       retries=numbers["Retries"])
+
+
+def amendments(body: Mapping[str, Any]) -> ConfigAmendments:
+    """What the create body says of ``Config`` that no ``run`` flag does (exposed ports,
+    stdin-once, attach flags, a healthcheck given as data, the MAC address, bare ``Env``
+    entries) as the typed value ``create.build`` applies; a value of the wrong type is a 400
+    naming its field."""
+    from builder.runtime.containers.create import ConfigAmendments
+
+    ports = body.get("ExposedPorts")
+    if ports is not None and not isinstance(ports, Mapping):
+        raise bad_request("invalid ExposedPorts: an object is expected")
+    mac = body.get("MacAddress")
+    if mac is not None and not isinstance(mac, str):
+        raise bad_request("invalid MacAddress: a string is expected")
+    return ConfigAmendments(
+        exposed_ports=tuple(str(k) if "/" in str(k) else f"{k}/tcp" for k in ports or {}),
+        env=_strings(body.get("Env"), "Env"),
+        stdin_once=_bool(body, "StdinOnce"),
+        attach_stdin=_bool(body, "AttachStdin"),
+        attach_stdout=_bool(body, "AttachStdout"),
+        attach_stderr=_bool(body, "AttachStderr"),
+        mac_address=mac or "",
+        healthcheck=_healthcheck(body.get("Healthcheck")),
+    )
 
 
 def check_links(root: StateRoot, host: HostConfig) -> None:

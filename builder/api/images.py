@@ -203,10 +203,10 @@ async def _import(request: web.Request) -> web.StreamResponse:
     ref = None
     if q.get("repo"):
         ref = _pull_reference(q["repo"], q.get("tag", ""))
-    from builder.runtime import images as library
+    from builder.imagebuild.graph import config_from_changes
 
     # a bad change is refused (400, naming the line) before the body is read
-    config = library.config_from_changes(request.query.getall("changes", []))
+    config = config_from_changes(request.query.getall("changes", []))
     platform = None
     if q.get("platform"):
         try:

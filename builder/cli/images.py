@@ -284,10 +284,10 @@ def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt
 def import_(g: Globals, source: str, repository: str | None, changes: tuple[str, ...],
             message: str | None, platform: str | None) -> None:
     """Import the contents of a tarball (or a directory) to create a filesystem image."""
-    from builder.runtime import images as library
+    from builder.imagebuild.graph import config_from_changes
     from registry import archive
     ref = Reference.parse(repository) if repository else None
-    config = library.config_from_changes(changes)  # a bad --change fails before any input is read
+    config = config_from_changes(changes)  # a bad --change fails before any input is read
     try:
         plat = Platform.parse(platform) if platform else None
     except ValueError as e:

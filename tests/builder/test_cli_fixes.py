@@ -85,7 +85,7 @@ def test_flag_errors_unknown_commands_and_argument_errors(capsys: pytest.Capture
     assert _run_main(["ps", "-z"], capsys) == (125, "", "unknown shorthand flag: 'z' in -z\n"
                                                "See 'pybuild ps --help'.\n")
     code, _, err = _run_main(["ps", "-n", "abc"], capsys)  # a flag's bad value is a flag error
-    assert code == 125 and "'abc' is not a valid integer" in err and err.endswith("See 'pybuild ps --help'.\n")
+    assert code == 125 and 'invalid argument "abc" for "-n, --last" flag' in err and err.endswith("See 'pybuild ps --help'.\n")
     code, _, err = _run_main(["build", "-t"], capsys)  # a flag without its value
     assert code == 125 and err.endswith("See 'pybuild build --help'.\n")
     assert _run_main(["nosuchcommand"], capsys) == (
@@ -190,15 +190,15 @@ def test_tag_refuses_a_digest_reference(busybox: Any) -> None:
 
 def test_import_changes_are_a_library_call() -> None:
     from builder.base.errors import InvalidChange
-    from builder.runtime import images
+    from builder.imagebuild.graph import config_from_changes
 
-    config = images.config_from_changes(["ENV A=1", "CMD echo $A", "EXPOSE 80"])
+    config = config_from_changes(["ENV A=1", "CMD echo $A", "EXPOSE 80"])
     assert config["Env"] == ["A=1"] and config["Cmd"] == ["/bin/sh", "-c", "echo $A"]
     assert config["ExposedPorts"] == {"80/tcp": {}}
     with pytest.raises(InvalidChange, match=r"^invalid --change 'EXPOSE 70000': invalid port 70000/tcp$"):
-        images.config_from_changes(["ENV A=1", "EXPOSE 70000"])
+        config_from_changes(["ENV A=1", "EXPOSE 70000"])
     with pytest.raises(InvalidChange, match="FROM is not a valid change command"):
-        images.config_from_changes(["FROM busybox"])
+        config_from_changes(["FROM busybox"])
 
 
 def test_network_and_volume_filters_are_library_rules(pybuild: Any) -> None:

@@ -1,11 +1,13 @@
 """Instructions → a DAG of ops (source, exec, copy, mkdir, meta), each with a content-derived key.
 
 ``plan(dockerfile, context=…, resolve_image=…, options=…) -> Graph``; the ops live in ``ops``;
-``apply_config(config, instructions)`` applies config-only instructions (``--change``).
+``apply_config(config, instructions)`` applies config-only instructions;
+``config_from_changes(lines, base=)`` makes a container config of ``import``/``commit --change`` lines.
 """
 
 from __future__ import annotations
 
+from builder.imagebuild.graph.configchanges import config_from_changes
 from builder.imagebuild.graph.ops import (
     Base,
     CacheKey,
@@ -43,6 +45,7 @@ __all__ = [
     "StagePlan",
     "Step",
     "apply_config",
+    "config_from_changes",
     "key_of",
     "plan",
     "platform_args",

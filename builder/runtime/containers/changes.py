@@ -33,9 +33,9 @@ from builder.core.layers import (
 )
 from builder.core.layers.common import get_xattr, is_whiteout_stat
 from builder.core.rootfs import LayerCache, image_layers
+from builder.imagebuild.graph import config_from_changes
 from builder.runtime.containers import lifecycle
 from builder.runtime.containers.record import Container, ContainerStore
-from builder.runtime.images import config_from_changes
 from registry.archive.importer import now_rfc3339
 from registry.errors import InvalidReference, NotFound
 from registry.reference import Reference

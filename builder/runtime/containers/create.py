@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
-from builder.base.values import replace
+from builder.base.values import frozen, replace
 from builder.runtime.containers.hostconfig import (
     Device,
     Endpoint,
@@ -128,6 +128,69 @@ class RunOptions:
     #: image lacks it); a foreign one runs through the emulator (``builder.base.binfmt``)
     platform: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+@frozen
+class Healthcheck:
+    """A healthcheck given as data (the Engine API's ``Config.Healthcheck``): ``Test`` as
+    Docker takes it (``["CMD-SHELL", "cmd"]``, ``["CMD", …]``), durations in nanoseconds and
+    ``Retries``; 0 leaves a value out of the record, as dockerd's ``omitempty`` does."""
+
+    test: tuple[str, ...]
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    start_interval: int = 0
+    retries: int = 0
+
+    def record(self) -> dict[str, int | list[str]]:
+        """The record's ``Healthcheck`` object, in the order of Docker's ``HealthConfig``."""
+        out: dict[str, int | list[str]] = {"Test": list(self.test)}
+        for key, v in (("Interval", self.interval), ("Timeout", self.timeout),
+                       ("StartPeriod", self.start_period), ("StartInterval", self.start_interval),
+                       ("Retries", self.retries)):
+            if v:
+                out[key] = v
+        return out
+
+
+@frozen
+class ConfigAmendments:
+    """What the Engine API's create body says of ``Config`` that no ``run`` flag does, as typed
+    values (``builder.api.createbody.amendments`` converts the body): applied to the record's
+    ``Config`` before it is first written."""
+
+    #: ``ExposedPorts``' keys, each with its protocol (``80`` -> ``80/tcp``)
+    exposed_ports: tuple[str, ...] = ()
+    #: ``Env`` as given: when an entry has no ``=`` it is recorded as is (unset in the process)
+    env: tuple[str, ...] = ()
+    stdin_once: bool = False
+    attach_stdin: bool = False
+    attach_stdout: bool = False
+    attach_stderr: bool = False
+    #: the primary endpoint's address, as given (checked at start); "" for none
+    mac_address: str = ""
+    #: a healthcheck that replaces the image's (not ``NONE``: that is ``RunOptions.no_healthcheck``)
+    healthcheck: Healthcheck | None = None
+
+
+def _amended(config: dict[str, Any], a: ConfigAmendments) -> dict[str, Any]:
+    """The record's ``Config`` document with *a* applied (its keys where they were, a new one last)."""
+    exposed = dict(config.get("ExposedPorts") or {})
+    for port in a.exposed_ports:
+        exposed.setdefault(port, {})
+    config["ExposedPorts"] = exposed
+    if any("=" not in e for e in a.env):  # dockerd keeps a bare entry: the -e entries first, …
+        keys = {e.partition("=")[0] for e in a.env}
+        config["Env"] = [*a.env, *(e for e in config.get("Env") or () if e.partition("=")[0] not in keys)]
+    config["StdinOnce"] = a.stdin_once
+    if a.mac_address:
+        config["MacAddress"] = a.mac_address
+    config["AttachStdin"], config["AttachStdout"], config["AttachStderr"] = (
+        a.attach_stdin, a.attach_stdout, a.attach_stderr)
+    if a.healthcheck is not None:
+        config["Healthcheck"] = a.healthcheck.record()
+    return config
 
 
 def resolve_image(root: StateRoot, ref: str, *, pull: str = "missing", progress: Any = None,
@@ -268,10 +331,10 @@ def parse_mount_flag(text: str) -> MountSpec:
 
 def build(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
           mounts: Sequence[MountPoint] = (),
-          amend: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Container:
+          amend: ConfigAmendments | None = None) -> Container:
     """Validate the flags against the image and write the record (status ``created``), once:
     *host* is the container's ``HostConfig``, *amend* what the API's create body adds to the
-    ``Config`` document (``serve.createbody``)."""
+    ``Config`` (``builder.api.createbody.amendments``)."""
     img = image.config.container_config
     # ENTRYPOINT/CMD: --entrypoint resets the image's CMD too (Docker's rule)
     if o.entrypoint is not None:
@@ -353,7 +416,7 @@ def build(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
             "Healthcheck": healthcheck,
         }
         if amend is not None:
-            config = amend(config)
+            config = _amended(config, amend)
         return Container(
             id=cid,
             name=name,

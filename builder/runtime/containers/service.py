@@ -11,7 +11,13 @@ from typing import Any
 from builder.base.errors import BuildError, CommandNotExecutable, CommandNotFound, ContainerError
 from builder.base.state import StateRoot
 from builder.runtime.containers import lifecycle, mounts, supervisor
-from builder.runtime.containers.create import RunOptions, build, host_config_of, resolve_image
+from builder.runtime.containers.create import (
+    ConfigAmendments,
+    RunOptions,
+    build,
+    host_config_of,
+    resolve_image,
+)
 from builder.runtime.containers.hostconfig import HostConfig
 from builder.runtime.containers.record import Container, ContainerStore, NoSuchContainer
 from builder.runtime.containers.recordparts import MountPoint
@@ -29,7 +35,7 @@ def _start_error(code: int, message: str) -> BuildError:
 
 
 def create(root: StateRoot, o: RunOptions, *, host: HostConfig | None = None,
-           amend: Callable[[dict[str, Any]], dict[str, Any]] | None = None, progress: Any = None,
+           amend: ConfigAmendments | None = None, progress: Any = None,
            on_pull: Callable[[str, bool], None] | None = None) -> Container:
     """``docker create``: the ``HostConfig`` (*host*, the API's; else built from *o*'s flags)
     and the mount flags checked before any image is looked at; resolve (pull) the image,
