@@ -55,7 +55,6 @@ def run_options(body: Mapping[str, Any], name: str | None) -> RunOptions:
     if not image or not isinstance(image, str):
         raise bad_request("config.Image is required: no image given")
     entrypoint = body.get("Entrypoint")
-    hcheck = body.get("Healthcheck") or {}
     attached = bool(body.get("AttachStdout") or body.get("AttachStderr") or body.get("AttachStdin"))
     return RunOptions(
         image=image,
@@ -73,7 +72,7 @@ def run_options(body: Mapping[str, Any], name: str | None) -> RunOptions:
         stop_timeout=body.get("StopTimeout"),
         labels=tuple(f"{k}={v}" for k, v in (body.get("Labels") or {}).items()),
         pull="never",  # Docker's API never pulls on create: the client pulls and retries
-        no_healthcheck=list(hcheck.get("Test") or []) == ["NONE"],
+        no_healthcheck=_health_test(body) == ("NONE",),
         environ={},
     )
 
@@ -174,27 +173,39 @@ def _bool(body: Mapping[str, Any], key: str) -> bool:
     return bool(v)
 
 
-def _healthcheck(v: Any) -> Healthcheck | None:
-    """``Config.Healthcheck`` as the typed value; None when it gives no test or ``NONE`` (the
-    image's stays, or ``run_options`` turns it off)."""
+def _health_object(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    v = body.get("Healthcheck")
+    if v is not None and not isinstance(v, Mapping):
+        raise bad_request("invalid Healthcheck: an object is expected")
+    return v or {}
+
+
+def _health_test(body: Mapping[str, Any]) -> tuple[str, ...]:
+    test = _health_object(body).get("Test")
+    if test is not None and (not isinstance(test, list) or not all(isinstance(x, str) for x in test)):
+        raise bad_request("invalid Healthcheck.Test: a list of strings is expected")
+    return tuple(test or ())
+
+
+def _healthcheck(body: Mapping[str, Any]) -> Healthcheck | None:
+    """``Config.Healthcheck`` as the typed value (checked as dockerd checks it: durations of 0 or
+    at least 1ms, retries not negative); None when it gives no test or ``NONE`` (the image's
+    stays, or ``run_options`` turns it off)."""
     from builder.runtime.containers.create import Healthcheck
 
-    if v is None:
+    if body.get("Healthcheck") is None:
         return None
-    if not isinstance(v, Mapping):
-        raise bad_request("invalid Healthcheck: an object is expected")
-    test = _strings(v.get("Test"), "Healthcheck.Test")
+    v, test = _health_object(body), _health_test(body)
     numbers: dict[str, int] = {}
     for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
         n = v.get(key)
         if n is not None and (not isinstance(n, int) or isinstance(n, bool)):
             raise bad_request(f"invalid Healthcheck.{key}: an integer is expected")
         numbers[key] = n or 0
-    if test in ((), ("NONE",)):
-        return None
-    return Healthcheck(test, interval=numbers["Interval"], timeout=numbers["Timeout"],
-                       start_period=numbers["StartPeriod"], start_interval=numbers["StartInterval"],
-                       retries=numbers["Retries"])
+    hc = Healthcheck(test, interval=numbers["Interval"], timeout=numbers["Timeout"],
+                     start_period=numbers["StartPeriod"], start_interval=numbers["StartInterval"],
+                     retries=numbers["Retries"])
+    return None if test in ((), ("NONE",)) else hc
 
 
 def amendments(body: Mapping[str, Any]) -> ConfigAmendments:
@@ -218,7 +229,7 @@ def amendments(body: Mapping[str, Any]) -> ConfigAmendments:
         attach_stdout=_bool(body, "AttachStdout"),
         attach_stderr=_bool(body, "AttachStderr"),
         mac_address=mac or "",
-        healthcheck=_healthcheck(body.get("Healthcheck")),
+        healthcheck=_healthcheck(body),
     )
 
 

@@ -16,7 +16,7 @@ from test_api_gaps import Judge, judge  # noqa: F401 - the fixture, registered b
 
 from builder.api.createbody import amendments
 from builder.api.errors import ApiError
-from builder.base.errors import InvalidChange
+from builder.base.errors import ContainerError, InvalidChange
 from builder.imagebuild.graph import config_from_changes
 from builder.runtime.containers.create import ConfigAmendments, Healthcheck
 from registry.kinds import ErrorKind
@@ -45,7 +45,7 @@ def test_the_body_becomes_one_typed_value() -> None:
     # nothing said: nothing amended but the flags dockerd always records; NONE and [] are no test
     assert amendments({"Image": "busybox"}) == ConfigAmendments()
     assert amendments({"Healthcheck": {"Test": ["NONE"]}}).healthcheck is None
-    assert amendments({"Healthcheck": {"Test": [], "Interval": 5}}).healthcheck is None
+    assert amendments({"Healthcheck": {"Test": [], "Interval": 5_000_000}}).healthcheck is None
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -55,17 +55,14 @@ def test_the_body_becomes_one_typed_value() -> None:
     ({"AttachStderr": 1}, "invalid AttachStderr: a boolean is expected"),
     ({"MacAddress": 42}, "invalid MacAddress: a string is expected"),
     ({"Healthcheck": "true"}, "invalid Healthcheck: an object is expected"),
-    ({"Healthcheck": {"Test": "CMD true"}}, None),  # a string is one word, as Cmd's
+    ({"Healthcheck": {"Test": "CMD true"}}, "invalid Healthcheck.Test: a list of strings is expected"),
     ({"Healthcheck": {"Test": [["CMD"]]}}, "invalid Healthcheck.Test: a list of strings is expected"),
     ({"Healthcheck": {"Test": ["CMD", "true"], "Interval": "5s"}},
      "invalid Healthcheck.Interval: an integer is expected"),
     ({"Healthcheck": {"Test": ["CMD", "true"], "Retries": True}},
      "invalid Healthcheck.Retries: an integer is expected"),
 ])
-def test_a_value_of_the_wrong_type_is_a_400_naming_its_field(body: dict[str, Any], message: str | None) -> None:
-    if message is None:
-        assert amendments(body).healthcheck == Healthcheck(("CMD true",))
-        return
+def test_a_value_of_the_wrong_type_is_a_400_naming_its_field(body: dict[str, Any], message: str) -> None:
     with pytest.raises(ApiError) as info:
         amendments(body)
     assert (info.value.status, info.value.message) == (400, message)
@@ -93,6 +90,30 @@ def test_the_record_is_dockerds(serve: Any, judge: Judge) -> None:
                                {**BODY, "Healthcheck": {"Test": ["CMD", "true"], "Timeout": "1s"}})
     assert (code, json.loads(data)) == (400, {"message": "invalid Healthcheck.Timeout: an integer is expected"})
     assert serve.pyb("ps", "-aq").stdout == before
+
+
+#: dockerd's checks of a healthcheck (``verifyContainerSettings``), made by the value itself
+OUT_OF_RANGE = [
+    ({"Interval": 500}, "Interval in Healthcheck cannot be less than 1ms"),
+    ({"Interval": -5}, "Interval in Healthcheck cannot be less than 1ms"),
+    ({"Timeout": 999_999}, "Timeout in Healthcheck cannot be less than 1ms"),
+    ({"StartPeriod": 5}, "StartPeriod in Healthcheck cannot be less than 1ms"),
+    ({"Retries": -1}, "Retries in Healthcheck cannot be negative"),
+]
+
+
+def test_a_healthcheck_out_of_range_is_refused_as_dockerd_does(serve: Any, judge: Judge) -> None:
+    with pytest.raises(ContainerError) as info:
+        Healthcheck(("CMD", "true"), timeout=1)
+    assert info.value.kind is ErrorKind.INVALID
+    assert Healthcheck(("CMD", "true"), interval=1_000_000, start_interval=5).interval == 1_000_000
+    for given, message in OUT_OF_RANGE:
+        for hc in ({"Test": ["CMD", "true"], **given}, {"Test": ["NONE"], **given}):
+            body = {"Image": "busybox:latest", "Cmd": ["true"], "Healthcheck": hc, "Labels": {"pbtest.gaps": "1"}}
+            answers = [(code, json.loads(data)["message"]) for code, _h, data in
+                       (serve.api("POST", "/v1.41/containers/create", body),
+                        judge.api("POST", "/v1.41/containers/create", body))]
+            assert answers == [(400, message)] * 2, (hc, answers)
 
 
 def test_config_changes_live_beside_the_config_code() -> None:

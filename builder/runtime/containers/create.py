@@ -143,6 +143,15 @@ class Healthcheck:
     start_interval: int = 0
     retries: int = 0
 
+    def __post_init__(self) -> None:
+        # dockerd's create checks (``verifyContainerSettings``): each duration 0 or at least 1ms
+        for what, ns in (("Interval", self.interval), ("Timeout", self.timeout),
+                         ("StartPeriod", self.start_period)):
+            if ns and ns < 1_000_000:
+                raise ContainerError.invalid(f"{what} in Healthcheck cannot be less than 1ms")
+        if self.retries < 0:
+            raise ContainerError.invalid("Retries in Healthcheck cannot be negative")
+
     def record(self) -> dict[str, int | list[str]]:
         """The record's ``Healthcheck`` object, in the order of Docker's ``HealthConfig``."""
         out: dict[str, int | list[str]] = {"Test": list(self.test)}
