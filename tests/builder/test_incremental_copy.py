@@ -163,3 +163,18 @@ def test_copy_back_and_forth_keeps_the_layers(busybox: Any, bt: Any, tmp_path: P
             assert ids == seen[state], (n, state)
         seen[state] = ids
     assert len({tuple(v) for v in seen.values()}) == 3
+
+
+def test_an_edited_copy_starts_from_scratch(busybox: Any, bt: Any, tmp_path: Path) -> None:
+    """The same slot on the same layers with another destination: nothing of the previous
+    layer is kept (not even the directory it made for its destination)."""
+    ctx = make_ctx(tmp_path)
+    (ctx / "Dockerfile").write_text("FROM busybox\nWORKDIR /app\nCOPY src/ ./src/\n")
+    bt.build(busybox, ctx, "-t", "ed:1")
+    (ctx / "Dockerfile").write_text("FROM busybox\nWORKDIR /app\nCOPY src/ ./other/\n")
+    _, ev = bt.build(busybox, ctx, "-t", "ed:2")
+    assert [e["name"].split("] ", 1)[1] for e in ev if e["kind"] == "start"] == [
+        "COPY src/ ./other/"]
+    fs = bt.rootfs(busybox, "ed:2", tmp_path / "fs")
+    assert (fs / "app/other/keep.txt").read_text() == "keep\n"
+    assert not (fs / "app/src").exists()

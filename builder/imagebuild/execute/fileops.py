@@ -579,7 +579,8 @@ def _start_incremental(ws: Workspace, step: Step, spec: CopySpec) -> tuple[Reuse
             or ws.context.root is None or "_PYBUILD_ROOTLESS" in os.environ
             or any(s.origin != "context" for s in spec.sources)):
         return None, None
-    previous = incremental.Previous(ws.state, step.slot, [str(lr.diff_id) for lr in ws.lowers])
+    previous = incremental.Previous(ws.state, step.slot, [str(lr.diff_id) for lr in ws.lowers],
+                                    repr(spec))
     found = previous.load()
     old: dict[str, str] = {}
     if found is not None:

@@ -11,8 +11,8 @@ overlay is gone (no whiteout: a fresh copy would leave nothing there), and every
 got a child is stamped now, as a fresh copy's creations stamp it. So the layer is the one a copy
 from scratch makes (``tests/builder/test_incremental_copy.py``).
 
-Each such COPY leaves ``cache/copies/<slot>``: the layers it ran on, the layer it made and the
-fingerprint of each path it made in it.
+Each such COPY leaves ``cache/copies/<slot>``: the layers it ran on, the op as written, the
+layer it made and the fingerprint of each path it made in it.
 """
 
 from __future__ import annotations
@@ -81,10 +81,13 @@ class Reuse:
 class Previous:
     """The record of a COPY's last execution at one slot, and where the next one is kept."""
 
-    def __init__(self, state: StateRoot, slot: str, lowers: list[str]) -> None:
+    def __init__(self, state: StateRoot, slot: str, lowers: list[str], shape: str) -> None:
         self.state = state
         self.file = state.cache / "copies" / slot
         self.lowers = lowers
+        #: the op as written (sources, destination, options): an edited one (another
+        #: destination) makes directories the previous one did not, and starts from scratch
+        self.shape = shape
 
     def load(self) -> tuple[Path, dict[str, str]] | None:
         """The previous layer's dir and what its copy made, if it ran on these same layers and
@@ -93,7 +96,8 @@ class Previous:
             rec = marshal.loads(self.file.read_bytes())
         except (OSError, ValueError, EOFError, TypeError):
             return None
-        if not isinstance(rec, dict) or rec.get("lowers") != self.lowers:
+        if not isinstance(rec, dict) or rec.get("lowers") != self.lowers \
+                or rec.get("shape") != self.shape:
             return None
         layer, files = rec.get("layer"), rec.get("files")
         if not isinstance(layer, str) or not isinstance(files, dict):
@@ -103,7 +107,8 @@ class Previous:
 
     def save(self, layer: str, made: dict[str, str]) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        replace_file(self.file, marshal.dumps({"lowers": self.lowers, "layer": layer, "files": made}))
+        replace_file(self.file, marshal.dumps({"lowers": self.lowers, "shape": self.shape,
+                                                "layer": layer, "files": made}))
 
 
 def clone(src: Path, dst: Path) -> None:
