@@ -13,8 +13,7 @@ function (``if TYPE_CHECKING`` blocks aside) of module M in module X (in ``build
     ``network ls`` spawns no process, ``version`` opens no state root…): an import that would
     add to a command's start-up stays lazy because a budget says so, not because a list does.
 
-Every other function-level import must move to the top (``AWAITING_HOIST`` names those whose move
-is written for their files' owners, until it is made).
+Every other function-level import must move to the top.
 
 A third reason is seen but not allowed: (c) hoisting it would make an import-time cycle (X is in
 M's top-level import closure, packages whose ``__init__`` a module runs first included, but X's
@@ -48,11 +47,6 @@ from test_startup_budget import budgets, over_budget
 HEAVY_THIRD_PARTY = frozenset({"lark", "aiohttp", "pyroute2", "zstandard", "cryptography",
                                "requests", "urllib3", "certifi", "isal", "tqdm"})
 CHECKED = ("builder", "registry")
-# hoists written for their files' owners (see /work/notes/h21imp-docs.md): the import moves to the
-# top of its module, then its entry is taken out of this set
-AWAITING_HOIST = frozenset({
-    "builder.cli: import atexit",  # a built-in module (0.04 ms), loaded by every command's exit
-})
 
 
 @dataclass(frozen=True)
@@ -363,8 +357,6 @@ def test_function_level_imports_are_only_those_a_budget_needs() -> None:
     bad = []
     for imp in imports:
         reason = why_lazy(imp, families)
-        if reason is None and f"{imp.where}: {imp.text}" in AWAITING_HOIST:
-            reason = "(awaiting its hoist)"
         if reason is None:
             bad.append(f"{MODULES[imp.where].relative_to(REPO)}:{imp.line}: {imp.text}")
         else:
@@ -381,10 +373,3 @@ def test_no_import_is_kept_for_a_cycle() -> None:
     cycles = [f"{MODULES[imp.where].relative_to(REPO)}:{imp.line}: {imp.text}"
               for imp in function_level_imports() if (why_lazy(imp, families) or "").startswith("(c)")]
     assert not cycles, "function-level imports kept for an import-time cycle:\n" + "\n".join(cycles)
-
-
-def test_every_awaited_hoist_is_still_in_its_function() -> None:
-    """An entry of ``AWAITING_HOIST`` whose import moved is taken out of the set."""
-    found = {f"{imp.where}: {imp.text}" for imp in function_level_imports()}
-    stale = sorted(AWAITING_HOIST - found)
-    assert not stale, f"AWAITING_HOIST entries that are no function-level import: {stale}"

@@ -10,6 +10,7 @@ May import: ``builder.base``, ``builder.core``, ``builder.network``, ``builder.i
 from __future__ import annotations
 
 import _signal
+import atexit
 import os
 import sys
 from typing import Any
@@ -167,8 +168,6 @@ def _leave(code: int) -> None:
     ``atexit`` functions run (``weakref.finalize``, temporary directories), stdout and stderr are
     flushed, then ``os._exit``. A thread that is not a daemon still running (a thread pool's
     workers) gets Python's usual exit, which waits for it."""
-    import atexit
-
     threading = sys.modules.get("threading")  # not imported: no thread was ever started
     if threading is not None and any(t.is_alive() and not t.daemon for t in threading.enumerate()
                                      if t is not threading.main_thread()):
