@@ -44,6 +44,9 @@ VERBOSE = False
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    # the previous run's data (its writes, the rmtree after it) goes to disk before the clock
+    # starts: each run pays its own writeback, not its predecessor's
+    os.sync()
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     took = time.perf_counter() - t
@@ -122,6 +125,7 @@ def main() -> None:
     VERBOSE = args.verbose
     if not shutil.which("skopeo"):
         sys.exit("skopeo is not installed (make install)")
+    print(f"load average before: {_load()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-pull-push-"))
     os.environ["DOCKER_CONFIG"] = str(work / "docker-config")
     rows = []
@@ -135,6 +139,11 @@ def main() -> None:
     for name, ours, theirs, total in rows:
         print(f"{name:<34}{ours:>8.2f}s{theirs:>8.2f}s{ours / theirs:>6.2f}x"
               f"{total / 1e6 / ours:>14.0f}{total / 1e6 / theirs:>13.0f}")
+    print(f"load average after: {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from registry.errors import (
 from registry.leases import Lease
 from registry.model import Descriptor
 from registry.reference import Reference
-from registry.store import REF_NAME, Store, file_lock, write_atomic
+from registry.store import REF_NAME, BlobWriter, Store, file_lock, write_atomic
 from registry.transfer.events import Event, Progress
 
 DEFAULT_CONCURRENCY = 3
@@ -61,6 +61,45 @@ class _Feeder:
     def write(self, data: bytes) -> int:
         self.sizer.feed(data)
         return len(data)
+
+
+class _Storing:
+    """``Pipelined``'s sink for a blob's ``BlobWriter``: hashes and writes what it is handed,
+    starting the writeback of every ``WRITEBACK`` bytes written."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self.writer = writer
+        self.flushed = 0
+
+    def write(self, data: bytes) -> int:
+        w = self.writer
+        w.write(data)
+        if w.size - self.flushed >= WRITEBACK:
+            w.flush()
+            _start_writeback(w.fileno(), self.flushed, w.size - self.flushed)
+            self.flushed = w.size
+        return len(data)
+
+
+#: a blob at least this big is stored from a thread of its own (see ``StoreEnd._put_blob``)
+PIPELINE_MIN = 4 << 20
+
+
+@contextlib.contextmanager
+def _pipelined(sink: Any, big: bool) -> Iterator[Any]:
+    """*sink* behind a ``Pipelined`` thread when *big* (else *sink* itself), closed (its thread
+    joined, its error raised) on leaving; after an error of the caller, the caller's wins."""
+    if not big:
+        yield sink
+        return
+    pipe = Pipelined(sink)
+    try:
+        yield pipe
+    except BaseException:
+        with contextlib.suppress(Exception):
+            pipe.close()
+        raise
+    pipe.close()
 
 
 class End(Protocol):
@@ -222,27 +261,26 @@ class StoreEnd(BaseEnd):
             self._put_blob(desc, src, on_bytes)
 
     def _put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None:
-        # A layer's content size (an image's SIZE) is counted as it passes, not re-read at
-        # tagging: inflated in a second thread while this one receives, hashes and writes
-        # (zlib, hashlib and I/O release the GIL), so both cores work on one big layer.
+        # Three stages for a big blob, each in its own thread and each releasing the GIL for
+        # its work (socket I/O; hashlib and file I/O; zlib/ISA-L), handed the same bytes
+        # objects (no copy): this thread receives, one hashes and writes, one inflates a
+        # layer to count its content size (an image's SIZE, counted as the bytes pass rather
+        # than re-read at tagging). One layer then keeps both cores busy.
         sizer = LayerSizer() if self.count_sizes and mt.is_layer(desc.media_type) else None
-        with self.store.writer() as w, contextlib.closing(src.open_at(desc, 0)) as stream, \
-                contextlib.ExitStack() as stack:
-            pipe = stack.enter_context(contextlib.closing(Pipelined(_Feeder(sizer)))) if sizer else None
-            flushed = 0
-            while data := stream.read(CHUNK):
-                w.write(data)
-                if w.size > desc.size:
-                    raise DigestError(f"blob {desc.digest}: more than the expected {desc.size} bytes")
-                if pipe is not None:
-                    pipe.write(data)
-                if w.size - flushed >= WRITEBACK:
-                    w.flush()
-                    _start_writeback(w.fileno(), flushed, w.size - flushed)
-                    flushed = w.size
-                on_bytes(w.size)
-            if pipe is not None:
-                pipe.close()
+        big = desc.size >= PIPELINE_MIN
+        with self.store.writer() as w:
+            with contextlib.closing(src.open_at(desc, 0)) as stream, \
+                    _pipelined(_Storing(w), big) as storing, \
+                    _pipelined(_Feeder(sizer) if sizer else None, big and sizer is not None) as sizing:
+                received = 0
+                while data := stream.read(CHUNK):
+                    received += len(data)
+                    if received > desc.size:
+                        raise DigestError(f"blob {desc.digest}: more than the expected {desc.size} bytes")
+                    storing.write(data)
+                    if sizing is not None:
+                        sizing.write(data)
+                    on_bytes(received)
             w.commit(desc.digest, desc.size)
         if sizer is not None and sizer.total is not None:
             self.store.remember_content_size(desc.digest, sizer.total)
