@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
+
+from registry.values import field, frozen, replace
 
 # the kinds of values: a JSON string, boolean, integer, array of strings, object of strings,
 # object whose values are all ``{}`` (a set of keys: ExposedPorts, Volumes), any object
@@ -90,7 +91,7 @@ def _json(kind: int, v: Any) -> Any:
     return v
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerConfig:
     """The container defaults an image carries. A field is ``None`` when its key is absent (or
     JSON ``null``: ``keys`` tells which). ``ExposedPorts``/``Volumes`` are their keys

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 
 from registry.config import SCHEMA, ContainerConfig
 from registry.model import ImageConfig, canonical_json
+from registry.values import FrozenValueError, value_fields
 
 DOCKER = {
     "Hostname": "", "Domainname": "", "User": "app", "AttachStdin": False, "AttachStdout": False,
@@ -31,7 +31,7 @@ def test_every_docker_key_is_typed() -> None:
     assert c.labels == {"k": "v"} and c.healthcheck == DOCKER["Healthcheck"]
     assert c.stop_signal == "SIGQUIT" and c.stop_timeout == 5 and c.args_escaped is True
     assert c.env_map() == {"PATH": "/usr/bin", "A": "b=c", "BARE": ""}
-    names = {f.name for f in dataclasses.fields(ContainerConfig)}
+    names = set(value_fields(ContainerConfig))
     assert names == {attr for attr, _ in SCHEMA.values()} | {"extra", "keys"}
 
 
@@ -58,7 +58,7 @@ def test_ill_typed_and_unknown_keys_stay_raw() -> None:
 
 def test_frozen_and_changes_make_a_new_value() -> None:
     c = ContainerConfig.from_json({"Cmd": ["a"], "Env": ["A=1"], "Z": 1})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenValueError):
         c.cmd = ("b",)  # type: ignore[misc]
     d = c.with_(cmd=None, env=[*(c.env or ()), "B=2"], exposed_ports=["80/tcp"], user="u")
     assert c.to_json() == {"Cmd": ["a"], "Env": ["A=1"], "Z": 1}

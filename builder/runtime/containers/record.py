@@ -16,12 +16,12 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
+from builder.base.values import field, frozen, replace, value_fields
 from builder.network.records import EndpointRecord
 from builder.runtime.containers.hostconfig import HostConfig
 from builder.runtime.containers.names import ID_RE, new_id, random_name, valid_name
@@ -97,8 +97,8 @@ def alive(pid: int, start: int) -> bool:
     return pid > 0 and start > 0 and proc_start_time(pid) == start
 
 
-# the health values are NamedTuples (no dataclass exec at import: ``ps`` loads this module); the
-# record's State and Container stay dataclasses (``replace``, ``asdict``, their fields by name)
+# no dataclass is made at import (``ps`` loads this module): the health values are NamedTuples,
+# State and Container frozen values (``builder.base.values``: ``replace``, their fields by name)
 class HealthProbe(NamedTuple):
     """One run of the health check: Docker's ``State.Health.Log`` entry."""
 
@@ -133,7 +133,7 @@ class Health(NamedTuple):
                    tuple(HealthProbe.from_json(x) for x in d.get("Log") or ()))
 
 
-@dataclass(frozen=True)
+@frozen
 class State:
     """What changes while a container lives; Docker's ``State`` plus the pids we supervise."""
 
@@ -170,7 +170,7 @@ class State:
         return self.status == "created" and self.supervisor_pid != 0
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d: dict[str, Any] = {name: getattr(self, name) for name in value_fields(self)}
         d["health"] = self.health.to_json() if self.health else None
         d["sandbox"] = self.sandbox.to_json() if self.sandbox else {}
         d["endpoints"] = {k: v.to_json() for k, v in self.endpoints.items()}
@@ -178,7 +178,7 @@ class State:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> State:
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(value_fields(cls))
         kw = {k: v for k, v in d.items() if k in known}
         kw["health"] = Health.from_json(d.get("health"))
         kw["sandbox"] = SandboxRecord.from_json(d.get("sandbox"))
@@ -205,7 +205,7 @@ class State:
         return out
 
 
-@dataclass(frozen=True)
+@frozen
 class Container:
     """``container.json``: what a container was created with, in Docker's inspect shapes.
 

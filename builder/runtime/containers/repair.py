@@ -13,8 +13,8 @@ import os
 import select
 import signal
 import time
-from dataclasses import replace
 
+from builder.base.values import replace
 from builder.runtime.containers import runtime
 from builder.runtime.containers.options import rfc3339nano
 from builder.runtime.containers.record import Container, ContainerStore, State, alive

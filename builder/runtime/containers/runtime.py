@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -158,14 +157,16 @@ def remove_storage(root: StateRoot, c: Container, *, volumes: bool) -> None:
 
 
 # -- launching ---------------------------------------------------------------------------------
-@dataclass
 class Launched:
-    """A started container: the sandbox handle plus what the supervisor must keep or record."""
+    """A started container: the sandbox handle plus what the supervisor must keep or record
+    (a plain class, not a dataclass: ``ps`` loads this module)."""
 
-    sandbox: Sandbox
-    endpoints: dict[str, EndpointRecord]
-    netns: str
-    keep_fds: list[int] = field(default_factory=list)  # e.g. the held-open end of stdin
+    def __init__(self, sandbox: Sandbox, endpoints: dict[str, EndpointRecord], netns: str,
+                 keep_fds: list[int] | None = None) -> None:
+        self.sandbox = sandbox
+        self.endpoints = endpoints
+        self.netns = netns
+        self.keep_fds = keep_fds if keep_fds is not None else []  # e.g. the held-open end of stdin
 
     @property
     def pid(self) -> int:

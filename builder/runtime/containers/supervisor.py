@@ -16,11 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from builder.base.errors import BuildError, ContainerError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.runtime.containers import lifecycle, repair, runtime
 from builder.runtime.containers.logs import LogWriter
 from builder.runtime.containers.options import RestartPolicy, rfc3339nano
