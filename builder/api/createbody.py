@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from builder.api.errors import bad_request
+from builder.base.values import json_object
 from builder.runtime.containers.options import (
     DEFAULT_SHM_SIZE,
     RestartPolicy,
@@ -120,8 +121,8 @@ def host_config(body: Mapping[str, Any], binds_from: tuple[str, ...] = ()) -> Ho
         memory, swap = int(hc.get("Memory") or 0), int(hc.get("MemorySwap") or 0)
         runtime = hc.get("Runtime")
         size = hc.get("ConsoleSize")
-        other = {key: hc[key] for key, _zero in HOST_CONFIG_ZERO
-                 if key not in FIELD_KEYS and hc.get(key) not in (None, "", 0, [], {})}
+        other = json_object({key: hc[key] for key, _zero in HOST_CONFIG_ZERO
+                             if key not in FIELD_KEYS and hc.get(key) not in (None, "", 0, [], {})})
         return HostConfig(
             network_mode=network or "default",
             endpoint=endpoint,
