@@ -5,7 +5,7 @@
 Every pull goes into a fresh root (skopeo: a fresh OCI layout); every push to a fresh registry
 (neither tool can skip or mount a blob). Runs are interleaved with the peer; medians.
 
-    .venv/bin/python bench/bench_pull_push.py [--runs 5] [--shape two|many]
+    .venv/bin/python bench/bench_pull_push.py [--runs 6] [--shape two|many]
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def bench_shape(work: Path, shape: str, runs: int) -> list[tuple[str, float, flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
+    # even: each tool goes first in as many pairs as the other
+    ap.add_argument("--runs", type=int, default=6)
     ap.add_argument("--shape", choices=sorted(SHAPES), action="append")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every run's time")
     args = ap.parse_args()
