@@ -436,7 +436,7 @@ async def prune(request: web.Request) -> web.Response:
     filters = parse_filters(request.query.get("filters"))
     for k in filters:
         if k not in ("label", "until"):
-            raise bad_request(f"invalid filter '{k}'")
+            raise bad_request(f"Invalid filter '{k}'")
     flt = lifecycle.Filters.parse(filter_specs(filters))
 
     def work() -> tuple[list[str], int]:

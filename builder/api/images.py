@@ -350,7 +350,7 @@ async def prune_images(request: web.Request) -> web.Response:
     filters = _filters(request)
     for key in filters:
         if key not in ("dangling",):
-            raise bad_request(f"invalid filter '{key}'")
+            raise bad_request(f"Invalid filter '{key}'")
     dangling = filters.get("dangling", ["true"])
     all_ = any(v.lower() in ("false", "0") for v in dangling)
     report = await in_thread(lambda: library.prune(state, all=all_))

@@ -64,7 +64,7 @@ async def list_networks(request: web.Request) -> web.Response:
     filters = parse_filters(request.query.get("filters"))
     for k in filters:
         if k not in _FILTERS:
-            raise bad_request(f"invalid filter '{k}'")
+            raise bad_request(f"Invalid filter '{k}'")
     for v in filters.get("type", []):
         if v not in ("custom", "builtin"):
             raise bad_request(f"invalid filter: 'type'='{v}'")

@@ -29,7 +29,7 @@ async def list_volumes(request: web.Request) -> web.Response:
     filters = parse_filters(request.query.get("filters"))
     for k in filters:
         if k not in ("name", "label", "dangling", "driver"):
-            raise bad_request(f"invalid filter '{k}'")
+            raise bad_request(f"Invalid filter '{k}'")
     root = state_of(request)
 
     def work() -> list[dict[str, Any]]:
@@ -104,7 +104,7 @@ async def prune(request: web.Request) -> web.Response:
         elif k == "all":
             all_volumes = any(v in ("1", "true") for v in values)
         else:
-            raise bad_request(f"invalid filter '{k}'")
+            raise bad_request(f"Invalid filter '{k}'")
     root = state_of(request)
     removed, space = await in_thread(lambda: V.prune(root, all_volumes=all_volumes, label_filters=labels))
     events.emit(root, "volume", "prune", "", {"reclaimed": str(space)})

@@ -100,7 +100,7 @@ class Filters:
                  "daemon", "plugin", "node", "service", "secret", "config"}
         for k in out:
             if k not in known:
-                raise ValueError(f"invalid filter '{k}'")
+                raise ValueError(f"Invalid filter '{k}'")
         return cls(out)
 
     def match(self, event: Mapping[str, Any]) -> bool:

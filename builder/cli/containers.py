@@ -106,8 +106,11 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
 
     if latest:
         last = 1
-    flt = lifecycle.Filters.parse(filters)
-    found = lifecycle.list_containers(_root(obj), all=all_ or last >= 0, filters=flt)
+    try:
+        flt = lifecycle.Filters.parse(filters)
+        found = lifecycle.list_containers(_root(obj), all=all_ or last >= 0, filters=flt)
+    except ContainerError as e:
+        fail(str(e))  # dockerd refuses the listing: the client exits 1 (125 is run's and create's)
     if last >= 0:
         found = found[:last]
     trunc = not no_trunc

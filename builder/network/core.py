@@ -185,10 +185,10 @@ def filter_networks(nets: Iterable[Network], filters: Mapping[str, Sequence[str]
     ``builtin``. An unknown key or type is a ``NetworkError``."""
     for key, values in filters.items():
         if key not in NETWORK_FILTERS:
-            raise NetworkError.invalid(f"invalid filter '{key}'")
+            raise NetworkError.invalid(f"Invalid filter '{key}'")
         for v in values if key == "type" else ():
             if v not in ("custom", "builtin"):
-                raise NetworkError.invalid(f"invalid filter 'type={v}'")
+                raise NetworkError.invalid(f"Invalid filter 'type={v}'")
 
     def one(n: Network, key: str, v: str) -> bool:
         if key == "name":

@@ -262,10 +262,10 @@ def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: s
     filters = filters or {}
     for key, values in filters.items():
         if key not in IMAGE_FILTERS:
-            raise BuildError.invalid(f"invalid filter '{key}'")
+            raise BuildError.invalid(f"Invalid filter '{key}'")
         for v in values if key == "dangling" else ():
             if v.lower() not in ("true", "false", "1", "0"):
-                raise BuildError.invalid(f"invalid filter 'dangling={v}'")
+                raise BuildError.invalid(f"Invalid filter 'dangling={v}'")
     pivots = {key: [_created(store.lookup(v)) for v in filters.get(key, ())] for key in ("before", "since")}
     out = []
     for rec in records:

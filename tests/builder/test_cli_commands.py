@@ -254,7 +254,7 @@ def test_events_lines_as_dockers(pb: Any, judge: Any) -> None:
     assert list(ours_doc) == list(theirs_doc)
     assert ours_doc["Actor"]["Attributes"] == theirs_doc["Actor"]["Attributes"]
     bad = pb("events", "--filter", "colour=red", check=False)
-    assert bad.returncode == 1 and "invalid filter 'colour'" in bad.stderr
+    assert bad.returncode == 1 and "Invalid filter 'colour'" in bad.stderr
 
 
 def test_events_bad_format_as_docker(pb: Any, judge: Any) -> None:

@@ -169,7 +169,7 @@ def test_image_filters_are_a_library_rule(busybox: Any, busybox_tar: Path) -> No
     assert names("--filter", "reference=old:*", "--filter", "reference=new:*") == ["new:1", "old:1"]
     assert names("old") == ["old:1"]
     store = busybox.store()
-    with pytest.raises(BuildError, match="invalid filter 'dangling=maybe'"):
+    with pytest.raises(BuildError, match="Invalid filter 'dangling=maybe'"):
         images.filter_images(store, store.images(), filters={"dangling": ["maybe"]})
     r = busybox("images", "--filter", "since=nosuch:1", check=False)
     assert r.returncode == 1 and "No such image: nosuch:1" in r.stderr
@@ -215,10 +215,10 @@ def test_network_and_volume_filters_are_library_rules(pybuild: Any) -> None:
     assert [json.loads(line)["Name"] for line in ls.stdout.splitlines()] == ["alpha"]
     nets = network.list_networks(pybuild.state)
     assert {n.name for n in network.filter_networks(nets, {"type": ["builtin"]})} >= {"bridge", "host", "none"}
-    with pytest.raises(NetworkError, match="invalid filter 'type=other'"):
+    with pytest.raises(NetworkError, match="Invalid filter 'type=other'"):
         network.filter_networks(nets, {"type": ["other"]})
     r = pybuild("network", "ls", "--filter", "colour=red", check=False)
-    assert (r.returncode, r.stderr) == (1, "Error: invalid filter 'colour'\n")
+    assert (r.returncode, r.stderr) == (1, "Error: Invalid filter 'colour'\n")
 
     pybuild("volume", "create", "--label", "a=1", "v1")
     pybuild("volume", "create", "v2")
@@ -226,7 +226,7 @@ def test_network_and_volume_filters_are_library_rules(pybuild: Any) -> None:
     assert pybuild("volume", "ls", "-q", "--filter", "name=v", "--filter", "label=a").stdout == "v1\n"
     vols = volume.list_volumes(pybuild.state)
     assert [v.name for v in volume.filter_volumes(pybuild.state, vols, {"dangling": ["true"]})] == ["v1", "v2"]
-    with pytest.raises(VolumeError, match="invalid filter 'dangling=maybe'"):
+    with pytest.raises(VolumeError, match="Invalid filter 'dangling=maybe'"):
         volume.filter_volumes(pybuild.state, vols, {"dangling": ["maybe"]})
 
 

@@ -98,6 +98,17 @@ def test_flag_grammar_as_the_docker_client(pb: Any, judge: Any) -> None:
     assert "No such container: flags-seven" in _first(docker.stderr), docker.stderr
 
 
+def test_a_refused_listing_exits_1_as_the_docker_client(pb: Any, judge: Any) -> None:
+    """dockerd refuses the filter (400) and the client exits 1: only run and create say 125;
+    dockerd 20.10 words it "Invalid filter", an exit code that is no number in Go's words."""
+    for args in (["ps", "-a", "--filter", "before=flags-nosuch"], ["ps", "--filter", "beforex=1"], ["ps", "--filter", "status=bogus"],
+                 ["ps", "--filter", "exited=x"], ["images", "--filter", "bogus=1"],
+                 ["volume", "ls", "--filter", "bogus=1"], ["network", "ls", "--filter", "bogus=1"]):
+        ours, docker = _both(pb, judge, *args)
+        assert (ours.returncode, ours.stdout) == (docker.returncode, docker.stdout) == (1, ""), (args, ours, docker)
+        assert ours.stderr.removeprefix("Error: ") == docker.stderr.removeprefix("Error response from daemon: "), args
+
+
 def test_argument_errors_as_the_docker_client(pb: Any, judge: Any) -> None:
     ours, docker = _both(pb, judge, "rm")  # too few arguments: 1, and the help pointer
     assert ours.returncode == docker.returncode == 1

@@ -284,7 +284,7 @@ def test_images_filters_and_history_flags(busybox: Pybuild) -> None:
     busybox("tag", "busybox", "tools/box:1")
     out = busybox("images", "--filter", "reference=tools/*", "--format", "{{.Repository}}:{{.Tag}}")
     assert out.stdout == "tools/box:1\n"
-    refused(busybox, "images", "--filter", "bogus=1", needle="invalid filter 'bogus'")  # Docker's words
+    refused(busybox, "images", "--filter", "bogus=1", needle="Invalid filter 'bogus'")  # Docker's words
     raw = busybox("history", "-H", "false", "--no-trunc", "--format", "{{.ID}} {{.Size}} {{.CreatedSince}}",
                   "busybox").stdout.split()
     assert raw[0] == busybox.image_id and raw[1].isdigit() and raw[2].endswith("Z")

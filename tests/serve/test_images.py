@@ -330,4 +330,4 @@ def test_image_filters_and_repository_match_pybuild(serve: Any, busybox_tar: Any
         ours = listing(serve.pyb("images", "--format", fmt, *args).stdout)
         assert theirs == ours and theirs, args
     r = serve.docker("images", "--filter", "colour=red", check=False)
-    assert r.returncode == 1 and "invalid filter 'colour'" in r.stderr
+    assert r.returncode == 1 and "Invalid filter 'colour'" in r.stderr

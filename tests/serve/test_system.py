@@ -75,7 +75,7 @@ def test_events_stream_live_to_docker_py(serve: Any) -> None:
 def test_bad_event_filters_and_system_df(serve: Any) -> None:
     status, _h, body = serve.api("GET", "/events?filters=%7B%22nope%22%3A%5B%22x%22%5D%7D"
                                  "&until=1")
-    assert status == 400 and "invalid filter 'nope'" in json.loads(body)["message"]
+    assert status == 400 and "Invalid filter 'nope'" in json.loads(body)["message"]
     status, _h, body = serve.api("GET", "/events?since=yesterday")
     assert status == 400 and "timestamp" in json.loads(body)["message"]
     df = serve.json("GET", "/v1.41/system/df")

@@ -169,14 +169,15 @@ class Filters(NamedTuple):
                 raise ContainerError.invalid(f"bad format of filter (expected name=value): {spec}")
             if key not in ("name", "status", "label", "id", "exited", "ancestor", "health", "until",
                            "volume", "network", "before", "since"):
-                raise ContainerError.invalid(f"invalid filter '{key}'")
+                raise ContainerError.invalid(f"Invalid filter '{key}'")
             if key == "status" and value not in STATUSES:
-                raise ContainerError.invalid(f"invalid filter 'status={value}'")
+                raise ContainerError.invalid(f"Invalid filter 'status={value}'")
             if key == "exited":
                 try:
                     int(value)
                 except ValueError:
-                    raise ContainerError.invalid(f"invalid filter 'exited={value}'") from None
+                    # dockerd's own words: Go's strconv.Atoi error
+                    raise ContainerError.invalid(f'strconv.Atoi: parsing "{value}": invalid syntax') from None
             if key == "until":
                 value = str(parse_timestamp_ns(value))  # validated (and made absolute) once
             out.setdefault(key, []).append(value)

@@ -162,10 +162,10 @@ def filter_volumes(state: StateRoot, vols: Sequence[Volume],
     (``KEY`` or ``KEY=VALUE``), ``driver``. An unknown key or dangling value is a ``VolumeError``."""
     for key, values in filters.items():
         if key not in VOLUME_FILTERS:
-            raise VolumeError.invalid(f"invalid filter '{key}'")
+            raise VolumeError.invalid(f"Invalid filter '{key}'")
         for v in values if key == "dangling" else ():
             if v.lower() not in ("true", "false", "1", "0"):
-                raise VolumeError.invalid(f"invalid filter 'dangling={v}'")
+                raise VolumeError.invalid(f"Invalid filter 'dangling={v}'")
     users = containers_using(state) if "dangling" in filters else {}
 
     def one(vol: Volume, key: str, v: str) -> bool:
