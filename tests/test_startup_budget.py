@@ -202,7 +202,7 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
         # and the install's), and no ID is made (uuid: ``info``'s engine ID)
         core = CORE - IMAGE_STORE - {"builder.base.state", "registry.leases"}
         heavy = (QUERY_HEAVY - {"subprocess", "shutil", "bz2", "lzma"}) | {"uuid"}
-    cli = ("builder.cli.format", LISTING_CLI[argv[0]])
+    cli = ("builder.cli.format", "builder.cli.columns", LISTING_CLI[argv[0]])
     return {"ours": ours, "heavy": heavy, "core": core, "cli": cli, "barred": barred}
 
 
@@ -343,7 +343,7 @@ def test_run_stays_light(busybox: Any, tmp_path: Path, argv: list[str]) -> None:
 # socket opened; the ps renderer's module is its command module
 RM_BUDGET: dict[str, Any] = {
     "ours": ("builder.runtime.containers", "builder.core.sandbox", "builder.core.rootfs", "builder.network.records"),
-    "cli": ("builder.cli.containers", "builder.cli.format"),
+    "cli": ("builder.cli.containers", "builder.cli.format", "builder.cli.columns"),
     "heavy": HEAVY_STDLIB | set(NO_EXEC) | {"socket", "_socket"}}
 
 
@@ -392,16 +392,16 @@ def test_pull_and_push_stay_light(busybox: Any, registry_server: Registry, tmp_p
 
 # -- network / volume ----------------------------------------------------------------------------
 # without --format no Go template is parsed nor a row rendered by one (builder.cli.format):
-# the command module writes its table
+# the command module writes its table (builder.cli.columns)
 VOLUME_BUDGET: dict[str, Any] = {"ours": ("builder.runtime.volume", "builder.base.paths"), "heavy": LISTING_HEAVY,
-                                 "cli": ("builder.cli.volume",)}
+                                 "cli": ("builder.cli.volume", "builder.cli.columns")}
 # the network package and whether the root is in a cluster; ``network ls`` reads the records:
 # it spawns no process (iptables, the helpers), hashes nothing (an interface's name), records
 # no event, and, without --format, parses no Go template (builder.cli.format)
 NETWORK_BUDGET: dict[str, Any] = {
     "ours": ("builder.runtime.volume", "builder.base.paths", "builder.network", "builder.network.cluster.membership"),
     "heavy": LISTING_HEAVY | {"hashlib"},
-    "cli": ("builder.cli.network", "builder.cli.volume"),  # volume's table writer
+    "cli": ("builder.cli.network", "builder.cli.columns"),
     "core": CORE - {"builder.base.events"}}
 # the etcd client over the HTTP stack and the network package
 CLUSTER_BUDGET: dict[str, Any] = {"ours": ("builder.network.cluster", "builder.network"),

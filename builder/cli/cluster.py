@@ -7,7 +7,7 @@ from typing import Any
 
 from builder.base.errors import NetworkError
 from builder.cli import fail, flags
-from builder.cli.volume import table
+from builder.cli.columns import table
 
 
 @flags.group()
@@ -58,6 +58,5 @@ def ls(obj: Any, quiet: bool) -> None:
         for h in hosts:
             flags.echo(h.id)
         return
-    rows = [["HOST ID", "ADDRESS", "NAME"]]
-    rows += [[h.id + (" *" if h.id == me.host_id else ""), h.address, h.name] for h in hosts]
-    flags.echo(table(rows))
+    rows = [[h.id + (" *" if h.id == me.host_id else ""), h.address, h.name] for h in hosts]
+    flags.echo(table(["HOST ID", "ADDRESS", "NAME"], rows))

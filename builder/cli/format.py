@@ -23,6 +23,7 @@ from builder.base.errors import TemplateError
 from builder.base.units import human_duration as human_duration
 from builder.base.units import human_size as human_size
 from builder.cli import fail, flags
+from builder.cli.columns import table as table
 
 if TYPE_CHECKING:
     from builder.base.template import Options, Template
@@ -54,17 +55,6 @@ def created_at(text: str | None) -> str:
     """Go's ``time.Time.String()`` as ``docker images --format '{{.CreatedAt}}'`` shows it."""
     t = parse_time(text)
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if t else ""
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Go ``tabwriter`` with Docker's settings: min width 10, padding 3, last column unpadded."""
-    widths = [max(10, max((len(r[i]) for r in [headers, *rows]), default=0) + 3)
-              for i in range(len(headers))]
-    lines = []
-    for r in [headers, *rows]:
-        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
-        lines.append("".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 # -- --format: Go templates through builder.base.template ---------------------------------------

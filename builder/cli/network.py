@@ -8,7 +8,7 @@ from typing import Any
 
 from builder.base.errors import ContainerError, NetworkError
 from builder.cli import fail, flags
-from builder.cli.volume import table
+from builder.cli.columns import table
 
 
 def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
@@ -110,9 +110,8 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
         if text:
             flags.echo(text)
     else:
-        rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-        rows += [[ident(n.id), n.name, n.driver, n.scope] for n in nets]
-        flags.echo(table(rows))
+        rows = [[ident(n.id), n.name, n.driver, n.scope] for n in nets]
+        flags.echo(table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows))
 
 
 @network.command("inspect")

@@ -9,16 +9,7 @@ from typing import Any
 from builder.base import units
 from builder.base.errors import VolumeError
 from builder.cli import fail, flags
-
-
-def table(rows: Sequence[Sequence[str]]) -> str:
-    """Docker's tabwriter layout: columns padded by 3, at least 10 wide, the last one bare."""
-    if not rows:
-        return ""
-    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + r[-1] for r in rows
-    )
+from builder.cli.columns import table
 
 
 def _kv(items: Sequence[str], what: str) -> dict[str, str]:
@@ -91,7 +82,7 @@ def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None
         if text:
             flags.echo(text)
     else:
-        flags.echo(table([["DRIVER", "VOLUME NAME"], *[[v.driver, v.name] for v in vols]]))
+        flags.echo(table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in vols]))
 
 
 @volume.command("inspect")
