@@ -52,7 +52,7 @@ _EXPORTS: dict[str, str] = {
     "get_container": "builder.runtime.containers.lifecycle:get",
     "list_containers": "builder.runtime.containers.lifecycle:list_containers",
     "prune_containers": "builder.runtime.containers.lifecycle:prune",
-    "read_logs": "builder.runtime.containers.logs:read_logs",
+    "read_logs": "builder.runtime.containers.logfile:read_logs",
     # networks
     "Network": "builder.network.model:Network",
     "Endpoint": "builder.network.model:Endpoint",
@@ -147,7 +147,7 @@ if TYPE_CHECKING:  # the names, typed, for checkers; at run time __getattr__ imp
     from builder.runtime.containers.lifecycle import get as get_container
     from builder.runtime.containers.lifecycle import kill, list_containers, remove, stop, wait
     from builder.runtime.containers.lifecycle import prune as prune_containers
-    from builder.runtime.containers.logs import read_logs
+    from builder.runtime.containers.logfile import read_logs
     from builder.runtime.containers.record import Container
     from builder.runtime.containers.service import create, restart, run_detached, start
     from builder.runtime.containers.service import run_foreground as run

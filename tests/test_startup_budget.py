@@ -444,7 +444,7 @@ def test_volume_create_and_rm_stay_light(pybuild: Any, tmp_path: Path) -> None:
 # networking out, which its endpoints load on first use; and the CLI, which it does not run
 SERVE_BUDGET: dict[str, Any] = {
     "core": CORE - {"builder.cli"}, "cli": (),
-    "ours": ("builder.api", "builder.runtime.containers.attach", "builder.runtime.containers.logs",
+    "ours": ("builder.api", "builder.runtime.containers.attach", "builder.runtime.containers.logfile",
              "builder.runtime.containers.options", "builder.system.engine", "registry.auth"),
     "third_party": ("aiohttp", "cython_runtime"),
     "heavy": HEAVY_STDLIB - {"asyncio", "concurrent", "http", "email", "ssl", "urllib.request",

@@ -23,7 +23,7 @@ from builder.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, Hijacked, hijack
 from builder.api.request import find, qbool, qint, state_of
 from builder.api.streams import STDERR, STDOUT, frame, in_thread
 from builder.runtime.containers import attach as lib
-from builder.runtime.containers.logs import read_logs
+from builder.runtime.containers.logfile import read_logs
 
 if TYPE_CHECKING:
     from builder.base.state import StateRoot

@@ -39,7 +39,7 @@ from builder.api.streams import STDERR, STDOUT, frame, in_thread
 from builder.base import events
 from builder.base.errors import ContainerError
 from builder.base.values import replace
-from builder.runtime.containers.logs import NO_READING, LogDriver
+from builder.runtime.containers.logfile import NO_READING, LogDriver
 from builder.runtime.containers.options import parse_signal
 
 if TYPE_CHECKING:
@@ -305,7 +305,7 @@ async def unpause(request: web.Request) -> web.Response:
 @routes.get("/containers/{id}/logs")
 async def logs(request: web.Request) -> web.StreamResponse:
     """The json-file log: multiplexed frames, or raw bytes for a TTY container."""
-    from builder.runtime.containers import output
+    from builder.runtime.containers import logs
 
     root = state_of(request)
     c = await find(request)
@@ -318,7 +318,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     tty = bool(c.config.tty)
     stop = False
     try:
-        entries = output.logs(root, c.id, tail=request.query.get("tail"),
+        entries = logs.entries(root, c.id, tail=request.query.get("tail"),
                               since=request.query.get("since"), until=request.query.get("until"),
                               follow=qbool(request, "follow"), stop=lambda: stop)
     except ContainerError as e:

@@ -212,7 +212,7 @@ def _healthcheck(body: Mapping[str, Any]) -> Healthcheck | None:
 def amendments(body: Mapping[str, Any]) -> ConfigAmendments:
     """What the create body says of ``Config`` that no ``run`` flag does (exposed ports,
     stdin-once, attach flags, a healthcheck given as data, the MAC address, bare ``Env``
-    entries) as the typed value ``create.build`` applies; a value of the wrong type is a 400
+    entries) as the typed value ``create.make_container`` applies; a value of the wrong type is a 400
     naming its field."""
     from builder.runtime.containers.create import ConfigAmendments
 

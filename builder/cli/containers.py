@@ -150,9 +150,9 @@ def ps(obj: Any, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | N
 def logs(obj: Any, follow: bool, tail: str, timestamps: bool, since: str | None, until: str | None,
          container: str) -> None:
     """Fetch the logs of a container."""
-    from builder.runtime.containers import output
+    from builder.runtime.containers import logs
 
-    entries = output.logs(_root(obj), container, tail=tail, since=since, until=until, follow=follow)
+    entries = logs.entries(_root(obj), container, tail=tail, since=since, until=until, follow=follow)
     out, err = sys.stdout.buffer, sys.stderr.buffer
     for e in entries:
         stream = err if e.stream == "stderr" else out
@@ -247,9 +247,9 @@ def started_ns(c: Container) -> int:
 def follow_first_run(root: Any, cid: str, *, since_ns: int) -> int:
     """Stream a detached container's output from *since_ns* until its current run ends;
     returns that run's exit code."""
-    from builder.runtime.containers import lifecycle, output
+    from builder.runtime.containers import lifecycle, logs
 
-    for e in output.follow_run(root, cid, since_ns=since_ns):
+    for e in logs.follow_run(root, cid, since_ns=since_ns):
         stream = sys.stderr.buffer if e.stream == "stderr" else sys.stdout.buffer
         stream.write(e.data)
         stream.flush()

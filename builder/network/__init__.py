@@ -96,8 +96,8 @@ _EXPORTS: dict[str, str] = {
     "EndpointRecord": "builder.network.records:EndpointRecord",
     "endpoints_by_container": "builder.network.records:endpoints_by_container",
     "mentions": "builder.network.records:mentions",
-    "hosts_path": "builder.network.names:hosts_path",
-    "resolv_path": "builder.network.names:resolv_path",
+    "hosts_path": "builder.network.resolution:hosts_path",
+    "resolv_path": "builder.network.resolution:resolv_path",
     "Swept": "builder.network.sweep:Swept",
     "sweep_roots": "builder.network.sweep:sweep",
 }
@@ -160,15 +160,15 @@ if TYPE_CHECKING:
         parse_publish_all,
         publish_exposed,
     )
-    from builder.network.names import (
-        hosts_path,
-        resolv_path,
-    )
     from builder.network.records import (
         EndpointRecord,
         PortBinding,
         endpoints_by_container,
         mentions,
+    )
+    from builder.network.resolution import (
+        hosts_path,
+        resolv_path,
     )
     from builder.network.sweep import (
         Swept,

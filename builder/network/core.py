@@ -19,7 +19,7 @@ from typing import Any
 from builder.base.errors import NetworkError
 from builder.base.filters import labels_match
 from builder.base.state import StateRoot
-from builder.network import helpers, ipam, links, names, overlay, sweep
+from builder.network import helpers, ipam, links, overlay, resolution, sweep
 from builder.network.cluster import membership
 from builder.network.model import (
     DRIVERS,
@@ -417,8 +417,8 @@ def attach(
         ep = Endpoint(
             container_id=container_id, network_id=net.id, network_name=net.name,
             driver=net.driver, netns=None, name=name, hostname=hostname or container_id[:12],
-            aliases=tuple(aliases), hosts_path=names.hosts_path(state, container_id),
-            resolv_path=names.resolv_path(state, container_id), dns=tuple(dns),
+            aliases=tuple(aliases), hosts_path=resolution.hosts_path(state, container_id),
+            resolv_path=resolution.resolv_path(state, container_id), dns=tuple(dns),
             dns_search=tuple(dns_search), dns_options=tuple(dns_options),
         )
         if net.driver == "bridge" and not net.user_defined and not net.containers:
@@ -507,7 +507,7 @@ def _commit(state: StateRoot, nets: list[Network], net: Network, ep: Endpoint) -
     updated = replace(net, containers=containers)
     _save(state, updated)
     nets = [updated if n.id == net.id else n for n in nets]
-    names.sync_files(state, nets, net.id, also=ep.container_id)
+    resolution.sync_files(state, nets, net.id, also=ep.container_id)
     _event(state, net, "connect", container=ep.container_id)
     return ep
 
@@ -537,7 +537,7 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
             raise NetworkError(f"container {container_id[:12]} is not connected to network {net.name}")
         _unwire(net, ep, state)
         nets = _drop(state, nets, net, container_id)
-        names.sync_files(state, nets, net.id, also=container_id)
+        resolution.sync_files(state, nets, net.id, also=container_id)
     _event(state, net, "disconnect", container=container_id)
 
 
@@ -550,10 +550,10 @@ def release(state: StateRoot, container_id: str) -> None:
                 continue
             _unwire(net, ep, state)
             nets = _drop(state, nets, net, container_id)
-            names.sync_files(state, nets, net.id)
+            resolution.sync_files(state, nets, net.id)
         links.remove_netns(netns_path(state, container_id))
-        d_ = names.files_dir(state, container_id)
-        for p in (names.hosts_path(state, container_id), names.resolv_path(state, container_id)):
+        d_ = resolution.files_dir(state, container_id)
+        for p in (resolution.hosts_path(state, container_id), resolution.resolv_path(state, container_id)):
             p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             d_.rmdir()
@@ -588,11 +588,11 @@ def reset(state: StateRoot) -> None:
 def hosts_entries(state: StateRoot, container_id: str) -> str:
     """``/etc/hosts`` for a container: itself, plus its peers by name and alias on user networks."""
     with _locked(state) as nets:
-        return names.hosts_content(nets, container_id)
+        return resolution.hosts_content(nets, container_id)
 
 
 def resolv_conf(state: StateRoot, container_id: str) -> str:
     """``/etc/resolv.conf``: the host's, minus loopback nameservers off the host network
     (unreachable from a netns), falling back to public resolvers like Docker does."""
     with _locked(state) as nets:
-        return names.resolv_for(nets, container_id)
+        return resolution.resolv_for(nets, container_id)

@@ -232,19 +232,19 @@ def test_network_and_volume_filters_are_library_rules(pybuild: Any) -> None:
 
 def test_logs_and_top_are_library_calls(busybox: Any) -> None:
     from builder.base.errors import ContainerError
-    from builder.runtime.containers import inspect, lifecycle, output
+    from builder.runtime.containers import inspect, lifecycle, logs
 
     busybox("run", "-d", "--name", "talker", "busybox", "sh", "-c", "echo one; echo two; exec sleep 600")
     try:
         state = busybox.state
         deadline = time.monotonic() + 30
-        while len(list(output.logs(state, "talker"))) < 2:
+        while len(list(logs.entries(state, "talker"))) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert [e.data for e in output.logs(state, "talker", tail="1")] == [b"two\n"]
+        assert [e.data for e in logs.entries(state, "talker", tail="1")] == [b"two\n"]
         assert busybox("logs", "--tail", "1", "talker").stdout == "two\n"
         with pytest.raises(ContainerError, match="invalid --tail value 'x'"):
-            list(output.logs(state, "talker", tail="x"))
+            list(logs.entries(state, "talker", tail="x"))
         shown = inspect.top(lifecycle.get(state, "talker"))
         assert shown["Titles"] == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
         assert [row[-1] for row in shown["Processes"]] == ["sleep 600"]

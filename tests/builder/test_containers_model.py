@@ -16,7 +16,7 @@ import pytest
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
 from builder.runtime.containers import lifecycle, names
-from builder.runtime.containers.logs import LogWriter, read_logs
+from builder.runtime.containers.logfile import LogWriter, read_logs
 from builder.runtime.containers.options import (
     RestartPolicy,
     merge_env,

@@ -114,7 +114,7 @@ def test_parse_subnet_and_allocate() -> None:
 
 
 def test_resolv_conf_drops_loopback_servers() -> None:
-    from builder.network.names import resolv_content as _resolv_content
+    from builder.network.resolution import resolv_content as _resolv_content
 
     host = "search corp.example\nnameserver 127.0.0.53\nnameserver 10.0.0.2\noptions edns0\n"
     assert _resolv_content(False, host) == "search corp.example\nnameserver 10.0.0.2\noptions edns0\n"

@@ -1,7 +1,7 @@
 # ruff: noqa: F811 - the parameters named judge are the imported fixture
 """Issue 21: values, converted at the JSON edge. What ``POST /containers/create`` says of
 ``Config`` that no ``run`` flag does is one typed ``ConfigAmendments`` (made by
-``builder.api.createbody.amendments``, applied by ``create.build``), recorded as dockerd records
+``builder.api.createbody.amendments``, applied by ``create.make_container``), recorded as dockerd records
 it (judged against the private ``dockerd``); and ``import``/``commit --change`` lines make their
 config in ``builder.imagebuild.graph`` (``config_from_changes``), beside ``apply_config``.
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from builder.core.sandbox.spec import Mount
 
-#: the lines Docker starts every container's ``/etc/hosts`` with (``network.names`` too)
+#: the lines Docker starts every container's ``/etc/hosts`` with (``network.resolution`` too)
 HOSTS_HEADER = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
 fe00::0\tip6-localnet

@@ -30,7 +30,7 @@ from builder.imagebuild.execute import ssh
 from builder.imagebuild.execute.inputs import LayerRef, StepInputs
 from builder.imagebuild.execute.workspace import Workspace, layer_dirs
 from builder.imagebuild.graph.ops import ExecSpec, MountSpec, Step
-from builder.network.names import extra_hosts_lines
+from builder.network.resolution import extra_hosts_lines
 
 if TYPE_CHECKING:
     from builder.core.sandbox.spec import Mount

@@ -338,7 +338,7 @@ def parse_mount_flag(text: str) -> MountSpec:
     return parse_mount(text)
 
 
-def build(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
+def make_container(root: StateRoot, o: RunOptions, image: Image, *, host: HostConfig,
           mounts: Sequence[MountPoint] = (),
           amend: ConfigAmendments | None = None) -> Container:
     """Validate the flags against the image and write the record (status ``created``), once:

@@ -260,13 +260,13 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
     names: Any = None
     if hc.extra_hosts or hc.dns or hc.dns_search or hc.dns_options:
         from builder.network import core as names_core
-        from builder.network import names
+        from builder.network import resolution
     if not hosts.exists():
         hostname = c.config.hostname or c.id[:12]
         extra = ""
         if hc.extra_hosts:
             gateway = names_core.default_host_gateway(root)
-            extra = names.extra_hosts_lines(names_core.resolve_extra_hosts(hc.extra_hosts, gateway))
+            extra = resolution.extra_hosts_lines(names_core.resolve_extra_hosts(hc.extra_hosts, gateway))
         hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                          f"{extra}127.0.1.1\t{hostname}\n")
     if not resolv.exists():
@@ -275,7 +275,7 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
         except OSError:
             text = ""
         if names is not None:
-            text = names.override_resolv(text, dns=hc.dns, search=hc.dns_search, options=hc.dns_options)
+            text = resolution.override_resolv(text, dns=hc.dns, search=hc.dns_search, options=hc.dns_options)
         resolv.write_text(text)
     return hosts, resolv
 

@@ -14,8 +14,8 @@ from builder.runtime.containers import lifecycle, mounts, supervisor
 from builder.runtime.containers.create import (
     ConfigAmendments,
     RunOptions,
-    build,
     host_config_of,
+    make_container,
     resolve_image,
 )
 from builder.runtime.containers.hostconfig import HostConfig
@@ -49,7 +49,7 @@ def create(root: StateRoot, o: RunOptions, *, host: HostConfig | None = None,
     if specs or image_volumes:
         specs = mounts.with_image_volumes(specs, image_volumes)
         records = mounts.records(root, specs, image)
-    c = build(root, o, image, host=host, mounts=records, amend=amend)
+    c = make_container(root, o, image, host=host, mounts=records, amend=amend)
     lifecycle.emit(root, c, "create")
     return c
 

@@ -22,7 +22,7 @@ from builder.base.errors import BuildError, ContainerError
 from builder.base.state import StateRoot
 from builder.base.values import replace
 from builder.runtime.containers import lifecycle, repair, runtime
-from builder.runtime.containers.logs import LogWriter
+from builder.runtime.containers.logfile import LogWriter
 from builder.runtime.containers.options import RestartPolicy, rfc3339nano
 from builder.runtime.containers.record import (
     Container,
