@@ -3,6 +3,9 @@ fault proxy, all defined (and documented) in ``registry_server.py``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from registry_server import (  # noqa: F401 - fixtures, registered by being imported here
     basic_registry,
     fault_proxy,
@@ -12,3 +15,11 @@ from registry_server import (  # noqa: F401 - fixtures, registered by being impo
     tls_registry,
     token_registry,
 )
+
+
+@pytest.fixture()
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty DOCKER_CONFIG and certs.d for the test (never the host's)."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.setenv("PYBUILD_CERTS_D", str(tmp_path / "certs.d"))
+    return tmp_path

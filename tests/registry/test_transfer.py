@@ -36,14 +36,6 @@ from registry.store import Store
 CONFIGS = ["plain_registry", "tls_registry", "basic_registry", "token_registry"]
 
 
-@pytest.fixture()
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty DOCKER_CONFIG and certs.d for the test (never the host's)."""
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setenv("PYBUILD_CERTS_D", str(tmp_path / "certs.d"))
-    return tmp_path
-
-
 def trust(reg: Registry, env: Path) -> None:
     """Make *reg* usable from this test: its CA in certs.d, its credentials in config.json."""
     if reg.tls:

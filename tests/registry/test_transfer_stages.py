@@ -34,14 +34,6 @@ from registry.transfer import ends
 FAST = {"backoff": Backoff(attempts=6, base=0.05, cap=0.2)}
 
 
-@pytest.fixture()
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty DOCKER_CONFIG and certs.d for the test (never the host's)."""
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setenv("PYBUILD_CERTS_D", str(tmp_path / "certs.d"))
-    return tmp_path
-
-
 def big_image(store: Store, name: str) -> Any:
     """busybox, a 12 MB text layer (hex, about half compressible) and an incompressible 9 MB
     one: both layer blobs are past ``PIPELINE_MIN``, the config and busybox are not."""
