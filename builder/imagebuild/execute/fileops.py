@@ -481,7 +481,7 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
     for i, s in enumerate(spec.sources):
         if s.origin in ("url", "git"):
             downloads[i] = _fetch(s, ws.dir / f"src{i}", where)
-    reuse, previous = _start_incremental(ws, step, spec)
+    reuse, previous = incremental.start(ws, step, spec)
     made_file = ws.dir / "copy-made"
 
     def work(root: Path, src_roots: list[Path]) -> None:
@@ -568,28 +568,6 @@ def copy_step(ws: Workspace, step: Step, spec: CopySpec, inputs: StepInputs) -> 
         if reuse.old:
             incremental.settle(Path(ws.root.upper), reuse.old, made)
         ws.after_commit = lambda layer: previous.save(layer, made)
-
-
-def _start_incremental(ws: Workspace, step: Step, spec: CopySpec) -> tuple[Reuse | None, incremental.Previous | None]:
-    """A COPY of context sources only onto an overlay root (not rootless: its whiteouts and
-    opaque marks differ) starts from the layer its last execution at this slot made on the same
-    layers (``incremental``), and records what it makes for the next one."""
-    upper = ws.root.upper
-    if (not step.slot or spec.add or upper is None or not ws.root.is_overlay or ws.context is None
-            or ws.context.root is None or "_PYBUILD_ROOTLESS" in os.environ
-            or any(s.origin != "context" for s in spec.sources)):
-        return None, None
-    previous = incremental.Previous(ws.state, step.slot, [str(lr.diff_id) for lr in ws.lowers],
-                                    repr(spec))
-    found = previous.load()
-    old: dict[str, str] = {}
-    if found is not None:
-        try:
-            incremental.clone(found[0], Path(upper))
-            old = found[1]
-        except OSError:  # (the layer pruned meanwhile): a copy from scratch
-            incremental.empty(Path(upper))
-    return Reuse(ws.context.memo, old, upper), previous
 
 
 def _write_file(root: Path, path: str, data: bytes, own: Ownership, mode: int) -> None:

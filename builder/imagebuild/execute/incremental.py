@@ -30,6 +30,8 @@ from builder.core.layers.common import OVERLAY_OPAQUE_XATTR, allowed_xattr
 from builder.core.rootfs import LayerCache
 from builder.imagebuild.cache import replace_file
 from builder.imagebuild.context import Entry, HashMemo, entry_content
+from builder.imagebuild.execute.workspace import Workspace
+from builder.imagebuild.graph.ops import CopySpec, Step
 
 #: a made path's fingerprint when it is not a regular file (never skipped: made again)
 OTHER = ""
@@ -198,3 +200,24 @@ def settle(upper: Path, old: Iterable[str], made: dict[str, str]) -> None:
     for d in parents:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.utime(f"{base}/{d}")
+
+
+def start(ws: Workspace, step: Step, spec: CopySpec) -> tuple[Reuse | None, Previous | None]:
+    """A COPY of context sources only onto an overlay root (not rootless: its whiteouts and
+    opaque marks differ) starts from the layer its last execution at this slot made on the same
+    layers, and records what it makes for the next one."""
+    upper = ws.root.upper
+    if (not step.slot or spec.add or upper is None or not ws.root.is_overlay or ws.context is None
+            or ws.context.root is None or "_PYBUILD_ROOTLESS" in os.environ
+            or any(s.origin != "context" for s in spec.sources)):
+        return None, None
+    previous = Previous(ws.state, step.slot, [str(lr.diff_id) for lr in ws.lowers], repr(spec))
+    found = previous.load()
+    old: dict[str, str] = {}
+    if found is not None:
+        try:
+            clone(found[0], Path(upper))
+            old = found[1]
+        except OSError:  # (the layer pruned meanwhile): a copy from scratch
+            empty(Path(upper))
+    return Reuse(ws.context.memo, old, upper), previous
