@@ -257,7 +257,7 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
     d = ContainerStore(root).dir(c.id)
     hosts, resolv = d / "hosts", d / "resolv.conf"
     hc = c.host_config
-    names: Any = None
+    resolution: Any = None
     if hc.extra_hosts or hc.dns or hc.dns_search or hc.dns_options:
         from builder.network import core as names_core
         from builder.network import resolution
@@ -274,7 +274,7 @@ def _local_net_files(root: StateRoot, c: Container) -> tuple[Path, Path]:
             text = Path("/etc/resolv.conf").read_text()
         except OSError:
             text = ""
-        if names is not None:
+        if resolution is not None:
             text = resolution.override_resolv(text, dns=hc.dns, search=hc.dns_search, options=hc.dns_options)
         resolv.write_text(text)
     return hosts, resolv
