@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from registry.errors import (
 from registry.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
 
 if TYPE_CHECKING:
-    import requests
+    from registry.client.transport import Response, Session
 
 #: the key Docker files Docker Hub credentials under
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -304,12 +305,10 @@ class Authenticator:
     they expire (or when the caller reports a 401 with ``invalidate``).
     """
 
-    def __init__(self, session: requests.Session, host: str, credentials: Credentials,
-                 *, tls: Any = None) -> None:
-        self._session = session
+    def __init__(self, session: Session, host: str, credentials: Credentials) -> None:
+        self._session = session  # the registry client's (it knows each host's TLS settings)
         self.host = host
         self.credentials = credentials
-        self._tls = tls  # callable(url) -> dict of requests kwargs (verify, cert)
         self.challenge: Challenge | None = None
         self._tokens: dict[frozenset[str], _Token] = {}
         self._lock = threading.Lock()
@@ -347,30 +346,26 @@ class Authenticator:
         if not realm:
             raise Unauthorized(f"unauthorized: {self.host} sent a Bearer challenge without a realm")
         service = ch.get("service")
-        tls = self._tls(realm) if self._tls else {}
         creds = self.credentials
-        try:
-            if creds.identity_token:
-                # OAuth2 refresh-token grant, as Docker does with an identity token.
-                form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                        "client_id": "pybuild", "scope": " ".join(sorted(scopes))}
-                if service:
-                    form["service"] = service
-                r = self._session.post(realm, data=form, timeout=60, **tls)
-            else:
-                params: list[tuple[str, str]] = [("scope", s) for s in sorted(scopes)]
-                if service:
-                    params.insert(0, ("service", service))
-                if offline:
-                    params += [("offline_token", "true"), ("client_id", "pybuild")]
-                auth = (creds.username, creds.password) if creds.username else None
-                r = self._session.get(realm, params=params, auth=auth, timeout=60, **tls)
-        except Exception as e:  # requests' own errors: map to the registry tree
-            import requests as _rq
-
-            if isinstance(e, _rq.RequestException):
-                raise TransportError(f"token server {realm}: {e}") from None
-            raise
+        if creds.identity_token:
+            # OAuth2 refresh-token grant, as Docker does with an identity token.
+            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                    "client_id": "pybuild", "scope": " ".join(sorted(scopes))}
+            if service:
+                form["service"] = service
+            r = self._ask(realm, "POST", urllib.parse.urlencode(form).encode(),
+                          {"Content-Type": "application/x-www-form-urlencoded"}, None)
+        else:
+            params: list[tuple[str, str]] = [("scope", s) for s in sorted(scopes)]
+            if service:
+                params.insert(0, ("service", service))
+            if offline:
+                params += [("offline_token", "true"), ("client_id", "pybuild")]
+            headers = {}
+            if creds.username:
+                raw = f"{creds.username}:{creds.password}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+            r = self._ask(realm, "GET", None, headers, params)
         if r.status_code in (401, 403):
             raise Unauthorized(
                 f"unauthorized: incorrect username or password for {self.host}" if creds else
@@ -391,6 +386,16 @@ class Authenticator:
         # Docker's rule: at least 60 s; refresh a little early so a token never expires mid-request.
         expires_in = max(int(body.get("expires_in") or 60), 60)
         return _Token(str(value), time.time() + expires_in - 10)
+
+    def _ask(self, realm: str, method: str, body: bytes | None, headers: dict[str, str],
+             params: list[tuple[str, str]] | None) -> Response:
+        from registry.client.transport import HTTPFailure
+
+        try:
+            return self._session.request(method, realm, body=body, headers=headers, params=params,
+                                         timeout=60)
+        except HTTPFailure as e:
+            raise TransportError(f"token server {realm}: {e}") from None
 
     def login_token(self) -> str | None:
         """For ``login`` against a token registry: fetch a token (asking for an offline refresh

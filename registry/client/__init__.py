@@ -1,5 +1,6 @@
-"""The OCI distribution API over ``requests``: ping, auth, manifests, streamed blobs with resume,
-monolithic and chunked uploads with resume, cross-repository mounts, tags, retries with backoff.
+"""The OCI distribution API over the standard library's ``http.client`` (``transport.py``): ping,
+auth, manifests, streamed blobs with resume, monolithic and chunked uploads with resume,
+cross-repository mounts, tags, retries with backoff.
 
 ``RegistryClient`` (``http.py``) is one registry host (scheme, TLS, credentials, pooled
 session); its ``repository(path)`` is a ``Repository`` (``repository.py``), the remote end of

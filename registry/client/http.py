@@ -1,5 +1,6 @@
-"""``RegistryClient``: one registry host over a pooled ``requests`` session: ping and scheme
-choice, auth challenges, HTTP status and OCI error codes mapped to ``registry.errors``, retries."""
+"""``RegistryClient``: one registry host over a pooled ``transport.Session`` (``http.client``):
+ping and scheme choice, auth challenges, HTTP status and OCI error codes mapped to
+``registry.errors``, retries."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import email.utils
 import random
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from registry import mediatypes as mt
 from registry.auth import Authenticator, Credentials, DockerConfig
+from registry.client.tls import (
+    TLSSettings,
+    insecure_registries,
+    is_loopback,
+    registry_mirror,
+)
+from registry.client.transport import HTTPFailure, Response, Session
 from registry.errors import (
     BlobUnknown,
     Denied,
@@ -27,17 +34,6 @@ from registry.errors import (
     Unauthorized,
 )
 from registry.reference import DOCKER_HUB, Reference
-
-if TYPE_CHECKING:
-    import requests
-
-from registry.client.tls import (
-    TLSSettings,
-    answers_plain_http,
-    insecure_registries,
-    is_loopback,
-    registry_mirror,
-)
 
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
 USER_AGENT = "pybuild/0.1"
@@ -66,7 +62,7 @@ def retry_after(value: str | None) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def error_for(resp: requests.Response, what: str, *, host: str, name: str) -> RegistryError:
+def error_for(resp: Response, what: str, *, host: str, name: str) -> RegistryError:
     """Map an HTTP error response (status and OCI error codes) into the ``registry.errors`` tree."""
     codes: list[tuple[str, str]] = []
     if resp.request is not None and resp.request.method != "HEAD":
@@ -102,17 +98,14 @@ def error_for(resp: requests.Response, what: str, *, host: str, name: str) -> Re
     return TransportError(f"{host}: HTTP {s} {detail} ({what})", retryable=False, status=s)
 
 
-def _transport_error(e: Exception, url: str) -> TransportError:
-    import requests as rq
-
-    if isinstance(e, rq.exceptions.SSLError):
+def _transport_error(e: HTTPFailure, url: str) -> TransportError:
+    if e.kind in ("verify", "tls"):
         return TransportError(f"TLS error talking to {url}: {short_error(e)}", retryable=False)
-    text = str(e)
     # Nothing listens there, or the name does not resolve: fail at once, as Docker does; resets
     # and timeouts in the middle of a transfer are what retries are for.
-    if "Connection refused" in text:
+    if e.kind == "refused":
         return TransportError(f"cannot reach {url}: connection refused", retryable=False)
-    if "resolve" in text or "Name or service not known" in text:
+    if e.kind == "resolve":
         return TransportError(f"cannot reach {url}: the host name does not resolve", retryable=False)
     return TransportError(f"connection error talking to {url}: {short_error(e)}", retryable=True)
 
@@ -161,48 +154,29 @@ class RegistryClient:
         on_retry: RetryHook | None = None,
         pool_size: int = 16,
     ) -> None:
-        import requests
-        from requests.adapters import HTTPAdapter
-
         self.host = host
         self.tls_verify = tls_verify
-        if not tls_verify:
-            import urllib3
-
-            # The user asked for unverified TLS: do not warn on every request.
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.backoff = backoff or Backoff()
         self.chunk_size = chunk_size
         self.monolithic_max = min(monolithic_max, chunk_size)
         self.timeout = timeout
         self.on_retry = on_retry
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self.session = Session(tls_for=self._tls_settings, pool_size=pool_size,
+                               headers={"User-Agent": USER_AGENT})
         if credentials is None:
             credentials = DockerConfig.load().get(Reference.parse(f"{host}/x").domain)
         self.credentials = credentials
-        self.auth = Authenticator(self.session, host, credentials, tls=self._tls_kwargs)
+        self.auth = Authenticator(self.session, host, credentials)
         self._base: str | None = None
         self._lock = threading.Lock()
-        self._tls: dict[str, TLSSettings] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
-    def _tls_kwargs(self, url: str) -> dict[str, Any]:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "https":
-            return {}
-        netloc = parts.netloc
-        if netloc not in self._tls:
-            # --tls-verify=false and insecure-registries skip certificate checks for the registry
-            # itself (as Docker does); a token realm elsewhere is always verified.
-            verify = netloc != self.host or (self.tls_verify and
-                                             self.host not in insecure_registries())
-            self._tls[netloc] = TLSSettings.for_host(netloc, verify=verify)
-        tls = self._tls[netloc]  # ``requests``' keywords
-        return {"verify": tls.verify, "cert": tls.cert} if tls.cert else {"verify": tls.verify}
+    def _tls_settings(self, netloc: str) -> TLSSettings:
+        """The TLS of an https host (the session asks once per host): --tls-verify=false and
+        insecure-registries skip certificate checks for the registry itself (as Docker does);
+        a token realm or blob storage elsewhere is always verified."""
+        verify = netloc != self.host or (self.tls_verify and self.host not in insecure_registries())
+        return TLSSettings.for_host(netloc, verify=verify)
 
     @property
     def http_allowed(self) -> bool:
@@ -217,25 +191,23 @@ class RegistryClient:
             return self._base
 
     def _ping(self) -> str:
-        import requests as rq
-
-        schemes = ["https", "http"] if self.http_allowed else ["https"]
-        if self.http_allowed and answers_plain_http(self.host, self.timeout):
-            schemes = ["http"]  # told cheaply, without a verified TLS attempt that must fail
-        last: Exception | None = None
-        for scheme in schemes:
+        # A registry that may speak plain HTTP is asked in plain HTTP first: a TLS port answers
+        # that with a 400 or by closing, and https is tried next (then plain HTTP once more, as
+        # Docker falls back); a plain-HTTP registry so costs no TLS (nor ``ssl``'s import).
+        schemes = ["http", "https", "http"] if self.http_allowed else ["https"]
+        last: HTTPFailure | None = None
+        for n, scheme in enumerate(schemes):
             url = f"{scheme}://{self.host}/v2/"
             for attempt in range(self.backoff.attempts):
                 try:
-                    r = self.session.get(url, timeout=self.timeout, **self._tls_kwargs(url))
-                except rq.exceptions.SSLError as e:
-                    last = e
-                    if "CERTIFICATE_VERIFY_FAILED" in str(e) or scheme == "http":
+                    r = self.session.request("GET", url, timeout=self.timeout)
+                except HTTPFailure as e:
+                    if e.kind == "verify":
                         raise _transport_error(e, url) from None
-                    break  # not TLS at all: try plain HTTP if allowed
-                except rq.RequestException as e:
-                    last = e
-                    break
+                    last = e if scheme == "https" or last is None else last
+                    break  # not TLS at all, or nothing there: try the next scheme
+                if n == 0 and self.http_allowed and r.status_code == 400:
+                    break  # a TLS port told of a request in plain HTTP
                 if r.status_code in (429,) or r.status_code >= 500:
                     err = error_for(r, "ping", host=self.host, name="")
                     if attempt + 1 < self.backoff.attempts:
@@ -249,7 +221,7 @@ class RegistryClient:
                                          retryable=False, status=r.status_code)
                 return f"{scheme}://{self.host}"
         assert last is not None
-        raise _transport_error(last, f"{schemes[0]}://{self.host}/v2/")
+        raise _transport_error(last, f"https://{self.host}/v2/")
 
     def _sleep(self, attempt: int, err: RegistryError) -> None:
         wait = self.backoff.delay(attempt, err)
@@ -271,7 +243,7 @@ class RegistryClient:
         stream: bool = False,
         ok: tuple[int, ...] = (200,),
         retries: bool = True,
-    ) -> requests.Response:
+    ) -> Response:
         """One API call: auth (answering a 401 challenge once), status mapping, and retries of
         connection errors, 5xx and 429 (honouring ``Retry-After``) when *retries*."""
         attempt = 0
@@ -292,9 +264,7 @@ class RegistryClient:
 
     def _once(self, method: str, path_or_url: str, *, scopes: frozenset[str],
               headers: dict[str, str] | None, data: Callable[[], Any] | bytes | None,
-              params: dict[str, str] | None, stream: bool) -> requests.Response:
-        import requests as rq
-
+              params: dict[str, str] | None, stream: bool) -> Response:
         url = path_or_url if "://" in path_or_url else self.base + path_or_url
         for auth_round in range(2):
             h = dict(headers or {})
@@ -303,10 +273,9 @@ class RegistryClient:
                 h["Authorization"] = authz
             body = data() if callable(data) else data
             try:
-                resp = self.session.request(method, url, headers=h, data=body, params=params,
-                                            stream=stream, timeout=self.timeout, allow_redirects=True,
-                                            **self._tls_kwargs(url))
-            except rq.RequestException as e:
+                resp = self.session.request(method, url, headers=h, body=body, params=params,
+                                            stream=stream, timeout=self.timeout)
+            except HTTPFailure as e:
                 raise _transport_error(e, url) from None
             if resp.status_code == 401 and auth_round == 0:
                 challenge = resp.headers.get("WWW-Authenticate")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from registry.auth import scope_for
 from registry.client.http import MANIFEST_ACCEPT, MAX_MANIFEST, READ_CHUNK, short_error
+from registry.client.transport import HTTPFailure, Response
 from registry.digest import Digest
 from registry.errors import (
     DigestError,
@@ -21,8 +22,6 @@ from registry.errors import (
 )
 
 if TYPE_CHECKING:
-    import requests
-
     from registry.client.http import RegistryClient
 
 
@@ -55,7 +54,7 @@ class Repository:
     def want_push(self) -> None:
         self._actions.add("push")
 
-    def _req(self, method: str, path_or_url: str, what: str, **kw: Any) -> requests.Response:
+    def _req(self, method: str, path_or_url: str, what: str, **kw: Any) -> Response:
         return self.client.request(method, path_or_url, scopes=kw.pop("scopes", self.scopes),
                                    what=what, name=self.path, **kw)
 
@@ -96,22 +95,19 @@ class Repository:
                                       f"announced ({expected})")
         return Fetched(raw, media_type, digest)
 
-    def _read_manifest(self, ref: str | Digest, what: str) -> tuple[requests.Response, bytes]:
-        import requests as rq
-        import urllib3
-
+    def _read_manifest(self, ref: str | Digest, what: str) -> tuple[Response, bytes]:
         resp = self._req("GET", self._url(f"manifests/{ref}"), what,
                          headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         try:
             declared = int(resp.headers.get("Content-Length") or 0)
             if declared > MAX_MANIFEST:
                 raise InvalidManifest(f"{what}: manifest of {declared} bytes is too large")
-            raw = resp.raw.read(MAX_MANIFEST + 1, decode_content=True)
+            raw = resp.read(MAX_MANIFEST + 1)
             if len(raw) > MAX_MANIFEST:
                 raise InvalidManifest(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
             if declared and len(raw) != declared:
                 raise TransportError(f"{what}: got {len(raw)} of {declared} bytes")
-        except (rq.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+        except HTTPFailure as e:
             raise TransportError(f"{what}: {short_error(e)}") from None
         finally:
             resp.close()
@@ -284,7 +280,7 @@ class _UploadLost(Exception):
 
 class _Body:
     """A request body of ``length`` bytes from ``open_at(offset)``, in large chunks, with a known
-    length (so ``requests`` sends Content-Length, not chunked encoding) and progress reports."""
+    length (so the session sends Content-Length, not chunked encoding) and progress reports."""
 
     def __init__(self, open_at: Callable[[int], BinaryIO], offset: int, length: int,
                  on_bytes: Callable[[int], None] | None) -> None:
@@ -320,7 +316,7 @@ class BlobReader:
         self.digest = digest
         self.size = size
         self.pos = offset
-        self._resp: requests.Response | None = None
+        self._resp: Response | None = None
         self._failures = 0
         self.resumes = 0
 
@@ -332,16 +328,13 @@ class BlobReader:
             # The server ignored the range: skip what we already have.
             skip = self.pos
             while skip:
-                got = resp.raw.read(min(skip, READ_CHUNK))
+                got = resp.read(min(skip, READ_CHUNK))
                 if not got:
                     raise TransportError(f"blob {self.digest}: short response")
                 skip -= len(got)
         self._resp = resp
 
     def read(self, n: int = READ_CHUNK) -> bytes:
-        import requests as rq
-        import urllib3
-
         if self.size is not None and self.pos >= self.size:
             return b""
         while True:
@@ -349,10 +342,10 @@ class BlobReader:
                 if self._resp is None:
                     self._open()
                 assert self._resp is not None
-                data = self._resp.raw.read(n if n > 0 else READ_CHUNK)
+                data = self._resp.read(n if n > 0 else READ_CHUNK)
                 if not data and self.size is not None and self.pos < self.size:
                     raise TransportError(f"blob {self.digest}: connection closed at byte {self.pos}")
-            except (TransportError, urllib3.exceptions.HTTPError, rq.RequestException, OSError) as e:
+            except (TransportError, HTTPFailure) as e:
                 err = e if isinstance(e, TransportError) else TransportError(
                     f"blob {self.digest}: {short_error(e)} at byte {self.pos}")
                 self.close()
@@ -365,7 +358,7 @@ class BlobReader:
             if data:
                 self._failures = 0
             self.pos += len(data)
-            return bytes(data)
+            return data
 
     def close(self) -> None:
         if self._resp is not None:

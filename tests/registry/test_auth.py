@@ -20,6 +20,7 @@ from registry.auth import (
     parse_challenges,
     scope_for,
 )
+from registry.client.transport import Session
 from registry.errors import CredentialHelperError, RegistryError, Unauthorized
 
 
@@ -94,11 +95,9 @@ def test_creds_store_and_token_username(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def _authenticator(reg: Registry, creds: Credentials) -> Authenticator:
-    import requests
-
-    s = requests.Session()
+    s = Session()
     a = Authenticator(s, reg.addr, creds)
-    a.set_challenge(s.get(f"{reg.url}/v2/").headers["WWW-Authenticate"])
+    a.set_challenge(s.request("GET", f"{reg.url}/v2/").headers["WWW-Authenticate"])
     return a
 
 
