@@ -11,7 +11,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from builder.base.errors import NetworkError
 from builder.base.filters import labels_match
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.network import helpers, ipam, links, overlay, resolution, sweep
 from builder.network.cluster import membership
 from builder.network.model import (
@@ -544,14 +544,15 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
 def release(state: StateRoot, container_id: str) -> None:
     """Undo everything networking did for a container: endpoints, netns file, hosts files."""
     with _locked(state) as nets, links.session():
+        veths = []  # they go with the namespace
         for net in nets:
             ep = net.containers.get(container_id)
             if ep is None:
                 continue
-            _unwire(net, ep, state)
+            veths.append(_unwire(net, ep, state, netns_going=True))
             nets = _drop(state, nets, net, container_id)
             resolution.sync_files(state, nets, net.id)
-        links.remove_netns(netns_path(state, container_id))
+        links.remove_netns(netns_path(state, container_id), veths=[v for v in veths if v])
         d_ = resolution.files_dir(state, container_id)
         for p in (resolution.hosts_path(state, container_id), resolution.resolv_path(state, container_id)):
             p.unlink(missing_ok=True)

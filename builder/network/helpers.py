@@ -11,11 +11,11 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.network.model import Network, PortMapping
 from builder.network.records import PortBinding
 

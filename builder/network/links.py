@@ -9,12 +9,12 @@ import contextlib
 import ipaddress
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from builder.base.errors import NetworkError
-from builder.network.rtnl import Netlink, write_sysctls
+from builder.network.rtnl import RTMGRP_LINK, Netlink, write_sysctls
 
 # netlink sockets kept open for the length of one ``session()``; per thread: the daemon
 # (``pybuild serve``) runs network calls in several threads at once
@@ -118,17 +118,51 @@ def create_netns(path: Path) -> None:
         raise NetworkError(f"cannot create network namespace {path}: {failure[0]}")
 
 
-def remove_netns(path: Path) -> None:
-    """Unmount and delete a netns file; the namespace dies with its last user."""
+#: how long ``remove_netns`` waits for the kernel to delete the veths of a namespace that
+#: died (~2-6 ms here) before it deletes them itself (the namespace outlived its mount)
+NETNS_DEATH_WAIT = 0.25
+
+
+def remove_netns(path: Path, *, veths: Sequence[str] = ()) -> None:
+    """Unmount and delete a netns file; the namespace dies with its last user.
+
+    *veths*: host ends of veth pairs whose other end is inside. The kernel deletes them with
+    the namespace, in its own batch, off our path: an ``RTM_DELLINK`` of each waits on RCU
+    grace periods (~12-30 ms here). They are gone when this returns, as Docker's endpoint is
+    when ``run --rm`` returns: the kernel's announcements are awaited (listening from before
+    the unmount), and what is still there after ``NETNS_DEATH_WAIT`` (another process keeps
+    the namespace) is deleted here."""
     from builder.base import syscalls
 
     _forget(path)
-    if not path.exists():
-        return
-    if is_netns(path):
-        with contextlib.suppress(OSError):
-            syscalls.real().umount2(str(path), syscalls.MNT_DETACH)
-    path.unlink(missing_ok=True)
+    watch = _watch_links() if veths and is_netns(path) else None
+    try:
+        if path.exists():
+            if is_netns(path):
+                with contextlib.suppress(OSError):
+                    syscalls.real().umount2(str(path), syscalls.MNT_DETACH)
+            path.unlink(missing_ok=True)
+        left = set(veths)
+        if watch is not None:
+            left = watch.await_deleted(_existing(left), NETNS_DEATH_WAIT)
+    finally:
+        if watch is not None:
+            watch.close()
+    for name in left:
+        delete_link(name)
+
+
+def _watch_links() -> Netlink | None:
+    try:
+        return Netlink(groups=RTMGRP_LINK)
+    except OSError:  # then deleted one by one
+        return None
+
+
+def _existing(names: set[str]) -> set[str]:
+    """Those of *names* still there (looked up after listening began: none is missed)."""
+    with _iproute() as nl:
+        return {n for n in names if nl.link(n) is not None}
 
 
 # -- host-side objects --------------------------------------------------------------------------

@@ -22,11 +22,11 @@ import functools
 import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.network import ipam, links, sweep
 from builder.network.cluster import membership
 from builder.network.cluster.membership import Membership

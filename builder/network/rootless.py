@@ -32,13 +32,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from builder.base import rootless, syscalls
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.network.model import Endpoint, Network, PortMapping
 from builder.network.records import PortBinding
 
@@ -303,7 +303,7 @@ def _remove_hostfwd(sock: Path, fid: int) -> None:
         _api(sock, {"execute": "remove_hostfwd", "arguments": {"id": fid}})
 
 
-def unwire_user(ep: Endpoint, root: Callable[[], None]) -> None:
+def unwire_user(ep: Endpoint, root: Callable[[], object]) -> None:
     """Root's unwiring in the user's network namespace, and the endpoint's host forwards."""
     if rootless.keeper_pid() is None:
         return

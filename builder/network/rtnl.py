@@ -9,10 +9,13 @@ that touched a network. Errors are ``OSError`` with the kernel's errno.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
 import struct
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # message types, flags (linux/netlink.h, linux/rtnetlink.h)
@@ -23,6 +26,7 @@ RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 F_REQUEST, F_MULTI, F_ACK, F_DUMP = 0x1, 0x2, 0x4, 0x300
 F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
+RTMGRP_LINK = 1  # the multicast group of link changes (linux/rtnetlink.h)
 # attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
@@ -70,6 +74,15 @@ def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
     return out
 
 
+def _messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """The netlink messages of one datagram: ``(type, flags, seq, payload)``."""
+    offset = 0
+    while offset + _HDR.size <= len(data):
+        n, mtype, mflags, mseq, _ = _HDR.unpack_from(data, offset)
+        yield mtype, mflags, mseq, data[offset + _HDR.size : offset + n]
+        offset += (n + 3) & ~3
+
+
 def _text(b: bytes | None) -> str:
     return b.rstrip(b"\0").decode(errors="replace") if b else ""
 
@@ -103,23 +116,24 @@ def write_sysctls(netns: Path, values: dict[str, str]) -> None:
 
 class Netlink:
     """A ``NETLINK_ROUTE`` socket in this network namespace or the one *netns* names (opened
-    from a short-lived thread that joins it: the socket stays bound to that namespace)."""
+    from a short-lived thread that joins it: the socket stays bound to that namespace).
+    *groups*: the multicast groups it listens to (``RTMGRP_LINK``: ``await_deleted``)."""
 
-    def __init__(self, netns: Path | None = None) -> None:
+    def __init__(self, netns: Path | None = None, *, groups: int = 0) -> None:
         self._seq = 0
+
+        def open_() -> socket.socket:
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.bind((0, groups))
+            return s
+
         if netns is None:
-            self._sock = self._open()
+            self._sock = open_()
             return
         from builder.base import syscalls
 
-        self._sock = syscalls.in_network_namespace(netns, self._open)
-
-    @staticmethod
-    def _open() -> socket.socket:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        s.bind((0, 0))
-        return s
+        self._sock = syscalls.in_network_namespace(netns, open_)
 
     def close(self) -> None:
         self._sock.close()
@@ -138,12 +152,7 @@ class Netlink:
         self._sock.send(_HDR.pack(_HDR.size + len(body), kind, F_REQUEST | flags, seq, 0) + body)
         out: list[tuple[int, bytes]] = []
         while True:
-            data = self._sock.recv(1 << 20)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                n, mtype, mflags, mseq, _ = _HDR.unpack_from(data, offset)
-                payload = data[offset + _HDR.size : offset + n]
-                offset += (n + 3) & ~3
+            for mtype, mflags, mseq, payload in _messages(self._sock.recv(1 << 20)):
                 if mseq != seq:
                     continue  # an answer to an earlier request given up on
                 if mtype == NLMSG_ERROR:
@@ -244,6 +253,27 @@ class Netlink:
 
     def del_link(self, index: int) -> None:
         self.request(RTM_DELLINK, _IFINFO.pack(0, 0, index, 0, 0))
+
+    def await_deleted(self, names: set[str], timeout: float) -> set[str]:
+        """On a socket listening to ``RTMGRP_LINK``: wait until the kernel has announced each
+        link of *names* deleted, for at most *timeout* seconds; return those not announced
+        (also after missed announcements: ``ENOBUFS``, the caller looks them up)."""
+        left = set(names)
+        deadline = time.monotonic() + timeout
+        try:
+            while left and (remaining := deadline - time.monotonic()) > 0:
+                self._sock.settimeout(remaining)
+                for mtype, _, _, payload in _messages(self._sock.recv(1 << 20)):
+                    if mtype == RTM_DELLINK:
+                        left.discard(self._link(payload).name)
+        except TimeoutError:
+            pass
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+        finally:
+            self._sock.settimeout(None)
+        return left
 
     # -- addresses and routes ------------------------------------------------------------------
     def addrs(self, index: int = 0) -> list[tuple[int, str, int]]:

@@ -9,12 +9,13 @@ import ipaddress
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.network import firewall, helpers, ipam, links, overlay, sweep
 from builder.network.model import Endpoint, Network, PortMapping
+from registry.digest import Digest
 
 
 def materialise(state: StateRoot, net: Network) -> None:
@@ -98,9 +99,8 @@ def _beside(fn: Callable[[], object]) -> Callable[[], None]:
 
 
 def veth_name(container_id: str, network_id: str) -> str:
-    import hashlib  # (OpenSSL's, ~3 ms) not for network create/rm
-
-    return "pbv" + hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()[:12]
+    # ``Digest.of``: CPython's own SHA-256 for small data (hashlib loads OpenSSL: ~3 ms)
+    return "pbv" + Digest.of(f"{container_id}/{network_id}".encode()).encoded[:12]
 
 
 def wire(
@@ -174,14 +174,18 @@ def wire(
     return ep
 
 
-def unwire(net: Network, ep: Endpoint, state: StateRoot | None = None) -> None:
+def unwire(net: Network, ep: Endpoint, state: StateRoot | None = None, *, netns_going: bool = False) -> str:
+    """Undo *ep*'s wiring. *netns_going*: its namespace is removed next (``release``): a veth
+    is left to go with it, and its host end's name returned (for ``links.remove_netns``)."""
     if "_PYBUILD_ROOTLESS" in os.environ:  # builder.network.rootless: slirp4netns, or the user's netns
         from builder.network import rootless as rootless_net
 
         if not net.user_defined:
-            return rootless_net.unwire(state, ep)
+            rootless_net.unwire(state, ep)
+            return ""
         if not rootless_net.in_user_netns():
-            return rootless_net.unwire_user(ep, lambda: unwire(net, ep, state))
+            rootless_net.unwire_user(ep, lambda: unwire(net, ep, state))
+            return ""
     if net.driver == "overlay" and state is not None:
         overlay.unpublish(state, net, ep)
     if ep.proxy_pid:
@@ -193,6 +197,8 @@ def unwire(net: Network, ep: Endpoint, state: StateRoot | None = None) -> None:
         )
         with firewall.locked():
             firewall.remove_exact(rules, firewall.endpoint_tag(net.id, ep.container_id))
+    if ep.host_veth and netns_going and ep.netns is not None and links.is_netns(ep.netns):
+        return ep.host_veth
     gone = False
     if ep.host_veth:
         # from the host side: its peer in the container goes with it, and no netlink socket
@@ -202,6 +208,7 @@ def unwire(net: Network, ep: Endpoint, state: StateRoot | None = None) -> None:
     if ep.netns is not None and ep.ifname and not gone:
         with contextlib.suppress(NetworkError, OSError):
             links.remove_ifname_in(ep.netns, ep.ifname)
+    return ""
 
 
 def remove_port_rules(network_id: str, container_id: str) -> None:

@@ -14,12 +14,12 @@ import ipaddress
 import json
 import os
 import socket
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
+from builder.base.values import frozen, replace
 from builder.network import helpers
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def default_ttl() -> int:
     return int(os.environ.get("PYBUILD_CLUSTER_TTL", "15"))
 
 
-@dataclass(frozen=True)
+@frozen  # not a dataclass: every bridge attach loads this module (through overlay)
 class Membership:
     store: str
     advertise: str
@@ -58,7 +58,7 @@ class Membership:
         return parse_urls(self.store)
 
 
-@dataclass(frozen=True)
+@frozen
 class Host:
     id: str
     address: str
