@@ -14,7 +14,6 @@ import os
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
@@ -305,13 +304,14 @@ class Syscalls:
         fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-@dataclass
 class FakeSyscalls:
-    """Records calls instead of making them: ``calls`` is a list of ``(name, args…)`` tuples."""
+    """Records calls instead of making them: ``calls`` is a list of ``(name, args…)`` tuples;
+    *fail* maps a call's name to the errno it raises."""
 
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-    caps: CapSets = field(default_factory=lambda: CapSets((1 << 41) - 1, (1 << 41) - 1, 0))
-    fail: dict[str, int] = field(default_factory=dict)  # call name -> errno to raise
+    def __init__(self, *, caps: CapSets | None = None, fail: dict[str, int] | None = None) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.caps = caps if caps is not None else CapSets((1 << 41) - 1, (1 << 41) - 1, 0)
+        self.fail: dict[str, int] = fail if fail is not None else {}
 
     def _rec(self, name: str, *args: Any) -> None:
         self.calls.append((name, *args))

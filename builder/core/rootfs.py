@@ -11,12 +11,12 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from builder.base.errors import LayerError, SandboxError
 from builder.base.state import StateRoot
+from builder.base.values import frozen
 from builder.core import layers as _layers
 from registry.leases import claim, try_claim
 
@@ -30,7 +30,7 @@ OVERLAY_OPTIONS = ("userxattr,redirect_dir=nofollow,index=off,metacopy=off"
                    if "_PYBUILD_ROOTLESS" in os.environ else "redirect_dir=off,index=off,metacopy=off")
 
 
-@dataclass(frozen=True)
+@frozen
 class Root:
     """The root filesystem of a sandbox.
 

@@ -12,11 +12,11 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import TYPE_CHECKING
 from builder.base.errors import SandboxError
+from builder.base.values import field, frozen
 
 if TYPE_CHECKING:
     from builder.core.sandbox.spec import Resources
@@ -40,7 +40,7 @@ DEVICE_RULES = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class Layout:
     """Where the hierarchies are: v1 controller → mount point, and the cgroup2 mount (if any)."""
 
@@ -102,15 +102,20 @@ def _write(path: Path | str, value: str) -> None:
         raise SandboxError(f"cgroup: cannot write {value!r} to {path}: {e.strerror}") from None
 
 
-@dataclass
 class Cgroup:
-    """The cgroup directories of one sandbox (one per v1 hierarchy, and/or the v2 one)."""
+    """The cgroup directories of one sandbox (one per v1 hierarchy, and/or the v2 one); filled in
+    by ``create`` (a plain class: it changes as the directories are made and removed)."""
 
-    id: str
-    paths: list[str] = field(default_factory=list)
-    memory: str | None = None  # the dir holding memory.* files
-    v2: str | None = None  # the dir in the cgroup2 hierarchy (for cgroup.kill, v2 limits)
-    v2_limits: bool = False
+    def __init__(self, id: str, paths: list[str] | None = None, memory: str | None = None,
+                 v2: str | None = None, v2_limits: bool = False) -> None:
+        self.id = id
+        self.paths: list[str] = paths if paths is not None else []
+        self.memory = memory  # the dir holding memory.* files
+        self.v2 = v2  # the dir in the cgroup2 hierarchy (for cgroup.kill, v2 limits)
+        self.v2_limits = v2_limits
+
+    def __repr__(self) -> str:
+        return f"Cgroup(id={self.id!r}, paths={self.paths!r}, memory={self.memory!r}, v2={self.v2!r})"
 
     # -- life cycle --------------------------------------------------------------------------------
     @classmethod

@@ -20,6 +20,7 @@ from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxEr
 from builder.base.paths import resolve_parts
 from builder.core.rootfs import mount_root
 from builder.core.sandbox.spec import CAP_NUMBERS, DEFAULT_PATH, Device, Mount, Process, Spec
+from builder.core.sandbox.stdio import read_to_eof
 from builder.core.sandbox.users import User, resolve_user
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ class Plan(NamedTuple):
     mask_node: str  # a 0/0 char device (opening it fails, ENXIO): masks files if there is no /dev/null
     cgroup_layout: Layout | None = None
     seccomp_bpf: bytes | None = None  # the process's compiled seccomp filter
+    #: a pipe's read end (-1: none): the helper writes ``+`` once it has moved this process into
+    #: the sandbox's cgroups, or why it could not (``join_cgroups``)
+    cgroup_join: int = -1
 
 
 def mount_flags(options: tuple[str, ...]) -> tuple[int, int, str]:
@@ -230,14 +234,35 @@ def make_device(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, d: Device, *, re
         os.chmod(dest, d.mode)
 
 
+def join_cgroups(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan) -> None:
+    """Wait until the helper has moved this process into the sandbox's cgroups, then make its
+    cgroup namespace (rooted there). The helper writes the pid while this process mounts: the
+    kernel's first attach of a process sleeps for an RCU grace period (~10-17 ms, cgroup v1 or
+    v2), which overlaps the mounts made before anything needs the cgroups (the ``cgroup`` mount,
+    ``pivot_root``, the program)."""
+    if plan.cgroup_join >= 0:
+        reply = read_to_eof(plan.cgroup_join)
+        os.close(plan.cgroup_join)
+        if reply != b"+":
+            raise SandboxError(reply.decode(errors="replace")
+                               or "cgroup: the sandbox's helper ended before it joined the cgroups")
+    if plan.spec.namespaces.cgroup == "new":
+        sys.unshare(sc.CLONE_NEWCGROUP)
+
+
 def setup_root(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, *, real: bool = True) -> None:
-    """Mount the root and everything in it, mask paths, set the hostname, ``pivot_root``."""
+    """Mount the root and everything in it, mask paths, set the hostname, ``pivot_root``; the
+    cgroups are joined (``join_cgroups``) before the first ``cgroup`` mount, or before ``pivot_root``."""
     spec = plan.spec
     if real:
         apply_sysctls(spec.sysctls)
     sys.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     mount_root(sys, spec.root, plan.rootfs, plan.run_dir, plan.overlay_data)  # type: ignore[arg-type]
+    joined = False
     for m in spec.mounts:
+        if m.type == "cgroup" and not joined:
+            join_cgroups(sys, plan)
+            joined = True
         do_mount(sys, plan, m, real=real)
     for d in spec.devices:
         make_device(sys, plan, d, real=real)
@@ -260,6 +285,8 @@ def setup_root(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, *, real: bool = T
         sys.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
         sys.mount(None, target, None,
                   sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    if not joined:
+        join_cgroups(sys, plan)
     if spec.hostname and spec.namespaces.uts != "host":
         sys.sethostname(spec.hostname)
     sys.chdir(plan.rootfs)

@@ -5,7 +5,6 @@ one (``exec``); the handles, their state and teardown live in ``builder.core.san
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -17,10 +16,11 @@ from typing import Any
 from builder.base import syscalls as sc
 from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.core import rootfs as _rootfs
 from builder.core.sandbox import cgroups as _cg
 from builder.core.sandbox import delegated
-from builder.core.sandbox.child import Plan, exec_process, open_console, setup_root
+from builder.core.sandbox.child import Plan, exec_process, join_cgroups, open_console, setup_root
 from builder.core.sandbox.handle import (
     ExecHandle,
     Result,
@@ -98,6 +98,7 @@ def _supervise(child: int, status_w: int, exit_file: Path | None) -> None:  # pr
             with contextlib.suppress(OSError):
                 exit_file.write_text(str(status))
         os.write(status_w, f"{status}\n".encode())
+        os.close(status_w)  # EOF at once: the caller need not wait for this process's own exit
     finally:
         os._exit(0)
 
@@ -114,6 +115,32 @@ def _shield_helper() -> Any:
 
 def _unshield_child(disposition: Any) -> None:  # pragma: no cover - in the child
     signal.signal(signal.SIGINT, disposition)
+
+
+def _move_into(cgroup: _cg.Cgroup, pid: int, join_w: int) -> None:  # pragma: no cover - in the helper
+    """Move the sandbox's process *pid* into its cgroups while it mounts its root (it waits in
+    ``child.join_cgroups`` before anything needs them), then tell it so on *join_w*: ``+``, or
+    the error it reports as its own."""
+    reply = b"+"
+    for f in cgroup.procs_files:
+        try:
+            fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, str(pid).encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            reply = f"cgroup: cannot move the sandbox's process into {os.path.dirname(f)}: {e.strerror}".encode()
+            break
+    with contextlib.suppress(OSError):  # the process is gone (killed): nothing waits for the reply
+        os.write(join_w, reply)
+    os.close(join_w)
+
+
+def _close_join(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _close_other_fds(*keep: int | None) -> None:  # pragma: no cover - in the child
@@ -157,7 +184,7 @@ class Executor:
                 raise SandboxError("--isolation chroot without CAP_SYS_ADMIN: the root is an overlay, "
                                    "which cannot be mounted here (PYBUILD_NO_OVERLAY=1 copies it)")
             # no seccomp filter without no_new_privs where CAP_SYS_ADMIN is missing
-            spec = dataclasses.replace(spec, process=dataclasses.replace(spec.process, no_new_privs=True))
+            spec = replace(spec, process=replace(spec.process, no_new_privs=True))
         reap_stale(self.state)
         run_dir = self.state.run / sid
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +240,8 @@ class Executor:
         spec = plan.spec
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
+        join_r, join_w = os.pipe() if cgroup.procs_files else (-1, -1)
+        plan = plan._replace(cgroup_join=join_r)
         ns_fds: list[tuple[int, int]] = []
         unshare_flags = 0 if bare_chroot() else sc.CLONE_NEWNS
         try:
@@ -231,12 +260,14 @@ class Executor:
         except BaseException:
             for fd in (status_r, status_w, err_r, err_w, *(f for f, _ in ns_fds)):
                 os.close(fd)
+            _close_join(join_r, join_w)
             raise
         if helper == 0:  # pragma: no cover - runs in the helper process
             self._helper_main(plan, cgroup, stdio, status_r, status_w, err_r, err_w, ns_fds,
-                              unshare_flags, parent_pid)
+                              unshare_flags, parent_pid, join_w)
         os.close(status_w)
         os.close(err_w)
+        _close_join(join_r, join_w)
         for fd, _ in ns_fds:
             os.close(fd)
         stdio.after_fork()
@@ -275,6 +306,7 @@ class Executor:
     def _helper_main(
         self, plan: Plan, cgroup: _cg.Cgroup, stdio: Stdio, status_r: int, status_w: int,
         err_r: int, err_w: int, ns_fds: list[tuple[int, int]], unshare_flags: int, parent_pid: int,
+        join_w: int,
     ) -> None:  # pragma: no cover - runs in the helper process
         try:
             sigint = _shield_helper()
@@ -292,26 +324,27 @@ class Executor:
             raise  # unreachable
         if child == 0:
             _unshield_child(sigint)
-            self._init_main(plan, cgroup, stdio, err_w)
+            if join_w >= 0:
+                os.close(join_w)
+            self._init_main(plan, stdio, err_w)
+        if join_w >= 0:
+            os.close(plan.cgroup_join)
+            _move_into(cgroup, child, join_w)
         _supervise(child, status_w, Path(plan.run_dir) / "exit")
 
-    def _init_main(self, plan: Plan, cgroup: _cg.Cgroup, stdio: Stdio, err_w: int) -> None:  # pragma: no cover
+    def _init_main(self, plan: Plan, stdio: Stdio, err_w: int) -> None:  # pragma: no cover
         spec = plan.spec
         try:
             self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-            for f in cgroup.procs_files:
-                with open(f, "w") as fh:
-                    fh.write("0")
-            if spec.namespaces.cgroup == "new":
-                self.sys.unshare(sc.CLONE_NEWCGROUP)
             stdio.in_child()
-            _close_other_fds(err_w, stdio.console_child)
+            _close_other_fds(err_w, stdio.console_child, plan.cgroup_join)
             if spec.namespaces.net == "new":
                 self.sys.set_loopback_up()
             os.umask(0)
             if not bare_chroot():
                 setup_root(self.sys, plan)
             else:  # --isolation chroot without CAP_SYS_ADMIN: chrooted into the copied root, no mounts
+                join_cgroups(self.sys, plan)
                 assert spec.root.path is not None
                 os.chdir(spec.root.path)
                 self.sys.chroot(".")

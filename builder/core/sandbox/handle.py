@@ -178,10 +178,7 @@ class Sandbox:
             return self._wait_attached(timeout)
         try:
             self._pump(timeout)
-            assert self._helper is not None
-            _, hstatus = os.waitpid(self._helper, 0)
-            self._helper = None
-            status = self._parse_status()
+            status = self._parse_status()  # the helper is still exiting: ``teardown`` reaps it last
             oom = self.cgroup.oom_killed() if self.cgroup else False
             self._result = _status_result(status, oom=oom, timed_out=self._timed_out)
         except BaseException:
@@ -307,12 +304,12 @@ class Sandbox:
         """Kill what is left, remove the cgroups, mount points and run dir (idempotent)."""
         if self._torn_down:
             return
-        if self._helper is not None:
+        if self._helper is not None and self._result is None:  # not ended as its helper reported
             self.kill(signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._helper, 0)
             self._helper = None
-        elif self.alive():
+        elif self._helper is None and self.alive():
             self.kill(signal.SIGKILL)
             for _ in range(500):
                 if not self.alive():
@@ -328,6 +325,10 @@ class Sandbox:
             self.cgroup.remove()
         _rootfs.remove_mountpoints(self._mountpoints)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self._helper is not None:  # reported the end, and has been exiting (freeing its memory) meanwhile
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._helper, 0)
+            self._helper = None
         self._torn_down = True
 
 

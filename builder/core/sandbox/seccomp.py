@@ -11,15 +11,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from builder.base.errors import SandboxError
+from builder.base.values import frozen
+from registry.digest import Digest
 
 #: Docker/OCI action names → libseccomp action values (ERRNO and TRACE take a 16-bit data)
 ACTIONS: dict[str, int] = {
@@ -54,9 +54,10 @@ _NATIVE = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "i686":
 DEFAULT_PROFILE = Path(__file__).with_name("seccomp_default.json")
 
 
-@dataclass(frozen=True)
+@frozen
 class Arg:
-    """One argument comparison; for ``SCMP_CMP_MASKED_EQ`` *value* is the mask, *value_two* the result."""
+    """One argument comparison; for ``SCMP_CMP_MASKED_EQ`` *value* is the mask, *value_two* the
+    result. A frozen value (not a NamedTuple: its field ``index`` would hide ``tuple.index``)."""
 
     index: int
     value: int
@@ -381,8 +382,8 @@ def program(profile: Profile, caps: tuple[str, ...], *, cache_dir: Path | None =
     The key is what the program is made of: the resolved profile, the machine, libseccomp's version."""
     if cache_dir is None:
         return compile_bpf(profile, caps)
-    key = hashlib.sha256(json.dumps(
-        [to_oci(profile, caps), os.uname().machine, _lib_version()], sort_keys=True).encode()).hexdigest()
+    key = Digest.of(json.dumps(  # CPython's own SHA-256: no OpenSSL (hashlib) loaded for a key
+        [to_oci(profile, caps), os.uname().machine, _lib_version()], sort_keys=True).encode()).encoded
     path = cache_dir / f"{key}.bpf"
     try:
         data = path.read_bytes()

@@ -1,17 +1,20 @@
-"""The declarative sandbox spec: frozen dataclasses for the process, mounts, namespaces, resources.
+"""The declarative sandbox spec: frozen values for the process, mounts, namespaces, resources.
 
 Nothing here acts: ``builder.core.sandbox.child`` turns a ``Spec`` into kernel calls, and
-``builder.core.sandbox.oci`` writes it as an OCI runtime-spec ``config.json``.
+``builder.core.sandbox.oci`` writes it as an OCI runtime-spec ``config.json``. The values are
+``builder.base.values.frozen`` ones, not dataclasses: every ``run`` and RUN step makes them, and
+a ``@dataclass`` execs its generated methods at import (``dataclasses`` also loads ``inspect``);
+``builder.base.values.replace`` copies one with fields changed.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from builder.base.errors import SandboxError
+from builder.base.values import field, frozen
 
 if TYPE_CHECKING:  # (rootfs and layers are not loaded by what only reads a spec or cgroups)
     from builder.core.rootfs import Root
@@ -88,7 +91,7 @@ class Rlimit(NamedTuple):
     hard: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Process:
     """What runs: args, env ("K=V"), cwd, user ("", "name", "uid", "uid:gid", "name:group").
 
@@ -127,7 +130,7 @@ class Process:
 MOUNT_TYPES = ("bind", "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup")
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     """One mount inside the root: OCI style (``options`` mixes flags and fs data like ``size=``)."""
 
@@ -145,7 +148,7 @@ class Mount:
             raise SandboxError(f"bind mount source {self.source!r} is not an absolute path")
 
 
-@dataclass(frozen=True)
+@frozen
 class Namespaces:
     """Each of "new", "host", or the path of a namespace file to join (``/proc/PID/ns/net``,
     a netns file the network code made). ``mount`` is always new; ``user`` stays the host's.
@@ -164,7 +167,7 @@ class Namespaces:
                 raise SandboxError(f"{kind} namespace must be new, host or a path, not {v!r}")
 
 
-@dataclass(frozen=True)
+@frozen
 class Resources:
     """cgroup limits: memory in bytes (swap: Docker's default of twice that), CPUs, CPU shares,
     pids; ``account``: join the memory, cpu, cpuacct and blkio hierarchies even when unlimited
@@ -202,7 +205,7 @@ class Resources:
 _DEVICE_RULE = r"^[cba] (\d+|\*):(\d+|\*) [rwm]{1,3}$"  # compiled on first use (re's cache)
 
 
-@dataclass(frozen=True)
+@frozen
 class Device:
     """A device node made in the container (``--device``): path, ``c``/``b``, numbers, mode, owner."""
 
@@ -244,7 +247,7 @@ def default_mounts(*, terminal: bool = False, shm_size: int = 64 * 1024 * 1024) 
     )
 
 
-@dataclass(frozen=True)
+@frozen
 class Spec:
     """A whole sandbox. ``mounts`` are applied in order after the root is mounted."""
 

@@ -1,0 +1,182 @@
+"""What the sandbox costs a start: its run path makes no dataclass and loads no ``dataclasses``,
+``inspect`` or ``hashlib`` (checked in a fresh interpreter), and the kernel's first cgroup
+attach of the sandbox's process is made by its helper while the process mounts its root: the
+process waits for it (``child.join_cgroups``) before its cgroup namespace, its ``cgroup`` mount
+and its program. Real namespaces and cgroups where a sandbox runs (root, never skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_sandbox_support import HostSnapshot, new_id
+
+from builder.base import syscalls as sc
+from builder.base.errors import SandboxError
+from builder.base.state import StateRoot
+from builder.core.rootfs import Root, prepare_root
+from builder.core.sandbox import Executor, Process, Resources, Spec, default_mounts
+from builder.core.sandbox import cgroups as _cg
+from builder.core.sandbox.cgroups import Cgroup, Layout
+from builder.core.sandbox.child import Plan, join_cgroups, setup_root
+from builder.core.sandbox.executor import _move_into
+
+#: a fresh interpreter imports *modules* and prints what it loaded and which dataclasses exist
+PROBE = r"""
+import importlib, json, sys
+for m in sys.argv[1:]:
+    importlib.import_module(m)
+made = sorted(f"{mod.__name__}.{v.__name__}" for mod in list(sys.modules.values())
+              if mod is not None and mod.__name__.startswith(("builder", "registry"))
+              for v in list(vars(mod).values())
+              if isinstance(v, type) and "__dataclass_fields__" in vars(v) and v.__module__ == mod.__name__)
+print(json.dumps({"loaded": sorted(m for m in ("dataclasses", "inspect", "hashlib") if m in sys.modules),
+                  "dataclasses": made}))
+"""
+
+#: what a ``run`` and a RUN step load of the sandbox (oci: ``--runtime runc``)
+RUN_PATH = ("builder.core.sandbox.executor", "builder.core.sandbox.seccomp", "builder.core.sandbox.oci",
+            "builder.core.rootfs", "builder.base.syscalls")
+
+
+def _probe(*modules: str) -> dict[str, list[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out = subprocess.run([sys.executable, "-c", PROBE, *modules], capture_output=True, text=True,
+                         check=True, env=env, cwd=Path(__file__).resolve().parents[2])
+    result: dict[str, list[str]] = json.loads(out.stdout)
+    return result
+
+
+def test_run_path_makes_no_dataclass_and_loads_no_inspect_or_openssl() -> None:
+    got = _probe(*RUN_PATH)
+    assert got == {"loaded": [], "dataclasses": []}
+    # the probe sees a dataclass where one is made (a layer writer's entry, off the run path)
+    seen = _probe(*RUN_PATH, "builder.core.layers.apply")
+    assert "builder.core.layers.apply._Entry" in seen["dataclasses"] and "dataclasses" in seen["loaded"]
+
+
+# -- the join, piece by piece ---------------------------------------------------------------------
+def _plan(tmp_path: Path, *, join: int = -1, layout: Layout | None = None, **kw: object) -> Plan:
+    spec = Spec(process=Process(args=("true",)), root=Root(path=str(tmp_path)), **kw)  # type: ignore[arg-type]
+    return Plan(spec=spec, rootfs=str(tmp_path), run_dir=str(tmp_path), overlay_data="",
+                mask_node=str(tmp_path / "mask"), cgroup_layout=layout, cgroup_join=join)
+
+
+def _pipe_with(data: bytes | None) -> int:
+    r, w = os.pipe()
+    if data:
+        os.write(w, data)
+    os.close(w)
+    return r
+
+
+def test_join_waits_for_the_helper_then_makes_the_cgroup_namespace(tmp_path: Path) -> None:
+    fake = sc.FakeSyscalls()
+    r = _pipe_with(b"+")
+    join_cgroups(fake, _plan(tmp_path, join=r))
+    assert fake.calls == [("unshare", sc.CLONE_NEWCGROUP)]
+    with pytest.raises(OSError):
+        os.fstat(r)  # read to its end and closed
+    why = "cgroup: cannot move the sandbox's process into /sys/fs/cgroup/pids/pybuild/x: No space left on device"
+    fake = sc.FakeSyscalls()
+    with pytest.raises(SandboxError, match="^cgroup: cannot move .* No space left on device$"):
+        join_cgroups(fake, _plan(tmp_path, join=_pipe_with(why.encode())))
+    with pytest.raises(SandboxError, match="helper ended before it joined the cgroups"):
+        join_cgroups(fake, _plan(tmp_path, join=_pipe_with(None)))
+    assert fake.calls == []  # no namespace made for a process outside its cgroups
+
+
+def test_setup_root_joins_right_before_the_cgroup_mount(tmp_path: Path) -> None:
+    """The mounts before ``/sys/fs/cgroup`` (root, /proc, /dev, /dev/pts, /sys) overlap the
+    attach; the cgroup namespace comes right before the cgroup mount, which shows it."""
+    layout = Layout(v1={"pids": "/sys/fs/cgroup/pids"}, v2=None, v2_controllers=(),
+                    v1_options={"/sys/fs/cgroup/pids": "pids"})
+    fake = sc.FakeSyscalls()
+    setup_root(fake, _plan(tmp_path, join=_pipe_with(b"+"), layout=layout, hostname="h"), real=False)
+    names = [c[0] if c[0] != "mount" else f"mount {c[2].removeprefix(str(tmp_path))}" for c in fake.calls]
+    at = names.index("unshare")
+    assert fake.calls[at] == ("unshare", sc.CLONE_NEWCGROUP) and names.count("unshare") == 1
+    assert names[at + 1:at + 3] == ["mount /sys/fs/cgroup", "mount /sys/fs/cgroup/pids"]
+    assert {"mount /proc", "mount /dev", "mount /dev/pts", "mount /sys"} <= set(names[:at])
+    # no cgroup mount: joined before the hostname and pivot_root
+    fake = sc.FakeSyscalls()
+    setup_root(fake, _plan(tmp_path, mounts=(), hostname="h"), real=False)
+    assert [c[0] for c in fake.calls[-6:]] == ["unshare", "sethostname", "chdir", "pivot_root", "umount2", "chdir"]
+
+
+def test_helper_moves_the_process_or_says_why(tmp_path: Path) -> None:
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        d.mkdir()
+        (d / "cgroup.procs").write_text("")
+    r, w = os.pipe()
+    _move_into(Cgroup(id="x", paths=[str(d) for d in dirs]), 4242, w)
+    assert os.read(r, 100) == b"+" and os.read(r, 100) == b""
+    assert [(d / "cgroup.procs").read_text() for d in dirs] == ["4242", "4242"]
+    os.close(r)
+    r, w = os.pipe()
+    _move_into(Cgroup(id="x", paths=[str(dirs[0]), str(tmp_path / "gone")]), 4242, w)
+    assert os.read(r, 200).decode() == f"cgroup: cannot move the sandbox's process into {tmp_path / 'gone'}: " \
+                                       "No such file or directory"
+    os.close(r)
+
+
+# -- the join in real sandboxes ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> StateRoot:
+    return StateRoot.open(tmp_path_factory.mktemp("sandbox-startup"))
+
+
+@pytest.fixture
+def host(tmp_path_factory: pytest.TempPathFactory) -> object:
+    snap = HostSnapshot(str(tmp_path_factory.getbasetemp()))
+    yield snap
+    snap.assert_same()
+
+
+def test_the_program_runs_inside_every_cgroup_of_its_sandbox(
+    state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot
+) -> None:
+    """Joined before its cgroup namespace (each hierarchy shows ``/``) and before exec; the
+    helper, reaped after the teardown, leaves no child behind."""
+    root = prepare_root([busybox_layer], tmp_path / "c")
+    spec = Spec(process=Process(args=("sleep", "30")), root=root, mounts=default_mounts(),
+                resources=Resources(pids=64, account=True), id=new_id())
+    sb = Executor(state).start(spec)
+    try:
+        assert sb.cgroup is not None and len(sb.cgroup.paths) >= 2
+        for f in sb.cgroup.procs_files:
+            assert str(sb.pid) in Path(f).read_text().split(), f
+    finally:
+        sb.kill(9)
+        assert sb.wait(10).exit_status == 137
+    out: list[bytes] = []
+    spec = Spec(process=Process(args=("cat", "/proc/self/cgroup")), root=root, mounts=default_mounts(),
+                resources=Resources(pids=64, account=True), id=new_id())
+    assert Executor(state).run(spec, stdout=out.append).exit_status == 0
+    lines = b"".join(out).decode().splitlines()
+    joined = {c for line in lines for c in line.split(":")[1].split(",") if line.split(":")[2] == "/"}
+    assert {"pids", "memory", "cpu", "devices"} <= joined, lines
+    assert not any(line.split(":")[2] != "/" for line in lines if line.split(":")[1] in ("pids", "memory"))
+
+
+def test_a_failed_join_is_one_error_and_leaves_nothing(
+    state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cgroup the helper cannot write: the start fails naming it, the program never runs."""
+    root = prepare_root([busybox_layer], tmp_path / "c")
+    marker = tmp_path / "ran"
+    spec = Spec(process=Process(args=("touch", "/ran")), root=root, mounts=default_mounts(), id=new_id())
+    real = Cgroup.procs_files
+    missing = f"/sys/fs/cgroup/pids/{_cg.PARENT}/{spec.id}-missing"
+    monkeypatch.setattr(Cgroup, "procs_files", property(lambda self: [*real.fget(self), f"{missing}/cgroup.procs"]))
+    with pytest.raises(SandboxError, match=f"^cgroup: cannot move the sandbox's process into {missing}: "
+                                           "No such file or directory$"):
+        Executor(state).start(spec)
+    assert not marker.exists() and not (Path(root.upper or "") / "ran").exists()
+    assert not (state.run / spec.id).exists()
