@@ -26,11 +26,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from builder.base.state import StateRoot
-from builder.core.layers.common import OVERLAY_OPAQUE_XATTR, allowed_xattr
 from builder.core.rootfs import LayerCache
 from builder.imagebuild.cache import replace_file
 from builder.imagebuild.context import Entry, HashMemo, entry_content
-from builder.imagebuild.execute.workspace import Workspace
+from builder.imagebuild.execute.workspace import Workspace, copy_attrs
 from builder.imagebuild.graph.ops import CopySpec, Step
 
 #: a made path's fingerprint when it is not a regular file (never skipped: made again)
@@ -141,7 +140,7 @@ def clone(src: Path, dst: Path) -> None:
                     continue
                 if stat.S_ISDIR(m):
                     os.mkdir(dp, 0o700)
-                    _copy_attrs(sp, dp, st)
+                    copy_attrs(sp, dp, st, opaque=True)
                     dirs.append((dp, st))
                     stack.append((sp, dp))
                     continue
@@ -154,20 +153,10 @@ def clone(src: Path, dst: Path) -> None:
                 os.lchown(dp, st.st_uid, st.st_gid)
                 if not stat.S_ISLNK(m):
                     os.chmod(dp, stat.S_IMODE(m))
-                    _copy_attrs(sp, dp, None)
+                    copy_attrs(sp, dp, None, opaque=True)
                 os.utime(dp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
     for dp, st in reversed(dirs):  # (after their entries were made in them)
         os.utime(dp, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _copy_attrs(src: str, dst: str, st: os.stat_result | None) -> None:
-    for name in os.listxattr(src, follow_symlinks=False):
-        if allowed_xattr(name) or name == OVERLAY_OPAQUE_XATTR:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
-                        follow_symlinks=False)
-    if st is not None:
-        os.chown(dst, st.st_uid, st.st_gid)
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
 
 
 def empty(upper: Path) -> None:

@@ -231,7 +231,7 @@ def _leave_mount_points(ws: Workspace, mounts: list[Mount]) -> None:
     removed (BuildKit's mount stub cleaner), so its directory is in the layer with a new
     mtime. The kernel copies up the existing parents, so they keep their owner and mode."""
     targets = _mount_points(mounts)
-    if not targets:
+    if not targets or ws.stub_in_upper(targets):  # (most often: no mount needed)
         return
 
     def make(root: Path, _sources: list[Path]) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets as _secrets
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,8 @@ from builder.base import syscalls as sc
 from builder.base.errors import BuildError, ContextError
 from builder.base.state import StateRoot
 from builder.core import rootfs
+from builder.core.layers import MergedView, clean_name
+from builder.core.layers.common import OVERLAY_OPAQUE_XATTR, allowed_xattr
 from builder.core.rootfs import LayerCache, claim_workspace, diff, prepare_root, release_workspace
 from builder.imagebuild.context import Tree
 from builder.imagebuild.execute.inputs import LayerRef
@@ -67,6 +70,9 @@ class Workspace:
         self._owner = claim_workspace(self.dir)
         self.dir.mkdir(parents=True)
         try:
+            # probed on the workspace dir itself: the probe's memo then lives in ``run/``
+            # (``run/.overlay-ok``), kept from build to build, not in this dir that goes with it
+            rootfs.overlay_supported(self.dir)
             self.root = prepare_root(dirs, self.dir / "c")
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -190,10 +196,74 @@ class Workspace:
                 raise ContextError(msg)
             raise BuildError(msg or f"file step failed (status {status})")
 
+    def stub_in_upper(self, targets: Sequence[tuple[str, bool]]) -> bool:
+        """Leave the mount points *targets* ((path, is_file), as ``run._leave_mount_points``)
+        without mounting the root, where that is plain: a kernel overlay root (not rootless)
+        in whose merged view every directory on the way is a real directory (no symlink, none
+        to make). Then all there is to do is a missing file target's stub, made and removed
+        in its directory: here in the upper dir, once that directory and its parents are
+        copied up as overlayfs copies them up (mode, owner, xattrs but overlay's own, times;
+        a parent's times kept, the stub's directory's moved to now). False: nothing done."""
+        root = self.root
+        if not root.is_overlay or root.upper is None or "_PYBUILD_ROOTLESS" in os.environ:
+            return False
+        view = MergedView([*root.layers, root.upper])
+        stubs: list[tuple[str, ...]] = []
+        for target, is_file in targets:
+            comps = clean_name(target)
+            dirs = comps[:-1] if is_file else comps
+            for i in range(1, len(dirs) + 1):
+                found = view.lookup(dirs[:i])
+                if found is None or not stat.S_ISDIR(found[1].st_mode):
+                    return False
+            if is_file and comps:
+                found = view.lookup(comps)
+                if found is None:
+                    stubs.append(comps)
+                elif stat.S_ISLNK(found[1].st_mode):
+                    return False
+        for comps in stubs:
+            parent = _copy_up(view, root.upper, comps[:-1])
+            stub = os.path.join(parent, comps[-1])
+            os.close(os.open(stub, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+            os.unlink(stub)
+        return True
+
     def _empty(self) -> Path:
         p = self.dir / "empty"
         p.mkdir(exist_ok=True)
         return p
+
+
+def copy_attrs(src: str, dst: str, st: os.stat_result | None, *, opaque: bool) -> None:
+    """Give *dst* the xattrs of *src* (overlay's opaque mark too if *opaque*, no other of
+    overlay's own) and, with *st* (its lstat), its owner and mode."""
+    for name in os.listxattr(src, follow_symlinks=False):
+        if allowed_xattr(name) or (opaque and name == OVERLAY_OPAQUE_XATTR):
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
+                        follow_symlinks=False)
+    if st is not None:
+        os.chown(dst, st.st_uid, st.st_gid)
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+
+
+def _copy_up(view: MergedView, upper: str, comps: tuple[str, ...]) -> str:
+    """The upper dir's copy of the directory *comps* (each one on the way made as overlayfs
+    copies a directory up, if the upper dir lacks it); its host path."""
+    made: list[tuple[str, os.stat_result]] = []
+    path = upper
+    for i, c in enumerate(comps):
+        path = os.path.join(path, c)
+        if os.path.lexists(path):
+            continue
+        found = view.lookup(comps[:i + 1])
+        assert found is not None
+        os.mkdir(path, 0o700)
+        copy_attrs(str(found[0]), path, found[1], opaque=False)
+        made.append((path, found[1]))
+    for p, st in reversed(made):  # (after their entries were made in them)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return path
 
 
 class _Trash:
