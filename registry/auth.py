@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from registry.errors import (
     Unauthorized,
 )
 from registry.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
+from registry.values import frozen
 
 if TYPE_CHECKING:
     from registry.client.transport import Response, Session
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 
 
-@dataclass(frozen=True)
+@frozen
 class Credentials:
     """A username and password, or an identity (refresh) token used with the OAuth2 flow."""
 
@@ -92,27 +92,32 @@ def docker_config_dir() -> Path:
     return Path(env) if env else Path.home() / ".docker"
 
 
-@dataclass
 class DockerConfig:
     """``config.json`` as a dict; unknown keys are kept as they are when it is written back."""
 
-    path: Path
-    data: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {}
+
+    def __repr__(self) -> str:  # its data holds secrets
+        return f"DockerConfig(path={self.path!r})"
 
     @classmethod
     def load(cls, directory: Path | None = None) -> DockerConfig:
         path = (directory or docker_config_dir()) / "config.json"
+        config = cls(path)
         try:
             raw = path.read_text()
         except FileNotFoundError:
-            return cls(path, {})
+            return config
         try:
             data = json.loads(raw) if raw.strip() else {}
         except ValueError as e:
             raise RegistryError(f"{path}: invalid JSON: {e}") from None
         if not isinstance(data, dict):
             raise RegistryError(f"{path}: expected a JSON object")
-        return cls(path, data)
+        config.data = data
+        return config
 
     def save(self) -> None:
         """Write atomically with mode 0600 (it holds secrets), as Docker does."""
@@ -254,7 +259,7 @@ def helper_erase(name: str, server: str) -> bool:
 
 
 # -- challenges --------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@frozen
 class Challenge:
     scheme: str  # lower case: "basic" or "bearer"
     params: tuple[tuple[str, str], ...] = ()
@@ -292,10 +297,12 @@ def scope_for(repository: str, actions: Iterable[str]) -> str:
     return f"repository:{repository}:{','.join(sorted(set(actions)))}"
 
 
-@dataclass
 class _Token:
-    value: str
-    expires: float
+    __slots__ = ("value", "expires")
+
+    def __init__(self, value: str, expires: float) -> None:
+        self.value = value
+        self.expires = expires
 
 
 class Authenticator:

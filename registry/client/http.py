@@ -10,7 +10,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from registry import mediatypes as mt
@@ -34,6 +33,7 @@ from registry.errors import (
     Unauthorized,
 )
 from registry.reference import DOCKER_HUB, Reference
+from registry.values import frozen
 
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
 USER_AGENT = "pybuild/0.1"
@@ -117,7 +117,7 @@ def short_error(e: Exception) -> str:
     return text if len(text) < 200 else text[:200] + "…"
 
 
-@dataclass(frozen=True)
+@frozen
 class Backoff:
     """Exponential backoff with jitter: ``base * 2**attempt`` up to ``cap``; ``attempts`` tries."""
 

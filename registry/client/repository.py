@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from registry.auth import scope_for
@@ -20,12 +19,13 @@ from registry.errors import (
     RegistryError,
     TransportError,
 )
+from registry.values import frozen
 
 if TYPE_CHECKING:
     from registry.client.http import RegistryClient
 
 
-@dataclass(frozen=True)
+@frozen
 class Fetched:
     """A manifest or index as the registry served it: exact bytes, media type, digest."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Any
 
 from registry.client import Fetched
@@ -123,13 +122,15 @@ def _copy(src: End, dst: End, platform: Platform | None, all_platforms: bool,
     return CopyResult(top.digest, desc, stats.copied, stats.existing, stats.mounted, stats.bytes)
 
 
-@dataclass
 class _Stats:
-    copied: int = 0
-    existing: int = 0
-    mounted: int = 0
-    bytes: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    """What a copy did with its blobs (counted by the workers under ``lock``)."""
+
+    def __init__(self) -> None:
+        self.copied = 0
+        self.existing = 0
+        self.mounted = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
 
 
 class _Cancelled(Exception):

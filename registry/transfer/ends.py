@@ -11,7 +11,6 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -33,6 +32,7 @@ from registry.model import Descriptor
 from registry.reference import Reference
 from registry.store import REF_NAME, BlobWriter, Store, file_lock, write_atomic
 from registry.transfer.events import Event, Progress
+from registry.values import frozen
 
 DEFAULT_CONCURRENCY = 3
 #: start writing a downloaded blob to disk every this many bytes (see ``_start_writeback``)
@@ -446,7 +446,7 @@ class BlobSources:
         self._pending.clear()
 
 
-@dataclass(frozen=True)
+@frozen
 class ClientOptions:
     """What a command sets on the registry client of a transfer: the credentials to use (else
     the stored ones for the registry) and the size of its connection pool (else the client's)."""

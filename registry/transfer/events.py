@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from registry.digest import Digest
 from registry.model import Descriptor
+from registry.values import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class Event:
     """A progress report. ``kind``: ``start`` (a blob begins; ``size`` known), ``progress``
     (``current`` bytes of ``size``), ``exists`` (the destination had it), ``mounted`` (mounted
@@ -31,7 +31,7 @@ def no_progress(_: Event) -> None:
     pass
 
 
-@dataclass(frozen=True)
+@frozen
 class CopyResult:
     """``digest``: what the source reference resolved to (an index digest when a platform was
     chosen from it, as Docker reports); ``descriptor``: the root written at the destination."""
