@@ -544,20 +544,18 @@ def detach(state: StateRoot, container_id: str, network: str) -> None:
 def release(state: StateRoot, container_id: str) -> None:
     """Undo everything networking did for a container: endpoints, netns file, hosts files."""
     with _locked(state) as nets, links.session():
-        veths = []  # they go with the namespace
-        for net in nets:
-            ep = net.containers.get(container_id)
-            if ep is None:
-                continue
-            veths.append(_unwire(net, ep, state, netns_going=True))
-            nets = _drop(state, nets, net, container_id)
-            resolution.sync_files(state, nets, net.id)
-        links.remove_netns(netns_path(state, container_id), veths=[v for v in veths if v])
-        d_ = resolution.files_dir(state, container_id)
-        for p in (resolution.hosts_path(state, container_id), resolution.resolv_path(state, container_id)):
-            p.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            d_.rmdir()
+        mine = [n for n in nets if container_id in n.containers]
+        veths = [_unwire(n, n.containers[container_id], state, netns_going=True) for n in mine]
+        # the veths go with the namespace: the records and files are done meanwhile
+        with links.removing_netns(netns_path(state, container_id), veths=[v for v in veths if v]):
+            for net in mine:
+                nets = _drop(state, nets, net, container_id)
+                resolution.sync_files(state, nets, net.id)
+            d_ = resolution.files_dir(state, container_id)
+            for p in (resolution.hosts_path(state, container_id), resolution.resolv_path(state, container_id)):
+                p.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                d_.rmdir()
 
 
 def reset(state: StateRoot) -> None:

@@ -118,20 +118,28 @@ def create_netns(path: Path) -> None:
         raise NetworkError(f"cannot create network namespace {path}: {failure[0]}")
 
 
-#: how long ``remove_netns`` waits for the kernel to delete the veths of a namespace that
+#: how long ``removing_netns`` waits for the kernel to delete the veths of a namespace that
 #: died (~2-6 ms here) before it deletes them itself (the namespace outlived its mount)
 NETNS_DEATH_WAIT = 0.25
 
 
-def remove_netns(path: Path, *, veths: Sequence[str] = ()) -> None:
-    """Unmount and delete a netns file; the namespace dies with its last user.
+def remove_netns(path: Path) -> None:
+    """Unmount and delete a netns file; the namespace dies with its last user."""
+    with removing_netns(path):
+        pass
+
+
+@contextmanager
+def removing_netns(path: Path, *, veths: Sequence[str] = ()) -> Iterator[None]:
+    """Unmount and delete a netns file (the namespace dies with its last user), then run the
+    ``with`` body while the kernel tears the namespace down.
 
     *veths*: host ends of veth pairs whose other end is inside. The kernel deletes them with
     the namespace, in its own batch, off our path: an ``RTM_DELLINK`` of each waits on RCU
-    grace periods (~12-30 ms here). They are gone when this returns, as Docker's endpoint is
-    when ``run --rm`` returns: the kernel's announcements are awaited (listening from before
-    the unmount), and what is still there after ``NETNS_DEATH_WAIT`` (another process keeps
-    the namespace) is deleted here."""
+    grace periods (~12-30 ms here). They are gone when the ``with`` ends, as Docker's endpoint
+    is when ``run --rm`` returns: the kernel's announcements are awaited (listening from before
+    the unmount), and what is still there after ``NETNS_DEATH_WAIT`` (a process keeps the
+    namespace) is deleted here."""
     from builder.base import syscalls
 
     _forget(path)
@@ -142,6 +150,7 @@ def remove_netns(path: Path, *, veths: Sequence[str] = ()) -> None:
                 with contextlib.suppress(OSError):
                     syscalls.real().umount2(str(path), syscalls.MNT_DETACH)
             path.unlink(missing_ok=True)
+        yield
         left = set(veths)
         if watch is not None:
             left = watch.await_deleted(_existing(left), NETNS_DEATH_WAIT)
