@@ -282,34 +282,37 @@ def run_build(state: StateRoot, req: BuildRequest, *, progress: Callable[[Any], 
         sources = load_all(cache_from, state, lambda text: emit(Event("warning", text=text)))
     with ssh_agents:
         solver, target = _solve(state, req, graph, tree, ssh, sources, progress)
-    assembler = Assembler(store, solver.cache, state.layers, compression=req.compression)
+    try:  # (the steps' workspaces are removed meanwhile, in the background)
+        assembler = Assembler(store, solver.cache, state.layers, compression=req.compression)
 
-    def assemble(extra: dict[str, Any] | None = None) -> Image:
-        return assembler.image({**target.plan.config, **(extra or {})}, target.history,
-                               target.layers, inherited=target.inherited, epoch=graph.epoch,
-                               started=solver.created, labels=req.labels)
+        def assemble(extra: dict[str, Any] | None = None) -> Image:
+            return assembler.image({**target.plan.config, **(extra or {})}, target.history,
+                                   target.layers, inherited=target.inherited, epoch=graph.epoch,
+                                   started=solver.created, labels=req.labels)
 
-    image = assemble()
-    if cache_to:
-        image = _export_cache(state, store, solver, graph, cache_to, image, assemble, emit)
-    names = []
-    if not req.record:
-        return BuildOutcome(image, (), graph.warnings, tuple(solver.executed), tuple(solver.cached),
-                            per_platform_stages=frozenset(str(s.index) for s in dockerfile.stages
-                                                          if not s.platform))
-    if not any(o.type != "image" for o in req.outputs) or tags:
-        for ref in tags:
-            store.add(image.descriptor, ref)
-            names.append(ref.familiar if hasattr(ref, "familiar") else str(ref))
-        if not tags:
-            store.add(image.descriptor, None)
-    image_id = str(image.id)
-    for name in names:
-        events.emit(state, "image", "tag", image_id, {"name": name})
-    events.emit(state, "image", "build", image_id, {"name": names[0] if names else image_id})
-    for out in req.outputs:
-        export(state, store, image, tags, out, target.layers, progress=emit)
-    return BuildOutcome(image, tuple(names), graph.warnings, tuple(solver.executed), tuple(solver.cached))
+        image = assemble()
+        if cache_to:
+            image = _export_cache(state, store, solver, graph, cache_to, image, assemble, emit)
+        names = []
+        if not req.record:
+            return BuildOutcome(image, (), graph.warnings, tuple(solver.executed), tuple(solver.cached),
+                                per_platform_stages=frozenset(str(s.index) for s in dockerfile.stages
+                                                              if not s.platform))
+        if not any(o.type != "image" for o in req.outputs) or tags:
+            for ref in tags:
+                store.add(image.descriptor, ref)
+                names.append(ref.familiar if hasattr(ref, "familiar") else str(ref))
+            if not tags:
+                store.add(image.descriptor, None)
+        image_id = str(image.id)
+        for name in names:
+            events.emit(state, "image", "tag", image_id, {"name": name})
+        events.emit(state, "image", "build", image_id, {"name": names[0] if names else image_id})
+        for out in req.outputs:
+            export(state, store, image, tags, out, target.layers, progress=emit)
+        return BuildOutcome(image, tuple(names), graph.warnings, tuple(solver.executed), tuple(solver.cached))
+    finally:
+        solver.drain()
 
 
 def _cache_specs(req: BuildRequest) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -341,9 +344,13 @@ def _solve(state: StateRoot, req: BuildRequest, graph: Any, tree: Tree | None,
             solver.ensure_local(target.layers)
             return solver, target
         except CacheImportError as e:
+            solver.drain()
             if progress is not None:
                 progress(Event("warning", text=f"cache import failed: {e} (building without it)"))
             sources = []
+        except BaseException:
+            solver.drain()
+            raise
 
 
 def _export_cache(state: StateRoot, store: Store, solver: Any, graph: Any, specs: tuple[Any, ...],

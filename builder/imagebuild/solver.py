@@ -192,18 +192,27 @@ class Solver:
                             pending.clear()
             except BaseException:
                 self._cancel.set()
+                self.drain()
                 raise
             finally:
-                if self._used_workspace:  # (a fully cached build never loads the module)
-                    from builder.imagebuild.execute.workspace import drain_trash
-
-                    drain_trash()
+                if error is not None:
+                    self.drain()
                 if self._unpublished:
                     for snapshot in self._unpublished:
                         LayerCache(self.state).remove(snapshot)
         if error is not None:
             raise error
         return results
+
+    def drain(self) -> None:
+        """Wait until the workspaces of the steps this solver ran are removed. They go in the
+        background, so that the build's last steps (the image's assembly, its tags) do not wait
+        for them: a failed solve drains before it raises, the caller of a successful one once
+        it is done with it (``pipeline.run_build``)."""
+        if self._used_workspace:  # (a fully cached build never loads the module)
+            from builder.imagebuild.execute.workspace import drain_trash
+
+            drain_trash()
 
     def _reap_workspaces(self) -> None:
         """The RUN layers of killed builds go with the next build, cached or not (the module
