@@ -203,22 +203,15 @@ class Executor:
             write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
             rootfs_dir = run_dir / "rootfs"
             rootfs_dir.mkdir()
-            targets = mount_targets(spec)
-            data = ""
-            if spec.root.is_overlay:
-                stub = run_dir / "stubs"
-                stub.mkdir()
-                made = _rootfs.make_stub_layer(spec.root, targets, stub)
-                data = _rootfs.link_lowers(spec.root, run_dir, stub if made else None)
-            else:
+            if not spec.root.is_overlay:  # an overlay's stub layer is made by the process (overlay_lowers)
                 assert spec.root.path is not None
-                mountpoints = _rootfs.make_mountpoints(Path(spec.root.path), targets)
+                mountpoints = _rootfs.make_mountpoints(Path(spec.root.path), mount_targets(spec))
                 write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json(),
                                        "mountpoints": mountpoints})
             mask = run_dir / "mask"
             os.mknod(mask, stat.S_IFCHR | 0o000, 0)
             stdio = Stdio(stdin, stdout, stderr, terminal=spec.process.terminal, console_size=console_size)
-            plan = Plan(spec=spec, rootfs=str(rootfs_dir), run_dir=str(run_dir), overlay_data=data,
+            plan = Plan(spec=spec, rootfs=str(rootfs_dir), run_dir=str(run_dir), overlay_data="",
                         mask_node=str(mask),
                         cgroup_layout=None if "_PYBUILD_ROOTLESS" in os.environ else _cg.detect(),
                         seccomp_bpf=self._seccomp(spec.process))
@@ -338,6 +331,8 @@ class Executor:
             self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
             stdio.in_child()
             _close_other_fds(err_w, stdio.console_child, plan.cgroup_join)
+            if spec.root.is_overlay:  # here, while the helper moves this process into its cgroups
+                plan = plan._replace(overlay_data=overlay_lowers(spec, Path(plan.run_dir)))
             if spec.namespaces.net == "new":
                 self.sys.set_loopback_up()
             os.umask(0)
@@ -475,6 +470,16 @@ class Executor:
         proc._status_buf = pid_line
         proc._torn_down = False
         return ExecHandle(proc)
+
+
+def overlay_lowers(spec: Spec, run_dir: Path) -> str:
+    """The overlay root's mount data: its stub layer (``stubs/``: the mount points the image
+    lacks, so none lands in the upper dir) on top of its layers, each by a short name in *run_dir*.
+    Made by the sandbox's process before it mounts its root, with the caller's umask."""
+    stub = run_dir / "stubs"
+    stub.mkdir()
+    made = _rootfs.make_stub_layer(spec.root, mount_targets(spec), stub)
+    return _rootfs.link_lowers(spec.root, run_dir, stub if made else None)
 
 
 def mount_targets(spec: Spec) -> list[tuple[str, bool]]:

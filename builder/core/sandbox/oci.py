@@ -22,7 +22,7 @@ from builder.core import rootfs as _rootfs
 from builder.core.layers import MergedView
 from builder.core.sandbox import cgroups as _cg
 from builder.core.sandbox import seccomp
-from builder.core.sandbox.executor import mount_targets
+from builder.core.sandbox.executor import overlay_lowers
 from builder.core.sandbox.handle import Result, Sandbox
 from builder.core.sandbox.spec import Spec
 from builder.core.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
@@ -190,12 +190,7 @@ def start_oci(
     stdio: Stdio | None = None
     try:
         to_oci_bundle(spec, bundle, sandbox_id=sid)
-        data = ""
-        if spec.root.is_overlay:
-            stub = bundle / "stubs"
-            stub.mkdir()
-            made = _rootfs.make_stub_layer(spec.root, mount_targets(spec), stub)
-            data = _rootfs.link_lowers(spec.root, bundle, stub if made else None)
+        data = overlay_lowers(spec, bundle) if spec.root.is_overlay else ""
         stdio = Stdio(stdin, stdout, stderr, terminal=False)
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
