@@ -12,12 +12,12 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.base.filters import parse_filters
+from builder.base.values import field, frozen
 
 if TYPE_CHECKING:
     from builder.base.state import StateRoot
@@ -85,10 +85,11 @@ def _rotate(path: Path) -> None:
             pass
 
 
-@dataclass
+@frozen
 class Filters:
     """Docker's event filters (``type``, ``event``, ``image``, ``container``, ``network``,
-    ``volume``, ``label``, ``scope``); each key's values are OR-ed, the keys AND-ed."""
+    ``volume``, ``label``, ``scope``); each key's values are OR-ed, the keys AND-ed. A ``frozen``
+    value, not a dataclass: every command that acts loads this module to emit its events."""
 
     values: dict[str, list[str]] = field(default_factory=dict)
 

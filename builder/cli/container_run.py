@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import ContainerError
+from builder.base.values import replace
 from builder.cli import fail, flags
 
 if TYPE_CHECKING:

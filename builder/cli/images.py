@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from builder.base import events
 from builder.cli import Globals, fail, flags
 from builder.cli.format import (
     INSPECT,
@@ -152,7 +153,6 @@ def _tree(store: Store, records: list[ImageRecord], no_trunc: bool) -> None:
 @pass_globals
 def tag(g: Globals, source: str, target: str) -> None:
     """Create a tag TARGET that refers to SOURCE."""
-    from builder.base import events
     from builder.runtime import images as library
 
     store = _store(g)
@@ -302,8 +302,6 @@ def import_(g: Globals, source: str, repository: str | None, changes: tuple[str,
             fail(f"open {source}: no such file or directory")
     result = archive.import_rootfs(_store(g), src, reference=ref, config=config,
                                    message=message, platform=plat, source_name="-")
-    from builder.base import events
-
     image_id = str(result.config.digest)
     events.emit(g.state, "image", "import", image_id,
                 {"name": ref.familiar if ref else image_id})
@@ -325,8 +323,6 @@ def save(g: Globals, names: tuple[str, ...], output: str | None, fmt: str) -> No
         store.lookup(n)  # fail before creating the output
     with output_stream(output) as out:
         archive.save(store, list(names), out, format=fmt)
-    from builder.base import events
-
     for n in names:
         events.emit(g.state, "image", "save", n, {"name": n})
 
@@ -352,8 +348,6 @@ def load(g: Globals, input_: str | None, quiet: bool) -> None:
             return
         with f:
             loaded = archive.load(store, f, source=input_)
-    from builder.base import events
-
     for item in loaded:
         name = item.reference.familiar if item.reference is not None else str(item.image_id)
         events.emit(g.state, "image", "load", name, {"name": name})

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from builder.base import events
 from builder.base.errors import BuildError
 from builder.base.filters import labels_match
 from builder.base.state import StateRoot
@@ -49,8 +50,6 @@ def remove(root: StateRoot, name: str, *, force: bool = False,
     """``docker rmi NAME``: the ``Untagged: …``/``Deleted: …`` lines of what was done (each
     also an event in ``builder.base.events``); the in-use rules are ``_remove``'s. With *platform*,
     only that platform's image leaves the index NAME names (the whole image, if it was its last)."""
-    from builder.base import events
-
     lines = None
     if platform is not None:
         from builder.base.platforms import remove_platform
@@ -143,8 +142,6 @@ def prune(root: StateRoot, *, all: bool = False) -> PruneReport:
     freed += reap_unused_layers(root)  # the removed images' unpacked layers
     lines = [line.replace("Untagged: ", "untagged: ").replace("Deleted: ", "deleted: ")
              for line in deleted]
-    from builder.base import events
-
     events.image_changes(root, lines)
     return PruneReport(tuple(lines), freed)
 

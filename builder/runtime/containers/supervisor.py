@@ -187,11 +187,7 @@ class Supervisor:
                         server.end_run()
                     if stdin_r is not None:
                         os.close(stdin_r)
-                    if not c.host_config.auto_remove:  # --rm: no next start to join them again
-                        with contextlib.suppress(Exception):
-                            lifecycle.remember_networks(self.root, self.cs.load(self.cid))
-                    with contextlib.suppress(Exception):
-                        runtime.teardown(self.root, c, self.cs.load_state(self.cid))
+                    self._end_run(c)
                 exit_code = outcome.exit_status
                 if outcome.oom_killed:
                     lifecycle.emit(self.root, c, "oom")
@@ -226,6 +222,20 @@ class Supervisor:
             with contextlib.suppress(BuildError):
                 lifecycle.destroy(self.root, self.cs.load(self.cid), volumes=True)
         return exit_code
+
+    def _end_run(self, c: Container) -> None:
+        """Undo a run that ended: remember its networks for a next start, tear its sandbox and
+        endpoints down. Not when ``rm -f`` ended it: its remover holds the lock and tears the
+        same persisted state down itself (two teardowns at once only slowed each other, and the
+        remover then waits for this supervisor to end)."""
+        with contextlib.suppress(Exception):
+            if self.cs.load_state(self.cid).status == "removing":
+                return
+        if not c.host_config.auto_remove:  # --rm: no next start to join them again
+            with contextlib.suppress(Exception):
+                lifecycle.remember_networks(self.root, self.cs.load(self.cid))
+        with contextlib.suppress(Exception):
+            runtime.teardown(self.root, c, self.cs.load_state(self.cid))
 
     def _start_locked(self, c: Container, log: LogWriter, stdin_r: int | None, *, first: bool,
                       hc: runtime.HealthConfig | None,
