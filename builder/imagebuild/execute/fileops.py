@@ -24,13 +24,13 @@ from typing import BinaryIO
 from builder.base import paths
 from builder.base.errors import BuildError, ContextError
 from builder.base.paths import in_root
+from builder.imagebuild import sources
 from builder.imagebuild.context import Entry, Tree, has_glob, split_pivot
 from builder.imagebuild.execute import incremental
 from builder.imagebuild.execute.incremental import Reuse
 from builder.imagebuild.execute.inputs import LayerRef, StepInputs
 from builder.imagebuild.execute.workspace import Workspace, layer_dirs
 from builder.imagebuild.graph.ops import CopySource, CopySpec, MkdirSpec, Step
-from builder.imagebuild.sources import git, url
 from registry.compression import detect, open_decompressed
 
 
@@ -453,9 +453,9 @@ def _fetch(s: CopySource, into: Path, where: str) -> Path:
     """A URL's file or a git checkout's directory, fetched under *into* (a new directory)."""
     try:
         if s.git is not None:
-            return git.checkout(s.git, into)
+            return sources.git.checkout(s.git, into)
         into.mkdir()
-        return url.download(s.path, s.checksum, into)
+        return sources.url.download(s.path, s.checksum, into)
     except ContextError as e:
         raise ContextError(f"{where}: {e}") from None
 
