@@ -158,7 +158,8 @@ def removing_netns(path: Path, *, veths: Sequence[str] = ()) -> Iterator[None]:
         if watch is not None:
             watch.close()
     for name in left:
-        delete_link(name)
+        with contextlib.suppress(NetworkError):  # as a detach's: the records are written
+            delete_link(name)
 
 
 def _watch_links() -> Netlink | None:
