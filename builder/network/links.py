@@ -136,24 +136,26 @@ def removing_netns(path: Path, *, veths: Sequence[str] = ()) -> Iterator[None]:
 
     *veths*: host ends of veth pairs whose other end is inside. The kernel deletes them with
     the namespace, in its own batch, off our path: an ``RTM_DELLINK`` of each waits on RCU
-    grace periods (~12-30 ms here). They are gone when the ``with`` ends, as Docker's endpoint
-    is when ``run --rm`` returns: the kernel's announcements are awaited (listening from before
-    the unmount), and what is still there after ``NETNS_DEATH_WAIT`` (a process keeps the
-    namespace) is deleted here."""
+    grace periods (~12-30 ms here). They are gone when the ``with`` ends (as ``ip link`` sees
+    them: unlisted and announced deleted), as Docker's endpoint is when ``run --rm`` returns:
+    the kernel's announcements are awaited (listening from before the unmount), and what is
+    still there after ``NETNS_DEATH_WAIT`` (a process keeps the namespace) is deleted here."""
     from builder.base import syscalls
 
     _forget(path)
     watch = _watch_links() if veths and is_netns(path) else None
     try:
+        # those there now are announced when they go (the namespace is still mounted); a
+        # lookup after the unmount could miss one being deleted: unlisted, not yet announced
+        left = _existing(set(veths)) if watch is not None else set(veths)
         if path.exists():
             if is_netns(path):
                 with contextlib.suppress(OSError):
                     syscalls.real().umount2(str(path), syscalls.MNT_DETACH)
             path.unlink(missing_ok=True)
         yield
-        left = set(veths)
         if watch is not None:
-            left = watch.await_deleted(_existing(left), NETNS_DEATH_WAIT)
+            left = watch.await_deleted(left, NETNS_DEATH_WAIT)
     finally:
         if watch is not None:
             watch.close()
@@ -170,7 +172,7 @@ def _watch_links() -> Netlink | None:
 
 
 def _existing(names: set[str]) -> set[str]:
-    """Those of *names* still there (looked up after listening began: none is missed)."""
+    """Those of *names* there now."""
     with _iproute() as nl:
         return {n for n in names if nl.link(n) is not None}
 
