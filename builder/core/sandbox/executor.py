@@ -213,8 +213,7 @@ class Executor:
             stdio = Stdio(stdin, stdout, stderr, terminal=spec.process.terminal, console_size=console_size)
             plan = Plan(spec=spec, rootfs=str(rootfs_dir), run_dir=str(run_dir), overlay_data="",
                         mask_node=str(mask),
-                        cgroup_layout=None if "_PYBUILD_ROOTLESS" in os.environ else _cg.detect(),
-                        seccomp_bpf=self._seccomp(spec.process))
+                        cgroup_layout=None if "_PYBUILD_ROOTLESS" in os.environ else _cg.detect())
             sandbox = self._spawn(plan, cgroup, stdio, run_dir, sid, mountpoints)
         except BaseException:
             if stdio is not None:
@@ -331,8 +330,7 @@ class Executor:
             self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
             stdio.in_child()
             _close_other_fds(err_w, stdio.console_child, plan.cgroup_join)
-            if spec.root.is_overlay:  # here, while the helper moves this process into its cgroups
-                plan = plan._replace(overlay_data=overlay_lowers(spec, Path(plan.run_dir)))
+            plan = self._complete_plan(plan)
             if spec.namespaces.net == "new":
                 self.sys.set_loopback_up()
             os.umask(0)
@@ -352,8 +350,16 @@ class Executor:
             _report_and_exit(err_w, e)
         os._exit(125)
 
+    def _complete_plan(self, plan: Plan) -> Plan:  # pragma: no cover - in the sandbox's process
+        """What the sandbox's process makes itself, before it mounts anything and while its
+        helper moves it into its cgroups (the kernel's attach sleeps): an overlay root's stub
+        layer and lower links, and its seccomp program (from the state root's cache)."""
+        spec = plan.spec
+        data = overlay_lowers(spec, Path(plan.run_dir)) if spec.root.is_overlay else plan.overlay_data
+        return plan._replace(overlay_data=data, seccomp_bpf=self._seccomp(spec.process))
+
     def _seccomp(self, process: Process) -> bytes | None:
-        """The process's seccomp program, compiled here before any fork (cached in the state root)."""
+        """The process's seccomp program, compiled (cached in the state root) before it is confined."""
         if process.seccomp is None:
             return None
         from builder.core.sandbox import seccomp

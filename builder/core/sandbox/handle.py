@@ -321,14 +321,16 @@ class Sandbox:
             self._status_fd = None
         if self._stdio is not None:
             self._stdio.close_all()
-        if self.cgroup is not None:
-            self.cgroup.remove()
-        _rootfs.remove_mountpoints(self._mountpoints)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        if self._helper is not None:  # reported the end, and has been exiting (freeing its memory) meanwhile
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._helper, 0)
-            self._helper = None
+        try:
+            if self.cgroup is not None:
+                self.cgroup.remove()
+            _rootfs.remove_mountpoints(self._mountpoints)
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        finally:
+            if self._helper is not None:  # it reported the end and has been exiting meanwhile
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self._helper, 0)
+                self._helper = None
         self._torn_down = True
 
 

@@ -1,9 +1,9 @@
 """Seccomp profiles in Docker's JSON format: parsed into frozen values, resolved against a
 capability set, compiled to a BPF program through libseccomp, or written as OCI ``linux.seccomp``.
 
-libseccomp (``libseccomp.so.2``) is reached through ctypes here and only here, in the parent,
-before the sandbox forks: the child gets the program as bytes and loads it with one ``prctl``
-(``builder.base.syscalls``). Our default profile is data: ``seccomp_default.json`` beside this file.
+libseccomp (``libseccomp.so.2``) is reached through ctypes here and only here, before anything
+is confined (by a sandbox's own process while its helper moves it into its cgroups, by the
+caller of an ``exec``); the program is bytes, loaded with one ``prctl`` (``builder.base.syscalls``). Our default profile is data: ``seccomp_default.json`` beside this file.
 """
 
 from __future__ import annotations
@@ -394,7 +394,7 @@ def program(profile: Profile, caps: tuple[str, ...], *, cache_dir: Path | None =
     data = compile_bpf(profile, caps)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+        tmp = cache_dir / f".{key}.{os.urandom(6).hex()}.tmp"  # (a sandbox's process is pid 1 of its own)
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError:
