@@ -98,23 +98,32 @@ class Tool:
 class Pybuild(Tool):
     name = "pybuild"
 
-    def __init__(self, base: Path, busybox_tar: Path) -> None:
+    def __init__(self, base: Path, busybox_tar: Path, *, source: Path | None = None) -> None:
+        """*source*: another source tree to run (a baseline: ``PYTHONPATH`` puts it first),
+        its roots under *base* too."""
+        self.env = None if source is None else {"PYTHONPATH": str(source.resolve())}
+        if source is not None:
+            self.name = f"pybuild {source.name}"
         self.prepared = base / "pyb-prepared"
         self.root = base / "pyb-root"
-        run(PYBUILD, "--root", str(self.prepared), "import", str(busybox_tar), "busybox:latest")
+        base.mkdir(parents=True, exist_ok=True)
+        self._run("--root", str(self.prepared), "import", str(busybox_tar), "busybox:latest")
         # unpack the base once (BuildKit's snapshotter has it unpacked too), then drop the cache
         warm = base / "warm"
         warm.mkdir()
         (warm / "Dockerfile").write_text("FROM busybox\nRUN true\n")
-        run(PYBUILD, "--root", str(self.prepared), "build", "-q", str(warm))
-        run(PYBUILD, "--root", str(self.prepared), "builder", "prune", "--all")
+        self._run("--root", str(self.prepared), "build", "-q", str(warm))
+        self._run("--root", str(self.prepared), "builder", "prune", "--all")
+
+    def _run(self, *args: str) -> None:
+        run(PYBUILD, *args, env=self.env)
 
     def cold_reset(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         run("cp", "-a", str(self.prepared), str(self.root))
 
     def build(self, ctx: Path, tag: str) -> None:
-        run(PYBUILD, "--root", str(self.root), "build", "-q", "-t", tag, str(ctx))
+        self._run("--root", str(self.root), "build", "-q", "-t", tag, str(ctx))
 
 
 class Docker(Tool):

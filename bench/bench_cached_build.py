@@ -6,7 +6,10 @@ stage changed (its COPY and the RUN after it run again). Medians of the runs, th
 interleaved, the ratio beside each row. Byte-compile first (``make compile``): the bench
 measures the package as ``pip install`` leaves it.
 
-    .venv/bin/python bench/bench_cached_build.py [--runs 15]
+    .venv/bin/python bench/bench_cached_build.py [--runs 15] [--baseline DIR]
+
+``--baseline DIR``: an older source tree (``git archive REV | tar -x -C DIR``, byte-compiled)
+built the same way in the same interleaving, its ratio to ours beside.
 """
 
 from __future__ import annotations
@@ -65,12 +68,16 @@ def make_context(base: Path, name: str) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--baseline", type=Path, default=None, help="an older source tree to compare with")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-cached-", dir="/var/tmp"))
     tools: list[Tool] = []
     docker: Docker | None = None
     try:
-        tools.append(Pybuild(base, busybox_tar(base)))
+        tar = busybox_tar(base)
+        tools.append(Pybuild(base, tar))
+        if args.baseline is not None:
+            tools.append(Pybuild(base / "baseline", tar, source=args.baseline))
         if have_dockerd():
             docker = Docker(docker_busybox_tar(base))
             tools.append(docker)
@@ -89,13 +96,16 @@ def main() -> None:
                 (ctx / "app.conf").write_text(f"conf {t.name} {i} {time.time()}\n")
                 samples[t.name]["one file changed"].append(timed(build))
         names = [t.name for t in tools]
-        print(f"two stages, 19 instructions, 50 MB blob; median of {args.runs} runs, interleaved")
+        # ours against each other tool: the baseline's, BuildKit's
+        others = names[1:]
+        print(f"two stages, 19 instructions, 50 MB blob; median of {args.runs} runs, interleaved; "
+              f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print(f"{'build':18}" + "".join(f"{n:>26}" for n in names)
-              + ("      ratio" if len(names) > 1 else ""))
+              + "".join(f"{'vs ' + n.split()[-1]:>20}" for n in others))
         for case in cases:
-            meds = [statistics.median(samples[n][case]) for n in names]
-            ratio = f"  {meds[0] / meds[1]:8.2f}x" if len(meds) > 1 else ""
-            print(f"{case:18}" + "".join(f"{m:24.3f} s" for m in meds) + ratio, flush=True)
+            meds = {n: statistics.median(samples[n][case]) for n in names}
+            ratios = "".join(f"{meds[names[0]] / meds[n]:19.2f}x" for n in others)
+            print(f"{case:18}" + "".join(f"{meds[n]:24.3f} s" for n in names) + ratios, flush=True)
     finally:
         if docker is not None:
             docker.close()
