@@ -187,9 +187,10 @@ def write_in_place(path: Path, text: str) -> None:
 
 
 def sync_files(state: StateRoot, nets: Sequence[Network], network_id: str, also: str = "") -> None:
-    """Rewrite the hosts file of every container on *network_id* (and *also*)."""
+    """Rewrite the hosts file of every container on *network_id* (and *also*). On a predefined
+    network (the default bridge) peers do not resolve each other: only *also*'s change."""
     net = next(n for n in nets if n.id == network_id)
-    cids = set(net.containers)
+    cids = set(net.containers) if net.user_defined else set()
     if also:
         cids.add(also)
     for cid in sorted(cids):

@@ -107,3 +107,16 @@ def test_bridge_run_loads_no_cluster_client_openssl_nor_network_dataclass(busybo
     assert "builder.network.core" in mods  # it attached the container to the bridge
     assert not mods & {"requests", "urllib3", "builder.network.cluster.etcd", "hashlib", "_hashlib"}
     assert not {m for m in dataclasses_made(mods) if m.startswith("builder.network.")}
+
+
+def test_default_bridge_attach_leaves_peers_files(state: StateRoot) -> None:
+    """Containers on the default bridge do not resolve each other: another's attach or release
+    does not rewrite their hosts and resolv.conf files (O(containers) writes per run)."""
+    a = N.attach(state, CID_A, "bridge")
+    assert a.hosts_path is not None and a.resolv_path is not None
+    stamps = (a.hosts_path.stat().st_mtime_ns, a.resolv_path.stat().st_mtime_ns)
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    N.attach(state, CID_B, "bridge")
+    N.release(state, CID_B)
+    assert (a.hosts_path.stat().st_mtime_ns, a.resolv_path.stat().st_mtime_ns) == stamps
+    N.release(state, CID_A)
