@@ -7,7 +7,6 @@ and review the diff.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -22,24 +21,25 @@ if str(ROOT) not in sys.path:
 
 from builder.base.errors import DockerfileSyntaxError  # noqa: E402
 from builder.imagebuild.dockerfile import lint, parse, typed  # noqa: E402
+from registry.values import value_fields  # noqa: E402
 
 VALID = ROOT / "testdata" / "dockerfiles"
 INVALID = ROOT / "testdata" / "dockerfiles-invalid"
 
 
 def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    if hasattr(obj, "__value_fields__") and not isinstance(obj, type):  # (registry.values.frozen)
         out: dict[str, Any] = {"kind": type(obj).__name__}
-        for f in dataclasses.fields(obj):
-            if f.name == "tree":
+        for name in value_fields(obj):
+            if name == "tree":
                 continue
-            value = getattr(obj, f.name)
-            if f.name == "location":
+            value = getattr(obj, name)
+            if name == "location":
                 out["lines"] = [value.start_line, value.end_line, value.column]
                 continue
-            if f.name == "from_" and type(obj).__name__ == "Stage":
+            if name == "from_" and type(obj).__name__ == "Stage":
                 continue
-            out[f.name] = _jsonable(value)
+            out[name] = _jsonable(value)
         return out
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]

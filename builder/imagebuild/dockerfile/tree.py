@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from registry.values import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class Heredoc:
     """A heredoc: ``name`` is the delimiter with quotes removed; ``content`` is the body verbatim
     (every line with its newline, the delimiter line excluded); ``expand`` is False when the
@@ -31,7 +32,7 @@ class Heredoc:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Pair:
     """One ENV/LABEL ``key=value`` (raw: quotes and ``$`` kept); ``legacy`` for ``ENV k v``."""
 
@@ -43,7 +44,7 @@ class Pair:
         return {"key": self.key, "value": self.value, "legacy": self.legacy}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Directives:
     """Parser directives: ``escape`` is always set (default ``\\``); the others when given."""
 
@@ -60,7 +61,7 @@ class Directives:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Node:
     """One instruction as read, nothing interpreted (see the package docstring)."""
 
@@ -96,7 +97,7 @@ class Node:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SyntaxTree:
     """A parsed Dockerfile: directives, the instruction nodes, and the source lines (for
     carets in error messages). ``empty_continuation_lines`` are the blank lines found inside

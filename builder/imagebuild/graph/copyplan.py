@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from builder.base.errors import ContextError, PlanError
@@ -22,6 +21,7 @@ from builder.imagebuild.graph.ops import (
     Step,
     key_of,
 )
+from registry.values import replace
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from registry.model import Platform
 from registry.store import Image
+from registry.values import field, frozen
 
 if TYPE_CHECKING:  # (git, with subprocess, is loaded by the ADD of a repository alone)
     from builder.imagebuild.sources.git import GitSource
@@ -48,7 +48,7 @@ class StepExecutor(Protocol):
     def mkdir(self, step: Step, spec: MkdirSpec) -> None: ...
 
 
-@dataclass(frozen=True)
+@frozen
 class Base:
     """Where a stage starts: nothing (``scratch``), an image in the store, or an earlier stage."""
 
@@ -59,7 +59,7 @@ class Base:
     name: str = "scratch"  # as written in FROM, expanded
 
 
-@dataclass(frozen=True)
+@frozen
 class Location:
     """A source path and where it is read from: the build context, an earlier stage's
     filesystem (by stage index) or an image's."""
@@ -75,7 +75,7 @@ class Location:
             raise ValueError(f"a {self.kind} location names {'a stage' if self.stage is not None else 'an image'}")
 
 
-@dataclass(frozen=True)
+@frozen
 class MountSpec:
     """A ``RUN --mount`` with its values expanded and its source resolved."""
 
@@ -110,7 +110,7 @@ class MountSpec:
         return d
 
 
-@dataclass(frozen=True)
+@frozen
 class ExecSpec:
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -126,7 +126,7 @@ class ExecSpec:
         executor.run(step, self)
 
 
-@dataclass(frozen=True)
+@frozen
 class CopySource:
     """One source word of COPY/ADD: from the context, a stage, an image, a URL or a heredoc."""
 
@@ -139,7 +139,7 @@ class CopySource:
     git: GitSource | None = None  # ADD of a git repository: its ref resolved to a commit
 
 
-@dataclass(frozen=True)
+@frozen
 class CopySpec:
     sources: tuple[CopySource, ...]
     dest: str  # absolute, trailing "/" kept
@@ -155,7 +155,7 @@ class CopySpec:
         executor.copy(step, self)
 
 
-@dataclass(frozen=True)
+@frozen
 class MkdirSpec:
     path: str
     user: str = ""
@@ -164,7 +164,7 @@ class MkdirSpec:
         executor.mkdir(step, self)
 
 
-@dataclass(frozen=True)
+@frozen
 class Step:
     """One op in a stage's chain.
 
@@ -208,7 +208,7 @@ class Step:
         self.payload.execute(self, executor)
 
 
-@dataclass(frozen=True)
+@frozen
 class StagePlan:
     index: int
     name: str | None
@@ -232,7 +232,7 @@ class StagePlan:
         return self.name or f"stage-{self.index}"
 
 
-@dataclass(frozen=True)
+@frozen
 class Graph:
     """The stages a target needs, in Dockerfile order; ``target`` is the last one built."""
 

@@ -4,14 +4,14 @@ Dockerfile (BuildKit's ``instructions/commands.go``), and which fields the build
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from builder.imagebuild.dockerfile.tree import Directives, Heredoc, Pair, SyntaxTree
+from registry.values import field, frozen
 
 # --- records -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Location:
     """Where an instruction is: 1-based inclusive lines (heredoc bodies excluded) and the
     1-based column of its keyword."""
@@ -25,7 +25,7 @@ class Location:
         return f"{self.filename}:{self.start_line}"
 
 
-@dataclass(frozen=True)
+@frozen
 class Instruction:
     """Base of every typed instruction: its ``location`` and Docker's ``original`` line
     (continuations joined, as shown in build output and image history)."""
@@ -39,7 +39,7 @@ class Instruction:
         return type(self).__name__.upper()
 
 
-@dataclass(frozen=True)
+@frozen
 class From(Instruction):
     """``FROM [--platform=p] base [AS name]``: ``base`` raw (unexpanded); ``name`` lowercased."""
 
@@ -48,7 +48,7 @@ class From(Instruction):
     platform: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Mount:
     """One ``RUN --mount`` spec. ``options`` keeps every ``key=value`` as written (keys
     lowercased, bare keys such as ``ro`` with the value ``"true"``). When ``needs_expansion``
@@ -73,7 +73,7 @@ class Mount:
     needs_expansion: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class Run(Instruction):
     """``RUN``: ``command`` is one string in shell form (``shell_form``; the build prepends
     the stage's SHELL) or the exec-form items; ``heredocs`` are the heredocs of the line."""
@@ -86,7 +86,7 @@ class Run(Instruction):
     security: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Cmd(Instruction):
     """``CMD``: like ``Run.command``; an empty exec form ``CMD []`` clears the command."""
 
@@ -94,7 +94,7 @@ class Cmd(Instruction):
     shell_form: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class Entrypoint(Instruction):
     """``ENTRYPOINT``: like ``Cmd``."""
 
@@ -102,35 +102,35 @@ class Entrypoint(Instruction):
     shell_form: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class Shell(Instruction):
     """``SHELL ["exe", "arg"...]`` (exec form only)."""
 
     shell: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Env(Instruction):
     """``ENV``: raw key/value pairs (quotes and ``$`` kept; the build expands both)."""
 
     pairs: tuple[Pair, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Label(Instruction):
     """``LABEL``: raw key/value pairs."""
 
     pairs: tuple[Pair, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Expose(Instruction):
     """``EXPOSE``: the raw port words (``80``, ``53/udp``, ``$PORT``)."""
 
     ports: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Copy(Instruction):
     """``COPY``: ``sources`` are the path words (heredoc sources apart, in ``heredocs``, whose
     ``name`` is the file name and ``content`` already tab-stripped for ``<<-``); ``dest``
@@ -150,34 +150,34 @@ class Copy(Instruction):
     unpack: bool | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Add(Copy):
     """``ADD``: as ``Copy``; flags ``--chown --chmod --link --keep-git-dir --checksum
     --exclude --unpack`` (no ``--from``/``--parents``)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Volume(Instruction):
     """``VOLUME``: raw paths."""
 
     paths: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class User(Instruction):
     """``USER user[:group]`` raw."""
 
     user: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Workdir(Instruction):
     """``WORKDIR path`` raw."""
 
     path: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Arg(Instruction):
     """One declared ``ARG``: ``name`` and raw ``default`` (None when none is given; ``ARG a
     b=1`` gives two ``Arg`` sharing a location)."""
@@ -186,7 +186,7 @@ class Arg(Instruction):
     default: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Onbuild(Instruction):
     """``ONBUILD``: ``trigger`` is the raw text after the keyword (what goes into the image
     config); ``instruction`` its typed form."""
@@ -195,14 +195,14 @@ class Onbuild(Instruction):
     instruction: Instruction
 
 
-@dataclass(frozen=True)
+@frozen
 class Stopsignal(Instruction):
     """``STOPSIGNAL`` raw signal (``SIGTERM``, ``9``, ``$SIG``)."""
 
     signal: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Healthcheck(Instruction):
     """``HEALTHCHECK``: ``test`` in Docker's config form (``["NONE"]``, ``["CMD", ...]`` or
     ``["CMD-SHELL", "cmd"]``); durations in nanoseconds, None when not given."""
@@ -215,14 +215,14 @@ class Healthcheck(Instruction):
     retries: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Maintainer(Instruction):
     """``MAINTAINER name`` (deprecated in favour of a label)."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Stage:
     """A build stage: ``base`` is FROM's raw image word, ``name`` its lowercased ``AS`` name,
     ``instructions`` what follows the FROM (``Arg`` ones included)."""
@@ -239,7 +239,7 @@ class Stage:
         return self.from_.location
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Dockerfile:
     """A typed Dockerfile: directives, ARGs before the first FROM, stages."""
 
