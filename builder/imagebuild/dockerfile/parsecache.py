@@ -19,7 +19,8 @@ _TREE = Path(__file__).resolve().parents[__name__.count(".")]
 _SOURCES = (
     *(_TREE / name for name in ("builder/imagebuild/dockerfile/syntax.py", "builder/imagebuild/dockerfile/larkglue.py",
                                 "builder/imagebuild/dockerfile/tree.py", "builder/base/units.py",
-                                "grammar/dockerfile.lark")),
+                                "grammar/dockerfile.lark",
+                                "registry/values.py")),  # (how the records are made: frozen values)
     *sorted((_TREE / "builder/imagebuild/dockerfile/instructions").glob("*.py")),
 )
 _FRONT_END: str | None = None
