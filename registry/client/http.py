@@ -107,6 +107,8 @@ def _transport_error(e: HTTPFailure, url: str) -> TransportError:
         return TransportError(f"cannot reach {url}: connection refused", retryable=False)
     if e.kind == "resolve":
         return TransportError(f"cannot reach {url}: the host name does not resolve", retryable=False)
+    if e.kind == "proxy":
+        return TransportError(f"cannot reach {url}: {e}", retryable=False)
     return TransportError(f"connection error talking to {url}: {short_error(e)}", retryable=True)
 
 
@@ -202,7 +204,7 @@ class RegistryClient:
                 try:
                     r = self.session.request("GET", url, timeout=self.timeout)
                 except HTTPFailure as e:
-                    if e.kind == "verify":
+                    if e.kind in ("verify", "proxy"):  # no other scheme would do better
                         raise _transport_error(e, url) from None
                     last = e if scheme == "https" or last is None else last
                     break  # not TLS at all, or nothing there: try the next scheme

@@ -40,7 +40,7 @@ Params = dict[str, str] | list[tuple[str, str]] | None
 class HTTPFailure(Exception):
     """A request that got no answer. ``kind``: ``refused``, ``resolve``, ``verify`` (a certificate
     not trusted), ``tls`` (another TLS failure, such as a server that does not speak TLS),
-    ``other`` (reset, timeout, closed early)."""
+    ``proxy`` (a proxy URL of a scheme other than http), ``other`` (reset, timeout, closed early)."""
 
     def __init__(self, kind: str, text: str) -> None:
         super().__init__(text)
@@ -284,7 +284,7 @@ class Session:
             return conn
         p = urllib.parse.urlsplit(proxy)
         if p.scheme != "http":
-            raise HTTPFailure("other", f"proxy {proxy}: only http:// proxies are supported")
+            raise HTTPFailure("proxy", f"proxy {proxy}: only http:// proxies are supported")
         auth = {}
         if p.username is not None:
             cred = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from typing import Any
 
 from registry.client import Fetched
@@ -173,30 +173,57 @@ def _copy_blobs(src: End, dst: End, blobs: list[Descriptor], workers: int, repor
         for d in blobs:
             one(d)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pybuild-blob") as pool:
-        futures: list[Future[None]] = [pool.submit(one, d) for d in blobs]
+    _on_threads(one, blobs, workers, cancel)
+
+
+def _on_threads(one: Callable[[Descriptor], None], blobs: list[Descriptor], workers: int,
+                cancel: threading.Event) -> None:
+    """``one(blob)`` for every blob on *workers* threads (plain threads: ``concurrent.futures``
+    would bring ``logging`` to every pull and push). The first error sets *cancel*, which stops
+    the others at their next chunk, and is raised once they have stopped (an error other than
+    the cancellation itself wins)."""
+    todo = iter(blobs)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    threads = min(workers, len(blobs))
+    running = [threads]
+    # set by the last worker to stop; waited on, not joined: a join interrupted by Ctrl-C
+    # marks a live thread as stopped (Python 3.11), and it would not be waited for
+    finished = threading.Event()
+
+    def work() -> None:
         try:
-            # in slices: a Ctrl-C whose SIGINT the kernel handed to a worker thread reaches
-            # this (main) thread only when it wakes up
-            while True:
-                done, pending = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
-                if not pending or any(not f.cancelled() and f.exception() is not None for f in done):
-                    break
-        except BaseException:  # Ctrl-C: stop the workers at their next chunk, not at blob end
-            cancel.set()
-            for f in futures:
-                f.cancel()
-            raise
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
-            cancel.set()
-            for f in pending:
-                f.cancel()
-            wait(pending)
-            errors = [f.exception() for f in futures if f.done() and not f.cancelled()
-                      and f.exception() is not None]
-            real = [e for e in errors if not isinstance(e, _Cancelled)]
-            raise (real or errors)[0]  # type: ignore[misc]
+            while not cancel.is_set():
+                with lock:
+                    desc = next(todo, None)
+                if desc is None:
+                    return
+                try:
+                    one(desc)
+                except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                    errors.append(e)
+                    cancel.set()
+                    return
+        finally:
+            with lock:
+                running[0] -= 1
+                if not running[0]:
+                    finished.set()
+
+    for i in range(threads):
+        threading.Thread(target=work, name=f"pybuild-blob_{i}").start()
+    try:
+        # in slices: a Ctrl-C whose SIGINT the kernel handed to a worker thread reaches this
+        # (main) thread only when it wakes up
+        while not finished.wait(0.2):
+            pass
+    except BaseException:  # Ctrl-C: stop the workers at their next chunk, not at blob end
+        cancel.set()
+        finished.wait()
+        raise
+    if errors:
+        real = [e for e in errors if not isinstance(e, _Cancelled)]
+        raise (real or errors)[0]
 
 
 def _mount_candidates(src: End, dst: End, desc: Descriptor) -> list[str]:

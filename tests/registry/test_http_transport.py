@@ -2,7 +2,7 @@
 the pool, redirects to blob storage on another host (the ``Authorization`` header dropped, as
 ``requests`` drops it), proxies from the environment (plain and CONNECT, ``NO_PROXY``), TLS with a
 local https server (stdlib ``ssl``, certificates from ``registry_server.make_tls``), and a guard:
-a ``pull`` and a ``push`` load neither ``requests`` nor ``urllib3``."""
+a ``pull`` and a ``push`` load neither ``requests`` nor ``urllib3`` (nor ``concurrent.futures``)."""
 
 from __future__ import annotations
 
@@ -391,6 +391,13 @@ def test_proxy_for_reads_the_environment_as_requests_does(monkeypatch: pytest.Mo
     assert p("http://reg.example:5000/v2/") is None and p("http://reg.example:5001/v2/") is not None
     monkeypatch.setenv("no_proxy", "*")
     assert p("http://anything/") is None
+    # a proxy of another scheme than http is a clear error, not retried
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.setenv("http_proxy", "socks5://127.0.0.1:1080")
+    with RegistryClient("127.0.0.1:9", backoff=Backoff(attempts=5)) as c, \
+            pytest.raises(TransportError, match="only http:// proxies are supported") as e:
+        _ = c.base
+    assert not e.value.retryable
 
 
 def test_pull_and_push_through_a_proxy(proxy: _Proxy, plain_registry: Registry, tmp_path: Path,
@@ -462,3 +469,5 @@ def test_pull_and_push_load_no_requests_nor_urllib3(plain_registry: Registry, tm
         heavy = sorted(m for m in mods if m.split(".")[0] in ("requests", "urllib3", "certifi",
                                                               "charset_normalizer", "idna"))
         assert heavy == []
+        # blobs in parallel on plain threads: neither concurrent.futures nor the logging it imports
+        assert not {"concurrent.futures", "logging"} & mods
