@@ -31,8 +31,7 @@ exit status in one table (the supervisor records a start's failure by it too).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+from builder.base.values import frozen
 from registry.errors import RegistryError
 from registry.kinds import ErrorKind, Kinded
 
@@ -54,7 +53,8 @@ class BuildError(Kinded):
         return exit_status(self)
 
 
-class ExitStatus(NamedTuple):
+@frozen
+class ExitStatus:
     plain: int  # Docker's CLI for a refused request: 1
     engine: int  # the engine refused (``run``/``create``): 125
 

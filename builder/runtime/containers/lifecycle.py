@@ -13,11 +13,10 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
-from builder.base.values import replace
+from builder.base.values import frozen, replace
 from builder.network.records import EndpointRecord, endpoints_by_container
 from builder.runtime.containers.options import (
     ZERO_TIME,
@@ -154,7 +153,8 @@ STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", 
 _RELATIVE = ("before", "since")
 
 
-class Filters(NamedTuple):
+@frozen
+class Filters:
     """``ps --filter``: several values of one key OR (labels AND), different keys AND (Docker's rule)."""
 
     items: Mapping[str, tuple[str, ...]]

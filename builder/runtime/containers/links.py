@@ -6,14 +6,14 @@ only an alias the network's DNS answers, and nothing here applies.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
+from builder.base.values import frozen
 from builder.runtime.containers.record import Container, ContainerStore, NoSuchContainer
 
 
-class Link(NamedTuple):
+@frozen
+class Link:
     """A running linked container as the linking one sees it."""
 
     alias: str

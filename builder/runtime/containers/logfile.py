@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from builder.base.errors import ContainerError
+from builder.base.values import frozen
 from builder.runtime.containers.options import parse_bytes, parse_timestamp_text, rfc3339nano
 
 #: Docker splits lines longer than this into several entries (the last one ends in "\n")
@@ -43,7 +44,8 @@ DRIVERS: dict[str, frozenset[str]] = {
 NO_READING = "configured logging driver does not support reading"
 
 
-class LogDriver(NamedTuple):
+@frozen
+class LogDriver:
     """A container's log driver: ``max_size`` bytes per file (None: unbounded) and ``max_file``
     files kept; ``discard`` for ``none``."""
 

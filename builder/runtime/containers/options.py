@@ -18,7 +18,7 @@ import stat
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from builder.base.errors import ContainerError
 from builder.base.units import parse_go_duration, parse_size
@@ -473,7 +473,8 @@ def parse_devices(items: Iterable[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-class DeviceNode(NamedTuple):
+@frozen
+class DeviceNode:
     """A device node to make in a container: where, what (``c``/``b`` major:minor), its mode
     and owner as on the host, and the cgroup access it is given."""
 

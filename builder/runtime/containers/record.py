@@ -17,7 +17,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
@@ -97,9 +97,10 @@ def alive(pid: int, start: int) -> bool:
     return pid > 0 and start > 0 and proc_start_time(pid) == start
 
 
-# no dataclass is made at import (``ps`` loads this module): the health values are NamedTuples,
-# State and Container frozen values (``builder.base.values``: ``replace``, their fields by name)
-class HealthProbe(NamedTuple):
+# no dataclass is made at import (``ps`` loads this module): the health values, State and
+# Container are frozen values (``builder.base.values``: ``replace``, their fields by name)
+@frozen
+class HealthProbe:
     """One run of the health check: Docker's ``State.Health.Log`` entry."""
 
     start: str
@@ -117,7 +118,8 @@ class HealthProbe(NamedTuple):
                    str(d.get("Output") or ""))
 
 
-class Health(NamedTuple):
+@frozen
+class Health:
     status: str = "starting"  # starting | healthy | unhealthy
     failing_streak: int = 0
     log: tuple[HealthProbe, ...] = ()

@@ -11,11 +11,12 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from builder import network  # lazy: its core (netlink) loads on first attach
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
+from builder.base.values import frozen
 from builder.network.records import EndpointRecord, mentions
 from builder.runtime.containers import links
 from builder.runtime.containers import mounts as _mounts
@@ -46,7 +47,8 @@ HEALTH_TIMEOUT = 30.0
 HEALTH_RETRIES = 3
 
 
-class HealthConfig(NamedTuple):
+@frozen
+class HealthConfig:
     test: tuple[str, ...]  # argv to exec in the container
     interval: float
     timeout: float

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.base.errors import ContainerError, SandboxError
+from builder.base.values import frozen
 
 SECURITY_OPT_KEYS = ("seccomp", "no-new-privileges", "apparmor", "label", "systempaths")
 #: accepted and kept in the record, but without effect: pybuild applies no LSM (as Docker on a
@@ -18,7 +18,8 @@ SECURITY_OPT_KEYS = ("seccomp", "no-new-privileges", "apparmor", "label", "syste
 IGNORED_SECURITY_OPTS = ("apparmor", "label")
 
 
-class SecurityOpts(NamedTuple):
+@frozen
+class SecurityOpts:
     """What ``--security-opt`` values ask of the sandbox (Docker's ``HostConfig.SecurityOpt``).
 
     ``seccomp``: ``""`` or ``builtin`` (the default profile), ``unconfined``, or a profile's JSON.

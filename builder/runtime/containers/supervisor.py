@@ -16,11 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import BuildError, ContainerError
 from builder.base.state import StateRoot
-from builder.base.values import replace
+from builder.base.values import frozen, replace
 from builder.runtime.containers import lifecycle, repair, runtime
 from builder.runtime.containers.logfile import LogWriter
 from builder.runtime.containers.options import RestartPolicy, rfc3339nano
@@ -50,7 +50,8 @@ ATTACH_WAIT = 10.0
 PROXY_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-class Attach(NamedTuple):
+@frozen
+class Attach:
     """A foreground run's terminal: where output goes and whether stdin/a tty are wired."""
 
     stdin: int | None  # fd to read from (``-i``), else None
@@ -58,7 +59,8 @@ class Attach(NamedTuple):
     stderr: int
 
 
-class Started(NamedTuple):
+@frozen
+class Started:
     ok: bool
     exit_code: int = 0
     error: str = ""

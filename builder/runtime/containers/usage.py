@@ -8,10 +8,11 @@ import contextlib
 import errno
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
+from builder.base.values import frozen
 from builder.runtime.containers.record import Container, ContainerStore
 from builder.runtime.containers.repair import init_alive
 
@@ -40,7 +41,8 @@ def _du(path: Any) -> int:
 
 
 # -- top --------------------------------------------------------------------------------------
-class Process(NamedTuple):
+@frozen
+class Process:
     """One process of a container, as ``docker top`` (``ps -ef``) lists it."""
 
     uid: str
