@@ -180,3 +180,27 @@ def test_a_failed_join_is_one_error_and_leaves_nothing(
         Executor(state).start(spec)
     assert not marker.exists() and not (Path(root.upper or "") / "ran").exists()
     assert not (state.run / spec.id).exists()
+
+
+def test_the_process_makes_its_stub_layer_and_seccomp_program(
+    busybox_layer: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, host: HostSnapshot
+) -> None:
+    """Made by the sandbox's process before its mounts: a mount point the image lacks lands in
+    the stub layer, not the upper dir; the seccomp program is compiled once into the state
+    root's cache (no temp file left) and read back by the next start."""
+    from builder.core.sandbox import Mount, seccomp
+
+    state = StateRoot.open(tmp_path_factory.mktemp("fresh-state"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("hello")
+    for n in (1, 2):
+        root = prepare_root([busybox_layer], tmp_path / f"c{n}")
+        spec = Spec(process=Process(args=("cat", "/new/dir/f"), seccomp=seccomp.default()), root=root,
+                    mounts=(*default_mounts(), Mount("/new/dir", "bind", str(src), ("ro",))), id=new_id())
+        out: list[bytes] = []
+        assert Executor(state).run(spec, stdout=out.append).exit_status == 0
+        assert b"".join(out) == b"hello"
+        assert root.upper is not None and not (Path(root.upper) / "new").exists()
+        cached = sorted(p.name for p in (state.cache / "seccomp").iterdir())
+        assert len(cached) == 1 and cached[0].endswith(".bpf"), cached
