@@ -101,12 +101,16 @@ def create_netns(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
     failure: list[OSError] = []
+    sessions = _stack()
+    opened: list[Netlink] = []
 
     def work() -> None:
         try:
             sc.unshare(syscalls.CLONE_NEWNET)
             sc.set_loopback_up()
             sc.mount("/proc/thread-self/ns/net", str(path), None, syscalls.MS_BIND)
+            if sessions:  # the session's socket in it, opened here: no second thread to join it
+                opened.append(Netlink())
         except OSError as e:
             failure.append(e)
 
@@ -116,6 +120,8 @@ def create_netns(path: Path) -> None:
     if failure:
         remove_netns(path)
         raise NetworkError(f"cannot create network namespace {path}: {failure[0]}")
+    if opened:
+        sessions[-1][str(path)] = opened[0]
 
 
 #: how long ``removing_netns`` waits for the kernel to delete the veths of a namespace that
