@@ -316,22 +316,22 @@ def add_veth(
     ip6: str = "", prefixlen6: int = 0, gateway6: str = "",
 ) -> None:
     """A veth pair: one end enslaved to *bridge* (carrying *alias*), the other *ifname* in
-    *netns* with *ip* (both ends with *mtu* if given: an overlay's 1450)."""
-    tmp = "pbp" + host_name[3:]
+    *netns* with *ip* and *mac* (both ends with *mtu* if given: an overlay's 1450). The inside
+    end is made in the namespace with its name, address and MTU (no rename after)."""
     with _iproute() as nl:
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            nl.add_veth(host_name, tmp, peer_netns_fd=fd)
+            nl.add_veth(host_name, ifname, peer_netns_fd=fd, peer_mac=mac, peer_mtu=mtu)
         except OSError as e:
             raise _netlink_error(f"cannot create veth {host_name}", e) from e
         finally:
             os.close(fd)
         try:
-            br, link = nl.link(bridge), nl.link(host_name)
-            if br is None or link is None:
+            br = nl.link(bridge)
+            if br is None:
                 raise NetworkError(f"cannot attach veth {host_name}: bridge {bridge} is gone")
-            nl.set_link(link.index, master=br.index, up=True, alias=alias or None, mtu=mtu)
-            _configure_inside(netns, tmp, ifname, ip, prefixlen, gateway, mac, default_route, mtu,
+            nl.set_link(0, name=host_name, master=br.index, up=True, alias=alias or None, mtu=mtu)
+            _configure_inside(netns, ifname, ifname, ip, prefixlen, gateway, mac, default_route, mtu,
                               ip6=ip6, prefixlen6=prefixlen6, gateway6=gateway6)
         except BaseException as e:
             with contextlib.suppress(OSError):
@@ -373,7 +373,8 @@ def _configure_inside(
         link = nl.link(tmp)
         if link is None:
             raise NetworkError(f"{tmp} did not reach {netns}")
-        nl.set_link(link.index, name=ifname, mac=mac, mtu=mtu)
+        if tmp != ifname:  # made under a temporary name (a macvlan's, beside its parent)
+            nl.set_link(link.index, name=ifname, mac=mac, mtu=mtu)
         nl.add_addr(link.index, ip, prefixlen)
         nl.set_link(link.index, up=True)
         if default_route and gateway and not any(not dst for dst, _, _ in nl.routes()):

@@ -198,9 +198,15 @@ class Netlink:
     def add_bridge(self, name: str) -> None:
         self._newlink(name, "bridge")
 
-    def add_veth(self, name: str, peer: str, *, peer_netns_fd: int) -> None:
-        """A veth pair, the *peer* end created straight in the namespace of *peer_netns_fd*."""
+    def add_veth(self, name: str, peer: str, *, peer_netns_fd: int, peer_mac: str | None = None,
+                 peer_mtu: int | None = None) -> None:
+        """A veth pair, the *peer* end created straight in the namespace of *peer_netns_fd*
+        (with its address and MTU if given)."""
         peer_msg = _IFINFO.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, _str(peer)) + attr(IFLA_NET_NS_FD, _u32(peer_netns_fd))
+        if peer_mac is not None:
+            peer_msg += attr(IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", "")))
+        if peer_mtu is not None:
+            peer_msg += attr(IFLA_MTU, _u32(peer_mtu))
         self._newlink(name, "veth", attr(VETH_INFO_PEER, peer_msg))
 
     def add_macvlan(self, name: str, *, parent: int, netns_fd: int) -> None:
@@ -234,7 +240,8 @@ class Netlink:
         self, index: int, *, up: bool | None = None, master: int | None = None, name: str | None = None,
         mac: str | None = None, alias: str | None = None, mtu: int | None = None,
     ) -> None:
-        """Change a link in one message (what ``ip link set`` does with several options)."""
+        """Change a link in one message (what ``ip link set`` does with several options).
+        *index* 0: the link called *name* (found by the kernel, not renamed)."""
         flags = change = 0
         if up is not None:
             flags, change = (IFF_UP if up else 0), IFF_UP
