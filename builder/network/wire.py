@@ -176,7 +176,7 @@ def wire(
 
 def unwire(net: Network, ep: Endpoint, state: StateRoot | None = None, *, netns_going: bool = False) -> str:
     """Undo *ep*'s wiring. *netns_going*: its namespace is removed next (``release``): a veth
-    is left to go with it, and its host end's name returned (for ``links.remove_netns``)."""
+    is left to go with it, and its host end's name returned (for ``links.removing_netns``)."""
     if "_PYBUILD_ROOTLESS" in os.environ:  # builder.network.rootless: slirp4netns, or the user's netns
         from builder.network import rootless as rootless_net
 
