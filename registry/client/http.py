@@ -112,6 +112,12 @@ def _transport_error(e: HTTPFailure, url: str) -> TransportError:
     return TransportError(f"connection error talking to {url}: {short_error(e)}", retryable=True)
 
 
+def _has_port(host: str) -> bool:
+    """Whether ``host`` (``name[:port]``, ``[v6][:port]``) names its port."""
+    _, colon, port = host.rpartition("]")[2].rpartition(":")  # past an IPv6 literal's colons
+    return bool(colon) and port.isdigit()
+
+
 def short_error(e: Exception) -> str:
     text = str(e)
     if "CERTIFICATE_VERIFY_FAILED" in text:
@@ -193,22 +199,29 @@ class RegistryClient:
             return self._base
 
     def _ping(self) -> str:
-        # A registry that may speak plain HTTP is asked in plain HTTP first: a TLS port answers
-        # that with a 400 or by closing, and https is tried next (then plain HTTP once more, as
-        # Docker falls back); a plain-HTTP registry so costs no TLS (nor ``ssl``'s import).
-        schemes = ["http", "https", "http"] if self.http_allowed else ["https"]
+        # A registry that may speak plain HTTP on a port of its own is asked in plain HTTP
+        # first (redirects not followed): a TLS port answers that with a 400 (or a redirect, or
+        # by closing), and https is tried next, then plain HTTP once more, as Docker falls back.
+        # A plain-HTTP registry so costs no TLS context, and the ping's connection is kept. A
+        # host without a port is asked https first (port 443; http:// would go to port 80).
+        probe = self.http_allowed and _has_port(self.host)
+        if probe:
+            schemes = ["http", "https", "http"]
+        else:
+            schemes = ["https", "http"] if self.http_allowed else ["https"]
         last: HTTPFailure | None = None
         for n, scheme in enumerate(schemes):
             url = f"{scheme}://{self.host}/v2/"
+            probing = probe and n == 0
             for attempt in range(self.backoff.attempts):
                 try:
-                    r = self.session.request("GET", url, timeout=self.timeout)
+                    r = self.session.request("GET", url, timeout=self.timeout, redirects=not probing)
                 except HTTPFailure as e:
                     if e.kind in ("verify", "proxy"):  # no other scheme would do better
                         raise _transport_error(e, url) from None
                     last = e if scheme == "https" or last is None else last
                     break  # not TLS at all, or nothing there: try the next scheme
-                if n == 0 and self.http_allowed and r.status_code == 400:
+                if probing and (r.status_code == 400 or 300 <= r.status_code < 400):
                     break  # a TLS port told of a request in plain HTTP
                 if r.status_code in (429,) or r.status_code >= 500:
                     err = error_for(r, "ping", host=self.host, name="")

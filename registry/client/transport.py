@@ -301,17 +301,17 @@ class Session:
     # -- requests ------------------------------------------------------------------------------
     def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
                 body: bytes | Iterable[bytes] | None = None, params: Params = None,
-                timeout: float = 60.0, stream: bool = False) -> Response:
-        """Send, following redirects: 303 (and 301/302 of a POST) becomes a body-less GET as
-        browsers and ``requests`` do; another host gets no ``Authorization``. Without *stream*
-        the body is read at once."""
+                timeout: float = 60.0, stream: bool = False, redirects: bool = True) -> Response:
+        """Send, following redirects unless told not to: 303 (and 301/302 of a POST) becomes a
+        body-less GET as browsers and ``requests`` do; another host gets no ``Authorization``.
+        Without *stream* the body is read at once."""
         if params:
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
         h = {**self.headers, **(headers or {})}
         for _ in range(MAX_REDIRECTS + 1):
             resp = self._send(method, url, h, body, timeout)
             location = resp.headers.get("Location")
-            if resp.status_code not in REDIRECTS or not location:
+            if resp.status_code not in REDIRECTS or not location or not redirects:
                 break
             resp.close()
             new = urllib.parse.urljoin(url, location)

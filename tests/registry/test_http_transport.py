@@ -185,6 +185,7 @@ def test_keep_alive_pool_and_bodies(certs: Path) -> None:
         assert not errors
         assert [len(p.idle) for p in s._pools.values()] == [2]
         assert srv.connections <= 1 + 6
+        assert s._contexts == {}  # plain HTTP: no TLS context was made (nor a CA bundle read)
         s.close()
 
 
@@ -274,7 +275,10 @@ def test_tls_verify_ca_and_errors(certs: Path, tls_files: TLSFiles) -> None:
         assert e.value.kind == "verify"
         assert Session(tls_for=lambda n: TLSSettings(verify=False)).request("GET", url).content == b"hi"
         _trust(certs, tls_files, srv.addr)
-        assert Session(tls_for=TLSSettings.for_host).request("GET", url).content == b"hi"
+        trusted = Session(tls_for=TLSSettings.for_host)
+        assert trusted.request("GET", url).content == b"hi"
+        assert trusted.request("GET", url).content == b"hi"
+        assert list(trusted._contexts) == [srv.addr]  # one context per host, made once
         # plain HTTP to the TLS port: the server's handshake fails, a connection error
         with pytest.raises(HTTPFailure):
             Session().request("GET", f"http://{srv.addr}/x", timeout=10)
