@@ -4,7 +4,10 @@ entry (``test_startup_budget.loaded``) against a real root, then ``sys.modules``
 
 * a bridge run without published ports spawns no helper: no ``subprocess``;
 * ``rm -f`` tears down from the persisted state: none of the sandbox's start code (executor,
-  child, spec, seccomp), no ``ctypes``, no ``subprocess``, no ``containers.create``.
+  child, spec, seccomp), no ``ctypes``, no ``subprocess``, no ``containers.create``;
+* ``run --rm``, ``run -d`` and ``rm -f`` make no dataclass: ``dataclasses`` (and the ``inspect``,
+  ``ast``, ``dis`` and ``tokenize`` it loads, ~10 ms) stays out of them (their values are
+  ``builder.base.values.frozen`` ones).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from test_startup_budget import loaded
 
+NO_DATACLASS = {"dataclasses", "inspect"}
 SANDBOX_START = {"builder.core.sandbox.executor", "builder.core.sandbox.child", "builder.core.sandbox.spec",
                  "builder.core.sandbox.seccomp", "builder.base.syscalls", "ctypes"}
 
@@ -32,3 +36,15 @@ def test_rm_f_loads_no_sandbox_start_code(busybox: Any, tmp_path: Path) -> None:
     assert not mods & {*SANDBOX_START, "subprocess", "builder.runtime.containers.create",
                        "builder.runtime.containers.attach"}
     assert busybox("ps", "-aq").stdout.strip() == ""  # removed, and its supervisor is gone
+
+
+def test_run_and_rm_f_make_no_dataclass(busybox: Any, tmp_path: Path) -> None:
+    busybox("run", "--rm", "--network", "none", "busybox", "true")  # warm: its layers unpacked
+    root = ["--root", str(busybox.root)]
+    for argv in (["run", "--rm", "--network", "none", "busybox", "true"],
+                 ["run", "-d", "--name", "nodc", "--network", "none", "busybox", "sleep", "1000"],
+                 ["rm", "-f", "nodc"]):
+        mods = loaded([*root, *argv], tmp_path)
+        assert "builder.runtime.containers.supervisor" in mods or argv[0] == "rm"
+        assert not mods & NO_DATACLASS, f"{argv[:2]} loaded {sorted(mods & NO_DATACLASS)}"
+    assert busybox("ps", "-aq").stdout.strip() == ""

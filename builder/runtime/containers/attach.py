@@ -25,7 +25,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 SOCKET_NAME = "attach.sock"
@@ -92,13 +91,18 @@ def connect(path: Path) -> socket.socket:
     return s
 
 
-@dataclass
 class _Client:
-    sock: socket.socket
-    stdin: bool = False
-    stdout: bool = True
-    stderr: bool = True
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    """One attached client: its socket, the streams it asked for, the lock its writes take.
+    (Plain classes here, not dataclasses: ``run -d`` imports this module before it forks its
+    supervisor, and ``dataclasses`` with the ``inspect`` it loads cost ~9 ms.)"""
+
+    def __init__(self, sock: socket.socket, stdin: bool = False, stdout: bool = True,
+                 stderr: bool = True) -> None:
+        self.sock = sock
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.lock = threading.Lock()
 
 
 class AttachServer:
@@ -400,23 +404,25 @@ def hello(sock: socket.socket, *, stdin: bool, stdout: bool = True, stderr: bool
     sock.sendall(frame(HELLO, json.dumps({"stdin": stdin, "stdout": stdout, "stderr": stderr}).encode()))
 
 
-@dataclass
 class Session:
     """One client's attach to a running container over its supervisor's socket: output to
     *stdout*/*stderr* (fds), the terminal's bytes from *stdin* (an fd, or None) through the
-    detach-keys filter when *detach_keys* is set (Docker applies them with a tty only)."""
+    detach-keys filter when *detach_keys* is set (Docker applies them with a tty only);
+    *window* gives the terminal's ``(rows, cols)`` now, sent at start and after the first output."""
 
-    sock: socket.socket
-    stdout: int = 1
-    stderr: int = 2
-    stdin: int | None = None
-    detach_keys: bytes | None = None
-    #: the terminal's ``(rows, cols)`` now, sent at start and after the first output
-    window: Callable[[], tuple[int, int] | None] | None = None
-    detached: bool = False
-    #: what an ``EXIT`` frame said (an exec's helper sends one), else None
-    exit_code: int | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, sock: socket.socket, stdout: int = 1, stderr: int = 2, stdin: int | None = None,
+                 detach_keys: bytes | None = None,
+                 window: Callable[[], tuple[int, int] | None] | None = None) -> None:
+        self.sock = sock
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdin = stdin
+        self.detach_keys = detach_keys
+        self.window = window
+        self.detached = False
+        #: what an ``EXIT`` frame said (an exec's helper sends one), else None
+        self.exit_code: int | None = None
+        self._lock = threading.Lock()
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         with self._lock, contextlib.suppress(OSError):
