@@ -204,3 +204,26 @@ def test_the_process_makes_its_stub_layer_and_seccomp_program(
         assert root.upper is not None and not (Path(root.upper) / "new").exists()
         cached = sorted(p.name for p in (state.cache / "seccomp").iterdir())
         assert len(cached) == 1 and cached[0].endswith(".bpf"), cached
+
+
+def test_the_grace_period_is_begun_by_a_move_that_changes_nothing(state: StateRoot) -> None:
+    """``start_attach_grace``: this process writes itself into its own cgroup (of a hierarchy
+    the sandbox's cgroup is in), in a thread; its cgroups are the same afterwards."""
+    import threading
+
+    layout = _cg.detect()
+    sid = new_id()
+    cg = Cgroup.create(sid, Resources(), layout, root=state.path)
+    try:
+        own = _cg._own_procs_file(cg, layout)
+        assert own is not None and str(os.getpid()) in Path(own).read_text().split()
+        assert Path(own).parent != Path(cg.paths[0]) and "/pybuild/" not in own
+        before = Path("/proc/self/cgroup").read_text()
+        _cg.start_attach_grace(cg, layout)
+        for t in threading.enumerate():
+            if t.name == "cgroup-grace":
+                t.join(10)
+        assert Path("/proc/self/cgroup").read_text() == before
+        assert _cg._own_procs_file(Cgroup(id="x"), layout) is None  # no cgroup: nothing to begin
+    finally:
+        cg.remove()

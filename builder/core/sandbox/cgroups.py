@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -277,6 +278,47 @@ class Cgroup:
             memory=d.get("memory"),  # type: ignore[arg-type]
             v2=d.get("v2"),  # type: ignore[arg-type]
         )
+
+
+def start_attach_grace(cg: Cgroup, layout: Layout) -> None:
+    """Begin now, in a thread, the wait the kernel makes a process's first cgroup attach pay.
+
+    Moving a process takes ``cgroup_threadgroup_rwsem`` for writing, whose first writer waits an
+    RCU grace period (~10-17 ms, asleep; the same for v1 and v2 hierarchies); writers within
+    the next grace period pass at once. This process writes itself into its own cgroup (a move
+    that changes nothing) while the sandbox is forked, so the helper's move of the sandbox's
+    process into *cg* finds most of the grace period behind it. Nothing is waited for here, and
+    a write refused (a cgroup this user may not write) only leaves the wait to the helper."""
+    procs = _own_procs_file(cg, layout)
+    if procs is None:
+        return
+
+    def move_self() -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+
+    threading.Thread(target=move_self, name="cgroup-grace", daemon=True).start()
+
+
+def _own_procs_file(cg: Cgroup, layout: Layout) -> str | None:
+    """``cgroup.procs`` of this process's own cgroup in a hierarchy *cg* has a directory in."""
+    mounts = {m for m in (*layout.v1.values(), layout.v2) if m and any(p.startswith(m + "/") for p in cg.paths)}
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hid, _, rest = line.partition(":")
+        ctrls, _, path = rest.partition(":")
+        mnt = layout.v2 if hid == "0" else next((layout.v1[c] for c in ctrls.split(",") if c in layout.v1), None)
+        if mnt in mounts:
+            return os.path.join(mnt, path.lstrip("/"), "cgroup.procs")
+    return None
 
 
 def rootless_check(resources: Resources, layout: Layout) -> None:

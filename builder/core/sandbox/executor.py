@@ -200,6 +200,7 @@ class Executor:
                 cgroup = delegated.create(sid, spec.resources, _cg.detect())
             else:
                 cgroup = _cg.Cgroup.create(sid, spec.resources, root=self.state.path)
+                _cg.start_attach_grace(cgroup, _cg.detect())
             write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
             rootfs_dir = run_dir / "rootfs"
             rootfs_dir.mkdir()
