@@ -256,7 +256,12 @@ class Session:
         with self._lock:
             ctx = self._contexts.get(netloc)
         if ctx is None:
-            ctx = (self.tls_for(netloc) if self.tls_for else TLSSettings()).context()
+            settings = self.tls_for(netloc) if self.tls_for else TLSSettings()
+            try:
+                ctx = settings.context()
+            except OSError as e:  # ssl.SSLError is one: a CA or client certificate file unusable
+                files = [*settings.cas, *(settings.cert or ())]
+                raise HTTPFailure("tls", f"cannot load {', '.join(files) or 'the system CAs'}: {e}") from None
             with self._lock:
                 self._contexts[netloc] = ctx
         return ctx

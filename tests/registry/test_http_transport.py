@@ -279,6 +279,11 @@ def test_tls_verify_ca_and_errors(certs: Path, tls_files: TLSFiles) -> None:
         assert trusted.request("GET", url).content == b"hi"
         assert trusted.request("GET", url).content == b"hi"
         assert list(trusted._contexts) == [srv.addr]  # one context per host, made once
+        # a CA file that is no certificate: a TLS error naming it (not retried as a network one)
+        (certs / srv.addr / "zz-junk.crt").write_text("not a certificate\n")
+        with pytest.raises(HTTPFailure, match="zz-junk.crt") as e:
+            Session(tls_for=TLSSettings.for_host).request("GET", url)
+        assert e.value.kind == "tls"
         # plain HTTP to the TLS port: the server's handshake fails, a connection error
         with pytest.raises(HTTPFailure):
             Session().request("GET", f"http://{srv.addr}/x", timeout=10)
