@@ -207,7 +207,8 @@ def _dropped(sock: socket.socket) -> bool:
 
 
 def _env(name: str) -> str | None:
-    """A proxy variable as ``requests``/``urllib`` read it: lower case first, then upper case."""
+    """A proxy variable as ``urllib`` reads it for ``requests``: the lower-case name when it is
+    set (empty: no proxy), else the upper-case one."""
     lower = os.environ.get(name)
     return lower if lower is not None else os.environ.get(name.upper())
 
@@ -220,7 +221,8 @@ def proxy_for(url: urllib.parse.SplitResult) -> str | None:
     if not proxy:
         return None
     host = url.hostname or ""
-    for entry in (e.strip() for e in (_env("no_proxy") or "").replace(" ", ",").split(",")):
+    no_proxy = os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""  # as requests reads it
+    for entry in (e.strip() for e in no_proxy.replace(" ", ",").split(",")):
         if not entry:
             continue
         if entry == "*":
