@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,21 +110,37 @@ def test_setup_root_joins_right_before_the_cgroup_mount(tmp_path: Path) -> None:
     assert [c[0] for c in fake.calls[-6:]] == ["unshare", "sethostname", "chdir", "pivot_root", "umount2", "chdir"]
 
 
-def test_helper_moves_the_process_or_says_why(tmp_path: Path) -> None:
-    dirs = [tmp_path / "a", tmp_path / "b"]
-    for d in dirs:
+def test_helper_moves_the_process_into_v2_or_says_why(tmp_path: Path) -> None:
+    """The helper writes the pid into the v2 cgroup only: v1 ones the process joins itself."""
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    for d in (v1, v2):
         d.mkdir()
         (d / "cgroup.procs").write_text("")
+    cg = Cgroup(id="x", paths=[str(v1), str(v2)], v2=str(v2))
+    assert cg.v1_tasks_files == [str(v1 / "tasks")] and cg.v2_procs_files == [str(v2 / "cgroup.procs")]
     r, w = os.pipe()
-    _move_into(Cgroup(id="x", paths=[str(d) for d in dirs]), 4242, w)
+    _move_into(cg, 4242, w)
     assert os.read(r, 100) == b"+" and os.read(r, 100) == b""
-    assert [(d / "cgroup.procs").read_text() for d in dirs] == ["4242", "4242"]
+    assert [(d / "cgroup.procs").read_text() for d in (v1, v2)] == ["", "4242"]
     os.close(r)
     r, w = os.pipe()
-    _move_into(Cgroup(id="x", paths=[str(dirs[0]), str(tmp_path / "gone")]), 4242, w)
-    assert os.read(r, 200).decode() == f"cgroup: cannot move the sandbox's process into {tmp_path / 'gone'}: " \
+    gone = tmp_path / "gone"
+    _move_into(Cgroup(id="x", paths=[str(v1), str(gone)], v2=str(gone)), 4242, w)
+    assert os.read(r, 200).decode() == f"cgroup: cannot move the sandbox's process into {gone}: " \
                                        "No such file or directory"
     os.close(r)
+
+
+def test_join_writes_the_process_into_its_v1_tasks_files(tmp_path: Path) -> None:
+    files = [tmp_path / "a" / "tasks", tmp_path / "b" / "tasks"]
+    for f in files:
+        f.parent.mkdir()
+        f.write_text("")
+    fake = sc.FakeSyscalls()
+    join_cgroups(fake, _plan(tmp_path)._replace(cgroup_tasks=tuple(str(f) for f in files)))
+    assert [f.read_text() for f in files] == ["0", "0"] and fake.calls == [("unshare", sc.CLONE_NEWCGROUP)]
+    with pytest.raises(SandboxError, match=f"^cgroup: cannot join {tmp_path / 'gone'}: No such file or directory$"):
+        join_cgroups(fake, _plan(tmp_path)._replace(cgroup_tasks=(str(tmp_path / "gone" / "tasks"),)))
 
 
 # -- the join in real sandboxes ---------------------------------------------------------------------
@@ -165,20 +182,24 @@ def test_the_program_runs_inside_every_cgroup_of_its_sandbox(
     assert not any(line.split(":")[2] != "/" for line in lines if line.split(":")[1] in ("pids", "memory"))
 
 
+@pytest.mark.parametrize(("files", "name", "message"), [
+    ("v1_tasks_files", "tasks", "cgroup: cannot join {}: No such file or directory"),
+    ("v2_procs_files", "cgroup.procs", "cgroup: cannot move the sandbox's process into {}: No such file or directory"),
+])
 def test_a_failed_join_is_one_error_and_leaves_nothing(
-    state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot, monkeypatch: pytest.MonkeyPatch
+    state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot, monkeypatch: pytest.MonkeyPatch,
+    files: str, name: str, message: str,
 ) -> None:
-    """A cgroup the helper cannot write: the start fails naming it, the program never runs."""
+    """A cgroup the process (v1) or its helper (v2) cannot write: the start fails naming it,
+    the program never runs, nothing is left."""
     root = prepare_root([busybox_layer], tmp_path / "c")
-    marker = tmp_path / "ran"
     spec = Spec(process=Process(args=("touch", "/ran")), root=root, mounts=default_mounts(), id=new_id())
-    real = Cgroup.procs_files
+    real = getattr(Cgroup, files)
     missing = f"/sys/fs/cgroup/pids/{_cg.PARENT}/{spec.id}-missing"
-    monkeypatch.setattr(Cgroup, "procs_files", property(lambda self: [*real.fget(self), f"{missing}/cgroup.procs"]))
-    with pytest.raises(SandboxError, match=f"^cgroup: cannot move the sandbox's process into {missing}: "
-                                           "No such file or directory$"):
+    monkeypatch.setattr(Cgroup, files, property(lambda self: [*real.fget(self), f"{missing}/{name}"]))
+    with pytest.raises(SandboxError, match="^" + re.escape(message.format(missing)) + "$"):
         Executor(state).start(spec)
-    assert not marker.exists() and not (Path(root.upper or "") / "ran").exists()
+    assert not (Path(root.upper or "") / "ran").exists()
     assert not (state.run / spec.id).exists()
 
 
@@ -213,11 +234,14 @@ def test_the_grace_period_is_begun_by_a_move_that_changes_nothing(state: StateRo
 
     layout = _cg.detect()
     sid = new_id()
-    cg = Cgroup.create(sid, Resources(), layout, root=state.path)
+    cg = Cgroup.create(sid, Resources(account=True), layout, root=state.path)
     try:
         own = _cg._own_procs_file(cg, layout)
-        assert own is not None and str(os.getpid()) in Path(own).read_text().split()
-        assert Path(own).parent != Path(cg.paths[0]) and "/pybuild/" not in own
+        if cg.v2 is None:  # v1 only: its moves wait for no grace period, nothing to begin
+            assert own is None
+        else:
+            assert own is not None and own.startswith(layout.v2 or "") and "/pybuild/" not in own
+            assert str(os.getpid()) in Path(own).read_text().split()
         before = Path("/proc/self/cgroup").read_text()
         _cg.start_attach_grace(cg, layout)
         for t in threading.enumerate():

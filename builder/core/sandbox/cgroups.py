@@ -221,6 +221,17 @@ class Cgroup:
         """The ``cgroup.procs`` files a new member writes ``0`` to (itself)."""
         return [os.path.join(p, "cgroup.procs") for p in self.paths]
 
+    @property
+    def v1_tasks_files(self) -> list[str]:
+        """The v1 ``tasks`` files: a process of one thread writes ``0`` there to move itself,
+        which the kernel does without ``cgroup_threadgroup_rwsem`` (no grace period to wait)."""
+        return [os.path.join(p, "tasks") for p in self.paths if p != self.v2]
+
+    @property
+    def v2_procs_files(self) -> list[str]:
+        """The v2 ``cgroup.procs`` file (none or one): a move there takes the rwsem."""
+        return [os.path.join(self.v2, "cgroup.procs")] if self.v2 is not None and self.v2 in self.paths else []
+
     def pids(self) -> set[int]:
         out: set[int] = set()
         for f in self.procs_files:
@@ -281,15 +292,16 @@ class Cgroup:
 
 
 def start_attach_grace(cg: Cgroup, layout: Layout) -> None:
-    """Begin now, in a thread, the wait the kernel makes a process's first cgroup attach pay.
+    """Begin now, in a thread, the wait the kernel makes a process's first cgroup v2 attach pay.
 
-    Moving a process takes ``cgroup_threadgroup_rwsem`` for writing, whose first writer waits an
-    RCU grace period (~10-17 ms, asleep; the same for v1 and v2 hierarchies); writers within
-    the next grace period pass at once. This process writes itself into its own cgroup (a move
+    Moving a process through ``cgroup.procs`` takes ``cgroup_threadgroup_rwsem`` for writing,
+    whose first writer waits an RCU grace period (~10-17 ms, asleep); writers within the next
+    grace period pass at once (a v1 ``tasks`` move of the writer itself takes no such lock:
+    ``Cgroup.v1_tasks_files``). This process writes itself into its own cgroup (a move
     that changes nothing) while the sandbox is forked, so the helper's move of the sandbox's
     process into *cg* finds most of the grace period behind it. Nothing is waited for here, and
     a write refused (a cgroup this user may not write) only leaves the wait to the helper."""
-    procs = _own_procs_file(cg, layout)
+    procs = _own_procs_file(cg, layout) if cg.v2_procs_files else None  # (v1: moved without it)
     if procs is None:
         return
 
@@ -305,8 +317,8 @@ def start_attach_grace(cg: Cgroup, layout: Layout) -> None:
 
 
 def _own_procs_file(cg: Cgroup, layout: Layout) -> str | None:
-    """``cgroup.procs`` of this process's own cgroup in a hierarchy *cg* has a directory in."""
-    mounts = {m for m in (*layout.v1.values(), layout.v2) if m and any(p.startswith(m + "/") for p in cg.paths)}
+    """``cgroup.procs`` of this process's own cgroup in the v2 hierarchy *cg* has a directory in."""
+    mounts = {m for m in (layout.v2,) if m and any(p.startswith(m + "/") for p in cg.paths)}
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()

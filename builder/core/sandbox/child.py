@@ -44,8 +44,10 @@ class Plan(NamedTuple):
     cgroup_layout: Layout | None = None
     seccomp_bpf: bytes | None = None  # the process's compiled seccomp filter
     #: a pipe's read end (-1: none): the helper writes ``+`` once it has moved this process into
-    #: the sandbox's cgroups, or why it could not (``join_cgroups``)
+    #: the sandbox's v2 cgroup, or why it could not (``join_cgroups``)
     cgroup_join: int = -1
+    #: the v1 ``tasks`` files this process writes itself into (``join_cgroups``)
+    cgroup_tasks: tuple[str, ...] = ()
 
 
 def mount_flags(options: tuple[str, ...]) -> tuple[int, int, str]:
@@ -235,11 +237,23 @@ def make_device(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan, d: Device, *, re
 
 
 def join_cgroups(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan) -> None:
-    """Wait until the helper has moved this process into the sandbox's cgroups, then make its
-    cgroup namespace (rooted there). The helper writes the pid while this process mounts: the
-    kernel's first attach of a process sleeps for an RCU grace period (~10-17 ms, cgroup v1 or
-    v2), which overlaps the mounts made before anything needs the cgroups (the ``cgroup`` mount,
-    ``pivot_root``, the program)."""
+    """Join the sandbox's cgroups, then make its cgroup namespace (rooted there).
+
+    v1: this process (one thread) writes ``0`` to each ``tasks`` file, a move of the writer
+    itself, which the kernel makes without ``cgroup_threadgroup_rwsem``. v2: a move through
+    ``cgroup.procs`` takes that rwsem, whose writer sleeps for an RCU grace period (~10-17 ms):
+    the helper writes this process's pid there while it mounts (the caller began the grace
+    period already: ``cgroups.start_attach_grace``), and this waits for its ``+`` only here,
+    before anything needs the cgroups (the ``cgroup`` mount, ``pivot_root``, the program)."""
+    for f in plan.cgroup_tasks:
+        try:
+            fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise SandboxError(f"cgroup: cannot join {os.path.dirname(f)}: {e.strerror}") from None
     if plan.cgroup_join >= 0:
         reply = read_to_eof(plan.cgroup_join)
         os.close(plan.cgroup_join)

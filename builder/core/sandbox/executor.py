@@ -118,11 +118,11 @@ def _unshield_child(disposition: Any) -> None:  # pragma: no cover - in the chil
 
 
 def _move_into(cgroup: _cg.Cgroup, pid: int, join_w: int) -> None:  # pragma: no cover - in the helper
-    """Move the sandbox's process *pid* into its cgroups while it mounts its root (it waits in
-    ``child.join_cgroups`` before anything needs them), then tell it so on *join_w*: ``+``, or
-    the error it reports as its own."""
+    """Move the sandbox's process *pid* into its v2 cgroup while it mounts its root (it waits in
+    ``child.join_cgroups`` before anything needs it; its v1 cgroups it joins itself), then tell
+    it so on *join_w*: ``+``, or the error it reports as its own."""
     reply = b"+"
-    for f in cgroup.procs_files:
+    for f in cgroup.v2_procs_files:
         try:
             fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
             try:
@@ -233,8 +233,8 @@ class Executor:
         spec = plan.spec
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
-        join_r, join_w = os.pipe() if cgroup.procs_files else (-1, -1)
-        plan = plan._replace(cgroup_join=join_r)
+        join_r, join_w = os.pipe() if cgroup.v2_procs_files else (-1, -1)
+        plan = plan._replace(cgroup_join=join_r, cgroup_tasks=tuple(cgroup.v1_tasks_files))
         ns_fds: list[tuple[int, int]] = []
         unshare_flags = 0 if bare_chroot() else sc.CLONE_NEWNS
         try:
