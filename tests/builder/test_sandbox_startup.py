@@ -1,8 +1,9 @@
 """What the sandbox costs a start: its run path makes no dataclass and loads no ``dataclasses``,
-``inspect`` or ``hashlib`` (checked in a fresh interpreter), and the kernel's first cgroup
-attach of the sandbox's process is made by its helper while the process mounts its root: the
-process waits for it (``child.join_cgroups``) before its cgroup namespace, its ``cgroup`` mount
-and its program. Real namespaces and cgroups where a sandbox runs (root, never skipped).
+``inspect`` or ``hashlib`` (checked in a fresh interpreter); the sandbox's process joins its v1
+cgroups itself through ``tasks`` (no grace period) and its helper moves it into its v2 cgroup
+while it mounts its root (the grace period begun by the caller), the process waiting for it
+(``child.join_cgroups``) before its cgroup namespace, its ``cgroup`` mount and its program.
+Real namespaces and cgroups where a sandbox runs (root, never skipped).
 """
 
 from __future__ import annotations
