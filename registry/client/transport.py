@@ -1,8 +1,9 @@
 """HTTP/1.1 for the registry client on the standard library's ``http.client``: a small pool of
 keep-alive connections per host, redirects (a blob sent to storage on another host loses the
 ``Authorization`` header, as ``requests`` drops it), bodies streamed both ways without a copy,
-timeouts, proxies from ``HTTP(S)_PROXY``/``NO_PROXY`` (as ``requests`` reads them), TLS through
-``ssl`` only for ``https`` (imported on the first https connection).
+timeouts, proxies from ``HTTP(S)_PROXY``/``NO_PROXY`` (as ``requests`` reads them), an
+``ssl.SSLContext`` per https host, made on its first connection (``http.client`` imports ``ssl``
+itself; a plain-HTTP registry never loads a CA bundle).
 
 ``Session.request`` answers a ``Response`` or raises ``HTTPFailure`` (a connection that failed:
 refused, unresolved, TLS, reset, timed out), which ``registry.client.http`` maps to the error
