@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -34,6 +33,7 @@ from builder.base.errors import BuildError, DockerfileSyntaxError
 from builder.base.state import StateRoot
 from registry.errors import RegistryError
 from registry.model import Platform
+from registry.values import replace
 
 routes = web.RouteTableDef()
 
@@ -184,7 +184,7 @@ async def build(request: web.Request) -> web.StreamResponse:
                 if plain is not None:
                     if e.kind == "log" and e.stream == "stderr":
                         # as dockerd's classic builder: a RUN's stderr in red
-                        e = dataclasses.replace(e, text=f"{RED}{e.text}{RESET}")
+                        e = replace(e, text=f"{RED}{e.text}{RESET}")
                     plain(e)
 
             outcome = run_build(state, req, progress=progress)

@@ -23,6 +23,7 @@ from registry.model import Descriptor, Index, Manifest, Platform
 from registry.reference import Reference
 from registry.store import Image, Store
 from registry.transfer import push
+from registry.values import replace
 
 
 class _Outcome(Protocol):
@@ -123,7 +124,7 @@ class _Steps:
                 self.top = max(self.top, changes["id"])
             if e.name.startswith("["):
                 changes["name"] = f"[{platform} {e.name[1:]}"
-            progress(dataclasses.replace(e, **changes) if changes else e)
+            progress(replace(e, **changes) if changes else e)
 
         return emit
 
@@ -136,7 +137,7 @@ def build_platforms(state: Any, req: Any, platforms: list[Platform], tags: list[
     steps = _Steps()
 
     def one(r: Any, p: Platform) -> _Outcome:
-        return build_one(dataclasses.replace(r, platform=str(p), tags=(), outputs=(), record=False),
+        return build_one(replace(r, platform=str(p), tags=(), outputs=(), record=False),
                          lambda progress: steps.wrap(progress, p))
 
     if any(o.type not in ("image", "oci", "docker") for o in req.outputs):
@@ -145,7 +146,7 @@ def build_platforms(state: Any, req: Any, platforms: list[Platform], tags: list[
     first = one(req, platforms[0])
     rest = req
     if req.no_cache:  # what the first build ran afresh for every platform is not run again
-        rest = dataclasses.replace(req, no_cache=False, no_cache_filter=frozenset(
+        rest = replace(req, no_cache=False, no_cache_filter=frozenset(
             req.no_cache_filter | first.per_platform_stages))
     done = [first, *(one(rest, p) for p in platforms[1:])]
     images = [d.image for d in done]

@@ -20,18 +20,18 @@ import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry.digest import Digest
 from registry.errors import DigestError
 from registry.model import Descriptor, canonical_json
 from registry.store import Store, file_lock
+from registry.values import field, frozen
 
 _SCHEMA = 2
 
 
-@dataclass(frozen=True)
+@frozen
 class CacheRecord:
     """What one filesystem step produced: a layer (or none, for an empty diff) and its history."""
 
@@ -81,7 +81,7 @@ class CacheRecord:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class PruneResult:
     records: int
     blobs: int

@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from builder.base.errors import ExpansionError
+from registry.values import field, frozen
 
 __all__ = [
     "ExpansionError",
@@ -484,7 +484,7 @@ def heredoc_names(line: str) -> list[tuple[str, bool, bool, int]]:
 # --- scope ---------------------------------------------------------------------------------
 
 
-@dataclass
+@frozen
 class Scope:
     """The variables visible to the instruction being built, by Docker's rules.
 

@@ -10,10 +10,10 @@ import posixpath
 import re
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder.base.errors import IgnorePatternError
+from registry.values import frozen
 
 __all__ = ["IgnoreMatcher", "IgnorePattern", "read_dockerignore"]
 
@@ -21,7 +21,7 @@ __all__ = ["IgnoreMatcher", "IgnorePattern", "read_dockerignore"]
 _REGEX_SPECIAL = frozenset(".+(){}|$")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class IgnorePattern:
     """One cleaned pattern: ``text`` without its ``!``; ``exclusion`` for a ``!`` line."""
 

@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,18 +28,19 @@ from registry.errors import NotFound
 from registry.model import Platform
 from registry.reference import Reference
 from registry.store import Image, Store
+from registry.values import field, frozen
 
 if TYPE_CHECKING:
     from registry.auth import Credentials
 
 
-@dataclass(frozen=True)
+@frozen
 class Output:
     type: str  # oci | docker | tar | local | image
     dest: str = ""
 
 
-@dataclass
+@frozen
 class BuildRequest:
     context: str | None  # a directory; None: no context (``-``)
     dockerfile: str | None = None  # path (relative to cwd), "-" for dockerfile_text
@@ -74,7 +74,7 @@ class BuildRequest:
     record: bool = True
 
 
-@dataclass(frozen=True)
+@frozen
 class BuildOutcome:
     image: Image
     tags: tuple[str, ...]

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -33,6 +32,7 @@ from registry.errors import RegistryError
 from registry.model import Descriptor
 from registry.reference import Reference
 from registry.store import Store
+from registry.values import field, frozen, replace
 
 if TYPE_CHECKING:
     from builder.imagebuild.cacheshare.artifact import SharedRecord
@@ -44,7 +44,7 @@ EMPTY_TAR = bytes(1024)
 EventKind = Literal["stage", "start", "cached", "done", "log", "miss", "warning", "error", "export"]
 
 
-@dataclass(frozen=True)
+@frozen
 class Event:
     """One progress event. ``id`` numbers the vertex (step) as ``#n`` in plain output."""
 
@@ -63,7 +63,7 @@ class Event:
 Progress = Callable[[Event], None]
 
 
-@dataclass(frozen=True)
+@frozen
 class StageResult:
     plan: StagePlan
     layers: tuple[LayerRef, ...]
@@ -80,7 +80,7 @@ class StageResult:
         return self.plan.key
 
 
-@dataclass
+@frozen
 class SolveOptions:
     jobs: int = 2
     no_cache: bool = False

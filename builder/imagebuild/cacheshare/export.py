@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -31,6 +30,7 @@ from registry.reference import Reference
 from registry.store import Store
 from registry.transfer import remote_end
 from registry.transfer.ends import BlobSources
+from registry.values import replace
 
 
 def cache_config(state: StateRoot, store: Store, cache: BuildCache,

@@ -17,7 +17,6 @@ import tarfile
 import urllib.parse
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,6 +31,7 @@ from builder.imagebuild.execute.inputs import LayerRef, StepInputs
 from builder.imagebuild.execute.workspace import Workspace, layer_dirs
 from builder.imagebuild.graph.ops import CopySource, CopySpec, MkdirSpec, Step
 from registry.compression import detect, open_decompressed
+from registry.values import frozen
 
 
 def _lookup(file: Path, name: str, field: int) -> int | None:
@@ -97,7 +97,7 @@ def mkdir_p(root: Path, path: str, *, uid: int = 0, gid: int = 0, mode: int = 0o
         os.lchown(host, uid, gid)
 
 
-@dataclass(frozen=True)
+@frozen
 class Ownership:
     uid: int | None = None  # None: keep the source's (COPY --from) or root (context)
     gid: int | None = None

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 from registry.digest import Digest
 from registry.model import Descriptor
 from registry.store import Image
+from registry.values import field, frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class LayerRef:
     """One layer a root is made of: its blob descriptor and its diff_id."""
 
@@ -33,7 +33,7 @@ class LayerRef:
                                                     strict=False))
 
 
-@dataclass(frozen=True)
+@frozen
 class StepInputs:
     """Everything a step reads besides its own op and the root it runs on."""
 

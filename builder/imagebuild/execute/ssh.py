@@ -22,13 +22,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder.base.errors import BuildError
+from registry.values import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class SSHSpec:
     """One ``--ssh`` flag: an id and its paths (none: ``$SSH_AUTH_SOCK``)."""
 

@@ -10,7 +10,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from builder.base.errors import BuildError, ContextError, ExpansionError, PlanError
@@ -33,6 +32,7 @@ from builder.imagebuild.graph.ops import (
 from registry.config import ContainerConfig
 from registry.model import Platform
 from registry.store import Image
+from registry.values import field, frozen
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_ARGS = frozenset({
@@ -44,7 +44,7 @@ PROXY_ARGS = frozenset({
 ImageResolver = Callable[[str, str], Image]
 
 
-@dataclass
+@frozen
 class PlanOptions:
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
