@@ -7,7 +7,8 @@ what they make.
   xattrs and times; the stub's directory stamped now).
 - The overlay probe's memo is kept in ``run/`` from build to build.
 - A changed COPY and a RUN load neither TLS nor ADD's git and URL code, and the steps'
-  workspaces, removed in the background, are gone when the build command returns.
+  workspaces, removed in the background, are gone when the build command returns; a cached
+  build imports neither ``dataclasses`` nor ``inspect`` (its records are frozen values).
 """
 
 from __future__ import annotations
@@ -154,3 +155,7 @@ def test_one_changed_file_runs_light_and_leaves_nothing(busybox: Any, busybox_ta
     assert sorted(os.listdir(run)) == [".overlay-ok"]
     layer = _members(busybox, "light:2", -1)
     assert sorted(layer) == ["a", "a/conf.out", "etc"]
+    # a cached build makes no dataclass: neither dataclasses nor inspect is imported
+    cached = _build(busybox, ctx, "light:3", "fast", tmp_path)
+    assert cached["answers"] == []
+    assert not set(cached["modules"]) & {"dataclasses", "inspect"}
