@@ -480,3 +480,11 @@ def test_pull_and_push_load_no_requests_nor_urllib3(plain_registry: Registry, tm
         assert heavy == []
         # blobs in parallel on plain threads: neither concurrent.futures nor the logging it imports
         assert not {"concurrent.futures", "logging"} & mods
+
+
+def test_plain_http_is_asked_first_only_on_a_named_port() -> None:
+    """A host without a port is asked https first (its http:// is port 80, another server)."""
+    from registry.client.http import _has_port
+
+    assert [_has_port(h) for h in ("reg:5000", "127.0.0.1:80", "[::1]:5000")] == [True] * 3
+    assert [_has_port(h) for h in ("reg", "localhost", "[::1]", "reg:x")] == [False] * 4
