@@ -390,6 +390,18 @@ class ContainerStore:
                 out.append(self.load(cid))
         return out
 
+    def names(self) -> dict[str, str]:
+        """ID -> name of every readable record, read without building the typed records (a
+        lookup by name, or the names a create must avoid, costs a JSON read per container)."""
+        out = {}
+        for cid in self.ids():
+            try:
+                d = json.loads((self.dir(cid) / CONFIG_FILE).read_bytes())
+            except (OSError, ValueError):  # gone meanwhile, or unreadable: as ``all`` skips it
+                continue
+            out[cid] = str(d["Name"]).lstrip("/")
+        return out
+
     def find(self, ref: str) -> Container:
         """By full ID, then exact name (``/name`` accepted), then a unique ID prefix (Docker's order)."""
         ref = ref.strip()
@@ -398,15 +410,15 @@ class ContainerStore:
         if ID_RE.match(ref) and (self.dir(ref) / CONFIG_FILE).is_file():
             return self.load(ref)
         name = ref.lstrip("/")
-        containers = self.all()
-        for c in containers:
-            if c.name == name:
-                return c
-        hits = [c for c in containers if c.id.startswith(ref.lower())]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise ContainerError(f"multiple IDs found with provided prefix: {ref}")
+        names = self.names()
+        hits = [cid for cid, n in names.items() if n == name][:1]
+        if not hits:
+            hits = [cid for cid in names if cid.startswith(ref.lower())]
+            if len(hits) > 1:
+                raise ContainerError(f"multiple IDs found with provided prefix: {ref}")
+        if hits:
+            with contextlib.suppress(NoSuchContainer):  # removed since we read its name
+                return self.load(hits[0])
         raise NoSuchContainer(f"No such container: {ref}")
 
     # -- writing ---------------------------------------------------------------------------------
@@ -420,7 +432,7 @@ class ContainerStore:
         self.path.mkdir(parents=True, exist_ok=True)
         with self.names_lock():
             self._sweep()
-            taken = {c.name: c.id for c in self.all()}
+            taken = {n: cid for cid, n in self.names().items()}
             if name is not None and name in taken:
                 raise ContainerError.conflict(
                     f'Conflict. The container name "/{name}" is already in use by container "{taken[name]}". '
