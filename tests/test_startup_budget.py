@@ -285,8 +285,9 @@ BUILD_OURS = ("builder.imagebuild.pipeline", "builder.imagebuild.progress", "bui
               # ``builder.core.layers`` package comes with it, not its tar code
               "builder.core.rootfs")
 # the solver's thread pool (concurrent.futures, which loads logging); the parse cache (pickle);
-# no process spawned nor socket opened when every step is cached (git and URL sources, RUN)
-BUILD_HEAVY = (HEAVY_STDLIB - {"concurrent", "logging", "pickle"}) | set(NO_EXEC) | {"socket"}
+# no process spawned nor socket opened when every step is cached (git and URL sources, RUN);
+# no dataclass made (the build's records are registry.values frozen values)
+BUILD_HEAVY = (HEAVY_STDLIB - {"concurrent", "logging", "pickle"}) | set(NO_EXEC) | {"socket", "dataclasses", "inspect"}
 
 
 def test_cached_build_stays_light(busybox: Any, tmp_path: Path) -> None:
