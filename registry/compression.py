@@ -350,9 +350,16 @@ class Pipelined:
         self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self.buf = bytearray()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        # started with the first full batch: a small stream (most of a build's layers) is
+        # written by close(), in the writer's thread, without one
+        self.thread: threading.Thread | None = None
         self.closed = False
+
+    def _put(self, chunk: bytes) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+        self.q.put(chunk)
 
     def _run(self) -> None:
         while (chunk := self.q.get()) is not None:
@@ -366,11 +373,11 @@ class Pipelined:
         if self.error is not None:
             raise self.error
         if not self.buf and len(data) >= self.BATCH and isinstance(data, bytes):
-            self.q.put(data)  # a whole batch already: passed on as it is, not copied
+            self._put(data)  # a whole batch already: passed on as it is, not copied
             return len(data)
         self.buf += data
         if len(self.buf) >= self.BATCH:
-            self.q.put(bytes(self.buf))
+            self._put(bytes(self.buf))
             self.buf.clear()
         return len(data)
 
@@ -381,6 +388,11 @@ class Pipelined:
         if self.closed:
             return
         self.closed = True
+        if self.thread is None:  # less than a batch in all: no thread was needed
+            if self.buf:
+                self.sink.write(bytes(self.buf))
+                self.buf.clear()
+            return
         if self.buf:
             self.q.put(bytes(self.buf))
             self.buf.clear()
