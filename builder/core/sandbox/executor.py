@@ -18,6 +18,7 @@ from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxEr
 from builder.base.state import StateRoot
 from builder.base.values import replace
 from builder.core import rootfs as _rootfs
+from builder.core.layers import view as _view  # noqa: F401  (imported here once: the stub layer of every sandbox's process reads through it)
 from builder.core.sandbox import cgroups as _cg
 from builder.core.sandbox import delegated
 from builder.core.sandbox.child import Plan, exec_process, join_cgroups, open_console, setup_root
