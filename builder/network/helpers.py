@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
@@ -19,9 +19,16 @@ from builder.base.values import replace
 from builder.network.model import Network, PortMapping
 from builder.network.records import PortBinding
 
+if TYPE_CHECKING:
+    import socket
+
 
 def bind_ports(ports: Sequence[PortMapping]) -> list[tuple[socket.socket, PortBinding]]:
     out: list[tuple[socket.socket, PortBinding]] = []
+    if not ports:
+        return out
+    import socket  # (~2 ms) only to publish a port: the bridge run's budget
+
     try:
         for m in ports:
             kind = socket.SOCK_STREAM if m.protocol == "tcp" else socket.SOCK_DGRAM
@@ -134,6 +141,8 @@ def ensure_dns(state: StateRoot, net: Network) -> Network:
 
         if not rootless_net.in_user_netns():
             return rootless_net.user_netns_call(lambda: ensure_dns(state, net))
+    import socket  # (~2 ms) a user network's DNS server: not the default bridge run's path
+
     from builder.network.dns import upstream_servers
 
     socks: list[socket.socket] = []

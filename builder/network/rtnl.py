@@ -9,10 +9,12 @@ that touched a network. Errors are ``OSError`` with the kernel's errno.
 
 from __future__ import annotations
 
+# the C module itself: socket.py's enum classes cost ~2 ms at import, and a raw netlink
+# socket needs none of them
+import _socket
 import errno
 import ipaddress
 import os
-import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -122,9 +124,9 @@ class Netlink:
     def __init__(self, netns: Path | None = None, *, groups: int = 0) -> None:
         self._seq = 0
 
-        def open_() -> socket.socket:
-            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        def open_() -> _socket.socket:
+            s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, _socket.NETLINK_ROUTE)
+            s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
             s.bind((0, groups))
             return s
 
@@ -216,15 +218,15 @@ class Netlink:
     def add_vxlan(self, name: str, *, vni: int, local: str, port: int) -> None:
         """A VXLAN device without learning, answering ARP from its neighbour table (``proxy``):
         forwarding and neighbour entries are written for each remote endpoint."""
-        data = (attr(IFLA_VXLAN_ID, _u32(vni)) + attr(IFLA_VXLAN_LOCAL, socket.inet_aton(local))
+        data = (attr(IFLA_VXLAN_ID, _u32(vni)) + attr(IFLA_VXLAN_LOCAL, _socket.inet_aton(local))
                 + attr(IFLA_VXLAN_PORT, struct.pack("!H", port)) + attr(IFLA_VXLAN_LEARNING, b"\0")
                 + attr(IFLA_VXLAN_PROXY, b"\1"))
         self._newlink(name, "vxlan", data)
 
     def neigh(self, index: int, ip: str, mac: str, *, delete: bool = False) -> None:
         """A permanent IPv4 neighbour entry on link *index* (``ip neigh replace … nud permanent``)."""
-        body = _NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0)
-        body += attr(NDA_DST, socket.inet_aton(ip)) + attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
+        body = _NDMSG.pack(_socket.AF_INET, index, NUD_PERMANENT, 0, 0)
+        body += attr(NDA_DST, _socket.inet_aton(ip)) + attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
         self.request(RTM_DELNEIGH if delete else RTM_NEWNEIGH, body,
                      flags=F_ACK if delete else F_ACK | F_CREATE | F_REPLACE)
 
@@ -232,7 +234,7 @@ class Netlink:
         """A forwarding entry of a VXLAN device: frames to *mac* go to the VTEP at *dst*
         (``bridge fdb replace MAC dev DEV dst DST self permanent``)."""
         body = _NDMSG.pack(7, index, NUD_PERMANENT, NTF_SELF, 0)  # AF_BRIDGE
-        body += attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", ""))) + attr(NDA_DST, socket.inet_aton(dst))
+        body += attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", ""))) + attr(NDA_DST, _socket.inet_aton(dst))
         self.request(RTM_DELNEIGH if delete else RTM_NEWNEIGH, body,
                      flags=F_ACK if delete else F_ACK | F_CREATE | F_REPLACE)
 
@@ -286,49 +288,49 @@ class Netlink:
     def addrs(self, index: int = 0) -> list[tuple[int, str, int]]:
         """IPv4 ``(link index, address, prefixlen)``, of one link or all."""
         out = []
-        for _, p in self.request(RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0), flags=F_DUMP):
+        for _, p in self.request(RTM_GETADDR, _IFADDR.pack(_socket.AF_INET, 0, 0, 0, 0), flags=F_DUMP):
             _, prefixlen, _, _, idx = _IFADDR.unpack_from(p)
             a = parse_attrs(p, _IFADDR.size)
             raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
             if raw and (not index or idx == index):
-                out.append((idx, socket.inet_ntoa(raw), prefixlen))
+                out.append((idx, _socket.inet_ntoa(raw), prefixlen))
         return out
 
     def add_addr(self, index: int, address: str, prefixlen: int) -> None:
         net = ipaddress.IPv4Network(f"{address}/{prefixlen}", strict=False)
-        packed = socket.inet_aton(address)
-        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, 0, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
+        packed = _socket.inet_aton(address)
+        body = _IFADDR.pack(_socket.AF_INET, prefixlen, 0, 0, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
         if prefixlen < 31:
             body += attr(4, net.broadcast_address.packed)  # IFA_BROADCAST, as ``ip addr add … brd +``
         self.request(RTM_NEWADDR, body, flags=F_ACK | F_CREATE | F_EXCL)
 
     def add_addr6(self, index: int, address: str, prefixlen: int) -> None:
         """An IPv6 address, usable at once (no duplicate address detection: IFA_F_NODAD)."""
-        packed = socket.inet_pton(socket.AF_INET6, address)
-        body = _IFADDR.pack(socket.AF_INET6, prefixlen, 0x02, 0, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
+        packed = _socket.inet_pton(_socket.AF_INET6, address)
+        body = _IFADDR.pack(_socket.AF_INET6, prefixlen, 0x02, 0, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
         self.request(RTM_NEWADDR, body, flags=F_ACK | F_CREATE | F_EXCL)
 
     def add_default_route6(self, gateway: str) -> None:
-        body = _RTMSG.pack(socket.AF_INET6, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0)
-        body += attr(RTA_GATEWAY, socket.inet_pton(socket.AF_INET6, gateway))
+        body = _RTMSG.pack(_socket.AF_INET6, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0)
+        body += attr(RTA_GATEWAY, _socket.inet_pton(_socket.AF_INET6, gateway))
         self.request(RTM_NEWROUTE, body, flags=F_ACK | F_CREATE | F_EXCL)
 
     def routes(self) -> list[tuple[str, int, str]]:
         """IPv4 routes of the main table: ``(destination, prefix length, gateway)``; the default
         route has destination ``""``."""
         out = []
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        body = _RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
         for _, p in self.request(RTM_GETROUTE, body, flags=F_DUMP):
             _, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(p)
             if table != RT_TABLE_MAIN:
                 continue
             a = parse_attrs(p, _RTMSG.size)
-            dst = socket.inet_ntoa(a[RTA_DST]) if RTA_DST in a else ""
-            gw = socket.inet_ntoa(a[RTA_GATEWAY]) if RTA_GATEWAY in a else ""
+            dst = _socket.inet_ntoa(a[RTA_DST]) if RTA_DST in a else ""
+            gw = _socket.inet_ntoa(a[RTA_GATEWAY]) if RTA_GATEWAY in a else ""
             out.append((dst, dst_len, gw))
         return out
 
     def add_default_route(self, gateway: str) -> None:
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0)
-        body += attr(RTA_GATEWAY, socket.inet_aton(gateway))
+        body = _RTMSG.pack(_socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0)
+        body += attr(RTA_GATEWAY, _socket.inet_aton(gateway))
         self.request(RTM_NEWROUTE, body, flags=F_ACK | F_CREATE | F_EXCL)

@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,6 +116,8 @@ def require(state: StateRoot) -> Membership:
 
 
 def _route_source(url: str) -> str:
+    import socket  # not on a local network's path (the bridge run's budget)
+
     host, _, port = url.removeprefix("http://").partition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((host, int(port or 2379)))
@@ -124,6 +125,8 @@ def _route_source(url: str) -> str:
 
 
 def host_value(m: Membership) -> str:
+    import socket  # not on a local network's path (the bridge run's budget)
+
     return json.dumps({"Id": m.host_id, "Addr": m.advertise, "Name": socket.gethostname()})
 
 
