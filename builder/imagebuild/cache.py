@@ -361,15 +361,19 @@ class BuildCache:
                         if d not in in_images:
                             freed += st.st_size
             self.store.gc(keep=keep)
-            freed += self._prune_parsed(all=all)
+            freed += self._prune_memos("dockerfiles", all=all)
+            freed += self._prune_memos("copies", all=all)
             if all:  # the solver's content digests of layers (``cache/content``): memos only
                 shutil.rmtree(self.path / "content", ignore_errors=True)
         return PruneResult(removed_records, removed_blobs, freed)
 
-    def _prune_parsed(self, *, all: bool) -> int:
-        """Drop parsed Dockerfiles (``builder.imagebuild.dockerfile.parsecache``): all of them with *all*,
-        else those unused for 48 hours (a hit refreshes an entry's mtime). Returns bytes freed."""
-        root = self.path / "dockerfiles"
+    def _prune_memos(self, name: str, *, all: bool) -> int:
+        """Drop the memo files of ``cache/<name>``: parsed Dockerfiles (``dockerfiles``,
+        ``builder.imagebuild.dockerfile.parsecache``: a hit refreshes an entry's mtime) or the
+        records of incremental COPYs (``copies``, ``builder.imagebuild.execute.incremental``:
+        rewritten at each execution). All of them with *all*, else those unused for 48 hours.
+        Returns bytes freed."""
+        root = self.path / name
         if not root.is_dir():
             return 0
         cutoff = time.time() - 48 * 3600

@@ -126,3 +126,23 @@ def test_prune_drops_parsed_dockerfiles_unused_for_48_hours(tmp_path: Path) -> N
     load_cached("FROM b\n", filename="Dockerfile", directory=parsed)
     cache.prune()
     assert recent.exists()
+
+
+def test_prune_drops_incremental_copy_records(tmp_path: Path) -> None:
+    """``cache/copies`` (an incremental COPY's record of what it made, which can name 200,000
+    paths) goes with the rest of the build cache: unused for 48 hours by default, all with -a."""
+    from builder.base.state import StateRoot
+    from builder.imagebuild.execute.incremental import Previous
+
+    cache, _store = make(tmp_path)
+    state = StateRoot(tmp_path)
+    assert state.cache == cache.path
+    old, recent = Previous(state, "old", [], "COPY a /"), Previous(state, "recent", [], "COPY b /")
+    old.save("0" * 64, {"a": "x"})
+    recent.save("1" * 64, {"b": "y"})
+    three_days_ago = time.time() - 72 * 3600
+    os.utime(old.file, (three_days_ago, three_days_ago))
+    assert cache.prune().freed > 0
+    assert not old.file.exists() and recent.file.exists()
+    cache.prune(all=True)
+    assert not recent.file.exists()
