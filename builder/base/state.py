@@ -37,7 +37,7 @@ def default_root() -> Path:
     ``$XDG_DATA_HOME/pybuild`` or ``~/.local/share/pybuild``."""
     env = os.environ.get("PYBUILD_ROOT")
     if env:
-        return Path(env)
+        return Path(os.path.abspath(env))
     if os.geteuid() == 0 and "_PYBUILD_ROOTLESS" not in os.environ:
         return Path("/var/lib/pybuild")
     from builder.base import rootless
@@ -50,7 +50,8 @@ class StateRoot(NamedTuple):  # (no dataclass made at import: every command load
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None) -> StateRoot:
-        root = cls(Path(path) if path is not None else default_root())
+        # made absolute, as dockerd does its --data-root: mount sources must be
+        root = cls(Path(os.path.abspath(path)) if path is not None else default_root())
         root.path.mkdir(parents=True, exist_ok=True)
         return root
 
