@@ -316,11 +316,13 @@ RUN_OURS = ("builder.runtime.containers", "builder.core.sandbox", "builder.core.
 RUN_HEAVY = HEAVY_STDLIB | {"termios", "tty", "traceback"}
 RUN_BUDGET: dict[str, Any] = {"ours": RUN_OURS, "heavy": RUN_HEAVY, "cli": ("builder.cli.container_run",)}
 RUN_BUDGETS: dict[str, dict[str, Any]] = {
-    # without a terminal the container's output comes through pipes: no socket is opened
-    "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket"}},
+    # without a terminal the container's output comes through pipes: no socket is opened; the
+    # sandbox's and the containers' values are frozen values (no dataclass made: neither
+    # dataclasses nor inspect loaded), and seccomp's cache key is hashed without OpenSSL
+    "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket", "dataclasses", "inspect", "hashlib"}},
     # the detached run's own process hands the container to the supervisor it forks, which
     # compiles the seccomp program: not the command's start-up
-    "run -d": {**RUN_BUDGET, "barred": ("builder.core.sandbox.seccomp",)},
+    "run -d": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"hashlib"}, "barred": ("builder.core.sandbox.seccomp",)},
 }
 
 
