@@ -208,6 +208,8 @@ class StoreEnd(BaseEnd):
         self.distributed = distributed
         self._written: list[Digest] = []
         self._lock = threading.Lock()
+        #: blobs of ``PIPELINE_MIN`` or more being received now (see ``_put_blob``)
+        self._big_receiving = 0
         self._lease: contextlib.ExitStack | None = None
         self._held: Lease | None = None
         self.sources = BlobSources(store)
@@ -261,17 +263,32 @@ class StoreEnd(BaseEnd):
             self._put_blob(desc, src, on_bytes)
 
     def _put_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None]) -> None:
-        # Three stages for a big blob, each in its own thread and each releasing the GIL for
-        # its work (socket I/O; hashlib and file I/O; zlib/ISA-L), handed the same bytes
-        # objects (no copy): this thread receives, one hashes and writes, one inflates a
+        # Three stages for a big blob received alone, each in its own thread and each releasing
+        # the GIL for its work (socket I/O; hashlib and file I/O; zlib/ISA-L), handed the same
+        # bytes objects (no copy): this thread receives, one hashes and writes, one inflates a
         # layer to count its content size (an image's SIZE, counted as the bytes pass rather
-        # than re-read at tagging). One layer then keeps both cores busy.
+        # than re-read at tagging). One layer then keeps both cores busy. A big blob that
+        # starts while another is being received does all three in its own worker: the
+        # blobs in parallel already keep the cores busy, and two more threads a blob only
+        # add GIL hand-offs, each a wait for the scheduler on a loaded machine (a 13-layer
+        # pull at 3 concurrent: ~20% less wall time, half the system time).
         sizer = LayerSizer() if self.count_sizes and mt.is_layer(desc.media_type) else None
-        big = desc.size >= PIPELINE_MIN
+        big = int(desc.size >= PIPELINE_MIN)
+        with self._lock:
+            staged = bool(big) and not self._big_receiving
+            self._big_receiving += big
+        try:
+            self._store_blob(desc, src, on_bytes, sizer, staged)
+        finally:
+            with self._lock:
+                self._big_receiving -= big
+
+    def _store_blob(self, desc: Descriptor, src: End, on_bytes: Callable[[int], None],
+                    sizer: LayerSizer | None, staged: bool) -> None:
         with self.store.writer() as w:
             with contextlib.closing(src.open_at(desc, 0)) as stream, \
-                    _pipelined(_Storing(w), big) as storing, \
-                    _pipelined(_Feeder(sizer) if sizer else None, big and sizer is not None) as sizing:
+                    _pipelined(_Storing(w), staged) as storing, \
+                    _pipelined(_Feeder(sizer) if sizer else None, staged and sizer is not None) as sizing:
                 received = 0
                 while data := stream.read(CHUNK):
                     received += len(data)

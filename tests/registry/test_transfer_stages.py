@@ -8,6 +8,7 @@ import errno
 import os
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,16 @@ def test_big_layers_pull_in_stages_with_their_sizes(plain_registry: Registry, en
         return write(self, data)
 
     monkeypatch.setattr(ends._Storing, "write", seen)
+    # each blob's store: (in stages, entered, left), the window inside its count as received
+    stores: dict[Digest, tuple[bool, float, float]] = {}
+    store_blob = ends.StoreEnd._store_blob
+
+    def timed(self: ends.StoreEnd, desc: Any, *args: Any) -> None:
+        entered = time.monotonic()
+        store_blob(self, desc, *args)
+        stores[desc.digest] = (args[-1], entered, time.monotonic())
+
+    monkeypatch.setattr(ends.StoreEnd, "_store_blob", timed)
 
     def no_reread(*_a: object, **_k: object) -> None:
         raise tarfile.TarError("read again")
@@ -94,11 +105,20 @@ def test_big_layers_pull_in_stages_with_their_sizes(plain_registry: Registry, en
     # counted as the bytes passed, by the inflating stage, not read again
     assert [dst.content_size(d) for d in pulled.layers] == want
     assert dst.lookup(target).size == sum(want)
-    # the big blobs were hashed and written away from the receiving threads (a small one in
-    # the thread that received it)
-    stage_threads = {name for w, name in writers if w.size >= ends.PIPELINE_MIN}
-    assert stage_threads and {name for w, name in writers} - stage_threads
-    assert all(n != "MainThread" and not n.startswith("pybuild-blob") for n in stage_threads)
+    # a big blob received alone was hashed and written away from the receiving threads (a
+    # small one in the thread that received it); of two received at once (3 workers), the
+    # one that started second was hashed and written by its own worker
+    big = [d.digest for d in pulled.layers[1:]]
+    threads = {d: {name for w, name in writers if w.digest == d} for d in big}
+    assert all(len(names) == 1 for names in threads.values())
+    for d in big:
+        by_worker = next(iter(threads[d])).startswith("pybuild-blob")
+        assert by_worker == (not stores[d][0]), (d, threads[d], stores[d])
+    overlapped = max(stores[d][1] for d in big) < min(stores[d][2] for d in big)
+    assert overlapped or workers == 1  # (3 workers: the config and busybox go first)
+    assert [stores[d][0] for d in big].count(True) == (1 if overlapped else 2)
+    small = {name for w, name in writers if w.size < ends.PIPELINE_MIN}
+    assert small and all(n.startswith("pybuild-blob") or n == "MainThread" for n in small)
     assert not stages_alive()
     # progress as before: start, bytes in order up to the size, done, for every blob
     for d in [pulled.manifest.config, *pulled.layers]:
