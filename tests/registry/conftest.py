@@ -23,3 +23,17 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
     monkeypatch.setenv("PYBUILD_CERTS_D", str(tmp_path / "certs.d"))
     return tmp_path
+
+
+@pytest.fixture()
+def certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty certs.d (``PYBUILD_CERTS_D``, returned) and DOCKER_CONFIG for the test, and no
+    proxy from the environment."""
+    d = tmp_path / "certs.d"
+    d.mkdir()
+    monkeypatch.setenv("PYBUILD_CERTS_D", str(d))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return d

@@ -31,15 +31,6 @@ from registry.errors import (
 from registry.store import Store
 
 
-@pytest.fixture()
-def certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "certs.d"
-    d.mkdir()
-    monkeypatch.setenv("PYBUILD_CERTS_D", str(d))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    return d
-
-
 def test_tls_needs_the_ca_from_certs_d(tls_registry: Registry, certs: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     with RegistryClient(tls_registry.addr) as c, pytest.raises(TransportError, match="certificate verify failed"):

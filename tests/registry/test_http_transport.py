@@ -114,18 +114,6 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     return make_tls(tmp_path_factory.mktemp("https"))
 
 
-@pytest.fixture()
-def certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "certs.d"
-    d.mkdir()
-    monkeypatch.setenv("PYBUILD_CERTS_D", str(d))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    return d
-
-
 def _trust(certs: Path, files: TLSFiles, *addrs: str) -> None:
     for addr in addrs:
         (certs / addr).mkdir(exist_ok=True)
