@@ -37,7 +37,8 @@ class Root:
     Overlay form: ``layers`` (cached lower dirs, bottom first) + ``upper``/``work`` (writable,
     same filesystem). Plain form: ``path``, a directory used as is (the copy fallback keeps the
     layers it was made from in ``layers`` so that ``diff`` can compare). ``readonly`` mounts
-    the root read-only either way.
+    the root read-only either way. ``volatile``: the overlay is mounted ``volatile`` (an
+    ``--rm`` container's, whose upper dir is thrown away when it ends; see ``link_lowers``).
     """
 
     layers: tuple[str, ...] = ()
@@ -45,6 +46,7 @@ class Root:
     work: str | None = None
     path: str | None = None
     readonly: bool = False
+    volatile: bool = False
 
     def __post_init__(self) -> None:
         if self.path is None and not self.layers:
@@ -378,11 +380,13 @@ def _boot_id() -> str:
 
 
 def prepare_root(
-    layer_dirs: Sequence[Path], container_dir: Path, *, overlay: bool | None = None, readonly: bool = False
+    layer_dirs: Sequence[Path], container_dir: Path, *, overlay: bool | None = None, readonly: bool = False,
+    volatile: bool = False,
 ) -> Root:
     """A fresh writable root over *layer_dirs* in *container_dir* (overlay, or a copy where not).
 
-    *overlay*: None probes the filesystem; False forces the copy fallback.
+    *overlay*: None probes the filesystem; False forces the copy fallback. *volatile*: an
+    overlay root is mounted ``volatile`` (``Root.volatile``).
     """
     container_dir.mkdir(parents=True, exist_ok=True)
     layers = topmost_layers(layer_dirs)
@@ -392,7 +396,7 @@ def prepare_root(
         upper, work = container_dir / "upper", container_dir / "work"
         upper.mkdir(exist_ok=True)
         work.mkdir(exist_ok=True)
-        return Root(layers=layers, upper=str(upper), work=str(work), readonly=readonly)
+        return Root(layers=layers, upper=str(upper), work=str(work), readonly=readonly, volatile=volatile)
     tree = container_dir / "rootfs"
     tree.mkdir(exist_ok=True)
     os.chmod(tree, 0o755)
@@ -512,6 +516,18 @@ def remove_mountpoints(created: Sequence[tuple[str, int, int]]) -> None:
             os.utime(p.parent, ns=(atime, mtime))
 
 
+def forget_volatile(work: Path) -> None:
+    """Let an overlay whose last mount was ``volatile`` mount again. Unmounting a ``volatile``
+    overlay skips syncing its upper filesystem (else each ``run --rm`` waits ~5-30 ms for an
+    ext4 journal commit of the whole filesystem), and the kernel then refuses to mount that
+    work dir until ``work/incompat/volatile`` is removed, lest a crash left the upper dir
+    half-written (Documentation/filesystems/overlayfs.rst, "Volatile mount"). Only an
+    ``--rm`` container mounts so, and a crash ends it for good: the first look at its record
+    after a reboot (``lifecycle.refresh``) removes it, so a mount in the same boot (a
+    ``restart``, ``cp`` into it) is the only one that gets here."""
+    shutil.rmtree(work / "work" / "incompat" / "volatile", ignore_errors=True)
+
+
 # -- in the sandbox's own mount namespace ---------------------------------------------------------
 def link_lowers(root: Root, run_dir: Path, stub_dir: Path | None) -> str:
     """Short relative names for the overlay's dirs (the mount data is limited to one page).
@@ -532,6 +548,9 @@ def link_lowers(root: Root, run_dir: Path, stub_dir: Path | None) -> str:
         os.symlink(root.upper, run_dir / "u")
         os.symlink(root.work, run_dir / "w")
         data += ",upperdir=u,workdir=w"
+        if root.volatile:
+            forget_volatile(Path(root.work))
+            data += ",volatile"
     data += "," + OVERLAY_OPTIONS
     if len(data) >= 4096:
         raise SandboxError(f"too many layers for one overlay mount ({len(lowers)})")
@@ -554,7 +573,12 @@ def mount_root(sys: Syscalls, root: Root, target: str, run_dir: str, data: str) 
         if _ROOTLESS and overlay_driver(Path(run_dir)) == FUSE:
             _mount_fuse(target, data)
             return
-        sys.mount("overlay", target, "overlay", sc.MS_NODEV, data)
+        try:
+            sys.mount("overlay", target, "overlay", sc.MS_NODEV, data)
+        except OSError as e:
+            if e.errno != errno.EINVAL or ",volatile" not in data:
+                raise
+            sys.mount("overlay", target, "overlay", sc.MS_NODEV, data.replace(",volatile", ""))  # kernel < 5.10
     except OSError as e:
         if e.errno == errno.EINVAL and root.upper is None:
             raise SandboxError("this kernel needs two or more layers for a read-only overlay") from e

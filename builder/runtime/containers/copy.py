@@ -20,7 +20,7 @@ from typing import BinaryIO
 from builder.base import syscalls as sc
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
-from builder.core.rootfs import LayerCache, image_layers
+from builder.core.rootfs import LayerCache, forget_volatile, image_layers
 from builder.runtime.containers.record import Container
 
 
@@ -67,6 +67,7 @@ def _enter_root(root: StateRoot, c: Container) -> None:
                 point.touch()
         lowers.insert(0, str(stub))
         target = str(merged)
+    forget_volatile(work)  # an --rm container's root, mounted volatile, in this boot
     s.mount("overlay", target, "overlay", 0,
             f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},redirect_dir=off,"
             "index=off,metacopy=off")

@@ -345,7 +345,9 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     hc = c.host_config
     read_only = hc.readonly_rootfs
     cdir = ContainerStore(root).dir(c.id)
-    rootfs = prepare_root(layers, cdir, readonly=read_only, overlay=_overlay_ok(root, cdir))
+    # --rm: its upper dir goes with it, so its overlay's unmount need not sync the filesystem
+    rootfs = prepare_root(layers, cdir, readonly=read_only, overlay=_overlay_ok(root, cdir),
+                          volatile=hc.auto_remove)
     tty = bool(c.config.tty)
     privileged = hc.privileged
     shm = hc.shm_size
