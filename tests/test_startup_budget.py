@@ -318,11 +318,14 @@ RUN_BUDGET: dict[str, Any] = {"ours": RUN_OURS, "heavy": RUN_HEAVY, "cli": ("bui
 RUN_BUDGETS: dict[str, dict[str, Any]] = {
     # without a terminal the container's output comes through pipes: no socket is opened; the
     # sandbox's and the containers' values are frozen values (no dataclass made: neither
-    # dataclasses nor inspect loaded), and seccomp's cache key is hashed without OpenSSL
-    "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket", "dataclasses", "inspect", "hashlib"}},
+    # dataclasses nor inspect loaded), and seccomp's cache key is hashed without OpenSSL; a run
+    # parses no time (no datetime: its timestamps are formatted from time.time_ns)
+    "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket", "dataclasses", "inspect", "hashlib",
+                                                    "datetime", "_datetime"}},
     # the detached run's own process hands the container to the supervisor it forks, which
     # compiles the seccomp program: not the command's start-up
-    "run -d": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"hashlib"}, "barred": ("builder.core.sandbox.seccomp",)},
+    "run -d": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"hashlib", "datetime", "_datetime"},
+               "barred": ("builder.core.sandbox.seccomp",)},
 }
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +216,8 @@ def parse_time(text: str | None) -> float | None:
         return float(text)
     except ValueError:
         pass
+    from datetime import datetime  # run --rm and run -d parse no time: their budget bars datetime
+
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:

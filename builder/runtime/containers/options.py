@@ -8,7 +8,6 @@ Every parser raises ``ContainerError`` with a one-line message naming the bad va
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import ipaddress
 import os
 import re
@@ -155,22 +154,13 @@ def parse_duration(text: str) -> int:
         raise ContainerError.invalid(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms") from None
 
 
-def utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)
-
-
-def rfc3339nano(t: _dt.datetime | float | None = None, *, ns: int | None = None) -> str:
-    """``2024-05-01T12:00:00.123456789Z`` (Docker's timestamp form)."""
-    if ns is not None:
-        secs, frac = divmod(ns, 10**9)
-        base = _dt.datetime.fromtimestamp(secs, _dt.UTC)
-        return base.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
-    if t is None:
-        t = utcnow()
-    if isinstance(t, float | int):
-        return rfc3339nano(ns=int(t * 10**9))
-    t = t.astimezone(_dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{t.microsecond * 1000:09d}Z"
+def rfc3339nano(t: float | None = None, *, ns: int | None = None) -> str:
+    """``2024-05-01T12:00:00.123456789Z`` (Docker's timestamp form) of *t* (Unix seconds) or
+    *ns* (nanoseconds), now when neither is given."""
+    if ns is None:
+        ns = time.time_ns() if t is None else int(t * 10**9)
+    secs, frac = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
 
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -183,6 +173,8 @@ _TS = (
 def parse_timestamp_ns(text: str, *, now_ns: int | None = None) -> int:
     """``--since``/``--until``: RFC 3339 (date, time, fraction, zone), Unix seconds[.frac], or a
     duration relative to now (``10m``). Returns nanoseconds since the epoch."""
+    import datetime as _dt  # run --rm and run -d parse no time: their budget bars datetime
+
     t = text.strip()
     now = now_ns if now_ns is not None else time.time_ns()
     if re.fullmatch(r"\d+(\.\d{1,9})?", t):
