@@ -217,6 +217,8 @@ class Supervisor:
             log.close()
             if server is not None:
                 server.close()
+        if removed:
+            reap_children(REAP_WAIT)
         if c.host_config.auto_remove and not removed:
             # `wait` on an --rm container must still learn the exit code
             with contextlib.suppress(OSError):
@@ -390,6 +392,28 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 # -- detached supervisors ---------------------------------------------------------------------
+#: how long a supervisor whose container was removed waits for its children to end
+REAP_WAIT = 2.0
+
+
+def reap_children(timeout: float) -> None:
+    """Reap this process's children as they end, until it has none or *timeout* passed. A
+    removal (``rm -f``) kills what the run started (a rootless container's slirp4netns, the
+    sandbox's helper) but cannot reap it, not being its parent; reaped here, none outlives the
+    remover's wait for this supervisor as a zombie (left to init, it showed in ``ps`` for a
+    moment after ``rm -f`` returned)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.002)
+
+
 def spawn(root: StateRoot, cid: str, *, attach_wait: int = 0) -> Started:
     """Start *cid* under a detached supervisor; return once it reports the first start (which
     waits first for *attach_wait* clients on the attach socket)."""
