@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 def lazy_exports(namespace: dict[str, Any], exports: Mapping[str, str]
                  ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for the package whose globals are *namespace*;
-    *exports* maps each public name to ``"module:attribute"``."""
+    *exports* maps each public name to ``"module:attribute"``, or to ``"module"`` for the
+    module itself (a subpackage loaded on first use)."""
     package = namespace["__name__"]
 
     def getattr_(name: str) -> Any:
@@ -24,7 +25,7 @@ def lazy_exports(namespace: dict[str, Any], exports: Mapping[str, str]
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         module, _, attr = target.partition(":")
         __import__(module)
-        value = getattr(sys.modules[module], attr)
+        value = getattr(sys.modules[module], attr) if attr else sys.modules[module]
         namespace[name] = value  # once: later lookups do not come here
         return value
 

@@ -241,6 +241,14 @@ def proxy_for(url: urllib.parse.SplitResult) -> str | None:
     return proxy if "://" in proxy else "http://" + proxy
 
 
+def _proxy_auth(proxy: urllib.parse.SplitResult) -> dict[str, str]:
+    """``Proxy-Authorization`` for the ``user:password@`` of a proxy URL, if it has one."""
+    if proxy.username is None:
+        return {}
+    cred = f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(cred.encode()).decode()}
+
+
 class Session:
     """Requests over pooled connections; thread-safe. ``tls_for(netloc)`` gives the TLS settings
     of an https host (asked once per host)."""
@@ -293,17 +301,12 @@ class Session:
         p = urllib.parse.urlsplit(proxy)
         if p.scheme != "http":
             raise HTTPFailure("proxy", f"proxy {proxy}: only http:// proxies are supported")
-        auth = {}
-        if p.username is not None:
-            cred = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
-            auth["Proxy-Authorization"] = "Basic " + base64.b64encode(cred.encode()).decode()
         if url.scheme == "https":  # a CONNECT tunnel through the proxy, TLS inside it
             conn = http.client.HTTPSConnection(p.hostname or "", p.port or 80, timeout=timeout,
                                                context=self._context(url.netloc))
-            conn.set_tunnel(host, port or 443, headers=auth)
-        else:  # the absolute URL to the proxy
+            conn.set_tunnel(host, port or 443, headers=_proxy_auth(p))
+        else:  # the absolute URL to the proxy (``_send`` adds its credentials to each request)
             conn = http.client.HTTPConnection(p.hostname or "", p.port or 80, timeout=timeout)
-            conn._proxy_auth = auth  # type: ignore[attr-defined]
         return conn
 
     # -- requests ------------------------------------------------------------------------------
@@ -343,12 +346,12 @@ class Session:
         h = dict(headers)
         if proxy is not None and parts.scheme == "http":
             target = urllib.parse.urlunsplit(parts._replace(fragment=""))
+            h.update(_proxy_auth(urllib.parse.urlsplit(proxy)))
         if body is not None and not isinstance(body, bytes) and "Content-Length" not in h \
                 and hasattr(body, "__len__"):
             h["Content-Length"] = str(len(body))  # type: ignore[arg-type]
         for fresh_retry in range(2):
             conn, reused = pool.get()
-            h.update(getattr(conn, "_proxy_auth", {}))
             try:
                 conn.request(method, target, body=body, headers=h)
                 raw = conn.getresponse()

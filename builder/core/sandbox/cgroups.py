@@ -92,13 +92,19 @@ def detect(mountinfo: str | None = None) -> Layout:
     return layout
 
 
+def put(path: Path | str, value: bytes) -> None:
+    """Write *value* to a cgroup file in one ``write``, as ``echo >`` does (``O_TRUNC`` lets a
+    test use plain files); an ``OSError`` as the kernel gives it."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    try:
+        os.write(fd, value)
+    finally:
+        os.close(fd)
+
+
 def _write(path: Path | str, value: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)  # O_TRUNC: as `echo >`; lets a test use plain files
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
+        put(path, value.encode())
     except OSError as e:
         raise SandboxError(f"cgroup: cannot write {value!r} to {path}: {e.strerror}") from None
 
@@ -307,29 +313,25 @@ def start_attach_grace(cg: Cgroup, layout: Layout) -> None:
 
     def move_self() -> None:
         with contextlib.suppress(OSError):
-            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
+            put(procs, b"0")
 
     threading.Thread(target=move_self, name="cgroup-grace", daemon=True).start()
 
 
 def _own_procs_file(cg: Cgroup, layout: Layout) -> str | None:
-    """``cgroup.procs`` of this process's own cgroup in the v2 hierarchy *cg* has a directory in."""
-    mounts = {m for m in (layout.v2,) if m and any(p.startswith(m + "/") for p in cg.paths)}
+    """``cgroup.procs`` of this process's own cgroup in the v2 hierarchy, when *cg* has a
+    directory there (``/proc/self/cgroup``'s ``0::`` line)."""
+    v2 = layout.v2
+    if not v2 or not any(p.startswith(v2 + "/") for p in cg.paths):
+        return None
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
     for line in lines:
-        hid, _, rest = line.partition(":")
-        ctrls, _, path = rest.partition(":")
-        mnt = layout.v2 if hid == "0" else next((layout.v1[c] for c in ctrls.split(",") if c in layout.v1), None)
-        if mnt in mounts:
-            return os.path.join(mnt, path.lstrip("/"), "cgroup.procs")
+        if line.startswith("0::"):
+            return os.path.join(v2, line[3:].lstrip("/"), "cgroup.procs")
     return None
 
 

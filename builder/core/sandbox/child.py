@@ -19,6 +19,7 @@ from builder.base import syscalls as sc
 from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.base.paths import resolve_parts
 from builder.core.rootfs import mount_root
+from builder.core.sandbox.cgroups import put
 from builder.core.sandbox.spec import CAP_NUMBERS, DEFAULT_PATH, Device, Mount, Process, Spec
 from builder.core.sandbox.stdio import read_to_eof
 from builder.core.sandbox.users import User, resolve_user
@@ -247,11 +248,7 @@ def join_cgroups(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan) -> None:
     before anything needs the cgroups (the ``cgroup`` mount, ``pivot_root``, the program)."""
     for f in plan.cgroup_tasks:
         try:
-            fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
+            put(f, b"0")
         except OSError as e:
             raise SandboxError(f"cgroup: cannot join {os.path.dirname(f)}: {e.strerror}") from None
     if plan.cgroup_join >= 0:

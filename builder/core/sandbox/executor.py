@@ -125,11 +125,7 @@ def _move_into(cgroup: _cg.Cgroup, pid: int, join_w: int) -> None:  # pragma: no
     reply = b"+"
     for f in cgroup.v2_procs_files:
         try:
-            fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, str(pid).encode())
-            finally:
-                os.close(fd)
+            _cg.put(f, str(pid).encode())
         except OSError as e:
             reply = f"cgroup: cannot move the sandbox's process into {os.path.dirname(f)}: {e.strerror}".encode()
             break

@@ -6,20 +6,16 @@ or a RUN needs neither git's processes nor TLS and sockets."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 _MODULES = {"git": "builder.imagebuild.sources.git", "url": "builder.imagebuild.sources.url"}
 
 if TYPE_CHECKING:
     from builder.imagebuild.sources import git, url
+else:
+    from registry.lazy import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return importlib.import_module(module)  # (which sets it on this package: once)
-
+    __getattr__, __dir__ = lazy_exports(globals(), _MODULES)
+    del lazy_exports
 
 __all__ = ["git", "url"]
