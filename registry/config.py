@@ -8,11 +8,13 @@ what ``from_json`` read (same keys, same order, same values), so no digest ever 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from typing import Any
 
 from registry.values import field, frozen, replace
+
+TYPE_CHECKING = False  # not ``typing``'s: a hot path loads no ``typing`` (~5 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 # the kinds of values: a JSON string, boolean, integer, array of strings, object of strings,
 # object whose values are all ``{}`` (a set of keys: ExposedPorts, Volumes), any object
@@ -67,6 +69,18 @@ def _fits(kind: int, v: Any) -> bool:
     return isinstance(v, dict)
 
 
+def _copy(v: Any) -> Any:
+    """A deep copy of *v*, JSON data (``copy.deepcopy``'s, without importing ``copy`` and
+    ``weakref`` into every ``ps`` and ``run``)."""
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_copy(x) for x in v)
+    return v
+
+
 def _typed(kind: int, v: Any) -> Any:
     if v is None:
         return None
@@ -75,7 +89,7 @@ def _typed(kind: int, v: Any) -> Any:
     if kind == _KEYSET:
         return tuple(v)
     if kind in (_STRMAP, _OBJECT):
-        return copy.deepcopy(v)
+        return _copy(v)
     return v
 
 
@@ -87,7 +101,7 @@ def _json(kind: int, v: Any) -> Any:
     if kind == _KEYSET:
         return {k: {} for k in v}
     if kind in (_STRMAP, _OBJECT):
-        return copy.deepcopy(dict(v))
+        return _copy(dict(v))
     return v
 
 
@@ -136,7 +150,7 @@ class ContainerConfig:
             if known is not None and _fits(known[1], v):
                 values[known[0]] = _typed(known[1], v)
             else:
-                extra[key] = copy.deepcopy(v)
+                extra[key] = _copy(v)
         return cls(**values, extra=extra, keys=tuple(data or {}))
 
     def to_json(self) -> dict[str, Any]:
@@ -145,7 +159,7 @@ class ContainerConfig:
         for key in self.keys:
             known = SCHEMA.get(key)
             if key in self.extra:
-                out[key] = copy.deepcopy(self.extra[key])
+                out[key] = _copy(self.extra[key])
             elif known is not None:
                 out[key] = _json(known[1], getattr(self, known[0]))
         return out
@@ -175,7 +189,7 @@ class ContainerConfig:
     def get(self, key: str) -> Any:
         """The JSON value of *key* (``None`` when absent), for code that goes by Docker's names."""
         if key in self.extra:
-            return copy.deepcopy(self.extra[key])
+            return _copy(self.extra[key])
         known = SCHEMA.get(key)
         return _json(known[1], getattr(self, known[0])) if known is not None else None
 

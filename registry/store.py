@@ -11,7 +11,6 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from registry import lookup
 from registry import mediatypes as mt
@@ -29,6 +28,10 @@ from registry.records import (  # the records, re-exported
     ImageRecord,
 )
 from registry.reference import Reference
+
+TYPE_CHECKING = False  # not ``typing``'s: a hot path loads no ``typing`` (~5 ms)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 

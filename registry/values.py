@@ -15,13 +15,25 @@ config's ``ContainerConfig``) cannot afford.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeAlias, TypeVar, dataclass_transform
+from collections.abc import Mapping
+
+# not ``typing.TYPE_CHECKING``: a run or a listing imports no ``typing`` (~5 ms); checkers take
+# this constant as theirs
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeAlias, TypeVar, dataclass_transform
+
+    T = TypeVar("T")
+else:
+    def dataclass_transform(**_options: object) -> object:
+        """Only for checkers (mypy sees a ``@frozen`` class as a frozen dataclass): at run time
+        an identity decorator, so that making a value loads no ``typing``."""
+        return lambda decorated: decorated
 
 #: a JSON document as ``json.loads`` gives it (objects are read as mappings, arrays as sequences)
 JSONValue: TypeAlias = "None | bool | int | float | str | Sequence[JSONValue] | Mapping[str, JSONValue]"
 
-T = TypeVar("T")
 _MISSING: Any = object()
 
 

@@ -13,12 +13,14 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from builder.base.filters import parse_filters
 from builder.base.values import field, frozen
 
+TYPE_CHECKING = False  # not ``typing``'s: a hot path loads no ``typing`` (~5 ms)
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.base.state import StateRoot
 
 MAX_BYTES = 4 * 1024 * 1024
