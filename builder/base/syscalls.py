@@ -14,9 +14,14 @@ import os
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
 
-T = TypeVar("T")
+from builder.base.values import frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 # -- constants (x86_64 / generic Linux ABI) ------------------------------------------------------
 CLONE_NEWNS = 0x00020000
@@ -78,6 +83,8 @@ TIOCSWINSZ = 0x5414
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
+_AF_INET = 2
+_SOCK_DGRAM = 2  # (SOCK_CLOEXEC is O_CLOEXEC)
 
 #: mount option words → (flag, clear?) as mount(8) understands them
 MOUNT_FLAGS: dict[str, tuple[int, bool]] = {
@@ -129,7 +136,8 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-class CapSets(NamedTuple):
+@frozen
+class CapSets:
     """Capability bit masks (bit n = capability number n)."""
 
     effective: int
@@ -269,17 +277,17 @@ class Syscalls:
 
     def set_loopback_up(self) -> None:
         """``ip link set lo up`` in the current network namespace, through an ioctl."""
-        # the C module, not ``socket``: this runs in the container's init before exec, where
-        # ``socket`` (it builds its enums on import) cost ~5 ms of every start
-        import _socket
-
-        s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        # the socket from libc, not ``socket`` nor ``_socket``: this runs in the container's
+        # init before exec, where importing either is a cost of every start
+        fd = self._libc.socket(_AF_INET, _SOCK_DGRAM | os.O_CLOEXEC, 0)
+        if fd < 0:
+            raise _oserror("socket", "AF_INET, SOCK_DGRAM")
         try:
             ifr = struct.pack("16sH14x", b"lo", 0)
-            flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr))[1]
-            fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+            flags = struct.unpack("16sH14x", fcntl.ioctl(fd, SIOCGIFFLAGS, ifr))[1]
+            fcntl.ioctl(fd, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
         finally:
-            s.close()
+            os.close(fd)
 
     def set_controlling_tty(self, fd: int) -> None:
         os.setsid()

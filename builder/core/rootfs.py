@@ -12,7 +12,6 @@ import shutil
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from builder.base.errors import LayerError, SandboxError
 from builder.base.state import StateRoot
@@ -20,7 +19,10 @@ from builder.base.values import frozen
 from builder.core import layers as _layers
 from registry.leases import claim, try_claim
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import IO, Any, BinaryIO
+
     from builder.base.syscalls import Syscalls
 
 #: overlayfs options that keep the upper dir a complete, plain diff (no redirects or metacopy);

@@ -2,7 +2,8 @@
 network records (``<root>/networks/<id>.json``) without loading the code that makes them.
 
 Light on purpose (``ps``, ``run --network none`` and ``rm`` load it): the standard library's
-``json`` and ``os`` and ``builder.base.state`` only; no netlink, no ``dataclasses``.
+``json`` and ``os``, ``builder.base.state`` and frozen values only; no netlink, no ``dataclasses``,
+no ``typing``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
 
 from builder.base.state import StateRoot
+from builder.base.values import frozen, replace
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-class PortBinding(NamedTuple):
+@frozen
+class PortBinding:
     """A published port as set up: the host side is always concrete."""
 
     container_port: int
@@ -55,7 +61,8 @@ _FIELD = dict(_KEYS)
 _LISTS = frozenset({"aliases", "extra_hosts", "dns", "dns_search", "dns_options"})
 
 
-class EndpointRecord(NamedTuple):
+@frozen
+class EndpointRecord:
     """A container's endpoint on one network as recorded: in the network record's
     ``Containers`` map and in the container's ``state.json`` (``State.endpoints``).
 
@@ -134,7 +141,7 @@ class EndpointRecord(NamedTuple):
         rec = cls(**typed, keys=tuple(d))
         odd = [(k, v) for k, v in d.items() if k in _FIELD and _FIELD[k] in typed
                and rec._value(_FIELD[k]) != v]  # e.g. a null list: written back as read
-        return rec._replace(extra=(*extra, *odd)) if extra or odd else rec
+        return replace(rec, extra=(*extra, *odd)) if extra or odd else rec
 
 
 def _typed(field: str, value: Any) -> Any:
@@ -176,7 +183,7 @@ def endpoints_by_container(root: StateRoot) -> dict[str, dict[str, EndpointRecor
         for cid, ep in (rec.get("Containers") or {}).items():
             e = EndpointRecord.from_json(ep)
             if "NetworkID" not in ep:
-                e = e._replace(network_id=net_id)
+                e = replace(e, network_id=net_id)
             out.setdefault(cid, {})[net_name] = e
     return out
 

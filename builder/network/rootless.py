@@ -294,7 +294,7 @@ def wire_user(net: Network, ports: Sequence[PortMapping],
         fid = fwd.get("id") if isinstance(fwd, dict) else None
         if isinstance(fid, int):
             undo.append(functools.partial(_remove_hostfwd, sock, fid))
-        bindings.append(b._replace(host_ip=m.host_ip))
+        bindings.append(replace(b, host_ip=m.host_ip))
     return replace(ep, ports=tuple(bindings))
 
 

@@ -21,6 +21,7 @@ from test_sandbox_support import HostSnapshot, new_id
 from builder.base import syscalls as sc
 from builder.base.errors import SandboxError
 from builder.base.state import StateRoot
+from builder.base.values import replace
 from builder.core.rootfs import Root, prepare_root
 from builder.core.sandbox import Executor, Process, Resources, Spec, default_mounts
 from builder.core.sandbox import cgroups as _cg
@@ -138,10 +139,10 @@ def test_join_writes_the_process_into_its_v1_tasks_files(tmp_path: Path) -> None
         f.parent.mkdir()
         f.write_text("")
     fake = sc.FakeSyscalls()
-    join_cgroups(fake, _plan(tmp_path)._replace(cgroup_tasks=tuple(str(f) for f in files)))
+    join_cgroups(fake, replace(_plan(tmp_path), cgroup_tasks=tuple(str(f) for f in files)))
     assert [f.read_text() for f in files] == ["0", "0"] and fake.calls == [("unshare", sc.CLONE_NEWCGROUP)]
     with pytest.raises(SandboxError, match=f"^cgroup: cannot join {tmp_path / 'gone'}: No such file or directory$"):
-        join_cgroups(fake, _plan(tmp_path)._replace(cgroup_tasks=(str(tmp_path / "gone" / "tasks"),)))
+        join_cgroups(fake, replace(_plan(tmp_path), cgroup_tasks=(str(tmp_path / "gone" / "tasks"),)))
 
 
 # -- the join in real sandboxes ---------------------------------------------------------------------

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False
 
 # names load on first use: a container start needs only ``view``/``common``, not tar code
 _WHERE = {
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.core.layers.apply import apply_dir, apply_layer, iter_tar_names
     from builder.core.layers.commit import commit_layer, recompress
     from builder.core.layers.common import (

@@ -6,9 +6,12 @@ import errno
 import io
 import os
 import stat
-from typing import IO
 
 from builder.base.errors import LayerError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"

@@ -9,7 +9,8 @@ Public surface: ``Spec``, ``Process``, ``Mount``, ``Namespaces``, ``Resources``,
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False
 
 _WHERE = {
     "Root": "builder.core.rootfs",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.core.rootfs import Root
     from builder.core.sandbox.etc import etc_mounts
     from builder.core.sandbox.executor import Executor

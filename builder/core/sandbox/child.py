@@ -13,17 +13,18 @@ import resource
 import signal
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from builder.base import syscalls as sc
 from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxError
 from builder.base.paths import resolve_parts
+from builder.base.values import frozen
 from builder.core.rootfs import mount_root
 from builder.core.sandbox.cgroups import put
 from builder.core.sandbox.spec import CAP_NUMBERS, DEFAULT_PATH, Device, Mount, Process, Spec
 from builder.core.sandbox.stdio import read_to_eof
 from builder.core.sandbox.users import User, resolve_user
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from builder.core.sandbox.cgroups import Layout
 
@@ -34,7 +35,8 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "
              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
 
 
-class Plan(NamedTuple):
+@frozen
+class Plan:
     """What the child needs besides the spec, prepared by the parent."""
 
     spec: Spec

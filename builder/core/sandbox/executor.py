@@ -11,7 +11,6 @@ import shutil
 import signal
 import stat
 from pathlib import Path
-from typing import Any
 
 from builder.base import syscalls as sc
 from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxError
@@ -40,6 +39,10 @@ from builder.core.sandbox.spec import (
     namespaces_allowed,
 )
 from builder.core.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: compatibility names for callers of this module
 _Stdio = Stdio
@@ -231,7 +234,7 @@ class Executor:
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
         join_r, join_w = os.pipe() if cgroup.v2_procs_files else (-1, -1)
-        plan = plan._replace(cgroup_join=join_r, cgroup_tasks=tuple(cgroup.v1_tasks_files))
+        plan = replace(plan, cgroup_join=join_r, cgroup_tasks=tuple(cgroup.v1_tasks_files))
         ns_fds: list[tuple[int, int]] = []
         unshare_flags = 0 if bare_chroot() else sc.CLONE_NEWNS
         try:
@@ -354,7 +357,7 @@ class Executor:
         layer and lower links, and its seccomp program (from the state root's cache)."""
         spec = plan.spec
         data = overlay_lowers(spec, Path(plan.run_dir)) if spec.root.is_overlay else plan.overlay_data
-        return plan._replace(overlay_data=data, seccomp_bpf=self._seccomp(spec.process))
+        return replace(plan, overlay_data=data, seccomp_bpf=self._seccomp(spec.process))
 
     def _seccomp(self, process: Process) -> bytes | None:
         """The process's seccomp program, compiled (cached in the state root) before it is confined."""

@@ -12,13 +12,17 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from builder.base.errors import SandboxError
 from builder.base.state import StateRoot
+from builder.base.values import frozen
 from builder.core import rootfs as _rootfs
 from builder.core.sandbox import cgroups as _cg
 from builder.core.sandbox.stdio import Stdio, write_all
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: seconds output is still read after the process ended
 _DRAIN_SECONDS = 2.0
@@ -27,7 +31,8 @@ _DRAIN_SECONDS = 2.0
 _STARTING_GRACE = 60.0
 
 
-class Result(NamedTuple):
+@frozen
+class Result:
     """How the process ended: ``exit_status`` is 128+n for a signal n (as a shell shows it)."""
 
     exit_status: int

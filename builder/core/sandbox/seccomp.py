@@ -15,11 +15,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from builder.base.errors import SandboxError
 from builder.base.values import frozen
 from registry.digest import Digest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Docker/OCI action names → libseccomp action values (ERRNO and TRACE take a 16-bit data)
 ACTIONS: dict[str, int] = {
@@ -65,7 +68,8 @@ class Arg:
     op: str
 
 
-class Rule(NamedTuple):
+@frozen
+class Rule:
     names: tuple[str, ...]
     action: str
     errno_ret: int | None = None
@@ -77,7 +81,8 @@ class Rule(NamedTuple):
     min_kernel: str = ""
 
 
-class Profile(NamedTuple):
+@frozen
+class Profile:
     """A Docker-format profile; *source* names it in error messages (a file, or ``default``)."""
 
     default_action: str

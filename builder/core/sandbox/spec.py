@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, NamedTuple
 
 from builder.base.errors import SandboxError
 from builder.base.values import field, frozen
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # (rootfs and layers are not loaded by what only reads a spec or cgroups)
     from builder.core.rootfs import Root
     from builder.core.sandbox.seccomp import Profile
@@ -85,7 +85,8 @@ def capabilities(add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> tuple
     return tuple(sorted(caps, key=CAP_NUMBERS.__getitem__))
 
 
-class Rlimit(NamedTuple):
+@frozen
+class Rlimit:
     type: str  # "RLIMIT_NOFILE" …
     soft: int
     hard: int

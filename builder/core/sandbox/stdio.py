@@ -10,15 +10,16 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import IO, Any, TypeAlias
 
 #: where output goes: None (inherit ours), an fd, a file object, or a callback given each chunk
-Output = None | int | IO[Any] | Callable[[bytes], None]
+Output: TypeAlias = "None | int | IO[Any] | Callable[[bytes], None]"
 #: where input comes from: None (``/dev/null``), an fd, a file object, or bytes to feed
-Input = None | int | IO[Any] | bytes
+Input: TypeAlias = "None | int | IO[Any] | bytes"
 
 
 class Stdio:

@@ -6,12 +6,12 @@ writer (over the layer stack) resolve alike.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from builder.base.errors import SandboxError
+from builder.base.values import frozen
 
 
-class User(NamedTuple):
+@frozen
+class User:
     uid: int
     gid: int
     groups: tuple[int, ...]  # supplementary groups (with the primary one as ``docker run`` has it)

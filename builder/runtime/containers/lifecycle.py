@@ -126,7 +126,7 @@ def _with_short_id(c: Container, name: str, ep: EndpointRecord, joined: bool) ->
     the container joined it (a start, or a connect)."""
     if not joined or name in ("bridge", "host", "none") or c.id[:12] in ep.aliases:
         return ep
-    return ep._replace(aliases=(*ep.aliases, c.id[:12]))
+    return replace(ep, aliases=(*ep.aliases, c.id[:12]))
 
 
 def remember_networks(root: StateRoot, c: Container) -> Container:
