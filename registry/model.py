@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.errors import DigestError, InvalidManifest
+from registry.values import frozen
 
-if TYPE_CHECKING:  # imported by ``ImageConfig.container_config``: a listing reads no config
+TYPE_CHECKING = False  # not ``typing``'s: a hot path loads no ``typing`` (~5 ms)
+if TYPE_CHECKING:  # ``ContainerConfig`` is imported by ``container_config``: a listing reads no config
+    from typing import Any
+
     from registry.config import ContainerConfig
 
 
@@ -38,9 +41,10 @@ _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "ar
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
 
-# NamedTuples (frozen, equal and hashed by their fields), not dataclasses: every command that
-# reads the store loads this module, and a dataclass execs its generated methods at import
-class Platform(NamedTuple):
+# frozen values, not dataclasses: every command that reads the store loads this module, and a
+# dataclass execs its generated methods at import
+@frozen
+class Platform:
     os: str
     architecture: str
     variant: str | None = None
@@ -92,7 +96,8 @@ class Platform(NamedTuple):
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
-class Descriptor(NamedTuple):
+@frozen
+class Descriptor:
     media_type: str
     digest: Digest
     size: int
@@ -153,7 +158,7 @@ class Descriptor(NamedTuple):
 class _Raw:
     """A JSON document kept as the exact bytes it was read or written as: frozen, equal (to one
     of its own class) and hashed by those bytes, whatever ``data`` (their parse) holds.
-    (A plain class, not a dataclass, for the reason ``Descriptor`` is a NamedTuple.)"""
+    (A plain class, not a dataclass, for the reason ``Descriptor`` is a frozen value.)"""
 
     __slots__ = ("raw", "data")
     raw: bytes

@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from registry.digest import Digest
 from registry.errors import DigestError, InvalidReference
+from registry.values import frozen, replace
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -26,7 +26,8 @@ _TAG = r"^[\w][\w.-]{0,127}$"
 _MAX_NAME = 255
 
 
-class Reference(NamedTuple):  # (no dataclass made at import: every image command parses these)
+@frozen  # (no dataclass made at import: every image command parses these)
+class Reference:
     domain: str
     path: str
     tag: str | None = None
@@ -110,10 +111,10 @@ class Reference(NamedTuple):  # (no dataclass made at import: every image comman
     def with_tag(self, tag: str) -> Reference:
         if not re.match(_TAG, tag):
             raise InvalidReference(f"invalid tag {tag!r}")
-        return self._replace(tag=tag, digest=None)
+        return replace(self, tag=tag, digest=None)
 
     def with_digest(self, digest: Digest) -> Reference:
-        return self._replace(digest=digest)
+        return replace(self, digest=digest)
 
     def __str__(self) -> str:
         return self.name + self._suffix()
