@@ -13,12 +13,15 @@ import _signal
 import atexit
 import os
 import sys
-from typing import Any
 
 import builder
 from builder.base.errors import BuildError, exit_status
 from builder.cli import flags
 from registry.errors import RegistryError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # command name -> "module:attribute"; the module is imported only when the command runs.
 COMMANDS: dict[str, str] = {

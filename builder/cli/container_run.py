@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import ContainerError
 from builder.base.values import replace
 from builder.cli import fail, flags
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.runtime.containers.record import Container
 
 

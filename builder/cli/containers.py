@@ -8,13 +8,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import BuildError, ContainerError
 from builder.cli import fail, flags
 from builder.cli import format as fmt_
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.runtime.containers.record import Container
 
 

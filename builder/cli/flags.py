@@ -17,7 +17,6 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
 
 from builder.cli.flagtypes import (
     BOOL,
@@ -42,7 +41,11 @@ from builder.cli.flagtypes import (
     param_type,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 HELP_NAMES = ("-h", "--help")
 __all__ = [  # the vocabulary: what a command module uses as ``flags.X``
     "BOOL", "FLOAT", "INT", "STRING", "UNPROCESSED", "Abort", "Argument", "BadParameter", "Choice",

@@ -15,17 +15,20 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
 
 from builder.base.errors import TemplateError
 
 # re-exported: the CLI's modules take them from here
 from builder.base.units import human_duration as human_duration
 from builder.base.units import human_size as human_size
+from builder.base.values import frozen
 from builder.cli import fail, flags
 from builder.cli.columns import table as table
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO, NoReturn
+
     from builder.base.template import Options, Template
 
 
@@ -58,7 +61,8 @@ def created_at(text: str | None) -> str:
 
 
 # -- --format: Go templates through builder.base.template ---------------------------------------
-class FormatMessages(NamedTuple):
+@frozen
+class FormatMessages:
     """How a command words a template's failure (Docker's commands differ) and its exit codes."""
 
     parse: str = "template parsing error: "

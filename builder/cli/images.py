@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from builder.base import events
 from builder.cli import Globals, fail, flags
@@ -29,6 +28,10 @@ from registry.errors import RegistryError
 from registry.model import Platform
 from registry.reference import Reference
 from registry.store import ImageRecord, Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 pass_globals = flags.pass_obj
 

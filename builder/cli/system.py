@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
 
 from builder.base.errors import TemplateError
 from builder.base.units import binary_size
 from builder.cli import Globals, flags
 from builder.cli.format import INFO, format_rows, human_duration, human_size, parse_time, table
 from builder.cli.format import template as fmt_template
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _confirm(warning: str) -> bool:

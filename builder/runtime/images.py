@@ -11,12 +11,12 @@ import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from builder.base import events
 from builder.base.errors import BuildError
 from builder.base.filters import labels_match
 from builder.base.state import StateRoot
+from builder.base.values import frozen
 from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.errors import InvalidReference, NotFound, RegistryError, StoreError
@@ -24,9 +24,11 @@ from registry.model import Index, Platform
 from registry.reference import Reference
 from registry.store import ImageRecord, Store
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.runtime.containers.record import Container
-    from registry.reference import Reference
 
 
 def containers_by_image(root: StateRoot) -> dict[str, list[Container]]:
@@ -116,7 +118,8 @@ def tag(store: Store, source: str, target: str) -> Reference:
     return ref
 
 
-class PruneReport(NamedTuple):  # (no dataclass made at import: images/inspect load this)
+@frozen  # (not a dataclass: images/inspect load this)
+class PruneReport:
     """What ``image prune`` did: the ``untagged: …``/``deleted: …`` lines and bytes freed."""
 
     deleted: tuple[str, ...]
@@ -290,7 +293,8 @@ def filter_images(store: Store, records: Sequence[ImageRecord], *, repository: s
     return out
 
 
-class PlatformImage(NamedTuple):
+@frozen
+class PlatformImage:
     """One platform's image of a store entry (``images --tree``): its manifest digest, its
     unpacked size (Docker's disk usage) and its blobs' size (content size)."""
 

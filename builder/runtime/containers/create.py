@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
@@ -52,7 +51,10 @@ from builder.runtime.containers.security import security_opts_for_record
 from registry.config import ContainerConfig
 from registry.errors import InvalidReference, NotFound, RegistryError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.runtime.volume.specs import MountSpec
     from registry.store import Image
 

@@ -19,7 +19,6 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import ContainerError
 from builder.base.values import JSONValue, field, frozen, json_object
@@ -31,7 +30,10 @@ from builder.runtime.containers.options import (
     valid_device_mode,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.runtime.volume.specs import MountSpec
 
 MIN_MEMORY = 6 * 1024 * 1024
@@ -328,7 +330,7 @@ NAMESPACE_MODES = ("", "host")
 
 
 @frozen
-class HostConfig(Mapping[str, Any]):
+class HostConfig(Mapping[str, "Any"]):
     """Docker's ``HostConfig`` as pybuild holds it (see the module's docstring)."""
 
     network_mode: str = "default"

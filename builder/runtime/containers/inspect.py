@@ -10,7 +10,6 @@ import os
 import pwd
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from builder.base.state import StateRoot
 from builder.base.units import human_duration
@@ -18,6 +17,10 @@ from builder.network.records import EndpointRecord
 from builder.runtime.containers import lifecycle, usage
 from builder.runtime.containers.options import parse_timestamp_text
 from builder.runtime.containers.record import Container, NoSuchContainer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: network name -> endpoint, as ``lifecycle.endpoints_of`` gives them
 Endpoints = Mapping[str, EndpointRecord]

@@ -14,17 +14,21 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
 
 from builder.base.errors import ContainerError
 from builder.base.values import frozen
 from builder.runtime.containers.options import parse_bytes, parse_timestamp_text, rfc3339nano
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
 #: Docker splits lines longer than this into several entries (the last one ends in "\n")
 MAX_ENTRY = 16 * 1024
 
 
-class LogEntry(NamedTuple):
+@frozen
+class LogEntry:
     stream: str
     time: str
     data: bytes

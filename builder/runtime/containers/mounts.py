@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import VolumeError
 from builder.base.state import StateRoot
 from builder.runtime.containers.recordparts import MountPoint
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.runtime.containers.hostconfig import HostConfig
     from builder.runtime.volume import MountSpec
     from registry.store import Image

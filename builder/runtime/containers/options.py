@@ -17,11 +17,14 @@ import stat
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from builder.base.errors import ContainerError
 from builder.base.units import parse_go_duration, parse_size
 from builder.base.values import frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 #: the PATH a container gets when its image sets none (Docker's)

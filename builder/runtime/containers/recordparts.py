@@ -7,11 +7,13 @@ to the file's JSON shape here, at the file's edge.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from builder.base.values import frozen
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.runtime.volume.specs import Mount as VolumeMount
 
 

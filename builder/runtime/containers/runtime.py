@@ -11,7 +11,6 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from builder import network  # lazy: its core (netlink) loads on first attach
 from builder.base.errors import ContainerError
@@ -32,7 +31,10 @@ from builder.runtime.containers.recordparts import SandboxRecord
 from builder.runtime.containers.security import security_opts
 from registry.errors import NotFound
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.core.sandbox.executor import Result, Sandbox
     from builder.core.sandbox.spec import Mount, Spec
     from builder.runtime.containers.hostconfig import HostConfig

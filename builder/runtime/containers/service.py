@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 from builder.base.errors import BuildError, CommandNotExecutable, CommandNotFound, ContainerError
 from builder.base.state import StateRoot
@@ -22,6 +21,10 @@ from builder.runtime.containers.hostconfig import HostConfig
 from builder.runtime.containers.record import Container, ContainerStore, NoSuchContainer
 from builder.runtime.containers.recordparts import MountPoint
 from builder.runtime.containers.supervisor import spawn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _start_error(code: int, message: str) -> BuildError:

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from builder.base.errors import BuildError, ContainerError
 from builder.base.state import StateRoot
@@ -35,7 +34,10 @@ from builder.runtime.containers.record import (
     proc_start_time,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.runtime.containers.attach import AttachServer
 
 #: Docker's restart back-off: 100 ms doubling, reset after a run of 10 s or more

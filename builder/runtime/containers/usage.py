@@ -8,13 +8,16 @@ import contextlib
 import errno
 import os
 from pathlib import Path
-from typing import Any
 
 from builder.base.errors import ContainerError
 from builder.base.state import StateRoot
 from builder.base.values import frozen
 from builder.runtime.containers.record import Container, ContainerStore
 from builder.runtime.containers.repair import init_alive
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 # -- sizes ------------------------------------------------------------------------------------
