@@ -26,7 +26,9 @@ from builder.core.sandbox.handle import (
     Result,
     Sandbox,
     pid_start,
+    reap_if_stale,
     reap_stale,
+    reap_stale_now_and_then,
     teardown_run_dir,
     write_state,
 )
@@ -185,13 +187,16 @@ class Executor:
                                    "which cannot be mounted here (PYBUILD_NO_OVERLAY=1 copies it)")
             # no seccomp filter without no_new_privs where CAP_SYS_ADMIN is missing
             spec = replace(spec, process=replace(spec.process, no_new_privs=True))
-        reap_stale(self.state)
+        reap_stale_now_and_then(self.state)
         run_dir = self.state.run / sid
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             run_dir.mkdir()
         except FileExistsError:
-            raise SandboxError.conflict(f"sandbox {sid} already exists") from None
+            # what a killed owner left under this id (a restart) goes now, whatever the sweep's time
+            if not reap_if_stale(run_dir) or os.path.lexists(run_dir):
+                raise SandboxError.conflict(f"sandbox {sid} already exists") from None
+            run_dir.mkdir()
         cgroup = None
         stdio = None
         mountpoints: list[tuple[str, int, int]] = []

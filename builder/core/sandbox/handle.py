@@ -29,6 +29,11 @@ _DRAIN_SECONDS = 2.0
 
 #: seconds a run dir without a started process is left alone (another process may be starting it)
 _STARTING_GRACE = 60.0
+#: seconds between two sweeps of a state root's stale sandboxes by its starts
+#: (``reap_stale_now_and_then``), and the stamp file that keeps the time: in ``locks/``, which
+#: a live root has once it made a cgroup and ``system reset`` keeps (``run/`` must stay empty)
+SWEEP_EVERY = _STARTING_GRACE
+SWEEP_STAMP = "locks/sandbox-sweep.stamp"
 
 
 @frozen
@@ -397,20 +402,49 @@ def reap_stale(state: StateRoot) -> list[str]:
     if not base.is_dir():
         return gone
     for d in base.iterdir():
-        if not (d / "state.json").exists():
-            continue
-        try:
-            sb = Sandbox.attach(d)
-        except SandboxError:
-            continue
-        helper, helper_start = sb._helper_state
-        if sb.alive() or (helper is not None and _pid_alive(helper, helper_start, zombie_ok=True)):
-            continue
-        if sb.pid == 0:  # a start in progress (or one whose process was killed mid-way)
-            with contextlib.suppress(OSError):
-                if time.time() - (d / "state.json").stat().st_mtime < _STARTING_GRACE:
-                    continue
-        sb.teardown()
-        gone.append(sb.id)
+        if reap_if_stale(d):
+            gone.append(d.name)
     _cg.remove_orphans(min_age=_STARTING_GRACE)
     return gone
+
+
+def reap_if_stale(run_dir: Path) -> bool:
+    """Tear down the sandbox of *run_dir* if its processes are all gone; whether it did."""
+    if not (run_dir / "state.json").exists():
+        return False
+    try:
+        sb = Sandbox.attach(run_dir)
+    except SandboxError:
+        return False
+    helper, helper_start = sb._helper_state
+    if sb.alive() or (helper is not None and _pid_alive(helper, helper_start, zombie_ok=True)):
+        return False
+    if sb.pid == 0:  # a start in progress (or one whose process was killed mid-way)
+        with contextlib.suppress(OSError):
+            if time.time() - (run_dir / "state.json").stat().st_mtime < _STARTING_GRACE:
+                return False
+    sb.teardown()
+    return True
+
+
+def reap_stale_now_and_then(state: StateRoot) -> list[str]:
+    """``reap_stale`` from a start, at most once every ``SWEEP_EVERY`` seconds per state root:
+    the mtime of its ``SWEEP_STAMP`` says when the last sweep began. A start then costs one
+    ``stat``, not a read of every running sandbox's state, its ``/proc`` entries and the
+    ``cgroup.procs`` of each of its cgroups (dockerd's ``run`` costs the same with 0 or 100
+    containers up); what a killed owner left waits at most that long for a start, or for
+    ``system prune``/``check`` (which call ``reap_stale``). A start finds its own run dir's
+    leftover at once (``reap_if_stale``)."""
+    stamp = state.path / SWEEP_STAMP
+    now = time.time()
+    try:
+        if now - os.stat(stamp).st_mtime < SWEEP_EVERY:
+            return []
+    except OSError:
+        pass
+    # first, so that starts meanwhile skip (two sweeps at once are safe, just wasted); no
+    # ``locks/`` (a root that never made a cgroup): no stamp, every start sweeps
+    with contextlib.suppress(OSError):
+        os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        os.utime(stamp, (now, now))
+    return reap_stale(state)

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from builder.base import syscalls as sc
 from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxError
@@ -27,6 +26,10 @@ from builder.core.sandbox.handle import Result, Sandbox
 from builder.core.sandbox.spec import Spec
 from builder.core.sandbox.stdio import Input, Output, Stdio, read_line, read_to_eof
 from builder.core.sandbox.users import resolve_user
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.0.2"
 
