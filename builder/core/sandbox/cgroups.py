@@ -185,20 +185,19 @@ class Cgroup:
         return cg
 
     def _limit(self, r: Resources, layout: Layout) -> None:
-        for p in self.paths:
+        for p in self.paths:  # (what is asked first: a plain run stats no file it leaves alone)
             d = Path(p)
-            if (d / "memory.limit_in_bytes").exists():
-                if r.memory is not None:
-                    _write(d / "memory.limit_in_bytes", str(r.memory))
-                    if (d / "memory.memsw.limit_in_bytes").exists():
-                        swap = r.memory_swap if r.memory_swap is not None else 2 * r.memory
-                        _write(d / "memory.memsw.limit_in_bytes", str(-1 if swap < 0 else swap))
-            if (d / "cpu.cfs_quota_us").exists() and r.cpus is not None:
+            if r.memory is not None and (d / "memory.limit_in_bytes").exists():
+                _write(d / "memory.limit_in_bytes", str(r.memory))
+                if (d / "memory.memsw.limit_in_bytes").exists():
+                    swap = r.memory_swap if r.memory_swap is not None else 2 * r.memory
+                    _write(d / "memory.memsw.limit_in_bytes", str(-1 if swap < 0 else swap))
+            if r.cpus is not None and (d / "cpu.cfs_quota_us").exists():
                 _write(d / "cpu.cfs_period_us", "100000")
                 _write(d / "cpu.cfs_quota_us", str(max(1000, int(r.cpus * 100000))))
-            if (d / "cpu.shares").exists() and r.cpu_shares:
+            if r.cpu_shares and (d / "cpu.shares").exists():
                 _write(d / "cpu.shares", str(r.cpu_shares))
-            if (d / "pids.max").exists() and r.pids is not None:
+            if r.pids is not None and (d / "pids.max").exists():
                 _write(d / "pids.max", "max" if r.pids < 0 else str(r.pids))
             if r.cpuset_cpus and (d / "cpuset.cpus").exists():
                 _write(d / "cpuset.cpus", r.cpuset_cpus)
