@@ -10,10 +10,8 @@ import contextlib
 import functools
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from builder.base.errors import TemplateError
@@ -30,34 +28,6 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO, NoReturn
 
     from builder.base.template import Options, Template
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """An RFC 3339 timestamp (nanoseconds allowed) or None."""
-    if not text:
-        return None
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text)
-    if not m:
-        return None
-    frac = (m.group(2) or "")[:7]
-    zone = m.group(3) or "Z"
-    try:
-        return datetime.fromisoformat(m.group(1) + frac + ("+00:00" if zone == "Z" else zone))
-    except ValueError:
-        return None
-
-
-def since(text: str | None) -> str:
-    t = parse_time(text)
-    if t is None:
-        return "N/A"
-    return human_duration((datetime.now(UTC) - t).total_seconds()) + " ago"
-
-
-def created_at(text: str | None) -> str:
-    """Go's ``time.Time.String()`` as ``docker images --format '{{.CreatedAt}}'`` shows it."""
-    t = parse_time(text)
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if t else ""
 
 
 # -- --format: Go templates through builder.base.template ---------------------------------------

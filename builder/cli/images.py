@@ -4,6 +4,7 @@ tag, rmi, inspect, history, save, load; flag parsing, one library call, Docker-s
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,6 @@ from builder.cli.format import (
     human_size,
     inspect_output,
     output_stream,
-    parse_time,
     table,
     template,
 )
@@ -37,6 +37,29 @@ pass_globals = flags.pass_obj
 
 
 # -- shared helpers ----------------------------------------------------------------------------
+# Docker's timestamps as its CLI shows them (here, not in ``builder.cli.format``: ``ps`` and
+# ``version`` parse no time, and load no ``datetime``)
+def parse_time(text: str | None) -> datetime | None:
+    """An RFC 3339 timestamp (nanoseconds allowed) or None."""
+    if not text:
+        return None
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text)
+    if not m:
+        return None
+    frac = (m.group(2) or "")[:7]
+    zone = m.group(3) or "Z"
+    try:
+        return datetime.fromisoformat(m.group(1) + frac + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+
+
+def created_at(text: str | None) -> str:
+    """Go's ``time.Time.String()`` as ``docker images --format '{{.CreatedAt}}'`` shows it."""
+    t = parse_time(text)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if t else ""
+
+
 def _store(g: Globals) -> Store:
     store: Store = g.state.image_store()
     return store

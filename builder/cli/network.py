@@ -98,7 +98,8 @@ def ls(obj: Any, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str
         for n in nets:
             flags.echo(ident(n.id))
     elif fmt and fmt != "table":
-        from builder.cli.format import created_at, format_rows, label_method
+        from builder.cli.format import format_rows, label_method
+        from builder.cli.images import created_at
 
         objs = [{"CreatedAt": created_at(n.created), "Driver": n.driver, "ID": ident(n.id), "IPv6": str(bool(n.subnet6)).lower(),
                  "Internal": str(n.internal).lower(), "Label": label_method(dict(n.labels)),

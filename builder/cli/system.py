@@ -10,7 +10,7 @@ import time
 from builder.base.errors import TemplateError
 from builder.base.units import binary_size
 from builder.cli import Globals, flags
-from builder.cli.format import INFO, format_rows, human_duration, human_size, parse_time, table
+from builder.cli.format import INFO, format_rows, human_duration, human_size, table
 from builder.cli.format import template as fmt_template
 
 TYPE_CHECKING = False
@@ -47,6 +47,9 @@ def _ago(epoch: float) -> str:
 
 
 def _verbose(usage: dict[str, Any]) -> str:
+    # the images' time parser (datetime): ``version`` loads no image command (nor its store)
+    from builder.cli.images import parse_time
+
     out = ["Images space usage:", ""]
     rows = []
     for i in usage["Images"]:

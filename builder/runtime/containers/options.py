@@ -7,12 +7,12 @@ Every parser raises ``ContainerError`` with a one-line message naming the bad va
 
 from __future__ import annotations
 
+import _signal  # not signal: its enums cost ~1 ms at import, and a listing names no signal
 import contextlib
 import ipaddress
 import os
 import re
 import resource
-import signal
 import stat
 import time
 from collections.abc import Iterable, Mapping
@@ -118,11 +118,11 @@ def parse_signal(text: str | int) -> int:
             name = t.upper()
             if not name.startswith("SIG"):
                 name = "SIG" + name
-            try:
-                return int(signal.Signals[name])
-            except KeyError:
-                raise ContainerError.invalid(f"invalid signal: {text}") from None
-    if not 1 <= value < signal.NSIG:
+            number = getattr(_signal, name, None)  # signal.Signals' members: SIG*, not SIG_*
+            if name.startswith("SIG_") or not isinstance(number, int):
+                raise ContainerError.invalid(f"invalid signal: {text}")
+            return number
+    if not 1 <= value < _signal.NSIG:
         raise ContainerError.invalid(f"invalid signal: {text}")
     return value
 
@@ -205,10 +205,27 @@ def parse_timestamp_ns(text: str, *, now_ns: int | None = None) -> int:
 
 
 def parse_timestamp_text(text: str) -> int:
-    """A stored RFC 3339 timestamp (ours: always UTC, ``Z``) → nanoseconds."""
+    """A stored RFC 3339 timestamp (ours: always UTC, ``Z``) → nanoseconds. The form
+    ``rfc3339nano`` writes is read without ``datetime`` (``ps`` reads one per container)."""
     if not text or text.startswith("0001-"):
         return 0
-    return parse_timestamp_ns(text)
+    m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z", text)
+    if m is None or not 1 <= int(m.group(2)) <= 12:  # not a form we write: the full parser
+        return parse_timestamp_ns(text)
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    secs = ((_days_from_civil(year, month, day) * 24 + hour) * 60 + minute) * 60 + second
+    return secs * 10**9 + int((m.group(7) or "0").ljust(9, "0"))
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date: ``time.gmtime``'s inverse, which
+    ``time`` lacks (``calendar.timegm`` loads ``datetime``). H. Hinnant's ``days_from_civil``:
+    years start in March, so that February's length falls at a year's end."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
 def parse_env(items: Iterable[str], *, environ: Mapping[str, str]) -> list[str]:

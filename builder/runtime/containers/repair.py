@@ -8,10 +8,10 @@ whoever takes the lock and finds a dead owner's state repairs it (``lifecycle.re
 
 from __future__ import annotations
 
+import _signal  # not signal (its enums, ~1 ms): the numbers are enough
 import contextlib
 import os
 import select
-import signal
 import time
 
 from builder.base.values import replace
@@ -69,7 +69,7 @@ def repair_locked(cs: ContainerStore, c: Container) -> State:
     if init_alive(st):
         # the supervisor died under the container: nobody would reap or log it any more
         with contextlib.suppress(ProcessLookupError):
-            os.kill(st.pid, signal.SIGKILL)
+            os.kill(st.pid, _signal.SIGKILL)
         killed = True
         wait_gone(st.pid, st.pid_start, 5.0)
     runtime.teardown(cs.root, c, st, crashed=True)
@@ -114,7 +114,7 @@ def remove_locked(cs: ContainerStore, c: Container, *, volumes: bool) -> tuple[C
     killed = init_alive(st)
     if killed:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(st.pid, signal.SIGKILL)
+            os.kill(st.pid, _signal.SIGKILL)
         wait_gone(st.pid, st.pid_start, 10.0)
     runtime.teardown(cs.root, c, st, crashed=crashed)
     runtime.remove_storage(cs.root, c, volumes=volumes)
@@ -137,5 +137,5 @@ def reap_supervisor(st: State) -> None:
         return
     if not wait_gone(st.supervisor_pid, st.supervisor_start, 5.0):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(st.supervisor_pid, signal.SIGKILL)
+            os.kill(st.supervisor_pid, _signal.SIGKILL)
         wait_gone(st.supervisor_pid, st.supervisor_start, 5.0)
