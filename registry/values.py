@@ -60,20 +60,21 @@ def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] | None 
 def _init(self: Any, *args: Any, **kw: Any) -> None:
     cls = type(self)
     names: tuple[str, ...] = cls.__value_fields__
-    if len(args) > len(names):
-        raise TypeError(f"{cls.__name__}() takes {len(names)} positional arguments but {len(args)} were given")
-    put = object.__setattr__
-    for name, arg in zip(names, args, strict=False):
+    given = len(args)
+    if given > len(names):
+        raise TypeError(f"{cls.__name__}() takes {len(names)} positional arguments but {given} were given")
+    for name in names[:given] if kw else ():
         if name in kw:
             raise TypeError(f"{cls.__name__}() got multiple values for argument {name!r}")
-        put(self, name, arg)
+    values = self.__dict__  # filled directly (``__setattr__`` refuses): one call for the positionals
+    values.update(zip(names, args, strict=False))
     defaults: dict[str, Any] = cls.__value_defaults__
-    for name in names[len(args):]:
+    for name in names[given:]:
         if name in kw:
-            put(self, name, kw.pop(name))
+            values[name] = kw.pop(name)
         elif name in defaults:
             d = defaults[name]
-            put(self, name, d.default_factory() if isinstance(d, _Field) else d)
+            values[name] = d.default_factory() if isinstance(d, _Field) else d
         else:
             raise TypeError(f"{cls.__name__}() missing required argument: {name!r}")
     if kw:
