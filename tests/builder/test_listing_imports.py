@@ -1,0 +1,130 @@
+"""Issue 15: what ``ps``, ``images`` and ``inspect`` leave unloaded (a fresh interpreter runs the
+command through the CLI's entry and reports ``sys.modules``), and the light replacements that
+made it so: ``typing`` (annotation-only names under ``TYPE_CHECKING = False``), ``threading``
+(the record's locks are ``_thread``'s), ``datetime`` (``ps`` formats its times from the stored
+text, parsed without it), ``signal`` (its enums: the numbers come from ``_signal``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from builder.runtime.containers.options import (
+    parse_signal,
+    parse_timestamp_ns,
+    parse_timestamp_text,
+    rfc3339nano,
+)
+from builder.runtime.containers.record import ContainerStore
+
+PROBE = r"""
+import json, sys
+from builder.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    assert not e.code, e.code
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+#: modules each listing must not load; a module of ours that imports one at its top brings it
+#: back (and every listing pays for it: typing ~4 ms, threading ~1.5, datetime ~2, signal ~1)
+OFF_PATH = {
+    "ps -a": {"typing", "threading", "datetime", "_datetime", "signal"},
+    "images": {"typing", "threading", "shutil", "signal"},
+    "inspect busybox": {"typing", "threading", "shutil", "signal"},
+    "inspect listed": {"typing", "threading", "signal"},  # a container (its record, its image's date)
+}
+
+
+def _loaded(busybox: Any, argv: list[str]) -> tuple[str, set[str]]:
+    r = subprocess.run([sys.executable, "-c", PROBE, "--root", str(busybox.root), *argv],
+                       capture_output=True, text=True, check=True, cwd="/")
+    return r.stdout, set(json.loads(r.stderr.strip().splitlines()[-1]))
+
+
+def test_listings_load_none_of_the_modules_taken_off_their_path(busybox: Any) -> None:
+    busybox("create", "--network", "none", "--name", "listed", "busybox", "true")
+    busybox("run", "--network", "none", "--name", "done", "busybox", "true")
+    try:
+        for command, off in OFF_PATH.items():
+            out, mods = _loaded(busybox, command.split())
+            assert "busybox" in out  # the command ran and printed its rows
+            assert "builder.cli" in mods
+            back = sorted(mods & off)
+            assert not back, f"pybuild {command} loads {back} again"
+    finally:
+        busybox("rm", "-f", "listed", "done")
+
+
+def test_the_probe_sees_a_module_loaded(busybox: Any) -> None:
+    """The probe itself: ``ps --format`` with a template loads the template engine."""
+    _, mods = _loaded(busybox, ["ps", "-a", "--format", "{{.Names}}"])
+    assert "builder.base.template" in mods
+
+
+def test_stored_timestamps_parse_as_the_full_parser_reads_them() -> None:
+    """``parse_timestamp_text`` reads the form ``rfc3339nano`` writes by arithmetic (no
+    ``datetime``): the same nanoseconds as ``parse_timestamp_ns`` over four centuries, leap
+    days and fractions included; any other form goes to the full parser."""
+    rng = random.Random(15)
+    stamps = [rng.randrange(-2 * 10**18, 8 * 10**18) for _ in range(5000)]
+    stamps += [0, 1, 10**9 - 1, 951782400 * 10**9, 1709164800 * 10**9 + 86399 * 10**9]  # leap days
+    for ns in stamps:
+        text = rfc3339nano(ns=ns)
+        assert parse_timestamp_text(text) == ns == parse_timestamp_ns(text), text
+    for text in ("2024-05-01T12:00:00+02:00", "2024-05-01T12:00:00.5Z", "2024-05-01", "1700000000"):
+        assert parse_timestamp_text(text) == parse_timestamp_ns(text), text
+    assert parse_timestamp_text("") == parse_timestamp_text("0001-01-01T00:00:00Z") == 0
+    with pytest.raises(ValueError):  # not a date: refused, as the full parser does
+        parse_timestamp_text("2024-13-01T00:00:00Z")
+
+
+def test_signal_names_are_those_of_signal_signals() -> None:
+    """``parse_signal`` without ``signal``'s enums: every member of ``signal.Signals`` by its
+    names (``SIGTERM``, ``TERM``, ``term``), its number; nothing else (``SIG_IGN``, ``NSIG``)."""
+    for sig in signal.Signals:
+        assert parse_signal(sig.name) == parse_signal(sig.name[3:].lower()) == int(sig)
+        assert parse_signal(str(int(sig))) == int(sig)
+    for bad in ("SIG_IGN", "SIG_DFL", "SIG_BLOCK", "NSIG", "SIGNOPE", "0", str(signal.NSIG), ""):
+        with pytest.raises(Exception, match="invalid signal"):
+            parse_signal(bad)
+
+
+def test_a_record_lock_is_reentrant_in_its_thread_and_excludes_others(busybox: Any) -> None:
+    """The record's in-process locks (``_thread``'s, per thread and container): the holder's
+    thread takes the lock again; another thread waits, or is refused with ``wait=False``."""
+    busybox("create", "--network", "none", "--name", "locked", "busybox", "true")
+    try:
+        cs = ContainerStore(busybox.state)
+        cid = cs.find("locked").id
+        seen: list[str] = []
+
+        def other() -> None:
+            try:
+                with cs.lock(cid, wait=False):
+                    seen.append("got it")
+            except BlockingIOError:
+                seen.append("refused")
+            with cs.lock(cid):  # waits for the holder
+                seen.append("waited")
+
+        with cs.lock(cid):
+            with cs.lock(cid):  # re-entrant
+                t = threading.Thread(target=other)
+                t.start()
+                while not seen:
+                    t.join(0.01)
+            assert seen == ["refused"]  # still held once: the other thread waits
+        t.join(30)
+        assert seen == ["refused", "waited"]
+    finally:
+        busybox("rm", "-f", "locked")
