@@ -6,13 +6,17 @@ Only templates that parsed are stored; a file that cannot be read is parsed agai
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 from pathlib import Path
 
 from builder.base.template import nodes as N
 from grammar import cache_dir, grammar_path
+
+try:  # CPython's own SHA-256, as registry.digest's: hashlib would load OpenSSL (~6 ms) for a key
+    from _sha256 import sha256
+except ImportError:  # another interpreter
+    from hashlib import sha256
 
 _ENGINE: str | None = None
 
@@ -23,7 +27,7 @@ def _engine_digest() -> str:
     global _ENGINE
     if _ENGINE is None:
         here = Path(__file__).resolve().parent
-        h = hashlib.sha256()
+        h = sha256()
         for path in (grammar_path("gotemplate"), here / "lex.py", here / "parse.py", here / "nodes.py",
                      here / "funcs.py"):
             h.update(path.read_bytes())
@@ -35,7 +39,7 @@ def _path(text: str, name: str) -> Path | None:
     directory = cache_dir()
     if directory is None:
         return None
-    key = hashlib.sha256(f"{_engine_digest()}\0{name}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+    key = sha256(f"{_engine_digest()}\0{name}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
     return directory / "templates" / f"{key[:32]}.pickle"
 
 

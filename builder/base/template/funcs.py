@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
 from builder.base.template.values import (
     MISSING,
@@ -22,13 +21,19 @@ from builder.base.template.values import (
     sprintf,
     sprintln,
 )
+from builder.base.values import frozen
+
+TYPE_CHECKING = False  # not ``typing``'s: a hot path loads no ``typing`` (~5 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FuncError(Exception):
     """A function refused its arguments: Go's ``error calling NAME: …``."""
 
 
-class Function(NamedTuple):
+@frozen
+class Function:
     """A callable with Go's parameter kinds: ``value`` (a ``reflect.Value``: anything, even a
     missing value), ``any`` (``interface{}``: a missing value arrives as nil), ``string``,
     ``int``, ``strings`` (``[]string``); *variadic* is the kind of ``...`` arguments."""

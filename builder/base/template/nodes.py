@@ -1,36 +1,40 @@
 """The parsed form of a Go template: frozen nodes as ``text/template/parse`` makes them, each with
 its byte offset (for ``template: :1:7: executing …``) and Go's ``String()`` (the ``<…>`` there).
 
-NamedTuples, not dataclasses: every ``--format`` loads them (from the parse cache), and a
-dataclass execs its generated methods at import. Tell nodes apart by class (``isinstance``):
-two nodes of different kinds with the same fields compare equal as tuples."""
+Frozen values (``builder.base.values.frozen``), not dataclasses nor NamedTuples: every
+``--format`` loads them (from the parse cache), a dataclass execs its generated methods at import
+and a NamedTuple needs ``typing``. Equal by class and fields; tell nodes apart by class
+(``isinstance``)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from builder.base.template.values import go_quote
+from builder.base.values import frozen
 
 
-class Text(NamedTuple):
+@frozen
+class Text:
     text: str
 
 
-class Dot(NamedTuple):
+@frozen
+class Dot:
     pos: int
 
     def __str__(self) -> str:
         return "."
 
 
-class Nil(NamedTuple):
+@frozen
+class Nil:
     pos: int
 
     def __str__(self) -> str:
         return "nil"
 
 
-class Bool(NamedTuple):
+@frozen
+class Bool:
     pos: int
     value: bool
 
@@ -38,7 +42,8 @@ class Bool(NamedTuple):
         return "true" if self.value else "false"
 
 
-class Number(NamedTuple):
+@frozen
+class Number:
     """A constant as Go's parser keeps it: the source text, and its int and/or float value
     (a character constant ``'a'`` is an int)."""
 
@@ -51,7 +56,8 @@ class Number(NamedTuple):
         return self.text
 
 
-class String(NamedTuple):
+@frozen
+class String:
     pos: int
     quoted: str
     value: str
@@ -60,7 +66,8 @@ class String(NamedTuple):
         return self.quoted
 
 
-class Field(NamedTuple):
+@frozen
+class Field:
     """``.A.B``: fields of dot."""
 
     pos: int
@@ -70,7 +77,8 @@ class Field(NamedTuple):
         return "".join("." + n for n in self.names)
 
 
-class Variable(NamedTuple):
+@frozen
+class Variable:
     """``$x.A``: a variable and fields of its value."""
 
     pos: int
@@ -80,7 +88,8 @@ class Variable(NamedTuple):
         return ".".join(self.names)
 
 
-class Identifier(NamedTuple):
+@frozen
+class Identifier:
     """A function name."""
 
     pos: int
@@ -90,7 +99,8 @@ class Identifier(NamedTuple):
         return self.name
 
 
-class Chain(NamedTuple):
+@frozen
+class Chain:
     """``(pipeline).A.B`` (or fields of a function's result)."""
 
     pos: int
@@ -102,7 +112,8 @@ class Chain(NamedTuple):
         return inner + "".join("." + n for n in self.names)
 
 
-class Command(NamedTuple):
+@frozen
+class Command:
     pos: int
     args: tuple[Arg, ...]
 
@@ -110,7 +121,8 @@ class Command(NamedTuple):
         return " ".join(f"({a})" if isinstance(a, Pipe) else str(a) for a in self.args)
 
 
-class Pipe(NamedTuple):
+@frozen
+class Pipe:
     """``$x := a | b``: declared (or assigned) variables, then the commands."""
 
     pos: int
@@ -126,20 +138,24 @@ class Pipe(NamedTuple):
 Arg = Dot | Nil | Bool | Number | String | Field | Variable | Identifier | Chain | Pipe
 
 
-class Action(NamedTuple):
+@frozen
+class Action:
     pos: int
     pipe: Pipe
 
 
-class Break(NamedTuple):
+@frozen
+class Break:
     pos: int
 
 
-class Continue(NamedTuple):
+@frozen
+class Continue:
     pos: int
 
 
-class If(NamedTuple):
+@frozen
+class If:
     """``if`` and ``with`` (``with`` sets dot); an ``else if`` is an If alone in ``orelse``."""
 
     pos: int
@@ -149,14 +165,16 @@ class If(NamedTuple):
     is_with: bool = False
 
 
-class Range(NamedTuple):
+@frozen
+class Range:
     pos: int
     pipe: Pipe
     body: tuple[Node, ...]
     orelse: tuple[Node, ...]
 
 
-class TemplateCall(NamedTuple):
+@frozen
+class TemplateCall:
     """``{{template "name" pipeline}}`` (and the use in place of a ``{{block}}``)."""
 
     pos: int

@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+
+TYPE_CHECKING = False  # not ``typing``'s: a hot path loads no ``typing`` (~5 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Missing:
@@ -57,7 +60,7 @@ def json_view(value: Any) -> Any:
     return value
 
 
-class GoStruct(dict[str, Any]):
+class GoStruct(dict[str, "Any"]):  # ("Any" quoted: only checkers import it)
     """A JSON object that is a Go struct in Docker's typed value: printed ``{v1 v2}``, in the
     struct's field order when it is known (``schema``: the fields with their zero values, for
     those the JSON omits when empty), else in the JSON's."""
@@ -112,11 +115,11 @@ def _zero(zero: Any) -> Any:
     return NilSlice() if zero == "[]" else NilMap() if zero == "map" else zero
 
 
-class NilSlice(list[Any]):
+class NilSlice(list["Any"]):
     """A Go nil slice: printed ``[]``, ``json`` gives ``null``."""
 
 
-class NilMap(dict[str, Any]):
+class NilMap(dict[str, "Any"]):
     """A Go nil map: printed ``map[]``, ``json`` gives ``null``."""
 
 
@@ -451,5 +454,3 @@ def sprintf(fmt: str, args: Sequence[Any]) -> str:
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
 
-
-Func = Callable[..., Any]
