@@ -10,10 +10,9 @@ import ipaddress
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from builder.base.errors import NetworkError
 from builder.base.filters import labels_match
@@ -52,11 +51,12 @@ def netns_path(state: StateRoot, container_id: str) -> Path:
 # -- records ------------------------------------------------------------------------------------
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _now() -> str:  # ``2024-05-01T12:00:00.123456Z``, in UTC (no ``datetime`` import)
+    secs, us = divmod(time.time_ns() // 1000, 10**6)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{us:06d}Z"
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any], *, durable: bool = False) -> None:
+def _write_json_atomic(path: Path, data: Mapping[str, object], *, durable: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:

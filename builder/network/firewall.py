@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.base.errors import NetworkError
+from builder.base.values import frozen
 
 FORWARD = "PYBUILD-FORWARD"
 ISOLATION1 = "PYBUILD-ISOLATION-1"
@@ -46,7 +46,8 @@ OURS = {c for cs in CHAINS.values() for c in cs}
 LOCK = Path("/run/lock/pybuild-netfilter.lock")
 
 
-class Rule(NamedTuple):  # (no dataclass made at import: every network command loads this)
+@frozen
+class Rule:  # (a frozen value, no dataclass: every network command loads this)
     table: str
     chain: str
     spec: str
@@ -162,7 +163,8 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
     return p.stdout
 
 
-class Snapshot(NamedTuple):
+@frozen
+class Snapshot:
     """One ``iptables-save`` of the tables we use: rules as token lists, and chain names."""
 
     rules: dict[str, list[list[str]]]

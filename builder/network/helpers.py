@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
@@ -19,6 +18,7 @@ from builder.base.values import replace
 from builder.network.model import Network, PortMapping
 from builder.network.records import PortBinding
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from builder.base.errors import NetworkError
 from builder.base.values import field, frozen, replace
 from builder.network.records import EndpointRecord
 from builder.network.records import PortBinding as PortBinding  # its home before records
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOLS = ("tcp", "udp")
 #: drivers `network create -d` accepts (`overlay` needs the host to be in a cluster)

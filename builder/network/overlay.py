@@ -22,7 +22,6 @@ import functools
 import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
@@ -32,8 +31,13 @@ from builder.network.cluster import membership
 from builder.network.cluster.membership import Membership
 from builder.network.model import Endpoint, Network
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from builder.network.cluster.etcd import Etcd, Event
+
+    T = TypeVar("T")
 
 PREFIX = "pybuild/"
 NETS, SUBNETS, VNIS = PREFIX + "networks/", PREFIX + "subnets/", PREFIX + "vnis/"
@@ -41,7 +45,6 @@ EPS, IPS = PREFIX + "endpoints/", PREFIX + "ips/"
 VXLAN_PORT, MTU, VNI_BASE = 4789, 1450, 4097
 VNI_OPT = "com.docker.network.driver.overlay.vxlanid_list"
 POOL = ipaddress.IPv4Network("10.0.0.0/8")
-T = TypeVar("T")
 
 
 def joined(state: StateRoot) -> bool:

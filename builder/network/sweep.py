@@ -21,17 +21,18 @@ import os
 import re
 import signal
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.base.errors import NetworkError
 from builder.base.state import identity
+from builder.base.values import frozen
 from builder.network import firewall, helpers, links
 
 PREFIX = "pybuild "
 _NETNS = re.compile(r"^(?P<root>/.+)/run/netns/(?P<cid>[0-9a-f]{64})$")
 
 
-class Swept(NamedTuple):  # (no dataclass made at import: every network command loads this)
+@frozen
+class Swept:  # (a frozen value, no dataclass: every network command loads this)
     """What a sweep took off the host, by kind."""
 
     roots: tuple[str, ...] = ()

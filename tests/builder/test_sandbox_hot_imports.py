@@ -26,10 +26,10 @@ from builder.core.sandbox.handle import SWEEP_STAMP
 REPO = Path(__file__).resolve().parents[2]
 
 #: the modules ``run --rm``/``run -d``/``rm -f``/``ps`` load from the sandbox, the root, the
-#: layers, libc's calls and the network package's read API
+#: layers, libc's calls and the network package's read API, and those a bridge run adds
 RUN_PATH = ("builder.core.sandbox.executor", "builder.core.sandbox.seccomp", "builder.core.sandbox.handle",
             "builder.core.sandbox.cgroups", "builder.core.sandbox.delegated", "builder.core.sandbox.oci",
-            "builder.core.rootfs", "builder.core.layers.view", "builder.network.records")
+            "builder.core.rootfs", "builder.core.layers.view", "builder.network.records", "builder.network.core")
 OURS = ("builder.core", "builder.base.syscalls", "builder.network.records", "builder.network")
 
 IMPORTERS = r"""

@@ -14,13 +14,13 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from builder.base.errors import NetworkError
 from builder.base.state import StateRoot
 from builder.base.values import frozen, replace
 from builder.network import helpers
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from builder.network.cluster.etcd import Etcd
 
