@@ -128,3 +128,63 @@ def test_a_record_lock_is_reentrant_in_its_thread_and_excludes_others(busybox: A
         assert seen == ["refused", "waited"]
     finally:
         busybox("rm", "-f", "locked")
+
+
+# -- the containers' name index (record.ContainerStore: a name's record in one read) ----------
+def _index(busybox: Any) -> dict[str, str]:
+    data: dict[str, str] = json.loads((busybox.root / "containers" / ".names.json").read_text())
+    return data
+
+
+def _ids(busybox: Any, *names: str) -> list[str]:
+    return [busybox("inspect", "--format", "{{.Id}}", n).stdout.strip() for n in names]
+
+
+def test_the_name_index_follows_create_rename_and_rm(busybox: Any) -> None:
+    busybox("create", "--network", "none", "--name", "ix-a", "busybox", "true")
+    busybox("create", "--network", "none", "--name", "ix-b", "busybox", "true")
+    a, b = _ids(busybox, "ix-a", "ix-b")
+    assert _index(busybox)["ix-a"] == a and _index(busybox)["ix-b"] == b
+    busybox("rename", "ix-a", "ix-c")
+    assert _index(busybox)["ix-c"] == a and "ix-a" not in _index(busybox)
+    r = busybox("create", "--network", "none", "--name", "ix-c", "busybox", "true", check=False)
+    assert r.returncode != 0 and f'already in use by container "{a}"' in r.stderr
+    r = busybox("rename", "ix-b", "ix-c", check=False)
+    assert r.returncode != 0 and f'already in use by container "{a}"' in r.stderr
+    busybox("create", "--network", "none", "--name", "ix-a", "busybox", "true")  # free again
+    busybox("rm", "ix-c")  # its entry may stay: a record no longer holding it frees the name
+    busybox("create", "--network", "none", "--name", "ix-c", "busybox", "true")
+    assert busybox("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["ix-c", "ix-a", "ix-b"]
+    assert busybox("inspect", "--format", "{{.Name}}", "ix-c").stdout.strip() == "/ix-c"
+    busybox("rm", "ix-a", "ix-b", "ix-c")
+
+
+def test_the_name_index_believes_only_what_the_records_hold(busybox: Any) -> None:
+    """A create or rename killed midway leaves the index ahead of the records: an entry whose
+    record is missing (or holds another name) frees its name; an index that is gone or
+    unreadable (a root from before it) is made again from the records."""
+    busybox("create", "--network", "none", "--name", "ix-held", "busybox", "true")
+    (held,) = _ids(busybox, "ix-held")
+    path = busybox.root / "containers" / ".names.json"
+    ghost = "f" * 64
+    # a create killed before its record appeared; a rename killed before its config was saved
+    path.write_text(json.dumps({**_index(busybox), "ix-ghost": ghost, "ix-renamed": held}))
+    busybox("create", "--network", "none", "--name", "ix-ghost", "busybox", "true")
+    busybox("create", "--network", "none", "--name", "ix-renamed", "busybox", "true")
+    r = busybox("create", "--network", "none", "--name", "ix-held", "busybox", "true", check=False)
+    assert r.returncode != 0 and f'already in use by container "{held}"' in r.stderr
+    for broken in (None, "not json", "[1, 2]"):
+        if broken is None:
+            path.unlink()
+        else:
+            path.write_text(broken)
+        assert busybox("inspect", "--format", "{{.Id}}", "ix-held").stdout.strip() == held
+        r = busybox("create", "--network", "none", "--name", "ix-held", "busybox", "true", check=False)
+        assert r.returncode != 0 and f'already in use by container "{held}"' in r.stderr
+        busybox("create", "--network", "none", "busybox", "true")  # a random name: made again
+        assert _index(busybox)["ix-held"] == held
+    # names of removed records pile up until they outnumber the records: then it is made again
+    path.write_text(json.dumps({**_index(busybox), **{f"gone-{i}": ghost for i in range(200)}}))
+    busybox("create", "--network", "none", "--name", "ix-last", "busybox", "true")
+    assert not [n for n in _index(busybox) if n.startswith("gone-")]
+    busybox("rm", *busybox("ps", "-aq").stdout.split())

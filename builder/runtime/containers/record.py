@@ -37,6 +37,8 @@ CONFIG_FILE = "container.json"
 STATE_FILE = "state.json"
 LOG_SUFFIX = "-json.log"
 LOCK_FILE = "lock"
+#: name -> ID of the records (``containers/.names.json``): see ``ContainerStore.holder``
+INDEX_FILE = ".names.json"  # a dot-file: bookkeeping, not a record
 
 #: (thread, container id) -> how deeply that thread holds that container's lock
 _depth: dict[tuple[int, str], int] = {}
@@ -393,17 +395,50 @@ class ContainerStore:
                 out.append(self.load(cid))
         return out
 
+    def _name_of(self, cid: str) -> str | None:
+        """A record's name, read without building the typed record; None if it is gone (or not
+        made yet) or unreadable (as ``all`` skips it)."""
+        try:
+            return str(json.loads((self.dir(cid) / CONFIG_FILE).read_bytes())["Name"]).lstrip("/")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def names(self) -> dict[str, str]:
-        """ID -> name of every readable record, read without building the typed records (a
-        lookup by name, or the names a create must avoid, costs a JSON read per container)."""
-        out = {}
-        for cid in self.ids():
-            try:
-                d = json.loads((self.dir(cid) / CONFIG_FILE).read_bytes())
-            except (OSError, ValueError):  # gone meanwhile, or unreadable: as ``all`` skips it
-                continue
-            out[cid] = str(d["Name"]).lstrip("/")
-        return out
+        """ID -> name of every readable record (a JSON read per container: the index's source)."""
+        return {cid: name for cid in self.ids() if (name := self._name_of(cid)) is not None}
+
+    # -- the name index: a name's record in one read, not one per container (Docker keeps it
+    # in memory). Changed only under the names lock, it may hold more than the records (names
+    # of removed records, a name added before its record appears), never less: an entry counts
+    # while its record holds that name. Made from the records when missing or unreadable.
+    def _read_index(self) -> dict[str, str] | None:
+        try:
+            index = json.loads((self.path / INDEX_FILE).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return index if isinstance(index, dict) else None
+
+    def _index(self) -> dict[str, str]:
+        """Under the names lock: the index, made again from the records when missing or
+        unreadable, or when the names of removed records outnumber the records."""
+        index = self._read_index()
+        if index is None or len(index) > 2 * len(self._names()) + 32:
+            index = {n: cid for cid, n in self.names().items()}
+            self._write_index(index)
+        return index
+
+    def _write_index(self, index: dict[str, str]) -> None:
+        write_atomic(self.path / INDEX_FILE, _dump(index))
+
+    def holder(self, name: str, index: Mapping[str, str] | None = None) -> str | None:
+        """The ID of the record named *name*, or None: the index's entry, if that record holds
+        the name (without an index, every record is read)."""
+        if index is None:
+            index = self._read_index()
+        if index is None:
+            return next((cid for cid, n in self.names().items() if n == name), None)
+        cid = index.get(name)
+        return cid if cid is not None and self._name_of(cid) == name else None
 
     def find(self, ref: str) -> Container:
         """By full ID, then exact name (``/name`` accepted), then a unique ID prefix (Docker's order)."""
@@ -412,11 +447,10 @@ class ContainerStore:
             raise NoSuchContainer("No such container: ''")
         if ID_RE.match(ref) and (self.dir(ref) / CONFIG_FILE).is_file():
             return self.load(ref)
-        name = ref.lstrip("/")
-        names = self.names()
-        hits = [cid for cid, n in names.items() if n == name][:1]
+        held = self.holder(ref.lstrip("/"))
+        hits = [held] if held else []
         if not hits:
-            hits = [cid for cid in names if cid.startswith(ref.lower())]
+            hits = [cid for cid in self.ids() if cid.startswith(ref.lower())]
             if len(hits) > 1:
                 raise ContainerError(f"multiple IDs found with provided prefix: {ref}")
         if hits:
@@ -435,16 +469,13 @@ class ContainerStore:
         self.path.mkdir(parents=True, exist_ok=True)
         with self.names_lock():
             self._sweep()
-            taken = {n: cid for cid, n in self.names().items()}
-            if name is not None and name in taken:
-                raise ContainerError.conflict(
-                    f'Conflict. The container name "/{name}" is already in use by container "{taken[name]}". '
-                    "You have to remove (or rename) that container to be able to reuse that name."
-                )
+            index = self._index()
+            if name is not None and (holder := self.holder(name, index)):
+                raise _name_conflict(name, holder)
             if name is None:
                 for attempt in range(50):
                     name = random_name(attempt)
-                    if name not in taken:
+                    if not self.holder(name, index):
                         break
             assert name is not None
             cid = new_id()
@@ -454,6 +485,7 @@ class ContainerStore:
             try:
                 write_atomic(tmp / CONFIG_FILE, _dump(container.to_json()))
                 write_atomic(tmp / STATE_FILE, _dump(container.state.to_json()))
+                self._write_index({**index, name: cid})  # before the record appears
                 os.rename(tmp, self.dir(cid))
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -484,14 +516,16 @@ class ContainerStore:
             c = self.find(ref)
             if c.name == new_name:
                 raise ContainerError("Renaming a container with the same name as its current name")
-            for other in self.all():
-                if other.name == new_name:
-                    raise ContainerError.conflict(
-                        f'Conflict. The container name "/{new_name}" is already in use by container "{other.id}". '
-                        "You have to remove (or rename) that container to be able to reuse that name."
-                    )
-            c = replace(c, name=new_name)
+            index = self._index()
+            if holder := self.holder(new_name, index):
+                raise _name_conflict(new_name, holder)
+            index[new_name] = c.id
+            self._write_index(index)  # both names while the record changes, then the new one
+            old, c = c.name, replace(c, name=new_name)
             self.save_config(c)
+            if index.get(old) == c.id:
+                del index[old]
+                self._write_index(index)
         return c
 
     def sweep(self) -> None:
@@ -532,6 +566,12 @@ class ContainerStore:
         except FileNotFoundError:
             return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _name_conflict(name: str, holder: str) -> ContainerError:
+    return ContainerError.conflict(
+        f'Conflict. The container name "/{name}" is already in use by container "{holder}". '
+        "You have to remove (or rename) that container to be able to reuse that name.")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
