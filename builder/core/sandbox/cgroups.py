@@ -7,11 +7,11 @@ with the state root that made it by an owner record (``OWNERS/<id>``), for sweep
 
 from __future__ import annotations
 
+import _signal  # not signal (its enums, ~1 ms): the numbers are enough
 import _thread  # not threading (~1.5 ms at start-up) for the one thread below
 import contextlib
 import errno
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -270,7 +270,7 @@ class Cgroup:
                 return
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _signal.SIGKILL)
             time.sleep(0.005)
 
     def remove(self) -> None:

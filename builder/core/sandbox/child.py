@@ -6,11 +6,11 @@ these functions against ``FakeSyscalls`` and check the actions a spec produces.
 
 from __future__ import annotations
 
+import _signal  # not signal (its enums, ~1 ms): the numbers are enough
 import contextlib
 import errno
 import os
 import resource
-import signal
 import stat
 from pathlib import Path
 
@@ -468,15 +468,15 @@ def default_signals(sys: sc.Syscalls | sc.FakeSyscalls) -> None:
     ignored signal stays ignored across ``execve``: ``yes | head`` would never end. The C
     library's own signals (32, 33) are reset by the raw call where a parent (GNU make)
     left them ignored."""
-    for sig in range(1, signal.NSIG):  # valid_signals() leaves out the C library's own
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+    for sig in range(1, _signal.NSIG):  # valid_signals() leaves out the C library's own
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError):  # a signal the C library keeps for itself
             with contextlib.suppress(OSError):
                 sys.default_if_ignored(sig)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
 def exec_process(sys: sc.Syscalls, process: Process, last_cap: int, seccomp_bpf: bytes | None = None) -> None:

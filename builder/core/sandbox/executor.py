@@ -4,11 +4,11 @@ one (``exec``); the handles, their state and teardown live in ``builder.core.san
 
 from __future__ import annotations
 
+import _signal  # not signal (its enums, ~1 ms): the numbers are enough
 import contextlib
 import json
 import os
 import shutil
-import signal
 import stat
 from pathlib import Path
 
@@ -114,13 +114,13 @@ def _shield_helper() -> Any:
     process group) leaves the supervision of the sandbox to the caller's cancellation instead
     of killing the helper before it reports. Returns what the sandbox's process must get back
     (``_unshield_child``) until ``child.default_signals`` resets every signal before exec."""
-    inherited = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return signal.SIG_IGN if inherited == signal.SIG_IGN else signal.SIG_DFL
+    inherited = _signal.getsignal(_signal.SIGINT)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    return _signal.SIG_IGN if inherited == _signal.SIG_IGN else _signal.SIG_DFL
 
 
 def _unshield_child(disposition: Any) -> None:  # pragma: no cover - in the child
-    signal.signal(signal.SIGINT, disposition)
+    _signal.signal(_signal.SIGINT, disposition)
 
 
 def _move_into(cgroup: _cg.Cgroup, pid: int, join_w: int) -> None:  # pragma: no cover - in the helper
@@ -294,11 +294,11 @@ class Executor:
                 os.close(err_r)
             if sandbox is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(helper, signal.SIGKILL)
+                    os.kill(helper, _signal.SIGKILL)
                 os.waitpid(helper, 0)
                 os.close(status_r)
             else:  # the process failed to exec: the caller removes cgroup, mount points, run dir
-                sandbox.kill(signal.SIGKILL)
+                sandbox.kill(_signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(helper, 0)
                 os.close(status_r)
@@ -313,7 +313,7 @@ class Executor:
             sigint = _shield_helper()
             os.close(status_r)
             os.close(err_r)
-            self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            self.sys.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
             if os.getppid() != parent_pid:
                 os._exit(1)
             for fd, flag in ns_fds:
@@ -336,7 +336,7 @@ class Executor:
     def _init_main(self, plan: Plan, stdio: Stdio, err_w: int) -> None:  # pragma: no cover
         spec = plan.spec
         try:
-            self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            self.sys.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
             stdio.in_child()
             _close_other_fds(err_w, stdio.console_child, plan.cgroup_join)
             plan = self._complete_plan(plan)
@@ -432,7 +432,7 @@ class Executor:
                 sigint = _shield_helper()
                 os.close(status_r)
                 os.close(err_r)
-                self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+                self.sys.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
                 if os.getppid() != parent_pid:
                     os._exit(1)
                 for p in cg_paths:
@@ -449,7 +449,7 @@ class Executor:
             if child == 0:
                 try:
                     _unshield_child(sigint)
-                    self.sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+                    self.sys.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
                     stdio.in_child()
                     _close_other_fds(err_w, stdio.console_child)
                     if process.terminal:
@@ -474,7 +474,7 @@ class Executor:
         os.close(err_r)
         if err or not pid_line:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(helper, signal.SIGKILL)
+                os.kill(helper, _signal.SIGKILL)
             os.waitpid(helper, 0)
             os.close(status_r)
             stdio.close_all()

@@ -4,12 +4,12 @@ and the teardown of sandboxes whose owner is gone (``teardown_run_dir``, ``reap_
 
 from __future__ import annotations
 
+import _signal  # not signal (its enums, ~1 ms): the numbers are enough
 import contextlib
 import json
 import os
 import select
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -161,7 +161,7 @@ class Sandbox:
         """Whether the init process still runs (a zombie or a reused pid does not count)."""
         return _pid_alive(self.pid, self._start_time)
 
-    def kill(self, sig: int = signal.SIGTERM) -> None:
+    def kill(self, sig: int = _signal.SIGTERM) -> None:
         """Send *sig* to the init process (no-op once it is gone)."""
         if self._result is not None or not self.alive():
             return
@@ -171,7 +171,7 @@ class Sandbox:
             return
         try:
             if pid_start(self.pid) == self._start_time:
-                signal.pidfd_send_signal(fd, sig)
+                _signal.pidfd_send_signal(fd, sig)
         except ProcessLookupError:
             pass
         finally:
@@ -254,7 +254,7 @@ class Sandbox:
                 wait_for = max(0.0, deadline - time.monotonic())
                 if wait_for == 0.0:
                     self._timed_out = True
-                    self.kill(signal.SIGKILL)
+                    self.kill(_signal.SIGKILL)
                     wait_for = None
             for fd, _ in poller.poll(None if wait_for is None else wait_for * 1000):
                 role = roles[fd]
@@ -303,7 +303,7 @@ class Sandbox:
         while self.alive():
             if deadline is not None and time.monotonic() > deadline:
                 self._timed_out = True
-                self.kill(signal.SIGKILL)
+                self.kill(_signal.SIGKILL)
                 deadline = None
             time.sleep(0.01)
         exit_file = self.run_dir / "exit"
@@ -326,12 +326,12 @@ class Sandbox:
         if self._torn_down:
             return
         if self._helper is not None and self._result is None:  # not ended as its helper reported
-            self.kill(signal.SIGKILL)
+            self.kill(_signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._helper, 0)
             self._helper = None
         elif self._helper is None and self.alive():
-            self.kill(signal.SIGKILL)
+            self.kill(_signal.SIGKILL)
             for _ in range(500):
                 if not self.alive():
                     break
@@ -393,7 +393,7 @@ class ExecHandle(Sandbox):
         if self._torn_down:
             return
         if self._helper is not None:
-            self.kill(signal.SIGKILL)
+            self.kill(_signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._helper, 0)
             self._helper = None
