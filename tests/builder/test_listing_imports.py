@@ -188,3 +188,16 @@ def test_the_name_index_believes_only_what_the_records_hold(busybox: Any) -> Non
     busybox("create", "--network", "none", "--name", "ix-last", "busybox", "true")
     assert not [n for n in _index(busybox) if n.startswith("gone-")]
     busybox("rm", *busybox("ps", "-aq").stdout.split())
+
+
+def test_ids_and_names_are_told_without_a_regex_made_at_import() -> None:
+    """``names.is_id`` (64 lowercase hex digits, no regex) and ``valid_name`` (Docker's rule,
+    its pattern compiled on first use)."""
+    from builder.runtime.containers import names
+
+    assert names.is_id("0123456789abcdef" * 4)
+    for bad in ("0123456789abcdef" * 4 + "\n", "A" * 64, "a" * 63, "a" * 65, "a" * 31 + "-" + "a" * 32, ""):
+        assert not names.is_id(bad), bad
+    assert names.valid_name("ab") and names.valid_name("/a.b_c-1")
+    for bad in ("a", "-ab", "a b", "ab/"):
+        assert not names.valid_name(bad), bad

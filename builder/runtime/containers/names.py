@@ -47,9 +47,10 @@ SURNAMES = (
     "wozniak", "wright", "yalow", "yonath",
 )
 
-#: Docker's rule for user-given names: ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``
-NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-ID_RE = re.compile(r"^[0-9a-f]{64}$")
+#: Docker's rule for user-given names: ``[a-zA-Z0-9][a-zA-Z0-9_.-]+`` (compiled on first use, by
+#: re's cache: ``ps`` checks no name)
+NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+_HEX = "0123456789abcdef"
 
 
 def _below(n: int) -> int:
@@ -75,7 +76,12 @@ def random_name(attempt: int = 0) -> str:
 
 
 def valid_name(name: str) -> bool:
-    return bool(NAME_RE.match(name))
+    return re.match(NAME_RE, name) is not None
+
+
+def is_id(text: str) -> bool:
+    """64 lowercase hex digits: a container ID (the containers directory's records)."""
+    return len(text) == 64 and not text.strip(_HEX)
 
 
 def short_id(cid: str) -> str:

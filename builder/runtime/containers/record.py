@@ -23,7 +23,7 @@ from builder.base.state import StateRoot
 from builder.base.values import field, frozen, replace, value_fields
 from builder.network.records import EndpointRecord
 from builder.runtime.containers.hostconfig import HostConfig
-from builder.runtime.containers.names import ID_RE, new_id, random_name, valid_name
+from builder.runtime.containers.names import is_id, new_id, random_name, valid_name
 from builder.runtime.containers.options import ZERO_TIME
 from builder.runtime.containers.recordparts import JoinedNetwork, MountPoint, SandboxRecord
 from registry.config import ContainerConfig
@@ -366,7 +366,7 @@ class ContainerStore:
 
     def ids(self) -> list[str]:
         return sorted(n for n in self._names()
-                      if ID_RE.match(n) and os.path.isfile(os.path.join(self.path, n, CONFIG_FILE)))
+                      if is_id(n) and os.path.isfile(os.path.join(self.path, n, CONFIG_FILE)))
 
     def load(self, cid: str) -> Container:
         d = self.dir(cid)
@@ -445,7 +445,7 @@ class ContainerStore:
         ref = ref.strip()
         if not ref:
             raise NoSuchContainer("No such container: ''")
-        if ID_RE.match(ref) and (self.dir(ref) / CONFIG_FILE).is_file():
+        if is_id(ref) and (self.dir(ref) / CONFIG_FILE).is_file():
             return self.load(ref)
         held = self.holder(ref.lstrip("/"))
         hits = [held] if held else []
