@@ -127,6 +127,8 @@ def test_a_start_reads_no_running_sandbox_until_the_sweep_is_due(
         def touched(seen: list[str]) -> list[str]:
             return [p for p in seen if any(p == t or p.startswith(t.rstrip("/") + "/") for t in theirs)]
 
+        now = time.time()
+        os.utime(stamp, (now, now))  # (however slow the machine: the sweep is not due)
         seen = _start_elsewhere(state, busybox_layer, tmp_path)
         assert seen  # the hook saw the start's own files
         assert touched(seen) == []
