@@ -45,7 +45,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
-    F = TypeVar("F", bound=Callable[..., Any])
+    F = TypeVar("F", bound=Callable[..., Any])  # a decorated command: only checkers see it
+
 HELP_NAMES = ("-h", "--help")
 __all__ = [  # the vocabulary: what a command module uses as ``flags.X``
     "BOOL", "FLOAT", "INT", "STRING", "UNPROCESSED", "Abort", "Argument", "BadParameter", "Choice",

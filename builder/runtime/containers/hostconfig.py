@@ -330,7 +330,7 @@ NAMESPACE_MODES = ("", "host")
 
 
 @frozen
-class HostConfig(Mapping[str, "Any"]):
+class HostConfig(Mapping[str, "Any"]):  # "Any" quoted: typing is not imported at run time
     """Docker's ``HostConfig`` as pybuild holds it (see the module's docstring)."""
 
     network_mode: str = "default"
