@@ -49,6 +49,11 @@ HEAVY_STDLIB = frozenset({
     "getpass",  # no command here asks for a password (``login`` does: flags' hidden prompt)
 })
 NO_EXEC = ("subprocess", "ctypes")  # no process spawned nor libc called by a pure listing
+# what issue 15's import diet took off the run, rm and listing paths: ``typing`` (~4 ms; names
+# used only in annotations sit under a module constant ``TYPE_CHECKING = False``, a hot path's
+# NamedTuples are ``registry.values.frozen`` values) and ``copy``/``weakref`` (registry.config
+# copies JSON itself)
+DIET = frozenset({"typing", "copy", "weakref"})
 # every command loads these (exact names); a family lists prefixes of its own beside them
 CORE = frozenset({"builder", "builder.cli", "builder.base.errors", "builder.base.state", "builder.base.units",
         "builder.base.values", "registry.values",  # frozen values without dataclasses (container records)
@@ -183,7 +188,7 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
     barred: tuple[str, ...] = ()
     if "--format" in argv:  # Go templates (parsed once, then cached: no Lark here)
         ours += ("builder.base.template",)
-        heavy = QUERY_HEAVY - {"pickle", "hashlib"}  # the parse cache's key
+        heavy = QUERY_HEAVY - {"pickle"}  # the parse cache (keyed with CPython's own SHA-256)
     if argv[0] in ("images", "image", "inspect"):
         # an image signals no process and names no signal: ``signal`` (its enums, made at
         # import) only for ``import --change STOPSIGNAL=…``
@@ -202,6 +207,8 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
         # and the install's), and no ID is made (uuid: ``info``'s engine ID)
         core = CORE - IMAGE_STORE - {"builder.base.state", "registry.leases"}
         heavy = (QUERY_HEAVY - {"subprocess", "shutil", "bz2", "lzma"}) | {"uuid"}
+    if "--format" not in argv and argv != ["version"]:
+        heavy = heavy | DIET  # (grammar's package and the engine still import typing)
     cli = ("builder.cli.format", "builder.cli.columns", LISTING_CLI[argv[0]])
     return {"ours": ours, "heavy": heavy, "core": core, "cli": cli, "barred": barred}
 
@@ -210,8 +217,8 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
 # A ``@dataclass`` execs its generated methods when its module is imported (~0.5 ms each on a
 # quiet machine, several under load), and ``dataclasses`` imports ``inspect`` (~7 ms with ``ast``,
 # ``dis``, ``tokenize``): ``images`` and ``inspect`` load neither (the store's values, records and
-# results and the state root are NamedTuples, ``Manifest``/``Index``/``ImageConfig`` a plain
-# class; a ``--format`` template's nodes are NamedTuples too); ``ps`` and ``version`` make none
+# results and the state root are ``registry.values.frozen`` values, ``Manifest``/``Index``/
+# ``ImageConfig`` a plain class; a ``--format`` template's nodes are frozen values too); ``ps`` and ``version`` make none
 # in these modules (the container record and its HostConfig are ``builder.base.values`` frozen
 # values; the image config's ContainerConfig, the containers' runtime and the cgroup layout's
 # own are not listed here).
@@ -313,15 +320,16 @@ RUN_OURS = ("builder.runtime.containers", "builder.core.sandbox", "builder.core.
 # neither run has a terminal (no -t): no terminal mode is saved or set (termios, tty); a
 # container that starts prints no traceback; the image is there: its one command module, no
 # pull progress (builder.cli.registry), and no restart policy to follow (builder.cli.containers)
-RUN_HEAVY = HEAVY_STDLIB | {"termios", "tty", "traceback"}
+RUN_HEAVY = HEAVY_STDLIB | DIET | {"termios", "tty", "traceback"}
 RUN_BUDGET: dict[str, Any] = {"ours": RUN_OURS, "heavy": RUN_HEAVY, "cli": ("builder.cli.container_run",)}
 RUN_BUDGETS: dict[str, dict[str, Any]] = {
     # without a terminal the container's output comes through pipes: no socket is opened; the
     # sandbox's and the containers' values are frozen values (no dataclass made: neither
     # dataclasses nor inspect loaded), and seccomp's cache key is hashed without OpenSSL; a run
-    # parses no time (no datetime: its timestamps are formatted from time.time_ns)
+    # parses no time (no datetime: its timestamps are formatted from time.time_ns); its output is
+    # pumped with select.poll (no selectors, math)
     "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket", "dataclasses", "inspect", "hashlib",
-                                                    "datetime", "_datetime"}},
+                                                    "datetime", "_datetime", "selectors", "math"}},
     # the detached run's own process hands the container to the supervisor it forks, which
     # compiles the seccomp program: not the command's start-up; the attach server it imports
     # for the supervisor makes no dataclass either
@@ -354,7 +362,8 @@ BRIDGE_RUN_BUDGET: dict[str, Any] = {
     **RUN_BUDGET, "ours": (*RUN_OURS, "builder.network"),
     "barred": ("builder.network.cluster.etcd", "builder.network.cluster.agent", "builder.network.dns",
                "builder.network.proxy", "builder.network.rootless"),
-    "heavy": RUN_HEAVY | {"socket", "hashlib", "subprocess"}}
+    # and the network's records and core parse no time (``Created`` from time.time_ns)
+    "heavy": RUN_HEAVY | {"socket", "hashlib", "subprocess", "datetime", "_datetime", "selectors", "math"}}
 
 
 def test_bridge_run_stays_light(busybox: Any, tmp_path: Path) -> None:
@@ -371,7 +380,7 @@ def test_bridge_run_stays_light(busybox: Any, tmp_path: Path) -> None:
 RM_BUDGET: dict[str, Any] = {
     "ours": ("builder.runtime.containers", "builder.core.sandbox", "builder.core.rootfs", "builder.network.records"),
     "cli": ("builder.cli.containers", "builder.cli.format", "builder.cli.columns"),
-    "heavy": HEAVY_STDLIB | set(NO_EXEC) | {"socket", "_socket", "dataclasses", "inspect"}}
+    "heavy": HEAVY_STDLIB | DIET | set(NO_EXEC) | {"socket", "_socket", "dataclasses", "inspect", "selectors", "math"}}
 
 
 def test_rm_f_stays_light(busybox: Any, tmp_path: Path) -> None:
