@@ -14,18 +14,21 @@ nothing here prints.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from builder import TYPE_CHECKING
+from builder.base.events import parse_time
+from builder.base.values import frozen
+from grammar import cache_dir
 from registry.errors import RegistryError
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.base.state import StateRoot
 
 #: the Engine API version the CLI's output and ``pybuild serve`` speak, and the oldest served
@@ -59,44 +62,101 @@ def version() -> str:
 _TREE = os.path.realpath(__file__).rsplit(os.sep, __name__.count(".") + 1)[0]
 
 
-def _started(argv: list[str]) -> subprocess.Popen[str] | None:
-    """*argv* started with its output piped (found on PATH as ``execvp`` finds it); None when
-    it cannot start. ``version_info`` starts git and runc together and reads both after."""
-    try:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    except OSError:
-        return None
+# -- git's commit and runc's version: asked once, then kept ---------------------------------------
+# Spawning git and runc (a fork, exec and start-up each) cost ``version`` more than all the rest:
+# their outputs are kept in the user's cache dir (``grammar.cache_dir()``), under a key that
+# changes with what they depend on (the commit HEAD names; runc's file): asked again only then.
+PROBES_FILE = "version-probes.json"
 
 
-def _finished(proc: subprocess.Popen[str] | None, timeout: float) -> tuple[int, str]:
-    """(exit status, output) of *proc*; (-1, '') when it did not start or ran past *timeout*
-    seconds (it is killed then)."""
-    if proc is None:
-        return -1, ""
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return -1, ""
-    return proc.returncode, out
+def _git_head() -> str | None:
+    """The source tree's HEAD commit, read from ``.git``; '' when the tree is no checkout, None
+    when its HEAD is not read here (a linked worktree, an unborn branch): git is asked then."""
+    git = os.path.join(_TREE, ".git")
+    if not os.path.exists(git):
+        return ""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        with open(os.path.join(git, "HEAD")) as f:
+            head = f.read().strip()
+        if not head.startswith("ref: "):
+            return head or None  # a detached HEAD names its commit
+        ref = head.removeprefix("ref: ")
+        with contextlib.suppress(FileNotFoundError), open(os.path.join(git, ref)) as f:
+            return f.read().strip() or None
+        with open(os.path.join(git, "packed-refs")) as f:
+            for line in f:
+                commit, _, name = line.rstrip("\n").partition(" ")
+                if name == ref:
+                    return commit
+    return None
 
 
-def _start_git() -> subprocess.Popen[str] | None:
-    src = _TREE
-    if not os.path.exists(os.path.join(src, ".git")):
-        return None
-    return _started(["git", "-C", src, "rev-parse", "--short", "HEAD"])
+def _runc_file() -> str:
+    """``runc`` where a spawn finds it (the first executable file of that name in
+    ``os.get_exec_path()``, as ``execvp`` searches) and its file's identity; '' when none."""
+    for directory in os.get_exec_path():
+        path = os.path.join(directory, "runc")
+        with contextlib.suppress(OSError):
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                st = os.stat(path)
+                return f"{path}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return ""
 
 
-def _git_commit_of(proc: subprocess.Popen[str] | None) -> str:
-    status, out = _finished(proc, 5)
-    return out.strip() if status == 0 else ""
+def _runc_answer(out: str) -> tuple[str, str]:
+    """(version, commit) from ``runc --version``'s output ('' for a line it lacks)."""
+    ver = commit = ""
+    for line in out.splitlines():
+        if line.startswith("runc version "):
+            ver = line.split()[2]
+        elif line.startswith("commit:"):
+            commit = line.split(":", 1)[1].strip()
+    return ver, commit
+
+
+def _probed(*, git: bool, runc: bool) -> tuple[str, tuple[str, str]]:
+    """(the tree's short commit, (runc's version, its commit)) as ``git rev-parse --short HEAD``
+    and ``runc --version`` answer ('' when absent or not asked): their kept outputs, else theirs,
+    asked side by side (a success's output is kept; that kind's older key goes)."""
+    head = _git_head() if git else ""
+    asks = {}  # kind -> (its key, '' when not to be kept; the command; its timeout)
+    if head != "":  # a checkout (git is asked every time when its HEAD was not read)
+        asks["git"] = (f"git:{head}" if head else "", ["git", "-C", _TREE, "rev-parse", "--short", "HEAD"], 5)
+    if runc and (runc_file := _runc_file()):
+        asks["runc"] = (f"runc:{runc_file}", ["runc", "--version"], 10)
+    directory = cache_dir() if asks else None
+    path = directory / PROBES_FILE if directory is not None else None
+    kept: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        kept = dict(json.loads(path.read_text())) if path is not None else {}
+    outs = {kind: kept[key] for kind, (key, _, _) in asks.items() if key and isinstance(kept.get(key), str)}
+    if len(outs) == len(asks):  # all kept (or nothing to ask)
+        return outs.get("git", "").strip(), _runc_answer(outs.get("runc", ""))
+    from builder.system import probe  # (and subprocess) only for what is not kept
+
+    read = kept
+
+    procs = {kind: probe.started(argv) for kind, (_, argv, _) in asks.items() if kind not in outs}
+    for kind, proc in procs.items():
+        key, _, timeout = asks[kind]
+        status, outs[kind] = probe.finished(proc, timeout)
+        if status != 0 and kind == "git":  # (runc's output is read whatever its status)
+            outs[kind] = ""
+        elif status == 0 and key:
+            kept = {k: v for k, v in kept.items() if not k.startswith(f"{kind}:")} | {key: outs[kind]}
+    if kept is not read and path is not None:  # (written under a private name, then renamed into place)
+        tmp = path.with_name(f".{PROBES_FILE}.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(kept))
+            os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # (when the rename failed)
+    return outs.get("git", "").strip(), _runc_answer(outs.get("runc", ""))
 
 
 def git_commit() -> str:
     """The source tree's commit (short), when pybuild runs from a git checkout; else ''."""
-    return _git_commit_of(_start_git())
+    return _probed(git=True, runc=False)[0]
 
 
 def arch() -> str:
@@ -112,19 +172,9 @@ def python_version() -> str:
     return sys.version.split()[0]
 
 
-def _runc_version_of(proc: subprocess.Popen[str] | None) -> tuple[str, str]:
-    ver = commit = ""
-    for line in _finished(proc, 10)[1].splitlines():
-        if line.startswith("runc version "):
-            ver = line.split()[2]
-        elif line.startswith("commit:"):
-            commit = line.split(":", 1)[1].strip()
-    return ver, commit
-
-
 def runc_version() -> tuple[str, str]:
     """(version, commit) of ``runc`` on PATH, ('', '') when absent."""
-    return _runc_version_of(_started(["runc", "--version"]))
+    return _probed(git=False, runc=True)[1]
 
 
 def cgroup_version() -> str:
@@ -136,13 +186,10 @@ def cgroup_version() -> str:
 
 def version_info() -> dict[str, Any]:
     """Docker's ``/version`` object for the local engine (the library itself: no daemon)."""
-    # git and runc run side by side while the rest is read (each spawn costs milliseconds)
-    git, runc_proc = _start_git(), _started(["runc", "--version"])
+    commit, (runc, runc_commit) = _probed(git=True, runc=True)
     ver = version()
     python = f"python{python_version()}"
     cgroups = cgroup_version()
-    commit = _git_commit_of(git)
-    runc, runc_commit = _runc_version_of(runc_proc)
     components: list[dict[str, Any]] = [{
         "Name": "Engine", "Version": ver,
         "Details": {"ApiVersion": API_VERSION, "Arch": arch(), "BuildTime": "",
@@ -345,15 +392,8 @@ def _images_usage(state: StateRoot, users: dict[str, int]) -> tuple[int, list[di
 
 
 def _epoch(created: str | None) -> int:
-    if not created:
-        return 0
     with contextlib.suppress(ValueError):
-        text = created.replace("Z", "+00:00")
-        if "." in text:  # Python wants at most 6 fractional digits
-            head, _, rest = text.partition(".")
-            frac = "".join(ch for ch in rest if ch.isdigit())
-            text = f"{head}.{frac[:6]}{rest[len(frac):]}"
-        return int(datetime.fromisoformat(text).timestamp())
+        return int(parse_time(created) or 0)
     return 0
 
 
@@ -419,7 +459,8 @@ def df(state: StateRoot) -> dict[str, Any]:
             "Volumes": _volumes_usage(state), "BuildCache": _cache_usage(state)}
 
 
-class UsageRow(NamedTuple):  # (no dataclass made at import: ``version`` loads this module)
+@frozen  # (no dataclass made at import: ``version`` loads this module)
+class UsageRow:
     """One row of ``docker system df``: counts and bytes; *percent* whether RECLAIMABLE shows
     its share of SIZE (all rows but the build cache's, when SIZE is not zero)."""
 
@@ -471,7 +512,8 @@ def prune_warning(*, all: bool = False, volumes: bool = False) -> str:
     return "WARNING! This will remove:\n" + "".join(f"  - {i}\n" for i in items) + "\n"
 
 
-class PruneReport(NamedTuple):
+@frozen
+class PruneReport:
     """What ``system prune`` removed, per kind, in Docker's order, and the bytes it freed."""
 
     containers: tuple[str, ...] = ()
