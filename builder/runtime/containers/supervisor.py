@@ -8,10 +8,10 @@ only for its "started" or "failed" word; ``Supervisor.run()`` is also what a for
 
 from __future__ import annotations
 
+import _signal  # not signal (its enums, ~1 ms at import): numbers and handlers are enough
 import contextlib
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -49,7 +49,7 @@ BACKOFF_RESET_AFTER = 10.0
 ATTACH_WAIT = 10.0
 
 #: signals a foreground ``run`` forwards to the container (Docker's --sig-proxy)
-PROXY_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+PROXY_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2)
 
 
 @frozen
@@ -169,7 +169,7 @@ class Supervisor:
                     return code
                 assert proc is not None
                 if self.terminating:  # told to end (SIGTERM) while it started: end it now
-                    proc.sandbox.kill(signal.SIGKILL)
+                    proc.sandbox.kill(_signal.SIGKILL)
                 lifecycle.emit(self.root, c, "start")
                 if first:
                     ready(Started(True))
@@ -432,7 +432,7 @@ def spawn(root: StateRoot, cid: str, *, attach_wait: int = 0) -> Started:
             os.close(r)
             # forked from a process with an asyncio loop (pybuild serve): its signal wakeup
             # fd is a socket number that our own sockets will reuse once stdio is detached
-            signal.set_wakeup_fd(-1)
+            _signal.set_wakeup_fd(-1)
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
@@ -477,8 +477,8 @@ def _detach_stdio(root: StateRoot, cid: str, *, keep: int) -> None:
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
     for s in PROXY_SIGNALS:
-        signal.signal(s, signal.SIG_DFL)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        _signal.signal(s, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
 
 
 def _supervise_detached(root: StateRoot, cid: str, w: int, attach_wait: int = 0) -> int:
@@ -486,12 +486,12 @@ def _supervise_detached(root: StateRoot, cid: str, w: int, attach_wait: int = 0)
         nonlocal w
         # the CLI that spawned us may be gone (killed, Ctrl-C): the container is ours all the
         # same, so a pipe with no reader must neither kill us (SIGPIPE) nor raise
-        old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        old = _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
         try:
             with contextlib.suppress(OSError):
                 os.write(w, json.dumps({"ok": s.ok, "exit_code": s.exit_code, "error": s.error}).encode() + b"\n")
         finally:
-            signal.signal(signal.SIGPIPE, old)
+            _signal.signal(_signal.SIGPIPE, old)
         os.close(w)
         w = -1
 
@@ -505,9 +505,9 @@ def _supervise_detached(root: StateRoot, cid: str, w: int, attach_wait: int = 0)
         st = sup.cs.load_state(cid)
         if st.pid:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(st.pid, signal.SIGKILL)
+                os.kill(st.pid, _signal.SIGKILL)
 
-    signal.signal(signal.SIGTERM, on_term)
+    _signal.signal(_signal.SIGTERM, on_term)
     try:
         return sup.run(ready)
     finally:
@@ -540,7 +540,7 @@ def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bo
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, pending.pop(0))
 
-    old = {s: signal.signal(s, forward) for s in PROXY_SIGNALS}
+    old = {s: _signal.signal(s, forward) for s in PROXY_SIGNALS}
     saved_tty = None
     if tty_mode and interactive and os.isatty(0):
         import termios
@@ -556,7 +556,7 @@ def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bo
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved_tty)
         for s, h in old.items():
-            signal.signal(s, h)
+            _signal.signal(s, h)
 
 
 def follow_window_size(sandbox: Any) -> None:
@@ -575,4 +575,4 @@ def follow_window_size(sandbox: Any) -> None:
             sys_.set_winsize(master, rows, cols)
 
     resize()
-    signal.signal(signal.SIGWINCH, resize)
+    _signal.signal(_signal.SIGWINCH, resize)
