@@ -1,4 +1,4 @@
-"""Issue 15: what ``ps``, ``images`` and ``inspect`` leave unloaded (a fresh interpreter runs the
+"""Issue 15: what ``ps``, ``images``, ``inspect`` and ``run`` leave unloaded (a fresh interpreter runs the
 command through the CLI's entry and reports ``sys.modules``), and the light replacements that
 made it so: ``typing`` (annotation-only names under ``TYPE_CHECKING = False``), ``threading``
 (the record's locks are ``_thread``'s), ``datetime`` (``ps`` formats its times from the stored
@@ -201,3 +201,20 @@ def test_ids_and_names_are_told_without_a_regex_made_at_import() -> None:
     assert names.valid_name("ab") and names.valid_name("/a.b_c-1")
     for bad in ("a", "-ab", "a b", "ab/"):
         assert not names.valid_name(bad), bad
+
+
+@pytest.mark.parametrize("argv", [["run", "--rm", "--network", "none", "busybox", "echo", "ran"],
+                                  ["run", "-d", "--network", "none", "busybox", "echo", "ran"]],
+                         ids=" ".join)
+def test_a_run_loads_neither_typing_nor_signal(busybox: Any, argv: list[str]) -> None:
+    """The run path's modules (ours: the CLI's, the containers', the sandbox's) name typing's
+    names for checkers only, and the supervisor's handlers are ``_signal``'s. (A warm run: the
+    image's layers unpacked by the one before.)"""
+    busybox("run", "--rm", "--network", "none", "busybox", "true")
+    out, mods = _loaded(busybox, argv)
+    assert out.strip() == "ran" or len(out.strip()) == 64  # the output, or the ID of the -d one
+    back = sorted(mods & {"typing", "signal"})
+    assert not back, f"pybuild {' '.join(argv)} loads {back} again"
+    if argv[1] == "-d":
+        busybox("wait", out.strip())
+        busybox("rm", out.strip())
