@@ -145,7 +145,7 @@ def _probed(*, git: bool, runc: bool) -> tuple[str, tuple[str, str]]:
         elif status == 0 and key:
             kept = {k: v for k, v in kept.items() if not k.startswith(f"{kind}:")} | {key: outs[kind]}
     if kept is not read and path is not None:  # (written under a private name, then renamed into place)
-        tmp = path.with_name(f".{PROBES_FILE}.{os.getpid()}")
+        tmp = path.with_name(f".{PROBES_FILE}.{os.getpid()}.{id(kept)}")  # (serve: threads)
         with contextlib.suppress(OSError):
             tmp.write_text(json.dumps(kept))
             os.replace(tmp, path)
