@@ -2,8 +2,11 @@
 capability set, compiled to a BPF program through libseccomp, or written as OCI ``linux.seccomp``.
 
 libseccomp (``libseccomp.so.2``) is reached through ctypes here and only here, before anything
-is confined (by a sandbox's own process while its helper moves it into its cgroups, by the
-caller of an ``exec``); the program is bytes, loaded with one ``prctl`` (``builder.base.syscalls``). Our default profile is data: ``seccomp_default.json`` beside this file.
+is confined (by the process that starts a sandbox, before it forks; by the caller of an
+``exec``); the program is bytes, loaded with one ``prctl`` (``builder.base.syscalls``). Our
+default profile is data: ``seccomp_default.json`` beside this file, named by a ``ProfileFile``
+(its path, size and mtime) and parsed only when a program must be compiled: a start whose
+program is cached parses no profile and loads no libseccomp.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import functools
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 from builder.base.errors import SandboxError
@@ -207,10 +211,47 @@ def _caps(names: list[str]) -> list[str]:
     return [n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper() for n in names]
 
 
-@functools.lru_cache(maxsize=1)
-def default() -> Profile:
-    """pybuild's default profile (Docker's semantics, our own list)."""
-    return parse(DEFAULT_PROFILE.read_bytes(), source="default")
+@frozen
+class ProfileFile:
+    """A profile in a file, named by its identity (path, size, mtime in ns), parsed on first use
+    (``parsed``): a cached program is found by this identity (``program``), not by the rules."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    source: str = "default"
+
+    @classmethod
+    def of(cls, path: Path | str, *, source: str) -> ProfileFile:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise SandboxError(f"seccomp profile {source}: {path}: {e.strerror}") from None
+        return cls(str(path), st.st_size, st.st_mtime_ns, source)
+
+
+def parsed(profile: Profile | ProfileFile) -> Profile:
+    """The profile itself: a ``ProfileFile`` read and parsed (once per identity)."""
+    return _parse_file(profile) if isinstance(profile, ProfileFile) else profile
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_file(f: ProfileFile) -> Profile:
+    try:
+        with open(f.path, "rb") as file:
+            st = os.fstat(file.fileno())
+            text = file.read()
+    except OSError as e:
+        raise SandboxError(f"seccomp profile {f.source}: {f.path}: {e.strerror}") from None
+    if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):  # a program kept under f's identity must be f's
+        raise SandboxError(f"seccomp profile {f.source}: {f.path} changed while it was read")
+    return parse(text, source=f.source)
+
+
+def default() -> Profile | ProfileFile:
+    """pybuild's default profile (Docker's semantics, our own list): its file (a ``ProfileFile``),
+    parsed when a program must be compiled from it; typed as either profile, as a caller holds it."""
+    return ProfileFile.of(DEFAULT_PROFILE, source="default")
 
 
 # -- resolving against the sandbox -------------------------------------------------------------
@@ -219,10 +260,11 @@ def _kernel() -> tuple[int, ...]:
     return tuple(int(x or 0) for x in m.groups()) if m else (0, 0, 0)
 
 
-def resolve(profile: Profile, caps: tuple[str, ...], *, machine: str | None = None,
+def resolve(profile: Profile | ProfileFile, caps: tuple[str, ...], *, machine: str | None = None,
             kernel: tuple[int, ...] | None = None) -> tuple[tuple[str, ...], tuple[Rule, ...]]:
     """(architectures, rules that apply) for a process with capability set *caps*: Docker's
     ``includes``/``excludes`` (caps, arches, minKernel) decided here, once."""
+    profile = parsed(profile)
     machine = machine or os.uname().machine
     kernel = kernel or _kernel()
     go_arch = _GO_ARCH.get(machine, machine)
@@ -248,8 +290,9 @@ def resolve(profile: Profile, caps: tuple[str, ...], *, machine: str | None = No
     return tuple(dict.fromkeys(arches)), tuple(out)
 
 
-def to_oci(profile: Profile, caps: tuple[str, ...]) -> dict[str, Any]:
+def to_oci(profile: Profile | ProfileFile, caps: tuple[str, ...]) -> dict[str, Any]:
     """The OCI runtime-spec ``linux.seccomp`` object (conditions already resolved for *caps*)."""
+    profile = parsed(profile)
     arches, rules = resolve(profile, caps)
     out: dict[str, Any] = {"defaultAction": profile.default_action}
     if profile.default_errno is not None:
@@ -318,11 +361,12 @@ def _arg_sets(args: tuple[Arg, ...]) -> list[tuple[Arg, ...]]:
 
 
 @functools.lru_cache(maxsize=16)
-def compile_bpf(profile: Profile, caps: tuple[str, ...]) -> bytes:
+def compile_bpf(profile: Profile | ProfileFile, caps: tuple[str, ...]) -> bytes:
     """The classic-BPF program of *profile* for a process holding *caps* (``struct sock_filter``
     array, ready for ``PR_SET_SECCOMP``). Syscall names unknown to libseccomp are skipped, as
     Docker does; no_new_privs is left to the caller."""
     lib = _lib()
+    profile = parsed(profile)
     arches, rules = resolve(profile, caps)
     default_value = _action_value(profile.default_action, profile.default_errno)
     ctx = lib.seccomp_init(default_value)
@@ -374,21 +418,54 @@ class _Version(ctypes.Structure):
     _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
 
 
-def _lib_version() -> str:
+#: where the dynamic loader looks for a library when LD_LIBRARY_PATH does not say (the usual
+#: order of ld.so.conf's directories, then the default ones)
+_LIB_DIRS = ("/usr/local/lib/{ma}", "/usr/local/lib", "/lib/{ma}", "/usr/lib/{ma}", "/lib64", "/usr/lib64",
+             "/lib", "/usr/lib")
+
+
+def _lib_identity() -> list[object]:
+    """libseccomp as a program's cache key holds it, without loading it: the file the loader
+    finds (the first ``libseccomp.so.2`` in LD_LIBRARY_PATH's directories, then ``_LIB_DIRS``)
+    by the identity of what it links to (path, inode, size, mtime), so that an upgraded
+    libseccomp (which may know more syscalls) makes a new program; its version otherwise."""
+    ma = getattr(sys.implementation, "_multiarch", "")
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    for d in (*dirs, *(d.format(ma=ma) for d in _LIB_DIRS if ma or "{ma}" not in d)):
+        path = os.path.join(d, "libseccomp.so.2")
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        return [path, st.st_ino, st.st_size, st.st_mtime_ns]
     lib = _lib()
     lib.seccomp_version.restype = ctypes.POINTER(_Version)
     v = lib.seccomp_version().contents
-    return f"{v.major}.{v.minor}.{v.micro}"
+    return [f"{v.major}.{v.minor}.{v.micro}"]
 
 
-def program(profile: Profile, caps: tuple[str, ...], *, cache_dir: Path | None = None) -> bytes:
+def _made_of(profile: Profile | ProfileFile, caps: tuple[str, ...]) -> list[object]:
+    """What a program is made of, its cache key's words: a profile file by its identity, the
+    capabilities and the kernel (a rule's ``minKernel``), so that a cached program is found
+    without the profile parsed; another profile by its rules resolved for *caps*; the machine
+    and libseccomp either way."""
+    if isinstance(profile, ProfileFile):
+        what: object = ["file", profile.path, profile.size, profile.mtime_ns, sorted(set(caps)),
+                        os.uname().release]
+    else:
+        what = to_oci(profile, caps)
+    return [what, os.uname().machine, _lib_identity()]
+
+
+def program(profile: Profile | ProfileFile, caps: tuple[str, ...], *, cache_dir: Path | None = None) -> bytes:
     """``compile_bpf`` with the result kept in *cache_dir* (``<root>/cache/seccomp``): a
     multi-architecture filter costs libseccomp ~20 ms to build, reading it back ~0.1 ms.
-    The key is what the program is made of: the resolved profile, the machine, libseccomp's version."""
+    The key is what the program is made of (``_made_of``): a start whose program is cached
+    parses no profile file and loads no libseccomp."""
     if cache_dir is None:
         return compile_bpf(profile, caps)
     key = Digest.of(json.dumps(  # CPython's own SHA-256: no OpenSSL (hashlib) loaded for a key
-        [to_oci(profile, caps), os.uname().machine, _lib_version()], sort_keys=True).encode()).encoded
+        _made_of(profile, caps), sort_keys=True).encode()).encoded
     path = cache_dir / f"{key}.bpf"
     try:
         data = path.read_bytes()

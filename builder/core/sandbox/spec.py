@@ -18,7 +18,7 @@ from builder.base.values import field, frozen
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # (rootfs and layers are not loaded by what only reads a spec or cgroups)
     from builder.core.rootfs import Root
-    from builder.core.sandbox.seccomp import Profile
+    from builder.core.sandbox.seccomp import Profile, ProfileFile
 
 #: Docker's default capability set; everything else is dropped from every set.
 DEFAULT_CAPS: tuple[str, ...] = (
@@ -97,7 +97,8 @@ class Process:
     """What runs: args, env ("K=V"), cwd, user ("", "name", "uid", "uid:gid", "name:group").
 
     ``seccomp``: the profile filtering its syscalls (resolved against ``capabilities``), or
-    ``None`` for none (unconfined); ``builder.core.sandbox.seccomp.default()`` is Docker's default.
+    ``None`` for none (unconfined); ``builder.core.sandbox.seccomp.default()`` is Docker's default
+    (a ``ProfileFile``: parsed only if its program is not cached).
     ``primary_in_groups``: the primary group is among the supplementary ones, as in a
     ``docker run`` container; BuildKit's RUN steps have only the groups the user is a member of.
     """
@@ -110,7 +111,7 @@ class Process:
     capabilities: tuple[str, ...] = DEFAULT_CAPS
     no_new_privs: bool = True
     rlimits: tuple[Rlimit, ...] = ()
-    seccomp: Profile | None = None
+    seccomp: Profile | ProfileFile | None = None
     primary_in_groups: bool = True
     #: ``--group-add``: more supplementary groups (names in the root's group file, or numbers)
     add_groups: tuple[str, ...] = ()
