@@ -2,7 +2,8 @@
 ``prune`` (``reset`` is ``builder.system.reset``'s). The CLI and ``pybuild serve`` both call these;
 nothing here prints.
 
-* ``info(state)``: Docker's ``/info`` object. ``version_info()``: its ``/version`` object.
+* ``info(state)``: Docker's ``/info`` object. ``version_info()``: its ``/version`` object (git's
+  commit and runc's version kept in the user cache dir: a repeated ``version`` spawns nothing).
 * ``df(state)``: Docker's ``/system/df`` object (``LayersSize``, ``Images``, ``Containers``,
   ``Volumes``, ``BuildCache``); ``df_summary(usage)`` the four rows of ``docker system df``.
   Sizes are bytes on disk: image layers as the store holds them, containers' writable layers,
