@@ -196,13 +196,15 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
     if argv[0] == "ps":  # container records (their config is registry.config's), no image store
         ours = ("builder.runtime.containers", "builder.network.records")  # endpoints, typed
         core = CORE - IMAGE_STORE
-        heavy = QUERY_HEAVY - {"shutil", "bz2", "lzma"}  # builder.runtime.containers.record's
+        heavy = QUERY_HEAVY  # a listing removes nothing (record.remove_tree imports shutil)
         barred = ("builder.base.events",)  # it emits no event: lifecycle's emit loads the log
     if argv == ["version"]:
         # the installed distribution's version (a scan of site-packages, not importlib.metadata),
         # git's commit and runc's version (subprocess, shutil.which), the host's cgroup version
         # (builder.core.sandbox.cgroups; not the sandbox's spec and its dataclasses); no image store
-        ours = ("builder.system.engine", "builder.core.sandbox.cgroups")
+        # (git's and runc's answers are kept in the user's cache dir: ``builder.system.probe``
+        # spawns them on a miss only)
+        ours = ("builder.system.engine", "builder.system.probe", "builder.core.sandbox.cgroups")
         # nor a state root at all (builder.base.state and its leases: versions are the host's
         # and the install's), and no ID is made (uuid: ``info``'s engine ID)
         core = CORE - IMAGE_STORE - {"builder.base.state", "registry.leases"}
@@ -234,11 +236,13 @@ NO_DATACLASS_MODULES = ("builder.base.state", "builder.runtime.images", "builder
                         "registry.config", "builder.runtime.containers.runtime")
 # what no listing loads any more: the image config's typed value (``ImageConfig.container_config``
 # imports it), ``platform`` (``os.uname`` answers), ``shutil`` (its archive modules; ``version``
-# lets its spawn find runc); ``ps`` (container records) still loads ``registry.config`` and
-# ``shutil``
-OFF_LISTING_PATH = {"images": {"registry.config", "platform", "shutil", "dataclasses", "inspect"},
-                    "inspect": {"registry.config", "platform", "shutil", "dataclasses", "inspect"},
-                    "ps": {"platform"} | IMAGE_STORE,
+# lets its spawn find runc), ``threading`` (``images``' platform flag is imported when given);
+# ``ps`` (container records) still loads ``registry.config``, but no ``shutil`` (a record's tree
+# is removed through ``record.remove_tree``), ``datetime`` (display times are parsed by
+# ``cli.images``), ``threading`` (the record's locks are ``_thread``'s) nor ``signal``
+OFF_LISTING_PATH = {"images": {"registry.config", "platform", "shutil", "dataclasses", "inspect", "threading"},
+                    "inspect": {"registry.config", "platform", "shutil", "dataclasses", "inspect", "threading"},
+                    "ps": {"platform", "shutil", "datetime", "_datetime", "threading", "signal"} | IMAGE_STORE,
                     "version": {"shutil", "bz2", "lzma"} | IMAGE_STORE}
 
 

@@ -38,7 +38,7 @@ print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 #: modules each listing must not load; a module of ours that imports one at its top brings it
 #: back (and every listing pays for it: typing ~4 ms, threading ~1.5, datetime ~2, signal ~1)
 OFF_PATH = {
-    "ps -a": {"typing", "threading", "datetime", "_datetime", "signal"},
+    "ps -a": {"typing", "threading", "datetime", "_datetime", "signal", "shutil", "bz2", "lzma"},
     "images": {"typing", "threading", "shutil", "signal"},
     "inspect busybox": {"typing", "threading", "shutil", "signal"},
     "inspect listed": {"typing", "threading", "signal"},  # a container (its record, its image's date)

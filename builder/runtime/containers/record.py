@@ -14,7 +14,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -488,7 +487,7 @@ class ContainerStore:
                 self._write_index({**index, name: cid})  # before the record appears
                 os.rename(tmp, self.dir(cid))
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
                 raise
         return container
 
@@ -539,7 +538,7 @@ class ContainerStore:
         lives under the names lock (which we hold), a ``.rm-`` one under its record's lock."""
         for p in self.path.iterdir():
             if p.name.startswith(".tmp-"):
-                shutil.rmtree(p, ignore_errors=True)
+                remove_tree(p)
             elif p.name.startswith(".rm-"):
                 try:
                     fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
@@ -548,7 +547,7 @@ class ContainerStore:
                 try:
                     if fd >= 0:
                         _lockf(fd, wait=False)
-                    shutil.rmtree(p, ignore_errors=True)
+                    remove_tree(p)
                 except BlockingIOError:
                     pass  # its remover is at work
                 finally:
@@ -565,7 +564,14 @@ class ContainerStore:
             os.rename(d, trash)
         except FileNotFoundError:
             return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
+
+
+def remove_tree(path: str | Path) -> None:
+    """Remove a record's directory (or what a killed creation or removal left), whatever is in it."""
+    import shutil  # ps and inspect remove nothing: their budget bars shutil (and its bz2, lzma)
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _name_conflict(name: str, holder: str) -> ContainerError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,7 +25,13 @@ from builder.runtime.containers.options import (
     device_nodes,
     merge_env,
 )
-from builder.runtime.containers.record import Container, ContainerStore, NoSuchContainer, State
+from builder.runtime.containers.record import (
+    Container,
+    ContainerStore,
+    NoSuchContainer,
+    State,
+    remove_tree,
+)
 from builder.runtime.containers.recordparts import SandboxRecord
 from builder.runtime.containers.security import security_opts
 from registry.errors import NotFound
@@ -108,7 +113,7 @@ def teardown(root: StateRoot, c: Container, state: State, *, crashed: bool = Fal
 
         with contextlib.suppress(Exception):
             teardown_run_dir(run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)
     if any(name != "none" for name in state.endpoints) or mentions(root, c.id):
         network.release(root, c.id)
     if crashed:
