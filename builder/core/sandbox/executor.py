@@ -490,12 +490,13 @@ class Executor:
 
 def overlay_lowers(spec: Spec, run_dir: Path) -> str:
     """The overlay root's mount data: its stub layer (``stubs/``: the mount points the image
-    lacks, so none lands in the upper dir) on top of its layers, each by a short name in *run_dir*.
+    lacks, so none lands in the upper dir) on top of its layers, each by a short name in *run_dir*
+    (an ``--rm`` container's by its own path where it can: ``rootfs.link_lowers``).
     Made by the sandbox's process before it mounts its root, with the caller's umask."""
     stub = run_dir / "stubs"
     stub.mkdir()
     made = _rootfs.make_stub_layer(spec.root, mount_targets(spec), stub)
-    return _rootfs.link_lowers(spec.root, run_dir, stub if made else None)
+    return _rootfs.link_lowers(spec.root, run_dir, stub if made else None, direct=spec.root.volatile)
 
 
 def mount_targets(spec: Spec) -> list[tuple[str, bool]]:
