@@ -7,7 +7,10 @@ entry (``test_startup_budget.loaded``) against a real root, then ``sys.modules``
   child, spec, seccomp), no ``ctypes``, no ``subprocess``, no ``containers.create``;
 * ``run --rm``, ``run -d`` and ``rm -f`` make no dataclass: ``dataclasses`` (and the ``inspect``,
   ``ast``, ``dis`` and ``tokenize`` it loads, ~10 ms) stays out of them (their values are
-  ``builder.base.values.frozen`` ones).
+  ``builder.base.values.frozen`` ones);
+* ``run --rm`` of a container without a healthcheck starts no thread: no ``threading`` (the
+  supervisor imports it for the healthcheck's thread only; ``run -d`` loads it for the attach
+  server it starts in the supervisor it forks).
 """
 
 from __future__ import annotations
@@ -48,3 +51,10 @@ def test_run_and_rm_f_make_no_dataclass(busybox: Any, tmp_path: Path) -> None:
         assert "builder.runtime.containers.supervisor" in mods or argv[0] == "rm"
         assert not mods & NO_DATACLASS, f"{argv[:2]} loaded {sorted(mods & NO_DATACLASS)}"
     assert busybox("ps", "-aq").stdout.strip() == ""
+
+
+def test_run_rm_without_healthcheck_loads_no_threading(busybox: Any, tmp_path: Path) -> None:
+    busybox("run", "--rm", "--network", "none", "busybox", "true")  # warm: its layers unpacked
+    mods = loaded(["--root", str(busybox.root), "run", "--rm", "--network", "none", "busybox", "true"], tmp_path)
+    assert "builder.runtime.containers.supervisor" in mods
+    assert "threading" not in mods

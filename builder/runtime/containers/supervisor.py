@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -36,6 +35,7 @@ from builder.runtime.containers.record import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import threading
     from typing import Any
 
     from builder.runtime.containers.attach import AttachServer
@@ -80,7 +80,6 @@ class Supervisor:
         self.attach = attach
         self.me = os.getpid()
         self.me_start = proc_start_time(self.me)
-        self._health_stop = threading.Event()
         #: set when the supervisor itself is told to end (SIGTERM): no restart then
         self.terminating = False
 
@@ -178,14 +177,12 @@ class Supervisor:
                     follow_window_size(proc.sandbox)
                 if server is not None and c.config.tty:
                     server.set_resize(proc.sandbox.resize)
-                health = self._start_health(c, hc) if hc is not None else None
+                end_health = self._start_health(c, hc) if hc is not None else None
                 try:
                     outcome = proc.wait()
                 finally:
-                    if health is not None:
-                        self._health_stop.set()
-                        health.join()
-                        self._health_stop.clear()
+                    if end_health is not None:
+                        end_health()
                     log.flush()
                     if server is not None:
                         server.end_run()
@@ -342,14 +339,24 @@ class Supervisor:
         return self._stop_requested()
 
     # -- healthcheck ---------------------------------------------------------------------------
-    def _start_health(self, c: Container, hc: runtime.HealthConfig) -> threading.Thread:
-        t = threading.Thread(target=self._health_loop, args=(c, hc), daemon=True)
-        t.start()
-        return t
+    def _start_health(self, c: Container, hc: runtime.HealthConfig) -> Callable[[], None]:
+        """Run the healthcheck in a thread until the returned function is called (it stops the
+        thread and waits for it)."""
+        # only a container with a healthcheck runs a thread: run --rm and run -d load no threading
+        import threading
 
-    def _health_loop(self, c: Container, hc: runtime.HealthConfig) -> None:
+        stop = threading.Event()
+        t = threading.Thread(target=self._health_loop, args=(c, hc, stop), daemon=True)
+        t.start()
+
+        def end() -> None:
+            stop.set()
+            t.join()
+        return end
+
+    def _health_loop(self, c: Container, hc: runtime.HealthConfig, stop: threading.Event) -> None:
         began = time.monotonic()
-        while not self._health_stop.wait(hc.interval):
+        while not stop.wait(hc.interval):
             start = rfc3339nano()
             try:
                 code, output = runtime.exec_capture(self.root, self.cs.load(self.cid), hc.test, timeout=hc.timeout)
