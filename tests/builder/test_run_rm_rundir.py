@@ -120,3 +120,50 @@ def test_a_sandbox_on_a_volatile_root_runs_without_links(
     assert (links & set(names)) == (set() if volatile else links), names
     assert "rootfs" in names and "state.json" in names
     assert not (state.run / spec.id).exists()
+
+
+def test_an_idle_cgroup_is_removed_without_a_look_inside(
+    state: StateRoot, host: HostSnapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Cgroup.remove`` of a sandbox that has ended: ``rmdir`` is the check (no ``cgroup.procs``
+    read, nothing killed); a busy one (a process in it) has what is in it killed, then goes."""
+    from builder.core.sandbox import Resources
+    from builder.core.sandbox.cgroups import Cgroup
+
+    idle = Cgroup.create(new_id(), Resources(account=True), root=state.path)
+    paths = list(idle.paths)
+    assert paths and all(os.path.isdir(p) for p in paths)
+
+    def no_look(self: Cgroup) -> None:
+        raise AssertionError("an idle cgroup's processes were looked for")
+
+    with monkeypatch.context() as m:
+        m.setattr(Cgroup, "kill_all", no_look)
+        idle.remove()
+    assert idle.paths == [] and not any(os.path.exists(p) for p in paths)
+
+    busy = Cgroup.create(new_id(), Resources(account=True), root=state.path)
+    paths = list(busy.paths)
+    said_r, said_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child: joins the cgroups, says so, waits to be killed
+        try:
+            for f in busy.procs_files:
+                with open(f, "w") as fh:
+                    fh.write("0")
+            os.write(said_w, b"in")
+            os.read(hold_r, 1)
+        finally:
+            os._exit(3)
+    os.close(said_w)
+    os.close(hold_r)
+    try:
+        assert os.read(said_r, 2) == b"in" and busy.pids() == {pid}
+    finally:
+        busy.remove()  # (on a failure too: nothing left)
+        os.close(said_r)
+        os.close(hold_w)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+    assert busy.paths == [] and not any(os.path.exists(p) for p in paths)

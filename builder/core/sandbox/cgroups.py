@@ -274,10 +274,17 @@ class Cgroup:
             time.sleep(0.005)
 
     def remove(self) -> None:
-        """Kill what is left and remove the directories (and ``pybuild/`` when empty)."""
-        self.kill_all()
-        for p in self.paths:
-            _rmdir_retry(Path(p))
+        """Remove the directories (and ``pybuild/`` when empty), killing what is left in them
+        first if one is busy: a sandbox that has ended leaves them empty, and ``rmdir`` (the
+        kernel refuses a populated cgroup) checks that for less than reading each ``cgroup.procs``."""
+        paths = list(self.paths)
+        busy = [p for p in paths if not _rmdir_if_idle(p)]
+        if busy:
+            self.paths[:] = busy
+            self.kill_all()
+            for p in busy:
+                _rmdir_retry(Path(p))
+        for p in paths:
             with contextlib.suppress(OSError):
                 os.rmdir(Path(p).parent)  # pybuild/, when no other sandbox uses it
         self.paths.clear()
@@ -478,6 +485,18 @@ def _mkdir(parent: Path, name: str) -> Path:
         except FileNotFoundError:
             continue
     raise SandboxError(f"cgroup: cannot create {parent / name}")
+
+
+def _rmdir_if_idle(p: str) -> bool:
+    """Remove cgroup *p*; False if it stays (busy: a process or a child cgroup in it; or an
+    error, which ``_rmdir_retry`` reports once what is in it has been killed)."""
+    try:
+        os.rmdir(p)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def _rmdir_retry(p: Path) -> None:
