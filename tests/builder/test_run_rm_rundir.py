@@ -3,7 +3,8 @@ root names its dirs by their own paths (``rootfs.link_lowers(direct=True)``), so
 ``u``, ``w`` links are made and removed (each a journalled operation on the state root's
 filesystem); where a path would not do (a separator character, a relative path, a page too
 small), the links as before. A kept container's root and a build's keep the links (``fsck``
-reads a run dir's ``u``). Real namespaces, cgroups and overlay mounts (root, never skipped).
+reads a run dir's ``u``). An ended sandbox's cgroups are removed by ``rmdir`` alone (what is in
+a busy one killed first). Real namespaces, cgroups and overlay mounts (root, never skipped).
 """
 
 from __future__ import annotations
