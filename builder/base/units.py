@@ -102,3 +102,42 @@ def human_duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+# RFC 3339 as images and Docker write it: a fraction of any length, ``Z``, a ``±hh:mm`` offset
+# or no zone at all (UTC)
+_RFC3339 = r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?"
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def rfc3339_ns(text: str) -> int | None:
+    """An RFC 3339 timestamp in nanoseconds since the epoch (a longer fraction truncated); None
+    when *text* is not one or names no real time. By arithmetic, without ``datetime`` (~2 ms at
+    import), which the listings (``ps``, ``images``, ``inspect``) do not load."""
+    m = re.fullmatch(_RFC3339, text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if (not year or not 1 <= month <= 12 or not 1 <= day <= _MONTH_DAYS[month - 1]
+            or (month == 2 and day == 29 and not leap) or hour > 23 or minute > 59 or second > 59):
+        return None
+    secs = ((days_from_civil(year, month, day) * 24 + hour) * 60 + minute) * 60 + second
+    zone = m.group(8) or "Z"
+    if zone != "Z":
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23:  # (datetime takes 61 minutes, and so do we)
+            return None
+        secs -= (1 if zone[0] == "+" else -1) * (hours * 60 + minutes) * 60
+    return secs * 10**9 + int((m.group(7) or "0")[:9].ljust(9, "0"))
+
+
+def days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date: ``time.gmtime``'s inverse, which
+    ``time`` lacks (``calendar.timegm`` loads ``datetime``). H. Hinnant's ``days_from_civil``:
+    years start in March, so that February's length falls at a year's end."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468

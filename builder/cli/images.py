@@ -4,12 +4,12 @@ tag, rmi, inspect, history, save, load; flag parsing, one library call, Docker-s
 
 from __future__ import annotations
 
-import re
 import sys
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 
 from builder.base import events
+from builder.base.units import rfc3339_ns
 from builder.cli import Globals, fail, flags
 from builder.cli.format import (
     INSPECT,
@@ -37,27 +37,29 @@ pass_globals = flags.pass_obj
 
 
 # -- shared helpers ----------------------------------------------------------------------------
-# Docker's timestamps as its CLI shows them (here, not in ``builder.cli.format``: ``ps`` and
-# ``version`` parse no time, and load no ``datetime``)
-def parse_time(text: str | None) -> datetime | None:
-    """An RFC 3339 timestamp (nanoseconds allowed) or None."""
-    if not text:
-        return None
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text)
-    if not m:
-        return None
-    frac = (m.group(2) or "")[:7]
-    zone = m.group(3) or "Z"
-    try:
-        return datetime.fromisoformat(m.group(1) + frac + ("+00:00" if zone == "Z" else zone))
-    except ValueError:
-        return None
+# Docker's timestamps as its CLI shows them (no ``datetime``: the times are read by
+# ``builder.base.units.rfc3339_ns``, shown with ``time``)
+def parse_time(text: str | None) -> float | None:
+    """An RFC 3339 timestamp (nanoseconds allowed) in Unix seconds, or None."""
+    ns = rfc3339_ns(text) if text else None
+    return None if ns is None else ns / 10**9
+
+
+def utc_text(seconds: float) -> str:
+    """Go's ``time.Time.String()`` of a UTC time, as ``docker images --format '{{.CreatedAt}}'``
+    shows it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(seconds))
 
 
 def created_at(text: str | None) -> str:
-    """Go's ``time.Time.String()`` as ``docker images --format '{{.CreatedAt}}'`` shows it."""
+    """``CreatedAt`` of an RFC 3339 timestamp, "" if none."""
     t = parse_time(text)
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if t else ""
+    return utc_text(t) if t is not None else ""
+
+
+def since(seconds: float) -> str:
+    """``CreatedSince``: how long ago, as Docker's CLI says it."""
+    return human_duration(time.time() - seconds) + " ago"
 
 
 def _store(g: Globals) -> Store:
@@ -90,17 +92,16 @@ _IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "D
                   "Containers": "CONTAINERS", "VirtualSize": "VIRTUAL SIZE"}
 
 
-def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[datetime, dict[str, Any]]:
+def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[float, dict[str, Any]]:
     """Docker's ``images --format json`` object, and the created time to sort by (one parse
     of each field: listing a large store stays cheap)."""
     ref = rec.reference
     created = parse_time(rec.created)
     size = human_size(rec.size)
-    return created or datetime.min.replace(tzinfo=UTC), {
+    return float("-inf") if created is None else created, {
         "Containers": "N/A",
-        "CreatedAt": created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if created else "",
-        "CreatedSince": human_duration((datetime.now(UTC) - created).total_seconds()) + " ago"
-        if created else "N/A",
+        "CreatedAt": utc_text(created) if created is not None else "",
+        "CreatedSince": since(created) if created is not None else "N/A",
         # a repo digest only (pulled or pushed), as Docker: <none> for a built or loaded image
         "Digest": str(rec.descriptor.digest) if rec.repo_digest else "<none>",
         "ID": _short(rec.image_id, no_trunc),
@@ -275,18 +276,18 @@ def history(g: Globals, name: str, human: bool, no_trunc: bool, quiet: bool, fmt
 
     rows: list[dict[str, Any]] = []
     for h in library.history(_store(g), name):
-        created = datetime.fromtimestamp(h["Created"], UTC) if h["Created"] else None
+        created = h["Created"]
         image_id = h["Id"]
         if image_id != "<missing>":
             image_id = image_id if no_trunc else Digest.parse(image_id).short
         by = h["CreatedBy"]
         rows.append({
             "Comment": h["Comment"],
-            "CreatedAt": (created.strftime("%Y-%m-%d %H:%M:%S +0000 UTC") if human
-                          else created.strftime("%Y-%m-%dT%H:%M:%SZ")) if created else "",
+            "CreatedAt": (utc_text(created) if human
+                          else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))) if created else "",
             "CreatedBy": by if no_trunc else _ellipsis(by, 45),
-            "CreatedSince": ((human_duration((datetime.now(UTC) - created).total_seconds()) + " ago")
-                             if human else created.strftime("%Y-%m-%dT%H:%M:%SZ")) if created else "N/A",
+            "CreatedSince": (since(created) if human
+                             else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))) if created else "N/A",
             "ID": image_id,
             "Size": human_size(h["Size"]) if human else str(h["Size"]),
         })

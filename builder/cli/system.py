@@ -47,7 +47,7 @@ def _ago(epoch: float) -> str:
 
 
 def _verbose(usage: dict[str, Any]) -> str:
-    # the images' time parser (datetime): ``version`` loads no image command (nor its store)
+    # the images' time parser: ``version`` loads no image command (nor its store)
     from builder.cli.images import parse_time
 
     out = ["Images space usage:", ""]
@@ -76,8 +76,8 @@ def _verbose(usage: dict[str, Any]) -> str:
     for b in usage["BuildCache"]:
         created, last = parse_time(b["CreatedAt"]), parse_time(b["LastUsedAt"])
         rows.append([b["ID"][:12], b["Type"], human_size(b["Size"]),
-                     _ago(created.timestamp()) if created else "N/A",
-                     _ago(last.timestamp()) if last else "N/A", str(b["UsageCount"]),
+                     _ago(created) if created is not None else "N/A",
+                     _ago(last) if last is not None else "N/A", str(b["UsageCount"]),
                      "true" if b["Shared"] else "false"])
     out.append(table(["CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"], rows))
     return "\n".join(out)

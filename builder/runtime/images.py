@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 
 from builder.base import events
 from builder.base.errors import BuildError
 from builder.base.filters import labels_match
 from builder.base.state import StateRoot
+from builder.base.units import rfc3339_ns
 from builder.base.values import frozen
 from registry import mediatypes as mt
 from registry.digest import Digest
@@ -355,16 +354,9 @@ def _created(rec: ImageRecord) -> float:
 
 
 def _time_of(text: str | None) -> float:
-    """An RFC 3339 time (any fraction, ``Z`` or an offset) as a Unix time; 0 if none or bad."""
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text or "")
-    if not m:
-        return 0.0
-    zone = m.group(3) or "Z"
-    try:
-        t = datetime.fromisoformat(m.group(1) + ("+00:00" if zone == "Z" else zone))
-    except ValueError:
-        return 0.0
-    return t.timestamp() + float("0" + (m.group(2) or ".0"))
+    """An RFC 3339 time (any fraction, ``Z``, an offset or no zone) as a Unix time; 0 if none or bad."""
+    ns = rfc3339_ns(text) if text else None
+    return 0.0 if ns is None else ns / 10**9
 
 
 def _in_repository(rec: ImageRecord, pattern: str) -> bool:

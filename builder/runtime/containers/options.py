@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from builder.base.errors import ContainerError
-from builder.base.units import parse_go_duration, parse_size
+from builder.base.units import parse_go_duration, parse_size, rfc3339_ns
 from builder.base.values import frozen
 
 TYPE_CHECKING = False
@@ -209,23 +209,8 @@ def parse_timestamp_text(text: str) -> int:
     ``rfc3339nano`` writes is read without ``datetime`` (``ps`` reads one per container)."""
     if not text or text.startswith("0001-"):
         return 0
-    m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z", text)
-    if m is None or not 1 <= int(m.group(2)) <= 12:  # not a form we write: the full parser
-        return parse_timestamp_ns(text)
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    secs = ((_days_from_civil(year, month, day) * 24 + hour) * 60 + minute) * 60 + second
-    return secs * 10**9 + int((m.group(7) or "0").ljust(9, "0"))
-
-
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    """Days from 1970-01-01 to a proleptic Gregorian date: ``time.gmtime``'s inverse, which
-    ``time`` lacks (``calendar.timegm`` loads ``datetime``). H. Hinnant's ``days_from_civil``:
-    years start in March, so that February's length falls at a year's end."""
-    year -= month <= 2
-    era = year // 400
-    yoe = year - era * 400
-    doy = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    ns = rfc3339_ns(text) if text.endswith("Z") else None
+    return parse_timestamp_ns(text) if ns is None else ns  # not a form we write: the full parser
 
 
 def parse_env(items: Iterable[str], *, environ: Mapping[str, str]) -> list[str]:
