@@ -535,10 +535,9 @@ def link_lowers(root: Root, run_dir: Path, stub_dir: Path | None, *, direct: boo
     """Short relative names for the overlay's dirs (the mount data is limited to one page).
 
     Creates ``run_dir/l/<n>`` symlinks (and ``u``, ``w``); returns the mount data, relative to
-    *run_dir*. *direct* (an ``--rm`` container's root, whose run dir no ``fsck`` reads): the dirs
-    are named by their own paths when those fit in the page and hold no character overlayfs
-    reads as a separator, so there is nothing to make nor for the teardown to remove (each a
-    journalled operation on the state root's filesystem: ~0.1 ms, several on a busy disk).
+    *run_dir*. *direct* (an ``--rm`` container's root): the lower dirs by their paths from
+    *run_dir* (``<root>/run/<id>``) when all are in its state root, need no escaping and fit:
+    no ``l/`` links to make and remove (each a journalled op: ~0.1 ms, several on a busy disk).
     """
     lowers = list(reversed(topmost_layers(root.layers)))  # overlayfs wants the topmost first
     if stub_dir is not None:
@@ -546,17 +545,17 @@ def link_lowers(root: Root, run_dir: Path, stub_dir: Path | None, *, direct: boo
     upper = (root.upper, root.work) if root.upper is not None and root.work is not None else None
     if upper is not None and root.volatile:
         forget_volatile(Path(upper[1]))
-    if direct:
-        data = _overlay_data(root, lowers, upper)
-        if len(data) < 4096 and all(d.startswith("/") and not any(c in d for c in ",:\\")
-                                    for d in (*lowers, *(upper or ()))):
+    for name, d in zip("uw", upper or (), strict=False):
+        os.symlink(d, run_dir / name)
+    if direct and not os.path.islink(run_dir.parent):  # (so ``../..`` from run_dir is its state root)
+        top = f"{run_dir.parent.parent}/"
+        near = ["../../" + d[len(top):] if d.startswith(top) else "/" for d in lowers]
+        data = _overlay_data(root, near, ("u", "w") if upper else None)
+        if len(data) < 4096 and not any(n == "/" or set(n) & set(",:\\") for n in near):
             return data
     (run_dir / "l").mkdir(exist_ok=True)
     for i, d in enumerate(lowers):
         os.symlink(d, run_dir / "l" / str(i))
-    if upper is not None:
-        os.symlink(upper[0], run_dir / "u")
-        os.symlink(upper[1], run_dir / "w")
     data = _overlay_data(root, [f"l/{i}" for i in range(len(lowers))], ("u", "w") if upper else None)
     if len(data) >= 4096:
         raise SandboxError(f"too many layers for one overlay mount ({len(lowers)})")
