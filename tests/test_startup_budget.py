@@ -239,12 +239,16 @@ NO_DATACLASS_MODULES = ("builder.base.state", "builder.runtime.images", "builder
                         "registry.config", "builder.runtime.containers.runtime")
 # what no listing loads any more: the image config's typed value (``ImageConfig.container_config``
 # imports it), ``platform`` (``os.uname`` answers), ``shutil`` (its archive modules; ``version``
-# lets its spawn find runc), ``threading`` (``images``' platform flag is imported when given);
+# lets its spawn find runc), ``threading`` (``images``' platform flag is imported when given),
+# ``datetime`` (an image's times are read by ``builder.base.units.rfc3339_ns`` and shown with
+# time's strftime);
 # ``ps`` (container records) still loads ``registry.config``, but no ``shutil`` (a record's tree
 # is removed through ``record.remove_tree``), ``datetime`` (display times are parsed by
 # ``cli.images``), ``threading`` (the record's locks are ``_thread``'s) nor ``signal``
-OFF_LISTING_PATH = {"images": {"registry.config", "platform", "shutil", "dataclasses", "inspect", "threading"},
-                    "inspect": {"registry.config", "platform", "shutil", "dataclasses", "inspect", "threading"},
+OFF_LISTING_PATH = {"images": {"registry.config", "platform", "shutil", "dataclasses", "inspect", "threading",
+                               "datetime", "_datetime"},
+                    "inspect": {"registry.config", "platform", "shutil", "dataclasses", "inspect", "threading",
+                                "datetime", "_datetime"},
                     "ps": {"platform", "shutil", "datetime", "_datetime", "threading", "signal"} | IMAGE_STORE,
                     "version": {"shutil", "bz2", "lzma"} | IMAGE_STORE}
 
@@ -334,9 +338,11 @@ RUN_BUDGETS: dict[str, dict[str, Any]] = {
     # sandbox's and the containers' values are frozen values (no dataclass made: neither
     # dataclasses nor inspect loaded), and seccomp's cache key is hashed without OpenSSL; a run
     # parses no time (no datetime: its timestamps are formatted from time.time_ns); its output is
-    # pumped with select.poll (no selectors, math)
+    # pumped with select.poll (no selectors, math); a container without a healthcheck starts no
+    # thread (no threading: the supervisor imports it for the healthcheck's)
     "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket", "dataclasses", "inspect", "hashlib",
-                                                    "datetime", "_datetime", "selectors", "math"}},
+                                                    "datetime", "_datetime", "selectors", "math",
+                                                    "threading"}},
     # the detached run's own process hands the container to the supervisor it forks, which
     # compiles the seccomp program: not the command's start-up; the attach server it imports
     # for the supervisor makes no dataclass either
