@@ -10,11 +10,15 @@ entry (``test_startup_budget.loaded``) against a real root, then ``sys.modules``
   ``builder.base.values.frozen`` ones);
 * ``run --rm`` of a container without a healthcheck starts no thread: no ``threading`` (the
   supervisor imports it for the healthcheck's thread only; ``run -d`` loads it for the attach
-  server it starts in the supervisor it forks).
+  server it starts in the supervisor it forks);
+* a foreground run looks its image up once: ``create`` hands the image it resolved to the
+  supervisor, whose first start builds the spec from it.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +62,26 @@ def test_run_rm_without_healthcheck_loads_no_threading(busybox: Any, tmp_path: P
     mods = loaded(["--root", str(busybox.root), "run", "--rm", "--network", "none", "busybox", "true"], tmp_path)
     assert "builder.runtime.containers.supervisor" in mods
     assert "threading" not in mods
+
+
+COUNT_RESOLVES = r"""
+import sys
+from builder.cli import main
+from registry.store import Store
+
+calls = []
+resolve = Store.resolve
+Store.resolve = lambda self, *a, **k: calls.append(a) or resolve(self, *a, **k)
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    assert not e.code, e.code
+print(len(calls), file=sys.stderr)
+"""
+
+
+def test_foreground_run_resolves_its_image_once(busybox: Any) -> None:
+    r = subprocess.run([sys.executable, "-c", COUNT_RESOLVES, "--root", str(busybox.root), "run", "--rm",
+                        "--network", "none", "busybox", "echo", "ran"], capture_output=True, text=True, check=True)
+    assert r.stdout == "ran\n"
+    assert r.stderr.strip().splitlines()[-1] == "1"

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from builder.core.sandbox.executor import Result, Sandbox
     from builder.core.sandbox.spec import Mount, Spec
     from builder.runtime.containers.hostconfig import HostConfig
+    from registry.store import Image
 
 #: where ``--init`` finds its init (tini, as Docker's docker-init is), first that exists
 INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
@@ -330,8 +331,9 @@ def _init_binary() -> str:
 
 
 def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Path | None,
-               resolv: Path | None, link_env: Sequence[str] = ()) -> Spec:
-    """The sandbox spec for a container record (its layers, upper dir, mounts, limits, user)."""
+               resolv: Path | None, link_env: Sequence[str] = (), image: Image | None = None) -> Spec:
+    """The sandbox spec for a container record (its layers, upper dir, mounts, limits, user);
+    *image* is the container's, when its creator has it at hand (else it is looked up)."""
     from builder.core.rootfs import LayerCache, image_layers, prepare_root
     from builder.core.sandbox.spec import (
         Mount,
@@ -345,7 +347,7 @@ def build_spec(root: StateRoot, c: Container, *, netns: str, uts: str, hosts: Pa
     store = root.image_store()
 
     try:
-        image = store.resolve(c.image_id)
+        image = image if image is not None else store.resolve(c.image_id)
     except NotFound:
         raise ContainerError(f"the image {c.image} ({c.image_id[7:19]}) of container {c.name} is gone") from None
     layers = image_layers(store, image, LayerCache(root))
@@ -465,8 +467,10 @@ def _sysctls(c: Container, netns: str) -> tuple[tuple[str, str], ...]:
 
 
 def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
-           stderr: Callable[[bytes], None], attach_stdin: int | None = None) -> Launched:
-    """Attach the network, build the spec and start the sandbox; on failure nothing is left."""
+           stderr: Callable[[bytes], None], attach_stdin: int | None = None,
+           image: Image | None = None) -> Launched:
+    """Attach the network, build the spec and start the sandbox (*image*: the container's, if
+    at hand); on failure nothing is left."""
     from builder.core.sandbox.executor import Executor
 
     linked = links.resolve(root, c)
@@ -476,7 +480,7 @@ def launch(root: StateRoot, c: Container, *, stdout: Callable[[bytes], None],
     keep: list[int] = []
     try:
         spec = build_spec(root, c, netns=netns, uts=uts, hosts=hosts, resolv=resolv,
-                          link_env=links.env(linked))
+                          link_env=links.env(linked), image=image)
         stdin: int | None = attach_stdin
         close_after: list[int] = []
         if stdin is None and c.config.open_stdin and not spec.process.terminal:

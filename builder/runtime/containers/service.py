@@ -26,6 +26,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from registry.store import Image
+
 
 def _start_error(code: int, message: str) -> BuildError:
     if code == 127:
@@ -43,6 +45,13 @@ def create(root: StateRoot, o: RunOptions, *, host: HostConfig | None = None,
     """``docker create``: the ``HostConfig`` (*host*, the API's; else built from *o*'s flags)
     and the mount flags checked before any image is looked at; resolve (pull) the image,
     write the record once (*amend*: what the API's body adds to ``Config``)."""
+    return _create(root, o, host=host, amend=amend, progress=progress, on_pull=on_pull)[0]
+
+
+def _create(root: StateRoot, o: RunOptions, *, host: HostConfig | None = None,
+            amend: ConfigAmendments | None = None, progress: Any = None,
+            on_pull: Callable[[str, bool], None] | None = None) -> tuple[Container, Image]:
+    """``create``, and the image it resolved."""
     if host is None:
         host = host_config_of(o)
     specs = mounts.parse_all(host) if host.binds or host.mounts or host.tmpfs else []
@@ -54,7 +63,7 @@ def create(root: StateRoot, o: RunOptions, *, host: HostConfig | None = None,
         records = mounts.records(root, specs, image)
     c = make_container(root, o, image, host=host, mounts=records, amend=amend)
     lifecycle.emit(root, c, "create")
-    return c
+    return c, image
 
 
 def start(root: StateRoot, ref: str, *, attach_wait: int = 0) -> Container:
@@ -93,7 +102,7 @@ def run_foreground(root: StateRoot, o: RunOptions, *, progress: Any = None,
     """``run`` attached: supervise in this process; returns the container's exit status.
     A restart policy needs a supervisor that outlives us: then the container runs detached
     and we return when its first run ends (Docker's client does the same)."""
-    c = create(root, o, progress=progress, on_pull=on_pull)
+    c, image = _create(root, o, progress=progress, on_pull=on_pull)
     if on_created is not None:
         on_created(c)
     failure: list[BuildError] = []
@@ -103,7 +112,7 @@ def run_foreground(root: StateRoot, o: RunOptions, *, progress: Any = None,
             failure.append(_start_error(s.exit_code, s.error))
 
     code = supervisor.run_foreground(root, c.id, interactive=o.interactive, tty_mode=o.tty,
-                                     on_started=started)
+                                     on_started=started, image=image)
     if failure:
         if o.rm:
             with contextlib.suppress(BuildError):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from builder.runtime.containers.attach import AttachServer
+    from registry.store import Image
 
 #: Docker's restart back-off: 100 ms doubling, reset after a run of 10 s or more
 BACKOFF_START = 0.1
@@ -70,7 +71,7 @@ class Started:
 
 class Supervisor:
     def __init__(self, root: StateRoot, cid: str, *, attach: Attach | None = None,
-                 attach_wait: int = 0) -> None:
+                 attach_wait: int = 0, image: Image | None = None) -> None:
         self.root = root
         self.attach_wait = attach_wait
         #: a detached supervisor's attach socket (``builder.runtime.containers.attach``)
@@ -78,6 +79,9 @@ class Supervisor:
         self.cs = ContainerStore(root)
         self.cid = cid
         self.attach = attach
+        #: the container's image as its creator resolved it (a foreground run): the first start
+        #: builds its spec from it instead of looking it up again
+        self.image = image
         self.me = os.getpid()
         self.me_start = proc_start_time(self.me)
         #: set when the supervisor itself is told to end (SIGTERM): no restart then
@@ -261,10 +265,12 @@ class Supervisor:
             if first:
                 claimed = replace(claimed, stopped_by_user=False, error="")
             self.cs.save_state(self.cid, claimed)
+            image, self.image = self.image, None  # a restart looks it up again
             try:
                 proc = runtime.launch(self.root, c, stdout=self._sink(log, "stdout"),
                                       stderr=self._sink(log, "stderr"),
-                                      attach_stdin=self.attach.stdin if self.attach else stdin_r)
+                                      attach_stdin=self.attach.stdin if self.attach else stdin_r,
+                                      image=image)
             except Exception as e:  # noqa: BLE001 - any failure to start is reported, not raised
                 code = e.exit_code if isinstance(e, BuildError) else 125
                 msg = str(e) if isinstance(e, BuildError) else f"{type(e).__name__}: {e}"
@@ -524,11 +530,12 @@ def _supervise_detached(root: StateRoot, cid: str, w: int, attach_wait: int = 0)
 
 # -- a foreground run -------------------------------------------------------------------------
 def run_foreground(root: StateRoot, cid: str, *, interactive: bool, tty_mode: bool,
-                   on_started: Callable[[Started], None]) -> int:
+                   on_started: Callable[[Started], None], image: Image | None = None) -> int:
     """``run`` without ``-d``: supervise in this process with our stdio attached; signals we
-    receive go to the container; a terminal is put in raw mode for ``-t``."""
+    receive go to the container; a terminal is put in raw mode for ``-t``. *image*: the
+    container's, as ``create`` resolved it."""
     attach = Attach(stdin=0 if interactive else None, stdout=1, stderr=2)
-    sup = Supervisor(root, cid, attach=attach)
+    sup = Supervisor(root, cid, attach=attach, image=image)
 
     pending: list[int] = []  # signals that came before the container ran: delivered at start
 
