@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from builder.base import units
 from builder.base.errors import VolumeError
 from builder.cli import fail, flags
 from builder.cli.columns import table
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _kv(items: Sequence[str], what: str) -> dict[str, str]:
@@ -36,7 +39,7 @@ def volume() -> None:
 @flags.pass_obj
 def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opts: tuple[str, ...], name_opt: str | None) -> None:
     """Create a volume."""
-    from builder.runtime import volume as V
+    from builder.runtime.volume import store as V
     if name and name_opt and name != name_opt:
         fail("conflicting options: either specify --name or provide positional arg, not both", 1)
     try:
@@ -53,7 +56,7 @@ def create(obj: Any, name: str | None, driver: str, labels: tuple[str, ...], opt
 @flags.pass_obj
 def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List volumes."""
-    from builder.runtime import volume as V
+    from builder.runtime.volume import store as V
     wanted: dict[str, list[str]] = {}
     for f in filters:
         k, sep, v = f.partition("=")
@@ -91,7 +94,7 @@ def ls(obj: Any, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None
 @flags.pass_obj
 def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
-    from builder.runtime import volume as V
+    from builder.runtime.volume import store as V
     if fmt:
         from builder.cli.format import INSPECT, inspect_output, template
 
@@ -119,7 +122,7 @@ def inspect(obj: Any, fmt: str | None, names: tuple[str, ...]) -> None:
 @flags.pass_obj
 def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
     """Remove one or more volumes (refused while a container uses one)."""
-    from builder.runtime import volume as V
+    from builder.runtime.volume import store as V
     errors = []
     for n in names:
         try:
@@ -138,7 +141,7 @@ def rm(obj: Any, names: tuple[str, ...], force: bool) -> None:
 @flags.pass_obj
 def prune(obj: Any, all_: bool, force: bool, filters: tuple[str, ...]) -> None:
     """Remove unused local volumes."""
-    from builder.runtime import volume as V
+    from builder.runtime.volume import store as V
 
     labels = []
     for f in filters:

@@ -9,11 +9,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from builder.base.errors import VolumeError
 from builder.base.units import parse_size
 from builder.runtime.volume.store import NAME_RE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PROPAGATION = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 

@@ -9,16 +9,19 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from builder.base import events
 from builder.base.errors import VolumeError
 from builder.base.filters import labels_match
 from builder.base.state import StateRoot
+from builder.base.values import field, frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
@@ -28,7 +31,7 @@ DATA = "_data"
 InUse = Callable[[str], Sequence[str]]
 
 
-@dataclass(frozen=True)
+@frozen
 class Volume:
     name: str
     mountpoint: Path
@@ -66,7 +69,7 @@ class Volume:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
