@@ -290,3 +290,19 @@ def test_volume_cli(state: StateRoot) -> None:
     pruned = run_cli(root, "volume", "prune", "-f")
     assert pruned.stdout == f"Deleted Volumes:\n{anon}\n\nTotal reclaimed space: 0B\n"
     assert run_cli(root, "volume", "rm", "-f", "nope").returncode == 0
+
+
+def test_volume_commands_load_no_parsers_typing_nor_datetime(tmp_path: Path) -> None:
+    """``volume create|ls|inspect|rm`` need the store only: the package is lazy, so neither the
+    ``-v`` parsers (``specs``: dataclasses) nor ``provision`` load; nor typing, nor datetime."""
+    from test_startup_budget import loaded
+
+    root = ["--root", str(tmp_path / "root")]
+    for argv in (["volume", "create", "lean"], ["volume", "ls"], ["volume", "inspect", "lean"],
+                 ["volume", "rm", "lean"]):
+        mods = loaded([*root, *argv], tmp_path)
+        assert "builder.runtime.volume.store" in mods
+        back = mods & {"builder.runtime.volume.specs", "builder.runtime.volume.provision", "dataclasses",
+                       "typing", "datetime"}
+        assert not back, f"{argv} loads {sorted(back)}"
+    assert run_cli(tmp_path / "root", "volume", "ls", "-q").stdout == ""
