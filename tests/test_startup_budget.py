@@ -441,7 +441,12 @@ def test_pull_and_push_stay_light(busybox: Any, registry_server: Registry, tmp_p
 # -- network / volume ----------------------------------------------------------------------------
 # without --format no Go template is parsed nor a row rendered by one (builder.cli.format):
 # the command module writes its table (builder.cli.columns)
-VOLUME_BUDGET: dict[str, Any] = {"ours": ("builder.runtime.volume", "builder.base.paths"), "heavy": LISTING_HEAVY,
+# a volume command needs the store only: the volume package is lazy, so neither the -v parsers
+# (``specs``: dataclasses) nor ``provision`` load; a volume's CreatedAt is written with
+# time.strftime (no datetime)
+VOLUME_BUDGET: dict[str, Any] = {"ours": ("builder.runtime.volume", "builder.base.paths"),
+                                 "heavy": LISTING_HEAVY | DIET | {"dataclasses", "inspect", "datetime", "_datetime"},
+                                 "barred": ("builder.runtime.volume.specs", "builder.runtime.volume.provision"),
                                  "cli": ("builder.cli.volume", "builder.cli.columns")}
 # the network package and whether the root is in a cluster; ``network ls`` reads the records:
 # it spawns no process (iptables, the helpers), hashes nothing (an interface's name), records
