@@ -30,13 +30,6 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> StateRoot:
     return StateRoot.open(tmp_path_factory.mktemp("run-rm-rundir"))
 
 
-@pytest.fixture
-def host(tmp_path_factory: pytest.TempPathFactory) -> object:
-    snap = HostSnapshot(str(tmp_path_factory.getbasetemp()))
-    yield snap
-    snap.assert_same()
-
-
 def _root(top: Path, *lowers: str, volatile: bool = True) -> Root:
     """A root whose dirs are in the state root *top* (layers/…, containers/c/…)."""
     for d in lowers:

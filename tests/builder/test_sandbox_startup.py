@@ -151,13 +151,6 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> StateRoot:
     return StateRoot.open(tmp_path_factory.mktemp("sandbox-startup"))
 
 
-@pytest.fixture
-def host(tmp_path_factory: pytest.TempPathFactory) -> object:
-    snap = HostSnapshot(str(tmp_path_factory.getbasetemp()))
-    yield snap
-    snap.assert_same()
-
-
 def test_the_program_runs_inside_every_cgroup_of_its_sandbox(
     state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot
 ) -> None:
