@@ -132,6 +132,12 @@ def rfc3339_ns(text: str) -> int | None:
     return secs * 10**9 + int((m.group(7) or "0")[:9].ljust(9, "0"))
 
 
+def rfc3339_seconds(text: str | None) -> float | None:
+    """An RFC 3339 timestamp in Unix seconds (``rfc3339_ns``); None when absent or not one."""
+    ns = rfc3339_ns(text) if text else None
+    return None if ns is None else ns / 10**9
+
+
 def days_from_civil(year: int, month: int, day: int) -> int:
     """Days from 1970-01-01 to a proleptic Gregorian date: ``time.gmtime``'s inverse, which
     ``time`` lacks (``calendar.timegm`` loads ``datetime``). H. Hinnant's ``days_from_civil``:

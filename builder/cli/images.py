@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from builder.base import events
-from builder.base.units import rfc3339_ns
+from builder.base.units import rfc3339_seconds
 from builder.cli import Globals, fail, flags
 from builder.cli.format import (
     INSPECT,
@@ -39,12 +39,6 @@ pass_globals = flags.pass_obj
 # -- shared helpers ----------------------------------------------------------------------------
 # Docker's timestamps as its CLI shows them (no ``datetime``: the times are read by
 # ``builder.base.units.rfc3339_ns``, shown with ``time``)
-def parse_time(text: str | None) -> float | None:
-    """An RFC 3339 timestamp (nanoseconds allowed) in Unix seconds, or None."""
-    ns = rfc3339_ns(text) if text else None
-    return None if ns is None else ns / 10**9
-
-
 def utc_text(seconds: float) -> str:
     """Go's ``time.Time.String()`` of a UTC time, as ``docker images --format '{{.CreatedAt}}'``
     shows it."""
@@ -53,7 +47,7 @@ def utc_text(seconds: float) -> str:
 
 def created_at(text: str | None) -> str:
     """``CreatedAt`` of an RFC 3339 timestamp, "" if none."""
-    t = parse_time(text)
+    t = rfc3339_seconds(text)
     return utc_text(t) if t is not None else ""
 
 
@@ -96,7 +90,7 @@ def _image_row(rec: ImageRecord, no_trunc: bool) -> tuple[float, dict[str, Any]]
     """Docker's ``images --format json`` object, and the created time to sort by (one parse
     of each field: listing a large store stays cheap)."""
     ref = rec.reference
-    created = parse_time(rec.created)
+    created = rfc3339_seconds(rec.created)
     size = human_size(rec.size)
     return float("-inf") if created is None else created, {
         "Containers": "N/A",

@@ -8,7 +8,7 @@ import sys
 import time
 
 from builder.base.errors import TemplateError
-from builder.base.units import binary_size
+from builder.base.units import binary_size, rfc3339_seconds
 from builder.cli import Globals, flags
 from builder.cli.format import INFO, format_rows, human_duration, human_size, table
 from builder.cli.format import template as fmt_template
@@ -47,9 +47,6 @@ def _ago(epoch: float) -> str:
 
 
 def _verbose(usage: dict[str, Any]) -> str:
-    # the images' time parser: ``version`` loads no image command (nor its store)
-    from builder.cli.images import parse_time
-
     out = ["Images space usage:", ""]
     rows = []
     for i in usage["Images"]:
@@ -74,7 +71,7 @@ def _verbose(usage: dict[str, Any]) -> str:
     out += [table(["VOLUME NAME", "LINKS", "SIZE"], rows), "", f"Build cache usage: {human_size(total, 4)}", ""]
     rows = []
     for b in usage["BuildCache"]:
-        created, last = parse_time(b["CreatedAt"]), parse_time(b["LastUsedAt"])
+        created, last = rfc3339_seconds(b["CreatedAt"]), rfc3339_seconds(b["LastUsedAt"])
         rows.append([b["ID"][:12], b["Type"], human_size(b["Size"]),
                      _ago(created) if created is not None else "N/A",
                      _ago(last) if last is not None else "N/A", str(b["UsageCount"]),

@@ -14,7 +14,7 @@ from builder.base import events
 from builder.base.errors import BuildError
 from builder.base.filters import labels_match
 from builder.base.state import StateRoot
-from builder.base.units import rfc3339_ns
+from builder.base.units import rfc3339_seconds
 from builder.base.values import frozen
 from registry import mediatypes as mt
 from registry.digest import Digest
@@ -350,13 +350,7 @@ def summaries(store: Store, *, filters: Mapping[str, list[str]] | None = None
 
 def _created(rec: ImageRecord) -> float:
     """The image's creation time as a Unix time; 0 if unknown."""
-    return _time_of(rec.created)
-
-
-def _time_of(text: str | None) -> float:
-    """An RFC 3339 time (any fraction, ``Z``, an offset or no zone) as a Unix time; 0 if none or bad."""
-    ns = rfc3339_ns(text) if text else None
-    return 0.0 if ns is None else ns / 10**9
+    return rfc3339_seconds(rec.created) or 0.0
 
 
 def _in_repository(rec: ImageRecord, pattern: str) -> bool:
@@ -402,7 +396,7 @@ def history(store: Store, name: str) -> list[dict[str, Any]]:
         top = i == len(entries) - 1
         rows.append({
             "Id": str(image.id) if top else "<missing>",
-            "Created": int(_time_of(h.get("created"))),
+            "Created": int(rfc3339_seconds(h.get("created")) or 0),
             "CreatedBy": h.get("created_by", ""),
             "Tags": tags if top else None,
             "Size": 0 if h.get("empty_layer") else next(sizes, 0),

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from builder import TYPE_CHECKING
-from builder.base.events import parse_time
+from builder.base.units import rfc3339_seconds
 from builder.base.values import frozen
 from grammar import cache_dir
 from registry.errors import RegistryError
@@ -135,8 +135,7 @@ def _probed(*, git: bool, runc: bool) -> tuple[str, tuple[str, str]]:
         return outs.get("git", "").strip(), _runc_answer(outs.get("runc", ""))
     from builder.system import probe  # (and subprocess) only for what is not kept
 
-    read = kept
-
+    changed = False
     procs = {kind: probe.started(argv) for kind, (_, argv, _) in asks.items() if kind not in outs}
     for kind, proc in procs.items():
         key, _, timeout = asks[kind]
@@ -145,7 +144,8 @@ def _probed(*, git: bool, runc: bool) -> tuple[str, tuple[str, str]]:
             outs[kind] = ""
         elif status == 0 and key:
             kept = {k: v for k, v in kept.items() if not k.startswith(f"{kind}:")} | {key: outs[kind]}
-    if kept is not read and path is not None:  # (written under a private name, then renamed into place)
+            changed = True
+    if changed and path is not None:  # (written under a private name, then renamed into place)
         tmp = path.with_name(f".{PROBES_FILE}.{os.getpid()}.{id(kept)}")  # (serve: threads)
         with contextlib.suppress(OSError):
             tmp.write_text(json.dumps(kept))
@@ -393,9 +393,7 @@ def _images_usage(state: StateRoot, users: dict[str, int]) -> tuple[int, list[di
 
 
 def _epoch(created: str | None) -> int:
-    with contextlib.suppress(ValueError):
-        return int(parse_time(created) or 0)
-    return 0
+    return int(rfc3339_seconds(created) or 0)
 
 
 def _containers_usage(state: StateRoot) -> list[dict[str, Any]]:

@@ -493,7 +493,7 @@ def _rmdir_if_idle(p: str) -> bool:
     try:
         os.rmdir(p)
     except FileNotFoundError:
-        pass
+        return True  # gone already: removed all the same
     except OSError:
         return False
     return True

@@ -452,7 +452,7 @@ def reap_stale_now_and_then(state: StateRoot) -> list[str]:
         if now - os.stat(stamp).st_mtime < SWEEP_EVERY:
             return []
     except OSError:
-        pass
+        pass  # no stamp yet (or none readable): this start sweeps
     # first, so that starts meanwhile skip (two sweeps at once are safe, just wasted); no
     # ``locks/`` (a root that never made a cgroup): no stamp, every start sweeps
     with contextlib.suppress(OSError):

@@ -348,7 +348,8 @@ class Supervisor:
     def _start_health(self, c: Container, hc: runtime.HealthConfig) -> Callable[[], None]:
         """Run the healthcheck in a thread until the returned function is called (it stops the
         thread and waits for it)."""
-        # only a container with a healthcheck runs a thread: run --rm and run -d load no threading
+        # only a container with a healthcheck runs a thread: run --rm loads no threading (run -d
+        # does, for its attach server)
         import threading
 
         stop = threading.Event()
