@@ -562,9 +562,14 @@ def prune(state: StateRoot, *, all: bool = False, volumes: bool = False) -> Prun
 
 
 def prune_killed_builds(state: StateRoot) -> int:
-    """``fsck.reap_killed_builds`` for ``system prune`` and ``builder prune``: the bytes freed."""
+    """``fsck.reap_killed_builds`` for ``system prune`` and ``builder prune``: the bytes freed.
+    Sandboxes whose processes are gone go too, whatever a start's paced sweep has left
+    (``handle.reap_stale_now_and_then``)."""
     from builder.core.rootfs import dead_workspaces
+    from builder.core.sandbox.handle import reap_stale
     from builder.imagebuild.fsck import reap_killed_builds
 
     sizes = {d: _du(d) for d in dead_workspaces(state.run)}
-    return sum(sizes.get(d, 0) for d in reap_killed_builds(state)) if sizes else 0
+    freed = sum(sizes.get(d, 0) for d in reap_killed_builds(state)) if sizes else 0
+    reap_stale(state)
+    return freed
