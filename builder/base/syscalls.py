@@ -6,6 +6,7 @@ spec → actions code of ``builder.core.sandbox`` can be tested without privileg
 
 from __future__ import annotations
 
+import _signal  # not signal (its enums): a number
 import _thread  # not threading (~1.5 ms at start-up): one short-lived thread, below
 import contextlib
 import ctypes
@@ -13,6 +14,7 @@ import errno
 import fcntl
 import os
 import struct
+import sys
 from collections.abc import Callable
 
 from builder.base.values import frozen
@@ -73,6 +75,9 @@ _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPGET = 125
 _SYS_CAPSET = 126
 _SYS_RT_SIGACTION = 13  # x86_64
+_SYS_CLONE3 = 435  # the same number on every architecture (Linux 5.3)
+CLONE_INTO_CGROUP = 0x200000000  # Linux 5.7
+_INT_MAX = 0x7FFFFFFF
 _SIG_IGN = 1
 
 TIOCSCTTY = 0x540E
@@ -132,6 +137,14 @@ class _CapData(ctypes.Structure):
     ]
 
 
+class _CloneArgs(ctypes.Structure):
+    """``struct clone_args`` up to ``cgroup`` (``CLONE_ARGS_SIZE_VER2``, 88 bytes)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
+        "set_tid", "set_tid_size", "cgroup")]
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
@@ -167,6 +180,7 @@ class Syscalls:
             ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
         ]
         self._libc.syscall.restype = ctypes.c_long
+        self._gil_libc: Any = None
 
     # -- namespaces ----------------------------------------------------------------------------
     def unshare(self, flags: int) -> None:
@@ -261,6 +275,37 @@ class Syscalls:
         rc = self._libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
         if rc != 0:
             raise _oserror("seccomp", f"{len(program) // 8} instructions")
+
+    # -- processes -----------------------------------------------------------------------------
+    def fork_into_cgroup(self, cgroup_fd: int) -> int:
+        """``os.fork``, the child born in the cgroup v2 directory open as *cgroup_fd*
+        (``clone3`` with ``CLONE_INTO_CGROUP``): no move through ``cgroup.procs``, whose lock
+        makes its first writer sleep an RCU grace period (~10-17 ms) while it holds the
+        ``cgroup_mutex`` every other cgroup write then waits for. Python's own fork bookkeeping
+        (``PyOS_BeforeFork`` and the two ``AfterFork``) is made around the call as ``os.fork``
+        makes it; the C library's ``fork`` handlers are not: call it only from a process with
+        one thread (a sandbox's helper). ``OSError`` with no child made where the kernel or a
+        seccomp filter refuses it (``ENOSYS``, ``EINVAL`` before 5.7, ``EBADF``…)."""
+        sys.audit("os.fork")
+        args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_signal.SIGCHLD, cgroup=cgroup_fd)
+        api = ctypes.pythonapi  # a PyDLL: the calls below hold the GIL, as os.fork does
+        api.PyOS_BeforeFork()
+        pid = self._libc_gil().syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+        if pid == 0:
+            api.PyOS_AfterFork_Child()
+            return 0
+        err = ctypes.get_errno()
+        api.PyOS_AfterFork_Parent()
+        if pid < 0:
+            raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
+        return int(pid)
+
+    def _libc_gil(self) -> Any:
+        """libc through a ``PyDLL``: a call keeps the GIL (a ``CDLL`` call lets it go)."""
+        if self._gil_libc is None:
+            self._gil_libc = ctypes.PyDLL(None, use_errno=True)
+            self._gil_libc.syscall.restype = ctypes.c_long
+        return self._gil_libc
 
     # -- plain os wrappers, here so that the fake can record them ------------------------------
     def mknod(self, path: str, mode: int, device: int = 0) -> None:
@@ -407,6 +452,28 @@ def real() -> Syscalls:
     if _REAL is None:
         _REAL = Syscalls()
     return _REAL
+
+
+_CLONE_INTO_CGROUP: bool | None = None
+
+
+def clone_into_cgroup_works() -> bool:
+    """Whether this kernel, under this process's seccomp filter, has ``clone3`` with
+    ``CLONE_INTO_CGROUP`` (``Syscalls.fork_into_cgroup``); asked once per process, by a call
+    no kernel can grant: into the cgroup of an fd that cannot be open (``EBADF`` means yes;
+    ``ENOSYS``: no ``clone3`` or a filter refusing it, as Docker's default profile does;
+    ``EINVAL``: a kernel before 5.7)."""
+    global _CLONE_INTO_CGROUP
+    if _CLONE_INTO_CGROUP is None:
+        args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_signal.SIGCHLD, cgroup=_INT_MAX)
+        libc = real()._libc
+        pid = libc.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+        if pid == 0:  # pragma: no cover - made a child after all: it must not run on
+            os._exit(0)
+        if pid > 0:  # pragma: no cover
+            os.waitpid(pid, 0)
+        _CLONE_INTO_CGROUP = pid < 0 and ctypes.get_errno() == errno.EBADF
+    return _CLONE_INTO_CGROUP
 
 
 #: the C library's own signals (SIGCANCEL, SIGSETXID): Python's ``signal`` module cannot set them

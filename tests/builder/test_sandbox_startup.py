@@ -1,13 +1,15 @@
 """What the sandbox costs a start: its run path makes no dataclass and loads no ``dataclasses``,
 ``inspect`` or ``hashlib`` (checked in a fresh interpreter); the sandbox's process joins its v1
-cgroups itself through ``tasks`` (no grace period) and its helper moves it into its v2 cgroup
-while it mounts its root (the grace period begun by the caller), the process waiting for it
-(``child.join_cgroups``) before its cgroup namespace, its ``cgroup`` mount and its program.
+cgroups itself through ``tasks`` (no grace period) and is born in its v2 cgroup (``clone3``'s
+``CLONE_INTO_CGROUP``), or, where the kernel cannot, its helper moves it there while it mounts its
+root (the grace period begun by the caller), the process waiting for it (``child.join_cgroups``)
+before its cgroup namespace, its ``cgroup`` mount and its program.
 Real namespaces and cgroups where a sandbox runs (root, never skipped).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -151,11 +153,39 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> StateRoot:
     return StateRoot.open(tmp_path_factory.mktemp("sandbox-startup"))
 
 
+@pytest.mark.parametrize("kernel", ["born", "refused", "no clone3"])
 def test_the_program_runs_inside_every_cgroup_of_its_sandbox(
-    state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot
+    state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot, monkeypatch: pytest.MonkeyPatch,
+    kernel: str,
 ) -> None:
     """Joined before its cgroup namespace (each hierarchy shows ``/``) and before exec; the
-    helper, reaped after the teardown, leaves no child behind."""
+    helper, reaped after the teardown, leaves no child behind. Where the kernel has ``clone3``
+    with ``CLONE_INTO_CGROUP`` (here) the process is born in its v2 cgroup: nothing writes a
+    ``cgroup.procs`` file and no grace period is begun. Where the helper's ``clone3`` is
+    refused, it moves the process; where the probe says no (a filter, a kernel before 5.7),
+    the caller begins the grace period and the helper moves the process."""
+    from builder.core.sandbox import executor
+
+    moves = tmp_path / "moves"  # written by the helper, a forked process
+    real_move = executor._move_into
+
+    def move_into(cgroup: Cgroup, pid: int, join_w: int) -> None:
+        with open(moves, "a") as f:
+            f.write(f"{pid}\n")
+        real_move(cgroup, pid, join_w)
+
+    graces: list[str] = []
+    real_grace = _cg.start_attach_grace
+    monkeypatch.setattr(executor, "_move_into", move_into)
+    monkeypatch.setattr(_cg, "start_attach_grace", lambda cg, layout: (graces.append(cg.id), real_grace(cg, layout)))
+    if kernel == "refused":
+        def refuse(self: sc.Syscalls, fd: int) -> int:
+            raise OSError(errno.ENOSYS, "clone3")
+        monkeypatch.setattr(sc.Syscalls, "fork_into_cgroup", refuse)
+    elif kernel == "no clone3":
+        monkeypatch.setattr(sc, "clone_into_cgroup_works", lambda: False)
+    else:
+        assert sc.clone_into_cgroup_works()
     root = prepare_root([busybox_layer], tmp_path / "c")
     spec = Spec(process=Process(args=("sleep", "30")), root=root, mounts=default_mounts(),
                 resources=Resources(pids=64, account=True), id=new_id())
@@ -175,23 +205,31 @@ def test_the_program_runs_inside_every_cgroup_of_its_sandbox(
     joined = {c for line in lines for c in line.split(":")[1].split(",") if line.split(":")[2] == "/"}
     assert {"pids", "memory", "cpu", "devices"} <= joined, lines
     assert not any(line.split(":")[2] != "/" for line in lines if line.split(":")[1] in ("pids", "memory"))
+    assert "0::/" in lines  # in its v2 cgroup too, the root of its cgroup namespace
+    moved = moves.read_text().split() if moves.exists() else []
+    assert (len(moved), len(graces)) == {"born": (0, 0), "refused": (2, 0), "no clone3": (2, 2)}[kernel]
 
 
-@pytest.mark.parametrize(("files", "name", "message"), [
-    ("v1_tasks_files", "tasks", "cgroup: cannot join {}: No such file or directory"),
-    ("v2_procs_files", "cgroup.procs", "cgroup: cannot move the sandbox's process into {}: No such file or directory"),
+@pytest.mark.parametrize(("files", "name", "only", "message"), [
+    ("v1_tasks_files", "tasks", False, "cgroup: cannot join {}: No such file or directory"),
+    ("v2_procs_files", "cgroup.procs", False,
+     "cgroup: cannot move the sandbox's process into {}: No such file or directory"),
+    ("v2_procs_files", "cgroup.procs", True,
+     "cgroup: cannot move the sandbox's process into {}: No such file or directory"),
 ])
 def test_a_failed_join_is_one_error_and_leaves_nothing(
     state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot, monkeypatch: pytest.MonkeyPatch,
-    files: str, name: str, message: str,
+    files: str, name: str, only: bool, message: str,
 ) -> None:
     """A cgroup the process (v1) or its helper (v2) cannot write: the start fails naming it,
-    the program never runs, nothing is left."""
+    the program never runs, nothing is left. A v2 directory that cannot be opened to be born in
+    (*only*: the sandbox's one v2 cgroup is gone) is left to the helper's move, which says so."""
     root = prepare_root([busybox_layer], tmp_path / "c")
     spec = Spec(process=Process(args=("touch", "/ran")), root=root, mounts=default_mounts(), id=new_id())
     real = getattr(Cgroup, files)
     missing = f"/sys/fs/cgroup/pids/{_cg.PARENT}/{spec.id}-missing"
-    monkeypatch.setattr(Cgroup, files, property(lambda self: [*real.fget(self), f"{missing}/{name}"]))
+    monkeypatch.setattr(Cgroup, files, property(
+        lambda self: [*([] if only else real.fget(self)), f"{missing}/{name}"]))
     with pytest.raises(SandboxError, match="^" + re.escape(message.format(missing)) + "$"):
         Executor(state).start(spec)
     assert not (Path(root.upper or "") / "ran").exists()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import socket
+import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +188,91 @@ def test_private_mount_namespace_unshares_then_makes_every_mount_private() -> No
     sc.private_mount_namespace(fake)
     assert fake.calls == [("unshare", sc.CLONE_NEWNS),
                           ("mount", None, "/", None, sc.MS_REC | sc.MS_PRIVATE, None)]
+
+
+# -- a child born in its cgroup (clone3, CLONE_INTO_CGROUP) ------------------------------------------
+_AFTER_FORK: list[int] = []
+os.register_at_fork(after_in_child=lambda: _AFTER_FORK.append(os.getpid()))
+
+
+def _report_and_exit(w: int, report: Callable[[], object]) -> None:  # pragma: no cover - in a child
+    code = 1
+    try:
+        os.write(w, json.dumps(report()).encode())
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _read_report(r: int, pid: int) -> Any:
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return json.loads(data)
+
+
+def test_a_child_born_in_its_cgroup_is_a_python_child_as_os_fork_makes_one(tmp_path: Path) -> None:
+    """``fork_into_cgroup``: the child is in the cgroup from its first instruction (its
+    ``/proc/self/cgroup`` says so before it wrote anything anywhere), Python's at-fork hooks ran
+    in it, and it starts threads; a cgroup fd that is not one refuses it with no child made."""
+    import threading
+
+    from builder.core.sandbox import Resources
+    from builder.core.sandbox.cgroups import Cgroup, detect
+
+    layout = detect()
+    assert layout.v2 is not None and sc.clone_into_cgroup_works()  # Linux 6 here, no filter
+    cg = Cgroup.create("pbtest-" + os.urandom(4).hex(), Resources(account=True), layout, root=str(tmp_path))
+    try:
+        assert cg.v2 is not None
+        fd = os.open(cg.v2, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        r, w = os.pipe()
+        parent = os.getpid()
+        try:
+            pid = sc.real().fork_into_cgroup(fd)
+            if pid == 0:  # pragma: no cover - child
+
+                def report() -> object:
+                    ran: list[int] = []
+                    t = threading.Thread(target=lambda: ran.append(threading.get_native_id()))
+                    t.start()
+                    t.join()
+                    line = [x for x in Path("/proc/self/cgroup").read_text().splitlines() if x.startswith("0::")]
+                    return {"cgroup": line, "hooked": _AFTER_FORK[-1:] == [os.getpid()],
+                            "thread": ran != [] and ran[0] != os.getpid(), "child": os.getpid() != parent}
+
+                _report_and_exit(w, report)
+        finally:
+            os.close(fd)
+            os.close(w)
+        got = _read_report(r, pid)
+        assert got == {"cgroup": ["0::/" + os.path.relpath(cg.v2, layout.v2)], "hooked": True,
+                       "thread": True, "child": True}
+        with pytest.raises(OSError) as e:
+            sc.real().fork_into_cgroup(0x7FFFFFF0)
+        assert e.value.errno == errno.EBADF and os.getpid() == parent
+    finally:
+        cg.remove()
+
+
+def test_the_probe_says_no_under_a_filter_that_refuses_clone3() -> None:
+    """As Docker's default seccomp profile refuses ``clone3`` (``ENOSYS``, so that a C library
+    falls back to ``clone``): the probe says no there, and a sandbox start then moves its process
+    (``executor._v2_dir_fd``); here, without a filter, it says yes."""
+    assert sc.clone_into_cgroup_works()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        # ld nr; jeq 435 → ret ERRNO(ENOSYS); ret ALLOW
+        prog = b"".join(struct.pack("<HBBI", *ins) for ins in (
+            (0x20, 0, 0, 0), (0x15, 0, 1, 435), (0x06, 0, 0, 0x00050000 | errno.ENOSYS), (0x06, 0, 0, 0x7FFF0000)))
+
+        def report() -> object:
+            sc.real().seccomp_filter(prog)
+            sc._CLONE_INTO_CGROUP = None  # asked again, under the filter
+            return sc.clone_into_cgroup_works()
+
+        _report_and_exit(w, report)
+    os.close(w)
+    assert _read_report(r, pid) is False

@@ -139,6 +139,19 @@ def _move_into(cgroup: _cg.Cgroup, pid: int, join_w: int) -> None:  # pragma: no
     os.close(join_w)
 
 
+def _v2_dir_fd(cgroup: _cg.Cgroup) -> int:
+    """The sandbox's v2 cgroup directory, open for its process to be born in (``clone3``'s
+    ``CLONE_INTO_CGROUP``); -1 where the kernel cannot, or the directory cannot be opened: the
+    helper then moves the process there (``_move_into``), which reports what fails."""
+    files = cgroup.v2_procs_files
+    if len(files) != 1 or not sc.clone_into_cgroup_works():
+        return -1
+    try:
+        return os.open(os.path.dirname(files[0]), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
 def _close_join(*fds: int) -> None:
     for fd in fds:
         if fd >= 0:
@@ -205,7 +218,8 @@ class Executor:
                 cgroup = delegated.create(sid, spec.resources, _cg.detect())
             else:
                 cgroup = _cg.Cgroup.create(sid, spec.resources, root=self.state.path)
-                _cg.start_attach_grace(cgroup, _cg.detect())
+                if not sc.clone_into_cgroup_works():  # else the process is born in its v2 cgroup
+                    _cg.start_attach_grace(cgroup, _cg.detect())
             write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
             rootfs_dir = run_dir / "rootfs"
             rootfs_dir.mkdir()
@@ -245,6 +259,7 @@ class Executor:
         plan = replace(plan, cgroup_join=join_r, cgroup_tasks=tuple(cgroup.v1_tasks_files))
         ns_fds: list[tuple[int, int]] = []
         unshare_flags = 0 if bare_chroot() else sc.CLONE_NEWNS
+        born_in = _v2_dir_fd(cgroup)
         try:
             for kind, flag in _NS_FLAGS.items():
                 v = getattr(spec.namespaces, kind)
@@ -261,14 +276,14 @@ class Executor:
         except BaseException:
             for fd in (status_r, status_w, err_r, err_w, *(f for f, _ in ns_fds)):
                 os.close(fd)
-            _close_join(join_r, join_w)
+            _close_join(join_r, join_w, born_in)
             raise
         if helper == 0:  # pragma: no cover - runs in the helper process
             self._helper_main(plan, cgroup, stdio, status_r, status_w, err_r, err_w, ns_fds,
-                              unshare_flags, parent_pid, join_w)
+                              unshare_flags, parent_pid, join_w, born_in)
         os.close(status_w)
         os.close(err_w)
-        _close_join(join_r, join_w)
+        _close_join(join_r, join_w, born_in)
         for fd, _ in ns_fds:
             os.close(fd)
         stdio.after_fork()
@@ -307,8 +322,11 @@ class Executor:
     def _helper_main(
         self, plan: Plan, cgroup: _cg.Cgroup, stdio: Stdio, status_r: int, status_w: int,
         err_r: int, err_w: int, ns_fds: list[tuple[int, int]], unshare_flags: int, parent_pid: int,
-        join_w: int,
+        join_w: int, born_in: int,
     ) -> None:  # pragma: no cover - runs in the helper process
+        """Enter the namespaces, fork the sandbox's process (born in its v2 cgroup where the
+        kernel can: *born_in*, else moved there, ``_move_into``), report and wait for it."""
+        born = False
         try:
             sigint = _shield_helper()
             os.close(status_r)
@@ -319,7 +337,13 @@ class Executor:
             for fd, flag in ns_fds:
                 self.sys.setns(fd, flag)
             self.sys.unshare(unshare_flags)
-            child = os.fork()
+            child = -1
+            if born_in >= 0:
+                with contextlib.suppress(OSError):  # refused: forked and moved, as before 5.7
+                    child = self.sys.fork_into_cgroup(born_in)
+                    born = True
+            if child < 0:
+                child = os.fork()
         except BaseException as e:
             _report_and_exit(err_w, e)
             raise  # unreachable
@@ -330,7 +354,12 @@ class Executor:
             self._init_main(plan, stdio, err_w)
         if join_w >= 0:
             os.close(plan.cgroup_join)
-            _move_into(cgroup, child, join_w)
+            if born:
+                with contextlib.suppress(OSError):
+                    os.write(join_w, b"+")
+                os.close(join_w)
+            else:
+                _move_into(cgroup, child, join_w)
         _supervise(child, status_w, Path(plan.run_dir) / "exit")
 
     def _init_main(self, plan: Plan, stdio: Stdio, err_w: int) -> None:  # pragma: no cover
