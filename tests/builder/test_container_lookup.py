@@ -45,3 +45,26 @@ def test_ambiguous_prefix_and_taken_name(busybox: Any) -> None:
     assert r.returncode == 125
     assert 'The container name "/taken" is already in use' in r.stderr
     assert sorted(ContainerStore(busybox.state).names().values()).count("taken") == 1
+
+
+def test_exit_codes_of_removed_containers_do_not_pile_up(busybox: Any) -> None:
+    """Each ``run --rm`` leaves its exit code (``.exit-<id>``) for a ``wait`` begun before the
+    removal; a creation removes those older than ``EXIT_KEEP``, so a root that ran thousands of
+    containers does not list thousands of files on every create (``container prune`` did it alone)."""
+    import os
+    import time
+
+    from builder.runtime.containers.record import EXIT_KEEP, EXIT_PREFIX
+
+    r = busybox("run", "--rm", "busybox", "sh", "-c", "exit 3", check=False)
+    assert r.returncode == 3
+    d = ContainerStore(busybox.state).path
+    kept = [n for n in os.listdir(d) if n.startswith(EXIT_PREFIX)]
+    assert len(kept) == 1 and (d / kept[0]).read_text() == "3"
+    cid = kept[0].removeprefix(EXIT_PREFIX)
+    assert busybox("wait", cid).stdout.strip() == "3"  # what it is kept for
+    old = time.time() - EXIT_KEEP - 5
+    os.utime(d / kept[0], (old, old))
+    (d / f"{EXIT_PREFIX}{'0' * 64}").write_text("0")  # a recent one stays
+    busybox("create", "busybox", "true")
+    assert sorted(n for n in os.listdir(d) if n.startswith(EXIT_PREFIX)) == [f"{EXIT_PREFIX}{'0' * 64}"]

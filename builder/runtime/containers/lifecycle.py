@@ -459,11 +459,7 @@ def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
 def prune(root: StateRoot, *, filters: Filters | None = None) -> list[str]:
     """``container prune``: remove every stopped container (matching *filters*); returns IDs."""
     removed = []
-    cutoff = time.time() - 60
-    for p in root.containers.glob(".exit-*") if root.containers.is_dir() else ():
-        with contextlib.suppress(OSError):
-            if p.stat().st_mtime < cutoff:
-                p.unlink()  # exit codes of --rm containers, kept a while for `wait`
+    store(root).sweep_exit_codes()
     for c in list_containers(root, all=True, filters=filters):
         if c.state.running:
             continue

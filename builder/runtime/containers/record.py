@@ -14,6 +14,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -38,6 +39,11 @@ LOG_SUFFIX = "-json.log"
 LOCK_FILE = "lock"
 #: name -> ID of the records (``containers/.names.json``): see ``ContainerStore.holder``
 INDEX_FILE = ".names.json"  # a dot-file: bookkeeping, not a record
+#: an ``--rm`` container's exit code, ``.exit-<id>``, written as it is removed, is kept this long
+#: (seconds) for a ``wait`` begun before the removal; creations and ``container prune`` sweep
+#: older ones, so that a root does not keep one file per ``run --rm`` it ever ran
+EXIT_PREFIX = ".exit-"
+EXIT_KEEP = 60.0
 
 #: (thread, container id) -> how deeply that thread holds that container's lock
 _depth: dict[tuple[int, str], int] = {}
@@ -535,11 +541,14 @@ class ContainerStore:
 
     def _sweep(self) -> None:
         """Directories of creations and removals whose process was killed: a ``.tmp-`` one only
-        lives under the names lock (which we hold), a ``.rm-`` one under its record's lock."""
-        for p in self.path.iterdir():
-            if p.name.startswith(".tmp-"):
+        lives under the names lock (which we hold), a ``.rm-`` one under its record's lock;
+        and the exit codes of ``--rm`` containers older than ``EXIT_KEEP``."""
+        old = time.time() - EXIT_KEEP
+        for name in self._names():
+            p = self.path / name
+            if name.startswith(".tmp-"):
                 remove_tree(p)
-            elif p.name.startswith(".rm-"):
+            elif name.startswith(".rm-"):
                 try:
                     fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
                 except OSError:
@@ -553,6 +562,15 @@ class ContainerStore:
                 finally:
                     if fd >= 0:
                         os.close(fd)
+            elif name.startswith(EXIT_PREFIX):
+                _unlink_if_older(p, old)
+
+    def sweep_exit_codes(self) -> None:
+        """Remove the exit codes of ``--rm`` containers older than ``EXIT_KEEP``."""
+        old = time.time() - EXIT_KEEP
+        for name in self._names():
+            if name.startswith(EXIT_PREFIX):
+                _unlink_if_older(self.path / name, old)
 
     def delete(self, cid: str) -> None:
         """Remove the record directory (renamed away first, so a reader never sees half of it)."""
@@ -578,6 +596,12 @@ def _name_conflict(name: str, holder: str) -> ContainerError:
     return ContainerError.conflict(
         f'Conflict. The container name "/{name}" is already in use by container "{holder}". '
         "You have to remove (or rename) that container to be able to reuse that name.")
+
+
+def _unlink_if_older(p: Path, cutoff: float) -> None:
+    with contextlib.suppress(OSError):  # gone meanwhile (another sweep)
+        if os.stat(p).st_mtime < cutoff:
+            os.unlink(p)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
