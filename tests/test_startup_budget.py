@@ -196,9 +196,10 @@ def listing_budget(argv: list[str]) -> dict[str, Any]:
         # import) only for ``import --change STOPSIGNAL=…``
         heavy = heavy | {"signal"}
     if argv[0] == "ps":  # container records (their config is registry.config's), no image store
-        ours = ("builder.runtime.containers", "builder.network.records")  # endpoints, typed
+        # endpoints, typed; the record's tree remover (builder.base.paths: os and pathlib only)
+        ours = ("builder.runtime.containers", "builder.network.records", "builder.base.paths")
         core = CORE - IMAGE_STORE
-        heavy = QUERY_HEAVY  # a listing removes nothing (record.remove_tree imports shutil)
+        heavy = QUERY_HEAVY  # a listing removes nothing
         barred = ("builder.base.events",)  # it emits no event: lifecycle's emit loads the log
     if argv == ["version"]:
         # the installed distribution's version (a scan of site-packages, not importlib.metadata),
@@ -243,7 +244,7 @@ NO_DATACLASS_MODULES = ("builder.base.state", "builder.runtime.images", "builder
 # ``datetime`` (an image's times are read by ``builder.base.units.rfc3339_ns`` and shown with
 # time's strftime);
 # ``ps`` (container records) still loads ``registry.config``, but no ``shutil`` (a record's tree
-# is removed through ``record.remove_tree``), ``datetime`` (display times are parsed by
+# is removed through ``builder.base.paths.remove_tree``), ``datetime`` (display times are parsed by
 # ``cli.images``), ``threading`` (the record's locks are ``_thread``'s) nor ``signal``
 OFF_LISTING_PATH = {"images": {"registry.config", "platform", "shutil", "dataclasses", "inspect", "threading",
                                "datetime", "_datetime"},
@@ -332,6 +333,9 @@ RUN_OURS = ("builder.runtime.containers", "builder.core.sandbox", "builder.core.
 # container that starts prints no traceback; the image is there: its one command module, no
 # pull progress (builder.cli.registry), and no restart policy to follow (builder.cli.containers)
 RUN_HEAVY = HEAVY_STDLIB | DIET | {"termios", "tty", "traceback"}
+# a run, a removal and their teardowns delete run dirs and records with
+# ``builder.base.paths.remove_tree``: not ``shutil``, which loads its archives' modules (~2 ms)
+NO_SHUTIL = frozenset({"shutil", "bz2", "lzma"})
 RUN_BUDGET: dict[str, Any] = {"ours": RUN_OURS, "heavy": RUN_HEAVY, "cli": ("builder.cli.container_run",)}
 RUN_BUDGETS: dict[str, dict[str, Any]] = {
     # without a terminal the container's output comes through pipes: no socket is opened; the
@@ -342,12 +346,12 @@ RUN_BUDGETS: dict[str, dict[str, Any]] = {
     # thread (no threading: the supervisor imports it for the healthcheck's)
     "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket", "dataclasses", "inspect", "hashlib",
                                                     "datetime", "_datetime", "selectors", "math",
-                                                    "threading"}},
+                                                    "threading"} | NO_SHUTIL},
     # the detached run's own process hands the container to the supervisor it forks, which
     # compiles the seccomp program: not the command's start-up; the attach server it imports
     # for the supervisor makes no dataclass either
     "run -d": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"hashlib", "datetime", "_datetime", "dataclasses",
-                                                  "inspect"},
+                                                  "inspect"} | NO_SHUTIL,
                "barred": ("builder.core.sandbox.seccomp",)},
 }
 
@@ -376,7 +380,8 @@ BRIDGE_RUN_BUDGET: dict[str, Any] = {
     "barred": ("builder.network.cluster.etcd", "builder.network.cluster.agent", "builder.network.dns",
                "builder.network.proxy", "builder.network.rootless"),
     # and the network's records and core parse no time (``Created`` from time.time_ns)
-    "heavy": RUN_HEAVY | {"socket", "hashlib", "subprocess", "datetime", "_datetime", "selectors", "math"}}
+    "heavy": RUN_HEAVY | {"socket", "hashlib", "subprocess", "datetime", "_datetime", "selectors", "math"}
+    | NO_SHUTIL}
 
 
 def test_bridge_run_stays_light(busybox: Any, tmp_path: Path) -> None:
@@ -391,9 +396,11 @@ def test_bridge_run_stays_light(busybox: Any, tmp_path: Path) -> None:
 # record removed; no libc call through ctypes (builder.base.syscalls), no process spawned, no
 # socket opened, no dataclass made; the ps renderer's module is its command module
 RM_BUDGET: dict[str, Any] = {
-    "ours": ("builder.runtime.containers", "builder.core.sandbox", "builder.core.rootfs", "builder.network.records"),
+    "ours": ("builder.runtime.containers", "builder.core.sandbox", "builder.core.rootfs", "builder.network.records",
+             "builder.base.paths"),
     "cli": ("builder.cli.containers", "builder.cli.format", "builder.cli.columns"),
-    "heavy": HEAVY_STDLIB | DIET | set(NO_EXEC) | {"socket", "_socket", "dataclasses", "inspect", "selectors", "math"}}
+    "heavy": HEAVY_STDLIB | DIET | set(NO_EXEC) | NO_SHUTIL
+    | {"socket", "_socket", "dataclasses", "inspect", "selectors", "math"}}
 
 
 def test_rm_f_stays_light(busybox: Any, tmp_path: Path) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from builder.base.errors import LayerError, SandboxError
+from builder.base.paths import remove_tree
 from builder.base.state import StateRoot
 from builder.base.values import frozen
 from builder.core import layers as _layers
@@ -119,7 +119,7 @@ def reap_workspaces(run: Path) -> list[Path]:
         if fd is None:
             continue
         try:
-            shutil.rmtree(d, ignore_errors=True)
+            remove_tree(d)
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
         finally:
@@ -176,7 +176,7 @@ class LayerCache:
             if final.is_dir():
                 return final
             for dead in self.dir.glob(f"{_UNPACK_PREFIX}{final.name[:16]}-*"):
-                shutil.rmtree(dead, ignore_errors=True)  # a killed unpack of this layer
+                remove_tree(dead)  # a killed unpack of this layer
             tmp = self.dir / f"{_UNPACK_PREFIX}{final.name[:16]}-{os.urandom(4).hex()}"
             try:
                 with open_stream() as stream:
@@ -186,7 +186,7 @@ class LayerCache:
                 os.chmod(tmp, 0o755)
                 os.rename(tmp, final)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
                 raise
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -210,7 +210,7 @@ class LayerCache:
         return out
 
     def remove(self, diff_id: str) -> None:
-        shutil.rmtree(self.path(diff_id), ignore_errors=True)
+        remove_tree(self.path(diff_id))
 
 
 #: a layer being unpacked: ``.tmp-<first 16 hex of its diff_id>-<random>`` beside the cache's dirs
@@ -241,7 +241,7 @@ def reap_dead_unpacks(layers: Path) -> None:
     """Remove ``dead_unpacks``: for whoever finds what a killed process left (the repair of a
     killed start, ``rm``, the next build, ``system check --repair``)."""
     for half in dead_unpacks(layers):
-        shutil.rmtree(half, ignore_errors=True)
+        remove_tree(half)
 
 
 def image_layers(store: Any, image: Any, cache: LayerCache) -> list[Path]:
@@ -327,7 +327,7 @@ def overlay_supported(where: Path) -> bool:
         _, status = os.waitpid(pid, 0)
         ok = os.waitstatus_to_exitcode(status) == 0
     finally:
-        shutil.rmtree(probe, ignore_errors=True)
+        remove_tree(probe)
     if not ok and _ROOTLESS and fuse_usable():  # the kernel's refused in this user namespace
         _FUSE_FALLBACK.add(dev)
         ok = True
@@ -349,6 +349,8 @@ _FUSE_FALLBACK: set[int] = set()
 
 
 def fuse_usable() -> bool:
+    import shutil  # only a rootless start without kernel overlay asks: a run's budget bars shutil
+
     return shutil.which(FUSE) is not None and os.access("/dev/fuse", os.R_OK | os.W_OK)
 
 
@@ -527,7 +529,7 @@ def forget_volatile(work: Path) -> None:
     ``--rm`` container mounts so, and a crash ends it for good: the first look at its record
     after a reboot (``lifecycle.refresh``) removes it, so a mount in the same boot (a
     ``restart``, ``cp`` into it) is the only one that gets here."""
-    shutil.rmtree(work / "work" / "incompat" / "volatile", ignore_errors=True)
+    remove_tree(work / "work" / "incompat" / "volatile")
 
 
 # -- in the sandbox's own mount namespace ---------------------------------------------------------

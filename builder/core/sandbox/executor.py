@@ -8,12 +8,12 @@ import _signal  # not signal (its enums, ~1 ms): the numbers are enough
 import contextlib
 import json
 import os
-import shutil
 import stat
 from pathlib import Path
 
 from builder.base import syscalls as sc
 from builder.base.errors import CommandNotExecutable, CommandNotFound, SandboxError
+from builder.base.paths import remove_tree
 from builder.base.state import StateRoot
 from builder.base.values import replace
 from builder.core import rootfs as _rootfs
@@ -244,7 +244,7 @@ class Executor:
             if cgroup is not None:
                 cgroup.remove()
             _rootfs.remove_mountpoints(mountpoints)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_tree(run_dir)
             raise
         return sandbox
 

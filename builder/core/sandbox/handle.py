@@ -9,11 +9,11 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import time
 from pathlib import Path
 
 from builder.base.errors import SandboxError
+from builder.base.paths import remove_tree
 from builder.base.state import StateRoot
 from builder.base.values import frozen
 from builder.core import rootfs as _rootfs
@@ -346,7 +346,7 @@ class Sandbox:
             if self.cgroup is not None:
                 self.cgroup.remove()
             _rootfs.remove_mountpoints(self._mountpoints)
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            remove_tree(self.run_dir)
         finally:
             if self._helper is not None:  # it reported the end and has been exiting meanwhile
                 with contextlib.suppress(ChildProcessError):
@@ -380,7 +380,7 @@ def teardown_id(state: StateRoot, sid: str) -> None:
     if paths:
         v2 = next((p for p in paths if layout.v2 and p.startswith(layout.v2.rstrip("/") + "/")), None)
         _cg.Cgroup(id=sid, paths=paths, v2=v2).remove()
-    shutil.rmtree(run_dir, ignore_errors=True)
+    remove_tree(run_dir)
 
 
 class ExecHandle(Sandbox):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from builder.base.errors import ContainerError
+from builder.base.paths import remove_tree
 from builder.base.state import StateRoot
 from builder.base.values import field, frozen, replace, value_fields
 from builder.network.records import EndpointRecord
@@ -583,13 +584,6 @@ class ContainerStore:
         except FileNotFoundError:
             return  # removed meanwhile (an --rm supervisor and `rm -f` may race)
         remove_tree(trash)
-
-
-def remove_tree(path: str | Path) -> None:
-    """Remove a record's directory (or what a killed creation or removal left), whatever is in it."""
-    import shutil  # ps and inspect remove nothing: their budget bars shutil (and its bz2, lzma)
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _name_conflict(name: str, holder: str) -> ContainerError:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from builder import network  # lazy: its core (netlink) loads on first attach
 from builder.base.errors import ContainerError
+from builder.base.paths import remove_tree
 from builder.base.state import StateRoot
 from builder.base.values import frozen
 from builder.network.records import EndpointRecord, mentions
@@ -30,7 +31,6 @@ from builder.runtime.containers.record import (
     ContainerStore,
     NoSuchContainer,
     State,
-    remove_tree,
 )
 from builder.runtime.containers.recordparts import SandboxRecord
 from builder.runtime.containers.security import security_opts
