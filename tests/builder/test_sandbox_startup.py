@@ -236,13 +236,24 @@ def test_a_failed_join_is_one_error_and_leaves_nothing(
     assert not (state.run / spec.id).exists()
 
 
-def test_the_process_makes_its_stub_layer_and_seccomp_program(
-    busybox_layer: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, host: HostSnapshot
+def test_the_stub_layer_and_seccomp_program_are_made_before_the_fork(
+    busybox_layer: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, host: HostSnapshot,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Made by the sandbox's process before its mounts: a mount point the image lacks lands in
-    the stub layer, not the upper dir; the seccomp program is compiled once into the state
-    root's cache (no temp file left) and read back by the next start."""
-    from builder.core.sandbox import Mount, seccomp
+    """Made by the starting process, before it forks (a forked child pays a copy-on-write
+    fault per page it touches): a mount point the image lacks lands in the stub layer, not the
+    upper dir; the seccomp program is compiled once into the state root's cache (no temp file
+    left) and read back by the next start."""
+    from builder.core.sandbox import Mount, executor, seccomp
+
+    made_by: list[int] = []  # appended where the stub layer is made: the caller's list only here
+    real_lowers = executor.overlay_lowers
+
+    def overlay_lowers(spec: Spec, run_dir: Path) -> str:
+        made_by.append(os.getpid())
+        return real_lowers(spec, run_dir)
+
+    monkeypatch.setattr(executor, "overlay_lowers", overlay_lowers)
 
     state = StateRoot.open(tmp_path_factory.mktemp("fresh-state"))
     src = tmp_path / "src"
@@ -258,6 +269,7 @@ def test_the_process_makes_its_stub_layer_and_seccomp_program(
         assert root.upper is not None and not (Path(root.upper) / "new").exists()
         cached = sorted(p.name for p in (state.cache / "seccomp").iterdir())
         assert len(cached) == 1 and cached[0].endswith(".bpf"), cached
+    assert made_by == [os.getpid(), os.getpid()]
 
 
 def test_the_grace_period_is_begun_by_a_move_that_changes_nothing(state: StateRoot) -> None:
