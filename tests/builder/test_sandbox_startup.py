@@ -178,14 +178,7 @@ def test_the_program_runs_inside_every_cgroup_of_its_sandbox(
     real_grace = _cg.start_attach_grace
     monkeypatch.setattr(executor, "_move_into", move_into)
     monkeypatch.setattr(_cg, "start_attach_grace", lambda cg, layout: (graces.append(cg.id), real_grace(cg, layout)))
-    if kernel == "refused":
-        def refuse(self: sc.Syscalls, fd: int) -> int:
-            raise OSError(errno.ENOSYS, "clone3")
-        monkeypatch.setattr(sc.Syscalls, "fork_into_cgroup", refuse)
-    elif kernel == "no clone3":
-        monkeypatch.setattr(sc, "clone_into_cgroup_works", lambda: False)
-    else:
-        assert sc.clone_into_cgroup_works()
+    _kernel(kernel, monkeypatch)
     root = prepare_root([busybox_layer], tmp_path / "c")
     spec = Spec(process=Process(args=("sleep", "30")), root=root, mounts=default_mounts(),
                 resources=Resources(pids=64, account=True), id=new_id())
@@ -208,6 +201,55 @@ def test_the_program_runs_inside_every_cgroup_of_its_sandbox(
     assert "0::/" in lines  # in its v2 cgroup too, the root of its cgroup namespace
     moved = moves.read_text().split() if moves.exists() else []
     assert (len(moved), len(graces)) == {"born": (0, 0), "refused": (2, 0), "no clone3": (2, 2)}[kernel]
+
+
+def _kernel(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """born: clone3 into the v2 cgroup (this kernel); refused: the helper's clone3 fails;
+    no clone3: the probe says no (a seccomp filter, a kernel before 5.7)."""
+    if mode == "refused":
+        def refuse(self: sc.Syscalls, fd: int) -> int:
+            raise OSError(errno.ENOSYS, "clone3")
+        monkeypatch.setattr(sc.Syscalls, "fork_into_cgroup", refuse)
+    elif mode == "no clone3":
+        monkeypatch.setattr(sc, "clone_into_cgroup_works", lambda: False)
+    else:
+        assert sc.clone_into_cgroup_works()
+
+
+def _v2_line(pid: int) -> str:
+    return next(x for x in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if x.startswith("0::"))
+
+
+@pytest.mark.parametrize("kernel", ["born", "refused", "no clone3"])
+def test_an_exec_joins_every_cgroup_and_the_cgroup_namespace_of_its_sandbox(
+    state: StateRoot, busybox_layer: Path, tmp_path: Path, host: HostSnapshot, monkeypatch: pytest.MonkeyPatch,
+    kernel: str,
+) -> None:
+    """``exec``: its helper (one thread) moves itself into the sandbox's v1 cgroups through
+    ``tasks`` (no rwsem) and the process is born in the v2 one, then joins the cgroup namespace,
+    so neither pays a grace period; where the kernel cannot, the helper moves itself into the
+    v2 cgroup too (its own cgroup line then says so) before it forks."""
+    root = prepare_root([busybox_layer], tmp_path / "c")
+    spec = Spec(process=Process(args=("sleep", "30")), root=root, mounts=default_mounts(),
+                resources=Resources(pids=64, account=True), id=new_id())
+    sb = Executor(state).start(spec)
+    try:
+        _kernel(kernel, monkeypatch)
+        h = Executor(state).exec_start(sb, Process(args=("sleep", "20")))
+        try:
+            assert Path(f"/proc/{h.pid}/cgroup").read_text() == Path(f"/proc/{sb.pid}/cgroup").read_text()
+            assert os.readlink(f"/proc/{h.pid}/ns/cgroup") == os.readlink(f"/proc/{sb.pid}/ns/cgroup")
+            assert "/pybuild/" in _v2_line(h.pid)
+            helper = h._helper
+            assert helper is not None
+            helper_v2 = _v2_line(helper)
+            assert helper_v2 == (_v2_line(os.getpid()) if kernel == "born" else _v2_line(h.pid))
+        finally:
+            h.kill(9)
+            assert h.wait(10).exit_status == 137
+    finally:
+        sb.kill(9)
+        assert sb.wait(10).exit_status == 137
 
 
 @pytest.mark.parametrize(("files", "name", "only", "message"), [

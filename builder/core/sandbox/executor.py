@@ -139,20 +139,19 @@ def _move_into(cgroup: _cg.Cgroup, pid: int, join_w: int) -> None:  # pragma: no
     os.close(join_w)
 
 
-def _v2_dir_fd(cgroup: _cg.Cgroup) -> int:
-    """The sandbox's v2 cgroup directory, open for its process to be born in (``clone3``'s
+def _v2_dir_fd(v2_dir: str | None) -> int:
+    """A sandbox's v2 cgroup directory, open for a process to be born in (``clone3``'s
     ``CLONE_INTO_CGROUP``); -1 where the kernel cannot, or the directory cannot be opened: the
     helper then moves the process there (``_move_into``), which reports what fails."""
-    files = cgroup.v2_procs_files
-    if len(files) != 1 or not sc.clone_into_cgroup_works():
+    if v2_dir is None or not sc.clone_into_cgroup_works():
         return -1
     try:
-        return os.open(os.path.dirname(files[0]), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return os.open(v2_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return -1
 
 
-def _close_join(*fds: int) -> None:
+def _close_open(*fds: int) -> None:
     for fd in fds:
         if fd >= 0:
             os.close(fd)
@@ -259,7 +258,8 @@ class Executor:
         plan = replace(plan, cgroup_join=join_r, cgroup_tasks=tuple(cgroup.v1_tasks_files))
         ns_fds: list[tuple[int, int]] = []
         unshare_flags = 0 if bare_chroot() else sc.CLONE_NEWNS
-        born_in = _v2_dir_fd(cgroup)
+        files = cgroup.v2_procs_files
+        born_in = _v2_dir_fd(os.path.dirname(files[0]) if len(files) == 1 else None)
         try:
             for kind, flag in _NS_FLAGS.items():
                 v = getattr(spec.namespaces, kind)
@@ -276,14 +276,14 @@ class Executor:
         except BaseException:
             for fd in (status_r, status_w, err_r, err_w, *(f for f, _ in ns_fds)):
                 os.close(fd)
-            _close_join(join_r, join_w, born_in)
+            _close_open(join_r, join_w, born_in)
             raise
         if helper == 0:  # pragma: no cover - runs in the helper process
             self._helper_main(plan, cgroup, stdio, status_r, status_w, err_r, err_w, ns_fds,
                               unshare_flags, parent_pid, join_w, born_in)
         os.close(status_w)
         os.close(err_w)
-        _close_join(join_r, join_w, born_in)
+        _close_open(join_r, join_w, born_in)
         for fd, _ in ns_fds:
             os.close(fd)
         stdio.after_fork()
@@ -452,11 +452,15 @@ class Executor:
             os.close(root_fd)
             raise
         stdio = Stdio(stdin, stdout, stderr, terminal=process.terminal, console_size=console_size)
+        layout = _cg.detect()
+        v2_dir = next((p for p in cg_paths if layout.v2 and p.startswith(layout.v2.rstrip("/") + "/")), None)
+        born_in = _v2_dir_fd(v2_dir)
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()
         parent_pid = os.getpid()
         helper = os.fork()
         if helper == 0:  # pragma: no cover - helper process
+            cgroupns = -1
             try:
                 sigint = _shield_helper()
                 os.close(status_r)
@@ -464,19 +468,40 @@ class Executor:
                 self.sys.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
                 if os.getppid() != parent_pid:
                     os._exit(1)
+                # v1: this helper (one thread) moves itself through `tasks`, which takes no
+                # rwsem; v2: the process is born there (clone3), else the helper moves itself
+                # through `cgroup.procs` (a grace period), from the caller's cgroup namespace
                 for p in cg_paths:
-                    with open(os.path.join(p, "cgroup.procs"), "w") as fh:
-                        fh.write("0")
+                    if p != v2_dir:
+                        _cg.put(os.path.join(p, "tasks"), b"0")
+                procs = os.open(os.path.join(v2_dir, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC) if v2_dir else -1
+                if procs >= 0 and born_in < 0:
+                    os.write(procs, b"0")
                 for fd, flag in fds:
+                    if flag == sc.CLONE_NEWCGROUP and born_in >= 0:
+                        cgroupns = fd  # joined by the process once born in its cgroup
+                        continue
                     self.sys.setns(fd, flag)
                 os.fchdir(root_fd)
                 self.sys.chroot(".")
-                child = os.fork()
+                child = -1
+                if born_in >= 0:
+                    try:
+                        child = self.sys.fork_into_cgroup(born_in)
+                    except OSError:  # refused: moved, as before 5.7
+                        os.write(procs, b"0")
+                        if cgroupns >= 0:
+                            self.sys.setns(cgroupns, sc.CLONE_NEWCGROUP)
+                            cgroupns = -1
+                if child < 0:
+                    child = os.fork()
             except BaseException as e:
                 _report_and_exit(err_w, e)
                 raise
             if child == 0:
                 try:
+                    if cgroupns >= 0:
+                        self.sys.setns(cgroupns, sc.CLONE_NEWCGROUP)
                     _unshield_child(sigint)
                     self.sys.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
                     stdio.in_child()
@@ -493,6 +518,7 @@ class Executor:
         os.close(status_w)
         os.close(err_w)
         os.close(root_fd)
+        _close_open(born_in)
         for fd, _ in fds:
             os.close(fd)
         stdio.after_fork()
