@@ -243,11 +243,12 @@ def join_cgroups(sys: sc.Syscalls | sc.FakeSyscalls, plan: Plan) -> None:
     """Join the sandbox's cgroups, then make its cgroup namespace (rooted there).
 
     v1: this process (one thread) writes ``0`` to each ``tasks`` file, a move of the writer
-    itself, which the kernel makes without ``cgroup_threadgroup_rwsem``. v2: a move through
-    ``cgroup.procs`` takes that rwsem, whose writer sleeps for an RCU grace period (~10-17 ms):
-    the helper writes this process's pid there while it mounts (the caller began the grace
-    period already: ``cgroups.start_attach_grace``), and this waits for its ``+`` only here,
-    before anything needs the cgroups (the ``cgroup`` mount, ``pivot_root``, the program)."""
+    itself, which the kernel makes without ``cgroup_threadgroup_rwsem``. v2: this process was
+    born there (``clone3``; its helper's ``+`` is already written), or, where the kernel cannot,
+    its helper moves it through ``cgroup.procs``, which takes that rwsem, whose writer sleeps for
+    an RCU grace period (~10-17 ms), while this process mounts (the caller began the grace
+    period already: ``cgroups.start_attach_grace``); this waits for the ``+`` only here, before
+    anything needs the cgroups (the ``cgroup`` mount, ``pivot_root``, the program)."""
     for f in plan.cgroup_tasks:
         try:
             put(f, b"0")
