@@ -17,15 +17,19 @@ Docker client's ``run``) misses nothing.
 
 from __future__ import annotations
 
+import _socket  # not socket (its enums, ~2.5 ms): the supervisor's server needs the C type alone
 import contextlib
 import json
 import os
-import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 SOCKET_NAME = "attach.sock"
 
@@ -39,7 +43,7 @@ def frame(kind: int, payload: bytes = b"") -> bytes:
     return _HEADER.pack(kind, len(payload)) + payload
 
 
-def read_frame(sock: socket.socket) -> tuple[int, bytes] | None:
+def read_frame(sock: _socket.socket) -> tuple[int, bytes] | None:
     """One frame, or None at EOF."""
     head = _recv_exact(sock, _HEADER.size)
     if head is None:
@@ -51,7 +55,7 @@ def read_frame(sock: socket.socket) -> tuple[int, bytes] | None:
     return kind, payload
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def _recv_exact(sock: _socket.socket, n: int) -> bytes | None:
     buf = b""
     while len(buf) < n:
         try:
@@ -81,7 +85,9 @@ def _short_path(path: Path) -> Iterator[str]:
 def connect(path: Path) -> socket.socket:
     """A connected client socket (``ConnectionRefusedError``/``FileNotFoundError`` when no
     supervisor listens there)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    import socket  # a client's socket is the full one (``makefile``, the API's streams)
+
+    s = socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         with _short_path(path) as p:
             s.connect(p)
@@ -93,10 +99,10 @@ def connect(path: Path) -> socket.socket:
 
 class _Client:
     """One attached client: its socket, the streams it asked for, the lock its writes take.
-    (Plain classes here, not dataclasses: ``run -d`` imports this module before it forks its
-    supervisor, and ``dataclasses`` with the ``inspect`` it loads cost ~9 ms.)"""
+    (Plain classes here, not dataclasses: a detached run's supervisor imports this module,
+    and ``dataclasses`` with the ``inspect`` it loads cost ~9 ms.)"""
 
-    def __init__(self, sock: socket.socket, stdin: bool = False, stdout: bool = True,
+    def __init__(self, sock: _socket.socket, stdin: bool = False, stdout: bool = True,
                  stderr: bool = True) -> None:
         self.sock = sock
         self.stdin = stdin
@@ -108,12 +114,14 @@ class _Client:
 class AttachServer:
     """Listens on the container's attach socket for as long as its supervisor runs."""
 
-    def __init__(self, path: Path, *, stdin_once: bool = False) -> None:
+    def __init__(self, path: Path, *, stdin_once: bool = False, accept: bool = True) -> None:
+        """Listen on *path*; with *accept* false, clients wait in the socket's backlog until
+        ``accept_clients`` (a detached run's supervisor reports its start first)."""
         self.path = path
         self.stdin_once = stdin_once
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         with _short_path(path) as p:
             self._sock.bind(p)
         os.chmod(path, 0o600)
@@ -129,7 +137,15 @@ class AttachServer:
         #: the last size a client asked for before the run had a terminal (applied on wiring)
         self._size: tuple[int, int] | None = None
         self._closed = False
-        threading.Thread(target=self._accept_loop, daemon=True).start()
+        self._accepting = False
+        if accept:
+            self.accept_clients()
+
+    def accept_clients(self) -> None:
+        """Start serving the clients (a thread that accepts them); once."""
+        if not self._accepting:
+            self._accepting = True
+            threading.Thread(target=self._accept_loop, daemon=True).start()
 
     # -- the supervisor's side -------------------------------------------------------------------
     def wait_clients(self, n: int, timeout: float) -> None:
@@ -174,7 +190,7 @@ class AttachServer:
             try:
                 with c.lock:
                     # no SIGPIPE: the supervisor runs with its default action (it would die)
-                    c.sock.sendall(frame(kind, data), socket.MSG_NOSIGNAL)
+                    c.sock.sendall(frame(kind, data), _socket.MSG_NOSIGNAL)
             except OSError:
                 self._drop(c)
 
@@ -190,14 +206,14 @@ class AttachServer:
         self._close_stdin()
         for c in clients:
             with contextlib.suppress(OSError):
-                c.sock.shutdown(socket.SHUT_RDWR)
+                c.sock.shutdown(_socket.SHUT_RDWR)
             c.sock.close()
 
     def close(self) -> None:
         self._closed = True
         self.end_run()
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(_socket.SHUT_RDWR)
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -206,15 +222,16 @@ class AttachServer:
     def _accept_loop(self) -> None:
         while not self._closed:
             try:
-                conn, _ = self._sock.accept()
+                fd, _ = self._sock._accept()  # type: ignore[attr-defined]  # the C type: an fd, close-on-exec
             except OSError:
                 return
+            conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
             if not _same_user(conn):
                 conn.close()
                 continue
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: _socket.socket) -> None:
         conn.settimeout(None)
         first = read_frame(conn)
         if first is None or first[0] != HELLO:
@@ -271,7 +288,7 @@ class AttachServer:
                 self._close_stdin()
         # the connection stays with the run (output still goes to it) unless the client left
         with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_RD)
+            conn.shutdown(_socket.SHUT_RD)
 
     def _close_stdin(self) -> None:
         with self._cond:
@@ -285,14 +302,14 @@ class AttachServer:
             if c in self._clients:
                 self._clients.remove(c)
         with contextlib.suppress(OSError):
-            c.sock.shutdown(socket.SHUT_RDWR)
+            c.sock.shutdown(_socket.SHUT_RDWR)
         c.sock.close()
 
 
-def _same_user(conn: socket.socket) -> bool:
+def _same_user(conn: _socket.socket) -> bool:
     """Only our own user (root) may attach: the socket is 0600 too."""
     try:
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
         return False
     _, uid, _ = struct.unpack("3i", creds)
@@ -426,7 +443,7 @@ class Session:
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         with self._lock, contextlib.suppress(OSError):
-            self.sock.sendall(frame(kind, payload), socket.MSG_NOSIGNAL)
+            self.sock.sendall(frame(kind, payload), _socket.MSG_NOSIGNAL)
 
     def resize(self) -> None:
         size = self.window() if self.window is not None else None
@@ -475,7 +492,7 @@ class Session:
                 if detach:
                     self.detached = True
                     with contextlib.suppress(OSError):
-                        self.sock.shutdown(socket.SHUT_RDWR)
+                        self.sock.shutdown(_socket.SHUT_RDWR)
                     return
             else:
                 self.send(STDIN, data)

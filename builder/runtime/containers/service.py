@@ -85,10 +85,22 @@ def start(root: StateRoot, ref: str, *, attach_wait: int = 0) -> Container:
 
 def run_detached(root: StateRoot, o: RunOptions, *, progress: Any = None,
                  on_pull: Callable[[str, bool], None] | None = None) -> Container:
-    """``run -d``: create, then start; a failed start of an ``--rm`` container removes it."""
-    c = create(root, o, progress=progress, on_pull=on_pull)
+    """``run -d``: create, then start; a failed start of an ``--rm`` container removes it. Its
+    supervisor is forked first: it loads the sandbox's modules while the container is created."""
+    forked = supervisor.Forked(root)
     try:
-        return start(root, c.id)
+        c = create(root, o, progress=progress, on_pull=on_pull)
+    except BaseException:
+        forked.cancel()
+        raise
+    try:
+        started = forked.start(c.id)
+        if not started.ok:
+            raise _start_error(started.exit_code, started.error)
+        try:
+            return ContainerStore(root).load(c.id)
+        except NoSuchContainer:
+            return c  # it started, then an `rm -f` removed it: the start itself succeeded
     except BuildError:
         if o.rm:
             with contextlib.suppress(BuildError):
