@@ -4,6 +4,8 @@
 * ``run -d`` forks its supervisor before it creates the container (``supervisor.Forked``): the
   supervisor loads the sandbox's modules and the attach server meanwhile, so the command's own
   process loads none of them; a creation that fails ends that supervisor unused;
+* ``rm -f`` of a running container: ``kill``, ``die`` (its supervisor's, which no longer waits
+  for the remover's lock), then ``destroy``, as dockerd orders them;
 * a detached run's attach socket is served from its first start on (its clients are accepted
   once the start is reported).
 """
@@ -72,6 +74,17 @@ def test_a_failed_creation_ends_the_supervisor_forked_for_it(busybox: Any) -> No
         time.sleep(0.05)
     assert _processes_of(busybox.root) == []
     assert busybox("ps", "-aq").stdout.strip() == ""
+
+
+def test_rm_f_events_in_dockers_order(busybox: Any) -> None:
+    since = str(int(time.time()) - 1)
+    for _ in range(3):  # the order is the removal's, not a race's outcome
+        busybox("run", "-d", "--name", "ordered", "--network", "none", "busybox", "sleep", "1000")
+        busybox("rm", "-f", "ordered")
+    until = str(int(time.time()) + 1)
+    out = busybox("events", "--since", since, "--until", until, "--filter", "container=ordered",
+                  "--format", "{{.Action}}").stdout.split()
+    assert out == ["create", "start", "kill", "die", "destroy"] * 3
 
 
 def test_attach_right_after_run_d_gets_the_output(busybox: Any) -> None:

@@ -431,17 +431,18 @@ def remove(root: StateRoot, ref: str, *, force: bool = False, volumes: bool = Fa
             c = _removed(cs, c, volumes=volumes)
     except NoSuchContainer:  # removed by another `rm` while we waited for its lock
         raise NoSuchContainer(f"No such container: {ref}") from None
-    emit(root, c, "destroy")
+    # its supervisor records the `die` before it ends: Docker's order, kill, die, destroy
     reap_supervisor(c.state)
+    emit(root, c, "destroy")
     return c
 
 
 def _removed(cs: ContainerStore, c: Container, *, volumes: bool) -> Container:
-    """``repair.remove_locked``, with the ``kill`` event when it had something to kill."""
-    c, killed = remove_locked(cs, c, volumes=volumes)
-    if killed:
-        emit(cs.root, c, "kill", signal=str(int(_signal.SIGKILL)))
-    return c
+    """``repair.remove_locked``, with the ``kill`` event when it has something to kill."""
+    def killing(k: Container) -> None:
+        emit(cs.root, k, "kill", signal=str(int(_signal.SIGKILL)))
+
+    return remove_locked(cs, c, volumes=volumes, killing=killing)[0]
 
 
 def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import select
 import time
+from collections.abc import Callable
 
 from builder.base.values import replace
 from builder.runtime.containers import runtime
@@ -103,16 +104,20 @@ def repair_locked(cs: ContainerStore, c: Container) -> State:
     return st
 
 
-def remove_locked(cs: ContainerStore, c: Container, *, volumes: bool) -> tuple[Container, bool]:
+def remove_locked(cs: ContainerStore, c: Container, *, volumes: bool,
+                  killing: Callable[[Container], None] | None = None) -> tuple[Container, bool]:
     """Under *c*'s lock: mark it ``removing``, kill its processes, tear down, delete it; the
-    record as it went, and whether a process had to be killed. Its supervisor, if any, finds
-    the record gone when it next takes the lock, and ends."""
+    record as it went, and whether a process had to be killed (*killing* is called just
+    before: the ``kill`` event, ahead of the ``die`` its supervisor records once woken by the
+    end). Its supervisor, if any, sees the record ``removing`` (or gone) and ends."""
     was = c.state
     crashed = (was.running or was.starting or was.status == "removing") and not supervisor_alive(was)
     st = replace(was, status="removing", stopped_by_user=True)
     cs.save_state(c.id, st)
     killed = init_alive(st)
     if killed:
+        if killing is not None:
+            killing(c.with_state(st))
         with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, _signal.SIGKILL)
         wait_gone(st.pid, st.pid_start, 10.0)

@@ -188,6 +188,7 @@ class Supervisor:
                 if server is not None and c.config.tty:
                     server.set_resize(proc.sandbox.resize)
                 end_health = self._start_health(c, hc) if hc is not None else None
+                removing = False
                 try:
                     outcome = proc.wait()
                 finally:
@@ -198,11 +199,17 @@ class Supervisor:
                         server.end_run()
                     if stdin_r is not None:
                         os.close(stdin_r)
-                    self._end_run(c)
+                    removing = self._end_run(c)
                 exit_code = outcome.exit_status
                 if outcome.oom_killed:
                     lifecycle.emit(self.root, c, "oom")
                 lifecycle.emit(self.root, c, "die", exitCode=str(exit_code))
+                if removing:
+                    # `rm -f` ended it: its remover holds the lock, tears down and deletes the
+                    # record, then waits for us to end before its `destroy` (Docker's order:
+                    # kill, die, destroy); nothing is left for us to record
+                    removed = True
+                    break
                 try:
                     restart = self._record_exit(outcome, policy)
                 except NoSuchContainer:  # removed (`rm -f`) while it ran
@@ -236,19 +243,21 @@ class Supervisor:
                 lifecycle.destroy(self.root, self.cs.load(self.cid), volumes=True)
         return exit_code
 
-    def _end_run(self, c: Container) -> None:
+    def _end_run(self, c: Container) -> bool:
         """Undo a run that ended: remember its networks for a next start, tear its sandbox and
-        endpoints down. Not when ``rm -f`` ended it: its remover holds the lock and tears the
-        same persisted state down itself (two teardowns at once only slowed each other, and the
-        remover then waits for this supervisor to end)."""
+        endpoints down. Not when ``rm -f`` ended it (returns True then): its remover holds the
+        lock and tears the same persisted state down itself (two teardowns at once only slowed
+        each other, and the remover then waits for this supervisor to end)."""
         with contextlib.suppress(Exception):
-            if self.cs.load_state(self.cid).status == "removing":
-                return
+            # (a record its remover deleted already reads as no state: its directory is gone)
+            if self.cs.load_state(self.cid).status == "removing" or not self.cs.dir(self.cid).is_dir():
+                return True
         if not c.host_config.auto_remove:  # --rm: no next start to join them again
             with contextlib.suppress(Exception):
                 lifecycle.remember_networks(self.root, self.cs.load(self.cid))
         with contextlib.suppress(Exception):
             runtime.teardown(self.root, c, self.cs.load_state(self.cid))
+        return False
 
     def _start_locked(self, c: Container, log: LogWriter, stdin_r: int | None, *, first: bool,
                       hc: runtime.HealthConfig | None,
