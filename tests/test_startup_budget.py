@@ -347,12 +347,14 @@ RUN_BUDGETS: dict[str, dict[str, Any]] = {
     "run --rm": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"socket", "_socket", "dataclasses", "inspect", "hashlib",
                                                     "datetime", "_datetime", "selectors", "math",
                                                     "threading"} | NO_SHUTIL},
-    # the detached run's own process hands the container to the supervisor it forks, which
-    # compiles the seccomp program: not the command's start-up; the attach server it imports
-    # for the supervisor makes no dataclass either
+    # the detached run's own process hands the container to the supervisor it forks before
+    # the creation, which imports the sandbox (seccomp included) and the attach server (its
+    # socket, its threads) itself: none of them is the command's start-up
     "run -d": {**RUN_BUDGET, "heavy": RUN_HEAVY | {"hashlib", "datetime", "_datetime", "dataclasses",
-                                                  "inspect"} | NO_SHUTIL,
-               "barred": ("builder.core.sandbox.seccomp",)},
+                                                  "inspect", "socket", "_socket", "threading",
+                                                  "ctypes"} | NO_SHUTIL,
+               "barred": ("builder.core.sandbox.seccomp", "builder.core.sandbox.executor",
+                          "builder.core.sandbox.child", "builder.runtime.containers.attach")},
 }
 
 
