@@ -350,7 +350,6 @@ _FUSE_FALLBACK: set[int] = set()
 
 def fuse_usable() -> bool:
     import shutil  # only a rootless start without kernel overlay asks: a run's budget bars shutil
-
     return shutil.which(FUSE) is not None and os.access("/dev/fuse", os.R_OK | os.W_OK)
 
 

@@ -460,7 +460,7 @@ def destroy(root: StateRoot, c: Container, *, volumes: bool) -> None:
 def prune(root: StateRoot, *, filters: Filters | None = None) -> list[str]:
     """``container prune``: remove every stopped container (matching *filters*); returns IDs."""
     removed = []
-    store(root).sweep_exit_codes()
+    store(root).sweep(exit_codes=True)
     for c in list_containers(root, all=True, filters=filters):
         if c.state.running:
             continue

@@ -40,11 +40,8 @@ LOG_SUFFIX = "-json.log"
 LOCK_FILE = "lock"
 #: name -> ID of the records (``containers/.names.json``): see ``ContainerStore.holder``
 INDEX_FILE = ".names.json"  # a dot-file: bookkeeping, not a record
-#: an ``--rm`` container's exit code, ``.exit-<id>``, written as it is removed, is kept this long
-#: (seconds) for a ``wait`` begun before the removal; creations and ``container prune`` sweep
-#: older ones, so that a root does not keep one file per ``run --rm`` it ever ran
-EXIT_PREFIX = ".exit-"
-EXIT_KEEP = 60.0
+#: ``.exit-<id>``: an ``--rm`` container's exit code, kept EXIT_KEEP s for a ``wait`` begun before its removal
+EXIT_PREFIX, EXIT_KEEP = ".exit-", 60.0
 
 #: (thread, container id) -> how deeply that thread holds that container's lock
 _depth: dict[tuple[int, str], int] = {}
@@ -335,7 +332,7 @@ class ContainerStore:
         if not in_process.acquire(blocking=wait):
             raise BlockingIOError(f"container {cid} is locked")
         try:
-            path = self.lock_path(cid)
+            path = self.dir(cid) / LOCK_FILE
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except (FileNotFoundError, NotADirectoryError):
@@ -357,9 +354,6 @@ class ContainerStore:
                 os.close(fd)
         finally:
             in_process.release()
-
-    def lock_path(self, cid: str) -> Path:
-        return self.dir(cid) / LOCK_FILE
 
     # -- reading ---------------------------------------------------------------------------------
     def _names(self) -> list[str]:
@@ -534,9 +528,10 @@ class ContainerStore:
                 self._write_index(index)
         return c
 
-    def sweep(self) -> None:
-        """Remove what creations and removals killed midway left (``ps`` calls this)."""
-        if any(n.startswith((".tmp-", ".rm-")) for n in self._names()):
+    def sweep(self, *, exit_codes: bool = False) -> None:
+        """Remove what creations and removals killed midway left (``ps`` calls this), and with
+        *exit_codes* (``container prune``) the old exit codes of ``--rm`` containers."""
+        if exit_codes or any(n.startswith((".tmp-", ".rm-")) for n in self._names()):
             with self.names_lock():
                 self._sweep()
 
@@ -544,7 +539,6 @@ class ContainerStore:
         """Directories of creations and removals whose process was killed: a ``.tmp-`` one only
         lives under the names lock (which we hold), a ``.rm-`` one under its record's lock;
         and the exit codes of ``--rm`` containers older than ``EXIT_KEEP``."""
-        old = time.time() - EXIT_KEEP
         for name in self._names():
             p = self.path / name
             if name.startswith(".tmp-"):
@@ -564,14 +558,9 @@ class ContainerStore:
                     if fd >= 0:
                         os.close(fd)
             elif name.startswith(EXIT_PREFIX):
-                _unlink_if_older(p, old)
-
-    def sweep_exit_codes(self) -> None:
-        """Remove the exit codes of ``--rm`` containers older than ``EXIT_KEEP``."""
-        old = time.time() - EXIT_KEEP
-        for name in self._names():
-            if name.startswith(EXIT_PREFIX):
-                _unlink_if_older(self.path / name, old)
+                with contextlib.suppress(OSError):  # gone meanwhile (another sweep)
+                    if os.stat(p).st_mtime < time.time() - EXIT_KEEP:
+                        os.unlink(p)
 
     def delete(self, cid: str) -> None:
         """Remove the record directory (renamed away first, so a reader never sees half of it)."""
@@ -590,12 +579,6 @@ def _name_conflict(name: str, holder: str) -> ContainerError:
     return ContainerError.conflict(
         f'Conflict. The container name "/{name}" is already in use by container "{holder}". '
         "You have to remove (or rename) that container to be able to reuse that name.")
-
-
-def _unlink_if_older(p: Path, cutoff: float) -> None:
-    with contextlib.suppress(OSError):  # gone meanwhile (another sweep)
-        if os.stat(p).st_mtime < cutoff:
-            os.unlink(p)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
