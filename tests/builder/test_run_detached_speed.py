@@ -1,7 +1,7 @@
 """What ``run -d`` and ``rm -f`` changed for their speed keeps Docker's behaviour. Real
 ``pybuild`` subprocesses, no mocks.
 
-* ``run -d`` forks its supervisor before it creates the container (``supervisor.Forked``): the
+* ``run -d`` forks its supervisor before it creates the container (``detached.Forked``): the
   supervisor loads the sandbox's modules and the attach server meanwhile, so the command's own
   process loads none of them; a creation that fails ends that supervisor unused;
 * ``rm -f`` of a running container: ``kill``, ``die`` (its supervisor's, which no longer waits

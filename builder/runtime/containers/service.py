@@ -17,10 +17,10 @@ from builder.runtime.containers.create import (
     make_container,
     resolve_image,
 )
+from builder.runtime.containers.detached import Forked, spawn
 from builder.runtime.containers.hostconfig import HostConfig
 from builder.runtime.containers.record import Container, ContainerStore, NoSuchContainer
 from builder.runtime.containers.recordparts import MountPoint
-from builder.runtime.containers.supervisor import spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def run_detached(root: StateRoot, o: RunOptions, *, progress: Any = None,
                  on_pull: Callable[[str, bool], None] | None = None) -> Container:
     """``run -d``: create, then start; a failed start of an ``--rm`` container removes it. Its
     supervisor is forked first: it loads the sandbox's modules while the container is created."""
-    forked = supervisor.Forked(root)
+    forked = Forked(root)
     try:
         c = create(root, o, progress=progress, on_pull=on_pull)
     except BaseException:
