@@ -19,7 +19,7 @@ from builder.base.values import replace
 from builder.core import rootfs as _rootfs
 from builder.core.layers import view as _view  # noqa: F401  (imported here once: the stub layer of every sandbox's process reads through it)
 from builder.core.sandbox import cgroups as _cg
-from builder.core.sandbox import delegated
+from builder.core.sandbox import delegated, seccomp
 from builder.core.sandbox.child import Plan, exec_process, join_cgroups, open_console, setup_root
 from builder.core.sandbox.handle import (
     ExecHandle,
@@ -401,8 +401,6 @@ class Executor:
         """The process's seccomp program, compiled (cached in the state root) before it is confined."""
         if process.seccomp is None:
             return None
-        from builder.core.sandbox import seccomp
-
         return seccomp.program(process.seccomp, process.capabilities, cache_dir=self.state.cache / "seccomp")
 
     # -- exec ----------------------------------------------------------------------------------------

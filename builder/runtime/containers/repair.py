@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from builder.base.values import replace
+from builder.runtime.containers import runtime
 from builder.runtime.containers.options import rfc3339nano
 from builder.runtime.containers.record import Container, ContainerStore, State, alive
 
@@ -72,8 +73,6 @@ def repair_locked(cs: ContainerStore, c: Container) -> State:
             os.kill(st.pid, _signal.SIGKILL)
         killed = True
         wait_gone(st.pid, st.pid_start, 5.0)
-    from builder.runtime.containers import runtime  # see remove_locked
-
     runtime.teardown(cs.root, c, st, crashed=True)
     _reap_dead_unpacks(cs)  # a layer the killed start was unpacking
     if st.status == "removing":
@@ -122,10 +121,6 @@ def remove_locked(cs: ContainerStore, c: Container, *, volumes: bool,
         with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, _signal.SIGKILL)
         wait_gone(st.pid, st.pid_start, 10.0)
-    # the teardown's modules (the sandbox's, the network's: ~2 ms) are imported after the
-    # SIGKILL, while the supervisor wakes to the end: not before it
-    from builder.runtime.containers import runtime
-
     runtime.teardown(cs.root, c, st, crashed=crashed)
     runtime.remove_storage(cs.root, c, volumes=volumes)
     _reap_dead_unpacks(cs)  # a layer a killed create or start was unpacking
