@@ -57,16 +57,10 @@ class Forked:
         with contextlib.suppress(OSError):  # it died: its word's pipe says so (EOF)
             os.write(self._id_w, f"{cid} {attach_wait}\n".encode())
         self._end()
-        r = self._ready_r
         # read one line, not to EOF: a forked helper of the container may hold a copy of the
         # pipe's write end for as long as the container runs
-        raw = b""
-        while not raw.endswith(b"\n"):
-            b = os.read(r, 65536)
-            if not b:
-                break
-            raw += b
-        os.close(r)
+        raw = _read_line(self._ready_r)
+        os.close(self._ready_r)
         if not raw:
             raise ContainerError(f"the supervisor of container {cid[:12]} died before starting it "
                                  f"(see {ContainerStore(self.root).dir(cid) / 'supervisor.log'})")
@@ -111,12 +105,7 @@ def _forked_main(root: StateRoot, id_r: int, ready_w: int, *, ours: tuple[int, .
         import builder.runtime.containers.attach  # noqa: F401
         import registry.store  # noqa: F401
 
-        line = b""
-        while not line.endswith(b"\n"):
-            b = os.read(id_r, 256)
-            if not b:
-                break
-            line += b
+        line = _read_line(id_r)
         os.close(id_r)
         if not line.endswith(b"\n"):  # cancelled, or the caller died before it created one
             code = 0
@@ -130,6 +119,19 @@ def _forked_main(root: StateRoot, id_r: int, ready_w: int, *, ours: tuple[int, .
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _read_line(fd: int) -> bytes:
+    """What a pipe gives up to its first newline (included), or to its end: its writer sends
+    one line (``sandbox.stdio.read_line`` reads a byte at a time, for pipes that carry more; not
+    imported here: a ``run -d``'s own process loads nothing of the sandbox)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        line += chunk
+    return line
 
 
 def _gaps(lo: int, hi: int, keep: list[int]) -> list[tuple[int, int]]:
