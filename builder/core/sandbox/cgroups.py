@@ -54,6 +54,10 @@ class Layout:
     def version(self) -> int:
         return 1 if self.v1 else (2 if self.v2 else 0)
 
+    def in_v2(self, path: str) -> bool:
+        """Whether *path* is a cgroup directory below the v2 hierarchy's mount."""
+        return self.v2 is not None and path.startswith(self.v2.rstrip("/") + "/")
+
 
 _LAYOUT: Layout | None = None
 
@@ -328,7 +332,7 @@ def _own_procs_file(cg: Cgroup, layout: Layout) -> str | None:
     """``cgroup.procs`` of this process's own cgroup in the v2 hierarchy, when *cg* has a
     directory there (``/proc/self/cgroup``'s ``0::`` line)."""
     v2 = layout.v2
-    if not v2 or not any(p.startswith(v2 + "/") for p in cg.paths):
+    if not v2 or not any(layout.in_v2(p) for p in cg.paths):
         return None
     try:
         with open("/proc/self/cgroup") as f:

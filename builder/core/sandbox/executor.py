@@ -451,7 +451,7 @@ class Executor:
             raise
         stdio = Stdio(stdin, stdout, stderr, terminal=process.terminal, console_size=console_size)
         layout = _cg.detect()
-        v2_dir = next((p for p in cg_paths if layout.v2 and p.startswith(layout.v2.rstrip("/") + "/")), None)
+        v2_dir = next((p for p in cg_paths if layout.in_v2(p)), None)
         born_in = _v2_dir_fd(v2_dir)
         status_r, status_w = os.pipe()
         err_r, err_w = os.pipe()

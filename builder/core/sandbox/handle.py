@@ -378,7 +378,7 @@ def teardown_id(state: StateRoot, sid: str) -> None:
     paths = [str(p) for m in {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}
              if (p := Path(m) / _cg.PARENT / sid).is_dir()]
     if paths:
-        v2 = next((p for p in paths if layout.v2 and p.startswith(layout.v2.rstrip("/") + "/")), None)
+        v2 = next((p for p in paths if layout.in_v2(p)), None)
         _cg.Cgroup(id=sid, paths=paths, v2=v2).remove()
     remove_tree(run_dir)
 

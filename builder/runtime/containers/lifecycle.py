@@ -24,7 +24,12 @@ from builder.runtime.containers.options import (
     parse_timestamp_ns,
     parse_timestamp_text,
 )
-from builder.runtime.containers.record import Container, ContainerStore, NoSuchContainer
+from builder.runtime.containers.record import (
+    EXIT_PREFIX,
+    Container,
+    ContainerStore,
+    NoSuchContainer,
+)
 from builder.runtime.containers.recordparts import JoinedNetwork
 from builder.runtime.containers.repair import (
     init_alive as init_alive,  # re-exported: callers ask lifecycle whether a container runs
@@ -67,7 +72,7 @@ def refresh(cs: ContainerStore, c: Container) -> Container:
     if c.host_config.auto_remove and st.status == "exited":
         # --rm: what the dead supervisor would have done once the container ended
         with contextlib.suppress(OSError):
-            (cs.root.containers / f".exit-{c.id}").write_text(str(st.exit_code))
+            (cs.root.containers / f"{EXIT_PREFIX}{c.id}").write_text(str(st.exit_code))
         destroy(cs.root, c, volumes=True)
         c = c.with_state(replace(st, status="removing"))
     return c
@@ -372,8 +377,8 @@ def wait(root: StateRoot, ref: str, *, condition: str = "not-running") -> int:
         c = cs.find(ref)
     except NoSuchContainer:
         # an --rm container may be gone already: its supervisor left the exit code behind
-        for p in root.containers.glob(f".exit-{ref}*") if len(ref) >= 12 else ():
-            return _last_exit(root, p.name.removeprefix(".exit-"))
+        for p in root.containers.glob(f"{EXIT_PREFIX}{ref}*") if len(ref) >= 12 else ():
+            return _last_exit(root, p.name.removeprefix(EXIT_PREFIX))
         raise
     cid = c.id
     if condition == "next-exit":
@@ -403,7 +408,7 @@ def wait(root: StateRoot, ref: str, *, condition: str = "not-running") -> int:
 
 
 def _last_exit(root: StateRoot, cid: str) -> int:
-    p = root.containers / f".exit-{cid}"
+    p = root.containers / f"{EXIT_PREFIX}{cid}"
     try:
         return int(p.read_text().strip() or "0")
     except (OSError, ValueError):
@@ -486,7 +491,7 @@ def _freeze_file(c: Container) -> Path:
     layout = cgroups.detect()
     if layout.v2:
         for d in cgroups.cgroup_paths_of(c.state.pid, layout):
-            if d.startswith(layout.v2.rstrip("/") + "/") and os.path.exists(os.path.join(d, "cgroup.freeze")):
+            if layout.in_v2(d) and os.path.exists(os.path.join(d, "cgroup.freeze")):
                 return Path(d) / "cgroup.freeze"
     raise ContainerError(f"cannot pause container {c.id}: it has no cgroup v2 freezer (cgroup.freeze)")
 

@@ -40,7 +40,8 @@ LOG_SUFFIX = "-json.log"
 LOCK_FILE = "lock"
 #: name -> ID of the records (``containers/.names.json``): see ``ContainerStore.holder``
 INDEX_FILE = ".names.json"  # a dot-file: bookkeeping, not a record
-#: ``.exit-<id>``: an ``--rm`` container's exit code, kept EXIT_KEEP s for a ``wait`` begun before its removal
+#: ``.exit-<id>``: an ``--rm`` container's exit code, kept ``EXIT_KEEP`` seconds for a ``wait``
+#: begun before its removal
 EXIT_PREFIX, EXIT_KEEP = ".exit-", 60.0
 
 #: (thread, container id) -> how deeply that thread holds that container's lock
@@ -536,9 +537,8 @@ class ContainerStore:
                 self._sweep()
 
     def _sweep(self) -> None:
-        """Directories of creations and removals whose process was killed: a ``.tmp-`` one only
-        lives under the names lock (which we hold), a ``.rm-`` one under its record's lock;
-        and the exit codes of ``--rm`` containers older than ``EXIT_KEEP``."""
+        """What killed creations (``.tmp-``: under the names lock, which we hold) and removals
+        (``.rm-``: under the record's lock) left, and exit codes older than ``EXIT_KEEP``."""
         for name in self._names():
             p = self.path / name
             if name.startswith(".tmp-"):

@@ -21,6 +21,7 @@ from builder.runtime.containers import lifecycle, repair, runtime
 from builder.runtime.containers.logfile import LogWriter
 from builder.runtime.containers.options import RestartPolicy, rfc3339nano
 from builder.runtime.containers.record import (
+    EXIT_PREFIX,
     Container,
     ContainerStore,
     Health,
@@ -235,7 +236,7 @@ class Supervisor:
         if c.host_config.auto_remove and not removed:
             # `wait` on an --rm container must still learn the exit code
             with contextlib.suppress(OSError):
-                (self.root.containers / f".exit-{self.cid}").write_text(str(exit_code))
+                (self.root.containers / f"{EXIT_PREFIX}{self.cid}").write_text(str(exit_code))
             with contextlib.suppress(BuildError):
                 lifecycle.destroy(self.root, self.cs.load(self.cid), volumes=True)
         return exit_code
