@@ -14,7 +14,7 @@ from pathlib import Path
 
 from registry import lookup
 from registry import mediatypes as mt
-from registry.digest import CHUNK, Digest
+from registry.digest import CHUNK, WRITE_MAX, Digest
 from registry.errors import BlobUnknown, DigestError, NotFound, StoreError
 from registry.leases import Lease, file_lock, ingest_file, leftovers, write_atomic
 from registry.model import Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json
@@ -56,7 +56,12 @@ class BlobWriter:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self._hash.update(data)
         self.size += len(data)
-        self._file.write(data)
+        if len(data) <= WRITE_MAX:
+            self._file.write(data)
+        else:
+            view = memoryview(data)
+            for at in range(0, len(view), WRITE_MAX):
+                self._file.write(view[at:at + WRITE_MAX])
         return len(data)
 
     def flush(self) -> None:

@@ -11,10 +11,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from syscounts import write_calls
 from test_sandbox_support import tree_digest
 
 from builder.base.errors import LayerError
 from builder.core import layers
+from registry.digest import WRITE_MAX
 
 CAP_VALUE = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_bind_service+ep
 
@@ -202,6 +204,16 @@ def test_diff_id_gzip_and_bad_input(tmp_path: Path) -> None:
         apply(raw[:700], tmp_path / "cut")
     with pytest.raises(LayerError):
         apply(b"this is not a tar at all" * 40, tmp_path / "junk")
+
+
+def test_a_big_file_reaches_the_kernel_in_writes_of_at_most_write_max(tmp_path: Path) -> None:
+    # the page cache sizes its folios by the write: big writes cost ~4x here (see WRITE_MAX)
+    data = os.urandom(4 * WRITE_MAX + 256)
+    raw = make_tar([entry("big", data=data)])
+    before = write_calls()
+    apply(raw, tmp_path / "l")
+    assert write_calls() - before == 5
+    assert (tmp_path / "l" / "big").read_bytes() == data
 
 
 def test_forged_overlay_xattrs_are_dropped(tmp_path: Path) -> None:

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from syscounts import write_calls
 
 from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.errors import BlobUnknown, DigestError, InvalidReference, NotFound, StoreError
 from registry.model import Descriptor, ImageConfig, Manifest
 from registry.reference import Reference
-from registry.store import IMAGE_ID, REF_NAME, Store
+from registry.store import IMAGE_ID, REF_NAME, WRITE_MAX, Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,6 +56,20 @@ def test_blob_writes_are_verified_and_atomic(tmp_path: Path) -> None:
     (store.path / "blobs" / "sha256" / d.encoded).write_bytes(b"HELLO")
     with pytest.raises(DigestError, match="corrupt"):
         store.read_blob(d)
+
+
+def test_a_big_write_reaches_the_kernel_in_writes_of_at_most_write_max(tmp_path: Path) -> None:
+    # the page cache sizes its folios by the write: big writes cost ~4x here (see WRITE_MAX)
+    store = Store(tmp_path / "s")
+    data = bytes(range(256)) * (4 * WRITE_MAX // 256 + 1)  # four WRITE_MAX and 256 bytes
+    with store.writer() as w:
+        before = write_calls()
+        w.write(data)
+        w.flush()
+        calls = write_calls() - before
+        d = w.commit(Digest.of(data), len(data))
+    assert calls == 5
+    assert store.read_blob(d) == data
 
 
 def test_put_manifest_needs_its_blobs(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from builder.core.layers.common import (
     is_whiteout_stat,
     read_xattrs,
 )
+from registry.digest import WRITE_MAX
 
 if TYPE_CHECKING:
     import tarfile
@@ -260,7 +261,7 @@ def _copy_to_fd(src: IO[bytes], fd: int, size: int) -> None:
             raise LayerError("layer entry is cut short")
         view = memoryview(chunk)
         while view:
-            n = os.write(fd, view)
+            n = os.write(fd, view[:WRITE_MAX])
             view = view[n:]
         left -= len(chunk)
 
