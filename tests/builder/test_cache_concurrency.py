@@ -184,6 +184,26 @@ def test_prune_all_removes_killed_builds_workspaces(busybox: Any, bt: Any, tmp_p
         assert_root_tidy(busybox)
 
 
+def test_rm_reaps_a_killed_unpackers_half_layer_and_leaves_a_live_one(busybox: Any) -> None:
+    from registry.leases import claim
+
+    layers = busybox.state.layers
+    cid = busybox("create", "busybox", "true").stdout.strip()
+    layers.mkdir(parents=True, exist_ok=True)
+    dead = layers / ".tmp-cdcdcdcdcdcdcdcd-0000dead"
+    (dead / "bin").mkdir(parents=True)
+    live = layers / f".tmp-{'ab' * 8}-0000live"
+    live.mkdir()
+    fd = claim(layers / f".{'ab' * 32}.lock")
+    try:
+        busybox("rm", cid)
+        assert not dead.exists() and live.is_dir()
+    finally:
+        os.close(fd)
+    busybox("rm", busybox("create", "busybox", "true").stdout.strip())
+    assert not live.exists()
+
+
 def test_a_live_unpack_is_not_taken_for_a_killed_ones(tmp_path: Path) -> None:
     """A layer being unpacked (``layers/.tmp-*``) counts as a killed process's leftover only
     while nobody holds its layer's lock: ``system check`` and the next build leave a live one."""

@@ -129,10 +129,17 @@ def remove_locked(cs: ContainerStore, c: Container, *, volumes: bool,
 
 
 def _reap_dead_unpacks(cs: ContainerStore) -> None:
-    if any(cs.root.layers.glob(".tmp-*")):  # (``rootfs`` is not for ``ps`` to import otherwise)
-        from builder.core.rootfs import reap_dead_unpacks
+    # the names alone, by prefix: a pathlib glob compiles its pattern into a regex (~0.7 ms
+    # of every rm); ``rootfs`` (``.tmp-`` is its ``_UNPACK_PREFIX``) only when there is one
+    try:
+        with os.scandir(cs.root.layers) as entries:
+            if not any(e.name.startswith(".tmp-") for e in entries):
+                return
+    except FileNotFoundError:
+        return
+    from builder.core.rootfs import reap_dead_unpacks
 
-        reap_dead_unpacks(cs.root.layers)
+    reap_dead_unpacks(cs.root.layers)
 
 
 def reap_supervisor(st: State) -> None:
