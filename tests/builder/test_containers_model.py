@@ -34,10 +34,10 @@ from builder.runtime.containers.record import (
     Container,
     ContainerStore,
     NoSuchContainer,
-    State,
     alive,
     proc_start_time,
 )
+from builder.runtime.containers.recordparts import State
 from registry.config import ContainerConfig
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import builder.network as N
 from builder.network.model import Endpoint, Network
 from builder.network.records import EndpointRecord, PortBinding, endpoints_by_container, mentions
-from builder.runtime.containers.record import ContainerStore, State
+from builder.runtime.containers.record import ContainerStore
+from builder.runtime.containers.recordparts import State
 
 PROBE = """
 import json, sys

@@ -111,8 +111,7 @@ def test_container_record_mounts_and_networks_are_typed_and_round_trip() -> None
 
 
 def test_state_record_sandbox_is_typed_and_round_trips() -> None:
-    from builder.runtime.containers.record import State
-    from builder.runtime.containers.recordparts import SandboxRecord
+    from builder.runtime.containers.recordparts import SandboxRecord, State
 
     running = {"status": "running", "pid": 4321, "pid_start": 99, "supervisor_pid": 4320,
                "supervisor_start": 98, "exit_code": 0, "oom_killed": False, "error": "",
@@ -130,7 +129,7 @@ def test_state_record_sandbox_is_typed_and_round_trips() -> None:
 
 
 def test_state_record_health_log_is_typed_and_round_trips() -> None:
-    from builder.runtime.containers.record import HealthProbe, State
+    from builder.runtime.containers.recordparts import HealthProbe, State
 
     health = {"Status": "starting", "FailingStreak": 1,
               "Log": [{"End": "2026-12-02T22:00:02.1Z", "ExitCode": 1, "Output": "no\n",

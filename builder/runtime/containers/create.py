@@ -45,8 +45,8 @@ from builder.runtime.containers.options import (
     read_env_file,
     rfc3339nano,
 )
-from builder.runtime.containers.record import Container, ContainerStore, State
-from builder.runtime.containers.recordparts import MountPoint
+from builder.runtime.containers.record import Container, ContainerStore
+from builder.runtime.containers.recordparts import MountPoint, State
 from builder.runtime.containers.security import security_opts_for_record
 from registry.config import ContainerConfig
 from registry.errors import InvalidReference, NotFound, RegistryError

@@ -21,12 +21,11 @@ from pathlib import Path
 from builder.base.errors import ContainerError
 from builder.base.paths import remove_tree
 from builder.base.state import StateRoot
-from builder.base.values import field, frozen, replace, value_fields
-from builder.network.records import EndpointRecord
+from builder.base.values import field, frozen, replace
 from builder.runtime.containers.hostconfig import HostConfig
 from builder.runtime.containers.names import is_id, new_id, random_name, valid_name
 from builder.runtime.containers.options import ZERO_TIME
-from builder.runtime.containers.recordparts import JoinedNetwork, MountPoint, SandboxRecord
+from builder.runtime.containers.recordparts import JoinedNetwork, MountPoint, State
 from registry.config import ContainerConfig
 from registry.kinds import ErrorKind
 
@@ -106,116 +105,8 @@ def alive(pid: int, start: int) -> bool:
     return pid > 0 and start > 0 and proc_start_time(pid) == start
 
 
-# no dataclass is made at import (``ps`` loads this module): the health values, State and
-# Container are frozen values (``builder.base.values``: ``replace``, their fields by name)
-@frozen
-class HealthProbe:
-    """One run of the health check: Docker's ``State.Health.Log`` entry."""
-
-    start: str
-    end: str
-    exit_code: int
-    output: str
-
-    def to_json(self) -> dict[str, Any]:
-        # in the sorted order the record file holds them (inspect shows that order)
-        return {"End": self.end, "ExitCode": self.exit_code, "Output": self.output, "Start": self.start}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> HealthProbe:
-        return cls(str(d.get("Start") or ""), str(d.get("End") or ""), int(d.get("ExitCode") or 0),
-                   str(d.get("Output") or ""))
-
-
-@frozen
-class Health:
-    status: str = "starting"  # starting | healthy | unhealthy
-    failing_streak: int = 0
-    log: tuple[HealthProbe, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"Status": self.status, "FailingStreak": self.failing_streak, "Log": [x.to_json() for x in self.log]}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any] | None) -> Health | None:
-        if not d:
-            return None
-        return cls(str(d.get("Status", "starting")), int(d.get("FailingStreak", 0)),
-                   tuple(HealthProbe.from_json(x) for x in d.get("Log") or ()))
-
-
-@frozen
-class State:
-    """What changes while a container lives; Docker's ``State`` plus the pids we supervise."""
-
-    #: created | running | restarting | exited | dead | removing; a start in progress is
-    #: ``created`` with a supervisor (``starting``), as Docker shows it
-    status: str = "created"
-    pid: int = 0
-    pid_start: int = 0
-    supervisor_pid: int = 0
-    supervisor_start: int = 0
-    exit_code: int = 0
-    oom_killed: bool = False
-    error: str = ""
-    started_at: str = ZERO_TIME
-    finished_at: str = ZERO_TIME
-    restart_count: int = 0
-    #: set by stop/kill from the CLI: the restart policy must not bring it back
-    stopped_by_user: bool = False
-    #: ``pause``: its processes are frozen (cgroup v2 ``cgroup.freeze``); status stays running
-    paused: bool = False
-    health: Health | None = None
-    #: what the sandbox persisted so teardown can be redone after a crash
-    sandbox: SandboxRecord | None = None
-    #: network name -> its endpoint while running (addresses, published ports)
-    endpoints: Mapping[str, EndpointRecord] = field(default_factory=dict)
-
-    @property
-    def running(self) -> bool:
-        return self.status in ("running", "restarting")
-
-    @property
-    def starting(self) -> bool:
-        """A supervisor has claimed the record for a first start not finished yet."""
-        return self.status == "created" and self.supervisor_pid != 0
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {name: getattr(self, name) for name in value_fields(self)}
-        d["health"] = self.health.to_json() if self.health else None
-        d["sandbox"] = self.sandbox.to_json() if self.sandbox else {}
-        d["endpoints"] = {k: v.to_json() for k, v in self.endpoints.items()}
-        return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> State:
-        known = set(value_fields(cls))
-        kw = {k: v for k, v in d.items() if k in known}
-        kw["health"] = Health.from_json(d.get("health"))
-        kw["sandbox"] = SandboxRecord.from_json(d.get("sandbox"))
-        kw["endpoints"] = {k: EndpointRecord.from_json(v) for k, v in (d.get("endpoints") or {}).items()}
-        return cls(**kw)
-
-    def docker(self) -> dict[str, Any]:
-        """Docker's ``inspect`` ``State`` object."""
-        out: dict[str, Any] = {
-            "Status": "paused" if self.paused and self.status == "running" else self.status,
-            "Running": self.status in ("running", "restarting"),
-            "Paused": self.paused and self.status == "running",
-            "Restarting": self.status == "restarting",
-            "OOMKilled": self.oom_killed,
-            "Dead": self.status == "dead",
-            "Pid": self.pid if self.status == "running" else 0,
-            "ExitCode": self.exit_code,
-            "Error": self.error,
-            "StartedAt": self.started_at,
-            "FinishedAt": self.finished_at,
-        }
-        if self.health is not None:
-            out["Health"] = self.health.to_json()
-        return out
-
-
+# no dataclass is made at import (``ps`` loads this module): Container is a frozen value
+# (``builder.base.values``: ``replace``, its fields by name), as State and its parts are
 @frozen
 class Container:
     """``container.json``: what a container was created with, in Docker's inspect shapes.

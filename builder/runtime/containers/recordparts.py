@@ -1,14 +1,17 @@
-"""The typed parts of a container record that are lists and maps on disk: its ``Mounts``
+"""The typed parts of a container record: those that are lists and maps on disk, its ``Mounts``
 (``MountPoint``), the networks it joins besides its own (``JoinedNetwork``) and what a start
-leaves for its teardown (``SandboxRecord``, in ``state.json``), each read from and written back
-to the file's JSON shape here, at the file's edge.
+leaves for its teardown (``SandboxRecord``, in ``state.json``); and ``state.json`` itself,
+``State`` with its ``Health``. Each is read from and written back to the file's JSON shape
+here, at the file's edge; ``record`` keeps the files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from builder.base.values import frozen
+from builder.base.values import field, frozen, value_fields
+from builder.network.records import EndpointRecord
+from builder.runtime.containers.options import ZERO_TIME
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -143,3 +146,111 @@ class SandboxRecord:
         if not d:
             return None
         return cls(run_dir=str(d.get("run_dir") or ""), netns=str(d.get("netns") or ""))
+
+
+@frozen
+class HealthProbe:
+    """One run of the health check: Docker's ``State.Health.Log`` entry."""
+
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+    def to_json(self) -> dict[str, Any]:
+        # in the sorted order the record file holds them (inspect shows that order)
+        return {"End": self.end, "ExitCode": self.exit_code, "Output": self.output, "Start": self.start}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HealthProbe:
+        return cls(str(d.get("Start") or ""), str(d.get("End") or ""), int(d.get("ExitCode") or 0),
+                   str(d.get("Output") or ""))
+
+
+@frozen
+class Health:
+    status: str = "starting"  # starting | healthy | unhealthy
+    failing_streak: int = 0
+    log: tuple[HealthProbe, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Status": self.status, "FailingStreak": self.failing_streak, "Log": [x.to_json() for x in self.log]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> Health | None:
+        if not d:
+            return None
+        return cls(str(d.get("Status", "starting")), int(d.get("FailingStreak", 0)),
+                   tuple(HealthProbe.from_json(x) for x in d.get("Log") or ()))
+
+
+@frozen
+class State:
+    """What changes while a container lives; Docker's ``State`` plus the pids we supervise."""
+
+    #: created | running | restarting | exited | dead | removing; a start in progress is
+    #: ``created`` with a supervisor (``starting``), as Docker shows it
+    status: str = "created"
+    pid: int = 0
+    pid_start: int = 0
+    supervisor_pid: int = 0
+    supervisor_start: int = 0
+    exit_code: int = 0
+    oom_killed: bool = False
+    error: str = ""
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    restart_count: int = 0
+    #: set by stop/kill from the CLI: the restart policy must not bring it back
+    stopped_by_user: bool = False
+    #: ``pause``: its processes are frozen (cgroup v2 ``cgroup.freeze``); status stays running
+    paused: bool = False
+    health: Health | None = None
+    #: what the sandbox persisted so teardown can be redone after a crash
+    sandbox: SandboxRecord | None = None
+    #: network name -> its endpoint while running (addresses, published ports)
+    endpoints: Mapping[str, EndpointRecord] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting")
+
+    @property
+    def starting(self) -> bool:
+        """A supervisor has claimed the record for a first start not finished yet."""
+        return self.status == "created" and self.supervisor_pid != 0
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {name: getattr(self, name) for name in value_fields(self)}
+        d["health"] = self.health.to_json() if self.health else None
+        d["sandbox"] = self.sandbox.to_json() if self.sandbox else {}
+        d["endpoints"] = {k: v.to_json() for k, v in self.endpoints.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> State:
+        known = set(value_fields(cls))
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["health"] = Health.from_json(d.get("health"))
+        kw["sandbox"] = SandboxRecord.from_json(d.get("sandbox"))
+        kw["endpoints"] = {k: EndpointRecord.from_json(v) for k, v in (d.get("endpoints") or {}).items()}
+        return cls(**kw)
+
+    def docker(self) -> dict[str, Any]:
+        """Docker's ``inspect`` ``State`` object."""
+        out: dict[str, Any] = {
+            "Status": "paused" if self.paused and self.status == "running" else self.status,
+            "Running": self.status in ("running", "restarting"),
+            "Paused": self.paused and self.status == "running",
+            "Restarting": self.status == "restarting",
+            "OOMKilled": self.oom_killed,
+            "Dead": self.status == "dead",
+            "Pid": self.pid if self.status == "running" else 0,
+            "ExitCode": self.exit_code,
+            "Error": self.error,
+            "StartedAt": self.started_at,
+            "FinishedAt": self.finished_at,
+        }
+        if self.health is not None:
+            out["Health"] = self.health.to_json()
+        return out

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from builder.base.values import replace
 from builder.runtime.containers import runtime
 from builder.runtime.containers.options import rfc3339nano
-from builder.runtime.containers.record import Container, ContainerStore, State, alive
+from builder.runtime.containers.record import Container, ContainerStore, alive
+from builder.runtime.containers.recordparts import State
 
 
 def supervisor_alive(state: State) -> bool:

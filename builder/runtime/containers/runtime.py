@@ -30,9 +30,8 @@ from builder.runtime.containers.record import (
     Container,
     ContainerStore,
     NoSuchContainer,
-    State,
 )
-from builder.runtime.containers.recordparts import SandboxRecord
+from builder.runtime.containers.recordparts import SandboxRecord, State
 from builder.runtime.containers.security import security_opts
 from registry.errors import NotFound
 

@@ -24,13 +24,11 @@ from builder.runtime.containers.record import (
     EXIT_PREFIX,
     Container,
     ContainerStore,
-    Health,
-    HealthProbe,
     NoSuchContainer,
-    State,
     alive,
     proc_start_time,
 )
+from builder.runtime.containers.recordparts import Health, HealthProbe, State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
