@@ -20,6 +20,7 @@ from builder.core import rootfs as _rootfs
 from builder.core.layers import view as _view  # noqa: F401  (imported here once: the stub layer of every sandbox's process reads through it)
 from builder.core.sandbox import cgroups as _cg
 from builder.core.sandbox import delegated, seccomp
+from builder.core.sandbox import mountpoints as _mountpoints
 from builder.core.sandbox.child import Plan, exec_process, join_cgroups, open_console, setup_root
 from builder.core.sandbox.handle import (
     ExecHandle,
@@ -224,7 +225,7 @@ class Executor:
             rootfs_dir.mkdir()
             if not spec.root.is_overlay:  # an overlay's stub layer is made with the plan (overlay_lowers)
                 assert spec.root.path is not None
-                mountpoints = _rootfs.make_mountpoints(Path(spec.root.path), mount_targets(spec))
+                mountpoints = _mountpoints.make_mountpoints(Path(spec.root.path), mount_targets(spec))
                 write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json(),
                                        "mountpoints": mountpoints})
             mask = run_dir / "mask"
@@ -242,7 +243,7 @@ class Executor:
                 stdio.close_all()
             if cgroup is not None:
                 cgroup.remove()
-            _rootfs.remove_mountpoints(mountpoints)
+            _mountpoints.remove_mountpoints(mountpoints)
             remove_tree(run_dir)
             raise
         return sandbox
@@ -548,7 +549,7 @@ def overlay_lowers(spec: Spec, run_dir: Path) -> str:
     Made by the process that starts the sandbox, before its fork (or by an OCI bundle's maker)."""
     stub = run_dir / "stubs"
     stub.mkdir()
-    made = _rootfs.make_stub_layer(spec.root, mount_targets(spec), stub)
+    made = _mountpoints.make_stub_layer(spec.root, mount_targets(spec), stub)
     return _rootfs.link_lowers(spec.root, run_dir, stub if made else None, direct=spec.root.volatile)
 
 

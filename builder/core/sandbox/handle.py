@@ -16,8 +16,8 @@ from builder.base.errors import SandboxError
 from builder.base.paths import remove_tree
 from builder.base.state import StateRoot
 from builder.base.values import frozen
-from builder.core import rootfs as _rootfs
 from builder.core.sandbox import cgroups as _cg
+from builder.core.sandbox import mountpoints as _mountpoints
 from builder.core.sandbox.stdio import Stdio, write_all
 
 TYPE_CHECKING = False
@@ -345,7 +345,7 @@ class Sandbox:
         try:
             if self.cgroup is not None:
                 self.cgroup.remove()
-            _rootfs.remove_mountpoints(self._mountpoints)
+            _mountpoints.remove_mountpoints(self._mountpoints)
             remove_tree(self.run_dir)
         finally:
             if self._helper is not None:  # it reported the end and has been exiting meanwhile
