@@ -7,8 +7,8 @@ BuildKit's exporter dates them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,19 @@ from registry.store import Image, Store
 
 
 def rfc3339(epoch: float) -> str:
-    dt = datetime.fromtimestamp(epoch, UTC)
-    if epoch == int(epoch):
-        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """*epoch* in UTC as BuildKit writes a history time: whole seconds as ``…:05Z``, else with
+    microseconds, ``…:05.250000Z``. The bytes ``datetime.fromtimestamp(epoch, UTC)``'s
+    ``strftime`` gave (its microseconds rounded half to even), without importing ``datetime``
+    (~5 ms of a build's start-up)."""
+    whole = int(epoch)
+    if epoch == whole:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(whole))
+    micros = round((epoch - whole) * 1e6)  # exact: a float less its integer part
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
 
 
 def dated(history: Sequence[Mapping[str, Any]], inherited: int, now: str) -> list[dict[str, Any]]:

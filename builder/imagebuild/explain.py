@@ -1,15 +1,20 @@
 """"Why did this miss?": which input of a step changed since it last ran (its slot's record,
-local or imported from a ``--cache-from`` source), in one line."""
+local or imported from a ``--cache-from`` source), in one line. Loaded on a build's first
+executed step: ``Slot`` is a frozen value, not a dataclass (no ``dataclasses``, ``inspect``)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+
+from registry.values import field, frozen
+
+TYPE_CHECKING = False  # not ``typing``'s: the one-file build's start-up loads no ``typing`` here
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True)
+@frozen
 class Slot:
     """A step's inputs and file checksums when it last ran: its slot record, a JSON object
     ``{"inputs": {…}, "files": {…}}`` (``<cache>/slots/<slot>.json``, or an entry of a shared

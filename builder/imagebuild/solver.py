@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import stat
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -26,6 +25,7 @@ from builder.imagebuild.cache import BuildCache, CacheRecord, chain_parent, repl
 from builder.imagebuild.context import Tree
 from builder.imagebuild.execute.inputs import LayerRef, StepInputs
 from builder.imagebuild.graph.ops import ExecSpec, Graph, MkdirSpec, StagePlan, Step
+from builder.imagebuild.pool import Pool
 from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.errors import RegistryError
@@ -166,35 +166,40 @@ class Solver:
         self._reap_workspaces()
         results: dict[int, StageResult] = {}
         pending = {s.index: s for s in needed}
-        running: dict[Future[StageResult], int] = {}
+        running = 0
         error: BaseException | None = None
-        with self.cache.using(), ThreadPoolExecutor(max_workers=max(self.options.jobs, 1)) as pool:
+        # the stages run on plain threads (``pool``: no ``concurrent.futures``), at most
+        # ``jobs`` at a time, in the order they became ready
+        pool = Pool(self.options.jobs, "pybuild-stage")
+        with self.cache.using():
             try:
                 while pending or running:
                     if error is None:
                         for idx, plan in sorted(pending.items()):
                             if all(d in results for d in plan.deps):
-                                running[pool.submit(self._stage, graph, plan, results)] = idx
+                                pool.submit(partial(self._stage, graph, plan, results), idx)
+                                running += 1
                                 del pending[idx]
                     if not running:
                         break
-                    # a timeout keeps this (main) thread responsive to Ctrl-C: a SIGINT the
-                    # kernel hands to a worker thread cannot wake a lock wait without one
-                    done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        idx = running.pop(fut)
-                        try:
-                            results[idx] = fut.result()
-                        except BaseException as e:  # noqa: BLE001 - first error wins, others wait
-                            if error is None:
-                                error = e
-                            self._cancel.set()
-                            pending.clear()
+                    # in slices (``Pool.ended``): this (main) thread stays responsive to Ctrl-C
+                    for job in pool.ended():
+                        running -= 1
+                        if job.error is None:
+                            results[job.tag] = job.value
+                            continue
+                        if error is None:  # first error wins, the others wait
+                            error = job.error
+                        self._cancel.set()
+                        pending.clear()
+                        running -= len(pool.drop())  # a stage no thread started: none will
             except BaseException:
                 self._cancel.set()
+                pool.close(cancel=True)
                 self.drain()
                 raise
             finally:
+                pool.close(cancel=error is not None)
                 if error is not None:
                     self.drain()
                 if self._unpublished:
@@ -534,7 +539,7 @@ class Solver:
                     return CacheRecord(step.key, None, None, step.created_by, now, dict(step.inputs))
                 # one per execution: two builds running this step at once make two snapshots
                 # (their contents may differ), and each one's later records name its own
-                stand_in = Digest("sha256", chain_parent([step.key, secrets.token_hex(16)]))
+                stand_in = Digest("sha256", chain_parent([step.key, os.urandom(16).hex()]))
                 ws.adopt_into_layer_cache(str(stand_in))
                 return CacheRecord(step.key, None, stand_in, step.created_by, now,
                                    dict(step.inputs), snapshot=True)

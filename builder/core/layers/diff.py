@@ -8,7 +8,6 @@ import os
 import stat
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -28,13 +27,19 @@ if TYPE_CHECKING:
     import tarfile
 
 # -- writing diffs -----------------------------------------------------------------------------------
-@dataclass
 class _Record:
-    name: str
-    path: str | None  # host path to read (regular files, symlinks, xattrs); None for markers
-    st: os.stat_result | None
-    marker: bool = False  # an empty .wh. file
-    xattr_fd: bool = False
+    """One entry of a diff (a plain class: a ``@dataclass`` would bring ``dataclasses`` and
+    ``inspect``, ~10 ms, to every build that executes a step)."""
+
+    __slots__ = ("name", "path", "st", "marker", "xattr_fd")
+
+    def __init__(self, name: str, path: str | None, st: os.stat_result | None, *,
+                 marker: bool = False, xattr_fd: bool = False) -> None:
+        self.name = name
+        self.path = path  # host path to read (regular files, symlinks, xattrs); None for markers
+        self.st = st
+        self.marker = marker  # an empty .wh. file
+        self.xattr_fd = xattr_fd
 
 
 def _plain_header(t: Any, ti: tarfile.TarInfo) -> bytes | None:

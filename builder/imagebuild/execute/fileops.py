@@ -16,7 +16,6 @@ import stat
 import tarfile
 import urllib.parse
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +29,7 @@ from builder.imagebuild.execute.incremental import Reuse
 from builder.imagebuild.execute.inputs import LayerRef, StepInputs
 from builder.imagebuild.execute.workspace import Workspace, layer_dirs
 from builder.imagebuild.graph.ops import CopySource, CopySpec, MkdirSpec, Step
+from builder.imagebuild.pool import Job, Pool
 from registry.compression import detect, open_decompressed
 from registry.values import frozen
 
@@ -227,8 +227,8 @@ class _Files:
         self.keep_owner = keep_owner
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.batch: list[tuple[Entry, str, bool]] = []
-        self.futures: list[Future[None]] = []
-        self.pool: ThreadPoolExecutor | None = None
+        self.jobs: list[Job] = []
+        self.pool: Pool | None = None
         self.umask = _umask()
 
     def add(self, e: Entry, target: str, setgid_parent: bool) -> None:
@@ -238,8 +238,9 @@ class _Files:
 
     def _submit(self) -> None:
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4))
-        self.futures.append(self.pool.submit(self._make, self.batch))
+            self.pool = Pool(min(os.cpu_count() or 1, 4), "pybuild-copy")
+        batch = self.batch
+        self.jobs.append(self.pool.submit(lambda: self._make(batch)))
         self.batch = []
 
     def attrs(self, e: Entry) -> tuple[int, int, int]:
@@ -258,18 +259,19 @@ class _Files:
             _copy_regular(e.source, target, e.st, uid, gid, mode, owned=owned)
 
     def finish(self, ok: bool) -> None:
-        """Wait for every batch (made now if no thread was needed); the first error raised."""
-        try:
-            if ok and self.batch and self.pool is None:
-                self._make(self.batch)
-            elif ok and self.batch:
-                self._submit()
-            self.batch = []
-            for f in self.futures:
-                f.result() if ok else f.cancel()
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True)
+        """Wait for every batch (made now if no thread was needed); the error of the first
+        batch that failed (in the order they were made) raised. Not *ok*: the batches no thread
+        started are dropped."""
+        if ok and self.batch and self.pool is None:
+            self._make(self.batch)
+        elif ok and self.batch:
+            self._submit()
+        self.batch = []
+        if self.pool is not None:
+            self.pool.close(cancel=not ok)
+        if ok:
+            for job in self.jobs:
+                job.result()
 
 
 def _umask() -> int:

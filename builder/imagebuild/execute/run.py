@@ -26,7 +26,6 @@ from builder.core.rootfs import prepare_root
 from builder.core.sandbox import seccomp
 from builder.core.sandbox.executor import Executor
 from builder.core.sandbox.spec import Mount, Process, Spec, build_namespaces, default_mounts
-from builder.imagebuild.execute import ssh
 from builder.imagebuild.execute.inputs import LayerRef, StepInputs
 from builder.imagebuild.execute.workspace import Workspace, layer_dirs
 from builder.imagebuild.graph.ops import ExecSpec, MountSpec, Step
@@ -158,6 +157,10 @@ def build_mounts(ws: Workspace, step: Step, spec: ExecSpec, *, inputs: StepInput
             os.chmod(f, m.mode if m.mode is not None else 0o400)
             mounts.append(Mount(m.target, "bind", str(f), ("rbind", "ro", "nosuid", "nodev", "noexec")))
         elif m.type == "ssh":
+            # here, not at the top: its socket, selectors and subprocess (~10 ms) are for
+            # ``RUN --mount=type=ssh`` only, not for every RUN a build executes
+            from builder.imagebuild.execute import ssh
+
             target = m.target or ssh.default_target(ssh_n)
             if ssh_n == 0:
                 env += ssh.auth_sock_env(spec.env, target)

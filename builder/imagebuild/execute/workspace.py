@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets as _secrets
 import shutil
 import stat
 import tempfile
@@ -57,7 +56,7 @@ class Workspace:
         self.lowers = list(lowers)
         self.platform = platform
         self.context = context
-        self.dir = state.run / f"build-{_secrets.token_hex(8)}"
+        self.dir = state.run / f"build-{os.urandom(8).hex()}"  # (not ``secrets``: its random, hmac, base64)
         self.root: Root
         self._mounts = 0
         self._owner = -1
