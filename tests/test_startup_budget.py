@@ -304,6 +304,8 @@ BUILD_OURS = ("builder.imagebuild.pipeline", "builder.imagebuild.progress", "bui
               "builder.base.paths", "builder.imagebuild.execute.inputs", "builder.imagebuild.sources",
               # the solver's stages run on plain threads (no concurrent.futures, which loads logging)
               "builder.imagebuild.pool",
+              # the build's small hashing (keys, checksum lines) with CPython's own SHA-256
+              "builder.imagebuild.sha",
               # a snapshot's presence in the layer cache (rootfs.LayerCache.has); the lazy
               # ``builder.core.layers`` package comes with it, not its tar code
               "builder.core.rootfs")
@@ -311,11 +313,14 @@ BUILD_OURS = ("builder.imagebuild.pipeline", "builder.imagebuild.progress", "bui
 # threads); no process spawned nor socket opened when every step is cached (git and URL
 # sources, RUN); no dataclass made (the build's records are registry.values frozen values); no
 # datetime (a history time is written with time's strftime, ``assemble.rfc3339``); no secrets
-# (its random, hmac, base64: a stand-in id is os.urandom's)
+# (its random, hmac, base64: a stand-in id is os.urandom's); no OpenSSL (``hashlib``, ~5 ms: a
+# cached build hashes only small inputs, with CPython's own SHA-256, ``imagebuild.sha``); no
+# ``signal`` (its enums: a stop signal's name is checked against ``_signal``'s)
 BUILD_HEAVY = (HEAVY_STDLIB - {"pickle"}) | set(NO_EXEC) | {"socket", "dataclasses", "inspect", "datetime",
-                                                            "_datetime", "secrets"}
+                                                            "_datetime", "secrets", "hashlib", "_hashlib",
+                                                            "signal"}
 # a build where one changed file runs a COPY and the RUN after it again: the executor, the
-# sandbox (libc through ctypes), the layer's diff (tarfile) and compression (isal, gzip), the miss's
+# sandbox (libc through ctypes), the layer's diff (tarfile) and compression (isal, gzip, hashlib), the miss's
 # explanation; still no thread pool nor logging (a COPY's file batches are ``pool``'s too), no
 # dataclass (the diff's records are a plain class, ``explain.Slot`` a frozen value), no datetime,
 # no process spawned by pybuild itself (the sandbox forks) and no ssh agent relay
@@ -326,7 +331,7 @@ BUILD_STEP_OURS = (*BUILD_OURS, "builder.imagebuild.execute", "builder.imagebuil
                    "registry.compression")
 BUILD_STEP_BUDGET: dict[str, Any] = {
     "ours": BUILD_STEP_OURS, "third_party": ("isal",), "barred": ("builder.imagebuild.execute.ssh",),
-    "heavy": (BUILD_HEAVY - {"tarfile", "gzip", "ctypes"}) | {"selectors", "locale"}}
+    "heavy": (BUILD_HEAVY - {"tarfile", "gzip", "ctypes", "hashlib", "_hashlib"}) | {"selectors", "locale"}}
 
 
 def test_cached_build_stays_light(busybox: Any, tmp_path: Path) -> None:

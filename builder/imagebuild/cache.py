@@ -13,7 +13,6 @@ store ``gc`` never strands a record, and ``prune`` is the only thing that frees 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from builder.imagebuild import sha
 from registry.digest import Digest
 from registry.errors import DigestError
 from registry.model import Descriptor, canonical_json
@@ -413,7 +413,7 @@ def tree_size(path: Path) -> int:
 
 def chain_parent(parts: Iterable[str]) -> str:
     """The result a step runs on, as one hex digest of *parts* (its layers' ids, in order)."""
-    h = hashlib.sha256()
+    h = sha.sha256()
     for p in parts:
         h.update(p.encode() + b"\n")
     return h.hexdigest()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
 import json
 import marshal
 import os
@@ -21,6 +20,7 @@ from typing import NamedTuple
 
 from builder.base.errors import ContextError
 from builder.base.paths import resolve_parts
+from builder.imagebuild import sha
 from builder.imagebuild.cache import replace_file
 
 #: (relative path, is_dir) -> excluded?
@@ -49,7 +49,7 @@ class HashMemo:
 
     def _file(self, directory: str) -> Path:
         assert self.dir is not None
-        key = hashlib.sha256(directory.encode("utf-8", "surrogateescape")).hexdigest()
+        key = sha.sha256(directory.encode("utf-8", "surrogateescape")).hexdigest()
         return self.dir / key[:40]
 
     def _shard(self, directory: str) -> dict[str, list[object]]:
@@ -92,8 +92,8 @@ class HashMemo:
                 return str(hit[5]), str(hit[6])
             digest = str(hit[5])
         else:
-            h = hashlib.sha256()
             with open(path, "rb") as f:
+                h = sha.for_file(os.fstat(f.fileno()).st_size)
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
             digest = h.hexdigest()
@@ -395,7 +395,7 @@ def _read_xattrs(path: str) -> str:
         return ""
     if not names:
         return ""
-    h = hashlib.sha256()
+    h = sha.sha256()
     for n in names:
         try:
             h.update(n.encode() + b"\0" + os.getxattr(path, n, follow_symlinks=False) + b"\0")

@@ -6,7 +6,6 @@ layer in the store (``layers.commit_layer``). The image itself is ``assemble``'s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -20,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from builder.base.errors import BuildCancelled
 from builder.base.state import StateRoot
 from builder.core.rootfs import LayerCache
+from builder.imagebuild import sha
 from builder.imagebuild.assemble import rfc3339
 from builder.imagebuild.cache import BuildCache, CacheRecord, chain_parent, replace_file
 from builder.imagebuild.context import Tree
@@ -557,7 +557,7 @@ _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 def tree_content(root: Path) -> str:
     """The digest of a directory tree's entries, times left out (see ``_layer_content``)."""
-    h = hashlib.sha256()
+    h = sha.large()
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted([*dirs, *files]):

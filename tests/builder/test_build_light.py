@@ -70,3 +70,56 @@ def test_modules_a_step_loads_make_no_dataclass_nor_relay() -> None:
             " 'datetime', 'secrets', 'builder.imagebuild.execute.ssh') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert r.stdout.strip() == "[]"
+
+
+def test_own_sha256_gives_openssls_digests() -> None:
+    """``imagebuild.sha``: CPython's own SHA-256 for small inputs, OpenSSL's for large files
+    (and once a build has hashed ``OWN_BUDGET`` bytes): the same digests either way."""
+    code = r"""
+import sys, hashlib as _h
+del sys.modules["hashlib"], sys.modules["_hashlib"]  # as a cached build starts: not loaded
+from builder.imagebuild import sha
+out = []
+for data in (b"", b"abc", bytes(range(256)) * 1000):
+    out.append(sha.sha256(data).hexdigest() == _h.sha256(data).hexdigest())
+out.append("_hashlib" not in sys.modules)  # small inputs: no OpenSSL
+h = sha.for_file(100)
+h.update(b"x" * 100)
+out.append(h.hexdigest() == _h.sha256(b"x" * 100).hexdigest() and "_hashlib" not in sys.modules)
+big = sha.for_file(sha.SMALL_FILE + 1)  # a large file: OpenSSL's
+out.append(type(big).__module__ != type(h).__module__ or type(big) is not type(h))
+out.append("_hashlib" in sys.modules)
+print(out)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert r.stdout.strip() == str([True] * 7)
+
+
+def test_own_sha256_budget_then_openssl(monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder.imagebuild import sha
+
+    monkeypatch.setattr(sha, "_spent", [sha.OWN_BUDGET - 10])
+    monkeypatch.delitem(sys.modules, "_hashlib", raising=False)
+    own = type(sha.sha256())
+    assert type(sha.for_file(10)) is own  # within the budget
+    assert sha._spent == [sha.OWN_BUDGET]
+    assert type(sha.for_file(1)) is not own  # spent: OpenSSL's from now on
+
+
+def test_stop_signal_names_are_signals() -> None:
+    """``--change STOPSIGNAL`` is checked against ``_signal``'s names: ``signal.Signals``' own."""
+    import signal
+
+    from builder.imagebuild.graph.configchanges import _SIGNAL_NAMES
+
+    assert _SIGNAL_NAMES == set(signal.Signals.__members__)
+
+
+def test_the_line_pass_compiles_no_pattern_at_import() -> None:
+    """A cached build parses no Dockerfile (the parse cache): the line pass's patterns are texts
+    ``re`` compiles on their first use (~2 ms of regular expressions at import before)."""
+    import re
+
+    from builder.imagebuild.dockerfile import syntax
+
+    assert [k for k, v in vars(syntax).items() if isinstance(v, re.Pattern)] == []

@@ -6,11 +6,11 @@ A rebuild of an unchanged Dockerfile then skips Lark (import and parse) and the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 from pathlib import Path
 
+from builder.imagebuild import sha
 from builder.imagebuild.dockerfile.instructions import Dockerfile, load
 
 # the source tree (``builder/``'s parent), by this module's dotted name rather than a fixed depth
@@ -29,7 +29,7 @@ _FRONT_END: str | None = None
 def _front_end() -> str:
     global _FRONT_END
     if _FRONT_END is None:
-        h = hashlib.sha256()
+        h = sha.sha256()
         for src in _SOURCES:
             h.update(src.read_bytes())
             h.update(b"\0")
@@ -45,7 +45,7 @@ def load_cached(text: str, *, filename: str, directory: Path) -> Dockerfile:
     and renamed, so a concurrent reader never sees half of one. *directory* lies in the state
     root, which only its owner can write: the pickle is as trusted as the rest of the state.
     """
-    key = hashlib.sha256(
+    key = sha.sha256(
         "\0".join(("v1", _front_end(), filename, text)).encode("utf-8", "surrogatepass")
     ).hexdigest()
     entry = directory / f"{key}.pickle"

@@ -18,13 +18,12 @@ from grammar import load
 # Go's unicode.IsSpace: Python's str.isspace also counts \x1c-\x1f, Go does not.
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 _GO_SPACE_SET = frozenset(GO_SPACE)
-# Docker splits the keyword and whitespace-delimited arguments on ASCII blanks only.
-_WHITESPACE = re.compile(r"[\t\v\f\r ]+")
-_GO_WORD = re.compile("[^" + GO_SPACE + "]+")
-_QUOTED_WORD = re.compile("(?:[^" + GO_SPACE + "\"']+|\"[^\"]*(?:\"|\\Z)|'[^']*(?:'|\\Z))+")
-_DIRECTIVE = re.compile(
-    "#[" + GO_SPACE + r"]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
-)
+# Docker splits the keyword and whitespace-delimited arguments on ASCII blanks only. (The
+# patterns are texts, compiled by ``re`` on their first use: a cached build parses nothing.)
+_WHITESPACE = r"[\t\v\f\r ]+"
+_GO_WORD = "[^" + GO_SPACE + "]+"
+_QUOTED_WORD = "(?:[^" + GO_SPACE + "\"']+|\"[^\"]*(?:\"|\\Z)|'[^']*(?:'|\\Z))+"
+_DIRECTIVE = "#[" + GO_SPACE + r"]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 
 # keyword -> how Docker reads its arguments (BuildKit's dispatch table)
@@ -165,7 +164,7 @@ class _Source:
     def _directive(self, text: str, line: int) -> tuple[str, str] | None:
         if self._directives_done:
             return None
-        m = _DIRECTIVE.match(text)
+        m = re.match(_DIRECTIVE, text)
         if m is None or m.group(1).lower() not in _KNOWN_DIRECTIVES:
             self._directives_done = True
             return None
@@ -264,10 +263,10 @@ class _Source:
             if kind == "json_or_text":
                 out.append(_tok("TEXT", rest, start))
             else:
-                out.append(_tok("WORDS", rest, start, _WHITESPACE.split(rest)))
+                out.append(_tok("WORDS", rest, start, re.split(_WHITESPACE, rest)))
         elif kind == "words":
             if rest:
-                out.append(_tok("WORDS", rest, start, _WHITESPACE.split(rest)))
+                out.append(_tok("WORDS", rest, start, re.split(_WHITESPACE, rest)))
         elif kind == "text":
             if rest:
                 out.append(_tok("TEXT", rest, start))
@@ -309,7 +308,7 @@ class _Source:
         if not words:
             return
         if "=" not in words[0]:
-            parts = _WHITESPACE.split(rest, maxsplit=1)
+            parts = re.split(_WHITESPACE, rest, maxsplit=1)
             if len(parts) < 2:
                 line, column = self.column_of(parts[0], start, end)
                 raise self.error(f"{keyword} must have two arguments", line, column)
@@ -376,7 +375,7 @@ def _split_command(line: str) -> tuple[str, list[str], str]:
 
 
 def _split_trimmed(line: str) -> tuple[str, list[str], str]:
-    parts = _WHITESPACE.split(line, maxsplit=1)
+    parts = re.split(_WHITESPACE, line, maxsplit=1)
     if len(parts) < 2:
         return parts[0], [], ""
     rest, flags = _extract_flags(parts[1])
@@ -392,7 +391,7 @@ def _extract_flags(line: str) -> tuple[str, list[str]]:
     if "'" not in line and '"' not in line and "\\" not in line:
         # nothing quoted or escaped: flag words are blank-separated words
         plain: list[str] = []
-        for m in _GO_WORD.finditer(line):
+        for m in re.finditer(_GO_WORD, line):
             token = m.group()
             if not token.startswith("--"):
                 return line[m.start() :], plain
@@ -455,7 +454,7 @@ def parse_words(rest: str, escape: str = "\\") -> list[str]:
     if escape not in rest:
         # no escapes: a word is a run of non-blanks and quoted spans (quotes kept; an
         # unterminated quote runs to the end of the line)
-        return _QUOTED_WORD.findall(rest)
+        return re.findall(_QUOTED_WORD, rest)
     words: list[str] = []
     word: list[str] = []
     in_word = False
@@ -531,7 +530,7 @@ def _finite_number(text: str) -> Any:
 _DECODER = json.JSONDecoder(
     parse_constant=_reject_constant, parse_float=_finite_number, parse_int=_finite_number
 )
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = "[\ud800-\udfff]"
 
 
 def parse_json_array(rest: str) -> list[str] | None:
@@ -552,5 +551,5 @@ def parse_json_array(rest: str) -> list[str] | None:
         if not isinstance(item, str):
             raise _NotStringArray()
         # Go replaces unpaired surrogate escapes with U+FFFD
-        items.append(_LONE_SURROGATE.sub("\ufffd", item))
+        items.append(re.sub(_LONE_SURROGATE, "\ufffd", item))
     return items

@@ -4,13 +4,13 @@ and URLs (``--checksum``), heredocs; the step's spec, cache inputs and history l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import TYPE_CHECKING, Protocol
 
 from builder.base.errors import ContextError, PlanError
 from builder.imagebuild import dockerfile as df
+from builder.imagebuild import sha
 from builder.imagebuild.context import Tree, entry_fingerprint, has_glob, split_pivot
 from builder.imagebuild.graph.ops import (
     CacheKey,
@@ -80,7 +80,7 @@ class CopyPlanning:
                           excludes: tuple[str, ...] = (), parents: bool = False,
                           keyword: str = "COPY") -> tuple[str, dict[str, str]]:
         ctx = self.p.context
-        h = hashlib.sha256()
+        h = sha.sha256()
         files: dict[str, str] = {}
         for pat in patterns:
             if ctx is None or ctx.root is None:
@@ -99,7 +99,7 @@ class CopyPlanning:
                 for ent in ctx.walk(m, excludes=list(excludes)):
                     line = entry_fingerprint(ctx, ent)
                     h.update(line.encode())
-                    files[f"{m}/{ent.dest}" if ent.dest else m] = hashlib.sha256(line.encode()).hexdigest()[:16]
+                    files[f"{m}/{ent.dest}" if ent.dest else m] = sha.sha256(line.encode()).hexdigest()[:16]
         return h.hexdigest(), files
 
     def _copy(self, ins: df.Copy) -> None:
@@ -174,7 +174,7 @@ class CopyPlanning:
             content = self._x_heredoc(h, ins) if h.expand else h.content
             sources.append(CopySource(h.name, "heredoc", content=content))
             inputs.setdefault("heredocs", "")
-            inputs["heredocs"] += hashlib.sha256(f"{h.name}\0{content}".encode()).hexdigest()
+            inputs["heredocs"] += sha.sha256(f"{h.name}\0{content}".encode()).hexdigest()
         if not sources:
             raise self.p._err(ins, f"{keyword}: no source files were specified")
         multi = len(sources) > 1 or any(has_glob(s.path) for s in sources if s.origin != "heredoc")

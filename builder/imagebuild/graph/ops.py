@@ -7,10 +7,10 @@ free of anything Linux-specific.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from builder.imagebuild import sha
 from registry.model import Platform
 from registry.store import Image
 from registry.values import field, frozen
@@ -35,7 +35,7 @@ class CacheKey(str):
 def key_of(*parts: Any) -> CacheKey:
     """A cache key: sha256 over the canonical JSON of *parts* (sorted keys, no floats)."""
     raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return CacheKey(hashlib.sha256(raw.encode()).hexdigest())
+    return CacheKey(sha.sha256(raw.encode()).hexdigest())
 
 
 class StepExecutor(Protocol):
