@@ -71,7 +71,15 @@ class Pool:
             self._threads += 1
             self._stopped.clear()
             n = self._threads
-        threading.Thread(target=self._work, name=f"{self.name}_{n - 1}").start()
+        try:
+            threading.Thread(target=self._work, name=f"{self.name}_{n - 1}").start()
+        except BaseException:  # no thread (RuntimeError): the job is not queued, nor counted
+            with self._cond:
+                self._queue.remove(job)
+                self._threads -= 1
+                if not self._threads:
+                    self._stopped.set()
+            raise
         return job
 
     def _work(self) -> None:

@@ -172,3 +172,19 @@ def test_a_build_loads_no_thread_pool_module(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.stdout.strip() == "[]"
+
+
+def test_a_thread_that_cannot_start_leaves_no_job_nor_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = Pool(2, "test-nostart")
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: 1)
+    monkeypatch.undo()
+    assert pool.drop() == []
+    t0 = time.monotonic()
+    pool.close()  # no thread counted: nothing to wait for
+    assert time.monotonic() - t0 < 0.1
