@@ -39,7 +39,7 @@ JSON_MODULES: dict[str, str] = {
 # "module:qualified name" -> the JSON document it reads or produces
 JSON_EDGES: dict[str, str] = {
     # -- Docker's JSON answers (inspect, ps, top, stats, diff, info, version, df, events) --------
-    "builder.runtime.containers.record:State.docker": "container inspect's State",
+    "builder.runtime.containers.recordparts:State.docker": "container inspect's State",
     "builder.runtime.containers.changes:changes": "/containers/{id}/changes ([{Path, Kind}])",
     "builder.runtime.images:inspect_record": "docker image inspect",
     "builder.runtime.images:inspect": "docker image inspect",
