@@ -35,11 +35,21 @@ def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterato
         os.close(fd)
 
 
+def new_temp(directory: Path | str, prefix: str) -> tuple[int, str]:
+    """A new file ``directory/prefix<random>``, opened read-write, mode 0600 (as ``mkstemp``
+    makes it, without ``tempfile``: with shutil, bz2, lzma and random, ~3-5 ms of a command)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        name = os.path.join(directory, prefix + os.urandom(6).hex())
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            continue
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write *data* to a temp file beside *path*, fsync, then rename over it."""
-    import tempfile  # (with shutil, bz2, lzma, random) not for a listing
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = new_temp(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -92,10 +102,8 @@ def _try_lock(path: Path, flags: int = os.O_RDONLY) -> int | None:
 def _locked_file(directory: Path, prefix: str) -> tuple[int, Path]:
     """A new file under *directory*, opened read-write and ``flock``-ed by us. A sweeper that
     took its lock between our create and our flock unlinks it: then we try another name."""
-    import tempfile
-
     while True:
-        fd, name = tempfile.mkstemp(dir=directory, prefix=prefix)
+        fd, name = new_temp(directory, prefix)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.stat(name).st_ino == os.fstat(fd).st_ino:

@@ -16,7 +16,7 @@ from registry import lookup
 from registry import mediatypes as mt
 from registry.digest import CHUNK, WRITE_MAX, Digest
 from registry.errors import BlobUnknown, DigestError, NotFound, StoreError
-from registry.leases import Lease, file_lock, ingest_file, leftovers, write_atomic
+from registry.leases import Lease, file_lock, ingest_file, leftovers, new_temp, write_atomic
 from registry.model import Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json
 from registry.records import (  # the records, re-exported
     IMAGE_CREATED,
@@ -147,9 +147,7 @@ class Store:
         if not (self.path / "index.json").exists():
             # Create-if-absent by link(2): this runs unlocked (from ``ingest_dir``), and a plain
             # write could clobber an index.json another process has just filled.
-            import tempfile  # (with shutil, bz2, lzma, random) not for a listing
-
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".index.json.")
+            fd, tmp = new_temp(self.path, ".index.json.")
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(json.dumps({"manifests": [], "mediaType": mt.OCI_INDEX,
@@ -395,7 +393,10 @@ class Store:
             if reference is None and any(e.digest == desc.digest for e in out):
                 return
             out.append(entry)
-            self._write_index(self._dedupe_dangling(out))
+            new = self._dedupe_dangling(out)
+            # tagged so already (a cached build's tag): no index.json rewrite, no fsync
+            if not (entry in entries and len(new) == len(entries) and all(e in entries for e in new)):
+                self._write_index(new)
         self.sweep()  # whoever takes the store lock collects what dead transfers left
 
     @staticmethod

@@ -4,6 +4,8 @@ concurrent writers on one root."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from syscounts import write_calls
 from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.errors import BlobUnknown, DigestError, InvalidReference, NotFound, StoreError
+from registry.leases import new_temp
 from registry.model import Descriptor, ImageConfig, Manifest
 from registry.reference import Reference
 from registry.store import IMAGE_ID, REF_NAME, WRITE_MAX, Store
@@ -70,6 +73,36 @@ def test_a_big_write_reaches_the_kernel_in_writes_of_at_most_write_max(tmp_path:
         d = w.commit(Digest.of(data), len(data))
     assert calls == 5
     assert store.read_blob(d) == data
+
+
+def test_tagging_an_image_as_it_is_tagged_leaves_the_index_alone(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    one, _ = make_image(store, "one")
+    two, _ = make_image(store, "two")
+    store.add(one, Reference.parse("app:1"))
+    store.add(two, Reference.parse("app:2"))
+    index = store.path / "index.json"
+    before = index.stat().st_ino
+    store.add(one, Reference.parse("app:1"))  # a cached build tags what it tagged
+    assert index.stat().st_ino == before
+    assert [r.reference and str(r.reference) for r in store.images()] == [
+        "docker.io/library/app:1", "docker.io/library/app:2"]
+    store.add(two, Reference.parse("app:1"))  # moved: rewritten, the old image dangling
+    assert index.stat().st_ino != before
+    assert {str(r.reference) if r.reference else r.descriptor.digest for r in store.images()} == {
+        "docker.io/library/app:1", "docker.io/library/app:2", one.digest}
+
+
+def test_new_temp_files_are_fresh_and_private(tmp_path: Path) -> None:
+    made = [new_temp(tmp_path, ".index.json.") for _ in range(50)]
+    try:
+        assert len({name for _, name in made}) == 50
+        for fd, name in made:
+            assert Path(name).parent == tmp_path and Path(name).name.startswith(".index.json.")
+            assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600 and not os.get_inheritable(fd)
+    finally:
+        for fd, _ in made:
+            os.close(fd)
 
 
 def test_put_manifest_needs_its_blobs(tmp_path: Path) -> None:
