@@ -10,10 +10,13 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from builder.base.errors import DockerfileSyntaxError
 from builder.cli import flags
+
+TYPE_CHECKING = False  # not ``typing``'s: a build loads no ``typing`` (~6 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _read(path: str) -> tuple[str, str]:

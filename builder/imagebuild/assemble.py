@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from builder.base.errors import BuildCancelled
 from builder.imagebuild.cache import BuildCache
@@ -19,6 +18,10 @@ from registry import mediatypes as mt
 from registry.digest import Digest
 from registry.model import Descriptor
 from registry.store import Image, Store
+
+TYPE_CHECKING = False  # not ``typing``'s: a build loads no ``typing`` (~6 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def rfc3339(epoch: float) -> str:

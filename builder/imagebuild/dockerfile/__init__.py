@@ -65,12 +65,14 @@ Where we differ from Docker, on purpose:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from builder.imagebuild.dockerfile.syntax import parse
 from builder.imagebuild.dockerfile.tree import Directives, Heredoc, Node, Pair, SyntaxTree
 
+TYPE_CHECKING = False  # not ``typing``'s: a build loads no ``typing`` (~6 ms)
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.imagebuild.dockerfile.instructions import (
         EXPANDED_FIELDS,
         Add,

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from registry.values import frozen
+
+TYPE_CHECKING = False  # not ``typing``'s: a build loads no ``typing`` (~6 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @frozen

@@ -17,7 +17,6 @@ import tarfile
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 from builder.base import paths
 from builder.base.errors import BuildError, ContextError
@@ -32,6 +31,10 @@ from builder.imagebuild.graph.ops import CopySource, CopySpec, MkdirSpec, Step
 from builder.imagebuild.pool import Job, Pool
 from registry.compression import detect, open_decompressed
 from registry.values import frozen
+
+TYPE_CHECKING = False  # not ``typing``'s: a build loads no ``typing`` (~6 ms)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 def _lookup(file: Path, name: str, field: int) -> int | None:

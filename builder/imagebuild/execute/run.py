@@ -17,7 +17,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from builder.base.binfmt import ensure
 from builder.base.errors import BuildCancelled, BuildError, SandboxError, StepFailed
@@ -31,6 +30,7 @@ from builder.imagebuild.execute.workspace import Workspace, layer_dirs
 from builder.imagebuild.graph.ops import ExecSpec, MountSpec, Step
 from builder.network.resolution import extra_hosts_lines
 
+TYPE_CHECKING = False  # not ``typing``'s: a build loads no ``typing`` (~6 ms)
 if TYPE_CHECKING:
     from builder.core.sandbox.spec import Mount
 

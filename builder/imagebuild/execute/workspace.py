@@ -14,7 +14,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
 
 from builder.base import syscalls as sc
 from builder.base.errors import BuildError, ContextError
@@ -29,7 +28,10 @@ from registry.compression import open_decompressed
 from registry.model import Descriptor, Platform
 from registry.store import Store, file_lock
 
+TYPE_CHECKING = False  # not ``typing``'s: a build loads no ``typing`` (~6 ms)
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from builder.core.rootfs import Root
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from builder.base.errors import BuildError, ContextError, ExpansionError, PlanError
 from builder.imagebuild import dockerfile as df
@@ -33,6 +32,10 @@ from registry.config import ContainerConfig
 from registry.model import Platform
 from registry.store import Image
 from registry.values import field, frozen
+
+TYPE_CHECKING = False  # not ``typing``'s: a build loads no ``typing`` (~6 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_ARGS = frozenset({
