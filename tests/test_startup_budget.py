@@ -54,6 +54,11 @@ NO_EXEC = ("subprocess", "ctypes")  # no process spawned nor libc called by a pu
 # NamedTuples are ``registry.values.frozen`` values) and ``copy``/``weakref`` (registry.config
 # copies JSON itself)
 DIET = frozenset({"typing", "copy", "weakref"})
+# a run, a removal and their teardowns delete run dirs and records with
+# ``builder.base.paths.remove_tree``: not ``shutil``, which loads its archives' modules (~2 ms);
+# a cached build writes its temp files with ``registry.leases.new_temp``, not ``tempfile``, and
+# removes trees with ``remove_tree`` (an executed step's workspace still uses both)
+NO_SHUTIL = frozenset({"shutil", "bz2", "lzma"})
 # every command loads these (exact names); a family lists prefixes of its own beside them
 CORE = frozenset({"builder", "builder.cli", "builder.base.errors", "builder.base.state", "builder.base.units",
         "builder.base.values", "registry.values",  # frozen values without dataclasses (container records)
@@ -320,7 +325,7 @@ BUILD_OURS = ("builder.imagebuild.pipeline", "builder.imagebuild.progress", "bui
 # protocols and ``Literal`` aliases too; ``context.Entry`` is ``collections.namedtuple``'s)
 BUILD_HEAVY = (HEAVY_STDLIB - {"pickle"}) | set(NO_EXEC) | {"socket", "dataclasses", "inspect", "datetime",
                                                             "_datetime", "secrets", "hashlib", "_hashlib",
-                                                            "signal", "typing"}
+                                                            "signal", "typing", "tempfile"} | NO_SHUTIL
 # a build where one changed file runs a COPY and the RUN after it again: the executor, the
 # sandbox (libc through ctypes), the layer's diff (tarfile) and compression (isal, gzip, hashlib), the miss's
 # explanation; still no thread pool nor logging (a COPY's file batches are ``pool``'s too), no
@@ -337,7 +342,8 @@ BUILD_STEP_OURS = (*BUILD_OURS, "builder.imagebuild.execute", "builder.imagebuil
                    "registry.compression")
 BUILD_STEP_BUDGET: dict[str, Any] = {
     "ours": BUILD_STEP_OURS, "third_party": ("isal",), "barred": ("builder.imagebuild.execute.ssh",),
-    "heavy": (BUILD_HEAVY - {"tarfile", "gzip", "ctypes", "hashlib", "_hashlib", "typing"}) | {"selectors", "locale"}}
+    "heavy": (BUILD_HEAVY - {"tarfile", "gzip", "ctypes", "hashlib", "_hashlib", "typing", "tempfile"} - NO_SHUTIL)
+    | {"selectors", "locale"}}
 
 
 def test_cached_build_stays_light(busybox: Any, tmp_path: Path) -> None:
@@ -390,9 +396,6 @@ RUN_OURS = ("builder.runtime.containers", "builder.core.sandbox", "builder.core.
 # container that starts prints no traceback; the image is there: its one command module, no
 # pull progress (builder.cli.registry), and no restart policy to follow (builder.cli.containers)
 RUN_HEAVY = HEAVY_STDLIB | DIET | {"termios", "tty", "traceback"}
-# a run, a removal and their teardowns delete run dirs and records with
-# ``builder.base.paths.remove_tree``: not ``shutil``, which loads its archives' modules (~2 ms)
-NO_SHUTIL = frozenset({"shutil", "bz2", "lzma"})
 RUN_BUDGET: dict[str, Any] = {"ours": RUN_OURS, "heavy": RUN_HEAVY, "cli": ("builder.cli.container_run",)}
 RUN_BUDGETS: dict[str, dict[str, Any]] = {
     # without a terminal the container's output comes through pipes: no socket is opened; the

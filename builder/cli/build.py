@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -80,6 +79,8 @@ class TtyProgress:
                 s["state"] = "DONE"
 
     def _render(self) -> list[str]:
+        import shutil  # a terminal's progress only: a build's budget bars shutil (its archives)
+
         width = shutil.get_terminal_size((100, 20)).columns
         now = time.monotonic()
         lines = [f"[+] Building {now - self.t0:.1f}s"]

@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from builder.base.paths import remove_tree
 from builder.imagebuild import sha
 from registry.digest import Digest
 from registry.errors import DigestError
@@ -337,7 +337,7 @@ class BuildCache:
                     snap = self.layers / r.diff_id.encoded
                     if snap.is_dir():
                         freed += tree_size(snap)
-                        shutil.rmtree(snap, ignore_errors=True)
+                        remove_tree(snap)
             keep = {r.layer.digest for r in records if r.layer is not None and r not in doomed}
             kept_diffs = {r.diff_id.encoded for r in records if r.diff_id is not None and r not in doomed}
             for f, diff_hex, desc in self._variants():
@@ -364,7 +364,7 @@ class BuildCache:
             freed += self._prune_memos("dockerfiles", all=all)
             freed += self._prune_memos("copies", all=all)
             if all:  # the solver's content digests of layers (``cache/content``): memos only
-                shutil.rmtree(self.path / "content", ignore_errors=True)
+                remove_tree(self.path / "content")
         return PruneResult(removed_records, removed_blobs, freed)
 
     def _prune_memos(self, name: str, *, all: bool) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -407,6 +406,8 @@ def export(state: StateRoot, store: Store, image: Image, tags: list[Reference], 
             assert root.path is not None
             if out.type == "local":
                 dest.mkdir(parents=True, exist_ok=True)
+                import shutil  # an export's copy only: a build's budget bars shutil (its archives)
+
                 shutil.copytree(root.path, dest, symlinks=True, dirs_exist_ok=True)
             else:
                 import tarfile
