@@ -7,6 +7,7 @@ others and its error is the build's."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -143,6 +144,45 @@ def test_copy_batches_raise_the_first_failed_batch(tmp_path: Path) -> None:
     # every batch ran, a failed one up to its failure (batch 2 too, after batch 1 had failed)
     assert made == {f"f{i}" for i in range(n) if i % files.BATCH < 5 or i < files.BATCH}
     assert (tmp_path / "dst" / "f7").read_bytes() == b"x" * 7
+
+
+def test_copy_threads_end_when_the_last_batch_cannot_be_handed_over(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_Files.finish``: a last batch no thread can take (no thread can start) is an error,
+    and the threads already running end before it is raised (a live one would hold up the exit)."""
+    from builder.imagebuild.context import Entry
+    from builder.imagebuild.execute.fileops import Ownership, _Files
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (tmp_path / "dst").mkdir()
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # room for a second thread
+    files = _Files(Ownership(None, None, None), keep_owner=False)
+    gate = threading.Event()
+    make = files._make
+
+    def held(batch: Any) -> None:  # the first batch's thread stays busy until the gate opens
+        gate.wait(10)
+        make(batch)
+
+    monkeypatch.setattr(files, "_make", held)
+    for i in range(files.BATCH + 3):  # one full batch (on a thread), then three files
+        p = src / f"f{i}"
+        p.write_bytes(b"x")
+        files.add(Entry(str(p), f"f{i}", p.lstat()), str(tmp_path / "dst" / f"f{i}"), False)
+    opener = threading.Timer(0.3, gate.set)
+    opener.start()
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        files.finish(True)
+    monkeypatch.undo()
+    opener.join()
+    assert not [t for t in threading.enumerate() if t.name.startswith("pybuild-copy")]
+    assert len(list((tmp_path / "dst").iterdir())) == files.BATCH  # the first batch was made
 
 
 def test_solver_first_failed_stage_is_the_error_and_stops_the_others(busybox: Any,

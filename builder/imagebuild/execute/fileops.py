@@ -265,13 +265,15 @@ class _Files:
         """Wait for every batch (made now if no thread was needed); the error of the first
         batch that failed (in the order they were made) raised. Not *ok*: the batches no thread
         started are dropped."""
-        if ok and self.batch and self.pool is None:
-            self._make(self.batch)
-        elif ok and self.batch:
-            self._submit()
-        self.batch = []
-        if self.pool is not None:
-            self.pool.close(cancel=not ok)
+        try:
+            if ok and self.batch and self.pool is None:
+                self._make(self.batch)
+            elif ok and self.batch:
+                self._submit()
+        finally:  # the threads end whatever happened here (a live one would hold up the exit)
+            self.batch = []
+            if self.pool is not None:
+                self.pool.close(cancel=not ok)
         if ok:
             for job in self.jobs:
                 job.result()
