@@ -524,6 +524,40 @@ def test_start_killed_midway_is_torn_down_from_its_state(
     assert not run_dir.exists() and not [p for p in leftover if p.exists()]
 
 
+def test_a_start_whose_starter_was_killed_is_reaped_at_once(
+    state: StateRoot, root: Root, host: HostSnapshot
+) -> None:
+    """A start killed after making its cgroups (before any process) is no start in progress:
+    its state names the starter, so a sweep (``reap_stale``: the next build, ``builder prune``,
+    ``system check``) tears it down at once, not after the 60 s a starting sandbox is given.
+    A start whose starter lives is left alone."""
+    from builder.core.sandbox.handle import pid_start, reap_stale, write_state
+
+    spec = spec_for(root, "true")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the doomed starter
+        ex = Executor(state)
+        ex._spawn = lambda *a, **k: os._exit(9)  # type: ignore[method-assign]
+        try:
+            ex.start(spec)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    run_dir = state.run / spec.id
+    leftover = [p for p in Path("/sys/fs/cgroup").glob(f"*/pybuild/{spec.id}")]
+    assert run_dir.is_dir() and leftover
+    live = state.run / new_id()
+    live.mkdir()
+    write_state(live, {"id": live.name, "pid": 0, "starter": [os.getpid(), pid_start(os.getpid())]})
+    try:
+        assert reap_stale(state) == [spec.id]
+        assert not run_dir.exists() and not [p for p in leftover if p.exists()]
+        assert live.is_dir()  # its starter (this process) lives: a start in progress
+    finally:
+        teardown_run_dir(live)
+
+
 def test_orphan_cgroups_are_removed_by_age(host: HostSnapshot) -> None:
     """Empty ``pybuild/<id>`` cgroups left by a killed owner whose state root is gone."""
     from builder.core.sandbox.cgroups import remove_orphans

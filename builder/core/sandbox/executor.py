@@ -220,14 +220,16 @@ class Executor:
                 cgroup = _cg.Cgroup.create(sid, spec.resources, root=self.state.path)
                 if not sc.clone_into_cgroup_works():  # else the process is born in its v2 cgroup
                     _cg.start_attach_grace(cgroup, _cg.detect())
-            write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json()})
+            # who starts it: a sweep tears down at once what a killed starter left (no grace)
+            starter = [os.getpid(), pid_start(os.getpid())]
+            write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json(), "starter": starter})
             rootfs_dir = run_dir / "rootfs"
             rootfs_dir.mkdir()
             if not spec.root.is_overlay:  # an overlay's stub layer is made with the plan (overlay_lowers)
                 assert spec.root.path is not None
                 mountpoints = _mountpoints.make_mountpoints(Path(spec.root.path), mount_targets(spec))
                 write_state(run_dir, {"id": sid, "pid": 0, "cgroup": cgroup.to_json(),
-                                       "mountpoints": mountpoints})
+                                       "mountpoints": mountpoints, "starter": starter})
             mask = run_dir / "mask"
             os.mknod(mask, stat.S_IFCHR | 0o000, 0)
             stdio = Stdio(stdin, stdout, stderr, terminal=spec.process.terminal, console_size=console_size)

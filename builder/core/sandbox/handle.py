@@ -116,6 +116,8 @@ class Sandbox:
         self._timed_out = False
         self._torn_down = False
         self._helper_state: tuple[int | None, int | None] = (None, None)
+        #: the process starting it (pid, start time), recorded until the sandbox's process is
+        self._starter: tuple[int, int] | None = None
 
     # -- persisted state ---------------------------------------------------------------------------
     def _save(self) -> None:
@@ -142,6 +144,8 @@ class Sandbox:
         )
         sb._start_time = state.get("start_time")
         sb._helper_state = (state.get("helper"), state.get("helper_start"))
+        starter = state.get("starter")
+        sb._starter = (int(starter[0]), int(starter[1])) if starter else None
         return sb
 
     # -- control -----------------------------------------------------------------------------------
@@ -431,9 +435,13 @@ def reap_if_stale(run_dir: Path) -> bool:
     if sb.alive() or (helper is not None and _pid_alive(helper, helper_start, zombie_ok=True)):
         return False
     if sb.pid == 0:  # a start in progress (or one whose process was killed mid-way)
-        with contextlib.suppress(OSError):
-            if time.time() - (run_dir / "state.json").stat().st_mtime < _STARTING_GRACE:
+        if sb._starter is not None:  # its starter says which: alive, or killed (then at once)
+            if _pid_alive(*sb._starter):
                 return False
+        else:
+            with contextlib.suppress(OSError):
+                if time.time() - (run_dir / "state.json").stat().st_mtime < _STARTING_GRACE:
+                    return False
     sb.teardown()
     return True
 
